@@ -1,0 +1,86 @@
+//! `/etc/osmoda/agentd.json`: approvals, memory and where the other daemons listen.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole `agentd.json` file.
+///
+/// The socket, state dir, approval socket and config tree come from command-line flags, not
+/// from this file, so tests and the local backend can run agentd unprivileged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentdConfig {
+    /// Human-approval rules (`services.osmoda.approvalRequired`, `agentd.approvalTtlSecs`).
+    pub approval: ApprovalConfig,
+    /// Memory system settings (`services.osmoda.memory`).
+    pub memory: MemoryConfig,
+    /// Sockets of the enabled sibling daemons; `None` when a daemon is disabled.
+    pub daemons: DaemonEndpoints,
+}
+
+/// Which operations need a human approval ticket, and how long a ticket lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// Operation kinds needing approval, e.g. `"service.remove"`, `"wallet.delete"`;
+    /// a trailing `*` matches a prefix (`"user.*"`).
+    pub required: Vec<String>,
+    /// Lifetime of an approval ticket in seconds (at least 1).
+    pub ttl_secs: u64,
+    /// Packages whose removal by a switch needs approval.
+    pub critical_packages: Vec<String>,
+}
+
+/// Memory system settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// OpenAI-compatible embeddings endpoint (loopback URL); `None` = keyword search only.
+    pub embedding_endpoint: Option<String>,
+    /// Embedding model name sent to the endpoint.
+    pub embedding_model: String,
+    /// Upper bound of tokens injected into one prompt by recall.
+    pub max_injected_tokens: u32,
+}
+
+/// Where agentd reaches the other daemons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonEndpoints {
+    /// osmoda-watch socket.
+    pub watch: Option<PathBuf>,
+    /// osmoda-routines socket.
+    pub routines: Option<PathBuf>,
+    /// osmoda-keyd socket.
+    pub keyd: Option<PathBuf>,
+    /// osmoda-mesh socket.
+    pub mesh: Option<PathBuf>,
+    /// osmoda-voice socket.
+    pub voice: Option<PathBuf>,
+    /// osmoda-egress listen address (`host:port`).
+    pub egress: Option<String>,
+}
+
+impl AgentdConfig {
+    /// Semantic checks.
+    ///
+    /// # Errors
+    /// Returns a message with the JSON path of the first bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.approval.ttl_secs == 0 {
+            return Err("approval.ttl_secs must be at least 1".into());
+        }
+        if let Some(r) = self.approval.required.iter().find(|r| r.trim().is_empty()) {
+            return Err(format!("approval.required contains an empty rule {r:?}"));
+        }
+        if let Some(url) = &self.memory.embedding_endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "memory.embedding_endpoint {url:?} must be an http(s) URL"
+                ));
+            }
+        }
+        Ok(())
+    }
+}

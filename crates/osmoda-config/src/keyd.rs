@@ -1,0 +1,188 @@
+//! `/etc/osmoda/keyd.json`: the wallet policy (default-deny) and the key-encryption secret.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The whole `keyd.json` file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeydConfig {
+    /// File holding the key-encryption secret (a systemd credential path under NixOS).
+    /// `None`: keyd generates a random secret in its state dir (mode 0600) on first start.
+    pub key_file: Option<PathBuf>,
+    /// Signing policy.
+    pub policy: Policy,
+}
+
+/// Signing policy. Anything not allowed here is denied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Allowed chains; a chain absent from this map cannot sign or send.
+    pub chains: BTreeMap<Chain, ChainPolicy>,
+    /// Extra per-wallet limits, keyed by wallet label.
+    pub wallets: BTreeMap<String, WalletPolicy>,
+}
+
+/// Supported chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chain {
+    /// Ethereum and EVM chains (secp256k1, EIP-155).
+    Ethereum,
+    /// Solana (ed25519).
+    Solana,
+}
+
+/// Limits for one chain. Amounts are in the chain's base unit (wei, lamports).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainPolicy {
+    /// Allowed EIP-155 chain ids (Ethereum); must be empty for Solana.
+    pub chain_ids: Vec<u64>,
+    /// Largest single transaction.
+    pub per_tx_max: Amount,
+    /// Total per UTC day over all wallets on this chain.
+    pub daily_limit: Amount,
+    /// Transactions above this need a human approval ticket; `None` = never.
+    pub approval_threshold: Option<Amount>,
+    /// Allowed recipients; `None` = any recipient.
+    pub recipient_allowlist: Option<Vec<String>>,
+}
+
+/// Limits for one wallet (by label), on top of its chain's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletPolicy {
+    /// Total per UTC day for this wallet.
+    pub daily_limit: Amount,
+    /// Allowed recipients for this wallet; `None` = the chain's list applies.
+    pub recipient_allowlist: Option<Vec<String>>,
+}
+
+/// An amount in base units, written in JSON as a decimal string (wei exceed 2^53 and Nix ints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Amount(pub u128);
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::str::FromStr for Amount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "amount {s:?} must be a decimal string of base units, e.g. \"1000\""
+            ));
+        }
+        s.parse::<u128>()
+            .map(Amount)
+            .map_err(|_| format!("amount {s:?} does not fit in 128 bits"))
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl KeydConfig {
+    /// Semantic checks: chain ids only for Ethereum, limits consistent.
+    ///
+    /// # Errors
+    /// Returns a message with the JSON path of the first bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        for (chain, p) in &self.policy.chains {
+            let at = format!("policy.chains.{}", chain.as_str());
+            match chain {
+                Chain::Ethereum if p.chain_ids.is_empty() => {
+                    return Err(format!(
+                        "{at}.chain_ids must list at least one EIP-155 chain id"
+                    ))
+                }
+                Chain::Solana if !p.chain_ids.is_empty() => {
+                    return Err(format!("{at}.chain_ids must be empty for solana"))
+                }
+                _ => {}
+            }
+            if p.per_tx_max > p.daily_limit {
+                return Err(format!(
+                    "{at}.per_tx_max ({}) exceeds daily_limit ({})",
+                    p.per_tx_max, p.daily_limit
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Chain {
+    /// The JSON name of the chain.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Chain::Ethereum => "ethereum",
+            Chain::Solana => "solana",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amount_roundtrip_and_errors() {
+        let a: Amount = serde_json::from_str(r#""340282366920938463463374607431768211455""#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.0, u128::MAX);
+        assert_eq!(
+            serde_json::to_string(&Amount(5)).unwrap_or_default(),
+            r#""5""#
+        );
+        for bad in [
+            r#""-1""#,
+            r#""1.5""#,
+            r#""""#,
+            "12",
+            r#""340282366920938463463374607431768211456""#,
+        ] {
+            assert!(serde_json::from_str::<Amount>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ethereum_needs_chain_ids_and_sane_limits() {
+        let json = r#"{"key_file":null,"policy":{"chains":{"ethereum":{"chain_ids":[],
+            "per_tx_max":"1","daily_limit":"2","approval_threshold":null,"recipient_allowlist":null}},
+            "wallets":{}}}"#;
+        let c: KeydConfig = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.validate().unwrap_err().contains("chain_ids"));
+        let json = json
+            .replace("[]", "[1]")
+            .replace(r#""per_tx_max":"1""#, r#""per_tx_max":"3""#);
+        let c: KeydConfig = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.validate().unwrap_err().contains("exceeds daily_limit"));
+    }
+
+    #[test]
+    fn unknown_chain_rejected() {
+        let e = serde_json::from_str::<Chain>(r#""bitcoin""#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `bitcoin`"), "{e}");
+    }
+}
