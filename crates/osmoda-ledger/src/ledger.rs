@@ -1,0 +1,227 @@
+//! The [`Ledger`] handle: opening, appending through the writer thread, and reading.
+
+use crate::validate::validate_event;
+use crate::writer::{self, Reply, Request};
+use crate::{query, schema, Event, LedgerError, NewEvent, Query, GENESIS_HASH};
+use rusqlite::OptionalExtension;
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+/// Idle read connections kept for reuse.
+const MAX_IDLE_READERS: usize = 4;
+
+/// Size and tip of the chain, from [`Ledger::head`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Head {
+    /// Number of stored events.
+    pub events: u64,
+    /// Id of the last event (0 when empty).
+    pub last_id: i64,
+    /// Hash of the last event (genesis zeros when empty).
+    pub last_hash: String,
+}
+
+/// A handle to an open ledger. Cheap to clone; all clones share one writer thread.
+///
+/// The writer thread stops and the database is closed when the last clone is dropped.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    tx: Option<mpsc::Sender<Request>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer loop after the batch in hand; joining makes sure
+        // the write connection is closed before a caller reopens the same file.
+        self.tx.take();
+        if let Some(handle) = self.writer.take() {
+            if handle.join().is_err() {
+                tracing::error!("ledger writer thread panicked");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path`, creates the schema and starts the writer.
+    ///
+    /// # Errors
+    /// [`LedgerError::Io`] if the parent directory cannot be created, [`LedgerError::Sqlite`] if
+    /// the file cannot be opened or is not a database, [`LedgerError::Malformed`] for a schema
+    /// from a newer version or a filesystem without WAL support.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| LedgerError::Io {
+                context: format!("creating ledger directory {}", parent.display()),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        schema::configure(&conn)?;
+        schema::create(&conn)?;
+        let (tx, handle) = writer::spawn(conn)?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                tx: Some(tx),
+                writer: Some(handle),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Appends an event and returns it as stored, once the transaction holding it is durable.
+    ///
+    /// With a dedup key already seen, returns the earlier event and writes nothing.
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidLabel`], [`LedgerError::InvalidPayload`] or
+    /// [`LedgerError::InvalidDedup`] for bad input (nothing written); [`LedgerError::WriteFailed`]
+    /// if the transaction was rolled back; [`LedgerError::Closed`] if the writer has stopped.
+    pub async fn append(&self, ev: NewEvent) -> Result<Event, LedgerError> {
+        validate_event(&ev)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Request {
+            event: ev,
+            reply: Reply::Async(tx),
+        })?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Like [`Ledger::append`], blocking the calling thread. Do not call it from async code.
+    ///
+    /// # Errors
+    /// As [`Ledger::append`].
+    pub fn append_blocking(&self, ev: NewEvent) -> Result<Event, LedgerError> {
+        validate_event(&ev)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(Request {
+            event: ev,
+            reply: Reply::Blocking(tx),
+        })?;
+        rx.recv().map_err(|_| LedgerError::Closed)?
+    }
+
+    fn submit(&self, req: Request) -> Result<(), LedgerError> {
+        let tx = self.inner.tx.as_ref().ok_or(LedgerError::Closed)?;
+        tx.send(req).map_err(|_| LedgerError::Closed)
+    }
+
+    /// Events matching `q`, ordered by id (ascending unless `q.descending`).
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidQuery`] for a bad limit or `since`; [`LedgerError::Sqlite`] on read
+    /// failure.
+    pub fn query(&self, q: &Query) -> Result<Vec<Event>, LedgerError> {
+        let (sql, params) = query::build(q)?;
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(params), schema::row_to_event)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Full-text search over payloads: every word of `text` must occur (a word ending in `*` is a
+    /// prefix). Newest first, at most `limit` (1..=10 000) events.
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidQuery`] for empty text or a bad limit; [`LedgerError::Sqlite`] on
+    /// read failure.
+    pub fn search(&self, text: &str, limit: usize) -> Result<Vec<Event>, LedgerError> {
+        let fts = query::fts_expression(text)?;
+        let limit = query::check_limit(limit)?;
+        let sql = "SELECT e.id, e.ts, e.type, e.actor, e.payload, e.prev_hash, e.hash \
+                   FROM events_fts JOIN events e ON e.id = events_fts.rowid \
+                   WHERE events_fts MATCH ?1 ORDER BY e.id DESC LIMIT ?2";
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map((fts, limit), schema::row_to_event)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// The event with this id, if any.
+    ///
+    /// # Errors
+    /// [`LedgerError::Sqlite`] on read failure.
+    pub fn get(&self, id: i64) -> Result<Option<Event>, LedgerError> {
+        self.with_reader(|conn| Ok(schema::get_event(conn, id)?))
+    }
+
+    /// Size and tip of the chain.
+    ///
+    /// # Errors
+    /// [`LedgerError::Sqlite`] on read failure.
+    pub fn head(&self) -> Result<Head, LedgerError> {
+        self.with_reader(|conn| {
+            let events: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+            let last: Option<(i64, String)> = conn
+                .query_row(
+                    "SELECT id, hash FROM events ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (last_id, last_hash) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
+            Ok(Head {
+                events: u64::try_from(events).unwrap_or(0),
+                last_id,
+                last_hash,
+            })
+        })
+    }
+
+    /// Runs `f` on a pooled read-only connection (opened on demand).
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let pooled = self.lock_readers().pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let c = Connection::open_with_flags(&self.inner.path, flags)?;
+                c.busy_timeout(std::time::Duration::from_secs(10))?;
+                c.pragma_update(None, "query_only", true)?;
+                c
+            }
+        };
+        let result = f(&conn);
+        let mut idle = self.lock_readers();
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn lock_readers(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        // A panic while holding the lock cannot leave the Vec inconsistent, so poisoning is moot.
+        self.inner
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,194 @@
+//! The group-commit writer: one thread owns the write connection and commits batches.
+//!
+//! Appends arrive on a channel. The writer takes everything queued (up to [`MAX_BATCH`]), writes
+//! it in one `BEGIN IMMEDIATE` transaction with `synchronous=FULL`, commits, and only then answers
+//! each caller, so no append is acknowledged before the transaction holding it is durable.
+
+use crate::schema::{self, Tail};
+use crate::{hash, Event, LedgerError, NewEvent};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use std::sync::mpsc;
+
+/// Most events written in one transaction.
+pub(crate) const MAX_BATCH: usize = 4096;
+
+/// Where the writer sends the outcome of one append.
+pub(crate) enum Reply {
+    /// An `async` caller awaiting a oneshot.
+    Async(tokio::sync::oneshot::Sender<Result<Event, LedgerError>>),
+    /// A blocking caller parked on a std channel.
+    Blocking(mpsc::SyncSender<Result<Event, LedgerError>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<Event, LedgerError>) {
+        // A caller that gave up waiting (dropped future) simply does not get the answer; the
+        // event is committed either way.
+        match self {
+            Reply::Async(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Blocking(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+/// One queued append.
+pub(crate) struct Request {
+    pub event: NewEvent,
+    pub reply: Reply,
+}
+
+/// Starts the writer thread on an already configured connection whose schema exists.
+pub(crate) fn spawn(
+    conn: Connection,
+) -> Result<(mpsc::Sender<Request>, std::thread::JoinHandle<()>), LedgerError> {
+    let tail = schema::load_tail(&conn)?;
+    let (tx, rx) = mpsc::channel::<Request>();
+    let handle = std::thread::Builder::new()
+        .name("ledger-writer".into())
+        .spawn(move || run(conn, tail, rx))
+        .map_err(|source| LedgerError::Io {
+            context: "starting the ledger writer thread".into(),
+            source,
+        })?;
+    Ok((tx, handle))
+}
+
+fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(64);
+    // recv() fails once every Ledger handle is dropped: then the thread ends and closes the DB.
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<&NewEvent> = batch.iter().map(|r| &r.event).collect();
+        match write_batch(&mut conn, &mut tail, &events) {
+            Ok(written) => {
+                for (req, ev) in batch.drain(..).zip(written) {
+                    req.reply.send(Ok(ev));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = batch.len(), "ledger batch rolled back");
+                // Retry one by one so that a single event SQLite refuses cannot fail the others.
+                let single = batch.len() == 1;
+                for req in batch.drain(..) {
+                    let result = if single {
+                        Err(LedgerError::WriteFailed(e.to_string()))
+                    } else {
+                        write_batch(&mut conn, &mut tail, &[&req.event])
+                            .map_err(|e| LedgerError::WriteFailed(e.to_string()))
+                            .and_then(|mut v| v.pop().ok_or(LedgerError::Closed))
+                    };
+                    req.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Writes `events` in one transaction and returns them as stored (or the earlier event for a
+/// dedup hit). On error nothing is written and `tail` is reloaded from the database.
+pub(crate) fn write_batch(
+    conn: &mut Connection,
+    tail: &mut Tail,
+    events: &[&NewEvent],
+) -> rusqlite::Result<Vec<Event>> {
+    match try_write_batch(conn, tail, events) {
+        Ok((written, new_tail)) => {
+            *tail = new_tail;
+            Ok(written)
+        }
+        Err(e) => {
+            if let Ok(fresh) = schema::load_tail(conn) {
+                *tail = fresh;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn try_write_batch(
+    conn: &mut Connection,
+    tail: &Tail,
+    events: &[&NewEvent],
+) -> rusqlite::Result<(Vec<Event>, Tail)> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Another process may have appended since our last commit; then continue from its tail.
+    let mut next = if schema::allocated_id(&tx)? == tail.next_id - 1 {
+        tail.clone()
+    } else {
+        schema::load_tail(&tx)?
+    };
+    let mut out = Vec::with_capacity(events.len());
+    {
+        let mut find_dedup =
+            tx.prepare_cached("SELECT event_id FROM dedup WHERE stream = ?1 AND seq = ?2")?;
+        let mut insert_event = tx.prepare_cached(
+            "INSERT INTO events (id, ts, type, actor, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut insert_fts =
+            tx.prepare_cached("INSERT INTO events_fts (rowid, payload) VALUES (?1, ?2)")?;
+        let mut insert_dedup = tx.prepare_cached(
+            "INSERT OR REPLACE INTO dedup (stream, seq, event_id) VALUES (?1, ?2, ?3)",
+        )?;
+        for ev in events {
+            let dedup = match &ev.dedup {
+                Some(d) => {
+                    // validate_event guarantees seq fits; saturate rather than panic regardless.
+                    let seq = i64::try_from(d.seq).unwrap_or(i64::MAX);
+                    let existing: Option<i64> = find_dedup
+                        .query_row((&d.stream, seq), |r| r.get(0))
+                        .optional()?;
+                    if let Some(id) = existing {
+                        match schema::get_event(&tx, id)? {
+                            Some(e) => {
+                                out.push(e);
+                                continue;
+                            }
+                            // The dedup row points at a missing event (tampering): record anew.
+                            None => tracing::warn!(id, "dedup entry points at a missing event"),
+                        }
+                    }
+                    Some((&d.stream, seq))
+                }
+                None => None,
+            };
+            let id = next.next_id;
+            let ts = hash::now_ts();
+            let h = hash::event_hash(id, &ts, &ev.kind, &ev.actor, &ev.payload, &next.prev_hash);
+            insert_event.execute((
+                id,
+                &ts,
+                &ev.kind,
+                &ev.actor,
+                &ev.payload,
+                &next.prev_hash,
+                &h,
+            ))?;
+            insert_fts.execute((id, &ev.payload))?;
+            if let Some((stream, seq)) = dedup {
+                insert_dedup.execute((stream, seq, id))?;
+            }
+            out.push(Event {
+                id,
+                ts,
+                kind: ev.kind.clone(),
+                actor: ev.actor.clone(),
+                payload: ev.payload.clone(),
+                prev_hash: std::mem::replace(&mut next.prev_hash, h.clone()),
+                hash: h,
+            });
+            next.next_id = id + 1;
+        }
+    }
+    tx.commit()?;
+    Ok((out, next))
+}
