@@ -7,6 +7,7 @@ use rusqlite::OptionalExtension;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 
 /// Idle read connections kept for reuse.
@@ -23,6 +24,15 @@ pub struct Head {
     pub last_hash: String,
 }
 
+/// Group-commit counters from [`Ledger::stats`]: `events / transactions` is the mean batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WriterStats {
+    /// Committed transactions (batches) written by the full-batch path.
+    pub transactions: u64,
+    /// Events returned by those transactions (dedup hits included).
+    pub events: u64,
+}
+
 /// A handle to an open ledger. Cheap to clone; all clones share one writer thread.
 ///
 /// The writer thread stops and the database is closed when the last clone is dropped.
@@ -36,6 +46,7 @@ struct Inner {
     tx: Option<mpsc::Sender<Request>>,
     writer: Option<std::thread::JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
+    counters: Arc<writer::Counters>,
 }
 
 impl Drop for Inner {
@@ -76,13 +87,15 @@ impl Ledger {
         let conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::create(&conn)?;
-        let (tx, handle) = writer::spawn(conn)?;
+        let counters = Arc::new(writer::Counters::default());
+        let (tx, handle) = writer::spawn(conn, Arc::clone(&counters))?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 tx: Some(tx),
                 writer: Some(handle),
                 readers: Mutex::new(Vec::new()),
+                counters,
             }),
         })
     }
@@ -168,6 +181,14 @@ impl Ledger {
     /// [`LedgerError::Sqlite`] on read failure.
     pub fn get(&self, id: i64) -> Result<Option<Event>, LedgerError> {
         self.with_reader(|conn| Ok(schema::get_event(conn, id)?))
+    }
+
+    /// What the writer has committed since this ledger was opened.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
+            events: self.inner.counters.events.load(Ordering::Relaxed),
+        }
     }
 
     /// Size and tip of the chain.

@@ -18,7 +18,7 @@ mod writer;
 
 pub use error::LedgerError;
 pub use hash::{event_hash, format_ts, now_ts, GENESIS_HASH};
-pub use ledger::{Head, Ledger};
+pub use ledger::{Head, Ledger, WriterStats};
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT};
 pub use validate::{validate_label, validate_payload, MAX_LABEL_BYTES, MAX_PAYLOAD_BYTES};
 pub use verify::{verify, BadEvent, BadReason, VerifyReport};

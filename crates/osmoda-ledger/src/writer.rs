@@ -7,7 +7,8 @@
 use crate::schema::{self, Tail};
 use crate::{hash, Event, LedgerError, NewEvent};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 /// Most events written in one transaction.
 pub(crate) const MAX_BATCH: usize = 4096;
@@ -35,6 +36,13 @@ impl Reply {
     }
 }
 
+/// Counters kept by the writer, readable through [`crate::Ledger::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub transactions: AtomicU64,
+    pub events: AtomicU64,
+}
+
 /// One queued append.
 pub(crate) struct Request {
     pub event: NewEvent,
@@ -44,12 +52,13 @@ pub(crate) struct Request {
 /// Starts the writer thread on an already configured connection whose schema exists.
 pub(crate) fn spawn(
     conn: Connection,
+    counters: Arc<Counters>,
 ) -> Result<(mpsc::Sender<Request>, std::thread::JoinHandle<()>), LedgerError> {
     let tail = schema::load_tail(&conn)?;
     let (tx, rx) = mpsc::channel::<Request>();
     let handle = std::thread::Builder::new()
         .name("ledger-writer".into())
-        .spawn(move || run(conn, tail, rx))
+        .spawn(move || run(conn, tail, rx, &counters))
         .map_err(|source| LedgerError::Io {
             context: "starting the ledger writer thread".into(),
             source,
@@ -57,7 +66,7 @@ pub(crate) fn spawn(
     Ok((tx, handle))
 }
 
-fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Request>) {
+fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Request>, counters: &Counters) {
     let mut batch = Vec::with_capacity(64);
     // recv() fails once every Ledger handle is dropped: then the thread ends and closes the DB.
     while let Ok(first) = rx.recv() {
@@ -71,6 +80,10 @@ fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Request>) {
         let events: Vec<&NewEvent> = batch.iter().map(|r| &r.event).collect();
         match write_batch(&mut conn, &mut tail, &events) {
             Ok(written) => {
+                counters.transactions.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .events
+                    .fetch_add(written.len() as u64, Ordering::Relaxed);
                 for (req, ev) in batch.drain(..).zip(written) {
                     req.reply.send(Ok(ev));
                 }
