@@ -1,0 +1,152 @@
+//! agentctl: the operator's command line for agentd (and, through it, the whole system).
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use osmoda_client::Client;
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+#[command(name = "agentctl", about = "Operate an osModa machine through agentd", version)]
+struct Cli {
+    /// agentd's agent-facing socket.
+    #[arg(long, global = true, env = "OSMODA_AGENTD_SOCKET", default_value = "/run/osmoda/agentd.sock")]
+    socket: PathBuf,
+    /// agentd's human-only approval socket.
+    #[arg(long, global = true, env = "OSMODA_APPROVAL_SOCKET", default_value = "/run/osmoda/agentd-approval.sock")]
+    approval_socket: PathBuf,
+    /// Print raw JSON instead of a readable table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// CPU, memory, disk, load and uptime.
+    Health,
+    /// Read the event ledger.
+    Events {
+        /// Event type (trailing `*` for a prefix).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Actor (trailing `*` for a prefix).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Verify the ledger's hash chain by reading the SQLite file directly (works while agentd is down).
+    VerifyLedger {
+        /// Path of ledger.db.
+        #[arg(long, default_value = "/var/lib/osmoda/agentd/ledger.db")]
+        db: PathBuf,
+    },
+    /// Human approval of destructive operations (uses the approval socket).
+    Approvals {
+        #[command(subcommand)]
+        action: ApprovalCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ApprovalCmd {
+    /// List tickets.
+    List,
+    /// Approve a pending ticket.
+    Approve {
+        /// Ticket id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Deny a pending ticket.
+    Deny {
+        /// Ticket id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", output::urlencode(v))))
+        .collect();
+    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let agent = Client::new(&cli.socket);
+    let human = Client::new(&cli.approval_socket);
+    match cli.command {
+        Command::Health => {
+            let v = agent.get("/health").await?.ok_json()?;
+            output::print(&v, cli.json, output::health);
+        }
+        Command::Events { kind, actor, since, limit } => {
+            let q = query_string(&[
+                ("type", kind),
+                ("actor", actor),
+                ("since", since),
+                ("limit", Some(limit.to_string())),
+                ("order", Some("desc".into())),
+            ]);
+            let v = agent.get(&format!("/events/log{q}")).await?.ok_json()?;
+            output::print(&v, cli.json, output::events);
+        }
+        Command::VerifyLedger { db } => {
+            anyhow::ensure!(db.exists(), "no ledger at {}", db.display());
+            let report = osmoda_ledger::verify(&db).with_context(|| format!("reading {}", db.display()))?;
+            return Ok(match report.first_bad {
+                None => {
+                    println!("ledger intact: {} events verified", report.events);
+                    ExitCode::SUCCESS
+                }
+                Some(bad) => {
+                    eprintln!("ledger BROKEN at event {}: {}", bad.id, bad.reason);
+                    ExitCode::from(2)
+                }
+            });
+        }
+        Command::Approvals { action } => {
+            let v = match action {
+                ApprovalCmd::List => human.get("/approvals").await?.ok_json()?,
+                ApprovalCmd::Approve { id, reason } => human
+                    .post(&format!("/approval/{id}/approve"), &json!({ "reason": reason }))
+                    .await?
+                    .ok_json()?,
+                ApprovalCmd::Deny { id, reason } => human
+                    .post(&format!("/approval/{id}/deny"), &json!({ "reason": reason }))
+                    .await?
+                    .ok_json()?,
+            };
+            let v = if v.is_array() { v } else { Value::Array(vec![v]) };
+            output::print(&v, cli.json, output::approvals);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agentctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

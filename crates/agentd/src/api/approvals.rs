@@ -1,0 +1,333 @@
+//! The approval gate: destructive operations need a human. The agent requests a ticket bound
+//! to the exact operation; a person decides on the approval socket (which the agent-facing
+//! router does not serve); the ticket is consumed once, before it expires.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use osmoda_ledger::{Event, Ledger, LedgerError, Query as LedgerQuery};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, Json};
+use crate::peer::Peer;
+use crate::AppState;
+
+/// A ticket as shown to callers.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ticket {
+    /// Random ticket id.
+    pub id: String,
+    /// `pending`, `approved`, `denied`, `used` or `expired`.
+    pub status: &'static str,
+    /// The operation the ticket is bound to.
+    pub operation: Value,
+    /// Hex SHA-256 of the operation's canonical JSON.
+    pub operation_hash: String,
+    /// Why the agent wants it.
+    pub detail: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// When it was asked for.
+    pub requested_at: String,
+    /// Expiry (RFC 3339, UTC).
+    pub expires_at: String,
+    /// Who approved or denied it.
+    pub decided_by: Option<String>,
+    #[serde(skip)]
+    expires_unix: i64,
+    #[serde(skip)]
+    state: &'static str,
+}
+
+impl Ticket {
+    fn refresh(&mut self, now: i64) {
+        self.status = if matches!(self.state, "pending" | "approved") && now >= self.expires_unix {
+            "expired"
+        } else {
+            self.state
+        };
+    }
+}
+
+/// All tickets, by id.
+#[derive(Debug, Default)]
+pub struct Approvals(BTreeMap<String, Ticket>);
+
+/// Canonical JSON (object keys sorted at every level), whatever serde_json's map order is.
+pub fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let mut out = Map::new();
+            for k in keys {
+                out.insert(k.clone(), canonical(&m[k]));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The hash a ticket is bound to.
+pub fn operation_hash(op: &Value) -> String {
+    hex::encode(Sha256::digest(canonical(op).to_string().as_bytes()))
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+impl Approvals {
+    /// Rebuild from every `approval.*` event.
+    ///
+    /// # Errors
+    /// Fails when the ledger cannot be read.
+    pub fn load(ledger: &Ledger) -> Result<Approvals, LedgerError> {
+        let mut out = Approvals::default();
+        let mut after = 0;
+        loop {
+            let q = LedgerQuery {
+                kind: Some("approval.*".into()),
+                after_id: Some(after),
+                limit: Some(10_000),
+                ..Default::default()
+            };
+            let batch = ledger.query(&q)?;
+            let Some(last) = batch.last() else { break };
+            after = last.id;
+            batch.iter().for_each(|e| out.apply(e));
+        }
+        Ok(out)
+    }
+
+    /// Fold one event into the projection.
+    pub fn apply(&mut self, ev: &Event) {
+        let p: Value = serde_json::from_str(&ev.payload).unwrap_or(Value::Null);
+        let Some(id) = p.get("id").and_then(Value::as_str).map(str::to_string) else { return };
+        match ev.kind.as_str() {
+            "approval.requested" => {
+                let expires_unix = p.get("expires_unix").and_then(Value::as_i64).unwrap_or(0);
+                let operation = p.get("operation").cloned().unwrap_or(Value::Null);
+                self.0.insert(
+                    id.clone(),
+                    Ticket {
+                        id,
+                        status: "pending",
+                        operation_hash: operation_hash(&operation),
+                        operation,
+                        detail: p.get("detail").and_then(Value::as_str).unwrap_or("").into(),
+                        requested_by: ev.actor.clone(),
+                        requested_at: ev.ts.clone(),
+                        expires_at: rfc3339(expires_unix),
+                        decided_by: None,
+                        expires_unix,
+                        state: "pending",
+                    },
+                );
+            }
+            kind => {
+                let Some(t) = self.0.get_mut(&id) else { return };
+                match kind {
+                    "approval.approved" => t.state = "approved",
+                    "approval.denied" => t.state = "denied",
+                    "approval.used" => t.state = "used",
+                    _ => return,
+                }
+                if kind != "approval.used" {
+                    t.decided_by = Some(ev.actor.clone());
+                }
+            }
+        }
+    }
+
+    fn get(&mut self, id: &str) -> Result<&Ticket, ApiError> {
+        let t = self.0.get_mut(id).ok_or_else(|| {
+            ApiError::not_found(format!("no approval ticket {id}"))
+                .with_detail(json!({ "hint": "request one with POST /approval/request" }))
+        })?;
+        t.refresh(now_unix());
+        Ok(t)
+    }
+
+    fn listing(&mut self) -> Vec<Ticket> {
+        let now = now_unix();
+        self.0.values_mut().map(|t| {
+            t.refresh(now);
+            t.clone()
+        }).collect()
+    }
+}
+
+/// Body of `POST /approval/request`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBody {
+    /// The exact operation (any JSON); the ticket is bound to its hash.
+    pub operation: Value,
+    /// Why: shown to the person deciding.
+    pub detail: String,
+}
+
+/// `POST /approval/request`
+pub async fn request(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(body): Json<RequestBody>,
+) -> Result<axum::Json<Ticket>, ApiError> {
+    if body.operation.is_null() {
+        return Err(ApiError::bad_request("`operation` must describe the operation"));
+    }
+    if body.detail.len() > 4096 {
+        return Err(ApiError::bad_request("`detail` is limited to 4096 bytes"));
+    }
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(ApiError::internal)?;
+    let id = hex::encode(raw);
+    let ttl = i64::try_from(st.settings.approval_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let payload = json!({
+        "id": id,
+        "operation": body.operation,
+        "operation_hash": operation_hash(&body.operation),
+        "detail": body.detail,
+        "expires_unix": now_unix() + ttl,
+    });
+    let mut approvals = st.approvals.lock().await;
+    let ev = st.record("approval.requested", &peer.actor("agent"), &payload).await?;
+    approvals.apply(&ev);
+    Ok(axum::Json(approvals.get(&id)?.clone()))
+}
+
+/// `GET /approvals` (both sockets)
+pub async fn list(State(st): State<Arc<AppState>>) -> axum::Json<Vec<Ticket>> {
+    axum::Json(st.approvals.lock().await.listing())
+}
+
+/// Body of `POST /approval/check`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBody {
+    /// Ticket id.
+    pub id: String,
+    /// The operation about to be performed; must hash to the ticket's.
+    pub operation: Value,
+}
+
+/// Consume ticket `id` for `operation` on behalf of `actor`: succeeds once, only when a person
+/// approved it, it has not expired and the operation is exactly the one approved.
+///
+/// # Errors
+/// 404 unknown ticket, 403 denied or a different operation, 409 not yet decided or already used,
+/// 410 expired.
+pub async fn consume(st: &AppState, id: &str, operation: &Value, actor: &str) -> Result<(), ApiError> {
+    let mut approvals = st.approvals.lock().await;
+    let t = approvals.get(id)?;
+    if t.operation_hash != operation_hash(operation) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "ticket is bound to a different operation")
+            .with_detail(json!({ "approved_operation": t.operation })));
+    }
+    let fail = |status, msg: &str| Err(ApiError::new(status, format!("ticket {id} {msg}")));
+    match t.status {
+        "approved" => {}
+        "pending" => return fail(StatusCode::CONFLICT, "is still waiting for a human decision"),
+        "denied" => return fail(StatusCode::FORBIDDEN, "was denied"),
+        "used" => return fail(StatusCode::CONFLICT, "was already used; request a new one"),
+        _ => return fail(StatusCode::GONE, "has expired; request a new one"),
+    }
+    let ev = st.record("approval.used", actor, &json!({ "id": id })).await?;
+    approvals.apply(&ev);
+    Ok(())
+}
+
+/// `POST /approval/check`
+pub async fn check(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(body): Json<CheckBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    consume(&st, &body.id, &body.operation, &peer.actor("agent")).await?;
+    Ok(axum::Json(json!({ "ok": true, "id": body.id })))
+}
+
+/// Optional body of a decision.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// Why the person decided so.
+    #[serde(default)]
+    pub reason: String,
+}
+
+async fn decide(
+    st: Arc<AppState>,
+    peer: Peer,
+    id: String,
+    reason: String,
+    approve: bool,
+) -> Result<axum::Json<Ticket>, ApiError> {
+    let mut approvals = st.approvals.lock().await;
+    let status = approvals.get(&id)?.status;
+    if status != "pending" {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("ticket {id} is {status}, not pending")));
+    }
+    let kind = if approve { "approval.approved" } else { "approval.denied" };
+    let ev = st.record(kind, &peer.actor("human"), &json!({ "id": id, "reason": reason })).await?;
+    approvals.apply(&ev);
+    Ok(axum::Json(approvals.get(&id)?.clone()))
+}
+
+/// `POST /approval/{id}/approve` (approval socket only)
+pub async fn approve(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+    body: Option<Json<DecisionBody>>,
+) -> Result<axum::Json<Ticket>, ApiError> {
+    decide(st, peer, id, body.map(|Json(b)| b.reason).unwrap_or_default(), true).await
+}
+
+/// `POST /approval/{id}/deny` (approval socket only)
+pub async fn deny(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+    body: Option<Json<DecisionBody>>,
+) -> Result<axum::Json<Ticket>, ApiError> {
+    decide(st, peer, id, body.map(|Json(b)| b.reason).unwrap_or_default(), false).await
+}
+
+/// Routes served only on the approval socket.
+pub fn human_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/approvals", get(list))
+        .route("/approval/{id}/approve", post(approve))
+        .route("/approval/{id}/deny", post(deny))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_hash_ignores_key_order_but_not_values() {
+        let a = json!({"op": "wallet.delete", "args": {"id": "w1", "chain": "eth"}});
+        let b = json!({"args": {"chain": "eth", "id": "w1"}, "op": "wallet.delete"});
+        let c = json!({"args": {"chain": "eth", "id": "w2"}, "op": "wallet.delete"});
+        assert_eq!(operation_hash(&a), operation_hash(&b));
+        assert_ne!(operation_hash(&a), operation_hash(&c));
+    }
+}

@@ -1,0 +1,188 @@
+//! Ledger access: reading the event log, searching it, and appending events for other daemons.
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use osmoda_ledger::{DedupKey, Event, NewEvent, Query as LedgerQuery};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, Json, Query};
+use crate::peer::{valid_role, Peer};
+use crate::AppState;
+
+/// Filters for `GET /events/log`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogParams {
+    /// Event type; a trailing `*` matches a prefix.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Actor; a trailing `*` matches a prefix.
+    pub actor: Option<String>,
+    /// Only events with `ts >= since` (RFC 3339, UTC).
+    pub since: Option<String>,
+    /// Only events with an id greater than this.
+    pub after_id: Option<i64>,
+    /// At most this many events (default 100, max 10000).
+    pub limit: Option<usize>,
+    /// `desc` for newest first.
+    pub order: Option<String>,
+}
+
+impl LogParams {
+    fn to_query(&self) -> Result<LedgerQuery, ApiError> {
+        let descending = match self.order.as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "order must be `asc` or `desc`, not `{other}`"
+                )))
+            }
+        };
+        if let Some(limit) = self.limit {
+            if limit == 0 || limit > 10_000 {
+                return Err(ApiError::bad_request("limit must be between 1 and 10000"));
+            }
+        }
+        Ok(LedgerQuery {
+            kind: self.kind.clone(),
+            actor: self.actor.clone(),
+            since: self.since.clone(),
+            after_id: self.after_id,
+            limit: self.limit,
+            descending,
+        })
+    }
+}
+
+/// `GET /events/log`
+pub async fn log(
+    State(st): State<Arc<AppState>>,
+    Query(p): Query<LogParams>,
+) -> Result<axum::Json<Vec<Event>>, ApiError> {
+    let q = p.to_query()?;
+    Ok(axum::Json(st.ledger.query(&q)?))
+}
+
+/// Parameters of `GET /events/search`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// Full-text query over payloads (SQLite FTS5 syntax).
+    pub q: String,
+    /// At most this many results (default 50).
+    pub limit: Option<usize>,
+}
+
+/// `GET /events/search?q=`
+pub async fn search(
+    State(st): State<Arc<AppState>>,
+    Query(p): Query<SearchParams>,
+) -> Result<axum::Json<Vec<Event>>, ApiError> {
+    let limit = p.limit.unwrap_or(50).clamp(1, 1000);
+    Ok(axum::Json(st.ledger.search(&p.q, limit)?))
+}
+
+/// Body of `POST /events/append`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendRequest {
+    /// Event type, e.g. `switch.committed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Name of the daemon reporting; recorded together with its kernel identity.
+    pub daemon: String,
+    /// Any JSON value.
+    pub payload: Value,
+    /// Spool stream and sequence number, for exactly-once delivery.
+    pub dedup: Option<Dedup>,
+}
+
+/// Exactly-once delivery key.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dedup {
+    /// Stream id chosen by the sender's spool.
+    pub stream: String,
+    /// Monotonic sequence number within the stream.
+    pub seq: u64,
+}
+
+/// `POST /events/append`: the way other daemons write to the ledger.
+pub async fn append(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(req): Json<AppendRequest>,
+) -> Result<axum::Json<Event>, ApiError> {
+    if !valid_role(&req.daemon) {
+        return Err(ApiError::bad_request("invalid `daemon` name")
+            .with_detail(json!({ "hint": "1 to 40 characters of [a-z0-9._-]" })));
+    }
+    let ev = NewEvent {
+        kind: req.kind,
+        actor: peer.actor(&req.daemon),
+        payload: req.payload.to_string(),
+        dedup: req.dedup.map(|d| DedupKey { stream: d.stream, seq: d.seq }),
+    };
+    Ok(axum::Json(st.ledger.append(ev).await?))
+}
+
+/// Filters for `GET /receipts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptParams {
+    /// Receipt type without the `receipt.` prefix, e.g. `wallet.sign`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Only receipts with `ts >= since`.
+    pub since: Option<String>,
+    /// At most this many (default 100).
+    pub limit: Option<usize>,
+}
+
+/// A structured receipt: a ledger event of type `receipt.<kind>`.
+#[derive(Debug, Serialize)]
+pub struct Receipt {
+    /// Ledger event id.
+    pub id: i64,
+    /// Timestamp.
+    pub ts: String,
+    /// Receipt kind (event type without `receipt.`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Who recorded it.
+    pub actor: String,
+    /// The receipt body.
+    pub receipt: Value,
+    /// Ledger hash of the event, so a receipt can be checked against the chain.
+    pub hash: String,
+}
+
+/// `GET /receipts`
+pub async fn receipts(
+    State(st): State<Arc<AppState>>,
+    Query(p): Query<ReceiptParams>,
+) -> Result<axum::Json<Vec<Receipt>>, ApiError> {
+    let kind = match &p.kind {
+        Some(k) => format!("receipt.{k}"),
+        None => "receipt.*".to_string(),
+    };
+    let q = LogParams { kind: Some(kind), since: p.since, limit: p.limit, ..Default::default() }
+        .to_query()?;
+    let out = st
+        .ledger
+        .query(&q)?
+        .into_iter()
+        .map(|e| Receipt {
+            id: e.id,
+            kind: e.kind.trim_start_matches("receipt.").to_string(),
+            receipt: serde_json::from_str(&e.payload).unwrap_or(Value::String(e.payload)),
+            ts: e.ts,
+            actor: e.actor,
+            hash: e.hash,
+        })
+        .collect();
+    Ok(axum::Json(out))
+}

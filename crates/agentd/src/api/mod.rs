@@ -1,0 +1,33 @@
+//! HTTP API areas of agentd, one module per area.
+
+pub mod approvals;
+pub mod events;
+pub mod health;
+pub mod incidents;
+pub mod system;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::AppState;
+
+/// Every route served on the agent-facing socket.
+pub fn agent_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/system/query", post(system::query))
+        .route("/events/log", get(events::log))
+        .route("/events/search", get(events::search))
+        .route("/events/append", post(events::append))
+        .route("/receipts", get(events::receipts))
+        .route("/incident/create", post(incidents::create))
+        .route("/incident/{id}/step", post(incidents::step))
+        .route("/incident/{id}/resolve", post(incidents::resolve))
+        .route("/incident/{id}", get(incidents::get_one))
+        .route("/incidents", get(incidents::list))
+        .route("/approval/request", post(approvals::request))
+        .route("/approval/check", post(approvals::check))
+        .route("/approvals", get(approvals::list))
+}

@@ -1,0 +1,154 @@
+//! The one place where agentd turns errors into HTTP responses.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+/// An API error: a status, a short message saying what was wrong, and optional detail.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status sent to the caller.
+    pub status: StatusCode,
+    /// What went wrong, in one sentence.
+    pub error: String,
+    /// Structured detail (field names, valid values, ...).
+    pub detail: Value,
+}
+
+impl ApiError {
+    /// A new error with no detail.
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self { status, error: error.into(), detail: Value::Null }
+    }
+    /// 400 Bad Request.
+    pub fn bad_request(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error)
+    }
+    /// 404 Not Found.
+    pub fn not_found(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, error)
+    }
+    /// 500, for failures of agentd itself (storage, I/O).
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {error}"))
+    }
+    /// Attach structured detail.
+    pub fn with_detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, error = %self.error, "request failed");
+        }
+        (self.status, axum::Json(json!({ "error": self.error, "detail": self.detail })))
+            .into_response()
+    }
+}
+
+impl From<osmoda_ledger::LedgerError> for ApiError {
+    fn from(e: osmoda_ledger::LedgerError) -> Self {
+        use osmoda_ledger::LedgerError as E;
+        match e {
+            E::InvalidLabel { .. } | E::InvalidPayload(_) | E::InvalidDedup(_) | E::InvalidQuery(_) => {
+                Self::bad_request(e.to_string())
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// `axum::Json` whose rejections (malformed JSON, unknown fields, wrong types, oversized
+/// bodies, missing content type) become our JSON error body.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match <axum::Json<T> as FromRequest<S>>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+/// An optional JSON body: absent when the request has no body and no content type.
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let empty = req.headers().get(axum::http::header::CONTENT_TYPE).is_none()
+            && req
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+        if empty {
+            return Ok(None);
+        }
+        <Json<T> as FromRequest<S>>::from_request(req, state).await.map(Some)
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let (error, hint) = match &rejection {
+        JsonRejection::JsonDataError(_) => {
+            ("request body has the wrong shape", "check field names and types against docs/api.md")
+        }
+        JsonRejection::JsonSyntaxError(_) => ("request body is not valid JSON", "send a JSON object"),
+        JsonRejection::MissingJsonContentType(_) => {
+            ("missing `Content-Type: application/json`", "set the content type header")
+        }
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            ("request body is too large", "bodies are limited to 1 MiB")
+        }
+        _ => ("could not read request body", "retry with a complete JSON body"),
+    };
+    ApiError::new(status, error).with_detail(json!({ "reason": rejection.body_text(), "hint": hint }))
+}
+
+/// `axum::extract::Query` with our JSON error body.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(r) => Err(query_rejection(r)),
+        }
+    }
+}
+
+fn query_rejection(r: QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid query string").with_detail(json!({ "reason": r.body_text() }))
+}
+
+/// Fallback for unknown routes.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+        .with_detail(json!({ "hint": "see docs/api.md for the list of endpoints" }))
+}
+
+/// Fallback for a known route called with the wrong method.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", method, uri.path()),
+    )
+}

@@ -1,0 +1,136 @@
+//! agentd: the kernel bridge daemon. It serves the agent-facing API and the human-only approval
+//! API on two Unix sockets, and is the only writer of the hash-chained ledger.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod peer;
+pub mod shutdown;
+
+use std::future::IntoFuture;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use osmoda_ledger::{Ledger, NewEvent};
+use tokio::net::UnixListener;
+use tokio::sync::Mutex;
+
+pub use shutdown::{channel as shutdown_channel, Shutdown, Trigger};
+
+/// Largest request body agentd accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Settings that do not come from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long an approval ticket stays valid after it is requested.
+    pub approval_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { approval_ttl: Duration::from_secs(15 * 60) }
+    }
+}
+
+/// Shared state of the daemon. Projections (incidents, approvals) are rebuilt from the ledger
+/// at start, so the ledger is the only store.
+pub struct AppState {
+    /// The event ledger (only agentd writes it).
+    pub ledger: Ledger,
+    /// Non-flag settings.
+    pub settings: Settings,
+    /// Incident workspaces, folded from `incident.*` events.
+    pub incidents: Mutex<api::incidents::Incidents>,
+    /// Approval tickets, folded from `approval.*` events.
+    pub approvals: Mutex<api::approvals::Approvals>,
+    /// Previous CPU sample, for `/health`'s utilisation figure.
+    pub cpu: std::sync::Mutex<Option<api::health::CpuSample>>,
+    /// State directory (ledger lives at `<state_dir>/ledger.db`).
+    pub state_dir: PathBuf,
+}
+
+impl AppState {
+    /// Open the ledger under `state_dir` and rebuild the projections from it.
+    ///
+    /// # Errors
+    /// Fails when the state directory or the ledger cannot be opened or read.
+    pub fn open(state_dir: PathBuf, settings: Settings) -> anyhow::Result<Arc<AppState>> {
+        std::fs::create_dir_all(&state_dir)?;
+        let ledger = Ledger::open(&state_dir.join("ledger.db"))?;
+        let incidents = api::incidents::Incidents::load(&ledger)?;
+        let approvals = api::approvals::Approvals::load(&ledger)?;
+        Ok(Arc::new(AppState {
+            ledger,
+            settings,
+            incidents: Mutex::new(incidents),
+            approvals: Mutex::new(approvals),
+            cpu: std::sync::Mutex::new(None),
+            state_dir,
+        }))
+    }
+
+    /// Append one event to the ledger, durable when this returns.
+    ///
+    /// # Errors
+    /// Fails on an invalid label or payload, or when the ledger cannot be written.
+    pub async fn record(
+        &self,
+        kind: &str,
+        actor: &str,
+        payload: &serde_json::Value,
+    ) -> Result<osmoda_ledger::Event, error::ApiError> {
+        let ev = NewEvent {
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            payload: payload.to_string(),
+            dedup: None,
+        };
+        Ok(self.ledger.append(ev).await?)
+    }
+}
+
+fn with_common(router: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    router
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The agent-facing API (everything except approval decisions).
+pub fn agent_router(state: Arc<AppState>) -> Router {
+    with_common(api::agent_routes(), state)
+}
+
+/// The human-only API: approval decisions. Served only on the approval socket.
+pub fn approval_router(state: Arc<AppState>) -> Router {
+    with_common(api::approvals::human_routes(), state)
+}
+
+/// Serve both sockets until `shutdown` fires, then finish in-flight requests and return.
+///
+/// # Errors
+/// Fails when a listener stops with an I/O error.
+pub async fn serve(
+    agent: UnixListener,
+    approval: UnixListener,
+    state: Arc<AppState>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let a = axum::serve(
+        agent,
+        agent_router(state.clone()).into_make_service_with_connect_info::<peer::Peer>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().wait());
+    let h = axum::serve(
+        approval,
+        approval_router(state).into_make_service_with_connect_info::<peer::Peer>(),
+    )
+    .with_graceful_shutdown(shutdown.wait());
+    let (ra, rh) = tokio::join!(a.into_future(), h.into_future());
+    ra.and(rh)
+}

@@ -1,0 +1,90 @@
+//! agentd binary: parse flags, set up tracing, bind the two sockets and call `agentd::serve`.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::UnixListener;
+
+#[derive(Parser, Debug)]
+#[command(name = "agentd", about = "osModa kernel bridge daemon", version)]
+struct Cli {
+    /// Agent-facing API socket (mode 0660).
+    #[arg(long, default_value = "/run/osmoda/agentd.sock")]
+    socket: PathBuf,
+    /// Human-only approval socket (mode 0600); approve/deny are served only here.
+    #[arg(long, default_value = "/run/osmoda/agentd-approval.sock")]
+    approval_socket: PathBuf,
+    /// State directory; the ledger is `<state-dir>/ledger.db`.
+    #[arg(long, default_value = "/var/lib/osmoda/agentd")]
+    state_dir: PathBuf,
+    /// Generated configuration (`/etc/osmoda/agentd.json`); defaults apply when it is absent.
+    #[arg(long, default_value = "/etc/osmoda/agentd.json")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a generated agentd.json and exit (used by the NixOS module at build time).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Remove a stale socket from a previous run, but never some other kind of file.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(meta.file_type().is_socket(), "{} exists and is not a socket", path.display());
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        let settings = agentd::config::load(file)?;
+        println!("{}: ok ({settings:?})", file.display());
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let settings = if cli.config.exists() {
+        agentd::config::load(&cli.config)?
+    } else {
+        tracing::info!(config = %cli.config.display(), "no config file; using defaults");
+        agentd::Settings::default()
+    };
+    let state = agentd::AppState::open(cli.state_dir.clone(), settings)?;
+    let agent = bind(&cli.socket, 0o660)?;
+    let approval = bind(&cli.approval_socket, 0o600)?;
+    let (trigger, shutdown) = agentd::shutdown_channel();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut int)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+        tracing::info!("shutting down");
+        trigger.fire();
+    });
+    tracing::info!(socket = %cli.socket.display(), approval = %cli.approval_socket.display(), "agentd ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    agentd::serve(agent, approval, state, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Caller identity from `SO_PEERCRED`: the only source of the `actor` agentd records.
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use tokio::net::UnixListener;
+
+/// The kernel-reported identity of the process on the other end of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Effective uid of the caller; `None` if the kernel did not report credentials.
+    pub uid: Option<u32>,
+    /// Process id of the caller.
+    pub pid: Option<i32>,
+    /// Basename of the caller's executable (from `/proc/<pid>/exe`), when readable.
+    pub exe: Option<String>,
+}
+
+impl Peer {
+    /// Identity of the peer of a connected Unix stream.
+    pub fn of(stream: &tokio::net::UnixStream) -> Peer {
+        let cred = stream.peer_cred().ok();
+        let pid = cred.as_ref().and_then(|c| c.pid());
+        let exe = pid.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok()).and_then(
+            |p| p.file_name().map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string()),
+        );
+        Peer { uid: cred.map(|c| c.uid()), pid, exe }
+    }
+
+    /// The ledger actor for this peer acting under `role` (a daemon name the caller claims, or
+    /// `agent` / `human`). The claim is never recorded alone: the kernel's uid, pid and executable
+    /// are always attached, so a caller cannot pass itself off as another process.
+    pub fn actor(&self, role: &str) -> String {
+        let uid = self.uid.map_or_else(|| "?".to_string(), |u| u.to_string());
+        let pid = self.pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+        let exe: String = self
+            .exe
+            .as_deref()
+            .unwrap_or("?")
+            .chars()
+            .map(|c| if c == '|' || c.is_control() || c == ']' { '_' } else { c })
+            .take(40)
+            .collect();
+        format!("{role}[uid={uid},pid={pid},exe={exe}]")
+    }
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Peer::of(stream.io())
+    }
+}
+
+/// Whether `name` is acceptable as a claimed daemon name: 1..=40 of `[a-z0-9._-]`.
+pub fn valid_role(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actor_sanitizes_the_executable_name() {
+        let p = Peer { uid: Some(0), pid: Some(42), exe: Some("we|ird]\nname".into()) };
+        assert_eq!(p.actor("osmoda-watch"), "osmoda-watch[uid=0,pid=42,exe=we_ird__name]");
+    }
+
+    #[test]
+    fn roles_are_restricted() {
+        assert!(valid_role("osmoda-watch"));
+        assert!(!valid_role(""));
+        assert!(!valid_role("Watch"));
+        assert!(!valid_role("a|b"));
+        assert!(!valid_role(&"a".repeat(41)));
+    }
+}

@@ -1,0 +1,153 @@
+//! Shared helpers for agentd's integration tests: real daemons on Unix sockets in temp dirs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+/// An in-process agentd serving on sockets in a temp dir.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub approval_socket: PathBuf,
+    pub state: Arc<agentd::AppState>,
+    trigger: Option<agentd::Trigger>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Daemon {
+    pub async fn start() -> Daemon {
+        Self::start_with(agentd::Settings::default()).await
+    }
+
+    pub async fn start_with(settings: agentd::Settings) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("agentd.sock");
+        let approval_socket = dir.path().join("approval.sock");
+        let state = agentd::AppState::open(dir.path().join("state"), settings).expect("open state");
+        let agent = UnixListener::bind(&socket).expect("bind");
+        let human = UnixListener::bind(&approval_socket).expect("bind");
+        let (trigger, shutdown) = agentd::shutdown_channel();
+        let task = tokio::spawn(agentd::serve(agent, human, state.clone(), shutdown));
+        Daemon { dir, socket, approval_socket, state, trigger: Some(trigger), task: Some(task) }
+    }
+
+    /// Stop serving, drop all state, and start again on the same directory.
+    pub async fn restart(mut self) -> Daemon {
+        if let Some(t) = self.trigger.take() {
+            t.fire();
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("serve");
+        }
+        let Daemon { dir, socket, approval_socket, state, .. } = self;
+        drop(state);
+        std::fs::remove_file(&socket).expect("rm socket");
+        std::fs::remove_file(&approval_socket).expect("rm socket");
+        let state = agentd::AppState::open(dir.path().join("state"), agentd::Settings::default()).expect("reopen");
+        let agent = UnixListener::bind(&socket).expect("bind");
+        let human = UnixListener::bind(&approval_socket).expect("bind");
+        let (trigger, shutdown) = agentd::shutdown_channel();
+        let task = tokio::spawn(agentd::serve(agent, human, state.clone(), shutdown));
+        Daemon { dir, socket, approval_socket, state, trigger: Some(trigger), task: Some(task) }
+    }
+
+    pub fn agent(&self) -> osmoda_client::Client {
+        osmoda_client::Client::new(&self.socket)
+    }
+
+    pub fn human(&self) -> osmoda_client::Client {
+        osmoda_client::Client::new(&self.approval_socket)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(t) = self.trigger.take() {
+            t.fire();
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("serve");
+        }
+    }
+}
+
+/// Send raw bytes as an HTTP request and return (status, body as JSON or Null).
+pub async fn raw(socket: &Path, request: &[u8]) -> (u16, serde_json::Value) {
+    let mut s = UnixStream::connect(socket).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.split_whitespace().nth(1).and_then(|x| x.parse().ok()).expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+/// A POST with an arbitrary body and content type, connection closed after.
+pub fn post_bytes(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: agentd\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// The real agentd binary, started as a child process.
+pub struct Process {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+impl Process {
+    /// Start `agentd` with its state in `dir` and wait until it logs that it is ready.
+    pub fn spawn(dir: &Path) -> Process {
+        let socket = dir.join("agentd.sock");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentd"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--approval-socket")
+            .arg(dir.join("approval.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--config")
+            .arg(dir.join("absent.json"))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn agentd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("agentd ready") => break,
+                Some(Ok(_)) => continue,
+                other => panic!("agentd exited before it was ready: {other:?}"),
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Process { child, socket }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const SHORT: Duration = Duration::from_millis(50);
