@@ -1,0 +1,397 @@
+# Pure osModa rendering functions (builtins only, no nixpkgs).
+#
+# Shared by the NixOS module (modules/osmoda.nix) and agentd's local apply backend, so both
+# write byte-identical /etc/osmoda/<daemon>.json for the same `services.osmoda` settings.
+#
+#   (import ./lib).render cfg      -> { agentd = {..}; watch = {..}; ...; voice = {..}; }
+#   (import ./lib).renderGateway cfg { bridgePath = "..."; } -> OpenClaw's openclaw.json
+#   (import ./lib).unsupported cfg -> [ "services.osmoda.x.package" ... ]
+#   (import ./lib).defaults        -> every default, camelCase, shaped like services.osmoda
+#
+# `cfg` is a possibly partial `services.osmoda` attrset as written in osmoda.nix, or the
+# fully evaluated option set from the module (where unset nullable options are null).
+# Rules: null means "absent"; defaults are filled here (the module takes its defaults from
+# `defaults`); keys this file does not know are passed through (snake_cased) so that the
+# schema's deny_unknown_fields rejects a typo instead of silently ignoring it; a required
+# value that is missing is left out, so check-config names the missing field.
+let
+  inherit (builtins)
+    attrNames concatStringsSep elem filter genList isInt listToAttrs mapAttrs removeAttrs
+    stringLength substring;
+
+  upper = {
+    A = "a"; B = "b"; C = "c"; D = "d"; E = "e"; F = "f"; G = "g"; H = "h"; I = "i";
+    J = "j"; K = "k"; L = "l"; M = "m"; N = "n"; O = "o"; P = "p"; Q = "q"; R = "r";
+    S = "s"; T = "t"; U = "u"; V = "v"; W = "w"; X = "x"; Y = "y"; Z = "z";
+  };
+
+  # "expectStatus" -> "expect_status"
+  toSnake = s:
+    concatStringsSep "" (map (c: if upper ? ${c} then "_" + upper.${c} else c)
+      (genList (i: substring i 1 s) (stringLength s)));
+
+  # Attribute value, or `default` when absent or null.
+  get = set: name: default:
+    if set ? ${name} && set.${name} != null then set.${name} else default;
+
+  dropNulls = set: removeAttrs set (filter (n: set.${n} == null) (attrNames set));
+
+  snakeKeys = set:
+    listToAttrs (map (n: { name = toSnake n; value = set.${n}; }) (attrNames (dropNulls set)));
+
+  # Optional JSON key: { key = value; } when value is present, else {}.
+  opt = key: set: name:
+    if set ? ${name} && set.${name} != null then { ${key} = set.${name}; } else { };
+
+  # Keys of `set` not in `known`, snake_cased: rendered so the schema rejects them.
+  extra = set: known: snakeKeys (removeAttrs set known);
+
+  # Amounts are decimal strings in JSON (wei do not fit Nix ints); accept ints for convenience.
+  amount = v: if isInt v then toString v else v;
+  optAmount = key: set: name:
+    if set ? ${name} && set.${name} != null then { ${key} = amount set.${name}; } else { };
+
+  daemonNames = [ "agentd" "watch" "routines" "keyd" "mesh" "egress" "voice" ];
+
+  # Option names under services.osmoda.<daemon> that configure systemd, not the JSON.
+  serviceKeys = [ "enable" "package" "socket" ];
+
+  defaults = {
+    enable = false;
+    stateDir = "/var/lib/osmoda";
+    configTree = "/var/lib/osmoda/config";
+    configRevision = null;
+    # Operation kinds that need a human approval ticket (DESIGN.md §4).
+    approvalRequired = [
+      "service.remove"
+      "user.remove"
+      "wallet.delete"
+      "wallet.send.over_threshold"
+      "switch.remove_critical"
+    ];
+    memory = {
+      embeddingEndpoint = null;
+      embeddingModel = "nomic-embed-text-v2-moe";
+      maxInjectedTokens = 1500;
+    };
+    agentd = {
+      enable = true;
+      socket = "/run/osmoda/agentd.sock";
+      approvalSocket = "/run/osmoda/approval.sock";
+      approvalTtlSecs = 900;
+      criticalPackages = [ "openssh" "systemd" "nix" "osmoda-agentd" ];
+    };
+    watch = {
+      enable = true;
+      socket = "/run/osmoda/watch.sock";
+      watchers = { };
+      safeSwitch = {
+        ttlSecs = 120;
+        healthChecks = [ { type = "agentd"; } ];
+      };
+    };
+    watcher = {
+      intervalSecs = 30;
+      actions = [ "restart" "notify" ];
+    };
+    check = {
+      timeoutSecs = 10;
+      retries = 0;
+    };
+    httpCheck = {
+      expectStatus = 200;
+    };
+    routines = {
+      enable = true;
+      socket = "/run/osmoda/routines.sock";
+    };
+    # Routines present on every machine (services.osmoda.routines.<name>; disable one with
+    # `<name>.enable = false`). HEARTBEAT.md cadences: a health snapshot every 5 minutes,
+    # failed units every 15, an hourly error-log scan, the morning briefing at 08:00 UTC.
+    heartbeatRoutines = {
+      health-snapshot = {
+        trigger = { type = "interval"; seconds = 300; };
+        action = { type = "agentd"; method = "GET"; path = "/health"; };
+      };
+      failed-units = {
+        trigger = { type = "interval"; seconds = 900; };
+        action = {
+          type = "command";
+          command = [ "systemctl" "list-units" "--state=failed" "--no-legend" "--plain" ];
+        };
+      };
+      log-scan = {
+        trigger = { type = "interval"; seconds = 3600; };
+        action = {
+          type = "command";
+          command = [ "journalctl" "--priority=err" "--since=-1h" "--no-pager" "--quiet" ];
+        };
+      };
+      morning-briefing = {
+        trigger = { type = "cron"; schedule = "0 8 * * *"; };
+        action = { type = "agentd"; method = "GET"; path = "/health"; };
+      };
+    };
+    routine = {
+      enable = true;
+    };
+    commandAction = {
+      timeoutSecs = 300;
+    };
+    keyd = {
+      enable = true;
+      socket = "/run/osmoda/keyd.sock";
+      keyFile = null;
+      # Default-deny: no chain is allowed until the operator lists it.
+      policy = { chains = { }; wallets = { }; };
+    };
+    chainPolicy = {
+      chainIds = [ ];
+    };
+    mesh = {
+      enable = false;
+      socket = "/run/osmoda/mesh.sock";
+      listen = "0.0.0.0:18800";
+      peers = { };
+    };
+    egress = {
+      enable = true;
+      socket = "/run/osmoda/egress.sock";
+      listen = "127.0.0.1:19999";
+      capabilities = { };
+    };
+    capability = {
+      ports = [ 443 ];
+    };
+    voice = {
+      enable = false;
+      socket = "/run/osmoda/voice.sock";
+      whisperModel = null;
+      piperModel = null;
+      language = "en";
+    };
+    gateway = {
+      enable = true;
+      port = 18789;
+      environmentFile = null;
+      channels = {
+        telegram = { enable = false; botTokenFile = null; allowFrom = [ ]; };
+        whatsapp = { enable = false; allowFrom = [ ]; };
+      };
+    };
+  };
+
+  # A health check: snake_case keys, common defaults, http's expect_status default.
+  renderCheck = c:
+    let
+      typeDefaults = defaults.check // (if get c "type" null == "http" then defaults.httpCheck else { });
+    in
+    snakeKeys (typeDefaults // dropNulls c);
+
+  renderWatcher = w:
+    extra w [ "check" "intervalSecs" "actions" ]
+    // (if w ? check && w.check != null then { check = renderCheck w.check; } else { })
+    // {
+      interval_secs = get w "intervalSecs" defaults.watcher.intervalSecs;
+      actions = get w "actions" defaults.watcher.actions;
+    };
+
+  renderTrigger = t: snakeKeys t;
+
+  renderAction = a:
+    snakeKeys ((if get a "type" null == "command" then defaults.commandAction else { }) // dropNulls a);
+
+  renderRoutine = r:
+    extra r [ "enable" "trigger" "action" ]
+    // { enable = get r "enable" defaults.routine.enable; }
+    // (if r ? trigger && r.trigger != null then { trigger = renderTrigger r.trigger; } else { })
+    // (if r ? action && r.action != null then { action = renderAction r.action; } else { });
+
+  # services.osmoda.routines.<name>: user routines sit beside enable/package/socket; the
+  # HEARTBEAT defaults are merged per routine (a user attribute replaces a default one).
+  routineSet = rc:
+    let
+      user = removeAttrs rc serviceKeys;
+      base = defaults.heartbeatRoutines;
+    in
+    mapAttrs (n: _: (base.${n} or { }) // (user.${n} or { })) (base // user);
+
+  renderChain = ch:
+    extra ch [ "chainIds" "perTxMax" "dailyLimit" "approvalThreshold" "recipientAllowlist" ]
+    // { chain_ids = get ch "chainIds" defaults.chainPolicy.chainIds; }
+    // optAmount "per_tx_max" ch "perTxMax"
+    // optAmount "daily_limit" ch "dailyLimit"
+    // optAmount "approval_threshold" ch "approvalThreshold"
+    // opt "recipient_allowlist" ch "recipientAllowlist";
+
+  renderWallet = w:
+    extra w [ "dailyLimit" "recipientAllowlist" ]
+    // optAmount "daily_limit" w "dailyLimit"
+    // opt "recipient_allowlist" w "recipientAllowlist";
+
+  renderPeerKeys = k:
+    extra k [ "ed25519" "x25519" "mlKem768" ]
+    // opt "ed25519" k "ed25519" // opt "x25519" k "x25519" // opt "ml_kem_768" k "mlKem768";
+
+  renderPeer = p:
+    extra p [ "endpoint" "publicKeys" ]
+    // opt "endpoint" p "endpoint"
+    // (if p ? publicKeys && p.publicKeys != null then { public_keys = renderPeerKeys p.publicKeys; } else { });
+
+  renderCapability = c:
+    extra c [ "domains" "ports" ]
+    // opt "domains" c "domains"
+    // { ports = get c "ports" defaults.capability.ports; };
+
+  section = cfg: name: get cfg name { };
+
+  render = cfg:
+    let
+      d = defaults;
+      agentd = section cfg "agentd";
+      memory = section cfg "memory";
+      watch = section cfg "watch";
+      safeSwitch = get watch "safeSwitch" { };
+      routines = section cfg "routines";
+      keyd = section cfg "keyd";
+      policy = get keyd "policy" { };
+      mesh = section cfg "mesh";
+      egress = section cfg "egress";
+      voice = section cfg "voice";
+      # Where agentd reaches a sibling daemon, or null when it is disabled.
+      endpoint = name: attr:
+        let s = section cfg name; in
+        if get s "enable" d.${name}.enable then get s attr d.${name}.${attr} else null;
+    in
+    {
+      agentd =
+        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" ])
+        // {
+          approval = {
+            required = get cfg "approvalRequired" d.approvalRequired;
+            ttl_secs = get agentd "approvalTtlSecs" d.agentd.approvalTtlSecs;
+            critical_packages = get agentd "criticalPackages" d.agentd.criticalPackages;
+          };
+          memory = extra memory [ "embeddingEndpoint" "embeddingModel" "maxInjectedTokens" ]
+            // opt "embedding_endpoint" memory "embeddingEndpoint"
+            // {
+              embedding_model = get memory "embeddingModel" d.memory.embeddingModel;
+              max_injected_tokens = get memory "maxInjectedTokens" d.memory.maxInjectedTokens;
+            };
+          daemons = dropNulls {
+            watch = endpoint "watch" "socket";
+            routines = endpoint "routines" "socket";
+            keyd = endpoint "keyd" "socket";
+            mesh = endpoint "mesh" "socket";
+            voice = endpoint "voice" "socket";
+            egress = endpoint "egress" "listen";
+          };
+        };
+
+      watch =
+        extra watch (serviceKeys ++ [ "watchers" "safeSwitch" ])
+        // {
+          watchers = mapAttrs (_: renderWatcher) (get watch "watchers" { });
+          safe_switch = extra safeSwitch [ "ttlSecs" "healthChecks" ] // {
+            ttl_secs = get safeSwitch "ttlSecs" d.watch.safeSwitch.ttlSecs;
+            health_checks = map renderCheck (get safeSwitch "healthChecks" d.watch.safeSwitch.healthChecks);
+          };
+        };
+
+      routines = { routines = mapAttrs (_: renderRoutine) (routineSet routines); };
+
+      keyd =
+        extra keyd (serviceKeys ++ [ "keyFile" "policy" ])
+        // opt "key_file" keyd "keyFile"
+        // {
+          policy = extra policy [ "chains" "wallets" ] // {
+            chains = mapAttrs (_: renderChain) (get policy "chains" d.keyd.policy.chains);
+            wallets = mapAttrs (_: renderWallet) (get policy "wallets" d.keyd.policy.wallets);
+          };
+        };
+
+      mesh =
+        extra mesh (serviceKeys ++ [ "listen" "peers" ])
+        // {
+          listen = get mesh "listen" d.mesh.listen;
+          peers = mapAttrs (_: renderPeer) (get mesh "peers" { });
+        };
+
+      egress =
+        extra egress (serviceKeys ++ [ "listen" "capabilities" ])
+        // {
+          listen = get egress "listen" d.egress.listen;
+          capabilities = mapAttrs (_: renderCapability) (get egress "capabilities" { });
+        };
+
+      voice =
+        extra voice (serviceKeys ++ [ "whisperModel" "piperModel" "language" ])
+        // opt "whisper_model" voice "whisperModel"
+        // opt "piper_model" voice "piperModel"
+        // { language = get voice "language" d.voice.language; };
+    };
+
+  # OpenClaw's own config file (openclaw.json): the osmoda bridge plugin loaded with the
+  # daemons' socket paths, and the chat channels. Secrets stay in files named here
+  # (tokenFile) or in the systemd EnvironmentFile; none is copied into this file.
+  renderGateway = cfg: { bridgePath }:
+    let
+      d = defaults;
+      gw = section cfg "gateway";
+      channels = get gw "channels" { };
+      tg = d.gateway.channels.telegram // dropNulls (get channels "telegram" { });
+      wa = d.gateway.channels.whatsapp // dropNulls (get channels "whatsapp" { });
+      sock = name: get (section cfg name) "socket" d.${name}.socket;
+    in
+    {
+      gateway = { mode = "local"; bind = "loopback"; port = get gw "port" d.gateway.port; };
+      plugins = {
+        load.paths = [ bridgePath ];
+        entries.osmoda-bridge = {
+          enabled = true;
+          config = {
+            agentdSocket = sock "agentd";
+            watchSocket = sock "watch";
+            routinesSocket = sock "routines";
+            keydSocket = sock "keyd";
+            meshSocket = sock "mesh";
+            voiceSocket = sock "voice";
+          };
+        };
+      };
+      channels =
+        (if tg.enable then {
+          telegram = {
+            enabled = true;
+            dmPolicy = "allowlist";
+            allowFrom = tg.allowFrom;
+          } // opt "tokenFile" tg "botTokenFile";
+        } else { })
+        // (if wa.enable then {
+          whatsapp = { dmPolicy = "allowlist"; allowFrom = wa.allowFrom; };
+        } else { });
+    };
+
+  knownTop = [ "enable" "stateDir" "configTree" "configRevision" "approvalRequired" "memory" "gateway" ]
+    ++ daemonNames;
+
+  # Settings the local backend (an etc-directory swap, no NixOS) cannot apply.
+  unsupported = cfg:
+    let
+      p = "services.osmoda.";
+      setIn = set: name: set ? ${name} && set.${name} != null;
+      perDaemon = builtins.concatMap
+        (dn:
+          let s = section cfg dn; in
+          map (k: "${p}${dn}.${k}")
+            (filter (k: setIn s k) ([ "package" "socket" "enable" ] ++ (if dn == "agentd" then [ "approvalSocket" ] else [ ]))))
+        daemonNames;
+      top = map (k: p + k) (filter (k: setIn cfg k) [ "stateDir" "configTree" "configRevision" "gateway" ]);
+      disabled = if get cfg "enable" true == false then [ "${p}enable" ] else [ ];
+      unknown = map (k: p + k) (filter (k: !(elem k knownTop)) (attrNames cfg));
+    in
+    disabled ++ top ++ perDaemon ++ unknown;
+in
+{
+  inherit defaults render renderGateway unsupported toSnake daemonNames;
+}
