@@ -1,0 +1,154 @@
+//! The crate's one error type: every refusal says what was wrong and what to do next.
+
+use std::path::PathBuf;
+
+use crate::Change;
+
+/// Everything that can go wrong while reading or changing a generations tree.
+///
+/// Whenever a mutation returns one of these, the work tree, the index, `HEAD` and the history are
+/// exactly as they were before the call (see [`crate::Tree::mutate`]).
+#[derive(Debug, thiserror::Error)]
+pub enum GenError {
+    /// A file-system operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What we were doing ("read", "write", "create directory", ...).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A git operation failed.
+    #[error("git: {context}: {}", source.message())]
+    Git {
+        /// What we were doing.
+        context: String,
+        /// The underlying libgit2 error.
+        #[source]
+        source: git2::Error,
+    },
+    /// The directory is not a generations tree (no git repository with a first generation).
+    #[error("{} is not a configuration tree: {reason} (create one with `agentctl config init DIR`)", dir.display())]
+    NotATree {
+        /// The directory that was opened.
+        dir: PathBuf,
+        /// Why it is not usable.
+        reason: String,
+    },
+    /// `init` was pointed at a directory that already holds files.
+    #[error("{} already exists and is not empty; choose an empty or new directory", dir.display())]
+    NotEmpty {
+        /// The target directory.
+        dir: PathBuf,
+    },
+    /// The tree has uncommitted changes, so an agent edit would mix with a person's edit.
+    #[error("the configuration tree has uncommitted changes ({}); record them as a generation with \
+             `agentctl config commit -m \"<why>\"` (or discard them) before the agent can edit", summary(.changes))]
+    Dirty {
+        /// The uncommitted changes that blocked the edit.
+        changes: Vec<Change>,
+    },
+    /// A changed file did not pass validation; nothing was committed.
+    #[error("{} is not valid Nix, nothing was committed: {message}", path.display())]
+    Invalid {
+        /// The file, relative to the tree root.
+        path: PathBuf,
+        /// The parser's or evaluator's message.
+        message: String,
+    },
+    /// The edit closure failed; nothing was committed.
+    #[error("edit failed, nothing was committed: {0}")]
+    Edit(String),
+    /// A path handed to the tree escapes it or points into `.git`.
+    #[error("bad path {}: {reason}", path.display())]
+    BadPath {
+        /// The offending path.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A caller-supplied field (actor, reason, revision, ...) is unusable.
+    #[error("invalid {field}: {reason}")]
+    BadInput {
+        /// Which input.
+        field: &'static str,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A revision does not name a generation of this tree.
+    #[error("unknown generation {rev:?}: {reason} (list them with `agentctl config log`)")]
+    UnknownRevision {
+        /// The revision as given.
+        rev: String,
+        /// The lookup error.
+        reason: String,
+    },
+    /// The change would leave the tree exactly as it is, so no generation was recorded.
+    #[error("nothing changed: {0}; no generation was recorded")]
+    NoChange(String),
+    /// Reverting a generation conflicts with later generations.
+    #[error("cannot revert {rev}: later generations changed the same lines in {}; \
+             use restore to go back to a whole generation instead", paths.join(", "))]
+    Conflict {
+        /// The generation that could not be reverted.
+        rev: String,
+        /// Files with conflicts.
+        paths: Vec<String>,
+    },
+    /// Watching the tree for hand edits failed.
+    #[error("cannot watch {} for hand edits: {source}", dir.display())]
+    Watch {
+        /// The tree root.
+        dir: PathBuf,
+        /// The notify error.
+        #[source]
+        source: notify::Error,
+    },
+    /// The original error, plus a failure to undo the partial change afterwards.
+    #[error("{original}; restoring the previous state ALSO failed ({restore}): inspect the tree with `git status`")]
+    RestoreFailed {
+        /// Why the operation failed in the first place.
+        original: Box<GenError>,
+        /// Why the restore failed.
+        restore: Box<GenError>,
+    },
+}
+
+impl GenError {
+    /// Wraps a failure of an edit closure (for example an `osmoda-nix` refusal).
+    pub fn edit(message: impl std::fmt::Display) -> GenError {
+        GenError::Edit(message.to_string())
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> GenError {
+        GenError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn git(context: impl Into<String>) -> impl FnOnce(git2::Error) -> GenError {
+        let context = context.into();
+        move |source| GenError::Git { context, source }
+    }
+}
+
+fn summary(changes: &[Change]) -> String {
+    let mut parts: Vec<String> = changes
+        .iter()
+        .take(5)
+        .map(|c| format!("{} {}", c.kind, c.path))
+        .collect();
+    if changes.len() > 5 {
+        parts.push(format!("and {} more", changes.len() - 5));
+    }
+    parts.join(", ")
+}

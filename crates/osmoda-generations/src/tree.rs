@@ -1,0 +1,681 @@
+//! [`Tree`]: opening/creating a tree, the locked edit→validate→commit transaction, and drift status.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use git2::{
+    IndexAddOption, ObjectType, Oid, Repository, RepositoryInitOptions, Status, StatusOptions,
+};
+
+use crate::message::{self, TRAILER_ACTOR, TRAILER_EVENT};
+use crate::validate::{self, Candidate, NixCheck};
+use crate::{history, Actor, Change, ChangeKind, GenError, Generation};
+
+/// Name of the lock file inside `.git/` that serializes writers across processes.
+const LOCK_FILE: &str = "osmoda.lock";
+
+/// A git-tracked Nix tree. `Send + Sync`: share one per process behind an `Arc`.
+pub struct Tree {
+    dir: PathBuf,
+    repo: Mutex<Repository>,
+    lock_file: File,
+    nix: Option<PathBuf>,
+}
+
+/// Holds the in-process mutex and the cross-process `flock` for one operation.
+pub(crate) struct Locked<'a> {
+    pub repo: MutexGuard<'a, Repository>,
+    file: &'a File,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Closing the file would also release it; the Tree keeps the file open for reuse.
+        let _ = fs4::FileExt::unlock(self.file);
+    }
+}
+
+impl Tree {
+    /// Creates a tree in `dir` (new or empty) from `template`, with a first commit
+    /// "Initial generation" authored by `actor`.
+    ///
+    /// # Errors
+    /// [`GenError::NotEmpty`] if `dir` holds files, [`GenError::Invalid`] if a template file is not
+    /// valid Nix, I/O and git errors otherwise.
+    pub fn init(dir: &Path, template: &Path, actor: &Actor) -> Result<Tree, GenError> {
+        let sig = actor.signature()?;
+        if !template.is_dir() {
+            return Err(GenError::BadInput {
+                field: "template",
+                reason: format!("{} is not a directory", template.display()),
+            });
+        }
+        if dir.exists() {
+            let mut entries = fs::read_dir(dir).map_err(|e| GenError::io("list", dir, e))?;
+            if entries.next().is_some() {
+                return Err(GenError::NotEmpty {
+                    dir: dir.to_path_buf(),
+                });
+            }
+        }
+        let mut files = Vec::new();
+        collect_files(template, Path::new(""), &mut files)?;
+        let texts: Vec<(PathBuf, String)> = files
+            .iter()
+            .filter(|rel| rel.extension().is_some_and(|e| e == "nix"))
+            .map(|rel| read_text(&template.join(rel), rel).map(|t| (rel.clone(), t)))
+            .collect::<Result<_, _>>()?;
+        let candidates: Vec<Candidate<'_>> = texts
+            .iter()
+            .map(|(rel, text)| Candidate {
+                rel,
+                abs: template.join(rel),
+                text,
+            })
+            .collect();
+        validate::validate(&candidates, validate::find_nix_instantiate().as_deref())?;
+
+        fs::create_dir_all(dir).map_err(|e| GenError::io("create directory", dir, e))?;
+        for rel in &files {
+            let (from, to) = (template.join(rel), dir.join(rel));
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| GenError::io("create directory", parent, e))?;
+            }
+            fs::copy(&from, &to).map_err(|e| GenError::io("copy", &from, e))?;
+        }
+        let mut opts = RepositoryInitOptions::new();
+        opts.initial_head("main").no_reinit(true);
+        let repo = Repository::init_opts(dir, &opts).map_err(GenError::git("git init"))?;
+        let mut index = repo.index().map_err(GenError::git("open the index"))?;
+        index
+            .add_all(["*"], IndexAddOption::DEFAULT, None)
+            .map_err(GenError::git("add the template files"))?;
+        index.write().map_err(GenError::git("write the index"))?;
+        let tree_id = index
+            .write_tree()
+            .map_err(GenError::git("write the tree"))?;
+        let tree = repo
+            .find_tree(tree_id)
+            .map_err(GenError::git("read the tree"))?;
+        let msg = message::build(
+            "Initial generation",
+            &[(TRAILER_ACTOR, actor.name.trim().to_string())],
+        );
+        repo.commit(Some("HEAD"), &sig, &sig, &msg, &tree, &[])
+            .map_err(GenError::git("commit"))?;
+        drop(tree);
+        drop(repo);
+        Tree::open(dir)
+    }
+
+    /// Opens an existing tree (its root must be the work tree of a git repository with at least
+    /// one commit). Validation uses `nix-instantiate` if it is on `PATH` ([`NixCheck::Auto`]).
+    ///
+    /// # Errors
+    /// [`GenError::NotATree`] if `dir` is not such a tree.
+    pub fn open(dir: &Path) -> Result<Tree, GenError> {
+        let not_tree = |reason: String| GenError::NotATree {
+            dir: dir.to_path_buf(),
+            reason,
+        };
+        let dir = dir.canonicalize().map_err(|e| not_tree(e.to_string()))?;
+        let repo = Repository::open(&dir).map_err(|e| not_tree(e.message().to_string()))?;
+        let workdir = repo
+            .workdir()
+            .ok_or_else(|| not_tree("it is a bare repository".into()))?;
+        let workdir = workdir
+            .canonicalize()
+            .map_err(|e| not_tree(e.to_string()))?;
+        if workdir != dir {
+            return Err(not_tree(format!(
+                "it is inside the repository at {}",
+                workdir.display()
+            )));
+        }
+        repo.head()
+            .and_then(|h| h.peel_to_commit())
+            .map_err(|e| not_tree(format!("it has no first generation ({})", e.message())))?;
+        let lock_path = repo.path().join(LOCK_FILE);
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| GenError::io("open the lock file", &lock_path, e))?;
+        Ok(Tree {
+            dir,
+            repo: Mutex::new(repo),
+            lock_file,
+            nix: validate::find_nix_instantiate(),
+        })
+    }
+
+    /// Chooses whether `nix-instantiate` takes part in validation (default [`NixCheck::Auto`]).
+    ///
+    /// # Errors
+    /// [`GenError::BadInput`] for [`NixCheck::Required`] when `nix-instantiate` is not on `PATH`.
+    pub fn with_nix_check(mut self, check: NixCheck) -> Result<Tree, GenError> {
+        self.nix =
+            match check {
+                NixCheck::Off => None,
+                NixCheck::Auto => validate::find_nix_instantiate(),
+                NixCheck::Required => Some(validate::find_nix_instantiate().ok_or_else(|| {
+                    GenError::BadInput {
+                        field: "nix check",
+                        reason: "nix-instantiate is not on PATH; install Nix or use NixCheck::Auto"
+                            .into(),
+                    }
+                })?),
+            };
+        Ok(self)
+    }
+
+    /// The tree's root directory (canonical).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True if changed files are also checked with `nix-instantiate`.
+    pub fn uses_nix(&self) -> bool {
+        self.nix.is_some()
+    }
+
+    /// Takes the in-process mutex, then the cross-process lock.
+    pub(crate) fn lock(&self) -> Result<Locked<'_>, GenError> {
+        // A panic in another thread cannot leave the repository half-changed (every transaction
+        // restores on failure), so a poisoned mutex is still safe to use.
+        let repo = self
+            .repo
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        fs4::FileExt::lock(&self.lock_file)
+            .map_err(|e| GenError::io("lock", self.dir.join(".git").join(LOCK_FILE), e))?;
+        Ok(Locked {
+            repo,
+            file: &self.lock_file,
+        })
+    }
+
+    /// Applies `edit` to the work tree and records the result as one generation.
+    ///
+    /// `edit` receives the tree root and returns the files it changed (relative paths; a file it
+    /// deleted counts). Those files are validated and committed with author = `actor`, message =
+    /// `reason`, and the trailers `Osmoda-Event: <event_id>` (if given) and
+    /// `Osmoda-Actor: <actor.name>`. See the crate docs for which ledger event `event_id` names.
+    ///
+    /// # Errors
+    /// [`GenError::Dirty`] if the tree has uncommitted changes (nothing is run),
+    /// [`GenError::NoChange`] if the edit changed nothing, [`GenError::Invalid`] if validation
+    /// fails, the closure's own error, or a git/I/O error. In every error case the work tree, the
+    /// index, `HEAD` and the history are as they were before the call.
+    pub fn mutate<F>(
+        &self,
+        actor: &Actor,
+        reason: &str,
+        event_id: Option<i64>,
+        edit: F,
+    ) -> Result<Generation, GenError>
+    where
+        F: FnOnce(&Path) -> Result<Vec<PathBuf>, GenError>,
+    {
+        let msg = commit_message(actor, reason, event_id, None)?;
+        self.transaction(actor, &msg, |_, root| edit(root))
+    }
+
+    /// The locked edit → validate → commit sequence shared by `mutate`, `revert` and `restore`.
+    pub(crate) fn transaction<F>(
+        &self,
+        actor: &Actor,
+        msg: &str,
+        edit: F,
+    ) -> Result<Generation, GenError>
+    where
+        F: FnOnce(&Repository, &Path) -> Result<Vec<PathBuf>, GenError>,
+    {
+        let sig = actor.signature()?;
+        let locked = self.lock()?;
+        let repo = &*locked.repo;
+        let mut index = repo.index().map_err(GenError::git("open the index"))?;
+        index.read(true).map_err(GenError::git("read the index"))?;
+        let dirty = statuses(repo)?;
+        if !dirty.is_empty() {
+            return Err(GenError::Dirty { changes: dirty });
+        }
+        let head = repo
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .map_err(GenError::git("read HEAD"))?;
+        let head_tree = head.tree().map_err(GenError::git("read HEAD's tree"))?;
+
+        let mut reported = Vec::new();
+        let result = catch_unwind(AssertUnwindSafe(|| edit(repo, &self.dir)))
+            .unwrap_or_else(|_| Err(GenError::Edit("the edit panicked".into())))
+            .and_then(|paths| {
+                reported = paths;
+                let rels = reported
+                    .iter()
+                    .map(|p| normalize(p))
+                    .collect::<Result<BTreeSet<_>, _>>()?;
+                self.commit_paths(repo, &mut index, &head, &head_tree, &rels, &sig, msg)
+            });
+        match result {
+            Ok(generation) => Ok(generation),
+            Err(original) => {
+                let undo = index
+                    .read(true)
+                    .map_err(GenError::git("re-read the index"))
+                    .and_then(|()| self.restore_worktree(repo, &head_tree, &reported));
+                match undo {
+                    Ok(()) => Err(original),
+                    Err(restore) => Err(GenError::RestoreFailed {
+                        original: Box::new(original),
+                        restore: Box::new(restore),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Validates and commits the files the edit reported; HEAD moves only if everything worked.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_paths(
+        &self,
+        repo: &Repository,
+        index: &mut git2::Index,
+        head: &git2::Commit<'_>,
+        head_tree: &git2::Tree<'_>,
+        rels: &BTreeSet<PathBuf>,
+        sig: &git2::Signature<'_>,
+        msg: &str,
+    ) -> Result<Generation, GenError> {
+        // Read each reported file once; keep only the ones that differ from HEAD.
+        let mut changed: Vec<(&PathBuf, Option<String>)> = Vec::new();
+        for rel in rels {
+            let abs = self.dir.join(rel);
+            let bytes = match fs::symlink_metadata(&abs) {
+                Ok(meta) if meta.is_file() => {
+                    Some(fs::read(&abs).map_err(|e| GenError::io("read", &abs, e))?)
+                }
+                Ok(_) => {
+                    return Err(GenError::BadPath {
+                        path: rel.clone(),
+                        reason: "it is not a regular file",
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(GenError::io("inspect", &abs, e)),
+            };
+            let in_head = head_tree.get_path(rel).ok().map(|e| e.id());
+            let now = match &bytes {
+                Some(b) => Some(
+                    Oid::hash_object(ObjectType::Blob, b).map_err(GenError::git("hash a file"))?,
+                ),
+                None => None,
+            };
+            if now == in_head {
+                continue;
+            }
+            let text = match bytes {
+                Some(b) if rel.extension().is_some_and(|e| e == "nix") => {
+                    Some(String::from_utf8(b).map_err(|_| GenError::Invalid {
+                        path: rel.clone(),
+                        message: "it is not UTF-8 text".into(),
+                    })?)
+                }
+                _ => None,
+            };
+            changed.push((rel, text));
+        }
+        if changed.is_empty() {
+            return Err(GenError::NoChange(
+                "the edit left every file as it was".into(),
+            ));
+        }
+        let candidates: Vec<Candidate<'_>> = changed
+            .iter()
+            .filter_map(|(rel, text)| {
+                text.as_deref().map(|t| Candidate {
+                    rel,
+                    abs: self.dir.join(rel),
+                    text: t,
+                })
+            })
+            .collect();
+        validate::validate(&candidates, self.nix.as_deref())?;
+
+        for (rel, _) in &changed {
+            if self.dir.join(rel).exists() {
+                index
+                    .add_path(rel)
+                    .map_err(GenError::git(format!("stage {}", rel.display())))?;
+            } else {
+                index
+                    .remove_path(rel)
+                    .map_err(GenError::git(format!("stage removal of {}", rel.display())))?;
+            }
+        }
+        self.commit_index(repo, index, head, sig, msg)
+    }
+
+    /// Writes the index's tree, commits it on top of `head`, then writes the index file.
+    fn commit_index(
+        &self,
+        repo: &Repository,
+        index: &mut git2::Index,
+        head: &git2::Commit<'_>,
+        sig: &git2::Signature<'_>,
+        msg: &str,
+    ) -> Result<Generation, GenError> {
+        let tree_id = index
+            .write_tree()
+            .map_err(GenError::git("write the tree"))?;
+        if tree_id == head.tree_id() {
+            return Err(GenError::NoChange(
+                "the tree is identical to the current generation".into(),
+            ));
+        }
+        let tree = repo
+            .find_tree(tree_id)
+            .map_err(GenError::git("read the new tree"))?;
+        // libgit2 refuses to move HEAD unless it still points at `head` (a compare-and-swap).
+        let id = repo
+            .commit(Some("HEAD"), sig, sig, msg, &tree, &[head])
+            .map_err(GenError::git("commit"))?;
+        if let Err(e) = index.write() {
+            let original = GenError::Git {
+                context: "write the index".into(),
+                source: e,
+            };
+            return match repo
+                .head()
+                .and_then(|mut r| r.set_target(head.id(), "osmoda: undo a failed commit"))
+            {
+                Ok(_) => Err(original),
+                Err(e) => Err(GenError::RestoreFailed {
+                    original: Box::new(original),
+                    restore: Box::new(GenError::Git {
+                        context: "move HEAD back".into(),
+                        source: e,
+                    }),
+                }),
+            };
+        }
+        let commit = repo
+            .find_commit(id)
+            .map_err(GenError::git("read the new commit"))?;
+        Ok(history::generation_of(&commit, &HashMap::new()))
+    }
+
+    /// Puts every file the failed edit touched back to its content in `head_tree`.
+    ///
+    /// The tree was clean when the edit started (checked under the lock), so every difference
+    /// from HEAD now is the edit's doing.
+    fn restore_worktree(
+        &self,
+        repo: &Repository,
+        head_tree: &git2::Tree<'_>,
+        reported: &[PathBuf],
+    ) -> Result<(), GenError> {
+        let mut paths: BTreeSet<PathBuf> =
+            reported.iter().filter_map(|p| normalize(p).ok()).collect();
+        paths.extend(statuses(repo)?.into_iter().map(|c| PathBuf::from(c.path)));
+        for rel in paths {
+            let abs = self.dir.join(&rel);
+            match head_tree.get_path(&rel) {
+                Ok(entry) if entry.kind() == Some(ObjectType::Blob) => {
+                    let blob = repo
+                        .find_blob(entry.id())
+                        .map_err(GenError::git("read a blob"))?;
+                    write_blob(&abs, blob.content(), entry.filemode())?;
+                }
+                Ok(_) => {}
+                Err(_) => remove_file_and_empty_parents(&self.dir, &abs)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the work tree's uncommitted changes (a person's hand edits) as one generation
+    /// authored by `actor`.
+    ///
+    /// # Errors
+    /// [`GenError::NoChange`] if the tree is clean, [`GenError::Invalid`] if a changed `.nix` file
+    /// does not validate (the person's files are left untouched), git/I/O errors.
+    pub fn commit_worktree(
+        &self,
+        actor: &Actor,
+        reason: &str,
+        event_id: Option<i64>,
+    ) -> Result<Generation, GenError> {
+        let msg = commit_message(actor, reason, event_id, None)?;
+        let sig = actor.signature()?;
+        let locked = self.lock()?;
+        let repo = &*locked.repo;
+        let mut index = repo.index().map_err(GenError::git("open the index"))?;
+        index.read(true).map_err(GenError::git("read the index"))?;
+        let changes = statuses(repo)?;
+        if changes.is_empty() {
+            return Err(GenError::NoChange(
+                "the work tree has no uncommitted changes".into(),
+            ));
+        }
+        let mut texts = Vec::new();
+        for c in changes
+            .iter()
+            .filter(|c| c.kind != ChangeKind::Deleted && c.path.ends_with(".nix"))
+        {
+            let rel = PathBuf::from(&c.path);
+            let text = read_text(&self.dir.join(&rel), &rel)?;
+            texts.push((rel, text));
+        }
+        let candidates: Vec<Candidate<'_>> = texts
+            .iter()
+            .map(|(rel, text)| Candidate {
+                rel,
+                abs: self.dir.join(rel),
+                text,
+            })
+            .collect();
+        validate::validate(&candidates, self.nix.as_deref())?;
+        let head = repo
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .map_err(GenError::git("read HEAD"))?;
+        let staged = index
+            .add_all(["*"], IndexAddOption::DEFAULT, None)
+            .and_then(|()| index.update_all(["*"], None))
+            .map_err(GenError::git("stage the changes"))
+            .and_then(|()| self.commit_index(repo, &mut index, &head, &sig, &msg));
+        if staged.is_err() {
+            let _ = index.read(true);
+        }
+        staged
+    }
+
+    /// The uncommitted changes in the work tree (drift), untracked files included, ignored ones not.
+    ///
+    /// # Errors
+    /// Git errors.
+    pub fn status(&self) -> Result<Vec<Change>, GenError> {
+        let locked = self.lock()?;
+        let repo = &*locked.repo;
+        repo.index()
+            .and_then(|mut i| i.read(true))
+            .map_err(GenError::git("read the index"))?;
+        statuses(repo)
+    }
+}
+
+/// Builds a commit message: reason, then `Osmoda-Event`, `Osmoda-Actor` and an optional extra trailer.
+pub(crate) fn commit_message(
+    actor: &Actor,
+    reason: &str,
+    event_id: Option<i64>,
+    extra: Option<(&str, String)>,
+) -> Result<String, GenError> {
+    let reason = message::check_reason(reason)?;
+    let mut trailers = Vec::new();
+    if let Some(id) = event_id {
+        trailers.push((TRAILER_EVENT, id.to_string()));
+    }
+    trailers.push((TRAILER_ACTOR, actor.name.trim().to_string()));
+    trailers.extend(extra);
+    Ok(message::build(reason, &trailers))
+}
+
+/// Lists uncommitted changes (index or work tree vs HEAD), untracked files included.
+pub(crate) fn statuses(repo: &Repository) -> Result<Vec<Change>, GenError> {
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let list = repo
+        .statuses(Some(&mut opts))
+        .map_err(GenError::git("read the status"))?;
+    let mut out = Vec::new();
+    for entry in list.iter() {
+        let s = entry.status();
+        let kind = if s.is_conflicted() {
+            ChangeKind::Conflicted
+        } else if s.intersects(Status::WT_NEW | Status::INDEX_NEW) {
+            ChangeKind::Added
+        } else if s.intersects(Status::WT_DELETED | Status::INDEX_DELETED) {
+            ChangeKind::Deleted
+        } else if s.intersects(Status::WT_RENAMED | Status::INDEX_RENAMED) {
+            ChangeKind::Renamed
+        } else if s.intersects(Status::WT_TYPECHANGE | Status::INDEX_TYPECHANGE) {
+            ChangeKind::Typechange
+        } else if s.intersects(Status::WT_MODIFIED | Status::INDEX_MODIFIED) {
+            ChangeKind::Modified
+        } else {
+            continue;
+        };
+        out.push(Change {
+            path: String::from_utf8_lossy(entry.path_bytes()).into_owned(),
+            kind,
+        });
+    }
+    Ok(out)
+}
+
+/// Checks that `path` is relative, stays inside the tree and does not touch `.git`.
+pub(crate) fn normalize(path: &Path) -> Result<PathBuf, GenError> {
+    let bad = |reason| {
+        Err(GenError::BadPath {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
+    let mut out = PathBuf::new();
+    for comp in path.components() {
+        match comp {
+            Component::Normal(c) if out.as_os_str().is_empty() && c == ".git" => {
+                return bad("it is inside .git")
+            }
+            Component::Normal(c) => out.push(c),
+            Component::CurDir => {}
+            Component::ParentDir => return bad("it leaves the tree (..)"),
+            Component::RootDir | Component::Prefix(_) => {
+                return bad("it must be relative to the tree root")
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return bad("it is empty");
+    }
+    Ok(out)
+}
+
+/// Writes a blob's content to `abs` (creating parents) with the mode git recorded.
+pub(crate) fn write_blob(abs: &Path, content: &[u8], filemode: i32) -> Result<(), GenError> {
+    use std::os::unix::fs::PermissionsExt;
+    if fs::read(abs).ok().as_deref() != Some(content) {
+        if let Some(parent) = abs.parent() {
+            fs::create_dir_all(parent).map_err(|e| GenError::io("create directory", parent, e))?;
+        }
+        fs::write(abs, content).map_err(|e| GenError::io("write", abs, e))?;
+    }
+    let mode = if filemode == 0o100755 { 0o755 } else { 0o644 };
+    let current = fs::metadata(abs)
+        .map_err(|e| GenError::io("inspect", abs, e))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if current & 0o100 != mode & 0o100 {
+        fs::set_permissions(abs, fs::Permissions::from_mode(mode))
+            .map_err(|e| GenError::io("chmod", abs, e))?;
+    }
+    Ok(())
+}
+
+/// Removes a file the failed edit created, and the directories it created for it.
+pub(crate) fn remove_file_and_empty_parents(root: &Path, abs: &Path) -> Result<(), GenError> {
+    match fs::remove_file(abs) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(GenError::io("remove", abs, e)),
+    }
+    let mut dir = abs.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+fn read_text(abs: &Path, rel: &Path) -> Result<String, GenError> {
+    let bytes = fs::read(abs).map_err(|e| GenError::io("read", abs, e))?;
+    String::from_utf8(bytes).map_err(|_| GenError::Invalid {
+        path: rel.to_path_buf(),
+        message: "it is not UTF-8 text".into(),
+    })
+}
+
+/// Lists the regular files under `dir` (relative to the template root), skipping `.git`.
+fn collect_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), GenError> {
+    let dir = root.join(rel);
+    let mut entries: Vec<_> = fs::read_dir(&dir)
+        .map_err(|e| GenError::io("list", &dir, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| GenError::io("list", &dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let child = rel.join(&name);
+        let kind = entry
+            .file_type()
+            .map_err(|e| GenError::io("inspect", entry.path(), e))?;
+        if kind.is_dir() {
+            collect_files(root, &child, out)?;
+        } else if kind.is_file() {
+            out.push(child);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(
+            normalize(Path::new("./a/b.nix")).ok(),
+            Some(PathBuf::from("a/b.nix"))
+        );
+        for bad in ["../x", "/etc/passwd", ".git/config", "", "."] {
+            assert!(normalize(Path::new(bad)).is_err(), "{bad} accepted");
+        }
+    }
+}
