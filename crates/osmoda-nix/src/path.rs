@@ -1,0 +1,187 @@
+//! Attribute paths (`services.osmoda."my.name"`): parsing, display and JSON conversion.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::EditError;
+use crate::render::render_key;
+
+/// A non-empty attribute path: a list of attribute names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AttrPath(Vec<String>);
+
+impl AttrPath {
+    /// Builds a path from its segments.
+    ///
+    /// # Errors
+    /// [`EditError::InvalidPath`] if there are no segments or a segment contains a NUL byte.
+    pub fn new<I, S>(segments: I) -> Result<AttrPath, EditError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let segs: Vec<String> = segments.into_iter().map(Into::into).collect();
+        let invalid = |reason: &str| EditError::InvalidPath {
+            input: format!("{segs:?}"),
+            reason: reason.to_string(),
+        };
+        if segs.is_empty() {
+            return Err(invalid("a path needs at least one attribute name"));
+        }
+        if segs.iter().any(|s| s.contains('\0')) {
+            return Err(invalid("attribute names cannot contain NUL bytes"));
+        }
+        Ok(AttrPath(segs))
+    }
+
+    /// Parses a path from a JSON value: either a dotted string or an array of strings.
+    ///
+    /// # Errors
+    /// [`EditError::InvalidPath`] for any other JSON, or a malformed path.
+    pub fn from_json(value: &serde_json::Value) -> Result<AttrPath, EditError> {
+        match value {
+            serde_json::Value::String(s) => s.parse(),
+            serde_json::Value::Array(items) => {
+                let mut segs = Vec::with_capacity(items.len());
+                for item in items {
+                    match item.as_str() {
+                        Some(s) => segs.push(s.to_string()),
+                        None => {
+                            return Err(EditError::InvalidPath {
+                                input: value.to_string(),
+                                reason: "every segment of a path array must be a string".into(),
+                            })
+                        }
+                    }
+                }
+                AttrPath::new(segs)
+            }
+            other => Err(EditError::InvalidPath {
+                input: other.to_string(),
+                reason: "a path is a dotted string or an array of strings".into(),
+            }),
+        }
+    }
+
+    /// The attribute names, outermost first.
+    pub fn segments(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Number of segments (never zero).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Path made of the first `n` segments (`n` ≥ 1 and ≤ `len`, clamped).
+    pub(crate) fn prefix(&self, n: usize) -> AttrPath {
+        AttrPath(self.0[..n.clamp(1, self.0.len())].to_vec())
+    }
+}
+
+impl FromStr for AttrPath {
+    type Err = EditError;
+
+    /// Parses `a.b."c.d".e`: names separated by dots; a name that is not a plain identifier is
+    /// written in double quotes with `\"` and `\\` escapes.
+    fn from_str(input: &str) -> Result<AttrPath, EditError> {
+        let invalid = |reason: &str| EditError::InvalidPath {
+            input: input.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut segs = Vec::new();
+        let mut chars = input.chars().peekable();
+        loop {
+            let mut seg = String::new();
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        None => return Err(invalid("unterminated quoted name")),
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => seg.push(c),
+                            None => return Err(invalid("unterminated quoted name")),
+                        },
+                        Some(c) => seg.push(c),
+                    }
+                }
+                match chars.peek() {
+                    None | Some('.') => {}
+                    Some(_) => return Err(invalid("a quoted name must be followed by '.' or end")),
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c == '.' {
+                        break;
+                    }
+                    if c == '"' {
+                        return Err(invalid("a quote may only start a name"));
+                    }
+                    seg.push(c);
+                    chars.next();
+                }
+                if seg.is_empty() {
+                    return Err(invalid(
+                        "empty attribute name (quote it as \"\" if you mean it)",
+                    ));
+                }
+            }
+            segs.push(seg);
+            match chars.next() {
+                None => break,
+                Some(_dot) => {}
+            }
+        }
+        AttrPath::new(segs).map_err(|_| invalid("attribute names cannot contain NUL bytes"))
+    }
+}
+
+impl fmt::Display for AttrPath {
+    /// Renders the path the way Nix source writes it (names quoted only when needed).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|s| render_key(s)).collect();
+        f.write_str(&parts.join("."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(s: &str) -> Vec<String> {
+        match s.parse::<AttrPath>() {
+            Ok(p) => p.0,
+            Err(e) => vec![format!("ERR {e}")],
+        }
+    }
+
+    #[test]
+    fn parses_dotted_and_quoted() {
+        assert_eq!(
+            segs("services.osmoda.enable"),
+            ["services", "osmoda", "enable"]
+        );
+        assert_eq!(segs("services.\"my.name\".x"), ["services", "my.name", "x"]);
+        assert_eq!(segs("a.\"q\\\"uote\""), ["a", "q\"uote"]);
+        assert_eq!(segs("\"\""), [""]);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in ["", "a..b", "a.", ".a", "a.\"b", "a.\"b\"c", "a\"b\""] {
+            assert!(segs(bad)[0].starts_with("ERR"), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn json_forms_and_display_roundtrip() {
+        let p = AttrPath::from_json(&serde_json::json!(["a", "b.c", "if"])).expect("path");
+        assert_eq!(p.to_string(), "a.\"b.c\".\"if\"");
+        assert_eq!(p.to_string().parse::<AttrPath>().expect("reparse"), p);
+        assert!(AttrPath::from_json(&serde_json::json!([])).is_err());
+        assert!(AttrPath::from_json(&serde_json::json!([1])).is_err());
+        assert!(AttrPath::from_json(&serde_json::json!(3)).is_err());
+    }
+}
