@@ -1,0 +1,234 @@
+//! Ledger benchmark: durable appends/s through group commit vs. one commit per event, append
+//! latency, and the time to verify a 1,000,000-event chain.
+//!
+//! Run: `cargo bench -p osmoda-ledger --bench ledger-bench [-- --writers 8 --per-writer 1000
+//! --baseline 1000 --verify-events 1000000 --dir /var/tmp]`. The directory must be on the disk
+//! you care about: fsync cost is the whole point.
+
+use anyhow::Context as _;
+use osmoda_ledger::{event_hash, now_ts, verify, Ledger, NewEvent, GENESIS_HASH};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Args {
+    writers: usize,
+    per_writer: usize,
+    baseline: usize,
+    verify_events: usize,
+    dir: Option<PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        writers: 8,
+        per_writer: 1000,
+        baseline: 1000,
+        verify_events: 1_000_000,
+        dir: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--bench" {
+            continue;
+        }
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--writers" => a.writers = value.parse()?,
+            "--per-writer" => a.per_writer = value.parse()?,
+            "--baseline" => a.baseline = value.parse()?,
+            "--verify-events" => a.verify_events = value.parse()?,
+            "--dir" => a.dir = Some(PathBuf::from(value)),
+            _ => anyhow::bail!("unknown flag {flag}; known: --writers --per-writer --baseline --verify-events --dir"),
+        }
+    }
+    Ok(a)
+}
+
+fn payload(i: usize) -> String {
+    format!(
+        r#"{{"unit":"nginx.service","action":"restart","attempt":{i},"reason":"health check failed"}}"#
+    )
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Group commit: `writers` threads each append `per_writer` events, waiting for each ack.
+fn bench_group_commit(dir: &Path, writers: usize, per_writer: usize) -> anyhow::Result<()> {
+    let path = dir.join("group.db");
+    let ledger = Ledger::open(&path)?;
+    let start = Instant::now();
+    let mut lat: Vec<Duration> = std::thread::scope(|s| -> anyhow::Result<Vec<Duration>> {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let ledger = ledger.clone();
+                s.spawn(move || -> anyhow::Result<Vec<Duration>> {
+                    let mut lat = Vec::with_capacity(per_writer);
+                    for i in 0..per_writer {
+                        let t = Instant::now();
+                        ledger.append_blocking(NewEvent::new(
+                            "svc.restart",
+                            format!("writer{w}"),
+                            payload(i),
+                        ))?;
+                        lat.push(t.elapsed());
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??);
+        }
+        Ok(all)
+    })?;
+    let elapsed = start.elapsed();
+    lat.sort_unstable();
+    let n = lat.len();
+    let stats = ledger.stats();
+    println!("group commit ({writers} concurrent writers, {n} events, synchronous=FULL, WAL):");
+    println!(
+        "  throughput      {:>10.0} durable appends/s  ({:.2} s total)",
+        n as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!("  latency p50     {:>10.3} ms", ms(percentile(&lat, 0.50)));
+    println!("  latency p99     {:>10.3} ms", ms(percentile(&lat, 0.99)));
+    println!("  latency max     {:>10.3} ms", ms(percentile(&lat, 1.0)));
+    println!(
+        "  transactions    {:>10}  (mean batch {:.1} events)",
+        stats.transactions,
+        stats.events as f64 / stats.transactions.max(1) as f64
+    );
+    drop(ledger);
+    let report = verify(&path)?;
+    anyhow::ensure!(
+        report.is_ok() && report.events == n as u64,
+        "group-commit chain does not verify: {report:?}"
+    );
+    Ok(())
+}
+
+/// Baseline: one event per transaction, same schema and hashing, plain loop on one connection.
+fn bench_per_event_commit(dir: &Path, count: usize) -> anyhow::Result<()> {
+    let path = dir.join("baseline.db");
+    drop(Ledger::open(&path)?); // creates the same schema
+    let conn = Connection::open(&path)?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let mut prev = GENESIS_HASH.to_owned();
+    let mut lat = Vec::with_capacity(count);
+    let start = Instant::now();
+    for i in 0..count {
+        let t = Instant::now();
+        let id = i as i64 + 1;
+        let ts = now_ts();
+        let p = payload(i);
+        let h = event_hash(id, &ts, "svc.restart", "baseline", &p, &prev);
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        conn.prepare_cached("INSERT INTO events (id, ts, type, actor, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+            .execute((id, &ts, "svc.restart", "baseline", &p, &prev, &h))?;
+        conn.prepare_cached("INSERT INTO events_fts (rowid, payload) VALUES (?1, ?2)")?
+            .execute((id, &p))?;
+        conn.execute_batch("COMMIT")?;
+        prev = h;
+        lat.push(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    lat.sort_unstable();
+    println!("per-event commit baseline (1 writer loop, {count} events, one transaction each):");
+    println!(
+        "  throughput      {:>10.0} durable appends/s  ({:.2} s total)",
+        count as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!("  latency p50     {:>10.3} ms", ms(percentile(&lat, 0.50)));
+    println!("  latency p99     {:>10.3} ms", ms(percentile(&lat, 0.99)));
+    drop(conn);
+    anyhow::ensure!(verify(&path)?.is_ok(), "baseline chain does not verify");
+    Ok(())
+}
+
+/// Builds an `n`-event chain quickly (one bulk transaction, same schema and hash) and verifies it.
+fn bench_verify(dir: &Path, n: usize) -> anyhow::Result<()> {
+    let path = dir.join("verify.db");
+    drop(Ledger::open(&path)?);
+    let build = Instant::now();
+    {
+        let mut conn = Connection::open(&path)?;
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO events (id, ts, type, actor, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut prev = GENESIS_HASH.to_owned();
+            let ts = now_ts();
+            for i in 0..n {
+                let id = i as i64 + 1;
+                let p = payload(i);
+                let actor = format!("osmoda-watch[uid=0,pid={},exe=osmoda-watch]", 1000 + i % 50);
+                let h = event_hash(id, &ts, "svc.restart", &actor, &p, &prev);
+                stmt.execute((id, &ts, "svc.restart", &actor, &p, &prev, &h))?;
+                prev = h;
+            }
+        }
+        tx.commit()?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    }
+    let size = std::fs::metadata(&path)?.len();
+    println!(
+        "verify ({n} events, {:.0} MiB database, built in {:.1} s):",
+        size as f64 / 1048576.0,
+        build.elapsed().as_secs_f64()
+    );
+    let mut best = Duration::MAX;
+    for run in 1..=3 {
+        let t = Instant::now();
+        let report = verify(&path)?;
+        let d = t.elapsed();
+        anyhow::ensure!(
+            report.is_ok() && report.events == n as u64,
+            "bulk chain does not verify: {report:?}"
+        );
+        println!(
+            "  run {run}           {:>10.3} s  ({:.0} events/s)",
+            d.as_secs_f64(),
+            n as f64 / d.as_secs_f64()
+        );
+        best = best.min(d);
+    }
+    println!(
+        "  best            {:>10.3} s  (target <= 1 s for 1,000,000)",
+        best.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let tmp = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    println!(
+        "ledger-bench in {} ({} cores)",
+        tmp.path().display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    bench_group_commit(tmp.path(), args.writers, args.per_writer)?;
+    bench_per_event_commit(tmp.path(), args.baseline)?;
+    bench_verify(tmp.path(), args.verify_events)?;
+    Ok(())
+}
