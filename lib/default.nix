@@ -77,7 +77,8 @@ let
     agentd = {
       enable = true;
       socket = "/run/osmoda/agentd.sock";
-      approvalSocket = "/run/osmoda/approval.sock";
+      # Outside /run/osmoda on purpose: only root may reach it, never the agent's tools.
+      approvalSocket = "/run/osmoda-admin/approval.sock";
       approvalTtlSecs = 900;
       criticalPackages = [ "openssh" "systemd" "nix" "osmoda-agentd" ];
     };
@@ -152,6 +153,7 @@ let
       enable = false;
       socket = "/run/osmoda/mesh.sock";
       listen = "0.0.0.0:18800";
+      openFirewall = false;
       peers = { };
     };
     egress = {
@@ -171,7 +173,8 @@ let
       language = "en";
     };
     gateway = {
-      enable = true;
+      # Off by default: it needs an OpenClaw package and model credentials.
+      enable = false;
       port = 18789;
       environmentFile = null;
       channels = {
@@ -311,7 +314,7 @@ let
         };
 
       mesh =
-        extra mesh (serviceKeys ++ [ "listen" "peers" ])
+        extra mesh (serviceKeys ++ [ "listen" "openFirewall" "peers" ])
         // {
           listen = get mesh "listen" d.mesh.listen;
           peers = mapAttrs (_: renderPeer) (get mesh "peers" { });
@@ -384,7 +387,9 @@ let
         (dn:
           let s = section cfg dn; in
           map (k: "${p}${dn}.${k}")
-            (filter (k: setIn s k) ([ "package" "socket" "enable" ] ++ (if dn == "agentd" then [ "approvalSocket" ] else [ ]))))
+            (filter (k: setIn s k) ([ "package" "socket" "enable" ]
+              ++ (if dn == "agentd" then [ "approvalSocket" ] else [ ])
+              ++ (if dn == "mesh" then [ "openFirewall" ] else [ ]))))
         daemonNames;
       top = map (k: p + k) (filter (k: setIn cfg k) [ "stateDir" "configTree" "configRevision" "gateway" ]);
       disabled = if get cfg "enable" true == false then [ "${p}enable" ] else [ ];

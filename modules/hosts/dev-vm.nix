@@ -1,0 +1,51 @@
+# QEMU development VM: Sway desktop with auto-login, the full osModa stack and the
+# OpenClaw gateway running.
+#   nix build .#nixosConfigurations.osmoda-dev.config.system.build.vm
+#   ./result/bin/run-osmoda-dev-vm
+{ lib, pkgs, modulesPath, ... }:
+
+{
+  imports = [ "${modulesPath}/virtualisation/qemu-vm.nix" ];
+
+  networking.hostName = "osmoda-dev";
+
+  virtualisation = {
+    memorySize = 4096;
+    cores = 4;
+    diskSize = 16384;
+    graphics = true;
+  };
+
+  services.osmoda = {
+    enable = true;
+    gateway.enable = true;
+    # Model API keys and OPENCLAW_GATEWAY_TOKEN; create it in the VM (never in the store).
+    gateway.environmentFile = "/var/lib/osmoda/gateway.env";
+    watch.watchers.sshd = {
+      check = { type = "systemd"; unit = "sshd.service"; };
+      actions = [ "restart" "notify" ];
+    };
+  };
+
+  # The desktop session, logged in automatically as the operator.
+  programs.sway.enable = true;
+  services.greetd = {
+    enable = true;
+    settings = {
+      initial_session = { command = "${pkgs.sway}/bin/sway"; user = "operator"; };
+    };
+  };
+
+  users.users.operator = {
+    isNormalUser = true;
+    # Development VM only: a known password for the console.
+    initialPassword = "osmoda";
+    extraGroups = [ "wheel" "osmoda" "video" "audio" ];
+  };
+
+  services.openssh.enable = true;
+  environment.systemPackages = with pkgs; [ kitty firefox git curl jq ];
+  nix.settings.experimental-features = [ "nix-command" "flakes" ];
+
+  system.stateVersion = "24.11";
+}

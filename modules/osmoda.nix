@@ -1,0 +1,597 @@
+# osModa: agentd and its sibling daemons as NixOS services, configured entirely through
+# `services.osmoda.*`. Each daemon reads only /etc/osmoda/<daemon>.json, rendered by
+# ../lib (the same code agentd's local backend uses) and checked at build time with the
+# daemon's own `check-config`.
+{ config, lib, pkgs, ... }:
+
+let
+  cfg = config.services.osmoda;
+  osmodaLib = import ../lib;
+  d = osmodaLib.defaults;
+
+  inherit (lib)
+    literalExpression mkDefault mkEnableOption mkIf mkMerge mkOption mkPackageOption types;
+
+  jsonFormat = pkgs.formats.json { };
+
+  nullOr = t: description: mkOption { type = types.nullOr t; default = null; inherit description; };
+
+  # The tagged health check shared by watchers and SafeSwitch. Fields that do not belong
+  # to the chosen `type` must stay null: the daemon's check-config rejects them.
+  checkModule = {
+    options = {
+      type = mkOption {
+        type = types.enum [ "systemd" "http" "tcp" "command" "disk" "process" "agentd" ];
+        description = "Kind of probe; selects which of the other fields apply.";
+      };
+      unit = nullOr types.str "systemd: unit that must be active, e.g. `nginx.service`.";
+      url = nullOr types.str "http: URL to GET.";
+      expectStatus = nullOr (types.ints.between 100 599)
+        "http: expected status (null = ${toString d.httpCheck.expectStatus}).";
+      bodyContains = nullOr types.str "http: substring the response body must contain.";
+      host = nullOr types.str "tcp: host to connect to.";
+      port = nullOr types.port "tcp: port to connect to.";
+      command = nullOr (types.listOf types.str) "command: argv (no shell) that must exit 0.";
+      path = nullOr types.str "disk: a path on the filesystem to measure.";
+      minFreePercent = nullOr (types.ints.between 0 100) "disk: minimum free space in percent.";
+      name = nullOr types.str "process: process name (comm) that must be running.";
+      timeoutSecs = nullOr types.ints.positive
+        "Probe time budget in seconds (null = ${toString d.check.timeoutSecs}).";
+      retries = nullOr types.ints.unsigned
+        "Extra attempts before the check fails (null = ${toString d.check.retries}).";
+    };
+  };
+
+  watcherModule = {
+    options = {
+      check = mkOption {
+        type = types.submodule checkModule;
+        description = "The probe.";
+        example = literalExpression ''{ type = "systemd"; unit = "nginx.service"; }'';
+      };
+      intervalSecs = mkOption {
+        type = types.ints.positive;
+        default = d.watcher.intervalSecs;
+        description = "Seconds between probes.";
+      };
+      actions = mkOption {
+        type = types.listOf (types.enum [ "restart" "rollback" "notify" ]);
+        default = d.watcher.actions;
+        description = "Escalation ladder, one step per consecutive failure.";
+      };
+    };
+  };
+
+  triggerModule = {
+    options = {
+      type = mkOption {
+        type = types.enum [ "cron" "interval" "event" "webhook" ];
+        description = "What starts the routine.";
+      };
+      schedule = nullOr types.str "cron: five-field expression in UTC, e.g. `0 8 * * *`.";
+      seconds = nullOr types.ints.positive "interval: seconds between runs.";
+      match = nullOr types.str "event: ledger event type, exact or prefix with a trailing `*`.";
+      path = nullOr types.str "webhook: path segment after `/webhook/`.";
+      secretFile = nullOr types.str "webhook: file holding the HMAC secret (not in the store).";
+    };
+  };
+
+  actionModule = {
+    options = {
+      type = mkOption {
+        type = types.enum [ "command" "agentd" ];
+        description = "What the routine does.";
+      };
+      command = nullOr (types.listOf types.str) "command: argv (no shell).";
+      timeoutSecs = nullOr types.ints.positive
+        "command: kill after this many seconds (null = ${toString d.commandAction.timeoutSecs}).";
+      method = nullOr (types.enum [ "GET" "POST" ]) "agentd: HTTP method.";
+      path = nullOr types.str "agentd: API path, e.g. `/health`.";
+      body = nullOr jsonFormat.type "agentd: JSON body for POST.";
+    };
+  };
+
+  routineModule = {
+    options = {
+      enable = mkOption {
+        type = types.bool;
+        default = d.routine.enable;
+        description = "Whether the routine fires.";
+      };
+      trigger = mkOption { type = types.submodule triggerModule; description = "When it runs."; };
+      action = mkOption { type = types.submodule actionModule; description = "What it runs."; };
+    };
+  };
+
+  amountType = types.either types.ints.unsigned (types.strMatching "[0-9]+");
+
+  chainModule = {
+    options = {
+      chainIds = mkOption {
+        type = types.listOf types.ints.unsigned;
+        default = d.chainPolicy.chainIds;
+        description = "Allowed EIP-155 chain ids (ethereum only).";
+      };
+      perTxMax = mkOption { type = amountType; description = "Largest single transaction, base units."; };
+      dailyLimit = mkOption { type = amountType; description = "Total per UTC day on this chain, base units."; };
+      approvalThreshold = nullOr amountType "Above this a human approval is required (null = never).";
+      recipientAllowlist = nullOr (types.listOf types.str) "Allowed recipients (null = any).";
+    };
+  };
+
+  walletModule = {
+    options = {
+      dailyLimit = mkOption { type = amountType; description = "Total per UTC day for this wallet."; };
+      recipientAllowlist = nullOr (types.listOf types.str) "Allowed recipients (null = chain's list).";
+    };
+  };
+
+  peerModule = {
+    options = {
+      endpoint = mkOption { type = types.str; description = "`host:port` to dial."; };
+      publicKeys = {
+        ed25519 = mkOption { type = types.str; description = "Ed25519 identity key (base64)."; };
+        x25519 = mkOption { type = types.str; description = "X25519 Noise static key (base64)."; };
+        mlKem768 = mkOption { type = types.str; description = "ML-KEM-768 encapsulation key (base64)."; };
+      };
+    };
+  };
+
+  capabilityModule = {
+    options = {
+      domains = mkOption {
+        type = types.listOf types.str;
+        description = "Allowed host names; `*.example.com` matches subdomains.";
+      };
+      ports = mkOption {
+        type = types.listOf types.port;
+        default = d.capability.ports;
+        description = "Allowed destination ports.";
+      };
+    };
+  };
+
+  # enable / package / socket, common to every daemon.
+  daemonOptions = name: pkgAttr: {
+    enable = mkOption {
+      type = types.bool;
+      default = d.${name}.enable;
+      description = "Whether to run ${pkgAttr}.";
+    };
+    package = mkPackageOption pkgs pkgAttr { default = [ "osmoda" name ]; };
+    socket = mkOption {
+      type = types.str;
+      default = d.${name}.socket;
+      description = "Unix socket ${pkgAttr} serves its API on.";
+    };
+  };
+
+  # What lib renders. The only NixOS-specific input is the evaluated option set.
+  rendered = osmodaLib.render cfg;
+
+  etcFile = name: "/etc/osmoda/${name}.json";
+
+  # Build-time validation with the daemon's own schema (vector.nix style).
+  checkedConfig = name: package:
+    pkgs.runCommand "osmoda-${name}-json-checked"
+      {
+        json = builtins.toJSON rendered.${name};
+        passAsFile = [ "json" ];
+      } ''
+      ${lib.getExe package} check-config "$jsonPath"
+      touch $out
+    '';
+
+  # One hardened baseline for every unit; each daemon loosens it with a comment.
+  hardening = {
+    NoNewPrivileges = true;
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    RemoveIPC = true;
+    SystemCallArchitectures = "native";
+    SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
+    CapabilityBoundingSet = "";
+    AmbientCapabilities = "";
+    RestrictAddressFamilies = [ "AF_UNIX" ];
+    UMask = "0077";
+  };
+
+  # A daemon's unit. `args` come after the flags every daemon takes.
+  mkDaemon = { name, enable, package, socket, user, args ? [ ], serviceConfig ? { }, path ? [ ], extra ? { } }:
+    mkIf enable (lib.recursiveUpdate
+      {
+        description = "osModa ${name} daemon";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "network.target" ] ++ lib.optional (name != "agentd") "osmoda-agentd.service";
+        inherit path;
+        restartTriggers = [ config.environment.etc."osmoda/${name}.json".text ];
+        serviceConfig = hardening // {
+          Type = "notify";
+          NotifyAccess = "main";
+          ExecStart = lib.escapeShellArgs ([
+            (lib.getExe package)
+            "--socket" socket
+            "--config" (etcFile name)
+            "--state-dir" "${cfg.stateDir}/${name}"
+            "--agentd-socket" cfg.agentd.socket
+          ] ++ args);
+          User = user;
+          Group = "osmoda";
+          StateDirectory = "${stateDirRel}/${name}";
+          StateDirectoryMode = "0700";
+          # The API socket must be reachable by group osmoda (the gateway), so files this
+          # daemon creates are group-accessible; the state dir stays 0700 above.
+          UMask = "0007";
+          # /run/osmoda is created by tmpfiles (root:osmoda 0770); ProtectSystem=strict
+          # would make it read-only.
+          ReadWritePaths = [ "/run/osmoda" ];
+          Restart = "on-failure";
+          RestartSec = 2;
+        } // serviceConfig;
+      }
+      extra);
+
+  stateDirRel = lib.removePrefix "/var/lib/" cfg.stateDir;
+
+  gatewayUnit = "osmoda-gateway";
+  credential = unit: file: "/run/credentials/${unit}.service/${file}";
+  tg = cfg.gateway.channels.telegram;
+in
+{
+  options.services.osmoda = {
+    enable = mkEnableOption "osModa: agentd, its daemons and the OpenClaw gateway";
+
+    stateDir = mkOption {
+      type = types.str;
+      default = d.stateDir;
+      description = "Parent of every daemon's state dir (`<stateDir>/<daemon>`); must be under /var/lib.";
+    };
+
+    configTree = mkOption {
+      type = types.str;
+      default = d.configTree;
+      description = "The git-tracked Nix tree agentd edits and SafeSwitch applies.";
+    };
+
+    configRevision = mkOption {
+      type = types.nullOr types.str;
+      default = d.configRevision;
+      example = literalExpression "self.rev or self.dirtyRev or null";
+      description = "Git commit of the config tree this system was built from; becomes `system.configurationRevision`.";
+    };
+
+    approvalRequired = mkOption {
+      type = types.listOf types.str;
+      default = d.approvalRequired;
+      description = "Operation kinds that need a single-use human approval ticket (trailing `*` = prefix).";
+    };
+
+    memory = {
+      embeddingEndpoint = nullOr types.str "OpenAI-compatible embeddings URL (loopback); null = keyword recall only.";
+      embeddingModel = mkOption { type = types.str; default = d.memory.embeddingModel; description = "Embedding model name."; };
+      maxInjectedTokens = mkOption { type = types.ints.positive; default = d.memory.maxInjectedTokens; description = "Token budget recall may inject into one prompt."; };
+    };
+
+    agentd = daemonOptions "agentd" "agentd" // {
+      approvalSocket = mkOption {
+        type = types.str;
+        default = d.agentd.approvalSocket;
+        description = "Root-only socket where a human decides approvals; never reachable by the agent.";
+      };
+      approvalTtlSecs = mkOption { type = types.ints.positive; default = d.agentd.approvalTtlSecs; description = "Lifetime of an approval ticket."; };
+      criticalPackages = mkOption {
+        type = types.listOf types.str;
+        default = d.agentd.criticalPackages;
+        description = "Packages whose removal by a switch needs approval.";
+      };
+    };
+
+    watch = daemonOptions "watch" "osmoda-watch" // {
+      watchers = mkOption {
+        type = types.attrsOf (types.submodule watcherModule);
+        default = { };
+        description = "Autopilot watchers by name.";
+      };
+      safeSwitch = {
+        ttlSecs = mkOption { type = types.ints.positive; default = d.watch.safeSwitch.ttlSecs; description = "Default probation time of a switch."; };
+        healthChecks = mkOption {
+          type = types.listOf (types.submodule checkModule);
+          default = d.watch.safeSwitch.healthChecks;
+          description = "Checks every switch must pass.";
+        };
+      };
+    };
+
+    routines = mkOption {
+      default = { };
+      description = "osmoda-routines; every attribute other than enable/package/socket is a routine.";
+      type = types.submodule {
+        freeformType = types.attrsOf (types.submodule routineModule);
+        options = daemonOptions "routines" "osmoda-routines";
+      };
+    };
+
+    keyd = daemonOptions "keyd" "osmoda-keyd" // {
+      keyFile = nullOr types.str "File with the key-encryption secret (never the store; not under /home or /root, which keyd cannot see); null = generated in the state dir.";
+      policy = {
+        chains = mkOption {
+          type = types.attrsOf (types.submodule chainModule);
+          default = d.keyd.policy.chains;
+          description = "Allowed chains (`ethereum`, `solana`) and their limits; absent = denied.";
+        };
+        wallets = mkOption {
+          type = types.attrsOf (types.submodule walletModule);
+          default = d.keyd.policy.wallets;
+          description = "Per-wallet limits by wallet label.";
+        };
+      };
+    };
+
+    mesh = daemonOptions "mesh" "osmoda-mesh" // {
+      listen = mkOption { type = types.str; default = d.mesh.listen; description = "TCP `host:port` for peer connections."; };
+      openFirewall = mkOption { type = types.bool; default = d.mesh.openFirewall; description = "Open the listen port in the firewall."; };
+      peers = mkOption { type = types.attrsOf (types.submodule peerModule); default = { }; description = "Known peers by name."; };
+    };
+
+    egress = daemonOptions "egress" "osmoda-egress" // {
+      listen = mkOption { type = types.str; default = d.egress.listen; description = "Loopback `host:port` of the CONNECT proxy."; };
+      capabilities = mkOption {
+        type = types.attrsOf (types.submodule capabilityModule);
+        default = { };
+        description = "Capabilities a sandbox token may name.";
+      };
+    };
+
+    voice = daemonOptions "voice" "osmoda-voice" // {
+      whisperModel = nullOr types.str "whisper.cpp model file.";
+      piperModel = nullOr types.str "piper voice model (.onnx).";
+      language = mkOption { type = types.str; default = d.voice.language; description = "Transcription language or `auto`."; };
+    };
+
+    gateway = {
+      enable = mkOption { type = types.bool; default = d.gateway.enable; description = "Run the OpenClaw gateway with the osmoda bridge."; };
+      package = mkPackageOption pkgs "openclaw" { };
+      bridgePackage = mkPackageOption pkgs "osmoda-bridge" { default = [ "osmoda" "bridge" ]; };
+      port = mkOption { type = types.port; default = d.gateway.port; description = "Loopback port of the gateway."; };
+      environmentFile = nullOr types.str "systemd EnvironmentFile with model API keys and OPENCLAW_GATEWAY_TOKEN.";
+      channels.telegram = {
+        enable = mkOption { type = types.bool; default = d.gateway.channels.telegram.enable; description = "Connect a Telegram bot."; };
+        botTokenFile = nullOr types.str "File with the bot token (loaded as a systemd credential).";
+        allowFrom = mkOption { type = types.listOf types.str; default = d.gateway.channels.telegram.allowFrom; description = "Telegram user ids allowed to talk to the agent."; };
+      };
+      channels.whatsapp = {
+        enable = mkOption { type = types.bool; default = d.gateway.channels.whatsapp.enable; description = "Connect WhatsApp (paired by QR; its session lives in the gateway state dir)."; };
+        allowFrom = mkOption { type = types.listOf types.str; default = d.gateway.channels.whatsapp.allowFrom; description = "Phone numbers allowed to talk to the agent."; };
+      };
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      assertions = [
+        { assertion = lib.hasPrefix "/var/lib/" cfg.stateDir; message = "services.osmoda.stateDir must be under /var/lib (systemd StateDirectory)."; }
+        { assertion = !tg.enable || tg.botTokenFile != null; message = "services.osmoda.gateway.channels.telegram.botTokenFile is required when Telegram is enabled."; }
+        { assertion = !cfg.gateway.enable || cfg.agentd.enable; message = "services.osmoda.gateway needs services.osmoda.agentd.enable."; }
+      ];
+
+      # HEARTBEAT routines, each leaf overridable (`<name>.enable = false` turns one off).
+      services.osmoda.routines = lib.mapAttrs (_: lib.mapAttrs (_: mkDefault)) d.heartbeatRoutines;
+
+      system.configurationRevision = mkIf (cfg.configRevision != null) (mkDefault cfg.configRevision);
+
+      users.groups.osmoda = { };
+
+      systemd.tmpfiles.rules = [
+        "d /run/osmoda 0770 root osmoda -"
+        "d ${builtins.dirOf cfg.agentd.approvalSocket} 0700 root root -"
+        "d ${cfg.configTree} 0700 root root -"
+      ];
+
+      environment.etc = lib.listToAttrs (map
+        (name: {
+          name = "osmoda/${name}.json";
+          # A copied file (mode set), not a store symlink, so inotify on /etc/osmoda sees
+          # the atomic replace at activation.
+          value = { text = builtins.toJSON rendered.${name}; mode = "0444"; };
+        })
+        (lib.filter (n: cfg.${n}.enable) osmodaLib.daemonNames));
+    }
+
+    {
+      system.checks = lib.optional cfg.agentd.enable (checkedConfig "agentd" cfg.agentd.package)
+        ++ lib.optional cfg.watch.enable (checkedConfig "watch" cfg.watch.package)
+        ++ lib.optional cfg.routines.enable (checkedConfig "routines" cfg.routines.package)
+        ++ lib.optional cfg.keyd.enable (checkedConfig "keyd" cfg.keyd.package)
+        ++ lib.optional cfg.mesh.enable (checkedConfig "mesh" cfg.mesh.package)
+        ++ lib.optional cfg.egress.enable (checkedConfig "egress" cfg.egress.package)
+        ++ lib.optional cfg.voice.enable (checkedConfig "voice" cfg.voice.package);
+
+      environment.systemPackages = lib.optional cfg.agentd.enable cfg.agentd.package;
+
+      # agentd: Ring 0. It runs as root because it operates the machine for the agent.
+      systemd.services.osmoda-agentd = mkDaemon {
+        name = "agentd";
+        enable = cfg.agentd.enable;
+        package = cfg.agentd.package;
+        socket = cfg.agentd.socket;
+        user = "root";
+        args = [ "--approval-socket" cfg.agentd.approvalSocket "--config-tree" cfg.configTree ];
+        path = [ config.nix.package pkgs.git config.systemd.package ];
+        serviceConfig = {
+          # The filesystem, process and service APIs act on the whole system by design.
+          ProtectSystem = "full";
+          ProtectHome = false;
+          ProtectProc = "default";
+          ProcSubset = "all";
+          # Kernel-parameter queries read /proc/sys.
+          ProtectKernelTunables = false;
+          # SO_PEERCRED actors: resolving /proc/<pid>/exe of other users needs ptrace
+          # access; reading any file for the agent needs DAC_READ_SEARCH.
+          CapabilityBoundingSet = [ "CAP_SYS_PTRACE" "CAP_DAC_READ_SEARCH" ];
+          # Network info (netlink) and loopback health probes.
+          RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" "AF_INET" "AF_INET6" ];
+          ReadWritePaths = [ "/run/osmoda" (builtins.dirOf cfg.agentd.approvalSocket) cfg.configTree ];
+          # Created by agentd before other daemons start; kept across agentd restarts.
+          RuntimeDirectory = "osmoda";
+          RuntimeDirectoryMode = "0770";
+          RuntimeDirectoryPreserve = "yes";
+        };
+      };
+
+      # watch: applies generations. The switch itself runs in a transient unit
+      # (systemd-run) outside this sandbox, so the daemon can stay confined.
+      systemd.services.osmoda-watch = mkDaemon {
+        name = "watch";
+        enable = cfg.watch.enable;
+        package = cfg.watch.package;
+        socket = cfg.watch.socket;
+        # root only to be allowed to call systemd-run and restart units over D-Bus; it
+        # keeps no capabilities.
+        user = "root";
+        args = [ "--backend" "nixos" "--config-tree" cfg.configTree ];
+        path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package ];
+        serviceConfig = {
+          # http/tcp health checks probe loopback services.
+          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+          # process checks look at every process.
+          ProtectProc = "default";
+          ProcSubset = "all";
+        };
+        # A switch must never kill its own supervisor; watch picks up watch.json changes
+        # through its file watcher instead.
+        extra.restartIfChanged = false;
+      };
+
+      systemd.services.osmoda-routines = mkDaemon {
+        name = "routines";
+        enable = cfg.routines.enable;
+        package = cfg.routines.package;
+        socket = cfg.routines.socket;
+        user = "osmoda-routines";
+        path = [ config.systemd.package pkgs.coreutils ];
+        serviceConfig = {
+          # The log-scan routine reads the journal.
+          SupplementaryGroups = [ "systemd-journal" ];
+          ProtectProc = "default";
+          ProcSubset = "all";
+        };
+      };
+
+      # keyd: no network at all. It runs as root without capabilities so it can read a
+      # root-owned 0400 keyFile; ProtectSystem=strict keeps everything else read-only.
+      systemd.services.osmoda-keyd = mkDaemon {
+        name = "keyd";
+        enable = cfg.keyd.enable;
+        package = cfg.keyd.package;
+        socket = cfg.keyd.socket;
+        user = "root";
+        serviceConfig = {
+          PrivateNetwork = true;
+          # Key material must never reach a core dump.
+          LimitCORE = 0;
+        };
+      };
+
+      systemd.services.osmoda-mesh = mkDaemon {
+        name = "mesh";
+        enable = cfg.mesh.enable;
+        package = cfg.mesh.package;
+        socket = cfg.mesh.socket;
+        user = "osmoda-mesh";
+        # Peers connect over TCP.
+        serviceConfig.RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+      };
+
+      systemd.services.osmoda-egress = mkDaemon {
+        name = "egress";
+        enable = cfg.egress.enable;
+        package = cfg.egress.package;
+        socket = cfg.egress.socket;
+        user = "osmoda-egress";
+        # It is the one path to the internet for sandboxes: it dials out.
+        serviceConfig.RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+      };
+
+      systemd.services.osmoda-voice = mkDaemon {
+        name = "voice";
+        enable = cfg.voice.enable;
+        package = cfg.voice.package;
+        socket = cfg.voice.socket;
+        user = "osmoda-voice";
+        # Speech runs locally: whisper.cpp, piper, PipeWire's pw-play/pw-record.
+        path = [ pkgs.whisper-cpp pkgs.piper-tts pkgs.pipewire ];
+        serviceConfig = {
+          # Microphone and speakers.
+          PrivateDevices = false;
+          SupplementaryGroups = [ "audio" ];
+        };
+      };
+
+      users.users = lib.genAttrs
+        (lib.optional cfg.routines.enable "osmoda-routines"
+          ++ lib.optional cfg.mesh.enable "osmoda-mesh"
+          ++ lib.optional cfg.egress.enable "osmoda-egress"
+          ++ lib.optional cfg.voice.enable "osmoda-voice")
+        (_: { isSystemUser = true; group = "osmoda"; });
+
+      networking.firewall.allowedTCPPorts = lib.optional (cfg.mesh.enable && cfg.mesh.openFirewall)
+        (lib.toInt (lib.last (lib.splitString ":" cfg.mesh.listen)));
+    }
+
+    (mkIf cfg.gateway.enable {
+      users.users.osmoda-gateway = { isSystemUser = true; group = "osmoda"; home = "${cfg.stateDir}/gateway"; };
+
+      environment.etc."openclaw/openclaw.json".text = builtins.toJSON (osmodaLib.renderGateway
+        (cfg // {
+          gateway = cfg.gateway // {
+            channels = cfg.gateway.channels // {
+              telegram = tg // { botTokenFile = if tg.botTokenFile == null then null else credential gatewayUnit "telegram-bot-token"; };
+            };
+          };
+        })
+        { bridgePath = "${cfg.gateway.bridgePackage}/lib/osmoda-bridge"; });
+
+      systemd.services.${gatewayUnit} = {
+        description = "OpenClaw gateway (osModa operator)";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "network-online.target" "osmoda-agentd.service" ];
+        wants = [ "network-online.target" ];
+        restartTriggers = [ config.environment.etc."openclaw/openclaw.json".text ];
+        environment = {
+          OPENCLAW_CONFIG_PATH = "/etc/openclaw/openclaw.json";
+          OPENCLAW_STATE_DIR = "${cfg.stateDir}/gateway";
+        };
+        serviceConfig = hardening // {
+          ExecStart = "${lib.getExe cfg.gateway.package} gateway --port ${toString cfg.gateway.port}";
+          User = "osmoda-gateway";
+          Group = "osmoda";
+          StateDirectory = "${stateDirRel}/gateway";
+          StateDirectoryMode = "0700";
+          EnvironmentFile = lib.optional (cfg.gateway.environmentFile != null) cfg.gateway.environmentFile;
+          LoadCredential = lib.optional (tg.enable && tg.botTokenFile != null) "telegram-bot-token:${tg.botTokenFile}";
+          # Chat channels and model APIs are on the internet.
+          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+          # Node's JIT needs writable+executable memory.
+          MemoryDenyWriteExecute = false;
+          Restart = "on-failure";
+          RestartSec = 5;
+        };
+      };
+    })
+  ]);
+}
