@@ -43,7 +43,7 @@ where
 /// they differ from the last report (the first report is the state at start, made only if the
 /// tree is dirty then). An empty list means the drift was committed or discarded.
 ///
-/// Events under `.git/` and read-only accesses are ignored; bursts are debounced (`debounce`
+/// Read-only accesses and events under `.git/` other than the index and refs are ignored; bursts are debounced (`debounce`
 /// of quiet before reading). The status is read under the tree's writer lock, so an agent's
 /// mutation in progress is never reported as drift.
 ///
@@ -75,10 +75,19 @@ where
     if !last.is_empty() {
         callback(Ok(last.clone()));
     }
+    // Work-tree files matter, and so do the index and refs: a commit clears drift without
+    // touching a work-tree file. Objects, logs and our lock file do not.
+    let watched_git = [
+        git_dir.join("index"),
+        git_dir.join("HEAD"),
+        git_dir.join("refs/heads"),
+    ];
     let relevant = move |event: &notify::Result<notify::Event>| match event {
         Ok(ev) => {
             !matches!(ev.kind, EventKind::Access(_))
-                && ev.paths.iter().any(|p| !p.starts_with(&git_dir))
+                && ev.paths.iter().any(|p| {
+                    !p.starts_with(&git_dir) || watched_git.iter().any(|w| p.starts_with(w))
+                })
         }
         Err(_) => true,
     };

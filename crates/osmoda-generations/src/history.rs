@@ -124,7 +124,7 @@ impl Tree {
     /// [`GenError::UnknownRevision`], [`GenError::BadPath`] if the file is absent there or is not
     /// UTF-8 text.
     pub fn read_file_at(&self, rev: &str, rel: &Path) -> Result<String, GenError> {
-        let rel = crate::tree::normalize(rel)?;
+        let rel = crate::worktree::normalize(rel)?;
         let locked = self.lock()?;
         let repo = &*locked.repo;
         let tree = resolve(repo, rev)?

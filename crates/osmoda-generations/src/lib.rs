@@ -41,6 +41,7 @@ mod message;
 mod revert;
 mod tree;
 pub mod validate;
+mod worktree;
 
 use std::fmt;
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use git2::{Delta, Oid, Repository};
 
 use crate::history::resolve;
-use crate::tree::{commit_message, remove_file_and_empty_parents, write_blob};
+use crate::tree::commit_message;
+use crate::worktree::{remove_file_and_empty_parents, write_blob};
 use crate::{Actor, GenError, Generation, Tree, TRAILER_RESTORES, TRAILER_REVERTS};
 
 impl Tree {
