@@ -1,0 +1,265 @@
+//! The on-disk spool: one fsync'ed file per event, named by its zero-padded sequence number.
+//!
+//! Layout of a spool directory: `stream` (random stream id), `next_seq` (the next sequence number),
+//! `00000000000000000042.json` (one pending event each, the exact body to POST), `rejected/`
+//! (events the server refused as malformed, with a `.reason` file each) and `.lock`.
+
+use crate::ClientError;
+use serde_json::{json, Value};
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Name of the directory holding refused events.
+pub const REJECTED_DIR: &str = "rejected";
+
+/// A spool directory opened by one reporter.
+#[derive(Debug)]
+pub(crate) struct Spool {
+    dir: PathBuf,
+    stream: String,
+    next_seq: Mutex<u64>,
+}
+
+fn io_ctx(context: String) -> impl FnOnce(std::io::Error) -> ClientError {
+    move |e| ClientError::spool(context, e)
+}
+
+/// Writes `bytes` to `dir/name` via a fsync'ed temp file and a rename (dir not synced).
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The file name of the event with sequence number `seq`.
+pub(crate) fn file_name(seq: u64) -> String {
+    format!("{seq:020}.json")
+}
+
+/// The sequence number of a spool file name, if it is one.
+fn parse_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".json")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+impl Spool {
+    /// Opens or initialises the spool in `dir` (which must already exist and be locked by us).
+    pub(crate) fn open(dir: &Path) -> Result<Spool, ClientError> {
+        fs::create_dir_all(dir.join(REJECTED_DIR))
+            .map_err(io_ctx(format!("creating {}", dir.display())))?;
+        // Temp files are leftovers of a crash mid-write: their events were never acknowledged.
+        for entry in fs::read_dir(dir).map_err(io_ctx(format!("listing {}", dir.display())))? {
+            let entry = entry.map_err(io_ctx(format!("listing {}", dir.display())))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                fs::remove_file(entry.path()).map_err(io_ctx(format!("removing stale {name}")))?;
+            }
+        }
+        let stream = match fs::read_to_string(dir.join("stream")) {
+            Ok(s) => {
+                let s = s.trim().to_owned();
+                if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(ClientError::SpoolCorrupt(format!(
+                        "stream id {s:?} is not 32 hex digits"
+                    )));
+                }
+                s
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut id = [0u8; 16];
+                getrandom::fill(&mut id).map_err(|e| {
+                    ClientError::spool(
+                        "generating a stream id",
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?;
+                let s = hex::encode(id);
+                write_atomic(dir, "stream", s.as_bytes())
+                    .map_err(io_ctx("writing the stream id".into()))?;
+                sync_dir(dir).map_err(io_ctx(format!("syncing {}", dir.display())))?;
+                s
+            }
+            Err(e) => return Err(ClientError::spool("reading the stream id", e)),
+        };
+        let stored = match fs::read_to_string(dir.join("next_seq")) {
+            Ok(s) => s.trim().parse::<u64>().map_err(|_| {
+                ClientError::SpoolCorrupt(format!("next_seq {:?} is not a number", s.trim()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+            Err(e) => return Err(ClientError::spool("reading next_seq", e)),
+        };
+        let spool = Spool {
+            dir: dir.to_owned(),
+            stream,
+            next_seq: Mutex::new(0),
+        };
+        let after_files = spool.list()?.last().map_or(1, |(seq, _)| seq + 1);
+        *spool.lock_seq() = stored.max(after_files).max(1);
+        Ok(spool)
+    }
+
+    fn lock_seq(&self) -> std::sync::MutexGuard<'_, u64> {
+        // The counter is a plain integer: a panic elsewhere cannot leave it half-updated.
+        self.next_seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The stream id of this spool.
+    pub(crate) fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The spool directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Durably stores one event and returns its sequence number.
+    ///
+    /// The counter is persisted before the event file, so a crash in between only skips a number;
+    /// a sequence number is never reused for a different event.
+    pub(crate) fn append(
+        &self,
+        daemon: &str,
+        kind: &str,
+        payload: &Value,
+    ) -> Result<u64, ClientError> {
+        let mut next = self.lock_seq();
+        let seq = *next;
+        let body = json!({
+            "type": kind,
+            "daemon": daemon,
+            "payload": payload,
+            "dedup": { "stream": self.stream, "seq": seq },
+        });
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| ClientError::InvalidEvent(format!("payload: {e}")))?;
+        write_atomic(&self.dir, "next_seq", (seq + 1).to_string().as_bytes())
+            .map_err(io_ctx("persisting next_seq".into()))?;
+        *next = seq + 1;
+        let name = file_name(seq);
+        write_atomic(&self.dir, &name, &bytes).map_err(io_ctx(format!("writing {name}")))?;
+        if let Err(e) = sync_dir(&self.dir) {
+            // Not known to be durable: withdraw it so that an error really means "not spooled".
+            let _ = fs::remove_file(self.dir.join(&name));
+            return Err(ClientError::spool(
+                format!("syncing {}", self.dir.display()),
+                e,
+            ));
+        }
+        Ok(seq)
+    }
+
+    /// Pending events as (seq, path), in sequence order.
+    pub(crate) fn list(&self) -> Result<Vec<(u64, PathBuf)>, ClientError> {
+        let ctx = || format!("listing {}", self.dir.display());
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_ctx(ctx()))? {
+            let entry = entry.map_err(io_ctx(ctx()))?;
+            if let Some(seq) = entry.file_name().to_str().and_then(parse_name) {
+                out.push((seq, entry.path()));
+            }
+        }
+        out.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(out)
+    }
+
+    /// Moves a refused event to `rejected/` with a `.reason` file next to it.
+    pub(crate) fn reject(&self, seq: u64, reason: &str) -> Result<(), ClientError> {
+        let name = file_name(seq);
+        let rejected = self.dir.join(REJECTED_DIR);
+        fs::write(rejected.join(format!("{name}.reason")), reason)
+            .map_err(io_ctx(format!("writing reason for {name}")))?;
+        fs::rename(self.dir.join(&name), rejected.join(&name))
+            .map_err(io_ctx(format!("moving {name} to rejected/")))?;
+        Ok(())
+    }
+
+    /// Deletes a delivered event. Already gone is fine (a concurrent flush delivered it).
+    pub(crate) fn remove(&self, seq: u64) -> Result<(), ClientError> {
+        match fs::remove_file(self.dir.join(file_name(seq))) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ClientError::spool(
+                format!("deleting delivered {}", file_name(seq)),
+                e,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(file_name(42), "00000000000000000042.json");
+        assert_eq!(parse_name(&file_name(42)), Some(42));
+        assert_eq!(parse_name(&file_name(u64::MAX)), Some(u64::MAX));
+        for bad in [
+            "42.json",
+            ".00000000000000000042.json.tmp",
+            "00000000000000000042.txt",
+            "next_seq",
+            "0000000000000000004x.json",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn append_persists_counter_and_files() -> Result<(), ClientError> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::spool("tempdir", e))?;
+        let spool = Spool::open(dir.path())?;
+        assert_eq!(spool.append("d", "k", &json!({"a": 1}))?, 1);
+        assert_eq!(spool.append("d", "k", &json!(null))?, 2);
+        let stream = spool.stream().to_owned();
+        spool.remove(1)?;
+        spool.remove(2)?;
+        spool.remove(2)?;
+        drop(spool);
+        // Every file delivered and deleted: the counter file still continues the sequence.
+        let spool = Spool::open(dir.path())?;
+        assert_eq!(spool.stream(), stream);
+        assert_eq!(spool.append("d", "k", &json!(1))?, 3);
+        let listed: Vec<u64> = spool.list()?.into_iter().map(|(s, _)| s).collect();
+        assert_eq!(listed, vec![3]);
+        Ok(())
+    }
+
+    #[test]
+    fn corrupt_state_is_reported() -> Result<(), ClientError> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::spool("tempdir", e))?;
+        fs::write(dir.path().join("stream"), "not-hex").map_err(|e| ClientError::spool("w", e))?;
+        assert!(matches!(
+            Spool::open(dir.path()),
+            Err(ClientError::SpoolCorrupt(_))
+        ));
+        fs::write(
+            dir.path().join("stream"),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .map_err(|e| ClientError::spool("w", e))?;
+        fs::write(dir.path().join("next_seq"), "many").map_err(|e| ClientError::spool("w", e))?;
+        let err = Spool::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("next_seq \"many\" is not a number"), "{err}");
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! The Unix-socket client against a real axum server in a temp dir.
+
+use axum::extract::{Path as UrlPath, RawQuery};
+use axum::http::{Method as HttpMethod, StatusCode};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use osmoda_client::{Client, ClientError, Method};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn echo(
+    method: HttpMethod,
+    UrlPath(rest): UrlPath<String>,
+    RawQuery(q): RawQuery,
+    body: String,
+) -> Json<Value> {
+    let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    Json(json!({"method": method.as_str(), "path": rest, "query": q, "body": parsed}))
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/echo/{*rest}", any(echo))
+        .route("/empty", get(|| async { StatusCode::NO_CONTENT }))
+        .route(
+            "/text",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance") }),
+        )
+        .route(
+            "/fail",
+            get(|| async {
+                (
+                    StatusCode::CONFLICT,
+                    Json(json!({"error": "ticket already used", "detail": {"id": 7}})),
+                )
+            }),
+        )
+        .route("/hang", get(std::future::pending::<&'static str>))
+}
+
+struct Server {
+    _dir: tempfile::TempDir,
+    client: Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn start() -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("d.sock");
+    let listener = tokio::net::UnixListener::bind(&socket)?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app()).await;
+    });
+    Ok(Server {
+        _dir: dir,
+        client: Client::new(socket),
+        task,
+    })
+}
+
+#[tokio::test]
+async fn get_post_delete_round_trip() -> anyhow::Result<()> {
+    let s = start()?;
+    let r = s.client.get("/echo/a/b?x=1&y=two").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body,
+        json!({"method": "GET", "path": "a/b", "query": "x=1&y=two", "body": null})
+    );
+    let body = json!({"operation": {"kind": "remove_user", "name": "bob"}, "n": [1, 2.5, "ü"]});
+    let r = s.client.post("/echo/p", &body).await?;
+    assert_eq!(r.body["body"], body);
+    assert_eq!(r.body["method"], "POST");
+    let r = s.client.delete("/echo/watcher/3").await?;
+    assert_eq!((r.status, r.body["method"].clone()), (200, json!("DELETE")));
+    let r = s
+        .client
+        .request(Method::PUT, "/echo/x", Some(&json!(1)))
+        .await?;
+    assert_eq!(r.body["body"], json!(1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn statuses_and_bodies() -> anyhow::Result<()> {
+    let s = start()?;
+    let r = s.client.get("/empty").await?;
+    assert_eq!((r.status, r.body.clone()), (204, Value::Null));
+    assert_eq!(r.ok_json()?, Value::Null);
+    let r = s.client.get("/text").await?;
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (503, json!("down for maintenance"))
+    );
+    match s.client.get("/fail").await?.ok_json() {
+        Err(ClientError::Api {
+            status,
+            error,
+            detail,
+        }) => {
+            assert_eq!(
+                (status, error.as_str(), detail),
+                (409, "ticket already used", json!({"id": 7}))
+            );
+        }
+        other => anyhow::bail!("expected an Api error, got {other:?}"),
+    }
+    let r = s.client.get("/nowhere").await?;
+    assert_eq!(r.status, 404);
+    assert!(r.ok_json().is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_socket_is_a_connect_error_naming_the_path() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("absent.sock");
+    let err = Client::new(&socket).get("/health").await.err();
+    let Some(err @ ClientError::Connect { .. }) = err else {
+        anyhow::bail!("expected Connect, got {err:?}")
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("absent.sock") && msg.contains("is the daemon running?"),
+        "{msg}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_paths_are_refused_before_sending() -> anyhow::Result<()> {
+    let s = start()?;
+    for bad in ["health", "", "http://example.com/x"] {
+        assert!(
+            matches!(s.client.get(bad).await, Err(ClientError::InvalidRequest(_))),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        s.client.get("/bad path").await,
+        Err(ClientError::InvalidRequest(_))
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hanging_daemon_times_out() -> anyhow::Result<()> {
+    let s = start()?;
+    let client = s.client.clone().with_timeout(Duration::from_millis(200));
+    let err = client.get("/hang").await.err();
+    assert!(matches!(err, Some(ClientError::Timeout { .. })), "{err:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn many_concurrent_requests() -> anyhow::Result<()> {
+    let s = start()?;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let c = s.client.clone();
+        set.spawn(async move {
+            c.post("/echo/n", &json!(i))
+                .await
+                .map(|r| (i, r.body["body"].clone()))
+        });
+    }
+    while let Some(res) = set.join_next().await {
+        let (i, echoed) = res??;
+        assert_eq!(echoed, json!(i));
+    }
+    Ok(())
+}
