@@ -65,7 +65,7 @@ fn ms(d: Duration) -> f64 {
 
 /// Group commit: `writers` threads each append `per_writer` events, waiting for each ack.
 fn bench_group_commit(dir: &Path, writers: usize, per_writer: usize) -> anyhow::Result<()> {
-    let path = dir.join("group.db");
+    let path = dir.join(format!("group-{writers}.db"));
     let ledger = Ledger::open(&path)?;
     let start = Instant::now();
     let mut lat: Vec<Duration> = std::thread::scope(|s| -> anyhow::Result<Vec<Duration>> {
@@ -228,6 +228,10 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     bench_group_commit(tmp.path(), args.writers, args.per_writer)?;
+    if args.writers < 64 {
+        // More writers than the default, to show how batches grow with concurrency.
+        bench_group_commit(tmp.path(), 64, (args.writers * args.per_writer / 64).max(1))?;
+    }
     bench_per_event_commit(tmp.path(), args.baseline)?;
     bench_verify(tmp.path(), args.verify_events)?;
     Ok(())

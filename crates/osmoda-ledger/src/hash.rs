@@ -1,7 +1,7 @@
 //! The chain hash: SHA-256 over `id|ts|type|actor|payload|prev_hash`, and the timestamp format.
 
 use sha2::{Digest, Sha256};
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// `prev_hash` of the first event: 64 ASCII zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -18,10 +18,8 @@ pub fn hash_input_into(
     prev_hash: &[u8],
 ) {
     buf.clear();
-    let mut itoa = String::with_capacity(20);
-    // Writing to a String cannot fail.
-    let _ = write!(itoa, "{id}");
-    buf.extend_from_slice(itoa.as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(buf, "{id}");
     for part in [ts, kind, actor, payload, prev_hash] {
         buf.push(b'|');
         buf.extend_from_slice(part);

@@ -107,7 +107,8 @@ impl Ledger {
 
     /// Appends an event and returns it as stored, once the transaction holding it is durable.
     ///
-    /// With a dedup key already seen, returns the earlier event and writes nothing.
+    /// With a dedup key already seen, returns the earlier event and writes nothing. Dropping the
+    /// future after the event was queued does not withdraw it: it is still committed.
     ///
     /// # Errors
     /// [`LedgerError::InvalidLabel`], [`LedgerError::InvalidPayload`] or
