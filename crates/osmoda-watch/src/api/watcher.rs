@@ -1,0 +1,187 @@
+//! `/watcher/*`: watchers live in the config tree; add and remove edit
+//! `services.osmoda.watch.watchers.<name>` through agentd's config API and apply it with SafeSwitch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use osmoda_config::{HealthCheck, SafeSwitchDefaults, WatchAction, WatchConfig, Watcher};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{ApiError, Json};
+use crate::error::WatchError;
+use crate::switch::BeginRequest;
+use crate::watcher::WatcherView;
+use crate::AppState;
+
+/// Body of `POST /watcher/add`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddBody {
+    name: String,
+    check: HealthCheck,
+    interval_secs: u64,
+    actions: Vec<WatchAction>,
+    reason: Option<String>,
+    ttl_secs: Option<u64>,
+}
+
+/// A watcher name must be a plain Nix attribute name (it becomes an option path segment).
+fn check_name(name: &str) -> Result<(), WatchError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(WatchError::BadRequest(format!(
+            "watcher name {name:?} must start with a letter or '_' and contain only letters, digits, '-' and '_' (at most 64)"
+        )))
+    }
+}
+
+fn option_path(name: &str) -> String {
+    format!("services.osmoda.watch.watchers.{name}")
+}
+
+/// snake_case JSON keys → the camelCase NixOS option names (`expect_status` → `expectStatus`).
+fn camel_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                let mut key = String::new();
+                let mut up = false;
+                for c in k.chars() {
+                    if c == '_' {
+                        up = true;
+                    } else if up {
+                        key.extend(c.to_uppercase());
+                        up = false;
+                    } else {
+                        key.push(c);
+                    }
+                }
+                out.insert(key, camel_keys(v));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(camel_keys).collect()),
+        other => other.clone(),
+    }
+}
+
+pub(super) async fn add(
+    State(st): State<Arc<AppState>>,
+    Json(b): Json<AddBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_name(&b.name)?;
+    let def = Watcher {
+        check: b.check,
+        interval_secs: b.interval_secs,
+        actions: b.actions,
+    };
+    let probe = WatchConfig {
+        watchers: BTreeMap::from([(b.name.clone(), def.clone())]),
+        safe_switch: SafeSwitchDefaults {
+            ttl_secs: 1,
+            health_checks: Vec::new(),
+        },
+    };
+    probe.validate().map_err(WatchError::BadRequest)?;
+    let check = serde_json::to_value(&def.check).unwrap_or_default();
+    let mut check = camel_keys(&check);
+    if let Value::Object(m) = &mut check {
+        m.retain(|_, v| !v.is_null());
+    }
+    let value =
+        json!({ "check": check, "intervalSecs": def.interval_secs, "actions": def.actions });
+    let reason = b
+        .reason
+        .unwrap_or_else(|| format!("add watcher {}", b.name));
+    let edit = st
+        .agentd
+        .call(
+            "/config/set",
+            &json!({ "path": option_path(&b.name), "value": value, "reason": reason }),
+        )
+        .await?;
+    let switch = apply(&st, &edit, format!("add watcher {}", b.name), b.ttl_secs).await?;
+    Ok(axum::Json(
+        json!({ "name": b.name, "watcher": def, "config": edit, "switch": switch }),
+    ))
+}
+
+async fn apply(
+    st: &AppState,
+    edit: &Value,
+    plan: String,
+    ttl_secs: Option<u64>,
+) -> Result<Value, WatchError> {
+    let rev = edit.get("rev").and_then(Value::as_str).ok_or_else(|| {
+        WatchError::Agentd(format!(
+            "agentd's config API answered without a rev: {edit}"
+        ))
+    })?;
+    let s = st
+        .engine
+        .begin(BeginRequest {
+            generation: Some(rev.to_string()),
+            plan: Some(plan),
+            ttl_secs,
+            health_checks: Vec::new(),
+            origin: "api".into(),
+        })
+        .await?;
+    Ok(serde_json::to_value(s).unwrap_or_default())
+}
+
+pub(super) async fn list(State(st): State<Arc<AppState>>) -> axum::Json<Vec<WatcherView>> {
+    axum::Json(st.watchers.list())
+}
+
+pub(super) async fn remove(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_name(&id)?;
+    if !st.watchers.contains(&id) {
+        return Err(WatchError::NotFound(format!("no watcher named {id:?} is configured")).into());
+    }
+    let edit = st
+        .agentd
+        .call(
+            "/config/unset",
+            &json!({ "path": option_path(&id), "reason": format!("remove watcher {id}") }),
+        )
+        .await?;
+    let switch = apply(&st, &edit, format!("remove watcher {id}"), None).await?;
+    Ok(axum::Json(
+        json!({ "removed": id, "config": edit, "switch": switch }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_keys() {
+        assert!(check_name("web-1").is_ok());
+        assert!(check_name("_x").is_ok());
+        for bad in ["", "1a", "a.b", "a b", "a\"b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        let v = camel_keys(
+            &json!({ "type": "http", "expect_status": 200, "body_contains": "ok", "x": [{ "min_free_percent": 1 }] }),
+        );
+        assert_eq!(
+            v,
+            json!({ "type": "http", "expectStatus": 200, "bodyContains": "ok", "x": [{ "minFreePercent": 1 }] })
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! Autopilot watchers from `watch.json`: each probes its check on its own interval and, while the
+//! check fails, escalates deterministically through its `actions` (restart → rollback → notify),
+//! each step at most once per incident and with exponential backoff between steps. Recovery
+//! closes the incident. Escalation state is persisted so a restart does not repeat a step.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use osmoda_config::{HealthCheck, WatchAction, WatchConfig, Watcher};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::agentd::Agentd;
+use crate::checks::{probe_of, CheckEnv};
+use crate::error::{Result, WatchError};
+use crate::runner::{run_ok, Cmd, Runner};
+use crate::switch::session::{now_ms, now_rfc3339};
+use crate::switch::store::write_atomic;
+use crate::switch::{BeginRequest, Engine};
+
+/// Longest pause between two escalation steps.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// One escalation step taken in an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepTaken {
+    /// The action.
+    pub action: WatchAction,
+    /// RFC 3339 time.
+    pub at: String,
+    /// Whether the action itself succeeded.
+    pub ok: bool,
+    /// What happened.
+    pub detail: String,
+}
+
+/// A failure episode of one watcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchIncident {
+    /// RFC 3339 time of the first failure.
+    pub started_at: String,
+    /// Steps taken so far, in order (each action at most once).
+    pub steps: Vec<StepTaken>,
+    /// Unix ms before which no further step is taken (backoff).
+    pub next_step_ms: u64,
+    /// agentd incident opened by `notify`.
+    pub agentd_incident: Option<String>,
+}
+
+/// Persisted and reported state of one watcher.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatcherStatus {
+    /// The definition this state belongs to (a changed definition starts fresh).
+    pub definition: Option<Watcher>,
+    /// `ok`, `failing` or `unknown` (not probed yet).
+    pub health: String,
+    /// RFC 3339 time of the last probe.
+    pub last_check_at: Option<String>,
+    /// Result of the last probe.
+    pub last_detail: Option<String>,
+    /// Open incident, if the check is failing.
+    pub incident: Option<WatchIncident>,
+    /// Incidents closed by recovery since the daemon started.
+    pub recoveries: u64,
+}
+
+/// What `GET /watcher/list` returns per watcher.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatcherView {
+    /// Name (`services.osmoda.watch.watchers.<name>`); also the id for `/watcher/remove/{id}`.
+    pub id: String,
+    /// Same as `id`.
+    pub name: String,
+    /// The check.
+    pub check: HealthCheck,
+    /// Seconds between probes.
+    pub interval_secs: u64,
+    /// Escalation ladder.
+    pub actions: Vec<WatchAction>,
+    /// Runtime state.
+    pub status: WatcherStatus,
+}
+
+struct Running {
+    def: Watcher,
+    status: Arc<Mutex<WatcherStatus>>,
+    task: JoinHandle<()>,
+}
+
+/// Shared by every watcher task.
+pub struct Ctx {
+    /// SafeSwitch, for the rollback step.
+    pub engine: Arc<Engine>,
+    /// Ledger events and incidents.
+    pub agentd: Arc<Agentd>,
+    /// Runs `systemctl restart`.
+    pub runner: Arc<dyn Runner>,
+    /// Where checks find agentd.
+    pub check_env: CheckEnv,
+    /// `<state-dir>/watchers`.
+    pub dir: PathBuf,
+}
+
+/// The set of running watchers.
+pub struct Watchers {
+    ctx: Arc<Ctx>,
+    running: Mutex<BTreeMap<String, Running>>,
+}
+
+impl Watchers {
+    /// No watchers yet; call [`Watchers::apply`].
+    ///
+    /// # Errors
+    /// When the state directory cannot be created.
+    pub fn new(ctx: Ctx) -> Result<Watchers> {
+        std::fs::create_dir_all(&ctx.dir).map_err(WatchError::io("create", &ctx.dir))?;
+        Ok(Watchers {
+            ctx: Arc::new(ctx),
+            running: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Makes the running set match `cfg`: new watchers start, removed ones stop, changed ones
+    /// restart with fresh state; unchanged ones keep running untouched.
+    pub fn apply(&self, cfg: &WatchConfig) {
+        let Ok(mut running) = self.running.lock() else {
+            return;
+        };
+        running.retain(|name, r| {
+            let keep = cfg.watchers.get(name) == Some(&r.def);
+            if !keep {
+                r.task.abort();
+            }
+            keep
+        });
+        for (name, def) in &cfg.watchers {
+            if running.contains_key(name) {
+                continue;
+            }
+            let status = Arc::new(Mutex::new(load_status(&self.ctx.dir, name, def)));
+            let task = tokio::spawn(run_watcher(
+                Arc::clone(&self.ctx),
+                name.clone(),
+                def.clone(),
+                Arc::clone(&status),
+            ));
+            running.insert(
+                name.clone(),
+                Running {
+                    def: def.clone(),
+                    status,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// Number of running watchers.
+    pub fn count(&self) -> usize {
+        self.running.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Is a watcher with this name configured?
+    pub fn contains(&self, name: &str) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains_key(name))
+            .unwrap_or(false)
+    }
+
+    /// Every watcher with its state.
+    pub fn list(&self) -> Vec<WatcherView> {
+        let Ok(running) = self.running.lock() else {
+            return Vec::new();
+        };
+        running
+            .iter()
+            .map(|(name, r)| WatcherView {
+                id: name.clone(),
+                name: name.clone(),
+                check: r.def.check.clone(),
+                interval_secs: r.def.interval_secs,
+                actions: r.def.actions.clone(),
+                status: r.status.lock().map(|s| s.clone()).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Stops every watcher.
+    pub fn stop(&self) {
+        if let Ok(mut running) = self.running.lock() {
+            for r in running.values() {
+                r.task.abort();
+            }
+            running.clear();
+        }
+    }
+}
+
+fn file_name(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.json")
+}
+
+fn load_status(dir: &std::path::Path, name: &str, def: &Watcher) -> WatcherStatus {
+    let fresh = WatcherStatus {
+        definition: Some(def.clone()),
+        health: "unknown".into(),
+        ..Default::default()
+    };
+    match std::fs::read(dir.join(file_name(name))) {
+        Ok(bytes) => match serde_json::from_slice::<WatcherStatus>(&bytes) {
+            Ok(s) if s.definition.as_ref() == Some(def) => s,
+            _ => fresh,
+        },
+        Err(_) => fresh,
+    }
+}
+
+fn save_status(ctx: &Ctx, name: &str, status: &WatcherStatus) {
+    let path = ctx.dir.join(file_name(name));
+    let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
+    if let Err(e) = write_atomic(&path, &bytes) {
+        tracing::error!("cannot persist watcher {name}: {e}");
+    }
+}
+
+fn backoff(interval_secs: u64, steps_taken: usize) -> Duration {
+    let factor = 1u64 << steps_taken.saturating_sub(1).min(20);
+    Duration::from_secs(interval_secs.saturating_mul(factor)).min(MAX_BACKOFF)
+}
+
+async fn run_watcher(ctx: Arc<Ctx>, name: String, def: Watcher, status: Arc<Mutex<WatcherStatus>>) {
+    let probe = probe_of(&def.check);
+    let mut ticker = tokio::time::interval(Duration::from_secs(def.interval_secs.max(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let outcome = probe.run(&ctx.check_env).await;
+        let mut st = status.lock().map(|s| s.clone()).unwrap_or_default();
+        let was_health = st.health.clone();
+        st.health = if outcome.ok {
+            "ok".into()
+        } else {
+            "failing".into()
+        };
+        st.last_check_at = Some(now_rfc3339());
+        st.last_detail = Some(outcome.detail.clone());
+        let mut changed = was_health != st.health;
+        if outcome.ok {
+            if let Some(inc) = st.incident.take() {
+                recovered(&ctx, &name, &inc, &outcome.detail).await;
+                st.recoveries += 1;
+                changed = true;
+            }
+        } else {
+            if st.incident.is_none() {
+                st.incident = Some(WatchIncident {
+                    started_at: now_rfc3339(),
+                    steps: Vec::new(),
+                    next_step_ms: 0,
+                    agentd_incident: None,
+                });
+                ctx.agentd
+                    .event(
+                        "watch.watcher.failing",
+                        json!({ "watcher": name, "detail": outcome.detail }),
+                    )
+                    .await;
+                changed = true;
+            }
+            if let Some(inc) = st.incident.as_mut() {
+                let next = def
+                    .actions
+                    .iter()
+                    .find(|a| !inc.steps.iter().any(|s| s.action == **a))
+                    .copied();
+                if let Some(action) = next.filter(|_| now_ms() >= inc.next_step_ms) {
+                    // Persist the decision before acting, so a restart does not repeat the step.
+                    inc.steps.push(StepTaken {
+                        action,
+                        at: now_rfc3339(),
+                        ok: false,
+                        detail: "in progress".into(),
+                    });
+                    save_status(&ctx, &name, &st);
+                    let (ok, detail, agentd_incident) =
+                        take_step(&ctx, &name, &def, action, &outcome.detail).await;
+                    if let Some(inc) = st.incident.as_mut() {
+                        if let Some(last) = inc.steps.last_mut() {
+                            last.ok = ok;
+                            last.detail = detail.clone();
+                        }
+                        if agentd_incident.is_some() {
+                            inc.agentd_incident = agentd_incident;
+                        }
+                        inc.next_step_ms = now_ms()
+                            + backoff(def.interval_secs, inc.steps.len()).as_millis() as u64;
+                    }
+                    ctx.agentd
+                        .event(
+                            "watch.watcher.action",
+                            json!({ "watcher": name, "action": action, "ok": ok, "detail": detail }),
+                        )
+                        .await;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            save_status(&ctx, &name, &st);
+        }
+        if let Ok(mut s) = status.lock() {
+            *s = st;
+        }
+    }
+}
+
+async fn recovered(ctx: &Ctx, name: &str, inc: &WatchIncident, detail: &str) {
+    let steps: Vec<_> = inc.steps.iter().map(|s| s.action).collect();
+    ctx.agentd
+        .event(
+            "watch.watcher.recovered",
+            json!({ "watcher": name, "detail": detail, "steps": steps }),
+        )
+        .await;
+    if let Some(id) = &inc.agentd_incident {
+        let summary = format!("watcher {name} recovered: {detail}");
+        if let Err(e) = ctx.agentd.resolve_incident(id, &summary).await {
+            tracing::error!("cannot resolve incident {id}: {e}");
+        }
+    }
+}
+
+/// Takes one escalation step; returns (ok, detail, agentd incident id).
+async fn take_step(
+    ctx: &Ctx,
+    name: &str,
+    def: &Watcher,
+    action: WatchAction,
+    failure: &str,
+) -> (bool, String, Option<String>) {
+    match action {
+        WatchAction::Restart => match &def.check {
+            HealthCheck::Systemd { unit, .. } => {
+                match run_ok(
+                    ctx.runner.as_ref(),
+                    &Cmd::new(["systemctl", "restart", "--", unit]),
+                )
+                .await
+                {
+                    Ok(_) => (true, format!("restarted {unit}"), None),
+                    Err(e) => (false, format!("restart of {unit} failed: {e}"), None),
+                }
+            }
+            other => (
+                false,
+                format!(
+                    "nothing to restart: a {} check names no systemd unit",
+                    other.kind()
+                ),
+                None,
+            ),
+        },
+        WatchAction::Rollback => {
+            let deployed = match ctx.engine.tree().last_deployed() {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    return (
+                        false,
+                        "no generation has been deployed, so there is nothing to roll back to"
+                            .into(),
+                        None,
+                    )
+                }
+                Err(e) => {
+                    return (
+                        false,
+                        format!("cannot read the deployed generation: {e}"),
+                        None,
+                    )
+                }
+            };
+            let req = BeginRequest {
+                generation: Some(deployed.clone()),
+                plan: Some(format!("watcher {name} is failing ({failure}); re-applying the last deployed generation")),
+                origin: format!("watcher:{name}"),
+                ..BeginRequest::default()
+            };
+            match ctx.engine.begin(req).await {
+                Ok(s) => match ctx.engine.wait(s.id).await {
+                    Ok(done) => (
+                        done.state == crate::switch::SwitchState::Committed,
+                        format!(
+                            "SafeSwitch {} to deployed generation {deployed} ended {}",
+                            done.id,
+                            done.state.as_str()
+                        ),
+                        None,
+                    ),
+                    Err(e) => (
+                        false,
+                        format!("SafeSwitch {} status unknown: {e}", s.id),
+                        None,
+                    ),
+                },
+                Err(e) => (
+                    false,
+                    format!("cannot start the rollback switch: {e}"),
+                    None,
+                ),
+            }
+        }
+        WatchAction::Notify => {
+            let detail = format!(
+                "watcher {name}: check {} is failing: {failure}",
+                def.check.kind()
+            );
+            ctx.agentd
+                .event("watch.alert", json!({ "watcher": name, "detail": detail }))
+                .await;
+            match ctx
+                .agentd
+                .incident(&format!("watcher {name} failing"), &detail)
+                .await
+            {
+                Some(id) => (true, format!("incident {id} opened"), Some(id)),
+                None => (
+                    false,
+                    "agentd unreachable: the alert is spooled, no incident opened".into(),
+                    None,
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(2, 1), Duration::from_secs(2));
+        assert_eq!(backoff(2, 2), Duration::from_secs(4));
+        assert_eq!(backoff(2, 3), Duration::from_secs(8));
+        assert_eq!(backoff(1000, 30), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn status_file_names_are_safe() {
+        assert_eq!(file_name("web-1"), "web-1.json");
+        assert_eq!(file_name("../etc"), "___etc.json");
+    }
+}
