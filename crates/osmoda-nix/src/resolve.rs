@@ -175,13 +175,15 @@ fn walk(
             for attr in entry.children().filter(|c| c.kind() != NODE_INHERIT_FROM) {
                 match crate::syntax::key_of(&attr) {
                     Key::Static(name) if name != segs[depth] => {}
-                    _ => return Err(refuse(
-                        &entry,
-                        format!(
+                    _ => {
+                        return Err(refuse(
+                            &entry,
+                            format!(
                             "`{}` is brought in by `inherit`, so its value is defined elsewhere",
                             path.prefix(depth + 1)
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
             continue;

@@ -92,7 +92,7 @@ pub(crate) fn static_string(node: &SyntaxNode) -> Option<String> {
 /// A short description of an expression, used to explain refusals.
 pub(crate) fn describe(node: &SyntaxNode) -> String {
     match node.kind() {
-        NODE_WITH => "a `with` expression hides which names are in scope".into(),
+        NODE_WITH => "a `with` expression (which hides where names come from)".into(),
         NODE_LET_IN | NODE_LEGACY_LET => "a `let ... in` expression".into(),
         NODE_APPLY => {
             let mut head = node.clone();
