@@ -9,7 +9,7 @@
 let
   inherit (builtins)
     any attrNames concatMap elemAt filter fromJSON genList head isAttrs isBool isInt isList
-    isString length tail toJSON elem;
+    isString length removeAttrs tail toJSON elem;
   L = import (repo + "/lib");
   fx = import fixture;
   out = c: toJSON (L.render c // { openclaw = L.renderGateway c { bridgePath = "/bridge"; }; });
@@ -20,7 +20,8 @@ let
     else if isInt v then v + 1
     else if isString v then v + "-mutated"
     else if isList v then (if v == [ ] then [ "mutated" ] else v ++ [ (head v) ])
-    else if isAttrs v then v // { mutated = true; }
+    # An attrset option (a map of submodules, or free-form JSON): drop one entry.
+    else if isAttrs v then (if v == { } then { mutated = true; } else removeAttrs v [ (head (attrNames v)) ])
     else "mutated";
 
   expand = pat: exclude: v:
