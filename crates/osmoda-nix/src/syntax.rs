@@ -89,6 +89,19 @@ pub(crate) fn static_string(node: &SyntaxNode) -> Option<String> {
     Some(out)
 }
 
+/// Does an indented string contain `''\n` or `''\r`? Nix strips indentation after such an
+/// escaped line break, rnix does not; such strings are not read rather than read wrongly.
+fn escaped_line_break(node: &SyntaxNode) -> bool {
+    node.first_token().is_some_and(|t| t.text() == "''")
+        && node
+            .children_with_tokens()
+            .filter(|c| c.kind() == TOKEN_STRING_CONTENT)
+            .any(|c| {
+                let text = c.to_string();
+                text.contains("''\\n") || text.contains("''\\r")
+            })
+}
+
 /// A short description of an expression, used to explain refusals.
 pub(crate) fn describe(node: &SyntaxNode) -> String {
     match node.kind() {
@@ -251,6 +264,12 @@ pub(crate) fn eval_literal(node: &SyntaxNode) -> Result<Json, NotLiteral> {
                 _ => Err(fail(node)),
             }
         }
+        NODE_STRING if escaped_line_break(node) => Err(NotLiteral {
+            offset: start(node),
+            what: "an indented string with an escaped line break (`''\\n`), whose indentation \
+                   rules this reader does not model"
+                .into(),
+        }),
         NODE_STRING => static_string(node)
             .map(Json::String)
             .ok_or_else(|| NotLiteral {
