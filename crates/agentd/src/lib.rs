@@ -23,16 +23,35 @@ pub use shutdown::{channel as shutdown_channel, Shutdown, Trigger};
 /// Largest request body agentd accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Destructive operation kinds gated by default (used when agentd.json is absent).
+pub const DEFAULT_APPROVAL_REQUIRED: &[&str] =
+    &["service.disable", "service.remove", "user.remove", "wallet.delete", "mesh.peer.remove"];
+
 /// Settings that do not come from the command line.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// How long an approval ticket stays valid after it is requested.
     pub approval_ttl: Duration,
+    /// Operation kinds that need a human approval ticket (`"service.remove"`, `"user.*"`).
+    pub approval_required: Vec<String>,
+}
+
+impl Settings {
+    /// Whether an operation of `kind` needs a human approval ticket.
+    pub fn needs_approval(&self, kind: &str) -> bool {
+        self.approval_required.iter().any(|rule| match rule.strip_suffix('*') {
+            Some(prefix) => kind.starts_with(prefix),
+            None => rule == kind,
+        })
+    }
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { approval_ttl: Duration::from_secs(15 * 60) }
+        Settings {
+            approval_ttl: Duration::from_secs(15 * 60),
+            approval_required: DEFAULT_APPROVAL_REQUIRED.iter().map(|s| s.to_string()).collect(),
+        }
     }
 }
 
@@ -51,6 +70,8 @@ pub struct AppState {
     pub cpu: std::sync::Mutex<Option<api::health::CpuSample>>,
     /// State directory (ledger lives at `<state_dir>/ledger.db`).
     pub state_dir: PathBuf,
+    /// The git-tracked Nix tree agentd edits, when started with `--config-tree`.
+    pub config_tree: Option<Arc<osmoda_generations::Tree>>,
 }
 
 impl AppState {
@@ -58,7 +79,15 @@ impl AppState {
     ///
     /// # Errors
     /// Fails when the state directory or the ledger cannot be opened or read.
-    pub fn open(state_dir: PathBuf, settings: Settings) -> anyhow::Result<Arc<AppState>> {
+    pub fn open(
+        state_dir: PathBuf,
+        settings: Settings,
+        config_tree: Option<&std::path::Path>,
+    ) -> anyhow::Result<Arc<AppState>> {
+        let config_tree = match config_tree {
+            Some(dir) => Some(Arc::new(osmoda_generations::Tree::open(dir)?)),
+            None => None,
+        };
         std::fs::create_dir_all(&state_dir)?;
         let ledger = Ledger::open(&state_dir.join("ledger.db"))?;
         let incidents = api::incidents::Incidents::load(&ledger)?;
@@ -70,6 +99,7 @@ impl AppState {
             approvals: Mutex::new(approvals),
             cpu: std::sync::Mutex::new(None),
             state_dir,
+            config_tree,
         }))
     }
 

@@ -22,6 +22,9 @@ struct Cli {
     /// Generated configuration (`/etc/osmoda/agentd.json`); defaults apply when it is absent.
     #[arg(long, default_value = "/etc/osmoda/agentd.json")]
     config: PathBuf,
+    /// The git-tracked Nix tree agentd edits (config API); without it the config routes answer 503.
+    #[arg(long)]
+    config_tree: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -69,7 +72,8 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(config = %cli.config.display(), "no config file; using defaults");
         agentd::Settings::default()
     };
-    let state = agentd::AppState::open(cli.state_dir.clone(), settings)?;
+    let state = agentd::AppState::open(cli.state_dir.clone(), settings, cli.config_tree.as_deref())?;
+    let _drift = agentd::api::config::watch_drift(&state)?;
     let agent = bind(&cli.socket, 0o660)?;
     let approval = bind(&cli.approval_socket, 0o600)?;
     let (trigger, shutdown) = agentd::shutdown_channel();

@@ -225,7 +225,7 @@ async fn approvals_need_a_human_are_single_use_and_bound_to_the_operation() {
 
 #[tokio::test]
 async fn expired_tickets_cannot_be_used() {
-    let settings = agentd::Settings { approval_ttl: std::time::Duration::from_secs(1) };
+    let settings = agentd::Settings { approval_ttl: std::time::Duration::from_secs(1), ..Default::default() };
     let d = Daemon::start_with(settings).await;
     let op = json!({"op": "user.remove", "name": "bob"});
     let id = request_ticket(&d, &op).await;

@@ -36,7 +36,7 @@ fn kill_dash_nine_mid_load_loses_no_acknowledged_event() {
         .collect();
     // Kill once a good number of events has been acknowledged (and more are in flight).
     while acked.lock().expect("lock").len() < 1500 {
-        std::thread::yield_now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     agentd.kill9();
     for w in writers {

@@ -1,6 +1,7 @@
 //! HTTP API areas of agentd, one module per area.
 
 pub mod approvals;
+pub mod config;
 pub mod events;
 pub mod health;
 pub mod incidents;
@@ -30,4 +31,13 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/approval/request", post(approvals::request))
         .route("/approval/check", post(approvals::check))
         .route("/approvals", get(approvals::list))
+        .route("/config/get", get(config::get))
+        .route("/config/set", post(config::set))
+        .route("/config/unset", post(config::unset))
+        .route("/config/generations", get(config::generations))
+        .route("/config/generation/{rev}", get(config::generation))
+        .route("/config/diff", get(config::diff))
+        .route("/config/status", get(config::status))
+        .route("/config/revert", post(config::revert))
+        .route("/config/commit", post(config::commit))
 }

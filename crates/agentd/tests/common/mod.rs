@@ -29,7 +29,7 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("agentd.sock");
         let approval_socket = dir.path().join("approval.sock");
-        let state = agentd::AppState::open(dir.path().join("state"), settings).expect("open state");
+        let state = agentd::AppState::open(dir.path().join("state"), settings, None).expect("open state");
         let agent = UnixListener::bind(&socket).expect("bind");
         let human = UnixListener::bind(&approval_socket).expect("bind");
         let (trigger, shutdown) = agentd::shutdown_channel();
@@ -49,7 +49,7 @@ impl Daemon {
         drop(state);
         std::fs::remove_file(&socket).expect("rm socket");
         std::fs::remove_file(&approval_socket).expect("rm socket");
-        let state = agentd::AppState::open(dir.path().join("state"), agentd::Settings::default()).expect("reopen");
+        let state = agentd::AppState::open(dir.path().join("state"), agentd::Settings::default(), None).expect("reopen");
         let agent = UnixListener::bind(&socket).expect("bind");
         let human = UnixListener::bind(&approval_socket).expect("bind");
         let (trigger, shutdown) = agentd::shutdown_channel();

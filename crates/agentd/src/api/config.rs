@@ -1,0 +1,469 @@
+//! The config API: the machine's durable configuration is a git-tracked Nix tree. Reads come
+//! from the work tree; every edit is a lossless rnix edit committed as one generation, linked
+//! to the ledger both ways (`Osmoda-Event` trailer → `config.requested`, `config.committed` → rev).
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path as UrlPath, State};
+use axum::http::StatusCode;
+use osmoda_generations::{Actor, GenError, Generation, Tree};
+use osmoda_nix::{AttrPath, EditError, Value as NixValue};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, Json, Query};
+use crate::peer::Peer;
+use crate::AppState;
+
+/// File edited when a request names none: the data-only module agents write.
+pub const DEFAULT_FILE: &str = "osmoda.nix";
+
+impl From<EditError> for ApiError {
+    fn from(e: EditError) -> Self {
+        let status = match &e {
+            EditError::InvalidPath { .. } | EditError::InvalidValue(_) => StatusCode::BAD_REQUEST,
+            EditError::NotFound { .. } => StatusCode::NOT_FOUND,
+            EditError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<GenError> for ApiError {
+    fn from(e: GenError) -> Self {
+        let status = match &e {
+            GenError::Dirty { .. } | GenError::NoChange(_) | GenError::Conflict { .. } => StatusCode::CONFLICT,
+            GenError::Invalid { .. } | GenError::Edit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            GenError::BadInput { .. } | GenError::BadPath { .. } => StatusCode::BAD_REQUEST,
+            GenError::UnknownRevision { .. } => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+fn tree(st: &AppState) -> Result<Arc<Tree>, ApiError> {
+    st.config_tree.clone().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "agentd has no configuration tree")
+            .with_detail(json!({ "hint": "start agentd with --config-tree DIR (create one with `agentctl config init DIR`)" }))
+    })
+}
+
+/// Check that `file` is a relative `.nix` path inside the tree.
+fn tree_file(file: Option<&str>) -> Result<PathBuf, ApiError> {
+    let f = Path::new(file.unwrap_or(DEFAULT_FILE));
+    let inside = f.components().all(|c| matches!(c, Component::Normal(_)));
+    if !inside || f.extension().is_none_or(|e| e != "nix") || f.starts_with(".git") {
+        return Err(ApiError::bad_request(format!("invalid file {:?}", f.display()))
+            .with_detail(json!({ "hint": "a .nix path relative to the tree, e.g. osmoda.nix" })));
+    }
+    Ok(f.to_path_buf())
+}
+
+fn attr_path(path: &str) -> Result<AttrPath, ApiError> {
+    Ok(path.parse::<AttrPath>()?)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+}
+
+fn read(tree: &Tree, file: &Path) -> Result<String, ApiError> {
+    std::fs::read_to_string(tree.dir().join(file)).map_err(|e| {
+        ApiError::not_found(format!("cannot read {} in the tree: {e}", file.display()))
+    })
+}
+
+/// Parameters of `GET /config/get`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    /// Attribute path, e.g. `services.osmoda.watch.watchers`.
+    pub path: String,
+    /// File relative to the tree (default `osmoda.nix`).
+    pub file: Option<String>,
+}
+
+/// `GET /config/get?path=&file=`
+pub async fn get(
+    State(st): State<Arc<AppState>>,
+    Query(p): Query<GetParams>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let tree = tree(&st)?;
+    let file = tree_file(p.file.as_deref())?;
+    let path = attr_path(&p.path)?;
+    let value = blocking(move || Ok(osmoda_nix::get(&read(&tree, &file)?, &path)?)).await?;
+    Ok(axum::Json(json!({ "path": p.path, "file": p.file.as_deref().unwrap_or(DEFAULT_FILE), "value": value })))
+}
+
+/// Body of `POST /config/set`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetBody {
+    /// Attribute path.
+    pub path: String,
+    /// A JSON value, written as idiomatic Nix.
+    pub value: Option<Value>,
+    /// Or one raw Nix expression (e.g. `pkgs.htop`).
+    pub nix: Option<String>,
+    /// File relative to the tree (default `osmoda.nix`).
+    pub file: Option<String>,
+    /// Why: becomes the commit message.
+    pub reason: String,
+    /// Approval ticket, for destructive edits.
+    pub approval: Option<String>,
+}
+
+/// Body of `POST /config/unset`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsetBody {
+    /// Attribute path.
+    pub path: String,
+    /// File relative to the tree (default `osmoda.nix`).
+    pub file: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Approval ticket, for destructive edits.
+    pub approval: Option<String>,
+}
+
+/// The kind of destructive operation an edit is, if any (matched against `approval.required`).
+pub fn destructive_kind(op: &str, path: &AttrPath, value: Option<&Value>) -> Option<&'static str> {
+    let p: Vec<&str> = path.segments().iter().map(String::as_str).collect();
+    match (op, p.as_slice()) {
+        ("unset", ["services", "osmoda", "mesh", "peers", _, ..]) => Some("mesh.peer.remove"),
+        ("unset", ["services", "osmoda", "mesh", "peers"]) => Some("mesh.peer.remove"),
+        ("unset", ["users", "users", _]) | ("unset", ["users", "users"]) => Some("user.remove"),
+        ("unset", ["services", _]) | ("unset", ["services"]) => Some("service.remove"),
+        ("unset", ["services", "osmoda", _]) => Some("service.remove"),
+        ("unset", ["services", .., "enable"]) => Some("service.disable"),
+        ("set", ["services", .., "enable"]) if value == Some(&Value::Bool(false)) => Some("service.disable"),
+        ("set", ["users", "users", _, "isNormalUser" | "isSystemUser"]) if value == Some(&Value::Bool(false)) => {
+            Some("user.remove")
+        }
+        _ => None,
+    }
+}
+
+/// The result of an edit that landed.
+#[derive(Debug, Serialize)]
+pub struct Landed {
+    /// The new generation.
+    pub generation: Generation,
+    /// Ledger id of `config.requested` (named by the commit's `Osmoda-Event` trailer).
+    pub requested_event: i64,
+    /// Ledger id of `config.committed` (carries the commit id).
+    pub event_id: i64,
+}
+
+fn agent_actor(peer: &Peer) -> Actor {
+    Actor::new(peer.actor("agent"), "agent@osmoda.local")
+}
+
+/// Run one tree mutation with its ledger events: `config.requested` first (its id goes into the
+/// commit trailer), then `config.committed` or `config.failed`.
+async fn land(
+    st: &Arc<AppState>,
+    actor: Actor,
+    request: Value,
+    reason: String,
+    mutate: impl FnOnce(&Tree, &Actor, &str, i64) -> Result<Generation, GenError> + Send + 'static,
+) -> Result<Landed, ApiError> {
+    let tree = tree(st)?;
+    let requested = st.record("config.requested", &actor.name, &request).await?;
+    let rid = requested.id;
+    let a = actor.clone();
+    let result = tokio::task::spawn_blocking(move || mutate(&tree, &a, &reason, rid))
+        .await
+        .map_err(ApiError::internal)?;
+    match result {
+        Ok(generation) => {
+            let ev = st
+                .record("config.committed", &actor.name, &json!({ "requested_event": rid, "rev": generation.rev }))
+                .await?;
+            Ok(Landed { generation, requested_event: rid, event_id: ev.id })
+        }
+        Err(e) => {
+            st.record("config.failed", &actor.name, &json!({ "requested_event": rid, "error": e.to_string() }))
+                .await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// Refuse a destructive edit without a consumed approval ticket for exactly this operation.
+async fn gate(st: &AppState, peer: &Peer, kind: Option<&str>, op: &Value, ticket: Option<&str>) -> Result<(), ApiError> {
+    let Some(kind) = kind.filter(|k| st.settings.needs_approval(k)) else { return Ok(()) };
+    let Some(ticket) = ticket else {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("this edit is a destructive operation ({kind}) and needs a human approval"))
+            .with_detail(json!({ "kind": kind, "operation": op,
+                "hint": "POST /approval/request {operation, detail}, have a person run `agentctl approvals approve ID`, then retry with \"approval\": ID" })));
+    };
+    super::approvals::consume(st, ticket, op, &peer.actor("agent")).await
+}
+
+fn precheck(tree: &Tree, file: &Path, op: &osmoda_nix::Op) -> Result<(), ApiError> {
+    let dirty = tree.status()?;
+    if !dirty.is_empty() {
+        return Err(GenError::Dirty { changes: dirty }.into());
+    }
+    osmoda_nix::edit(&read(tree, file)?, op)?;
+    Ok(())
+}
+
+async fn edit(
+    st: Arc<AppState>,
+    peer: Peer,
+    file: Option<String>,
+    reason: String,
+    ticket: Option<String>,
+    op: osmoda_nix::Op,
+    operation: Value,
+    kind: Option<&'static str>,
+) -> Result<axum::Json<Landed>, ApiError> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::bad_request("`reason` is required: it becomes the commit message"));
+    }
+    let file = tree_file(file.as_deref())?;
+    // Bad input is refused before anything is written, ledger included.
+    let t = tree(&st)?;
+    let (f, o) = (file.clone(), op.clone());
+    blocking(move || precheck(&t, &f, &o)).await?;
+    gate(&st, &peer, kind, &operation, ticket.as_deref()).await?;
+    let mut request = operation;
+    request["reason"] = Value::String(reason.clone());
+    let landed = land(&st, agent_actor(&peer), request, reason, move |tree, actor, reason, rid| {
+        tree.mutate(actor, reason, Some(rid), |root| {
+            let text = std::fs::read_to_string(root.join(&file)).map_err(GenError::edit)?;
+            let out = osmoda_nix::edit(&text, &op).map_err(GenError::edit)?;
+            std::fs::write(root.join(&file), out.text).map_err(GenError::edit)?;
+            Ok(vec![file.clone()])
+        })
+    })
+    .await?;
+    Ok(axum::Json(landed))
+}
+
+/// `POST /config/set`
+pub async fn set(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(b): Json<SetBody>,
+) -> Result<axum::Json<Landed>, ApiError> {
+    let path = attr_path(&b.path)?;
+    let (value, shown) = match (b.value, b.nix) {
+        (Some(v), None) => (NixValue::Json(v.clone()), json!({ "value": v })),
+        (None, Some(n)) => (NixValue::Raw(n.clone()), json!({ "nix": n })),
+        _ => return Err(ApiError::bad_request("give exactly one of `value` (JSON) or `nix` (a Nix expression)")),
+    };
+    let kind = destructive_kind("set", &path, shown.get("value"));
+    let file = b.file.clone().unwrap_or_else(|| DEFAULT_FILE.into());
+    let mut operation = json!({ "op": "config.set", "file": file, "path": path.to_string() });
+    operation.as_object_mut().into_iter().for_each(|o| o.extend(shown.as_object().cloned().unwrap_or_default()));
+    let op = osmoda_nix::Op::Set(path, value);
+    edit(st, peer, b.file, b.reason, b.approval, op, operation, kind).await
+}
+
+/// `POST /config/unset`
+pub async fn unset(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(b): Json<UnsetBody>,
+) -> Result<axum::Json<Landed>, ApiError> {
+    let path = attr_path(&b.path)?;
+    let kind = destructive_kind("unset", &path, None);
+    let file = b.file.clone().unwrap_or_else(|| DEFAULT_FILE.into());
+    let operation = json!({ "op": "config.unset", "file": file, "path": path.to_string() });
+    edit(st, peer, b.file, b.reason, b.approval, osmoda_nix::Op::Unset(path), operation, kind).await
+}
+
+/// Parameters of `GET /config/generations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationsParams {
+    /// At most this many, newest first (default 50, max 1000).
+    pub limit: Option<usize>,
+}
+
+/// `GET /config/generations`
+pub async fn generations(
+    State(st): State<Arc<AppState>>,
+    Query(p): Query<GenerationsParams>,
+) -> Result<axum::Json<Vec<Generation>>, ApiError> {
+    let limit = p.limit.unwrap_or(50);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let tree = tree(&st)?;
+    Ok(axum::Json(blocking(move || Ok(tree.generations(limit)?)).await?))
+}
+
+/// `GET /config/generation/{rev}`
+pub async fn generation(
+    State(st): State<Arc<AppState>>,
+    UrlPath(rev): UrlPath<String>,
+) -> Result<axum::Json<osmoda_generations::GenerationDetail>, ApiError> {
+    let tree = tree(&st)?;
+    Ok(axum::Json(blocking(move || Ok(tree.show(&rev)?)).await?))
+}
+
+/// Parameters of `GET /config/diff`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffParams {
+    /// Older revision.
+    pub from: String,
+    /// Newer revision (default `HEAD`).
+    pub to: Option<String>,
+}
+
+/// `GET /config/diff?from=&to=`
+pub async fn diff(
+    State(st): State<Arc<AppState>>,
+    Query(p): Query<DiffParams>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let tree = tree(&st)?;
+    let to = p.to.unwrap_or_else(|| "HEAD".into());
+    let (from, to2) = (p.from.clone(), to.clone());
+    let patch = blocking(move || Ok(tree.diff(&from, &to2)?)).await?;
+    Ok(axum::Json(json!({ "from": p.from, "to": to, "patch": patch })))
+}
+
+/// `GET /config/status`: uncommitted hand edits (drift).
+pub async fn status(State(st): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
+    let tree = tree(&st)?;
+    let changes = blocking(move || Ok(tree.status()?)).await?;
+    Ok(axum::Json(json!({ "clean": changes.is_empty(), "changes": changes })))
+}
+
+/// Body of `POST /config/revert`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevertBody {
+    /// The generation to undo.
+    pub rev: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// `POST /config/revert`: a new generation undoing `rev` (history kept).
+pub async fn revert(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(b): Json<RevertBody>,
+) -> Result<axum::Json<Landed>, ApiError> {
+    if b.reason.trim().is_empty() {
+        return Err(ApiError::bad_request("`reason` is required: it becomes the commit message"));
+    }
+    let t = tree(&st)?;
+    let rev = b.rev.clone();
+    blocking(move || {
+        t.show(&rev)?;
+        Ok(())
+    })
+    .await?;
+    let request = json!({ "op": "config.revert", "rev": b.rev, "reason": b.reason });
+    let rev = b.rev;
+    let landed = land(&st, agent_actor(&peer), request, b.reason, move |tree, actor, reason, rid| {
+        tree.revert(&rev, actor, reason, Some(rid))
+    })
+    .await?;
+    Ok(axum::Json(landed))
+}
+
+/// Body of `POST /config/commit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// Why the person changed the files: the commit message.
+    pub reason: String,
+}
+
+/// The person behind a uid, for commits of hand edits.
+fn person(peer: &Peer) -> Actor {
+    let uid = peer.uid.unwrap_or(u32::MAX);
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid-{uid}"), |u| u.name);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    Actor::new(name.clone(), format!("{name}@{host}"))
+}
+
+/// `POST /config/commit`: record a person's uncommitted hand edits as a generation by them.
+pub async fn commit(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(b): Json<CommitBody>,
+) -> Result<axum::Json<Landed>, ApiError> {
+    if b.reason.trim().is_empty() {
+        return Err(ApiError::bad_request("`reason` is required: it becomes the commit message"));
+    }
+    let t = tree(&st)?;
+    let changes = blocking(move || Ok(t.status()?)).await?;
+    if changes.is_empty() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "nothing to commit: the tree has no uncommitted changes"));
+    }
+    let request = json!({ "op": "config.commit", "changes": changes, "reason": b.reason });
+    let landed = land(&st, person(&peer), request, b.reason, move |tree, actor, reason, rid| {
+        tree.commit_worktree(actor, reason, Some(rid))
+    })
+    .await?;
+    Ok(axum::Json(landed))
+}
+
+/// Start reporting hand edits of the tree as `config.drift` ledger events.
+///
+/// # Errors
+/// Fails when the tree cannot be watched.
+pub fn watch_drift(st: &Arc<AppState>) -> Result<Option<osmoda_generations::DriftWatcher>, GenError> {
+    let Some(tree) = &st.config_tree else { return Ok(None) };
+    let ledger = st.ledger.clone();
+    let actor = "agentd[drift-watch]".to_string();
+    osmoda_generations::watch_drift(tree.dir(), move |res| {
+        let payload = match res {
+            Ok(changes) => json!({ "clean": changes.is_empty(), "changes": changes }),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        let ev = osmoda_ledger::NewEvent::new("config.drift", actor.clone(), payload.to_string());
+        if let Err(e) = ledger.append_blocking(ev) {
+            tracing::error!(error = %e, "cannot record config drift");
+        }
+    })
+    .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(op: &str, path: &str, v: Option<Value>) -> Option<&'static str> {
+        destructive_kind(op, &path.parse().expect("path"), v.as_ref())
+    }
+
+    #[test]
+    fn destructive_edits_are_recognised() {
+        assert_eq!(kind("unset", "services.nginx", None), Some("service.remove"));
+        assert_eq!(kind("unset", "services.nginx.enable", None), Some("service.disable"));
+        assert_eq!(kind("set", "services.nginx.enable", Some(json!(false))), Some("service.disable"));
+        assert_eq!(kind("set", "services.nginx.enable", Some(json!(true))), None);
+        assert_eq!(kind("unset", "users.users.bob", None), Some("user.remove"));
+        assert_eq!(kind("unset", "services.osmoda.mesh.peers.alice", None), Some("mesh.peer.remove"));
+        assert_eq!(kind("unset", "services.osmoda.watch.watchers.web", None), None);
+        assert_eq!(kind("set", "services.osmoda.watch.watchers.web.intervalSecs", Some(json!(5))), None);
+    }
+
+    #[test]
+    fn files_must_stay_inside_the_tree() {
+        assert!(tree_file(None).is_ok());
+        assert!(tree_file(Some("hosts/web.nix")).is_ok());
+        for bad in ["../etc/passwd.nix", "/etc/x.nix", "a.txt", ".git/config.nix", "./x.nix"] {
+            assert!(tree_file(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
