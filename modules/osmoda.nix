@@ -268,6 +268,13 @@ in
       description = "The git-tracked Nix tree agentd edits and SafeSwitch applies.";
     };
 
+    configTreeTemplate = mkOption {
+      type = types.path;
+      default = ../generations;
+      defaultText = literalExpression "<osmoda>/generations";
+      description = "Starter tree copied into `configTree` and committed as the first generation when `configTree` has no git repository yet.";
+    };
+
     configRevision = mkOption {
       type = types.nullOr types.str;
       default = d.configRevision;
@@ -422,6 +429,37 @@ in
         ++ lib.optional cfg.voice.enable (checkedConfig "voice" cfg.voice.package);
 
       environment.systemPackages = lib.optional cfg.agentd.enable cfg.agentd.package;
+
+      # agentd and watch need a git tree with at least one commit; create it once.
+      systemd.services.osmoda-config-tree = {
+        description = "Create the osModa config tree (first generation)";
+        wantedBy = [ "multi-user.target" ];
+        before = [ "osmoda-agentd.service" "osmoda-watch.service" ];
+        requiredBy = [ "osmoda-agentd.service" "osmoda-watch.service" ];
+        unitConfig.ConditionPathExists = "!${cfg.configTree}/.git";
+        path = [ pkgs.git config.nix.package pkgs.coreutils ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          UMask = "0077";
+          PrivateTmp = true;
+          NoNewPrivileges = true;
+          ProtectHome = true;
+        };
+        script = ''
+          install -d -m 0700 ${lib.escapeShellArg cfg.configTree}
+          cp -r --no-preserve=mode,ownership ${cfg.configTreeTemplate}/. ${lib.escapeShellArg cfg.configTree}/
+          cd ${lib.escapeShellArg cfg.configTree}
+          git init -q -b main
+          # Flakes only see tracked files.
+          git add -A
+          if ! nix --extra-experimental-features "nix-command flakes" flake lock; then
+            echo "flake.lock not written (offline?); the first build will lock the inputs" >&2
+          fi
+          git add -A
+          git -c user.name=osmoda -c user.email=osmoda@localhost commit -q -m "Initial generation"
+        '';
+      };
 
       # agentd: Ring 0. It runs as root because it operates the machine for the agent.
       systemd.services.osmoda-agentd = mkDaemon {

@@ -18,7 +18,8 @@
 
   services.osmoda = {
     enable = true;
-    gateway.enable = true;
+    # Overridden off by the flake until the bridge package exists.
+    gateway.enable = lib.mkDefault true;
     # Model API keys and OPENCLAW_GATEWAY_TOKEN; create it in the VM (never in the store).
     gateway.environmentFile = "/var/lib/osmoda/gateway.env";
     watch.watchers.sshd = {

@@ -7,7 +7,8 @@
 
   services.osmoda = {
     enable = true;
-    gateway.enable = true;
+    # Overridden off by the flake until the bridge package exists.
+    gateway.enable = lib.mkDefault true;
     gateway.environmentFile = "/var/lib/osmoda/gateway.env";
     watch.watchers.sshd = {
       check = { type = "systemd"; unit = "sshd.service"; };
