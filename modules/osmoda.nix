@@ -481,6 +481,8 @@ in
           # SO_PEERCRED actors: resolving /proc/<pid>/exe of other users needs ptrace
           # access; reading any file for the agent needs DAC_READ_SEARCH.
           CapabilityBoundingSet = [ "CAP_SYS_PTRACE" "CAP_DAC_READ_SEARCH" ];
+          # Root's own operations (chown of files it writes for the agent) are privileged calls.
+          SystemCallFilter = [ "@system-service" ];
           # Network info (netlink) and loopback health probes.
           RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" "AF_INET" "AF_INET6" ];
           ReadWritePaths = [ "/run/osmoda" (builtins.dirOf cfg.agentd.approvalSocket) cfg.configTree ];
@@ -491,15 +493,15 @@ in
         };
       };
 
-      # watch: applies generations. The switch itself runs in a transient unit
-      # (systemd-run) outside this sandbox, so the daemon can stay confined.
+      # watch: applies generations. Activation runs in a transient unit (systemd-run), so a
+      # switch survives the daemon; network and filesystem stay confined as far as the
+      # boot-default step allows.
       systemd.services.osmoda-watch = mkDaemon {
         name = "watch";
         enable = cfg.watch.enable;
         package = cfg.watch.package;
         socket = cfg.watch.socket;
-        # root only to be allowed to call systemd-run and restart units over D-Bus; it
-        # keeps no capabilities.
+        # root: systemd-run, restarting units over D-Bus and the boot-default step below.
         user = "root";
         args = [ "--backend" "nixos" "--config-tree" cfg.configTree ];
         path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package ];
@@ -509,6 +511,14 @@ in
           # process checks look at every process.
           ProtectProc = "default";
           ProcSubset = "all";
+          # Making a generation the boot default (`nix-env -p .../system --set` and
+          # `switch-to-configuration boot`) writes the system profile, /boot and EFI
+          # variables, like `nixos-rebuild boot`: that step needs root's full power.
+          ProtectSystem = false;
+          PrivateDevices = false;
+          ProtectKernelTunables = false;
+          CapabilityBoundingSet = [ "CAP_SYS_ADMIN" "CAP_DAC_OVERRIDE" "CAP_FOWNER" "CAP_CHOWN" ];
+          SystemCallFilter = [ "@system-service" "@mount" ];
         };
         # A switch must never kill its own supervisor; watch picks up watch.json changes
         # through its file watcher instead.
