@@ -52,8 +52,8 @@
             src = ./.;
             filter = path: type:
               let base = baseNameOf path; in
-              !(lib.hasPrefix "target" base || base == "node_modules" || base == ".osmoda"
-                || lib.hasPrefix "result" base);
+              !((type == "directory" && (lib.hasPrefix "target" base || base == "node_modules" || base == ".osmoda"))
+                || (type == "symlink" && lib.hasPrefix "result" base));
           };
           commonArgs = {
             inherit src version;
@@ -164,7 +164,6 @@
           };
 
           devShells.default = craneLib.devShell {
-            checks = self.checks.${system};
             packages = [ pkgs.nix pkgs.git pkgs.nodejs pkgs.sqlite ];
           };
         })

@@ -409,3 +409,48 @@ fn golden_mismatch_is_detected() -> Result<()> {
     assert!(err.to_string().contains("minimal.json differs"), "{err}");
     Ok(())
 }
+
+#[test]
+fn generations_template_renders_valid_configs() -> Result<()> {
+    if !common::nix_available("generations_template_renders_valid_configs") {
+        return Ok(());
+    }
+    // The starter tree's data-only osmoda.nix is what the local backend renders first.
+    let root = common::repo_root();
+    let template = root.join("generations/osmoda.nix");
+    if !template.exists() {
+        eprintln!(
+            "skipped: generations_template_renders_valid_configs: {} not present yet",
+            template.display()
+        );
+        return Ok(());
+    }
+    let out = common::nix_eval_json(
+        "{ repo }: let L = import (/. + repo + \"/lib\"); in \
+         L.render (import (/. + repo + \"/generations/osmoda.nix\") { }).services.osmoda",
+        &[("repo", &root.to_string_lossy())],
+    )?;
+    for d in DAEMONS {
+        check(d, &out[d]).map_err(|e| anyhow::anyhow!("generations/osmoda.nix, {d}.json: {e}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn lib_is_pure_builtins() -> Result<()> {
+    let text = std::fs::read_to_string(common::repo_root().join("lib/default.nix"))?;
+    for banned in [
+        "<nixpkgs>",
+        "import <",
+        "pkgs.",
+        "fetchTarball",
+        "fetchurl",
+        "builtins.currentSystem",
+    ] {
+        assert!(
+            !text.contains(banned),
+            "lib/default.nix must stay pure builtins, found {banned:?}"
+        );
+    }
+    Ok(())
+}
