@@ -4,6 +4,11 @@
 //! events to `POST /events/append` in sequence order, deletes each file only after a 2xx, and on
 //! any other failure stops and retries the same event with exponential backoff. agentd
 //! deduplicates on (stream, seq), so a retry after a lost acknowledgement records nothing twice.
+//! For the same reason deleting a delivered file needs no directory fsync: a file that reappears
+//! after a crash is delivered again and deduplicated. Only `400`, `413`, `415` and `422` count as
+//! "this event will never be accepted" and move the file to `rejected/`; every other failure
+//! (connect error, timeout, 5xx, 401/403/404/429...) keeps the queue waiting, because the next
+//! try may succeed and skipping an event would break the order.
 
 use crate::spool::Spool;
 use crate::{Client, ClientError};
