@@ -26,10 +26,30 @@ impl Daemon {
     }
 
     pub async fn start_with(settings: agentd::Settings) -> Daemon {
+        Self::start_full(settings, false).await
+    }
+
+    /// Start with a configuration tree at `<dir>/tree`, created from the repo's template.
+    pub async fn start_with_tree() -> Daemon {
+        Self::start_full(agentd::Settings::default(), true).await
+    }
+
+    pub fn tree_dir(&self) -> PathBuf {
+        self.dir.path().join("tree")
+    }
+
+    async fn start_full(settings: agentd::Settings, with_tree: bool) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("tree");
+        if with_tree {
+            let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations");
+            let actor = osmoda_generations::Actor::new("Test Person", "test@example.org");
+            osmoda_generations::Tree::init(&tree, &template, &actor).expect("init tree");
+        }
+        let tree = with_tree.then_some(tree);
         let socket = dir.path().join("agentd.sock");
         let approval_socket = dir.path().join("approval.sock");
-        let state = agentd::AppState::open(dir.path().join("state"), settings, None).expect("open state");
+        let state = agentd::AppState::open(dir.path().join("state"), settings, tree.as_deref()).expect("open state");
         let agent = UnixListener::bind(&socket).expect("bind");
         let human = UnixListener::bind(&approval_socket).expect("bind");
         let (trigger, shutdown) = agentd::shutdown_channel();
@@ -46,10 +66,12 @@ impl Daemon {
             task.await.expect("join").expect("serve");
         }
         let Daemon { dir, socket, approval_socket, state, .. } = self;
-        drop(state);
         std::fs::remove_file(&socket).expect("rm socket");
         std::fs::remove_file(&approval_socket).expect("rm socket");
-        let state = agentd::AppState::open(dir.path().join("state"), agentd::Settings::default(), None).expect("reopen");
+        let tree = state.config_tree.as_ref().map(|t| t.dir().to_path_buf());
+        drop(state);
+        let state = agentd::AppState::open(dir.path().join("state"), agentd::Settings::default(), tree.as_deref())
+            .expect("reopen");
         let agent = UnixListener::bind(&socket).expect("bind");
         let human = UnixListener::bind(&approval_socket).expect("bind");
         let (trigger, shutdown) = agentd::shutdown_channel();
@@ -75,12 +97,20 @@ impl Daemon {
     }
 }
 
+/// Run the real git CLI in `dir` and return its stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Send raw bytes as an HTTP request and return (status, body as JSON or Null).
 pub async fn raw(socket: &Path, request: &[u8]) -> (u16, serde_json::Value) {
     let mut s = UnixStream::connect(socket).await.expect("connect");
-    s.write_all(request).await.expect("write");
+    // The server may answer (413) and close before it has read an oversized body.
+    let _ = s.write_all(request).await;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
+    let _ = s.read_to_end(&mut buf).await;
     let text = String::from_utf8_lossy(&buf);
     let status = text.split_whitespace().nth(1).and_then(|x| x.parse().ok()).expect("status line");
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");

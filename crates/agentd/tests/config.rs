@@ -1,0 +1,212 @@
+//! The config API end to end: real git tree, real rnix edits, real ledger, real sockets.
+
+mod common;
+
+use common::{git, Daemon};
+use serde_json::{json, Value};
+
+fn commits(d: &Daemon) -> usize {
+    git(&d.tree_dir(), &["rev-list", "--count", "HEAD"]).trim().parse().expect("count")
+}
+
+async fn config_events(d: &Daemon) -> Vec<Value> {
+    let log = d.agent().get("/events/log?type=config.*").await.expect("get").ok_json().expect("200");
+    log.as_array().expect("array").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_is_one_generation_linked_to_the_ledger_both_ways() {
+    let d = Daemon::start_with_tree().await;
+    let watcher = json!({"check": {"type": "http", "url": "http://127.0.0.1:8080/", "expectStatus": 200},
+                         "intervalSecs": 15, "actions": ["restart", "notify"]});
+    let before = std::fs::read_to_string(d.tree_dir().join("osmoda.nix")).expect("read");
+    let r = d
+        .agent()
+        .post("/config/set", &json!({"path": "services.osmoda.watch.watchers.web", "value": watcher, "reason": "watch the web app"}))
+        .await
+        .expect("post")
+        .ok_json()
+        .expect("200");
+    let rev = r["generation"]["rev"].as_str().expect("rev");
+    assert_eq!(commits(&d), 2);
+    assert_eq!(git(&d.tree_dir(), &["rev-parse", "HEAD"]).trim(), rev);
+    let msg = git(&d.tree_dir(), &["log", "-1", "--format=%an%n%B"]);
+    assert!(msg.starts_with("agent[uid="), "author is the kernel-identified agent: {msg}");
+    assert!(msg.contains("watch the web app"));
+    assert!(msg.contains(&format!("Osmoda-Event: {}", r["requested_event"])), "{msg}");
+    assert_eq!(git(&d.tree_dir(), &["status", "--porcelain"]), "");
+
+    // The file gained exactly the new binding; everything else is byte for byte the same.
+    let after = std::fs::read_to_string(d.tree_dir().join("osmoda.nix")).expect("read");
+    let prefix = before.bytes().zip(after.bytes()).take_while(|(a, b)| a == b).count();
+    let suffix = before.bytes().rev().zip(after.bytes().rev()).take_while(|(a, b)| a == b).count();
+    assert!(prefix + suffix >= before.len(), "only an insertion happened");
+    assert!(after.contains("web"));
+
+    // Reads back through the API as written.
+    let got = d.agent().get("/config/get?path=services.osmoda.watch.watchers.web").await.expect("get").ok_json().expect("200");
+    assert_eq!(got["value"], watcher);
+
+    let events = config_events(&d).await;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["config.requested", "config.committed"]);
+    let committed: Value = serde_json::from_str(events[1]["payload"].as_str().expect("payload")).expect("json");
+    assert_eq!(committed["rev"], rev);
+    assert_eq!(events[0]["id"], r["requested_event"]);
+
+    let gens = d.agent().get("/config/generations").await.expect("get").ok_json().expect("200");
+    assert_eq!(gens.as_array().map(Vec::len), Some(2));
+    assert_eq!(gens[0]["event_id"], r["requested_event"]);
+    let show = d.agent().get(&format!("/config/generation/{rev}")).await.expect("get").ok_json().expect("200");
+    assert!(show["patch"].as_str().expect("patch").contains("+"));
+    let first = gens[1]["rev"].as_str().expect("rev");
+    let diff = d.agent().get(&format!("/config/diff?from={first}&to={rev}")).await.expect("get").ok_json().expect("200");
+    assert!(diff["patch"].as_str().expect("patch").contains("intervalSecs = 15"));
+
+    // Revert: a new generation, history kept, the file back to what it was.
+    let rv = d
+        .agent()
+        .post("/config/revert", &json!({"rev": rev, "reason": "not needed after all"}))
+        .await
+        .expect("post")
+        .ok_json()
+        .expect("200");
+    assert_eq!(commits(&d), 3);
+    assert_eq!(std::fs::read_to_string(d.tree_dir().join("osmoda.nix")).expect("read"), before);
+    assert_ne!(rv["generation"]["rev"], json!(rev));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_edits_change_nothing() {
+    let d = Daemon::start_with_tree().await;
+    let head = git(&d.tree_dir(), &["rev-parse", "HEAD"]);
+    let bad = [
+        json!({"path": "services.osmoda.enable", "nix": "1 +", "reason": "broken nix"}),
+        json!({"path": "services.osmoda.enable", "nix": "a b; c", "reason": "two exprs"}),
+        json!({"path": "services.osmoda.enable.deeper", "value": 1, "reason": "through a bool"}),
+        json!({"path": "services..osmoda", "value": 1, "reason": "bad path"}),
+        json!({"path": "services.osmoda.x", "value": 1, "nix": "1", "reason": "both"}),
+        json!({"path": "services.osmoda.x", "value": 1, "reason": ""}),
+        json!({"path": "services.osmoda.x", "value": 1, "reason": "escape", "file": "../outside.nix"}),
+    ];
+    for body in bad {
+        let r = d.agent().post("/config/set", &body).await.expect("post");
+        assert!((400..500).contains(&r.status), "{body} → {} {}", r.status, r.body);
+        assert!(r.body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    assert_eq!(git(&d.tree_dir(), &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&d.tree_dir(), &["status", "--porcelain"]), "");
+    assert_eq!(config_events(&d).await, Vec::<Value>::new(), "bad input writes nothing to the ledger");
+    let missing = d.agent().get("/config/get?path=services.nothing.here").await.expect("get");
+    assert_eq!(missing.status, 404);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edits_are_refused_for_the_agent_until_a_person_commits_them() {
+    let d = Daemon::start_with_tree().await;
+    let conf = d.tree_dir().join("configuration.nix");
+    let mut text = std::fs::read_to_string(&conf).expect("read");
+    text.push_str("# a note from the operator\n");
+    std::fs::write(&conf, text).expect("write");
+
+    let status = d.agent().get("/config/status").await.expect("get").ok_json().expect("200");
+    assert_eq!(status["clean"], false);
+    let r = d
+        .agent()
+        .post("/config/set", &json!({"path": "services.osmoda.enable", "value": true, "reason": "agent edit"}))
+        .await
+        .expect("post");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body["error"].as_str().expect("error").contains("agentctl config commit"));
+    assert_eq!(commits(&d), 1);
+
+    let c = d.agent().post("/config/commit", &json!({"reason": "operator note"})).await.expect("post").ok_json().expect("200");
+    let author = git(&d.tree_dir(), &["log", "-1", "--format=%an"]);
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).expect("getpwuid").expect("user").name;
+    assert_eq!(author.trim(), me, "a hand edit is recorded as the person's generation");
+    assert_eq!(c["generation"]["reason"].as_str().map(str::trim), Some("operator note"));
+    let again = d.agent().post("/config/commit", &json!({"reason": "nothing"})).await.expect("post");
+    assert_eq!(again.status, 409);
+
+    d.agent()
+        .post("/config/set", &json!({"path": "services.osmoda.watch.enable", "value": true, "reason": "agent edit"}))
+        .await
+        .expect("post")
+        .ok_json()
+        .expect("agent edit lands on the clean tree");
+    assert_eq!(commits(&d), 3);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destructive_edits_need_an_approved_ticket_for_that_exact_edit() {
+    let d = Daemon::start_with_tree().await;
+    let body = json!({"path": "services.osmoda.enable", "value": false, "reason": "turn osmoda off"});
+    let r = d.agent().post("/config/set", &body).await.expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let operation = r.body["detail"]["operation"].clone();
+    assert_eq!(commits(&d), 1);
+
+    let t = d
+        .agent()
+        .post("/approval/request", &json!({"operation": operation, "detail": "disable osmoda"}))
+        .await
+        .expect("post")
+        .ok_json()
+        .expect("200");
+    let id = t["id"].as_str().expect("id");
+    let mut with_ticket = body.clone();
+    with_ticket["approval"] = json!(id);
+    let r = d.agent().post("/config/set", &with_ticket).await.expect("post");
+    assert_eq!(r.status, 409, "pending ticket refused: {}", r.body);
+
+    d.human().post(&format!("/approval/{id}/approve"), &json!({})).await.expect("post").ok_json().expect("200");
+    // The ticket does not cover a different destructive edit.
+    let other = json!({"path": "services.osmoda.watch.enable", "value": false, "reason": "x", "approval": id});
+    assert_eq!(d.agent().post("/config/set", &other).await.expect("post").status, 403);
+    d.agent().post("/config/set", &with_ticket).await.expect("post").ok_json().expect("approved edit lands");
+    assert_eq!(commits(&d), 2);
+    // Single use.
+    let r = d.agent().post("/config/set", &with_ticket).await.expect("post");
+    assert_eq!(r.status, 409);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_parallel_sets_make_fifty_linear_commits() {
+    let d = Daemon::start_with_tree().await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let c = d.agent();
+            tokio::spawn(async move {
+                c.post(
+                    "/config/set",
+                    &json!({"path": format!("services.osmoda.routines.r{i}.trigger"),
+                            "value": {"type": "interval", "seconds": 60 + i}, "reason": format!("routine {i}")}),
+                )
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.expect("join").expect("post");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(commits(&d), 51);
+    let merges = git(&d.tree_dir(), &["rev-list", "--merges", "HEAD"]);
+    assert_eq!(merges, "", "history is linear");
+    let text = std::fs::read_to_string(d.tree_dir().join("osmoda.nix")).expect("read");
+    for i in 0..50 {
+        let got = d
+            .agent()
+            .get(&format!("/config/get?path=services.osmoda.routines.r{i}.trigger.seconds"))
+            .await
+            .expect("get")
+            .ok_json()
+            .expect("200");
+        assert_eq!(got["value"], json!(60 + i), "routine {i} in {text}");
+    }
+    d.stop().await;
+}
