@@ -102,7 +102,8 @@
             // lib.optionalAttrs hasBridge { osmoda-bridge = bridge; };
 
           # Evaluates a host configuration to its derivation without building it.
-          evalHost = name: (self.nixosConfigurations.${name}).config.system.build.toplevel.drvPath;
+          evalHost = name: builtins.unsafeDiscardStringContext
+            (self.nixosConfigurations.${name}).config.system.build.toplevel.drvPath;
 
           # The module rendered through nixpkgs' module system writes the golden files.
           goldenCheck = fixture:

@@ -16,6 +16,8 @@
       chmod -R u+w $out
       substituteInPlace $out/flake.nix \
         --replace-fail @nixpkgs@ ${pkgs.path} \
+        --replace-fail @crane@ ${self.inputs.crane} \
+        --replace-fail @flakeUtils@ ${self.inputs.flake-utils} \
         --replace-fail @osmoda@ ${self}
     '';
   };

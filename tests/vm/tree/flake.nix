@@ -1,10 +1,18 @@
 # The config tree the SafeSwitch VM test seeds into /var/lib/osmoda/config. Its inputs are
-# store paths already in the VM (substituted for @nixpkgs@ and @osmoda@), so
+# store paths already in the VM (substituted for the @...@ placeholders), so
 # `nixos-rebuild build --flake` works without a network.
 {
   inputs = {
     nixpkgs.url = "path:@nixpkgs@";
-    osmoda.url = "path:@osmoda@";
+    crane.url = "path:@crane@";
+    flake-utils.url = "path:@flakeUtils@";
+    osmoda = {
+      url = "path:@osmoda@";
+      # osmoda's own lock points at GitHub; the VM has no network.
+      inputs.nixpkgs.follows = "nixpkgs";
+      inputs.crane.follows = "crane";
+      inputs.flake-utils.follows = "flake-utils";
+    };
   };
 
   outputs = { self, nixpkgs, osmoda, ... }: {
