@@ -18,6 +18,7 @@
         --replace-fail @nixpkgs@ ${pkgs.path} \
         --replace-fail @crane@ ${self.inputs.crane} \
         --replace-fail @flakeUtils@ ${self.inputs.flake-utils} \
+        --replace-fail @systems@ ${self.inputs.flake-utils.inputs.systems} \
         --replace-fail @osmoda@ ${self}
     '';
   };

@@ -5,7 +5,11 @@
   inputs = {
     nixpkgs.url = "path:@nixpkgs@";
     crane.url = "path:@crane@";
-    flake-utils.url = "path:@flakeUtils@";
+    systems.url = "path:@systems@";
+    flake-utils = {
+      url = "path:@flakeUtils@";
+      inputs.systems.follows = "systems";
+    };
     osmoda = {
       url = "path:@osmoda@";
       # osmoda's own lock points at GitHub; the VM has no network.
