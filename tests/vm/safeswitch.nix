@@ -9,7 +9,6 @@
 
   nodes.machine = { pkgs, ... }: {
     imports = [ self.nixosModules.default ./tree/configuration.nix ];
-    environment.systemPackages = [ pkgs.osmoda.agentctl ];
     # Seed the tree with this test's flake, its inputs pinned to store paths in the VM.
     services.osmoda.configTreeTemplate = pkgs.runCommand "osmoda-test-tree" { } ''
       cp -r ${./tree} $out

@@ -22,5 +22,6 @@
     writableStore = true;
   };
 
-  environment.systemPackages = [ pkgs.git pkgs.curl pkgs.jq ];
+  # In the tree too, so they survive the switches the test makes.
+  environment.systemPackages = [ pkgs.git pkgs.curl pkgs.jq pkgs.osmoda.agentctl ];
 }
