@@ -1,4 +1,5 @@
 //! Crash safety: `kill -9` of osmoda-watch in each state of a switch, then a restart, must end
+#![allow(clippy::unwrap_used)]
 //! every switch committed or rolled back, with the etc dir and the tree consistent with it.
 //! `OSMODA_WATCH_PAUSE_IN=<state>[:after]` makes the daemon block there (and tell us through
 //! the notify socket) so the kill lands deterministically before or after the state's side effect.

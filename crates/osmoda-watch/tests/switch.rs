@@ -1,4 +1,5 @@
 //! SafeSwitch end to end: real daemon, real git tree, local backend, in-process agentd.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Autopilot watchers: escalation restart → rollback → notify, each once; recovery closes the
+#![allow(clippy::unwrap_used)]
 //! incident. The watcher is declared in the tree and deployed with SafeSwitch, as in production.
 
 mod common;
@@ -115,4 +116,132 @@ async fn escalation_then_recovery() {
     let resolved = env.wait_events("incident.resolved", 1).await;
     assert!(resolved[0].payload.contains(&incident), "{resolved:?}");
     w.stop();
+}
+
+async fn wait_listed(env: &Env, name: &str, present: bool) {
+    let start = Instant::now();
+    loop {
+        let (_, list) = env.get("/watcher/list").await;
+        let found = list.as_array().unwrap().iter().any(|w| w["name"] == name);
+        if found == present {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "watcher {name} present={found}: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_and_remove_go_through_the_config_tree() {
+    let env = Env::new().await;
+    let w = env.spawn(None);
+    let first = env.begin(json!({"ttl_secs": 0})).await;
+    assert_eq!(
+        env.wait_terminal(first["id"].as_u64().unwrap()).await["state"],
+        "committed"
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let head = env.tree.head().unwrap();
+
+    // Bad input: clear 4xx, tree untouched.
+    for (body, needle) in [
+        (
+            json!({"name": "a.b", "check": {"type": "agentd"}, "interval_secs": 1, "actions": []}),
+            "watcher name",
+        ),
+        (
+            json!({"name": "x", "check": {"type": "command", "command": []}, "interval_secs": 1, "actions": []}),
+            "command",
+        ),
+        (
+            json!({"name": "x", "check": {"type": "agentd"}, "interval_secs": 0, "actions": []}),
+            "interval_secs",
+        ),
+        (
+            json!({"name": "x", "check": {"type": "agentd"}, "interval_secs": 1, "actions": ["reboot"]}),
+            "reboot",
+        ),
+    ] {
+        let (status, v) = env.post("/watcher/add", body.clone()).await;
+        assert_eq!(status, 400, "{body} → {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(needle),
+            "{body} → {v}"
+        );
+    }
+    assert_eq!(env.tree.head().unwrap(), head);
+    let r = env.client().delete("/watcher/remove/nosuch").await.unwrap();
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    let (status, added) = env
+        .post(
+            "/watcher/add",
+            json!({"name": "api1", "check": {"type": "tcp", "host": "127.0.0.1", "port": port, "timeout_secs": 2},
+                   "interval_secs": 1, "actions": ["notify"], "ttl_secs": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{added}");
+    let done = env
+        .wait_terminal(added["switch"]["id"].as_u64().unwrap())
+        .await;
+    assert_eq!(done["state"], "committed", "{done}");
+    env.assert_consistent(&done);
+    let text = env
+        .tree
+        .read_file_at(
+            &env.tree.head().unwrap(),
+            std::path::Path::new("osmoda.nix"),
+        )
+        .unwrap();
+    assert!(
+        text.contains("api1") && text.contains("intervalSecs = 1"),
+        "{text}"
+    );
+    let watch_json = std::fs::read_to_string(env.etc_dir.join("osmoda/watch.json")).unwrap();
+    assert!(watch_json.contains("\"api1\""), "{watch_json}");
+    wait_listed(&env, "api1", true).await;
+    wait_watcher_named(&env, "api1", |w| w["status"]["health"] == "ok").await;
+
+    let r = env.client().delete("/watcher/remove/api1").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["removed"], "api1");
+    let done = env
+        .wait_terminal(r.body["switch"]["id"].as_u64().unwrap())
+        .await;
+    assert_eq!(done["state"], "committed", "{done}");
+    wait_listed(&env, "api1", false).await;
+    let gens = env.tree.generations(10).unwrap();
+    assert!(
+        gens[0].message.starts_with("remove watcher api1"),
+        "{}",
+        gens[0].message
+    );
+    assert!(
+        gens[1].message.starts_with("add watcher api1"),
+        "{}",
+        gens[1].message
+    );
+    drop(listener);
+    w.stop();
+}
+
+async fn wait_watcher_named(env: &Env, name: &str, pred: impl Fn(&Value) -> bool) {
+    let start = Instant::now();
+    loop {
+        let (_, list) = env.get("/watcher/list").await;
+        if list
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == name && pred(w))
+        {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -122,11 +122,16 @@ async fn apply(
     plan: String,
     ttl_secs: Option<u64>,
 ) -> Result<Value, WatchError> {
-    let rev = edit.get("rev").and_then(Value::as_str).ok_or_else(|| {
-        WatchError::Agentd(format!(
-            "agentd's config API answered without a rev: {edit}"
-        ))
-    })?;
+    // agentd answers `{generation: {rev, ..}, event_id, ..}`; accept a top-level `rev` too.
+    let rev = edit
+        .get("rev")
+        .or_else(|| edit.get("generation").and_then(|g| g.get("rev")))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            WatchError::Agentd(format!(
+                "agentd's config API answered without a rev: {edit}"
+            ))
+        })?;
     let s = st
         .engine
         .begin(BeginRequest {
