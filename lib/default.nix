@@ -375,7 +375,7 @@ let
         } else { });
     };
 
-  knownTop = [ "enable" "stateDir" "configTree" "configRevision" "approvalRequired" "memory" "gateway" ]
+  knownTop = [ "enable" "stateDir" "configTree" "configTreeTemplate" "configRevision" "approvalRequired" "memory" "gateway" ]
     ++ daemonNames;
 
   # Settings the local backend (an etc-directory swap, no NixOS) cannot apply.
@@ -391,7 +391,7 @@ let
               ++ (if dn == "agentd" then [ "approvalSocket" ] else [ ])
               ++ (if dn == "mesh" then [ "openFirewall" ] else [ ]))))
         daemonNames;
-      top = map (k: p + k) (filter (k: setIn cfg k) [ "stateDir" "configTree" "configRevision" "gateway" ]);
+      top = map (k: p + k) (filter (k: setIn cfg k) [ "stateDir" "configTree" "configTreeTemplate" "configRevision" "gateway" ]);
       disabled = if get cfg "enable" true == false then [ "${p}enable" ] else [ ];
       unknown = map (k: p + k) (filter (k: !(elem k knownTop)) (attrNames cfg));
     in
