@@ -1,5 +1,6 @@
 //! agentctl: the operator's command line for agentd (and, through it, the whole system).
 
+mod config;
 mod output;
 
 use std::path::PathBuf;
@@ -50,6 +51,11 @@ enum Command {
         /// Path of ledger.db.
         #[arg(long, default_value = "/var/lib/osmoda/agentd/ledger.db")]
         db: PathBuf,
+    },
+    /// The configuration tree and its generations.
+    Config {
+        #[command(subcommand)]
+        action: config::ConfigCmd,
     },
     /// Human approval of destructive operations (uses the approval socket).
     Approvals {
@@ -120,6 +126,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ExitCode::from(2)
                 }
             });
+        }
+        Command::Config { action } => {
+            let (v, table) = config::run(&agent, action).await?;
+            output::print(&v, cli.json, table);
         }
         Command::Approvals { action } => {
             let v = match action {

@@ -77,6 +77,34 @@ pub fn approvals(v: &Value) -> String {
     out
 }
 
+/// Generations as `git log --oneline`-like lines.
+pub fn generations(v: &Value) -> String {
+    let mut out = String::new();
+    for g in v.as_array().into_iter().flatten() {
+        let tags = g["tags"].as_array().map(|t| t.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or_default();
+        out.push_str(&format!(
+            "{}  {}  {:<28}  {}{}\n",
+            s(&g["short"]), s(&g["timestamp"]), truncate(&s(&g["author"]["name"]), 28),
+            s(&g["reason"]).lines().next().unwrap_or(""),
+            if tags.is_empty() { String::new() } else { format!("  [{tags}]") }
+        ));
+    }
+    out
+}
+
+/// The result of an edit that landed (or of `config init`).
+pub fn landed(v: &Value) -> String {
+    let g = &v["generation"];
+    let mut out = format!("generation {}  {}\n", s(&g["short"]), s(&g["reason"]).lines().next().unwrap_or(""));
+    if let Some(dir) = v["dir"].as_str() {
+        out.push_str(&format!("tree at {dir}\n"));
+    }
+    if v["event_id"].is_number() {
+        out.push_str(&format!("ledger events {} (requested) and {} (committed)\n", s(&v["requested_event"]), s(&v["event_id"])));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

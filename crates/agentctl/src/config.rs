@@ -1,0 +1,185 @@
+//! `agentctl config …`: the configuration tree and its generations, through agentd.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use osmoda_client::Client;
+use serde_json::{json, Value};
+
+use crate::output;
+
+/// The starter tree, compiled in so `agentctl config init` works from any install.
+const TEMPLATE: &[(&str, &str)] = &[
+    ("flake.nix", include_str!("../../../generations/flake.nix")),
+    ("configuration.nix", include_str!("../../../generations/configuration.nix")),
+    ("osmoda.nix", include_str!("../../../generations/osmoda.nix")),
+];
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Create a configuration tree (a git repository) from the starter template.
+    Init {
+        /// New or empty directory.
+        dir: PathBuf,
+    },
+    /// Read a literal value.
+    Get {
+        /// Attribute path, e.g. services.osmoda.watch.watchers.
+        path: String,
+        /// File relative to the tree.
+        #[arg(long, default_value = "osmoda.nix")]
+        file: String,
+    },
+    /// Set a value (JSON) or a raw Nix expression (--nix); one generation.
+    Set {
+        /// Attribute path.
+        path: String,
+        /// JSON value (omit when using --nix).
+        value: Option<String>,
+        /// A raw Nix expression instead of JSON, e.g. `pkgs.htop`.
+        #[arg(long)]
+        nix: Option<String>,
+        /// File relative to the tree.
+        #[arg(long)]
+        file: Option<String>,
+        /// Why: the commit message.
+        #[arg(long)]
+        reason: String,
+        /// Approval ticket id, for destructive edits.
+        #[arg(long)]
+        approval: Option<String>,
+    },
+    /// Remove a binding; one generation.
+    Unset {
+        /// Attribute path.
+        path: String,
+        /// File relative to the tree.
+        #[arg(long)]
+        file: Option<String>,
+        /// Why: the commit message.
+        #[arg(long)]
+        reason: String,
+        /// Approval ticket id, for destructive edits.
+        #[arg(long)]
+        approval: Option<String>,
+    },
+    /// List generations, newest first.
+    Log {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one generation with its patch.
+    Show {
+        /// Revision.
+        rev: String,
+    },
+    /// Diff two generations.
+    Diff {
+        /// Older revision.
+        from: String,
+        /// Newer revision.
+        #[arg(default_value = "HEAD")]
+        to: String,
+    },
+    /// Undo a generation with a new one (history is kept).
+    Revert {
+        /// Revision to undo.
+        rev: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Record your uncommitted hand edits as a generation authored by you.
+    Commit {
+        /// Why.
+        #[arg(short = 'm', long = "message")]
+        message: String,
+    },
+    /// Show uncommitted hand edits (drift).
+    Status,
+}
+
+fn init(dir: &Path) -> anyhow::Result<Value> {
+    let template = tempfile::tempdir()?;
+    for (name, text) in TEMPLATE {
+        std::fs::write(template.path().join(name), text)?;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let actor = osmoda_generations::Actor::new(user.clone(), format!("{user}@localhost"));
+    let tree = osmoda_generations::Tree::init(dir, template.path(), &actor)
+        .with_context(|| format!("creating a configuration tree in {}", dir.display()))?;
+    let head = tree.generations(1)?;
+    Ok(json!({ "dir": tree.dir(), "generation": head.first() }))
+}
+
+fn encode(s: &str) -> String {
+    output::urlencode(s)
+}
+
+/// Run one `config` subcommand; returns the JSON to print and how to render it.
+pub async fn run(agent: &Client, cmd: ConfigCmd) -> anyhow::Result<(Value, fn(&Value) -> String)> {
+    Ok(match cmd {
+        ConfigCmd::Init { dir } => (init(&dir)?, output::landed),
+        ConfigCmd::Get { path, file } => {
+            let v = agent.get(&format!("/config/get?path={}&file={}", encode(&path), encode(&file))).await?.ok_json()?;
+            (v, |v| format!("{}\n", serde_json::to_string_pretty(&v["value"]).unwrap_or_default()))
+        }
+        ConfigCmd::Set { path, value, nix, file, reason, approval } => {
+            let mut body = json!({ "path": path, "reason": reason });
+            match (value, nix) {
+                (Some(v), None) => {
+                    body["value"] = serde_json::from_str(&v)
+                        .with_context(|| format!("{v:?} is not JSON; quote strings ('\"text\"') or use --nix for a Nix expression"))?;
+                }
+                (None, Some(n)) => body["nix"] = Value::String(n),
+                _ => anyhow::bail!("give either a JSON value or --nix EXPR"),
+            }
+            if let Some(f) = file {
+                body["file"] = Value::String(f);
+            }
+            if let Some(a) = approval {
+                body["approval"] = Value::String(a);
+            }
+            (agent.post("/config/set", &body).await?.ok_json()?, output::landed)
+        }
+        ConfigCmd::Unset { path, file, reason, approval } => {
+            let mut body = json!({ "path": path, "reason": reason });
+            if let Some(f) = file {
+                body["file"] = Value::String(f);
+            }
+            if let Some(a) = approval {
+                body["approval"] = Value::String(a);
+            }
+            (agent.post("/config/unset", &body).await?.ok_json()?, output::landed)
+        }
+        ConfigCmd::Log { limit } => {
+            (agent.get(&format!("/config/generations?limit={limit}")).await?.ok_json()?, output::generations)
+        }
+        ConfigCmd::Show { rev } => {
+            let v = agent.get(&format!("/config/generation/{}", encode(&rev))).await?.ok_json()?;
+            (v, |v| format!("{}{}", output::generations(&json!([v["generation"]])), s(&v["patch"])))
+        }
+        ConfigCmd::Diff { from, to } => {
+            let v = agent.get(&format!("/config/diff?from={}&to={}", encode(&from), encode(&to))).await?.ok_json()?;
+            (v, |v| s(&v["patch"]))
+        }
+        ConfigCmd::Revert { rev, reason } => {
+            (agent.post("/config/revert", &json!({ "rev": rev, "reason": reason })).await?.ok_json()?, output::landed)
+        }
+        ConfigCmd::Commit { message } => {
+            (agent.post("/config/commit", &json!({ "reason": message })).await?.ok_json()?, output::landed)
+        }
+        ConfigCmd::Status => (agent.get("/config/status").await?.ok_json()?, |v| {
+            if v["clean"] == json!(true) {
+                return "clean: no uncommitted changes\n".into();
+            }
+            v["changes"].as_array().into_iter().flatten().map(|c| format!("{:<10} {}\n", s(&c["kind"]), s(&c["path"]))).collect()
+        }),
+    })
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
