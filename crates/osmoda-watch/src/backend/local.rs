@@ -223,12 +223,17 @@ impl Backend for LocalBackend {
                 }
                 let path = tmp.join(format!("{daemon}.json"));
                 let text = serde_json::to_vec_pretty(cfg).unwrap_or_default();
-                write_atomic(&path, &text)?;
-                osmoda_config::check_config(daemon, &path).map_err(|e| {
-                    WatchError::Backend(format!(
-                        "generation {rev} renders an invalid {daemon}.json: {e}"
-                    ))
-                })?;
+                let checked = write_atomic(&path, &text).and_then(|()| {
+                    osmoda_config::check_config(daemon, &path).map_err(|e| {
+                        WatchError::Backend(format!(
+                            "generation {rev} renders an invalid {daemon}.json: {e}"
+                        ))
+                    })
+                });
+                if let Err(e) = checked {
+                    let _ = fs::remove_dir_all(&tmp);
+                    return Err(e);
+                }
             }
             let n = self.next_number()?;
             let meta = serde_json::json!({ "generation": n, "rev": rev, "switch": id, "warnings": warnings });
@@ -268,3 +273,7 @@ impl Backend for LocalBackend {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "local_tests.rs"]
+mod tests;

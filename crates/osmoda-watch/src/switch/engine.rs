@@ -765,3 +765,32 @@ impl Engine {
 fn short(rev: &str) -> &str {
     rev.get(..12).unwrap_or(rev)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_points_parse() {
+        assert_eq!(
+            PausePoint::parse("probing").unwrap(),
+            PausePoint {
+                state: SwitchState::Probing,
+                after: false
+            }
+        );
+        assert_eq!(
+            PausePoint::parse("rolling-back:after").unwrap(),
+            PausePoint {
+                state: SwitchState::RollingBack,
+                after: true
+            }
+        );
+        assert_eq!(
+            PausePoint::parse("rolling-back:after").unwrap().marker(),
+            "paused-in-rolling-back-after"
+        );
+        let e = PausePoint::parse("sleeping").unwrap_err().to_string();
+        assert!(e.contains("unknown switch state \"sleeping\""), "{e}");
+    }
+}

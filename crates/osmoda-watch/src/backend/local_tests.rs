@@ -1,0 +1,209 @@
+//! The local backend against a real tree, the real `lib/` and the real Nix evaluator.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use osmoda_generations::{Actor, Tree};
+
+use super::*;
+use crate::runner::ProcessRunner;
+
+const BASE: &str = "{ ... }:\n{\n  services.osmoda = {\n    enable = true;\n  };\n}\n";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    tree: Tree,
+    backend: LocalBackend,
+}
+
+fn actor() -> Actor {
+    Actor::new("Test", "t@example.org")
+}
+
+fn lib_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lib")
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let tree_dir = dir.path().join("tree");
+    let tree = Tree::init(
+        &tree_dir,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations"),
+        &actor(),
+    )
+    .unwrap();
+    std::fs::write(tree_dir.join("osmoda.nix"), BASE).unwrap();
+    tree.commit_worktree(&actor(), "base", None).unwrap();
+    let ct = Arc::new(ConfigTree::open(&tree_dir).unwrap());
+    let backend = LocalBackend::new(
+        ct,
+        Arc::new(ProcessRunner),
+        &dir.path().join("state"),
+        dir.path().join("etc"),
+        lib_dir(),
+    )
+    .unwrap();
+    Fixture { dir, tree, backend }
+}
+
+impl Fixture {
+    fn commit(&self, file: &str, text: &str) -> String {
+        std::fs::write(self.tree.dir().join(file), text).unwrap();
+        self.tree
+            .commit_worktree(&actor(), "change", None)
+            .unwrap()
+            .rev
+    }
+}
+
+#[tokio::test]
+async fn build_activate_and_swap_back() {
+    let f = fixture();
+    let b = &f.backend;
+    assert_eq!(b.current().await.unwrap(), None);
+    let g1 = b.build("1", &f.tree.head().unwrap()).await.unwrap();
+    assert!(g1.warnings.is_empty(), "{:?}", g1.warnings);
+    for d in osmoda_config::DAEMONS {
+        osmoda_config::check_config(d, &Path::new(&g1.artifact).join(format!("{d}.json"))).unwrap();
+    }
+    b.activate("1", &g1.artifact).await.unwrap();
+    assert_eq!(
+        b.current().await.unwrap().as_deref(),
+        Some(g1.artifact.as_str())
+    );
+    assert!(f.dir.path().join("etc/osmoda/agentd.json").is_file());
+
+    let rev2 = f.commit(
+        "osmoda.nix",
+        &BASE.replace(
+            "enable = true;",
+            "enable = true;\n    watch.safeSwitch.ttlSecs = 7;",
+        ),
+    );
+    let g2 = b.build("2", &rev2).await.unwrap();
+    assert_ne!(g1.artifact, g2.artifact);
+    assert!(
+        g2.artifact.ends_with("/2"),
+        "numbered generations: {}",
+        g2.artifact
+    );
+    b.activate("2", &g2.artifact).await.unwrap();
+    let watch = std::fs::read_to_string(f.dir.path().join("etc/osmoda/watch.json")).unwrap();
+    assert!(watch.contains("\"ttl_secs\": 7"), "{watch}");
+    b.reactivate("2", Some(&g1.artifact)).await.unwrap();
+    assert_eq!(
+        b.current().await.unwrap().as_deref(),
+        Some(g1.artifact.as_str())
+    );
+    b.reactivate("2", None).await.unwrap();
+    assert_eq!(b.current().await.unwrap(), None);
+    // No temporary links or build dirs are left behind.
+    let etc: Vec<_> = std::fs::read_dir(f.dir.path().join("etc"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(etc.is_empty(), "{etc:?}");
+}
+
+#[tokio::test]
+async fn says_what_it_cannot_apply() {
+    let f = fixture();
+    let rev = f.tree.head().unwrap();
+    let g = f.backend.build("1", &rev).await.unwrap();
+    f.tree.tag_deployed(&rev).unwrap();
+    f.backend.activate("1", &g.artifact).await.unwrap();
+    let text = BASE.replace(
+        "enable = true;",
+        "enable = true;\n    stateDir = \"/srv/osmoda\";\n    keyd.socket = \"/run/k.sock\";",
+    );
+    f.commit("osmoda.nix", &text);
+    let conf = std::fs::read_to_string(f.tree.dir().join("configuration.nix")).unwrap();
+    let rev = f.commit(
+        "configuration.nix",
+        &format!("{conf}\n# a comment a person added\n"),
+    );
+    let g = f.backend.build("2", &rev).await.unwrap();
+    let w = g.warnings.join("\n");
+    assert!(
+        w.contains("services.osmoda.stateDir cannot be applied by the local backend"),
+        "{w}"
+    );
+    assert!(
+        w.contains("services.osmoda.keyd.socket cannot be applied"),
+        "{w}"
+    );
+    assert!(
+        w.contains("configuration.nix changed; the local backend applies only services.osmoda"),
+        "{w}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_settings_fail_the_build_and_touch_nothing() {
+    let f = fixture();
+    let text = BASE.replace(
+        "enable = true;",
+        "enable = true;\n    watch.watchers.w = { check = { type = \"agentd\"; }; intervalSecs = 0; actions = [ ]; };",
+    );
+    let rev = f.commit("osmoda.nix", &text);
+    let e = f.backend.build("1", &rev).await.unwrap_err().to_string();
+    assert!(
+        e.contains("invalid watch.json") && e.contains("interval_secs"),
+        "{e}"
+    );
+    let gens: Vec<_> = std::fs::read_dir(f.dir.path().join("state/generations"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(gens.is_empty(), "nothing is left behind: {gens:?}");
+    assert_eq!(f.backend.current().await.unwrap(), None);
+
+    let broken = f.commit(
+        "osmoda.nix",
+        "{ ... }: { services.osmoda = { enable = true; watch = 3; }; }\n",
+    );
+    let e = f.backend.build("2", &broken).await.unwrap_err().to_string();
+    assert!(
+        e.contains("rendering osmoda.nix") || e.contains("invalid"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn refuses_a_real_directory_and_a_missing_lib() {
+    let f = fixture();
+    std::fs::create_dir_all(f.dir.path().join("etc/osmoda")).unwrap();
+    let g = f.backend.build("1", &f.tree.head().unwrap()).await.unwrap();
+    let e = f
+        .backend
+        .activate("1", &g.artifact)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not a symlink") || e.contains("real file or directory"),
+        "{e}"
+    );
+    assert!(f.dir.path().join("etc/osmoda").is_dir());
+    let e = f
+        .backend
+        .activate("1", "/nonexistent")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a rendered generation"), "{e}");
+
+    let ct = Arc::new(ConfigTree::open(f.tree.dir()).unwrap());
+    let e = LocalBackend::new(
+        ct,
+        Arc::new(ProcessRunner),
+        f.dir.path(),
+        f.dir.path().join("e"),
+        f.dir.path().into(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("--lib-dir"), "{e}");
+}
