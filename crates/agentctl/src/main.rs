@@ -2,6 +2,7 @@
 
 mod config;
 mod output;
+mod switch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,9 @@ struct Cli {
     /// agentd's human-only approval socket.
     #[arg(long, global = true, env = "OSMODA_APPROVAL_SOCKET", default_value = "/run/osmoda/agentd-approval.sock")]
     approval_socket: PathBuf,
+    /// osmoda-watch's socket (SafeSwitch and watchers).
+    #[arg(long, global = true, env = "OSMODA_WATCH_SOCKET", default_value = "/run/osmoda/watch.sock")]
+    watch_socket: PathBuf,
     /// Print raw JSON instead of a readable table.
     #[arg(long, global = true)]
     json: bool,
@@ -56,6 +60,16 @@ enum Command {
     Config {
         #[command(subcommand)]
         action: config::ConfigCmd,
+    },
+    /// SafeSwitch: apply a generation with health gates and automatic rollback.
+    Switch {
+        #[command(subcommand)]
+        action: switch::SwitchCmd,
+    },
+    /// Autopilot watchers.
+    Watchers {
+        #[command(subcommand)]
+        action: switch::WatcherCmd,
     },
     /// Human approval of destructive operations (uses the approval socket).
     Approvals {
@@ -130,6 +144,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config { action } => {
             let (v, table) = config::run(&agent, action).await?;
             output::print(&v, cli.json, table);
+        }
+        Command::Switch { action } => {
+            let v = switch::run(&Client::new(&cli.watch_socket), action).await?;
+            output::print(&v, cli.json, switch::table);
+        }
+        Command::Watchers { action } => {
+            let v = switch::run_watchers(&Client::new(&cli.watch_socket), action).await?;
+            output::print(&v, cli.json, |v| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default()));
         }
         Command::Approvals { action } => {
             let v = match action {
