@@ -145,6 +145,10 @@ pub(crate) fn validate(files: &[Candidate<'_>], nix: Option<&Path>) -> Result<()
     let mut parse_only = Vec::new();
     for f in files {
         let parsed = parse_check(f.rel, f.text)?;
+        if nix.is_none() {
+            // The classification only decides how nix-instantiate is run; skip it without one.
+            continue;
+        }
         if is_data_only(&parsed.syntax()) {
             eval.push(f);
         } else {
@@ -156,7 +160,7 @@ pub(crate) fn validate(files: &[Candidate<'_>], nix: Option<&Path>) -> Result<()
         // Each file is passed as a string argument, so no path ever needs quoting inside Nix.
         let mut cmd = Command::new(nix);
         cmd.args(["--eval", "--strict", "--expr"]).arg(
-            "{ ... }@args: map (p: let f = import (/. + p); in if builtins.isFunction f then f { } else f) \
+            "{ ... }@args: map (p: let f = import (/. + p); in builtins.deepSeq (if builtins.isFunction f then f { } else f) null) \
              (builtins.attrValues args)",
         );
         for (i, f) in eval.iter().enumerate() {

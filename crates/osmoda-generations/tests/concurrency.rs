@@ -7,7 +7,31 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use osmoda_generations::Tree;
+use osmoda_generations::{GenError, Tree};
+use osmoda_nix::{AttrPath, Value};
+
+fn key(i: i64) -> Result<AttrPath, osmoda_nix::EditError> {
+    AttrPath::new([
+        "services".to_string(),
+        "osmoda".into(),
+        "test".into(),
+        format!("k{i}"),
+    ])
+}
+
+/// Sets `services.osmoda.test.k<i> = <i>` in osmoda.nix with the real rnix editor.
+fn set_with_editor(root: &std::path::Path, i: i64) -> Result<Vec<std::path::PathBuf>, GenError> {
+    let path = root.join("osmoda.nix");
+    let text = std::fs::read_to_string(&path).map_err(GenError::edit)?;
+    let new = osmoda_nix::set(
+        &text,
+        &key(i).map_err(GenError::edit)?,
+        &Value::Json(i.into()),
+    )
+    .map_err(GenError::edit)?;
+    std::fs::write(&path, new).map_err(GenError::edit)?;
+    Ok(vec!["osmoda.nix".into()])
+}
 
 #[test]
 fn fifty_parallel_mutations_are_serialized_and_none_is_lost() -> anyhow::Result<()> {
@@ -28,7 +52,7 @@ fn fifty_parallel_mutations_are_serialized_and_none_is_lost() -> anyhow::Result<
             };
             std::thread::spawn(move || {
                 tree.mutate(&agent(), &format!("set k{i}"), Some(i), |root| {
-                    insert_setting(root, &format!("test.k{i} = {i};"))
+                    set_with_editor(root, i)
                 })
             })
         })
@@ -58,12 +82,16 @@ fn fifty_parallel_mutations_are_serialized_and_none_is_lost() -> anyhow::Result<
 
     let text = std::fs::read_to_string(dir.join("osmoda.nix"))?;
     for i in 0..50 {
-        assert_eq!(
-            text.matches(&format!("test.k{i} = {i};")).count(),
-            1,
-            "k{i} in\n{text}"
-        );
+        let value = osmoda_nix::get(&text, &key(i)?)?;
+        assert_eq!(value, serde_json::json!(i), "k{i} in\n{text}");
     }
+    // Everything else in the file is the template's text, byte for byte.
+    let template_text = std::fs::read_to_string(template().join("osmoda.nix"))?;
+    let mut reverted = text.clone();
+    for i in 0..50 {
+        reverted = osmoda_nix::unset(&reverted, &key(i)?)?;
+    }
+    assert_eq!(reverted, template_text);
     assert_eq!(porcelain(&dir)?, "");
     // Event ids and reasons match one to one.
     for g in first.generations(50)? {

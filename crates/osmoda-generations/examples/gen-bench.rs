@@ -1,0 +1,256 @@
+//! gen-bench: set + validate + commit on a 5,000-line tree, against a bare `git commit -qam` of
+//! the same one-line change, measured in the same run.
+//!
+//! `cargo run --release -p osmoda-generations --example gen-bench [-- ITERATIONS]` (default 200).
+//! Prints p50/p99 per phase and the ratios; validation is measured with rnix only and with
+//! `nix-instantiate` (when installed).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use osmoda_generations::{Actor, NixCheck, Tree};
+use osmoda_nix::{AttrPath, Value};
+
+const WATCHERS: usize = 260;
+const ROUTINES: usize = 150;
+
+fn main() -> Result<()> {
+    let iterations: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(200);
+    let tmp = tempfile::tempdir()?;
+    let template = tmp.path().join("template");
+    std::fs::create_dir(&template)?;
+    let repo_template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations");
+    for f in ["flake.nix", "configuration.nix", ".gitignore"] {
+        std::fs::copy(repo_template.join(f), template.join(f))?;
+    }
+    let osmoda = big_osmoda_nix();
+    std::fs::write(template.join("osmoda.nix"), &osmoda)?;
+    let lines = osmoda.lines().count();
+    println!(
+        "tree: osmoda.nix {lines} lines ({} KiB), plus flake.nix and configuration.nix",
+        osmoda.len() / 1024
+    );
+
+    let actor = Actor::new("bench", "bench@osmoda.local");
+    let nix_available = osmoda_generations::validate::find_nix_instantiate().is_some();
+
+    // 1. The editor alone (in memory).
+    let mut set_only = Vec::new();
+    let mut text = osmoda.clone();
+    for i in 0..iterations {
+        let start = Instant::now();
+        text = osmoda_nix::set(&text, &path(i)?, &Value::Json((31 + i).into()))?;
+        set_only.push(start.elapsed());
+    }
+    report("osmoda-nix set (in memory)", &mut set_only);
+
+    // 1b. Validation parse alone (rnix), for the breakdown.
+    let mut parse = Vec::new();
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let parsed = osmoda_generations::validate::parse_check(Path::new("osmoda.nix"), &osmoda)?;
+        ensure!(
+            osmoda_generations::validate::is_data_only(&parsed.syntax()),
+            "bench file is data only"
+        );
+        parse.push(start.elapsed());
+    }
+    report("rnix parse + data-only check (in memory)", &mut parse);
+
+    // 1c. The transaction without the editor: a one-line text splice + validate + commit.
+    let tree =
+        Tree::init(&tmp.path().join("splice"), &template, &actor)?.with_nix_check(NixCheck::Off)?;
+    let mut splice = Vec::new();
+    for i in 0..iterations {
+        let start = Instant::now();
+        tree.mutate(&actor, &format!("splice {i}"), None, |root| {
+            let file = root.join("osmoda.nix");
+            let text =
+                std::fs::read_to_string(&file).map_err(osmoda_generations::GenError::edit)?;
+            let at = text.find("intervalSecs = ").unwrap_or(0);
+            let new = format!(
+                "{}intervalSecs = {};{}",
+                &text[..at],
+                1000 + i,
+                text[at..].split_once(';').map_or("", |x| x.1)
+            );
+            std::fs::write(&file, new).map_err(osmoda_generations::GenError::edit)?;
+            Ok(vec!["osmoda.nix".into()])
+        })?;
+        splice.push(start.elapsed());
+    }
+    let p50_splice = report("mutate: text splice + rnix validate + commit", &mut splice);
+
+    // 2. Full mutation: set + validate + commit, rnix validation only.
+    let tree =
+        Tree::init(&tmp.path().join("off"), &template, &actor)?.with_nix_check(NixCheck::Off)?;
+    let mut off = mutate_loop(&tree, &actor, iterations)?;
+    let p50_off = report("mutate: set + rnix validate + commit", &mut off);
+
+    // 3. Full mutation with nix-instantiate --eval --strict of osmoda.nix.
+    let p50_nix = if nix_available {
+        let tree = Tree::init(&tmp.path().join("nix"), &template, &actor)?
+            .with_nix_check(NixCheck::Required)?;
+        let mut nix = mutate_loop(&tree, &actor, iterations)?;
+        Some(report(
+            "mutate: set + rnix + nix-instantiate --eval + commit",
+            &mut nix,
+        ))
+    } else {
+        println!("skipped: mutate with nix-instantiate: nix-instantiate not found");
+        None
+    };
+
+    // 4. The real git CLI committing the same one-line change (only `git commit` is timed).
+    let git_dir = tmp.path().join("git");
+    Tree::init(&git_dir, &template, &actor)?;
+    let mut text = osmoda.clone();
+    let mut bare = Vec::new();
+    for i in 0..iterations {
+        text = osmoda_nix::set(&text, &path(i)?, &Value::Json((31 + i).into()))?;
+        std::fs::write(git_dir.join("osmoda.nix"), &text)?;
+        let start = Instant::now();
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(&git_dir)
+            .args([
+                "-c",
+                "user.name=bench",
+                "-c",
+                "user.email=bench@osmoda.local",
+                "commit",
+                "-qam",
+            ])
+            .arg(format!("set {i}"))
+            .status()
+            .context("run git")?;
+        bare.push(start.elapsed());
+        ensure!(status.success(), "git commit failed");
+    }
+    let p50_git = report("bare `git commit -qam` (CLI)", &mut bare);
+
+    println!();
+    println!(
+        "ratio p50 transaction without editor / git commit: {:.2}x",
+        ratio(p50_splice, p50_git)
+    );
+    println!(
+        "ratio p50 mutate(rnix only) / git commit: {:.2}x (target <= 2x, p50 <= 15 ms)",
+        ratio(p50_off, p50_git)
+    );
+    if let Some(p50_nix) = p50_nix {
+        println!(
+            "ratio p50 mutate(with nix)  / git commit: {:.2}x",
+            ratio(p50_nix, p50_git)
+        );
+    }
+    Ok(())
+}
+
+fn path(i: usize) -> Result<AttrPath> {
+    let name = format!("w{:03}", i % WATCHERS);
+    Ok(AttrPath::new([
+        "services",
+        "osmoda",
+        "watch",
+        "watchers",
+        name.as_str(),
+        "intervalSecs",
+    ])?)
+}
+
+fn mutate_loop(tree: &Tree, actor: &Actor, iterations: usize) -> Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let start = Instant::now();
+        tree.mutate(
+            actor,
+            &format!("set interval {i}"),
+            Some(i as i64),
+            |root| {
+                let file = root.join("osmoda.nix");
+                let text =
+                    std::fs::read_to_string(&file).map_err(osmoda_generations::GenError::edit)?;
+                let new = osmoda_nix::set(
+                    &text,
+                    &path(i).map_err(osmoda_generations::GenError::edit)?,
+                    &Value::Json((31 + i).into()),
+                )
+                .map_err(osmoda_generations::GenError::edit)?;
+                std::fs::write(&file, new).map_err(osmoda_generations::GenError::edit)?;
+                Ok(vec!["osmoda.nix".into()])
+            },
+        )?;
+        times.push(start.elapsed());
+    }
+    ensure!(
+        tree.generations(iterations + 1)?.len() == iterations + 1,
+        "one commit per mutation"
+    );
+    Ok(times)
+}
+
+fn report(what: &str, times: &mut [Duration]) -> Duration {
+    times.sort();
+    let pick = |q: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    let (p50, p99) = (pick(0.50), pick(0.99));
+    println!(
+        "{what:<58} p50 {:>7.2} ms   p99 {:>7.2} ms   (n={})",
+        ms(p50),
+        ms(p99),
+        times.len()
+    );
+    p50
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON)
+}
+
+/// A realistic, commented osmoda.nix of about 5,000 lines: many watchers and routines.
+fn big_osmoda_nix() -> String {
+    let mut s = String::from(
+        "# osModa settings (generated for gen-bench).\n{ ... }:\n\n{\n  services.osmoda = {\n    enable = true;\n\n",
+    );
+    let checks = ["systemd", "http", "tcp", "disk"];
+    for i in 0..WATCHERS {
+        let kind = checks[i % checks.len()];
+        s.push_str(&format!("    # Watcher {i}: keep service {i} healthy.\n    watch.watchers.w{i:03} = {{\n      check = {{\n        type = \"{kind}\";\n"));
+        match kind {
+            "systemd" => s.push_str(&format!("        unit = \"svc{i}.service\";\n")),
+            "http" => s.push_str(&format!(
+                "        url = \"http://127.0.0.1:{}/health\";\n        expectStatus = 200;\n",
+                8000 + i
+            )),
+            "tcp" => s.push_str(&format!(
+                "        host = \"127.0.0.1\";\n        port = {};\n",
+                9000 + i
+            )),
+            _ => s.push_str("        path = \"/var\";\n        minFreePercent = 10;\n"),
+        }
+        s.push_str("        timeoutSecs = 5;\n      };\n      intervalSecs = 30;\n      actions = [ \"restart\" \"rollback\" \"notify\" ];\n    };\n\n");
+    }
+    for i in 0..ROUTINES {
+        s.push_str(&format!(
+            "    # Routine {i}.\n    routines.r{i:03} = {{\n      trigger = {{\n        type = \"interval\";\n        seconds = {};\n      }};\n      action = {{\n        type = \"command\";\n        command = [ \"/run/current-system/sw/bin/echo\" \"routine {i}\" ];\n      }};\n    }};\n\n",
+            60 * (1 + i % 10)
+        ));
+    }
+    s.push_str("  };\n}\n");
+    s
+}
