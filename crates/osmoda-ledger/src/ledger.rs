@@ -27,7 +27,7 @@ pub struct Head {
 /// Group-commit counters from [`Ledger::stats`]: `events / transactions` is the mean batch size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct WriterStats {
-    /// Committed transactions (batches) written by the full-batch path.
+    /// Committed transactions (batches, plus single-event retries after a rolled-back batch).
     pub transactions: u64,
     /// Events returned by those transactions (dedup hits included).
     pub events: u64,

@@ -100,6 +100,10 @@ fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Request>, counte
                             .map_err(|e| LedgerError::WriteFailed(e.to_string()))
                             .and_then(|mut v| v.pop().ok_or(LedgerError::Closed))
                     };
+                    if result.is_ok() {
+                        counters.transactions.fetch_add(1, Ordering::Relaxed);
+                        counters.events.fetch_add(1, Ordering::Relaxed);
+                    }
                     req.reply.send(result);
                 }
             }
