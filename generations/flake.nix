@@ -15,6 +15,7 @@
 
   outputs = { self, nixpkgs, osmoda, ... }: {
     nixosConfigurations.osmoda = nixpkgs.lib.nixosSystem {
+      # Set this to the machine's platform (for example "aarch64-linux").
       system = "x86_64-linux";
       modules = [
         osmoda.nixosModules.default

@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use osmoda_generations::{Actor, NixCheck, Tree};
 use osmoda_nix::{AttrPath, Value};
 
-const WATCHERS: usize = 260;
+const WATCHERS: usize = 266;
 const ROUTINES: usize = 150;
 
 fn main() -> Result<()> {
@@ -63,76 +63,72 @@ fn main() -> Result<()> {
     }
     report("rnix parse + data-only check (in memory)", &mut parse);
 
-    // 1c. The transaction without the editor: a one-line text splice + validate + commit.
-    let tree =
+    // 2. The transactions and the bare git commit, interleaved per iteration so that every
+    //    variant sees the same machine load (the ratios are what matters).
+    let splice_tree =
         Tree::init(&tmp.path().join("splice"), &template, &actor)?.with_nix_check(NixCheck::Off)?;
-    let mut splice = Vec::new();
-    for i in 0..iterations {
-        let start = Instant::now();
-        tree.mutate(&actor, &format!("splice {i}"), None, |root| {
-            let file = root.join("osmoda.nix");
-            let text =
-                std::fs::read_to_string(&file).map_err(osmoda_generations::GenError::edit)?;
-            let at = text.find("intervalSecs = ").unwrap_or(0);
-            let new = format!(
-                "{}intervalSecs = {};{}",
-                &text[..at],
-                1000 + i,
-                text[at..].split_once(';').map_or("", |x| x.1)
-            );
-            std::fs::write(&file, new).map_err(osmoda_generations::GenError::edit)?;
-            Ok(vec!["osmoda.nix".into()])
-        })?;
-        splice.push(start.elapsed());
-    }
-    let p50_splice = report("mutate: text splice + rnix validate + commit", &mut splice);
-
-    // 2. Full mutation: set + validate + commit, rnix validation only.
-    let tree =
+    let off_tree =
         Tree::init(&tmp.path().join("off"), &template, &actor)?.with_nix_check(NixCheck::Off)?;
-    let mut off = mutate_loop(&tree, &actor, iterations)?;
-    let p50_off = report("mutate: set + rnix validate + commit", &mut off);
-
-    // 3. Full mutation with nix-instantiate --eval --strict of osmoda.nix.
-    let p50_nix = if nix_available {
-        let tree = Tree::init(&tmp.path().join("nix"), &template, &actor)?
-            .with_nix_check(NixCheck::Required)?;
-        let mut nix = mutate_loop(&tree, &actor, iterations)?;
-        Some(report(
-            "mutate: set + rnix + nix-instantiate --eval + commit",
-            &mut nix,
-        ))
+    let nix_tree = if nix_available {
+        Some(
+            Tree::init(&tmp.path().join("nix"), &template, &actor)?
+                .with_nix_check(NixCheck::Required)?,
+        )
     } else {
         println!("skipped: mutate with nix-instantiate: nix-instantiate not found");
         None
     };
-
-    // 4. The real git CLI committing the same one-line change (only `git commit` is timed).
     let git_dir = tmp.path().join("git");
     Tree::init(&git_dir, &template, &actor)?;
-    let mut text = osmoda.clone();
-    let mut bare = Vec::new();
+    let mut git_text = osmoda.clone();
+    let (mut splice, mut off, mut nix, mut bare) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..iterations {
-        text = osmoda_nix::set(&text, &path(i)?, &Value::Json((31 + i).into()))?;
-        std::fs::write(git_dir.join("osmoda.nix"), &text)?;
-        let start = Instant::now();
-        let status = Command::new("git")
-            .arg("-C")
-            .arg(&git_dir)
-            .args([
-                "-c",
-                "user.name=bench",
-                "-c",
-                "user.email=bench@osmoda.local",
-                "commit",
-                "-qam",
-            ])
-            .arg(format!("set {i}"))
-            .status()
-            .context("run git")?;
-        bare.push(start.elapsed());
-        ensure!(status.success(), "git commit failed");
+        splice.push(timed(|| {
+            mutate_once(&splice_tree, &actor, i, Edit::Splice)
+        })?);
+        off.push(timed(|| mutate_once(&off_tree, &actor, i, Edit::Editor))?);
+        if let Some(tree) = &nix_tree {
+            nix.push(timed(|| mutate_once(tree, &actor, i, Edit::Editor))?);
+        }
+        // The same one-line change, committed by the real git CLI (only `git commit` is timed).
+        git_text = osmoda_nix::set(&git_text, &path(i)?, &Value::Json((31 + i).into()))?;
+        std::fs::write(git_dir.join("osmoda.nix"), &git_text)?;
+        bare.push(timed(|| {
+            let status = Command::new("git")
+                .arg("-C")
+                .arg(&git_dir)
+                .args([
+                    "-c",
+                    "user.name=bench",
+                    "-c",
+                    "user.email=bench@osmoda.local",
+                    "commit",
+                    "-qam",
+                ])
+                .arg(format!("set {i}"))
+                .status()
+                .context("run git")?;
+            ensure!(status.success(), "git commit failed");
+            Ok(())
+        })?);
     }
+    for tree in [Some(&splice_tree), Some(&off_tree), nix_tree.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        ensure!(
+            tree.generations(iterations + 1)?.len() == iterations + 1,
+            "one commit per mutation"
+        );
+    }
+    let p50_splice = report("mutate: text splice + rnix validate + commit", &mut splice);
+    let p50_off = report("mutate: osmoda-nix set + rnix validate + commit", &mut off);
+    let p50_nix = (!nix.is_empty()).then(|| {
+        report(
+            "mutate: set + rnix + nix-instantiate --eval + commit",
+            &mut nix,
+        )
+    });
     let p50_git = report("bare `git commit -qam` (CLI)", &mut bare);
 
     println!();
@@ -165,35 +161,47 @@ fn path(i: usize) -> Result<AttrPath> {
     ])?)
 }
 
-fn mutate_loop(tree: &Tree, actor: &Actor, iterations: usize) -> Result<Vec<Duration>> {
-    let mut times = Vec::with_capacity(iterations);
-    for i in 0..iterations {
-        let start = Instant::now();
-        tree.mutate(
-            actor,
-            &format!("set interval {i}"),
-            Some(i as i64),
-            |root| {
-                let file = root.join("osmoda.nix");
-                let text =
-                    std::fs::read_to_string(&file).map_err(osmoda_generations::GenError::edit)?;
-                let new = osmoda_nix::set(
+#[derive(Clone, Copy)]
+enum Edit {
+    /// A plain one-line text splice (isolates the transaction's own cost).
+    Splice,
+    /// The real rnix editor (`osmoda_nix::set`).
+    Editor,
+}
+
+fn mutate_once(tree: &Tree, actor: &Actor, i: usize, how: Edit) -> Result<()> {
+    use osmoda_generations::GenError;
+    tree.mutate(
+        actor,
+        &format!("set interval {i}"),
+        Some(i as i64),
+        |root| {
+            let file = root.join("osmoda.nix");
+            let text = std::fs::read_to_string(&file).map_err(GenError::edit)?;
+            let new = match how {
+                Edit::Editor => osmoda_nix::set(
                     &text,
-                    &path(i).map_err(osmoda_generations::GenError::edit)?,
+                    &path(i).map_err(GenError::edit)?,
                     &Value::Json((31 + i).into()),
                 )
-                .map_err(osmoda_generations::GenError::edit)?;
-                std::fs::write(&file, new).map_err(osmoda_generations::GenError::edit)?;
-                Ok(vec!["osmoda.nix".into()])
-            },
-        )?;
-        times.push(start.elapsed());
-    }
-    ensure!(
-        tree.generations(iterations + 1)?.len() == iterations + 1,
-        "one commit per mutation"
-    );
-    Ok(times)
+                .map_err(GenError::edit)?,
+                Edit::Splice => {
+                    let at = text.find("intervalSecs = ").unwrap_or(0);
+                    let rest = text[at..].split_once(';').map_or("", |x| x.1);
+                    format!("{}intervalSecs = {};{}", &text[..at], 1000 + i, rest)
+                }
+            };
+            std::fs::write(&file, new).map_err(GenError::edit)?;
+            Ok(vec!["osmoda.nix".into()])
+        },
+    )?;
+    Ok(())
+}
+
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed())
 }
 
 fn report(what: &str, times: &mut [Duration]) -> Duration {

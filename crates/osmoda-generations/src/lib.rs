@@ -177,3 +177,14 @@ pub struct Change {
     /// What happened to it.
     pub kind: ChangeKind,
 }
+
+#[cfg(test)]
+mod tests {
+    /// agentd shares one `Tree` between request handlers behind an `Arc`.
+    #[test]
+    fn tree_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::Tree>();
+        check::<crate::GenError>();
+    }
+}
