@@ -53,7 +53,16 @@ pub(crate) fn create(conn: &Connection) -> Result<(), LedgerError> {
             "schema version {version} is newer than this build understands ({SCHEMA_VERSION}); upgrade osmoda"
         )));
     }
+    let had_fts: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'events_fts'",
+        [],
+        |r| r.get(0),
+    )?;
     conn.execute_batch(SCHEMA)?;
+    if !had_fts {
+        // A ledger created with only the seed schema: index the events it already holds.
+        conn.execute("INSERT INTO events_fts (events_fts) VALUES ('rebuild')", [])?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }

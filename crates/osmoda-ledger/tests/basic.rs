@@ -175,3 +175,44 @@ fn reopen_continues_the_chain() -> anyhow::Result<()> {
     assert!(verify(&path)?.is_ok());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_seed_schema_ledger_is_adopted_indexed_and_continued() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ledger.db");
+    {
+        // A ledger written by another implementation with only the seed's events table.
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute_batch(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT,
+               ts TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')), type TEXT NOT NULL,
+               actor TEXT NOT NULL, payload TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);",
+        )?;
+        let mut prev = GENESIS_HASH.to_owned();
+        for (id, payload) in [(1, r#"{"unit":"sshd"}"#), (2, r#"{"unit":"nginx"}"#)] {
+            let ts = "2026-01-01T00:00:00.000Z";
+            let h = event_hash(id, ts, "svc.start", "seed", payload, &prev);
+            conn.execute(
+                "INSERT INTO events (id, ts, type, actor, payload, prev_hash, hash) VALUES (?1, ?2, 'svc.start', 'seed', ?3, ?4, ?5)",
+                (id, ts, payload, &prev, &h),
+            )?;
+            prev = h;
+        }
+    }
+    let ledger = Ledger::open(&path)?;
+    assert_eq!(
+        ledger
+            .search("nginx", 10)?
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
+    let next = ledger
+        .append(ev("svc.start", r#"{"unit":"nginx"}"#))
+        .await?;
+    assert_eq!(next.id, 3);
+    assert_eq!(ledger.search("nginx", 10)?.len(), 2);
+    assert!(verify(&path)?.is_ok());
+    Ok(())
+}
