@@ -203,9 +203,9 @@ impl Tree {
 
     /// Applies `edit` to the work tree and records the result as one generation.
     ///
-    /// `edit` receives the tree root and returns the files it changed (relative paths; a file it
-    /// deleted counts). Those files are validated and committed with author = `actor`, message =
-    /// `reason`, and the trailers `Osmoda-Event: <event_id>` (if given) and
+    /// `edit` receives the tree root and returns the files it changed (relative to the root, or
+    /// absolute paths inside it; a file it deleted counts). Those files are validated and
+    /// committed with author = `actor`, message = `reason`, and the trailers `Osmoda-Event: <event_id>` (if given) and
     /// `Osmoda-Actor: <actor.name>`. See the crate docs for which ledger event `event_id` names.
     ///
     /// # Errors
@@ -259,7 +259,7 @@ impl Tree {
                 reported = paths;
                 let rels = reported
                     .iter()
-                    .map(|p| normalize(p))
+                    .map(|p| normalize(p.strip_prefix(&self.dir).unwrap_or(p)))
                     .collect::<Result<BTreeSet<_>, _>>()?;
                 self.commit_paths(repo, &mut index, &head, &head_tree, &rels, &sig, msg)
             });
@@ -421,8 +421,10 @@ impl Tree {
         head_tree: &git2::Tree<'_>,
         reported: &[PathBuf],
     ) -> Result<(), GenError> {
-        let mut paths: BTreeSet<PathBuf> =
-            reported.iter().filter_map(|p| normalize(p).ok()).collect();
+        let mut paths: BTreeSet<PathBuf> = reported
+            .iter()
+            .filter_map(|p| normalize(p.strip_prefix(&self.dir).unwrap_or(p)).ok())
+            .collect();
         paths.extend(statuses(repo)?.into_iter().map(|c| PathBuf::from(c.path)));
         for rel in paths {
             let abs = self.dir.join(&rel);

@@ -90,6 +90,13 @@ fn mutate_makes_exactly_one_commit_with_author_message_and_trailers() -> anyhow:
         .read_file_at(&gen.rev, Path::new("osmoda.nix"))?
         .contains("agentd.port = 8080;"));
 
+    // Absolute paths inside the tree are accepted too.
+    let gen_abs = tree.mutate(&agent(), "absolute", None, |root| {
+        insert_setting(root, "agentd.verbose = true;")?;
+        Ok(vec![root.join("osmoda.nix")])
+    })?;
+    assert_eq!(log(&dir)?[0], gen_abs.rev);
+
     // Without an event id there is no Osmoda-Event trailer.
     let gen2 = tree.mutate(&alice(), "second", None, |root| {
         insert_setting(root, "agentd.debug = true;")
