@@ -205,8 +205,9 @@ impl Tree {
     ///
     /// `edit` receives the tree root and returns the files it changed (relative to the root, or
     /// absolute paths inside it; a file it deleted counts). Those files are validated and
-    /// committed with author = `actor`, message = `reason`, and the trailers `Osmoda-Event: <event_id>` (if given) and
-    /// `Osmoda-Actor: <actor.name>`. See the crate docs for which ledger event `event_id` names.
+    /// committed with author = `actor`, message = `reason`, and the trailers
+    /// `Osmoda-Event: <event_id>` (if given) and `Osmoda-Actor: <actor.name>`. See the crate
+    /// docs for which ledger event `event_id` names.
     ///
     /// # Errors
     /// [`GenError::Dirty`] if the tree has uncommitted changes (nothing is run),
