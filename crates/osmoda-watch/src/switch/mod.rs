@@ -5,6 +5,7 @@
 //! and finishes it ([`Engine::recover`]): inside the TTL it resumes probing, a decided commit or
 //! rollback is completed, anything else is rolled back.
 
+mod driver;
 pub mod engine;
 pub mod session;
 pub mod store;

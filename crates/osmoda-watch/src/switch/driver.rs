@@ -1,0 +1,299 @@
+//! The SafeSwitch driver: walks one session through the persisted state machine. Every
+//! transition is written to disk (and reported to the ledger) before the side effect of the
+//! state it enters, so a restart knows exactly what may have happened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::engine::{Control, Engine, PausePoint};
+use super::session::{now_ms, now_rfc3339, CheckReport, SwitchSession, SwitchState, Transition};
+use crate::checks::Probe;
+
+impl Engine {
+    /// Persists a transition (retrying until the disk takes it), publishes and reports it, then
+    /// honours the test pause point. Runs before the new state's side effect.
+    pub(super) async fn enter(
+        &self,
+        s: &mut SwitchSession,
+        to: SwitchState,
+        note: Option<String>,
+        tx: Option<&watch::Sender<SwitchSession>>,
+    ) {
+        let at = now_rfc3339();
+        s.state = to;
+        s.updated_at = at.clone();
+        s.history.push(Transition {
+            state: to,
+            at,
+            note: note.clone(),
+        });
+        let mut delay = Duration::from_millis(50);
+        while let Err(e) = self.store.save(s) {
+            tracing::error!(
+                id = s.id,
+                "cannot persist switch state {}: {e}; retrying",
+                to.as_str()
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        if let Some(tx) = tx {
+            tx.send_replace(s.clone());
+        }
+        self.event(s, note).await;
+        self.pause(to, false).await;
+    }
+
+    async fn pause(&self, state: SwitchState, after: bool) {
+        let opts = self.opts();
+        if opts.pause.as_ref() == Some(&PausePoint { state, after }) {
+            if let Some(p) = &opts.pause {
+                let marker = opts.state_dir.join(p.marker());
+                if let Err(e) = std::fs::write(&marker, std::process::id().to_string()) {
+                    tracing::error!("cannot write pause marker {}: {e}", marker.display());
+                }
+                tracing::warn!("pausing in {} (OSMODA_WATCH_PAUSE_IN)", p.marker());
+                let status = format!("STATUS={}", p.marker());
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Custom(&status)]);
+            }
+            std::future::pending::<()>().await;
+        }
+    }
+
+    pub(super) async fn event(&self, s: &SwitchSession, note: Option<String>) {
+        let payload = json!({
+            "id": s.id, "generation": s.generation, "previous_generation": s.previous_generation,
+            "state": s.state, "origin": s.origin, "backend": s.backend, "note": note,
+            "reason": s.reason, "revert_commit": s.revert_commit, "warnings": s.warnings,
+        });
+        self.agentd
+            .event(&format!("watch.switch.{}", s.state.as_str()), payload)
+            .await;
+    }
+
+    pub(super) async fn drive(
+        self: Arc<Self>,
+        mut s: SwitchSession,
+        mut control: watch::Receiver<Control>,
+        tx: watch::Sender<SwitchSession>,
+    ) {
+        tx.send_replace(s.clone());
+        while !s.state.is_terminal() {
+            self.step(&mut s, &mut control, &tx).await;
+        }
+        self.finished.send_modify(|n| *n += 1);
+    }
+
+    fn rollback_requested(control: &watch::Receiver<Control>) -> Option<String> {
+        match &*control.borrow() {
+            Control::Rollback(why) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    async fn step(
+        &self,
+        s: &mut SwitchSession,
+        control: &mut watch::Receiver<Control>,
+        tx: &watch::Sender<SwitchSession>,
+    ) {
+        let id = s.id.to_string();
+        match s.state {
+            SwitchState::Pending => match self.backend.current().await {
+                Ok(prev) => {
+                    s.previous_system = prev;
+                    s.previous_recorded = true;
+                    self.enter(s, SwitchState::Building, None, Some(tx)).await;
+                }
+                Err(e) => {
+                    self.fail_to_rollback(s, format!("cannot record the running system: {e}"), tx)
+                        .await
+                }
+            },
+            SwitchState::Building => {
+                let gen = s.generation.clone();
+                match self.backend.build(&id, &gen).await {
+                    Ok(built) => {
+                        s.built = Some(built.artifact);
+                        s.warnings.extend(built.warnings);
+                        self.pause(SwitchState::Building, true).await;
+                        match Self::rollback_requested(control) {
+                            Some(why) => self.fail_to_rollback(s, why, tx).await,
+                            None => self.enter(s, SwitchState::Activating, None, Some(tx)).await,
+                        }
+                    }
+                    Err(e) => {
+                        self.fail_to_rollback(s, format!("build failed: {e}"), tx)
+                            .await
+                    }
+                }
+            }
+            SwitchState::Activating => {
+                let built = s.built.clone().unwrap_or_default();
+                match self.backend.activate(&id, &built).await {
+                    Ok(()) => {
+                        self.pause(SwitchState::Activating, true).await;
+                        s.probe_deadline_ms = Some(now_ms() + s.ttl_secs * 1000);
+                        self.enter(s, SwitchState::Probing, None, Some(tx)).await;
+                    }
+                    Err(e) => {
+                        self.fail_to_rollback(s, format!("activation failed: {e}"), tx)
+                            .await
+                    }
+                }
+            }
+            SwitchState::Probing => self.probe(s, control, tx).await,
+            SwitchState::Committing => {
+                let built = s.built.clone().unwrap_or_default();
+                let res = match self.backend.make_default(&id, &built).await {
+                    Ok(()) => self.tree.tag_deployed(&s.generation),
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Ok(()) => {
+                        self.pause(SwitchState::Committing, true).await;
+                        self.enter(s, SwitchState::Committed, None, Some(tx)).await;
+                    }
+                    Err(e) => {
+                        self.fail_to_rollback(s, format!("commit failed: {e}"), tx)
+                            .await
+                    }
+                }
+            }
+            SwitchState::RollingBack => self.roll_back(s, tx).await,
+            SwitchState::Committed | SwitchState::RolledBack | SwitchState::Failed => {}
+        }
+    }
+
+    async fn fail_to_rollback(
+        &self,
+        s: &mut SwitchSession,
+        why: String,
+        tx: &watch::Sender<SwitchSession>,
+    ) {
+        tracing::warn!(id = s.id, "rolling back: {why}");
+        s.reason = Some(why.clone());
+        self.enter(s, SwitchState::RollingBack, Some(why), Some(tx))
+            .await;
+    }
+
+    async fn probe(
+        &self,
+        s: &mut SwitchSession,
+        control: &mut watch::Receiver<Control>,
+        tx: &watch::Sender<SwitchSession>,
+    ) {
+        let opts = self.opts();
+        let probes: Vec<Probe> = s
+            .health_checks
+            .iter()
+            .map(crate::checks::probe_of)
+            .collect();
+        let deadline = s.probe_deadline_ms.unwrap_or_else(now_ms);
+        loop {
+            let requested = control.borrow_and_update().clone();
+            match requested {
+                Control::Commit => {
+                    return self
+                        .enter(
+                            s,
+                            SwitchState::Committing,
+                            Some("early commit requested".into()),
+                            Some(tx),
+                        )
+                        .await
+                }
+                Control::Rollback(why) => return self.fail_to_rollback(s, why, tx).await,
+                Control::Run => {}
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for (i, p) in probes.iter().cloned().enumerate() {
+                let env = opts.check_env.clone();
+                set.spawn(async move { (i, p.label(), p.run(&env).await) });
+            }
+            let mut reports: Vec<(usize, CheckReport)> = Vec::new();
+            while let Some(r) = set.join_next().await {
+                if let Ok((i, check, outcome)) = r {
+                    reports.push((i, CheckReport { check, outcome }));
+                }
+            }
+            reports.sort_by_key(|r| r.0);
+            s.checks = reports.into_iter().map(|r| r.1).collect();
+            tx.send_replace(s.clone());
+            if let Some(bad) = s.checks.iter().find(|c| !c.outcome.ok) {
+                let why = format!("health check {} failed: {}", bad.check, bad.outcome.detail);
+                return self.fail_to_rollback(s, why, tx).await;
+            }
+            let now = now_ms();
+            if now >= deadline {
+                return self
+                    .enter(
+                        s,
+                        SwitchState::Committing,
+                        Some("all health checks passed until the TTL".into()),
+                        Some(tx),
+                    )
+                    .await;
+            }
+            let wait = Duration::from_millis(deadline - now).min(opts.probe_interval);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = control.changed() => {}
+            }
+        }
+    }
+
+    async fn roll_back(&self, s: &mut SwitchSession, tx: &watch::Sender<SwitchSession>) {
+        let id = s.id.to_string();
+        let why = s
+            .reason
+            .clone()
+            .unwrap_or_else(|| "rollback requested".into());
+        if s.previous_recorded {
+            if let Err(e) = self
+                .backend
+                .reactivate(&id, s.previous_system.as_deref())
+                .await
+            {
+                let reason = format!("{why}; then re-activating the previous system failed: {e}");
+                s.reason = Some(reason.clone());
+                s.incident_id = self
+                    .agentd
+                    .incident(&format!("SafeSwitch {} failed", s.id), &reason)
+                    .await;
+                self.enter(s, SwitchState::Failed, Some(reason), Some(tx))
+                    .await;
+                return;
+            }
+        }
+        match &s.previous_generation {
+            Some(prev) => match self.tree.restore(prev, &why) {
+                Ok(rev) => s.revert_commit = rev.or(s.revert_commit.take()),
+                Err(e) => s.warnings.push(format!(
+                    "the system was rolled back but the revert commit failed: {e}"
+                )),
+            },
+            None => s
+                .warnings
+                .push("no generation was deployed before, so the tree was not reverted".into()),
+        }
+        if !why.starts_with("manual rollback") && s.incident_id.is_none() {
+            let name = format!(
+                "SafeSwitch {} rolled back generation {}",
+                s.id,
+                short(&s.generation)
+            );
+            s.incident_id = self.agentd.incident(&name, &why).await;
+        }
+        self.pause(SwitchState::RollingBack, true).await;
+        self.enter(s, SwitchState::RolledBack, Some(why), Some(tx))
+            .await;
+    }
+}
+
+fn short(rev: &str) -> &str {
+    rev.get(..12).unwrap_or(rev)
+}
