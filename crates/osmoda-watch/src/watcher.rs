@@ -21,6 +21,9 @@ use crate::switch::session::{now_ms, now_rfc3339};
 use crate::switch::store::write_atomic;
 use crate::switch::{BeginRequest, Engine};
 
+/// Detail of a step that was decided and persisted but has not finished.
+const IN_PROGRESS: &str = "in progress";
+
 /// Longest pause between two escalation steps.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
@@ -222,7 +225,16 @@ fn load_status(dir: &std::path::Path, name: &str, def: &Watcher) -> WatcherStatu
     };
     match std::fs::read(dir.join(file_name(name))) {
         Ok(bytes) => match serde_json::from_slice::<WatcherStatus>(&bytes) {
-            Ok(s) if s.definition.as_ref() == Some(def) => s,
+            Ok(mut s) if s.definition.as_ref() == Some(def) => {
+                // A step persisted as started but never finished: the daemon died during it. It
+                // counts as taken (never repeated in this incident); say what happened.
+                for step in s.incident.iter_mut().flat_map(|i| i.steps.iter_mut()) {
+                    if step.detail == IN_PROGRESS {
+                        step.detail = "interrupted: osmoda-watch restarted during this step".into();
+                    }
+                }
+                s
+            }
             _ => fresh,
         },
         Err(_) => fresh,
@@ -293,7 +305,7 @@ async fn run_watcher(ctx: Arc<Ctx>, name: String, def: Watcher, status: Arc<Mute
                         action,
                         at: now_rfc3339(),
                         ok: false,
-                        detail: "in progress".into(),
+                        detail: IN_PROGRESS.into(),
                     });
                     save_status(&ctx, &name, &st);
                     let (ok, detail, agentd_incident) =
@@ -457,6 +469,40 @@ mod tests {
         assert_eq!(backoff(2, 2), Duration::from_secs(4));
         assert_eq!(backoff(2, 3), Duration::from_secs(8));
         assert_eq!(backoff(1000, 30), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn an_interrupted_step_is_kept_and_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let def: Watcher = serde_json::from_value(json!({"check": {"type": "agentd"}, "interval_secs": 1, "actions": ["restart", "notify"]})).unwrap();
+        let mut st = load_status(dir.path(), "w", &def);
+        assert_eq!(st.health, "unknown");
+        st.incident = Some(WatchIncident {
+            started_at: now_rfc3339(),
+            steps: vec![StepTaken {
+                action: WatchAction::Restart,
+                at: now_rfc3339(),
+                ok: false,
+                detail: IN_PROGRESS.into(),
+            }],
+            next_step_ms: 0,
+            agentd_incident: None,
+        });
+        write_atomic(
+            &dir.path().join(file_name("w")),
+            &serde_json::to_vec(&st).unwrap(),
+        )
+        .unwrap();
+        let back = load_status(dir.path(), "w", &def);
+        let steps = &back.incident.unwrap().steps;
+        assert_eq!(steps.len(), 1);
+        assert!(steps[0].detail.starts_with("interrupted"), "{steps:?}");
+        // A changed definition starts fresh.
+        let other = Watcher {
+            interval_secs: 2,
+            ..def
+        };
+        assert!(load_status(dir.path(), "w", &other).incident.is_none());
     }
 
     #[test]

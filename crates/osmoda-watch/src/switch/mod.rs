@@ -12,3 +12,6 @@ pub mod store;
 
 pub use engine::{BeginRequest, Engine, EngineOptions, PausePoint};
 pub use session::{SwitchSession, SwitchState};
+
+#[cfg(test)]
+mod tests;
