@@ -1,8 +1,46 @@
 //! Caller identity from `SO_PEERCRED`: the only source of the `actor` agentd records.
 
 use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::serve::IncomingStream;
+use serde_json::json;
 use tokio::net::UnixListener;
+
+use crate::error::ApiError;
+
+/// Header in which a daemon names itself (see `osmoda_client::DAEMON_HEADER`).
+pub const DAEMON_HEADER: &str = "x-osmoda-daemon";
+
+/// The ledger actor of a request: the role the caller claims in [`DAEMON_HEADER`] (default
+/// `agent`), always with the kernel's identity of the connection attached.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Kernel identity of the connection.
+    pub peer: Peer,
+    /// `<role>[uid=..,pid=..,exe=..]`.
+    pub actor: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .map(|c| c.0.clone())
+            .unwrap_or(Peer { uid: None, pid: None, exe: None });
+        let role = match parts.headers.get(DAEMON_HEADER) {
+            None => "agent",
+            Some(v) => v.to_str().ok().filter(|r| valid_role(r)).ok_or_else(|| {
+                ApiError::bad_request(format!("invalid {DAEMON_HEADER} header"))
+                    .with_detail(json!({ "hint": "1 to 40 characters of [a-z0-9._-]" }))
+            })?,
+        };
+        Ok(Caller { actor: peer.actor(role), peer })
+    }
+}
 
 /// The kernel-reported identity of the process on the other end of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -124,6 +124,18 @@ async fn append_records_the_kernel_identity_not_the_claim() {
     let log = d.agent().get("/events/log?type=switch.*").await.expect("get").ok_json().expect("200");
     assert_eq!(log.as_array().map(Vec::len), Some(1));
     assert_eq!(log[0]["payload"], json!("{\"id\":1}"));
+    // A daemon names itself in a header; the kernel identity is still attached.
+    let inc = d
+        .agent()
+        .as_daemon("osmoda-watch")
+        .post("/incident/create", &json!({"name": "from watch"}))
+        .await
+        .expect("post")
+        .ok_json()
+        .expect("200");
+    assert!(inc["created_by"].as_str().expect("by").starts_with(&format!("osmoda-watch[uid={uid},pid=")));
+    let bad = d.agent().as_daemon("Not Valid").post("/incident/create", &json!({"name": "x"})).await.expect("post");
+    assert_eq!(bad.status, 400);
     let found = d.agent().get("/events/search?q=began").await.expect("get").ok_json().expect("200");
     assert_eq!(found.as_array().map(Vec::len), Some(0), "FTS is over payloads, not types");
     d.stop().await;

@@ -67,7 +67,12 @@ impl Response {
 pub struct Client {
     socket: PathBuf,
     timeout: Duration,
+    daemon: Option<String>,
 }
+
+/// Header naming the daemon a request comes from. agentd records it next to the kernel's
+/// `SO_PEERCRED` identity of the caller, never instead of it.
+pub const DAEMON_HEADER: &str = "x-osmoda-daemon";
 
 impl Client {
     /// A client for the daemon listening on `socket`, with a 30 s timeout.
@@ -75,7 +80,15 @@ impl Client {
         Client {
             socket: socket.into(),
             timeout: DEFAULT_TIMEOUT,
+            daemon: None,
         }
+    }
+
+    /// The same client, announcing itself as daemon `name` (sent as [`DAEMON_HEADER`]).
+    #[must_use]
+    pub fn as_daemon(mut self, name: impl Into<String>) -> Client {
+        self.daemon = Some(name.into());
+        self
     }
 
     /// The same client with another timeout for each whole request.
@@ -146,6 +159,9 @@ impl Client {
             .header(CONTENT_LENGTH, bytes.len());
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(name) = &self.daemon {
+            builder = builder.header(DAEMON_HEADER, name.as_str());
         }
         let req = builder.body(Full::new(bytes)).map_err(|e| {
             ClientError::InvalidRequest(format!("cannot build request for {path:?}: {e}"))

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, Json};
-use crate::peer::Peer;
+use crate::peer::{Caller, Peer};
 use crate::AppState;
 
 /// A ticket as shown to callers.
@@ -186,7 +186,7 @@ pub struct RequestBody {
 /// `POST /approval/request`
 pub async fn request(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    caller: Caller,
     Json(body): Json<RequestBody>,
 ) -> Result<axum::Json<Ticket>, ApiError> {
     if body.operation.is_null() {
@@ -207,7 +207,7 @@ pub async fn request(
         "expires_unix": now_unix() + ttl,
     });
     let mut approvals = st.approvals.lock().await;
-    let ev = st.record("approval.requested", &peer.actor("agent"), &payload).await?;
+    let ev = st.record("approval.requested", &caller.actor, &payload).await?;
     approvals.apply(&ev);
     Ok(axum::Json(approvals.get(&id)?.clone()))
 }
@@ -256,10 +256,10 @@ pub async fn consume(st: &AppState, id: &str, operation: &Value, actor: &str) ->
 /// `POST /approval/check`
 pub async fn check(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    caller: Caller,
     Json(body): Json<CheckBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    consume(&st, &body.id, &body.operation, &peer.actor("agent")).await?;
+    consume(&st, &body.id, &body.operation, &caller.actor).await?;
     Ok(axum::Json(json!({ "ok": true, "id": body.id })))
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, Json, Query};
-use crate::peer::Peer;
+use crate::peer::{Caller, Peer};
 use crate::AppState;
 
 /// File edited when a request names none: the data-only module agents write.
@@ -161,8 +161,8 @@ pub struct Landed {
     pub event_id: i64,
 }
 
-fn agent_actor(peer: &Peer) -> Actor {
-    Actor::new(peer.actor("agent"), "agent@osmoda.local")
+fn agent_actor(caller: &Caller) -> Actor {
+    Actor::new(caller.actor.clone(), "agent@osmoda.local")
 }
 
 /// Run one tree mutation with its ledger events: `config.requested` first (its id goes into the
@@ -197,14 +197,14 @@ async fn land(
 }
 
 /// Refuse a destructive edit without a consumed approval ticket for exactly this operation.
-async fn gate(st: &AppState, peer: &Peer, kind: Option<&str>, op: &Value, ticket: Option<&str>) -> Result<(), ApiError> {
+async fn gate(st: &AppState, caller: &Caller, kind: Option<&str>, op: &Value, ticket: Option<&str>) -> Result<(), ApiError> {
     let Some(kind) = kind.filter(|k| st.settings.needs_approval(k)) else { return Ok(()) };
     let Some(ticket) = ticket else {
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("this edit is a destructive operation ({kind}) and needs a human approval"))
             .with_detail(json!({ "kind": kind, "operation": op,
                 "hint": "POST /approval/request {operation, detail}, have a person run `agentctl approvals approve ID`, then retry with \"approval\": ID" })));
     };
-    super::approvals::consume(st, ticket, op, &peer.actor("agent")).await
+    super::approvals::consume(st, ticket, op, &caller.actor).await
 }
 
 fn precheck(tree: &Tree, file: &Path, op: &osmoda_nix::Op) -> Result<(), ApiError> {
@@ -218,7 +218,7 @@ fn precheck(tree: &Tree, file: &Path, op: &osmoda_nix::Op) -> Result<(), ApiErro
 
 async fn edit(
     st: Arc<AppState>,
-    peer: Peer,
+    caller: Caller,
     file: Option<String>,
     reason: String,
     ticket: Option<String>,
@@ -234,10 +234,10 @@ async fn edit(
     let t = tree(&st)?;
     let (f, o) = (file.clone(), op.clone());
     blocking(move || precheck(&t, &f, &o)).await?;
-    gate(&st, &peer, kind, &operation, ticket.as_deref()).await?;
+    gate(&st, &caller, kind, &operation, ticket.as_deref()).await?;
     let mut request = operation;
     request["reason"] = Value::String(reason.clone());
-    let landed = land(&st, agent_actor(&peer), request, reason, move |tree, actor, reason, rid| {
+    let landed = land(&st, agent_actor(&caller), request, reason, move |tree, actor, reason, rid| {
         tree.mutate(actor, reason, Some(rid), |root| {
             let text = std::fs::read_to_string(root.join(&file)).map_err(GenError::edit)?;
             let out = osmoda_nix::edit(&text, &op).map_err(GenError::edit)?;
@@ -252,7 +252,7 @@ async fn edit(
 /// `POST /config/set`
 pub async fn set(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    caller: Caller,
     Json(b): Json<SetBody>,
 ) -> Result<axum::Json<Landed>, ApiError> {
     let path = attr_path(&b.path)?;
@@ -266,20 +266,20 @@ pub async fn set(
     let mut operation = json!({ "op": "config.set", "file": file, "path": path.to_string() });
     operation.as_object_mut().into_iter().for_each(|o| o.extend(shown.as_object().cloned().unwrap_or_default()));
     let op = osmoda_nix::Op::Set(path, value);
-    edit(st, peer, b.file, b.reason, b.approval, op, operation, kind).await
+    edit(st, caller, b.file, b.reason, b.approval, op, operation, kind).await
 }
 
 /// `POST /config/unset`
 pub async fn unset(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    caller: Caller,
     Json(b): Json<UnsetBody>,
 ) -> Result<axum::Json<Landed>, ApiError> {
     let path = attr_path(&b.path)?;
     let kind = destructive_kind("unset", &path, None);
     let file = b.file.clone().unwrap_or_else(|| DEFAULT_FILE.into());
     let operation = json!({ "op": "config.unset", "file": file, "path": path.to_string() });
-    edit(st, peer, b.file, b.reason, b.approval, osmoda_nix::Op::Unset(path), operation, kind).await
+    edit(st, caller, b.file, b.reason, b.approval, osmoda_nix::Op::Unset(path), operation, kind).await
 }
 
 /// Parameters of `GET /config/generations`.
@@ -354,7 +354,7 @@ pub struct RevertBody {
 /// `POST /config/revert`: a new generation undoing `rev` (history kept).
 pub async fn revert(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    caller: Caller,
     Json(b): Json<RevertBody>,
 ) -> Result<axum::Json<Landed>, ApiError> {
     if b.reason.trim().is_empty() {
@@ -369,7 +369,7 @@ pub async fn revert(
     .await?;
     let request = json!({ "op": "config.revert", "rev": b.rev, "reason": b.reason });
     let rev = b.rev;
-    let landed = land(&st, agent_actor(&peer), request, b.reason, move |tree, actor, reason, rid| {
+    let landed = land(&st, agent_actor(&caller), request, b.reason, move |tree, actor, reason, rid| {
         tree.revert(&rev, actor, reason, Some(rid))
     })
     .await?;

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use osmoda_ledger::{Event, Ledger, LedgerError, Query as LedgerQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, Json, Query};
-use crate::peer::Peer;
+use crate::peer::Caller;
 use crate::AppState;
 
 /// One step taken while working an incident.
@@ -157,12 +157,12 @@ pub struct CreateRequest {
 /// `POST /incident/create`
 pub async fn create(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    caller: Caller,
     Json(req): Json<CreateRequest>,
 ) -> Result<axum::Json<Incident>, ApiError> {
     check_text("name", &req.name, 200)?;
     let mut incidents = st.incidents.lock().await;
-    let ev = st.record("incident.created", &peer.actor("agent"), &json!({ "name": req.name })).await?;
+    let ev = st.record("incident.created", &caller.actor, &json!({ "name": req.name })).await?;
     incidents.apply(&ev);
     Ok(axum::Json(incidents.0[&ev.id].clone()))
 }
@@ -180,7 +180,7 @@ pub struct StepRequest {
 /// `POST /incident/{id}/step`
 pub async fn step(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    caller: Caller,
     Path(id): Path<i64>,
     Json(req): Json<StepRequest>,
 ) -> Result<axum::Json<Incident>, ApiError> {
@@ -191,7 +191,7 @@ pub async fn step(
     let mut incidents = st.incidents.lock().await;
     incidents.open_incident(id)?;
     let payload = json!({ "incident_id": id, "action": req.action, "result": req.result });
-    let ev = st.record("incident.step", &peer.actor("agent"), &payload).await?;
+    let ev = st.record("incident.step", &caller.actor, &payload).await?;
     incidents.apply(&ev);
     Ok(axum::Json(incidents.0[&id].clone()))
 }
@@ -208,7 +208,7 @@ pub struct ResolveRequest {
 /// `POST /incident/{id}/resolve`
 pub async fn resolve(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    caller: Caller,
     Path(id): Path<i64>,
     body: Option<Json<ResolveRequest>>,
 ) -> Result<axum::Json<Incident>, ApiError> {
@@ -216,7 +216,7 @@ pub async fn resolve(
     let mut incidents = st.incidents.lock().await;
     incidents.open_incident(id)?;
     let payload = json!({ "incident_id": id, "summary": summary });
-    let ev = st.record("incident.resolved", &peer.actor("agent"), &payload).await?;
+    let ev = st.record("incident.resolved", &caller.actor, &payload).await?;
     incidents.apply(&ev);
     Ok(axum::Json(incidents.0[&id].clone()))
 }
