@@ -1,6 +1,6 @@
 //! Crash safety: `kill -9` of osmoda-watch in each state of a switch, then a restart, must end
 #![allow(clippy::unwrap_used)]
-//! every switch committed or rolled back, with the etc dir and the tree consistent with it.
+//! every switch committed or rolled back (committing, a decided commit, is covered too), with the etc dir and the tree consistent with it.
 //! `OSMODA_WATCH_PAUSE_IN=<state>[:after]` makes the daemon block there (and tell us through
 //! the notify socket) so the kill lands deterministically before or after the state's side effect.
 
@@ -83,4 +83,9 @@ async fn kill9_while_probing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_while_rolling_back() {
     crash_in("rolling-back", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_committing() {
+    crash_in("committing", false).await;
 }

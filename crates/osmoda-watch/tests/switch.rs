@@ -194,3 +194,34 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(h["backend"], "local");
     w.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_that_cannot_happen_ends_failed_with_an_incident() {
+    let env = Env::new().await;
+    let w = env.spawn(None);
+    let first = env.begin(json!({"ttl_secs": 0})).await;
+    let first = env.wait_terminal(first["id"].as_u64().unwrap()).await;
+    // Someone deletes the deployed generation's directory.
+    std::fs::remove_dir_all(first["built"].as_str().unwrap()).unwrap();
+    let rev = env.commit(&variant(9), "another change");
+    let s = env
+        .begin(json!({"generation": rev, "ttl_secs": 5, "health_checks": [{"type": "command", "command": ["false"]}]}))
+        .await;
+    let done = env.wait_terminal(s["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["reason"].as_str().unwrap().contains("is gone"),
+        "{done}"
+    );
+    assert!(!done["incident_id"].is_null(), "{done}");
+    env.wait_events("watch.switch.failed", 1).await;
+    let inc = env.wait_events("incident.created", 1).await;
+    assert!(inc[0].payload.contains("failed"), "{inc:?}");
+    // The next switch is not blocked by a failed one.
+    let again = env.begin(json!({"ttl_secs": 0})).await;
+    assert_eq!(
+        env.wait_terminal(again["id"].as_u64().unwrap()).await["state"],
+        "committed"
+    );
+    w.stop();
+}

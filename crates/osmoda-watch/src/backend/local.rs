@@ -62,6 +62,16 @@ impl LocalBackend {
                 lib_dir.display()
             )));
         }
+        // Half-written builds of a daemon that died are never resumed (recovery rolls back).
+        if let Ok(entries) = fs::read_dir(&generations) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(".build-") || name.starts_with(".eval-") {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
         Ok(LocalBackend {
             tree,
             runner,
@@ -134,8 +144,14 @@ impl LocalBackend {
         Ok((render, unsupported))
     }
 
+    /// The next generation number: above every directory and every number ever handed out
+    /// (recorded in `.last`), so a number is never reused even if a directory was deleted.
     fn next_number(&self) -> Result<u64> {
-        let mut max = 0;
+        let counter = self.generations.join(".last");
+        let mut max = fs::read_to_string(&counter)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
         for e in
             fs::read_dir(&self.generations).map_err(WatchError::io("read", &self.generations))?
         {
@@ -144,6 +160,7 @@ impl LocalBackend {
                 max = max.max(n);
             }
         }
+        write_atomic(&counter, (max + 1).to_string().as_bytes())?;
         Ok(max + 1)
     }
 
@@ -268,6 +285,13 @@ impl Backend for LocalBackend {
         Box::pin(async move {
             if self.current().await?.as_deref() == previous {
                 return Ok(());
+            }
+            if let Some(p) = previous {
+                if !Path::new(p).join(META_FILE).is_file() {
+                    return Err(WatchError::Backend(format!(
+                        "the previous generation {p} is gone, so it cannot be re-activated"
+                    )));
+                }
             }
             self.swap_link(&format!("{id}-rollback"), previous)
         })
