@@ -27,7 +27,7 @@ impl Agentd {
             ))
         })?;
         Ok(Agentd {
-            client: Client::new(socket),
+            client: Client::new(socket).as_daemon("osmoda-watch"),
             reporter,
         })
     }
