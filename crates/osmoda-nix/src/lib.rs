@@ -77,8 +77,12 @@ pub fn validate(src: &str) -> Result<(), EditError> {
 /// its value is not a literal, [`EditError::Refused`] / [`EditError::Duplicate`] when it is hidden
 /// or ambiguous, [`EditError::Parse`] if the file does not parse.
 pub fn get(src: &str, path: &AttrPath) -> Result<Json, EditError> {
-    let root = parse(src)?;
-    let res = resolve(&root, src, path)?;
+    get_in(&parse(src)?, src, path)
+}
+
+/// [`get`] on a file already parsed as `root`.
+fn get_in(root: &rnix::SyntaxNode, src: &str, path: &AttrPath) -> Result<Json, EditError> {
+    let res = resolve(root, src, path)?;
     res.check_unique(src, path)?;
     if res.places.is_empty() {
         return Err(not_found(src, path, res.imports));
@@ -190,7 +194,7 @@ pub fn edit(src: &str, op: &Op) -> Result<Edit, EditError> {
         Op::Remove(path, value) => (plan_remove(src, &root, path, value)?, path),
     };
     let (text, changed) = apply(src, splices)?;
-    check_result(src, &text, op, path)?;
+    check_result(src, &root, &text, op, path)?;
     Ok(Edit { text, changed })
 }
 
@@ -434,12 +438,20 @@ fn tokens(node: &rnix::SyntaxNode) -> Vec<String> {
 }
 
 /// Verifies an edit's output: it parses, and the path reads back as the operation intended.
-fn check_result(before: &str, after: &str, op: &Op, path: &AttrPath) -> Result<(), EditError> {
+/// `before_root` is the parse of `before`; `after` is parsed exactly once, and the read-back
+/// runs on that parse.
+fn check_result(
+    before: &str,
+    before_root: &rnix::SyntaxNode,
+    after: &str,
+    op: &Op,
+    path: &AttrPath,
+) -> Result<(), EditError> {
     let root = parse(after)
         .map_err(|e| EditError::Internal(format!("the edited file does not parse: {e}")))?;
     let bug = |what: String| EditError::Internal(format!("after {op:?}: {what}"));
     match op {
-        Op::Set(_, Value::Json(v)) => match get(after, path) {
+        Op::Set(_, Value::Json(v)) => match get_in(&root, after, path) {
             Ok(got) if &got == v => Ok(()),
             other => Err(bug(format!("the path reads back as {other:?}"))),
         },
@@ -450,16 +462,15 @@ fn check_result(before: &str, after: &str, op: &Op, path: &AttrPath) -> Result<(
                 None => Err(bug("the path is not defined exactly once".into())),
             }
         }
-        Op::Unset(_) => match get(after, path) {
+        Op::Unset(_) => match get_in(&root, after, path) {
             Err(EditError::NotFound { .. }) => Ok(()),
             other => Err(bug(format!("the path still reads as {other:?}"))),
         },
         Op::Append(_, _) | Op::Remove(_, _) => {
-            let count = |src: &str| -> Result<usize, EditError> {
-                let root = parse(src)?;
-                Ok(target_list(src, &root, path, "check")?.map_or(0, |l| l.children().count()))
+            let count = |src: &str, root: &rnix::SyntaxNode| -> Result<usize, EditError> {
+                Ok(target_list(src, root, path, "check")?.map_or(0, |l| l.children().count()))
             };
-            let (old, new) = (count(before)?, count(after)?);
+            let (old, new) = (count(before, before_root)?, count(after, &root)?);
             let ok = match op {
                 Op::Append(..) => new == old + 1,
                 _ => new <= old,
