@@ -100,21 +100,36 @@ impl NewValue<'_> {
     }
 }
 
-/// The indentation unit the file uses: the smallest indentation of any line (tabs win).
+/// The indentation unit the file uses: the smallest indentation of any non-blank line (tabs
+/// win). One pass over the bytes: only the indentation at the start of each line is looked at.
 pub(crate) fn detect_unit(src: &str) -> String {
+    let bytes = src.as_bytes();
     let mut best: Option<usize> = None;
-    for line in src.lines() {
-        let trimmed = line.trim_start_matches([' ', '\t']);
-        if trimmed.is_empty() {
-            continue;
+    let mut line = 0;
+    while line < bytes.len() {
+        let text = bytes[line..]
+            .iter()
+            .position(|&b| b != b' ' && b != b'\t')
+            .map_or(bytes.len(), |n| line + n);
+        // A line holding only spaces and tabs (before `\n`, `\r\n` or the end) is blank.
+        let blank = match bytes.get(text) {
+            None | Some(b'\n') => true,
+            Some(b'\r') => bytes.get(text + 1) == Some(&b'\n'),
+            Some(_) => false,
+        };
+        if !blank {
+            if bytes[line] == b'\t' {
+                return "\t".into();
+            }
+            let ws = text - line;
+            if ws > 0 && best.is_none_or(|b| ws < b) {
+                best = Some(ws);
+            }
         }
-        let ws = &line[..line.len() - trimmed.len()];
-        if ws.starts_with('\t') {
-            return "\t".into();
-        }
-        if !ws.is_empty() && best.is_none_or(|b| ws.len() < b) {
-            best = Some(ws.len());
-        }
+        line = bytes[text..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |n| text + n + 1);
     }
     " ".repeat(best.unwrap_or(2).clamp(1, 8))
 }
@@ -430,4 +445,59 @@ pub(crate) fn delete_items(src: &str, items: &[SyntaxNode]) -> Vec<Splice> {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::detect_unit;
+
+    /// The straightforward definition `detect_unit` must agree with.
+    fn unit_by_lines(src: &str) -> String {
+        let mut best: Option<usize> = None;
+        for line in src.lines() {
+            let trimmed = line.trim_start_matches([' ', '\t']);
+            if trimmed.is_empty() {
+                continue;
+            }
+            let ws = &line[..line.len() - trimmed.len()];
+            if ws.starts_with('\t') {
+                return "\t".into();
+            }
+            if !ws.is_empty() && best.is_none_or(|b| ws.len() < b) {
+                best = Some(ws.len());
+            }
+        }
+        " ".repeat(best.unwrap_or(2).clamp(1, 8))
+    }
+
+    #[test]
+    fn detect_unit_agrees_with_the_line_definition() {
+        let cases = [
+            "",
+            "\n",
+            "{ }",
+            "{\n  a = 1;\n}\n",
+            "{\n    a = 1;\n  \n}",
+            "{\n\ta = 1;\n}\n",
+            "{\n \ta = 1;\n}\n",
+            "{\n\t\n   a = 1;\n}",
+            "{\r\n    a = 1;\r\n  \r\n}\r\n",
+            "{\n  \r\n   a;\n}",
+            "{\n  \rx\n    a;\n}",
+            "{\n   a;\n  \r",
+            "{\n   a;\n  ",
+            "{\n           a;\n}",
+            "\u{e9}\n \u{e9}\n",
+        ];
+        for src in cases {
+            assert_eq!(detect_unit(src), unit_by_lines(src), "{src:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn detect_unit_agrees_on_any_layout(src in "[ \t\r\na\u{e9}]{0,40}") {
+            proptest::prop_assert_eq!(detect_unit(&src), unit_by_lines(&src));
+        }
+    }
 }

@@ -5,7 +5,7 @@ use rnix::{SyntaxKind::*, SyntaxNode};
 
 use crate::error::{EditError, Pos};
 use crate::path::AttrPath;
-use crate::syntax::{describe, keys_of, literal_kind, start, value_of, Key};
+use crate::syntax::{attrs_of, describe, key_is, key_of, literal_kind, start, value_of, Key};
 
 /// Top-level names of the explicit NixOS module form, which may sit next to `config`/`options`.
 const MODULE_META: &[&str] = &[
@@ -122,7 +122,7 @@ pub(crate) fn resolve(
         .children()
         .filter(|c| c.kind() == NODE_ATTRPATH_VALUE)
     {
-        if let Some((Key::Static(first), _)) = keys_of(&entry).first() {
+        if let Some(Key::Static(first)) = attrs_of(&entry).next().map(|a| key_of(&a)) {
             if first == "imports" {
                 imports = Some(start(&entry));
             }
@@ -173,7 +173,7 @@ fn walk(
     for entry in set.children() {
         if entry.kind() == NODE_INHERIT {
             for attr in entry.children().filter(|c| c.kind() != NODE_INHERIT_FROM) {
-                match crate::syntax::key_of(&attr) {
+                match key_of(&attr) {
                     Key::Static(name) if name != segs[depth] => {}
                     _ => {
                         return Err(refuse(
@@ -191,24 +191,27 @@ fn walk(
         if entry.kind() != NODE_ATTRPATH_VALUE {
             continue;
         }
-        let keys = keys_of(&entry);
+        // Match the binding's names against the path without collecting them: `names` counts
+        // all of them; once the path is used up, the remaining names are counted, not inspected.
+        let mut names = 0;
         let mut matched = 0;
         let mut diverged = false;
-        for (key, attr) in &keys {
+        for attr in attrs_of(&entry) {
+            names += 1;
             let Some(want) = segs.get(depth + matched) else {
-                break;
+                continue;
             };
-            match key {
-                Key::Dynamic => {
+            match key_is(&attr, want) {
+                None => {
                     return Err(refuse(
-                        attr,
+                        &attr,
                         "a dynamic attribute name (`${...}`) could be any name, so the target \
                          cannot be located without evaluating"
                             .into(),
                     ))
                 }
-                Key::Static(name) if name == want => matched += 1,
-                Key::Static(_) => {
+                Some(true) => matched += 1,
+                Some(false) => {
                     diverged = true;
                     break;
                 }
@@ -220,7 +223,7 @@ fn walk(
             }
             continue;
         }
-        let full = depth + keys.len();
+        let full = depth + names;
         if full == segs.len() {
             res.places.push(Place {
                 kind: PlaceKind::Exact,

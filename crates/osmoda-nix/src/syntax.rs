@@ -67,6 +67,32 @@ pub(crate) fn key_of(attr: &SyntaxNode) -> Key {
     }
 }
 
+/// Is the name of attribute node `attr` `want`? `None` if the name is dynamic. Same answer as
+/// comparing [`key_of`], without allocating for plain identifiers (the common case, on the hot
+/// path of resolving).
+pub(crate) fn key_is(attr: &SyntaxNode, want: &str) -> Option<bool> {
+    if attr.kind() == NODE_IDENT {
+        let green = attr.green();
+        let mut children = green.children();
+        if let (Some(rowan::NodeOrToken::Token(tok)), None) = (children.next(), children.next()) {
+            return Some(tok.text() == want);
+        }
+    }
+    match key_of(attr) {
+        Key::Static(name) => Some(name == want),
+        Key::Dynamic => None,
+    }
+}
+
+/// The attribute nodes of a binding's attrpath (`a.b."c"` → the nodes `a`, `b` and `"c"`).
+pub(crate) fn attrs_of(entry: &SyntaxNode) -> impl Iterator<Item = SyntaxNode> {
+    entry
+        .children()
+        .find(|c| c.kind() == NODE_ATTRPATH)
+        .into_iter()
+        .flat_map(|p| p.children())
+}
+
 /// The names of a binding's attrpath (`a.b."c"` → `[a, b, c]`).
 pub(crate) fn keys_of(entry: &SyntaxNode) -> Vec<(Key, SyntaxNode)> {
     entry
