@@ -12,8 +12,14 @@ use crate::output;
 /// The starter tree, compiled in so `agentctl config init` works from any install.
 const TEMPLATE: &[(&str, &str)] = &[
     ("flake.nix", include_str!("../../../generations/flake.nix")),
-    ("configuration.nix", include_str!("../../../generations/configuration.nix")),
-    ("osmoda.nix", include_str!("../../../generations/osmoda.nix")),
+    (
+        "configuration.nix",
+        include_str!("../../../generations/configuration.nix"),
+    ),
+    (
+        "osmoda.nix",
+        include_str!("../../../generations/osmoda.nix"),
+    ),
 ];
 
 #[derive(Subcommand, Debug)]
@@ -123,10 +129,29 @@ pub async fn run(agent: &Client, cmd: ConfigCmd) -> anyhow::Result<(Value, fn(&V
     Ok(match cmd {
         ConfigCmd::Init { dir } => (init(&dir)?, output::landed),
         ConfigCmd::Get { path, file } => {
-            let v = agent.get(&format!("/config/get?path={}&file={}", encode(&path), encode(&file))).await?.ok_json()?;
-            (v, |v| format!("{}\n", serde_json::to_string_pretty(&v["value"]).unwrap_or_default()))
+            let v = agent
+                .get(&format!(
+                    "/config/get?path={}&file={}",
+                    encode(&path),
+                    encode(&file)
+                ))
+                .await?
+                .ok_json()?;
+            (v, |v| {
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&v["value"]).unwrap_or_default()
+                )
+            })
         }
-        ConfigCmd::Set { path, value, nix, file, reason, approval } => {
+        ConfigCmd::Set {
+            path,
+            value,
+            nix,
+            file,
+            reason,
+            approval,
+        } => {
             let mut body = json!({ "path": path, "reason": reason });
             match (value, nix) {
                 (Some(v), None) => {
@@ -142,9 +167,17 @@ pub async fn run(agent: &Client, cmd: ConfigCmd) -> anyhow::Result<(Value, fn(&V
             if let Some(a) = approval {
                 body["approval"] = Value::String(a);
             }
-            (agent.post("/config/set", &body).await?.ok_json()?, output::landed)
+            (
+                agent.post("/config/set", &body).await?.ok_json()?,
+                output::landed,
+            )
         }
-        ConfigCmd::Unset { path, file, reason, approval } => {
+        ConfigCmd::Unset {
+            path,
+            file,
+            reason,
+            approval,
+        } => {
             let mut body = json!({ "path": path, "reason": reason });
             if let Some(f) = file {
                 body["file"] = Value::String(f);
@@ -152,30 +185,66 @@ pub async fn run(agent: &Client, cmd: ConfigCmd) -> anyhow::Result<(Value, fn(&V
             if let Some(a) = approval {
                 body["approval"] = Value::String(a);
             }
-            (agent.post("/config/unset", &body).await?.ok_json()?, output::landed)
+            (
+                agent.post("/config/unset", &body).await?.ok_json()?,
+                output::landed,
+            )
         }
-        ConfigCmd::Log { limit } => {
-            (agent.get(&format!("/config/generations?limit={limit}")).await?.ok_json()?, output::generations)
-        }
+        ConfigCmd::Log { limit } => (
+            agent
+                .get(&format!("/config/generations?limit={limit}"))
+                .await?
+                .ok_json()?,
+            output::generations,
+        ),
         ConfigCmd::Show { rev } => {
-            let v = agent.get(&format!("/config/generation/{}", encode(&rev))).await?.ok_json()?;
-            (v, |v| format!("{}{}", output::generations(&json!([v["generation"]])), s(&v["patch"])))
+            let v = agent
+                .get(&format!("/config/generation/{}", encode(&rev)))
+                .await?
+                .ok_json()?;
+            (v, |v| {
+                format!(
+                    "{}{}",
+                    output::generations(&json!([v["generation"]])),
+                    s(&v["patch"])
+                )
+            })
         }
         ConfigCmd::Diff { from, to } => {
-            let v = agent.get(&format!("/config/diff?from={}&to={}", encode(&from), encode(&to))).await?.ok_json()?;
+            let v = agent
+                .get(&format!(
+                    "/config/diff?from={}&to={}",
+                    encode(&from),
+                    encode(&to)
+                ))
+                .await?
+                .ok_json()?;
             (v, |v| s(&v["patch"]))
         }
-        ConfigCmd::Revert { rev, reason } => {
-            (agent.post("/config/revert", &json!({ "rev": rev, "reason": reason })).await?.ok_json()?, output::landed)
-        }
-        ConfigCmd::Commit { message } => {
-            (agent.post("/config/commit", &json!({ "reason": message })).await?.ok_json()?, output::landed)
-        }
+        ConfigCmd::Revert { rev, reason } => (
+            agent
+                .post("/config/revert", &json!({ "rev": rev, "reason": reason }))
+                .await?
+                .ok_json()?,
+            output::landed,
+        ),
+        ConfigCmd::Commit { message } => (
+            agent
+                .post("/config/commit", &json!({ "reason": message }))
+                .await?
+                .ok_json()?,
+            output::landed,
+        ),
         ConfigCmd::Status => (agent.get("/config/status").await?.ok_json()?, |v| {
             if v["clean"] == json!(true) {
                 return "clean: no uncommitted changes\n".into();
             }
-            v["changes"].as_array().into_iter().flatten().map(|c| format!("{:<10} {}\n", s(&c["kind"]), s(&c["path"]))).collect()
+            v["changes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| format!("{:<10} {}\n", s(&c["kind"]), s(&c["path"])))
+                .collect()
         }),
     })
 }

@@ -13,16 +13,35 @@ use osmoda_client::Client;
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
-#[command(name = "agentctl", about = "Operate an osModa machine through agentd", version)]
+#[command(
+    name = "agentctl",
+    about = "Operate an osModa machine through agentd",
+    version
+)]
 struct Cli {
     /// agentd's agent-facing socket.
-    #[arg(long, global = true, env = "OSMODA_AGENTD_SOCKET", default_value = "/run/osmoda/agentd.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "OSMODA_AGENTD_SOCKET",
+        default_value = "/run/osmoda/agentd.sock"
+    )]
     socket: PathBuf,
     /// agentd's human-only approval socket.
-    #[arg(long, global = true, env = "OSMODA_APPROVAL_SOCKET", default_value = "/run/osmoda/agentd-approval.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "OSMODA_APPROVAL_SOCKET",
+        default_value = "/run/osmoda/agentd-approval.sock"
+    )]
     approval_socket: PathBuf,
     /// osmoda-watch's socket (SafeSwitch and watchers).
-    #[arg(long, global = true, env = "OSMODA_WATCH_SOCKET", default_value = "/run/osmoda/watch.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "OSMODA_WATCH_SOCKET",
+        default_value = "/run/osmoda/watch.sock"
+    )]
     watch_socket: PathBuf,
     /// Print raw JSON instead of a readable table.
     #[arg(long, global = true)]
@@ -105,7 +124,11 @@ fn query_string(pairs: &[(&str, Option<String>)]) -> String {
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", output::urlencode(v))))
         .collect();
-    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -116,7 +139,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let v = agent.get("/health").await?.ok_json()?;
             output::print(&v, cli.json, output::health);
         }
-        Command::Events { kind, actor, since, limit } => {
+        Command::Events {
+            kind,
+            actor,
+            since,
+            limit,
+        } => {
             let q = query_string(&[
                 ("type", kind),
                 ("actor", actor),
@@ -129,7 +157,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::VerifyLedger { db } => {
             anyhow::ensure!(db.exists(), "no ledger at {}", db.display());
-            let report = osmoda_ledger::verify(&db).with_context(|| format!("reading {}", db.display()))?;
+            let report =
+                osmoda_ledger::verify(&db).with_context(|| format!("reading {}", db.display()))?;
             return Ok(match report.first_bad {
                 None => {
                     println!("ledger intact: {} events verified", report.events);
@@ -151,21 +180,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Watchers { action } => {
             let v = switch::run_watchers(&Client::new(&cli.watch_socket), action).await?;
-            output::print(&v, cli.json, |v| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default()));
+            output::print(&v, cli.json, |v| {
+                format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
+            });
         }
         Command::Approvals { action } => {
             let v = match action {
                 ApprovalCmd::List => human.get("/approvals").await?.ok_json()?,
                 ApprovalCmd::Approve { id, reason } => human
-                    .post(&format!("/approval/{id}/approve"), &json!({ "reason": reason }))
+                    .post(
+                        &format!("/approval/{id}/approve"),
+                        &json!({ "reason": reason }),
+                    )
                     .await?
                     .ok_json()?,
                 ApprovalCmd::Deny { id, reason } => human
-                    .post(&format!("/approval/{id}/deny"), &json!({ "reason": reason }))
+                    .post(
+                        &format!("/approval/{id}/deny"),
+                        &json!({ "reason": reason }),
+                    )
                     .await?
                     .ok_json()?,
             };
-            let v = if v.is_array() { v } else { Value::Array(vec![v]) };
+            let v = if v.is_array() {
+                v
+            } else {
+                Value::Array(vec![v])
+            };
             output::print(&v, cli.json, output::approvals);
         }
     }

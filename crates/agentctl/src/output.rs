@@ -15,7 +15,9 @@ pub fn print(v: &Value, json: bool, table: fn(&Value) -> String) {
 pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'*' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'*' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -46,18 +48,28 @@ pub fn health(v: &Value) -> String {
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
 }
 
 /// Events as a table, oldest first.
 pub fn events(v: &Value) -> String {
     let mut rows: Vec<&Value> = v.as_array().map(|a| a.iter().collect()).unwrap_or_default();
     rows.reverse();
-    let mut out = format!("{:>6}  {:<24}  {:<24}  {:<36}  {}\n", "ID", "TIME", "TYPE", "ACTOR", "PAYLOAD");
+    let mut out = format!(
+        "{:>6}  {:<24}  {:<24}  {:<36}  {}\n",
+        "ID", "TIME", "TYPE", "ACTOR", "PAYLOAD"
+    );
     for e in rows {
         out.push_str(&format!(
             "{:>6}  {:<24}  {:<24}  {:<36}  {}\n",
-            s(&e["id"]), s(&e["ts"]), truncate(&s(&e["type"]), 24), truncate(&s(&e["actor"]), 36),
+            s(&e["id"]),
+            s(&e["ts"]),
+            truncate(&s(&e["type"]), 24),
+            truncate(&s(&e["actor"]), 36),
             truncate(&s(&e["payload"]), 60)
         ));
     }
@@ -66,12 +78,18 @@ pub fn events(v: &Value) -> String {
 
 /// Approval tickets as a table.
 pub fn approvals(v: &Value) -> String {
-    let mut out = format!("{:<32}  {:<8}  {:<20}  {}\n", "ID", "STATUS", "EXPIRES", "OPERATION / DETAIL");
+    let mut out = format!(
+        "{:<32}  {:<8}  {:<20}  {}\n",
+        "ID", "STATUS", "EXPIRES", "OPERATION / DETAIL"
+    );
     for t in v.as_array().into_iter().flatten() {
         out.push_str(&format!(
             "{:<32}  {:<8}  {:<20}  {} — {}\n",
-            s(&t["id"]), s(&t["status"]), s(&t["expires_at"]),
-            truncate(&t["operation"].to_string(), 60), s(&t["detail"])
+            s(&t["id"]),
+            s(&t["status"]),
+            s(&t["expires_at"]),
+            truncate(&t["operation"].to_string(), 60),
+            s(&t["detail"])
         ));
     }
     out
@@ -81,12 +99,21 @@ pub fn approvals(v: &Value) -> String {
 pub fn generations(v: &Value) -> String {
     let mut out = String::new();
     for g in v.as_array().into_iter().flatten() {
-        let tags = g["tags"].as_array().map(|t| t.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or_default();
+        let tags = g["tags"]
+            .as_array()
+            .map(|t| t.iter().map(s).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
         out.push_str(&format!(
             "{}  {}  {:<28}  {}{}\n",
-            s(&g["short"]), s(&g["timestamp"]), truncate(&s(&g["author"]["name"]), 28),
+            s(&g["short"]),
+            s(&g["timestamp"]),
+            truncate(&s(&g["author"]["name"]), 28),
             s(&g["reason"]).lines().next().unwrap_or(""),
-            if tags.is_empty() { String::new() } else { format!("  [{tags}]") }
+            if tags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{tags}]")
+            }
         ));
     }
     out
@@ -95,12 +122,20 @@ pub fn generations(v: &Value) -> String {
 /// The result of an edit that landed (or of `config init`).
 pub fn landed(v: &Value) -> String {
     let g = &v["generation"];
-    let mut out = format!("generation {}  {}\n", s(&g["short"]), s(&g["reason"]).lines().next().unwrap_or(""));
+    let mut out = format!(
+        "generation {}  {}\n",
+        s(&g["short"]),
+        s(&g["reason"]).lines().next().unwrap_or("")
+    );
     if let Some(dir) = v["dir"].as_str() {
         out.push_str(&format!("tree at {dir}\n"));
     }
     if v["event_id"].is_number() {
-        out.push_str(&format!("ledger events {} (requested) and {} (committed)\n", s(&v["requested_event"]), s(&v["event_id"])));
+        out.push_str(&format!(
+            "ledger events {} (requested) and {} (committed)\n",
+            s(&v["requested_event"]),
+            s(&v["event_id"])
+        ));
     }
     out
 }

@@ -59,10 +59,17 @@ pub enum WatcherCmd {
 /// Run one `switch` subcommand.
 pub async fn run(watch: &Client, cmd: SwitchCmd) -> anyhow::Result<Value> {
     Ok(match cmd {
-        SwitchCmd::Begin { generation, ttl, checks, plan } => {
+        SwitchCmd::Begin {
+            generation,
+            ttl,
+            checks,
+            plan,
+        } => {
             let checks: Vec<Value> = checks
                 .iter()
-                .map(|c| serde_json::from_str(c).with_context(|| format!("--check {c:?} is not JSON")))
+                .map(|c| {
+                    serde_json::from_str(c).with_context(|| format!("--check {c:?} is not JSON"))
+                })
                 .collect::<anyhow::Result<_>>()?;
             let mut body = json!({ "health_checks": checks });
             if let Some(g) = generation {
@@ -76,15 +83,26 @@ pub async fn run(watch: &Client, cmd: SwitchCmd) -> anyhow::Result<Value> {
             }
             watch.post("/switch/begin", &body).await?.ok_json()?
         }
-        SwitchCmd::Status { id } => watch.get(&format!("/switch/status/{id}")).await?.ok_json()?,
-        SwitchCmd::Commit { id } => watch.post(&format!("/switch/commit/{id}"), &json!({})).await?.ok_json()?,
+        SwitchCmd::Status { id } => watch
+            .get(&format!("/switch/status/{id}"))
+            .await?
+            .ok_json()?,
+        SwitchCmd::Commit { id } => watch
+            .post(&format!("/switch/commit/{id}"), &json!({}))
+            .await?
+            .ok_json()?,
         SwitchCmd::Rollback { id, reason } => {
             let body = reason.map_or_else(|| json!({}), |r| json!({ "reason": r }));
-            watch.post(&format!("/switch/rollback/{id}"), &body).await?.ok_json()?
+            watch
+                .post(&format!("/switch/rollback/{id}"), &body)
+                .await?
+                .ok_json()?
         }
         SwitchCmd::History => watch.get("/switch/history").await?.ok_json()?,
         SwitchCmd::Preview { generation } => {
-            let q = generation.map(|g| format!("?generation={}", crate::output::urlencode(&g))).unwrap_or_default();
+            let q = generation
+                .map(|g| format!("?generation={}", crate::output::urlencode(&g)))
+                .unwrap_or_default();
             watch.get(&format!("/switch/preview{q}")).await?.ok_json()?
         }
     })
@@ -101,21 +119,35 @@ pub async fn run_watchers(watch: &Client, cmd: WatcherCmd) -> anyhow::Result<Val
 pub fn table(v: &Value) -> String {
     let rows: Vec<&Value> = match v {
         Value::Array(a) => a.iter().collect(),
-        Value::Object(o) if o.contains_key("sessions") => o["sessions"].as_array().map(|a| a.iter().collect()).unwrap_or_default(),
+        Value::Object(o) if o.contains_key("sessions") => o["sessions"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
         other => vec![other],
     };
     let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
     let mut out = String::new();
     for r in rows {
         if r.get("state").is_none() {
-            out.push_str(&format!("{}\n", serde_json::to_string_pretty(r).unwrap_or_default()));
+            out.push_str(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(r).unwrap_or_default()
+            ));
             continue;
         }
         out.push_str(&format!(
             "switch {}  {:<12}  generation {}  (previous {})  {}\n",
-            s(&r["id"]), s(&r["state"]), s(&r["generation"]).chars().take(12).collect::<String>(),
-            s(&r["previous_generation"]).chars().take(12).collect::<String>(),
-            r.get("outcome").or(r.get("reason")).map(s).unwrap_or_default()
+            s(&r["id"]),
+            s(&r["state"]),
+            s(&r["generation"]).chars().take(12).collect::<String>(),
+            s(&r["previous_generation"])
+                .chars()
+                .take(12)
+                .collect::<String>(),
+            r.get("outcome")
+                .or(r.get("reason"))
+                .map(s)
+                .unwrap_or_default()
         ));
     }
     out

@@ -52,15 +52,30 @@ async fn start() -> Env {
         .arg(&tree)
         .output()
         .expect("init");
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    assert!(stdout(&init).contains("Initial generation"), "{}", stdout(&init));
-    let state = agentd::AppState::open(dir.path().join("state"), agentd::Settings::default(), Some(&tree))
-        .expect("state");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert!(
+        stdout(&init).contains("Initial generation"),
+        "{}",
+        stdout(&init)
+    );
+    let state = agentd::AppState::open(
+        dir.path().join("state"),
+        agentd::Settings::default(),
+        Some(&tree),
+    )
+    .expect("state");
     let a = UnixListener::bind(dir.path().join("agentd.sock")).expect("bind");
     let h = UnixListener::bind(dir.path().join("approval.sock")).expect("bind");
     let (trigger, shutdown) = agentd::shutdown_channel();
     tokio::spawn(agentd::serve(a, h, state, shutdown));
-    Env { dir, _trigger: trigger }
+    Env {
+        dir,
+        _trigger: trigger,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,11 +88,22 @@ async fn health_events_and_json_output() {
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
     assert!(v["ram"]["total_bytes"].as_u64().expect("ram") > 0);
 
-    env.ctl(&["config", "set", "services.osmoda.watch.enable", "true", "--reason", "enable watch"]).await;
+    env.ctl(&[
+        "config",
+        "set",
+        "services.osmoda.watch.enable",
+        "true",
+        "--reason",
+        "enable watch",
+    ])
+    .await;
     let o = env.ctl(&["events", "--type", "config.*"]).await;
     let table = stdout(&o);
     assert!(table.starts_with("    ID  TIME"), "{table}");
-    assert!(table.contains("config.requested") && table.contains("config.committed"), "{table}");
+    assert!(
+        table.contains("config.requested") && table.contains("config.committed"),
+        "{table}"
+    );
     let o = env.ctl(&["--json", "events", "--limit", "1"]).await;
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v[0]["type"], "config.committed");
@@ -91,9 +117,27 @@ async fn config_round_trip_and_refusals_exit_non_zero() {
         .await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("generation "), "{}", stdout(&o));
-    let o = env.ctl(&["config", "get", "services.osmoda.watch.watchers.web.intervalSecs"]).await;
+    let o = env
+        .ctl(&[
+            "config",
+            "get",
+            "services.osmoda.watch.watchers.web.intervalSecs",
+        ])
+        .await;
     assert_eq!(stdout(&o).trim(), "10");
-    let o = env.ctl(&["config", "set", "environment.systemPackages", "--nix", "[ pkgs.htop ]", "--file", "configuration.nix", "--reason", "htop"]).await;
+    let o = env
+        .ctl(&[
+            "config",
+            "set",
+            "environment.systemPackages",
+            "--nix",
+            "[ pkgs.htop ]",
+            "--file",
+            "configuration.nix",
+            "--reason",
+            "htop",
+        ])
+        .await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = std::fs::read_to_string(env.tree().join("configuration.nix")).expect("read");
     assert!(text.contains("pkgs.htop"));
@@ -104,19 +148,45 @@ async fn config_round_trip_and_refusals_exit_non_zero() {
 
     // Refusals: non-zero exit, the reason on stderr, nothing committed.
     for args in [
-        vec!["config", "set", "services.osmoda.enable", "not-json", "--reason", "x"],
-        vec!["config", "set", "services.osmoda.enable", "--nix", "1 +", "--reason", "x"],
-        vec!["config", "unset", "services.osmoda", "--reason", "drop it all"],
+        vec![
+            "config",
+            "set",
+            "services.osmoda.enable",
+            "not-json",
+            "--reason",
+            "x",
+        ],
+        vec![
+            "config",
+            "set",
+            "services.osmoda.enable",
+            "--nix",
+            "1 +",
+            "--reason",
+            "x",
+        ],
+        vec![
+            "config",
+            "unset",
+            "services.osmoda",
+            "--reason",
+            "drop it all",
+        ],
         vec!["config", "show", "0000000000000000000000000000000000000000"],
     ] {
         let o = env.ctl(&args).await;
         assert!(!o.status.success(), "{args:?} should fail");
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.starts_with("agentctl: ") && err.len() > 20, "{args:?}: {err}");
+        assert!(
+            err.starts_with("agentctl: ") && err.len() > 20,
+            "{args:?}: {err}"
+        );
     }
     let o = env.ctl(&["config", "log"]).await;
     assert_eq!(stdout(&o).lines().count(), 3);
-    let o = env.ctl(&["config", "init", env.tree().to_str().expect("utf8")]).await;
+    let o = env
+        .ctl(&["config", "init", env.tree().to_str().expect("utf8")])
+        .await;
     assert!(!o.status.success(), "init refuses a non-empty directory");
 }
 
@@ -125,19 +195,31 @@ async fn approvals_are_decided_from_agentctl() {
     let env = start().await;
     let agent = osmoda_client::Client::new(env.sock());
     let t = agent
-        .post("/approval/request", &json!({"operation": {"op": "wallet.delete", "id": "w1"}, "detail": "cleanup"}))
+        .post(
+            "/approval/request",
+            &json!({"operation": {"op": "wallet.delete", "id": "w1"}, "detail": "cleanup"}),
+        )
         .await
         .expect("post")
         .ok_json()
         .expect("200");
     let id = t["id"].as_str().expect("id");
     let o = env.ctl(&["approvals", "list"]).await;
-    assert!(stdout(&o).contains(id) && stdout(&o).contains("pending"), "{}", stdout(&o));
-    let o = env.ctl(&["approvals", "approve", id, "--reason", "fine"]).await;
+    assert!(
+        stdout(&o).contains(id) && stdout(&o).contains("pending"),
+        "{}",
+        stdout(&o)
+    );
+    let o = env
+        .ctl(&["approvals", "approve", id, "--reason", "fine"])
+        .await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("approved"));
     let o = env.ctl(&["approvals", "deny", id]).await;
-    assert!(!o.status.success(), "a decided ticket cannot be decided again");
+    assert!(
+        !o.status.success(),
+        "a decided ticket cannot be decided again"
+    );
 }
 
 fn verify(db: &Path) -> Output {
@@ -154,7 +236,10 @@ async fn verify_ledger_reads_the_file_and_names_the_first_bad_event() {
     let agent = osmoda_client::Client::new(env.sock());
     for i in 0..5 {
         agent
-            .post("/events/append", &json!({"type": "t", "daemon": "test", "payload": {"i": i}}))
+            .post(
+                "/events/append",
+                &json!({"type": "t", "daemon": "test", "payload": {"i": i}}),
+            )
             .await
             .expect("post")
             .ok_json()
@@ -166,10 +251,18 @@ async fn verify_ledger_reads_the_file_and_names_the_first_bad_event() {
     assert!(stdout(&o).contains("5 events verified"), "{}", stdout(&o));
     // Tamper with event 3's payload behind agentd's back.
     let conn = rusqlite::Connection::open(&db).expect("open");
-    assert_eq!(conn.execute("UPDATE events SET payload = '{\"i\":99}' WHERE id = 3", []).expect("tamper"), 1);
+    assert_eq!(
+        conn.execute("UPDATE events SET payload = '{\"i\":99}' WHERE id = 3", [])
+            .expect("tamper"),
+        1
+    );
     let o = verify(&db);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("event 3"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("event 3"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = verify(&env.dir.path().join("missing.db"));
     assert!(!o.status.success());
 }

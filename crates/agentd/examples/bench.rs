@@ -14,9 +14,10 @@ use serde_json::json;
 
 const WRITERS: usize = 8;
 const PER_WRITER: usize = 2_000;
+const ROUNDS: usize = 5;
 
-fn baseline(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> {
-    let conn = rusqlite::Connection::open(dir.join("baseline.db"))?;
+fn baseline(dir: &std::path::Path, round: usize, n: usize) -> anyhow::Result<f64> {
+    let conn = rusqlite::Connection::open(dir.join(format!("baseline-{round}.db")))?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
          CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, type TEXT NOT NULL,
@@ -40,7 +41,10 @@ fn baseline(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> {
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }
 
@@ -52,12 +56,21 @@ fn main() -> anyhow::Result<()> {
         .and_then(|p| p.parent())
         .map(|p| p.join("agentd"))
         .ok_or_else(|| anyhow::anyhow!("cannot locate target dir"))?;
-    anyhow::ensure!(agentd_bin.exists(), "build agentd first: cargo build --release -p agentd");
+    anyhow::ensure!(
+        agentd_bin.exists(),
+        "build agentd first: cargo build --release -p agentd"
+    );
     let socket = dir.path().join("agentd.sock");
     let mut child = Command::new(&agentd_bin)
         .args(["--socket", socket.to_str().unwrap_or_default()])
-        .args(["--approval-socket", dir.path().join("a.sock").to_str().unwrap_or_default()])
-        .args(["--state-dir", dir.path().join("state").to_str().unwrap_or_default()])
+        .args([
+            "--approval-socket",
+            dir.path().join("a.sock").to_str().unwrap_or_default(),
+        ])
+        .args([
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap_or_default(),
+        ])
         .args(["--config", "/nonexistent"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -69,9 +82,14 @@ fn main() -> anyhow::Result<()> {
     let idle_rss = rss_kib(child.id())?;
 
     let rt = tokio::runtime::Runtime::new()?;
-    let lat = Arc::new(std::sync::Mutex::new(Vec::with_capacity(WRITERS * PER_WRITER)));
-    let start = Instant::now();
-    rt.block_on(async {
+    let lat = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
+        ROUNDS * WRITERS * PER_WRITER,
+    )));
+    // Rounds alternate the socket load and the baseline so both see the same machine load.
+    let (mut socket_rates, mut base_rates) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let start = Instant::now();
+        rt.block_on(async {
         let tasks: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let client = osmoda_client::Client::new(&socket);
@@ -91,21 +109,31 @@ fn main() -> anyhow::Result<()> {
             t.await.ok();
         }
     });
-    let elapsed = start.elapsed();
-    let total = WRITERS * PER_WRITER;
+        socket_rates.push((WRITERS * PER_WRITER) as f64 / start.elapsed().as_secs_f64());
+        base_rates.push(baseline(dir.path(), round, 2_000)?);
+    }
+    let total = ROUNDS * WRITERS * PER_WRITER;
     let mut l = lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
     l.sort();
     let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
-    let socket_rate = total as f64 / elapsed.as_secs_f64();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let socket_rate = median(&mut socket_rates);
     let busy_rss = rss_kib(child.id())?;
     let _ = child.kill();
     let _ = child.wait();
 
-    let base = baseline(dir.path(), 2_000)?;
-    println!("agentd socket, {WRITERS} writers, {total} durable appends: {socket_rate:.0} events/s");
+    let base = median(&mut base_rates);
+    println!("agentd socket, {WRITERS} writers, {ROUNDS} rounds, {total} durable appends: median {socket_rate:.0} events/s (rounds: {socket_rates:.0?})");
     println!("  latency p50 {:?}  p99 {:?}", pct(0.50), pct(0.99));
-    println!("baseline, one SQLite transaction per event (synchronous=FULL): {base:.0} events/s");
+    println!("baseline, one SQLite transaction per event (synchronous=FULL): median {base:.0} events/s (rounds: {base_rates:.0?})");
     println!("  speed-up over baseline: {:.1}x", socket_rate / base);
-    println!("agentd idle RSS: {:.1} MiB (after the load: {:.1} MiB)", idle_rss as f64 / 1024.0, busy_rss as f64 / 1024.0);
+    println!(
+        "agentd idle RSS: {:.1} MiB (after the load: {:.1} MiB)",
+        idle_rss as f64 / 1024.0,
+        busy_rss as f64 / 1024.0
+    );
     Ok(())
 }

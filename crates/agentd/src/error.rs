@@ -22,7 +22,11 @@ pub struct ApiError {
 impl ApiError {
     /// A new error with no detail.
     pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        Self { status, error: error.into(), detail: Value::Null }
+        Self {
+            status,
+            error: error.into(),
+            detail: Value::Null,
+        }
     }
     /// 400 Bad Request.
     pub fn bad_request(error: impl Into<String>) -> Self {
@@ -34,7 +38,10 @@ impl ApiError {
     }
     /// 500, for failures of agentd itself (storage, I/O).
     pub fn internal(error: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {error}"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {error}"),
+        )
     }
     /// Attach structured detail.
     pub fn with_detail(mut self, detail: Value) -> Self {
@@ -48,7 +55,10 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, error = %self.error, "request failed");
         }
-        (self.status, axum::Json(json!({ "error": self.error, "detail": self.detail })))
+        (
+            self.status,
+            axum::Json(json!({ "error": self.error, "detail": self.detail })),
+        )
             .into_response()
     }
 }
@@ -57,9 +67,10 @@ impl From<osmoda_ledger::LedgerError> for ApiError {
     fn from(e: osmoda_ledger::LedgerError) -> Self {
         use osmoda_ledger::LedgerError as E;
         match e {
-            E::InvalidLabel { .. } | E::InvalidPayload(_) | E::InvalidDedup(_) | E::InvalidQuery(_) => {
-                Self::bad_request(e.to_string())
-            }
+            E::InvalidLabel { .. }
+            | E::InvalidPayload(_)
+            | E::InvalidDedup(_)
+            | E::InvalidQuery(_) => Self::bad_request(e.to_string()),
             other => Self::internal(other),
         }
     }
@@ -91,7 +102,10 @@ impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
-        let empty = req.headers().get(axum::http::header::CONTENT_TYPE).is_none()
+        let empty = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_none()
             && req
                 .headers()
                 .get(axum::http::header::CONTENT_LENGTH)
@@ -99,26 +113,36 @@ impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for Json<T> {
         if empty {
             return Ok(None);
         }
-        <Json<T> as FromRequest<S>>::from_request(req, state).await.map(Some)
+        <Json<T> as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
     }
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let (error, hint) = match &rejection {
-        JsonRejection::JsonDataError(_) => {
-            ("request body has the wrong shape", "check field names and types against docs/api.md")
+        JsonRejection::JsonDataError(_) => (
+            "request body has the wrong shape",
+            "check field names and types against docs/api.md",
+        ),
+        JsonRejection::JsonSyntaxError(_) => {
+            ("request body is not valid JSON", "send a JSON object")
         }
-        JsonRejection::JsonSyntaxError(_) => ("request body is not valid JSON", "send a JSON object"),
-        JsonRejection::MissingJsonContentType(_) => {
-            ("missing `Content-Type: application/json`", "set the content type header")
-        }
+        JsonRejection::MissingJsonContentType(_) => (
+            "missing `Content-Type: application/json`",
+            "set the content type header",
+        ),
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
             ("request body is too large", "bodies are limited to 1 MiB")
         }
-        _ => ("could not read request body", "retry with a complete JSON body"),
+        _ => (
+            "could not read request body",
+            "retry with a complete JSON body",
+        ),
     };
-    ApiError::new(status, error).with_detail(json!({ "reason": rejection.body_text(), "hint": hint }))
+    ApiError::new(status, error)
+        .with_detail(json!({ "reason": rejection.body_text(), "hint": hint }))
 }
 
 /// `axum::extract::Query` with our JSON error body.

@@ -24,8 +24,13 @@ pub use shutdown::{channel as shutdown_channel, Shutdown, Trigger};
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Destructive operation kinds gated by default (used when agentd.json is absent).
-pub const DEFAULT_APPROVAL_REQUIRED: &[&str] =
-    &["service.disable", "service.remove", "user.remove", "wallet.delete", "mesh.peer.remove"];
+pub const DEFAULT_APPROVAL_REQUIRED: &[&str] = &[
+    "service.disable",
+    "service.remove",
+    "user.remove",
+    "wallet.delete",
+    "mesh.peer.remove",
+];
 
 /// Settings that do not come from the command line.
 #[derive(Clone, Debug)]
@@ -39,10 +44,12 @@ pub struct Settings {
 impl Settings {
     /// Whether an operation of `kind` needs a human approval ticket.
     pub fn needs_approval(&self, kind: &str) -> bool {
-        self.approval_required.iter().any(|rule| match rule.strip_suffix('*') {
-            Some(prefix) => kind.starts_with(prefix),
-            None => rule == kind,
-        })
+        self.approval_required
+            .iter()
+            .any(|rule| match rule.strip_suffix('*') {
+                Some(prefix) => kind.starts_with(prefix),
+                None => rule == kind,
+            })
     }
 }
 
@@ -50,7 +57,10 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             approval_ttl: Duration::from_secs(15 * 60),
-            approval_required: DEFAULT_APPROVAL_REQUIRED.iter().map(|s| s.to_string()).collect(),
+            approval_required: DEFAULT_APPROVAL_REQUIRED
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

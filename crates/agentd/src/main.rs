@@ -44,10 +44,15 @@ fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     }
     // Remove a stale socket from a previous run, but never some other kind of file.
     if let Ok(meta) = std::fs::symlink_metadata(path) {
-        anyhow::ensure!(meta.file_type().is_socket(), "{} exists and is not a socket", path.display());
+        anyhow::ensure!(
+            meta.file_type().is_socket(),
+            "{} exists and is not a socket",
+            path.display()
+        );
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
@@ -72,16 +77,18 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(config = %cli.config.display(), "no config file; using defaults");
         agentd::Settings::default()
     };
-    let state = agentd::AppState::open(cli.state_dir.clone(), settings, cli.config_tree.as_deref())?;
+    let state =
+        agentd::AppState::open(cli.state_dir.clone(), settings, cli.config_tree.as_deref())?;
     let _drift = agentd::api::config::watch_drift(&state)?;
     let agent = bind(&cli.socket, 0o660)?;
     let approval = bind(&cli.approval_socket, 0o600)?;
     let (trigger, shutdown) = agentd::shutdown_channel();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut term), Ok(mut int)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        {
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         }
         tracing::info!("shutting down");

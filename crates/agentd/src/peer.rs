@@ -30,7 +30,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .extensions
             .get::<ConnectInfo<Peer>>()
             .map(|c| c.0.clone())
-            .unwrap_or(Peer { uid: None, pid: None, exe: None });
+            .unwrap_or(Peer {
+                uid: None,
+                pid: None,
+                exe: None,
+            });
         let role = match parts.headers.get(DAEMON_HEADER) {
             None => "agent",
             Some(v) => v.to_str().ok().filter(|r| valid_role(r)).ok_or_else(|| {
@@ -38,7 +42,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                     .with_detail(json!({ "hint": "1 to 40 characters of [a-z0-9._-]" }))
             })?,
         };
-        Ok(Caller { actor: peer.actor(role), peer })
+        Ok(Caller {
+            actor: peer.actor(role),
+            peer,
+        })
     }
 }
 
@@ -58,10 +65,20 @@ impl Peer {
     pub fn of(stream: &tokio::net::UnixStream) -> Peer {
         let cred = stream.peer_cred().ok();
         let pid = cred.as_ref().and_then(|c| c.pid());
-        let exe = pid.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok()).and_then(
-            |p| p.file_name().map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string()),
-        );
-        Peer { uid: cred.map(|c| c.uid()), pid, exe }
+        let exe = pid
+            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+            .and_then(|p| {
+                p.file_name().map(|n| {
+                    n.to_string_lossy()
+                        .trim_end_matches(" (deleted)")
+                        .to_string()
+                })
+            });
+        Peer {
+            uid: cred.map(|c| c.uid()),
+            pid,
+            exe,
+        }
     }
 
     /// The ledger actor for this peer acting under `role` (a daemon name the caller claims, or
@@ -75,7 +92,13 @@ impl Peer {
             .as_deref()
             .unwrap_or("?")
             .chars()
-            .map(|c| if c == '|' || c.is_control() || c == ']' { '_' } else { c })
+            .map(|c| {
+                if c == '|' || c.is_control() || c == ']' {
+                    '_'
+                } else {
+                    c
+                }
+            })
             .take(40)
             .collect();
         format!("{role}[uid={uid},pid={pid},exe={exe}]")
@@ -92,7 +115,9 @@ impl Connected<IncomingStream<'_, UnixListener>> for Peer {
 pub fn valid_role(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 40
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
 #[cfg(test)]
@@ -101,8 +126,15 @@ mod tests {
 
     #[test]
     fn actor_sanitizes_the_executable_name() {
-        let p = Peer { uid: Some(0), pid: Some(42), exe: Some("we|ird]\nname".into()) };
-        assert_eq!(p.actor("osmoda-watch"), "osmoda-watch[uid=0,pid=42,exe=we_ird__name]");
+        let p = Peer {
+            uid: Some(0),
+            pid: Some(42),
+            exe: Some("we|ird]\nname".into()),
+        };
+        assert_eq!(
+            p.actor("osmoda-watch"),
+            "osmoda-watch[uid=0,pid=42,exe=we_ird__name]"
+        );
     }
 
     #[test]

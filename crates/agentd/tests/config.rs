@@ -6,11 +6,20 @@ use common::{git, Daemon};
 use serde_json::{json, Value};
 
 fn commits(d: &Daemon) -> usize {
-    git(&d.tree_dir(), &["rev-list", "--count", "HEAD"]).trim().parse().expect("count")
+    git(&d.tree_dir(), &["rev-list", "--count", "HEAD"])
+        .trim()
+        .parse()
+        .expect("count")
 }
 
 async fn config_events(d: &Daemon) -> Vec<Value> {
-    let log = d.agent().get("/events/log?type=config.*").await.expect("get").ok_json().expect("200");
+    let log = d
+        .agent()
+        .get("/events/log?type=config.*")
+        .await
+        .expect("get")
+        .ok_json()
+        .expect("200");
     log.as_array().expect("array").clone()
 }
 
@@ -31,48 +40,100 @@ async fn a_set_is_one_generation_linked_to_the_ledger_both_ways() {
     assert_eq!(commits(&d), 2);
     assert_eq!(git(&d.tree_dir(), &["rev-parse", "HEAD"]).trim(), rev);
     let msg = git(&d.tree_dir(), &["log", "-1", "--format=%an%n%B"]);
-    assert!(msg.starts_with("agent[uid="), "author is the kernel-identified agent: {msg}");
+    assert!(
+        msg.starts_with("agent[uid="),
+        "author is the kernel-identified agent: {msg}"
+    );
     assert!(msg.contains("watch the web app"));
-    assert!(msg.contains(&format!("Osmoda-Event: {}", r["requested_event"])), "{msg}");
+    assert!(
+        msg.contains(&format!("Osmoda-Event: {}", r["requested_event"])),
+        "{msg}"
+    );
     assert_eq!(git(&d.tree_dir(), &["status", "--porcelain"]), "");
 
     // The file gained exactly the new binding; everything else is byte for byte the same.
     let after = std::fs::read_to_string(d.tree_dir().join("osmoda.nix")).expect("read");
-    let prefix = before.bytes().zip(after.bytes()).take_while(|(a, b)| a == b).count();
-    let suffix = before.bytes().rev().zip(after.bytes().rev()).take_while(|(a, b)| a == b).count();
-    assert!(prefix + suffix >= before.len(), "only an insertion happened");
+    let prefix = before
+        .bytes()
+        .zip(after.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let suffix = before
+        .bytes()
+        .rev()
+        .zip(after.bytes().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        prefix + suffix >= before.len(),
+        "only an insertion happened"
+    );
     assert!(after.contains("web"));
 
     // Reads back through the API as written.
-    let got = d.agent().get("/config/get?path=services.osmoda.watch.watchers.web").await.expect("get").ok_json().expect("200");
+    let got = d
+        .agent()
+        .get("/config/get?path=services.osmoda.watch.watchers.web")
+        .await
+        .expect("get")
+        .ok_json()
+        .expect("200");
     assert_eq!(got["value"], watcher);
 
     let events = config_events(&d).await;
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(kinds, ["config.requested", "config.committed"]);
-    let committed: Value = serde_json::from_str(events[1]["payload"].as_str().expect("payload")).expect("json");
+    let committed: Value =
+        serde_json::from_str(events[1]["payload"].as_str().expect("payload")).expect("json");
     assert_eq!(committed["rev"], rev);
     assert_eq!(events[0]["id"], r["requested_event"]);
 
-    let gens = d.agent().get("/config/generations").await.expect("get").ok_json().expect("200");
+    let gens = d
+        .agent()
+        .get("/config/generations")
+        .await
+        .expect("get")
+        .ok_json()
+        .expect("200");
     assert_eq!(gens.as_array().map(Vec::len), Some(2));
     assert_eq!(gens[0]["event_id"], r["requested_event"]);
-    let show = d.agent().get(&format!("/config/generation/{rev}")).await.expect("get").ok_json().expect("200");
+    let show = d
+        .agent()
+        .get(&format!("/config/generation/{rev}"))
+        .await
+        .expect("get")
+        .ok_json()
+        .expect("200");
     assert!(show["patch"].as_str().expect("patch").contains("+"));
     let first = gens[1]["rev"].as_str().expect("rev");
-    let diff = d.agent().get(&format!("/config/diff?from={first}&to={rev}")).await.expect("get").ok_json().expect("200");
-    assert!(diff["patch"].as_str().expect("patch").contains("intervalSecs = 15"));
+    let diff = d
+        .agent()
+        .get(&format!("/config/diff?from={first}&to={rev}"))
+        .await
+        .expect("get")
+        .ok_json()
+        .expect("200");
+    assert!(diff["patch"]
+        .as_str()
+        .expect("patch")
+        .contains("intervalSecs = 15"));
 
     // Revert: a new generation, history kept, the file back to what it was.
     let rv = d
         .agent()
-        .post("/config/revert", &json!({"rev": rev, "reason": "not needed after all"}))
+        .post(
+            "/config/revert",
+            &json!({"rev": rev, "reason": "not needed after all"}),
+        )
         .await
         .expect("post")
         .ok_json()
         .expect("200");
     assert_eq!(commits(&d), 3);
-    assert_eq!(std::fs::read_to_string(d.tree_dir().join("osmoda.nix")).expect("read"), before);
+    assert_eq!(
+        std::fs::read_to_string(d.tree_dir().join("osmoda.nix")).expect("read"),
+        before
+    );
     assert_ne!(rv["generation"]["rev"], json!(rev));
     d.stop().await;
 }
@@ -92,13 +153,26 @@ async fn failed_edits_change_nothing() {
     ];
     for body in bad {
         let r = d.agent().post("/config/set", &body).await.expect("post");
-        assert!((400..500).contains(&r.status), "{body} → {} {}", r.status, r.body);
+        assert!(
+            (400..500).contains(&r.status),
+            "{body} → {} {}",
+            r.status,
+            r.body
+        );
         assert!(r.body["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
     assert_eq!(git(&d.tree_dir(), &["rev-parse", "HEAD"]), head);
     assert_eq!(git(&d.tree_dir(), &["status", "--porcelain"]), "");
-    assert_eq!(config_events(&d).await, Vec::<Value>::new(), "bad input writes nothing to the ledger");
-    let missing = d.agent().get("/config/get?path=services.nothing.here").await.expect("get");
+    assert_eq!(
+        config_events(&d).await,
+        Vec::<Value>::new(),
+        "bad input writes nothing to the ledger"
+    );
+    let missing = d
+        .agent()
+        .get("/config/get?path=services.nothing.here")
+        .await
+        .expect("get");
     assert_eq!(missing.status, 404);
     d.stop().await;
 }
@@ -111,27 +185,62 @@ async fn hand_edits_are_refused_for_the_agent_until_a_person_commits_them() {
     text.push_str("# a note from the operator\n");
     std::fs::write(&conf, text).expect("write");
 
-    let status = d.agent().get("/config/status").await.expect("get").ok_json().expect("200");
+    let status = d
+        .agent()
+        .get("/config/status")
+        .await
+        .expect("get")
+        .ok_json()
+        .expect("200");
     assert_eq!(status["clean"], false);
     let r = d
         .agent()
-        .post("/config/set", &json!({"path": "services.osmoda.enable", "value": true, "reason": "agent edit"}))
+        .post(
+            "/config/set",
+            &json!({"path": "services.osmoda.enable", "value": true, "reason": "agent edit"}),
+        )
         .await
         .expect("post");
     assert_eq!(r.status, 409, "{}", r.body);
-    assert!(r.body["error"].as_str().expect("error").contains("agentctl config commit"));
+    assert!(r.body["error"]
+        .as_str()
+        .expect("error")
+        .contains("agentctl config commit"));
     assert_eq!(commits(&d), 1);
 
-    let c = d.agent().post("/config/commit", &json!({"reason": "operator note"})).await.expect("post").ok_json().expect("200");
+    let c = d
+        .agent()
+        .post("/config/commit", &json!({"reason": "operator note"}))
+        .await
+        .expect("post")
+        .ok_json()
+        .expect("200");
     let author = git(&d.tree_dir(), &["log", "-1", "--format=%an"]);
-    let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).expect("getpwuid").expect("user").name;
-    assert_eq!(author.trim(), me, "a hand edit is recorded as the person's generation");
-    assert_eq!(c["generation"]["reason"].as_str().map(str::trim), Some("operator note"));
-    let again = d.agent().post("/config/commit", &json!({"reason": "nothing"})).await.expect("post");
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .expect("getpwuid")
+        .expect("user")
+        .name;
+    assert_eq!(
+        author.trim(),
+        me,
+        "a hand edit is recorded as the person's generation"
+    );
+    assert_eq!(
+        c["generation"]["reason"].as_str().map(str::trim),
+        Some("operator note")
+    );
+    let again = d
+        .agent()
+        .post("/config/commit", &json!({"reason": "nothing"}))
+        .await
+        .expect("post");
     assert_eq!(again.status, 409);
 
     d.agent()
-        .post("/config/set", &json!({"path": "services.osmoda.watch.enable", "value": true, "reason": "agent edit"}))
+        .post(
+            "/config/set",
+            &json!({"path": "services.osmoda.watch.enable", "value": true, "reason": "agent edit"}),
+        )
         .await
         .expect("post")
         .ok_json()
@@ -143,7 +252,8 @@ async fn hand_edits_are_refused_for_the_agent_until_a_person_commits_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destructive_edits_need_an_approved_ticket_for_that_exact_edit() {
     let d = Daemon::start_with_tree().await;
-    let body = json!({"path": "services.osmoda.enable", "value": false, "reason": "turn osmoda off"});
+    let body =
+        json!({"path": "services.osmoda.enable", "value": false, "reason": "turn osmoda off"});
     let r = d.agent().post("/config/set", &body).await.expect("post");
     assert_eq!(r.status, 403, "{}", r.body);
     let operation = r.body["detail"]["operation"].clone();
@@ -151,7 +261,10 @@ async fn destructive_edits_need_an_approved_ticket_for_that_exact_edit() {
 
     let t = d
         .agent()
-        .post("/approval/request", &json!({"operation": operation, "detail": "disable osmoda"}))
+        .post(
+            "/approval/request",
+            &json!({"operation": operation, "detail": "disable osmoda"}),
+        )
         .await
         .expect("post")
         .ok_json()
@@ -159,17 +272,42 @@ async fn destructive_edits_need_an_approved_ticket_for_that_exact_edit() {
     let id = t["id"].as_str().expect("id");
     let mut with_ticket = body.clone();
     with_ticket["approval"] = json!(id);
-    let r = d.agent().post("/config/set", &with_ticket).await.expect("post");
+    let r = d
+        .agent()
+        .post("/config/set", &with_ticket)
+        .await
+        .expect("post");
     assert_eq!(r.status, 409, "pending ticket refused: {}", r.body);
 
-    d.human().post(&format!("/approval/{id}/approve"), &json!({})).await.expect("post").ok_json().expect("200");
+    d.human()
+        .post(&format!("/approval/{id}/approve"), &json!({}))
+        .await
+        .expect("post")
+        .ok_json()
+        .expect("200");
     // The ticket does not cover a different destructive edit.
     let other = json!({"path": "services.osmoda.watch.enable", "value": false, "reason": "x", "approval": id});
-    assert_eq!(d.agent().post("/config/set", &other).await.expect("post").status, 403);
-    d.agent().post("/config/set", &with_ticket).await.expect("post").ok_json().expect("approved edit lands");
+    assert_eq!(
+        d.agent()
+            .post("/config/set", &other)
+            .await
+            .expect("post")
+            .status,
+        403
+    );
+    d.agent()
+        .post("/config/set", &with_ticket)
+        .await
+        .expect("post")
+        .ok_json()
+        .expect("approved edit lands");
     assert_eq!(commits(&d), 2);
     // Single use.
-    let r = d.agent().post("/config/set", &with_ticket).await.expect("post");
+    let r = d
+        .agent()
+        .post("/config/set", &with_ticket)
+        .await
+        .expect("post");
     assert_eq!(r.status, 409);
     d.stop().await;
 }
@@ -201,7 +339,9 @@ async fn fifty_parallel_sets_make_fifty_linear_commits() {
     for i in 0..50 {
         let got = d
             .agent()
-            .get(&format!("/config/get?path=services.osmoda.routines.r{i}.trigger.seconds"))
+            .get(&format!(
+                "/config/get?path=services.osmoda.routines.r{i}.trigger.seconds"
+            ))
             .await
             .expect("get")
             .ok_json()

@@ -49,18 +49,29 @@ fn kill_dash_nine_mid_load_loses_no_acknowledged_event() {
     let agentd = Process::spawn(dir.path());
     let db = dir.path().join("state/ledger.db");
     let conn = rusqlite::Connection::open(&db).expect("open");
-    let mut stmt = conn.prepare("SELECT hash FROM events WHERE id = ?1").expect("prepare");
+    let mut stmt = conn
+        .prepare("SELECT hash FROM events WHERE id = ?1")
+        .expect("prepare");
     for (id, hash) in &acked {
-        let stored: String = stmt.query_row([id], |r| r.get(0)).expect("acknowledged event present");
+        let stored: String = stmt
+            .query_row([id], |r| r.get(0))
+            .expect("acknowledged event present");
         assert_eq!(&stored, hash, "event {id}");
     }
     // The chain continues after the restart and verifies end to end.
     let client = osmoda_client::Client::new(&agentd.socket);
     let r = rt
-        .block_on(client.post("/events/append", &json!({"type": "after.restart", "daemon": "crash-test", "payload": {}})))
+        .block_on(client.post(
+            "/events/append",
+            &json!({"type": "after.restart", "daemon": "crash-test", "payload": {}}),
+        ))
         .expect("append");
     assert_eq!(r.status, 200);
     let report = osmoda_ledger::verify(&db).expect("verify");
-    assert!(report.first_bad.is_none(), "chain broken: {:?}", report.first_bad);
+    assert!(
+        report.first_bad.is_none(),
+        "chain broken: {:?}",
+        report.first_bad
+    );
     assert!(report.events > acked.len() as u64);
 }

@@ -1,4 +1,4 @@
-//! A small HTTP/1.1 JSON client over a Unix socket, one connection per request.
+//! A small HTTP/1.1 JSON client over a Unix socket, reusing idle keep-alive connections.
 
 use crate::ClientError;
 use http_body_util::{BodyExt, Full, Limited};
@@ -8,7 +8,13 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle connections kept per client (clones share them).
+const MAX_IDLE: usize = 32;
 
 /// Largest response body accepted.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -68,6 +74,7 @@ pub struct Client {
     socket: PathBuf,
     timeout: Duration,
     daemon: Option<String>,
+    idle: Arc<Mutex<Vec<Sender>>>,
 }
 
 /// Header naming the daemon a request comes from. agentd records it next to the kernel's
@@ -81,6 +88,7 @@ impl Client {
             socket: socket.into(),
             timeout: DEFAULT_TIMEOUT,
             daemon: None,
+            idle: Arc::default(),
         }
     }
 
@@ -127,7 +135,8 @@ impl Client {
         self.request(Method::DELETE, path, None).await
     }
 
-    /// Sends one request on a fresh connection and reads the whole response.
+    /// Sends one request (on an idle keep-alive connection when there is one) and reads the
+    /// whole response.
     ///
     /// Any status is returned as `Ok`; use [`Response::ok_json`] to turn 4xx/5xx into errors.
     ///
@@ -175,33 +184,79 @@ impl Client {
         }
     }
 
-    async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<Response, ClientError> {
+    async fn exchange(&self, mut req: Request<Full<Bytes>>) -> Result<Response, ClientError> {
+        // An idle connection may have been closed by the server meanwhile. A request it did not
+        // start sending is handed back by hyper and goes out on the next (or a fresh) connection,
+        // so nothing is ever sent twice.
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return self.finish(sender, resp).await,
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(self.http_err(e.error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.http_err(&e))?;
+        self.finish(sender, resp).await
+    }
+
+    fn http_err(&self, e: &dyn std::fmt::Display) -> ClientError {
+        ClientError::Http {
+            socket: self.socket.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn take_idle(&self) -> Option<Sender> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    async fn connect(&self) -> Result<Sender, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| ClientError::Connect {
                 socket: self.socket.clone(),
                 source,
             })?;
-        let http_err = |e: &dyn std::fmt::Display| ClientError::Http {
-            socket: self.socket.clone(),
-            message: e.to_string(),
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| http_err(&e))?;
-        // The connection task ends with the response (or with the request future being dropped).
+            .map_err(|e| self.http_err(&e))?;
+        // The connection task lives as long as the connection (pooled or in use).
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "unix socket connection closed with an error");
             }
         });
-        let resp = sender.send_request(req).await.map_err(|e| http_err(&e))?;
+        Ok(sender)
+    }
+
+    async fn finish(
+        &self,
+        sender: Sender,
+        resp: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Response, ClientError> {
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
-            .map_err(|e| http_err(&format!("reading the response body: {e}")))?
+            .map_err(|e| self.http_err(&format!("reading the response body: {e}")))?
             .to_bytes();
+        // The whole response was read, so the connection can carry the next request.
+        if !sender.is_closed() {
+            if let Ok(mut idle) = self.idle.lock() {
+                if idle.len() < MAX_IDLE {
+                    idle.push(sender);
+                }
+            }
+        }
         Ok(Response {
             status,
             body: parse_body(&body),

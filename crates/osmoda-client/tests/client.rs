@@ -176,3 +176,69 @@ async fn many_concurrent_requests() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Accepted connections, counted by a listener wrapper, so the test can see reuse.
+async fn counting_server(
+    socket: std::path::PathBuf,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut conns = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                // Close every connection, idle keep-alive ones included.
+                conns.iter().for_each(tokio::task::JoinHandle::abort);
+                return;
+            }
+            conn = listener.accept() => {
+                let Ok((stream, _)) = conn else { return };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = format!("{{\"path\":\"{}\"}}", req.uri().path());
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(body))))
+                });
+                conns.push(tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc)));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_reused_and_a_stale_one_is_replaced() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("d.sock");
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(counting_server(socket.clone(), accepted.clone(), stopped));
+    while !socket.exists() {
+        tokio::task::yield_now().await;
+    }
+    let client = Client::new(&socket);
+    for i in 0..5 {
+        let r = client.get(&format!("/n{i}")).await?;
+        assert_eq!(r.body["path"], format!("/n{i}"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one keep-alive connection for sequential requests"
+    );
+
+    // The server goes away (closing the idle connection) and a new one takes the socket.
+    stop.send(()).ok();
+    server.await?;
+    std::fs::remove_file(&socket)?;
+    let (_stop2, stopped2) = tokio::sync::oneshot::channel();
+    tokio::spawn(counting_server(socket.clone(), accepted.clone(), stopped2));
+    while !socket.exists() {
+        tokio::task::yield_now().await;
+    }
+    let r = client.get("/after").await?;
+    assert_eq!(r.body["path"], "/after");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    Ok(())
+}

@@ -78,12 +78,10 @@ pub(crate) struct Tail {
 
 /// The largest id ever handed out, per SQLite's AUTOINCREMENT bookkeeping (0 if none).
 pub(crate) fn allocated_id(conn: &Connection) -> rusqlite::Result<i64> {
+    // Runs once per transaction on the writer's hot path: keep the statement prepared.
     Ok(conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
-            [],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?
+        .query_row([], |r| r.get(0))
         .optional()?
         .unwrap_or(0))
 }

@@ -88,7 +88,10 @@ fn now_unix() -> i64 {
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -118,7 +121,9 @@ impl Approvals {
     /// Fold one event into the projection.
     pub fn apply(&mut self, ev: &Event) {
         let p: Value = serde_json::from_str(&ev.payload).unwrap_or(Value::Null);
-        let Some(id) = p.get("id").and_then(Value::as_str).map(str::to_string) else { return };
+        let Some(id) = p.get("id").and_then(Value::as_str).map(str::to_string) else {
+            return;
+        };
         match ev.kind.as_str() {
             "approval.requested" => {
                 let expires_unix = p.get("expires_unix").and_then(Value::as_i64).unwrap_or(0);
@@ -166,10 +171,13 @@ impl Approvals {
 
     fn listing(&mut self) -> Vec<Ticket> {
         let now = now_unix();
-        self.0.values_mut().map(|t| {
-            t.refresh(now);
-            t.clone()
-        }).collect()
+        self.0
+            .values_mut()
+            .map(|t| {
+                t.refresh(now);
+                t.clone()
+            })
+            .collect()
     }
 }
 
@@ -190,7 +198,9 @@ pub async fn request(
     Json(body): Json<RequestBody>,
 ) -> Result<axum::Json<Ticket>, ApiError> {
     if body.operation.is_null() {
-        return Err(ApiError::bad_request("`operation` must describe the operation"));
+        return Err(ApiError::bad_request(
+            "`operation` must describe the operation",
+        ));
     }
     if body.detail.len() > 4096 {
         return Err(ApiError::bad_request("`detail` is limited to 4096 bytes"));
@@ -207,7 +217,9 @@ pub async fn request(
         "expires_unix": now_unix() + ttl,
     });
     let mut approvals = st.approvals.lock().await;
-    let ev = st.record("approval.requested", &caller.actor, &payload).await?;
+    let ev = st
+        .record("approval.requested", &caller.actor, &payload)
+        .await?;
     approvals.apply(&ev);
     Ok(axum::Json(approvals.get(&id)?.clone()))
 }
@@ -233,22 +245,37 @@ pub struct CheckBody {
 /// # Errors
 /// 404 unknown ticket, 403 denied or a different operation, 409 not yet decided or already used,
 /// 410 expired.
-pub async fn consume(st: &AppState, id: &str, operation: &Value, actor: &str) -> Result<(), ApiError> {
+pub async fn consume(
+    st: &AppState,
+    id: &str,
+    operation: &Value,
+    actor: &str,
+) -> Result<(), ApiError> {
     let mut approvals = st.approvals.lock().await;
     let t = approvals.get(id)?;
     if t.operation_hash != operation_hash(operation) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "ticket is bound to a different operation")
-            .with_detail(json!({ "approved_operation": t.operation })));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ticket is bound to a different operation",
+        )
+        .with_detail(json!({ "approved_operation": t.operation })));
     }
     let fail = |status, msg: &str| Err(ApiError::new(status, format!("ticket {id} {msg}")));
     match t.status {
         "approved" => {}
-        "pending" => return fail(StatusCode::CONFLICT, "is still waiting for a human decision"),
+        "pending" => {
+            return fail(
+                StatusCode::CONFLICT,
+                "is still waiting for a human decision",
+            )
+        }
         "denied" => return fail(StatusCode::FORBIDDEN, "was denied"),
         "used" => return fail(StatusCode::CONFLICT, "was already used; request a new one"),
         _ => return fail(StatusCode::GONE, "has expired; request a new one"),
     }
-    let ev = st.record("approval.used", actor, &json!({ "id": id })).await?;
+    let ev = st
+        .record("approval.used", actor, &json!({ "id": id }))
+        .await?;
     approvals.apply(&ev);
     Ok(())
 }
@@ -282,10 +309,23 @@ async fn decide(
     let mut approvals = st.approvals.lock().await;
     let status = approvals.get(&id)?.status;
     if status != "pending" {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("ticket {id} is {status}, not pending")));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("ticket {id} is {status}, not pending"),
+        ));
     }
-    let kind = if approve { "approval.approved" } else { "approval.denied" };
-    let ev = st.record(kind, &peer.actor("human"), &json!({ "id": id, "reason": reason })).await?;
+    let kind = if approve {
+        "approval.approved"
+    } else {
+        "approval.denied"
+    };
+    let ev = st
+        .record(
+            kind,
+            &peer.actor("human"),
+            &json!({ "id": id, "reason": reason }),
+        )
+        .await?;
     approvals.apply(&ev);
     Ok(axum::Json(approvals.get(&id)?.clone()))
 }
@@ -297,7 +337,14 @@ pub async fn approve(
     Path(id): Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> Result<axum::Json<Ticket>, ApiError> {
-    decide(st, peer, id, body.map(|Json(b)| b.reason).unwrap_or_default(), true).await
+    decide(
+        st,
+        peer,
+        id,
+        body.map(|Json(b)| b.reason).unwrap_or_default(),
+        true,
+    )
+    .await
 }
 
 /// `POST /approval/{id}/deny` (approval socket only)
@@ -307,7 +354,14 @@ pub async fn deny(
     Path(id): Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> Result<axum::Json<Ticket>, ApiError> {
-    decide(st, peer, id, body.map(|Json(b)| b.reason).unwrap_or_default(), false).await
+    decide(
+        st,
+        peer,
+        id,
+        body.map(|Json(b)| b.reason).unwrap_or_default(),
+        false,
+    )
+    .await
 }
 
 /// Routes served only on the approval socket.

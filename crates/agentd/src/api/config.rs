@@ -34,7 +34,9 @@ impl From<EditError> for ApiError {
 impl From<GenError> for ApiError {
     fn from(e: GenError) -> Self {
         let status = match &e {
-            GenError::Dirty { .. } | GenError::NoChange(_) | GenError::Conflict { .. } => StatusCode::CONFLICT,
+            GenError::Dirty { .. } | GenError::NoChange(_) | GenError::Conflict { .. } => {
+                StatusCode::CONFLICT
+            }
             GenError::Invalid { .. } | GenError::Edit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             GenError::BadInput { .. } | GenError::BadPath { .. } => StatusCode::BAD_REQUEST,
             GenError::UnknownRevision { .. } => StatusCode::NOT_FOUND,
@@ -56,8 +58,11 @@ fn tree_file(file: Option<&str>) -> Result<PathBuf, ApiError> {
     let f = Path::new(file.unwrap_or(DEFAULT_FILE));
     let inside = f.components().all(|c| matches!(c, Component::Normal(_)));
     if !inside || f.extension().is_none_or(|e| e != "nix") || f.starts_with(".git") {
-        return Err(ApiError::bad_request(format!("invalid file {:?}", f.display()))
-            .with_detail(json!({ "hint": "a .nix path relative to the tree, e.g. osmoda.nix" })));
+        return Err(
+            ApiError::bad_request(format!("invalid file {:?}", f.display())).with_detail(
+                json!({ "hint": "a .nix path relative to the tree, e.g. osmoda.nix" }),
+            ),
+        );
     }
     Ok(f.to_path_buf())
 }
@@ -69,7 +74,9 @@ fn attr_path(path: &str) -> Result<AttrPath, ApiError> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
 }
 
 fn read(tree: &Tree, file: &Path) -> Result<String, ApiError> {
@@ -97,7 +104,9 @@ pub async fn get(
     let file = tree_file(p.file.as_deref())?;
     let path = attr_path(&p.path)?;
     let value = blocking(move || Ok(osmoda_nix::get(&read(&tree, &file)?, &path)?)).await?;
-    Ok(axum::Json(json!({ "path": p.path, "file": p.file.as_deref().unwrap_or(DEFAULT_FILE), "value": value })))
+    Ok(axum::Json(
+        json!({ "path": p.path, "file": p.file.as_deref().unwrap_or(DEFAULT_FILE), "value": value }),
+    ))
 }
 
 /// Body of `POST /config/set`.
@@ -142,8 +151,12 @@ pub fn destructive_kind(op: &str, path: &AttrPath, value: Option<&Value>) -> Opt
         ("unset", ["services", _]) | ("unset", ["services"]) => Some("service.remove"),
         ("unset", ["services", "osmoda", _]) => Some("service.remove"),
         ("unset", ["services", .., "enable"]) => Some("service.disable"),
-        ("set", ["services", .., "enable"]) if value == Some(&Value::Bool(false)) => Some("service.disable"),
-        ("set", ["users", "users", _, "isNormalUser" | "isSystemUser"]) if value == Some(&Value::Bool(false)) => {
+        ("set", ["services", .., "enable"]) if value == Some(&Value::Bool(false)) => {
+            Some("service.disable")
+        }
+        ("set", ["users", "users", _, "isNormalUser" | "isSystemUser"])
+            if value == Some(&Value::Bool(false)) =>
+        {
             Some("user.remove")
         }
         _ => None,
@@ -184,21 +197,41 @@ async fn land(
     match result {
         Ok(generation) => {
             let ev = st
-                .record("config.committed", &actor.name, &json!({ "requested_event": rid, "rev": generation.rev }))
+                .record(
+                    "config.committed",
+                    &actor.name,
+                    &json!({ "requested_event": rid, "rev": generation.rev }),
+                )
                 .await?;
-            Ok(Landed { generation, requested_event: rid, event_id: ev.id })
+            Ok(Landed {
+                generation,
+                requested_event: rid,
+                event_id: ev.id,
+            })
         }
         Err(e) => {
-            st.record("config.failed", &actor.name, &json!({ "requested_event": rid, "error": e.to_string() }))
-                .await?;
+            st.record(
+                "config.failed",
+                &actor.name,
+                &json!({ "requested_event": rid, "error": e.to_string() }),
+            )
+            .await?;
             Err(e.into())
         }
     }
 }
 
 /// Refuse a destructive edit without a consumed approval ticket for exactly this operation.
-async fn gate(st: &AppState, caller: &Caller, kind: Option<&str>, op: &Value, ticket: Option<&str>) -> Result<(), ApiError> {
-    let Some(kind) = kind.filter(|k| st.settings.needs_approval(k)) else { return Ok(()) };
+async fn gate(
+    st: &AppState,
+    caller: &Caller,
+    kind: Option<&str>,
+    op: &Value,
+    ticket: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(kind) = kind.filter(|k| st.settings.needs_approval(k)) else {
+        return Ok(());
+    };
     let Some(ticket) = ticket else {
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("this edit is a destructive operation ({kind}) and needs a human approval"))
             .with_detail(json!({ "kind": kind, "operation": op,
@@ -227,7 +260,9 @@ async fn edit(
     kind: Option<&'static str>,
 ) -> Result<axum::Json<Landed>, ApiError> {
     if reason.trim().is_empty() {
-        return Err(ApiError::bad_request("`reason` is required: it becomes the commit message"));
+        return Err(ApiError::bad_request(
+            "`reason` is required: it becomes the commit message",
+        ));
     }
     let file = tree_file(file.as_deref())?;
     // Bad input is refused before anything is written, ledger included.
@@ -237,14 +272,20 @@ async fn edit(
     gate(&st, &caller, kind, &operation, ticket.as_deref()).await?;
     let mut request = operation;
     request["reason"] = Value::String(reason.clone());
-    let landed = land(&st, agent_actor(&caller), request, reason, move |tree, actor, reason, rid| {
-        tree.mutate(actor, reason, Some(rid), |root| {
-            let text = std::fs::read_to_string(root.join(&file)).map_err(GenError::edit)?;
-            let out = osmoda_nix::edit(&text, &op).map_err(GenError::edit)?;
-            std::fs::write(root.join(&file), out.text).map_err(GenError::edit)?;
-            Ok(vec![file.clone()])
-        })
-    })
+    let landed = land(
+        &st,
+        agent_actor(&caller),
+        request,
+        reason,
+        move |tree, actor, reason, rid| {
+            tree.mutate(actor, reason, Some(rid), |root| {
+                let text = std::fs::read_to_string(root.join(&file)).map_err(GenError::edit)?;
+                let out = osmoda_nix::edit(&text, &op).map_err(GenError::edit)?;
+                std::fs::write(root.join(&file), out.text).map_err(GenError::edit)?;
+                Ok(vec![file.clone()])
+            })
+        },
+    )
     .await?;
     Ok(axum::Json(landed))
 }
@@ -259,14 +300,24 @@ pub async fn set(
     let (value, shown) = match (b.value, b.nix) {
         (Some(v), None) => (NixValue::Json(v.clone()), json!({ "value": v })),
         (None, Some(n)) => (NixValue::Raw(n.clone()), json!({ "nix": n })),
-        _ => return Err(ApiError::bad_request("give exactly one of `value` (JSON) or `nix` (a Nix expression)")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of `value` (JSON) or `nix` (a Nix expression)",
+            ))
+        }
     };
     let kind = destructive_kind("set", &path, shown.get("value"));
     let file = b.file.clone().unwrap_or_else(|| DEFAULT_FILE.into());
     let mut operation = json!({ "op": "config.set", "file": file, "path": path.to_string() });
-    operation.as_object_mut().into_iter().for_each(|o| o.extend(shown.as_object().cloned().unwrap_or_default()));
+    operation
+        .as_object_mut()
+        .into_iter()
+        .for_each(|o| o.extend(shown.as_object().cloned().unwrap_or_default()));
     let op = osmoda_nix::Op::Set(path, value);
-    edit(st, caller, b.file, b.reason, b.approval, op, operation, kind).await
+    edit(
+        st, caller, b.file, b.reason, b.approval, op, operation, kind,
+    )
+    .await
 }
 
 /// `POST /config/unset`
@@ -279,7 +330,17 @@ pub async fn unset(
     let kind = destructive_kind("unset", &path, None);
     let file = b.file.clone().unwrap_or_else(|| DEFAULT_FILE.into());
     let operation = json!({ "op": "config.unset", "file": file, "path": path.to_string() });
-    edit(st, caller, b.file, b.reason, b.approval, osmoda_nix::Op::Unset(path), operation, kind).await
+    edit(
+        st,
+        caller,
+        b.file,
+        b.reason,
+        b.approval,
+        osmoda_nix::Op::Unset(path),
+        operation,
+        kind,
+    )
+    .await
 }
 
 /// Parameters of `GET /config/generations`.
@@ -300,7 +361,9 @@ pub async fn generations(
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
     let tree = tree(&st)?;
-    Ok(axum::Json(blocking(move || Ok(tree.generations(limit)?)).await?))
+    Ok(axum::Json(
+        blocking(move || Ok(tree.generations(limit)?)).await?,
+    ))
 }
 
 /// `GET /config/generation/{rev}`
@@ -331,14 +394,18 @@ pub async fn diff(
     let to = p.to.unwrap_or_else(|| "HEAD".into());
     let (from, to2) = (p.from.clone(), to.clone());
     let patch = blocking(move || Ok(tree.diff(&from, &to2)?)).await?;
-    Ok(axum::Json(json!({ "from": p.from, "to": to, "patch": patch })))
+    Ok(axum::Json(
+        json!({ "from": p.from, "to": to, "patch": patch }),
+    ))
 }
 
 /// `GET /config/status`: uncommitted hand edits (drift).
 pub async fn status(State(st): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
     let tree = tree(&st)?;
     let changes = blocking(move || Ok(tree.status()?)).await?;
-    Ok(axum::Json(json!({ "clean": changes.is_empty(), "changes": changes })))
+    Ok(axum::Json(
+        json!({ "clean": changes.is_empty(), "changes": changes }),
+    ))
 }
 
 /// Body of `POST /config/revert`.
@@ -358,7 +425,9 @@ pub async fn revert(
     Json(b): Json<RevertBody>,
 ) -> Result<axum::Json<Landed>, ApiError> {
     if b.reason.trim().is_empty() {
-        return Err(ApiError::bad_request("`reason` is required: it becomes the commit message"));
+        return Err(ApiError::bad_request(
+            "`reason` is required: it becomes the commit message",
+        ));
     }
     let t = tree(&st)?;
     let rev = b.rev.clone();
@@ -369,9 +438,13 @@ pub async fn revert(
     .await?;
     let request = json!({ "op": "config.revert", "rev": b.rev, "reason": b.reason });
     let rev = b.rev;
-    let landed = land(&st, agent_actor(&caller), request, b.reason, move |tree, actor, reason, rid| {
-        tree.revert(&rev, actor, reason, Some(rid))
-    })
+    let landed = land(
+        &st,
+        agent_actor(&caller),
+        request,
+        b.reason,
+        move |tree, actor, reason, rid| tree.revert(&rev, actor, reason, Some(rid)),
+    )
     .await?;
     Ok(axum::Json(landed))
 }
@@ -391,7 +464,9 @@ fn person(peer: &Peer) -> Actor {
         .ok()
         .flatten()
         .map_or_else(|| format!("uid-{uid}"), |u| u.name);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
     Actor::new(name.clone(), format!("{name}@{host}"))
 }
 
@@ -402,17 +477,26 @@ pub async fn commit(
     Json(b): Json<CommitBody>,
 ) -> Result<axum::Json<Landed>, ApiError> {
     if b.reason.trim().is_empty() {
-        return Err(ApiError::bad_request("`reason` is required: it becomes the commit message"));
+        return Err(ApiError::bad_request(
+            "`reason` is required: it becomes the commit message",
+        ));
     }
     let t = tree(&st)?;
     let changes = blocking(move || Ok(t.status()?)).await?;
     if changes.is_empty() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "nothing to commit: the tree has no uncommitted changes"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "nothing to commit: the tree has no uncommitted changes",
+        ));
     }
     let request = json!({ "op": "config.commit", "changes": changes, "reason": b.reason });
-    let landed = land(&st, person(&peer), request, b.reason, move |tree, actor, reason, rid| {
-        tree.commit_worktree(actor, reason, Some(rid))
-    })
+    let landed = land(
+        &st,
+        person(&peer),
+        request,
+        b.reason,
+        move |tree, actor, reason, rid| tree.commit_worktree(actor, reason, Some(rid)),
+    )
     .await?;
     Ok(axum::Json(landed))
 }
@@ -421,8 +505,12 @@ pub async fn commit(
 ///
 /// # Errors
 /// Fails when the tree cannot be watched.
-pub fn watch_drift(st: &Arc<AppState>) -> Result<Option<osmoda_generations::DriftWatcher>, GenError> {
-    let Some(tree) = &st.config_tree else { return Ok(None) };
+pub fn watch_drift(
+    st: &Arc<AppState>,
+) -> Result<Option<osmoda_generations::DriftWatcher>, GenError> {
+    let Some(tree) = &st.config_tree else {
+        return Ok(None);
+    };
     let ledger = st.ledger.clone();
     let actor = "agentd[drift-watch]".to_string();
     osmoda_generations::watch_drift(tree.dir(), move |res| {
@@ -448,21 +536,52 @@ mod tests {
 
     #[test]
     fn destructive_edits_are_recognised() {
-        assert_eq!(kind("unset", "services.nginx", None), Some("service.remove"));
-        assert_eq!(kind("unset", "services.nginx.enable", None), Some("service.disable"));
-        assert_eq!(kind("set", "services.nginx.enable", Some(json!(false))), Some("service.disable"));
-        assert_eq!(kind("set", "services.nginx.enable", Some(json!(true))), None);
+        assert_eq!(
+            kind("unset", "services.nginx", None),
+            Some("service.remove")
+        );
+        assert_eq!(
+            kind("unset", "services.nginx.enable", None),
+            Some("service.disable")
+        );
+        assert_eq!(
+            kind("set", "services.nginx.enable", Some(json!(false))),
+            Some("service.disable")
+        );
+        assert_eq!(
+            kind("set", "services.nginx.enable", Some(json!(true))),
+            None
+        );
         assert_eq!(kind("unset", "users.users.bob", None), Some("user.remove"));
-        assert_eq!(kind("unset", "services.osmoda.mesh.peers.alice", None), Some("mesh.peer.remove"));
-        assert_eq!(kind("unset", "services.osmoda.watch.watchers.web", None), None);
-        assert_eq!(kind("set", "services.osmoda.watch.watchers.web.intervalSecs", Some(json!(5))), None);
+        assert_eq!(
+            kind("unset", "services.osmoda.mesh.peers.alice", None),
+            Some("mesh.peer.remove")
+        );
+        assert_eq!(
+            kind("unset", "services.osmoda.watch.watchers.web", None),
+            None
+        );
+        assert_eq!(
+            kind(
+                "set",
+                "services.osmoda.watch.watchers.web.intervalSecs",
+                Some(json!(5))
+            ),
+            None
+        );
     }
 
     #[test]
     fn files_must_stay_inside_the_tree() {
         assert!(tree_file(None).is_ok());
         assert!(tree_file(Some("hosts/web.nix")).is_ok());
-        for bad in ["../etc/passwd.nix", "/etc/x.nix", "a.txt", ".git/config.nix", "./x.nix"] {
+        for bad in [
+            "../etc/passwd.nix",
+            "/etc/x.nix",
+            "a.txt",
+            ".git/config.nix",
+            "./x.nix",
+        ] {
             assert!(tree_file(Some(bad)).is_err(), "{bad}");
         }
     }

@@ -124,7 +124,10 @@ pub async fn append(
         kind: req.kind,
         actor: peer.actor(&req.daemon),
         payload: req.payload.to_string(),
-        dedup: req.dedup.map(|d| DedupKey { stream: d.stream, seq: d.seq }),
+        dedup: req.dedup.map(|d| DedupKey {
+            stream: d.stream,
+            seq: d.seq,
+        }),
     };
     Ok(axum::Json(st.ledger.append(ev).await?))
 }
@@ -169,8 +172,13 @@ pub async fn receipts(
         Some(k) => format!("receipt.{k}"),
         None => "receipt.*".to_string(),
     };
-    let q = LogParams { kind: Some(kind), since: p.since, limit: p.limit, ..Default::default() }
-        .to_query()?;
+    let q = LogParams {
+        kind: Some(kind),
+        since: p.since,
+        limit: p.limit,
+        ..Default::default()
+    }
+    .to_query()?;
     let out = st
         .ledger
         .query(&q)?

@@ -19,13 +19,20 @@ pub struct CpuSample {
 /// Parse the aggregate `cpu` line of /proc/stat.
 pub fn parse_cpu(stat: &str) -> Option<CpuSample> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     if v.len() < 4 {
         return None;
     }
     let total: u64 = v.iter().take(8).sum();
     let idle = v[3] + v.get(4).copied().unwrap_or(0);
-    Some(CpuSample { busy: total - idle, total })
+    Some(CpuSample {
+        busy: total - idle,
+        total,
+    })
 }
 
 fn read_cpu() -> Result<CpuSample, ApiError> {
@@ -93,17 +100,25 @@ pub struct Health {
 /// # Errors
 /// Fails when statvfs fails (e.g. the path does not exist).
 pub fn disk_usage(path: &str) -> Result<Disk, ApiError> {
-    let s = nix::sys::statvfs::statvfs(path).map_err(|e| {
-        ApiError::bad_request(format!("cannot stat filesystem at {path}: {e}"))
-    })?;
+    let s = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| ApiError::bad_request(format!("cannot stat filesystem at {path}: {e}")))?;
     let frag = s.fragment_size();
     let total = s.blocks() * frag;
     let avail = s.blocks_available() * frag;
     let free = s.blocks_free() * frag;
     let used = total.saturating_sub(free);
     // Same formula as df: used / (used + available to users).
-    let pct = if used + avail == 0 { 0.0 } else { 100.0 * used as f64 / (used + avail) as f64 };
-    Ok(Disk { path: path.to_string(), total_bytes: total, available_bytes: avail, used_percent: round(pct) })
+    let pct = if used + avail == 0 {
+        0.0
+    } else {
+        100.0 * used as f64 / (used + avail) as f64
+    };
+    Ok(Disk {
+        path: path.to_string(),
+        total_bytes: total,
+        available_bytes: avail,
+        used_percent: round(pct),
+    })
 }
 
 fn round(x: f64) -> f64 {
@@ -124,27 +139,49 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Result<axum::Json<Health
     let now = read_cpu()?;
     *st.cpu.lock().map_err(ApiError::internal)? = Some(now);
     let dt = now.total.saturating_sub(prev.total);
-    let usage = if dt == 0 { 0.0 } else { 100.0 * now.busy.saturating_sub(prev.busy) as f64 / dt as f64 };
+    let usage = if dt == 0 {
+        0.0
+    } else {
+        100.0 * now.busy.saturating_sub(prev.busy) as f64 / dt as f64
+    };
 
     let mem = std::fs::read_to_string("/proc/meminfo").map_err(ApiError::internal)?;
     let total = meminfo(&mem, "MemTotal").unwrap_or(0);
     let avail = meminfo(&mem, "MemAvailable").unwrap_or(0);
     let loadavg = std::fs::read_to_string("/proc/loadavg").map_err(ApiError::internal)?;
-    let l: Vec<f64> = loadavg.split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect();
+    let l: Vec<f64> = loadavg
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     let uptime = std::fs::read_to_string("/proc/uptime").map_err(ApiError::internal)?;
     Ok(axum::Json(Health {
         cpu: Cpu {
             usage_percent: round(usage),
-            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         },
         ram: Ram {
             total_bytes: total,
             available_bytes: avail,
-            used_percent: if total == 0 { 0.0 } else { round(100.0 * (total - avail) as f64 / total as f64) },
+            used_percent: if total == 0 {
+                0.0
+            } else {
+                round(100.0 * (total - avail) as f64 / total as f64)
+            },
         },
         disk: disk_usage("/")?,
-        load: [l.first().copied().unwrap_or(0.0), l.get(1).copied().unwrap_or(0.0), l.get(2).copied().unwrap_or(0.0)],
-        uptime: uptime.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0.0),
+        load: [
+            l.first().copied().unwrap_or(0.0),
+            l.get(1).copied().unwrap_or(0.0),
+            l.get(2).copied().unwrap_or(0.0),
+        ],
+        uptime: uptime
+            .split_whitespace()
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0.0),
     }))
 }
 

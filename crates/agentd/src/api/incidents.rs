@@ -81,7 +81,12 @@ impl Incidents {
     /// Fold one event into the projection; events of other types are ignored.
     pub fn apply(&mut self, ev: &Event) {
         let p: Value = serde_json::from_str(&ev.payload).unwrap_or(Value::Null);
-        let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let text = |k: &str| {
+            p.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let target = p.get("incident_id").and_then(Value::as_i64);
         match ev.kind.as_str() {
             "incident.created" => {
@@ -162,7 +167,13 @@ pub async fn create(
 ) -> Result<axum::Json<Incident>, ApiError> {
     check_text("name", &req.name, 200)?;
     let mut incidents = st.incidents.lock().await;
-    let ev = st.record("incident.created", &caller.actor, &json!({ "name": req.name })).await?;
+    let ev = st
+        .record(
+            "incident.created",
+            &caller.actor,
+            &json!({ "name": req.name }),
+        )
+        .await?;
     incidents.apply(&ev);
     Ok(axum::Json(incidents.0[&ev.id].clone()))
 }
@@ -216,7 +227,9 @@ pub async fn resolve(
     let mut incidents = st.incidents.lock().await;
     incidents.open_incident(id)?;
     let payload = json!({ "incident_id": id, "summary": summary });
-    let ev = st.record("incident.resolved", &caller.actor, &payload).await?;
+    let ev = st
+        .record("incident.resolved", &caller.actor, &payload)
+        .await?;
     incidents.apply(&ev);
     Ok(axum::Json(incidents.0[&id].clone()))
 }

@@ -10,8 +10,15 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, Json};
 
 /// The queries `/system/query` understands.
-pub const QUERIES: &[&str] =
-    &["processes", "services", "network", "disk", "users", "kernel", "generations"];
+pub const QUERIES: &[&str] = &[
+    "processes",
+    "services",
+    "network",
+    "disk",
+    "users",
+    "kernel",
+    "generations",
+];
 
 /// Body of `POST /system/query`.
 #[derive(Debug, Deserialize)]
@@ -106,7 +113,11 @@ pub struct Process {
 }
 
 fn sysconf(var: nix::unistd::SysconfVar, fallback: i64) -> u64 {
-    nix::unistd::sysconf(var).ok().flatten().unwrap_or(fallback).max(1) as u64
+    nix::unistd::sysconf(var)
+        .ok()
+        .flatten()
+        .unwrap_or(fallback)
+        .max(1) as u64
 }
 
 fn read_process(pid: i32, hz: f64, page: u64, uptime: f64) -> Option<Process> {
@@ -116,7 +127,11 @@ fn read_process(pid: i32, hz: f64, page: u64, uptime: f64) -> Option<Process> {
     let name = head.split_once('(')?.1.to_string();
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); utime=14, stime=15, starttime=22, rss=24 (1-based).
-    let num = |i: usize| f.get(i - 3).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let num = |i: usize| {
+        f.get(i - 3)
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     let cpu_secs = (num(14) + num(15)) as f64 / hz;
     let elapsed = (uptime - num(22) as f64 / hz).max(0.01);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -127,7 +142,12 @@ fn read_process(pid: i32, hz: f64, page: u64, uptime: f64) -> Option<Process> {
         .and_then(|u| u.parse().ok())
         .unwrap_or(u32::MAX);
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default();
     Some(Process {
         pid,
@@ -152,7 +172,9 @@ pub fn processes(a: ProcessArgs) -> Result<Vec<Process>, ApiError> {
         None | Some("cpu") => false,
         Some("memory") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(format!("`sort` must be `cpu` or `memory`, not `{other}`")))
+            return Err(ApiError::bad_request(format!(
+                "`sort` must be `cpu` or `memory`, not `{other}`"
+            )))
         }
     };
     let hz = sysconf(nix::unistd::SysconfVar::CLK_TCK, 100) as f64;
@@ -187,20 +209,36 @@ pub struct ServiceArgs {
 
 async fn services(a: ServiceArgs) -> Result<Value, ApiError> {
     if !Path::new("/run/systemd/system").exists() {
-        return Err(unavailable("services are unavailable here: systemd is not running on this machine")
-            .with_detail(json!({ "hint": "on NixOS this lists systemd units" })));
+        return Err(unavailable(
+            "services are unavailable here: systemd is not running on this machine",
+        )
+        .with_detail(json!({ "hint": "on NixOS this lists systemd units" })));
     }
     let mut cmd = tokio::process::Command::new("systemctl");
-    cmd.args(["list-units", "--type=service", "--all", "--output=json", "--no-pager"]);
+    cmd.args([
+        "list-units",
+        "--type=service",
+        "--all",
+        "--output=json",
+        "--no-pager",
+    ]);
     if let Some(s) = &a.state {
         if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(ApiError::bad_request("`state` must be a systemd unit state such as `failed`"));
+            return Err(ApiError::bad_request(
+                "`state` must be a systemd unit state such as `failed`",
+            ));
         }
         cmd.arg(format!("--state={s}"));
     }
-    let out = cmd.output().await.map_err(|e| unavailable(format!("cannot run systemctl: {e}")))?;
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| unavailable(format!("cannot run systemctl: {e}")))?;
     if !out.status.success() {
-        return Err(unavailable(format!("systemctl failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(unavailable(format!(
+            "systemctl failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     serde_json::from_slice(&out.stdout).map_err(ApiError::internal)
 }
@@ -228,7 +266,8 @@ pub fn parse_proc_net(text: &str, proto: &'static str, state: &str) -> Vec<Liste
             let (addr, port) = f.get(1)?.split_once(':')?;
             let port = u16::from_str_radix(port, 16).ok()?;
             let address = match addr.len() {
-                8 => std::net::Ipv4Addr::from(u32::from_str_radix(addr, 16).ok()?.swap_bytes()).to_string(),
+                8 => std::net::Ipv4Addr::from(u32::from_str_radix(addr, 16).ok()?.swap_bytes())
+                    .to_string(),
                 32 => {
                     let mut b = [0u8; 16];
                     for (i, chunk) in b.chunks_mut(4).enumerate() {
@@ -239,7 +278,11 @@ pub fn parse_proc_net(text: &str, proto: &'static str, state: &str) -> Vec<Liste
                 }
                 _ => return None,
             };
-            Some(Listener { proto, address, port })
+            Some(Listener {
+                proto,
+                address,
+                port,
+            })
         })
         .collect()
 }
@@ -255,14 +298,20 @@ fn network() -> Result<Value, ApiError> {
                 .map(|s| s.ip().to_string())
                 .or_else(|| a.as_sockaddr_in6().map(|s| s.ip().to_string()))
         });
-        if let (Some(addr), Some(list)) = (addr, entry.get_mut("addresses").and_then(Value::as_array_mut)) {
+        if let (Some(addr), Some(list)) = (
+            addr,
+            entry.get_mut("addresses").and_then(Value::as_array_mut),
+        ) {
             list.push(Value::String(addr));
         }
     }
     let mut listening = Vec::new();
-    for (file, proto, state) in
-        [("tcp", "tcp", "0A"), ("tcp6", "tcp6", "0A"), ("udp", "udp", "07"), ("udp6", "udp6", "07")]
-    {
+    for (file, proto, state) in [
+        ("tcp", "tcp", "0A"),
+        ("tcp6", "tcp6", "0A"),
+        ("udp", "udp", "07"),
+        ("udp6", "udp6", "07"),
+    ] {
         if let Ok(text) = std::fs::read_to_string(format!("/proc/net/{file}")) {
             listening.extend(parse_proc_net(&text, proto, state));
         }
@@ -275,7 +324,9 @@ fn disks() -> Result<Vec<Value>, ApiError> {
     let mut out = Vec::new();
     for line in mounts.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(dev), Some(mnt), Some(fstype)) = (f.first(), f.get(1), f.get(2)) else { continue };
+        let (Some(dev), Some(mnt), Some(fstype)) = (f.first(), f.get(1), f.get(2)) else {
+            continue;
+        };
         let mnt = mnt.replace("\\040", " ");
         if let Ok(d) = super::health::disk_usage(&mnt) {
             if d.total_bytes > 0 {
@@ -294,8 +345,10 @@ fn users() -> Result<Vec<Value>, ApiError> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             let uid: u32 = f.get(2)?.parse().ok()?;
-            Some(json!({ "name": f[0], "uid": uid, "gid": f.get(3)?.parse::<u32>().ok()?,
-                "home": f.get(5)?, "shell": f.get(6)?, "system": uid < 1000 || uid >= 65534 }))
+            Some(
+                json!({ "name": f[0], "uid": uid, "gid": f.get(3)?.parse::<u32>().ok()?,
+                "home": f.get(5)?, "shell": f.get(6)?, "system": uid < 1000 || uid >= 65534 }),
+            )
         })
         .collect())
 }
@@ -320,7 +373,11 @@ const DEFAULT_SYSCTLS: &[&str] = &[
 pub fn sysctl_path(key: &str) -> Result<String, ApiError> {
     let ok = !key.is_empty()
         && key.len() <= 200
-        && key.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)));
+        && key.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+        });
     if !ok {
         return Err(ApiError::bad_request(format!("invalid sysctl key `{key}`"))
             .with_detail(json!({ "hint": "dotted names such as net.ipv4.ip_forward" })));
@@ -329,8 +386,9 @@ pub fn sysctl_path(key: &str) -> Result<String, ApiError> {
 }
 
 fn kernel(a: KernelArgs) -> Result<Value, ApiError> {
-    let keys: Vec<String> =
-        a.keys.unwrap_or_else(|| DEFAULT_SYSCTLS.iter().map(|s| s.to_string()).collect());
+    let keys: Vec<String> = a
+        .keys
+        .unwrap_or_else(|| DEFAULT_SYSCTLS.iter().map(|s| s.to_string()).collect());
     let mut values = serde_json::Map::new();
     for key in keys {
         let path = sysctl_path(&key)?;
@@ -357,14 +415,20 @@ pub fn generations(profiles: &Path) -> Result<Value, ApiError> {
         .filter_map(|e| {
             let e = e.ok()?;
             let name = e.file_name().to_string_lossy().to_string();
-            let n: u64 = name.strip_prefix("system-")?.strip_suffix("-link")?.parse().ok()?;
+            let n: u64 = name
+                .strip_prefix("system-")?
+                .strip_suffix("-link")?
+                .parse()
+                .ok()?;
             let target = std::fs::read_link(e.path()).ok()?;
             let created = e.path().symlink_metadata().ok()?.modified().ok()?;
             let created = time::OffsetDateTime::from(created)
                 .format(&time::format_description::well_known::Rfc3339)
                 .ok()?;
-            Some(json!({ "generation": n, "store_path": target, "created": created,
-                "current": current.as_deref() == Some(Path::new(&name)) }))
+            Some(
+                json!({ "generation": n, "store_path": target, "created": created,
+                "current": current.as_deref() == Some(Path::new(&name)) }),
+            )
         })
         .collect();
     out.sort_by_key(|g| g["generation"].as_u64());
@@ -378,15 +442,32 @@ mod tests {
     #[test]
     fn parses_proc_net_tables() {
         let tcp = "  sl  local_address rem_address   st\n   0: 0100007F:1F90 00000000:0000 0A 0\n   1: 0100007F:0050 0200007F:1234 01 0\n";
-        assert_eq!(parse_proc_net(tcp, "tcp", "0A"), vec![Listener { proto: "tcp", address: "127.0.0.1".into(), port: 8080 }]);
+        assert_eq!(
+            parse_proc_net(tcp, "tcp", "0A"),
+            vec![Listener {
+                proto: "tcp",
+                address: "127.0.0.1".into(),
+                port: 8080
+            }]
+        );
         let tcp6 = "hdr\n 0: 00000000000000000000000001000000:0016 00000000000000000000000000000000:0000 0A\n";
         assert_eq!(parse_proc_net(tcp6, "tcp6", "0A")[0].address, "::1");
     }
 
     #[test]
     fn sysctl_keys_cannot_escape_proc_sys() {
-        assert_eq!(sysctl_path("net.ipv4.ip_forward").ok().as_deref(), Some("/proc/sys/net/ipv4/ip_forward"));
-        for bad in ["", "../etc/shadow", "net..x", "a/b", "net.ipv4.ip_forward/..", ".x"] {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward").ok().as_deref(),
+            Some("/proc/sys/net/ipv4/ip_forward")
+        );
+        for bad in [
+            "",
+            "../etc/shadow",
+            "net..x",
+            "a/b",
+            "net.ipv4.ip_forward/..",
+            ".x",
+        ] {
             assert!(sysctl_path(bad).is_err(), "{bad}");
         }
     }
@@ -395,8 +476,11 @@ mod tests {
     fn generations_lists_profile_links() {
         let dir = tempfile::tempdir().expect("tempdir");
         for n in [1, 2] {
-            std::os::unix::fs::symlink(format!("/nix/store/x-system-{n}"), dir.path().join(format!("system-{n}-link")))
-                .expect("link");
+            std::os::unix::fs::symlink(
+                format!("/nix/store/x-system-{n}"),
+                dir.path().join(format!("system-{n}-link")),
+            )
+            .expect("link");
         }
         std::os::unix::fs::symlink("system-2-link", dir.path().join("system")).expect("link");
         let g = generations(dir.path()).expect("generations");

@@ -49,12 +49,20 @@ impl Daemon {
         let tree = with_tree.then_some(tree);
         let socket = dir.path().join("agentd.sock");
         let approval_socket = dir.path().join("approval.sock");
-        let state = agentd::AppState::open(dir.path().join("state"), settings, tree.as_deref()).expect("open state");
+        let state = agentd::AppState::open(dir.path().join("state"), settings, tree.as_deref())
+            .expect("open state");
         let agent = UnixListener::bind(&socket).expect("bind");
         let human = UnixListener::bind(&approval_socket).expect("bind");
         let (trigger, shutdown) = agentd::shutdown_channel();
         let task = tokio::spawn(agentd::serve(agent, human, state.clone(), shutdown));
-        Daemon { dir, socket, approval_socket, state, trigger: Some(trigger), task: Some(task) }
+        Daemon {
+            dir,
+            socket,
+            approval_socket,
+            state,
+            trigger: Some(trigger),
+            task: Some(task),
+        }
     }
 
     /// Stop serving, drop all state, and start again on the same directory.
@@ -65,18 +73,35 @@ impl Daemon {
         if let Some(task) = self.task.take() {
             task.await.expect("join").expect("serve");
         }
-        let Daemon { dir, socket, approval_socket, state, .. } = self;
+        let Daemon {
+            dir,
+            socket,
+            approval_socket,
+            state,
+            ..
+        } = self;
         std::fs::remove_file(&socket).expect("rm socket");
         std::fs::remove_file(&approval_socket).expect("rm socket");
         let tree = state.config_tree.as_ref().map(|t| t.dir().to_path_buf());
         drop(state);
-        let state = agentd::AppState::open(dir.path().join("state"), agentd::Settings::default(), tree.as_deref())
-            .expect("reopen");
+        let state = agentd::AppState::open(
+            dir.path().join("state"),
+            agentd::Settings::default(),
+            tree.as_deref(),
+        )
+        .expect("reopen");
         let agent = UnixListener::bind(&socket).expect("bind");
         let human = UnixListener::bind(&approval_socket).expect("bind");
         let (trigger, shutdown) = agentd::shutdown_channel();
         let task = tokio::spawn(agentd::serve(agent, human, state.clone(), shutdown));
-        Daemon { dir, socket, approval_socket, state, trigger: Some(trigger), task: Some(task) }
+        Daemon {
+            dir,
+            socket,
+            approval_socket,
+            state,
+            trigger: Some(trigger),
+            task: Some(task),
+        }
     }
 
     pub fn agent(&self) -> osmoda_client::Client {
@@ -99,8 +124,17 @@ impl Daemon {
 
 /// Run the real git CLI in `dir` and return its stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").arg("-C").arg(dir).args(args).output().expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -112,9 +146,16 @@ pub async fn raw(socket: &Path, request: &[u8]) -> (u16, serde_json::Value) {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
     let text = String::from_utf8_lossy(&buf);
-    let status = text.split_whitespace().nth(1).and_then(|x| x.parse().ok()).expect("status line");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .expect("status line");
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// A POST with an arbitrary body and content type, connection closed after.
