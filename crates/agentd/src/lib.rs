@@ -133,6 +133,33 @@ impl AppState {
     }
 }
 
+/// Feed every event whose type starts with `prefix` to `apply`, in ledger order, paging through
+/// the ledger (used to rebuild projections at start).
+///
+/// # Errors
+/// Fails when the ledger cannot be read.
+pub fn fold_events(
+    ledger: &Ledger,
+    prefix: &str,
+    mut apply: impl FnMut(&osmoda_ledger::Event),
+) -> Result<(), osmoda_ledger::LedgerError> {
+    let mut after = 0;
+    loop {
+        let q = osmoda_ledger::Query {
+            kind: Some(format!("{prefix}*")),
+            after_id: Some(after),
+            limit: Some(osmoda_ledger::MAX_LIMIT),
+            ..Default::default()
+        };
+        let batch = ledger.query(&q)?;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        after = last.id;
+        batch.iter().for_each(&mut apply);
+    }
+}
+
 fn with_common(router: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     router
         .fallback(error::not_found)

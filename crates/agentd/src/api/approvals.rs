@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use osmoda_ledger::{Event, Ledger, LedgerError, Query as LedgerQuery};
+use osmoda_ledger::{Event, Ledger, LedgerError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -102,19 +102,7 @@ impl Approvals {
     /// Fails when the ledger cannot be read.
     pub fn load(ledger: &Ledger) -> Result<Approvals, LedgerError> {
         let mut out = Approvals::default();
-        let mut after = 0;
-        loop {
-            let q = LedgerQuery {
-                kind: Some("approval.*".into()),
-                after_id: Some(after),
-                limit: Some(10_000),
-                ..Default::default()
-            };
-            let batch = ledger.query(&q)?;
-            let Some(last) = batch.last() else { break };
-            after = last.id;
-            batch.iter().for_each(|e| out.apply(e));
-        }
+        crate::fold_events(ledger, "approval.", |e| out.apply(e))?;
         Ok(out)
     }
 

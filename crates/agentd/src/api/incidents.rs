@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use osmoda_ledger::{Event, Ledger, LedgerError, Query as LedgerQuery};
+use osmoda_ledger::{Event, Ledger, LedgerError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -60,21 +60,7 @@ impl Incidents {
     /// Fails when the ledger cannot be read.
     pub fn load(ledger: &Ledger) -> Result<Incidents, LedgerError> {
         let mut out = Incidents::default();
-        let mut after = 0;
-        loop {
-            let q = LedgerQuery {
-                kind: Some("incident.*".into()),
-                after_id: Some(after),
-                limit: Some(10_000),
-                ..Default::default()
-            };
-            let batch = ledger.query(&q)?;
-            let Some(last) = batch.last() else { break };
-            after = last.id;
-            for ev in &batch {
-                out.apply(ev);
-            }
-        }
+        crate::fold_events(ledger, "incident.", |e| out.apply(e))?;
         Ok(out)
     }
 
