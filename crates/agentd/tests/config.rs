@@ -328,9 +328,24 @@ async fn fifty_parallel_sets_make_fifty_linear_commits() {
             })
         })
         .collect();
+    // Readers running beside the writers never see a half-written file.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let c = d.agent();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    let r = c.get("/config/get?path=services.osmoda.enable").await.expect("get");
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            })
+        })
+        .collect();
     for t in tasks {
         let r = t.await.expect("join").expect("post");
         assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for r in readers {
+        r.await.expect("reader");
     }
     assert_eq!(commits(&d), 51);
     let merges = git(&d.tree_dir(), &["rev-list", "--merges", "HEAD"]);

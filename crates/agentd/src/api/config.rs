@@ -79,9 +79,24 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
+/// The committed text of `file` at HEAD. Reads never look at the work tree: a concurrent edit may
+/// be rewriting it, and uncommitted hand edits are not configuration until committed.
 fn read(tree: &Tree, file: &Path) -> Result<String, ApiError> {
-    std::fs::read_to_string(tree.dir().join(file)).map_err(|e| {
+    tree.read_file_at("HEAD", file).map_err(|e| {
         ApiError::not_found(format!("cannot read {} in the tree: {e}", file.display()))
+    })
+}
+
+/// Replace `path` atomically (temp file + rename), so no reader ever sees a half-written file.
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.osmoda-tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
     })
 }
 
@@ -281,7 +296,7 @@ async fn edit(
             tree.mutate(actor, reason, Some(rid), |root| {
                 let text = std::fs::read_to_string(root.join(&file)).map_err(GenError::edit)?;
                 let out = osmoda_nix::edit(&text, &op).map_err(GenError::edit)?;
-                std::fs::write(root.join(&file), out.text).map_err(GenError::edit)?;
+                write_atomic(&root.join(&file), &out.text).map_err(GenError::edit)?;
                 Ok(vec![file.clone()])
             })
         },
