@@ -1,7 +1,7 @@
 //! The [`Ledger`] handle: opening, appending through the writer thread, and reading.
 
 use crate::validate::validate_event;
-use crate::writer::{self, Reply, Request};
+use crate::writer::{self, Job, Reply, Request};
 use crate::{query, schema, Event, LedgerError, NewEvent, Query, GENESIS_HASH};
 use rusqlite::OptionalExtension;
 use rusqlite::{Connection, OpenFlags};
@@ -43,7 +43,7 @@ pub struct Ledger {
 
 struct Inner {
     path: PathBuf,
-    tx: Option<mpsc::Sender<Request>>,
+    tx: Option<mpsc::Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     counters: Arc<writer::Counters>,
@@ -140,7 +140,16 @@ impl Ledger {
 
     fn submit(&self, req: Request) -> Result<(), LedgerError> {
         let tx = self.inner.tx.as_ref().ok_or(LedgerError::Closed)?;
-        tx.send(req).map_err(|_| LedgerError::Closed)
+        tx.send(Job::Append(req)).map_err(|_| LedgerError::Closed)
+    }
+
+    /// Wait until the full-text index covers every committed event.
+    fn flush_index(&self) -> Result<(), LedgerError> {
+        let tx = self.inner.tx.as_ref().ok_or(LedgerError::Closed)?;
+        let (reply, done) = mpsc::sync_channel(1);
+        tx.send(Job::Index(reply))
+            .map_err(|_| LedgerError::Closed)?;
+        done.recv().map_err(|_| LedgerError::Closed)?
     }
 
     /// Events matching `q`, ordered by id (ascending unless `q.descending`).
@@ -166,6 +175,7 @@ impl Ledger {
     pub fn search(&self, text: &str, limit: usize) -> Result<Vec<Event>, LedgerError> {
         let fts = query::fts_expression(text)?;
         let limit = query::check_limit(limit)?;
+        self.flush_index()?;
         let sql = "SELECT e.id, e.ts, e.type, e.actor, e.payload, e.prev_hash, e.hash \
                    FROM events_fts JOIN events e ON e.id = events_fts.rowid \
                    WHERE events_fts MATCH ?1 ORDER BY e.id DESC LIMIT ?2";

@@ -9,6 +9,7 @@
 
 mod error;
 mod hash;
+mod index;
 mod ledger;
 mod query;
 mod schema;

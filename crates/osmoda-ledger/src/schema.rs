@@ -4,7 +4,7 @@ use crate::{Event, LedgerError, GENESIS_HASH};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Schema version stored in `PRAGMA user_version`.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// The `events` table is exactly the seed schema; the rest are derived indexes and the dedup map.
 const SCHEMA: &str = "
@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS dedup (
   PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(payload, content='events', content_rowid='id');
+CREATE TABLE IF NOT EXISTS fts_progress (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  indexed_upto INTEGER NOT NULL
+);
 ";
 
 /// Columns in the order [`row_to_event`] expects.
@@ -62,6 +66,15 @@ pub(crate) fn create(conn: &Connection) -> Result<(), LedgerError> {
     if !had_fts {
         // A ledger created with only the seed schema: index the events it already holds.
         conn.execute("INSERT INTO events_fts (events_fts) VALUES ('rebuild')", [])?;
+    }
+    if !had_fts || version < 2 {
+        // Fully indexed now: just rebuilt, or written by version 1, which indexed every append
+        // inside its own transaction.
+        conn.execute(
+            "INSERT OR REPLACE INTO fts_progress (id, indexed_upto) \
+             VALUES (1, (SELECT coalesce(max(id), 0) FROM events))",
+            [],
+        )?;
     }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())

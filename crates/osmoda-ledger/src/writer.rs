@@ -3,9 +3,10 @@
 //! Appends arrive on a channel. The writer takes everything queued (up to [`MAX_BATCH`]), writes
 //! it in one `BEGIN IMMEDIATE` transaction with `synchronous=FULL`, commits, and only then answers
 //! each caller, so no append is acknowledged before the transaction holding it is durable.
+//! Between batches it keeps the full-text index caught up (see [`crate::index`]).
 
 use crate::schema::{self, Tail};
-use crate::{hash, Event, LedgerError, NewEvent};
+use crate::{hash, index, Event, LedgerError, NewEvent};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -49,13 +50,21 @@ pub(crate) struct Request {
     pub reply: Reply,
 }
 
+/// Work for the writer thread.
+pub(crate) enum Job {
+    /// Append one event.
+    Append(Request),
+    /// Bring the full-text index up to date, then answer (sent before each search).
+    Index(mpsc::SyncSender<Result<(), LedgerError>>),
+}
+
 /// Starts the writer thread on an already configured connection whose schema exists.
 pub(crate) fn spawn(
     conn: Connection,
     counters: Arc<Counters>,
-) -> Result<(mpsc::Sender<Request>, std::thread::JoinHandle<()>), LedgerError> {
+) -> Result<(mpsc::Sender<Job>, std::thread::JoinHandle<()>), LedgerError> {
     let tail = schema::load_tail(&conn)?;
-    let (tx, rx) = mpsc::channel::<Request>();
+    let (tx, rx) = mpsc::channel::<Job>();
     let handle = std::thread::Builder::new()
         .name("ledger-writer".into())
         .spawn(move || run(conn, tail, rx, &counters))
@@ -66,19 +75,74 @@ pub(crate) fn spawn(
     Ok((tx, handle))
 }
 
-fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Request>, counters: &Counters) {
+fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Job>, counters: &Counters) {
     let mut batch = Vec::with_capacity(64);
-    // recv() fails once every Ledger handle is dropped: then the thread ends and closes the DB.
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(req) => batch.push(req),
+    let mut searchers = Vec::new();
+    let mut indexed = index::indexed_upto(&conn).unwrap_or(0);
+    loop {
+        // Wait for work; with an index backlog, wait only briefly, then index while idle.
+        let backlog = tail.next_id - 1 > indexed;
+        let first = if backlog {
+            match rx.recv_timeout(index::IDLE) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            // recv() fails once every Ledger handle is dropped: the thread ends, closing the DB.
+            match rx.recv() {
+                Ok(job) => Some(job),
                 Err(_) => break,
             }
+        };
+        let idle = first.is_none();
+        let mut next = first;
+        while let Some(job) = next.take() {
+            match job {
+                Job::Append(req) => batch.push(req),
+                Job::Index(reply) => searchers.push(reply),
+            }
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
         }
+        if !batch.is_empty() {
+            commit_batch(&mut conn, &mut tail, &mut batch, counters);
+        }
+        let last_id = tail.next_id - 1;
+        if idle || !searchers.is_empty() || last_id - indexed >= index::MAX_LAG {
+            let result = index::catch_up(&mut conn, indexed, last_id);
+            match &result {
+                Ok(upto) => indexed = *upto,
+                Err(e) => tracing::error!(error = %e, "full-text indexing failed; will retry"),
+            }
+            for reply in searchers.drain(..) {
+                let _ = reply.send(
+                    result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| LedgerError::WriteFailed(format!("indexing: {e}"))),
+                );
+            }
+            if result.is_err() && idle {
+                // Do not spin on a persistent failure.
+                std::thread::sleep(index::IDLE);
+            }
+        }
+    }
+    // Leave a complete index behind on a clean shutdown.
+    let _ = index::catch_up(&mut conn, indexed, tail.next_id - 1);
+}
+
+fn commit_batch(
+    conn: &mut Connection,
+    tail: &mut Tail,
+    batch: &mut Vec<Request>,
+    counters: &Counters,
+) {
+    {
         let events: Vec<&NewEvent> = batch.iter().map(|r| &r.event).collect();
-        match write_batch(&mut conn, &mut tail, &events) {
+        match write_batch(conn, tail, &events) {
             Ok(written) => {
                 counters.transactions.fetch_add(1, Ordering::Relaxed);
                 counters
@@ -96,7 +160,7 @@ fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Request>, counte
                     let result = if single {
                         Err(LedgerError::WriteFailed(e.to_string()))
                     } else {
-                        write_batch(&mut conn, &mut tail, &[&req.event])
+                        write_batch(conn, tail, &[&req.event])
                             .map_err(|e| LedgerError::WriteFailed(e.to_string()))
                             .and_then(|mut v| v.pop().ok_or(LedgerError::Closed))
                     };
@@ -151,8 +215,6 @@ fn try_write_batch(
         let mut insert_event = tx.prepare_cached(
             "INSERT INTO events (id, ts, type, actor, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        let mut insert_fts =
-            tx.prepare_cached("INSERT INTO events_fts (rowid, payload) VALUES (?1, ?2)")?;
         let mut insert_dedup = tx.prepare_cached(
             "INSERT OR REPLACE INTO dedup (stream, seq, event_id) VALUES (?1, ?2, ?3)",
         )?;
@@ -190,7 +252,6 @@ fn try_write_batch(
                 &next.prev_hash,
                 &h,
             ))?;
-            insert_fts.execute((id, &ev.payload))?;
             if let Some((stream, seq)) = dedup {
                 insert_dedup.execute((stream, seq, id))?;
             }

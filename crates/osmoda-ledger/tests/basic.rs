@@ -216,3 +216,52 @@ async fn a_seed_schema_ledger_is_adopted_indexed_and_continued() -> anyhow::Resu
     assert!(verify(&path)?.is_ok());
     Ok(())
 }
+
+fn indexed_upto(path: &std::path::Path) -> anyhow::Result<i64> {
+    let conn = rusqlite::Connection::open(path)?;
+    Ok(conn.query_row("SELECT indexed_upto FROM fts_progress", [], |r| r.get(0))?)
+}
+
+#[tokio::test]
+async fn the_search_index_catches_up_when_idle_and_after_a_crash() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(&path)?;
+    for i in 0..10 {
+        ledger
+            .append(ev("note", &format!(r#"{{"text":"entry {i} marker{i}"}}"#)))
+            .await?;
+    }
+    // Indexing happens off the append path: once the writer is idle, the index catches up by
+    // itself (no search needed).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while indexed_upto(&path)? < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index never caught up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    drop(ledger);
+
+    // As if the process died after appends but before indexing them: the watermark is behind
+    // and the index is empty. Searches are still complete after reopening.
+    {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute(
+            "INSERT INTO events_fts (events_fts) VALUES ('delete-all')",
+            [],
+        )?;
+        conn.execute("UPDATE fts_progress SET indexed_upto = 0", [])?;
+    }
+    let ledger = Ledger::open(&path)?;
+    assert_eq!(ledger.search("marker7", 10)?.len(), 1);
+    assert_eq!(ledger.search("entry", 100)?.len(), 10);
+    let again = ledger
+        .append(ev("note", r#"{"text":"fresh marker11"}"#))
+        .await?;
+    // A search right after an append sees it: search waits for the index.
+    assert_eq!(ledger.search("marker11", 10)?, vec![again]);
+    assert_eq!(indexed_upto(&path)?, 11);
+    Ok(())
+}
