@@ -334,7 +334,10 @@ async fn fifty_parallel_sets_make_fifty_linear_commits() {
             let c = d.agent();
             tokio::spawn(async move {
                 for _ in 0..25 {
-                    let r = c.get("/config/get?path=services.osmoda.enable").await.expect("get");
+                    let r = c
+                        .get("/config/get?path=services.osmoda.enable")
+                        .await
+                        .expect("get");
                     assert_eq!(r.status, 200, "{}", r.body);
                 }
             })
@@ -364,4 +367,44 @@ async fn fifty_parallel_sets_make_fifty_linear_commits() {
         assert_eq!(got["value"], json!(60 + i), "routine {i} in {text}");
     }
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reports_hand_edits_as_drift_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tree = dir.path().join("tree");
+    let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations");
+    let person = osmoda_generations::Actor::new("Test Person", "test@example.org");
+    osmoda_generations::Tree::init(&tree, &template, &person).expect("init");
+    let agentd =
+        common::Process::spawn_with(dir.path(), &["--config-tree".as_ref(), tree.as_os_str()]);
+    let client = osmoda_client::Client::new(&agentd.socket);
+
+    let conf = tree.join("configuration.nix");
+    let mut text = std::fs::read_to_string(&conf).expect("read");
+    text.push_str("# edited by hand\n");
+    std::fs::write(&conf, text).expect("write");
+
+    // The watcher debounces; wait for its event (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let drift = loop {
+        let log = client
+            .get("/events/log?type=config.drift")
+            .await
+            .expect("get")
+            .ok_json()
+            .expect("200");
+        if let Some(ev) = log.as_array().and_then(|a| a.first()).cloned() {
+            break ev;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no config.drift event"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let payload: Value =
+        serde_json::from_str(drift["payload"].as_str().expect("payload")).expect("json");
+    assert_eq!(payload["clean"], false);
+    assert_eq!(payload["changes"][0]["path"], "configuration.nix");
 }

@@ -178,8 +178,14 @@ pub struct Process {
 impl Process {
     /// Start `agentd` with its state in `dir` and wait until it logs that it is ready.
     pub fn spawn(dir: &Path) -> Process {
+        Self::spawn_with(dir, &[])
+    }
+
+    /// As [`Process::spawn`], with extra command-line arguments.
+    pub fn spawn_with(dir: &Path, extra: &[&std::ffi::OsStr]) -> Process {
         let socket = dir.join("agentd.sock");
         let mut child = Command::new(env!("CARGO_BIN_EXE_agentd"))
+            .args(extra)
             .arg("--socket")
             .arg(&socket)
             .arg("--approval-socket")
