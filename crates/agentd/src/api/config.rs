@@ -264,16 +264,31 @@ fn precheck(tree: &Tree, file: &Path, op: &osmoda_nix::Op) -> Result<(), ApiErro
     Ok(())
 }
 
-async fn edit(
-    st: Arc<AppState>,
-    caller: Caller,
+/// One requested edit of a tree file.
+struct EditRequest {
     file: Option<String>,
     reason: String,
     ticket: Option<String>,
     op: osmoda_nix::Op,
+    /// The operation as an approval ticket must name it.
     operation: Value,
+    /// Destructive kind, if any.
     kind: Option<&'static str>,
+}
+
+async fn edit(
+    st: Arc<AppState>,
+    caller: Caller,
+    req: EditRequest,
 ) -> Result<axum::Json<Landed>, ApiError> {
+    let EditRequest {
+        file,
+        reason,
+        ticket,
+        op,
+        operation,
+        kind,
+    } = req;
     if reason.trim().is_empty() {
         return Err(ApiError::bad_request(
             "`reason` is required: it becomes the commit message",

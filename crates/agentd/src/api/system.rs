@@ -191,7 +191,7 @@ pub fn processes(a: ProcessArgs) -> Result<Vec<Process>, ApiError> {
         .filter_map(|pid| read_process(pid, hz, page, uptime))
         .collect();
     if by_mem {
-        out.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes));
+        out.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
     } else {
         out.sort_by(|a, b| b.cpu_percent.total_cmp(&a.cpu_percent));
     }
@@ -347,7 +347,7 @@ fn users() -> Result<Vec<Value>, ApiError> {
             let uid: u32 = f.get(2)?.parse().ok()?;
             Some(
                 json!({ "name": f[0], "uid": uid, "gid": f.get(3)?.parse::<u32>().ok()?,
-                "home": f.get(5)?, "shell": f.get(6)?, "system": uid < 1000 || uid >= 65534 }),
+                "home": f.get(5)?, "shell": f.get(6)?, "system": !(1000..65534).contains(&uid) }),
             )
         })
         .collect())
