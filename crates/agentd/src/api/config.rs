@@ -344,10 +344,15 @@ pub async fn set(
         .into_iter()
         .for_each(|o| o.extend(shown.as_object().cloned().unwrap_or_default()));
     let op = osmoda_nix::Op::Set(path, value);
-    edit(
-        st, caller, b.file, b.reason, b.approval, op, operation, kind,
-    )
-    .await
+    let req = EditRequest {
+        file: b.file,
+        reason: b.reason,
+        ticket: b.approval,
+        op,
+        operation,
+        kind,
+    };
+    edit(st, caller, req).await
 }
 
 /// `POST /config/unset`
@@ -360,17 +365,16 @@ pub async fn unset(
     let kind = destructive_kind("unset", &path, None);
     let file = b.file.clone().unwrap_or_else(|| DEFAULT_FILE.into());
     let operation = json!({ "op": "config.unset", "file": file, "path": path.to_string() });
-    edit(
-        st,
-        caller,
-        b.file,
-        b.reason,
-        b.approval,
-        osmoda_nix::Op::Unset(path),
+    let op = osmoda_nix::Op::Unset(path);
+    let req = EditRequest {
+        file: b.file,
+        reason: b.reason,
+        ticket: b.approval,
+        op,
         operation,
         kind,
-    )
-    .await
+    };
+    edit(st, caller, req).await
 }
 
 /// Parameters of `GET /config/generations`.
