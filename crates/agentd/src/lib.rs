@@ -5,7 +5,6 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod peer;
-pub mod shutdown;
 
 use std::future::IntoFuture;
 use std::path::PathBuf;
@@ -18,7 +17,7 @@ use osmoda_ledger::{Ledger, NewEvent};
 use tokio::net::UnixListener;
 use tokio::sync::Mutex;
 
-pub use shutdown::{channel as shutdown_channel, Shutdown, Trigger};
+pub use osmoda_daemon::{shutdown_channel, Shutdown, Trigger};
 
 /// Largest request body agentd accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -192,12 +191,18 @@ pub async fn serve(
         agent,
         agent_router(state.clone()).into_make_service_with_connect_info::<peer::Peer>(),
     )
-    .with_graceful_shutdown(shutdown.clone().wait());
+    .with_graceful_shutdown({
+        let mut s = shutdown.clone();
+        async move { s.wait().await }
+    });
     let h = axum::serve(
         approval,
         approval_router(state).into_make_service_with_connect_info::<peer::Peer>(),
     )
-    .with_graceful_shutdown(shutdown.wait());
+    .with_graceful_shutdown({
+        let mut s = shutdown;
+        async move { s.wait().await }
+    });
     let (ra, rh) = tokio::join!(a.into_future(), h.into_future());
     ra.and(rh)
 }

@@ -1,11 +1,9 @@
 //! agentd binary: parse flags, set up tracing, bind the two sockets and call `agentd::serve`.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::net::UnixListener;
 
 #[derive(Parser, Debug)]
 #[command(name = "agentd", about = "osModa kernel bridge daemon", version)]
@@ -38,25 +36,6 @@ enum Command {
     },
 }
 
-fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    // Remove a stale socket from a previous run, but never some other kind of file.
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        anyhow::ensure!(
-            meta.file_type().is_socket(),
-            "{} exists and is not a socket",
-            path.display()
-        );
-        std::fs::remove_file(path)?;
-    }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -80,20 +59,13 @@ async fn main() -> anyhow::Result<()> {
     let state =
         agentd::AppState::open(cli.state_dir.clone(), settings, cli.config_tree.as_deref())?;
     let _drift = agentd::api::config::watch_drift(&state)?;
+    let bind = |path: &std::path::Path, mode| {
+        osmoda_daemon::bind_unix(path, mode).with_context(|| format!("binding {}", path.display()))
+    };
     let agent = bind(&cli.socket, 0o660)?;
     let approval = bind(&cli.approval_socket, 0o600)?;
     let (trigger, shutdown) = agentd::shutdown_channel();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        }
-        tracing::info!("shutting down");
-        trigger.fire();
-    });
+    osmoda_daemon::fire_on_signals(trigger)?;
     tracing::info!(socket = %cli.socket.display(), approval = %cli.approval_socket.display(), "agentd ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     agentd::serve(agent, approval, state, shutdown).await?;

@@ -13,7 +13,7 @@ pub mod backend;
 pub mod checks;
 pub mod error;
 pub mod runner;
-pub mod shutdown;
+pub use osmoda_daemon::shutdown;
 pub mod switch;
 pub mod tree;
 pub mod watcher;

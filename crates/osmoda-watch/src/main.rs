@@ -105,28 +105,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         pause,
     };
     let state = AppState::open(opts).await?;
-    if let Some(dir) = cli.socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(&cli.socket);
-    let listener = tokio::net::UnixListener::bind(&cli.socket)
+    // Mode 0660: the agent (group osmoda) may call it, like agentd's agent socket.
+    let listener = osmoda_daemon::bind_unix(&cli.socket, 0o660)
         .with_context(|| format!("bind {}", cli.socket.display()))?;
     let (trigger, shutdown) = shutdown::channel();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        trigger.fire();
-    });
+    osmoda_daemon::fire_on_signals(trigger)?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!("osmoda-watch listening on {}", cli.socket.display());
     serve(listener, state, shutdown).await?;

@@ -1,0 +1,133 @@
+//! What every osModa daemon shares at its edge: the one type that owns shutdown, the signals
+//! that fire it, and binding a Unix socket safely.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+
+use tokio::net::UnixListener;
+
+pub mod shutdown {
+    //! One small type owns shutdown: every long-running task holds a [`Shutdown`].
+
+    use tokio::sync::watch;
+
+    /// Fires shutdown for every [`Shutdown`] of its pair; dropping it fires too.
+    #[derive(Debug)]
+    pub struct Trigger(watch::Sender<bool>);
+
+    /// Resolves [`Shutdown::wait`] once shutdown was triggered. Cheap to clone.
+    #[derive(Debug, Clone)]
+    pub struct Shutdown(watch::Receiver<bool>);
+
+    /// A connected trigger and listener.
+    pub fn channel() -> (Trigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (Trigger(tx), Shutdown(rx))
+    }
+
+    impl Trigger {
+        /// Starts shutdown.
+        pub fn fire(&self) {
+            self.0.send_replace(true);
+        }
+    }
+
+    impl Shutdown {
+        /// Waits until shutdown starts (at once if it already has, or if the trigger is gone).
+        pub async fn wait(&mut self) {
+            let _ = self.0.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+pub use shutdown::{channel as shutdown_channel, Shutdown, Trigger};
+
+/// Fire `trigger` on the first SIGTERM or SIGINT (systemd stop, Ctrl-C).
+///
+/// # Errors
+/// Fails when the signal handlers cannot be installed.
+pub fn fire_on_signals(trigger: Trigger) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down");
+        trigger.fire();
+    });
+    Ok(())
+}
+
+/// Bind a Unix socket at `path` with permissions `mode`, creating the parent directory and
+/// replacing a stale socket from a previous run — but never another kind of file.
+///
+/// # Errors
+/// Fails when `path` exists and is not a socket, or on I/O errors.
+pub fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; move it away",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[tokio::test]
+    async fn binds_replaces_stale_sockets_and_refuses_other_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("run/d.sock");
+        let first = bind_unix(&sock, 0o660).expect("bind");
+        assert_eq!(
+            std::fs::metadata(&sock).expect("meta").mode() & 0o777,
+            0o660
+        );
+        drop(first); // leaves a stale socket file behind
+        bind_unix(&sock, 0o600).expect("rebind over a stale socket");
+        assert_eq!(
+            std::fs::metadata(&sock).expect("meta").mode() & 0o777,
+            0o600
+        );
+
+        let file = dir.path().join("precious");
+        std::fs::write(&file, "data").expect("write");
+        let err = bind_unix(&file, 0o600).expect_err("refuses a regular file");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&file).expect("read"), "data");
+    }
+
+    #[tokio::test]
+    async fn shutdown_reaches_every_clone_and_a_dropped_trigger_counts() {
+        let (trigger, shutdown) = shutdown_channel();
+        let mut a = shutdown.clone();
+        let waiter = tokio::spawn(async move { a.wait().await });
+        trigger.fire();
+        waiter.await.expect("join");
+        let mut b = shutdown;
+        b.wait().await; // already fired: returns at once
+
+        let (trigger, mut c) = shutdown_channel();
+        drop(trigger);
+        c.wait().await;
+    }
+}
