@@ -180,9 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Watchers { action } => {
             let v = switch::run_watchers(&Client::new(&cli.watch_socket), action).await?;
-            output::print(&v, cli.json, |v| {
-                format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
-            });
+            output::print(&v, cli.json, switch::watchers_table);
         }
         Command::Approvals { action } => {
             let v = match action {

@@ -115,6 +115,31 @@ pub async fn run_watchers(watch: &Client, cmd: WatcherCmd) -> anyhow::Result<Val
     }
 }
 
+/// Watchers as a table.
+pub fn watchers_table(v: &Value) -> String {
+    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let mut out = format!(
+        "{:<20}  {:<9}  {:>8}  {:<24}  {}\n",
+        "NAME", "CHECK", "INTERVAL", "ACTIONS", "HEALTH / LAST RESULT"
+    );
+    for w in v.as_array().into_iter().flatten() {
+        let actions = w["actions"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<20}  {:<9}  {:>7}s  {:<24}  {}: {}\n",
+            s(&w["name"]),
+            s(&w["check"]["type"]),
+            s(&w["interval_secs"]),
+            actions,
+            s(&w["status"]["health"]),
+            s(&w["status"]["last_detail"])
+        ));
+    }
+    out
+}
+
 /// A switch (or a list of them) as readable lines.
 pub fn table(v: &Value) -> String {
     let rows: Vec<&Value> = match v {

@@ -266,3 +266,133 @@ async fn verify_ledger_reads_the_file_and_names_the_first_bad_event() {
     let o = verify(&env.dir.path().join("missing.db"));
     assert!(!o.status.success());
 }
+
+/// osmoda-watch (local backend) in-process beside the agentd of `env`.
+async fn start_watch(env: &Env) -> PathBuf {
+    let socket = env.dir.path().join("watch.sock");
+    let opts = osmoda_watch::Options {
+        config: env.dir.path().join("etc/osmoda/watch.json"),
+        state_dir: env.dir.path().join("watch-state"),
+        agentd_socket: env.sock(),
+        backend: osmoda_watch::BackendKind::Local,
+        config_tree: env.tree(),
+        etc_dir: env.dir.path().join("etc"),
+        lib_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lib"),
+        host: "test".into(),
+        probe_interval: std::time::Duration::from_millis(100),
+        retry_delay: std::time::Duration::from_millis(50),
+        pause: None,
+    };
+    let state = osmoda_watch::AppState::open(opts)
+        .await
+        .expect("watch state");
+    let listener = UnixListener::bind(&socket).expect("bind");
+    let (trigger, shutdown) = osmoda_watch::shutdown::channel();
+    std::mem::forget(trigger); // lives as long as the test process
+    tokio::spawn(osmoda_watch::serve(listener, state, shutdown));
+    socket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_and_watchers_through_agentctl() {
+    if std::process::Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: nix-instantiate not installed (the local backend renders with lib/)");
+        return;
+    }
+    let env = start().await;
+    let watch = start_watch(&env).await;
+    let ctl = |args: Vec<String>| {
+        let watch = watch.clone();
+        let env = &env;
+        async move {
+            let mut all = vec![
+                "--watch-socket".to_string(),
+                watch.to_string_lossy().into_owned(),
+            ];
+            all.extend(args);
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            env.ctl(&refs).await
+        }
+    };
+    let args = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let o = ctl(args(&[
+        "config",
+        "unset",
+        "services.osmoda.watch.watchers.sshd",
+        "--reason",
+        "no systemd here",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ctl(args(&[
+        "config",
+        "set",
+        "services.osmoda.watch.watchers.alive",
+        r#"{"check":{"type":"agentd"},"intervalSecs":30,"actions":["notify"]}"#,
+        "--reason",
+        "watch agentd",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let o = ctl(args(&[
+        "--json",
+        "switch",
+        "begin",
+        "--ttl",
+        "1",
+        "--check",
+        r#"{"type":"agentd"}"#,
+        "--plan",
+        "add alive",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let id = v["id"].to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = ctl(args(&["switch", "status", &id])).await;
+        let line = stdout(&o);
+        if line.contains("committed") && !line.contains("committing") {
+            break;
+        }
+        assert!(
+            !line.contains("rolled-back") && !line.contains("failed"),
+            "{line}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "switch did not finish: {line}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let o = ctl(args(&["switch", "history"])).await;
+    assert!(
+        stdout(&o).contains(&format!("switch {id}")),
+        "{}",
+        stdout(&o)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let table = stdout(&ctl(args(&["watchers", "list"])).await);
+        assert!(table.starts_with("NAME"), "{table}");
+        if table
+            .lines()
+            .any(|l| l.starts_with("alive") && l.contains("agentd") && l.contains("ok:"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watcher never ran: {table}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let o = ctl(args(&["switch", "status", "999"])).await;
+    assert!(!o.status.success(), "unknown switch is an error");
+}
