@@ -74,9 +74,12 @@ async fn tcp_connects_to_a_listener_and_fails_on_a_closed_port() {
     .await;
     assert!(ok.ok, "{ok:?}");
     drop(l);
+    // A closed port that no parallel test can take over: bound, never listening.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let bad = run(ProbeKind::Tcp {
         host: "127.0.0.1".into(),
-        port,
+        port: closed.local_addr().unwrap().port(),
     })
     .await;
     assert!(!bad.ok);
