@@ -2,8 +2,8 @@
 //! the same one-line change, measured in the same run.
 //!
 //! `cargo run --release -p osmoda-generations --example gen-bench [-- ITERATIONS]` (default 200).
-//! Prints p50/p99 per phase and the ratios; validation is measured with rnix only and with
-//! `nix-instantiate` (when installed).
+//! Prints p50/p99 per phase and the ratios; validation is measured with rnix only and with the
+//! Nix evaluator (when installed: the tree's long-lived `nix repl`, as agentd uses it).
 
 use std::path::Path;
 use std::process::Command;
@@ -125,7 +125,7 @@ fn main() -> Result<()> {
     let p50_off = report("mutate: osmoda-nix set + rnix validate + commit", &mut off);
     let p50_nix = (!nix.is_empty()).then(|| {
         report(
-            "mutate: set + rnix + nix-instantiate --eval + commit",
+            "mutate: set + rnix + Nix evaluator (nix repl) + commit",
             &mut nix,
         )
     });

@@ -38,6 +38,7 @@ mod drift;
 mod error;
 mod history;
 mod message;
+mod repl;
 mod revert;
 mod tree;
 pub mod validate;

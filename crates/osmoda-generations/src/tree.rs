@@ -24,6 +24,8 @@ pub struct Tree {
     repo: Mutex<Repository>,
     lock_file: File,
     pub(crate) nix: Option<PathBuf>,
+    /// The long-lived evaluator used for validation (under the writer lock).
+    repl: Mutex<Option<crate::repl::Repl>>,
 }
 
 /// Holds the in-process mutex and the cross-process `flock` for one operation.
@@ -152,6 +154,7 @@ impl Tree {
             repo: Mutex::new(repo),
             lock_file,
             nix: validate::find_nix_instantiate(),
+            repl: Mutex::new(None),
         })
     }
 
@@ -347,7 +350,13 @@ impl Tree {
                 })
             })
             .collect();
-        validate::validate(&candidates, self.nix.as_deref())?;
+        {
+            let mut repl = self
+                .repl
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            validate::validate_with(&candidates, self.nix.as_deref(), &mut repl)?;
+        }
 
         for (rel, _) in &changed {
             if self.dir.join(rel).exists() {

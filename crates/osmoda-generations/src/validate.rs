@@ -5,7 +5,9 @@
 //! `<search>` paths) are pure, so they are evaluated strictly (`nix-instantiate --eval --strict`,
 //! applied to `{}` when they are a function). Every other file is checked with
 //! `nix-instantiate --parse`, because evaluating it needs its module arguments (`pkgs`, ...).
-//! All files of one change go to at most two `nix-instantiate` processes.
+//! All files of one change go to at most two `nix-instantiate` processes — or, in a [`crate::Tree`],
+//! to its long-lived `nix repl` (see `repl.rs`), which answers the same question without paying
+//! Nix's start-up on every edit.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -140,6 +142,43 @@ pub fn is_data_only(root: &rnix::SyntaxNode) -> bool {
 }
 
 /// Validates changed files: rnix first (in process), then `nix-instantiate` when `nix` says so.
+/// Validate with the long-lived evaluator in `repl` (started on first use), falling back to
+/// [`validate`]'s `nix-instantiate` processes whenever the REPL cannot give an answer.
+pub(crate) fn validate_with(
+    files: &[Candidate<'_>],
+    nix: Option<&Path>,
+    repl: &mut Option<crate::repl::Repl>,
+) -> Result<(), GenError> {
+    let Some(nix) = nix else {
+        return validate(files, None);
+    };
+    let mut parsed = Vec::with_capacity(files.len());
+    for f in files {
+        parsed.push(is_data_only(&parse_check(f.rel, f.text)?.syntax()));
+    }
+    if repl.as_ref().is_none_or(crate::repl::Repl::worn_out) {
+        *repl = crate::repl::Repl::start(nix);
+    }
+    for (f, strict) in files.iter().zip(parsed) {
+        let verdict = repl.as_mut().and_then(|r| r.check(f.rel, f.text, strict));
+        match verdict {
+            Some(crate::repl::Verdict::Valid) => {}
+            Some(crate::repl::Verdict::Invalid(message)) => {
+                return Err(GenError::Invalid {
+                    path: f.rel.to_path_buf(),
+                    message: format!("nix: {}", message.trim()),
+                })
+            }
+            None => {
+                // The REPL misbehaved: drop it and let nix-instantiate decide.
+                *repl = None;
+                return validate(files, Some(nix));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn validate(files: &[Candidate<'_>], nix: Option<&Path>) -> Result<(), GenError> {
     let mut eval = Vec::new();
     let mut parse_only = Vec::new();
@@ -228,6 +267,42 @@ mod tests {
         assert!(!data_only("{ a = <nixpkgs>; }"));
         assert!(!data_only("x: { }"));
         assert!(!data_only("[ 1 ]"));
+    }
+
+    #[test]
+    fn a_dead_repl_falls_back_to_nix_instantiate() {
+        let Some(nix) = find_nix_instantiate() else {
+            println!("skipped: nix-instantiate not installed");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let abs = dir.path().join("osmoda.nix");
+        let text = "{ ... }: { a = 1; a = 2; }";
+        std::fs::write(&abs, text).expect("write");
+        let files = [Candidate {
+            rel: Path::new("osmoda.nix"),
+            abs,
+            text,
+        }];
+        let mut repl = crate::repl::Repl::start(&nix);
+        repl.as_mut().expect("repl").kill();
+        let err = validate_with(&files, Some(&nix), &mut repl).expect_err("invalid");
+        assert!(
+            err.to_string().contains("nix-instantiate")
+                && err.to_string().contains("already defined"),
+            "{err}"
+        );
+        assert!(repl.is_none(), "the dead REPL was dropped");
+        // Next time a fresh one is started and answers.
+        let ok = "{ ... }: { a = 1; }";
+        std::fs::write(&files[0].abs, ok).expect("write");
+        let files = [Candidate {
+            rel: Path::new("osmoda.nix"),
+            abs: files[0].abs.clone(),
+            text: ok,
+        }];
+        validate_with(&files, Some(&nix), &mut repl).expect("valid");
+        assert!(repl.is_some());
     }
 
     #[test]
