@@ -38,8 +38,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         let role = match parts.headers.get(DAEMON_HEADER) {
             None => "agent",
             Some(v) => v.to_str().ok().filter(|r| valid_role(r)).ok_or_else(|| {
-                ApiError::bad_request(format!("invalid {DAEMON_HEADER} header"))
-                    .with_detail(json!({ "hint": "1 to 40 characters of [a-z0-9._-]" }))
+                ApiError::bad_request(format!("invalid {DAEMON_HEADER} header")).with_detail(
+                    json!({ "hint": "1 to 40 characters of [a-z0-9._-], not `human` or `agentd`" }),
+                )
             })?,
         };
         Ok(Caller {
@@ -111,9 +112,14 @@ impl Connected<IncomingStream<'_, UnixListener>> for Peer {
     }
 }
 
-/// Whether `name` is acceptable as a claimed daemon name: 1..=40 of `[a-z0-9._-]`.
+/// Roles only agentd itself assigns: `human` (the approval socket) and `agentd`.
+pub const RESERVED_ROLES: &[&str] = &["human", "agentd"];
+
+/// Whether `name` is acceptable as a claimed daemon name: 1..=40 of `[a-z0-9._-]`, and not one
+/// of the [`RESERVED_ROLES`] (an agent must never be recorded as the human who approves).
 pub fn valid_role(name: &str) -> bool {
-    !name.is_empty()
+    !RESERVED_ROLES.contains(&name)
+        && !name.is_empty()
         && name.len() <= 40
         && name
             .bytes()
@@ -143,6 +149,8 @@ mod tests {
         assert!(!valid_role(""));
         assert!(!valid_role("Watch"));
         assert!(!valid_role("a|b"));
+        assert!(!valid_role("human"), "nobody claims to be the human");
+        assert!(!valid_role("agentd"));
         assert!(!valid_role(&"a".repeat(41)));
     }
 }

@@ -544,3 +544,66 @@ async fn expired_tickets_cannot_be_used() {
     assert_eq!(list[0]["status"], "expired");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn the_agent_cannot_forge_a_human_decision() {
+    let d = Daemon::start().await;
+    let op = json!({"op": "wallet.delete", "wallet_id": "w9"});
+    let id = request_ticket(&d, &op).await;
+
+    // Appending a decision event through the daemon API is refused...
+    let r = d
+        .agent()
+        .post(
+            "/events/append",
+            &json!({"type": "approval.approved", "daemon": "osmoda-watch", "payload": {"id": id}}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 400, "{}", r.body);
+    // ...and so is claiming to be the human, in a body or in the header.
+    let r = d
+        .agent()
+        .post(
+            "/events/append",
+            &json!({"type": "note", "daemon": "human", "payload": {}}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 400);
+    let r = d
+        .agent()
+        .as_daemon("human")
+        .post(
+            "/approval/request",
+            &json!({"operation": op, "detail": "x"}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 400);
+
+    // Even a decision event in the ledger that the approval socket did not record (a bug
+    // elsewhere, or a hand-edited database) does not approve the ticket after a restart.
+    let forged = osmoda_ledger::NewEvent::new(
+        "approval.approved",
+        "agent[uid=0,pid=1,exe=node]",
+        json!({"id": id}).to_string(),
+    );
+    d.state.ledger.append(forged).await.expect("append");
+    let d = d.restart().await;
+    let r = d
+        .agent()
+        .post("/approval/check", &json!({"id": id, "operation": op}))
+        .await
+        .expect("post");
+    assert_eq!(r.status, 409, "still pending: {}", r.body);
+    let list = d
+        .human()
+        .get("/approvals")
+        .await
+        .expect("get")
+        .ok_json()
+        .expect("200");
+    assert_eq!(list[0]["status"], "pending");
+    d.stop().await;
+}

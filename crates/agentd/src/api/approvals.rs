@@ -135,7 +135,10 @@ impl Approvals {
             }
             kind => {
                 let Some(t) = self.0.get_mut(&id) else { return };
+                // Defence in depth: a decision counts only if the approval socket recorded it.
+                let human = ev.actor.starts_with("human[");
                 match kind {
+                    "approval.approved" | "approval.denied" if !human => return,
                     "approval.approved" => t.state = "approved",
                     "approval.denied" => t.state = "denied",
                     "approval.used" => t.state = "used",

@@ -85,6 +85,10 @@ pub async fn search(
     Ok(axum::Json(st.ledger.search(&p.q, limit)?))
 }
 
+/// Event types agentd's projections are folded from; only its own handlers may write them, or an
+/// appended `approval.approved` would approve a ticket after the next restart.
+pub const RESERVED_TYPES: &[&str] = &["approval.", "incident.", "config."];
+
 /// Body of `POST /events/append`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,8 +121,15 @@ pub async fn append(
     Json(req): Json<AppendRequest>,
 ) -> Result<axum::Json<Event>, ApiError> {
     if !valid_role(&req.daemon) {
-        return Err(ApiError::bad_request("invalid `daemon` name")
-            .with_detail(json!({ "hint": "1 to 40 characters of [a-z0-9._-]" })));
+        return Err(ApiError::bad_request("invalid `daemon` name").with_detail(
+            json!({ "hint": "1 to 40 characters of [a-z0-9._-], not `human` or `agentd`" }),
+        ));
+    }
+    if let Some(prefix) = RESERVED_TYPES.iter().find(|p| req.kind.starts_with(*p)) {
+        return Err(ApiError::bad_request(format!(
+            "event types starting with `{prefix}` are written only by agentd's own endpoints"
+        ))
+        .with_detail(json!({ "reserved": RESERVED_TYPES, "hint": "use the incident, approval or config API" })));
     }
     let ev = NewEvent {
         kind: req.kind,
