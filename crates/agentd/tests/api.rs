@@ -2,19 +2,13 @@
 
 mod common;
 
-use common::{post_bytes, raw, Daemon};
+use common::{post_bytes, raw, ClientExt, Daemon};
 use serde_json::{json, Value};
 
 #[tokio::test]
 async fn health_reports_real_figures() {
     let d = Daemon::start().await;
-    let h = d
-        .agent()
-        .get("/health")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let h = d.agent().get_ok("/health").await;
     assert!(h["ram"]["total_bytes"].as_u64().expect("ram") > 0);
     assert!(h["disk"]["total_bytes"].as_u64().expect("disk") > 0);
     assert!(h["uptime"].as_f64().expect("uptime") > 0.0);
@@ -28,26 +22,20 @@ async fn system_queries_return_real_data() {
     let d = Daemon::start().await;
     let c = d.agent();
     let procs = c
-        .post(
+        .post_ok(
             "/system/query",
             &json!({"query": "processes", "args": {"sort": "memory", "limit": 5}}),
         )
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .await;
     let procs = procs.as_array().expect("array");
     assert!(!procs.is_empty() && procs.len() <= 5);
     let me = std::process::id() as i64;
     let all = c
-        .post(
+        .post_ok(
             "/system/query",
             &json!({"query": "processes", "args": {"limit": 500}}),
         )
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .await;
     assert!(
         all.as_array()
             .expect("array")
@@ -57,11 +45,8 @@ async fn system_queries_return_real_data() {
     );
 
     let net = c
-        .post("/system/query", &json!({"query": "network"}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .post_ok("/system/query", &json!({"query": "network"}))
+        .await;
     assert!(net["interfaces"]
         .as_array()
         .expect("ifaces")
@@ -71,48 +56,32 @@ async fn system_queries_return_real_data() {
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = tcp.local_addr().expect("addr").port();
     let net = c
-        .post("/system/query", &json!({"query": "network"}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .post_ok("/system/query", &json!({"query": "network"}))
+        .await;
     assert!(net["listening"]
         .as_array()
         .expect("listening")
         .iter()
         .any(|l| l["port"] == json!(port)));
 
-    let disk = c
-        .post("/system/query", &json!({"query": "disk"}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+    let disk = c.post_ok("/system/query", &json!({"query": "disk"})).await;
     assert!(disk
         .as_array()
         .expect("mounts")
         .iter()
         .any(|m| m["mount"] == "/"));
-    let users = c
-        .post("/system/query", &json!({"query": "users"}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+    let users = c.post_ok("/system/query", &json!({"query": "users"})).await;
     assert!(users
         .as_array()
         .expect("users")
         .iter()
         .any(|u| u["name"] == "root" && u["uid"] == 0));
     let k = c
-        .post(
+        .post_ok(
             "/system/query",
             &json!({"query": "kernel", "args": {"keys": ["kernel.ostype"]}}),
         )
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .await;
     assert_eq!(k["sysctl"]["kernel.ostype"], "Linux");
 
     let bad = c
@@ -231,13 +200,7 @@ async fn bad_input_gets_a_json_4xx_and_the_daemon_keeps_serving() {
         );
     }
     // Nothing was half-written: the ledger holds no events at all.
-    let log = d
-        .agent()
-        .get("/events/log")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let log = d.agent().get_ok("/events/log").await;
     assert_eq!(log, json!([]));
     // Still serving.
     assert_eq!(d.agent().get("/health").await.expect("get").status, 200);
@@ -249,14 +212,11 @@ async fn append_records_the_kernel_identity_not_the_claim() {
     let d = Daemon::start().await;
     let ev = d
         .agent()
-        .post(
+        .post_ok(
             "/events/append",
             &json!({"type": "switch.began", "daemon": "osmoda-watch", "payload": {"id": 1}}),
         )
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .await;
     let actor = ev["actor"].as_str().expect("actor");
     let uid = nix::unistd::geteuid().as_raw();
     assert!(
@@ -266,24 +226,15 @@ async fn append_records_the_kernel_identity_not_the_claim() {
         )),
         "actor {actor}"
     );
-    let log = d
-        .agent()
-        .get("/events/log?type=switch.*")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let log = d.agent().get_ok("/events/log?type=switch.*").await;
     assert_eq!(log.as_array().map(Vec::len), Some(1));
     assert_eq!(log[0]["payload"], json!("{\"id\":1}"));
     // A daemon names itself in a header; the kernel identity is still attached.
     let inc = d
         .agent()
         .as_daemon("osmoda-watch")
-        .post("/incident/create", &json!({"name": "from watch"}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .post_ok("/incident/create", &json!({"name": "from watch"}))
+        .await;
     assert!(inc["created_by"]
         .as_str()
         .expect("by")
@@ -295,13 +246,7 @@ async fn append_records_the_kernel_identity_not_the_claim() {
         .await
         .expect("post");
     assert_eq!(bad.status, 400);
-    let found = d
-        .agent()
-        .get("/events/search?q=began")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let found = d.agent().get_ok("/events/search?q=began").await;
     assert_eq!(
         found.as_array().map(Vec::len),
         Some(0),
@@ -315,43 +260,22 @@ async fn incidents_and_receipts_live_in_the_ledger() {
     let d = Daemon::start().await;
     let c = d.agent();
     let inc = c
-        .post("/incident/create", &json!({"name": "nginx down"}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .post_ok("/incident/create", &json!({"name": "nginx down"}))
+        .await;
     let id = inc["id"].as_i64().expect("id");
-    c.post(
+    c.post_ok(
         &format!("/incident/{id}/step"),
         &json!({"action": "restart nginx", "result": "still failing"}),
     )
-    .await
-    .expect("post")
-    .ok_json()
-    .expect("200");
-    let open = c
-        .get("/incidents?status=open")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    .await;
+    let open = c.get_ok("/incidents?status=open").await;
     assert_eq!(open[0]["steps"][0]["action"], "restart nginx");
-    c.post(
+    c.post_ok(
         &format!("/incident/{id}/resolve"),
         &json!({"summary": "config fixed"}),
     )
-    .await
-    .expect("post")
-    .ok_json()
-    .expect("200");
-    assert_eq!(
-        c.get("/incidents?status=open")
-            .await
-            .expect("get")
-            .ok_json()
-            .expect("200"),
-        json!([])
-    );
+    .await;
+    assert_eq!(c.get_ok("/incidents?status=open").await, json!([]));
     let again = c
         .post(
             &format!("/incident/{id}/step"),
@@ -365,29 +289,14 @@ async fn incidents_and_receipts_live_in_the_ledger() {
         400
     );
 
-    c.post("/events/append", &json!({"type": "receipt.wallet.sign", "daemon": "osmoda-keyd", "payload": {"wallet": "w1"}}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
-    let r = c
-        .get("/receipts?type=wallet.sign")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    c.post_ok("/events/append", &json!({"type": "receipt.wallet.sign", "daemon": "osmoda-keyd", "payload": {"wallet": "w1"}})).await;
+    let r = c.get_ok("/receipts?type=wallet.sign").await;
     assert_eq!(r[0]["receipt"]["wallet"], "w1");
     assert_eq!(r[0]["type"], "wallet.sign");
 
     // Projections are rebuilt from the ledger after a restart.
     let d = d.restart().await;
-    let inc = d
-        .agent()
-        .get(&format!("/incident/{id}"))
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let inc = d.agent().get_ok(&format!("/incident/{id}")).await;
     assert_eq!(inc["status"], "resolved");
     assert_eq!(inc["steps"].as_array().map(Vec::len), Some(1));
     d.stop().await;
@@ -396,14 +305,11 @@ async fn incidents_and_receipts_live_in_the_ledger() {
 async fn request_ticket(d: &Daemon, op: &Value) -> String {
     let t = d
         .agent()
-        .post(
+        .post_ok(
             "/approval/request",
             &json!({"operation": op, "detail": "delete wallet w1"}),
         )
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .await;
     assert_eq!(t["status"], "pending");
     assert!(t["expires_at"].as_str().is_some());
     t["id"].as_str().expect("id").to_string()
@@ -431,11 +337,8 @@ async fn approvals_need_a_human_are_single_use_and_bound_to_the_operation() {
     assert_eq!(r.status, 409);
 
     d.human()
-        .post(&format!("/approval/{id}/approve"), &json!({"reason": "ok"}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .post_ok(&format!("/approval/{id}/approve"), &json!({"reason": "ok"}))
+        .await;
     // A different operation cannot use it (and does not consume it).
     let other = json!({"op": "wallet.delete", "wallet_id": "w2"});
     let r = d
@@ -462,11 +365,8 @@ async fn approvals_need_a_human_are_single_use_and_bound_to_the_operation() {
     // Denied tickets cannot be used; decided tickets cannot be decided again.
     let id2 = request_ticket(&d, &op).await;
     d.human()
-        .post(&format!("/approval/{id2}/deny"), &json!({}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .post_ok(&format!("/approval/{id2}/deny"), &json!({}))
+        .await;
     let r = d
         .agent()
         .post("/approval/check", &json!({"id": id2, "operation": op}))
@@ -481,13 +381,7 @@ async fn approvals_need_a_human_are_single_use_and_bound_to_the_operation() {
     assert_eq!(r.status, 409);
 
     // Every request, decision and use is in the ledger, decided by a human actor.
-    let log = d
-        .agent()
-        .get("/events/log?type=approval.*")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let log = d.agent().get_ok("/events/log?type=approval.*").await;
     let kinds: Vec<&str> = log
         .as_array()
         .expect("log")
@@ -521,11 +415,8 @@ async fn expired_tickets_cannot_be_used() {
     let op = json!({"op": "user.remove", "name": "bob"});
     let id = request_ticket(&d, &op).await;
     d.human()
-        .post(&format!("/approval/{id}/approve"), &json!({}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .post_ok(&format!("/approval/{id}/approve"), &json!({}))
+        .await;
     // Expiry is wall-clock based (whole seconds): wait it out.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let r = d
@@ -534,13 +425,7 @@ async fn expired_tickets_cannot_be_used() {
         .await
         .expect("post");
     assert_eq!(r.status, 410, "{:?}", r.body);
-    let list = d
-        .human()
-        .get("/approvals")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let list = d.human().get_ok("/approvals").await;
     assert_eq!(list[0]["status"], "expired");
     d.stop().await;
 }
@@ -597,13 +482,7 @@ async fn the_agent_cannot_forge_a_human_decision() {
         .await
         .expect("post");
     assert_eq!(r.status, 409, "still pending: {}", r.body);
-    let list = d
-        .human()
-        .get("/approvals")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let list = d.human().get_ok("/approvals").await;
     assert_eq!(list[0]["status"], "pending");
     d.stop().await;
 }

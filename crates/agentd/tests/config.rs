@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{git, Daemon};
+use common::{git, ClientExt, Daemon};
 use serde_json::{json, Value};
 
 fn commits(d: &Daemon) -> usize {
@@ -13,13 +13,7 @@ fn commits(d: &Daemon) -> usize {
 }
 
 async fn config_events(d: &Daemon) -> Vec<Value> {
-    let log = d
-        .agent()
-        .get("/events/log?type=config.*")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let log = d.agent().get_ok("/events/log?type=config.*").await;
     log.as_array().expect("array").clone()
 }
 
@@ -31,11 +25,7 @@ async fn a_set_is_one_generation_linked_to_the_ledger_both_ways() {
     let before = std::fs::read_to_string(d.tree_dir().join("osmoda.nix")).expect("read");
     let r = d
         .agent()
-        .post("/config/set", &json!({"path": "services.osmoda.watch.watchers.web", "value": watcher, "reason": "watch the web app"}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .post_ok("/config/set", &json!({"path": "services.osmoda.watch.watchers.web", "value": watcher, "reason": "watch the web app"})).await;
     let rev = r["generation"]["rev"].as_str().expect("rev");
     assert_eq!(commits(&d), 2);
     assert_eq!(git(&d.tree_dir(), &["rev-parse", "HEAD"]).trim(), rev);
@@ -73,11 +63,8 @@ async fn a_set_is_one_generation_linked_to_the_ledger_both_ways() {
     // Reads back through the API as written.
     let got = d
         .agent()
-        .get("/config/get?path=services.osmoda.watch.watchers.web")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+        .get_ok("/config/get?path=services.osmoda.watch.watchers.web")
+        .await;
     assert_eq!(got["value"], watcher);
 
     let events = config_events(&d).await;
@@ -88,31 +75,16 @@ async fn a_set_is_one_generation_linked_to_the_ledger_both_ways() {
     assert_eq!(committed["rev"], rev);
     assert_eq!(events[0]["id"], r["requested_event"]);
 
-    let gens = d
-        .agent()
-        .get("/config/generations")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let gens = d.agent().get_ok("/config/generations").await;
     assert_eq!(gens.as_array().map(Vec::len), Some(2));
     assert_eq!(gens[0]["event_id"], r["requested_event"]);
-    let show = d
-        .agent()
-        .get(&format!("/config/generation/{rev}"))
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let show = d.agent().get_ok(&format!("/config/generation/{rev}")).await;
     assert!(show["patch"].as_str().expect("patch").contains("+"));
     let first = gens[1]["rev"].as_str().expect("rev");
     let diff = d
         .agent()
-        .get(&format!("/config/diff?from={first}&to={rev}"))
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+        .get_ok(&format!("/config/diff?from={first}&to={rev}"))
+        .await;
     assert!(diff["patch"]
         .as_str()
         .expect("patch")
@@ -121,14 +93,11 @@ async fn a_set_is_one_generation_linked_to_the_ledger_both_ways() {
     // Revert: a new generation, history kept, the file back to what it was.
     let rv = d
         .agent()
-        .post(
+        .post_ok(
             "/config/revert",
             &json!({"rev": rev, "reason": "not needed after all"}),
         )
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .await;
     assert_eq!(commits(&d), 3);
     assert_eq!(
         std::fs::read_to_string(d.tree_dir().join("osmoda.nix")).expect("read"),
@@ -185,13 +154,7 @@ async fn hand_edits_are_refused_for_the_agent_until_a_person_commits_them() {
     text.push_str("# a note from the operator\n");
     std::fs::write(&conf, text).expect("write");
 
-    let status = d
-        .agent()
-        .get("/config/status")
-        .await
-        .expect("get")
-        .ok_json()
-        .expect("200");
+    let status = d.agent().get_ok("/config/status").await;
     assert_eq!(status["clean"], false);
     let r = d
         .agent()
@@ -210,11 +173,8 @@ async fn hand_edits_are_refused_for_the_agent_until_a_person_commits_them() {
 
     let c = d
         .agent()
-        .post("/config/commit", &json!({"reason": "operator note"}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .post_ok("/config/commit", &json!({"reason": "operator note"}))
+        .await;
     let author = git(&d.tree_dir(), &["log", "-1", "--format=%an"]);
     let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .expect("getpwuid")
@@ -261,14 +221,11 @@ async fn destructive_edits_need_an_approved_ticket_for_that_exact_edit() {
 
     let t = d
         .agent()
-        .post(
+        .post_ok(
             "/approval/request",
             &json!({"operation": operation, "detail": "disable osmoda"}),
         )
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .await;
     let id = t["id"].as_str().expect("id");
     let mut with_ticket = body.clone();
     with_ticket["approval"] = json!(id);
@@ -280,11 +237,8 @@ async fn destructive_edits_need_an_approved_ticket_for_that_exact_edit() {
     assert_eq!(r.status, 409, "pending ticket refused: {}", r.body);
 
     d.human()
-        .post(&format!("/approval/{id}/approve"), &json!({}))
-        .await
-        .expect("post")
-        .ok_json()
-        .expect("200");
+        .post_ok(&format!("/approval/{id}/approve"), &json!({}))
+        .await;
     // The ticket does not cover a different destructive edit.
     let other = json!({"path": "services.osmoda.watch.enable", "value": false, "reason": "x", "approval": id});
     assert_eq!(
@@ -357,13 +311,10 @@ async fn fifty_parallel_sets_make_fifty_linear_commits() {
     for i in 0..50 {
         let got = d
             .agent()
-            .get(&format!(
+            .get_ok(&format!(
                 "/config/get?path=services.osmoda.routines.r{i}.trigger.seconds"
             ))
-            .await
-            .expect("get")
-            .ok_json()
-            .expect("200");
+            .await;
         assert_eq!(got["value"], json!(60 + i), "routine {i} in {text}");
     }
     d.stop().await;
@@ -388,12 +339,7 @@ async fn the_daemon_reports_hand_edits_as_drift_events() {
     // The watcher debounces; wait for its event (bounded).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let drift = loop {
-        let log = client
-            .get("/events/log?type=config.drift")
-            .await
-            .expect("get")
-            .ok_json()
-            .expect("200");
+        let log = client.get_ok("/events/log?type=config.drift").await;
         if let Some(ev) = log.as_array().and_then(|a| a.first()).cloned() {
             break ev;
         }

@@ -228,3 +228,24 @@ impl Drop for Process {
 }
 
 pub const SHORT: Duration = Duration::from_millis(50);
+
+/// Requests that must succeed: panic with the status and body otherwise, return the JSON.
+#[allow(async_fn_in_trait)]
+pub trait ClientExt {
+    async fn get_ok(&self, path: &str) -> serde_json::Value;
+    async fn post_ok(&self, path: &str, body: &serde_json::Value) -> serde_json::Value;
+}
+
+impl ClientExt for osmoda_client::Client {
+    async fn get_ok(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.expect("get").ok_json().expect("200")
+    }
+
+    async fn post_ok(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        self.post(path, body)
+            .await
+            .expect("post")
+            .ok_json()
+            .expect("200")
+    }
+}
