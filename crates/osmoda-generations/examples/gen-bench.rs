@@ -13,8 +13,9 @@ use anyhow::{ensure, Context, Result};
 use osmoda_generations::{Actor, NixCheck, Tree};
 use osmoda_nix::{AttrPath, Value};
 
-const WATCHERS: usize = 266;
-const ROUTINES: usize = 150;
+#[path = "../../osmoda-nix/examples/fixture/big_osmoda_nix.rs"]
+mod fixture;
+use fixture::{big_osmoda_nix, WATCHERS};
 
 fn main() -> Result<()> {
     let iterations: usize = std::env::args()
@@ -228,37 +229,4 @@ fn ms(d: Duration) -> f64 {
 
 fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON)
-}
-
-/// A realistic, commented osmoda.nix of about 5,000 lines: many watchers and routines.
-fn big_osmoda_nix() -> String {
-    let mut s = String::from(
-        "# osModa settings (generated for gen-bench).\n{ ... }:\n\n{\n  services.osmoda = {\n    enable = true;\n\n",
-    );
-    let checks = ["systemd", "http", "tcp", "disk"];
-    for i in 0..WATCHERS {
-        let kind = checks[i % checks.len()];
-        s.push_str(&format!("    # Watcher {i}: keep service {i} healthy.\n    watch.watchers.w{i:03} = {{\n      check = {{\n        type = \"{kind}\";\n"));
-        match kind {
-            "systemd" => s.push_str(&format!("        unit = \"svc{i}.service\";\n")),
-            "http" => s.push_str(&format!(
-                "        url = \"http://127.0.0.1:{}/health\";\n        expectStatus = 200;\n",
-                8000 + i
-            )),
-            "tcp" => s.push_str(&format!(
-                "        host = \"127.0.0.1\";\n        port = {};\n",
-                9000 + i
-            )),
-            _ => s.push_str("        path = \"/var\";\n        minFreePercent = 10;\n"),
-        }
-        s.push_str("        timeoutSecs = 5;\n      };\n      intervalSecs = 30;\n      actions = [ \"restart\" \"rollback\" \"notify\" ];\n    };\n\n");
-    }
-    for i in 0..ROUTINES {
-        s.push_str(&format!(
-            "    # Routine {i}.\n    routines.r{i:03} = {{\n      trigger = {{\n        type = \"interval\";\n        seconds = {};\n      }};\n      action = {{\n        type = \"command\";\n        command = [ \"/run/current-system/sw/bin/echo\" \"routine {i}\" ];\n      }};\n    }};\n\n",
-            60 * (1 + i % 10)
-        ));
-    }
-    s.push_str("  };\n}\n");
-    s
 }
