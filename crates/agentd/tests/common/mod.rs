@@ -47,10 +47,15 @@ impl Daemon {
             osmoda_generations::Tree::init(&tree, &template, &actor).expect("init tree");
         }
         let tree = with_tree.then_some(tree);
+        Self::serve_in(dir, settings, tree.as_deref())
+    }
+
+    /// Open the state under `dir` and serve it on `<dir>/agentd.sock` and `<dir>/approval.sock`.
+    fn serve_in(dir: tempfile::TempDir, settings: agentd::Settings, tree: Option<&Path>) -> Daemon {
         let socket = dir.path().join("agentd.sock");
         let approval_socket = dir.path().join("approval.sock");
-        let state = agentd::AppState::open(dir.path().join("state"), settings, tree.as_deref())
-            .expect("open state");
+        let state =
+            agentd::AppState::open(dir.path().join("state"), settings, tree).expect("open state");
         let agent = UnixListener::bind(&socket).expect("bind");
         let human = UnixListener::bind(&approval_socket).expect("bind");
         let (trigger, shutdown) = agentd::shutdown_channel();
@@ -84,24 +89,7 @@ impl Daemon {
         std::fs::remove_file(&approval_socket).expect("rm socket");
         let tree = state.config_tree.as_ref().map(|t| t.dir().to_path_buf());
         drop(state);
-        let state = agentd::AppState::open(
-            dir.path().join("state"),
-            agentd::Settings::default(),
-            tree.as_deref(),
-        )
-        .expect("reopen");
-        let agent = UnixListener::bind(&socket).expect("bind");
-        let human = UnixListener::bind(&approval_socket).expect("bind");
-        let (trigger, shutdown) = agentd::shutdown_channel();
-        let task = tokio::spawn(agentd::serve(agent, human, state.clone(), shutdown));
-        Daemon {
-            dir,
-            socket,
-            approval_socket,
-            state,
-            trigger: Some(trigger),
-            task: Some(task),
-        }
+        Self::serve_in(dir, agentd::Settings::default(), tree.as_deref())
     }
 
     pub fn agent(&self) -> osmoda_client::Client {
