@@ -34,6 +34,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 uid: None,
                 pid: None,
                 exe: None,
+                mnt_ns: None,
             });
         let role = match parts.headers.get(DAEMON_HEADER) {
             None => "agent",
@@ -59,6 +60,9 @@ pub struct Peer {
     pub pid: Option<i32>,
     /// Basename of the caller's executable (from `/proc/<pid>/exe`), when readable.
     pub exe: Option<String>,
+    /// The caller's mount namespace (`mnt:[<inode>]` from `/proc/<pid>/ns/mnt`), read when it
+    /// connected; `None` when it could not be read.
+    pub mnt_ns: Option<String>,
 }
 
 impl Peer {
@@ -79,9 +83,34 @@ impl Peer {
             uid: cred.map(|c| c.uid()),
             pid,
             exe,
+            mnt_ns: pid.and_then(|pid| mount_namespace(&pid.to_string())),
         }
     }
 
+    /// Refuses a peer inside the command boundary (DESIGN.md §1): a process whose mount
+    /// namespace is neither agentd's own nor the host's (pid 1's), as every command the agent
+    /// can specify runs in a fresh one (`osmoda-sandbox`). Used where a decision is recorded as
+    /// `human`: a person's `agentctl` runs in the host's namespace.
+    ///
+    /// # Errors
+    /// 403 with the namespace found, when it is another one or cannot be read.
+    pub fn require_outside_boundary(&self) -> Result<(), ApiError> {
+        let ours = mount_namespace("self");
+        let host = mount_namespace("1");
+        match &self.mnt_ns {
+            Some(ns) if Some(ns) == ours.as_ref() || Some(ns) == host.as_ref() => Ok(()),
+            found => Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "a human decision must come from outside the command sandbox: this caller runs in another mount namespace",
+            )
+            .with_detail(json!({
+                "caller": self.actor("caller"),
+                "mount_namespace": found,
+                "expected": [ours, host],
+                "hint": "decide with `agentctl approvals approve|deny <ticket>` from a person's shell on the host, not from a command, check or routine",
+            }))),
+        }
+    }
     /// The ledger actor for this peer acting under `role` (a daemon name the caller claims, or
     /// `agent` / `human`). The claim is never recorded alone: the kernel's uid, pid and executable
     /// are always attached, so a caller cannot pass itself off as another process.
@@ -126,6 +155,13 @@ pub fn valid_role(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
+/// `mnt:[<inode>]` of `/proc/<who>/ns/mnt` (`who` = a pid or `self`).
+fn mount_namespace(who: &str) -> Option<String> {
+    std::fs::read_link(format!("/proc/{who}/ns/mnt"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +172,7 @@ mod tests {
             uid: Some(0),
             pid: Some(42),
             exe: Some("we|ird]\nname".into()),
+            mnt_ns: None,
         };
         assert_eq!(
             p.actor("osmoda-watch"),
@@ -152,5 +189,34 @@ mod tests {
         assert!(!valid_role("human"), "nobody claims to be the human");
         assert!(!valid_role("agentd"));
         assert!(!valid_role(&"a".repeat(41)));
+    }
+
+    fn peer(mnt_ns: Option<String>) -> Peer {
+        Peer {
+            uid: Some(0),
+            pid: Some(1),
+            exe: Some("agentctl".into()),
+            mnt_ns,
+        }
+    }
+
+    #[test]
+    fn only_agentd_s_or_the_host_s_mount_namespace_may_decide() {
+        assert!(peer(mount_namespace("self"))
+            .require_outside_boundary()
+            .is_ok());
+        let Err(e) = peer(Some("mnt:[1]".into())).require_outside_boundary() else {
+            panic!("another mount namespace was accepted");
+        };
+        assert_eq!(e.status, axum::http::StatusCode::FORBIDDEN);
+        assert!(
+            e.error.contains("outside the command sandbox"),
+            "{}",
+            e.error
+        );
+        assert!(
+            peer(None).require_outside_boundary().is_err(),
+            "unknown is refused"
+        );
     }
 }

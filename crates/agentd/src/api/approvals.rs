@@ -297,6 +297,7 @@ async fn decide(
     reason: String,
     approve: bool,
 ) -> Result<axum::Json<Ticket>, ApiError> {
+    peer.require_outside_boundary()?;
     let mut approvals = st.approvals.lock().await;
     let status = approvals.get(&id)?.status;
     if status != "pending" {

@@ -1,0 +1,427 @@
+//! Runs a command the agent can specify behind osModa's boundary (DESIGN.md §1, Ring 0).
+//!
+//! The agent may name commands (SafeSwitch and watcher `command` checks, routines,
+//! `/system/exec`); nothing it names may reach the approval path (the approval socket and its
+//! directory), agentd's state or keyd's secrets. [`Boundary::run`] starts the command under
+//! bubblewrap (`bwrap`) in a new mount namespace where:
+//!
+//! - the root file system is bound read-only, with a fresh `/dev`, `/proc` (a new PID
+//!   namespace, so no other process's `/proc/<pid>/root` is visible) and `/tmp`;
+//! - every [`Boundary`] path is hidden: a directory under an empty read-only tmpfs, a file
+//!   under `/dev/null`. The masks are mounted last, over any writable bind;
+//! - the capability bounding set cannot undo that: a non-root command runs with no
+//!   capabilities at all, a root command without [`DROPPED_CAPS`] (no `CAP_SYS_ADMIN` to
+//!   unmount, no `CAP_SYS_PTRACE`, no `CAP_SYS_MODULE`, no `CAP_DAC_READ_SEARCH` for
+//!   `open_by_handle_at`, no `CAP_MKNOD`/`CAP_SYS_RAWIO` for raw disks, ...), and a root command
+//!   also cannot reach systemd's D-Bus or private socket (through which it could start a process
+//!   outside the namespace);
+//! - it runs as a non-root user unless [`Spec::user`] is `root` (default [`DEFAULT_USER`]),
+//!   with `no_new_privs`, a cleared environment, its own session and process group, and it dies
+//!   with its parent.
+//!
+//! The command is judged by its exit status: when it exits, every process it left behind (a
+//! background child holding stdout, say) is killed with it, because its PID namespace ends, and
+//! output is read only until then. A timeout kills the whole group.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), osmoda_sandbox::SandboxError> {
+//! use std::time::Duration;
+//! use osmoda_sandbox::{Boundary, Spec};
+//! let boundary = Boundary::osmoda_default();
+//! let out = boundary
+//!     .run(&Spec::new(["curl", "-fsS", "http://127.0.0.1:8080/"]).timeout(Duration::from_secs(5)))
+//!     .await?;
+//! println!("{} {}", out.success(), out.stdout_lossy());
+//! # Ok(()) }
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod run;
+
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+pub use run::{kill_group, Exit, Output};
+
+/// User a command runs as when it does not ask for another one.
+pub const DEFAULT_USER: &str = "nobody";
+
+/// Default time budget of a command.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default cap on captured bytes, per stream; the rest is read and dropped.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// Capabilities a root command never has (removed from its bounding set, so nothing it runs can
+/// gain them back). A non-root command has none at all.
+pub const DROPPED_CAPS: &[&str] = &[
+    "sys_admin",
+    "sys_ptrace",
+    "sys_module",
+    "dac_read_search",
+    "mknod",
+    "sys_rawio",
+    "sys_boot",
+    "bpf",
+    "perfmon",
+];
+
+/// The osModa paths hidden from every command by [`Boundary::osmoda_default`]: the approval
+/// socket's directory, agentd's and keyd's state.
+pub const OSMODA_MASKED: &[&str] = &[
+    "/run/osmoda-admin",
+    "/var/lib/osmoda/agentd",
+    "/var/lib/osmoda/keyd",
+];
+
+/// Paths hidden from root commands only: systemd's D-Bus and private sockets would let root
+/// start a process outside the namespace. Unprivileged users are refused there by polkit.
+pub const ROOT_MASKED: &[&str] = &["/run/dbus", "/run/systemd/private"];
+
+/// Why a command could not be started. A command that started and failed is an [`Output`].
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The argv was empty.
+    #[error("empty command: give at least the program")]
+    EmptyCommand,
+    /// The user does not exist on this machine.
+    #[error("unknown user {0:?}: name an existing user, or `root` for a command that needs root")]
+    UnknownUser(String),
+    /// `bwrap` or `setpriv` is not installed.
+    #[error("{0} not found in PATH: install it (bubblewrap, util-linux); commands never run outside the sandbox")]
+    ToolMissing(&'static str),
+    /// A mask, writable or working-directory path is not absolute and normal.
+    #[error("invalid path {path:?}: {why}")]
+    BadPath {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The sandbox process could not be spawned or waited for.
+    #[error("cannot run the sandbox: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The paths no sandboxed command may see. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Boundary {
+    masked: Vec<PathBuf>,
+}
+
+/// One command to run behind a [`Boundary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// Program and arguments (no shell).
+    pub argv: Vec<String>,
+    /// User name (or numeric uid) to run as; `root` keeps root without [`DROPPED_CAPS`].
+    pub user: String,
+    /// Working directory inside the sandbox (default `/`).
+    pub cwd: Option<PathBuf>,
+    /// Environment besides `PATH`, `HOME`, `USER` and `LOGNAME` (everything else is cleared).
+    pub env: Vec<(String, String)>,
+    /// Paths bound writable (the rest of the file system is read-only); never over a mask.
+    pub writable: Vec<PathBuf>,
+    /// Time budget; the whole process group is killed when it ends.
+    pub timeout: Duration,
+    /// Bytes captured per stream.
+    pub output_limit: usize,
+}
+
+impl Spec {
+    /// A command with the defaults: [`DEFAULT_USER`], [`DEFAULT_TIMEOUT`], cwd `/`.
+    pub fn new<I, S>(argv: I) -> Spec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Spec {
+            argv: argv.into_iter().map(Into::into).collect(),
+            user: DEFAULT_USER.to_string(),
+            cwd: None,
+            env: Vec::new(),
+            writable: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+        }
+    }
+
+    /// Runs as `user` (`root` for a command that needs root).
+    pub fn user(mut self, user: impl Into<String>) -> Spec {
+        self.user = user.into();
+        self
+    }
+
+    /// Sets the time budget.
+    pub fn timeout(mut self, timeout: Duration) -> Spec {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs in `dir`.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Spec {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Spec {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Binds `path` writable.
+    pub fn writable(mut self, path: impl Into<PathBuf>) -> Spec {
+        self.writable.push(path.into());
+        self
+    }
+
+    /// Captures at most `bytes` per stream.
+    pub fn output_limit(mut self, bytes: usize) -> Spec {
+        self.output_limit = bytes;
+        self
+    }
+}
+
+/// The identity a command runs under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    uid: u32,
+    gid: u32,
+    name: String,
+    home: PathBuf,
+}
+
+fn identity(user: &str) -> Result<Identity, SandboxError> {
+    let found = match user.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
+        Err(_) => nix::unistd::User::from_name(user),
+    };
+    let u = found
+        .ok()
+        .flatten()
+        .ok_or_else(|| SandboxError::UnknownUser(user.to_string()))?;
+    Ok(Identity {
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+        name: u.name,
+        home: u.dir,
+    })
+}
+
+fn check_path(path: &Path) -> Result<(), SandboxError> {
+    let bad = |why| {
+        Err(SandboxError::BadPath {
+            path: path.to_path_buf(),
+            why,
+        })
+    };
+    if !path.is_absolute() {
+        return bad("must be absolute");
+    }
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+    {
+        return bad("must not contain `.` or `..`");
+    }
+    if path.parent().is_none() {
+        return bad("must not be `/`");
+    }
+    Ok(())
+}
+
+fn find_tool(name: &'static str) -> Result<PathBuf, SandboxError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(SandboxError::ToolMissing(name))
+}
+
+impl Default for Boundary {
+    fn default() -> Boundary {
+        Boundary::osmoda_default()
+    }
+}
+
+impl Boundary {
+    /// A boundary hiding exactly `masked` (plus [`ROOT_MASKED`] from root commands).
+    pub fn new<I, P>(masked: I) -> Boundary
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        Boundary {
+            masked: masked.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The boundary of a machine configured with the module's defaults ([`OSMODA_MASKED`]).
+    pub fn osmoda_default() -> Boundary {
+        Boundary::new(OSMODA_MASKED.iter().copied())
+    }
+
+    /// Also hides `path`.
+    pub fn with(mut self, path: impl Into<PathBuf>) -> Boundary {
+        let path = path.into();
+        if !self.masked.contains(&path) {
+            self.masked.push(path);
+        }
+        self
+    }
+
+    /// The paths this boundary hides (as given).
+    pub fn masked(&self) -> &[PathBuf] {
+        &self.masked
+    }
+
+    /// The full `bwrap … -- setpriv … -- argv` command line for `spec`, as it would run now
+    /// (masks of paths that do not exist are left out: there is nothing to hide and bwrap
+    /// cannot create a mount point on a read-only root).
+    ///
+    /// # Errors
+    /// An empty argv, an unknown user, a missing `bwrap`/`setpriv`, a relative or `..` path.
+    pub fn argv(&self, spec: &Spec) -> Result<Vec<OsString>, SandboxError> {
+        if spec.argv.is_empty() || spec.argv[0].is_empty() {
+            return Err(SandboxError::EmptyCommand);
+        }
+        let who = identity(&spec.user)?;
+        let bwrap = find_tool("bwrap")?;
+        let setpriv = find_tool("setpriv")?;
+        for p in self.masked.iter().chain(&spec.writable) {
+            check_path(p)?;
+        }
+        if let Some(cwd) = &spec.cwd {
+            if !cwd.is_absolute() {
+                return Err(SandboxError::BadPath {
+                    path: cwd.clone(),
+                    why: "the working directory must be absolute",
+                });
+            }
+        }
+        let root = who.uid == 0;
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        push(&[
+            "--die-with-parent",
+            "--new-session",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+        ]);
+        for w in &spec.writable {
+            if let Ok(real) = std::fs::canonicalize(w) {
+                a.extend(["--bind".into(), real.clone().into(), real.into()]);
+            }
+        }
+        let extra: &[&str] = if root { ROOT_MASKED } else { &[] };
+        let masks = self
+            .masked
+            .iter()
+            .cloned()
+            .chain(extra.iter().map(PathBuf::from));
+        for m in masks {
+            // Resolve symlinks so `/var/run/x` hides `/run/x`; a missing path hides nothing.
+            let Ok(real) = std::fs::canonicalize(&m) else {
+                continue;
+            };
+            if real.is_dir() {
+                a.extend([
+                    "--tmpfs".into(),
+                    real.clone().into(),
+                    "--remount-ro".into(),
+                    real.into(),
+                ]);
+            } else {
+                a.extend(["--ro-bind".into(), "/dev/null".into(), real.into()]);
+            }
+        }
+        a.push("--clearenv".into());
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        a.extend(["--setenv".into(), "PATH".into(), path]);
+        for (k, v) in [
+            ("HOME", who.home.as_os_str()),
+            ("USER", who.name.as_ref()),
+            ("LOGNAME", who.name.as_ref()),
+        ] {
+            a.extend(["--setenv".into(), k.into(), v.into()]);
+        }
+        for (k, v) in &spec.env {
+            a.extend(["--setenv".into(), k.into(), v.into()]);
+        }
+        a.extend([
+            "--chdir".into(),
+            spec.cwd.clone().unwrap_or_else(|| "/".into()).into(),
+            "--".into(),
+            setpriv.into(),
+        ]);
+        if root {
+            let drop = DROPPED_CAPS
+                .iter()
+                .map(|c| format!("-{c}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            a.extend([
+                format!("--bounding-set={drop}").into(),
+                format!("--inh-caps={drop}").into(),
+                "--ambient-caps=-all".into(),
+            ]);
+        } else {
+            a.extend([
+                format!("--reuid={}", who.uid).into(),
+                format!("--regid={}", who.gid).into(),
+                "--init-groups".into(),
+                "--bounding-set=-all".into(),
+                "--inh-caps=-all".into(),
+                "--ambient-caps=-all".into(),
+            ]);
+        }
+        a.extend(["--no-new-privs".into(), "--".into()]);
+        a.extend(spec.argv.iter().map(OsString::from));
+        a.insert(0, bwrap.into());
+        Ok(a)
+    }
+
+    /// A ready [`tokio::process::Command`] for `spec`: stdin closed, its own process group,
+    /// killed (with everything it started) when dropped. For callers that stream output
+    /// themselves; most callers want [`Boundary::run`]. Kill the group with [`kill_group`].
+    ///
+    /// # Errors
+    /// As [`Boundary::argv`].
+    pub fn command(&self, spec: &Spec) -> Result<tokio::process::Command, SandboxError> {
+        let argv = self.argv(spec)?;
+        let mut c = tokio::process::Command::new(&argv[0]);
+        c.args(&argv[1..])
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        Ok(c)
+    }
+
+    /// Runs `spec` to its exit (or timeout) and returns its status and captured output. Every
+    /// process it started is gone when this returns (or when the future is dropped).
+    ///
+    /// # Errors
+    /// As [`Boundary::argv`], or when the sandbox cannot be spawned. A command that fails,
+    /// times out, or that the sandbox itself refuses (bwrap prints `bwrap: …`) is an `Ok`
+    /// [`Output`] with a non-success [`Exit`].
+    pub async fn run(&self, spec: &Spec) -> Result<Output, SandboxError> {
+        let cmd = self.command(spec)?;
+        run::run(cmd, spec.timeout, spec.output_limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! The real sandbox (bubblewrap + setpriv). These tests need root — bwrap creates the mount
+//! namespace with root's privileges, as osmoda-watch does under the NixOS module — and say
+//! `skipped: needs root` otherwise. We run as root here and in CI.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use osmoda_sandbox::{Boundary, Exit, Spec};
+
+fn root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("skipped: needs root");
+        false
+    }
+}
+
+/// A directory outside /tmp (the sandbox gets its own /tmp), readable by everyone.
+fn base() -> tempfile::TempDir {
+    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    chmod(d.path(), 0o755);
+    d
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let d = base();
+    let secret = d.path().join("admin");
+    std::fs::create_dir(&secret).unwrap();
+    chmod(&secret, 0o755);
+    std::fs::write(secret.join("token"), "s3cret").unwrap();
+    let open = d.path().join("open");
+    std::fs::write(&open, "public").unwrap();
+    chmod(&open, 0o644);
+    chmod(&secret.join("token"), 0o644);
+    (d, secret, open)
+}
+
+async fn sh(b: &Boundary, user: &str, script: &str) -> osmoda_sandbox::Output {
+    b.run(
+        &Spec::new(["sh", "-c", script])
+            .user(user)
+            .timeout(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn masked_paths_are_unreachable_even_for_root_and_siblings_are_not() {
+    if !root() {
+        return;
+    }
+    let (_d, secret, open) = setup();
+    let b = Boundary::new([secret.clone()]);
+    for user in ["root", "nobody"] {
+        let out = sh(&b, user, &format!("cat {}", open.display())).await;
+        assert!(out.success(), "{user}: control read failed: {out:?}");
+        assert_eq!(out.stdout_lossy(), "public");
+        let out = sh(&b, user, &format!("cat {}/token", secret.display())).await;
+        assert!(!out.success(), "{user} read the masked file: {out:?}");
+        assert!(!out.stdout_lossy().contains("s3cret"));
+        // Neither unmounting the mask nor writing into it works.
+        let out = sh(
+            &b,
+            user,
+            &format!(
+                "umount {0} || umount -l {0}; cat {0}/token",
+                secret.display()
+            ),
+        )
+        .await;
+        assert!(!out.stdout_lossy().contains("s3cret"), "{user}: {out:?}");
+        let out = sh(&b, user, &format!("echo x > {}/planted", secret.display())).await;
+        assert!(!out.success(), "{user} wrote into the mask: {out:?}");
+    }
+    assert!(!secret.join("planted").exists());
+    // The mask is there only inside: the same command outside reads it.
+    assert_eq!(
+        std::fs::read_to_string(secret.join("token")).unwrap(),
+        "s3cret"
+    );
+}
+
+fn cap_bits(status: &str, field: &str) -> u64 {
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+}
+
+#[tokio::test]
+async fn the_bounding_set_cannot_undo_the_masks() {
+    if !root() {
+        return;
+    }
+    let b = Boundary::osmoda_default();
+    let out = sh(&b, "root", "cat /proc/self/status").await;
+    assert!(out.success(), "{out:?}");
+    let st = out.stdout_lossy();
+    // CAP_SYS_MODULE 16, CAP_SYS_RAWIO 17, CAP_SYS_PTRACE 19, CAP_SYS_ADMIN 21,
+    // CAP_DAC_READ_SEARCH 2, CAP_MKNOD 27.
+    for bit in [2, 16, 17, 19, 21, 27] {
+        for field in ["CapBnd:", "CapEff:", "CapPrm:"] {
+            assert_eq!(
+                cap_bits(&st, field) & (1 << bit),
+                0,
+                "{field} has cap {bit}: {st}"
+            );
+        }
+    }
+    assert_ne!(
+        cap_bits(&st, "CapEff:"),
+        0,
+        "root keeps its other capabilities"
+    );
+    assert!(st.lines().any(|l| l == "NoNewPrivs:\t1"), "{st}");
+    let out = sh(&b, "nobody", "id -u; cat /proc/self/status").await;
+    let st = out.stdout_lossy();
+    assert!(st.starts_with("65534\n"), "{st}");
+    for field in ["CapBnd:", "CapEff:", "CapPrm:", "CapInh:", "CapAmb:"] {
+        assert_eq!(cap_bits(&st, field), 0, "{field}: {st}");
+    }
+}
+
+#[tokio::test]
+async fn the_default_user_is_not_root() {
+    if !root() {
+        return;
+    }
+    let out = Boundary::osmoda_default()
+        .run(&Spec::new(["id", "-u"]))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_lossy().trim(), "65534", "{out:?}");
+}
+
+#[tokio::test]
+async fn judged_by_exit_status_even_when_a_child_holds_stdout() {
+    if !root() {
+        return;
+    }
+    let b = Boundary::osmoda_default();
+    let start = Instant::now();
+    let out = sh(&b, "nobody", "sleep 30 & echo ok; exit 0").await;
+    assert_eq!(out.exit, Exit::Code(0), "{out:?}");
+    assert_eq!(out.stdout_lossy(), "ok\n");
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "waited for the child: {:?}",
+        start.elapsed()
+    );
+    let out = sh(&b, "nobody", "sleep 30 & exit 3").await;
+    assert_eq!(out.exit, Exit::Code(3), "{out:?}");
+}
+
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(marker) && !c.contains("sh -c"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_timeout_kills_every_process_of_the_command() {
+    if !root() {
+        return;
+    }
+    let marker = format!("{}.4321", 900 + std::process::id() % 99);
+    let out = Boundary::osmoda_default()
+        .run(
+            &Spec::new(["sh", "-c", &format!("sleep {marker} & sleep {marker}")])
+                .timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit, Exit::TimedOut, "{out:?}");
+    assert_eq!(processes_with(&marker), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn output_is_capped_and_flagged() {
+    if !root() {
+        return;
+    }
+    let out = Boundary::osmoda_default()
+        .run(&Spec::new(["sh", "-c", "head -c 100000 /dev/zero"]).output_limit(1000))
+        .await
+        .unwrap();
+    assert!(out.success());
+    assert_eq!(out.stdout.len(), 1000);
+    assert!(out.truncated);
+}
+
+#[tokio::test]
+async fn writable_paths_are_writable_but_masks_win() {
+    if !root() {
+        return;
+    }
+    let (d, secret, _) = setup();
+    let b = Boundary::new([secret.clone()]);
+    let spec = Spec::new([
+        "sh",
+        "-c",
+        &format!(
+            "echo hi > {0}/out && ls {1}",
+            d.path().display(),
+            secret.display()
+        ),
+    ])
+    .user("root")
+    .writable(d.path());
+    let out = b.run(&spec).await.unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout_lossy(), "", "the masked dir looks empty");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("out")).unwrap(),
+        "hi\n"
+    );
+    // Without the bind, the file system is read-only.
+    let out = sh(
+        &b,
+        "root",
+        &format!("echo hi > {}/out2", d.path().display()),
+    )
+    .await;
+    assert!(!out.success());
+    assert!(!d.path().join("out2").exists());
+}
+
+#[tokio::test]
+async fn the_environment_is_cleared() {
+    if !root() {
+        return;
+    }
+    std::env::set_var("OSMODA_SANDBOX_LEAK", "leaked");
+    let out = Boundary::osmoda_default()
+        .run(&Spec::new(["env"]).env("GIVEN", "yes"))
+        .await
+        .unwrap();
+    let env = out.stdout_lossy();
+    assert!(!env.contains("leaked"), "{env}");
+    assert!(env.contains("GIVEN=yes"), "{env}");
+    assert!(env.contains("PATH="), "{env}");
+}
