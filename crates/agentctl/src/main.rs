@@ -1,8 +1,10 @@
 //! agentctl: the operator's command line for agentd (and, through it, the whole system).
 
 mod config;
+mod incidents;
 mod output;
 mod switch;
+mod watchers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,13 +12,26 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use osmoda_client::Client;
+use output::Outcome;
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "agentctl",
-    about = "Operate an osModa machine through agentd",
-    version
+    about = "Operate an osModa machine through agentd and osmoda-watch",
+    version,
+    after_help = concat!(
+        "Examples (with scripts/dev running, or on an osModa machine):
+  agentctl health
+  agentctl config set services.osmoda.watch.watchers.root-disk '{\"check\":{\"type\":\"disk\",\"path\":\"/\",\"minFreePercent\":5},\"intervalSecs\":300,\"actions\":[\"notify\"]}' --reason \"watch free space on /\"
+  agentctl switch preview
+  agentctl switch begin --wait --reason \"add the root-disk watcher\"
+  agentctl switch history | head -3
+  agentctl events --type 'watch.*' --limit 10
+
+",
+        exit_codes_help!()
+    )
 )]
 struct Cli {
     /// agentd's agent-facing socket.
@@ -88,7 +103,12 @@ enum Command {
     /// Autopilot watchers.
     Watchers {
         #[command(subcommand)]
-        action: switch::WatcherCmd,
+        action: watchers::WatcherCmd,
+    },
+    /// Incident workspaces (opened by rollbacks, failed watchers, the agent).
+    Incidents {
+        #[command(subcommand)]
+        action: incidents::IncidentCmd,
     },
     /// Human approval of destructive operations (uses the approval socket).
     Approvals {
@@ -101,6 +121,17 @@ enum Command {
 enum ApprovalCmd {
     /// List tickets.
     List,
+    /// Ask a person to approve an operation (agent socket); prints the pending ticket.
+    #[command(after_help = "Example:
+  agentctl approvals request --operation '{\"op\":\"config.unset\",\"path\":\"services.osmoda.watch.watchers.sshd\"}' --reason \"sshd is gone\"")]
+    Request {
+        /// The exact operation as JSON; the ticket is bound to it.
+        #[arg(long)]
+        operation: String,
+        /// Why: shown to the person who decides.
+        #[arg(long, short = 'm')]
+        reason: String,
+    },
     /// Approve a pending ticket.
     Approve {
         /// Ticket id.
@@ -134,11 +165,9 @@ fn query_string(pairs: &[(&str, Option<String>)]) -> String {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let agent = Client::new(&cli.socket);
     let human = Client::new(&cli.approval_socket);
-    match cli.command {
-        Command::Health => {
-            let v = agent.get("/health").await?.ok_json()?;
-            output::print(&v, cli.json, output::health);
-        }
+    let watch = Client::new(&cli.watch_socket);
+    let outcome = match cli.command {
+        Command::Health => Outcome::new(agent.get("/health").await?.ok_json()?, output::health),
         Command::Events {
             kind,
             actor,
@@ -152,8 +181,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ("limit", Some(limit.to_string())),
                 ("order", Some("desc".into())),
             ]);
-            let v = agent.get(&format!("/events/log{q}")).await?.ok_json()?;
-            output::print(&v, cli.json, output::events);
+            Outcome::new(
+                agent.get(&format!("/events/log{q}")).await?.ok_json()?,
+                output::events,
+            )
         }
         Command::VerifyLedger { db } => {
             anyhow::ensure!(db.exists(), "no ledger at {}", db.display());
@@ -161,30 +192,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 osmoda_ledger::verify(&db).with_context(|| format!("reading {}", db.display()))?;
             return Ok(match report.first_bad {
                 None => {
-                    println!("ledger intact: {} events verified", report.events);
+                    output::emit(&format!(
+                        "ledger intact: {} events verified\n",
+                        report.events
+                    ))?;
                     ExitCode::SUCCESS
                 }
                 Some(bad) => {
                     eprintln!("ledger BROKEN at event {}: {}", bad.id, bad.reason);
-                    ExitCode::from(2)
+                    ExitCode::from(output::code::LEDGER_BROKEN)
                 }
             });
         }
         Command::Config { action } => {
             let (v, table) = config::run(&agent, action).await?;
-            output::print(&v, cli.json, table);
+            Outcome::new(v, table)
         }
-        Command::Switch { action } => {
-            let v = switch::run(&Client::new(&cli.watch_socket), action).await?;
-            output::print(&v, cli.json, switch::table);
-        }
-        Command::Watchers { action } => {
-            let v = switch::run_watchers(&Client::new(&cli.watch_socket), action).await?;
-            output::print(&v, cli.json, switch::watchers_table);
-        }
+        Command::Switch { action } => switch::run(&watch, action).await?,
+        Command::Watchers { action } => watchers::run(&watch, action).await?,
+        Command::Incidents { action } => incidents::run(&agent, action).await?,
         Command::Approvals { action } => {
             let v = match action {
                 ApprovalCmd::List => human.get("/approvals").await?.ok_json()?,
+                ApprovalCmd::Request { operation, reason } => {
+                    let operation: Value = serde_json::from_str(&operation)
+                        .with_context(|| format!("--operation {operation:?} is not JSON"))?;
+                    agent
+                        .post(
+                            "/approval/request",
+                            &json!({ "operation": operation, "detail": reason }),
+                        )
+                        .await?
+                        .ok_json()?
+                }
                 ApprovalCmd::Approve { id, reason } => human
                     .post(
                         &format!("/approval/{id}/approve"),
@@ -205,10 +245,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 Value::Array(vec![v])
             };
-            output::print(&v, cli.json, output::approvals);
+            Outcome::new(v, output::approvals)
         }
-    }
-    Ok(ExitCode::SUCCESS)
+    };
+    Ok(outcome.finish(cli.json)?)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -216,8 +256,8 @@ async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("agentctl: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("{}", output::error_text(&e));
+            ExitCode::from(output::code::ERROR)
         }
     }
 }

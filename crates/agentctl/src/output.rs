@@ -1,14 +1,150 @@
-//! Human-readable rendering of agentd responses (tables), with `--json` as the escape hatch.
+//! Human-readable rendering of daemon responses (tables), with `--json` as the escape hatch;
+//! the one place that turns errors into text and outcomes into exit codes.
 
+use std::io::Write;
+use std::process::ExitCode;
+
+use osmoda_client::ClientError;
 use serde_json::Value;
 
-/// Print `v` as JSON or through `table`.
-pub fn print(v: &Value, json: bool, table: fn(&Value) -> String) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-    } else {
-        print!("{}", table(v));
+/// Exit codes of agentctl, documented in `agentctl --help` and docs/api.md ("agentctl").
+pub mod code {
+    /// Done: the command did what was asked (a switch committed, a rollback rolled back).
+    pub const OK: u8 = 0;
+    /// An error: the daemon refused (its `error` and `detail` are printed), was unreachable,
+    /// or the input was bad. Nothing was changed by a refused request.
+    pub const ERROR: u8 = 1;
+    /// Usage error: unknown command or flag, missing argument (clap's own code).
+    #[allow(dead_code)] // clap exits with it; listed here so the table is complete
+    pub const USAGE: u8 = 2;
+    /// The switch ended `rolled-back`: the previous system is active again.
+    pub const ROLLED_BACK: u8 = 3;
+    /// The switch ended `failed`: refused before activation, or a rollback that did not work.
+    pub const FAILED: u8 = 4;
+    /// The switch has not finished (`switch status` of a running switch, `--timeout` expired).
+    pub const RUNNING: u8 = 5;
+    /// `verify-ledger`: the hash chain is broken.
+    pub const LEDGER_BROKEN: u8 = 6;
+}
+
+/// The exit-code table printed at the end of `agentctl --help` (a macro so it can be `concat!`ed).
+#[macro_export]
+macro_rules! exit_codes_help {
+    () => {
+        "Exit codes:
+  0  done: the switch committed / the asked state was reached
+  1  error: the daemon refused (its error and detail are printed) or was unreachable
+  2  usage error (unknown command, flag or argument)
+  3  the switch rolled back (switch begin --wait, switch status, switch commit, watchers add|remove)
+  4  the switch failed (refused before activation, or its rollback failed)
+  5  the switch has not finished yet (switch status; --timeout expired)
+  6  verify-ledger: the hash chain is broken"
+    };
+}
+
+/// The exit code for a switch session that was asked to reach `want`
+/// (`committed` for begin/status/commit, `rolled-back` for rollback).
+pub fn switch_exit(state: &str, want: &str) -> u8 {
+    match state {
+        s if s == want => code::OK,
+        "committed" => code::ERROR,
+        "rolled-back" => code::ROLLED_BACK,
+        "failed" => code::FAILED,
+        _ => code::RUNNING,
     }
+}
+
+/// Writes `text` to stdout. A reader that went away (`agentctl … | head`) is not an error:
+/// the rest of the output is dropped and agentctl exits normally.
+///
+/// # Errors
+/// Any other write error (a full disk behind a redirect, ...).
+pub fn emit(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Print `v` as JSON or through `table`.
+///
+/// # Errors
+/// As [`emit`].
+pub fn print(v: &Value, json: bool, table: fn(&Value) -> String) -> std::io::Result<()> {
+    if json {
+        emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(v).unwrap_or_default()
+        ))
+    } else {
+        emit(&table(v))
+    }
+}
+
+/// The text of an error for stderr: a daemon's refusal shows its `error` **and** its `detail`
+/// (a string as is, structured detail as compact JSON, hints on their own lines).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let Some(ClientError::Api {
+        status,
+        error,
+        detail,
+    }) = e.chain().find_map(|c| c.downcast_ref::<ClientError>())
+    else {
+        return format!("agentctl: {e:#}");
+    };
+    let mut out = format!("agentctl: {error} (HTTP {status})");
+    match detail {
+        Value::Null => {}
+        Value::String(d) if d.is_empty() || d == error => {}
+        Value::String(d) => out.push_str(&format!("\n  {d}")),
+        Value::Object(m) => {
+            for (k, v) in m {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                out.push_str(&format!("\n  {k}: {v}"));
+            }
+        }
+        other => out.push_str(&format!("\n  {other}")),
+    }
+    out
+}
+
+/// What a command produced: the JSON for `--json`, how to render it, and the exit code.
+pub struct Outcome {
+    /// The daemon's answer (printed as is with `--json`).
+    pub value: Value,
+    /// The readable rendering.
+    pub table: fn(&Value) -> String,
+    /// One of [`code`].
+    pub code: u8,
+}
+
+impl Outcome {
+    /// A successful outcome (exit 0).
+    pub fn new(value: Value, table: fn(&Value) -> String) -> Outcome {
+        Outcome {
+            value,
+            table,
+            code: code::OK,
+        }
+    }
+
+    /// Prints the outcome and returns its exit code.
+    ///
+    /// # Errors
+    /// As [`emit`].
+    pub fn finish(self, json: bool) -> std::io::Result<ExitCode> {
+        print(&self.value, json, self.table)?;
+        Ok(ExitCode::from(self.code))
+    }
+}
+
+/// A cell: strings as is, `null` as `-`, other JSON compactly.
+pub fn cell(v: &Value) -> String {
+    s(v)
 }
 
 /// Percent-encode a query value.
@@ -143,6 +279,54 @@ pub fn landed(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct_and_match_the_asked_state() {
+        assert_eq!(switch_exit("committed", "committed"), code::OK);
+        assert_eq!(switch_exit("rolled-back", "committed"), code::ROLLED_BACK);
+        assert_eq!(switch_exit("failed", "committed"), code::FAILED);
+        assert_eq!(switch_exit("probing", "committed"), code::RUNNING);
+        assert_eq!(switch_exit("rolled-back", "rolled-back"), code::OK);
+        assert_eq!(switch_exit("committed", "rolled-back"), code::ERROR);
+        let all = [
+            code::OK,
+            code::ERROR,
+            code::USAGE,
+            code::ROLLED_BACK,
+            code::FAILED,
+            code::RUNNING,
+            code::LEDGER_BROKEN,
+        ];
+        for (i, c) in all.iter().enumerate() {
+            assert!(
+                exit_codes_help!().contains(&format!("\n  {c}  ")),
+                "{c} undocumented"
+            );
+            assert!(!all[i + 1..].contains(c), "{c} used twice");
+        }
+    }
+
+    #[test]
+    fn daemon_errors_show_error_and_detail() {
+        let e = |detail: Value| {
+            error_text(&anyhow::Error::new(ClientError::Api {
+                status: 400,
+                error: "bad_request".into(),
+                detail,
+            }))
+        };
+        assert_eq!(
+            e(Value::String("bad request: ttl_secs 9999 is above the maximum 3600".into())),
+            "agentctl: bad_request (HTTP 400)\n  bad request: ttl_secs 9999 is above the maximum 3600"
+        );
+        assert_eq!(e(Value::Null), "agentctl: bad_request (HTTP 400)");
+        assert_eq!(
+            e(serde_json::json!({"hint": "use --nix", "valid": ["a", "b"]})),
+            "agentctl: bad_request (HTTP 400)\n  hint: use --nix\n  valid: [\"a\",\"b\"]"
+        );
+        let other = anyhow::anyhow!("no ledger at /x");
+        assert_eq!(error_text(&other), "agentctl: no ledger at /x");
+    }
 
     #[test]
     fn urlencode_escapes_reserved_bytes() {

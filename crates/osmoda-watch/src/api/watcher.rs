@@ -149,10 +149,19 @@ pub(super) async fn list(State(st): State<Arc<AppState>>) -> axum::Json<Vec<Watc
     axum::Json(st.watchers.list())
 }
 
+/// Query of `DELETE /watcher/remove/{id}`: why (the commit message).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    reason: Option<String>,
+}
+
 pub(super) async fn remove(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
+    q: Result<axum::extract::Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    let axum::extract::Query(q) = q?;
     check_name(&id)?;
     if !st.watchers.contains(&id) {
         return Err(WatchError::NotFound(format!("no watcher named {id:?} is configured")).into());
@@ -161,7 +170,7 @@ pub(super) async fn remove(
         .agentd
         .call(
             "/config/unset",
-            &json!({ "path": option_path(&id), "reason": format!("remove watcher {id}") }),
+            &json!({ "path": option_path(&id), "reason": q.reason.unwrap_or_else(|| format!("remove watcher {id}")) }),
         )
         .await?;
     let switch = apply(&st, &edit, format!("remove watcher {id}"), None).await?;
