@@ -61,13 +61,24 @@ let
     stateDir = "/var/lib/osmoda";
     configTree = "/var/lib/osmoda/config";
     configRevision = null;
-    # Operation kinds that need a human approval ticket (DESIGN.md §4).
+    # Operation kinds that need a human approval ticket (DESIGN.md §4). These are agentd's
+    # code defaults (crates/agentd/src/gate/mod.rs, DEFAULT_REQUIRED), rendered so the file
+    # says what holds; agentd.json can add kinds, never remove these.
     approvalRequired = [
       "service.remove"
+      "service.disable"
       "user.remove"
+      "user.demote"
+      "user.credentials"
+      "ssh.access"
+      "firewall.ssh"
       "wallet.delete"
       "wallet.send.over_threshold"
+      "mesh.peer.remove"
+      "capability.remove"
+      "package.remove_critical"
       "switch.remove_critical"
+      "gate.undecidable"
     ];
     memory = {
       embeddingEndpoint = null;

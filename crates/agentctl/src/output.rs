@@ -219,13 +219,27 @@ pub fn approvals(v: &Value) -> String {
         "ID", "STATUS", "EXPIRES", "OPERATION / DETAIL"
     );
     for t in v.as_array().into_iter().flatten() {
+        let effect: Vec<&str> = t["effect"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let what = if effect.is_empty() {
+            format!(
+                "{} — {}",
+                truncate(&t["operation"].to_string(), 60),
+                s(&t["detail"])
+            )
+        } else {
+            // The gate's tickets: one line per destructive difference, in words.
+            effect.join(&format!("\n{:<66}", ""))
+        };
         out.push_str(&format!(
-            "{:<32}  {:<8}  {:<20}  {} — {}\n",
+            "{:<32}  {:<8}  {:<20}  {what}\n",
             s(&t["id"]),
             s(&t["status"]),
             s(&t["expires_at"]),
-            truncate(&t["operation"].to_string(), 60),
-            s(&t["detail"])
         ));
     }
     out

@@ -152,6 +152,44 @@ async fn approvals_are_decided_from_agentctl() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_destructive_edit_names_its_ticket_and_approval_lets_it_land() {
+    let env = start().await;
+    let set = |approval: Option<&str>| {
+        let mut a = vec!["config", "set", "services.openssh.enable", "--nix", "!true"];
+        a.extend(["--file", "configuration.nix", "--reason", "sshd off"]);
+        if let Some(id) = approval {
+            a.extend(["--approval", id]);
+        }
+        a.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let args = set(None);
+    let o = env
+        .ctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let id = err
+        .split("agentctl approvals approve ")
+        .nth(1)
+        .and_then(|r| r.get(..32))
+        .unwrap_or_else(|| panic!("no approve command in {err}"))
+        .to_string();
+    let o = env.ctl(&["approvals", "list"]).await;
+    assert!(
+        stdout(&o).contains(&id) && stdout(&o).contains("disables service openssh"),
+        "the listing shows the effect: {}",
+        stdout(&o)
+    );
+    let o = env.ctl(&["approvals", "approve", &id]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let args = set(Some(&id));
+    let o = env
+        .ctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn verify(db: &Path) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_agentctl"))
         .args(["verify-ledger", "--db"])

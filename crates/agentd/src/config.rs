@@ -13,8 +13,62 @@ use crate::Settings;
 /// Unreadable file, invalid JSON, or an unknown field (a typo in a NixOS option fails loudly).
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     let cfg: AgentdConfig = osmoda_config::load(path)?;
-    Ok(Settings {
+    Ok(settings(&cfg))
+}
+
+/// The settings `cfg` gives: the gate's default rules and critical packages extended (never
+/// reduced) by `approval.required` and `approval.critical_packages`.
+pub fn settings(cfg: &AgentdConfig) -> Settings {
+    let mut critical = Settings::default().critical_packages;
+    for p in &cfg.approval.critical_packages {
+        if !critical.contains(p) {
+            critical.push(p.clone());
+        }
+    }
+    Settings {
         approval_ttl: Duration::from_secs(cfg.approval.ttl_secs),
-        approval_required: cfg.approval.required,
-    })
+        approval_required: cfg.approval.required.clone(),
+        critical_packages: critical,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(required: &[&str], critical: &[&str]) -> AgentdConfig {
+        serde_json::from_value(serde_json::json!({
+            "approval": { "required": required, "ttl_secs": 60, "critical_packages": critical },
+            "memory": { "embedding_endpoint": null, "embedding_model": "m", "max_injected_tokens": 1 },
+            "daemons": { "watch": null, "routines": null, "keyd": null, "mesh": null, "voice": null, "egress": null },
+        }))
+        .expect("agentd.json")
+    }
+
+    #[test]
+    fn configuration_extends_the_gate_and_never_drops_a_default() {
+        // An empty list does not turn the gate off.
+        let s = settings(&cfg(&[], &[]));
+        for kind in crate::gate::DEFAULT_REQUIRED {
+            assert!(s.needs_approval(kind), "{kind}");
+        }
+        assert!(!s.needs_approval("routine.remove"));
+        assert_eq!(s.approval_ttl, Duration::from_secs(60));
+        // Extra kinds and prefixes add to it.
+        let s = settings(&cfg(&["routine.remove", "watcher.*"], &["htop", "openssh"]));
+        assert!(s.needs_approval("routine.remove") && s.needs_approval("watcher.remove"));
+        assert!(s.needs_approval("service.disable"));
+        // Critical packages: the defaults plus the configured ones, once each.
+        assert!(s.critical_packages.iter().any(|p| p == "htop"));
+        assert_eq!(
+            s.critical_packages
+                .iter()
+                .filter(|p| *p == "openssh")
+                .count(),
+            1
+        );
+        for p in crate::gate::DEFAULT_CRITICAL_PACKAGES {
+            assert!(s.critical_packages.iter().any(|c| c == p), "{p}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod gate;
 pub mod peer;
 
 use std::future::IntoFuture;
@@ -22,33 +23,31 @@ pub use osmoda_daemon::{shutdown_channel, Shutdown, Trigger};
 /// Largest request body agentd accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Destructive operation kinds gated by default (used when agentd.json is absent).
-pub const DEFAULT_APPROVAL_REQUIRED: &[&str] = &[
-    "service.disable",
-    "service.remove",
-    "user.remove",
-    "wallet.delete",
-    "mesh.peer.remove",
-];
-
 /// Settings that do not come from the command line.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// How long an approval ticket stays valid after it is requested.
     pub approval_ttl: Duration,
-    /// Operation kinds that need a human approval ticket (`"service.remove"`, `"user.*"`).
+    /// Operation kinds that need a human approval ticket in addition to
+    /// [`gate::DEFAULT_REQUIRED`] (`"service.remove"`, `"user.*"`).
     pub approval_required: Vec<String>,
+    /// Package names whose removal needs approval: [`gate::DEFAULT_CRITICAL_PACKAGES`] plus
+    /// `approval.critical_packages`.
+    pub critical_packages: Vec<String>,
 }
 
 impl Settings {
-    /// Whether an operation of `kind` needs a human approval ticket.
+    /// Whether an operation of `kind` needs a human approval ticket: the gate's defaults always
+    /// do, configuration can only add kinds.
     pub fn needs_approval(&self, kind: &str) -> bool {
-        self.approval_required
-            .iter()
-            .any(|rule| match rule.strip_suffix('*') {
-                Some(prefix) => kind.starts_with(prefix),
-                None => rule == kind,
-            })
+        gate::DEFAULT_REQUIRED.contains(&kind)
+            || self
+                .approval_required
+                .iter()
+                .any(|rule| match rule.strip_suffix('*') {
+                    Some(prefix) => kind.starts_with(prefix),
+                    None => rule == kind,
+                })
     }
 }
 
@@ -56,7 +55,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             approval_ttl: Duration::from_secs(15 * 60),
-            approval_required: DEFAULT_APPROVAL_REQUIRED
+            approval_required: Vec::new(),
+            critical_packages: gate::DEFAULT_CRITICAL_PACKAGES
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),

@@ -1,6 +1,7 @@
 //! The approval gate: destructive operations need a human. The agent requests a ticket bound
 //! to the exact operation; a person decides on the approval socket (which the agent-facing
-//! router does not serve); the ticket is consumed once, before it expires.
+//! router does not serve); the ticket is consumed once, before it expires. The config API opens
+//! tickets itself when the gate (`crate::gate`) refuses a destructive change.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,8 +12,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use osmoda_ledger::{Event, Ledger, LedgerError};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
+use serde_json::{json, Value};
 
 use crate::error::{ApiError, Json};
 use crate::peer::{Caller, Peer};
@@ -27,10 +27,12 @@ pub struct Ticket {
     pub status: &'static str,
     /// The operation the ticket is bound to.
     pub operation: Value,
-    /// Hex SHA-256 of the operation's canonical JSON.
+    /// Hex SHA-256 of the operation's canonical JSON (exact numbers, see `crate::gate::canon`).
     pub operation_hash: String,
     /// Why the agent wants it.
     pub detail: String,
+    /// The effect in words, one line per destructive difference (tickets opened by the gate).
+    pub effect: Vec<String>,
     /// Who asked.
     pub requested_by: String,
     /// When it was asked for.
@@ -59,26 +61,10 @@ impl Ticket {
 #[derive(Debug, Default)]
 pub struct Approvals(BTreeMap<String, Ticket>);
 
-/// Canonical JSON (object keys sorted at every level), whatever serde_json's map order is.
-pub fn canonical(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let mut out = Map::new();
-            for k in keys {
-                out.insert(k.clone(), canonical(&m[k]));
-            }
-            Value::Object(out)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
-        other => other.clone(),
-    }
-}
-
-/// The hash a ticket is bound to.
+/// The hash a ticket is bound to; an operation whose numbers have no exact form gets none, so
+/// no ticket can match it.
 pub fn operation_hash(op: &Value) -> String {
-    hex::encode(Sha256::digest(canonical(op).to_string().as_bytes()))
+    crate::gate::canon::hash(op).unwrap_or_default()
 }
 
 fn now_unix() -> i64 {
@@ -124,6 +110,13 @@ impl Approvals {
                         operation_hash: operation_hash(&operation),
                         operation,
                         detail: p.get("detail").and_then(Value::as_str).unwrap_or("").into(),
+                        effect: p
+                            .get("effect")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|w| w.as_str().map(str::to_string))
+                            .collect(),
                         requested_by: ev.actor.clone(),
                         requested_at: ev.ts.clone(),
                         expires_at: rfc3339(expires_unix),
@@ -196,23 +189,61 @@ pub async fn request(
     if body.detail.len() > 4096 {
         return Err(ApiError::bad_request("`detail` is limited to 4096 bytes"));
     }
+    let t = create(&st, &caller.actor, &body.operation, &body.detail, &[]).await?;
+    Ok(axum::Json(t))
+}
+
+/// Record a new pending ticket for `operation`.
+async fn create(
+    st: &AppState,
+    actor: &str,
+    operation: &Value,
+    detail: &str,
+    effect: &[String],
+) -> Result<Ticket, ApiError> {
+    crate::gate::canon::hash(operation).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw).map_err(ApiError::internal)?;
     let id = hex::encode(raw);
     let ttl = i64::try_from(st.settings.approval_ttl.as_secs()).unwrap_or(i64::MAX / 2);
     let payload = json!({
         "id": id,
-        "operation": body.operation,
-        "operation_hash": operation_hash(&body.operation),
-        "detail": body.detail,
+        "operation": operation,
+        "operation_hash": operation_hash(operation),
+        "detail": detail,
+        "effect": effect,
         "expires_unix": now_unix() + ttl,
     });
     let mut approvals = st.approvals.lock().await;
-    let ev = st
-        .record("approval.requested", &caller.actor, &payload)
-        .await?;
+    let ev = st.record("approval.requested", actor, &payload).await?;
     approvals.apply(&ev);
-    Ok(axum::Json(approvals.get(&id)?.clone()))
+    Ok(approvals.get(&id)?.clone())
+}
+
+/// The open ticket for `operation`: a pending or approved, unexpired one if there is one (so an
+/// agent that retries does not pile up tickets), else a new pending ticket whose detail and
+/// effect are `effect`.
+///
+/// # Errors
+/// 400 for an operation without an exact canonical form; ledger errors.
+pub async fn open(
+    st: &AppState,
+    actor: &str,
+    operation: &Value,
+    effect: &[String],
+) -> Result<Ticket, ApiError> {
+    let hash = operation_hash(operation);
+    let existing = st
+        .approvals
+        .lock()
+        .await
+        .listing()
+        .into_iter()
+        .find(|t| t.operation_hash == hash && matches!(t.status, "pending" | "approved"));
+    match existing {
+        Some(t) => Ok(t),
+        None => create(st, actor, operation, &effect.join("; "), effect).await,
+    }
 }
 
 /// `GET /approvals` (both sockets)
@@ -242,9 +273,11 @@ pub async fn consume(
     operation: &Value,
     actor: &str,
 ) -> Result<(), ApiError> {
+    let hash =
+        crate::gate::canon::hash(operation).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut approvals = st.approvals.lock().await;
     let t = approvals.get(id)?;
-    if t.operation_hash != operation_hash(operation) {
+    if t.operation_hash.is_empty() || t.operation_hash != hash {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "ticket is bound to a different operation",
@@ -279,6 +312,40 @@ pub async fn check(
 ) -> Result<axum::Json<Value>, ApiError> {
     consume(&st, &body.id, &body.operation, &caller.actor).await?;
     Ok(axum::Json(json!({ "ok": true, "id": body.id })))
+}
+
+/// Body of `POST /gate/switch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchBody {
+    /// The generation the system is about to run.
+    pub target: String,
+    /// The generation it runs now (the last deployed one, or `HEAD` when none was deployed).
+    pub current: String,
+    /// Approval ticket, when the switch is destructive.
+    pub approval: Option<String>,
+}
+
+/// `POST /gate/switch`: may the system switch from `current` to `target`? The two trees are
+/// compared with the gate's rules (critical packages as `switch.remove_critical`); a
+/// destructive switch needs a ticket bound to both generations and the effect. osmoda-watch
+/// asks this before it begins a switch.
+pub async fn switch_check(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(b): Json<SwitchBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    crate::gate::check_switch(
+        &st,
+        &caller.actor,
+        &b.target,
+        &b.current,
+        b.approval.as_deref(),
+    )
+    .await?;
+    Ok(axum::Json(
+        json!({ "ok": true, "target": b.target, "current": b.current }),
+    ))
 }
 
 /// Optional body of a decision.
@@ -362,18 +429,4 @@ pub fn human_routes() -> Router<Arc<AppState>> {
         .route("/approvals", get(list))
         .route("/approval/{id}/approve", post(approve))
         .route("/approval/{id}/deny", post(deny))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn operation_hash_ignores_key_order_but_not_values() {
-        let a = json!({"op": "wallet.delete", "args": {"id": "w1", "chain": "eth"}});
-        let b = json!({"args": {"chain": "eth", "id": "w1"}, "op": "wallet.delete"});
-        let c = json!({"args": {"chain": "eth", "id": "w2"}, "op": "wallet.delete"});
-        assert_eq!(operation_hash(&a), operation_hash(&b));
-        assert_ne!(operation_hash(&a), operation_hash(&c));
-    }
 }

@@ -31,6 +31,7 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/approval/request", post(approvals::request))
         .route("/approval/check", post(approvals::check))
         .route("/approvals", get(approvals::list))
+        .route("/gate/switch", post(approvals::switch_check))
         .route("/config/get", get(config::get))
         .route("/config/set", post(config::set))
         .route("/config/unset", post(config::unset))

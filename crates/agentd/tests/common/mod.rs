@@ -34,6 +34,11 @@ impl Daemon {
         Self::start_full(agentd::Settings::default(), true).await
     }
 
+    /// Start with a configuration tree (as [`Daemon::start_with_tree`]) and `settings`.
+    pub async fn start_with_tree_and(settings: agentd::Settings) -> Daemon {
+        Self::start_full(settings, true).await
+    }
+
     pub fn tree_dir(&self) -> PathBuf {
         self.dir.path().join("tree")
     }

@@ -87,6 +87,8 @@ pub struct RevertBody {
     pub rev: String,
     /// Why.
     pub reason: String,
+    /// Approval ticket, when undoing it is destructive.
+    pub approval: Option<String>,
 }
 
 /// `POST /config/revert`: a new generation undoing `rev` (history kept).
@@ -107,6 +109,7 @@ pub async fn revert(
         Ok(())
     })
     .await?;
+    crate::gate::check_revert(&st, &caller.actor, &b.rev, b.approval.as_deref()).await?;
     let request = json!({ "op": "config.revert", "rev": b.rev, "reason": b.reason });
     let rev = b.rev;
     let landed = land(
@@ -126,6 +129,8 @@ pub async fn revert(
 pub struct CommitBody {
     /// Why the person changed the files: the commit message.
     pub reason: String,
+    /// Approval ticket, when the hand edits are destructive.
+    pub approval: Option<String>,
 }
 
 /// The person behind a uid, for commits of hand edits.
@@ -160,10 +165,12 @@ pub async fn commit(
             "nothing to commit: the tree has no uncommitted changes",
         ));
     }
+    let who = person(&peer);
+    crate::gate::check_commit(&st, &who.name, b.approval.as_deref()).await?;
     let request = json!({ "op": "config.commit", "changes": changes, "reason": b.reason });
     let landed = land(
         &st,
-        person(&peer),
+        who,
         request,
         b.reason,
         move |tree, actor, reason, rid| tree.commit_worktree(actor, reason, Some(rid)),

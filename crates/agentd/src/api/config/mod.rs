@@ -159,28 +159,6 @@ pub struct UnsetBody {
     pub approval: Option<String>,
 }
 
-/// The kind of destructive operation an edit is, if any (matched against `approval.required`).
-pub fn destructive_kind(op: &str, path: &AttrPath, value: Option<&Value>) -> Option<&'static str> {
-    let p: Vec<&str> = path.segments().iter().map(String::as_str).collect();
-    match (op, p.as_slice()) {
-        ("unset", ["services", "osmoda", "mesh", "peers", _, ..]) => Some("mesh.peer.remove"),
-        ("unset", ["services", "osmoda", "mesh", "peers"]) => Some("mesh.peer.remove"),
-        ("unset", ["users", "users", _]) | ("unset", ["users", "users"]) => Some("user.remove"),
-        ("unset", ["services", _]) | ("unset", ["services"]) => Some("service.remove"),
-        ("unset", ["services", "osmoda", _]) => Some("service.remove"),
-        ("unset", ["services", .., "enable"]) => Some("service.disable"),
-        ("set", ["services", .., "enable"]) if value == Some(&Value::Bool(false)) => {
-            Some("service.disable")
-        }
-        ("set", ["users", "users", _, "isNormalUser" | "isSystemUser"])
-            if value == Some(&Value::Bool(false)) =>
-        {
-            Some("user.remove")
-        }
-        _ => None,
-    }
-}
-
 /// The result of an edit that landed.
 #[derive(Debug, Serialize)]
 pub struct Landed {
@@ -239,32 +217,13 @@ async fn land(
     }
 }
 
-/// Refuse a destructive edit without a consumed approval ticket for exactly this operation.
-async fn gate(
-    st: &AppState,
-    caller: &Caller,
-    kind: Option<&str>,
-    op: &Value,
-    ticket: Option<&str>,
-) -> Result<(), ApiError> {
-    let Some(kind) = kind.filter(|k| st.settings.needs_approval(k)) else {
-        return Ok(());
-    };
-    let Some(ticket) = ticket else {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("this edit is a destructive operation ({kind}) and needs a human approval"))
-            .with_detail(json!({ "kind": kind, "operation": op,
-                "hint": "POST /approval/request {operation, detail}, have a person run `agentctl approvals approve ID`, then retry with \"approval\": ID" })));
-    };
-    super::approvals::consume(st, ticket, op, &caller.actor).await
-}
-
-fn precheck(tree: &Tree, file: &Path, op: &osmoda_nix::Op) -> Result<(), ApiError> {
+/// The edited text of `file`, or why the edit cannot be made.
+fn precheck(tree: &Tree, file: &Path, op: &osmoda_nix::Op) -> Result<String, ApiError> {
     let dirty = tree.status()?;
     if !dirty.is_empty() {
         return Err(GenError::Dirty { changes: dirty }.into());
     }
-    osmoda_nix::edit(&read(tree, file)?, op)?;
-    Ok(())
+    Ok(osmoda_nix::edit(&read(tree, file)?, op)?.text)
 }
 
 /// One requested edit of a tree file.
@@ -273,10 +232,8 @@ struct EditRequest {
     reason: String,
     ticket: Option<String>,
     op: osmoda_nix::Op,
-    /// The operation as an approval ticket must name it.
+    /// The operation, as recorded in the ledger.
     operation: Value,
-    /// Destructive kind, if any.
-    kind: Option<&'static str>,
 }
 
 async fn edit(
@@ -290,7 +247,6 @@ async fn edit(
         ticket,
         op,
         operation,
-        kind,
     } = req;
     if reason.trim().is_empty() {
         return Err(ApiError::bad_request(
@@ -301,8 +257,8 @@ async fn edit(
     // Bad input is refused before anything is written, ledger included.
     let t = tree(&st)?;
     let (f, o) = (file.clone(), op.clone());
-    blocking(move || precheck(&t, &f, &o)).await?;
-    gate(&st, &caller, kind, &operation, ticket.as_deref()).await?;
+    let edited = blocking(move || precheck(&t, &f, &o)).await?;
+    crate::gate::check_edit(&st, &caller.actor, &file, edited, ticket.as_deref()).await?;
     let mut request = operation;
     request["reason"] = Value::String(reason.clone());
     let landed = land(
@@ -339,7 +295,6 @@ pub async fn set(
             ))
         }
     };
-    let kind = destructive_kind("set", &path, shown.get("value"));
     let file = b.file.clone().unwrap_or_else(|| DEFAULT_FILE.into());
     let mut operation = json!({ "op": "config.set", "file": file, "path": path.to_string() });
     operation
@@ -353,7 +308,6 @@ pub async fn set(
         ticket: b.approval,
         op,
         operation,
-        kind,
     };
     edit(st, caller, req).await
 }
@@ -365,7 +319,6 @@ pub async fn unset(
     Json(b): Json<UnsetBody>,
 ) -> Result<axum::Json<Landed>, ApiError> {
     let path = attr_path(&b.path)?;
-    let kind = destructive_kind("unset", &path, None);
     let file = b.file.clone().unwrap_or_else(|| DEFAULT_FILE.into());
     let operation = json!({ "op": "config.unset", "file": file, "path": path.to_string() });
     let op = osmoda_nix::Op::Unset(path);
@@ -375,7 +328,6 @@ pub async fn unset(
         ticket: b.approval,
         op,
         operation,
-        kind,
     };
     edit(st, caller, req).await
 }
@@ -383,47 +335,6 @@ pub async fn unset(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn kind(op: &str, path: &str, v: Option<Value>) -> Option<&'static str> {
-        destructive_kind(op, &path.parse().expect("path"), v.as_ref())
-    }
-
-    #[test]
-    fn destructive_edits_are_recognised() {
-        assert_eq!(
-            kind("unset", "services.nginx", None),
-            Some("service.remove")
-        );
-        assert_eq!(
-            kind("unset", "services.nginx.enable", None),
-            Some("service.disable")
-        );
-        assert_eq!(
-            kind("set", "services.nginx.enable", Some(json!(false))),
-            Some("service.disable")
-        );
-        assert_eq!(
-            kind("set", "services.nginx.enable", Some(json!(true))),
-            None
-        );
-        assert_eq!(kind("unset", "users.users.bob", None), Some("user.remove"));
-        assert_eq!(
-            kind("unset", "services.osmoda.mesh.peers.alice", None),
-            Some("mesh.peer.remove")
-        );
-        assert_eq!(
-            kind("unset", "services.osmoda.watch.watchers.web", None),
-            None
-        );
-        assert_eq!(
-            kind(
-                "set",
-                "services.osmoda.watch.watchers.web.intervalSecs",
-                Some(json!(5))
-            ),
-            None
-        );
-    }
 
     #[test]
     fn files_must_stay_inside_the_tree() {

@@ -1,0 +1,329 @@
+//! The approval gate: judges every change of the configuration tree by its **effect**. The tree
+//! before and after the change is evaluated with the Nix evaluator ([`eval`]), module wrappers
+//! are resolved ([`merge`]), and one table of rules ([`rules::RULES`]) names the destructive
+//! differences. A destructive change needs a human-approved ticket bound to the canonical form
+//! of its effect ([`canon`]), so the same effect phrased differently uses the same ticket and a
+//! different effect cannot; without one, the refusal opens the ticket and says how to approve it.
+
+pub mod canon;
+pub mod eval;
+pub mod merge;
+pub mod rules;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::AppState;
+use eval::{EvalError, Files};
+use rules::Finding;
+
+/// Operation kinds that always need a human approval. Configuration (`approval.required`) can
+/// add kinds, never remove these.
+pub const DEFAULT_REQUIRED: &[&str] = &[
+    "service.remove",
+    "service.disable",
+    "user.remove",
+    "user.demote",
+    "user.credentials",
+    "ssh.access",
+    "firewall.ssh",
+    "wallet.delete",
+    "wallet.send.over_threshold",
+    "mesh.peer.remove",
+    "capability.remove",
+    "package.remove_critical",
+    "switch.remove_critical",
+    "gate.undecidable",
+];
+
+/// Packages whose removal always needs approval; `approval.critical_packages` adds more.
+pub const DEFAULT_CRITICAL_PACKAGES: &[&str] = &["openssh", "systemd", "nix", "osmoda-agentd"];
+
+/// The module people edit and every other module is imported from, when the tree has one.
+const ENTRY: &str = "configuration.nix";
+
+/// The destructive part of a change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effect {
+    /// Findings, sorted by kind and path.
+    pub findings: Vec<Finding>,
+}
+
+/// What kind of change is judged (it decides how critical package removal is named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation {
+    /// An edit, revert, restore or commit of the tree.
+    Edit,
+    /// Switching the running system to another generation.
+    Switch,
+}
+
+/// Compare two tree states.
+///
+/// # Errors
+/// [`EvalError`] when the evaluator is missing or fails even after skipping undecidable values.
+pub fn judge(
+    before: &Files,
+    after: &Files,
+    critical: &[String],
+    mutation: Mutation,
+) -> Result<Effect, EvalError> {
+    let changed: Vec<PathBuf> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .cloned()
+        .collect();
+    if changed.is_empty() {
+        return Ok(Effect::default());
+    }
+    let mut roots: Vec<PathBuf> = vec![PathBuf::from(ENTRY)];
+    roots.extend(changed.iter().cloned());
+    let (b, a) = std::thread::scope(|s| {
+        let b = s.spawn(|| eval::evaluate(before, &roots));
+        let a = eval::evaluate(after, &roots);
+        (
+            b.join()
+                .unwrap_or_else(|_| Err(EvalError::Failed("evaluator thread panicked".into()))),
+            a,
+        )
+    });
+    let (b, a) = (b?, a?);
+    let unevaluable: Vec<String> = a
+        .failed
+        .iter()
+        .filter(|f| {
+            !b.failed.contains(f) || changed.iter().any(|c| c.to_string_lossy() == f.as_str())
+        })
+        .cloned()
+        .collect();
+    let ctx = rules::Ctx {
+        before: &b.tree,
+        after: &a.tree,
+        unevaluable: &unevaluable,
+        critical,
+        package_kind: match mutation {
+            Mutation::Edit => "package.remove_critical",
+            Mutation::Switch => "switch.remove_critical",
+        },
+    };
+    Ok(Effect {
+        findings: rules::findings(&ctx),
+    })
+}
+
+/// Judge a change on the blocking pool, with the daemon's critical packages.
+async fn judge_async(
+    st: &AppState,
+    before: Files,
+    after: Files,
+    mutation: Mutation,
+) -> Result<Effect, ApiError> {
+    let critical = st.settings.critical_packages.clone();
+    tokio::task::spawn_blocking(move || judge(&before, &after, &critical, mutation))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                .with_detail(json!({ "hint": "the approval gate evaluates every change with nix-instantiate; install Nix (Debian: nix-bin)" }))
+        })
+}
+
+/// The operation a ticket for `findings` is bound to: the effect only (kind, path, old and new
+/// value), plus the `context` (e.g. a switch's generations).
+fn operation(context: &Value, findings: &[&Finding]) -> Value {
+    let effect: Vec<Value> = findings
+        .iter()
+        .map(|f| json!({ "kind": f.kind, "path": f.path, "was": f.was, "now": f.now }))
+        .collect();
+    json!({ "gate": context, "effect": effect })
+}
+
+/// Let a change through when its effect needs no approval or `ticket` is an approved ticket for
+/// exactly this effect (consuming it); otherwise refuse with 403 and a pending ticket.
+///
+/// # Errors
+/// 403 with `detail.ticket` (the id to have approved), `detail.effect` (the effect in words) and
+/// `detail.approve` (the command a person runs); the errors of
+/// [`crate::api::approvals::consume`] for a ticket that does not fit.
+pub async fn enforce(
+    st: &AppState,
+    actor: &str,
+    context: Value,
+    effect: &Effect,
+    ticket: Option<&str>,
+) -> Result<(), ApiError> {
+    let gated: Vec<&Finding> = effect
+        .findings
+        .iter()
+        .filter(|f| st.settings.needs_approval(f.kind))
+        .collect();
+    if gated.is_empty() {
+        return Ok(());
+    }
+    let op = operation(&context, &gated);
+    if let Some(id) = ticket {
+        return crate::api::approvals::consume(st, id, &op, actor).await;
+    }
+    let words: Vec<String> = gated.iter().map(|f| f.words.clone()).collect();
+    let kinds: Vec<&str> = gated.iter().map(|f| f.kind).collect();
+    let t = crate::api::approvals::open(st, actor, &op, &words).await?;
+    let approve = format!("agentctl approvals approve {}", t.id);
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "this change is destructive and needs a human approval: {}. Ask a person to run `{approve}`, then retry with the approval {}",
+            words.join("; "),
+            t.id
+        ),
+    )
+    .with_detail(json!({
+        "ticket": t.id, "status": t.status, "kinds": kinds, "effect": words,
+        "approve": approve, "operation": op, "expires_at": t.expires_at,
+        "hint": format!("retry the same request with \"approval\": \"{}\" (agentctl: --approval {}) once a person approved it", t.id, t.id),
+    })))
+}
+
+fn tree_dir(st: &AppState) -> Option<PathBuf> {
+    st.config_tree.as_ref().map(|t| t.dir().to_path_buf())
+}
+
+async fn read(
+    f: impl FnOnce() -> Result<Files, snapshot::SnapshotError> + Send + 'static,
+) -> Result<Files, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// Gate an edit of one file: `after` is its new text (the rest of the tree is `HEAD`'s).
+///
+/// # Errors
+/// As [`enforce`]; 503 when the evaluator is unavailable.
+pub async fn check_edit(
+    st: &AppState,
+    actor: &str,
+    file: &Path,
+    after: String,
+    ticket: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(dir) = tree_dir(st) else {
+        return Ok(());
+    };
+    let before = read(move || snapshot::at(&dir, "HEAD")).await?;
+    let mut new = before.clone();
+    new.insert(file.to_path_buf(), after);
+    let effect = judge_async(st, before, new, Mutation::Edit).await?;
+    enforce(st, actor, json!("config"), &effect, ticket).await
+}
+
+/// Gate a revert of generation `rev` (a conflicting revert passes here and fails on its own).
+///
+/// # Errors
+/// As [`check_edit`].
+pub async fn check_revert(
+    st: &AppState,
+    actor: &str,
+    rev: &str,
+    ticket: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(dir) = tree_dir(st) else {
+        return Ok(());
+    };
+    let rev = rev.to_string();
+    let (before, after) = tokio::task::spawn_blocking(move || {
+        Ok::<_, snapshot::SnapshotError>((
+            snapshot::at(&dir, "HEAD")?,
+            snapshot::after_revert(&dir, &rev)?,
+        ))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let Some(after) = after else { return Ok(()) };
+    let effect = judge_async(st, before, after, Mutation::Edit).await?;
+    enforce(st, actor, json!("config"), &effect, ticket).await
+}
+
+/// Gate bringing back generation `rev`'s whole tree (restore).
+///
+/// # Errors
+/// As [`check_edit`].
+pub async fn check_restore(
+    st: &AppState,
+    actor: &str,
+    rev: &str,
+    ticket: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(dir) = tree_dir(st) else {
+        return Ok(());
+    };
+    let (d2, rev) = (dir.clone(), rev.to_string());
+    let before = read(move || snapshot::at(&dir, "HEAD")).await?;
+    let after = read(move || snapshot::at(&d2, &rev)).await?;
+    let effect = judge_async(st, before, after, Mutation::Edit).await?;
+    enforce(st, actor, json!("config"), &effect, ticket).await
+}
+
+/// Gate committing the work tree (hand edits) as a generation.
+///
+/// # Errors
+/// As [`check_edit`].
+pub async fn check_commit(
+    st: &AppState,
+    actor: &str,
+    ticket: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(dir) = tree_dir(st) else {
+        return Ok(());
+    };
+    let d2 = dir.clone();
+    let before = read(move || snapshot::at(&dir, "HEAD")).await?;
+    let after = read(move || snapshot::worktree(&d2)).await?;
+    let effect = judge_async(st, before, after, Mutation::Edit).await?;
+    enforce(st, actor, json!("config"), &effect, ticket).await
+}
+
+/// Gate switching the running system from generation `current` to `target`; the ticket is bound
+/// to both generations and the effect.
+///
+/// # Errors
+/// As [`check_edit`]; 404 for an unknown generation.
+pub async fn check_switch(
+    st: &AppState,
+    actor: &str,
+    target: &str,
+    current: &str,
+    ticket: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(dir) = tree_dir(st) else {
+        return Ok(());
+    };
+    let resolve = |rev: String| {
+        let dir = dir.clone();
+        move || -> Result<(String, Files), snapshot::SnapshotError> {
+            let id = snapshot::resolve(&dir, &rev)?;
+            Ok((id.clone(), snapshot::at(&dir, &id)?))
+        }
+    };
+    let (t, c) = (resolve(target.to_string()), resolve(current.to_string()));
+    let ((tid, after), (cid, before)) =
+        tokio::task::spawn_blocking(move || Ok::<_, snapshot::SnapshotError>((t()?, c()?)))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::not_found(e.to_string()))?;
+    let effect = judge_async(st, before, after, Mutation::Switch).await?;
+    enforce(
+        st,
+        actor,
+        json!({ "switch": { "target": tid, "current": cid } }),
+        &effect,
+        ticket,
+    )
+    .await
+}

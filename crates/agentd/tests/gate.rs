@@ -1,0 +1,640 @@
+//! The approval gate end to end: a real agentd on a real git tree, every change judged by its
+//! evaluated effect (the Nix evaluator), tickets opened by the refusal and bound to the effect.
+
+mod common;
+
+use common::{git, ClientExt, Daemon};
+use osmoda_client::Response;
+use serde_json::{json, Value};
+
+const CFG: &str = "configuration.nix";
+const OSM: &str = "osmoda.nix";
+
+/// The starter tree plus, as separate generations: sshd's firewall opening turned off (port 22
+/// stays open through `allowedTCPPorts`), sshd turned off and on again, an admin user alice, a
+/// user bob, and a mesh peer, a wallet and an egress capability.
+struct Fixture {
+    d: Daemon,
+    /// The generation that turned sshd back on.
+    sshd_on: String,
+    /// The generation that added alice.
+    alice: String,
+    /// The generation before alice.
+    before_alice: String,
+}
+
+fn commit_file(d: &Daemon, file: &str, from: &str, to: &str, msg: &str) -> String {
+    let path = d.tree_dir().join(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{file} lacks {from:?}");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+    let dir = d.tree_dir();
+    git(
+        &dir,
+        &[
+            "-c",
+            "user.name=Test Person",
+            "-c",
+            "user.email=t@example.org",
+            "commit",
+            "-qam",
+            msg,
+        ],
+    );
+    git(&dir, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+const ALICE: &str = r#"  users.users.alice = {
+    isNormalUser = true;
+    extraGroups = [ "wheel" ];
+    openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIalice alice@laptop" ];
+    hashedPassword = "$6$salt$0123456789abcdef";
+  };
+
+  networking.firewall = {"#;
+
+const BOB: &str = r#"  time.timeZone = "UTC";
+
+  users.users.bob = {
+    isNormalUser = true;
+    openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIbob bob@desk" ];
+  };"#;
+
+const OSMODA: &str = r#"  services.osmoda = {
+    enable = true;
+
+    mesh.peers.relay = {
+      endpoint = "10.0.0.2:18800";
+      keys.ed25519 = "AAAA";
+    };
+    keyd.policy.wallets.main = {
+      dailyLimit = "1000000000000000000";
+    };
+    egress.capabilities.web = {
+      domains = [ "example.org" ];
+    };
+"#;
+
+async fn fixture(settings: agentd::Settings) -> Fixture {
+    let d = Daemon::start_with_tree_and(settings).await;
+    commit_file(
+        &d,
+        CFG,
+        "    enable = true;\n    settings",
+        "    enable = true;\n    openFirewall = false;\n    settings",
+        "sshd: no automatic firewall opening",
+    );
+    let on = "    enable = true;\n    openFirewall";
+    let off = "    enable = false;\n    openFirewall";
+    commit_file(&d, CFG, on, off, "sshd off");
+    let sshd_on = commit_file(&d, CFG, off, on, "sshd on");
+    let before_alice = sshd_on.clone();
+    let alice = commit_file(&d, CFG, "  networking.firewall = {", ALICE, "add alice");
+    commit_file(&d, CFG, "  time.timeZone = \"UTC\";", BOB, "add bob");
+    commit_file(
+        &d,
+        OSM,
+        "  services.osmoda = {\n    enable = true;\n",
+        OSMODA,
+        "add a peer, a wallet, a capability",
+    );
+    Fixture {
+        d,
+        sshd_on,
+        alice,
+        before_alice,
+    }
+}
+
+/// One way to ask for a change.
+#[derive(Clone, Debug)]
+enum Edit {
+    Set(&'static str, &'static str, Value),
+    Nix(&'static str, &'static str, &'static str),
+    Unset(&'static str, &'static str),
+    /// Revert the fixture generation that turned sshd on.
+    RevertSshdOn,
+    /// Revert the fixture generation that added alice.
+    RevertAlice,
+    /// Edit configuration.nix by hand (replace the first text by the second) and commit it.
+    Hand(&'static str, &'static str),
+}
+
+async fn send(f: &Fixture, e: &Edit, approval: Option<&str>) -> Response {
+    let mut body = match e {
+        Edit::Set(file, path, v) => json!({"file": file, "path": path, "value": v}),
+        Edit::Nix(file, path, n) => json!({"file": file, "path": path, "nix": n}),
+        Edit::Unset(file, path) => json!({"file": file, "path": path}),
+        Edit::RevertSshdOn => json!({"rev": f.sshd_on}),
+        Edit::RevertAlice => json!({"rev": f.alice}),
+        Edit::Hand(from, to) => {
+            let p = f.d.tree_dir().join(CFG);
+            let text = std::fs::read_to_string(&p).expect("read");
+            assert!(text.contains(from), "configuration.nix lacks {from:?}");
+            std::fs::write(&p, text.replacen(from, to, 1)).expect("write");
+            json!({})
+        }
+    };
+    body["reason"] = json!(format!("test {e:?}"));
+    if let Some(a) = approval {
+        body["approval"] = json!(a);
+    }
+    let endpoint = match e {
+        Edit::Set(..) | Edit::Nix(..) => "/config/set",
+        Edit::Unset(..) => "/config/unset",
+        Edit::RevertSshdOn | Edit::RevertAlice => "/config/revert",
+        Edit::Hand(..) => "/config/commit",
+    };
+    let r = f.d.agent().post(endpoint, &body).await.expect("post");
+    if matches!(e, Edit::Hand(..)) && r.status != 200 {
+        // A refused commit leaves the hand edit in place; put the file back for the next case.
+        git(&f.d.tree_dir(), &["checkout", "--", CFG]);
+    }
+    r
+}
+
+fn commits(d: &Daemon) -> usize {
+    git(&d.tree_dir(), &["rev-list", "--count", "HEAD"])
+        .trim()
+        .parse()
+        .expect("count")
+}
+
+struct Case {
+    name: &'static str,
+    kind: &'static str,
+    /// Different phrasings of one effect: the first opens the ticket, the last lands with it.
+    phrasings: Vec<Edit>,
+}
+
+fn settings_with_htop_critical() -> agentd::Settings {
+    let mut s = agentd::Settings::default();
+    s.critical_packages.push("htop".into());
+    s
+}
+
+fn cases() -> Vec<Case> {
+    use Edit::*;
+    vec![
+        Case {
+            name: "sshd disabled",
+            kind: "service.disable",
+            phrasings: vec![
+                Set(CFG, "services.openssh.enable", json!(false)),
+                Nix(CFG, "services.openssh.enable", "false"),
+                Nix(CFG, "services.openssh.enable", "!true"),
+                Nix(CFG, "services.openssh.enable", "lib.mkForce false"),
+                Set(CFG, "services.openssh", json!({"enable": false})),
+                RevertSshdOn,
+                Hand(
+                    "    enable = true;\n    openFirewall",
+                    "    enable = false;\n    openFirewall",
+                ),
+            ],
+        },
+        Case {
+            name: "sshd block removed",
+            kind: "service.remove",
+            phrasings: vec![
+                Unset(CFG, "services.openssh"),
+                Set(CFG, "services", json!({})),
+                Set(CFG, "services.openssh", json!({})),
+                Nix(CFG, "services.openssh", "lib.mkIf false { enable = true; }"),
+            ],
+        },
+        Case {
+            name: "alice emptied",
+            kind: "user.demote",
+            phrasings: vec![
+                Set(CFG, "users.users.alice", json!({})),
+                Nix(CFG, "users.users.alice", "{ }"),
+                Set(CFG, "users.users.alice", json!({"isNormalUser": false})),
+            ],
+        },
+        Case {
+            name: "alice not a normal user",
+            kind: "user.demote",
+            phrasings: vec![
+                Nix(CFG, "users.users.alice.isNormalUser", "false"),
+                Set(CFG, "users.users.alice.isNormalUser", json!(false)),
+                Nix(CFG, "users.users.alice.isNormalUser", "!true"),
+                Unset(CFG, "users.users.alice.isNormalUser"),
+            ],
+        },
+        Case {
+            name: "alice removed",
+            kind: "user.remove",
+            phrasings: vec![
+                Unset(CFG, "users.users.alice"),
+                Nix(
+                    CFG,
+                    "users.users.alice",
+                    "lib.mkIf false { isNormalUser = true; }",
+                ),
+                RevertAlice,
+            ],
+        },
+        Case {
+            name: "alice loses her key",
+            kind: "user.credentials",
+            phrasings: vec![
+                Set(
+                    CFG,
+                    "users.users.alice.openssh.authorizedKeys.keys",
+                    json!([]),
+                ),
+                Unset(CFG, "users.users.alice.openssh"),
+            ],
+        },
+        Case {
+            name: "every mesh peer removed",
+            kind: "mesh.peer.remove",
+            phrasings: vec![
+                Set(OSM, "services.osmoda.mesh.peers", json!({})),
+                Unset(OSM, "services.osmoda.mesh.peers.relay"),
+                Unset(OSM, "services.osmoda.mesh"),
+            ],
+        },
+        Case {
+            name: "sshd unit disabled",
+            kind: "service.disable",
+            phrasings: vec![
+                Set(CFG, "systemd.services.sshd.enable", json!(false)),
+                Nix(CFG, "systemd.services.sshd.enable", "lib.mkForce (1 == 2)"),
+            ],
+        },
+        Case {
+            name: "wallet removed",
+            kind: "wallet.delete",
+            phrasings: vec![
+                Unset(OSM, "services.osmoda.keyd.policy.wallets.main"),
+                Set(OSM, "services.osmoda.keyd.policy.wallets", json!({})),
+            ],
+        },
+        Case {
+            name: "capability removed",
+            kind: "capability.remove",
+            phrasings: vec![
+                Unset(OSM, "services.osmoda.egress.capabilities.web"),
+                Set(OSM, "services.osmoda.egress", json!({})),
+            ],
+        },
+        Case {
+            name: "sshd moved to another port",
+            kind: "ssh.access",
+            phrasings: vec![
+                Set(CFG, "services.openssh.ports", json!([2222])),
+                Nix(CFG, "services.openssh.ports", "[ (2000 + 222) ]"),
+            ],
+        },
+        Case {
+            name: "root login forbidden",
+            kind: "ssh.access",
+            phrasings: vec![
+                Set(
+                    CFG,
+                    "services.openssh.settings.PermitRootLogin",
+                    json!("no"),
+                ),
+                Nix(
+                    CFG,
+                    "services.openssh.settings.PermitRootLogin",
+                    "\"n\" + \"o\"",
+                ),
+            ],
+        },
+        Case {
+            name: "firewall closes ssh",
+            kind: "firewall.ssh",
+            phrasings: vec![
+                Set(CFG, "networking.firewall.allowedTCPPorts", json!([])),
+                Nix(CFG, "networking.firewall.allowedTCPPorts", "[ 80 443 ]"),
+            ],
+        },
+        Case {
+            name: "critical package removed",
+            kind: "package.remove_critical",
+            phrasings: vec![
+                Nix(CFG, "environment.systemPackages", "with pkgs; [ git curl ]"),
+                Nix(CFG, "environment.systemPackages", "[ pkgs.git pkgs.curl ]"),
+                Unset(CFG, "environment.systemPackages"),
+            ],
+        },
+    ]
+}
+
+/// A destructive change of another kind: no ticket of the cases above may cover it.
+fn different_effect() -> Edit {
+    Edit::Unset(CFG, "users.users.bob")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_phrasing_of_a_destructive_effect_needs_the_same_ticket() {
+    for case in cases() {
+        let f = fixture(settings_with_htop_critical()).await;
+        let name = case.name;
+        let first = &case.phrasings[0];
+        let n = commits(&f.d);
+
+        // The refusal opens the ticket and says what the change does and how to approve it.
+        let r = send(&f, first, None).await;
+        assert_eq!(r.status, 403, "{name}: {}", r.body);
+        let detail = &r.body["detail"];
+        let id = detail["ticket"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no ticket in {}", r.body))
+            .to_string();
+        assert!(
+            detail["kinds"]
+                .as_array()
+                .expect("kinds")
+                .contains(&json!(case.kind)),
+            "{name}: {detail}"
+        );
+        assert_eq!(
+            detail["approve"],
+            json!(format!("agentctl approvals approve {id}")),
+            "{name}"
+        );
+        assert!(
+            !detail["effect"].as_array().expect("effect").is_empty(),
+            "{name}"
+        );
+        let listed = f.d.human().get_ok("/approvals").await;
+        let t = listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|t| t["id"] == json!(id))
+            .expect("listed");
+        assert_eq!(t["status"], "pending");
+        assert_eq!(
+            t["effect"], detail["effect"],
+            "{name}: the listing shows the effect"
+        );
+        // Asking again does not pile up tickets.
+        let again = send(&f, first, None).await;
+        assert_eq!(
+            again.body["detail"]["ticket"],
+            json!(id),
+            "{name}: {}",
+            again.body
+        );
+
+        // Every other phrasing of the same effect is bound to this ticket: refused only because
+        // no person has decided yet.
+        for p in &case.phrasings[1..] {
+            let r = send(&f, p, Some(&id)).await;
+            assert_eq!(
+                r.status, 409,
+                "{name}: {p:?} must be the same effect: {}",
+                r.body
+            );
+            assert!(
+                r.body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("waiting for a human decision")),
+                "{name}: {p:?}: {}",
+                r.body
+            );
+        }
+        assert_eq!(
+            commits(&f.d),
+            n,
+            "{name}: nothing landed without a decision"
+        );
+
+        f.d.human()
+            .post_ok(&format!("/approval/{id}/approve"), &json!({}))
+            .await;
+        let r = send(&f, &different_effect(), Some(&id)).await;
+        assert_eq!(
+            r.status, 403,
+            "{name}: a different effect cannot use the ticket: {}",
+            r.body
+        );
+        let last = case.phrasings.last().expect("phrasing");
+        let r = send(&f, last, Some(&id)).await;
+        assert_eq!(
+            r.status, 200,
+            "{name}: {last:?} lands with the approved ticket: {}",
+            r.body
+        );
+        assert_eq!(commits(&f.d), n + 1, "{name}");
+        let listed = f.d.human().get_ok("/approvals").await;
+        let t = listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|t| t["id"] == json!(id))
+            .expect("listed");
+        assert_eq!(t["status"], "used", "{name}");
+        f.d.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_that_destroy_nothing_are_not_gated() {
+    use Edit::*;
+    let f = fixture(settings_with_htop_critical()).await;
+    for e in [
+        Set(CFG, "services.nginx.enable", json!(true)),
+        Set(
+            CFG,
+            "users.users.carol",
+            json!({"isNormalUser": true, "extraGroups": ["wheel"]}),
+        ),
+        Set(CFG, "services.openssh.settings.X11Forwarding", json!(false)),
+        Set(
+            CFG,
+            "services.openssh.settings.PasswordAuthentication",
+            json!(true),
+        ),
+        Set(CFG, "services.openssh.ports", json!([22, 2222])),
+        Set(
+            CFG,
+            "users.users.alice.extraGroups",
+            json!(["wheel", "docker"]),
+        ),
+        Nix(
+            CFG,
+            "users.users.bob.openssh.authorizedKeys.keys",
+            "[ \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIbob bob@desk\" \"ssh-ed25519 new\" ]",
+        ),
+        Nix(
+            CFG,
+            "environment.systemPackages",
+            "with pkgs; [ git htop curl jq ]",
+        ),
+        Nix(CFG, "networking.firewall.allowedTCPPorts", "[ 22 80 ]"),
+        Set(CFG, "networking.hostName", json!("web1")),
+        Set(
+            OSM,
+            "services.osmoda.mesh.peers.relay2",
+            json!({"endpoint": "10.0.0.3:18800"}),
+        ),
+        Set(
+            OSM,
+            "services.osmoda.watch.watchers.sshd.intervalSecs",
+            json!(60),
+        ),
+        Unset(CFG, "services.openssh.settings.X11Forwarding"),
+    ] {
+        let r = send(&f, &e, None).await;
+        assert_eq!(r.status, 200, "{e:?} is not destructive: {}", r.body);
+    }
+    assert!(f
+        .d
+        .human()
+        .get_ok("/approvals")
+        .await
+        .as_array()
+        .expect("list")
+        .is_empty());
+    f.d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_to_an_older_generation_needs_a_ticket_bound_to_both_generations() {
+    let f = fixture(agentd::Settings::default()).await;
+    let head = git(&f.d.tree_dir(), &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    let ask = |target: &str, current: &str, approval: Option<&str>| {
+        let mut b = json!({"target": target, "current": current});
+        if let Some(a) = approval {
+            b["approval"] = json!(a);
+        }
+        b
+    };
+    // Going back to before alice and bob removes them (and the peer, wallet, capability).
+    let r =
+        f.d.agent()
+            .post("/gate/switch", &ask(&f.before_alice, &head, None))
+            .await
+            .expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let kinds = r.body["detail"]["kinds"].clone();
+    for k in [
+        "user.remove",
+        "mesh.peer.remove",
+        "wallet.delete",
+        "capability.remove",
+    ] {
+        assert!(
+            kinds.as_array().expect("kinds").contains(&json!(k)),
+            "{k} in {kinds}"
+        );
+    }
+    let id = r.body["detail"]["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_string();
+    // Forward or sideways switches that remove nothing pass.
+    f.d.agent()
+        .post_ok("/gate/switch", &ask(&head, &f.before_alice, None))
+        .await;
+    f.d.human()
+        .post_ok(&format!("/approval/{id}/approve"), &json!({}))
+        .await;
+    // The ticket names both generations: the same target from another current one is not it.
+    let head_short = &head[..12];
+    let alice = f.alice.clone();
+    let r =
+        f.d.agent()
+            .post("/gate/switch", &ask(&f.before_alice, &alice, Some(&id)))
+            .await
+            .expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    f.d.agent()
+        .post_ok("/gate/switch", &ask(&f.before_alice, head_short, Some(&id)))
+        .await;
+    f.d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agentd_on_the_rendered_default_config_gates_disabling_sshd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lib");
+    let out = std::process::Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E"])
+        .arg(format!("(import {}).render {{ }}", lib.display()))
+        .output()
+        .expect("nix-instantiate (the gate needs the Nix evaluator)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let path = dir.path().join("agentd.json");
+    std::fs::write(&path, rendered["agentd"].to_string()).expect("write");
+    let settings = agentd::config::load(&path).expect("the rendered agentd.json loads");
+    assert!(settings.critical_packages.contains(&"openssh".to_string()));
+    let d = Daemon::start_with_tree_and(settings).await;
+    let body =
+        json!({"file": CFG, "path": "services.openssh.enable", "value": false, "reason": "x"});
+    let r = d.agent().post("/config/set", &body).await.expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body["detail"]["ticket"].is_string());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_bind_numbers_exactly_and_the_ledger_keeps_them() {
+    let d = Daemon::start().await;
+    for (a, b) in [
+        ("100000000000000000000", "100000000000000008191"),
+        ("18446744073709551616", "18446744073709551617"),
+        ("1.0", "1.0000000000000001"),
+    ] {
+        let op_a: Value =
+            serde_json::from_str(&format!(r#"{{"op":"wallet.send","amount":{a}}}"#)).expect("a");
+        let op_b: Value =
+            serde_json::from_str(&format!(r#"{{"op":"wallet.send","amount":{b}}}"#)).expect("b");
+        let t = d
+            .agent()
+            .post_ok(
+                "/approval/request",
+                &json!({"operation": op_a, "detail": "send"}),
+            )
+            .await;
+        let id = t["id"].as_str().expect("id").to_string();
+        let t2 = d
+            .agent()
+            .post_ok(
+                "/approval/request",
+                &json!({"operation": op_b, "detail": "send"}),
+            )
+            .await;
+        assert_ne!(t["operation_hash"], t2["operation_hash"], "{a} vs {b}");
+        d.human()
+            .post_ok(&format!("/approval/{id}/approve"), &json!({}))
+            .await;
+        let r = d
+            .agent()
+            .post("/approval/check", &json!({"id": id, "operation": op_b}))
+            .await
+            .expect("post");
+        assert_eq!(r.status, 403, "{a} approved, {b} attempted: {}", r.body);
+        d.agent()
+            .post_ok("/approval/check", &json!({"id": id, "operation": op_a}))
+            .await;
+    }
+    // Large integers in event payloads are stored digit for digit.
+    let big = "123456789012345678901234567890";
+    let payload: Value = serde_json::from_str(&format!(r#"{{"wei":{big}}}"#)).expect("payload");
+    d.agent()
+        .post_ok(
+            "/events/append",
+            &json!({"type": "test.big", "daemon": "test", "payload": payload}),
+        )
+        .await;
+    let raw = common::raw(
+        &d.socket,
+        b"GET /events/log?type=test.big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.1.to_string().contains(big), "{}", raw.1);
+    d.stop().await;
+}
