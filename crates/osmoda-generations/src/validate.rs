@@ -46,8 +46,14 @@ pub fn find_nix_instantiate() -> Option<PathBuf> {
 /// Parses `text` with rnix and reports the first error with its line and column.
 ///
 /// # Errors
-/// [`GenError::Invalid`] naming `rel` and the position of the first parse error.
+/// [`GenError::Invalid`] naming `rel` and the position of the first parse error, or of the
+/// place where the text exceeds `osmoda_nix::budget`.
 pub fn parse_check(rel: &Path, text: &str) -> Result<rnix::Parse<rnix::Root>, GenError> {
+    // The recursive parser only ever sees text within the shared recursion budget.
+    osmoda_nix::budget::check(text).map_err(|e| GenError::Invalid {
+        path: rel.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let parse = rnix::Root::parse(text);
     if let Some(err) = parse.errors().first() {
         let message = match error_offset(err) {

@@ -22,10 +22,35 @@ pub(crate) struct Splice {
     pub text: String,
 }
 
+/// Does the file end its lines with CRLF (judged by its first line break)?
+pub(crate) fn crlf(src: &str) -> bool {
+    src.find('\n')
+        .is_some_and(|i| i > 0 && src.as_bytes()[i - 1] == b'\r')
+}
+
+/// `text` with every bare `\n` written as `eol`.
+fn with_eol(text: &str, eol: &str) -> String {
+    if eol == "\n" || !text.contains('\n') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut prev = '\0';
+    for c in text.chars() {
+        if c == '\n' && prev != '\r' {
+            out.push('\r');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
+}
+
 /// Applies non-overlapping splices; returns the new text and the original byte range touched.
+/// New text is written with the file's line ending `eol`.
 pub(crate) fn apply(
     src: &str,
     mut splices: Vec<Splice>,
+    eol: &str,
 ) -> Result<(String, Range<usize>), EditError> {
     splices.sort_by_key(|s| (s.start, s.end));
     let mut out = String::with_capacity(src.len() + 64);
@@ -38,7 +63,7 @@ pub(crate) fn apply(
             )));
         }
         out.push_str(&src[pos..s.start]);
-        out.push_str(&s.text);
+        out.push_str(&with_eol(&s.text, eol));
         pos = s.end;
     }
     out.push_str(&src[pos..]);
@@ -52,19 +77,62 @@ pub(crate) fn apply(
 /// A value about to be written: JSON rendered as Nix, or a checked raw Nix expression.
 pub(crate) enum NewValue<'a> {
     Json(&'a Json),
-    /// The expression's text and whether it must be parenthesised inside a list.
+    /// The expression's text, whether it must be parenthesised inside a list (or as a
+    /// function argument), whether it brings its own priority wrapper (`mkForce …`), and
+    /// whether its later lines may be indented for the place it lands.
     Raw {
         text: String,
         needs_parens_in_list: bool,
+        priority: bool,
+        reindent: bool,
     },
+}
+
+/// Can the lines of `expr` after the first be shifted right without changing its value? Not when
+/// a string spans lines (a `"…"` string keeps its spaces, and a `''…''` string whose first line
+/// holds text counts that line in its indentation).
+pub(crate) fn can_reindent(expr: &SyntaxNode) -> bool {
+    expr.descendants()
+        .filter(|n| n.kind() == NODE_STRING && n.text().contains_char('\n'))
+        .all(|n| {
+            let t = n.text().to_string();
+            t.strip_prefix("''").is_some_and(|rest| {
+                rest.trim_start_matches([' ', '\t'])
+                    .starts_with(['\n', '\r'])
+            })
+        })
+}
+
+/// Indents every non-blank line after the first by `indent`.
+fn reindent(text: &str, indent: &str) -> String {
+    let mut lines = text.split('\n');
+    let mut out = lines.next().unwrap_or_default().to_string();
+    for line in lines {
+        out.push('\n');
+        if !line.trim().is_empty() {
+            out.push_str(indent);
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 impl NewValue<'_> {
     pub(crate) fn render(&self, indent: &str, unit: &str) -> String {
         match self {
             NewValue::Json(v) => to_nix_with(v, indent, unit),
+            NewValue::Raw {
+                text,
+                reindent: true,
+                ..
+            } => reindent(text, indent),
             NewValue::Raw { text, .. } => text.clone(),
         }
+    }
+
+    /// Does the value bring its own priority (`lib.mkForce 1`)?
+    pub(crate) fn has_priority(&self) -> bool {
+        matches!(self, NewValue::Raw { priority: true, .. })
     }
 
     pub(crate) fn render_item(&self, indent: &str, unit: &str) -> String {
@@ -78,10 +146,10 @@ impl NewValue<'_> {
                 }
             }
             NewValue::Raw {
-                text,
                 needs_parens_in_list: true,
-            } => format!("({text})"),
-            NewValue::Raw { text, .. } => text.clone(),
+                ..
+            } => format!("({})", self.render(indent, unit)),
+            NewValue::Raw { .. } => self.render(indent, unit),
         }
     }
 
@@ -91,10 +159,14 @@ impl NewValue<'_> {
             NewValue::Json(v) => NewValue::Raw {
                 text: to_nix_with(&Json::Array(vec![(*v).clone()]), "", "  "),
                 needs_parens_in_list: false,
+                priority: false,
+                reindent: true,
             },
-            NewValue::Raw { .. } => NewValue::Raw {
+            NewValue::Raw { reindent, .. } => NewValue::Raw {
                 text: format!("[ {} ]", self.render_item("", "  ")),
                 needs_parens_in_list: false,
+                priority: false,
+                reindent: *reindent,
             },
         }
     }
@@ -253,9 +325,26 @@ pub(crate) fn insert_binding(
     })
 }
 
+/// The start of the `#` comment lines directly above the line starting at `ls` (no blank line
+/// between): they describe the binding on that line and go with it.
+fn attached_comments(src: &str, ls: usize) -> usize {
+    let mut start = ls;
+    while start > 0 {
+        let prev = line_start(src, start - 1);
+        let line = src[prev..start].trim();
+        if line.starts_with('#') {
+            start = prev;
+        } else {
+            break;
+        }
+    }
+    start
+}
+
 /// The byte range to delete so that `node` disappears with its line (when it is alone on it,
 /// including a trailing `#` comment) or with the spaces after it.
-fn deletion_range(src: &str, node: &SyntaxNode) -> (usize, usize) {
+/// With `comments`, the `#` comment lines attached above it go too.
+fn deletion_range(src: &str, node: &SyntaxNode, comments: bool) -> (usize, usize) {
     let (s, e) = (start(node), end(node));
     let alone_start = starts_line(src, s);
     match rest_of_line_blank(src, e) {
@@ -265,7 +354,19 @@ fn deletion_range(src: &str, node: &SyntaxNode) -> (usize, usize) {
             } else {
                 eol
             };
-            (line_start(src, s), after)
+            let ls = line_start(src, s);
+            let from = if comments {
+                attached_comments(src, ls)
+            } else {
+                ls
+            };
+            // Between two blank lines, take one of them too, so no double gap is left.
+            let blank_before = from > 0 && src[line_start(src, from - 1)..from].trim().is_empty();
+            let next_eol = src[after..].find('\n').map(|i| after + i + 1);
+            match next_eol {
+                Some(n) if blank_before && from > 1 && src[after..n].trim().is_empty() => (from, n),
+                _ => (from, after),
+            }
         }
         Some(eol) => {
             let before = src[..s].trim_end_matches([' ', '\t']).len();
@@ -323,7 +424,7 @@ pub(crate) fn delete_entries(
                     .into(),
             });
         }
-        let (s, e) = deletion_range(src, entry);
+        let (s, e) = deletion_range(src, entry, true);
         splices.push(Splice {
             start: s,
             end: e,
@@ -436,7 +537,7 @@ pub(crate) fn delete_items(src: &str, items: &[SyntaxNode]) -> Vec<Splice> {
         items
             .iter()
             .map(|i| {
-                let (s, e) = deletion_range(src, i);
+                let (s, e) = deletion_range(src, i, false);
                 Splice {
                     start: s,
                     end: e,

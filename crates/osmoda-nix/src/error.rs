@@ -74,6 +74,16 @@ pub enum EditError {
         /// Why the editor will not go on.
         reason: String,
     },
+    /// A read met a value the editor cannot see through (the read-side twin of `Refused`).
+    #[error("cannot read `{path}`: {reason} at {pos}")]
+    Unreadable {
+        /// The attribute path asked for.
+        path: String,
+        /// Where the obstacle is.
+        pos: Pos,
+        /// Why the value cannot be read.
+        reason: String,
+    },
     /// The target path is defined in two or more places whose values cannot be merged.
     #[error(
         "refusing to edit `{path}`: it is defined in several places ({}); duplicate definitions \
@@ -118,6 +128,18 @@ pub enum EditError {
         expected: String,
         /// What was found.
         found: String,
+    },
+    /// The text (a file, a raw value) nests or chains deeper than the parser's budget allows
+    /// (see [`crate::budget`]); nothing was parsed.
+    #[error(
+        "the Nix text is too deeply nested to parse safely at {pos}: {what}; split the expression \
+         or write it with fewer levels"
+    )]
+    TooComplex {
+        /// Where the budget ran out.
+        pos: Pos,
+        /// Which limit was hit.
+        what: String,
     },
     /// The editor produced output that failed its own checks. This is a bug; nothing was written.
     #[error("internal editor error (a bug, nothing was changed): {0}")]

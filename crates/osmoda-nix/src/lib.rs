@@ -5,29 +5,32 @@
 //! as text splices of the original source; the result is re-parsed and checked (no parse errors,
 //! and the edited path reads back as written) before it is returned.
 
+pub mod budget;
 mod edit;
 mod error;
 mod fuzz;
+mod modules;
 mod path;
+mod plan;
 mod render;
 mod resolve;
 mod syntax;
 
 use std::ops::Range;
 
-use rnix::SyntaxKind::*;
 use serde_json::{Map, Value as Json};
 
 pub use error::{EditError, Pos};
 pub use fuzz::fuzz_one;
+pub use modules::{FileKind, Import};
 pub use path::AttrPath;
 pub use render::to_nix;
 
-use edit::{
-    apply, delete_entries, delete_items, detect_unit, insert_binding, insert_item, NewValue, Splice,
-};
-use resolve::{rec_set, resolve};
-use syntax::{end, eval_literal, indent_at, merge_at, parse, start, value_of};
+use edit::{apply, detect_unit};
+use modules::{list_of, priority};
+use plan::{check_result, new_value, plan_append, plan_remove, plan_set, plan_unset};
+use resolve::{resolve, Body};
+use syntax::{eval_literal, merge_at, parse, start, value_of};
 
 /// A value to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,30 +62,134 @@ pub struct Edit {
     /// The byte range of the original file that was replaced (empty when nothing changed).
     /// Bytes before and after it are identical in `text`.
     pub changed: Range<usize>,
+    /// The priority wrapper kept around the new value (`lib.mkForce`), when `set` replaced the
+    /// value inside one.
+    pub kept: Option<String>,
 }
 
-/// Checks that `src` parses as Nix without errors.
+/// What a file says about one attribute path (see [`read`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Read {
+    /// The value as JSON, when it is a literal.
+    pub value: Option<Json>,
+    /// The value's Nix source, as written (without a priority wrapper).
+    pub nix: String,
+    /// For a list literal (also under `with pkgs;`): each element's Nix source.
+    pub elements: Option<Vec<String>>,
+    /// The priority wrapper around the value (`lib.mkForce`), if any.
+    pub priority: Option<String>,
+}
+
+/// One place in a file that defines (part of) an attribute path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Definition {
+    /// Which module of the file: 0 is the file's own body, 1… its inline modules in file order.
+    pub module: usize,
+    /// The path as that module writes it (`config.…` in a module with a top-level `config`).
+    pub path: AttrPath,
+    /// Where the binding (or the obstacle) is.
+    pub pos: Pos,
+    /// True if the binding defines exactly the path (false: it defines something below it).
+    pub exact: bool,
+    /// The priority wrapper of an exact definition (`lib.mkForce`), if any.
+    pub priority: Option<String>,
+    /// `Some(reason)` when the module may define the path but the editor cannot see it (a
+    /// `mkIf` body, an `inherit`, a prefix set to a non-attribute-set value, …).
+    pub hidden: Option<String>,
+}
+
+/// The shape of a file: its kind, how many modules it holds and what it imports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Module, flake or other.
+    pub kind: FileKind,
+    /// Number of module bodies (the file's own body counts as module 0 even in a flake, where
+    /// it cannot be edited as a module).
+    pub modules: usize,
+    /// Static paths in `imports` (or a flake's `modules`), in file order.
+    pub imports: Vec<Import>,
+}
+
+/// Checks that `src` parses as Nix without errors (within the [`budget`]).
 ///
 /// # Errors
-/// [`EditError::Parse`] with the position of the first error.
+/// [`EditError::Parse`] with the position of the first error, [`EditError::TooComplex`] if it
+/// nests deeper than the budget allows.
 pub fn validate(src: &str) -> Result<(), EditError> {
     parse(src).map(|_| ())
 }
 
-/// Reads the literal value at `path`. Attribute sets spread over several bindings
-/// (`a.b = 1; a.c = 2;`) are merged the way Nix merges them.
+/// Reads the literal value at `path` in the file's own body. Attribute sets spread over several
+/// bindings (`a.b = 1; a.c = 2;`) are merged the way Nix merges them; a priority wrapper
+/// (`mkForce`) is looked through.
 ///
 /// # Errors
 /// [`EditError::NotFound`] if the path is not defined in this file, [`EditError::NonLiteral`] if
-/// its value is not a literal, [`EditError::Refused`] / [`EditError::Duplicate`] when it is hidden
-/// or ambiguous, [`EditError::Parse`] if the file does not parse.
+/// its value is not a literal, [`EditError::Unreadable`] / [`EditError::Duplicate`] when it is
+/// hidden or ambiguous, [`EditError::Parse`] if the file does not parse.
 pub fn get(src: &str, path: &AttrPath) -> Result<Json, EditError> {
-    get_in(&parse(src)?, src, path)
+    let src = strip_bom(src).1;
+    let root = parse(src)?;
+    let body = module_body(&root, src, 0, path)?;
+    get_in(&body, src, &module_path(&body, path))
 }
 
-/// [`get`] on a file already parsed as `root`.
-fn get_in(root: &rnix::SyntaxNode, src: &str, path: &AttrPath) -> Result<Json, EditError> {
-    let res = resolve(root, src, path)?;
+/// Reads `path` in module `module` of the file (0: its own body; see [`Definition::module`]):
+/// its Nix source, its value when it is a literal, the elements of a list and its priority.
+///
+/// # Errors
+/// As [`get`], except that a value that is not a literal is returned as Nix text.
+pub fn read(src: &str, module: usize, path: &AttrPath) -> Result<Read, EditError> {
+    let src = strip_bom(src).1;
+    let root = parse(src)?;
+    let body = module_body(&root, src, module, path)?;
+    let path = &module_path(&body, path);
+    let res = resolve(&body, src, path).map_err(unreadable)?;
+    res.check_unique(src, path)?;
+    if res.places.is_empty() {
+        return Err(not_found(src, path, res.imports));
+    }
+    if let Some(place) = res.single_exact() {
+        let value = value_of(&place.entry)
+            .ok_or_else(|| EditError::Internal("binding without value".into()))?;
+        let (inner, wrapper) = match priority(&value) {
+            Some(w) => (w.inner, Some(w.wrapper)),
+            None => (value, None),
+        };
+        let bare = match inner.kind() {
+            rnix::SyntaxKind::NODE_PAREN => {
+                inner.children().next().unwrap_or_else(|| inner.clone())
+            }
+            _ => inner.clone(),
+        };
+        let elements = list_of(&bare).map(|l| l.children().map(|c| c.text().to_string()).collect());
+        return Ok(Read {
+            value: eval_literal(&inner).ok(),
+            nix: inner.text().to_string(),
+            elements,
+            priority: wrapper,
+        });
+    }
+    let value = get_in(&body, src, path)?;
+    Ok(Read {
+        nix: render::to_nix(&value, ""),
+        value: Some(value),
+        elements: None,
+        priority: None,
+    })
+}
+
+/// A refusal met while reading says "cannot read", not "refusing to edit".
+fn unreadable(e: EditError) -> EditError {
+    match e {
+        EditError::Refused { path, pos, reason } => EditError::Unreadable { path, pos, reason },
+        other => other,
+    }
+}
+
+/// [`get`] in an already-found module body.
+fn get_in(body: &Body, src: &str, path: &AttrPath) -> Result<Json, EditError> {
+    let res = resolve(body, src, path).map_err(unreadable)?;
     res.check_unique(src, path)?;
     if res.places.is_empty() {
         return Err(not_found(src, path, res.imports));
@@ -95,6 +202,7 @@ fn get_in(root: &rnix::SyntaxNode, src: &str, path: &AttrPath) -> Result<Json, E
     if let Some(place) = res.single_exact() {
         let value = value_of(&place.entry)
             .ok_or_else(|| EditError::Internal("binding without value".into()))?;
+        let value = priority(&value).map_or(value, |w| w.inner);
         return eval_literal(&value).map_err(non_literal);
     }
     let mut obj = Map::new();
@@ -121,6 +229,126 @@ fn get_in(root: &rnix::SyntaxNode, src: &str, path: &AttrPath) -> Result<Json, E
         })?;
     }
     Ok(Json::Object(obj))
+}
+
+/// The kind, modules and static imports of a file.
+///
+/// # Errors
+/// [`EditError::Parse`] / [`EditError::TooComplex`] if the file does not parse.
+pub fn file_info(src: &str) -> Result<FileInfo, EditError> {
+    let src = strip_bom(src).1;
+    let root = parse(src)?;
+    let m = modules::modules(&root, src);
+    Ok(FileInfo {
+        kind: m.kind,
+        modules: m.bodies.len(),
+        imports: m.imports,
+    })
+}
+
+/// Every place in the file (its own body and its inline modules) that defines `path`, a prefix
+/// of it (with a value the editor cannot look into) or something below it.
+///
+/// # Errors
+/// [`EditError::Parse`] / [`EditError::TooComplex`] if the file does not parse.
+pub fn definitions(src: &str, path: &AttrPath) -> Result<Vec<Definition>, EditError> {
+    let src = strip_bom(src).1;
+    let root = parse(src)?;
+    let m = modules::modules(&root, src);
+    let mut out = Vec::new();
+    for (module, body) in m.bodies.iter().enumerate() {
+        let Some(body) = body else { continue };
+        let in_path = module_path(body, path);
+        let hidden = |pos: Pos, reason: String| Definition {
+            module,
+            path: in_path.clone(),
+            pos,
+            exact: false,
+            priority: None,
+            hidden: Some(reason),
+        };
+        match resolve(body, src, &in_path) {
+            Ok(res) => {
+                for place in &res.places {
+                    let exact = place.kind == resolve::PlaceKind::Exact;
+                    let priority = value_of(&place.entry)
+                        .filter(|_| exact)
+                        .and_then(|v| priority(&v))
+                        .map(|w| w.wrapper);
+                    out.push(Definition {
+                        module,
+                        path: in_path.clone(),
+                        pos: Pos::of(src, start(&place.entry)),
+                        exact,
+                        priority,
+                        hidden: None,
+                    });
+                }
+            }
+            Err(EditError::Refused { pos, reason, .. }) => out.push(hidden(pos, reason)),
+            Err(EditError::Type { pos, found, .. }) => out.push(hidden(pos, found)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The body of module `module` of a parsed file.
+fn module_body(
+    root: &rnix::SyntaxNode,
+    src: &str,
+    module: usize,
+    path: &AttrPath,
+) -> Result<Body, EditError> {
+    if module == 0 {
+        let m = modules::modules(root, src);
+        if m.kind == FileKind::Flake {
+            modules::check_flake_path(src, path)?;
+        }
+        return resolve::body(root, src, path);
+    }
+    modules::modules(root, src)
+        .bodies
+        .into_iter()
+        .nth(module)
+        .flatten()
+        .ok_or_else(|| EditError::InvalidPath {
+            input: path.to_string(),
+            reason: format!("the file has no inline module number {module}"),
+        })
+}
+
+/// In a module with a top-level `config` (and `options`), settings live under `config`.
+fn module_path(body: &Body, path: &AttrPath) -> AttrPath {
+    const META: &[&str] = &[
+        "config",
+        "options",
+        "imports",
+        "disabledModules",
+        "meta",
+        "_file",
+        "key",
+    ];
+    let explicit = body.module
+        && body.set.children().any(|e| {
+            matches!(syntax::attrs_of(&e).next().map(|a| syntax::key_of(&a)),
+                Some(syntax::Key::Static(k)) if k == "config" || k == "options")
+        });
+    if explicit && !META.contains(&path.segments()[0].as_str()) {
+        let mut segs = vec!["config".to_string()];
+        segs.extend(path.segments().iter().cloned());
+        AttrPath::new(segs).unwrap_or_else(|_| path.clone())
+    } else {
+        path.clone()
+    }
+}
+
+/// Splits a leading byte-order mark off `src`.
+fn strip_bom(src: &str) -> (&str, &str) {
+    match src.strip_prefix('\u{feff}') {
+        Some(rest) => (&src[..src.len() - rest.len()], rest),
+        None => ("", src),
+    }
 }
 
 fn not_found(src: &str, path: &AttrPath, imports: Option<usize>) -> EditError {
@@ -170,316 +398,66 @@ pub fn remove(src: &str, path: &AttrPath, value: &Value) -> Result<String, EditE
     edit(src, &Op::Remove(path.clone(), value.clone())).map(|e| e.text)
 }
 
-/// Applies one operation to `src` and returns the new text with the range it replaced.
+/// Applies one operation to the file's own body (module 0); see [`edit_in`].
+///
+/// # Errors
+/// As [`edit_in`].
+pub fn edit(src: &str, op: &Op) -> Result<Edit, EditError> {
+    edit_in(src, 0, op)
+}
+
+/// Applies one operation to module `module` of `src` (see [`Definition::module`]) and returns
+/// the new text with the range it replaced.
 ///
 /// New bindings go next to the closest related binding, or before the closing brace of the
 /// deepest attribute set that already holds a prefix of the path, at the indentation of their
-/// siblings; the remainder of the path is written dotted (`osmoda.enable = true;`).
+/// siblings; the remainder of the path is written dotted (`osmoda.enable = true;`). A priority
+/// wrapper (`mkForce`) is kept around a replaced value unless the new value brings its own. The
+/// file's line endings (CRLF) and byte-order mark are kept.
 ///
 /// # Errors
-/// [`EditError::Parse`] (file or raw value), [`EditError::InvalidValue`],
-/// [`EditError::Refused`] (`with`, `let`, function applications such as `mkIf`, `inherit`,
-/// dynamic names, `rec` sets), [`EditError::Duplicate`], [`EditError::Type`],
-/// [`EditError::NotFound`], or [`EditError::Internal`] if the result failed its own checks.
-pub fn edit(src: &str, op: &Op) -> Result<Edit, EditError> {
+/// [`EditError::Parse`] (file or raw value), [`EditError::TooComplex`], [`EditError::InvalidValue`],
+/// [`EditError::Refused`] (function applications such as `mkIf`, `inherit`, dynamic names,
+/// `rec` sets whose other values use the name, flakes), [`EditError::Duplicate`],
+/// [`EditError::Type`], [`EditError::NotFound`], or [`EditError::Internal`] if the result failed
+/// its own checks.
+pub fn edit_in(src: &str, module: usize, op: &Op) -> Result<Edit, EditError> {
+    let (bom, src) = strip_bom(src);
+    let path = match op {
+        Op::Set(p, _) | Op::Unset(p) | Op::Append(p, _) | Op::Remove(p, _) => p,
+    };
     let root = parse(src)?;
+    let body = module_body(&root, src, module, path)?;
+    let path = &module_path(&body, path);
     let unit = detect_unit(src);
-    let (splices, path) = match op {
-        Op::Set(path, value) => (plan_set(src, &root, path, &new_value(value)?, &unit)?, path),
-        Op::Unset(path) => (plan_unset(src, &root, path)?, path),
-        Op::Append(path, value) => (
-            plan_append(src, &root, path, &new_value(value)?, &unit)?,
-            path,
+    let (splices, kept) = match op {
+        Op::Set(_, value) => plan_set(src, &body, path, &new_value(value)?, &unit)?,
+        Op::Unset(_) => (plan_unset(src, &body, path)?, None),
+        Op::Append(_, value) => (
+            plan_append(src, &body, path, &new_value(value)?, &unit)?,
+            None,
         ),
-        Op::Remove(path, value) => (plan_remove(src, &root, path, value)?, path),
+        Op::Remove(_, value) => (plan_remove(src, &body, path, value)?, None),
     };
-    let (text, changed) = apply(src, splices)?;
-    check_result(src, &root, &text, op, path)?;
-    Ok(Edit { text, changed })
+    let eol = if edit::crlf(src) { "\r\n" } else { "\n" };
+    let (text, changed) = apply(src, splices, eol)?;
+    let op = with_path(op, path);
+    check_result(src, &body, &text, module, &op, path)?;
+    let shift = bom.len();
+    Ok(Edit {
+        text: format!("{bom}{text}"),
+        changed: changed.start + shift..changed.end + shift,
+        kept,
+    })
 }
 
-fn new_value(value: &Value) -> Result<NewValue<'_>, EditError> {
-    match value {
-        Value::Json(v) => {
-            render::check_value(v)?;
-            Ok(NewValue::Json(v))
-        }
-        Value::Raw(text) => {
-            let root = parse(text)
-                .map_err(|e| EditError::InvalidValue(format!("raw Nix expression: {e}")))?;
-            let expr = root
-                .children()
-                .next()
-                .ok_or_else(|| EditError::InvalidValue("the raw Nix expression is empty".into()))?;
-            let simple = matches!(
-                expr.kind(),
-                NODE_IDENT
-                    | NODE_LITERAL
-                    | NODE_STRING
-                    | NODE_LIST
-                    | NODE_ATTR_SET
-                    | NODE_PAREN
-                    | NODE_SELECT
-                    | NODE_PATH_ABS
-                    | NODE_PATH_REL
-                    | NODE_PATH_HOME
-                    | NODE_PATH_SEARCH
-            );
-            Ok(NewValue::Raw {
-                text: expr.text().to_string(),
-                needs_parens_in_list: !simple,
-            })
-        }
-    }
-}
-
-fn body_set(
-    root: &rnix::SyntaxNode,
-    src: &str,
-    path: &AttrPath,
-) -> Result<rnix::SyntaxNode, EditError> {
-    resolve::body(root, src, path).map(|b| b.set)
-}
-
-fn plan_set(
-    src: &str,
-    root: &rnix::SyntaxNode,
-    path: &AttrPath,
-    value: &NewValue<'_>,
-    unit: &str,
-) -> Result<Vec<Splice>, EditError> {
-    let res = resolve(root, src, path)?;
-    res.check_unique(src, path)?;
-    if let Some(place) = res.single_exact() {
-        let v = value_of(&place.entry)
-            .ok_or_else(|| EditError::Internal("binding without value".into()))?;
-        let indent = indent_at(src, start(&place.entry));
-        let unit = edit_unit(indent, unit);
-        return Ok(vec![Splice {
-            start: start(&v),
-            end: end(&v),
-            text: value.render(indent, &unit),
-        }]);
-    }
-    if let Some((first, rest)) = res.places.split_first() {
-        // The target is an attribute set spread over several bindings: the first one becomes
-        // the new binding, the others go.
-        let indent = indent_at(src, start(&first.entry));
-        let unit = edit_unit(indent, unit);
-        let keys = edit::render_keys(&path.segments()[first.depth..]);
-        let text = format!("{keys} = {};", value.render(indent, &unit));
-        let mut splices = vec![Splice {
-            start: start(&first.entry),
-            end: end(&first.entry),
-            text,
-        }];
-        let body = body_set(root, src, path)?;
-        splices.extend(delete_entries(
-            src,
-            path,
-            &body,
-            rest.iter().map(|p| p.entry.clone()).collect(),
-        )?);
-        return Ok(splices);
-    }
-    let container = res
-        .best_container()
-        .ok_or_else(|| EditError::Internal("no container".into()))?;
-    if rec_set(&container.set) {
-        return Err(EditError::Refused {
-            path: path.to_string(),
-            pos: Pos::of(src, start(&container.set)),
-            reason: "adding a name to a `rec` attribute set could shadow a variable its other values use"
-                .into(),
-        });
-    }
-    Ok(vec![insert_binding(
-        src,
-        container,
-        &path.segments()[container.depth..],
-        value,
-        unit,
-    )?])
-}
-
-/// The indentation unit to use below a line indented with `indent`.
-fn edit_unit(indent: &str, unit: &str) -> String {
-    if indent.contains('\t') {
-        "\t".into()
-    } else {
-        unit.to_string()
-    }
-}
-
-fn plan_unset(
-    src: &str,
-    root: &rnix::SyntaxNode,
-    path: &AttrPath,
-) -> Result<Vec<Splice>, EditError> {
-    let res = resolve(root, src, path)?;
-    res.check_unique(src, path)?;
-    if res.places.is_empty() {
-        return Err(not_found(src, path, res.imports));
-    }
-    let body = body_set(root, src, path)?;
-    delete_entries(
-        src,
-        path,
-        &body,
-        res.places.iter().map(|p| p.entry.clone()).collect(),
-    )
-}
-
-/// The list literal at `path`, or why there is none (`Ok(None)`: the path is not defined).
-fn target_list(
-    src: &str,
-    root: &rnix::SyntaxNode,
-    path: &AttrPath,
-    op: &str,
-) -> Result<Option<rnix::SyntaxNode>, EditError> {
-    let res = resolve(root, src, path)?;
-    res.check_unique(src, path)?;
-    let Some(first) = res.places.first() else {
-        return Ok(None);
-    };
-    let type_err = |node: &rnix::SyntaxNode, found: String| EditError::Type {
-        op: op.into(),
-        path: path.to_string(),
-        pos: Pos::of(src, start(node)),
-        expected: "a list".into(),
-        found,
-    };
-    let Some(place) = res.single_exact() else {
-        return Err(type_err(
-            &first.entry,
-            format!("`{path}` is an attribute set"),
-        ));
-    };
-    let value = value_of(&place.entry)
-        .ok_or_else(|| EditError::Internal("binding without value".into()))?;
-    match value.kind() {
-        NODE_LIST => Ok(Some(value)),
-        _ => match syntax::literal_kind(&value) {
-            Some(kind) => Err(type_err(&value, format!("`{path}` is {kind}"))),
-            None => Err(EditError::Refused {
-                path: path.to_string(),
-                pos: Pos::of(src, start(&value)),
-                reason: format!(
-                    "the list is built by {}, not written as a list literal",
-                    syntax::describe(&value)
-                ),
-            }),
-        },
-    }
-}
-
-fn plan_append(
-    src: &str,
-    root: &rnix::SyntaxNode,
-    path: &AttrPath,
-    value: &NewValue<'_>,
-    unit: &str,
-) -> Result<Vec<Splice>, EditError> {
-    match target_list(src, root, path, "append to")? {
-        Some(list) => {
-            let unit = edit_unit(indent_at(src, start(&list)), unit);
-            Ok(vec![insert_item(src, &list, value, &unit)?])
-        }
-        None => plan_set(src, root, path, &value.as_list(), unit),
-    }
-}
-
-fn plan_remove(
-    src: &str,
-    root: &rnix::SyntaxNode,
-    path: &AttrPath,
-    value: &Value,
-) -> Result<Vec<Splice>, EditError> {
-    let Some(list) = target_list(src, root, path, "remove from")? else {
-        return Err(not_found(src, path, None));
-    };
-    let wanted = match value {
-        Value::Json(v) => Wanted::Json(v),
-        Value::Raw(text) => {
-            Wanted::Tokens(tokens(&parse(text).map_err(|e| {
-                EditError::InvalidValue(format!("raw Nix expression: {e}"))
-            })?))
-        }
-    };
-    let doomed: Vec<rnix::SyntaxNode> = list
-        .children()
-        .filter(|item| match &wanted {
-            Wanted::Json(v) => eval_literal(item).is_ok_and(|got| &got == *v),
-            Wanted::Tokens(t) => &tokens(item) == t,
-        })
-        .collect();
-    Ok(delete_items(src, &doomed))
-}
-
-enum Wanted<'a> {
-    Json(&'a Json),
-    Tokens(Vec<String>),
-}
-
-/// The significant tokens of a node (no whitespace or comments), for comparing raw expressions.
-fn tokens(node: &rnix::SyntaxNode) -> Vec<String> {
-    let mut node = node.clone();
-    while node.kind() == NODE_ROOT || node.kind() == NODE_PAREN {
-        match node.children().next() {
-            Some(inner) => node = inner,
-            None => break,
-        }
-    }
-    node.descendants_with_tokens()
-        .filter_map(|e| e.into_token())
-        .filter(|t| !matches!(t.kind(), TOKEN_WHITESPACE | TOKEN_COMMENT))
-        .map(|t| t.text().to_string())
-        .collect()
-}
-
-/// Verifies an edit's output: it parses, and the path reads back as the operation intended.
-/// `before_root` is the parse of `before`; `after` is parsed exactly once, and the read-back
-/// runs on that parse.
-fn check_result(
-    before: &str,
-    before_root: &rnix::SyntaxNode,
-    after: &str,
-    op: &Op,
-    path: &AttrPath,
-) -> Result<(), EditError> {
-    let root = parse(after)
-        .map_err(|e| EditError::Internal(format!("the edited file does not parse: {e}")))?;
-    let bug = |what: String| EditError::Internal(format!("after {op:?}: {what}"));
+/// `op` with its path replaced (by the path as the module writes it).
+fn with_path(op: &Op, path: &AttrPath) -> Op {
+    let p = path.clone();
     match op {
-        Op::Set(_, Value::Json(v)) => match get_in(&root, after, path) {
-            Ok(got) if &got == v => Ok(()),
-            other => Err(bug(format!("the path reads back as {other:?}"))),
-        },
-        Op::Set(_, Value::Raw(_)) => {
-            let res = resolve(&root, after, path)?;
-            match res.single_exact() {
-                Some(_) => Ok(()),
-                None => Err(bug("the path is not defined exactly once".into())),
-            }
-        }
-        Op::Unset(_) => match get_in(&root, after, path) {
-            Err(EditError::NotFound { .. }) => Ok(()),
-            other => Err(bug(format!("the path still reads as {other:?}"))),
-        },
-        Op::Append(_, _) | Op::Remove(_, _) => {
-            let count = |src: &str, root: &rnix::SyntaxNode| -> Result<usize, EditError> {
-                Ok(target_list(src, root, path, "check")?.map_or(0, |l| l.children().count()))
-            };
-            let (old, new) = (count(before, before_root)?, count(after, &root)?);
-            let ok = match op {
-                Op::Append(..) => new == old + 1,
-                _ => new <= old,
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(bug(format!("the list went from {old} to {new} elements")))
-            }
-        }
+        Op::Set(_, v) => Op::Set(p, v.clone()),
+        Op::Unset(_) => Op::Unset(p),
+        Op::Append(_, v) => Op::Append(p, v.clone()),
+        Op::Remove(_, v) => Op::Remove(p, v.clone()),
     }
 }

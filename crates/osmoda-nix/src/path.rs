@@ -22,7 +22,7 @@ impl AttrPath {
     {
         let segs: Vec<String> = segments.into_iter().map(Into::into).collect();
         let invalid = |reason: &str| EditError::InvalidPath {
-            input: format!("{segs:?}"),
+            input: shorten(&format!("{segs:?}")),
             reason: reason.to_string(),
         };
         if segs.is_empty() {
@@ -31,6 +31,8 @@ impl AttrPath {
         if segs.iter().any(|s| s.contains('\0')) {
             return Err(invalid("attribute names cannot contain NUL bytes"));
         }
+        let longest = segs.iter().map(String::len).max().unwrap_or(0);
+        crate::budget::check_path(segs.len(), longest).map_err(|r| invalid(&r))?;
         Ok(AttrPath(segs))
     }
 
@@ -80,6 +82,14 @@ impl AttrPath {
     }
 }
 
+/// The first 80 characters of `s` (for error messages about huge inputs).
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 impl FromStr for AttrPath {
     type Err = EditError;
 
@@ -87,7 +97,7 @@ impl FromStr for AttrPath {
     /// written in double quotes with `\"` and `\\` escapes.
     fn from_str(input: &str) -> Result<AttrPath, EditError> {
         let invalid = |reason: &str| EditError::InvalidPath {
-            input: input.to_string(),
+            input: shorten(input),
             reason: reason.to_string(),
         };
         let mut segs = Vec::new();
@@ -129,6 +139,12 @@ impl FromStr for AttrPath {
                 }
             }
             segs.push(seg);
+            if segs.len() > crate::budget::MAX_PATH_SEGMENTS {
+                return Err(invalid(&format!(
+                    "more than {} attribute names",
+                    crate::budget::MAX_PATH_SEGMENTS
+                )));
+            }
             match chars.next() {
                 None => break,
                 Some(_dot) => {}
@@ -183,5 +199,16 @@ mod tests {
         assert!(AttrPath::from_json(&serde_json::json!([])).is_err());
         assert!(AttrPath::from_json(&serde_json::json!([1])).is_err());
         assert!(AttrPath::from_json(&serde_json::json!(3)).is_err());
+    }
+
+    #[test]
+    fn huge_paths_are_refused_at_once() {
+        let long = vec!["a"; 100_000].join(".");
+        let err = long.parse::<AttrPath>().expect_err("100,000 names");
+        assert!(err.to_string().contains("more than 100"), "{err}");
+        assert!(err.to_string().len() < 400, "the message repeats the input");
+        assert!(AttrPath::new(vec!["a"; 101]).is_err());
+        assert!(AttrPath::new(vec!["a"; 100]).is_ok());
+        assert!(AttrPath::new(["x".repeat(1_025)]).is_err());
     }
 }

@@ -57,35 +57,37 @@ pub(crate) struct Resolution {
     pub imports: Option<usize>,
 }
 
-/// The attribute set that holds a file's settings.
+/// The attribute set that holds a module's settings.
+#[derive(Clone)]
 pub(crate) struct Body {
     pub set: SyntaxNode,
+    /// True for a NixOS module (a function, or an inline module in `imports`), where top-level
+    /// `config`/`options` change how the other names are read.
     pub module: bool,
 }
 
-/// Finds the body attribute set: the file itself, or the body of a module function.
-pub(crate) fn body(root: &SyntaxNode, src: &str, path: &AttrPath) -> Result<Body, EditError> {
+/// Finds the body attribute set of the expression `node`: the attribute set itself, or the one
+/// under a module function, a top-level `let … in`, `with …;`, `assert …;` or parentheses.
+/// Names and literal values inside do not depend on those scopes, so they are edited through.
+pub(crate) fn body_of(node: SyntaxNode, src: &str, path: &AttrPath) -> Result<Body, EditError> {
     let refuse = |node: &SyntaxNode, reason: String| EditError::Refused {
         path: path.to_string(),
         pos: Pos::of(src, start(node)),
         reason,
     };
-    let mut node = root.children().next().ok_or_else(|| EditError::Refused {
-        path: path.to_string(),
-        pos: Pos::of(src, 0),
-        reason: "the file holds no expression".into(),
-    })?;
+    let mut node = node;
     let mut module = false;
     loop {
-        match node.kind() {
+        let inner = match node.kind() {
+            NODE_ATTR_SET => return Ok(Body { set: node, module }),
             NODE_LAMBDA => {
                 module = true;
-                node = node
-                    .children()
-                    .nth(1)
-                    .ok_or_else(|| refuse(&node, "a function without a body".into()))?;
+                node.children().nth(1)
             }
-            NODE_ATTR_SET => return Ok(Body { set: node, module }),
+            // `let` bindings come first; the body is the last child.
+            NODE_LET_IN => node.children().last(),
+            NODE_WITH | NODE_ASSERT => node.children().nth(1),
+            NODE_PAREN => node.children().next(),
             _ => {
                 return Err(refuse(
                     &node,
@@ -95,8 +97,19 @@ pub(crate) fn body(root: &SyntaxNode, src: &str, path: &AttrPath) -> Result<Body
                     ),
                 ))
             }
-        }
+        };
+        node = inner.ok_or_else(|| refuse(&node, format!("{} without a body", describe(&node))))?;
     }
+}
+
+/// Finds the body attribute set of the whole file.
+pub(crate) fn body(root: &SyntaxNode, src: &str, path: &AttrPath) -> Result<Body, EditError> {
+    let node = root.children().next().ok_or_else(|| EditError::Refused {
+        path: path.to_string(),
+        pos: Pos::of(src, 0),
+        reason: "the file holds no expression".into(),
+    })?;
+    body_of(node, src, path)
 }
 
 fn is_rec(set: &SyntaxNode) -> bool {
@@ -108,13 +121,8 @@ pub(crate) fn rec_set(set: &SyntaxNode) -> bool {
     is_rec(set)
 }
 
-/// Resolves `path` in `src` (already parsed as `root`).
-pub(crate) fn resolve(
-    root: &SyntaxNode,
-    src: &str,
-    path: &AttrPath,
-) -> Result<Resolution, EditError> {
-    let body = body(root, src, path)?;
+/// Resolves `path` in the module body `body` of `src`.
+pub(crate) fn resolve(body: &Body, src: &str, path: &AttrPath) -> Result<Resolution, EditError> {
     let segs = path.segments();
     let mut imports = None;
     for entry in body
@@ -143,7 +151,8 @@ pub(crate) fn resolve(
         return Err(EditError::Refused {
             path: path.to_string(),
             pos: Pos::of(src, imports.unwrap_or(0)),
-            reason: "`imports` is a list of modules, not an attribute set; use append/remove on `imports`"
+            reason: "`imports` is a list of modules, not an attribute set; add or remove a module \
+                     with `config append` / `config remove` on `imports`"
                 .into(),
         });
     }

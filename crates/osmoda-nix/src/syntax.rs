@@ -10,6 +10,7 @@ use crate::error::{EditError, Pos};
 
 /// Parses `src`, failing with the position of the first parse error.
 pub(crate) fn parse(src: &str) -> Result<SyntaxNode, EditError> {
+    crate::budget::check(src)?;
     let parsed = rnix::Root::parse(src);
     if let Some(err) = parsed.errors().first() {
         let offset = match err {

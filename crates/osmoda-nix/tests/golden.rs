@@ -48,7 +48,7 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("stock", "unset-timezone", "unset", "time.timeZone", ""),
     (
         "stock",
-        "refuse-with-list",
+        "append-with-list",
         "append",
         "environment.systemPackages",
         "nix:pkgs.htop",
@@ -245,6 +245,33 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
         "services.osmoda.motd.x",
         "1",
     ),
+    ("letwith", "set-through-let-with", "set", "time.timeZone", "\"Europe/Berlin\""),
+    ("letwith", "set-value-naming-let", "set", "users.users.alice.description", "\"Alice\""),
+    ("letwith", "get-value-naming-let", "get", "users.users.alice.description", ""),
+    ("letwith", "add-under-let-with", "set", "services.osmoda.enable", "true"),
+    ("letwith", "append-to-let-variable", "append", "networking.firewall.allowedTCPPorts", "8080"),
+    ("priority", "set-keeps-mkforce", "set", "hardware.pulseaudio.enable", "true"),
+    ("priority", "set-keeps-mkdefault-list", "set", "services.openssh.ports", "[2222]"),
+    ("priority", "set-keeps-mkoverride-parens", "set", "boot.loader.timeout", "-1"),
+    ("priority", "set-negative-in-mkforce", "set", "networking.hostName", "nix:-1"),
+    ("priority", "set-explicit-priority", "set", "hardware.pulseaudio.enable", "nix:lib.mkDefault true"),
+    ("priority", "get-through-mkforce", "get", "hardware.pulseaudio.enable", ""),
+    ("priority", "append-through-mkdefault", "append", "services.openssh.ports", "2222"),
+    ("lists", "append-keeps-comment", "append", "networking.firewall.allowedTCPPorts", "9090"),
+    ("lists", "append-with-pkgs", "append", "environment.systemPackages", "nix:htop"),
+    ("lists", "remove-with-pkgs-qualified", "remove", "environment.systemPackages", "nix:pkgs.git"),
+    ("lists", "remove-with-pkgs-bare", "remove", "environment.systemPackages", "nix:curl"),
+    ("lists", "set-multiline-raw", "set", "services.nginx.virtualHosts.x", "nix:{\n  root = \"/srv\";\n  # served by nginx\n  locations.\"/\".index = \"index.html\";\n}"),
+    ("lists", "set-raw-trailing-comment", "set", "services.nginx.enable", "nix:true # for the site"),
+    ("crlf", "set-keeps-crlf", "set", "services.openssh.settings", "{\"PasswordAuthentication\": false}"),
+    ("crlf", "unset-crlf-with-comment", "unset", "networking.hostName", ""),
+    ("bom", "set-keeps-bom", "set", "time.timeZone", "\"Europe/Berlin\""),
+    ("recset", "refuse-rec-dependent", "set", "services.osmoda.watch.watchers.web-http.intervalSecs", "10"),
+    ("recset", "set-rec-independent", "set", "services.osmoda.watch.watchers.db.intervalSecs", "10"),
+    ("flake", "refuse-option-in-flake", "set", "services.osmoda.enable", "true"),
+    ("flake", "set-flake-input-url", "set", "inputs.nixpkgs.url", "\"github:NixOS/nixpkgs/nixos-25.05\""),
+    ("explicit", "set-under-explicit-config", "set", "time.timeZone", "\"Europe/Berlin\""),
+    ("explicit", "unset-under-explicit-config", "unset", "time.timeZone", ""),
 ];
 
 fn golden_dir() -> PathBuf {
@@ -289,10 +316,15 @@ fn run(
     }
 }
 
+/// Does Nix parse the file? A byte-order mark (which the editor keeps, and Nix 2.8 rejects) is
+/// left out of this check.
 fn nix_parses(file: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(file).ok()?;
     let out = Command::new("nix-instantiate")
         .arg("--parse")
-        .arg(file)
+        .arg("-E")
+        .arg(text.trim_start_matches('\u{feff}'))
+        .current_dir(file.parent()?)
         .output()
         .ok()?;
     Some(out.status.success())

@@ -22,18 +22,27 @@ fn refused<T: std::fmt::Debug>(result: Result<T, EditError>, needles: &[&str]) -
 }
 
 #[test]
-fn with_is_refused() {
+fn with_inside_a_value_is_refused_but_a_top_level_with_is_edited_through() {
     let src = "{ pkgs, ... }:\nwith pkgs; {\n  a = 1;\n}\n";
-    refused(set(src, &p("a"), &one()), &["`with`", "2:1"]);
+    assert_eq!(
+        set(src, &p("a"), &Value::Json(json!(2))).expect("through a top-level with"),
+        "{ pkgs, ... }:\nwith pkgs; {\n  a = 2;\n}\n"
+    );
     let src = "{\n  a = with x; { b = 1; };\n}\n";
     refused(set(src, &p("a.b"), &one()), &["`with`", "2:7", "`a`"]);
-    refused(get(src, &p("a.b")), &["`with`"]);
+    let err = refused(get(src, &p("a.b")), &["cannot read", "`with`"]);
+    assert!(matches!(err, EditError::Unreadable { .. }));
 }
 
 #[test]
-fn let_is_refused() {
+fn let_inside_a_value_is_refused_but_a_top_level_let_is_edited_through() {
     let src = "let\n  port = 80;\nin {\n  a = port;\n}\n";
-    refused(set(src, &p("a"), &one()), &["`let ... in`", "1:1"]);
+    // The value names a `let` binding: it cannot be read, but it can be replaced.
+    refused(get(src, &p("a")), &["the variable `port`", "4:7"]);
+    assert_eq!(
+        set(src, &p("a"), &one()).expect("through a top-level let"),
+        "let\n  port = 80;\nin {\n  a = 1;\n}\n"
+    );
     let src = "{ a = let x = { }; in x; }";
     refused(set(src, &p("a.b"), &one()), &["`let ... in`", "1:7"]);
 }
@@ -97,13 +106,23 @@ fn other_hidden_targets_are_refused() {
     );
     refused(set("rec { a = 1; }", &p("b"), &one()), &["rec"]);
     refused(unset("rec { a = 1; b = a; }", &p("a")), &["rec"]);
-    refused(
+    // A module with a top-level `config`: its settings are edited under `config`.
+    assert_eq!(
         set(
             "{ config, ... }: { config = { }; options = { }; }",
             &p("services.x"),
             &one(),
+        )
+        .expect("under config"),
+        "{ config, ... }: { config = {\n  services.x = 1;\n}; options = { }; }"
+    );
+    refused(
+        set(
+            "{ lib, ... }: { config = lib.mkIf true { }; }",
+            &p("services.x"),
+            &one(),
         ),
-        &["config.services.x"],
+        &["`config.services.x`", "mkIf"],
     );
     refused(
         set("{ imports = [ ]; }", &p("imports.x"), &one()),

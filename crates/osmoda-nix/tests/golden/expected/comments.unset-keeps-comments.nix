@@ -5,7 +5,6 @@
   # section: networking
   networking.hostName = /* inline */ "box"; # trailing
   networking.firewall = {
-    # allowed ports
     /* nothing else */
   };
 

@@ -17,8 +17,6 @@
   networking.hostName = "nixos"; # Define your hostname.
   # networking.wireless.enable = true;  # Enables wireless support via wpa_supplicant.
 
-  # Set your time zone.
-
   # Select internationalisation properties.
   i18n.defaultLocale = "en_US.UTF-8";
 

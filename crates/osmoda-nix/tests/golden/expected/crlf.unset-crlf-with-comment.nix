@@ -1,0 +1,6 @@
+{ config, pkgs, ... }:
+{
+  services.openssh = {
+    enable = true;
+  };
+}

@@ -1,0 +1,4 @@
+﻿{ config, ... }:
+{
+  time.timeZone = "UTC";
+}

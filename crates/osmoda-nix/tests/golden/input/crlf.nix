@@ -1,0 +1,8 @@
+{ config, pkgs, ... }:
+{
+  # the host
+  networking.hostName = "box";
+  services.openssh = {
+    enable = true;
+  };
+}
