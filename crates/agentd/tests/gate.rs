@@ -638,3 +638,48 @@ async fn tickets_bind_numbers_exactly_and_the_ledger_keeps_them() {
     assert!(raw.1.to_string().contains(big), "{}", raw.1);
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edits_harmless_alone_cannot_land_together_unjudged() {
+    let d = Daemon::start_with_tree().await;
+    std::fs::write(d.tree_dir().join("extra.nix"), "{ lib, ... }:\n{\n}\n").expect("write");
+    commit_file(
+        &d,
+        CFG,
+        "imports = [ ./osmoda.nix ];",
+        "imports = [ ./osmoda.nix ./extra.nix ];",
+        "extra module",
+    );
+    git(&d.tree_dir(), &["add", "extra.nix"]);
+    git(
+        &d.tree_dir(),
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@e",
+            "commit",
+            "-qm",
+            "add extra.nix",
+        ],
+    );
+    // Each alone keeps sshd on (priority 950 true; or 900 false under the plain `true`), together
+    // 900 false wins.
+    let a = json!({"file": CFG, "path": "services.openssh.enable", "nix": "lib.mkOverride 950 true", "reason": "a"});
+    let b = json!({"file": "extra.nix", "path": "services.openssh.enable", "nix": "lib.mkOverride 900 false", "reason": "b"});
+    for _ in 0..3 {
+        let (ca, cb) = (d.agent(), d.agent());
+        let (ra, rb) = tokio::join!(ca.post("/config/set", &a), cb.post("/config/set", &b));
+        let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+        assert!(
+            ra.status == 403 || rb.status == 403,
+            "both landed: {} / {}",
+            ra.body,
+            rb.body
+        );
+        if ra.status == 200 || rb.status == 200 {
+            break;
+        }
+    }
+    d.stop().await;
+}

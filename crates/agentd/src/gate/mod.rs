@@ -12,6 +12,7 @@ pub mod rules;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
@@ -188,6 +189,36 @@ pub async fn enforce(
     })))
 }
 
+/// Held from judging a change until it has landed (or failed): changes of one tree are judged
+/// one at a time against the `HEAD` they will be committed on, so two changes that are each
+/// harmless against the same old `HEAD` (say `mkOverride 900 false` next to `mkOverride 950
+/// true`) cannot land together unjudged.
+#[must_use = "hold the guard until the change has landed"]
+pub struct Guard {
+    _held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+async fn lock(dir: &Path) -> Guard {
+    static LOCKS: std::sync::Mutex<Vec<(PathBuf, Arc<tokio::sync::Mutex<()>>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let m = {
+        let mut locks = LOCKS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match locks.iter().find(|(d, _)| d == dir) {
+            Some((_, m)) => m.clone(),
+            None => {
+                let m = Arc::new(tokio::sync::Mutex::new(()));
+                locks.push((dir.to_path_buf(), m.clone()));
+                m
+            }
+        }
+    };
+    Guard {
+        _held: Some(m.lock_owned().await),
+    }
+}
+
 fn tree_dir(st: &AppState) -> Option<PathBuf> {
     st.config_tree.as_ref().map(|t| t.dir().to_path_buf())
 }
@@ -201,7 +232,8 @@ async fn read(
         .map_err(ApiError::internal)
 }
 
-/// Gate an edit of one file: `after` is its new text (the rest of the tree is `HEAD`'s).
+/// Gate an edit of one file: `after` is its new text (the rest of the tree is `HEAD`'s). Hold
+/// the returned [`Guard`] until the edit has landed.
 ///
 /// # Errors
 /// As [`enforce`]; 503 when the evaluator is unavailable.
@@ -211,15 +243,17 @@ pub async fn check_edit(
     file: &Path,
     after: String,
     ticket: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<Guard, ApiError> {
     let Some(dir) = tree_dir(st) else {
-        return Ok(());
+        return Ok(Guard { _held: None });
     };
+    let guard = lock(&dir).await;
     let before = read(move || snapshot::at(&dir, "HEAD")).await?;
     let mut new = before.clone();
     new.insert(file.to_path_buf(), after);
     let effect = judge_async(st, before, new, Mutation::Edit).await?;
-    enforce(st, actor, json!("config"), &effect, ticket).await
+    enforce(st, actor, json!("config"), &effect, ticket).await?;
+    Ok(guard)
 }
 
 /// Gate a revert of generation `rev` (a conflicting revert passes here and fails on its own).
@@ -231,10 +265,11 @@ pub async fn check_revert(
     actor: &str,
     rev: &str,
     ticket: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<Guard, ApiError> {
     let Some(dir) = tree_dir(st) else {
-        return Ok(());
+        return Ok(Guard { _held: None });
     };
+    let guard = lock(&dir).await;
     let rev = rev.to_string();
     let (before, after) = tokio::task::spawn_blocking(move || {
         Ok::<_, snapshot::SnapshotError>((
@@ -245,9 +280,10 @@ pub async fn check_revert(
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
-    let Some(after) = after else { return Ok(()) };
+    let Some(after) = after else { return Ok(guard) };
     let effect = judge_async(st, before, after, Mutation::Edit).await?;
-    enforce(st, actor, json!("config"), &effect, ticket).await
+    enforce(st, actor, json!("config"), &effect, ticket).await?;
+    Ok(guard)
 }
 
 /// Gate bringing back generation `rev`'s whole tree (restore).
@@ -259,15 +295,17 @@ pub async fn check_restore(
     actor: &str,
     rev: &str,
     ticket: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<Guard, ApiError> {
     let Some(dir) = tree_dir(st) else {
-        return Ok(());
+        return Ok(Guard { _held: None });
     };
+    let guard = lock(&dir).await;
     let (d2, rev) = (dir.clone(), rev.to_string());
     let before = read(move || snapshot::at(&dir, "HEAD")).await?;
     let after = read(move || snapshot::at(&d2, &rev)).await?;
     let effect = judge_async(st, before, after, Mutation::Edit).await?;
-    enforce(st, actor, json!("config"), &effect, ticket).await
+    enforce(st, actor, json!("config"), &effect, ticket).await?;
+    Ok(guard)
 }
 
 /// Gate committing the work tree (hand edits) as a generation.
@@ -278,15 +316,17 @@ pub async fn check_commit(
     st: &AppState,
     actor: &str,
     ticket: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<Guard, ApiError> {
     let Some(dir) = tree_dir(st) else {
-        return Ok(());
+        return Ok(Guard { _held: None });
     };
+    let guard = lock(&dir).await;
     let d2 = dir.clone();
     let before = read(move || snapshot::at(&dir, "HEAD")).await?;
     let after = read(move || snapshot::worktree(&d2)).await?;
     let effect = judge_async(st, before, after, Mutation::Edit).await?;
-    enforce(st, actor, json!("config"), &effect, ticket).await
+    enforce(st, actor, json!("config"), &effect, ticket).await?;
+    Ok(guard)
 }
 
 /// Gate switching the running system from generation `current` to `target`; the ticket is bound

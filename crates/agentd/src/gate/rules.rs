@@ -412,8 +412,7 @@ fn root_login_rank(v: V<'_>) -> Option<u8> {
             "no" => Some(0),
             _ => None,
         },
-        V::Known(Value::Bool(true)) => Some(3),
-        V::Known(Value::Bool(false)) => Some(0),
+        // Anything else is not a value sshd accepts (NixOS types it as an enum of strings).
         _ => None,
     }
 }

@@ -109,7 +109,8 @@ pub async fn revert(
         Ok(())
     })
     .await?;
-    crate::gate::check_revert(&st, &caller.actor, &b.rev, b.approval.as_deref()).await?;
+    let _judged =
+        crate::gate::check_revert(&st, &caller.actor, &b.rev, b.approval.as_deref()).await?;
     let request = json!({ "op": "config.revert", "rev": b.rev, "reason": b.reason });
     let rev = b.rev;
     let landed = land(
@@ -166,7 +167,7 @@ pub async fn commit(
         ));
     }
     let who = person(&peer);
-    crate::gate::check_commit(&st, &who.name, b.approval.as_deref()).await?;
+    let _judged = crate::gate::check_commit(&st, &who.name, b.approval.as_deref()).await?;
     let request = json!({ "op": "config.commit", "changes": changes, "reason": b.reason });
     let landed = land(
         &st,

@@ -258,7 +258,8 @@ async fn edit(
     let t = tree(&st)?;
     let (f, o) = (file.clone(), op.clone());
     let edited = blocking(move || precheck(&t, &f, &o)).await?;
-    crate::gate::check_edit(&st, &caller.actor, &file, edited, ticket.as_deref()).await?;
+    let _judged =
+        crate::gate::check_edit(&st, &caller.actor, &file, edited, ticket.as_deref()).await?;
     let mut request = operation;
     request["reason"] = Value::String(reason.clone());
     let landed = land(
