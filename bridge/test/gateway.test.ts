@@ -4,7 +4,7 @@
 // changed).
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 
 import { Stack, until, bridgeDir } from "./harness.ts";
 
@@ -81,6 +81,45 @@ describe("bridge through the real gateway", { timeout: 600_000 }, () => {
     await refusedCall("system_query", { query: "shadow" }, /query: must be one of/);
     await refusedCall("system_query", { query: "kernel", args: { keys: ["../../etc/shadow"] } }, /agentd refused system_query kernel/);
     await refusedCall("network_info", { iface: "lo" }, /unknown field/);
+  });
+
+  it("file_write, file_read and directory_list: audited, and the config tree is refused with a pointer to config_set", async () => {
+    const file = `${stack.dir}/work/motd`;
+    const w = await ok("file_write", { path: file, content: "welcome\n", create_dirs: true });
+    assert.equal(readFileSync(file, "utf8"), "welcome\n");
+    assert.match(w.text, /^created .*motd \(8 bytes, mode 644\); sha256 \(new\) → [0-9a-f]{64}; ledger event \d+$/);
+    const [ev] = await events("fs.write");
+    assert.equal(JSON.parse(ev.payload).sha256_after, w.details.sha256_after);
+    const r = await ok("file_read", { path: file });
+    assert.equal(r.details.content, "welcome\n");
+    const l = await ok("directory_list", { path: `${stack.dir}/work` });
+    assert.deepEqual(l.details.entries.map((e: any) => e.name), ["motd"]);
+    assert.match(l.text, /file\s+644\s+8\s+motd/);
+
+    const nixFile = `${stack.tree}/osmoda.nix`;
+    const before = readFileSync(nixFile, "utf8");
+    await refusedCall("file_write", { path: nixFile, content: "{ }" }, /agentd refused file_write .*config_set/);
+    assert.equal(readFileSync(nixFile, "utf8"), before);
+    await refusedCall("file_write", { path: file, content: "a", content_base64: "YQ==" }, /exactly one of `content`/);
+    await refusedCall("file_read", { path: "motd" }, /path: must match pattern/);
+    await refusedCall("file_read", { path: `${stack.dir}/state/agentd/ledger.db` }, /agentd refused file_read .*cannot see/);
+    await refusedCall("directory_list", { path: `${stack.dir}/work/nothing` }, /agentd refused directory_list .*No such file/);
+  });
+
+  it("service_status and journal_logs read systemd, or say clearly that it is absent here", async () => {
+    const systemd = existsSync("/run/systemd/system");
+    for (const [tool, args] of [["service_status", { unit: "systemd-journald" }], ["journal_logs", { unit: "systemd-journald", lines: 5 }]] as const) {
+      const r = await stack.invoke(tool, args);
+      if (systemd) {
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+      } else {
+        assert.equal(r.status, 400, JSON.stringify(r.body));
+        assert.match(r.body.error.message, new RegExp(`agentd cannot do ${tool} .*here: .*unavailable here: systemd is not running`));
+      }
+      invoked.add(tool);
+    }
+    await refusedCall("service_status", { unit: "-H evil" }, /agentd refused service_status -H evil: unit .* is not a systemd unit name/);
+    await refusedCall("journal_logs", { priority: "loud" }, /`priority` must be/);
   });
 
   it("incidents: create and step land in the ledger; event_log reads them back", async () => {

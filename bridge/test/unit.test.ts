@@ -67,6 +67,16 @@ const cases: [string, unknown, string[]][] = [
   ["system_query", { query: "processes", args: { sort: "cpu" } }, []],
   ["system_query", { query: "rm -rf" }, ["query: must be one of"]],
   ["system_query", {}, ['missing required field(s) ["query"]']],
+  ["service_status", { unit: "nginx" }, []],
+  ["service_status", {}, ['missing required field(s) ["unit"]']],
+  ["journal_logs", { unit: "nginx", lines: 20, priority: "err", since: "1 hour ago" }, []],
+  ["journal_logs", { lines: 5000 }, ["lines: must be <= 1000"]],
+  ["file_read", { path: "/etc/hosts", offset: 0, limit: 10 }, []],
+  ["file_read", { path: "etc/hosts" }, ["path: must match pattern"]],
+  ["file_write", { path: "/tmp/x", content: "hi", mode: 420, create_dirs: true }, []],
+  ["file_write", { path: "/tmp/x", content: 5 }, ["content: must be string"]],
+  ["directory_list", { path: "/" }, []],
+  ["directory_list", { path: "/", recursive: true }, ['unknown field(s) ["recursive"]']],
   ["event_log", { type: "config.*", limit: 5, order: "desc" }, []],
   ["event_log", { limit: 0 }, ["limit: must be >= 1"]],
   ["event_log", { limit: "5" }, ["limit: must be integer"]],
@@ -117,6 +127,8 @@ test("invalid arguments never reach a daemon: execute throws a ToolInputError na
   const cs = toAgentTool(allTools.find((s) => s.name === "config_set")!, settings);
   await assert.rejects(cs.execute("c", { path: "a.b", reason: "r" }), /exactly one of `value`/);
   await assert.rejects(cs.execute("c", { path: "a.b", reason: "r", value: 1, nix: "1" }), /exactly one of `value`/);
+  const fw = toAgentTool(allTools.find((s) => s.name === "file_write")!, settings);
+  await assert.rejects(fw.execute("c", { path: "/tmp/x" }), /exactly one of `content`/);
 });
 
 test("daemon errors become text the model can act on", () => {

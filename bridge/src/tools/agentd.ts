@@ -21,7 +21,10 @@ const approvalArg = Type.Optional(
 );
 
 /** The `/system/query` queries agentd knows (kept equal to agentd's `QUERIES`). */
-export const SYSTEM_QUERIES = ["processes", "services", "network", "disk", "users", "kernel", "generations"] as const;
+export const SYSTEM_QUERIES = ["processes", "services", "network", "disk", "users", "kernel", "generations", "service", "journal"] as const;
+
+const absPath = (description: string) =>
+  Type.String({ minLength: 1, maxLength: 4096, pattern: "^/", description });
 
 /** After a generation lands: fetch its patch and say how to apply it. */
 async function landed(ctx: RunContext, what: string, body: any): Promise<{ text: string; details: unknown }> {
@@ -62,7 +65,7 @@ export const agentdTools = [
     name: "system_query",
     label: "System query",
     description:
-      "Structured read-only views of the system: processes {sort: cpu|memory, limit}, services {state}, network, disk, users, kernel {keys: [sysctl names]}, generations (NixOS system generations).",
+      "Structured read-only views of the system: processes {sort: cpu|memory, limit}, services {state}, network, disk, users, kernel {keys: [sysctl names]}, generations (NixOS system generations), service {unit}, journal {unit, since, priority, lines}.",
     parameters: obj({
       query: Type.Enum([...SYSTEM_QUERIES], { description: "Which view." }),
       args: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: "Query-specific arguments." })),
@@ -89,6 +92,84 @@ export const agentdTools = [
         n.listening.map((l: any) => [l.proto, l.address, String(l.port)]),
       );
       return { text: `${ifs}\n\nlistening:\n${clip(ports, 4000)}`, details: n };
+    },
+  }),
+  tool({
+    name: "service_status",
+    label: "Service status",
+    description: "One systemd unit's state: active/sub state, main PID, last exit status, restarts, unit file.",
+    parameters: obj({ unit: Type.String({ minLength: 1, maxLength: 256, description: "Unit, e.g. nginx or nginx.service." }) }),
+    async run(p, ctx) {
+      const s = await ctx.daemon("agentd", "POST", "/system/query", { query: "service", args: { unit: p.unit } }, `service_status ${p.unit}`);
+      return {
+        text: `${s.Id}: ${s.ActiveState} (${s.SubState}), main PID ${s.MainPID}, last exit status ${s.ExecMainStatus}, result ${s.Result}, ${s.NRestarts ?? 0} restarts; unit file ${s.UnitFileState || "-"} ${s.FragmentPath || ""}`.trim(),
+        details: s,
+      };
+    },
+  }),
+  tool({
+    name: "journal_logs",
+    label: "Journal",
+    description: "Recent systemd journal lines, oldest first. Filters: unit, since ('1 hour ago', '2026-01-01 10:00'), priority (0..7 or emerg..debug: that level and more severe), lines (default 100, at most 1000).",
+    parameters: obj({
+      unit: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+      since: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+      priority: Type.Optional(Type.String({ minLength: 1, maxLength: 8 })),
+      lines: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+    }),
+    async run(p, ctx) {
+      const lines = await ctx.daemon("agentd", "POST", "/system/query", { query: "journal", args: p }, "journal_logs");
+      const text = lines.map((l: any) => `${l.ts ?? ""} ${l.unit ?? ""}[${l.pid ?? ""}] <${l.priority ?? ""}> ${l.message}`).join("\n");
+      return { text: `${lines.length} lines\n${clip(text, 8000)}`, details: lines };
+    },
+  }),
+  tool({
+    name: "file_read",
+    label: "Read file",
+    description: "Read a regular file (UTF-8 text, or base64 for binary). Pages with offset and limit (default 64 KiB, at most 1 MiB). Recorded in the ledger.",
+    parameters: obj({
+      path: absPath("Absolute path."),
+      offset: Type.Optional(Type.Integer({ minimum: 0 })),
+      limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1048576 })),
+    }),
+    async run(p, ctx) {
+      const r = await ctx.daemon("agentd", "GET", withQuery("/fs/read", p), undefined, `file_read ${p.path}`);
+      const more = r.truncated ? `\n… ${r.size - r.offset - r.bytes} more bytes: read on with offset ${r.offset + r.bytes}` : "";
+      return { text: `${r.path} (${r.size} bytes, ${r.encoding}) from ${r.offset}:\n${r.content}${more}`, details: r };
+    },
+  }),
+  tool({
+    name: "file_write",
+    label: "Write file",
+    description:
+      "Replace (or create) a regular file atomically; the ledger records its SHA-256 before and after. Not for configuration: files in the configuration tree or /etc/nixos are refused; use config_set. Give exactly one of content (text) or content_base64.",
+    parameters: obj({
+      path: absPath("Absolute path."),
+      content: Type.Optional(Type.String({ maxLength: 786432 })),
+      content_base64: Type.Optional(Type.String({ maxLength: 786432 })),
+      mode: Type.Optional(Type.Integer({ minimum: 0, maximum: 4095, description: "Permission bits as a number (0o644 = 420)." })),
+      create_dirs: Type.Optional(Type.Boolean()),
+    }),
+    async run(p, ctx) {
+      if ((p.content === undefined) === (p.content_base64 === undefined)) {
+        throw invalidArgs("file_write", ["give exactly one of `content` or `content_base64`"]);
+      }
+      const r = await ctx.daemon("agentd", "POST", "/fs/write", p, `file_write ${p.path}`);
+      return {
+        text: `${r.created ? "created" : "replaced"} ${r.path} (${r.bytes} bytes, mode ${r.mode.toString(8)}); sha256 ${r.sha256_before ?? "(new)"} → ${r.sha256_after}; ledger event ${r.event_id}`,
+        details: r,
+      };
+    },
+  }),
+  tool({
+    name: "directory_list",
+    label: "List directory",
+    description: "List a directory: name, kind (file, dir, symlink, other), size and mode of each entry, sorted by name.",
+    parameters: obj({ path: absPath("Absolute path of a directory.") }),
+    async run(p, ctx) {
+      const r = await ctx.daemon("agentd", "GET", withQuery("/fs/list", p), undefined, `directory_list ${p.path}`);
+      const rows = r.entries.map((e: any) => [e.kind, e.mode === null || e.mode === undefined ? "" : e.mode.toString(8), e.size, e.name]);
+      return { text: `${r.path}: ${r.entries.length} entries${r.truncated ? " (truncated)" : ""}\n${clip(table(["kind", "mode", "size", "name"], rows), 8000)}`, details: r };
     },
   }),
   tool({

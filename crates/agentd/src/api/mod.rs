@@ -3,9 +3,11 @@
 pub mod approvals;
 pub mod config;
 pub mod events;
+pub mod fs;
 pub mod health;
 pub mod incidents;
 pub mod system;
+pub mod units;
 
 use std::sync::Arc;
 
@@ -41,4 +43,7 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/config/status", get(config::status))
         .route("/config/revert", post(config::revert))
         .route("/config/commit", post(config::commit))
+        .route("/fs/read", get(fs::read))
+        .route("/fs/write", post(fs::write))
+        .route("/fs/list", get(fs::list))
 }

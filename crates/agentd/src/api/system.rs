@@ -18,6 +18,8 @@ pub const QUERIES: &[&str] = &[
     "users",
     "kernel",
     "generations",
+    "service",
+    "journal",
 ];
 
 /// Body of `POST /system/query`.
@@ -64,6 +66,8 @@ pub async fn query(Json(body): Json<QueryBody>) -> Result<axum::Json<Value>, Api
             to_value(users()?)
         }
         "kernel" => kernel(args(q, body.args)?)?,
+        "service" => super::units::service(args(q, body.args)?).await?,
+        "journal" => super::units::journal(args(q, body.args)?).await?,
         "generations" => {
             args::<Empty>(q, body.args)?;
             generations(Path::new("/nix/var/nix/profiles"))?

@@ -1,0 +1,596 @@
+//! `/fs/read`, `/fs/write`, `/fs/list`: the agent's file access, audited and fenced.
+//!
+//! Every call is one ledger event (`fs.read`, `fs.write` with the SHA-256 before and after,
+//! `fs.list`). Paths are judged by where they really lead: each file or directory is opened
+//! first and its real path read back from `/proc/self/fd`, so a symlink or a renamed parent
+//! cannot smuggle a call past the checks. Hidden (refused for every call): agentd's state
+//! directory and the boundary paths of [`osmoda_sandbox::OSMODA_MASKED`] (approval path, keyd).
+//! Read-only: the configuration tree and `/etc/nixos`, whose only writer is the config API.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use nix::fcntl::{open, openat, renameat, OFlag};
+use nix::sys::stat::{Mode, SFlag};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, Json, Query};
+use crate::peer::Caller;
+use crate::AppState;
+
+/// Most bytes one `/fs/read` returns (default 64 KiB).
+pub const MAX_READ: u64 = 1024 * 1024;
+const DEFAULT_READ: u64 = 64 * 1024;
+/// Most entries one `/fs/list` returns.
+pub const MAX_LIST: usize = 10_000;
+/// Where NixOS keeps a configuration by hand; written only through the config API.
+const ETC_NIXOS: &str = "/etc/nixos";
+
+fn forbidden(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, msg)
+}
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("{}: {e}", path.display()))
+}
+
+/// A path from the caller: absolute, without `.`/`..` or empty components, at most 4096 bytes.
+fn checked_path(raw: &str) -> Result<PathBuf, ApiError> {
+    // Checked on the text: `Path::components` would quietly drop `.` and empty segments.
+    let normal = raw == "/"
+        || (raw.len() <= 4096
+            && !raw.contains('\0')
+            && raw
+                .strip_prefix('/')
+                .is_some_and(|rest| rest.split('/').all(|seg| !matches!(seg, "" | "." | ".."))));
+    if normal {
+        Ok(PathBuf::from(raw))
+    } else {
+        Err(ApiError::bad_request(format!(
+            "path {raw:?} must be absolute and normal (no `.`, `..`, empty segments or NUL)"
+        )))
+    }
+}
+
+/// The real path of an open descriptor.
+fn real_path(fd: &impl AsRawFd) -> Result<PathBuf, ApiError> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(ApiError::internal)
+}
+
+/// `p` with each existing prefix resolved (the real location a new file would get).
+fn resolve_lexically(p: &Path) -> PathBuf {
+    let mut existing = p.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    out.extend(rest.iter().rev());
+    out
+}
+
+/// The places a call may not go, from agentd's own settings.
+struct Fence {
+    hidden: Vec<(PathBuf, &'static str)>,
+    read_only: Vec<PathBuf>,
+}
+
+impl Fence {
+    fn of(st: &AppState) -> Fence {
+        let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let mut hidden = vec![(real(&st.state_dir), "agentd's state")];
+        for m in osmoda_sandbox::OSMODA_MASKED {
+            hidden.push((
+                real(Path::new(m)),
+                "the approval path and the daemons' secrets",
+            ));
+        }
+        let mut read_only = vec![real(Path::new(ETC_NIXOS))];
+        if let Some(tree) = &st.config_tree {
+            read_only.push(real(tree.dir()));
+        }
+        Fence { hidden, read_only }
+    }
+
+    /// Refuses `real` if it is hidden, or read-only and `write` is set.
+    fn check(&self, real: &Path, write: bool) -> Result<(), ApiError> {
+        if let Some((root, what)) = self.hidden.iter().find(|(r, _)| real.starts_with(r)) {
+            return Err(forbidden(format!(
+                "{} is inside {} ({}), which the agent cannot see",
+                real.display(),
+                root.display(),
+                what
+            )));
+        }
+        if write {
+            if let Some(root) = self.read_only.iter().find(|r| real.starts_with(r)) {
+                return Err(forbidden(format!(
+                    "{} is in the configuration tree ({}): change configuration with config_set (POST /config/set), which validates, commits and records it; apply it with SafeSwitch",
+                    real.display(),
+                    root.display()
+                ))
+                .with_detail(json!({ "use": "config_set" })));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Query of `GET /fs/read`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// Absolute path of a regular file.
+    pub path: String,
+    /// First byte to return (default 0).
+    pub offset: Option<u64>,
+    /// Most bytes to return (default 65,536, at most [`MAX_READ`]).
+    pub limit: Option<u64>,
+}
+
+/// `GET /fs/read` → `{path, size, offset, bytes, truncated, encoding: utf8|base64, content}`;
+/// `truncated` when the file goes on past `offset + bytes`.
+pub async fn read(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<ReadParams>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let path = checked_path(&q.path)?;
+    let limit = q.limit.unwrap_or(DEFAULT_READ);
+    if limit == 0 || limit > MAX_READ {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={MAX_READ}"
+        )));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let fence = Fence::of(&st);
+    let (real, size, data) = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            // O_NONBLOCK: opening a FIFO must not hang the call; only regular files are read.
+            let fd = open(
+                &path,
+                OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_error(&path, e))?;
+            let real = real_path(&fd)?;
+            fence.check(&real, false)?;
+            let mut f = File::from(fd);
+            let meta = f.metadata().map_err(|e| io_error(&path, e))?;
+            if !meta.is_file() {
+                return Err(ApiError::bad_request(format!(
+                    "{} is not a regular file",
+                    path.display()
+                )));
+            }
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| io_error(&path, e))?;
+            let mut data = Vec::new();
+            f.take(limit)
+                .read_to_end(&mut data)
+                .map_err(|e| io_error(&path, e))?;
+            Ok((real, meta.len(), data))
+        })
+        .await
+        .map_err(ApiError::internal)??
+    };
+    let bytes = data.len() as u64;
+    let (encoding, content) = match String::from_utf8(data) {
+        Ok(s) => ("utf8", s),
+        Err(e) => (
+            "base64",
+            base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+        ),
+    };
+    st.record(
+        "fs.read",
+        &caller.actor,
+        &json!({ "path": real, "offset": offset, "bytes": bytes }),
+    )
+    .await?;
+    Ok(axum::Json(json!({
+        "path": real, "size": size, "offset": offset, "bytes": bytes,
+        "truncated": offset.saturating_add(bytes) < size,
+        "encoding": encoding, "content": content,
+    })))
+}
+
+/// Body of `POST /fs/write`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteBody {
+    /// Absolute path; an existing target must be a regular file (not a symlink).
+    pub path: String,
+    /// New content as UTF-8 text.
+    pub content: Option<String>,
+    /// New content as base64 (for binary files).
+    pub content_base64: Option<String>,
+    /// Permission bits, e.g. `0o644` as the number 420 (default: the old file's, else 0644).
+    pub mode: Option<u32>,
+    /// Create missing parent directories (mode 0755).
+    #[serde(default)]
+    pub create_dirs: bool,
+}
+
+/// `POST /fs/write` → `{path, bytes, mode, created, sha256_before, sha256_after, event_id}`:
+/// the file is replaced atomically (a temporary file in the same directory, fsynced, renamed).
+pub async fn write(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(b): Json<WriteBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let path = checked_path(&b.path)?;
+    let data = match (b.content, b.content_base64) {
+        (Some(t), None) => t.into_bytes(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|e| ApiError::bad_request(format!("content_base64 is not base64: {e}")))?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of `content` or `content_base64`",
+            ))
+        }
+    };
+    if let Some(m) = b.mode {
+        if m > 0o7777 {
+            return Err(ApiError::bad_request(
+                "mode must be permission bits (at most 0o7777)",
+            ));
+        }
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(ApiError::bad_request("path must name a file"));
+    };
+    let (parent, name) = (parent.to_path_buf(), name.to_os_string());
+    let fence = Fence::of(&st);
+    // Judge the real destination before creating anything.
+    fence.check(&resolve_lexically(&path), true)?;
+    let prepared = tokio::task::spawn_blocking({
+        let (parent, name, path) = (parent.clone(), name.clone(), path.clone());
+        move || -> Result<_, ApiError> {
+            if b.create_dirs {
+                std::fs::create_dir_all(&parent).map_err(|e| io_error(&parent, e))?;
+            }
+            let dir = open(
+                &parent,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_error(&parent, e))?;
+            let real_dir = real_path(&dir)?;
+            let real = real_dir.join(&name);
+            fence.check(&real, true)?;
+            let before = match nix::sys::stat::fstatat(
+                &dir,
+                name.as_os_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Err(nix::errno::Errno::ENOENT) => None,
+                Err(e) => return Err(io_error(&path, e)),
+                Ok(st) => {
+                    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                    if kind == SFlag::S_IFLNK {
+                        return Err(ApiError::bad_request(format!(
+                            "{} is a symlink; write the file it points to instead",
+                            path.display()
+                        )));
+                    }
+                    if kind != SFlag::S_IFREG {
+                        return Err(ApiError::bad_request(format!(
+                            "{} exists and is not a regular file; only regular files are replaced",
+                            path.display()
+                        )));
+                    }
+                    let fd = openat(
+                        &dir,
+                        name.as_os_str(),
+                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| io_error(&path, e))?;
+                    let mut f = File::from(fd);
+                    let meta = f.metadata().map_err(|e| io_error(&path, e))?;
+                    if !meta.is_file() {
+                        return Err(ApiError::bad_request(format!(
+                            "{} changed while being replaced",
+                            path.display()
+                        )));
+                    }
+                    let mut old = Vec::new();
+                    f.read_to_end(&mut old).map_err(|e| io_error(&path, e))?;
+                    Some((
+                        sha256_hex(&old),
+                        meta.mode() & 0o7777,
+                        meta.uid(),
+                        meta.gid(),
+                    ))
+                }
+            };
+            let mode = b.mode.or(before.as_ref().map(|b| b.1)).unwrap_or(0o644);
+            let tmp_name = format!(
+                ".{}.osmoda-{}",
+                name.to_string_lossy(),
+                hex::encode(rand_bytes()?)
+            );
+            let tmp = openat(
+                &dir,
+                tmp_name.as_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| io_error(&real_dir.join(&tmp_name), e))?;
+            let mut f = File::from(tmp);
+            let written = (|| {
+                f.write_all(&data)?;
+                if let Some((_, _, uid, gid)) = &before {
+                    // Keep the owner of a replaced file (best effort: needs privilege).
+                    let _ = nix::unistd::fchown(
+                        f.as_fd(),
+                        Some(nix::unistd::Uid::from_raw(*uid)),
+                        Some(nix::unistd::Gid::from_raw(*gid)),
+                    );
+                }
+                f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+                f.sync_all()
+            })();
+            if let Err(e) = written {
+                let _ = nix::unistd::unlinkat(
+                    &dir,
+                    tmp_name.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+                return Err(io_error(&path, e));
+            }
+            Ok(Prepared {
+                dir,
+                tmp_name,
+                name,
+                real,
+                mode,
+                before: before.map(|b| b.0),
+                after: sha256_hex(&data),
+                bytes: data.len(),
+            })
+        }
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    // Recorded before the rename, so no write lands unaudited; a failed rename is recorded too.
+    let ev = st
+        .record(
+            "fs.write",
+            &caller.actor,
+            &json!({
+                "path": prepared.real, "bytes": prepared.bytes, "mode": prepared.mode,
+                "sha256_before": prepared.before, "sha256_after": prepared.after,
+            }),
+        )
+        .await;
+    let ev = match ev {
+        Ok(ev) => ev,
+        Err(e) => {
+            prepared.discard();
+            return Err(e);
+        }
+    };
+    let Prepared {
+        dir,
+        tmp_name,
+        name,
+        real,
+        mode,
+        before,
+        after,
+        bytes,
+    } = prepared;
+    let renamed = tokio::task::spawn_blocking(move || {
+        renameat(&dir, tmp_name.as_str(), &dir, name.as_os_str())
+            .and_then(|()| nix::unistd::fsync(&dir))
+            .inspect_err(|_| {
+                let _ = nix::unistd::unlinkat(
+                    &dir,
+                    tmp_name.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            })
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    if let Err(e) = renamed {
+        st.record(
+            "fs.write.failed",
+            &caller.actor,
+            &json!({ "path": real, "event_id": ev.id, "error": e.to_string() }),
+        )
+        .await?;
+        return Err(io_error(&real, e));
+    }
+    Ok(axum::Json(json!({
+        "path": real, "bytes": bytes, "mode": mode, "created": before.is_none(),
+        "sha256_before": before, "sha256_after": after, "event_id": ev.id,
+    })))
+}
+
+struct Prepared {
+    dir: OwnedFd,
+    tmp_name: String,
+    name: std::ffi::OsString,
+    real: PathBuf,
+    mode: u32,
+    before: Option<String>,
+    after: String,
+    bytes: usize,
+}
+
+impl Prepared {
+    fn discard(&self) {
+        let _ = nix::unistd::unlinkat(
+            &self.dir,
+            self.tmp_name.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+}
+
+fn rand_bytes() -> Result<[u8; 8], ApiError> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(ApiError::internal)?;
+    Ok(b)
+}
+
+/// Query of `GET /fs/list`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Absolute path of a directory.
+    pub path: String,
+}
+
+/// `GET /fs/list` → `{path, entries: [{name, kind: file|dir|symlink|other, size, mode}], truncated}`,
+/// sorted by name, at most [`MAX_LIST`] entries.
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<ListParams>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let path = checked_path(&q.path)?;
+    let fence = Fence::of(&st);
+    let (real, entries, truncated) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let fd = open(
+            &path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_error(&path, e))?;
+        let real = real_path(&fd)?;
+        fence.check(&real, false)?;
+        // Read through the descriptor we checked, not through the path again.
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        for entry in std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(|e| io_error(&path, e))?
+        {
+            let entry = entry.map_err(|e| io_error(&path, e))?;
+            if entries.len() == MAX_LIST {
+                truncated = true;
+                break;
+            }
+            let meta = entry.metadata().ok();
+            let kind = match entry.file_type() {
+                Ok(t) if t.is_symlink() => "symlink",
+                Ok(t) if t.is_dir() => "dir",
+                Ok(t) if t.is_file() => "file",
+                _ => "other",
+            };
+            entries.push(json!({
+                "name": entry.file_name().to_string_lossy(),
+                "kind": kind,
+                "size": meta.as_ref().map(|m| m.len()),
+                "mode": meta.as_ref().map(|m| m.mode() & 0o7777),
+            }));
+        }
+        entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        drop(fd);
+        Ok((real, entries, truncated))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    st.record(
+        "fs.list",
+        &caller.actor,
+        &json!({ "path": real, "entries": entries.len() }),
+    )
+    .await?;
+    Ok(axum::Json(
+        json!({ "path": real, "entries": entries, "truncated": truncated }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_be_absolute_and_normal() {
+        for ok in ["/", "/etc/hosts", "/tmp/a b/c"] {
+            assert!(checked_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "etc/hosts",
+            "/etc/../root",
+            "/etc/./x",
+            "/etc//x",
+            "/etc/",
+            "/a\0b",
+            &format!("/{}", "x".repeat(5000)),
+        ] {
+            assert!(checked_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fence_hides_state_and_keeps_the_tree_read_only() {
+        let fence = Fence {
+            hidden: vec![(PathBuf::from("/var/lib/osmoda/agentd"), "agentd's state")],
+            read_only: vec![PathBuf::from("/srv/tree"), PathBuf::from(ETC_NIXOS)],
+        };
+        assert!(fence
+            .check(Path::new("/var/lib/osmoda/agentd/ledger.db"), false)
+            .is_err());
+        assert!(
+            fence
+                .check(Path::new("/var/lib/osmoda/agentdx"), false)
+                .is_ok(),
+            "a prefix of a name is not inside"
+        );
+        assert!(fence
+            .check(Path::new("/srv/tree/osmoda.nix"), false)
+            .is_ok());
+        let e = fence
+            .check(Path::new("/srv/tree/osmoda.nix"), true)
+            .expect_err("tree is read-only");
+        assert!(e.error.contains("config_set"), "{}", e.error);
+        assert!(fence
+            .check(Path::new("/etc/nixos/configuration.nix"), true)
+            .is_err());
+        assert!(fence.check(Path::new("/etc/hosts"), true).is_ok());
+    }
+
+    #[test]
+    fn resolve_lexically_follows_existing_prefixes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).expect("symlink");
+        let got = resolve_lexically(&dir.path().join("link/new/file"));
+        assert_eq!(
+            got,
+            real.canonicalize().expect("canonical").join("new/file")
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! `/fs/read`, `/fs/write`, `/fs/list` against a real agentd: effects on disk, ledger events with
+//! the SHA-256 before and after, and refusals (bad paths, the config tree, agentd's state,
+//! symlinks and non-regular files) that change nothing.
+
+mod common;
+
+use common::{ClientExt, Daemon};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+fn q(path: &std::path::Path) -> String {
+    let mut s = String::new();
+    for b in path.to_str().expect("utf-8 path").bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'-' | b'_' => {
+                s.push(b as char)
+            }
+            _ => s.push_str(&format!("%{b:02X}")),
+        }
+    }
+    s
+}
+
+async fn last_event(d: &Daemon) -> Value {
+    let evs = d.agent().get_ok("/events/log?order=desc&limit=1").await;
+    evs[0].clone()
+}
+
+async fn refused(
+    d: &Daemon,
+    req: impl std::future::Future<Output = osmoda_client::Response>,
+    status: u16,
+    needle: &str,
+) {
+    let before = last_event(d).await["id"].clone();
+    let r = req.await;
+    assert_eq!(r.status, status, "{}", r.body);
+    let msg = r.body["error"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains(needle), "wanted {needle:?} in {msg:?}");
+    assert_eq!(
+        last_event(d).await["id"],
+        before,
+        "a refused call records nothing"
+    );
+}
+
+#[tokio::test]
+async fn write_read_list_roundtrip_with_audit() {
+    let d = Daemon::start_with_tree().await;
+    let work = d.dir.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    let file = work.join("sub dir/notes.txt");
+
+    let w = d
+        .agent()
+        .post_ok(
+            "/fs/write",
+            &json!({ "path": file, "content": "hello\n", "create_dirs": true }),
+        )
+        .await;
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "hello\n");
+    assert_eq!(w["created"], true);
+    assert_eq!(w["sha256_before"], Value::Null);
+    assert_eq!(w["sha256_after"], hex::encode(Sha256::digest(b"hello\n")));
+    assert_eq!(w["mode"], 0o644);
+    let ev = last_event(&d).await;
+    assert_eq!(ev["type"], "fs.write");
+    assert_eq!(ev["id"], w["event_id"]);
+    let p: Value = serde_json::from_str(ev["payload"].as_str().expect("payload")).expect("json");
+    assert_eq!(p["sha256_after"], w["sha256_after"]);
+
+    // Replace: the old hash is recorded, the mode kept unless given.
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let w2 = d
+        .agent()
+        .post_ok(
+            "/fs/write",
+            &json!({ "path": file, "content_base64": "AAEC/w==" }),
+        )
+        .await;
+    assert_eq!(std::fs::read(&file).expect("read"), [0, 1, 2, 255]);
+    assert_eq!(w2["sha256_before"], w["sha256_after"]);
+    assert_eq!(w2["created"], false);
+    assert_eq!(w2["mode"], 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(file.parent().expect("parent"))
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(leftovers, ["notes.txt"], "no temporary file is left behind");
+
+    // Binary content comes back as base64; offset and limit page through it.
+    let r = d
+        .agent()
+        .get_ok(&format!("/fs/read?path={}", q(&file)))
+        .await;
+    assert_eq!(
+        (r["encoding"].as_str(), r["content"].as_str()),
+        (Some("base64"), Some("AAEC/w=="))
+    );
+    let r = d
+        .agent()
+        .get_ok(&format!("/fs/read?path={}&offset=1&limit=2", q(&file)))
+        .await;
+    assert_eq!(
+        (r["bytes"].as_u64(), r["truncated"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(last_event(&d).await["type"], "fs.read");
+
+    let l = d
+        .agent()
+        .get_ok(&format!("/fs/list?path={}", q(&work)))
+        .await;
+    assert_eq!(
+        l["entries"],
+        json!([{ "name": "sub dir", "kind": "dir", "size": l["entries"][0]["size"], "mode": 0o755 }])
+    );
+    assert_eq!(last_event(&d).await["type"], "fs.list");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_change_nothing() {
+    let d = Daemon::start_with_tree().await;
+    let a = d.agent();
+    let tree = d.tree_dir();
+    let nix = tree.join("osmoda.nix");
+    let before = std::fs::read(&nix).expect("read");
+    let work = d.dir.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+
+    // The configuration tree is written only through config_set, also through a symlink.
+    refused(
+        &d,
+        async {
+            a.post("/fs/write", &json!({ "path": nix, "content": "{}" }))
+                .await
+                .expect("post")
+        },
+        403,
+        "config_set",
+    )
+    .await;
+    std::os::unix::fs::symlink(&tree, work.join("t")).expect("symlink");
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": work.join("t/osmoda.nix"), "content": "{}" }),
+            )
+            .await
+            .expect("post")
+        },
+        403,
+        "config_set",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": work.join("t/new/x.nix"), "content": "{}", "create_dirs": true }),
+            )
+            .await
+            .expect("post")
+        },
+        403,
+        "config_set",
+    )
+    .await;
+    assert!(!tree.join("new").exists(), "no directory was created");
+    assert_eq!(std::fs::read(&nix).expect("read"), before);
+    // Reading the tree is fine.
+    let r = a.get_ok(&format!("/fs/read?path={}", q(&nix))).await;
+    assert_eq!(
+        r["content"].as_str().map(str::as_bytes),
+        Some(before.as_slice())
+    );
+
+    // agentd's own state (the ledger) is hidden, for reads, listings and writes.
+    let state = d.dir.path().join("state");
+    refused(
+        &d,
+        async {
+            a.get(&format!("/fs/read?path={}", q(&state.join("ledger.db"))))
+                .await
+                .expect("get")
+        },
+        403,
+        "cannot see",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.get(&format!("/fs/list?path={}", q(&state)))
+                .await
+                .expect("get")
+        },
+        403,
+        "cannot see",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": state.join("x"), "content": "" }),
+            )
+            .await
+            .expect("post")
+        },
+        403,
+        "cannot see",
+    )
+    .await;
+
+    // Bad paths and bodies.
+    refused(
+        &d,
+        async { a.get("/fs/read?path=etc/hosts").await.expect("get") },
+        400,
+        "absolute and normal",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.get(&format!("/fs/read?path={}/../x", q(&work)))
+                .await
+                .expect("get")
+        },
+        400,
+        "absolute and normal",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.get(&format!("/fs/read?path={}&limit=0", q(&nix)))
+                .await
+                .expect("get")
+        },
+        400,
+        "limit",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.get(&format!("/fs/read?path={}", q(&work)))
+                .await
+                .expect("get")
+        },
+        400,
+        "not a regular file",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.get(&format!("/fs/list?path={}", q(&nix)))
+                .await
+                .expect("get")
+        },
+        400,
+        "Not a directory",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": work.join("a"), "content": "x", "content_base64": "eA==" }),
+            )
+            .await
+            .expect("post")
+        },
+        400,
+        "exactly one",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": work.join("a"), "content_base64": "***" }),
+            )
+            .await
+            .expect("post")
+        },
+        400,
+        "not base64",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": work.join("a"), "content": "x", "mode": 0o17777 }),
+            )
+            .await
+            .expect("post")
+        },
+        400,
+        "permission bits",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": work.join("a"), "content": "x", "owner": "root" }),
+            )
+            .await
+            .expect("post")
+        },
+        422,
+        "wrong shape",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": work.join("missing/a"), "content": "x" }),
+            )
+            .await
+            .expect("post")
+        },
+        400,
+        "No such file",
+    )
+    .await;
+
+    // A symlink, a FIFO or a directory is never replaced (the approval socket is a non-regular file too).
+    std::os::unix::fs::symlink("/etc/hostname", work.join("link")).expect("symlink");
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": work.join("link"), "content": "x" }),
+            )
+            .await
+            .expect("post")
+        },
+        400,
+        "symlink",
+    )
+    .await;
+    nix::unistd::mkfifo(
+        &work.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": work.join("fifo"), "content": "x" }),
+            )
+            .await
+            .expect("post")
+        },
+        400,
+        "not a regular file",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.get(&format!("/fs/read?path={}", q(&work.join("fifo"))))
+                .await
+                .expect("get")
+        },
+        400,
+        "not a regular file",
+    )
+    .await;
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": d.approval_socket, "content": "x" }),
+            )
+            .await
+            .expect("post")
+        },
+        400,
+        "not a regular file",
+    )
+    .await;
+    assert!(std::fs::metadata(&d.approval_socket)
+        .expect("stat")
+        .file_type()
+        .is_socket_like());
+    d.stop().await;
+}
+
+trait SocketLike {
+    fn is_socket_like(&self) -> bool;
+}
+impl SocketLike for std::fs::FileType {
+    fn is_socket_like(&self) -> bool {
+        std::os::unix::fs::FileTypeExt::is_socket(self)
+    }
+}
