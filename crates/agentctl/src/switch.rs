@@ -258,6 +258,17 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// An RFC 3339 time to the second, as `2026-01-01 12:00:00Z`.
+fn time(v: &Value) -> String {
+    match v.as_str() {
+        Some(t) if t.len() >= 19 && t.is_char_boundary(19) => {
+            format!("{}Z", t[..19].replacen('T', " ", 1))
+        }
+        Some(t) => t.to_string(),
+        None => "-".into(),
+    }
+}
+
 /// Plan for a switch that is running or committed, the reason for one that did not.
 fn why(r: &Value) -> String {
     let reason = r["reason"].as_str().filter(|s| !s.is_empty());
@@ -270,18 +281,18 @@ fn why(r: &Value) -> String {
     }
 }
 
-const HEADER: &str = "ID    STATE         GENERATION    PREVIOUS      ORIGIN            CREATED                 PLAN / REASON\n";
+const HEADER: &str = "ID    STATE         GENERATION    PREVIOUS      ORIGIN            CREATED               PLAN / REASON\n";
 
 fn row(r: &Value) -> String {
     let first_line = why(r).lines().next().unwrap_or_default().to_string();
     format!(
-        "{:<4}  {:<12}  {:<12}  {:<12}  {:<16}  {:<22}  {}\n",
+        "{:<4}  {:<12}  {:<12}  {:<12}  {:<16}  {:<20}  {}\n",
         cell(&r["id"]),
         cell(&r["state"]),
         short(&r["generation"]),
         short(&r["previous_generation"]),
         cell(&r["origin"]),
-        cell(&r["created_at"]),
+        time(&r["created_at"]),
         first_line
     )
 }
@@ -381,13 +392,14 @@ mod tests {
     #[test]
     fn tables_have_headers_and_no_null() {
         let s = json!({"id": 3, "state": "rolled-back", "generation": "0123456789abcdef", "previous_generation": null,
-            "origin": "api", "created_at": "2026-01-01T00:00:00Z", "plan": "try", "reason": "check failed: tcp x",
+            "origin": "api", "created_at": "2026-01-01T00:00:00.123456789Z", "plan": "try", "reason": "check failed: tcp x",
             "checks": [{"check": "tcp x", "ok": false, "detail": "refused", "attempts": 1}],
             "revert_commit": "abc", "incident_id": null, "warnings": []});
         let t = status_table(&s);
         assert!(t.starts_with("ID    STATE"), "{t}");
         assert!(!t.contains("null"), "{t}");
         assert!(t.contains("rolled-back   0123456789ab  -"), "{t}");
+        assert!(t.contains("  2026-01-01 00:00:00Z  check failed"), "{t}");
         assert!(
             t.contains("check failed: tcp x") && t.contains("FAIL  tcp x  (refused)"),
             "{t}"
