@@ -144,7 +144,7 @@ impl Env {
             .arg("--etc-dir")
             .arg(&self.etc_dir)
             .env("NOTIFY_SOCKET", &notify_path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdin(Stdio::null());
         match pause {
             Some(p) => cmd.env("OSMODA_WATCH_PAUSE_IN", p),

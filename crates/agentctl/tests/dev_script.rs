@@ -1,0 +1,161 @@
+//! `scripts/dev --once` run twice in a row in a temp clone of the checkout (a fresh `.osmoda`,
+//! then the same one again with stale sockets left behind), with the binaries this suite built.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// Copies the checkout's files (tracked and untracked-not-ignored, as in the working tree) to
+/// `to`: what a fresh clone would hold, plus uncommitted work, without target/ or .osmoda/.
+fn clone_checkout(from: &Path, to: &Path) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(from)
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .output()
+        .expect("git ls-files");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut n = 0;
+    for rel in o.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()) {
+        let rel = Path::new(std::str::from_utf8(rel).expect("utf-8 path"));
+        let src = from.join(rel);
+        if !src.is_file() {
+            continue; // deleted in the working tree
+        }
+        let dst = to.join(rel);
+        std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&src, &dst).expect("copy");
+        n += 1;
+    }
+    assert!(n > 50, "only {n} files copied");
+}
+
+/// Runs `scripts/dev --once` in `clone`; returns its combined output. Killed after 5 minutes.
+fn run_dev(clone: &Path, bin_dir: &Path) -> (bool, String) {
+    let log = clone.join("dev-run.log");
+    let out = std::fs::File::create(&log).expect("log");
+    let mut child = Command::new(clone.join("scripts/dev"))
+        .arg("--once")
+        .current_dir(clone)
+        .env("OSMODA_DEV_BIN_DIR", bin_dir)
+        .env_remove("OSMODA_AGENTD_SOCKET")
+        .env_remove("OSMODA_APPROVAL_SOCKET")
+        .env_remove("OSMODA_WATCH_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .spawn()
+        .expect("run scripts/dev");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    match status {
+        Some(s) => (s.success(), text),
+        None => (false, format!("{text}\n[killed after 300 s]")),
+    }
+}
+
+#[test]
+fn scripts_dev_runs_twice_in_a_row_in_a_temp_clone() {
+    for tool in ["nix-instantiate", "git"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            println!(
+                "skipped: scripts_dev_runs_twice_in_a_row_in_a_temp_clone: {tool} not installed"
+            );
+            return;
+        }
+    }
+    let repo = repo_root();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_agentctl"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    // agentd and osmoda-watch next to agentctl, current: a no-op after `cargo test --workspace`
+    // (same target dir, same sources), a short incremental build after `-p agentctl` alone.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let o = Command::new(cargo)
+        .args([
+            "build",
+            "--locked",
+            "-q",
+            "-p",
+            "agentd",
+            "-p",
+            "osmoda-watch",
+            "-p",
+            "agentctl",
+        ])
+        .current_dir(&repo)
+        .env("CARGO_TARGET_DIR", bin_dir.parent().expect("target dir"))
+        .output()
+        .expect("cargo build");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clone = tmp.path().join("osmoda");
+    clone_checkout(&repo, &clone);
+
+    let (ok, first) = run_dev(&clone, &bin_dir);
+    assert!(ok, "first run failed:\n{first}");
+    assert!(first.contains("creating the configuration tree"), "{first}");
+    assert!(first.contains("the loop walked through"), "{first}");
+
+    // Leave stale sockets behind, as a killed run would: files nobody listens on.
+    let run = clone.join(".osmoda/run");
+    for name in ["agentd.sock", "watch.sock"] {
+        let path = run.join(name);
+        let _ = std::fs::remove_file(&path);
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+        assert!(path.exists());
+    }
+
+    let (ok, second) = run_dev(&clone, &bin_dir);
+    assert!(ok, "second run failed:\n{second}");
+    assert!(
+        second.contains("reusing the configuration tree"),
+        "{second}"
+    );
+    assert!(second.contains("removed the stale socket"), "{second}");
+    assert!(
+        second.contains("already removed") && second.contains("already there"),
+        "the demo steps see what the first run did: {second}"
+    );
+    assert!(second.contains("the loop walked through"), "{second}");
+    let log = Command::new("git")
+        .arg("-C")
+        .arg(clone.join(".osmoda/tree"))
+        .args(["log", "--format=%s"])
+        .output()
+        .expect("git log");
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("check more often"))
+            .count(),
+        2,
+        "each run records its own failing change and revert: {log}"
+    );
+}
