@@ -14,31 +14,20 @@
       version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).workspace.package.version;
 
       # services.osmoda.<daemon> -> the crate (and binary) that implements it.
-      daemonCrates = {
-        agentd = "agentd";
-        watch = "osmoda-watch";
-        routines = "osmoda-routines";
-        keyd = "osmoda-keyd";
-        mesh = "osmoda-mesh";
-        egress = "osmoda-egress";
-        voice = "osmoda-voice";
-      };
+      daemonCrates = import ./modules/crates.nix;
       crateExists = crate: builtins.pathExists (./crates + "/${crate}/Cargo.toml");
-      # Daemons whose crate is not in this tree yet are disabled by default (below) instead
-      # of pointing the module at a package that cannot be built.
-      missingDaemons = lib.filter (d: !(crateExists daemonCrates.${d})) osmodaLib.daemonNames;
       # The OpenClaw plugin is built only once bridge/ (with its package-lock.json) exists.
       hasBridge = builtins.pathExists ./bridge/package-lock.json;
+
+      # The module with what depends on this checkout (daemons without a crate off, the
+      # overlay); hosts also get this flake's commit as their default configurationRevision.
+      flakeModule = args: import ./modules/flake-module.nix ({ overlay = self.overlays.default; } // args);
 
       systems = [ "x86_64-linux" "aarch64-linux" ];
 
       nixosSystem = system: hostModule: lib.nixosSystem {
         inherit system;
-        modules = [
-          self.nixosModules.default
-          hostModule
-          { system.configurationRevision = self.rev or self.dirtyRev or null; }
-        ];
+        modules = [ (flakeModule { revision = self.rev or self.dirtyRev or null; }) hostModule ];
       };
     in
     flake-utils.lib.eachSystem systems
@@ -187,14 +176,7 @@
           };
         };
 
-      nixosModules.default = {
-        imports = [ ./modules/osmoda.nix ];
-        nixpkgs.overlays = [ self.overlays.default ];
-        services.osmoda = lib.genAttrs missingDaemons (_: { enable = lib.mkDefault false; })
-          # Without the bridge there is nothing for the gateway to load. Stronger than the
-          # hosts' `mkDefault true`, weaker than a user's explicit setting.
-          // lib.optionalAttrs (!hasBridge) { gateway.enable = lib.mkOverride 900 false; };
-      };
+      nixosModules.default = flakeModule { };
 
       nixosConfigurations = {
         osmoda-dev = nixosSystem "x86_64-linux" ./modules/hosts/dev-vm.nix;

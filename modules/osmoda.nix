@@ -399,7 +399,9 @@ in
       # HEARTBEAT routines, each leaf overridable (`<name>.enable = false` turns one off).
       services.osmoda.routines = lib.mapAttrs (_: lib.mapAttrs (_: mkDefault)) d.heartbeatRoutines;
 
-      system.configurationRevision = mkIf (cfg.configRevision != null) (mkDefault cfg.configRevision);
+      # Normal priority: the option says which tree this system was built from, so it beats the
+      # flakes' `mkDefault self.rev` fallback (modules/flake-module.nix).
+      system.configurationRevision = mkIf (cfg.configRevision != null) cfg.configRevision;
 
       users.groups.osmoda = { };
 
