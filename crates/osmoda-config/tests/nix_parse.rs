@@ -40,8 +40,12 @@ fn every_nix_file_parses() -> anyhow::Result<()> {
             common::repo_root().display()
         );
     }
+    // osmoda-nix's golden files with a UTF-8 byte order mark test that an edit keeps it; Nix
+    // 2.x itself rejects a BOM, so those inputs are not expected to parse here.
+    let has_bom = |f: &PathBuf| std::fs::read(f).is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF"));
     let failures: Vec<String> = files
         .iter()
+        .filter(|f| !has_bom(f))
         .filter_map(|f| common::nix_parse(f).err().map(|e| e.to_string()))
         .collect();
     assert!(
