@@ -84,3 +84,15 @@ need_rust() {
   rust_ok || die "rustup installed $(cargo --version 2>/dev/null), still older than $want"
   say "installed $(cargo --version); add ~/.cargo/bin to your PATH to use it outside these scripts"
 }
+
+# test_git_identity: tests create git repositories; their commits name their authors
+# explicitly, and anything that falls back to git's configured identity gets this one when you
+# have none. Command-scope config through the environment: an explicit `git -c user.name=…`
+# still wins, and nothing is written to ~/.gitconfig.
+test_git_identity() {
+  if ! git config user.email >/dev/null 2>&1 && [ -z "${GIT_CONFIG_COUNT:-}" ]; then
+    export GIT_CONFIG_COUNT=2
+    export GIT_CONFIG_KEY_0=user.name GIT_CONFIG_VALUE_0="osmoda tests"
+    export GIT_CONFIG_KEY_1=user.email GIT_CONFIG_VALUE_1="tests@osmoda.invalid"
+  fi
+}
