@@ -64,6 +64,7 @@
       with subtest("a SafeSwitch whose checks pass commits"):
           sid = begin({"plan": "add the web watcher", "ttl_secs": 15, "health_checks": [{"type": "agentd"}]})
           wait_state(sid, "committed")
+          machine.succeed(f"agentctl switch status {sid}")  # exit 0: committed
           machine.succeed("jq -e '.watchers.web.check.unit == \"osmoda-agentd.service\"' /etc/osmoda/watch.json")
           system_committed = machine.succeed("readlink -f /run/current-system").strip()
           assert system_committed != system_before, "the committed generation is active"
@@ -78,6 +79,8 @@
           )
           sid = begin({"plan": "doomed", "ttl_secs": 10, "health_checks": [{"type": "systemd", "unit": "does-not-exist.service"}]})
           wait_state(sid, "rolled-back")
+          code, out = machine.execute(f"agentctl switch status {sid}")
+          assert code == 3, f"agentctl exits 3 for a rolled-back switch, not {code}: {out}"
           assert machine.succeed("readlink -f /run/current-system").strip() == system_committed, "previous system re-activated"
           assert machine.succeed("readlink -f /nix/var/nix/profiles/system").strip() == system_committed, "boot default untouched"
           machine.fail("jq -e '.watchers.doomed' /etc/osmoda/watch.json")
