@@ -58,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let state =
         agentd::AppState::open(cli.state_dir.clone(), settings, cli.config_tree.as_deref())?;
+    agentd::api::config::recover(&state)?;
     let _drift = agentd::api::config::watch_drift(&state)?;
     let bind = |path: &std::path::Path, mode| {
         osmoda_daemon::bind_unix(path, mode).with_context(|| format!("binding {}", path.display()))

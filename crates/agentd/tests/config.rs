@@ -29,11 +29,14 @@ async fn a_set_is_one_generation_linked_to_the_ledger_both_ways() {
     let rev = r["generation"]["rev"].as_str().expect("rev");
     assert_eq!(commits(&d), 2);
     assert_eq!(git(&d.tree_dir(), &["rev-parse", "HEAD"]).trim(), rev);
-    let msg = git(&d.tree_dir(), &["log", "-1", "--format=%an%n%B"]);
+    let msg = git(&d.tree_dir(), &["log", "-1", "--format=%an <%ae>%n%B"]);
+    // A stable, readable author; the kernel's identity of the caller goes into a trailer.
     assert!(
-        msg.starts_with("agent[uid="),
-        "author is the kernel-identified agent: {msg}"
+        msg.starts_with("agent <agent@osmoda.local>\n"),
+        "author is the agent: {msg}"
     );
+    assert!(msg.contains("\nOsmoda-Actor: agent\n"), "{msg}");
+    assert!(msg.contains("\nOsmoda-Peer: uid="), "{msg}");
     assert!(msg.contains("watch the web app"));
     assert!(
         msg.contains(&format!("Osmoda-Event: {}", r["requested_event"])),

@@ -107,6 +107,26 @@ pub enum GenError {
         #[source]
         source: notify::Error,
     },
+    /// A live process holds one of git's lock files open.
+    #[error("{} is held by {holder}; wait for it to finish (or stop it), then retry", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// `pid N (command)` of the holder.
+        holder: String,
+    },
+    /// `HEAD` is detached, so a new generation would be orphaned when a branch is checked out.
+    #[error(
+        "the tree's HEAD is detached at {rev}; check out its branch first \
+         (`git -C {} checkout main`, or `git switch -c NAME` to keep the detached commits)",
+        dir.display()
+    )]
+    DetachedHead {
+        /// The tree root.
+        dir: PathBuf,
+        /// The commit HEAD points at.
+        rev: String,
+    },
     /// The original error, plus a failure to undo the partial change afterwards.
     #[error("{original}; restoring the previous state ALSO failed ({restore}): inspect the tree with `git status`")]
     RestoreFailed {

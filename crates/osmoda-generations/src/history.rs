@@ -134,6 +134,12 @@ impl Tree {
             path: rel.clone(),
             reason: "no such file in that generation",
         })?;
+        if entry.filemode() == 0o120000 {
+            return Err(GenError::BadPath {
+                path: rel.clone(),
+                reason: "it is a symbolic link; osModa does not follow links in the tree",
+            });
+        }
         let blob = repo.find_blob(entry.id()).map_err(|_| GenError::BadPath {
             path: rel.clone(),
             reason: "it is not a file in that generation",
@@ -142,6 +148,53 @@ impl Tree {
             path: rel.clone(),
             reason: "it is not UTF-8 text",
         })
+    }
+
+    /// Every `.nix` file of generation `rev` (relative path → text), read under one lock.
+    /// Symbolic links and files that are not UTF-8 map to `Err(reason)`: they are never followed.
+    ///
+    /// # Errors
+    /// [`GenError::UnknownRevision`] or a git error.
+    pub fn nix_files_at(
+        &self,
+        rev: &str,
+    ) -> Result<std::collections::BTreeMap<std::path::PathBuf, Result<String, String>>, GenError>
+    {
+        let locked = self.lock()?;
+        let repo = &*locked.repo;
+        let tree = resolve(repo, rev)?
+            .tree()
+            .map_err(GenError::git("read a tree"))?;
+        let mut out = std::collections::BTreeMap::new();
+        let mut failed = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            let Some(name) = entry.name().filter(|n| n.ends_with(".nix")) else {
+                return git2::TreeWalkResult::Ok;
+            };
+            let rel = std::path::PathBuf::from(format!("{dir}{name}"));
+            let text = if entry.filemode() == 0o120000 {
+                Err("a symbolic link (not followed)".to_string())
+            } else {
+                match repo.find_blob(entry.id()) {
+                    Ok(blob) => String::from_utf8(blob.content().to_vec())
+                        .map_err(|_| "not UTF-8 text".to_string()),
+                    Err(e) => {
+                        failed = Some(e);
+                        return git2::TreeWalkResult::Abort;
+                    }
+                }
+            };
+            out.insert(rel, text);
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(GenError::git("walk a tree"))?;
+        if let Some(e) = failed {
+            return Err(GenError::Git {
+                context: "read a blob".into(),
+                source: e,
+            });
+        }
+        Ok(out)
     }
 
     /// Tags generation `rev` as deployed: a lightweight tag `deployed/<n>` with `n` one more than
@@ -221,6 +274,7 @@ pub(crate) fn generation_of(commit: &Commit<'_>, tags: &HashMap<Oid, Vec<String>
         author: Actor {
             name: String::from_utf8_lossy(author.name_bytes()).into_owned(),
             email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+            peer: parsed.peer,
         },
         time,
         timestamp,

@@ -38,6 +38,7 @@ mod drift;
 mod error;
 mod history;
 mod message;
+mod recover;
 mod repl;
 mod revert;
 mod tree;
@@ -50,17 +51,23 @@ use serde::{Deserialize, Serialize};
 
 pub use drift::{watch_drift, watch_drift_with, DriftWatcher};
 pub use error::GenError;
-pub use message::{TRAILER_ACTOR, TRAILER_EVENT, TRAILER_RESTORES, TRAILER_REVERTS};
+pub use message::{TRAILER_ACTOR, TRAILER_EVENT, TRAILER_PEER, TRAILER_RESTORES, TRAILER_REVERTS};
+pub use recover::{clear_stale_locks, Recovery};
 pub use tree::Tree;
 pub use validate::NixCheck;
 
 /// Who makes a change: a person (from their git identity) or an agent/daemon (from SO_PEERCRED).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
-    /// Display name; also written to the `Osmoda-Actor` trailer.
+    /// Display name, stable and readable (`agent`, `osmoda-watch`, a user name); also written to
+    /// the `Osmoda-Actor` trailer.
     pub name: String,
     /// E-mail address for the git author line.
     pub email: String,
+    /// The kernel's identity of the caller (`uid=0,pid=42,exe=node`), written to the
+    /// `Osmoda-Peer` trailer rather than the author name, which stays stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 impl Actor {
@@ -69,7 +76,14 @@ impl Actor {
         Actor {
             name: name.into(),
             email: email.into(),
+            peer: None,
         }
+    }
+
+    /// The same actor with the caller's kernel identity for the `Osmoda-Peer` trailer.
+    pub fn with_peer(mut self, peer: impl Into<String>) -> Actor {
+        self.peer = Some(peer.into());
+        self
     }
 
     pub(crate) fn signature(&self) -> Result<git2::Signature<'static>, GenError> {

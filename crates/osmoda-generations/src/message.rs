@@ -6,6 +6,8 @@ use crate::GenError;
 pub const TRAILER_EVENT: &str = "Osmoda-Event";
 /// Trailer naming the actor (person or agent) that made the change.
 pub const TRAILER_ACTOR: &str = "Osmoda-Actor";
+/// Trailer carrying the kernel identity of the caller (uid, pid, executable).
+pub const TRAILER_PEER: &str = "Osmoda-Peer";
 /// Trailer naming the generation a revert undoes.
 pub const TRAILER_REVERTS: &str = "Osmoda-Reverts";
 /// Trailer naming the generation whose tree a restore brings back.
@@ -17,6 +19,7 @@ pub(crate) struct Parsed {
     pub reason: String,
     pub event_id: Option<i64>,
     pub actor: Option<String>,
+    pub peer: Option<String>,
     pub reverts: Option<String>,
     pub restores: Option<String>,
 }
@@ -97,6 +100,7 @@ pub(crate) fn parse(message: &str) -> Parsed {
         match key {
             TRAILER_EVENT => parsed.event_id = value.parse().ok(),
             TRAILER_ACTOR => parsed.actor = Some(value.to_string()),
+            TRAILER_PEER => parsed.peer = Some(value.to_string()),
             TRAILER_REVERTS => parsed.reverts = Some(value.to_string()),
             TRAILER_RESTORES => parsed.restores = Some(value.to_string()),
             _ => {}

@@ -26,6 +26,8 @@ pub struct Tree {
     pub(crate) nix: Option<PathBuf>,
     /// The long-lived evaluator used for validation (under the writer lock).
     repl: Mutex<Option<crate::repl::Repl>>,
+    /// Stale git locks cleared since the caller last asked (see [`Tree::take_cleared_locks`]).
+    cleared_locks: Mutex<Vec<String>>,
 }
 
 /// Holds the in-process mutex and the cross-process `flock` for one operation.
@@ -155,6 +157,7 @@ impl Tree {
             lock_file,
             nix: validate::find_nix_instantiate(),
             repl: Mutex::new(None),
+            cleared_locks: Mutex::new(Vec::new()),
         })
     }
 
@@ -183,9 +186,42 @@ impl Tree {
         &self.dir
     }
 
+    /// Refuses `rel` when it, or a directory on the way to it, is a symbolic link.
+    ///
+    /// # Errors
+    /// [`GenError::BadPath`] naming the link.
+    pub fn check_no_symlink(&self, rel: &Path) -> Result<(), GenError> {
+        refuse_symlinks(&self.dir, rel)
+    }
+
+    /// The `nix-instantiate` used for validation, if any.
+    pub fn nix_instantiate(&self) -> Option<&Path> {
+        self.nix.as_deref()
+    }
+
     /// True if changed files are also checked with `nix-instantiate`.
     pub fn uses_nix(&self) -> bool {
         self.nix.is_some()
+    }
+
+    /// Git lock files left by a crash that were cleared (relative paths such as
+    /// `.git/index.lock`) since the last call; the caller records them (agentd: in the ledger).
+    pub fn take_cleared_locks(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .cleared_locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    pub(crate) fn cleared_locks_push(&self, cleared: Vec<String>) {
+        if !cleared.is_empty() {
+            self.cleared_locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend(cleared);
+        }
     }
 
     /// Takes the in-process mutex, then the cross-process lock.
@@ -244,6 +280,18 @@ impl Tree {
         let sig = actor.signature()?;
         let locked = self.lock()?;
         let repo = &*locked.repo;
+        let git_dir = repo.path().to_path_buf();
+        self.cleared_locks_push(crate::recover::clear_stale_locks(&git_dir)?);
+        if repo.head_detached().unwrap_or(false) {
+            return Err(GenError::DetachedHead {
+                dir: self.dir.clone(),
+                rev: repo
+                    .head()
+                    .ok()
+                    .and_then(|h| h.target())
+                    .map_or_else(String::new, |o| o.to_string()),
+            });
+        }
         let mut index = repo.index().map_err(GenError::git("open the index"))?;
         index.read(true).map_err(GenError::git("read the index"))?;
         let dirty = statuses(repo)?;
@@ -255,6 +303,11 @@ impl Tree {
             .and_then(|h| h.peel_to_commit())
             .map_err(GenError::git("read HEAD"))?;
         let head_tree = head.tree().map_err(GenError::git("read HEAD's tree"))?;
+        crate::recover::Intent {
+            head: head.id().to_string(),
+            event_id: event_of(msg),
+        }
+        .persist(&git_dir)?;
 
         let mut reported = Vec::new();
         let result = catch_unwind(AssertUnwindSafe(|| edit(repo, &self.dir)))
@@ -268,13 +321,16 @@ impl Tree {
                 self.commit_paths(repo, &mut index, &head, &head_tree, &rels, &sig, msg)
             });
         match result {
-            Ok(generation) => Ok(generation),
+            Ok(generation) => {
+                crate::recover::Intent::clear(&git_dir)?;
+                Ok(generation)
+            }
             Err(original) => {
                 let undo = index
                     .read(true)
                     .map_err(GenError::git("re-read the index"))
                     .and_then(|()| self.restore_worktree(repo, &head_tree, &reported));
-                match undo {
+                match undo.and_then(|()| crate::recover::Intent::clear(&git_dir)) {
                     Ok(()) => Err(original),
                     Err(restore) => Err(GenError::RestoreFailed {
                         original: Box::new(original),
@@ -301,6 +357,7 @@ impl Tree {
         let mut changed: Vec<(&PathBuf, Option<String>)> = Vec::new();
         for rel in rels {
             let abs = self.dir.join(rel);
+            refuse_symlinks(&self.dir, rel)?;
             let bytes = match fs::symlink_metadata(&abs) {
                 Ok(meta) if meta.is_file() => {
                     Some(fs::read(&abs).map_err(|e| GenError::io("read", &abs, e))?)
@@ -453,6 +510,28 @@ impl Tree {
     }
 }
 
+/// The `Osmoda-Event` id a commit message carries.
+fn event_of(msg: &str) -> Option<i64> {
+    crate::message::parse(msg).event_id
+}
+
+/// Refuses a path whose file or any parent directory inside the tree is a symbolic link: a link
+/// may point outside the tree, and its target must never be read or committed.
+pub(crate) fn refuse_symlinks(dir: &Path, rel: &Path) -> Result<(), GenError> {
+    let mut abs = dir.to_path_buf();
+    for part in rel.components() {
+        abs.push(part);
+        if fs::symlink_metadata(&abs).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(GenError::BadPath {
+                path: rel.to_path_buf(),
+                reason:
+                    "it is (or is inside) a symbolic link; osModa does not follow links in the tree",
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Builds a commit message: reason, then `Osmoda-Event`, `Osmoda-Actor` and an optional extra trailer.
 pub(crate) fn commit_message(
     actor: &Actor,
@@ -466,6 +545,20 @@ pub(crate) fn commit_message(
         trailers.push((TRAILER_EVENT, id.to_string()));
     }
     trailers.push((TRAILER_ACTOR, actor.name.trim().to_string()));
+    if let Some(peer) = actor
+        .peer
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        if peer.chars().any(char::is_control) {
+            return Err(GenError::BadInput {
+                field: "actor peer",
+                reason: "it contains control characters".into(),
+            });
+        }
+        trailers.push((crate::message::TRAILER_PEER, peer.to_string()));
+    }
     trailers.extend(extra);
     Ok(message::build(reason, &trailers))
 }

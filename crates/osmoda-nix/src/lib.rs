@@ -14,6 +14,7 @@ mod path;
 mod plan;
 mod render;
 mod resolve;
+mod scope;
 mod syntax;
 
 use std::ops::Range;
@@ -25,6 +26,7 @@ pub use fuzz::fuzz_one;
 pub use modules::{FileKind, Import};
 pub use path::AttrPath;
 pub use render::to_nix;
+pub use scope::free_variables;
 
 use edit::{apply, detect_unit};
 use modules::{list_of, priority};

@@ -37,6 +37,8 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/config/get", get(config::get))
         .route("/config/set", post(config::set))
         .route("/config/unset", post(config::unset))
+        .route("/config/append", post(config::append))
+        .route("/config/remove", post(config::remove))
         .route("/config/generations", get(config::generations))
         .route("/config/generation/{rev}", get(config::generation))
         .route("/config/diff", get(config::diff))

@@ -115,6 +115,7 @@ pub async fn revert(
     let rev = b.rev;
     let landed = land(
         &st,
+        &caller.actor,
         agent_actor(&caller),
         request,
         b.reason,
@@ -169,8 +170,10 @@ pub async fn commit(
     let who = person(&peer);
     let _judged = crate::gate::check_commit(&st, &who.name, b.approval.as_deref()).await?;
     let request = json!({ "op": "config.commit", "changes": changes, "reason": b.reason });
+    let name = who.name.clone();
     let landed = land(
         &st,
+        &name,
         who,
         request,
         b.reason,
@@ -203,4 +206,49 @@ pub fn watch_drift(
         }
     })
     .map(Some)
+}
+
+/// Finishes a tree mutation that a crash interrupted (see `osmoda_generations::Tree::recover`)
+/// and records the outcome: `config.committed` or `config.failed` naming the request, and
+/// `config.lock_cleared` for each stale git lock removed. Call once at start, before serving.
+///
+/// # Errors
+/// Fails when the tree cannot be repaired (a live process holds a git lock: it is named) or the
+/// ledger cannot be written.
+pub fn recover(st: &Arc<AppState>) -> anyhow::Result<()> {
+    let Some(tree) = &st.config_tree else {
+        return Ok(());
+    };
+    let outcome = tree.recover()?;
+    let record = |kind: &str, payload: Value| {
+        st.ledger.append_blocking(osmoda_ledger::NewEvent::new(
+            kind,
+            "agentd[recovery]".to_string(),
+            payload.to_string(),
+        ))
+    };
+    for lock in tree.take_cleared_locks() {
+        record(
+            "config.lock_cleared",
+            json!({ "lock": lock, "reason": "left by a crash; no process held it" }),
+        )?;
+    }
+    match outcome {
+        None => {}
+        Some(osmoda_generations::Recovery::Committed { event_id, rev }) => {
+            tracing::warn!(%rev, "an interrupted edit had committed; recorded it");
+            record(
+                "config.committed",
+                json!({ "requested_event": event_id, "rev": rev, "recovered": true }),
+            )?;
+        }
+        Some(osmoda_generations::Recovery::RolledBack { event_id, files }) => {
+            tracing::warn!(?files, "an interrupted edit was rolled back to HEAD");
+            record(
+                "config.failed",
+                json!({ "requested_event": event_id, "error": "agentd stopped during the edit; the work tree was put back to the last generation", "files": files, "recovered": true }),
+            )?;
+        }
+    }
+    Ok(())
 }

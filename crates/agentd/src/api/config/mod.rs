@@ -1,6 +1,7 @@
 //! The config API: the machine's durable configuration is a git-tracked Nix tree. Reads come
-//! from the work tree; every edit is a lossless rnix edit committed as one generation, linked
-//! to the ledger both ways (`Osmoda-Event` trailer → `config.requested`, `config.committed` → rev).
+//! from `HEAD`; every edit is a lossless rnix edit of the place that defines the option (found
+//! across the tree's modules, see `locate.rs`), committed as one generation and linked to the
+//! ledger both ways (`Osmoda-Event` trailer → `config.requested`, `config.committed` → rev).
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +18,11 @@ use crate::peer::Caller;
 use crate::AppState;
 
 mod history;
-pub use history::{commit, diff, generation, generations, revert, status, watch_drift};
+mod locate;
+mod plan;
+pub use history::{commit, diff, generation, generations, recover, revert, status, watch_drift};
+pub use locate::Place;
+pub use plan::{plan, Planned};
 
 /// File edited when a request names none: the data-only module agents write.
 pub const DEFAULT_FILE: &str = "osmoda.nix";
@@ -26,6 +31,7 @@ impl From<EditError> for ApiError {
     fn from(e: EditError) -> Self {
         let status = match &e {
             EditError::InvalidPath { .. } | EditError::InvalidValue(_) => StatusCode::BAD_REQUEST,
+            EditError::TooComplex { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             EditError::NotFound { .. } => StatusCode::NOT_FOUND,
             EditError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
@@ -42,6 +48,7 @@ impl From<GenError> for ApiError {
             }
             GenError::Invalid { .. } | GenError::Edit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             GenError::BadInput { .. } | GenError::BadPath { .. } => StatusCode::BAD_REQUEST,
+            GenError::Locked { .. } | GenError::DetachedHead { .. } => StatusCode::CONFLICT,
             GenError::UnknownRevision { .. } => StatusCode::NOT_FOUND,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -82,49 +89,77 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
-/// The committed text of `file` at HEAD. Reads never look at the work tree: a concurrent edit may
-/// be rewriting it, and uncommitted hand edits are not configuration until committed.
-fn read(tree: &Tree, file: &Path) -> Result<String, ApiError> {
-    tree.read_file_at("HEAD", file).map_err(|e| {
-        ApiError::not_found(format!("cannot read {} in the tree: {e}", file.display()))
-    })
-}
-
-/// Replace `path` atomically (temp file + rename), so no reader ever sees a half-written file.
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.osmoda-tmp"));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
 /// Parameters of `GET /config/get`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetParams {
     /// Attribute path, e.g. `services.osmoda.watch.watchers`.
     pub path: String,
-    /// File relative to the tree (default `osmoda.nix`).
+    /// Only this file (relative to the tree); default: wherever the tree defines the path.
     pub file: Option<String>,
 }
 
-/// `GET /config/get?path=&file=`
+/// `GET /config/get?path=&file=`: the value where the path is defined, and every definition in
+/// the tree with `file:line` and priority.
 pub async fn get(
     State(st): State<Arc<AppState>>,
     Query(p): Query<GetParams>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let tree = tree(&st)?;
-    let file = tree_file(p.file.as_deref())?;
+    let named = p.file.as_deref().map(|f| tree_file(Some(f))).transpose()?;
     let path = attr_path(&p.path)?;
-    let value = blocking(move || Ok(osmoda_nix::get(&read(&tree, &file)?, &path)?)).await?;
-    Ok(axum::Json(
-        json!({ "path": p.path, "file": p.file.as_deref().unwrap_or(DEFAULT_FILE), "value": value }),
-    ))
+    let shown = p.path.clone();
+    blocking(move || {
+        let files = tree.nix_files_at("HEAD")?;
+        let mods = locate::modules(&files);
+        let places = locate::definitions(&files, &mods, &path)?;
+        let mut mine: Vec<&Place> = places
+            .iter()
+            .filter(|d| named.as_ref().is_none_or(|f| Path::new(&d.file) == f))
+            .collect();
+        mine.dedup_by(|a, b| a.file == b.file && a.module == b.module);
+        let (file, module) = match (mine.as_slice(), &named) {
+            ([one], _) => (PathBuf::from(&one.file), one.module),
+            ([], Some(f)) => (f.clone(), 0),
+            ([], None) => {
+                return Err(ApiError::not_found(format!(
+                    "`{path}` is not defined in the tree's modules"
+                ))
+                .with_detail(json!({ "modules": mods.files, "not_followed": mods.skipped })))
+            }
+            _ => {
+                return Ok(json!({ "path": shown, "definitions": places,
+                    "error": "defined in several places; name one with `file`" }))
+            }
+        };
+        let text = match files.get(&file) {
+            Some(Ok(t)) => t,
+            Some(Err(why)) => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("cannot read {}: it is {why}", file.display()),
+                ))
+            }
+            None => {
+                return Err(ApiError::not_found(format!(
+                    "cannot read {} in the tree: no such file",
+                    file.display()
+                )))
+            }
+        };
+        let read = osmoda_nix::read(text, module, &path)?;
+        Ok(json!({
+            "path": shown,
+            "file": file,
+            "value": read.value,
+            "nix": read.nix,
+            "elements": read.elements,
+            "priority": read.priority,
+            "definitions": places,
+        }))
+    })
+    .await
+    .map(axum::Json)
 }
 
 /// Body of `POST /config/set`.
@@ -137,7 +172,25 @@ pub struct SetBody {
     pub value: Option<Value>,
     /// Or one raw Nix expression (e.g. `pkgs.htop`).
     pub nix: Option<String>,
-    /// File relative to the tree (default `osmoda.nix`).
+    /// File relative to the tree; default: where the tree defines the path, else `osmoda.nix`.
+    pub file: Option<String>,
+    /// Why: becomes the commit message.
+    pub reason: String,
+    /// Approval ticket, for destructive edits.
+    pub approval: Option<String>,
+}
+
+/// Body of `POST /config/append` and `POST /config/remove`: one list element.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListBody {
+    /// Attribute path of the list.
+    pub path: String,
+    /// The element as JSON…
+    pub value: Option<Value>,
+    /// …or as Nix source (`htop`, `pkgs.htop`, `./module.nix`).
+    pub nix: Option<String>,
+    /// File relative to the tree; default: where the tree defines the list.
     pub file: Option<String>,
     /// Why: becomes the commit message.
     pub reason: String,
@@ -151,7 +204,7 @@ pub struct SetBody {
 pub struct UnsetBody {
     /// Attribute path.
     pub path: String,
-    /// File relative to the tree (default `osmoda.nix`).
+    /// File relative to the tree; default: where the tree defines the path.
     pub file: Option<String>,
     /// Why.
     pub reason: String,
@@ -168,34 +221,61 @@ pub struct Landed {
     pub requested_event: i64,
     /// Ledger id of `config.committed` (carries the commit id).
     pub event_id: i64,
+    /// The file the edit went to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// What else the caller should know (a priority wrapper kept, a value not evaluated).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
+/// The git author of an agent or daemon: a stable name (the caller's role: `agent`,
+/// `osmoda-watch`, …); the kernel identity goes to the `Osmoda-Peer` trailer.
 fn agent_actor(caller: &Caller) -> Actor {
-    Actor::new(caller.actor.clone(), "agent@osmoda.local")
+    let (role, peer) = match caller.actor.split_once('[') {
+        Some((role, rest)) => (role, rest.trim_end_matches(']')),
+        None => (caller.actor.as_str(), ""),
+    };
+    let actor = Actor::new(role, format!("{role}@osmoda.local"));
+    if peer.is_empty() {
+        actor
+    } else {
+        actor.with_peer(peer)
+    }
 }
 
 /// Run one tree mutation with its ledger events: `config.requested` first (its id goes into the
-/// commit trailer), then `config.committed` or `config.failed`.
+/// commit trailer), then `config.committed` or `config.failed`. The ledger names `who` (the
+/// caller's full identity); git names the stable `actor`.
 async fn land(
     st: &Arc<AppState>,
+    who: &str,
     actor: Actor,
     request: Value,
     reason: String,
     mutate: impl FnOnce(&Tree, &Actor, &str, i64) -> Result<Generation, GenError> + Send + 'static,
 ) -> Result<Landed, ApiError> {
     let tree = tree(st)?;
-    let requested = st.record("config.requested", &actor.name, &request).await?;
+    let requested = st.record("config.requested", who, &request).await?;
     let rid = requested.id;
-    let a = actor.clone();
-    let result = tokio::task::spawn_blocking(move || mutate(&tree, &a, &reason, rid))
+    let t = tree.clone();
+    let result = tokio::task::spawn_blocking(move || mutate(&t, &actor, &reason, rid))
         .await
         .map_err(ApiError::internal)?;
+    for lock in tree.take_cleared_locks() {
+        st.record(
+            "config.lock_cleared",
+            "agentd",
+            &json!({ "lock": lock, "reason": "left by a crash; no process held it" }),
+        )
+        .await?;
+    }
     match result {
         Ok(generation) => {
             let ev = st
                 .record(
                     "config.committed",
-                    &actor.name,
+                    who,
                     &json!({ "requested_event": rid, "rev": generation.rev }),
                 )
                 .await?;
@@ -203,12 +283,14 @@ async fn land(
                 generation,
                 requested_event: rid,
                 event_id: ev.id,
+                file: None,
+                notes: Vec::new(),
             })
         }
         Err(e) => {
             st.record(
                 "config.failed",
-                &actor.name,
+                who,
                 &json!({ "requested_event": rid, "error": e.to_string() }),
             )
             .await?;
@@ -217,23 +299,14 @@ async fn land(
     }
 }
 
-/// The edited text of `file`, or why the edit cannot be made.
-fn precheck(tree: &Tree, file: &Path, op: &osmoda_nix::Op) -> Result<String, ApiError> {
-    let dirty = tree.status()?;
-    if !dirty.is_empty() {
-        return Err(GenError::Dirty { changes: dirty }.into());
-    }
-    Ok(osmoda_nix::edit(&read(tree, file)?, op)?.text)
-}
-
-/// One requested edit of a tree file.
+/// One requested edit of the tree.
 struct EditRequest {
     file: Option<String>,
     reason: String,
     ticket: Option<String>,
     op: osmoda_nix::Op,
-    /// The operation, as recorded in the ledger.
-    operation: Value,
+    /// The operation's name in the ledger (`config.set`, …).
+    name: &'static str,
 }
 
 async fn edit(
@@ -246,38 +319,84 @@ async fn edit(
         reason,
         ticket,
         op,
-        operation,
+        name,
     } = req;
     if reason.trim().is_empty() {
         return Err(ApiError::bad_request(
             "`reason` is required: it becomes the commit message",
         ));
     }
-    let file = tree_file(file.as_deref())?;
+    let named = file.as_deref().map(|f| tree_file(Some(f))).transpose()?;
     // Bad input is refused before anything is written, ledger included.
     let t = tree(&st)?;
-    let (f, o) = (file.clone(), op.clone());
-    let edited = blocking(move || precheck(&t, &f, &o)).await?;
-    let _judged =
-        crate::gate::check_edit(&st, &caller.actor, &file, edited, ticket.as_deref()).await?;
-    let mut request = operation;
-    request["reason"] = Value::String(reason.clone());
-    let landed = land(
+    let o = op.clone();
+    let (planned, evaluated) = blocking(move || {
+        let planned = plan(&t, named.as_deref(), &o)?;
+        let evaluated = match &o {
+            osmoda_nix::Op::Set(_, NixValue::Raw(raw))
+            | osmoda_nix::Op::Append(_, NixValue::Raw(raw)) => plan::evaluate_raw(&t, raw)?,
+            _ => true,
+        };
+        Ok((planned, evaluated))
+    })
+    .await?;
+    let target = planned.target.clone();
+    // The gate's guard is held until the edit has landed.
+    let _judged = crate::gate::check_edit(
         &st,
+        &caller.actor,
+        &target.file,
+        planned.after,
+        ticket.as_deref(),
+    )
+    .await?;
+    let path = plan::path_of(&op).to_string();
+    let mut request = json!({ "op": name, "file": target.file, "path": path, "reason": reason });
+    if let (
+        Some(o),
+        osmoda_nix::Op::Set(_, v) | osmoda_nix::Op::Append(_, v) | osmoda_nix::Op::Remove(_, v),
+    ) = (request.as_object_mut(), &op)
+    {
+        o.extend(plan::shown(v).as_object().cloned().unwrap_or_default());
+    }
+    let tgt = target.clone();
+    let mut landed = land(
+        &st,
+        &caller.actor,
         agent_actor(&caller),
         request,
         reason,
         move |tree, actor, reason, rid| {
             tree.mutate(actor, reason, Some(rid), |root| {
-                let text = std::fs::read_to_string(root.join(&file)).map_err(GenError::edit)?;
-                let out = osmoda_nix::edit(&text, &op).map_err(GenError::edit)?;
-                write_atomic(&root.join(&file), &out.text).map_err(GenError::edit)?;
-                Ok(vec![file.clone()])
+                plan::apply(root, &tgt, &op)
             })
         },
     )
     .await?;
+    landed.file = Some(target.file);
+    if let Some(w) = planned.kept {
+        landed.notes.push(format!(
+            "kept `{w}` around the new value (set it explicitly to change the priority)"
+        ));
+    }
+    if !evaluated {
+        landed.notes.push(
+            "the raw value uses names from its module (pkgs, lib, …), so it was checked by parsing, not evaluated"
+                .into(),
+        );
+    }
     Ok(axum::Json(landed))
+}
+
+/// A value given as `value` (JSON) or `nix` (source): exactly one.
+fn value_of(value: Option<Value>, nix: Option<String>) -> Result<NixValue, ApiError> {
+    match (value, nix) {
+        (Some(v), None) => Ok(NixValue::Json(v)),
+        (None, Some(n)) => Ok(NixValue::Raw(n)),
+        _ => Err(ApiError::bad_request(
+            "give exactly one of `value` (JSON) or `nix` (a Nix expression)",
+        )),
+    }
 }
 
 /// `POST /config/set`
@@ -286,29 +405,13 @@ pub async fn set(
     caller: Caller,
     Json(b): Json<SetBody>,
 ) -> Result<axum::Json<Landed>, ApiError> {
-    let path = attr_path(&b.path)?;
-    let (value, shown) = match (b.value, b.nix) {
-        (Some(v), None) => (NixValue::Json(v.clone()), json!({ "value": v })),
-        (None, Some(n)) => (NixValue::Raw(n.clone()), json!({ "nix": n })),
-        _ => {
-            return Err(ApiError::bad_request(
-                "give exactly one of `value` (JSON) or `nix` (a Nix expression)",
-            ))
-        }
-    };
-    let file = b.file.clone().unwrap_or_else(|| DEFAULT_FILE.into());
-    let mut operation = json!({ "op": "config.set", "file": file, "path": path.to_string() });
-    operation
-        .as_object_mut()
-        .into_iter()
-        .for_each(|o| o.extend(shown.as_object().cloned().unwrap_or_default()));
-    let op = osmoda_nix::Op::Set(path, value);
+    let op = osmoda_nix::Op::Set(attr_path(&b.path)?, value_of(b.value, b.nix)?);
     let req = EditRequest {
         file: b.file,
         reason: b.reason,
         ticket: b.approval,
         op,
-        operation,
+        name: "config.set",
     };
     edit(st, caller, req).await
 }
@@ -319,16 +422,47 @@ pub async fn unset(
     caller: Caller,
     Json(b): Json<UnsetBody>,
 ) -> Result<axum::Json<Landed>, ApiError> {
-    let path = attr_path(&b.path)?;
-    let file = b.file.clone().unwrap_or_else(|| DEFAULT_FILE.into());
-    let operation = json!({ "op": "config.unset", "file": file, "path": path.to_string() });
-    let op = osmoda_nix::Op::Unset(path);
+    let op = osmoda_nix::Op::Unset(attr_path(&b.path)?);
     let req = EditRequest {
         file: b.file,
         reason: b.reason,
         ticket: b.approval,
         op,
-        operation,
+        name: "config.unset",
+    };
+    edit(st, caller, req).await
+}
+
+/// `POST /config/append`: add one element to a list (created if missing).
+pub async fn append(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(b): Json<ListBody>,
+) -> Result<axum::Json<Landed>, ApiError> {
+    let op = osmoda_nix::Op::Append(attr_path(&b.path)?, value_of(b.value, b.nix)?);
+    let req = EditRequest {
+        file: b.file,
+        reason: b.reason,
+        ticket: b.approval,
+        op,
+        name: "config.append",
+    };
+    edit(st, caller, req).await
+}
+
+/// `POST /config/remove`: remove every element equal to the given one from a list.
+pub async fn remove(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(b): Json<ListBody>,
+) -> Result<axum::Json<Landed>, ApiError> {
+    let op = osmoda_nix::Op::Remove(attr_path(&b.path)?, value_of(b.value, b.nix)?);
+    let req = EditRequest {
+        file: b.file,
+        reason: b.reason,
+        ticket: b.approval,
+        op,
+        name: "config.remove",
     };
     edit(st, caller, req).await
 }
