@@ -25,9 +25,9 @@ fn an_interrupted_edit_is_rolled_back_to_head() -> anyhow::Result<()> {
     let head = git(&root, &["rev-parse", "HEAD"])?.trim().to_string();
     leave_intent(&root, &head, 41);
     let osmoda = &root.join("osmoda.nix");
-    let original = fs::read_to_string(&osmoda)?;
+    let original = fs::read_to_string(osmoda)?;
     fs::write(
-        &osmoda,
+        osmoda,
         original.replace("{ ... }:", "{ ... }: # half-landed"),
     )?;
     drop(tree);
@@ -40,7 +40,7 @@ fn an_interrupted_edit_is_rolled_back_to_head() -> anyhow::Result<()> {
             files: vec!["osmoda.nix".into()]
         })
     );
-    assert_eq!(fs::read_to_string(&osmoda)?, original);
+    assert_eq!(fs::read_to_string(osmoda)?, original);
     assert_eq!(porcelain(&root)?, "");
     assert_eq!(tree.recover()?, None, "the intent is gone");
     Ok(())
@@ -73,8 +73,8 @@ fn stale_git_locks_are_cleared_and_live_ones_named() -> anyhow::Result<()> {
     let (_tmp, tree) = new_tree()?;
     let root = tree.dir().to_path_buf();
     let lock = &root.join(".git/index.lock");
-    fs::write(&lock, "")?;
-    fs::write(&root.join(".git/refs/heads/main.lock"), "")?;
+    fs::write(lock, "")?;
+    fs::write(root.join(".git/refs/heads/main.lock"), "")?;
     tree.mutate(&agent(), "after a crash", None, |root| {
         common::insert_setting(root, "services.osmoda.enable = true;")
     })?;
@@ -84,7 +84,7 @@ fn stale_git_locks_are_cleared_and_live_ones_named() -> anyhow::Result<()> {
     assert!(!lock.exists());
 
     // A live holder (this process, holding the file open) is named and nothing changes.
-    let held = fs::File::create(&lock)?;
+    let held = fs::File::create(lock)?;
     let err = tree
         .mutate(&agent(), "blocked", None, |root| {
             common::insert_setting(root, "services.osmoda.x = 1;")
@@ -97,7 +97,7 @@ fn stale_git_locks_are_cleared_and_live_ones_named() -> anyhow::Result<()> {
         "{err}"
     );
     drop(held);
-    fs::remove_file(&lock)?;
+    fs::remove_file(lock)?;
     Ok(())
 }
 

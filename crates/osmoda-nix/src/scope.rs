@@ -57,10 +57,10 @@ pub fn free_variables(src: &str) -> Result<Option<BTreeSet<String>>, EditError> 
 
 /// Is this identifier a variable use (not an attribute name or a parameter)?
 fn is_variable(ident: &SyntaxNode) -> bool {
-    match ident.parent().map(|p| p.kind()) {
-        Some(NODE_ATTRPATH | NODE_PAT_ENTRY | NODE_PAT_BIND | NODE_IDENT_PARAM) => false,
-        _ => true,
-    }
+    !matches!(
+        ident.parent().map(|p| p.kind()),
+        Some(NODE_ATTRPATH | NODE_PAT_ENTRY | NODE_PAT_BIND | NODE_IDENT_PARAM)
+    )
 }
 
 /// Is `name` bound by an enclosing function, `let` or `rec` set?
