@@ -642,7 +642,11 @@ async fn tickets_bind_numbers_exactly_and_the_ledger_keeps_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_edits_harmless_alone_cannot_land_together_unjudged() {
     let d = Daemon::start_with_tree().await;
-    std::fs::write(d.tree_dir().join("extra.nix"), "{ lib, ... }:\n{\n}\n").expect("write");
+    std::fs::write(
+        d.tree_dir().join("extra.nix"),
+        "{ lib, ... }:\n{\n  services.openssh.enable = lib.mkDefault true;\n}\n",
+    )
+    .expect("write");
     commit_file(
         &d,
         CFG,
