@@ -19,11 +19,17 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
             if !skip {
                 walk(&path, out)?;
             }
-        } else if ty.is_file() && name.ends_with(".nix") {
+        } else if ty.is_file() && name.ends_with(".nix") && !starts_with_bom(&path)? {
             out.push(path);
         }
     }
     Ok(())
+}
+
+/// Whether a file starts with a UTF-8 byte-order mark. Nix's parser rejects a BOM, so such files
+/// are edit fixtures that pin byte preservation (osmoda-nix's golden `bom.*`), not Nix sources.
+fn starts_with_bom(path: &Path) -> std::io::Result<bool> {
+    Ok(std::fs::read(path)?.starts_with(b"\xEF\xBB\xBF"))
 }
 
 #[test]
