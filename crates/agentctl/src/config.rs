@@ -96,12 +96,18 @@ pub enum ConfigCmd {
         /// Why.
         #[arg(long)]
         reason: String,
+        /// Approval ticket id, when undoing it is destructive.
+        #[arg(long)]
+        approval: Option<String>,
     },
     /// Record your uncommitted hand edits as a generation authored by you.
     Commit {
         /// Why.
         #[arg(short = 'm', long = "message")]
         message: String,
+        /// Approval ticket id, when the hand edits are destructive.
+        #[arg(long)]
+        approval: Option<String>,
     },
     /// Show uncommitted hand edits (drift).
     Status,
@@ -221,16 +227,26 @@ pub async fn run(agent: &Client, cmd: ConfigCmd) -> anyhow::Result<(Value, fn(&V
                 .ok_json()?;
             (v, |v| s(&v["patch"]))
         }
-        ConfigCmd::Revert { rev, reason } => (
+        ConfigCmd::Revert {
+            rev,
+            reason,
+            approval,
+        } => (
             agent
-                .post("/config/revert", &json!({ "rev": rev, "reason": reason }))
+                .post(
+                    "/config/revert",
+                    &json!({ "rev": rev, "reason": reason, "approval": approval }),
+                )
                 .await?
                 .ok_json()?,
             output::landed,
         ),
-        ConfigCmd::Commit { message } => (
+        ConfigCmd::Commit { message, approval } => (
             agent
-                .post("/config/commit", &json!({ "reason": message }))
+                .post(
+                    "/config/commit",
+                    &json!({ "reason": message, "approval": approval }),
+                )
                 .await?
                 .ok_json()?,
             output::landed,

@@ -190,6 +190,63 @@ async fn a_refused_destructive_edit_names_its_ticket_and_approval_lets_it_land()
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// The ticket id named by a refusal's "agentctl approvals approve <id>".
+fn ticket_in(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "expected a refusal");
+    err.split("agentctl approvals approve ")
+        .nth(1)
+        .and_then(|r| r.get(..32))
+        .unwrap_or_else(|| panic!("no approve command in {err}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revert_and_commit_take_an_approval_too() {
+    let env = start().await;
+    let ok = |o: &Output| assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = ["--file", "configuration.nix", "--reason", "add dave"];
+    let mut add = vec![
+        "config",
+        "set",
+        "users.users.dave",
+        r#"{"isNormalUser":true}"#,
+    ];
+    add.extend(cfg);
+    ok(&env.ctl(&add).await);
+    // Undoing it removes a user.
+    let id = ticket_in(
+        &env.ctl(&["config", "revert", "HEAD", "--reason", "undo"])
+            .await,
+    );
+    ok(&env.ctl(&["approvals", "approve", &id]).await);
+    let undo = [
+        "config",
+        "revert",
+        "HEAD",
+        "--reason",
+        "undo",
+        "--approval",
+        &id,
+    ];
+    ok(&env.ctl(&undo).await);
+    // A hand edit that turns sshd off.
+    let file = env.tree().join("configuration.nix");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let off = text.replacen(
+        "enable = true;\n    settings",
+        "enable = false;\n    settings",
+        1,
+    );
+    assert_ne!(text, off);
+    std::fs::write(&file, off).expect("write");
+    let id = ticket_in(&env.ctl(&["config", "commit", "-m", "sshd off"]).await);
+    ok(&env.ctl(&["approvals", "approve", &id]).await);
+    ok(&env
+        .ctl(&["config", "commit", "-m", "sshd off", "--approval", &id])
+        .await);
+}
+
 fn verify(db: &Path) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_agentctl"))
         .args(["verify-ledger", "--db"])
