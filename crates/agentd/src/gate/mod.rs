@@ -286,25 +286,31 @@ pub async fn check_revert(
     Ok(guard)
 }
 
-/// Gate bringing back generation `rev`'s whole tree (restore).
+/// Gate bringing back generation `rev`'s whole tree (a restore, or the commit before switching
+/// to an older generation). It is judged against the **running** generation (the last deployed
+/// one; `HEAD` when none was deployed), so recording a rollback to what already runs passes, and
+/// the ticket is bound to both generations and the effect (critical packages as
+/// `switch.remove_critical`).
 ///
 /// # Errors
-/// As [`check_edit`].
+/// As [`check_edit`]; 404 for an unknown generation.
 pub async fn check_restore(
     st: &AppState,
     actor: &str,
     rev: &str,
     ticket: Option<&str>,
 ) -> Result<Guard, ApiError> {
-    let Some(dir) = tree_dir(st) else {
+    let Some(tree) = st.config_tree.clone() else {
         return Ok(Guard { _held: None });
     };
-    let guard = lock(&dir).await;
-    let (d2, rev) = (dir.clone(), rev.to_string());
-    let before = read(move || snapshot::at(&dir, "HEAD")).await?;
-    let after = read(move || snapshot::at(&d2, &rev)).await?;
-    let effect = judge_async(st, before, after, Mutation::Edit).await?;
-    enforce(st, actor, json!("config"), &effect, ticket).await?;
+    let guard = lock(tree.dir()).await;
+    let t = tree.clone();
+    let current = tokio::task::spawn_blocking(move || t.last_deployed())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?
+        .map_or_else(|| "HEAD".to_string(), |g| g.rev);
+    switch(st, actor, tree.dir(), rev, &current, ticket).await?;
     Ok(guard)
 }
 
@@ -344,6 +350,18 @@ pub async fn check_switch(
     let Some(dir) = tree_dir(st) else {
         return Ok(());
     };
+    switch(st, actor, &dir, target, current, ticket).await
+}
+
+async fn switch(
+    st: &AppState,
+    actor: &str,
+    dir: &Path,
+    target: &str,
+    current: &str,
+    ticket: Option<&str>,
+) -> Result<(), ApiError> {
+    let dir = dir.to_path_buf();
     let resolve = |rev: String| {
         let dir = dir.clone();
         move || -> Result<(String, Files), snapshot::SnapshotError> {
