@@ -692,13 +692,21 @@ async fn two_edits_harmless_alone_cannot_land_together_unjudged() {
 async fn restoring_an_old_tree_is_judged_against_the_running_generation() {
     let f = fixture(agentd::Settings::default()).await;
     let tree = f.d.state.config_tree.clone().expect("tree");
-    let head = git(&f.d.tree_dir(), &["rev-parse", "HEAD"]).trim().to_string();
+    let head = git(&f.d.tree_dir(), &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
     tree.tag_deployed(&head).expect("deploy HEAD");
     let st = &f.d.state;
     // Bringing back the tree from before alice removes what runs now: a ticket bound to both.
-    let e = agentd::gate::check_restore(st, "test", &f.before_alice, None).await.err().expect("refused");
+    let e = agentd::gate::check_restore(st, "test", &f.before_alice, None)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(e.status.as_u16(), 403, "{}", e.error);
-    assert_eq!(e.detail["operation"]["gate"]["switch"], json!({"target": f.before_alice, "current": head}));
+    assert_eq!(
+        e.detail["operation"]["gate"]["switch"],
+        json!({"target": f.before_alice, "current": head})
+    );
     // An agent edit (carol) is not deployed yet: recording a rollback to the running generation
     // removes carol from the tree but nothing from the machine, so it passes.
     let body = json!({"file": CFG, "path": "users.users.carol", "value": {"isNormalUser": true}, "reason": "carol"});
