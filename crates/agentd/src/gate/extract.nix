@@ -114,11 +114,13 @@ let
 
   # `imports = [ ./dir ]` means ./dir/default.nix.
   file = p: if builtins.pathExists (toString p + "/default.nix") then p + "/default.nix" else p;
+  # Each module is evaluated once: the closure's items carry their result.
+  item = key: path: { inherit key; m = module key (import path); };
   closure = builtins.genericClosure {
-    startSet = map (f: { key = f; path = root + "/${f}"; }) roots;
-    operator = item:
-      let m = module item.key (import item.path);
-      in map (p: { key = rel (file p); path = file p; }) (filter (p: let t = tryEval (inTree p && builtins.pathExists p); in t.success && t.value) m.imports);
+    startSet = map (f: item f (root + "/${f}")) roots;
+    operator = it:
+      map (p: item (rel (file p)) (file p))
+        (filter (p: let t = tryEval (inTree p && builtins.pathExists p); in t.success && t.value) it.m.imports);
   };
 in
-map (item: { file = item.key; } // (let m = module item.key (import item.path); in { inherit (m) ok roots; })) closure
+map (it: { file = it.key; inherit (it.m) ok roots; }) closure
