@@ -106,6 +106,21 @@ describe("bridge through the real gateway", { timeout: 600_000 }, () => {
     await refusedCall("directory_list", { path: `${stack.dir}/work/nothing` }, /agentd refused directory_list .*No such file/);
   });
 
+  it("shell_exec runs inside the boundary, audited; the approval socket stays out of reach", async () => {
+    const r = await ok("shell_exec", { command: "echo hi; id -un" });
+    assert.match(r.text, /^exit 0 after \d+ ms as nobody\nstdout:\nhi\nnobody\n/);
+    const [ev] = await stack.agentd("GET", "/events/log?type=system.exec&order=desc&limit=1");
+    assert.equal(ev.id, r.details.event_id);
+    const ro = await ok("shell_exec", { argv: ["touch", "/etc/osmoda-bridge-test"], user: "root" });
+    assert.match(ro.text, /Read-only file system[\s\S]*config_set/);
+    const ap = await ok("shell_exec", { argv: ["curl", "-sS", "--unix-socket", stack.approvalSocket, "http://x/approvals"] });
+    assert.notEqual(ap.details.exit_code, 0);
+
+    await refusedCall("shell_exec", { command: "true", argv: ["true"] }, /exactly one of `command`/);
+    await refusedCall("shell_exec", { command: "true", writable: [stack.tree] }, /agentd refused shell_exec: .*config_set/);
+    await refusedCall("shell_exec", { command: "true", user: "no-such-user-osmoda" }, /agentd refused shell_exec: unknown user/);
+  });
+
   it("service_status and journal_logs read systemd, or say clearly that it is absent here", async () => {
     const systemd = existsSync("/run/systemd/system");
     for (const [tool, args] of [["service_status", { unit: "systemd-journald" }], ["journal_logs", { unit: "systemd-journald", lines: 5 }]] as const) {

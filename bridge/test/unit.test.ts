@@ -71,6 +71,11 @@ const cases: [string, unknown, string[]][] = [
   ["service_status", {}, ['missing required field(s) ["unit"]']],
   ["journal_logs", { unit: "nginx", lines: 20, priority: "err", since: "1 hour ago" }, []],
   ["journal_logs", { lines: 5000 }, ["lines: must be <= 1000"]],
+  ["shell_exec", { command: "uptime" }, []],
+  ["shell_exec", { argv: ["ls", "-l"], cwd: "/", env: { LANG: "C" }, timeout_secs: 5, user: "root", writable: ["/srv"] }, []],
+  ["shell_exec", { command: "x", env: { "BAD-KEY": "1" } }, ["env: "]],
+  ["shell_exec", { command: "x", timeout_secs: 3600 }, ["timeout_secs: must be <= 600"]],
+  ["shell_exec", { argv: [] }, ["argv: must not have fewer than 1 items"]],
   ["file_read", { path: "/etc/hosts", offset: 0, limit: 10 }, []],
   ["file_read", { path: "etc/hosts" }, ["path: must match pattern"]],
   ["file_write", { path: "/tmp/x", content: "hi", mode: 420, create_dirs: true }, []],
@@ -129,6 +134,8 @@ test("invalid arguments never reach a daemon: execute throws a ToolInputError na
   await assert.rejects(cs.execute("c", { path: "a.b", reason: "r", value: 1, nix: "1" }), /exactly one of `value`/);
   const fw = toAgentTool(allTools.find((s) => s.name === "file_write")!, settings);
   await assert.rejects(fw.execute("c", { path: "/tmp/x" }), /exactly one of `content`/);
+  const se = toAgentTool(allTools.find((s) => s.name === "shell_exec")!, settings);
+  await assert.rejects(se.execute("c", { command: "a", argv: ["b"] }), /exactly one of `command`/);
 });
 
 test("daemon errors become text the model can act on", () => {

@@ -124,6 +124,35 @@ export const agentdTools = [
     },
   }),
   tool({
+    name: "shell_exec",
+    label: "Run command",
+    description:
+      "Run a command inside osModa's sandbox (read-only root, fresh /tmp, user nobody unless user is 'root'; agentd's state and the approval path are invisible). Give command (a shell line) or argv (no shell). Only the listed writable paths can be changed, never the configuration tree (use config_set). Output is capped at 64 KiB per stream; recorded in the ledger.",
+    parameters: obj({
+      command: Type.Optional(Type.String({ minLength: 1, maxLength: 65536, description: "Shell command line (run by /bin/sh -c)." })),
+      argv: Type.Optional(Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 1024, description: "Program and arguments, no shell." })),
+      cwd: Type.Optional(absPath("Working directory.")),
+      env: Type.Optional(Type.Record(Type.String({ pattern: "^[A-Za-z_][A-Za-z0-9_]*$" }), Type.String({ maxLength: 65536 }), { additionalProperties: false, maxProperties: 64 })),
+      timeout_secs: Type.Optional(Type.Integer({ minimum: 1, maximum: 600, description: "Default 60." })),
+      user: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: "Default nobody; 'root' when root is needed." })),
+      writable: Type.Optional(Type.Array(absPath("Existing path the command may write."), { maxItems: 32 })),
+    }),
+    async run(p, ctx) {
+      if ((p.command === undefined) === (p.argv === undefined)) {
+        throw invalidArgs("shell_exec", ["give exactly one of `command` (a shell line) or `argv` (no shell)"]);
+      }
+      const r = await ctx.daemon("agentd", "POST", "/system/exec", { timeout_secs: 60, ...p }, "shell_exec");
+      const how = r.timed_out ? "timed out (everything it started was killed)" : r.exit_code === null ? `killed by signal ${r.signal}` : `exit ${r.exit_code}`;
+      const lines = [`${how} after ${r.duration_ms} ms as ${r.user}${r.truncated ? " (output truncated)" : ""}`];
+      if (r.stdout) lines.push(`stdout:\n${clip(r.stdout, 6000)}`);
+      if (r.stderr) lines.push(`stderr:\n${clip(r.stderr, 3000)}`);
+      if (/Read-only file system/.test(r.stderr ?? "")) {
+        lines.push("Commands see a read-only system: pass the paths to change in `writable`; configuration changes go through config_set and safe_switch_begin.");
+      }
+      return { text: lines.join("\n"), details: r };
+    },
+  }),
+  tool({
     name: "file_read",
     label: "Read file",
     description: "Read a regular file (UTF-8 text, or base64 for binary). Pages with offset and limit (default 64 KiB, at most 1 MiB). Recorded in the ledger.",

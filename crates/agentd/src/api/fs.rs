@@ -44,7 +44,7 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> ApiError {
 }
 
 /// A path from the caller: absolute, without `.`/`..` or empty components, at most 4096 bytes.
-fn checked_path(raw: &str) -> Result<PathBuf, ApiError> {
+pub(crate) fn checked_path(raw: &str) -> Result<PathBuf, ApiError> {
     // Checked on the text: `Path::components` would quietly drop `.` and empty segments.
     let normal = raw == "/"
         || (raw.len() <= 4096
@@ -67,7 +67,7 @@ fn real_path(fd: &impl AsRawFd) -> Result<PathBuf, ApiError> {
 }
 
 /// `p` with each existing prefix resolved (the real location a new file would get).
-fn resolve_lexically(p: &Path) -> PathBuf {
+pub(crate) fn resolve_lexically(p: &Path) -> PathBuf {
     let mut existing = p.to_path_buf();
     let mut rest = Vec::new();
     while !existing.exists() {
@@ -85,13 +85,23 @@ fn resolve_lexically(p: &Path) -> PathBuf {
 }
 
 /// The places a call may not go, from agentd's own settings.
-struct Fence {
+pub(crate) struct Fence {
     hidden: Vec<(PathBuf, &'static str)>,
     read_only: Vec<PathBuf>,
 }
 
 impl Fence {
-    fn of(st: &AppState) -> Fence {
+    /// Paths hidden from every call (and masked from `/system/exec` commands).
+    pub(crate) fn hidden(&self) -> impl Iterator<Item = &Path> {
+        self.hidden.iter().map(|(p, _)| p.as_path())
+    }
+
+    /// Paths only the config API writes.
+    pub(crate) fn read_only(&self) -> impl Iterator<Item = &Path> {
+        self.read_only.iter().map(PathBuf::as_path)
+    }
+
+    pub(crate) fn of(st: &AppState) -> Fence {
         let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
         let mut hidden = vec![(real(&st.state_dir), "agentd's state")];
         for m in osmoda_sandbox::OSMODA_MASKED {
@@ -108,7 +118,7 @@ impl Fence {
     }
 
     /// Refuses `real` if it is hidden, or read-only and `write` is set.
-    fn check(&self, real: &Path, write: bool) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, real: &Path, write: bool) -> Result<(), ApiError> {
         if let Some((root, what)) = self.hidden.iter().find(|(r, _)| real.starts_with(r)) {
             return Err(forbidden(format!(
                 "{} is inside {} ({}), which the agent cannot see",

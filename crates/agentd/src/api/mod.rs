@@ -3,6 +3,7 @@
 pub mod approvals;
 pub mod config;
 pub mod events;
+pub mod exec;
 pub mod fs;
 pub mod health;
 pub mod incidents;
@@ -45,6 +46,7 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/config/status", get(config::status))
         .route("/config/revert", post(config::revert))
         .route("/config/commit", post(config::commit))
+        .route("/system/exec", post(exec::exec))
         .route("/fs/read", get(fs::read))
         .route("/fs/write", post(fs::write))
         .route("/fs/list", get(fs::list))

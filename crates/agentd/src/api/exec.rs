@@ -1,0 +1,173 @@
+//! `POST /system/exec`: run a command the agent names, inside osModa's boundary
+//! (`osmoda-sandbox`: a read-only root, the approval path and the daemons' state masked, a
+//! reduced capability bounding set, user `nobody` unless the caller asks for root).
+//!
+//! Every call is one ledger event `system.exec` (argv, user, cwd, writable paths, exit, duration,
+//! output sizes and SHA-256), recorded after the command ended. Writable paths are judged like
+//! `/fs/write` targets: the configuration tree and `/etc/nixos` are refused with a pointer to
+//! `config_set`, agentd's state and the boundary paths are never bound.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use osmoda_sandbox::{Boundary, Exit, Spec};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::fs::{checked_path, resolve_lexically, Fence};
+use crate::error::{ApiError, Json};
+use crate::peer::Caller;
+use crate::AppState;
+
+/// Longest time budget a command may ask for.
+pub const MAX_TIMEOUT_SECS: u64 = 600;
+/// Bytes of stdout and of stderr returned (the rest is read and dropped; `truncated` says so).
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// Body of `POST /system/exec`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    /// Program and arguments, no shell.
+    pub argv: Option<Vec<String>>,
+    /// A shell command line, run as `/bin/sh -c <command>`.
+    pub command: Option<String>,
+    /// Working directory (absolute; default `/`).
+    pub cwd: Option<String>,
+    /// Environment besides `PATH`, `HOME`, `USER`, `LOGNAME` (the rest is cleared).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Time budget in seconds (1..=600); the whole process group is killed when it ends.
+    pub timeout_secs: u64,
+    /// User to run as (default `nobody`; `root` for a command that needs root).
+    pub user: Option<String>,
+    /// Existing paths the command may write (the rest of the file system is read-only).
+    #[serde(default)]
+    pub writable: Vec<String>,
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// `POST /system/exec` → `{exit_code, signal, timed_out, stdout, stderr, truncated, duration_ms,
+/// user, event_id}`. `exit_code` is null when the command was killed (by its timeout or a signal).
+pub async fn exec(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(b): Json<ExecBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let argv = match (b.argv, b.command) {
+        (Some(argv), None) if !argv.is_empty() => argv,
+        (None, Some(cmd)) if !cmd.trim().is_empty() => vec!["/bin/sh".into(), "-c".into(), cmd],
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of `argv` (a non-empty list, no shell) or `command` (a shell command line)",
+            ))
+        }
+    };
+    if b.timeout_secs == 0 || b.timeout_secs > MAX_TIMEOUT_SECS {
+        return Err(ApiError::bad_request(format!(
+            "timeout_secs must be 1..={MAX_TIMEOUT_SECS}"
+        )));
+    }
+    if b.env.len() > 64
+        || !b.env.keys().all(|k| {
+            !k.is_empty()
+                && k.len() <= 128
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        })
+    {
+        return Err(ApiError::bad_request(
+            "env: at most 64 variables named [A-Za-z_][A-Za-z0-9_]*",
+        ));
+    }
+    if argv.iter().chain(b.env.values()).any(|s| s.contains('\0')) {
+        return Err(ApiError::bad_request(
+            "argv, command and env values may not contain NUL",
+        ));
+    }
+    let fence = Fence::of(&st);
+    let mut spec = Spec::new(argv.clone())
+        .user(
+            b.user
+                .clone()
+                .unwrap_or_else(|| osmoda_sandbox::DEFAULT_USER.into()),
+        )
+        .timeout(Duration::from_secs(b.timeout_secs))
+        .output_limit(OUTPUT_LIMIT);
+    if let Some(cwd) = &b.cwd {
+        let cwd = checked_path(cwd)?;
+        fence.check(&resolve_lexically(&cwd), false)?;
+        spec = spec.cwd(cwd);
+    }
+    let mut writable = Vec::new();
+    for w in &b.writable {
+        let p = checked_path(w)?;
+        let real = p
+            .canonicalize()
+            .map_err(|e| ApiError::bad_request(format!("writable path {w}: {e}")))?;
+        fence.check(&real, true)?;
+        // Binding a parent of a hidden path writable would let the command replace the mask.
+        if let Some(h) = fence.hidden().find(|h| h.starts_with(&real)) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!(
+                    "writable path {w} contains {}, which commands may not touch",
+                    h.display()
+                ),
+            ));
+        }
+        if let Some(t) = fence.read_only().find(|t| t.starts_with(&real)) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!("writable path {w} contains the configuration tree {}: change configuration with config_set", t.display()),
+            )
+            .with_detail(json!({ "use": "config_set" })));
+        }
+        writable.push(real.display().to_string());
+        spec = spec.writable(real);
+    }
+    for (k, v) in &b.env {
+        spec = spec.env(k.clone(), v.clone());
+    }
+    let boundary = fence
+        .hidden()
+        .fold(Boundary::osmoda_default(), |b, p| b.with(p));
+    let started = Instant::now();
+    let out = boundary.run(&spec).await.map_err(|e| match e {
+        osmoda_sandbox::SandboxError::Io(_) | osmoda_sandbox::SandboxError::ToolMissing(_) => {
+            ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        other => ApiError::bad_request(other.to_string()),
+    })?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (exit_code, signal, timed_out) = match out.exit {
+        Exit::Code(c) => (Some(c), None, false),
+        Exit::Signal(s) => (None, Some(s), false),
+        Exit::TimedOut => (None, None, true),
+    };
+    let ev = st
+        .record(
+            "system.exec",
+            &caller.actor,
+            &json!({
+                "argv": argv, "user": spec.user, "cwd": b.cwd, "writable": writable,
+                "env": b.env.keys().collect::<Vec<_>>(),
+                "exit_code": exit_code, "signal": signal, "timed_out": timed_out,
+                "duration_ms": duration_ms,
+                "stdout_bytes": out.stdout.len(), "stdout_sha256": sha256_hex(&out.stdout),
+                "stderr_bytes": out.stderr.len(), "stderr_sha256": sha256_hex(&out.stderr),
+            }),
+        )
+        .await?;
+    Ok(axum::Json(json!({
+        "exit_code": exit_code, "signal": signal, "timed_out": timed_out,
+        "stdout": out.stdout_lossy(), "stderr": out.stderr_lossy(), "truncated": out.truncated,
+        "duration_ms": duration_ms, "user": spec.user, "event_id": ev.id,
+    })))
+}

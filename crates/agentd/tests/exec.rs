@@ -1,0 +1,233 @@
+//! `POST /system/exec` against a real agentd and the real sandbox (bubblewrap): output, exit
+//! codes, timeouts, the ledger event, writable paths, and the boundary (agentd's state hidden,
+//! the config tree never writable, the approval socket out of reach).
+
+mod common;
+
+use common::{ClientExt, Daemon};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+async fn exec(d: &Daemon, body: Value) -> Value {
+    d.agent().post_ok("/system/exec", &body).await
+}
+
+async fn last_id(d: &Daemon) -> Value {
+    d.agent().get_ok("/events/log?order=desc&limit=1").await[0]["id"].clone()
+}
+
+#[tokio::test]
+async fn runs_commands_inside_the_boundary_and_records_them() {
+    let d = Daemon::start_with_tree().await;
+    let r = exec(&d, json!({ "argv": ["echo", "hello"], "timeout_secs": 10 })).await;
+    assert_eq!(
+        (
+            r["exit_code"].as_i64(),
+            r["stdout"].as_str(),
+            r["timed_out"].as_bool()
+        ),
+        (Some(0), Some("hello\n"), Some(false))
+    );
+    assert_eq!(r["user"], "nobody");
+    let ev = d
+        .agent()
+        .get_ok("/events/log?type=system.exec&order=desc&limit=1")
+        .await[0]
+        .clone();
+    assert_eq!(ev["id"], r["event_id"]);
+    let p: Value = serde_json::from_str(ev["payload"].as_str().expect("payload")).expect("json");
+    assert_eq!(p["argv"], json!(["echo", "hello"]));
+    assert_eq!(p["stdout_sha256"], hex::encode(Sha256::digest(b"hello\n")));
+
+    let r = exec(&d, json!({ "command": "echo oops >&2; id -un; exit 3", "timeout_secs": 10, "env": { "GREETING": "hi" } })).await;
+    assert_eq!(
+        (
+            r["exit_code"].as_i64(),
+            r["stderr"].as_str(),
+            r["stdout"].as_str()
+        ),
+        (Some(3), Some("oops\n"), Some("nobody\n"))
+    );
+    let r = exec(
+        &d,
+        json!({ "command": "echo $GREETING", "timeout_secs": 10, "env": { "GREETING": "hi" } }),
+    )
+    .await;
+    assert_eq!(r["stdout"], "hi\n");
+
+    let r = exec(&d, json!({ "argv": ["sleep", "30"], "timeout_secs": 1 })).await;
+    assert_eq!(
+        (r["timed_out"].as_bool(), r["exit_code"].clone()),
+        (Some(true), Value::Null)
+    );
+    assert!(r["duration_ms"].as_u64().expect("ms") < 20_000);
+
+    // The approval socket refuses a command's connection (nobody may not write to it).
+    let r = exec(&d, json!({ "argv": ["curl", "-sS", "--unix-socket", d.approval_socket, "http://x/approvals"], "timeout_secs": 10 })).await;
+    assert_ne!(r["exit_code"].as_i64(), Some(0), "{r}");
+    d.stop().await;
+}
+
+/// The real binary with its state outside /tmp (commands get a fresh /tmp, which would hide
+/// a state dir there anyway): the ledger is masked while its neighbours are visible, and the
+/// root file system is read-only except for the writable paths the caller names.
+#[tokio::test]
+async fn state_is_masked_and_the_root_is_read_only() {
+    let dir = tempfile::Builder::new()
+        .prefix("osmoda-exec-")
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
+    let p = common::Process::spawn(dir.path());
+    let a = osmoda_client::Client::new(&p.socket);
+    let run = |body: Value| {
+        let a = a.clone();
+        async move { a.post_ok("/system/exec", &body).await }
+    };
+    let visible = dir.path().join("visible.txt");
+    std::fs::write(&visible, "seen\n").expect("write");
+    let ledger = dir.path().join("state/ledger.db");
+    assert!(ledger.exists());
+    let r = run(json!({ "argv": ["cat", visible], "timeout_secs": 10, "user": "root" })).await;
+    assert_eq!(r["stdout"], "seen\n", "{r}");
+    let r = run(json!({ "argv": ["cat", ledger], "timeout_secs": 10, "user": "root" })).await;
+    assert_ne!(r["exit_code"].as_i64(), Some(0), "{r}");
+    assert!(
+        r["stderr"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No such file"),
+        "{r}"
+    );
+
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let target = out.join("f");
+    let r = run(json!({ "argv": ["touch", target], "timeout_secs": 10, "user": "root" })).await;
+    assert!(
+        r["stderr"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Read-only file system"),
+        "{r}"
+    );
+    assert!(!target.exists());
+    let r = run(
+        json!({ "argv": ["touch", target], "timeout_secs": 10, "user": "root", "writable": [out] }),
+    )
+    .await;
+    assert_eq!(r["exit_code"].as_i64(), Some(0), "{r}");
+    assert!(target.exists());
+
+    // The approval socket: nobody cannot connect; root connects but cannot decide from inside.
+    let approval = dir.path().join("approval.sock");
+    let ticket = a
+        .post_ok(
+            "/approval/request",
+            &json!({ "operation": { "kind": "test" }, "detail": "t" }),
+        )
+        .await;
+    let url = format!(
+        "http://x/approval/{}/approve",
+        ticket["id"]
+            .as_str()
+            .map_or_else(|| ticket["id"].to_string(), str::to_string)
+    );
+    let r = run(json!({ "argv": ["curl", "-sS", "--unix-socket", approval, "-X", "POST", url], "timeout_secs": 10 })).await;
+    assert_ne!(r["exit_code"].as_i64(), Some(0), "{r}");
+    let r = run(json!({ "argv": ["curl", "-sS", "--unix-socket", approval, "-X", "POST", url], "timeout_secs": 10, "user": "root" })).await;
+    assert!(
+        r["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("outside the command sandbox"),
+        "{r}"
+    );
+    let tickets = a.get_ok("/approvals").await;
+    assert_eq!(tickets[0]["status"], "pending", "{tickets}");
+}
+
+#[tokio::test]
+async fn bad_requests_run_nothing_and_record_nothing() {
+    let d = Daemon::start_with_tree().await;
+    let tree = d.tree_dir();
+    let marker = d.dir.path().join("marker");
+    let touch = json!(["touch", marker]);
+    for (body, status, needle) in [
+        (
+            json!({ "argv": touch, "command": "true", "timeout_secs": 5 }),
+            400,
+            "exactly one of",
+        ),
+        (
+            json!({ "argv": [], "timeout_secs": 5 }),
+            400,
+            "exactly one of",
+        ),
+        (json!({ "argv": touch }), 422, "wrong shape"),
+        (
+            json!({ "argv": touch, "timeout_secs": 0 }),
+            400,
+            "timeout_secs",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 601 }),
+            400,
+            "timeout_secs",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "env": { "BAD-KEY": "x" } }),
+            400,
+            "env",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "user": "no-such-user-osmoda" }),
+            400,
+            "unknown user",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "stdin": "x" }),
+            422,
+            "wrong shape",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "cwd": "relative" }),
+            400,
+            "absolute",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "writable": [tree] }),
+            403,
+            "config_set",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "writable": ["/etc/nixos"] }),
+            400,
+            "writable path",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "writable": [d.dir.path().join("state")] }),
+            403,
+            "cannot see",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "writable": [d.dir.path()] }),
+            403,
+            "may not touch",
+        ),
+    ] {
+        let before = last_id(&d).await;
+        let r = d.agent().post("/system/exec", &body).await.expect("post");
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle),
+            "{body}: {}",
+            r.body
+        );
+        assert_eq!(last_id(&d).await, before, "{body}: nothing recorded");
+        assert!(!marker.exists(), "{body}: nothing ran");
+    }
+    d.stop().await;
+}
