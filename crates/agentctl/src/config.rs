@@ -29,13 +29,15 @@ pub enum ConfigCmd {
         /// New or empty directory.
         dir: PathBuf,
     },
-    /// Read a literal value.
+    /// Read a value where the tree defines it, with every definition (file:line, priority).
+    ///
+    /// Example: agentctl config get time.timeZone
     Get {
         /// Attribute path, e.g. services.osmoda.watch.watchers.
         path: String,
-        /// File relative to the tree.
-        #[arg(long, default_value = "osmoda.nix")]
-        file: String,
+        /// Only this file (relative to the tree); default: wherever the tree defines it.
+        #[arg(long)]
+        file: Option<String>,
     },
     /// Set a value (JSON) or a raw Nix expression (--nix); one generation.
     Set {
@@ -47,6 +49,48 @@ pub enum ConfigCmd {
         #[arg(long)]
         nix: Option<String>,
         /// File relative to the tree.
+        #[arg(long)]
+        file: Option<String>,
+        /// Why: the commit message.
+        #[arg(long)]
+        reason: String,
+        /// Approval ticket id, for destructive edits.
+        #[arg(long)]
+        approval: Option<String>,
+    },
+    /// Append one element to a list (created if missing); one generation.
+    ///
+    /// Example: agentctl config append environment.systemPackages --nix htop --reason "monitoring"
+    Append {
+        /// Attribute path of the list.
+        path: String,
+        /// The element as JSON (omit when using --nix), e.g. 8080 or '"text"'.
+        value: Option<String>,
+        /// The element as Nix source, e.g. `htop` or `./module.nix`.
+        #[arg(long)]
+        nix: Option<String>,
+        /// File relative to the tree; default: where the tree defines the list.
+        #[arg(long)]
+        file: Option<String>,
+        /// Why: the commit message.
+        #[arg(long)]
+        reason: String,
+        /// Approval ticket id, for destructive edits.
+        #[arg(long)]
+        approval: Option<String>,
+    },
+    /// Remove every element equal to the given one from a list; one generation.
+    ///
+    /// Example: agentctl config remove networking.firewall.allowedTCPPorts 8080 --reason "closed"
+    Remove {
+        /// Attribute path of the list.
+        path: String,
+        /// The element as JSON (omit when using --nix).
+        value: Option<String>,
+        /// The element as Nix source, e.g. `pkgs.htop`.
+        #[arg(long)]
+        nix: Option<String>,
+        /// File relative to the tree; default: where the tree defines the list.
         #[arg(long)]
         file: Option<String>,
         /// Why: the commit message.
@@ -102,8 +146,8 @@ pub enum ConfigCmd {
     },
     /// Record your uncommitted hand edits as a generation authored by you.
     Commit {
-        /// Why.
-        #[arg(short = 'm', long = "message")]
+        /// Why: the commit message (`-m` like git).
+        #[arg(short = 'm', long = "reason", visible_alias = "message")]
         message: String,
         /// Approval ticket id, when the hand edits are destructive.
         #[arg(long)]
@@ -135,20 +179,40 @@ pub async fn run(agent: &Client, cmd: ConfigCmd) -> anyhow::Result<(Value, fn(&V
     Ok(match cmd {
         ConfigCmd::Init { dir } => (init(&dir)?, output::landed),
         ConfigCmd::Get { path, file } => {
-            let v = agent
-                .get(&format!(
-                    "/config/get?path={}&file={}",
-                    encode(&path),
-                    encode(&file)
-                ))
-                .await?
-                .ok_json()?;
-            (v, |v| {
-                format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&v["value"]).unwrap_or_default()
-                )
-            })
+            let mut url = format!("/config/get?path={}", encode(&path));
+            if let Some(f) = file {
+                url.push_str(&format!("&file={}", encode(&f)));
+            }
+            let v = agent.get(&url).await?.ok_json()?;
+            (v, show_get)
+        }
+        ConfigCmd::Append {
+            path,
+            value,
+            nix,
+            file,
+            reason,
+            approval,
+        } => {
+            let body = list_body(path, value, nix, file, reason, approval)?;
+            (
+                agent.post("/config/append", &body).await?.ok_json()?,
+                output::landed,
+            )
+        }
+        ConfigCmd::Remove {
+            path,
+            value,
+            nix,
+            file,
+            reason,
+            approval,
+        } => {
+            let body = list_body(path, value, nix, file, reason, approval)?;
+            (
+                agent.post("/config/remove", &body).await?.ok_json()?,
+                output::landed,
+            )
         }
         ConfigCmd::Set {
             path,
@@ -263,6 +327,57 @@ pub async fn run(agent: &Client, cmd: ConfigCmd) -> anyhow::Result<(Value, fn(&V
                 .collect()
         }),
     })
+}
+
+/// The body of an append/remove request.
+fn list_body(
+    path: String,
+    value: Option<String>,
+    nix: Option<String>,
+    file: Option<String>,
+    reason: String,
+    approval: Option<String>,
+) -> anyhow::Result<Value> {
+    let mut body = json!({ "path": path, "reason": reason });
+    match (value, nix) {
+        (Some(v), None) => {
+            body["value"] = serde_json::from_str(&v).with_context(|| {
+                format!("{v:?} is not JSON; quote strings ('\"text\"') or use --nix for Nix source")
+            })?;
+        }
+        (None, Some(n)) => body["nix"] = Value::String(n),
+        _ => anyhow::bail!("give either a JSON value or --nix EXPR"),
+    }
+    if let Some(f) = file {
+        body["file"] = Value::String(f);
+    }
+    if let Some(a) = approval {
+        body["approval"] = Value::String(a);
+    }
+    Ok(body)
+}
+
+/// `config get` for people: the value (or its Nix source), then where it is defined.
+fn show_get(v: &Value) -> String {
+    let mut out = match (&v["value"], &v["elements"]) {
+        (Value::Null, Value::Array(items)) => items.iter().map(|i| format!("{}\n", s(i))).collect(),
+        (Value::Null, _) if v["nix"].is_string() => format!("{}\n", s(&v["nix"])),
+        (value, _) => format!(
+            "{}\n",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        ),
+    };
+    for d in v["definitions"].as_array().into_iter().flatten() {
+        out.push_str(&format!("# defined at {}:{}", s(&d["file"]), d["line"]));
+        if let Some(p) = d["priority"].as_str() {
+            out.push_str(&format!(" ({p})"));
+        }
+        if let Some(h) = d["hidden"].as_str() {
+            out.push_str(&format!(" (hidden: {h})"));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn s(v: &Value) -> String {
