@@ -29,7 +29,7 @@ pub enum ConfigCmd {
         /// New or empty directory.
         dir: PathBuf,
     },
-    /// Read a value where the tree defines it, with every definition (file:line, priority).
+    /// Read a value where the tree defines it (`--json` adds every definition: file:line, priority).
     ///
     /// Example: agentctl config get time.timeZone
     Get {
@@ -357,27 +357,17 @@ fn list_body(
     Ok(body)
 }
 
-/// `config get` for people: the value (or its Nix source), then where it is defined.
+/// `config get` for people and scripts: the value, or for a list its elements one per line, or
+/// its Nix source. Where it is defined (file:line, priority) is in `--json`.
 fn show_get(v: &Value) -> String {
-    let mut out = match (&v["value"], &v["elements"]) {
+    match (&v["value"], &v["elements"]) {
         (Value::Null, Value::Array(items)) => items.iter().map(|i| format!("{}\n", s(i))).collect(),
         (Value::Null, _) if v["nix"].is_string() => format!("{}\n", s(&v["nix"])),
         (value, _) => format!(
             "{}\n",
             serde_json::to_string_pretty(value).unwrap_or_default()
         ),
-    };
-    for d in v["definitions"].as_array().into_iter().flatten() {
-        out.push_str(&format!("# defined at {}:{}", s(&d["file"]), d["line"]));
-        if let Some(p) = d["priority"].as_str() {
-            out.push_str(&format!(" ({p})"));
-        }
-        if let Some(h) = d["hidden"].as_str() {
-            out.push_str(&format!(" (hidden: {h})"));
-        }
-        out.push('\n');
     }
-    out
 }
 
 fn s(v: &Value) -> String {

@@ -35,8 +35,13 @@ async fn append_remove_and_get_show_where_an_option_is_defined() {
         .ctl(&["config", "get", "environment.systemPackages"])
         .await;
     let out = stdout(&o);
-    assert!(out.starts_with("git\ncurl\njq\n"), "{out}");
-    assert!(out.contains("# defined at configuration.nix:"), "{out}");
+    assert_eq!(out, "git\ncurl\njq\n");
+    let o = env
+        .ctl(&["--json", "config", "get", "environment.systemPackages"])
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["definitions"][0]["file"], "configuration.nix");
+    assert_eq!(v["definitions"][0]["line"], 35);
 
     let o = env
         .ctl(&[
