@@ -101,6 +101,14 @@ pub fn judge(
             !b.failed.contains(f) || changed.iter().any(|c| c.to_string_lossy() == f.as_str())
         })
         .cloned()
+        // A flake's module list (inline modules, `nixosSystem` arguments) is not a module the
+        // gate evaluates, so any change of a flake cannot be judged.
+        .chain(
+            changed
+                .iter()
+                .filter(|c| c.file_name().is_some_and(|n| n == "flake.nix"))
+                .map(|c| c.to_string_lossy().into_owned()),
+        )
         .collect();
     let ctx = rules::Ctx {
         before: &b.tree,
@@ -384,4 +392,25 @@ async fn switch(
         ticket,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_flake_cannot_be_judged_and_an_unchanged_tree_has_no_effect() {
+        let mut before = Files::new();
+        before.insert("flake.nix".into(), "{ outputs = _: { }; }".into());
+        let mut after = before.clone();
+        let same = judge(&before, &after, &[], Mutation::Edit).expect("judge");
+        assert!(same.findings.is_empty());
+        after.insert(
+            "flake.nix".into(),
+            "{ outputs = _: { modules = [ { services.openssh.enable = false; } ]; }; }".into(),
+        );
+        let e = judge(&before, &after, &[], Mutation::Edit).expect("judge");
+        let kinds: Vec<&str> = e.findings.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, ["gate.undecidable"]);
+    }
 }

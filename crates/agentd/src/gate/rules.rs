@@ -58,7 +58,7 @@ pub const RULES: &[Rule] = &[
     Rule { kind: "mesh.peer.remove", protects: "a peer removed from `services.osmoda.mesh.peers`", check: peer_removed },
     Rule { kind: "capability.remove", protects: "an egress capability removed from `services.osmoda.egress.capabilities`", check: capability_removed },
     Rule { kind: "package.remove_critical", protects: "a package named in `critical_packages` removed from `environment.systemPackages` (`switch.remove_critical` for a switch)", check: critical_packages },
-    Rule { kind: "gate.undecidable", protects: "a changed module that the evaluator cannot evaluate at all", check: unevaluable },
+    Rule { kind: "gate.undecidable", protects: "a changed module that the evaluator cannot evaluate at all, or a changed flake.nix", check: unevaluable },
 ];
 
 /// Apply every rule.
