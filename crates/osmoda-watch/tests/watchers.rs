@@ -98,7 +98,8 @@ async fn escalation_then_recovery() {
     assert_eq!(by_watcher[0]["generation"], json!(rev));
 
     // Still failing: nothing more happens (each step at most once per incident).
-    let before = env.agentd.events("watch.watcher.action").await.len();
+    // The steps reach the ledger through watch's spool, so wait for their delivery first.
+    let before = env.wait_events("watch.watcher.action", 3).await.len();
     assert_eq!(before, 3);
 
     // Recover: the incident is closed.
