@@ -1,5 +1,6 @@
 //! `scripts/dev --once` run twice in a row in a temp clone of the checkout (a fresh `.osmoda`,
-//! then the same one again with stale sockets left behind), with the binaries this suite built.
+//! then the same one again with stale sockets left behind), with the binaries this suite built;
+//! then a third run and `--reset` refused while a `scripts/dev` holds the sockets.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -43,12 +44,10 @@ fn clone_checkout(from: &Path, to: &Path) {
     assert!(n > 50, "only {n} files copied");
 }
 
-/// Runs `scripts/dev --once` in `clone`; returns its combined output. Killed after 5 minutes.
-fn run_dev(clone: &Path, bin_dir: &Path) -> (bool, String) {
-    let log = clone.join("dev-run.log");
-    let out = std::fs::File::create(&log).expect("log");
-    let mut child = Command::new(clone.join("scripts/dev"))
-        .arg("--once")
+fn dev(clone: &Path, bin_dir: &Path, arg: &str, log: &Path) -> Command {
+    let out = std::fs::File::create(log).expect("log");
+    let mut c = Command::new(clone.join("scripts/dev"));
+    c.arg(arg)
         .current_dir(clone)
         .env("OSMODA_DEV_BIN_DIR", bin_dir)
         .env_remove("OSMODA_AGENTD_SOCKET")
@@ -56,7 +55,14 @@ fn run_dev(clone: &Path, bin_dir: &Path) -> (bool, String) {
         .env_remove("OSMODA_WATCH_SOCKET")
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("dup"))
-        .stderr(out)
+        .stderr(out);
+    c
+}
+
+/// Runs `scripts/dev ARG` in `clone`; returns its combined output. Killed after 5 minutes.
+fn run_dev_with(clone: &Path, bin_dir: &Path, arg: &str) -> (Option<i32>, String) {
+    let log = clone.join("dev-run.log");
+    let mut child = dev(clone, bin_dir, arg, &log)
         .spawn()
         .expect("run scripts/dev");
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -73,9 +79,14 @@ fn run_dev(clone: &Path, bin_dir: &Path) -> (bool, String) {
     };
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     match status {
-        Some(s) => (s.success(), text),
-        None => (false, format!("{text}\n[killed after 300 s]")),
+        Some(s) => (s.code(), text),
+        None => (None, format!("{text}\n[killed after 300 s]")),
     }
+}
+
+fn run_dev(clone: &Path, bin_dir: &Path) -> (bool, String) {
+    let (code, text) = run_dev_with(clone, bin_dir, "--once");
+    (code == Some(0), text)
 }
 
 #[test]
@@ -158,4 +169,49 @@ fn scripts_dev_runs_twice_in_a_row_in_a_temp_clone() {
         2,
         "each run records its own failing change and revert: {log}"
     );
+
+    // While a scripts/dev runs, another one and --reset refuse and change nothing.
+    let log = clone.join("dev-running.log");
+    let mut running = dev(&clone, &bin_dir, "--no-demo", &log)
+        .spawn()
+        .expect("scripts/dev --no-demo");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("osModa is running")
+    {
+        assert!(
+            running.try_wait().expect("wait").is_none(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "scripts/dev --no-demo never came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for arg in ["--once", "--reset"] {
+        let (code, text) = run_dev_with(&clone, &bin_dir, arg);
+        assert_eq!(code, Some(1), "{arg}: {text}");
+        assert!(
+            text.contains("scripts/dev is already running on this checkout"),
+            "{arg}: {text}"
+        );
+    }
+    assert!(
+        clone.join(".osmoda/tree/.git").is_dir(),
+        "--reset deleted nothing"
+    );
+    // SIGTERM: scripts/dev stops its daemons on the way out.
+    let kill = Command::new("kill")
+        .args(["-TERM", &running.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let status = running.wait().expect("wait");
+    assert_eq!(status.code(), Some(143));
+    let (code, text) = run_dev_with(&clone, &bin_dir, "--reset");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!clone.join(".osmoda").exists());
 }
