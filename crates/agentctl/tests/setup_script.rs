@@ -221,8 +221,8 @@ fn a_missing_c_compiler_is_installed_and_present_packages_are_not() {
 fn tests_get_a_git_identity_without_touching_the_users_config() {
     let m = Machine::new();
     let o = m.run(
-        "test_git_identity; git init -q repo; git -C repo commit -q --allow-empty -m x; \
-         git -C repo log --format='%an <%ae>'; git -c user.email=mine@example.org config user.email",
+        "test_git_identity; r=\"$HOME/repo\"; git init -q \"$r\"; git -C \"$r\" commit -q --allow-empty -m x; \
+         git -C \"$r\" log --format='%an <%ae>'; git -c user.email=mine@example.org config user.email",
     );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
