@@ -223,6 +223,9 @@ let
         serviceConfig = hardening // {
           Type = "notify";
           NotifyAccess = "main";
+          # Room for the listener's connection budget (sized from this limit at start) above
+          # systemd's default of 1,024, which a handful of idle clients could exhaust.
+          LimitNOFILE = 65536;
           ExecStart = lib.escapeShellArgs ([
             (lib.getExe package)
             "--socket" socket

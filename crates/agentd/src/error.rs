@@ -1,6 +1,6 @@
 //! The one place where agentd turns errors into HTTP responses.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -119,7 +119,28 @@ impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for Json<T> {
     }
 }
 
+/// Whether `err` or one of its sources is an I/O timeout (the listener cut a slow body off).
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if timed_out(&rejection) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        )
+        .with_detail(json!({ "hint": "send the whole body at once; bodies have 30 s" }));
+    }
     let status = rejection.status();
     let (error, hint) = match &rejection {
         JsonRejection::JsonDataError(_) => (
@@ -161,6 +182,58 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
 fn query_rejection(r: QueryRejection) -> ApiError {
     ApiError::bad_request("invalid query string").with_detail(json!({ "reason": r.body_text() }))
+}
+
+/// `axum::extract::Path` with our JSON error body.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(r) => Err(path_rejection(r)),
+        }
+    }
+}
+
+fn path_rejection(r: PathRejection) -> ApiError {
+    let status = r.status();
+    ApiError::new(status, "invalid path parameter").with_detail(json!({
+        "reason": r.body_text(),
+        "hint": "incident ids are numbers; see docs/api.md for each route's parameters",
+    }))
+}
+
+/// Last line of defence, applied to every response: an error answer that is not JSON (a
+/// rejection of an extractor a handler uses directly) is rewritten into our
+/// `{"error","detail"}` body with the same status.
+pub async fn json_errors_only(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
+    let error = if text.trim().is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, error)
+        .with_detail(json!({ "hint": "see docs/api.md for this route's parameters" }))
+        .into_response()
 }
 
 /// Fallback for unknown routes.

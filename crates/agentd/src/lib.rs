@@ -7,7 +7,6 @@ pub mod error;
 pub mod gate;
 pub mod peer;
 
-use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use osmoda_ledger::{Ledger, NewEvent};
 use tokio::net::UnixListener;
 use tokio::sync::Mutex;
 
+pub use osmoda_daemon::server::Limits;
 pub use osmoda_daemon::{shutdown_channel, Shutdown, Trigger};
 
 /// Largest request body agentd accepts.
@@ -99,6 +99,7 @@ impl AppState {
         };
         std::fs::create_dir_all(&state_dir)?;
         let ledger = Ledger::open(&state_dir.join("ledger.db"))?;
+        ledger.on_commit(|events| osmoda_daemon::metrics::global().ledger_commit(events));
         let incidents = api::incidents::Incidents::load(&ledger)?;
         let approvals = api::approvals::Approvals::load(&ledger)?;
         Ok(Arc::new(AppState {
@@ -163,6 +164,7 @@ fn with_common(router: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::map_response(error::json_errors_only))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -172,12 +174,36 @@ pub fn agent_router(state: Arc<AppState>) -> Router {
     with_common(api::agent_routes(), state)
 }
 
-/// The human-only API: approval decisions. Served only on the approval socket.
+/// The human-only API: approval decisions (served only on the approval socket), and `/health`,
+/// so a person can tell that this socket answers whatever load the agent socket is under.
 pub fn approval_router(state: Arc<AppState>) -> Router {
-    with_common(api::approvals::human_routes(), state)
+    with_common(
+        api::approvals::human_routes().route("/health", axum::routing::get(api::health::health)),
+        state,
+    )
 }
 
-/// Serve both sockets until `shutdown` fires, then finish in-flight requests and return.
+/// Budgets of agentd's two listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// The agent socket: most of the process's file descriptors.
+    pub agent: Limits,
+    /// The approval socket: a small budget of its own, so it answers whatever the agent socket
+    /// is going through.
+    pub approval: Limits,
+}
+
+impl ServeLimits {
+    /// Budgets sized from the process's current open-file limit.
+    pub fn from_fd_limit() -> ServeLimits {
+        ServeLimits {
+            agent: Limits::main(osmoda_daemon::fd_limit()),
+            approval: Limits::small(),
+        }
+    }
+}
+
+/// Serve both sockets with budgets sized from the open-file limit (see [`serve_with`]).
 ///
 /// # Errors
 /// Fails when a listener stops with an I/O error.
@@ -187,22 +213,45 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let a = axum::serve(
+    serve_with(
         agent,
-        agent_router(state.clone()).into_make_service_with_connect_info::<peer::Peer>(),
-    )
-    .with_graceful_shutdown({
-        let mut s = shutdown.clone();
-        async move { s.wait().await }
-    });
-    let h = axum::serve(
         approval,
-        approval_router(state).into_make_service_with_connect_info::<peer::Peer>(),
+        state,
+        shutdown,
+        ServeLimits::from_fd_limit(),
     )
-    .with_graceful_shutdown({
-        let mut s = shutdown;
-        async move { s.wait().await }
-    });
-    let (ra, rh) = tokio::join!(a.into_future(), h.into_future());
+    .await
+}
+
+/// Serve both sockets until `shutdown` fires, then finish in-flight requests and return. Each
+/// socket gets its own connection budget and the shared timeouts ([`osmoda_daemon::server`]).
+///
+/// # Errors
+/// Fails when a listener stops with an I/O error.
+pub async fn serve_with(
+    agent: UnixListener,
+    approval: UnixListener,
+    state: Arc<AppState>,
+    shutdown: Shutdown,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    use osmoda_daemon::server::serve as serve_one;
+    let a = serve_one(
+        agent,
+        "agent",
+        limits.agent,
+        agent_router(state.clone()),
+        peer::Peer::of,
+        shutdown.clone(),
+    );
+    let h = serve_one(
+        approval,
+        "approval",
+        limits.approval,
+        approval_router(state),
+        peer::Peer::of,
+        shutdown,
+    );
+    let (ra, rh) = tokio::join!(a, h);
     ra.and(rh)
 }

@@ -56,6 +56,16 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(config = %cli.config.display(), "no config file; using defaults");
         agentd::Settings::default()
     };
+    let fds = osmoda_daemon::raise_fd_limit()?;
+    let limits = agentd::ServeLimits {
+        agent: agentd::Limits::main(fds),
+        approval: agentd::Limits::small(),
+    };
+    tracing::info!(
+        open_files = fds,
+        agent_connections = limits.agent.max_connections,
+        "connection budget"
+    );
     let state =
         agentd::AppState::open(cli.state_dir.clone(), settings, cli.config_tree.as_deref())?;
     agentd::api::config::recover(&state)?;
@@ -68,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let (trigger, shutdown) = agentd::shutdown_channel();
     osmoda_daemon::fire_on_signals(trigger)?;
     tracing::info!(socket = %cli.socket.display(), approval = %cli.approval_socket.display(), "agentd ready");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    agentd::serve(agent, approval, state, shutdown).await?;
+    osmoda_daemon::notify_ready();
+    agentd::serve_with(agent, approval, state, shutdown, limits).await?;
     Ok(())
 }

@@ -1,5 +1,12 @@
 //! What every osModa daemon shares at its edge: the one type that owns shutdown, the signals
-//! that fire it, and binding a Unix socket safely.
+//! that fire it, binding a Unix socket safely, the hardened listener ([`server::serve`]) with its
+//! protocol gate ([`gate`]), metrics ([`metrics`]), the file-descriptor limit and systemd
+//! notifications.
+
+pub mod fuzz;
+pub mod gate;
+pub mod metrics;
+pub mod server;
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -43,7 +50,49 @@ pub mod shutdown {
 
 pub use shutdown::{channel as shutdown_channel, Shutdown, Trigger};
 
-/// Fire `trigger` on the first SIGTERM or SIGINT (systemd stop, Ctrl-C).
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit and returns the soft
+/// limit in force afterwards (the caller sizes its connection budget from it). A failure to raise
+/// (a seccomp filter, say) is logged and the current limit returned.
+///
+/// # Errors
+/// Fails only when the limit cannot even be read.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => Ok(hard),
+        Err(e) => {
+            tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit");
+            Ok(soft)
+        }
+    }
+}
+
+/// The current soft limit on open files.
+pub fn fd_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft)
+}
+
+/// Tells systemd the daemon is ready (`READY=1`; a no-op outside a `Type=notify` unit).
+pub fn notify_ready() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
+/// Tells systemd the daemon is stopping (`STOPPING=1`).
+pub fn notify_stopping() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
+/// Fire `trigger` on the first SIGTERM or SIGINT (systemd stop, Ctrl-C), telling systemd that
+/// the daemon is stopping.
 ///
 /// # Errors
 /// Fails when the signal handlers cannot be installed.
@@ -57,6 +106,7 @@ pub fn fire_on_signals(trigger: Trigger) -> io::Result<()> {
             _ = int.recv() => {}
         }
         tracing::info!("shutting down");
+        notify_stopping();
         trigger.fire();
     });
     Ok(())

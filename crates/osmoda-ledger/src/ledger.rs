@@ -194,6 +194,12 @@ impl Ledger {
         self.with_reader(|conn| Ok(schema::get_event(conn, id)?))
     }
 
+    /// Calls `f` with the number of events of every transaction the writer commits from now on
+    /// (for metrics). Only the first observer set is kept; returns whether this one was.
+    pub fn on_commit(&self, f: impl Fn(usize) + Send + Sync + 'static) -> bool {
+        self.inner.counters.observer.set(Box::new(f)).is_ok()
+    }
+
     /// What the writer has committed since this ledger was opened.
     pub fn stats(&self) -> WriterStats {
         WriterStats {

@@ -105,6 +105,11 @@ pub(crate) fn build(q: &Query) -> Result<(String, Vec<Value>), LedgerError> {
 /// An FTS5 expression matching every word of `text` literally (quoted), so user input can never
 /// be an FTS syntax error; a word ending in `*` becomes a prefix query.
 pub(crate) fn fts_expression(text: &str) -> Result<String, LedgerError> {
+    if text.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return Err(LedgerError::InvalidQuery(
+            "search text contains a control character (such as NUL); search for words".into(),
+        ));
+    }
     let terms: Vec<String> = text
         .split_whitespace()
         .filter_map(|word| {
@@ -141,6 +146,9 @@ mod tests {
             Some("\"a\"\"b\" \"OR\"")
         );
         assert!(fts_expression("  * ").is_err());
+        assert!(fts_expression("a\0b").is_err());
+        assert!(fts_expression("a\u{7f}").is_err());
+        assert!(fts_expression("tab\tand\nnewline").is_ok());
     }
 
     #[test]

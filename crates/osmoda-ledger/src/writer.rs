@@ -37,11 +37,25 @@ impl Reply {
     }
 }
 
+/// A function told the number of events of every committed transaction.
+pub(crate) type CommitObserver = Box<dyn Fn(usize) + Send + Sync>;
+
 /// Counters kept by the writer, readable through [`crate::Ledger::stats`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Counters {
     pub transactions: AtomicU64,
     pub events: AtomicU64,
+    pub observer: std::sync::OnceLock<CommitObserver>,
+}
+
+impl Counters {
+    fn committed(&self, events: usize) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(events as u64, Ordering::Relaxed);
+        if let Some(f) = self.observer.get() {
+            f(events);
+        }
+    }
 }
 
 /// One queued append.
@@ -144,10 +158,7 @@ fn commit_batch(
         let events: Vec<&NewEvent> = batch.iter().map(|r| &r.event).collect();
         match write_batch(conn, tail, &events) {
             Ok(written) => {
-                counters.transactions.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .events
-                    .fetch_add(written.len() as u64, Ordering::Relaxed);
+                counters.committed(written.len());
                 for (req, ev) in batch.drain(..).zip(written) {
                     req.reply.send(Ok(ev));
                 }
@@ -165,8 +176,7 @@ fn commit_batch(
                             .and_then(|mut v| v.pop().ok_or(LedgerError::Closed))
                     };
                     if result.is_ok() {
-                        counters.transactions.fetch_add(1, Ordering::Relaxed);
-                        counters.events.fetch_add(1, Ordering::Relaxed);
+                        counters.committed(1);
                     }
                     req.reply.send(result);
                 }
@@ -228,10 +238,20 @@ fn try_write_batch(
                         .optional()?;
                     if let Some(id) = existing {
                         match schema::get_event(&tx, id)? {
-                            Some(e) => {
+                            // A retry sends the same bytes: only then is it the same event.
+                            Some(e) if e.kind == ev.kind && e.payload == ev.payload => {
                                 out.push(e);
                                 continue;
                             }
+                            // Same key, other content: a collision or a replay by someone
+                            // else. Recording it anew loses nothing; the key moves to it.
+                            Some(e) => tracing::warn!(
+                                id,
+                                stream = %d.stream,
+                                seq,
+                                stored_type = %e.kind,
+                                "dedup key reused for a different event; recording it"
+                            ),
                             // The dedup row points at a missing event (tampering): record anew.
                             None => tracing::warn!(id, "dedup entry points at a missing event"),
                         }

@@ -154,6 +154,30 @@ async fn dedup_returns_the_first_event_and_writes_nothing() -> anyhow::Result<()
     Ok(())
 }
 
+#[tokio::test]
+async fn a_reused_dedup_key_with_other_content_suppresses_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ledger = Ledger::open(&dir.path().join("ledger.db"))?;
+    // Someone else got (stream-a, 1) in first, with their own content.
+    let squatter = ledger
+        .append(ev("watch.switch.begin", r#"{"forged":true}"#).with_dedup("stream-a", 1))
+        .await?;
+    let other_type = ledger
+        .append(ev("other.type", r#"{"forged":true}"#).with_dedup("stream-a", 1))
+        .await?;
+    let real = ledger
+        .append(ev("watch.switch.begin", r#"{"rev":"abc"}"#).with_dedup("stream-a", 1))
+        .await?;
+    assert_eq!((squatter.id, other_type.id, real.id), (1, 2, 3));
+    // The key now belongs to the last event recorded with it: its own retry is a duplicate.
+    let retry = ledger
+        .append(ev("watch.switch.begin", r#"{"rev":"abc"}"#).with_dedup("stream-a", 1))
+        .await?;
+    assert_eq!(retry, real);
+    assert_eq!(ledger.head()?.events, 3);
+    Ok(())
+}
+
 #[test]
 fn reopen_continues_the_chain() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

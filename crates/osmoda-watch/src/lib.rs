@@ -225,12 +225,19 @@ pub async fn serve(
             reload_state.reload(&mut last);
         }
     });
-    let mut stop = shutdown;
+    let stop = shutdown;
     let app = api::router(Arc::clone(&state));
-    let res = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.wait().await })
-        .await
-        .map_err(|e| WatchError::Backend(format!("server error: {e}")));
+    let limits = osmoda_daemon::server::Limits::main(osmoda_daemon::fd_limit());
+    let res = osmoda_daemon::server::serve(
+        listener,
+        "watch",
+        limits,
+        app,
+        osmoda_daemon::server::PeerCred::of,
+        stop,
+    )
+    .await
+    .map_err(|e| WatchError::Backend(format!("server error: {e}")));
     reloader.abort();
     state.watchers.stop();
     res

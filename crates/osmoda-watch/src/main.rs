@@ -78,6 +78,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let fds = osmoda_daemon::raise_fd_limit()?;
+    tracing::debug!(open_files = fds, "open-file limit");
     let pause = match std::env::var("OSMODA_WATCH_PAUSE_IN") {
         Ok(v) if !v.is_empty() => Some(PausePoint::parse(&v)?),
         _ => None,
@@ -110,7 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("bind {}", cli.socket.display()))?;
     let (trigger, shutdown) = shutdown::channel();
     osmoda_daemon::fire_on_signals(trigger)?;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    osmoda_daemon::notify_ready();
     tracing::info!("osmoda-watch listening on {}", cli.socket.display());
     serve(listener, state, shutdown).await?;
     Ok(())

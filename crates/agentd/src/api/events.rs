@@ -131,16 +131,49 @@ pub async fn append(
         ))
         .with_detail(json!({ "reserved": RESERVED_TYPES, "hint": "use the incident, approval or config API" })));
     }
+    let dedup = match req.dedup {
+        Some(d) => Some(bind_dedup(&peer, &req.daemon, d)?),
+        None => None,
+    };
     let ev = NewEvent {
         kind: req.kind,
         actor: peer.actor(&req.daemon),
         payload: req.payload.to_string(),
-        dedup: req.dedup.map(|d| DedupKey {
-            stream: d.stream,
-            seq: d.seq,
-        }),
+        dedup,
     };
     Ok(axum::Json(st.ledger.append(ev).await?))
+}
+
+/// Longest dedup stream a caller may name (the ledger's label limit, less agentd's prefix).
+pub const MAX_STREAM_BYTES: usize = 64;
+
+/// Binds a caller's dedup key to its identity: the stream is stored as
+/// `u<uid>:<daemon>:<stream>`, with the uid from `SO_PEERCRED`. A caller can therefore only
+/// deduplicate against its own stream; replaying another daemon's `(stream, seq)` from another
+/// uid or under another daemon name lands in a different key and suppresses nothing. (Within one
+/// uid and name, the ledger still records a replay whose content differs as a new event.)
+///
+/// # Errors
+/// 400 when the stream is empty, longer than [`MAX_STREAM_BYTES`] or has characters outside
+/// `[A-Za-z0-9._-]`.
+pub fn bind_dedup(peer: &Peer, daemon: &str, d: Dedup) -> Result<DedupKey, ApiError> {
+    let ok = !d.stream.is_empty()
+        && d.stream.len() <= MAX_STREAM_BYTES
+        && d.stream
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(
+            ApiError::bad_request("invalid `dedup.stream`").with_detail(json!({
+                "hint": format!("1 to {MAX_STREAM_BYTES} characters of [A-Za-z0-9._-]")
+            })),
+        );
+    }
+    let uid = peer.uid.map_or_else(|| "?".to_string(), |u| u.to_string());
+    Ok(DedupKey {
+        stream: format!("u{uid}:{daemon}:{}", d.stream),
+        seq: d.seq,
+    })
 }
 
 /// Filters for `GET /receipts`.

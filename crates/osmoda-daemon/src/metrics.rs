@@ -1,0 +1,269 @@
+//! Prometheus metrics of an osModa daemon, served as OpenMetrics text on `GET /metrics` by every
+//! listener of [`crate::server::serve`].
+//!
+//! One registry per process ([`global`]); each daemon is its own process. Other crates count
+//! their events through the small API of [`Metrics`] (`edit`, `switch_finished`, `watcher_check`,
+//! `ledger_commit`), one call site each; the HTTP counters are kept by the listener itself.
+//!
+//! Families (all counters end in `_total`):
+//! - `osmoda_http_requests_total{listener,route,status}` — `route` is the route template
+//!   (`/incident/{id}`), `(unmatched)` or `(protocol error)`;
+//! - `osmoda_connections_refused_total{listener}` — over a connection cap;
+//! - `osmoda_connections_open{listener}` — connections open now;
+//! - `osmoda_ledger_appends_total` and the histogram `osmoda_ledger_commit_events` — events per
+//!   group commit;
+//! - `osmoda_config_edits_total{outcome}`, `osmoda_switches_total{state}`,
+//!   `osmoda_watcher_checks_total{result}`.
+
+use std::sync::OnceLock;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The listener a request came in on (request extension set by the server).
+#[derive(Debug, Clone, Copy)]
+pub struct Listener(pub &'static str);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    listener: &'static str,
+    route: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+/// The metrics of this process (see the module docs for the families).
+pub struct Metrics {
+    registry: Registry,
+    http: Family<HttpLabels, Counter>,
+    refused: Family<ListenerLabel, Counter>,
+    open: Family<ListenerLabel, Gauge>,
+    appends: Counter,
+    commit_events: Histogram,
+    edits: Family<OutcomeLabel, Counter>,
+    switches: Family<StateLabel, Counter>,
+    checks: Family<ResultLabel, Counter>,
+}
+
+/// Label values are chosen by code, but clamp them anyway so that no caller can grow the
+/// registry without bound through a label.
+fn label(s: &str) -> String {
+    s.chars()
+        .take(48)
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .collect()
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("osmoda");
+        let http = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by listener, route template and status",
+            http.clone(),
+        );
+        let refused = Family::<ListenerLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused at once because a connection cap was reached",
+            refused.clone(),
+        );
+        let open = Family::<ListenerLabel, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Connections open now, by listener",
+            open.clone(),
+        );
+        let appends = Counter::default();
+        registry.register(
+            "ledger_appends",
+            "Events appended to the ledger",
+            appends.clone(),
+        );
+        let commit_events = Histogram::new(exponential_buckets(1.0, 4.0, 7));
+        registry.register(
+            "ledger_commit_events",
+            "Events written per ledger group commit (one transaction)",
+            commit_events.clone(),
+        );
+        let edits = Family::<OutcomeLabel, Counter>::default();
+        registry.register("config_edits", "Config edits by outcome", edits.clone());
+        let switches = Family::<StateLabel, Counter>::default();
+        registry.register(
+            "switches",
+            "SafeSwitch runs by final state",
+            switches.clone(),
+        );
+        let checks = Family::<ResultLabel, Counter>::default();
+        registry.register("watcher_checks", "Watcher checks by result", checks.clone());
+        Metrics {
+            registry,
+            http,
+            refused,
+            open,
+            appends,
+            commit_events,
+            edits,
+            switches,
+            checks,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn http_request(&self, listener: &'static str, route: &str, status: u16) {
+        self.http
+            .get_or_create(&HttpLabels {
+                listener,
+                route: label(route),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one connection refused over a cap.
+    pub fn connection_refused(&self, listener: &'static str) {
+        self.refused
+            .get_or_create(&ListenerLabel { listener })
+            .inc();
+    }
+
+    /// Adds `delta` (+1 or -1) to the open connections of `listener`.
+    pub fn connections_open(&self, listener: &'static str, delta: i64) {
+        self.open
+            .get_or_create(&ListenerLabel { listener })
+            .inc_by(delta);
+    }
+
+    /// Records one ledger group commit of `events` events.
+    pub fn ledger_commit(&self, events: usize) {
+        self.appends.inc_by(events as u64);
+        self.commit_events.observe(events as f64);
+    }
+
+    /// Counts one config edit by outcome (`committed`, `refused`, `invalid`, `failed`, ...).
+    pub fn edit(&self, outcome: &str) {
+        self.edits
+            .get_or_create(&OutcomeLabel {
+                outcome: label(outcome),
+            })
+            .inc();
+    }
+
+    /// Counts one SafeSwitch run by its final state (`committed`, `rolled-back`, `failed`).
+    pub fn switch_finished(&self, state: &str) {
+        self.switches
+            .get_or_create(&StateLabel {
+                state: label(state),
+            })
+            .inc();
+    }
+
+    /// Counts one watcher check by result (`pass`, `fail`, ...).
+    pub fn watcher_check(&self, result: &str) {
+        self.checks
+            .get_or_create(&ResultLabel {
+                result: label(result),
+            })
+            .inc();
+    }
+
+    /// The registry as OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// This process's metrics.
+pub fn global() -> &'static Metrics {
+    static GLOBAL: OnceLock<Metrics> = OnceLock::new();
+    GLOBAL.get_or_init(Metrics::new)
+}
+
+/// `GET /metrics`: the registry as OpenMetrics text (Prometheus reads it).
+pub async fn handler() -> Response {
+    let mut resp = global().encode().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+async fn count(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(unmatched)".to_string(), |m| m.as_str().to_string());
+    let listener = req.extensions().get::<Listener>().map_or("?", |l| l.0);
+    let resp = next.run(req).await;
+    global().http_request(listener, &route, resp.status().as_u16());
+    resp
+}
+
+/// Adds `GET /metrics` to `app` and counts every request it answers.
+pub fn instrument(app: Router) -> Router {
+    app.route("/metrics", axum::routing::get(handler))
+        .layer(axum::middleware::from_fn(count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_as_openmetrics() {
+        let m = Metrics::new();
+        m.http_request("agent", "/incident/{id}", 404);
+        m.ledger_commit(3);
+        m.edit("committed");
+        m.switch_finished("rolled-back");
+        m.watcher_check("fail\n{bad}");
+        let text = m.encode();
+        for line in [
+            r#"osmoda_http_requests_total{listener="agent",route="/incident/{id}",status="404"} 1"#,
+            "osmoda_ledger_appends_total 3",
+            r#"osmoda_ledger_commit_events_bucket{le="4.0"} 1"#,
+            r#"osmoda_config_edits_total{outcome="committed"} 1"#,
+            r#"osmoda_switches_total{state="rolled-back"} 1"#,
+            r#"osmoda_watcher_checks_total{result="fail_{bad}"} 1"#,
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The one hardened HTTP/1.1 listener every osModa daemon serves its Unix sockets with.
+//!
+//! Each listener has its own budget ([`Limits`]): a cap on connections in total, per peer uid and
+//! per peer pid (from `SO_PEERCRED`), and the [`crate::gate`]'s header, body, idle and send
+//! timeouts. A connection over a cap is answered `503` with a JSON body at once and closed, so a
+//! flood from one peer neither blocks others nor uses the daemon's file descriptors; a daemon that
+//! serves two sockets (agentd's agent and approval sockets) gives each its own budget, so the
+//! second stays answerable whatever happens on the first. Protocol-level errors are answered with
+//! the same `{"error","detail"}` body as the daemon's own errors.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+use tower::ServiceExt as _;
+
+use crate::gate::{ConnState, Gate, ProtocolError, Timeouts};
+use crate::Shutdown;
+
+/// The kernel's identity of a connected peer (`SO_PEERCRED`), inserted into every request's
+/// extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerCred {
+    /// Effective uid; `None` when the kernel reported no credentials.
+    pub uid: Option<u32>,
+    /// Process id.
+    pub pid: Option<i32>,
+}
+
+impl PeerCred {
+    /// The credentials of the peer of `stream`.
+    pub fn of(stream: &UnixStream) -> PeerCred {
+        let cred = stream.peer_cred().ok();
+        PeerCred {
+            uid: cred.map(|c| c.uid()),
+            pid: cred.and_then(|c| c.pid()),
+        }
+    }
+}
+
+/// One listener's budget: connection caps and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once, all peers together.
+    pub max_connections: usize,
+    /// Connections open at once from one uid.
+    pub max_per_uid: usize,
+    /// Connections open at once from one process.
+    pub max_per_pid: usize,
+    /// Header, body, idle and send timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// File descriptors kept free for everything that is not a connection (ledger, git, children).
+pub const RESERVED_FDS: u64 = 256;
+
+impl Limits {
+    /// Timeouts every listener uses: 10 s for a head, 30 s for a body, 60 s idle, 30 s to send.
+    pub const TIMEOUTS: Timeouts = Timeouts {
+        header: Duration::from_secs(10),
+        body: Duration::from_secs(30),
+        idle: Duration::from_secs(60),
+        send: Duration::from_secs(30),
+    };
+
+    /// The small budget of a human-only socket (agentd's approval socket): 64 connections, 16
+    /// per process.
+    pub fn small() -> Limits {
+        Limits {
+            max_connections: 64,
+            max_per_uid: 64,
+            max_per_pid: 16,
+            timeouts: Self::TIMEOUTS,
+        }
+    }
+
+    /// The budget of a daemon's main socket when the process may hold `fd_limit` descriptors:
+    /// everything except [`RESERVED_FDS`] and one [`Limits::small`] budget, at most 8,192
+    /// connections; half of that per uid, 256 per process.
+    pub fn main(fd_limit: u64) -> Limits {
+        let spare = fd_limit.saturating_sub(RESERVED_FDS + Self::small().max_connections as u64);
+        let max = usize::try_from(spare).unwrap_or(usize::MAX).clamp(16, 8192);
+        Limits {
+            max_connections: max,
+            max_per_uid: (max / 2).max(8),
+            max_per_pid: 256.min(max / 2).max(4),
+            timeouts: Self::TIMEOUTS,
+        }
+    }
+}
+
+/// Open connections per peer, for the caps.
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    uid: HashMap<Option<u32>, usize>,
+    pid: HashMap<Option<i32>, usize>,
+}
+
+struct Admission {
+    name: &'static str,
+    limits: Limits,
+    counts: Mutex<Counts>,
+}
+
+/// Holds one admitted connection's place; gives it back when dropped.
+struct Slot {
+    adm: Arc<Admission>,
+    cred: PeerCred,
+}
+
+impl Admission {
+    fn admit(self: &Arc<Self>, cred: PeerCred) -> Result<Slot, &'static str> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let uid = c.uid.get(&cred.uid).copied().unwrap_or(0);
+        let pid = c.pid.get(&cred.pid).copied().unwrap_or(0);
+        if c.total >= self.limits.max_connections {
+            return Err("the daemon is at its connection limit");
+        }
+        if uid >= self.limits.max_per_uid {
+            return Err("this user has too many connections open");
+        }
+        if pid >= self.limits.max_per_pid {
+            return Err("this process has too many connections open");
+        }
+        c.total += 1;
+        *c.uid.entry(cred.uid).or_default() += 1;
+        *c.pid.entry(cred.pid).or_default() += 1;
+        crate::metrics::global().connections_open(self.name, 1);
+        Ok(Slot {
+            adm: Arc::clone(self),
+            cred,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        crate::metrics::global().connections_open(self.adm.name, -1);
+        let mut c = self.adm.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total -= 1;
+        if let Some(n) = c.uid.get_mut(&self.cred.uid) {
+            *n -= 1;
+            if *n == 0 {
+                c.uid.remove(&self.cred.uid);
+            }
+        }
+        if let Some(n) = c.pid.get_mut(&self.cred.pid) {
+            *n -= 1;
+            if *n == 0 {
+                c.pid.remove(&self.cred.pid);
+            }
+        }
+    }
+}
+
+/// The JSON error body every osModa daemon answers with: `{"error": .., "detail": {"hint": ..}}`.
+pub fn error_response(
+    status: StatusCode,
+    error: &str,
+    hint: &str,
+    close: bool,
+) -> Response<axum::body::Body> {
+    let body = serde_json::json!({ "error": error, "detail": { "hint": hint } }).to_string();
+    let mut resp = Response::new(axum::body::Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn protocol_response(e: &ProtocolError) -> Response<axum::body::Body> {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    error_response(status, &e.error, e.hint, true)
+}
+
+/// The bytes of a whole `503` answer for a connection refused by a cap.
+fn refusal(reason: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": reason,
+        "detail": { "hint": "close idle connections and retry" },
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Serves `app` on `listener` under `limits` until `shutdown`, then lets requests in progress
+/// finish and returns. `name` labels the listener in metrics and logs (`agent`, `approval`,
+/// `watch`); `info` builds the value handlers get as `ConnectInfo<I>` from each new connection.
+///
+/// # Errors
+/// Only when the listener itself fails; per-connection errors are logged and end that connection.
+pub async fn serve<I, F>(
+    listener: UnixListener,
+    name: &'static str,
+    limits: Limits,
+    app: Router,
+    info: F,
+    shutdown: Shutdown,
+) -> io::Result<()>
+where
+    I: Clone + Send + Sync + 'static,
+    F: Fn(&UnixStream) -> I,
+{
+    let adm = Arc::new(Admission {
+        name,
+        limits,
+        counts: Mutex::default(),
+    });
+    let app = crate::metrics::instrument(app);
+    let mut conns = JoinSet::new();
+    let mut stop = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) if is_fd_exhaustion(&e) => {
+                tracing::warn!(listener = name, error = %e, "out of file descriptors; pausing accepts");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let cred = PeerCred::of(&stream);
+        let slot = match adm.admit(cred) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                crate::metrics::global().connection_refused(name);
+                tracing::debug!(listener = name, ?cred, reason, "connection refused");
+                // A fresh socket's send buffer is empty: the answer fits without waiting.
+                let _ = stream.try_write(&refusal(reason));
+                continue;
+            }
+        };
+        let peer = info(&stream);
+        let (app, timeouts, shutdown) = (app.clone(), limits.timeouts, shutdown.clone());
+        conns.spawn(async move {
+            let _slot = slot;
+            connection(stream, cred, peer, app, timeouts, name, shutdown).await;
+        });
+    }
+    // Stop accepting at once; finish what is in progress.
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Serves one accepted connection until it ends or `shutdown` fires (then gracefully).
+pub(crate) async fn connection<I: Clone + Send + Sync + 'static>(
+    stream: UnixStream,
+    cred: PeerCred,
+    peer: I,
+    app: Router,
+    timeouts: Timeouts,
+    name: &'static str,
+    mut shutdown: Shutdown,
+) {
+    let state = Arc::new(ConnState::default());
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let svc_state = Arc::clone(&state);
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        let state = Arc::clone(&svc_state);
+        let app = app.clone();
+        let peer = peer.clone();
+        async move {
+            let resp = if let Some(e) = state.take_error(n) {
+                crate::metrics::global().http_request(name, "(protocol error)", e.status);
+                protocol_response(&e)
+            } else {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(cred);
+                req.extensions_mut().insert(crate::metrics::Listener(name));
+                let req = req.map(axum::body::Body::new);
+                match app.oneshot(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            };
+            state.answered();
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let io = Gate::new(TokioIo::new(stream), state, timeouts);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        // A client may shut down its write side after its request and still read the answer.
+        .half_close(true)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.wait() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(listener = name, ?cred, error = %e, "connection ended with an error");
+    }
+}
