@@ -4,7 +4,9 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod fuzz;
 pub mod gate;
+pub mod page;
 pub mod peer;
 
 use std::path::PathBuf;
@@ -129,7 +131,14 @@ impl AppState {
             payload: payload.to_string(),
             dedup: None,
         };
-        Ok(self.ledger.append(ev).await?)
+        let ev = self.ledger.append(ev).await?;
+        // The config API records every edit's end as one of these: count them here, once.
+        match kind {
+            "config.committed" => osmoda_daemon::metrics::global().edit("committed"),
+            "config.failed" => osmoda_daemon::metrics::global().edit("failed"),
+            _ => {}
+        }
+        Ok(ev)
     }
 }
 

@@ -318,3 +318,44 @@ fn the_binary_notifies_systemd_when_ready_and_when_stopping() {
     assert_eq!(&buf[..n], b"STOPPING=1\n");
     assert!(child.wait().expect("wait").success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_route_ledger_commits_and_edits() {
+    let d = common::Daemon::start_with_tree().await;
+    let global = || osmoda_daemon::metrics::global().encode();
+    let before = global();
+    let watcher = serde_json::json!({"check": {"type": "http", "url": "http://127.0.0.1:8080/", "expectStatus": 200},
+                         "intervalSecs": 15, "actions": ["notify"]});
+    d.agent()
+        .post_ok(
+            "/config/set",
+            &serde_json::json!({"path": "services.osmoda.watch.watchers.web", "value": watcher, "reason": "metrics"}),
+        )
+        .await;
+    let (status, _) = raw(
+        &d.socket,
+        b"GET /incident/77 HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let text = get_text(&d.socket, "/metrics").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("application/openmetrics-text"), "{text}");
+    let grew = |series: &str, by: f64| {
+        let (b, a) = (metric(&before, series), metric(&text, series));
+        assert!(a - b >= by, "{series}: {b} -> {a}\n{text}");
+    };
+    grew(
+        r#"osmoda_http_requests_total{listener="agent",route="/config/set",status="200"}"#,
+        1.0,
+    );
+    grew(
+        r#"osmoda_http_requests_total{listener="agent",route="/incident/{id}",status="404"}"#,
+        1.0,
+    );
+    grew(r#"osmoda_config_edits_total{outcome="committed"}"#, 1.0);
+    // config.requested and config.committed: two appends, in one or two group commits.
+    grew("osmoda_ledger_appends_total", 2.0);
+    grew("osmoda_ledger_commit_events_count", 1.0);
+    d.stop().await;
+}

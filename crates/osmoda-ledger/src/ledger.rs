@@ -173,15 +173,30 @@ impl Ledger {
     /// [`LedgerError::InvalidQuery`] for empty text or a bad limit; [`LedgerError::Sqlite`] on
     /// read failure.
     pub fn search(&self, text: &str, limit: usize) -> Result<Vec<Event>, LedgerError> {
+        self.search_before(text, limit, None)
+    }
+
+    /// [`Ledger::search`] restricted to events with `id < before_id` (the next page of a
+    /// newest-first search is `before_id` = the last id of the previous one).
+    ///
+    /// # Errors
+    /// As [`Ledger::search`].
+    pub fn search_before(
+        &self,
+        text: &str,
+        limit: usize,
+        before_id: Option<i64>,
+    ) -> Result<Vec<Event>, LedgerError> {
         let fts = query::fts_expression(text)?;
         let limit = query::check_limit(limit)?;
         self.flush_index()?;
         let sql = "SELECT e.id, e.ts, e.type, e.actor, e.payload, e.prev_hash, e.hash \
                    FROM events_fts JOIN events e ON e.id = events_fts.rowid \
-                   WHERE events_fts MATCH ?1 ORDER BY e.id DESC LIMIT ?2";
+                   WHERE events_fts MATCH ?1 AND events_fts.rowid < ?3 ORDER BY e.id DESC LIMIT ?2";
+        let before = before_id.unwrap_or(i64::MAX);
         self.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map((fts, limit), schema::row_to_event)?;
+            let rows = stmt.query_map((fts, limit, before), schema::row_to_event)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }

@@ -103,8 +103,10 @@ pub struct Query {
     pub actor: Option<String>,
     /// Only events with `ts >= since`; RFC 3339 (any offset) or `YYYY-MM-DD`.
     pub since: Option<String>,
-    /// Only events with `id > after_id` (paging).
+    /// Only events with `id > after_id` (paging forward).
     pub after_id: Option<i64>,
+    /// Only events with `id < before_id` (paging backward, with `descending`).
+    pub before_id: Option<i64>,
     /// At most this many events: default 100, 1..=10 000.
     pub limit: Option<usize>,
     /// Newest first instead of oldest first.

@@ -88,6 +88,10 @@ pub(crate) fn build(q: &Query) -> Result<(String, Vec<Value>), LedgerError> {
         params.push(Value::Integer(after));
         wh.push(format!("id > ?{}", params.len()));
     }
+    if let Some(before) = q.before_id {
+        params.push(Value::Integer(before));
+        wh.push(format!("id < ?{}", params.len()));
+    }
     params.push(Value::Integer(limit));
     let where_sql = if wh.is_empty() {
         String::new()

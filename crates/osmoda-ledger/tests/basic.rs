@@ -81,6 +81,13 @@ async fn query_filters() -> anyhow::Result<()> {
         ..Query::default()
     };
     assert_eq!(ids(ledger.query(&newest)?), vec![10, 9]);
+    let older = Query {
+        before_id: Some(9),
+        limit: Some(2),
+        descending: true,
+        ..Query::default()
+    };
+    assert_eq!(ids(ledger.query(&older)?), vec![8, 7]);
     let future = Query {
         since: Some("2999-01-01".into()),
         ..Query::default()
@@ -123,6 +130,8 @@ async fn full_text_search_over_payloads() -> anyhow::Result<()> {
     assert_eq!(ids(ledger.search("nginx oom", 10)?), vec![1]);
     assert_eq!(ids(ledger.search("postgre*", 10)?), vec![2]);
     assert_eq!(ids(ledger.search("nginx", 1)?), vec![3]);
+    assert_eq!(ids(ledger.search_before("nginx", 1, Some(3))?), vec![1]);
+    assert!(ledger.search_before("nginx", 1, Some(1))?.is_empty());
     // FTS syntax in user text is taken literally instead of failing.
     assert!(ledger.search("nginx AND (", 10)?.is_empty());
     assert!(matches!(

@@ -261,6 +261,7 @@ async fn run_watcher(ctx: Arc<Ctx>, name: String, def: Watcher, status: Arc<Mute
     loop {
         ticker.tick().await;
         let outcome = probe.run(&ctx.check_env).await;
+        osmoda_daemon::metrics::global().watcher_check(if outcome.ok { "ok" } else { "fail" });
         let mut st = status.lock().map(|s| s.clone()).unwrap_or_default();
         let was_health = st.health.clone();
         st.health = if outcome.ok {

@@ -246,9 +246,19 @@ pub async fn open(
     }
 }
 
-/// `GET /approvals` (both sockets)
-pub async fn list(State(st): State<Arc<AppState>>) -> axum::Json<Vec<Ticket>> {
-    axum::Json(st.approvals.lock().await.listing())
+/// `GET /approvals?after_id=&limit=` (both sockets), paged in ticket-id order (`crate::page`).
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    crate::error::Query(p): crate::error::Query<crate::page::Params<String>>,
+) -> Result<crate::page::Page<Ticket>, ApiError> {
+    let limit = crate::page::limit(p.limit, crate::page::MAX_LIMIT)?;
+    let all = st.approvals.lock().await.listing();
+    Ok(crate::page::Page::after(
+        all,
+        p.after_id.as_ref(),
+        limit,
+        |t| t.id.clone(),
+    ))
 }
 
 /// Body of `POST /approval/check`.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, Json, Query};
+use crate::page::Page;
 use crate::peer::{valid_role, Peer};
 use crate::AppState;
 
@@ -22,8 +23,10 @@ pub struct LogParams {
     pub actor: Option<String>,
     /// Only events with `ts >= since` (RFC 3339, UTC).
     pub since: Option<String>,
-    /// Only events with an id greater than this.
+    /// Cursor for ascending pages: only events with an id greater than this.
     pub after_id: Option<i64>,
+    /// Cursor for `order=desc` pages: only events with an id smaller than this.
+    pub before_id: Option<i64>,
     /// At most this many events (default 100, max 10000).
     pub limit: Option<usize>,
     /// `desc` for newest first.
@@ -51,19 +54,22 @@ impl LogParams {
             actor: self.actor.clone(),
             since: self.since.clone(),
             after_id: self.after_id,
+            before_id: self.before_id,
             limit: self.limit,
             descending,
         })
     }
 }
 
-/// `GET /events/log`
+/// `GET /events/log`, paged (`x-next-cursor`: the next `after_id`, or `before_id` with
+/// `order=desc`).
 pub async fn log(
     State(st): State<Arc<AppState>>,
     Query(p): Query<LogParams>,
-) -> Result<axum::Json<Vec<Event>>, ApiError> {
+) -> Result<Page<Event>, ApiError> {
     let q = p.to_query()?;
-    Ok(axum::Json(st.ledger.query(&q)?))
+    let limit = q.limit.unwrap_or(osmoda_ledger::DEFAULT_LIMIT);
+    Ok(Page::new(st.ledger.query(&q)?, limit, |e| e.id))
 }
 
 /// Parameters of `GET /events/search`.
@@ -72,22 +78,55 @@ pub async fn log(
 pub struct SearchParams {
     /// Full-text query over payloads (SQLite FTS5 syntax).
     pub q: String,
-    /// At most this many results (default 50).
+    /// At most this many results (default 50, at most 1,000).
     pub limit: Option<usize>,
+    /// Cursor: only events with a smaller id (results are newest first).
+    pub before_id: Option<i64>,
 }
 
-/// `GET /events/search?q=`
+/// `GET /events/search?q=`, newest first, paged (`x-next-cursor` is the next `before_id`).
 pub async fn search(
     State(st): State<Arc<AppState>>,
     Query(p): Query<SearchParams>,
-) -> Result<axum::Json<Vec<Event>>, ApiError> {
-    let limit = p.limit.unwrap_or(50).clamp(1, 1000);
-    Ok(axum::Json(st.ledger.search(&p.q, limit)?))
+) -> Result<Page<Event>, ApiError> {
+    let limit = crate::page::limit(Some(p.limit.unwrap_or(50)), 1000)?;
+    let found = st.ledger.search_before(&p.q, limit, p.before_id)?;
+    Ok(Page::new(found, limit, |e| e.id))
 }
 
 /// Event types agentd's projections are folded from; only its own handlers may write them, or an
 /// appended `approval.approved` would approve a ticket after the next restart.
 pub const RESERVED_TYPES: &[&str] = &["approval.", "incident.", "config."];
+
+/// Checks the type of an event a caller appends: printable ASCII without spaces, and not in a
+/// reserved namespace in any letter case.
+///
+/// Types are compared case-insensitively, and non-ASCII is refused outright rather than
+/// normalised: with only ASCII allowed, NFKC normalisation is the identity and case folding is
+/// ASCII lowercasing, so no full-width, Cyrillic or zero-width look-alike (`аpproval.`,
+/// `ａpproval.`, `approval\u{200b}.`) and no `Approval.` or ` approval.` can pass for a reserved
+/// type. Every type osModa's daemons write is lowercase ASCII anyway.
+///
+/// # Errors
+/// 400 naming the rule the type breaks; nothing is written.
+pub fn check_appended_type(kind: &str) -> Result<(), ApiError> {
+    if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "event type must be printable ASCII without spaces",
+        )
+        .with_detail(json!({
+            "hint": "e.g. `switch.committed`; non-ASCII letters are refused so that no type can imitate a reserved one",
+        })));
+    }
+    let folded = kind.to_ascii_lowercase();
+    if let Some(prefix) = RESERVED_TYPES.iter().find(|p| folded.starts_with(*p)) {
+        return Err(ApiError::bad_request(format!(
+            "event types starting with `{prefix}` (in any letter case) are written only by agentd's own endpoints"
+        ))
+        .with_detail(json!({ "reserved": RESERVED_TYPES, "hint": "use the incident, approval or config API" })));
+    }
+    Ok(())
+}
 
 /// Body of `POST /events/append`.
 #[derive(Debug, Deserialize)]
@@ -125,12 +164,7 @@ pub async fn append(
             json!({ "hint": "1 to 40 characters of [a-z0-9._-], not `human` or `agentd`" }),
         ));
     }
-    if let Some(prefix) = RESERVED_TYPES.iter().find(|p| req.kind.starts_with(*p)) {
-        return Err(ApiError::bad_request(format!(
-            "event types starting with `{prefix}` are written only by agentd's own endpoints"
-        ))
-        .with_detail(json!({ "reserved": RESERVED_TYPES, "hint": "use the incident, approval or config API" })));
-    }
+    check_appended_type(&req.kind)?;
     let dedup = match req.dedup {
         Some(d) => Some(bind_dedup(&peer, &req.daemon, d)?),
         None => None,
@@ -185,8 +219,10 @@ pub struct ReceiptParams {
     pub kind: Option<String>,
     /// Only receipts with `ts >= since`.
     pub since: Option<String>,
-    /// At most this many (default 100).
+    /// At most this many (default 100, at most 10,000).
     pub limit: Option<usize>,
+    /// Cursor: only receipts with a greater event id (from `x-next-cursor`).
+    pub after_id: Option<i64>,
 }
 
 /// A structured receipt: a ledger event of type `receipt.<kind>`.
@@ -207,11 +243,11 @@ pub struct Receipt {
     pub hash: String,
 }
 
-/// `GET /receipts`
+/// `GET /receipts`, oldest first, paged (`x-next-cursor` is the next `after_id`).
 pub async fn receipts(
     State(st): State<Arc<AppState>>,
     Query(p): Query<ReceiptParams>,
-) -> Result<axum::Json<Vec<Receipt>>, ApiError> {
+) -> Result<Page<Receipt>, ApiError> {
     let kind = match &p.kind {
         Some(k) => format!("receipt.{k}"),
         None => "receipt.*".to_string(),
@@ -220,10 +256,12 @@ pub async fn receipts(
         kind: Some(kind),
         since: p.since,
         limit: p.limit,
+        after_id: p.after_id,
         ..Default::default()
     }
     .to_query()?;
-    let out = st
+    let limit = q.limit.unwrap_or(osmoda_ledger::DEFAULT_LIMIT);
+    let out: Vec<Receipt> = st
         .ledger
         .query(&q)?
         .into_iter()
@@ -236,5 +274,5 @@ pub async fn receipts(
             hash: e.hash,
         })
         .collect();
-    Ok(axum::Json(out))
+    Ok(Page::new(out, limit, |r| r.id))
 }

@@ -2,6 +2,7 @@
 //! module folds `incident.*` events into workspaces and appends new ones.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, Json, Path, Query};
+use crate::page::Page;
 use crate::peer::Caller;
 use crate::AppState;
 
@@ -240,13 +242,17 @@ pub async fn get_one(
 pub struct ListParams {
     /// `open` or `resolved`; all when absent.
     pub status: Option<String>,
+    /// Cursor: only incidents with a greater id (from `x-next-cursor`).
+    pub after_id: Option<i64>,
+    /// Page size: default 100, at most 1,000.
+    pub limit: Option<usize>,
 }
 
-/// `GET /incidents?status=open`
+/// `GET /incidents?status=open&after_id=&limit=`, oldest first, paged (see `crate::page`).
 pub async fn list(
     State(st): State<Arc<AppState>>,
     Query(p): Query<ListParams>,
-) -> Result<axum::Json<Vec<Incident>>, ApiError> {
+) -> Result<Page<Incident>, ApiError> {
     if let Some(s) = p.status.as_deref() {
         if s != "open" && s != "resolved" {
             return Err(ApiError::bad_request(format!(
@@ -254,12 +260,16 @@ pub async fn list(
             )));
         }
     }
+    let limit = crate::page::limit(p.limit, crate::page::MAX_LIMIT)?;
+    let start = p.after_id.map_or(Bound::Unbounded, Bound::Excluded);
     let incidents = st.incidents.lock().await;
-    let out = incidents
+    let items: Vec<Incident> = incidents
         .0
-        .values()
+        .range((start, Bound::Unbounded))
+        .map(|(_, i)| i)
         .filter(|i| p.status.as_deref().is_none_or(|s| s == i.status))
+        .take(limit)
         .cloned()
         .collect();
-    Ok(axum::Json(out))
+    Ok(Page::new(items, limit, |i| i.id))
 }

@@ -43,6 +43,12 @@ impl Engine {
         if let Some(tx) = tx {
             tx.send_replace(s.clone());
         }
+        if matches!(
+            to,
+            SwitchState::Committed | SwitchState::RolledBack | SwitchState::Failed
+        ) {
+            osmoda_daemon::metrics::global().switch_finished(to.as_str());
+        }
         self.event(s, note).await;
         self.pause(to, false).await;
     }
