@@ -340,3 +340,104 @@ pub(crate) async fn connection<I: Clone + Send + Sync + 'static>(
         tracing::debug!(listener = name, ?cred, error = %e, "connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn cred(uid: u32, pid: i32) -> PeerCred {
+        PeerCred {
+            uid: Some(uid),
+            pid: Some(pid),
+        }
+    }
+
+    #[test]
+    fn caps_per_listener_uid_and_pid_hold_and_free_up() {
+        let adm = Arc::new(Admission {
+            name: "test",
+            limits: Limits {
+                max_connections: 5,
+                max_per_uid: 3,
+                max_per_pid: 2,
+                timeouts: Limits::TIMEOUTS,
+            },
+            counts: Mutex::default(),
+        });
+        let a1 = adm.admit(cred(1, 10)).unwrap();
+        let _a2 = adm.admit(cred(1, 10)).unwrap();
+        assert!(adm.admit(cred(1, 10)).err().unwrap().contains("process"));
+        let _a3 = adm.admit(cred(1, 11)).unwrap();
+        assert!(adm.admit(cred(1, 12)).err().unwrap().contains("user"));
+        let _b1 = adm.admit(cred(2, 20)).unwrap();
+        let _b2 = adm.admit(cred(2, 21)).unwrap();
+        assert!(adm.admit(cred(3, 30)).err().unwrap().contains("limit"));
+        drop(a1);
+        let _c = adm.admit(cred(3, 30)).unwrap();
+    }
+
+    #[test]
+    fn the_main_budget_stays_below_the_fd_limit() {
+        for fds in [1024, 4096, 65536, 1 << 20] {
+            let l = Limits::main(fds);
+            assert!(
+                (l.max_connections + Limits::small().max_connections) as u64 + RESERVED_FDS <= fds
+            );
+            assert!(l.max_per_pid <= l.max_per_uid && l.max_per_uid <= l.max_connections);
+        }
+    }
+
+    async fn serve_test(
+        timeouts: Timeouts,
+    ) -> (tempfile::TempDir, std::path::PathBuf, crate::Trigger) {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let app = Router::new().route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                "done"
+            }),
+        );
+        let (trigger, shutdown) = crate::shutdown_channel();
+        let limits = Limits {
+            timeouts,
+            ..Limits::small()
+        };
+        tokio::spawn(serve(listener, "test", limits, app, |_| (), shutdown));
+        (dir, sock, trigger)
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_but_a_slow_handler_is_not_cut() {
+        let t = Duration::from_millis(200);
+        let (_dir, sock, _trigger) = serve_test(Timeouts {
+            header: t,
+            body: t,
+            idle: t,
+            send: t,
+        })
+        .await;
+        let mut s = UnixStream::connect(&sock).await.unwrap();
+        // The handler takes three idle timeouts: the connection waits for it.
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(
+            head.starts_with("HTTP/1.1 200") && head.ends_with("done"),
+            "{head}"
+        );
+        // Then nothing: the idle connection is closed (end of input, no answer).
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("the idle connection was never closed")
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}
