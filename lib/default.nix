@@ -16,7 +16,7 @@
 # value that is missing is left out, so check-config names the missing field.
 let
   inherit (builtins)
-    attrNames concatStringsSep elem filter genList isInt listToAttrs mapAttrs removeAttrs
+    attrNames concatStringsSep dirOf elem filter genList isInt listToAttrs mapAttrs removeAttrs
     stringLength substring;
 
   upper = {
@@ -113,6 +113,11 @@ let
     httpCheck = {
       expectStatus = 200;
     };
+    # Commands the agent can specify run behind the boundary (osmoda-sandbox), as this user
+    # unless a check asks for another (`root` only for a command that needs root).
+    commandCheck = {
+      user = "nobody";
+    };
     routines = {
       enable = true;
       socket = "/run/osmoda/routines.sock";
@@ -198,7 +203,10 @@ let
   # A health check: snake_case keys, common defaults, http's expect_status default.
   renderCheck = c:
     let
-      typeDefaults = defaults.check // (if get c "type" null == "http" then defaults.httpCheck else { });
+      type = get c "type" null;
+      typeDefaults = defaults.check
+        // (if type == "http" then defaults.httpCheck else { })
+        // (if type == "command" then defaults.commandCheck else { });
     in
     snakeKeys (typeDefaults // dropNulls c);
 
@@ -305,6 +313,13 @@ let
       watch =
         extra watch (serviceKeys ++ [ "watchers" "safeSwitch" ])
         // {
+          # What no command a check runs may see: the approval socket's directory, agentd's
+          # state and keyd's secrets (DESIGN.md §1).
+          boundary.masked_paths = [
+            (dirOf (get agentd "approvalSocket" d.agentd.approvalSocket))
+            "${get cfg "stateDir" d.stateDir}/agentd"
+            "${get cfg "stateDir" d.stateDir}/keyd"
+          ];
           watchers = mapAttrs (_: renderWatcher) (get watch "watchers" { });
           safe_switch = extra safeSwitch [ "ttlSecs" "healthChecks" ] // {
             ttl_secs = get safeSwitch "ttlSecs" d.watch.safeSwitch.ttlSecs;

@@ -29,9 +29,11 @@ let
       expectStatus = nullOr (types.ints.between 100 599)
         "http: expected status (null = ${toString d.httpCheck.expectStatus}).";
       bodyContains = nullOr types.str "http: substring the response body must contain.";
+      followRedirects = nullOr types.bool "http: follow up to 5 redirects (null = no: a 3xx is the answer judged).";
       host = nullOr types.str "tcp: host to connect to.";
       port = nullOr types.port "tcp: port to connect to.";
-      command = nullOr (types.listOf types.str) "command: argv (no shell) that must exit 0.";
+      command = nullOr (types.listOf types.str) "command: argv (no shell) that must exit 0; it runs in the command sandbox (no approval socket, no daemon secrets).";
+      user = nullOr types.str "command: user to run as (null = ${d.commandCheck.user}); `root` only for a command that needs root.";
       path = nullOr types.str "disk: a path on the filesystem to measure.";
       minFreePercent = nullOr (types.ints.between 0 100) "disk: minimum free space in percent.";
       name = nullOr types.str "process: process name (comm) that must be running.";
@@ -509,7 +511,9 @@ in
         # root: systemd-run, restarting units over D-Bus and the boot-default step below.
         user = "root";
         args = [ "--backend" "nixos" "--config-tree" cfg.configTree ];
-        path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package ];
+        # bubblewrap + setpriv (util-linux): every `command` check runs behind the boundary.
+        path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package
+                 pkgs.bubblewrap pkgs.util-linux ];
         serviceConfig = {
           # http/tcp health checks probe loopback services.
           RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
@@ -522,8 +526,14 @@ in
           ProtectSystem = false;
           PrivateDevices = false;
           ProtectKernelTunables = false;
-          CapabilityBoundingSet = [ "CAP_SYS_ADMIN" "CAP_DAC_OVERRIDE" "CAP_FOWNER" "CAP_CHOWN" ];
-          SystemCallFilter = [ "@system-service" "@mount" ];
+          # Command checks: bwrap (as root) creates the masking mount namespace, setpriv
+          # switches to the check's user and empties (or, for root checks, reduces) its
+          # capability bounding set, so a command never holds CAP_SYS_ADMIN/CAP_SYS_PTRACE/
+          # CAP_SYS_MODULE and cannot undo the masks (osmoda-sandbox).
+          CapabilityBoundingSet = [ "CAP_SYS_ADMIN" "CAP_DAC_OVERRIDE" "CAP_FOWNER" "CAP_CHOWN"
+                                    "CAP_SETUID" "CAP_SETGID" "CAP_SETPCAP" ];
+          RestrictNamespaces = [ "mnt" "pid" "ipc" ];
+          SystemCallFilter = [ "@system-service" "@mount" "unshare" ];
         };
         # A switch must never kill its own supervisor; watch picks up watch.json changes
         # through its file watcher instead.
@@ -631,8 +641,16 @@ in
         };
         serviceConfig = hardening // {
           ExecStart = "${lib.getExe cfg.gateway.package} gateway --port ${toString cfg.gateway.port}";
+          # Its own user in the agent group: it reaches the agent sockets in /run/osmoda, never
+          # the approval path (a 0700 root directory) or the daemons' secrets; hidden as well,
+          # so not even a file-permission mistake can expose them.
           User = "osmoda-gateway";
           Group = "osmoda";
+          InaccessiblePaths = [
+            "-${builtins.dirOf cfg.agentd.approvalSocket}"
+            "-${cfg.stateDir}/agentd"
+            "-${cfg.stateDir}/keyd"
+          ];
           StateDirectory = "${stateDirRel}/gateway";
           StateDirectoryMode = "0700";
           EnvironmentFile = lib.optional (cfg.gateway.environmentFile != null) cfg.gateway.environmentFile;

@@ -8,6 +8,10 @@ pub const DEFAULT_CHECK_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_CHECK_RETRIES: u32 = 0;
 /// Default HTTP status an `http` check expects.
 pub const DEFAULT_EXPECT_STATUS: u16 = 200;
+/// Largest `timeout_secs` (a day): a check must end, and a switch's TTL bounds it anyway.
+pub const MAX_CHECK_TIMEOUT_SECS: u64 = 86_400;
+/// User a `command` check runs as when it names none: never root by default.
+pub const DEFAULT_COMMAND_USER: &str = "nobody";
 
 /// One deterministic health probe, tagged by `"type"` in JSON.
 ///
@@ -35,6 +39,9 @@ pub enum HealthCheck {
         expect_status: Option<u16>,
         /// Substring the response body must contain.
         body_contains: Option<String>,
+        /// Follow redirects (at most 5, `http://` only); by default a 3xx is the answer
+        /// judged, so a redirect to a login page is not "healthy".
+        follow_redirects: Option<bool>,
         /// Probe time budget in seconds.
         timeout_secs: Option<u64>,
         /// Extra attempts before failing.
@@ -51,10 +58,14 @@ pub enum HealthCheck {
         /// Extra attempts before failing.
         retries: Option<u32>,
     },
-    /// A command (argv, no shell) exits 0 within the timeout.
+    /// A command (argv, no shell) exits 0 within the timeout. It runs behind the command
+    /// boundary (osmoda-sandbox): no view of the approval path or the daemons' secrets.
     Command {
         /// Program and arguments; must not be empty.
         command: Vec<String>,
+        /// User to run as (default [`DEFAULT_COMMAND_USER`]); `root` only for a command that
+        /// needs root, and then still without the capabilities that could undo the boundary.
+        user: Option<String>,
         /// Probe time budget in seconds.
         timeout_secs: Option<u64>,
         /// Extra attempts before failing.
@@ -152,13 +163,29 @@ impl HealthCheck {
         self.common().1.unwrap_or(DEFAULT_CHECK_RETRIES)
     }
 
+    /// The user a `command` check runs as, with the default applied (`None` for other kinds).
+    pub fn command_user(&self) -> Option<&str> {
+        match self {
+            HealthCheck::Command { user, .. } => {
+                Some(user.as_deref().unwrap_or(DEFAULT_COMMAND_USER))
+            }
+            _ => None,
+        }
+    }
+
     /// Semantic checks serde cannot express (non-empty argv, percent range, ...).
     ///
     /// # Errors
     /// Returns a message naming the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.common().0 == Some(0) {
-            return Err("timeout_secs must be at least 1".into());
+        match self.common().0 {
+            Some(0) => return Err("timeout_secs must be at least 1".into()),
+            Some(t) if t > MAX_CHECK_TIMEOUT_SECS => {
+                return Err(format!(
+                    "timeout_secs {t} is above the maximum {MAX_CHECK_TIMEOUT_SECS} (a day)"
+                ))
+            }
+            _ => {}
         }
         match self {
             HealthCheck::Systemd { unit, .. } if unit.trim().is_empty() => {
@@ -183,6 +210,11 @@ impl HealthCheck {
             HealthCheck::Command { command, .. } if command.is_empty() => {
                 Err("command must contain at least the program name".into())
             }
+            HealthCheck::Command {
+                user: Some(user), ..
+            } if !valid_user(user) => Err(format!(
+                "user {user:?} is not a user name (1 to 32 of [a-z0-9_-], or a numeric uid)"
+            )),
             HealthCheck::Disk {
                 min_free_percent, ..
             } if *min_free_percent > 100 => Err(format!(
@@ -194,6 +226,21 @@ impl HealthCheck {
             _ => Ok(()),
         }
     }
+}
+
+/// A POSIX-ish user name (`[a-z_][a-z0-9_-]*`, with `$` allowed last) or a numeric uid.
+fn valid_user(u: &str) -> bool {
+    let name = u.strip_suffix('$').unwrap_or(u);
+    !u.is_empty()
+        && u.len() <= 32
+        && (u.bytes().all(|b| b.is_ascii_digit())
+            || (name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))))
 }
 
 #[cfg(test)]
@@ -257,10 +304,30 @@ mod tests {
             r#"{"type":"http","url":"http://x","expect_status":42}"#,
             r#"{"type":"tcp","host":"h","port":0}"#,
             r#"{"type":"agentd","timeout_secs":0}"#,
+            r#"{"type":"agentd","timeout_secs":18446744073709551615}"#,
+            r#"{"type":"command","command":["true"],"timeout_secs":86401}"#,
+            r#"{"type":"command","command":["true"],"user":""}"#,
+            r#"{"type":"command","command":["true"],"user":"Root"}"#,
+            r#"{"type":"command","command":["true"],"user":"a b"}"#,
         ];
         for json in bad {
             let c = parse(json).unwrap_or_else(|e| panic!("{json}: {e}"));
             assert!(c.validate().is_err(), "{json} should be invalid");
+        }
+    }
+
+    #[test]
+    fn command_user_defaults_to_nobody() {
+        let c = parse(r#"{"type":"command","command":["true"]}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.command_user(), Some(DEFAULT_COMMAND_USER));
+        let c = parse(r#"{"type":"command","command":["true"],"user":"root"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.command_user(), Some("root"));
+        assert_eq!(c.validate(), Ok(()));
+        let c = parse(r#"{"type":"agentd"}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.command_user(), None);
+        for ok in ["osmoda-check", "_svc", "1000", "machine$"] {
+            assert!(valid_user(ok), "{ok}");
         }
     }
 

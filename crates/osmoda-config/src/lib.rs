@@ -27,7 +27,7 @@ pub use keyd::{Amount, Chain, ChainPolicy, KeydConfig, Policy, WalletPolicy};
 pub use mesh::{MeshConfig, Peer, PeerKeys};
 pub use routines::{HttpMethod, Routine, RoutineAction, RoutinesConfig, Trigger};
 pub use voice::VoiceConfig;
-pub use watch::{SafeSwitchDefaults, WatchAction, WatchConfig, Watcher};
+pub use watch::{BoundaryConfig, SafeSwitchDefaults, WatchAction, WatchConfig, Watcher};
 
 /// Names of the daemons that read a file `/etc/osmoda/<name>.json`.
 pub const DAEMONS: [&str; 7] = [

@@ -14,6 +14,33 @@ pub struct WatchConfig {
     pub watchers: BTreeMap<String, Watcher>,
     /// Defaults for SafeSwitch sessions (`services.osmoda.watch.safeSwitch`).
     pub safe_switch: SafeSwitchDefaults,
+    /// What `command` checks must not see; absent: the paths of a default NixOS install.
+    #[serde(default)]
+    pub boundary: BoundaryConfig,
+}
+
+/// The command boundary (DESIGN.md §1): paths hidden from every command a check runs,
+/// rendered by `lib/` from `services.osmoda.agentd.approvalSocket` and `stateDir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundaryConfig {
+    /// Absolute paths (directories or files) masked in the command's mount namespace.
+    pub masked_paths: Vec<String>,
+}
+
+impl Default for BoundaryConfig {
+    /// The approval socket's directory and agentd's and keyd's state of the module's defaults.
+    fn default() -> Self {
+        BoundaryConfig {
+            masked_paths: [
+                "/run/osmoda-admin",
+                "/var/lib/osmoda/agentd",
+                "/var/lib/osmoda/keyd",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
 }
 
 /// One autopilot watcher: probe `check` every `interval_secs`; on failure escalate through
@@ -68,6 +95,19 @@ impl WatchConfig {
                 .validate()
                 .map_err(|e| format!("watchers.{name}.check: {e}"))?;
         }
+        for (i, p) in self.boundary.masked_paths.iter().enumerate() {
+            let path = std::path::Path::new(p);
+            if !path.is_absolute()
+                || path.parent().is_none()
+                || path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(format!(
+                    "boundary.masked_paths[{i}]: {p:?} must be an absolute path below / without `..`"
+                ));
+            }
+        }
         if self.safe_switch.ttl_secs == 0 {
             return Err("safe_switch.ttl_secs must be at least 1".into());
         }
@@ -91,6 +131,20 @@ mod tests {
         let c: WatchConfig = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.watchers["web"].actions.len(), 3);
         assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.boundary, BoundaryConfig::default());
+    }
+
+    #[test]
+    fn boundary_paths_must_be_absolute() {
+        for bad in ["relative", "/", "/a/../b"] {
+            let json = format!(
+                r#"{{"watchers":{{}},"safe_switch":{{"ttl_secs":1,"health_checks":[]}},
+                "boundary":{{"masked_paths":["{bad}"]}}}}"#
+            );
+            let c: WatchConfig = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("boundary.masked_paths[0]"), "{e}");
+        }
     }
 
     #[test]

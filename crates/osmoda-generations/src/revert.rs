@@ -90,8 +90,34 @@ impl Tree {
         reason: &str,
         event_id: Option<i64>,
     ) -> Result<Generation, GenError> {
+        self.restore_titled("Revert to generation", rev, actor, reason, event_id)
+    }
+
+    /// Like [`Tree::restore`], titled "Switch to generation <short>: <reason>": SafeSwitch
+    /// records this before applying an older generation, so HEAD is what runs.
+    ///
+    /// # Errors
+    /// As [`Tree::restore`].
+    pub fn switch_to(
+        &self,
+        rev: &str,
+        actor: &Actor,
+        reason: &str,
+        event_id: Option<i64>,
+    ) -> Result<Generation, GenError> {
+        self.restore_titled("Switch to generation", rev, actor, reason, event_id)
+    }
+
+    fn restore_titled(
+        &self,
+        title: &str,
+        rev: &str,
+        actor: &Actor,
+        reason: &str,
+        event_id: Option<i64>,
+    ) -> Result<Generation, GenError> {
         let (id, short, _) = self.describe(rev)?;
-        let reason = format!("Revert to generation {short}: {}", reason.trim());
+        let reason = format!("{title} {short}: {}", reason.trim());
         let msg = commit_message(
             actor,
             &reason,

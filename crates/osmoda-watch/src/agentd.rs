@@ -92,6 +92,26 @@ impl Agentd {
         .map(drop)
     }
 
+    /// Records a generation whose tree equals `rev`'s through agentd's config API
+    /// (`POST /config/restore`), so the commit carries `Osmoda-Event`/`Osmoda-Actor`; `switch`
+    /// titles it "Switch to generation …", otherwise "Revert to generation …". `reason`'s first
+    /// line is the subject, the rest the body. Returns the new commit.
+    ///
+    /// # Errors
+    /// As [`Agentd::call`]: agentd unreachable, or its refusal (e.g. uncommitted hand edits).
+    pub async fn restore(&self, rev: &str, reason: &str, switch: bool) -> Result<String> {
+        let body = json!({
+            "rev": rev,
+            "reason": reason,
+            "purpose": if switch { "switch" } else { "restore" },
+        });
+        let v = self.call("/config/restore", &body).await?;
+        v.pointer("/generation/rev")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| WatchError::Agentd(format!("agentd answered without a generation: {v}")))
+    }
+
     /// `POST path` with a JSON body, returning the JSON answer.
     ///
     /// # Errors

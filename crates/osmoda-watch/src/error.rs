@@ -39,6 +39,21 @@ pub enum WatchError {
 }
 
 impl WatchError {
+    /// The message without the category prefix (the category is the HTTP status and
+    /// `detail.kind`): what was wrong, in the words of whoever found it.
+    pub fn message(&self) -> String {
+        match self {
+            WatchError::BadRequest(m)
+            | WatchError::NotFound(m)
+            | WatchError::Conflict(m)
+            | WatchError::Tree(m)
+            | WatchError::Backend(m)
+            | WatchError::Agentd(m)
+            | WatchError::Config(m) => m.clone(),
+            io @ WatchError::Io { .. } => io.to_string(),
+        }
+    }
+
     /// Wraps an I/O error with what was done to which file.
     pub fn io(
         op: &'static str,

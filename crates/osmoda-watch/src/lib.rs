@@ -72,6 +72,9 @@ pub struct Options {
     pub retry_delay: Duration,
     /// Test hook (`OSMODA_WATCH_PAUSE_IN`).
     pub pause: Option<PausePoint>,
+    /// Paths hidden from `command` checks besides `watch.json`'s `boundary.masked_paths` and
+    /// this daemon's state dir (`--mask`; for layouts other than the module's, e.g. local mode).
+    pub masks: Vec<PathBuf>,
 }
 
 /// Shared state of the running daemon.
@@ -84,6 +87,28 @@ pub struct AppState {
     pub agentd: Arc<agentd::Agentd>,
     /// Where watchers come from.
     pub config_path: PathBuf,
+    /// What checks run with (its boundary follows `watch.json`).
+    pub check_env: CheckEnv,
+    /// How the daemon was started.
+    pub opts: Options,
+}
+
+/// The command boundary: `watch.json`'s masked paths (the module's defaults when there is no
+/// file yet), the `--mask` paths, and this daemon's own state (switch records, event spool).
+fn boundary_of(cfg: Option<&WatchConfig>, opts: &Options) -> osmoda_sandbox::Boundary {
+    let paths = cfg.map_or_else(
+        || osmoda_config::BoundaryConfig::default().masked_paths,
+        |c| c.boundary.masked_paths.clone(),
+    );
+    opts.masks
+        .iter()
+        .chain(std::iter::once(&opts.state_dir))
+        .fold(osmoda_sandbox::Boundary::new(paths), |b, p| b.with(p))
+}
+
+/// The check of every declared watcher.
+fn watcher_checks(cfg: &WatchConfig) -> Vec<osmoda_config::HealthCheck> {
+    cfg.watchers.values().map(|w| w.check.clone()).collect()
 }
 
 /// Reads `watch.json`; a missing file is an empty configuration.
@@ -133,10 +158,13 @@ impl AppState {
         let check_env = CheckEnv {
             agentd_socket: Some(opts.agentd_socket.clone()),
             retry_delay: opts.retry_delay,
+            boundary: checks::SharedBoundary::new(boundary_of(cfg.as_ref(), &opts)),
+            systemctl: Some(Arc::clone(&runner)),
         };
         let (ttl, checks) = cfg.as_ref().map_or((60, Vec::new()), |c| {
             (c.safe_switch.ttl_secs, c.safe_switch.health_checks.clone())
         });
+        let watcher_checks = cfg.as_ref().map(watcher_checks).unwrap_or_default();
         let engine = Engine::new(
             backend,
             Arc::clone(&tree),
@@ -146,6 +174,7 @@ impl AppState {
                 probe_interval: opts.probe_interval,
                 default_ttl_secs: ttl,
                 default_checks: checks,
+                watcher_checks,
                 pause: opts.pause.clone(),
                 check_env: check_env.clone(),
             },
@@ -155,7 +184,7 @@ impl AppState {
             engine: Arc::clone(&engine),
             agentd: Arc::clone(&agentd),
             runner,
-            check_env,
+            check_env: check_env.clone(),
             dir: opts.state_dir.join("watchers"),
         })?;
         if let Some(cfg) = &cfg {
@@ -165,7 +194,9 @@ impl AppState {
             engine,
             watchers,
             agentd,
-            config_path: opts.config,
+            check_env,
+            config_path: opts.config.clone(),
+            opts,
         }))
     }
 
@@ -186,7 +217,11 @@ impl AppState {
                 self.engine.set_defaults(
                     cfg.safe_switch.ttl_secs,
                     cfg.safe_switch.health_checks.clone(),
+                    watcher_checks(&cfg),
                 );
+                self.check_env
+                    .boundary
+                    .set(boundary_of(Some(&cfg), &self.opts));
                 self.watchers.apply(&cfg);
             }
             Ok(None) => self.watchers.apply(&WatchConfig {
@@ -195,6 +230,7 @@ impl AppState {
                     ttl_secs: 60,
                     health_checks: Vec::new(),
                 },
+                boundary: Default::default(),
             }),
             Err(e) => tracing::error!("keeping the previous watchers: {e}"),
         }

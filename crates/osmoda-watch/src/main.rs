@@ -48,6 +48,10 @@ struct Cli {
     /// Milliseconds between probe rounds of a switch.
     #[arg(long, default_value_t = 1000)]
     probe_interval_ms: u64,
+    /// A path `command` checks must not see, besides watch.json's `boundary.masked_paths`
+    /// (repeatable; for local mode, where agentd's approval socket and state live elsewhere).
+    #[arg(long = "mask", value_name = "PATH")]
+    masks: Vec<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -105,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         probe_interval: Duration::from_millis(cli.probe_interval_ms),
         retry_delay: Duration::from_millis(500),
         pause,
+        masks: cli.masks,
     };
     let state = AppState::open(opts).await?;
     // Mode 0660: the agent (group osmoda) may call it, like agentd's agent socket.

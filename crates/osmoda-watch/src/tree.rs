@@ -1,10 +1,11 @@
 //! The git-tracked config tree as SafeSwitch sees it: which generation is HEAD and which is
-//! deployed, tagging on commit, the revert commit after a rollback, and diffs for the preview.
-//! A thin adapter over `osmoda_generations::Tree`.
+//! deployed, tagging on commit, and diffs for the preview. A thin adapter over
+//! `osmoda_generations::Tree`; commits other than the deployed tag go through agentd's config
+//! API (`crate::agentd::Agentd::restore`), never straight into the tree.
 
 use std::path::{Path, PathBuf};
 
-use osmoda_generations::{Actor, GenError, Tree};
+use osmoda_generations::{GenError, Tree};
 
 use crate::error::{Result, WatchError};
 
@@ -14,7 +15,6 @@ pub const OSMODA_FILE: &str = "osmoda.nix";
 /// The tree, opened once.
 pub struct ConfigTree {
     tree: Tree,
-    actor: Actor,
 }
 
 fn tree_err(e: GenError) -> WatchError {
@@ -25,16 +25,13 @@ fn tree_err(e: GenError) -> WatchError {
 }
 
 impl ConfigTree {
-    /// Opens the tree at `dir`; commits made here are authored by `osmoda-watch`.
+    /// Opens the tree at `dir`.
     ///
     /// # Errors
     /// When `dir` is not a generations tree.
     pub fn open(dir: &Path) -> Result<ConfigTree> {
         let tree = Tree::open(dir).map_err(tree_err)?;
-        Ok(ConfigTree {
-            tree,
-            actor: Actor::new("osmoda-watch", "osmoda-watch@localhost"),
-        })
+        Ok(ConfigTree { tree })
     }
 
     /// The tree's directory.
@@ -80,17 +77,12 @@ impl ConfigTree {
         self.tree.tag_deployed(rev).map(drop).map_err(tree_err)
     }
 
-    /// Records "Revert to generation <rev>: <why>": a new commit whose tree equals `rev`'s.
-    /// Returns `None` when HEAD's tree already equals it (nothing to record).
+    /// Whether HEAD's tree already equals `rev`'s (nothing to record to bring it back).
     ///
     /// # Errors
-    /// When the commit cannot be made (e.g. a person has uncommitted edits in the tree).
-    pub fn restore(&self, rev: &str, why: &str) -> Result<Option<String>> {
-        match self.tree.restore(rev, &self.actor, why, None) {
-            Ok(g) => Ok(Some(g.rev)),
-            Err(GenError::NoChange(_)) => Ok(None),
-            Err(e) => Err(tree_err(e)),
-        }
+    /// When `rev` is unknown.
+    pub fn head_tree_equals(&self, rev: &str) -> Result<bool> {
+        Ok(self.diff(rev, "HEAD")?.is_empty())
     }
 
     /// `osmoda.nix` as it was in `rev`.

@@ -16,7 +16,7 @@ async fn crash_in(state: &str, failing: bool) {
     let env = Env::new().await;
     // A deployed generation to fall back to.
     let w = env.spawn(None);
-    let s = env.begin(json!({"ttl_secs": 0})).await;
+    let s = env.begin(json!({"ttl_secs": 1})).await;
     assert_eq!(
         env.wait_terminal(s["id"].as_u64().unwrap()).await["state"],
         "committed"

@@ -93,13 +93,36 @@ async fn a_failing_check_rolls_back() {
     assert_eq!(env.tree.head().unwrap(), revert);
     let gens = env.tree.generations(10).unwrap();
     let short = &first["generation"].as_str().unwrap()[..12];
-    assert!(
-        gens[0]
-            .message
-            .starts_with(&format!("Revert to generation {short}: health check")),
+    // Through agentd's config API: a short subject, the error in the body, the trailers.
+    let subject = gens[0].message.lines().next().unwrap();
+    assert_eq!(
+        subject,
+        format!(
+            "Revert to generation {short}: SafeSwitch {} rolled back generation {}",
+            done["id"],
+            &bad[..12]
+        ),
         "{}",
         gens[0].message
     );
+    assert!(
+        gens[0]
+            .reason
+            .contains("health check tcp 127.0.0.1:1 failed"),
+        "{}",
+        gens[0].message
+    );
+    assert!(gens[0].event_id.is_some(), "{}", gens[0].message);
+    assert!(
+        gens[0]
+            .actor
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("osmoda-watch["),
+        "{}",
+        gens[0].message
+    );
+    assert!(!gens[0].message.contains(".eval-") && !gens[0].message.contains("/tmp/"));
     assert!(
         gens.iter().any(|g| g.rev == bad),
         "the failed generation stays in history"
@@ -137,6 +160,11 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     for (body, needle) in [
         (json!({"generation": "nope-not-a-rev"}), "nope-not-a-rev"),
         (json!({"ttl_secs": 999999}), "maximum"),
+        (json!({"ttl_secs": 0}), "at least 1"),
+        (
+            json!({"health_checks": [{"type": "command", "command": ["true"], "timeout_secs": 18446744073709551615u64}]}),
+            "maximum",
+        ),
         (
             json!({"health_checks": [{"type": "command", "command": []}]}),
             "health_checks[0]",
@@ -146,16 +174,24 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     ] {
         let (status, v) = env.post("/switch/begin", body.clone()).await;
         assert_eq!(status, 400, "{body} → {v}");
-        assert_eq!(v["error"], "bad_request");
+        assert_eq!(v["detail"]["kind"], "bad_request");
+        assert!(v["detail"]["hint"].is_string(), "{v}");
         assert!(
-            v["detail"].as_str().unwrap().contains(needle),
+            v["error"].as_str().unwrap().contains(needle),
             "{body} → {v}"
         );
     }
     let (status, v) = env.get("/switch/status/42").await;
-    assert_eq!((status, v["error"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, v["detail"]["kind"].as_str()),
+        (404, Some("not_found"))
+    );
     let (status, v) = env.get("/switch/status/abc").await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("bad_request")));
+    assert_eq!(
+        (status, v["detail"]["kind"].as_str()),
+        (400, Some("bad_request"))
+    );
+    assert!(v["error"].as_str().unwrap().contains("\"abc\""), "{v}");
     let (status, _) = env.get("/switch/preview?generation=zzz").await;
     assert_eq!(status, 400);
     assert_eq!(env.tree.head().unwrap(), head);
@@ -199,7 +235,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 async fn a_rollback_that_cannot_happen_ends_failed_with_an_incident() {
     let env = Env::new().await;
     let w = env.spawn(None);
-    let first = env.begin(json!({"ttl_secs": 0})).await;
+    let first = env.begin(json!({"ttl_secs": 1})).await;
     let first = env.wait_terminal(first["id"].as_u64().unwrap()).await;
     // Someone deletes the deployed generation's directory.
     std::fs::remove_dir_all(first["built"].as_str().unwrap()).unwrap();
@@ -218,10 +254,184 @@ async fn a_rollback_that_cannot_happen_ends_failed_with_an_incident() {
     let inc = env.wait_events("incident.created", 1).await;
     assert!(inc[0].payload.contains("failed"), "{inc:?}");
     // The next switch is not blocked by a failed one.
-    let again = env.begin(json!({"ttl_secs": 0})).await;
+    let again = env.begin(json!({"ttl_secs": 1})).await;
     assert_eq!(
         env.wait_terminal(again["id"].as_u64().unwrap()).await["state"],
         "committed"
     );
+    w.stop();
+}
+
+/// Processes whose command line contains `marker` (a unique `sleep` argument).
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("sleep") && c.contains(marker))
+        .collect()
+}
+
+/// Waits (bounded) until no process carries `marker`: killing is asynchronous to the answer.
+async fn assert_gone(marker: &str) {
+    let start = std::time::Instant::now();
+    while !processes_with(marker).is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "left running: {:?}",
+            processes_with(marker)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The TTL bounds everything: a check with a huge timeout is cut at the TTL (needs root for
+/// the command sandbox; we run as root here and in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ttl_bounds_every_check_and_rollback_answers_at_once() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let env = Env::new().await;
+    let w = env.spawn(None);
+    let first = env.begin(json!({"ttl_secs": 1})).await;
+    assert_eq!(
+        env.wait_terminal(first["id"].as_u64().unwrap()).await["state"],
+        "committed"
+    );
+
+    let marker = format!("1000.{}", std::process::id());
+    let slow = json!({"type": "command", "command": ["sleep", marker], "timeout_secs": 86400});
+    let rev = env.commit(&variant(7), "slow check");
+    let s = env
+        .begin(json!({"generation": rev, "ttl_secs": 2, "health_checks": [slow]}))
+        .await;
+    let done = env.wait_terminal(s["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "rolled-back", "{done}");
+    assert!(
+        done["reason"].as_str().unwrap().contains("within the TTL"),
+        "{done}"
+    );
+    env.assert_consistent(&done);
+    assert_gone(&marker).await;
+
+    // A long TTL: rollback does not wait for the running check.
+    let rev = env.commit(&variant(8), "slow check again");
+    let s = env
+        .begin(json!({"generation": rev, "ttl_secs": 3600, "health_checks": [slow]}))
+        .await;
+    let id = s["id"].as_u64().unwrap();
+    loop {
+        let (_, st) = env.get(&format!("/switch/status/{id}")).await;
+        if st["state"] == "probing" && !processes_with(&marker).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, rolled) = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        env.post(
+            &format!("/switch/rollback/{id}"),
+            json!({"reason": "enough"}),
+        ),
+    )
+    .await
+    .expect("rollback answered");
+    assert_eq!(status, 200, "{rolled}");
+    assert_eq!(rolled["state"], "rolled-back", "{rolled}");
+    assert_gone(&marker).await;
+    // Nothing is left blocking the next switch.
+    let again = env.begin(json!({"ttl_secs": 1})).await;
+    assert_eq!(
+        env.wait_terminal(again["id"].as_u64().unwrap()).await["state"],
+        "committed"
+    );
+    w.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_to_an_older_generation_is_a_commit_of_its_tree() {
+    let env = Env::new().await;
+    let w = env.spawn(None);
+    let first = env.begin(json!({"ttl_secs": 1})).await;
+    let first = env.wait_terminal(first["id"].as_u64().unwrap()).await;
+    assert_eq!(first["state"], "committed");
+    let old = first["generation"].as_str().unwrap().to_string();
+    let newer = env.commit(&variant(4), "a newer generation");
+    let s = env.begin(json!({"generation": newer, "ttl_secs": 1})).await;
+    assert_eq!(
+        env.wait_terminal(s["id"].as_u64().unwrap()).await["state"],
+        "committed"
+    );
+
+    let s = env
+        .begin(json!({"generation": &old[..12], "ttl_secs": 1, "plan": "back to the first one"}))
+        .await;
+    let done = env.wait_terminal(s["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "committed", "{done}");
+    env.assert_consistent(&done);
+    let head = env.tree.head().unwrap();
+    assert_eq!(
+        done["generation"], head,
+        "the switch applied the new commit"
+    );
+    assert_eq!(
+        env.tree.diff(&old, &head).unwrap(),
+        "",
+        "HEAD's tree is the old one"
+    );
+    let g = &env.tree.generations(1).unwrap()[0];
+    assert_eq!(
+        g.message.lines().next().unwrap(),
+        format!("Switch to generation {}: back to the first one", &old[..12])
+    );
+    assert!(
+        g.event_id.is_some() && g.restores.as_deref() == Some(old.as_str()),
+        "{}",
+        g.message
+    );
+    // Switching to what HEAD already holds adds nothing.
+    let again = env.begin(json!({"generation": &old, "ttl_secs": 1})).await;
+    assert_eq!(
+        env.wait_terminal(again["id"].as_u64().unwrap()).await["state"],
+        "committed"
+    );
+    assert_eq!(env.tree.head().unwrap(), head);
+    w.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_refused_before_activation_ends_failed() {
+    let env = Env::new().await;
+    let w = env.spawn(None);
+    let first = env.begin(json!({"ttl_secs": 1})).await;
+    assert_eq!(
+        env.wait_terminal(first["id"].as_u64().unwrap()).await["state"],
+        "committed"
+    );
+    let link = env.active_link().unwrap();
+    let head_before = env.commit(
+        &common::BASE.replace("ttlSecs = 1;", "ttlSecs = 0;"),
+        "renders an invalid watch.json",
+    );
+    let s = env.begin(json!({"ttl_secs": 1})).await;
+    let done = env.wait_terminal(s["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["reason"].as_str().unwrap().contains("build failed"),
+        "{done}"
+    );
+    let states: Vec<&str> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["pending", "building", "failed"]);
+    assert_eq!(env.active_link().unwrap(), link, "nothing was activated");
+    assert_eq!(env.tree.head().unwrap(), head_before, "no revert commit");
+    assert!(done["revert_commit"].is_null());
     w.stop();
 }

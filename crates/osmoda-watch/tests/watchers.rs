@@ -46,7 +46,7 @@ async fn escalation_then_recovery() {
     std::fs::write(&flag, "").unwrap();
     let rev = env.commit(&with_watcher(&flag), "watch the web service");
     let w = env.spawn(None);
-    let s = env.begin(json!({"generation": rev, "ttl_secs": 0})).await;
+    let s = env.begin(json!({"generation": rev, "ttl_secs": 1})).await;
     assert_eq!(
         env.wait_terminal(s["id"].as_u64().unwrap()).await["state"],
         "committed"
@@ -139,7 +139,7 @@ async fn wait_listed(env: &Env, name: &str, present: bool) {
 async fn add_and_remove_go_through_the_config_tree() {
     let env = Env::new().await;
     let w = env.spawn(None);
-    let first = env.begin(json!({"ttl_secs": 0})).await;
+    let first = env.begin(json!({"ttl_secs": 1})).await;
     assert_eq!(
         env.wait_terminal(first["id"].as_u64().unwrap()).await["state"],
         "committed"
@@ -170,7 +170,7 @@ async fn add_and_remove_go_through_the_config_tree() {
         let (status, v) = env.post("/watcher/add", body.clone()).await;
         assert_eq!(status, 400, "{body} → {v}");
         assert!(
-            v["detail"].as_str().unwrap().contains(needle),
+            v["error"].as_str().unwrap().contains(needle),
             "{body} → {v}"
         );
     }
@@ -182,7 +182,7 @@ async fn add_and_remove_go_through_the_config_tree() {
         .post(
             "/watcher/add",
             json!({"name": "api1", "check": {"type": "tcp", "host": "127.0.0.1", "port": port, "timeout_secs": 2},
-                   "interval_secs": 1, "actions": ["notify"], "ttl_secs": 0}),
+                   "interval_secs": 1, "actions": ["notify"], "ttl_secs": 1}),
         )
         .await;
     assert_eq!(status, 200, "{added}");

@@ -159,6 +159,7 @@ pub async fn start_with_watch() -> Env {
         probe_interval: std::time::Duration::from_millis(100),
         retry_delay: std::time::Duration::from_millis(50),
         pause: None,
+        masks: Vec::new(),
     };
     let state = osmoda_watch::AppState::open(opts)
         .await

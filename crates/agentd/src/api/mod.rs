@@ -45,6 +45,7 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/config/diff", get(config::diff))
         .route("/config/status", get(config::status))
         .route("/config/revert", post(config::revert))
+        .route("/config/restore", post(config::restore))
         .route("/config/commit", post(config::commit))
         .route("/system/exec", post(exec::exec))
         .route("/fs/read", get(fs::read))

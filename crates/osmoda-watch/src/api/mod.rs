@@ -48,24 +48,50 @@ impl From<WatchError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// `{"error": "<what was wrong>", "detail": {"kind": "<code>", "hint": "<what to do>"}}`,
+    /// the shape every osModa daemon answers with (docs/api.md).
     fn into_response(self) -> Response {
-        let (status, error) = match &self.0 {
-            WatchError::BadRequest(_) | WatchError::Config(_) => {
-                (StatusCode::BAD_REQUEST, "bad_request")
-            }
-            WatchError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            WatchError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            WatchError::Agentd(_) => (StatusCode::BAD_GATEWAY, "agentd_unavailable"),
-            WatchError::Tree(_) => (StatusCode::INTERNAL_SERVER_ERROR, "config_tree"),
-            WatchError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "backend"),
-            WatchError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+        let (status, kind, hint) = match &self.0 {
+            WatchError::BadRequest(_) | WatchError::Config(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "fix the request as the error says (docs/api.md lists the fields); nothing was changed",
+            ),
+            WatchError::NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "list switches with GET /switch/history and watchers with GET /watcher/list",
+            ),
+            WatchError::Conflict(_) => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "see GET /switch/history for the switch in the way",
+            ),
+            WatchError::Agentd(_) => (
+                StatusCode::BAD_GATEWAY,
+                "agentd_unavailable",
+                "is agentd running? check `systemctl status osmoda-agentd` (or --agentd-socket)",
+            ),
+            WatchError::Tree(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "config_tree",
+                "check the config tree with `agentctl config status`",
+            ),
+            WatchError::Backend(_) | WatchError::Io { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                if matches!(self.0, WatchError::Backend(_)) { "backend" } else { "io" },
+                "see osmoda-watch's log (`journalctl -u osmoda-watch`)",
+            ),
         };
         if status.is_server_error() {
             tracing::error!("{}", self.0);
         }
         (
             status,
-            axum::Json(json!({ "error": error, "detail": self.0.to_string() })),
+            axum::Json(json!({
+                "error": self.0.message(),
+                "detail": { "kind": kind, "hint": hint },
+            })),
         )
             .into_response()
     }

@@ -91,6 +91,7 @@ pub(super) async fn add(
             ttl_secs: 1,
             health_checks: Vec::new(),
         },
+        boundary: Default::default(),
     };
     probe.validate().map_err(WatchError::BadRequest)?;
     let check = serde_json::to_value(&def.check).unwrap_or_default();

@@ -25,6 +25,17 @@ let
   cfg = if mod ? config then (mod.config.services.osmoda or { }) else (mod.services.osmoda or { });
 in { render = osmodaLib.render cfg; unsupported = osmodaLib.unsupported cfg; }"#;
 
+/// Mode of a rendered `/etc/osmoda/<daemon>.json`, as the NixOS module writes it.
+pub const RENDERED_MODE: u32 = 0o444;
+
+/// Writes a rendered file atomically with [`RENDERED_MODE`].
+fn write_rendered(path: &Path, text: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    write_atomic(path, text)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(RENDERED_MODE))
+        .map_err(WatchError::io("chmod", path))
+}
+
 /// Name of the symlink inside the etc dir.
 pub const LINK_NAME: &str = "osmoda";
 /// Metadata file written into every generation directory.
@@ -101,11 +112,19 @@ impl LocalBackend {
             work.to_string_lossy().into_owned(),
             self.lib_dir.to_string_lossy().into_owned(),
         );
+        // Restricted evaluation: only the copied file and lib/ may be read, so a value like
+        // `builtins.readFile /etc/secret` fails instead of landing in a rendered file, an API
+        // answer or the ledger.
         let cmd = Cmd::new([
             "nix-instantiate",
             "--eval",
             "--strict",
             "--json",
+            "--restrict-eval",
+            "-I",
+            &tree,
+            "-I",
+            &lib,
             "--argstr",
             "tree",
             &tree,
@@ -118,6 +137,8 @@ impl LocalBackend {
         let out = run_ok(self.runner.as_ref(), &cmd).await;
         let _ = fs::remove_dir_all(&work);
         let out = out.map_err(|e| {
+            // The evaluation directory is temporary: name the file as it is in the tree.
+            let e = e.replace(&format!("{tree}/"), "").replace(&tree, ".");
             WatchError::Backend(format!(
                 "rendering {OSMODA_FILE} of generation {rev} failed: {e}"
             ))
@@ -240,7 +261,7 @@ impl Backend for LocalBackend {
                 }
                 let path = tmp.join(format!("{daemon}.json"));
                 let text = serde_json::to_vec_pretty(cfg).unwrap_or_default();
-                let checked = write_atomic(&path, &text).and_then(|()| {
+                let checked = write_rendered(&path, &text).and_then(|()| {
                     osmoda_config::check_config(daemon, &path).map_err(|e| {
                         WatchError::Backend(format!(
                             "generation {rev} renders an invalid {daemon}.json: {e}"

@@ -207,3 +207,67 @@ async fn refuses_a_real_directory_and_a_missing_lib() {
     .to_string();
     assert!(e.contains("--lib-dir"), "{e}");
 }
+
+/// Every file under `dir` (following no symlinks), with its bytes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(files_under(&p)),
+            Ok(t) if t.is_file() => out.push((p.clone(), std::fs::read(&p).unwrap_or_default())),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn rendering_cannot_read_files_outside_the_tree() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let secret = f.dir.path().join("secret");
+    std::fs::write(&secret, "hunter2-osmoda-secret").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let b = &f.backend;
+    let ok = b.build("1", &f.tree.head().unwrap()).await.unwrap();
+    b.activate("1", &ok.artifact).await.unwrap();
+    // Rendered like the module writes /etc/osmoda/*.json.
+    for d in osmoda_config::DAEMONS {
+        let mode = std::fs::metadata(Path::new(&ok.artifact).join(format!("{d}.json")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, RENDERED_MODE, "{d}.json");
+    }
+    for read in [
+        format!("builtins.readFile {}", secret.display()),
+        format!("builtins.readFile \"{}\"", secret.display()),
+        format!("builtins.readFile (/. + \"{}\")", secret.display()),
+        format!("toString (import {})", secret.display()),
+    ] {
+        let text = format!(
+            "{{ ... }}:\n{{\n  services.osmoda.watch.watchers.leak.check = {{ type = \"command\"; command = [ ({read}) ]; }};\n}}\n"
+        );
+        let rev = f.commit("osmoda.nix", &text);
+        let e = b.build("2", &rev).await.unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{read}: {e}");
+        assert!(
+            e.contains("restricted mode") || e.contains("forbidden"),
+            "{read}: {e}"
+        );
+        assert!(!e.contains(".eval-"), "no temporary path in the error: {e}");
+    }
+    for (path, bytes) in files_under(f.dir.path()) {
+        if path != secret {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains("hunter2"),
+                "{} holds the secret",
+                path.display()
+            );
+        }
+    }
+}

@@ -53,6 +53,12 @@ pub trait Backend: Send + Sync {
     /// When the previous system cannot be re-activated (the switch ends `failed`).
     fn reactivate<'a>(&'a self, id: &'a str, previous: Option<&'a str>) -> BoxFut<'a, Result<()>>;
 
+    /// Checks every switch on this backend gets (e.g. sshd on NixOS while it runs, so a switch
+    /// that breaks SSH does not commit on agentd's health alone).
+    fn default_checks(&self) -> BoxFut<'_, Vec<osmoda_config::HealthCheck>> {
+        Box::pin(async { Vec::new() })
+    }
+
     /// A backend-specific addition to the diff preview (the closure diff on NixOS).
     fn preview_extra<'a>(&'a self, _rev: &'a str) -> BoxFut<'a, Option<String>> {
         Box::pin(async { None })

@@ -16,6 +16,8 @@ use crate::runner::{run_ok, BoxFut, Cmd, Runner};
 pub const SYSTEM_PROFILE: &str = "/nix/var/nix/profiles/system";
 /// The running system.
 pub const CURRENT_SYSTEM: &str = "/run/current-system";
+/// NixOS's unit for `services.openssh`.
+pub const SSHD_UNIT: &str = "sshd.service";
 
 /// Applies generations with nixos-rebuild and switch-to-configuration.
 pub struct NixosBackend {
@@ -153,6 +155,30 @@ impl Backend for NixosBackend {
             ]))
             .await
             .map(drop)
+        })
+    }
+
+    fn default_checks(&self) -> BoxFut<'_, Vec<osmoda_config::HealthCheck>> {
+        Box::pin(async move {
+            // `services.openssh.enable` on NixOS means sshd.service runs; if it runs before the
+            // switch it must still run after.
+            let cmd = Cmd::new(["systemctl", "is-active", "--", SSHD_UNIT]);
+            let state = self
+                .runner
+                .run(&cmd)
+                .await
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            match state.trim() {
+                "active" | "reloading" | "activating" => {
+                    vec![osmoda_config::HealthCheck::Systemd {
+                        unit: SSHD_UNIT.to_string(),
+                        timeout_secs: None,
+                        retries: None,
+                    }]
+                }
+                _ => Vec::new(),
+            }
         })
     }
 

@@ -38,6 +38,7 @@ fn options(dir: &Path, config: std::path::PathBuf) -> Options {
         probe_interval: Duration::from_millis(100),
         retry_delay: Duration::ZERO,
         pause: None,
+        masks: Vec::new(),
     }
 }
 

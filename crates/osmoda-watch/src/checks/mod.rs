@@ -8,11 +8,16 @@ mod http;
 mod system;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use osmoda_sandbox::Boundary;
 
 use serde::{Deserialize, Serialize};
 
 pub use http::http_get;
+
+use crate::runner::{ProcessRunner, Runner};
 
 /// Default per-attempt timeout when a check does not set `timeout_secs`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,7 +26,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProbeKind {
-    /// A systemd unit is `active`.
+    /// A systemd unit is `active` or `reloading` (`activating` is waited for).
     Systemd {
         /// Unit name, e.g. `nginx.service`.
         unit: String,
@@ -34,6 +39,9 @@ pub enum ProbeKind {
         expect_status: Option<u16>,
         /// Substring the body must contain.
         body_contains: Option<String>,
+        /// Follow up to 5 `http://` redirects; otherwise a 3xx is the answer judged.
+        #[serde(default)]
+        follow_redirects: bool,
     },
     /// A TCP connection can be established.
     Tcp {
@@ -42,10 +50,12 @@ pub enum ProbeKind {
         /// TCP port.
         port: u16,
     },
-    /// A command exits 0 within the timeout.
+    /// A command exits 0 within the timeout, run behind the command boundary.
     Command {
         /// Program and arguments (no shell).
         command: Vec<String>,
+        /// User it runs as (`root` keeps root without the boundary-breaking capabilities).
+        user: String,
     },
     /// The file system holding `path` has at least `min_free_percent` free.
     Disk {
@@ -90,12 +100,55 @@ mod secs {
 }
 
 /// Where checks find the things that are not part of the check itself.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct CheckEnv {
     /// agentd's socket, for `{"type":"agentd"}`.
     pub agentd_socket: Option<PathBuf>,
     /// Pause between a failed attempt and the next retry.
     pub retry_delay: Duration,
+    /// What `command` checks must not see (they only ever run behind it); shared by every
+    /// clone, so a reloaded `watch.json` reaches running watchers.
+    pub boundary: SharedBoundary,
+    /// Runs `systemctl` for `systemd` checks; real processes when `None`.
+    pub systemctl: Option<Arc<dyn Runner>>,
+}
+
+/// A [`Boundary`] replaced as a whole when the configuration changes.
+#[derive(Debug, Clone, Default)]
+pub struct SharedBoundary(Arc<std::sync::RwLock<Boundary>>);
+
+impl SharedBoundary {
+    /// Shares `b`.
+    pub fn new(b: Boundary) -> SharedBoundary {
+        SharedBoundary(Arc::new(std::sync::RwLock::new(b)))
+    }
+
+    /// The boundary now.
+    pub fn get(&self) -> Boundary {
+        self.0
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces it for every holder.
+    pub fn set(&self, b: Boundary) {
+        match self.0.write() {
+            Ok(mut g) => *g = b,
+            Err(p) => *p.into_inner() = b,
+        }
+    }
+}
+
+impl std::fmt::Debug for CheckEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckEnv")
+            .field("agentd_socket", &self.agentd_socket)
+            .field("retry_delay", &self.retry_delay)
+            .field("boundary", &self.boundary)
+            .field("systemctl", &self.systemctl.as_ref().map(|_| "runner"))
+            .finish()
+    }
 }
 
 /// The result of running one check (all attempts).
@@ -116,7 +169,14 @@ impl Probe {
             ProbeKind::Systemd { unit } => format!("systemd {unit}"),
             ProbeKind::Http { url, .. } => format!("http {url}"),
             ProbeKind::Tcp { host, port } => format!("tcp {host}:{port}"),
-            ProbeKind::Command { command } => format!("command {}", command.join(" ")),
+            ProbeKind::Command { command, user }
+                if user == osmoda_config::health::DEFAULT_COMMAND_USER =>
+            {
+                format!("command {}", command.join(" "))
+            }
+            ProbeKind::Command { command, user } => {
+                format!("command {} (as {user})", command.join(" "))
+            }
             ProbeKind::Disk {
                 path,
                 min_free_percent,
@@ -159,17 +219,31 @@ impl Probe {
 
     async fn attempt(&self, env: &CheckEnv) -> Result<String, String> {
         match &self.kind {
-            ProbeKind::Systemd { unit } => system::systemd_active(unit).await,
+            ProbeKind::Systemd { unit } => match &env.systemctl {
+                Some(r) => system::systemd_active(r.as_ref(), unit).await,
+                None => system::systemd_active(&ProcessRunner, unit).await,
+            },
             ProbeKind::Http {
                 url,
                 expect_status,
                 body_contains,
-            } => http::check_url(url, *expect_status, body_contains.as_deref()).await,
+                follow_redirects,
+            } => {
+                http::check_url(
+                    url,
+                    *expect_status,
+                    body_contains.as_deref(),
+                    *follow_redirects,
+                )
+                .await
+            }
             ProbeKind::Tcp { host, port } => tokio::net::TcpStream::connect((host.as_str(), *port))
                 .await
                 .map(|_| format!("connected to {host}:{port}"))
                 .map_err(|e| format!("cannot connect to {host}:{port}: {e}")),
-            ProbeKind::Command { command } => system::run_command(command).await,
+            ProbeKind::Command { command, user } => {
+                system::run_command(&env.boundary.get(), command, user, self.timeout).await
+            }
             ProbeKind::Disk {
                 path,
                 min_free_percent,
@@ -205,11 +279,13 @@ pub fn probe_of(c: &osmoda_config::HealthCheck) -> Probe {
             url,
             expect_status,
             body_contains,
+            follow_redirects,
             ..
         } => ProbeKind::Http {
             url: url.clone(),
             expect_status: *expect_status,
             body_contains: body_contains.clone(),
+            follow_redirects: follow_redirects.unwrap_or(false),
         },
         H::Tcp { host, port, .. } => ProbeKind::Tcp {
             host: host.clone(),
@@ -217,6 +293,7 @@ pub fn probe_of(c: &osmoda_config::HealthCheck) -> Probe {
         },
         H::Command { command, .. } => ProbeKind::Command {
             command: command.clone(),
+            user: c.command_user().unwrap_or_default().to_string(),
         },
         H::Disk {
             path,

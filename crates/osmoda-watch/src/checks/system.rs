@@ -1,59 +1,80 @@
 //! Checks that look at the local system: systemd units, commands, disk space, processes.
 
 use std::path::Path;
-use std::process::Stdio;
+use std::time::Duration;
+
+use osmoda_sandbox::{Boundary, Exit, Spec};
+
+use crate::runner::{Cmd, Runner};
 
 /// Where systemd says it is running as PID 1 (sd_booted(3)).
 const SYSTEMD_RUN_DIR: &str = "/run/systemd/system";
 
-/// `systemd`: the unit is active.
-pub(super) async fn systemd_active(unit: &str) -> Result<String, String> {
-    if !Path::new(SYSTEMD_RUN_DIR).is_dir() {
-        return Err(format!(
-            "systemd not available: {SYSTEMD_RUN_DIR} does not exist, so unit {unit} cannot be checked here"
-        ));
-    }
-    let out = tokio::process::Command::new("systemctl")
-        .args(["is-active", "--", unit])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run systemctl: {e}"))?;
-    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if state == "active" {
-        Ok(format!("{unit} is active"))
-    } else {
-        Err(format!("{unit} is {state}"))
+/// How often an `activating` unit is asked again (within the check's timeout).
+const ACTIVATING_POLL: Duration = Duration::from_millis(250);
+
+/// `systemd`: the unit is `active` or `reloading` (as `systemctl is-active` counts them);
+/// `activating` is asked again until it settles or the check's timeout ends; anything else
+/// (`failed`, `inactive`, `deactivating`, ...) fails.
+pub(super) async fn systemd_active(runner: &dyn Runner, unit: &str) -> Result<String, String> {
+    let cmd = Cmd::new(["systemctl", "is-active", "--", unit]);
+    loop {
+        let out = runner.run(&cmd).await?;
+        let state = out.stdout.lines().next().unwrap_or("").trim().to_string();
+        match state.as_str() {
+            "active" | "reloading" | "refreshing" => return Ok(format!("{unit} is {state}")),
+            "activating" => tokio::time::sleep(ACTIVATING_POLL).await,
+            "" if !Path::new(SYSTEMD_RUN_DIR).is_dir() => {
+                return Err(format!(
+                    "systemd not available: {SYSTEMD_RUN_DIR} does not exist, so unit {unit} cannot be checked here"
+                ))
+            }
+            "" => {
+                return Err(format!(
+                    "systemctl is-active {unit} gave no state: {}",
+                    crate::runner::tail_chars(out.stderr.trim(), 200)
+                ))
+            }
+            other => return Err(format!("{unit} is {other}")),
+        }
     }
 }
 
-/// `command`: exits 0. The caller bounds it with the check's timeout; the child is killed on drop.
-pub(super) async fn run_command(argv: &[String]) -> Result<String, String> {
-    let (prog, args) = argv
-        .split_first()
+/// `command`: exits 0, run behind `boundary` as `user`. The process group is gone when this
+/// returns, and a background child that keeps stdout open does not delay the verdict.
+pub(super) async fn run_command(
+    boundary: &Boundary,
+    argv: &[String],
+    user: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let prog = argv
+        .first()
         .ok_or("empty command: give at least the program")?;
-    let out = tokio::process::Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
+    let spec = Spec::new(argv.iter().cloned())
+        .user(user)
+        .timeout(timeout)
+        .output_limit(4096);
+    let out = boundary
+        .run(&spec)
         .await
         .map_err(|e| format!("cannot run {prog}: {e}"))?;
-    if out.status.success() {
-        Ok(format!("{prog} exited 0"))
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail = crate::runner::tail_chars(stderr.trim(), 200);
-        Err(format!(
-            "{prog} failed ({}){}",
-            out.status,
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(": {tail}")
-            }
-        ))
+    match out.exit {
+        Exit::Code(0) => Ok(format!("{prog} exited 0")),
+        Exit::TimedOut => Err(format!("{prog} timed out after {timeout:?}")),
+        _ => {
+            let stderr = out.stderr_lossy();
+            let tail = crate::runner::tail_chars(stderr.trim(), 200);
+            Err(format!(
+                "{prog} failed ({}){}",
+                out.describe(),
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {tail}")
+                }
+            ))
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 use super::*;
 use std::time::Duration;
+
+use osmoda_sandbox::Boundary;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn probe(kind: ProbeKind) -> Probe {
@@ -96,6 +98,7 @@ async fn http_checks_status_and_body() {
         url: url.clone(),
         expect_status,
         body_contains: body_contains.map(String::from),
+        follow_redirects: false,
     };
     assert!(run(http(None, None)).await.ok);
     assert!(run(http(Some(200), Some("world"))).await.ok);
@@ -117,6 +120,7 @@ async fn http_checks_status_and_body() {
         url: format!("http://127.0.0.1:{port2}/"),
         expect_status: None,
         body_contains: None,
+        follow_redirects: false,
     })
     .await;
     assert!(!nf.ok && nf.detail.contains("404"), "{nf:?}");
@@ -146,17 +150,35 @@ fn http_url_parsing() {
     }
 }
 
+/// Command checks run behind the boundary (bwrap), which needs root: we run as root here and
+/// in CI; elsewhere these say `skipped: needs root`.
+fn root() -> bool {
+    let r = nix::unistd::geteuid().is_root();
+    if !r {
+        eprintln!("skipped: needs root");
+    }
+    r
+}
+
+fn cmd(v: &[&str]) -> ProbeKind {
+    ProbeKind::Command {
+        command: v.iter().map(|s| s.to_string()).collect(),
+        user: "nobody".into(),
+    }
+}
+
 #[tokio::test]
 async fn command_exit_status_and_timeout() {
-    let cmd = |v: &[&str]| ProbeKind::Command {
-        command: v.iter().map(|s| s.to_string()).collect(),
-    };
+    if !root() {
+        return;
+    }
     assert!(run(cmd(&["true"])).await.ok);
     let f = run(cmd(&["sh", "-c", "echo broken >&2; exit 3"])).await;
     assert!(!f.ok && f.detail.contains("broken"), "{f:?}");
+    assert!(f.detail.contains("exit code 3"), "{f:?}");
     let missing = run(cmd(&["/nonexistent/program"])).await;
     assert!(
-        !missing.ok && missing.detail.contains("cannot run"),
+        !missing.ok && missing.detail.contains("No such file"),
         "{missing:?}"
     );
     let empty = run(cmd(&[])).await;
@@ -171,33 +193,227 @@ async fn command_exit_status_and_timeout() {
 }
 
 #[tokio::test]
-async fn retries_until_success() {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("m");
-    // Fails on the first attempt (creating the marker), passes on the second.
-    let script = format!(
-        "if [ -e {0} ]; then exit 0; else touch {0}; exit 1; fi",
-        marker.display()
+async fn a_background_child_holding_stdout_does_not_make_a_healthy_command_fail() {
+    if !root() {
+        return;
+    }
+    let p = Probe {
+        kind: cmd(&["sh", "-c", "sleep 30 & exit 0"]),
+        timeout: Duration::from_secs(20),
+        retries: 0,
+    };
+    let start = std::time::Instant::now();
+    let out = p.run(&CheckEnv::default()).await;
+    assert!(out.ok, "{out:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
     );
     let p = Probe {
+        kind: cmd(&["sh", "-c", "sleep 30 & exit 4"]),
+        ..p
+    };
+    let out = p.run(&CheckEnv::default()).await;
+    assert!(!out.ok && out.detail.contains("exit code 4"), "{out:?}");
+}
+
+#[tokio::test]
+async fn commands_run_as_nobody_unless_they_ask_for_root() {
+    if !root() {
+        return;
+    }
+    assert!(
+        run(cmd(&["sh", "-c", "test \"$(id -u)\" = 65534"]))
+            .await
+            .ok
+    );
+    let as_root = ProbeKind::Command {
+        command: vec!["sh".into(), "-c".into(), "test \"$(id -u)\" = 0".into()],
+        user: "root".into(),
+    };
+    assert!(run(as_root).await.ok);
+    let unknown = run(ProbeKind::Command {
+        command: vec!["true".into()],
+        user: "no-such-user-osmoda".into(),
+    })
+    .await;
+    assert!(
+        !unknown.ok && unknown.detail.contains("unknown user"),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn command_checks_cannot_see_masked_paths() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let secret = dir.path().join("admin");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::write(secret.join("approval.sock"), "").unwrap();
+    let env = CheckEnv {
+        boundary: SharedBoundary::new(Boundary::new([secret.clone()])),
+        ..CheckEnv::default()
+    };
+    let probe = |p: &std::path::Path| Probe {
         kind: ProbeKind::Command {
-            command: vec!["sh".into(), "-c".into(), script],
+            command: vec!["test".into(), "-e".into(), p.display().to_string()],
+            user: "root".into(),
         },
+        timeout: Duration::from_secs(10),
+        retries: 0,
+    };
+    assert!(
+        probe(dir.path()).run(&env).await.ok,
+        "control: the parent is visible"
+    );
+    let hidden = probe(&secret.join("approval.sock")).run(&env).await;
+    assert!(!hidden.ok, "{hidden:?}");
+}
+
+/// Answers the n-th connection with `responses[n]` (the last one repeats); `{host}` in a body
+/// becomes the request's Host header.
+fn serve_sequence(listener: tokio::net::TcpListener, responses: Vec<(String, String)>) {
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let resp = responses[n.min(responses.len() - 1)].clone();
+            n += 1;
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                }
+            }
+            let head = String::from_utf8_lossy(&got).to_string();
+            let host = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("host: ")
+                        .or_else(|| l.strip_prefix("Host: "))
+                })
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let (head, body) = (resp.0, resp.1.replace("{host}", &host));
+            let out = format!(
+                "{head}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(out.as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+    });
+}
+
+fn response(status: &str, headers: &str, body: &str) -> (String, String) {
+    (format!("HTTP/1.1 {status}\r\n{headers}"), body.to_string())
+}
+
+#[tokio::test]
+async fn retries_until_success() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    serve_sequence(
+        l,
+        vec![response("500 Oops", "", ""), response("200 OK", "", "")],
+    );
+    let http = ProbeKind::Http {
+        url: format!("http://127.0.0.1:{port}/"),
+        expect_status: None,
+        body_contains: None,
+        follow_redirects: false,
+    };
+    let p = Probe {
+        kind: http,
         timeout: Duration::from_secs(5),
         retries: 2,
     };
     let out = p.run(&CheckEnv::default()).await;
     assert!(out.ok, "{out:?}");
     assert_eq!(out.attempts, 2);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    serve_sequence(l, vec![response("503 Down", "", "")]);
     let never = Probe {
-        kind: ProbeKind::Command {
-            command: vec!["false".into()],
+        kind: ProbeKind::Http {
+            url: format!("http://127.0.0.1:{port}/"),
+            expect_status: None,
+            body_contains: None,
+            follow_redirects: false,
         },
         ..p
     };
     let out = never.run(&CheckEnv::default()).await;
     assert!(!out.ok);
     assert_eq!(out.attempts, 3);
+}
+
+#[tokio::test]
+async fn http_sends_the_port_in_host_and_does_not_follow_redirects_unless_asked() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    serve_sequence(
+        l,
+        vec![
+            response("302 Found", "Location: /login\r\n", ""),
+            response("200 OK", "", "login page host={host}"),
+        ],
+    );
+    let http = |follow_redirects| ProbeKind::Http {
+        url: format!("http://127.0.0.1:{port}/app"),
+        expect_status: None,
+        body_contains: None,
+        follow_redirects,
+    };
+    let redirect = run(http(false)).await;
+    assert!(!redirect.ok, "a redirect is not healthy: {redirect:?}");
+    assert!(
+        redirect.detail.contains("302") && redirect.detail.contains("followRedirects"),
+        "{redirect:?}"
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    serve_sequence(
+        l,
+        vec![
+            response("302 Found", "Location: /login\r\n", ""),
+            response("200 OK", "", "login page host={host}"),
+        ],
+    );
+    let followed = run(ProbeKind::Http {
+        url: format!("http://127.0.0.1:{port}/app"),
+        expect_status: None,
+        body_contains: Some(format!("host=127.0.0.1:{port}")),
+        follow_redirects: true,
+    })
+    .await;
+    assert!(followed.ok, "{followed:?}");
+    assert!(followed.detail.contains("redirected to"), "{followed:?}");
+    assert_eq!(http::host_header("127.0.0.1", 80), "127.0.0.1");
+    assert_eq!(http::host_header("::1", 8080), "[::1]:8080");
+    // A redirect loop ends.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    serve_sequence(l, vec![response("301 Moved", "Location: /again\r\n", "")]);
+    let looped = run(ProbeKind::Http {
+        url: format!("http://127.0.0.1:{port}/"),
+        expect_status: None,
+        body_contains: None,
+        follow_redirects: true,
+    })
+    .await;
+    assert!(
+        !looped.ok && looped.detail.contains("more than 5 redirects"),
+        "{looped:?}"
+    );
 }
 
 #[tokio::test]
@@ -262,6 +478,59 @@ async fn systemd_check_says_when_systemd_is_missing() {
     }
 }
 
+/// `systemctl is-active` answering `states` in turn (the last repeats).
+fn systemctl(states: &[&str]) -> CheckEnv {
+    let r = crate::runner::RecordingRunner::default();
+    for st in states
+        .iter()
+        .chain(std::iter::repeat_n(states.last().unwrap_or(&""), 100))
+    {
+        r.answer(
+            "systemctl is-active -- web.service",
+            crate::runner::CmdOutput {
+                code: Some(if *st == "active" { 0 } else { 3 }),
+                stdout: format!("{st}\n"),
+                stderr: String::new(),
+            },
+        );
+    }
+    CheckEnv {
+        systemctl: Some(Arc::new(r)),
+        ..CheckEnv::default()
+    }
+}
+
+#[tokio::test]
+async fn systemd_states_are_judged_like_systemctl_is_active() {
+    let unit = || Probe {
+        kind: ProbeKind::Systemd {
+            unit: "web.service".into(),
+        },
+        timeout: Duration::from_secs(5),
+        retries: 0,
+    };
+    for (states, ok) in [
+        (&["active"][..], true),
+        (&["reloading"][..], true),
+        (&["activating", "activating", "active"][..], true),
+        (&["activating", "failed"][..], false),
+        (&["failed"][..], false),
+        (&["inactive"][..], false),
+        (&["deactivating"][..], false),
+    ] {
+        let out = unit().run(&systemctl(states)).await;
+        assert_eq!(out.ok, ok, "{states:?}: {out:?}");
+        assert!(out.detail.contains("web.service is"), "{out:?}");
+    }
+    let stuck = Probe {
+        timeout: Duration::from_millis(600),
+        ..unit()
+    }
+    .run(&systemctl(&["activating"]))
+    .await;
+    assert!(!stuck.ok && stuck.detail.contains("timed out"), "{stuck:?}");
+}
+
 #[tokio::test]
 async fn agentd_health_over_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,6 +538,7 @@ async fn agentd_health_over_a_unix_socket() {
     let env = CheckEnv {
         agentd_socket: Some(sock.clone()),
         retry_delay: Duration::ZERO,
+        ..CheckEnv::default()
     };
     let down = probe(ProbeKind::Agentd).run(&env).await;
     assert!(

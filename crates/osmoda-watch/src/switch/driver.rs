@@ -115,7 +115,7 @@ impl Engine {
                     self.enter(s, SwitchState::Building, None, Some(tx)).await;
                 }
                 Err(e) => {
-                    self.fail_to_rollback(s, format!("cannot record the running system: {e}"), tx)
+                    self.refuse(s, format!("cannot record the running system: {e}"), tx)
                         .await
                 }
             },
@@ -131,10 +131,7 @@ impl Engine {
                             None => self.enter(s, SwitchState::Activating, None, Some(tx)).await,
                         }
                     }
-                    Err(e) => {
-                        self.fail_to_rollback(s, format!("build failed: {e}"), tx)
-                            .await
-                    }
+                    Err(e) => self.refuse(s, format!("build failed: {e}"), tx).await,
                 }
             }
             SwitchState::Activating => {
@@ -174,6 +171,16 @@ impl Engine {
         }
     }
 
+    /// Ends a switch that failed before anything was activated: nothing to roll back, the
+    /// running system and the tree's deployed generation are untouched, so it ends `failed`
+    /// (not `rolled-back`, which would claim a generation ran and was undone).
+    async fn refuse(&self, s: &mut SwitchSession, why: String, tx: &watch::Sender<SwitchSession>) {
+        tracing::warn!(id = s.id, "refused before activation: {why}");
+        s.reason = Some(why.clone());
+        self.enter(s, SwitchState::Failed, Some(why), Some(tx))
+            .await;
+    }
+
     async fn fail_to_rollback(
         &self,
         s: &mut SwitchSession,
@@ -186,6 +193,10 @@ impl Engine {
             .await;
     }
 
+    /// Probes until the TTL ends: rounds of every check, `probe_interval` apart. The TTL bounds
+    /// everything: a round still running at the deadline is cut (its commands killed), and the
+    /// switch commits only if a whole round passed and none failed; a commit or rollback request
+    /// interrupts a round at once.
     async fn probe(
         &self,
         s: &mut SwitchSession,
@@ -199,6 +210,8 @@ impl Engine {
             .map(crate::checks::probe_of)
             .collect();
         let deadline = s.probe_deadline_ms.unwrap_or_else(now_ms);
+        // A resumed switch (daemon restarted inside the TTL) has no round of its own yet.
+        let mut passed = 0u32;
         loop {
             let requested = control.borrow_and_update().clone();
             match requested {
@@ -215,34 +228,57 @@ impl Engine {
                 Control::Rollback(why) => return self.fail_to_rollback(s, why, tx).await,
                 Control::Run => {}
             }
-            let mut set = tokio::task::JoinSet::new();
-            for (i, p) in probes.iter().cloned().enumerate() {
-                let env = opts.check_env.clone();
-                set.spawn(async move { (i, p.label(), p.run(&env).await) });
-            }
-            let mut reports: Vec<(usize, CheckReport)> = Vec::new();
-            while let Some(r) = set.join_next().await {
-                if let Ok((i, check, outcome)) = r {
-                    reports.push((i, CheckReport { check, outcome }));
-                }
-            }
-            reports.sort_by_key(|r| r.0);
-            s.checks = reports.into_iter().map(|r| r.1).collect();
-            tx.send_replace(s.clone());
-            if let Some(bad) = s.checks.iter().find(|c| !c.outcome.ok) {
-                let why = format!("health check {} failed: {}", bad.check, bad.outcome.detail);
-                return self.fail_to_rollback(s, why, tx).await;
-            }
-            let now = now_ms();
-            if now >= deadline {
-                return self
-                    .enter(
+            let left = deadline.saturating_sub(now_ms());
+            if left == 0 {
+                return if passed > 0 {
+                    self.enter(
                         s,
                         SwitchState::Committing,
                         Some("all health checks passed until the TTL".into()),
                         Some(tx),
                     )
-                    .await;
+                    .await
+                } else {
+                    let why = format!(
+                        "no round of health checks finished within the TTL ({} s){}",
+                        s.ttl_secs,
+                        in_flight(&probes)
+                    );
+                    self.fail_to_rollback(s, why, tx).await
+                };
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for (i, p) in probes.iter().cloned().enumerate() {
+                let env = opts.check_env.clone();
+                set.spawn(async move { (i, p.label(), p.run(&env).await) });
+            }
+            let round = async {
+                let mut reports: Vec<(usize, CheckReport)> = Vec::new();
+                while let Some(r) = set.join_next().await {
+                    if let Ok((i, check, outcome)) = r {
+                        reports.push((i, CheckReport { check, outcome }));
+                    }
+                }
+                reports.sort_by_key(|r| r.0);
+                reports.into_iter().map(|r| r.1).collect::<Vec<_>>()
+            };
+            // Dropping the round (deadline or a request) aborts its tasks, which kills every
+            // command they started.
+            let reports = tokio::select! {
+                r = round => r,
+                _ = tokio::time::sleep(Duration::from_millis(left)) => continue,
+                _ = control.changed() => continue,
+            };
+            s.checks = reports;
+            tx.send_replace(s.clone());
+            if let Some(bad) = s.checks.iter().find(|c| !c.outcome.ok) {
+                let why = format!("health check {} failed: {}", bad.check, bad.outcome.detail);
+                return self.fail_to_rollback(s, why, tx).await;
+            }
+            passed += 1;
+            let now = now_ms();
+            if now >= deadline {
+                continue;
             }
             let wait = Duration::from_millis(deadline - now).min(opts.probe_interval);
             tokio::select! {
@@ -276,11 +312,25 @@ impl Engine {
             }
         }
         match &s.previous_generation {
-            Some(prev) => match self.tree.restore(prev, &why) {
-                Ok(rev) => s.revert_commit = rev.or(s.revert_commit.take()),
-                Err(e) => s.warnings.push(format!(
-                    "the system was rolled back but the revert commit failed: {e}"
-                )),
+            // Recorded through agentd's config API: a short subject, the details in the body.
+            Some(prev) => match self.tree.head_tree_equals(prev) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let reason = format!(
+                        "SafeSwitch {} rolled back generation {}\n\n{why}",
+                        s.id,
+                        short(&s.generation)
+                    );
+                    match self.agentd.restore(prev, &reason, false).await {
+                        Ok(rev) => s.revert_commit = Some(rev),
+                        Err(e) => s.warnings.push(format!(
+                            "the system was rolled back but the revert commit could not be recorded: {e}; record it with `agentctl config revert` or by restoring generation {prev}"
+                        )),
+                    }
+                }
+                Err(e) => s
+                    .warnings
+                    .push(format!("cannot compare the tree with {prev}: {e}")),
             },
             None => s
                 .warnings
@@ -298,6 +348,15 @@ impl Engine {
         self.enter(s, SwitchState::RolledBack, Some(why), Some(tx))
             .await;
     }
+}
+
+/// Names the checks of a round cut by the TTL, for the rollback reason.
+fn in_flight(probes: &[Probe]) -> String {
+    if probes.is_empty() {
+        return String::new();
+    }
+    let labels: Vec<String> = probes.iter().map(Probe::label).collect();
+    format!("; still running: {}", labels.join(", "))
 }
 
 fn short(rev: &str) -> &str {

@@ -79,8 +79,11 @@ pub struct EngineOptions {
     pub probe_interval: Duration,
     /// TTL used when a request gives none.
     pub default_ttl_secs: u64,
-    /// Checks added to every switch.
+    /// Checks added to every switch (`safe_switch.health_checks`).
     pub default_checks: Vec<HealthCheck>,
+    /// The checks of every declared watcher, also added to every switch: a switch must not
+    /// commit while something a watcher guards is broken.
+    pub watcher_checks: Vec<HealthCheck>,
     /// Test hook.
     pub pause: Option<PausePoint>,
     /// Where checks find agentd.
@@ -142,10 +145,16 @@ impl Engine {
     }
 
     /// Replaces the configured defaults (after `watch.json` changed).
-    pub fn set_defaults(&self, ttl_secs: u64, checks: Vec<HealthCheck>) {
+    pub fn set_defaults(
+        &self,
+        ttl_secs: u64,
+        checks: Vec<HealthCheck>,
+        watcher_checks: Vec<HealthCheck>,
+    ) {
         if let Ok(mut o) = self.opts.lock() {
             o.default_ttl_secs = ttl_secs;
             o.default_checks = checks;
+            o.watcher_checks = watcher_checks;
         }
     }
 
@@ -187,32 +196,44 @@ impl Engine {
                 "ttl_secs {ttl_secs} is above the maximum {MAX_TTL_SECS}"
             )));
         }
+        if ttl_secs == 0 {
+            return Err(WatchError::BadRequest(
+                "ttl_secs must be at least 1: the TTL bounds every health check, so a switch needs time to probe".into(),
+            ));
+        }
         for (i, c) in req.health_checks.iter().enumerate() {
             c.validate()
                 .map_err(|e| WatchError::BadRequest(format!("health_checks[{i}]: {e}")))?;
         }
-        let generation = match &req.generation {
+        let mut generation = match &req.generation {
             Some(g) => self.tree.resolve(g)?,
             None => self.tree.head()?,
         };
+        // An older generation is applied as a new commit restoring its tree, so HEAD (and
+        // `git log`) say what runs.
+        if !self.tree.head_tree_equals(&generation)? {
+            self.conflict()?;
+            let why = req
+                .plan
+                .clone()
+                .filter(|p| !p.trim().is_empty())
+                .unwrap_or_else(|| format!("requested by {}", origin_name(&req.origin)));
+            generation = self.agentd.restore(&generation, &why, true).await?;
+        }
         let previous_generation = self.tree.last_deployed()?;
-        let mut checks = opts.default_checks.clone();
-        checks.extend(req.health_checks);
+        let checks = switch_checks([
+            opts.default_checks.clone(),
+            opts.watcher_checks.clone(),
+            self.backend.default_checks().await,
+            req.health_checks,
+        ]);
 
         let session = {
             let mut active = self
                 .active
                 .lock()
                 .map_err(|_| WatchError::Backend("engine lock poisoned".into()))?;
-            if let Some(a) = active.as_ref() {
-                let s = a.session.borrow().clone();
-                if !s.state.is_terminal() {
-                    return Err(WatchError::Conflict(format!(
-                        "switch {} is {}; only one switch runs at a time: wait for it, or roll it back with POST /switch/rollback/{}",
-                        s.id, s.state.as_str(), s.id
-                    )));
-                }
-            }
+            busy(active.as_ref())?;
             let session = self.new_session(
                 generation,
                 previous_generation,
@@ -227,6 +248,15 @@ impl Engine {
         };
         self.event(&session, None).await;
         Ok(session)
+    }
+
+    /// `Conflict` if a switch is running now.
+    fn conflict(&self) -> Result<()> {
+        let active = self
+            .active
+            .lock()
+            .map_err(|_| WatchError::Backend("engine lock poisoned".into()))?;
+        busy(active.as_ref())
     }
 
     fn new_session(
@@ -482,9 +512,60 @@ impl Engine {
     }
 }
 
+/// `Conflict` while a switch runs: only one runs at a time.
+fn busy(active: Option<&Active>) -> Result<()> {
+    if let Some(a) = active {
+        let s = a.session.borrow().clone();
+        if !s.state.is_terminal() {
+            return Err(WatchError::Conflict(format!(
+                "switch {} is {}; only one switch runs at a time: wait for it, or roll it back with POST /switch/rollback/{}",
+                s.id, s.state.as_str(), s.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn origin_name(origin: &str) -> &str {
+    if origin.is_empty() {
+        "api"
+    } else {
+        origin
+    }
+}
+
+/// The checks of a switch: the configured defaults, every watcher's check, the backend's
+/// (sshd on NixOS when it runs), the request's; each once.
+fn switch_checks<const N: usize>(sources: [Vec<HealthCheck>; N]) -> Vec<HealthCheck> {
+    let mut out: Vec<HealthCheck> = Vec::new();
+    for c in sources.into_iter().flatten() {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switch_checks_keep_order_and_drop_repeats() {
+        let c = |j: serde_json::Value| -> HealthCheck { serde_json::from_value(j).unwrap() };
+        let agentd = c(json!({"type": "agentd"}));
+        let sshd = c(json!({"type": "systemd", "unit": "sshd.service"}));
+        let web = c(json!({"type": "tcp", "host": "127.0.0.1", "port": 80}));
+        assert_eq!(
+            switch_checks([
+                vec![agentd.clone()],
+                vec![web.clone(), sshd.clone()],
+                vec![sshd.clone()],
+                vec![agentd.clone()]
+            ]),
+            [agentd, web, sshd]
+        );
+    }
 
     #[test]
     fn pause_points_parse() {

@@ -28,7 +28,9 @@ pub enum SwitchState {
     RollingBack,
     /// Done: the previous system is active again.
     RolledBack,
-    /// Rolling back failed; a person must look (an incident is open).
+    /// Done without success: refused before anything was activated (the build or recording
+    /// the running system failed; the system is untouched), or rolling back failed (a person
+    /// must look; an incident is open).
     Failed,
 }
 

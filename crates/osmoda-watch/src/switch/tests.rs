@@ -26,6 +26,14 @@ fn out(s: &str) -> CmdOutput {
 }
 
 async fn run_switch(check: &str) -> (SwitchSession, Vec<Vec<String>>, tempfile::TempDir) {
+    run_switch_with(check, |_| {}).await
+}
+
+/// A switch on the nixos backend whose runner was scripted by `script` first.
+async fn run_switch_with(
+    check: &str,
+    script: impl FnOnce(&RecordingRunner),
+) -> (SwitchSession, Vec<Vec<String>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let tree_dir = dir.path().join("tree");
     let actor = Actor::new("Test", "t@example.org");
@@ -45,6 +53,7 @@ async fn run_switch(check: &str) -> (SwitchSession, Vec<Vec<String>>, tempfile::
     tree.commit_worktree(&actor, "a change", None).unwrap();
 
     let rec = Arc::new(RecordingRunner::default());
+    script(&rec);
     rec.answer("readlink -f /run/current-system", out(PREV));
     rec.answer("readlink -f", out(NEW));
     rec.answer("readlink -f /run/current-system", out(NEW));
@@ -65,10 +74,14 @@ async fn run_switch(check: &str) -> (SwitchSession, Vec<Vec<String>>, tempfile::
         EngineOptions {
             state_dir: state,
             probe_interval: Duration::from_millis(10),
-            default_ttl_secs: 0,
+            default_ttl_secs: 1,
             default_checks: Vec::new(),
+            watcher_checks: Vec::new(),
             pause: None,
-            check_env: CheckEnv::default(),
+            check_env: CheckEnv {
+                systemctl: Some(rec.clone()),
+                ..CheckEnv::default()
+            },
         },
     )
     .unwrap();
@@ -108,6 +121,7 @@ async fn nixos_commit_sequence() {
     assert_eq!(
         calls,
         [
+            argv(&["systemctl", "is-active", "--", "sshd.service"]),
             argv(&["readlink", "-f", "/run/current-system"]),
             argv(&["nixos-rebuild", "build", "--flake", &flake]),
             argv(&["readlink", "-f", &result]),
@@ -139,7 +153,7 @@ async fn nixos_rollback_sequence() {
     let (s, calls, dir) = run_switch("false").await;
     assert_eq!(s.state, SwitchState::RolledBack, "{s:?}");
     assert_eq!(
-        &calls[4..],
+        &calls[5..],
         [
             argv(&["readlink", "-f", "/run/current-system"]),
             argv(&[
@@ -160,15 +174,17 @@ async fn nixos_rollback_sequence() {
             .any(|a| a == "--rollback" || a == "nix-env"),
         "{calls:?}"
     );
+    // The revert commit goes through agentd's config API (tests/switch.rs checks it end to
+    // end); with agentd unreachable here the tree is left alone and the switch says so.
     let tree = Tree::open(&dir.path().join("tree")).unwrap();
     let prev = s.previous_generation.clone().unwrap();
-    assert_eq!(
-        tree.diff(&prev, &tree.head().unwrap()).unwrap(),
-        "",
-        "revert commit restores the deployed tree"
-    );
-    assert_eq!(
-        s.revert_commit.as_deref(),
-        Some(tree.head().unwrap().as_str())
+    assert_ne!(tree.diff(&prev, &tree.head().unwrap()).unwrap(), "");
+    assert_eq!(s.revert_commit, None);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("revert commit could not be recorded")),
+        "{:?}",
+        s.warnings
     );
 }

@@ -78,7 +78,15 @@ pub struct Watchd {
 
 impl Env {
     pub async fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
+        // Outside /tmp (commands get a private one) and traversable, so a check sees what a
+        // check on a real machine would, and only the boundary hides the approval path.
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let admin = dir.path().join("osmoda-admin");
+        std::fs::create_dir(&admin).unwrap();
         let tree_dir = dir.path().join("tree");
         let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations");
         let tree = Tree::init(&tree_dir, &template, &actor()).unwrap();
@@ -93,7 +101,7 @@ impl Env {
         )
         .unwrap();
         let agent = tokio::net::UnixListener::bind(&socket).unwrap();
-        let human = tokio::net::UnixListener::bind(dir.path().join("approval.sock")).unwrap();
+        let human = tokio::net::UnixListener::bind(admin.join("approval.sock")).unwrap();
         let (trigger, shutdown) = agentd::shutdown_channel();
         tokio::spawn(agentd::serve(agent, human, state.clone(), shutdown));
         let agentd = Agentd {
@@ -143,6 +151,8 @@ impl Env {
             .arg(&self.tree_dir)
             .arg("--etc-dir")
             .arg(&self.etc_dir)
+            .arg("--mask")
+            .arg(self.approval_dir())
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "error")
             .stdin(Stdio::null());
@@ -154,6 +164,16 @@ impl Env {
         let w = Watchd { child, notify };
         w.wait_for("READY=1");
         w
+    }
+
+    /// The approval socket's directory (masked from commands, as `/run/osmoda-admin` is).
+    pub fn approval_dir(&self) -> PathBuf {
+        self.dir.path().join("osmoda-admin")
+    }
+
+    /// agentd's human-only approval socket.
+    pub fn approval_socket(&self) -> PathBuf {
+        self.approval_dir().join("approval.sock")
     }
 
     pub fn client(&self) -> osmoda_client::Client {

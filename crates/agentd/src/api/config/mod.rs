@@ -23,6 +23,8 @@ mod plan;
 pub use history::{commit, diff, generation, generations, recover, revert, status, watch_drift};
 pub use locate::Place;
 pub use plan::{plan, Planned};
+mod restore;
+pub use restore::restore;
 
 /// File edited when a request names none: the data-only module agents write.
 pub const DEFAULT_FILE: &str = "osmoda.nix";
