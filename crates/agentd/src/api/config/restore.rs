@@ -36,10 +36,13 @@ pub struct RestoreBody {
     /// `restore` (default) or `switch`.
     #[serde(default)]
     pub purpose: Purpose,
+    /// An approved ticket, when the gate judges bringing that tree back destructive.
+    pub approval: Option<String>,
 }
 
-/// `POST /config/restore` → the new generation; 404 unknown `rev`, 409 when the tree already
-/// equals it (nothing to record) or has uncommitted hand edits.
+/// `POST /config/restore` → the new generation; 404 unknown `rev`, 403 when the gate judges the
+/// change destructive and no approved ticket is given, 409 when the tree already equals it
+/// (nothing to record) or has uncommitted hand edits.
 pub async fn restore(
     State(st): State<Arc<AppState>>,
     caller: Caller,
@@ -57,6 +60,7 @@ pub async fn restore(
         Ok(())
     })
     .await?;
+    crate::gate::check_restore(&st, &caller.actor, &b.rev, b.approval.as_deref()).await?;
     let request =
         json!({ "op": "config.restore", "rev": b.rev, "purpose": b.purpose, "reason": b.reason });
     let (rev, purpose) = (b.rev, b.purpose);
