@@ -89,6 +89,14 @@ pub enum SandboxError {
     /// The user does not exist on this machine.
     #[error("unknown user {0:?}: name an existing user, or `root` for a command that needs root")]
     UnknownUser(String),
+    /// The caller is not root, so it cannot run a command as another user.
+    #[error("cannot run a command as {user:?}: this daemon runs as uid {uid}, not root, so commands run as uid {uid} (leave `user` unset), or run the daemon as root")]
+    NotRoot {
+        /// The user asked for.
+        user: String,
+        /// The caller's uid.
+        uid: u32,
+    },
     /// `bwrap` or `setpriv` is not installed.
     #[error("{0} not found in PATH: install it (bubblewrap, util-linux); commands never run outside the sandbox")]
     ToolMissing(&'static str),
@@ -285,10 +293,29 @@ impl Boundary {
     /// # Errors
     /// An empty argv, an unknown user, a missing `bwrap`/`setpriv`, a relative or `..` path.
     pub fn argv(&self, spec: &Spec) -> Result<Vec<OsString>, SandboxError> {
+        self.argv_as(spec, nix::unistd::geteuid().as_raw())
+    }
+
+    /// [`Boundary::argv`] for a caller running as `caller_uid`. Root builds the namespace with
+    /// its privileges and switches to the command's user with `setpriv`. Any other caller (a
+    /// daemon run unprivileged, as `scripts/dev` does) uses an unprivileged user namespace:
+    /// the command runs as the caller itself, with no capabilities and no nested user
+    /// namespaces, so `user` may only be the caller's own user or the default.
+    fn argv_as(&self, spec: &Spec, caller_uid: u32) -> Result<Vec<OsString>, SandboxError> {
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err(SandboxError::EmptyCommand);
         }
-        let who = identity(&spec.user)?;
+        let mut who = identity(&spec.user)?;
+        let privileged = caller_uid == 0;
+        if !privileged {
+            if who.uid != caller_uid && spec.user != DEFAULT_USER {
+                return Err(SandboxError::NotRoot {
+                    user: spec.user.clone(),
+                    uid: caller_uid,
+                });
+            }
+            who = identity(&caller_uid.to_string())?;
+        }
         let bwrap = find_tool("bwrap")?;
         let setpriv = find_tool("setpriv")?;
         for p in self.masked.iter().chain(&spec.writable) {
@@ -305,6 +332,9 @@ impl Boundary {
         let root = who.uid == 0;
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        if !privileged {
+            push(&["--unshare-user", "--disable-userns"]);
+        }
         push(&[
             "--die-with-parent",
             "--new-session",
@@ -364,8 +394,14 @@ impl Boundary {
             "--chdir".into(),
             spec.cwd.clone().unwrap_or_else(|| "/".into()).into(),
             "--".into(),
-            setpriv.into(),
         ]);
+        if !privileged {
+            // bwrap already gave it no capabilities, an empty bounding set and no_new_privs.
+            a.extend(spec.argv.iter().map(OsString::from));
+            a.insert(0, bwrap.into());
+            return Ok(a);
+        }
+        a.push(setpriv.into());
         if root {
             let drop = DROPPED_CAPS
                 .iter()
@@ -391,6 +427,20 @@ impl Boundary {
         a.extend(spec.argv.iter().map(OsString::from));
         a.insert(0, bwrap.into());
         Ok(a)
+    }
+
+    /// [`Boundary::argv`] as a caller with uid `caller_uid` would build it (for tests of the
+    /// unprivileged mode; not part of the stable API).
+    ///
+    /// # Errors
+    /// As [`Boundary::argv`].
+    #[doc(hidden)]
+    pub fn argv_for_test(
+        &self,
+        spec: &Spec,
+        caller_uid: u32,
+    ) -> Result<Vec<OsString>, SandboxError> {
+        self.argv_as(spec, caller_uid)
     }
 
     /// A ready [`tokio::process::Command`] for `spec`: stdin closed, its own process group,

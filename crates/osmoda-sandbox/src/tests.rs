@@ -95,3 +95,17 @@ fn missing_mask_paths_hide_nothing_and_are_left_out() {
         "{a:?}"
     );
 }
+
+#[test]
+fn an_unprivileged_caller_runs_commands_as_itself_in_a_user_namespace() {
+    let b = Boundary::osmoda_default();
+    let a = strings(&b.argv_as(&Spec::new(["id"]), 1000).unwrap());
+    assert!(a.contains(&"--unshare-user".to_string()), "{a:?}");
+    assert!(a.contains(&"--disable-userns".to_string()), "{a:?}");
+    assert!(!a.iter().any(|s| s.ends_with("setpriv")), "{a:?}");
+    assert_eq!(&a[a.len() - 2..], ["--", "id"]);
+    let e = b
+        .argv_as(&Spec::new(["id"]).user("root"), 1000)
+        .unwrap_err();
+    assert!(matches!(e, SandboxError::NotRoot { .. }), "{e}");
+}

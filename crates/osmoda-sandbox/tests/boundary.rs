@@ -250,3 +250,36 @@ async fn the_environment_is_cleared() {
     assert!(env.contains("GIVEN=yes"), "{env}");
     assert!(env.contains("PATH="), "{env}");
 }
+
+/// A daemon running unprivileged (as `scripts/dev` runs osmoda-watch): simulated by running the
+/// argv it would build under `setpriv` as nobody. The masks hold and the command has nothing.
+#[tokio::test]
+async fn an_unprivileged_daemon_still_masks_and_runs_commands_as_itself() {
+    if !root() {
+        return;
+    }
+    let (_d, secret, open) = setup();
+    let b = Boundary::new([secret.clone()]);
+    let script = format!(
+        "id -u; cat {}; cat {}/token; grep CapBnd /proc/self/status",
+        open.display(),
+        secret.display()
+    );
+    // What an unprivileged caller builds (uid 65534), run as that uid.
+    let spec = Spec::new(["sh", "-c", &script]);
+    let argv = b.argv_for_test(&spec, 65534).unwrap();
+    let out = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(&argv)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("65534\npublic"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("CapBnd:\t0000000000000000"), "{text}");
+}
