@@ -60,7 +60,8 @@ pub async fn restore(
         Ok(())
     })
     .await?;
-    crate::gate::check_restore(&st, &caller.actor, &b.rev, b.approval.as_deref()).await?;
+    let _judged =
+        crate::gate::check_restore(&st, &caller.actor, &b.rev, b.approval.as_deref()).await?;
     let request =
         json!({ "op": "config.restore", "rev": b.rev, "purpose": b.purpose, "reason": b.reason });
     let (rev, purpose) = (b.rev, b.purpose);
