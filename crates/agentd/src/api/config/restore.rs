@@ -67,6 +67,7 @@ pub async fn restore(
     let (rev, purpose) = (b.rev, b.purpose);
     let landed = land(
         &st,
+        &caller.actor,
         agent_actor(&caller),
         request,
         b.reason,
