@@ -113,12 +113,9 @@ async fn a_failing_check_rolls_back() {
         gens[0].message
     );
     assert!(gens[0].event_id.is_some(), "{}", gens[0].message);
-    assert!(
-        gens[0]
-            .actor
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("osmoda-watch["),
+    assert_eq!(
+        gens[0].actor.as_deref(),
+        Some("osmoda-watch"),
         "{}",
         gens[0].message
     );
