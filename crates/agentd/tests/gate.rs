@@ -716,3 +716,44 @@ async fn restoring_an_old_tree_is_judged_against_the_running_generation() {
     drop(g);
     f.d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_to_an_older_generation_through_restore_needs_its_ticket() {
+    let f = fixture(agentd::Settings::default()).await;
+    let head = git(&f.d.tree_dir(), &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    let tree = f.d.state.config_tree.clone().expect("tree");
+    tree.tag_deployed(&head).expect("deploy HEAD");
+    let body = |approval: Option<&str>| json!({"rev": f.before_alice, "reason": "go back", "purpose": "switch", "approval": approval});
+    let n = commits(&f.d);
+    let r =
+        f.d.agent()
+            .post("/config/restore", &body(None))
+            .await
+            .expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.body["detail"]["operation"]["gate"]["switch"],
+        json!({"target": f.before_alice, "current": head})
+    );
+    let id = r.body["detail"]["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_string();
+    let pending =
+        f.d.agent()
+            .post("/config/restore", &body(Some(&id)))
+            .await
+            .expect("post");
+    assert_eq!(pending.status, 409, "{}", pending.body);
+    assert_eq!(commits(&f.d), n, "nothing recorded before a person decides");
+    f.d.human()
+        .post_ok(&format!("/approval/{id}/approve"), &json!({}))
+        .await;
+    f.d.agent()
+        .post_ok("/config/restore", &body(Some(&id)))
+        .await;
+    assert_eq!(commits(&f.d), n + 1);
+    f.d.stop().await;
+}
