@@ -22,7 +22,7 @@ use std::ops::Range;
 use serde_json::{Map, Value as Json};
 
 pub use error::{EditError, Pos};
-pub use fuzz::fuzz_one;
+pub use fuzz::{fuzz_one, fuzz_raw};
 pub use modules::{FileKind, Import};
 pub use path::AttrPath;
 pub use render::to_nix;
@@ -118,7 +118,7 @@ pub struct FileInfo {
 /// [`EditError::Parse`] with the position of the first error, [`EditError::TooComplex`] if it
 /// nests deeper than the budget allows.
 pub fn validate(src: &str) -> Result<(), EditError> {
-    parse(src).map(|_| ())
+    parse(strip_bom(src).1).map(|_| ())
 }
 
 /// Reads the literal value at `path` in the file's own body. Attribute sets spread over several

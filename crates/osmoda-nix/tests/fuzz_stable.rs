@@ -11,6 +11,10 @@ const SEEDS: &[&str] = &[
     "let x = 1; in { a = x; }",
     "{ a = ''\n  multi ''${x}\n''; p = ./path; }",
     "{ a = { }; a.b = [ ]; \"q.k\" = null; }",
+    "{ lib, pkgs, ... }:\nwith lib;\n{\n  imports = [ { a.b = mkForce 1; } ./x.nix ];\n  l = with pkgs; [ git ];\n}\n",
+    "{ config, ... }:\r\n{\r\n  # c\r\n  a = lib.mkOverride 50 (1);\r\n}\r\n",
+    "\u{feff}{ options.x = 1; config = { a.b = 2; }; }",
+    "{ inputs.n.url = \"x\"; outputs = { ... }: { nixosConfigurations.h = f { modules = [ { a = 1; } ]; }; }; }",
 ];
 
 const PATHS: &[&str] = &["a", "a.b", "c.d", "l", "a.x.y", "\"q.k\"", "if", "imports"];
@@ -25,6 +29,10 @@ const VALUES: &[&str] = &[
     "x: x",
     "1 +",
     "\"${x}\"",
+    "lib.mkDefault [ 1 ]",
+    "with pkgs; [ htop ]",
+    "1 # trailing",
+    "{\n  x = 1;\n}",
 ];
 
 fn input() -> impl Strategy<Value = Vec<u8>> {
@@ -82,4 +90,57 @@ proptest! {
     fn fuzz_body_holds_on_raw_bytes(data in prop::collection::vec(any::<u8>(), 0..64)) {
         osmoda_nix::fuzz_one(&data);
     }
+}
+
+/// Fragments that nest or chain when repeated (see `osmoda_nix::fuzz_raw`).
+const FRAGMENTS: &[&str] = &[
+    "[",
+    "-",
+    "1+",
+    "(",
+    "{a=",
+    "!",
+    "a ++ ",
+    "with a; ",
+    "let a = 1; in ",
+    "x: ",
+    "\"${",
+    "[ 1 ",
+    "lib.mkForce ",
+    " x",
+    "]",
+    "\n",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #[test]
+    fn raw_value_fuzz_body_holds(
+        selector in any::<u8>(),
+        path in prop::sample::select(PATHS),
+        parts in prop::collection::vec(prop::sample::select(FRAGMENTS), 1..4),
+    ) {
+        let mut data = vec![selector];
+        data.extend_from_slice(format!("{path}\n{}", parts.concat()).as_bytes());
+        osmoda_nix::fuzz_raw(&data);
+    }
+}
+
+#[test]
+fn raw_value_fuzz_body_holds_on_the_known_deep_inputs() {
+    // The three inputs that once aborted agentd, each at 2^15 repetitions, on a 1 MiB stack.
+    std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(|| {
+            for fragment in ["[", "-", "1+", "(", "{a="] {
+                for sel in [0x0f, 0x4f, 0x5f, 0x2f] {
+                    let mut data = vec![sel];
+                    data.extend_from_slice(format!("a.b\n{fragment}").as_bytes());
+                    osmoda_nix::fuzz_raw(&data);
+                }
+            }
+        })
+        .expect("spawn")
+        .join()
+        .expect("no panic, no overflow");
 }
