@@ -55,7 +55,7 @@ fn check_op(file: &str, op: &Op, module: usize) {
             Op::Set(p, _) | Op::Unset(p) | Op::Append(p, _) | Op::Remove(p, _) => p,
         },
     );
-    if let Ok(result) = edit(file, &op) {
+    if let Ok(result) = edit(file, op) {
         assert!(
             validate(&result.text).is_ok(),
             "edit produced an unparsable file: {op:?} on {file:?}"
