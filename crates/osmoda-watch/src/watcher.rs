@@ -174,13 +174,17 @@ impl Watchers {
             .unwrap_or(false)
     }
 
-    /// Every watcher with its state.
-    pub fn list(&self) -> Vec<WatcherView> {
+    /// At most `limit` watchers with their state, in name order, starting after the name
+    /// `after` (paging: pass the last name of a page to get the next).
+    pub fn list(&self, after: Option<&str>, limit: usize) -> Vec<WatcherView> {
+        use std::ops::Bound;
         let Ok(running) = self.running.lock() else {
             return Vec::new();
         };
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_string()));
         running
-            .iter()
+            .range::<String, _>((start, Bound::Unbounded))
+            .take(limit)
             .map(|(name, r)| WatcherView {
                 id: name.clone(),
                 name: name.clone(),

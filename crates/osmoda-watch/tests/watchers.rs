@@ -246,3 +246,54 @@ async fn wait_watcher_named(env: &Env, name: &str, pred: impl Fn(&Value) -> bool
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_list_is_paged() {
+    let env = Env::new().await;
+    let watchers: String = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            format!("    watch.watchers.{n} = {{ check = {{ type = \"agentd\"; }}; intervalSecs = 3600; actions = [ \"notify\" ]; }};\n")
+        })
+        .collect();
+    let text = common::BASE.replace(
+        "    enable = true;\n",
+        &format!("    enable = true;\n{watchers}"),
+    );
+    let rev = env.commit(&text, "three watchers");
+    let w = env.spawn(None);
+    let s = env.begin(json!({"generation": rev, "ttl_secs": 1})).await;
+    assert_eq!(
+        env.wait_terminal(s["id"].as_u64().unwrap()).await["state"],
+        "committed"
+    );
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let start = Instant::now();
+    loop {
+        let (_, all) = env.get("/watcher/list").await;
+        if names(&all).len() == 3 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, page) = env.get("/watcher/list?limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(names(&page), ["a", "b"]);
+    let (_, page) = env.get("/watcher/list?limit=2&after=b").await;
+    assert_eq!(names(&page), ["c"]);
+    let (_, page) = env.get("/watcher/list?after=c").await;
+    assert_eq!(names(&page), Vec::<String>::new());
+    for bad in ["limit=0", "limit=1001", "limit=x", "bogus=1"] {
+        let (status, v) = env.get(&format!("/watcher/list?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert!(v["error"].is_string(), "{v}");
+    }
+    w.stop();
+}

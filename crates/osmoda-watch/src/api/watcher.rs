@@ -146,8 +146,32 @@ async fn apply(
     Ok(serde_json::to_value(s).unwrap_or_default())
 }
 
-pub(super) async fn list(State(st): State<Arc<AppState>>) -> axum::Json<Vec<WatcherView>> {
-    axum::Json(st.watchers.list())
+/// Most watchers one `GET /watcher/list` answers with (the default page size too).
+pub const MAX_PAGE: usize = 1000;
+
+/// Query of `GET /watcher/list`: a page of watchers in name order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Start after this name (the last name of the previous page).
+    after: Option<String>,
+    /// Page size, 1..=1000 (default 1000).
+    limit: Option<usize>,
+}
+
+pub(super) async fn list(
+    State(st): State<Arc<AppState>>,
+    q: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Vec<WatcherView>>, ApiError> {
+    let axum::extract::Query(q) = q?;
+    let limit = q.limit.unwrap_or(MAX_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(WatchError::BadRequest(format!(
+            "limit {limit} must be between 1 and {MAX_PAGE}; page with `after=<last name>`"
+        ))
+        .into());
+    }
+    Ok(axum::Json(st.watchers.list(q.after.as_deref(), limit)))
 }
 
 /// Query of `DELETE /watcher/remove/{id}`: why (the commit message).

@@ -176,7 +176,7 @@ async fn watchers(n: usize, secs: u64) -> Result<()> {
     println!("  user {:.2} s, system {:.2} s", s1.0 - s0.0, s1.1 - s0.1);
     let failing = st
         .watchers
-        .list()
+        .list(None, usize::MAX)
         .iter()
         .filter(|w| w.status.health != "ok")
         .count();
