@@ -89,3 +89,54 @@ async fn kill9_while_rolling_back() {
 async fn kill9_while_committing() {
     crash_in("committing", false).await;
 }
+
+/// `kill -9` of the daemon while a command check runs leaves no process behind: the check's
+/// sandbox dies with its parent. Needs root (bwrap); says `skipped: needs root` otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_a_check_leaves_no_process() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let env = Env::new().await;
+    let w = env.spawn(None);
+    let first = env.begin(json!({"ttl_secs": 1})).await;
+    assert_eq!(
+        env.wait_terminal(first["id"].as_u64().unwrap()).await["state"],
+        "committed"
+    );
+    let marker = format!("900.{}", std::process::id());
+    let rev = env.commit(&variant(9), "slow check");
+    let check = json!({"type": "command", "command": ["sleep", marker], "timeout_secs": 3600});
+    env.begin(json!({"generation": rev, "ttl_secs": 3600, "health_checks": [check]}))
+        .await;
+    let running = || -> usize {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .filter(|c| {
+                String::from_utf8_lossy(c)
+                    .replace('\0', " ")
+                    .starts_with(&format!("sleep {marker}"))
+            })
+            .count()
+    };
+    let start = std::time::Instant::now();
+    while running() == 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the check never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    w.kill9();
+    let start = std::time::Instant::now();
+    while running() > 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the check outlived the daemon"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
