@@ -31,7 +31,7 @@ pub enum GenError {
         source: git2::Error,
     },
     /// The directory is not a generations tree (no git repository with a first generation).
-    #[error("{} is not a configuration tree: {reason} (create one with `agentctl config init DIR`)", dir.display())]
+    #[error("{} is not a configuration tree: {reason}", dir.display())]
     NotATree {
         /// The directory that was opened.
         dir: PathBuf,

@@ -128,7 +128,23 @@ impl Tree {
             reason,
         };
         let dir = dir.canonicalize().map_err(|e| not_tree(e.to_string()))?;
-        let repo = Repository::open(&dir).map_err(|e| not_tree(e.message().to_string()))?;
+        let repo = Repository::open(&dir).map_err(|e| {
+            if e.code() == git2::ErrorCode::Owner {
+                // git refuses a repository owned by another user; say how to fix it, since the
+                // tree exists and must not be re-created.
+                not_tree(format!(
+                    "it is owned by another user than the one agentd runs as ({}); give it to \
+                     that user (`chown -R`) or, if sharing is intended, add it to git's \
+                     `safe.directory` for that user",
+                    e.message()
+                ))
+            } else {
+                not_tree(format!(
+                    "{} (create one with `agentctl config init DIR`)",
+                    e.message()
+                ))
+            }
+        })?;
         let workdir = repo
             .workdir()
             .ok_or_else(|| not_tree("it is a bare repository".into()))?;
@@ -141,9 +157,12 @@ impl Tree {
                 workdir.display()
             )));
         }
-        repo.head()
-            .and_then(|h| h.peel_to_commit())
-            .map_err(|e| not_tree(format!("it has no first generation ({})", e.message())))?;
+        repo.head().and_then(|h| h.peel_to_commit()).map_err(|e| {
+            not_tree(format!(
+                "it has no first generation ({}); create one with `agentctl config init DIR`",
+                e.message()
+            ))
+        })?;
         let lock_path = repo.path().join(LOCK_FILE);
         let lock_file = File::options()
             .create(true)

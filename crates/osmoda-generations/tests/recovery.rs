@@ -115,3 +115,24 @@ fn a_detached_head_is_refused_naming_the_fix() -> anyhow::Result<()> {
     assert!(err.to_string().contains("checkout main"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_tree_owned_by_another_user_is_refused_saying_what_to_do() -> anyhow::Result<()> {
+    let (_tmp, tree) = new_tree()?;
+    let root = tree.dir().to_path_buf();
+    drop(tree);
+    // Hand the repository to `nobody`; git refuses to open a repository another user owns.
+    std::os::unix::fs::chown(&root, Some(65534), Some(65534))?;
+    std::os::unix::fs::chown(root.join(".git"), Some(65534), Some(65534))?;
+    match Tree::open(&root) {
+        Ok(_) => println!("skipped: this git lets the current user open another user's repository"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("chown") && !msg.contains("config init"),
+                "{msg}"
+            );
+        }
+    }
+    Ok(())
+}
