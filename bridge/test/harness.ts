@@ -79,6 +79,8 @@ export async function until<T>(what: string, ms: number, ready: () => T | undefi
 export interface GatewayOptions {
   /** Extra top-level config merged into the gateway's openclaw.json. */
   extraConfig?: Record<string, unknown>;
+  /** Extra keys of its `gateway` section. */
+  gatewayExtra?: Record<string, unknown>;
 }
 
 export class Stack {
@@ -137,7 +139,7 @@ export class Stack {
     this.port = await freePort();
     const pluginDir = stagePlugin(this.dir);
     const config = {
-      gateway: { mode: "local", bind: "loopback", port: this.port, auth: { mode: "token", token: this.token } },
+      gateway: { mode: "local", bind: "loopback", port: this.port, auth: { mode: "token", token: this.token }, ...opts.gatewayExtra },
       logging: { file: join(this.dir, "gateway-file.log") },
       plugins: {
         allow: ["osmoda-bridge"],
