@@ -361,8 +361,11 @@ let
     };
 
   # OpenClaw's own config file (openclaw.json): the osmoda bridge plugin loaded with the
-  # daemons' socket paths, and the chat channels. Secrets stay in files named here
-  # (tokenFile) or in the systemd EnvironmentFile; none is copied into this file.
+  # sockets of the daemons it has tools for (its configSchema refuses any other key), token
+  # auth (the token comes from OPENCLAW_GATEWAY_TOKEN in the EnvironmentFile), OpenClaw's
+  # built-in host exec/process denied in favour of the bridge's shell_exec (which runs inside
+  # osModa's boundary), tool schemas given to the model directly, and the chat channels.
+  # Secrets stay in files named here (tokenFile) or in the EnvironmentFile; none is copied in.
   renderGateway = cfg: { bridgePath }:
     let
       d = defaults;
@@ -373,18 +376,24 @@ let
       sock = name: get (section cfg name) "socket" d.${name}.socket;
     in
     {
-      gateway = { mode = "local"; bind = "loopback"; port = get gw "port" d.gateway.port; };
+      gateway = {
+        mode = "local";
+        bind = "loopback";
+        port = get gw "port" d.gateway.port;
+        auth.mode = "token";
+      };
+      tools = {
+        deny = [ "exec" "process" ];
+        toolSearch = false;
+      };
       plugins = {
+        allow = [ "osmoda-bridge" ];
         load.paths = [ bridgePath ];
         entries.osmoda-bridge = {
           enabled = true;
           config = {
             agentdSocket = sock "agentd";
             watchSocket = sock "watch";
-            routinesSocket = sock "routines";
-            keydSocket = sock "keyd";
-            meshSocket = sock "mesh";
-            voiceSocket = sock "voice";
           };
         };
       };

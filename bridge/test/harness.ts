@@ -76,7 +76,29 @@ export async function until<T>(what: string, ms: number, ready: () => T | undefi
   }
 }
 
+/**
+ * OpenClaw's config as the NixOS module renders it: `lib/`'s `renderGateway` evaluated by the
+ * real Nix evaluator for `services.osmoda = cfg`, with the plugin at `bridgePath`.
+ */
+export function renderGatewayConfig(cfg: unknown, bridgePath: string, workDir: string): Record<string, any> {
+  const cfgFile = join(workDir, "services-osmoda.json");
+  writeFileSync(cfgFile, JSON.stringify(cfg));
+  const expr = `{ repo, cfg, bridge }: (import (/. + repo + "/lib")).renderGateway (builtins.fromJSON (builtins.readFile (/. + cfg))) { bridgePath = bridge; }`;
+  const r = spawnSync(
+    "nix-instantiate",
+    ["--eval", "--strict", "--json", "--expr", expr, "--argstr", "repo", repoDir, "--argstr", "cfg", cfgFile, "--argstr", "bridge", bridgePath],
+    { encoding: "utf8" },
+  );
+  if (r.status !== 0) throw new Error(`rendering the gateway config with lib/ failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
 export interface GatewayOptions {
+  /**
+   * Build the whole config instead of the test default: gets the staged plugin directory and
+   * the port; the harness adds only the log file and the token (from the environment).
+   */
+  render?: (pluginDir: string, port: number) => Record<string, any>;
   /** Extra top-level config merged into the gateway's openclaw.json. */
   extraConfig?: Record<string, unknown>;
   /** Extra keys of its `gateway` section. */
@@ -138,7 +160,7 @@ export class Stack {
   async startGateway(opts: GatewayOptions = {}): Promise<void> {
     this.port = await freePort();
     const pluginDir = stagePlugin(this.dir);
-    const config = {
+    const config = opts.render ? { ...opts.render(pluginDir, this.port), logging: { file: join(this.dir, "gateway-file.log") } } : {
       gateway: { mode: "local", bind: "loopback", port: this.port, auth: { mode: "token", token: this.token }, ...opts.gatewayExtra },
       logging: { file: join(this.dir, "gateway-file.log") },
       plugins: {
@@ -153,6 +175,7 @@ export class Stack {
     const gw = this.spawnLogged("gateway", nodeBin, [openclawCli, "gateway", "run"], {
       OPENCLAW_STATE_DIR: join(this.dir, "openclaw"),
       OPENCLAW_CONFIG_PATH: configPath,
+      OPENCLAW_GATEWAY_TOKEN: this.token,
       HOME: join(this.dir, "home"),
       PATH: `${dirname(nodeBin)}:${process.env.PATH}`,
     });

@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 
-import { Stack } from "./harness.ts";
+import { Stack, renderGatewayConfig, until } from "./harness.ts";
 import { ScriptedModel, lastToolResult, type ChatRequest, type Step } from "./model.ts";
 
 const stack = new Stack();
@@ -33,9 +33,18 @@ before(async () => {
   await model.start();
   await stack.startDaemons();
   await stack.agentd("POST", "/config/unset", { path: "services.osmoda.watch.watchers.sshd", reason: "no systemd in the test" });
+  // The config the NixOS module renders (lib/), plus what only a test has: a model provider on
+  // loopback and the OpenAI-compatible endpoint that starts a turn.
   await stack.startGateway({
-    extraConfig: {
-      models: {
+    render: (pluginDir, port) => {
+      const c = renderGatewayConfig(
+        { agentd: { socket: stack.agentdSocket }, watch: { socket: stack.watchSocket }, gateway: { port } },
+        pluginDir,
+        stack.dir,
+      );
+      assert.deepEqual(c.tools.deny, ["exec", "process"]);
+      c.gateway.http = { endpoints: { chatCompletions: { enabled: true } } };
+      c.models = {
         mode: "merge",
         providers: {
           scripted: {
@@ -45,11 +54,10 @@ before(async () => {
             models: [{ id: "turns", name: "Scripted turns", reasoning: false, input: ["text"], cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, contextWindow: 1000000, maxTokens: 4096 }],
           },
         },
-      },
-      agents: { defaults: { model: { primary: "scripted/turns" } } },
-      tools: { deny: ["exec", "process"], toolSearch: false },
+      };
+      c.agents = { defaults: { model: { primary: "scripted/turns" } } };
+      return c;
     },
-    gatewayExtra: { http: { endpoints: { chatCompletions: { enabled: true } } } },
   });
 });
 after(async () => {
@@ -66,7 +74,8 @@ test("'watch nginx and restart it if it fails' → watcher_add → a commit → 
   });
   const body: any = await res.json();
   assert.equal(res.status, 200, JSON.stringify(body));
-  // What the gateway offered the model: the bridge's tools, not the built-in host exec.
+  // What the gateway offered the model with the rendered config: the bridge's tools, not the
+  // built-in host exec.
   const offered = (model.requests[0]!.tools ?? []).map((t) => t.function.name);
   for (const t of ["watcher_add", "safe_switch_begin", "shell_exec", "config_set"]) assert.ok(offered.includes(t), `${t} offered: ${offered}`);
   for (const t of ["exec", "process"]) assert.ok(!offered.includes(t), `${t} must not be offered`);
@@ -86,9 +95,11 @@ test("'watch nginx and restart it if it fails' → watcher_add → a commit → 
   const sw = history.find((s: any) => s.generation === rev);
   assert.equal(sw.state, "committed");
   const ledger = await stack.agentd("GET", "/events/log?limit=1000");
-  const types = ledger.map((e: any) => e.type);
-  assert.ok(ledger.some((e: any) => e.type === "config.committed" && e.payload.includes(rev)), types.join(","));
-  assert.ok(ledger.some((e: any) => e.type === "watch.switch.committed" && e.payload.includes(rev)), types.join(","));
+  assert.ok(ledger.some((e: any) => e.type === "config.committed" && e.payload.includes(rev)), ledger.map((e: any) => e.type).join(","));
+  // osmoda-watch delivers its events through a spool, so the ledger may trail the switch state.
+  await until("watch.switch.committed in the ledger", 30_000, async () =>
+    (await stack.agentd("GET", "/events/log?type=watch.switch.committed&limit=1000")).some((e: any) => e.payload.includes(rev)),
+  );
   const watchers = await stack.watch("GET", "/watcher/list");
   assert.ok(watchers.some((w: any) => w.name === "nginx" && w.actions.includes("restart")));
 });
