@@ -154,7 +154,16 @@ async fn watchers_add_and_remove_are_generations_with_reasons() {
         out.contains("watch agentd itself") && out.contains(": committed"),
         "{out}"
     );
-    let list = env.ctl_code(0, &["watchers", "list"]).await;
+    // osmoda-watch reloads its watchers just after the switch finishes (its reloader task), so
+    // under load the first listing can precede that reload.
+    let mut list = String::new();
+    for _ in 0..300 {
+        list = env.ctl_code(0, &["watchers", "list"]).await;
+        if list.lines().any(|l| l.starts_with("alive")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(
         list.lines()
             .any(|l| l.starts_with("alive") && l.contains("15s")),
