@@ -225,15 +225,17 @@ pub fn approvals(v: &Value) -> String {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
-        let what = if effect.is_empty() {
+        let what = if t["origin"] == "gate" {
+            // The gate's tickets: one line per destructive difference, in agentd's words.
+            effect.join(&format!("\n{:<66}", ""))
+        } else {
+            // Everything else was written by the agent: say so, so no one mistakes it for
+            // agentd's own account of the effect.
             format!(
-                "{} — {}",
+                "[agent's words] {} — {}",
                 truncate(&t["operation"].to_string(), 60),
                 s(&t["detail"])
             )
-        } else {
-            // The gate's tickets: one line per destructive difference, in words.
-            effect.join(&format!("\n{:<66}", ""))
         };
         out.push_str(&format!(
             "{:<32}  {:<8}  {:<20}  {what}\n",
@@ -340,6 +342,34 @@ mod tests {
         );
         let other = anyhow::anyhow!("no ledger at /x");
         assert_eq!(error_text(&other), "agentctl: no ledger at /x");
+    }
+
+    #[test]
+    fn approvals_mark_the_agents_words_and_show_the_gates_effect() {
+        let v = serde_json::json!([
+            {"id": "a", "status": "pending", "expires_at": "x", "origin": "agent",
+             "operation": {"gate": "config"}, "detail": "harmless", "effect": ["alice demoted"]},
+            {"id": "g", "status": "pending", "expires_at": "x", "origin": "gate",
+             "operation": {"gate": "config"}, "detail": "d", "effect": ["alice demoted"]},
+        ]);
+        let out = approvals(&v);
+        let agent = out
+            .lines()
+            .find(|l| l.starts_with("a "))
+            .expect("agent row");
+        assert!(
+            agent.contains("[agent's words]") && agent.contains("harmless"),
+            "{out}"
+        );
+        assert!(
+            !agent.contains("alice demoted"),
+            "an agent's ticket shows no effect: {out}"
+        );
+        let gate = out.lines().find(|l| l.starts_with("g ")).expect("gate row");
+        assert!(
+            gate.ends_with("alice demoted") && !gate.contains("agent"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -757,3 +757,104 @@ async fn a_switch_to_an_older_generation_through_restore_needs_its_ticket() {
     assert_eq!(commits(&f.d), n + 1);
     f.d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_accepts_only_tickets_it_opened_itself() {
+    let f = fixture(agentd::Settings::default()).await;
+    let demote = Edit::Set(CFG, "users.users.alice.isNormalUser", json!(false));
+    let n = commits(&f.d);
+
+    // The agent cannot open a ticket in the gate's own shape, whatever its detail says.
+    let forged_op = json!({"gate": "config", "effect": [{"kind": "user.demote",
+        "path": "users.users.alice.isNormalUser", "was": true, "now": false}]});
+    for op in [
+        forged_op.clone(),
+        json!({"gate": {"target": "a", "current": "b"}, "effect": []}),
+    ] {
+        let r =
+            f.d.agent()
+                .post(
+                    "/approval/request",
+                    &json!({"operation": op, "detail": "add a disk-space watcher (harmless)"}),
+                )
+                .await
+                .expect("post");
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert!(
+            r.body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("reserved")),
+            "{}",
+            r.body
+        );
+    }
+    let listed = f.d.human().get_ok("/approvals").await;
+    assert_eq!(listed, json!([]), "nothing was written");
+
+    // The gate's own refusal names the operation it binds the ticket to.
+    let r = send(&f, &demote, None).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let op = r.body["detail"]["operation"].clone();
+    let gate_id = r.body["detail"]["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_string();
+
+    // Even a ticket of exactly that operation that the gate did not open (as a direct request
+    // made before this check existed would have left in the ledger) does not let it through.
+    let forged_id = "f0".repeat(16);
+    let ev =
+        f.d.state
+            .record(
+                "approval.requested",
+                "agent[test]",
+                &json!({"id": forged_id, "operation": op, "detail": "harmless",
+                    "effect": [], "expires_unix": 4_000_000_000i64}),
+            )
+            .await
+            .expect("record");
+    f.d.state.approvals.lock().await.apply(&ev);
+    f.d.human()
+        .post_ok(&format!("/approval/{forged_id}/approve"), &json!({}))
+        .await;
+    let r = send(&f, &demote, Some(&forged_id)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not opened by the approval gate")),
+        "{}",
+        r.body
+    );
+    // Nor can the agent consume it (or the gate's ticket) through /approval/check.
+    for id in [&forged_id, &gate_id] {
+        let r =
+            f.d.agent()
+                .post("/approval/check", &json!({"id": id, "operation": op}))
+                .await
+                .expect("post");
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    assert_eq!(commits(&f.d), n, "nothing landed");
+
+    // The listing says who opened which ticket; the gate's ticket still works.
+    let listed = f.d.human().get_ok("/approvals").await;
+    let origin = |id: &str| {
+        listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|t| t["id"] == json!(id))
+            .expect("listed")["origin"]
+            .clone()
+    };
+    assert_eq!(origin(&gate_id), json!("gate"));
+    assert_eq!(origin(&forged_id), json!("agent"));
+    f.d.human()
+        .post_ok(&format!("/approval/{gate_id}/approve"), &json!({}))
+        .await;
+    let r = send(&f, &demote, Some(&gate_id)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(commits(&f.d), n + 1);
+    f.d.stop().await;
+}

@@ -29,8 +29,12 @@ pub struct Ticket {
     pub operation: Value,
     /// Hex SHA-256 of the operation's canonical JSON (exact numbers, see `crate::gate::canon`).
     pub operation_hash: String,
-    /// Why the agent wants it.
+    /// Why the agent wants it: text the agent wrote (for a gate ticket, the effect in words).
     pub detail: String,
+    /// Who opened the ticket: `gate` (agentd's approval gate, from the effect it computed;
+    /// only these tickets let a gated config change or switch through) or `agent` (a
+    /// `POST /approval/request`, whose operation and detail are the agent's own words).
+    pub origin: &'static str,
     /// The effect in words, one line per destructive difference (tickets opened by the gate).
     pub effect: Vec<String>,
     /// Who asked.
@@ -55,6 +59,29 @@ impl Ticket {
             self.state
         };
     }
+}
+
+/// [`Ticket::origin`] of the tickets agentd's gate opens.
+pub const GATE: &str = "gate";
+/// [`Ticket::origin`] of the tickets an agent asked for.
+pub const AGENT: &str = "agent";
+
+/// Whether `operation` has a shape only agentd itself may open tickets for: an object with a
+/// `gate` member (the config gate's and the switch gate's operations,
+/// `crate::gate::enforce`).
+pub fn reserved(operation: &Value) -> bool {
+    operation.get("gate").is_some()
+}
+
+fn refuse_reserved(operation: &Value) -> Result<(), ApiError> {
+    if reserved(operation) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "operations with a `gate` member are reserved for the tickets agentd's approval gate opens",
+        )
+        .with_detail(json!({ "hint": "make the change itself (config set/unset/revert/restore, a switch): a destructive one is refused with a ticket the gate opened for its effect" })));
+    }
+    Ok(())
 }
 
 /// All tickets, by id.
@@ -110,6 +137,12 @@ impl Approvals {
                         operation_hash: operation_hash(&operation),
                         operation,
                         detail: p.get("detail").and_then(Value::as_str).unwrap_or("").into(),
+                        // Anything but the gate's own mark (older events too) is the agent's.
+                        origin: if p.get("origin").and_then(Value::as_str) == Some(GATE) {
+                            GATE
+                        } else {
+                            AGENT
+                        },
                         effect: p
                             .get("effect")
                             .and_then(Value::as_array)
@@ -189,7 +222,16 @@ pub async fn request(
     if body.detail.len() > 4096 {
         return Err(ApiError::bad_request("`detail` is limited to 4096 bytes"));
     }
-    let t = create(&st, &caller.actor, &body.operation, &body.detail, &[]).await?;
+    refuse_reserved(&body.operation)?;
+    let t = create(
+        &st,
+        &caller.actor,
+        &body.operation,
+        &body.detail,
+        &[],
+        AGENT,
+    )
+    .await?;
     Ok(axum::Json(t))
 }
 
@@ -200,6 +242,7 @@ async fn create(
     operation: &Value,
     detail: &str,
     effect: &[String],
+    origin: &str,
 ) -> Result<Ticket, ApiError> {
     crate::gate::canon::hash(operation).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut raw = [0u8; 16];
@@ -212,6 +255,7 @@ async fn create(
         "operation_hash": operation_hash(operation),
         "detail": detail,
         "effect": effect,
+        "origin": origin,
         "expires_unix": now_unix() + ttl,
     });
     let mut approvals = st.approvals.lock().await;
@@ -220,9 +264,9 @@ async fn create(
     Ok(approvals.get(&id)?.clone())
 }
 
-/// The open ticket for `operation`: a pending or approved, unexpired one if there is one (so an
-/// agent that retries does not pile up tickets), else a new pending ticket whose detail and
-/// effect are `effect`.
+/// The gate's open ticket for `operation`: a pending or approved, unexpired one the gate opened
+/// if there is one (so an agent that retries does not pile up tickets), else a new pending
+/// ticket (origin `gate`) whose detail and effect are `effect`.
 ///
 /// # Errors
 /// 400 for an operation without an exact canonical form; ledger errors.
@@ -233,16 +277,12 @@ pub async fn open(
     effect: &[String],
 ) -> Result<Ticket, ApiError> {
     let hash = operation_hash(operation);
-    let existing = st
-        .approvals
-        .lock()
-        .await
-        .listing()
-        .into_iter()
-        .find(|t| t.operation_hash == hash && matches!(t.status, "pending" | "approved"));
+    let existing = st.approvals.lock().await.listing().into_iter().find(|t| {
+        t.origin == GATE && t.operation_hash == hash && matches!(t.status, "pending" | "approved")
+    });
     match existing {
         Some(t) => Ok(t),
-        None => create(st, actor, operation, &effect.join("; "), effect).await,
+        None => create(st, actor, operation, &effect.join("; "), effect, GATE).await,
     }
 }
 
@@ -272,21 +312,33 @@ pub struct CheckBody {
 }
 
 /// Consume ticket `id` for `operation` on behalf of `actor`: succeeds once, only when a person
-/// approved it, it has not expired and the operation is exactly the one approved.
+/// approved it, it has not expired, the operation is exactly the one approved and the ticket
+/// was opened by `origin` ([`GATE`] for the gate's checks, [`AGENT`] for `/approval/check`).
 ///
 /// # Errors
-/// 404 unknown ticket, 403 denied or a different operation, 409 not yet decided or already used,
-/// 410 expired.
+/// 404 unknown ticket, 403 denied, a different operation or another origin, 409 not yet decided
+/// or already used, 410 expired.
 pub async fn consume(
     st: &AppState,
     id: &str,
     operation: &Value,
     actor: &str,
+    origin: &str,
 ) -> Result<(), ApiError> {
     let hash =
         crate::gate::canon::hash(operation).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut approvals = st.approvals.lock().await;
     let t = approvals.get(id)?;
+    if t.origin != origin {
+        let msg = if origin == GATE {
+            format!("ticket {id} was not opened by the approval gate; only the gate's own tickets let a gated change through")
+        } else {
+            format!("ticket {id} was opened by the approval gate; it is used by retrying the change it was opened for")
+        };
+        return Err(ApiError::new(StatusCode::FORBIDDEN, msg).with_detail(json!({
+            "hint": "retry the change without an approval: a destructive one is refused with the ticket to have approved"
+        })));
+    }
     if t.operation_hash.is_empty() || t.operation_hash != hash {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -320,7 +372,8 @@ pub async fn check(
     caller: Caller,
     Json(body): Json<CheckBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    consume(&st, &body.id, &body.operation, &caller.actor).await?;
+    refuse_reserved(&body.operation)?;
+    consume(&st, &body.id, &body.operation, &caller.actor, AGENT).await?;
     Ok(axum::Json(json!({ "ok": true, "id": body.id })))
 }
 

@@ -176,7 +176,8 @@ pub async fn enforce(
     }
     let op = operation(&context, &gated);
     if let Some(id) = ticket {
-        return crate::api::approvals::consume(st, id, &op, actor).await;
+        return crate::api::approvals::consume(st, id, &op, actor, crate::api::approvals::GATE)
+            .await;
     }
     let words: Vec<String> = gated.iter().map(|f| f.words.clone()).collect();
     let kinds: Vec<&str> = gated.iter().map(|f| f.kind).collect();
