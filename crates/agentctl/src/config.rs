@@ -371,5 +371,6 @@ fn show_get(v: &Value) -> String {
 }
 
 fn s(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+    v.as_str()
+        .map_or_else(|| v.to_string(), crate::output::escape)
 }

@@ -78,8 +78,45 @@ pub fn print(v: &Value, json: bool, table: fn(&Value) -> String) -> std::io::Res
             serde_json::to_string_pretty(v).unwrap_or_default()
         ))
     } else {
-        emit(&table(v))
+        emit(&screen_safe(&table(v)))
     }
+}
+
+/// Whether `c` must not reach a terminal raw: control characters (ESC, CR, backspace, ...,
+/// newline too) and the Unicode bidirectional overrides that reorder what is shown.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn escape_char(c: char, out: &mut String) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+    }
+}
+
+/// `text` with every control character shown as a visible escape (`\n`, `\r`, `\t`,
+/// `\u{1b}`), so text from the agent (a ticket's detail, a reason, a watcher's output) cannot
+/// erase, move or fake rows on a person's screen. Every table cell goes through it.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if unsafe_char(c) {
+            escape_char(c, &mut out);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A rendered table as it may reach the screen: its own line breaks kept, every other control
+/// character escaped as in [`escape`] (the backstop for a cell that was not escaped).
+fn screen_safe(table: &str) -> String {
+    table.split('\n').map(escape).collect::<Vec<_>>().join("\n")
 }
 
 /// The text of an error for stderr: a daemon's refusal shows its `error` **and** its `detail`
@@ -109,7 +146,7 @@ pub fn error_text(e: &anyhow::Error) -> String {
         }
         other => out.push_str(&format!("\n  {other}")),
     }
-    out
+    screen_safe(&out)
 }
 
 /// What a command produced: the JSON for `--json`, how to render it, and the exit code.
@@ -142,7 +179,8 @@ impl Outcome {
     }
 }
 
-/// A cell: strings as is, `null` as `-`, other JSON compactly.
+/// A cell: strings with control characters escaped ([`escape`]), `null` as `-`, other JSON
+/// compactly.
 pub fn cell(v: &Value) -> String {
     s(v)
 }
@@ -161,7 +199,7 @@ pub fn urlencode(s: &str) -> String {
 
 fn s(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape(s),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
@@ -219,11 +257,12 @@ pub fn approvals(v: &Value) -> String {
         "ID", "STATUS", "EXPIRES", "OPERATION / DETAIL"
     );
     for t in v.as_array().into_iter().flatten() {
-        let effect: Vec<&str> = t["effect"]
+        let effect: Vec<String> = t["effect"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
+            .map(escape)
             .collect();
         let what = if t["origin"] == "gate" {
             // The gate's tickets: one line per destructive difference, in agentd's words.
@@ -370,6 +409,30 @@ mod tests {
             gate.ends_with("alice demoted") && !gate.contains("agent"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn control_characters_in_cells_are_shown_escaped() {
+        let evil = "ok\u{1b}[2K\rfake row\nID  approved\u{202e}x\u{7}";
+        assert_eq!(
+            escape(evil),
+            "ok\\u{1b}[2K\\rfake row\\nID  approved\\u{202e}x\\u{7}"
+        );
+        assert_eq!(escape("plain é ✓"), "plain é ✓");
+        let v = serde_json::json!([{"id": "a", "status": "pending", "expires_at": "x",
+            "origin": "agent", "operation": {"op": 1}, "detail": evil, "effect": []}]);
+        let out = approvals(&v);
+        assert_eq!(out.lines().count(), 2, "one header, one row: {out}");
+        assert!(!out.chars().any(|c| unsafe_char(c) && c != '\n'), "{out:?}");
+        // Every table goes through the same rendering: events, generations, incidents...
+        let ev = serde_json::json!([{"id": 1, "ts": "t", "type": "x\ry", "actor": "a",
+            "payload": evil}]);
+        assert_eq!(events(&ev).lines().count(), 2, "{}", events(&ev));
+        let gens = serde_json::json!([{"short": "abc", "timestamp": "t",
+            "author": {"name": "n\u{1b}[1A"}, "reason": "r", "tags": ["t\u{8}"]}]);
+        assert!(!generations(&gens).contains('\u{1b}') && !generations(&gens).contains('\u{8}'));
+        // The backstop keeps a table's own line breaks and escapes the rest.
+        assert_eq!(screen_safe("a\u{1b}b\nc\r\n"), "a\\u{1b}b\nc\\r\n");
     }
 
     #[test]
