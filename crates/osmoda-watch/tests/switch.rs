@@ -183,6 +183,13 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         (status, v["detail"]["kind"].as_str()),
         (404, Some("not_found"))
     );
+    let (status, v) = env.get("/switch/begin").await;
+    assert_eq!(
+        (status, v["detail"]["kind"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{v}"
+    );
+    assert!(v["error"].as_str().unwrap().contains("GET"), "{v}");
     let (status, v) = env.get("/switch/status/abc").await;
     assert_eq!(
         (status, v["detail"]["kind"].as_str()),

@@ -34,7 +34,20 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "no such route; see docs/api.md".into(),
             ))
         })
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// 405 for a known route called with another method, in the API's error shape.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({
+            "error": format!("{method} is not allowed on {}", uri.path()),
+            "detail": { "kind": "method_not_allowed", "hint": "docs/api.md lists each route's method" },
+        })),
+    )
+        .into_response()
 }
 
 /// A [`WatchError`] on its way to the client.
