@@ -47,7 +47,7 @@ struct Cli {
         long,
         global = true,
         env = "OSMODA_APPROVAL_SOCKET",
-        default_value = "/run/osmoda/agentd-approval.sock"
+        default_value = "/run/osmoda-admin/approval.sock"
     )]
     approval_socket: PathBuf,
     /// osmoda-watch's socket (SafeSwitch and watchers).
