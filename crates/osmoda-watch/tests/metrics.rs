@@ -36,7 +36,7 @@ async fn metrics_count_switches_watcher_checks_and_requests() {
     );
     let rev = env.commit(&watched, "watch the web service");
     let w = env.spawn(None);
-    let s = env.begin(json!({"generation": rev, "ttl_secs": 0})).await;
+    let s = env.begin(json!({"generation": rev, "ttl_secs": 1})).await;
     let done = env.wait_terminal(s["id"].as_u64().unwrap()).await;
     assert_eq!(done["state"], "committed", "{done}");
     let start = Instant::now();
