@@ -29,6 +29,7 @@ pub fn settings(cfg: &AgentdConfig) -> Settings {
         approval_ttl: Duration::from_secs(cfg.approval.ttl_secs),
         approval_required: cfg.approval.required.clone(),
         critical_packages: critical,
+        approval_socket: None,
     }
 }
 

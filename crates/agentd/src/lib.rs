@@ -36,7 +36,13 @@ pub struct Settings {
     /// Package names whose removal needs approval: [`gate::DEFAULT_CRITICAL_PACKAGES`] plus
     /// `approval.critical_packages`.
     pub critical_packages: Vec<String>,
+    /// The approval socket agentd serves (`--approval-socket`); `None` for the default
+    /// [`DEFAULT_APPROVAL_SOCKET`]. The gate's 403 names it in its approve command.
+    pub approval_socket: Option<std::path::PathBuf>,
 }
+
+/// The approval socket of the NixOS module (lib/default.nix `approvalSocket`) and agentctl.
+pub const DEFAULT_APPROVAL_SOCKET: &str = "/run/osmoda-admin/approval.sock";
 
 impl Settings {
     /// Whether an operation of `kind` needs a human approval ticket: the gate's defaults always
@@ -62,6 +68,7 @@ impl Default for Settings {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            approval_socket: None,
         }
     }
 }

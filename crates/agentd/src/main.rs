@@ -50,12 +50,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
 
-    let settings = if cli.config.exists() {
+    let mut settings = if cli.config.exists() {
         agentd::config::load(&cli.config)?
     } else {
         tracing::info!(config = %cli.config.display(), "no config file; using defaults");
         agentd::Settings::default()
     };
+    if cli.approval_socket != std::path::Path::new(agentd::DEFAULT_APPROVAL_SOCKET) {
+        settings.approval_socket = Some(cli.approval_socket.clone());
+    }
     let fds = osmoda_daemon::raise_fd_limit()?;
     let limits = agentd::ServeLimits {
         agent: agentd::Limits::main(fds),

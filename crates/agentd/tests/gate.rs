@@ -858,3 +858,29 @@ async fn the_gate_accepts_only_tickets_it_opened_itself() {
     assert_eq!(commits(&f.d), n + 1);
     f.d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_approve_command_names_the_socket_agentd_serves() {
+    let settings = agentd::Settings {
+        approval_socket: Some("/srv/admin/approval.sock".into()),
+        ..Default::default()
+    };
+    let d = Daemon::start_with_tree_and(settings).await;
+    let r = d
+        .agent()
+        .post(
+            "/config/set",
+            &json!({"file": CFG, "path": "services.openssh.enable", "value": false, "reason": "t"}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let id = r.body["detail"]["ticket"].as_str().expect("ticket");
+    assert_eq!(
+        r.body["detail"]["approve"],
+        json!(format!(
+            "agentctl --approval-socket /srv/admin/approval.sock approvals approve {id}"
+        ))
+    );
+    d.stop().await;
+}

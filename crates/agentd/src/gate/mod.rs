@@ -182,7 +182,14 @@ pub async fn enforce(
     let words: Vec<String> = gated.iter().map(|f| f.words.clone()).collect();
     let kinds: Vec<&str> = gated.iter().map(|f| f.kind).collect();
     let t = crate::api::approvals::open(st, actor, &op, &words).await?;
-    let approve = format!("agentctl approvals approve {}", t.id);
+    let approve = match &st.settings.approval_socket {
+        Some(p) => format!(
+            "agentctl --approval-socket {} approvals approve {}",
+            p.display(),
+            t.id
+        ),
+        None => format!("agentctl approvals approve {}", t.id),
+    };
     Err(ApiError::new(
         StatusCode::FORBIDDEN,
         format!(
