@@ -122,6 +122,9 @@ async fn failed_edits_change_nothing() {
         json!({"path": "services.osmoda.x", "value": 1, "nix": "1", "reason": "both"}),
         json!({"path": "services.osmoda.x", "value": 1, "reason": ""}),
         json!({"path": "services.osmoda.x", "value": 1, "reason": "escape", "file": "../outside.nix"}),
+        // More precise than a double: no Nix float carries it (was a 500).
+        serde_json::from_str(r#"{"path": "services.osmoda.x", "value": 1.0000000000000001, "reason": "float"}"#).expect("json"),
+        serde_json::from_str(r#"{"path": "services.osmoda.x", "value": {"a": [0.10000000000000000001]}, "reason": "float"}"#).expect("json"),
     ];
     for body in bad {
         let r = d.agent().post("/config/set", &body).await.expect("post");
@@ -132,6 +135,16 @@ async fn failed_edits_change_nothing() {
             r.body
         );
         assert!(r.body["error"].as_str().is_some_and(|e| !e.is_empty()));
+        if body["reason"] == "float" {
+            assert_eq!(r.status, 400, "{}", r.body);
+            assert!(
+                r.body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("Nix float")),
+                "{}",
+                r.body
+            );
+        }
     }
     assert_eq!(git(&d.tree_dir(), &["rev-parse", "HEAD"]), head);
     assert_eq!(git(&d.tree_dir(), &["status", "--porcelain"]), "");

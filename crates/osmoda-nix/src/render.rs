@@ -55,7 +55,7 @@ pub(crate) fn check_value(value: &Json) -> Result<(), EditError> {
     match value {
         Json::Number(n) => {
             if n.is_f64() {
-                return Ok(());
+                return check_float(&n.to_string());
             }
             match n.as_i64() {
                 Some(i) if i > i64::MIN => Ok(()),
@@ -72,6 +72,50 @@ pub(crate) fn check_value(value: &Json) -> Result<(), EditError> {
         }),
         Json::Null | Json::Bool(_) => Ok(()),
     }
+}
+
+/// A JSON number with a fraction or exponent must be the one a Nix float (a double) holds:
+/// its decimal value equals that of the double's shortest form (`1.50` and `1.5e0` pass,
+/// `1.0000000000000001` does not).
+fn check_float(text: &str) -> Result<(), EditError> {
+    let exact = text
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .and_then(serde_json::Number::from_f64)
+        .is_some_and(|n| decimal(&n.to_string()) == decimal(text));
+    if exact {
+        Ok(())
+    } else {
+        Err(EditError::InvalidValue(format!(
+            "number {text} cannot be carried exactly by a Nix float (a 64-bit double); write it with at most 15–17 significant digits, or as a string"
+        )))
+    }
+}
+
+/// A decimal number's sign, significant digits and exponent of its first digit, so that equal
+/// values compare equal however they are written.
+fn decimal(text: &str) -> (bool, String, i64) {
+    let (neg, t) = match text.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, text),
+    };
+    let (mant, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i64>().unwrap_or(0)),
+        None => (t, 0),
+    };
+    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
+    let all: String = format!("{int}{frac}");
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all
+        .trim_start_matches('0')
+        .trim_end_matches('0')
+        .to_string();
+    if digits.is_empty() {
+        return (false, String::new(), 0);
+    }
+    let point = i64::try_from(int.len()).unwrap_or(0) - i64::try_from(lead).unwrap_or(0) + exp;
+    (neg, digits, point)
 }
 
 fn check_str(s: &str) -> Result<(), EditError> {
@@ -223,5 +267,26 @@ mod tests {
         assert!(check_value(&json!(u64::MAX)).is_err());
         assert!(check_value(&json!(i64::MIN)).is_err());
         assert!(check_value(&json!({"k\u{0}": 1})).is_err());
+    }
+
+    #[test]
+    fn floats_must_be_exact_doubles() {
+        let num = |t: &str| serde_json::from_str::<Json>(t).expect("json");
+        for ok in [
+            "1.5", "1.50", "1.5e0", "0.1", "-2.25", "1e300", "0.0", "-0.0", "100.0", "1E2",
+        ] {
+            assert!(check_value(&num(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "1.0000000000000001",
+            "0.10000000000000000001",
+            "[2.00000000000000000001]",
+        ] {
+            let e = check_value(&num(bad)).expect_err(bad).to_string();
+            assert!(
+                e.contains("cannot be carried exactly by a Nix float"),
+                "{bad}: {e}"
+            );
+        }
     }
 }
