@@ -52,7 +52,7 @@ impl Env {
 async fn start() -> Env {
     // Outside /tmp (commands get a private one) and traversable: only the boundary hides the
     // approval socket, exactly as `/run/osmoda-admin` is hidden on a machine.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let dir = tempfile::tempdir_in(outside_tmp()).expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let admin = dir.path().join("osmoda-admin");
     std::fs::create_dir(&admin).expect("mkdir");
@@ -252,4 +252,15 @@ async fn agentctl_in_a_check_or_watcher_cannot_approve_and_a_person_can() {
     let o = env.ctl(&["approvals", "approve", &id]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(ticket_status(&env, &id), "approved");
+}
+
+/// A scratch root that commands inside the boundary can see: the target dir's tmp, unless the
+/// checkout itself lives under `/tmp` (commands get a private `/tmp`), then `/var/tmp`.
+fn outside_tmp() -> &'static std::path::Path {
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if root.starts_with("/tmp") {
+        std::path::Path::new("/var/tmp")
+    } else {
+        root
+    }
 }

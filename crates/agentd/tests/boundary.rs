@@ -47,7 +47,7 @@ async fn a_command_inside_the_boundary_cannot_approve_and_a_person_outside_can()
         return;
     }
     // Outside /tmp (the sandbox has its own) and traversable, so only the boundary hides things.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let dir = tempfile::tempdir_in(outside_tmp()).expect("tempdir");
     chmod(dir.path(), 0o755);
     let admin: PathBuf = dir.path().join("osmoda-admin");
     std::fs::create_dir(&admin).expect("mkdir");
@@ -112,4 +112,15 @@ async fn a_command_inside_the_boundary_cannot_approve_and_a_person_outside_can()
 
     trigger.fire();
     server.await.expect("join").expect("serve");
+}
+
+/// A scratch root that commands inside the boundary can see: the target dir's tmp, unless the
+/// checkout itself lives under `/tmp` (commands get a private `/tmp`), then `/var/tmp`.
+fn outside_tmp() -> &'static std::path::Path {
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if root.starts_with("/tmp") {
+        std::path::Path::new("/var/tmp")
+    } else {
+        root
+    }
 }

@@ -19,7 +19,7 @@ fn root() -> bool {
 
 /// A directory outside /tmp (the sandbox gets its own /tmp), readable by everyone.
 fn base() -> tempfile::TempDir {
-    let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let d = tempfile::tempdir_in(outside_tmp()).unwrap();
     chmod(d.path(), 0o755);
     d
 }
@@ -282,4 +282,15 @@ async fn an_unprivileged_daemon_still_masks_and_runs_commands_as_itself() {
     );
     assert!(!text.contains("s3cret"), "{text}");
     assert!(text.contains("CapBnd:\t0000000000000000"), "{text}");
+}
+
+/// A scratch root that commands inside the boundary can see: the target dir's tmp, unless the
+/// checkout itself lives under `/tmp` (commands get a private `/tmp`), then `/var/tmp`.
+fn outside_tmp() -> &'static std::path::Path {
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if root.starts_with("/tmp") {
+        std::path::Path::new("/var/tmp")
+    } else {
+        root
+    }
 }

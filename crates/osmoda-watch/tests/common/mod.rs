@@ -80,7 +80,7 @@ impl Env {
     pub async fn new() -> Env {
         // Outside /tmp (commands get a private one) and traversable, so a check sees what a
         // check on a real machine would, and only the boundary hides the approval path.
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let dir = tempfile::tempdir_in(outside_tmp()).unwrap();
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -322,4 +322,15 @@ impl Drop for Watchd {
 
 pub fn actor() -> Actor {
     Actor::new("Test Person", "test@example.org")
+}
+
+/// A scratch root that commands inside the boundary can see: the target dir's tmp, unless the
+/// checkout itself lives under `/tmp` (commands get a private `/tmp`), then `/var/tmp`.
+fn outside_tmp() -> &'static std::path::Path {
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if root.starts_with("/tmp") {
+        std::path::Path::new("/var/tmp")
+    } else {
+        root
+    }
 }
