@@ -55,7 +55,7 @@ async fn kill_9_during_edits_never_leaves_the_tree_dirty_or_misattributed() {
         let editor = tokio::spawn(async move {
             loop {
                 let i = n.fetch_add(1, Ordering::SeqCst);
-                let body = json!({"path": "services.osmoda.motd", "value": format!("edit {i}"), "reason": format!("edit {i}")});
+                let body = json!({"path": "services.osmoda.memory.embeddingModel", "value": format!("edit {i}"), "reason": format!("edit {i}")});
                 match client.post("/config/set", &body).await {
                     Ok(r) if r.status == 200 => {
                         a.fetch_add(1, Ordering::SeqCst);

@@ -12,6 +12,7 @@ pub mod egress;
 pub mod health;
 pub mod keyd;
 pub mod mesh;
+pub mod options;
 pub mod routines;
 pub mod voice;
 pub mod watch;

@@ -25,6 +25,7 @@ pub use locate::Place;
 pub use plan::{plan, Planned};
 mod restore;
 pub use restore::restore;
+mod schema;
 
 /// File edited when a request names none: the data-only module agents write.
 pub const DEFAULT_FILE: &str = "osmoda.nix";
@@ -333,10 +334,30 @@ async fn edit(
     let t = tree(&st)?;
     let o = op.clone();
     let (planned, evaluated) = blocking(move || {
-        let planned = plan(&t, named.as_deref(), &o)?;
-        let evaluated = match &o {
+        let ours = schema::concerns(&o);
+        let raw = match &o {
             osmoda_nix::Op::Set(_, NixValue::Raw(raw))
-            | osmoda_nix::Op::Append(_, NixValue::Raw(raw)) => plan::evaluate_raw(&t, raw)?,
+            | osmoda_nix::Op::Append(_, NixValue::Raw(raw))
+            | osmoda_nix::Op::Remove(_, NixValue::Raw(raw)) => Some(raw),
+            _ => None,
+        };
+        let planned = plan(&t, named.as_deref(), &o)?;
+        if raw.is_none() {
+            schema::check(&o, None)?;
+        }
+        let evaluated = match raw {
+            Some(raw) if ours || !matches!(o, osmoda_nix::Op::Remove(..)) => {
+                match plan::evaluate_raw(&t, raw, ours)? {
+                    plan::RawEval::Skipped => {
+                        schema::check(&o, None)?;
+                        false
+                    }
+                    plan::RawEval::Evaluated(json) => {
+                        schema::check(&o, json.as_ref())?;
+                        true
+                    }
+                }
+            }
             _ => true,
         };
         Ok((planned, evaluated))

@@ -116,24 +116,79 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     result
 }
 
+/// What evaluating a raw value before the commit found.
+pub enum RawEval {
+    /// Not evaluated: no evaluator, or the value names its module's arguments (`pkgs`, `lib`, …).
+    Skipped,
+    /// It evaluates; with its value as JSON when asked for and expressible (not a function).
+    Evaluated(Option<serde_json::Value>),
+}
+
 /// Evaluates a raw Nix value before it is committed, when it can be evaluated on its own (no
 /// free variables such as `pkgs` or `lib`, no `with`): `nix-instantiate --eval --strict` in
-/// restricted mode, which cannot read any file outside the tree. Returns whether it was
-/// evaluated.
+/// restricted mode, which cannot read any file outside the tree. With `want_json`, the value
+/// is also returned as JSON (one evaluation; a second, without `--json`, only for a value JSON
+/// cannot carry, such as a function).
 ///
 /// # Errors
 /// 422 with the evaluator's message.
-pub fn evaluate_raw(tree: &Tree, raw: &str) -> Result<bool, ApiError> {
+pub fn evaluate_raw(tree: &Tree, raw: &str, want_json: bool) -> Result<RawEval, ApiError> {
     let Some(nix) = tree.nix_instantiate() else {
-        return Ok(false);
+        return Ok(RawEval::Skipped);
     };
     match osmoda_nix::free_variables(raw) {
         Ok(Some(free)) if free.is_empty() => {}
-        Ok(_) => return Ok(false),
+        Ok(_) => return Ok(RawEval::Skipped),
         Err(e) => return Err(e.into()),
     }
-    let mut child = Command::new(nix)
-        .args(["--eval", "--strict", "--readonly-mode"])
+    if want_json {
+        match run_eval(tree, nix, raw, true)? {
+            Ok(stdout) => {
+                let v = serde_json::from_slice(&stdout).map_err(ApiError::internal)?;
+                return Ok(RawEval::Evaluated(Some(v)));
+            }
+            Err(stderr) if !stderr.contains("cannot convert") => {
+                return Err(not_evaluated(&stderr))
+            }
+            Err(_) => {}
+        }
+    }
+    match run_eval(tree, nix, raw, false)? {
+        Ok(_) => Ok(RawEval::Evaluated(None)),
+        Err(stderr) => Err(not_evaluated(&stderr)),
+    }
+}
+
+fn not_evaluated(stderr: &str) -> ApiError {
+    if stderr.is_empty() {
+        return ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the raw Nix value did not finish evaluating within 10 seconds",
+        );
+    }
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!(
+            "the raw Nix value does not evaluate: {}",
+            first_error(stderr)
+        ),
+    )
+    .with_detail(json!({ "evaluator": stderr.trim() }))
+}
+
+/// One restricted evaluation: `Ok(stdout)`, or `Err(stderr)` (empty when it timed out).
+fn run_eval(
+    tree: &Tree,
+    nix: &Path,
+    raw: &str,
+    json: bool,
+) -> Result<Result<Vec<u8>, String>, ApiError> {
+    let mut cmd = Command::new(nix);
+    cmd.args(["--eval", "--strict", "--readonly-mode"]);
+    if json {
+        cmd.arg("--json");
+    }
+    let mut child = cmd
         .args(["--option", "restrict-eval", "true"])
         .args(["--option", "allowed-uris", ""])
         .arg("-I")
@@ -143,10 +198,20 @@ pub fn evaluate_raw(tree: &Tree, raw: &str) -> Result<bool, ApiError> {
         .current_dir(tree.dir())
         .env("NIX_PATH", "")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(if json { Stdio::piped() } else { Stdio::null() })
         .stderr(Stdio::piped())
         .spawn()
         .map_err(ApiError::internal)?;
+    // Read stdout as it comes (a large value must not fill the pipe and stall the child),
+    // bounded like a request body.
+    let reader = child.stdout.take().map(|out| {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            let _ = out.take(4 * 1024 * 1024).read_to_end(&mut buf);
+            buf
+        })
+    });
     // Bounded: an expression that loops is stopped, not waited for.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -160,26 +225,18 @@ pub fn evaluate_raw(tree: &Tree, raw: &str) -> Result<bool, ApiError> {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    let stdout = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     let mut stderr = String::new();
     if let Some(e) = child.stderr.take() {
         use std::io::Read;
         let _ = e.take(8 * 1024).read_to_string(&mut stderr);
     }
-    match status {
-        Some(s) if s.success() => Ok(true),
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "the raw Nix value does not evaluate: {}",
-                first_error(&stderr)
-            ),
-        )
-        .with_detail(json!({ "evaluator": stderr.trim() }))),
-        None => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "the raw Nix value did not finish evaluating within 10 seconds",
-        )),
-    }
+    Ok(match status {
+        Some(s) if s.success() => Ok(stdout),
+        Some(_) if stderr.trim().is_empty() => Err("the evaluator failed without a message".into()),
+        Some(_) => Err(stderr),
+        None => Err(String::new()),
+    })
 }
 
 /// The evaluator's `error: …` line.
