@@ -14,6 +14,7 @@ pub mod checks;
 pub mod error;
 pub mod runner;
 pub use osmoda_daemon::shutdown;
+pub mod scheduler;
 pub mod switch;
 pub mod tree;
 pub mod watcher;

@@ -3,7 +3,6 @@
 //! each step at most once per incident and with exponential backoff between steps. Recovery
 //! closes the incident. Escalation state is persisted so a restart does not repeat a step.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,12 +10,13 @@ use std::time::Duration;
 use osmoda_config::{HealthCheck, WatchAction, WatchConfig, Watcher};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::task::JoinHandle;
+use sha2::{Digest, Sha256};
 
 use crate::agentd::Agentd;
-use crate::checks::{probe_of, CheckEnv};
+use crate::checks::{probe_of, CheckEnv, Probe};
 use crate::error::{Result, WatchError};
 use crate::runner::{run_ok, Cmd, Runner};
+use crate::scheduler::{Job, Scheduler};
 use crate::switch::session::{now_ms, now_rfc3339};
 use crate::switch::store::write_atomic;
 use crate::switch::{BeginRequest, Engine};
@@ -87,13 +87,29 @@ pub struct WatcherView {
     pub status: WatcherStatus,
 }
 
-struct Running {
+/// Most probes (with the escalation step they trigger) running at once, over all watchers.
+pub const MAX_CONCURRENT_PROBES: usize = 64;
+
+/// One watcher as the scheduler runs it.
+struct WatcherJob {
+    ctx: Arc<Ctx>,
+    name: String,
     def: Watcher,
-    status: Arc<Mutex<WatcherStatus>>,
-    task: JoinHandle<()>,
+    probe: Probe,
+    status: Mutex<WatcherStatus>,
 }
 
-/// Shared by every watcher task.
+impl Job for WatcherJob {
+    fn interval(&self) -> Duration {
+        Duration::from_secs(self.def.interval_secs.max(1))
+    }
+
+    fn run(self: Arc<Self>) -> impl std::future::Future<Output = ()> + Send + 'static {
+        async move { self.tick().await }
+    }
+}
+
+/// Shared by every watcher.
 pub struct Ctx {
     /// SafeSwitch, for the rollback step.
     pub engine: Arc<Engine>,
@@ -107,10 +123,11 @@ pub struct Ctx {
     pub dir: PathBuf,
 }
 
-/// The set of running watchers.
+/// The set of watchers, probed by one [`Scheduler`] with at most [`MAX_CONCURRENT_PROBES`]
+/// probes at once: memory grows by one definition and one status per watcher, not by a task.
 pub struct Watchers {
     ctx: Arc<Ctx>,
-    running: Mutex<BTreeMap<String, Running>>,
+    jobs: Scheduler<WatcherJob>,
 }
 
 impl Watchers {
@@ -118,107 +135,106 @@ impl Watchers {
     ///
     /// # Errors
     /// When the state directory cannot be created.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
     pub fn new(ctx: Ctx) -> Result<Watchers> {
         std::fs::create_dir_all(&ctx.dir).map_err(WatchError::io("create", &ctx.dir))?;
         Ok(Watchers {
             ctx: Arc::new(ctx),
-            running: Mutex::new(BTreeMap::new()),
+            jobs: Scheduler::new(MAX_CONCURRENT_PROBES),
         })
     }
 
-    /// Makes the running set match `cfg`: new watchers start, removed ones stop, changed ones
-    /// restart with fresh state; unchanged ones keep running untouched.
+    /// Makes the set match `cfg`: new watchers start (probed at once), removed ones stop,
+    /// changed ones restart with fresh state; unchanged ones keep running untouched.
     pub fn apply(&self, cfg: &WatchConfig) {
-        let Ok(mut running) = self.running.lock() else {
-            return;
-        };
-        running.retain(|name, r| {
-            let keep = cfg.watchers.get(name) == Some(&r.def);
-            if !keep {
-                r.task.abort();
+        for name in self.jobs.keys() {
+            let same = match (cfg.watchers.get(&*name), self.jobs.get(&name)) {
+                (Some(def), Some(job)) => job.def == *def,
+                _ => false,
+            };
+            if !same {
+                self.jobs.remove(&name);
             }
-            keep
-        });
+        }
         for (name, def) in &cfg.watchers {
-            if running.contains_key(name) {
+            if self.jobs.get(name).is_some() {
                 continue;
             }
-            let status = Arc::new(Mutex::new(load_status(&self.ctx.dir, name, def)));
-            let task = tokio::spawn(run_watcher(
-                Arc::clone(&self.ctx),
-                name.clone(),
-                def.clone(),
-                Arc::clone(&status),
-            ));
-            running.insert(
-                name.clone(),
-                Running {
-                    def: def.clone(),
-                    status,
-                    task,
-                },
-            );
+            // The definition is kept once, in the job; the status gets it when saved or listed.
+            let status = WatcherStatus {
+                definition: None,
+                ..load_status(&self.ctx.dir, name, def)
+            };
+            let job = WatcherJob {
+                ctx: Arc::clone(&self.ctx),
+                name: name.clone(),
+                def: def.clone(),
+                probe: probe_of(&def.check),
+                status: Mutex::new(status),
+            };
+            self.jobs.insert(name, Arc::new(job));
         }
     }
 
-    /// Number of running watchers.
+    /// Number of watchers.
     pub fn count(&self) -> usize {
-        self.running.lock().map(|r| r.len()).unwrap_or(0)
+        self.jobs.len()
+    }
+
+    /// Number of probes (or escalation steps) running right now.
+    pub fn probing(&self) -> usize {
+        self.jobs.running()
     }
 
     /// Is a watcher with this name configured?
     pub fn contains(&self, name: &str) -> bool {
-        self.running
-            .lock()
-            .map(|r| r.contains_key(name))
-            .unwrap_or(false)
+        self.jobs.get(name).is_some()
     }
 
     /// At most `limit` watchers with their state, in name order, starting after the name
     /// `after` (paging: pass the last name of a page to get the next).
     pub fn list(&self, after: Option<&str>, limit: usize) -> Vec<WatcherView> {
-        use std::ops::Bound;
-        let Ok(running) = self.running.lock() else {
-            return Vec::new();
-        };
-        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_string()));
-        running
-            .range::<String, _>((start, Bound::Unbounded))
-            .take(limit)
-            .map(|(name, r)| WatcherView {
-                id: name.clone(),
-                name: name.clone(),
-                check: r.def.check.clone(),
-                interval_secs: r.def.interval_secs,
-                actions: r.def.actions.clone(),
-                status: r.status.lock().map(|s| s.clone()).unwrap_or_default(),
+        self.jobs
+            .range(after, limit)
+            .into_iter()
+            .map(|(name, j)| WatcherView {
+                id: name.to_string(),
+                name: name.to_string(),
+                check: j.def.check.clone(),
+                interval_secs: j.def.interval_secs,
+                actions: j.def.actions.clone(),
+                status: WatcherStatus {
+                    definition: Some(j.def.clone()),
+                    ..j.status.lock().map(|s| s.clone()).unwrap_or_default()
+                },
             })
             .collect()
     }
 
     /// Stops every watcher.
     pub fn stop(&self) {
-        if let Ok(mut running) = self.running.lock() {
-            for r in running.values() {
-                r.task.abort();
-            }
-            running.clear();
-        }
+        self.jobs.stop();
     }
 }
 
+/// The status file of watcher `name`: the name itself when it is short and made of
+/// `[A-Za-z0-9_-]`, otherwise a readable prefix plus a SHA-256 of the name, so two names never
+/// share a file (`a.b` and `a_b`) and a long name never exceeds a file name's 255 bytes.
 fn file_name(name: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if !name.is_empty() && name.len() <= 64 && name.chars().all(plain) {
+        return format!("{name}.json");
+    }
     let safe: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .take(64)
+        .map(|c| if plain(c) { c } else { '_' })
         .collect();
-    format!("{safe}.json")
+    let digest = Sha256::digest(name.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{safe}~{hex}.json")
 }
 
 fn load_status(dir: &std::path::Path, name: &str, def: &Watcher) -> WatcherStatus {
@@ -245,9 +261,13 @@ fn load_status(dir: &std::path::Path, name: &str, def: &Watcher) -> WatcherStatu
     }
 }
 
-fn save_status(ctx: &Ctx, name: &str, status: &WatcherStatus) {
+fn save_status(ctx: &Ctx, name: &str, def: &Watcher, status: &WatcherStatus) {
     let path = ctx.dir.join(file_name(name));
-    let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
+    let status = WatcherStatus {
+        definition: Some(def.clone()),
+        ..status.clone()
+    };
+    let bytes = serde_json::to_vec_pretty(&status).unwrap_or_default();
     if let Err(e) = write_atomic(&path, &bytes) {
         tracing::error!("cannot persist watcher {name}: {e}");
     }
@@ -258,16 +278,14 @@ fn backoff(interval_secs: u64, steps_taken: usize) -> Duration {
     Duration::from_secs(interval_secs.saturating_mul(factor)).min(MAX_BACKOFF)
 }
 
-async fn run_watcher(ctx: Arc<Ctx>, name: String, def: Watcher, status: Arc<Mutex<WatcherStatus>>) {
-    let probe = probe_of(&def.check);
-    let mut ticker = tokio::time::interval(Duration::from_secs(def.interval_secs.max(1)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let outcome = probe.run(&ctx.check_env).await;
+impl WatcherJob {
+    /// One probe and, while it fails, at most one escalation step. The status file is written
+    /// when the incident changes (opened, step taken, closed), not on every probe.
+    async fn tick(&self) {
+        let (ctx, name, def, status) = (&*self.ctx, &self.name, &self.def, &self.status);
+        let outcome = self.probe.run(&ctx.check_env).await;
         osmoda_daemon::metrics::global().watcher_check(if outcome.ok { "ok" } else { "fail" });
         let mut st = status.lock().map(|s| s.clone()).unwrap_or_default();
-        let was_health = st.health.clone();
         st.health = if outcome.ok {
             "ok".into()
         } else {
@@ -275,10 +293,10 @@ async fn run_watcher(ctx: Arc<Ctx>, name: String, def: Watcher, status: Arc<Mute
         };
         st.last_check_at = Some(now_rfc3339());
         st.last_detail = Some(outcome.detail.clone());
-        let mut changed = was_health != st.health;
+        let mut changed = false;
         if outcome.ok {
             if let Some(inc) = st.incident.take() {
-                recovered(&ctx, &name, &inc, &outcome.detail).await;
+                recovered(ctx, name, &inc, &outcome.detail).await;
                 st.recoveries += 1;
                 changed = true;
             }
@@ -312,9 +330,9 @@ async fn run_watcher(ctx: Arc<Ctx>, name: String, def: Watcher, status: Arc<Mute
                         ok: false,
                         detail: IN_PROGRESS.into(),
                     });
-                    save_status(&ctx, &name, &st);
+                    save_status(ctx, name, def, &st);
                     let (ok, detail, agentd_incident) =
-                        take_step(&ctx, &name, &def, action, &outcome.detail).await;
+                        take_step(ctx, name, def, action, &outcome.detail).await;
                     if let Some(inc) = st.incident.as_mut() {
                         if let Some(last) = inc.steps.last_mut() {
                             last.ok = ok;
@@ -337,7 +355,7 @@ async fn run_watcher(ctx: Arc<Ctx>, name: String, def: Watcher, status: Arc<Mute
             }
         }
         if changed {
-            save_status(&ctx, &name, &st);
+            save_status(ctx, name, def, &st);
         }
         if let Ok(mut s) = status.lock() {
             *s = st;
@@ -511,8 +529,29 @@ mod tests {
     }
 
     #[test]
-    fn status_file_names_are_safe() {
+    fn status_file_names_are_safe_and_distinct() {
         assert_eq!(file_name("web-1"), "web-1.json");
-        assert_eq!(file_name("../etc"), "___etc.json");
+        let odd = [
+            "../etc",
+            "a.b",
+            "a_b",
+            "a/b",
+            "",
+            "é",
+            &"x".repeat(65),
+            &"x".repeat(10_000),
+        ];
+        let names: Vec<String> = odd.iter().map(|n| file_name(n)).collect();
+        for (n, f) in odd.iter().zip(&names) {
+            assert!(f.len() <= 100, "{f}");
+            assert!(!f.contains('/') && !f.starts_with('.'), "{f}");
+            assert!(f.ends_with(".json"), "{n:?} -> {f}");
+        }
+        assert_eq!(names[2], "a_b.json");
+        let mut uniq = names.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), names.len(), "{names:?}");
+        assert!(names[0].starts_with("___etc~"), "{}", names[0]);
     }
 }
