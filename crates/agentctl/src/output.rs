@@ -185,6 +185,42 @@ pub fn cell(v: &Value) -> String {
     s(v)
 }
 
+/// Every item of a paged list (`/switch/history`, `/watcher/list`): asks for pages of
+/// [`PAGE`] items, each after the `cursor` of the previous page's last item (`cursor_param`
+/// names the query parameter), until a page comes back short.
+///
+/// # Errors
+/// The daemon's refusal, an unreachable daemon, or a page that is not a JSON array.
+pub async fn all_pages(
+    client: &osmoda_client::Client,
+    path: &str,
+    cursor_param: &str,
+    cursor: impl Fn(&Value) -> Option<String>,
+) -> anyhow::Result<Value> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let q = match &after {
+            Some(c) => format!("{path}?limit={PAGE}&{cursor_param}={}", urlencode(c)),
+            None => format!("{path}?limit={PAGE}"),
+        };
+        let page = match client.get(&q).await?.ok_json()? {
+            Value::Array(items) => items,
+            other => anyhow::bail!("{path} answered {other} instead of a list"),
+        };
+        let full = page.len() >= PAGE;
+        let next = page.last().and_then(&cursor);
+        all.extend(page);
+        match next.filter(|_| full) {
+            Some(c) if Some(&c) != after.as_ref() => after = Some(c),
+            _ => return Ok(Value::Array(all)),
+        }
+    }
+}
+
+/// Page size [`all_pages`] asks for (the daemons' largest).
+pub const PAGE: usize = 1000;
+
 /// Percent-encode a query value.
 pub fn urlencode(s: &str) -> String {
     s.bytes()

@@ -173,7 +173,10 @@ pub async fn run(watch: &Client, cmd: SwitchCmd) -> anyhow::Result<Outcome> {
             )
         }
         SwitchCmd::History => Outcome::new(
-            watch.get("/switch/history").await?.ok_json()?,
+            output::all_pages(watch, "/switch/history", "before_id", |s| {
+                s["id"].as_u64().map(|id| id.to_string())
+            })
+            .await?,
             history_table,
         ),
         SwitchCmd::Preview { generation } => {

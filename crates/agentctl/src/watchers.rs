@@ -54,7 +54,10 @@ pub enum WatcherCmd {
 pub async fn run(watch: &Client, cmd: WatcherCmd) -> anyhow::Result<Outcome> {
     match cmd {
         WatcherCmd::List => Ok(Outcome::new(
-            watch.get("/watcher/list").await?.ok_json()?,
+            output::all_pages(watch, "/watcher/list", "after", |w| {
+                w["name"].as_str().map(str::to_string)
+            })
+            .await?,
             table,
         )),
         WatcherCmd::Add {

@@ -38,6 +38,51 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Largest page of any list (`/switch/history`, `/watcher/list`).
+pub const MAX_LIMIT: usize = 1000;
+
+/// Response header holding the cursor of the next page (absent on the last page).
+pub const NEXT_CURSOR: &str = "x-next-cursor";
+
+/// The page size for `requested` (`default` when unset), at most [`MAX_LIMIT`].
+///
+/// # Errors
+/// `BadRequest` for 0 or above [`MAX_LIMIT`], naming how to page instead (`cursor`).
+fn page_limit(requested: Option<usize>, default: usize, cursor: &str) -> Result<usize, ApiError> {
+    match requested {
+        None => Ok(default),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(WatchError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}, not {n}; for more, follow the pages with {cursor}"
+        ))
+        .into()),
+    }
+}
+
+/// A JSON array with the `x-next-cursor` header when a next page may exist. The cursor is
+/// percent-encoded (any watcher name fits in a header) and goes back verbatim as the query value.
+fn paged<T: serde::Serialize>(items: Vec<T>, next: Option<String>) -> Response {
+    let mut resp = axum::Json(items).into_response();
+    if let Some(v) = next.and_then(|n| axum::http::HeaderValue::from_str(&percent_encode(&n)).ok())
+    {
+        resp.headers_mut().insert(NEXT_CURSOR, v);
+    }
+    resp
+}
+
+/// Percent-encodes every byte but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// 405 for a known route called with another method, in the API's error shape.
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     (
@@ -143,4 +188,34 @@ async fn health(
         "backend": st.engine.backend().name(),
         "deployed_generation": deployed,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_header_safe_and_decode_back() {
+        for (name, enc) in [
+            ("web-1", "web-1"),
+            ("a b", "a%20b"),
+            ("é&x=1", "%C3%A9%26x%3D1"),
+            ("\n", "%0A"),
+        ] {
+            assert_eq!(percent_encode(name), enc);
+            assert!(axum::http::HeaderValue::from_str(enc).is_ok());
+        }
+    }
+
+    #[test]
+    fn page_limits_name_the_bounds_and_the_way_to_page() {
+        assert_eq!(page_limit(None, 100, "c").ok(), Some(100));
+        assert_eq!(page_limit(Some(1000), 100, "c").ok(), Some(1000));
+        for bad in [0, 1001, usize::MAX] {
+            let e = page_limit(Some(bad), 100, "before_id=<x-next-cursor>").unwrap_err();
+            let msg = e.0.message();
+            assert!(msg.contains(&format!("not {bad}")), "{msg}");
+            assert!(msg.contains("before_id=<x-next-cursor>"), "{msg}");
+        }
+    }
 }

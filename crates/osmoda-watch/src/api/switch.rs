@@ -7,7 +7,7 @@ use osmoda_config::HealthCheck;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_id, ApiError, Json};
+use super::{page_limit, paged, parse_id, ApiError, Json};
 use crate::error::WatchError;
 use crate::switch::{BeginRequest, SwitchSession};
 use crate::AppState;
@@ -81,10 +81,30 @@ pub(super) async fn rollback(
     Ok(axum::Json(st.engine.rollback(parse_id(&id)?, why).await?))
 }
 
+/// Switches one `GET /switch/history` answers with when the caller names no `limit`.
+pub const HISTORY_DEFAULT_LIMIT: usize = 100;
+
+/// Query of `GET /switch/history`: a page of switches, newest first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only switches with a smaller id (the `x-next-cursor` of the previous page).
+    before_id: Option<u64>,
+    /// Page size, 1..=1000 (default 100).
+    limit: Option<usize>,
+}
+
 pub(super) async fn history(
     State(st): State<Arc<AppState>>,
-) -> Result<axum::Json<Vec<SwitchSession>>, ApiError> {
-    Ok(axum::Json(st.engine.history()?))
+    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let Query(q) = q?;
+    let limit = page_limit(q.limit, HISTORY_DEFAULT_LIMIT, "before_id=<x-next-cursor>")?;
+    let page = st.engine.history(q.before_id, limit)?;
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|s| s.id.to_string()))
+        .flatten();
+    Ok(paged(page, next))
 }
 
 /// Query of `GET /switch/preview`.

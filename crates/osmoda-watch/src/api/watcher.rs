@@ -9,7 +9,7 @@ use osmoda_config::{HealthCheck, SafeSwitchDefaults, WatchAction, WatchConfig, W
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{ApiError, Json};
+use super::{page_limit, paged, ApiError, Json};
 use crate::error::WatchError;
 use crate::switch::BeginRequest;
 use crate::watcher::WatcherView;
@@ -162,16 +162,14 @@ pub struct ListQuery {
 pub(super) async fn list(
     State(st): State<Arc<AppState>>,
     q: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Vec<WatcherView>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let axum::extract::Query(q) = q?;
-    let limit = q.limit.unwrap_or(MAX_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(WatchError::BadRequest(format!(
-            "limit {limit} must be between 1 and {MAX_PAGE}; page with `after=<last name>`"
-        ))
-        .into());
-    }
-    Ok(axum::Json(st.watchers.list(q.after.as_deref(), limit)))
+    let limit = page_limit(q.limit, MAX_PAGE, "after=<x-next-cursor>")?;
+    let page: Vec<WatcherView> = st.watchers.list(q.after.as_deref(), limit);
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|w| w.name.clone()))
+        .flatten();
+    Ok(paged(page, next))
 }
 
 /// Query of `DELETE /watcher/remove/{id}`: why (the commit message).

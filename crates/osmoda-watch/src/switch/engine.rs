@@ -429,14 +429,13 @@ impl Engine {
         self.store.load(id)
     }
 
-    /// Every switch, newest first.
+    /// A page of switches, newest first: at most `limit`, with ids below `before` (the id of the
+    /// previous page's last switch), all ids when `None`.
     ///
     /// # Errors
     /// When the records cannot be read.
-    pub fn history(&self) -> Result<Vec<SwitchSession>> {
-        let mut all = self.store.all()?;
-        all.reverse();
-        Ok(all)
+    pub fn history(&self, before: Option<u64>, limit: usize) -> Result<Vec<SwitchSession>> {
+        self.store.newest_before(before, limit)
     }
 
     /// Waits until switch `id` is finished and returns it.

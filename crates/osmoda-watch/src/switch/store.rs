@@ -67,6 +67,21 @@ impl Store {
         self.ids()?.into_iter().map(|id| self.load(id)).collect()
     }
 
+    /// At most `limit` records, newest first, with ids below `before` (all ids when `None`).
+    /// Only the records on the page are read.
+    ///
+    /// # Errors
+    /// When the directory or a record cannot be read.
+    pub fn newest_before(&self, before: Option<u64>, limit: usize) -> Result<Vec<SwitchSession>> {
+        self.ids()?
+            .into_iter()
+            .rev()
+            .filter(|id| before.is_none_or(|b| *id < b))
+            .take(limit)
+            .map(|id| self.load(id))
+            .collect()
+    }
+
     /// The id the next switch gets.
     ///
     /// # Errors
