@@ -26,7 +26,7 @@ async fn watchers_list_follows_every_page() {
         &cfg,
         json!({"watchers": ws, "safe_switch": {"ttl_secs": 1, "health_checks": []}}).to_string(),
     )
-    .unwrap();
+    .expect("write watch.json");
     let opts = osmoda_watch::Options {
         config: cfg,
         state_dir: dir.join("watch-state"),

@@ -104,8 +104,8 @@ impl Job for WatcherJob {
         Duration::from_secs(self.def.interval_secs.max(1))
     }
 
-    fn run(self: Arc<Self>) -> impl std::future::Future<Output = ()> + Send + 'static {
-        async move { self.tick().await }
+    async fn run(self: Arc<Self>) {
+        self.tick().await
     }
 }
 

@@ -19,22 +19,20 @@ impl Job for Rec {
     fn interval(&self) -> Duration {
         self.interval
     }
-    fn run(self: Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let ms = self.t0.elapsed().as_millis() as u64;
-            self.log.lock().unwrap().push((self.name, ms));
-            let n = self.live.fetch_add(1, Ordering::SeqCst) + 1;
-            self.peak.fetch_max(n, Ordering::SeqCst);
-            // Decrement even when the run is aborted mid-sleep.
-            struct Done(Arc<AtomicUsize>);
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    self.0.fetch_sub(1, Ordering::SeqCst);
-                }
+    async fn run(self: Arc<Self>) {
+        let ms = self.t0.elapsed().as_millis() as u64;
+        self.log.lock().unwrap().push((self.name, ms));
+        let n = self.live.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+        // Decrement even when the run is aborted mid-sleep.
+        struct Done(Arc<AtomicUsize>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
             }
-            let _done = Done(Arc::clone(&self.live));
-            tokio::time::sleep(self.work).await;
         }
+        let _done = Done(Arc::clone(&self.live));
+        tokio::time::sleep(self.work).await;
     }
 }
 
