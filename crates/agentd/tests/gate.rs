@@ -193,6 +193,37 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "sshd off where only the stand-ins could tell",
+            kind: "service.disable",
+            phrasings: vec![
+                Nix(
+                    CFG,
+                    "services.openssh.enable",
+                    "!(builtins.isString pkgs.openssh.version)",
+                ),
+                Nix(
+                    CFG,
+                    "services.openssh.enable",
+                    "(builtins.tryEval (throw \"x\")).success",
+                ),
+                Nix(
+                    CFG,
+                    "services.openssh.enable",
+                    "builtins.getEnv \"HOME\" == \"\"",
+                ),
+                Nix(
+                    CFG,
+                    "services.openssh.enable",
+                    "builtins.pathExists ./hardware.nix",
+                ),
+                Nix(
+                    CFG,
+                    "services.openssh.enable",
+                    "builtins.length (builtins.attrNames pkgs) < 100",
+                ),
+            ],
+        },
+        Case {
             name: "sshd block removed",
             kind: "service.remove",
             phrasings: vec![

@@ -85,6 +85,18 @@ fn nixpkgs() -> Option<&'static PathBuf> {
         .as_ref()
 }
 
+/// A random word for this process that the gate's package stubs carry: a module cannot forge a
+/// stub (or tell one by its store path) without reading it, and it cannot read it.
+fn nonce() -> &'static str {
+    static NONCE: OnceLock<String> = OnceLock::new();
+    NONCE.get_or_init(|| {
+        let mut b = [0u8; 16];
+        // Without randomness the stubs are merely guessable, which only weakens forging checks.
+        let _ = getrandom::fill(&mut b);
+        hex::encode(b)
+    })
+}
+
 /// Every identifier-like word of the files: the names stubs must answer to.
 fn identifiers(files: &Files) -> Vec<String> {
     let mut out = BTreeSet::new();
@@ -126,7 +138,7 @@ pub fn evaluate(files: &Files, roots: &[PathBuf]) -> Result<Evaluated, EvalError
     for _ in 0..=MAX_RERUNS {
         let args = json!({
             "roots": roots, "idents": identifiers(files), "skip": skip,
-            "protected": PROTECTED, "nixpkgs": nixpkgs().is_some(),
+            "protected": PROTECTED, "nixpkgs": nixpkgs().is_some(), "nonce": nonce(),
         });
         std::fs::write(dir.path().join("args.json"), args.to_string())?;
         match run(nix, dir.path())? {
@@ -217,7 +229,8 @@ fn run(nix: &Path, dir: &Path) -> Result<Result<Value, String>, EvalError> {
         .map_err(|e| EvalError::Failed(format!("unreadable evaluator output: {e}")))
 }
 
-/// Put each module's values at their paths and merge the modules by priority.
+/// Put each module's values at their paths and merge the modules by priority. Each value is
+/// the agreement of its two worlds (see [`agree`]).
 fn assemble(out: &Value) -> Evaluated {
     let mut modules = Vec::new();
     let mut failed = Vec::new();
@@ -227,24 +240,67 @@ fn assemble(out: &Value) -> Evaluated {
             failed.push(file);
             continue;
         }
+        let bare_ok = m["bare"]["ok"] == Value::Bool(true);
+        let bare = m["bare"]["roots"].as_array();
         let mut tree = Value::Object(Map::new());
-        for r in m["roots"].as_array().into_iter().flatten() {
-            if r["value"].is_null() {
+        for (i, r) in m["roots"].as_array().into_iter().flatten().enumerate() {
+            let b = bare.and_then(|b| b.get(i)).filter(|_| bare_ok);
+            let (path, value) = match b {
+                Some(b) if b["path"] == r["path"] => (&r["path"], agree(&r["value"], &b["value"])),
+                Some(b) if r["value"].is_null() && b["value"].is_null() => continue,
+                // The worlds disagree on where the value is, or the bare world failed.
+                _ if r["value"].is_null() => match b {
+                    Some(b) => (&b["path"], merge::undecidable()),
+                    None => continue,
+                },
+                _ => (&r["path"], agree(&r["value"], &merge::undecidable())),
+            };
+            if value.is_null() {
                 continue;
             }
-            let path: Vec<&str> = r["path"]
+            let path: Vec<&str> = path
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_str)
                 .collect();
-            insert(&mut tree, &path, r["value"].clone());
+            insert(&mut tree, &path, value);
         }
         modules.push(tree);
     }
     Evaluated {
         tree: merge::merge_modules(&modules),
         failed,
+    }
+}
+
+/// The value of `a` (stand-in world) where `b` (bare world) agrees, undecidable where not. A
+/// package is taken from the stand-in world: naming one is all the bare world cannot do.
+fn agree(a: &Value, b: &Value) -> Value {
+    let marker = |v: &Value| {
+        v.get("__osmoda")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    if marker(a).as_deref() == Some("pkg") || merge::is_undecidable(a) {
+        return a.clone();
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) if marker(a) == marker(b) => {
+            if x.len() != y.len() || x.keys().any(|k| !y.contains_key(k)) {
+                return merge::undecidable();
+            }
+            Value::Object(
+                x.iter()
+                    .map(|(k, v)| (k.clone(), agree(v, &y[k])))
+                    .collect(),
+            )
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            Value::Array(x.iter().zip(y).map(|(v, w)| agree(v, w)).collect())
+        }
+        _ if a == b => a.clone(),
+        _ => merge::undecidable(),
     }
 }
 
@@ -314,6 +370,81 @@ let off = !true; in {
             .collect();
         assert_eq!(names, ["openssh", "python3Packages.requests", "vim"]);
         assert!(e.failed.is_empty());
+    }
+
+    /// Raw values that would tell the gate's stand-ins (or its evaluator) from the real
+    /// configuration: each must be undecidable, never a harmless literal.
+    const TELLS: &[&str] = &[
+        "!(builtins.isString pkgs.openssh.version)",
+        "pkgs.openssh.version == \"9.6p1\"",
+        "(builtins.tryEval (throw \"x\")).success",
+        "builtins.pathExists ./hardware.nix",
+        "builtins.getEnv \"HOME\" == \"\"",
+        "__getEnv \"HOME\" == \"\"",
+        "builtins.length (builtins.attrNames pkgs) < 1000",
+        "builtins.hasAttr \"openssh\" pkgs",
+        "builtins.currentSystem != \"x86_64-linux\"",
+        "(builtins.readDir ./.) ? secrets",
+        "builtins ? newerBuiltin",
+        "builtins.newerBuiltin or true",
+        "builtins.nixVersion == \"2.8.0\"",
+        "builtins.attrNames config == [ ]",
+        "\"${pkgs.openssh}\" != \"/nix/store/00000000000000000000000000000000-openssh\"",
+        "(import ./impure.nix) == \"\"",
+        "lib.mkForce (builtins.typeOf pkgs.openssh.meta == \"set\")",
+        "builtins.toJSON pkgs.openssh == \"{}\"",
+    ];
+
+    #[test]
+    fn a_value_that_can_tell_the_stand_ins_from_the_real_thing_is_undecidable() {
+        if nix_instantiate().is_none() {
+            eprintln!("skipped: nix-instantiate not found");
+            return;
+        }
+        let mut text = String::from("{ config, lib, pkgs, ... }: {\n");
+        for (i, t) in TELLS.iter().enumerate() {
+            text.push_str(&format!("  services.s{i}.enable = {t};\n"));
+        }
+        text.push_str("  services.plain.enable = !false;\n  users.users.a.shell = pkgs.zsh;\n");
+        text.push_str(
+            "  environment.systemPackages = with pkgs; [ git python3Packages.requests ];\n}\n",
+        );
+        let mut f = Files::new();
+        f.insert("configuration.nix".into(), text);
+        f.insert("impure.nix".into(), "builtins.getEnv \"X\"".into());
+        let e = evaluate(&f, &["configuration.nix".into()]).expect("evaluates");
+        for (i, t) in TELLS.iter().enumerate() {
+            let v = &e.tree["services"][format!("s{i}")]["enable"];
+            assert_eq!(v, &merge::undecidable(), "{t} must be undecidable");
+        }
+        // What does not depend on a stand-in stays decided; packages keep their names.
+        assert_eq!(e.tree["services"]["plain"]["enable"], json!(true));
+        assert_eq!(
+            e.tree["users"]["users"]["a"]["shell"],
+            json!({"__osmoda": "pkg", "name": "zsh"})
+        );
+        assert_eq!(
+            e.tree["environment"]["systemPackages"],
+            json!([{"__osmoda": "pkg", "name": "git"}, {"__osmoda": "pkg", "name": "python3Packages.requests"}])
+        );
+    }
+
+    #[test]
+    fn a_forged_package_stub_is_not_a_package() {
+        if nix_instantiate().is_none() {
+            eprintln!("skipped: nix-instantiate not found");
+            return;
+        }
+        let mut f = Files::new();
+        f.insert(
+            "configuration.nix".into(),
+            "{ pkgs, ... }: { environment.systemPackages = [ { __osmodaPkg = \"openssh\"; __osmodaStandIn = \"guess\"; } ]; }".into(),
+        );
+        let e = evaluate(&f, &["configuration.nix".into()]).expect("evaluates");
+        assert_ne!(
+            e.tree["environment"]["systemPackages"][0]["__osmoda"],
+            json!("pkg")
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 # that cannot be decided is `{ __osmoda = "undecidable"; }`.
 { root, args }:
 let
-  inherit (builtins.fromJSON (builtins.readFile args)) roots idents protected skip nixpkgs;
+  inherit (builtins.fromJSON (builtins.readFile args)) roots idents protected skip nixpkgs nonce;
   inherit (builtins) tryEval isAttrs isList isFunction isPath listToAttrs map filter
     functionArgs mapAttrs hasAttr getAttr attrNames concatMap substring stringLength;
 
@@ -32,32 +32,99 @@ let
     mkEnableOption = name: { _type = "option"; };
     mkOption = o: { _type = "option"; };
   };
-  lib0 = if nixpkgs then (import <nixpkgs/lib>) else minimalLib;
-
-  # Anything a module reads that the tree alone cannot tell: every identifier of the files
-  # throws (catchable), so a value that depends on it becomes "undecidable".
-  thrower = prefix: listToAttrs (map (i: { name = i; value = throw "osmoda-gate: ${prefix}.${i}"; }) idents);
-  lib = thrower "lib" // lib0;
-  # Packages are derivation-shaped stubs named by their attribute path (`pkgs.openssh` → openssh).
-  pkg = name: listToAttrs (map (i: { name = i; value = pkg "${name}.${i}"; }) idents) // {
-    type = "derivation";
-    __osmodaPkg = name;
-    inherit name;
-    pname = name;
-    outPath = "/nix/store/00000000000000000000000000000000-${name}";
-    meta = { };
-    __functor = self: _: self;
-  };
-  pkgs = (listToAttrs (map (i: { name = i; value = pkg i; }) idents)) // { inherit lib; };
-  config = thrower "config";
-  given = { inherit lib pkgs config; options = thrower "options"; modulesPath = "/osmoda-gate/modules"; };
-  argsFor = f: mapAttrs (n: _: if hasAttr n given then getAttr n given else throw "osmoda-gate: argument ${n}") (functionArgs f);
+  # nixpkgs' `lib` is read with the same guarded builtins as the modules (it has helpers such as
+  # `maybeEnv` and `pathExists` that would otherwise tell the gate's evaluator from the real one).
+  libDir = toString <nixpkgs/lib>;
+  inLib = p: nixpkgs && isPath p && substring 0 (stringLength libDir + 1) (toString p) == libDir + "/";
+  lib0 = if nixpkgs then scopedImport (scope { }) (<nixpkgs/lib> + "/default.nix") else minimalLib;
 
   rootStr = toString root;
   inTree = p: isPath p && substring 0 (stringLength rootStr + 1) (toString p) == rootStr + "/";
   rel = p: substring (stringLength rootStr + 1) (-1) (toString p);
 
-  apply = m: if isFunction m then m (argsFor m) else m;
+  # Stand-ins for what the tree alone cannot tell (pkgs, config, options, the evaluator's
+  # environment). A protected value is decided only when it does not depend on them: each module
+  # is evaluated in two worlds, and agentd keeps a value only where both agree (a package leaf is
+  # taken from the stand-in world, as the package named by its attribute path).
+  # - "stand-in": package stubs named by their attribute path, `config`/`options` throwing.
+  # - "bare": every selection from `pkgs`, `config` and `options` throws, and `builtins` answers
+  #   to every identifier of the files, so a value that inspects a stand-in or asks whether the
+  #   evaluator has a builtin comes out differently (or not at all) and is undecidable.
+  # In both worlds the modules see guarded builtins: what reads the evaluator's environment or
+  # the file system (getEnv, currentSystem, pathExists, readDir, readFile, nixVersion, fetchers,
+  # ...) or observes a failure (tryEval) throws, and reflection on a stand-in (attrNames pkgs,
+  # hasAttr, typeOf, toJSON, ...) throws, so such a value is undecidable too.
+  isStandIn = x: isAttrs x && x ? __osmodaStandIn;
+  standIn = { __osmodaStandIn = nonce; };
+  thrower = prefix: listToAttrs (map (i: { name = i; value = throw "osmoda-gate: ${prefix}.${i}"; }) idents) // standIn;
+  refuse = what: throw "osmoda-gate: ${what} depends on the evaluator's environment";
+  impure = [ "getEnv" "currentSystem" "currentTime" "nixVersion" "langVersion" "storeDir" "nixPath"
+    "findFile" "pathExists" "readDir" "readFile" "readFileType" "path" "filterSource" "fetchGit"
+    "fetchMercurial" "fetchTarball" "fetchTree" "fetchurl" "fetchClosure" "storePath" "tryEval"
+    "unsafeGetAttrPos" "functionArgs" "hashFile" "toFile" "derivation" "derivationStrict"
+    "placeholder" "getContext" "hasContext" "appendContext" "unsafeDiscardStringContext"
+    "unsafeDiscardOutputDependency" "addErrorContext" "getFlake" "outputOf" "abort" ];
+  # Reflection that would tell a stand-in from the real thing: refused on stand-ins only.
+  onStandIn1 = [ "attrNames" "attrValues" "typeOf" "isFunction" "toJSON" "toXML" "toString"
+    "deepSeq" "seq" "length" ];
+  onStandIn2 = [ "hasAttr" "getAttr" "mapAttrs" "intersectAttrs" "catAttrs" "removeAttrs" "zipAttrsWith" ];
+  guard1 = n: f: x: if isStandIn x then refuse "${n} of a stand-in" else f x;
+  guard2 = n: f: a: b: if isStandIn a || isStandIn b then refuse "${n} of a stand-in" else f a b;
+  guardedBuiltins = extra: (builtins.mapAttrs (n: f:
+    if builtins.elem n impure then (if isFunction f then (_: refuse n) else refuse n)
+    else if builtins.elem n onStandIn1 then guard1 n f
+    else if builtins.elem n onStandIn2 then guard2 n f
+    else f) builtins) // {
+      # A module's trace must not look like the gate's own announcements.
+      trace = _: x: x;
+      abort = msg: throw "osmoda-gate: abort";
+      import = guardedImport extra;
+      scopedImport = attrs: p: scopedImport (scope extra // removeAttrs attrs [ "builtins" ]) p;
+    } // extra;
+  # What a module file sees at top level: the guarded builtins, also under `__name` and the
+  # global names (`import`, `toString`, `derivation`, ...).
+  scope = extra: let g = guardedBuiltins extra; in
+    listToAttrs (map (n: { name = "__" + n; value = g.${n}; }) (attrNames builtins))
+    // { builtins = g; inherit (g) abort baseNameOf derivation derivationStrict dirOf fetchGit
+      fetchMercurial fetchTarball fetchTree fromTOML import isNull map placeholder removeAttrs
+      scopedImport throw toString; };
+  # Files of the tree are imported with the same scope; anything else is undecidable (the
+  # evaluator runs with restrict-eval, so it could not be read anyway).
+  guardedImport = extra: p: if inTree p || inLib p then scopedImport (scope extra) p
+    else if isStandIn p then refuse "import of a stand-in"
+    else throw "osmoda-gate: import of ${toString p} (outside the tree)";
+
+  # Anything a module reads that the tree alone cannot tell: every identifier of the files
+  # throws (catchable), so a value that depends on it becomes "undecidable".
+  lib = thrower "lib" // lib0;
+  # Packages are derivation-shaped stubs named by their attribute path (`pkgs.openssh` → openssh).
+  pkg = name: listToAttrs (map (i: { name = i; value = pkg "${name}.${i}"; }) idents) // standIn // {
+    type = "derivation";
+    __osmodaPkg = name;
+    inherit name;
+    pname = name;
+    outPath = "/nix/store/${nonce}-${name}";
+    meta = { };
+    __functor = self: _: self;
+  };
+  worlds = {
+    stand-in = {
+      pkgs = (listToAttrs (map (i: { name = i; value = pkg i; }) idents)) // { inherit lib; } // standIn;
+      config = thrower "config";
+      options = thrower "options";
+      extra = { };
+    };
+    bare = {
+      pkgs = thrower "pkgs" // { inherit lib; __osmodaBare = true; };
+      config = thrower "config" // { __osmodaBare = true; };
+      options = thrower "options" // { __osmodaBare = true; };
+      extra = builtins.removeAttrs (listToAttrs (map (i: { name = i; value = throw "osmoda-gate: builtins.${i}"; }) idents)) (attrNames builtins);
+    };
+  };
+  given = w: { inherit lib; inherit (w) pkgs config options; modulesPath = "/osmoda-gate/modules"; };
+  argsFor = w: f: mapAttrs (n: _: if hasAttr n (given w) then getAttr n (given w) else throw "osmoda-gate: argument ${n}") (functionArgs f);
+
+  apply = w: m: if isFunction m then m (argsFor w m) else m;
   # A module's definitions: the `config` of the full form, else the whole set.
   definitions = r: if r ? config || r ? options then (r.config or { }) else removeAttrs r [ "imports" "_file" "key" "disabledModules" "meta" "freeformType" ];
 
@@ -71,12 +138,14 @@ let
       t = tryEval v;
       x = t.value;
       sub = n: walk (key ++ [ n ]);
+      # Only the gate's own stubs are packages by name (a module cannot forge one: the nonce).
+      isStub = x ? __osmodaPkg && (let s = tryEval (x.__osmodaStandIn or null); in s.success && s.value == nonce);
     in
     if builtins.elem k skip || builtins.length key > 40 then undecidable
     else builtins.trace "osmoda-gate:${k}" (
       if !t.success then undecidable
       else if isAttrs x then
-        (if x ? __osmodaPkg then { __osmoda = "pkg"; name = x.__osmodaPkg; }
+        (if isStub then { __osmoda = "pkg"; name = x.__osmodaPkg; }
         else if x ? _type then
           (if x._type == "override" then { __osmoda = "override"; priority = sub "#priority" x.priority; content = sub "#content" x.content; }
           else if x._type == "if" then { __osmoda = "if"; condition = sub "#condition" x.condition; content = sub "#content" x.content; }
@@ -103,24 +172,33 @@ let
         else { path = done ++ rest; value = null; };
     in go defs [ ] path;
 
-  module = f: m:
-    let r = builtins.trace "osmoda-gate:${builtins.toJSON [ f ]}" (tryEval (apply m)); in
-    if builtins.elem (builtins.toJSON [ f ]) skip || !r.success then { ok = false; imports = [ ]; roots = [ ]; }
+  # One module in world `w` (`key` is prefixed with the world, so `skip` names one world's value).
+  module = w: f: m:
+    let
+      k = builtins.toJSON [ w f ];
+      r = builtins.trace "osmoda-gate:${k}" (tryEval (apply worlds.${w} m));
+    in
+    if builtins.elem k skip || !r.success then { ok = false; imports = [ ]; roots = [ ]; }
     else let defs = definitions r.value; imps = tryEval (r.value.imports or [ ]); in {
       ok = true;
-      imports = if imps.success && isList imps.value then imps.value else [ ];
-      roots = map (p: let s = pick defs p; in { path = s.path; value = walk ([ f ] ++ s.path) s.value; }) protected;
+      imports = filter (p: let t = tryEval (inTree p && builtins.pathExists p); in t.success && t.value)
+        (if imps.success && isList imps.value then imps.value else [ ]);
+      roots = map (p: let s = pick defs p; in { path = s.path; value = walk ([ w f ] ++ s.path) s.value; }) protected;
     };
 
   # `imports = [ ./dir ]` means ./dir/default.nix.
   file = p: if builtins.pathExists (toString p + "/default.nix") then p + "/default.nix" else p;
-  # Each module is evaluated once: the closure's items carry their result.
-  item = key: path: { inherit key; m = module key (import path); };
+  # Each module is evaluated once per world: the closure's items carry both results. A module
+  # whose imports differ between the worlds chose them by a stand-in: its values are undecidable.
+  load = w: path: module w (rel path) (scopedImport (scope worlds.${w}.extra) path);
+  item = path: let a = load "stand-in" path; b = load "bare" path; in {
+    key = rel path;
+    inherit a;
+    b = if map toString a.imports == map toString b.imports then b else b // { ok = false; };
+  };
   closure = builtins.genericClosure {
-    startSet = map (f: item f (root + "/${f}")) roots;
-    operator = it:
-      map (p: item (rel (file p)) (file p))
-        (filter (p: let t = tryEval (inTree p && builtins.pathExists p); in t.success && t.value) it.m.imports);
+    startSet = map (f: item (root + "/${f}")) roots;
+    operator = it: map (p: item (file p)) (it.a.imports ++ it.b.imports);
   };
 in
-map (it: { file = it.key; inherit (it.m) ok roots; }) closure
+map (it: { file = it.key; inherit (it.a) ok roots; bare = { inherit (it.b) ok roots; }; }) closure
