@@ -343,6 +343,106 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "sshd refuses everyone",
+            kind: "ssh.access",
+            phrasings: vec![
+                Set(CFG, "services.openssh.extraConfig", json!("DenyUsers *")),
+                Nix(
+                    CFG,
+                    "services.openssh.extraConfig",
+                    "\"DenyUsers \" + \"*\"",
+                ),
+            ],
+        },
+        Case {
+            name: "sshd's unit no longer runs sshd",
+            kind: "ssh.access",
+            phrasings: vec![
+                Set(
+                    CFG,
+                    "systemd.services.sshd.serviceConfig.ExecStart",
+                    json!("/bin/true"),
+                ),
+                Nix(
+                    CFG,
+                    "systemd.services.sshd",
+                    "{ serviceConfig.ExecStart = \"/bin/\" + \"true\"; }",
+                ),
+            ],
+        },
+        Case {
+            name: "custom firewall rule drops ssh",
+            kind: "firewall.ssh",
+            phrasings: vec![
+                Set(
+                    CFG,
+                    "networking.firewall.extraCommands",
+                    json!("iptables -I INPUT -p tcp --dport 22 -j DROP"),
+                ),
+                Nix(
+                    CFG,
+                    "networking.firewall.extraCommands",
+                    "\"iptables -I INPUT -p tcp --dport ${toString 22} -j DROP\"",
+                ),
+            ],
+        },
+        Case {
+            name: "alice gets a shell nobody logs in with",
+            kind: "user.demote",
+            phrasings: vec![
+                Set(
+                    CFG,
+                    "users.users.alice.shell",
+                    json!("/run/current-system/sw/bin/nologin"),
+                ),
+                Nix(
+                    CFG,
+                    "users.users.alice.shell",
+                    "\"/run/current-system/sw/bin/\" + \"nologin\"",
+                ),
+            ],
+        },
+        Case {
+            name: "wheel loses sudo",
+            kind: "user.demote",
+            phrasings: vec![
+                Set(CFG, "security.sudo.enable", json!(false)),
+                Nix(CFG, "security.sudo.enable", "lib.mkForce (!true)"),
+            ],
+        },
+        Case {
+            name: "the machine stops asking for an address",
+            kind: "ssh.access",
+            phrasings: vec![
+                Set(CFG, "networking.useDHCP", json!(false)),
+                Nix(CFG, "networking.useDHCP", "1 == 2"),
+            ],
+        },
+        Case {
+            name: "disabledModules turns off a module of the tree",
+            kind: "mesh.peer.remove",
+            phrasings: vec![
+                Nix(CFG, "disabledModules", "[ ./osmoda.nix ]"),
+                Nix(CFG, "disabledModules", "[ (./. + \"/osmoda.nix\") ]"),
+            ],
+        },
+        Case {
+            name: "disabledModules turns off a NixOS module",
+            kind: "gate.undecidable",
+            phrasings: vec![
+                Nix(
+                    CFG,
+                    "disabledModules",
+                    "[ \"services/networking/ssh/sshd.nix\" ]",
+                ),
+                Nix(
+                    CFG,
+                    "disabledModules",
+                    "[ (\"services/networking/ssh/\" + \"sshd.nix\") ]",
+                ),
+            ],
+        },
+        Case {
             name: "critical package removed",
             kind: "package.remove_critical",
             phrasings: vec![
@@ -510,6 +610,15 @@ async fn edits_that_destroy_nothing_are_not_gated() {
             json!(60),
         ),
         Unset(CFG, "services.openssh.settings.X11Forwarding"),
+        Set(
+            CFG,
+            "services.openssh.extraConfig",
+            json!("ClientAliveInterval 60"),
+        ),
+        Nix(CFG, "users.users.alice.shell", "pkgs.zsh"),
+        Set(CFG, "security.sudo.wheelNeedsPassword", json!(true)),
+        Set(CFG, "networking.firewall.extraCommands", json!("")),
+        Set(CFG, "networking.nameservers", json!(["1.1.1.1"])),
     ] {
         let r = send(&f, &e, None).await;
         assert_eq!(r.status, 200, "{e:?} is not destructive: {}", r.body);

@@ -22,8 +22,11 @@ const EXTRACT: &str = include_str!("extract.nix");
 pub const PROTECTED: &[&[&str]] = &[
     &["services"],
     &["systemd", "services"],
-    &["users", "users"],
-    &["networking", "firewall"],
+    &["systemd", "sockets"],
+    &["users"],
+    &["networking"],
+    &["security", "sudo"],
+    &["security", "pam", "services"],
     &["environment", "systemPackages"],
 ];
 
@@ -45,6 +48,11 @@ pub struct Evaluated {
     pub tree: Value,
     /// Modules that could not be evaluated at all (their values are unknown).
     pub failed: Vec<String>,
+    /// `disabledModules` entries the gate cannot apply (modules outside the tree, strings
+    /// naming NixOS modules, undecidable values), sorted: a change of them cannot be judged.
+    /// Entries naming a module of the tree are applied (the module and what only it imports are
+    /// left out).
+    pub disabled_elsewhere: Vec<Value>,
 }
 
 /// Why a tree state could not be evaluated.
@@ -142,7 +150,7 @@ pub fn evaluate(files: &Files, roots: &[PathBuf]) -> Result<Evaluated, EvalError
         });
         std::fs::write(dir.path().join("args.json"), args.to_string())?;
         match run(nix, dir.path())? {
-            Ok(out) => return Ok(assemble(&out)),
+            Ok(out) => return Ok(assemble(&out, &roots)),
             Err(stderr) => {
                 let failing = stderr
                     .lines()
@@ -229,12 +237,68 @@ fn run(nix: &Path, dir: &Path) -> Result<Result<Value, String>, EvalError> {
         .map_err(|e| EvalError::Failed(format!("unreadable evaluator output: {e}")))
 }
 
+/// The modules `disabledModules` turns off, as tree files, and the entries that name anything
+/// else.
+fn disabled_modules(out: &[Value]) -> (BTreeSet<String>, Vec<Value>) {
+    let (mut files, mut other) = (BTreeSet::new(), Vec::new());
+    for m in out.iter().filter(|m| m["ok"] == Value::Bool(true)) {
+        let bare = if m["bare"]["ok"] == Value::Bool(true) {
+            &m["bare"]["disabled"]
+        } else {
+            &Value::Null
+        };
+        match agree(&m["disabled"], bare) {
+            Value::Array(items) => {
+                for d in items {
+                    match d["path"].as_str() {
+                        Some(p) if d["__osmoda"] == "path" && !p.starts_with('/') => {
+                            files.insert(p.to_string());
+                            files.insert(format!("{p}/default.nix"));
+                        }
+                        _ => other.push(d),
+                    }
+                }
+            }
+            v => other.push(v),
+        }
+    }
+    other.sort_by_key(Value::to_string);
+    other.dedup();
+    (files, other)
+}
+
 /// Put each module's values at their paths and merge the modules by priority. Each value is
-/// the agreement of its two worlds (see [`agree`]).
-fn assemble(out: &Value) -> Evaluated {
+/// the agreement of its two worlds (see [`agree`]). Only modules reachable from `roots` without
+/// passing a disabled module count, as in the module system.
+fn assemble(out: &Value, roots: &[String]) -> Evaluated {
+    let all: Vec<Value> = out.as_array().cloned().unwrap_or_default();
+    let (off, disabled_elsewhere) = disabled_modules(&all);
+    let by_file: BTreeMap<&str, &Value> = all
+        .iter()
+        .map(|m| (m["file"].as_str().unwrap_or_default(), m))
+        .collect();
+    let mut kept = BTreeSet::new();
+    let mut todo: Vec<&str> = roots.iter().map(String::as_str).collect();
+    while let Some(f) = todo.pop() {
+        if off.contains(f) || !kept.insert(f) {
+            continue;
+        }
+        if let Some(m) = by_file.get(f) {
+            todo.extend(
+                m["imports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str),
+            );
+        }
+    }
     let mut modules = Vec::new();
     let mut failed = Vec::new();
-    for m in out.as_array().into_iter().flatten() {
+    for m in all
+        .iter()
+        .filter(|m| kept.contains(m["file"].as_str().unwrap_or_default()))
+    {
         let file = m["file"].as_str().unwrap_or_default().to_string();
         if m["ok"] != Value::Bool(true) {
             failed.push(file);
@@ -271,6 +335,7 @@ fn assemble(out: &Value) -> Evaluated {
     Evaluated {
         tree: merge::merge_modules(&modules),
         failed,
+        disabled_elsewhere,
     }
 }
 

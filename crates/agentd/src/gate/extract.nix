@@ -178,12 +178,14 @@ let
       k = builtins.toJSON [ w f ];
       r = builtins.trace "osmoda-gate:${k}" (tryEval (apply worlds.${w} m));
     in
-    if builtins.elem k skip || !r.success then { ok = false; imports = [ ]; roots = [ ]; }
+    if builtins.elem k skip || !r.success then { ok = false; imports = [ ]; roots = [ ]; disabled = [ ]; }
     else let defs = definitions r.value; imps = tryEval (r.value.imports or [ ]); in {
       ok = true;
       imports = filter (p: let t = tryEval (inTree p && builtins.pathExists p); in t.success && t.value)
         (if imps.success && isList imps.value then imps.value else [ ]);
       roots = map (p: let s = pick defs p; in { path = s.path; value = walk ([ w f ] ++ s.path) s.value; }) protected;
+      # Modules this one turns off (`disabledModules`): agentd leaves them out of the effect.
+      disabled = walk [ w f "#disabledModules" ] (r.value.disabledModules or [ ]);
     };
 
   # `imports = [ ./dir ]` means ./dir/default.nix.
@@ -201,4 +203,9 @@ let
     operator = it: map (p: item (file p)) (it.a.imports ++ it.b.imports);
   };
 in
-map (it: { file = it.key; inherit (it.a) ok roots; bare = { inherit (it.b) ok roots; }; }) closure
+map (it: {
+  file = it.key;
+  inherit (it.a) ok roots disabled;
+  imports = map (p: rel (file p)) (it.a.imports ++ it.b.imports);
+  bare = { inherit (it.b) ok roots disabled; };
+}) closure

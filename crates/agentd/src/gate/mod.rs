@@ -94,7 +94,16 @@ pub fn judge(
         )
     });
     let (b, a) = (b?, a?);
-    let unevaluable: Vec<String> = a
+    // A ticket for an effect the gate cannot decide is bound to the exact new text (or list).
+    let digest = |files: &Files, f: &str| {
+        files.get(Path::new(f)).map_or(json!("<absent>"), |t| {
+            json!(format!(
+                "sha256:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t))
+            ))
+        })
+    };
+    let mut unevaluable: Vec<(String, Value, Value)> = a
         .failed
         .iter()
         .filter(|f| {
@@ -109,7 +118,17 @@ pub fn judge(
                 .filter(|c| c.file_name().is_some_and(|n| n == "flake.nix"))
                 .map(|c| c.to_string_lossy().into_owned()),
         )
+        .map(|f| (f.clone(), digest(before, &f), digest(after, &f)))
         .collect();
+    // `disabledModules` naming a module outside the tree (a NixOS module, by path or string)
+    // turns off definitions the gate does not see.
+    if a.disabled_elsewhere != b.disabled_elsewhere {
+        unevaluable.push((
+            rules::DISABLED_ELSEWHERE.to_string(),
+            Value::Array(b.disabled_elsewhere.clone()),
+            Value::Array(a.disabled_elsewhere.clone()),
+        ));
+    }
     let ctx = rules::Ctx {
         before: &b.tree,
         after: &a.tree,

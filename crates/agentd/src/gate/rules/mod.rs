@@ -1,0 +1,233 @@
+//! The one table of rules that decides which differences between two evaluated configurations
+//! are destructive. Each rule reads the merged before/after values (see [`super::merge`]) and
+//! reports findings; a value the evaluator could not decide counts as possibly destructive.
+
+use serde_json::{json, Value};
+
+use super::merge::is_undecidable;
+
+mod network;
+mod osmoda;
+mod services;
+mod ssh;
+mod users;
+
+pub use osmoda::DISABLED_ELSEWHERE;
+use osmoda::*;
+use services::*;
+use ssh::*;
+use users::*;
+
+/// One destructive difference.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// Operation kind, matched against the approval rules (`service.disable`, ...).
+    pub kind: &'static str,
+    /// Option path (`services.openssh.enable`) or file the finding is about.
+    pub path: String,
+    /// Effective value before (`"<absent>"`, `"<undecidable>"` or the value).
+    pub was: Value,
+    /// Effective value after.
+    pub now: Value,
+    /// The effect in words, for the person deciding.
+    pub words: String,
+}
+
+/// What the rules see.
+pub struct Ctx<'a> {
+    /// Merged protected values before the change.
+    pub before: &'a Value,
+    /// And after.
+    pub after: &'a Value,
+    /// What cannot be evaluated after the change: changed modules (with the SHA-256 of their
+    /// text before and after) and [`DISABLED_ELSEWHERE`] (with the entries before and after).
+    pub unevaluable: &'a [(String, Value, Value)],
+    /// Package names whose removal needs approval.
+    pub critical: &'a [String],
+    /// The kind critical package removal is reported as (`package.remove_critical` for edits,
+    /// `switch.remove_critical` for switches).
+    pub package_kind: &'static str,
+}
+
+/// A rule: the kind it reports, what it protects (for docs and listings), and its check.
+pub struct Rule {
+    /// Kind reported (matched against `approval.required` and the code defaults).
+    pub kind: &'static str,
+    /// What the rule protects, in words.
+    pub protects: &'static str,
+    check: fn(&Ctx<'_>, &mut Vec<Finding>),
+}
+
+/// Every rule of the gate.
+pub const RULES: &[Rule] = &[
+    Rule { kind: "service.remove", protects: "a `services.<name>` or `systemd.services.<name>` block removed (unless it was disabled)", check: service_removed },
+    Rule { kind: "service.disable", protects: "`enable` of a service going from true to false or away (`systemd.services.*.enable` defaults to true)", check: service_disabled },
+    Rule { kind: "user.remove", protects: "a `users.users.<name>` removed, or renamed by `name` (the old login goes away)", check: user_removed },
+    Rule { kind: "user.demote", protects: "a user losing `isNormalUser`, the `wheel` group (also `users.groups.wheel.members`) or a login shell, or getting an expiry date or `isSystemUser`; wheel users losing sudo (`security.sudo.enable` off, `wheelNeedsPassword` on, its `configFile`/`extraConfig`/`extraRules` changed, PAM's `sudo`/`su` changed)", check: user_demoted },
+    Rule { kind: "user.credentials", protects: "a user losing an SSH authorized key or key file, its password (hash) changed or removed, its `home` or `uid` changed; `users.mutableUsers` turned off", check: user_credentials },
+    Rule { kind: "ssh.access", protects: "sshd kept on but how it listens, authenticates or starts changes so current logins may fail: ports, listen addresses, `PermitRootLogin`, password, keyboard-interactive or public-key authentication, `Allow/Deny Users/Groups`, authorized-keys files or command, `package`, `startWhenNeeded`, any other `settings` key or `extraConfig` keyword not known to be harmless, `systemd.services.sshd` (but `enable`) or `systemd.sockets.sshd`, PAM's `sshd`/`login`; and the machine losing its address (`useDHCP`, dhcpcd, NetworkManager, `useNetworkd`, an interface's addresses or DHCP, the default gateway)", check: ssh_access },
+    Rule { kind: "firewall.ssh", protects: "the firewall closing a port sshd listens on (globally, per interface or by trusted interfaces), or its custom rules (`extraCommands`, `extraInputRules`, backend, nftables rules) changing while sshd is on", check: firewall_ssh },
+    Rule { kind: "wallet.delete", protects: "a wallet removed from `services.osmoda.keyd.policy.wallets`", check: wallet_removed },
+    Rule { kind: "mesh.peer.remove", protects: "a peer removed from `services.osmoda.mesh.peers`", check: peer_removed },
+    Rule { kind: "capability.remove", protects: "an egress capability removed from `services.osmoda.egress.capabilities`", check: capability_removed },
+    Rule { kind: "package.remove_critical", protects: "a package named in `critical_packages` removed from `environment.systemPackages` (`switch.remove_critical` for a switch)", check: critical_packages },
+    Rule { kind: "gate.undecidable", protects: "a changed module that the evaluator cannot evaluate at all, a changed flake.nix, or changed `disabledModules` entries naming modules outside the tree", check: unevaluable },
+];
+
+/// Apply every rule.
+pub fn findings(ctx: &Ctx<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for r in RULES {
+        (r.check)(ctx, &mut out);
+    }
+    out.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
+    out.dedup();
+    out
+}
+
+/// A value as the rules see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum V<'a> {
+    Absent,
+    Unknown,
+    Known(&'a Value),
+}
+
+impl V<'_> {
+    fn shown(self) -> Value {
+        match self {
+            V::Absent => json!("<absent>"),
+            V::Unknown => json!("<undecidable>"),
+            V::Known(v) => v.clone(),
+        }
+    }
+
+    /// Present as a non-empty attribute set (or unknown); `{}` is the same as absent.
+    fn exists(self) -> bool {
+        match self {
+            V::Absent => false,
+            V::Unknown => true,
+            V::Known(v) => v.as_object().is_none_or(|o| !o.is_empty()),
+        }
+    }
+
+    /// A boolean option with `default`; `None` when it cannot be decided.
+    fn flag(self, default: bool) -> Option<bool> {
+        match self {
+            V::Absent => Some(default),
+            V::Known(Value::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// A list's elements; `None` when it (or an element) cannot be decided.
+    fn list(self, default: &[Value]) -> Option<Vec<Value>> {
+        match self {
+            V::Absent => Some(default.to_vec()),
+            V::Known(Value::Array(a)) if !a.iter().any(is_undecidable) => Some(a.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn at<'a>(tree: &'a Value, path: &[&str]) -> V<'a> {
+    let mut cur = tree;
+    for seg in path {
+        if is_undecidable(cur) {
+            return V::Unknown;
+        }
+        match cur.as_object() {
+            Some(m) => match m.get(*seg) {
+                Some(v) => cur = v,
+                None => return V::Absent,
+            },
+            // Below a value that is not an attribute set there is nothing: NixOS refuses such a
+            // configuration (a type error), so nothing under it reaches the machine.
+            None => return V::Absent,
+        }
+    }
+    if is_undecidable(cur) {
+        V::Unknown
+    } else {
+        V::Known(cur)
+    }
+}
+
+/// Names under `path` in either tree.
+fn names(ctx: &Ctx<'_>, path: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = [ctx.before, ctx.after]
+        .into_iter()
+        .filter_map(|t| match at(t, path) {
+            V::Known(Value::Object(m)) => Some(m.keys().cloned().collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn push(
+    out: &mut Vec<Finding>,
+    kind: &'static str,
+    path: &[&str],
+    was: V<'_>,
+    now: V<'_>,
+    what: &str,
+) {
+    push_values(out, kind, path, was.shown(), now.shown(), what);
+}
+
+/// `Some(x)` as `x`, `None` (cannot be decided) as `"<undecidable>"`.
+fn decided<T: Into<Value>>(x: Option<T>) -> Value {
+    x.map_or_else(|| json!("<undecidable>"), Into::into)
+}
+
+/// Report effective values (defaults applied), so phrasings of one effect report alike.
+fn push_values(
+    out: &mut Vec<Finding>,
+    kind: &'static str,
+    path: &[&str],
+    was: Value,
+    now: Value,
+    what: &str,
+) {
+    let undecided = if now == json!("<undecidable>") {
+        " (the new value cannot be decided, so it may)"
+    } else {
+        ""
+    };
+    let path = path.join(".");
+    out.push(Finding {
+        kind,
+        words: format!("{what}{undecided}: {path} {was} → {now}"),
+        path,
+        was,
+        now,
+    });
+}
+
+/// `true` → not `true`, where the old value was not known to be off.
+fn loses(was: Option<bool>, now: Option<bool>) -> bool {
+    was != Some(false) && now != Some(true) && was != now
+}
+
+/// A boolean `enable`-like value that is being lost.
+fn lose_flag(
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Finding>,
+    kind: &'static str,
+    path: &[&str],
+    default: bool,
+    what: &str,
+) {
+    let (b, a) = (at(ctx.before, path), at(ctx.after, path));
+    let (was, now) = (b.flag(default), a.flag(default));
+    if b != a && loses(was, now) {
+        push_values(out, kind, path, decided(was), decided(now), what);
+    }
+}
+
+#[cfg(test)]
+mod tests;

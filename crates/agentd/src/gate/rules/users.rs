@@ -1,0 +1,351 @@
+//! Users: removed, demoted, or losing what they log in with.
+
+use serde_json::{json, Value};
+
+use super::*;
+
+pub(super) fn user_removed(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    for n in names(ctx, &["users", "users"]) {
+        let p = ["users", "users", n.as_str()];
+        let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+        if b != V::Absent && b != a && (a == V::Absent || a == V::Unknown) {
+            push(out, "user.remove", &p, b, a, &format!("removes user {n}"));
+        }
+    }
+    // `name` is the account's login name: another one is the old account gone.
+    for n in existing_users(ctx) {
+        let p = ["users", "users", n.as_str(), "name"];
+        let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+        let login = |v: V<'_>| match v {
+            V::Absent => Some(n.clone()),
+            V::Known(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        if b != a && (login(a).is_none() || login(a) != login(b)) {
+            push(
+                out,
+                "user.remove",
+                &p,
+                b,
+                a,
+                &format!("renames user {n}: the login {n} goes away"),
+            );
+        }
+    }
+}
+
+/// Users present before and after the change (a new user loses nothing).
+fn existing_users(ctx: &Ctx<'_>) -> Vec<String> {
+    kept_users(ctx)
+        .into_iter()
+        .filter(|n| at(ctx.before, &["users", "users", n]) != V::Absent)
+        .collect()
+}
+
+/// Users present after the change (the others are `user.remove`).
+pub(super) fn kept_users(ctx: &Ctx<'_>) -> Vec<String> {
+    names(ctx, &["users", "users"])
+        .into_iter()
+        .filter(|n| matches!(at(ctx.after, &["users", "users", n]), V::Known(_)))
+        .collect()
+}
+
+/// Whether a login shell is one nobody can log in with (`nologin`, `false`, `true`); `None`
+/// when it cannot be decided.
+fn no_login(v: V<'_>) -> Option<bool> {
+    let shell = match v {
+        V::Absent | V::Known(Value::Null) => return Some(false),
+        V::Known(Value::String(s)) => s.clone(),
+        V::Known(p) if p["__osmoda"] == "pkg" => p["name"].as_str()?.to_string(),
+        V::Known(p) if p["__osmoda"] == "path" => p["path"].as_str()?.to_string(),
+        _ => return None,
+    };
+    let last = shell.rsplit(['/', '.']).next().unwrap_or_default();
+    Some(matches!(last, "nologin" | "false" | "true" | "shadow"))
+}
+
+/// A user's account stops working for logins: shell, expiry, system user.
+fn account_demotions(ctx: &Ctx<'_>, out: &mut Vec<Finding>, n: &str) {
+    let p = ["users", "users", n, "shell"];
+    let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+    if b != a && no_login(b) == Some(false) && no_login(a) != Some(false) {
+        push(
+            out,
+            "user.demote",
+            &p,
+            b,
+            a,
+            &format!("user {n} gets a shell nobody can log in with"),
+        );
+    }
+    let p = ["users", "users", n, "expires"];
+    let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+    if b != a && !matches!(a, V::Absent | V::Known(Value::Null)) {
+        push(
+            out,
+            "user.demote",
+            &p,
+            b,
+            a,
+            &format!("user {n}'s account gets an expiry date"),
+        );
+    }
+    let p = ["users", "users", n, "isSystemUser"];
+    let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+    if b != a && b.flag(false) != Some(true) && a.flag(false) != Some(false) {
+        push(
+            out,
+            "user.demote",
+            &p,
+            b,
+            a,
+            &format!("user {n} becomes a system user"),
+        );
+    }
+}
+
+/// `users.groups.wheel.members` losing a name.
+fn wheel_members(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let p = ["users", "groups", "wheel", "members"];
+    let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+    if b == a {
+        return;
+    }
+    let lost = match (b.list(&[]), a.list(&[])) {
+        (Some(old), Some(new)) => old.iter().any(|x| !new.contains(x)),
+        (Some(old), None) => !old.is_empty(),
+        (None, _) => true,
+    };
+    if lost {
+        push(
+            out,
+            "user.demote",
+            &p,
+            b,
+            a,
+            "a member of wheel (admin) loses it",
+        );
+    }
+}
+
+/// Whether any user is in wheel (`None`: cannot be decided).
+fn any_admin(t: &Value) -> Option<bool> {
+    let users = match at(t, &["users", "users"]) {
+        V::Absent => return Some(false),
+        V::Known(Value::Object(m)) => m,
+        _ => return None,
+    };
+    let mut unknown = false;
+    for u in users.values() {
+        match at(u, &["extraGroups"]).list(&[]) {
+            Some(l) if l.contains(&json!("wheel")) => return Some(true),
+            Some(_) => {}
+            None => unknown = true,
+        }
+    }
+    match at(t, &["users", "groups", "wheel", "members"]).list(&[]) {
+        Some(l) if !l.is_empty() => Some(true),
+        Some(_) if !unknown => Some(false),
+        _ => None,
+    }
+}
+
+/// sudo stops giving wheel users root: turned off, a password required where none was, or its
+/// rules replaced.
+fn sudo_access(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    if any_admin(ctx.before) == Some(false) {
+        return;
+    }
+    let s = |k: &'static str| -> [&'static str; 3] { ["security", "sudo", k] };
+    lose_flag(
+        ctx,
+        out,
+        "user.demote",
+        &s("enable"),
+        true,
+        "wheel users lose sudo",
+    );
+    let p = s("wheelNeedsPassword");
+    let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+    if b != a && b.flag(true) != Some(true) && a.flag(true) != Some(false) {
+        push(
+            out,
+            "user.demote",
+            &p,
+            b,
+            a,
+            "wheel users need a password for sudo (those without one lose root)",
+        );
+    }
+    for k in ["configFile", "extraConfig", "execWheelOnly", "package"] {
+        let p = s(k);
+        let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+        if b != a {
+            push(
+                out,
+                "user.demote",
+                &p,
+                b,
+                a,
+                "sudo's rules change (they can take root from wheel users)",
+            );
+        }
+    }
+    let p = s("extraRules");
+    let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+    let lost = match (b.list(&[]), a.list(&[])) {
+        (Some(old), Some(new)) => old.iter().any(|x| !new.contains(x)),
+        _ => true,
+    };
+    if b != a && lost {
+        push(
+            out,
+            "user.demote",
+            &p,
+            b,
+            a,
+            "a sudo rule is removed or changed",
+        );
+    }
+}
+
+/// PAM's configuration of the `services` that logins go through changes (`kind` for the
+/// finding).
+pub(super) fn pam(ctx: &Ctx<'_>, out: &mut Vec<Finding>, services: &[&str], kind: &'static str) {
+    for s in services {
+        let p = ["security", "pam", "services", s];
+        let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+        if b != a {
+            push(
+                out,
+                kind,
+                &p,
+                b,
+                a,
+                &format!("how PAM authenticates {s} logins changes"),
+            );
+        }
+    }
+}
+
+pub(super) fn user_demoted(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    wheel_members(ctx, out);
+    sudo_access(ctx, out);
+    pam(ctx, out, &["sudo", "su"], "user.demote");
+    for n in existing_users(ctx) {
+        account_demotions(ctx, out, &n);
+    }
+    for n in kept_users(ctx) {
+        let p = ["users", "users", n.as_str(), "isNormalUser"];
+        lose_flag(
+            ctx,
+            out,
+            "user.demote",
+            &p,
+            false,
+            &format!("user {n} stops being a normal (login) user"),
+        );
+        let g = ["users", "users", n.as_str(), "extraGroups"];
+        let (b, a) = (at(ctx.before, &g), at(ctx.after, &g));
+        let had = b.list(&[]).is_none_or(|l| l.contains(&json!("wheel")));
+        let has = a.list(&[]).is_some_and(|l| l.contains(&json!("wheel")));
+        if b != a && had && !has {
+            let now = a.list(&[]).map(|l| l.contains(&json!("wheel")));
+            let was = b.list(&[]).map(|l| l.contains(&json!("wheel")));
+            let what = format!("user {n} loses the wheel (admin) group");
+            push_values(
+                out,
+                "user.demote",
+                &[&g[..], &["wheel"]].concat(),
+                decided(was),
+                decided(now),
+                &what,
+            );
+        }
+    }
+}
+
+pub(super) fn user_credentials(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    lose_flag(
+        ctx,
+        out,
+        "user.credentials",
+        &["users", "mutableUsers"],
+        true,
+        "passwords set with passwd (not in the configuration) are discarded",
+    );
+    for n in kept_users(ctx) {
+        for (field, what) in [
+            ("home", "moves away from its ~/.ssh/authorized_keys"),
+            (
+                "uid",
+                "changes uid (its files and keys stay with the old one)",
+            ),
+        ] {
+            let p = ["users", "users", n.as_str(), field];
+            let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+            if b != a && b != V::Absent {
+                push(
+                    out,
+                    "user.credentials",
+                    &p,
+                    b,
+                    a,
+                    &format!("user {n}'s account {what}"),
+                );
+            }
+        }
+        for field in ["keys", "keyFiles"] {
+            let p = [
+                "users",
+                "users",
+                n.as_str(),
+                "openssh",
+                "authorizedKeys",
+                field,
+            ];
+            let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+            if b == a {
+                continue;
+            }
+            let lost = match (b.list(&[]), a.list(&[])) {
+                (Some(old), Some(new)) => old.iter().any(|k| !new.contains(k)),
+                (Some(old), None) => !old.is_empty(),
+                (None, _) => true,
+            };
+            if lost {
+                let what = format!("user {n} loses an SSH authorized key");
+                push_values(
+                    out,
+                    "user.credentials",
+                    &p,
+                    decided(b.list(&[])),
+                    decided(a.list(&[])),
+                    &what,
+                );
+            }
+        }
+        for field in [
+            "hashedPassword",
+            "hashedPasswordFile",
+            "initialHashedPassword",
+            "password",
+            "initialPassword",
+            "passwordFile",
+        ] {
+            let p = ["users", "users", n.as_str(), field];
+            let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+            let had = !matches!(b, V::Absent | V::Known(Value::Null));
+            if had && b != a {
+                push(
+                    out,
+                    "user.credentials",
+                    &p,
+                    b,
+                    a,
+                    &format!("user {n}'s password changes or goes away"),
+                );
+            }
+        }
+    }
+}
