@@ -287,7 +287,7 @@ let
     in
     {
       agentd =
-        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" ])
+        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" ])
         // {
           approval = {
             required = get cfg "approvalRequired" d.approvalRequired;
@@ -423,7 +423,7 @@ let
           let s = section cfg dn; in
           map (k: "${p}${dn}.${k}")
             (filter (k: setIn s k) ([ "package" "socket" "enable" ]
-              ++ (if dn == "agentd" then [ "approvalSocket" ] else [ ])
+              ++ (if dn == "agentd" then [ "approvalSocket" "validate" ] else [ ])
               ++ (if dn == "mesh" then [ "openFirewall" ] else [ ]))))
         daemonNames;
       top = map (k: p + k) (filter (k: setIn cfg k) [ "stateDir" "configTree" "configTreeTemplate" "configRevision" "gateway" ]);

@@ -311,6 +311,18 @@ in
         default = d.agentd.criticalPackages;
         description = "Packages whose removal by a switch needs approval.";
       };
+      validate = mkOption {
+        type = types.enum [ "parse" "eval" "build" ];
+        default = "eval";
+        description = ''
+          How config edits are validated before they are committed: `parse` (rnix only),
+          `eval` (also the Nix evaluator on each changed file) or `build` (also a full NixOS
+          evaluation of the tree with this module, as `nixos-rebuild build` would evaluate it,
+          without building). `build` needs nixpkgs: `<nixpkgs>` must resolve in agentd's
+          `NIX_PATH` (a channel or `nix.nixPath`); where it does not, every edit is refused as
+          unavailable rather than committed unchecked.
+        '';
+      };
     };
 
     watch = daemonOptions "watch" "osmoda-watch" // {
@@ -475,7 +487,10 @@ in
         package = cfg.agentd.package;
         socket = cfg.agentd.socket;
         user = "root";
-        args = [ "--approval-socket" cfg.agentd.approvalSocket "--config-tree" cfg.configTree ];
+        args = [ "--approval-socket" cfg.agentd.approvalSocket "--config-tree" cfg.configTree
+                 "--validate" cfg.agentd.validate ]
+          # The module itself (with ../lib beside it), for the full evaluation.
+          ++ lib.optionals (cfg.agentd.validate == "build") [ "--nixos-module" "${../.}/modules/osmoda.nix" ];
         path = [ config.nix.package pkgs.git config.systemd.package ];
         serviceConfig = {
           # The filesystem, process and service APIs act on the whole system by design.

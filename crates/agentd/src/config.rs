@@ -30,6 +30,7 @@ pub fn settings(cfg: &AgentdConfig) -> Settings {
         approval_required: cfg.approval.required.clone(),
         critical_packages: critical,
         approval_socket: None,
+        ..Settings::default()
     }
 }
 

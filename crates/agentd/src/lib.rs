@@ -39,6 +39,10 @@ pub struct Settings {
     /// The approval socket agentd serves (`--approval-socket`); `None` for the default
     /// [`DEFAULT_APPROVAL_SOCKET`]. The gate's 403 names it in its approve command.
     pub approval_socket: Option<std::path::PathBuf>,
+    /// Validation of config edits before commit (`--validate parse|eval|build`).
+    pub validate: osmoda_generations::Validate,
+    /// osModa's NixOS module, evaluated with the tree by `validate = build` (`--nixos-module`).
+    pub nixos_module: Option<std::path::PathBuf>,
 }
 
 /// The approval socket of the NixOS module (lib/default.nix `approvalSocket`) and agentctl.
@@ -69,6 +73,8 @@ impl Default for Settings {
                 .map(|s| s.to_string())
                 .collect(),
             approval_socket: None,
+            validate: osmoda_generations::Validate::default(),
+            nixos_module: None,
         }
     }
 }
@@ -103,7 +109,10 @@ impl AppState {
         config_tree: Option<&std::path::Path>,
     ) -> anyhow::Result<Arc<AppState>> {
         let config_tree = match config_tree {
-            Some(dir) => Some(Arc::new(osmoda_generations::Tree::open(dir)?)),
+            Some(dir) => Some(Arc::new(
+                osmoda_generations::Tree::open(dir)?
+                    .with_validate(settings.validate, settings.nixos_module.clone()),
+            )),
             None => None,
         };
         std::fs::create_dir_all(&state_dir)?;

@@ -23,6 +23,13 @@ struct Cli {
     /// The git-tracked Nix tree agentd edits (config API); without it the config routes answer 503.
     #[arg(long)]
     config_tree: Option<PathBuf>,
+    /// Validation of config edits before commit: `parse` (rnix only), `eval` (the Nix evaluator
+    /// on each changed file) or `build` (also a full NixOS evaluation; needs `<nixpkgs>`).
+    #[arg(long, default_value = "eval")]
+    validate: osmoda_generations::Validate,
+    /// osModa's NixOS module, evaluated with the tree by `--validate build`.
+    #[arg(long)]
+    nixos_module: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -56,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(config = %cli.config.display(), "no config file; using defaults");
         agentd::Settings::default()
     };
+    settings.validate = cli.validate;
+    settings.nixos_module = cli.nixos_module.clone();
     if cli.approval_socket != std::path::Path::new(agentd::DEFAULT_APPROVAL_SOCKET) {
         settings.approval_socket = Some(cli.approval_socket.clone());
     }

@@ -416,3 +416,47 @@ fn real_nixpkgs_if_found_flake_hosts_evaluate() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn nixos_eval_if_present_validate_option_reaches_agentds_flags() -> Result<()> {
+    let Some(check) = nixos_eval("nixos_eval_if_present_validate_option_reaches_agentds_flags")
+    else {
+        return Ok(());
+    };
+    let root = common::repo_root();
+    let tmp = tempfile::tempdir()?;
+    for (level, want, module) in [
+        (None, "--validate eval", false),
+        (Some("parse"), "--validate parse", false),
+        (Some("build"), "--validate build", true),
+    ] {
+        let set = level.map_or(String::new(), |l| {
+            format!("services.osmoda.agentd.validate = \"{l}\";")
+        });
+        let m = write(
+            tmp.path(),
+            "v.nix",
+            &format!("{{ services.osmoda.enable = true; {set} }}"),
+        )?;
+        let json = ok(&check, &[os(root.join("modules/osmoda.nix")), m], want)?;
+        let exec = json["units"]["osmoda-agentd"]["ExecStart"]
+            .as_str()
+            .context("ExecStart")?
+            .to_string();
+        assert!(exec.contains(want), "{want}: {exec}");
+        assert_eq!(
+            exec.contains("--nixos-module") && exec.contains("/modules/osmoda.nix"),
+            module,
+            "{exec}"
+        );
+    }
+    let bad = write(
+        tmp.path(),
+        "bad.nix",
+        "{ services.osmoda.enable = true; services.osmoda.agentd.validate = \"full\"; }",
+    )?;
+    let c = run_check(&check, &[os(root.join("modules/osmoda.nix")), bad])?;
+    assert_eq!(c.code, 1, "{}", c.stderr);
+    assert!(c.stderr.contains("validate"), "{}", c.stderr);
+    Ok(())
+}

@@ -51,6 +51,15 @@ pub enum GenError {
         /// The uncommitted changes that blocked the edit.
         changes: Vec<Change>,
     },
+    /// The validation the tree was configured for cannot run on this machine; nothing was
+    /// committed.
+    #[error("{what} is unavailable here, nothing was committed: {reason}")]
+    Unavailable {
+        /// What cannot run (`validate = build`).
+        what: &'static str,
+        /// Why, and what to do instead.
+        reason: String,
+    },
     /// A changed file did not pass validation; nothing was committed.
     #[error("{} is not valid Nix, nothing was committed: {message}", path.display())]
     Invalid {

@@ -36,6 +36,7 @@
 
 mod drift;
 mod error;
+mod full_eval;
 mod history;
 mod message;
 mod recover;
@@ -51,6 +52,7 @@ use serde::{Deserialize, Serialize};
 
 pub use drift::{watch_drift, watch_drift_with, DriftWatcher};
 pub use error::GenError;
+pub use full_eval::Validate;
 pub use message::{TRAILER_ACTOR, TRAILER_EVENT, TRAILER_PEER, TRAILER_RESTORES, TRAILER_REVERTS};
 pub use recover::{clear_stale_locks, Recovery};
 pub use tree::Tree;

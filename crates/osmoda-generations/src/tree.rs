@@ -28,6 +28,8 @@ pub struct Tree {
     repl: Mutex<Option<crate::repl::Repl>>,
     /// Stale git locks cleared since the caller last asked (see [`Tree::take_cleared_locks`]).
     cleared_locks: Mutex<Vec<String>>,
+    /// The full NixOS evaluation of `validate = build`, if configured.
+    full_eval: Option<crate::full_eval::FullEval>,
 }
 
 /// Holds the in-process mutex and the cross-process `flock` for one operation.
@@ -177,6 +179,7 @@ impl Tree {
             nix: validate::find_nix_instantiate(),
             repl: Mutex::new(None),
             cleared_locks: Mutex::new(Vec::new()),
+            full_eval: None,
         })
     }
 
@@ -198,6 +201,19 @@ impl Tree {
                 })?),
             };
         Ok(self)
+    }
+
+    /// Sets the validation level of every later change (see [`crate::Validate`]): `Parse` is
+    /// [`NixCheck::Off`], `Eval` is [`NixCheck::Auto`], `Build` adds a full NixOS evaluation of
+    /// the tree (with osModa's NixOS module `module`, when given) before each commit.
+    pub fn with_validate(mut self, level: crate::Validate, module: Option<PathBuf>) -> Tree {
+        self.nix = match level {
+            crate::Validate::Parse => None,
+            _ => validate::find_nix_instantiate(),
+        };
+        self.full_eval =
+            (level == crate::Validate::Build).then_some(crate::full_eval::FullEval { module });
+        self
     }
 
     /// The tree's root directory (canonical).
@@ -432,6 +448,9 @@ impl Tree {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             validate::validate_with(&candidates, self.nix.as_deref(), &mut repl)?;
+        }
+        if let Some(full) = &self.full_eval {
+            full.check(&self.dir, self.nix.as_deref())?;
         }
 
         for (rel, _) in &changed {

@@ -53,6 +53,7 @@ impl From<GenError> for ApiError {
             GenError::BadInput { .. } | GenError::BadPath { .. } => StatusCode::BAD_REQUEST,
             GenError::Locked { .. } | GenError::DetachedHead { .. } => StatusCode::CONFLICT,
             GenError::UnknownRevision { .. } => StatusCode::NOT_FOUND,
+            GenError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -403,10 +404,11 @@ async fn edit(
         ));
     }
     if !evaluated {
-        landed.notes.push(
-            "the raw value uses names from its module (pkgs, lib, …), so it was checked by parsing, not evaluated"
-                .into(),
-        );
+        landed.notes.push(if tree(&st)?.uses_nix() {
+            "the raw value uses names from its module (pkgs, lib, …), so it was checked by parsing, not evaluated".into()
+        } else {
+            "validate = parse: the raw value was checked by parsing only, not evaluated".into()
+        });
     }
     Ok(axum::Json(landed))
 }
