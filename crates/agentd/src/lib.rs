@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod fuzz;
 pub mod gate;
+pub mod namespaces;
 pub mod page;
 pub mod peer;
 

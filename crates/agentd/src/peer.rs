@@ -44,6 +44,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 )
             })?,
         };
+        // A claim of one of osModa's daemon names must come from that daemon.
+        crate::namespaces::check_claim(&peer, role)?;
         Ok(Caller {
             actor: peer.actor(role),
             peer,

@@ -44,14 +44,15 @@ async fn reserved_types_are_refused_in_any_case_or_disguise_and_nothing_is_writt
     }
     assert_eq!(event_count(&d).await, before, "a refused event was written");
     // Ordinary types, and reserved words that are not the namespace, still work.
-    for kind in [
-        "switch.committed",
-        "approvals-digest.sent",
-        "receipt.wallet.sign",
+    for (kind, daemon) in [
+        ("switch.committed", "osmoda-watch"),
+        ("approvals-digest.sent", "osmoda-watch"),
+        ("receipt.wallet.sign", "osmoda-keyd"),
+        ("note", "agent"),
     ] {
         c.post_ok(
             "/events/append",
-            &json!({ "type": kind, "daemon": "osmoda-watch", "payload": {} }),
+            &json!({ "type": kind, "daemon": daemon, "payload": {} }),
         )
         .await;
     }
@@ -77,7 +78,7 @@ async fn another_caller_replaying_watchs_dedup_keys_suppresses_none_of_its_event
     // (same uid here, as in any test) with forged content.
     for seq in 1..=6u64 {
         for (daemon, kind) in [
-            ("agent", "watch.switch.begin"),
+            ("agent", "agent.switch.begin"),
             ("osmoda-watch", "watch.switch.forged"),
         ] {
             attacker
@@ -191,7 +192,7 @@ async fn every_list_endpoint_pages_with_a_cursor() {
     for i in 0..5 {
         c.post_ok(
             "/events/append",
-            &json!({ "type": "receipt.test", "daemon": "osmoda-watch", "payload": { "word": "needle", "i": i } }),
+            &json!({ "type": "receipt.test", "daemon": "osmoda-keyd", "payload": { "word": "needle", "i": i } }),
         )
         .await;
         c.post_ok("/incident/create", &json!({ "name": format!("inc {i}") }))
@@ -256,5 +257,112 @@ async fn every_list_endpoint_pages_with_a_cursor() {
         let r = c.get(bad).await.expect("get");
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
     }
+    d.stop().await;
+}
+
+/// `POST path` with `body` (and extra headers) from a `curl` child process: a caller that is not
+/// agentd's own process, whatever it claims. Returns (status, body).
+fn curl_post(d: &Daemon, path: &str, body: &Value, headers: &[&str]) -> (u16, Value) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "30", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("--unix-socket")
+        .arg(&d.socket)
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(body.to_string());
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').expect("status line");
+    (
+        status.trim().parse().expect("status"),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_namespaces_are_written_only_by_the_daemon_recognised_by_its_process() {
+    let d = Daemon::start().await;
+    let before = event_count(&d).await;
+    let cases: &[(&str, &str, u16, &str)] = &[
+        // (type, claimed daemon, status, the error says)
+        (
+            "watch.switch.committed",
+            "agent",
+            403,
+            "written only by osmoda-watch",
+        ),
+        (
+            "WATCH.switch.committed",
+            "agent",
+            403,
+            "written only by osmoda-watch",
+        ),
+        (
+            "watch.switch.committed",
+            "osmoda-watch",
+            403,
+            "executable is curl",
+        ),
+        (
+            "receipt.wallet.sign",
+            "agent",
+            403,
+            "written only by osmoda-keyd",
+        ),
+        ("receipt.wallet.sign", "osmoda-keyd", 403, "not osmoda-keyd"),
+        ("routine.run", "osmoda-routines", 403, "not osmoda-routines"),
+        (
+            "note",
+            "osmoda-watch",
+            403,
+            "this caller is not osmoda-watch",
+        ),
+        ("fs.write", "agent", 400, "agentd's own endpoints"),
+        ("System.exec", "agent", 400, "agentd's own endpoints"),
+        (
+            "approval.approved",
+            "osmoda-watch",
+            400,
+            "agentd's own endpoints",
+        ),
+    ];
+    for (kind, daemon, status, says) in cases {
+        let (got, v) = curl_post(
+            &d,
+            "/events/append",
+            &json!({ "type": kind, "daemon": daemon, "payload": {} }),
+            &[],
+        );
+        assert_eq!(got, *status, "{kind} as {daemon}: {v}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(says), "{kind} as {daemon}: {msg}");
+        assert!(v["detail"]["reserved"].is_object(), "{v}");
+    }
+    // Claiming a daemon's name in the header is refused the same way.
+    let (got, v) = curl_post(
+        &d,
+        "/incident/create",
+        &json!({ "name": "x" }),
+        &["x-osmoda-daemon: osmoda-watch"],
+    );
+    assert_eq!(got, 403, "{v}");
+    assert_eq!(event_count(&d).await, before, "a refused event was written");
+    // The same process may still write under a name nobody reserved.
+    let (got, v) = curl_post(
+        &d,
+        "/events/append",
+        &json!({ "type": "agent.note", "daemon": "agent", "payload": {} }),
+        &[],
+    );
+    assert_eq!(got, 200, "{v}");
+    assert!(
+        v["actor"].as_str().unwrap_or_default().contains("exe=curl"),
+        "{v}"
+    );
     d.stop().await;
 }

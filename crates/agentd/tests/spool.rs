@@ -12,7 +12,7 @@ async fn events_spooled_while_agentd_is_down_arrive_in_order_exactly_once() {
     let spool = dir.path().join("spool");
     {
         let reporter =
-            osmoda_client::Reporter::open(&socket, &spool, "osmoda-watch").expect("reporter");
+            osmoda_client::Reporter::open(&socket, &spool, "spool-test").expect("reporter");
         for i in 0..25 {
             reporter
                 .report("switch.test", json!({ "i": i }))
@@ -24,8 +24,7 @@ async fn events_spooled_while_agentd_is_down_arrive_in_order_exactly_once() {
     } // the reporter (and its process, as far as the spool knows) goes away
 
     let agentd = Process::spawn(dir.path());
-    let reporter =
-        osmoda_client::Reporter::open(&socket, &spool, "osmoda-watch").expect("reporter");
+    let reporter = osmoda_client::Reporter::open(&socket, &spool, "spool-test").expect("reporter");
     reporter
         .report("switch.test", json!({ "i": 25 }))
         .await
@@ -61,5 +60,5 @@ async fn events_spooled_while_agentd_is_down_arrive_in_order_exactly_once() {
     assert!(log[0]["actor"]
         .as_str()
         .expect("actor")
-        .starts_with("osmoda-watch[uid="));
+        .starts_with("spool-test[uid="));
 }

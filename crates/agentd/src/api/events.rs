@@ -94,18 +94,14 @@ pub async fn search(
     Ok(Page::new(found, limit, |e| e.id))
 }
 
-/// Event types agentd's projections are folded from; only its own handlers may write them, or an
-/// appended `approval.approved` would approve a ticket after the next restart.
-pub const RESERVED_TYPES: &[&str] = &["approval.", "incident.", "config."];
-
-/// Checks the type of an event a caller appends: printable ASCII without spaces, and not in a
-/// reserved namespace in any letter case.
+/// Checks the type of an event a caller appends: printable ASCII without spaces. Who may use
+/// which namespace is [`crate::namespaces`]' table, matched in any letter case.
 ///
-/// Types are compared case-insensitively, and non-ASCII is refused outright rather than
-/// normalised: with only ASCII allowed, NFKC normalisation is the identity and case folding is
-/// ASCII lowercasing, so no full-width, Cyrillic or zero-width look-alike (`аpproval.`,
-/// `ａpproval.`, `approval\u{200b}.`) and no `Approval.` or ` approval.` can pass for a reserved
-/// type. Every type osModa's daemons write is lowercase ASCII anyway.
+/// Non-ASCII is refused outright rather than normalised: with only ASCII allowed, NFKC
+/// normalisation is the identity and case folding is ASCII lowercasing, so no full-width,
+/// Cyrillic or zero-width look-alike (`аpproval.`, `ａpproval.`, `approval\u{200b}.`) and no
+/// `Approval.` or ` approval.` can pass for a reserved type. Every type osModa's daemons write is
+/// lowercase ASCII anyway.
 ///
 /// # Errors
 /// 400 naming the rule the type breaks; nothing is written.
@@ -117,13 +113,6 @@ pub fn check_appended_type(kind: &str) -> Result<(), ApiError> {
         .with_detail(json!({
             "hint": "e.g. `switch.committed`; non-ASCII letters are refused so that no type can imitate a reserved one",
         })));
-    }
-    let folded = kind.to_ascii_lowercase();
-    if let Some(prefix) = RESERVED_TYPES.iter().find(|p| folded.starts_with(*p)) {
-        return Err(ApiError::bad_request(format!(
-            "event types starting with `{prefix}` (in any letter case) are written only by agentd's own endpoints"
-        ))
-        .with_detail(json!({ "reserved": RESERVED_TYPES, "hint": "use the incident, approval or config API" })));
     }
     Ok(())
 }
@@ -165,6 +154,7 @@ pub async fn append(
         ));
     }
     check_appended_type(&req.kind)?;
+    crate::namespaces::check_append(&peer, &req.daemon, &req.kind)?;
     let dedup = match req.dedup {
         Some(d) => Some(bind_dedup(&peer, &req.daemon, d)?),
         None => None,
