@@ -34,6 +34,7 @@
 //! new commit whose tree equals a given generation's tree ("Revert to generation <rev>: <why>"),
 //! which is what SafeSwitch records after rolling a failed switch back. Neither rewrites history.
 
+mod attributes;
 mod drift;
 mod error;
 mod full_eval;

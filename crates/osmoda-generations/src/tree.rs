@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use git2::{IndexAddOption, ObjectType, Oid, Repository, RepositoryInitOptions};
+use git2::{IndexAddOption, ObjectType, Repository, RepositoryInitOptions};
 
 use crate::message::{self, TRAILER_ACTOR, TRAILER_EVENT};
 use crate::validate::{self, Candidate, NixCheck};
@@ -409,7 +409,8 @@ impl Tree {
             let in_head = head_tree.get_path(rel).ok().map(|e| e.id());
             let now = match &bytes {
                 Some(b) => Some(
-                    Oid::hash_object(ObjectType::Blob, b).map_err(GenError::git("hash a file"))?,
+                    crate::attributes::blob_id(repo, rel, b, in_head)
+                        .map_err(GenError::git("hash a file"))?,
                 ),
                 None => None,
             };

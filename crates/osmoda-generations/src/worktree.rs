@@ -92,8 +92,19 @@ pub(crate) fn statuses(repo: &Repository) -> Result<Vec<Change>, GenError> {
         .statuses(Some(&mut opts))
         .map_err(GenError::git("read the status"))?;
     let mut out = Vec::new();
+    let index = repo.index().map_err(GenError::git("open the index"))?;
     for entry in list.iter() {
         let s = entry.status();
+        if s == Status::WT_MODIFIED
+            && crate::attributes::same_as_index(
+                repo,
+                &index,
+                Path::new(&*String::from_utf8_lossy(entry.path_bytes())),
+            )
+        {
+            // Only its line endings differ, and its attributes say git normalises them.
+            continue;
+        }
         let kind = if s.is_conflicted() {
             ChangeKind::Conflicted
         } else if s.intersects(Status::WT_NEW | Status::INDEX_NEW) {
