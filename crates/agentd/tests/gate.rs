@@ -1024,3 +1024,77 @@ async fn the_printed_approve_command_names_the_socket_agentd_serves() {
     );
     d.stop().await;
 }
+
+async fn ticket_status(d: &Daemon, id: &str) -> Value {
+    d.human()
+        .get_ok("/approvals")
+        .await
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["id"] == json!(id))
+        .expect("listed")["status"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_change_that_fails_validation_keeps_its_ticket() {
+    let f = fixture(agentd::Settings::default()).await;
+    let r = send(
+        &f,
+        &Edit::Set(OSM, "services.osmoda.mesh.peers", json!({})),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let id = r.body["detail"]["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_string();
+    f.d.human()
+        .post_ok(&format!("/approval/{id}/approve"), &json!({}))
+        .await;
+    // The same effect by hand, with a typo elsewhere that validation refuses.
+    let path = f.d.tree_dir().join(OSM);
+    let original = std::fs::read_to_string(&path).expect("read");
+    let peer = "    mesh.peers.relay = {\n      endpoint = \"10.0.0.2:18800\";\n      keys.ed25519 = \"AAAA\";\n    };\n";
+    assert!(original.contains(peer));
+    let without = original.replacen(peer, "", 1);
+    let typo = without.replacen(
+        "{ ... }:\n\n{\n",
+        "{ ... }:\n\n{\n  time.typo = 1 + \"a\";\n",
+        1,
+    );
+    assert_ne!(typo, without);
+    std::fs::write(&path, &typo).expect("write");
+    let n = commits(&f.d);
+    let body = json!({"reason": "remove the relay", "approval": id});
+    let r =
+        f.d.agent()
+            .post("/config/commit", &body)
+            .await
+            .expect("post");
+    assert!(
+        (400..500).contains(&r.status) && r.status != 403 && r.status != 409,
+        "validation refuses the typo: {} {}",
+        r.status,
+        r.body
+    );
+    assert_eq!(commits(&f.d), n);
+    assert_eq!(
+        ticket_status(&f.d, &id).await,
+        "approved",
+        "the ticket is not used by a change that did not land"
+    );
+    // The corrected change lands with the same ticket, which is then used.
+    std::fs::write(&path, &without).expect("write");
+    let r =
+        f.d.agent()
+            .post("/config/commit", &body)
+            .await
+            .expect("post");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(commits(&f.d), n + 1);
+    assert_eq!(ticket_status(&f.d, &id).await, "used");
+    f.d.stop().await;
+}

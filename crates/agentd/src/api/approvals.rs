@@ -316,8 +316,7 @@ pub struct CheckBody {
 /// was opened by `origin` ([`GATE`] for the gate's checks, [`AGENT`] for `/approval/check`).
 ///
 /// # Errors
-/// 404 unknown ticket, 403 denied, a different operation or another origin, 409 not yet decided
-/// or already used, 410 expired.
+/// As [`verify`].
 pub async fn consume(
     st: &AppState,
     id: &str,
@@ -325,9 +324,52 @@ pub async fn consume(
     actor: &str,
     origin: &str,
 ) -> Result<(), ApiError> {
+    let mut approvals = st.approvals.lock().await;
+    check_ticket(&mut approvals, id, operation, origin)?;
+    let ev = st
+        .record("approval.used", actor, &json!({ "id": id }))
+        .await?;
+    approvals.apply(&ev);
+    Ok(())
+}
+
+/// Whether ticket `id` would let `operation` through (as [`consume`], without using it). The
+/// gate verifies a ticket before a change and marks it used ([`mark_used`]) only once the
+/// change has landed, so an approved change that then fails validation keeps its ticket.
+///
+/// # Errors
+/// 404 unknown ticket, 403 denied, a different operation or another origin, 409 not yet decided
+/// or already used, 410 expired.
+pub async fn verify(
+    st: &AppState,
+    id: &str,
+    operation: &Value,
+    origin: &str,
+) -> Result<(), ApiError> {
+    check_ticket(&mut *st.approvals.lock().await, id, operation, origin)
+}
+
+/// Record that ticket `id` was used by `actor` (after [`verify`] and the change landing).
+///
+/// # Errors
+/// The ledger write failed.
+pub async fn mark_used(st: &AppState, id: &str, actor: &str) -> Result<(), ApiError> {
+    let mut approvals = st.approvals.lock().await;
+    let ev = st
+        .record("approval.used", actor, &json!({ "id": id }))
+        .await?;
+    approvals.apply(&ev);
+    Ok(())
+}
+
+fn check_ticket(
+    approvals: &mut Approvals,
+    id: &str,
+    operation: &Value,
+    origin: &str,
+) -> Result<(), ApiError> {
     let hash =
         crate::gate::canon::hash(operation).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let mut approvals = st.approvals.lock().await;
     let t = approvals.get(id)?;
     if t.origin != origin {
         let msg = if origin == GATE {
@@ -348,22 +390,15 @@ pub async fn consume(
     }
     let fail = |status, msg: &str| Err(ApiError::new(status, format!("ticket {id} {msg}")));
     match t.status {
-        "approved" => {}
-        "pending" => {
-            return fail(
-                StatusCode::CONFLICT,
-                "is still waiting for a human decision",
-            )
-        }
-        "denied" => return fail(StatusCode::FORBIDDEN, "was denied"),
-        "used" => return fail(StatusCode::CONFLICT, "was already used; request a new one"),
-        _ => return fail(StatusCode::GONE, "has expired; request a new one"),
+        "approved" => Ok(()),
+        "pending" => fail(
+            StatusCode::CONFLICT,
+            "is still waiting for a human decision",
+        ),
+        "denied" => fail(StatusCode::FORBIDDEN, "was denied"),
+        "used" => fail(StatusCode::CONFLICT, "was already used; request a new one"),
+        _ => fail(StatusCode::GONE, "has expired; request a new one"),
     }
-    let ev = st
-        .record("approval.used", actor, &json!({ "id": id }))
-        .await?;
-    approvals.apply(&ev);
-    Ok(())
 }
 
 /// `POST /approval/check`

@@ -171,32 +171,49 @@ fn operation(context: &Value, findings: &[&Finding]) -> Value {
     json!({ "gate": context, "effect": effect })
 }
 
+/// When a ticket that lets a change through is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// At once (a switch check: osmoda-watch begins the switch right after).
+    Now,
+    /// When the change has landed ([`Guard::landed`]): an approved change that then fails
+    /// validation keeps its ticket for the corrected retry.
+    OnLanding,
+}
+
 /// Let a change through when its effect needs no approval or `ticket` is an approved ticket for
-/// exactly this effect (consuming it); otherwise refuse with 403 and a pending ticket.
+/// exactly this effect (used as `when` says: the id to use on landing is returned); otherwise
+/// refuse with 403 and a pending ticket.
 ///
 /// # Errors
 /// 403 with `detail.ticket` (the id to have approved), `detail.effect` (the effect in words) and
 /// `detail.approve` (the command a person runs); the errors of
 /// [`crate::api::approvals::consume`] for a ticket that does not fit.
-pub async fn enforce(
+async fn enforce(
     st: &AppState,
     actor: &str,
     context: Value,
     effect: &Effect,
     ticket: Option<&str>,
-) -> Result<(), ApiError> {
+    when: Use,
+) -> Result<Option<String>, ApiError> {
     let gated: Vec<&Finding> = effect
         .findings
         .iter()
         .filter(|f| st.settings.needs_approval(f.kind))
         .collect();
     if gated.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let op = operation(&context, &gated);
     if let Some(id) = ticket {
-        return crate::api::approvals::consume(st, id, &op, actor, crate::api::approvals::GATE)
-            .await;
+        use crate::api::approvals::{consume, verify, GATE};
+        return match when {
+            Use::Now => consume(st, id, &op, actor, GATE).await.map(|()| None),
+            Use::OnLanding => verify(st, id, &op, GATE)
+                .await
+                .map(|()| Some(id.to_string())),
+        };
     }
     let words: Vec<String> = gated.iter().map(|f| f.words.clone()).collect();
     let kinds: Vec<&str> = gated.iter().map(|f| f.kind).collect();
@@ -228,9 +245,35 @@ pub async fn enforce(
 /// one at a time against the `HEAD` they will be committed on, so two changes that are each
 /// harmless against the same old `HEAD` (say `mkOverride 900 false` next to `mkOverride 950
 /// true`) cannot land together unjudged.
-#[must_use = "hold the guard until the change has landed"]
+#[must_use = "hold the guard until the change has landed, then call `landed`"]
 pub struct Guard {
     _held: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The verified ticket (and who used it), marked used once the change has landed.
+    ticket: Option<(String, String)>,
+}
+
+impl Guard {
+    fn open() -> Guard {
+        Guard {
+            _held: None,
+            ticket: None,
+        }
+    }
+
+    fn with(mut self, ticket: Option<String>, actor: &str) -> Guard {
+        self.ticket = ticket.map(|t| (t, actor.to_string()));
+        self
+    }
+
+    /// The change has landed: its ticket (if one let it through) is used now. A ticket that
+    /// cannot be marked (the ledger failed) is logged; the change itself has landed.
+    pub async fn landed(self, st: &AppState) {
+        if let Some((id, actor)) = &self.ticket {
+            if let Err(e) = crate::api::approvals::mark_used(st, id, actor).await {
+                tracing::error!(ticket = %id, error = %e.error, "a landed change's ticket could not be marked used");
+            }
+        }
+    }
 }
 
 async fn lock(dir: &Path) -> Guard {
@@ -251,6 +294,7 @@ async fn lock(dir: &Path) -> Guard {
     };
     Guard {
         _held: Some(m.lock_owned().await),
+        ticket: None,
     }
 }
 
@@ -280,15 +324,15 @@ pub async fn check_edit(
     ticket: Option<&str>,
 ) -> Result<Guard, ApiError> {
     let Some(dir) = tree_dir(st) else {
-        return Ok(Guard { _held: None });
+        return Ok(Guard::open());
     };
     let guard = lock(&dir).await;
     let before = read(move || snapshot::at(&dir, "HEAD")).await?;
     let mut new = before.clone();
     new.insert(file.to_path_buf(), after);
     let effect = judge_async(st, before, new, Mutation::Edit).await?;
-    enforce(st, actor, json!("config"), &effect, ticket).await?;
-    Ok(guard)
+    let used = enforce(st, actor, json!("config"), &effect, ticket, Use::OnLanding).await?;
+    Ok(guard.with(used, actor))
 }
 
 /// Gate a revert of generation `rev` (a conflicting revert passes here and fails on its own).
@@ -302,7 +346,7 @@ pub async fn check_revert(
     ticket: Option<&str>,
 ) -> Result<Guard, ApiError> {
     let Some(dir) = tree_dir(st) else {
-        return Ok(Guard { _held: None });
+        return Ok(Guard::open());
     };
     let guard = lock(&dir).await;
     let rev = rev.to_string();
@@ -317,8 +361,8 @@ pub async fn check_revert(
     .map_err(ApiError::internal)?;
     let Some(after) = after else { return Ok(guard) };
     let effect = judge_async(st, before, after, Mutation::Edit).await?;
-    enforce(st, actor, json!("config"), &effect, ticket).await?;
-    Ok(guard)
+    let used = enforce(st, actor, json!("config"), &effect, ticket, Use::OnLanding).await?;
+    Ok(guard.with(used, actor))
 }
 
 /// Gate bringing back generation `rev`'s whole tree (a restore, or the commit before switching
@@ -336,7 +380,7 @@ pub async fn check_restore(
     ticket: Option<&str>,
 ) -> Result<Guard, ApiError> {
     let Some(tree) = st.config_tree.clone() else {
-        return Ok(Guard { _held: None });
+        return Ok(Guard::open());
     };
     let guard = lock(tree.dir()).await;
     let t = tree.clone();
@@ -345,8 +389,8 @@ pub async fn check_restore(
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?
         .map_or_else(|| "HEAD".to_string(), |g| g.rev);
-    switch(st, actor, tree.dir(), rev, &current, ticket).await?;
-    Ok(guard)
+    let used = switch(st, actor, tree.dir(), rev, &current, ticket, Use::OnLanding).await?;
+    Ok(guard.with(used, actor))
 }
 
 /// Gate committing the work tree (hand edits) as a generation.
@@ -359,15 +403,15 @@ pub async fn check_commit(
     ticket: Option<&str>,
 ) -> Result<Guard, ApiError> {
     let Some(dir) = tree_dir(st) else {
-        return Ok(Guard { _held: None });
+        return Ok(Guard::open());
     };
     let guard = lock(&dir).await;
     let d2 = dir.clone();
     let before = read(move || snapshot::at(&dir, "HEAD")).await?;
     let after = read(move || snapshot::worktree(&d2)).await?;
     let effect = judge_async(st, before, after, Mutation::Edit).await?;
-    enforce(st, actor, json!("config"), &effect, ticket).await?;
-    Ok(guard)
+    let used = enforce(st, actor, json!("config"), &effect, ticket, Use::OnLanding).await?;
+    Ok(guard.with(used, actor))
 }
 
 /// Gate switching the running system from generation `current` to `target`; the ticket is bound
@@ -385,7 +429,9 @@ pub async fn check_switch(
     let Some(dir) = tree_dir(st) else {
         return Ok(());
     };
-    switch(st, actor, &dir, target, current, ticket).await
+    switch(st, actor, &dir, target, current, ticket, Use::Now)
+        .await
+        .map(|_| ())
 }
 
 async fn switch(
@@ -395,7 +441,8 @@ async fn switch(
     target: &str,
     current: &str,
     ticket: Option<&str>,
-) -> Result<(), ApiError> {
+    when: Use,
+) -> Result<Option<String>, ApiError> {
     let dir = dir.to_path_buf();
     let resolve = |rev: String| {
         let dir = dir.clone();
@@ -417,6 +464,7 @@ async fn switch(
         json!({ "switch": { "target": tid, "current": cid } }),
         &effect,
         ticket,
+        when,
     )
     .await
 }

@@ -109,7 +109,7 @@ pub async fn revert(
         Ok(())
     })
     .await?;
-    let _judged =
+    let judged =
         crate::gate::check_revert(&st, &caller.actor, &b.rev, b.approval.as_deref()).await?;
     let request = json!({ "op": "config.revert", "rev": b.rev, "reason": b.reason });
     let rev = b.rev;
@@ -122,6 +122,7 @@ pub async fn revert(
         move |tree, actor, reason, rid| tree.revert(&rev, actor, reason, Some(rid)),
     )
     .await?;
+    judged.landed(&st).await;
     Ok(axum::Json(landed))
 }
 
@@ -168,7 +169,7 @@ pub async fn commit(
         ));
     }
     let who = person(&peer);
-    let _judged = crate::gate::check_commit(&st, &who.name, b.approval.as_deref()).await?;
+    let judged = crate::gate::check_commit(&st, &who.name, b.approval.as_deref()).await?;
     let request = json!({ "op": "config.commit", "changes": changes, "reason": b.reason });
     let name = who.name.clone();
     let landed = land(
@@ -180,6 +181,7 @@ pub async fn commit(
         move |tree, actor, reason, rid| tree.commit_worktree(actor, reason, Some(rid)),
     )
     .await?;
+    judged.landed(&st).await;
     Ok(axum::Json(landed))
 }
 

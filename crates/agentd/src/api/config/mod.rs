@@ -366,7 +366,7 @@ async fn edit(
     .await?;
     let target = planned.target.clone();
     // The gate's guard is held until the edit has landed.
-    let _judged = crate::gate::check_edit(
+    let judged = crate::gate::check_edit(
         &st,
         &caller.actor,
         &target.file,
@@ -397,6 +397,7 @@ async fn edit(
         },
     )
     .await?;
+    judged.landed(&st).await;
     landed.file = Some(target.file);
     if let Some(w) = planned.kept {
         landed.notes.push(format!(

@@ -60,7 +60,7 @@ pub async fn restore(
         Ok(())
     })
     .await?;
-    let _judged =
+    let judged =
         crate::gate::check_restore(&st, &caller.actor, &b.rev, b.approval.as_deref()).await?;
     let request =
         json!({ "op": "config.restore", "rev": b.rev, "purpose": b.purpose, "reason": b.reason });
@@ -77,5 +77,6 @@ pub async fn restore(
         },
     )
     .await?;
+    judged.landed(&st).await;
     Ok(axum::Json(landed))
 }
