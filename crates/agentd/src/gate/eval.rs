@@ -30,8 +30,20 @@ pub const PROTECTED: &[&[&str]] = &[
     &["environment", "systemPackages"],
 ];
 
-/// Longest a single evaluation may take.
+/// Longest a single evaluator run may take (wall clock; the CPU cap below usually ends it first).
 const TIMEOUT: Duration = Duration::from_secs(20);
+/// CPU seconds one evaluator run may use (`RLIMIT_CPU`); the value it was forcing when it hit
+/// the cap is then skipped as undecidable ("too slow to judge") and remembered for its file.
+const CPU_SECS: u64 = 6;
+/// Address space of one evaluator run (`RLIMIT_AS`): a value that needs more fails (undecidable).
+const MEMORY: u64 = 2 << 30;
+/// Evaluator runs at once, over every tree and request (a judgement runs two).
+const CONCURRENT: usize = 2;
+/// Longest one tree state may take to evaluate, reruns included; past it the state is "too
+/// slow to judge" ([`EvalError::TooSlow`]).
+const BUDGET: Duration = Duration::from_secs(45);
+/// Slow values remembered (by file content and value), so a tree with one is not slow again.
+const MAX_SLOW: usize = 1024;
 /// Reruns allowed after errors `tryEval` cannot catch (each one skips the failing value).
 const MAX_RERUNS: usize = 24;
 /// Identifiers offered to stubs; beyond this, a file's other names read as undecidable.
@@ -64,9 +76,83 @@ pub enum EvalError {
     /// The evaluator failed in a way that skipping values does not fix.
     #[error("the Nix evaluator failed: {0}")]
     Failed(String),
+    /// The tree state took longer than the gate's budget to evaluate, even with the slow values
+    /// skipped.
+    #[error("the configuration is too slow to judge: evaluating it took longer than the gate's budget (last value: {0})")]
+    TooSlow(String),
     /// Writing the private copy failed.
     #[error("cannot prepare the evaluation: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// At most [`CONCURRENT`] evaluator processes at once: a permit, released on drop.
+struct Permit;
+
+static RUNNING: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+impl Permit {
+    fn take() -> Permit {
+        let (m, cv) = &RUNNING;
+        let mut n = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n >= CONCURRENT {
+            n = cv
+                .wait(n)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *n += 1;
+        Permit
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let (m, cv) = &RUNNING;
+        let mut n = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n -= 1;
+        cv.notify_one();
+    }
+}
+
+/// Values that hit the CPU cap, as `sha256(file text) + " " + key`.
+static SLOW: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+
+fn slow_id(files: &Files, key: &str) -> Option<String> {
+    // The key is `[world, file, path...]`.
+    let k: Vec<String> = serde_json::from_str(key).ok()?;
+    let text = files.get(Path::new(k.get(1)?))?;
+    Some(format!(
+        "{} {key}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text))
+    ))
+}
+
+/// The remembered slow values of `files`, as skip keys.
+fn known_slow(files: &Files) -> Vec<String> {
+    let slow = SLOW
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let digests: BTreeSet<String> = files
+        .values()
+        .map(|t| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t)))
+        .collect();
+    slow.iter()
+        .filter_map(|s| s.split_once(' '))
+        .filter(|(d, _)| digests.contains(*d))
+        .map(|(_, k)| k.to_string())
+        .collect()
+}
+
+fn remember_slow(files: &Files, key: &str) {
+    if let Some(id) = slow_id(files, key) {
+        let mut slow = SLOW
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slow.len() >= MAX_SLOW {
+            slow.clear();
+        }
+        slow.insert(id);
+    }
 }
 
 fn nix_instantiate() -> Option<&'static PathBuf> {
@@ -142,31 +228,53 @@ pub fn evaluate(files: &Files, roots: &[PathBuf]) -> Result<Evaluated, EvalError
         .filter(|r| files.contains_key(*r))
         .map(|r| r.to_string_lossy().into_owned())
         .collect();
-    let mut skip: Vec<String> = Vec::new();
+    let mut skip: Vec<String> = known_slow(files);
+    let start = Instant::now();
+    let mut last = String::from("none");
     for _ in 0..=MAX_RERUNS {
+        if start.elapsed() > BUDGET {
+            return Err(EvalError::TooSlow(last));
+        }
         let args = json!({
             "roots": roots, "idents": identifiers(files), "skip": skip,
             "protected": PROTECTED, "nixpkgs": nixpkgs().is_some(), "nonce": nonce(),
         });
         std::fs::write(dir.path().join("args.json"), args.to_string())?;
-        match run(nix, dir.path())? {
-            Ok(out) => return Ok(assemble(&out, &roots)),
-            Err(stderr) => {
-                let failing = stderr
-                    .lines()
-                    .rev()
-                    .find_map(|l| l.strip_prefix("trace: osmoda-gate:"))
-                    .map(str::to_string);
-                match failing {
-                    Some(k) if !skip.contains(&k) => skip.push(k),
-                    _ => return Err(EvalError::Failed(last_error(&stderr))),
+        let (result, stderr) = match run(nix, dir.path())? {
+            Run::Done(out) => return Ok(assemble(&out, &roots)),
+            Run::Failed(stderr) => (None, stderr),
+            Run::Slow(stderr) => (Some(()), stderr),
+        };
+        let failing = stderr
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("trace: osmoda-gate:"))
+            .map(str::to_string);
+        match failing {
+            Some(k) if !skip.contains(&k) => {
+                if result.is_some() {
+                    remember_slow(files, &k);
                 }
+                last = k.clone();
+                skip.push(k);
             }
+            _ if result.is_some() => return Err(EvalError::TooSlow(last)),
+            _ => return Err(EvalError::Failed(last_error(&stderr))),
         }
     }
     Err(EvalError::Failed(format!(
         "more than {MAX_RERUNS} values could not be evaluated"
     )))
+}
+
+/// How one evaluator run ended.
+enum Run {
+    /// The JSON it printed.
+    Done(Value),
+    /// Nix reported an error (its stderr).
+    Failed(String),
+    /// It hit the CPU, memory-time or wall-clock cap (its stderr so far).
+    Slow(String),
 }
 
 fn last_error(stderr: &str) -> String {
@@ -178,10 +286,19 @@ fn last_error(stderr: &str) -> String {
         .join(" ")
 }
 
-/// One evaluator run: `Ok(Ok(json))`, or `Ok(Err(stderr))` when Nix reported an error.
-fn run(nix: &Path, dir: &Path) -> Result<Result<Value, String>, EvalError> {
-    let mut cmd = Command::new(nix);
-    cmd.args(["--eval", "--strict", "--json", "--readonly-mode"])
+/// One evaluator run, capped: [`CPU_SECS`] of CPU, [`MEMORY`] of address space, no core file,
+/// [`TIMEOUT`] of wall clock, and at most [`CONCURRENT`] runs at once.
+fn run(nix: &Path, dir: &Path) -> Result<Run, EvalError> {
+    // The caps are set by `sh`'s `ulimit` before it execs the evaluator (no `unsafe` pre-exec
+    // hook); `-t` is CPU seconds, `-v` KiB of address space, `-c` core file blocks.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -t {CPU_SECS} && ulimit -v {} && ulimit -c 0 && exec \"$0\" \"$@\"",
+            MEMORY / 1024
+        ))
+        .arg(nix)
+        .args(["--eval", "--strict", "--json", "--readonly-mode"])
         .args(["--option", "restrict-eval", "true"])
         .args(["--option", "allowed-uris", ""])
         .arg("-I")
@@ -200,6 +317,7 @@ fn run(nix: &Path, dir: &Path) -> Result<Result<Value, String>, EvalError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let _permit = Permit::take();
     let mut child = cmd.spawn()?;
     let (mut so, mut se) = (child.stdout.take(), child.stderr.take());
     let out_reader = std::thread::spawn(move || {
@@ -215,26 +333,31 @@ fn run(nix: &Path, dir: &Path) -> Result<Result<Value, String>, EvalError> {
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait()? {
-            break s;
+            break Some(s);
         }
         if start.elapsed() > TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(EvalError::Failed(format!(
-                "evaluation took longer than {}s",
-                TIMEOUT.as_secs()
-            )));
+            break None;
         }
         std::thread::sleep(Duration::from_millis(5));
     };
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    if !status.success() {
-        return Ok(Err(stderr));
+    use std::os::unix::process::ExitStatusExt;
+    let capped = |s: &std::process::ExitStatus| {
+        use nix::sys::signal::Signal;
+        s.signal()
+            .is_some_and(|n| n == Signal::SIGXCPU as i32 || n == Signal::SIGKILL as i32)
+    };
+    match status {
+        None => Ok(Run::Slow(stderr)),
+        Some(s) if capped(&s) => Ok(Run::Slow(stderr)),
+        Some(s) if !s.success() => Ok(Run::Failed(stderr)),
+        Some(_) => serde_json::from_str(&stdout)
+            .map(Run::Done)
+            .map_err(|e| EvalError::Failed(format!("unreadable evaluator output: {e}"))),
     }
-    serde_json::from_str(&stdout)
-        .map(Ok)
-        .map_err(|e| EvalError::Failed(format!("unreadable evaluator output: {e}")))
 }
 
 /// The modules `disabledModules` turns off, as tree files, and the entries that name anything
@@ -510,6 +633,33 @@ let off = !true; in {
             e.tree["environment"]["systemPackages"][0]["__osmoda"],
             json!("pkg")
         );
+    }
+
+    #[test]
+    fn a_value_too_slow_to_judge_is_undecidable_and_remembered() {
+        if nix_instantiate().is_none() {
+            eprintln!("skipped: nix-instantiate not found");
+            return;
+        }
+        // About 10^9 additions with little memory: far past the CPU cap.
+        let slow = "builtins.foldl' (a: i: builtins.foldl' (b: j: b + 1) a (builtins.genList (x: x) 10000)) 0 (builtins.genList (x: x) 100000) > 0";
+        let mut f = Files::new();
+        f.insert(
+            "configuration.nix".into(),
+            format!("{{ lib, ... }}: {{\n  services.openssh.enable = {slow};\n  services.nginx.enable = true;\n}}\n"),
+        );
+        assert!(known_slow(&f).is_empty());
+        let e = evaluate(&f, &["configuration.nix".into()]).expect("evaluates");
+        assert_eq!(
+            e.tree["services"]["openssh"]["enable"],
+            merge::undecidable()
+        );
+        assert_eq!(e.tree["services"]["nginx"]["enable"], json!(true));
+        // The next evaluation of the same text skips it from the start.
+        let known = known_slow(&f);
+        assert!(known.iter().any(|k| k.contains("openssh")), "{known:?}");
+        let again = evaluate(&f, &["configuration.nix".into()]).expect("evaluates");
+        assert_eq!(again.tree, e.tree);
     }
 
     #[test]

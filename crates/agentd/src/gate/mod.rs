@@ -93,16 +93,15 @@ pub fn judge(
             a,
         )
     });
-    let (b, a) = (b?, a?);
-    // A ticket for an effect the gate cannot decide is bound to the exact new text (or list).
-    let digest = |files: &Files, f: &str| {
-        files.get(Path::new(f)).map_or(json!("<absent>"), |t| {
-            json!(format!(
-                "sha256:{}",
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t))
-            ))
-        })
+    let (b, a) = match (b, a) {
+        (Ok(b), Ok(a)) => (b, a),
+        // Too slow to judge: every changed file is undecidable (a ticket bound to its text).
+        (Err(EvalError::TooSlow(k)), _) | (_, Err(EvalError::TooSlow(k))) => {
+            return Ok(too_slow(before, after, &changed, &k))
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(e),
     };
+    // A ticket for an effect the gate cannot decide is bound to the exact new text (or list).
     let mut unevaluable: Vec<(String, Value, Value)> = a
         .failed
         .iter()
@@ -118,7 +117,13 @@ pub fn judge(
                 .filter(|c| c.file_name().is_some_and(|n| n == "flake.nix"))
                 .map(|c| c.to_string_lossy().into_owned()),
         )
-        .map(|f| (f.clone(), digest(before, &f), digest(after, &f)))
+        .map(|f| {
+            (
+                f.clone(),
+                digest(before, Path::new(&f)),
+                digest(after, Path::new(&f)),
+            )
+        })
         .collect();
     // `disabledModules` naming a module outside the tree (a NixOS module, by path or string)
     // turns off definitions the gate does not see.
@@ -142,6 +147,33 @@ pub fn judge(
     Ok(Effect {
         findings: rules::findings(&ctx),
     })
+}
+
+fn digest(files: &Files, f: &Path) -> Value {
+    files.get(f).map_or(json!("<absent>"), |t| {
+        json!(format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t))
+        ))
+    })
+}
+
+/// The effect of a change the evaluator could not judge within its budget.
+fn too_slow(before: &Files, after: &Files, changed: &[PathBuf], last: &str) -> Effect {
+    let findings = changed
+        .iter()
+        .map(|f| Finding {
+            kind: "gate.undecidable",
+            path: f.to_string_lossy().into_owned(),
+            was: digest(before, f),
+            now: digest(after, f),
+            words: format!(
+                "{} is too slow to judge (evaluating it took longer than the gate's budget; last value {last}), so the effect of changing it cannot be decided",
+                f.display()
+            ),
+        })
+        .collect();
+    Effect { findings }
 }
 
 /// Judge a change on the blocking pool, with the daemon's critical packages.
