@@ -1098,3 +1098,108 @@ async fn an_approved_change_that_fails_validation_keeps_its_ticket() {
     assert_eq!(ticket_status(&f.d, &id).await, "used");
     f.d.stop().await;
 }
+
+fn person_commit(dir: &std::path::Path, msg: &str) {
+    git(dir, &["add", "-A"]);
+    git(
+        dir,
+        &[
+            "-c",
+            "user.name=Test Person",
+            "-c",
+            "user.email=t@example.org",
+            "commit",
+            "-qm",
+            msg,
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symbolic_links_in_the_tree_are_judged_by_what_they_point_to() {
+    let d = Daemon::start_with_tree_and(agentd::Settings::default()).await;
+    let dir = d.tree_dir();
+    // nixos-generate-config's file, linked from /etc/nixos as people do, and a link inside.
+    std::os::unix::fs::symlink(
+        "/etc/nixos/hardware-configuration.nix",
+        dir.join("hardware-configuration.nix"),
+    )
+    .expect("link");
+    std::fs::write(
+        dir.join("hw-real.nix"),
+        "{ ... }: { boot.kernelModules = [ \"kvm\" ]; }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("sshd-off.nix"),
+        "{ ... }: { services.openssh.enable = false; }\n",
+    )
+    .expect("write");
+    std::os::unix::fs::symlink("hw-real.nix", dir.join("hw.nix")).expect("link");
+    let cfg = dir.join(CFG);
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    let text = text.replacen(
+        "imports = [ ./osmoda.nix ];",
+        "imports = [ ./osmoda.nix ./hw.nix ./hardware-configuration.nix ];",
+        1,
+    );
+    std::fs::write(&cfg, &text).expect("write");
+    person_commit(&dir, "hardware configuration, linked");
+
+    // A harmless hand edit next to them passes.
+    std::fs::write(
+        &cfg,
+        text.replacen(
+            "networking.hostName = \"osmoda\";",
+            "networking.hostName = \"web1\";",
+            1,
+        ),
+    )
+    .expect("write");
+    let r = d
+        .agent()
+        .post("/config/commit", &json!({"reason": "rename"}))
+        .await
+        .expect("post");
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Pointing the outside link elsewhere cannot be judged: a ticket, bound to the new target.
+    std::fs::remove_file(dir.join("hardware-configuration.nix")).expect("rm");
+    std::os::unix::fs::symlink("/srv/other.nix", dir.join("hardware-configuration.nix"))
+        .expect("link");
+    let r = d
+        .agent()
+        .post("/config/commit", &json!({"reason": "other hardware"}))
+        .await
+        .expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.body["detail"]["kinds"],
+        json!(["gate.undecidable"]),
+        "{}",
+        r.body
+    );
+    std::fs::remove_file(dir.join("hardware-configuration.nix")).expect("rm");
+    std::os::unix::fs::symlink(
+        "/etc/nixos/hardware-configuration.nix",
+        dir.join("hardware-configuration.nix"),
+    )
+    .expect("link");
+
+    // Pointing the inside link at a module that turns sshd off is judged by that module.
+    std::fs::remove_file(dir.join("hw.nix")).expect("rm");
+    std::os::unix::fs::symlink("sshd-off.nix", dir.join("hw.nix")).expect("link");
+    let r = d
+        .agent()
+        .post("/config/commit", &json!({"reason": "swap"}))
+        .await
+        .expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.body["detail"]["kinds"],
+        json!(["service.disable"]),
+        "{}",
+        r.body
+    );
+    d.stop().await;
+}

@@ -25,6 +25,39 @@ fn is_nix(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "nix")
 }
 
+/// What a symbolic link at `rel` (to `target`) is to the gate. A link inside the tree is the file
+/// it points to (`Some(resolved path)`); a link that leaves the tree (say
+/// `hardware-configuration.nix` → `/etc/nixos/…`) cannot be read by the evaluator, so it stands
+/// as a module that cannot be evaluated, whose text names the target: unchanged, it is the same
+/// before and after (a hand edit elsewhere passes); pointed elsewhere, it is a changed module the
+/// gate cannot judge (`gate.undecidable`).
+enum Link {
+    Inside(PathBuf),
+    Outside(String),
+}
+
+fn link(rel: &Path, target: &Path) -> Link {
+    let mut out = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+    for c in target.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if out.pop() => {}
+            _ => {
+                return Link::Outside(format!(
+                    "throw \"osmoda-gate: {} is a symbolic link to {}, outside the tree\"\n",
+                    rel.display(),
+                    target.display()
+                ))
+            }
+        }
+    }
+    Link::Inside(out)
+}
+
+/// Links are followed this many times at most (a cycle is outside the tree).
+const MAX_LINKS: usize = 8;
+
 fn blobs(repo: &Repository, tree: &git2::Tree<'_>) -> Result<Files, SnapshotError> {
     let mut files = Files::new();
     let mut failed = None;
@@ -32,11 +65,11 @@ fn blobs(repo: &Repository, tree: &git2::Tree<'_>) -> Result<Files, SnapshotErro
         let name = entry.name().unwrap_or_default();
         let rel = PathBuf::from(format!("{dir}{name}"));
         if entry.kind() == Some(ObjectType::Blob) && is_nix(&rel) && files.len() < MAX_FILES {
-            match repo.find_blob(entry.id()) {
-                Ok(b) if b.content().len() <= MAX_FILE => {
-                    files.insert(rel, String::from_utf8_lossy(b.content()).into_owned());
+            match blob_text(repo, tree, &rel, entry.id(), entry.filemode()) {
+                Ok(Some(text)) => {
+                    files.insert(rel, text);
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(e) => {
                     failed = Some(e);
                     return TreeWalkResult::Abort;
@@ -50,6 +83,45 @@ fn blobs(repo: &Repository, tree: &git2::Tree<'_>) -> Result<Files, SnapshotErro
         Some(e) => Err(err("read a file")(e)),
         None => Ok(files),
     }
+}
+
+/// The text of a `.nix` blob, following symbolic links inside the tree (see [`link`]).
+fn blob_text(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    rel: &Path,
+    id: Oid,
+    mode: i32,
+) -> Result<Option<String>, git2::Error> {
+    let (mut rel, mut id, mut mode) = (rel.to_path_buf(), id, mode);
+    for _ in 0..=MAX_LINKS {
+        let b = repo.find_blob(id)?;
+        if b.content().len() > MAX_FILE {
+            return Ok(None);
+        }
+        if mode != i32::from(git2::FileMode::Link) {
+            return Ok(Some(String::from_utf8_lossy(b.content()).into_owned()));
+        }
+        let target = PathBuf::from(String::from_utf8_lossy(b.content()).into_owned());
+        match link(&rel, &target) {
+            Link::Outside(text) => return Ok(Some(text)),
+            Link::Inside(next) => match tree.get_path(&next) {
+                Ok(e) if e.kind() == Some(ObjectType::Blob) => {
+                    (rel, id, mode) = (next, e.id(), e.filemode());
+                }
+                _ => return Ok(Some(outside(&rel, &target))),
+            },
+        }
+    }
+    Ok(Some(outside(&rel, Path::new("a chain of links"))))
+}
+
+fn outside(rel: &Path, target: &Path) -> String {
+    format!(
+        "throw \"osmoda-gate: {} is a symbolic link to {}, which the gate cannot read\"\n",
+        rel.display(),
+        target.display()
+    )
 }
 
 fn open(dir: &Path) -> Result<Repository, SnapshotError> {
@@ -98,7 +170,8 @@ pub fn after_revert(dir: &Path, rev: &str) -> Result<Option<Files>, SnapshotErro
     blobs(&repo, &tree).map(Some)
 }
 
-/// The `.nix` files of the work tree as they are on disk (symbolic links and `.git` skipped).
+/// The `.nix` files of the work tree as they are on disk (`.git` skipped; symbolic links as in
+/// a generation, see [`link`]).
 ///
 /// # Errors
 /// Unreadable directory.
@@ -114,16 +187,53 @@ pub fn worktree(dir: &Path) -> Result<Files, SnapshotError> {
             let Ok(t) = e.file_type() else { continue };
             if t.is_dir() && name != ".git" {
                 stack.push(r);
-            } else if t.is_file() && is_nix(&r) && files.len() < MAX_FILES {
-                let text = std::fs::read(dir.join(&r))
-                    .map_err(|e| SnapshotError(format!("read {}: {e}", r.display())))?;
-                if text.len() <= MAX_FILE {
-                    files.insert(r, String::from_utf8_lossy(&text).into_owned());
+            } else if (t.is_file() || t.is_symlink()) && is_nix(&r) && files.len() < MAX_FILES {
+                if let Some(text) = worktree_text(dir, &r)? {
+                    files.insert(r, text);
                 }
             }
         }
     }
     Ok(files)
+}
+
+fn worktree_text(dir: &Path, rel: &Path) -> Result<Option<String>, SnapshotError> {
+    let mut rel = rel.to_path_buf();
+    let mut from: Option<(PathBuf, PathBuf)> = None;
+    for _ in 0..=MAX_LINKS {
+        let abs = dir.join(&rel);
+        let meta = match std::fs::symlink_metadata(&abs) {
+            Ok(m) => m,
+            // A link to a file the tree does not have: as `blob_text` says it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some((link_rel, target)) = &from {
+                    return Ok(Some(outside(link_rel, target)));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(SnapshotError(format!("read {}: {e}", rel.display()))),
+        };
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&abs)
+                .map_err(|e| SnapshotError(format!("read {}: {e}", rel.display())))?;
+            match link(&rel, &target) {
+                Link::Outside(text) => return Ok(Some(text)),
+                Link::Inside(next) => {
+                    from = Some((rel, target));
+                    rel = next;
+                }
+            }
+            continue;
+        }
+        if !meta.is_file() {
+            let (r, t) = from.unwrap_or((rel, PathBuf::from("something that is not a file")));
+            return Ok(Some(outside(&r, &t)));
+        }
+        let text = std::fs::read(&abs)
+            .map_err(|e| SnapshotError(format!("read {}: {e}", rel.display())))?;
+        return Ok((text.len() <= MAX_FILE).then(|| String::from_utf8_lossy(&text).into_owned()));
+    }
+    Ok(Some(outside(&rel, Path::new("a chain of links"))))
 }
 
 /// The full commit id of generation `rev`.
