@@ -77,7 +77,12 @@ async fn state_is_masked_and_the_root_is_read_only() {
         .prefix("osmoda-exec-")
         .tempdir_in("/var/tmp")
         .expect("tempdir");
-    let p = common::Process::spawn(dir.path());
+    // The approval socket in a directory of its own, as the module puts it (not the default
+    // path, so agentd must mask the directory it was given).
+    let admin = dir.path().join("admin");
+    std::fs::create_dir(&admin).expect("mkdir");
+    let approval = admin.join("approval.sock");
+    let p = common::Process::spawn_full(dir.path(), &approval, &[]);
     let a = osmoda_client::Client::new(&p.socket);
     let run = |body: Value| {
         let a = a.clone();
@@ -118,8 +123,8 @@ async fn state_is_masked_and_the_root_is_read_only() {
     assert_eq!(r["exit_code"].as_i64(), Some(0), "{r}");
     assert!(target.exists());
 
-    // The approval socket: nobody cannot connect; root connects but cannot decide from inside.
-    let approval = dir.path().join("approval.sock");
+    // The approval socket's directory is masked: neither nobody nor root can reach it (and a
+    // root decision from inside would be refused anyway, see tests/boundary.rs).
     let ticket = a
         .post_ok(
             "/approval/request",
@@ -134,14 +139,17 @@ async fn state_is_masked_and_the_root_is_read_only() {
     );
     let r = run(json!({ "argv": ["curl", "-sS", "--unix-socket", approval, "-X", "POST", url], "timeout_secs": 10 })).await;
     assert_ne!(r["exit_code"].as_i64(), Some(0), "{r}");
-    let r = run(json!({ "argv": ["curl", "-sS", "--unix-socket", approval, "-X", "POST", url], "timeout_secs": 10, "user": "root" })).await;
-    assert!(
-        r["stdout"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("outside the command sandbox"),
-        "{r}"
+    let r = run(json!({ "argv": ["curl", "-sS", "--unix-socket", approval, "-X", "POST", url.clone()], "timeout_secs": 10, "user": "root" })).await;
+    assert_ne!(r["exit_code"].as_i64(), Some(0), "{r}");
+    let r = run(json!({ "argv": ["ls", "-A", admin], "timeout_secs": 10, "user": "root" })).await;
+    assert_eq!(
+        r["stdout"], "",
+        "the approval socket's directory is empty inside: {r}"
     );
+    // The socket itself still answers outside.
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(
+        &std::fs::metadata(&approval).expect("socket").file_type()
+    ));
     let tickets = a.get_ok("/approvals").await;
     assert_eq!(tickets[0]["status"], "pending", "{tickets}");
 }

@@ -110,6 +110,15 @@ impl Fence {
                 "the approval path and the daemons' secrets",
             ));
         }
+        // A non-default approval socket: its directory is as much the approval path as the
+        // default `/run/osmoda-admin` (a socket directly under `/` is masked by itself).
+        if let Some(sock) = &st.settings.approval_socket {
+            let dir = sock
+                .parent()
+                .filter(|d| *d != Path::new("/"))
+                .unwrap_or(sock);
+            hidden.push((real(dir), "the approval socket's directory"));
+        }
         let mut read_only = vec![real(Path::new(ETC_NIXOS))];
         if let Some(tree) = &st.config_tree {
             read_only.push(real(tree.dir()));

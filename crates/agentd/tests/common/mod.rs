@@ -176,13 +176,18 @@ impl Process {
 
     /// As [`Process::spawn`], with extra command-line arguments.
     pub fn spawn_with(dir: &Path, extra: &[&std::ffi::OsStr]) -> Process {
+        Self::spawn_full(dir, &dir.join("approval.sock"), extra)
+    }
+
+    /// As [`Process::spawn_with`], with the approval socket at `approval`.
+    pub fn spawn_full(dir: &Path, approval: &Path, extra: &[&std::ffi::OsStr]) -> Process {
         let socket = dir.join("agentd.sock");
         let mut child = Command::new(env!("CARGO_BIN_EXE_agentd"))
             .args(extra)
             .arg("--socket")
             .arg(&socket)
             .arg("--approval-socket")
-            .arg(dir.join("approval.sock"))
+            .arg(approval)
             .arg("--state-dir")
             .arg(dir.join("state"))
             .arg("--config")
