@@ -144,6 +144,20 @@ pub enum ConfigCmd {
         #[arg(long)]
         approval: Option<String>,
     },
+    /// Bring back a whole earlier generation as a new one (its tree, history kept); what a
+    /// revert that conflicts with later generations suggests.
+    ///
+    /// Example: agentctl config restore 1a2b3c4d --reason "back to the state before the upgrade"
+    Restore {
+        /// Revision whose tree becomes the new generation.
+        rev: String,
+        /// Why (first line = subject).
+        #[arg(long)]
+        reason: String,
+        /// Approval ticket id, when going back is destructive.
+        #[arg(long)]
+        approval: Option<String>,
+    },
     /// Record your uncommitted hand edits as a generation authored by you.
     Commit {
         /// Why: the commit message (`-m` like git).
@@ -299,6 +313,20 @@ pub async fn run(agent: &Client, cmd: ConfigCmd) -> anyhow::Result<(Value, fn(&V
             agent
                 .post(
                     "/config/revert",
+                    &json!({ "rev": rev, "reason": reason, "approval": approval }),
+                )
+                .await?
+                .ok_json()?,
+            output::landed,
+        ),
+        ConfigCmd::Restore {
+            rev,
+            reason,
+            approval,
+        } => (
+            agent
+                .post(
+                    "/config/restore",
                     &json!({ "rev": rev, "reason": reason, "approval": approval }),
                 )
                 .await?

@@ -100,7 +100,8 @@ pub enum GenError {
     NoChange(String),
     /// Reverting a generation conflicts with later generations.
     #[error("cannot revert {rev}: later generations changed the same lines in {}; \
-             use restore to go back to a whole generation instead", paths.join(", "))]
+             bring back a whole earlier generation instead with `agentctl config restore <rev>` \
+             (`POST /config/restore`)", paths.join(", "))]
     Conflict {
         /// The generation that could not be reverted.
         rev: String,

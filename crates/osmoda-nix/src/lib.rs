@@ -24,7 +24,7 @@ use serde_json::{Map, Value as Json};
 pub use error::{EditError, Pos};
 pub use fuzz::{fuzz_one, fuzz_raw};
 pub use modules::{FileKind, Import};
-pub use path::AttrPath;
+pub use path::{not_into_imports, AttrPath};
 pub use render::to_nix;
 pub use scope::free_variables;
 
@@ -110,6 +110,8 @@ pub struct FileInfo {
     pub modules: usize,
     /// Static paths in `imports` (or a flake's `modules`), in file order.
     pub imports: Vec<Import>,
+    /// Where the file's expression starts (after any comment header).
+    pub expr: Pos,
 }
 
 /// Checks that `src` parses as Nix without errors (within the [`budget`]).
@@ -241,10 +243,15 @@ pub fn file_info(src: &str) -> Result<FileInfo, EditError> {
     let src = strip_bom(src).1;
     let root = parse(src)?;
     let m = modules::modules(&root, src);
+    let start = root
+        .children()
+        .next()
+        .map_or(0, |n| usize::from(n.text_range().start()));
     Ok(FileInfo {
         kind: m.kind,
         modules: m.bodies.len(),
         imports: m.imports,
+        expr: Pos::of(src, start),
     })
 }
 
@@ -305,7 +312,7 @@ fn module_body(
     if module == 0 {
         let m = modules::modules(root, src);
         if m.kind == FileKind::Flake {
-            modules::check_flake_path(src, path)?;
+            modules::check_flake_path(root, src, path)?;
         }
         return resolve::body(root, src, path);
     }

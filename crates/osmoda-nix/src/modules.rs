@@ -192,14 +192,24 @@ fn attrs_of_select(select: &SyntaxNode) -> Option<Key> {
 }
 
 /// Refuses an option edit in a flake's own attribute set.
-pub(crate) fn check_flake_path(src: &str, path: &AttrPath) -> Result<(), EditError> {
+pub(crate) fn check_flake_path(
+    root: &rnix::SyntaxNode,
+    src: &str,
+    path: &AttrPath,
+) -> Result<(), EditError> {
     let first = path.segments()[0].as_str();
     if matches!(first, "inputs" | "description" | "nixConfig") {
         return Ok(());
     }
+    // The position of the flake's attribute set (not the file's first byte, which may be a
+    // comment header).
+    let at = root
+        .children()
+        .next()
+        .map_or(0, |n| usize::from(n.text_range().start()));
     Err(EditError::Refused {
         path: path.to_string(),
-        pos: Pos::of(src, 0),
+        pos: Pos::of(src, at),
         reason: "this file is a flake, not a NixOS module: only `inputs`, `description` and \
                  `nixConfig` are data here; set options in configuration.nix or a module it \
                  imports (leave `file` out and the option is edited where it is defined)"

@@ -90,6 +90,25 @@ fn shorten(s: &str) -> String {
     }
 }
 
+/// Refuses a path below `imports` (a list of modules, not an attribute set), naming the
+/// operations that do add or remove a module.
+///
+/// # Errors
+/// [`EditError::InvalidPath`] for `imports.<anything>`.
+pub fn not_into_imports(path: &AttrPath) -> Result<(), EditError> {
+    let segs = path.segments();
+    if segs.len() > 1 && segs[0] == "imports" {
+        return Err(EditError::InvalidPath {
+            input: path.to_string(),
+            reason: "`imports` is a list of modules, not an attribute set; add or remove a \
+                     module with `agentctl config append imports --nix ./module.nix` or \
+                     `agentctl config remove imports --nix ./module.nix`"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 impl FromStr for AttrPath {
     type Err = EditError;
 

@@ -147,15 +147,7 @@ pub(crate) fn resolve(body: &Body, src: &str, path: &AttrPath) -> Result<Resolut
             }
         }
     }
-    if segs[0] == "imports" && segs.len() > 1 {
-        return Err(EditError::Refused {
-            path: path.to_string(),
-            pos: Pos::of(src, imports.unwrap_or(0)),
-            reason: "`imports` is a list of modules, not an attribute set; add or remove a module \
-                     with `config append` / `config remove` on `imports`"
-                .into(),
-        });
-    }
+    crate::path::not_into_imports(path)?;
     let mut res = Resolution {
         places: Vec::new(),
         containers: Vec::new(),

@@ -185,3 +185,19 @@ fn bad_input_is_rejected() {
     );
     refused(unset("{ a = 1; }", &p("b")), &["not defined"]);
 }
+
+#[test]
+fn positions_point_at_the_node_not_the_file_start() {
+    // A flake below a comment header: the refusal names the flake's attribute set.
+    let src = "# my machine\n# more\n{\n  outputs = { ... }: { };\n}\n";
+    refused(set(src, &p("services.x"), &one()), &["flake", "at 3:1"]);
+    // A path below `imports` is the request's fault: no position, and the operations named exist.
+    let err = refused(
+        set("# header\n{ a = 1; }\n", &p("imports.x"), &one()),
+        &[
+            "agentctl config append imports",
+            "agentctl config remove imports",
+        ],
+    );
+    assert!(matches!(err, EditError::InvalidPath { .. }), "{err:?}");
+}

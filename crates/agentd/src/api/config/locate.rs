@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use axum::http::StatusCode;
-use osmoda_nix::{AttrPath, FileKind};
+use osmoda_nix::{AttrPath, EditError, FileKind};
 use serde::Serialize;
 use serde_json::json;
 
@@ -38,7 +38,7 @@ pub struct Place {
 
 impl Place {
     fn label(&self) -> String {
-        let mut s = format!("{}:{}", self.file, self.line);
+        let mut s = format!("{}:{}:{}", self.file, self.line, self.column);
         if let Some(p) = &self.priority {
             s.push_str(&format!(" ({p})"));
         }
@@ -239,6 +239,21 @@ pub fn choose(
                 module,
             })
         }
+        // One place, which the editor cannot see into: say where and why, not "several".
+        (1, true) if places.len() == 1 => {
+            let p = &places[0];
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "cannot edit `{path}`: {} at {}:{}:{}; edit this part of the file by hand",
+                    p.hidden.as_deref().unwrap_or("it is hidden"),
+                    p.file,
+                    p.line,
+                    p.column
+                ),
+            )
+            .with_detail(json!({ "definitions": places })))
+        }
         _ => Err(conflict(
             format!(
                 "`{path}` is defined in several places ({}); NixOS would merge or reject them, \
@@ -263,16 +278,53 @@ pub fn check_kind(file: &Path, text: &str, path: &AttrPath, module: usize) -> Re
         FileKind::Flake if module == 0 && !flake_data => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
-                "{} is a flake, not a NixOS module: `{path}` belongs in configuration.nix or a \
-                 module it imports",
-                file.display()
+                "{}:{} is a flake, not a NixOS module: `{path}` belongs in configuration.nix or \
+                 a module it imports",
+                file.display(),
+                info.expr
             ),
         )
         .with_detail(json!({ "hint": "leave `file` out: the option is edited where it is defined, or added to osmoda.nix" }))),
         FileKind::Other => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("{} is not a NixOS module (its body is not an attribute set)", file.display()),
+            format!(
+                "{}:{} is not a NixOS module (its body is not an attribute set)",
+                file.display(),
+                info.expr
+            ),
         )),
         _ => Ok(()),
     }
+}
+
+/// `e` with its positions given as `file:line:col` (the editor only knows line and column).
+pub fn in_file(file: &Path, e: EditError) -> ApiError {
+    let at = |p: &osmoda_nix::Pos| format!("{}:{p}", file.display());
+    let mut message = e.to_string();
+    let positions: Vec<osmoda_nix::Pos> = match &e {
+        EditError::Refused { pos, .. }
+        | EditError::Unreadable { pos, .. }
+        | EditError::NonLiteral { pos, .. }
+        | EditError::Type { pos, .. }
+        | EditError::TooComplex { pos, .. } => vec![*pos],
+        EditError::Duplicate { positions, .. } => positions.clone(),
+        _ => Vec::new(),
+    };
+    if let [one] = positions.as_slice() {
+        message = message.replacen(&format!(" at {one}"), &format!(" at {}", at(one)), 1);
+    } else if !positions.is_empty() {
+        let old = positions
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let new = positions.iter().map(at).collect::<Vec<_>>().join(", ");
+        message = message.replacen(&old, &new, 1);
+    }
+    let mut api = ApiError::from(e);
+    api.error = message;
+    api.with_detail(json!({
+        "file": file,
+        "positions": positions.iter().map(|p| json!({"line": p.line, "column": p.col})).collect::<Vec<_>>(),
+    }))
 }

@@ -82,7 +82,9 @@ fn tree_file(file: Option<&str>) -> Result<PathBuf, ApiError> {
 }
 
 fn attr_path(path: &str) -> Result<AttrPath, ApiError> {
-    Ok(path.parse::<AttrPath>()?)
+    let path = path.parse::<AttrPath>()?;
+    osmoda_nix::not_into_imports(&path)?;
+    Ok(path)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -151,7 +153,7 @@ pub async fn get(
                 )))
             }
         };
-        let read = osmoda_nix::read(text, module, &path)?;
+        let read = osmoda_nix::read(text, module, &path).map_err(|e| locate::in_file(&file, e))?;
         Ok(json!({
             "path": shown,
             "file": file,

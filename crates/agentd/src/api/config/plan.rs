@@ -68,7 +68,8 @@ pub fn plan(tree: &Tree, named: Option<&Path>, op: &Op) -> Result<Planned, ApiEr
     };
     tree.check_no_symlink(&target.file)?;
     locate::check_kind(&target.file, &before, path, target.module)?;
-    let edit = osmoda_nix::edit_in(&before, target.module, op)?;
+    let edit = osmoda_nix::edit_in(&before, target.module, op)
+        .map_err(|e| locate::in_file(&target.file, e))?;
     Ok(Planned {
         target,
         before,
