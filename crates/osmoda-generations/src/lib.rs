@@ -40,6 +40,7 @@ mod error;
 mod full_eval;
 mod history;
 mod message;
+mod owner;
 mod recover;
 mod repl;
 mod revert;

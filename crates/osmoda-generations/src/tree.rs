@@ -30,6 +30,8 @@ pub struct Tree {
     cleared_locks: Mutex<Vec<String>>,
     /// The full NixOS evaluation of `validate = build`, if configured.
     full_eval: Option<crate::full_eval::FullEval>,
+    /// The tree's owner, when it is not this process's user: kept on everything a change writes.
+    owner: Option<crate::owner::Owner>,
 }
 
 /// Holds the in-process mutex and the cross-process `flock` for one operation.
@@ -172,6 +174,7 @@ impl Tree {
             .write(true)
             .open(&lock_path)
             .map_err(|e| GenError::io("open the lock file", &lock_path, e))?;
+        let owner = crate::owner::Owner::of(&dir);
         Ok(Tree {
             dir,
             repo: Mutex::new(repo),
@@ -180,6 +183,7 @@ impl Tree {
             repl: Mutex::new(None),
             cleared_locks: Mutex::new(Vec::new()),
             full_eval: None,
+            owner,
         })
     }
 
@@ -358,6 +362,7 @@ impl Tree {
         match result {
             Ok(generation) => {
                 crate::recover::Intent::clear(&git_dir)?;
+                self.keep_owner(&git_dir, &reported)?;
                 Ok(generation)
             }
             Err(original) => {
@@ -546,6 +551,36 @@ impl Tree {
             }
         }
         Ok(())
+    }
+}
+
+impl Tree {
+    /// Gives what a change wrote back to the tree's owner (see `owner.rs`); a no-op when agentd
+    /// runs as that owner.
+    pub(crate) fn keep_owner(&self, git_dir: &Path, files: &[PathBuf]) -> Result<(), GenError> {
+        match &self.owner {
+            Some(owner) => {
+                // The files and the directories the change may have created for them.
+                let mut paths = Vec::new();
+                for f in files {
+                    let abs = if f.is_absolute() {
+                        f.clone()
+                    } else {
+                        self.dir.join(f)
+                    };
+                    let mut at = abs.as_path();
+                    while at.starts_with(&self.dir) && at != self.dir {
+                        paths.push(at.to_path_buf());
+                        at = match at.parent() {
+                            Some(p) => p,
+                            None => break,
+                        };
+                    }
+                }
+                owner.restore(git_dir, &paths)
+            }
+            None => Ok(()),
+        }
     }
 }
 

@@ -64,6 +64,9 @@ impl Tree {
         if staged.is_err() {
             let _ = index.read(true);
         }
+        if staged.is_ok() {
+            self.keep_owner(repo.path(), &[])?;
+        }
         staged
     }
 

@@ -96,7 +96,7 @@ fn a_conflicting_revert_is_refused_and_changes_nothing() -> anyhow::Result<()> {
     assert!(err
         .map(|e| e.to_string())
         .unwrap_or_default()
-        .contains("use restore"));
+        .contains("agentctl config restore <rev>"));
     assert_eq!(log(&dir)?, before);
     assert_eq!(porcelain(&dir)?, "");
     Ok(())
