@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 
 import { Stack, until, bridgeDir } from "./harness.ts";
+import { call } from "../src/client.ts";
 
 const manifest = JSON.parse(readFileSync(`${bridgeDir}/openclaw.plugin.json`, "utf8"));
 const invoked = new Set<string>();
@@ -157,7 +158,10 @@ describe("bridge through the real gateway", { timeout: 600_000 }, () => {
   });
 
   it("receipt_list returns receipt.* events", async () => {
-    await stack.agentd("POST", "/events/append", { type: "receipt.backup", daemon: "osmoda-test", payload: { bytes: 42 } });
+    const refused = await call({ socket: stack.agentdSocket, method: "POST", path: "/events/append",
+      body: { type: "receipt.backup", daemon: "osmoda-test", payload: { bytes: 41 } }, timeoutMs: 30_000 });
+    assert.equal(refused.status, 403, "receipt. is osmoda-keyd's namespace");
+    stack.appendAs("osmoda-keyd", { type: "receipt.backup", payload: { bytes: 42 } });
     const r = await ok("receipt_list", { type: "backup" });
     assert.equal(r.details.length, 1);
     assert.deepEqual(r.details[0].receipt, { bytes: 42 });

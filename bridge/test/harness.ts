@@ -5,7 +5,7 @@
 // `cargo test` built them already) into cargo's target directory (honours CARGO_TARGET_DIR).
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, cpSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -197,6 +197,32 @@ export class Stack {
     const r = await call({ socket: this.agentdSocket, method, path, body, timeoutMs: 30_000 });
     if (r.status >= 300) throw new Error(`agentd ${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
     return r.body;
+  }
+
+  /**
+   * `POST /events/append` from a process whose executable is named `daemon` (a hard link to, or
+   * copy of, this Node binary): agentd recognises a daemon by its process, not its claim, and
+   * only that daemon may append its namespace (`receipt.` is osmoda-keyd's).
+   */
+  appendAs(daemon: string, event: { type: string; payload: unknown }): any {
+    const exe = join(this.dir, "bin", daemon);
+    if (!existsSync(exe)) {
+      mkdirSync(dirname(exe), { recursive: true });
+      try {
+        linkSync(process.execPath, exe);
+      } catch {
+        copyFileSync(process.execPath, exe);
+        chmodSync(exe, 0o755);
+      }
+    }
+    const script = `const r = require("node:http").request({ socketPath: process.argv[1], method: "POST", path: "/events/append",
+      headers: { "content-type": "application/json" } }, (res) => { let b = ""; res.on("data", (c) => (b += c));
+      res.on("end", () => { process.stdout.write(b); process.exit(res.statusCode < 300 ? 0 : 1); }); });
+      r.end(process.argv[2]);`;
+    const body = JSON.stringify({ ...event, daemon });
+    const r = spawnSync(exe, ["-e", script, this.agentdSocket, body], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`append as ${daemon} → ${r.stdout} ${r.stderr}`);
+    return JSON.parse(r.stdout);
   }
 
   async watch(method: "GET" | "POST", path: string, body?: unknown): Promise<any> {
