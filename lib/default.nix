@@ -121,6 +121,8 @@ let
     routines = {
       enable = true;
       socket = "/run/osmoda/routines.sock";
+      # Run history kept in the routines state dir.
+      historyDays = 30;
     };
     # Routines present on every machine (services.osmoda.routines.<name>; disable one with
     # `<name>.enable = false`). HEARTBEAT.md cadences: a health snapshot every 5 minutes,
@@ -128,7 +130,7 @@ let
     heartbeatRoutines = {
       health-snapshot = {
         trigger = { type = "interval"; seconds = 300; };
-        action = { type = "agentd"; method = "GET"; path = "/health"; };
+        action = { type = "http"; method = "GET"; path = "/health"; };
       };
       failed-units = {
         trigger = { type = "interval"; seconds = 900; };
@@ -146,13 +148,29 @@ let
       };
       morning-briefing = {
         trigger = { type = "cron"; schedule = "0 8 * * *"; };
-        action = { type = "agentd"; method = "GET"; path = "/health"; };
+        action = { type = "http"; method = "GET"; path = "/health"; };
       };
     };
     routine = {
       enable = true;
+      missed = "skip";
+      jitterSecs = 0;
+      concurrency = "skip";
+    };
+    cronTrigger = {
+      timezone = "UTC";
+    };
+    webhookTrigger = {
+      replayWindowSecs = 300;
     };
     commandAction = {
+      timeoutSecs = 300;
+      outputLimitBytes = 65536;
+    };
+    httpAction = {
+      timeoutSecs = 30;
+    };
+    promptAction = {
       timeoutSecs = 300;
     };
     keyd = {
@@ -218,22 +236,46 @@ let
       actions = get w "actions" defaults.watcher.actions;
     };
 
-  renderTrigger = t: snakeKeys t;
+  renderTrigger = t:
+    let
+      type = get t "type" null;
+      typeDefaults = if type == "cron" then defaults.cronTrigger
+        else if type == "webhook" then defaults.webhookTrigger else { };
+    in
+    snakeKeys (typeDefaults // dropNulls t);
 
+  # `env` holds variable names: its keys are not snake_cased. A chain's steps are actions.
   renderAction = a:
-    snakeKeys ((if get a "type" null == "command" then defaults.commandAction else { }) // dropNulls a);
+    let
+      type = get a "type" null;
+      typeDefaults = if type == "command" then defaults.commandAction
+        else if type == "http" then defaults.httpAction
+        else if type == "prompt" then defaults.promptAction else { };
+      rest = removeAttrs a [ "env" "steps" ];
+    in
+    snakeKeys (typeDefaults // dropNulls rest)
+    // opt "env" a "env"
+    // (if a ? steps && a.steps != null then { steps = map renderAction a.steps; } else { });
 
   renderRoutine = r:
-    extra r [ "enable" "trigger" "action" ]
-    // { enable = get r "enable" defaults.routine.enable; }
+    extra r [ "enable" "trigger" "action" "missed" "jitterSecs" "concurrency" ]
+    // {
+      enable = get r "enable" defaults.routine.enable;
+      missed = get r "missed" defaults.routine.missed;
+      jitter_secs = get r "jitterSecs" defaults.routine.jitterSecs;
+      concurrency = get r "concurrency" defaults.routine.concurrency;
+    }
     // (if r ? trigger && r.trigger != null then { trigger = renderTrigger r.trigger; } else { })
     // (if r ? action && r.action != null then { action = renderAction r.action; } else { });
+
+  # Options under services.osmoda.routines that are the daemon's own, not routines.
+  routinesKeys = serviceKeys ++ [ "historyDays" ];
 
   # services.osmoda.routines.<name>: user routines sit beside enable/package/socket; the
   # HEARTBEAT defaults are merged per routine (a user attribute replaces a default one).
   routineSet = rc:
     let
-      user = removeAttrs rc serviceKeys;
+      user = removeAttrs rc routinesKeys;
       base = defaults.heartbeatRoutines;
     in
     mapAttrs (n: _: (base.${n} or { }) // (user.${n} or { })) (base // user);
@@ -280,6 +322,13 @@ let
       mesh = section cfg "mesh";
       egress = section cfg "egress";
       voice = section cfg "voice";
+      # What no command a check or routine runs may see: the approval socket's directory,
+      # agentd's state and keyd's secrets (DESIGN.md §1).
+      maskedPaths = [
+        (dirOf (get agentd "approvalSocket" d.agentd.approvalSocket))
+        "${get cfg "stateDir" d.stateDir}/agentd"
+        "${get cfg "stateDir" d.stateDir}/keyd"
+      ];
       # Where agentd reaches a sibling daemon, or null when it is disabled.
       endpoint = name: attr:
         let s = section cfg name; in
@@ -313,13 +362,7 @@ let
       watch =
         extra watch (serviceKeys ++ [ "watchers" "safeSwitch" ])
         // {
-          # What no command a check runs may see: the approval socket's directory, agentd's
-          # state and keyd's secrets (DESIGN.md §1).
-          boundary.masked_paths = [
-            (dirOf (get agentd "approvalSocket" d.agentd.approvalSocket))
-            "${get cfg "stateDir" d.stateDir}/agentd"
-            "${get cfg "stateDir" d.stateDir}/keyd"
-          ];
+          boundary.masked_paths = maskedPaths;
           watchers = mapAttrs (_: renderWatcher) (get watch "watchers" { });
           safe_switch = extra safeSwitch [ "ttlSecs" "healthChecks" ] // {
             ttl_secs = get safeSwitch "ttlSecs" d.watch.safeSwitch.ttlSecs;
@@ -327,7 +370,17 @@ let
           };
         };
 
-      routines = { routines = mapAttrs (_: renderRoutine) (routineSet routines); };
+      routines = {
+        routines = mapAttrs (_: renderRoutine) (routineSet routines);
+        # Command actions run behind the same boundary as osmoda-watch's checks.
+        boundary.masked_paths = maskedPaths;
+        history_days = get routines "historyDays" d.routines.historyDays;
+      }
+      # Prompt actions reach the OpenClaw gateway on loopback (its token: the environment).
+      // (let gw = section cfg "gateway"; in
+        if get gw "enable" d.gateway.enable
+        then { gateway_url = "http://127.0.0.1:${toString (get gw "port" d.gateway.port)}"; }
+        else { });
 
       keyd =
         extra keyd (serviceKeys ++ [ "keyFile" "policy" ])

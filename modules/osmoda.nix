@@ -70,26 +70,41 @@ let
         type = types.enum [ "cron" "interval" "event" "webhook" ];
         description = "What starts the routine.";
       };
-      schedule = nullOr types.str "cron: five-field expression in UTC, e.g. `0 8 * * *`.";
+      schedule = nullOr types.str "cron: croner expression, 5 fields or 6 with seconds first, e.g. `0 8 * * MON-FRI`.";
+      timezone = nullOr types.str "cron: IANA time zone the schedule is read in (null = ${d.cronTrigger.timezone}).";
       seconds = nullOr types.ints.positive "interval: seconds between runs.";
       match = nullOr types.str "event: ledger event type, exact or prefix with a trailing `*`.";
-      path = nullOr types.str "webhook: path segment after `/webhook/`.";
-      secretFile = nullOr types.str "webhook: file holding the HMAC secret (not in the store).";
+      path = nullOr types.str "webhook: path segment after `/webhook/` on the routines socket.";
+      secretFile = nullOr types.str "webhook: file holding the HMAC-SHA256 secret (not in the store; readable by osmoda-routines).";
+      replayWindowSecs = nullOr types.ints.positive
+        "webhook: accepted clock distance of a request's timestamp, and how long a signature is remembered (null = ${toString d.webhookTrigger.replayWindowSecs}).";
     };
   };
 
+  # Options of one action; a chain's steps are actions too (but not chains).
+  actionOptions = {
+    type = mkOption {
+      type = types.enum [ "command" "http" "prompt" "chain" ];
+      description = "What the routine does.";
+    };
+    command = nullOr (types.listOf types.str) "command: argv (no shell); runs behind the command boundary (osmoda-sandbox).";
+    env = nullOr (types.attrsOf types.str) "command: extra environment variables.";
+    user = nullOr types.str "command: user to run as (null = nobody, or the daemon's own user when it is not root).";
+    outputLimitBytes = nullOr types.ints.positive
+      "command: bytes of stdout and of stderr kept (null = ${toString d.commandAction.outputLimitBytes}).";
+    timeoutSecs = nullOr types.ints.positive
+      "command/http/prompt: time budget in seconds (null = ${toString d.commandAction.timeoutSecs} for commands, ${toString d.httpAction.timeoutSecs} for http, ${toString d.promptAction.timeoutSecs} for prompts).";
+    socket = nullOr types.str "http: Unix socket of the daemon to call (null = agentd's).";
+    method = nullOr (types.enum [ "GET" "POST" "DELETE" ]) "http: HTTP method.";
+    path = nullOr types.str "http: API path, e.g. `/health`.";
+    body = nullOr jsonFormat.type "http: JSON body for POST.";
+    message = nullOr types.str "prompt: what the agent is asked, sent to the OpenClaw gateway as a user turn.";
+  };
+
   actionModule = {
-    options = {
-      type = mkOption {
-        type = types.enum [ "command" "agentd" ];
-        description = "What the routine does.";
-      };
-      command = nullOr (types.listOf types.str) "command: argv (no shell).";
-      timeoutSecs = nullOr types.ints.positive
-        "command: kill after this many seconds (null = ${toString d.commandAction.timeoutSecs}).";
-      method = nullOr (types.enum [ "GET" "POST" ]) "agentd: HTTP method.";
-      path = nullOr types.str "agentd: API path, e.g. `/health`.";
-      body = nullOr jsonFormat.type "agentd: JSON body for POST.";
+    options = actionOptions // {
+      steps = nullOr (types.listOf (types.submodule { options = actionOptions; }))
+        "chain: actions run in order, stopping at the first that fails.";
     };
   };
 
@@ -102,6 +117,21 @@ let
       };
       trigger = mkOption { type = types.submodule triggerModule; description = "When it runs."; };
       action = mkOption { type = types.submodule actionModule; description = "What it runs."; };
+      missed = mkOption {
+        type = types.enum [ "skip" "runOnce" ];
+        default = d.routine.missed;
+        description = "Scheduled runs missed while the daemon was down: dropped, or one run at start.";
+      };
+      jitterSecs = mkOption {
+        type = types.ints.unsigned;
+        default = d.routine.jitterSecs;
+        description = "Each scheduled run starts up to this many seconds late (random).";
+      };
+      concurrency = mkOption {
+        type = types.enum [ "skip" "queue" ];
+        default = d.routine.concurrency;
+        description = "When it fires while the previous run is still going: skip the new run, or queue it.";
+      };
     };
   };
 
@@ -346,7 +376,13 @@ in
       description = "osmoda-routines; every attribute other than enable/package/socket is a routine.";
       type = types.submodule {
         freeformType = types.attrsOf (types.submodule routineModule);
-        options = daemonOptions "routines" "osmoda-routines";
+        options = daemonOptions "routines" "osmoda-routines" // {
+          historyDays = mkOption {
+            type = types.ints.positive;
+            default = d.routines.historyDays;
+            description = "Days of run history kept.";
+          };
+        };
       };
     };
 

@@ -26,7 +26,9 @@ pub use egress::{Capability, EgressConfig};
 pub use health::HealthCheck;
 pub use keyd::{Amount, Chain, ChainPolicy, KeydConfig, Policy, WalletPolicy};
 pub use mesh::{MeshConfig, Peer, PeerKeys};
-pub use routines::{HttpMethod, Routine, RoutineAction, RoutinesConfig, Trigger};
+pub use routines::{
+    Concurrency, HttpMethod, Missed, Routine, RoutineAction, RoutinesConfig, Trigger,
+};
 pub use voice::VoiceConfig;
 pub use watch::{BoundaryConfig, SafeSwitchDefaults, WatchAction, WatchConfig, Watcher};
 

@@ -1,16 +1,54 @@
 //! `/etc/osmoda/routines.json`: scheduled, event-driven and webhook automation.
+//!
+//! Rendered by `lib/` from `services.osmoda.routines.<name>`; read by osmoda-routines.
+//! [`RoutinesConfig::validate`] is what `check-config` runs at build time and what the daemon
+//! runs before it accepts a new file: a cron expression croner cannot parse, an unknown time
+//! zone, a webhook without a secret file or a prompt without a gateway fail loudly there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::watch::BoundaryConfig;
+
+/// Default retention of run history, in days.
+pub const DEFAULT_HISTORY_DAYS: u32 = 30;
+/// Default webhook replay window, in seconds: a request whose timestamp is further from now is
+/// refused, and a signature already seen inside it is a replay.
+pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 300;
+/// Default captured output per stream of a command action, in bytes.
+pub const DEFAULT_OUTPUT_LIMIT: u64 = 64 * 1024;
+/// Largest output cap a command action may ask for (16 MiB).
+pub const MAX_OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
+/// Default time budget of an HTTP action, in seconds.
+pub const DEFAULT_HTTP_TIMEOUT_SECS: u64 = 30;
+/// Default time budget of a prompt action, in seconds.
+pub const DEFAULT_PROMPT_TIMEOUT_SECS: u64 = 300;
+/// Longest time budget of any action (one day), and the longest jitter.
+pub const MAX_SECS: u64 = 86_400;
 
 /// The whole `routines.json` file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutinesConfig {
-    /// Routines by name (`services.osmoda.routines.routines.<name>`).
+    /// Routines by name (`services.osmoda.routines.<name>`).
     pub routines: BTreeMap<String, Routine>,
+    /// Paths no command action may see (as osmoda-watch's checks).
+    #[serde(default)]
+    pub boundary: BoundaryConfig,
+    /// Runs older than this many days are deleted from the history (at least 1).
+    #[serde(default = "default_history_days")]
+    pub history_days: u32,
+    /// The OpenClaw gateway that `prompt` actions talk to (`http://127.0.0.1:<port>`), present
+    /// when `services.osmoda.gateway.enable`; its token comes from `OPENCLAW_GATEWAY_TOKEN` in
+    /// the daemon's environment (the gateway's EnvironmentFile), never from this file.
+    #[serde(default)]
+    pub gateway_url: Option<String>,
+}
+
+fn default_history_days() -> u32 {
+    DEFAULT_HISTORY_DAYS
 }
 
 /// One routine: when `trigger` fires, run `action` and record the outcome in the ledger.
@@ -23,16 +61,51 @@ pub struct Routine {
     pub trigger: Trigger,
     /// What the routine does.
     pub action: RoutineAction,
+    /// What happens to scheduled runs missed while the daemon was down.
+    #[serde(default)]
+    pub missed: Missed,
+    /// Each scheduled run starts a random 0..=`jitter_secs` seconds late.
+    #[serde(default)]
+    pub jitter_secs: u64,
+    /// What happens when the routine fires while its previous run is still going.
+    #[serde(default)]
+    pub concurrency: Concurrency,
+}
+
+/// Policy for runs a schedule missed while the daemon was not running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Missed {
+    /// Missed runs are dropped; the next run is the next one due from now.
+    #[default]
+    Skip,
+    /// If at least one run was missed, run once at start, then keep to the schedule.
+    RunOnce,
+}
+
+/// Policy when a routine fires while its previous run is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Concurrency {
+    /// The new run is recorded as skipped and does not start.
+    #[default]
+    Skip,
+    /// The new run waits for the previous one and starts after it.
+    Queue,
 }
 
 /// What starts a routine, tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Trigger {
-    /// Five-field cron expression in UTC, e.g. `"0 8 * * *"`.
+    /// A cron expression (croner): 5 fields, or 6 with seconds first; day-of-month and
+    /// day-of-week both restricted means either matches (Vixie cron).
     Cron {
-        /// `minute hour day-of-month month day-of-week`.
+        /// `[second] minute hour day-of-month month day-of-week`, e.g. `"0 8 * * MON-FRI"`.
         schedule: String,
+        /// IANA time zone the schedule is read in (`"Europe/Berlin"`); default `UTC`.
+        #[serde(default = "utc")]
+        timezone: String,
     },
     /// Fixed period.
     Interval {
@@ -45,38 +118,91 @@ pub enum Trigger {
         #[serde(rename = "match")]
         pattern: String,
     },
-    /// `POST /webhook/<path>` on the routines socket, authenticated with the secret.
+    /// `POST /webhook/<path>` on the routines socket, signed with the secret.
     Webhook {
         /// Path segment after `/webhook/`.
         path: String,
-        /// File holding the HMAC secret (never in the Nix store).
-        secret_file: Option<PathBuf>,
+        /// File holding the HMAC-SHA256 secret (never in the Nix store).
+        secret_file: PathBuf,
+        /// Accepted distance between the request's timestamp and now, in seconds.
+        #[serde(default = "default_replay_window")]
+        replay_window_secs: u64,
     },
+}
+
+fn utc() -> String {
+    "UTC".to_string()
+}
+
+fn default_replay_window() -> u64 {
+    DEFAULT_REPLAY_WINDOW_SECS
 }
 
 /// What a routine does, tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RoutineAction {
-    /// Run a program (argv, no shell).
+    /// Run a program (argv, no shell) behind the command boundary (osmoda-sandbox).
     Command {
         /// Program and arguments.
         command: Vec<String>,
-        /// Kill the program after this many seconds.
+        /// Kill the program (and everything it started) after this many seconds.
         timeout_secs: u64,
+        /// Environment besides `PATH`, `HOME`, `USER`, `LOGNAME` and the `OSMODA_*` variables
+        /// describing the run.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+        /// User to run as; `None` = `nobody` (or the daemon's own user when it is not root).
+        #[serde(default)]
+        user: Option<String>,
+        /// Bytes of stdout and of stderr kept (the rest is read and dropped).
+        #[serde(default = "default_output_limit")]
+        output_limit_bytes: u64,
     },
-    /// Call agentd's API on its socket and record the response.
-    Agentd {
+    /// Call a daemon's HTTP API on its Unix socket and record the answer.
+    Http {
+        /// The daemon's socket; `None` = agentd's.
+        #[serde(default)]
+        socket: Option<PathBuf>,
         /// HTTP method.
         method: HttpMethod,
         /// Path and query, e.g. `/health`.
         path: String,
-        /// JSON body for POST.
+        /// JSON body (POST).
+        #[serde(default)]
         body: Option<serde_json::Value>,
+        /// Time budget in seconds.
+        #[serde(default = "default_http_timeout")]
+        timeout_secs: u64,
+    },
+    /// Send `message` to the OpenClaw gateway as a user turn, so the agent acts on it.
+    Prompt {
+        /// What the agent is asked, e.g. "Write the morning briefing".
+        message: String,
+        /// Time budget of the whole turn, in seconds.
+        #[serde(default = "default_prompt_timeout")]
+        timeout_secs: u64,
+    },
+    /// Run `steps` in order, stopping at the first that fails.
+    Chain {
+        /// The steps (none of them a chain).
+        steps: Vec<RoutineAction>,
     },
 }
 
-/// HTTP methods a routine may use against agentd.
+fn default_output_limit() -> u64 {
+    DEFAULT_OUTPUT_LIMIT
+}
+
+fn default_http_timeout() -> u64 {
+    DEFAULT_HTTP_TIMEOUT_SECS
+}
+
+fn default_prompt_timeout() -> u64 {
+    DEFAULT_PROMPT_TIMEOUT_SECS
+}
+
+/// HTTP methods an `http` action may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
@@ -84,51 +210,270 @@ pub enum HttpMethod {
     Get,
     /// `POST`.
     Post,
+    /// `DELETE`.
+    Delete,
+}
+
+impl HttpMethod {
+    /// `"GET"`, `"POST"` or `"DELETE"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Delete => "DELETE",
+        }
+    }
+}
+
+/// Whether `name` can be a routine name: a plain Nix attribute name (it becomes an option path
+/// segment), 1..=64 of `[A-Za-z0-9_-]`, starting with a letter or `_`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Whether `pattern` is a valid event match: printable ASCII without spaces or `|`, with `*`
+/// only as the last character (a prefix match).
+pub fn valid_event_pattern(pattern: &str) -> bool {
+    let body = pattern.strip_suffix('*').unwrap_or(pattern);
+    !pattern.is_empty()
+        && pattern.len() <= 128
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'|')
+}
+
+/// Parses a cron schedule as osmoda-routines runs it: croner with an optional seconds field,
+/// Vixie-cron day-of-month/day-of-week semantics (either matches when both are restricted).
+///
+/// # Errors
+/// croner's message, e.g. for a wrong field count or a value out of range.
+pub fn parse_cron(schedule: &str) -> Result<croner::Cron, String> {
+    let fields = schedule.split_whitespace().count();
+    if !(5..=6).contains(&fields) {
+        return Err(format!(
+            "has {fields} fields; give 5 (minute hour day-of-month month day-of-week) \
+             or 6 (with seconds first)"
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .year(croner::parser::Year::Disallowed)
+        .dom_and_dow(false)
+        .build()
+        .parse(schedule)
+        .map_err(|e| e.to_string())
+}
+
+/// Parses an IANA time zone name (`UTC`, `Europe/Berlin`).
+///
+/// # Errors
+/// When the name is not in the tz database.
+pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("{name:?} is not an IANA time zone (e.g. UTC, Europe/Berlin)"))
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn check_secs(at: &str, field: &str, v: u64) -> Result<(), String> {
+    if v == 0 || v > MAX_SECS {
+        return Err(format!("{at}.{field} is {v}; give 1..={MAX_SECS} seconds"));
+    }
+    Ok(())
 }
 
 impl RoutinesConfig {
-    /// Semantic checks: cron syntax shape, intervals, argv, paths.
+    /// Semantic checks of every routine (schedule, time zone, secrets, argv, paths, ...).
     ///
     /// # Errors
-    /// Returns a message with the JSON path of the first bad value.
+    /// A message starting with the JSON path of the first bad value and saying what to do.
     pub fn validate(&self) -> Result<(), String> {
+        if self.history_days == 0 {
+            return Err("history_days must be at least 1".into());
+        }
+        if let Some(url) = &self.gateway_url {
+            let ok = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !ok {
+                return Err(format!(
+                    "gateway_url {url:?} must be a loopback http URL such as http://127.0.0.1:18789"
+                ));
+            }
+        }
+        for p in &self.boundary.masked_paths {
+            if !p.starts_with('/') {
+                return Err(format!("boundary.masked_paths: {p:?} must be absolute"));
+            }
+        }
+        let mut hooks = BTreeSet::new();
         for (name, r) in &self.routines {
             let at = format!("routines.{name}");
-            match &r.trigger {
-                Trigger::Cron { schedule } if schedule.split_whitespace().count() != 5 => {
+            if !valid_name(name) {
+                return Err(format!(
+                    "{at}: the name must start with a letter or '_' and contain only letters, \
+                     digits, '-' and '_' (at most 64)"
+                ));
+            }
+            if r.jitter_secs > MAX_SECS {
+                return Err(format!("{at}.jitter_secs must be at most {MAX_SECS}"));
+            }
+            self.check_trigger(&at, &r.trigger, &mut hooks)?;
+            self.check_action(&format!("{at}.action"), &r.action, true)?;
+        }
+        Ok(())
+    }
+
+    fn check_trigger(
+        &self,
+        at: &str,
+        t: &Trigger,
+        hooks: &mut BTreeSet<String>,
+    ) -> Result<(), String> {
+        match t {
+            Trigger::Cron { schedule, timezone } => {
+                parse_cron(schedule)
+                    .map_err(|e| format!("{at}.trigger.schedule {schedule:?}: {e}"))?;
+                parse_timezone(timezone).map_err(|e| format!("{at}.trigger.timezone: {e}"))?;
+            }
+            Trigger::Interval { seconds: 0 } => {
+                return Err(format!("{at}.trigger.seconds must be at least 1"))
+            }
+            Trigger::Interval { .. } => {}
+            Trigger::Event { pattern } if !valid_event_pattern(pattern) => {
+                return Err(format!(
+                    "{at}.trigger.match {pattern:?} must be an event type (printable ASCII, no \
+                     spaces or '|'), optionally ending in '*' for a prefix"
+                ))
+            }
+            Trigger::Event { .. } => {}
+            Trigger::Webhook {
+                path,
+                secret_file,
+                replay_window_secs,
+            } => {
+                let ok = !path.is_empty()
+                    && path.len() <= 64
+                    && path
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                    && path != "."
+                    && path != "..";
+                if !ok {
                     return Err(format!(
-                        "{at}.trigger.schedule {schedule:?} must have 5 fields \
-                         (minute hour day-of-month month day-of-week)"
+                        "{at}.trigger.path {path:?} must be one path segment of [A-Za-z0-9._-] \
+                         (at most 64)"
                     ));
                 }
-                Trigger::Interval { seconds: 0 } => {
-                    return Err(format!("{at}.trigger.seconds must be at least 1"))
-                }
-                Trigger::Webhook { path, .. }
-                    if path.is_empty() || path.contains('/') || path.contains("..") =>
-                {
+                if !hooks.insert(path.clone()) {
                     return Err(format!(
-                        "{at}.trigger.path {path:?} must be one non-empty path segment"
-                    ))
+                        "{at}.trigger.path {path:?} is used by another routine's webhook"
+                    ));
                 }
-                _ => {}
+                if !secret_file.is_absolute() || secret_file.starts_with("/nix/store") {
+                    return Err(format!(
+                        "{at}.trigger.secret_file {} must be an absolute path outside the Nix \
+                         store (the store is world-readable)",
+                        secret_file.display()
+                    ));
+                }
+                check_secs(at, "trigger.replay_window_secs", *replay_window_secs)?;
             }
-            match &r.action {
-                RoutineAction::Command {
-                    command,
-                    timeout_secs,
-                } => {
-                    if command.is_empty() {
-                        return Err(format!("{at}.action.command must not be empty"));
-                    }
-                    if *timeout_secs == 0 {
-                        return Err(format!("{at}.action.timeout_secs must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn check_action(&self, at: &str, a: &RoutineAction, top: bool) -> Result<(), String> {
+        match a {
+            RoutineAction::Command {
+                command,
+                timeout_secs,
+                env,
+                user,
+                output_limit_bytes,
+            } => {
+                if command.is_empty() || command[0].is_empty() {
+                    return Err(format!("{at}.command must name a program (argv, no shell)"));
+                }
+                if command.iter().any(|s| s.contains('\0')) {
+                    return Err(format!("{at}.command contains a NUL byte"));
+                }
+                check_secs(at, "timeout_secs", *timeout_secs)?;
+                if let Some(bad) = env.keys().find(|k| !valid_env_name(k)) {
+                    return Err(format!(
+                        "{at}.env: {bad:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
+                    ));
+                }
+                if let Some(bad) = env.keys().find(|k| k.starts_with("OSMODA_")) {
+                    return Err(format!(
+                        "{at}.env: {bad:?} is reserved (OSMODA_* describe the run)"
+                    ));
+                }
+                if env.values().any(|v| v.contains('\0')) {
+                    return Err(format!("{at}.env: a value contains a NUL byte"));
+                }
+                if user.as_deref() == Some("") {
+                    return Err(format!("{at}.user is empty; leave it unset for nobody"));
+                }
+                if *output_limit_bytes == 0 || *output_limit_bytes > MAX_OUTPUT_LIMIT {
+                    return Err(format!(
+                        "{at}.output_limit_bytes must be 1..={MAX_OUTPUT_LIMIT}"
+                    ));
+                }
+            }
+            RoutineAction::Http {
+                socket,
+                path,
+                timeout_secs,
+                ..
+            } => {
+                if !path.starts_with('/') || path.chars().any(char::is_control) {
+                    return Err(format!(
+                        "{at}.path {path:?} must start with '/' and have no control characters"
+                    ));
+                }
+                if let Some(s) = socket {
+                    if !s.is_absolute() {
+                        return Err(format!("{at}.socket {} must be absolute", s.display()));
                     }
                 }
-                RoutineAction::Agentd { path, .. } if !path.starts_with('/') => {
-                    return Err(format!("{at}.action.path {path:?} must start with '/'"))
+                check_secs(at, "timeout_secs", *timeout_secs)?;
+            }
+            RoutineAction::Prompt {
+                message,
+                timeout_secs,
+            } => {
+                if message.trim().is_empty() {
+                    return Err(format!("{at}.message is empty"));
                 }
-                _ => {}
+                if self.gateway_url.is_none() {
+                    return Err(format!(
+                        "{at} is a prompt, but no OpenClaw gateway is configured: enable \
+                         services.osmoda.gateway, or use a command or http action"
+                    ));
+                }
+                check_secs(at, "timeout_secs", *timeout_secs)?;
+            }
+            RoutineAction::Chain { steps } => {
+                if !top {
+                    return Err(format!("{at}: a chain step cannot itself be a chain"));
+                }
+                if steps.is_empty() {
+                    return Err(format!("{at}.steps is empty; give at least one action"));
+                }
+                for (i, s) in steps.iter().enumerate() {
+                    self.check_action(&format!("{at}.steps[{i}]"), s, false)?;
+                }
             }
         }
         Ok(())
@@ -138,6 +483,18 @@ impl RoutinesConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(json: &str) -> RoutinesConfig {
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn routine(trigger: &str, action: &str) -> String {
+        format!(
+            r#"{{"routines":{{"r":{{"enable":true,"trigger":{trigger},"action":{action}}}}}}}"#
+        )
+    }
+
+    const CMD: &str = r#"{"type":"command","command":["true"],"timeout_secs":5}"#;
 
     #[test]
     fn event_trigger_uses_match_key() {
@@ -154,11 +511,70 @@ mod tests {
     }
 
     #[test]
-    fn validate_cron_fields() {
-        let json = r#"{"routines":{"r":{"enable":true,"trigger":{"type":"cron","schedule":"0 8 * *"},
-            "action":{"type":"command","command":["true"],"timeout_secs":5}}}}"#;
-        let c: RoutinesConfig = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
-        let e = c.validate().unwrap_err();
-        assert!(e.starts_with("routines.r.trigger.schedule"), "{e}");
+    fn defaults_fill_policy_and_timezone() {
+        let c = parse(&routine(r#"{"type":"cron","schedule":"0 8 * * *"}"#, CMD));
+        let r = &c.routines["r"];
+        assert_eq!(r.missed, Missed::Skip);
+        assert_eq!(r.concurrency, Concurrency::Skip);
+        assert!(matches!(&r.trigger, Trigger::Cron { timezone, .. } if timezone == "UTC"));
+        assert_eq!(c.history_days, DEFAULT_HISTORY_DAYS);
+        let back = serde_json::to_value(&c).unwrap_or_default();
+        assert_eq!(back["routines"]["r"]["missed"], "skip");
+        let p: Missed = serde_json::from_str("\"runOnce\"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p, Missed::RunOnce);
+    }
+
+    /// Each bad value fails validation with its path; the good siblings pass.
+    #[test]
+    fn validation_names_the_bad_value() {
+        let good = [
+            routine(r#"{"type":"cron","schedule":"0 8 * * *"}"#, CMD),
+            routine(r#"{"type":"cron","schedule":"*/10 0 8 * * MON-FRI","timezone":"Europe/Berlin"}"#, CMD),
+            routine(r#"{"type":"cron","schedule":"0 0 29 2 *"}"#, CMD),
+            routine(r#"{"type":"event","match":"watch.*"}"#, CMD),
+            routine(r#"{"type":"webhook","path":"deploy","secret_file":"/run/s"}"#, CMD),
+            routine(r#"{"type":"interval","seconds":1}"#,
+                r#"{"type":"chain","steps":[{"type":"http","method":"GET","path":"/health"}]}"#),
+        ];
+        for g in &good {
+            parse(g).validate().unwrap_or_else(|e| panic!("{g}: {e}"));
+        }
+        let bad = [
+            (routine(r#"{"type":"cron","schedule":"0 8 * *"}"#, CMD), "routines.r.trigger.schedule"),
+            (routine(r#"{"type":"cron","schedule":"0 25 * * *"}"#, CMD), "routines.r.trigger.schedule"),
+            (routine(r#"{"type":"cron","schedule":"0 8 * * *","timezone":"Mars/Base"}"#, CMD), "routines.r.trigger.timezone"),
+            (routine(r#"{"type":"interval","seconds":0}"#, CMD), "routines.r.trigger.seconds"),
+            (routine(r#"{"type":"event","match":"a*b"}"#, CMD), "routines.r.trigger.match"),
+            (routine(r#"{"type":"event","match":""}"#, CMD), "routines.r.trigger.match"),
+            (routine(r#"{"type":"webhook","path":"a/b","secret_file":"/s"}"#, CMD), "routines.r.trigger.path"),
+            (routine(r#"{"type":"webhook","path":"x","secret_file":"/nix/store/abc-s"}"#, CMD), "routines.r.trigger.secret_file"),
+            (routine(r#"{"type":"webhook","path":"x","secret_file":"rel"}"#, CMD), "routines.r.trigger.secret_file"),
+            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"command","command":[],"timeout_secs":5}"#), "routines.r.action.command"),
+            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"command","command":["x"],"timeout_secs":0}"#), "routines.r.action.timeout_secs"),
+            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"command","command":["x"],"timeout_secs":5,"env":{"A=B":"c"}}"#), "routines.r.action.env"),
+            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"command","command":["x"],"timeout_secs":5,"env":{"OSMODA_RUN":"c"}}"#), "routines.r.action.env"),
+            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"http","method":"GET","path":"health"}"#), "routines.r.action.path"),
+            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"prompt","message":"hi"}"#), "routines.r.action is a prompt"),
+            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"chain","steps":[]}"#), "routines.r.action.steps"),
+            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"chain","steps":[{"type":"chain","steps":[]}]}"#), "routines.r.action.steps[0]"),
+        ];
+        for (json, want) in &bad {
+            let e = parse(json).validate().unwrap_err();
+            assert!(e.starts_with(want), "{json}: {e}");
+        }
+        let mut c = parse(&routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"prompt","message":"hi"}"#));
+        c.gateway_url = Some("http://127.0.0.1:18789".into());
+        c.validate().unwrap_or_else(|e| panic!("{e}"));
+        c.gateway_url = Some("http://example.com".into());
+        assert!(c.validate().unwrap_err().starts_with("gateway_url"));
+    }
+
+    #[test]
+    fn two_webhooks_cannot_share_a_path() {
+        let json = r#"{"routines":{
+            "a":{"enable":true,"trigger":{"type":"webhook","path":"x","secret_file":"/s"},"action":{"type":"command","command":["true"],"timeout_secs":5}},
+            "b":{"enable":true,"trigger":{"type":"webhook","path":"x","secret_file":"/s"},"action":{"type":"command","command":["true"],"timeout_secs":5}}}}"#;
+        let e = parse(json).validate().unwrap_err();
+        assert!(e.contains("used by another routine"), "{e}");
     }
 }

@@ -266,15 +266,19 @@ fn full_fixture_covers_every_schema_field_and_variant() -> Result<()> {
     let methods: BTreeSet<String> = routines
         .routines
         .values()
-        .filter_map(|x| match &x.action {
-            RoutineAction::Agentd { method, .. } => Some(format!("{method:?}").to_uppercase()),
-            RoutineAction::Command { .. } => None,
+        .flat_map(|x| match &x.action {
+            RoutineAction::Chain { steps } => steps.clone(),
+            other => vec![other.clone()],
+        })
+        .filter_map(|a| match a {
+            RoutineAction::Http { method, .. } => Some(method.as_str().to_string()),
+            _ => None,
         })
         .collect();
     assert_eq!(
         methods,
         variants::<HttpMethod>(serde_json::json!("?")),
-        "agentd methods"
+        "http methods"
     );
     let chains: BTreeSet<String> = keyd
         .policy
@@ -299,11 +303,11 @@ fn null_means_absent_like_the_evaluated_module() -> Result<()> {
     let with_nulls = common::render_inline(
         r#"{ watch.watchers.w = { check = { type = "agentd"; unit = null; url = null; timeoutSecs = null; }; intervalSecs = 5; actions = [ "notify" ]; };
             voice.whisperModel = null; keyd.keyFile = null; memory.embeddingEndpoint = null;
-            routines.x = { enable = true; trigger = { type = "interval"; seconds = 9; schedule = null; secretFile = null; }; action = { type = "agentd"; method = "GET"; path = "/health"; body = null; timeoutSecs = null; }; }; }"#,
+            routines.x = { enable = true; trigger = { type = "interval"; seconds = 9; schedule = null; secretFile = null; }; action = { type = "http"; method = "GET"; path = "/health"; body = null; command = null; }; }; }"#,
     )?;
     let without = common::render_inline(
         r#"{ watch.watchers.w = { check = { type = "agentd"; }; intervalSecs = 5; actions = [ "notify" ]; };
-            routines.x = { trigger = { type = "interval"; seconds = 9; }; action = { type = "agentd"; method = "GET"; path = "/health"; }; }; }"#,
+            routines.x = { trigger = { type = "interval"; seconds = 9; }; action = { type = "http"; method = "GET"; path = "/health"; }; }; }"#,
     )?;
     assert_eq!(with_nulls, without);
     assert_eq!(
@@ -312,9 +316,9 @@ fn null_means_absent_like_the_evaluated_module() -> Result<()> {
     );
     assert!(
         without["routines"]["routines"]["x"]["action"]
-            .get("timeout_secs")
+            .get("output_limit_bytes")
             .is_none(),
-        "command-only default kept off agentd actions"
+        "command-only default kept off http actions"
     );
     Ok(())
 }
