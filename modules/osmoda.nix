@@ -591,18 +591,35 @@ in
         extra.restartIfChanged = false;
       };
 
+      # routines: runs what the agent schedules, so every command action goes through the
+      # boundary (osmoda-sandbox) as this unprivileged user.
       systemd.services.osmoda-routines = mkDaemon {
         name = "routines";
         enable = cfg.routines.enable;
         package = cfg.routines.package;
         socket = cfg.routines.socket;
         user = "osmoda-routines";
-        path = [ config.systemd.package pkgs.coreutils ];
+        # /routine/add and /routine/remove apply their generation with SafeSwitch.
+        args = [ "--watch-socket" cfg.watch.socket ];
+        # bubblewrap + setpriv (util-linux): the command boundary.
+        path = [ config.systemd.package pkgs.coreutils pkgs.bubblewrap pkgs.util-linux ];
+        extra.after = [ "network.target" "osmoda-agentd.service" ]
+          ++ lib.optional cfg.watch.enable "osmoda-watch.service";
         serviceConfig = {
           # The log-scan routine reads the journal.
           SupplementaryGroups = [ "systemd-journal" ];
           ProtectProc = "default";
           ProcSubset = "all";
+          # Command actions run in bubblewrap's unprivileged user namespace (with mount, PID
+          # and IPC namespaces inside it), which mounts a read-only root, a fresh /proc and
+          # /tmp and the masks over the approval path and agentd's/keyd's state.
+          RestrictNamespaces = [ "user" "mnt" "pid" "ipc" ];
+          SystemCallFilter = [ "@system-service" "@mount" "unshare" ];
+          # Prompt actions reach the OpenClaw gateway on loopback TCP.
+          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+          # OPENCLAW_GATEWAY_TOKEN for prompt actions, from the gateway's own file.
+          EnvironmentFile = lib.optional (cfg.gateway.enable && cfg.gateway.environmentFile != null)
+            cfg.gateway.environmentFile;
         };
       };
 

@@ -97,6 +97,8 @@ pub struct AppState {
     pub state_dir: PathBuf,
     /// The git-tracked Nix tree agentd edits, when started with `--config-tree`.
     pub config_tree: Option<Arc<osmoda_generations::Tree>>,
+    /// Bumped after every ledger commit; `/events/subscribe` waits on it.
+    pub commits: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl AppState {
@@ -118,7 +120,12 @@ impl AppState {
         };
         std::fs::create_dir_all(&state_dir)?;
         let ledger = Ledger::open(&state_dir.join("ledger.db"))?;
-        ledger.on_commit(|events| osmoda_daemon::metrics::global().ledger_commit(events));
+        let commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let notify = Arc::clone(&commits);
+        ledger.on_commit(move |events| {
+            osmoda_daemon::metrics::global().ledger_commit(events);
+            notify.send_modify(|n| *n = n.wrapping_add(1));
+        });
         let incidents = api::incidents::Incidents::load(&ledger)?;
         let approvals = api::approvals::Approvals::load(&ledger)?;
         Ok(Arc::new(AppState {
@@ -129,6 +136,7 @@ impl AppState {
             cpu: std::sync::Mutex::new(None),
             state_dir,
             config_tree,
+            commits,
         }))
     }
 

@@ -225,15 +225,10 @@ impl HttpMethod {
     }
 }
 
-/// Whether `name` can be a routine name: a plain Nix attribute name (it becomes an option path
-/// segment), 1..=64 of `[A-Za-z0-9_-]`, starting with a letter or `_`.
+/// Whether `name` can be a routine name (it becomes an option path segment:
+/// [`crate::option::valid_attr_name`]).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    crate::option::valid_attr_name(name)
 }
 
 /// Whether `pattern` is a valid event match: printable ASCII without spaces or `|`, with `*`
@@ -489,9 +484,7 @@ mod tests {
     }
 
     fn routine(trigger: &str, action: &str) -> String {
-        format!(
-            r#"{{"routines":{{"r":{{"enable":true,"trigger":{trigger},"action":{action}}}}}}}"#
-        )
+        format!(r#"{{"routines":{{"r":{{"enable":true,"trigger":{trigger},"action":{action}}}}}}}"#)
     }
 
     const CMD: &str = r#"{"type":"command","command":["true"],"timeout_secs":5}"#;
@@ -529,40 +522,132 @@ mod tests {
     fn validation_names_the_bad_value() {
         let good = [
             routine(r#"{"type":"cron","schedule":"0 8 * * *"}"#, CMD),
-            routine(r#"{"type":"cron","schedule":"*/10 0 8 * * MON-FRI","timezone":"Europe/Berlin"}"#, CMD),
+            routine(
+                r#"{"type":"cron","schedule":"*/10 0 8 * * MON-FRI","timezone":"Europe/Berlin"}"#,
+                CMD,
+            ),
             routine(r#"{"type":"cron","schedule":"0 0 29 2 *"}"#, CMD),
             routine(r#"{"type":"event","match":"watch.*"}"#, CMD),
-            routine(r#"{"type":"webhook","path":"deploy","secret_file":"/run/s"}"#, CMD),
-            routine(r#"{"type":"interval","seconds":1}"#,
-                r#"{"type":"chain","steps":[{"type":"http","method":"GET","path":"/health"}]}"#),
+            routine(
+                r#"{"type":"webhook","path":"deploy","secret_file":"/run/s"}"#,
+                CMD,
+            ),
+            routine(
+                r#"{"type":"interval","seconds":1}"#,
+                r#"{"type":"chain","steps":[{"type":"http","method":"GET","path":"/health"}]}"#,
+            ),
         ];
         for g in &good {
             parse(g).validate().unwrap_or_else(|e| panic!("{g}: {e}"));
         }
         let bad = [
-            (routine(r#"{"type":"cron","schedule":"0 8 * *"}"#, CMD), "routines.r.trigger.schedule"),
-            (routine(r#"{"type":"cron","schedule":"0 25 * * *"}"#, CMD), "routines.r.trigger.schedule"),
-            (routine(r#"{"type":"cron","schedule":"0 8 * * *","timezone":"Mars/Base"}"#, CMD), "routines.r.trigger.timezone"),
-            (routine(r#"{"type":"interval","seconds":0}"#, CMD), "routines.r.trigger.seconds"),
-            (routine(r#"{"type":"event","match":"a*b"}"#, CMD), "routines.r.trigger.match"),
-            (routine(r#"{"type":"event","match":""}"#, CMD), "routines.r.trigger.match"),
-            (routine(r#"{"type":"webhook","path":"a/b","secret_file":"/s"}"#, CMD), "routines.r.trigger.path"),
-            (routine(r#"{"type":"webhook","path":"x","secret_file":"/nix/store/abc-s"}"#, CMD), "routines.r.trigger.secret_file"),
-            (routine(r#"{"type":"webhook","path":"x","secret_file":"rel"}"#, CMD), "routines.r.trigger.secret_file"),
-            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"command","command":[],"timeout_secs":5}"#), "routines.r.action.command"),
-            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"command","command":["x"],"timeout_secs":0}"#), "routines.r.action.timeout_secs"),
-            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"command","command":["x"],"timeout_secs":5,"env":{"A=B":"c"}}"#), "routines.r.action.env"),
-            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"command","command":["x"],"timeout_secs":5,"env":{"OSMODA_RUN":"c"}}"#), "routines.r.action.env"),
-            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"http","method":"GET","path":"health"}"#), "routines.r.action.path"),
-            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"prompt","message":"hi"}"#), "routines.r.action is a prompt"),
-            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"chain","steps":[]}"#), "routines.r.action.steps"),
-            (routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"chain","steps":[{"type":"chain","steps":[]}]}"#), "routines.r.action.steps[0]"),
+            (
+                routine(r#"{"type":"cron","schedule":"0 8 * *"}"#, CMD),
+                "routines.r.trigger.schedule",
+            ),
+            (
+                routine(r#"{"type":"cron","schedule":"0 25 * * *"}"#, CMD),
+                "routines.r.trigger.schedule",
+            ),
+            (
+                routine(
+                    r#"{"type":"cron","schedule":"0 8 * * *","timezone":"Mars/Base"}"#,
+                    CMD,
+                ),
+                "routines.r.trigger.timezone",
+            ),
+            (
+                routine(r#"{"type":"interval","seconds":0}"#, CMD),
+                "routines.r.trigger.seconds",
+            ),
+            (
+                routine(r#"{"type":"event","match":"a*b"}"#, CMD),
+                "routines.r.trigger.match",
+            ),
+            (
+                routine(r#"{"type":"event","match":""}"#, CMD),
+                "routines.r.trigger.match",
+            ),
+            (
+                routine(r#"{"type":"webhook","path":"a/b","secret_file":"/s"}"#, CMD),
+                "routines.r.trigger.path",
+            ),
+            (
+                routine(
+                    r#"{"type":"webhook","path":"x","secret_file":"/nix/store/abc-s"}"#,
+                    CMD,
+                ),
+                "routines.r.trigger.secret_file",
+            ),
+            (
+                routine(r#"{"type":"webhook","path":"x","secret_file":"rel"}"#, CMD),
+                "routines.r.trigger.secret_file",
+            ),
+            (
+                routine(
+                    r#"{"type":"interval","seconds":5}"#,
+                    r#"{"type":"command","command":[],"timeout_secs":5}"#,
+                ),
+                "routines.r.action.command",
+            ),
+            (
+                routine(
+                    r#"{"type":"interval","seconds":5}"#,
+                    r#"{"type":"command","command":["x"],"timeout_secs":0}"#,
+                ),
+                "routines.r.action.timeout_secs",
+            ),
+            (
+                routine(
+                    r#"{"type":"interval","seconds":5}"#,
+                    r#"{"type":"command","command":["x"],"timeout_secs":5,"env":{"A=B":"c"}}"#,
+                ),
+                "routines.r.action.env",
+            ),
+            (
+                routine(
+                    r#"{"type":"interval","seconds":5}"#,
+                    r#"{"type":"command","command":["x"],"timeout_secs":5,"env":{"OSMODA_RUN":"c"}}"#,
+                ),
+                "routines.r.action.env",
+            ),
+            (
+                routine(
+                    r#"{"type":"interval","seconds":5}"#,
+                    r#"{"type":"http","method":"GET","path":"health"}"#,
+                ),
+                "routines.r.action.path",
+            ),
+            (
+                routine(
+                    r#"{"type":"interval","seconds":5}"#,
+                    r#"{"type":"prompt","message":"hi"}"#,
+                ),
+                "routines.r.action is a prompt",
+            ),
+            (
+                routine(
+                    r#"{"type":"interval","seconds":5}"#,
+                    r#"{"type":"chain","steps":[]}"#,
+                ),
+                "routines.r.action.steps",
+            ),
+            (
+                routine(
+                    r#"{"type":"interval","seconds":5}"#,
+                    r#"{"type":"chain","steps":[{"type":"chain","steps":[]}]}"#,
+                ),
+                "routines.r.action.steps[0]",
+            ),
         ];
         for (json, want) in &bad {
             let e = parse(json).validate().unwrap_err();
             assert!(e.starts_with(want), "{json}: {e}");
         }
-        let mut c = parse(&routine(r#"{"type":"interval","seconds":5}"#, r#"{"type":"prompt","message":"hi"}"#));
+        let mut c = parse(&routine(
+            r#"{"type":"interval","seconds":5}"#,
+            r#"{"type":"prompt","message":"hi"}"#,
+        ));
         c.gateway_url = Some("http://127.0.0.1:18789".into());
         c.validate().unwrap_or_else(|e| panic!("{e}"));
         c.gateway_url = Some("http://example.com".into());

@@ -13,7 +13,7 @@
 //! - `osmoda_ledger_appends_total` and the histogram `osmoda_ledger_commit_events` — events per
 //!   group commit;
 //! - `osmoda_config_edits_total{outcome}`, `osmoda_switches_total{state}`,
-//!   `osmoda_watcher_checks_total{result}`.
+//!   `osmoda_watcher_checks_total{result}`, `osmoda_routine_runs_total{state}`.
 
 use std::sync::OnceLock;
 
@@ -71,6 +71,7 @@ pub struct Metrics {
     edits: Family<OutcomeLabel, Counter>,
     switches: Family<StateLabel, Counter>,
     checks: Family<ResultLabel, Counter>,
+    routine_runs: Family<StateLabel, Counter>,
 }
 
 /// Label values are chosen by code, but clamp them anyway so that no caller can grow the
@@ -125,6 +126,12 @@ impl Metrics {
         );
         let checks = Family::<ResultLabel, Counter>::default();
         registry.register("watcher_checks", "Watcher checks by result", checks.clone());
+        let routine_runs = Family::<StateLabel, Counter>::default();
+        registry.register(
+            "routine_runs",
+            "Routine runs by final status",
+            routine_runs.clone(),
+        );
         Metrics {
             registry,
             http,
@@ -135,6 +142,7 @@ impl Metrics {
             edits,
             switches,
             checks,
+            routine_runs,
         }
     }
 
@@ -192,6 +200,15 @@ impl Metrics {
         self.checks
             .get_or_create(&ResultLabel {
                 result: label(result),
+            })
+            .inc();
+    }
+
+    /// Counts one routine run by its final status (`ok`, `failed`, `skipped`).
+    pub fn routine_run(&self, status: &str) {
+        self.routine_runs
+            .get_or_create(&StateLabel {
+                state: label(status),
             })
             .inc();
     }

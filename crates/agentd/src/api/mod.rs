@@ -7,6 +7,7 @@ pub mod exec;
 pub mod fs;
 pub mod health;
 pub mod incidents;
+pub mod subscribe;
 pub mod system;
 pub mod units;
 
@@ -25,6 +26,7 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/events/log", get(events::log))
         .route("/events/search", get(events::search))
         .route("/events/append", post(events::append))
+        .route("/events/subscribe", get(subscribe::subscribe))
         .route("/receipts", get(events::receipts))
         .route("/incident/create", post(incidents::create))
         .route("/incident/{id}/step", post(incidents::step))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use osmoda_config::{HealthCheck, SafeSwitchDefaults, WatchAction, WatchConfig, Watcher};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{page_limit, paged, ApiError, Json};
 use crate::error::WatchError;
@@ -29,13 +29,7 @@ pub struct AddBody {
 
 /// A watcher name must be a plain Nix attribute name (it becomes an option path segment).
 fn check_name(name: &str) -> Result<(), WatchError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
+    if osmoda_config::option::valid_attr_name(name) {
         Ok(())
     } else {
         Err(WatchError::BadRequest(format!(
@@ -46,33 +40,6 @@ fn check_name(name: &str) -> Result<(), WatchError> {
 
 fn option_path(name: &str) -> String {
     format!("services.osmoda.watch.watchers.{name}")
-}
-
-/// snake_case JSON keys → the camelCase NixOS option names (`expect_status` → `expectStatus`).
-fn camel_keys(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut out = Map::new();
-            for (k, v) in m {
-                let mut key = String::new();
-                let mut up = false;
-                for c in k.chars() {
-                    if c == '_' {
-                        up = true;
-                    } else if up {
-                        key.extend(c.to_uppercase());
-                        up = false;
-                    } else {
-                        key.push(c);
-                    }
-                }
-                out.insert(key, camel_keys(v));
-            }
-            Value::Object(out)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(camel_keys).collect()),
-        other => other.clone(),
-    }
 }
 
 pub(super) async fn add(
@@ -95,10 +62,7 @@ pub(super) async fn add(
     };
     probe.validate().map_err(WatchError::BadRequest)?;
     let check = serde_json::to_value(&def.check).unwrap_or_default();
-    let mut check = camel_keys(&check);
-    if let Value::Object(m) = &mut check {
-        m.retain(|_, v| !v.is_null());
-    }
+    let check = osmoda_config::option::option_keys(&check, &[]);
     let value =
         json!({ "check": check, "intervalSecs": def.interval_secs, "actions": def.actions });
     let reason = b
@@ -123,16 +87,11 @@ async fn apply(
     plan: String,
     ttl_secs: Option<u64>,
 ) -> Result<Value, WatchError> {
-    // agentd answers `{generation: {rev, ..}, event_id, ..}`; accept a top-level `rev` too.
-    let rev = edit
-        .get("rev")
-        .or_else(|| edit.get("generation").and_then(|g| g.get("rev")))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            WatchError::Agentd(format!(
-                "agentd's config API answered without a rev: {edit}"
-            ))
-        })?;
+    let rev = osmoda_config::option::landed_rev(edit).ok_or_else(|| {
+        WatchError::Agentd(format!(
+            "agentd's config API answered without a rev: {edit}"
+        ))
+    })?;
     let s = st
         .engine
         .begin(BeginRequest {
@@ -207,18 +166,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_keys() {
+    fn names() {
         assert!(check_name("web-1").is_ok());
-        assert!(check_name("_x").is_ok());
         for bad in ["", "1a", "a.b", "a b", "a\"b", &"x".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
-        let v = camel_keys(
-            &json!({ "type": "http", "expect_status": 200, "body_contains": "ok", "x": [{ "min_free_percent": 1 }] }),
-        );
-        assert_eq!(
-            v,
-            json!({ "type": "http", "expectStatus": 200, "bodyContains": "ok", "x": [{ "minFreePercent": 1 }] })
-        );
     }
 }

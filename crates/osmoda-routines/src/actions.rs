@@ -1,0 +1,293 @@
+//! What a routine does: a command behind the command boundary (osmoda-sandbox), an HTTP call
+//! to a daemon's socket, a prompt to the OpenClaw gateway, or a chain of these.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use osmoda_config::RoutineAction;
+use osmoda_sandbox::{Boundary, Exit, Spec};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::history::Outcome;
+
+/// Largest trigger payload handed to a command (`OSMODA_PAYLOAD`) or a prompt.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Output kept of an http or prompt action.
+pub const MAX_HTTP_OUTPUT: usize = 64 * 1024;
+
+/// What a run needs from the daemon.
+#[derive(Debug, Clone)]
+pub struct ActionEnv {
+    /// Paths no command may see.
+    pub boundary: Boundary,
+    /// agentd's socket, the default of `http` actions.
+    pub agentd_socket: PathBuf,
+    /// The OpenClaw gateway (`http://127.0.0.1:<port>`) for prompts.
+    pub gateway_url: Option<String>,
+    /// Bearer token for the gateway (`OPENCLAW_GATEWAY_TOKEN`).
+    pub gateway_token: Option<String>,
+}
+
+/// What fired a run, handed to its action.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fired {
+    /// `cron`, `interval`, `event`, `webhook`, `manual` or `missed`.
+    pub kind: String,
+    /// The ledger event id, scheduled time, or webhook MAC hash.
+    pub reference: String,
+    /// The event (`{id, type, actor, payload}`) or webhook body, when there is one.
+    pub payload: Option<Value>,
+}
+
+/// One run: routine name, run id and what fired it.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// Routine name.
+    pub routine: String,
+    /// History id of the run.
+    pub run_id: i64,
+    /// What fired it.
+    pub fired: Fired,
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn failed(error: String) -> Outcome {
+    Outcome {
+        ok: false,
+        exit: None,
+        output: String::new(),
+        output_sha256: sha256_hex(b""),
+        error: Some(error),
+    }
+}
+
+fn payload_text(info: &RunInfo) -> Option<String> {
+    let p = info.fired.payload.as_ref()?.to_string();
+    (p.len() <= MAX_PAYLOAD_BYTES).then_some(p)
+}
+
+/// Runs `action` to its end and says how it went; never panics, never returns early without an
+/// outcome. A chain stops at its first failed step.
+pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Outcome {
+    match action {
+        RoutineAction::Chain { steps } => {
+            let mut outputs = Vec::new();
+            let mut last = failed("empty chain".into());
+            for (i, step) in steps.iter().enumerate() {
+                last = Box::pin(run(step, env, info)).await;
+                outputs.push(format!("[step {i}] {}", last.output));
+                if !last.ok {
+                    last.error = Some(format!(
+                        "step {i} failed: {}",
+                        last.error.clone().unwrap_or_default()
+                    ));
+                    break;
+                }
+            }
+            let output = outputs.join("\n");
+            Outcome {
+                output_sha256: sha256_hex(output.as_bytes()),
+                output,
+                ..last
+            }
+        }
+        RoutineAction::Command {
+            command,
+            timeout_secs,
+            env: vars,
+            user,
+            output_limit_bytes,
+        } => {
+            let mut spec = Spec::new(command.clone())
+                .timeout(Duration::from_secs(*timeout_secs))
+                .output_limit(usize::try_from(*output_limit_bytes).unwrap_or(usize::MAX))
+                .env("OSMODA_ROUTINE", &info.routine)
+                .env("OSMODA_RUN_ID", info.run_id.to_string())
+                .env(
+                    "OSMODA_TRIGGER",
+                    json!({ "type": info.fired.kind, "ref": info.fired.reference }).to_string(),
+                );
+            if let Some(p) = payload_text(info) {
+                spec = spec.env("OSMODA_PAYLOAD", p);
+            }
+            if let Some(u) = user {
+                spec = spec.user(u);
+            }
+            for (k, v) in vars {
+                spec = spec.env(k, v);
+            }
+            match env.boundary.run(&spec).await {
+                Err(e) => failed(format!("could not start the command: {e}")),
+                Ok(out) => {
+                    let mut all = out.stdout.clone();
+                    all.extend_from_slice(&out.stderr);
+                    let mut output = out.stdout_lossy();
+                    if !out.stderr.is_empty() {
+                        output.push_str(&out.stderr_lossy());
+                    }
+                    let code = match out.exit {
+                        Exit::Code(c) => Some(i64::from(c)),
+                        _ => None,
+                    };
+                    Outcome {
+                        ok: out.success(),
+                        exit: code,
+                        output,
+                        output_sha256: sha256_hex(&all),
+                        error: (!out.success()).then(|| {
+                            format!(
+                                "{}{}",
+                                out.describe(),
+                                if out.truncated {
+                                    " (output truncated)"
+                                } else {
+                                    ""
+                                }
+                            )
+                        }),
+                    }
+                }
+            }
+        }
+        RoutineAction::Http {
+            socket,
+            method,
+            path,
+            body,
+            timeout_secs,
+        } => {
+            let sock = socket.clone().unwrap_or_else(|| env.agentd_socket.clone());
+            let client = osmoda_client::Client::new(&sock)
+                .as_daemon("osmoda-routines")
+                .with_timeout(Duration::from_secs(*timeout_secs));
+            let m =
+                hyper::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(hyper::Method::GET);
+            match client.request(m, path, body.as_ref()).await {
+                Err(e) => failed(format!("{} {path}: {e}", method.as_str())),
+                Ok(resp) => {
+                    let text = match &resp.body {
+                        Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    };
+                    let ok = resp.is_success();
+                    Outcome {
+                        ok,
+                        exit: Some(i64::from(resp.status)),
+                        output_sha256: sha256_hex(text.as_bytes()),
+                        output: truncate(text, MAX_HTTP_OUTPUT),
+                        error: (!ok).then(|| {
+                            format!("{} {path} answered {}", method.as_str(), resp.status)
+                        }),
+                    }
+                }
+            }
+        }
+        RoutineAction::Prompt {
+            message,
+            timeout_secs,
+        } => {
+            let Some(url) = &env.gateway_url else {
+                return failed(
+                    "no OpenClaw gateway is configured (services.osmoda.gateway.enable)".into(),
+                );
+            };
+            let mut content = message.clone();
+            if info.fired.payload.is_some() || info.fired.kind != "manual" {
+                content.push_str(&format!(
+                    "\n\n[osmoda routine {:?}, run {}, fired by {} {}]",
+                    info.routine, info.run_id, info.fired.kind, info.fired.reference
+                ));
+                if let Some(p) = payload_text(info) {
+                    content.push_str(&format!("\n{}", truncate(p, 4096)));
+                }
+            }
+            let req = json!({
+                "model": "openclaw",
+                "messages": [{ "role": "user", "content": content }],
+            });
+            let fut = prompt(url, env.gateway_token.as_deref(), &req);
+            match tokio::time::timeout(Duration::from_secs(*timeout_secs), fut).await {
+                Err(_) => failed(format!(
+                    "the gateway did not answer within {timeout_secs} s"
+                )),
+                Ok(Err(e)) => failed(e),
+                Ok(Ok((status, body))) => {
+                    let reply = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|v| {
+                            v.pointer("/choices/0/message/content")
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                    let ok = (200..300).contains(&status);
+                    Outcome {
+                        ok,
+                        exit: Some(i64::from(status)),
+                        output_sha256: sha256_hex(reply.as_bytes()),
+                        output: truncate(reply, MAX_HTTP_OUTPUT),
+                        error: (!ok).then(|| format!("the gateway answered {status}")),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// `POST <url>/v1/chat/completions` over plain HTTP/1.1 on loopback; `(status, body)`.
+async fn prompt(url: &str, token: Option<&str>, body: &Value) -> Result<(u16, Vec<u8>), String> {
+    let authority = url
+        .strip_prefix("http://")
+        .map(|r| r.trim_end_matches('/'))
+        .ok_or_else(|| format!("gateway URL {url:?} is not http://"))?;
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("cannot connect to the gateway at {authority}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("gateway handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let bytes = Bytes::from(body.to_string());
+    let mut req = hyper::Request::post("/v1/chat/completions")
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::CONTENT_LENGTH, bytes.len());
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(bytes))
+        .map_err(|e| format!("cannot build the gateway request: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("gateway request failed: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), 4 * 1024 * 1024)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the gateway's answer: {e}"))?
+        .to_bytes();
+    Ok((status, body.to_vec()))
+}

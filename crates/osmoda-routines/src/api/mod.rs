@@ -1,0 +1,133 @@
+//! HTTP/1.1 + JSON API on the Unix socket, and the one place errors become responses.
+
+mod routines;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde_json::json;
+
+use crate::error::RoutinesError;
+use crate::AppState;
+
+/// Largest request body (webhook payloads included).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Every route of osmoda-routines.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(routines::health))
+        .route("/routine/list", get(routines::list))
+        .route("/routine/history", get(routines::history))
+        .route("/routine/trigger/{id}", post(routines::trigger))
+        .route("/routine/add", post(routines::add))
+        .route("/routine/remove/{id}", delete(routines::remove))
+        .route("/webhook/{path}", post(webhook::webhook))
+        .fallback(|| async {
+            ApiError(RoutinesError::NotFound(
+                "no such route; see docs/api.md".into(),
+            ))
+        })
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({
+            "error": format!("{method} is not allowed on {}", uri.path()),
+            "detail": { "kind": "method_not_allowed", "hint": "docs/api.md lists each route's method" },
+        })),
+    )
+        .into_response()
+}
+
+/// A [`RoutinesError`] on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub RoutinesError);
+
+impl From<RoutinesError> for ApiError {
+    fn from(e: RoutinesError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    /// `{"error": "<what was wrong>", "detail": {"kind": "<code>", "hint": "<what to do>"}}`.
+    fn into_response(self) -> Response {
+        let (status, kind, hint) = match &self.0 {
+            RoutinesError::BadRequest(_) | RoutinesError::Config(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "fix the request as the error says (docs/api.md lists the fields); nothing was changed",
+            ),
+            RoutinesError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "sign `<timestamp>.<body>` with HMAC-SHA256 and the routine's secret: X-Osmoda-Timestamp (Unix seconds) and X-Osmoda-Signature: sha256=<hex>",
+            ),
+            RoutinesError::NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "list routines with GET /routine/list",
+            ),
+            RoutinesError::Conflict(_) => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "nothing was run or changed; see the error",
+            ),
+            RoutinesError::Agentd(_) => (
+                StatusCode::BAD_GATEWAY,
+                "agentd_unavailable",
+                "is agentd (or osmoda-watch) running? check `systemctl status osmoda-agentd osmoda-watch`",
+            ),
+            RoutinesError::History(_) | RoutinesError::Io { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "see osmoda-routines' log (`journalctl -u osmoda-routines`)",
+            ),
+        };
+        if status.is_server_error() {
+            tracing::error!("{}", self.0);
+        }
+        (
+            status,
+            axum::Json(json!({
+                "error": self.0.message(),
+                "detail": { "kind": kind, "hint": hint },
+            })),
+        )
+            .into_response()
+    }
+}
+
+/// JSON body extractor whose rejections use the API's error shape.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError(RoutinesError::BadRequest(format!(
+            "invalid JSON body: {}",
+            r.body_text()
+        )))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError(RoutinesError::BadRequest(format!(
+            "invalid query: {}",
+            r.body_text()
+        )))
+    }
+}

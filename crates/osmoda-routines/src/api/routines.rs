@@ -1,0 +1,337 @@
+//! `/routine/*` and `/health`. Routines live in the config tree: add and remove edit
+//! `services.osmoda.routines.<name>` through agentd's config API and apply the new generation
+//! with osmoda-watch's SafeSwitch, as `/watcher/add` does; the routine runs once the rendered
+//! `routines.json` arrives.
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use osmoda_config::{Concurrency, Missed, Routine, RoutineAction, RoutinesConfig, Trigger};
+use osmoda_daemon::server::PeerCred;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{ApiError, Json};
+use crate::actions::Fired;
+use crate::error::RoutinesError;
+use crate::history::MAX_PAGE;
+use crate::schedule::Schedule;
+use crate::AppState;
+
+pub(super) async fn health(State(st): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
+    let cfg = st.engine.config();
+    let error = st
+        .config_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Ok(axum::Json(json!({
+        "status": if error.is_none() { "ok" } else { "config_refused" },
+        "routines": cfg.routines.len(),
+        "enabled": cfg.routines.values().filter(|r| r.enable).count(),
+        "active_runs": st.engine.active(),
+        "event_cursor": st.engine.history().cursor()?,
+        "config_error": error,
+    })))
+}
+
+/// One routine as listed.
+#[derive(Debug, Serialize)]
+pub struct RoutineView {
+    name: String,
+    #[serde(flatten)]
+    routine: Routine,
+    /// Next scheduled run (cron and interval), RFC 3339.
+    next_run: Option<String>,
+    /// The newest run: `{id, status, started_at, ended_at, exit}`.
+    last_run: Option<Value>,
+}
+
+/// Query of `GET /routine/list`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Start after this name.
+    after: Option<String>,
+    /// Page size, 1..=1000 (default 1000).
+    limit: Option<usize>,
+}
+
+fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(RoutinesError::BadRequest(format!(
+            "limit {limit} must be between 1 and {MAX_PAGE}"
+        ))
+        .into());
+    }
+    Ok(limit)
+}
+
+pub(super) async fn list(
+    State(st): State<Arc<AppState>>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Vec<RoutineView>>, ApiError> {
+    let Query(q) = q?;
+    let limit = page_limit(q.limit, MAX_PAGE)?;
+    let cfg = st.engine.config();
+    let now = st.opts.clock.now();
+    let h = st.engine.history();
+    let mut out = Vec::new();
+    let range = match &q.after {
+        Some(a) => cfg.routines.range::<str, _>((
+            std::ops::Bound::Excluded(a.as_str()),
+            std::ops::Bound::Unbounded,
+        )),
+        None => cfg.routines.range::<str, _>(..),
+    };
+    for (name, r) in range.take(limit) {
+        let next_run = match (r.enable, Schedule::of(&r.trigger)) {
+            (true, Ok(Some(s))) => {
+                let anchor = h
+                    .mark(name)?
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .unwrap_or(now);
+                s.next_after(now, anchor)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            }
+            _ => None,
+        };
+        let last_run = h.list(Some(name), None, 1)?.into_iter().next().map(|r| {
+            json!({ "id": r.id, "status": r.status, "started_at": r.started_at,
+                    "ended_at": r.ended_at, "exit": r.exit })
+        });
+        out.push(RoutineView {
+            name: name.clone(),
+            routine: r.clone(),
+            next_run,
+            last_run,
+        });
+    }
+    Ok(axum::Json(out))
+}
+
+/// Query of `GET /routine/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only runs of this routine.
+    routine: Option<String>,
+    /// Only runs with a smaller id (the `x-next-cursor` of the previous page).
+    before_id: Option<i64>,
+    /// Page size, 1..=1000 (default 100).
+    limit: Option<usize>,
+}
+
+pub(super) async fn history(
+    State(st): State<Arc<AppState>>,
+    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let Query(q) = q?;
+    let limit = page_limit(q.limit, 100)?;
+    let runs = st
+        .engine
+        .history()
+        .list(q.routine.as_deref(), q.before_id, limit)?;
+    let mut headers = HeaderMap::new();
+    if runs.len() == limit {
+        if let Some(last) = runs.last() {
+            if let Ok(v) = last.id.to_string().parse() {
+                headers.insert("x-next-cursor", v);
+            }
+        }
+    }
+    Ok((headers, axum::Json(runs)).into_response())
+}
+
+/// Body of `POST /routine/trigger/{id}` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    /// Handed to the action (`OSMODA_PAYLOAD`, or appended to a prompt).
+    payload: Option<Value>,
+}
+
+pub(super) async fn trigger(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let b: TriggerBody = if body.is_empty() {
+        TriggerBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| RoutinesError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let who = format!(
+        "uid={},pid={}",
+        peer.uid.map_or("?".into(), |u| u.to_string()),
+        peer.pid.map_or("?".into(), |p| p.to_string())
+    );
+    let fired = Fired {
+        kind: "manual".into(),
+        reference: who,
+        payload: b.payload,
+    };
+    let f = st.engine.fire(&id, fired).await?;
+    Ok(axum::Json(
+        json!({ "routine": id, "run_id": f.run_id, "status": f.status }),
+    ))
+}
+
+/// Body of `POST /routine/add`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddBody {
+    name: String,
+    trigger: Trigger,
+    action: RoutineAction,
+    enable: Option<bool>,
+    missed: Option<Missed>,
+    jitter_secs: Option<u64>,
+    concurrency: Option<Concurrency>,
+    /// The commit message.
+    reason: Option<String>,
+    /// TTL of the SafeSwitch that applies it.
+    ttl_secs: Option<u64>,
+}
+
+fn option_path(name: &str) -> String {
+    format!("services.osmoda.routines.{name}")
+}
+
+fn check_name(name: &str) -> Result<(), RoutinesError> {
+    if osmoda_config::routines::valid_name(name) {
+        Ok(())
+    } else {
+        Err(RoutinesError::BadRequest(format!(
+            "routine name {name:?} must start with a letter or '_' and contain only letters, digits, '-' and '_' (at most 64)"
+        )))
+    }
+}
+
+/// POST to agentd or osmoda-watch; 2xx → body, 409 → Conflict, other 4xx → BadRequest (with
+/// their message), anything else → Agentd.
+async fn call(c: &osmoda_client::Client, path: &str, body: &Value) -> Result<Value, RoutinesError> {
+    let who = c.socket().display().to_string();
+    let r = c
+        .post(path, body)
+        .await
+        .map_err(|e| RoutinesError::Agentd(format!("POST {path} on {who}: {e}")))?;
+    match r.status {
+        200..=299 => Ok(r.body),
+        409 => Err(RoutinesError::Conflict(format!(
+            "{who} refused POST {path} (409): {}",
+            r.body
+        ))),
+        s @ 400..=499 => Err(RoutinesError::BadRequest(format!(
+            "{who} refused POST {path} ({s}): {}",
+            r.body
+        ))),
+        s => Err(RoutinesError::Agentd(format!(
+            "POST {path} on {who} answered {s}: {}",
+            r.body
+        ))),
+    }
+}
+
+/// Applies the generation of a config edit with SafeSwitch.
+async fn apply(
+    st: &AppState,
+    edit: &Value,
+    plan: String,
+    ttl_secs: Option<u64>,
+) -> Result<Value, RoutinesError> {
+    let rev = osmoda_config::option::landed_rev(edit).ok_or_else(|| {
+        RoutinesError::Agentd(format!(
+            "agentd's config API answered without a rev: {edit}"
+        ))
+    })?;
+    let mut body = json!({ "generation": rev, "plan": plan, "health_checks": [] });
+    if let Some(t) = ttl_secs {
+        body["ttl_secs"] = json!(t);
+    }
+    call(&st.watch, "/switch/begin", &body).await
+}
+
+pub(super) async fn add(
+    State(st): State<Arc<AppState>>,
+    Json(b): Json<AddBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    check_name(&b.name)?;
+    let routine = Routine {
+        enable: b.enable.unwrap_or(true),
+        trigger: b.trigger,
+        action: b.action,
+        missed: b.missed.unwrap_or_default(),
+        jitter_secs: b.jitter_secs.unwrap_or(0),
+        concurrency: b.concurrency.unwrap_or_default(),
+    };
+    // Judge it as the daemon will: next to the routines in force (webhook paths are unique),
+    // with this machine's gateway and boundary.
+    let current = st.engine.config();
+    let mut probe: RoutinesConfig = (*current).clone();
+    probe.routines.insert(b.name.clone(), routine.clone());
+    probe.validate().map_err(RoutinesError::BadRequest)?;
+    let value = osmoda_config::option::option_keys(
+        &serde_json::to_value(&routine).unwrap_or_default(),
+        &["env", "body"],
+    );
+    let reason = b
+        .reason
+        .unwrap_or_else(|| format!("add routine {}", b.name));
+    let edit = call(
+        &st.agentd,
+        "/config/set",
+        &json!({ "path": option_path(&b.name), "value": value, "reason": reason }),
+    )
+    .await?;
+    let switch = apply(&st, &edit, format!("add routine {}", b.name), b.ttl_secs).await?;
+    Ok(axum::Json(
+        json!({ "name": b.name, "routine": routine, "config": edit, "switch": switch }),
+    ))
+}
+
+/// Query of `DELETE /routine/remove/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    /// The commit message.
+    reason: Option<String>,
+}
+
+pub(super) async fn remove(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    q: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(q) = q?;
+    check_name(&id)?;
+    if !st.engine.config().routines.contains_key(&id) {
+        return Err(
+            RoutinesError::NotFound(format!("no routine named {id:?} is configured")).into(),
+        );
+    }
+    let reason = q.reason.unwrap_or_else(|| format!("remove routine {id}"));
+    let edit = call(
+        &st.agentd,
+        "/config/unset",
+        &json!({ "path": option_path(&id), "reason": reason }),
+    )
+    .await
+    .map_err(|e| match e {
+        // A routine the module defines by default (the HEARTBEAT ones) is not in the tree.
+        RoutinesError::BadRequest(m) if m.contains("(404)") => RoutinesError::Conflict(format!(
+            "routine {id:?} is not defined in the config tree (a default routine?): \
+                 disable it with `services.osmoda.routines.{id}.enable = false` ({m})"
+        )),
+        other => other,
+    })?;
+    let switch = apply(&st, &edit, format!("remove routine {id}"), None).await?;
+    Ok(axum::Json(
+        json!({ "removed": id, "config": edit, "switch": switch }),
+    ))
+}

@@ -1,0 +1,121 @@
+//! `POST /webhook/{path}`: a routine's webhook. The request must carry
+//! `X-Osmoda-Timestamp: <Unix seconds>` and `X-Osmoda-Signature: sha256=<hex>`, the
+//! HMAC-SHA256 of `<timestamp>.<body>` under the secret in the routine's `secretFile`.
+//! A missing or wrong signature, or a timestamp outside the replay window, is 401; a
+//! signature already accepted inside the window (a replay) is 409. Nothing runs then.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use osmoda_config::Trigger;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::ApiError;
+use crate::actions::Fired;
+use crate::error::RoutinesError;
+use crate::AppState;
+
+/// Header with the request's Unix time in seconds (part of the signed content).
+pub const TIMESTAMP_HEADER: &str = "x-osmoda-timestamp";
+/// Header with `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
+pub const SIGNATURE_HEADER: &str = "x-osmoda-signature";
+
+fn unauthorized(m: &str) -> ApiError {
+    ApiError(RoutinesError::Unauthorized(m.to_string()))
+}
+
+/// The MAC a sender computes: HMAC-SHA256(secret, `"<timestamp>.<body>"`).
+pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Some(mac.finalize().into_bytes().to_vec())
+}
+
+pub(super) async fn webhook(
+    State(st): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let cfg = st.engine.config();
+    let found = cfg.routines.iter().find_map(|(name, r)| match &r.trigger {
+        Trigger::Webhook {
+            path: p,
+            secret_file,
+            replay_window_secs,
+        } if *p == path && r.enable => {
+            Some((name.clone(), secret_file.clone(), *replay_window_secs))
+        }
+        _ => None,
+    });
+    let Some((name, secret_file, window)) = found else {
+        return Err(RoutinesError::NotFound(format!(
+            "no enabled routine has the webhook {path:?}"
+        ))
+        .into());
+    };
+    let secret = std::fs::read(&secret_file)
+        .map_err(RoutinesError::io("read the webhook secret", &secret_file))?;
+    let secret = secret.strip_suffix(b"\n").unwrap_or(&secret);
+    if secret.is_empty() {
+        return Err(RoutinesError::Config(format!(
+            "the webhook secret {} is empty; put a random secret in it",
+            secret_file.display()
+        ))
+        .into());
+    }
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+    let ts = header(TIMESTAMP_HEADER).ok_or_else(|| unauthorized("missing X-Osmoda-Timestamp"))?;
+    let sig = header(SIGNATURE_HEADER)
+        .and_then(|s| s.strip_prefix("sha256="))
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| unauthorized("missing or malformed X-Osmoda-Signature (sha256=<hex>)"))?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret).map_err(|_| unauthorized("unusable secret"))?;
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(&body);
+    if mac.verify_slice(&sig).is_err() {
+        return Err(unauthorized("the signature does not match"));
+    }
+    let now = st.opts.clock.now().timestamp();
+    let sent: i64 = ts
+        .parse()
+        .map_err(|_| unauthorized("X-Osmoda-Timestamp is not Unix seconds"))?;
+    let window_i = i64::try_from(window).unwrap_or(i64::MAX);
+    if (now - sent).abs() > window_i {
+        return Err(unauthorized(&format!(
+            "the timestamp is {}s away from this machine's clock; the window is {window}s",
+            now - sent
+        )));
+    }
+    let id = hex::encode(Sha256::digest(&sig));
+    let window_ms = window_i.saturating_mul(1000);
+    if !st
+        .engine
+        .history()
+        .webhook_first_seen(&id, now * 1000, window_ms)?
+    {
+        return Err(RoutinesError::Conflict(
+            "this signed request was already accepted (a replay); sign a new timestamp".into(),
+        )
+        .into());
+    }
+    let payload = serde_json::from_slice::<Value>(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let fired = Fired {
+        kind: "webhook".into(),
+        reference: id[..16].to_string(),
+        payload: Some(payload),
+    };
+    let f = st.engine.fire(&name, fired).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "routine": name, "run_id": f.run_id, "status": f.status })),
+    ))
+}

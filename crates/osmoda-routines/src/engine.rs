@@ -1,0 +1,315 @@
+//! The engine: owns the routines of the current `routines.json`, starts runs under each
+//! routine's concurrency policy, records every run in the history and in the ledger
+//! (`routine.run.started` / `routine.run.finished` / `routine.run.skipped`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use osmoda_client::Reporter;
+use osmoda_config::{Concurrency, Routine, RoutinesConfig};
+use serde_json::json;
+use tokio::sync::{broadcast, Notify};
+
+use crate::actions::{self, ActionEnv, Fired, RunInfo};
+use crate::error::{Result, RoutinesError};
+use crate::history::{History, Outcome};
+
+/// Runs that may wait behind a busy routine with `concurrency = "queue"`; beyond it a new run
+/// is recorded as skipped.
+pub const MAX_QUEUED: usize = 10_000;
+
+/// What `fire` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Fire {
+    /// History id of the run.
+    pub run_id: i64,
+    /// `queued` (it starts as soon as its turn comes) or `skipped`.
+    pub status: &'static str,
+}
+
+/// A run's action started (for tests and the benchmark: a readiness signal, not a log).
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Routine name.
+    pub routine: String,
+    /// History id.
+    pub run_id: i64,
+    /// What fired it.
+    pub fired: Fired,
+    /// When the action started.
+    pub at: std::time::Instant,
+}
+
+struct Slot {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    waiting: AtomicUsize,
+}
+
+/// The running routines. Cheap to share (`Arc`).
+pub struct Engine {
+    history: Arc<History>,
+    reporter: Reporter,
+    env: RwLock<ActionEnv>,
+    config: RwLock<Arc<RoutinesConfig>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    active: AtomicUsize,
+    tasks: AtomicUsize,
+    idle: Notify,
+    stopping: AtomicBool,
+    started: broadcast::Sender<Started>,
+}
+
+fn routine_payload(name: &str, run_id: i64, fired: &Fired) -> serde_json::Value {
+    json!({ "routine": name, "run_id": run_id, "trigger": fired.kind, "ref": fired.reference })
+}
+
+impl Engine {
+    /// An engine over `config`, recording into `history` and the ledger through `reporter`.
+    pub fn new(
+        config: RoutinesConfig,
+        history: Arc<History>,
+        reporter: Reporter,
+        env: ActionEnv,
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
+            history,
+            reporter,
+            env: RwLock::new(env),
+            config: RwLock::new(Arc::new(config)),
+            slots: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
+            tasks: AtomicUsize::new(0),
+            idle: Notify::new(),
+            stopping: AtomicBool::new(false),
+            started: broadcast::channel(4096).0,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<RoutinesConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the configuration (already validated) and the action environment.
+    pub fn set_config(&self, config: RoutinesConfig, env: ActionEnv) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        *self.env.write().unwrap_or_else(|e| e.into_inner()) = env;
+    }
+
+    /// The history database.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    /// Subscribes to "an action started" notices.
+    pub fn started(&self) -> broadcast::Receiver<Started> {
+        self.started.subscribe()
+    }
+
+    /// Runs going on now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    fn slot(&self, name: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(slots.entry(name.to_string()).or_insert_with(|| {
+            Arc::new(Slot {
+                lock: Arc::new(tokio::sync::Mutex::new(())),
+                waiting: AtomicUsize::new(0),
+            })
+        }))
+    }
+
+    /// Fires routine `name` now: records a run and starts it under the routine's concurrency
+    /// policy (a busy routine with `skip` records the run as skipped).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown routine, `Conflict` for a disabled one (nothing recorded);
+    /// `History` when the run cannot be recorded.
+    pub async fn fire(self: &Arc<Self>, name: &str, fired: Fired) -> Result<Fire> {
+        let cfg = self.config();
+        let routine = cfg
+            .routines
+            .get(name)
+            .ok_or_else(|| RoutinesError::NotFound(format!("no routine named {name:?}")))?;
+        if !routine.enable {
+            return Err(RoutinesError::Conflict(format!(
+                "routine {name:?} is disabled (services.osmoda.routines.{name}.enable)"
+            )));
+        }
+        let slot = self.slot(name);
+        if routine.concurrency == Concurrency::Skip && slot.lock.try_lock().is_err() {
+            return self
+                .record_skip(name, &fired, "the previous run is still going")
+                .await;
+        }
+        if slot.waiting.load(Ordering::SeqCst) >= MAX_QUEUED {
+            return self.record_skip(name, &fired, "too many runs queued").await;
+        }
+        let run_id = self.history.queue(name, &fired.kind, &fired.reference)?;
+        self.launch(run_id, name.to_string(), fired);
+        Ok(Fire {
+            run_id,
+            status: "queued",
+        })
+    }
+
+    async fn record_skip(&self, name: &str, fired: &Fired, why: &str) -> Result<Fire> {
+        let run_id = self
+            .history
+            .skipped(name, &fired.kind, &fired.reference, why)?;
+        let mut p = routine_payload(name, run_id, fired);
+        p["why"] = json!(why);
+        self.report("routine.run.skipped", p).await;
+        Ok(Fire {
+            run_id,
+            status: "skipped",
+        })
+    }
+
+    /// Records one event in the ledger (spooled durably; never fails the caller).
+    pub async fn report(&self, kind: &str, payload: serde_json::Value) {
+        if kind == "routine.run.skipped" {
+            osmoda_daemon::metrics::global().routine_run("skipped");
+        }
+        if let Err(e) = self.reporter.report(kind, payload).await {
+            tracing::error!("cannot spool ledger event {kind}: {e}");
+        }
+    }
+
+    /// Starts the queued run `run_id` of `name` in the background: waits for the routine's
+    /// turn (or records it skipped when the routine is busy and `skip`), then runs the action.
+    pub fn launch(self: &Arc<Self>, run_id: i64, name: String, fired: Fired) {
+        let this = Arc::clone(self);
+        let slot = self.slot(&name);
+        slot.waiting.fetch_add(1, Ordering::SeqCst);
+        self.tasks.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            this.run_queued(run_id, name, fired, slot).await;
+            if this.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
+                this.idle.notify_waiters();
+            }
+        });
+    }
+
+    async fn run_queued(
+        self: &Arc<Self>,
+        run_id: i64,
+        name: String,
+        fired: Fired,
+        slot: Arc<Slot>,
+    ) {
+        let this = self;
+        {
+            let routine = this.config().routines.get(&name).cloned();
+            let guard = match &routine {
+                Some(r) if r.concurrency == Concurrency::Skip => {
+                    Arc::clone(&slot.lock).try_lock_owned().ok()
+                }
+                Some(_) => Some(Arc::clone(&slot.lock).lock_owned().await),
+                None => None,
+            };
+            slot.waiting.fetch_sub(1, Ordering::SeqCst);
+            let (Some(routine), Some(_guard)) = (routine, guard) else {
+                let why = "the routine was removed or the previous run is still going";
+                if let Err(e) = this.history.skip(run_id, why) {
+                    tracing::error!("run {run_id}: {e}");
+                }
+                let mut p = routine_payload(&name, run_id, &fired);
+                p["why"] = json!(why);
+                this.report("routine.run.skipped", p).await;
+                return;
+            };
+            if this.stopping.load(Ordering::SeqCst) {
+                return; // stays queued; started after the restart
+            }
+            this.active.fetch_add(1, Ordering::SeqCst);
+            this.execute(run_id, &name, &routine, fired).await;
+            this.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    async fn execute(&self, run_id: i64, name: &str, routine: &Routine, fired: Fired) {
+        match self.history.begin(run_id) {
+            Ok(true) => {}
+            Ok(false) => return, // already started by someone else: never twice
+            Err(e) => {
+                tracing::error!("run {run_id} of {name}: {e}");
+                return;
+            }
+        }
+        let _ = self.started.send(Started {
+            routine: name.to_string(),
+            run_id,
+            fired: fired.clone(),
+            at: std::time::Instant::now(),
+        });
+        self.report("routine.run.started", routine_payload(name, run_id, &fired))
+            .await;
+        let env = self.env.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let t0 = std::time::Instant::now();
+        let info = RunInfo {
+            routine: name.to_string(),
+            run_id,
+            fired: fired.clone(),
+        };
+        let out: Outcome = actions::run(&routine.action, &env, &info).await;
+        if let Err(e) = self.history.finish(run_id, &out) {
+            tracing::error!("run {run_id} of {name}: {e}");
+        }
+        osmoda_daemon::metrics::global().routine_run(if out.ok { "ok" } else { "failed" });
+        let mut p = routine_payload(name, run_id, &fired);
+        p["status"] = json!(if out.ok { "ok" } else { "failed" });
+        p["exit"] = json!(out.exit);
+        p["duration_ms"] = json!(u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX));
+        p["output_sha256"] = json!(out.output_sha256);
+        p["output_bytes"] = json!(out.output.len());
+        p["error"] = json!(out.error);
+        self.report("routine.run.finished", p).await;
+    }
+
+    /// Starts every run a previous process left queued (never started), oldest first.
+    ///
+    /// # Errors
+    /// When the history cannot be read.
+    pub fn resume_queued(self: &Arc<Self>) -> Result<usize> {
+        let queued = self.history.queued()?;
+        let n = queued.len();
+        for (id, routine, kind, reference) in queued {
+            self.launch(
+                id,
+                routine,
+                Fired {
+                    kind,
+                    reference,
+                    payload: None,
+                },
+            );
+        }
+        Ok(n)
+    }
+
+    /// Stops starting runs and waits up to `grace` for the running ones to end (and for the
+    /// waiting ones to give up their turn). Runs not started stay queued for the next start.
+    pub async fn stop(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.tasks.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::warn!(
+                "{} runs still going after {grace:?}; they will be marked interrupted",
+                self.active()
+            );
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! Run history, the event cursor, schedule marks and seen webhook signatures, in one SQLite
+//! database (`<state-dir>/routines.db`, WAL, `synchronous=FULL`).
+//!
+//! Exactly-once event triggers rest on one transaction: [`History::claim_events`] inserts the
+//! run of every (routine, event) pair as `queued` — unique, so a pair can never get a second
+//! run — and moves the cursor past those events, before any action starts. A run becomes
+//! `running` just before its action starts ([`History::begin`]). After a restart, `queued` runs
+//! (never started) are started; a run left `running` by a crash is marked `interrupted`, never
+//! run again: an action starts at most once, and every matching event gets exactly one run.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::{Result, RoutinesError};
+
+/// Most runs one `GET /routine/history` page holds.
+pub const MAX_PAGE: usize = 1000;
+
+/// One run as stored and listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Run {
+    /// Run id (increasing).
+    pub id: i64,
+    /// Routine name.
+    pub routine: String,
+    /// `cron`, `interval`, `event`, `webhook`, `manual` or `missed`.
+    pub trigger: String,
+    /// What fired it: the ledger event id, the scheduled time, the webhook signature's hash.
+    pub trigger_ref: String,
+    /// RFC 3339 start (or when it was refused).
+    pub started_at: String,
+    /// RFC 3339 end, once finished.
+    pub ended_at: Option<String>,
+    /// `queued`, `running`, `ok`, `failed`, `skipped` or `interrupted`.
+    pub status: String,
+    /// Exit code of a command (the last step's for a chain), HTTP status of an http/prompt.
+    pub exit: Option<i64>,
+    /// SHA-256 (hex) of the whole captured output.
+    pub output_sha256: Option<String>,
+    /// The captured output, up to the action's cap.
+    pub output: Option<String>,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+    /// Milliseconds from start to end.
+    pub duration_ms: Option<i64>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// `ok` or `failed`.
+    pub ok: bool,
+    /// Exit code or HTTP status.
+    pub exit: Option<i64>,
+    /// Captured output (capped).
+    pub output: String,
+    /// SHA-256 of everything the action produced (before the cap).
+    pub output_sha256: String,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The history database. All calls are short; it is locked per call.
+pub struct History {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    routine TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    trigger_ref TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    ended_at TEXT,
+    status TEXT NOT NULL,
+    exit INTEGER,
+    output_sha256 TEXT,
+    output TEXT,
+    error TEXT,
+    duration_ms INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_event_once ON runs (routine, trigger_ref) WHERE trigger = 'event';
+CREATE INDEX IF NOT EXISTS runs_routine ON runs (routine, id);
+CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS marks (routine TEXT PRIMARY KEY, last_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS webhook_seen (mac TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn db(e: rusqlite::Error) -> RoutinesError {
+    RoutinesError::History(e.to_string())
+}
+
+impl History {
+    /// Opens (creating) the database and marks runs a previous process left `running` as
+    /// `interrupted`. Returns the number of such runs too.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or is not this schema.
+    pub fn open(path: &Path) -> Result<(History, usize)> {
+        let conn = Connection::open(path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        let n = conn
+            .execute(
+                "UPDATE runs SET status = 'interrupted', ended_at = ?1, \
+                 error = 'the daemon stopped while this run was going' WHERE status = 'running'",
+                params![rfc3339(now_ms())],
+            )
+            .map_err(db)?;
+        Ok((
+            History {
+                conn: Mutex::new(conn),
+            },
+            n,
+        ))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut c = self
+            .conn
+            .lock()
+            .map_err(|_| RoutinesError::History("history lock poisoned".into()))?;
+        f(&mut c).map_err(db)
+    }
+
+    /// Records a run that is due and waits for its turn (`queued`); returns its id.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn queue(&self, routine: &str, trigger: &str, trigger_ref: &str) -> Result<i64> {
+        let ms = now_ms();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (routine, trigger, trigger_ref, started_at, started_ms, status) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
+                params![routine, trigger, trigger_ref, rfc3339(ms), ms],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Marks a queued run `running` as its action starts; `false` when it was not queued.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn begin(&self, id: i64) -> Result<bool> {
+        let ms = now_ms();
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = 'running', started_at = ?2, started_ms = ?3 \
+                 WHERE id = ?1 AND status = 'queued'",
+                params![id, rfc3339(ms), ms],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    /// Marks a queued run `skipped` (its routine was busy or removed).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn skip(&self, id: i64, why: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = 'skipped', ended_at = ?2, error = ?3, duration_ms = 0 \
+                 WHERE id = ?1 AND status = 'queued'",
+                params![id, rfc3339(now_ms()), why],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Runs still `queued` (never started), oldest first: `(id, routine, trigger, trigger_ref)`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn queued(&self) -> Result<Vec<(i64, String, String, String)>> {
+        self.with(|c| {
+            let mut s = c.prepare(
+                "SELECT id, routine, trigger, trigger_ref FROM runs WHERE status = 'queued' ORDER BY id",
+            )?;
+            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Records a run that was refused (concurrency `skip`, queue full) without starting.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn skipped(
+        &self,
+        routine: &str,
+        trigger: &str,
+        trigger_ref: &str,
+        why: &str,
+    ) -> Result<i64> {
+        let ms = now_ms();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (routine, trigger, trigger_ref, started_at, started_ms, ended_at, status, error, duration_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?4, 'skipped', ?6, 0)",
+                params![routine, trigger, trigger_ref, rfc3339(ms), ms, why],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Claims the runs of a batch of events in one transaction and moves the cursor to `cursor`:
+    /// each `(routine, event id)` pair gets one run `queued`, unless it already has one.
+    /// Returns `(run id, routine, event id)` of the runs created now.
+    ///
+    /// # Errors
+    /// On a database failure (nothing is claimed, the cursor stays).
+    pub fn claim_events(
+        &self,
+        pairs: &[(String, i64)],
+        cursor: i64,
+    ) -> Result<Vec<(i64, String, i64)>> {
+        let ms = now_ms();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut out = Vec::new();
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO runs (routine, trigger, trigger_ref, started_at, started_ms, status) \
+                     VALUES (?1, 'event', ?2, ?3, ?4, 'queued')",
+                )?;
+                for (routine, event) in pairs {
+                    if ins.execute(params![routine, event.to_string(), rfc3339(ms), ms])? == 1 {
+                        out.push((tx.last_insert_rowid(), routine.clone(), *event));
+                    }
+                }
+            }
+            tx.execute(
+                "INSERT INTO cursor (name, value) VALUES ('events', ?1) \
+                 ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
+                params![cursor],
+            )?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// The last ledger event id the event triggers have consumed, if any.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn cursor(&self) -> Result<Option<i64>> {
+        self.with(|c| {
+            c.query_row("SELECT value FROM cursor WHERE name = 'events'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+    }
+
+    /// Records how a run ended.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn finish(&self, id: i64, o: &Outcome) -> Result<()> {
+        let ms = now_ms();
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET ended_at = ?2, status = ?3, exit = ?4, output_sha256 = ?5, \
+                 output = ?6, error = ?7, duration_ms = ?8 - started_ms WHERE id = ?1",
+                params![
+                    id,
+                    rfc3339(ms),
+                    if o.ok { "ok" } else { "failed" },
+                    o.exit,
+                    o.output_sha256,
+                    o.output,
+                    o.error,
+                    ms
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// When a scheduled routine last ran (Unix ms), for the missed-run policy.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn mark(&self, routine: &str) -> Result<Option<i64>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT last_ms FROM marks WHERE routine = ?1",
+                [routine],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Records that a scheduled routine ran at `ms`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn set_mark(&self, routine: &str, ms: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO marks (routine, last_ms) VALUES (?1, ?2) \
+                 ON CONFLICT(routine) DO UPDATE SET last_ms = excluded.last_ms",
+                params![routine, ms],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Remembers a webhook MAC; `false` when it was already seen (a replay). Entries older
+    /// than `window_ms` are forgotten first (a timestamp that old is refused anyway).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn webhook_first_seen(&self, mac: &str, now: i64, window_ms: i64) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM webhook_seen WHERE at_ms < ?1",
+                params![now - 2 * window_ms],
+            )?;
+            let n = c.execute(
+                "INSERT OR IGNORE INTO webhook_seen (mac, at_ms) VALUES (?1, ?2)",
+                params![mac, now],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Runs newest first, optionally of one routine, with ids below `before_id`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn list(
+        &self,
+        routine: Option<&str>,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Run>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, routine, trigger, trigger_ref, started_at, ended_at, status, exit, \
+                 output_sha256, output, error, duration_ms FROM runs \
+                 WHERE (?1 IS NULL OR routine = ?1) AND id < ?2 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![routine, before_id.unwrap_or(i64::MAX), limit as i64],
+                |r| {
+                    Ok(Run {
+                        id: r.get(0)?,
+                        routine: r.get(1)?,
+                        trigger: r.get(2)?,
+                        trigger_ref: r.get(3)?,
+                        started_at: r.get(4)?,
+                        ended_at: r.get(5)?,
+                        status: r.get(6)?,
+                        exit: r.get(7)?,
+                        output_sha256: r.get(8)?,
+                        output: r.get(9)?,
+                        error: r.get(10)?,
+                        duration_ms: r.get(11)?,
+                    })
+                },
+            )?;
+            rows.collect()
+        })
+    }
+
+    /// Deletes finished runs that started more than `days` days ago; returns how many.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn prune(&self, days: u32) -> Result<usize> {
+        let cutoff = now_ms() - i64::from(days) * 86_400_000;
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM runs WHERE started_ms < ?1 AND status != 'running'",
+                params![cutoff],
+            )
+        })
+    }
+
+    /// Number of runs by status (for tests and `/health`).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn count(&self, status: &str) -> Result<i64> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT count(*) FROM runs WHERE status = ?1",
+                [status],
+                |r| r.get(0),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_each_event_once_and_keeps_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = History::open(&dir.path().join("r.db")).unwrap();
+        assert_eq!(h.cursor().unwrap(), None);
+        let pairs = vec![("a".to_string(), 5), ("b".to_string(), 5)];
+        assert_eq!(h.claim_events(&pairs, 5).unwrap().len(), 2);
+        // The same events again (a redelivery after a crash): nothing new, cursor unchanged.
+        assert!(h.claim_events(&pairs, 4).unwrap().is_empty());
+        assert_eq!(h.cursor().unwrap(), Some(5));
+        // One started, one still queued when the process dies.
+        let first = h.queued().unwrap()[0].0;
+        assert!(h.begin(first).unwrap());
+        assert!(!h.begin(first).unwrap(), "a run starts once");
+        drop(h);
+        let (h, interrupted) = History::open(&dir.path().join("r.db")).unwrap();
+        assert_eq!(interrupted, 1);
+        assert_eq!(h.count("interrupted").unwrap(), 1);
+        assert_eq!(
+            h.queued().unwrap().len(),
+            1,
+            "the unstarted run is still due"
+        );
+        assert!(h.claim_events(&pairs, 5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn webhook_macs_are_seen_once_and_forgotten_after_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = History::open(&dir.path().join("r.db")).unwrap();
+        assert!(h.webhook_first_seen("m", 1_000_000, 300_000).unwrap());
+        assert!(!h.webhook_first_seen("m", 1_000_001, 300_000).unwrap());
+        assert!(h.webhook_first_seen("m", 1_700_000, 300_000).unwrap());
+    }
+
+    #[test]
+    fn history_pages_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = History::open(&dir.path().join("r.db")).unwrap();
+        for i in 0..5 {
+            let id = h.queue("r", "manual", &i.to_string()).unwrap();
+            assert!(h.begin(id).unwrap());
+            let o = Outcome {
+                ok: i % 2 == 0,
+                exit: Some(i),
+                output: "x".into(),
+                output_sha256: "s".into(),
+                error: None,
+            };
+            h.finish(id, &o).unwrap();
+        }
+        let page = h.list(Some("r"), None, 2).unwrap();
+        assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), [5, 4]);
+        let next = h.list(Some("r"), Some(4), 10).unwrap();
+        assert_eq!(next.len(), 3);
+        assert_eq!(next[0].status, "ok");
+        assert!(h.list(Some("other"), None, 10).unwrap().is_empty());
+        assert_eq!(h.prune(1).unwrap(), 0);
+        h.with(|c| c.execute("UPDATE runs SET started_ms = 0", []))
+            .unwrap();
+        assert_eq!(h.prune(1).unwrap(), 5);
+    }
+}

@@ -1,0 +1,273 @@
+//! osmoda-routines: cron, interval, event and webhook automation declared as NixOS options
+//! (`services.osmoda.routines.<name>`, rendered into `/etc/osmoda/routines.json`).
+//!
+//! Entry points: [`AppState::open`] loads and validates the config, opens the history and the
+//! ledger spool and resumes runs a previous process left queued; [`serve`] answers the API on a
+//! Unix socket and runs the scheduler, the event subscription and the config reloader until
+//! shutdown. A config that does not validate is refused loudly: at start the daemon exits
+//! with the message; on reload it keeps the routines in force and records
+//! `routine.config.refused`. It never falls back to defaults.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod actions;
+pub mod api;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod history;
+pub mod schedule;
+pub mod scheduler;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use osmoda_client::{Client, Reporter};
+use osmoda_config::RoutinesConfig;
+use tokio::sync::{mpsc, watch};
+
+pub use error::{Result, RoutinesError};
+pub use osmoda_daemon::shutdown;
+pub use osmoda_daemon::Shutdown;
+
+use crate::actions::ActionEnv;
+use crate::engine::Engine;
+use crate::history::History;
+use crate::scheduler::Clock;
+
+/// How often the config file is checked for a new generation.
+const CONFIG_POLL: Duration = Duration::from_secs(2);
+/// How long shutdown waits for running actions.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Everything the daemon needs to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `routines.json`.
+    pub config: PathBuf,
+    /// History database and event spool.
+    pub state_dir: PathBuf,
+    /// agentd's socket (ledger, events, config API; default target of http actions).
+    pub agentd_socket: PathBuf,
+    /// osmoda-watch's socket (SafeSwitch for `/routine/add` and `/routine/remove`).
+    pub watch_socket: PathBuf,
+    /// Paths hidden from command actions besides `routines.json`'s `boundary.masked_paths` and
+    /// this daemon's state dir.
+    pub masks: Vec<PathBuf>,
+    /// Where the scheduler reads the time.
+    pub clock: Clock,
+    /// Bearer token for the OpenClaw gateway (`OPENCLAW_GATEWAY_TOKEN`).
+    pub gateway_token: Option<String>,
+}
+
+/// Shared state of the running daemon.
+pub struct AppState {
+    /// The routines and their runs.
+    pub engine: Arc<Engine>,
+    /// The config in force (the scheduler and the event subscription follow it).
+    pub config: watch::Sender<Arc<RoutinesConfig>>,
+    /// Why the last config file on disk was refused, while it is.
+    pub config_error: Mutex<Option<String>>,
+    /// The bytes of the config file last looked at (the reloader compares against them).
+    seen: Mutex<Option<Vec<u8>>>,
+    /// agentd, for config edits.
+    pub agentd: Client,
+    /// osmoda-watch, for SafeSwitch.
+    pub watch: Client,
+    /// How the daemon was started.
+    pub opts: Options,
+}
+
+/// Reads and validates `routines.json`.
+///
+/// # Errors
+/// `Config` with the file, position and field, or the validation message.
+pub fn load_config(path: &std::path::Path) -> Result<RoutinesConfig> {
+    osmoda_config::load::<RoutinesConfig>(path).map_err(|e| RoutinesError::Config(e.to_string()))
+}
+
+fn action_env(cfg: &RoutinesConfig, opts: &Options) -> ActionEnv {
+    let boundary = opts
+        .masks
+        .iter()
+        .chain(std::iter::once(&opts.state_dir))
+        .fold(
+            osmoda_sandbox::Boundary::new(cfg.boundary.masked_paths.iter().cloned()),
+            |b, p| b.with(p),
+        );
+    ActionEnv {
+        boundary,
+        agentd_socket: opts.agentd_socket.clone(),
+        gateway_url: cfg.gateway_url.clone(),
+        gateway_token: opts.gateway_token.clone(),
+    }
+}
+
+impl AppState {
+    /// Loads the config (refusing an invalid one), opens the history and the ledger spool, and
+    /// starts the runs a previous process left queued.
+    ///
+    /// # Errors
+    /// An invalid or unreadable config, an unusable state dir or history database.
+    pub async fn open(opts: Options) -> Result<Arc<AppState>> {
+        let bytes = std::fs::read(&opts.config).ok();
+        let cfg = load_config(&opts.config)?;
+        std::fs::create_dir_all(&opts.state_dir)
+            .map_err(RoutinesError::io("create", &opts.state_dir))?;
+        let (history, interrupted) = History::open(&opts.state_dir.join("routines.db"))?;
+        let history = Arc::new(history);
+        let pruned = history.prune(cfg.history_days)?;
+        let reporter = Reporter::open(
+            &opts.agentd_socket,
+            &opts.state_dir.join("spool"),
+            "osmoda-routines",
+        )
+        .map_err(|e| RoutinesError::Agentd(format!("cannot open the event spool: {e}")))?;
+        let env = action_env(&cfg, &opts);
+        let engine = Engine::new(cfg.clone(), history, reporter, env);
+        let resumed = engine.resume_queued()?;
+        tracing::info!(
+            routines = cfg.routines.len(),
+            interrupted,
+            resumed,
+            pruned,
+            "routines loaded from {}",
+            opts.config.display()
+        );
+        Ok(Arc::new(AppState {
+            engine,
+            config: watch::Sender::new(Arc::new(cfg)),
+            config_error: Mutex::new(None),
+            seen: Mutex::new(bytes),
+            agentd: Client::new(&opts.agentd_socket).as_daemon("osmoda-routines"),
+            watch: Client::new(&opts.watch_socket)
+                .as_daemon("osmoda-routines")
+                .with_timeout(Duration::from_secs(600)),
+            opts,
+        }))
+    }
+
+    /// Re-reads the config file if its bytes changed; applies it when valid, else keeps the
+    /// routines in force and records why. Returns whether a new config was applied.
+    pub async fn reload(&self) -> bool {
+        let bytes = std::fs::read(&self.opts.config).ok();
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if bytes == *seen {
+                return false;
+            }
+            *seen = bytes;
+        }
+        match load_config(&self.opts.config) {
+            Ok(cfg) => {
+                *self.config_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                if **self.config.borrow() == cfg {
+                    return false;
+                }
+                tracing::info!(
+                    "{} changed: {} routines",
+                    self.opts.config.display(),
+                    cfg.routines.len()
+                );
+                self.engine
+                    .set_config(cfg.clone(), action_env(&cfg, &self.opts));
+                self.config.send_replace(Arc::new(cfg));
+                true
+            }
+            Err(e) => {
+                let msg = e.message();
+                tracing::error!("keeping the routines in force: {msg}");
+                let first = {
+                    let mut err = self.config_error.lock().unwrap_or_else(|e| e.into_inner());
+                    let first = err.as_deref() != Some(&msg);
+                    *err = Some(msg.clone());
+                    first
+                };
+                if first {
+                    self.engine
+                        .report(
+                            "routine.config.refused",
+                            serde_json::json!({ "error": msg }),
+                        )
+                        .await;
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Serves the API on `listener` and runs the scheduler, the event subscription, the config
+/// reloader and history retention until `shutdown`; then waits (bounded) for running actions.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    state: Arc<AppState>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let (due_tx, mut due_rx) = mpsc::channel::<scheduler::Due>(1024);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(scheduler::run(
+        state.opts.clock,
+        state.config.subscribe(),
+        Arc::clone(state.engine.history()),
+        due_tx,
+        shutdown.clone(),
+    ));
+    let engine = Arc::clone(&state.engine);
+    tasks.spawn(async move {
+        while let Some((name, fired)) = due_rx.recv().await {
+            if let Err(e) = engine.fire(&name, fired).await {
+                tracing::warn!("routine {name}: {}", e.message());
+            }
+        }
+    });
+    tasks.spawn(events::run(
+        state.agentd.clone(),
+        Arc::clone(&state.engine),
+        state.config.subscribe(),
+        shutdown.clone(),
+    ));
+    let reload_state = Arc::clone(&state);
+    let mut stop = shutdown.clone();
+    tasks.spawn(async move {
+        let mut pruned = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.wait() => return,
+                _ = tokio::time::sleep(CONFIG_POLL) => {}
+            }
+            reload_state.reload().await;
+            if pruned.elapsed() > Duration::from_secs(3600) {
+                pruned = tokio::time::Instant::now();
+                let days = reload_state.config.borrow().history_days;
+                if let Err(e) = reload_state.engine.history().prune(days) {
+                    tracing::error!("history retention: {e}");
+                }
+            }
+        }
+    });
+    let app = api::router(Arc::clone(&state));
+    let limits = osmoda_daemon::server::Limits::main(osmoda_daemon::fd_limit());
+    let res = osmoda_daemon::server::serve(
+        listener,
+        "routines",
+        limits,
+        app,
+        osmoda_daemon::server::PeerCred::of,
+        shutdown,
+    )
+    .await
+    .map_err(|e| RoutinesError::Io {
+        op: "serve",
+        path: PathBuf::from("routines socket"),
+        source: e,
+    });
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    state.engine.stop(STOP_GRACE).await;
+    res
+}

@@ -1,0 +1,85 @@
+//! osmoda-routines daemon: parses flags, reads the config, binds the socket, calls `serve`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use osmoda_routines::scheduler::Clock;
+use osmoda_routines::{serve, shutdown, AppState, Options};
+
+/// Cron, interval, event and webhook automation for osModa.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Unix socket to listen on.
+    #[arg(long, default_value = "/run/osmoda/routines.sock")]
+    socket: PathBuf,
+    /// routines.json (rendered by the NixOS module).
+    #[arg(long, default_value = "/etc/osmoda/routines.json")]
+    config: PathBuf,
+    /// State directory (run history, event cursor, spool).
+    #[arg(long, default_value = "/var/lib/osmoda/routines")]
+    state_dir: PathBuf,
+    /// agentd's socket.
+    #[arg(long, default_value = "/run/osmoda/agentd.sock")]
+    agentd_socket: PathBuf,
+    /// osmoda-watch's socket (SafeSwitch for /routine/add and /routine/remove).
+    #[arg(long, default_value = "/run/osmoda/watch.sock")]
+    watch_socket: PathBuf,
+    /// A path command actions must not see, besides routines.json's `boundary.masked_paths`
+    /// (repeatable).
+    #[arg(long = "mask", value_name = "PATH")]
+    masks: Vec<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Validate a routines.json file and exit (non-zero with the reason when invalid).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Cmd::CheckConfig { file }) = &cli.cmd {
+        osmoda_config::check_config("routines", file)?;
+        println!("{}: ok", file.display());
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Runtime::new()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    osmoda_daemon::raise_fd_limit()?;
+    let opts = Options {
+        config: cli.config,
+        state_dir: cli.state_dir,
+        agentd_socket: cli.agentd_socket,
+        watch_socket: cli.watch_socket,
+        masks: cli.masks,
+        clock: Clock::System,
+        gateway_token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    let state = AppState::open(opts).await?;
+    // Mode 0660: the agent (group osmoda) may call it, like agentd's agent socket.
+    let listener = osmoda_daemon::bind_unix(&cli.socket, 0o660)
+        .with_context(|| format!("bind {}", cli.socket.display()))?;
+    let (trigger, shutdown) = shutdown::channel();
+    osmoda_daemon::fire_on_signals(trigger)?;
+    osmoda_daemon::notify_ready();
+    tracing::info!("osmoda-routines listening on {}", cli.socket.display());
+    serve(listener, state, shutdown).await?;
+    Ok(())
+}

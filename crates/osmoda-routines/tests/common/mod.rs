@@ -1,0 +1,216 @@
+//! Test harness: an in-process agentd and osmoda-routines on Unix sockets in a temp dir (real
+//! SQLite ledger and history, real sandbox), restartable on the same state.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use osmoda_routines::scheduler::Clock;
+use serde_json::Value;
+
+pub struct Agentd {
+    pub socket: PathBuf,
+    pub state: Arc<agentd::AppState>,
+    trigger: Option<agentd::Trigger>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Agentd {
+    pub fn start(dir: &Path, tree: Option<&Path>) -> Agentd {
+        let socket = dir.join("agentd.sock");
+        let admin = dir.join("osmoda-admin");
+        std::fs::create_dir_all(&admin).unwrap();
+        let state =
+            agentd::AppState::open(dir.join("agentd"), agentd::Settings::default(), tree).unwrap();
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(admin.join("approval.sock"));
+        let agent = tokio::net::UnixListener::bind(&socket).unwrap();
+        let human = tokio::net::UnixListener::bind(admin.join("approval.sock")).unwrap();
+        let (trigger, shutdown) = agentd::shutdown_channel();
+        let task = tokio::spawn(agentd::serve(agent, human, state.clone(), shutdown));
+        Agentd {
+            socket,
+            state,
+            trigger: Some(trigger),
+            task,
+        }
+    }
+
+    pub fn events(&self, kind_prefix: &str) -> Vec<osmoda_ledger::Event> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let q = osmoda_ledger::Query {
+                kind: Some(format!("{kind_prefix}*")),
+                after_id: Some(after),
+                limit: Some(10_000),
+                ..Default::default()
+            };
+            let batch = self.state.ledger.query(&q).unwrap();
+            let Some(last) = batch.last() else { return out };
+            after = last.id;
+            out.extend(batch);
+        }
+    }
+
+    pub fn client(&self) -> osmoda_client::Client {
+        osmoda_client::Client::new(&self.socket)
+    }
+
+    pub async fn append(&self, kind: &str, payload: Value) -> i64 {
+        let r = self
+            .client()
+            .post(
+                "/events/append",
+                &serde_json::json!({ "type": kind, "daemon": "test", "payload": payload }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["id"].as_i64().unwrap()
+    }
+
+    /// Waits until the ledger holds at least `n` events of `kind` (delivery is asynchronous).
+    pub async fn wait_events(&self, kind: &str, n: usize) -> Vec<osmoda_ledger::Event> {
+        let start = Instant::now();
+        loop {
+            let evs = self.events(kind);
+            if evs.len() >= n {
+                return evs;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "only {} {kind} events after 120 s",
+                evs.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Agentd {
+    /// Like a process exit: every connection is cut (a long poll in flight included).
+    fn drop(&mut self) {
+        if let Some(t) = self.trigger.take() {
+            t.fire();
+        }
+        self.task.abort();
+    }
+}
+
+/// A running osmoda-routines.
+pub struct Routines {
+    pub socket: PathBuf,
+    pub state: Arc<osmoda_routines::AppState>,
+    trigger: Option<osmoda_routines::shutdown::Trigger>,
+    task: Option<tokio::task::JoinHandle<osmoda_routines::Result<()>>>,
+}
+
+pub fn options(dir: &Path, agentd: &Path) -> osmoda_routines::Options {
+    osmoda_routines::Options {
+        config: dir.join("routines.json"),
+        state_dir: dir.join("routines"),
+        agentd_socket: agentd.to_path_buf(),
+        watch_socket: dir.join("watch.sock"),
+        masks: vec![dir.join("osmoda-admin"), dir.join("agentd")],
+        clock: Clock::System,
+        gateway_token: Some("test-token".into()),
+    }
+}
+
+impl Routines {
+    pub async fn start(opts: osmoda_routines::Options) -> Routines {
+        let socket = opts.state_dir.with_file_name("routines.sock");
+        let state = osmoda_routines::AppState::open(opts).await.unwrap();
+        let listener = osmoda_daemon::bind_unix(&socket, 0o660).unwrap();
+        let (trigger, shutdown) = osmoda_routines::shutdown::channel();
+        let task = tokio::spawn(osmoda_routines::serve(listener, state.clone(), shutdown));
+        Routines {
+            socket,
+            state,
+            trigger: Some(trigger),
+            task: Some(task),
+        }
+    }
+
+    /// SIGTERM-like stop: the listener closes, running actions finish, state is dropped.
+    pub async fn stop(mut self) {
+        if let Some(t) = self.trigger.take() {
+            t.fire();
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn client(&self) -> osmoda_client::Client {
+        osmoda_client::Client::new(&self.socket)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client().get(path).await.unwrap();
+        (r.status, r.body)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.client().post(path, &body).await.unwrap();
+        (r.status, r.body)
+    }
+
+    /// Waits until run `id` has ended and returns it.
+    pub async fn wait_run(&self, id: i64) -> osmoda_routines::history::Run {
+        let start = Instant::now();
+        loop {
+            let runs = self
+                .state
+                .engine
+                .history()
+                .list(None, Some(id + 1), 1)
+                .unwrap();
+            if let Some(r) = runs.into_iter().find(|r| r.id == id) {
+                if !["queued", "running"].contains(&r.status.as_str()) {
+                    return r;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "run {id} did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Routines {
+    fn drop(&mut self) {
+        if let Some(t) = self.trigger.take() {
+            t.fire();
+        }
+    }
+}
+
+pub fn write_config(dir: &Path, routines: Value) {
+    write_config_full(dir, serde_json::json!({ "routines": routines }));
+}
+
+pub fn write_config_full(dir: &Path, cfg: Value) {
+    let tmp = dir.join("routines.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    std::fs::rename(tmp, dir.join("routines.json")).unwrap();
+}
+
+/// A scratch dir commands inside the boundary can see (outside `/tmp`, which they get
+/// privately), traversable.
+pub fn scratch() -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let root = if root.starts_with("/tmp") {
+        Path::new("/var/tmp")
+    } else {
+        root
+    };
+    let dir = tempfile::tempdir_in(root).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}

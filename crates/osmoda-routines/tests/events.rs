@@ -1,0 +1,161 @@
+//! Event triggers against a real agentd: 1,000 matching events while osmoda-routines restarts
+//! twice give exactly 1,000 runs, none twice; agentd restarting does not lose or repeat any.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{options, scratch, write_config, Agentd, Routines};
+use serde_json::json;
+
+async fn subscribed(r: &Routines) {
+    let start = Instant::now();
+    while r.state.engine.history().cursor().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no subscription");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn load_events(agentd: &Agentd) -> usize {
+    agentd.events("load.").len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_events_fire_exactly_once_across_two_restarts() {
+    const N: usize = 1000;
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config(
+        dir.path(),
+        json!({
+            "on-load": {
+                "enable": true,
+                "trigger": { "type": "event", "match": "load.*" },
+                "action": { "type": "http", "method": "POST", "path": "/events/append",
+                            "body": { "type": "effect.ran", "daemon": "effect", "payload": {} } },
+                "concurrency": "queue",
+            },
+            "exact": {
+                "enable": true,
+                "trigger": { "type": "event", "match": "load.7" },
+                "action": { "type": "http", "method": "GET", "path": "/health" },
+                "concurrency": "queue",
+            },
+        }),
+    );
+    let mut r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    // Events that arrived before the routine existed do not fire it; the cursor starts at the tip.
+    let client = agentd.client();
+    let appender = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for i in 0..N {
+            let resp = client
+                .post("/events/append", &json!({ "type": format!("load.{i}"), "daemon": "test", "payload": { "i": i } }))
+                .await
+                .unwrap();
+            assert_eq!(resp.status, 200, "{}", resp.body);
+            ids.push(resp.body["id"].as_i64().unwrap());
+        }
+        ids
+    });
+    for at in [300, 650] {
+        while load_events(&agentd) < at {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        r.stop().await;
+        r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    }
+    let ids = appender.await.unwrap();
+
+    let finished = agentd.wait_events("routine.run.finished", N + 1).await;
+    let h = r.state.engine.history();
+    let runs: Vec<_> = {
+        let mut all = Vec::new();
+        let mut before = None;
+        loop {
+            let page = h.list(Some("on-load"), before, 1000).unwrap();
+            let Some(last) = page.last() else { break };
+            before = Some(last.id);
+            all.extend(page);
+        }
+        all
+    };
+    assert_eq!(runs.len(), N, "one run per event");
+    assert!(
+        runs.iter()
+            .all(|r| r.status == "ok" && r.trigger == "event"),
+        "{:?}",
+        runs.iter().find(|r| r.status != "ok")
+    );
+    let refs: BTreeSet<i64> = runs
+        .iter()
+        .map(|r| r.trigger_ref.parse().unwrap())
+        .collect();
+    assert_eq!(
+        refs,
+        ids.iter().copied().collect::<BTreeSet<_>>(),
+        "each event fired once"
+    );
+    // The action itself ran exactly N times: its own ledger events.
+    assert_eq!(agentd.events("effect.ran").len(), N);
+    let started: Vec<String> = agentd
+        .events("routine.run.started")
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(&e.payload).unwrap())
+        .filter(|p| p["routine"] == "on-load")
+        .map(|p| p["ref"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(started.len(), N);
+    assert_eq!(
+        started.iter().collect::<BTreeSet<_>>().len(),
+        N,
+        "no run started twice"
+    );
+    assert_eq!(finished.len(), N + 1, "plus the exact match of load.7 only");
+    let exact = h.list(Some("exact"), None, 10).unwrap();
+    assert_eq!(exact.len(), 1);
+    assert_eq!(exact[0].trigger_ref, ids[7].to_string());
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn agentd_restarting_loses_and_repeats_nothing() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config(
+        dir.path(),
+        json!({ "deploys": {
+            "enable": true,
+            "trigger": { "type": "event", "match": "deploy.done" },
+            "action": { "type": "command", "command": ["true"], "timeout_secs": 20 },
+            "concurrency": "queue",
+        }}),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    let first = agentd.append("deploy.done", json!({ "n": 1 })).await;
+    // agentd goes down (the routine daemon keeps retrying) and comes back on the same ledger.
+    drop(agentd);
+    let agentd = Agentd::start(dir.path(), None);
+    let second = agentd.append("deploy.done", json!({ "n": 2 })).await;
+    let start = Instant::now();
+    loop {
+        let runs = r
+            .state
+            .engine
+            .history()
+            .list(Some("deploys"), None, 10)
+            .unwrap();
+        if runs.len() >= 2 && runs.iter().all(|x| x.status == "ok") {
+            let refs: Vec<String> = runs.iter().rev().map(|x| x.trigger_ref.clone()).collect();
+            assert_eq!(refs, [first.to_string(), second.to_string()]);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{runs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.stop().await;
+}

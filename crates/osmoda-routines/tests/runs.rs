@@ -1,0 +1,309 @@
+//! Runs of every action kind through the real daemon: commands behind the sandbox, http calls
+//! to agentd, chains, prompts to an OpenAI-compatible server on loopback; concurrency
+//! policies; history and ledger records.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{options, scratch, write_config, write_config_full, Agentd, Routines};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+fn cmd(argv: &[&str], extra: Value) -> Value {
+    let mut a = json!({ "type": "command", "command": argv, "timeout_secs": 20 });
+    if let (Some(a), Some(e)) = (a.as_object_mut(), extra.as_object()) {
+        a.extend(e.clone());
+    }
+    a
+}
+
+fn manual(action: Value, extra: Value) -> Value {
+    let mut r = json!({ "enable": true, "trigger": { "type": "interval", "seconds": 86400 }, "action": action });
+    if let (Some(r), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+        r.extend(e.clone());
+    }
+    r
+}
+
+async fn trigger(r: &Routines, name: &str, body: Value) -> (u16, Value) {
+    r.post(&format!("/routine/trigger/{name}"), body).await
+}
+
+#[tokio::test]
+async fn each_action_kind_runs_and_is_recorded_in_history_and_ledger() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config(
+        dir.path(),
+        json!({
+            "cmd": manual(cmd(&["sh", "-c", "echo hello $OSMODA_ROUTINE $MY_VAR; echo warn >&2; echo \"$OSMODA_PAYLOAD\"; id -un"], json!({ "env": { "MY_VAR": "x1" } })), json!({})),
+            "fail": manual(cmd(&["sh", "-c", "exit 3"], json!({})), json!({})),
+            "big": manual(cmd(&["sh", "-c", "head -c 5000 /dev/zero | tr '\\000' a"], json!({ "output_limit_bytes": 100 })), json!({})),
+            "masked": manual(cmd(&["ls", dir.path().join("agentd").to_str().unwrap()], json!({})), json!({})),
+            "health": manual(json!({ "type": "http", "method": "GET", "path": "/health" }), json!({})),
+            "append": manual(json!({ "type": "http", "method": "POST", "path": "/events/append",
+                "body": { "type": "effect.ran", "daemon": "routine", "payload": { "n": 1 } } }), json!({})),
+            "chain": manual(json!({ "type": "chain", "steps": [
+                { "type": "http", "method": "GET", "path": "/health" },
+                cmd(&["false"], json!({})),
+                cmd(&["echo", "never"], json!({})),
+            ]}), json!({})),
+            "off": { "enable": false, "trigger": { "type": "interval", "seconds": 60 }, "action": cmd(&["true"], json!({})) },
+        }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+
+    let (s, v) = trigger(&r, "cmd", json!({ "payload": { "why": "test" } })).await;
+    assert_eq!(s, 200, "{v}");
+    let run = r.wait_run(v["run_id"].as_i64().unwrap()).await;
+    assert_eq!(run.status, "ok", "{run:?}");
+    assert_eq!(run.exit, Some(0));
+    let out = run.output.clone().unwrap();
+    assert!(
+        out.starts_with("hello cmd x1\n{\"why\":\"test\"}\nnobody\n"),
+        "{out:?}"
+    );
+    assert!(out.contains("warn"), "stderr captured: {out:?}");
+    assert_eq!(run.trigger, "manual");
+    assert!(run.trigger_ref.starts_with("uid="), "{run:?}");
+
+    let fail = r
+        .wait_run(
+            trigger(&r, "fail", json!({})).await.1["run_id"]
+                .as_i64()
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (fail.status.as_str(), fail.exit),
+        ("failed", Some(3)),
+        "{fail:?}"
+    );
+    let big = r
+        .wait_run(
+            trigger(&r, "big", json!({})).await.1["run_id"]
+                .as_i64()
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        big.output.as_deref().map(str::len),
+        Some(100),
+        "output capped: {big:?}"
+    );
+    let masked = r
+        .wait_run(
+            trigger(&r, "masked", json!({})).await.1["run_id"]
+                .as_i64()
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(masked.status, "ok", "{masked:?}");
+    assert_eq!(
+        masked.output.as_deref(),
+        Some(""),
+        "agentd's state is hidden from commands"
+    );
+
+    let health = r
+        .wait_run(
+            trigger(&r, "health", json!({})).await.1["run_id"]
+                .as_i64()
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (health.status.as_str(), health.exit),
+        ("ok", Some(200)),
+        "{health:?}"
+    );
+    assert!(health.output.unwrap().contains("uptime"));
+    let append = r
+        .wait_run(
+            trigger(&r, "append", json!({})).await.1["run_id"]
+                .as_i64()
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(append.status, "ok", "{append:?}");
+    let effects = agentd.events("effect.ran");
+    assert_eq!(effects.len(), 1);
+    assert!(
+        effects[0].actor.starts_with("routine[uid="),
+        "{}",
+        effects[0].actor
+    );
+
+    let chain = r
+        .wait_run(
+            trigger(&r, "chain", json!({})).await.1["run_id"]
+                .as_i64()
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(chain.status, "failed");
+    assert!(
+        chain.error.as_deref().unwrap().starts_with("step 1 failed"),
+        "{chain:?}"
+    );
+    assert!(
+        !chain.output.unwrap().contains("never"),
+        "the chain stopped at its failed step"
+    );
+
+    let (s, v) = trigger(&r, "nope", json!({})).await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = trigger(&r, "off", json!({})).await;
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = trigger(&r, "cmd", json!({ "payloads": 1 })).await;
+    assert_eq!(s, 400, "{v}");
+    let (_, hist) = r.get("/routine/history?limit=100").await;
+    assert_eq!(
+        hist.as_array().unwrap().len(),
+        7,
+        "the refused triggers recorded nothing: {hist}"
+    );
+
+    // Every run is in the ledger: started, then finished with exit and output hash.
+    let finished = agentd.wait_events("routine.run.finished", 7).await;
+    let started = agentd.events("routine.run.started");
+    assert_eq!(started.len(), 7);
+    let cmd_end: Value = finished
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(&e.payload).unwrap())
+        .find(|p| p["routine"] == "cmd")
+        .unwrap();
+    assert_eq!(cmd_end["status"], "ok");
+    assert_eq!(cmd_end["exit"], 0);
+    assert_eq!(cmd_end["output_sha256"], hex::encode(Sha256::digest(&out)));
+
+    // List and paging.
+    let (s, list) = r.get("/routine/list?limit=2").await;
+    assert_eq!(s, 200, "{list}");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["append", "big"]);
+    assert!(
+        list[0]["next_run"].is_string() && list[0]["last_run"]["status"] == "ok",
+        "{list}"
+    );
+    let (_, page2) = r.get("/routine/list?after=big&limit=1").await;
+    assert_eq!(page2[0]["name"], "chain");
+    let (s, _) = r.get("/routine/list?limit=0").await;
+    assert_eq!(s, 400);
+    let (s, h) = r.get("/health").await;
+    assert_eq!(
+        (s, h["status"].as_str(), h["routines"].as_u64()),
+        (200, Some("ok"), Some(8)),
+        "{h}"
+    );
+    let (s, m) = {
+        let resp = r.client().get("/metrics").await.unwrap();
+        (resp.status, resp.body)
+    };
+    assert_eq!(s, 200);
+    assert!(
+        m.as_str().unwrap().contains("osmoda_routine_runs_total"),
+        "{m}"
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn concurrency_skip_and_queue() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config(
+        dir.path(),
+        json!({
+            "skipper": manual(cmd(&["sleep", "30"], json!({ "timeout_secs": 2 })), json!({ "concurrency": "skip" })),
+            "queuer": manual(cmd(&["sleep", "0.2"], json!({})), json!({ "concurrency": "queue" })),
+        }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    let mut started = r.state.engine.started();
+    let (_, first) = trigger(&r, "skipper", json!({})).await;
+    assert_eq!(first["status"], "queued");
+    // Wait until its action really started, then fire again: skipped, nothing starts.
+    let s = started.recv().await.unwrap();
+    assert_eq!(s.routine, "skipper");
+    let (_, second) = trigger(&r, "skipper", json!({})).await;
+    assert_eq!(second["status"], "skipped", "{second}");
+    let run = r.wait_run(first["run_id"].as_i64().unwrap()).await;
+    assert_eq!(run.status, "failed");
+    assert!(run.error.unwrap().contains("timed out"));
+
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (_, v) = trigger(&r, "queuer", json!({})).await;
+        assert_eq!(v["status"], "queued", "{v}");
+        ids.push(v["run_id"].as_i64().unwrap());
+    }
+    let mut runs = Vec::new();
+    for id in ids {
+        runs.push(r.wait_run(id).await);
+    }
+    for w in runs.windows(2) {
+        assert_eq!(w[0].status, "ok");
+        assert!(
+            w[1].started_at >= *w[0].ended_at.as_ref().unwrap(),
+            "queued runs do not overlap: {runs:?}"
+        );
+    }
+    agentd.wait_events("routine.run.skipped", 1).await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_prompt_reaches_an_openai_compatible_gateway_with_its_token() {
+    use axum::routing::post;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Value)>::new()));
+    let s2 = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+            let s2 = s2.clone();
+            async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                s2.lock().unwrap().push((auth, body));
+                axum::Json(json!({ "choices": [{ "message": { "role": "assistant", "content": "Briefing: all good" } }] }))
+            }
+        }),
+    );
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(tcp, app).await });
+
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config_full(
+        dir.path(),
+        json!({
+            "gateway_url": format!("http://127.0.0.1:{port}"),
+            "routines": { "briefing": manual(json!({ "type": "prompt", "message": "Write the morning briefing." }), json!({})) },
+        }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    let (_, v) = trigger(&r, "briefing", json!({ "payload": { "disk": "91%" } })).await;
+    let run = r.wait_run(v["run_id"].as_i64().unwrap()).await;
+    assert_eq!(run.status, "ok", "{run:?}");
+    assert_eq!(run.output.as_deref(), Some("Briefing: all good"));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, "Bearer test-token");
+    assert_eq!(seen[0].1["model"], "openclaw");
+    let content = seen[0].1["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("Write the morning briefing."),
+        "{content}"
+    );
+    assert!(
+        content.contains("\"disk\":\"91%\""),
+        "the trigger's payload reaches the agent: {content}"
+    );
+    r.stop().await;
+}
