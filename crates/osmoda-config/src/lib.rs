@@ -12,12 +12,9 @@ pub mod egress;
 pub mod health;
 pub mod keyd;
 pub mod mesh;
-<<<<<<< HEAD
 pub mod options;
-=======
-pub mod option;
->>>>>>> fe60416 (osmoda-routines: cron/interval/event/webhook triggers, command/http/prompt/chain actions, missed/jitter/concurrency policy, SQLite history, ledger records, /routine/add|remove through agentd and SafeSwitch; agentd /events/subscribe (long poll from a cursor; lib.rs wiring: AppState::commits); shared option helpers moved from osmoda-watch to osmoda-config; osmoda_routine_runs_total metric (osmoda-daemon); module unit enabled with the sandbox's namespaces; docs)
 pub mod routines;
+pub mod tree_edit;
 pub mod voice;
 pub mod watch;
 

@@ -226,9 +226,9 @@ impl HttpMethod {
 }
 
 /// Whether `name` can be a routine name (it becomes an option path segment:
-/// [`crate::option::valid_attr_name`]).
+/// [`crate::tree_edit::valid_attr_name`]).
 pub fn valid_name(name: &str) -> bool {
-    crate::option::valid_attr_name(name)
+    crate::tree_edit::valid_attr_name(name)
 }
 
 /// Whether `pattern` is a valid event match: printable ASCII without spaces or `|`, with `*`

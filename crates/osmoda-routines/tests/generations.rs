@@ -29,11 +29,18 @@ const BASE: &str = r#"{ ... }:
 async fn wait_switch(watch: &osmoda_client::Client, id: &Value) -> Value {
     let start = Instant::now();
     loop {
-        let s = watch.get(&format!("/switch/status/{id}")).await.unwrap().body;
+        let s = watch
+            .get(&format!("/switch/status/{id}"))
+            .await
+            .unwrap()
+            .body;
         if ["committed", "rolled-back", "failed"].contains(&s["state"].as_str().unwrap_or("")) {
             return s;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "switch {id}: {s}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "switch {id}: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -46,7 +53,10 @@ async fn wait_listed(r: &Routines, name: &str, present: bool) {
         if found == present {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "{name} listed={found}: {list}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{name} listed={found}: {list}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -59,7 +69,8 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations");
     let tree = osmoda_generations::Tree::init(&tree_dir, &template, &actor).unwrap();
     std::fs::write(tree_dir.join("osmoda.nix"), BASE).unwrap();
-    tree.commit_worktree(&actor, "test base settings", None).unwrap();
+    tree.commit_worktree(&actor, "test base settings", None)
+        .unwrap();
     let agentd = Agentd::start(dir.path(), Some(&tree_dir));
 
     let etc = dir.path().join("etc");
@@ -85,9 +96,15 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
     let watch = osmoda_client::Client::new(&wsock);
 
     // The first generation renders /etc/osmoda (the module's default routines included).
-    let s = watch.post("/switch/begin", &json!({ "health_checks": [] })).await.unwrap();
+    let s = watch
+        .post("/switch/begin", &json!({ "health_checks": [] }))
+        .await
+        .unwrap();
     assert_eq!(s.status, 200, "{}", s.body);
-    assert_eq!(wait_switch(&watch, &s.body["id"]).await["state"], "committed");
+    assert_eq!(
+        wait_switch(&watch, &s.body["id"]).await["state"],
+        "committed"
+    );
     let mut opts = common::options(dir.path(), &agentd.socket);
     opts.config = etc.join("osmoda/routines.json");
     opts.watch_socket = wsock.clone();
@@ -97,14 +114,26 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
     // A routine that does not validate is refused before anything is written.
     let head = tree.head().unwrap();
     let (s, v) = r
-        .post("/routine/add", json!({ "name": "bad", "trigger": { "type": "cron", "schedule": "61 * * * *" },
-               "action": { "type": "command", "command": ["true"], "timeout_secs": 5 } }))
+        .post(
+            "/routine/add",
+            json!({ "name": "bad", "trigger": { "type": "cron", "schedule": "61 * * * *" },
+               "action": { "type": "command", "command": ["true"], "timeout_secs": 5 } }),
+        )
         .await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("routines.bad.trigger.schedule"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("routines.bad.trigger.schedule"),
+        "{v}"
+    );
     let (s, v) = r
-        .post("/routine/add", json!({ "name": "a.b", "trigger": { "type": "interval", "seconds": 5 },
-               "action": { "type": "command", "command": ["true"], "timeout_secs": 5 } }))
+        .post(
+            "/routine/add",
+            json!({ "name": "a.b", "trigger": { "type": "interval", "seconds": 5 },
+               "action": { "type": "command", "command": ["true"], "timeout_secs": 5 } }),
+        )
         .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(tree.head().unwrap(), head, "nothing committed");
@@ -125,37 +154,83 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    let rev = v["config"]["generation"]["rev"].as_str().unwrap().to_string();
-    assert_eq!(wait_switch(&watch, &v["switch"]["id"]).await["state"], "committed");
+    let rev = v["config"]["generation"]["rev"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        wait_switch(&watch, &v["switch"]["id"]).await["state"],
+        "committed"
+    );
     let log = tree.generations(5).unwrap();
     assert_eq!(log[0].rev, rev);
-    assert!(log[0].message.starts_with("a nightly report, please"), "{:?}", log[0]);
+    assert!(
+        log[0].message.starts_with("a nightly report, please"),
+        "{:?}",
+        log[0]
+    );
     let text = std::fs::read_to_string(tree_dir.join("osmoda.nix")).unwrap();
-    assert!(text.contains("nightly-report") && text.contains("runOnce") && text.contains("GREETING"), "{text}");
+    assert!(
+        text.contains("nightly-report") && text.contains("runOnce") && text.contains("GREETING"),
+        "{text}"
+    );
 
     // The rendered config reaches the daemon; the routine runs from it.
     wait_listed(&r, "nightly-report", true).await;
     let (_, list) = r.get("/routine/list").await;
-    let listed = list.as_array().unwrap().iter().find(|x| x["name"] == "nightly-report").unwrap().clone();
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "nightly-report")
+        .unwrap()
+        .clone();
     assert_eq!(listed["missed"], "runOnce");
     assert_eq!(listed["trigger"]["timezone"], "Europe/Berlin");
     let (s, t) = r.post("/routine/trigger/nightly-report", json!({})).await;
     assert_eq!(s, 200, "{t}");
     let run = r.wait_run(t["run_id"].as_i64().unwrap()).await;
-    assert_eq!((run.status.as_str(), run.output.as_deref()), ("ok", Some("report hi\n")), "{run:?}");
+    assert_eq!(
+        (run.status.as_str(), run.output.as_deref()),
+        ("ok", Some("report hi\n")),
+        "{run:?}"
+    );
 
     // Remove: a second generation, and the routine is gone.
-    let (s, v) = r.client().delete("/routine/remove/nightly-report?reason=not%20needed").await.map(|x| (x.status, x.body)).unwrap();
+    let (s, v) = r
+        .client()
+        .delete("/routine/remove/nightly-report?reason=not%20needed")
+        .await
+        .map(|x| (x.status, x.body))
+        .unwrap();
     assert_eq!(s, 200, "{v}");
-    assert_eq!(wait_switch(&watch, &v["switch"]["id"]).await["state"], "committed");
+    assert_eq!(
+        wait_switch(&watch, &v["switch"]["id"]).await["state"],
+        "committed"
+    );
     wait_listed(&r, "nightly-report", false).await;
-    assert!(tree.generations(1).unwrap()[0].message.starts_with("not needed"));
-    let (s, v) = r.client().delete("/routine/remove/nightly-report").await.map(|x| (x.status, x.body)).unwrap();
+    assert!(tree.generations(1).unwrap()[0]
+        .message
+        .starts_with("not needed"));
+    let (s, v) = r
+        .client()
+        .delete("/routine/remove/nightly-report")
+        .await
+        .map(|x| (x.status, x.body))
+        .unwrap();
     assert_eq!(s, 404, "{v}");
     // A default routine is not in the tree: removing it says how to turn it off.
-    let (s, v) = r.client().delete("/routine/remove/health-snapshot").await.map(|x| (x.status, x.body)).unwrap();
+    let (s, v) = r
+        .client()
+        .delete("/routine/remove/health-snapshot")
+        .await
+        .map(|x| (x.status, x.body))
+        .unwrap();
     assert_eq!(s, 409, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("enable = false"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("enable = false"),
+        "{v}"
+    );
 
     r.stop().await;
     wtrigger.fire();

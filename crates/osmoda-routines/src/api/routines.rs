@@ -245,7 +245,7 @@ async fn apply(
     plan: String,
     ttl_secs: Option<u64>,
 ) -> Result<Value, RoutinesError> {
-    let rev = osmoda_config::option::landed_rev(edit).ok_or_else(|| {
+    let rev = osmoda_config::tree_edit::landed_rev(edit).ok_or_else(|| {
         RoutinesError::Agentd(format!(
             "agentd's config API answered without a rev: {edit}"
         ))
@@ -276,7 +276,7 @@ pub(super) async fn add(
     let mut probe: RoutinesConfig = (*current).clone();
     probe.routines.insert(b.name.clone(), routine.clone());
     probe.validate().map_err(RoutinesError::BadRequest)?;
-    let value = osmoda_config::option::option_keys(
+    let value = osmoda_config::tree_edit::option_keys(
         &serde_json::to_value(&routine).unwrap_or_default(),
         &["env", "body"],
     );

@@ -29,7 +29,7 @@ pub struct AddBody {
 
 /// A watcher name must be a plain Nix attribute name (it becomes an option path segment).
 fn check_name(name: &str) -> Result<(), WatchError> {
-    if osmoda_config::option::valid_attr_name(name) {
+    if osmoda_config::tree_edit::valid_attr_name(name) {
         Ok(())
     } else {
         Err(WatchError::BadRequest(format!(
@@ -62,7 +62,7 @@ pub(super) async fn add(
     };
     probe.validate().map_err(WatchError::BadRequest)?;
     let check = serde_json::to_value(&def.check).unwrap_or_default();
-    let check = osmoda_config::option::option_keys(&check, &[]);
+    let check = osmoda_config::tree_edit::option_keys(&check, &[]);
     let value =
         json!({ "check": check, "intervalSecs": def.interval_secs, "actions": def.actions });
     let reason = b
@@ -87,7 +87,7 @@ async fn apply(
     plan: String,
     ttl_secs: Option<u64>,
 ) -> Result<Value, WatchError> {
-    let rev = osmoda_config::option::landed_rev(edit).ok_or_else(|| {
+    let rev = osmoda_config::tree_edit::landed_rev(edit).ok_or_else(|| {
         WatchError::Agentd(format!(
             "agentd's config API answered without a rev: {edit}"
         ))
