@@ -39,13 +39,13 @@ fn ids(batch: &Value) -> Vec<i64> {
 #[tokio::test]
 async fn answers_at_once_with_matches_and_moves_the_cursor_past_the_rest() {
     let d = Daemon::start().await;
-    let a = append(&d, "watch.switch.committed").await;
-    let _other = append(&d, "fs.read").await;
-    let b = append(&d, "watch.switch.rolled-back").await;
+    let a = append(&d, "deploy.step.committed").await;
+    let _other = append(&d, "noise.read").await;
+    let b = append(&d, "deploy.step.rolled-back").await;
     let exact = append(&d, "alert.x.test").await;
-    let last = append(&d, "fs.write").await;
+    let last = append(&d, "noise.write").await;
 
-    let (s, batch) = subscribe(&d, "after=0&types=watch.switch.*,alert.x.test&wait_secs=0").await;
+    let (s, batch) = subscribe(&d, "after=0&types=deploy.step.*,alert.x.test&wait_secs=0").await;
     assert_eq!(s, 200, "{batch}");
     assert_eq!(ids(&batch), [a, b, exact]);
     assert_eq!(
@@ -54,10 +54,10 @@ async fn answers_at_once_with_matches_and_moves_the_cursor_past_the_rest() {
     );
 
     // A limit cuts the batch; the cursor is its last event, so nothing is lost.
-    let (_, first) = subscribe(&d, "after=0&types=watch.*&limit=1&wait_secs=0").await;
+    let (_, first) = subscribe(&d, "after=0&types=deploy.*&limit=1&wait_secs=0").await;
     assert_eq!(ids(&first), [a]);
     assert_eq!(first["cursor"], a);
-    let (_, second) = subscribe(&d, &format!("after={a}&types=watch.*&limit=1&wait_secs=0")).await;
+    let (_, second) = subscribe(&d, &format!("after={a}&types=deploy.*&limit=1&wait_secs=0")).await;
     assert_eq!(ids(&second), [b]);
 
     // Nothing after the tip: an empty answer after the wait, cursor unchanged.
