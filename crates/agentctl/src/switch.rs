@@ -39,6 +39,10 @@ pub enum SwitchCmd {
         /// With --wait: give up waiting after this many seconds (exit 5; the switch goes on).
         #[arg(long, requires = "wait")]
         timeout: Option<u64>,
+        /// Approval ticket for a destructive switch to an older generation (the refusal names it
+        /// and the command a person runs to approve it).
+        #[arg(long)]
+        approval: Option<String>,
     },
     /// Show one switch; exits 0 only if it committed (3 rolled back, 4 failed, 5 not finished).
     #[command(after_help = "Examples:
@@ -102,6 +106,7 @@ pub async fn run(watch: &Client, cmd: SwitchCmd) -> anyhow::Result<Outcome> {
             reason,
             wait: follow,
             timeout,
+            approval,
         } => {
             let checks: Vec<Value> = checks
                 .iter()
@@ -120,6 +125,9 @@ pub async fn run(watch: &Client, cmd: SwitchCmd) -> anyhow::Result<Outcome> {
             }
             if let Some(r) = reason {
                 body["plan"] = json!(r);
+            }
+            if let Some(a) = approval {
+                body["approval"] = json!(a);
             }
             let s = watch.post("/switch/begin", &body).await?.ok_json()?;
             if follow {

@@ -241,3 +241,108 @@ async fn a_closed_stdout_is_not_a_panic() {
         assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_back_to_a_generation_without_a_user_needs_an_approval() {
+    if !common::nix_available("a_switch_back_to_a_generation_without_a_user_needs_an_approval") {
+        return;
+    }
+    let env = start_with_watch().await;
+    let rev = |env: &Env| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(env.tree())
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .expect("git");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let without_alice = rev(&env);
+    env.ctl_code(
+        0,
+        &[
+            "config",
+            "set",
+            "users.users.alice",
+            r#"{"isNormalUser":true,"extraGroups":["wheel"]}"#,
+            "--file",
+            "configuration.nix",
+            "--reason",
+            "add alice",
+        ],
+    )
+    .await;
+    env.ctl_code(
+        0,
+        &[
+            "switch",
+            "begin",
+            "--wait",
+            "--ttl",
+            "1",
+            "-m",
+            "deploy alice",
+        ],
+    )
+    .await;
+
+    // Back to the generation without alice: refused, and the refusal names the ticket.
+    let o = env
+        .ctl(&[
+            "switch",
+            "begin",
+            "--generation",
+            &without_alice,
+            "--wait",
+            "--ttl",
+            "1",
+            "-m",
+            "back",
+        ])
+        .await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("removes user alice"), "{}", stderr(&o));
+    let list: Value =
+        serde_json::from_str(&env.ctl_code(0, &["--json", "approvals", "list"]).await)
+            .expect("json");
+    let id = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["status"] == "pending")
+        .and_then(|t| t["id"].as_str())
+        .expect("a pending ticket")
+        .to_string();
+    assert!(stderr(&o).contains(&id), "{}", stderr(&o));
+    // A person approves; the same switch with --approval lands and commits.
+    env.ctl_code(0, &["approvals", "approve", &id]).await;
+    env.ctl_code(
+        0,
+        &[
+            "switch",
+            "begin",
+            "--generation",
+            &without_alice,
+            "--approval",
+            &id,
+            "--wait",
+            "--ttl",
+            "1",
+            "-m",
+            "back",
+        ],
+    )
+    .await;
+    let tree = std::fs::read_to_string(env.tree().join("configuration.nix")).expect("read");
+    assert!(!tree.contains("alice"), "{tree}");
+    let list: Value =
+        serde_json::from_str(&env.ctl_code(0, &["--json", "approvals", "list"]).await)
+            .expect("json");
+    assert!(
+        list.as_array()
+            .expect("list")
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["status"] == "used"),
+        "{list}"
+    );
+}

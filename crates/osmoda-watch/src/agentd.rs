@@ -95,16 +95,26 @@ impl Agentd {
     /// Records a generation whose tree equals `rev`'s through agentd's config API
     /// (`POST /config/restore`), so the commit carries `Osmoda-Event`/`Osmoda-Actor`; `switch`
     /// titles it "Switch to generation …", otherwise "Revert to generation …". `reason`'s first
-    /// line is the subject, the rest the body. Returns the new commit.
+    /// line is the subject, the rest the body; `approval` is the ticket for a destructive one
+    /// (agentd's gate judges it against the running generation). Returns the new commit.
     ///
     /// # Errors
     /// As [`Agentd::call`]: agentd unreachable, or its refusal (e.g. uncommitted hand edits).
-    pub async fn restore(&self, rev: &str, reason: &str, switch: bool) -> Result<String> {
-        let body = json!({
+    pub async fn restore(
+        &self,
+        rev: &str,
+        reason: &str,
+        switch: bool,
+        approval: Option<&str>,
+    ) -> Result<String> {
+        let mut body = json!({
             "rev": rev,
             "reason": reason,
             "purpose": if switch { "switch" } else { "restore" },
         });
+        if let Some(a) = approval {
+            body["approval"] = json!(a);
+        }
         let v = self.call("/config/restore", &body).await?;
         v.pointer("/generation/rev")
             .and_then(Value::as_str)

@@ -21,6 +21,8 @@ pub struct BeginBody {
     ttl_secs: Option<u64>,
     #[serde(default)]
     health_checks: Vec<HealthCheck>,
+    /// Approval ticket for a destructive switch to an older generation.
+    approval: Option<String>,
 }
 
 pub(super) async fn begin(
@@ -35,6 +37,7 @@ pub(super) async fn begin(
             ttl_secs: b.ttl_secs,
             health_checks: b.health_checks,
             origin: "api".into(),
+            approval: b.approval,
         })
         .await?;
     let mut v = serde_json::to_value(&s).unwrap_or_default();

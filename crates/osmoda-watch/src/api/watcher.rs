@@ -100,6 +100,7 @@ async fn apply(
             ttl_secs,
             health_checks: Vec::new(),
             origin: "api".into(),
+            approval: None,
         })
         .await?;
     Ok(serde_json::to_value(s).unwrap_or_default())

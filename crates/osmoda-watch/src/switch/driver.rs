@@ -321,7 +321,7 @@ impl Engine {
                         s.id,
                         short(&s.generation)
                     );
-                    match self.agentd.restore(prev, &reason, false).await {
+                    match self.agentd.restore(prev, &reason, false, None).await {
                         Ok(rev) => s.revert_commit = Some(rev),
                         Err(e) => s.warnings.push(format!(
                             "the system was rolled back but the revert commit could not be recorded: {e}; record it with `agentctl config revert` or by restoring generation {prev}"

@@ -32,6 +32,9 @@ pub struct BeginRequest {
     pub health_checks: Vec<HealthCheck>,
     /// `api` or `watcher:<name>`.
     pub origin: String,
+    /// Approval ticket for a destructive switch to an older generation (agentd's gate judges
+    /// it against the running generation when the switch is recorded).
+    pub approval: Option<String>,
 }
 
 /// Test hook: block in a state (writing a marker file) so a test can `kill -9` there.
@@ -218,7 +221,10 @@ impl Engine {
                 .clone()
                 .filter(|p| !p.trim().is_empty())
                 .unwrap_or_else(|| format!("requested by {}", origin_name(&req.origin)));
-            generation = self.agentd.restore(&generation, &why, true).await?;
+            generation = self
+                .agentd
+                .restore(&generation, &why, true, req.approval.as_deref())
+                .await?;
         }
         let previous_generation = self.tree.last_deployed()?;
         let checks = switch_checks([
