@@ -234,10 +234,7 @@ async fn raw_values_are_evaluated_in_restricted_mode_before_commit() {
         )
         .await;
     assert!(
-        r["notes"][0]
-            .as_str()
-            .expect("note")
-            .contains("not evaluated"),
+        r["notes"][0].as_str().expect("note").contains("first use"),
         "{r}"
     );
 }

@@ -37,6 +37,7 @@
 mod attributes;
 mod drift;
 mod error;
+pub mod evaluator;
 mod full_eval;
 mod history;
 mod message;

@@ -73,7 +73,10 @@ impl Repl {
             return None;
         }
         // One stream: errors must arrive in order with the answers.
-        let mut child = Command::new("sh")
+        let mut cmd = Command::new("sh");
+        // CPU time and memory capped for the process's whole life (inherited across the exec).
+        crate::evaluator::Caps::REPL.apply(&mut cmd);
+        let mut child = cmd
             .arg("-c")
             .arg("exec \"$0\" --extra-experimental-features nix-command repl 2>&1")
             .arg(&nix)
@@ -183,7 +186,10 @@ impl Repl {
         } else {
             format!("import {path}")
         };
-        let verdict = self.ask(&check);
+        let verdict = {
+            let _slot = crate::evaluator::slot();
+            self.ask(&check)
+        };
         let _ = std::fs::remove_file(&copy);
         Some(match verdict? {
             Verdict::Invalid(msg) => {

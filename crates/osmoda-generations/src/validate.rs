@@ -10,7 +10,7 @@
 //! Nix's start-up on every edit.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use rnix::SyntaxKind;
 
@@ -224,27 +224,26 @@ pub(crate) fn validate(files: &[Candidate<'_>], nix: Option<&Path>) -> Result<()
     Ok(())
 }
 
-fn run(mut cmd: Command, files: &[&Candidate<'_>]) -> Result<(), GenError> {
+fn run(cmd: Command, files: &[&Candidate<'_>]) -> Result<(), GenError> {
     let first = files
         .first()
         .map(|f| f.rel.to_path_buf())
         .unwrap_or_default();
-    let out = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+    let out = crate::evaluator::run(cmd, &crate::evaluator::Caps::VALIDATE)
         .map_err(|e| GenError::io("run", "nix-instantiate", e))?;
-    if out.status.success() {
+    if out.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = out.stderr;
     // Name the file the evaluator complained about, if its message mentions one.
     let path = files
         .iter()
         .find(|f| stderr.contains(&*f.abs.to_string_lossy()))
         .map_or(first, |f| f.rel.to_path_buf());
-    let message = format!("nix-instantiate: {}", stderr.trim());
+    let message = match out.exceeded {
+        Some(cap) => format!("the evaluator was stopped: {cap}"),
+        None => format!("nix-instantiate: {}", stderr.trim()),
+    };
     Err(GenError::Invalid { path, message })
 }
 

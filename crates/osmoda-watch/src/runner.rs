@@ -7,6 +7,8 @@ use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Mutex;
 
+use osmoda_generations::evaluator::{self, Caps, Exceeded};
+
 /// One program invocation: argv and an optional working directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmd {
@@ -14,6 +16,8 @@ pub struct Cmd {
     pub argv: Vec<String>,
     /// Working directory; the daemon's when `None`.
     pub cwd: Option<PathBuf>,
+    /// Resource caps (a Nix evaluator on input from the tree); none when `None`.
+    pub caps: Option<Caps>,
 }
 
 impl Cmd {
@@ -26,7 +30,15 @@ impl Cmd {
         Cmd {
             argv: argv.into_iter().map(Into::into).collect(),
             cwd: None,
+            caps: None,
         }
+    }
+
+    /// Runs as a bounded evaluator: CPU time, address space and wall clock capped, in one of
+    /// the daemon's evaluator slots (`osmoda_generations::evaluator`).
+    pub fn capped(mut self, caps: Caps) -> Cmd {
+        self.caps = Some(caps);
+        self
     }
 
     /// Runs in `dir`.
@@ -84,14 +96,43 @@ impl Runner for ProcessRunner {
             if let Some(dir) = &cmd.cwd {
                 c.current_dir(dir);
             }
-            let out = c
-                .output()
+            let Some(caps) = cmd.caps else {
+                let out = c
+                    .output()
+                    .await
+                    .map_err(|e| format!("cannot run {prog}: {e}"))?;
+                return Ok(CmdOutput {
+                    code: out.status.code(),
+                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
+            };
+            // A slot first (waiting on a blocking thread), then the capped process; output is
+            // read while it runs, and it is killed (on drop) at the wall-clock deadline.
+            let slot = tokio::task::spawn_blocking(evaluator::slot)
                 .await
-                .map_err(|e| format!("cannot run {prog}: {e}"))?;
+                .map_err(|e| format!("cannot wait for an evaluator slot: {e}"))?;
+            caps.apply(c.as_std_mut());
+            let out = tokio::time::timeout(caps.wall, c.output()).await;
+            drop(slot);
+            let out = match out {
+                Err(_) => {
+                    return Err(format!(
+                        "`{}` was stopped: {}",
+                        cmd.display(),
+                        Exceeded::Wall(caps.wall)
+                    ))
+                }
+                Ok(out) => out.map_err(|e| format!("cannot run {prog}: {e}"))?,
+            };
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            if let Some(cap) = caps.exceeded(out.status, &stderr) {
+                return Err(format!("`{}` was stopped: {cap}", cmd.display()));
+            }
             Ok(CmdOutput {
                 code: out.status.code(),
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                stderr,
             })
         })
     }
@@ -170,4 +211,47 @@ pub async fn run_ok(runner: &dyn Runner, cmd: &Cmd) -> Result<CmdOutput, String>
 pub fn tail_chars(s: &str, n: usize) -> String {
     let count = s.chars().count();
     s.chars().skip(count.saturating_sub(n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn caps(cpu_secs: u64, wall_ms: u64) -> Caps {
+        Caps {
+            cpu_secs,
+            memory_bytes: 1 << 30,
+            wall: Duration::from_millis(wall_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_capped_command_is_stopped_at_its_cpu_cap() {
+        let cmd = Cmd::new(["sh", "-c", "while :; do :; done"]).capped(caps(1, 120_000));
+        let e = ProcessRunner.run(&cmd).await.unwrap_err();
+        assert!(e.contains("CPU time"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_capped_command_is_stopped_at_its_wall_clock() {
+        let cmd = Cmd::new(["sleep", "30"]).capped(caps(10, 200));
+        let e = ProcessRunner.run(&cmd).await.unwrap_err();
+        assert!(e.contains("did not finish within"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_capped_command_s_large_stderr_is_read_while_it_runs() {
+        let cmd = Cmd::new([
+            "sh",
+            "-c",
+            "head -c 300000 /dev/zero | tr '\\0' x >&2; echo done",
+        ])
+        .capped(caps(10, 60_000));
+        let out = ProcessRunner.run(&cmd).await.unwrap();
+        assert!(out.success());
+        assert_eq!(out.stdout.trim(), "done");
+        assert_eq!(out.stderr.len(), 300_000);
+    }
 }

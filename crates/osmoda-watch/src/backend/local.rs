@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use osmoda_generations::evaluator::Caps;
 use serde_json::Value;
 
 use super::{Backend, Built};
@@ -133,7 +134,8 @@ impl LocalBackend {
             &lib,
             "--expr",
             RENDER_EXPR,
-        ]);
+        ])
+        .capped(Caps::RENDER);
         let out = run_ok(self.runner.as_ref(), &cmd).await;
         let _ = fs::remove_dir_all(&work);
         let out = out.map_err(|e| {

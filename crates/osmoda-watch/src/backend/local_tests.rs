@@ -271,3 +271,25 @@ async fn rendering_cannot_read_files_outside_the_tree() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_render_runs_as_a_capped_evaluator() {
+    let f = fixture();
+    let rec = Arc::new(crate::runner::RecordingRunner::default());
+    let backend = LocalBackend::new(
+        Arc::new(ConfigTree::open(f.tree.dir()).unwrap()),
+        Arc::clone(&rec) as Arc<dyn Runner>,
+        &f.dir.path().join("state2"),
+        f.dir.path().join("etc2"),
+        lib_dir(),
+    )
+    .unwrap();
+    // The recorded runner answers nothing, so the build fails; what matters is how it ran.
+    let _ = backend.build("1", &f.tree.head().unwrap()).await;
+    let calls = rec.calls.lock().unwrap().clone();
+    let render = calls
+        .iter()
+        .find(|c| c.argv.first().map(String::as_str) == Some("nix-instantiate"))
+        .expect("a nix-instantiate call");
+    assert_eq!(render.caps, Some(Caps::RENDER));
+}

@@ -408,7 +408,7 @@ async fn edit(
     }
     if !evaluated {
         landed.notes.push(if tree(&st)?.uses_nix() {
-            "the raw value uses names from its module (pkgs, lib, …), so it was checked by parsing, not evaluated".into()
+            "the raw value uses names from its module (pkgs, lib, …): it was evaluated up to the first use of one of them, not beyond (they exist only when the tree is built)".into()
         } else {
             "validate = parse: the raw value was checked by parsing only, not evaluated".into()
         });

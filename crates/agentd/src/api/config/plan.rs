@@ -3,10 +3,10 @@
 //! written (a dirty tree, flakes and non-modules, raw values that do not evaluate).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use axum::http::StatusCode;
+use osmoda_generations::evaluator::{Caps, Exceeded};
 use osmoda_generations::{GenError, Tree};
 use osmoda_nix::{AttrPath, Op, Value as NixValue};
 use serde_json::json;
@@ -119,124 +119,126 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// What evaluating a raw value before the commit found.
 pub enum RawEval {
-    /// Not evaluated: no evaluator, or the value names its module's arguments (`pkgs`, `lib`, …).
+    /// Not (fully) evaluated: no evaluator, or the evaluation reached one of its module's
+    /// arguments (`pkgs`, `lib`, a `let` of the file, …), which exist only in the tree.
     Skipped,
     /// It evaluates; with its value as JSON when asked for and expressible (not a function).
     Evaluated(Option<serde_json::Value>),
 }
 
-/// Evaluates a raw Nix value before it is committed, when it can be evaluated on its own (no
-/// free variables such as `pkgs` or `lib`, no `with`): `nix-instantiate --eval --strict` in
-/// restricted mode, which cannot read any file outside the tree. With `want_json`, the value
-/// is also returned as JSON (one evaluation; a second, without `--json`, only for a value JSON
-/// cannot carry, such as a function).
+/// The message of the stand-in every free variable of a raw value resolves to.
+const STAND_IN: &str = "osmoda: a module argument is not available before the commit";
+
+/// Evaluates a raw Nix value before it is committed: `nix-instantiate --eval --strict` in
+/// restricted mode (no file outside the tree is readable), within [`Caps::RAW_VALUE`] (CPU
+/// time, memory, wall clock). A value with free variables (`pkgs.vim`, `lib.mkForce x`,
+/// `with pkgs; [ … ]`, a name bound by the file around it) is evaluated with every such
+/// variable resolving to a stand-in that throws: it is evaluated in Nix's order up to the first
+/// use of one, so an error before that (`[ (1 + "a") pkgs.vim ]`) is found and one after it is
+/// not (`[ pkgs.vim (1 + "a") ]`: the real arguments exist only when the tree is built). With
+/// `want_json`, the value is also returned as JSON (one evaluation; a second, without
+/// `--json`, only for a value JSON cannot carry, such as a function).
 ///
 /// # Errors
-/// 422 with the evaluator's message.
+/// 422 with the evaluator's message, or naming the cap a value ran into.
 pub fn evaluate_raw(tree: &Tree, raw: &str, want_json: bool) -> Result<RawEval, ApiError> {
     let Some(nix) = tree.nix_instantiate() else {
         return Ok(RawEval::Skipped);
     };
-    match osmoda_nix::free_variables(raw) {
-        Ok(Some(free)) if free.is_empty() => {}
-        Ok(_) => return Ok(RawEval::Skipped),
+    let closed = match osmoda_nix::free_variables(raw) {
+        Ok(free) => free.is_some_and(|f| f.is_empty()),
         Err(e) => return Err(e.into()),
-    }
-    if want_json {
-        match run_eval(tree, nix, raw, true)? {
+    };
+    // An enclosing `with` is consulted only for names nothing else binds: exactly the free ones.
+    let prefix = if closed {
+        String::new()
+    } else {
+        format!("with (throw \"{STAND_IN}\"); ")
+    };
+    let reached_stand_in =
+        // The error itself, not the source line Nix quotes (which shows the stand-in too).
+        |f: &Failed| matches!(f, Failed::Error(stderr) if first_error(stderr) == STAND_IN);
+    if want_json && closed {
+        match run_eval(tree, nix, &prefix, raw, true)? {
             Ok(stdout) => {
                 let v = serde_json::from_slice(&stdout).map_err(ApiError::internal)?;
                 return Ok(RawEval::Evaluated(Some(v)));
             }
-            Err(stderr) if !stderr.contains("cannot convert") => {
-                return Err(not_evaluated(&stderr))
-            }
-            Err(_) => {}
+            Err(Failed::Error(stderr)) if stderr.contains("cannot convert") => {}
+            Err(failed) => return Err(not_evaluated(failed)),
         }
     }
-    match run_eval(tree, nix, raw, false)? {
+    match run_eval(tree, nix, &prefix, raw, false)? {
         Ok(_) => Ok(RawEval::Evaluated(None)),
-        Err(stderr) => Err(not_evaluated(&stderr)),
+        Err(f) if reached_stand_in(&f) => Ok(RawEval::Skipped),
+        Err(failed) => Err(not_evaluated(failed)),
     }
 }
 
-fn not_evaluated(stderr: &str) -> ApiError {
-    if stderr.is_empty() {
-        return ApiError::new(
+/// Why a raw value did not evaluate.
+enum Failed {
+    /// The evaluator said so (its standard error).
+    Error(String),
+    /// A cap stopped it.
+    Stopped(Exceeded),
+}
+
+fn not_evaluated(failed: Failed) -> ApiError {
+    let stderr = match failed {
+        Failed::Error(stderr) => stderr,
+        Failed::Stopped(why) => return ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "the raw Nix value did not finish evaluating within 10 seconds",
-        );
-    }
+            format!("the raw Nix value was refused before the commit: {why}"),
+        )
+        .with_detail(json!({
+            "hint": "nothing was written; every later evaluation of the tree would pay for this value again",
+            "caps": {
+                "cpu_secs": Caps::RAW_VALUE.cpu_secs,
+                "memory_bytes": Caps::RAW_VALUE.memory_bytes,
+                "wall_secs": Caps::RAW_VALUE.wall.as_secs(),
+            },
+        })),
+    };
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         format!(
             "the raw Nix value does not evaluate: {}",
-            first_error(stderr)
+            first_error(&stderr)
         ),
     )
     .with_detail(json!({ "evaluator": stderr.trim() }))
 }
 
-/// One restricted evaluation: `Ok(stdout)`, or `Err(stderr)` (empty when it timed out).
+/// One restricted evaluation within [`Caps::RAW_VALUE`]: `Ok(stdout)` or why not.
 fn run_eval(
     tree: &Tree,
     nix: &Path,
+    prefix: &str,
     raw: &str,
     json: bool,
-) -> Result<Result<Vec<u8>, String>, ApiError> {
+) -> Result<Result<Vec<u8>, Failed>, ApiError> {
     let mut cmd = Command::new(nix);
     cmd.args(["--eval", "--strict", "--readonly-mode"]);
     if json {
         cmd.arg("--json");
     }
-    let mut child = cmd
-        .args(["--option", "restrict-eval", "true"])
+    cmd.args(["--option", "restrict-eval", "true"])
         .args(["--option", "allowed-uris", ""])
         .arg("-I")
         .arg(format!("tree={}", tree.dir().display()))
         .arg("-E")
-        .arg(format!("(\n{raw}\n)"))
+        .arg(format!("{prefix}(\n{raw}\n)"))
         .current_dir(tree.dir())
-        .env("NIX_PATH", "")
-        .stdin(Stdio::null())
-        .stdout(if json { Stdio::piped() } else { Stdio::null() })
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(ApiError::internal)?;
-    // Read stdout as it comes (a large value must not fill the pipe and stall the child),
-    // bounded like a request body.
-    let reader = child.stdout.take().map(|out| {
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = Vec::new();
-            let _ = out.take(4 * 1024 * 1024).read_to_end(&mut buf);
-            buf
-        })
-    });
-    // Bounded: an expression that loops is stopped, not waited for.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(ApiError::internal)? {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let stdout = reader.and_then(|r| r.join().ok()).unwrap_or_default();
-    let mut stderr = String::new();
-    if let Some(e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.take(8 * 1024).read_to_string(&mut stderr);
-    }
-    Ok(match status {
-        Some(s) if s.success() => Ok(stdout),
-        Some(_) if stderr.trim().is_empty() => Err("the evaluator failed without a message".into()),
-        Some(_) => Err(stderr),
-        None => Err(String::new()),
+        .env("NIX_PATH", "");
+    let out =
+        osmoda_generations::evaluator::run(cmd, &Caps::RAW_VALUE).map_err(ApiError::internal)?;
+    Ok(match out.exceeded {
+        Some(cap) => Err(Failed::Stopped(cap)),
+        None if out.success() => Ok(out.stdout),
+        None if out.stderr.trim().is_empty() => Err(Failed::Error(
+            "the evaluator failed without a message".into(),
+        )),
+        None => Err(Failed::Error(out.stderr)),
     })
 }
 
