@@ -417,3 +417,63 @@ impl SocketLike for std::fs::FileType {
         std::os::unix::fs::FileTypeExt::is_socket(self)
     }
 }
+
+#[tokio::test]
+async fn credentials_are_unreadable_and_login_files_are_left_to_a_person() {
+    let d = Daemon::start().await;
+    let a = d.agent();
+    for p in ["/etc/shadow", "/proc/self/mem", "/proc/1/environ"] {
+        refused(
+            &d,
+            async { a.get(&format!("/fs/read?path={p}")).await.expect("get") },
+            403,
+            "never shown to the agent",
+        )
+        .await;
+    }
+    // A sibling that is not a credential is still readable.
+    let r = a.get_ok("/fs/read?path=/proc/self/status").await;
+    assert!(
+        r["content"].as_str().is_some_and(|c| c.contains("Pid")),
+        "{r}"
+    );
+    // Files that decide logins and what a shell runs: refused, nothing written.
+    for p in [
+        "/etc/profile.d/osmoda-gate-test.sh",
+        "/etc/sudoers.d/osmoda-gate-test",
+        "/usr/local/bin/osmoda-gate-test",
+        "/home/osmoda-gate-test/.bashrc",
+        "/root/.osmoda-gate-test",
+    ] {
+        refused(
+            &d,
+            async {
+                a.post(
+                    "/fs/write",
+                    &json!({ "path": p, "content": "echo owned\n" }),
+                )
+                .await
+                .expect("post")
+            },
+            403,
+            "a person",
+        )
+        .await;
+        assert!(!std::path::Path::new(p).exists(), "{p} was written");
+    }
+    // Nor can a command get them writable.
+    for w in ["/etc", "/usr/local/bin", "/home"] {
+        refused(
+            &d,
+            async {
+                a.post("/system/exec", &json!({ "argv": ["true"], "timeout_secs": 5, "user": "root", "writable": [w] }))
+                    .await
+                    .expect("post")
+            },
+            403,
+            "log",
+        )
+        .await;
+    }
+    d.stop().await;
+}

@@ -112,6 +112,12 @@ pub async fn exec(
             .canonicalize()
             .map_err(|e| ApiError::bad_request(format!("writable path {w}: {e}")))?;
         fence.check(&real, true)?;
+        if let Some(why) = super::secrets::contains_login_path(&real) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!("writable path {w}: {why}"),
+            ));
+        }
         // Binding a parent of a hidden path writable would let the command replace the mask.
         if let Some(h) = fence.hidden().find(|h| h.starts_with(&real)) {
             return Err(ApiError::new(

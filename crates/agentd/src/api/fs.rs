@@ -136,6 +136,14 @@ impl Fence {
                 what
             )));
         }
+        let refused = if write {
+            super::secrets::login_path(real)
+        } else {
+            super::secrets::unreadable(real)
+        };
+        if let Some(why) = refused {
+            return Err(forbidden(format!("{}: {why}", real.display())));
+        }
         if write {
             if let Some(root) = self.read_only.iter().find(|r| real.starts_with(r)) {
                 return Err(forbidden(format!(
@@ -185,6 +193,9 @@ pub async fn read(
     let (real, size, data) = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            // Judged by name before opening (some credentials cannot even be opened), and again
+            // by the real path of what was opened.
+            fence.check(&resolve_lexically(&path), false)?;
             // O_NONBLOCK: opening a FIFO must not hang the call; only regular files are read.
             let fd = open(
                 &path,
