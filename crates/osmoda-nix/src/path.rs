@@ -169,7 +169,11 @@ impl FromStr for AttrPath {
                 Some(_dot) => {}
             }
         }
-        AttrPath::new(segs).map_err(|_| invalid("attribute names cannot contain NUL bytes"))
+        // Keep the rule `new` found (NUL byte, or a name or path over the budget).
+        AttrPath::new(segs).map_err(|e| match e {
+            EditError::InvalidPath { reason, .. } => invalid(&reason),
+            other => other,
+        })
     }
 }
 
@@ -184,6 +188,16 @@ impl fmt::Display for AttrPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_quoted_name_is_reported_as_too_long_not_as_nul() {
+        let long = format!("a.\"{}\"", "x".repeat(100_000));
+        let e = long.parse::<AttrPath>().expect_err("too long").to_string();
+        assert!(!e.contains("NUL"), "{e}");
+        assert!(e.contains("long") || e.contains("bytes"), "{e}");
+        let e = AttrPath::new(["a", "b\0c"]).expect_err("NUL").to_string();
+        assert!(e.contains("NUL"), "{e}");
+    }
 
     fn segs(s: &str) -> Vec<String> {
         match s.parse::<AttrPath>() {

@@ -54,8 +54,11 @@ pub(crate) fn quote(s: &str) -> String {
 pub(crate) fn check_value(value: &Json) -> Result<(), EditError> {
     match value {
         Json::Number(n) => {
-            if n.is_f64() {
-                return check_float(&n.to_string());
+            // Decided by how the number is written: `1e400` is a float too large for a double,
+            // not an integer out of range (with `arbitrary_precision`, `is_f64` is false for it).
+            let text = n.to_string();
+            if n.is_f64() || text.contains(['.', 'e', 'E']) {
+                return check_float(&text);
             }
             match n.as_i64() {
                 Some(i) if i > i64::MIN => Ok(()),
@@ -86,6 +89,10 @@ fn check_float(text: &str) -> Result<(), EditError> {
         .is_some_and(|n| decimal(&n.to_string()) == decimal(text));
     if exact {
         Ok(())
+    } else if text.parse::<f64>().map_or(true, |f| !f.is_finite()) {
+        Err(EditError::InvalidValue(format!(
+            "number {text} is beyond the range of a Nix float (a 64-bit double, at most about 1.8e308); write it as a string"
+        )))
     } else {
         Err(EditError::InvalidValue(format!(
             "number {text} cannot be carried exactly by a Nix float (a 64-bit double); write it with at most 15–17 significant digits, or as a string"
@@ -225,6 +232,26 @@ fn write_value(out: &mut String, value: &Json, indent: &str, unit: &str, in_list
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_judged_by_how_they_are_written() {
+        let msg = |v: &str| {
+            let v: Json = serde_json::from_str(v).expect("json");
+            check_value(&v)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        for huge in ["1e400", "-1E400", "1.5e999"] {
+            let m = msg(huge);
+            assert!(m.contains("beyond the range of a Nix float"), "{huge}: {m}");
+            assert!(!m.contains("integer"), "{huge}: {m}");
+        }
+        assert!(msg("1.0000000000000001").contains("cannot be carried exactly"));
+        assert!(msg("99999999999999999999").contains("integer"));
+        assert_eq!(msg("1e3"), "");
+        assert_eq!(msg("-42"), "");
+    }
     use serde_json::json;
 
     #[test]
