@@ -331,6 +331,41 @@ impl History {
         })
     }
 
+    /// Records many schedule marks in one transaction (one fsync for a whole tick).
+    ///
+    /// # Errors
+    /// On a database failure (none is recorded).
+    pub fn set_marks(&self, marks: &[(String, i64)]) -> Result<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO marks (routine, last_ms) VALUES (?1, ?2) \
+                     ON CONFLICT(routine) DO UPDATE SET last_ms = excluded.last_ms",
+                )?;
+                for (r, ms) in marks {
+                    st.execute(params![r, ms])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Every schedule mark (routine → Unix ms).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn marks(&self) -> Result<std::collections::HashMap<String, i64>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT routine, last_ms FROM marks")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
     /// Remembers a webhook MAC; `false` when it was already seen (a replay). Entries older
     /// than `window_ms` are forgotten first (a timestamp that old is refused anyway).
     ///

@@ -83,6 +83,7 @@ pub async fn run(
             (entries, heap) = plan(&cfg, &history, clock.now(), &out).await;
         }
         let now = clock.now();
+        let mut marks = Vec::new();
         while let Some(Reverse((due, name))) = heap.peek().cloned() {
             if due > now {
                 break;
@@ -101,14 +102,15 @@ pub async fn run(
                 payload: None,
             };
             send_later(&out, name.clone(), fired, e.routine.jitter_secs);
-            if let Err(err) = history.set_mark(&name, due.timestamp_millis()) {
-                tracing::error!("routine {name}: {err}");
-            }
+            marks.push((name.clone(), due.timestamp_millis()));
             // Late (suspend, a stepped clock): continue from now rather than replaying.
             let from = if due < now { now } else { due };
             if let Some(next) = e.schedule.next_after(from, due) {
                 heap.push(Reverse((next, name)));
             }
+        }
+        if let Err(err) = history.set_marks(&marks) {
+            tracing::error!("schedule marks: {err}");
         }
         // The wall clock can jump (NTP, suspend): re-read it at least every minute. A tokio
         // clock cannot, so a test can sleep straight to a date months away.
@@ -157,6 +159,11 @@ async fn plan(
 ) {
     let mut entries = BTreeMap::new();
     let mut heap = BinaryHeap::new();
+    let known = history.marks().unwrap_or_else(|e| {
+        tracing::error!("schedule marks: {e}");
+        Default::default()
+    });
+    let mut marks = Vec::new();
     for (name, r) in &cfg.routines {
         if !r.enable {
             continue;
@@ -169,10 +176,9 @@ async fn plan(
                 continue;
             }
         };
-        let last = history
-            .mark(name)
-            .ok()
-            .flatten()
+        let last = known
+            .get(name)
+            .copied()
             .and_then(DateTime::from_timestamp_millis);
         let (run_now, next) = schedule.resume(r.missed, last, now);
         if run_now {
@@ -182,14 +188,10 @@ async fn plan(
                 payload: None,
             };
             let _ = out.send((name.clone(), fired)).await;
-            if let Err(e) = history.set_mark(name, now.timestamp_millis()) {
-                tracing::error!("routine {name}: {e}");
-            }
+            marks.push((name.clone(), now.timestamp_millis()));
         } else if last.is_none() {
             // First sight: remember it, so a later downtime can tell what was missed.
-            if let Err(e) = history.set_mark(name, now.timestamp_millis()) {
-                tracing::error!("routine {name}: {e}");
-            }
+            marks.push((name.clone(), now.timestamp_millis()));
         }
         if let Some(next) = next {
             heap.push(Reverse((next, name.clone())));
@@ -201,6 +203,9 @@ async fn plan(
                 routine: r.clone(),
             },
         );
+    }
+    if let Err(e) = history.set_marks(&marks) {
+        tracing::error!("schedule marks: {e}");
     }
     (entries, heap)
 }
