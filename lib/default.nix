@@ -210,6 +210,7 @@ let
       # Off by default: it needs an OpenClaw package and model credentials.
       enable = false;
       port = 18789;
+      relaySocket = "/run/osmoda-relay/relay.sock";
       environmentFile = null;
       channels = {
         telegram = { enable = false; botTokenFile = null; allowFrom = [ ]; };
@@ -447,6 +448,7 @@ let
           config = {
             agentdSocket = sock "agentd";
             watchSocket = sock "watch";
+            relaySocket = get gw "relaySocket" d.gateway.relaySocket;
           };
         };
       };

@@ -428,6 +428,11 @@ in
       package = mkPackageOption pkgs "openclaw" { };
       bridgePackage = mkPackageOption pkgs "osmoda-bridge" { default = [ "osmoda" "bridge" ]; };
       port = mkOption { type = types.port; default = d.gateway.port; description = "Loopback port of the gateway."; };
+      relaySocket = mkOption {
+        type = types.str;
+        default = d.gateway.relaySocket;
+        description = "agentd's approval relay: the socket where the gateway passes on decisions people make in the chat. Its directory is setgid group osmoda-relay (only the gateway's user is a member) and masked from every command the agent runs.";
+      };
       environmentFile = nullOr types.str "systemd EnvironmentFile with model API keys and OPENCLAW_GATEWAY_TOKEN.";
       channels.telegram = {
         enable = mkOption { type = types.bool; default = d.gateway.channels.telegram.enable; description = "Connect a Telegram bot."; };
@@ -461,6 +466,9 @@ in
       systemd.tmpfiles.rules = [
         "d /run/osmoda 0770 root osmoda -"
         "d ${builtins.dirOf cfg.agentd.approvalSocket} 0700 root root -"
+      ] ++ lib.optionals cfg.gateway.enable [
+        # setgid: the relay socket agentd binds here (0660) belongs to group osmoda-relay.
+        "d ${builtins.dirOf cfg.gateway.relaySocket} 2750 root osmoda-relay -"
         "d ${cfg.configTree} 0700 root root -"
       ];
 
@@ -526,7 +534,8 @@ in
         args = [ "--approval-socket" cfg.agentd.approvalSocket "--config-tree" cfg.configTree
                  "--validate" cfg.agentd.validate ]
           # The module itself (with ../lib beside it), for the full evaluation.
-          ++ lib.optionals (cfg.agentd.validate == "build") [ "--nixos-module" "${../.}/modules/osmoda.nix" ];
+          ++ lib.optionals (cfg.agentd.validate == "build") [ "--nixos-module" "${../.}/modules/osmoda.nix" ]
+          ++ lib.optionals cfg.gateway.enable [ "--relay-socket" cfg.gateway.relaySocket "--relay-user" "osmoda-gateway" ];
         path = [ config.nix.package pkgs.git config.systemd.package ];
         serviceConfig = {
           # The filesystem, process and service APIs act on the whole system by design.
@@ -543,7 +552,8 @@ in
           SystemCallFilter = [ "@system-service" ];
           # Network info (netlink) and loopback health probes.
           RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" "AF_INET" "AF_INET6" ];
-          ReadWritePaths = [ "/run/osmoda" (builtins.dirOf cfg.agentd.approvalSocket) cfg.configTree ];
+          ReadWritePaths = [ "/run/osmoda" (builtins.dirOf cfg.agentd.approvalSocket) cfg.configTree ]
+            ++ lib.optional cfg.gateway.enable (builtins.dirOf cfg.gateway.relaySocket);
           # Created by agentd before other daemons start; kept across agentd restarts.
           RuntimeDirectory = "osmoda";
           RuntimeDirectoryMode = "0770";
@@ -685,7 +695,9 @@ in
     }
 
     (mkIf cfg.gateway.enable {
-      users.users.osmoda-gateway = { isSystemUser = true; group = "osmoda"; home = "${cfg.stateDir}/gateway"; };
+      # osmoda-relay: only the gateway may use agentd's approval relay (agentd checks its uid too).
+      users.groups.osmoda-relay = { };
+      users.users.osmoda-gateway = { isSystemUser = true; group = "osmoda"; extraGroups = [ "osmoda-relay" ]; home = "${cfg.stateDir}/gateway"; };
 
       environment.etc."openclaw/openclaw.json".text = builtins.toJSON (osmodaLib.renderGateway
         (cfg // {

@@ -44,6 +44,12 @@ pub struct Settings {
     pub validate: osmoda_generations::Validate,
     /// osModa's NixOS module, evaluated with the tree by `validate = build` (`--nixos-module`).
     pub nixos_module: Option<std::path::PathBuf>,
+    /// The uid allowed on the approval relay (`--relay-user`, the gateway's user); `None`:
+    /// no relay is served (`api::relay`).
+    pub relay_uid: Option<u32>,
+    /// The relay socket when it is not [`api::relay::DEFAULT_RELAY_SOCKET`]: its directory is
+    /// hidden from files calls and masked from commands like the default one.
+    pub relay_socket: Option<std::path::PathBuf>,
 }
 
 /// The approval socket of the NixOS module (lib/default.nix `approvalSocket`) and agentctl.
@@ -76,6 +82,8 @@ impl Default for Settings {
             approval_socket: None,
             validate: osmoda_generations::Validate::default(),
             nixos_module: None,
+            relay_uid: None,
+            relay_socket: None,
         }
     }
 }

@@ -20,6 +20,13 @@ struct Cli {
     /// Generated configuration (`/etc/osmoda/agentd.json`); defaults apply when it is absent.
     #[arg(long, default_value = "/etc/osmoda/agentd.json")]
     config: PathBuf,
+    /// The approval relay's socket (mode 0660; its directory gives it the gateway's group): where the OpenClaw
+    /// gateway passes on decisions people make in the chat. Served only with `--relay-user`.
+    #[arg(long, default_value = agentd::api::relay::DEFAULT_RELAY_SOCKET)]
+    relay_socket: PathBuf,
+    /// The gateway's user (name or uid): the only peer the relay socket admits.
+    #[arg(long)]
+    relay_user: Option<String>,
     /// The git-tracked Nix tree agentd edits (config API); without it the config routes answer 503.
     #[arg(long)]
     config_tree: Option<PathBuf>,
@@ -68,6 +75,12 @@ async fn main() -> anyhow::Result<()> {
     if cli.approval_socket != std::path::Path::new(agentd::DEFAULT_APPROVAL_SOCKET) {
         settings.approval_socket = Some(cli.approval_socket.clone());
     }
+    if let Some(user) = &cli.relay_user {
+        settings.relay_uid = Some(agentd::api::relay::resolve_user(user)?);
+        if cli.relay_socket != std::path::Path::new(agentd::api::relay::DEFAULT_RELAY_SOCKET) {
+            settings.relay_socket = Some(cli.relay_socket.clone());
+        }
+    }
     let fds = osmoda_daemon::raise_fd_limit()?;
     let limits = agentd::ServeLimits {
         agent: agentd::Limits::main(fds),
@@ -78,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         agent_connections = limits.agent.max_connections,
         "connection budget"
     );
+    let settings_relay_uid = settings.relay_uid;
     let state =
         agentd::AppState::open(cli.state_dir.clone(), settings, cli.config_tree.as_deref())?;
     agentd::api::config::recover(&state)?;
@@ -87,10 +101,28 @@ async fn main() -> anyhow::Result<()> {
     };
     let agent = bind(&cli.socket, 0o660)?;
     let approval = bind(&cli.approval_socket, 0o600)?;
+    let relay = match settings_relay_uid {
+        Some(_) => Some(
+            agentd::api::relay::bind(&cli.relay_socket)
+                .with_context(|| format!("binding {}", cli.relay_socket.display()))?,
+        ),
+        None => None,
+    };
     let (trigger, shutdown) = agentd::shutdown_channel();
     osmoda_daemon::fire_on_signals(trigger)?;
+    let relay = relay.map(|l| {
+        tracing::info!(relay = %cli.relay_socket.display(), "approval relay");
+        tokio::spawn(agentd::api::relay::serve(
+            l,
+            state.clone(),
+            shutdown.clone(),
+        ))
+    });
     tracing::info!(socket = %cli.socket.display(), approval = %cli.approval_socket.display(), "agentd ready");
     osmoda_daemon::notify_ready();
     agentd::serve_with(agent, approval, state, shutdown, limits).await?;
+    if let Some(r) = relay {
+        r.await??;
+    }
     Ok(())
 }

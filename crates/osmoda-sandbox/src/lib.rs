@@ -69,9 +69,10 @@ pub const DROPPED_CAPS: &[&str] = &[
 ];
 
 /// The osModa paths hidden from every command by [`Boundary::osmoda_default`]: the approval
-/// socket's directory, agentd's and keyd's state.
+/// socket's and the approval relay's directories, agentd's and keyd's state.
 pub const OSMODA_MASKED: &[&str] = &[
     "/run/osmoda-admin",
+    "/run/osmoda-relay",
     "/var/lib/osmoda/agentd",
     "/var/lib/osmoda/keyd",
 ];

@@ -177,7 +177,7 @@ impl Approvals {
         }
     }
 
-    fn get(&mut self, id: &str) -> Result<&Ticket, ApiError> {
+    pub(crate) fn get(&mut self, id: &str) -> Result<&Ticket, ApiError> {
         let t = self.0.get_mut(id).ok_or_else(|| {
             ApiError::not_found(format!("no approval ticket {id}"))
                 .with_detail(json!({ "hint": "request one with POST /approval/request" }))

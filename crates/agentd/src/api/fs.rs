@@ -119,6 +119,10 @@ impl Fence {
                 .unwrap_or(sock);
             hidden.push((real(dir), "the approval socket's directory"));
         }
+        // The approval relay's directory, where it is not the default (masked above).
+        if let Some(dir) = st.settings.relay_socket.as_deref().and_then(Path::parent) {
+            hidden.push((real(dir), "the approval relay"));
+        }
         let mut read_only = vec![real(Path::new(ETC_NIXOS))];
         if let Some(tree) = &st.config_tree {
             read_only.push(real(tree.dir()));

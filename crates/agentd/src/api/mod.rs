@@ -7,6 +7,7 @@ pub mod exec;
 pub mod fs;
 pub mod health;
 pub mod incidents;
+pub mod relay;
 pub(crate) mod secrets;
 pub mod subscribe;
 pub mod system;
