@@ -449,6 +449,7 @@ let
             agentdSocket = sock "agentd";
             watchSocket = sock "watch";
             relaySocket = get gw "relaySocket" d.gateway.relaySocket;
+            configTree = get cfg "configTree" d.configTree;
           };
         };
       };

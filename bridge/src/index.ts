@@ -1,10 +1,12 @@
 //! osmoda-bridge: the OpenClaw plugin that gives the agent osModa's daemons as tools.
 //
-// `register()` runs many times (discovery, inspection, each reload): it only declares tools.
-// Sockets are opened inside each tool's `execute`.
+// `register()` runs many times (discovery, inspection, each reload): it only declares tools and
+// hooks. Sockets are opened inside each tool's `execute` and inside the hooks.
 
 import { definePluginEntry } from "openclaw/plugin-sdk/plugin-entry";
 
+import { beforeBridgeCall } from "./approvals.ts";
+import { FILE_TOOLS, beforeFileCall, recordFileCall } from "./builtin.ts";
 import { resolveSettings, toAgentTool } from "./tool.ts";
 import { allTools } from "./tools/index.ts";
 
@@ -17,5 +19,25 @@ export default definePluginEntry({
     for (const spec of allTools) {
       api.registerTool(toAgentTool(spec, settings) as never);
     }
+    const ours = allTools.map((t) => t.name) as [string, ...string[]];
+    // A bridge call agentd refused with a gate ticket, made again: ask the owner in the chat.
+    api.on(
+      "before_tool_call",
+      (event, ctx) => beforeBridgeCall(settings, event.toolName, event.params ?? {}, ctx.requester) as never,
+      { matcher: ours },
+    );
+    // OpenClaw's own file tools: never into the configuration tree or /etc/nixos; always recorded.
+    api.on(
+      "before_tool_call",
+      (event) => beforeFileCall(settings, event.toolName, event.params ?? {}, event.derivedPaths),
+      { matcher: [...FILE_TOOLS] },
+    );
+    api.on(
+      "after_tool_call",
+      async (event) => {
+        await recordFileCall(settings, event).catch((e) => api.logger.warn(`osmoda-bridge: recording ${event.toolName} in the ledger failed: ${e}`));
+      },
+      { matcher: [...FILE_TOOLS] },
+    );
   },
 });

@@ -4,8 +4,9 @@
 import type { TSchema, Static } from "typebox";
 import Value from "typebox/value";
 
+import { callKey, relayOf, remember, ticketOf } from "./approvals.ts";
 import { call, TransportError } from "./client.ts";
-import { daemonError, invalidArgs, transportError } from "./errors.ts";
+import { DaemonFailure, ToolAuthorizationError, daemonError, invalidArgs, transportError } from "./errors.ts";
 
 /** The plugin's settings (`plugins.entries.osmoda-bridge.config`), with defaults applied. */
 export interface Settings {
@@ -13,14 +14,23 @@ export interface Settings {
   agentdSocket: string;
   /** osmoda-watch's socket. */
   watchSocket: string;
+  /** agentd's approval relay (only the approval resolution callback uses it). */
+  relaySocket: string;
   /** Budget for one daemon call, milliseconds. */
   requestTimeoutMs: number;
+  /** How long a person has to answer an approval in the chat, milliseconds. */
+  approvalTimeoutMs: number;
+  /** The configuration tree: OpenClaw's built-in file tools may not write there (nor /etc/nixos). */
+  configTree: string;
 }
 
 export const DEFAULT_SETTINGS: Settings = {
   agentdSocket: "/run/osmoda/agentd.sock",
   watchSocket: "/run/osmoda/watch.sock",
+  relaySocket: "/run/osmoda-relay/relay.sock",
   requestTimeoutMs: 120_000,
+  approvalTimeoutMs: 300_000,
+  configTree: "/var/lib/osmoda/config",
 };
 
 /**
@@ -34,7 +44,11 @@ export function resolveSettings(raw: unknown): Settings {
   return {
     agentdSocket: str("agentdSocket", DEFAULT_SETTINGS.agentdSocket),
     watchSocket: str("watchSocket", DEFAULT_SETTINGS.watchSocket),
+    relaySocket: str("relaySocket", DEFAULT_SETTINGS.relaySocket),
     requestTimeoutMs: secs * 1000,
+    approvalTimeoutMs:
+      (typeof c.approvalTimeoutSecs === "number" ? c.approvalTimeoutSecs : DEFAULT_SETTINGS.approvalTimeoutMs / 1000) * 1000,
+    configTree: str("configTree", DEFAULT_SETTINGS.configTree),
   };
 }
 
@@ -152,8 +166,30 @@ export function toAgentTool(spec: ToolSpec<TSchema>, settings: Settings) {
       const args = params ?? {};
       const problems = validate(spec.parameters, args);
       if (problems.length) throw invalidArgs(spec.name, problems);
+      const ticket = (args as { approval?: unknown }).approval;
+      const relay = typeof ticket === "string" ? relayOf(ticket) : undefined;
+      if (relay) {
+        // The owner decided in the chat; agentd must have that decision before the retry.
+        try {
+          await relay;
+        } catch (e) {
+          throw new DaemonFailure(`the owner's decision on ticket ${ticket} could not be passed on to agentd (${(e as Error).message}); nothing was changed.`);
+        }
+      }
       const ctx: RunContext = { settings, signal, daemon: daemonCaller(settings, signal) };
-      const out = await spec.run(args as never, ctx);
+      let out;
+      try {
+        out = await spec.run(args as never, ctx);
+      } catch (e) {
+        const t = e instanceof ToolAuthorizationError ? ticketOf((e.detail as { detail?: unknown } | null)?.detail) : undefined;
+        if (!t || ticket !== undefined) throw e;
+        remember(callKey(spec.name, args), t);
+        throw new ToolAuthorizationError(
+          `${(e as Error).message} To ask the owner in this chat, call ${spec.name} again with exactly the same arguments: ` +
+            `they are shown the effect and answer with /approve. Or a person runs \`${t.approve}\`.`,
+          (e as ToolAuthorizationError).detail,
+        );
+      }
       return { content: [{ type: "text", text: out.text }], details: out.details };
     },
   };

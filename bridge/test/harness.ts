@@ -111,6 +111,8 @@ export class Stack {
   readonly agentdSocket: string;
   readonly approvalSocket: string;
   readonly watchSocket: string;
+  /** agentd's approval relay, in a directory of its own (agentd masks it from commands). */
+  readonly relaySocket: string;
   readonly token = `test-${process.pid}-${Date.now()}`;
   port = 0;
   private procs: { name: string; child: ChildProcess; log: string }[] = [];
@@ -121,6 +123,7 @@ export class Stack {
     this.agentdSocket = join(this.dir, "run", "agentd.sock");
     this.approvalSocket = join(this.dir, "run", "agentd-approval.sock");
     this.watchSocket = join(this.dir, "run", "watch.sock");
+    this.relaySocket = join(this.dir, "relay", "relay.sock");
   }
 
   private spawnLogged(name: string, cmd: string, args: string[], env: Record<string, string> = {}) {
@@ -140,12 +143,14 @@ export class Stack {
     const bin = daemonBinDir();
     const etc = join(this.dir, "etc");
     mkdirSync(join(this.dir, "run"), { recursive: true });
+    mkdirSync(join(this.dir, "relay"), { recursive: true, mode: 0o700 });
     const init = spawnSync(join(bin, "agentctl"), ["config", "init", this.tree], { encoding: "utf8" });
     if (init.status !== 0) throw new Error(`agentctl config init failed: ${init.stderr}`);
     const agentd = this.spawnLogged("agentd", join(bin, "agentd"), [
       "--socket", this.agentdSocket, "--approval-socket", this.approvalSocket,
       "--state-dir", join(this.dir, "state", "agentd"), "--config", join(etc, "osmoda", "agentd.json"),
       "--config-tree", this.tree,
+      "--relay-socket", this.relaySocket, "--relay-user", String(process.getuid!()),
     ]);
     await until("agentd's socket", 30_000, () => existsSync(this.agentdSocket) || (agentd.child.exitCode !== null && fail(agentd)));
     const watch = this.spawnLogged("watch", join(bin, "osmoda-watch"), [
@@ -166,7 +171,7 @@ export class Stack {
       plugins: {
         allow: ["osmoda-bridge"],
         load: { paths: [pluginDir] },
-        entries: { "osmoda-bridge": { enabled: true, config: { agentdSocket: this.agentdSocket, watchSocket: this.watchSocket } } },
+        entries: { "osmoda-bridge": { enabled: true, config: { agentdSocket: this.agentdSocket, watchSocket: this.watchSocket, relaySocket: this.relaySocket, configTree: this.tree } } },
       },
       ...opts.extraConfig,
     };

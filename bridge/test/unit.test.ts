@@ -13,16 +13,26 @@ import { SYSTEM_QUERIES } from "../src/tools/agentd.ts";
 
 const manifest = JSON.parse(readFileSync(new URL("../openclaw.plugin.json", import.meta.url), "utf8"));
 
+const hooks: { name: string; matcher: string[] }[] = [];
 function registered(config: unknown = {}) {
   const tools: any[] = [];
+  hooks.length = 0;
   const api: any = {
     pluginConfig: config,
     registerTool: (t: any) => tools.push(t),
-    on: () => assert.fail("the bridge registers no hooks yet"),
+    on: (name: string, _h: unknown, opts: { matcher: string[] }) => hooks.push({ name, matcher: opts.matcher }),
   };
   (entry as any).register(api);
   return tools;
 }
+
+test("hooks: the approval flow on the bridge's own tools, the fence and the ledger on the built-in file tools", () => {
+  const names = registered().map((t) => t.name);
+  assert.deepEqual(hooks.map((h) => h.name), ["before_tool_call", "before_tool_call", "after_tool_call"]);
+  assert.deepEqual(hooks[0]!.matcher, names);
+  assert.deepEqual(hooks[1]!.matcher, ["write", "edit", "apply_patch"]);
+  assert.deepEqual(hooks[2]!.matcher, ["write", "edit", "apply_patch"]);
+});
 
 test("contracts.tools equals the registered set, and register() is repeatable", () => {
   const a = registered().map((t) => t.name);
@@ -45,12 +55,13 @@ test("every registered tool has a description, a label and an object schema that
 
 test("settings: defaults, overrides, and the manifest's configSchema names exactly those keys", () => {
   assert.deepEqual(resolveSettings(undefined), DEFAULT_SETTINGS);
-  assert.deepEqual(resolveSettings({ agentdSocket: "/a", watchSocket: "/w", requestTimeoutSecs: 2 }), {
-    agentdSocket: "/a",
-    watchSocket: "/w",
-    requestTimeoutMs: 2000,
-  });
-  assert.deepEqual(Object.keys(manifest.configSchema.properties).sort(), ["agentdSocket", "requestTimeoutSecs", "watchSocket"]);
+  assert.deepEqual(
+    resolveSettings({ agentdSocket: "/a", watchSocket: "/w", relaySocket: "/r", requestTimeoutSecs: 2, approvalTimeoutSecs: 7, configTree: "/t" }),
+    { agentdSocket: "/a", watchSocket: "/w", relaySocket: "/r", requestTimeoutMs: 2000, approvalTimeoutMs: 7000, configTree: "/t" },
+  );
+  assert.deepEqual(Object.keys(manifest.configSchema.properties).sort(), [
+    "agentdSocket", "approvalTimeoutSecs", "configTree", "relaySocket", "requestTimeoutSecs", "watchSocket",
+  ]);
   assert.equal(manifest.configSchema.additionalProperties, false);
 });
 
@@ -175,4 +186,63 @@ test("formatting helpers", () => {
   assert.match(clip("x".repeat(10), 4), /^xxxx\n… \(6 more characters; see details\)$/);
   assert.equal(table(["a", "bb"], [["ccc", "d"]]), "a    bb\nccc  d");
   assert.equal(table(["n", "x"], [[12, null], [undefined, true]]), "n   x\n12\n    true");
+});
+
+test("approvals in the chat: only an owner with a requester is asked, for exactly the refused call", async () => {
+  const { beforeBridgeCall, callKey, describe, remember, ticketOf } = await import("../src/approvals.ts");
+  const settings = { ...DEFAULT_SETTINGS, relaySocket: "/nonexistent/relay.sock", approvalTimeoutMs: 5000 };
+  const params = { path: "services.openssh.enable", value: false, reason: "r" };
+  // Key: argument order and `approval` do not matter; any other difference does.
+  assert.equal(callKey("config_set", params), callKey("config_set", { reason: "r", value: false, path: "services.openssh.enable", approval: "x" }));
+  assert.notEqual(callKey("config_set", params), callKey("config_set", { ...params, value: true }));
+  assert.notEqual(callKey("config_set", params), callKey("config_unset", params));
+  assert.equal(ticketOf({ error: "no ticket" }), undefined);
+  const t = ticketOf({ ticket: "t-1", effect: ["disables service openssh: services.openssh.enable true → false"], approve: "agentctl approvals approve t-1" })!;
+  // Nothing remembered yet: no opinion.
+  assert.equal(beforeBridgeCall(settings, "config_set", params, { channel: "telegram", senderIsOwner: true }), undefined);
+  remember(callKey("config_set", params), t);
+  const none = beforeBridgeCall(settings, "config_set", params, undefined) as any;
+  assert.equal(none.block, true);
+  assert.match(none.blockReason, /no requester.*agentctl approvals approve t-1/);
+  const stranger = beforeBridgeCall(settings, "config_set", params, { channel: "telegram", senderId: "9", senderIsOwner: false }) as any;
+  assert.equal(stranger.block, true);
+  assert.match(stranger.blockReason, /not the owner/);
+  // Missing owner flag is unproven, not true.
+  assert.equal((beforeBridgeCall(settings, "config_set", params, { channel: "telegram" }) as any).block, true);
+  // A call that already names a ticket, or a different call, is left alone.
+  assert.equal(beforeBridgeCall(settings, "config_set", { ...params, approval: "t-1" }, { channel: "telegram", senderIsOwner: true }), undefined);
+  assert.equal(beforeBridgeCall(settings, "config_set", { ...params, value: true }, { channel: "telegram", senderIsOwner: true }), undefined);
+  const ask = beforeBridgeCall(settings, "config_set", params, { channel: "telegram", senderId: "42", senderIsOwner: true }) as any;
+  assert.deepEqual(ask.params, { ...params, approval: "t-1" });
+  assert.deepEqual(ask.requireApproval.allowedDecisions, ["allow-once", "deny"]);
+  assert.equal(ask.requireApproval.timeoutMs, 5000);
+  assert.match(ask.requireApproval.description, /disables service openssh: services\.openssh\.enable true → false.*ticket t-1/);
+  assert.ok(describe("config_set", { ...t, effect: ["x".repeat(2000)] }).length <= 512);
+  // A timeout decides nothing and keeps asking; a decision relays (here: to a missing socket).
+  assert.equal(ask.requireApproval.onResolution("timeout"), undefined);
+  assert.ok(beforeBridgeCall(settings, "config_set", params, { channel: "telegram", senderIsOwner: true }));
+  await assert.rejects(ask.requireApproval.onResolution("allow-once"), /ENOENT|relay/);
+  assert.equal(beforeBridgeCall(settings, "config_set", params, { channel: "telegram", senderIsOwner: true }), undefined);
+});
+
+test("built-in file tools: the configuration tree and /etc/nixos are fenced, through symlinks and patches", async () => {
+  const { beforeFileCall, targets } = await import("../src/builtin.ts");
+  const { mkdtempSync, mkdirSync, symlinkSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const dir = mkdtempSync(join(tmpdir(), "osmoda-fence-"));
+  const tree = join(dir, "tree");
+  mkdirSync(tree);
+  symlinkSync(tree, join(dir, "link"));
+  const settings = { ...DEFAULT_SETTINGS, configTree: tree };
+  const blocked = (tool: string, p: Record<string, unknown>, derived?: string[]) => beforeFileCall(settings, tool, p, derived)?.blockReason;
+  assert.match(blocked("write", { path: join(tree, "configuration.nix"), content: "" })!, /config_set/);
+  assert.match(blocked("write", { path: join(tree, "new", "deep.nix") })!, /configuration tree/);
+  assert.match(blocked("edit", { file_path: join(dir, "link", "osmoda.nix") })!, /config_set/);
+  assert.match(blocked("write", { path: "/etc/nixos/configuration.nix" })!, /\/etc\/nixos/);
+  assert.match(blocked("apply_patch", { input: `*** Begin Patch\n*** Update File: ${join(tree, "osmoda.nix")}\n@@\n*** End Patch` })!, /config_set/);
+  assert.match(blocked("apply_patch", { input: "" }, [join(tree, "a.nix")])!, /config_set/);
+  assert.equal(blocked("write", { path: join(dir, "tree-not", "x") }), undefined);
+  assert.equal(blocked("write", { path: join(dir, "notes.txt") }), undefined);
+  assert.deepEqual(targets({ path: "/a", input: "*** Add File: /b\n*** Move to: /c" }, ["/d"]), ["/a", "/b", "/c", "/d"]);
 });

@@ -32,7 +32,8 @@ async function landed(ctx: RunContext, what: string, body: any): Promise<{ text:
   const rev: string = gen.rev;
   const show = await ctx.daemon("agentd", "GET", `/config/generation/${encodeURIComponent(rev)}`, undefined, `reading generation ${rev}`);
   const patch: string = show?.patch ?? "";
-  const files: string[] = show?.files ?? [];
+  // agentd lists each changed file as an object ({path, ...}); older answers were plain names.
+  const files: string[] = (show?.files ?? []).map((f: any) => (typeof f === "string" ? f : (f?.path ?? f?.file ?? JSON.stringify(f))));
   const lines = [
     `${what}: committed generation ${gen.short ?? rev} (${rev}) "${gen.message?.split("\n")[0] ?? ""}"`,
     `ledger event ${body.event_id}; files: ${files.join(", ") || "(none)"}`,
