@@ -116,8 +116,13 @@ describe("bridge through the real gateway", { timeout: 600_000 }, () => {
     assert.match(ro.text, /Read-only file system[\s\S]*config_set/);
     const ap = await ok("shell_exec", { argv: ["curl", "-sS", "--unix-socket", stack.approvalSocket, "http://x/approvals"] });
     assert.notEqual(ap.details.exit_code, 0);
+    const piped = await ok("shell_exec", { command: "tr a-z A-Z", stdin: "piped in\n" });
+    assert.match(piped.text, /stdout:\nPIPED IN\n/);
+    const [pev] = await stack.agentd("GET", "/events/log?type=system.exec&order=desc&limit=1");
+    assert.equal(JSON.parse(pev.payload).stdin_bytes, 9);
 
     await refusedCall("shell_exec", { command: "true", argv: ["true"] }, /exactly one of `command`/);
+    await refusedCall("shell_exec", { command: "cat", stdin: 5 }, /stdin: /);
     await refusedCall("shell_exec", { command: "true", writable: [stack.tree] }, /agentd refused shell_exec: .*config_set/);
     await refusedCall("shell_exec", { command: "true", user: "no-such-user-osmoda" }, /agentd refused shell_exec: unknown user/);
   });

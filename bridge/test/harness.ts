@@ -243,6 +243,11 @@ export class Stack {
     return r.stdout.trim();
   }
 
+  /** The pid of the process started as `name` (`agentd`, `watch`, `gateway`). */
+  pid(name: string): number | undefined {
+    return this.procs.find((x) => x.name === name)?.child.pid;
+  }
+
   logs(name: string): string {
     const p = this.procs.find((x) => x.name === name) as any;
     return p ? strip(p.text()) : "";

@@ -83,6 +83,8 @@ const cases: [string, unknown, string[]][] = [
   ["journal_logs", { unit: "nginx", lines: 20, priority: "err", since: "1 hour ago" }, []],
   ["journal_logs", { lines: 5000 }, ["lines: must be <= 1000"]],
   ["shell_exec", { command: "uptime" }, []],
+  ["shell_exec", { command: "wc -l", stdin: "a\nb\n" }, []],
+  ["shell_exec", { command: "cat", stdin: "x".repeat(524289) }, ["stdin: "]],
   ["shell_exec", { argv: ["ls", "-l"], cwd: "/", env: { LANG: "C" }, timeout_secs: 5, user: "root", writable: ["/srv"] }, []],
   ["shell_exec", { command: "x", env: { "BAD-KEY": "1" } }, ["env: "]],
   ["shell_exec", { command: "x", timeout_secs: 3600 }, ["timeout_secs: must be <= 600"]],

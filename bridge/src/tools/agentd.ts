@@ -128,7 +128,7 @@ export const agentdTools = [
     name: "shell_exec",
     label: "Run command",
     description:
-      "Run a command inside osModa's sandbox (read-only root, fresh /tmp, user nobody unless user is 'root'; agentd's state and the approval path are invisible). Give command (a shell line) or argv (no shell). Only the listed writable paths can be changed, never the configuration tree (use config_set). Output is capped at 64 KiB per stream; recorded in the ledger.",
+      "Run a command inside osModa's sandbox (read-only root, fresh /tmp, user nobody unless user is 'root'; agentd's state and the approval path are invisible). Give command (a shell line) or argv (no shell). Only the listed writable paths can be changed, never the configuration tree (use config_set). Input can be given as stdin. Output is capped at 64 KiB per stream; recorded in the ledger.",
     parameters: obj({
       command: Type.Optional(Type.String({ minLength: 1, maxLength: 65536, description: "Shell command line (run by /bin/sh -c)." })),
       argv: Type.Optional(Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 1024, description: "Program and arguments, no shell." })),
@@ -137,6 +137,7 @@ export const agentdTools = [
       timeout_secs: Type.Optional(Type.Integer({ minimum: 1, maximum: 600, description: "Default 60." })),
       user: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: "Default nobody; 'root' when root is needed." })),
       writable: Type.Optional(Type.Array(absPath("Existing path the command may write."), { maxItems: 32 })),
+      stdin: Type.Optional(Type.String({ maxLength: 524288, description: "Text given to the command on standard input (at most 512 KiB); default: none." })),
     }),
     async run(p, ctx) {
       if ((p.command === undefined) === (p.argv === undefined)) {

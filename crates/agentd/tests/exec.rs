@@ -193,9 +193,14 @@ async fn bad_requests_run_nothing_and_record_nothing() {
             "unknown user",
         ),
         (
-            json!({ "argv": touch, "timeout_secs": 5, "stdin": "x" }),
+            json!({ "argv": touch, "timeout_secs": 5, "stdin": 5 }),
             422,
             "wrong shape",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "stdin": "x".repeat(512 * 1024 + 1) }),
+            400,
+            "stdin",
         ),
         (
             json!({ "argv": touch, "timeout_secs": 5, "cwd": "relative" }),
@@ -237,5 +242,63 @@ async fn bad_requests_run_nothing_and_record_nothing() {
         assert_eq!(last_id(&d).await, before, "{body}: nothing recorded");
         assert!(!marker.exists(), "{body}: nothing ran");
     }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn stdin_is_passed_through_and_recorded() {
+    let d = Daemon::start_with_tree().await;
+    // Text in, the same text out, its size and hash in the ledger.
+    let r = exec(
+        &d,
+        json!({ "argv": ["cat"], "stdin": "line one\nline two\n", "timeout_secs": 10 }),
+    )
+    .await;
+    assert_eq!(r["stdout"], "line one\nline two\n", "{r}");
+    let ev = d
+        .agent()
+        .get_ok("/events/log?type=system.exec&order=desc&limit=1")
+        .await[0]
+        .clone();
+    let p: Value = serde_json::from_str(ev["payload"].as_str().expect("payload")).expect("json");
+    assert_eq!(p["stdin_bytes"], 18);
+    assert_eq!(
+        p["stdin_sha256"],
+        hex::encode(Sha256::digest(b"line one\nline two\n"))
+    );
+    // The largest input allowed arrives whole, through a shell too.
+    let big = "y".repeat(512 * 1024);
+    let r = exec(
+        &d,
+        json!({ "command": "wc -c", "stdin": big, "timeout_secs": 30 }),
+    )
+    .await;
+    assert_eq!(r["stdout"].as_str().map(str::trim), Some("524288"), "{r}");
+    // A command that never reads its input is not held up by it, and exits on its own.
+    let r = exec(
+        &d,
+        json!({ "argv": ["true"], "stdin": big, "timeout_secs": 30 }),
+    )
+    .await;
+    assert_eq!(
+        (r["exit_code"].as_i64(), r["timed_out"].as_bool()),
+        (Some(0), Some(false)),
+        "{r}"
+    );
+    // Without stdin the command reads end-of-file at once (it is /dev/null), not a hang.
+    let r = exec(&d, json!({ "argv": ["cat"], "timeout_secs": 10 })).await;
+    assert_eq!(
+        (r["exit_code"].as_i64(), r["stdout"].as_str()),
+        (Some(0), Some(""))
+    );
+    let p: Value = serde_json::from_str(
+        d.agent()
+            .get_ok("/events/log?type=system.exec&order=desc&limit=1")
+            .await[0]["payload"]
+            .as_str()
+            .expect("payload"),
+    )
+    .expect("json");
+    assert_eq!(p["stdin_bytes"], Value::Null);
     d.stop().await;
 }

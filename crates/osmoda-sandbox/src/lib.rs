@@ -137,6 +137,9 @@ pub struct Spec {
     pub timeout: Duration,
     /// Bytes captured per stream.
     pub output_limit: usize,
+    /// Bytes written to the command's standard input, which is then closed; `None`: stdin is
+    /// `/dev/null`.
+    pub stdin: Option<Vec<u8>>,
 }
 
 impl Spec {
@@ -154,7 +157,15 @@ impl Spec {
             writable: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            stdin: None,
         }
+    }
+
+    /// Feeds `bytes` to the command's standard input, then closes it. A command that does not
+    /// read it is not held up: the bytes are written by a task of their own.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Spec {
+        self.stdin = Some(bytes.into());
+        self
     }
 
     /// Runs as `user` (`root` for a command that needs root).
@@ -444,7 +455,8 @@ impl Boundary {
         self.argv_as(spec, caller_uid)
     }
 
-    /// A ready [`tokio::process::Command`] for `spec`: stdin closed, its own process group,
+    /// A ready [`tokio::process::Command`] for `spec`: stdin closed (a pipe when `spec.stdin` is
+    /// set; [`Boundary::run`] feeds it), its own process group,
     /// killed (with everything it started) when dropped. For callers that stream output
     /// themselves; most callers want [`Boundary::run`]. Kill the group with [`kill_group`].
     ///
@@ -455,7 +467,11 @@ impl Boundary {
         let mut c = tokio::process::Command::new(&argv[0]);
         c.args(&argv[1..])
             .env_clear()
-            .stdin(std::process::Stdio::null())
+            .stdin(if spec.stdin.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
             .process_group(0)
             .kill_on_drop(true);
         Ok(c)
@@ -470,7 +486,7 @@ impl Boundary {
     /// [`Output`] with a non-success [`Exit`].
     pub async fn run(&self, spec: &Spec) -> Result<Output, SandboxError> {
         let cmd = self.command(spec)?;
-        run::run(cmd, spec.timeout, spec.output_limit).await
+        run::run(cmd, spec.timeout, spec.output_limit, spec.stdin.clone()).await
     }
 }
 

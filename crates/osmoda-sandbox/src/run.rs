@@ -110,6 +110,7 @@ pub(crate) async fn run(
     mut cmd: tokio::process::Command,
     timeout: Duration,
     limit: usize,
+    stdin: Option<Vec<u8>>,
 ) -> Result<Output, SandboxError> {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -118,6 +119,15 @@ pub(crate) async fn run(
     let out = Arc::new(Mutex::new(Capture::default()));
     let err = Arc::new(Mutex::new(Capture::default()));
     let mut readers = tokio::task::JoinSet::new();
+    if let (Some(mut w), Some(bytes)) = (child.stdin.take(), stdin) {
+        // Its own task: a command that never reads stdin must not block the wait below. A
+        // command that exits first makes the write fail (EPIPE), which is not an error here.
+        readers.spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = w.write_all(&bytes).await;
+            let _ = w.shutdown().await;
+        });
+    }
     if let Some(s) = child.stdout.take() {
         readers.spawn(capture(s, Arc::clone(&out), limit));
     }

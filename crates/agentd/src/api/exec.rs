@@ -3,7 +3,7 @@
 //! reduced capability bounding set, user `nobody` unless the caller asks for root).
 //!
 //! Every call is one ledger event `system.exec` (argv, user, cwd, writable paths, exit, duration,
-//! output sizes and SHA-256), recorded after the command ended. Writable paths are judged like
+//! stdin and output sizes and SHA-256), recorded after the command ended. Writable paths are judged like
 //! `/fs/write` targets: the configuration tree and `/etc/nixos` are refused with a pointer to
 //! `config_set`, agentd's state and the boundary paths are never bound.
 
@@ -26,6 +26,8 @@ use crate::AppState;
 pub const MAX_TIMEOUT_SECS: u64 = 600;
 /// Bytes of stdout and of stderr returned (the rest is read and dropped; `truncated` says so).
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
+/// Largest `stdin` a command is given (the request body itself is capped at 1 MiB).
+pub const STDIN_LIMIT: usize = 512 * 1024;
 
 /// Body of `POST /system/exec`.
 #[derive(Debug, Deserialize)]
@@ -47,6 +49,9 @@ pub struct ExecBody {
     /// Existing paths the command may write (the rest of the file system is read-only).
     #[serde(default)]
     pub writable: Vec<String>,
+    /// Text fed to the command's standard input, then closed (at most [`STDIN_LIMIT`] bytes);
+    /// without it stdin is `/dev/null`.
+    pub stdin: Option<String>,
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -90,6 +95,12 @@ pub async fn exec(
         return Err(ApiError::bad_request(
             "argv, command and env values may not contain NUL",
         ));
+    }
+    if b.stdin.as_ref().is_some_and(|s| s.len() > STDIN_LIMIT) {
+        return Err(ApiError::bad_request(format!(
+            "stdin is {} bytes; at most {STDIN_LIMIT} are passed to a command (write larger input to a file first)",
+            b.stdin.as_ref().map_or(0, String::len)
+        )));
     }
     let fence = Fence::of(&st);
     let mut spec = Spec::new(argv.clone())
@@ -141,6 +152,9 @@ pub async fn exec(
     for (k, v) in &b.env {
         spec = spec.env(k.clone(), v.clone());
     }
+    if let Some(input) = &b.stdin {
+        spec = spec.stdin(input.as_bytes());
+    }
     let boundary = fence
         .hidden()
         .fold(Boundary::osmoda_default(), |b, p| b.with(p));
@@ -166,6 +180,8 @@ pub async fn exec(
                 "env": b.env.keys().collect::<Vec<_>>(),
                 "exit_code": exit_code, "signal": signal, "timed_out": timed_out,
                 "duration_ms": duration_ms,
+                "stdin_bytes": b.stdin.as_ref().map(String::len),
+                "stdin_sha256": b.stdin.as_ref().map(|s| sha256_hex(s.as_bytes())),
                 "stdout_bytes": out.stdout.len(), "stdout_sha256": sha256_hex(&out.stdout),
                 "stderr_bytes": out.stderr.len(), "stderr_sha256": sha256_hex(&out.stderr),
             }),
