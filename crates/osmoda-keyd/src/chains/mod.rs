@@ -1,0 +1,4 @@
+//! Chain-specific keys, encodings and signatures.
+
+pub mod eth;
+pub mod sol;
