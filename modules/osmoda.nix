@@ -387,7 +387,7 @@ in
     };
 
     keyd = daemonOptions "keyd" "osmoda-keyd" // {
-      keyFile = nullOr types.str "File with the key-encryption secret (never the store; not under /home or /root, which keyd cannot see); null = generated in the state dir.";
+      keyFile = nullOr types.str "File with the key-encryption secret (at least 16 bytes), loaded into keyd as the systemd credential `secret` (never the store); null = 32 random bytes generated in the state dir (mode 0600) on first start.";
       policy = {
         chains = mkOption {
           type = types.attrsOf (types.submodule chainModule);
@@ -532,7 +532,7 @@ in
         socket = cfg.agentd.socket;
         user = "root";
         args = [ "--approval-socket" cfg.agentd.approvalSocket "--config-tree" cfg.configTree
-                 "--validate" cfg.agentd.validate ]
+                 "--validate" cfg.agentd.validate "--keyd-user" "osmoda-keyd" ]
           # The module itself (with ../lib beside it), for the full evaluation.
           ++ lib.optionals (cfg.agentd.validate == "build") [ "--nixos-module" "${../.}/modules/osmoda.nix" ]
           ++ lib.optionals cfg.gateway.enable [ "--relay-socket" cfg.gateway.relaySocket "--relay-user" "osmoda-gateway" ];
@@ -633,18 +633,20 @@ in
         };
       };
 
-      # keyd: no network at all. It runs as root without capabilities so it can read a
-      # root-owned 0400 keyFile; ProtectSystem=strict keeps everything else read-only.
+      # keyd: no network at all, its own user (agentd trusts that uid alone to open and use
+      # wallet approval tickets). The key-encryption secret arrives as the systemd credential
+      # `secret` (systemd reads keyFile, the unit sees a private copy), never through the store.
       systemd.services.osmoda-keyd = mkDaemon {
         name = "keyd";
         enable = cfg.keyd.enable;
         package = cfg.keyd.package;
         socket = cfg.keyd.socket;
-        user = "root";
+        user = "osmoda-keyd";
         serviceConfig = {
           PrivateNetwork = true;
           # Key material must never reach a core dump.
           LimitCORE = 0;
+          LoadCredential = lib.optional (cfg.keyd.keyFile != null) "secret:${cfg.keyd.keyFile}";
         };
       };
 
@@ -685,6 +687,7 @@ in
 
       users.users = lib.genAttrs
         (lib.optional cfg.routines.enable "osmoda-routines"
+          ++ lib.optional cfg.keyd.enable "osmoda-keyd"
           ++ lib.optional cfg.mesh.enable "osmoda-mesh"
           ++ lib.optional cfg.egress.enable "osmoda-egress"
           ++ lib.optional cfg.voice.enable "osmoda-voice")

@@ -50,6 +50,9 @@ pub struct Settings {
     /// The relay socket when it is not [`api::relay::DEFAULT_RELAY_SOCKET`]: its directory is
     /// hidden from files calls and masked from commands like the default one.
     pub relay_socket: Option<std::path::PathBuf>,
+    /// The uid osmoda-keyd runs as (`--keyd-user`); only its connections may open and consume
+    /// keyd's approval tickets (`api::daemon_tickets`). `None`: nobody may.
+    pub keyd_uid: Option<u32>,
 }
 
 /// The approval socket of the NixOS module (lib/default.nix `approvalSocket`) and agentctl.
@@ -84,6 +87,7 @@ impl Default for Settings {
             nixos_module: None,
             relay_uid: None,
             relay_socket: None,
+            keyd_uid: None,
         }
     }
 }

@@ -37,6 +37,10 @@ struct Cli {
     /// osModa's NixOS module, evaluated with the tree by `--validate build`.
     #[arg(long)]
     nixos_module: Option<PathBuf>,
+    /// The user (name or uid) osmoda-keyd runs as: only its connections may open and consume
+    /// wallet approval tickets.
+    #[arg(long, default_value = "osmoda-keyd")]
+    keyd_user: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -81,6 +85,13 @@ async fn main() -> anyhow::Result<()> {
             settings.relay_socket = Some(cli.relay_socket.clone());
         }
     }
+    settings.keyd_uid = match cli.keyd_user.parse::<u32>() {
+        Ok(uid) => Some(uid),
+        Err(_) => nix::unistd::User::from_name(&cli.keyd_user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw()),
+    };
     let fds = osmoda_daemon::raise_fd_limit()?;
     let limits = agentd::ServeLimits {
         agent: agentd::Limits::main(fds),

@@ -13,7 +13,8 @@
 //! - `osmoda_ledger_appends_total` and the histogram `osmoda_ledger_commit_events` — events per
 //!   group commit;
 //! - `osmoda_config_edits_total{outcome}`, `osmoda_switches_total{state}`,
-//!   `osmoda_watcher_checks_total{result}`, `osmoda_routine_runs_total{state}`.
+//!   `osmoda_watcher_checks_total{result}`, `osmoda_routine_runs_total{state}`;
+//! - `osmoda_keyd_signatures_total{chain,kind}`, `osmoda_keyd_denials_total{reason}`.
 
 use std::sync::OnceLock;
 
@@ -72,6 +73,19 @@ pub struct Metrics {
     switches: Family<StateLabel, Counter>,
     checks: Family<ResultLabel, Counter>,
     routine_runs: Family<StateLabel, Counter>,
+    signatures: Family<SignatureLabels, Counter>,
+    denials: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignatureLabels {
+    chain: String,
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 /// Label values are chosen by code, but clamp them anyway so that no caller can grow the
@@ -132,7 +146,21 @@ impl Metrics {
             "Routine runs by final status",
             routine_runs.clone(),
         );
+        let signatures = Family::<SignatureLabels, Counter>::default();
+        registry.register(
+            "keyd_signatures",
+            "Signatures keyd released, by chain and kind",
+            signatures.clone(),
+        );
+        let denials = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "keyd_denials",
+            "keyd requests the policy denied, by rule",
+            denials.clone(),
+        );
         Metrics {
+            signatures,
+            denials,
             registry,
             http,
             refused,
@@ -209,6 +237,26 @@ impl Metrics {
         self.routine_runs
             .get_or_create(&StateLabel {
                 state: label(status),
+            })
+            .inc();
+    }
+
+    /// Counts one signature keyd released (`chain` = `ethereum`/`solana`, `kind` =
+    /// `transaction`, `personal_sign`, ...).
+    pub fn keyd_signature(&self, chain: &str, kind: &str) {
+        self.signatures
+            .get_or_create(&SignatureLabels {
+                chain: label(chain),
+                kind: label(kind),
+            })
+            .inc();
+    }
+
+    /// Counts one request keyd's policy denied, by the rule that denied it.
+    pub fn keyd_denial(&self, reason: &str) {
+        self.denials
+            .get_or_create(&ReasonLabel {
+                reason: label(reason),
             })
             .inc();
     }

@@ -1,13 +1,199 @@
 //! osmoda-keyd: Ethereum and Solana wallets whose keys never leave this process, signing under
-//! a default-deny policy declared in NixOS (`/etc/osmoda/keyd.json`), never broadcasting.
+//! a default-deny policy declared in NixOS (`/etc/osmoda/keyd.json`), never broadcasting (the
+//! unit has `PrivateNetwork=true`).
+//!
+//! Entry points: [`AppState::open`] opens the state database, derives the key-encryption key
+//! and the receipt spool from [`Options`]; [`serve`] answers the API (`api`) on a Unix socket
+//! through the shared hardened listener until shutdown.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod agentd;
+pub mod api;
 pub mod chains;
 pub mod error;
 pub mod keys;
+pub mod policy;
+pub mod store;
 
 #[cfg(test)]
 mod vectors;
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use osmoda_config::{KeydConfig, Policy};
+pub use osmoda_daemon::shutdown;
+use osmoda_daemon::shutdown::Shutdown;
+
 pub use error::KeydError;
+use keys::{KdfParams, LocalVault, SignerBackend};
+use store::Store;
+
+/// The clock keyd charges daily limits by (UTC days); tests inject their own.
+pub type Clock = Arc<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(time::OffsetDateTime::now_utc)
+}
+
+/// Everything keyd needs to start.
+#[derive(Clone)]
+pub struct Options {
+    /// `keyd.json`; a missing file is an empty policy (everything denied).
+    pub config: PathBuf,
+    /// State: `keyd.db` (wallets, sealed keys, counters), the receipt spool, in local mode the
+    /// generated `secret`.
+    pub state_dir: PathBuf,
+    /// agentd's socket (receipts, approval tickets).
+    pub agentd_socket: PathBuf,
+    /// Time source for UTC days.
+    pub clock: Clock,
+}
+
+type Loaded = Result<Arc<Policy>, String>;
+
+/// Shared state of the running daemon.
+pub struct AppState {
+    /// Wallets and counters.
+    pub store: Store,
+    /// Where keys are kept and used.
+    pub backend: Box<dyn SignerBackend>,
+    /// agentd: receipts and tickets.
+    pub agentd: agentd::Agentd,
+    /// One keystore import at a time (a KDF may use 256 MiB).
+    pub imports: tokio::sync::Semaphore,
+    config_path: PathBuf,
+    policy: Mutex<(Option<(SystemTime, u64)>, Loaded)>,
+    clock: Clock,
+}
+
+fn load(path: &std::path::Path) -> Result<Option<KeydConfig>, String> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    osmoda_config::load::<KeydConfig>(path)
+        .map_err(|e| e.to_string())
+        .map(Some)
+}
+
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn empty_policy() -> Policy {
+    Policy {
+        chains: Default::default(),
+        wallets: Default::default(),
+    }
+}
+
+impl AppState {
+    /// Opens the state dir, reads `keyd.json` (for `key_file`) and the secret, derives the
+    /// key-encryption key, opens agentd's receipt spool.
+    ///
+    /// # Errors
+    /// An invalid `keyd.json`, an unreadable secret, an unusable state dir.
+    pub fn open(opts: Options) -> Result<Arc<AppState>, KeydError> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&opts.state_dir)
+            .map_err(|e| {
+                KeydError::Internal(format!("cannot create {}: {e}", opts.state_dir.display()))
+            })?;
+        let cfg = load(&opts.config).map_err(KeydError::BadRequest)?;
+        let secret = keys::load_secret(
+            cfg.as_ref().and_then(|c| c.key_file.as_deref()),
+            &opts.state_dir,
+        )?;
+        let store = Store::open(&opts.state_dir)?;
+        let kdf = store.kdf_params(KdfParams::fresh()?)?;
+        let backend = Box::new(LocalVault::new(&secret, kdf)?);
+        drop(secret);
+        let agentd = agentd::Agentd::open(&opts.agentd_socket, &opts.state_dir.join("spool"))?;
+        let loaded: Loaded = Ok(Arc::new(cfg.map_or_else(empty_policy, |c| c.policy)));
+        Ok(Arc::new(AppState {
+            store,
+            backend,
+            agentd,
+            imports: tokio::sync::Semaphore::new(1),
+            policy: Mutex::new((stamp(&opts.config), loaded)),
+            config_path: opts.config,
+            clock: opts.clock,
+        }))
+    }
+
+    /// The current policy, re-read when `keyd.json` changed (NixOS activation replaces it).
+    ///
+    /// # Errors
+    /// `Denied` (`config`) while the file does not parse or validate: nothing is signed.
+    pub fn policy(&self) -> Result<Arc<Policy>, KeydError> {
+        let now = stamp(&self.config_path);
+        let mut g = self
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.0 != now {
+            let loaded = load(&self.config_path)
+                .map(|c| Arc::new(c.map_or_else(empty_policy, |c| c.policy)));
+            if let Err(e) = &loaded {
+                tracing::error!("keyd.json is invalid; denying everything until it is fixed: {e}");
+            }
+            *g = (now, loaded);
+        }
+        g.1.clone().map_err(|e| KeydError::Denied {
+            reason: "config",
+            message: format!(
+                "the policy file {} is invalid, so everything is denied: {e}",
+                self.config_path.display()
+            ),
+        })
+    }
+
+    /// Today's UTC date (`YYYY-MM-DD`), the key of the daily counters.
+    pub fn day(&self) -> String {
+        let d = (self.clock)().to_offset(time::UtcOffset::UTC).date();
+        format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+    }
+
+    /// Now, RFC 3339 UTC.
+    pub fn now_rfc3339(&self) -> String {
+        (self.clock)()
+            .to_offset(time::UtcOffset::UTC)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    }
+
+    /// Counts a denial and records its receipt.
+    pub async fn denied(&self, reason: &str, payload: &serde_json::Value) {
+        osmoda_daemon::metrics::global().keyd_denial(reason);
+        self.agentd.receipt("wallet.deny", payload.clone()).await;
+    }
+}
+
+/// Serves the API on `listener` until `shutdown`.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    state: Arc<AppState>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let app = api::router(state);
+    let limits = osmoda_daemon::server::Limits::main(osmoda_daemon::fd_limit());
+    osmoda_daemon::server::serve(
+        listener,
+        "keyd",
+        limits,
+        app,
+        osmoda_daemon::server::PeerCred::of,
+        shutdown,
+    )
+    .await
+}

@@ -65,6 +65,9 @@ impl Ticket {
 pub const GATE: &str = "gate";
 /// [`Ticket::origin`] of the tickets an agent asked for.
 pub const AGENT: &str = "agent";
+/// [`Ticket::origin`] of the tickets osmoda-keyd opened for a wallet operation
+/// (`api::daemon_tickets`).
+pub const KEYD: &str = "keyd";
 
 /// Whether `operation` has a shape only agentd itself may open tickets for: an object with a
 /// `gate` member (the config gate's and the switch gate's operations,
@@ -138,10 +141,10 @@ impl Approvals {
                         operation,
                         detail: p.get("detail").and_then(Value::as_str).unwrap_or("").into(),
                         // Anything but the gate's own mark (older events too) is the agent's.
-                        origin: if p.get("origin").and_then(Value::as_str) == Some(GATE) {
-                            GATE
-                        } else {
-                            AGENT
+                        origin: match p.get("origin").and_then(Value::as_str) {
+                            Some(GATE) => GATE,
+                            Some(KEYD) => KEYD,
+                            _ => AGENT,
                         },
                         effect: p
                             .get("effect")
@@ -276,13 +279,27 @@ pub async fn open(
     operation: &Value,
     effect: &[String],
 ) -> Result<Ticket, ApiError> {
+    open_for(st, actor, operation, effect, GATE).await
+}
+
+/// As [`open`], for tickets of `origin` ([`GATE`] or [`KEYD`]).
+///
+/// # Errors
+/// As [`open`].
+pub async fn open_for(
+    st: &AppState,
+    actor: &str,
+    operation: &Value,
+    effect: &[String],
+    origin: &'static str,
+) -> Result<Ticket, ApiError> {
     let hash = operation_hash(operation);
     let existing = st.approvals.lock().await.listing().into_iter().find(|t| {
-        t.origin == GATE && t.operation_hash == hash && matches!(t.status, "pending" | "approved")
+        t.origin == origin && t.operation_hash == hash && matches!(t.status, "pending" | "approved")
     });
     match existing {
         Some(t) => Ok(t),
-        None => create(st, actor, operation, &effect.join("; "), effect, GATE).await,
+        None => create(st, actor, operation, &effect.join("; "), effect, origin).await,
     }
 }
 
@@ -374,6 +391,8 @@ fn check_ticket(
     if t.origin != origin {
         let msg = if origin == GATE {
             format!("ticket {id} was not opened by the approval gate; only the gate's own tickets let a gated change through")
+        } else if origin == KEYD {
+            format!("ticket {id} was not opened by osmoda-keyd; a wallet operation is approved only with the ticket keyd opened for it")
         } else {
             format!("ticket {id} was opened by the approval gate; it is used by retrying the change it was opened for")
         };

@@ -2,6 +2,7 @@
 
 pub mod approvals;
 pub mod config;
+pub mod daemon_tickets;
 pub mod events;
 pub mod exec;
 pub mod fs;
@@ -39,6 +40,8 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/approval/check", post(approvals::check))
         .route("/approvals", get(approvals::list))
         .route("/gate/switch", post(approvals::switch_check))
+        .route("/daemon/ticket/open", post(daemon_tickets::open))
+        .route("/daemon/ticket/consume", post(daemon_tickets::consume))
         .route("/config/get", get(config::get))
         .route("/config/set", post(config::set))
         .route("/config/unset", post(config::unset))

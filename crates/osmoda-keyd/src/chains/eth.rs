@@ -192,14 +192,27 @@ pub struct TxRequest {
     pub authorization_list: Option<serde_json::Value>,
 }
 
-/// A non-negative integer written as a JSON number or a decimal string.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// A non-negative integer written as a JSON number or a decimal string. (Deserialized through
+/// `serde_json::Value`, because the workspace's `arbitrary_precision` numbers do not survive
+/// serde's untagged buffering.)
+#[derive(Debug, Clone)]
 pub enum Num {
-    /// A JSON number.
-    Int(u64),
+    /// A JSON number (its exact digits).
+    Int(String),
     /// A decimal string.
     Str(String),
+}
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => Ok(Num::Int(n.to_string())),
+            serde_json::Value::String(s) => Ok(Num::Str(s)),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a non-negative integer or a decimal string, got {other}"
+            ))),
+        }
+    }
 }
 
 impl Num {
@@ -209,8 +222,7 @@ impl Num {
     /// `BadRequest` naming `field` when not a decimal integer or too large.
     pub fn u128(&self, field: &str) -> Result<u128, KeydError> {
         match self {
-            Num::Int(n) => Ok(u128::from(*n)),
-            Num::Str(s) => parse_decimal(s, field),
+            Num::Int(s) | Num::Str(s) => parse_decimal(s, field),
         }
     }
 

@@ -116,17 +116,17 @@ pub struct Wallet {
 
 /// What a backend signs. Every variant is a structure the policy has judged; there is no
 /// raw-hash variant.
-pub enum Op<'a> {
+pub enum Op {
     /// EIP-191 `personal_sign`.
-    EthPersonal(&'a [u8]),
+    EthPersonal(Vec<u8>),
     /// EIP-712 typed data.
-    EthTyped(&'a TypedData),
+    EthTyped(Box<TypedData>),
     /// An EIP-155 legacy or EIP-1559 transaction.
-    EthTx(&'a EthTx),
+    EthTx(EthTx),
     /// A legacy Solana message holding one System transfer (built or checked by `chains::sol`).
-    SolTransfer(&'a [u8]),
+    SolTransfer(Vec<u8>),
     /// A Solana off-chain message.
-    SolOffchain(&'a str),
+    SolOffchain(String),
 }
 
 /// A signature and what it covers.
@@ -171,7 +171,7 @@ pub trait SignerBackend: Send + Sync {
     /// # Errors
     /// `Vault` when the key does not open or does not match the wallet's address; `BadRequest`
     /// when `op` does not fit the wallet's chain.
-    fn sign(&self, wallet: &Wallet, op: &Op<'_>) -> Result<Output, KeydError>;
+    fn sign(&self, wallet: &Wallet, op: &Op) -> Result<Output, KeydError>;
 }
 
 /// Keys sealed with AES-256-GCM under an Argon2id-derived key-encryption key.
@@ -308,7 +308,7 @@ impl SignerBackend for LocalVault {
         Ok((address, self.seal(id, chain, &key)?))
     }
 
-    fn sign(&self, w: &Wallet, op: &Op<'_>) -> Result<Output, KeydError> {
+    fn sign(&self, w: &Wallet, op: &Op) -> Result<Output, KeydError> {
         let key = self.open(w)?;
         match (w.chain, op) {
             (Chain::Ethereum, _) => {

@@ -1,0 +1,545 @@
+//! `/wallet/sign` and `/wallet/send`: parse → judge (policy) → approval ticket when above the
+//! threshold → charge the day's counters and sign in one SQLite transaction → receipt.
+
+use std::sync::Arc;
+
+use alloy_dyn_abi::{DynSolValue, TypedData};
+use alloy_primitives::U256;
+use axum::extract::{ConnectInfo, State};
+use base64::Engine as _;
+use osmoda_config::Chain;
+use osmoda_daemon::server::PeerCred;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{caller, ApiError, Json};
+use crate::chains::eth::{self, Call, Num, TxRequest};
+use crate::chains::sol;
+use crate::error::KeydError;
+use crate::keys::{Op, Output, Wallet};
+use crate::policy::{self, Effect};
+use crate::AppState;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Body of `POST /wallet/sign`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignBody {
+    /// The wallet.
+    pub wallet_id: String,
+    /// What to sign: an object with `type` (see docs/api.md).
+    pub payload: Value,
+    /// An approved ticket, for a transaction above the approval threshold.
+    #[serde(default)]
+    pub approval: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonalSign {
+    #[serde(rename = "type")]
+    _t: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    message_hex: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Typed {
+    #[serde(rename = "type")]
+    _t: String,
+    data: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Transaction {
+    #[serde(rename = "type")]
+    _t: String,
+    tx: TxRequest,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Text {
+    #[serde(rename = "type")]
+    _t: String,
+    message: String,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, KeydError> {
+    serde_json::from_value(v).map_err(|e| KeydError::BadRequest(format!("payload ({what}): {e}")))
+}
+
+fn chain_mismatch(w: &Wallet, ty: &str) -> KeydError {
+    KeydError::BadRequest(format!(
+        "payload type {ty:?} does not apply to a {} wallet",
+        w.chain.as_str()
+    ))
+}
+
+fn amount_u128(v: U256, what: &str) -> Result<u128, KeydError> {
+    u128::try_from(v)
+        .map_err(|_| KeydError::BadRequest(format!("{what} {v} does not fit in 128 bits")))
+}
+
+/// The one EIP-155 chain id the policy allows, used when a request names none.
+///
+/// # Errors
+/// `Denied` (`config`) while the policy file is invalid.
+fn default_chain_id(st: &AppState) -> Result<Option<u64>, KeydError> {
+    let p = st.policy()?;
+    Ok(
+        match p
+            .chains
+            .get(&Chain::Ethereum)
+            .map(|c| c.chain_ids.as_slice())
+        {
+            Some([one]) => Some(*one),
+            _ => None,
+        },
+    )
+}
+
+/// Judges an Ethereum transaction's effect from its calldata.
+fn tx_effect(tx: &eth::EthTx) -> Result<Effect, KeydError> {
+    let contract = tx.to().map(|a| a.to_string().to_ascii_lowercase());
+    let base = Effect {
+        chain: Chain::Ethereum,
+        kind: "transfer",
+        chain_id: Some(tx.chain_id()),
+        to: contract.clone(),
+        token: None,
+        amount: amount_u128(tx.value(), "value")?,
+    };
+    let token = |kind, to: alloy_primitives::Address, amount| -> Result<Effect, KeydError> {
+        if !tx.value().is_zero() {
+            return Err(KeydError::Denied {
+                reason: "calldata",
+                message: "an ERC-20 call that also sends ether is refused".into(),
+            });
+        }
+        Ok(Effect {
+            kind,
+            to: Some(to.to_string().to_ascii_lowercase()),
+            token: contract.clone(),
+            amount: amount_u128(amount, "token amount")?,
+            ..base.clone()
+        })
+    };
+    match eth::decode_call(tx.input())? {
+        Call::Native => Ok(base),
+        Call::Erc20Transfer { to, amount } => token("erc20_transfer", to, amount),
+        Call::Erc20Approve { spender, amount } => token("erc20_approve", spender, amount),
+    }
+}
+
+/// Parses `payload` for `w` into its effect and the operation to sign.
+fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op), KeydError> {
+    let ty = payload
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| KeydError::BadRequest("payload needs a string `type`: personal_sign, typed_data, transaction, solana_message or offchain_message".into()))?
+        .to_string();
+    let msg = |kind, chain_id, to| Effect {
+        chain: w.chain,
+        kind,
+        chain_id,
+        to,
+        token: None,
+        amount: 0,
+    };
+    match (ty.as_str(), w.chain) {
+        ("personal_sign", Chain::Ethereum) => {
+            let p: PersonalSign = parse(payload, "personal_sign")?;
+            let bytes = match (p.message, p.message_hex) {
+                (Some(m), None) => m.into_bytes(),
+                (None, Some(h)) => eth::parse_hex(&h, "message_hex")?,
+                _ => return Err(KeydError::BadRequest("personal_sign needs exactly one of `message` (text) or `message_hex`".into())),
+            };
+            Ok((msg("personal_sign", None, None), Op::EthPersonal(bytes)))
+        }
+        ("typed_data", Chain::Ethereum) => {
+            let p: Typed = parse(payload, "typed_data")?;
+            let data: TypedData = serde_json::from_value(p.data)
+                .map_err(|e| KeydError::BadRequest(format!("`data` is not EIP-712 typed data: {e}")))?;
+            eth::typed_digest(&data)?;
+            let chain_id = match data.domain.chain_id {
+                Some(id) => Some(u64::try_from(id).map_err(|_| KeydError::BadRequest(format!("domain.chainId {id} does not fit in 64 bits")))?),
+                None => None,
+            };
+            let to = data.domain.verifying_contract.map(|a| a.to_string().to_ascii_lowercase());
+            Ok((msg("typed_data", chain_id, to), Op::EthTyped(Box::new(data))))
+        }
+        ("transaction", Chain::Ethereum) => {
+            let p: Transaction = parse(payload, "transaction")?;
+            let tx = p.tx.build(default_chain_id(st)?)?;
+            Ok((tx_effect(&tx)?, Op::EthTx(tx)))
+        }
+        ("solana_message", Chain::Solana) => {
+            let p: Text = parse(payload, "solana_message")?;
+            let bytes = B64.decode(p.message.as_bytes()).map_err(|e| KeydError::BadRequest(format!("`message` is not base64: {e}")))?;
+            let from = sol::parse_pubkey(&w.address, "wallet address")?;
+            let t = sol::read_transfer(&bytes, &from)?;
+            let e = Effect {
+                chain: Chain::Solana,
+                kind: "transfer",
+                chain_id: None,
+                to: Some(bs58::encode(t.to).into_string()),
+                token: None,
+                amount: u128::from(t.lamports),
+            };
+            Ok((e, Op::SolTransfer(bytes)))
+        }
+        ("offchain_message", Chain::Solana) => {
+            let p: Text = parse(payload, "offchain_message")?;
+            sol::offchain_bytes(&p.message)?;
+            Ok((msg("offchain_message", None, None), Op::SolOffchain(p.message)))
+        }
+        ("personal_sign" | "typed_data" | "transaction" | "solana_message" | "offchain_message", _) => Err(chain_mismatch(w, &ty)),
+        _ => Err(KeydError::BadRequest(format!(
+            "payload type {ty:?} is not one of personal_sign, typed_data, transaction (Ethereum), solana_message, offchain_message (Solana); raw hashes are never signed"
+        ))),
+    }
+}
+
+/// Body of `POST /wallet/send`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// The wallet.
+    pub wallet_id: String,
+    /// Recipient (0x address or base58).
+    pub to: String,
+    /// Amount in base units (wei, lamports, or token units with `token`), decimal string.
+    pub amount: Num,
+    /// Ethereum: ERC-20 contract to transfer tokens of.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// An approved ticket, above the approval threshold.
+    #[serde(default)]
+    pub approval: Option<String>,
+    /// Ethereum: `eip1559` (default) or `legacy`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    /// Ethereum: chain id (default: the policy's only one).
+    #[serde(default)]
+    pub chain_id: Option<u64>,
+    /// Ethereum: nonce.
+    #[serde(default)]
+    pub nonce: Option<Num>,
+    /// Ethereum: gas limit.
+    #[serde(default)]
+    pub gas_limit: Option<Num>,
+    /// Ethereum legacy: gas price.
+    #[serde(default)]
+    pub gas_price: Option<Num>,
+    /// Ethereum EIP-1559: max fee per gas.
+    #[serde(default)]
+    pub max_fee_per_gas: Option<Num>,
+    /// Ethereum EIP-1559: max priority fee per gas.
+    #[serde(default)]
+    pub max_priority_fee_per_gas: Option<Num>,
+    /// Solana: recent blockhash (base58).
+    #[serde(default)]
+    pub blockhash: Option<String>,
+}
+
+fn prepare_send(st: &AppState, w: &Wallet, b: SendBody) -> Result<(Effect, Op), KeydError> {
+    let amount = b.amount.u128("amount")?;
+    match w.chain {
+        Chain::Ethereum => {
+            if b.blockhash.is_some() {
+                return Err(KeydError::BadRequest(
+                    "`blockhash` belongs to Solana sends".into(),
+                ));
+            }
+            let need = |n: Option<Num>, f: &str| {
+                n.ok_or_else(|| KeydError::BadRequest(format!("`{f}` is required for an Ethereum send (keyd has no network to look it up)")))
+            };
+            let to = eth::parse_address(&b.to, "to")?;
+            let (tx_to, value, data) = match &b.token {
+                None => (b.to.clone(), Some(Num::Str(amount.to_string())), None),
+                Some(t) => {
+                    eth::parse_address(t, "token")?;
+                    let args = DynSolValue::Tuple(vec![
+                        DynSolValue::Address(to),
+                        DynSolValue::Uint(U256::from(amount), 256),
+                    ]);
+                    let sel = &alloy_primitives::keccak256("transfer(address,uint256)")[..4];
+                    (
+                        t.clone(),
+                        None,
+                        Some(format!(
+                            "0x{}{}",
+                            hex::encode(sel),
+                            hex::encode(args.abi_encode_params())
+                        )),
+                    )
+                }
+            };
+            let req = TxRequest {
+                kind: b.kind,
+                chain_id: b.chain_id,
+                nonce: need(b.nonce, "nonce")?,
+                to: tx_to,
+                value,
+                data,
+                gas_limit: need(b.gas_limit, "gas_limit")?,
+                gas_price: b.gas_price,
+                max_fee_per_gas: b.max_fee_per_gas,
+                max_priority_fee_per_gas: b.max_priority_fee_per_gas,
+                authorization_list: None,
+            };
+            let tx = req.build(default_chain_id(st)?)?;
+            Ok((tx_effect(&tx)?, Op::EthTx(tx)))
+        }
+        Chain::Solana => {
+            let eth_only = [
+                ("token", b.token.is_some()),
+                ("type", b.kind.is_some()),
+                ("chain_id", b.chain_id.is_some()),
+                ("nonce", b.nonce.is_some()),
+                ("gas_limit", b.gas_limit.is_some()),
+                ("gas_price", b.gas_price.is_some()),
+                ("max_fee_per_gas", b.max_fee_per_gas.is_some()),
+                (
+                    "max_priority_fee_per_gas",
+                    b.max_priority_fee_per_gas.is_some(),
+                ),
+            ];
+            if let Some((f, _)) = eth_only.iter().find(|(_, set)| *set) {
+                return Err(KeydError::BadRequest(format!(
+                    "`{f}` belongs to Ethereum sends"
+                )));
+            }
+            let lamports = u64::try_from(amount).map_err(|_| {
+                KeydError::BadRequest(format!("amount {amount} lamports does not fit in 64 bits"))
+            })?;
+            let from = sol::parse_pubkey(&w.address, "wallet address")?;
+            let to = sol::parse_pubkey(&b.to, "to")?;
+            let bh = b.blockhash.ok_or_else(|| {
+                KeydError::BadRequest(
+                    "`blockhash` (a recent blockhash, base58) is required for a Solana send".into(),
+                )
+            })?;
+            let blockhash = sol::parse_pubkey(&bh, "blockhash")?;
+            let message = sol::transfer_message(&from, &to, lamports, &blockhash)?;
+            let e = Effect {
+                chain: Chain::Solana,
+                kind: "transfer",
+                chain_id: None,
+                to: Some(b.to),
+                token: None,
+                amount,
+            };
+            Ok((e, Op::SolTransfer(message)))
+        }
+    }
+}
+
+async fn wallet(st: &Arc<AppState>, id: String) -> Result<Wallet, KeydError> {
+    let st = Arc::clone(st);
+    tokio::task::spawn_blocking(move || st.store.get(&id))
+        .await
+        .map_err(KeydError::internal)?
+}
+
+/// Judges, gets the approval when needed, charges and signs. Every denial is a receipt.
+async fn authorize_and_sign(
+    st: &Arc<AppState>,
+    peer: &PeerCred,
+    op_name: &'static str,
+    w: Wallet,
+    prepared: Result<(Effect, Op), KeydError>,
+    approval: Option<String>,
+) -> Result<(Effect, Output, Wallet), KeydError> {
+    let deny = |e: KeydError, effect: Option<&Effect>| {
+        let st = Arc::clone(st);
+        let payload = json!({
+            "op": op_name, "wallet_id": w.id, "label": w.label, "chain": w.chain.as_str(),
+            "effect": effect.map(|e| e.operation(op_name, &w.id)), "caller": caller(peer),
+        });
+        async move {
+            if let KeydError::Denied { reason, message } = &e {
+                let mut p = payload;
+                p["reason"] = json!(reason);
+                p["message"] = json!(message);
+                st.denied(reason, &p).await;
+            }
+            e
+        }
+    };
+    let (effect, op) = match prepared {
+        Ok(x) => x,
+        Err(e) => return Err(deny(e, None).await),
+    };
+    let verdict = match st
+        .policy()
+        .and_then(|p| policy::judge(&p, &w.label, &effect))
+    {
+        Ok(v) => v,
+        Err(e) => return Err(deny(e, Some(&effect)).await),
+    };
+    let operation = effect.operation(op_name, &w.id);
+    let day = st.day();
+    if verdict.needs_approval {
+        let Some(ticket) = approval.as_deref() else {
+            let words = vec![format!(
+                "{op_name}: {} {} from {} wallet {:?} ({}) to {}{}",
+                effect.amount,
+                if effect.chain == Chain::Ethereum {
+                    "wei"
+                } else {
+                    "lamports"
+                },
+                effect.chain.as_str(),
+                w.label,
+                w.address,
+                effect.to.as_deref().unwrap_or("?"),
+                effect
+                    .chain_id
+                    .map(|c| format!(" on chain id {c}"))
+                    .unwrap_or_default(),
+            )];
+            let t = st.agentd.open_ticket(&operation, &words).await?;
+            let mut p = json!({ "op": op_name, "wallet_id": w.id, "reason": "approval_required", "effect": operation, "ticket": t.get("id"), "caller": caller(peer) });
+            p["label"] = json!(w.label);
+            st.denied("approval_required", &p).await;
+            return Err(KeydError::ApprovalRequired {
+                message: format!("{} base units is above the approval threshold: a person must approve this exact operation", effect.amount),
+                ticket: t,
+            });
+        };
+        // Check the limits before the ticket is used up; the charge below checks again.
+        for c in &verdict.charges {
+            let (st2, day2, scope) = (Arc::clone(st), day.clone(), c.scope.clone());
+            let spent = tokio::task::spawn_blocking(move || st2.store.spent(&day2, &scope))
+                .await
+                .map_err(KeydError::internal)??;
+            if spent.checked_add(c.amount).is_none_or(|n| n > c.limit) {
+                let e = KeydError::Denied {
+                    reason: "daily_limit",
+                    message: format!(
+                        "{} would pass its daily limit: {spent} spent today + {} > {}",
+                        c.scope, c.amount, c.limit
+                    ),
+                };
+                return Err(deny(e, Some(&effect)).await);
+            }
+        }
+        st.agentd.consume_ticket(ticket, &operation).await?;
+    }
+    let st2 = Arc::clone(st);
+    let charges = verdict.charges.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let out = st2
+            .store
+            .charge_and_sign(&day, &charges, || st2.backend.sign(&w, &op));
+        (out, w)
+    })
+    .await
+    .map_err(KeydError::internal)?;
+    match res {
+        (Ok(out), w) => {
+            osmoda_daemon::metrics::global().keyd_signature(w.chain.as_str(), effect.kind);
+            Ok((effect, out, w))
+        }
+        (Err(e), w) => {
+            let payload = json!({ "op": op_name, "wallet_id": w.id, "label": w.label, "chain": w.chain.as_str(),
+                "effect": operation, "caller": caller(peer) });
+            if let KeydError::Denied { reason, message } = &e {
+                let mut p = payload;
+                p["reason"] = json!(reason);
+                p["message"] = json!(message);
+                st.denied(reason, &p).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The response body and receipt for a signature.
+fn render(w: &Wallet, e: &Effect, out: &Output) -> Value {
+    let mut v = json!({
+        "wallet_id": w.id, "chain": w.chain.as_str(), "from": w.address, "kind": e.kind,
+        "to": e.to, "amount": e.amount.to_string(), "token": e.token, "chain_id": e.chain_id,
+        "broadcast": false,
+    });
+    match out {
+        Output::EthSig { digest, sig } => {
+            v["digest"] = json!(digest.to_string());
+            v["signature"] = json!(eth::sig_hex(sig));
+        }
+        Output::EthTx(t) => {
+            v["tx_hash"] = json!(t.hash.to_string());
+            v["raw_tx"] = json!(format!("0x{}", hex::encode(&t.raw)));
+        }
+        Output::SolTx(t) => {
+            v["signature"] = json!(bs58::encode(t.signature).into_string());
+            v["raw_tx"] = json!(B64.encode(&t.raw));
+        }
+        Output::SolOffchain { signed, sig } => {
+            v["signature"] = json!(bs58::encode(sig).into_string());
+            v["signed_message"] = json!(B64.encode(signed));
+        }
+    }
+    v
+}
+
+/// The receipt: what the response says, less the raw transaction (the hash identifies it).
+fn receipt(rendered: &Value, peer: &PeerCred, approval: Option<&str>) -> Value {
+    let mut r = rendered.clone();
+    if let Some(o) = r.as_object_mut() {
+        o.remove("raw_tx");
+        o.remove("signed_message");
+        o.insert("caller".into(), json!(caller(peer)));
+        o.insert("approval".into(), json!(approval));
+    }
+    r
+}
+
+/// `POST /wallet/sign`
+pub async fn sign(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    Json(b): Json<SignBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let w = wallet(&st, b.wallet_id).await?;
+    let prepared = prepare_sign(&st, &w, b.payload);
+    if let Err(e @ KeydError::BadRequest(_)) = prepared {
+        return Err(e.into());
+    }
+    let approval = b.approval.clone();
+    let (e, out, w) =
+        authorize_and_sign(&st, &peer, "wallet.sign", w, prepared, b.approval).await?;
+    let v = render(&w, &e, &out);
+    st.agentd
+        .receipt("wallet.sign", receipt(&v, &peer, approval.as_deref()))
+        .await;
+    Ok(axum::Json(v))
+}
+
+/// `POST /wallet/send`: builds and signs a native (or ERC-20) transfer; never broadcasts.
+pub async fn send(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    Json(b): Json<SendBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let w = wallet(&st, b.wallet_id.clone()).await?;
+    let approval = b.approval.clone();
+    let prepared = prepare_send(&st, &w, b);
+    if let Err(e @ KeydError::BadRequest(_)) = prepared {
+        return Err(e.into());
+    }
+    let (e, out, w) =
+        authorize_and_sign(&st, &peer, "wallet.send", w, prepared, approval.clone()).await?;
+    let v = render(&w, &e, &out);
+    st.agentd
+        .receipt("wallet.send", receipt(&v, &peer, approval.as_deref()))
+        .await;
+    Ok(axum::Json(v))
+}

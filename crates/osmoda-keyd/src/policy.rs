@@ -1,0 +1,311 @@
+//! The signing policy from `/etc/osmoda/keyd.json`, default deny: a chain absent from
+//! `policy.chains` signs nothing; every limit, allowlist and chain id is checked here, and any
+//! error while judging denies. What passes becomes a list of counter charges (made by
+//! `store::Store::charge_and_sign`) and whether a human approval ticket is needed.
+
+use osmoda_config::{Chain, ChainPolicy, Policy};
+
+use crate::error::KeydError;
+use crate::store::Charge;
+
+/// What a request would do, as the policy judges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    /// Chain of the wallet.
+    pub chain: Chain,
+    /// `transfer`, `erc20_transfer`, `erc20_approve`, `personal_sign`, `typed_data` or
+    /// `offchain_message`.
+    pub kind: &'static str,
+    /// EIP-155 chain id (Ethereum transactions and typed data).
+    pub chain_id: Option<u64>,
+    /// Recipient, spender or verifying contract (lowercase 0x-hex, or base58).
+    pub to: Option<String>,
+    /// ERC-20 contract (lowercase 0x-hex) for token transfers and approvals.
+    pub token: Option<String>,
+    /// Amount in base units (wei, lamports, token units); 0 for messages.
+    pub amount: u128,
+}
+
+impl Effect {
+    /// Whether this effect moves value (and is counted).
+    pub fn moves_value(&self) -> bool {
+        matches!(self.kind, "transfer" | "erc20_transfer" | "erc20_approve")
+    }
+
+    /// The canonical operation an approval ticket is bound to (exact decimal amount string).
+    pub fn operation(&self, op: &str, wallet_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "daemon": "keyd",
+            "op": op,
+            "wallet": wallet_id,
+            "chain": self.chain.as_str(),
+            "chain_id": self.chain_id,
+            "kind": self.kind,
+            "to": self.to,
+            "amount": self.amount.to_string(),
+            "token": self.token,
+        })
+    }
+}
+
+/// The policy's answer for an allowed effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Counters to charge at signing.
+    pub charges: Vec<Charge>,
+    /// Above the approval threshold: a ticket approved by a person is needed.
+    pub needs_approval: bool,
+}
+
+fn deny(reason: &'static str, message: String) -> KeydError {
+    KeydError::Denied { reason, message }
+}
+
+/// Normalizes a recipient for comparison: Ethereum addresses compare case-insensitively.
+pub fn normalize(chain: Chain, addr: &str) -> String {
+    match chain {
+        Chain::Ethereum => addr.to_ascii_lowercase(),
+        Chain::Solana => addr.to_string(),
+    }
+}
+
+/// Judges `e` for the wallet labelled `label`.
+///
+/// # Errors
+/// `Denied` with the rule that refused: `chain`, `chain_id`, `recipient`, `per_tx_max`,
+/// `token`, `contract`.
+pub fn judge(policy: &Policy, label: &str, e: &Effect) -> Result<Verdict, KeydError> {
+    let chain = e.chain.as_str();
+    let cp: &ChainPolicy = policy.chains.get(&e.chain).ok_or_else(|| {
+        deny("chain", format!("policy.chains.{chain} is not set: {chain} is denied (default deny); allow it with services.osmoda.keyd.policy.chains.{chain}"))
+    })?;
+    if e.chain == Chain::Ethereum && e.kind != "personal_sign" {
+        let id = e.chain_id.ok_or_else(|| {
+            deny(
+                "chain_id",
+                "no EIP-155 chain id: chain-less signatures are refused".into(),
+            )
+        })?;
+        if !cp.chain_ids.contains(&id) {
+            return Err(deny(
+                "chain_id",
+                format!(
+                    "chain id {id} is not in policy.chains.ethereum.chain_ids {:?}",
+                    cp.chain_ids
+                ),
+            ));
+        }
+    }
+    let wallet = policy.wallets.get(label);
+    let allowlist = wallet
+        .and_then(|w| w.recipient_allowlist.as_ref())
+        .or(cp.recipient_allowlist.as_ref());
+    match (allowlist, &e.to) {
+        (Some(list), Some(to)) => {
+            let to = normalize(e.chain, to);
+            if !list.iter().any(|a| normalize(e.chain, a) == to) {
+                return Err(deny("recipient", format!("{to} is not in the recipient allowlist of wallet {label:?} / chain {chain}")));
+            }
+        }
+        (Some(_), None) if e.kind == "typed_data" => {
+            return Err(deny("recipient", "typed data without a verifyingContract cannot be checked against the recipient allowlist".into()));
+        }
+        _ => {}
+    }
+    if !e.moves_value() {
+        return Ok(Verdict {
+            charges: Vec::new(),
+            needs_approval: false,
+        });
+    }
+    if let Some(token) = &e.token {
+        return Err(deny(
+            "token",
+            format!("ERC-20 {} of {} units on token {token}: the policy has no limits for this token, so it is denied", e.kind, e.amount),
+        ));
+    }
+    if e.amount > cp.per_tx_max.0 {
+        return Err(deny(
+            "per_tx_max",
+            format!(
+                "{} exceeds policy.chains.{chain}.per_tx_max {}",
+                e.amount, cp.per_tx_max
+            ),
+        ));
+    }
+    let mut charges = vec![Charge {
+        scope: format!("chain:{chain}:native"),
+        amount: e.amount,
+        limit: cp.daily_limit.0,
+    }];
+    if let Some(w) = wallet {
+        charges.push(Charge {
+            scope: format!("wallet:{label}:native"),
+            amount: e.amount,
+            limit: w.daily_limit.0,
+        });
+    }
+    let needs_approval = cp.approval_threshold.is_some_and(|t| e.amount > t.0);
+    Ok(Verdict {
+        charges,
+        needs_approval,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use osmoda_config::{Amount, WalletPolicy};
+
+    fn policy() -> Policy {
+        let mut p = Policy {
+            chains: Default::default(),
+            wallets: Default::default(),
+        };
+        p.chains.insert(
+            Chain::Ethereum,
+            ChainPolicy {
+                chain_ids: vec![1],
+                per_tx_max: Amount(100),
+                daily_limit: Amount(1000),
+                approval_threshold: Some(Amount(50)),
+                recipient_allowlist: Some(
+                    vec!["0xAbC0000000000000000000000000000000000001".into()],
+                ),
+            },
+        );
+        p.wallets.insert(
+            "ops".into(),
+            WalletPolicy {
+                daily_limit: Amount(300),
+                recipient_allowlist: None,
+            },
+        );
+        p
+    }
+
+    fn effect(amount: u128) -> Effect {
+        Effect {
+            chain: Chain::Ethereum,
+            kind: "transfer",
+            chain_id: Some(1),
+            to: Some("0xabc0000000000000000000000000000000000001".into()),
+            token: None,
+            amount,
+        }
+    }
+
+    fn reason(r: Result<Verdict, KeydError>) -> &'static str {
+        match r {
+            Err(KeydError::Denied { reason, .. }) => reason,
+            other => panic!("not denied: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_rule_denies_and_the_rest_passes() {
+        let p = policy();
+        let v = judge(&p, "ops", &effect(10)).unwrap();
+        assert!(!v.needs_approval);
+        assert_eq!(v.charges.len(), 2, "chain and wallet counters");
+        assert_eq!(v.charges[1].limit, 300);
+        assert!(judge(&p, "ops", &effect(51)).unwrap().needs_approval);
+        assert_eq!(reason(judge(&p, "ops", &effect(101))), "per_tx_max");
+        assert_eq!(
+            reason(judge(
+                &p,
+                "ops",
+                &Effect {
+                    chain_id: Some(5),
+                    ..effect(1)
+                }
+            )),
+            "chain_id"
+        );
+        assert_eq!(
+            reason(judge(
+                &p,
+                "ops",
+                &Effect {
+                    chain_id: None,
+                    ..effect(1)
+                }
+            )),
+            "chain_id"
+        );
+        assert_eq!(
+            reason(judge(
+                &p,
+                "ops",
+                &Effect {
+                    to: Some("0x0000000000000000000000000000000000000002".into()),
+                    ..effect(1)
+                }
+            )),
+            "recipient"
+        );
+        assert_eq!(
+            reason(judge(
+                &p,
+                "ops",
+                &Effect {
+                    chain: Chain::Solana,
+                    chain_id: None,
+                    ..effect(1)
+                }
+            )),
+            "chain"
+        );
+        assert_eq!(
+            reason(judge(
+                &p,
+                "ops",
+                &Effect {
+                    kind: "erc20_transfer",
+                    token: Some("0x01".into()),
+                    ..effect(1)
+                }
+            )),
+            "token"
+        );
+        // A wallet without its own entry is charged on the chain only.
+        assert_eq!(judge(&p, "other", &effect(1)).unwrap().charges.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_policy_denies_everything() {
+        let p = Policy {
+            chains: Default::default(),
+            wallets: Default::default(),
+        };
+        assert_eq!(reason(judge(&p, "ops", &effect(0))), "chain");
+        assert_eq!(
+            reason(judge(
+                &p,
+                "ops",
+                &Effect {
+                    kind: "personal_sign",
+                    ..effect(0)
+                }
+            )),
+            "chain"
+        );
+    }
+
+    #[test]
+    fn messages_are_checked_but_not_charged() {
+        let p = policy();
+        let msg = Effect {
+            kind: "typed_data",
+            amount: 0,
+            ..effect(0)
+        };
+        assert!(judge(&p, "ops", &msg).unwrap().charges.is_empty());
+        // The verifying contract must be allowed like a recipient.
+        let other = Effect {
+            to: Some("0x0000000000000000000000000000000000000009".into()),
+            ..msg
+        };
+        assert_eq!(reason(judge(&p, "ops", &other)), "recipient");
+    }
+}

@@ -1,0 +1,204 @@
+//! A real agentd (in process, on Unix sockets in a temp dir) and a real keyd served by the same
+//! `serve` the binary calls, with an injected clock.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub agentd: Arc<agentd::AppState>,
+    agentd_trigger: Option<agentd::Trigger>,
+    pub keyd: Option<Keyd>,
+    /// Seconds added to the real clock (to cross UTC midnight).
+    pub shift: Arc<AtomicI64>,
+}
+
+pub struct Keyd {
+    pub state: Arc<osmoda_keyd::AppState>,
+    trigger: osmoda_keyd::shutdown::Trigger,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Env {
+    /// agentd (knowing `keyd_uid`, default: ours) and keyd with `policy` as keyd.json.
+    pub async fn new(policy: Value) -> Env {
+        Env::with_keyd_uid(policy, Some(nix::unistd::getuid().as_raw())).await
+    }
+
+    pub async fn with_keyd_uid(policy: Value, keyd_uid: Option<u32>) -> Env {
+        let _ = osmoda_daemon::raise_fd_limit();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("admin")).unwrap();
+        let settings = agentd::Settings {
+            keyd_uid,
+            ..Default::default()
+        };
+        let agentd = agentd::AppState::open(dir.path().join("agentd"), settings, None).unwrap();
+        let agent = tokio::net::UnixListener::bind(dir.path().join("agentd.sock")).unwrap();
+        let human = tokio::net::UnixListener::bind(dir.path().join("admin/approval.sock")).unwrap();
+        let (trigger, shutdown) = agentd::shutdown_channel();
+        tokio::spawn(agentd::serve(agent, human, agentd.clone(), shutdown));
+        let mut env = Env {
+            dir,
+            agentd,
+            agentd_trigger: Some(trigger),
+            keyd: None,
+            shift: Arc::default(),
+        };
+        env.write_policy(&policy);
+        env.start_keyd().await;
+        env
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("keyd.json")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("keyd")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("keyd.sock")
+    }
+
+    pub fn write_policy(&self, policy: &Value) {
+        let cfg = json!({ "key_file": null, "policy": policy });
+        let tmp = self.dir.path().join("keyd.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        std::fs::rename(&tmp, self.config()).unwrap();
+    }
+
+    pub async fn start_keyd(&mut self) {
+        let shift = Arc::clone(&self.shift);
+        let clock: osmoda_keyd::Clock = Arc::new(move || {
+            time::OffsetDateTime::now_utc() + time::Duration::seconds(shift.load(Ordering::SeqCst))
+        });
+        let state = osmoda_keyd::AppState::open(osmoda_keyd::Options {
+            config: self.config(),
+            state_dir: self.state_dir(),
+            agentd_socket: self.dir.path().join("agentd.sock"),
+            clock,
+        })
+        .unwrap();
+        let _ = std::fs::remove_file(self.socket());
+        let listener = tokio::net::UnixListener::bind(self.socket()).unwrap();
+        let (trigger, shutdown) = osmoda_keyd::shutdown::channel();
+        let task = tokio::spawn(osmoda_keyd::serve(listener, state.clone(), shutdown));
+        self.keyd = Some(Keyd {
+            state,
+            trigger,
+            task,
+        });
+    }
+
+    /// Stops keyd (as SIGTERM would) and waits for it to be gone.
+    pub async fn stop_keyd(&mut self) {
+        if let Some(k) = self.keyd.take() {
+            k.trigger.fire();
+            k.task.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn client(&self) -> osmoda_client::Client {
+        osmoda_client::Client::new(self.socket())
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.client().post(path, &body).await.unwrap();
+        (r.status, r.body)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client().get(path).await.unwrap();
+        (r.status, r.body)
+    }
+
+    pub async fn human(&self, path: &str) -> (u16, Value) {
+        let c = osmoda_client::Client::new(self.dir.path().join("admin/approval.sock"));
+        let r = c.post(path, &json!({})).await.unwrap();
+        (r.status, r.body)
+    }
+
+    /// Creates a wallet and returns its JSON.
+    pub async fn create(&self, chain: &str, label: &str) -> Value {
+        let (s, w) = self
+            .post("/wallet/create", json!({ "chain": chain, "label": label }))
+            .await;
+        assert_eq!(s, 200, "{w}");
+        w
+    }
+
+    /// Delivers keyd's spooled receipts and returns agentd's `receipt.<kind>` events.
+    pub async fn receipts(&self, kind: &str) -> Vec<Value> {
+        if let Some(k) = &self.keyd {
+            k.state.agentd.flush().await.unwrap();
+        }
+        let q = osmoda_ledger::Query {
+            kind: Some(format!("receipt.{kind}")),
+            limit: Some(10_000),
+            ..Default::default()
+        };
+        self.agentd
+            .ledger
+            .query(&q)
+            .unwrap()
+            .into_iter()
+            .map(|e| serde_json::from_str(&e.payload).unwrap())
+            .collect()
+    }
+
+    pub fn spent(&self, scope: &str) -> u128 {
+        let k = self.keyd.as_ref().unwrap();
+        k.state.store.spent(&k.state.day(), scope).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(k) = self.keyd.take() {
+            k.trigger.fire();
+        }
+        if let Some(t) = self.agentd_trigger.take() {
+            t.fire();
+        }
+    }
+}
+
+/// Ethereum on chain 1 with the given limits (decimal strings) and no allowlist.
+pub fn eth_policy(per_tx: &str, daily: &str, threshold: Option<&str>) -> Value {
+    json!({
+        "chains": { "ethereum": {
+            "chain_ids": [1], "per_tx_max": per_tx, "daily_limit": daily,
+            "approval_threshold": threshold, "recipient_allowlist": null,
+        }},
+        "wallets": {},
+    })
+}
+
+pub const BOB: &str = "0x3535353535353535353535353535353535353535";
+
+/// An EIP-1559 send body.
+pub fn eth_send(wallet: &str, amount: &str, nonce: u64) -> Value {
+    json!({
+        "wallet_id": wallet, "to": BOB, "amount": amount, "nonce": nonce, "gas_limit": 21000,
+        "max_fee_per_gas": "30000000000", "max_priority_fee_per_gas": "1000000000",
+    })
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,121 @@
+//! Daily limits hold under 200 concurrent sends, survive a restart, and reset at UTC midnight.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_parallel_sends_never_overspend_and_counters_persist() {
+    // Limit 1000, amount 7: exactly floor(1000 / 7) = 142 may be signed.
+    let mut policy = eth_policy("1000", "1000", None);
+    policy["wallets"] = json!({ "ops": { "daily_limit": "2000", "recipient_allowlist": null } });
+    let mut env = Env::new(policy).await;
+    let id = env.create("ethereum", "ops").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..200u64 {
+        let client = osmoda_client::Client::new(env.socket());
+        let body = eth_send(&id, "7", n);
+        tasks.spawn(async move {
+            let r = client.post("/wallet/send", &body).await.unwrap();
+            (r.status, r.body)
+        });
+    }
+    let (mut ok, mut denied) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            (200, _) => ok += 1,
+            (403, b) if b["detail"]["reason"] == "daily_limit" => denied += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((ok, denied), (142, 58));
+    assert_eq!(env.spent("chain:ethereum:native"), 994);
+    assert_eq!(env.spent("wallet:ops:native"), 994);
+    assert_eq!(env.receipts("wallet.send").await.len(), 142);
+    assert_eq!(env.receipts("wallet.deny").await.len(), 58);
+
+    // Restart mid-day: the counters are where they were.
+    env.stop_keyd().await;
+    env.start_keyd().await;
+    assert_eq!(env.spent("chain:ethereum:native"), 994);
+    let (s, r) = env.post("/wallet/send", eth_send(&id, "7", 500)).await;
+    assert_eq!(
+        (s, r["detail"]["reason"].as_str()),
+        (403, Some("daily_limit")),
+        "{r}"
+    );
+    let (s, r) = env.post("/wallet/send", eth_send(&id, "6", 501)).await;
+    assert_eq!(s, 200, "exactly up to the limit: {r}");
+    let (s, _) = env.post("/wallet/send", eth_send(&id, "1", 502)).await;
+    assert_eq!(s, 403);
+
+    // A new UTC day starts from zero.
+    env.shift.store(86_400, Ordering::SeqCst);
+    assert_eq!(env.spent("chain:ethereum:native"), 0);
+    let (s, r) = env.post("/wallet/send", eth_send(&id, "1000", 503)).await;
+    assert_eq!(s, 200, "{r}");
+    let (s, _) = env.post("/wallet/send", eth_send(&id, "1", 504)).await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wallet_limit_applies_on_top_of_the_chain_limit_and_policy_reloads() {
+    let mut policy = eth_policy("1000", "1000", None);
+    policy["wallets"] = json!({ "ops": { "daily_limit": "10", "recipient_allowlist": null } });
+    let env = Env::new(policy.clone()).await;
+    let ops = env.create("ethereum", "ops").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = env.create("ethereum", "other").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        env.post("/wallet/send", eth_send(&ops, "10", 0)).await.0,
+        200
+    );
+    let (s, r) = env.post("/wallet/send", eth_send(&ops, "1", 1)).await;
+    assert_eq!(
+        (s, r["detail"]["reason"].as_str()),
+        (403, Some("daily_limit")),
+        "{r}"
+    );
+    assert!(
+        r["error"].as_str().unwrap().contains("wallet:ops:native"),
+        "{r}"
+    );
+    assert_eq!(
+        env.post("/wallet/send", eth_send(&other, "500", 0)).await.0,
+        200
+    );
+    assert_eq!(env.spent("chain:ethereum:native"), 510);
+
+    // A new policy file (as NixOS activation writes it) applies to the next request; a broken
+    // one denies everything.
+    policy["chains"]["ethereum"]["per_tx_max"] = json!("5");
+    policy["chains"]["ethereum"]["daily_limit"] = json!("5000");
+    env.write_policy(&policy);
+    let (s, r) = env.post("/wallet/send", eth_send(&other, "6", 1)).await;
+    assert_eq!(
+        (s, r["detail"]["reason"].as_str()),
+        (403, Some("per_tx_max")),
+        "{r}"
+    );
+    std::fs::write(env.config(), "{ not json").unwrap();
+    let (s, r) = env.post("/wallet/send", eth_send(&other, "1", 1)).await;
+    assert_eq!(
+        (s, r["detail"]["reason"].as_str()),
+        (403, Some("config")),
+        "{r}"
+    );
+    let (_, h) = env.get("/health").await;
+    assert_eq!(h["policy"]["loaded"], false, "{h}");
+}

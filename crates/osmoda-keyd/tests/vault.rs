@@ -1,0 +1,264 @@
+//! Keys at rest: imports land encrypted (no plaintext key bytes anywhere under the state dir,
+//! as hex or base58), a tampered ciphertext, nonce or AAD input fails with a clear error, and
+//! `check-config` judges keyd.json.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const KEYSTORE_KEY: &str = "7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d";
+const RFC8032_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+fn pbkdf2_keystore() -> serde_json::Value {
+    json!({"crypto":{"cipher":"aes-128-ctr","cipherparams":{"iv":"6087dab2f9fdbbfaddc31a909735c1e6"},"ciphertext":"5318b4d5bcd28de64ee5559e671353e16f075ecae9f99c7a79a38af5f869aa46","kdf":"pbkdf2","kdfparams":{"c":262144,"dklen":32,"prf":"hmac-sha256","salt":"ae3cd4e7013836a3df6bd7241b12db061dbe2c6785853cce422d148a624ce0bd"},"mac":"517ead924a9d0dc3124507e3393d175ce3ff7c1e96529c6c555ce9e51205e9b2"},"id":"3198bc9c-6672-5ab3-d995-4942343ae5b6","version":3})
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_keys_never_reach_the_state_dir_in_clear() {
+    let env = Env::new(eth_policy("1000", "5000", None)).await;
+    let (s, w) = env
+        .post("/wallet/create", json!({ "chain": "ethereum", "label": "imported",
+            "import": { "format": "keystore_v3", "keystore": pbkdf2_keystore(), "password": "testpassword" } }))
+        .await;
+    assert_eq!(s, 200, "{w}");
+    assert_eq!(w["address"], "0x008AeEda4D805471dF9b2A5B0f38A0C3bCBA786b");
+    let seed = hex::decode(RFC8032_SEED).unwrap();
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed.clone().try_into().unwrap())
+        .verifying_key()
+        .to_bytes();
+    let mut keypair = seed.clone();
+    keypair.extend_from_slice(&public);
+    let (s, w) = env
+        .post("/wallet/create", json!({ "chain": "solana", "label": "sol", "import": { "format": "solana_keypair", "keypair": keypair } }))
+        .await;
+    assert_eq!(s, 200, "{w}");
+    assert_eq!(w["address"], "FVen3X669xLzsi6N2V91DoiyzHzg1uAgqiT8jZ9nS96Z");
+    // Signing works with the imported key.
+    let (s, r) = env
+        .post("/wallet/send", eth_send(w["id"].as_str().unwrap(), "1", 0))
+        .await;
+    assert_eq!(s, 400, "a Solana wallet cannot take an Ethereum send: {r}");
+
+    let eth_key = hex::decode(KEYSTORE_KEY).unwrap();
+    let needles: Vec<(String, Vec<u8>)> = vec![
+        ("eth raw".into(), eth_key.clone()),
+        ("eth hex".into(), KEYSTORE_KEY.as_bytes().to_vec()),
+        ("eth HEX".into(), KEYSTORE_KEY.to_uppercase().into_bytes()),
+        ("sol seed raw".into(), seed.clone()),
+        ("sol seed hex".into(), RFC8032_SEED.as_bytes().to_vec()),
+        (
+            "sol seed base58".into(),
+            bs58::encode(&seed).into_string().into_bytes(),
+        ),
+        (
+            "sol keypair base58".into(),
+            bs58::encode(&keypair).into_string().into_bytes(),
+        ),
+        (
+            "eth base58".into(),
+            bs58::encode(&eth_key).into_string().into_bytes(),
+        ),
+    ];
+    let files = files_under(&env.state_dir());
+    assert!(files.iter().any(|f| f.ends_with("keyd.db")), "{files:?}");
+    for f in &files {
+        // A spool file may be delivered (and removed) while we scan.
+        let Ok(bytes) = std::fs::read(f) else {
+            continue;
+        };
+        for (what, needle) in &needles {
+            assert!(!contains(&bytes, needle), "{what} found in {}", f.display());
+        }
+    }
+    // Nor in the ledger.
+    for e in env.receipts("wallet.create").await {
+        let text = e.to_string();
+        assert!(
+            !text.contains(KEYSTORE_KEY) && !text.contains(RFC8032_SEED),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_ciphertext_or_aad_fails_to_load_with_a_clear_error() {
+    let mut policy = eth_policy("1000", "5000", None);
+    policy["chains"]["solana"] = json!({ "chain_ids": [], "per_tx_max": "1", "daily_limit": "1",
+        "approval_threshold": null, "recipient_allowlist": null });
+    let env = Env::new(policy).await;
+    let a = env.create("ethereum", "a").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = env.create("ethereum", "b").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(env.post("/wallet/send", eth_send(&a, "1", 0)).await.0, 200);
+    let db = rusqlite::Connection::open(env.state_dir().join("keyd.db")).unwrap();
+    let sign = |id: String| {
+        let env = &env;
+        async move {
+            env.post(
+                "/wallet/sign",
+                json!({ "wallet_id": id, "payload": { "type": "personal_sign", "message": "x" } }),
+            )
+            .await
+        }
+    };
+    // One flipped ciphertext bit.
+    db.execute(
+        "UPDATE wallets SET ciphertext = CAST(ciphertext AS BLOB) WHERE id = ?1",
+        [&a],
+    )
+    .unwrap();
+    let ct: Vec<u8> = db
+        .query_row("SELECT ciphertext FROM wallets WHERE id = ?1", [&a], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut bad = ct.clone();
+    bad[3] ^= 1;
+    db.execute(
+        "UPDATE wallets SET ciphertext = ?1 WHERE id = ?2",
+        rusqlite::params![bad, a],
+    )
+    .unwrap();
+    let (s, r) = sign(a.clone()).await;
+    assert_eq!(
+        (s, r["detail"]["kind"].as_str()),
+        (500, Some("vault")),
+        "{r}"
+    );
+    assert!(
+        r["error"].as_str().unwrap().contains("does not decrypt"),
+        "{r}"
+    );
+    db.execute(
+        "UPDATE wallets SET ciphertext = ?1 WHERE id = ?2",
+        rusqlite::params![ct, a],
+    )
+    .unwrap();
+    assert_eq!(sign(a.clone()).await.0, 200, "restored");
+    // The AAD binds the wallet id: b's sealed key copied into a does not open as a's.
+    db.execute(
+        "UPDATE wallets SET (nonce, ciphertext) = (SELECT nonce, ciphertext FROM wallets WHERE id = ?1) WHERE id = ?2",
+        [&b, &a],
+    )
+    .unwrap();
+    let (s, r) = sign(a.clone()).await;
+    assert_eq!(s, 500, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("does not decrypt"),
+        "{r}"
+    );
+    // And the chain: an Ethereum key relabelled Solana does not open.
+    db.execute("UPDATE wallets SET chain = 'solana' WHERE id = ?1", [&b])
+        .unwrap();
+    let (s, r) = env
+        .post(
+            "/wallet/sign",
+            json!({ "wallet_id": b, "payload": { "type": "offchain_message", "message": "x" } }),
+        )
+        .await;
+    assert_eq!(
+        (s, r["detail"]["kind"].as_str()),
+        (500, Some("vault")),
+        "{r}"
+    );
+    // Restored, it opens again.
+    db.execute("UPDATE wallets SET chain = 'ethereum' WHERE id = ?1", [&b])
+        .unwrap();
+    assert_eq!(sign(b.clone()).await.0, 200);
+    drop(db);
+    // Nothing was charged by the failures.
+    assert_eq!(env.spent("chain:ethereum:native"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_secret_cannot_open_the_keys() {
+    let mut env = Env::new(eth_policy("1000", "5000", None)).await;
+    let a = env.create("ethereum", "a").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.stop_keyd().await;
+    let secret = env.state_dir().join("secret");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::write(&secret, "another secret of enough length").unwrap();
+    env.start_keyd().await;
+    let (s, r) = env
+        .post(
+            "/wallet/sign",
+            json!({ "wallet_id": a, "payload": { "type": "personal_sign", "message": "x" } }),
+        )
+        .await;
+    assert_eq!(s, 500, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("key-encryption secret"),
+        "{r}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_schema_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_osmoda-keyd");
+    let good = dir.path().join("good.json");
+    std::fs::write(
+        &good,
+        json!({ "key_file": null, "policy": eth_policy("1", "2", None) }).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        json!({ "key_file": null, "policy": eth_policy("3", "2", None) }).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exceeds daily_limit"),
+        "{out:?}"
+    );
+    let typo = dir.path().join("typo.json");
+    std::fs::write(
+        &typo,
+        r#"{"key_file": null, "policy": {"chains": {}, "wallet": {}}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .arg(&typo)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wallet"),
+        "{out:?}"
+    );
+}
