@@ -39,7 +39,7 @@ pub const WATCH: Daemon = Daemon {
 /// osmoda-keyd.
 pub const KEYD: Daemon = Daemon {
     name: "osmoda-keyd",
-    user: "root",
+    user: "osmoda-keyd",
 };
 /// osmoda-routines.
 pub const ROUTINES: Daemon = Daemon {
