@@ -194,8 +194,8 @@ impl HealthCheck {
             HealthCheck::Http {
                 url, expect_status, ..
             } => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(format!("url {url:?} must start with http:// or https://"));
+                if !url.starts_with("http://") {
+                    return Err(format!("url {url:?} must start with http:// (the check speaks plain HTTP; for https use a command check running curl)"));
                 }
                 match expect_status {
                     Some(s) if !(100..=599).contains(s) => Err(format!(

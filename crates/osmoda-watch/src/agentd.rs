@@ -125,27 +125,25 @@ impl Agentd {
     /// `POST path` with a JSON body, returning the JSON answer.
     ///
     /// # Errors
-    /// `Agentd` when unreachable; `BadRequest`/`Conflict` carrying agentd's 4xx answer.
+    /// `Agentd` when unreachable; `Refused` carrying agentd's status, `error` and `detail` when
+    /// it answers with an error.
     pub async fn call(&self, path: &str, body: &Value) -> Result<Value> {
         let resp = self
             .client
             .post(path, body)
             .await
             .map_err(|e| WatchError::Agentd(format!("POST {path}: {e}")))?;
-        match resp.status {
-            200..=299 => Ok(resp.body),
-            409 => Err(WatchError::Conflict(format!(
-                "agentd refused POST {path}: {}",
-                resp.body
-            ))),
-            400..=499 => Err(WatchError::BadRequest(format!(
-                "agentd refused POST {path}: {}",
-                resp.body
-            ))),
-            s => Err(WatchError::Agentd(format!(
-                "POST {path} answered {s}: {}",
-                resp.body
-            ))),
+        if (200..300).contains(&resp.status) {
+            return Ok(resp.body);
         }
+        let error = match resp.body.get("error") {
+            Some(Value::String(e)) => e.clone(),
+            _ => resp.body.to_string(),
+        };
+        Err(WatchError::Refused {
+            status: resp.status,
+            message: format!("agentd refused POST {path}: {error}"),
+            detail: resp.body.get("detail").cloned().unwrap_or(Value::Null),
+        })
     }
 }

@@ -23,6 +23,17 @@ pub enum WatchError {
     /// Talking to agentd failed.
     #[error("agentd: {0}")]
     Agentd(String),
+    /// agentd answered a request of ours with an error: its status, message and detail are
+    /// passed on (a gate's 403 with its ticket, a 409, ...).
+    #[error("{message}")]
+    Refused {
+        /// agentd's HTTP status.
+        status: u16,
+        /// What was refused, with agentd's `error`.
+        message: String,
+        /// agentd's `detail` (its hint, the ticket to approve, ...).
+        detail: serde_json::Value,
+    },
     /// The daemon's configuration file is invalid.
     #[error("config: {0}")]
     Config(String),
@@ -50,6 +61,7 @@ impl WatchError {
             | WatchError::Backend(m)
             | WatchError::Agentd(m)
             | WatchError::Config(m) => m.clone(),
+            WatchError::Refused { message, .. } => message.clone(),
             io @ WatchError::Io { .. } => io.to_string(),
         }
     }

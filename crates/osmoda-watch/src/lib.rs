@@ -107,6 +107,21 @@ fn boundary_of(cfg: Option<&WatchConfig>, opts: &Options) -> osmoda_sandbox::Bou
         .fold(osmoda_sandbox::Boundary::new(paths), |b, p| b.with(p))
 }
 
+/// SafeSwitch's TTL while there is no `watch.json`.
+const DEFAULT_TTL_SECS: u64 = 60;
+
+/// The configuration in force while there is no `watch.json`: no watchers, no default checks.
+fn unconfigured() -> WatchConfig {
+    WatchConfig {
+        watchers: Default::default(),
+        safe_switch: osmoda_config::SafeSwitchDefaults {
+            ttl_secs: DEFAULT_TTL_SECS,
+            health_checks: Vec::new(),
+        },
+        boundary: Default::default(),
+    }
+}
+
 /// The check of every declared watcher.
 fn watcher_checks(cfg: &WatchConfig) -> Vec<osmoda_config::HealthCheck> {
     cfg.watchers.values().map(|w| w.check.clone()).collect()
@@ -162,9 +177,10 @@ impl AppState {
             boundary: checks::SharedBoundary::new(boundary_of(cfg.as_ref(), &opts)),
             systemctl: Some(Arc::clone(&runner)),
         };
-        let (ttl, checks) = cfg.as_ref().map_or((60, Vec::new()), |c| {
-            (c.safe_switch.ttl_secs, c.safe_switch.health_checks.clone())
-        });
+        let (ttl, checks) = cfg.as_ref().map_or_else(
+            || (DEFAULT_TTL_SECS, Vec::new()),
+            |c| (c.safe_switch.ttl_secs, c.safe_switch.health_checks.clone()),
+        );
         let watcher_checks = cfg.as_ref().map(watcher_checks).unwrap_or_default();
         let engine = Engine::new(
             backend,
@@ -225,14 +241,23 @@ impl AppState {
                     .set(boundary_of(Some(&cfg), &self.opts));
                 self.watchers.apply(&cfg);
             }
-            Ok(None) => self.watchers.apply(&WatchConfig {
-                watchers: Default::default(),
-                safe_switch: osmoda_config::SafeSwitchDefaults {
-                    ttl_secs: 60,
-                    health_checks: Vec::new(),
-                },
-                boundary: Default::default(),
-            }),
+            // No file (a rollback to before the first deployment removed it): nothing is
+            // configured any more, so neither the watchers nor the SafeSwitch defaults and
+            // watcher checks of the generation that was undone stay in force.
+            Ok(None) => {
+                tracing::info!(
+                    "config {} is gone: no watchers, default SafeSwitch settings",
+                    self.config_path.display()
+                );
+                let cfg = unconfigured();
+                self.engine.set_defaults(
+                    cfg.safe_switch.ttl_secs,
+                    cfg.safe_switch.health_checks.clone(),
+                    watcher_checks(&cfg),
+                );
+                self.check_env.boundary.set(boundary_of(None, &self.opts));
+                self.watchers.apply(&cfg);
+            }
             Err(e) => tracing::error!("keeping the previous watchers: {e}"),
         }
     }

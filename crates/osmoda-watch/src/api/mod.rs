@@ -109,6 +109,9 @@ impl IntoResponse for ApiError {
     /// `{"error": "<what was wrong>", "detail": {"kind": "<code>", "hint": "<what to do>"}}`,
     /// the shape every osModa daemon answers with (docs/api.md).
     fn into_response(self) -> Response {
+        if let WatchError::Refused { status, detail, .. } = &self.0 {
+            return refused(*status, &self.0.message(), detail);
+        }
         let (status, kind, hint) = match &self.0 {
             WatchError::BadRequest(_) | WatchError::Config(_) => (
                 StatusCode::BAD_REQUEST,
@@ -123,7 +126,7 @@ impl IntoResponse for ApiError {
             WatchError::Conflict(_) => (
                 StatusCode::CONFLICT,
                 "conflict",
-                "see GET /switch/history for the switch in the way",
+                "GET /switch/history lists every switch and its state",
             ),
             WatchError::Agentd(_) => (
                 StatusCode::BAD_GATEWAY,
@@ -135,7 +138,7 @@ impl IntoResponse for ApiError {
                 "config_tree",
                 "check the config tree with `agentctl config status`",
             ),
-            WatchError::Backend(_) | WatchError::Io { .. } => (
+            WatchError::Backend(_) | WatchError::Io { .. } | WatchError::Refused { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 if matches!(self.0, WatchError::Backend(_)) { "backend" } else { "io" },
                 "see osmoda-watch's log (`journalctl -u osmoda-watch`)",
@@ -153,6 +156,36 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
+}
+
+/// agentd's refusal of a request osmoda-watch made for its caller: a 4xx keeps agentd's status
+/// (a gate's 403, a 409, ...), anything else is a 502. `detail` is agentd's own detail (e.g. the
+/// ticket to approve and its `operation`) with `kind: "agentd_refused"` and a `hint` (agentd's,
+/// when it gave one).
+fn refused(status: u16, message: &str, agentd_detail: &serde_json::Value) -> Response {
+    let status = match StatusCode::from_u16(status) {
+        Ok(s) if s.is_client_error() => s,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    if status.is_server_error() {
+        tracing::error!("{message}");
+    }
+    let mut detail = match agentd_detail {
+        serde_json::Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    detail.insert("kind".into(), json!("agentd_refused"));
+    if !detail.get("hint").is_some_and(serde_json::Value::is_string) {
+        detail.insert(
+            "hint".into(),
+            json!("agentd refused the change osmoda-watch asked for on your behalf; nothing was applied"),
+        );
+    }
+    (
+        status,
+        axum::Json(json!({ "error": message, "detail": detail })),
+    )
+        .into_response()
 }
 
 /// JSON body extractor whose rejections use the API's error shape.

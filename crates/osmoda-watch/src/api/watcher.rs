@@ -61,6 +61,8 @@ pub(super) async fn add(
         boundary: Default::default(),
     };
     probe.validate().map_err(WatchError::BadRequest)?;
+    crate::checks::validate(&def.check)
+        .map_err(|e| WatchError::BadRequest(format!("check: {e}")))?;
     let check = serde_json::to_value(&def.check).unwrap_or_default();
     let check = osmoda_config::tree_edit::option_keys(&check, &[]);
     let value =
@@ -68,42 +70,54 @@ pub(super) async fn add(
     let reason = b
         .reason
         .unwrap_or_else(|| format!("add watcher {}", b.name));
-    let edit = st
-        .agentd
-        .call(
-            "/config/set",
-            &json!({ "path": option_path(&b.name), "value": value, "reason": reason }),
-        )
-        .await?;
-    let switch = apply(&st, &edit, format!("add watcher {}", b.name), b.ttl_secs).await?;
+    let edit = json!({ "path": option_path(&b.name), "value": value, "reason": reason });
+    let (edit, switch) = apply(
+        &st,
+        "/config/set",
+        edit,
+        format!("add watcher {}", b.name),
+        b.ttl_secs,
+    )
+    .await?;
     Ok(axum::Json(
         json!({ "name": b.name, "watcher": def, "config": edit, "switch": switch }),
     ))
 }
 
+/// Edits the tree through agentd (`path` with `body`) and applies the new generation with a
+/// SafeSwitch. The switch request is checked first (TTL, no switch running), so a refused
+/// request leaves the tree as it was; returns agentd's answer and the switch.
 async fn apply(
     st: &AppState,
-    edit: &Value,
+    path: &str,
+    body: Value,
     plan: String,
     ttl_secs: Option<u64>,
-) -> Result<Value, WatchError> {
-    let rev = osmoda_config::tree_edit::landed_rev(edit).ok_or_else(|| {
-        WatchError::Agentd(format!(
-            "agentd's config API answered without a rev: {edit}"
-        ))
-    })?;
-    let s = st
+) -> Result<(Value, Value), WatchError> {
+    let req = BeginRequest {
+        generation: None,
+        plan: Some(plan),
+        ttl_secs,
+        health_checks: Vec::new(),
+        origin: "api".into(),
+        approval: None,
+    };
+    let agentd = &st.agentd;
+    let (edit, s) = st
         .engine
-        .begin(BeginRequest {
-            generation: Some(rev.to_string()),
-            plan: Some(plan),
-            ttl_secs,
-            health_checks: Vec::new(),
-            origin: "api".into(),
-            approval: None,
+        .begin_with(req, || async move {
+            let edit = agentd.call(path, &body).await?;
+            let rev = osmoda_config::tree_edit::landed_rev(&edit)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    WatchError::Agentd(format!(
+                        "agentd's config API answered without a rev: {edit}"
+                    ))
+                })?;
+            Ok((edit, Some(rev)))
         })
         .await?;
-    Ok(serde_json::to_value(s).unwrap_or_default())
+    Ok((edit, serde_json::to_value(s).unwrap_or_default()))
 }
 
 /// Most watchers one `GET /watcher/list` answers with (the default page size too).
@@ -149,14 +163,15 @@ pub(super) async fn remove(
     if !st.watchers.contains(&id) {
         return Err(WatchError::NotFound(format!("no watcher named {id:?} is configured")).into());
     }
-    let edit = st
-        .agentd
-        .call(
-            "/config/unset",
-            &json!({ "path": option_path(&id), "reason": q.reason.unwrap_or_else(|| format!("remove watcher {id}")) }),
-        )
-        .await?;
-    let switch = apply(&st, &edit, format!("remove watcher {id}"), None).await?;
+    let body = json!({ "path": option_path(&id), "reason": q.reason.unwrap_or_else(|| format!("remove watcher {id}")) });
+    let (edit, switch) = apply(
+        &st,
+        "/config/unset",
+        body,
+        format!("remove watcher {id}"),
+        None,
+    )
+    .await?;
     Ok(axum::Json(
         json!({ "removed": id, "config": edit, "switch": switch }),
     ))

@@ -270,6 +270,25 @@ impl Probe {
 #[cfg(test)]
 mod tests;
 
+/// Whether `c` is a check that can run here: [`osmoda_config::HealthCheck::validate`], plus
+/// what the probe itself needs (an `http` URL the check can fetch: `http://host[:port]/path`).
+/// A check that could never pass is refused up front instead of rolling back a healthy switch.
+///
+/// # Errors
+/// A message naming the offending field.
+pub fn validate(c: &osmoda_config::HealthCheck) -> Result<(), String> {
+    c.validate()?;
+    if let osmoda_config::HealthCheck::Http { url, .. } = c {
+        let (_, port, path) = http::parse_http_url(url)?;
+        if port == 0 {
+            return Err(format!("url {url:?} has port 0; give a port in 1..=65535"));
+        }
+        path.parse::<hyper::Uri>()
+            .map_err(|e| format!("url {url:?} has a path no HTTP request can carry: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Normalizes a configured check into a runnable [`Probe`].
 pub fn probe_of(c: &osmoda_config::HealthCheck) -> Probe {
     use osmoda_config::HealthCheck as H;

@@ -12,6 +12,10 @@ use super::engine::{Control, Engine, PausePoint};
 use super::session::{now_ms, now_rfc3339, CheckReport, SwitchSession, SwitchState, Transition};
 use crate::checks::Probe;
 
+/// Most checks of one round that run at once (each may be a process): a switch guarding many
+/// watchers probes them a few at a time instead of starting hundreds of commands together.
+const MAX_PARALLEL_CHECKS: usize = 16;
+
 impl Engine {
     /// Persists a transition (retrying until the disk takes it), publishes and reports it, then
     /// honours the test pause point. Runs before the new state's side effect.
@@ -248,9 +252,15 @@ impl Engine {
                 };
             }
             let mut set = tokio::task::JoinSet::new();
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_CHECKS));
             for (i, p) in probes.iter().cloned().enumerate() {
                 let env = opts.check_env.clone();
-                set.spawn(async move { (i, p.label(), p.run(&env).await) });
+                let slots = Arc::clone(&slots);
+                set.spawn(async move {
+                    // The semaphore is never closed, so this waits for a slot and holds it.
+                    let _slot = slots.acquire().await;
+                    (i, p.label(), p.run(&env).await)
+                });
             }
             let round = async {
                 let mut reports: Vec<(usize, CheckReport)> = Vec::new();

@@ -1,5 +1,6 @@
 //! The SafeSwitch driver: one task per switch walks the persisted state machine.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,10 @@ use crate::tree::ConfigTree;
 
 /// Longest TTL accepted (a day): a switch must end.
 pub const MAX_TTL_SECS: u64 = 86_400;
+
+/// Most health checks one request may add to a switch (the configured defaults and every
+/// watcher's check run too): each is probed every round, so the list must stay small.
+pub const MAX_REQUEST_CHECKS: usize = 64;
 
 /// A request to begin a switch.
 #[derive(Debug, Clone, Default)]
@@ -114,6 +119,9 @@ pub struct Engine {
     pub(super) agentd: Arc<Agentd>,
     pub(super) opts: Mutex<EngineOptions>,
     active: Mutex<Option<Active>>,
+    /// Held while a switch is being started (its generation recorded, its session created), so
+    /// two requests cannot both record a generation and only one of them start.
+    starting: tokio::sync::Mutex<()>,
     pub(super) finished: watch::Sender<u64>,
 }
 
@@ -136,6 +144,7 @@ impl Engine {
             agentd,
             opts: Mutex::new(opts),
             active: Mutex::new(None),
+            starting: tokio::sync::Mutex::new(()),
             finished: watch::channel(0).0,
         }))
     }
@@ -192,30 +201,50 @@ impl Engine {
     /// # Errors
     /// `BadRequest` for an invalid TTL, check or generation; `Conflict` while another switch runs.
     pub async fn begin(self: &Arc<Self>, req: BeginRequest) -> Result<SwitchSession> {
+        self.begin_with(req, || async { Ok(((), None)) })
+            .await
+            .map(|(_, s)| s)
+    }
+
+    /// Begins a switch whose generation `prepare` records first (e.g. a watcher edit committed
+    /// through agentd): `prepare` returns its own result and, optionally, the generation to
+    /// apply instead of the request's. Everything that can be refused is checked before
+    /// `prepare` runs — the request (TTL, checks, generation), no other switch running or being
+    /// started — so a refused request records nothing.
+    ///
+    /// # Errors
+    /// `BadRequest` for an invalid TTL, check or generation; `Conflict` while another switch
+    /// runs or is being started; whatever `prepare` fails with.
+    pub async fn begin_with<T, F, Fut>(
+        self: &Arc<Self>,
+        req: BeginRequest,
+        prepare: F,
+    ) -> Result<(T, SwitchSession)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(T, Option<String>)>>,
+    {
         let opts = self.opts();
-        let ttl_secs = req.ttl_secs.unwrap_or(opts.default_ttl_secs);
-        if ttl_secs > MAX_TTL_SECS {
-            return Err(WatchError::BadRequest(format!(
-                "ttl_secs {ttl_secs} is above the maximum {MAX_TTL_SECS}"
-            )));
-        }
-        if ttl_secs == 0 {
-            return Err(WatchError::BadRequest(
-                "ttl_secs must be at least 1: the TTL bounds every health check, so a switch needs time to probe".into(),
-            ));
-        }
-        for (i, c) in req.health_checks.iter().enumerate() {
-            c.validate()
-                .map_err(|e| WatchError::BadRequest(format!("health_checks[{i}]: {e}")))?;
-        }
-        let mut generation = match &req.generation {
-            Some(g) => self.tree.resolve(g)?,
+        let ttl_secs = check_request(&req, opts.default_ttl_secs)?;
+        let requested = match &req.generation {
+            Some(g) => Some(self.tree.resolve(g)?),
+            None => None,
+        };
+        // Never queue behind another start: answer at once, and hold no lock for long.
+        let _starting = self.starting.try_lock().map_err(|_| {
+            WatchError::Conflict(
+                "another switch is being started right now; only one switch runs at a time: try again once it has begun (GET /switch/history)".into(),
+            )
+        })?;
+        self.conflict()?;
+        let (out, prepared) = prepare().await?;
+        let mut generation = match prepared.or(requested) {
+            Some(g) => g,
             None => self.tree.head()?,
         };
         // An older generation is applied as a new commit restoring its tree, so HEAD (and
         // `git log`) say what runs.
         if !self.tree.head_tree_equals(&generation)? {
-            self.conflict()?;
             let why = req
                 .plan
                 .clone()
@@ -253,7 +282,7 @@ impl Engine {
             session
         };
         self.event(&session, None).await;
-        Ok(session)
+        Ok((out, session))
     }
 
     /// `Conflict` if a switch is running now.
@@ -494,13 +523,17 @@ impl Engine {
         match s.state {
             SwitchState::RolledBack => return Ok(s),
             SwitchState::Committed | SwitchState::Committing | SwitchState::Failed => {
+                let back = match s.previous_generation.as_deref() {
+                    Some(prev) => format!("to go back, begin a new switch to generation {prev}"),
+                    None => {
+                        "nothing was deployed before it, so there is no generation to go back to"
+                            .into()
+                    }
+                };
                 return Err(WatchError::Conflict(format!(
-                    "switch {id} is {}; to go back, begin a new switch to generation {}",
-                    s.state.as_str(),
-                    s.previous_generation
-                        .as_deref()
-                        .unwrap_or("<none deployed>")
-                )))
+                    "switch {id} is {}; only a switch that has not finished can be rolled back; {back}",
+                    s.state.as_str()
+                )));
             }
             _ => {}
         }
@@ -515,6 +548,32 @@ impl Engine {
             }
         }
     }
+}
+
+/// The request's TTL (or `default_ttl`) once the TTL and the checks are valid.
+fn check_request(req: &BeginRequest, default_ttl: u64) -> Result<u64> {
+    let ttl_secs = req.ttl_secs.unwrap_or(default_ttl);
+    if ttl_secs > MAX_TTL_SECS {
+        return Err(WatchError::BadRequest(format!(
+            "ttl_secs {ttl_secs} is above the maximum {MAX_TTL_SECS}"
+        )));
+    }
+    if ttl_secs == 0 {
+        return Err(WatchError::BadRequest(
+            "ttl_secs must be at least 1: the TTL bounds every health check, so a switch needs time to probe".into(),
+        ));
+    }
+    if req.health_checks.len() > MAX_REQUEST_CHECKS {
+        return Err(WatchError::BadRequest(format!(
+            "health_checks has {} checks; a switch request may add at most {MAX_REQUEST_CHECKS} (the configured checks and every watcher's check run too)",
+            req.health_checks.len()
+        )));
+    }
+    for (i, c) in req.health_checks.iter().enumerate() {
+        crate::checks::validate(c)
+            .map_err(|e| WatchError::BadRequest(format!("health_checks[{i}]: {e}")))?;
+    }
+    Ok(ttl_secs)
 }
 
 /// `Conflict` while a switch runs: only one runs at a time.
@@ -540,11 +599,15 @@ fn origin_name(origin: &str) -> &str {
 }
 
 /// The checks of a switch: the configured defaults, every watcher's check, the backend's
-/// (sshd on NixOS when it runs), the request's; each once.
+/// (sshd on NixOS when it runs), the request's; each once, judged with defaults applied
+/// (`{"type":"agentd"}` and `{"type":"agentd","timeout_secs":10,"retries":0}` are one check).
 fn switch_checks<const N: usize>(sources: [Vec<HealthCheck>; N]) -> Vec<HealthCheck> {
     let mut out: Vec<HealthCheck> = Vec::new();
+    let mut seen: Vec<crate::checks::Probe> = Vec::new();
     for c in sources.into_iter().flatten() {
-        if !out.contains(&c) {
+        let probe = crate::checks::probe_of(&c);
+        if !seen.contains(&probe) {
+            seen.push(probe);
             out.push(c);
         }
     }
@@ -561,14 +624,16 @@ mod tests {
         let agentd = c(json!({"type": "agentd"}));
         let sshd = c(json!({"type": "systemd", "unit": "sshd.service"}));
         let web = c(json!({"type": "tcp", "host": "127.0.0.1", "port": 80}));
+        let rendered = c(json!({"type": "agentd", "timeout_secs": 10, "retries": 0}));
+        let slower = c(json!({"type": "agentd", "timeout_secs": 11}));
         assert_eq!(
             switch_checks([
                 vec![agentd.clone()],
-                vec![web.clone(), sshd.clone()],
+                vec![web.clone(), sshd.clone(), rendered],
                 vec![sshd.clone()],
-                vec![agentd.clone()]
+                vec![agentd.clone(), slower.clone()]
             ]),
-            [agentd, web, sshd]
+            [agentd, web, sshd, slower]
         );
     }
 
