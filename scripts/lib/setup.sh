@@ -96,3 +96,20 @@ test_git_identity() {
     export GIT_CONFIG_KEY_1=user.email GIT_CONFIG_VALUE_1="tests@osmoda.invalid"
   fi
 }
+
+# report_skips: filters `cargo test -- --show-output`. A test that cannot run here (no root, no
+# <nixpkgs>, no nixos-eval) passes after printing "skipped: why", and cargo hides a passing
+# test's output; this keeps only those lines, named after their test, drops the other output of
+# passing tests, passes everything else (failures in full) through, and counts the skips, so a
+# skip is never silently reported as a pass.
+report_skips() {
+  awk '
+    /^successes:$/ { quiet = 1; next }
+    /^failures:$/ || /^test result:/ { quiet = 0 }
+    quiet && /^---- .* std(out|err) ----$/ { name = $2; next }
+    quiet && /^skipped/ { print "skipped: " name ": " substr($0, index($0, ":") + 2); n++; next }
+    quiet { next }
+    { print }
+    END { if (n) print "==> " n " test(s) above did not run here; cargo counts them as passed" }
+  '
+}

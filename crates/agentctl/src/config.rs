@@ -30,8 +30,9 @@ pub enum ConfigCmd {
         dir: PathBuf,
     },
     /// Read a value where the tree defines it (`--json` adds every definition: file:line, priority).
-    ///
-    /// Example: agentctl config get time.timeZone
+    #[command(after_help = "Examples:
+  agentctl config get time.timeZone
+  agentctl --json config get services.openssh.enable")]
     Get {
         /// Attribute path, e.g. services.osmoda.watch.watchers.
         path: String,
@@ -40,6 +41,9 @@ pub enum ConfigCmd {
         file: Option<String>,
     },
     /// Set a value (JSON) or a raw Nix expression (--nix); one generation.
+    #[command(after_help = "Examples:
+  agentctl config set time.timeZone '\"Europe/Paris\"' --reason \"the machine moved\"
+  agentctl config set networking.hostName --nix '\"web-\" + \"1\"' -m \"name the machine\"")]
     Set {
         /// Attribute path.
         path: String,
@@ -52,15 +56,16 @@ pub enum ConfigCmd {
         #[arg(long)]
         file: Option<String>,
         /// Why: the commit message.
-        #[arg(long)]
+        #[arg(long, short = 'm')]
         reason: String,
         /// Approval ticket id, for destructive edits.
         #[arg(long)]
         approval: Option<String>,
     },
     /// Append one element to a list (created if missing); one generation.
-    ///
-    /// Example: agentctl config append environment.systemPackages --nix htop --reason "monitoring"
+    #[command(after_help = "Examples:
+  agentctl config append environment.systemPackages --nix jq --reason \"json on the command line\"
+  agentctl config append networking.firewall.allowedTCPPorts 8080 -m \"serve the web UI\"")]
     Append {
         /// Attribute path of the list.
         path: String,
@@ -73,15 +78,16 @@ pub enum ConfigCmd {
         #[arg(long)]
         file: Option<String>,
         /// Why: the commit message.
-        #[arg(long)]
+        #[arg(long, short = 'm')]
         reason: String,
         /// Approval ticket id, for destructive edits.
         #[arg(long)]
         approval: Option<String>,
     },
     /// Remove every element equal to the given one from a list; one generation.
-    ///
-    /// Example: agentctl config remove networking.firewall.allowedTCPPorts 8080 --reason "closed"
+    #[command(after_help = "Examples:
+  agentctl config remove environment.systemPackages --nix curl --reason \"not needed\"
+  agentctl config remove networking.firewall.allowedTCPPorts 8080 -m \"the web UI moved\"")]
     Remove {
         /// Attribute path of the list.
         path: String,
@@ -94,7 +100,7 @@ pub enum ConfigCmd {
         #[arg(long)]
         file: Option<String>,
         /// Why: the commit message.
-        #[arg(long)]
+        #[arg(long, short = 'm')]
         reason: String,
         /// Approval ticket id, for destructive edits.
         #[arg(long)]
@@ -108,7 +114,7 @@ pub enum ConfigCmd {
         #[arg(long)]
         file: Option<String>,
         /// Why: the commit message.
-        #[arg(long)]
+        #[arg(long, short = 'm')]
         reason: String,
         /// Approval ticket id, for destructive edits.
         #[arg(long)]
@@ -137,8 +143,8 @@ pub enum ConfigCmd {
     Revert {
         /// Revision to undo.
         rev: String,
-        /// Why.
-        #[arg(long)]
+        /// Why: the commit message.
+        #[arg(long, short = 'm')]
         reason: String,
         /// Approval ticket id, when undoing it is destructive.
         #[arg(long)]

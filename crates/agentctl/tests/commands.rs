@@ -267,9 +267,14 @@ async fn help_examples_work_on_the_default_tree() {
     let mut ran = 0;
     for page in [
         &[][..],
+        &["config", "get"],
+        &["config", "set"],
+        &["config", "append"],
+        &["config", "remove"],
         &["switch", "begin"],
         &["switch", "preview"],
         &["watchers", "add"],
+        &["watchers", "remove"],
         &["incidents", "list"],
         &["approvals", "request"],
     ] {
@@ -316,5 +321,5 @@ async fn help_examples_work_on_the_default_tree() {
             ran += 1;
         }
     }
-    assert!(ran >= 10, "{ran} examples ran");
+    assert!(ran >= 18, "{ran} examples ran");
 }

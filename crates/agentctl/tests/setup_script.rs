@@ -245,3 +245,70 @@ fn tests_get_a_git_identity_without_touching_the_users_config() {
     let o = m.run("test_git_identity; git config user.email; echo \"${GIT_CONFIG_COUNT:-unset}\"");
     assert_eq!(text(&o), "ada@example.org\nunset\n");
 }
+
+/// The real `cargo test -- --show-output` of a scratch crate (no dependencies, offline) through
+/// scripts/test's filter: skips are named and counted, passing tests' other output is dropped,
+/// a failure is shown in full and the exit status is cargo's.
+#[test]
+fn skipped_tests_are_named_and_counted_not_passed_silently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let krate = dir.path().join("demo");
+    std::fs::create_dir_all(krate.join("src")).expect("mkdir");
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        "[package]\nname = \"demo\"\nversion = \"0.0.0\"\nedition = \"2021\"\n[workspace]\n",
+    )
+    .expect("write");
+    let lib = |extra: &str| {
+        format!(
+            "#[test] fn needs_root() {{ println!(\"skipped: needs root\"); }}\n\
+             #[test] fn noisy() {{ println!(\"hello\"); eprintln!(\"world\"); }}\n\
+             #[test] fn needs_nixpkgs() {{ eprintln!(\"skipped: <nixpkgs> not found\"); }}\n{extra}"
+        )
+    };
+    let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lib/setup.sh");
+    let run = || {
+        Command::new("bash")
+            .arg("-c")
+            .arg("set -o pipefail; . \"$1\"; cargo test -q -- --show-output 2>&1 | report_skips")
+            .arg("bash")
+            .arg(&setup)
+            .current_dir(&krate)
+            .env("CARGO_TARGET_DIR", dir.path().join("target"))
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("bash")
+    };
+    std::fs::write(krate.join("src/lib.rs"), lib("")).expect("write");
+    let o = run();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("skipped: needs_root: needs root\n"), "{out}");
+    assert!(
+        out.contains("skipped: needs_nixpkgs: <nixpkgs> not found\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("==> 2 test(s) above did not run here"),
+        "{out}"
+    );
+    assert!(out.contains("test result: ok. 3 passed"), "{out}");
+    assert!(!out.contains("hello") && !out.contains("world"), "{out}");
+
+    std::fs::write(
+        krate.join("src/lib.rs"),
+        lib("#[test] fn broken() { println!(\"why it broke\"); panic!(\"boom\"); }\n"),
+    )
+    .expect("write");
+    let o = run();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(101), "cargo's status: {out}");
+    assert!(
+        out.contains("---- broken stdout ----") && out.contains("why it broke"),
+        "{out}"
+    );
+    assert!(
+        out.contains("boom") && out.contains("test result: FAILED"),
+        "{out}"
+    );
+}
