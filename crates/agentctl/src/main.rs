@@ -199,7 +199,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ExitCode::SUCCESS
                 }
                 Some(bad) => {
-                    eprintln!("ledger BROKEN at event {}: {}", bad.id, bad.reason);
+                    output::note(&format!(
+                        "ledger BROKEN at event {}: {}",
+                        bad.id, bad.reason
+                    ));
                     ExitCode::from(output::code::LEDGER_BROKEN)
                 }
             });
@@ -256,7 +259,7 @@ async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", output::error_text(&e));
+            output::note(&output::error_text(&e));
             ExitCode::from(output::code::ERROR)
         }
     }

@@ -67,6 +67,17 @@ pub fn emit(text: &str) -> std::io::Result<()> {
     }
 }
 
+/// Writes `text` and a newline to stderr (progress, refusals). stderr may be the same closed
+/// pipe as stdout (`agentctl … 2>&1 | head -1`): like [`emit`], a reader that went away is not an
+/// error, and nothing here panics the way `eprintln!` does.
+pub fn note(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err
+        .write_all(text.as_bytes())
+        .and_then(|()| err.write_all(b"\n"))
+        .and_then(|()| err.flush());
+}
+
 /// Print `v` as JSON or through `table`.
 ///
 /// # Errors

@@ -134,11 +134,11 @@ pub async fn run(watch: &Client, cmd: SwitchCmd) -> anyhow::Result<Outcome> {
                 let id = id_of(&s)?;
                 session(wait(watch, &id, timeout).await?, "committed")
             } else {
-                eprintln!(
+                output::note(&format!(
                     "switch {} accepted; follow it with: agentctl switch status {} --wait",
                     cell(&s["id"]),
                     cell(&s["id"])
-                );
+                ));
                 Outcome::new(s, status_table)
             }
         }
@@ -230,7 +230,7 @@ pub(crate) async fn wait(watch: &Client, id: &str, timeout: Option<u64>) -> anyh
                 let s = r.ok_json()?;
                 let state = s["state"].as_str().unwrap_or_default().to_string();
                 if state != last_state {
-                    eprintln!("switch {id}: {state}");
+                    output::note(&format!("switch {id}: {}", output::escape(&state)));
                     last_state.clone_from(&state);
                 }
                 let done = matches!(state.as_str(), "committed" | "rolled-back" | "failed");
@@ -252,10 +252,11 @@ pub(crate) async fn wait(watch: &Client, id: &str, timeout: Option<u64>) -> anyh
             Err(e) => return Err(e.into()),
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            eprintln!(
-                "switch {id}: still {last_state} after {} s; it goes on (agentctl switch status {id} --wait)",
+            output::note(&format!(
+                "switch {id}: still {} after {} s; it goes on (agentctl switch status {id} --wait)",
+                output::escape(&last_state),
                 timeout.unwrap_or_default()
-            );
+            ));
             return Ok(last_seen.unwrap_or(Value::Null));
         }
         tokio::time::sleep(POLL).await;

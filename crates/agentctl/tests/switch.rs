@@ -240,6 +240,29 @@ async fn a_closed_stdout_is_not_a_panic() {
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
         assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
     }
+
+    // stderr on the same closed pipe (`agentctl … 2>&1 | head -1`): progress lines and a
+    // refusal are written there; the exit code is still the switch's or the refusal's.
+    for (args, code) in [
+        (&["switch", "begin", "--wait", "--ttl", "1"][..], 0),
+        (&["switch", "begin", "--ttl", "1"][..], 0),
+        (&["switch", "status", "424242"][..], 1),
+        (&["switch", "begin", "--ttl", "0"][..], 1),
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut c = env.command();
+        c.args(args)
+            .stdout(writer.try_clone().expect("dup"))
+            .stderr(writer);
+        let o = c.output().expect("run");
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{args:?} with stdout and stderr closed"
+        );
+        common::settle(&env).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
