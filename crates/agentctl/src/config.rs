@@ -158,7 +158,7 @@ pub enum ConfigCmd {
         /// Revision whose tree becomes the new generation.
         rev: String,
         /// Why (first line = subject).
-        #[arg(long)]
+        #[arg(long, short = 'm')]
         reason: String,
         /// Approval ticket id, when going back is destructive.
         #[arg(long)]
