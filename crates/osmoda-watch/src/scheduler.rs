@@ -243,7 +243,6 @@ async fn dispatch<J: Job>(inner: Arc<Inner<J>>) {
         let run_key = Arc::clone(&key);
         let handle = tokio::spawn(async move {
             job.run().await;
-            drop(permit);
             let finished = Instant::now();
             let mut st = lock(&done);
             let State {
@@ -260,6 +259,9 @@ async fn dispatch<J: Job>(inner: Arc<Inner<J>>) {
                 heap.push(Reverse((next, epoch, run_key)));
             }
             drop(st);
+            // The slot is given back only after the run no longer counts as running, so
+            // `running()` never sees more than the pool size at once.
+            drop(permit);
             done.wake.notify_one();
         });
         match st.jobs.get_mut(&key).filter(|e| e.epoch == epoch) {
