@@ -56,3 +56,12 @@ impl From<rusqlite::Error> for KeydError {
         KeydError::Internal(format!("state database: {e}"))
     }
 }
+
+impl From<osmoda_vault::VaultError> for KeydError {
+    fn from(e: osmoda_vault::VaultError) -> Self {
+        match e {
+            osmoda_vault::VaultError::Vault(m) => KeydError::Vault(m),
+            osmoda_vault::VaultError::Internal(m) => KeydError::Internal(m),
+        }
+    }
+}

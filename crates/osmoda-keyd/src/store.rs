@@ -111,7 +111,7 @@ impl Store {
             .query_row("SELECT value FROM meta WHERE key = 'kdf'", [], |r| r.get(0))
             .optional()?;
         match found {
-            Some(s) => KdfParams::decode(&s),
+            Some(s) => Ok(KdfParams::decode(&s)?),
             None => {
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('kdf', ?1)",

@@ -1,6 +1,6 @@
 //! Keys at rest and in use. [`SignerBackend`] is the boundary a later MPC/HSM backend
-//! implements; [`LocalVault`] is the one here: every private key is sealed with AES-256-GCM
-//! under a key-encryption key derived with Argon2id from the secret systemd delivers
+//! implements; [`LocalVault`] is the one here: every private key is sealed (`osmoda-vault`) with
+//! AES-256-GCM under a key-encryption key derived with Argon2id from the secret systemd delivers
 //! (`LoadCredential`, option `services.osmoda.keyd.keyFile`) or, in local mode, a 0600 file
 //! created on first start. The AAD binds the format version, the KDF parameters and salt, the
 //! wallet id and the chain, so a sealed key moved to another wallet or chain does not open.
@@ -11,8 +11,6 @@ pub mod import;
 
 use std::path::Path;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use alloy_dyn_abi::TypedData;
 use osmoda_config::Chain;
 use zeroize::Zeroizing;
@@ -24,78 +22,7 @@ use crate::error::KeydError;
 /// Format version bound into every AAD.
 pub const FORMAT: &str = "osmoda-keyd/v1";
 
-/// Argon2id parameters (OWASP's: 19 MiB, 2 passes, 1 lane) and the salt, stored in the state
-/// database once and bound into every AAD.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KdfParams {
-    /// Memory in KiB.
-    pub m_kib: u32,
-    /// Passes.
-    pub t: u32,
-    /// Lanes.
-    pub p: u32,
-    /// 16 random bytes.
-    pub salt: [u8; 16],
-}
-
-impl KdfParams {
-    /// Fresh parameters with a random salt.
-    ///
-    /// # Errors
-    /// `Internal` when the OS has no randomness.
-    pub fn fresh() -> Result<KdfParams, KeydError> {
-        let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt).map_err(KeydError::internal)?;
-        Ok(KdfParams {
-            m_kib: 19 * 1024,
-            t: 2,
-            p: 1,
-            salt,
-        })
-    }
-
-    /// `argon2id;m=..,t=..,p=..;salt=<hex>`, stored and bound into the AAD.
-    pub fn encode(&self) -> String {
-        format!(
-            "argon2id;m={},t={},p={};salt={}",
-            self.m_kib,
-            self.t,
-            self.p,
-            hex::encode(self.salt)
-        )
-    }
-
-    /// Parses [`KdfParams::encode`]'s form.
-    ///
-    /// # Errors
-    /// `Vault` when malformed.
-    pub fn decode(s: &str) -> Result<KdfParams, KeydError> {
-        let bad = || KeydError::Vault(format!("the stored KDF parameters {s:?} are malformed"));
-        let rest = s.strip_prefix("argon2id;m=").ok_or_else(bad)?;
-        let (m, rest) = rest.split_once(",t=").ok_or_else(bad)?;
-        let (t, rest) = rest.split_once(",p=").ok_or_else(bad)?;
-        let (p, salt) = rest.split_once(";salt=").ok_or_else(bad)?;
-        let salt: [u8; 16] = hex::decode(salt)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(bad)?;
-        Ok(KdfParams {
-            m_kib: m.parse().map_err(|_| bad())?,
-            t: t.parse().map_err(|_| bad())?,
-            p: p.parse().map_err(|_| bad())?,
-            salt,
-        })
-    }
-}
-
-/// A private key sealed for one wallet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sealed {
-    /// The AES-GCM nonce (96 bits, fresh for every seal).
-    pub nonce: [u8; 12],
-    /// Ciphertext and tag.
-    pub ciphertext: Vec<u8>,
-}
+pub use osmoda_vault::{KdfParams, Sealed};
 
 /// A wallet as stored (no key material in clear).
 #[derive(Debug, Clone)]
@@ -176,8 +103,7 @@ pub trait SignerBackend: Send + Sync {
 
 /// Keys sealed with AES-256-GCM under an Argon2id-derived key-encryption key.
 pub struct LocalVault {
-    kek: Zeroizing<[u8; 32]>,
-    kdf: KdfParams,
+    kek: osmoda_vault::Kek,
 }
 
 impl LocalVault {
@@ -186,24 +112,15 @@ impl LocalVault {
     /// # Errors
     /// `Vault` when the secret is shorter than 16 bytes or Argon2 refuses the parameters.
     pub fn new(secret: &[u8], kdf: KdfParams) -> Result<LocalVault, KeydError> {
-        if secret.len() < 16 {
-            return Err(KeydError::Vault(
-                "the key-encryption secret must have at least 16 bytes".into(),
-            ));
-        }
-        let params = argon2::Params::new(kdf.m_kib, kdf.t, kdf.p, Some(32))
-            .map_err(|e| KeydError::Vault(format!("Argon2 parameters: {e}")))?;
-        let a2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let mut kek = Zeroizing::new([0u8; 32]);
-        a2.hash_password_into(secret, &kdf.salt, &mut kek[..])
-            .map_err(|e| KeydError::Vault(format!("Argon2: {e}")))?;
-        Ok(LocalVault { kek, kdf })
+        Ok(LocalVault {
+            kek: osmoda_vault::Kek::derive(secret, kdf)?,
+        })
     }
 
     fn aad(&self, id: &str, chain: Chain) -> String {
         format!(
             "{FORMAT}|{}|wallet={id}|chain={}",
-            self.kdf.encode(),
+            self.kek.kdf().encode(),
             chain.as_str()
         )
     }
@@ -218,20 +135,7 @@ impl LocalVault {
         chain: Chain,
         key: &Zeroizing<[u8; 32]>,
     ) -> Result<Sealed, KeydError> {
-        let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).map_err(KeydError::internal)?;
-        let cipher = Aes256Gcm::new_from_slice(&self.kek[..]).map_err(KeydError::internal)?;
-        let aad = self.aad(id, chain);
-        let ciphertext = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &key[..],
-                    aad: aad.as_bytes(),
-                },
-            )
-            .map_err(|_| KeydError::Internal("AES-GCM encryption failed".into()))?;
-        Ok(Sealed { nonce, ciphertext })
+        Ok(self.kek.seal(self.aad(id, chain).as_bytes(), &key[..])?)
     }
 
     /// Opens `wallet`'s key.
@@ -240,21 +144,13 @@ impl LocalVault {
     /// `Vault` when authentication fails (tampered ciphertext, nonce or AAD — wallet id, chain,
     /// KDF parameters — or another secret).
     pub fn open(&self, wallet: &Wallet) -> Result<Zeroizing<[u8; 32]>, KeydError> {
-        let cipher = Aes256Gcm::new_from_slice(&self.kek[..]).map_err(KeydError::internal)?;
         let aad = self.aad(&wallet.id, wallet.chain);
-        let plain = Zeroizing::new(
-            cipher
-                .decrypt(
-                    Nonce::from_slice(&wallet.sealed.nonce),
-                    Payload { msg: &wallet.sealed.ciphertext, aad: aad.as_bytes() },
-                )
-                .map_err(|_| {
+        let plain = self.kek.open(aad.as_bytes(), &wallet.sealed).ok_or_else(|| {
                     KeydError::Vault(format!(
                         "wallet {}'s key does not decrypt: its ciphertext, nonce, wallet id, chain or KDF parameters were changed, or the key-encryption secret is not the one it was sealed with; restore the state dir or the secret from backup",
                         wallet.id
                     ))
-                })?,
-        );
+                })?;
         let mut out = Zeroizing::new([0u8; 32]);
         if plain.len() != 32 {
             return Err(KeydError::Vault(format!(
@@ -356,9 +252,8 @@ impl SignerBackend for LocalVault {
     }
 }
 
-/// Reads the key-encryption secret: systemd's credential `secret` when
-/// `$CREDENTIALS_DIRECTORY/secret` exists (the module loads `keyFile` there), else `key_file`,
-/// else `<state_dir>/secret`, created with 32 random bytes (hex) and mode 0600 on first start.
+/// Reads the key-encryption secret ([`osmoda_vault::load_secret`]): systemd's credential
+/// `secret`, else `key_file`, else `<state_dir>/secret` (created with mode 0600 on first start).
 ///
 /// # Errors
 /// `Vault` when the file cannot be read or created.
@@ -366,44 +261,5 @@ pub fn load_secret(
     key_file: Option<&Path>,
     state_dir: &Path,
 ) -> Result<Zeroizing<Vec<u8>>, KeydError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map(Zeroizing::new).map_err(|e| {
-            KeydError::Vault(format!(
-                "cannot read the key-encryption secret {}: {e}",
-                p.display()
-            ))
-        })
-    };
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let p = Path::new(&dir).join("secret");
-        if p.exists() {
-            return read(&p);
-        }
-    }
-    if let Some(p) = key_file {
-        return read(p);
-    }
-    let p = state_dir.join("secret");
-    if p.exists() {
-        return read(&p);
-    }
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut raw = Zeroizing::new([0u8; 32]);
-    getrandom::fill(&mut raw[..]).map_err(KeydError::internal)?;
-    let text = Zeroizing::new(hex::encode(&raw[..]).into_bytes());
-    let tmp = state_dir.join("secret.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| KeydError::Vault(format!("cannot create {}: {e}", tmp.display())))?;
-    f.write_all(&text)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, &p))
-        .map_err(|e| KeydError::Vault(format!("cannot write {}: {e}", p.display())))?;
-    tracing::info!("created a new key-encryption secret {}", p.display());
-    Ok(text)
+    Ok(osmoda_vault::load_secret(key_file, state_dir)?)
 }
