@@ -47,7 +47,7 @@ struct Cli {
         long,
         global = true,
         env = "OSMODA_APPROVAL_SOCKET",
-        default_value = "/run/osmoda-admin/approval.sock"
+        default_value = osmoda_config::DEFAULT_APPROVAL_SOCKET
     )]
     approval_socket: PathBuf,
     /// osmoda-watch's socket (SafeSwitch and watchers).

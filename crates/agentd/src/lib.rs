@@ -56,7 +56,7 @@ pub struct Settings {
 }
 
 /// The approval socket of the NixOS module (lib/default.nix `approvalSocket`) and agentctl.
-pub const DEFAULT_APPROVAL_SOCKET: &str = "/run/osmoda-admin/approval.sock";
+pub const DEFAULT_APPROVAL_SOCKET: &str = osmoda_config::DEFAULT_APPROVAL_SOCKET;
 
 impl Settings {
     /// Whether an operation of `kind` needs a human approval ticket: the gate's defaults always

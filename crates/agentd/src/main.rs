@@ -12,7 +12,7 @@ struct Cli {
     #[arg(long, default_value = "/run/osmoda/agentd.sock")]
     socket: PathBuf,
     /// Human-only approval socket (mode 0600); approve/deny are served only here.
-    #[arg(long, default_value = "/run/osmoda-admin/approval.sock")]
+    #[arg(long, default_value = osmoda_config::DEFAULT_APPROVAL_SOCKET)]
     approval_socket: PathBuf,
     /// State directory; the ledger is `<state-dir>/ledger.db`.
     #[arg(long, default_value = "/var/lib/osmoda/agentd")]

@@ -22,6 +22,10 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+/// agentd's approval socket (the person's, mode 0600) where the NixOS module puts it
+/// (lib/default.nix's `approvalSocket`); agentd binds it and agentctl calls it by default.
+pub const DEFAULT_APPROVAL_SOCKET: &str = "/run/osmoda-admin/approval.sock";
+
 pub use agentd::{AgentdConfig, ApprovalConfig, DaemonEndpoints, MemoryConfig};
 pub use egress::{Capability, EgressConfig};
 pub use health::HealthCheck;

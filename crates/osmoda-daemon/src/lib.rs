@@ -3,6 +3,7 @@
 //! protocol gate ([`gate`]), metrics ([`metrics`]), the file-descriptor limit and systemd
 //! notifications.
 
+pub mod api;
 pub mod fuzz;
 pub mod gate;
 pub mod metrics;
@@ -49,6 +50,33 @@ pub mod shutdown {
 }
 
 pub use shutdown::{channel as shutdown_channel, Shutdown, Trigger};
+
+/// Logs to stderr (journald keeps it) at the level `RUST_LOG` names, `info` by default.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(io::stderr)
+        .init();
+}
+
+/// A daemon's start-up once its state is open: binds `socket` with permissions `mode`
+/// ([`bind_unix`]), fires the returned [`Shutdown`] on SIGTERM/SIGINT ([`fire_on_signals`]),
+/// tells systemd it is ready and logs `<name> listening on <socket>`. Call it inside the tokio
+/// runtime, then serve the listener until the shutdown fires.
+///
+/// # Errors
+/// Binding fails (the message names the socket) or the signal handlers cannot be installed.
+pub fn listen(name: &str, socket: &Path, mode: u32) -> io::Result<(UnixListener, Shutdown)> {
+    let listener = bind_unix(socket, mode)
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", socket.display())))?;
+    let (trigger, shutdown) = shutdown_channel();
+    fire_on_signals(trigger)?;
+    notify_ready();
+    tracing::info!("{name} listening on {}", socket.display());
+    Ok((listener, shutdown))
+}
 
 /// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit and returns the soft
 /// limit in force afterwards (the caller sizes its connection budget from it). A failure to raise

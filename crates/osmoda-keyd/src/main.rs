@@ -2,9 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use osmoda_keyd::{serve, shutdown, AppState, Options};
+use osmoda_keyd::{serve, AppState, Options};
 
 /// Ethereum and Solana wallets with policy-gated signing for osModa; never broadcasts.
 #[derive(Debug, Parser)]
@@ -42,12 +41,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}: ok", file.display());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    osmoda_daemon::init_tracing();
     tokio::runtime::Runtime::new()?.block_on(run(cli))
 }
 
@@ -60,12 +54,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         clock: osmoda_keyd::system_clock(),
     })?;
     // Mode 0660: the agent's gateway (group osmoda) calls it.
-    let listener = osmoda_daemon::bind_unix(&cli.socket, 0o660)
-        .with_context(|| format!("bind {}", cli.socket.display()))?;
-    let (trigger, shutdown) = shutdown::channel();
-    osmoda_daemon::fire_on_signals(trigger)?;
-    osmoda_daemon::notify_ready();
-    tracing::info!("osmoda-keyd listening on {}", cli.socket.display());
+    let (listener, shutdown) = osmoda_daemon::listen("osmoda-keyd", &cli.socket, 0o660)?;
     serve(listener, state, shutdown).await?;
     Ok(())
 }

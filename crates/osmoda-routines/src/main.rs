@@ -2,10 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use osmoda_routines::scheduler::Clock;
-use osmoda_routines::{serve, shutdown, AppState, Options};
+use osmoda_routines::{serve, AppState, Options};
 
 /// Cron, interval, event and webhook automation for osModa.
 #[derive(Debug, Parser)]
@@ -50,12 +49,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}: ok", file.display());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    osmoda_daemon::init_tracing();
     tokio::runtime::Runtime::new()?.block_on(run(cli))
 }
 
@@ -74,12 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let state = AppState::open(opts).await?;
     // Mode 0660: the agent (group osmoda) may call it, like agentd's agent socket.
-    let listener = osmoda_daemon::bind_unix(&cli.socket, 0o660)
-        .with_context(|| format!("bind {}", cli.socket.display()))?;
-    let (trigger, shutdown) = shutdown::channel();
-    osmoda_daemon::fire_on_signals(trigger)?;
-    osmoda_daemon::notify_ready();
-    tracing::info!("osmoda-routines listening on {}", cli.socket.display());
+    let (listener, shutdown) = osmoda_daemon::listen("osmoda-routines", &cli.socket, 0o660)?;
     serve(listener, state, shutdown).await?;
     Ok(())
 }

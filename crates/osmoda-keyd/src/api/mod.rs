@@ -31,19 +31,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "no such route; see docs/api.md (keyd)".into(),
             ))
         })
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(osmoda_daemon::api::method_not_allowed)
         .with_state(state)
-}
-
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({
-            "error": format!("{method} is not allowed on {}", uri.path()),
-            "detail": { "kind": "method_not_allowed", "hint": "docs/api.md lists each route's method" },
-        })),
-    )
-        .into_response()
 }
 
 /// A [`KeydError`] on its way to the client.
@@ -99,14 +88,7 @@ impl IntoResponse for ApiError {
                 json!({ "kind": "internal", "hint": "see keyd's log (`journalctl -u osmoda-keyd`)" }),
             ),
         };
-        if status.is_server_error() {
-            tracing::error!("{}", self.0);
-        }
-        (
-            status,
-            axum::Json(json!({ "error": self.0.to_string(), "detail": detail })),
-        )
-            .into_response()
+        osmoda_daemon::api::error_response(status, &self.0.to_string(), detail)
     }
 }
 
@@ -117,10 +99,7 @@ pub struct Json<T>(pub T);
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        ApiError(KeydError::BadRequest(format!(
-            "invalid JSON body: {}",
-            r.body_text()
-        )))
+        ApiError(KeydError::BadRequest(osmoda_daemon::api::invalid_json(&r)))
     }
 }
 

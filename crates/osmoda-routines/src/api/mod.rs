@@ -34,20 +34,9 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "no such route; see docs/api.md".into(),
             ))
         })
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(osmoda_daemon::api::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
-}
-
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({
-            "error": format!("{method} is not allowed on {}", uri.path()),
-            "detail": { "kind": "method_not_allowed", "hint": "docs/api.md lists each route's method" },
-        })),
-    )
-        .into_response()
 }
 
 /// A [`RoutinesError`] on its way to the client.
@@ -95,17 +84,11 @@ impl IntoResponse for ApiError {
                 "see osmoda-routines' log (`journalctl -u osmoda-routines`)",
             ),
         };
-        if status.is_server_error() {
-            tracing::error!("{}", self.0);
-        }
-        (
+        osmoda_daemon::api::error_response(
             status,
-            axum::Json(json!({
-                "error": self.0.message(),
-                "detail": { "kind": kind, "hint": hint },
-            })),
+            &self.0.message(),
+            json!({ "kind": kind, "hint": hint }),
         )
-            .into_response()
     }
 }
 
@@ -116,9 +99,8 @@ pub struct Json<T>(pub T);
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        ApiError(RoutinesError::BadRequest(format!(
-            "invalid JSON body: {}",
-            r.body_text()
+        ApiError(RoutinesError::BadRequest(osmoda_daemon::api::invalid_json(
+            &r,
         )))
     }
 }

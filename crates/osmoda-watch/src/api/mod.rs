@@ -34,7 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "no such route; see docs/api.md".into(),
             ))
         })
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(osmoda_daemon::api::method_not_allowed)
         .with_state(state)
 }
 
@@ -81,18 +81,6 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// 405 for a known route called with another method, in the API's error shape.
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({
-            "error": format!("{method} is not allowed on {}", uri.path()),
-            "detail": { "kind": "method_not_allowed", "hint": "docs/api.md lists each route's method" },
-        })),
-    )
-        .into_response()
 }
 
 /// A [`WatchError`] on its way to the client.
@@ -144,17 +132,11 @@ impl IntoResponse for ApiError {
                 "see osmoda-watch's log (`journalctl -u osmoda-watch`)",
             ),
         };
-        if status.is_server_error() {
-            tracing::error!("{}", self.0);
-        }
-        (
+        osmoda_daemon::api::error_response(
             status,
-            axum::Json(json!({
-                "error": self.0.message(),
-                "detail": { "kind": kind, "hint": hint },
-            })),
+            &self.0.message(),
+            json!({ "kind": kind, "hint": hint }),
         )
-            .into_response()
     }
 }
 
@@ -195,10 +177,7 @@ pub struct Json<T>(pub T);
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        ApiError(WatchError::BadRequest(format!(
-            "invalid JSON body: {}",
-            r.body_text()
-        )))
+        ApiError(WatchError::BadRequest(osmoda_daemon::api::invalid_json(&r)))
     }
 }
 
