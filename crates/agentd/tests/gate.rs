@@ -637,11 +637,12 @@ async fn edits_that_destroy_nothing_are_not_gated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_to_an_older_generation_needs_a_ticket_bound_to_both_generations() {
     let f = fixture(agentd::Settings::default()).await;
-    let head = git(&f.d.tree_dir(), &["rev-parse", "HEAD"])
-        .trim()
-        .to_string();
-    let ask = |target: &str, current: &str, approval: Option<&str>| {
-        let mut b = json!({"target": target, "current": current});
+    let dir = f.d.tree_dir();
+    let head = git(&dir, &["rev-parse", "HEAD"]).trim().to_string();
+    // SafeSwitch has deployed HEAD: it is the running generation.
+    git(&dir, &["tag", "deployed/1", &head]);
+    let ask = |approval: Option<&str>| {
+        let mut b = json!({"rev": f.before_alice, "reason": "back", "purpose": "switch"});
         if let Some(a) = approval {
             b["approval"] = json!(a);
         }
@@ -650,10 +651,11 @@ async fn a_switch_to_an_older_generation_needs_a_ticket_bound_to_both_generation
     // Going back to before alice and bob removes them (and the peer, wallet, capability).
     let r =
         f.d.agent()
-            .post("/gate/switch", &ask(&f.before_alice, &head, None))
+            .post("/config/restore", &ask(None))
             .await
             .expect("post");
     assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.body["detail"]["kind"], "approval_required", "{}", r.body);
     let kinds = r.body["detail"]["kinds"].clone();
     for k in [
         "user.remove",
@@ -666,29 +668,46 @@ async fn a_switch_to_an_older_generation_needs_a_ticket_bound_to_both_generation
             "{k} in {kinds}"
         );
     }
+    assert_eq!(
+        r.body["detail"]["operation"]["gate"],
+        json!({"switch": {"target": f.before_alice, "current": head}}),
+        "{}",
+        r.body
+    );
     let id = r.body["detail"]["ticket"]
         .as_str()
         .expect("ticket")
         .to_string();
-    // Forward or sideways switches that remove nothing pass.
-    f.d.agent()
-        .post_ok("/gate/switch", &ask(&head, &f.before_alice, None))
-        .await;
     f.d.human()
         .post_ok(&format!("/approval/{id}/approve"), &json!({}))
         .await;
-    // The ticket names both generations: the same target from another current one is not it.
-    let head_short = &head[..12];
-    let alice = f.alice.clone();
+    // The ticket names both generations: the same target from another running one is not it.
+    git(&dir, &["tag", "deployed/2", &f.alice]);
     let r =
         f.d.agent()
-            .post("/gate/switch", &ask(&f.before_alice, &alice, Some(&id)))
+            .post("/config/restore", &ask(Some(&id)))
             .await
             .expect("post");
     assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("different operation"),
+        "{}",
+        r.body
+    );
+    git(&dir, &["tag", "-d", "deployed/2"]);
     f.d.agent()
-        .post_ok("/gate/switch", &ask(&f.before_alice, head_short, Some(&id)))
+        .post_ok("/config/restore", &ask(Some(&id)))
         .await;
+    // The old `/gate/switch` question without an effect is gone (no endpoint that does nothing).
+    let r =
+        f.d.agent()
+            .post("/gate/switch", &json!({}))
+            .await
+            .expect("post");
+    assert_eq!(r.status, 404, "{}", r.body);
     f.d.stop().await;
 }
 

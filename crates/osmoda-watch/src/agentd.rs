@@ -143,6 +143,7 @@ impl Agentd {
         Err(WatchError::Refused {
             status: resp.status,
             message: format!("agentd refused POST {path}: {error}"),
+            error,
             detail: resp.body.get("detail").cloned().unwrap_or(Value::Null),
         })
     }

@@ -31,6 +31,8 @@ pub enum WatchError {
         status: u16,
         /// What was refused, with agentd's `error`.
         message: String,
+        /// agentd's `error` as it gave it.
+        error: String,
         /// agentd's `detail` (its hint, the ticket to approve, ...).
         detail: serde_json::Value,
     },

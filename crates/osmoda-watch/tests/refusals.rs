@@ -292,3 +292,77 @@ async fn wait_health(env: &Env, pred: impl Fn(&Value) -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destructive_switch_is_refused_with_the_gates_own_403_and_ticket() {
+    let env = Env::new().await;
+    let w = env.spawn(None);
+    let without_alice = env.tree.head().unwrap();
+    let cfg = env.tree_dir.join("configuration.nix");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen(
+            "  time.timeZone",
+            "  users.users.alice = { isNormalUser = true; extraGroups = [ \"wheel\" ]; };\n  time.timeZone",
+            1,
+        ),
+    )
+    .unwrap();
+    env.tree
+        .commit_worktree(&common::actor(), "add alice", None)
+        .unwrap();
+    let s = env.begin(json!({"ttl_secs": 1})).await;
+    let done = env.wait_terminal(s["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "committed", "{done}");
+    let head = env.tree.head().unwrap();
+
+    // Through osmoda-watch: the gate's 403, exactly as agentd gives it.
+    let (status, via_watch) = env
+        .post(
+            "/switch/begin",
+            json!({"generation": without_alice, "ttl_secs": 1}),
+        )
+        .await;
+    assert_eq!(status, 403, "{via_watch}");
+    let d = &via_watch["detail"];
+    assert_eq!(d["kind"], "approval_required", "{via_watch}");
+    for field in ["ticket", "approve", "hint", "expires_at"] {
+        assert!(d[field].is_string(), "{field} in {via_watch}");
+    }
+    assert!(
+        d["operation"].is_object() && d["effect"].is_array(),
+        "{via_watch}"
+    );
+    assert!(
+        error_of(&via_watch).contains("removes user alice"),
+        "{via_watch}"
+    );
+    // Asked of agentd directly, the same request gets the same answer (the same open ticket).
+    let r = osmoda_client::Client::new(&env.agentd.socket)
+        .post(
+            "/config/restore",
+            &json!({"rev": without_alice, "reason": "back", "purpose": "switch"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.status, &r.body), (403, &via_watch));
+    assert_eq!(env.tree.head().unwrap(), head, "a refusal records nothing");
+
+    // Approved by a person, the same begin with the ticket lands.
+    let id = d["ticket"].as_str().unwrap();
+    let human = osmoda_client::Client::new(env.approval_socket());
+    let r = human
+        .post(&format!("/approval/{id}/approve"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = env
+        .begin(json!({"generation": without_alice, "ttl_secs": 1, "approval": id}))
+        .await;
+    let done = env.wait_terminal(s["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "committed", "{done}");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(!text.contains("alice"), "{text}");
+    w.stop();
+}

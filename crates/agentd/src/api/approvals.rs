@@ -431,40 +431,6 @@ pub async fn check(
     Ok(axum::Json(json!({ "ok": true, "id": body.id })))
 }
 
-/// Body of `POST /gate/switch`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchBody {
-    /// The generation the system is about to run.
-    pub target: String,
-    /// The generation it runs now (the last deployed one, or `HEAD` when none was deployed).
-    pub current: String,
-    /// Approval ticket, when the switch is destructive.
-    pub approval: Option<String>,
-}
-
-/// `POST /gate/switch`: may the system switch from `current` to `target`? The two trees are
-/// compared with the gate's rules (critical packages as `switch.remove_critical`); a
-/// destructive switch needs a ticket bound to both generations and the effect. osmoda-watch
-/// asks this before it begins a switch.
-pub async fn switch_check(
-    State(st): State<Arc<AppState>>,
-    caller: Caller,
-    Json(b): Json<SwitchBody>,
-) -> Result<axum::Json<Value>, ApiError> {
-    crate::gate::check_switch(
-        &st,
-        &caller.actor,
-        &b.target,
-        &b.current,
-        b.approval.as_deref(),
-    )
-    .await?;
-    Ok(axum::Json(
-        json!({ "ok": true, "target": b.target, "current": b.current }),
-    ))
-}
-
 /// Optional body of a decision.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

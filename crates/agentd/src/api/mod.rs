@@ -39,7 +39,6 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/approval/request", post(approvals::request))
         .route("/approval/check", post(approvals::check))
         .route("/approvals", get(approvals::list))
-        .route("/gate/switch", post(approvals::switch_check))
         .route("/daemon/ticket/open", post(daemon_tickets::open))
         .route("/daemon/ticket/consume", post(daemon_tickets::consume))
         .route("/config/get", get(config::get))

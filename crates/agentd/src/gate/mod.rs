@@ -41,6 +41,9 @@ pub const DEFAULT_REQUIRED: &[&str] = &[
     "gate.undecidable",
 ];
 
+/// `detail.kind` of the gate's 403 (also when osmoda-watch passes it on).
+pub const APPROVAL_REQUIRED: &str = "approval_required";
+
 /// Packages whose removal always needs approval; `approval.critical_packages` adds more.
 pub const DEFAULT_CRITICAL_PACKAGES: &[&str] = &["openssh", "systemd", "nix", "osmoda-agentd"];
 
@@ -203,19 +206,10 @@ fn operation(context: &Value, findings: &[&Finding]) -> Value {
     json!({ "gate": context, "effect": effect })
 }
 
-/// When a ticket that lets a change through is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Use {
-    /// At once (a switch check: osmoda-watch begins the switch right after).
-    Now,
-    /// When the change has landed ([`Guard::landed`]): an approved change that then fails
-    /// validation keeps its ticket for the corrected retry.
-    OnLanding,
-}
-
 /// Let a change through when its effect needs no approval or `ticket` is an approved ticket for
-/// exactly this effect (used as `when` says: the id to use on landing is returned); otherwise
-/// refuse with 403 and a pending ticket.
+/// exactly this effect (returned, to be marked used when the change has landed: an approved
+/// change that then fails validation keeps its ticket for the corrected retry); otherwise refuse
+/// with 403 and a pending ticket.
 ///
 /// # Errors
 /// 403 with `detail.ticket` (the id to have approved), `detail.effect` (the effect in words) and
@@ -227,7 +221,6 @@ async fn enforce(
     context: Value,
     effect: &Effect,
     ticket: Option<&str>,
-    when: Use,
 ) -> Result<Option<String>, ApiError> {
     let gated: Vec<&Finding> = effect
         .findings
@@ -239,13 +232,10 @@ async fn enforce(
     }
     let op = operation(&context, &gated);
     if let Some(id) = ticket {
-        use crate::api::approvals::{consume, verify, GATE};
-        return match when {
-            Use::Now => consume(st, id, &op, actor, GATE).await.map(|()| None),
-            Use::OnLanding => verify(st, id, &op, GATE)
-                .await
-                .map(|()| Some(id.to_string())),
-        };
+        use crate::api::approvals::{verify, GATE};
+        return verify(st, id, &op, GATE)
+            .await
+            .map(|()| Some(id.to_string()));
     }
     let words: Vec<String> = gated.iter().map(|f| f.words.clone()).collect();
     let kinds: Vec<&str> = gated.iter().map(|f| f.kind).collect();
@@ -267,7 +257,7 @@ async fn enforce(
         ),
     )
     .with_detail(json!({
-        "ticket": t.id, "status": t.status, "kinds": kinds, "effect": words,
+        "kind": APPROVAL_REQUIRED, "ticket": t.id, "status": t.status, "kinds": kinds, "effect": words,
         "approve": approve, "operation": op, "expires_at": t.expires_at,
         "hint": format!("retry the same request with \"approval\": \"{}\" (agentctl: --approval {}) once a person approved it", t.id, t.id),
     })))
@@ -363,7 +353,7 @@ pub async fn check_edit(
     let mut new = before.clone();
     new.insert(file.to_path_buf(), after);
     let effect = judge_async(st, before, new, Mutation::Edit).await?;
-    let used = enforce(st, actor, json!("config"), &effect, ticket, Use::OnLanding).await?;
+    let used = enforce(st, actor, json!("config"), &effect, ticket).await?;
     Ok(guard.with(used, actor))
 }
 
@@ -393,7 +383,7 @@ pub async fn check_revert(
     .map_err(ApiError::internal)?;
     let Some(after) = after else { return Ok(guard) };
     let effect = judge_async(st, before, after, Mutation::Edit).await?;
-    let used = enforce(st, actor, json!("config"), &effect, ticket, Use::OnLanding).await?;
+    let used = enforce(st, actor, json!("config"), &effect, ticket).await?;
     Ok(guard.with(used, actor))
 }
 
@@ -421,7 +411,7 @@ pub async fn check_restore(
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?
         .map_or_else(|| "HEAD".to_string(), |g| g.rev);
-    let used = switch(st, actor, tree.dir(), rev, &current, ticket, Use::OnLanding).await?;
+    let used = switch(st, actor, tree.dir(), rev, &current, ticket).await?;
     Ok(guard.with(used, actor))
 }
 
@@ -442,28 +432,8 @@ pub async fn check_commit(
     let before = read(move || snapshot::at(&dir, "HEAD")).await?;
     let after = read(move || snapshot::worktree(&d2)).await?;
     let effect = judge_async(st, before, after, Mutation::Edit).await?;
-    let used = enforce(st, actor, json!("config"), &effect, ticket, Use::OnLanding).await?;
+    let used = enforce(st, actor, json!("config"), &effect, ticket).await?;
     Ok(guard.with(used, actor))
-}
-
-/// Gate switching the running system from generation `current` to `target`; the ticket is bound
-/// to both generations and the effect.
-///
-/// # Errors
-/// As [`check_edit`]; 404 for an unknown generation.
-pub async fn check_switch(
-    st: &AppState,
-    actor: &str,
-    target: &str,
-    current: &str,
-    ticket: Option<&str>,
-) -> Result<(), ApiError> {
-    let Some(dir) = tree_dir(st) else {
-        return Ok(());
-    };
-    switch(st, actor, &dir, target, current, ticket, Use::Now)
-        .await
-        .map(|_| ())
 }
 
 async fn switch(
@@ -473,7 +443,6 @@ async fn switch(
     target: &str,
     current: &str,
     ticket: Option<&str>,
-    when: Use,
 ) -> Result<Option<String>, ApiError> {
     let dir = dir.to_path_buf();
     let resolve = |rev: String| {
@@ -496,7 +465,6 @@ async fn switch(
         json!({ "switch": { "target": tid, "current": cid } }),
         &effect,
         ticket,
-        when,
     )
     .await
 }

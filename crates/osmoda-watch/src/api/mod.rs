@@ -97,8 +97,14 @@ impl IntoResponse for ApiError {
     /// `{"error": "<what was wrong>", "detail": {"kind": "<code>", "hint": "<what to do>"}}`,
     /// the shape every osModa daemon answers with (docs/api.md).
     fn into_response(self) -> Response {
-        if let WatchError::Refused { status, detail, .. } = &self.0 {
-            return refused(*status, &self.0.message(), detail);
+        if let WatchError::Refused {
+            status,
+            detail,
+            error,
+            ..
+        } = &self.0
+        {
+            return refused(*status, &self.0.message(), error, detail);
         }
         let (status, kind, hint) = match &self.0 {
             WatchError::BadRequest(_) | WatchError::Config(_) => (
@@ -141,14 +147,28 @@ impl IntoResponse for ApiError {
 }
 
 /// agentd's refusal of a request osmoda-watch made for its caller: a 4xx keeps agentd's status
-/// (a gate's 403, a 409, ...), anything else is a 502. `detail` is agentd's own detail (e.g. the
-/// ticket to approve and its `operation`) with `kind: "agentd_refused"` and a `hint` (agentd's,
-/// when it gave one).
-fn refused(status: u16, message: &str, agentd_detail: &serde_json::Value) -> Response {
+/// (a 409, a 400, ...), anything else is a 502. `detail` is agentd's own detail with
+/// `kind: "agentd_refused"` and a `hint` (agentd's, when it gave one). The approval gate's 403
+/// (its detail names the `ticket`) is passed on exactly as agentd gave it, `error` and `detail`
+/// alike, so a caller sees the same ticket shape whichever daemon it called.
+fn refused(
+    status: u16,
+    message: &str,
+    agentd_error: &str,
+    agentd_detail: &serde_json::Value,
+) -> Response {
     let status = match StatusCode::from_u16(status) {
         Ok(s) if s.is_client_error() => s,
         _ => StatusCode::BAD_GATEWAY,
     };
+    if status == StatusCode::FORBIDDEN && agentd_detail.get("ticket").is_some_and(|t| t.is_string())
+    {
+        return (
+            status,
+            axum::Json(json!({ "error": agentd_error, "detail": agentd_detail })),
+        )
+            .into_response();
+    }
     if status.is_server_error() {
         tracing::error!("{message}");
     }
