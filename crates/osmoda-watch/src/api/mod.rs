@@ -163,11 +163,7 @@ fn refused(
     };
     if status == StatusCode::FORBIDDEN && agentd_detail.get("ticket").is_some_and(|t| t.is_string())
     {
-        return (
-            status,
-            axum::Json(json!({ "error": agentd_error, "detail": agentd_detail })),
-        )
-            .into_response();
+        return osmoda_daemon::api::error_response(status, agentd_error, agentd_detail.clone());
     }
     if status.is_server_error() {
         tracing::error!("{message}");
