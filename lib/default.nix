@@ -281,9 +281,16 @@ let
     in
     mapAttrs (n: _: (base.${n} or { }) // (user.${n} or { })) (base // user);
 
+  renderToken = t:
+    extra t [ "perTxMax" "dailyLimit" "approvalThreshold" ]
+    // optAmount "per_tx_max" t "perTxMax"
+    // optAmount "daily_limit" t "dailyLimit"
+    // optAmount "approval_threshold" t "approvalThreshold";
+
   renderChain = ch:
-    extra ch [ "chainIds" "perTxMax" "dailyLimit" "approvalThreshold" "recipientAllowlist" ]
+    extra ch [ "chainIds" "perTxMax" "dailyLimit" "approvalThreshold" "recipientAllowlist" "tokens" ]
     // { chain_ids = get ch "chainIds" defaults.chainPolicy.chainIds; }
+    // { tokens = mapAttrs (_: renderToken) (get ch "tokens" { }); }
     // optAmount "per_tx_max" ch "perTxMax"
     // optAmount "daily_limit" ch "dailyLimit"
     // optAmount "approval_threshold" ch "approvalThreshold"

@@ -148,6 +148,20 @@ let
       dailyLimit = mkOption { type = amountType; description = "Total per UTC day on this chain, base units."; };
       approvalThreshold = nullOr amountType "Above this a human approval is required (null = never).";
       recipientAllowlist = nullOr (types.listOf types.str) "Allowed recipients (null = any).";
+      tokens = mkOption {
+        type = types.attrsOf (types.submodule tokenModule);
+        default = { };
+        example = { "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48" = { perTxMax = "100000000"; dailyLimit = "1000000000"; }; };
+        description = "ERC-20 tokens that may be transferred or approved, by contract address, with limits in the token's base units (ethereum only; any other token is denied).";
+      };
+    };
+  };
+
+  tokenModule = {
+    options = {
+      perTxMax = mkOption { type = amountType; description = "Largest single transfer or approval, token base units."; };
+      dailyLimit = mkOption { type = amountType; description = "Total per UTC day for this token, token base units."; };
+      approvalThreshold = nullOr amountType "Above this a human approval is required (null = never).";
     };
   };
 

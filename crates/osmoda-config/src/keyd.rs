@@ -51,6 +51,24 @@ pub struct ChainPolicy {
     pub approval_threshold: Option<Amount>,
     /// Allowed recipients; `None` = any recipient.
     pub recipient_allowlist: Option<Vec<String>>,
+    /// ERC-20 tokens that may be transferred or approved, keyed by contract address (0x + 40 hex,
+    /// any case), with limits in the token's base units. A token absent here is denied. Ethereum
+    /// only. Absent in the file = no tokens.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenPolicy>,
+}
+
+/// Limits for one ERC-20 token, in the token's base units (no decimals applied). `transfer`
+/// and `approve` amounts both count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPolicy {
+    /// Largest single transfer or approval.
+    pub per_tx_max: Amount,
+    /// Total per UTC day over all wallets for this token on this chain.
+    pub daily_limit: Amount,
+    /// Above this a human approval ticket is needed; `None` = never.
+    pub approval_threshold: Option<Amount>,
 }
 
 /// Limits for one wallet (by label), on top of its chain's limits.
@@ -125,8 +143,52 @@ impl KeydConfig {
                     p.per_tx_max, p.daily_limit
                 ));
             }
+            if *chain == Chain::Solana && !p.tokens.is_empty() {
+                return Err(format!(
+                    "{at}.tokens must be empty: ERC-20 token limits are for ethereum"
+                ));
+            }
+            for (addr, t) in &p.tokens {
+                if !is_eth_address(addr) {
+                    return Err(format!(
+                        "{at}.tokens.{addr:?} is not a contract address (0x and 40 hex digits)"
+                    ));
+                }
+                if p.tokens
+                    .keys()
+                    .filter(|a| a.eq_ignore_ascii_case(addr))
+                    .count()
+                    > 1
+                {
+                    return Err(format!(
+                        "{at}.tokens lists {addr} twice (addresses compare case-insensitively)"
+                    ));
+                }
+                if t.per_tx_max > t.daily_limit {
+                    return Err(format!(
+                        "{at}.tokens.{addr}.per_tx_max ({}) exceeds daily_limit ({})",
+                        t.per_tx_max, t.daily_limit
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// `0x` followed by exactly 40 hex digits (any case).
+fn is_eth_address(s: &str) -> bool {
+    s.strip_prefix("0x")
+        .is_some_and(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+impl ChainPolicy {
+    /// The limits of the ERC-20 token at `contract` (compared case-insensitively).
+    pub fn token(&self, contract: &str) -> Option<&TokenPolicy> {
+        self.tokens
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(contract))
+            .map(|(_, t)| t)
     }
 }
 
@@ -176,6 +238,48 @@ mod tests {
             .replace(r#""per_tx_max":"1""#, r#""per_tx_max":"3""#);
         let c: KeydConfig = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert!(c.validate().unwrap_err().contains("exceeds daily_limit"));
+    }
+
+    #[test]
+    fn token_entries_are_checked() {
+        let with = |chain: &str, ids: &str, tokens: &str| -> Result<(), String> {
+            let json = format!(
+                r#"{{"key_file":null,"policy":{{"chains":{{"{chain}":{{"chain_ids":{ids},
+                "per_tx_max":"1","daily_limit":"2","approval_threshold":null,
+                "recipient_allowlist":null,"tokens":{tokens}}}}},"wallets":{{}}}}}}"#
+            );
+            serde_json::from_str::<KeydConfig>(&json)
+                .map_err(|e| e.to_string())?
+                .validate()
+        };
+        let tok = |addr: &str, per_tx: &str| {
+            format!(
+                r#"{{"{addr}":{{"per_tx_max":"{per_tx}","daily_limit":"10","approval_threshold":null}}}}"#
+            )
+        };
+        let usdc = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+        assert_eq!(with("ethereum", "[1]", &tok(usdc, "10")), Ok(()));
+        let err = |r: Result<(), String>| r.unwrap_err();
+        assert!(err(with("ethereum", "[1]", &tok(usdc, "11"))).contains("exceeds daily_limit"));
+        assert!(err(with("solana", "[]", &tok(usdc, "1"))).contains("ethereum"));
+        for bad in [
+            "0x01",
+            "A0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+            "0xZ0b86991c6218b36c1d19D4a2e9Eb0cE3606eB4",
+        ] {
+            assert!(
+                err(with("ethereum", "[1]", &tok(bad, "1"))).contains("not a contract address"),
+                "{bad}"
+            );
+        }
+        let twice = format!(
+            r#"{{"{usdc}":{{"per_tx_max":"1","daily_limit":"1","approval_threshold":null}},"{}":{{"per_tx_max":"1","daily_limit":"1","approval_threshold":null}}}}"#,
+            usdc.to_ascii_lowercase()
+        );
+        assert!(err(with("ethereum", "[1]", &twice)).contains("twice"));
+        // A token policy with an unknown field is refused, like every other key.
+        let typo = r#"{"0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48":{"per_tx_max":"1","daily_limit":"1","approval_threshold":null,"decimals":6}}"#;
+        assert!(err(with("ethereum", "[1]", typo)).contains("decimals"));
     }
 
     #[test]

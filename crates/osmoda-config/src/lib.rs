@@ -29,7 +29,7 @@ pub const DEFAULT_APPROVAL_SOCKET: &str = "/run/osmoda-admin/approval.sock";
 pub use agentd::{AgentdConfig, ApprovalConfig, DaemonEndpoints, MemoryConfig};
 pub use egress::{Capability, EgressConfig};
 pub use health::HealthCheck;
-pub use keyd::{Amount, Chain, ChainPolicy, KeydConfig, Policy, WalletPolicy};
+pub use keyd::{Amount, Chain, ChainPolicy, KeydConfig, Policy, TokenPolicy, WalletPolicy};
 pub use mesh::{MeshConfig, Peer, PeerKeys};
 pub use routines::{
     Concurrency, HttpMethod, Missed, Routine, RoutineAction, RoutinesConfig, Trigger,

@@ -72,8 +72,9 @@ pub fn normalize(chain: Chain, addr: &str) -> String {
 /// Judges `e` for the wallet labelled `label`.
 ///
 /// # Errors
-/// `Denied` with the rule that refused: `chain`, `chain_id`, `recipient`, `per_tx_max`,
-/// `token`, `contract`.
+/// `Denied` with the rule that refused: `chain`, `chain_id`, `recipient`, `per_tx_max`
+/// (the chain's, or the token's for ERC-20 calls), `token` (a contract without limits),
+/// `contract`.
 pub fn judge(policy: &Policy, label: &str, e: &Effect) -> Result<Verdict, KeydError> {
     let chain = e.chain.as_str();
     let cp: &ChainPolicy = policy.chains.get(&e.chain).ok_or_else(|| {
@@ -119,10 +120,7 @@ pub fn judge(policy: &Policy, label: &str, e: &Effect) -> Result<Verdict, KeydEr
         });
     }
     if let Some(token) = &e.token {
-        return Err(deny(
-            "token",
-            format!("ERC-20 {} of {} units on token {token}: the policy has no limits for this token, so it is denied", e.kind, e.amount),
-        ));
+        return judge_token(cp, token, e);
     }
     if e.amount > cp.per_tx_max.0 {
         return Err(deny(
@@ -152,10 +150,43 @@ pub fn judge(policy: &Policy, label: &str, e: &Effect) -> Result<Verdict, KeydEr
     })
 }
 
+/// An ERC-20 `transfer` or `approve` on `token`: judged by that token's own limits
+/// (`policy.chains.<chain>.tokens.<contract>`, in token units), charged on the token's daily
+/// counter. Native-unit limits (the chain's and the wallet's) do not apply to token units.
+fn judge_token(cp: &ChainPolicy, token: &str, e: &Effect) -> Result<Verdict, KeydError> {
+    let chain = e.chain.as_str();
+    let tp = cp.token(token).ok_or_else(|| {
+        deny(
+            "token",
+            format!(
+                "ERC-20 {} of {} units on token {token}: policy.chains.{chain}.tokens has no entry for this contract, so it is denied; allow it with services.osmoda.keyd.policy.chains.{chain}.tokens.\"{token}\"",
+                e.kind, e.amount
+            ),
+        )
+    })?;
+    if e.amount > tp.per_tx_max.0 {
+        return Err(deny(
+            "per_tx_max",
+            format!(
+                "{} exceeds policy.chains.{chain}.tokens.{token}.per_tx_max {}",
+                e.amount, tp.per_tx_max
+            ),
+        ));
+    }
+    Ok(Verdict {
+        charges: vec![Charge {
+            scope: format!("chain:{chain}:token:{}", token.to_ascii_lowercase()),
+            amount: e.amount,
+            limit: tp.daily_limit.0,
+        }],
+        needs_approval: tp.approval_threshold.is_some_and(|t| e.amount > t.0),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use osmoda_config::{Amount, WalletPolicy};
+    use osmoda_config::{Amount, TokenPolicy, WalletPolicy};
 
     fn policy() -> Policy {
         let mut p = Policy {
@@ -172,6 +203,15 @@ mod tests {
                 recipient_allowlist: Some(
                     vec!["0xAbC0000000000000000000000000000000000001".into()],
                 ),
+                tokens: [(
+                    TOKEN.to_string(),
+                    TokenPolicy {
+                        per_tx_max: Amount(5_000),
+                        daily_limit: Amount(20_000),
+                        approval_threshold: Some(Amount(1_000)),
+                    },
+                )]
+                .into(),
             },
         );
         p.wallets.insert(
@@ -183,6 +223,9 @@ mod tests {
         );
         p
     }
+
+    /// A token the policy has limits for, written in mixed case as a person might.
+    const TOKEN: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
 
     fn effect(amount: u128) -> Effect {
         Effect {
@@ -270,6 +313,55 @@ mod tests {
         );
         // A wallet without its own entry is charged on the chain only.
         assert_eq!(judge(&p, "other", &effect(1)).unwrap().charges.len(), 1);
+    }
+
+    #[test]
+    fn tokens_have_their_own_limits_and_counter() {
+        let p = policy();
+        let tok = |kind, amount| Effect {
+            kind,
+            token: Some(TOKEN.to_ascii_lowercase()),
+            ..effect(amount)
+        };
+        // 5,000 token units is far above the chain's native per_tx_max of 100: token units are
+        // judged by the token's limits only.
+        for kind in ["erc20_transfer", "erc20_approve"] {
+            let v = judge(&p, "ops", &tok(kind, 900)).unwrap();
+            assert_eq!(
+                v.charges,
+                vec![Charge {
+                    scope: format!("chain:ethereum:token:{}", TOKEN.to_ascii_lowercase()),
+                    amount: 900,
+                    limit: 20_000,
+                }]
+            );
+            assert!(!v.needs_approval);
+            assert!(judge(&p, "ops", &tok(kind, 1_001)).unwrap().needs_approval);
+            assert!(judge(&p, "ops", &tok(kind, 5_000)).is_ok());
+            assert_eq!(reason(judge(&p, "ops", &tok(kind, 5_001))), "per_tx_max");
+            // An unlimited approval (2^256-1 does not fit; u128::MAX stands for "huge").
+            assert_eq!(
+                reason(judge(&p, "ops", &tok(kind, u128::MAX))),
+                "per_tx_max"
+            );
+        }
+        // Another contract, and one differing in a single digit, are denied.
+        for other in [
+            "0x0000000000000000000000000000000000000001",
+            "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb49",
+        ] {
+            let e = Effect {
+                token: Some(other.into()),
+                ..tok("erc20_transfer", 1)
+            };
+            assert_eq!(reason(judge(&p, "ops", &e)), "token");
+        }
+        // The recipient allowlist still applies to the token's recipient.
+        let e = Effect {
+            to: Some("0x0000000000000000000000000000000000000002".into()),
+            ..tok("erc20_transfer", 1)
+        };
+        assert_eq!(reason(judge(&p, "ops", &e)), "recipient");
     }
 
     #[test]

@@ -119,3 +119,52 @@ async fn the_wallet_limit_applies_on_top_of_the_chain_limit_and_policy_reloads()
     let (_, h) = env.get("/health").await;
     assert_eq!(h["policy"]["loaded"], false, "{h}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erc20_sends_are_judged_and_charged_by_their_tokens_limits() {
+    const USDC: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+    let mut policy = eth_policy("10", "100", None);
+    policy["chains"]["ethereum"]["tokens"] = json!({
+        USDC: { "per_tx_max": "5000", "daily_limit": "12000", "approval_threshold": null },
+    });
+    let env = Env::new(policy).await;
+    let id = env.create("ethereum", "ops").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let send = |amount: &str, nonce: u64, token: &str| {
+        let mut b = eth_send(&id, amount, nonce);
+        b["token"] = json!(token);
+        b["gas_limit"] = json!(65000);
+        b
+    };
+    // 5,000 token units: far above the native per_tx_max of 10, within the token's limits.
+    for nonce in 0..2 {
+        let (s, r) = env.post("/wallet/send", send("5000", nonce, USDC)).await;
+        assert_eq!(s, 200, "{r}");
+    }
+    let scope = format!("chain:ethereum:token:{}", USDC.to_ascii_lowercase());
+    assert_eq!(env.spent(&scope), 10_000);
+    assert_eq!(
+        env.spent("chain:ethereum:native"),
+        0,
+        "token units are not wei"
+    );
+    for (amount, token, reason) in [
+        ("5000", USDC, "daily_limit"),
+        ("5001", USDC, "per_tx_max"),
+        ("1", "0xdAC17F958D2ee523a2206206994597C13D831ec7", "token"),
+    ] {
+        let (s, r) = env.post("/wallet/send", send(amount, 2, token)).await;
+        assert_eq!(
+            (s, r["detail"]["reason"].as_str()),
+            (403, Some(reason)),
+            "{amount} on {token}: {r}"
+        );
+    }
+    assert_eq!(env.spent(&scope), 10_000, "denials charge nothing");
+    // The rest of the day's allowance still signs.
+    let (s, r) = env.post("/wallet/send", send("2000", 2, USDC)).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(env.spent(&scope), 12_000);
+}
