@@ -1222,3 +1222,47 @@ async fn symbolic_links_in_the_tree_are_judged_by_what_they_point_to() {
     );
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_loader_kernel_and_mounts_of_the_starter_tree_are_gated() {
+    let d = Daemon::start_with_tree().await;
+    let set = |path: &str, value: Value| json!({"file": CFG, "path": path, "value": value, "reason": "x"});
+    let nix = |path: &str, nix: &str| json!({"file": CFG, "path": path, "nix": nix, "reason": "x"});
+    for (body, kind) in [
+        (
+            set("boot.loader.grub.device", json!("/dev/vdb")),
+            "boot.loader",
+        ),
+        (set("boot.loader.grub.enable", json!(false)), "boot.loader"),
+        (
+            nix("boot.kernelParams", r#"[ "quiet" "init=/bin/sh" ]"#),
+            "boot.kernel",
+        ),
+        (
+            set("fileSystems./.device", json!("/dev/vdb1")),
+            "filesystem.change",
+        ),
+        (nix("fileSystems", "{ }"), "filesystem.change"),
+    ] {
+        let r = d.agent().post("/config/set", &body).await.expect("post");
+        assert_eq!(r.status, 403, "{body}: {}", r.body);
+        assert!(
+            r.body["detail"]["kinds"]
+                .as_array()
+                .is_some_and(|k| k.contains(&json!(kind))),
+            "{kind} for {body}: {}",
+            r.body
+        );
+    }
+    // Their harmless siblings land without a ticket.
+    for body in [
+        set("boot.loader.timeout", json!(3)),
+        set("boot.loader.grub.configurationLimit", json!(20)),
+        nix("boot.kernelParams", r#"[ "quiet" "console=ttyS0" ]"#),
+        set("fileSystems./.options", json!(["noatime"])),
+    ] {
+        let r = d.agent().post("/config/set", &body).await.expect("post");
+        assert_eq!(r.status, 200, "{body}: {}", r.body);
+    }
+    d.stop().await;
+}

@@ -6,12 +6,14 @@ use serde_json::{json, Value};
 
 use super::merge::is_undecidable;
 
+mod boot;
 mod network;
 mod osmoda;
 mod services;
 mod ssh;
 mod users;
 
+use boot::*;
 pub use osmoda::DISABLED_ELSEWHERE;
 use osmoda::*;
 use services::*;
@@ -65,8 +67,11 @@ pub const RULES: &[Rule] = &[
     Rule { kind: "user.remove", protects: "a `users.users.<name>` removed, or renamed by `name` (the old login goes away)", check: user_removed },
     Rule { kind: "user.demote", protects: "a user losing `isNormalUser`, the `wheel` group (also `users.groups.wheel.members`) or a login shell, or getting an expiry date or `isSystemUser`; wheel users losing sudo (`security.sudo.enable` off, `wheelNeedsPassword` on, its `configFile`/`extraConfig`/`extraRules` changed, PAM's `sudo`/`su` changed)", check: user_demoted },
     Rule { kind: "user.credentials", protects: "a user losing an SSH authorized key or key file, its password (hash) changed or removed, its `home` or `uid` changed; `users.mutableUsers` turned off", check: user_credentials },
-    Rule { kind: "ssh.access", protects: "sshd kept on but how it listens, authenticates or starts changes so current logins may fail: ports, listen addresses, `PermitRootLogin`, password, keyboard-interactive or public-key authentication, `Allow/Deny Users/Groups`, authorized-keys files or command, `package`, `startWhenNeeded`, any other `settings` key or `extraConfig` keyword not known to be harmless, `systemd.services.sshd` (but `enable`) or `systemd.sockets.sshd`, PAM's `sshd`/`login`; and the machine losing its address (`useDHCP`, dhcpcd, NetworkManager, `useNetworkd`, an interface's addresses or DHCP, the default gateway)", check: ssh_access },
+    Rule { kind: "ssh.access", protects: "sshd kept on but how it listens, authenticates or starts changes so current logins may fail: ports, listen addresses, `PermitRootLogin`, password, keyboard-interactive or public-key authentication, `Allow/Deny Users/Groups`, authorized-keys files or command, `package`, `startWhenNeeded`, any other `settings` key or `extraConfig` keyword not known to be harmless, `systemd.services.sshd` (but `enable`) or `systemd.sockets.sshd`, PAM's `sshd`/`login`; and the machine losing its address (`useDHCP`, dhcpcd, NetworkManager, `useNetworkd`, an interface's addresses or DHCP, the default gateway, systemd-networkd's units where it runs)", check: ssh_access },
     Rule { kind: "firewall.ssh", protects: "the firewall closing a port sshd listens on (globally, per interface or by trusted interfaces), or its custom rules (`extraCommands`, `extraInputRules`, backend, nftables rules) changing while sshd is on", check: firewall_ssh },
+    Rule { kind: "boot.loader", protects: "the boot loader changing beyond its look and menu (which loader is enabled, the disk or EFI partition it installs to, how it installs, the default entry, ...)", check: boot_loader },
+    Rule { kind: "boot.kernel", protects: "kernel parameters that decide what the kernel mounts and starts (`root=`, `init=`, `systemd.unit=`, `panic=`, blacklists, ...) added or removed, a module the initrd loads removed, an encrypted disk the initrd opens removed or pointed at another device", check: boot_kernel },
+    Rule { kind: "filesystem.change", protects: "a mount the machine boots from removed (`/`, `/boot`, `/nix`, `/var`, ..., or `neededForBoot`), or the device, label or type of any mounted file system changed", check: file_systems },
     Rule { kind: "wallet.delete", protects: "a wallet removed from `services.osmoda.keyd.policy.wallets`", check: wallet_removed },
     Rule { kind: "mesh.peer.remove", protects: "a peer removed from `services.osmoda.mesh.peers`", check: peer_removed },
     Rule { kind: "capability.remove", protects: "an egress capability removed from `services.osmoda.egress.capabilities`", check: capability_removed },

@@ -1,0 +1,584 @@
+//! Booting at all: the boot loader, kernel parameters and initrd modules that decide whether the
+//! next boot reaches a login, and the file systems it mounts. A remote machine that does not
+//! boot cannot be reached to pick an older generation from the boot menu.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::*;
+
+/// `boot.loader` settings that cannot stop a boot that works today (relative to `boot.loader`).
+/// Any other loader setting changed needs approval: which loader is enabled, the disk or EFI
+/// partition it installs to, how it installs, extra install commands, the default entry, ...
+const HARMLESS_LOADER: &[&str] = &[
+    "timeout",
+    "grub.configurationLimit",
+    "grub.configurationName",
+    "grub.splashImage",
+    "grub.splashMode",
+    "grub.theme",
+    "grub.backgroundColor",
+    "grub.font",
+    "grub.fontSize",
+    "grub.gfxmodeEfi",
+    "grub.gfxmodeBios",
+    "grub.useOSProber",
+    "grub.memtest86.enable",
+    "grub.extraEntries",
+    "systemd-boot.configurationLimit",
+    "systemd-boot.consoleMode",
+    "systemd-boot.editor",
+    "systemd-boot.memtest86.enable",
+    "systemd-boot.extraEntries",
+];
+
+/// Defaults of loader settings where leaving one out is not the same as `null`.
+const LOADER_DEFAULTS: &[(&str, bool)] = &[
+    ("grub.enable", true),
+    ("systemd-boot.enable", false),
+    ("grub.efiSupport", false),
+    ("efi.canTouchEfiVariables", false),
+];
+
+/// Kernel parameters (the name before `=`) that decide what the kernel mounts and starts: a
+/// change of one can stop the boot before any login (`root=`, `init=`, `systemd.unit=rescue…`).
+const RISKY_PARAMS: &[&str] = &[
+    "root",
+    "rootfstype",
+    "rootflags",
+    "rootwait",
+    "init",
+    "rdinit",
+    "ro",
+    "rw",
+    "single",
+    "s",
+    "S",
+    "1",
+    "emergency",
+    "rescue",
+    "noinit",
+    "panic",
+    "systemd.unit",
+    "rd.systemd.unit",
+    "systemd.mask",
+    "rd.systemd.mask",
+    "boot.shell_on_fail",
+    "boot.panic_on_fail",
+    "module_blacklist",
+    "modprobe.blacklist",
+    "rd.driver.blacklist",
+    "ip",
+    "netroot",
+    "resume",
+    "fsck.mode",
+    "fsck.repair",
+    "selinux",
+    "apparmor",
+    "lsm",
+    "security",
+    "nosmp",
+    "maxcpus",
+    "mem",
+    "memmap",
+];
+
+/// Mount points the machine needs to boot: removing one of them leaves it unbootable.
+const BOOT_MOUNTS: &[&str] = &[
+    "/",
+    "/boot",
+    "/boot/efi",
+    "/efi",
+    "/nix",
+    "/nix/store",
+    "/usr",
+    "/var",
+];
+
+/// Every leaf under `v` by its dotted path (a list or an undecidable value is one leaf).
+pub(super) fn leaves(v: V<'_>, prefix: &str, out: &mut BTreeMap<String, Value>) {
+    match v {
+        V::Absent => {}
+        V::Unknown => {
+            out.insert(prefix.to_string(), json!("<undecidable>"));
+        }
+        V::Known(Value::Object(m)) => {
+            for (k, x) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                let x = if is_undecidable(x) {
+                    V::Unknown
+                } else {
+                    V::Known(x)
+                };
+                leaves(x, &p, out);
+            }
+        }
+        V::Known(x) => {
+            out.insert(prefix.to_string(), x.clone());
+        }
+    }
+}
+
+pub(super) fn boot_loader(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let base = ["boot", "loader"];
+    let (b, a) = (at(ctx.before, &base), at(ctx.after, &base));
+    if b == a {
+        return;
+    }
+    let (mut old, mut new) = (BTreeMap::new(), BTreeMap::new());
+    leaves(b, "", &mut old);
+    leaves(a, "", &mut new);
+    // The whole of `boot.loader` undecidable on one side: it may change anything.
+    if old.contains_key("") || new.contains_key("") {
+        push(
+            out,
+            "boot.loader",
+            &base,
+            b,
+            a,
+            "the boot loader may change, so the machine may not boot again",
+        );
+        return;
+    }
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        if HARMLESS_LOADER
+            .iter()
+            .any(|h| k == h || k.starts_with(&format!("{h}.")))
+        {
+            continue;
+        }
+        let default = LOADER_DEFAULTS
+            .iter()
+            .find(|(p, _)| p == k)
+            .map(|(_, d)| json!(d));
+        let value = |m: &BTreeMap<String, Value>| {
+            m.get(k)
+                .cloned()
+                .or_else(|| default.clone())
+                .unwrap_or_else(|| json!("<absent>"))
+        };
+        let (was, now) = (value(&old), value(&new));
+        if was != now {
+            let path: Vec<&str> = base.iter().copied().chain(k.split('.')).collect();
+            push_values(
+                out,
+                "boot.loader",
+                &path,
+                was,
+                now,
+                "the boot loader changes, so the machine may not boot again",
+            );
+        }
+    }
+}
+
+/// The name of a kernel parameter (`root=/dev/sda1` → `root`).
+fn param_name(p: &Value) -> Option<&str> {
+    p.as_str().map(|s| s.split_once('=').map_or(s, |(n, _)| n))
+}
+
+pub(super) fn boot_kernel(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let p = ["boot", "kernelParams"];
+    let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+    if b != a {
+        let risky = |x: &Value| param_name(x).is_none_or(|n| RISKY_PARAMS.contains(&n));
+        let changed = match (b.list(&[]), a.list(&[])) {
+            (Some(old), Some(new)) => old
+                .iter()
+                .filter(|x| !new.contains(x))
+                .chain(new.iter().filter(|x| !old.contains(x)))
+                .any(risky),
+            _ => true,
+        };
+        if changed {
+            push(
+                out,
+                "boot.kernel",
+                &p,
+                b,
+                a,
+                "kernel parameters that decide what the kernel mounts and starts change, so the machine may not boot again",
+            );
+        }
+    }
+    // A driver the initrd loaded (a disk, a file system, a RAID) taken out of it.
+    for p in [
+        ["boot", "initrd", "availableKernelModules"],
+        ["boot", "initrd", "kernelModules"],
+    ] {
+        let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+        let lost = match (b.list(&[]), a.list(&[])) {
+            (Some(old), Some(new)) => old.iter().any(|x| !new.contains(x)),
+            (Some(old), None) => !old.is_empty(),
+            (None, _) => b != a,
+        };
+        if lost {
+            push(
+                out,
+                "boot.kernel",
+                &p,
+                b,
+                a,
+                "a module the initrd loads to find the root file system goes away, so the machine may not boot again",
+            );
+        }
+    }
+    // An encrypted disk the initrd opens, removed or pointed elsewhere.
+    let luks = ["boot", "initrd", "luks", "devices"];
+    for n in names(ctx, &luks) {
+        let q = [&luks[..], &[n.as_str()]].concat();
+        let dev = [&q[..], &["device"]].concat();
+        let (bn, an) = (at(ctx.before, &q), at(ctx.after, &q));
+        let gone = bn.exists() && !an.exists();
+        let moved = bn.exists() && at(ctx.before, &dev) != at(ctx.after, &dev);
+        if gone || moved || (bn.exists() && an == V::Unknown && bn != V::Unknown) {
+            push(
+                out,
+                "boot.kernel",
+                &q,
+                bn,
+                an,
+                &format!("the initrd no longer opens encrypted disk {n} as before, so the machine may not boot again"),
+            );
+        }
+    }
+    let base = ["boot", "initrd", "luks", "devices"];
+    let (b, a) = (at(ctx.before, &base), at(ctx.after, &base));
+    if a == V::Unknown && b != V::Unknown && b.exists() {
+        push(
+            out,
+            "boot.kernel",
+            &base,
+            b,
+            a,
+            "the encrypted disks the initrd opens may change, so the machine may not boot again",
+        );
+    }
+}
+
+/// How a file system is found: its `device` (NixOS's default for one given by `label` is
+/// `/dev/disk/by-label/<label>`) and type.
+fn source(t: &Value, mount: &str) -> Value {
+    let get = |k: &str| at(t, &["fileSystems", mount, k]);
+    let device = match (get("device"), get("label")) {
+        (V::Absent | V::Known(Value::Null), V::Known(Value::String(l))) => {
+            json!(format!("/dev/disk/by-label/{l}"))
+        }
+        (d, _) => d.shown(),
+    };
+    json!({ "device": device, "fsType": get("fsType").shown() })
+}
+
+pub(super) fn file_systems(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let base = ["fileSystems"];
+    let (b, a) = (at(ctx.before, &base), at(ctx.after, &base));
+    if b == a {
+        return;
+    }
+    if a == V::Unknown && b.exists() {
+        push(
+            out,
+            "filesystem.change",
+            &base,
+            b,
+            a,
+            "the mounted file systems may change, so the machine may not boot again",
+        );
+        return;
+    }
+    for m in names(ctx, &base) {
+        let p = ["fileSystems", m.as_str()];
+        let (bm, am) = (at(ctx.before, &p), at(ctx.after, &p));
+        if bm == am || !bm.exists() {
+            continue;
+        }
+        let needed =
+            at(ctx.before, &["fileSystems", &m, "neededForBoot"]).flag(false) != Some(false);
+        if !am.exists() {
+            if BOOT_MOUNTS.contains(&m.as_str()) || needed {
+                push(
+                    out,
+                    "filesystem.change",
+                    &p,
+                    bm,
+                    V::Absent,
+                    &format!("removes the mount of {m}, which the machine needs to boot"),
+                );
+            }
+            continue;
+        }
+        let (was, now) = (source(ctx.before, &m), source(ctx.after, &m));
+        if was != now {
+            push_values(
+                out,
+                "filesystem.change",
+                &p,
+                was,
+                now,
+                &format!("changes which device is mounted at {m} (its data may not be there, and the boot may stop)"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(before: Value, after: Value) -> Vec<&'static str> {
+        let ctx = Ctx {
+            before: &before,
+            after: &after,
+            unevaluable: &[],
+            critical: &[],
+            package_kind: "package.remove_critical",
+        };
+        let mut k: Vec<&str> = findings(&ctx).iter().map(|f| f.kind).collect();
+        k.dedup();
+        k
+    }
+
+    fn undecidable() -> Value {
+        json!({ "__osmoda": "undecidable" })
+    }
+
+    #[test]
+    fn boot_loader_kernel_and_mounts_are_gated_and_their_harmless_siblings_are_not() {
+        let grub = |x: Value| json!({"boot": {"loader": {"grub": x}}});
+        let params = |p: Value| json!({"boot": {"kernelParams": p}});
+        let initrd = |m: Value| json!({"boot": {"initrd": {"availableKernelModules": m}}});
+        let fs = |x: Value| json!({"fileSystems": x});
+        let root = json!({"device": "/dev/disk/by-label/nixos", "fsType": "ext4"});
+        let net = |x: Value| json!({"systemd": {"network": x}});
+        let wired = json!({"matchConfig": {"Name": "en*"}, "networkConfig": {"DHCP": "yes"}});
+        for (before, after, expected) in [
+            // The loader.
+            (
+                grub(json!({"device": "/dev/vda"})),
+                grub(json!({"device": "/dev/vdb"})),
+                vec!["boot.loader"],
+            ),
+            (
+                grub(json!({"enable": true, "device": "/dev/vda"})),
+                grub(json!({"enable": false, "device": "/dev/vda"})),
+                vec!["boot.loader"],
+            ),
+            (
+                grub(json!({"device": "/dev/vda"})),
+                grub(json!({"enable": false, "device": "/dev/vda"})),
+                vec!["boot.loader"],
+            ),
+            (
+                grub(json!({"device": "/dev/vda"})),
+                json!({}),
+                vec!["boot.loader"],
+            ),
+            (
+                grub(json!({"device": "/dev/vda"})),
+                grub(json!({"device": undecidable()})),
+                vec!["boot.loader"],
+            ),
+            (
+                grub(json!({"device": "/dev/vda"})),
+                json!({"boot": {"loader": undecidable()}}),
+                vec!["boot.loader"],
+            ),
+            (
+                json!({}),
+                json!({"boot": {"loader": {"systemd-boot": {"enable": true}}}}),
+                vec!["boot.loader"],
+            ),
+            // ... not its look or menu, and not saying the default out loud.
+            (
+                grub(json!({"device": "/dev/vda"})),
+                grub(
+                    json!({"device": "/dev/vda", "enable": true, "configurationLimit": 10, "theme": "x"}),
+                ),
+                vec![],
+            ),
+            (
+                grub(json!({"device": "/dev/vda"})),
+                json!({"boot": {"loader": {"timeout": 3, "grub": {"device": "/dev/vda"}}}}),
+                vec![],
+            ),
+            // Kernel parameters that decide what boots; not the quiet ones.
+            (
+                params(json!(["quiet"])),
+                params(json!(["quiet", "init=/bin/sh"])),
+                vec!["boot.kernel"],
+            ),
+            (
+                params(json!(["root=/dev/vda1"])),
+                params(json!([])),
+                vec!["boot.kernel"],
+            ),
+            (
+                json!({}),
+                params(json!(["systemd.unit=rescue.target"])),
+                vec!["boot.kernel"],
+            ),
+            (
+                params(json!([])),
+                params(json!(["panic=1"])),
+                vec!["boot.kernel"],
+            ),
+            (
+                params(json!(["quiet"])),
+                params(undecidable()),
+                vec!["boot.kernel"],
+            ),
+            (
+                params(json!(["quiet"])),
+                params(json!(["quiet", "loglevel=4", "nomodeset"])),
+                vec![],
+            ),
+            (json!({}), params(json!(["console=ttyS0"])), vec![]),
+            // The initrd's drivers and encrypted disks.
+            (
+                initrd(json!(["virtio_blk", "ahci"])),
+                initrd(json!(["ahci"])),
+                vec!["boot.kernel"],
+            ),
+            (
+                initrd(json!(["ahci"])),
+                initrd(json!(["ahci", "nvme"])),
+                vec![],
+            ),
+            (
+                json!({"boot": {"initrd": {"luks": {"devices": {"root": {"device": "/dev/vda2"}}}}}}),
+                json!({"boot": {"initrd": {"luks": {"devices": {"root": {"device": "/dev/vda3"}}}}}}),
+                vec!["boot.kernel"],
+            ),
+            (
+                json!({"boot": {"initrd": {"luks": {"devices": {"root": {"device": "/dev/vda2"}}}}}}),
+                json!({}),
+                vec!["boot.kernel"],
+            ),
+            (
+                json!({"boot": {"initrd": {"luks": {"devices": {"root": {"device": "/dev/vda2"}}}}}}),
+                json!({"boot": {"initrd": {"luks": {"devices": {"root": {"device": "/dev/vda2", "allowDiscards": true}}}}}}),
+                vec![],
+            ),
+            // File systems: a boot mount removed, any mount's device changed.
+            (
+                fs(json!({"/": root})),
+                fs(json!({})),
+                vec!["filesystem.change"],
+            ),
+            (
+                fs(json!({"/boot": {"device": "/dev/vda1"}})),
+                json!({}),
+                vec!["filesystem.change"],
+            ),
+            (
+                fs(json!({"/": root})),
+                fs(json!({"/": {"device": "/dev/vdb1", "fsType": "ext4"}})),
+                vec!["filesystem.change"],
+            ),
+            (
+                fs(json!({"/": root})),
+                fs(json!({"/": {"label": "nixos2", "fsType": "ext4"}})),
+                vec!["filesystem.change"],
+            ),
+            // The same device by its label.
+            (
+                fs(json!({"/": root})),
+                fs(json!({"/": {"label": "nixos", "fsType": "ext4"}})),
+                vec![],
+            ),
+            (
+                fs(json!({"/": root})),
+                fs(json!({"/": {"device": "/dev/disk/by-label/nixos", "fsType": "btrfs"}})),
+                vec!["filesystem.change"],
+            ),
+            (
+                fs(json!({"/srv": {"device": "/dev/vdc"}})),
+                fs(json!({"/srv": {"device": "/dev/vdd"}})),
+                vec!["filesystem.change"],
+            ),
+            (
+                fs(json!({"/srv": {"device": "/dev/vdc", "neededForBoot": true}})),
+                fs(json!({})),
+                vec!["filesystem.change"],
+            ),
+            (
+                fs(json!({"/": root})),
+                fs(undecidable()),
+                vec!["filesystem.change"],
+            ),
+            (
+                fs(json!({"/": root})),
+                fs(json!({"/": root, "/srv": {"device": "/dev/vdc"}})),
+                vec![],
+            ),
+            (
+                fs(json!({"/srv": {"device": "/dev/vdc"}})),
+                fs(json!({})),
+                vec![],
+            ),
+            (
+                fs(json!({"/": root})),
+                fs(
+                    json!({"/": {"device": "/dev/disk/by-label/nixos", "fsType": "ext4", "options": ["noatime"]}}),
+                ),
+                vec![],
+            ),
+            // systemd-networkd, where it runs.
+            (
+                net(json!({"enable": true, "networks": {"10-wired": wired}})),
+                net(json!({"enable": true})),
+                vec!["ssh.access"],
+            ),
+            (
+                net(json!({"enable": true, "networks": {"10-wired": wired}})),
+                net(json!({"enable": false, "networks": {"10-wired": wired}})),
+                vec!["ssh.access"],
+            ),
+            (
+                net(json!({"enable": true, "networks": {"10-wired": wired}})),
+                net(
+                    json!({"enable": true, "networks": {"10-wired": {"matchConfig": {"Name": "en*"}, "networkConfig": {"DHCP": "no"}}}}),
+                ),
+                vec!["ssh.access"],
+            ),
+            (
+                net(json!({"enable": true, "networks": {"10-wired": wired}})),
+                net(
+                    json!({"enable": true, "networks": {"10-wired": wired, "00-all": {"matchConfig": {"Name": "*"}}}}),
+                ),
+                vec!["ssh.access"],
+            ),
+            (
+                net(json!({"enable": true, "networks": {"10-wired": wired}})),
+                net(json!({"enable": true, "networks": undecidable()})),
+                vec!["ssh.access"],
+            ),
+            (
+                net(json!({"enable": true, "networks": {"10-wired": wired}})),
+                net(
+                    json!({"enable": true, "networks": {"10-wired": {"matchConfig": {"Name": "en*"}, "networkConfig": {"DHCP": "yes", "DNS": ["1.1.1.1"]}}}}),
+                ),
+                vec![],
+            ),
+            (
+                net(json!({"networks": {"10-wired": wired}})),
+                net(json!({})),
+                vec![],
+            ),
+        ] {
+            assert_eq!(
+                kinds(before.clone(), after.clone()),
+                expected,
+                "{before} → {after}"
+            );
+        }
+    }
+}
