@@ -19,7 +19,13 @@ pub enum Owner {
     Agentd,
     /// One osModa daemon, appending through `/events/append`.
     Daemon(&'static Daemon),
+    /// The OpenClaw gateway ([`GATEWAY`]): its user (`--relay-user`), outside the command
+    /// sandbox. The bridge records OpenClaw's built-in file tools there as `gateway.<tool>`.
+    Gateway,
 }
+
+/// The name the bridge appends under for the OpenClaw gateway.
+pub const GATEWAY: &str = "openclaw-gateway";
 
 /// An osModa daemon as the NixOS module runs it.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,6 +86,7 @@ pub const NAMESPACES: &[(&str, Owner)] = &[
     ("egress.", Owner::Daemon(&EGRESS)),
     ("mesh.", Owner::Daemon(&MESH)),
     ("voice.", Owner::Daemon(&VOICE)),
+    ("gateway.", Owner::Gateway),
 ];
 
 /// The daemons named in [`NAMESPACES`].
@@ -162,7 +169,48 @@ pub fn check_claim(peer: &Peer, claimed: &str) -> Result<(), ApiError> {
 /// 400 for agentd's own namespaces (no caller may append them); 403 for a daemon's namespace
 /// when the caller is not that daemon.
 pub fn check_append(peer: &Peer, claimed: &str, kind: &str) -> Result<(), ApiError> {
+    check_append_as(peer, claimed, kind, None)
+}
+
+/// [`check_append`], knowing the gateway's uid (`Settings::relay_uid`; `None`: no gateway, so
+/// nobody may append its namespace).
+///
+/// # Errors
+/// As [`check_append`]; 403 for `gateway.` unless the caller is the gateway's user outside the
+/// command sandbox and names itself [`GATEWAY`].
+pub fn check_append_as(
+    peer: &Peer,
+    claimed: &str,
+    kind: &str,
+    gateway_uid: Option<u32>,
+) -> Result<(), ApiError> {
     match owner_of(kind) {
+        Some((prefix, Owner::Gateway)) => {
+            let why = if claimed != GATEWAY {
+                Some(format!("the caller names itself {claimed:?}, not {GATEWAY}"))
+            } else if let Some(uid) = gateway_uid {
+                match peer.uid {
+                    Some(u) if u == uid => peer
+                        .require_outside_boundary()
+                        .err()
+                        .map(|_| "it runs inside the command sandbox".to_string()),
+                    u => Some(format!(
+                        "it runs as uid {}, and the gateway as uid {uid}",
+                        u.map_or("?".into(), |u| u.to_string())
+                    )),
+                }
+            } else {
+                Some("no gateway user is configured (agentd --relay-user)".into())
+            };
+            match why {
+                None => Ok(()),
+                Some(why) => Err(forbidden(
+                    format!("event types starting with `{prefix}` are written only by the OpenClaw gateway: {why}"),
+                    peer,
+                    "your own events go under a prefix nobody reserved, e.g. `<your name>.`".into(),
+                )),
+            }
+        }
         None => check_claim(peer, claimed),
         Some((prefix, Owner::Agentd)) => Err(ApiError::bad_request(format!(
             "event types starting with `{prefix}` (in any letter case) are written only by agentd's own endpoints"
@@ -191,6 +239,7 @@ fn reserved_list() -> serde_json::Value {
             let owner = match o {
                 Owner::Agentd => "agentd",
                 Owner::Daemon(d) => d.name,
+                Owner::Gateway => GATEWAY,
             };
             ((*p).to_string(), json!(owner))
         })
@@ -295,6 +344,49 @@ mod tests {
             mnt_ns: None,
         };
         assert!(not_the_daemon(&anonymous, &WATCH).is_some());
+    }
+
+    #[test]
+    fn the_gateway_namespace_is_the_gateway_users_alone() {
+        let me = own_uid();
+        let other = if me == 4242 { 4243 } else { 4242 };
+        let node = peer(me, i32::MAX, "node");
+        let status = |r: Result<(), ApiError>| r.err().map(|e| e.status.as_u16());
+        // Its user, outside the sandbox, under its name (the executable is Node's, any name).
+        assert_eq!(
+            status(check_append_as(&node, GATEWAY, "gateway.write", Some(me))),
+            None
+        );
+        assert_eq!(
+            status(check_append_as(&node, GATEWAY, "Gateway.edit", Some(me))),
+            None
+        );
+        // Another uid, another name, no gateway configured, inside the sandbox: refused.
+        for (p, claimed, uid) in [
+            (node.clone(), GATEWAY, Some(other)),
+            (node.clone(), "agent", Some(me)),
+            (node.clone(), GATEWAY, None),
+        ] {
+            assert_eq!(
+                status(check_append_as(&p, claimed, "gateway.write", uid)),
+                Some(403),
+                "{claimed} {uid:?}"
+            );
+        }
+        let mut boxed = node.clone();
+        boxed.mnt_ns = Some("mnt:[1]".into());
+        let e = check_append_as(&boxed, GATEWAY, "gateway.write", Some(me)).unwrap_err();
+        assert_eq!(e.status.as_u16(), 403);
+        // The old entry point knows no gateway: nobody appends there.
+        assert_eq!(
+            status(check_append(&node, GATEWAY, "gateway.write")),
+            Some(403)
+        );
+        // Other namespaces are unaffected by being the gateway's user.
+        assert_eq!(
+            status(check_append_as(&node, GATEWAY, "gatewayish.x", Some(me))),
+            None
+        );
     }
 
     #[test]

@@ -154,7 +154,7 @@ pub async fn append(
         ));
     }
     check_appended_type(&req.kind)?;
-    crate::namespaces::check_append(&peer, &req.daemon, &req.kind)?;
+    crate::namespaces::check_append_as(&peer, &req.daemon, &req.kind, st.settings.relay_uid)?;
     let dedup = match req.dedup {
         Some(d) => Some(bind_dedup(&peer, &req.daemon, d)?),
         None => None,
