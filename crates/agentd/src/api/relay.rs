@@ -10,7 +10,7 @@
 //!
 //! The decision is recorded like one made on the approval socket (`approval.approved` /
 //! `approval.denied` by a `human[...]` actor) with the person the gateway reports: channel,
-//! sender id and owner flag. Only the owner may decide; only tickets the gate opened are relayed.
+//! sender id and owner flag. Only the owner may decide; only tickets the gate or osmoda-keyd opened are relayed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::approvals::{Ticket, GATE};
+use super::approvals::{Ticket, GATE, KEYD};
 use crate::error::{ApiError, Json};
 use crate::peer::Peer;
 use crate::AppState;
@@ -143,9 +143,11 @@ pub async fn decide(
     }
     let mut approvals = st.approvals.lock().await;
     let t = approvals.get(&id)?;
-    if t.origin != GATE {
+    // Tickets agentd's gate or osmoda-keyd opened describe the effect themselves; an agent's
+    // own request carries only its words, so it is decided with agentctl.
+    if t.origin != GATE && t.origin != KEYD {
         return Err(forbidden(
-            format!("ticket {id} was requested by the agent, not opened by the gate; it is decided with agentctl only"),
+            format!("ticket {id} was requested by the agent, not opened by the gate or osmoda-keyd; it is decided with agentctl only"),
             "`agentctl approvals list` shows it with the agent's words",
         ));
     }
