@@ -435,6 +435,7 @@ let
       tg = d.gateway.channels.telegram // dropNulls (get channels "telegram" { });
       wa = d.gateway.channels.whatsapp // dropNulls (get channels "whatsapp" { });
       sock = name: get (section cfg name) "socket" d.${name}.socket;
+      routinesOn = get (section cfg "routines") "enable" d.routines.enable;
     in
     {
       gateway = {
@@ -442,7 +443,10 @@ let
         bind = "loopback";
         port = get gw "port" d.gateway.port;
         auth.mode = "token";
-      };
+      }
+      # osmoda-routines' prompt actions start agent turns through the OpenAI-compatible
+      # endpoint (token auth, loopback only, like the rest of the gateway).
+      // (if routinesOn then { http.endpoints.chatCompletions.enabled = true; } else { });
       tools = {
         deny = [ "exec" "process" ];
         toolSearch = false;
@@ -455,6 +459,8 @@ let
           config = {
             agentdSocket = sock "agentd";
             watchSocket = sock "watch";
+            keydSocket = sock "keyd";
+            routinesSocket = sock "routines";
             relaySocket = get gw "relaySocket" d.gateway.relaySocket;
             configTree = get cfg "configTree" d.configTree;
           };

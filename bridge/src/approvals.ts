@@ -46,9 +46,17 @@ export function callKey(tool: string, params: unknown): string {
   return `${tool} ${JSON.stringify(sorted(params ?? {}))}`;
 }
 
-/** The gate's ticket in a 403's detail, if the refusal carries one. */
+/**
+ * The ticket in a 403's detail, if the refusal carries one: the gate's shape (`{ticket: id,
+ * effect, approve, expires_at}`) or a daemon's (`{kind: "approval_required", ticket: Ticket}`,
+ * osmoda-keyd), whose `Ticket` carries its own `effect` and `expires_at`.
+ */
 export function ticketOf(detail: unknown): OpenTicket | undefined {
-  const d = detail as { ticket?: unknown; effect?: unknown; approve?: unknown; expires_at?: unknown } | null;
+  let d = detail as { ticket?: unknown; effect?: unknown; approve?: unknown; expires_at?: unknown } | null;
+  if (d && (d as { kind?: unknown }).kind === "approval_required" && d.ticket && typeof d.ticket === "object") {
+    const t = d.ticket as { id?: unknown; effect?: unknown; expires_at?: unknown };
+    d = { ticket: t.id, effect: t.effect, expires_at: t.expires_at };
+  }
   if (!d || typeof d.ticket !== "string") return undefined;
   return {
     ticket: d.ticket,

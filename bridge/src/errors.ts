@@ -64,8 +64,9 @@ function detailText(detail: unknown): string {
  */
 export function daemonError(daemon: string, what: string, res: DaemonResponse): Error {
   const { error, detail } = errorBody(res.body);
-  const d = detail as { operation?: unknown; ticket?: unknown } | null;
-  if (res.status === 403 && d && typeof d === "object" && "operation" in d) {
+  const d = detail as { operation?: unknown; ticket?: unknown; kind?: unknown } | null;
+  // The gate's refusal carries the operation; a daemon's (osmoda-keyd) says `approval_required`.
+  if (res.status === 403 && d && typeof d === "object" && ("operation" in d || d.kind === "approval_required")) {
     return new ToolAuthorizationError(
       `${daemon} refused ${what}: ${error} A person must approve this exact operation before it can run; ` +
         `nothing was changed.${detailText(detail)}`,

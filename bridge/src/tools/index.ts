@@ -1,7 +1,21 @@
 //! Every tool the bridge registers, one module per daemon.
 
 import { agentdTools } from "./agentd.ts";
+import { keydTools } from "./keyd.ts";
+import { routinesTools } from "./routines.ts";
 import { watchTools } from "./watch.ts";
 
+/**
+ * Each daemon's tools (`src/tools/<daemon>.ts`), in registration order. A new daemon adds one
+ * row; its gateway test names the row with `coverageOf("<row>")` (test/harness.ts), and a unit
+ * test checks that every row is covered by some test file.
+ */
+export const toolModules = {
+  agentd: agentdTools,
+  watch: watchTools,
+  keyd: keydTools,
+  routines: routinesTools,
+};
+
 /** All tools, in the order they are registered. `openclaw.plugin.json`'s `contracts.tools` lists exactly these names. */
-export const allTools = [...agentdTools, ...watchTools];
+export const allTools = Object.values(toolModules).flat();
