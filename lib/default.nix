@@ -195,6 +195,18 @@ let
       socket = "/run/osmoda/egress.sock";
       listen = "127.0.0.1:19999";
       capabilities = { };
+      # agentd publishes its capability public key and revoked token ids here.
+      publicKeyFile = "/var/lib/osmoda/capability/public.key";
+      revocationFile = "/var/lib/osmoda/capability/revoked";
+      allowRanges = [ ];
+      nameservers = [ ];
+      limits = {
+        headerTimeoutSecs = 10;
+        connectTimeoutSecs = 10;
+        idleTimeoutSecs = 300;
+        maxTunnels = 4096;
+        ratePerMinute = 600;
+      };
     };
     capability = {
       ports = [ 443 ];
@@ -408,10 +420,25 @@ let
         };
 
       egress =
-        extra egress (serviceKeys ++ [ "listen" "capabilities" ])
+        let
+          limits = get egress "limits" { };
+          limit = key: name: { ${key} = get limits name d.egress.limits.${name}; };
+        in
+        extra egress (serviceKeys ++ [ "listen" "capabilities" "publicKeyFile" "revocationFile" "allowRanges" "nameservers" "limits" ])
         // {
           listen = get egress "listen" d.egress.listen;
           capabilities = mapAttrs (_: renderCapability) (get egress "capabilities" { });
+          public_key_file = get egress "publicKeyFile" d.egress.publicKeyFile;
+          revocation_file = get egress "revocationFile" d.egress.revocationFile;
+          allow_ranges = get egress "allowRanges" d.egress.allowRanges;
+          nameservers = get egress "nameservers" d.egress.nameservers;
+          limits =
+            extra limits [ "headerTimeoutSecs" "connectTimeoutSecs" "idleTimeoutSecs" "maxTunnels" "ratePerMinute" ]
+            // limit "header_timeout_secs" "headerTimeoutSecs"
+            // limit "connect_timeout_secs" "connectTimeoutSecs"
+            // limit "idle_timeout_secs" "idleTimeoutSecs"
+            // limit "max_tunnels" "maxTunnels"
+            // limit "rate_per_minute" "ratePerMinute";
         };
 
       voice =

@@ -429,6 +429,27 @@ in
         default = { };
         description = "Capabilities a sandbox token may name.";
       };
+      publicKeyFile = mkOption { type = types.str; default = d.egress.publicKeyFile; description = "agentd's capability-token public key (hex), re-read when it changes."; };
+      revocationFile = mkOption { type = types.str; default = d.egress.revocationFile; description = "Revoked token ids, one per line, re-read when it changes; a missing file revokes nothing."; };
+      allowRanges = mkOption {
+        type = types.listOf types.str;
+        default = d.egress.allowRanges;
+        example = [ "192.168.10.0/24" ];
+        description = "CIDR ranges that may be dialled although private, loopback or otherwise special (and IP-literal targets inside them). For LANs and tests; empty by default.";
+      };
+      nameservers = mkOption {
+        type = types.listOf types.str;
+        default = d.egress.nameservers;
+        example = [ "127.0.0.53:53" ];
+        description = "DNS servers (`ip:port`) the proxy resolves with, instead of /etc/resolv.conf.";
+      };
+      limits = {
+        headerTimeoutSecs = mkOption { type = types.ints.positive; default = d.egress.limits.headerTimeoutSecs; description = "Time for a client to send its whole CONNECT head."; };
+        connectTimeoutSecs = mkOption { type = types.ints.positive; default = d.egress.limits.connectTimeoutSecs; description = "Time for resolving and connecting to a destination."; };
+        idleTimeoutSecs = mkOption { type = types.ints.positive; default = d.egress.limits.idleTimeoutSecs; description = "A tunnel idle this long is closed."; };
+        maxTunnels = mkOption { type = types.ints.positive; default = d.egress.limits.maxTunnels; description = "Tunnels open at once; more are refused (503)."; };
+        ratePerMinute = mkOption { type = types.ints.positive; default = d.egress.limits.ratePerMinute; description = "CONNECTs per token per minute; more are refused (429)."; };
+      };
     };
 
     voice = daemonOptions "voice" "osmoda-voice" // {

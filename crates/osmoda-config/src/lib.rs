@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 pub const DEFAULT_APPROVAL_SOCKET: &str = "/run/osmoda-admin/approval.sock";
 
 pub use agentd::{AgentdConfig, ApprovalConfig, DaemonEndpoints, MemoryConfig};
-pub use egress::{Capability, EgressConfig};
+pub use egress::{Capability, EgressConfig, EgressLimits};
 pub use health::HealthCheck;
 pub use keyd::{Amount, Chain, ChainPolicy, KeydConfig, Policy, TokenPolicy, WalletPolicy};
 pub use mesh::{MeshConfig, Peer, PeerKeys};

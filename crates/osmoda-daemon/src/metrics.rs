@@ -14,7 +14,8 @@
 //!   group commit;
 //! - `osmoda_config_edits_total{outcome}`, `osmoda_switches_total{state}`,
 //!   `osmoda_watcher_checks_total{result}`, `osmoda_routine_runs_total{state}`;
-//! - `osmoda_keyd_signatures_total{chain,kind}`, `osmoda_keyd_denials_total{reason}`.
+//! - `osmoda_keyd_signatures_total{chain,kind}`, `osmoda_keyd_denials_total{reason}`;
+//! - `osmoda_egress_decisions_total{outcome,reason}`, `osmoda_egress_tunnels_open`.
 
 use std::sync::OnceLock;
 
@@ -75,6 +76,14 @@ pub struct Metrics {
     routine_runs: Family<StateLabel, Counter>,
     signatures: Family<SignatureLabels, Counter>,
     denials: Family<ReasonLabel, Counter>,
+    egress: Family<DecisionLabels, Counter>,
+    tunnels: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: &'static str,
+    reason: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -158,7 +167,21 @@ impl Metrics {
             "keyd requests the policy denied, by rule",
             denials.clone(),
         );
+        let egress = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "egress_decisions",
+            "CONNECT requests osmoda-egress allowed or denied, by reason",
+            egress.clone(),
+        );
+        let tunnels = Gauge::default();
+        registry.register(
+            "egress_tunnels_open",
+            "Tunnels osmoda-egress holds open now",
+            tunnels.clone(),
+        );
         Metrics {
+            egress,
+            tunnels,
             signatures,
             denials,
             registry,
@@ -259,6 +282,21 @@ impl Metrics {
                 reason: label(reason),
             })
             .inc();
+    }
+
+    /// Counts one egress decision (`outcome` = `allow`/`deny`, `reason` = the rule).
+    pub fn egress_decision(&self, outcome: &'static str, reason: &str) {
+        self.egress
+            .get_or_create(&DecisionLabels {
+                outcome,
+                reason: label(reason),
+            })
+            .inc();
+    }
+
+    /// Changes the number of open egress tunnels by `delta`.
+    pub fn egress_tunnels(&self, delta: i64) {
+        self.tunnels.inc_by(delta);
     }
 
     /// The registry as OpenMetrics text.

@@ -1,0 +1,129 @@
+//! osmoda-egress daemon: parses flags, reads egress.json, binds the proxy's listeners and the
+//! status socket, calls [`osmoda_egress::Proxy::serve`]. `relay` is the Ring 1 helper that runs
+//! inside a sandbox.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use osmoda_egress::events::Events;
+use osmoda_egress::Proxy;
+
+/// The loopback CONNECT proxy that is a sandboxed tool's only path out.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Unix socket serving `/health` and `/metrics`.
+    #[arg(long, default_value = "/run/osmoda/egress.sock")]
+    socket: PathBuf,
+    /// Unix socket that also accepts CONNECT (bound into Ring 1 sandboxes, behind the relay).
+    #[arg(long, default_value = "/run/osmoda/egress-proxy.sock")]
+    proxy_socket: PathBuf,
+    /// egress.json (rendered by the NixOS module or the local backend).
+    #[arg(long, default_value = "/etc/osmoda/egress.json")]
+    config: PathBuf,
+    /// State directory (the ledger event spool).
+    #[arg(long, default_value = "/var/lib/osmoda/egress")]
+    state_dir: PathBuf,
+    /// agentd's socket, where events go.
+    #[arg(long, default_value = "/run/osmoda/agentd.sock")]
+    agentd_socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Validate an egress.json file and exit (non-zero with the reason when invalid).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Inside a sandbox: listen on a loopback TCP address and pass every connection to the
+    /// proxy's Unix socket. Prints `listening <addr>` on stdout once ready.
+    Relay {
+        /// Loopback address to listen on (`127.0.0.1:3128`; port 0 picks one).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The proxy's Unix socket as seen inside the sandbox.
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Cmd::CheckConfig { file }) = &cli.cmd {
+        osmoda_config::check_config("egress", file)?;
+        let cfg: osmoda_config::EgressConfig = osmoda_config::load(file)?;
+        osmoda_egress::policy::parse_capabilities(&cfg.capabilities).map_err(anyhow::Error::msg)?;
+        println!("{}: ok", file.display());
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new()?;
+    if let Some(Cmd::Relay { listen, to }) = cli.cmd {
+        return rt.block_on(async move {
+            anyhow::ensure!(
+                listen.ip().is_loopback(),
+                "the relay listens on loopback only"
+            );
+            let l = tokio::net::TcpListener::bind(listen).await?;
+            println!("listening {}", l.local_addr()?);
+            osmoda_egress::relay::run(l, to).await?;
+            Ok(())
+        });
+    }
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    osmoda_daemon::raise_fd_limit()?;
+    let cfg: osmoda_config::EgressConfig = osmoda_config::load(&cli.config)
+        .with_context(|| format!("loading {}", cli.config.display()))?;
+    let listen: SocketAddr = cfg
+        .listen
+        .parse()
+        .with_context(|| format!("listen {:?} must be ip:port", cfg.listen))?;
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind {listen}"))?;
+    // Mode 0666: a sandbox's relay runs as the sandbox's user; the token is the credential.
+    let relay = osmoda_daemon::bind_unix(&cli.proxy_socket, 0o666)
+        .with_context(|| format!("bind {}", cli.proxy_socket.display()))?;
+    let status = osmoda_daemon::bind_unix(&cli.socket, 0o660)
+        .with_context(|| format!("bind {}", cli.socket.display()))?;
+    let reporter =
+        osmoda_client::Reporter::open(&cli.agentd_socket, &cli.state_dir.join("spool"), "egress")?;
+    let proxy = Arc::new(
+        Proxy::new(&cfg, tcp.local_addr()?, Events::new(Some(reporter)))
+            .map_err(anyhow::Error::msg)?,
+    );
+    let (trigger, shutdown) = osmoda_daemon::shutdown_channel();
+    osmoda_daemon::fire_on_signals(trigger)?;
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+    );
+    let limits = osmoda_daemon::server::Limits::small();
+    let sd = shutdown.clone();
+    let status_task = tokio::spawn(async move {
+        osmoda_daemon::server::serve(status, "egress", limits, app, |_| (), sd).await
+    });
+    osmoda_daemon::notify_ready();
+    tracing::info!(
+        "osmoda-egress proxying on {listen} and {}",
+        cli.proxy_socket.display()
+    );
+    Arc::clone(&proxy).serve(tcp, Some(relay), shutdown).await?;
+    osmoda_daemon::notify_stopping();
+    let _ = status_task.await;
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The real `osmoda-egress` binary end to end, inside a network namespace with only loopback:
+//! `curl` reaches a TLS server on loopback through the proxy with a token (the allow range is
+//! in this test's config only) and nothing else; the status socket serves `/metrics`;
+//! `check-config` judges files.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::dns::{self, Rec};
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_osmoda-egress");
+
+/// Kills its child when dropped, so a failing assertion leaves no process behind.
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A self-signed certificate for `name` (openssl, real TLS).
+fn cert(dir: &Path, name: &str) {
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .args([
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// `openssl s_server -www` on `addr`, returned once it printed ACCEPT.
+fn tls_server(dir: &Path, addr: &str) -> Child {
+    let mut c = Command::new("openssl")
+        .args(["s_server", "-www", "-accept", addr])
+        .arg("-cert")
+        .arg(dir.join("cert.pem"))
+        .arg("-key")
+        .arg(dir.join("key.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(c.stdout.take().unwrap());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 && !line.contains("ACCEPT") {
+        line.clear();
+    }
+    assert!(line.contains("ACCEPT"), "s_server did not start");
+    c
+}
+
+/// Starts the daemon and waits for its READY=1.
+fn daemon(dir: &Path, config: &Path) -> Kill {
+    let notify = dir.join("notify.sock");
+    let rx = UnixDatagram::bind(&notify).unwrap();
+    let child = Kill(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .arg("--socket")
+            .arg(dir.join("egress.sock"))
+            .arg("--proxy-socket")
+            .arg(dir.join("egress-proxy.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--agentd-socket")
+            .arg(dir.join("agentd.sock"))
+            .env("NOTIFY_SOCKET", &notify)
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 256];
+    loop {
+        let n = rx.recv(&mut buf).unwrap();
+        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+            return child;
+        }
+    }
+}
+
+fn curl(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+#[test]
+fn curl_through_the_real_daemon() {
+    in_netns("curl_through_the_real_daemon", || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let keys = Keys::new();
+        let dir = keys.dir.path().to_path_buf();
+        let mut z: dns::Zone = HashMap::new();
+        z.insert(
+            "api.allowed.test".into(),
+            vec![Rec::Ip("127.0.0.2".parse().unwrap())],
+        );
+        z.insert(
+            "other.allowed.test".into(),
+            vec![Rec::Ip("127.0.0.3".parse().unwrap())],
+        );
+        let dns = rt.block_on(dns::serve(z));
+        cert(&dir, "api.allowed.test");
+        let _tls = Kill(tls_server(&dir, "127.0.0.2:8443"));
+        let _tls3 = Kill(tls_server(&dir, "127.0.0.3:8443"));
+        let caps: &[(&str, &[&str], &[u16])] = &[("web", &["*.allowed.test"], &[443, 8443])];
+        let cfg = config(
+            &keys,
+            "127.0.0.1:19999".parse().unwrap(),
+            caps,
+            &["127.0.0.2/32"],
+            dns,
+        );
+        let cfg_path = dir.join("egress.json");
+        std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+
+        let ok = Command::new(BIN)
+            .arg("check-config")
+            .arg(&cfg_path)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let mut bad = cfg.clone();
+        bad.allow_ranges = vec!["127.0.0.2".into()];
+        std::fs::write(dir.join("bad.json"), serde_json::to_vec(&bad).unwrap()).unwrap();
+        let no = Command::new(BIN)
+            .arg("check-config")
+            .arg(dir.join("bad.json"))
+            .output()
+            .unwrap();
+        assert!(!no.status.success());
+        assert!(String::from_utf8_lossy(&no.stderr).contains("allow_ranges[0]"));
+
+        let mut d = daemon(&dir, &cfg_path);
+        let token = keys.token(&[("web", &["api.allowed.test"], &[8443])]);
+        let cacert = dir.join("cert.pem").display().to_string();
+        let proxy = "http://127.0.0.1:19999";
+        let user = format!("osmoda:{token}");
+        // Allowed: the granted name, resolved by the proxy (curl never resolves it).
+        let (ok, out, err) = curl(&[
+            "--proxy",
+            proxy,
+            "--proxy-user",
+            &user,
+            "--cacert",
+            &cacert,
+            "https://api.allowed.test:8443/",
+        ]);
+        assert!(ok, "{err}");
+        assert!(out.contains("s_server"), "{out}");
+        // The same through the proxy URL's userinfo, as HTTPS_PROXY would carry it.
+        let (ok, _, err) = curl(&[
+            "--proxy",
+            &format!("http://osmoda:{token}@127.0.0.1:19999"),
+            "--cacert",
+            &cacert,
+            "https://API.allowed.test.:8443/",
+        ]);
+        assert!(ok, "{err}");
+        // Everything else fails: another name (outside the token), a name outside the allow
+        // range, the literal address, no token.
+        for (url, why) in [
+            ("https://other.allowed.test:8443/", "403"),
+            ("https://127.0.0.3:8443/", "403"),
+            ("https://api.allowed.test:443/", "403"),
+        ] {
+            let (ok, _, err) = curl(&[
+                "--proxy",
+                proxy,
+                "--proxy-user",
+                &user,
+                "--cacert",
+                &cacert,
+                url,
+            ]);
+            assert!(!ok && err.contains(why), "{url}: {err}");
+        }
+        let (ok, _, err) = curl(&[
+            "--proxy",
+            proxy,
+            "--cacert",
+            &cacert,
+            "https://api.allowed.test:8443/",
+        ]);
+        assert!(!ok && err.contains("407"), "{err}");
+        // A token for a name outside the allow range resolves to 127.0.0.3: loopback, refused.
+        let wide = keys.token(&[("web", &["*.allowed.test"], &[8443])]);
+        let (ok, _, err) = curl(&[
+            "--proxy",
+            proxy,
+            "--proxy-user",
+            &format!("osmoda:{wide}"),
+            "--cacert",
+            &cacert,
+            "https://other.allowed.test:8443/",
+        ]);
+        assert!(!ok && err.contains("403"), "{err}");
+
+        // The same proxy on its Unix socket (what the Ring 1 relay forwards to).
+        let mut u = UnixStream::connect(dir.join("egress-proxy.sock")).unwrap();
+        write!(
+            u,
+            "CONNECT api.allowed.test:8443 HTTP/1.1\r\nProxy-Authorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        u.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        drop(u);
+
+        // /metrics on the status socket counts the decisions.
+        let mut s = UnixStream::connect(dir.join("egress.sock")).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut m = String::new();
+        s.read_to_string(&mut m).unwrap();
+        assert!(
+            m.contains(
+                r#"osmoda_egress_decisions_total{outcome="deny",reason="domain-not-granted"} 1"#
+            ),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"osmoda_egress_decisions_total{outcome="deny",reason="ip-literal"} 1"#),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"osmoda_egress_decisions_total{outcome="deny",reason="no-token"} 1"#),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"osmoda_egress_decisions_total{outcome="allow""#),
+            "{m}"
+        );
+
+        // SIGTERM: clean exit; the aggregated allows are in the spool.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(d.0.wait().unwrap().success());
+        let events = spooled(&dir.join("state/spool"));
+        assert!(
+            events
+                .iter()
+                .any(|(t, p)| t == "egress.allow" && p["count"] == 1),
+            "{events:#?}"
+        );
+        assert_eq!(
+            events.iter().filter(|(t, _)| t == "egress.deny").count(),
+            5,
+            "{events:#?}"
+        );
+    });
+}
