@@ -62,12 +62,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}: ok", file.display());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    osmoda_daemon::init_tracing();
     let rt = tokio::runtime::Runtime::new()?;
     if let Some(Cmd::Relay { listen, to }) = cli.cmd {
         return rt.block_on(async move {
@@ -98,16 +93,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Mode 0666: a sandbox's relay runs as the sandbox's user; the token is the credential.
     let relay = osmoda_daemon::bind_unix(&cli.proxy_socket, 0o666)
         .with_context(|| format!("bind {}", cli.proxy_socket.display()))?;
-    let status = osmoda_daemon::bind_unix(&cli.socket, 0o660)
-        .with_context(|| format!("bind {}", cli.socket.display()))?;
     let reporter =
         osmoda_client::Reporter::open(&cli.agentd_socket, &cli.state_dir.join("spool"), "egress")?;
     let proxy = Arc::new(
         Proxy::new(&cfg, tcp.local_addr()?, Events::new(Some(reporter)))
             .map_err(anyhow::Error::msg)?,
     );
-    let (trigger, shutdown) = osmoda_daemon::shutdown_channel();
-    osmoda_daemon::fire_on_signals(trigger)?;
+    // Last: binding the status socket also signals readiness.
+    let (status, shutdown) = osmoda_daemon::listen("osmoda-egress", &cli.socket, 0o660)?;
     let app = axum::Router::new().route(
         "/health",
         axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
