@@ -9,6 +9,8 @@ import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 
 import { Stack, bridgeDir, nodeBin, openclawCli } from "./harness.ts";
+import { allTools } from "../src/tools/index.ts";
+import { renderToolsMd, typeOf } from "../src/tools-md.ts";
 
 const repoDir = resolve(bridgeDir, "..");
 const skillsDir = join(repoDir, "skills");
@@ -61,6 +63,31 @@ describe("the checks themselves", () => {
   });
 });
 
+describe("templates/TOOLS.md", () => {
+  it("is exactly what `npm run tools-md` renders from the registered tools", () => {
+    const file = readFileSync(join(templatesDir, "TOOLS.md"), "utf8");
+    assert.ok(file === renderToolsMd(allTools), "templates/TOOLS.md is stale: run `cd bridge && npm run tools-md` and commit it");
+  });
+  it("documents every tool of contracts.tools with each argument", () => {
+    const file = readFileSync(join(templatesDir, "TOOLS.md"), "utf8");
+    for (const t of manifestTools) assert.ok(file.includes(`## \`${t}\``), `TOOLS.md lacks ${t}`);
+    for (const t of allTools) {
+      for (const arg of Object.keys((t.parameters as any).properties ?? {})) assert.match(file, new RegExp(`^\\| ${arg} \\|`, "m"));
+    }
+  });
+  it("changes when a tool, a description or an argument changes", () => {
+    const base = renderToolsMd(allTools);
+    assert.notEqual(renderToolsMd(allTools.slice(1)), base);
+    assert.notEqual(renderToolsMd([{ ...allTools[0]!, description: "other" }, ...allTools.slice(1)]), base);
+  });
+  it("renders schema types briefly", () => {
+    assert.equal(typeOf({ type: "integer", minimum: 1, maximum: 1000 }), "integer 1..1000");
+    assert.equal(typeOf({ enum: ["asc", "desc"] }), '"asc" \\| "desc"');
+    assert.equal(typeOf({ type: "array", items: { type: "string", pattern: "^/" }, maxItems: 32 }), "[string (absolute path)] ≤ 32");
+    assert.equal(typeOf({ type: "object", required: ["a"], properties: { a: {}, b: {} } }), "{a, b?}");
+  });
+});
+
 describe("skills/", () => {
   it("holds the skills whose tools exist", () => {
     for (const s of ["natural-language-config", "generation-timeline", "drift-detection", "self-healing", "system-monitor",
@@ -93,13 +120,15 @@ describe("skills/", () => {
 });
 
 describe("the real gateway lists the skills", () => {
-  const stack = new Stack();
-  const workspace = join(stack.dir, "workspace");
+  let stack: Stack;
+  let workspace: string;
   before(async () => {
+    stack = new Stack();
+    workspace = join(stack.dir, "workspace");
     cpSync(skillsDir, join(workspace, "skills"), { recursive: true });
     await stack.startGateway({ extraConfig: { agents: { defaults: { workspace } } } });
   });
-  after(() => stack.stop());
+  after(() => stack?.stop());
 
   it("`openclaw skills list --json` shows every skill, eligible with the bridge enabled", () => {
     const r = spawnSync(nodeBin, [openclawCli, "skills", "list", "--json"], {
