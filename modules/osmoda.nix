@@ -758,6 +758,10 @@ in
           OPENCLAW_STATE_DIR = "${cfg.stateDir}/gateway";
         };
         serviceConfig = hardening // {
+          # osModa's skills and agent templates (AGENTS.md, TOOLS.md, ...) into the agent's
+          # workspace (OpenClaw's <state dir>/workspace) before each start, so a new system
+          # brings their new versions; the person's SOUL/IDENTITY/USER.md are never overwritten.
+          ExecStartPre = "${pkgs.bash}/bin/bash ${../scripts/install-workspace.sh} ${../skills} ${../templates} ${cfg.stateDir}/gateway/workspace";
           ExecStart = "${lib.getExe cfg.gateway.package} gateway --port ${toString cfg.gateway.port}";
           # Its own user in the agent group: it reaches the agent sockets in /run/osmoda, never
           # the approval path (a 0700 root directory) or the daemons' secrets; hidden as well,

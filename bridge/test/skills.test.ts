@@ -4,7 +4,8 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 
@@ -18,6 +19,22 @@ const templatesDir = join(repoDir, "templates");
 const manifestTools: string[] = JSON.parse(readFileSync(join(bridgeDir, "openclaw.plugin.json"), "utf8")).contracts.tools;
 const GATE = "plugins.entries.osmoda-bridge.enabled";
 
+/** Every argument name of every registered tool (at any depth), e.g. after_id, wallet_id. */
+export function argumentNames(tools: { parameters: unknown }[]): Set<string> {
+  const out = new Set<string>();
+  const walk = (s: any) => {
+    if (!s || typeof s !== "object") return;
+    if (s.properties) for (const [k, v] of Object.entries(s.properties)) (out.add(k), walk(v));
+    for (const k of ["items", "anyOf", "oneOf", "allOf", "additionalProperties"]) {
+      const v = s[k];
+      if (Array.isArray(v)) v.forEach(walk);
+      else walk(v);
+    }
+  };
+  tools.forEach((t) => walk(t.parameters));
+  return out;
+}
+
 /** Tool families: the first word of every manifest tool, plus the families being added to the bridge. */
 export function families(tools: string[]): Set<string> {
   const f = new Set(tools.map((t) => t.split("_")[0]));
@@ -27,16 +44,17 @@ export function families(tools: string[]): Set<string> {
 
 /**
  * Tool names a markdown text mentions: the first word of each backticked span when it is
- * snake_case, and every snake_case word (anywhere) whose first part is a tool family.
+ * snake_case, and every snake_case word (anywhere) whose first part is a tool family and that is
+ * not an argument name of a tool (`args`).
  */
-export function mentionedTools(text: string, fams: Set<string>): Set<string> {
+export function mentionedTools(text: string, fams: Set<string>, args: Set<string> = new Set()): Set<string> {
   const out = new Set<string>();
   for (const m of text.matchAll(/`([^`\n]+)`/g)) {
     const w = /^([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\b/.exec(m[1]);
     if (w) out.add(w[1]);
   }
   for (const m of text.matchAll(/(?<![A-Za-z0-9_.-])([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?![A-Za-z0-9_])/g)) {
-    if (fams.has(m[1].split("_")[0])) out.add(m[1]);
+    if (fams.has(m[1].split("_")[0]) && !args.has(m[1])) out.add(m[1]);
   }
   return out;
 }
@@ -48,6 +66,12 @@ export function frontmatter(text: string): { meta: any; body: string } {
   return { meta: parseYaml(m[1]), body: m[2] };
 }
 
+/** Runs scripts/install-workspace.sh (what the module's ExecStartPre runs) into `workspace`. */
+function installWorkspace(workspace: string): void {
+  const r = spawnSync("bash", [join(repoDir, "scripts", "install-workspace.sh"), skillsDir, templatesDir, workspace], { encoding: "utf8" });
+  assert.equal(r.status, 0, `install-workspace.sh failed: ${r.stderr}`);
+}
+
 const skillNames = readdirSync(skillsDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
 
 describe("the checks themselves", () => {
@@ -56,6 +80,9 @@ describe("the checks themselves", () => {
     const t = "Call `config_set {\"path\": \"a\"}` then config_commit; `health_checks` is a field, ttl_secs too, and `services.nginx.enable`.";
     assert.deepEqual([...mentionedTools(t, fams)].sort(), ["config_commit", "config_set", "health_checks"]);
     assert.deepEqual([...mentionedTools("wallet_send and mesh_peer_add, but not my_wallet_send", fams)].sort(), ["mesh_peer_add", "wallet_send"]);
+    // An argument name is not a tool in prose, but still is as the first word in backticks.
+    assert.deepEqual([...mentionedTools("give wallet_id, then `wallet_id`", fams, new Set(["wallet_id"]))], ["wallet_id"]);
+    assert.deepEqual([...mentionedTools("give wallet_id", fams, argumentNames(allTools))], []);
   });
   it("refuses a file without frontmatter and bad YAML", () => {
     assert.throws(() => frontmatter("# no frontmatter\n"), /no YAML frontmatter/);
@@ -88,6 +115,21 @@ describe("templates/TOOLS.md", () => {
   });
 });
 
+describe("templates/HEARTBEAT.md", () => {
+  it("names every default routine with the cadence lib/default.nix gives it, and no other", () => {
+    const r = spawnSync("nix-instantiate", ["--eval", "--strict", "--json", "-E", `(import ${join(repoDir, "lib")}).defaults`], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const d = JSON.parse(r.stdout);
+    const text = readFileSync(join(templatesDir, "HEARTBEAT.md"), "utf8");
+    const rows = new Map([...text.matchAll(/^\| `([a-z0-9-]+)` \| ([^|]+) \|/gm)].map((m) => [m[1]!, m[2]!.trim()]));
+    assert.deepEqual([...rows.keys()].sort(), Object.keys(d.heartbeatRoutines).sort());
+    for (const [name, routine] of Object.entries<any>(d.heartbeatRoutines)) {
+      const want = routine.trigger.type === "interval" ? `every ${routine.trigger.seconds} s` : `cron \`${routine.trigger.schedule}\` ${d.cronTrigger.timezone}`;
+      assert.equal(rows.get(name), want, `HEARTBEAT.md's cadence of ${name}`);
+    }
+  });
+});
+
 describe("skills/", () => {
   it("holds the skills whose tools exist", () => {
     for (const s of ["natural-language-config", "generation-timeline", "drift-detection", "self-healing", "system-monitor",
@@ -113,7 +155,7 @@ describe("skills/", () => {
   ];
   for (const file of docs) {
     it(`${file.slice(repoDir.length + 1)}: every tool it names is in contracts.tools`, () => {
-      const unknown = [...mentionedTools(readFileSync(file, "utf8"), families(manifestTools))].filter((t) => !manifestTools.includes(t));
+      const unknown = [...mentionedTools(readFileSync(file, "utf8"), families(manifestTools), argumentNames(allTools))].filter((t) => !manifestTools.includes(t));
       assert.deepEqual(unknown, [], `not tools of the bridge (contracts.tools): ${unknown.join(", ")}`);
     });
   }
@@ -125,7 +167,7 @@ describe("the real gateway lists the skills", () => {
   before(async () => {
     stack = new Stack();
     workspace = join(stack.dir, "workspace");
-    cpSync(skillsDir, join(workspace, "skills"), { recursive: true });
+    installWorkspace(workspace);
     await stack.startGateway({ extraConfig: { agents: { defaults: { workspace } } } });
   });
   after(() => stack?.stop());
@@ -155,6 +197,73 @@ describe("the real gateway lists the skills", () => {
       assert.deepEqual(s.missing.config, [], `${name}: ${JSON.stringify(s.missing)}`);
       assert.equal(s.eligible, true, `${name} is not eligible: ${JSON.stringify(s)}`);
       assert.equal(s.modelVisible, true, `${name} is not shown to the model: ${JSON.stringify(s)}`);
+    }
+  });
+});
+
+describe("installing into the agent workspace", () => {
+  it("installs every skill and template; keeps the person's files and other skills; replaces osModa's", () => {
+    const dir = mkdtempSync(join(tmpdir(), "osmoda-ws-"));
+    try {
+      const ws = join(dir, "workspace");
+      installWorkspace(ws);
+      for (const n of skillNames) assert.equal(readFileSync(join(ws, "skills", n, "SKILL.md"), "utf8"), readFileSync(join(skillsDir, n, "SKILL.md"), "utf8"));
+      for (const f of ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md"]) {
+        assert.equal(readFileSync(join(ws, f), "utf8"), readFileSync(join(templatesDir, f), "utf8"), f);
+      }
+      writeFileSync(join(ws, "USER.md"), "the owner's notes\n");
+      writeFileSync(join(ws, "AGENTS.md"), "stale\n");
+      writeFileSync(join(ws, "skills", "self-healing", "SKILL.md"), "stale\n");
+      spawnSync("mkdir", ["-p", join(ws, "skills", "mine")]);
+      writeFileSync(join(ws, "skills", "mine", "SKILL.md"), "mine\n");
+      installWorkspace(ws);
+      assert.equal(readFileSync(join(ws, "USER.md"), "utf8"), "the owner's notes\n");
+      assert.equal(readFileSync(join(ws, "AGENTS.md"), "utf8"), readFileSync(join(templatesDir, "AGENTS.md"), "utf8"));
+      assert.equal(readFileSync(join(ws, "skills", "self-healing", "SKILL.md"), "utf8"), readFileSync(join(skillsDir, "self-healing", "SKILL.md"), "utf8"));
+      assert.equal(readFileSync(join(ws, "skills", "mine", "SKILL.md"), "utf8"), "mine\n");
+      assert.deepEqual(readdirSync(join(ws, "skills")).filter((n) => n.startsWith(".")), [], "no temporary copies left");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("refuses a relative workspace and a missing source, writing nothing", () => {
+    const dir = mkdtempSync(join(tmpdir(), "osmoda-ws-"));
+    try {
+      const rel = spawnSync("bash", [join(repoDir, "scripts", "install-workspace.sh"), skillsDir, templatesDir, "workspace"], { cwd: dir, encoding: "utf8" });
+      assert.equal(rel.status, 2);
+      assert.match(rel.stderr, /absolute path/);
+      const missing = spawnSync("bash", [join(repoDir, "scripts", "install-workspace.sh"), join(dir, "nope"), templatesDir, join(dir, "ws")], { encoding: "utf8" });
+      assert.equal(missing.status, 2);
+      assert.match(missing.stderr, /not a directory/);
+      assert.deepEqual(readdirSync(dir), []);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("the NixOS module runs it before the gateway starts, into OpenClaw's workspace (nixos-eval)", (t) => {
+    const check = process.env.OSMODA_NIXOS_EVAL ? join(process.env.OSMODA_NIXOS_EVAL, "check.sh") : join(repoDir, "..", "shared", "nixos-eval", "check.sh");
+    if (!existsSync(check)) {
+      console.log(`skipped: module installs the workspace: nixos-eval not found (${check}; set OSMODA_NIXOS_EVAL to its directory)`);
+      t.skip("nixos-eval not found");
+      return;
+    }
+    const dir = mkdtempSync(join(tmpdir(), "osmoda-ws-"));
+    try {
+      writeFileSync(join(dir, "fm.nix"), `import ${join(repoDir, "modules", "flake-module.nix")} { revision = "r"; }`);
+      writeFileSync(join(dir, "gw.nix"), `{ services.osmoda.gateway.enable = true; services.osmoda.stateDir = "/var/lib/osm"; }`);
+      const evalDir = join(check, "..");
+      // The server host with the gateway on, as the flake builds it (modules/flake-module.nix).
+      const r = spawnSync(check, ["--host-stubs", "--pkgs", join(evalDir, "examples", "osmoda-flake-pkgs.nix"),
+        join(dir, "fm.nix"), join(dir, "gw.nix"), "--get", "units.osmoda-gateway", join(repoDir, "modules", "hosts", "server.nix")], { cwd: repoDir, env: { ...process.env, OSMODA_REPO: repoDir }, encoding: "utf8", maxBuffer: 64 << 20 });
+      assert.equal(r.status, 0, r.stderr);
+      const unit = JSON.parse(r.stdout);
+      const pre = /^\S+\/bin\/bash \/nix\/store\/[a-z0-9]{32}-install-workspace\.sh \/nix\/store\/[a-z0-9]{32}-skills \/nix\/store\/[a-z0-9]{32}-templates (\S+)$/.exec(unit.serviceConfig.ExecStartPre);
+      assert.ok(pre, `ExecStartPre: ${unit.serviceConfig.ExecStartPre}`);
+      assert.equal(unit.environment.OPENCLAW_STATE_DIR, "/var/lib/osm/gateway");
+      assert.equal(pre[1], `${unit.environment.OPENCLAW_STATE_DIR}/workspace`, "the workspace OpenClaw uses: <OPENCLAW_STATE_DIR>/workspace");
+      assert.equal(unit.serviceConfig.User, "osmoda-gateway", "written as the gateway's user, in its state dir");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
