@@ -1,0 +1,240 @@
+// scripts/install.sh against temporary roots holding a copy of a typical /etc/nixos (channel
+// and flake machines): the tree it creates starts with "imported from /etc/nixos", keeps the
+// original files byte for byte, parses and evaluates (flake outputs with stand-ins for nixpkgs
+// and osModa, osmoda.nix, configuration.nix's imports; no nixpkgs offline); a root that is not
+// NixOS, a second run, a "no" answer and a flake it cannot edit are refused with nothing changed.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
+
+import { bridgeDir } from "./harness.ts";
+
+const repoDir = resolve(bridgeDir, "..");
+const script = join(repoDir, "scripts", "install.sh");
+const fixtures = join(bridgeDir, "test", "fixtures", "install");
+
+/** A fresh root: /etc/NIXOS, os-release and hostname of a NixOS 24.05 machine, and /etc/nixos. */
+function nixosRoot(opts: { flake?: string; nixos?: boolean } = {}): string {
+  const root = mkdtempSync(join(tmpdir(), "osmoda-install-"));
+  mkdirSync(join(root, "etc"));
+  cpSync(join(fixtures, "etc-nixos"), join(root, "etc", "nixos"), { recursive: true });
+  if (opts.flake !== undefined) writeFileSync(join(root, "etc", "nixos", "flake.nix"), opts.flake);
+  if (opts.nixos === false) {
+    writeFileSync(join(root, "etc", "os-release"), 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n');
+  } else {
+    writeFileSync(join(root, "etc", "NIXOS"), "");
+    writeFileSync(join(root, "etc", "os-release"), 'NAME=NixOS\nID=nixos\nVERSION_ID="24.05"\nPRETTY_NAME="NixOS 24.05 (Uakari)"\n');
+  }
+  writeFileSync(join(root, "etc", "hostname"), "web-1\n");
+  return root;
+}
+
+function install(root: string, args: string[] = ["--yes"], input?: string) {
+  return spawnSync("bash", [script, "--root", root, ...args], { encoding: "utf8", input, env: { ...process.env, TMPDIR: tmpdir() } });
+}
+
+/** Every path under `dir` with its mode and content: equal snapshots mean nothing changed. */
+function snapshot(dir: string): string {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = join(d, e.name);
+      const st = statSync(p);
+      out.push(`${relative(dir, p)} ${st.mode.toString(8)} ${e.isFile() ? readFileSync(p, "base64") : ""}`);
+      if (e.isDirectory()) walk(p);
+    }
+  };
+  walk(dir);
+  return out.join("\n");
+}
+
+function git(tree: string, ...args: string[]): string {
+  const r = spawnSync("git", ["-C", tree, ...args], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+function nixEval(expr: string): any {
+  const r = spawnSync("nix-instantiate", ["--eval", "--strict", "--json", "-E", expr], { encoding: "utf8" });
+  assert.equal(r.status, 0, `nix-instantiate: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/** The host's modules as names: a path → its file name, a string stand-in as is, else "inline". */
+function hostModules(tree: string, host: string): { modules: string[]; inputs: any } {
+  return nixEval(`let
+      flake = import ${tree}/flake.nix;
+      out = flake.outputs {
+        self = { rev = "r"; outPath = ${tree}; };
+        nixpkgs = { lib.nixosSystem = args: args; };
+        osmoda = { nixosModules.default = "osmoda.nixosModules.default"; };
+      };
+      name = m: if builtins.isPath m then baseNameOf m else if builtins.isString m then m else "inline";
+    in {
+      modules = map name out.nixosConfigurations.${JSON.stringify(host)}.modules;
+      inputs = builtins.mapAttrs (_: i: i.url or null) flake.inputs;
+    }`);
+}
+
+function assertImported(root: string) {
+  const tree = join(root, "var", "lib", "osmoda", "config");
+  const etc = join(root, "etc", "nixos");
+  const log = git(tree, "log", "--reverse", "--format=%s").trim().split("\n");
+  assert.equal(log[0], "imported from /etc/nixos");
+  assert.equal(log.length, 2);
+  const first = git(tree, "rev-list", "--max-parents=0", "HEAD").trim();
+  const originals = readdirSync(etc).sort();
+  assert.deepEqual(git(tree, "ls-tree", "--name-only", first).trim().split("\n").sort(), originals, "the import holds exactly /etc/nixos");
+  for (const f of ["configuration.nix", "hardware-configuration.nix"]) {
+    const orig = readFileSync(join(etc, f), "utf8");
+    assert.equal(git(tree, "show", `${first}:${f}`), orig, `${f} in the import`);
+    assert.equal(readFileSync(join(tree, f), "utf8"), orig, `${f} unchanged at HEAD`);
+  }
+  assert.equal(git(tree, "status", "--porcelain"), "", "the tree is clean");
+  assert.equal(statSync(tree).mode & 0o777, 0o700);
+  for (const f of readdirSync(tree).filter((f) => f.endsWith(".nix"))) {
+    const p = spawnSync("nix-instantiate", ["--parse", join(tree, f)], { encoding: "utf8" });
+    assert.equal(p.status, 0, `${f} does not parse: ${p.stderr}`);
+  }
+  assert.equal(nixEval(`((import ${tree}/osmoda.nix) { }).services.osmoda.enable`), true);
+  return tree;
+}
+
+/**
+ * The tree's configuration.nix is still a NixOS module whose imports resolve inside the tree
+ * (no nixpkgs here for a full evaluation; nixos-eval lacks options such as boot.loader.efi).
+ */
+function moduleImportsResolve(tree: string) {
+  const got = nixEval(`let m = (import ${tree}/configuration.nix) { config = { }; lib = { }; pkgs = { }; modulesPath = /nowhere; };
+    in map (p: { name = baseNameOf p; exists = builtins.pathExists p; inTree = builtins.dirOf p == ${tree}; }) m.imports`);
+  assert.deepEqual(got, [{ name: "hardware-configuration.nix", exists: true, inTree: true }]);
+}
+
+describe("scripts/install.sh", () => {
+  it("a channel machine: imported unchanged, a flake added around it, evaluates", () => {
+    const root = nixosRoot();
+    try {
+      const etcBefore = snapshot(join(root, "etc"));
+      const r = install(root);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /a channel NixOS configuration, host web-1/);
+      assert.match(r.stdout, /imported from \/etc\/nixos/);
+      const tree = assertImported(root);
+      assert.equal(snapshot(join(root, "etc")), etcBefore, "/etc/nixos untouched");
+      const { modules, inputs } = hostModules(tree, "web-1");
+      assert.deepEqual(modules, ["osmoda.nixosModules.default", "configuration.nix", "osmoda.nix", "inline"]);
+      assert.deepEqual(inputs, { nixpkgs: "github:NixOS/nixpkgs/nixos-24.05", osmoda: "github:osmoda/osmoda" });
+      moduleImportsResolve(tree);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("a flake machine: osModa's input and module added to its flake, the rest unchanged", () => {
+    const flake = readFileSync(join(fixtures, "flake.nix"), "utf8");
+    const root = nixosRoot({ flake });
+    try {
+      const r = install(root);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /a flake NixOS configuration/);
+      const tree = assertImported(root);
+      assert.equal(git(tree, "show", "HEAD~1:flake.nix"), flake, "the flake as it was in the import");
+      const { modules, inputs } = hostModules(tree, "web-1");
+      assert.deepEqual(modules, ["osmoda.nixosModules.default", "osmoda.nix", "configuration.nix"]);
+      assert.deepEqual(inputs, { nixpkgs: "github:NixOS/nixpkgs/nixos-unstable", osmoda: "github:osmoda/osmoda" });
+      // The edit: two lines added to inputs, osmoda in the outputs argument, the modules list extended; nothing else.
+      const diff = git(tree, "diff", "--unified=0", "HEAD~1", "HEAD", "--", "flake.nix");
+      const changed = diff.split("\n").filter((l) => /^[-+][^-+]/.test(l));
+      assert.deepEqual(changed, [
+        '+    osmoda.url = "github:osmoda/osmoda";',
+        '+    osmoda.inputs.nixpkgs.follows = "nixpkgs";',
+        "-  outputs = inputs@{ self, nixpkgs, ... }: {",
+        "+  outputs = inputs@{ self, osmoda, nixpkgs, ... }: {",
+        "-      modules = [ ./configuration.nix ];",
+        "+      modules = [ osmoda.nixosModules.default ./osmoda.nix ./configuration.nix ];",
+      ]);
+      moduleImportsResolve(tree);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("a flake with inputs.<name> lines is edited too", () => {
+    const flake = `{\n  description = "web";\n  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.05";\n  outputs = { self, nixpkgs }: {\n    nixosConfigurations.web-1 = nixpkgs.lib.nixosSystem {\n      system = "x86_64-linux";\n      modules = [ ./configuration.nix ];\n    };\n  };\n}\n`;
+    const root = nixosRoot({ flake });
+    try {
+      const r = install(root);
+      assert.equal(r.status, 0, r.stderr);
+      const tree = assertImported(root);
+      assert.deepEqual(hostModules(tree, "web-1").modules, ["osmoda.nixosModules.default", "osmoda.nix", "configuration.nix"]);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  for (const [what, setup, message] of [
+    ["a Debian root", (root: string) => root, /is not NixOS[\s\S]*never converts another distribution[\s\S]*Nothing was changed/],
+  ] as const) {
+    it(`refuses ${what} and changes nothing`, () => {
+      const root = setup(nixosRoot({ nixos: false }));
+      try {
+        const before = snapshot(root);
+        const r = install(root);
+        assert.equal(r.status, 1);
+        assert.match(r.stderr, message);
+        assert.equal(snapshot(root), before);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    });
+  }
+
+  it("refuses a second run, a 'no', a flake it cannot edit and a missing configuration, changing nothing", () => {
+    const cases: { name: string; root: () => string; args?: string[]; input?: string; message: RegExp }[] = [
+      { name: "second run", root: () => { const r = nixosRoot(); assert.equal(install(r).status, 0); return r; }, message: /already exists: osModa is installed/ },
+      { name: "answer no", root: () => nixosRoot(), args: [], input: "n\n", message: /not installed \(answer was 'n'\)/ },
+      { name: "no answer", root: () => nixosRoot(), args: [], input: "", message: /not installed/ },
+      {
+        name: "two hosts in one flake",
+        root: () => nixosRoot({ flake: readFileSync(join(fixtures, "flake.nix"), "utf8").replace("  };\n}", "    nixosConfigurations.b = nixpkgs.lib.nixosSystem { modules = [ ./b.nix ]; };\n  };\n}") }),
+        message: /not in a shape this script edits safely[\s\S]*Nothing was changed/,
+      },
+      { name: "no configuration", root: () => { const r = nixosRoot(); rmSync(join(r, "etc", "nixos"), { recursive: true }); mkdirSync(join(r, "etc", "nixos")); return r; }, message: /neither configuration.nix nor flake.nix/ },
+    ];
+    for (const c of cases) {
+      const root = c.root();
+      try {
+        const before = snapshot(root);
+        const r = install(root, c.args ?? ["--yes"], c.input);
+        assert.equal(r.status, 1, `${c.name}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stderr, c.message, c.name);
+        assert.equal(snapshot(root), before, `${c.name}: something changed`);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    }
+  });
+
+  it("installs after a 'y' on standard input, and leaves no temporary directory", () => {
+    const root = nixosRoot();
+    const tmp = mkdtempSync(join(tmpdir(), "osmoda-install-tmp-"));
+    try {
+      const r = spawnSync("bash", [script, "--root", root], { encoding: "utf8", input: "y\n", env: { ...process.env, TMPDIR: tmp } });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /Proceed\? \[y\/N\]/);
+      assertImported(root);
+      assert.deepEqual(readdirSync(tmp), []);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it("usage errors exit 2", () => {
+    assert.equal(spawnSync("bash", [script, "--bogus"], { encoding: "utf8" }).status, 2);
+    assert.equal(spawnSync("bash", [script, "--ttl", "soon"], { encoding: "utf8" }).status, 2);
+  });
+});
