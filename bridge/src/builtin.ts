@@ -29,13 +29,32 @@ function real(p: string): string {
   }
 }
 
-/** The paths a built-in file call targets: `path`/`file_path` of write/edit, or the host's `derivedPaths`. */
+/**
+ * The agent's workspace: where OpenClaw's file tools resolve a relative path (not the gateway's
+ * working directory). `undefined` when the host cannot say; then relative paths are refused.
+ */
+export async function workspaceOf(config: unknown, agentId: string | undefined): Promise<string | undefined> {
+  try {
+    // The host's own resolution (agents.list[].workspace, agents.defaults.workspace, the
+    // default under the state dir); loaded on first use, shared with the gateway's module cache.
+    const sdk = await import("openclaw/plugin-sdk/health");
+    return sdk.resolveAgentWorkspaceDir(config as never, agentId ?? sdk.resolveDefaultAgentId(config as never));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The paths a built-in file call targets: `path`/`file_path` of write/edit, the files an
+ * apply_patch envelope names, or the host's `derivedPaths`; relative ones resolved against
+ * `cwd` (the agent's workspace), or left relative when there is none.
+ */
 export function targets(params: Record<string, unknown>, derivedPaths: readonly string[] | undefined, cwd?: string): string[] {
   const named = [params.path, params.file_path, params.filePath].filter((v): v is string => typeof v === "string" && v !== "");
   // apply_patch's envelope names its files; the host's derivedPaths are a hint, not the whole truth.
   const patch = typeof params.input === "string" ? params.input : typeof params.patch === "string" ? params.patch : "";
   for (const m of patch.matchAll(/^\*\*\* (?:Add File|Update File|Delete File|Move to): (.+)$/gm)) named.push(m[1]!.trim());
-  return [...named, ...(derivedPaths ?? [])].map((p) => (isAbsolute(p) ? p : resolve(cwd ?? process.cwd(), p)));
+  return [...named, ...(derivedPaths ?? [])].map((p) => (isAbsolute(p) || cwd === undefined ? p : resolve(cwd, p)));
 }
 
 /** The protected root `path` falls in (the tree or /etc/nixos), or undefined. */
@@ -57,6 +76,12 @@ export function beforeFileCall(
   cwd?: string,
 ): { block: true; blockReason: string } | undefined {
   for (const p of targets(params, derivedPaths, cwd)) {
+    if (!isAbsolute(p)) {
+      return {
+        block: true,
+        blockReason: `${tool} may not change ${p}: the agent's workspace is unknown here, so a relative path cannot be checked against the configuration tree; give an absolute path. Nothing was changed.`,
+      };
+    }
     const root = protectedRoot(settings, p);
     if (root) {
       return {

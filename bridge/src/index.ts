@@ -6,7 +6,7 @@
 import { definePluginEntry } from "openclaw/plugin-sdk/plugin-entry";
 
 import { beforeBridgeCall } from "./approvals.ts";
-import { FILE_TOOLS, beforeFileCall, recordFileCall } from "./builtin.ts";
+import { FILE_TOOLS, beforeFileCall, recordFileCall, workspaceOf } from "./builtin.ts";
 import { resolveSettings, toAgentTool } from "./tool.ts";
 import { allTools } from "./tools/index.ts";
 
@@ -27,15 +27,18 @@ export default definePluginEntry({
       { matcher: ours },
     );
     // OpenClaw's own file tools: never into the configuration tree or /etc/nixos; always recorded.
+    // Relative paths are the agent's workspace's, as the tools themselves resolve them.
     api.on(
       "before_tool_call",
-      (event) => beforeFileCall(settings, event.toolName, event.params ?? {}, event.derivedPaths),
+      async (event, ctx) =>
+        beforeFileCall(settings, event.toolName, event.params ?? {}, event.derivedPaths, await workspaceOf(api.config, ctx.agentId)),
       { matcher: [...FILE_TOOLS] },
     );
     api.on(
       "after_tool_call",
-      async (event) => {
-        await recordFileCall(settings, event).catch((e) => api.logger.warn(`osmoda-bridge: recording ${event.toolName} in the ledger failed: ${e}`));
+      async (event, ctx) => {
+        const cwd = await workspaceOf(api.config, ctx.agentId);
+        await recordFileCall(settings, event, cwd).catch((e) => api.logger.warn(`osmoda-bridge: recording ${event.toolName} in the ledger failed: ${e}`));
       },
       { matcher: [...FILE_TOOLS] },
     );

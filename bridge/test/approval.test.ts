@@ -85,7 +85,8 @@ before(async () => {
           },
         },
       };
-      c.agents = { defaults: { model: { primary: "scripted/turns" } } };
+      // The agent's workspace: relative paths of the built-in file tools resolve here.
+      c.agents = { defaults: { model: { primary: "scripted/turns" }, workspace: stack.dir } };
       return c;
     },
   });
@@ -202,21 +203,28 @@ test("built-in write: into the tree is blocked naming config_set; elsewhere it i
   const before = head();
   const treeFile = join(stack.tree, "configuration.nix");
   const was = readFileSync(treeFile, "utf8");
+  // Relative paths are the workspace's (stack.dir), not the gateway's working directory (bridge/).
   const out = await turn("write the files", [
     { tool: "write", args: { path: treeFile, content: "{ }\n" } },
     { tool: "write", args: { path: join(stack.tree, "new.nix"), content: "{ }\n" } },
+    { tool: "write", args: { path: "tree/relative.nix", content: "{ }\n" } },
     { tool: "write", args: { path: elsewhere, content: "hello\n" } },
+    { tool: "write", args: { path: "notes/relative.txt", content: "hi\n" } },
   ]);
-  const results = model.requests.slice(-3).map((r) => lastToolResult(r) ?? "");
+  const results = model.requests.slice(-5).map((r) => lastToolResult(r) ?? "");
   assert.match(results[0]!, /config_set/, results[0]);
   assert.match(results[1]!, /config_set/, results[1]);
+  assert.match(results[2]!, /config_set/, results[2]);
   assert.equal(readFileSync(treeFile, "utf8"), was);
   assert.ok(!existsSync(join(stack.tree, "new.nix")));
+  assert.ok(!existsSync(join(stack.tree, "relative.nix")));
+  assert.equal(readFileSync(join(stack.dir, "notes", "relative.txt"), "utf8"), "hi\n");
   assert.equal(head(), before);
   assert.match(out, /RESULT/);
   assert.equal(readFileSync(elsewhere, "utf8"), "hello\n");
   await until("gateway.write in the ledger", 30_000, async () => {
     const evs = await stack.agentd("GET", "/events/log?type=gateway.write&limit=100");
-    return evs.some((e: any) => JSON.parse(e.payload).paths.includes(elsewhere) && JSON.parse(e.payload).ok === true);
+    return evs.some((e: any) => JSON.parse(e.payload).paths.includes(elsewhere) && JSON.parse(e.payload).ok === true) &&
+      evs.some((e: any) => JSON.parse(e.payload).paths.includes(join(stack.dir, "notes", "relative.txt")));
   });
 });

@@ -305,4 +305,12 @@ test("built-in file tools: the configuration tree and /etc/nixos are fenced, thr
   assert.equal(blocked("write", { path: join(dir, "tree-not", "x") }), undefined);
   assert.equal(blocked("write", { path: join(dir, "notes.txt") }), undefined);
   assert.deepEqual(targets({ path: "/a", input: "*** Add File: /b\n*** Move to: /c" }, ["/d"]), ["/a", "/b", "/c", "/d"]);
+  // Relative paths are the agent's workspace's: judged there, never against this process's cwd.
+  const inWs = (tool: string, p: Record<string, unknown>, ws: string | undefined) => beforeFileCall(settings, tool, p, undefined, ws)?.blockReason;
+  assert.match(inWs("write", { path: "tree/osmoda.nix" }, dir)!, /configuration tree/);
+  assert.match(inWs("edit", { file_path: "../tree/x.nix" }, join(dir, "ws"))!, /config_set/);
+  assert.match(inWs("apply_patch", { input: "*** Update File: link/a.nix" }, dir)!, /config_set/);
+  assert.equal(inWs("write", { path: "notes/todo.txt" }, dir), undefined);
+  assert.match(inWs("write", { path: "notes/todo.txt" }, undefined)!, /relative path cannot be checked.*absolute path/);
+  assert.deepEqual(targets({ path: "a/b" }, ["c"], "/ws"), ["/ws/a/b", "/ws/c"]);
 });
