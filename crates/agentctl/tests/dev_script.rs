@@ -53,6 +53,8 @@ fn dev(clone: &Path, bin_dir: &Path, arg: &str, log: &Path) -> Command {
         .env_remove("OSMODA_AGENTD_SOCKET")
         .env_remove("OSMODA_APPROVAL_SOCKET")
         .env_remove("OSMODA_WATCH_SOCKET")
+        // The gateway part (npm, a minute to start) is tested in bridge/test/dev.test.ts.
+        .env("OSMODA_DEV_GATEWAY", "0")
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("dup"))
         .stderr(out);
