@@ -1,4 +1,5 @@
-// A scripted agent turn driven by a skill: the gateway (config rendered by lib/, the workspace
+// The real gateway with the bridge lists osModa's skills from the agent workspace, and a scripted
+// agent turn is driven by one: the gateway (config rendered by lib/, the workspace
 // installed by scripts/install-workspace.sh) lists the skills in the model's prompt; the model
 // reads natural-language-config's SKILL.md with OpenClaw's `read` tool and follows the loop it
 // prescribes against the real agentd and osmoda-watch: config_get → config_set → config_diff →
@@ -6,10 +7,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
-import { Stack, bridgeDir } from "./harness.ts";
+import { Stack, bridgeDir, nodeBin, openclawCli } from "./harness.ts";
+import { parse as parseYaml } from "yaml";
 import { startChatGateway, turn } from "./chat.ts";
 import { ScriptedModel, lastToolResult, type ChatRequest, type Step } from "./model.ts";
 
@@ -98,4 +100,34 @@ test("natural-language-config: the model reads the skill and follows its loop; t
   assert.deepEqual(got.value, ["notify"]);
   const history = await stack.watch("GET", "/switch/history");
   assert.equal(history[0].state, "committed");
+});
+
+test("`openclaw skills list --json` shows every skill from the workspace, eligible and model-visible", { timeout: 180_000 }, () => {
+  const skillsDir = join(repoDir, "skills");
+  const names = readdirSync(skillsDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+  assert.ok(names.length >= 10);
+  const r = spawnSync(nodeBin, [openclawCli, "skills", "list", "--json"], {
+    encoding: "utf8",
+    timeout: 150_000,
+    env: {
+      ...process.env,
+      OPENCLAW_STATE_DIR: join(stack.dir, "openclaw"),
+      OPENCLAW_CONFIG_PATH: join(stack.dir, "openclaw.json"),
+      OPENCLAW_GATEWAY_TOKEN: stack.token,
+      HOME: join(stack.dir, "home"),
+    },
+  });
+  assert.equal(r.status, 0, `openclaw skills list failed: ${r.stderr}`);
+  const out = JSON.parse(r.stdout.slice(r.stdout.indexOf("{")));
+  assert.equal(out.workspaceDir, workspace);
+  for (const name of names) {
+    const s = out.skills.find((x: any) => x.name === name);
+    assert.ok(s, `the gateway does not list ${name}`);
+    assert.equal(s.description, parseYaml(/^---\n([\s\S]*?)\n---\n/.exec(readFileSync(join(skillsDir, name, "SKILL.md"), "utf8"))![1]!).description);
+    assert.match(s.source, /workspace/, `${name} should load from the workspace: ${JSON.stringify(s)}`);
+    assert.equal(s.bundled, false);
+    assert.deepEqual(s.missing.config, [], `${name}: ${JSON.stringify(s.missing)}`);
+    assert.equal(s.eligible, true, `${name} is not eligible: ${JSON.stringify(s)}`);
+    assert.equal(s.modelVisible, true, `${name} is not shown to the model: ${JSON.stringify(s)}`);
+  }
 });

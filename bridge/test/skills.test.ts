@@ -1,6 +1,7 @@
 // skills/ and templates/: every SKILL.md's frontmatter parses with OpenClaw's gating, every tool
-// they name exists in the manifest's contracts.tools (so later tools are checked too), and the
-// real gateway with the bridge loaded lists the skills from the agent workspace.
+// they name exists in the manifest's contracts.tools (so later tools are checked too), TOOLS.md
+// and HEARTBEAT.md match their sources, and the workspace installer keeps its rules. The real
+// gateway listing the skills is checked in skill-turn.test.ts (one gateway start for both).
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -9,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 
-import { Stack, bridgeDir, nodeBin, openclawCli } from "./harness.ts";
+import { bridgeDir } from "./harness.ts";
 import { allTools } from "../src/tools/index.ts";
 import { renderToolsMd, typeOf } from "../src/tools-md.ts";
 
@@ -159,46 +160,6 @@ describe("skills/", () => {
       assert.deepEqual(unknown, [], `not tools of the bridge (contracts.tools): ${unknown.join(", ")}`);
     });
   }
-});
-
-describe("the real gateway lists the skills", () => {
-  let stack: Stack;
-  let workspace: string;
-  before(async () => {
-    stack = new Stack();
-    workspace = join(stack.dir, "workspace");
-    installWorkspace(workspace);
-    await stack.startGateway({ extraConfig: { agents: { defaults: { workspace } } } });
-  });
-  after(() => stack?.stop());
-
-  it("`openclaw skills list --json` shows every skill, eligible with the bridge enabled", () => {
-    const r = spawnSync(nodeBin, [openclawCli, "skills", "list", "--json"], {
-      encoding: "utf8",
-      timeout: 120_000,
-      env: {
-        ...process.env,
-        OPENCLAW_STATE_DIR: join(stack.dir, "openclaw"),
-        OPENCLAW_CONFIG_PATH: join(stack.dir, "openclaw.json"),
-        OPENCLAW_GATEWAY_TOKEN: stack.token,
-        HOME: join(stack.dir, "home"),
-      },
-    });
-    assert.equal(r.status, 0, `openclaw skills list failed: ${r.stderr}`);
-    const out = JSON.parse(r.stdout.slice(r.stdout.indexOf("{")));
-    assert.equal(out.workspaceDir, workspace);
-    for (const name of skillNames) {
-      const s = out.skills.find((x: any) => x.name === name);
-      assert.ok(s, `the gateway does not list ${name}`);
-      const { meta } = frontmatter(readFileSync(join(skillsDir, name, "SKILL.md"), "utf8"));
-      assert.equal(s.description, meta.description);
-      assert.match(s.source, /workspace/, `${name} should load from the workspace: ${JSON.stringify(s)}`);
-      assert.equal(s.bundled, false);
-      assert.deepEqual(s.missing.config, [], `${name}: ${JSON.stringify(s.missing)}`);
-      assert.equal(s.eligible, true, `${name} is not eligible: ${JSON.stringify(s)}`);
-      assert.equal(s.modelVisible, true, `${name} is not shown to the model: ${JSON.stringify(s)}`);
-    }
-  });
 });
 
 describe("installing into the agent workspace", () => {
