@@ -64,7 +64,7 @@ function script(req: ChatRequest): Step {
   const [, id, state] = m;
   if (state === "committed") return { text: `Applied: switch ${id} committed.` };
   if (state === "probing" && last === "safe_switch_status") return step({ tool: "safe_switch_commit", args: { id: Number(id) } });
-  if (["rolled-back", "failed"].includes(state!)) return { text: `The switch ${state}.` };
+  if (["rolled-back", "failed"].includes(state!)) return { text: `The switch ${state}: ${(result ?? "").slice(0, 600)}` };
   return step({ tool: "safe_switch_status", args: { id: Number(id) } });
 }
 
