@@ -284,8 +284,10 @@ async fn fifty_parallel_sets_make_fifty_linear_commits() {
             tokio::spawn(async move {
                 c.post(
                     "/config/set",
-                    &json!({"path": format!("services.osmoda.routines.r{i}.trigger"),
-                            "value": {"type": "interval", "seconds": 60 + i}, "reason": format!("routine {i}")}),
+                    &json!({"path": format!("services.osmoda.routines.r{i}"),
+                            "value": {"trigger": {"type": "interval", "seconds": 60 + i},
+                                      "action": {"type": "command", "command": ["true"]}},
+                            "reason": format!("routine {i}")}),
                 )
                 .await
             })

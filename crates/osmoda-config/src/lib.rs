@@ -160,14 +160,34 @@ pub fn load<T: ConfigFile>(path: &Path) -> Result<T, ConfigError> {
 /// # Errors
 /// [`ConfigError::UnknownDaemon`] for an unknown name; otherwise as [`load`].
 pub fn check_config(daemon: &str, path: &Path) -> Result<(), ConfigError> {
+    if !DAEMONS.contains(&daemon) {
+        return Err(ConfigError::UnknownDaemon {
+            name: daemon.to_string(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_text(daemon, path, &text)
+}
+
+/// Checks `text`, the contents of `daemon`'s config file `path` (used in messages), exactly as
+/// the daemon checks it at load: the same parse and the same value checks as [`check_config`],
+/// for a file that is not on disk (agentd checks what `lib/` renders from an edit before it
+/// commits the edit).
+///
+/// # Errors
+/// [`ConfigError::UnknownDaemon`] for an unknown name; otherwise as [`parse`].
+pub fn check_text(daemon: &str, path: &Path, text: &str) -> Result<(), ConfigError> {
     match daemon {
-        "agentd" => load::<AgentdConfig>(path).map(drop),
-        "watch" => load::<WatchConfig>(path).map(drop),
-        "routines" => load::<RoutinesConfig>(path).map(drop),
-        "keyd" => load::<KeydConfig>(path).map(drop),
-        "mesh" => load::<MeshConfig>(path).map(drop),
-        "egress" => load::<EgressConfig>(path).map(drop),
-        "voice" => load::<VoiceConfig>(path).map(drop),
+        "agentd" => parse::<AgentdConfig>(path, text).map(drop),
+        "watch" => parse::<WatchConfig>(path, text).map(drop),
+        "routines" => parse::<RoutinesConfig>(path, text).map(drop),
+        "keyd" => parse::<KeydConfig>(path, text).map(drop),
+        "mesh" => parse::<MeshConfig>(path, text).map(drop),
+        "egress" => parse::<EgressConfig>(path, text).map(drop),
+        "voice" => parse::<VoiceConfig>(path, text).map(drop),
         other => Err(ConfigError::UnknownDaemon {
             name: other.to_string(),
         }),
@@ -213,5 +233,18 @@ mod tests {
         assert!(err.to_string().contains("unknown daemon \"nope\""), "{err}");
         let err = check_config("voice", Path::new("/nonexistent/osmoda/voice.json")).unwrap_err();
         assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
+        let err = check_text("nope", Path::new("/x"), "{}").unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownDaemon { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn check_text_runs_the_daemons_value_checks() {
+        let at = Path::new("/etc/osmoda/routines.json");
+        let cron = r#"{"routines":{"r":{"enable":true,"trigger":{"type":"cron","schedule":"61 * * * *"},"action":{"type":"command","command":["true"],"timeout_secs":60}}}}"#;
+        let err = check_text("routines", at, cron).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
+        assert!(err.to_string().contains("routines.r.trigger"), "{err}");
+        let ok = cron.replace("61 * * * *", "0 8 * * *");
+        check_text("routines", at, &ok).unwrap();
     }
 }

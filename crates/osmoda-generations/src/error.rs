@@ -38,6 +38,18 @@ pub enum GenError {
         /// Why it is not usable.
         reason: String,
     },
+    /// The tree belongs to another user than this process's, and git does not trust it (its
+    /// `safe.directory` check), e.g. after a `chown` while agentd runs; nothing was changed.
+    #[error("{} is owned by another user than the one agentd runs as ({reason}); nothing was \
+             changed. Give the tree back to that user (`chown -R`), or, if sharing is intended, \
+             add it to git's `safe.directory` for that user (`git config --global --add \
+             safe.directory {}`)", dir.display(), dir.display())]
+    NotOwned {
+        /// The tree root.
+        dir: PathBuf,
+        /// git's message.
+        reason: String,
+    },
     /// `init` was pointed at a directory that already holds files.
     #[error("{} already exists and is not empty; choose an empty or new directory", dir.display())]
     NotEmpty {

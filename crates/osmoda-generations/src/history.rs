@@ -204,7 +204,7 @@ impl Tree {
     /// # Errors
     /// [`GenError::UnknownRevision`]; git errors.
     pub fn tag_deployed(&self, rev: &str) -> Result<String, GenError> {
-        let locked = self.lock()?;
+        let locked = self.lock_for_write()?;
         let repo = &*locked.repo;
         let commit = resolve(repo, rev)?;
         let last = deployed_tags(repo)?.into_iter().max_by_key(|(n, _, _)| *n);

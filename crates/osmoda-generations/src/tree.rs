@@ -30,8 +30,6 @@ pub struct Tree {
     cleared_locks: Mutex<Vec<String>>,
     /// The full NixOS evaluation of `validate = build`, if configured.
     full_eval: Option<crate::full_eval::FullEval>,
-    /// The tree's owner, when it is not this process's user: kept on everything a change writes.
-    owner: Option<crate::owner::Owner>,
 }
 
 /// Holds the in-process mutex and the cross-process `flock` for one operation.
@@ -134,14 +132,7 @@ impl Tree {
         let dir = dir.canonicalize().map_err(|e| not_tree(e.to_string()))?;
         let repo = Repository::open(&dir).map_err(|e| {
             if e.code() == git2::ErrorCode::Owner {
-                // git refuses a repository owned by another user; say how to fix it, since the
-                // tree exists and must not be re-created.
-                not_tree(format!(
-                    "it is owned by another user than the one agentd runs as ({}); give it to \
-                     that user (`chown -R`) or, if sharing is intended, add it to git's \
-                     `safe.directory` for that user",
-                    e.message()
-                ))
+                not_usable(&dir, &e)
             } else {
                 not_tree(format!(
                     "{} (create one with `agentctl config init DIR`)",
@@ -174,7 +165,6 @@ impl Tree {
             .write(true)
             .open(&lock_path)
             .map_err(|e| GenError::io("open the lock file", &lock_path, e))?;
-        let owner = crate::owner::Owner::of(&dir);
         Ok(Tree {
             dir,
             repo: Mutex::new(repo),
@@ -183,7 +173,6 @@ impl Tree {
             repl: Mutex::new(None),
             cleared_locks: Mutex::new(Vec::new()),
             full_eval: None,
-            owner,
         })
     }
 
@@ -243,6 +232,32 @@ impl Tree {
         self.nix.is_some()
     }
 
+    /// Validates `text` as the new content of `rel` exactly as a change writing it would be
+    /// validated before its commit (rnix, then the evaluator at this tree's level), without
+    /// writing anything to the tree: callers judge an edit (agentd's approval gate) only once
+    /// it is known to be able to land.
+    ///
+    /// # Errors
+    /// [`GenError::Invalid`] naming `rel` with the parser's or evaluator's message.
+    pub fn check_text(&self, rel: &Path, text: &str) -> Result<(), GenError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("osmoda-check-")
+            .tempdir()
+            .map_err(|e| GenError::io("create a scratch directory in", std::env::temp_dir(), e))?;
+        // The nix-instantiate fallback reads the file from disk: a private copy, never the tree.
+        let abs = scratch.path().join(
+            rel.file_name()
+                .map_or_else(|| PathBuf::from("file.nix"), PathBuf::from),
+        );
+        fs::write(&abs, text).map_err(|e| GenError::io("write", &abs, e))?;
+        let candidate = Candidate { rel, abs, text };
+        let mut repl = self
+            .repl
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        validate::validate_with(&[candidate], self.nix.as_deref(), &mut repl)
+    }
+
     /// Git lock files left by a crash that were cleared (relative paths such as
     /// `.git/index.lock`) since the last call; the caller records them (agentd: in the ledger).
     pub fn take_cleared_locks(&self) -> Vec<String> {
@@ -267,16 +282,30 @@ impl Tree {
     pub(crate) fn lock(&self) -> Result<Locked<'_>, GenError> {
         // A panic in another thread cannot leave the repository half-changed (every transaction
         // restores on failure), so a poisoned mutex is still safe to use.
-        let repo = self
+        let mut repo = self
             .repo
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         fs4::FileExt::lock(&self.lock_file)
             .map_err(|e| GenError::io("lock", self.dir.join(".git").join(LOCK_FILE), e))?;
+        // libgit2 caches the repository's settings (`core.autocrlf`, …) for the life of a
+        // `Repository`; a person may change them (or the tree's owner) at any time, so every
+        // operation starts from a freshly opened repository and sees what git would see.
+        let fresh = Repository::open(&self.dir).map_err(|e| not_usable(&self.dir, &e))?;
+        *repo = fresh;
         Ok(Locked {
             repo,
             file: &self.lock_file,
         })
+    }
+
+    /// [`Tree::lock`] for an operation that writes git's files: git lock files a crash left
+    /// behind (no live holder) are cleared first and remembered for
+    /// [`Tree::take_cleared_locks`]; a live holder is named.
+    pub(crate) fn lock_for_write(&self) -> Result<Locked<'_>, GenError> {
+        let locked = self.lock()?;
+        self.cleared_locks_push(crate::recover::clear_stale_locks(locked.repo.path())?);
+        Ok(locked)
     }
 
     /// Applies `edit` to the work tree and records the result as one generation.
@@ -317,10 +346,9 @@ impl Tree {
         F: FnOnce(&Repository, &Path) -> Result<Vec<PathBuf>, GenError>,
     {
         let sig = actor.signature()?;
-        let locked = self.lock()?;
+        let locked = self.lock_for_write()?;
         let repo = &*locked.repo;
         let git_dir = repo.path().to_path_buf();
-        self.cleared_locks_push(crate::recover::clear_stale_locks(&git_dir)?);
         if repo.head_detached().unwrap_or(false) {
             return Err(GenError::DetachedHead {
                 dir: self.dir.clone(),
@@ -556,9 +584,10 @@ impl Tree {
 
 impl Tree {
     /// Gives what a change wrote back to the tree's owner (see `owner.rs`); a no-op when agentd
-    /// runs as that owner.
+    /// runs as that owner. The owner is the root directory's at the time of the change (a
+    /// person may `chown` the tree while agentd runs).
     pub(crate) fn keep_owner(&self, git_dir: &Path, files: &[PathBuf]) -> Result<(), GenError> {
-        match &self.owner {
+        match &crate::owner::Owner::of(&self.dir) {
             Some(owner) => {
                 // The files and the directories the change may have created for them.
                 let mut paths = Vec::new();
@@ -580,6 +609,23 @@ impl Tree {
                 owner.restore(git_dir, &paths)
             }
             None => Ok(()),
+        }
+    }
+}
+
+/// Why an existing tree cannot be opened now. git refuses a repository owned by another user
+/// (its `safe.directory` check); say how to fix it, since the tree exists and must not be
+/// re-created.
+fn not_usable(dir: &Path, e: &git2::Error) -> GenError {
+    if e.code() == git2::ErrorCode::Owner {
+        GenError::NotOwned {
+            dir: dir.to_path_buf(),
+            reason: e.message().to_string(),
+        }
+    } else {
+        GenError::NotATree {
+            dir: dir.to_path_buf(),
+            reason: e.message().to_string(),
         }
     }
 }

@@ -24,7 +24,7 @@ impl Tree {
     ) -> Result<Generation, GenError> {
         let msg = commit_message(actor, reason, event_id, None)?;
         let sig = actor.signature()?;
-        let locked = self.lock()?;
+        let locked = self.lock_for_write()?;
         let repo = &*locked.repo;
         let mut index = repo.index().map_err(GenError::git("open the index"))?;
         index.read(true).map_err(GenError::git("read the index"))?;

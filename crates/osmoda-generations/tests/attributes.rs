@@ -106,3 +106,40 @@ fn status_edit_and_commit_agree_with_git_for_each_attribute_kind() -> anyhow::Re
     }
     Ok(())
 }
+
+/// `core.autocrlf` is the repository's setting at the time of each operation, not when the
+/// tree was opened: a person who sets it later gets the same answers from status, an edit and a
+/// commit as from git (and unsetting it again is followed too).
+#[test]
+fn core_autocrlf_is_read_at_each_operation() -> anyhow::Result<()> {
+    let (_tmp, tree) = new_tree()?;
+    assert!(tree.status()?.is_empty());
+    resave(tree.dir(), true)?;
+    assert!(
+        git_sees_a_change(tree.dir())?,
+        "without autocrlf git sees CRLF"
+    );
+    assert!(!tree.status()?.is_empty(), "and so does the tree");
+    // Set after the tree was opened (and used).
+    git(tree.dir(), &["config", "core.autocrlf", "input"])?;
+    assert!(!git_sees_a_change(tree.dir())?, "git normalises now");
+    assert!(tree.status()?.is_empty(), "status follows the new setting");
+    tree.mutate(&agent(), "agent edit", None, |root| {
+        let p = root.join("osmoda.nix");
+        let text = std::fs::read_to_string(&p).map_err(GenError::edit)?;
+        std::fs::write(&p, text.replace("intervalSecs = 30;", "intervalSecs = 31;"))
+            .map_err(GenError::edit)?;
+        Ok(vec!["osmoda.nix".into()])
+    })?;
+    assert!(
+        !git_sees_a_change(tree.dir())?,
+        "{}",
+        porcelain(tree.dir())?
+    );
+    // And unset again: the CRLF file is a change once more, for git and the tree alike.
+    git(tree.dir(), &["config", "--unset", "core.autocrlf"])?;
+    resave(tree.dir(), true)?;
+    assert!(git_sees_a_change(tree.dir())?);
+    assert!(!tree.status()?.is_empty(), "status follows the unset");
+    Ok(())
+}

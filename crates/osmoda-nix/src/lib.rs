@@ -16,6 +16,7 @@ mod render;
 mod resolve;
 mod scope;
 mod syntax;
+mod wrappers;
 
 use std::ops::Range;
 
@@ -27,6 +28,7 @@ pub use modules::{FileKind, Import};
 pub use path::{not_into_imports, AttrPath};
 pub use render::to_nix;
 pub use scope::free_variables;
+pub use wrappers::without_wrappers;
 
 use edit::{apply, detect_unit};
 use modules::{list_of, priority};

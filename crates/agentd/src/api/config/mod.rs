@@ -17,6 +17,7 @@ use crate::error::{ApiError, Json, Query};
 use crate::peer::Caller;
 use crate::AppState;
 
+mod daemons;
 mod history;
 mod locate;
 mod plan;
@@ -333,10 +334,11 @@ async fn edit(
         ));
     }
     let named = file.as_deref().map(|f| tree_file(Some(f))).transpose()?;
-    // Bad input is refused before anything is written, ledger included.
+    // Bad input is refused before anything is written, ledger included, and before the gate
+    // judges the edit: nobody is asked to approve an edit that could not land.
     let t = tree(&st)?;
     let o = op.clone();
-    let (planned, evaluated) = blocking(move || {
+    let (planned, evaluated, mut notes) = blocking(move || {
         let ours = schema::concerns(&o);
         let raw = match &o {
             osmoda_nix::Op::Set(_, NixValue::Raw(raw))
@@ -350,7 +352,9 @@ async fn edit(
         }
         let evaluated = match raw {
             Some(raw) if ours || !matches!(o, osmoda_nix::Op::Remove(..)) => {
-                match plan::evaluate_raw(&t, raw, ours)? {
+                // `mkForce`/`mkIf`/… do not change what the value must be: check what they wrap.
+                let value = osmoda_nix::without_wrappers(raw)?.unwrap_or_else(|| raw.clone());
+                match plan::evaluate_raw(&t, &value, ours)? {
                     plan::RawEval::Skipped => {
                         schema::check(&o, None)?;
                         false
@@ -363,7 +367,12 @@ async fn edit(
             }
             _ => true,
         };
-        Ok((planned, evaluated))
+        let mut notes = Vec::new();
+        if ours {
+            notes.extend(daemons::run(&t, &planned)?);
+        }
+        t.check_text(&planned.target.file, &planned.after)?;
+        Ok((planned, evaluated, notes))
     })
     .await?;
     let target = planned.target.clone();
@@ -406,6 +415,7 @@ async fn edit(
             "kept `{w}` around the new value (set it explicitly to change the priority)"
         ));
     }
+    landed.notes.append(&mut notes);
     if !evaluated {
         landed.notes.push(if tree(&st)?.uses_nix() {
             "the raw value uses names from its module (pkgs, lib, …): it was evaluated up to the first use of one of them, not beyond (they exist only when the tree is built)".into()

@@ -26,6 +26,10 @@ pub struct Planned {
     pub places: Vec<Place>,
     /// The priority wrapper kept around the new value, if any.
     pub kept: Option<String>,
+    /// Definitions of `services.osmoda` outside the edited module (only looked up for edits
+    /// of osModa's options): when there are some, the edited file alone does not say what the
+    /// daemons will load.
+    pub osmoda_elsewhere: Vec<Place>,
 }
 
 /// The path an operation edits.
@@ -70,12 +74,23 @@ pub fn plan(tree: &Tree, named: Option<&Path>, op: &Op) -> Result<Planned, ApiEr
     locate::check_kind(&target.file, &before, path, target.module)?;
     let edit = osmoda_nix::edit_in(&before, target.module, op)
         .map_err(|e| locate::in_file(&target.file, e))?;
+    let osmoda_elsewhere = if super::schema::concerns(op) {
+        let osmoda = AttrPath::new(["services", "osmoda"]).map_err(ApiError::internal)?;
+        let file = target.file.display().to_string();
+        locate::definitions(&files, &mods, &osmoda)?
+            .into_iter()
+            .filter(|p| p.file != file || p.module != target.module)
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Planned {
         target,
         before,
         after: edit.text,
         places,
         kept: edit.kept,
+        osmoda_elsewhere,
     })
 }
 
