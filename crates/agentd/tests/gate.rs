@@ -65,7 +65,7 @@ const OSMODA: &str = r#"  services.osmoda = {
 
     mesh.peers.relay = {
       endpoint = "10.0.0.2:18800";
-      keys.ed25519 = "AAAA";
+      publicKeys = { ed25519 = "AAAA"; x25519 = "BBBB"; mlKem768 = "CCCC"; };
     };
     keyd.policy.wallets.main = {
       dailyLimit = "1000000000000000000";
@@ -602,7 +602,7 @@ async fn edits_that_destroy_nothing_are_not_gated() {
         Set(
             OSM,
             "services.osmoda.mesh.peers.relay2",
-            json!({"endpoint": "10.0.0.3:18800"}),
+            json!({"endpoint": "10.0.0.3:18800", "publicKeys": {"ed25519": "DDDD", "x25519": "EEEE", "mlKem768": "FFFF"}}),
         ),
         Set(
             OSM,
@@ -1076,7 +1076,7 @@ async fn an_approved_change_that_fails_validation_keeps_its_ticket() {
     // The same effect by hand, with a typo elsewhere that validation refuses.
     let path = f.d.tree_dir().join(OSM);
     let original = std::fs::read_to_string(&path).expect("read");
-    let peer = "    mesh.peers.relay = {\n      endpoint = \"10.0.0.2:18800\";\n      keys.ed25519 = \"AAAA\";\n    };\n";
+    let peer = "    mesh.peers.relay = {\n      endpoint = \"10.0.0.2:18800\";\n      publicKeys = { ed25519 = \"AAAA\"; x25519 = \"BBBB\"; mlKem768 = \"CCCC\"; };\n    };\n";
     assert!(original.contains(peer));
     let without = original.replacen(peer, "", 1);
     let typo = without.replacen(

@@ -24,13 +24,15 @@ fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn not_nobodys(dir: &Path) -> Vec<PathBuf> {
+    not_owned_by(dir, NOBODY)
+}
+
+fn not_owned_by(dir: &Path, uid: u32) -> Vec<PathBuf> {
     let mut files = vec![dir.to_path_buf()];
     all_files(dir, &mut files);
     files
         .into_iter()
-        .filter(|p| {
-            std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() != NOBODY || m.gid() != NOBODY)
-        })
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() != uid || m.gid() != uid))
         .collect()
 }
 
@@ -81,6 +83,23 @@ fn a_tree_owned_by_another_user_keeps_its_owner() -> anyhow::Result<()> {
         not_nobodys(&dir),
         Vec::<PathBuf>::new(),
         "after a person's commit"
+    );
+
+    // Given to another user while the tree is open: the next change keeps the new owner.
+    const DAEMON: u32 = 1;
+    let mut all = vec![dir.clone()];
+    all_files(&dir, &mut all);
+    for p in all {
+        std::os::unix::fs::lchown(&p, Some(DAEMON), Some(DAEMON))?;
+    }
+    tree.mutate(&agent(), "after a chown", Some(2), |root| {
+        std::fs::write(root.join("later.nix"), "{ }\n").map_err(GenError::edit)?;
+        Ok(vec!["later.nix".into()])
+    })?;
+    assert_eq!(
+        not_owned_by(&dir, DAEMON),
+        Vec::<PathBuf>::new(),
+        "after a chown while the tree was open"
     );
     Ok(())
 }

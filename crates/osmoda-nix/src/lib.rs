@@ -110,8 +110,13 @@ pub struct FileInfo {
     /// Number of module bodies (the file's own body counts as module 0 even in a flake, where
     /// it cannot be edited as a module).
     pub modules: usize,
-    /// Static paths in `imports` (or a flake's `modules`), in file order.
+    /// Static paths in `imports` (or a flake's `modules`), in file order; a relative path plus
+    /// plain strings (`./. + "/dyn.nix"`) counts as the path it names.
     pub imports: Vec<Import>,
+    /// Modules in those lists that are computed from a path of the tree (`./. + "/${host}.nix"`,
+    /// `import ./m.nix { }`) and so cannot be followed (`path` is the expression's text).
+    /// Modules from outside the tree (`inputs.x.nixosModules.y`, `<nixpkgs/…>`) are not listed.
+    pub unfollowed: Vec<Import>,
     /// Where the file's expression starts (after any comment header).
     pub expr: Pos,
 }
@@ -253,6 +258,7 @@ pub fn file_info(src: &str) -> Result<FileInfo, EditError> {
         kind: m.kind,
         modules: m.bodies.len(),
         imports: m.imports,
+        unfollowed: m.unfollowed,
         expr: Pos::of(src, start),
     })
 }

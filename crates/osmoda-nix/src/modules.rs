@@ -35,6 +35,7 @@ pub(crate) struct Modules {
     pub kind: FileKind,
     pub bodies: Vec<Option<Body>>,
     pub imports: Vec<Import>,
+    pub unfollowed: Vec<Import>,
 }
 
 /// Finds the modules and imports of a parsed file.
@@ -53,6 +54,7 @@ pub(crate) fn modules(root: &SyntaxNode, src: &str) -> Modules {
         kind,
         bodies: vec![if flake { None } else { main.clone() }],
         imports: Vec::new(),
+        unfollowed: Vec::new(),
     };
     let lists: Vec<SyntaxNode> = match (&main, flake) {
         (Some(b), true) => b
@@ -92,11 +94,79 @@ pub(crate) fn modules(root: &SyntaxNode, src: &str) -> Modules {
                         out.bodies.push(Some(b));
                     }
                 }
-                _ => {}
+                _ => {
+                    let pos = Pos::of(src, start(&item));
+                    match folded_path(&item) {
+                        Some(path) => out.imports.push(Import { path, pos }),
+                        // A module computed from a path of the tree (`./. + "/${host}.nix"`,
+                        // `import ./m.nix { }`): it may define anything, and cannot be read.
+                        None if item.descendants().any(|d| d.kind() == NODE_PATH_REL) => {
+                            out.unfollowed.push(Import {
+                                path: item.text().to_string(),
+                                pos,
+                            });
+                        }
+                        // Modules from outside the tree (`inputs.x.nixosModules.y`, `<nixpkgs/…>`)
+                        // declare and default options like nixpkgs' own modules.
+                        None => {}
+                    }
+                }
             }
         }
     }
     out
+}
+
+/// A path written as a relative path literal plus plain strings (`./. + "/dyn.nix"`,
+/// `(./hosts + "/web.nix")`): the path it names, relative to the file, when it is that simple.
+fn folded_path(item: &SyntaxNode) -> Option<String> {
+    fn parts(node: &SyntaxNode, out: &mut Vec<String>) -> Option<()> {
+        match node.kind() {
+            NODE_PAREN => parts(&node.children().next()?, out),
+            NODE_BIN_OP => {
+                let op = node
+                    .children_with_tokens()
+                    .filter_map(|t| t.into_token())
+                    .find(|t| !t.kind().is_trivia())?;
+                if op.kind() != TOKEN_ADD {
+                    return None;
+                }
+                let mut kids = node.children();
+                let (l, r) = (kids.next()?, kids.next()?);
+                parts(&l, out)?;
+                parts(&r, out)
+            }
+            NODE_PATH_REL if out.is_empty() && node.children().next().is_none() => {
+                out.push(node.text().to_string());
+                Some(())
+            }
+            NODE_STRING if !out.is_empty() => {
+                if node.children().next().is_some() {
+                    return None; // interpolated
+                }
+                let text = node.text().to_string();
+                let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+                if inner.contains('\\') || inner.contains('$') {
+                    return None;
+                }
+                out.push(inner.to_string());
+                Some(())
+            }
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    parts(item, &mut out)?;
+    if out.len() < 2 {
+        return None;
+    }
+    // `./.` + "/x.nix" → `././x.nix`; `./hosts` + "/web.nix" → `./hosts/web.nix`; a string
+    // without a leading `/` continues the last name (`./host` + "s/web.nix"), as in Nix.
+    let mut path = out.remove(0);
+    for s in out {
+        path.push_str(&s);
+    }
+    Some(path)
 }
 
 /// The binding `name = …;` (one name) at the top of attribute set `set`.

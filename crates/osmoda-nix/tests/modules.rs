@@ -31,6 +31,38 @@ fn file_info_lists_inline_modules_and_imports() {
 }
 
 #[test]
+fn computed_imports_are_folded_or_listed_as_unfollowed() {
+    let src = r#"{ inputs, ... }:
+{
+  imports = [
+    (./. + "/dyn.nix")
+    (./hosts + "/web.nix")
+    (./. + "/${host}.nix")
+    (import ./make.nix { })
+    ./plain.nix
+    inputs.disko.nixosModules.disko
+    <nixpkgs/nixos/modules/profiles/minimal.nix>
+  ];
+}
+"#;
+    let info = file_info(src).expect("info");
+    let imports: Vec<&str> = info.imports.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(imports, ["././dyn.nix", "./hosts/web.nix", "./plain.nix"]);
+    let unfollowed: Vec<(String, String)> = info
+        .unfollowed
+        .iter()
+        .map(|i| (i.path.clone(), i.pos.to_string()))
+        .collect();
+    assert_eq!(
+        unfollowed,
+        [
+            ("./. + \"/${host}.nix\"".to_string(), "6:6".to_string()),
+            ("import ./make.nix { }".to_string(), "7:6".to_string()),
+        ]
+    );
+}
+
+#[test]
 fn definitions_name_each_module_line_and_priority() {
     let defs = definitions(CONFIG, &p("networking.hostName")).expect("defs");
     assert_eq!(defs.len(), 1);

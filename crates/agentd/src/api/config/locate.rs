@@ -55,6 +55,9 @@ pub struct Modules {
     pub files: Vec<PathBuf>,
     /// Imports that were not followed, with the reason (outside the tree, a symlink, missing).
     pub skipped: Vec<String>,
+    /// Modules computed from a path of the tree (`./. + "/${host}.nix"`, `import ./m.nix { }`):
+    /// `file:line:col` and the expression. They may define any option.
+    pub unfollowed: Vec<String>,
 }
 
 /// The files reachable from the roots: `flake.nix` (its `modules` lists) and
@@ -70,11 +73,13 @@ pub fn modules(files: &Files) -> Modules {
         return Modules {
             files: files.keys().cloned().collect(),
             skipped: Vec::new(),
+            unfollowed: Vec::new(),
         };
     }
     let mut seen = BTreeSet::new();
     let mut order = Vec::new();
     let mut skipped = Vec::new();
+    let mut unfollowed = Vec::new();
     let mut queue = roots;
     while let Some(file) = queue.pop() {
         if !seen.insert(file.clone()) {
@@ -90,6 +95,11 @@ pub fn modules(files: &Files) -> Modules {
         let Ok(info) = osmoda_nix::file_info(text) else {
             continue;
         };
+        for u in info.unfollowed {
+            let line = format!("{}:{}: `{}`", file.display(), u.pos, u.path);
+            skipped.push(format!("{line} is computed (not followed)"));
+            unfollowed.push(line);
+        }
         for import in info.imports {
             match resolve_import(&file, &import.path, files) {
                 Ok(target) => queue.push(target),
@@ -106,11 +116,12 @@ pub fn modules(files: &Files) -> Modules {
     Modules {
         files: order,
         skipped,
+        unfollowed,
     }
 }
 
 /// The tree file an import path names, relative to the importing file.
-fn resolve_import(from: &Path, import: &str, files: &Files) -> Result<PathBuf, &'static str> {
+pub fn resolve_import(from: &Path, import: &str, files: &Files) -> Result<PathBuf, &'static str> {
     if import.starts_with('/') {
         return Err("is outside the tree (not followed)");
     }
@@ -264,6 +275,83 @@ pub fn choose(
              definitions by hand if they conflict)",
         )),
     }
+}
+
+/// Refuses to add a first definition of `path` (none found where the editor can look) while
+/// the tree imports modules it cannot follow: one of them may define it, and a second
+/// definition would conflict with it. Naming `file` says where the value belongs.
+///
+/// # Errors
+/// 409 listing the modules that were not followed.
+pub fn check_unfollowed(
+    path: &AttrPath,
+    places: &[Place],
+    named: Option<&Path>,
+    mods: &Modules,
+) -> Result<(), ApiError> {
+    if !places.is_empty() || named.is_some() || mods.unfollowed.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "cannot tell whether `{path}` is already defined: the tree imports {} which the \
+             editor cannot follow (computed, not a plain path), and a second definition would \
+             conflict with one there",
+            mods.unfollowed.join(", ")
+        ),
+    )
+    .with_detail(json!({
+        "not_followed": mods.unfollowed,
+        "hint": "name the file that should hold the value with `file` (agentctl: --file), or write the import as a plain path (imports = [ ./dyn.nix ])",
+    })))
+}
+
+/// Refuses adding a module to `imports` that does not exist: a relative path must name a file
+/// of the current generation (or a directory with `default.nix`), an absolute one a file on
+/// this machine.
+///
+/// # Errors
+/// 422 naming the path, 400 for a relative path given as a string.
+pub fn check_import(
+    from: &Path,
+    element: &osmoda_nix::Value,
+    files: &Files,
+) -> Result<(), ApiError> {
+    let (text, string) = match element {
+        osmoda_nix::Value::Raw(raw) => (raw.trim().to_string(), false),
+        osmoda_nix::Value::Json(serde_json::Value::String(s)) => (s.clone(), true),
+        osmoda_nix::Value::Json(_) => return Ok(()),
+    };
+    let plain = !text.contains(|c: char| c.is_whitespace() || "${}()\"+".contains(c));
+    if !plain {
+        return Ok(()); // an expression: the evaluator judges it
+    }
+    if text.starts_with("./") || text.starts_with("../") {
+        if string {
+            return Err(ApiError::bad_request(format!(
+                "imports takes modules as paths, not strings: give `{text}` as Nix (`nix`: \
+                 \"{text}\", agentctl: --nix {text})"
+            )));
+        }
+        if let Err(why) = resolve_import(from, &text, files) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "cannot import `{text}` from {}: it {}; create the module and record it \
+                     with `agentctl config commit -m WHY` first",
+                    from.display(),
+                    why.trim_end_matches(" (not followed)")
+                ),
+            ));
+        }
+    } else if text.starts_with('/') && !Path::new(&text).exists() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("cannot import `{text}`: no such file on this machine"),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses an option edit aimed at a flake or at a file that is not a module.

@@ -52,7 +52,17 @@ impl From<GenError> for ApiError {
             }
             GenError::Invalid { .. } | GenError::Edit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             GenError::BadInput { .. } | GenError::BadPath { .. } => StatusCode::BAD_REQUEST,
-            GenError::Locked { .. } | GenError::DetachedHead { .. } => StatusCode::CONFLICT,
+            GenError::Locked { .. } | GenError::DetachedHead { .. } | GenError::NotOwned { .. } => {
+                StatusCode::CONFLICT
+            }
+            // A git lock file that appeared after the stale ones were cleared: someone is
+            // using git on the tree right now.
+            GenError::Git { source, .. } if source.code() == git2::ErrorCode::Locked => {
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("{e}; another git process is changing the tree right now: retry when it has finished"),
+                )
+            }
             GenError::UnknownRevision { .. } => StatusCode::NOT_FOUND,
             GenError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

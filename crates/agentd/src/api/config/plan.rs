@@ -53,6 +53,9 @@ pub fn plan(tree: &Tree, named: Option<&Path>, op: &Op) -> Result<Planned, ApiEr
     let mods = locate::modules(&files);
     let path = path_of(op);
     let places = locate::definitions(&files, &mods, path)?;
+    if !matches!(op, Op::Unset(_)) {
+        locate::check_unfollowed(path, &places, named, &mods)?;
+    }
     let target = locate::choose(path, &places, named, Path::new(super::DEFAULT_FILE))?;
     let before = match files.get(&target.file) {
         Some(Ok(text)) => text.clone(),
@@ -70,6 +73,11 @@ pub fn plan(tree: &Tree, named: Option<&Path>, op: &Op) -> Result<Planned, ApiEr
             .with_detail(json!({ "hint": "create the file and import it, then commit it with `agentctl config commit -m WHY`" })))
         }
     };
+    if let Op::Append(p, element) = op {
+        if p.segments().len() == 1 && p.segments()[0] == "imports" {
+            locate::check_import(&target.file, element, &files)?;
+        }
+    }
     tree.check_no_symlink(&target.file)?;
     locate::check_kind(&target.file, &before, path, target.module)?;
     let edit = osmoda_nix::edit_in(&before, target.module, op)
