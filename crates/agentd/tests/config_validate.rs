@@ -70,25 +70,44 @@ async fn build_without_nixpkgs_is_unavailable_and_commits_nothing() {
         return;
     }
     let d = Daemon::start_with_tree_and(settings(osmoda_generations::Validate::Build)).await;
-    let head = git(&d.tree_dir(), &["rev-parse", "HEAD"]);
-    let r = d
-        .agent()
-        .post(
-            "/config/set",
-            &json!({"path": "services.osmoda.watch.watchers.sshd.intervalSecs", "value": 15, "reason": "r"}),
-        )
-        .await
-        .expect("post");
-    assert_eq!(r.status, 503, "{}", r.body);
-    let error = r.body["error"].as_str().expect("error");
-    assert!(
-        error.contains("validate = build")
-            && error.contains("unavailable")
-            && error.contains("needs nixpkgs")
-            && error.contains("validate = \"eval\""),
-        "{error}"
-    );
-    assert_eq!(git(&d.tree_dir(), &["rev-parse", "HEAD"]), head);
-    assert_eq!(git(&d.tree_dir(), &["status", "--porcelain"]), "");
+    // A tree without a flake is evaluated with <nixpkgs>; one with a flake as the flake (its
+    // inputs here are on a host that never resolves, so the test never downloads anything).
+    let dir = d.tree_dir();
+    std::fs::remove_file(dir.join("flake.nix")).expect("rm flake.nix");
+    d.agent()
+        .post_ok("/config/commit", &json!({"reason": "no flake"}))
+        .await;
+    let unfetchable = "{\n  inputs.nixpkgs.url = \"git+https://osmoda-test.invalid/nixpkgs\";\n  outputs = { self, nixpkgs }: {\n    nixosConfigurations.osmoda = nixpkgs.lib.nixosSystem { modules = [ ./configuration.nix ]; };\n  };\n}\n";
+    for (flake, want) in [
+        (None, "needs nixpkgs"),
+        (Some(unfetchable), "could not be fetched"),
+    ] {
+        if let Some(text) = flake {
+            std::fs::write(dir.join("flake.nix"), text).expect("write flake.nix");
+            d.agent()
+                .post_ok("/config/commit", &json!({"reason": "a flake"}))
+                .await;
+        }
+        let head = git(&dir, &["rev-parse", "HEAD"]);
+        let r = d
+            .agent()
+            .post(
+                "/config/set",
+                &json!({"path": "services.osmoda.watch.watchers.sshd.intervalSecs", "value": 15, "reason": "r"}),
+            )
+            .await
+            .expect("post");
+        assert_eq!(r.status, 503, "{}", r.body);
+        let error = r.body["error"].as_str().expect("error");
+        assert!(
+            error.contains("validate = build")
+                && error.contains("unavailable")
+                && error.contains(want)
+                && error.contains("validate = \"eval\""),
+            "{error}"
+        );
+        assert_eq!(git(&dir, &["rev-parse", "HEAD"]), head);
+        assert_eq!(git(&dir, &["status", "--porcelain"]), "");
+    }
     d.stop().await;
 }

@@ -267,14 +267,20 @@ fn unknown(here: &str, seg: &str, set: &Options) -> OptionError {
     let names: Vec<&str> = set.keys().map(String::as_str).collect();
     let guess = closest(seg, names.iter().copied());
     let mut problem = format!("`{}` is not an option here", show_name(seg));
-    if let Some(g) = &guess {
-        problem.push_str(&format!("; did you mean `{here}.{g}`?"));
+    // Inside a list element (`….steps.*`) there is no path to set: suggest the name itself.
+    let suggestion = match &guess {
+        Some(g) if here.split('.').any(|s| s == "*") => Some(g.clone()),
+        Some(g) => Some(format!("{here}.{g}")),
+        None => None,
+    };
+    if let Some(s) = &suggestion {
+        problem.push_str(&format!("; did you mean `{s}`?"));
     }
     OptionError {
         option: format!("{here}.{}", show_name(seg)),
         problem,
         expected: format!("one of: {}", names.join(", ")),
-        did_you_mean: guess.map(|g| format!("{here}.{g}")),
+        did_you_mean: suggestion,
     }
 }
 

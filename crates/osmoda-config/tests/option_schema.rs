@@ -348,3 +348,28 @@ fn list_elements_are_checked() {
     assert!(options::check_element(&ports, Some(&json!(443))).is_ok());
     assert!(options::check_element(&ports, Some(&json!(70000))).is_err());
 }
+
+#[test]
+fn a_typo_inside_a_list_element_suggests_a_name_not_a_path() {
+    // A chain step's `comand`: there is no option path `….steps.*.command` to set; the
+    // suggestion is the name inside the element.
+    let steps = ["services", "osmoda", "routines", "r", "action", "steps"];
+    let e = options::check_element(
+        &steps,
+        Some(&json!({ "type": "command", "comand": ["true"] })),
+    )
+    .expect_err("typo");
+    assert_eq!(e.did_you_mean.as_deref(), Some("command"), "{e}");
+    assert!(e.to_string().contains("did you mean `command`?"), "{e}");
+    // Outside a list, the suggestion is still the whole option path.
+    let e = options::check(
+        &["services", "osmoda", "routines", "r", "action", "comand"],
+        Some(&json!(["true"])),
+    )
+    .expect_err("typo");
+    assert_eq!(
+        e.did_you_mean.as_deref(),
+        Some("services.osmoda.routines.r.action.command"),
+        "{e}"
+    );
+}

@@ -120,6 +120,36 @@ pub(crate) fn blob_id(
     Oid::hash_object(ObjectType::Blob, &odb)
 }
 
+/// What to write to put `rel` back to the blob `blob` after a failed change, given its bytes now
+/// (`current`): `None` when they already are that blob as git sees it (a change that changed
+/// nothing, or only line endings git normalises: the person's bytes are left as they are), else
+/// the blob, with CRLF line breaks when the file has them now (a CRLF file stays CRLF; the editor
+/// keeps a file's line endings, so the edited file shows what the original had).
+pub(crate) fn restored<'a>(
+    repo: &Repository,
+    rel: &Path,
+    blob: &'a [u8],
+    blob_id: Oid,
+    current: Option<&[u8]>,
+) -> Option<Cow<'a, [u8]>> {
+    if let Some(now) = current {
+        if self::blob_id(repo, rel, now, Some(blob_id)).ok() == Some(blob_id) {
+            return None;
+        }
+        if has_crlf(now) && !has_crlf(blob) && !looks_binary(blob) {
+            let mut out = Vec::with_capacity(blob.len() + blob.len() / 16);
+            for &b in blob {
+                if b == b'\n' {
+                    out.push(b'\r');
+                }
+                out.push(b);
+            }
+            return Some(Cow::Owned(out));
+        }
+    }
+    Some(Cow::Borrowed(blob))
+}
+
 /// True if a file git's status calls modified in the work tree only is, once normalised by its
 /// attributes, the content and mode the index holds.
 pub(crate) fn same_as_index(repo: &Repository, index: &git2::Index, rel: &Path) -> bool {

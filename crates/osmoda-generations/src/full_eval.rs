@@ -3,13 +3,22 @@
 //!
 //! * `parse`: rnix only; the evaluator is never started.
 //! * `eval` (default): rnix, then the Nix evaluator on each changed file (see [`crate::validate`]).
-//! * `build`: `eval`, then the whole configuration is evaluated by NixOS itself
-//!   (`<nixpkgs/nixos/lib/eval-config.nix>` with the tree's `configuration.nix` and, when given,
-//!   osModa's NixOS module), forcing `config.system.build.toplevel.drvPath`: every option type,
-//!   every conflicting definition and every assertion is judged as `nixos-rebuild build` would,
-//!   without building. This **needs nixpkgs** (`<nixpkgs>` in `NIX_PATH`, as on NixOS with
-//!   channels or `nix.nixPath`); where it does not resolve every edit is refused with
-//!   [`GenError::Unavailable`] saying so, never committed unchecked.
+//! * `build`: `eval`, then the whole configuration is evaluated by NixOS itself, forcing
+//!   `config.system.build.toplevel.drvPath`: every option type, every conflicting definition and
+//!   every assertion is judged as `nixos-rebuild build` would, without building.
+//!   - A tree with a `flake.nix` is evaluated as the flake it is, the way
+//!     `nixos-rebuild --flake` does: `builtins.getFlake "git+file://<tree>"` (the work tree's
+//!     content, so the edit being validated is included; its pinned inputs, nixpkgs and
+//!     osModa's module among them, come from its `flake.lock`), host
+//!     `nixosConfigurations.<hostname>`, or the only one there is. Inputs that are not in the
+//!     store must be fetched: where that fails (offline, no `flake.lock`) every edit is
+//!     refused with [`GenError::Unavailable`] saying so.
+//!   - A tree without a flake is evaluated with `<nixpkgs/nixos/lib/eval-config.nix>`, the
+//!     tree's `configuration.nix` and, when given, osModa's NixOS module. This **needs
+//!     nixpkgs** (`<nixpkgs>` in `NIX_PATH`, as on NixOS with channels or `nix.nixPath`);
+//!     where it does not resolve every edit is refused with [`GenError::Unavailable`].
+//!
+//!   Either way an edit is never committed unchecked.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,13 +76,12 @@ impl FullEval {
     /// [`GenError::Unavailable`] without `nix-instantiate` or `<nixpkgs>`;
     /// [`GenError::Invalid`] (naming `configuration.nix`) with NixOS's message.
     pub(crate) fn check(&self, dir: &Path, nix: Option<&Path>) -> Result<(), GenError> {
-        let unavailable = |reason: String| GenError::Unavailable {
-            what: "validate = build (a full NixOS evaluation before commit)",
-            reason,
-        };
         let nix = nix.map(Path::to_path_buf).or_else(crate::validate::find_nix_instantiate).ok_or_else(|| {
             unavailable("nix-instantiate is not installed; install Nix, or set services.osmoda.agentd.validate = \"eval\" (or \"parse\")".into())
         })?;
+        if dir.join("flake.nix").is_file() {
+            return check_flake(dir, &nix);
+        }
         let found = Command::new(&nix)
             .args(["--find-file", "nixpkgs"])
             .stdin(Stdio::null())
@@ -111,6 +119,88 @@ impl FullEval {
             message: format!("NixOS evaluation: {}", stderr.trim()),
         })
     }
+}
+
+fn unavailable(reason: String) -> GenError {
+    GenError::Unavailable {
+        what: "validate = build (a full NixOS evaluation before commit)",
+        reason,
+    }
+}
+
+/// Evaluates the flake's NixOS system for this host (see the module docs).
+const FLAKE_EXPR: &str = r#"{ tree, host }:
+let
+  flake = builtins.getFlake ("git+file://" + tree);
+  systems = flake.nixosConfigurations or { };
+  names = builtins.attrNames systems;
+  name =
+    if systems ? ${host} then host
+    else if builtins.length names == 1 then builtins.head names
+    else throw "osmoda: the flake has no nixosConfigurations.${host} (this machine's host name) and ${toString (builtins.length names)} others (${builtins.concatStringsSep ", " names}); name the machine's configuration after its host name";
+in systems.${name}.config.system.build.toplevel.drvPath"#;
+
+/// What a failed fetch of a flake input says (Nix 2.8 and later).
+const FETCH_FAILED: &[&str] = &[
+    "unable to download",
+    "Couldn't resolve host",
+    "Could not resolve host",
+    "unable to access",
+    "cannot fetch",
+    "unable to fetch",
+];
+
+fn check_flake(dir: &Path, nix: &Path) -> Result<(), GenError> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut cmd = Command::new(nix);
+    cmd.args(["--eval", "--strict"])
+        .args([
+            "--option",
+            "extra-experimental-features",
+            "nix-command flakes",
+        ])
+        // Inputs are normally in the store already (the running system was built from them);
+        // do not spend a minute retrying a download that cannot work.
+        .args(["--option", "download-attempts", "1"])
+        .args(["--option", "connect-timeout", "5"])
+        .arg("--argstr")
+        .arg("tree")
+        .arg(dir)
+        .arg("--argstr")
+        .arg("host")
+        .arg(&host)
+        .arg("--expr")
+        .arg(FLAKE_EXPR)
+        .current_dir(dir);
+    let out = crate::evaluator::run(cmd, &crate::evaluator::Caps::VALIDATE)
+        .map_err(|e| GenError::io("run", nix, e))?;
+    if out.success() {
+        return Ok(());
+    }
+    let stderr = out.stderr.trim();
+    if let Some(cap) = out.exceeded {
+        return Err(GenError::Invalid {
+            path: PathBuf::from("flake.nix"),
+            message: format!("NixOS evaluation of the flake was stopped: {cap}"),
+        });
+    }
+    if let Some(line) = stderr
+        .lines()
+        .find(|l| FETCH_FAILED.iter().any(|m| l.contains(m)))
+    {
+        return Err(unavailable(format!(
+            "the flake's inputs are not in the Nix store and could not be fetched ({}); on \
+             the machine, lock them (`nix flake lock`, commit flake.lock) and build once so \
+             they are in the store, or set services.osmoda.agentd.validate = \"eval\"",
+            line.trim()
+        )));
+    }
+    Err(GenError::Invalid {
+        path: PathBuf::from("flake.nix"),
+        message: format!("NixOS evaluation of the flake: {stderr}"),
+    })
 }
 
 #[cfg(test)]

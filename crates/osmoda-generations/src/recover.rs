@@ -154,7 +154,17 @@ fn restore_all(
                 let blob = repo
                     .find_blob(entry.id())
                     .map_err(GenError::git("read a blob"))?;
-                write_blob(&abs, blob.content(), entry.filemode())?;
+                let now = fs::read(&abs).ok();
+                match crate::attributes::restored(
+                    repo,
+                    &rel,
+                    blob.content(),
+                    entry.id(),
+                    now.as_deref(),
+                ) {
+                    Some(bytes) => write_blob(&abs, &bytes, entry.filemode())?,
+                    None => continue,
+                }
             }
             Ok(_) => continue,
             Err(_) => remove_file_and_empty_parents(dir, &abs)?,

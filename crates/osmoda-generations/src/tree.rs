@@ -572,7 +572,20 @@ impl Tree {
                     let blob = repo
                         .find_blob(entry.id())
                         .map_err(GenError::git("read a blob"))?;
-                    write_blob(&abs, blob.content(), entry.filemode())?;
+                    let now = fs::read(&abs).ok();
+                    match crate::attributes::restored(
+                        repo,
+                        &rel,
+                        blob.content(),
+                        entry.id(),
+                        now.as_deref(),
+                    ) {
+                        Some(bytes) => write_blob(&abs, &bytes, entry.filemode())?,
+                        // Unchanged as git sees it: the person's bytes stay (mode included).
+                        None => {
+                            write_blob(&abs, now.as_deref().unwrap_or_default(), entry.filemode())?
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => remove_file_and_empty_parents(&self.dir, &abs)?,

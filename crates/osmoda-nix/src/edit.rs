@@ -11,7 +11,7 @@ use crate::path::AttrPath;
 use crate::render::{render_key, to_nix_with};
 use crate::resolve::{rec_set, Container};
 use crate::syntax::{
-    end, indent_at, line_start, rest_of_line_blank, skip_hspace, start, starts_line,
+    end, indent_at, line_break_len, line_start, rest_of_line_blank, skip_hspace, start, starts_line,
 };
 
 /// Replace `start..end` of the original source with `text`.
@@ -349,11 +349,7 @@ fn deletion_range(src: &str, node: &SyntaxNode, comments: bool) -> (usize, usize
     let alone_start = starts_line(src, s);
     match rest_of_line_blank(src, e) {
         Some(eol) if alone_start => {
-            let after = if src[eol..].starts_with('\n') {
-                eol + 1
-            } else {
-                eol
-            };
+            let after = eol + line_break_len(src, eol);
             let ls = line_start(src, s);
             let from = if comments {
                 attached_comments(src, ls)
@@ -537,7 +533,8 @@ pub(crate) fn delete_items(src: &str, items: &[SyntaxNode]) -> Vec<Splice> {
         items
             .iter()
             .map(|i| {
-                let (s, e) = deletion_range(src, i, false);
+                // An element's own `#` comment lines above it go with it, as with a binding.
+                let (s, e) = deletion_range(src, i, true);
                 Splice {
                     start: s,
                     end: e,

@@ -115,7 +115,7 @@ fn check_rec_users(
                         pos: Pos::of(src, start(&binding)),
                         reason: format!(
                             "`{name}` is used by {} in this `rec` set, so changing it would change \
-                             them too; edit them together by hand",
+                             them too (they must change together)",
                             users.join(", ")
                         ),
                     });

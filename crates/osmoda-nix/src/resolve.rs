@@ -244,6 +244,10 @@ fn walk(
             };
             if value.kind() == NODE_ATTR_SET {
                 walk(&value, full, src, path, res)?;
+            } else if let Some(inner) = forced_set(&value) {
+                // `x = lib.mkForce { a = 1; };`: the priority covers the whole set, and the
+                // names inside are edited in place, under it.
+                walk(&inner, full, src, path, res)?;
             } else if let Some(kind) = literal_kind(&value) {
                 return Err(EditError::Type {
                     op: "reach".into(),
@@ -266,6 +270,15 @@ fn walk(
         siblings,
     });
     Ok(())
+}
+
+/// The attribute set literal inside a priority wrapper (`mkForce { … }`, `mkDefault ({ … })`).
+fn forced_set(value: &SyntaxNode) -> Option<SyntaxNode> {
+    let mut inner = crate::modules::priority(value)?.inner;
+    while inner.kind() == NODE_PAREN {
+        inner = inner.children().next()?;
+    }
+    (inner.kind() == NODE_ATTR_SET).then_some(inner)
 }
 
 impl Resolution {

@@ -384,12 +384,27 @@ pub(crate) fn skip_hspace(src: &str, offset: usize) -> usize {
     offset + (src[offset..].len() - src[offset..].trim_start_matches([' ', '\t']).len())
 }
 
-/// If the rest of the line after `offset` is blank or a `#` comment, the offset of its line
-/// break (or the end of the file); otherwise `None`.
+/// If the rest of the line after `offset` is blank or a `#` comment, the offset where its line
+/// break starts (the `\r` of a CRLF, so text inserted there never splits one; or the end of
+/// the file); otherwise `None`.
 pub(crate) fn rest_of_line_blank(src: &str, offset: usize) -> Option<usize> {
     let p = skip_hspace(src, offset);
     let rest = &src[p..];
-    let eol = p + rest.find('\n').unwrap_or(rest.len());
-    let line = src[p..eol].trim_end_matches('\r');
+    let mut eol = p + rest.find('\n').unwrap_or(rest.len());
+    if eol > p && src.as_bytes()[eol - 1] == b'\r' && eol < src.len() {
+        eol -= 1;
+    }
+    let line = &src[p..eol];
     (line.is_empty() || line.starts_with('#')).then_some(eol)
+}
+
+/// The length of the line break at `offset` (2 for CRLF, 1 for LF, 0 elsewhere).
+pub(crate) fn line_break_len(src: &str, offset: usize) -> usize {
+    if src[offset..].starts_with("\r\n") {
+        2
+    } else if src[offset..].starts_with('\n') {
+        1
+    } else {
+        0
+    }
 }

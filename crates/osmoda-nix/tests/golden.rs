@@ -265,6 +265,8 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("lists", "set-raw-trailing-comment", "set", "services.nginx.enable", "nix:true # for the site"),
     ("crlf", "set-keeps-crlf", "set", "services.openssh.settings", "{\"PasswordAuthentication\": false}"),
     ("crlf", "unset-crlf-with-comment", "unset", "networking.hostName", ""),
+    ("crlf", "set-new-beside-a-set", "set", "services.nginx.enable", "true"),
+    ("crlf", "set-new-list-beside-a-set", "set", "services.nginx.ports", "[80, 443, 8080, 8443, 9000, 9001, 9002, 9003, 9004, 9005, 9006, 9007, 9008]"),
     ("bom", "set-keeps-bom", "set", "time.timeZone", "\"Europe/Berlin\""),
     ("recset", "refuse-rec-dependent", "set", "services.osmoda.watch.watchers.web-http.intervalSecs", "10"),
     ("recset", "set-rec-independent", "set", "services.osmoda.watch.watchers.db.intervalSecs", "10"),
@@ -272,6 +274,11 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     ("flake", "set-flake-input-url", "set", "inputs.nixpkgs.url", "\"github:NixOS/nixpkgs/nixos-25.05\""),
     ("explicit", "set-under-explicit-config", "set", "time.timeZone", "\"Europe/Berlin\""),
     ("explicit", "unset-under-explicit-config", "unset", "time.timeZone", ""),
+    ("forced", "set-inside-forced-set", "set", "services.nginx.enable", "false"),
+    ("forced", "add-inside-forced-set", "set", "services.nginx.recommendedTlsSettings", "true"),
+    ("forced", "unset-inside-forced-set", "unset", "services.nginx.recommendedProxySettings", ""),
+    ("forced", "get-inside-forced-set", "get", "services.nginx.enable", ""),
+    ("forced", "remove-takes-its-comment", "remove", "networking.firewall.allowedTCPPorts", "32400"),
 ];
 
 fn golden_dir() -> PathBuf {

@@ -129,3 +129,39 @@ fn get_reads_literals_and_merges() {
     );
     assert_eq!(get(src, &p("a.b")).expect("get"), json!(1));
 }
+
+/// Every operation on a CRLF file writes only CRLF line breaks: a new binding inserted after a
+/// related multi-line one (at the end of its line, never between its `\r` and `\n`), a binding
+/// unset from a line it shares, a list element removed, JSON rendered over several lines.
+#[test]
+fn crlf_files_never_get_a_bare_lf() {
+    let src = "{ ... }:\r\n{\r\n  a = 1; b = 2;\r\n  services.x = {\r\n    enable = true;\r\n  };\r\n  l = [\r\n    1\r\n    # two\r\n    2\r\n  ];\r\n}\r\n";
+    let big = json!({ "k": [1, 2, 3], "m": { "n": "o" } });
+    let outs = [
+        set(src, &p("services.y.enable"), &Value::Json(json!(true))),
+        set(src, &p("services.x.port"), &Value::Json(json!(80))),
+        set(src, &p("services.z"), &Value::Json(big.clone())),
+        set(
+            src,
+            &p("l"),
+            &Value::Json(json!([
+                "aaaaaaaaaaaaaaaaaaaa",
+                "bbbbbbbbbbbbbbbbbbbbbbb",
+                "cccccccccccccccccccccccccc"
+            ])),
+        ),
+        unset(src, &p("b")),
+        unset(src, &p("a")),
+        unset(src, &p("services.x")),
+        remove(src, &p("l"), &Value::Json(json!(2))),
+        append(src, &p("l"), &Value::Json(big)),
+    ];
+    for out in outs {
+        let out = out.expect("edit");
+        assert_eq!(
+            out.replace("\r\n", "").matches(['\n', '\r']).count(),
+            0,
+            "{out:?}"
+        );
+    }
+}

@@ -252,5 +252,81 @@ pub fn recover(st: &Arc<AppState>) -> anyhow::Result<()> {
             )?;
         }
     }
+    // A request recorded just before a crash that came before its intent was saved has left
+    // nothing in the tree to recover: give it its outcome from git's history.
+    for (id, rev) in unfinished_requests(st, tree)? {
+        match rev {
+            Some(rev) => {
+                tracing::warn!(id, %rev, "a request without an outcome had committed; recorded it");
+                record(
+                    "config.committed",
+                    json!({ "requested_event": id, "rev": rev, "recovered": true }),
+                )?;
+            }
+            None => {
+                tracing::warn!(
+                    id,
+                    "a request without an outcome never reached the tree; recorded it as failed"
+                );
+                record(
+                    "config.failed",
+                    json!({ "requested_event": id, "error": "agentd stopped before this request reached the tree; nothing was changed", "recovered": true }),
+                )?;
+            }
+        }
+    }
     Ok(())
+}
+
+/// How many of the newest `config.*` events recovery looks at. An outcome is always recorded
+/// after its request, so every request in this window has its outcome in it too; requests
+/// older than the window were looked at by an earlier start.
+const RECOVERY_WINDOW: usize = 10_000;
+
+/// `config.requested` events among the newest [`RECOVERY_WINDOW`] config events with no
+/// `config.committed`/`config.failed`, each with the commit that carries its id in the
+/// `Osmoda-Event` trailer, if one does.
+fn unfinished_requests(
+    st: &Arc<AppState>,
+    tree: &osmoda_generations::Tree,
+) -> anyhow::Result<Vec<(i64, Option<String>)>> {
+    let events = st.ledger.query(&osmoda_ledger::Query {
+        kind: Some("config.*".into()),
+        limit: Some(RECOVERY_WINDOW),
+        descending: true,
+        ..Default::default()
+    })?;
+    let mut finished = std::collections::HashSet::new();
+    let mut requested = Vec::new();
+    for e in &events {
+        match e.kind.as_str() {
+            "config.requested" => requested.push(e.id),
+            "config.committed" | "config.failed" => {
+                let payload: Value = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
+                if let Some(id) = payload["requested_event"].as_i64() {
+                    finished.insert(id);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut open: Vec<i64> = requested
+        .into_iter()
+        .filter(|id| !finished.contains(id))
+        .collect();
+    if open.is_empty() {
+        return Ok(Vec::new());
+    }
+    open.sort_unstable();
+    let generations = tree.generations(1000)?;
+    Ok(open
+        .into_iter()
+        .map(|id| {
+            let rev = generations
+                .iter()
+                .find(|g| g.event_id == Some(id))
+                .map(|g| g.rev.clone());
+            (id, rev)
+        })
+        .collect())
 }

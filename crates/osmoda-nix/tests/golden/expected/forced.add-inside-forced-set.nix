@@ -1,0 +1,15 @@
+{ lib, ... }:
+{
+  services.nginx = lib.mkForce {
+    enable = true;
+    # the proxy
+    recommendedProxySettings = true;
+    recommendedTlsSettings = true;
+  };
+  networking.firewall.allowedTCPPorts = [
+    80
+    # media server
+    32400
+    443
+  ];
+}

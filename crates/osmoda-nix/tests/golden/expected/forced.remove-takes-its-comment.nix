@@ -1,0 +1,12 @@
+{ lib, ... }:
+{
+  services.nginx = lib.mkForce {
+    enable = true;
+    # the proxy
+    recommendedProxySettings = true;
+  };
+  networking.firewall.allowedTCPPorts = [
+    80
+    443
+  ];
+}
