@@ -74,9 +74,7 @@ async fn build_without_nixpkgs_is_unavailable_and_commits_nothing() {
     // inputs here are on a host that never resolves, so the test never downloads anything).
     let dir = d.tree_dir();
     std::fs::remove_file(dir.join("flake.nix")).expect("rm flake.nix");
-    d.agent()
-        .post_ok("/config/commit", &json!({"reason": "no flake"}))
-        .await;
+    commit_approved(&d, "no flake").await;
     let unfetchable = "{\n  inputs.nixpkgs.url = \"git+https://osmoda-test.invalid/nixpkgs\";\n  outputs = { self, nixpkgs }: {\n    nixosConfigurations.osmoda = nixpkgs.lib.nixosSystem { modules = [ ./configuration.nix ]; };\n  };\n}\n";
     for (flake, want) in [
         (None, "needs nixpkgs"),
@@ -84,9 +82,7 @@ async fn build_without_nixpkgs_is_unavailable_and_commits_nothing() {
     ] {
         if let Some(text) = flake {
             std::fs::write(dir.join("flake.nix"), text).expect("write flake.nix");
-            d.agent()
-                .post_ok("/config/commit", &json!({"reason": "a flake"}))
-                .await;
+            commit_approved(&d, "a flake").await;
         }
         let head = git(&dir, &["rev-parse", "HEAD"]);
         let r = d
@@ -110,4 +106,25 @@ async fn build_without_nixpkgs_is_unavailable_and_commits_nothing() {
         assert_eq!(git(&dir, &["status", "--porcelain"]), "");
     }
     d.stop().await;
+}
+
+/// Commits a person's hand edit of flake.nix, which the gate cannot judge (it asks a person):
+/// approved on the approval socket, then committed with the ticket.
+async fn commit_approved(d: &Daemon, reason: &str) {
+    let r = d
+        .agent()
+        .post("/config/commit", &json!({"reason": reason}))
+        .await
+        .expect("post");
+    let id = match r.status {
+        200 => return,
+        403 => r.body["detail"]["ticket"].as_str().expect("ticket").to_string(),
+        other => panic!("{other}: {}", r.body),
+    };
+    d.human()
+        .post_ok(&format!("/approval/{id}/approve"), &json!({}))
+        .await;
+    d.agent()
+        .post_ok("/config/commit", &json!({"reason": reason, "approval": id}))
+        .await;
 }
