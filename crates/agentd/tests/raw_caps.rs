@@ -95,7 +95,12 @@ async fn values_naming_module_arguments_are_evaluated_up_to_their_first_use() {
             "with pkgs; [ (builtins.readFile /etc/hostname) vim ]",
             "forbidden in restricted mode",
         ),
-        ("lib.mkForce (builtins.seq (1 + \"a\") 1)", ""),
+        // A module-system wrapper is looked through: what it wraps is evaluated.
+        (
+            "lib.mkForce (builtins.seq (1 + \"a\") 1)",
+            "cannot add a string to an integer",
+        ),
+        ("lib.mkForce (pkgs.lib.seq (1 + \"a\") 1)", ""),
         ("let x = 1 + true; in pkgs.lib.optional x pkgs.vim", ""),
     ] {
         let (status, body) = set(&d, "environment.systemPackages", raw).await;
