@@ -118,7 +118,10 @@ async fn commit_approved(d: &Daemon, reason: &str) {
         .expect("post");
     let id = match r.status {
         200 => return,
-        403 => r.body["detail"]["ticket"].as_str().expect("ticket").to_string(),
+        403 => r.body["detail"]["ticket"]
+            .as_str()
+            .expect("ticket")
+            .to_string(),
         other => panic!("{other}: {}", r.body),
     };
     d.human()
