@@ -691,8 +691,17 @@ in
         package = cfg.mesh.package;
         socket = cfg.mesh.socket;
         user = "osmoda-mesh";
-        # Peers connect over TCP.
-        serviceConfig.RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+        # Accepting an invite (or a peer's identity hand-over) records the peer as a generation
+        # through agentd's config API and applies it with SafeSwitch.
+        args = [ "--watch-socket" cfg.watch.socket ];
+        extra.after = [ "network.target" "osmoda-agentd.service" ]
+          ++ lib.optional cfg.watch.enable "osmoda-watch.service";
+        serviceConfig = {
+          # Peers connect over TCP.
+          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+          # The identity's private keys must never reach a core dump.
+          LimitCORE = 0;
+        };
       };
 
       systemd.services.osmoda-egress = mkDaemon {

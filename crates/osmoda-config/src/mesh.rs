@@ -49,6 +49,14 @@ pub(crate) fn check_host_port(s: &str, what: &str) -> Result<(), String> {
     }
 }
 
+/// Checks that `s` is a dialable `host:port` (an endpoint in an invite or a peer record).
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn check_endpoint(s: &str) -> Result<(), String> {
+    check_host_port(s, "endpoint")
+}
+
 impl MeshConfig {
     /// Semantic checks: addresses and non-empty keys.
     ///

@@ -1,0 +1,149 @@
+//! What osmoda-mesh asks of agentd and osmoda-watch: ledger events (metadata only, durably
+//! spooled by the `Reporter`, so none is lost while agentd is down), and peer records written
+//! into the config tree through agentd's config API (`/config/set`) and applied with
+//! SafeSwitch (`/switch/begin`), the path `/routine/add` takes.
+
+use std::path::Path;
+
+use osmoda_client::{Client, Reporter};
+use serde_json::{json, Value};
+
+use crate::error::MeshError;
+use crate::identity::Keys;
+
+/// agentd and osmoda-watch as seen from mesh.
+pub struct Agentd {
+    client: Client,
+    watch: Client,
+    reporter: Reporter,
+}
+
+/// The option path of peer `name`.
+pub fn peer_path(name: &str) -> String {
+    format!("services.osmoda.mesh.peers.{name}")
+}
+
+impl Agentd {
+    /// Talks to agentd at `socket` and watch at `watch`; events wait in `spool_dir`.
+    ///
+    /// # Errors
+    /// `Internal` when the spool cannot be opened.
+    pub fn open(socket: &Path, watch: &Path, spool_dir: &Path) -> Result<Agentd, MeshError> {
+        let reporter = Reporter::open(socket, spool_dir, "osmoda-mesh").map_err(|e| {
+            MeshError::Internal(format!(
+                "cannot open the event spool {}: {e}",
+                spool_dir.display()
+            ))
+        })?;
+        Ok(Agentd {
+            client: Client::new(socket).as_daemon("osmoda-mesh"),
+            watch: Client::new(watch),
+            reporter,
+        })
+    }
+
+    /// Records `mesh.<kind>` (spooled first; never fails the caller).
+    pub async fn event(&self, kind: &str, payload: Value) {
+        if let Err(e) = self.reporter.report(&format!("mesh.{kind}"), payload).await {
+            tracing::error!("cannot spool event mesh.{kind}: {e}");
+        }
+    }
+
+    /// Delivers spooled events now; returns how many.
+    ///
+    /// # Errors
+    /// When agentd cannot be reached.
+    pub async fn flush(&self) -> Result<usize, MeshError> {
+        self.reporter
+            .flush()
+            .await
+            .map_err(|e| MeshError::Agentd(e.to_string()))
+    }
+
+    async fn call(c: &Client, path: &str, body: &Value) -> Result<Value, MeshError> {
+        let who = c.socket().display().to_string();
+        let r = c
+            .post(path, body)
+            .await
+            .map_err(|e| MeshError::Agentd(format!("POST {path} on {who}: {e}")))?;
+        match r.status {
+            200..=299 => Ok(r.body),
+            409 => Err(MeshError::Conflict(format!(
+                "{who} refused POST {path} (409): {}",
+                r.body
+            ))),
+            s => Err(MeshError::Agentd(format!(
+                "{who} answered POST {path} with {s}: {}",
+                r.body
+            ))),
+        }
+    }
+
+    /// Writes peer `name` (`endpoint`, `keys`) into the config tree (one commit, message
+    /// `reason`) and starts a SafeSwitch to that generation. Returns (agentd's answer, watch's).
+    ///
+    /// # Errors
+    /// `Agentd`/`Conflict` with their answer; nothing is switched when the edit failed.
+    pub async fn record_peer(
+        &self,
+        name: &str,
+        endpoint: &str,
+        keys: &Keys,
+        reason: &str,
+    ) -> Result<(Value, Value), MeshError> {
+        let k = keys.encode();
+        let value = json!({
+            "endpoint": endpoint,
+            "publicKeys": { "ed25519": k.ed25519, "x25519": k.x25519, "mlKem768": k.ml_kem_768 },
+        });
+        let edit = Self::call(
+            &self.client,
+            "/config/set",
+            &json!({ "path": peer_path(name), "value": value, "reason": reason }),
+        )
+        .await?;
+        let rev = osmoda_config::tree_edit::landed_rev(&edit).ok_or_else(|| {
+            MeshError::Agentd(format!(
+                "agentd's config API answered without a rev: {edit}"
+            ))
+        })?;
+        let switch = Self::call(
+            &self.watch,
+            "/switch/begin",
+            &json!({ "generation": rev, "plan": reason, "health_checks": [] }),
+        )
+        .await?;
+        Ok((edit, switch))
+    }
+
+    /// Removes peer `name` from the config tree and switches; agentd's gate may answer that a
+    /// person must approve (`mesh.peer.remove` is destructive), which comes back as `Agentd`
+    /// with agentd's 403 and ticket.
+    ///
+    /// # Errors
+    /// As [`Agentd::record_peer`].
+    pub async fn remove_peer(
+        &self,
+        name: &str,
+        reason: &str,
+        approval: Option<&str>,
+    ) -> Result<(Value, Value), MeshError> {
+        let mut body = json!({ "path": peer_path(name), "reason": reason });
+        if let Some(a) = approval {
+            body["approval"] = json!(a);
+        }
+        let edit = Self::call(&self.client, "/config/unset", &body).await?;
+        let rev = osmoda_config::tree_edit::landed_rev(&edit).ok_or_else(|| {
+            MeshError::Agentd(format!(
+                "agentd's config API answered without a rev: {edit}"
+            ))
+        })?;
+        let switch = Self::call(
+            &self.watch,
+            "/switch/begin",
+            &json!({ "generation": rev, "plan": reason, "health_checks": [] }),
+        )
+        .await?;
+        Ok((edit, switch))
+    }
+}

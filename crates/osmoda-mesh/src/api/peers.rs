@@ -1,0 +1,327 @@
+//! `/peers`, `/peer/{id}` (read, remove), `/peer/{id}/send|inbox|request`, and the receiving
+//! end of requests, `/requests/next` and `/requests/{id}/respond`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{check_peer_name, ApiError, Json};
+use crate::error::MeshError;
+use crate::message::{valid_topic, MeshMessage};
+use crate::AppState;
+
+fn view(st: &AppState, name: &str, p: Option<&osmoda_config::Peer>) -> Value {
+    let link = st.link(name);
+    let mut v = json!({
+        "id": name,
+        "declared": p.is_some(),
+        "endpoint": p.map(|p| p.endpoint.clone()),
+        "public_keys": p.map(|p| p.public_keys.clone()),
+        "connection": link.as_ref().map_or(json!({ "connected": false }), |l| l.view()),
+        "inbox": st.store.inbox_len(name).unwrap_or(0),
+    });
+    if let (None, Some(l)) = (p, &link) {
+        v["public_keys"] = serde_json::to_value(l.info.keys.encode()).unwrap_or_default();
+    }
+    v
+}
+
+pub(super) async fn list(State(st): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
+    let cfg = st
+        .config()
+        .map_err(|e| MeshError::Conflict(format!("mesh.json is invalid: {e}")))?;
+    let mut names: Vec<String> = cfg.peers.keys().cloned().collect();
+    for n in st
+        .links
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .keys()
+    {
+        if !cfg.peers.contains_key(n) {
+            names.push(n.clone());
+        }
+    }
+    Ok(axum::Json(Value::Array(
+        names
+            .iter()
+            .map(|n| view(&st, n, cfg.peers.get(n)))
+            .collect(),
+    )))
+}
+
+fn known(st: &AppState, id: &str) -> Result<Option<osmoda_config::Peer>, MeshError> {
+    check_peer_name(id)?;
+    let cfg = st
+        .config()
+        .map_err(|e| MeshError::Conflict(format!("mesh.json is invalid: {e}")))?;
+    let p = cfg.peers.get(id).cloned();
+    if p.is_none() && st.link(id).is_none() {
+        return Err(MeshError::NotFound(format!("no peer named {id:?}")));
+    }
+    Ok(p)
+}
+
+pub(super) async fn get_one(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let p = known(&st, &id)?;
+    Ok(axum::Json(view(&st, &id, p.as_ref())))
+}
+
+/// Body of `POST /peer/{id}/send`: exactly one of `message` (text) and `payload` (JSON).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SendBody {
+    message: Option<String>,
+    payload: Option<Value>,
+}
+
+fn connected(st: &AppState, id: &str) -> Result<crate::link::LinkHandle, MeshError> {
+    known(st, id)?;
+    st.link(id).ok_or_else(|| {
+        MeshError::Conflict(format!(
+            "peer {id:?} is not connected now; it reconnects by itself (GET /peer/{id} shows the state)"
+        ))
+    })
+}
+
+pub(super) async fn send(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Json(b): Json<SendBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (m, kind) = match (b.message, b.payload) {
+        (Some(t), None) => (MeshMessage::Text { text: t }, "text"),
+        (None, Some(p)) => (MeshMessage::Json { payload: p }, "json"),
+        _ => {
+            return Err(MeshError::BadRequest(
+                "give exactly one of \"message\" (text) and \"payload\" (JSON)".into(),
+            )
+            .into())
+        }
+    };
+    let link = connected(&st, &id)?;
+    let bytes = serde_json::to_vec(&m).map_or(0, |v| v.len());
+    link.send(m).await.map_err(|e| {
+        if e.contains("at most") {
+            MeshError::BadRequest(e)
+        } else {
+            MeshError::Conflict(format!("peer {id:?}: {e}"))
+        }
+    })?;
+    st.agentd
+        .event(
+            "message.send",
+            json!({ "peer": id, "kind": kind, "bytes": bytes, "session": link.info.session }),
+        )
+        .await;
+    Ok(axum::Json(
+        json!({ "sent": true, "peer": id, "kind": kind, "bytes": bytes }),
+    ))
+}
+
+/// Query of `GET /peer/{id}/inbox`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InboxQuery {
+    /// Messages after this id (default 0).
+    after: Option<i64>,
+    /// Page size, 1..=1000 (default 100).
+    limit: Option<i64>,
+}
+
+pub(super) async fn inbox(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    q: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(q) = q?;
+    check_peer_name(&id)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(MeshError::BadRequest("limit must be in 1..=1000".into()).into());
+    }
+    let msgs = st.store.inbox(&id, q.after.unwrap_or(0), limit)?;
+    Ok(axum::Json(json!({ "peer": id, "messages": msgs })))
+}
+
+/// Query of `DELETE /peer/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RemoveQuery {
+    /// The commit message.
+    reason: Option<String>,
+    /// An approved ticket for `mesh.peer.remove` (agentd's gate asks for one).
+    approval: Option<String>,
+}
+
+pub(super) async fn remove(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    q: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(q) = q?;
+    check_peer_name(&id)?;
+    let cfg = st
+        .config()
+        .map_err(|e| MeshError::Conflict(format!("mesh.json is invalid: {e}")))?;
+    if !cfg.peers.contains_key(&id) {
+        if let Some(l) = st.link(&id) {
+            let _ =
+                l.tx.send(crate::link::Cmd::Close(
+                    "disconnected through the API".into(),
+                ))
+                .await;
+            return Ok(axum::Json(json!({ "disconnected": id, "declared": false })));
+        }
+        return Err(MeshError::NotFound(format!("no peer named {id:?} is declared")).into());
+    }
+    let reason = q
+        .reason
+        .unwrap_or_else(|| format!("mesh: remove peer {id}"));
+    let (edit, switch) = st
+        .agentd
+        .remove_peer(&id, &reason, q.approval.as_deref())
+        .await?;
+    if let Some(l) = st.link(&id) {
+        let _ =
+            l.tx.send(crate::link::Cmd::Close("the peer was removed".into()))
+                .await;
+    }
+    Ok(axum::Json(
+        json!({ "removed": id, "config": edit, "switch": switch }),
+    ))
+}
+
+/// Body of `POST /peer/{id}/request`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RequestBody {
+    topic: String,
+    body: Value,
+    /// Seconds to wait for the answer, 1..=300 (default 30).
+    timeout_secs: Option<u64>,
+}
+
+pub(super) async fn request(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Json(b): Json<RequestBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if !valid_topic(&b.topic) {
+        return Err(MeshError::BadRequest("topic must be 1..=64 of [A-Za-z0-9._-]".into()).into());
+    }
+    let timeout = b.timeout_secs.unwrap_or(30);
+    if !(1..=300).contains(&timeout) {
+        return Err(MeshError::BadRequest("timeout_secs must be in 1..=300".into()).into());
+    }
+    let link = connected(&st, &id)?;
+    let rid = st.requests.id();
+    let rx = st.requests.expect(&id, rid);
+    let m = MeshMessage::Request {
+        id: rid,
+        topic: b.topic.clone(),
+        body: b.body,
+    };
+    if let Err(e) = link.send(m).await {
+        st.requests.forget(&id, rid);
+        return Err(if e.contains("at most") {
+            MeshError::BadRequest(e)
+        } else {
+            MeshError::Conflict(e)
+        }
+        .into());
+    }
+    st.agentd
+        .event("request.send", json!({ "peer": id, "topic": b.topic }))
+        .await;
+    match tokio::time::timeout(Duration::from_secs(timeout), rx).await {
+        Ok(Ok((ok, body))) => Ok(axum::Json(
+            json!({ "peer": id, "topic": b.topic, "ok": ok, "body": body }),
+        )),
+        Ok(Err(_)) | Err(_) => {
+            st.requests.forget(&id, rid);
+            Err(MeshError::Timeout(format!("peer {id:?} did not answer within {timeout} s")).into())
+        }
+    }
+}
+
+/// Query of `GET /requests/next`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NextQuery {
+    /// Only this topic (default: any).
+    topic: Option<String>,
+    /// Seconds to wait for one, 0..=60 (default 30).
+    wait_secs: Option<u64>,
+}
+
+pub(super) async fn next_request(
+    State(st): State<Arc<AppState>>,
+    q: Result<Query<NextQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(q) = q?;
+    let wait = q.wait_secs.unwrap_or(30);
+    if wait > 60 {
+        return Err(MeshError::BadRequest("wait_secs must be in 0..=60".into()).into());
+    }
+    let (found, stale) = st
+        .requests
+        .take(q.topic.as_deref(), Duration::from_secs(wait))
+        .await;
+    for r in stale {
+        if let Some(l) = st.link(&r.peer) {
+            let _ = l.tx.try_send(crate::link::Cmd::Send(
+                MeshMessage::Response {
+                    id: r.remote_id,
+                    ok: false,
+                    body: json!("no local service took the request in time"),
+                },
+                None,
+            ));
+        }
+    }
+    Ok(axum::Json(json!({ "request": found })))
+}
+
+/// Body of `POST /requests/{id}/respond`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RespondBody {
+    /// Whether the request succeeded (default true).
+    ok: Option<bool>,
+    body: Value,
+}
+
+pub(super) async fn respond(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<u64>,
+    Json(b): Json<RespondBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (peer, remote_id) = st.requests.respond_to(id).ok_or_else(|| {
+        MeshError::NotFound(format!(
+            "no request {id} is waiting for an answer (taken with GET /requests/next?)"
+        ))
+    })?;
+    let link = st.link(&peer).ok_or_else(|| {
+        MeshError::Conflict(format!("peer {peer:?} disconnected; the answer is lost"))
+    })?;
+    link.send(MeshMessage::Response {
+        id: remote_id,
+        ok: b.ok.unwrap_or(true),
+        body: b.body,
+    })
+    .await
+    .map_err(|e| {
+        if e.contains("at most") {
+            MeshError::BadRequest(e)
+        } else {
+            MeshError::Conflict(e)
+        }
+    })?;
+    Ok(axum::Json(json!({ "answered": id, "peer": peer })))
+}

@@ -1,0 +1,39 @@
+//! The one error type of osmoda-mesh; `api` maps it to HTTP (the only place that does).
+
+/// What went wrong. No message carries private key material or an invite secret.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The request is malformed (400). Nothing was written.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such peer, request or route (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The state does not allow it now (409): the peer is not connected, a name is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The remote peer refused or broke the protocol (502), e.g. while accepting an invite.
+    #[error("{0}")]
+    Peer(String),
+    /// No answer in time (504).
+    #[error("{0}")]
+    Timeout(String),
+    /// The sealed identity does not open (500): the state dir or the secret is wrong.
+    #[error("{0}")]
+    Vault(String),
+    /// agentd or osmoda-watch could not be reached or refused (502, with their answer).
+    #[error("{0}")]
+    Agentd(String),
+    /// Anything else (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<osmoda_vault::VaultError> for MeshError {
+    fn from(e: osmoda_vault::VaultError) -> Self {
+        match e {
+            osmoda_vault::VaultError::Vault(m) => MeshError::Vault(m),
+            osmoda_vault::VaultError::Internal(m) => MeshError::Internal(m),
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! osmoda-mesh: post-quantum hybrid links between osModa hosts. Peers are NixOS options
+//! (`services.osmoda.mesh.peers.<name>`, rendered into `/etc/osmoda/mesh.json`); pairing by
+//! invite writes the new peer into the config tree through agentd and applies it with
+//! SafeSwitch, so every peer is a generation.
+//!
+//! Entry points: [`AppState::open`] opens the state (sealed identity, invites, inbox) and the
+//! ledger spool; [`serve`] answers the local API (`api`) on a Unix socket and peers on a TCP
+//! listener (`net`) until shutdown. The wire: `frame` (length-prefixed), `handshake`
+//! (Noise_XXpsk3 + ML-KEM-768 + Ed25519 identity signatures), `message` (`MeshMessage`).
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod agentd;
+pub mod api;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod identity;
+pub mod invite;
+pub mod link;
+pub mod message;
+pub mod net;
+pub mod pq;
+pub mod requests;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use osmoda_config::MeshConfig;
+pub use osmoda_daemon::shutdown;
+use osmoda_daemon::shutdown::Shutdown;
+
+pub use error::MeshError;
+use identity::{Identity, Keys};
+use store::Store;
+
+/// Timers of a link; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Rekey (each direction) after this many messages sent with one key.
+    pub rekey_messages: u64,
+    /// Rekey after a key has been used this long.
+    pub rekey_after: Duration,
+    /// Send a ping after this long without sending.
+    pub keepalive: Duration,
+    /// Close a link that received nothing for this long.
+    pub dead_after: Duration,
+    /// First reconnect delay; doubled per failure up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// How often the dialer looks at `mesh.json` and the links.
+    pub tick: Duration,
+    /// Tests: every (session, direction, key epoch, nonce) a link sends with.
+    pub nonce_log: Option<Arc<Mutex<Vec<link::NonceUse>>>>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            rekey_messages: 10_000,
+            rekey_after: Duration::from_secs(600),
+            keepalive: Duration::from_secs(15),
+            dead_after: Duration::from_secs(45),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            tick: Duration::from_secs(1),
+            nonce_log: None,
+        }
+    }
+}
+
+/// Everything osmoda-mesh needs to start.
+#[derive(Clone)]
+pub struct Options {
+    /// `mesh.json`; a missing file means no peers.
+    pub config: PathBuf,
+    /// State: `mesh.db` (sealed identity, invites, inbox), the ledger spool, in local mode the
+    /// generated `secret`.
+    pub state_dir: PathBuf,
+    /// agentd's socket (ledger, config API).
+    pub agentd_socket: PathBuf,
+    /// osmoda-watch's socket (SafeSwitch for pairing generations).
+    pub watch_socket: PathBuf,
+    /// File with the key-encryption secret (else the credential or a generated one).
+    pub key_file: Option<PathBuf>,
+    /// The name this host offers peers (invites, pairing); default: the host name.
+    pub name: String,
+    /// Link timers.
+    pub tuning: Tuning,
+}
+
+type Loaded = Result<Arc<MeshConfig>, String>;
+
+/// Shared state of the running daemon.
+pub struct AppState {
+    /// Identity, invites, inbox.
+    pub store: Store,
+    /// agentd and osmoda-watch.
+    pub agentd: agentd::Agentd,
+    /// Live links by peer name.
+    pub links: Mutex<HashMap<String, link::LinkHandle>>,
+    /// Requests in flight both ways.
+    pub requests: requests::Requests,
+    /// The name this host offers.
+    pub name: String,
+    /// Link timers.
+    pub tuning: Tuning,
+    /// The TCP port peers dial (set by [`serve`]).
+    pub listen_port: Mutex<Option<u16>>,
+    identity: RwLock<Arc<Identity>>,
+    config_path: PathBuf,
+    config: Mutex<(Option<(SystemTime, u64)>, Loaded)>,
+    next_link: std::sync::atomic::AtomicU64,
+    pairing: tokio::sync::Mutex<()>,
+    shutdown: Mutex<Option<Shutdown>>,
+}
+
+fn empty() -> MeshConfig {
+    MeshConfig {
+        listen: "0.0.0.0:18800".into(),
+        peers: Default::default(),
+    }
+}
+
+fn load(path: &std::path::Path) -> Loaded {
+    if !path.exists() {
+        return Ok(Arc::new(empty()));
+    }
+    osmoda_config::load::<MeshConfig>(path)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// This host's name, usable as a peer name (`[A-Za-z0-9_-]`, starting with a letter).
+pub fn default_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let s: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    if osmoda_config::tree_edit::valid_attr_name(&s) {
+        s
+    } else {
+        format!("host-{s}").chars().take(48).collect::<String>()
+    }
+}
+
+impl AppState {
+    /// Opens the state dir, reads the secret, opens (or creates) the sealed identity and the
+    /// ledger spool.
+    ///
+    /// # Errors
+    /// An unreadable secret, an identity that does not decrypt, an unusable state dir.
+    pub fn open(opts: Options) -> Result<Arc<AppState>, MeshError> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&opts.state_dir)
+            .map_err(|e| {
+                MeshError::Internal(format!("cannot create {}: {e}", opts.state_dir.display()))
+            })?;
+        let secret = osmoda_vault::load_secret(opts.key_file.as_deref(), &opts.state_dir)?;
+        let store = Store::open(&opts.state_dir, &secret)?;
+        drop(secret);
+        let identity = store.identity()?;
+        let agentd = agentd::Agentd::open(
+            &opts.agentd_socket,
+            &opts.watch_socket,
+            &opts.state_dir.join("spool"),
+        )?;
+        let loaded = load(&opts.config);
+        if let Err(e) = &loaded {
+            tracing::error!("mesh.json is invalid; no peer is admitted until it is fixed: {e}");
+        }
+        Ok(Arc::new(AppState {
+            store,
+            agentd,
+            links: Mutex::new(HashMap::new()),
+            requests: requests::Requests::default(),
+            name: opts.name,
+            tuning: opts.tuning,
+            listen_port: Mutex::new(None),
+            identity: RwLock::new(Arc::new(identity)),
+            config: Mutex::new((stamp(&opts.config), loaded)),
+            config_path: opts.config,
+            next_link: std::sync::atomic::AtomicU64::new(1),
+            pairing: tokio::sync::Mutex::new(()),
+            shutdown: Mutex::new(None),
+        }))
+    }
+
+    /// The current identity.
+    pub fn identity(&self) -> Arc<Identity> {
+        self.identity
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the identity (after `store.rotate`).
+    pub fn set_identity(&self, id: Identity) {
+        *self
+            .identity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(id);
+    }
+
+    /// `mesh.json` as it is now (re-read when it changed: NixOS activation replaces it).
+    ///
+    /// # Errors
+    /// The reason, while the file does not parse or validate.
+    pub fn config(&self) -> Loaded {
+        let now = stamp(&self.config_path);
+        let mut g = self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.0 != now {
+            let loaded = load(&self.config_path);
+            if let Err(e) = &loaded {
+                tracing::error!("mesh.json is invalid; no peer is admitted until it is fixed: {e}");
+            }
+            *g = (now, loaded);
+        }
+        g.1.clone()
+    }
+
+    /// The declared peer whose X25519 key is `x`, with its decoded keys.
+    pub fn peer_by_key(&self, x: &[u8; 32]) -> Option<(String, Keys, String)> {
+        let cfg = self.config().ok()?;
+        cfg.peers.iter().find_map(|(name, p)| {
+            let k = Keys::decode(&p.public_keys).ok()?;
+            (&k.x25519 == x).then(|| (name.clone(), k, p.endpoint.clone()))
+        })
+    }
+
+    /// A fresh link id.
+    pub fn link_id(&self) -> u64 {
+        self.next_link
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What every task started by the API holds (set by [`serve`]).
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| {
+                // Not serving: a shutdown that never fires would leak links; this one has fired.
+                osmoda_daemon::shutdown_channel().1
+            })
+    }
+
+    /// The link to `peer`, if connected.
+    pub fn link(&self, peer: &str) -> Option<link::LinkHandle> {
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(peer)
+            .cloned()
+    }
+}
+
+/// Serves the local API on `listener` and peers on `tcp` until `shutdown`.
+///
+/// # Errors
+/// When the Unix listener fails.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    tcp: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    if let Ok(a) = tcp.local_addr() {
+        *state
+            .listen_port
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(a.port());
+    }
+    *state
+        .shutdown
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shutdown.clone());
+    let net = tokio::spawn(net::run(state.clone(), tcp, shutdown.clone()));
+    let app = api::router(state.clone());
+    let limits = osmoda_daemon::server::Limits::main(osmoda_daemon::fd_limit());
+    let res = osmoda_daemon::server::serve(
+        listener,
+        "mesh",
+        limits,
+        app,
+        osmoda_daemon::server::PeerCred::of,
+        shutdown,
+    )
+    .await;
+    let _ = net.await;
+    res
+}

@@ -1,0 +1,97 @@
+//! osmoda-mesh daemon: parses flags, reads the config, binds the socket and the TCP listener,
+//! calls `serve`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use osmoda_mesh::{serve, shutdown, AppState, Options, Tuning};
+
+/// Post-quantum hybrid links between osModa hosts.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Unix socket to listen on.
+    #[arg(long, default_value = "/run/osmoda/mesh.sock")]
+    socket: PathBuf,
+    /// mesh.json (rendered by the NixOS module or the local backend).
+    #[arg(long, default_value = "/etc/osmoda/mesh.json")]
+    config: PathBuf,
+    /// State directory (sealed identity, invites, inbox).
+    #[arg(long, default_value = "/var/lib/osmoda/mesh")]
+    state_dir: PathBuf,
+    /// agentd's socket.
+    #[arg(long, default_value = "/run/osmoda/agentd.sock")]
+    agentd_socket: PathBuf,
+    /// osmoda-watch's socket (pairing applies its generation with SafeSwitch).
+    #[arg(long, default_value = "/run/osmoda/watch.sock")]
+    watch_socket: PathBuf,
+    /// The name this host offers peers (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Validate a mesh.json file and exit (non-zero with the reason when invalid).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Cmd::CheckConfig { file }) = &cli.cmd {
+        osmoda_config::check_config("mesh", file)?;
+        println!("{}: ok", file.display());
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Runtime::new()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    osmoda_daemon::raise_fd_limit()?;
+    let name = cli.name.unwrap_or_else(osmoda_mesh::default_name);
+    anyhow::ensure!(
+        osmoda_config::tree_edit::valid_attr_name(&name),
+        "--name {name:?} must start with a letter and contain only letters, digits, '-' and '_'"
+    );
+    let state = AppState::open(Options {
+        config: cli.config,
+        state_dir: cli.state_dir,
+        agentd_socket: cli.agentd_socket,
+        watch_socket: cli.watch_socket,
+        key_file: None,
+        name,
+        tuning: Tuning::default(),
+    })?;
+    let listen = state
+        .config()
+        .map_err(|e| anyhow::anyhow!("mesh.json is invalid: {e}"))?
+        .listen
+        .clone();
+    let tcp = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("bind {listen}"))?;
+    // Mode 0660: the agent's gateway and agentd (group osmoda) call it.
+    let listener = osmoda_daemon::bind_unix(&cli.socket, 0o660)
+        .with_context(|| format!("bind {}", cli.socket.display()))?;
+    let (trigger, shutdown) = shutdown::channel();
+    osmoda_daemon::fire_on_signals(trigger)?;
+    osmoda_daemon::notify_ready();
+    tracing::info!(
+        "osmoda-mesh listening on {} and {listen}",
+        cli.socket.display()
+    );
+    serve(listener, tcp, state, shutdown).await?;
+    Ok(())
+}
