@@ -117,6 +117,7 @@ pub struct AppState {
     next_link: std::sync::atomic::AtomicU64,
     pairing: tokio::sync::Mutex<()>,
     shutdown: Mutex<Option<Shutdown>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 fn empty() -> MeshConfig {
@@ -204,6 +205,7 @@ impl AppState {
             next_link: std::sync::atomic::AtomicU64::new(1),
             pairing: tokio::sync::Mutex::new(()),
             shutdown: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         }))
     }
 
@@ -270,6 +272,44 @@ impl AppState {
             })
     }
 
+    /// Runs `f` as a task [`serve`] waits for before it returns (links, handshakes, records),
+    /// so a stopped daemon holds nothing (its spool lock, its database) once `serve` is done.
+    pub fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut g = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.retain(|h| !h.is_finished());
+        g.push(tokio::spawn(f));
+    }
+
+    async fn join_tasks(&self) {
+        loop {
+            let hs: Vec<_> = std::mem::take(
+                &mut *self
+                    .tasks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if hs.is_empty() {
+                return;
+            }
+            for h in hs {
+                // Every task watches the shutdown; a handshake or an agentd call ends by its
+                // own timeout.
+                if tokio::time::timeout(Duration::from_secs(30), h)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("a task did not end within 30 s of shutdown");
+                }
+            }
+        }
+    }
+
     /// The link to `peer`, if connected.
     pub fn link(&self, peer: &str) -> Option<link::LinkHandle> {
         self.links
@@ -313,5 +353,6 @@ pub async fn serve(
     )
     .await;
     let _ = net.await;
+    state.join_tasks().await;
     res
 }

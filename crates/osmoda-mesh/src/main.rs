@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use osmoda_mesh::{serve, shutdown, AppState, Options, Tuning};
+use osmoda_mesh::{serve, AppState, Options, Tuning};
 
 /// Post-quantum hybrid links between osModa hosts.
 #[derive(Debug, Parser)]
@@ -49,12 +49,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}: ok", file.display());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    osmoda_daemon::init_tracing();
     tokio::runtime::Runtime::new()?.block_on(run(cli))
 }
 
@@ -82,16 +77,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let tcp = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("bind {listen}"))?;
+    tracing::info!("osmoda-mesh: peers connect to {listen}");
     // Mode 0660: the agent's gateway and agentd (group osmoda) call it.
-    let listener = osmoda_daemon::bind_unix(&cli.socket, 0o660)
-        .with_context(|| format!("bind {}", cli.socket.display()))?;
-    let (trigger, shutdown) = shutdown::channel();
-    osmoda_daemon::fire_on_signals(trigger)?;
-    osmoda_daemon::notify_ready();
-    tracing::info!(
-        "osmoda-mesh listening on {} and {listen}",
-        cli.socket.display()
-    );
+    let (listener, shutdown) = osmoda_daemon::listen("osmoda-mesh", &cli.socket, 0o660)?;
     serve(listener, tcp, state, shutdown).await?;
     Ok(())
 }

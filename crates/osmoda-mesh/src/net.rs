@@ -70,7 +70,8 @@ async fn accept_loop(st: Arc<AppState>, tcp: TcpListener, mut shutdown: Shutdown
         let st = st.clone();
         let per_ip = per_ip.clone();
         let sd = shutdown.clone();
-        tokio::spawn(async move {
+        let st0 = st.clone();
+        st0.spawn(async move {
             let res = inbound(&st, stream, addr).await;
             drop(permit);
             {
@@ -133,7 +134,7 @@ async fn inbound(
         // The inviting side records the accepting peer as a generation too.
         let st2 = st.clone();
         let (n2, keys) = (name.clone(), est.peer.clone());
-        tokio::spawn(async move {
+        st.spawn(async move {
             let Some(ep) = endpoint else {
                 tracing::warn!(peer = %n2, "the paired peer gave no endpoint; not recorded");
                 return;
@@ -285,7 +286,7 @@ async fn dial_loop(st: Arc<AppState>, mut shutdown: Shutdown) {
                 p.endpoint.clone(),
                 shutdown.clone(),
             );
-            tokio::spawn(async move {
+            st.spawn(async move {
                 let res = dial(&st2, &ep, &keys, my_extra(&st2)).await;
                 {
                     let mut m = state2
@@ -361,7 +362,7 @@ pub async fn accept_invite(
     if let Some((h, rx)) = link::register(st, name, &est, remote, true) {
         let mut heard = h.info.heard.subscribe();
         let st2 = st.clone();
-        tokio::spawn(link::run(st2, stream, est, h.clone(), rx, shutdown));
+        st.spawn(link::run(st2, stream, est, h.clone(), rx, shutdown));
         let admitted = tokio::time::timeout(Duration::from_secs(10), async {
             tokio::select! {
                 r = heard.wait_for(|v| *v) => r.is_ok(),
@@ -422,11 +423,11 @@ pub async fn received(st: &Arc<AppState>, link: &LinkHandle, m: MeshMessage, byt
             by_old,
             by_new,
         } => {
-            let st = st.clone();
+            let st2 = st.clone();
             let old = link.info.keys.clone();
-            tokio::spawn(async move {
-                rotated(&st, &peer, &old, &new, issued_at, &by_old, &by_new).await
-            });
+            st.spawn(
+                async move { rotated(&st2, &peer, &old, &new, issued_at, &by_old, &by_new).await },
+            );
         }
         MeshMessage::Ping { .. } | MeshMessage::Pong { .. } | MeshMessage::Rekey => {}
     }

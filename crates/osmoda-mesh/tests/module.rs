@@ -15,11 +15,17 @@ fn check_sh() -> Option<PathBuf> {
         Some(d) => PathBuf::from(d).join("check.sh"),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/nixos-eval/check.sh"),
     };
-    let nix = Command::new("nix-instantiate").arg("--version").output().is_ok();
+    let nix = Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_ok();
     if p.is_file() && nix {
         Some(p)
     } else {
-        eprintln!("skipped: nixos-eval or nix-instantiate not found ({})", p.display());
+        eprintln!(
+            "skipped: nixos-eval or nix-instantiate not found ({})",
+            p.display()
+        );
         None
     }
 }
@@ -30,14 +36,20 @@ fn eval(check: &Path, body: &str) -> Value {
     std::fs::write(&m, format!("{{ {body} system.stateVersion = \"24.11\"; }}")).unwrap();
     let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../modules/osmoda.nix");
     let out = Command::new(check).arg(&module).arg(&m).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
 fn nixos_eval_if_present_mesh_unit_firewall_and_peers() {
     let Some(check) = check_sh() else { return };
-    let id = osmoda_mesh::identity::Identity::generate().unwrap().public();
+    let id = osmoda_mesh::identity::Identity::generate()
+        .unwrap()
+        .public();
     let json = eval(
         &check,
         &format!(
@@ -48,31 +60,69 @@ fn nixos_eval_if_present_mesh_unit_firewall_and_peers() {
     );
     let unit = &json["units"]["osmoda-mesh"];
     let exec = unit["ExecStart"].as_str().unwrap();
-    for want in ["--config /etc/osmoda/mesh.json", "--watch-socket /run/osmoda/watch.sock", "--socket /run/osmoda/mesh.sock"] {
+    for want in [
+        "--config /etc/osmoda/mesh.json",
+        "--watch-socket /run/osmoda/watch.sock",
+        "--socket /run/osmoda/mesh.sock",
+    ] {
         assert!(exec.contains(want), "{want}: {exec}");
     }
     let text = unit["text"].as_str().unwrap();
-    for want in ["NoNewPrivileges=true", "CapabilityBoundingSet=", "LimitCORE=0", "User=osmoda-mesh", "RestrictAddressFamilies=AF_INET6"] {
+    for want in [
+        "NoNewPrivileges=true",
+        "CapabilityBoundingSet=",
+        "LimitCORE=0",
+        "User=osmoda-mesh",
+        "RestrictAddressFamilies=AF_INET6",
+    ] {
         assert!(text.contains(want), "{want}:\n{text}");
     }
-    assert!(unit["after"].as_array().unwrap().iter().any(|a| a == "osmoda-watch.service"), "{unit}");
-    assert_eq!(json["firewall"]["allowedTCPPorts"], serde_json::json!([18801]));
+    assert!(
+        unit["after"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "osmoda-watch.service"),
+        "{unit}"
+    );
+    assert_eq!(
+        json["firewall"]["allowedTCPPorts"],
+        serde_json::json!([18801])
+    );
     let rendered = json["etc"]["osmoda/mesh.json"]["text"].as_str().unwrap();
     let cfg: Value = serde_json::from_str(rendered).unwrap();
     assert_eq!(cfg["listen"], "0.0.0.0:18801");
-    assert_eq!(cfg["peers"]["beta"]["public_keys"]["ml_kem_768"], id.ml_kem_768.as_str());
+    assert_eq!(
+        cfg["peers"]["beta"]["public_keys"]["ml_kem_768"],
+        id.ml_kem_768.as_str()
+    );
     // The real binary accepts what the module renders.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("mesh.json");
     std::fs::write(&f, rendered).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_osmoda-mesh")).arg("check-config").arg(&f).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_osmoda-mesh"))
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(&f, rendered.replace("18801", "0")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_osmoda-mesh")).arg("check-config").arg(&f).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_osmoda-mesh"))
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 
     // Firewall closed by default; mesh off by default means no unit.
-    let json = eval(&check, r#"services.osmoda = { enable = true; mesh.enable = true; };"#);
+    let json = eval(
+        &check,
+        r#"services.osmoda = { enable = true; mesh.enable = true; };"#,
+    );
     assert_eq!(json["firewall"]["allowedTCPPorts"], serde_json::json!([]));
     let json = eval(&check, r#"services.osmoda.enable = true;"#);
     assert!(json["units"]["osmoda-mesh"].is_null());

@@ -37,19 +37,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "no such route; see docs/api.md (osmoda-mesh)".into(),
             ))
         })
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(osmoda_daemon::api::method_not_allowed)
         .with_state(state)
-}
-
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({
-            "error": format!("{method} is not allowed on {}", uri.path()),
-            "detail": { "kind": "method_not_allowed", "hint": "docs/api.md lists each route's method" },
-        })),
-    )
-        .into_response()
 }
 
 /// A [`MeshError`] on its way to the client.
@@ -74,16 +63,11 @@ impl IntoResponse for ApiError {
             MeshError::Agentd(_) => (StatusCode::BAD_GATEWAY, "agentd", "recording a peer needs agentd and osmoda-watch; their answer is in the error"),
             MeshError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "see mesh's log (`journalctl -u osmoda-mesh`)"),
         };
-        if status.is_server_error() {
-            tracing::error!("{}", self.0);
-        }
-        (
+        osmoda_daemon::api::error_response(
             status,
-            axum::Json(
-                json!({ "error": self.0.to_string(), "detail": { "kind": kind, "hint": hint } }),
-            ),
+            &self.0.to_string(),
+            json!({ "kind": kind, "hint": hint }),
         )
-            .into_response()
     }
 }
 

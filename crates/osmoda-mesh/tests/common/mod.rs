@@ -221,6 +221,22 @@ impl Host {
             .collect()
     }
 
+    /// Waits until a `mesh.<kind>` event satisfies `pred` (events are recorded asynchronously).
+    pub async fn wait_event(&self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(e) = self.events(kind).await.into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{}: no such mesh.{kind} event",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until `GET /peer/{peer}` satisfies `pred`.
     pub async fn wait_peer(&self, peer: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();

@@ -1,0 +1,425 @@
+//! Attacks on the handshake and the wire, each refused with the daemon still serving: a man in
+//! the middle presenting another static key, replayed messages 1 and 2, an ML-KEM downgrade,
+//! an unknown inbound key, a reused and an expired invite, truncated, oversized and random
+//! frames. And the nonce rule: across reconnects and rekeys no (session, direction, key epoch,
+//! nonce) repeats.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::Host;
+use osmoda_mesh::frame::{read_frame, write_frame};
+use osmoda_mesh::handshake::{self, Extra, HandshakeError};
+use osmoda_mesh::identity::{Identity, Keys};
+use osmoda_mesh::invite::Invite;
+use osmoda_mesh::message::MeshMessage;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A responder on loopback that admits only `allowed` (by X25519 key); returns its result.
+async fn responder(
+    id: Arc<Identity>,
+    allowed: Keys,
+) -> (String, tokio::task::JoinHandle<Result<(), String>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let t = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        handshake::respond(&mut s, &id, |k, _| {
+            if k == &allowed {
+                Ok(())
+            } else {
+                Err(format!("unknown key {}", k.fingerprint()))
+            }
+        })
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+    });
+    (addr, t)
+}
+
+#[tokio::test]
+async fn a_man_in_the_middle_with_another_static_key_is_refused() {
+    let (alice, bob, mallory) = (
+        Identity::generate().unwrap(),
+        Identity::generate().unwrap(),
+        Arc::new(Identity::generate().unwrap()),
+    );
+    // Alice expects Bob; Mallory answers with her own static key (and signs with her own
+    // identity, so the signature is valid: the key check must catch it).
+    let (addr, t) = responder(mallory, alice.keys()).await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let e = handshake::initiate(&mut s, &alice, &bob.keys(), Extra::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("X25519 static key is not the one recorded"),
+        "{e}"
+    );
+    drop(s);
+    assert!(t.await.unwrap().is_err(), "mallory never completes");
+
+    // Mallory presenting Bob's X25519 key with her Ed25519 key cannot sign for it: a responder
+    // whose identity mixes keys fails the initiator's Ed25519 check.
+    let mixed = Identity::from_secret_bytes(
+        &{
+            let mut b = Identity::generate().unwrap().secret_bytes().to_vec();
+            b[32..64].copy_from_slice(&bob.x25519_private[..]);
+            b
+        },
+        bob.x25519_public,
+    )
+    .unwrap();
+    let (addr, _t) = responder(Arc::new(mixed), alice.keys()).await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let e = handshake::initiate(&mut s, &alice, &bob.keys(), Extra::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("Ed25519 key is not the one recorded"),
+        "{e}"
+    );
+}
+
+/// Records the frames of one good handshake between `i` and `r` (through a proxy).
+async fn recorded(i: &Identity, r: Arc<Identity>) -> Vec<Vec<u8>> {
+    let (addr, t) = responder(r.clone(), i.keys()).await;
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let paddr = proxy.local_addr().unwrap();
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let f2 = frames.clone();
+    tokio::spawn(async move {
+        let (mut c, _) = proxy.accept().await.unwrap();
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        for k in 0..3 {
+            let (from, to) = if k % 2 == 0 {
+                (&mut c, &mut s)
+            } else {
+                (&mut s, &mut c)
+            };
+            let f = read_frame(from).await.unwrap();
+            f2.lock().unwrap().push(f.clone());
+            write_frame(to, &f).await.unwrap();
+        }
+    });
+    let mut s = TcpStream::connect(paddr).await.unwrap();
+    handshake::initiate(&mut s, i, &r.keys(), Extra::default())
+        .await
+        .unwrap();
+    t.await.unwrap().unwrap();
+    let v = frames.lock().unwrap().clone();
+    v
+}
+
+#[tokio::test]
+async fn replayed_message_1_or_2_does_not_complete() {
+    let i = Identity::generate().unwrap();
+    let r = Arc::new(Identity::generate().unwrap());
+    let old = recorded(&i, r.clone()).await;
+    assert_eq!(old.len(), 3);
+
+    // Replay of messages 1 and 3 to the responder: its new ephemeral makes message 3 useless.
+    let (addr, t) = responder(r.clone(), i.keys()).await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    write_frame(&mut s, &old[0]).await.unwrap();
+    let fresh2 = read_frame(&mut s).await.unwrap();
+    assert_ne!(fresh2, old[1], "a fresh message 2");
+    write_frame(&mut s, &old[2]).await.unwrap();
+    let e = t.await.unwrap().unwrap_err();
+    assert!(e.contains("message 3 does not decrypt"), "{e}");
+
+    // Replay of message 2 to an initiator: its new ephemeral makes message 2 fail.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let m2 = old[1].clone();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let _ = read_frame(&mut s).await;
+        write_frame(&mut s, &m2).await.unwrap();
+        let _ = read_frame(&mut s).await;
+    });
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let e = handshake::initiate(&mut s, &i, &r.keys(), Extra::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("message 2 does not decrypt"), "{e}");
+}
+
+#[tokio::test]
+async fn a_downgrade_without_the_ml_kem_key_is_refused() {
+    let r = Arc::new(Identity::generate().unwrap());
+    let i = Identity::generate().unwrap();
+    for payload in [
+        &b""[..],
+        b"{}",
+        b"{\"v\":1}",
+        b"{\"v\":1,\"ml_kem_768\":\"AAAA\"}",
+    ] {
+        let (addr, t) = responder(r.clone(), i.keys()).await;
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let mut hs = snow::Builder::new(handshake::params())
+            .local_private_key(&i.x25519_private[..])
+            .prologue(handshake::PROLOGUE)
+            .build_initiator()
+            .unwrap();
+        let mut buf = vec![0u8; 65535];
+        let n = hs.write_message(payload, &mut buf).unwrap();
+        write_frame(&mut s, &buf[..n]).await.unwrap();
+        let e = t.await.unwrap().unwrap_err();
+        assert!(e.contains("ML-KEM"), "{payload:?}: {e}");
+        // Nothing was answered: the connection closes without message 2.
+        assert!(read_frame(&mut s).await.is_err());
+    }
+    // Plain Noise_XX (no PSK slot, so nothing from ML-KEM in the keys) with a good payload:
+    // XXpsk3 already mixes the PSK mode into message 1, which then does not decrypt.
+    let (addr, t) = responder(r.clone(), i.keys()).await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut hs = snow::Builder::new("Noise_XX_25519_ChaChaPoly_BLAKE2s".parse().unwrap())
+        .local_private_key(&i.x25519_private[..])
+        .prologue(handshake::PROLOGUE)
+        .build_initiator()
+        .unwrap();
+    let mut buf = vec![0u8; 65535];
+    let p1 = serde_json::to_vec(&json!({ "v": 1, "ml_kem_768": base64::engine::general_purpose::STANDARD.encode(i.ml_kem_ek()) })).unwrap();
+    let n = hs.write_message(&p1, &mut buf).unwrap();
+    write_frame(&mut s, &buf[..n]).await.unwrap();
+    let e = t.await.unwrap().unwrap_err();
+    assert!(e.contains("message 1 does not decrypt"), "{e}");
+    assert!(read_frame(&mut s).await.is_err(), "no message 2");
+}
+
+/// Dials the host as `who` (expecting the host's keys), presenting `invite`.
+async fn dial(
+    h: &Host,
+    who: &Identity,
+    invite: Option<String>,
+) -> Result<(TcpStream, handshake::Established), HandshakeError> {
+    let (_, id) = h.get("/identity").await;
+    let keys = Keys::decode(&serde_json::from_value(id["public_keys"].clone()).unwrap()).unwrap();
+    let mut s = TcpStream::connect(h.endpoint()).await?;
+    let extra = Extra {
+        invite,
+        name: Some("tester".into()),
+        endpoint: Some("127.0.0.1:9".into()),
+        listen_port: None,
+    };
+    let est = handshake::initiate(&mut s, who, &keys, extra).await?;
+    Ok((s, est))
+}
+
+/// Whether the host admitted: it pings at once; a refused initiator sees the connection close.
+async fn admitted(s: &mut TcpStream, est: &mut handshake::Established) -> bool {
+    match tokio::time::timeout(Duration::from_secs(10), read_frame(s)).await {
+        Ok(Ok(f)) => {
+            let mut out = vec![0u8; 65535];
+            est.transport.read_message(&f, &mut out).is_ok()
+        }
+        _ => false,
+    }
+}
+
+async fn still_serving(h: &Host) {
+    let (s, v) = h.get("/health").await;
+    assert_eq!((s, &v["status"]), (200, &json!("ok")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_refuses_unknown_keys_bad_invites_and_bad_frames() {
+    let mut t = common::fast();
+    t.dead_after = Duration::from_secs(600);
+    let h = Host::start("alpha", t).await;
+
+    // Unknown key, no invite: closed before any application data, recorded.
+    let stranger = Identity::generate().unwrap();
+    let (mut s, mut est) = dial(&h, &stranger, None).await.unwrap();
+    assert!(!admitted(&mut s, &mut est).await);
+    h.wait_event("handshake.refused", |e| {
+        e["reason"].as_str().unwrap().contains("unknown key")
+    })
+    .await;
+    still_serving(&h).await;
+
+    // An invite works once; the second use is refused.
+    let code = h.invite("tester").await;
+    let secret = Invite::decode(&code).unwrap().secret;
+    let (mut s, mut est) = dial(&h, &stranger, Some(secret.clone())).await.unwrap();
+    assert!(admitted(&mut s, &mut est).await, "first use");
+    let other = Identity::generate().unwrap();
+    let (mut s2, mut est2) = dial(&h, &other, Some(secret)).await.unwrap();
+    assert!(!admitted(&mut s2, &mut est2).await, "second use");
+    drop(s);
+    // A made-up secret, and an expired invite.
+    let (mut s3, mut est3) = dial(
+        &h,
+        &other,
+        Some(osmoda_mesh::invite::fresh_secret().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert!(!admitted(&mut s3, &mut est3).await);
+    let (st, v) = h
+        .post("/invite/create", json!({ "name": "late", "ttl_secs": 1 }))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let late = Invite::decode(v["invite_code"].as_str().unwrap()).unwrap();
+    // Expiry is judged in whole seconds: wait until the clock has passed it.
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        <= late.expires_at
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut s4, mut est4) = dial(&h, &other, Some(late.secret.clone())).await.unwrap();
+    assert!(!admitted(&mut s4, &mut est4).await, "expired");
+    // Accepting an expired code is refused before dialing.
+    let (st, v) = h
+        .post("/invite/accept", json!({ "invite_code": v["invite_code"] }))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let start = std::time::Instant::now();
+    loop {
+        let reasons: Vec<String> = h
+            .events("handshake.refused")
+            .await
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .collect();
+        if reasons
+            .iter()
+            .filter(|r| r.contains("unknown, already used or expired"))
+            .count()
+            >= 3
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{reasons:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Bad frames: oversized length, empty frame, truncated frame, random bytes, a good
+    // message 1 followed by garbage. Each connection is closed; the daemon keeps serving.
+    let mut seed: u64 = 0x1234_5678_9abc_def1;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut cases: Vec<Vec<u8>> = vec![
+        (70_000u32).to_be_bytes().to_vec(),
+        u32::MAX.to_be_bytes().to_vec(),
+        vec![0, 0, 0, 0],
+        [&[0u8, 0, 0, 50][..], &[1u8; 10][..]].concat(),
+    ];
+    for _ in 0..20 {
+        cases.push((0..(rnd() % 200)).map(|_| rnd() as u8).collect());
+    }
+    for c in cases {
+        let mut s = TcpStream::connect(h.endpoint()).await.unwrap();
+        let _ = s.write_all(&c).await;
+        let _ = s.shutdown().await;
+        let mut sink = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut sink)).await;
+        assert!(
+            r.is_ok(),
+            "the daemon closed a connection that sent {} bad bytes",
+            c.len()
+        );
+    }
+    still_serving(&h).await;
+    // And a good peer still gets through afterwards.
+    let code = h.invite("after").await;
+    let third = Identity::generate().unwrap();
+    let (mut s, mut est) = dial(&h, &third, Some(Invite::decode(&code).unwrap().secret))
+        .await
+        .unwrap();
+    assert!(admitted(&mut s, &mut est).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_nonce_is_reused_across_rekeys_and_reconnects() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut t = common::fast();
+    t.dead_after = Duration::from_secs(600);
+    t.rekey_messages = 3;
+    t.nonce_log = Some(log.clone());
+    let h = Host::start("alpha", t).await;
+    let me = Identity::generate().unwrap();
+    let code = h.invite("tester").await;
+    let mut invite = Some(Invite::decode(&code).unwrap().secret);
+    let mut sessions = HashSet::new();
+    for round in 0..3 {
+        if round > 0 {
+            // Reconnect as the declared peer once the pairing generation is live.
+            h.wait_declared("tester").await;
+        }
+        let (mut s, mut est) = dial(&h, &me, invite.take()).await.unwrap();
+        assert!(
+            sessions.insert(est.hash.clone()),
+            "a fresh session each time"
+        );
+        h.wait_connected("tester").await;
+        let mut out = vec![0u8; 65535];
+        let mut texts = 0;
+        for k in 0..10 {
+            let (st, v) = h
+                .post(
+                    "/peer/tester/send",
+                    json!({ "message": format!("m{round}-{k}") }),
+                )
+                .await;
+            assert_eq!(st, 200, "{v}");
+        }
+        // Read until all ten texts arrived, following the host's rekeys.
+        while texts < 10 {
+            let f = read_frame(&mut s).await.unwrap();
+            let n = est
+                .transport
+                .read_message(&f, &mut out)
+                .unwrap_or_else(|e| panic!("round {round}: frame after {texts} texts: {e}"));
+            let m: MeshMessage = serde_json::from_slice(&out[..n]).unwrap();
+            match m {
+                MeshMessage::Rekey => est.transport.rekey_incoming(),
+                MeshMessage::Text { text } => {
+                    assert_eq!(text, format!("m{round}-{texts}"));
+                    texts += 1;
+                }
+                _ => {}
+            }
+        }
+        drop(s);
+        h.wait_peer("tester", "disconnected", |v| {
+            v["connection"]["connected"] == false
+        })
+        .await;
+    }
+    let uses = log.lock().unwrap().clone();
+    let set: HashSet<_> = uses.iter().cloned().collect();
+    assert_eq!(
+        set.len(),
+        uses.len(),
+        "a (session, direction, epoch, nonce) repeated"
+    );
+    let epochs: HashSet<_> = uses.iter().map(|u| (u.session.clone(), u.epoch)).collect();
+    assert!(
+        epochs.len() >= 3 * 4,
+        "rekeys happened in every session: {}",
+        epochs.len()
+    );
+    let sessions_seen: HashSet<_> = uses.iter().map(|u| u.session.clone()).collect();
+    assert_eq!(sessions_seen.len(), 3);
+}
