@@ -71,6 +71,7 @@ impl From<osmoda_ledger::LedgerError> for ApiError {
             | E::InvalidPayload(_)
             | E::InvalidDedup(_)
             | E::InvalidQuery(_) => Self::bad_request(e.to_string()),
+            E::NotFound(_) => Self::not_found(e.to_string()),
             other => Self::internal(other),
         }
     }

@@ -1,12 +1,16 @@
-//! Ledger benchmark: durable appends/s through group commit vs. one commit per event, append
-//! latency, and the time to verify a 1,000,000-event chain.
+//! Ledger benchmark: durable appends/s through group commit with the Merkle tree on and off
+//! (same run, alternating) and vs. one commit per event, append latency, the time to verify a
+//! 1,000,000-event chain, to build the tree over it, and proof generation latency at that size.
 //!
 //! Run: `cargo bench -p osmoda-ledger --bench ledger-bench [-- --writers 8 --per-writer 1000
 //! --baseline 1000 --verify-events 1000000 --dir /var/tmp]`. The directory must be on the disk
 //! you care about: fsync cost is the whole point.
 
 use anyhow::Context as _;
-use osmoda_ledger::{event_hash, now_ts, verify, Ledger, NewEvent, GENESIS_HASH};
+use osmoda_ledger::{
+    event_hash, now_ts, verify, verify_consistency, verify_inclusion, Ledger, NewEvent,
+    OpenOptions, GENESIS_HASH,
+};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -75,9 +79,16 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Group commit: `writers` threads each append `per_writer` events, waiting for each ack.
-fn bench_group_commit(dir: &Path, writers: usize, per_writer: usize) -> anyhow::Result<()> {
-    let path = dir.join(format!("group-{writers}.db"));
-    let ledger = Ledger::open(&path)?;
+/// Returns the throughput in appends/s.
+fn bench_group_commit(
+    dir: &Path,
+    writers: usize,
+    per_writer: usize,
+    tree: bool,
+    run: usize,
+) -> anyhow::Result<f64> {
+    let path = dir.join(format!("group-{writers}-{tree}-{run}.db"));
+    let ledger = Ledger::open_with(&path, OpenOptions { merkle_tree: tree })?;
     let start = Instant::now();
     let mut lat: Vec<Duration> = std::thread::scope(|s| -> anyhow::Result<Vec<Duration>> {
         let handles: Vec<_> = (0..writers)
@@ -108,10 +119,14 @@ fn bench_group_commit(dir: &Path, writers: usize, per_writer: usize) -> anyhow::
     lat.sort_unstable();
     let n = lat.len();
     let stats = ledger.stats();
-    println!("group commit ({writers} concurrent writers, {n} events, synchronous=FULL, WAL):");
+    let tree_label = if tree { "tree on" } else { "tree off" };
+    println!(
+        "group commit ({writers} concurrent writers, {n} events, synchronous=FULL, WAL, {tree_label}):"
+    );
+    let throughput = n as f64 / elapsed.as_secs_f64();
     println!(
         "  throughput      {:>10.0} durable appends/s  ({:.2} s total)",
-        n as f64 / elapsed.as_secs_f64(),
+        throughput,
         elapsed.as_secs_f64()
     );
     println!("  latency p50     {:>10.3} ms", ms(percentile(&lat, 0.50)));
@@ -128,7 +143,12 @@ fn bench_group_commit(dir: &Path, writers: usize, per_writer: usize) -> anyhow::
         report.is_ok() && report.events == n as u64,
         "group-commit chain does not verify: {report:?}"
     );
-    Ok(())
+    if tree {
+        let ledger = Ledger::open(&path)?;
+        let head = ledger.tree_head()?;
+        anyhow::ensure!(head.size == n as u64, "tree covers {} of {n}", head.size);
+    }
+    Ok(throughput)
 }
 
 /// Baseline: one event per transaction, same schema and hashing, plain loop on one connection.
@@ -227,6 +247,48 @@ fn bench_verify(dir: &Path, n: usize) -> anyhow::Result<()> {
         "  best            {:>10.3} s  (target <= 1 s for 1,000,000)",
         best.as_secs_f64()
     );
+    bench_proofs(&path, n)
+}
+
+/// Builds the Merkle tree over the bulk chain (what opening a ledger from before the tree
+/// does), then times inclusion and consistency proofs at spread-out ids.
+fn bench_proofs(path: &Path, n: usize) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let ledger = Ledger::open(path)?;
+    let head = ledger.tree_head()?;
+    anyhow::ensure!(head.size == n as u64, "tree covers {} of {n}", head.size);
+    println!(
+        "merkle tree over {n} events built at open in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let samples = 1000u64;
+    let step = (n as u64 / samples).max(1);
+    let (mut inc, mut con) = (Vec::new(), Vec::new());
+    for k in 0..samples.min(n as u64) {
+        // Spread over the whole tree, with a small odd offset so sizes are not powers of two.
+        let id = (k * step + 1 + k % 7).min(n as u64);
+        let t = Instant::now();
+        let p = ledger.inclusion_proof(id as i64, None)?;
+        inc.push(t.elapsed());
+        verify_inclusion(&p)?;
+        let t = Instant::now();
+        let c = ledger.consistency_proof(id, n as u64)?;
+        con.push(t.elapsed());
+        verify_consistency(&c)?;
+    }
+    inc.sort_unstable();
+    con.sort_unstable();
+    println!("proofs at {n} events ({} each, verified after timing):", inc.len());
+    println!(
+        "  inclusion p50   {:>10.3} ms   p99 {:.3} ms",
+        ms(percentile(&inc, 0.5)),
+        ms(percentile(&inc, 0.99))
+    );
+    println!(
+        "  consistency p50 {:>10.3} ms   p99 {:.3} ms",
+        ms(percentile(&con, 0.5)),
+        ms(percentile(&con, 0.99))
+    );
     Ok(())
 }
 
@@ -241,10 +303,20 @@ fn main() -> anyhow::Result<()> {
         tmp.path().display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    bench_group_commit(tmp.path(), args.writers, args.per_writer)?;
+    // Tree off and on alternate, twice each, so drift of the shared machine hits both alike.
+    let (mut off, mut on) = (0f64, 0f64);
+    for run in 0..2 {
+        off = off.max(bench_group_commit(tmp.path(), args.writers, args.per_writer, false, run)?);
+        on = on.max(bench_group_commit(tmp.path(), args.writers, args.per_writer, true, run)?);
+    }
+    println!(
+        "merkle tree cost: best {on:.0} appends/s with the tree vs {off:.0} without = {:.1} % (target >= 90 %)",
+        100.0 * on / off
+    );
     if args.writers < 64 {
         // More writers than the default, to show how batches grow with concurrency.
-        bench_group_commit(tmp.path(), 64, (args.writers * args.per_writer / 64).max(1))?;
+        let per = (args.writers * args.per_writer / 64).max(1);
+        bench_group_commit(tmp.path(), 64, per, true, 0)?;
     }
     bench_per_event_commit(tmp.path(), args.baseline)?;
     bench_verify(tmp.path(), args.verify_events)?;

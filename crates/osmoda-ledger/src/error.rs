@@ -24,6 +24,12 @@ pub enum LedgerError {
     /// A query or search parameter is malformed; nothing was read.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
+    /// The requested event or record does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A Merkle proof, checkpoint or signature does not verify.
+    #[error("verification failed: {0}")]
+    ProofFailed(String),
     /// The writer thread has stopped (after a panic or a failed open); reopen the ledger.
     #[error("the ledger writer has stopped; reopen the ledger to continue appending")]
     Closed,

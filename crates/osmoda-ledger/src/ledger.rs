@@ -33,6 +33,21 @@ pub struct WriterStats {
     pub events: u64,
 }
 
+/// How [`Ledger::open_with`] opens a ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Extend the Merkle tree with every append (default `true`). Off only for benchmarks that
+    /// measure its cost: the tree then lags, proofs and checkpoints cover only what it holds,
+    /// and the next open with the tree on catches it up.
+    pub merkle_tree: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { merkle_tree: true }
+    }
+}
+
 /// A handle to an open ledger. Cheap to clone; all clones share one writer thread.
 ///
 /// The writer thread stops and the database is closed when the last clone is dropped.
@@ -78,16 +93,31 @@ impl Ledger {
     /// the file cannot be opened or is not a database, [`LedgerError::Malformed`] for a schema
     /// from a newer version or a filesystem without WAL support.
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(path, OpenOptions::default())
+    }
+
+    /// [`Ledger::open`] with options. With the tree on (the default), events the stored tree
+    /// does not cover yet (a ledger from before the tree) are added to it before this returns.
+    ///
+    /// # Errors
+    /// As [`Ledger::open`].
+    pub fn open_with(path: &Path, options: OpenOptions) -> Result<Ledger, LedgerError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| LedgerError::Io {
                 context: format!("creating ledger directory {}", parent.display()),
                 source,
             })?;
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::create(&conn)?;
-        let counters = Arc::new(writer::Counters::default());
+        if options.merkle_tree {
+            crate::tree::catch_up(&mut conn)?;
+        }
+        let counters = Arc::new(writer::Counters {
+            tree: options.merkle_tree,
+            ..writer::Counters::default()
+        });
         let (tx, handle) = writer::spawn(conn, Arc::clone(&counters))?;
         Ok(Ledger {
             inner: Arc::new(Inner {
@@ -247,7 +277,7 @@ impl Ledger {
     }
 
     /// Runs `f` on a pooled read-only connection (opened on demand).
-    fn with_reader<T>(
+    pub(crate) fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {

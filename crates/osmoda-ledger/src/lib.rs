@@ -11,15 +11,25 @@ mod error;
 mod hash;
 mod index;
 mod ledger;
+mod proof;
 mod query;
 mod schema;
+mod tree;
 mod validate;
+#[cfg(test)]
+mod vectors;
 mod verify;
 mod writer;
 
 pub use error::LedgerError;
 pub use hash::{event_hash, format_ts, now_ts, GENESIS_HASH};
-pub use ledger::{Head, Ledger, WriterStats};
+pub use ledger::{Head, Ledger, OpenOptions, WriterStats};
+pub use proof::{
+    hash_hex, parse_hash, verify_consistency, verify_inclusion, ConsistencyProof, InclusionProof,
+    TreeHead,
+};
+pub use tree::{leaf_hash, RootBuilder};
+pub use tlog_tiles::Hash;
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT};
 pub use validate::{validate_label, validate_payload, MAX_LABEL_BYTES, MAX_PAYLOAD_BYTES};
 pub use verify::{verify, BadEvent, BadReason, VerifyReport};

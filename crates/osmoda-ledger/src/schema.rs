@@ -1,10 +1,11 @@
 //! Database schema, connection settings and row decoding shared by the writer and the readers.
 
+use crate::tree::Frontier;
 use crate::{Event, LedgerError, GENESIS_HASH};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Schema version stored in `PRAGMA user_version`.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The `events` table is exactly the seed schema; the rest are derived indexes and the dedup map.
 const SCHEMA: &str = "
@@ -63,6 +64,7 @@ pub(crate) fn create(conn: &Connection) -> Result<(), LedgerError> {
         |r| r.get(0),
     )?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(crate::tree::SCHEMA)?;
     if !had_fts {
         // A ledger created with only the seed schema: index the events it already holds.
         conn.execute("INSERT INTO events_fts (events_fts) VALUES ('rebuild')", [])?;
@@ -81,12 +83,14 @@ pub(crate) fn create(conn: &Connection) -> Result<(), LedgerError> {
 }
 
 /// Where the next append goes: its id and the hash it links to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Tail {
     /// Id for the next event.
     pub next_id: i64,
     /// `hash` of the last stored event (genesis zeros for an empty ledger).
     pub prev_hash: String,
+    /// The right edge of the Merkle tree over the stored events.
+    pub tree: Frontier,
 }
 
 /// The largest id ever handed out, per SQLite's AUTOINCREMENT bookkeeping (0 if none).
@@ -113,7 +117,12 @@ pub(crate) fn load_tail(conn: &Connection) -> rusqlite::Result<Tail> {
         .optional()?;
     let (last_id, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
     let next_id = last_id.max(allocated_id(conn)?) + 1;
-    Ok(Tail { next_id, prev_hash })
+    let tree = Frontier::load(conn)?;
+    Ok(Tail {
+        next_id,
+        prev_hash,
+        tree,
+    })
 }
 
 /// Decodes a row selected with [`EVENT_COLUMNS`].

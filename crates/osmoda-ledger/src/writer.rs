@@ -6,7 +6,7 @@
 //! Between batches it keeps the full-text index caught up (see [`crate::index`]).
 
 use crate::schema::{self, Tail};
-use crate::{hash, index, Event, LedgerError, NewEvent};
+use crate::{hash, index, tree, Event, LedgerError, NewEvent};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -43,6 +43,8 @@ pub(crate) type CommitObserver = Box<dyn Fn(usize) + Send + Sync>;
 /// Counters kept by the writer, readable through [`crate::Ledger::stats`].
 #[derive(Default)]
 pub(crate) struct Counters {
+    /// Whether appends extend the Merkle tree (see [`crate::OpenOptions::merkle_tree`]).
+    pub tree: bool,
     pub transactions: AtomicU64,
     pub events: AtomicU64,
     pub observer: std::sync::OnceLock<CommitObserver>,
@@ -156,7 +158,7 @@ fn commit_batch(
 ) {
     {
         let events: Vec<&NewEvent> = batch.iter().map(|r| &r.event).collect();
-        match write_batch(conn, tail, &events) {
+        match write_batch(conn, tail, &events, counters.tree) {
             Ok(written) => {
                 counters.committed(written.len());
                 for (req, ev) in batch.drain(..).zip(written) {
@@ -171,7 +173,7 @@ fn commit_batch(
                     let result = if single {
                         Err(LedgerError::WriteFailed(e.to_string()))
                     } else {
-                        write_batch(conn, tail, &[&req.event])
+                        write_batch(conn, tail, &[&req.event], counters.tree)
                             .map_err(|e| LedgerError::WriteFailed(e.to_string()))
                             .and_then(|mut v| v.pop().ok_or(LedgerError::Closed))
                     };
@@ -191,8 +193,9 @@ pub(crate) fn write_batch(
     conn: &mut Connection,
     tail: &mut Tail,
     events: &[&NewEvent],
+    tree: bool,
 ) -> rusqlite::Result<Vec<Event>> {
-    match try_write_batch(conn, tail, events) {
+    match try_write_batch(conn, tail, events, tree) {
         Ok((written, new_tail)) => {
             *tail = new_tail;
             Ok(written)
@@ -210,13 +213,19 @@ fn try_write_batch(
     conn: &mut Connection,
     tail: &Tail,
     events: &[&NewEvent],
+    tree: bool,
 ) -> rusqlite::Result<(Vec<Event>, Tail)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Another process may have appended since our last commit; then continue from its tail.
     let mut next = if schema::allocated_id(&tx)? == tail.next_id - 1 {
         tail.clone()
     } else {
-        schema::load_tail(&tx)?
+        let mut fresh = schema::load_tail(&tx)?;
+        if tree {
+            // The other process may have appended with the tree off: cover its events first.
+            tree::extend(&tx, &mut fresh.tree, i64::MAX)?;
+        }
+        fresh
     };
     let mut out = Vec::with_capacity(events.len());
     {
@@ -275,6 +284,10 @@ fn try_write_batch(
             if let Some((stream, seq)) = dedup {
                 insert_dedup.execute((stream, seq, id))?;
             }
+            if tree {
+                let (first, hashes) = next.tree.push(id, tree::leaf_hash(&h));
+                tree::store(&tx, first, &hashes)?;
+            }
             out.push(Event {
                 id,
                 ts,
@@ -286,6 +299,9 @@ fn try_write_batch(
             });
             next.next_id = id + 1;
         }
+    }
+    if tree {
+        tree::save_state(&tx, &next.tree)?;
     }
     tx.commit()?;
     Ok((out, next))

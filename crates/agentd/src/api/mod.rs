@@ -8,6 +8,7 @@ pub mod exec;
 pub mod fs;
 pub mod health;
 pub mod incidents;
+pub mod ledger;
 pub mod relay;
 pub(crate) mod secrets;
 pub mod subscribe;
@@ -31,6 +32,9 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/events/append", post(events::append))
         .route("/events/subscribe", get(subscribe::subscribe))
         .route("/receipts", get(events::receipts))
+        .route("/ledger/head", get(ledger::head))
+        .route("/ledger/proof/inclusion", get(ledger::inclusion))
+        .route("/ledger/proof/consistency", get(ledger::consistency))
         .route("/incident/create", post(incidents::create))
         .route("/incident/{id}/step", post(incidents::step))
         .route("/incident/{id}/resolve", post(incidents::resolve))
