@@ -21,7 +21,10 @@ async fn proofs_served_by_agentd_verify_and_bad_requests_get_4xx() {
     let head = c.get_ok("/ledger/head").await;
     let size = head["size"].as_u64().expect("size");
     assert_eq!(size, d.state.ledger.head().expect("head").events);
-    assert_eq!(head["root"], json!(d.state.ledger.tree_head().expect("t").root));
+    assert_eq!(
+        head["root"],
+        json!(d.state.ledger.tree_head().expect("t").root)
+    );
 
     let p: InclusionProof =
         serde_json::from_value(c.get_ok("/ledger/proof/inclusion?id=3").await).expect("shape");
@@ -34,8 +37,7 @@ async fn proofs_served_by_agentd_verify_and_bad_requests_get_4xx() {
     verify_inclusion(&p).expect("inclusion in an older tree verifies");
 
     let proof: ConsistencyProof =
-        serde_json::from_value(c.get_ok("/ledger/proof/consistency?from=4").await)
-            .expect("shape");
+        serde_json::from_value(c.get_ok("/ledger/proof/consistency?from=4").await).expect("shape");
     assert_eq!((proof.from, proof.to), (4, size));
     verify_consistency(&proof).expect("consistency verifies");
     let proof: ConsistencyProof =
@@ -45,13 +47,29 @@ async fn proofs_served_by_agentd_verify_and_bad_requests_get_4xx() {
 
     for (path, status, says) in [
         ("/ledger/proof/inclusion?id=0", 400, "1..="),
-        (&format!("/ledger/proof/inclusion?id={}", size + 1), 400, "1..="),
-        ("/ledger/proof/inclusion?id=2&size=999", 400, "larger than the tree"),
+        (
+            &format!("/ledger/proof/inclusion?id={}", size + 1),
+            400,
+            "1..=",
+        ),
+        (
+            "/ledger/proof/inclusion?id=2&size=999",
+            400,
+            "larger than the tree",
+        ),
         ("/ledger/proof/inclusion", 400, "invalid query"),
         ("/ledger/proof/inclusion?id=x", 400, "invalid query"),
         ("/ledger/proof/inclusion?id=1&bogus=1", 400, "invalid query"),
-        ("/ledger/proof/consistency?from=5&to=2", 400, "larger than to"),
-        ("/ledger/proof/consistency?from=1&to=999", 400, "larger than the tree"),
+        (
+            "/ledger/proof/consistency?from=5&to=2",
+            400,
+            "larger than to",
+        ),
+        (
+            "/ledger/proof/consistency?from=1&to=999",
+            400,
+            "larger than the tree",
+        ),
         ("/ledger/proof/consistency?from=-1", 400, "invalid query"),
     ] {
         let r = c.get(path).await.expect("get");

@@ -28,9 +28,9 @@ pub use proof::{
     hash_hex, parse_hash, verify_consistency, verify_inclusion, ConsistencyProof, InclusionProof,
     TreeHead,
 };
-pub use tree::{leaf_hash, RootBuilder};
-pub use tlog_tiles::Hash;
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT};
+pub use tlog_tiles::Hash;
+pub use tree::{leaf_hash, RootBuilder};
 pub use validate::{validate_label, validate_payload, MAX_LABEL_BYTES, MAX_PAYLOAD_BYTES};
 pub use verify::{verify, BadEvent, BadReason, VerifyReport};
 

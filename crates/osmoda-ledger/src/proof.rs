@@ -63,9 +63,8 @@ pub fn hash_hex(h: &Hash) -> String {
 /// [`LedgerError::InvalidQuery`] naming `what` when it is not 64 hex digits.
 pub fn parse_hash(what: &str, s: &str) -> Result<Hash, LedgerError> {
     let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out).map_err(|_| {
-        LedgerError::InvalidQuery(format!("{what} {s:?} is not 64 hex digits"))
-    })?;
+    hex::decode_to_slice(s, &mut out)
+        .map_err(|_| LedgerError::InvalidQuery(format!("{what} {s:?} is not 64 hex digits")))?;
     Ok(Hash(out))
 }
 
@@ -247,7 +246,9 @@ pub fn verify_consistency(p: &ConsistencyProof) -> Result<(), LedgerError> {
         return if proof.is_empty() && from_root == tlog_tiles::EMPTY_HASH {
             Ok(())
         } else {
-            Err(failed("the empty tree has an empty proof and the empty root".into()))
+            Err(failed(
+                "the empty tree has an empty proof and the empty root".into(),
+            ))
         };
     }
     check_tree(&proof, p.to, to_root, p.from, from_root).map_err(|e| failed(e.to_string()))

@@ -14,8 +14,8 @@
 use crate::LedgerError;
 use rusqlite::{Connection, OptionalExtension};
 use tlog_tiles::{
-    node_hash, record_hash, stored_hash_index, stored_hashes_for_record_hash, sub_tree_index,
-    Hash, HashReader,
+    node_hash, record_hash, stored_hash_index, stored_hashes_for_record_hash, sub_tree_index, Hash,
+    HashReader,
 };
 
 /// Tables of the tree (created with the rest of the schema).
@@ -92,7 +92,8 @@ impl Frontier {
         // The hashes it reads are exactly the edge's last subtrees, so this cannot fail.
         let hashes = stored_hashes_for_record_hash(n, leaf, &*self).unwrap_or_else(|_| vec![leaf]);
         let completed = hashes.len() - 1;
-        self.nodes.truncate(self.nodes.len().saturating_sub(completed));
+        self.nodes
+            .truncate(self.nodes.len().saturating_sub(completed));
         let level = u8::try_from(completed).unwrap_or(u8::MAX);
         if let Some(top) = hashes.last() {
             self.nodes
@@ -269,7 +270,12 @@ mod tests {
         impl HashReader for Mem {
             fn read_hashes(&self, ix: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
                 ix.iter()
-                    .map(|i| self.0.get(i).copied().ok_or(tlog_tiles::Error::IndexesNotInTree))
+                    .map(|i| {
+                        self.0
+                            .get(i)
+                            .copied()
+                            .ok_or(tlog_tiles::Error::IndexesNotInTree)
+                    })
                     .collect()
             }
         }
@@ -283,7 +289,8 @@ mod tests {
         for n in 0..300u64 {
             let leaf = record_hash(&n.to_be_bytes());
             let (first, hashes) = edge.push(n as i64 + 1, leaf);
-            let expected = tlog_tiles::stored_hashes_for_record_hash(n, leaf, &mem).expect("hashes");
+            let expected =
+                tlog_tiles::stored_hashes_for_record_hash(n, leaf, &mem).expect("hashes");
             assert_eq!(hashes, expected, "record {n}");
             for (k, h) in hashes.iter().enumerate() {
                 mem.0.insert(first + k as u64, *h);

@@ -4,7 +4,9 @@
 
 use crate::tree::{self, DbReader, Frontier};
 use rusqlite::Connection;
-use tlog_tiles::{check_record, check_tree, prove_record, prove_tree, record_hash, tree_hash, Hash};
+use tlog_tiles::{
+    check_record, check_tree, prove_record, prove_tree, record_hash, tree_hash, Hash,
+};
 
 const LEAVES: [&str; 8] = [
     "",
@@ -135,7 +137,11 @@ fn roots_of_the_0_to_8_leaf_trees() {
     let mut builder = crate::RootBuilder::new();
     for (n, root) in ROOTS.iter().enumerate() {
         let size = n as u64 + 1;
-        assert_eq!(tree_hash(size, &r).expect("root"), h(root), "stored root of size {size}");
+        assert_eq!(
+            tree_hash(size, &r).expect("root"),
+            h(root),
+            "stored root of size {size}"
+        );
         builder.push(record_hash(&hex::decode(LEAVES[n]).expect("hex")));
         assert_eq!(builder.root(), h(root), "recomputed root of size {size}");
     }
@@ -185,7 +191,10 @@ fn published_consistency_proofs() {
         }
         if m != size {
             assert!(check_tree(&want, size, r1, m, r2).is_err(), "swapped roots");
-            assert!(check_tree(&Vec::new(), size, r2, m, r1).is_err(), "empty proof");
+            assert!(
+                check_tree(&Vec::new(), size, r2, m, r1).is_err(),
+                "empty proof"
+            );
         }
     }
 }

@@ -63,13 +63,22 @@ fn every_append_extends_the_tree_and_every_proof_verifies() {
     // A proof with a changed element or for another event does not verify.
     let mut p = ledger.inclusion_proof(5, None).expect("inclusion");
     p.proof[1] = p.proof[0].clone();
-    assert!(matches!(verify_inclusion(&p), Err(LedgerError::ProofFailed(_))));
+    assert!(matches!(
+        verify_inclusion(&p),
+        Err(LedgerError::ProofFailed(_))
+    ));
     let mut p = ledger.inclusion_proof(5, None).expect("inclusion");
     p.event_hash = ledger.get(6).expect("get").expect("event 6").hash;
-    assert!(matches!(verify_inclusion(&p), Err(LedgerError::ProofFailed(_))));
+    assert!(matches!(
+        verify_inclusion(&p),
+        Err(LedgerError::ProofFailed(_))
+    ));
     let mut c = ledger.consistency_proof(10, 37).expect("consistency");
     c.from_root = roots[11].clone();
-    assert!(matches!(verify_consistency(&c), Err(LedgerError::ProofFailed(_))));
+    assert!(matches!(
+        verify_consistency(&c),
+        Err(LedgerError::ProofFailed(_))
+    ));
 }
 
 #[test]
@@ -109,17 +118,18 @@ fn the_tree_survives_reopening_and_keeps_growing() {
     for i in 11..30 {
         ledger.append_blocking(ev(i)).expect("append");
     }
-    assert_eq!(ledger.tree_head().expect("head").root, recomputed_root(&ledger, 30));
+    assert_eq!(
+        ledger.tree_head().expect("head").root,
+        recomputed_root(&ledger, 30)
+    );
     verify_consistency(&ledger.consistency_proof(11, 30).expect("c")).expect("consistent");
 }
 
 /// Drops the tree as a ledger of schema version 2 (before the tree) had none.
 fn make_pre_tree(path: &Path) {
     let conn = Connection::open(path).expect("sqlite");
-    conn.execute_batch(
-        "DROP TABLE tree_hashes; DROP TABLE tree_state; PRAGMA user_version = 2;",
-    )
-    .expect("drop tree");
+    conn.execute_batch("DROP TABLE tree_hashes; DROP TABLE tree_state; PRAGMA user_version = 2;")
+        .expect("drop tree");
 }
 
 #[test]
@@ -137,7 +147,10 @@ fn a_ledger_from_before_the_tree_gets_one_at_open() {
     let ledger = Ledger::open(&path).expect("reopen");
     assert_eq!(ledger.tree_head().expect("head"), full);
     ledger.append_blocking(ev(50)).expect("append");
-    assert_eq!(ledger.tree_head().expect("head").root, recomputed_root(&ledger, 51));
+    assert_eq!(
+        ledger.tree_head().expect("head").root,
+        recomputed_root(&ledger, 51)
+    );
 }
 
 #[test]
@@ -179,7 +192,9 @@ fn bad_proof_requests_are_refused_with_the_valid_range() {
     assert!(invalid(ledger.inclusion_proof(5, None).map(|_| ())).contains("1..=4"));
     assert!(invalid(ledger.inclusion_proof(-3, None).map(|_| ())).contains("1..=4"));
     assert!(invalid(ledger.inclusion_proof(3, Some(2)).map(|_| ())).contains("1..=2"));
-    assert!(invalid(ledger.inclusion_proof(1, Some(9)).map(|_| ())).contains("larger than the tree"));
+    assert!(
+        invalid(ledger.inclusion_proof(1, Some(9)).map(|_| ())).contains("larger than the tree")
+    );
     assert!(invalid(ledger.consistency_proof(3, 2).map(|_| ())).contains("larger than to"));
     assert!(invalid(ledger.consistency_proof(1, 5).map(|_| ())).contains("larger than the tree"));
     assert!(invalid(ledger.root_at(5).map(|_| ())).contains("larger than the tree"));
@@ -196,7 +211,14 @@ fn an_edited_row_gets_no_inclusion_proof() {
     let conn = Connection::open(&path).expect("sqlite");
     // Rewrite event 3 with a consistent hash of its own; the tree still holds the old leaf.
     let e = ledger.get(3).expect("get").expect("event 3");
-    let forged = osmoda_ledger::event_hash(3, &e.ts, &e.kind, &e.actor, r#"{"i":"forged"}"#, &e.prev_hash);
+    let forged = osmoda_ledger::event_hash(
+        3,
+        &e.ts,
+        &e.kind,
+        &e.actor,
+        r#"{"i":"forged"}"#,
+        &e.prev_hash,
+    );
     conn.execute(
         "UPDATE events SET payload = '{\"i\":\"forged\"}', hash = ?1 WHERE id = 3",
         [&forged],
@@ -206,7 +228,11 @@ fn an_edited_row_gets_no_inclusion_proof() {
         Err(LedgerError::Malformed(m)) => assert!(m.contains("event 3"), "{m}"),
         other => panic!("expected Malformed, got {other:?}"),
     }
-    conn.execute("DELETE FROM events WHERE id = 4", []).expect("delete");
-    assert!(matches!(ledger.inclusion_proof(4, None), Err(LedgerError::NotFound(_))));
+    conn.execute("DELETE FROM events WHERE id = 4", [])
+        .expect("delete");
+    assert!(matches!(
+        ledger.inclusion_proof(4, None),
+        Err(LedgerError::NotFound(_))
+    ));
     verify_inclusion(&ledger.inclusion_proof(5, None).expect("untouched row")).expect("ok");
 }

@@ -8,8 +8,8 @@ use osmoda_ledger::{ConsistencyProof, InclusionProof, TreeHead};
 use serde::Deserialize;
 
 use crate::error::{ApiError, Query};
-use axum::Json;
 use crate::AppState;
+use axum::Json;
 
 /// `GET /ledger/head`: the tree's size and RFC 6962 root (hex).
 ///
