@@ -92,6 +92,12 @@ let
       approvalSocket = "/run/osmoda-admin/approval.sock";
       approvalTtlSecs = 900;
       criticalPackages = [ "openssh" "systemd" "nix" "osmoda-agentd" ];
+      ledger.checkpoint = {
+        enable = true;
+        everyEvents = 1000;
+        intervalSecs = 60;
+        keyFile = null;
+      };
     };
     watch = {
       enable = true;
@@ -356,8 +362,21 @@ let
     in
     {
       agentd =
-        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" ])
+        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" "ledger" ])
         // {
+          ledger = let
+            l = section agentd "ledger";
+            c = section l "checkpoint";
+            dc = d.agentd.ledger.checkpoint;
+          in extra l [ "checkpoint" ] // {
+            checkpoint = extra c [ "enable" "everyEvents" "intervalSecs" "keyFile" ]
+              // opt "key_file" c "keyFile"
+              // {
+                enable = get c "enable" dc.enable;
+                every_events = get c "everyEvents" dc.everyEvents;
+                interval_secs = get c "intervalSecs" dc.intervalSecs;
+              };
+          };
           approval = {
             required = get cfg "approvalRequired" d.approvalRequired;
             ttl_secs = get agentd "approvalTtlSecs" d.agentd.approvalTtlSecs;

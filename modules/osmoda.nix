@@ -355,6 +355,12 @@ in
         default = d.agentd.criticalPackages;
         description = "Packages whose removal by a switch needs approval.";
       };
+      ledger.checkpoint = {
+        enable = mkOption { type = types.bool; default = d.agentd.ledger.checkpoint.enable; description = "Sign checkpoints of the ledger's Merkle tree (C2SP tlog-checkpoint in an Ed25519 signed note), appended to checkpoints.jsonl in agentd's state dir and recorded in the ledger; `agentctl verify-ledger` checks the database against them."; };
+        everyEvents = mkOption { type = types.ints.positive; default = d.agentd.ledger.checkpoint.everyEvents; description = "Sign a checkpoint after this many new events."; };
+        intervalSecs = mkOption { type = types.ints.positive; default = d.agentd.ledger.checkpoint.intervalSecs; description = "Sign a checkpoint at least this often (seconds) while events arrive, and at shutdown."; };
+        keyFile = nullOr types.str "Signed-note Ed25519 private key of the checkpoints (`agentctl ledger keygen --name <origin> --out <file>`), read by agentd (root) from this path, never the store; null = generated in agentd's state dir (mode 0600) on first start, named `<hostname>/osmoda-ledger`.";
+      };
       validate = mkOption {
         type = types.enum [ "parse" "eval" "build" ];
         default = "eval";

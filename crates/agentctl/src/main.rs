@@ -2,6 +2,7 @@
 
 mod config;
 mod incidents;
+mod ledger;
 mod output;
 mod switch;
 mod watchers;
@@ -84,11 +85,23 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Verify the ledger's hash chain by reading the SQLite file directly (works while agentd is down).
+    /// Verify the ledger's hash chain and that it matches agentd's signed checkpoints, reading
+    /// the files directly (works while agentd is down).
     VerifyLedger {
         /// Path of ledger.db.
         #[arg(long, default_value = "/var/lib/osmoda/agentd/ledger.db")]
         db: PathBuf,
+        /// The checkpoint file (default: checkpoints.jsonl next to the database).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// Verifier key of the checkpoints (default: checkpoint.vkey next to the database).
+        #[arg(long)]
+        vkey: Option<String>,
+    },
+    /// Ledger checkpoint keys.
+    Ledger {
+        #[command(subcommand)]
+        action: ledger::LedgerCmd,
     },
     /// The configuration tree and its generations.
     Config {
@@ -186,27 +199,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 output::events,
             )
         }
-        Command::VerifyLedger { db } => {
-            anyhow::ensure!(db.exists(), "no ledger at {}", db.display());
-            let report =
-                osmoda_ledger::verify(&db).with_context(|| format!("reading {}", db.display()))?;
-            return Ok(match report.first_bad {
-                None => {
-                    output::emit(&format!(
-                        "ledger intact: {} events verified\n",
-                        report.events
-                    ))?;
-                    ExitCode::SUCCESS
-                }
-                Some(bad) => {
-                    output::note(&format!(
-                        "ledger BROKEN at event {}: {}",
-                        bad.id, bad.reason
-                    ));
-                    ExitCode::from(output::code::LEDGER_BROKEN)
-                }
-            });
-        }
+        Command::VerifyLedger {
+            db,
+            checkpoints,
+            vkey,
+        } => return ledger::verify(&db, checkpoints.as_deref(), vkey.as_deref()),
+        Command::Ledger { action } => return ledger::run(action),
         Command::Config { action } => {
             let (v, table) = config::run(&agent, action).await?;
             Outcome::new(v, table)

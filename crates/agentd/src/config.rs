@@ -30,8 +30,20 @@ pub fn settings(cfg: &AgentdConfig) -> Settings {
         approval_required: cfg.approval.required.clone(),
         critical_packages: critical,
         approval_socket: None,
+        checkpoint: checkpoint_settings(&cfg.ledger.checkpoint),
         ..Settings::default()
     }
+}
+
+/// What `ledger.checkpoint` asks for; `None` when checkpoints are off.
+pub fn checkpoint_settings(
+    c: &osmoda_config::CheckpointConfig,
+) -> Option<crate::checkpoints::CheckpointSettings> {
+    c.enable.then(|| crate::checkpoints::CheckpointSettings {
+        every_events: c.every_events.max(1),
+        interval: Duration::from_secs(c.interval_secs.max(1)),
+        key_file: c.key_file.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! API on two Unix sockets, and is the only writer of the hash-chained ledger.
 
 pub mod api;
+pub mod checkpoints;
 pub mod config;
 pub mod error;
 pub mod fuzz;
@@ -53,6 +54,9 @@ pub struct Settings {
     /// The uid osmoda-keyd runs as (`--keyd-user`); only its connections may open and consume
     /// keyd's approval tickets (`api::daemon_tickets`). `None`: nobody may.
     pub keyd_uid: Option<u32>,
+    /// Signed ledger checkpoints (`ledger.checkpoint` in agentd.json); `None`: none are made
+    /// (the library default, so in-process tests opt in; the binary and the module turn them on).
+    pub checkpoint: Option<checkpoints::CheckpointSettings>,
 }
 
 /// The approval socket of the NixOS module (lib/default.nix `approvalSocket`) and agentctl.
@@ -88,6 +92,7 @@ impl Default for Settings {
             relay_uid: None,
             relay_socket: None,
             keyd_uid: None,
+            checkpoint: None,
         }
     }
 }
@@ -111,6 +116,8 @@ pub struct AppState {
     pub config_tree: Option<Arc<osmoda_generations::Tree>>,
     /// Bumped after every ledger commit; `/events/subscribe` waits on it.
     pub commits: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Signs ledger checkpoints, when `settings.checkpoint` is set.
+    pub checkpoints: Option<Arc<checkpoints::Checkpointer>>,
 }
 
 impl AppState {
@@ -138,6 +145,13 @@ impl AppState {
             osmoda_daemon::metrics::global().ledger_commit(events);
             notify.send_modify(|n| *n = n.wrapping_add(1));
         });
+        let checkpoints = match &settings.checkpoint {
+            Some(c) => Some(Arc::new(checkpoints::Checkpointer::open(
+                &state_dir,
+                c.clone(),
+            )?)),
+            None => None,
+        };
         let incidents = api::incidents::Incidents::load(&ledger)?;
         let approvals = api::approvals::Approvals::load(&ledger)?;
         Ok(Arc::new(AppState {
@@ -149,6 +163,7 @@ impl AppState {
             state_dir,
             config_tree,
             commits,
+            checkpoints,
         }))
     }
 
@@ -282,6 +297,7 @@ pub async fn serve_with(
     limits: ServeLimits,
 ) -> std::io::Result<()> {
     use osmoda_daemon::server::serve as serve_one;
+    let signer = tokio::spawn(checkpoints::run(state.clone(), shutdown.clone()));
     let a = serve_one(
         agent,
         "agent",
@@ -299,5 +315,9 @@ pub async fn serve_with(
         shutdown,
     );
     let (ra, rh) = tokio::join!(a, h);
+    // The signer makes a last checkpoint on shutdown; wait for it so the tail is anchored.
+    if let Err(e) = signer.await {
+        tracing::error!(error = %e, "the checkpoint task failed");
+    }
     ra.and(rh)
 }

@@ -72,7 +72,10 @@ async fn main() -> anyhow::Result<()> {
         agentd::config::load(&cli.config)?
     } else {
         tracing::info!(config = %cli.config.display(), "no config file; using defaults");
-        agentd::Settings::default()
+        agentd::Settings {
+            checkpoint: agentd::config::checkpoint_settings(&Default::default()),
+            ..agentd::Settings::default()
+        }
     };
     settings.validate = cli.validate;
     settings.nixos_module = cli.nixos_module.clone();

@@ -17,6 +17,44 @@ pub struct AgentdConfig {
     pub memory: MemoryConfig,
     /// Sockets of the enabled sibling daemons; `None` when a daemon is disabled.
     pub daemons: DaemonEndpoints,
+    /// The ledger's signed checkpoints (`services.osmoda.agentd.ledger`); absent: defaults.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// Ledger settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Signed checkpoints of the ledger's Merkle tree.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+/// When agentd signs a checkpoint, and with which key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Sign checkpoints at all.
+    pub enable: bool,
+    /// Sign after this many new events (at least 1).
+    pub every_events: u64,
+    /// Sign at least this often while events arrive, in seconds (at least 1).
+    pub interval_secs: u64,
+    /// Signed-note Ed25519 private key (`agentctl ledger keygen`); `None`: agentd generates one
+    /// in its state dir (mode 0600) on first start, named `<hostname>/osmoda-ledger`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            enable: true,
+            every_events: 1000,
+            interval_secs: 60,
+            key_file: None,
+        }
+    }
 }
 
 /// Which operations need a human approval ticket, and how long a ticket lives.
@@ -73,6 +111,13 @@ impl AgentdConfig {
         }
         if let Some(r) = self.approval.required.iter().find(|r| r.trim().is_empty()) {
             return Err(format!("approval.required contains an empty rule {r:?}"));
+        }
+        let cp = &self.ledger.checkpoint;
+        if cp.every_events == 0 {
+            return Err("ledger.checkpoint.every_events must be at least 1".into());
+        }
+        if cp.interval_secs == 0 {
+            return Err("ledger.checkpoint.interval_secs must be at least 1".into());
         }
         if let Some(url) = &self.memory.embedding_endpoint {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -26,7 +26,9 @@ use serde::de::DeserializeOwned;
 /// (lib/default.nix's `approvalSocket`); agentd binds it and agentctl calls it by default.
 pub const DEFAULT_APPROVAL_SOCKET: &str = "/run/osmoda-admin/approval.sock";
 
-pub use agentd::{AgentdConfig, ApprovalConfig, DaemonEndpoints, MemoryConfig};
+pub use agentd::{
+    AgentdConfig, ApprovalConfig, CheckpointConfig, DaemonEndpoints, LedgerConfig, MemoryConfig,
+};
 pub use egress::{Capability, EgressConfig, EgressLimits};
 pub use health::HealthCheck;
 pub use keyd::{Amount, Chain, ChainPolicy, KeydConfig, Policy, TokenPolicy, WalletPolicy};

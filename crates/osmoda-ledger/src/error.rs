@@ -30,6 +30,9 @@ pub enum LedgerError {
     /// A Merkle proof, checkpoint or signature does not verify.
     #[error("verification failed: {0}")]
     ProofFailed(String),
+    /// A checkpoint signing or verifier key is unusable.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
     /// The writer thread has stopped (after a panic or a failed open); reopen the ledger.
     #[error("the ledger writer has stopped; reopen the ledger to continue appending")]
     Closed,

@@ -7,6 +7,8 @@
 //! appends go through one writer thread that commits them in batches (group commit) and answers
 //! each caller only after its batch is durable.
 
+mod anchor;
+mod checkpoint;
 mod error;
 mod hash;
 mod index;
@@ -21,6 +23,11 @@ mod vectors;
 mod verify;
 mod writer;
 
+pub use anchor::{rows_root, verify_checkpoints, AnchorReport, Disagreement};
+pub use checkpoint::{
+    generate_key, open_note, verify_signed, CheckpointFile, CheckpointSigner, SignedCheckpoint,
+    VerifiedCheckpoint,
+};
 pub use error::LedgerError;
 pub use hash::{event_hash, format_ts, now_ts, GENESIS_HASH};
 pub use ledger::{Head, Ledger, OpenOptions, WriterStats};

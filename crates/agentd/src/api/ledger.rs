@@ -19,6 +19,25 @@ pub async fn head(State(st): State<Arc<AppState>>) -> Result<Json<TreeHead>, Api
     Ok(Json(st.ledger.tree_head()?))
 }
 
+/// `GET /ledger/checkpoint`: the newest signed checkpoint (null when none was made yet or
+/// checkpoints are off) and the verifier key (null when off).
+///
+/// # Errors
+/// 500 when the checkpoint file cannot be read.
+pub async fn checkpoint(
+    State(st): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(cp) = st.checkpoints.as_ref() else {
+        return Ok(Json(
+            serde_json::json!({ "checkpoint": null, "vkey": null }),
+        ));
+    };
+    let newest = cp.file.newest()?;
+    Ok(Json(
+        serde_json::json!({ "checkpoint": newest, "vkey": cp.vkey() }),
+    ))
+}
+
 /// Query of `GET /ledger/proof/inclusion`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

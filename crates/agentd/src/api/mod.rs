@@ -33,6 +33,7 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/events/subscribe", get(subscribe::subscribe))
         .route("/receipts", get(events::receipts))
         .route("/ledger/head", get(ledger::head))
+        .route("/ledger/checkpoint", get(ledger::checkpoint))
         .route("/ledger/proof/inclusion", get(ledger::inclusion))
         .route("/ledger/proof/consistency", get(ledger::consistency))
         .route("/incident/create", post(incidents::create))
