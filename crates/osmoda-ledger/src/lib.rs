@@ -21,6 +21,7 @@ mod validate;
 #[cfg(test)]
 mod vectors;
 mod verify;
+pub mod witness;
 mod writer;
 
 pub use anchor::{rows_root, verify_checkpoints, AnchorReport, Disagreement};
