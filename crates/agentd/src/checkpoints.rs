@@ -108,6 +108,12 @@ impl Checkpointer {
         })
     }
 
+    /// Holds off signing until the guard is dropped (a restore replacing the ledger and the
+    /// checkpoint file under it).
+    pub async fn hold(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
     /// The verifier key.
     pub fn vkey(&self) -> &str {
         self.signer.vkey()
@@ -171,6 +177,10 @@ pub async fn run(st: Arc<AppState>, mut shutdown: Shutdown) {
                 continue;
             }
         };
+        if size + 1 < base {
+            // The ledger was restored to an earlier state: count from its newest checkpoint.
+            base = cp.file.newest().ok().flatten().map_or(0, |c| c.size + 1);
+        }
         let new = size.saturating_sub(base);
         let due = new >= cp.settings.every_events.max(1) || ((timer || stop) && new > 0);
         if due {

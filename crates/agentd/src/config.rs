@@ -31,6 +31,14 @@ pub fn settings(cfg: &AgentdConfig) -> Settings {
         critical_packages: critical,
         approval_socket: None,
         checkpoint: checkpoint_settings(&cfg.ledger.checkpoint),
+        backup: crate::backup::BackupSettings {
+            dir: cfg.backup.dir.clone(),
+            keep: cfg
+                .backup
+                .keep
+                .map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
+            sources: cfg.backup.sources.clone(),
+        },
         ..Settings::default()
     }
 }

@@ -2,6 +2,7 @@
 //! API on two Unix sockets, and is the only writer of the hash-chained ledger.
 
 pub mod api;
+pub mod backup;
 pub mod checkpoints;
 pub mod config;
 pub mod error;
@@ -57,6 +58,8 @@ pub struct Settings {
     /// Signed ledger checkpoints (`ledger.checkpoint` in agentd.json); `None`: none are made
     /// (the library default, so in-process tests opt in; the binary and the module turn them on).
     pub checkpoint: Option<checkpoints::CheckpointSettings>,
+    /// Backups (`backup` in agentd.json): archive dir, retention, source directories.
+    pub backup: backup::BackupSettings,
 }
 
 /// The approval socket of the NixOS module (lib/default.nix `approvalSocket`) and agentctl.
@@ -93,6 +96,7 @@ impl Default for Settings {
             relay_socket: None,
             keyd_uid: None,
             checkpoint: None,
+            backup: backup::BackupSettings::default(),
         }
     }
 }

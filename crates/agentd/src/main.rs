@@ -108,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let settings_relay_uid = settings.relay_uid;
     let state =
         agentd::AppState::open(cli.state_dir.clone(), settings, cli.config_tree.as_deref())?;
+    agentd::backup::restore::recover(&state).await?;
     agentd::api::config::recover(&state)?;
     let _drift = agentd::api::config::watch_drift(&state)?;
     let bind = |path: &std::path::Path, mode| {

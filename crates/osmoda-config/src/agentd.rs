@@ -20,6 +20,26 @@ pub struct AgentdConfig {
     /// The ledger's signed checkpoints (`services.osmoda.agentd.ledger`); absent: defaults.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// Backups (`services.osmoda.agentd.backup`); absent: archives in agentd's state dir, all
+    /// kept, no other sources.
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+/// Where backups go, how many are kept and which directories they cover.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Archive directory; `None`: `<agentd state dir>/backups`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Keep at most this many archives (at least 1); `None`: keep all.
+    #[serde(default)]
+    pub keep: Option<u64>,
+    /// Directories archived besides agentd's own state, by name (`[a-z0-9_-]`, at most 64
+    /// bytes): the other daemons' state dirs and the memory dir.
+    #[serde(default)]
+    pub sources: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// Ledger settings.
@@ -118,6 +138,20 @@ impl AgentdConfig {
         }
         if cp.interval_secs == 0 {
             return Err("ledger.checkpoint.interval_secs must be at least 1".into());
+        }
+        if self.backup.keep == Some(0) {
+            return Err("backup.keep must be at least 1 (or null to keep every backup)".into());
+        }
+        if let Some(bad) = self.backup.sources.keys().find(|n| {
+            n.is_empty()
+                || n.len() > 64
+                || !n
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+        }) {
+            return Err(format!(
+                "backup.sources: invalid name {bad:?} (use 1-64 of [a-z0-9_-])"
+            ));
         }
         if let Some(url) = &self.memory.embedding_endpoint {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

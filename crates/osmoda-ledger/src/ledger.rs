@@ -239,6 +239,32 @@ impl Ledger {
         self.with_reader(|conn| Ok(schema::get_event(conn, id)?))
     }
 
+    /// Writes a consistent copy of the whole ledger to `dest` (a new file) with SQLite's online
+    /// backup API, while appends continue; see [`sqlite_snapshot`].
+    ///
+    /// # Errors
+    /// As [`sqlite_snapshot`].
+    pub fn snapshot_to(&self, dest: &Path) -> Result<(), LedgerError> {
+        crate::restore::sqlite_snapshot(&self.inner.path, dest)
+    }
+
+    /// Replaces the whole ledger with the ledger file `src` (a backup being restored) in one
+    /// transaction of the writer, so readers and a crash see either the old or the new ledger.
+    /// Appends queued before are committed first and replaced too; the next append continues
+    /// `src`'s chain. Blocks the calling thread.
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] when `src` is not a ledger of this schema version (nothing
+    /// changed); [`LedgerError::Sqlite`] when the copy fails (rolled back);
+    /// [`LedgerError::Closed`] when the writer has stopped.
+    pub fn restore_from(&self, src: &Path) -> Result<(), LedgerError> {
+        let tx = self.inner.tx.as_ref().ok_or(LedgerError::Closed)?;
+        let (reply, done) = mpsc::sync_channel(1);
+        tx.send(Job::Restore(src.to_owned(), reply))
+            .map_err(|_| LedgerError::Closed)?;
+        done.recv().map_err(|_| LedgerError::Closed)?
+    }
+
     /// Calls `f` with the number of events of every transaction the writer commits from now on
     /// (for metrics). Only the first observer set is kept; returns whether this one was.
     pub fn on_commit(&self, f: impl Fn(usize) + Send + Sync + 'static) -> bool {

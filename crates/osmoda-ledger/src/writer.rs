@@ -72,6 +72,11 @@ pub(crate) enum Job {
     Append(Request),
     /// Bring the full-text index up to date, then answer (sent before each search).
     Index(mpsc::SyncSender<Result<(), LedgerError>>),
+    /// Replace the whole database with a copy of another ledger file (a backup being restored).
+    Restore(
+        std::path::PathBuf,
+        mpsc::SyncSender<Result<(), LedgerError>>,
+    ),
 }
 
 /// Starts the writer thread on an already configured connection whose schema exists.
@@ -94,6 +99,7 @@ pub(crate) fn spawn(
 fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Job>, counters: &Counters) {
     let mut batch = Vec::with_capacity(64);
     let mut searchers = Vec::new();
+    let mut restores = Vec::new();
     let mut indexed = index::indexed_upto(&conn).unwrap_or(0);
     loop {
         // Wait for work; with an index backlog, wait only briefly, then index while idle.
@@ -117,6 +123,7 @@ fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Job>, counters: 
             match job {
                 Job::Append(req) => batch.push(req),
                 Job::Index(reply) => searchers.push(reply),
+                Job::Restore(src, reply) => restores.push((src, reply)),
             }
             if batch.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
@@ -124,6 +131,16 @@ fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Job>, counters: 
         }
         if !batch.is_empty() {
             commit_batch(&mut conn, &mut tail, &mut batch, counters);
+        }
+        // Appends queued before a restore are committed first (and replaced by it).
+        for (src, reply) in restores.drain(..) {
+            let result = crate::restore::replace_with(&mut conn, &src);
+            match schema::load_tail(&conn) {
+                Ok(fresh) => tail = fresh,
+                Err(e) => tracing::error!(error = %e, "reloading the ledger tail after a restore"),
+            }
+            indexed = index::indexed_upto(&conn).unwrap_or(0);
+            let _ = reply.send(result);
         }
         let last_id = tail.next_id - 1;
         if idle || !searchers.is_empty() || last_id - indexed >= index::MAX_LAG {

@@ -1,6 +1,7 @@
 //! HTTP API areas of agentd, one module per area.
 
 pub mod approvals;
+pub mod backup;
 pub mod config;
 pub mod daemon_tickets;
 pub mod events;
@@ -62,4 +63,7 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/fs/read", get(fs::read))
         .route("/fs/write", post(fs::write))
         .route("/fs/list", get(fs::list))
+        .route("/backup/create", post(backup::create))
+        .route("/backup/list", get(backup::list))
+        .route("/backup/restore", post(backup::restore))
 }

@@ -301,7 +301,8 @@ impl Guard {
     }
 }
 
-async fn lock(dir: &Path) -> Guard {
+/// Serialises changes of the tree at `dir` (also taken by a backup restore resetting it).
+pub(crate) async fn lock(dir: &Path) -> Guard {
     static LOCKS: std::sync::Mutex<Vec<(PathBuf, Arc<tokio::sync::Mutex<()>>)>> =
         std::sync::Mutex::new(Vec::new());
     let m = {

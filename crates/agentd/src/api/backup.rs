@@ -1,0 +1,213 @@
+//! `POST /backup/create`, `GET /backup/list`, `POST /backup/restore` (see `crate::backup`).
+//! A restore needs a human approval ticket opened by agentd for exactly that archive.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::backup::{self, restore, BackupError, Inputs};
+use crate::error::{ApiError, Json};
+use crate::peer::Caller;
+use crate::AppState;
+
+/// One backup or restore at a time, so a backup never snapshots a half-restored machine.
+static BUSY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl From<BackupError> for ApiError {
+    fn from(e: BackupError) -> Self {
+        let status = match &e {
+            BackupError::NotFound(_) => StatusCode::NOT_FOUND,
+            BackupError::InvalidId(_) => StatusCode::BAD_REQUEST,
+            BackupError::Corrupt { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            BackupError::Refused(_) | BackupError::UnknownSource { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// Body of `POST /backup/create` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    /// Why, recorded with the `backup.created` event.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /backup/create` → the new backup's summary (`crate::backup::Summary`).
+///
+/// # Errors
+/// 500 when a source, the archive directory or a database cannot be read or written.
+pub async fn create(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    body: Option<Json<CreateBody>>,
+) -> Result<axum::Json<backup::Summary>, ApiError> {
+    let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
+    if reason.len() > 4096 {
+        return Err(ApiError::bad_request("`reason` is limited to 4096 bytes"));
+    }
+    let _one = BUSY.lock().await;
+    let st2 = st.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        let tree = st2.config_tree.as_ref().map(|t| t.dir().to_path_buf());
+        backup::create(&Inputs {
+            state_dir: &st2.state_dir,
+            ledger: &st2.ledger,
+            tree: tree.as_deref(),
+            settings: &st2.settings.backup,
+        })
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    st.record(
+        "backup.created",
+        &caller.actor,
+        &json!({
+            "id": summary.id, "file": summary.file, "bytes": summary.bytes,
+            "manifest_sha256": summary.manifest_sha256, "ledger_size": summary.ledger_size,
+            "tree_commit": summary.tree_commit, "sources": summary.sources, "reason": reason,
+        }),
+    )
+    .await?;
+    Ok(axum::Json(summary))
+}
+
+/// `GET /backup/list` → `{backups: [Summary]}`, newest first.
+///
+/// # Errors
+/// 500 when the archive directory cannot be listed.
+pub async fn list(State(st): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
+    let dir = backup::backup_dir(&st.settings.backup, &st.state_dir);
+    let all = tokio::task::spawn_blocking(move || backup::list(&dir))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(axum::Json(json!({ "backups": all })))
+}
+
+/// Body of `POST /backup/restore`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBody {
+    /// The backup to restore (`GET /backup/list`).
+    pub backup_id: String,
+    /// The approved ticket agentd opened for this restore.
+    #[serde(default)]
+    pub approval: Option<String>,
+    /// Restore even though the checks refused it (the ticket is bound to this flag).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /backup/restore {backup_id, approval?, force?}`: verifies the archive, then without an
+/// approved ticket answers 403 with one; with it, restores and answers with the
+/// `backup.restored` event's payload.
+///
+/// # Errors
+/// 400 bad id, 404 unknown backup, 422 damaged archive, 409 a restore the checks refuse
+/// without `force` (or a source not configured here), 403 with `detail.ticket` when a person
+/// has to approve; nothing is changed in all of these.
+pub async fn restore(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<RestoreBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if !backup::valid_id(&body.backup_id) {
+        return Err(BackupError::InvalidId(body.backup_id.chars().take(80).collect()).into());
+    }
+    let _one = BUSY.lock().await;
+    let dir = backup::backup_dir(&st.settings.backup, &st.state_dir);
+    let st2 = st.clone();
+    let id = body.backup_id.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        restore::prepare(&st2, &dir, &id, &st2.settings.backup)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let staging = prepared.journal.staging.clone();
+    let result = finish(&st, &caller, &body, prepared).await;
+    if result.is_err() && !st.state_dir.join(restore::JOURNAL).exists() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+async fn finish(
+    st: &AppState,
+    caller: &Caller,
+    body: &RestoreBody,
+    prepared: restore::Prepared,
+) -> Result<axum::Json<Value>, ApiError> {
+    let mut j = prepared.journal;
+    if !prepared.needs_force.is_empty() && !body.force {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "restoring backup {} is refused: {}; nothing was changed",
+                j.backup_id,
+                prepared.needs_force.join("; ")
+            ),
+        )
+        .with_detail(json!({
+            "reasons": prepared.needs_force,
+            "hint": "a person who accepts this repeats the restore with \"force\": true (agentctl backup restore ID --force); it needs its own approval",
+        })));
+    }
+    let op = json!({ "gate": {
+        "operation": "backup.restore", "backup_id": j.backup_id,
+        "manifest_sha256": j.manifest_sha256, "force": body.force,
+    }});
+    let Some(ticket) = &body.approval else {
+        let mut effect = vec![format!(
+            "restore backup {} made at {}",
+            j.backup_id, j.manifest.created_at
+        )];
+        effect.extend(prepared.effect);
+        if body.force {
+            effect.extend(prepared.needs_force.iter().map(|r| format!("forced: {r}")));
+        }
+        let t = crate::api::approvals::open(st, &caller.actor, &op, &effect).await?;
+        let approve = match &st.settings.approval_socket {
+            Some(p) => format!(
+                "agentctl --approval-socket {} approvals approve {}",
+                p.display(),
+                t.id
+            ),
+            None => format!("agentctl approvals approve {}", t.id),
+        };
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "restoring a backup needs a human approval: {}. Ask a person to run `{approve}`, then retry with the approval {}",
+                effect.join("; "),
+                t.id
+            ),
+        )
+        .with_detail(json!({
+            "kind": crate::gate::APPROVAL_REQUIRED, "ticket": t.id, "status": t.status,
+            "effect": effect, "approve": approve, "operation": op, "expires_at": t.expires_at,
+            "hint": format!("retry with \"approval\": \"{}\" (agentctl backup restore {} --approval {}) once a person approved it", t.id, j.backup_id, t.id),
+        })));
+    };
+    crate::api::approvals::verify(st, ticket, &op, crate::api::approvals::GATE).await?;
+    crate::api::approvals::mark_used(st, ticket, &caller.actor).await?;
+    j.actor = caller.actor.clone();
+    j.ticket = Some(ticket.clone());
+    j.forced = body.force;
+    let state_dir = st.state_dir.clone();
+    let j2 = j.clone();
+    tokio::task::spawn_blocking(move || restore::commit(&state_dir, &j2))
+        .await
+        .map_err(ApiError::internal)??;
+    let payload = restore::apply(st, &j, false).await.map_err(|e| {
+        ApiError::internal(format!(
+            "the restore of backup {} stopped: {e}; it is finished when agentd starts again",
+            j.backup_id
+        ))
+    })?;
+    Ok(axum::Json(payload))
+}

@@ -1,0 +1,571 @@
+//! Backups of the whole machine state osModa keeps: one tar archive per backup holding a
+//! consistent snapshot of every SQLite database (SQLite's online backup API), agentd's ledger
+//! and checkpoints, the config tree as a git bundle, and the files of the other daemons' state
+//! directories and the memory directory (keyd's and mesh's sealed keys live in their databases);
+//! a manifest lists each file with its SHA-256. Restores are in [`restore`].
+//!
+//! Archive layout: `manifest.json` first, then `agentd/checkpoints.jsonl`, `agentd/ledger.db`,
+//! `tree.bundle`, and
+//! `sources/<name>/<path>` for every configured source directory.
+
+pub mod archive;
+pub mod restore;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Files of agentd's state dir archived as they are (besides the ledger's snapshot).
+pub const AGENTD_FILES: &[&str] = &[crate::checkpoints::CHECKPOINTS_FILE];
+
+/// The archive format this build writes and reads.
+pub const FORMAT: &str = "osmoda-backup/1";
+
+/// Backup settings (`backup` in agentd.json, `services.osmoda.agentd.backup.*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// Where archives go; `None`: `<state dir>/backups`.
+    pub dir: Option<PathBuf>,
+    /// Keep at most this many archives (the oldest are deleted after a new one is written);
+    /// `None`: keep all.
+    pub keep: Option<usize>,
+    /// Directories archived besides agentd's own state, by name (`watch`, `keyd`, `mesh`,
+    /// `memory`, ...): every regular file, SQLite databases by the online backup API.
+    pub sources: BTreeMap<String, PathBuf>,
+}
+
+/// Errors of creating, reading and restoring backups.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// No archive with this id.
+    #[error("no backup {0}; list them with GET /backup/list (agentctl backup list)")]
+    NotFound(String),
+    /// A backup id that cannot name an archive.
+    #[error(
+        "invalid backup id {0:?}: ids look like 20261130T031500123Z-1a2b3c4d (GET /backup/list)"
+    )]
+    InvalidId(String),
+    /// The archive does not match its manifest (or is not an archive); nothing was changed.
+    #[error("backup {id} is damaged, nothing was changed: {reason}")]
+    Corrupt {
+        /// The backup id.
+        id: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// The restore would lose something that must not be lost silently; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// The archive names a source this machine does not configure.
+    #[error("backup {id} holds source {name:?}, which is not configured here (services.osmoda.agentd.backup); nothing was changed")]
+    UnknownSource {
+        /// The backup id.
+        id: String,
+        /// The source's name.
+        name: String,
+    },
+    /// Reading or writing files failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A git command failed.
+    #[error("git: {0}")]
+    Git(String),
+    /// The ledger could not be read, copied or replaced.
+    #[error("ledger: {0}")]
+    Ledger(#[from] osmoda_ledger::LedgerError),
+}
+
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
+    let context = context.into();
+    move |source| BackupError::Io { context, source }
+}
+
+/// One file in an archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Path inside the archive (`agentd/ledger.db`, `sources/keyd/keyd.db`, `tree.bundle`).
+    pub path: String,
+    /// `sqlite` (a snapshot by the online backup API), `bundle` (git bundle) or `file`.
+    pub kind: String,
+    /// Lowercase hex SHA-256 of the content.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Permission bits of the original file.
+    pub mode: u32,
+}
+
+/// The ledger as archived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerState {
+    /// Number of events.
+    pub size: u64,
+    /// RFC 6962 root over the events' hashes (hex).
+    pub root: String,
+}
+
+/// The config tree as archived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeState {
+    /// The checked-out branch (`None`: detached).
+    pub branch: Option<String>,
+    /// The `HEAD` commit.
+    pub commit: String,
+}
+
+/// `manifest.json`, the first entry of every archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The backup id (`<UTC time to the millisecond>-<8 hex>`), also the archive's file name without `.tar`.
+    pub id: String,
+    /// When it was made (RFC 3339, UTC).
+    pub created_at: String,
+    /// The ledger in the archive.
+    pub ledger: LedgerState,
+    /// The config tree's `HEAD`, when agentd tracks one.
+    pub tree: Option<TreeState>,
+    /// Source directories archived, by name, where they were.
+    pub sources: BTreeMap<String, PathBuf>,
+    /// Every file after the manifest, in archive order.
+    pub files: Vec<FileEntry>,
+}
+
+/// A backup as `GET /backup/list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The backup id.
+    pub id: String,
+    /// When it was made.
+    pub created_at: String,
+    /// The archive's path.
+    pub file: PathBuf,
+    /// The archive's size in bytes.
+    pub bytes: u64,
+    /// Hex SHA-256 of the manifest's bytes (a restore's approval ticket is bound to it).
+    pub manifest_sha256: String,
+    /// Events in the archived ledger.
+    pub ledger_size: u64,
+    /// The archived tree's `HEAD` commit.
+    pub tree_commit: Option<String>,
+    /// Source directories archived.
+    pub sources: Vec<String>,
+    /// Files in the archive.
+    pub files: usize,
+}
+
+/// Whether `id` has the shape of a backup id (so it can never name another file).
+pub fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 28
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..18].iter().all(u8::is_ascii_digit)
+        && b[18] == b'Z'
+        && b[19] == b'-'
+        && b[20..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Whether `name` may name a source (a directory name under `sources/`).
+pub fn valid_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+}
+
+/// A new id, later than every id in `dir` (ids sort by time: retention keeps the newest).
+fn new_id(dir: &Path) -> Result<String, BackupError> {
+    let newest = list(dir)?.into_iter().next().map(|b| b.id);
+    loop {
+        let id = stamped_id()?;
+        if newest
+            .as_deref()
+            .is_none_or(|n| id.as_str()[..18] > n[..18])
+        {
+            return Ok(id);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn stamped_id() -> Result<String, BackupError> {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = now
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second][subsecond digits:3]Z"
+        ))
+        .map_err(|e| BackupError::Io {
+            context: "formatting the backup time".into(),
+            source: std::io::Error::other(e),
+        })?;
+    let mut raw = [0u8; 4];
+    getrandom::fill(&mut raw).map_err(|e| BackupError::Io {
+        context: "generating a backup id".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(format!("{stamp}-{}", hex::encode(raw)))
+}
+
+/// The archive directory for `state_dir`.
+pub fn backup_dir(settings: &BackupSettings, state_dir: &Path) -> PathBuf {
+    settings
+        .dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("backups"))
+}
+
+/// The archive of backup `id` under `dir`.
+///
+/// # Errors
+/// [`BackupError::InvalidId`] or [`BackupError::NotFound`].
+pub fn archive_path(dir: &Path, id: &str) -> Result<PathBuf, BackupError> {
+    if !valid_id(id) {
+        return Err(BackupError::InvalidId(id.chars().take(80).collect()));
+    }
+    let p = dir.join(format!("{id}.tar"));
+    if !p.is_file() {
+        return Err(BackupError::NotFound(id.into()));
+    }
+    Ok(p)
+}
+
+pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64), BackupError> {
+    let mut f = std::fs::File::open(path).map_err(io(format!("reading {}", path.display())))?;
+    let mut h = Sha256::new();
+    let n = std::io::copy(&mut f, &mut h).map_err(io(format!("reading {}", path.display())))?;
+    Ok((hex::encode(h.finalize()), n))
+}
+
+pub(crate) fn mkdir_private(dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(format!("creating {}", dir.display())))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), BackupError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(format!("syncing {}", dir.display())))
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BackupError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let ctx = format!("writing {}", path.display());
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(ctx.clone()))?;
+    f.write_all(bytes).map_err(io(ctx.clone()))?;
+    f.sync_all().map_err(io(ctx.clone()))?;
+    std::fs::rename(&tmp, path).map_err(io(ctx))?;
+    sync_dir(dir)
+}
+
+/// Runs git in `dir`, returning its standard output.
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String, BackupError> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|e| BackupError::Git(format!("running git {}: {e}", args.join(" "))))?;
+    if !out.status.success() {
+        return Err(BackupError::Git(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Whether `path` starts with the SQLite header.
+pub(crate) fn is_sqlite(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map(|()| &head == b"SQLite format 3\0")
+        .unwrap_or(false)
+}
+
+/// Whether a file under a source directory is left out of backups and restores: SQLite's
+/// journals (the snapshot of the database covers them) and delivery spools (events in flight to
+/// agentd; restoring them would replay old events).
+pub(crate) fn skipped(rel: &Path) -> bool {
+    let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    rel.components()
+        .any(|c| c.as_os_str() == "spool" || c.as_os_str() == "backups")
+        || name.ends_with("-wal")
+        || name.ends_with("-shm")
+        || name.ends_with("-journal")
+}
+
+/// Every regular file under `root` that backups cover, as paths relative to `root`, sorted.
+/// Symbolic links, sockets and other special files are not followed or archived.
+pub(crate) fn source_files(root: &Path) -> Result<Vec<PathBuf>, BackupError> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let entries = std::fs::read_dir(&dir).map_err(io(format!("listing {}", dir.display())))?;
+        for e in entries {
+            let e = e.map_err(io(format!("listing {}", dir.display())))?;
+            let t = e
+                .file_type()
+                .map_err(io(format!("reading {}", e.path().display())))?;
+            let r = rel.join(e.file_name());
+            if skipped(&r) || r.to_str().is_none() {
+                continue;
+            }
+            if t.is_dir() {
+                stack.push(r);
+            } else if t.is_file() {
+                out.push(r);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads the summaries of every archive in `dir`, newest first. Archives whose manifest cannot
+/// be read are listed with what is known (id and size) and a zero manifest digest.
+///
+/// # Errors
+/// The directory cannot be listed.
+pub fn list(dir: &Path) -> Result<Vec<Summary>, BackupError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(format!("listing {}", dir.display()))(e)),
+    };
+    for e in entries {
+        let e = e.map_err(io(format!("listing {}", dir.display())))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(id) = name.strip_suffix(".tar").filter(|id| valid_id(id)) else {
+            continue;
+        };
+        let file = e.path();
+        let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
+        let summary = match archive::read_manifest(&file) {
+            Ok((m, digest)) => Summary {
+                id: id.to_string(),
+                created_at: m.created_at,
+                file,
+                bytes,
+                manifest_sha256: digest,
+                ledger_size: m.ledger.size,
+                tree_commit: m.tree.map(|t| t.commit),
+                sources: m.sources.into_keys().collect(),
+                files: m.files.len(),
+            },
+            Err(err) => {
+                tracing::warn!(archive = %file.display(), error = %err, "unreadable backup archive");
+                Summary {
+                    id: id.to_string(),
+                    created_at: String::new(),
+                    file,
+                    bytes,
+                    manifest_sha256: String::new(),
+                    ledger_size: 0,
+                    tree_commit: None,
+                    sources: Vec::new(),
+                    files: 0,
+                }
+            }
+        };
+        out.push(summary);
+    }
+    out.sort_by(|a, b| b.id.cmp(&a.id));
+    Ok(out)
+}
+
+/// What [`create`] needs to know about the running agentd.
+pub struct Inputs<'a> {
+    /// agentd's state dir (ledger, checkpoints).
+    pub state_dir: &'a Path,
+    /// The open ledger.
+    pub ledger: &'a osmoda_ledger::Ledger,
+    /// The config tree, when agentd tracks one.
+    pub tree: Option<&'a Path>,
+    /// The settings.
+    pub settings: &'a BackupSettings,
+}
+
+/// Makes one archive and applies retention; returns its summary. Blocks.
+///
+/// # Errors
+/// A source or the archive directory cannot be read or written, git fails, or a database
+/// cannot be snapshotted; nothing is left behind but the previous archives.
+pub fn create(inp: &Inputs<'_>) -> Result<Summary, BackupError> {
+    let dir = backup_dir(inp.settings, inp.state_dir);
+    mkdir_private(&dir)?;
+    let id = new_id(&dir)?;
+    let work = dir.join(format!(".work-{id}"));
+    mkdir_private(&work)?;
+    let result = create_in(inp, &dir, &work, &id);
+    let _ = std::fs::remove_dir_all(&work);
+    let summary = result?;
+    if let Some(keep) = inp.settings.keep {
+        for old in list(&dir)?.into_iter().skip(keep.max(1)) {
+            if let Err(e) = std::fs::remove_file(&old.file) {
+                tracing::warn!(archive = %old.file.display(), error = %e, "could not remove an old backup");
+            }
+        }
+    }
+    Ok(summary)
+}
+
+fn create_in(inp: &Inputs<'_>, dir: &Path, work: &Path, id: &str) -> Result<Summary, BackupError> {
+    let mut files: Vec<(FileEntry, PathBuf)> = Vec::new();
+    let mut add = |path: String, kind: &str, src: PathBuf, mode: u32| -> Result<(), BackupError> {
+        let (sha256, bytes) = sha256_file(&src)?;
+        files.push((
+            FileEntry {
+                path,
+                kind: kind.into(),
+                sha256,
+                bytes,
+                mode: mode & 0o7777,
+            },
+            src,
+        ));
+        Ok(())
+    };
+    std::fs::create_dir_all(work.join("agentd")).map_err(io("creating the work dir"))?;
+    // Checkpoints first, the ledger second: the ledger only grows, so every checkpoint copied
+    // covers a prefix of the ledger copied after it.
+    for name in AGENTD_FILES {
+        let live = inp.state_dir.join(name);
+        if live.is_file() {
+            let copy = work.join("agentd").join(name);
+            std::fs::copy(&live, &copy).map_err(io(format!("copying {}", live.display())))?;
+            add(format!("agentd/{name}"), "file", copy, 0o644)?;
+        }
+    }
+    let ledger_copy = work.join("agentd/ledger.db");
+    inp.ledger.snapshot_to(&ledger_copy)?;
+    let ledger = ledger_state(&ledger_copy)?;
+    add("agentd/ledger.db".into(), "sqlite", ledger_copy, 0o600)?;
+
+    let tree = match inp.tree {
+        Some(t) if git(t, &["rev-parse", "--verify", "-q", "HEAD"]).is_ok() => {
+            let commit = git(t, &["rev-parse", "HEAD"])?;
+            let branch = git(t, &["symbolic-ref", "-q", "--short", "HEAD"])
+                .ok()
+                .filter(|b| !b.is_empty());
+            let bundle = work.join("tree.bundle");
+            let b = bundle.to_string_lossy().to_string();
+            git(t, &["bundle", "create", &b, "--all"])?;
+            add("tree.bundle".into(), "bundle", bundle, 0o600)?;
+            Some(TreeState { branch, commit })
+        }
+        _ => None,
+    };
+
+    let mut sources = BTreeMap::new();
+    for (name, root) in &inp.settings.sources {
+        if !root.is_dir() {
+            continue;
+        }
+        sources.insert(name.clone(), root.clone());
+        for rel in source_files(root)? {
+            use std::os::unix::fs::PermissionsExt as _;
+            let live = root.join(&rel);
+            let mode = std::fs::metadata(&live)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0o600);
+            let copy = work.join("sources").join(name).join(&rel);
+            if let Some(p) = copy.parent() {
+                std::fs::create_dir_all(p).map_err(io("creating the work dir"))?;
+            }
+            let rel_s = rel.to_string_lossy();
+            let kind = if is_sqlite(&live) {
+                osmoda_ledger::sqlite_snapshot(&live, &copy)?;
+                "sqlite"
+            } else {
+                match std::fs::copy(&live, &copy) {
+                    Ok(_) => "file",
+                    // Gone between listing and copying (a temp file): not part of the state.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(format!("copying {}", live.display()))(e)),
+                }
+            };
+            add(format!("sources/{name}/{rel_s}"), kind, copy, mode)?;
+        }
+    }
+
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        id: id.into(),
+        created_at: osmoda_ledger::now_ts(),
+        ledger,
+        tree,
+        sources,
+        files: files.iter().map(|(e, _)| e.clone()).collect(),
+    };
+    let file = dir.join(format!("{id}.tar"));
+    let digest = archive::write(&file, &manifest, &files)?;
+    let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    Ok(Summary {
+        id: id.into(),
+        created_at: manifest.created_at.clone(),
+        file,
+        bytes,
+        manifest_sha256: digest,
+        ledger_size: manifest.ledger.size,
+        tree_commit: manifest.tree.as_ref().map(|t| t.commit.clone()),
+        sources: manifest.sources.keys().cloned().collect(),
+        files: manifest.files.len(),
+    })
+}
+
+/// Size and root of the ledger file `path`.
+pub(crate) fn ledger_state(path: &Path) -> Result<LedgerState, BackupError> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(osmoda_ledger::LedgerError::from)?;
+    let size: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .map_err(osmoda_ledger::LedgerError::from)?;
+    drop(conn);
+    let size = u64::try_from(size).unwrap_or(0);
+    Ok(LedgerState {
+        size,
+        root: osmoda_ledger::rows_root(path, size)?,
+    })
+}

@@ -1,0 +1,469 @@
+//! Restoring a backup: verify everything first, then roll forward from a journal.
+//!
+//! [`prepare`] extracts the archive into a staging directory, checking every file against the
+//! manifest, the archived ledger's chain and its own checkpoints, and how it relates to the
+//! current ledger (a prefix of it, or another history). Nothing live changes before the
+//! journal `<state>/restore.json` is durable; from then on [`apply`] only moves verified
+//! staged content into place, each step idempotent, and [`recover`] (at agentd's start) runs
+//! the same steps again after a crash. So a `kill -9` at any moment ends, after the restart,
+//! in the old state (journal not yet written) or the new one (journal written), never a mix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{
+    archive, git, io, mkdir_private, source_files, sync_dir, write_atomic, BackupError,
+    BackupSettings, LedgerState, Manifest, AGENTD_FILES,
+};
+use crate::AppState;
+
+/// The journal of a restore in progress, in agentd's state dir.
+pub const JOURNAL: &str = "restore.json";
+
+/// A verified restore, written as [`JOURNAL`] before anything live changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    /// The backup id.
+    pub backup_id: String,
+    /// SHA-256 of the archive's manifest.
+    pub manifest_sha256: String,
+    /// The verified, extracted archive.
+    pub staging: PathBuf,
+    /// The archive's manifest.
+    pub manifest: Manifest,
+    /// The ledger before the restore.
+    pub previous: LedgerState,
+    /// Where each archived source goes (its directory as configured now).
+    pub targets: BTreeMap<String, PathBuf>,
+    /// The config tree to reset, when the archive has one.
+    pub tree: Option<PathBuf>,
+    /// Who asked.
+    pub actor: String,
+    /// The approval ticket that let it through.
+    pub ticket: Option<String>,
+    /// Whether the person forced a restore that the checks refused.
+    pub forced: bool,
+}
+
+/// What [`prepare`] found: the staged archive and what restoring it would change.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The journal to write (without actor and ticket yet).
+    pub journal: Journal,
+    /// Why the restore needs `force` (empty: it does not).
+    pub needs_force: Vec<String>,
+    /// The effect in words, for the approval ticket.
+    pub effect: Vec<String>,
+}
+
+/// Verifies and stages backup `id` from `dir` against the live ledger of `st` (blocking).
+///
+/// # Errors
+/// [`BackupError::Corrupt`] for any mismatch in the archive; [`BackupError::UnknownSource`] or
+/// [`BackupError::Refused`] when it cannot be restored here. Nothing live is changed.
+pub fn prepare(
+    st: &AppState,
+    dir: &Path,
+    id: &str,
+    settings: &BackupSettings,
+) -> Result<Prepared, BackupError> {
+    let file = super::archive_path(dir, id)?;
+    let staging = dir.join(format!(".restore-{id}"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(format!("clearing {}", staging.display())))?;
+    }
+    mkdir_private(&staging)?;
+    let result = check(st, &file, &staging, id, settings);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn check(
+    st: &AppState,
+    file: &Path,
+    staging: &Path,
+    id: &str,
+    settings: &BackupSettings,
+) -> Result<Prepared, BackupError> {
+    let corrupt = |reason: String| BackupError::Corrupt {
+        id: id.into(),
+        reason,
+    };
+    let (manifest, digest) = archive::extract_verified(file, staging)?;
+    let ledger_file = staging.join("agentd/ledger.db");
+    let report = osmoda_ledger::verify(&ledger_file)?;
+    if let Some(bad) = report.first_bad {
+        return Err(corrupt(format!(
+            "the archived ledger's chain breaks at event {} ({:?})",
+            bad.id, bad.reason
+        )));
+    }
+    let archived = super::ledger_state(&ledger_file)?;
+    if archived != manifest.ledger {
+        return Err(corrupt(
+            "the archived ledger is not the one the manifest describes".into(),
+        ));
+    }
+    if let Some(cp) = &st.checkpoints {
+        let cps = staging
+            .join("agentd")
+            .join(crate::checkpoints::CHECKPOINTS_FILE);
+        if cps.is_file() {
+            let list = osmoda_ledger::CheckpointFile::new(&cps).read()?;
+            let anchor = osmoda_ledger::verify_checkpoints(&ledger_file, &list, cp.vkey())
+                .map_err(|e| corrupt(format!("the archived checkpoints do not verify: {e}")))?;
+            if !anchor.is_ok() {
+                return Err(corrupt(
+                    "the archived ledger does not match its own signed checkpoints".into(),
+                ));
+            }
+        }
+    }
+    let head = st.ledger.tree_head()?;
+    let current = LedgerState {
+        size: head.size,
+        root: head.root.clone(),
+    };
+    let mut needs_force = Vec::new();
+    let mut effect = Vec::new();
+    let common = archived.size.min(current.size);
+    let ours = if common == current.size {
+        current.root.clone()
+    } else {
+        st.ledger.root_at(common)?
+    };
+    let theirs = if common == archived.size {
+        archived.root.clone()
+    } else {
+        osmoda_ledger::rows_root(&ledger_file, common)?
+    };
+    if ours != theirs {
+        needs_force.push(format!(
+            "the archived ledger is not a prefix of this machine's ledger (their first {common} events differ): it is another history"
+        ));
+    }
+    if current.size > archived.size {
+        effect.push(format!(
+            "the ledger goes back from {} to {} events; the {} later events stay only in the kept copy of checkpoints.jsonl and in the witnesses' view",
+            current.size,
+            archived.size,
+            current.size - archived.size
+        ));
+    }
+    let mut targets = BTreeMap::new();
+    for name in manifest.sources.keys() {
+        match settings.sources.get(name) {
+            Some(dir) => {
+                targets.insert(name.clone(), dir.clone());
+            }
+            None => {
+                return Err(BackupError::UnknownSource {
+                    id: id.into(),
+                    name: name.clone(),
+                })
+            }
+        }
+    }
+    if !targets.is_empty() {
+        effect.push(format!(
+            "the state of {} is replaced",
+            targets.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let tree = match (&manifest.tree, &st.config_tree) {
+        (Some(t), Some(live)) => {
+            let bundle = staging.join("tree.bundle").to_string_lossy().to_string();
+            git(live.dir(), &["bundle", "verify", "-q", &bundle])
+                .map_err(|e| corrupt(format!("the tree bundle does not verify: {e}")))?;
+            effect.push(format!(
+                "the config tree goes to commit {} (the current HEAD is kept as refs/osmoda/before-restore/{id})",
+                t.commit
+            ));
+            Some(live.dir().to_path_buf())
+        }
+        (Some(_), None) => {
+            return Err(BackupError::Refused(format!(
+                "backup {id} holds a config tree, but this agentd tracks none (--config-tree); nothing was changed"
+            )))
+        }
+        (None, _) => None,
+    };
+    Ok(Prepared {
+        journal: Journal {
+            backup_id: id.into(),
+            manifest_sha256: digest,
+            staging: staging.to_path_buf(),
+            manifest,
+            previous: current,
+            targets,
+            tree,
+            actor: String::new(),
+            ticket: None,
+            forced: false,
+        },
+        needs_force,
+        effect,
+    })
+}
+
+/// Writes the journal (the commit point of the restore).
+///
+/// # Errors
+/// The journal cannot be written; nothing live was changed.
+pub fn commit(state_dir: &Path, journal: &Journal) -> Result<(), BackupError> {
+    let bytes = serde_json::to_vec_pretty(journal).map_err(|e| BackupError::Io {
+        context: "encoding the restore journal".into(),
+        source: std::io::Error::other(e),
+    })?;
+    write_atomic(&state_dir.join(JOURNAL), &bytes, 0o600)
+}
+
+/// Moves the staged content into place (every step can run again after a crash), records
+/// `backup.restored` and removes the journal and the staging directory. Returns the event's
+/// payload.
+///
+/// # Errors
+/// A step failed; the journal stays, so the next start of agentd (or a retry) finishes it.
+pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Result<Value> {
+    {
+        // No checkpoint may be signed over a half-restored ledger.
+        let _signing = match &st.checkpoints {
+            Some(cp) => Some(cp.hold().await),
+            None => None,
+        };
+        let ledger = st.ledger.clone();
+        let src = j.staging.join("agentd/ledger.db");
+        tokio::task::spawn_blocking(move || ledger.restore_from(&src)).await??;
+        let (state_dir, j2) = (st.state_dir.clone(), j.clone());
+        tokio::task::spawn_blocking(move || agentd_files(&state_dir, &j2)).await??;
+    }
+    if let Some(tree) = &j.tree {
+        let _edits = crate::gate::lock(tree).await;
+        let (tree, j2) = (tree.clone(), j.clone());
+        tokio::task::spawn_blocking(move || reset_tree(&tree, &j2)).await??;
+    }
+    let j2 = j.clone();
+    tokio::task::spawn_blocking(move || sources(&j2)).await??;
+    *st.approvals.lock().await = crate::api::approvals::Approvals::load(&st.ledger)?;
+    *st.incidents.lock().await = crate::api::incidents::Incidents::load(&st.ledger)?;
+    let restart = restart_daemons(j.targets.keys());
+    let restored = st.ledger.tree_head().ok().map(|h| LedgerState {
+        size: h.size,
+        root: h.root,
+    });
+    let payload = json!({
+        "backup_id": j.backup_id,
+        "manifest_sha256": j.manifest_sha256,
+        "created_at": j.manifest.created_at,
+        "previous": j.previous,
+        "restored": restored,
+        "tree_commit": j.manifest.tree.as_ref().map(|t| &t.commit),
+        "sources": j.targets.keys().collect::<Vec<_>>(),
+        "ticket": j.ticket,
+        "forced": j.forced,
+        "recovered": recovered,
+        "restart": restart,
+    });
+    st.record("backup.restored", &j.actor, &payload)
+        .await
+        .map_err(|e| anyhow::anyhow!("recording the restore: {}", e.error))?;
+    // The archived ledger may hold the ticket as approved: it was used by this restore.
+    if let Some(t) = &j.ticket {
+        if st.approvals.lock().await.get(t).is_ok() {
+            crate::api::approvals::mark_used(st, t, &j.actor)
+                .await
+                .map_err(|e| anyhow::anyhow!("marking the ticket used: {}", e.error))?;
+        }
+    }
+    std::fs::remove_file(st.state_dir.join(JOURNAL))?;
+    sync_dir(&st.state_dir)?;
+    let _ = std::fs::remove_dir_all(&j.staging);
+    Ok(payload)
+}
+
+/// Finishes a restore a crash interrupted (called at start, before serving).
+///
+/// # Errors
+/// The journal is unreadable or a step fails again; agentd should not serve then.
+pub async fn recover(st: &AppState) -> anyhow::Result<()> {
+    let path = st.state_dir.join(JOURNAL);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let j: Journal = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is unreadable: {e}", path.display()))?;
+    tracing::warn!(backup = %j.backup_id, "finishing an interrupted restore");
+    apply(st, &j, true).await?;
+    Ok(())
+}
+
+fn agentd_files(state_dir: &Path, j: &Journal) -> Result<(), BackupError> {
+    for name in AGENTD_FILES {
+        let live = state_dir.join(name);
+        let kept = state_dir.join(format!("{name}.before-{}", j.backup_id));
+        // The first run keeps the live file as it was; a rerun after a crash finds it kept.
+        if live.is_file() && !kept.exists() {
+            let bytes = std::fs::read(&live).map_err(io(format!("reading {}", live.display())))?;
+            write_atomic(&kept, &bytes, 0o644)?;
+        }
+        let staged = j.staging.join("agentd").join(name);
+        if staged.is_file() {
+            let bytes =
+                std::fs::read(&staged).map_err(io(format!("reading {}", staged.display())))?;
+            write_atomic(&live, &bytes, 0o644)?;
+        } else if live.exists() {
+            std::fs::remove_file(&live).map_err(io(format!("removing {}", live.display())))?;
+            sync_dir(state_dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn reset_tree(tree: &Path, j: &Journal) -> Result<(), BackupError> {
+    let Some(t) = &j.manifest.tree else {
+        return Ok(());
+    };
+    // A crash in the middle of a previous run may have left git's own locks behind.
+    for lock in ["index.lock", "HEAD.lock"] {
+        let _ = std::fs::remove_file(tree.join(".git").join(lock));
+    }
+    let keep = format!("refs/osmoda/before-restore/{}", j.backup_id);
+    if git(tree, &["rev-parse", "-q", "--verify", &keep]).is_err()
+        && git(tree, &["rev-parse", "-q", "--verify", "HEAD"]).is_ok()
+    {
+        git(tree, &["update-ref", &keep, "HEAD"])?;
+    }
+    let bundle = j.staging.join("tree.bundle").to_string_lossy().to_string();
+    git(
+        tree,
+        &[
+            "fetch",
+            "-q",
+            "--force",
+            "--update-head-ok",
+            &bundle,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+    )?;
+    match &t.branch {
+        Some(b) => {
+            git(tree, &["symbolic-ref", "HEAD", &format!("refs/heads/{b}")])?;
+            git(tree, &["reset", "-q", "--hard", &t.commit])?;
+        }
+        None => {
+            git(tree, &["checkout", "-q", "--force", "--detach", &t.commit])?;
+        }
+    }
+    Ok(())
+}
+
+fn owner(dir: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(dir).ok().map(|m| (m.uid(), m.gid()))
+}
+
+/// Copies `staged` over `live` atomically, with `mode` and the owner of `live`'s directory.
+fn install(
+    staged: &Path,
+    live: &Path,
+    mode: u32,
+    who: Option<(u32, u32)>,
+) -> Result<(), BackupError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = live.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.restore",
+        live.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let ctx = format!("restoring {}", live.display());
+    std::fs::copy(staged, &tmp).map_err(io(ctx.clone()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(io(ctx.clone()))?;
+    if let Some((uid, gid)) = who {
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(io(ctx.clone()))?;
+    }
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io(ctx.clone()))?;
+    std::fs::rename(&tmp, live).map_err(io(ctx))?;
+    sync_dir(dir)
+}
+
+fn sources(j: &Journal) -> Result<(), BackupError> {
+    for (name, root) in &j.targets {
+        let who = owner(root);
+        if !root.is_dir() {
+            mkdir_private(root)?;
+            if let Some((uid, gid)) = who {
+                let _ = std::os::unix::fs::chown(root, Some(uid), Some(gid));
+            }
+        }
+        let prefix = format!("sources/{name}/");
+        let mut wanted = BTreeSet::new();
+        for f in j.manifest.files.iter() {
+            let Some(rel) = f.path.strip_prefix(&prefix) else {
+                continue;
+            };
+            wanted.insert(PathBuf::from(rel));
+            let staged = j.staging.join(&f.path);
+            let live = root.join(rel);
+            if let Some(parent) = live.parent() {
+                if !parent.is_dir() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(io(format!("creating {}", parent.display())))?;
+                    if let Some((uid, gid)) = who {
+                        let _ = std::os::unix::fs::chown(parent, Some(uid), Some(gid));
+                    }
+                }
+            }
+            if f.kind == "sqlite" && super::is_sqlite(&live) {
+                // In place, in one transaction: a daemon holding it open is not cut off.
+                osmoda_ledger::sqlite_replace(&live, &staged)?;
+            } else {
+                let who = owner(&live).or(who);
+                install(&staged, &live, f.mode, who)?;
+            }
+        }
+        for rel in source_files(root)? {
+            if !wanted.contains(&rel) {
+                let live = root.join(&rel);
+                std::fs::remove_file(&live).map_err(io(format!("removing {}", live.display())))?;
+                for side in ["-wal", "-shm", "-journal"] {
+                    let mut p = live.clone().into_os_string();
+                    p.push(side);
+                    let _ = std::fs::remove_file(PathBuf::from(p));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Restarts the daemons whose state was restored, under systemd (so they drop what they cached);
+/// returns the names that need a restart by whoever runs them otherwise.
+fn restart_daemons<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let systemd = Path::new("/run/systemd/system").is_dir();
+    let mut left = Vec::new();
+    for name in names {
+        let unit = format!("osmoda-{name}.service");
+        let ok = systemd
+            && std::process::Command::new("systemctl")
+                .args(["try-restart", &unit])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+        if !ok {
+            left.push(name.clone());
+        }
+    }
+    left
+}

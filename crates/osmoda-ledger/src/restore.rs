@@ -1,0 +1,117 @@
+//! Consistent copies of SQLite databases for backups, and putting them back, with SQLite's
+//! online backup API (never a file copy, which can tear a database that is being written).
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::LedgerError;
+
+/// How long a copy waits for another connection's lock before it gives up.
+const BUSY: Duration = Duration::from_secs(10);
+
+fn open_existing(path: &Path, flags: OpenFlags) -> Result<Connection, LedgerError> {
+    if !path.is_file() {
+        return Err(LedgerError::Io {
+            context: format!("opening database {}", path.display()),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(BUSY)?;
+    Ok(conn)
+}
+
+/// Copies all of `src` into `dst` in one step (one write transaction on `dst`): readers of `dst`
+/// and a crash see either all of the old or all of the new content.
+fn copy(src: &Connection, dst: &mut Connection) -> Result<(), LedgerError> {
+    let backup = Backup::new(src, dst)?;
+    let deadline = std::time::Instant::now() + BUSY;
+    loop {
+        match backup.step(-1)? {
+            StepResult::Done => return Ok(()),
+            StepResult::More => {}
+            StepResult::Busy | StepResult::Locked if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            StepResult::Busy | StepResult::Locked => {
+                return Err(LedgerError::WriteFailed(
+                    "the database stayed locked for 10 s; nothing was copied".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Writes a consistent snapshot of the SQLite database `src` (which may be in use, in WAL mode)
+/// to the new file `dest`, as a self-contained database (rollback journal, no `-wal` file).
+///
+/// # Errors
+/// [`LedgerError::Io`] when `src` is missing or `dest` exists; [`LedgerError::Sqlite`] when
+/// `src` is not a database or the copy fails (then `dest` is removed).
+pub fn sqlite_snapshot(src: &Path, dest: &Path) -> Result<(), LedgerError> {
+    if dest.exists() {
+        return Err(LedgerError::Io {
+            context: format!("writing snapshot {}", dest.display()),
+            source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "file exists"),
+        });
+    }
+    let source = open_existing(src, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    source.pragma_update(None, "query_only", true)?;
+    let result = (|| {
+        let mut out = Connection::open(dest)?;
+        copy(&source, &mut out)?;
+        let mode: String = out.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(LedgerError::Malformed(format!(
+                "snapshot {} stays in journal mode {mode:?}",
+                dest.display()
+            )));
+        }
+        out.close().map_err(|(_, e)| LedgerError::Sqlite(e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(dest);
+    }
+    result
+}
+
+/// Replaces the content of the live SQLite database `live` (which other processes may have
+/// open) with the database file `src`, in one transaction: a crash or another reader sees the
+/// old or the new content, never a mix. Processes holding `live` open see the new rows on their
+/// next transaction, but not state they cached in memory (restart them).
+///
+/// # Errors
+/// [`LedgerError::Io`] when either file is missing; [`LedgerError::Sqlite`] when `src` is not
+/// a database or the copy fails (rolled back); [`LedgerError::WriteFailed`] when `live` stays
+/// locked.
+pub fn sqlite_replace(live: &Path, src: &Path) -> Result<(), LedgerError> {
+    let source = open_existing(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut dst = open_existing(live, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    copy(&source, &mut dst)
+}
+
+/// The writer's half of [`crate::Ledger::restore_from`]: checks that `src` is a ledger of this
+/// schema version, then replaces the database behind `conn` with it.
+pub(crate) fn replace_with(conn: &mut Connection, src: &Path) -> Result<(), LedgerError> {
+    let source = open_existing(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let version: i64 = source.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let has_events: bool = source.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+        [],
+        |r| r.get(0),
+    )?;
+    if version != crate::schema::SCHEMA_VERSION || !has_events {
+        return Err(LedgerError::Malformed(format!(
+            "{} is not a ledger of schema version {} (user_version {version}); nothing was restored",
+            src.display(),
+            crate::schema::SCHEMA_VERSION
+        )));
+    }
+    copy(&source, conn)?;
+    // The copy carries the source's header; the live ledger stays in WAL mode.
+    crate::schema::configure(conn)
+}
