@@ -98,6 +98,11 @@ let
         intervalSecs = 60;
         keyFile = null;
       };
+      # Archives of POST /backup/create; null dir = <stateDir>/backups.
+      backup = {
+        dir = null;
+        keep = 7;
+      };
     };
     watch = {
       enable = true;
@@ -362,7 +367,7 @@ let
     in
     {
       agentd =
-        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" "ledger" ])
+        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" "ledger" "backup" ])
         // {
           ledger = let
             l = section agentd "ledger";
@@ -376,6 +381,20 @@ let
                 every_events = get c "everyEvents" dc.everyEvents;
                 interval_secs = get c "intervalSecs" dc.intervalSecs;
               };
+          };
+          # Backups archive agentd's state, the tree, and the state dirs of the enabled daemons
+          # and the memory dir (restores write them back).
+          backup = let
+            b = section agentd "backup";
+            stateDir = get cfg "stateDir" d.stateDir;
+            enabled = name: get (section cfg name) "enable" d.${name}.enable;
+          in extra b [ "dir" "keep" ] // {
+            dir = get b "dir" "${stateDir}/backups";
+            # null (keep every archive) is a value here, not "absent".
+            keep = if b ? keep then b.keep else d.agentd.backup.keep;
+            sources = listToAttrs (map (name: { inherit name; value = "${stateDir}/${name}"; })
+              (filter enabled [ "watch" "routines" "keyd" "mesh" "voice" ]))
+              // { memory = "${stateDir}/memory"; };
           };
           approval = {
             required = get cfg "approvalRequired" d.approvalRequired;

@@ -361,6 +361,10 @@ in
         intervalSecs = mkOption { type = types.ints.positive; default = d.agentd.ledger.checkpoint.intervalSecs; description = "Sign a checkpoint at least this often (seconds) while events arrive, and at shutdown."; };
         keyFile = nullOr types.str "Signed-note Ed25519 private key of the checkpoints (`agentctl ledger keygen --name <origin> --out <file>`), read by agentd (root) from this path, never the store; null = generated in agentd's state dir (mode 0600) on first start, named `<hostname>/osmoda-ledger`.";
       };
+      backup = {
+        dir = nullOr types.str "Directory of backup archives (`POST /backup/create`, `agentctl backup create`; root only, mode 0700, archives 0600: they hold the daemons' state); null = `<stateDir>/backups`.";
+        keep = mkOption { type = types.nullOr types.ints.positive; default = d.agentd.backup.keep; description = "Keep at most this many archives (the oldest are deleted after a new one); null = keep all."; };
+      };
       validate = mkOption {
         type = types.enum [ "parse" "eval" "build" ];
         default = "eval";
@@ -588,7 +592,9 @@ in
           ProtectKernelTunables = false;
           # SO_PEERCRED actors: resolving /proc/<pid>/exe of other users needs ptrace
           # access; reading any file for the agent needs DAC_READ_SEARCH.
-          CapabilityBoundingSet = [ "CAP_SYS_PTRACE" "CAP_DAC_READ_SEARCH" ];
+          # A backup restore writes the other daemons' state files back as their owners
+          # (DAC_OVERRIDE, FOWNER, CHOWN).
+          CapabilityBoundingSet = [ "CAP_SYS_PTRACE" "CAP_DAC_READ_SEARCH" "CAP_DAC_OVERRIDE" "CAP_FOWNER" "CAP_CHOWN" ];
           # Root's own operations (chown of files it writes for the agent) are privileged calls.
           SystemCallFilter = [ "@system-service" ];
           # Network info (netlink) and loopback health probes.
