@@ -1,5 +1,6 @@
 //! agentctl: the operator's command line for agentd (and, through it, the whole system).
 
+mod backup;
 mod config;
 mod incidents;
 mod ledger;
@@ -123,6 +124,11 @@ enum Command {
         #[command(subcommand)]
         action: incidents::IncidentCmd,
     },
+    /// Backups of the ledger, config tree and daemons' state; restores need an approval.
+    Backup {
+        #[command(subcommand)]
+        action: backup::BackupCmd,
+    },
     /// Human approval of destructive operations (uses the approval socket).
     Approvals {
         #[command(subcommand)]
@@ -212,6 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Switch { action } => switch::run(&watch, action).await?,
         Command::Watchers { action } => watchers::run(&watch, action).await?,
         Command::Incidents { action } => incidents::run(&agent, action).await?,
+        Command::Backup { action } => backup::run(&agent, action).await?,
         Command::Approvals { action } => {
             let v = match action {
                 ApprovalCmd::List => human.get("/approvals").await?.ok_json()?,

@@ -277,6 +277,7 @@ async fn help_examples_work_on_the_default_tree() {
         &["watchers", "remove"],
         &["incidents", "list"],
         &["approvals", "request"],
+        &["backup", "create"],
     ] {
         let mut args: Vec<&str> = page.to_vec();
         args.push("--help");
