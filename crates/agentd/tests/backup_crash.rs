@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{git, ClientExt};
-use serde_json::{json, Value};
+use serde_json::json;
 
 struct Agentd {
     child: Child,
