@@ -53,6 +53,9 @@ let
 
   daemonNames = [ "agentd" "watch" "routines" "keyd" "mesh" "egress" "voice" ];
 
+  # The socket through which osmoda-voice (no network) reaches the gateway, beside its own.
+  voiceGatewaySocket = voiceSocket: "${dirOf voiceSocket}/voice-gateway.sock";
+
   # Option names under services.osmoda.<daemon> that configure systemd, not the JSON.
   serviceKeys = [ "enable" "package" "socket" ];
 
@@ -228,6 +231,8 @@ let
       whisperModel = null;
       piperModel = null;
       language = "en";
+      audioDirs = [ ];
+      pipewireRuntimeDir = "/run/pipewire";
     };
     gateway = {
       # Off by default: it needs an OpenClaw package and model credentials.
@@ -480,10 +485,19 @@ let
         };
 
       voice =
-        extra voice (serviceKeys ++ [ "whisperModel" "piperModel" "language" ])
+        extra voice (serviceKeys ++ [ "whisperModel" "piperModel" "language" "audioDirs" "pipewireRuntimeDir" ])
         // opt "whisper_model" voice "whisperModel"
         // opt "piper_model" voice "piperModel"
-        // { language = get voice "language" d.voice.language; };
+        // {
+          language = get voice "language" d.voice.language;
+          audio_dirs = get voice "audioDirs" d.voice.audioDirs;
+        }
+        # What /voice/listen hears goes to the gateway. The voice unit has no network: the module
+        # forwards this socket beside its own to the gateway's loopback port.
+        // (let gw = section cfg "gateway"; in
+          if get gw "enable" d.gateway.enable
+          then { gateway_url = "unix:${voiceGatewaySocket (get voice "socket" d.voice.socket)}"; }
+          else { });
     };
 
   # OpenClaw's own config file (openclaw.json): the osmoda bridge plugin loaded with the
@@ -558,7 +572,8 @@ let
           map (k: "${p}${dn}.${k}")
             (filter (k: setIn s k) ([ "package" "socket" "enable" ]
               ++ (if dn == "agentd" then [ "approvalSocket" "validate" ] else [ ])
-              ++ (if dn == "mesh" then [ "openFirewall" ] else [ ]))))
+              ++ (if dn == "mesh" then [ "openFirewall" ] else [ ])
+              ++ (if dn == "voice" then [ "pipewireRuntimeDir" ] else [ ]))))
         daemonNames;
       top = map (k: p + k) (filter (k: setIn cfg k) [ "stateDir" "configTree" "configTreeTemplate" "configRevision" "gateway" ]);
       disabled = if get cfg "enable" true == false then [ "${p}enable" ] else [ ];
@@ -567,5 +582,5 @@ let
     disabled ++ top ++ perDaemon ++ unknown;
 in
 {
-  inherit defaults render renderGateway unsupported toSnake daemonNames;
+  inherit defaults render renderGateway unsupported toSnake daemonNames voiceGatewaySocket;
 }

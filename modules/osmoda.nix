@@ -463,9 +463,19 @@ in
     };
 
     voice = daemonOptions "voice" "osmoda-voice" // {
-      whisperModel = nullOr types.str "whisper.cpp model file.";
-      piperModel = nullOr types.str "piper voice model (.onnx).";
+      whisperModel = nullOr types.str "whisper.cpp model file (ggml).";
+      piperModel = nullOr types.str "piper voice model (.onnx; its .onnx.json beside it).";
       language = mkOption { type = types.str; default = d.voice.language; description = "Transcription language or `auto`."; };
+      audioDirs = mkOption {
+        type = types.listOf types.str;
+        default = d.voice.audioDirs;
+        description = "Directories besides its state dir whose WAV files osmoda-voice may transcribe or listen to (absolute; the unit gets read access to them).";
+      };
+      pipewireRuntimeDir = mkOption {
+        type = types.str;
+        default = d.voice.pipewireRuntimeDir;
+        description = "Directory of the PipeWire socket (`pipewire-0`) osmoda-voice plays and records through: `/run/pipewire` for a system-wide PipeWire (`services.pipewire.systemWide`; the unit joins its group `pipewire`). Another directory must let user osmoda-voice reach the socket.";
+      };
     };
 
     gateway = {
@@ -726,18 +736,57 @@ in
         serviceConfig.RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
       };
 
+      # A system-wide PipeWire grants its socket to group pipewire (declared here too, so the
+      # unit can start where PipeWire is not system-wide).
+      users.groups.pipewire = mkIf cfg.voice.enable { };
+
       systemd.services.osmoda-voice = mkDaemon {
         name = "voice";
         enable = cfg.voice.enable;
         package = cfg.voice.package;
         socket = cfg.voice.socket;
         user = "osmoda-voice";
-        # Speech runs locally: whisper.cpp, piper, PipeWire's pw-play/pw-record.
-        path = [ pkgs.whisper-cpp pkgs.piper-tts pkgs.pipewire ];
+        # Speech runs locally: whisper.cpp is linked in; piper speaks, pw-play/pw-record move audio.
+        path = [ pkgs.piper-tts pkgs.pipewire ];
         serviceConfig = {
-          # Microphone and speakers.
-          PrivateDevices = false;
-          SupplementaryGroups = [ "audio" ];
+          # Nothing heard or said leaves the machine: no network at all (AF_UNIX only, from the
+          # baseline). The gateway is reached through osmoda-voice-gateway's socket.
+          PrivateNetwork = true;
+          # PipeWire owns the sound devices; the unit only needs its socket (and the group a
+          # system-wide PipeWire gives it to).
+          SupplementaryGroups = [ "audio" "pipewire" ];
+          Environment = [ "PIPEWIRE_RUNTIME_DIR=${cfg.voice.pipewireRuntimeDir}" ];
+          ReadWritePaths = [ "/run/osmoda" "-${cfg.voice.pipewireRuntimeDir}" ];
+          ReadOnlyPaths = map (p: "-${p}") cfg.voice.audioDirs;
+          # OPENCLAW_GATEWAY_TOKEN, for the utterances /voice/listen sends to the agent.
+          EnvironmentFile = lib.optional (cfg.gateway.enable && cfg.gateway.environmentFile != null)
+            cfg.gateway.environmentFile;
+        };
+      };
+
+      # osmoda-voice has no network: this socket, beside its own, forwards to the gateway's
+      # loopback port (systemd-socket-proxyd, started on the first connection).
+      systemd.sockets.osmoda-voice-gateway = mkIf (cfg.voice.enable && cfg.gateway.enable) {
+        description = "osmoda-voice's way to the OpenClaw gateway";
+        wantedBy = [ "sockets.target" ];
+        listenStreams = [ (osmodaLib.voiceGatewaySocket cfg.voice.socket) ];
+        socketConfig = {
+          SocketUser = "osmoda-voice";
+          SocketGroup = "osmoda";
+          SocketMode = "0600";
+        };
+      };
+      systemd.services.osmoda-voice-gateway = mkIf (cfg.voice.enable && cfg.gateway.enable) {
+        description = "Forward osmoda-voice's socket to the OpenClaw gateway";
+        requires = [ "osmoda-voice-gateway.socket" ];
+        after = [ "osmoda-voice-gateway.socket" "${gatewayUnit}.service" ];
+        serviceConfig = hardening // {
+          ExecStart = "${config.systemd.package}/lib/systemd/systemd-socket-proxyd 127.0.0.1:${toString cfg.gateway.port}";
+          DynamicUser = true;
+          # The one loosening: it dials the gateway's loopback port.
+          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" ];
+          IPAddressAllow = [ "127.0.0.1" ];
+          IPAddressDeny = "any";
         };
       };
 

@@ -14,10 +14,18 @@ pub struct VoiceConfig {
     pub piper_model: Option<PathBuf>,
     /// Language hint for transcription, e.g. `"en"` or `"auto"`.
     pub language: String,
+    /// Directories besides the state dir whose WAV files `/voice/transcribe` and
+    /// `/voice/listen` may read (absolute).
+    #[serde(default)]
+    pub audio_dirs: Vec<PathBuf>,
+    /// The OpenClaw gateway that `/voice/listen` sends what it hears to:
+    /// `http://127.0.0.1:<port>` or `unix:<socket>`; `None` = utterances are transcribed only.
+    #[serde(default)]
+    pub gateway_url: Option<String>,
 }
 
 impl VoiceConfig {
-    /// Semantic checks: model paths are absolute.
+    /// Semantic checks: paths are absolute, the gateway is on loopback or a Unix socket.
     ///
     /// # Errors
     /// Returns a message naming the bad field.
@@ -30,6 +38,25 @@ impl VoiceConfig {
                 if !p.is_absolute() {
                     return Err(format!("{field} {} must be an absolute path", p.display()));
                 }
+            }
+        }
+        for d in &self.audio_dirs {
+            if !d.is_absolute() {
+                return Err(format!(
+                    "audio_dirs entry {} must be an absolute path",
+                    d.display()
+                ));
+            }
+        }
+        if let Some(u) = &self.gateway_url {
+            let unix = u.strip_prefix("unix:").is_some_and(|p| p.starts_with('/'));
+            let loopback = ["http://127.0.0.1:", "http://[::1]:", "http://localhost:"]
+                .iter()
+                .any(|p| u.starts_with(p));
+            if !unix && !loopback {
+                return Err(format!(
+                    "gateway_url {u:?} must be a loopback URL such as http://127.0.0.1:18789 or unix:/run/osmoda/voice-gateway.sock"
+                ));
             }
         }
         if self.language.is_empty() {

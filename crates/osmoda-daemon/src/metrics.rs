@@ -15,7 +15,8 @@
 //! - `osmoda_config_edits_total{outcome}`, `osmoda_switches_total{state}`,
 //!   `osmoda_watcher_checks_total{result}`, `osmoda_routine_runs_total{state}`;
 //! - `osmoda_keyd_signatures_total{chain,kind}`, `osmoda_keyd_denials_total{reason}`;
-//! - `osmoda_egress_decisions_total{outcome,reason}`, `osmoda_egress_tunnels_open`.
+//! - `osmoda_egress_decisions_total{outcome,reason}`, `osmoda_egress_tunnels_open`;
+//! - `osmoda_voice_requests_total{kind,outcome}`.
 
 use std::sync::OnceLock;
 
@@ -78,6 +79,13 @@ pub struct Metrics {
     denials: Family<ReasonLabel, Counter>,
     egress: Family<DecisionLabels, Counter>,
     tunnels: Gauge,
+    voice: Family<VoiceLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VoiceLabels {
+    kind: String,
+    outcome: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,7 +187,14 @@ impl Metrics {
             "Tunnels osmoda-egress holds open now",
             tunnels.clone(),
         );
+        let voice = Family::<VoiceLabels, Counter>::default();
+        registry.register(
+            "voice_requests",
+            "osmoda-voice work by kind (transcribe, speak, record, utterance) and outcome",
+            voice.clone(),
+        );
         Metrics {
+            voice,
             egress,
             tunnels,
             signatures,
@@ -297,6 +312,17 @@ impl Metrics {
     /// Changes the number of open egress tunnels by `delta`.
     pub fn egress_tunnels(&self, delta: i64) {
         self.tunnels.inc_by(delta);
+    }
+
+    /// Counts one piece of osmoda-voice work (`kind` = `transcribe`, `speak`, `record`,
+    /// `utterance`; `outcome` = `ok`, `error`, `delivered`, `undelivered`).
+    pub fn voice(&self, kind: &str, outcome: &str) {
+        self.voice
+            .get_or_create(&VoiceLabels {
+                kind: label(kind),
+                outcome: label(outcome),
+            })
+            .inc();
     }
 
     /// The registry as OpenMetrics text.

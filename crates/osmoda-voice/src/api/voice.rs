@@ -1,0 +1,290 @@
+//! The `/voice/*` handlers: status, transcribe, speak, record, listen.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, Json};
+use crate::error::VoiceError;
+use crate::listen::Source;
+use crate::tts::fresh_name;
+use crate::{audio, stt, AppState};
+
+type ApiResult = Result<axum::Json<Value>, ApiError>;
+
+fn metric(kind: &str, ok: bool) {
+    osmoda_daemon::metrics::global().voice(kind, if ok { "ok" } else { "error" });
+}
+
+/// `GET /health`.
+pub async fn health() -> axum::Json<Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// `GET /voice/status`.
+pub async fn status(State(app): State<Arc<AppState>>) -> axum::Json<Value> {
+    let listen = app.listener.status();
+    let audio = app.audio.check();
+    axum::Json(json!({
+        "listening": listen.listening,
+        "whisper_model_loaded": app.transcriber.is_some(),
+        "piper_model_loaded": app.speaker.is_some(),
+        "whisper_model": app.transcriber.as_ref().map(|t| t.path().display().to_string()),
+        "piper_model": app.speaker.as_ref().map(|s| s.model.display().to_string()),
+        "language": app.config.language,
+        "audio_device": audio.is_ok(),
+        "audio_device_error": audio.err(),
+        "gateway": app.config.gateway_url,
+        "audio_dirs": app.allowed.dirs(),
+        "listen": listen,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscribeReq {
+    audio_path: PathBuf,
+    #[serde(default)]
+    language: Option<String>,
+}
+
+/// `POST /voice/transcribe {audio_path, language?}` → `{text, language, duration_ms, transcribe_ms}`.
+pub async fn transcribe(
+    State(app): State<Arc<AppState>>,
+    Json(req): Json<TranscribeReq>,
+) -> ApiResult {
+    let res = transcribe_file(&app, &req.audio_path, req.language.as_deref()).await;
+    metric("transcribe", res.is_ok());
+    let (audio_ms, t) = res?;
+    app.report(
+        "voice.transcribed",
+        json!({ "audio_path": req.audio_path, "duration_ms": audio_ms, "transcribe_ms": t.elapsed_ms, "words": t.text.split_whitespace().count() }),
+    )
+    .await;
+    Ok(axum::Json(json!({
+        "text": t.text,
+        "language": t.language,
+        "duration_ms": audio_ms,
+        "transcribe_ms": t.elapsed_ms,
+    })))
+}
+
+async fn transcribe_file(
+    app: &AppState,
+    path: &std::path::Path,
+    language: Option<&str>,
+) -> crate::Result<(u64, stt::Transcript)> {
+    if let Some(l) = language {
+        stt::check_language(l)?;
+    }
+    let Some(t) = &app.transcriber else {
+        return Err(VoiceError::Unavailable(
+            "no whisper model is configured (services.osmoda.voice.whisperModel)".into(),
+        ));
+    };
+    if let Some(l) = language {
+        t.check_language(l)?;
+    }
+    let real = app.allowed.resolve(path)?;
+    let limits = app.limits;
+    let audio = tokio::task::spawn_blocking(move || audio::read_wav(&real, limits))
+        .await
+        .map_err(|e| VoiceError::Engine(e.to_string()))??;
+    let ms = audio.duration_ms();
+    let t = app.transcribe_samples(audio.samples, language).await?;
+    Ok((ms, t))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeakReq {
+    text: String,
+    /// Play it (default true); false only writes the file.
+    #[serde(default = "yes")]
+    play: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /voice/speak {text, play?}` → `{audio_path, duration_ms, synth_ms, played, playback_error}`.
+pub async fn speak(State(app): State<Arc<AppState>>, Json(req): Json<SpeakReq>) -> ApiResult {
+    crate::tts::check_text(&req.text)?;
+    let speaker = app.speaker.as_ref().ok_or_else(|| {
+        VoiceError::Unavailable(
+            "no piper voice is configured (services.osmoda.voice.piperModel)".into(),
+        )
+    })?;
+    let res = speaker
+        .speak(&req.text, &app.opts.state_dir.join("speech"))
+        .await;
+    metric("speak", res.is_ok());
+    let speech = res?;
+    let played = if req.play {
+        app.audio.play(&speech.audio_path, speech.duration_ms).await
+    } else {
+        Err("not requested (play: false)".into())
+    };
+    app.report(
+        "voice.spoke",
+        json!({ "audio_path": speech.audio_path, "chars": req.text.chars().count(), "duration_ms": speech.duration_ms, "played": played.is_ok() }),
+    )
+    .await;
+    Ok(axum::Json(json!({
+        "audio_path": speech.audio_path,
+        "duration_ms": speech.duration_ms,
+        "synth_ms": speech.synth_ms,
+        "played": played.is_ok(),
+        "playback_error": played.err(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordReq {
+    #[serde(default = "five")]
+    duration_secs: u64,
+    #[serde(default = "yes")]
+    transcribe: bool,
+}
+
+fn five() -> u64 {
+    5
+}
+
+/// `POST /voice/record {duration_secs? (5, 1..=300), transcribe? (true)}` →
+/// `{audio_path, duration_ms, text?, transcribe_ms?}`. 503 without an audio device.
+pub async fn record(State(app): State<Arc<AppState>>, Json(req): Json<RecordReq>) -> ApiResult {
+    if !(1..=300).contains(&req.duration_secs) {
+        return Err(VoiceError::BadRequest(format!(
+            "duration_secs is {}; use 1-300",
+            req.duration_secs
+        ))
+        .into());
+    }
+    if req.transcribe && app.transcriber.is_none() {
+        return Err(VoiceError::Unavailable("no whisper model is configured (services.osmoda.voice.whisperModel); record with transcribe: false".into()).into());
+    }
+    app.audio.check().map_err(VoiceError::Unavailable)?;
+    let dir = app.opts.state_dir.join("recordings");
+    let out = fresh_name(&dir, "wav");
+    let res = capture(&app, &out, Duration::from_secs(req.duration_secs)).await;
+    metric("record", res.is_ok());
+    res?;
+    crate::tts::prune(&dir, crate::tts::KEEP_FILES);
+    let mut body = json!({ "audio_path": out });
+    if req.transcribe {
+        let (ms, t) = transcribe_file(&app, &out, None).await?;
+        body["duration_ms"] = json!(ms);
+        body["text"] = json!(t.text);
+        body["transcribe_ms"] = json!(t.elapsed_ms);
+    }
+    app.report(
+        "voice.recorded",
+        json!({ "audio_path": out, "duration_secs": req.duration_secs }),
+    )
+    .await;
+    Ok(axum::Json(body))
+}
+
+/// Records `secs` from the default source into `out` with `pw-record`, stopped by SIGINT so it
+/// finishes the WAV header.
+async fn capture(app: &AppState, out: &std::path::Path, secs: Duration) -> crate::Result<()> {
+    let mut child = tokio::process::Command::new(&app.audio.recorder)
+        .args(["--rate", "16000", "--channels", "1", "--format", "s16"])
+        .arg(out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            VoiceError::Unavailable(format!(
+                "cannot start {}: {e}",
+                app.audio.recorder.display()
+            ))
+        })?;
+    let started = Instant::now();
+    if let Ok(st) = tokio::time::timeout(secs, child.wait()).await {
+        let _ = std::fs::remove_file(out);
+        return Err(VoiceError::Unavailable(format!(
+            "{} stopped after {} ms ({}); is a PipeWire source there?",
+            app.audio.recorder.display(),
+            started.elapsed().as_millis(),
+            st.map_or_else(|e| e.to_string(), |s| s.to_string())
+        )));
+    }
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let _ = child.kill().await;
+            let _ = std::fs::remove_file(out);
+            Err(VoiceError::Engine(format!(
+                "{} did not stop on SIGINT",
+                app.audio.recorder.display()
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenReq {
+    enabled: bool,
+    /// Listen to this WAV file instead of the microphone (the loop ends at its end).
+    #[serde(default)]
+    audio_path: Option<PathBuf>,
+}
+
+/// `POST /voice/listen {enabled, audio_path?}` → `{listening, previous}`.
+pub async fn listen(State(app): State<Arc<AppState>>, Json(req): Json<ListenReq>) -> ApiResult {
+    if !req.enabled {
+        if req.audio_path.is_some() {
+            return Err(VoiceError::BadRequest("audio_path goes with enabled: true".into()).into());
+        }
+        let previous = app.listener.stop();
+        return Ok(axum::Json(
+            json!({ "listening": false, "previous": previous }),
+        ));
+    }
+    if app.transcriber.is_none() {
+        return Err(VoiceError::Unavailable(
+            "no whisper model is configured (services.osmoda.voice.whisperModel)".into(),
+        )
+        .into());
+    }
+    let source = match &req.audio_path {
+        Some(p) => {
+            let real = app.allowed.resolve(p)?;
+            // Refuse what cannot be read now rather than in the loop.
+            let limits = audio::Limits {
+                max_secs: 3600,
+                ..app.limits
+            };
+            let r = real.clone();
+            tokio::task::spawn_blocking(move || audio::probe_wav(&r, limits))
+                .await
+                .map_err(|e| VoiceError::Engine(e.to_string()))??;
+            Source::File(real)
+        }
+        None => {
+            app.audio.check().map_err(VoiceError::Unavailable)?;
+            Source::Microphone
+        }
+    };
+    let previous = app.listener.start(Arc::clone(&app), source);
+    Ok(axum::Json(
+        json!({ "listening": true, "previous": previous }),
+    ))
+}

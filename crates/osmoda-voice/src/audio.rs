@@ -1,0 +1,386 @@
+//! Audio files in: which paths may be read, and any PCM/float WAV turned into the 16 kHz mono
+//! `f32` samples whisper.cpp and the voice-activity detector work on.
+//!
+//! Every check happens before a sample is decoded, and reading never writes anything: a path
+//! outside the allowed directories (also through a symlink or `..`), a missing file, a FIFO or
+//! device, a file that is not WAV, an encoding we do not read, or a header that declares more
+//! audio than [`Limits::max_secs`] is refused with its own error.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use rubato::{FftFixedIn, Resampler};
+
+use crate::error::{Result, VoiceError};
+
+/// whisper.cpp's and the detector's sample rate (Hz).
+pub const SAMPLE_RATE: u32 = 16_000;
+
+/// How much audio one request may bring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest audio accepted, in seconds (judged from the header, before decoding).
+    pub max_secs: u64,
+    /// Largest file accepted, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for Limits {
+    /// 10 minutes and 256 MiB (10 minutes of 48 kHz stereo 32-bit float is 220 MiB).
+    fn default() -> Self {
+        Limits {
+            max_secs: 600,
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The directories audio may be read from (canonical paths).
+#[derive(Debug, Clone, Default)]
+pub struct AllowedDirs(Vec<PathBuf>);
+
+impl AllowedDirs {
+    /// Canonicalises `dirs`; a directory that does not exist (yet) is kept as written, so it
+    /// is allowed once it appears but nothing can reach it through a symlink meanwhile.
+    pub fn new(dirs: impl IntoIterator<Item = PathBuf>) -> AllowedDirs {
+        AllowedDirs(
+            dirs.into_iter()
+                .map(|d| d.canonicalize().unwrap_or(d))
+                .collect(),
+        )
+    }
+
+    /// The directories, canonical.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.0
+    }
+
+    fn contains(&self, p: &Path) -> bool {
+        self.0.iter().any(|d| p.starts_with(d))
+    }
+
+    /// The canonical path of `path` when it is an existing file inside one of the directories.
+    ///
+    /// # Errors
+    /// `BadRequest` for a relative path or one with `..`; `Forbidden` for a path outside the
+    /// directories (also when a symlink leads out); `NotFound` when it does not exist.
+    pub fn resolve(&self, path: &Path) -> Result<PathBuf> {
+        if !path.is_absolute() {
+            return Err(VoiceError::BadRequest(format!(
+                "audio_path {} must be an absolute path",
+                path.display()
+            )));
+        }
+        if path.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(VoiceError::BadRequest(format!(
+                "audio_path {} must not contain `..`",
+                path.display()
+            )));
+        }
+        let outside = || {
+            VoiceError::Forbidden(format!(
+                "{} is outside the directories osmoda-voice may read ({}); put the file there or add its directory to services.osmoda.voice.audioDirs",
+                path.display(),
+                self.list()
+            ))
+        };
+        // Judge the path as written first, so nothing is said about files elsewhere.
+        if !self.contains(path) {
+            return Err(outside());
+        }
+        let real = path.canonicalize().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                VoiceError::NotFound(format!("{} does not exist", path.display()))
+            }
+            _ => VoiceError::io("resolve", path)(e),
+        })?;
+        if !self.contains(&real) {
+            return Err(outside());
+        }
+        Ok(real)
+    }
+
+    fn list(&self) -> String {
+        self.0
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Decoded audio: 16 kHz mono samples in `-1.0..=1.0`, and what the file was.
+#[derive(Debug, Clone)]
+pub struct Audio {
+    /// The samples at [`SAMPLE_RATE`].
+    pub samples: Vec<f32>,
+    /// The file's own sample rate (Hz).
+    pub source_rate: u32,
+    /// The file's channel count.
+    pub source_channels: u16,
+}
+
+impl Audio {
+    /// Length in milliseconds.
+    pub fn duration_ms(&self) -> u64 {
+        self.samples.len() as u64 * 1000 / u64::from(SAMPLE_RATE)
+    }
+}
+
+/// Opens a regular file without following a final symlink and without blocking on a FIFO.
+fn open_regular(path: &Path, limits: Limits) -> Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                VoiceError::NotFound(format!("{} does not exist", path.display()))
+            }
+            _ => VoiceError::io("open", path)(e),
+        })?;
+    let meta = file.metadata().map_err(VoiceError::io("stat", path))?;
+    if !meta.is_file() {
+        return Err(VoiceError::Unsupported(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() > limits.max_bytes {
+        return Err(VoiceError::TooLarge(format!(
+            "{} is {} bytes, the limit is {} bytes",
+            path.display(),
+            meta.len(),
+            limits.max_bytes
+        )));
+    }
+    Ok(file)
+}
+
+/// Reads the WAV file at `path` (already resolved) as 16 kHz mono.
+///
+/// Accepts PCM 8/16/24/32-bit and 32-bit float, 1-8 channels, 8-192 kHz; channels are averaged.
+///
+/// # Errors
+/// `NotFound`, `Unsupported` (not WAV, another encoding, truncated data), `TooLarge` (the header
+/// declares more than `limits.max_secs`, or the file is over `limits.max_bytes`).
+pub fn read_wav(path: &Path, limits: Limits) -> Result<Audio> {
+    let file = open_regular(path, limits)?;
+    decode_wav(BufReader::new(file), &path.display().to_string(), limits)
+}
+
+/// Checks the file at `path` as [`read_wav`] does, without decoding the samples.
+///
+/// # Errors
+/// As [`read_wav`], except for truncated sample data.
+pub fn probe_wav(path: &Path, limits: Limits) -> Result<()> {
+    let file = open_regular(path, limits)?;
+    let name = path.display().to_string();
+    let wav = hound::WavReader::new(BufReader::new(file)).map_err(|e| {
+        VoiceError::Unsupported(format!("{name} is not a WAV file we can read: {e}"))
+    })?;
+    check_header(&wav, &name, limits)
+}
+
+fn check_header<R: Read>(wav: &hound::WavReader<R>, name: &str, limits: Limits) -> Result<()> {
+    let spec = wav.spec();
+    if !(1..=8).contains(&spec.channels) || !(8_000..=192_000).contains(&spec.sample_rate) {
+        return Err(VoiceError::Unsupported(format!(
+            "{name}: {} channels at {} Hz; 1-8 channels at 8-192 kHz are supported",
+            spec.channels, spec.sample_rate
+        )));
+    }
+    let secs = u64::from(wav.duration()) / u64::from(spec.sample_rate);
+    if secs > limits.max_secs {
+        return Err(VoiceError::TooLarge(format!(
+            "{name} declares {secs} s of audio, the limit is {} s",
+            limits.max_secs
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a WAV stream (see [`read_wav`]); `name` names it in errors.
+///
+/// # Errors
+/// As [`read_wav`].
+pub fn decode_wav<R: Read>(reader: R, name: &str, limits: Limits) -> Result<Audio> {
+    let wav = hound::WavReader::new(reader).map_err(|e| {
+        VoiceError::Unsupported(format!("{name} is not a WAV file we can read: {e}"))
+    })?;
+    check_header(&wav, name, limits)?;
+    let spec = wav.spec();
+    let truncated =
+        |e: hound::Error| VoiceError::Unsupported(format!("{name}: cannot read the samples: {e}"));
+    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) => wav
+            .into_samples::<f32>()
+            .collect::<Result<_, _>>()
+            .map_err(truncated)?,
+        (hound::SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f32;
+            wav.into_samples::<i32>()
+                .map(|s| s.map(|s| s as f32 * scale))
+                .collect::<Result<_, _>>()
+                .map_err(truncated)?
+        }
+        (format, bits) => {
+            return Err(VoiceError::Unsupported(format!(
+                "{name}: {bits}-bit {format:?} samples; PCM 8/16/24/32-bit or 32-bit float are supported"
+            )))
+        }
+    };
+    let channels = usize::from(spec.channels);
+    let mono: Vec<f32> = interleaved
+        .chunks_exact(channels)
+        .map(|f| f.iter().sum::<f32>() / channels as f32)
+        .collect();
+    Ok(Audio {
+        samples: resample(&mono, spec.sample_rate, SAMPLE_RATE)?,
+        source_rate: spec.sample_rate,
+        source_channels: spec.channels,
+    })
+}
+
+/// Resamples mono `input` from `from` Hz to `to` Hz (rubato's FFT resampler), keeping length
+/// and timing: the resampler's delay is trimmed off.
+///
+/// # Errors
+/// `Engine` if the resampler refuses the rates.
+pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
+    if from == to || input.is_empty() {
+        return Ok(input.to_vec());
+    }
+    const CHUNK: usize = 1024;
+    let err = |e: &dyn std::fmt::Display| {
+        VoiceError::Engine(format!("resampling {from} Hz to {to} Hz: {e}"))
+    };
+    let mut r =
+        FftFixedIn::<f32>::new(from as usize, to as usize, CHUNK, 2, 1).map_err(|e| err(&e))?;
+    let want = (input.len() as u64 * u64::from(to) / u64::from(from)) as usize;
+    let delay = r.output_delay();
+    let mut out = Vec::with_capacity(want + delay + CHUNK);
+    let mut pos = 0;
+    while pos + CHUNK <= input.len() {
+        let o = r
+            .process(&[&input[pos..pos + CHUNK]], None)
+            .map_err(|e| err(&e))?;
+        out.extend_from_slice(&o[0]);
+        pos += CHUNK;
+    }
+    // The tail, then silence until the delayed samples have come out.
+    // (rubato refuses an empty slice: a whole number of chunks has no tail.)
+    if pos < input.len() {
+        let o = r
+            .process_partial(Some(&[&input[pos..]]), None)
+            .map_err(|e| err(&e))?;
+        out.extend_from_slice(&o[0]);
+    }
+    while out.len() < want + delay {
+        let o = r
+            .process_partial::<&[f32]>(None, None)
+            .map_err(|e| err(&e))?;
+        if o[0].is_empty() {
+            break;
+        }
+        out.extend_from_slice(&o[0]);
+    }
+    let end = (delay + want).min(out.len());
+    Ok(out[delay.min(end)..end].to_vec())
+}
+
+/// Writes 16 kHz mono samples as a 16-bit PCM WAV file at `path` (created new, never
+/// overwriting).
+///
+/// # Errors
+/// `Io` when the file cannot be created or written.
+pub fn write_wav(path: &Path, samples: &[f32]) -> Result<()> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: SAMPLE_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(VoiceError::io("create", path))?;
+    let io = |e: hound::Error| VoiceError::Io {
+        op: "write",
+        path: path.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let mut w = hound::WavWriter::new(std::io::BufWriter::new(file), spec).map_err(io)?;
+    for s in samples {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .map_err(io)?;
+    }
+    w.finalize().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(rate: u32, secs: f32, hz: f32) -> Vec<f32> {
+        (0..(rate as f32 * secs) as usize)
+            .map(|i| (i as f32 * hz * std::f32::consts::TAU / rate as f32).sin() * 0.5)
+            .collect()
+    }
+
+    #[test]
+    fn resampling_keeps_length_and_pitch() {
+        // Lengths with and without a partial last chunk (1024 frames each).
+        for (from, secs) in [
+            (8_000, 1.0),
+            (22_050, 1.0),
+            (44_100, 1.0),
+            (48_000, 1.0),
+            (10_240, 1.0),
+        ] {
+            let input = tone(from, secs, 440.0);
+            let out = resample(&input, from, SAMPLE_RATE).unwrap();
+            assert_eq!(out.len(), 16_000, "from {from}");
+            // Zero crossings of a 440 Hz tone in one second: 880, give or take the edges.
+            let crossings = out
+                .windows(2)
+                .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+                .count();
+            assert!((870..=890).contains(&crossings), "from {from}: {crossings}");
+        }
+    }
+
+    #[test]
+    fn allowed_dirs_judge_the_written_and_the_real_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("in");
+        let outside = dir.path().join("out");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.wav"), b"x").unwrap();
+        std::fs::write(inside.join("a.wav"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.wav"), inside.join("link.wav")).unwrap();
+        let allowed = AllowedDirs::new([inside.clone()]);
+        assert!(allowed.resolve(&inside.join("a.wav")).is_ok());
+        for (p, kind) in [
+            (inside.join("link.wav"), "forbidden"),
+            (outside.join("secret.wav"), "forbidden"),
+            (outside.join("missing.wav"), "forbidden"),
+            (inside.join("../out/secret.wav"), "bad"),
+            (PathBuf::from("in/a.wav"), "bad"),
+            (inside.join("missing.wav"), "missing"),
+        ] {
+            let e = allowed.resolve(&p).unwrap_err();
+            let ok = match kind {
+                "forbidden" => matches!(e, VoiceError::Forbidden(_)),
+                "bad" => matches!(e, VoiceError::BadRequest(_)),
+                _ => matches!(e, VoiceError::NotFound(_)),
+            };
+            assert!(ok, "{}: {e}", p.display());
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! osmoda-voice: local speech in and out. whisper.cpp transcribes ([`stt`]), piper speaks
+//! ([`tts`]), PipeWire plays and records, and `/voice/listen` ([`listen`]) cuts what the
+//! microphone hears into utterances with voice-activity detection ([`vad`]) and sends each to the
+//! agent through the OpenClaw gateway ([`gateway`]). Nothing leaves the machine.
+//!
+//! Entry points: [`AppState::open`] reads `voice.json`, loads the models it names and opens the
+//! ledger spool; [`serve`] answers the API on a Unix socket until shutdown. The models are
+//! loaded once at start: a new `voice.json` takes effect at the restart its NixOS unit does on
+//! change (`restartTriggers`).
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod api;
+pub mod audio;
+pub mod error;
+pub mod gateway;
+pub mod listen;
+pub mod stt;
+pub mod tts;
+pub mod vad;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use osmoda_client::Reporter;
+use osmoda_config::VoiceConfig;
+use serde_json::Value;
+
+pub use error::{Result, VoiceError};
+pub use osmoda_daemon::shutdown;
+pub use osmoda_daemon::Shutdown;
+
+use crate::audio::{AllowedDirs, Limits};
+use crate::gateway::Gateway;
+use crate::listen::Listener;
+use crate::stt::{Transcriber, Transcript};
+use crate::tts::{AudioDevice, Speaker};
+
+/// Everything the daemon needs to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `voice.json`.
+    pub config: PathBuf,
+    /// Speech and recordings (`speech/`, `recordings/`) and the ledger spool (`spool/`).
+    pub state_dir: PathBuf,
+    /// agentd's socket (ledger events).
+    pub agentd_socket: PathBuf,
+    /// The piper executable.
+    pub piper: PathBuf,
+    /// PipeWire's player and recorder.
+    pub audio: AudioDevice,
+    /// Bearer token for the OpenClaw gateway (`OPENCLAW_GATEWAY_TOKEN`).
+    pub gateway_token: Option<String>,
+}
+
+/// Shared state of the running daemon.
+pub struct AppState {
+    /// The config in force.
+    pub config: VoiceConfig,
+    /// The loaded whisper model, if one is configured.
+    pub transcriber: Option<Transcriber>,
+    /// The piper voice, if one is configured.
+    pub speaker: Option<Speaker>,
+    /// PipeWire.
+    pub audio: AudioDevice,
+    /// The gateway utterances go to, if one is configured.
+    pub gateway: Option<Gateway>,
+    /// Where audio may be read from: the state dir and `audio_dirs`.
+    pub allowed: AllowedDirs,
+    /// Limits on audio input.
+    pub limits: Limits,
+    /// The listen loop.
+    pub listener: Listener,
+    reporter: Reporter,
+    /// How the daemon was started.
+    pub opts: Options,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads and validates `voice.json`.
+///
+/// # Errors
+/// `Config` with the file, position and field, or the validation message.
+pub fn load_config(path: &std::path::Path) -> Result<VoiceConfig> {
+    osmoda_config::load::<VoiceConfig>(path).map_err(|e| VoiceError::Config(e.to_string()))
+}
+
+impl AppState {
+    /// Loads the config and the models it names (refusing a missing or unloadable one),
+    /// creates the state dir and opens the ledger spool. Call inside a tokio runtime.
+    ///
+    /// # Errors
+    /// An invalid config, a model that cannot be loaded, an unusable state dir.
+    pub async fn open(opts: Options) -> Result<Arc<AppState>> {
+        let config = load_config(&opts.config)?;
+        for sub in ["speech", "recordings"] {
+            let d = opts.state_dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(VoiceError::io("create", &d))?;
+        }
+        let transcriber = match config.whisper_model.clone() {
+            Some(p) => Some(
+                tokio::task::spawn_blocking(move || Transcriber::load(&p))
+                    .await
+                    .map_err(|e| VoiceError::Engine(e.to_string()))??,
+            ),
+            None => None,
+        };
+        let speaker = match &config.piper_model {
+            Some(m) => Some(Speaker::new(opts.piper.clone(), m.clone())?),
+            None => None,
+        };
+        let gateway = match &config.gateway_url {
+            Some(u) => Some(Gateway::new(
+                gateway::parse_url(u).map_err(VoiceError::Config)?,
+                opts.gateway_token.clone(),
+            )),
+            None => None,
+        };
+        let allowed = AllowedDirs::new(
+            std::iter::once(opts.state_dir.clone()).chain(config.audio_dirs.iter().cloned()),
+        );
+        let spool = opts.state_dir.join("spool");
+        let reporter = Reporter::open(&opts.agentd_socket, &spool, "osmoda-voice")
+            .map_err(|e| VoiceError::Config(format!("ledger spool {}: {e}", spool.display())))?;
+        Ok(Arc::new(AppState {
+            config,
+            transcriber,
+            speaker,
+            audio: opts.audio.clone(),
+            gateway,
+            allowed,
+            limits: Limits::default(),
+            listener: Listener::default(),
+            reporter,
+            opts,
+        }))
+    }
+
+    /// Spools a ledger event (delivered to agentd in the background; logged if it cannot even
+    /// be spooled).
+    pub async fn report(&self, kind: &str, payload: Value) {
+        if let Err(e) = self.reporter.report(kind, payload).await {
+            tracing::error!("cannot record {kind}: {e}");
+        }
+    }
+
+    /// Delivers the spooled events now (tests use it to wait for the ledger).
+    ///
+    /// # Errors
+    /// Why delivery stopped (agentd down); the events stay spooled.
+    pub async fn flush_events(&self) -> std::result::Result<usize, osmoda_client::ClientError> {
+        self.reporter.flush().await
+    }
+
+    /// Transcribes 16 kHz mono samples in `language` (default: the configured one).
+    ///
+    /// # Errors
+    /// `Unavailable` without a whisper model; as [`Transcriber::transcribe`].
+    pub async fn transcribe_samples(
+        &self,
+        samples: Vec<f32>,
+        language: Option<&str>,
+    ) -> Result<Transcript> {
+        let t = self.transcriber.as_ref().ok_or_else(|| {
+            VoiceError::Unavailable(
+                "no whisper model is configured (services.osmoda.voice.whisperModel)".into(),
+            )
+        })?;
+        t.transcribe(samples, language.unwrap_or(&self.config.language))
+            .await
+    }
+}
+
+/// Serves the API on `listener` until `shutdown`; stops the listen loop on the way out.
+///
+/// # Errors
+/// Only when the listener itself fails.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    state: Arc<AppState>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let app = api::router(Arc::clone(&state));
+    let limits = osmoda_daemon::server::Limits::main(osmoda_daemon::fd_limit());
+    let res = osmoda_daemon::server::serve(
+        listener,
+        "voice",
+        limits,
+        app,
+        osmoda_daemon::server::PeerCred::of,
+        shutdown,
+    )
+    .await
+    .map_err(|e| VoiceError::Io {
+        op: "serve",
+        path: PathBuf::from("voice socket"),
+        source: e,
+    });
+    state.listener.stop();
+    let _ = state.flush_events().await;
+    res
+}

@@ -1,0 +1,372 @@
+//! `/voice/listen`: the loop that hears the person. Audio comes from the microphone (PipeWire's
+//! `pw-record`, a 16 kHz mono 16-bit WAV stream on its stdout) or from a WAV file; the
+//! [`crate::vad::Segmenter`] cuts it into utterances at silences; each utterance is transcribed
+//! and sent to the agent through the gateway ([`crate::gateway`]), and recorded as a
+//! `voice.utterance` event.
+//!
+//! Capture and segmentation run in one task, transcription and delivery in another, joined by a
+//! bounded queue: a slow agent never stalls the microphone. From a microphone, an utterance
+//! that finds the queue full is dropped and counted; from a file the reader waits.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::audio::{self, Limits};
+use crate::vad::{Segmenter, Utterance, VadConfig};
+use crate::AppState;
+
+/// Utterances waiting for transcription.
+const QUEUE: usize = 4;
+/// Samples read from the microphone at a time (100 ms).
+const CHUNK: usize = 1600;
+
+/// Where the loop listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The default PipeWire source, through the recorder command.
+    Microphone,
+    /// A WAV file (resolved inside the allowed directories); the loop ends at its end.
+    File(PathBuf),
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Microphone => "microphone".into(),
+            Source::File(p) => format!("file {}", p.display()),
+        }
+    }
+}
+
+/// One utterance as the status page shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Heard {
+    /// Position in the stream (ms).
+    pub start_ms: u64,
+    /// End in the stream (ms).
+    pub end_ms: u64,
+    /// What whisper heard.
+    pub text: String,
+    /// Whether the gateway took it.
+    pub delivered: bool,
+    /// The agent's answer, when delivered.
+    pub reply: Option<String>,
+    /// Why it was not transcribed or delivered.
+    pub error: Option<String>,
+}
+
+/// The loop's state, for `/voice/status`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ListenStatus {
+    /// A loop is running.
+    pub listening: bool,
+    /// `microphone` or `file <path>`.
+    pub source: Option<String>,
+    /// Utterances cut since the loop started.
+    pub utterances: u64,
+    /// Utterances dropped because transcription was behind.
+    pub dropped: u64,
+    /// The most recent utterances, newest last (at most 20).
+    pub recent: Vec<Heard>,
+    /// Why the loop stopped, if it failed.
+    pub error: Option<String>,
+}
+
+/// The running loop, owned by the app state.
+#[derive(Debug, Default)]
+pub struct Listener {
+    status: Arc<Mutex<ListenStatus>>,
+    stop: Mutex<Option<watch::Sender<bool>>>,
+}
+
+impl Listener {
+    /// A copy of the loop's state.
+    pub fn status(&self) -> ListenStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops the loop (if any); returns whether one was running.
+    pub fn stop(&self) -> bool {
+        let was = self.status().listening;
+        if let Some(tx) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(true);
+        }
+        was
+    }
+
+    /// Starts a loop on `source` (stopping a running one first); returns whether one was running.
+    pub fn start(&self, app: Arc<AppState>, source: Source) -> bool {
+        let previous = self.stop();
+        let (tx, rx) = watch::channel(false);
+        *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        {
+            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            *s = ListenStatus {
+                listening: true,
+                source: Some(source.describe()),
+                ..ListenStatus::default()
+            };
+        }
+        let status = Arc::clone(&self.status);
+        tokio::spawn(async move {
+            app.report(
+                "voice.listen.started",
+                json!({ "source": source.describe() }),
+            )
+            .await;
+            let result = run(Arc::clone(&app), source.clone(), Arc::clone(&status), rx).await;
+            let (utterances, error) = {
+                let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+                s.listening = false;
+                s.error = result.err();
+                (s.utterances, s.error.clone())
+            };
+            app.report(
+                "voice.listen.stopped",
+                json!({ "source": source.describe(), "utterances": utterances, "error": error }),
+            )
+            .await;
+        });
+        previous
+    }
+}
+
+async fn run(
+    app: Arc<AppState>,
+    source: Source,
+    status: Arc<Mutex<ListenStatus>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel::<Utterance>(QUEUE);
+    let worker = tokio::spawn(deliver(Arc::clone(&app), rx, Arc::clone(&status)));
+    let capture = async {
+        match &source {
+            Source::File(p) => {
+                let p = p.clone();
+                let audio = tokio::task::spawn_blocking(move || {
+                    audio::read_wav(
+                        &p,
+                        Limits {
+                            max_secs: 3600,
+                            ..Limits::default()
+                        },
+                    )
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.message())?;
+                let mut seg = Segmenter::new(VadConfig::default());
+                for chunk in audio.samples.chunks(CHUNK) {
+                    for u in seg.push(chunk) {
+                        count(&status);
+                        tx.send(u)
+                            .await
+                            .map_err(|_| "the transcriber stopped".to_string())?;
+                    }
+                }
+                if let Some(u) = seg.finish() {
+                    count(&status);
+                    tx.send(u)
+                        .await
+                        .map_err(|_| "the transcriber stopped".to_string())?;
+                }
+                Ok(())
+            }
+            Source::Microphone => microphone(&app, &tx, &status).await,
+        }
+    };
+    let res = tokio::select! {
+        r = capture => r,
+        _ = stop.wait_for(|s| *s) => Ok(()),
+    };
+    drop(tx);
+    // Utterances already cut are still transcribed and delivered (unless stopped).
+    let _ = worker.await;
+    res
+}
+
+fn count(status: &Mutex<ListenStatus>) {
+    status.lock().unwrap_or_else(|p| p.into_inner()).utterances += 1;
+}
+
+async fn microphone(
+    app: &AppState,
+    tx: &mpsc::Sender<Utterance>,
+    status: &Mutex<ListenStatus>,
+) -> Result<(), String> {
+    app.audio.check()?;
+    let mut child = tokio::process::Command::new(&app.audio.recorder)
+        .args(["--rate", "16000", "--channels", "1", "--format", "s16", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", app.audio.recorder.display()))?;
+    let mut out = child.stdout.take().ok_or("the recorder has no stdout")?;
+    read_wav_header(&mut out).await?;
+    let mut seg = Segmenter::new(VadConfig::default());
+    let mut buf = vec![0u8; CHUNK * 2];
+    let mut carry: Option<u8> = None;
+    loop {
+        let n = out
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("reading the recorder: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        let mut bytes: Vec<u8> = carry.take().into_iter().collect();
+        bytes.extend_from_slice(&buf[..n]);
+        if bytes.len() % 2 == 1 {
+            carry = bytes.pop();
+        }
+        let samples: Vec<f32> = bytes
+            .chunks_exact(2)
+            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+            .collect();
+        for u in seg.push(&samples) {
+            count(status);
+            if tx.try_send(u).is_err() {
+                status.lock().unwrap_or_else(|p| p.into_inner()).dropped += 1;
+            }
+        }
+    }
+    if let Some(u) = seg.finish() {
+        count(status);
+        let _ = tx.try_send(u);
+    }
+    let st = child.wait().await.map_err(|e| e.to_string())?;
+    Err(format!("{} ended ({st})", app.audio.recorder.display()))
+}
+
+/// Reads a streamed WAV header (RIFF, `fmt ` = 16-bit PCM mono 16 kHz, up to the `data` chunk,
+/// whose declared size a stream leaves open).
+///
+/// # Errors
+/// What is wrong with the stream.
+pub async fn read_wav_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<(), String> {
+    let mut head = [0u8; 12];
+    r.read_exact(&mut head)
+        .await
+        .map_err(|e| format!("the recorder's stream ended: {e}"))?;
+    if &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        return Err("the recorder did not write a WAV stream".into());
+    }
+    let mut fmt_ok = false;
+    for _ in 0..16 {
+        let mut ch = [0u8; 8];
+        r.read_exact(&mut ch)
+            .await
+            .map_err(|e| format!("the recorder's stream ended: {e}"))?;
+        let size = u32::from_le_bytes([ch[4], ch[5], ch[6], ch[7]]) as usize;
+        if &ch[0..4] == b"data" {
+            return if fmt_ok {
+                Ok(())
+            } else {
+                Err("the recorder's stream has no format chunk".into())
+            };
+        }
+        if size > 4096 {
+            return Err(format!(
+                "the recorder's stream has a {size}-byte header chunk"
+            ));
+        }
+        let mut body = vec![0u8; size + (size & 1)];
+        r.read_exact(&mut body)
+            .await
+            .map_err(|e| format!("the recorder's stream ended: {e}"))?;
+        if &ch[0..4] == b"fmt " && size >= 16 {
+            let format = u16::from_le_bytes([body[0], body[1]]);
+            let channels = u16::from_le_bytes([body[2], body[3]]);
+            let rate = u32::from_le_bytes([body[4], body[5], body[6], body[7]]);
+            let bits = u16::from_le_bytes([body[14], body[15]]);
+            if !(matches!(format, 1 | 0xFFFE) && channels == 1 && rate == 16_000 && bits == 16) {
+                return Err(format!(
+                    "the recorder delivers format {format}, {channels} channel(s), {rate} Hz, {bits} bit; expected 16-bit PCM mono at 16 kHz"
+                ));
+            }
+            fmt_ok = true;
+        }
+    }
+    Err("the recorder's stream has too many header chunks".into())
+}
+
+async fn deliver(
+    app: Arc<AppState>,
+    mut rx: mpsc::Receiver<Utterance>,
+    status: Arc<Mutex<ListenStatus>>,
+) {
+    while let Some(u) = rx.recv().await {
+        let mut heard = Heard {
+            start_ms: u.start_ms,
+            end_ms: u.end_ms,
+            text: String::new(),
+            delivered: false,
+            reply: None,
+            error: None,
+        };
+        tracing::info!(
+            start_ms = u.start_ms,
+            end_ms = u.end_ms,
+            "utterance heard; transcribing"
+        );
+        match app.transcribe_samples(u.samples, None).await {
+            Err(e) => heard.error = Some(format!("transcription failed: {}", e.message())),
+            Ok(t) if t.text.is_empty() => heard.error = Some("nothing intelligible".into()),
+            Ok(t) => {
+                heard.text = t.text;
+                match &app.gateway {
+                    None => heard.error = Some("no gateway is configured (services.osmoda.gateway.enable); the text was not sent".into()),
+                    Some(g) => match g.say(&heard.text).await {
+                        Ok(reply) => {
+                            heard.delivered = true;
+                            heard.reply = Some(reply);
+                        }
+                        Err(e) => heard.error = Some(e),
+                    },
+                }
+            }
+        }
+        tracing::info!(
+            start_ms = heard.start_ms,
+            words = heard.text.split_whitespace().count(),
+            delivered = heard.delivered,
+            error = heard.error.as_deref().unwrap_or(""),
+            "utterance done"
+        );
+        app.report(
+            "voice.utterance",
+            json!({
+                "start_ms": heard.start_ms,
+                "end_ms": heard.end_ms,
+                "words": heard.text.split_whitespace().count(),
+                "delivered": heard.delivered,
+                "error": heard.error,
+            }),
+        )
+        .await;
+        osmoda_daemon::metrics::global().voice(
+            "utterance",
+            if heard.delivered {
+                "delivered"
+            } else {
+                "undelivered"
+            },
+        );
+        let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+        s.recent.push(heard);
+        if s.recent.len() > 20 {
+            s.recent.remove(0);
+        }
+    }
+}

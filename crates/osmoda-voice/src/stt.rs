@@ -1,0 +1,193 @@
+//! Speech to text with whisper.cpp (through `whisper-rs`, which builds it from source).
+//!
+//! One [`Transcriber`] per process holds the model (loaded once, read-only, shared); each
+//! transcription gets its own whisper state. Transcriptions run one at a time on the blocking
+//! pool (a 2-core machine gains nothing from two at once); callers wait at most
+//! [`QUEUE_WAIT`] for their turn and are then told the engine is busy.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
+
+use crate::error::{Result, VoiceError};
+
+/// Longest wait for the engine before a request is refused as busy.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(120);
+
+/// A transcription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// The text, segments joined, trimmed.
+    pub text: String,
+    /// The language whisper used (the requested one, or the detected one for `auto`).
+    pub language: String,
+    /// Wall time spent in whisper.cpp (ms).
+    pub elapsed_ms: u64,
+}
+
+/// A loaded whisper.cpp model.
+pub struct Transcriber {
+    ctx: Arc<WhisperContext>,
+    path: PathBuf,
+    turn: tokio::sync::Semaphore,
+    threads: i32,
+}
+
+impl std::fmt::Debug for Transcriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transcriber")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a language name: `auto` or a code whisper knows (`en`, `de`, ...).
+///
+/// # Errors
+/// `BadRequest` naming the value.
+pub fn check_language(lang: &str) -> Result<()> {
+    if lang == "auto" || whisper_rs::get_lang_id(lang).is_some() {
+        Ok(())
+    } else {
+        Err(VoiceError::BadRequest(format!(
+            "language {lang:?} is not one whisper knows; use a code such as \"en\" or \"de\", or \"auto\""
+        )))
+    }
+}
+
+impl Transcriber {
+    /// Loads the ggml model at `path` (blocking; seconds for larger models).
+    ///
+    /// # Errors
+    /// `Config` when the file is missing or whisper.cpp cannot load it.
+    pub fn load(path: &Path) -> Result<Transcriber> {
+        whisper_rs::install_logging_hooks();
+        if !path.is_file() {
+            return Err(VoiceError::Config(format!(
+                "whisper model {} does not exist (services.osmoda.voice.whisperModel)",
+                path.display()
+            )));
+        }
+        let p = path.to_str().ok_or_else(|| {
+            VoiceError::Config(format!(
+                "whisper model path {} is not UTF-8",
+                path.display()
+            ))
+        })?;
+        let ctx = WhisperContext::new_with_params(p, WhisperContextParameters::default()).map_err(
+            |e| {
+                VoiceError::Config(format!(
+                    "whisper.cpp cannot load {} ({e}); is it a ggml Whisper model?",
+                    path.display()
+                ))
+            },
+        )?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(8)) as i32;
+        Ok(Transcriber {
+            ctx: Arc::new(ctx),
+            path: path.to_owned(),
+            turn: tokio::sync::Semaphore::new(1),
+            threads,
+        })
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the model knows languages other than English.
+    pub fn multilingual(&self) -> bool {
+        self.ctx.is_multilingual()
+    }
+
+    /// Checks that this model can transcribe `language`.
+    ///
+    /// # Errors
+    /// `BadRequest` for an unknown language or a non-English one on an English-only model.
+    pub fn check_language(&self, language: &str) -> Result<()> {
+        check_language(language)?;
+        if !self.multilingual() && !matches!(language, "en" | "auto") {
+            return Err(VoiceError::BadRequest(format!(
+                "the model {} is English-only; language {language:?} needs a multilingual model",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Transcribes 16 kHz mono samples in `language` (`auto` detects it).
+    ///
+    /// # Errors
+    /// `BadRequest` for an unknown language or a non-English one on an English-only model,
+    /// `Unavailable` when the engine stayed busy for [`QUEUE_WAIT`], `Engine` when whisper.cpp
+    /// fails.
+    pub async fn transcribe(&self, samples: Vec<f32>, language: &str) -> Result<Transcript> {
+        self.check_language(language)?;
+        let _turn = tokio::time::timeout(QUEUE_WAIT, self.turn.acquire())
+            .await
+            .map_err(|_| {
+                VoiceError::Unavailable(format!(
+                    "the transcription engine stayed busy for {} s; retry later",
+                    QUEUE_WAIT.as_secs()
+                ))
+            })?
+            .map_err(|_| VoiceError::Unavailable("the daemon is stopping".into()))?;
+        let ctx = Arc::clone(&self.ctx);
+        let language = language.to_owned();
+        let threads = self.threads;
+        tokio::task::spawn_blocking(move || run(&ctx, &samples, &language, threads))
+            .await
+            .map_err(|e| VoiceError::Engine(format!("transcription task: {e}")))?
+    }
+}
+
+fn run(ctx: &WhisperContext, samples: &[f32], language: &str, threads: i32) -> Result<Transcript> {
+    let started = Instant::now();
+    let engine = |what: &str, e: &dyn std::fmt::Display| {
+        VoiceError::Engine(format!("whisper.cpp {what}: {e}"))
+    };
+    let mut state = ctx.create_state().map_err(|e| engine("state", &e))?;
+    let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    params.set_language(Some(language));
+    params.set_n_threads(threads);
+    params.set_print_progress(false);
+    params.set_print_realtime(false);
+    params.set_print_timestamps(false);
+    params.set_print_special(false);
+    params.set_suppress_blank(true);
+    // Whisper needs at least one second; shorter input is padded with silence.
+    let mut padded;
+    let input = if samples.len() < 16_000 {
+        padded = samples.to_vec();
+        padded.resize(16_100, 0.0);
+        &padded[..]
+    } else {
+        samples
+    };
+    state
+        .full(params, input)
+        .map_err(|e| engine("transcription", &e))?;
+    let mut text = String::new();
+    for i in 0..state.full_n_segments() {
+        if let Some(seg) = state.get_segment(i) {
+            let s = seg.to_str_lossy().map_err(|e| engine("segment text", &e))?;
+            text.push_str(&s);
+        }
+    }
+    let lang_id = state.full_lang_id_from_state();
+    let detected = whisper_rs::get_lang_str(lang_id)
+        .unwrap_or(language)
+        .to_owned();
+    Ok(Transcript {
+        text: text.trim().to_owned(),
+        language: if language == "auto" {
+            detected
+        } else {
+            language.to_owned()
+        },
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}

@@ -1,0 +1,245 @@
+//! Voice-activity detection and the listen loop on real speech: piper says two sentences with
+//! 2 s of silence between them, the detector cuts exactly two utterances, and `/voice/listen`
+//! transcribes each and sends it to the gateway as the person's message.
+//!
+//! There is no PipeWire here, so the capture itself (`pw-record`) cannot run: the loop is fed
+//! from a WAV file (`audio_path`), and the microphone path from a stand-in recorder that writes
+//! the same WAV stream `pw-record ... -` writes, next to a stand-in PipeWire socket. The gateway
+//! here is a loopback HTTP stand-in that records what it is sent; the bridge tests send to the
+//! real OpenClaw gateway.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::future::IntoFuture;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use common::{concat_wav, config, options, piper_wav, wer, Agentd, Voice};
+use serde_json::{json, Value};
+
+const FIRST: &str = "Turn on the lights in the kitchen.";
+const SECOND: &str = "What will the weather be like tomorrow?";
+
+/// speech, 2 s of silence, speech (22,050 Hz, piper's rate).
+fn two_sentences(dir: &Path) -> PathBuf {
+    let (a, b, out) = (dir.join("a.wav"), dir.join("b.wav"), dir.join("two.wav"));
+    piper_wav(FIRST, &a);
+    piper_wav(SECOND, &b);
+    concat_wav(&[&a, &b], 2000, &out);
+    out
+}
+
+#[derive(Default)]
+struct Heard {
+    requests: Vec<(Option<String>, Value)>,
+}
+
+async fn chat(
+    State(h): State<Arc<Mutex<Heard>>>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let said = body["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    h.lock().unwrap().requests.push((auth, body));
+    axum::Json(
+        json!({ "choices": [{ "message": { "role": "assistant", "content": format!("you said: {said}") } }] }),
+    )
+}
+
+fn gateway_app(h: Arc<Mutex<Heard>>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(chat))
+        .with_state(h)
+}
+
+fn check_sent(h: &Mutex<Heard>) {
+    let h = h.lock().unwrap();
+    assert_eq!(h.requests.len(), 2, "{:?}", h.requests);
+    for ((auth, body), said) in h.requests.iter().zip([FIRST, SECOND]) {
+        assert_eq!(auth.as_deref(), Some("Bearer test-token"));
+        assert_eq!(body["user"], "osmoda-voice");
+        assert_eq!(body["messages"][0]["role"], "user");
+        let text = body["messages"][0]["content"].as_str().unwrap();
+        let r = wer(said, text);
+        println!("sent {text:?} for {said:?}: WER {r:.3}");
+        assert!(r <= 0.25, "{text:?} for {said:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_silence_speech_is_exactly_two_utterances() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = two_sentences(dir.path());
+    let audio =
+        osmoda_voice::audio::read_wav(&wav, osmoda_voice::audio::Limits::default()).unwrap();
+    let u = osmoda_voice::vad::segment(&audio.samples, osmoda_voice::vad::VadConfig::default());
+    println!(
+        "utterances: {:?}",
+        u.iter().map(|u| (u.start_ms, u.end_ms)).collect::<Vec<_>>()
+    );
+    assert_eq!(u.len(), 2);
+    // The cut lies in the silence: the first ends before the second starts, 1.2 s or more apart.
+    assert!(
+        u[1].start_ms >= u[0].end_ms + 1200,
+        "{:?}",
+        (u[0].end_ms, u[1].start_ms)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_to_a_file_sends_each_utterance_to_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let agentd = Agentd::start(dir.path());
+    let audio = dir.path().join("audio");
+    std::fs::create_dir_all(&audio).unwrap();
+    let wav = two_sentences(&audio);
+
+    let heard = Arc::new(Mutex::new(Heard::default()));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", tcp.local_addr().unwrap());
+    tokio::spawn(axum::serve(tcp, gateway_app(Arc::clone(&heard))).into_future());
+
+    let cfg = config(dir.path(), std::slice::from_ref(&audio), Some(&url));
+    let voice = Voice::start(dir.path(), options(dir.path(), cfg, &agentd.socket)).await;
+    let (s, b) = voice
+        .post(
+            "/voice/listen",
+            json!({ "enabled": true, "audio_path": wav }),
+        )
+        .await;
+    assert_eq!(
+        (s, b),
+        (200, json!({ "listening": true, "previous": false }))
+    );
+    let listen = voice.listen_done().await;
+    assert_eq!(listen["utterances"], 2, "{listen}");
+    assert_eq!(listen["error"], Value::Null, "{listen}");
+    let recent = listen["recent"].as_array().unwrap();
+    assert!(recent.iter().all(|h| h["delivered"] == true), "{listen}");
+    assert!(recent[0]["reply"]
+        .as_str()
+        .unwrap()
+        .starts_with("you said: "));
+    check_sent(&heard);
+
+    voice.state.flush_events().await.unwrap();
+    let ev = agentd.events("voice.utterance");
+    assert_eq!(ev.len(), 2);
+    assert!(
+        ev[0].payload.contains("\"delivered\":true"),
+        "{}",
+        ev[0].payload
+    );
+    assert_eq!(agentd.events("voice.listen.").len(), 2);
+
+    // Stopping when nothing runs says so.
+    let (s, b) = voice
+        .post("/voice/listen", json!({ "enabled": false }))
+        .await;
+    assert_eq!(
+        (s, b),
+        (200, json!({ "listening": false, "previous": false }))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_microphone_loop_reads_the_recorders_wav_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let agentd = Agentd::start(dir.path());
+    // A stand-in PipeWire: its socket exists; the recorder writes a 16 kHz mono s16 WAV stream
+    // (the two sentences) to stdout as `pw-record --rate 16000 --channels 1 --format s16 -`
+    // does, then silence in real time until it is killed, as a microphone in a quiet room would;
+    // the player copies the file.
+    let runtime = dir.path().join("pipewire");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let _pw = std::os::unix::net::UnixListener::bind(runtime.join("pipewire-0")).unwrap();
+    // SAFETY of set_var: this test binary's other tests do not read PIPEWIRE_* variables.
+    std::env::set_var("PIPEWIRE_RUNTIME_DIR", &runtime);
+    std::env::remove_var("PIPEWIRE_REMOTE");
+    let two = two_sentences(dir.path());
+    let samples = osmoda_voice::audio::read_wav(&two, osmoda_voice::audio::Limits::default())
+        .unwrap()
+        .samples;
+    let stream = dir.path().join("stream.wav");
+    osmoda_voice::audio::write_wav(&stream, &samples).unwrap();
+    let played = dir.path().join("played");
+    std::fs::create_dir_all(&played).unwrap();
+    let recorder = dir.path().join("pw-record");
+    let player = dir.path().join("pw-play");
+    std::fs::write(&recorder, format!("#!/bin/sh\n[ \"$*\" = \"--rate 16000 --channels 1 --format s16 -\" ] || exit 2\ncat '{}'\nwhile :; do head -c 32000 /dev/zero; sleep 1; done\n", stream.display())).unwrap();
+    std::fs::write(
+        &player,
+        format!("#!/bin/sh\ncp \"$1\" '{}/'\n", played.display()),
+    )
+    .unwrap();
+    for f in [&recorder, &player] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    let heard = Arc::new(Mutex::new(Heard::default()));
+    let sock = dir.path().join("gateway.sock");
+    let unix = tokio::net::UnixListener::bind(&sock).unwrap();
+    tokio::spawn(axum::serve(unix, gateway_app(Arc::clone(&heard))).into_future());
+    let cfg = config(dir.path(), &[], Some(&format!("unix:{}", sock.display())));
+    let mut opts = options(dir.path(), cfg, &agentd.socket);
+    opts.audio = osmoda_voice::tts::AudioDevice {
+        player: player.clone(),
+        recorder: recorder.clone(),
+    };
+    let voice = Voice::start(dir.path(), opts).await;
+
+    let (_, st) = voice.get("/voice/status").await;
+    assert_eq!(st["audio_device"], true, "{st}");
+    let (s, b) = voice
+        .post("/voice/listen", json!({ "enabled": true }))
+        .await;
+    assert_eq!(
+        (s, b),
+        (200, json!({ "listening": true, "previous": false }))
+    );
+    // Both utterances arrive while the "microphone" stays open.
+    let start = std::time::Instant::now();
+    while heard.lock().unwrap().requests.len() < 2 {
+        assert!(
+            start.elapsed().as_secs() < 600,
+            "{:?}",
+            voice.get("/voice/status").await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    check_sent(&heard);
+    let (_, st) = voice.get("/voice/status").await;
+    assert_eq!(st["listening"], true);
+    assert_eq!(st["listen"]["source"], "microphone");
+    let (s, b) = voice
+        .post("/voice/listen", json!({ "enabled": false }))
+        .await;
+    assert_eq!(
+        (s, b),
+        (200, json!({ "listening": false, "previous": true }))
+    );
+    let listen = voice.listen_done().await;
+    assert_eq!(listen["error"], Value::Null, "{listen}");
+
+    // With a device, speak plays what it wrote.
+    let (s, spoken) = voice.post("/voice/speak", json!({ "text": "Done." })).await;
+    assert_eq!(s, 200, "{spoken}");
+    assert_eq!(spoken["played"], true, "{spoken}");
+    let name = Path::new(spoken["audio_path"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_owned();
+    assert!(played.join(name).is_file());
+}

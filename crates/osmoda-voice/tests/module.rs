@@ -1,0 +1,89 @@
+//! The NixOS module's voice lines, through nixos-eval (the real nixpkgs declarations of systemd,
+//! users and etc; `../shared/nixos-eval/check.sh` beside the checkout or `$OSMODA_NIXOS_EVAL`):
+//! the unit is hardened with no network, reaches PipeWire's socket directory and reads only the
+//! audio dirs; with the gateway on, voice.json names the forwarding socket, which a socket unit
+//! owned by osmoda-voice and `systemd-socket-proxyd` to the gateway's port provide; the rendered
+//! voice.json passes the daemon's own check. Without nixos-eval it prints "skipped".
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn check_sh() -> Option<PathBuf> {
+    let p = match std::env::var_os("OSMODA_NIXOS_EVAL") {
+        Some(d) => PathBuf::from(d).join("check.sh"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/nixos-eval/check.sh"),
+    };
+    let nix = Command::new("nix-instantiate").arg("--version").output().is_ok();
+    if p.is_file() && nix {
+        Some(p)
+    } else {
+        eprintln!("skipped: nixos-eval or nix-instantiate not found ({})", p.display());
+        None
+    }
+}
+
+fn eval(check: &Path, body: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.nix");
+    std::fs::write(&m, format!("{{ {body} system.stateVersion = \"24.11\"; }}")).unwrap();
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../modules/osmoda.nix");
+    let out = Command::new(check).arg(&module).arg(&m).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
+    let Some(check) = check_sh() else { return };
+    let json = eval(
+        &check,
+        r#"services.osmoda = { enable = true;
+             voice = { enable = true; whisperModel = "/var/lib/models/ggml-tiny.en.bin"; audioDirs = [ "/srv/audio" ]; pipewireRuntimeDir = "/run/pw"; };
+             gateway = { enable = true; port = 18790; environmentFile = "/var/lib/secrets/gw.env"; }; };"#,
+    );
+    let unit = &json["units"]["osmoda-voice"];
+    let exec = unit["ExecStart"].as_str().unwrap();
+    assert!(exec.contains("--config /etc/osmoda/voice.json --state-dir /var/lib/osmoda/voice"), "{exec}");
+    let text = unit["text"].as_str().unwrap();
+    for want in [
+        "PrivateNetwork=true",
+        "RestrictAddressFamilies=AF_UNIX\n",
+        "PrivateDevices=true",
+        "CapabilityBoundingSet=\n",
+        "User=osmoda-voice",
+        "Environment=PIPEWIRE_RUNTIME_DIR=/run/pw",
+        "ReadWritePaths=-/run/pw",
+        "ReadOnlyPaths=-/srv/audio",
+        "SupplementaryGroups=pipewire",
+        "EnvironmentFile=/var/lib/secrets/gw.env",
+        "Type=notify",
+    ] {
+        assert!(text.contains(want), "{want}:\n{text}");
+    }
+    assert!(!text.contains("AF_INET"), "{text}");
+
+    let voice: Value = serde_json::from_str(json["etc"]["osmoda/voice.json"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(voice["gateway_url"], "unix:/run/osmoda/voice-gateway.sock");
+    assert_eq!(voice["audio_dirs"], serde_json::json!(["/srv/audio"]));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), voice.to_string()).unwrap();
+    osmoda_config::check_config("voice", file.path()).unwrap();
+
+    let sock = json["sockets"]["osmoda-voice-gateway"].as_str().unwrap();
+    for want in ["ListenStream=/run/osmoda/voice-gateway.sock", "SocketUser=osmoda-voice", "SocketMode=0600"] {
+        assert!(sock.contains(want), "{want}:\n{sock}");
+    }
+    let proxy = json["units"]["osmoda-voice-gateway"]["text"].as_str().unwrap();
+    for want in ["systemd-socket-proxyd 127.0.0.1:18790", "DynamicUser=true", "IPAddressDeny=any", "IPAddressAllow=127.0.0.1"] {
+        assert!(proxy.contains(want), "{want}:\n{proxy}");
+    }
+
+    // Without the gateway: no forwarding socket and no gateway_url.
+    let json = eval(&check, r#"services.osmoda = { enable = true; voice.enable = true; };"#);
+    assert!(json["sockets"].get("osmoda-voice-gateway").is_none());
+    let voice: Value = serde_json::from_str(json["etc"]["osmoda/voice.json"]["text"].as_str().unwrap()).unwrap();
+    assert!(voice.get("gateway_url").is_none(), "{voice}");
+}
