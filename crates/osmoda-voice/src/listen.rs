@@ -125,16 +125,18 @@ impl Listener {
             .await;
             let result = run(Arc::clone(&app), source.clone(), Arc::clone(&status), rx).await;
             let (utterances, error) = {
-                let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
-                s.listening = false;
-                s.error = result.err();
-                (s.utterances, s.error.clone())
+                let s = status.lock().unwrap_or_else(|p| p.into_inner());
+                (s.utterances, result.as_ref().err().cloned())
             };
+            // Spooled before the status says the loop ended, so whoever saw it end finds it.
             app.report(
                 "voice.listen.stopped",
                 json!({ "source": source.describe(), "utterances": utterances, "error": error }),
             )
             .await;
+            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            s.listening = false;
+            s.error = result.err();
         });
         previous
     }

@@ -16,11 +16,17 @@ fn check_sh() -> Option<PathBuf> {
         Some(d) => PathBuf::from(d).join("check.sh"),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/nixos-eval/check.sh"),
     };
-    let nix = Command::new("nix-instantiate").arg("--version").output().is_ok();
+    let nix = Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_ok();
     if p.is_file() && nix {
         Some(p)
     } else {
-        eprintln!("skipped: nixos-eval or nix-instantiate not found ({})", p.display());
+        eprintln!(
+            "skipped: nixos-eval or nix-instantiate not found ({})",
+            p.display()
+        );
         None
     }
 }
@@ -31,7 +37,11 @@ fn eval(check: &Path, body: &str) -> Value {
     std::fs::write(&m, format!("{{ {body} system.stateVersion = \"24.11\"; }}")).unwrap();
     let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../modules/osmoda.nix");
     let out = Command::new(check).arg(&module).arg(&m).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -46,7 +56,10 @@ fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
     );
     let unit = &json["units"]["osmoda-voice"];
     let exec = unit["ExecStart"].as_str().unwrap();
-    assert!(exec.contains("--config /etc/osmoda/voice.json --state-dir /var/lib/osmoda/voice"), "{exec}");
+    assert!(
+        exec.contains("--config /etc/osmoda/voice.json --state-dir /var/lib/osmoda/voice"),
+        "{exec}"
+    );
     let text = unit["text"].as_str().unwrap();
     for want in [
         "PrivateNetwork=true",
@@ -65,7 +78,8 @@ fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
     }
     assert!(!text.contains("AF_INET"), "{text}");
 
-    let voice: Value = serde_json::from_str(json["etc"]["osmoda/voice.json"]["text"].as_str().unwrap()).unwrap();
+    let voice: Value =
+        serde_json::from_str(json["etc"]["osmoda/voice.json"]["text"].as_str().unwrap()).unwrap();
     assert_eq!(voice["gateway_url"], "unix:/run/osmoda/voice-gateway.sock");
     assert_eq!(voice["audio_dirs"], serde_json::json!(["/srv/audio"]));
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -73,17 +87,32 @@ fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
     osmoda_config::check_config("voice", file.path()).unwrap();
 
     let sock = json["sockets"]["osmoda-voice-gateway"].as_str().unwrap();
-    for want in ["ListenStream=/run/osmoda/voice-gateway.sock", "SocketUser=osmoda-voice", "SocketMode=0600"] {
+    for want in [
+        "ListenStream=/run/osmoda/voice-gateway.sock",
+        "SocketUser=osmoda-voice",
+        "SocketMode=0600",
+    ] {
         assert!(sock.contains(want), "{want}:\n{sock}");
     }
-    let proxy = json["units"]["osmoda-voice-gateway"]["text"].as_str().unwrap();
-    for want in ["systemd-socket-proxyd 127.0.0.1:18790", "DynamicUser=true", "IPAddressDeny=any", "IPAddressAllow=127.0.0.1"] {
+    let proxy = json["units"]["osmoda-voice-gateway"]["text"]
+        .as_str()
+        .unwrap();
+    for want in [
+        "systemd-socket-proxyd 127.0.0.1:18790",
+        "DynamicUser=true",
+        "IPAddressDeny=any",
+        "IPAddressAllow=127.0.0.1",
+    ] {
         assert!(proxy.contains(want), "{want}:\n{proxy}");
     }
 
     // Without the gateway: no forwarding socket and no gateway_url.
-    let json = eval(&check, r#"services.osmoda = { enable = true; voice.enable = true; };"#);
+    let json = eval(
+        &check,
+        r#"services.osmoda = { enable = true; voice.enable = true; };"#,
+    );
     assert!(json["sockets"].get("osmoda-voice-gateway").is_none());
-    let voice: Value = serde_json::from_str(json["etc"]["osmoda/voice.json"]["text"].as_str().unwrap()).unwrap();
+    let voice: Value =
+        serde_json::from_str(json["etc"]["osmoda/voice.json"]["text"].as_str().unwrap()).unwrap();
     assert!(voice.get("gateway_url").is_none(), "{voice}");
 }
