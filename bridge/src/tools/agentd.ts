@@ -180,6 +180,7 @@ export const agentdTools = [
       content_base64: Type.Optional(Type.String({ maxLength: 786432 })),
       mode: Type.Optional(Type.Integer({ minimum: 0, maximum: 4095, description: "Permission bits as a number (0o644 = 420)." })),
       create_dirs: Type.Optional(Type.Boolean()),
+      approval: approvalArg,
     }),
     async run(p, ctx) {
       if ((p.content === undefined) === (p.content_base64 === undefined)) {

@@ -60,7 +60,24 @@ pub struct Settings {
     pub checkpoint: Option<checkpoints::CheckpointSettings>,
     /// Backups (`backup` in agentd.json): archive dir, retention, source directories.
     pub backup: backup::BackupSettings,
+    /// Directories `/fs/write` writes without a ticket (`--writable-root`, default
+    /// [`DEFAULT_WRITABLE_ROOTS`]); a write anywhere else needs a person's approval.
+    pub writable_roots: Vec<std::path::PathBuf>,
 }
+
+/// Where the agent writes files freely: scratch space, service data and home directories (their
+/// login files still need a person). `/etc`, `/boot`, `/usr`, `/nix`, `/root`, `/run`,
+/// `/var/lib/nixos` and everything else need a ticket.
+pub const DEFAULT_WRITABLE_ROOTS: &[&str] = &[
+    "/tmp",
+    "/var/tmp",
+    "/srv",
+    "/opt",
+    "/home",
+    "/var/lib",
+    "/var/cache",
+    "/var/www",
+];
 
 /// The approval socket of the NixOS module (lib/default.nix `approvalSocket`) and agentctl.
 pub const DEFAULT_APPROVAL_SOCKET: &str = osmoda_config::DEFAULT_APPROVAL_SOCKET;
@@ -97,6 +114,10 @@ impl Default for Settings {
             keyd_uid: None,
             checkpoint: None,
             backup: backup::BackupSettings::default(),
+            writable_roots: DEFAULT_WRITABLE_ROOTS
+                .iter()
+                .map(std::path::PathBuf::from)
+                .collect(),
         }
     }
 }

@@ -41,6 +41,10 @@ struct Cli {
     /// wallet approval tickets.
     #[arg(long, default_value = "osmoda-keyd")]
     keyd_user: String,
+    /// A directory `/fs/write` writes without a person's approval (repeatable; replaces the
+    /// default list: /tmp, /var/tmp, /srv, /opt, /home, /var/lib, /var/cache, /var/www).
+    #[arg(long)]
+    writable_root: Vec<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -95,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
             .flatten()
             .map(|u| u.uid.as_raw()),
     };
+    if !cli.writable_root.is_empty() {
+        settings.writable_roots = cli.writable_root.clone();
+    }
     let fds = osmoda_daemon::raise_fd_limit()?;
     let limits = agentd::ServeLimits {
         agent: agentd::Limits::main(fds),

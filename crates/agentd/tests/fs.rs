@@ -437,7 +437,7 @@ async fn credentials_are_unreadable_and_login_files_are_left_to_a_person() {
         r["content"].as_str().is_some_and(|c| c.contains("Pid")),
         "{r}"
     );
-    // Files that decide logins and what a shell runs: refused, nothing written.
+    // Files that decide logins and what a shell runs: refused with a ticket, nothing written.
     for p in [
         "/etc/profile.d/osmoda-gate-test.sh",
         "/etc/sudoers.d/osmoda-gate-test",
@@ -445,22 +445,59 @@ async fn credentials_are_unreadable_and_login_files_are_left_to_a_person() {
         "/home/osmoda-gate-test/.bashrc",
         "/root/.osmoda-gate-test",
     ] {
-        refused(
-            &d,
-            async {
-                a.post(
-                    "/fs/write",
-                    &json!({ "path": p, "content": "echo owned\n" }),
-                )
-                .await
-                .expect("post")
-            },
-            403,
-            "a person",
-        )
-        .await;
+        let r = a
+            .post(
+                "/fs/write",
+                &json!({ "path": p, "content": "echo owned\n", "create_dirs": true }),
+            )
+            .await
+            .expect("post");
+        assert_eq!(r.status, 403, "{p}: {}", r.body);
+        assert_eq!(r.body["detail"]["kind"], "approval_required", "{}", r.body);
+        assert_eq!(r.body["detail"]["kinds"], json!(["fs.login"]), "{}", r.body);
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("a person"),
+            "{}",
+            r.body
+        );
         assert!(!std::path::Path::new(p).exists(), "{p} was written");
     }
+    assert!(
+        !std::path::Path::new("/home/osmoda-gate-test").exists(),
+        "a refused write creates no directory"
+    );
+    // A credential's old content is not hashed into the ticket (nor the ledger).
+    let r = a
+        .post(
+            "/fs/write",
+            &json!({ "path": "/etc/shadow", "content": "root::1::::::\n" }),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let was = &r.body["detail"]["operation"]["effect"][0]["was"];
+    assert_eq!(was["sha256"], "<credential: not hashed>", "{}", r.body);
+    let shadow = std::fs::read("/etc/shadow").expect("read /etc/shadow");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&shadow));
+    assert!(!r.body.to_string().contains(&digest), "{}", r.body);
+    // Kernel and process memory are never written, approved or not.
+    refused(
+        &d,
+        async {
+            a.post(
+                "/fs/write",
+                &json!({ "path": "/proc/self/mem", "content": "x" }),
+            )
+            .await
+            .expect("post")
+        },
+        403,
+        "memory",
+    )
+    .await;
     // Nor can a command get them writable.
     for w in ["/etc", "/usr/local/bin", "/home"] {
         refused(
@@ -475,5 +512,85 @@ async fn credentials_are_unreadable_and_login_files_are_left_to_a_person() {
         )
         .await;
     }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_write_lands_with_its_approved_ticket_and_only_that_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (free, other) = (dir.path().join("free"), dir.path().join("other"));
+    std::fs::create_dir(&free).expect("mkdir");
+    std::fs::create_dir(&other).expect("mkdir");
+    let settings = agentd::Settings {
+        writable_roots: vec![free.clone()],
+        ..agentd::Settings::default()
+    };
+    let d = Daemon::start_with(settings).await;
+    let a = d.agent();
+    // Inside a writable root: no ticket.
+    a.post_ok(
+        "/fs/write",
+        &json!({ "path": free.join("a.txt"), "content": "a" }),
+    )
+    .await;
+    // Outside: 403 with the gate's ticket, nothing written, no directory created.
+    let target = other.join("new/conf");
+    let body = json!({ "path": target, "content": "port 80\n", "create_dirs": true });
+    let r = a.post("/fs/write", &body).await.expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.body["detail"]["kinds"],
+        json!(["fs.outside_roots"]),
+        "{}",
+        r.body
+    );
+    assert!(
+        !other.join("new").exists(),
+        "nothing created before approval"
+    );
+    let id = r.body["detail"]["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_string();
+    // Asking again gives the same ticket; it cannot be used before a person decides.
+    let again = a.post("/fs/write", &body).await.expect("post");
+    assert_eq!(again.body["detail"]["ticket"], json!(id), "{}", again.body);
+    let mut with = body.clone();
+    with["approval"] = json!(id);
+    let r = a.post("/fs/write", &with).await.expect("post");
+    assert_eq!(r.status, 409, "pending: {}", r.body);
+    assert!(!target.exists());
+    d.human()
+        .post_ok(&format!("/approval/{id}/approve"), &json!({}))
+        .await;
+    // Another content or mode is another write: the ticket does not fit.
+    for other_write in [
+        json!({ "path": target, "content": "port 81\n", "create_dirs": true, "approval": id }),
+        json!({ "path": target, "content": "port 80\n", "mode": 0o4755, "create_dirs": true, "approval": id }),
+    ] {
+        let r = a.post("/fs/write", &other_write).await.expect("post");
+        assert_eq!(r.status, 403, "{other_write}: {}", r.body);
+        assert!(!target.exists(), "{other_write}");
+    }
+    // The approved write lands, once; the event names the ticket.
+    let w = a.post_ok("/fs/write", &with).await;
+    assert_eq!(std::fs::read_to_string(&target).expect("read"), "port 80\n");
+    let ev = last_event(&d).await;
+    assert!(
+        ev["type"] == "fs.write" || ev["type"] == "approval.used",
+        "{ev}"
+    );
+    assert!(w["event_id"].is_number(), "{w}");
+    let list = d.human().get_ok("/approvals").await;
+    assert!(
+        list.as_array()
+            .expect("list")
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["status"] == "used"),
+        "{list}"
+    );
+    // The same body again is another write now (the file it replaces has changed).
+    let r = a.post("/fs/write", &with).await.expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
     d.stop().await;
 }

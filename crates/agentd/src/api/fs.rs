@@ -6,6 +6,9 @@
 //! cannot smuggle a call past the checks. Hidden (refused for every call): agentd's state
 //! directory and the boundary paths of [`osmoda_sandbox::OSMODA_MASKED`] (approval path, keyd).
 //! Read-only: the configuration tree and `/etc/nixos`, whose only writer is the config API.
+//! Gated (a write needs a person's approval ticket, like a destructive config edit): login
+//! files and credentials (`fs.login`, see [`super::secrets`]) and anything outside the writable
+//! roots (`fs.outside_roots`, [`crate::Settings::writable_roots`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -88,6 +91,7 @@ pub(crate) fn resolve_lexically(p: &Path) -> PathBuf {
 pub(crate) struct Fence {
     hidden: Vec<(PathBuf, &'static str)>,
     read_only: Vec<PathBuf>,
+    writable: Vec<PathBuf>,
 }
 
 impl Fence {
@@ -127,7 +131,34 @@ impl Fence {
         if let Some(tree) = &st.config_tree {
             read_only.push(real(tree.dir()));
         }
-        Fence { hidden, read_only }
+        let writable = st.settings.writable_roots.iter().map(|p| real(p)).collect();
+        Fence {
+            hidden,
+            read_only,
+            writable,
+        }
+    }
+
+    /// What makes a write of `real` need a person's approval: its kind and why, in words.
+    pub(crate) fn gated(&self, real: &Path) -> Option<(&'static str, String)> {
+        if let Some(why) = super::secrets::login_path(real) {
+            return Some(("fs.login", why.to_string()));
+        }
+        if !self.writable.iter().any(|r| real.starts_with(r)) {
+            let roots: Vec<String> = self
+                .writable
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect();
+            return Some((
+                "fs.outside_roots",
+                format!(
+                    "it is outside the directories the agent writes freely ({})",
+                    roots.join(", ")
+                ),
+            ));
+        }
+        None
     }
 
     /// Refuses `real` if it is hidden, or read-only and `write` is set.
@@ -140,8 +171,9 @@ impl Fence {
                 what
             )));
         }
+        // Login files and credentials are written only with a ticket (`Fence::gated`).
         let refused = if write {
-            super::secrets::login_path(real)
+            super::secrets::never_written(real)
         } else {
             super::secrets::unreadable(real)
         };
@@ -162,7 +194,7 @@ impl Fence {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -264,6 +296,9 @@ pub struct WriteBody {
     /// Create missing parent directories (mode 0755).
     #[serde(default)]
     pub create_dirs: bool,
+    /// Approval ticket for a write the gate refused (a login file, a credential, a path outside
+    /// the writable roots), bound to the path, the content's SHA-256 and mode before and after.
+    pub approval: Option<String>,
 }
 
 /// `POST /fs/write` → `{path, bytes, mode, created, sha256_before, sha256_after, event_id}`:
@@ -298,7 +333,32 @@ pub async fn write(
     let (parent, name) = (parent.to_path_buf(), name.to_os_string());
     let fence = Fence::of(&st);
     // Judge the real destination before creating anything.
-    fence.check(&resolve_lexically(&path), true)?;
+    let lexical = resolve_lexically(&path);
+    fence.check(&lexical, true)?;
+    let sha_after = sha256_hex(&data);
+    let approval = b.approval.clone();
+    if approval.is_none() {
+        // A gated write without a ticket: refused (and its ticket opened) before anything,
+        // parent directories included, is created.
+        // The file itself as named (a symlink there is refused below, not followed).
+        let named = resolve_lexically(&parent).join(&name);
+        if let Some((kind, why)) = fence.gated(&named) {
+            let l = named.clone();
+            let (sha, mode) = tokio::task::spawn_blocking(move || super::fs_gate::current(&l))
+                .await
+                .map_err(ApiError::internal)?;
+            let new_mode = b.mode.or(mode).unwrap_or(0o644);
+            let f = super::fs_gate::finding(
+                kind,
+                &named,
+                &why,
+                (sha.as_deref(), mode),
+                (&sha_after, new_mode),
+            );
+            // `fs.*` kinds always need approval: this refuses, with the ticket.
+            let _never = crate::gate::check_fs_write(&st, &caller.actor, vec![f], None).await?;
+        }
+    }
     let prepared = tokio::task::spawn_blocking({
         let (parent, name, path) = (parent.clone(), name.clone(), path.clone());
         move || -> Result<_, ApiError> {
@@ -314,6 +374,7 @@ pub async fn write(
             let real_dir = real_path(&dir)?;
             let real = real_dir.join(&name);
             fence.check(&real, true)?;
+            let gated = fence.gated(&real);
             let before = match nix::sys::stat::fstatat(
                 &dir,
                 name.as_os_str(),
@@ -352,12 +413,13 @@ pub async fn write(
                     }
                     let mut old = Vec::new();
                     f.read_to_end(&mut old).map_err(|e| io_error(&path, e))?;
-                    Some((
-                        sha256_hex(&old),
-                        meta.mode() & 0o7777,
-                        meta.uid(),
-                        meta.gid(),
-                    ))
+                    // A credential's old content is not hashed into the ledger or a ticket.
+                    let sha = if super::secrets::unreadable(&real).is_some() {
+                        super::fs_gate::NOT_HASHED.to_string()
+                    } else {
+                        sha256_hex(&old)
+                    };
+                    Some((sha, meta.mode() & 0o7777, meta.uid(), meta.gid()))
                 }
             };
             let mode = b.mode.or(before.as_ref().map(|b| b.1)).unwrap_or(0o644);
@@ -405,14 +467,41 @@ pub async fn write(
                 name,
                 real,
                 mode,
+                before_mode: before.as_ref().map(|b| b.1),
                 before: before.map(|b| b.0),
                 after: sha256_hex(&data),
                 bytes: data.len(),
+                gated,
             })
         }
     })
     .await
     .map_err(ApiError::internal)??;
+    // The gate judges the real destination and the real old file (the check above judged the
+    // path as named): without a ticket for exactly this write, nothing lands.
+    let findings: Vec<_> = prepared
+        .gated
+        .iter()
+        .map(|(kind, why)| {
+            super::fs_gate::finding(
+                kind,
+                &prepared.real,
+                why,
+                (prepared.before.as_deref(), prepared.before_mode),
+                (&prepared.after, prepared.mode),
+            )
+        })
+        .collect();
+    let guard = match crate::gate::check_fs_write(&st, &caller.actor, findings, approval.as_deref())
+        .await
+    {
+        Ok(g) => g,
+        Err(e) => {
+            prepared.discard();
+            return Err(e);
+        }
+    };
+    let approval = prepared.gated.as_ref().and(approval);
     // Recorded before the rename, so no write lands unaudited; a failed rename is recorded too.
     let ev = st
         .record(
@@ -421,6 +510,7 @@ pub async fn write(
             &json!({
                 "path": prepared.real, "bytes": prepared.bytes, "mode": prepared.mode,
                 "sha256_before": prepared.before, "sha256_after": prepared.after,
+                "approval": approval,
             }),
         )
         .await;
@@ -440,6 +530,7 @@ pub async fn write(
         before,
         after,
         bytes,
+        ..
     } = prepared;
     let renamed = tokio::task::spawn_blocking(move || {
         renameat(&dir, tmp_name.as_str(), &dir, name.as_os_str())
@@ -463,6 +554,7 @@ pub async fn write(
         .await?;
         return Err(io_error(&real, e));
     }
+    guard.landed(&st).await;
     Ok(axum::Json(json!({
         "path": real, "bytes": bytes, "mode": mode, "created": before.is_none(),
         "sha256_before": before, "sha256_after": after, "event_id": ev.id,
@@ -476,8 +568,11 @@ struct Prepared {
     real: PathBuf,
     mode: u32,
     before: Option<String>,
+    before_mode: Option<u32>,
     after: String,
     bytes: usize,
+    /// Why writing `real` needs a ticket, when it does.
+    gated: Option<(&'static str, String)>,
 }
 
 impl Prepared {
@@ -592,6 +687,7 @@ mod tests {
         let fence = Fence {
             hidden: vec![(PathBuf::from("/var/lib/osmoda/agentd"), "agentd's state")],
             read_only: vec![PathBuf::from("/srv/tree"), PathBuf::from(ETC_NIXOS)],
+            writable: vec![PathBuf::from("/srv"), PathBuf::from("/home")],
         };
         assert!(fence
             .check(Path::new("/var/lib/osmoda/agentd/ledger.db"), false)
@@ -613,6 +709,20 @@ mod tests {
             .check(Path::new("/etc/nixos/configuration.nix"), true)
             .is_err());
         assert!(fence.check(Path::new("/etc/hosts"), true).is_ok());
+        // Process memory is never written; login files and paths outside the roots are gated.
+        assert!(fence.check(Path::new("/proc/1/mem"), true).is_err());
+        for (p, kind) in [
+            ("/etc/hosts", Some("fs.outside_roots")),
+            ("/boot/grub/grub.cfg", Some("fs.outside_roots")),
+            ("/srvx/a", Some("fs.outside_roots")),
+            ("/etc/sudoers.d/x", Some("fs.login")),
+            ("/etc/shadow", Some("fs.login")),
+            ("/home/alice/.ssh/authorized_keys", Some("fs.login")),
+            ("/home/alice/notes.txt", None),
+            ("/srv/www/index.html", None),
+        ] {
+            assert_eq!(fence.gated(Path::new(p)).map(|g| g.0), kind, "{p}");
+        }
     }
 
     #[test]

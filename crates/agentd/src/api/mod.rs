@@ -7,6 +7,7 @@ pub mod daemon_tickets;
 pub mod events;
 pub mod exec;
 pub mod fs;
+mod fs_gate;
 pub mod health;
 pub mod incidents;
 pub mod ledger;

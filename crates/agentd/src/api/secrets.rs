@@ -128,6 +128,18 @@ pub(crate) fn unreadable(real: &Path) -> Option<&'static str> {
     None
 }
 
+/// Whether `real` is never written through `/fs/write`, approved or not: kernel and process
+/// memory and the like, which are not files one replaces.
+pub(crate) fn never_written(real: &Path) -> Option<&'static str> {
+    let n = names(real);
+    let proc_secret = n.first().is_some_and(|f| f == "proc" || f == "sys");
+    let dev = ["/dev/mem", "/dev/kmem", "/dev/port"]
+        .iter()
+        .any(|f| real == Path::new(f));
+    (proc_secret || dev)
+        .then_some("kernel and process memory and state are not files the agent replaces")
+}
+
 /// Whether writing `real` changes who can log in or what runs at login; the reason when so.
 pub(crate) fn login_path(real: &Path) -> Option<&'static str> {
     if unreadable(real).is_some() {

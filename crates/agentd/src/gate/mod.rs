@@ -42,6 +42,8 @@ pub const DEFAULT_REQUIRED: &[&str] = &[
     "package.remove_critical",
     "switch.remove_critical",
     "gate.undecidable",
+    "fs.login",
+    "fs.outside_roots",
 ];
 
 /// `detail.kind` of the gate's 403 (also when osmoda-watch passes it on).
@@ -335,6 +337,22 @@ async fn read(
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)
+}
+
+/// Gate a `/fs/write` whose destructive part is `findings` (none: it passes). The ticket is bound
+/// to `{gate: "fs.write", effect}`; hold the returned [`Guard`] until the file is in place.
+///
+/// # Errors
+/// As [`enforce`].
+pub async fn check_fs_write(
+    st: &AppState,
+    actor: &str,
+    findings: Vec<Finding>,
+    ticket: Option<&str>,
+) -> Result<Guard, ApiError> {
+    let effect = Effect { findings };
+    let used = enforce(st, actor, json!("fs.write"), &effect, ticket).await?;
+    Ok(Guard::open().with(used, actor))
 }
 
 /// Gate an edit of one file: `after` is its new text (the rest of the tree is `HEAD`'s). Hold
