@@ -1266,3 +1266,43 @@ async fn boot_loader_kernel_and_mounts_of_the_starter_tree_are_gated() {
     }
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribute_tests_on_the_stand_ins_cannot_tell_the_gate_from_nixpkgs() {
+    let d = Daemon::start_with_tree().await;
+    let nix = |nix: &str| json!({"file": CFG, "path": "services.openssh.enable", "nix": nix, "reason": "x"});
+    // With real nixpkgs each of these is false (pkgs.hello exists); in both of the gate's worlds
+    // the stand-ins know no `hello`, so without the guard they read as true and sshd went off
+    // with no ticket.
+    for phrasing in [
+        r#"!(pkgs ? ${"hel" + "lo"})"#,
+        r#"(pkgs.${"hel" + "lo"}.pname or "none") == "none""#,
+        r#"!(lib ? ${"hel" + "lo"})"#,
+        r#"!(config ? ${"hel" + "lo"})"#,
+        r#"(let p = pkgs // { }; in !(p ? ${"hel" + "lo"}))"#,
+    ] {
+        let r = d
+            .agent()
+            .post("/config/set", &nix(phrasing))
+            .await
+            .expect("post");
+        assert_eq!(r.status, 403, "{phrasing}: {}", r.body);
+        assert!(
+            r.body["detail"]["kinds"]
+                .as_array()
+                .is_some_and(|k| k.contains(&json!("service.disable"))),
+            "{phrasing}: {}",
+            r.body
+        );
+    }
+    // On ordinary sets `?` and `or` are decided as Nix decides them: sshd stays on, no ticket.
+    for phrasing in [r#"{ a = 1; } ? a"#, r#"{ a = 1; }.b or true"#] {
+        let r = d
+            .agent()
+            .post("/config/set", &nix(phrasing))
+            .await
+            .expect("post");
+        assert_eq!(r.status, 200, "{phrasing}: {}", r.body);
+    }
+    d.stop().await;
+}

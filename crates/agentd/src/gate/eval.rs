@@ -223,7 +223,7 @@ pub fn evaluate(files: &Files, roots: &[PathBuf]) -> Result<Evaluated, EvalError
     for (rel, text) in files {
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap_or(&root))?;
-        std::fs::write(p, text)?;
+        std::fs::write(p, super::guard::attr_tests(text, nonce()))?;
     }
     std::fs::write(dir.path().join("extract.nix"), EXTRACT)?;
     let roots: Vec<String> = roots

@@ -81,13 +81,25 @@ let
       import = guardedImport extra;
       scopedImport = attrs: p: scopedImport (scope extra // removeAttrs attrs [ "builtins" ]) p;
     } // extra;
+  # `e ? path` and `e.path or d`, as agentd rewrites them in the tree's files (gate/guard.rs):
+  # Nix's answer for ordinary sets; for a stand-in there is no answer that holds for the real
+  # thing (it answers to every name of the files, and to no other), so the value is undecidable.
+  step = what: v: n:
+    if isStandIn v then refuse "${what} on a stand-in"
+    else if !builtins.isString n then throw "osmoda-gate: attribute name is not a string"
+    else if isAttrs v && hasAttr n v then { ok = true; value = getAttr n v; }
+    else { ok = false; };
+  hasPath = v: path: path == [ ] || (let s = step "?" v (builtins.head path); in s.ok && hasPath s.value (builtins.tail path));
+  selectOr = v: path: d: if path == [ ] then v
+    else let s = step "or" v (builtins.head path); in if s.ok then selectOr s.value (builtins.tail path) d else d;
   # What a module file sees at top level: the guarded builtins, also under `__name` and the
-  # global names (`import`, `toString`, `derivation`, ...).
+  # global names (`import`, `toString`, `derivation`, ...), and the attribute tests.
   scope = extra: let g = guardedBuiltins extra; in
     listToAttrs (map (n: { name = "__" + n; value = g.${n}; }) (attrNames builtins))
     // { builtins = g; inherit (g) abort baseNameOf derivation derivationStrict dirOf fetchGit
       fetchMercurial fetchTarball fetchTree fromTOML import isNull map placeholder removeAttrs
-      scopedImport throw toString; };
+      scopedImport throw toString; }
+    // { "__osmodaHas${nonce}" = hasPath; "__osmodaOr${nonce}" = selectOr; };
   # Files of the tree are imported with the same scope; anything else is undecidable (the
   # evaluator runs with restrict-eval, so it could not be read anyway).
   guardedImport = extra: p: if inTree p || inLib p then scopedImport (scope extra) p

@@ -7,6 +7,7 @@
 
 pub mod canon;
 pub mod eval;
+pub mod guard;
 pub mod merge;
 pub mod rules;
 pub mod snapshot;
