@@ -63,6 +63,12 @@ pub struct Settings {
     /// Directories `/fs/write` writes without a ticket (`--writable-root`, default
     /// [`DEFAULT_WRITABLE_ROOTS`]); a write anywhere else needs a person's approval.
     pub writable_roots: Vec<std::path::PathBuf>,
+    /// egress.json, where declared capabilities are read (`--egress-config`); `None`:
+    /// [`api::capability::DEFAULT_EGRESS_CONFIG`].
+    pub egress_config: Option<std::path::PathBuf>,
+    /// The capability-token signing key (`--capability-key`, 32 raw bytes or 64 hex); `None`:
+    /// `<state dir>/capability.key`, generated on first use.
+    pub capability_key: Option<std::path::PathBuf>,
 }
 
 /// Where the agent writes files freely: scratch space, service data and home directories (their
@@ -118,6 +124,8 @@ impl Default for Settings {
                 .iter()
                 .map(std::path::PathBuf::from)
                 .collect(),
+            egress_config: None,
+            capability_key: None,
         }
     }
 }

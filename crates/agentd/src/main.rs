@@ -45,6 +45,13 @@ struct Cli {
     /// default list: /tmp, /var/tmp, /srv, /opt, /home, /var/lib, /var/cache, /var/www).
     #[arg(long)]
     writable_root: Vec<PathBuf>,
+    /// egress.json: the declared capabilities tokens are minted from.
+    #[arg(long, default_value = agentd::api::capability::DEFAULT_EGRESS_CONFIG)]
+    egress_config: PathBuf,
+    /// The capability-token signing key (32 raw bytes or 64 hex); default: generated once in
+    /// the state directory.
+    #[arg(long)]
+    capability_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -92,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
             settings.relay_socket = Some(cli.relay_socket.clone());
         }
     }
+    settings.egress_config = Some(cli.egress_config.clone());
+    settings.capability_key = cli.capability_key.clone();
     settings.keyd_uid = match cli.keyd_user.parse::<u32>() {
         Ok(uid) => Some(uid),
         Err(_) => nix::unistd::User::from_name(&cli.keyd_user)

@@ -78,6 +78,8 @@ pub const NAMESPACES: &[(&str, Owner)] = &[
     ("system.", Owner::Agentd),
     ("gate.", Owner::Agentd),
     ("agentd.", Owner::Agentd),
+    ("capability.", Owner::Agentd),
+    ("sandbox.", Owner::Agentd),
     ("watch.", Owner::Daemon(&WATCH)),
     ("receipt.", Owner::Daemon(&KEYD)),
     ("keyd.", Owner::Daemon(&KEYD)),

@@ -2,6 +2,7 @@
 
 pub mod approvals;
 pub mod backup;
+pub mod capability;
 pub mod config;
 pub mod daemon_tickets;
 pub mod events;
@@ -61,6 +62,8 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/config/restore", post(config::restore))
         .route("/config/commit", post(config::commit))
         .route("/system/exec", post(exec::exec))
+        .route("/capability/mint", post(capability::mint))
+        .route("/capability/revoke", post(capability::revoke))
         .route("/fs/read", get(fs::read))
         .route("/fs/write", post(fs::write))
         .route("/fs/list", get(fs::list))
