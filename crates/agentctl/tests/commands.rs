@@ -260,6 +260,7 @@ fn shell_words_handles_the_quoting_of_the_examples() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_examples_work_on_the_default_tree() {
+    const EXAMPLE_TTL: &str = "5";
     if !common::nix_available("help_examples_work_on_the_default_tree") {
         return;
     }
@@ -296,7 +297,9 @@ async fn help_examples_work_on_the_default_tree() {
             let cmd = ex.split(" | ").next().unwrap_or(ex);
             let cmd = cmd.split(" && ").next().unwrap_or(cmd);
             let mut words = shell_words(cmd);
-            // TTLs shortened to 1 s to keep the suite fast; the command is otherwise as written.
+            // TTLs shortened to keep the suite fast; the command is otherwise as written. A
+            // switch commits only after a whole round of checks finished inside its TTL, so the
+            // TTL leaves room for one round on a loaded machine (1 s rolled back under load).
             let ttl_flag = ["switch begin", "watchers add"].contains(
                 &words
                     .get(1..3)
@@ -306,8 +309,8 @@ async fn help_examples_work_on_the_default_tree() {
             );
             if ttl_flag {
                 match words.iter().position(|w| w == "--ttl") {
-                    Some(i) => words[i + 1] = "1".into(),
-                    None => words.extend(["--ttl".into(), "1".into()]),
+                    Some(i) => words[i + 1] = EXAMPLE_TTL.into(),
+                    None => words.extend(["--ttl".into(), EXAMPLE_TTL.into()]),
                 }
             }
             let refs: Vec<&str> = words[1..].iter().map(String::as_str).collect();
