@@ -323,7 +323,7 @@ async fn switch_and_watchers_through_agentctl() {
                 "begin",
                 "--wait",
                 "--ttl",
-                "1",
+                common::TTL,
                 "--check",
                 r#"{"type":"agentd"}"#,
                 "--plan",

@@ -144,7 +144,7 @@ async fn watchers_add_and_remove_are_generations_with_reasons() {
                 "--interval",
                 "15",
                 "--ttl",
-                "1",
+                common::TTL,
                 "--reason",
                 "watch agentd itself",
             ],
@@ -260,7 +260,6 @@ fn shell_words_handles_the_quoting_of_the_examples() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_examples_work_on_the_default_tree() {
-    const EXAMPLE_TTL: &str = "5";
     if !common::nix_available("help_examples_work_on_the_default_tree") {
         return;
     }
@@ -309,8 +308,8 @@ async fn help_examples_work_on_the_default_tree() {
             );
             if ttl_flag {
                 match words.iter().position(|w| w == "--ttl") {
-                    Some(i) => words[i + 1] = EXAMPLE_TTL.into(),
-                    None => words.extend(["--ttl".into(), EXAMPLE_TTL.into()]),
+                    Some(i) => words[i + 1] = common::TTL.into(),
+                    None => words.extend(["--ttl".into(), common::TTL.into()]),
                 }
             }
             let refs: Vec<&str> = words[1..].iter().map(String::as_str).collect();

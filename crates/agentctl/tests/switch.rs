@@ -45,7 +45,7 @@ async fn exit_codes_follow_the_final_state() {
             "begin",
             "--wait",
             "--ttl",
-            "1",
+            common::TTL,
             "-m",
             "first deploy",
         ])
@@ -164,7 +164,7 @@ async fn preview_is_a_diff_and_json_for_machines() {
     let env = start_with_watch().await;
     let out = env.ctl_code(0, &["switch", "preview"]).await;
     assert!(out.starts_with("nothing deployed yet"), "{out}");
-    env.ctl_code(0, &["switch", "begin", "--wait", "--ttl", "1"])
+    env.ctl_code(0, &["switch", "begin", "--wait", "--ttl", common::TTL])
         .await;
     let out = env.ctl_code(0, &["switch", "preview"]).await;
     assert!(
@@ -210,7 +210,7 @@ async fn a_closed_stdout_is_not_a_panic() {
     }
     let env = start_with_watch().await;
     for _ in 0..3 {
-        env.ctl_code(0, &["switch", "begin", "--wait", "--ttl", "1"])
+        env.ctl_code(0, &["switch", "begin", "--wait", "--ttl", common::TTL])
             .await;
     }
     // The shell pipeline from the issue: `agentctl switch history | head -1` exits 0.
@@ -244,8 +244,8 @@ async fn a_closed_stdout_is_not_a_panic() {
     // stderr on the same closed pipe (`agentctl … 2>&1 | head -1`): progress lines and a
     // refusal are written there; the exit code is still the switch's or the refusal's.
     for (args, code) in [
-        (&["switch", "begin", "--wait", "--ttl", "1"][..], 0),
-        (&["switch", "begin", "--ttl", "1"][..], 0),
+        (&["switch", "begin", "--wait", "--ttl", common::TTL][..], 0),
+        (&["switch", "begin", "--ttl", common::TTL][..], 0),
         (&["switch", "status", "424242"][..], 1),
         (&["switch", "begin", "--ttl", "0"][..], 1),
     ] {
@@ -302,7 +302,7 @@ async fn a_switch_back_to_a_generation_without_a_user_needs_an_approval() {
             "begin",
             "--wait",
             "--ttl",
-            "1",
+            common::TTL,
             "-m",
             "deploy alice",
         ],
@@ -318,7 +318,7 @@ async fn a_switch_back_to_a_generation_without_a_user_needs_an_approval() {
             &without_alice,
             "--wait",
             "--ttl",
-            "1",
+            common::TTL,
             "-m",
             "back",
         ])
@@ -350,7 +350,7 @@ async fn a_switch_back_to_a_generation_without_a_user_needs_an_approval() {
             &id,
             "--wait",
             "--ttl",
-            "1",
+            common::TTL,
             "-m",
             "back",
         ],

@@ -200,3 +200,8 @@ pub fn switch_id(json_out: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(json_out).expect("json");
     v["id"].to_string()
 }
+
+/// `--ttl` of a switch a test expects to commit. A switch commits only after a whole round of
+/// its checks finished inside the TTL (the TTL bounds everything, issue 11); on a loaded 2-core
+/// machine one round of the default checks took over 1 s, and a 1 s TTL rolled back.
+pub const TTL: &str = "3";
