@@ -24,12 +24,32 @@ pub struct Effect {
     pub token: Option<String>,
     /// Amount in base units (wei, lamports, token units); 0 for messages.
     pub amount: u128,
+    /// The most the signature can cost in fees, in native base units: Ethereum
+    /// `gas_limit × max_fee_per_gas` (EIP-1559) or `gas_limit × gas_price` (legacy); Solana
+    /// 5,000 lamports per signature (the base fee; the one-transfer messages keyd signs carry no
+    /// compute-budget priority fee); 0 for messages.
+    pub fee: u128,
 }
 
 impl Effect {
     /// Whether this effect moves value (and is counted).
     pub fn moves_value(&self) -> bool {
         matches!(self.kind, "transfer" | "erc20_transfer" | "erc20_approve")
+    }
+
+    /// What leaves the wallet in native units at most: the native amount (none for ERC-20
+    /// calls, whose amount is in token units) plus the maximum fee.
+    ///
+    /// # Errors
+    /// `BadRequest` when the sum does not fit in 128 bits.
+    pub fn native_cost(&self) -> Result<u128, KeydError> {
+        let native = if self.token.is_some() { 0 } else { self.amount };
+        native.checked_add(self.fee).ok_or_else(|| {
+            KeydError::BadRequest(format!(
+                "amount {} + maximum fee {} does not fit in 128 bits",
+                self.amount, self.fee
+            ))
+        })
     }
 
     /// The canonical operation an approval ticket is bound to (exact decimal amount string).
@@ -43,6 +63,7 @@ impl Effect {
             "kind": self.kind,
             "to": self.to,
             "amount": self.amount.to_string(),
+            "fee": self.fee.to_string(),
             "token": self.token,
         })
     }
@@ -73,8 +94,10 @@ pub fn normalize(chain: Chain, addr: &str) -> String {
 ///
 /// # Errors
 /// `Denied` with the rule that refused: `chain`, `chain_id`, `recipient`, `per_tx_max`
-/// (the chain's, or the token's for ERC-20 calls), `token` (a contract without limits),
-/// `contract`.
+/// (the chain's on amount + maximum fee, or the token's for ERC-20 calls), `token` (a contract
+/// without limits), `contract`. `BadRequest` when amount + fee overflow 128 bits. Native
+/// counters and the approval threshold count amount + maximum fee: what a signature can take
+/// from the wallet, fees included.
 pub fn judge(policy: &Policy, label: &str, e: &Effect) -> Result<Verdict, KeydError> {
     let chain = e.chain.as_str();
     let cp: &ChainPolicy = policy.chains.get(&e.chain).ok_or_else(|| {
@@ -119,31 +142,48 @@ pub fn judge(policy: &Policy, label: &str, e: &Effect) -> Result<Verdict, KeydEr
             needs_approval: false,
         });
     }
-    if let Some(token) = &e.token {
-        return judge_token(cp, token, e);
-    }
-    if e.amount > cp.per_tx_max.0 {
+    // An ERC-20 call is judged by its token's limits first (an unknown contract is `token`).
+    let token = match &e.token {
+        Some(token) => Some(judge_token(cp, token, e)?),
+        None => None,
+    };
+    let cost = e.native_cost()?;
+    let what = if e.fee == 0 {
+        cost.to_string()
+    } else if e.token.is_some() {
+        format!("the maximum fee {}", e.fee)
+    } else {
+        format!("{cost} (amount {} + maximum fee {})", e.amount, e.fee)
+    };
+    if cost > cp.per_tx_max.0 {
         return Err(deny(
             "per_tx_max",
             format!(
-                "{} exceeds policy.chains.{chain}.per_tx_max {}",
-                e.amount, cp.per_tx_max
+                "{what} exceeds policy.chains.{chain}.per_tx_max {}",
+                cp.per_tx_max
             ),
         ));
     }
-    let mut charges = vec![Charge {
-        scope: format!("chain:{chain}:native"),
-        amount: e.amount,
-        limit: cp.daily_limit.0,
-    }];
-    if let Some(w) = wallet {
+    let mut charges = Vec::new();
+    if cost > 0 {
         charges.push(Charge {
-            scope: format!("wallet:{label}:native"),
-            amount: e.amount,
-            limit: w.daily_limit.0,
+            scope: format!("chain:{chain}:native"),
+            amount: cost,
+            limit: cp.daily_limit.0,
         });
+        if let Some(w) = wallet {
+            charges.push(Charge {
+                scope: format!("wallet:{label}:native"),
+                amount: cost,
+                limit: w.daily_limit.0,
+            });
+        }
     }
-    let needs_approval = cp.approval_threshold.is_some_and(|t| e.amount > t.0);
+    let mut needs_approval = cp.approval_threshold.is_some_and(|t| cost > t.0);
+    if let Some(t) = token {
+        charges.extend(t.charges);
+        needs_approval |= t.needs_approval;
+    }
     Ok(Verdict {
         charges,
         needs_approval,
@@ -152,7 +192,8 @@ pub fn judge(policy: &Policy, label: &str, e: &Effect) -> Result<Verdict, KeydEr
 
 /// An ERC-20 `transfer` or `approve` on `token`: judged by that token's own limits
 /// (`policy.chains.<chain>.tokens.<contract>`, in token units), charged on the token's daily
-/// counter. Native-unit limits (the chain's and the wallet's) do not apply to token units.
+/// counter. Native-unit limits (the chain's and the wallet's) do not apply to token units; they
+/// count the call's maximum fee (in `judge`).
 fn judge_token(cp: &ChainPolicy, token: &str, e: &Effect) -> Result<Verdict, KeydError> {
     let chain = e.chain.as_str();
     let tp = cp.token(token).ok_or_else(|| {
@@ -235,6 +276,7 @@ mod tests {
             to: Some("0xabc0000000000000000000000000000000000001".into()),
             token: None,
             amount,
+            fee: 0,
         }
     }
 
@@ -362,6 +404,72 @@ mod tests {
             ..tok("erc20_transfer", 1)
         };
         assert_eq!(reason(judge(&p, "ops", &e)), "recipient");
+    }
+
+    #[test]
+    fn fees_count_against_native_limits() {
+        let p = policy();
+        let paid = |amount, fee| Effect {
+            fee,
+            ..effect(amount)
+        };
+        // Native: amount + maximum fee is what the per-tx cap, the counters and the approval
+        // threshold (50) see.
+        let v = judge(&p, "ops", &paid(40, 5)).unwrap();
+        assert_eq!(
+            v.charges.iter().map(|c| c.amount).collect::<Vec<_>>(),
+            [45, 45]
+        );
+        assert!(!v.needs_approval);
+        assert!(judge(&p, "ops", &paid(40, 11)).unwrap().needs_approval);
+        assert!(judge(&p, "ops", &paid(70, 30)).is_ok());
+        let Err(KeydError::Denied {
+            reason: why,
+            message,
+        }) = judge(&p, "ops", &paid(70, 31))
+        else {
+            panic!("a fee that lifts the total over per_tx_max is denied")
+        };
+        assert_eq!(why, "per_tx_max");
+        assert!(message.contains("maximum fee 31"), "{message}");
+        // A fee alone (zero value) is charged too.
+        let v = judge(&p, "ops", &paid(0, 7)).unwrap();
+        assert_eq!(v.charges[0].amount, 7);
+        // ERC-20: the token's amount on the token counter, the fee on the native ones.
+        let tok = |amount, fee| Effect {
+            kind: "erc20_transfer",
+            token: Some(TOKEN.to_ascii_lowercase()),
+            ..paid(amount, fee)
+        };
+        let v = judge(&p, "ops", &tok(900, 20)).unwrap();
+        let scopes: Vec<(&str, u128)> = v
+            .charges
+            .iter()
+            .map(|c| (c.scope.as_str(), c.amount))
+            .collect();
+        let token_scope = format!("chain:ethereum:token:{}", TOKEN.to_ascii_lowercase());
+        assert_eq!(
+            scopes,
+            [
+                ("chain:ethereum:native", 20),
+                ("wallet:ops:native", 20),
+                (token_scope.as_str(), 900)
+            ]
+        );
+        assert!(!v.needs_approval);
+        assert!(judge(&p, "ops", &tok(900, 51)).unwrap().needs_approval);
+        assert_eq!(reason(judge(&p, "ops", &tok(900, 101))), "per_tx_max");
+        // Overflow of amount + fee is a bad request, not a wrap-around.
+        assert!(matches!(
+            judge(&p, "ops", &paid(u128::MAX, 1)),
+            Err(KeydError::BadRequest(_))
+        ));
+        // Messages carry no fee and are never charged.
+        let msg = Effect {
+            kind: "personal_sign",
+            ..effect(0)
+        };
+        assert!(judge(&p, "ops", &msg).unwrap().charges.is_empty());
     }
 
     #[test]

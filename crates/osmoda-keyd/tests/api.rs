@@ -83,7 +83,13 @@ async fn ethereum_send_and_sign_are_real_and_recorded() {
         .await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(decode_eth(&r["raw_tx"]).nonce(), 9);
-    assert_eq!(env.spent("chain:ethereum:native"), 1008);
+    assert_eq!(r["max_fee"], "42000", "{r}");
+    // Values 1000 + 5 + 3, plus the maximum fees: the first send's is 0, the legacy one's
+    // 21,000 gas × 20 gwei, the whole transaction's 21,000 × 2 wei.
+    assert_eq!(
+        env.spent("chain:ethereum:native"),
+        1008 + 21_000 * 20_000_000_000 + 21_000 * 2
+    );
 
     let sends = env.receipts("wallet.send").await;
     assert_eq!(sends.len(), 2);
@@ -167,7 +173,12 @@ async fn solana_send_builds_a_legacy_transfer_and_offchain_messages_sign() {
         &ed25519_dalek::Signature::from_slice(&sig).unwrap(),
     )
     .unwrap();
-    assert_eq!(env.spent("chain:solana:native"), 3_000_000_000);
+    // The lamports of the two transfers (one sent, one signed as a message) plus the base fee
+    // of each one's signature.
+    assert_eq!(
+        env.spent("chain:solana:native"),
+        3_000_000_000 + 2 * SOL_FEE
+    );
     assert_eq!(env.receipts("wallet.deny").await.len(), 1);
 }
 

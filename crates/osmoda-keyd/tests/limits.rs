@@ -168,3 +168,52 @@ async fn erc20_sends_are_judged_and_charged_by_their_tokens_limits() {
     assert_eq!(s, 200, "{r}");
     assert_eq!(env.spent(&scope), 12_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn maximum_fees_count_against_the_native_limits() {
+    // Each paid send costs 10^14 wei + its maximum fee (630,000 gwei) = 730,000 gwei; a daily
+    // limit of 2,000,000 gwei admits exactly two of 50 concurrent ones, though the values alone
+    // (5 × 10^14) would fit the day twenty times over.
+    let cost = 100_000_000_000_000 + ETH_SEND_FEE;
+    let daily: u128 = 2_000_000_000_000_000;
+    let policy = eth_policy("1000000000000000", &daily.to_string(), None);
+    let env = Env::new(policy).await;
+    let id = env.create("ethereum", "ops").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..50u64 {
+        let client = osmoda_client::Client::new(env.socket());
+        let body = paid_eth_send(&id, "100000000000000", n);
+        tasks.spawn(async move {
+            let r = client.post("/wallet/send", &body).await.unwrap();
+            (r.status, r.body)
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            (200, b) => {
+                assert_eq!(b["max_fee"], ETH_SEND_FEE.to_string(), "{b}");
+                ok += 1;
+            }
+            (403, b) if b["detail"]["reason"] == "daily_limit" => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(ok, daily / cost);
+    assert_eq!(env.spent("chain:ethereum:native"), (daily / cost) * cost);
+
+    // A fee alone can pass per_tx_max: 1 wei of value with a 30 gwei × 40,000,000 gas ceiling.
+    let mut huge = paid_eth_send(&id, "1", 99);
+    huge["gas_limit"] = json!(40_000_000);
+    let (s, r) = env.post("/wallet/send", huge).await;
+    assert_eq!(
+        (s, r["detail"]["reason"].as_str()),
+        (403, Some("per_tx_max")),
+        "{r}"
+    );
+    assert!(r["error"].as_str().unwrap().contains("maximum fee"), "{r}");
+    assert_eq!(env.spent("chain:ethereum:native"), (daily / cost) * cost);
+}

@@ -114,6 +114,7 @@ fn tx_effect(tx: &eth::EthTx) -> Result<Effect, KeydError> {
         to: contract.clone(),
         token: None,
         amount: amount_u128(tx.value(), "value")?,
+        fee: amount_u128(tx.max_fee(), "gas_limit × fee per gas")?,
     };
     let token = |kind, to: alloy_primitives::Address, amount| -> Result<Effect, KeydError> {
         if !tx.value().is_zero() {
@@ -151,6 +152,7 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
         to,
         token: None,
         amount: 0,
+        fee: 0,
     };
     match (ty.as_str(), w.chain) {
         ("personal_sign", Chain::Ethereum) => {
@@ -191,6 +193,7 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
                 to: Some(bs58::encode(t.to).into_string()),
                 token: None,
                 amount: u128::from(t.lamports),
+                fee: sol::FEE_PER_SIGNATURE,
             };
             Ok((e, Op::SolTransfer(bytes)))
         }
@@ -335,6 +338,7 @@ fn prepare_send(st: &AppState, w: &Wallet, b: SendBody) -> Result<(Effect, Op), 
                 to: Some(b.to),
                 token: None,
                 amount,
+                fee: sol::FEE_PER_SIGNATURE,
             };
             Ok((e, Op::SolTransfer(message)))
         }
@@ -388,14 +392,14 @@ async fn authorize_and_sign(
     let day = st.day();
     if verdict.needs_approval {
         let Some(ticket) = approval.as_deref() else {
+            let unit = if effect.chain == Chain::Ethereum {
+                "wei"
+            } else {
+                "lamports"
+            };
             let words = vec![format!(
-                "{op_name}: {} {} from {} wallet {:?} ({}) to {}{}",
+                "{op_name}: {} {unit} from {} wallet {:?} ({}) to {}{}{}",
                 effect.amount,
-                if effect.chain == Chain::Ethereum {
-                    "wei"
-                } else {
-                    "lamports"
-                },
                 effect.chain.as_str(),
                 w.label,
                 w.address,
@@ -404,13 +408,18 @@ async fn authorize_and_sign(
                     .chain_id
                     .map(|c| format!(" on chain id {c}"))
                     .unwrap_or_default(),
+                if effect.fee > 0 {
+                    format!(", fees at most {} {unit}", effect.fee)
+                } else {
+                    String::new()
+                },
             )];
             let t = st.agentd.open_ticket(&operation, &words).await?;
             let mut p = json!({ "op": op_name, "wallet_id": w.id, "reason": "approval_required", "effect": operation, "ticket": t.get("id"), "caller": caller(peer) });
             p["label"] = json!(w.label);
             st.denied("approval_required", &p).await;
             return Err(KeydError::ApprovalRequired {
-                message: format!("{} base units is above the approval threshold: a person must approve this exact operation", effect.amount),
+                message: format!("{} base units (+ at most {} in fees) is above the approval threshold: a person must approve this exact operation", effect.amount, effect.fee),
                 ticket: t,
             });
         };
@@ -466,7 +475,7 @@ async fn authorize_and_sign(
 fn render(w: &Wallet, e: &Effect, out: &Output) -> Value {
     let mut v = json!({
         "wallet_id": w.id, "chain": w.chain.as_str(), "from": w.address, "kind": e.kind,
-        "to": e.to, "amount": e.amount.to_string(), "token": e.token, "chain_id": e.chain_id,
+        "to": e.to, "amount": e.amount.to_string(), "max_fee": e.fee.to_string(), "token": e.token, "chain_id": e.chain_id,
         "broadcast": false,
     });
     match out {

@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = osmoda_daemon::raise_fd_limit();
     let dir = tempfile::tempdir()?;
     let cfg = json!({ "key_file": null, "policy": { "chains": { "ethereum": {
-        "chain_ids": [1], "per_tx_max": "1000", "daily_limit": "1000000000000",
+        "chain_ids": [1], "per_tx_max": "1000000000000000", "daily_limit": "1000000000000000000000000",
         "approval_threshold": null, "recipient_allowlist": null } }, "wallets": {} } });
     std::fs::write(dir.path().join("keyd.json"), cfg.to_string())?;
     // No agentd: receipts wait in the spool (each one fsync'ed), as they would while agentd is busy.

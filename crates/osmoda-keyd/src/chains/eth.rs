@@ -131,6 +131,16 @@ impl EthTx {
         }
     }
 
+    /// The most this transaction can pay in fees, in wei: `gas_limit × gas_price` (legacy) or
+    /// `gas_limit × max_fee_per_gas` (EIP-1559; the base fee burnt plus the tip never exceed it).
+    pub fn max_fee(&self) -> U256 {
+        let (gas, price) = match self {
+            EthTx::Legacy(t) => (t.gas_limit, t.gas_price),
+            EthTx::Eip1559(t) => (t.gas_limit, t.max_fee_per_gas),
+        };
+        U256::from(gas) * U256::from(price)
+    }
+
     /// Native value in wei.
     pub fn value(&self) -> U256 {
         match self {

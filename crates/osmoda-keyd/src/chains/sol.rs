@@ -16,6 +16,11 @@ use crate::error::KeydError;
 
 /// The System Program's id (32 zero bytes, base58 `11111111111111111111111111111111`).
 pub const SYSTEM_PROGRAM: [u8; 32] = [0; 32];
+
+/// Base fee of one signature in lamports (`lamports_per_signature`, 5,000 on mainnet-beta,
+/// devnet and testnet since genesis). The messages keyd signs have one signer and no
+/// compute-budget instruction, so this is their whole fee; policy limits count it.
+pub const FEE_PER_SIGNATURE: u128 = 5_000;
 /// System instruction index of `Transfer`.
 const TRANSFER: u32 = 2;
 /// System instruction index of `AdvanceNonceAccount` (first instruction of a durable-nonce

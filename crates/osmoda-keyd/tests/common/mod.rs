@@ -182,13 +182,29 @@ pub fn eth_policy(per_tx: &str, daily: &str, threshold: Option<&str>) -> Value {
 
 pub const BOB: &str = "0x3535353535353535353535353535353535353535";
 
-/// An EIP-1559 send body.
+/// An EIP-1559 send body with fee 0 (`max_fee_per_gas` 0), so that the counters see exactly
+/// `amount`; `paid_eth_send` has a real fee.
 pub fn eth_send(wallet: &str, amount: &str, nonce: u64) -> Value {
+    let mut b = paid_eth_send(wallet, amount, nonce);
+    b["max_fee_per_gas"] = json!("0");
+    b["max_priority_fee_per_gas"] = json!("0");
+    b
+}
+
+/// An EIP-1559 send body with a real fee: at most 21,000 gas × 30 gwei = 630,000 gwei
+/// (`ETH_SEND_FEE` wei).
+pub fn paid_eth_send(wallet: &str, amount: &str, nonce: u64) -> Value {
     json!({
         "wallet_id": wallet, "to": BOB, "amount": amount, "nonce": nonce, "gas_limit": 21000,
         "max_fee_per_gas": "30000000000", "max_priority_fee_per_gas": "1000000000",
     })
 }
+
+/// The maximum fee of `paid_eth_send`, in wei.
+pub const ETH_SEND_FEE: u128 = 21_000 * 30_000_000_000;
+
+/// The fee keyd counts for a Solana transfer (one signature), in lamports.
+pub const SOL_FEE: u128 = 5_000;
 
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
