@@ -6,7 +6,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -70,6 +70,12 @@ test("scripts/dev --once starts the gateway with the bridge and calls system_hea
   assert.deepEqual(cfg.tools.deny, ["exec", "process"]);
   assert.equal(cfg.plugins.entries["osmoda-bridge"].config.agentdSocket, join(clone, ".osmoda", "run", "agentd.sock"));
   assert.equal(cfg.agents, undefined);
+  // The agent's workspace holds osModa's skills and templates, as the module's ExecStartPre
+  // installs them; a person's SOUL.md survives the next start.
+  const ws = join(clone, ".osmoda", "gateway", "state", "workspace");
+  assert.match(readFileSync(join(ws, "AGENTS.md"), "utf8"), /osModa/);
+  assert.ok(existsSync(join(ws, "skills", "drift-detection", "SKILL.md")));
+  writeFileSync(join(ws, "SOUL.md"), "the person's own soul\n");
 
   // Again on the same .osmoda: the same token, the tree resumed, the gateway started again.
   const second = dev(port);
@@ -77,6 +83,7 @@ test("scripts/dev --once starts the gateway with the bridge and calls system_hea
   assert.match(second.out, /reusing the configuration tree/);
   assert.match(second.out, /"ok":true.*CPU [\d.]+% of \d+ cores/);
   assert.equal(readFileSync(join(clone, ".osmoda", "gateway", "token"), "utf8"), token);
+  assert.equal(readFileSync(join(ws, "SOUL.md"), "utf8"), "the person's own soul\n");
   // Nothing is left listening.
   await new Promise<void>((res, rej) => {
     const s = createServer();

@@ -5,7 +5,8 @@
 #                         anyway; the tests use the same copy)
 #   $root/gateway/        osmoda-bridge/ (the bridge as an install lays it out: package.json,
 #                         manifest, dist/, typebox), openclaw.json (rendered by lib/'s
-#                         renderGateway, what the NixOS module writes, plus a model), state/,
+#                         renderGateway, what the NixOS module writes, plus a model), state/
+#                         (state/workspace: skills and templates, scripts/install-workspace.sh),
 #                         home/, token (generated, 0600), bin/openclaw (the CLI for this gateway)
 
 gw_dir="$root/gateway"
@@ -78,6 +79,11 @@ start_gateway() {
   fi
   gw_render
   mkdir -p "$gw_dir/bin" "$gw_dir/state" "$gw_dir/home"
+  # The agent's workspace (OpenClaw's <state dir>/workspace) gets osModa's skills and templates
+  # before each start, as the module's ExecStartPre does; the person's SOUL/IDENTITY/USER stay.
+  say "installing osModa's skills and agent templates into $gw_dir/state/workspace"
+  bash "$repo/scripts/install-workspace.sh" "$repo/skills" "$repo/templates" "$gw_dir/state/workspace" ||
+    die "installing the workspace failed"
   cat >"$gw_dir/bin/openclaw" <<EOT
 #!/bin/sh
 # openclaw with scripts/dev's gateway: its config, state and token.
