@@ -190,7 +190,7 @@ let
     keyd = {
       enable = true;
       socket = "/run/osmoda/keyd.sock";
-      keyFile = null;
+      secretFile = null;
       # Default-deny: no chain is allowed until the operator lists it.
       policy = { chains = { }; wallets = { }; };
     };
@@ -446,8 +446,8 @@ let
         else { });
 
       keyd =
-        extra keyd (serviceKeys ++ [ "keyFile" "policy" ])
-        // opt "key_file" keyd "keyFile"
+        extra keyd (serviceKeys ++ [ "secretFile" "policy" ])
+        // opt "secret_file" keyd "secretFile"
         // {
           policy = extra policy [ "chains" "wallets" ] // {
             chains = mapAttrs (_: renderChain) (get policy "chains" d.keyd.policy.chains);

@@ -411,7 +411,7 @@ in
     };
 
     keyd = daemonOptions "keyd" "osmoda-keyd" // {
-      keyFile = nullOr types.str "File with the key-encryption secret (at least 16 bytes), loaded into keyd as the systemd credential `secret` (never the store); null = 32 random bytes generated in the state dir (mode 0600) on first start.";
+      secretFile = nullOr types.str "File with the key-encryption secret (at least 16 bytes), loaded into keyd as the systemd credential `secret` (never the store); null = 32 random bytes generated in the state dir (mode 0600) on first start.";
       policy = {
         chains = mkOption {
           type = types.attrsOf (types.submodule chainModule);
@@ -692,7 +692,7 @@ in
 
       # keyd: no network at all, its own user (agentd trusts that uid alone to open and use
       # wallet approval tickets). The key-encryption secret arrives as the systemd credential
-      # `secret` (systemd reads keyFile, the unit sees a private copy), never through the store.
+      # `secret` (systemd reads secretFile, the unit sees a private copy), never through the store.
       systemd.services.osmoda-keyd = mkDaemon {
         name = "keyd";
         enable = cfg.keyd.enable;
@@ -703,7 +703,7 @@ in
           PrivateNetwork = true;
           # Key material must never reach a core dump.
           LimitCORE = 0;
-          LoadCredential = lib.optional (cfg.keyd.keyFile != null) "secret:${cfg.keyd.keyFile}";
+          LoadCredential = lib.optional (cfg.keyd.secretFile != null) "secret:${cfg.keyd.secretFile}";
         };
       };
 

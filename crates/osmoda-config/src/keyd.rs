@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct KeydConfig {
     /// File holding the key-encryption secret (a systemd credential path under NixOS).
     /// `None`: keyd generates a random secret in its state dir (mode 0600) on first start.
-    pub key_file: Option<PathBuf>,
+    pub secret_file: Option<PathBuf>,
     /// Signing policy.
     pub policy: Policy,
 }
@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn ethereum_needs_chain_ids_and_sane_limits() {
-        let json = r#"{"key_file":null,"policy":{"chains":{"ethereum":{"chain_ids":[],
+        let json = r#"{"secret_file":null,"policy":{"chains":{"ethereum":{"chain_ids":[],
             "per_tx_max":"1","daily_limit":"2","approval_threshold":null,"recipient_allowlist":null}},
             "wallets":{}}}"#;
         let c: KeydConfig = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
@@ -244,7 +244,7 @@ mod tests {
     fn token_entries_are_checked() {
         let with = |chain: &str, ids: &str, tokens: &str| -> Result<(), String> {
             let json = format!(
-                r#"{{"key_file":null,"policy":{{"chains":{{"{chain}":{{"chain_ids":{ids},
+                r#"{{"secret_file":null,"policy":{{"chains":{{"{chain}":{{"chain_ids":{ids},
                 "per_tx_max":"1","daily_limit":"2","approval_threshold":null,
                 "recipient_allowlist":null,"tokens":{tokens}}}}},"wallets":{{}}}}}}"#
             );

@@ -302,7 +302,7 @@ fn null_means_absent_like_the_evaluated_module() -> Result<()> {
     // The module hands lib fully evaluated options, where unset nullable ones are null.
     let with_nulls = common::render_inline(
         r#"{ watch.watchers.w = { check = { type = "agentd"; unit = null; url = null; timeoutSecs = null; }; intervalSecs = 5; actions = [ "notify" ]; };
-            voice.whisperModel = null; keyd.keyFile = null; memory.embeddingEndpoint = null;
+            voice.whisperModel = null; keyd.secretFile = null; memory.embeddingEndpoint = null;
             routines.x = { enable = true; trigger = { type = "interval"; seconds = 9; schedule = null; secretFile = null; }; action = { type = "http"; method = "GET"; path = "/health"; body = null; command = null; }; }; }"#,
     )?;
     let without = common::render_inline(

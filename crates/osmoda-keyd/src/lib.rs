@@ -92,7 +92,7 @@ fn empty_policy() -> Policy {
 }
 
 impl AppState {
-    /// Opens the state dir, reads `keyd.json` (for `key_file`) and the secret, derives the
+    /// Opens the state dir, reads `keyd.json` (for `secret_file`) and the secret, derives the
     /// key-encryption key, opens agentd's receipt spool.
     ///
     /// # Errors
@@ -108,7 +108,7 @@ impl AppState {
             })?;
         let cfg = load(&opts.config).map_err(KeydError::BadRequest)?;
         let secret = keys::load_secret(
-            cfg.as_ref().and_then(|c| c.key_file.as_deref()),
+            cfg.as_ref().and_then(|c| c.secret_file.as_deref()),
             &opts.state_dir,
         )?;
         let store = Store::open(&opts.state_dir)?;

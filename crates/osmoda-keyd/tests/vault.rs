@@ -220,7 +220,7 @@ fn check_config_accepts_the_schema_and_names_what_is_wrong() {
     let good = dir.path().join("good.json");
     std::fs::write(
         &good,
-        json!({ "key_file": null, "policy": eth_policy("1", "2", None) }).to_string(),
+        json!({ "secret_file": null, "policy": eth_policy("1", "2", None) }).to_string(),
     )
     .unwrap();
     let out = std::process::Command::new(bin)
@@ -232,7 +232,7 @@ fn check_config_accepts_the_schema_and_names_what_is_wrong() {
     let bad = dir.path().join("bad.json");
     std::fs::write(
         &bad,
-        json!({ "key_file": null, "policy": eth_policy("3", "2", None) }).to_string(),
+        json!({ "secret_file": null, "policy": eth_policy("3", "2", None) }).to_string(),
     )
     .unwrap();
     let out = std::process::Command::new(bin)
@@ -248,7 +248,7 @@ fn check_config_accepts_the_schema_and_names_what_is_wrong() {
     let typo = dir.path().join("typo.json");
     std::fs::write(
         &typo,
-        r#"{"key_file": null, "policy": {"chains": {}, "wallet": {}}}"#,
+        r#"{"secret_file": null, "policy": {"chains": {}, "wallet": {}}}"#,
     )
     .unwrap();
     let out = std::process::Command::new(bin)

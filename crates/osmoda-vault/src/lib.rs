@@ -165,7 +165,7 @@ impl Kek {
 }
 
 /// Reads the key-encryption secret: systemd's credential `secret` when
-/// `$CREDENTIALS_DIRECTORY/secret` exists (the module loads the daemon's `keyFile` there), else
+/// `$CREDENTIALS_DIRECTORY/secret` exists (the module loads the daemon's secret file there: keyd's `secretFile`), else
 /// `key_file`, else `<state_dir>/secret`, created with 32 random bytes (hex) and mode 0600 on
 /// first start.
 ///

@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let conc = args.get(1).copied().unwrap_or(8);
     let _ = osmoda_daemon::raise_fd_limit();
     let dir = tempfile::tempdir()?;
-    let cfg = json!({ "key_file": null, "policy": { "chains": { "ethereum": {
+    let cfg = json!({ "secret_file": null, "policy": { "chains": { "ethereum": {
         "chain_ids": [1], "per_tx_max": "1000000000000000", "daily_limit": "1000000000000000000000000",
         "approval_threshold": null, "recipient_allowlist": null } }, "wallets": {} } });
     std::fs::write(dir.path().join("keyd.json"), cfg.to_string())?;

@@ -1,7 +1,7 @@
 //! Keys at rest and in use. [`SignerBackend`] is the boundary a later MPC/HSM backend
 //! implements; [`LocalVault`] is the one here: every private key is sealed (`osmoda-vault`) with
 //! AES-256-GCM under a key-encryption key derived with Argon2id from the secret systemd delivers
-//! (`LoadCredential`, option `services.osmoda.keyd.keyFile`) or, in local mode, a 0600 file
+//! (`LoadCredential`, option `services.osmoda.keyd.secretFile`) or, in local mode, a 0600 file
 //! created on first start. The AAD binds the format version, the KDF parameters and salt, the
 //! wallet id and the chain, so a sealed key moved to another wallet or chain does not open.
 //! Each seal uses a fresh random 96-bit nonce; decrypted key bytes live in `Zeroizing`
@@ -253,13 +253,13 @@ impl SignerBackend for LocalVault {
 }
 
 /// Reads the key-encryption secret ([`osmoda_vault::load_secret`]): systemd's credential
-/// `secret`, else `key_file`, else `<state_dir>/secret` (created with mode 0600 on first start).
+/// `secret`, else `secret_file`, else `<state_dir>/secret` (created with mode 0600 on first start).
 ///
 /// # Errors
 /// `Vault` when the file cannot be read or created.
 pub fn load_secret(
-    key_file: Option<&Path>,
+    secret_file: Option<&Path>,
     state_dir: &Path,
 ) -> Result<Zeroizing<Vec<u8>>, KeydError> {
-    Ok(osmoda_vault::load_secret(key_file, state_dir)?)
+    Ok(osmoda_vault::load_secret(secret_file, state_dir)?)
 }

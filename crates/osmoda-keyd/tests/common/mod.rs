@@ -67,7 +67,7 @@ impl Env {
     }
 
     pub fn write_policy(&self, policy: &Value) {
-        let cfg = json!({ "key_file": null, "policy": policy });
+        let cfg = json!({ "secret_file": null, "policy": policy });
         let tmp = self.dir.path().join("keyd.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
         std::fs::rename(&tmp, self.config()).unwrap();
