@@ -81,6 +81,17 @@ async fn refused_switches_and_watcher_edits_record_no_generation() {
             json!({"health_checks": many}),
             "at most 64",
         ),
+        // A plan becomes a commit message and part of ledger events (agentd takes 1 MiB).
+        (
+            "/switch/begin",
+            json!({"plan": "x".repeat(1_500_000)}),
+            "plan is 1500000 bytes; the limit is 4096",
+        ),
+        (
+            "/switch/begin",
+            json!({"plan": "é".repeat(2049)}),
+            "plan is 4098 bytes",
+        ),
     ] {
         let (status, v) = env.post(path, body.clone()).await;
         assert_eq!(
@@ -140,7 +151,26 @@ async fn refused_switches_and_watcher_edits_record_no_generation() {
         "the edit must wait for no switch"
     );
     let id = s["id"].as_u64().unwrap();
-    let (status, v) = env.post(&format!("/switch/rollback/{id}"), json!({})).await;
+    // An oversized rollback reason is refused and the switch keeps running.
+    let (status, v) = env
+        .post(
+            &format!("/switch/rollback/{id}"),
+            json!({"reason": "r".repeat(1_500_000)}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(error_of(&v).contains("reason is 1500000 bytes"), "{v}");
+    let (_, now) = env.get(&format!("/switch/status/{id}")).await;
+    assert!(
+        !["rolled-back", "failed"].contains(&now["state"].as_str().unwrap_or_default()),
+        "{now}"
+    );
+    let (status, v) = env
+        .post(
+            &format!("/switch/rollback/{id}"),
+            json!({"reason": "r".repeat(4096)}),
+        )
+        .await;
     assert_eq!(status, 200, "{v}");
 
     // The same watcher twice: agentd's 409 ("nothing changed") is passed on as a 409.

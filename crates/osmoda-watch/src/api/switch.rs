@@ -77,6 +77,9 @@ pub(super) async fn rollback(
         serde_json::from_slice(&body)
             .map_err(|e| WatchError::BadRequest(format!("invalid JSON body: {e}")))?
     };
+    if let Some(r) = &b.reason {
+        crate::switch::check_text("reason", r)?;
+    }
     let reason = b
         .reason
         .unwrap_or_else(|| "requested through the API".into());

@@ -74,10 +74,20 @@ impl Engine {
     }
 
     pub(super) async fn event(&self, s: &SwitchSession, note: Option<String>) {
+        // Texts come from requests, checks and backends (a build's error output): each is
+        // bounded so the event stays far below agentd's 1 MiB limit and is never refused.
+        let warnings: Vec<String> = s
+            .warnings
+            .iter()
+            .take(EVENT_WARNINGS)
+            .map(|w| bounded(w))
+            .collect();
         let payload = json!({
             "id": s.id, "generation": s.generation, "previous_generation": s.previous_generation,
-            "state": s.state, "origin": s.origin, "backend": s.backend, "note": note,
-            "reason": s.reason, "revert_commit": s.revert_commit, "warnings": s.warnings,
+            "state": s.state, "origin": bounded(&s.origin), "backend": s.backend,
+            "note": note.as_deref().map(bounded), "reason": s.reason.as_deref().map(bounded),
+            "revert_commit": s.revert_commit, "warnings": warnings,
+            "warnings_left_out": s.warnings.len().saturating_sub(EVENT_WARNINGS),
         });
         self.agentd
             .event(&format!("watch.switch.{}", s.state.as_str()), payload)
@@ -371,4 +381,50 @@ fn in_flight(probes: &[Probe]) -> String {
 
 fn short(rev: &str) -> &str {
     rev.get(..12).unwrap_or(rev)
+}
+
+/// Longest text (in bytes) a `watch.switch.*` event carries per field.
+const EVENT_TEXT: usize = 16 * 1024;
+/// Most warnings a `watch.switch.*` event carries (the rest are counted).
+const EVENT_WARNINGS: usize = 16;
+
+/// `text` cut to [`EVENT_TEXT`] bytes at a character boundary, saying how much was left out.
+fn bounded(text: &str) -> String {
+    if text.len() <= EVENT_TEXT {
+        return text.to_string();
+    }
+    let mut end = EVENT_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… ({} more bytes left out)",
+        &text[..end],
+        text.len() - end
+    )
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::{bounded, EVENT_TEXT};
+
+    #[test]
+    fn texts_are_cut_at_a_character_boundary_and_say_so() {
+        assert_eq!(bounded("short"), "short");
+        let exact = "a".repeat(EVENT_TEXT);
+        assert_eq!(bounded(&exact), exact);
+        let long = format!("{}é{}", "a".repeat(EVENT_TEXT - 1), "b".repeat(100));
+        let cut = bounded(&long);
+        assert!(
+            cut.starts_with(&"a".repeat(EVENT_TEXT - 1)),
+            "{}",
+            &cut[..10]
+        );
+        assert!(
+            cut.ends_with("… (102 more bytes left out)"),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
+        assert!(cut.len() < EVENT_TEXT + 64);
+    }
 }

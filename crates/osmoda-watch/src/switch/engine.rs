@@ -24,6 +24,10 @@ pub const MAX_TTL_SECS: u64 = 86_400;
 /// watcher's check run too): each is probed every round, so the list must stay small.
 pub const MAX_REQUEST_CHECKS: usize = 64;
 
+/// Longest `plan` (and rollback `reason`) a request may carry, in bytes: it becomes a commit
+/// message and part of ledger events, which must stay far below agentd's 1 MiB body limit.
+pub const MAX_TEXT_BYTES: usize = 4096;
+
 /// A request to begin a switch.
 #[derive(Debug, Clone, Default)]
 pub struct BeginRequest {
@@ -563,6 +567,9 @@ fn check_request(req: &BeginRequest, default_ttl: u64) -> Result<u64> {
             "ttl_secs must be at least 1: the TTL bounds every health check, so a switch needs time to probe".into(),
         ));
     }
+    if let Some(plan) = &req.plan {
+        check_text("plan", plan)?;
+    }
     if req.health_checks.len() > MAX_REQUEST_CHECKS {
         return Err(WatchError::BadRequest(format!(
             "health_checks has {} checks; a switch request may add at most {MAX_REQUEST_CHECKS} (the configured checks and every watcher's check run too)",
@@ -574,6 +581,21 @@ fn check_request(req: &BeginRequest, default_ttl: u64) -> Result<u64> {
             .map_err(|e| WatchError::BadRequest(format!("health_checks[{i}]: {e}")))?;
     }
     Ok(ttl_secs)
+}
+
+/// `BadRequest` when a free text of a request (`plan`, a rollback `reason`) is longer than
+/// [`MAX_TEXT_BYTES`].
+///
+/// # Errors
+/// [`WatchError::BadRequest`] naming the field, its size and the limit.
+pub fn check_text(field: &str, text: &str) -> Result<()> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(WatchError::BadRequest(format!(
+            "{field} is {} bytes; the limit is {MAX_TEXT_BYTES} (it becomes a commit message and part of ledger events): say it in fewer words",
+            text.len()
+        )));
+    }
+    Ok(())
 }
 
 /// `Conflict` while a switch runs: only one runs at a time.

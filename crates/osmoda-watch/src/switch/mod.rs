@@ -10,7 +10,7 @@ pub mod engine;
 pub mod session;
 pub mod store;
 
-pub use engine::{BeginRequest, Engine, EngineOptions, PausePoint};
+pub use engine::{check_text, BeginRequest, Engine, EngineOptions, PausePoint};
 pub use session::{SwitchSession, SwitchState};
 
 #[cfg(test)]
