@@ -255,6 +255,75 @@ pub(crate) fn priority(value: &SyntaxNode) -> Option<Wrapped> {
     Some(Wrapped { wrapper, inner })
 }
 
+/// The name of the function applied in `value` and its arguments, first argument first
+/// (`lib.mkIf c x` → `("mkIf", [c, x])`); `None` when `value` is not an application of a name.
+fn applied(value: &SyntaxNode) -> Option<(String, Vec<SyntaxNode>)> {
+    if value.kind() != NODE_APPLY {
+        return None;
+    }
+    let mut args = Vec::new();
+    let mut head = value.clone();
+    while head.kind() == NODE_APPLY {
+        let mut children = head.children();
+        let (f, arg) = (children.next()?, children.next()?);
+        args.push(arg);
+        head = f;
+    }
+    args.reverse();
+    let name = match head.kind() {
+        NODE_IDENT => head.text().to_string(),
+        NODE_SELECT => match attrs_of_select(&head)? {
+            Key::Static(k) => k,
+            Key::Dynamic => return None,
+        },
+        _ => return None,
+    };
+    Some((name, args))
+}
+
+/// `node` without the parentheses around it.
+pub(crate) fn unparen(node: &SyntaxNode) -> SyntaxNode {
+    let mut node = node.clone();
+    while node.kind() == NODE_PAREN {
+        match node.children().next() {
+            Some(inner) => node = inner,
+            None => break,
+        }
+    }
+    node
+}
+
+/// The parts of `lib.mkMerge [ a b … ]` (also under a priority wrapper and parentheses), each
+/// without its parentheses; `None` when `value` is not such a merge of a list literal.
+pub(crate) fn merge_parts(value: &SyntaxNode) -> Option<Vec<SyntaxNode>> {
+    let mut value = unparen(value);
+    if let Some(w) = priority(&value) {
+        value = unparen(&w.inner);
+    }
+    let (name, args) = applied(&value)?;
+    match (name.as_str(), args.as_slice()) {
+        ("mkMerge", [list]) => {
+            let list = unparen(list);
+            (list.kind() == NODE_LIST).then(|| list.children().map(|p| unparen(&p)).collect())
+        }
+        _ => None,
+    }
+}
+
+/// The attribute set literal a condition guards (`lib.mkIf c { … }`, also under a priority
+/// wrapper and parentheses).
+pub(crate) fn conditional_set(value: &SyntaxNode) -> Option<SyntaxNode> {
+    let mut value = unparen(value);
+    if let Some(w) = priority(&value) {
+        value = unparen(&w.inner);
+    }
+    let (name, args) = applied(&value)?;
+    match (name.as_str(), args.as_slice()) {
+        ("mkIf", [_, set]) => Some(unparen(set)).filter(|s| s.kind() == NODE_ATTR_SET),
+        _ => None,
+    }
+}
+
 /// The last name of a selection (`lib.mkForce` → `mkForce`).
 fn attrs_of_select(select: &SyntaxNode) -> Option<Key> {
     let path = select.children().find(|c| c.kind() == NODE_ATTRPATH)?;

@@ -248,6 +248,8 @@ fn walk(
                 // `x = lib.mkForce { a = 1; };`: the priority covers the whole set, and the
                 // names inside are edited in place, under it.
                 walk(&inner, full, src, path, res)?;
+            } else if let Some(parts) = crate::modules::merge_parts(&value) {
+                walk_merge(&parts, full, src, path, res)?;
             } else if let Some(kind) = literal_kind(&value) {
                 return Err(EditError::Type {
                     op: "reach".into(),
@@ -269,6 +271,67 @@ fn walk(
         depth,
         siblings,
     });
+    Ok(())
+}
+
+/// Walks the parts of `x = lib.mkMerge [ … ];` (`x` being the path's first `depth` names). The
+/// module system merges the parts as if each were written on its own, so an attribute set part
+/// (plain or under a priority) is edited like any other set. A part under a condition
+/// (`mkIf c { … }`) is read only to find out whether it defines the path: if it does, the edit
+/// is refused there, as for `mkIf` anywhere (whether it applies depends on evaluation). Any
+/// other part (a variable, a function call) may define anything, so the edit is refused.
+fn walk_merge(
+    parts: &[SyntaxNode],
+    depth: usize,
+    src: &str,
+    path: &AttrPath,
+    res: &mut Resolution,
+) -> Result<(), EditError> {
+    let refuse = |node: &SyntaxNode, reason: String| EditError::Refused {
+        path: path.to_string(),
+        pos: Pos::of(src, start(node)),
+        reason,
+    };
+    let prefix = path.prefix(depth);
+    for part in parts {
+        if part.kind() == NODE_ATTR_SET {
+            walk(part, depth, src, path, res)?;
+            continue;
+        }
+        if let Some(inner) = forced_set(part) {
+            walk(&inner, depth, src, path, res)?;
+            continue;
+        }
+        if let Some(set) = crate::modules::conditional_set(part) {
+            let mut scratch = Resolution {
+                places: Vec::new(),
+                containers: Vec::new(),
+                imports: None,
+            };
+            // A part that cannot be read through is treated as defining the path.
+            let defines = walk(&set, depth, src, path, &mut scratch)
+                .map_or(true, |()| !scratch.places.is_empty());
+            if defines {
+                return Err(refuse(
+                    part,
+                    format!(
+                        "`{prefix}` is a `mkMerge` whose part here is under a condition \
+                         (`mkIf`), which defines `{path}`: whether it applies depends on \
+                         evaluation"
+                    ),
+                ));
+            }
+            continue;
+        }
+        return Err(refuse(
+            part,
+            format!(
+                "`{prefix}` is a `mkMerge` whose part here is {}, which may define `{path}` \
+                 without saying so",
+                describe(part)
+            ),
+        ));
+    }
     Ok(())
 }
 

@@ -2,6 +2,10 @@
 //! (`mkForce`, `mkDefault`, `mkOverride N`, …), conditions (`mkIf c`) and list order
 //! (`mkBefore`, `mkAfter`, `mkOrder N`) do not change what type the value must have, so a check
 //! of the value (osModa's option schema) must see through them, wherever they sit in the value.
+//! `mkMerge [ a b … ]` becomes the merge of its parts as the module system merges values of
+//! attribute-set and list types (attribute sets recursively, lists concatenated; of two other
+//! values the later is kept, where NixOS would report a conflict or take the higher priority),
+//! so each part's values are checked where they land.
 
 use rnix::{NodeOrToken, SyntaxKind::*, SyntaxNode};
 
@@ -22,10 +26,15 @@ const WRAPPERS: &[(&str, usize)] = &[
     ("mkOrder", 1),
 ];
 
+/// A Nix function merging a list of values as the module system merges attribute sets and lists
+/// (see the module docs). Its parts are its arguments, outside its `let`, so they cannot see
+/// its names.
+const MERGE: &str = "(let m = xs: builtins.foldl' (a: b: if builtins.isAttrs a && builtins.isAttrs b then builtins.zipAttrsWith (n: vs: m vs) [ a b ] else if builtins.isList a && builtins.isList b then a ++ b else b) (builtins.head xs) (builtins.tail xs); in xs: if builtins.length xs == 0 then { } else m xs)";
+
 /// `src` with every module-system wrapper (see the module docs) replaced by its parenthesised
-/// value, at any depth: `lib.mkForce { a = mkDefault "x"; }` → `({ a = ("x"); })`. Returns
-/// `None` when `src` has no wrapper. `mkMerge` is not looked through (its parts merge by the
-/// option's type, which only the module system knows).
+/// value, at any depth: `lib.mkForce { a = mkDefault "x"; }` → `({ a = ("x"); })`, and every
+/// `mkMerge [ … ]` of a list literal by the merge of its parts. Returns `None` when `src` has
+/// no wrapper. A `mkMerge` of anything but a list literal is left as it is.
 ///
 /// # Errors
 /// [`EditError::Parse`] / [`EditError::TooComplex`] if `src` does not parse.
@@ -41,6 +50,14 @@ fn rewrite(node: &SyntaxNode, found: &mut bool) -> String {
         *found = true;
         return format!("({})", rewrite(&inner, found));
     }
+    if let Some(parts) = merged(node) {
+        *found = true;
+        let parts: Vec<String> = parts
+            .iter()
+            .map(|p| format!("({})", rewrite(p, found)))
+            .collect();
+        return format!("({MERGE} [ {} ])", parts.join(" "));
+    }
     let mut out = String::new();
     for child in node.children_with_tokens() {
         match child {
@@ -49,6 +66,34 @@ fn rewrite(node: &SyntaxNode, found: &mut bool) -> String {
         }
     }
     out
+}
+
+/// The parts of `mkMerge [ … ]` when `node` is that application of a list literal.
+fn merged(node: &SyntaxNode) -> Option<Vec<SyntaxNode>> {
+    if node.kind() != NODE_APPLY {
+        return None;
+    }
+    let mut children = node.children();
+    let (f, arg) = (children.next()?, children.next()?);
+    let name = match f.kind() {
+        NODE_IDENT => f.text().to_string(),
+        NODE_SELECT => {
+            let path = f.children().find(|c| c.kind() == NODE_ATTRPATH)?;
+            match path.children().last().map(|a| key_of(&a))? {
+                Key::Static(k) => k,
+                Key::Dynamic => return None,
+            }
+        }
+        _ => return None,
+    };
+    if name != "mkMerge" {
+        return None;
+    }
+    let mut list = arg;
+    while list.kind() == NODE_PAREN {
+        list = list.children().next()?;
+    }
+    (list.kind() == NODE_LIST).then(|| list.children().collect())
 }
 
 /// The value of `wrapper args… value` when `node` is such an application.
@@ -109,7 +154,54 @@ mod tests {
         check("{ a = 1; }", None);
         check("lib.mkForce", None);
         check("lib.mkOverride 50", None);
-        check("lib.mkMerge [ { a = 1; } ]", None);
+        check("lib.mkMerge parts", None);
         check("f \"mkForce\"", None);
+    }
+
+    #[test]
+    fn merges_are_looked_through_and_merge_like_the_module_system() {
+        let merged = without_wrappers("lib.mkMerge [ { a = 1; } (mkForce { b = 2; }) ]")
+            .expect("parses")
+            .expect("a wrapper");
+        assert!(
+            merged.ends_with(" [ ({ a = 1; }) ((({ b = 2; }))) ])"),
+            "{merged}"
+        );
+        let nix = "nix-instantiate";
+        if std::process::Command::new(nix)
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            println!("skipped: nix-instantiate not installed");
+            return;
+        }
+        for (src, want) in [
+            ("lib.mkMerge [ ]", "{ }"),
+            ("lib.mkMerge [ { a = 1; } ]", "{ a = 1; }"),
+            (
+                "lib.mkMerge [ { a.b = 1; a.c = [ 1 ]; } (lib.mkIf true { a.c = [ 2 ]; d = \"x\"; }) ]",
+                "{ a = { b = 1; c = [ 1 2 ]; }; d = \"x\"; }",
+            ),
+            (
+                "{ w = lib.mkMerge [ { i = lib.mkForce \"ten\"; } { j = 2; } ]; }",
+                "{ w = { i = \"ten\"; j = 2; }; }",
+            ),
+            ("lib.mkMerge [ [ 1 ] [ 2 3 ] ]", "[ 1 2 3 ]"),
+            // Parts cannot see the merge's own names.
+            ("let m = 5; in lib.mkMerge [ { x = m; } ]", "{ x = 5; }"),
+        ] {
+            let out = without_wrappers(src).expect("parses").expect("a wrapper");
+            let got = std::process::Command::new(nix)
+                .args(["--eval", "--strict", "-E", &out])
+                .output()
+                .expect("nix-instantiate");
+            let want_out = std::process::Command::new(nix)
+                .args(["--eval", "--strict", "-E", want])
+                .output()
+                .expect("nix-instantiate");
+            assert!(got.status.success(), "{src} → {out}: {}", String::from_utf8_lossy(&got.stderr));
+            assert_eq!(got.stdout, want_out.stdout, "{src} → {out}");
+        }
     }
 }
