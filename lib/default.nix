@@ -95,6 +95,8 @@ let
       approvalSocket = "/run/osmoda-admin/approval.sock";
       approvalTtlSecs = 900;
       criticalPackages = [ "openssh" "systemd" "nix" "osmoda-agentd" ];
+      # agentd's code default (osmoda_config::DEFAULT_WRITABLE_ROOTS).
+      writableRoots = [ "/tmp" "/var/tmp" "/srv" "/opt" "/home" "/var/lib" "/var/cache" "/var/www" ];
       ledger.checkpoint = {
         enable = true;
         everyEvents = 1000;
@@ -372,8 +374,9 @@ let
     in
     {
       agentd =
-        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" "ledger" "backup" ])
+        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" "ledger" "backup" "writableRoots" ])
         // {
+          files.writable_roots = get agentd "writableRoots" d.agentd.writableRoots;
           ledger = let
             l = section agentd "ledger";
             c = section l "checkpoint";

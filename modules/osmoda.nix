@@ -355,6 +355,11 @@ in
         default = d.agentd.criticalPackages;
         description = "Packages whose removal by a switch needs approval.";
       };
+      writableRoots = mkOption {
+        type = types.listOf (types.strMatching "/.*");
+        default = d.agentd.writableRoots;
+        description = "Directories the agent writes without a person's approval (`/fs/write`, and `/system/exec` commands' writable paths); a write anywhere else, and of a login file or credential anywhere, opens an approval ticket. Empty: every write needs one.";
+      };
       ledger.checkpoint = {
         enable = mkOption { type = types.bool; default = d.agentd.ledger.checkpoint.enable; description = "Sign checkpoints of the ledger's Merkle tree (C2SP tlog-checkpoint in an Ed25519 signed note), appended to checkpoints.jsonl in agentd's state dir and recorded in the ledger; `agentctl verify-ledger` checks the database against them."; };
         everyEvents = mkOption { type = types.ints.positive; default = d.agentd.ledger.checkpoint.everyEvents; description = "Sign a checkpoint after this many new events."; };

@@ -138,6 +138,7 @@ export const agentdTools = [
       user: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: "Default nobody; 'root' when root is needed." })),
       writable: Type.Optional(Type.Array(absPath("Existing path the command may write."), { maxItems: 32 })),
       stdin: Type.Optional(Type.String({ maxLength: 524288, description: "Text given to the command on standard input (at most 512 KiB); default: none." })),
+      approval: approvalArg,
     }),
     async run(p, ctx) {
       if ((p.command === undefined) === (p.argv === undefined)) {

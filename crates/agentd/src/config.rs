@@ -39,6 +39,7 @@ pub fn settings(cfg: &AgentdConfig) -> Settings {
                 .map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
             sources: cfg.backup.sources.clone(),
         },
+        writable_roots: cfg.files.writable_roots.clone(),
         ..Settings::default()
     }
 }
@@ -91,6 +92,29 @@ mod tests {
         );
         for p in crate::gate::DEFAULT_CRITICAL_PACKAGES {
             assert!(s.critical_packages.iter().any(|c| c == p), "{p}");
+        }
+    }
+
+    #[test]
+    fn writable_roots_come_from_the_file_and_default_to_the_code_list() {
+        let s = settings(&cfg(&[], &[]));
+        let defaults: Vec<std::path::PathBuf> = crate::DEFAULT_WRITABLE_ROOTS
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect();
+        assert_eq!(s.writable_roots, defaults);
+        let mut c = cfg(&[], &[]);
+        c.files.writable_roots = vec!["/srv/data".into()];
+        assert_eq!(
+            settings(&c).writable_roots,
+            [std::path::PathBuf::from("/srv/data")]
+        );
+        c.files.writable_roots = vec![];
+        assert!(settings(&c).writable_roots.is_empty());
+        for bad in ["srv", "/srv/../etc"] {
+            c.files.writable_roots = vec![bad.into()];
+            let e = c.validate().expect_err(bad);
+            assert!(e.contains("files.writable_roots") && e.contains(bad), "{e}");
         }
     }
 }

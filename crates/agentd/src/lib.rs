@@ -60,7 +60,8 @@ pub struct Settings {
     pub checkpoint: Option<checkpoints::CheckpointSettings>,
     /// Backups (`backup` in agentd.json): archive dir, retention, source directories.
     pub backup: backup::BackupSettings,
-    /// Directories `/fs/write` writes without a ticket (`--writable-root`, default
+    /// Directories `/fs/write` (and `/system/exec`'s `writable` paths) write without a ticket
+    /// (`files.writable_roots` in agentd.json, overridden by `--writable-root`; default
     /// [`DEFAULT_WRITABLE_ROOTS`]); a write anywhere else needs a person's approval.
     pub writable_roots: Vec<std::path::PathBuf>,
     /// egress.json, where declared capabilities are read (`--egress-config`); `None`:
@@ -71,19 +72,8 @@ pub struct Settings {
     pub capability_key: Option<std::path::PathBuf>,
 }
 
-/// Where the agent writes files freely: scratch space, service data and home directories (their
-/// login files still need a person). `/etc`, `/boot`, `/usr`, `/nix`, `/root`, `/run`,
-/// `/var/lib/nixos` and everything else need a ticket.
-pub const DEFAULT_WRITABLE_ROOTS: &[&str] = &[
-    "/tmp",
-    "/var/tmp",
-    "/srv",
-    "/opt",
-    "/home",
-    "/var/lib",
-    "/var/cache",
-    "/var/www",
-];
+/// Where the agent writes files freely (`services.osmoda.agentd.writableRoots`' default).
+pub use osmoda_config::DEFAULT_WRITABLE_ROOTS;
 
 /// The approval socket of the NixOS module (lib/default.nix `approvalSocket`) and agentctl.
 pub const DEFAULT_APPROVAL_SOCKET: &str = osmoda_config::DEFAULT_APPROVAL_SOCKET;

@@ -41,8 +41,9 @@ struct Cli {
     /// wallet approval tickets.
     #[arg(long, default_value = "osmoda-keyd")]
     keyd_user: String,
-    /// A directory `/fs/write` writes without a person's approval (repeatable; replaces the
-    /// default list: /tmp, /var/tmp, /srv, /opt, /home, /var/lib, /var/cache, /var/www).
+    /// A directory `/fs/write` writes without a person's approval (repeatable; replaces
+    /// agentd.json's `files.writable_roots`, whose default is /tmp, /var/tmp, /srv, /opt, /home,
+    /// /var/lib, /var/cache, /var/www).
     #[arg(long)]
     writable_root: Vec<PathBuf>,
     /// egress.json: the declared capabilities tokens are minted from.

@@ -54,6 +54,7 @@ async fn wrapped_values_are_checked_for_what_they_wrap() {
         "mkOverride 50 \"ten\"",
         "lib.mkIf config.services.openssh.enable \"ten\"",
         "lib.mkForce (lib.mkIf true \"ten\")",
+        "lib.mkMerge [ \"ten\" ]",
     ] {
         cases.push((
             "/config/set",
@@ -66,6 +67,13 @@ async fn wrapped_values_are_checked_for_what_they_wrap() {
     cases.push((
         "/config/set",
         json!({"path": W, "nix": "{ check = { type = \"systemd\"; unit = \"sshd.service\"; }; intervalSecs = lib.mkForce \"ten\"; actions = [ \"notify\" ]; }", "reason": "nested"}),
+        422,
+        &["intervalSecs", "\"ten\""],
+    ));
+    // Each part of a merge is checked where it lands.
+    cases.push((
+        "/config/set",
+        json!({"path": W, "nix": "lib.mkMerge [ { check = { type = \"systemd\"; unit = \"sshd.service\"; }; actions = [ \"notify\" ]; } (lib.mkIf true { intervalSecs = \"ten\"; }) ]", "reason": "merged"}),
         422,
         &["intervalSecs", "\"ten\""],
     ));

@@ -302,3 +302,121 @@ async fn stdin_is_passed_through_and_recorded() {
     assert_eq!(p["stdin_bytes"], Value::Null);
     d.stop().await;
 }
+
+/// A writable path outside the writable roots (or holding login files) is the same effect as
+/// `/fs/write` there: 403 with the gate's ticket before anything runs; the same call with the
+/// approved ticket runs once (also when two carry it at once); another call cannot use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_command_runs_once_with_its_approved_ticket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (free, other) = (dir.path().join("free"), dir.path().join("other"));
+    std::fs::create_dir(&free).expect("mkdir");
+    std::fs::create_dir(&other).expect("mkdir");
+    let settings = agentd::Settings {
+        writable_roots: vec![free.clone()],
+        ..agentd::Settings::default()
+    };
+    let d = Daemon::start_with(settings).await;
+    let a = d.agent();
+    // Inside a writable root: no ticket.
+    let r = exec(
+        &d,
+        json!({ "command": format!("echo a >> {}/log", free.display()), "timeout_secs": 10, "user": "root", "writable": [free] }),
+    )
+    .await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    // Outside: refused with the ticket, and the command did not run.
+    let body = json!({ "command": format!("echo run >> {}/log", other.display()), "timeout_secs": 10,
+        "user": "root", "writable": [other], "env": { "TOKEN": "s3cret-value" } });
+    let before = last_id(&d).await;
+    let r = a.post("/system/exec", &body).await.expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.body["detail"]["kind"], "approval_required", "{}", r.body);
+    assert_eq!(
+        r.body["detail"]["kinds"],
+        json!(["fs.outside_roots"]),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("writable"),
+        "{}",
+        r.body
+    );
+    // An env value may be a secret: bound by its hash, never shown.
+    assert!(!r.body.to_string().contains("s3cret-value"), "{}", r.body);
+    assert!(!other.join("log").exists(), "ran before approval");
+    let id = r.body["detail"]["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_string();
+    let events = d
+        .agent()
+        .get_ok(&format!("/events/log?after_id={}&limit=10", before))
+        .await;
+    assert!(
+        events
+            .as_array()
+            .expect("events")
+            .iter()
+            .all(|e| e["type"] != "system.exec"),
+        "{events}"
+    );
+    // Pending: the ticket does not run it.
+    let mut with = body.clone();
+    with["approval"] = json!(id);
+    let r = a.post("/system/exec", &with).await.expect("post");
+    assert_eq!(r.status, 409, "pending: {}", r.body);
+    d.human()
+        .post_ok(&format!("/approval/{id}/approve"), &json!({}))
+        .await;
+    // Another command, user, env value or writable set is another call.
+    for (k, v) in [
+        (
+            "command",
+            json!(format!("echo other >> {}/log", other.display())),
+        ),
+        ("user", json!("nobody")),
+        ("env", json!({ "TOKEN": "other" })),
+        ("writable", json!([other, free])),
+        ("timeout_secs", json!(11)),
+    ] {
+        let mut o = with.clone();
+        o[k] = v;
+        let r = a.post("/system/exec", &o).await.expect("post");
+        assert_eq!(r.status, 403, "{k}: {}", r.body);
+    }
+    assert!(!other.join("log").exists());
+    // Two requests with the approved ticket at once: it runs exactly once.
+    let (r1, r2) = tokio::join!(a.post("/system/exec", &with), a.post("/system/exec", &with));
+    let mut statuses = [r1.expect("post").status, r2.expect("post").status];
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 409],
+        "one runs, the other finds the ticket used"
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("log")).expect("log"),
+        "run\n"
+    );
+    let ev = d
+        .agent()
+        .get_ok("/events/log?type=system.exec&order=desc&limit=1")
+        .await[0]
+        .clone();
+    let p: Value = serde_json::from_str(ev["payload"].as_str().expect("payload")).expect("json");
+    assert_eq!(p["approval"], json!(id), "{p}");
+    let list = d.human().get_ok("/approvals").await;
+    assert!(
+        list.as_array()
+            .expect("list")
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["status"] == "used"),
+        "{list}"
+    );
+    d.stop().await;
+}

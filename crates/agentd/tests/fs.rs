@@ -498,19 +498,35 @@ async fn credentials_are_unreadable_and_login_files_are_left_to_a_person() {
         "memory",
     )
     .await;
-    // Nor can a command get them writable.
-    for w in ["/etc", "/usr/local/bin", "/home"] {
-        refused(
-            &d,
-            async {
-                a.post("/system/exec", &json!({ "argv": ["true"], "timeout_secs": 5, "user": "root", "writable": [w] }))
-                    .await
-                    .expect("post")
-            },
-            403,
-            "log",
+    // Nor can a command get them writable without a person's ticket for exactly that call.
+    // (`/etc` holds the configuration tree `/etc/nixos`: never writable, ticket or not.)
+    let r = a
+        .post(
+            "/system/exec",
+            &json!({ "argv": ["true"], "timeout_secs": 5, "user": "root", "writable": ["/etc"] }),
         )
-        .await;
+        .await
+        .expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.body["detail"]["use"], "config_set", "{}", r.body);
+    for w in ["/usr/local/bin", "/home", "/etc/ssh", "/etc/pam.d"] {
+        let marker = d.dir.path().join("ran");
+        let r = a
+            .post(
+                "/system/exec",
+                &json!({ "argv": ["touch", marker], "timeout_secs": 5, "user": "root", "writable": [w] }),
+            )
+            .await
+            .expect("post");
+        assert_eq!(r.status, 403, "{w}: {}", r.body);
+        assert_eq!(r.body["detail"]["kind"], "approval_required", "{}", r.body);
+        assert_eq!(r.body["detail"]["kinds"], json!(["fs.login"]), "{}", r.body);
+        assert!(
+            r.body["error"].as_str().unwrap_or_default().contains("log"),
+            "{}",
+            r.body
+        );
+        assert!(!marker.exists(), "{w}: the command ran");
     }
     d.stop().await;
 }
@@ -592,5 +608,75 @@ async fn a_gated_write_lands_with_its_approved_ticket_and_only_that_write() {
     // The same body again is another write now (the file it replaces has changed).
     let r = a.post("/fs/write", &with).await.expect("post");
     assert_eq!(r.status, 403, "{}", r.body);
+    d.stop().await;
+}
+
+/// `services.osmoda.agentd.writableRoots`, rendered by `lib/` into agentd.json, is what agentd
+/// writes freely: a write inside lands, one outside takes the gate's ticket; the default
+/// rendering is the code's default list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writable_roots_come_from_the_rendered_option() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (free, other) = (dir.path().join("free"), dir.path().join("other"));
+    std::fs::create_dir(&free).expect("mkdir");
+    std::fs::create_dir(&other).expect("mkdir");
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lib");
+    let render = |cfg: String| {
+        let out = std::process::Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "-E"])
+            .arg(format!("(import {}).render {cfg}", lib.display()))
+            .output()
+            .expect("nix-instantiate");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let path = dir.path().join("agentd.json");
+        std::fs::write(&path, rendered["agentd"].to_string()).expect("write");
+        agentd::config::load(&path).expect("the rendered agentd.json loads")
+    };
+    let defaults = render("{ }".into());
+    let want: Vec<std::path::PathBuf> = agentd::DEFAULT_WRITABLE_ROOTS
+        .iter()
+        .map(std::path::PathBuf::from)
+        .collect();
+    assert_eq!(defaults.writable_roots, want);
+    let settings = render(format!(
+        "{{ agentd.writableRoots = [ \"{}\" ]; }}",
+        free.display()
+    ));
+    assert_eq!(settings.writable_roots, [free.clone()]);
+    let d = Daemon::start_with(settings).await;
+    d.agent()
+        .post_ok(
+            "/fs/write",
+            &json!({ "path": free.join("a"), "content": "a" }),
+        )
+        .await;
+    let r = d
+        .agent()
+        .post(
+            "/fs/write",
+            &json!({ "path": other.join("a"), "content": "a" }),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.body["detail"]["kinds"],
+        json!(["fs.outside_roots"]),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&free.display().to_string()),
+        "names the roots: {}",
+        r.body
+    );
     d.stop().await;
 }

@@ -1243,6 +1243,18 @@ async fn boot_loader_kernel_and_mounts_of_the_starter_tree_are_gated() {
             "filesystem.change",
         ),
         (nix("fileSystems", "{ }"), "filesystem.change"),
+        // Another kernel runs first at the next boot, where no health check sees it.
+        (
+            nix("boot.kernelPackages", "pkgs.linuxPackages_latest"),
+            "boot.kernel",
+        ),
+        (
+            nix(
+                "boot.kernelPackages",
+                "with pkgs; linuxKernel.packages.linux_6_12",
+            ),
+            "boot.kernel",
+        ),
     ] {
         let r = d.agent().post("/config/set", &body).await.expect("post");
         assert_eq!(r.status, 403, "{body}: {}", r.body);
@@ -1260,6 +1272,8 @@ async fn boot_loader_kernel_and_mounts_of_the_starter_tree_are_gated() {
         set("boot.loader.grub.configurationLimit", json!(20)),
         nix("boot.kernelParams", r#"[ "quiet" "console=ttyS0" ]"#),
         set("fileSystems./.options", json!(["noatime"])),
+        // NixOS's default kernel said out loud.
+        nix("boot.kernelPackages", "pkgs.linuxPackages"),
     ] {
         let r = d.agent().post("/config/set", &body).await.expect("post");
         assert_eq!(r.status, 200, "{body}: {}", r.body);

@@ -24,6 +24,43 @@ pub struct AgentdConfig {
     /// kept, no other sources.
     #[serde(default)]
     pub backup: BackupConfig,
+    /// Files the agent writes (`services.osmoda.agentd.writableRoots`); absent: defaults.
+    #[serde(default)]
+    pub files: FilesConfig,
+}
+
+/// Where the agent writes files freely: scratch space, service data and home directories (their
+/// login files still need a person). `/etc`, `/boot`, `/usr`, `/nix`, `/root`, `/run`,
+/// `/var/lib/nixos` and everything else need a ticket. Also lib/default.nix's
+/// `agentd.writableRoots` default.
+pub const DEFAULT_WRITABLE_ROOTS: &[&str] = &[
+    "/tmp",
+    "/var/tmp",
+    "/srv",
+    "/opt",
+    "/home",
+    "/var/lib",
+    "/var/cache",
+    "/var/www",
+];
+
+/// The agent's file writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Absolute directories `/fs/write` (and `/system/exec`'s `writable` paths) write without a
+    /// person's approval; a write anywhere else takes the gate's ticket (`fs.outside_roots`).
+    /// Login files and credentials below them still do (`fs.login`). Empty: every write needs
+    /// a ticket.
+    pub writable_roots: Vec<PathBuf>,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            writable_roots: DEFAULT_WRITABLE_ROOTS.iter().map(PathBuf::from).collect(),
+        }
+    }
 }
 
 /// Where backups go, how many are kept and which directories they cover.
@@ -138,6 +175,18 @@ impl AgentdConfig {
         }
         if cp.interval_secs == 0 {
             return Err("ledger.checkpoint.interval_secs must be at least 1".into());
+        }
+        for root in &self.files.writable_roots {
+            let ok = root.is_absolute()
+                && root
+                    .components()
+                    .all(|c| !matches!(c, std::path::Component::ParentDir));
+            if !ok {
+                return Err(format!(
+                    "files.writable_roots: {} must be an absolute path without `..`",
+                    root.display()
+                ));
+            }
         }
         if self.backup.keep == Some(0) {
             return Err("backup.keep must be at least 1 (or null to keep every backup)".into());

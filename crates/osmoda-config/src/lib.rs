@@ -27,7 +27,8 @@ use serde::de::DeserializeOwned;
 pub const DEFAULT_APPROVAL_SOCKET: &str = "/run/osmoda-admin/approval.sock";
 
 pub use agentd::{
-    AgentdConfig, ApprovalConfig, CheckpointConfig, DaemonEndpoints, LedgerConfig, MemoryConfig,
+    AgentdConfig, ApprovalConfig, CheckpointConfig, DaemonEndpoints, FilesConfig, LedgerConfig,
+    MemoryConfig, DEFAULT_WRITABLE_ROOTS,
 };
 pub use egress::{Capability, EgressConfig, EgressLimits};
 pub use health::HealthCheck;

@@ -5,7 +5,9 @@
 //! Every call is one ledger event `system.exec` (argv, user, cwd, writable paths, exit, duration,
 //! stdin and output sizes and SHA-256), recorded after the command ended. Writable paths are judged like
 //! `/fs/write` targets: the configuration tree and `/etc/nixos` are refused with a pointer to
-//! `config_set`, agentd's state and the boundary paths are never bound.
+//! `config_set`, agentd's state and the boundary paths are never bound, and a path holding login
+//! files or credentials or outside the writable roots takes the gate's ticket for exactly this
+//! call (used before the command starts, so it runs once).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,10 +54,22 @@ pub struct ExecBody {
     /// Text fed to the command's standard input, then closed (at most [`STDIN_LIMIT`] bytes);
     /// without it stdin is `/dev/null`.
     pub stdin: Option<String>,
+    /// Approval ticket for a command the gate refused (a writable path holding login files or
+    /// credentials, or outside the writable roots): the same request with the approved ticket
+    /// runs once.
+    pub approval: Option<String>,
 }
 
 fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
+}
+
+/// A command line for a sentence: its first 200 characters.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// `POST /system/exec` → `{exit_code, signal, timed_out, stdout, stderr, truncated, duration_ms,
@@ -117,18 +131,14 @@ pub async fn exec(
         spec = spec.cwd(cwd);
     }
     let mut writable = Vec::new();
+    // Writable paths a person must approve, with the kind and why.
+    let mut gated: Vec<(&'static str, std::path::PathBuf, String)> = Vec::new();
     for w in &b.writable {
         let p = checked_path(w)?;
         let real = p
             .canonicalize()
             .map_err(|e| ApiError::bad_request(format!("writable path {w}: {e}")))?;
         fence.check(&real, true)?;
-        if let Some(why) = super::secrets::contains_login_path(&real) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                format!("writable path {w}: {why}"),
-            ));
-        }
         // Binding a parent of a hidden path writable would let the command replace the mask.
         if let Some(h) = fence.hidden().find(|h| h.starts_with(&real)) {
             return Err(ApiError::new(
@@ -146,6 +156,13 @@ pub async fn exec(
             )
             .with_detail(json!({ "use": "config_set" })));
         }
+        // The same rules as `/fs/write`: a command that may write login files, credentials or
+        // outside the writable roots runs only with a person's ticket for exactly this call.
+        if let Some(why) = super::secrets::contains_login_path(&real) {
+            gated.push(("fs.login", real.clone(), why.to_string()));
+        } else if let Some((kind, why)) = fence.gated(&real) {
+            gated.push((kind, real.clone(), why));
+        }
         writable.push(real.display().to_string());
         spec = spec.writable(real);
     }
@@ -155,6 +172,33 @@ pub async fn exec(
     if let Some(input) = &b.stdin {
         spec = spec.stdin(input.as_bytes());
     }
+    let approval = if gated.is_empty() {
+        None
+    } else {
+        let call = json!({
+            "argv": argv, "user": spec.user, "cwd": b.cwd, "writable": writable,
+            "timeout_secs": b.timeout_secs,
+            // Values may be secrets: bound by their SHA-256, never shown.
+            "env_sha256": b.env.iter().map(|(k, v)| (k.clone(), sha256_hex(v.as_bytes()))).collect::<BTreeMap<_, _>>(),
+            "stdin_sha256": b.stdin.as_ref().map(|s| sha256_hex(s.as_bytes())),
+        });
+        let shown = shorten(&argv.join(" "));
+        let findings = gated
+            .iter()
+            .map(|(kind, real, why)| crate::gate::rules::Finding {
+                kind,
+                words: format!(
+                    "runs `{shown}` as {} with {} writable: {why}",
+                    spec.user,
+                    real.display()
+                ),
+                path: real.display().to_string(),
+                was: json!("<read-only>"),
+                now: call.clone(),
+            })
+            .collect();
+        crate::gate::consume_exec(&st, &caller.actor, findings, b.approval.as_deref()).await?
+    };
     let boundary = fence
         .hidden()
         .fold(Boundary::osmoda_default(), |b, p| b.with(p));
@@ -184,6 +228,7 @@ pub async fn exec(
                 "stdin_sha256": b.stdin.as_ref().map(|s| sha256_hex(s.as_bytes())),
                 "stdout_bytes": out.stdout.len(), "stdout_sha256": sha256_hex(&out.stdout),
                 "stderr_bytes": out.stderr.len(), "stderr_sha256": sha256_hex(&out.stderr),
+                "approval": approval,
             }),
         )
         .await?;

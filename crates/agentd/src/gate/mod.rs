@@ -356,6 +356,38 @@ pub async fn check_fs_write(
     Ok(Guard::open().with(used, actor))
 }
 
+/// Gate a `/system/exec` whose destructive part is `findings` (writable paths holding login
+/// files or credentials, or outside the writable roots; none: it passes). The ticket is bound
+/// to `{gate: "system.exec", effect}` and used up here, before the command runs: a command runs
+/// once per approval, also when two requests carry the same ticket at once. Returns the ticket
+/// used.
+///
+/// # Errors
+/// As [`enforce`] without a ticket; with one, those of [`crate::api::approvals::consume`].
+pub async fn consume_exec(
+    st: &AppState,
+    actor: &str,
+    findings: Vec<Finding>,
+    ticket: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let effect = Effect { findings };
+    let context = json!("system.exec");
+    let Some(id) = ticket else {
+        return enforce(st, actor, context, &effect, None).await;
+    };
+    let gated: Vec<&Finding> = effect
+        .findings
+        .iter()
+        .filter(|f| st.settings.needs_approval(f.kind))
+        .collect();
+    if gated.is_empty() {
+        return Ok(None);
+    }
+    let op = operation(&context, &gated);
+    crate::api::approvals::consume(st, id, &op, actor, crate::api::approvals::GATE).await?;
+    Ok(Some(id.to_string()))
+}
+
 /// Gate an edit of one file: `after` is its new text (the rest of the tree is `HEAD`'s). Hold
 /// the returned [`Guard`] until the edit has landed.
 ///

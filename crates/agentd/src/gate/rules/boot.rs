@@ -96,6 +96,10 @@ const BOOT_MOUNTS: &[&str] = &[
     "/var",
 ];
 
+/// `boot.kernelPackages` when a configuration leaves it out (NixOS's default).
+static DEFAULT_KERNEL: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| json!({ "__osmoda": "pkg", "name": "linuxPackages" }));
+
 /// Every leaf under `v` by its dotted path (a list or an undecidable value is one leaf).
 pub(super) fn leaves(v: V<'_>, prefix: &str, out: &mut BTreeMap<String, Value>) {
     match v {
@@ -208,6 +212,27 @@ pub(super) fn boot_kernel(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
                 "kernel parameters that decide what the kernel mounts and starts change, so the machine may not boot again",
             );
         }
+    }
+    // Another kernel: SafeSwitch's `switch-to-configuration test` keeps the running kernel, so
+    // no health check ever sees the new one; it first runs at the next boot. Left out means
+    // NixOS's default (`pkgs.linuxPackages`).
+    let k = ["boot", "kernelPackages"];
+    fn kernel<'a>(t: &'a Value) -> V<'a> {
+        match at(t, &["boot", "kernelPackages"]) {
+            V::Absent | V::Known(Value::Null) => V::Known(&DEFAULT_KERNEL),
+            v => v,
+        }
+    }
+    let (b, a) = (kernel(ctx.before), kernel(ctx.after));
+    if b != a {
+        push(
+            out,
+            "boot.kernel",
+            &k,
+            b,
+            a,
+            "the kernel changes; it first runs at the next boot, where no health check can catch a kernel that does not find the disks or the network, so the machine may not boot again",
+        );
     }
     // A driver the initrd loaded (a disk, a file system, a RAID) taken out of it.
     for p in [
@@ -356,6 +381,8 @@ mod tests {
         let params = |p: Value| json!({"boot": {"kernelParams": p}});
         let initrd = |m: Value| json!({"boot": {"initrd": {"availableKernelModules": m}}});
         let fs = |x: Value| json!({"fileSystems": x});
+        let kernel = |k: Value| json!({"boot": {"kernelPackages": k}});
+        let pkg = |n: &str| json!({"__osmoda": "pkg", "name": n});
         let root = json!({"device": "/dev/disk/by-label/nixos", "fsType": "ext4"});
         let net = |x: Value| json!({"systemd": {"network": x}});
         let wired = json!({"matchConfig": {"Name": "en*"}, "networkConfig": {"DHCP": "yes"}});
@@ -441,6 +468,33 @@ mod tests {
                 vec![],
             ),
             (json!({}), params(json!(["console=ttyS0"])), vec![]),
+            // Another kernel; saying the default out loud is none.
+            (
+                json!({}),
+                kernel(pkg("linuxPackages_latest")),
+                vec!["boot.kernel"],
+            ),
+            (
+                kernel(pkg("linuxPackages_6_6")),
+                kernel(pkg("linuxKernel.packages.linux_6_12")),
+                vec!["boot.kernel"],
+            ),
+            (
+                kernel(pkg("linuxPackages_6_6")),
+                json!({}),
+                vec!["boot.kernel"],
+            ),
+            (
+                kernel(pkg("linuxPackages_6_6")),
+                kernel(undecidable()),
+                vec!["boot.kernel"],
+            ),
+            (json!({}), kernel(pkg("linuxPackages")), vec![]),
+            (
+                kernel(pkg("linuxPackages_6_6")),
+                json!({"boot": {"kernelPackages": pkg("linuxPackages_6_6"), "kernelParams": ["quiet"]}}),
+                vec![],
+            ),
             // The initrd's drivers and encrypted disks.
             (
                 initrd(json!(["virtio_blk", "ahci"])),
