@@ -163,8 +163,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "retry with a complete JSON body",
         ),
     };
-    ApiError::new(status, error)
-        .with_detail(json!({ "reason": rejection.body_text(), "hint": hint }))
+    let reason = osmoda_daemon::api::rejection_reason(&rejection.body_text());
+    ApiError::new(status, format!("{error}: {reason}"))
+        .with_detail(json!({ "reason": reason, "hint": hint }))
 }
 
 /// `axum::extract::Query` with our JSON error body.
@@ -182,7 +183,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 }
 
 fn query_rejection(r: QueryRejection) -> ApiError {
-    ApiError::bad_request("invalid query string").with_detail(json!({ "reason": r.body_text() }))
+    let reason = osmoda_daemon::api::rejection_reason(&r.body_text());
+    ApiError::bad_request(format!("invalid query string: {reason}")).with_detail(json!({
+        "reason": reason,
+        "hint": "docs/api.md lists each route's query parameters",
+    }))
 }
 
 /// `axum::extract::Path` with our JSON error body.
@@ -201,8 +206,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
 
 fn path_rejection(r: PathRejection) -> ApiError {
     let status = r.status();
-    ApiError::new(status, "invalid path parameter").with_detail(json!({
-        "reason": r.body_text(),
+    let reason = osmoda_daemon::api::rejection_reason(&r.body_text());
+    ApiError::new(status, format!("invalid path parameter: {reason}")).with_detail(json!({
+        "reason": reason,
         "hint": "incident ids are numbers; see docs/api.md for each route's parameters",
     }))
 }

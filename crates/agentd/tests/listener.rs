@@ -189,10 +189,24 @@ fn slow_client(sock: &str, count: usize) {
 
 const CHILD_ENV: &str = "OSMODA_TEST_SLOW_CLIENT";
 
+/// Held by the tests that count refused connections in the process-wide metrics, so they do not
+/// count each other's.
+static REFUSALS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs `slow_client` in a child process (its own pid, so the per-process cap applies to it and
 /// not to this test's own requests) and returns it once its connections are open.
 fn spawn_slow_client(sock: &Path, count: usize) -> std::process::Child {
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
+    spawn_slow_client_as(sock, count, None)
+}
+
+/// [`spawn_slow_client`] as user `uid` (this process's own user when `None`).
+fn spawn_slow_client_as(sock: &Path, count: usize, uid: Option<u32>) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(std::env::current_exe().expect("exe"));
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let mut child = cmd
         .args([
             "health_answers_while_5000_slow_connections_are_open",
             "--exact",
@@ -239,6 +253,10 @@ async fn health_answers_while_5000_slow_connections_are_open() {
         let (sock, count) = spec.rsplit_once(':').expect("spec");
         return slow_client(sock, count.parse().expect("count"));
     }
+    if let Ok(sock) = std::env::var(GET_ENV) {
+        return one_get(&sock);
+    }
+    let _counting = REFUSALS.lock().await;
     osmoda_daemon::raise_fd_limit().expect("fd limit");
     let fds = osmoda_daemon::fd_limit();
     assert!(
@@ -287,6 +305,107 @@ async fn health_answers_while_5000_slow_connections_are_open() {
     drop(child.stdin.take());
     child.wait().expect("child");
     d.stop().await;
+}
+
+/// Issue 11 item 3's fairness, between users: one user's connections (over several processes)
+/// are capped per uid, so another user (here root, as a person's agentctl would be) is still
+/// served on the same socket, and the flooding user's surplus is answered 503 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_flood_leaves_room_for_another_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("skipped: one_users_flood_leaves_room_for_another_user needs root (a second uid)");
+        return;
+    }
+    let _counting = REFUSALS.lock().await;
+    let agent_limits = agentd::Limits {
+        max_connections: 100,
+        max_per_uid: 8,
+        max_per_pid: 6,
+        timeouts: Timeouts {
+            header: Duration::from_secs(600),
+            ..FAST
+        },
+    };
+    let d = Limited::start(agentd::ServeLimits {
+        agent: agent_limits,
+        approval: agentd::Limits::small(),
+    });
+    // `nobody` must reach the socket: the temp dir is root's 0700.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(d.agent_sock(), std::fs::Permissions::from_mode(0o666))
+        .expect("chmod");
+    let refused = || {
+        metric(
+            &osmoda_daemon::metrics::global().encode(),
+            "osmoda_connections_refused_total{listener=\"agent\"}",
+        )
+    };
+    let before = refused();
+    // Two processes of one user: 6 + 6 asked, 8 admitted for the uid, 4 refused.
+    let mut a = spawn_slow_client_as(&d.agent_sock(), 6, Some(65534));
+    let mut b = spawn_slow_client_as(&d.agent_sock(), 6, Some(65534));
+    // Another user is served while they hold their connections.
+    let agent = osmoda_client::Client::new(d.agent_sock());
+    agent.get_ok("/health").await;
+    assert_eq!(refused() - before, 4.0, "the uid's surplus only");
+    // The flooding user's next connection is refused at once with the JSON error body.
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), nobody_get(&d.agent_sock()))
+        .await
+        .expect("a refusal at once, not a hang");
+    assert_json_error(status, &body, 503);
+    for c in [&mut a, &mut b] {
+        drop(c.stdin.take());
+        c.wait().expect("child");
+    }
+    d.stop().await;
+}
+
+/// `GET /health` as `nobody`, from a child process (this test binary again, see [`one_get`]).
+async fn nobody_get(sock: &Path) -> (u16, Value) {
+    let sock = sock.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::process::CommandExt;
+        let out = Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "health_answers_while_5000_slow_connections_are_open",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(GET_ENV, &sock)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("spawn");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find_map(|l| l.find("answer ").map(|i| l[i + 7..].to_string()))
+            .unwrap_or_else(|| panic!("no answer in {text:?}"));
+        let (status, body) = line.split_once(' ').expect("status and body");
+        (
+            status.parse().expect("status"),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    })
+    .await
+    .expect("join")
+}
+
+const GET_ENV: &str = "OSMODA_TEST_ONE_GET";
+
+/// The child of [`nobody_get`]: one `GET /health`, printed as `answer <status> <body>`.
+fn one_get(sock: &str) {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect");
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    let status = text.split_whitespace().nth(1).unwrap_or("0");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    println!("answer {status} {}", body.replace('\n', " "));
 }
 
 #[test]

@@ -95,6 +95,20 @@ async fn values_naming_module_arguments_are_evaluated_up_to_their_first_use() {
             "with pkgs; [ (builtins.readFile /etc/hostname) vim ]",
             "forbidden in restricted mode",
         ),
+        // ... and after it: the other parts of the value are evaluated on their own.
+        (
+            "[ pkgs.vim (1 + \"a\") ]",
+            "cannot add a string to an integer",
+        ),
+        (
+            "with pkgs; [ vim (builtins.readFile /etc/hostname) ]",
+            "forbidden in restricted mode",
+        ),
+        (
+            "[ pkgs.vim { a = pkgs.git; b = { c = [ pkgs.jq (true + 1) ]; }; } ]",
+            "cannot coerce a Boolean",
+        ),
+        ("[ pkgs.vim { }.missing ]", "attribute 'missing' missing"),
         // A module-system wrapper is looked through: what it wraps is evaluated.
         (
             "lib.mkForce (builtins.seq (1 + \"a\") 1)",

@@ -30,14 +30,92 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     )
 }
 
-/// The message for a JSON body axum could not read: `invalid JSON body: <axum's reason>`.
+/// The message for a JSON body axum could not read: `invalid JSON body: <the reason>`.
 pub fn invalid_json(rejection: &JsonRejection) -> String {
-    format!("invalid JSON body: {}", rejection.body_text())
+    format!(
+        "invalid JSON body: {}",
+        rejection_reason(&rejection.body_text())
+    )
+}
+
+/// An extractor rejection's text (axum's `body_text()`) in the caller's terms: axum's framing
+/// ("Failed to deserialize the JSON body into the target type: ", "Invalid URL: ", …) dropped,
+/// and Rust type names (`expected struct BeginBody`, `` to a `i64` ``) said as JSON kinds. What
+/// serde says about the field (its path, the unknown name, the expected names) is kept.
+pub fn rejection_reason(text: &str) -> String {
+    const FRAMING: &[&str] = &[
+        "Failed to deserialize the JSON body into the target type: ",
+        "Failed to parse the request body as JSON: ",
+        "Failed to deserialize query string: ",
+        "Failed to deserialize form: ",
+        "Invalid URL: ",
+        "Failed to buffer the request body: ",
+    ];
+    let mut out = text.trim().to_string();
+    for f in FRAMING {
+        if let Some(rest) = out.strip_prefix(f) {
+            out = rest.to_string();
+        }
+    }
+    // `expected struct BeginBody` / `expected a map` → what the caller sends.
+    while let Some(i) = out.find("expected struct ") {
+        let end = out[i + 16..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(out.len(), |e| i + 16 + e);
+        out.replace_range(i..end, "expected a JSON object");
+    }
+    for (rust, json) in [
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected u16", "expected a non-negative integer"),
+        ("expected u8", "expected a non-negative integer"),
+        ("expected i64", "expected an integer"),
+        ("expected i32", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a JSON object"),
+    ] {
+        out = out.replace(rust, json);
+    }
+    // Path parameters: "Cannot parse `abc` to a `i64`".
+    if let Some(rest) = out.strip_prefix("Cannot parse `") {
+        if let Some((value, ty)) = rest.split_once("` to a `") {
+            let kind = match ty.trim_end_matches('`') {
+                "i64" | "i32" | "u64" | "u32" | "usize" => "a number",
+                _ => "of the right kind",
+            };
+            out = format!("`{value}` is not {kind}");
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejection_reasons_speak_json_not_rust() {
+        for (axum, want) in [
+            (
+                "Failed to deserialize the JSON body into the target type: invalid type: string \"text\", expected struct BeginBody at line 1 column 6",
+                "invalid type: string \"text\", expected a JSON object at line 1 column 6",
+            ),
+            (
+                "Failed to deserialize the JSON body into the target type: ttl_secs: invalid type: string \"ten\", expected u64 at line 1 column 17",
+                "ttl_secs: invalid type: string \"ten\", expected a non-negative integer at line 1 column 17",
+            ),
+            (
+                "Failed to deserialize query string: after: unknown field `after`, expected `before_id` or `limit`",
+                "after: unknown field `after`, expected `before_id` or `limit`",
+            ),
+            ("Invalid URL: Cannot parse `abc` to a `i64`", "`abc` is not a number"),
+            ("Failed to parse the request body as JSON: EOF while parsing a value at line 1 column 0", "EOF while parsing a value at line 1 column 0"),
+        ] {
+            assert_eq!(rejection_reason(axum), want);
+        }
+    }
 
     async fn body(resp: Response) -> (StatusCode, Value) {
         let status = resp.status();

@@ -23,8 +23,7 @@ pub(crate) fn new_value(value: &Value) -> Result<NewValue<'_>, EditError> {
             Ok(NewValue::Json(v))
         }
         Value::Raw(text) => {
-            let root = parse(text)
-                .map_err(|e| EditError::InvalidValue(format!("raw Nix expression: {e}")))?;
+            let root = parse(text).map_err(raw_error)?;
             let expr = root
                 .children()
                 .next()
@@ -329,11 +328,7 @@ pub(crate) fn plan_remove(
     let ns = t.namespace.as_deref();
     let wanted = match value {
         Value::Json(v) => Wanted::Json(v),
-        Value::Raw(text) => Wanted::Tokens(tokens(
-            &parse(text)
-                .map_err(|e| EditError::InvalidValue(format!("raw Nix expression: {e}")))?,
-            ns,
-        )),
+        Value::Raw(text) => Wanted::Tokens(tokens(&parse(text).map_err(raw_error)?, ns)),
     };
     let doomed: Vec<SyntaxNode> = t
         .list
@@ -421,5 +416,15 @@ pub(crate) fn check_result(
                 Err(bug(format!("the list went from {old} to {new} elements")))
             }
         }
+    }
+}
+
+/// A raw value that does not parse, said of the value (its own positions), not of the file.
+fn raw_error(e: EditError) -> EditError {
+    match e {
+        EditError::Parse { pos, message } => EditError::InvalidValue(format!(
+            "the raw Nix value does not parse at {pos} (of the value): {message}"
+        )),
+        other => EditError::InvalidValue(format!("raw Nix value: {other}")),
     }
 }

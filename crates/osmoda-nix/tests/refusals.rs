@@ -165,15 +165,15 @@ fn bad_input_is_rejected() {
     );
     refused(
         set("{ }", &p("a"), &Value::Raw("1 +".into())),
-        &["raw Nix expression"],
+        &["raw Nix value does not parse at 1:4 (of the value)"],
     );
     refused(
         set("{ }", &p("a"), &Value::Raw("1; 2".into())),
-        &["raw Nix expression"],
+        &["raw Nix value does not parse at 1:2"],
     );
     refused(
         set("{ }", &p("a"), &Value::Raw("  # only a comment".into())),
-        &["raw Nix expression"],
+        &["raw Nix value does not parse"],
     );
     refused(
         set("{ }", &p("a"), &Value::Json(json!(u64::MAX))),

@@ -135,9 +135,15 @@ pub async fn exec(
     let mut gated: Vec<(&'static str, std::path::PathBuf, String)> = Vec::new();
     for w in &b.writable {
         let p = checked_path(w)?;
-        let real = p
-            .canonicalize()
-            .map_err(|e| ApiError::bad_request(format!("writable path {w}: {e}")))?;
+        let real = p.canonicalize().map_err(|e| {
+            let why = match e.raw_os_error() {
+                Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+                None => e.to_string(),
+            };
+            ApiError::bad_request(format!(
+                "writable path {w}: {why} (a writable path must exist; create it first)"
+            ))
+        })?;
         fence.check(&real, true)?;
         // Binding a parent of a hidden path writable would let the command replace the mask.
         if let Some(h) = fence.hidden().find(|h| h.starts_with(&real)) {

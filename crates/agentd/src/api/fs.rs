@@ -42,8 +42,15 @@ fn forbidden(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, msg)
 }
 
-fn io_error(path: &Path, e: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("{}: {e}", path.display()))
+/// A failed file operation on `path`, in words: the system's description of the error, without
+/// its symbolic name or number (`ENOENT: …`, `(os error 2)`).
+fn io_error(path: &Path, e: impl Into<std::io::Error>) -> ApiError {
+    let e: std::io::Error = e.into();
+    let why = match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    };
+    ApiError::bad_request(format!("{}: {why}", path.display()))
 }
 
 /// A path from the caller: absolute, without `.`/`..` or empty components, at most 4096 bytes.

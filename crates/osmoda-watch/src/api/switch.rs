@@ -162,6 +162,9 @@ pub(super) async fn preview(
 
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(r: axum::extract::rejection::QueryRejection) -> Self {
-        ApiError(WatchError::BadRequest(r.body_text()))
+        ApiError(WatchError::BadRequest(format!(
+            "invalid query string: {}",
+            osmoda_daemon::api::rejection_reason(&r.body_text())
+        )))
     }
 }

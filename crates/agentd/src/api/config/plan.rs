@@ -56,6 +56,12 @@ pub fn plan(tree: &Tree, named: Option<&Path>, op: &Op) -> Result<Planned, ApiEr
     if !matches!(op, Op::Unset(_)) {
         locate::check_unfollowed(path, &places, named, &mods)?;
     }
+    if matches!(op, Op::Unset(_)) && places.is_empty() && named.is_none() {
+        return Err(ApiError::not_found(format!(
+            "`{path}` is not defined in the tree's modules, so there is nothing to unset"
+        ))
+        .with_detail(json!({ "modules": mods.files, "not_followed": mods.skipped })));
+    }
     let target = locate::choose(path, &places, named, Path::new(super::DEFAULT_FILE))?;
     let before = match files.get(&target.file) {
         Some(Ok(text)) => text.clone(),
@@ -82,6 +88,17 @@ pub fn plan(tree: &Tree, named: Option<&Path>, op: &Op) -> Result<Planned, ApiEr
     locate::check_kind(&target.file, &before, path, target.module)?;
     let edit = osmoda_nix::edit_in(&before, target.module, op)
         .map_err(|e| locate::in_file(&target.file, e))?;
+    if let (Op::Remove(p, element), true) = (op, edit.text == before) {
+        let element = match element {
+            osmoda_nix::Value::Raw(r) => r.clone(),
+            osmoda_nix::Value::Json(j) => j.to_string(),
+        };
+        return Err(ApiError::not_found(format!(
+            "`{element}` is not an element of `{p}` in {}, so there is nothing to remove",
+            target.file.display()
+        ))
+        .with_detail(json!({ "hint": "read the list with config get; elements are matched as written (`htop` and `pkgs.htop` are the same in a `with pkgs;` list)" })));
+    }
     let osmoda_elsewhere = if super::schema::concerns(op) {
         let osmoda = AttrPath::new(["services", "osmoda"]).map_err(ApiError::internal)?;
         let file = target.file.display().to_string();
@@ -193,10 +210,30 @@ pub fn evaluate_raw(tree: &Tree, raw: &str, want_json: bool) -> Result<RawEval, 
     }
     match run_eval(tree, nix, &prefix, raw, false)? {
         Ok(_) => Ok(RawEval::Evaluated(None)),
-        Err(f) if reached_stand_in(&f) => Ok(RawEval::Skipped),
+        Err(f) if reached_stand_in(&f) => {
+            // The first use of a module argument stopped the evaluation. The rest of the value
+            // is evaluated part by part ([`WALK`]), so an error that needs no argument (`[
+            // pkgs.vim (1 + "a") ]`, a restricted path) is found now, not at validation.
+            let walked = format!("{raw}\n)");
+            match run_eval(tree, nix, &format!("{WALK} ({prefix}"), &walked, false)? {
+                Ok(_) => Ok(RawEval::Skipped),
+                Err(f) if reached_stand_in(&f) => Ok(RawEval::Skipped),
+                Err(failed) => Err(not_evaluated(failed)),
+            }
+        }
         Err(failed) => Err(not_evaluated(failed)),
     }
 }
+
+/// Forces a value's parts one by one (attribute values and list elements, 64 levels deep), each
+/// under `tryEval`: a part that throws (a use of a module argument's stand-in, or the value's
+/// own `throw`/`assert`, which `tryEval` cannot tell apart) is left out, while an error
+/// `tryEval` does not catch (a type error, a missing attribute, a restricted path) still ends
+/// the evaluation with its message. The value is its argument, outside its `let`.
+const WALK: &str = "(let w = d: v: let r = builtins.tryEval v; in if !r.success then null \
+    else if d > 64 then r.value \
+    else if builtins.isAttrs r.value then builtins.mapAttrs (n: w (d + 1)) r.value \
+    else if builtins.isList r.value then map (w (d + 1)) r.value else r.value; in w 0)";
 
 /// Why a raw value did not evaluate.
 enum Failed {

@@ -1,0 +1,518 @@
+//! Issue 11's error-text audit as a table: every refusal of the agent socket's APIs (config,
+//! files, commands, events, incidents, approvals, ledger, capabilities, system) is driven
+//! against a real agentd with a real tree, and its body must have the one shape: a JSON object
+//! `{error, detail}`, `error` a sentence that names what was wrong (each row's needles) and what
+//! to do where there is something to do, `detail` null or an object; no empty body, no Debug
+//! dump (`Some(`, `Os {`, `kind: …`), no internal error, and none of agentd's own paths (its
+//! state dir, its sockets).
+
+mod common;
+
+use common::Daemon;
+use osmoda_client::Method;
+use serde_json::{json, Value};
+
+/// One refusal: method, path (with query), body, status, words the error must contain.
+type Row = (&'static str, String, Option<Value>, u16, Vec<&'static str>);
+
+fn row(m: &'static str, p: &str, b: Option<Value>, s: u16, needles: &[&'static str]) -> Row {
+    (m, p.to_string(), b, s, needles.to_vec())
+}
+
+/// The shape every refusal shares: the error text, or what is wrong with the answer.
+fn check_shape(
+    what: &str,
+    status: u16,
+    body: &Value,
+    private: &[String],
+) -> Result<String, String> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| format!("{what}: not a JSON object: {body}"))?;
+    let mut keys: Vec<&String> = obj.keys().collect();
+    keys.sort();
+    if keys != ["detail", "error"] {
+        return Err(format!("{what}: not {{error, detail}}: {body}"));
+    }
+    let error = obj["error"]
+        .as_str()
+        .ok_or_else(|| format!("{what}: error is not a string: {body}"))?;
+    if error.len() < 12 {
+        return Err(format!("{what}: too short to say anything: {error:?}"));
+    }
+    if !(obj["detail"].is_null() || obj["detail"].is_object()) {
+        return Err(format!(
+            "{what}: detail is neither null nor an object: {body}"
+        ));
+    }
+    if !(400..500).contains(&status) {
+        return Err(format!("{what}: {status} {body}"));
+    }
+    let text = body.to_string();
+    for debug in [
+        "Some(",
+        "None)",
+        "Os {",
+        "kind: ",
+        "Error {",
+        "Custom {",
+        "struct ",
+        "ENOENT",
+        "internal error",
+        "panicked",
+    ] {
+        if text.contains(debug) {
+            return Err(format!(
+                "{what}: a Debug dump or internal error ({debug}): {body}"
+            ));
+        }
+    }
+    // agentd's own paths, unless the request itself named them.
+    for p in private.iter().filter(|p| !what.contains(p.as_str())) {
+        if text.contains(p.as_str()) {
+            return Err(format!("{what}: names agentd's own path {p}: {body}"));
+        }
+    }
+    Ok(error.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_says_what_was_wrong_in_one_shape() {
+    let d = Daemon::start_with_tree().await;
+    let state = d.dir.path().join("state");
+    let private = vec![
+        state.display().to_string(),
+        d.approval_socket.display().to_string(),
+    ];
+    let scratch = d.dir.path().join("scratch");
+    std::fs::create_dir(&scratch).expect("mkdir");
+    let tree = d.tree_dir();
+    let nix = |path: &str, v: &str| Some(json!({"path": path, "nix": v, "reason": "r"}));
+    let set = |path: &str, v: Value| Some(json!({"path": path, "value": v, "reason": "r"}));
+    let rows: Vec<Row> = vec![
+        // Protocol and routing.
+        row("GET", "/no/such/route", None, 404, &["/no/such/route"]),
+        row("GET", "/config/set", None, 405, &["GET", "/config/set"]),
+        row(
+            "POST",
+            "/config/set",
+            Some(json!("text")),
+            422,
+            &["wrong shape", "expected a JSON object"],
+        ),
+        row(
+            "POST",
+            "/config/set",
+            Some(json!({"path": "a", "value": 1, "reason": "r", "bogus": 1})),
+            422,
+            &["unknown field `bogus`", "`path`"],
+        ),
+        row(
+            "POST",
+            "/config/set",
+            Some(json!({"path": 1, "value": 1, "reason": "r"})),
+            422,
+            &["path", "expected a string"],
+        ),
+        row(
+            "POST",
+            "/config/set",
+            Some(json!({"path": "a", "reason": "r"})),
+            400,
+            &["value", "nix"],
+        ),
+        // Config.
+        row(
+            "POST",
+            "/config/set",
+            set("a", json!(1)).map(|mut b| {
+                b["reason"] = json!(" ");
+                b
+            }),
+            400,
+            &["reason"],
+        ),
+        row("POST", "/config/set", set("", json!(1)), 400, &["path"]),
+        row("POST", "/config/set", set("a..b", json!(1)), 400, &["path"]),
+        row(
+            "POST",
+            "/config/set",
+            Some(json!({"path": "a", "value": 1, "reason": "r", "file": "../etc/passwd"})),
+            400,
+            &["file"],
+        ),
+        row(
+            "POST",
+            "/config/set",
+            Some(json!({"path": "a", "value": 1, "reason": "r", "file": "missing.nix"})),
+            404,
+            &["missing.nix"],
+        ),
+        row(
+            "POST",
+            "/config/set",
+            nix("a", "1 +"),
+            400,
+            &["raw Nix value does not parse at 1:4"],
+        ),
+        row(
+            "POST",
+            "/config/set",
+            nix("a", "1 + \"a\""),
+            422,
+            &["cannot add a string to an integer"],
+        ),
+        row(
+            "POST",
+            "/config/set",
+            nix("a", "builtins.readFile /etc/hostname"),
+            422,
+            &["forbidden in restricted mode"],
+        ),
+        row(
+            "POST",
+            "/config/set",
+            set("services.osmoda.wach.enable", json!(true)),
+            422,
+            &["services.osmoda.wach", "did you mean"],
+        ),
+        row(
+            "POST",
+            "/config/set",
+            set(
+                "services.osmoda.watch.watchers.x.intervalSecs",
+                json!("ten"),
+            ),
+            422,
+            &["intervalSecs"],
+        ),
+        row(
+            "POST",
+            "/config/unset",
+            Some(json!({"path": "no.such.option", "reason": "r"})),
+            404,
+            &[
+                "no.such.option",
+                "not defined in the tree",
+                "nothing to unset",
+            ],
+        ),
+        row(
+            "POST",
+            "/config/append",
+            nix("time.timeZone", "\"x\""),
+            422,
+            &["time.timeZone"],
+        ),
+        row(
+            "POST",
+            "/config/remove",
+            nix("environment.systemPackages", "pkgs.nothere"),
+            404,
+            &[
+                "pkgs.nothere",
+                "not an element of `environment.systemPackages`",
+            ],
+        ),
+        row(
+            "GET",
+            "/config/get?path=no.such.option",
+            None,
+            404,
+            &["no.such.option"],
+        ),
+        row(
+            "GET",
+            "/config/get",
+            None,
+            400,
+            &["invalid query string", "missing field `path`"],
+        ),
+        row("GET", "/config/get?path=a&bogus=1", None, 400, &["bogus"]),
+        row("GET", "/config/generation/nothere", None, 404, &["nothere"]),
+        row("GET", "/config/diff?from=nothere", None, 404, &["nothere"]),
+        row("GET", "/config/generations?limit=0", None, 400, &["limit"]),
+        row(
+            "POST",
+            "/config/revert",
+            Some(json!({"rev": "nothere", "reason": "r"})),
+            404,
+            &["nothere"],
+        ),
+        row(
+            "POST",
+            "/config/restore",
+            Some(json!({"rev": "nothere", "reason": "r"})),
+            404,
+            &["nothere"],
+        ),
+        row(
+            "POST",
+            "/config/commit",
+            Some(json!({"reason": "r"})),
+            409,
+            &["nothing"],
+        ),
+        // Files.
+        row("GET", "/fs/read?path=relative", None, 400, &["absolute"]),
+        row(
+            "GET",
+            &format!("/fs/read?path={}", scratch.join("none").display()),
+            None,
+            400,
+            &["none: No such file or directory"],
+        ),
+        row(
+            "GET",
+            &format!("/fs/read?path={}", scratch.display()),
+            None,
+            400,
+            &["regular file"],
+        ),
+        row(
+            "GET",
+            &format!("/fs/read?path={}", state.join("ledger.db").display()),
+            None,
+            403,
+            &["cannot see"],
+        ),
+        row("GET", "/fs/read?path=/etc/shadow", None, 403, &["shadow"]),
+        row(
+            "GET",
+            &format!("/fs/list?path={}", scratch.join("none").display()),
+            None,
+            400,
+            &["none: No such file or directory"],
+        ),
+        row(
+            "POST",
+            "/fs/write",
+            Some(json!({"path": scratch.join("a"), "content": "a", "content_base64": "YQ=="})),
+            400,
+            &["content"],
+        ),
+        row(
+            "POST",
+            "/fs/write",
+            Some(json!({"path": scratch.join("a"), "content_base64": "!!"})),
+            400,
+            &["base64"],
+        ),
+        row(
+            "POST",
+            "/fs/write",
+            Some(json!({"path": scratch.join("a"), "content": "a", "mode": 0o10000})),
+            400,
+            &["mode"],
+        ),
+        row(
+            "POST",
+            "/fs/write",
+            Some(json!({"path": tree.join("configuration.nix"), "content": "{ }"})),
+            403,
+            &["config_set"],
+        ),
+        // Commands.
+        row(
+            "POST",
+            "/system/exec",
+            Some(json!({"timeout_secs": 5})),
+            400,
+            &["argv", "command"],
+        ),
+        row(
+            "POST",
+            "/system/exec",
+            Some(json!({"argv": ["true"], "timeout_secs": 0})),
+            400,
+            &["timeout_secs"],
+        ),
+        row(
+            "POST",
+            "/system/exec",
+            Some(json!({"argv": ["true"], "timeout_secs": 5, "cwd": "rel"})),
+            400,
+            &["absolute"],
+        ),
+        row(
+            "POST",
+            "/system/exec",
+            Some(json!({"argv": ["true"], "timeout_secs": 5, "writable": [scratch.join("none")]})),
+            400,
+            &[
+                "writable path",
+                "No such file or directory",
+                "create it first",
+            ],
+        ),
+        row(
+            "POST",
+            "/system/exec",
+            Some(json!({"argv": ["true"]})),
+            422,
+            &["missing field `timeout_secs`"],
+        ),
+        row(
+            "POST",
+            "/system/exec",
+            Some(json!({"argv": ["true"], "timeout_secs": 5, "env": {"1X": "a"}})),
+            400,
+            &["env"],
+        ),
+        // Events and the ledger.
+        row("GET", "/events/log?limit=0", None, 400, &["limit"]),
+        row("GET", "/events/log?order=sideways", None, 400, &["order"]),
+        row("GET", "/events/log?since=yesterday", None, 400, &["since"]),
+        row("GET", "/events/search", None, 400, &["q"]),
+        row("GET", "/events/search?q=a%00b", None, 400, &["q"]),
+        row(
+            "POST",
+            "/events/append",
+            Some(json!({"type": "Approval.approved", "daemon": "x", "payload": {}})),
+            400,
+            &["approval.", "only by agentd"],
+        ),
+        row(
+            "POST",
+            "/events/append",
+            Some(json!({"type": "a|b", "daemon": "x", "payload": {}})),
+            400,
+            &["type"],
+        ),
+        row(
+            "POST",
+            "/events/append",
+            Some(json!({"type": "x.y", "payload": {}})),
+            422,
+            &["missing field `daemon`"],
+        ),
+        row(
+            "GET",
+            "/ledger/proof/inclusion?id=999999",
+            None,
+            400,
+            &["999999", "ids 1..="],
+        ),
+        row(
+            "GET",
+            "/ledger/proof/consistency?from=5&to=2",
+            None,
+            400,
+            &["larger than the tree"],
+        ),
+        // Incidents.
+        row(
+            "GET",
+            "/incident/abc",
+            None,
+            400,
+            &["invalid path parameter", "`abc` is not a number"],
+        ),
+        row("GET", "/incident/999999", None, 404, &["999999"]),
+        row(
+            "POST",
+            "/incident/999999/step",
+            Some(json!({"action": "x", "result": "y"})),
+            404,
+            &["999999"],
+        ),
+        row(
+            "POST",
+            "/incident/create",
+            Some(json!({"name": ""})),
+            400,
+            &["name"],
+        ),
+        // Approvals.
+        row(
+            "POST",
+            "/approval/request",
+            Some(json!({"detail": "x"})),
+            422,
+            &["missing field `operation`"],
+        ),
+        row(
+            "POST",
+            "/approval/check",
+            Some(json!({"id": "nothere", "operation": {}})),
+            404,
+            &["nothere"],
+        ),
+        row("GET", "/approvals?limit=0", None, 400, &["limit"]),
+        // System and capabilities.
+        row(
+            "POST",
+            "/system/query",
+            Some(json!({"what": "everything"})),
+            422,
+            &["unknown field `what`", "`query`"],
+        ),
+        row(
+            "POST",
+            "/system/query",
+            Some(json!({"query": "everything"})),
+            400,
+            &["everything"],
+        ),
+        row(
+            "POST",
+            "/capability/revoke",
+            Some(json!({"id": ""})),
+            400,
+            &["id"],
+        ),
+    ];
+    let audit = std::env::var("OSMODA_PRINT_ERRORS").is_ok();
+    let mut failures = Vec::new();
+    for (method, path, body, status, needles) in &rows {
+        let what = format!(
+            "{method} {path} {}",
+            body.as_ref().map(Value::to_string).unwrap_or_default()
+        );
+        let m = if *method == "GET" {
+            Method::GET
+        } else {
+            Method::POST
+        };
+        let r = d
+            .agent()
+            .request(m, path, body.as_ref())
+            .await
+            .expect("request");
+        if audit {
+            println!("{} {what}\n    → {}", r.status, r.body);
+        }
+        if r.status != *status {
+            failures.push(format!(
+                "{what}: status {} (wanted {status}): {}",
+                r.status, r.body
+            ));
+            continue;
+        }
+        let error = match check_shape(&what, r.status, &r.body, &private) {
+            Ok(e) => e,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        for n in needles {
+            if !error.contains(n) {
+                failures.push(format!("{what}: {error:?} does not name {n:?}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+    // Nothing any of them asked for landed.
+    assert_eq!(
+        common::git(&tree, &["rev-list", "--count", "HEAD"]).trim(),
+        "1"
+    );
+    d.stop().await;
+}
