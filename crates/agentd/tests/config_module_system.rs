@@ -1,6 +1,7 @@
 //! Options edited where the tree defines them, checked with the real NixOS module system: after
 //! the API's edits (a `mkForce` definition beside a profile's plain one, an inline module's
-//! list, an option in an imported file, osModa's own settings), `lib.evalModules` on the tree
+//! list, an option inside a part of `lib.mkMerge [ … ]` in an imported file, osModa's own
+//! settings), `lib.evalModules` on the tree
 //! gives the values asked for and no "conflicting definition values". And the check can fail:
 //! the second definition a naive editor would add is rejected by the same evaluation.
 //!
@@ -91,7 +92,7 @@ fn evaluate(eval: &str, tree: &Path) -> Result<Value, String> {
 
 const CONFIGURATION: &str = "{ lib, ... }:\n{\n  imports = [\n    ./osmoda.nix\n    ./profile.nix\n    ./ssh.nix\n    { networking.firewall.allowedTCPPorts = [ 22 ]; }\n  ];\n\n  # This machine's name wins over the profile's.\n  networking.hostName = lib.mkForce \"web\";\n}\n";
 const PROFILE: &str = "{ ... }:\n{\n  networking.hostName = \"generic\";\n}\n";
-const SSH: &str = "{ ... }:\n{\n  services.openssh.enable = true;\n  services.openssh.settings.PermitRootLogin = \"no\";\n}\n";
+const SSH: &str = "{ lib, ... }:\n{\n  services.openssh = lib.mkMerge [\n    { enable = true; }\n    { settings.PermitRootLogin = \"no\"; }\n  ];\n}\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_made_where_options_are_defined_evaluate_with_the_module_system() {
@@ -159,10 +160,7 @@ async fn edits_made_where_options_are_defined_evaluate_with_the_module_system() 
     // NixOS rejects; the check above would have caught it.
     let naive = std::fs::read_to_string(tree.join("ssh.nix"))
         .expect("read")
-        .replace(
-            "services.openssh.enable = true;",
-            "services.openssh.enable = true;\n  networking.hostName = \"db\";",
-        );
+        .replace("{\n  services", "{\n  networking.hostName = \"db\";\n  services");
     let copy = tempfile::tempdir().expect("tempdir");
     for name in ["configuration.nix", "profile.nix", "osmoda.nix"] {
         std::fs::copy(tree.join(name), copy.path().join(name)).expect("copy");
