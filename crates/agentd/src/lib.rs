@@ -70,6 +70,12 @@ pub struct Settings {
     /// The capability-token signing key (`--capability-key`, 32 raw bytes or 64 hex); `None`:
     /// `<state dir>/capability.key`, generated on first use.
     pub capability_key: Option<std::path::PathBuf>,
+    /// osmoda-egress's Unix socket bound into Ring 1 sandboxes (`--egress-proxy-socket`);
+    /// `None`: [`api::sandbox::DEFAULT_PROXY_SOCKET`].
+    pub egress_proxy_socket: Option<std::path::PathBuf>,
+    /// The `osmoda-egress` binary run as Ring 1's relay (`--egress-bin`); `None`: beside
+    /// agentd's binary, else on `PATH`.
+    pub egress_bin: Option<std::path::PathBuf>,
 }
 
 /// Where the agent writes files freely (`services.osmoda.agentd.writableRoots`' default).
@@ -116,6 +122,8 @@ impl Default for Settings {
                 .collect(),
             egress_config: None,
             capability_key: None,
+            egress_proxy_socket: None,
+            egress_bin: None,
         }
     }
 }

@@ -53,6 +53,12 @@ struct Cli {
     /// the state directory.
     #[arg(long)]
     capability_key: Option<PathBuf>,
+    /// osmoda-egress's CONNECT Unix socket, bound into Ring 1 sandboxes (`/sandbox/exec`).
+    #[arg(long, default_value = agentd::api::sandbox::DEFAULT_PROXY_SOCKET)]
+    egress_proxy_socket: PathBuf,
+    /// The osmoda-egress binary whose relay runs inside Ring 1 (default: beside agentd, or PATH).
+    #[arg(long)]
+    egress_bin: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -102,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
     }
     settings.egress_config = Some(cli.egress_config.clone());
     settings.capability_key = cli.capability_key.clone();
+    settings.egress_proxy_socket = Some(cli.egress_proxy_socket.clone());
+    settings.egress_bin = cli.egress_bin.clone();
     settings.keyd_uid = match cli.keyd_user.parse::<u32>() {
         Ok(uid) => Some(uid),
         Err(_) => nix::unistd::User::from_name(&cli.keyd_user)

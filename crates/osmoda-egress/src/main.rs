@@ -42,7 +42,9 @@ enum Cmd {
         file: PathBuf,
     },
     /// Inside a sandbox: listen on a loopback TCP address and pass every connection to the
-    /// proxy's Unix socket. Prints `listening <addr>` on stdout once ready.
+    /// proxy's Unix socket. Without a command, prints `listening <addr>` on stdout once ready
+    /// and serves until killed; with `-- COMMAND…`, runs it once listening and exits with its
+    /// status (128 + n when a signal ended it), which is how agentd's Ring 1 sandbox starts.
     Relay {
         /// Loopback address to listen on (`127.0.0.1:3128`; port 0 picks one).
         #[arg(long)]
@@ -50,6 +52,9 @@ enum Cmd {
         /// The proxy's Unix socket as seen inside the sandbox.
         #[arg(long)]
         to: PathBuf,
+        /// The command to run behind the relay.
+        #[arg(last = true)]
+        command: Vec<String>,
     },
 }
 
@@ -64,17 +69,40 @@ fn main() -> anyhow::Result<()> {
     }
     osmoda_daemon::init_tracing();
     let rt = tokio::runtime::Runtime::new()?;
-    if let Some(Cmd::Relay { listen, to }) = cli.cmd {
-        return rt.block_on(async move {
+    if let Some(Cmd::Relay {
+        listen,
+        to,
+        command,
+    }) = cli.cmd
+    {
+        let code = rt.block_on(async move {
             anyhow::ensure!(
                 listen.ip().is_loopback(),
                 "the relay listens on loopback only"
             );
             let l = tokio::net::TcpListener::bind(listen).await?;
-            println!("listening {}", l.local_addr()?);
-            osmoda_egress::relay::run(l, to).await?;
-            Ok(())
-        });
+            if command.is_empty() {
+                println!("listening {}", l.local_addr()?);
+                osmoda_egress::relay::run(l, to).await?;
+                return Ok(0);
+            }
+            let mut child = tokio::process::Command::new(&command[0])
+                .args(&command[1..])
+                .spawn()
+                .with_context(|| format!("starting {:?}", command[0]))?;
+            tokio::select! {
+                st = child.wait() => {
+                    use std::os::unix::process::ExitStatusExt;
+                    let st = st?;
+                    Ok(st.code().or(st.signal().map(|s| 128 + s)).unwrap_or(1))
+                }
+                r = osmoda_egress::relay::run(l, to) => {
+                    r?;
+                    anyhow::bail!("the relay stopped")
+                }
+            }
+        })?;
+        std::process::exit(code);
     }
     rt.block_on(run(cli))
 }

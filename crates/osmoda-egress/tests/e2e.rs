@@ -8,106 +8,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
 
 use common::dns::{self, Rec};
+use common::procs::{cert, daemon, tls_server, Kill};
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_osmoda-egress");
-
-/// Kills its child when dropped, so a failing assertion leaves no process behind.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A self-signed certificate for `name` (openssl, real TLS).
-fn cert(dir: &Path, name: &str) {
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .args([
-            "-days",
-            "1",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{name}"),
-        ])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-/// `openssl s_server -www` on `addr`, returned once it printed ACCEPT.
-fn tls_server(dir: &Path, addr: &str) -> Child {
-    let mut c = Command::new("openssl")
-        .args(["s_server", "-www", "-accept", addr])
-        .arg("-cert")
-        .arg(dir.join("cert.pem"))
-        .arg("-key")
-        .arg(dir.join("key.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(c.stdout.take().unwrap());
-    let mut line = String::new();
-    while out.read_line(&mut line).unwrap() > 0 && !line.contains("ACCEPT") {
-        line.clear();
-    }
-    assert!(line.contains("ACCEPT"), "s_server did not start");
-    c
-}
-
-/// Starts the daemon and waits for its READY=1.
-fn daemon(dir: &Path, config: &Path) -> Kill {
-    let notify = dir.join("notify.sock");
-    let rx = UnixDatagram::bind(&notify).unwrap();
-    let child = Kill(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .arg("--socket")
-            .arg(dir.join("egress.sock"))
-            .arg("--proxy-socket")
-            .arg(dir.join("egress-proxy.sock"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--agentd-socket")
-            .arg(dir.join("agentd.sock"))
-            .env("NOTIFY_SOCKET", &notify)
-            .spawn()
-            .unwrap(),
-    );
-    let mut buf = [0u8; 256];
-    loop {
-        let n = rx.recv(&mut buf).unwrap();
-        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
-            return child;
-        }
-    }
-}
 
 fn curl(args: &[&str]) -> (bool, String, String) {
     let o = Command::new("curl")
@@ -177,7 +84,7 @@ fn curl_through_the_real_daemon() {
         assert!(!no.status.success());
         assert!(String::from_utf8_lossy(&no.stderr).contains("allow_ranges[0]"));
 
-        let mut d = daemon(&dir, &cfg_path);
+        let mut d = daemon(BIN, &dir, &cfg_path);
         let token = keys.token(&[("web", &["api.allowed.test"], &[8443])]);
         let cacert = dir.join("cert.pem").display().to_string();
         let proxy = "http://127.0.0.1:19999";

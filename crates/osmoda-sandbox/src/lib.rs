@@ -37,12 +37,17 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod limits;
+pub mod ring;
 mod run;
+pub mod seccomp;
 
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+pub use limits::{Enforcement, Limits};
+pub use ring::{Bind, Network, RingOutput, RingSpec};
 pub use run::{kill_group, Exit, Output};
 
 /// User a command runs as when it does not ask for another one.
@@ -109,6 +114,9 @@ pub enum SandboxError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// No seccomp filter can be built here (Ring 1/2 only).
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::FilterError),
     /// The sandbox process could not be spawned or waited for.
     #[error("cannot run the sandbox: {0}")]
     Io(#[from] std::io::Error),

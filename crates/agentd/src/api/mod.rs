@@ -13,6 +13,7 @@ pub mod health;
 pub mod incidents;
 pub mod ledger;
 pub mod relay;
+pub mod sandbox;
 pub(crate) mod secrets;
 pub mod subscribe;
 pub mod system;
@@ -64,6 +65,7 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/system/exec", post(exec::exec))
         .route("/capability/mint", post(capability::mint))
         .route("/capability/revoke", post(capability::revoke))
+        .route("/sandbox/exec", post(sandbox::exec))
         .route("/fs/read", get(fs::read))
         .route("/fs/write", post(fs::write))
         .route("/fs/list", get(fs::list))

@@ -4,6 +4,10 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod dns;
+pub mod procs;
+
+/// The daemon binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_osmoda-egress");
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,0 +1,272 @@
+//! The Ring 2 sandbox for real (bubblewrap, seccomp, cgroups or rlimits), each test inside a
+//! network namespace it creates with only `lo`: no inet socket, no secrets, no daemon socket,
+//! no capabilities; killed at its timeout with its children; memory, task and output limits.
+//! Ring 1 (the egress relay) is tested end to end in osmoda-egress's `tests/ring1.rs` and
+//! through agentd in `agentd/tests/sandbox.rs`. Needs root; prints `skipped:` otherwise.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use osmoda_sandbox::{Bind, Boundary, Exit, Limits, RingOutput, RingSpec};
+
+#[path = "support/netns.rs"]
+mod netns;
+use netns::in_netns;
+
+async fn sh(script: &str) -> RingOutput {
+    let mut spec = RingSpec::new(["sh", "-c", script]);
+    spec.timeout = Duration::from_secs(30);
+    Boundary::osmoda_default().run_ring(&spec).await.unwrap()
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+const PERL_SOCKET: &str = r#"use Socket; for my $f (["inet", AF_INET], ["inet6", AF_INET6], ["netlink", 16], ["packet", 17], ["unix", AF_UNIX]) { if (socket(my $s, $f->[1], ($f->[1] == 16 || $f->[1] == 17) ? SOCK_RAW : SOCK_STREAM, 0)) { print "$f->[0] opened\n" } else { print "$f->[0] refused: $!\n" } }"#;
+
+#[test]
+fn ring2_cannot_open_an_inet_socket_and_sees_only_loopback() {
+    in_netns("ring2_network", || async {
+        let mut spec = RingSpec::new(["perl", "-e", PERL_SOCKET]);
+        spec.timeout = Duration::from_secs(30);
+        let out = Boundary::osmoda_default().run_ring(&spec).await.unwrap();
+        let text = out.output.stdout_lossy();
+        assert!(out.output.success(), "{out:?}");
+        for fam in ["inet", "inet6", "netlink", "packet"] {
+            assert!(
+                text.contains(&format!("{fam} refused: Operation not permitted")),
+                "{fam}: {text}"
+            );
+        }
+        assert!(text.contains("unix opened"), "{text}");
+        // Its namespace has only loopback (the host's interfaces are not there).
+        let out = sh("cat /proc/net/dev").await;
+        let ifaces: Vec<_> = out
+            .output
+            .stdout_lossy()
+            .lines()
+            .skip(2)
+            .map(|l| l.split(':').next().unwrap().trim().to_string())
+            .collect();
+        assert_eq!(ifaces, ["lo"], "{out:?}");
+    });
+}
+
+#[test]
+fn ring2_sees_no_secrets_no_daemon_state_and_no_daemon_socket() {
+    in_netns("ring2_secrets", || async {
+        // Stand-ins for keyd's state and agentd's socket, outside /tmp and readable by all, so
+        // only the sandbox's file system can hide them.
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        chmod(d.path(), 0o755);
+        let keyd = d.path().join("keyd");
+        std::fs::create_dir(&keyd).unwrap();
+        chmod(&keyd, 0o755);
+        std::fs::write(keyd.join("wallets.enc"), "secret-wallet").unwrap();
+        chmod(&keyd.join("wallets.enc"), 0o644);
+        let sock = d.path().join("agentd.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        chmod(&sock, 0o666);
+        // The same socket is reachable from outside (so the test can fail).
+        std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        drop(listener.accept().unwrap());
+        let script = format!(
+            "cat /etc/shadow; echo shadow=$?; cat {k}/wallets.enc; echo keyd=$?; \
+             ls /var/lib/osmoda /run/osmoda; echo state=$?; \
+             perl -e 'use Socket; socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; \
+               connect($s, pack_sockaddr_un(\"{s}\")) ? print \"connected\\n\" : print \"refused: $!\\n\"'; \
+             id -u; ls /",
+            k = keyd.display(),
+            s = sock.display()
+        );
+        let out = sh(&script).await;
+        let text = out.output.stdout_lossy();
+        assert!(text.contains("shadow=1"), "{text}");
+        assert!(text.contains("keyd=1"), "{text}");
+        assert!(!text.contains("secret-wallet"), "{text}");
+        assert!(text.contains("state=2"), "{text}");
+        assert!(
+            text.contains("refused: No such file or directory"),
+            "{text}"
+        );
+        assert!(!text.contains("connected"), "{text}");
+        assert!(text.contains("\n65534\n"), "runs as nobody: {text}");
+        // The root holds the software and nothing else of the host's.
+        for absent in ["root", "home", "srv", "boot"] {
+            assert!(!text.lines().any(|l| l == absent), "{absent}: {text}");
+        }
+    });
+}
+
+#[test]
+fn ring2_has_no_capabilities_and_no_way_to_regain_them() {
+    in_netns("ring2_caps", || async {
+        let out = sh(
+            "grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; \
+             unshare -U true; echo unshare=$?; \
+             touch /x; echo root_write=$?; \
+             touch /tmp/x; echo tmp_write=$?",
+        )
+        .await;
+        let text = out.output.stdout_lossy();
+        for line in [
+            "CapEff:\t0000000000000000",
+            "CapPrm:\t0000000000000000",
+            "CapBnd:\t0000000000000000",
+            "CapAmb:\t0000000000000000",
+            "NoNewPrivs:\t1",
+            "Seccomp:\t2",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        assert!(text.contains("unshare=1"), "{text}");
+        assert!(text.contains("root_write=1"), "{text}");
+        assert!(text.contains("tmp_write=0"), "{text}");
+    });
+}
+
+fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .count()
+}
+
+#[test]
+fn ring2_is_killed_at_its_timeout_with_its_children() {
+    in_netns("ring2_timeout", || async {
+        let marker = format!("{}", 7_000_000 + std::process::id());
+        let mut spec = RingSpec::new([
+            "sh".to_string(),
+            "-c".to_string(),
+            format!("sleep {marker} & sleep {marker} & (sleep {marker} &) ; echo started; wait"),
+        ]);
+        spec.timeout = Duration::from_secs(2);
+        let out = Boundary::osmoda_default().run_ring(&spec).await.unwrap();
+        assert_eq!(out.output.exit, Exit::TimedOut, "{out:?}");
+        assert_eq!(out.output.stdout_lossy(), "started\n");
+        assert_eq!(processes_with(&marker), 0, "every child is gone");
+    });
+}
+
+#[test]
+fn ring2_limits_memory_tasks_and_output() {
+    in_netns("ring2_limits", || async {
+        let b = Boundary::osmoda_default();
+        // Memory: 300 MiB touched under a 64 MiB budget is killed (or refused by the rlimit).
+        let mut spec = RingSpec::new([
+            "perl",
+            "-e",
+            "my $x = 'a' x (300 * 1024 * 1024); print length($x), \"\\n\"",
+        ]);
+        spec.timeout = Duration::from_secs(60);
+        spec.limits = Limits {
+            memory_bytes: 64 << 20,
+            tasks: 64,
+        };
+        let out = b.run_ring(&spec).await.unwrap();
+        assert!(!out.output.success(), "{out:?}");
+        assert!(!out.output.stdout_lossy().contains("314572800"), "{out:?}");
+        if out.enforced_by != osmoda_sandbox::Enforcement::Rlimit {
+            assert!(out.memory_exceeded, "{out:?}");
+        }
+        // Tasks: 40 background sleeps cannot all start under a budget of 16, and can under 128.
+        for (tasks, started) in [(16, false), (128, true)] {
+            let mut spec = RingSpec::new([
+                "sh",
+                "-c",
+                "for i in $(seq 40); do sleep 30 & done; echo all-started",
+            ]);
+            spec.timeout = Duration::from_secs(20);
+            spec.limits = Limits {
+                memory_bytes: 256 << 20,
+                tasks,
+            };
+            let out = b.run_ring(&spec).await.unwrap();
+            assert_eq!(
+                out.output.stdout_lossy().contains("all-started"),
+                started,
+                "{tasks}: {out:?}"
+            );
+            if !started {
+                assert!(out.output.stderr_lossy().contains("fork"), "{out:?}");
+            }
+        }
+        // Output: capped and marked.
+        let mut spec = RingSpec::new(["head", "-c", "200000", "/dev/zero"]);
+        spec.output_limit = 1000;
+        spec.timeout = Duration::from_secs(20);
+        let out = b.run_ring(&spec).await.unwrap();
+        assert_eq!(out.output.stdout.len(), 1000);
+        assert!(out.output.truncated);
+    });
+}
+
+#[test]
+fn declared_binds_are_visible_and_masks_hold_inside_them() {
+    in_netns("ring_binds", || async {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        chmod(d.path(), 0o777);
+        let data = d.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        chmod(&data, 0o777);
+        std::fs::write(data.join("in"), "declared\n").unwrap();
+        chmod(&data.join("in"), 0o644);
+        let hidden = data.join("admin");
+        std::fs::create_dir(&hidden).unwrap();
+        std::fs::write(hidden.join("token"), "s3cret").unwrap();
+        chmod(&hidden, 0o755);
+        chmod(&hidden.join("token"), 0o644);
+        let ro = d.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        chmod(&ro, 0o777);
+        let mut spec = RingSpec::new([
+            "sh".to_string(),
+            "-c".to_string(),
+            format!(
+                "cat {data}/in; echo x > {data}/out; echo w=$?; cat {data}/admin/token; echo h=$?; \
+                 echo y > {ro}/out; echo ro=$?",
+                data = data.display(),
+                ro = ro.display()
+            ),
+        ]);
+        spec.timeout = Duration::from_secs(20);
+        spec.binds = vec![
+            Bind {
+                path: data.clone(),
+                writable: true,
+            },
+            Bind {
+                path: ro.clone(),
+                writable: false,
+            },
+        ];
+        let out = Boundary::new([hidden.clone()])
+            .run_ring(&spec)
+            .await
+            .unwrap();
+        let text = out.output.stdout_lossy();
+        assert!(text.starts_with("declared\nw=0\n"), "{out:?}");
+        assert!(text.contains("h=1") && !text.contains("s3cret"), "{out:?}");
+        assert!(!text.contains("ro=0"), "{out:?}");
+        assert!(data.join("out").exists());
+        assert!(!ro.join("out").exists());
+        // A bind that does not exist is refused before anything runs.
+        spec.binds = vec![Bind {
+            path: d.path().join("missing"),
+            writable: false,
+        }];
+        let e = Boundary::osmoda_default()
+            .run_ring(&spec)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("must exist"), "{e}");
+    });
+}
