@@ -374,7 +374,7 @@ let
     in
     {
       agentd =
-        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" "ledger" "backup" "writableRoots" ])
+        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" "ledger" "backup" "writableRoots" "capabilityKeyFile" ])
         // {
           files.writable_roots = get agentd "writableRoots" d.agentd.writableRoots;
           ledger = let
@@ -470,7 +470,7 @@ let
           limits = get egress "limits" { };
           limit = key: name: { ${key} = get limits name d.egress.limits.${name}; };
         in
-        extra egress (serviceKeys ++ [ "listen" "capabilities" "publicKeyFile" "revocationFile" "allowRanges" "nameservers" "limits" ])
+        extra egress (serviceKeys ++ [ "listen" "proxySocket" "capabilities" "publicKeyFile" "revocationFile" "allowRanges" "nameservers" "limits" ])
         // {
           listen = get egress "listen" d.egress.listen;
           capabilities = mapAttrs (_: renderCapability) (get egress "capabilities" { });
@@ -574,7 +574,8 @@ let
           let s = section cfg dn; in
           map (k: "${p}${dn}.${k}")
             (filter (k: setIn s k) ([ "package" "socket" "enable" ]
-              ++ (if dn == "agentd" then [ "approvalSocket" "validate" ] else [ ])
+              ++ (if dn == "agentd" then [ "approvalSocket" "validate" "capabilityKeyFile" ] else [ ])
+              ++ (if dn == "egress" then [ "proxySocket" ] else [ ])
               ++ (if dn == "mesh" then [ "openFirewall" ] else [ ])
               ++ (if dn == "voice" then [ "pipewireRuntimeDir" ] else [ ]))))
         daemonNames;

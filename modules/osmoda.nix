@@ -370,6 +370,7 @@ in
         dir = nullOr types.str "Directory of backup archives (`POST /backup/create`, `agentctl backup create`; root only, mode 0700, archives 0600: they hold the daemons' state); null = `<stateDir>/backups`.";
         keep = mkOption { type = types.nullOr types.ints.positive; default = d.agentd.backup.keep; description = "Keep at most this many archives (the oldest are deleted after a new one); null = keep all."; };
       };
+      capabilityKeyFile = nullOr types.str "Ed25519 key (32 raw bytes or 64 hex) agentd signs osmoda-egress capability tokens with, passed as a systemd credential, never through the store; null = generated once in agentd's state dir (mode 0600).";
       validate = mkOption {
         type = types.enum [ "parse" "eval" "build" ];
         default = "eval";
@@ -439,6 +440,7 @@ in
 
     egress = daemonOptions "egress" "osmoda-egress" // {
       listen = mkOption { type = types.str; default = d.egress.listen; description = "Loopback `host:port` of the CONNECT proxy."; };
+      proxySocket = mkOption { type = types.str; default = "/run/osmoda/egress-proxy.sock"; description = "Unix socket where the proxy also accepts CONNECT; agentd binds it into Ring 1 sandboxes (`/sandbox/exec`), where `osmoda-egress relay` forwards to it."; };
       capabilities = mkOption {
         type = types.attrsOf (types.submodule capabilityModule);
         default = { };
@@ -595,8 +597,12 @@ in
                  "--validate" cfg.agentd.validate "--keyd-user" "osmoda-keyd" ]
           # The module itself (with ../lib beside it), for the full evaluation.
           ++ lib.optionals (cfg.agentd.validate == "build") [ "--nixos-module" "${../.}/modules/osmoda.nix" ]
-          ++ lib.optionals cfg.gateway.enable [ "--relay-socket" cfg.gateway.relaySocket "--relay-user" "osmoda-gateway" ];
-        path = [ config.nix.package pkgs.git config.systemd.package ];
+          ++ lib.optionals cfg.gateway.enable [ "--relay-socket" cfg.gateway.relaySocket "--relay-user" "osmoda-gateway" ]
+          # Ring 1 sandboxes: egress's socket and its binary, whose relay runs inside.
+          ++ lib.optionals cfg.egress.enable [ "--egress-proxy-socket" cfg.egress.proxySocket "--egress-bin" (lib.getExe cfg.egress.package) ]
+          ++ lib.optionals (cfg.agentd.capabilityKeyFile != null) [ "--capability-key" (credential "osmoda-agentd" "capability-key") ];
+        # bubblewrap and setpriv build the command sandboxes (/system/exec, /sandbox/exec).
+        path = [ config.nix.package pkgs.git config.systemd.package pkgs.bubblewrap pkgs.util-linux ];
         serviceConfig = {
           # The filesystem, process and service APIs act on the whole system by design.
           ProtectSystem = "full";
@@ -608,10 +614,20 @@ in
           # SO_PEERCRED actors: resolving /proc/<pid>/exe of other users needs ptrace
           # access; reading any file for the agent needs DAC_READ_SEARCH.
           # A backup restore writes the other daemons' state files back as their owners
-          # (DAC_OVERRIDE, FOWNER, CHOWN).
-          CapabilityBoundingSet = [ "CAP_SYS_PTRACE" "CAP_DAC_READ_SEARCH" "CAP_DAC_OVERRIDE" "CAP_FOWNER" "CAP_CHOWN" ];
-          # Root's own operations (chown of files it writes for the agent) are privileged calls.
-          SystemCallFilter = [ "@system-service" ];
+          # (DAC_OVERRIDE, FOWNER, CHOWN). The command sandboxes (/system/exec, /sandbox/exec)
+          # are bubblewrap run by agentd as root: new mount, PID, IPC, UTS, network and cgroup
+          # namespaces (mounts, pivot_root, their loopback brought up), setpriv to nobody with
+          # the bounding set dropped, a cgroup per run and killing what is left in it. A command
+          # itself has none of this: it runs with no capabilities, no_new_privs and a seccomp
+          # filter (osmoda-sandbox).
+          CapabilityBoundingSet = [ "CAP_SYS_PTRACE" "CAP_DAC_READ_SEARCH" "CAP_DAC_OVERRIDE" "CAP_FOWNER" "CAP_CHOWN"
+                                    "CAP_SYS_ADMIN" "CAP_SETUID" "CAP_SETGID" "CAP_SETPCAP" "CAP_NET_ADMIN" "CAP_KILL"
+                                    "CAP_SYS_RESOURCE" ];
+          RestrictNamespaces = false;
+          ProtectControlGroups = false;
+          # Root's own operations (chown of files it writes for the agent) are privileged
+          # calls; bubblewrap mounts and unshares.
+          SystemCallFilter = [ "@system-service" "@mount" "unshare" "setns" "pivot_root" ];
           # Network info (netlink) and loopback health probes.
           RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" "AF_INET" "AF_INET6" ];
           ReadWritePaths = [ "/run/osmoda" (builtins.dirOf cfg.agentd.approvalSocket) cfg.configTree ]
@@ -620,6 +636,7 @@ in
           RuntimeDirectory = "osmoda";
           RuntimeDirectoryMode = "0770";
           RuntimeDirectoryPreserve = "yes";
+          LoadCredential = lib.optional (cfg.agentd.capabilityKeyFile != null) "capability-key:${cfg.agentd.capabilityKeyFile}";
         };
       };
 
@@ -737,8 +754,15 @@ in
         package = cfg.egress.package;
         socket = cfg.egress.socket;
         user = "osmoda-egress";
-        # It is the one path to the internet for sandboxes: it dials out.
-        serviceConfig.RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+        # The socket agentd binds into Ring 1 sandboxes (mode 0666: the token is the credential).
+        args = [ "--proxy-socket" cfg.egress.proxySocket ];
+        serviceConfig = {
+          # It is the one path to the internet for sandboxes: it dials out.
+          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+          # Nothing it keeps is secret, but tokens pass through its memory.
+          LimitCORE = 0;
+          PrivateUsers = true;
+        };
       };
 
       # A system-wide PipeWire grants its socket to group pipewire (declared here too, so the
