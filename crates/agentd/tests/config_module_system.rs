@@ -160,7 +160,10 @@ async fn edits_made_where_options_are_defined_evaluate_with_the_module_system() 
     // NixOS rejects; the check above would have caught it.
     let naive = std::fs::read_to_string(tree.join("ssh.nix"))
         .expect("read")
-        .replace("{\n  services", "{\n  networking.hostName = \"db\";\n  services");
+        .replace(
+            "{\n  services",
+            "{\n  networking.hostName = \"db\";\n  services",
+        );
     let copy = tempfile::tempdir().expect("tempdir");
     for name in ["configuration.nix", "profile.nix", "osmoda.nix"] {
         std::fs::copy(tree.join(name), copy.path().join(name)).expect("copy");

@@ -185,7 +185,11 @@ fn cases() -> Vec<Case> {
                 Nix(CFG, "services.openssh.enable", "!true"),
                 Nix(CFG, "services.openssh.enable", "lib.mkForce false"),
                 Set(CFG, "services.openssh", json!({"enable": false})),
-                Nix(CFG, "services.openssh", "lib.mkMerge [ { enable = false; } ]"),
+                Nix(
+                    CFG,
+                    "services.openssh",
+                    "lib.mkMerge [ { enable = false; } ]",
+                ),
                 Nix(CFG, "services.openssh.enable", "lib.mkMerge [ false ]"),
                 RevertSshdOn,
                 Hand(
