@@ -6,44 +6,11 @@
 //! voice.json passes the daemon's own check. Without nixos-eval it prints "skipped".
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use serde_json::Value;
 
-fn check_sh() -> Option<PathBuf> {
-    let p = match std::env::var_os("OSMODA_NIXOS_EVAL") {
-        Some(d) => PathBuf::from(d).join("check.sh"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/nixos-eval/check.sh"),
-    };
-    let nix = Command::new("nix-instantiate")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if p.is_file() && nix {
-        Some(p)
-    } else {
-        eprintln!(
-            "skipped: nixos-eval or nix-instantiate not found ({})",
-            p.display()
-        );
-        None
-    }
-}
-
-fn eval(check: &Path, body: &str) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("m.nix");
-    std::fs::write(&m, format!("{{ {body} system.stateVersion = \"24.11\"; }}")).unwrap();
-    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../modules/osmoda.nix");
-    let out = Command::new(check).arg(&module).arg(&m).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+#[path = "../../../tests/rust/nixos_eval.rs"]
+mod nixos_eval;
+use nixos_eval::{check_sh, eval};
 
 #[test]
 fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
