@@ -68,6 +68,16 @@ pub struct Evaluated {
     /// Entries naming a module of the tree are applied (the module and what only it imports are
     /// left out).
     pub disabled_elsewhere: Vec<Value>,
+    /// `imports` entries the gate cannot read, as `(module, entry)`: paths outside the tree (or
+    /// missing), strings, and `{"__osmoda": "undecidable"}` for an entry (or a whole list) whose
+    /// value cannot be decided. Modules are named by file, inline ones as
+    /// `file.nix#imports.N` (see [`module_file`]).
+    pub foreign_imports: Vec<(String, Value)>,
+}
+
+/// The file a module key names: inline modules are keyed `file.nix#imports.N[#imports.M…]`.
+pub fn module_file(key: &str) -> &str {
+    key.split_once('#').map_or(key, |(f, _)| f)
 }
 
 /// Why a tree state could not be evaluated.
@@ -123,7 +133,7 @@ static SLOW: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet
 fn slow_id(files: &Files, key: &str) -> Option<String> {
     // The key is `[world, file, path...]`.
     let k: Vec<String> = serde_json::from_str(key).ok()?;
-    let text = files.get(Path::new(k.get(1)?))?;
+    let text = files.get(Path::new(module_file(k.get(1)?)))?;
     Some(format!(
         "{} {key}",
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text))
@@ -421,6 +431,7 @@ fn assemble(out: &Value, roots: &[String]) -> Evaluated {
     }
     let mut modules = Vec::new();
     let mut failed = Vec::new();
+    let mut foreign_imports = Vec::new();
     for m in all
         .iter()
         .filter(|m| kept.contains(m["file"].as_str().unwrap_or_default()))
@@ -429,6 +440,19 @@ fn assemble(out: &Value, roots: &[String]) -> Evaluated {
         if m["ok"] != Value::Bool(true) {
             failed.push(file);
             continue;
+        }
+        // Both worlds' unreadable entries: the bare world names an import list chosen by a
+        // stand-in (the worlds disagree on it) as undecidable.
+        let mut seen: Vec<&Value> = Vec::new();
+        for e in [&m["foreign"], &m["bare"]["foreign"]]
+            .into_iter()
+            .filter_map(Value::as_array)
+            .flatten()
+        {
+            if !seen.contains(&e) {
+                seen.push(e);
+                foreign_imports.push((file.clone(), e.clone()));
+            }
         }
         let bare_ok = m["bare"]["ok"] == Value::Bool(true);
         let bare = m["bare"]["roots"].as_array();
@@ -458,10 +482,12 @@ fn assemble(out: &Value, roots: &[String]) -> Evaluated {
         }
         modules.push(tree);
     }
+    foreign_imports.sort_by_key(|(f, e)| (f.clone(), e.to_string()));
     Evaluated {
         tree: merge::merge_modules(&modules),
         failed,
         disabled_elsewhere,
+        foreign_imports,
     }
 }
 

@@ -41,6 +41,9 @@ let
   rootStr = toString root;
   inTree = p: isPath p && substring 0 (stringLength rootStr + 1) (toString p) == rootStr + "/";
   rel = p: substring (stringLength rootStr + 1) (-1) (toString p);
+  # A path as agentd reports it: relative to the tree (whose private copy moves) where inside.
+  shown = p: let s = toString p; in
+    if substring 0 (stringLength rootStr + 1) s == rootStr + "/" then "./" + rel p else s;
 
   # Stand-ins for what the tree alone cannot tell (pkgs, config, options, the evaluator's
   # environment). A protected value is decided only when it does not depend on them: each module
@@ -184,17 +187,37 @@ let
         else { path = done ++ rest; value = null; };
     in go defs [ ] path;
 
+  # One entry of `imports`, classified: a file of the tree (followed), an inline module (an
+  # attribute set or a function, evaluated as a module of its own), or anything else — a path
+  # outside the tree or missing, a string, a value that cannot be decided — which the gate cannot
+  # read: agentd judges a change of those entries undecidable.
+  entry = v:
+    let t = tryEval v; x = t.value; p = tryEval (isPath x && inTree x && builtins.pathExists x); in
+    if !t.success then { foreign = undecidable; }
+    else if isPath x then (if p.success && p.value then { file = x; } else { foreign = { __osmoda = "path"; path = shown x; }; })
+    else if isAttrs x || isFunction x then { inline = x; }
+    else if builtins.isString x then { foreign = x; }
+    else { foreign = undecidable; };
+  entries = r:
+    let imps = tryEval (r.imports or [ ]); in
+    if !imps.success || !isList imps.value then [ { foreign = undecidable; } ]
+    else map entry imps.value;
+  # What the two worlds must agree on for a module's imports to be decided.
+  shape = e: if e ? file then toString e.file else if e ? inline then "#inline" else builtins.toJSON e.foreign;
+
   # One module in world `w` (`key` is prefixed with the world, so `skip` names one world's value).
   module = w: f: m:
     let
       k = builtins.toJSON [ w f ];
       r = builtins.trace "osmoda-gate:${k}" (tryEval (apply worlds.${w} m));
     in
-    if builtins.elem k skip || !r.success then { ok = false; imports = [ ]; roots = [ ]; disabled = [ ]; }
-    else let defs = definitions r.value; imps = tryEval (r.value.imports or [ ]); in {
+    if builtins.elem k skip || !r.success then { ok = false; imports = [ ]; inline = [ ]; foreign = [ ]; shape = [ ]; roots = [ ]; disabled = [ ]; }
+    else let defs = definitions r.value; es = entries r.value; in {
       ok = true;
-      imports = filter (p: let t = tryEval (inTree p && builtins.pathExists p); in t.success && t.value)
-        (if imps.success && isList imps.value then imps.value else [ ]);
+      imports = map (e: e.file) (filter (e: e ? file) es);
+      inline = map (e: e.inline) (filter (e: e ? inline) es);
+      foreign = map (e: e.foreign) (filter (e: e ? foreign) es);
+      shape = map shape es;
       roots = map (p: let s = pick defs p; in { path = s.path; value = walk ([ w f ] ++ s.path) s.value; }) protected;
       # Modules this one turns off (`disabledModules`): agentd leaves them out of the effect.
       disabled = walk [ w f "#disabledModules" ] (r.value.disabledModules or [ ]);
@@ -205,19 +228,31 @@ let
   # Each module is evaluated once per world: the closure's items carry both results. A module
   # whose imports differ between the worlds chose them by a stand-in: its values are undecidable.
   load = w: path: module w (rel path) (scopedImport (scope worlds.${w}.extra) path);
-  item = path: let a = load "stand-in" path; b = load "bare" path; in {
-    key = rel path;
-    inherit a;
-    b = if map toString a.imports == map toString b.imports then b else b // { ok = false; };
+  pair = key: a: b: {
+    inherit key a;
+    # Imports chosen by a stand-in: which modules are imported cannot be decided.
+    b = if a.shape == b.shape then b else b // { ok = false; foreign = [ undecidable ]; };
   };
+  item = path: pair (rel path) (load "stand-in" path) (load "bare" path);
+  # The n-th inline module of `it` (`file.nix#imports.n`), evaluated in each world from that
+  # world's own value of it.
+  inlineKey = it: i: "${it.key}#imports.${toString i}";
+  inlineItems = it: builtins.genList (i:
+    let k = inlineKey it i; bi = it.b.inline; in
+    pair k (module "stand-in" k (builtins.elemAt it.a.inline i))
+      (if it.b.ok && builtins.length bi == builtins.length it.a.inline
+       then module "bare" k (builtins.elemAt bi i)
+       else { ok = false; imports = [ ]; inline = [ ]; foreign = [ ]; shape = [ ]; roots = [ ]; disabled = [ ]; }))
+    (builtins.length it.a.inline);
   closure = builtins.genericClosure {
     startSet = map (f: item (root + "/${f}")) roots;
-    operator = it: map (p: item (file p)) (it.a.imports ++ it.b.imports);
+    operator = it: map (p: item (file p)) (it.a.imports ++ it.b.imports) ++ inlineItems it;
   };
 in
 map (it: {
   file = it.key;
-  inherit (it.a) ok roots disabled;
-  imports = map (p: rel (file p)) (it.a.imports ++ it.b.imports);
-  bare = { inherit (it.b) ok roots disabled; };
+  inherit (it.a) ok roots disabled foreign;
+  imports = map (p: rel (file p)) (it.a.imports ++ it.b.imports)
+    ++ builtins.genList (inlineKey it) (builtins.length it.a.inline);
+  bare = { inherit (it.b) ok roots disabled foreign; };
 }) closure

@@ -88,6 +88,7 @@ pub fn judge(
         .filter(|p| before.get(*p) != after.get(*p))
         .cloned()
         .collect();
+    let is_changed = |f: &str| changed.iter().any(|c| c.to_string_lossy() == f);
     if changed.is_empty() {
         return Ok(Effect::default());
     }
@@ -114,10 +115,8 @@ pub fn judge(
     let mut unevaluable: Vec<(String, Value, Value)> = a
         .failed
         .iter()
-        .filter(|f| {
-            !b.failed.contains(f) || changed.iter().any(|c| c.to_string_lossy() == f.as_str())
-        })
-        .cloned()
+        .filter(|f| !b.failed.contains(f) || is_changed(eval::module_file(f)))
+        .map(|f| eval::module_file(f).to_string())
         // A flake's module list (inline modules, `nixosSystem` arguments) is not a module the
         // gate evaluates, so any change of a flake cannot be judged.
         .chain(
@@ -143,6 +142,7 @@ pub fn judge(
             Value::Array(a.disabled_elsewhere.clone()),
         ));
     }
+    unevaluable.extend(foreign_imports(before, after, &b, &a, &is_changed));
     let ctx = rules::Ctx {
         before: &b.tree,
         after: &a.tree,
@@ -156,6 +156,55 @@ pub fn judge(
     Ok(Effect {
         findings: rules::findings(&ctx),
     })
+}
+
+/// `imports` entries the gate cannot read (a module outside the tree, a string, an entry whose
+/// value cannot be decided) hide their definitions, so a change of them is undecidable: readable
+/// entries (paths, strings) are compared as a set, and an undecidable entry is bound to the text
+/// of its file (any change of that file is undecidable).
+fn foreign_imports(
+    before: &Files,
+    after: &Files,
+    b: &eval::Evaluated,
+    a: &eval::Evaluated,
+    is_changed: &dyn Fn(&str) -> bool,
+) -> Vec<(String, Value, Value)> {
+    let readable = |e: &eval::Evaluated| -> Vec<Value> {
+        let mut v: Vec<Value> = e
+            .foreign_imports
+            .iter()
+            .filter(|(_, x)| !merge::is_undecidable(x))
+            .map(|(_, x)| x.clone())
+            .collect();
+        v.sort_by_key(Value::to_string);
+        v.dedup();
+        v
+    };
+    let mut out = Vec::new();
+    let (rb, ra) = (readable(b), readable(a));
+    if rb != ra {
+        out.push((
+            rules::FOREIGN_IMPORTS.to_string(),
+            Value::Array(rb),
+            Value::Array(ra),
+        ));
+    }
+    for (m, _) in b
+        .foreign_imports
+        .iter()
+        .chain(&a.foreign_imports)
+        .filter(|(_, x)| merge::is_undecidable(x))
+    {
+        let f = eval::module_file(m);
+        if is_changed(f) {
+            out.push((
+                f.to_string(),
+                digest(before, Path::new(f)),
+                digest(after, Path::new(f)),
+            ));
+        }
+    }
+    out
 }
 
 fn digest(files: &Files, f: &Path) -> Value {
@@ -523,6 +572,9 @@ async fn switch(
     )
     .await
 }
+
+#[cfg(test)]
+mod judge_tests;
 
 #[cfg(test)]
 mod tests {

@@ -14,8 +14,8 @@ mod ssh;
 mod users;
 
 use boot::*;
-pub use osmoda::DISABLED_ELSEWHERE;
 use osmoda::*;
+pub use osmoda::{DISABLED_ELSEWHERE, FOREIGN_IMPORTS};
 use services::*;
 use ssh::*;
 use users::*;
@@ -76,7 +76,7 @@ pub const RULES: &[Rule] = &[
     Rule { kind: "mesh.peer.remove", protects: "a peer removed from `services.osmoda.mesh.peers`", check: peer_removed },
     Rule { kind: "capability.remove", protects: "an egress capability removed from `services.osmoda.egress.capabilities`", check: capability_removed },
     Rule { kind: "package.remove_critical", protects: "a package named in `critical_packages` removed from `environment.systemPackages` (`switch.remove_critical` for a switch)", check: critical_packages },
-    Rule { kind: "gate.undecidable", protects: "a changed module that the evaluator cannot evaluate at all, a changed flake.nix, or changed `disabledModules` entries naming modules outside the tree", check: unevaluable },
+    Rule { kind: "gate.undecidable", protects: "a changed module that the evaluator cannot evaluate at all, a changed flake.nix, changed `disabledModules` entries naming modules outside the tree, `imports` entries it cannot read (a module outside the tree, a string, a computed path) added or removed, or a changed file whose `imports` cannot be decided", check: unevaluable },
 ];
 
 /// Apply every rule.

@@ -105,10 +105,16 @@ pub(super) fn critical_packages(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 /// The name [`unevaluable`] gets for a change of `disabledModules` entries outside the tree.
 pub const DISABLED_ELSEWHERE: &str = "disabledModules";
 
+/// Names the finding of `imports` entries the gate cannot read (modules outside the tree,
+/// strings) that were added or removed.
+pub const FOREIGN_IMPORTS: &str = "imports";
+
 pub(super) fn unevaluable(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     for (f, was, now) in ctx.unevaluable {
         let words = if f == DISABLED_ELSEWHERE {
             "disabledModules changes which modules outside the tree are turned off, so the effect cannot be decided".to_string()
+        } else if f == FOREIGN_IMPORTS {
+            format!("imports a module the gate cannot read (outside the tree, a string or a computed value: {was} → {now}), so its effect cannot be decided")
         } else {
             format!("{f} cannot be evaluated, so the effect of changing it cannot be decided")
         };
