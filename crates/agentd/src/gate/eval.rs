@@ -31,6 +31,7 @@ pub const PROTECTED: &[&[&str]] = &[
     &["security", "sudo"],
     &["security", "pam", "services"],
     &["environment", "systemPackages"],
+    &["environment", "etc"],
 ];
 
 /// Longest a single evaluator run may take (wall clock; the CPU cap below usually ends it first).

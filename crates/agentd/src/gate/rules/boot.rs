@@ -41,48 +41,75 @@ const LOADER_DEFAULTS: &[(&str, bool)] = &[
     ("efi.canTouchEfiVariables", false),
 ];
 
-/// Kernel parameters (the name before `=`) that decide what the kernel mounts and starts: a
-/// change of one can stop the boot before any login (`root=`, `init=`, `systemd.unit=rescue…`).
-const RISKY_PARAMS: &[&str] = &[
-    "root",
-    "rootfstype",
-    "rootflags",
-    "rootwait",
-    "init",
-    "rdinit",
-    "ro",
-    "rw",
-    "single",
-    "s",
-    "S",
-    "1",
-    "emergency",
-    "rescue",
-    "noinit",
-    "panic",
-    "systemd.unit",
-    "rd.systemd.unit",
-    "systemd.mask",
-    "rd.systemd.mask",
-    "boot.shell_on_fail",
-    "boot.panic_on_fail",
-    "module_blacklist",
-    "modprobe.blacklist",
-    "rd.driver.blacklist",
-    "ip",
-    "netroot",
-    "resume",
-    "fsck.mode",
-    "fsck.repair",
-    "selinux",
-    "apparmor",
-    "lsm",
-    "security",
-    "nosmp",
-    "maxcpus",
-    "mem",
-    "memmap",
+/// Kernel parameters (the name before `=`) known not to stop a boot that works today: how much
+/// the kernel and systemd print, where the console is, the splash screen. Any other parameter
+/// added or removed needs approval: besides `root=`, `init=` or `systemd.unit=rescue.target`,
+/// NixOS's stage 1 reads its own (`boot.debug1` stops in a shell, `boot.shell_on_fail`,
+/// `boot.panic_on_fail`), and drivers, blacklists, memory and CPU limits can all end the boot.
+const HARMLESS_PARAMS: &[&str] = &[
+    "quiet",
+    "splash",
+    "loglevel",
+    "console",
+    "consoleblank",
+    "nomodeset",
+    "vga",
+    "fbcon",
+    "vt.global_cursor_default",
+    "udev.log_level",
+    "udev.log_priority",
+    "rd.udev.log_level",
+    "rd.udev.log_priority",
+    "systemd.log_level",
+    "systemd.log_target",
+    "systemd.log_color",
+    "systemd.show_status",
+    "rd.systemd.show_status",
+    "printk.devkmsg",
+    "plymouth.enable",
+    "nowatchdog",
+    "nmi_watchdog",
+    "mitigations",
+    "transparent_hugepage",
+    "zswap.enabled",
+    "random.trust_cpu",
+    "audit",
 ];
+
+/// `boot` settings (relative to `boot`) with rules of their own: the loader, the kernel, its
+/// parameters, the initrd's modules and encrypted disks.
+const JUDGED_BOOT: &[&str] = &[
+    "loader",
+    "kernelPackages",
+    "kernelParams",
+    "initrd.availableKernelModules",
+    "initrd.kernelModules",
+    "initrd.luks",
+];
+
+/// `boot` settings that are not the boot chain: temporary files, the console's look, sysctls
+/// (applied at run time, where a health check sees them), binfmt emulation, containers.
+const HARMLESS_BOOT: &[&str] = &[
+    "tmp",
+    "cleanTmpDir",
+    "tmpOnTmpfs",
+    "consoleLogLevel",
+    "plymouth",
+    "kernel.sysctl",
+    "binfmt",
+    "enableContainers",
+];
+
+/// Lists where adding is harmless and removing is not (a driver or file system the boot needs).
+const ONLY_REMOVAL: &[&str] = &[
+    "kernelModules",
+    "extraModulePackages",
+    "supportedFilesystems",
+    "initrd.supportedFilesystems",
+];
+
+/// Lists where removing is harmless and adding is not (a blacklisted NIC or disk driver).
+const ONLY_ADDITION: &[&str] = &["blacklistedKernelModules"];
 
 /// Mount points the machine needs to boot: removing one of them leaves it unbootable.
 const BOOT_MOUNTS: &[&str] = &[
@@ -190,10 +217,11 @@ fn param_name(p: &Value) -> Option<&str> {
 }
 
 pub(super) fn boot_kernel(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    boot_chain(ctx, out);
     let p = ["boot", "kernelParams"];
     let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
     if b != a {
-        let risky = |x: &Value| param_name(x).is_none_or(|n| RISKY_PARAMS.contains(&n));
+        let risky = |x: &Value| param_name(x).is_none_or(|n| !HARMLESS_PARAMS.contains(&n));
         let changed = match (b.list(&[]), a.list(&[])) {
             (Some(old), Some(new)) => old
                 .iter()
@@ -286,6 +314,74 @@ pub(super) fn boot_kernel(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             a,
             "the encrypted disks the initrd opens may change, so the machine may not boot again",
         );
+    }
+}
+
+/// Everything else under `boot` that decides how the machine boots (the initrd's commands,
+/// `postBootCommands`, blacklisted modules, stage-1 systemd, initrd networking, ...): judged by
+/// leaf, a change of any setting not known to be harmless needs approval.
+fn boot_chain(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let base = ["boot"];
+    let (b, a) = (at(ctx.before, &base), at(ctx.after, &base));
+    if b == a {
+        return;
+    }
+    let (mut old, mut new) = (BTreeMap::new(), BTreeMap::new());
+    leaves(b, "", &mut old);
+    leaves(a, "", &mut new);
+    let under = |k: &str, set: &[&str]| {
+        set.iter()
+            .any(|h| k == *h || k.starts_with(&format!("{h}.")))
+    };
+    if old.contains_key("") || new.contains_key("") {
+        push(
+            out,
+            "boot.kernel",
+            &base,
+            b,
+            a,
+            "how the machine boots may change, so it may not boot again",
+        );
+        return;
+    }
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let absent = json!("<absent>");
+    for k in keys {
+        if under(k, JUDGED_BOOT) || under(k, HARMLESS_BOOT) {
+            continue;
+        }
+        let (was, now) = (old.get(k).unwrap_or(&absent), new.get(k).unwrap_or(&absent));
+        if was == now {
+            continue;
+        }
+        let list = |v: &Value| match v {
+            Value::Array(l) => Some(l.clone()),
+            Value::String(s) if s == "<absent>" => Some(Vec::new()),
+            _ => None,
+        };
+        let (lo, ln) = (list(was), list(now));
+        let risky = match (&lo, &ln) {
+            (Some(o), Some(n)) if ONLY_REMOVAL.contains(&k.as_str()) => {
+                o.iter().any(|x| !n.contains(x))
+            }
+            (Some(o), Some(n)) if ONLY_ADDITION.contains(&k.as_str()) => {
+                n.iter().any(|x| !o.contains(x))
+            }
+            _ => true,
+        };
+        if risky {
+            let path: Vec<&str> = base.iter().copied().chain(k.split('.')).collect();
+            push_values(
+                out,
+                "boot.kernel",
+                &path,
+                was.clone(),
+                now.clone(),
+                "how the machine boots changes (a setting of the boot chain not known to be harmless), so it may not boot again",
+            );
+        }
     }
 }
 

@@ -87,25 +87,40 @@ pub(super) fn ssh_access(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     if sshd_on(ctx.before) == Some(false) || sshd_on(ctx.after) == Some(false) {
         return;
     }
-    for p in [
-        &["services", "openssh", "ports"][..],
-        &["services", "openssh", "listenAddresses"],
-    ] {
-        let (b, a) = (at(ctx.before, p), at(ctx.after, p));
-        let removed = match (b.list(&[json!(22)]), a.list(&[json!(22)])) {
-            (Some(old), Some(new)) => old.iter().any(|x| !new.contains(x)),
-            _ => true,
-        };
-        if b != a && removed && !(p[2] == "listenAddresses" && b == V::Absent) {
-            push(
-                out,
-                "ssh.access",
-                p,
-                b,
-                a,
-                "sshd stops listening where it listened",
-            );
+    let p = ["services", "openssh", "ports"];
+    let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+    let removed = match (b.list(&[json!(22)]), a.list(&[json!(22)])) {
+        (Some(old), Some(new)) => old.iter().any(|x| !new.contains(x)),
+        _ => true,
+    };
+    if b != a && removed {
+        push(
+            out,
+            "ssh.access",
+            &p,
+            b,
+            a,
+            "sshd stops listening where it listened",
+        );
+    }
+    // No listen address (`[ ]`, the default) is every address: any list narrows it.
+    let p = ["services", "openssh", "listenAddresses"];
+    let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+    let narrowed = match (b.list(&[]), a.list(&[])) {
+        (Some(old), Some(new)) => {
+            !new.is_empty() && (old.is_empty() || old.iter().any(|x| !new.contains(x)))
         }
+        _ => true,
+    };
+    if b != a && narrowed {
+        push(
+            out,
+            "ssh.access",
+            &p,
+            b,
+            a,
+            "sshd stops listening on addresses it listened on (an empty list is every address; loopback alone is unreachable from outside)",
+        );
     }
     let s = |k: &'static str| -> [&'static str; 4] { ["services", "openssh", "settings", k] };
     let (pb, b) = either(

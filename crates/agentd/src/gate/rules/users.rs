@@ -12,6 +12,18 @@ pub(super) fn user_removed(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             push(out, "user.remove", &p, b, a, &format!("removes user {n}"));
         }
     }
+    // `enable = false` is no account (NixOS does not create it), also for a user the tree does
+    // not define itself (root, or one of a NixOS module).
+    for n in names(ctx, &["users", "users"]) {
+        lose_flag(
+            ctx,
+            out,
+            "user.remove",
+            &["users", "users", n.as_str(), "enable"],
+            true,
+            &format!("turns off user {n} (NixOS then creates no such account)"),
+        );
+    }
     // `name` is the account's login name: another one is the old account gone.
     for n in existing_users(ctx) {
         let p = ["users", "users", n.as_str(), "name"];
@@ -266,6 +278,7 @@ pub(super) fn user_demoted(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 }
 
 pub(super) fn user_credentials(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    super::etc::etc_login_files(ctx, out);
     lose_flag(
         ctx,
         out,
