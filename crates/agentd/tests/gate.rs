@@ -112,6 +112,8 @@ enum Edit {
     Set(&'static str, &'static str, Value),
     Nix(&'static str, &'static str, &'static str),
     Unset(&'static str, &'static str),
+    /// Append a raw Nix value to a list.
+    Append(&'static str, &'static str, &'static str),
     /// Revert the fixture generation that turned sshd on.
     RevertSshdOn,
     /// Revert the fixture generation that added alice.
@@ -123,7 +125,9 @@ enum Edit {
 async fn send(f: &Fixture, e: &Edit, approval: Option<&str>) -> Response {
     let mut body = match e {
         Edit::Set(file, path, v) => json!({"file": file, "path": path, "value": v}),
-        Edit::Nix(file, path, n) => json!({"file": file, "path": path, "nix": n}),
+        Edit::Nix(file, path, n) | Edit::Append(file, path, n) => {
+            json!({"file": file, "path": path, "nix": n})
+        }
         Edit::Unset(file, path) => json!({"file": file, "path": path}),
         Edit::RevertSshdOn => json!({"rev": f.sshd_on}),
         Edit::RevertAlice => json!({"rev": f.alice}),
@@ -142,6 +146,7 @@ async fn send(f: &Fixture, e: &Edit, approval: Option<&str>) -> Response {
     let endpoint = match e {
         Edit::Set(..) | Edit::Nix(..) => "/config/set",
         Edit::Unset(..) => "/config/unset",
+        Edit::Append(..) => "/config/append",
         Edit::RevertSshdOn | Edit::RevertAlice => "/config/revert",
         Edit::Hand(..) => "/config/commit",
     };
@@ -173,9 +178,143 @@ fn settings_with_htop_critical() -> agentd::Settings {
     s
 }
 
+/// A module outside the tree (as `/fs/write` could leave one) that strips alice's admin group.
+fn outside_module() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let p =
+            std::env::temp_dir().join(format!("osmoda-gate-outside-{}.nix", std::process::id()));
+        std::fs::write(
+            &p,
+            "{ lib, ... }: { users.users.alice.extraGroups = lib.mkForce [ ]; }\n",
+        )
+        .expect("write");
+        p.display().to_string()
+    })
+}
+
 fn cases() -> Vec<Case> {
     use Edit::*;
+    let outside = outside_module();
+    let outside_list: &'static str =
+        Box::leak(format!("[ ./osmoda.nix {outside} ]").into_boxed_str());
     vec![
+        // The review's bypasses of the second session of 2026-11-30 (docs/STATUS.md).
+        Case {
+            name: "an inline module disables sshd",
+            kind: "service.disable",
+            phrasings: vec![
+                Append(
+                    CFG,
+                    "imports",
+                    "{ services.openssh.enable = lib.mkForce false; }",
+                ),
+                Append(
+                    CFG,
+                    "imports",
+                    "({ lib, ... }: { services.openssh.enable = lib.mkForce false; })",
+                ),
+                Append(
+                    CFG,
+                    "imports",
+                    "{ imports = [ { services.openssh.enable = lib.mkForce false; } ]; }",
+                ),
+                Set(CFG, "services.openssh.enable", json!(false)),
+            ],
+        },
+        Case {
+            name: "a module outside the tree is imported",
+            kind: "gate.undecidable",
+            phrasings: vec![
+                Append(CFG, "imports", outside),
+                Nix(CFG, "imports", outside_list),
+            ],
+        },
+        Case {
+            name: "alice turned off",
+            kind: "user.remove",
+            phrasings: vec![
+                Set(CFG, "users.users.alice.enable", json!(false)),
+                Nix(CFG, "users.users.alice.enable", "lib.mkForce (1 == 2)"),
+                Unset(CFG, "users.users.alice"),
+            ],
+        },
+        Case {
+            name: "sshd_config replaced through /etc",
+            kind: "ssh.access",
+            phrasings: vec![
+                Set(
+                    CFG,
+                    "environment.etc",
+                    json!({"ssh/sshd_config": {"text": "DenyUsers *"}}),
+                ),
+                Nix(
+                    CFG,
+                    "environment.etc",
+                    "{ \"ssh/sshd_config\".text = \"DenyUsers \" + \"*\"; }",
+                ),
+            ],
+        },
+        Case {
+            name: "alice's authorized keys turned off through /etc",
+            kind: "user.credentials",
+            phrasings: vec![
+                Set(
+                    CFG,
+                    "environment.etc",
+                    json!({"ssh/authorized_keys.d/alice": {"enable": false}}),
+                ),
+                Nix(
+                    CFG,
+                    "environment.etc",
+                    "{ \"ssh/authorized_keys.d/alice\".enable = 1 == 2; }",
+                ),
+            ],
+        },
+        Case {
+            name: "sshd listens on loopback only",
+            kind: "ssh.access",
+            phrasings: vec![
+                Set(
+                    CFG,
+                    "services.openssh.listenAddresses",
+                    json!([{"addr": "127.0.0.1"}]),
+                ),
+                Nix(
+                    CFG,
+                    "services.openssh.listenAddresses",
+                    "[ { addr = \"127.0.0.\" + \"1\"; } ]",
+                ),
+            ],
+        },
+        Case {
+            name: "stage 1 stops in a shell",
+            kind: "boot.kernel",
+            phrasings: vec![
+                Set(CFG, "boot.kernelParams", json!(["boot.debug1"])),
+                Nix(CFG, "boot.kernelParams", "[ (\"boot.\" + \"debug1\") ]"),
+            ],
+        },
+        Case {
+            name: "the initrd powers off before LVM",
+            kind: "boot.kernel",
+            phrasings: vec![
+                Set(CFG, "boot.initrd.preLVMCommands", json!("poweroff -f")),
+                Nix(CFG, "boot.initrd.preLVMCommands", "\"poweroff\" + \" -f\""),
+            ],
+        },
+        Case {
+            name: "a disk driver blacklisted",
+            kind: "boot.kernel",
+            phrasings: vec![
+                Set(CFG, "boot.blacklistedKernelModules", json!(["virtio_blk"])),
+                Nix(
+                    CFG,
+                    "boot.blacklistedKernelModules",
+                    "[ (\"virtio\" + \"_blk\") ]",
+                ),
+            ],
+        },
         Case {
             name: "sshd disabled",
             kind: "service.disable",
@@ -625,6 +764,14 @@ async fn edits_that_destroy_nothing_are_not_gated() {
         Set(CFG, "security.sudo.wheelNeedsPassword", json!(true)),
         Set(CFG, "networking.firewall.extraCommands", json!("")),
         Set(CFG, "networking.nameservers", json!(["1.1.1.1"])),
+        Append(CFG, "imports", "{ services.nginx.enable = true; }"),
+        Set(CFG, "boot.kernelParams", json!(["quiet", "console=ttyS0"])),
+        Set(
+            CFG,
+            "environment.etc",
+            json!({"motd.d/hello": {"text": "hi"}}),
+        ),
+        Set(CFG, "users.users.bob.enable", json!(true)),
     ] {
         let r = send(&f, &e, None).await;
         assert_eq!(r.status, 200, "{e:?} is not destructive: {}", r.body);
@@ -879,6 +1026,40 @@ async fn restoring_an_old_tree_is_judged_against_the_running_generation() {
     let g = agentd::gate::check_restore(st, "test", &head, None).await;
     assert!(g.is_ok(), "{:?}", g.err().map(|e| e.error));
     drop(g);
+    f.d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_a_generation_whose_inline_module_disabled_sshd_needs_a_ticket() {
+    let f = fixture(agentd::Settings::default()).await;
+    let plain = "imports = [ ./osmoda.nix ];";
+    let inline = "imports = [ ./osmoda.nix { services.openssh.enable = lib.mkForce false; } ];";
+    let off = commit_file(&f.d, CFG, plain, inline, "person: sshd off inline");
+    commit_file(&f.d, CFG, inline, plain, "person: sshd back");
+    let head = git(&f.d.tree_dir(), &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    let tree = f.d.state.config_tree.clone().expect("tree");
+    tree.tag_deployed(&head).expect("deploy HEAD");
+    let n = commits(&f.d);
+    for purpose in ["switch", "restore"] {
+        let body = json!({"rev": off, "reason": "go back", "purpose": purpose});
+        let r =
+            f.d.agent()
+                .post("/config/restore", &body)
+                .await
+                .expect("post");
+        assert_eq!(r.status, 403, "{purpose}: {}", r.body);
+        assert!(
+            r.body["detail"]["kinds"]
+                .as_array()
+                .expect("kinds")
+                .contains(&json!("service.disable")),
+            "{purpose}: {}",
+            r.body
+        );
+    }
+    assert_eq!(commits(&f.d), n, "nothing recorded before a person decides");
     f.d.stop().await;
 }
 
@@ -1211,7 +1392,8 @@ async fn symbolic_links_in_the_tree_are_judged_by_what_they_point_to() {
     )
     .expect("link");
 
-    // Pointing the inside link at a module that turns sshd off is judged by that module.
+    // Pointing the inside link at a module that turns sshd off is judged by that module (and
+    // by what the old one no longer says: the `kvm` module it loaded at boot goes away).
     std::fs::remove_file(dir.join("hw.nix")).expect("rm");
     std::os::unix::fs::symlink("sshd-off.nix", dir.join("hw.nix")).expect("link");
     let r = d
@@ -1222,7 +1404,7 @@ async fn symbolic_links_in_the_tree_are_judged_by_what_they_point_to() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(
         r.body["detail"]["kinds"],
-        json!(["service.disable"]),
+        json!(["boot.kernel", "service.disable"]),
         "{}",
         r.body
     );

@@ -4,24 +4,44 @@ use serde_json::{json, Value};
 
 use super::*;
 
-pub(super) fn user_removed(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-    for n in names(ctx, &["users", "users"]) {
-        let p = ["users", "users", n.as_str()];
-        let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
-        if b != V::Absent && b != a && (a == V::Absent || a == V::Unknown) {
-            push(out, "user.remove", &p, b, a, &format!("removes user {n}"));
-        }
+/// Whether the tree keeps account `n`: `Some(true)` defined and on, `Some(false)` turned off
+/// (`enable = false`, NixOS creates no such account), `None` when that cannot be decided;
+/// `Err(())` when the tree does not define it (it may still come from a NixOS module).
+fn account(t: &Value, n: &str) -> Result<Option<bool>, ()> {
+    match at(t, &["users", "users", n]) {
+        V::Absent => Err(()),
+        V::Unknown => Ok(None),
+        V::Known(_) => Ok(at(t, &["users", "users", n, "enable"]).flag(true)),
     }
-    // `enable = false` is no account (NixOS does not create it), also for a user the tree does
-    // not define itself (root, or one of a NixOS module).
+}
+
+pub(super) fn user_removed(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    // An account that goes away: its definition removed, or turned off (`enable = false`, also
+    // for a user the tree did not define, such as root). Reported as the account's existence,
+    // so every phrasing of the removal is one effect.
     for n in names(ctx, &["users", "users"]) {
-        lose_flag(
-            ctx,
+        let (b, a) = (account(ctx.before, &n), account(ctx.after, &n));
+        let now = match (b, a) {
+            (Ok(Some(false)), _) | (_, Ok(Some(true))) => continue,
+            (Err(()), Err(()) | Ok(None)) => continue,
+            (_, Err(()) | Ok(Some(false))) => json!(false),
+            (_, Ok(None)) => json!("<undecidable>"),
+        };
+        let was = match b {
+            Ok(None) => json!("<undecidable>"),
+            _ => json!(true),
+        };
+        let p = ["users", "users", n.as_str()];
+        if was == now {
+            continue;
+        }
+        push_values(
             out,
             "user.remove",
-            &["users", "users", n.as_str(), "enable"],
-            true,
-            &format!("turns off user {n} (NixOS then creates no such account)"),
+            &p,
+            was,
+            now,
+            &format!("removes user {n} (no such account after the change)"),
         );
     }
     // `name` is the account's login name: another one is the old account gone.
