@@ -1,0 +1,37 @@
+//! The one error type of the memory crate.
+
+use std::path::PathBuf;
+
+/// What went wrong in a memory operation.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// The request was malformed; nothing was written. The message names the field and the rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading or writing a markdown note (or the memory directory) failed.
+    #[error("memory file {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The derived index failed; it can always be rebuilt from the notes (`reindex`).
+    #[error("memory index: {0} (the index is derived; `agentctl memory reindex` rebuilds it)")]
+    Index(#[from] rusqlite::Error),
+    /// The embedding model could not be loaded or did not answer.
+    #[error("embedding model: {0}")]
+    Embed(String),
+}
+
+impl MemoryError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        MemoryError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, MemoryError>;

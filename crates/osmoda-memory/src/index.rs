@@ -1,0 +1,445 @@
+//! The derived index: one SQLite file with the chunks, an FTS5 table (BM25) and the vectors.
+//!
+//! Everything here can be rebuilt from the notes. Each vector is stored with the id of the
+//! model that made it, and the file records the current model; opening with another model
+//! clears every vector before any is used, so two models' vectors never mix. Vectors are
+//! little-endian f32 blobs; the search over them is exact (a dot product per chunk over an
+//! in-memory copy, see docs/STATUS.md for the benchmark behind that choice).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::chunk::Chunk;
+use crate::error::Result;
+
+const SCHEMA_VERSION: &str = "1";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks(
+  id INTEGER PRIMARY KEY,
+  path TEXT NOT NULL,
+  ord INTEGER NOT NULL,
+  line_start INTEGER NOT NULL,
+  line_end INTEGER NOT NULL,
+  heading TEXT NOT NULL,
+  text TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  model TEXT,
+  vec BLOB,
+  UNIQUE(path, ord));
+CREATE INDEX IF NOT EXISTS chunks_ts ON chunks(ts);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, tokenize = 'porter unicode61');
+";
+
+/// A chunk as stored, with its row id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChunk {
+    /// Row id (changes on rebuild; results are compared by path and ord).
+    pub id: i64,
+    /// The chunk.
+    pub chunk: Chunk,
+}
+
+/// The in-memory copy of the vectors: row ids, dates and a flat matrix.
+#[derive(Debug, Default)]
+pub(crate) struct Vectors {
+    pub ids: Vec<i64>,
+    pub ts: Vec<i64>,
+    pub dims: usize,
+    pub data: Vec<f32>,
+}
+
+impl Vectors {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dims..(i + 1) * self.dims]
+    }
+    /// Keep rows ordered by id (lookups binary-search `ids`).
+    fn sort(&mut self) {
+        if self.ids.windows(2).all(|w| w[0] < w[1]) {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by_key(|&i| self.ids[i]);
+        let mut n = Vectors { dims: self.dims, ..Default::default() };
+        for i in order {
+            n.ids.push(self.ids[i]);
+            n.ts.push(self.ts[i]);
+            n.data.extend_from_slice(self.row(i));
+        }
+        *self = n;
+    }
+}
+
+/// The open index.
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+    pub(crate) vectors: Vectors,
+    /// Why the index was rebuilt when it was opened (`None`: it was sound).
+    pub rebuilt: Option<String>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").field("path", &self.path).finish()
+    }
+}
+
+fn remove_db(path: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+impl Index {
+    /// Open (or create) the index at `path` for vectors of `model` (`None`: keyword only,
+    /// vectors are kept as they are). A file that is not a sound index of this schema is
+    /// deleted and created anew; [`Index::rebuilt`] says why.
+    ///
+    /// # Errors
+    /// [`crate::MemoryError::Index`] when even a fresh file cannot be created.
+    pub fn open(path: &Path, model: Option<&str>) -> Result<Self> {
+        let (conn, rebuilt) = match Self::open_checked(path) {
+            Ok(c) => (c, None),
+            Err(why) => {
+                tracing::warn!(index = %path.display(), %why, "memory index unusable; rebuilding it from the notes");
+                remove_db(path);
+                (Self::fresh(path)?, Some(why))
+            }
+        };
+        let mut index = Index {
+            conn,
+            path: path.to_path_buf(),
+            vectors: Vectors::default(),
+            rebuilt,
+        };
+        if let Some(model) = model {
+            index.set_model(model)?;
+        }
+        match index.load_vectors() {
+            Ok(()) => {}
+            Err(why) => {
+                // Vectors of the wrong length: a corrupt file, never a model mix.
+                remove_db(path);
+                index.conn = Self::fresh(path)?;
+                index.rebuilt = Some(why);
+                if let Some(model) = model {
+                    index.set_model(model)?;
+                }
+                index.vectors = Vectors::default();
+            }
+        }
+        Ok(index)
+    }
+
+    fn open_raw(path: &Path) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(conn)
+    }
+
+    fn fresh(path: &Path) -> rusqlite::Result<Connection> {
+        let conn = Self::open_raw(path)?;
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?1)", [SCHEMA_VERSION])?;
+        Ok(conn)
+    }
+
+    /// Open and check: integrity, schema version, the FTS table agrees with the chunks.
+    fn open_checked(path: &Path) -> std::result::Result<Connection, String> {
+        let conn = Self::open_raw(path).map_err(|e| format!("cannot open: {e}"))?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| format!("integrity check failed: {e}"))?;
+        if check != "ok" {
+            return Err(format!("integrity check: {check}"));
+        }
+        let version: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| format!("cannot read meta: {e}"))?;
+        match version.as_deref() {
+            Some(SCHEMA_VERSION) => {}
+            None => {
+                conn.execute("INSERT INTO meta VALUES ('schema', ?1)", [SCHEMA_VERSION])
+                    .map_err(|e| format!("cannot write meta: {e}"))?;
+            }
+            Some(v) => return Err(format!("schema version {v}, expected {SCHEMA_VERSION}")),
+        }
+        conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)", [])
+            .map_err(|e| format!("full-text index damaged: {e}"))?;
+        let (chunks, fts): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM chunks_fts)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| format!("cannot count chunks: {e}"))?;
+        if chunks != fts {
+            return Err(format!("{chunks} chunks but {fts} full-text rows"));
+        }
+        Ok(conn)
+    }
+
+    /// The model whose vectors the index holds.
+    pub fn model(&self) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'model'", [], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Make `model` the index's model; a change clears every vector (re-embedded by the next
+    /// sync), so vectors of two models never mix.
+    fn set_model(&mut self, model: &str) -> Result<()> {
+        if self.model()?.as_deref() == Some(model) {
+            // Stray vectors of another model (a crash between the two statements below in an
+            // older run cannot leave any, but a hand-edited file could).
+            self.conn
+                .execute("UPDATE chunks SET vec = NULL, model = NULL WHERE model IS NOT ?1", [model])?;
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute("UPDATE chunks SET vec = NULL, model = NULL", [])?;
+        tx.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?1)", [model])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_vectors(&mut self) -> std::result::Result<(), String> {
+        let mut v = Vectors::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, ts, vec FROM chunks WHERE vec IS NOT NULL ORDER BY id")
+            .map_err(|e| e.to_string())?;
+        let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+        while let Some(r) = rows.next().map_err(|e| e.to_string())? {
+            let blob: Vec<u8> = r.get(2).map_err(|e| e.to_string())?;
+            if blob.is_empty() || blob.len() % 4 != 0 {
+                return Err(format!("a vector blob of {} bytes", blob.len()));
+            }
+            let dims = blob.len() / 4;
+            if v.dims == 0 {
+                v.dims = dims;
+            } else if v.dims != dims {
+                return Err(format!("vectors of {} and {dims} dimensions", v.dims));
+            }
+            v.ids.push(r.get(0).map_err(|e| e.to_string())?);
+            v.ts.push(r.get(1).map_err(|e| e.to_string())?);
+            v.data.extend(blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        }
+        drop(rows);
+        drop(stmt);
+        self.vectors = v;
+        Ok(())
+    }
+
+    /// The sha256 the index last saw for each note.
+    pub fn file_hashes(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare("SELECT path, sha256 FROM files ORDER BY path")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Replace the chunks of `path` (a note whose content hashes to `sha`); `chunks` empty
+    /// and `sha` `None` removes the note. One transaction.
+    pub fn replace_file(&mut self, path: &str, sha: Option<&str>, chunks: &[Chunk]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        // Vectors of unchanged chunk texts are kept: editing one section of a long note
+        // re-embeds that section only.
+        let mut kept: std::collections::HashMap<String, (Vec<u8>, String)> = std::collections::HashMap::new();
+        {
+            let mut stmt = tx.prepare("SELECT text, vec, model FROM chunks WHERE path = ?1 AND vec IS NOT NULL")?;
+            let rows = stmt.query_map([path], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?)))?;
+            for row in rows {
+                let (text, vec, model) = row?;
+                kept.insert(text, (vec, model));
+            }
+        }
+        tx.execute(
+            "DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE path = ?1)",
+            [path],
+        )?;
+        tx.execute("DELETE FROM chunks WHERE path = ?1", [path])?;
+        let mut reused = Vec::new();
+        for c in chunks {
+            let (vec, model) = match kept.get(&c.text) {
+                Some((v, m)) => (Some(v.clone()), Some(m.clone())),
+                None => (None, None),
+            };
+            tx.execute(
+                "INSERT INTO chunks(path, ord, line_start, line_end, heading, text, ts, vec, model) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                params![c.path, c.ord, c.line_start, c.line_end, c.heading, c.text, c.ts, vec, model],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute("INSERT INTO chunks_fts(rowid, text) VALUES (?1, ?2)", params![id, c.enriched()])?;
+            if let Some(v) = vec {
+                reused.push((id, c.ts, v));
+            }
+        }
+        match sha {
+            Some(sha) => tx.execute("INSERT OR REPLACE INTO files VALUES (?1, ?2)", [path, sha])?,
+            None => tx.execute("DELETE FROM files WHERE path = ?1", [path])?,
+        };
+        tx.commit()?;
+        let gone: std::collections::HashSet<i64> = self.ids_without_chunk()?;
+        if !gone.is_empty() {
+            self.drop_vectors(&gone);
+        }
+        for (id, ts, blob) in reused {
+            let v: Vec<f32> = blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            if self.vectors.dims == 0 {
+                self.vectors.dims = v.len();
+            }
+            if v.len() == self.vectors.dims {
+                self.vectors.ids.push(id);
+                self.vectors.ts.push(ts);
+                self.vectors.data.extend_from_slice(&v);
+            }
+        }
+        self.vectors.sort();
+        Ok(())
+    }
+
+    fn ids_without_chunk(&self) -> Result<std::collections::HashSet<i64>> {
+        let live: std::collections::HashSet<i64> = {
+            let mut stmt = self.conn.prepare("SELECT id FROM chunks WHERE vec IS NOT NULL")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        Ok(self.vectors.ids.iter().copied().filter(|id| !live.contains(id)).collect())
+    }
+
+    fn drop_vectors(&mut self, gone: &std::collections::HashSet<i64>) {
+        let v = &self.vectors;
+        let mut n = Vectors { dims: v.dims, ..Default::default() };
+        for i in 0..v.len() {
+            if !gone.contains(&v.ids[i]) {
+                n.ids.push(v.ids[i]);
+                n.ts.push(v.ts[i]);
+                n.data.extend_from_slice(v.row(i));
+            }
+        }
+        self.vectors = n;
+    }
+
+    /// Chunks that have no vector of the current model yet (at most `limit`), for embedding.
+    pub fn pending(&self, limit: usize) -> Result<Vec<StoredChunk>> {
+        self.select("WHERE vec IS NULL ORDER BY id LIMIT ?1", params![limit as i64])
+    }
+
+    /// Number of chunks without a vector.
+    pub fn pending_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM chunks WHERE vec IS NULL", [], |r| r.get(0))?)
+    }
+
+    /// Number of chunks.
+    pub fn chunk_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?)
+    }
+
+    /// Store vectors made by `model` for the chunks `ids` (same order). Ids deleted in the
+    /// meantime are skipped.
+    pub fn set_vectors(&mut self, model: &str, ids: &[i64], vecs: &[Vec<f32>]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let mut added = Vec::new();
+        for (id, v) in ids.iter().zip(vecs) {
+            let blob: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let ts: Option<i64> = tx
+                .query_row(
+                    "UPDATE chunks SET vec = ?1, model = ?2 WHERE id = ?3 RETURNING ts",
+                    params![blob, model, id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(ts) = ts {
+                added.push((*id, ts, v));
+            }
+        }
+        tx.commit()?;
+        for (id, ts, v) in added {
+            if self.vectors.dims == 0 {
+                self.vectors.dims = v.len();
+            }
+            self.vectors.ids.push(id);
+            self.vectors.ts.push(ts);
+            self.vectors.data.extend_from_slice(v);
+        }
+        self.vectors.sort();
+        Ok(())
+    }
+
+    /// Chunks by row id (missing ids are left out).
+    pub fn get(&self, ids: &[i64]) -> Result<Vec<StoredChunk>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.select("WHERE id = ?1", params![id])?);
+        }
+        Ok(out)
+    }
+
+    fn select(&self, tail: &str, p: impl rusqlite::Params) -> Result<Vec<StoredChunk>> {
+        let sql = format!(
+            "SELECT id, path, ord, line_start, line_end, heading, text, ts FROM chunks {tail}"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(p, |r| {
+            Ok(StoredChunk {
+                id: r.get(0)?,
+                chunk: Chunk {
+                    path: r.get(1)?,
+                    ord: r.get(2)?,
+                    line_start: r.get(3)?,
+                    line_end: r.get(4)?,
+                    heading: r.get(5)?,
+                    text: r.get(6)?,
+                    ts: r.get(7)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// BM25 ranking: row ids of the chunks matching any of `terms` within `[since, until]`,
+    /// best first, at most `limit`.
+    pub fn bm25(&self, terms: &[String], since: i64, until: i64, limit: usize) -> Result<Vec<i64>> {
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = terms
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "")))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.rowid FROM chunks_fts f JOIN chunks c ON c.id = f.rowid
+             WHERE chunks_fts MATCH ?1 AND c.ts BETWEEN ?2 AND ?3
+             ORDER BY bm25(chunks_fts), c.path, c.ord LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![q, since, until, limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Remove every row (notes are untouched); the next sync fills the index again.
+    pub fn clear(&mut self) -> Result<()> {
+        self.conn.execute_batch(
+            "BEGIN; DELETE FROM chunks_fts; DELETE FROM chunks; DELETE FROM files; COMMIT;",
+        )?;
+        self.vectors = Vectors::default();
+        Ok(())
+    }
+
+    /// The index file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

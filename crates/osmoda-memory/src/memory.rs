@@ -1,0 +1,466 @@
+//! The facade: notes + index + embedder, as agentd serves them.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::cache::{QueryCache, DEFAULT_TTL};
+use crate::chunk::{chunk_note, Chunk};
+use crate::embed::Embedder;
+use crate::error::{MemoryError, Result};
+use crate::index::Index;
+use crate::notes::Notes;
+use crate::recall::{self, Mode};
+use crate::request::{
+    event_time, rfc3339, IngestEvent, RecallHit, RecallRequest, RecallResponse, StoreReceipt,
+    StoreRequest, Timeframe, MAX_DETAIL,
+};
+
+/// Chunks embedded per step; the index lock is not held while the model runs.
+const EMBED_STEP: usize = 64;
+/// Candidates per ranking before fusion.
+const DEPTH: usize = 100;
+
+/// Where the memory lives and how recall behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The memory directory (`MEMORY.md`, `memory/`).
+    pub dir: PathBuf,
+    /// The index file (derived; deleted and rebuilt freely).
+    pub index: PathBuf,
+    /// Token budget of one recall (`services.osmoda.memory.maxInjectedTokens`).
+    pub max_injected_tokens: usize,
+    /// Least cosine similarity a recalled chunk must have when vectors are available.
+    pub min_similarity: f32,
+}
+
+impl Options {
+    /// Defaults for a memory dir: index at `<dir>/.index.sqlite`, 1,500 tokens, similarity 0.2.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        Options {
+            index: dir.join(".index.sqlite"),
+            dir,
+            max_injected_tokens: 1500,
+            min_similarity: 0.2,
+        }
+    }
+}
+
+/// What a sync changed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Notes (re)indexed because they are new or changed.
+    pub files_changed: usize,
+    /// Notes removed from the index because they are gone.
+    pub files_removed: usize,
+    /// Chunks embedded.
+    pub embedded: usize,
+}
+
+/// `GET /memory/health`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Health {
+    /// `ready`, `keyword-only` (no model configured) or `error: ...`.
+    pub model_status: String,
+    /// The embedder's id, if any.
+    pub model: Option<String>,
+    /// Chunks in the index.
+    pub collection_size: u64,
+    /// Chunks still waiting for a vector.
+    pub pending_vectors: u64,
+    /// Note files.
+    pub notes: usize,
+    /// Why the index was rebuilt when opened (corrupt, other schema), if it was.
+    pub index_rebuilt: Option<String>,
+    /// The last sync's error, if the last sync failed.
+    pub last_error: Option<String>,
+}
+
+/// The memory: markdown ground truth and its derived index.
+pub struct Memory {
+    notes: Notes,
+    opts: Options,
+    index: Mutex<Index>,
+    embedder: Option<Arc<dyn Embedder>>,
+    model_error: Option<String>,
+    cache: QueryCache,
+    /// Serialises writers (store, ingest, sync, reindex); readers only take `index`.
+    write: Mutex<()>,
+    syncs: (Mutex<(u64, Option<String>)>, Condvar),
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memory").field("opts", &self.opts).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn tokens(s: &str) -> usize {
+    s.chars().count().div_ceil(4)
+}
+
+impl Memory {
+    /// Open the memory at `opts.dir` with `embedder` (`None`: keyword recall only;
+    /// `model_error` says why, for health). Opens or rebuilds the index and syncs it with
+    /// the notes.
+    ///
+    /// # Errors
+    /// [`MemoryError::Io`] / [`MemoryError::Index`] when the directory or index cannot be
+    /// created. A failing embedder is not an error here: chunks wait for their vectors.
+    pub fn open(opts: Options, embedder: Option<Arc<dyn Embedder>>, model_error: Option<String>) -> Result<Self> {
+        std::fs::create_dir_all(&opts.dir).map_err(|e| MemoryError::io(&opts.dir, e))?;
+        let model = embedder.as_ref().map(|e| e.id());
+        let index = Index::open(&opts.index, model.as_deref())?;
+        let mem = Memory {
+            notes: Notes::new(&opts.dir),
+            index: Mutex::new(index),
+            embedder,
+            model_error,
+            cache: QueryCache::new(256, DEFAULT_TTL),
+            write: Mutex::new(()),
+            syncs: (Mutex::new((0, None)), Condvar::new()),
+            opts,
+        };
+        mem.sync()?;
+        Ok(mem)
+    }
+
+    /// The notes.
+    pub fn notes(&self) -> &Notes {
+        &self.notes
+    }
+
+    /// Bring the index in line with the notes: re-chunk changed files, drop deleted ones,
+    /// embed chunks that lack a vector.
+    ///
+    /// # Errors
+    /// I/O or index errors; embedding errors are recorded (health) and retried next sync.
+    pub fn sync(&self) -> Result<SyncReport> {
+        let _w = lock(&self.write);
+        let r = self.sync_locked();
+        let mut s = lock(&self.syncs.0);
+        s.0 += 1;
+        s.1 = r.as_ref().err().map(ToString::to_string);
+        self.syncs.1.notify_all();
+        r
+    }
+
+    fn sync_locked(&self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let on_disk = self.notes.list()?;
+        let known: std::collections::HashMap<String, String> = lock(&self.index).file_hashes()?.into_iter().collect();
+        for rel in &on_disk {
+            let content = self.notes.read(rel)?;
+            let sha = hex::encode(Sha256::digest(content.as_bytes()));
+            if known.get(rel) == Some(&sha) {
+                continue;
+            }
+            let mtime = std::fs::metadata(self.opts.dir.join(rel))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            let chunks: Vec<Chunk> = chunk_note(rel, &content, mtime);
+            lock(&self.index).replace_file(rel, Some(&sha), &chunks)?;
+            report.files_changed += 1;
+        }
+        for gone in known.keys().filter(|k| !on_disk.contains(k)) {
+            lock(&self.index).replace_file(gone, None, &[])?;
+            report.files_removed += 1;
+        }
+        report.embedded = self.embed_pending()?;
+        Ok(report)
+    }
+
+    fn embed_pending(&self) -> Result<usize> {
+        let Some(emb) = &self.embedder else { return Ok(0) };
+        let model = emb.id();
+        let mut done = 0;
+        loop {
+            let batch = lock(&self.index).pending(EMBED_STEP)?;
+            if batch.is_empty() {
+                return Ok(done);
+            }
+            let texts: Vec<String> = batch.iter().map(|c| c.chunk.enriched()).collect();
+            let vecs = emb.embed(&texts)?;
+            if vecs.len() != texts.len() {
+                return Err(MemoryError::Embed(format!("{} vectors for {} texts", vecs.len(), texts.len())));
+            }
+            let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+            lock(&self.index).set_vectors(&model, &ids, &vecs)?;
+            done += ids.len();
+        }
+    }
+
+    /// Number of syncs finished so far (for waiting on the watcher, see [`Memory::wait_sync`]).
+    pub fn sync_count(&self) -> u64 {
+        lock(&self.syncs.0).0
+    }
+
+    /// Wait until more than `after` syncs have finished, at most `timeout`. Returns the count.
+    pub fn wait_sync(&self, after: u64, timeout: Duration) -> u64 {
+        let g = lock(&self.syncs.0);
+        let (g, _) = self
+            .syncs
+            .1
+            .wait_timeout_while(g, timeout, |s| s.0 <= after)
+            .unwrap_or_else(|p| p.into_inner());
+        g.0
+    }
+
+    /// Delete the index and rebuild it from the notes alone.
+    ///
+    /// # Errors
+    /// As [`Memory::sync`].
+    pub fn reindex(&self) -> Result<SyncReport> {
+        {
+            let _w = lock(&self.write);
+            let mut idx = lock(&self.index);
+            let model = self.embedder.as_ref().map(|e| e.id());
+            let path = idx.path().to_path_buf();
+            // Close the old connection before its file goes.
+            *idx = Index::open(std::path::Path::new(":memory:"), None)?;
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.as_os_str().to_owned();
+                p.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(p));
+            }
+            *idx = Index::open(&path, model.as_deref())?;
+        }
+        self.sync()
+    }
+
+    /// Append a note to the ground truth and index it.
+    ///
+    /// # Errors
+    /// [`MemoryError::Invalid`] (nothing written), I/O or index errors.
+    pub fn store(&self, req: &StoreRequest) -> Result<StoreReceipt> {
+        req.validate()?;
+        let now = OffsetDateTime::now_utc();
+        let mut meta = format!("at: {}", rfc3339(now.unix_timestamp()));
+        if let Some(c) = &req.category {
+            meta.push_str(&format!(" · category: {c}"));
+        }
+        if !req.tags.is_empty() {
+            meta.push_str(&format!(" · tags: {}", req.tags.join(", ")));
+        }
+        let section = format!("## {}\n{meta}\n\n{}", req.summary.trim(), escape_body(&req.detail));
+        self.append(req.durable, now, &section)
+    }
+
+    /// Record an event or conversation snippet in today's (or the event's day's) note, with
+    /// its context (source, time, host, unit, actor) in the metadata line so both the
+    /// keyword index and the embedding see it.
+    ///
+    /// # Errors
+    /// [`MemoryError::Invalid`] (nothing written), I/O or index errors.
+    pub fn ingest(&self, ev: &IngestEvent) -> Result<StoreReceipt> {
+        let one_line = |name: &str, v: &str, max: usize| -> Result<()> {
+            if v.trim().is_empty() || v.chars().count() > max || v.contains(['\n', '\r', '·']) {
+                return Err(MemoryError::Invalid(format!("event.{name} must be one line of 1-{max} characters")));
+            }
+            Ok(())
+        };
+        one_line("type", &ev.kind, 100)?;
+        for (name, v) in [("source", &ev.source), ("actor", &ev.actor), ("host", &ev.host), ("unit", &ev.unit)] {
+            if let Some(v) = v {
+                one_line(name, v, 200)?;
+            }
+        }
+        let at = event_time(ev.ts.as_ref(), OffsetDateTime::now_utc())?;
+        let mut body = ev.text.clone().unwrap_or_default();
+        if let Some(p) = &ev.payload {
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            body.push_str(&render_payload(p));
+        }
+        if body.trim().is_empty() {
+            return Err(MemoryError::Invalid("event needs text or a payload".into()));
+        }
+        if body.len() > MAX_DETAIL {
+            return Err(MemoryError::Invalid(format!("event text and payload are {} bytes; at most {MAX_DETAIL}", body.len())));
+        }
+        let host = ev.host.clone().unwrap_or_else(hostname);
+        let mut meta = format!("at: {} · source: {} · host: {host}", rfc3339(at.unix_timestamp()), ev.source.as_deref().unwrap_or("event"));
+        if let Some(u) = &ev.unit {
+            meta.push_str(&format!(" · unit: {u}"));
+        }
+        if let Some(a) = &ev.actor {
+            meta.push_str(&format!(" · actor: {a}"));
+        }
+        let heading = match &ev.unit {
+            Some(u) => format!("{} ({u})", ev.kind.trim()),
+            None => ev.kind.trim().to_string(),
+        };
+        let section = format!("## {heading}\n{meta}\n\n{}", escape_body(&body));
+        self.append(false, at, &section)
+    }
+
+    fn append(&self, durable: bool, at: OffsetDateTime, section: &str) -> Result<StoreReceipt> {
+        let (path, title) = if durable {
+            (self.notes.durable_path(), "Memory".to_string())
+        } else {
+            let p = self.notes.daily_path(at.date());
+            let t = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            (p, t)
+        };
+        {
+            let _w = lock(&self.write);
+            self.notes.append(&path, &title, section)?;
+        }
+        // Index right away so the next recall sees the note; a failed embedding leaves the
+        // note stored and its vector pending (health shows it).
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, "memory note stored but not yet indexed");
+        }
+        let rel = path.strip_prefix(&self.opts.dir).unwrap_or(&path).to_string_lossy().into_owned();
+        Ok(StoreReceipt { path: rel, at: rfc3339(at.unix_timestamp()) })
+    }
+
+    fn query_vector(&self, query: &str) -> Result<Option<Arc<Vec<f32>>>> {
+        let Some(emb) = &self.embedder else { return Ok(None) };
+        let id = emb.id();
+        let now = Instant::now();
+        if let Some(v) = self.cache.get(&id, query, now) {
+            return Ok(Some(v));
+        }
+        let v = emb
+            .embed(&[query.to_string()])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| MemoryError::Embed("no vector for the query".into()))?;
+        let v = Arc::new(v);
+        self.cache.put(&id, query, v.clone(), now);
+        Ok(Some(v))
+    }
+
+    /// Hybrid recall: relevant chunks, best first, within `max_results` and the token budget.
+    ///
+    /// # Errors
+    /// [`MemoryError::Invalid`] for a bad request; index errors.
+    pub fn recall(&self, req: &RecallRequest) -> Result<RecallResponse> {
+        let max = req.validate()?;
+        let tf = Timeframe::parse(req.timeframe.as_deref(), OffsetDateTime::now_utc())?;
+        let (qvec, warning) = match self.query_vector(req.query.trim()) {
+            Ok(v) => (v, self.model_error.clone().filter(|_| self.embedder.is_none())),
+            Err(e) => (None, Some(format!("keyword recall only: {e}"))),
+        };
+        let mode = if qvec.is_some() { "hybrid" } else { "keyword" };
+        let idx = lock(&self.index);
+        let ranked = recall::rank(&idx, Mode::Hybrid, req.query.trim(), qvec.as_deref().map(Vec::as_slice), tf.since, tf.until, DEPTH)?;
+        let relevant: Vec<_> = ranked
+            .into_iter()
+            .filter(|r| match r.similarity {
+                Some(s) => s >= self.opts.min_similarity,
+                // No vector (keyword mode, or not yet embedded): a keyword match counts.
+                None => r.bm25_rank.is_some(),
+            })
+            .collect();
+        let chunks = idx.get(&relevant.iter().map(|r| r.id).collect::<Vec<_>>())?;
+        drop(idx);
+        let budget = self.opts.max_injected_tokens;
+        let (mut results, mut used, mut omitted) = (Vec::new(), 0, 0);
+        for (r, c) in relevant.iter().zip(chunks) {
+            let mut text = c.chunk.text;
+            let t = tokens(&text);
+            if results.len() >= max || used + t > budget {
+                if results.is_empty() && used + t > budget {
+                    text = text.chars().take(budget * 4).collect();
+                } else {
+                    omitted += 1;
+                    continue;
+                }
+            }
+            used += tokens(&text);
+            results.push(RecallHit {
+                path: c.chunk.path,
+                line_start: c.chunk.line_start,
+                line_end: c.chunk.line_end,
+                heading: c.chunk.heading,
+                text,
+                at: rfc3339(c.chunk.ts),
+                score: r.score,
+                similarity: r.similarity,
+                keyword_match: r.bm25_rank.is_some(),
+            });
+        }
+        Ok(RecallResponse { results, mode: mode.into(), tokens: used, omitted, warning })
+    }
+
+    /// Ranking without threshold or budget (evaluation and benchmarks): the best `limit`
+    /// chunks for `query` by `mode`.
+    ///
+    /// # Errors
+    /// Index or embedding errors.
+    pub fn search(&self, query: &str, mode: Mode, limit: usize) -> Result<Vec<Chunk>> {
+        let qvec = if mode == Mode::Bm25 { None } else { self.query_vector(query)? };
+        let idx = lock(&self.index);
+        let ranked = recall::rank(&idx, mode, query, qvec.as_deref().map(Vec::as_slice), i64::MIN, i64::MAX, DEPTH.max(limit))?;
+        let ids: Vec<i64> = ranked.iter().take(limit).map(|r| r.id).collect();
+        Ok(idx.get(&ids)?.into_iter().map(|c| c.chunk).collect())
+    }
+
+    /// State of the model and the index.
+    ///
+    /// # Errors
+    /// Index errors.
+    pub fn health(&self) -> Result<Health> {
+        let idx = lock(&self.index);
+        let model_status = match (&self.embedder, &self.model_error) {
+            (Some(_), _) => "ready".to_string(),
+            (None, Some(e)) => format!("error: {e}"),
+            (None, None) => "keyword-only".to_string(),
+        };
+        Ok(Health {
+            model_status,
+            model: self.embedder.as_ref().map(|e| e.id()),
+            collection_size: idx.chunk_count()?,
+            pending_vectors: if self.embedder.is_some() { idx.pending_count()? } else { 0 },
+            notes: self.notes.list()?.len(),
+            index_rebuilt: idx.rebuilt.clone(),
+            last_error: lock(&self.syncs.0).1.clone(),
+        })
+    }
+}
+
+/// Lines of a note body that would start a heading are escaped (`\#`), so a body can never
+/// forge a section of its own.
+fn escape_body(s: &str) -> String {
+    s.lines()
+        .map(|l| if l.trim_start().starts_with('#') { format!("\\{}", l.trim_start()) } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn render_payload(p: &serde_json::Value) -> String {
+    match p {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("- {k}: {s}"),
+                other => format!("- {k}: {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,172 @@
+//! The ground truth: markdown notes in the layout OpenClaw's memory uses.
+//!
+//! `MEMORY.md` holds durable facts, `memory/YYYY-MM-DD.md` one file per day. People may edit
+//! both; osModa only ever appends whole sections, each written by an atomic replace (temp file
+//! in the same directory, fsync, rename, fsync of the directory), so a crash leaves either the
+//! old or the new file, never a torn one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{MemoryError, Result};
+
+/// File name of the durable notes.
+pub const DURABLE_FILE: &str = "MEMORY.md";
+/// Directory (under the memory root) of the daily notes.
+pub const DAILY_DIR: &str = "memory";
+
+/// The memory directory.
+#[derive(Debug, Clone)]
+pub struct Notes {
+    root: PathBuf,
+}
+
+impl Notes {
+    /// Notes under `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Notes { root: root.into() }
+    }
+
+    /// The memory directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Path of the durable notes file.
+    pub fn durable_path(&self) -> PathBuf {
+        self.root.join(DURABLE_FILE)
+    }
+
+    /// Path of the daily note for `date` (`YYYY-MM-DD`).
+    pub fn daily_path(&self, date: time::Date) -> PathBuf {
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        let name = date.format(&fmt).unwrap_or_else(|_| date.to_string());
+        self.root.join(DAILY_DIR).join(format!("{name}.md"))
+    }
+
+    /// Every note file, as paths relative to the root, sorted: `MEMORY.md` first, then
+    /// `memory/*.md` (not recursive; other files are ignored).
+    ///
+    /// # Errors
+    /// [`MemoryError::Io`] when a directory exists but cannot be read.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        if self.durable_path().is_file() {
+            out.push(DURABLE_FILE.to_string());
+        }
+        let daily = self.root.join(DAILY_DIR);
+        match std::fs::read_dir(&daily) {
+            Ok(entries) => {
+                let mut names = Vec::new();
+                for e in entries {
+                    let e = e.map_err(|e| MemoryError::io(&daily, e))?;
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if is_note_name(&name) && e.path().is_file() {
+                        names.push(format!("{DAILY_DIR}/{name}"));
+                    }
+                }
+                names.sort();
+                out.extend(names);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(MemoryError::io(daily, e)),
+        }
+        Ok(out)
+    }
+
+    /// Read a note by its relative path.
+    ///
+    /// # Errors
+    /// [`MemoryError::Io`]; invalid UTF-8 is replaced, not refused (a person's editor decides).
+    pub fn read(&self, rel: &str) -> Result<String> {
+        let path = self.root.join(rel);
+        let bytes = std::fs::read(&path).map_err(|e| MemoryError::io(&path, e))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Append `section` to the file at `path` (created with `title` as its first line when new),
+    /// atomically.
+    ///
+    /// # Errors
+    /// [`MemoryError::Io`] when the directory cannot be created or the file replaced; the old
+    /// file is then unchanged.
+    pub fn append(&self, path: &Path, title: &str, section: &str) -> Result<()> {
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(|e| MemoryError::io(dir, e))?;
+        let mut content = match std::fs::read(path) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("# {title}\n"),
+            Err(e) => return Err(MemoryError::io(path, e)),
+        };
+        if !content.ends_with('\n') {
+            content.push('\n');
+        }
+        content.push('\n');
+        content.push_str(section);
+        if !content.ends_with('\n') {
+            content.push('\n');
+        }
+        write_atomic(path, content.as_bytes())
+    }
+}
+
+fn is_note_name(name: &str) -> bool {
+    name.ends_with(".md") && !name.starts_with('.')
+}
+
+/// Replace `path` with `bytes` atomically (same-directory temp file, fsync, rename, dir fsync).
+///
+/// # Errors
+/// [`MemoryError::Io`]; `path` is unchanged then.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".osmoda-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| MemoryError::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| MemoryError::io(path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| MemoryError::io(path, e))?;
+    tmp.persist(path)
+        .map_err(|e| MemoryError::io(path, e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_creates_with_title_and_keeps_hand_edits() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let notes = Notes::new(tmp.path());
+        let p = notes.daily_path(time::macros::date!(2026 - 11 - 30));
+        notes.append(&p, "2026-11-30", "## one\nfirst").expect("append");
+        let mut s = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(s, "# 2026-11-30\n\n## one\nfirst\n");
+        s.push_str("hand edit without newline");
+        std::fs::write(&p, &s).expect("edit");
+        notes.append(&p, "x", "## two\nsecond").expect("append");
+        let s = std::fs::read_to_string(&p).expect("read");
+        assert!(s.contains("hand edit without newline\n\n## two\nsecond\n"), "{s}");
+        assert_eq!(notes.list().expect("list"), vec!["memory/2026-11-30.md"]);
+        // No temp files left behind.
+        assert_eq!(std::fs::read_dir(p.parent().expect("dir")).expect("ls").count(), 1);
+    }
+
+    #[test]
+    fn list_orders_durable_first_and_ignores_other_files() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(tmp.path().join("memory/sub")).expect("mkdir");
+        for f in ["MEMORY.md", "memory/2026-01-02.md", "memory/2026-01-01.md", "memory/x.txt", "memory/.hidden.md"] {
+            std::fs::write(tmp.path().join(f), "# t\n").expect("write");
+        }
+        let got = Notes::new(tmp.path()).list().expect("list");
+        assert_eq!(got, vec!["MEMORY.md", "memory/2026-01-01.md", "memory/2026-01-02.md"]);
+    }
+}
