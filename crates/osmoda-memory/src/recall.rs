@@ -55,7 +55,13 @@ pub fn terms(query: &str) -> Vec<String> {
 
 /// Exact nearest neighbours of `q` among vectors dated within `[since, until]`:
 /// (row id, similarity), best first, ties by row id.
-pub(crate) fn nearest(index: &Index, q: &[f32], since: i64, until: i64, limit: usize) -> Vec<(i64, f32)> {
+pub(crate) fn nearest(
+    index: &Index,
+    q: &[f32],
+    since: i64,
+    until: i64,
+    limit: usize,
+) -> Vec<(i64, f32)> {
     let v = &index.vectors;
     if v.dims != q.len() {
         return Vec::new();
@@ -89,7 +95,11 @@ pub(crate) fn rank(
 ) -> crate::Result<Vec<Ranked>> {
     let mut by_id: HashMap<i64, Ranked> = HashMap::new();
     if mode != Mode::Vector {
-        for (i, id) in index.bm25(&terms(query), since, until, depth)?.into_iter().enumerate() {
+        for (i, id) in index
+            .bm25(&terms(query), since, until, depth)?
+            .into_iter()
+            .enumerate()
+        {
             let r = by_id.entry(id).or_insert_with(|| blank(id));
             r.bm25_rank = Some(i + 1);
             r.score += 1.0 / (RRF_K + (i + 1) as f64);
@@ -97,7 +107,10 @@ pub(crate) fn rank(
     }
     if let Some(q) = qvec {
         if mode != Mode::Bm25 {
-            for (i, (id, sim)) in nearest(index, q, since, until, depth).into_iter().enumerate() {
+            for (i, (id, sim)) in nearest(index, q, since, until, depth)
+                .into_iter()
+                .enumerate()
+            {
                 let r = by_id.entry(id).or_insert_with(|| blank(id));
                 r.vector_rank = Some(i + 1);
                 r.similarity = Some(sim);
@@ -149,7 +162,10 @@ mod tests {
 
     #[test]
     fn terms_drop_stopwords_and_punctuation() {
-        assert_eq!(terms("Why did nginx.service fail?"), vec!["nginx", "service", "fail"]);
+        assert_eq!(
+            terms("Why did nginx.service fail?"),
+            vec!["nginx", "service", "fail"]
+        );
         assert_eq!(terms("\"OR\" NEAR( * )"), vec!["near"]);
         assert!(terms("the and of").is_empty());
         assert_eq!(terms("Ünïcode ünïcode 42"), vec!["ünïcode", "42"]);

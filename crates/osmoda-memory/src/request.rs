@@ -166,8 +166,13 @@ impl Timeframe {
     /// # Errors
     /// [`MemoryError::Invalid`] naming the accepted forms.
     pub fn parse(s: Option<&str>, now: OffsetDateTime) -> Result<Self> {
-        let all = Timeframe { since: i64::MIN, until: i64::MAX };
-        let Some(s) = s.map(str::trim) else { return Ok(all) };
+        let all = Timeframe {
+            since: i64::MIN,
+            until: i64::MAX,
+        };
+        let Some(s) = s.map(str::trim) else {
+            return Ok(all);
+        };
         let help = "timeframe must be \"all\", \"<N>h\", \"<N>d\", \"<N>w\" or \"SINCE..UNTIL\" with RFC 3339 times";
         if s == "all" {
             return Ok(all);
@@ -181,7 +186,10 @@ impl Timeframe {
                     .map(|t| t.unix_timestamp())
                     .or_else(|e| invalid(format!("{help}; {v:?}: {e}")))
             };
-            let tf = Timeframe { since: t(a, i64::MIN)?, until: t(b, i64::MAX)? };
+            let tf = Timeframe {
+                since: t(a, i64::MIN)?,
+                until: t(b, i64::MAX)?,
+            };
             if tf.since > tf.until {
                 return invalid(format!("timeframe {s:?} ends before it starts"));
             }
@@ -198,12 +206,18 @@ impl Timeframe {
             Ok(n) if n > 0 && n <= 100_000 => n,
             _ => return invalid(format!("{help}; got {s:?} (N is 1..100000)")),
         };
-        Ok(Timeframe { since: now.unix_timestamp() - n * secs, until: i64::MAX })
+        Ok(Timeframe {
+            since: now.unix_timestamp() - n * secs,
+            until: i64::MAX,
+        })
     }
 }
 
 fn word_ok(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    !s.is_empty()
+        && s.len() <= 40
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 impl StoreRequest {
@@ -220,11 +234,16 @@ impl StoreRequest {
             return invalid(format!("summary must be one line of at most {MAX_SUMMARY} characters; put the rest in detail"));
         }
         if self.detail.len() > MAX_DETAIL {
-            return invalid(format!("detail is {} bytes; at most {MAX_DETAIL} (split it into several notes)", self.detail.len()));
+            return invalid(format!(
+                "detail is {} bytes; at most {MAX_DETAIL} (split it into several notes)",
+                self.detail.len()
+            ));
         }
         if let Some(c) = &self.category {
             if !word_ok(c) {
-                return invalid(format!("category {c:?}: 1-40 of letters, digits, '.', '_', '-'"));
+                return invalid(format!(
+                    "category {c:?}: 1-40 of letters, digits, '.', '_', '-'"
+                ));
             }
         }
         if self.tags.len() > 16 {
@@ -258,7 +277,10 @@ impl RecallRequest {
 }
 
 /// Time of an ingested event: RFC 3339 string or Unix seconds.
-pub(crate) fn event_time(ts: Option<&serde_json::Value>, now: OffsetDateTime) -> Result<OffsetDateTime> {
+pub(crate) fn event_time(
+    ts: Option<&serde_json::Value>,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime> {
     match ts {
         None | Some(serde_json::Value::Null) => Ok(now),
         Some(serde_json::Value::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
@@ -266,8 +288,13 @@ pub(crate) fn event_time(ts: Option<&serde_json::Value>, now: OffsetDateTime) ->
         Some(serde_json::Value::Number(n)) => n
             .as_i64()
             .and_then(|n| OffsetDateTime::from_unix_timestamp(n).ok())
-            .map_or_else(|| invalid(format!("event.ts {n} is not a Unix time in seconds")), Ok),
-        Some(other) => invalid(format!("event.ts must be RFC 3339 or Unix seconds, got {other}")),
+            .map_or_else(
+                || invalid(format!("event.ts {n} is not a Unix time in seconds")),
+                Ok,
+            ),
+        Some(other) => invalid(format!(
+            "event.ts must be RFC 3339 or Unix seconds, got {other}"
+        )),
     }
 }
 
@@ -290,18 +317,40 @@ mod tests {
         assert_eq!(p("24h").expect("24h").since, 1_000_000 - 86_400);
         assert_eq!(p("2d").expect("2d").since, 1_000_000 - 2 * 86_400);
         assert_eq!(p("1w").expect("1w").since, 1_000_000 - 7 * 86_400);
-        assert_eq!(p("all").expect("all"), Timeframe::parse(None, now).expect("none"));
+        assert_eq!(
+            p("all").expect("all"),
+            Timeframe::parse(None, now).expect("none")
+        );
         let r = p("1970-01-01T00:00:10Z..1970-01-01T00:00:20Z").expect("range");
         assert_eq!((r.since, r.until), (10, 20));
         assert_eq!(p("1970-01-01T00:00:10Z..").expect("open").until, i64::MAX);
-        for bad in ["", "yesterday", "0d", "-1d", "5m", "d", "99999999999d", "x..", "1970-01-01T00:00:20Z..1970-01-01T00:00:10Z"] {
-            assert!(matches!(p(bad), Err(MemoryError::Invalid(_))), "{bad:?} accepted");
+        for bad in [
+            "",
+            "yesterday",
+            "0d",
+            "-1d",
+            "5m",
+            "d",
+            "99999999999d",
+            "x..",
+            "1970-01-01T00:00:20Z..1970-01-01T00:00:10Z",
+        ] {
+            assert!(
+                matches!(p(bad), Err(MemoryError::Invalid(_))),
+                "{bad:?} accepted"
+            );
         }
     }
 
     #[test]
     fn store_validation() {
-        let ok = StoreRequest { summary: "s".into(), detail: String::new(), category: Some("incident".into()), tags: vec!["nginx".into()], durable: false };
+        let ok = StoreRequest {
+            summary: "s".into(),
+            detail: String::new(),
+            category: Some("incident".into()),
+            tags: vec!["nginx".into()],
+            durable: false,
+        };
         ok.validate().expect("valid");
         let mut r = ok.clone();
         r.summary = "  ".into();

@@ -24,7 +24,10 @@ impl std::fmt::Debug for Watcher {
 
 fn relevant(ev: &notify::Event) -> bool {
     ev.paths.iter().any(|p| {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         (name.ends_with(".md") && !name.starts_with('.')) || name == "memory"
     })
 }

@@ -68,7 +68,9 @@ async fn serve(fail: bool) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     format!("http://{addr}/v1/embeddings")
@@ -80,7 +82,10 @@ async fn http_backend_speaks_openai_embeddings() {
     let g = golden();
     let texts: Vec<String> = g.sentences.iter().map(|s| s.text.clone()).collect();
     let http = HttpEmbedder::new(&url, "nomic-embed-text-v2-moe").expect("client");
-    let got = tokio::task::spawn_blocking(move || http.embed(&texts)).await.expect("join").expect("embed");
+    let got = tokio::task::spawn_blocking(move || http.embed(&texts))
+        .await
+        .expect("join")
+        .expect("embed");
     for (s, v) in g.sentences.iter().zip(&got) {
         // Scaled by the server, normalised by the client.
         assert!(dot(v, &s.embedding) >= 0.999, "{:?}", s.text);
@@ -91,12 +96,24 @@ async fn http_backend_speaks_openai_embeddings() {
 
     let bad = serve(true).await;
     let http = HttpEmbedder::new(&bad, "nomic-embed-text-v2-moe").expect("client");
-    let err = tokio::task::spawn_blocking(move || http.embed(&["x".into()])).await.expect("join").unwrap_err();
-    assert!(matches!(&err, MemoryError::Embed(m) if m.contains("503")), "{err}");
+    let err = tokio::task::spawn_blocking(move || http.embed(&["x".into()]))
+        .await
+        .expect("join")
+        .unwrap_err();
+    assert!(
+        matches!(&err, MemoryError::Embed(m) if m.contains("503")),
+        "{err}"
+    );
     // Nothing listens there.
     let closed = HttpEmbedder::new("http://127.0.0.1:9/v1/embeddings", "m").expect("client");
-    let err = tokio::task::spawn_blocking(move || closed.embed(&["x".into()])).await.expect("join").unwrap_err();
+    let err = tokio::task::spawn_blocking(move || closed.embed(&["x".into()]))
+        .await
+        .expect("join")
+        .unwrap_err();
     assert!(matches!(err, MemoryError::Embed(_)));
-    assert!(matches!(HttpEmbedder::new("https://example.org/v1/embeddings", "m"), Err(MemoryError::Invalid(_))));
+    assert!(matches!(
+        HttpEmbedder::new("https://example.org/v1/embeddings", "m"),
+        Err(MemoryError::Invalid(_))
+    ));
     let _ = Arc::new(());
 }

@@ -20,22 +20,51 @@ fn store(m: &Memory, summary: &str, detail: &str, durable: bool) {
 }
 
 fn recall(m: &Memory, q: &str) -> Vec<(String, u32, String)> {
-    m.recall(&RecallRequest { query: q.into(), max_results: Some(5), timeframe: None })
-        .expect("recall")
-        .results
-        .into_iter()
-        .map(|h| (h.path, h.line_start, h.text))
-        .collect()
+    m.recall(&RecallRequest {
+        query: q.into(),
+        max_results: Some(5),
+        timeframe: None,
+    })
+    .expect("recall")
+    .results
+    .into_iter()
+    .map(|h| (h.path, h.line_start, h.text))
+    .collect()
 }
 
 fn seed(m: &Memory) {
-    store(m, "nginx TLS certificate expired", "web-1 stopped serving https; renewed with certbot and reloaded nginx", false);
-    store(m, "Postgres backups", "pg_dump of the shop database runs nightly at 02:00 to /srv/backup", true);
-    store(m, "User prefers metric units", "answers in Celsius and kilometres", true);
-    store(m, "Disk full on /var", "journald filled /var; set SystemMaxUse=500M", false);
+    store(
+        m,
+        "nginx TLS certificate expired",
+        "web-1 stopped serving https; renewed with certbot and reloaded nginx",
+        false,
+    );
+    store(
+        m,
+        "Postgres backups",
+        "pg_dump of the shop database runs nightly at 02:00 to /srv/backup",
+        true,
+    );
+    store(
+        m,
+        "User prefers metric units",
+        "answers in Celsius and kilometres",
+        true,
+    );
+    store(
+        m,
+        "Disk full on /var",
+        "journald filled /var; set SystemMaxUse=500M",
+        false,
+    );
 }
 
-const QUERIES: &[&str] = &["why did the website stop working", "database dump schedule", "temperature units", "journald disk usage"];
+const QUERIES: &[&str] = &[
+    "why did the website stop working",
+    "database dump schedule",
+    "temperature units",
+    "journald disk usage",
+];
 
 #[test]
 fn delete_index_reindex_identical_results() {
@@ -47,7 +76,10 @@ fn delete_index_reindex_identical_results() {
     assert!(before[0][0].2.contains("nginx"), "{:?}", before[0]);
     assert!(before[1][0].2.contains("pg_dump"), "{:?}", before[1]);
     let md = std::fs::read_to_string(tmp.path().join("MEMORY.md")).expect("MEMORY.md");
-    assert!(md.starts_with("# Memory\n\n## Postgres backups\nat: "), "{md}");
+    assert!(
+        md.starts_with("# Memory\n\n## Postgres backups\nat: "),
+        "{md}"
+    );
 
     std::fs::remove_file(tmp.path().join(".index.sqlite")).expect("rm index");
     m.reindex().expect("reindex");
@@ -57,7 +89,10 @@ fn delete_index_reindex_identical_results() {
     drop(m);
     std::fs::remove_file(tmp.path().join(".index.sqlite")).expect("rm index");
     let m = common::open(tmp.path());
-    assert_eq!(before, QUERIES.iter().map(|q| recall(&m, q)).collect::<Vec<_>>());
+    assert_eq!(
+        before,
+        QUERIES.iter().map(|q| recall(&m, q)).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -66,9 +101,17 @@ fn hand_edits_are_followed() {
     let m = Arc::new(common::open(tmp.path()));
     seed(&m);
     let _w = m.watch().expect("watch");
-    let day = std::fs::read_dir(tmp.path().join("memory")).expect("ls").next().expect("a daily note").expect("entry").path();
+    let day = std::fs::read_dir(tmp.path().join("memory"))
+        .expect("ls")
+        .next()
+        .expect("a daily note")
+        .expect("entry")
+        .path();
     let mut text = std::fs::read_to_string(&day).expect("read");
-    text = text.replace("renewed with certbot", "renewed with the zebra-7 ACME client");
+    text = text.replace(
+        "renewed with certbot",
+        "renewed with the zebra-7 ACME client",
+    );
     text.push_str("\n## Hand-written: the VPN uses WireGuard on port 51820\nadded by a person\n");
     let seen = m.sync_count();
     std::fs::write(&day, &text).expect("edit");
@@ -81,20 +124,36 @@ fn hand_edits_are_followed() {
         if hits.first().is_some_and(|h| h.2.contains("51820")) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the watcher never indexed the edit: {hits:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never indexed the edit: {hits:?}"
+        );
     }
-    assert!(recall(&m, "zebra-7").iter().any(|h| h.2.contains("zebra-7")));
-    assert!(!recall(&m, "certbot").iter().any(|h| h.2.contains("certbot")), "the old text is gone");
+    assert!(recall(&m, "zebra-7")
+        .iter()
+        .any(|h| h.2.contains("zebra-7")));
+    assert!(
+        !recall(&m, "certbot")
+            .iter()
+            .any(|h| h.2.contains("certbot")),
+        "the old text is gone"
+    );
     // Deleting a note removes its chunks.
     let seen = m.sync_count();
     std::fs::remove_file(&day).expect("rm");
     let mut count = seen;
     loop {
         count = m.wait_sync(count, Duration::from_secs(5));
-        if recall(&m, "WireGuard VPN port").iter().all(|h| !h.2.contains("51820")) {
+        if recall(&m, "WireGuard VPN port")
+            .iter()
+            .all(|h| !h.2.contains("51820"))
+        {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "deleted note still recalled");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deleted note still recalled"
+        );
     }
 }
 
@@ -107,25 +166,45 @@ fn corrupt_index_is_detected_and_rebuilt() {
     drop(m);
     let idx = tmp.path().join(".index.sqlite");
     for (what, damage) in [
-        ("garbage", Box::new(|p: &std::path::Path| std::fs::write(p, b"this is not a database at all, not even close....").expect("write")) as Box<dyn Fn(&std::path::Path)>),
-        ("torn pages", Box::new(|p: &std::path::Path| {
-            let mut b = std::fs::read(p).expect("read");
-            let n = b.len();
-            for x in &mut b[4096.min(n)..n] {
-                *x ^= 0x5a;
-            }
-            std::fs::write(p, b).expect("write");
-        })),
-        ("fts out of step", Box::new(|p: &std::path::Path| {
-            let c = rusqlite::Connection::open(p).expect("open");
-            c.execute("DELETE FROM chunks WHERE id = (SELECT min(id) FROM chunks)", []).expect("delete");
-        })),
+        (
+            "garbage",
+            Box::new(|p: &std::path::Path| {
+                std::fs::write(p, b"this is not a database at all, not even close....")
+                    .expect("write")
+            }) as Box<dyn Fn(&std::path::Path)>,
+        ),
+        (
+            "torn pages",
+            Box::new(|p: &std::path::Path| {
+                let mut b = std::fs::read(p).expect("read");
+                let n = b.len();
+                for x in &mut b[4096.min(n)..n] {
+                    *x ^= 0x5a;
+                }
+                std::fs::write(p, b).expect("write");
+            }),
+        ),
+        (
+            "fts out of step",
+            Box::new(|p: &std::path::Path| {
+                let c = rusqlite::Connection::open(p).expect("open");
+                c.execute(
+                    "DELETE FROM chunks WHERE id = (SELECT min(id) FROM chunks)",
+                    [],
+                )
+                .expect("delete");
+            }),
+        ),
     ] {
         damage(&idx);
         let m = common::open(tmp.path());
         let h = m.health().expect("health");
         assert!(h.index_rebuilt.is_some(), "{what}: not detected");
-        assert_eq!(before, QUERIES.iter().map(|q| recall(&m, q)).collect::<Vec<_>>(), "{what}");
+        assert_eq!(
+            before,
+            QUERIES.iter().map(|q| recall(&m, q)).collect::<Vec<_>>(),
+            "{what}"
+        );
     }
 }
 
@@ -171,22 +250,62 @@ fn bad_input_is_refused_and_writes_nothing() {
     };
     let before = snapshot();
     let bad_store = [
-        StoreRequest { summary: String::new(), detail: "x".into(), category: None, tags: vec![], durable: false },
-        StoreRequest { summary: "s".into(), detail: "x".repeat(17 * 1024), category: None, tags: vec![], durable: false },
-        StoreRequest { summary: "two\nlines".into(), detail: String::new(), category: None, tags: vec![], durable: true },
-        StoreRequest { summary: "s".into(), detail: String::new(), category: Some("no spaces".into()), tags: vec![], durable: false },
+        StoreRequest {
+            summary: String::new(),
+            detail: "x".into(),
+            category: None,
+            tags: vec![],
+            durable: false,
+        },
+        StoreRequest {
+            summary: "s".into(),
+            detail: "x".repeat(17 * 1024),
+            category: None,
+            tags: vec![],
+            durable: false,
+        },
+        StoreRequest {
+            summary: "two\nlines".into(),
+            detail: String::new(),
+            category: None,
+            tags: vec![],
+            durable: true,
+        },
+        StoreRequest {
+            summary: "s".into(),
+            detail: String::new(),
+            category: Some("no spaces".into()),
+            tags: vec![],
+            durable: false,
+        },
     ];
     for r in &bad_store {
         assert!(matches!(m.store(r), Err(MemoryError::Invalid(_))), "{r:?}");
     }
-    for (q, n, tf) in [("", None, None), ("   ", None, None), ("x", Some(0), None), ("x", Some(51), None), ("x", None, Some("last tuesday")), ("x", None, Some("5m"))] {
-        let r = RecallRequest { query: q.into(), max_results: n, timeframe: tf.map(Into::into) };
-        assert!(matches!(m.recall(&r), Err(MemoryError::Invalid(_))), "{r:?}");
+    for (q, n, tf) in [
+        ("", None, None),
+        ("   ", None, None),
+        ("x", Some(0), None),
+        ("x", Some(51), None),
+        ("x", None, Some("last tuesday")),
+        ("x", None, Some("5m")),
+    ] {
+        let r = RecallRequest {
+            query: q.into(),
+            max_results: n,
+            timeframe: tf.map(Into::into),
+        };
+        assert!(
+            matches!(m.recall(&r), Err(MemoryError::Invalid(_))),
+            "{r:?}"
+        );
     }
     assert_eq!(before, snapshot(), "a refused request changed files");
     // A body cannot forge a section.
     store(&m, "real", "line\n## forged heading\n#also", false);
-    let hits = m.search("forged heading", osmoda_memory::Mode::Bm25, 5).expect("search");
+    let hits = m
+        .search("forged heading", osmoda_memory::Mode::Bm25, 5)
+        .expect("search");
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].heading, "real");
 }
@@ -198,7 +317,10 @@ fn walk(p: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         if path.is_dir() {
             out.extend(walk(&path));
         } else if !path.to_string_lossy().contains(".index.sqlite") {
-            out.push((path.to_string_lossy().into_owned(), std::fs::read(&path).expect("read")));
+            out.push((
+                path.to_string_lossy().into_owned(),
+                std::fs::read(&path).expect("read"),
+            ));
         }
     }
     out

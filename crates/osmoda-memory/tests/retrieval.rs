@@ -9,7 +9,8 @@ use std::collections::HashSet;
 use osmoda_memory::{Mode, StoreRequest};
 
 fn lines(s: &str) -> impl Iterator<Item = &str> {
-    s.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    s.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
 }
 
 #[test]
@@ -44,7 +45,12 @@ fn hybrid_beats_bm25_and_vectors() {
                 .search(q, mode, 5)
                 .expect("search")
                 .iter()
-                .filter_map(|c| c.text.split("tags: ").nth(1).map(|t| t.lines().next().unwrap_or("").to_string()))
+                .filter_map(|c| {
+                    c.text
+                        .split("tags: ")
+                        .nth(1)
+                        .map(|t| t.lines().next().unwrap_or("").to_string())
+                })
                 .collect();
             sum += relevant.intersection(&found).count() as f64 / relevant.len() as f64;
         }
@@ -53,6 +59,12 @@ fn hybrid_beats_bm25_and_vectors() {
         totals.push(r);
     }
     let (bm25, vector, hybrid) = (totals[0], totals[1], totals[2]);
-    assert!(bm25 > 0.3 && vector > 0.3, "a ranking is broken: {totals:?}");
-    assert!(hybrid > bm25 && hybrid > vector, "hybrid {hybrid:.3} must beat BM25 {bm25:.3} and vectors {vector:.3}");
+    assert!(
+        bm25 > 0.3 && vector > 0.3,
+        "a ranking is broken: {totals:?}"
+    );
+    assert!(
+        hybrid > bm25 && hybrid > vector,
+        "hybrid {hybrid:.3} must beat BM25 {bm25:.3} and vectors {vector:.3}"
+    );
 }

@@ -1,5 +1,6 @@
 //! HTTP API areas of agentd, one module per area.
 
+pub mod agent_card;
 pub mod approvals;
 pub mod backup;
 pub mod capability;
@@ -12,6 +13,7 @@ mod fs_gate;
 pub mod health;
 pub mod incidents;
 pub mod ledger;
+pub mod memory;
 pub mod relay;
 pub mod sandbox;
 pub(crate) mod secrets;
@@ -72,4 +74,6 @@ pub fn agent_routes() -> Router<Arc<AppState>> {
         .route("/backup/create", post(backup::create))
         .route("/backup/list", get(backup::list))
         .route("/backup/restore", post(backup::restore))
+        .merge(memory::routes())
+        .merge(agent_card::routes())
 }

@@ -72,7 +72,8 @@ impl HttpEmbedder {
             let snippet: String = text.chars().take(300).collect();
             return Err(e(format!("HTTP {status}: {snippet}")));
         }
-        let parsed: Response = serde_json::from_str(&text).map_err(|x| e(format!("bad response: {x}")))?;
+        let parsed: Response =
+            serde_json::from_str(&text).map_err(|x| e(format!("bad response: {x}")))?;
         let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
         for item in parsed.data {
             let slot = out
@@ -86,7 +87,11 @@ impl HttpEmbedder {
             .map(|(i, v)| v.ok_or_else(|| e(format!("no embedding for input {i}"))))
             .collect::<Result<_>>()?;
         let dims = vecs.first().map_or(0, Vec::len);
-        if dims == 0 || vecs.iter().any(|v| v.len() != dims || v.iter().any(|x| !x.is_finite())) {
+        if dims == 0
+            || vecs
+                .iter()
+                .any(|v| v.len() != dims || v.iter().any(|x| !x.is_finite()))
+        {
             return Err(e("vectors of unequal length, empty or not finite".into()));
         }
         vecs.iter_mut().for_each(|v| super::normalize(v));

@@ -27,7 +27,10 @@ pub struct LocalModel {
 
 impl std::fmt::Debug for LocalModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalModel").field("id", &self.id).field("dir", &self.dir).finish()
+        f.debug_struct("LocalModel")
+            .field("id", &self.id)
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -48,10 +51,14 @@ impl LocalModel {
         let config: Config =
             serde_json::from_slice(&config_bytes).map_err(|e| err("config.json", dir, e))?;
         if let Ok(pooling) = read("1_Pooling/config.json") {
-            let p: serde_json::Value =
-                serde_json::from_slice(&pooling).map_err(|e| err("1_Pooling/config.json", dir, e))?;
+            let p: serde_json::Value = serde_json::from_slice(&pooling)
+                .map_err(|e| err("1_Pooling/config.json", dir, e))?;
             if p["pooling_mode_mean_tokens"] != serde_json::Value::Bool(true) {
-                return Err(err("1_Pooling/config.json", dir, "only mean pooling is supported"));
+                return Err(err(
+                    "1_Pooling/config.json",
+                    dir,
+                    "only mean pooling is supported",
+                ));
             }
         }
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
@@ -100,7 +107,11 @@ impl LocalModel {
         let types = ids.zeros_like().map_err(c)?;
         let hidden = self.model.forward(&ids, &types, Some(&mask)).map_err(c)?;
         // Mean over real tokens: sum(hidden * mask) / sum(mask).
-        let m = mask.to_dtype(DType::F32).map_err(c)?.unsqueeze(2).map_err(c)?;
+        let m = mask
+            .to_dtype(DType::F32)
+            .map_err(c)?
+            .unsqueeze(2)
+            .map_err(c)?;
         let summed = hidden.broadcast_mul(&m).map_err(c)?.sum(1).map_err(c)?;
         let counts = m.sum(1).map_err(c)?;
         let mean = summed.broadcast_div(&counts).map_err(c)?;
