@@ -59,6 +59,26 @@ impl Vectors {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.dims..(i + 1) * self.dims]
     }
+    /// Drop the rows of `gone`, compacting in place (no second copy of the matrix).
+    fn remove(&mut self, gone: &std::collections::HashSet<i64>) {
+        let d = self.dims;
+        let mut w = 0;
+        for r in 0..self.len() {
+            if gone.contains(&self.ids[r]) {
+                continue;
+            }
+            if w != r {
+                self.ids[w] = self.ids[r];
+                self.ts[w] = self.ts[r];
+                self.data.copy_within(r * d..(r + 1) * d, w * d);
+            }
+            w += 1;
+        }
+        self.ids.truncate(w);
+        self.ts.truncate(w);
+        self.data.truncate(w * d);
+    }
+
     /// Keep rows ordered by id (lookups binary-search `ids`).
     fn sort(&mut self) {
         if self.ids.windows(2).all(|w| w[0] < w[1]) {
@@ -270,38 +290,85 @@ impl Index {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Replace the chunks of `path` (a note whose content hashes to `sha`); `chunks` empty
-    /// and `sha` `None` removes the note. One transaction.
-    pub fn replace_file(&mut self, path: &str, sha: Option<&str>, chunks: &[Chunk]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        // Vectors of unchanged chunk texts are kept: editing one section of a long note
-        // re-embeds that section only.
-        let mut kept: std::collections::HashMap<String, (Vec<u8>, String)> =
-            std::collections::HashMap::new();
-        {
-            let mut stmt = tx.prepare(
-                "SELECT text, vec, model FROM chunks WHERE path = ?1 AND vec IS NOT NULL",
-            )?;
-            let rows = stmt.query_map([path], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (text, vec, model) = row?;
-                kept.insert(text, (vec, model));
+    /// The sha256 the index last saw for each of `paths` it knows.
+    pub fn file_hashes_of(&self, paths: &[String]) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path, sha256 FROM files WHERE path = ?1")?;
+        let mut out = Vec::new();
+        for p in paths {
+            if let Some(row) = stmt
+                .query_row([p], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+            {
+                out.push(row);
             }
         }
-        tx.execute(
-            "DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE path = ?1)",
-            [path],
-        )?;
-        tx.execute("DELETE FROM chunks WHERE path = ?1", [path])?;
+        Ok(out)
+    }
+
+    /// Replace the chunks of `path` (a note whose content hashes to `sha`); `chunks` empty
+    /// and `sha` `None` removes the note. One transaction.
+    ///
+    /// Rows whose chunk is unchanged (same position, lines, heading, text and date) are kept
+    /// as they are, with their vectors: appending a section to a daily note of hundreds
+    /// inserts one row and touches no other. A changed chunk whose text another row of the
+    /// note had keeps that row's vector, so moving sections re-embeds nothing.
+    pub fn replace_file(&mut self, path: &str, sha: Option<&str>, chunks: &[Chunk]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let old: Vec<(StoredChunk, Option<(Vec<u8>, String)>)> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, ord, line_start, line_end, heading, text, ts, vec, model FROM chunks WHERE path = ?1 ORDER BY ord",
+            )?;
+            let rows = stmt.query_map([path], |r| {
+                let vec: Option<Vec<u8>> = r.get(7)?;
+                let model: Option<String> = r.get(8)?;
+                Ok((
+                    StoredChunk {
+                        id: r.get(0)?,
+                        chunk: Chunk {
+                            path: path.to_string(),
+                            ord: r.get(1)?,
+                            line_start: r.get(2)?,
+                            line_end: r.get(3)?,
+                            heading: r.get(4)?,
+                            text: r.get(5)?,
+                            ts: r.get(6)?,
+                        },
+                    },
+                    vec.zip(model),
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let by_ord: std::collections::HashMap<u32, usize> = old
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| (c.chunk.ord, i))
+            .collect();
+        let unchanged = |c: &Chunk| by_ord.get(&c.ord).is_some_and(|&i| old[i].0.chunk == *c);
+        let keep: std::collections::HashSet<u32> = chunks
+            .iter()
+            .filter(|c| unchanged(c))
+            .map(|c| c.ord)
+            .collect();
+        let mut gone = std::collections::HashSet::new();
+        let mut by_text: std::collections::HashMap<&str, &(Vec<u8>, String)> =
+            std::collections::HashMap::new();
+        for (c, v) in &old {
+            if keep.contains(&c.chunk.ord) {
+                continue;
+            }
+            tx.execute("DELETE FROM chunks_fts WHERE rowid = ?1", [c.id])?;
+            tx.execute("DELETE FROM chunks WHERE id = ?1", [c.id])?;
+            if let Some(v) = v {
+                gone.insert(c.id);
+                by_text.insert(&c.chunk.text, v);
+            }
+        }
         let mut reused = Vec::new();
-        for c in chunks {
-            let (vec, model) = match kept.get(&c.text) {
+        for c in chunks.iter().filter(|c| !keep.contains(&c.ord)) {
+            let (vec, model) = match by_text.get(c.text.as_str()) {
                 Some((v, m)) => (Some(v.clone()), Some(m.clone())),
                 None => (None, None),
             };
@@ -323,9 +390,8 @@ impl Index {
             None => tx.execute("DELETE FROM files WHERE path = ?1", [path])?,
         };
         tx.commit()?;
-        let gone: std::collections::HashSet<i64> = self.ids_without_chunk()?;
         if !gone.is_empty() {
-            self.drop_vectors(&gone);
+            self.vectors.remove(&gone);
         }
         for (id, ts, blob) in reused {
             let v: Vec<f32> = blob
@@ -343,39 +409,6 @@ impl Index {
         }
         self.vectors.sort();
         Ok(())
-    }
-
-    fn ids_without_chunk(&self) -> Result<std::collections::HashSet<i64>> {
-        let live: std::collections::HashSet<i64> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT id FROM chunks WHERE vec IS NOT NULL")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        Ok(self
-            .vectors
-            .ids
-            .iter()
-            .copied()
-            .filter(|id| !live.contains(id))
-            .collect())
-    }
-
-    fn drop_vectors(&mut self, gone: &std::collections::HashSet<i64>) {
-        let v = &self.vectors;
-        let mut n = Vectors {
-            dims: v.dims,
-            ..Default::default()
-        };
-        for i in 0..v.len() {
-            if !gone.contains(&v.ids[i]) {
-                n.ids.push(v.ids[i]);
-                n.ts.push(v.ts[i]);
-                n.data.extend_from_slice(v.row(i));
-            }
-        }
-        self.vectors = n;
     }
 
     /// Chunks that have no vector of the current model yet (at most `limit`), for embedding.
@@ -496,5 +529,62 @@ impl Index {
     /// The index file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(ord: u32, text: &str) -> Chunk {
+        Chunk {
+            path: "MEMORY.md".into(),
+            ord,
+            line_start: ord + 1,
+            line_end: ord + 1,
+            heading: String::new(),
+            text: text.into(),
+            ts: 0,
+        }
+    }
+
+    /// The in-memory vector of each row is the one stored for that row's text, after edits
+    /// that delete rows and insert new ones (SQLite reuses the highest row ids).
+    #[test]
+    fn vectors_follow_their_rows_when_ids_are_reused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut idx = Index::open(&tmp.path().join("i.sqlite"), Some("m")).expect("open");
+        let vec_of = |t: &str| -> Vec<f32> {
+            match t {
+                "a" => vec![1.0, 0.0],
+                "b" => vec![0.0, 1.0],
+                _ => vec![0.6, 0.8],
+            }
+        };
+        idx.replace_file("MEMORY.md", Some("1"), &[chunk(0, "a"), chunk(1, "b")])
+            .expect("replace");
+        let p = idx.pending(10).expect("pending");
+        let vecs: Vec<Vec<f32>> = p.iter().map(|c| vec_of(&c.chunk.text)).collect();
+        idx.set_vectors("m", &p.iter().map(|c| c.id).collect::<Vec<_>>(), &vecs)
+            .expect("set");
+        // A section inserted in front: both old sections move, the last row ids are reused.
+        idx.replace_file(
+            "MEMORY.md",
+            Some("2"),
+            &[chunk(0, "x"), chunk(1, "a"), chunk(2, "b")],
+        )
+        .expect("replace");
+        let p = idx.pending(10).expect("pending");
+        assert_eq!(
+            p.iter().map(|c| c.chunk.text.as_str()).collect::<Vec<_>>(),
+            ["x"]
+        );
+        let v = &idx.vectors;
+        assert!(v.ids.windows(2).all(|w| w[0] < w[1]), "ids {:?}", v.ids);
+        assert_eq!(v.len(), 2);
+        for (i, id) in v.ids.iter().enumerate() {
+            let text = idx.get(&[*id]).expect("get")[0].chunk.text.clone();
+            assert_eq!(v.row(i), vec_of(&text).as_slice(), "row {id} ({text})");
+        }
     }
 }

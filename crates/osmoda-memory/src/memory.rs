@@ -162,24 +162,12 @@ impl Memory {
     }
 
     fn sync_locked(&self) -> Result<SyncReport> {
-        let mut report = SyncReport::default();
         let on_disk = self.notes.list()?;
         let known: std::collections::HashMap<String, String> =
             lock(&self.index).file_hashes()?.into_iter().collect();
+        let mut report = SyncReport::default();
         for rel in &on_disk {
-            let content = self.notes.read(rel)?;
-            let sha = hex::encode(Sha256::digest(content.as_bytes()));
-            if known.get(rel) == Some(&sha) {
-                continue;
-            }
-            let mtime = std::fs::metadata(self.opts.dir.join(rel))
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs() as i64);
-            let chunks: Vec<Chunk> = chunk_note(rel, &content, mtime);
-            lock(&self.index).replace_file(rel, Some(&sha), &chunks)?;
-            report.files_changed += 1;
+            self.sync_file(rel, known.get(rel).map(String::as_str), &mut report)?;
         }
         for gone in known.keys().filter(|k| !on_disk.contains(k)) {
             lock(&self.index).replace_file(gone, None, &[])?;
@@ -187,6 +175,52 @@ impl Memory {
         }
         report.embedded = self.embed_pending()?;
         Ok(report)
+    }
+
+    /// Re-read the notes `rels` only (paths relative to the memory dir; a missing one is
+    /// removed from the index), then embed what lacks a vector. What the writers and the
+    /// watcher use when they know which files changed; cost independent of the other notes.
+    ///
+    /// # Errors
+    /// As [`Memory::sync`].
+    pub fn sync_paths(&self, rels: &[String]) -> Result<SyncReport> {
+        let _w = lock(&self.write);
+        let r = (|| {
+            let known: std::collections::HashMap<String, String> = lock(&self.index)
+                .file_hashes_of(rels)?
+                .into_iter()
+                .collect();
+            let mut report = SyncReport::default();
+            for rel in rels {
+                if self.notes.is_note(rel) && self.opts.dir.join(rel).is_file() {
+                    self.sync_file(rel, known.get(rel).map(String::as_str), &mut report)?;
+                } else if known.contains_key(rel) {
+                    lock(&self.index).replace_file(rel, None, &[])?;
+                    report.files_removed += 1;
+                }
+            }
+            report.embedded = self.embed_pending()?;
+            Ok(report)
+        })();
+        self.finish(r)
+    }
+
+    /// Re-chunk `rel` when its content no longer hashes to `known`.
+    fn sync_file(&self, rel: &str, known: Option<&str>, report: &mut SyncReport) -> Result<()> {
+        let content = self.notes.read(rel)?;
+        let sha = hex::encode(Sha256::digest(content.as_bytes()));
+        if known == Some(sha.as_str()) {
+            return Ok(());
+        }
+        let mtime = std::fs::metadata(self.opts.dir.join(rel))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        let chunks: Vec<Chunk> = chunk_note(rel, &content, mtime);
+        lock(&self.index).replace_file(rel, Some(&sha), &chunks)?;
+        report.files_changed += 1;
+        Ok(())
     }
 
     fn embed_pending(&self) -> Result<usize> {
@@ -354,16 +388,16 @@ impl Memory {
             let _w = lock(&self.write);
             self.notes.append(&path, &title, section)?;
         }
-        // Index right away so the next recall sees the note; a failed embedding leaves the
-        // note stored and its vector pending (health shows it).
-        if let Err(e) = self.sync() {
-            tracing::warn!(error = %e, "memory note stored but not yet indexed");
-        }
         let rel = path
             .strip_prefix(&self.opts.dir)
             .unwrap_or(&path)
             .to_string_lossy()
             .into_owned();
+        // Index that note right away so the next recall sees it; a failed embedding leaves
+        // the note stored and its vector pending (health shows it).
+        if let Err(e) = self.sync_paths(std::slice::from_ref(&rel)) {
+            tracing::warn!(error = %e, "memory note stored but not yet indexed");
+        }
         Ok(StoreReceipt {
             path: rel,
             at: rfc3339(at.unix_timestamp()),

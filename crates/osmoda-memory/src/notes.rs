@@ -93,20 +93,36 @@ impl Notes {
     pub fn append(&self, path: &Path, title: &str, section: &str) -> Result<()> {
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(|e| MemoryError::io(dir, e))?;
+        // Bytes, not text: whatever a person's editor wrote (invalid UTF-8 included) is kept
+        // as it was; only the new section is added.
         let mut content = match std::fs::read(path) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("# {title}\n"),
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                format!("# {title}\n").into_bytes()
+            }
             Err(e) => return Err(MemoryError::io(path, e)),
         };
-        if !content.ends_with('\n') {
-            content.push('\n');
+        if content.last().is_some_and(|b| *b != b'\n') {
+            content.push(b'\n');
         }
-        content.push('\n');
-        content.push_str(section);
-        if !content.ends_with('\n') {
-            content.push('\n');
+        content.push(b'\n');
+        content.extend_from_slice(section.as_bytes());
+        if !section.ends_with('\n') {
+            content.push(b'\n');
         }
-        write_atomic(path, content.as_bytes())
+        write_atomic(path, &content)
+    }
+}
+
+impl Notes {
+    /// Whether `rel` (relative to the root) names a note [`Notes::list`] would list:
+    /// `MEMORY.md` or `memory/<name>.md`.
+    pub fn is_note(&self, rel: &str) -> bool {
+        rel == DURABLE_FILE
+            || rel
+                .strip_prefix(DAILY_DIR)
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(|n| !n.contains('/') && is_note_name(n))
     }
 }
 
@@ -167,6 +183,40 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn append_keeps_bytes_that_are_not_utf8() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let notes = Notes::new(tmp.path());
+        let p = notes.durable_path();
+        std::fs::write(&p, b"# Memory\n\nlatin-1 caf\xe9").expect("write");
+        notes.append(&p, "Memory", "## new").expect("append");
+        assert_eq!(
+            std::fs::read(&p).expect("read"),
+            b"# Memory\n\nlatin-1 caf\xe9\n\n## new\n"
+        );
+        // An empty file gains no blank line of its own before the section.
+        std::fs::write(&p, b"").expect("write");
+        notes.append(&p, "Memory", "## a\n").expect("append");
+        assert_eq!(std::fs::read(&p).expect("read"), b"\n## a\n");
+    }
+
+    #[test]
+    fn is_note_matches_list() {
+        let notes = Notes::new("/m");
+        for (rel, yes) in [
+            ("MEMORY.md", true),
+            ("memory/2026-01-01.md", true),
+            ("memory/x.md", true),
+            ("memory/.hidden.md", false),
+            ("memory/sub/x.md", false),
+            ("memory/x.txt", false),
+            ("other.md", false),
+            ("memoryx/a.md", false),
+        ] {
+            assert_eq!(notes.is_note(rel), yes, "{rel}");
+        }
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! Follows hand edits: a `notify` watcher on the memory dir triggers a sync.
+//! Follows hand edits: a `notify` watcher on the memory dir triggers a sync of the notes that
+//! changed (of all of them when an event names no note, e.g. the `memory/` dir itself).
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Weak};
 use std::time::Duration;
 
@@ -22,6 +25,39 @@ impl std::fmt::Debug for Watcher {
     }
 }
 
+/// What a batch of events asks for: these notes, or everything.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Pending {
+    all: bool,
+    notes: BTreeSet<String>,
+}
+
+impl Pending {
+    /// Add an event's paths: a note path (relative to `root`) is synced alone; the
+    /// directories, paths outside the root and events without paths sync everything.
+    fn add(&mut self, root: &Path, notes: &crate::notes::Notes, paths: Option<&[PathBuf]>) {
+        let Some(paths) = paths.filter(|p| !p.is_empty()) else {
+            self.all = true;
+            return;
+        };
+        for p in paths {
+            let rel = p
+                .strip_prefix(root)
+                .ok()
+                .map(|r| r.to_string_lossy().into_owned());
+            match rel {
+                Some(rel) if notes.is_note(&rel) => {
+                    self.notes.insert(rel);
+                }
+                // Temp files of atomic writes and other names are not notes.
+                Some(rel) if rel.contains('/') || rel.ends_with(".md") => {}
+                Some(rel) if !rel.is_empty() && rel != crate::notes::DAILY_DIR => {}
+                _ => self.all = true,
+            }
+        }
+    }
+}
+
 fn relevant(ev: &notify::Event) -> bool {
     ev.paths.iter().any(|p| {
         let name = p
@@ -39,10 +75,14 @@ impl Memory {
     /// # Errors
     /// [`MemoryError::Io`] when the directory cannot be watched.
     pub fn watch(self: &Arc<Self>) -> Result<Watcher> {
-        let (tx, rx) = mpsc::channel::<()>();
+        let (tx, rx) = mpsc::channel::<Option<Vec<PathBuf>>>();
         let mut inner = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.as_ref().map_or(true, relevant) {
-                let _ = tx.send(());
+            match ev {
+                // Lost events (queue overflow, rescan): sync everything.
+                Err(_) => drop(tx.send(None)),
+                Ok(ev) if ev.need_rescan() => drop(tx.send(None)),
+                Ok(ev) if relevant(&ev) => drop(tx.send(Some(ev.paths))),
+                Ok(_) => {}
             }
         })
         .map_err(|e| MemoryError::io(self.notes().root(), std::io::Error::other(e)))?;
@@ -50,18 +90,69 @@ impl Memory {
             .watch(self.notes().root(), RecursiveMode::Recursive)
             .map_err(|e| MemoryError::io(self.notes().root(), std::io::Error::other(e)))?;
         let weak: Weak<Memory> = Arc::downgrade(self);
+        let (root, notes) = (self.notes().root().to_path_buf(), self.notes().clone());
         std::thread::Builder::new()
             .name("memory-watch".into())
             .spawn(move || {
-                while rx.recv().is_ok() {
-                    while rx.recv_timeout(SETTLE).is_ok() {}
+                while let Ok(first) = rx.recv() {
+                    let mut pending = Pending::default();
+                    pending.add(&root, &notes, first.as_deref());
+                    while let Ok(more) = rx.recv_timeout(SETTLE) {
+                        pending.add(&root, &notes, more.as_deref());
+                    }
                     let Some(mem) = weak.upgrade() else { return };
-                    if let Err(e) = mem.sync() {
+                    let r = if pending.all {
+                        mem.sync()
+                    } else {
+                        mem.sync_paths(&pending.notes.into_iter().collect::<Vec<_>>())
+                    };
+                    if let Err(e) = r {
                         tracing::warn!(error = %e, "memory sync after a file change failed");
                     }
                 }
             })
             .map_err(|e| MemoryError::io(self.notes().root(), e))?;
         Ok(Watcher { _inner: inner })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_name_notes_or_everything() {
+        let root = Path::new("/m");
+        let notes = crate::notes::Notes::new(root);
+        let check = |paths: Option<&[&str]>, all: bool, want: &[&str]| {
+            let mut p = Pending::default();
+            let paths: Option<Vec<PathBuf>> =
+                paths.map(|ps| ps.iter().map(PathBuf::from).collect());
+            p.add(root, &notes, paths.as_deref());
+            assert_eq!(p.all, all, "{paths:?}");
+            let got: Vec<&str> = p.notes.iter().map(String::as_str).collect();
+            assert_eq!(got, want, "{paths:?}");
+        };
+        check(
+            Some(&["/m/memory/2026-01-02.md"]),
+            false,
+            &["memory/2026-01-02.md"],
+        );
+        check(
+            Some(&["/m/MEMORY.md", "/m/MEMORY.md"]),
+            false,
+            &["MEMORY.md"],
+        );
+        // An atomic write's temp file, then its rename onto the note.
+        check(
+            Some(&["/m/memory/.osmoda-x.tmp", "/m/memory/2026-01-02.md"]),
+            false,
+            &["memory/2026-01-02.md"],
+        );
+        check(Some(&["/m/memory"]), true, &[]);
+        check(Some(&["/m"]), true, &[]);
+        check(Some(&["/elsewhere/MEMORY.md"]), true, &[]);
+        check(None, true, &[]);
+        check(Some(&[]), true, &[]);
     }
 }

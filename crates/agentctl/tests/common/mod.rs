@@ -73,6 +73,11 @@ pub fn stderr(o: &Output) -> String {
 
 /// Start agentd in-process with a config tree created by `agentctl config init`.
 pub async fn start() -> Env {
+    start_with(agentd::Settings::default()).await
+}
+
+/// [`start`] with these agentd settings.
+pub async fn start_with(settings: agentd::Settings) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let tree = dir.path().join("tree");
     let init = Command::new(env!("CARGO_BIN_EXE_agentctl"))
@@ -86,12 +91,8 @@ pub async fn start() -> Env {
         "{}",
         stdout(&init)
     );
-    let state = agentd::AppState::open(
-        dir.path().join("state"),
-        agentd::Settings::default(),
-        Some(&tree),
-    )
-    .expect("state");
+    let state =
+        agentd::AppState::open(dir.path().join("state"), settings, Some(&tree)).expect("state");
     let a = UnixListener::bind(dir.path().join("agentd.sock")).expect("bind");
     let h = UnixListener::bind(dir.path().join("approval.sock")).expect("bind");
     let (trigger, shutdown) = agentd::shutdown_channel();
