@@ -170,17 +170,25 @@ pub fn verify_checkpoints(
 }
 
 /// The first row in `good+1 ..= bad` whose leaf differs from the stored tree's, if the stored
-/// tree still says so; otherwise `good + 1`.
+/// tree still says so; otherwise `good + 1`. Reads the tree as this version stores it
+/// (`tree_runs`) or, in a file not yet opened by this version, as version 3 did (`tree_hashes`).
 fn changed(conn: &Connection, good: u64, bad: u64) -> Result<Disagreement, LedgerError> {
-    let has_tree: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'tree_hashes'",
-        [],
-        |r| r.get(0),
-    )?;
+    let table = |name: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+    };
+    let (runs, v3) = (table("tree_runs")?, table("tree_hashes")?);
     let first_possible = i64::try_from(good + 1).unwrap_or(i64::MAX);
-    if has_tree {
+    if runs || v3 {
         let mut rows = conn.prepare("SELECT hash FROM events ORDER BY id LIMIT ?1 OFFSET ?2")?;
-        let mut leaf = conn.prepare("SELECT hash FROM tree_hashes WHERE idx = ?1")?;
+        let mut v3_leaf = if runs {
+            None
+        } else {
+            Some(conn.prepare("SELECT hash FROM tree_hashes WHERE idx = ?1")?)
+        };
         let count = i64::try_from(bad - good).unwrap_or(i64::MAX);
         let hashes: Vec<String> = rows
             .query_map((count, i64::try_from(good).unwrap_or(i64::MAX)), |r| {
@@ -189,8 +197,14 @@ fn changed(conn: &Connection, good: u64, bad: u64) -> Result<Disagreement, Ledge
             .collect::<Result<_, _>>()?;
         for (k, hash) in hashes.iter().enumerate() {
             let n = good + k as u64;
-            let idx = i64::try_from(tlog_tiles::stored_hash_index(0, n)).unwrap_or(i64::MAX);
-            let stored: Option<Vec<u8>> = leaf.query_row([idx], |r| r.get(0)).optional()?;
+            let stored: Option<Vec<u8>> = match &mut v3_leaf {
+                None => crate::tree::stored_leaf(conn, n)?.map(|h| h.0.to_vec()),
+                Some(stmt) => {
+                    let idx =
+                        i64::try_from(tlog_tiles::stored_hash_index(0, n)).unwrap_or(i64::MAX);
+                    stmt.query_row([idx], |r| r.get(0)).optional()?
+                }
+            };
             if let Some(stored) = stored {
                 if stored != leaf_hash(hash).0 {
                     return Ok(Disagreement::Changed {

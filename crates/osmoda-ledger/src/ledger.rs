@@ -254,8 +254,8 @@ impl Ledger {
     /// `src`'s chain. Blocks the calling thread.
     ///
     /// # Errors
-    /// [`LedgerError::Malformed`] when `src` is not a ledger of this schema version (nothing
-    /// changed); [`LedgerError::Sqlite`] when the copy fails (rolled back);
+    /// [`LedgerError::Malformed`] when `src` is not a ledger of this schema version or an
+    /// older one with the Merkle tree (version 3, upgraded after the copy) (nothing changed); [`LedgerError::Sqlite`] when the copy fails (rolled back);
     /// [`LedgerError::Closed`] when the writer has stopped.
     pub fn restore_from(&self, src: &Path) -> Result<(), LedgerError> {
         let tx = self.inner.tx.as_ref().ok_or(LedgerError::Closed)?;

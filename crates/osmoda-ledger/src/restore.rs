@@ -95,7 +95,8 @@ pub fn sqlite_replace(live: &Path, src: &Path) -> Result<(), LedgerError> {
 }
 
 /// The writer's half of [`crate::Ledger::restore_from`]: checks that `src` is a ledger of this
-/// schema version, then replaces the database behind `conn` with it.
+/// schema version or an older one with the Merkle tree (3), replaces the database behind `conn`
+/// with it and upgrades it to this version.
 pub(crate) fn replace_with(conn: &mut Connection, src: &Path) -> Result<(), LedgerError> {
     let source = open_existing(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let version: i64 = source.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -104,14 +105,20 @@ pub(crate) fn replace_with(conn: &mut Connection, src: &Path) -> Result<(), Ledg
         [],
         |r| r.get(0),
     )?;
-    if version != crate::schema::SCHEMA_VERSION || !has_events {
+    if !(MIN_RESTORE_VERSION..=crate::schema::SCHEMA_VERSION).contains(&version) || !has_events {
         return Err(LedgerError::Malformed(format!(
-            "{} is not a ledger of schema version {} (user_version {version}); nothing was restored",
+            "{} is not a ledger of schema version {MIN_RESTORE_VERSION} to {} (user_version {version}); nothing was restored",
             src.display(),
             crate::schema::SCHEMA_VERSION
         )));
     }
     copy(&source, conn)?;
     // The copy carries the source's header; the live ledger stays in WAL mode.
-    crate::schema::configure(conn)
+    crate::schema::configure(conn)?;
+    // A backup from an older version is upgraded as an open would (its own transaction: a crash
+    // in between leaves the restored old version, which the next open upgrades).
+    crate::schema::create(conn)
 }
+
+/// Oldest schema version a backup may have to be restored (3: the first with the Merkle tree).
+const MIN_RESTORE_VERSION: i64 = 3;

@@ -5,7 +5,7 @@ use crate::{Event, LedgerError, GENESIS_HASH};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Schema version stored in `PRAGMA user_version`.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// The `events` table is exactly the seed schema; the rest are derived indexes and the dedup map.
 const SCHEMA: &str = "
@@ -50,35 +50,43 @@ pub(crate) fn configure(conn: &Connection) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Creates the schema if it is missing and checks the version of an existing one.
+/// Creates the schema if it is missing, or upgrades an older one in place, in one transaction
+/// (a crash or a concurrent open sees the old schema or the new one), and checks the version of
+/// an existing one.
 pub(crate) fn create(conn: &Connection) -> Result<(), LedgerError> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(LedgerError::Malformed(format!(
             "schema version {version} is newer than this build understands ({SCHEMA_VERSION}); upgrade osmoda"
         )));
     }
-    let had_fts: bool = conn.query_row(
+    let had_fts: bool = tx.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'events_fts'",
         [],
         |r| r.get(0),
     )?;
-    conn.execute_batch(SCHEMA)?;
-    conn.execute_batch(crate::tree::SCHEMA)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(crate::tree::SCHEMA)?;
     if !had_fts {
         // A ledger created with only the seed schema: index the events it already holds.
-        conn.execute("INSERT INTO events_fts (events_fts) VALUES ('rebuild')", [])?;
+        tx.execute("INSERT INTO events_fts (events_fts) VALUES ('rebuild')", [])?;
     }
     if !had_fts || version < 2 {
         // Fully indexed now: just rebuilt, or written by version 1, which indexed every append
         // inside its own transaction.
-        conn.execute(
+        tx.execute(
             "INSERT OR REPLACE INTO fts_progress (id, indexed_upto) \
              VALUES (1, (SELECT coalesce(max(id), 0) FROM events))",
             [],
         )?;
     }
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    if version < 4 {
+        // Version 3 kept one row per tree hash; repack them into runs.
+        crate::tree::migrate_v3(&tx)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 

@@ -4,12 +4,28 @@
 //! Leaf `i` (0-based) is event `i + 1`; its leaf input is the 32 bytes of the event's chain hash
 //! (the hex `hash` column decoded), so the leaf hash is `SHA-256(0x00 || hash)`. Hashing, the
 //! storage layout and the proofs are those of `golang.org/x/mod/sumdb/tlog` as ported by the
-//! [`tlog_tiles`] crate: every appended record stores its leaf hash plus the hashes of the
+//! [`tlog_tiles`] crate: every appended record adds its leaf hash plus the hashes of the
 //! subtrees it completes (just under two 32-byte hashes per event on average) at the dense
-//! indexes of [`tlog_tiles::stored_hash_index`], in `tree_hashes`. An append reads nothing: the
-//! writer keeps the tree's right edge (the roots of its perfect subtrees, [`Frontier`]) in
-//! memory and reloads it from `tree_hashes` at start. `tree_state.size` says how many events the
-//! tree covers; it is updated in the same transaction as the hashes.
+//! indexes of [`tlog_tiles::stored_hash_index`].
+//!
+//! Storage (schema version 4): the hashes of consecutive records are contiguous in that index
+//! (record `n`'s are `stored_hash_index(0, n) .. stored_hash_index(0, n + 1)`), so a batch's
+//! hashes go into `tree_runs` as rows of one start index plus one blob of at most
+//! [`RUN_HASHES`] hashes (8 KiB, the width of a C2SP tlog tile), cut at record boundaries: one
+//! INSERT per batch instead of about two per event. Each row also says how many leaves the tree
+//! has after it and the event id of its last leaf, so the newest row is the tree's state and an
+//! append writes nothing else (no separate state row to update). A hash is read by seeking the
+//! row with the largest start index at or below it (a rowid seek) and slicing its blob.
+//!
+//! An append reads nothing: the writer keeps the tree's right edge (the roots of its perfect
+//! subtrees, [`Frontier`]) in memory, collects the batch's hashes in it, writes them with
+//! [`store`] just before the commit and reloads the edge from `tree_runs` at start. A rolled-back
+//! batch drops its hashes with the events. Version 3 stored one row per hash in `tree_hashes`
+//! plus a `tree_state` row; [`v3::migrate`] repacks such a table in place at open.
+
+mod v3;
+
+pub(crate) use v3::migrate as migrate_v3;
 
 use crate::LedgerError;
 use rusqlite::{Connection, OptionalExtension};
@@ -18,18 +34,17 @@ use tlog_tiles::{
     HashReader,
 };
 
+/// Most hashes in one `tree_runs` row (8 KiB of blob).
+pub(crate) const RUN_HASHES: usize = 256;
+
 /// Tables of the tree (created with the rest of the schema).
 pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tree_hashes (
-  idx INTEGER PRIMARY KEY,
-  hash BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tree_state (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
+CREATE TABLE IF NOT EXISTS tree_runs (
+  first INTEGER PRIMARY KEY,
   size INTEGER NOT NULL,
-  last_id INTEGER NOT NULL
+  last_id INTEGER NOT NULL,
+  hashes BLOB NOT NULL
 );
-INSERT OR IGNORE INTO tree_state (id, size, last_id) VALUES (1, 0, 0);
 ";
 
 /// The leaf hash of an event: `SHA-256(0x00 || bytes)` where `bytes` is the decoded 32-byte
@@ -43,7 +58,8 @@ pub fn leaf_hash(event_hash: &str) -> Hash {
     }
 }
 
-/// The right edge of the tree: stored index and hash of each perfect subtree, largest first.
+/// The right edge of the tree: stored index and hash of each perfect subtree, largest first;
+/// plus the hashes pushed since the last [`store`].
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Frontier {
     /// Number of leaves.
@@ -51,6 +67,25 @@ pub(crate) struct Frontier {
     /// Id of the event of the last leaf (0 for none).
     pub last_id: i64,
     nodes: Vec<(u64, Hash)>,
+    pending: Vec<Run>,
+}
+
+/// One `tree_runs` row: the hashes at `first, first + 1, ...` of whole records.
+#[derive(Debug, Clone, PartialEq)]
+struct Run {
+    first: u64,
+    /// Leaves of the tree after this run.
+    size: u64,
+    /// Event id of the run's last leaf.
+    last_id: i64,
+    /// Concatenated 32-byte hashes.
+    hashes: Vec<u8>,
+}
+
+impl Run {
+    fn end(&self) -> u64 {
+        self.first + (self.hashes.len() / 32) as u64
+    }
 }
 
 impl HashReader for Frontier {
@@ -82,12 +117,13 @@ impl Frontier {
             size,
             last_id,
             nodes: indexes.into_iter().zip(hashes).collect(),
+            pending: Vec::new(),
         })
     }
 
-    /// Appends one leaf: returns the first stored index and the hashes to store from there,
-    /// and moves the edge.
-    pub fn push(&mut self, id: i64, leaf: Hash) -> (u64, Vec<Hash>) {
+    /// Appends one leaf for event `id`: moves the edge and keeps the record's stored hashes
+    /// (its leaf hash and the subtrees it completes) for the next [`store`].
+    pub fn push(&mut self, id: i64, leaf: Hash) {
         let n = self.size;
         // The hashes it reads are exactly the edge's last subtrees, so this cannot fail.
         let hashes = stored_hashes_for_record_hash(n, leaf, &*self).unwrap_or_else(|_| vec![leaf]);
@@ -101,7 +137,13 @@ impl Frontier {
         }
         self.size = n + 1;
         self.last_id = id;
-        (stored_hash_index(0, n), hashes)
+        add_record(
+            &mut self.pending,
+            stored_hash_index(0, n),
+            &hashes,
+            self.size,
+            id,
+        );
     }
 
     /// The root hash of the tree as it stands.
@@ -163,36 +205,62 @@ impl RootBuilder {
     }
 }
 
-/// Number of events the stored tree covers, and the id of the last one.
+/// Number of events the stored tree covers, and the id of the last one: the newest row's.
 pub(crate) fn stored_state(conn: &Connection) -> rusqlite::Result<(u64, i64)> {
     let state: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT size, last_id FROM tree_state WHERE id = 1")?
+        .prepare_cached("SELECT size, last_id FROM tree_runs ORDER BY first DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (size, last_id) = state.unwrap_or((0, 0));
     Ok((u64::try_from(size).unwrap_or(0), last_id))
 }
 
-/// Stores the hashes [`Frontier::push`] returned.
-pub(crate) fn store(conn: &Connection, first: u64, hashes: &[Hash]) -> rusqlite::Result<()> {
-    let mut insert =
-        conn.prepare_cached("INSERT OR REPLACE INTO tree_hashes (idx, hash) VALUES (?1, ?2)")?;
-    for (k, h) in hashes.iter().enumerate() {
-        let idx = i64::try_from(first + k as u64).unwrap_or(i64::MAX);
-        insert.execute((idx, &h.0[..]))?;
+/// Adds one record's stored hashes (starting at index `first`) to the runs being collected:
+/// to the last run when they continue it and fit, else as a new run.
+fn add_record(runs: &mut Vec<Run>, first: u64, hashes: &[Hash], size: u64, last_id: i64) {
+    let run = match runs.last_mut() {
+        Some(r) if r.end() == first && r.hashes.len() / 32 + hashes.len() <= RUN_HASHES => r,
+        _ => {
+            runs.push(Run {
+                first,
+                size,
+                last_id,
+                hashes: Vec::with_capacity(hashes.len().max(16) * 32),
+            });
+            runs.last_mut().expect("just pushed")
+        }
+    };
+    for h in hashes {
+        run.hashes.extend_from_slice(&h.0);
+    }
+    run.size = size;
+    run.last_id = last_id;
+}
+
+/// Inserts runs as `tree_runs` rows.
+fn insert_runs(conn: &Connection, runs: impl Iterator<Item = Run>) -> rusqlite::Result<()> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO tree_runs (first, size, last_id, hashes) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for run in runs {
+        insert.execute((
+            i64::try_from(run.first).unwrap_or(i64::MAX),
+            i64::try_from(run.size).unwrap_or(i64::MAX),
+            run.last_id,
+            &run.hashes,
+        ))?;
     }
     Ok(())
 }
 
-/// Records what the tree covers after a batch.
-pub(crate) fn save_state(conn: &Connection, edge: &Frontier) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE tree_state SET size = ?1, last_id = ?2 WHERE id = 1")?
-        .execute((i64::try_from(edge.size).unwrap_or(i64::MAX), edge.last_id))?;
-    Ok(())
+/// Writes the hashes pushed since the last call (one row per run, usually one per batch) inside
+/// the caller's transaction; this is also what records the tree's new size.
+pub(crate) fn store(conn: &Connection, edge: &mut Frontier) -> rusqlite::Result<()> {
+    insert_runs(conn, edge.pending.drain(..))
 }
 
-/// Adds the events after `edge.last_id` (at most `limit`) to the tree, inside the caller's
-/// transaction; returns how many were added. The caller saves the state.
+/// Adds the events after `edge.last_id` (at most `limit`) to the tree and stores their hashes,
+/// inside the caller's transaction; returns how many were added.
 pub(crate) fn extend(conn: &Connection, edge: &mut Frontier, limit: i64) -> rusqlite::Result<u64> {
     let start = edge.size;
     let mut select =
@@ -201,9 +269,12 @@ pub(crate) fn extend(conn: &Connection, edge: &mut Frontier, limit: i64) -> rusq
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         let hash: String = row.get(1)?;
-        let (first, hashes) = edge.push(id, leaf_hash(&hash));
-        store(conn, first, &hashes)?;
+        edge.push(id, leaf_hash(&hash));
+        if edge.pending.len() >= 64 {
+            store(conn, edge)?;
+        }
     }
+    store(conn, edge)?;
     Ok(edge.size - start)
 }
 
@@ -217,28 +288,61 @@ pub(crate) fn catch_up(conn: &mut Connection) -> rusqlite::Result<u64> {
         if extend(&tx, &mut edge, CHUNK)? == 0 {
             return Ok(edge.size);
         }
-        save_state(&tx, &edge)?;
         tx.commit()?;
     }
 }
 
+/// The stored hashes at `indexes`, each read from the row whose run holds it (consecutive
+/// indexes in one run read it once).
 fn read_indexes(conn: &Connection, indexes: &[u64]) -> rusqlite::Result<Vec<Hash>> {
-    let mut select = conn.prepare_cached("SELECT hash FROM tree_hashes WHERE idx = ?1")?;
-    indexes
-        .iter()
-        .map(|&i| {
+    let mut select = conn.prepare_cached(
+        "SELECT first, hashes FROM tree_runs WHERE first <= ?1 ORDER BY first DESC LIMIT 1",
+    )?;
+    let mut row: Option<(u64, Vec<u8>)> = None;
+    let mut out = Vec::with_capacity(indexes.len());
+    for &i in indexes {
+        let holds = |r: &Option<(u64, Vec<u8>)>| matches!(r, Some((first, blob)) if i >= *first && (i - first) < (blob.len() / 32) as u64);
+        if !holds(&row) {
             let idx = i64::try_from(i).unwrap_or(i64::MAX);
-            let blob: Vec<u8> = select.query_row([idx], |r| r.get(0))?;
-            let arr: [u8; 32] = blob.try_into().map_err(|b: Vec<u8>| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    b.len(),
-                    rusqlite::types::Type::Blob,
-                    format!("tree hash at index {i} is {} bytes, not 32", b.len()).into(),
-                )
-            })?;
-            Ok(Hash(arr))
-        })
-        .collect()
+            row = select
+                .query_row([idx], |r| {
+                    Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?))
+                })
+                .optional()?;
+            if let Some((first, blob)) = &row {
+                if blob.len() % 32 != 0 {
+                    return Err(rusqlite::Error::FromSqlConversionFailure(
+                        blob.len(),
+                        rusqlite::types::Type::Blob,
+                        format!(
+                            "tree run at index {first} is {} bytes, not a multiple of 32",
+                            blob.len()
+                        )
+                        .into(),
+                    ));
+                }
+            }
+        }
+        let (first, blob) = match &row {
+            Some(r) if holds(&row) => r,
+            // No row holds it: the hash was never stored or its row was deleted.
+            _ => return Err(rusqlite::Error::QueryReturnedNoRows),
+        };
+        let at = usize::try_from(i - first).unwrap_or(usize::MAX) * 32;
+        let mut h = [0u8; 32];
+        h.copy_from_slice(&blob[at..at + 32]);
+        out.push(Hash(h));
+    }
+    Ok(out)
+}
+
+/// The stored leaf hash of leaf `n`, if a row still holds it (for naming a changed event).
+pub(crate) fn stored_leaf(conn: &Connection, n: u64) -> rusqlite::Result<Option<Hash>> {
+    match read_indexes(conn, &[stored_hash_index(0, n)]) {
+        Ok(mut v) => Ok(v.pop()),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads stored hashes from a connection (inside the caller's read transaction).
@@ -264,41 +368,110 @@ pub(crate) fn proof_error(e: tlog_tiles::Error) -> LedgerError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn frontier_and_root_builder_agree_with_tlog_tree_hash() {
-        struct Mem(std::collections::HashMap<u64, Hash>);
-        impl HashReader for Mem {
-            fn read_hashes(&self, ix: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-                ix.iter()
-                    .map(|i| {
-                        self.0
-                            .get(i)
-                            .copied()
-                            .ok_or(tlog_tiles::Error::IndexesNotInTree)
-                    })
-                    .collect()
-            }
+    struct Mem(std::collections::HashMap<u64, Hash>);
+
+    impl HashReader for Mem {
+        fn read_hashes(&self, ix: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+            ix.iter()
+                .map(|i| {
+                    self.0
+                        .get(i)
+                        .copied()
+                        .ok_or(tlog_tiles::Error::IndexesNotInTree)
+                })
+                .collect()
         }
-        let mut mem = Mem(Default::default());
-        let mut edge = Frontier {
+    }
+
+    fn empty() -> Frontier {
+        Frontier {
             size: 0,
             last_id: 0,
             nodes: Vec::new(),
-        };
+            pending: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn frontier_and_root_builder_agree_with_tlog_tree_hash() {
+        let mut mem = Mem(Default::default());
+        let mut edge = empty();
         let mut builder = RootBuilder::new();
         for n in 0..300u64 {
             let leaf = record_hash(&n.to_be_bytes());
-            let (first, hashes) = edge.push(n as i64 + 1, leaf);
             let expected =
                 tlog_tiles::stored_hashes_for_record_hash(n, leaf, &mem).expect("hashes");
-            assert_eq!(hashes, expected, "record {n}");
-            for (k, h) in hashes.iter().enumerate() {
-                mem.0.insert(first + k as u64, *h);
+            edge.push(n as i64 + 1, leaf);
+            // One record per store: its run is exactly tlog's stored hashes for it.
+            let run = edge.pending.pop().expect("one run");
+            assert!(edge.pending.is_empty());
+            assert_eq!(run.first, stored_hash_index(0, n), "record {n}");
+            assert_eq!(run.end(), stored_hash_index(0, n + 1), "record {n}");
+            assert_eq!((run.size, run.last_id), (n + 1, n as i64 + 1));
+            let flat: Vec<u8> = expected.iter().flat_map(|h| h.0).collect();
+            assert_eq!(run.hashes, flat, "record {n}");
+            for (k, h) in expected.iter().enumerate() {
+                mem.0.insert(run.first + k as u64, *h);
             }
             builder.push(leaf);
             let root = tlog_tiles::tree_hash(n + 1, &mem).expect("root");
             assert_eq!(edge.root(), root, "size {}", n + 1);
             assert_eq!(builder.root(), root, "size {}", n + 1);
         }
+    }
+
+    /// Batches of every size from 1 to 700 leaves (runs cut at 256 hashes inside a batch, and
+    /// batches ending mid-run) store the same hashes as tlog computes one record at a time, and
+    /// the edge reloaded from the rows is the one the writer had.
+    #[test]
+    fn batched_runs_hold_the_same_hashes_and_reload() {
+        let conn = Connection::open_in_memory().expect("sqlite");
+        conn.execute_batch(SCHEMA).expect("schema");
+        let mut mem = Mem(Default::default());
+        let mut edge = Frontier::load(&conn).expect("empty");
+        let mut n = 0u64;
+        for batch in [1u64, 2, 7, 129, 300, 700, 3, 1] {
+            for _ in 0..batch {
+                let leaf = record_hash(&n.to_le_bytes());
+                let hashes =
+                    tlog_tiles::stored_hashes_for_record_hash(n, leaf, &mem).expect("hashes");
+                for (k, h) in hashes.iter().enumerate() {
+                    mem.0.insert(stored_hash_index(0, n) + k as u64, *h);
+                }
+                edge.push(n as i64 + 10, leaf);
+                n += 1;
+            }
+            for run in &edge.pending {
+                assert!(run.hashes.len() / 32 <= RUN_HASHES && run.hashes.len() % 32 == 0);
+            }
+            store(&conn, &mut edge).expect("store");
+            assert_eq!(stored_state(&conn).expect("state"), (n, n as i64 + 9));
+            let reloaded = Frontier::load(&conn).expect("reload");
+            assert_eq!(reloaded, edge, "after {n} leaves");
+        }
+        let every: Vec<u64> = (0..stored_hash_index(0, n)).collect();
+        let stored = read_indexes(&conn, &every).expect("read all");
+        let want: Vec<Hash> = every.iter().map(|i| mem.0[i]).collect();
+        assert_eq!(stored, want);
+        // Reading in any order (as proofs do) gives the same hashes.
+        let spread: Vec<u64> = every.iter().rev().step_by(37).copied().collect();
+        let got = DbReader(&conn).read_hashes(&spread).expect("spread");
+        assert_eq!(got, spread.iter().map(|i| mem.0[i]).collect::<Vec<_>>());
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM tree_runs", [], |r| r.get(0))
+            .expect("count");
+        assert!(rows < 30, "{rows} rows for {n} leaves");
+        // An index beyond the tree, or in a deleted row, is an error, not a wrong hash.
+        assert!(read_indexes(&conn, &[stored_hash_index(0, n)]).is_err());
+        conn.execute(
+            "DELETE FROM tree_runs WHERE first = (SELECT min(first) FROM tree_runs WHERE first > 0)",
+            [],
+        )
+        .expect("delete");
+        assert!(matches!(
+            read_indexes(&conn, &every),
+            Err(rusqlite::Error::QueryReturnedNoRows)
+        ));
+        assert_eq!(stored_leaf(&conn, 0).expect("leaf 0"), Some(mem.0[&0]));
     }
 }

@@ -111,25 +111,38 @@ fn h(s: &str) -> Hash {
     crate::parse_hash("vector", s).expect("vector hash")
 }
 
-/// A database holding the tree of the 8 vector leaves, stored as the writer stores it.
-fn stored_tree() -> Connection {
+/// A database holding the tree of the 8 vector leaves, stored as the writer stores it with
+/// `batch` leaves per transaction (1: one row per record; 3: runs spanning records, the last one
+/// partial; 8: one run).
+fn stored_tree(batch: usize) -> Connection {
     let conn = Connection::open_in_memory().expect("sqlite");
     conn.execute_batch(tree::SCHEMA).expect("schema");
     let mut edge = Frontier::load(&conn).expect("empty edge");
     for (i, leaf) in LEAVES.iter().enumerate() {
         let data = hex::decode(leaf).expect("leaf hex");
-        let (first, hashes) = edge.push(i as i64 + 1, record_hash(&data));
-        tree::store(&conn, first, &hashes).expect("store");
-        tree::save_state(&conn, &edge).expect("state");
+        edge.push(i as i64 + 1, record_hash(&data));
+        if (i + 1) % batch == 0 || i + 1 == LEAVES.len() {
+            tree::store(&conn, &mut edge).expect("store");
+        }
         assert_eq!(edge.root(), h(ROOTS[i]), "edge root of size {}", i + 1);
     }
     conn
 }
 
+/// Every storage layout the tests run the vectors through.
+fn layouts() -> impl Iterator<Item = (usize, Connection)> {
+    [1, 3, 8].into_iter().map(|b| (b, stored_tree(b)))
+}
+
 #[test]
 fn roots_of_the_0_to_8_leaf_trees() {
-    let conn = stored_tree();
-    let r = DbReader(&conn);
+    for (batch, conn) in layouts() {
+        roots_of(batch, &conn);
+    }
+}
+
+fn roots_of(batch: usize, conn: &Connection) {
+    let r = DbReader(conn);
     assert_eq!(
         crate::hash_hex(&tree_hash(0, &r).expect("empty")),
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -140,24 +153,32 @@ fn roots_of_the_0_to_8_leaf_trees() {
         assert_eq!(
             tree_hash(size, &r).expect("root"),
             h(root),
-            "stored root of size {size}"
+            "stored root of size {size} ({batch} per batch)"
         );
         builder.push(record_hash(&hex::decode(LEAVES[n]).expect("hex")));
         assert_eq!(builder.root(), h(root), "recomputed root of size {size}");
     }
     // The edge reloaded from the database is the one the writer had.
-    assert_eq!(Frontier::load(&conn).expect("edge").root(), h(ROOTS[7]));
+    assert_eq!(Frontier::load(conn).expect("edge").root(), h(ROOTS[7]));
 }
 
 #[test]
 fn published_inclusion_proofs() {
-    let conn = stored_tree();
-    let r = DbReader(&conn);
+    for (batch, conn) in layouts() {
+        inclusion_proofs(batch, &conn);
+    }
+}
+
+fn inclusion_proofs(batch: usize, conn: &Connection) {
+    let r = DbReader(conn);
     for &(leaf, size, path) in INCLUSION {
         let n = leaf - 1;
         let want: Vec<Hash> = path.iter().map(|s| h(s)).collect();
         let got = prove_record(size, n, &r).expect("proof");
-        assert_eq!(got, want, "inclusion of leaf {leaf} in {size}");
+        assert_eq!(
+            got, want,
+            "inclusion of leaf {leaf} in {size} ({batch} per batch)"
+        );
         let leaf_hash = record_hash(&hex::decode(LEAVES[n as usize]).expect("hex"));
         let root = h(ROOTS[size as usize - 1]);
         check_record(&want, size, root, n, leaf_hash).expect("published proof verifies");
@@ -176,12 +197,17 @@ fn published_inclusion_proofs() {
 
 #[test]
 fn published_consistency_proofs() {
-    let conn = stored_tree();
-    let r = DbReader(&conn);
+    for (batch, conn) in layouts() {
+        consistency_proofs(batch, &conn);
+    }
+}
+
+fn consistency_proofs(batch: usize, conn: &Connection) {
+    let r = DbReader(conn);
     for &(m, size, path) in CONSISTENCY {
         let want: Vec<Hash> = path.iter().map(|s| h(s)).collect();
         let got = prove_tree(size, m, &r).expect("proof");
-        assert_eq!(got, want, "consistency {m} -> {size}");
+        assert_eq!(got, want, "consistency {m} -> {size} ({batch} per batch)");
         let (r1, r2) = (h(ROOTS[m as usize - 1]), h(ROOTS[size as usize - 1]));
         check_tree(&want, size, r2, m, r1).expect("published proof verifies");
         for i in 0..want.len() {

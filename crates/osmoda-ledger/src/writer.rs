@@ -134,7 +134,14 @@ fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Job>, counters: 
         }
         // Appends queued before a restore are committed first (and replaced by it).
         for (src, reply) in restores.drain(..) {
-            let result = crate::restore::replace_with(&mut conn, &src);
+            let mut result = crate::restore::replace_with(&mut conn, &src);
+            if result.is_ok() && counters.tree {
+                // A restored ledger whose tree lags its events (written with the tree off, or
+                // upgraded from a damaged one) is covered before the next append extends it.
+                result = tree::catch_up(&mut conn)
+                    .map(|_| ())
+                    .map_err(LedgerError::from);
+            }
             match schema::load_tail(&conn) {
                 Ok(fresh) => tail = fresh,
                 Err(e) => tracing::error!(error = %e, "reloading the ledger tail after a restore"),
@@ -302,8 +309,7 @@ fn try_write_batch(
                 insert_dedup.execute((stream, seq, id))?;
             }
             if tree {
-                let (first, hashes) = next.tree.push(id, tree::leaf_hash(&h));
-                tree::store(&tx, first, &hashes)?;
+                next.tree.push(id, tree::leaf_hash(&h));
             }
             out.push(Event {
                 id,
@@ -318,7 +324,8 @@ fn try_write_batch(
         }
     }
     if tree {
-        tree::save_state(&tx, &next.tree)?;
+        // The batch's tree hashes: one row per run of up to 256, usually one per batch.
+        tree::store(&tx, &mut next.tree)?;
     }
     tx.commit()?;
     Ok((out, next))

@@ -128,7 +128,7 @@ fn the_tree_survives_reopening_and_keeps_growing() {
 /// Drops the tree as a ledger of schema version 2 (before the tree) had none.
 fn make_pre_tree(path: &Path) {
     let conn = Connection::open(path).expect("sqlite");
-    conn.execute_batch("DROP TABLE tree_hashes; DROP TABLE tree_state; PRAGMA user_version = 2;")
+    conn.execute_batch("DROP TABLE tree_runs; PRAGMA user_version = 2;")
         .expect("drop tree");
 }
 

@@ -114,7 +114,7 @@ fn a_rolled_back_or_forked_ledger_is_refused_even_after_a_restart() {
     let conn = rusqlite::Connection::open(&old_db).expect("sqlite");
     conn.execute_batch(
         "DELETE FROM events WHERE id > 12; UPDATE sqlite_sequence SET seq = 12 WHERE name = 'events';\
-         DELETE FROM tree_hashes; UPDATE tree_state SET size = 0, last_id = 0;",
+         DELETE FROM tree_runs;",
     )
     .expect("roll back");
     drop(conn);
