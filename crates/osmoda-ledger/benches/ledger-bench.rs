@@ -3,7 +3,7 @@
 //! 1,000,000-event chain, to build the tree over it, and proof generation latency at that size.
 //!
 //! Run: `cargo bench -p osmoda-ledger --bench ledger-bench [-- --writers 8 --per-writer 1000
-//! --baseline 1000 --verify-events 1000000 --dir /var/tmp]`. The directory must be on the disk
+//! --pairs 6 --baseline 1000 --verify-events 1000000 --dir /var/tmp]`. The directory must be on the disk
 //! you care about: fsync cost is the whole point.
 
 use anyhow::Context as _;
@@ -20,6 +20,7 @@ struct Args {
     per_writer: usize,
     baseline: usize,
     verify_events: usize,
+    pairs: usize,
     dir: Option<PathBuf>,
 }
 
@@ -29,6 +30,7 @@ fn parse_args() -> anyhow::Result<Args> {
         per_writer: 1000,
         baseline: 1000,
         verify_events: 1_000_000,
+        pairs: 6,
         dir: None,
     };
     let mut it = std::env::args().skip(1);
@@ -42,8 +44,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--per-writer" => a.per_writer = value.parse()?,
             "--baseline" => a.baseline = value.parse()?,
             "--verify-events" => a.verify_events = value.parse()?,
+            "--pairs" => a.pairs = value.parse()?,
             "--dir" => a.dir = Some(PathBuf::from(value)),
-            _ => anyhow::bail!("unknown flag {flag}; known: --writers --per-writer --baseline --verify-events --dir"),
+            _ => anyhow::bail!("unknown flag {flag}; known: --writers --per-writer --baseline --verify-events --pairs --dir"),
         }
     }
     Ok(a)
@@ -66,7 +69,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// CPU time (user + system) of the calling thread, from /proc (10 ms resolution), so that verify
 /// can be judged on a machine shared with other work.
 fn thread_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    cpu_of("/proc/thread-self/stat")
+}
+
+/// CPU time of the whole process (every thread, the ledger's writer included).
+fn process_cpu() -> Option<Duration> {
+    cpu_of("/proc/self/stat")
+}
+
+fn cpu_of(stat: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -78,17 +90,25 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// What one group-commit run measured.
+struct Run {
+    /// Durable appends per second.
+    throughput: f64,
+    /// CPU time of the whole process per event, µs (NaN without /proc).
+    cpu_per_event: f64,
+}
+
 /// Group commit: `writers` threads each append `per_writer` events, waiting for each ack.
-/// Returns the throughput in appends/s.
 fn bench_group_commit(
     dir: &Path,
     writers: usize,
     per_writer: usize,
     tree: bool,
     run: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Run> {
     let path = dir.join(format!("group-{writers}-{tree}-{run}.db"));
     let ledger = Ledger::open_with(&path, OpenOptions { merkle_tree: tree })?;
+    let cpu0 = process_cpu();
     let start = Instant::now();
     let mut lat: Vec<Duration> = std::thread::scope(|s| -> anyhow::Result<Vec<Duration>> {
         let handles: Vec<_> = (0..writers)
@@ -116,6 +136,9 @@ fn bench_group_commit(
         Ok(all)
     })?;
     let elapsed = start.elapsed();
+    let cpu = process_cpu()
+        .zip(cpu0)
+        .map_or(f64::NAN, |(b, a)| b.saturating_sub(a).as_secs_f64());
     lat.sort_unstable();
     let n = lat.len();
     let stats = ledger.stats();
@@ -132,6 +155,8 @@ fn bench_group_commit(
     println!("  latency p50     {:>10.3} ms", ms(percentile(&lat, 0.50)));
     println!("  latency p99     {:>10.3} ms", ms(percentile(&lat, 0.99)));
     println!("  latency max     {:>10.3} ms", ms(percentile(&lat, 1.0)));
+    let cpu_per_event = cpu * 1e6 / n as f64;
+    println!("  process CPU     {cpu_per_event:>10.1} µs per event ({cpu:.2} s)");
     println!(
         "  transactions    {:>10}  (mean batch {:.1} events)",
         stats.transactions,
@@ -148,7 +173,19 @@ fn bench_group_commit(
         let head = ledger.tree_head()?;
         anyhow::ensure!(head.size == n as u64, "tree covers {} of {n}", head.size);
     }
-    Ok(throughput)
+    Ok(Run {
+        throughput,
+        cpu_per_event,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Baseline: one event per transaction, same schema and hashing, plain loop on one connection.
@@ -306,32 +343,38 @@ fn main() -> anyhow::Result<()> {
         tmp.path().display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    // Tree off and on alternate, three times each, so drift of the shared machine hits both
-    // alike; the medians are compared.
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for run in 0..3 {
-        off.push(bench_group_commit(
-            tmp.path(),
-            args.writers,
-            args.per_writer,
-            false,
-            run,
-        )?);
-        on.push(bench_group_commit(
-            tmp.path(),
-            args.writers,
-            args.per_writer,
-            true,
-            run,
-        )?);
+    // Tree off and on run in adjacent pairs (off-on, then on-off, ...) so that the load of the
+    // shared machine, which swings by 2x within a minute, hits both sides of a pair alike; the
+    // ratio is the median of the pairs' ratios (and the medians of each side are shown too).
+    let (mut off, mut on, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_off, mut cpu_on) = (Vec::new(), Vec::new());
+    for pair in 0..args.pairs {
+        let run = |tree| bench_group_commit(tmp.path(), args.writers, args.per_writer, tree, pair);
+        let (a, b) = if pair % 2 == 0 {
+            let a = run(false)?;
+            (a, run(true)?)
+        } else {
+            let b = run(true)?;
+            (run(false)?, b)
+        };
+        ratios.push(b.throughput / a.throughput);
+        off.push(a.throughput);
+        on.push(b.throughput);
+        cpu_off.push(a.cpu_per_event);
+        cpu_on.push(b.cpu_per_event);
     }
-    off.sort_by(f64::total_cmp);
-    on.sort_by(f64::total_cmp);
     println!(
-        "merkle tree cost: median {:.0} appends/s with the tree vs {:.0} without = {:.1} % (target >= 90 %); runs on {on:.0?}, off {off:.0?}",
-        on[1],
-        off[1],
-        100.0 * on[1] / off[1]
+        "merkle tree cost over {} pairs: median of the pairs' ratios {:.1} % (target >= 90 %); medians {:.0} appends/s with the tree vs {:.0} without; ratios {:.2?}; on {on:.0?}; off {off:.0?}",
+        args.pairs,
+        100.0 * median(ratios.clone()),
+        median(on.clone()),
+        median(off.clone()),
+        ratios,
+    );
+    println!(
+        "merkle tree CPU: median {:.1} µs per event with the tree vs {:.1} without (whole process)",
+        median(cpu_on),
+        median(cpu_off)
     );
     if args.writers < 64 {
         // More writers than the default, to show how batches grow with concurrency.
