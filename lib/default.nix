@@ -518,6 +518,7 @@ let
       wa = d.gateway.channels.whatsapp // dropNulls (get channels "whatsapp" { });
       sock = name: get (section cfg name) "socket" d.${name}.socket;
       routinesOn = get (section cfg "routines") "enable" d.routines.enable;
+      voiceOn = get (section cfg "voice") "enable" d.voice.enable;
     in
     {
       gateway = {
@@ -526,9 +527,9 @@ let
         port = get gw "port" d.gateway.port;
         auth.mode = "token";
       }
-      # osmoda-routines' prompt actions start agent turns through the OpenAI-compatible
-      # endpoint (token auth, loopback only, like the rest of the gateway).
-      // (if routinesOn then { http.endpoints.chatCompletions.enabled = true; } else { });
+      # osmoda-routines' prompt actions and osmoda-voice's utterances start agent turns through
+      # the OpenAI-compatible endpoint (token auth, loopback only, like the rest of the gateway).
+      // (if routinesOn || voiceOn then { http.endpoints.chatCompletions.enabled = true; } else { });
       tools = {
         deny = [ "exec" "process" ];
         toolSearch = false;
@@ -543,6 +544,7 @@ let
             watchSocket = sock "watch";
             keydSocket = sock "keyd";
             routinesSocket = sock "routines";
+            voiceSocket = sock "voice";
             relaySocket = get gw "relaySocket" d.gateway.relaySocket;
             configTree = get cfg "configTree" d.configTree;
           };

@@ -18,6 +18,8 @@ export interface Settings {
   keydSocket: string;
   /** osmoda-routines' socket. */
   routinesSocket: string;
+  /** osmoda-voice's socket. */
+  voiceSocket: string;
   /** agentd's approval relay (only the approval resolution callback uses it). */
   relaySocket: string;
   /** Budget for one daemon call, milliseconds. */
@@ -33,6 +35,7 @@ export const DEFAULT_SETTINGS: Settings = {
   watchSocket: "/run/osmoda/watch.sock",
   keydSocket: "/run/osmoda/keyd.sock",
   routinesSocket: "/run/osmoda/routines.sock",
+  voiceSocket: "/run/osmoda/voice.sock",
   relaySocket: "/run/osmoda-relay/relay.sock",
   requestTimeoutMs: 120_000,
   approvalTimeoutMs: 300_000,
@@ -52,6 +55,7 @@ export function resolveSettings(raw: unknown): Settings {
     watchSocket: str("watchSocket", DEFAULT_SETTINGS.watchSocket),
     keydSocket: str("keydSocket", DEFAULT_SETTINGS.keydSocket),
     routinesSocket: str("routinesSocket", DEFAULT_SETTINGS.routinesSocket),
+    voiceSocket: str("voiceSocket", DEFAULT_SETTINGS.voiceSocket),
     relaySocket: str("relaySocket", DEFAULT_SETTINGS.relaySocket),
     requestTimeoutMs: secs * 1000,
     approvalTimeoutMs:
@@ -89,6 +93,7 @@ export const DAEMONS = {
   "osmoda-watch": "watchSocket",
   "osmoda-keyd": "keydSocket",
   "osmoda-routines": "routinesSocket",
+  "osmoda-voice": "voiceSocket",
 } as const satisfies Record<string, keyof Settings>;
 
 export type Daemon = keyof typeof DAEMONS;

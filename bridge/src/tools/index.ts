@@ -5,6 +5,7 @@ import { keydTools } from "./keyd.ts";
 import { memoryTools } from "./memory.ts";
 import { routinesTools } from "./routines.ts";
 import { sandboxTools } from "./sandbox.ts";
+import { voiceTools } from "./voice.ts";
 import { watchTools } from "./watch.ts";
 
 /**
@@ -19,6 +20,7 @@ export const toolModules = {
   routines: routinesTools,
   sandbox: sandboxTools,
   memory: memoryTools,
+  voice: voiceTools,
 };
 
 /** All tools, in the order they are registered. `openclaw.plugin.json`'s `contracts.tools` lists exactly these names. */
