@@ -24,7 +24,8 @@ const SENTENCES: &[&str] = &[
 ];
 
 fn cpu_secs() -> f64 {
-    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).expect("getrusage");
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
     let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
     t(u.user_time()) + t(u.system_time())
 }
@@ -47,21 +48,33 @@ async fn main() -> anyhow::Result<()> {
             .map(PathBuf::from)
             .ok_or_else(|| anyhow::anyhow!("fetch-models printed no {k}"))
     };
-    let speaker = Speaker::new(get("piper")?, get("piper_model")?).map_err(|e| anyhow::anyhow!(e.message()))?;
+    let speaker = Speaker::new(get("piper")?, get("piper_model")?)
+        .map_err(|e| anyhow::anyhow!(e.message()))?;
     let model = get("whisper_model")?;
     let started = Instant::now();
     let stt = Transcriber::load(&model).map_err(|e| anyhow::anyhow!(e.message()))?;
-    println!("whisper model {} loaded in {} ms", model.display(), started.elapsed().as_millis());
+    println!(
+        "whisper model {} loaded in {} ms",
+        model.display(),
+        started.elapsed().as_millis()
+    );
     let dir = tempfile::tempdir()?;
     let (mut speak_ms, mut rtf_cpu, mut rtf_wall) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         for s in SENTENCES {
-            let speech = speaker.speak(s, dir.path()).await.map_err(|e| anyhow::anyhow!(e.message()))?;
+            let speech = speaker
+                .speak(s, dir.path())
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
             speak_ms.push(speech.synth_ms as f64);
-            let a = audio::read_wav(&speech.audio_path, Limits::default()).map_err(|e| anyhow::anyhow!(e.message()))?;
+            let a = audio::read_wav(&speech.audio_path, Limits::default())
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
             let secs = a.samples.len() as f64 / f64::from(audio::SAMPLE_RATE);
             let (c0, w0) = (cpu_secs(), Instant::now());
-            let t = stt.transcribe(a.samples, "en").await.map_err(|e| anyhow::anyhow!(e.message()))?;
+            let t = stt
+                .transcribe(a.samples, "en")
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
             let (cpu, wall) = (cpu_secs() - c0, w0.elapsed().as_secs_f64());
             rtf_cpu.push(secs / cpu);
             rtf_wall.push(secs / wall);
