@@ -545,7 +545,6 @@ let
             keydSocket = sock "keyd";
             routinesSocket = sock "routines";
             voiceSocket = sock "voice";
-            meshSocket = sock "mesh";
             relaySocket = get gw "relaySocket" d.gateway.relaySocket;
             configTree = get cfg "configTree" d.configTree;
           };

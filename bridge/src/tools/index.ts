@@ -3,7 +3,6 @@
 import { agentdTools } from "./agentd.ts";
 import { keydTools } from "./keyd.ts";
 import { memoryTools } from "./memory.ts";
-import { meshTools } from "./mesh.ts";
 import { routinesTools } from "./routines.ts";
 import { sandboxTools } from "./sandbox.ts";
 import { voiceTools } from "./voice.ts";
@@ -22,7 +21,6 @@ export const toolModules = {
   sandbox: sandboxTools,
   memory: memoryTools,
   voice: voiceTools,
-  mesh: meshTools,
 };
 
 /** All tools, in the order they are registered. `openclaw.plugin.json`'s `contracts.tools` lists exactly these names. */
