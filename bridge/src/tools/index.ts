@@ -1,6 +1,7 @@
 //! Every tool the bridge registers, one module per daemon.
 
 import { agentdTools } from "./agentd.ts";
+import { backupTools } from "./backup.ts";
 import { keydTools } from "./keyd.ts";
 import { memoryTools } from "./memory.ts";
 import { routinesTools } from "./routines.ts";
@@ -21,6 +22,7 @@ export const toolModules = {
   sandbox: sandboxTools,
   memory: memoryTools,
   voice: voiceTools,
+  backup: backupTools,
 };
 
 /** All tools, in the order they are registered. `openclaw.plugin.json`'s `contracts.tools` lists exactly these names. */
