@@ -61,10 +61,53 @@ pub fn run(cmd: LedgerCmd) -> anyhow::Result<ExitCode> {
 ///
 /// # Errors
 /// A database that cannot be read; checkpoints present without a verifier key.
+/// Checks that the newest checkpoint has at least `n` valid cosignatures (from
+/// `cosignatures.jsonl` next to the database) by distinct witnesses among `keys` (default: the
+/// peers' keys agentd wrote to `witness-peers.keys`); `Some(exit code)` when it has not.
+fn witnessed(
+    dir: &Path,
+    cps: &[osmoda_ledger::SignedCheckpoint],
+    n: usize,
+    keys: &[String],
+) -> anyhow::Result<Option<ExitCode>> {
+    let keys: Vec<String> = if keys.is_empty() {
+        let p = dir.join("witness-peers.keys");
+        std::fs::read_to_string(&p)
+            .with_context(|| {
+                format!(
+                    "reading the witnesses' keys {} (pass --witness-key <name+id+key> instead)",
+                    p.display()
+                )
+            })?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    } else {
+        keys.to_vec()
+    };
+    let cos = osmoda_ledger::witness::read_cosignatures(&dir.join("cosignatures.jsonl"))?;
+    let (size, have) = osmoda_ledger::witness::newest_cosigned(cps, &cos, &keys)
+        .map_err(|e| anyhow::anyhow!("witness keys: {e}"))?
+        .unwrap_or((0, 0));
+    if have >= n {
+        output::emit(&format!(
+            "witnessed: the newest checkpoint (size {size}) has {have} valid cosignatures (at least {n} asked)\n"
+        ))?;
+        return Ok(None);
+    }
+    output::note(&format!(
+        "ledger NOT witnessed: the newest checkpoint (size {size}) has {have} of the {n} valid cosignatures asked for (a witness refuses a ledger rolled back or forked since it last cosigned; `agentctl events --type agentd.witness.refused` shows why)"
+    ));
+    Ok(Some(ExitCode::from(output::code::LEDGER_BROKEN)))
+}
+
 pub fn verify(
     db: &Path,
     checkpoints: Option<&Path>,
     vkey: Option<&str>,
+    witnesses: Option<(usize, &[String])>,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(db.exists(), "no ledger at {}", db.display());
     let report = osmoda_ledger::verify(db).with_context(|| format!("reading {}", db.display()))?;
@@ -79,6 +122,13 @@ pub fn verify(
     let file_path = checkpoints.map_or_else(|| dir.join("checkpoints.jsonl"), Path::to_path_buf);
     let file = osmoda_ledger::CheckpointFile::new(&file_path);
     let cps = file.read()?;
+    if cps.is_empty() && witnesses.is_some_and(|(n, _)| n > 0) {
+        output::note(&format!(
+            "ledger NOT witnessed: no signed checkpoints at {}",
+            file_path.display()
+        ));
+        return Ok(ExitCode::from(output::code::LEDGER_BROKEN));
+    }
     if cps.is_empty() {
         output::emit(&format!(
             "ledger chain intact: {} events verified\nno signed checkpoints at {}: only the chain was checked (a recomputed chain or a cut-off tail would not show)\n",
@@ -118,6 +168,11 @@ pub fn verify(
     };
     match anchor.first_bad {
         None => {
+            if let Some((n, keys)) = witnesses.filter(|(n, _)| *n > 0) {
+                if let Some(code) = witnessed(dir, &cps, n, keys)? {
+                    return Ok(code);
+                }
+            }
             output::emit(&format!(
                 "ledger intact: {} events verified; consistent with {} signed checkpoints (newest covers {} events)\n",
                 report.events, anchor.checkpoints, anchor.newest_size

@@ -99,6 +99,14 @@ enum Command {
         /// Verifier key of the checkpoints (default: checkpoint.vkey next to the database).
         #[arg(long)]
         vkey: Option<String>,
+        /// Also require this many valid cosignatures by distinct witnesses on the newest
+        /// checkpoint (cosignatures.jsonl next to the database).
+        #[arg(long)]
+        witnesses: Option<usize>,
+        /// A witness's verifier key (repeatable; default: witness-peers.keys next to the
+        /// database, the peers agentd is configured with).
+        #[arg(long = "witness-key")]
+        witness_keys: Vec<String>,
     },
     /// Ledger checkpoint keys.
     Ledger {
@@ -215,7 +223,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db,
             checkpoints,
             vkey,
-        } => return ledger::verify(&db, checkpoints.as_deref(), vkey.as_deref()),
+            witnesses,
+            witness_keys,
+        } => {
+            return ledger::verify(
+                &db,
+                checkpoints.as_deref(),
+                vkey.as_deref(),
+                witnesses.map(|n| (n, witness_keys.as_slice())),
+            )
+        }
         Command::Ledger { action } => return ledger::run(action),
         Command::Config { action } => {
             let (v, table) = config::run(&agent, action).await?;

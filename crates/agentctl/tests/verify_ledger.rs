@@ -202,3 +202,72 @@ fn keygen_writes_a_private_key_once_and_refuses_bad_names() {
     assert!(text(&o).contains("cannot name a key"), "{}", text(&o));
     assert!(!dir.path().join("k2").exists());
 }
+
+#[test]
+fn witnesses_n_needs_n_valid_cosignatures_on_the_newest_checkpoint() {
+    use osmoda_ledger::witness::{Cosignature, Witness};
+    let d = tempfile::tempdir().expect("tmp");
+    let dir = d.path();
+    state(dir);
+    let db = dir.join("ledger.db");
+    let db = db.to_str().expect("utf-8");
+    let vkey = std::fs::read_to_string(dir.join("checkpoint.vkey")).expect("vkey");
+    let newest = CheckpointFile::new(dir.join("checkpoints.jsonl"))
+        .newest()
+        .expect("read")
+        .expect("a checkpoint");
+    // Two witnesses; only the first cosigns.
+    let mut w = Witness::open("beta/osmoda-witness", [7u8; 32], dir.join("w1.json")).expect("w1");
+    let other = Witness::open("gamma/osmoda-witness", [9u8; 32], dir.join("w2.json")).expect("w2");
+    w.add_log(vkey.trim()).expect("log");
+    let line = w
+        .add_checkpoint(0, &[], &newest.note, 1_700_000_000)
+        .expect("cosigned");
+    let entry = Cosignature {
+        size: newest.size,
+        root: newest.root.clone(),
+        peer: "beta".into(),
+        line,
+    };
+    std::fs::write(
+        dir.join("cosignatures.jsonl"),
+        format!("{}\n", serde_json::to_string(&entry).expect("json")),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("witness-peers.keys"),
+        format!("{}\n{}\n", w.vkey(), other.vkey()),
+    )
+    .expect("keys");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["verify-ledger", "--db", db];
+        args.extend_from_slice(extra);
+        ctl(&args)
+    };
+    let o = run(&["--witnesses", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 valid cosignatures"), "{}", text(&o));
+    for (extra, why) in [
+        (vec!["--witnesses", "2"], "only one witness cosigned"),
+        (
+            vec!["--witnesses", "1", "--witness-key", &other.vkey()],
+            "not by this key",
+        ),
+    ] {
+        let o = run(&extra);
+        assert_eq!(o.status.code(), Some(6), "{why}: {}", text(&o));
+        assert!(text(&o).contains("NOT witnessed"), "{why}: {}", text(&o));
+    }
+    // A cosignature line whose signature was tampered with does not count.
+    let mut bad = entry.clone();
+    bad.line = bad.line.replacen('A', "B", 1);
+    if bad.line == entry.line {
+        bad.line = bad.line.replacen('a', "b", 1);
+    }
+    std::fs::write(
+        dir.join("cosignatures.jsonl"),
+        format!("{}\n", serde_json::to_string(&bad).expect("json")),
+    )
+    .expect("write");
+    assert_eq!(run(&["--witnesses", "1"]).status.code(), Some(6));
+}

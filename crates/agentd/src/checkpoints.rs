@@ -50,6 +50,8 @@ pub struct Checkpointer {
     settings: CheckpointSettings,
     /// Held while signing, so two checkpoints never interleave.
     lock: tokio::sync::Mutex<()>,
+    /// Bumped after every checkpoint written (the witness task waits on it).
+    pub signed: tokio::sync::watch::Sender<u64>,
 }
 
 fn hostname() -> String {
@@ -105,6 +107,7 @@ impl Checkpointer {
             file: CheckpointFile::new(state_dir.join(CHECKPOINTS_FILE)),
             settings,
             lock: tokio::sync::Mutex::new(()),
+            signed: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -139,6 +142,7 @@ impl Checkpointer {
             )
             .await
             .map_err(|e| anyhow::anyhow!("recording the checkpoint: {}", e.error))?;
+        self.signed.send_modify(|n| *n = n.wrapping_add(1));
         Ok((cp, ev.id))
     }
 }

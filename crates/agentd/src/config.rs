@@ -45,8 +45,21 @@ pub fn settings(cfg: &AgentdConfig) -> Settings {
             keyd: cfg.daemons.keyd.clone(),
             mesh: cfg.daemons.mesh.clone(),
         },
+        witness: witness_settings(cfg),
         ..Settings::default()
     }
+}
+
+/// What `ledger.witness` asks for; `None` when no peers and no logs are configured.
+pub fn witness_settings(cfg: &AgentdConfig) -> Option<crate::witness::WitnessSettings> {
+    let w = &cfg.ledger.witness;
+    let mesh = cfg.daemons.mesh.clone()?;
+    (!w.peers.is_empty() || !w.logs.is_empty()).then(|| crate::witness::WitnessSettings {
+        mesh_socket: mesh,
+        peers: w.peers.clone(),
+        logs: w.logs.clone(),
+        key_file: w.key_file.clone(),
+    })
 }
 
 /// What `ledger.checkpoint` asks for; `None` when checkpoints are off.

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod namespaces;
 pub mod page;
 pub mod peer;
+pub mod witness;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub struct Settings {
     pub memory: api::memory::MemorySettings,
     /// Identities for the agent card (`daemons.keyd`, `daemons.mesh` in agentd.json).
     pub agent_card: api::agent_card::CardSettings,
+    /// Witnesses over the mesh (`ledger.witness`); `None`: none.
+    pub witness: Option<witness::WitnessSettings>,
 }
 
 /// Where the agent writes files freely (`services.osmoda.agentd.writableRoots`' default).
@@ -130,6 +133,7 @@ impl Default for Settings {
             egress_bin: None,
             memory: Default::default(),
             agent_card: Default::default(),
+            witness: None,
         }
     }
 }
@@ -342,6 +346,7 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     use osmoda_daemon::server::serve as serve_one;
     let signer = tokio::spawn(checkpoints::run(state.clone(), shutdown.clone()));
+    let witness = tokio::spawn(witness::run(state.clone(), shutdown.clone()));
     let a = serve_one(
         agent,
         "agent",
@@ -362,6 +367,9 @@ pub async fn serve_with(
     // The signer makes a last checkpoint on shutdown; wait for it so the tail is anchored.
     if let Err(e) = signer.await {
         tracing::error!(error = %e, "the checkpoint task failed");
+    }
+    if let Err(e) = witness.await {
+        tracing::error!(error = %e, "the witness task failed");
     }
     ra.and(rh)
 }

@@ -86,6 +86,27 @@ pub struct LedgerConfig {
     /// Signed checkpoints of the ledger's Merkle tree.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Witnesses over the mesh: peers cosigning this ledger's checkpoints, and the logs this
+    /// machine cosigns for its peers.
+    #[serde(default)]
+    pub witness: WitnessConfig,
+}
+
+/// `ledger.witness` (`services.osmoda.agentd.ledger.witness`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// Mesh peer name → its witness verifier key (`<name>+<id>+<key>`, the peer's
+    /// `witness.vkey`): asked to cosign every checkpoint.
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<String, String>,
+    /// Checkpoint verifier keys of the peers' ledgers this machine cosigns (their
+    /// `checkpoint.vkey`).
+    #[serde(default)]
+    pub logs: Vec<String>,
+    /// The witness key (64 hex digits); `None`: generated in agentd's state dir.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// When agentd signs a checkpoint, and with which key.
@@ -187,6 +208,23 @@ impl AgentdConfig {
                     root.display()
                 ));
             }
+        }
+        let w = &self.ledger.witness;
+        if (!w.peers.is_empty() || !w.logs.is_empty()) && self.daemons.mesh.is_none() {
+            return Err(
+                "ledger.witness needs osmoda-mesh (services.osmoda.mesh.enable): witnesses talk over mesh links"
+                    .into(),
+            );
+        }
+        if let Some(k) = w
+            .peers
+            .values()
+            .chain(w.logs.iter())
+            .find(|k| k.split('+').count() != 3)
+        {
+            return Err(format!(
+                "ledger.witness: {k:?} is not a verifier key (<name>+<id>+<base64 key>)"
+            ));
         }
         if self.backup.keep == Some(0) {
             return Err("backup.keep must be at least 1 (or null to keep every backup)".into());

@@ -9,7 +9,8 @@
 //! being the first 4 bytes of `SHA-256(name ‖ "\n" ‖ 0x04 ‖ public key)`. A witness verifier key
 //! is `<name>+<key id hex>+base64(0x04 ‖ public key)`.
 //!
-//! Only the logic is here: the transport between machines (the mesh link) is not wired yet.
+//! The transport between machines (the mesh link) is agentd's `witness.rs`; cosignatures it
+//! gathers are kept as [`Cosignature`] lines in `cosignatures.jsonl` next to the checkpoints.
 
 use crate::checkpoint::open_note;
 use crate::proof::hash_hex;
@@ -315,4 +316,67 @@ pub fn count_cosignatures(note: &str, witness_vkeys: &[String]) -> Result<usize,
         }
     }
     Ok(count)
+}
+
+/// One cosignature gathered for a checkpoint (a line of `cosignatures.jsonl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cosignature {
+    /// Checkpoint size.
+    pub size: u64,
+    /// Checkpoint root (hex).
+    pub root: String,
+    /// The peer (mesh name) that cosigned.
+    pub peer: String,
+    /// The cosignature line (`— <name> <base64>` and a newline) to append to the note.
+    pub line: String,
+}
+
+/// Reads a cosignature file (absent: none).
+///
+/// # Errors
+/// [`LedgerError::Io`] when it cannot be read, [`LedgerError::Malformed`] for a bad line.
+pub fn read_cosignatures(path: &std::path::Path) -> Result<Vec<Cosignature>, LedgerError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(LedgerError::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })
+        }
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .map_err(|e| LedgerError::Malformed(format!("{}: {e}", path.display())))
+        })
+        .collect()
+}
+
+/// The newest of `checkpoints` (size) and how many distinct keys of `witness_vkeys` validly
+/// cosigned exactly it, among `cosignatures`; `None` without checkpoints.
+///
+/// # Errors
+/// [`LedgerError::InvalidKey`] for a malformed witness key.
+pub fn newest_cosigned(
+    checkpoints: &[crate::SignedCheckpoint],
+    cosignatures: &[Cosignature],
+    witness_vkeys: &[String],
+) -> Result<Option<(u64, usize)>, LedgerError> {
+    let Some(newest) = checkpoints.iter().max_by_key(|c| c.size) else {
+        return Ok(None);
+    };
+    let mut note = newest.note.clone();
+    for c in cosignatures
+        .iter()
+        .filter(|c| c.size == newest.size && c.root == newest.root)
+    {
+        note.push_str(&c.line);
+    }
+    Ok(Some((
+        newest.size,
+        count_cosignatures(&note, witness_vkeys)?,
+    )))
 }

@@ -4,8 +4,8 @@
 //! directories and the memory directory (keyd's and mesh's sealed keys live in their databases);
 //! a manifest lists each file with its SHA-256. Restores are in [`restore`].
 //!
-//! Archive layout: `manifest.json` first, then `agentd/checkpoints.jsonl`, `agentd/ledger.db`,
-//! `tree.bundle`, and
+//! Archive layout: `manifest.json` first, then `agentd/checkpoints.jsonl`,
+//! `agentd/cosignatures.jsonl` (when witnesses cosigned), `agentd/ledger.db`, `tree.bundle`, and
 //! `sources/<name>/<path>` for every configured source directory.
 
 pub mod archive;
@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Files of agentd's state dir archived as they are (besides the ledger's snapshot).
-pub const AGENTD_FILES: &[&str] = &[crate::checkpoints::CHECKPOINTS_FILE];
+pub const AGENTD_FILES: &[&str] = &[
+    crate::checkpoints::CHECKPOINTS_FILE,
+    crate::witness::COSIGNATURES_FILE,
+];
 
 /// The archive format this build writes and reads.
 pub const FORMAT: &str = "osmoda-backup/1";

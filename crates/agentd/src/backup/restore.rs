@@ -156,6 +156,7 @@ fn check(
             current.size - archived.size
         ));
     }
+    needs_force.extend(witnessed_past(&st.state_dir, archived.size)?);
     let mut targets = BTreeMap::new();
     for name in manifest.sources.keys() {
         match settings.sources.get(name) {
@@ -210,6 +211,27 @@ fn check(
         needs_force,
         effect,
     })
+}
+
+/// Why restoring a ledger of `size` events would undo checkpoints witnesses cosigned (their
+/// peers will then refuse this machine's next checkpoints); empty when it would not.
+fn witnessed_past(state_dir: &Path, size: u64) -> Result<Vec<String>, BackupError> {
+    let all = osmoda_ledger::witness::read_cosignatures(
+        &state_dir.join(crate::witness::COSIGNATURES_FILE),
+    )?;
+    let Some(top) = all.iter().filter(|c| c.size > size).max_by_key(|c| c.size) else {
+        return Ok(Vec::new());
+    };
+    let peers: BTreeSet<&str> = all
+        .iter()
+        .filter(|c| c.size == top.size)
+        .map(|c| c.peer.as_str())
+        .collect();
+    Ok(vec![format!(
+        "it rolls the ledger back from the checkpoint of size {} that witness(es) {} cosigned to {size} events: they will refuse to cosign this machine's checkpoints from then on",
+        top.size,
+        peers.into_iter().collect::<Vec<_>>().join(", ")
+    )])
 }
 
 /// Writes the journal (the commit point of the restore).
