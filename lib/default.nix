@@ -103,6 +103,12 @@ let
         intervalSecs = 60;
         keyFile = null;
       };
+      # Witnesses over mesh links: none unless configured.
+      ledger.witness = {
+        peers = { };
+        logs = [ ];
+        keyFile = null;
+      };
       # Archives of POST /backup/create; null dir = <stateDir>/backups.
       backup = {
         dir = null;
@@ -381,7 +387,15 @@ let
             l = section agentd "ledger";
             c = section l "checkpoint";
             dc = d.agentd.ledger.checkpoint;
-          in extra l [ "checkpoint" ] // {
+            w = section l "witness";
+            dw = d.agentd.ledger.witness;
+          in extra l [ "checkpoint" "witness" ] // {
+            witness = extra w [ "peers" "logs" "keyFile" ]
+              // opt "key_file" w "keyFile"
+              // {
+                peers = get w "peers" dw.peers;
+                logs = get w "logs" dw.logs;
+              };
             checkpoint = extra c [ "enable" "everyEvents" "intervalSecs" "keyFile" ]
               // opt "key_file" c "keyFile"
               // {

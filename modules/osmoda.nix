@@ -366,6 +366,11 @@ in
         intervalSecs = mkOption { type = types.ints.positive; default = d.agentd.ledger.checkpoint.intervalSecs; description = "Sign a checkpoint at least this often (seconds) while events arrive, and at shutdown."; };
         keyFile = nullOr types.str "Signed-note Ed25519 private key of the checkpoints (`agentctl ledger keygen --name <origin> --out <file>`), read by agentd (root) from this path, never the store; null = generated in agentd's state dir (mode 0600) on first start, named `<hostname>/osmoda-ledger`.";
       };
+      ledger.witness = {
+        peers = mkOption { type = types.attrsOf types.str; default = d.agentd.ledger.witness.peers; description = "Mesh peers asked to cosign every ledger checkpoint: peer name → that peer's witness verifier key (its `/var/lib/osmoda/agentd/witness.vkey`). Needs `mesh.enable`."; };
+        logs = mkOption { type = types.listOf types.str; default = d.agentd.ledger.witness.logs; description = "Checkpoint verifier keys (a peer's `checkpoint.vkey`) of the peers' ledgers this machine cosigns when they ask over the mesh, only after a consistency proof from what it cosigned before."; };
+        keyFile = nullOr types.str "This machine's witness key (64 hex digits, an Ed25519 seed), read by agentd from this path, never the store; null = generated in agentd's state dir (mode 0600).";
+      };
       backup = {
         dir = nullOr types.str "Directory of backup archives (`POST /backup/create`, `agentctl backup create`; root only, mode 0700, archives 0600: they hold the daemons' state); null = `<stateDir>/backups`.";
         keep = mkOption { type = types.nullOr types.ints.positive; default = d.agentd.backup.keep; description = "Keep at most this many archives (the oldest are deleted after a new one); null = keep all."; };
