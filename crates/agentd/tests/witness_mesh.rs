@@ -367,7 +367,14 @@ async fn peers_cosign_each_other_and_refuse_a_rolled_back_ledger() {
     .unwrap();
     let top = kept.iter().map(|c| c.size).max().unwrap();
     assert!(top >= witnessed);
-    assert_eq!(state["alpha/osmoda-ledger"]["size"], json!(top));
+    // Beta may have cosigned one more pre-restore checkpoint whose answer reached alpha only
+    // after the restore moved its cosignatures aside (the restore's own events make one), so
+    // beta's state is at least what alpha kept, and the fork (refused above) never moved it.
+    let held = state["alpha/osmoda-ledger"]["size"].as_u64().unwrap();
+    assert!(
+        held >= top,
+        "beta holds {held}, alpha kept cosignatures up to {top}"
+    );
     // Beta's own ledger keeps being cosigned by alpha.
     let before = b.newest_cosigned(&ka.witness_vkey).unwrap().0;
     b.notes(3).await;
