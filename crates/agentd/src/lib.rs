@@ -83,6 +83,9 @@ pub struct Settings {
     pub agent_card: api::agent_card::CardSettings,
     /// Witnesses over the mesh (`ledger.witness`); `None`: none.
     pub witness: Option<witness::WitnessSettings>,
+    /// The account database whose homes hold login files for `/fs/write` and `/system/exec`
+    /// (default `/etc/passwd`; tests point it elsewhere).
+    pub accounts_file: std::path::PathBuf,
 }
 
 /// Where the agent writes files freely (`services.osmoda.agentd.writableRoots`' default).
@@ -134,6 +137,7 @@ impl Default for Settings {
             memory: Default::default(),
             agent_card: Default::default(),
             witness: None,
+            accounts_file: std::path::PathBuf::from("/etc/passwd"),
         }
     }
 }

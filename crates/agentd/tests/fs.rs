@@ -680,3 +680,99 @@ async fn writable_roots_come_from_the_rendered_option() {
     );
     d.stop().await;
 }
+
+/// Login files are those under any account's home, as `/etc/passwd` (here: the daemon's
+/// accounts file) or the configuration tree says, not only under `/home`: a service user's
+/// `authorized_keys` under `/var/lib` or `/opt` needs a person, for `/fs/write` and for a
+/// command given the home writable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_files_under_any_accounts_home_need_a_person() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().canonicalize().expect("real");
+    let (lib, opt, srv) = (root.join("var-lib"), root.join("opt"), root.join("srv"));
+    for d in [&lib, &opt, &srv] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    let passwd = root.join("passwd");
+    std::fs::write(
+        &passwd,
+        format!(
+            "root:x:0:0:root:/root:/bin/sh\nsvc:x:990:990::{}:/bin/sh\n",
+            lib.join("svc").display()
+        ),
+    )
+    .expect("write");
+    let settings = agentd::Settings {
+        writable_roots: vec![lib.clone(), opt.clone(), srv.clone()],
+        accounts_file: passwd,
+        ..agentd::Settings::default()
+    };
+    let d = Daemon::start_with_tree_and(settings).await;
+    // The tree gives a system user its home under /opt (adding a user needs no ticket).
+    let app_home = opt.join("app");
+    d.agent()
+        .post_ok(
+            "/config/set",
+            &json!({"file": "configuration.nix", "path": "users.users.app",
+                    "value": {"isSystemUser": true, "group": "app", "home": app_home},
+                    "reason": "a service user"}),
+        )
+        .await;
+    let a = d.agent();
+    for p in [
+        lib.join("svc/.ssh/authorized_keys"),
+        lib.join("svc/.bashrc"),
+        app_home.join(".ssh/authorized_keys"),
+        app_home.join(".profile"),
+    ] {
+        let r = a
+            .post(
+                "/fs/write",
+                &json!({ "path": p, "content": "ssh-ed25519 AAAA agent\n", "create_dirs": true }),
+            )
+            .await
+            .expect("post");
+        assert_eq!(r.status, 403, "{}: {}", p.display(), r.body);
+        assert_eq!(r.body["detail"]["kinds"], json!(["fs.login"]), "{}", r.body);
+        assert!(!p.exists(), "{} was written", p.display());
+    }
+    // Beside them, ordinary files (and a `.ssh` under no account's home) need nothing.
+    for p in [
+        lib.join("svc/data/db.txt"),
+        app_home.join("share/x"),
+        srv.join("www/.ssh/authorized_keys"),
+    ] {
+        let r = a
+            .post(
+                "/fs/write",
+                &json!({ "path": p, "content": "x", "create_dirs": true }),
+            )
+            .await
+            .expect("post");
+        assert_eq!(r.status, 200, "{}: {}", p.display(), r.body);
+    }
+    // A command given a home (or a directory holding one) writable needs a ticket; one given a
+    // directory below a home does not.
+    let marker = root.join("ran");
+    for w in [lib.clone(), lib.join("svc"), opt.clone()] {
+        let r = a
+            .post(
+                "/system/exec",
+                &json!({ "argv": ["touch", marker], "timeout_secs": 5, "user": "root", "writable": [w] }),
+            )
+            .await
+            .expect("post");
+        assert_eq!(r.status, 403, "{}: {}", w.display(), r.body);
+        assert_eq!(r.body["detail"]["kinds"], json!(["fs.login"]), "{}", r.body);
+        assert!(!marker.exists(), "{}: the command ran", w.display());
+    }
+    let r = a
+        .post(
+            "/system/exec",
+            &json!({ "argv": ["true"], "timeout_secs": 5, "user": "root", "writable": [lib.join("svc/data")] }),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 200, "{}", r.body);
+    d.stop().await;
+}

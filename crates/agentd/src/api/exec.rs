@@ -116,7 +116,7 @@ pub async fn exec(
             b.stdin.as_ref().map_or(0, String::len)
         )));
     }
-    let fence = Fence::of(&st);
+    let fence = Fence::of(&st).with_tree_homes(&st).await;
     let mut spec = Spec::new(argv.clone())
         .user(
             b.user
@@ -164,7 +164,7 @@ pub async fn exec(
         }
         // The same rules as `/fs/write`: a command that may write login files, credentials or
         // outside the writable roots runs only with a person's ticket for exactly this call.
-        if let Some(why) = super::secrets::contains_login_path(&real) {
+        if let Some(why) = super::secrets::contains_login_path(&real, fence.homes()) {
             gated.push(("fs.login", real.clone(), why.to_string()));
         } else if let Some((kind, why)) = fence.gated(&real) {
             gated.push((kind, real.clone(), why));

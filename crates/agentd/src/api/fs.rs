@@ -99,6 +99,8 @@ pub(crate) struct Fence {
     hidden: Vec<(PathBuf, &'static str)>,
     read_only: Vec<PathBuf>,
     writable: Vec<PathBuf>,
+    /// Homes whose login files need a person ([`Fence::with_tree_homes`] adds the tree's).
+    homes: super::secrets::Homes,
 }
 
 impl Fence {
@@ -139,16 +141,57 @@ impl Fence {
             read_only.push(real(tree.dir()));
         }
         let writable = st.settings.writable_roots.iter().map(|p| real(p)).collect();
+        // The running system's accounts; unreadable, every home is undecided (login files are
+        // then known by name anywhere).
+        let homes = match std::fs::read_to_string(&st.settings.accounts_file) {
+            Ok(text) => super::secrets::Homes::from_passwd(&text),
+            Err(_) => super::secrets::Homes {
+                dirs: Vec::new(),
+                undecided: true,
+            },
+        };
         Fence {
             hidden,
             read_only,
             writable,
+            homes,
         }
+    }
+
+    /// Add the homes the configuration tree's `HEAD` gives its users (evaluated once per
+    /// commit), for calls that write.
+    pub(crate) async fn with_tree_homes(mut self, st: &AppState) -> Fence {
+        if let Some(tree) = &st.config_tree {
+            let dir = tree.dir().to_path_buf();
+            let tree_homes = tokio::task::spawn_blocking(move || crate::gate::homes::of_tree(&dir))
+                .await
+                .unwrap_or(super::secrets::Homes {
+                    dirs: Vec::new(),
+                    undecided: true,
+                });
+            for d in &tree_homes.dirs {
+                self.homes.add(d);
+            }
+            self.homes.undecided |= tree_homes.undecided;
+        }
+        // Homes are compared with resolved paths.
+        self.homes.dirs = self
+            .homes
+            .dirs
+            .iter()
+            .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+            .collect();
+        self
+    }
+
+    /// The homes whose login files need a person.
+    pub(crate) fn homes(&self) -> &super::secrets::Homes {
+        &self.homes
     }
 
     /// What makes a write of `real` need a person's approval: its kind and why, in words.
     pub(crate) fn gated(&self, real: &Path) -> Option<(&'static str, String)> {
-        if let Some(why) = super::secrets::login_path(real) {
+        if let Some(why) = super::secrets::login_path(real, &self.homes) {
             return Some(("fs.login", why.to_string()));
         }
         if !self.writable.iter().any(|r| real.starts_with(r)) {
@@ -338,7 +381,7 @@ pub async fn write(
         return Err(ApiError::bad_request("path must name a file"));
     };
     let (parent, name) = (parent.to_path_buf(), name.to_os_string());
-    let fence = Fence::of(&st);
+    let fence = Fence::of(&st).with_tree_homes(&st).await;
     // Judge the real destination before creating anything.
     let lexical = resolve_lexically(&path);
     fence.check(&lexical, true)?;
@@ -695,6 +738,7 @@ mod tests {
             hidden: vec![(PathBuf::from("/var/lib/osmoda/agentd"), "agentd's state")],
             read_only: vec![PathBuf::from("/srv/tree"), PathBuf::from(ETC_NIXOS)],
             writable: vec![PathBuf::from("/srv"), PathBuf::from("/home")],
+            homes: crate::api::secrets::Homes::default(),
         };
         assert!(fence
             .check(Path::new("/var/lib/osmoda/agentd/ledger.db"), false)

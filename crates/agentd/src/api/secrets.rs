@@ -4,7 +4,7 @@
 //! shell runs (account databases, sudo, PAM, sshd, shell start-up files, `authorized_keys`, the
 //! directories on `PATH`), which only a person changes.
 
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 /// Files whose bytes are credentials.
 const SECRET_FILES: &[&str] = &[
@@ -94,6 +94,39 @@ const HOME_LOGIN: &[&str] = &[
     ".gnupg",
 ];
 
+/// Home directories of the machine's accounts: every home `/etc/passwd` names (the accounts
+/// the running system has) and every home the configuration tree gives a user (the accounts the
+/// next generation has). When a home in the tree cannot be decided, `undecided` is set and a
+/// login file is recognised by its name anywhere (`.ssh`, shell start-up files).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Homes {
+    /// Absolute home directories (`/home/*` is recognised without being listed).
+    pub(crate) dirs: Vec<PathBuf>,
+    /// Some home could not be decided.
+    pub(crate) undecided: bool,
+}
+
+impl Homes {
+    /// The homes of an `/etc/passwd` text (the sixth field of each line; malformed lines and
+    /// relative homes are skipped).
+    pub(crate) fn from_passwd(text: &str) -> Homes {
+        let mut h = Homes::default();
+        for line in text.lines() {
+            if let Some(home) = line.split(':').nth(5) {
+                h.add(Path::new(home));
+            }
+        }
+        h
+    }
+
+    /// Add a home (relative ones are ignored: NixOS refuses them).
+    pub(crate) fn add(&mut self, home: &Path) {
+        if home.is_absolute() && !self.dirs.iter().any(|d| d == home) {
+            self.dirs.push(home.to_path_buf());
+        }
+    }
+}
+
 fn names(p: &Path) -> Vec<String> {
     p.components()
         .filter_map(|c| match c {
@@ -140,8 +173,11 @@ pub(crate) fn never_written(real: &Path) -> Option<&'static str> {
         .then_some("kernel and process memory and state are not files the agent replaces")
 }
 
+const HOME_WHY: &str = "a home directory's login files (.ssh, shell start-up files, ~/bin) decide who logs in and what a person's shell runs; a person changes them";
+
 /// Whether writing `real` changes who can log in or what runs at login; the reason when so.
-pub(crate) fn login_path(real: &Path) -> Option<&'static str> {
+/// A home's login files count under every home in `homes` (and `/home/*`).
+pub(crate) fn login_path(real: &Path, homes: &Homes) -> Option<&'static str> {
     if unreadable(real).is_some() {
         return Some("credentials are changed by a person, not the agent");
     }
@@ -150,19 +186,38 @@ pub(crate) fn login_path(real: &Path) -> Option<&'static str> {
     }
     let n = names(real);
     if n.len() >= 3 && n[0] == "home" && HOME_LOGIN.contains(&n[2].as_str()) {
-        return Some("a home directory's login files (.ssh, shell start-up files, ~/bin) decide who logs in and what a person's shell runs; a person changes them");
+        return Some(HOME_WHY);
+    }
+    let in_home = |h: &PathBuf| {
+        real.strip_prefix(h)
+            .ok()
+            .and_then(|r| names(r).into_iter().next())
+            .is_some_and(|first| HOME_LOGIN.contains(&first.as_str()))
+    };
+    if homes.dirs.iter().any(in_home) {
+        return Some(HOME_WHY);
+    }
+    // A home that cannot be decided may be anywhere: a login file's own name decides.
+    if homes.undecided
+        && n.iter()
+            .any(|c| c.starts_with('.') && HOME_LOGIN.contains(&c.as_str()))
+    {
+        return Some("a home directory's login files (.ssh, shell start-up files) decide who logs in; where the configuration's homes cannot be decided, such a name anywhere counts; a person changes them");
     }
     None
 }
 
-/// Whether binding `real` writable would expose a login path under it (the reason when so).
-pub(crate) fn contains_login_path(real: &Path) -> Option<&'static str> {
-    if let Some(w) = login_path(real) {
+/// Whether binding `real` writable would expose a login path under it (the reason when so):
+/// it is one, or it holds one, or it holds a home.
+pub(crate) fn contains_login_path(real: &Path, homes: &Homes) -> Option<&'static str> {
+    if let Some(w) = login_path(real, homes) {
         return Some(w);
     }
     let n = names(real);
     let home = n.first().is_some_and(|f| f == "home") && n.len() <= 2;
     if home
+        || homes.dirs.iter().any(|h| h.starts_with(real))
+        || homes.undecided
         || LOGIN_FILES
             .iter()
             .chain(SECRET_FILES)
@@ -180,6 +235,7 @@ mod tests {
 
     #[test]
     fn credentials_and_login_files_are_told_apart_from_ordinary_files() {
+        let none = Homes::default();
         for p in [
             "/etc/shadow",
             "/proc/self/mem",
@@ -217,7 +273,10 @@ mod tests {
             "/etc/shadow",
             "/etc/ssh/sshd_config",
         ] {
-            assert!(login_path(Path::new(p)).is_some(), "{p} needs a person");
+            assert!(
+                login_path(Path::new(p), &none).is_some(),
+                "{p} needs a person"
+            );
         }
         for p in [
             "/etc/hosts",
@@ -226,19 +285,82 @@ mod tests {
             "/srv/www/index.html",
             "/tmp/x",
         ] {
-            assert!(login_path(Path::new(p)).is_none(), "{p} is ordinary");
+            assert!(login_path(Path::new(p), &none).is_none(), "{p} is ordinary");
         }
         for p in ["/", "/etc", "/home", "/home/alice", "/usr", "/run"] {
             assert!(
-                contains_login_path(Path::new(p)).is_some(),
+                contains_login_path(Path::new(p), &none).is_some(),
                 "{p} contains login files"
             );
         }
         for p in ["/home/alice/project", "/srv/www", "/var/lib/app"] {
             assert!(
-                contains_login_path(Path::new(p)).is_none(),
+                contains_login_path(Path::new(p), &none).is_none(),
                 "{p} is ordinary"
             );
+        }
+    }
+
+    #[test]
+    fn login_files_are_found_under_every_home_the_accounts_name() {
+        let homes = Homes::from_passwd(
+            "root:x:0:0:root:/root:/bin/sh\nsvc:x:990:990::/var/lib/svc:/bin/sh\nweb:x:991:991::/srv/www:/bin/sh\nop:x:992:992::/opt/op:/bin/sh\nbroken line\nrel:x:1:1::relative:/bin/sh\n",
+        );
+        assert_eq!(homes.dirs.len(), 4, "{homes:?}");
+        for p in [
+            "/var/lib/svc/.ssh/authorized_keys",
+            "/var/lib/svc/.bashrc",
+            "/srv/www/.ssh/authorized_keys2",
+            "/srv/www/.profile",
+            "/opt/op/.ssh",
+            "/opt/op/bin/ls",
+            "/root/.ssh/authorized_keys",
+        ] {
+            assert!(
+                login_path(Path::new(p), &homes).is_some(),
+                "{p} needs a person"
+            );
+        }
+        for p in [
+            "/var/lib/svc/data/db",
+            "/var/lib/svcx/.ssh/authorized_keys",
+            "/srv/www/index.html",
+            "/srv/other/.bashrc",
+            "/opt/op/share/.ssh",
+        ] {
+            assert!(
+                login_path(Path::new(p), &homes).is_none(),
+                "{p} is ordinary"
+            );
+        }
+        // A writable bind holding a home exposes its login files; one below it does not.
+        for p in ["/var/lib", "/var/lib/svc", "/srv", "/opt"] {
+            assert!(contains_login_path(Path::new(p), &homes).is_some(), "{p}");
+        }
+        for p in ["/var/lib/svc/data", "/srv/other", "/opt/other"] {
+            assert!(contains_login_path(Path::new(p), &homes).is_none(), "{p}");
+        }
+        // A home that cannot be decided: login files are known by name anywhere.
+        let unknown = Homes {
+            dirs: Vec::new(),
+            undecided: true,
+        };
+        assert!(login_path(Path::new("/srv/x/.ssh/authorized_keys"), &unknown).is_some());
+        assert!(login_path(Path::new("/srv/x/.bashrc"), &unknown).is_some());
+        assert!(login_path(Path::new("/srv/x/index.html"), &unknown).is_none());
+        assert!(contains_login_path(Path::new("/srv/x"), &unknown).is_some());
+    }
+
+    #[test]
+    fn the_machines_own_accounts_homes_are_recognised() {
+        let text = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+        let homes = Homes::from_passwd(&text);
+        for line in text.lines() {
+            let Some(home) = line.split(':').nth(5).filter(|h| h.starts_with('/')) else {
+                continue;
+            };
+            let keys = Path::new(home).join(".ssh/authorized_keys");
+            assert!(login_path(&keys, &homes).is_some(), "{}", keys.display());
         }
     }
 }

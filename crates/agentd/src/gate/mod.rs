@@ -8,6 +8,7 @@
 pub mod canon;
 pub mod eval;
 pub mod guard;
+pub(crate) mod homes;
 pub mod merge;
 pub mod rules;
 pub mod snapshot;

@@ -14,7 +14,7 @@ use super::*;
 fn login_kind(target: &str) -> Option<(&'static str, &'static str)> {
     let t = target.trim_start_matches('/');
     let real = Path::new("/etc").join(t);
-    crate::api::secrets::login_path(&real)?;
+    crate::api::secrets::login_path(&real, &Default::default())?;
     Some(if t.starts_with("ssh/authorized_keys.d") {
         ("user.credentials", "the SSH keys a user logs in with")
     } else if t.starts_with("ssh/") || t == "ssh" {
