@@ -260,10 +260,21 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
         .with_detail(json!({ "hint": "see docs/api.md for the list of endpoints" }))
 }
 
-/// Fallback for a known route called with the wrong method.
+/// Fallback for a known route called with the wrong method. Every route of agentd's sockets
+/// takes exactly one method, GET to read or POST to change, so the other one is what to use
+/// (axum's `Allow` header is not set below our layers).
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let other = match method {
+        axum::http::Method::GET => "POST",
+        axum::http::Method::POST => "GET",
+        _ => "GET or POST (see docs/api.md)",
+    };
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("{} is not allowed on {}", method, uri.path()),
+        format!(
+            "{} is not allowed on {}; this route takes {other}",
+            method,
+            uri.path()
+        ),
     )
 }

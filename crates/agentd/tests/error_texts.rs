@@ -516,3 +516,171 @@ async fn every_refusal_says_what_was_wrong_in_one_shape() {
     );
     d.stop().await;
 }
+
+/// The approval socket's refusals, in the same shape: a person deciding a ticket that does not
+/// exist or is no longer pending, a malformed decision, a wrong route or method, a bad listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_of_the_approval_socket_says_what_was_wrong_in_one_shape() {
+    let d = Daemon::start().await;
+    let state = d.dir.path().join("state");
+    let private = vec![
+        state.display().to_string(),
+        d.approval_socket.display().to_string(),
+    ];
+    let ticket = |op: &str| {
+        let agent = d.agent();
+        let op = op.to_string();
+        async move {
+            let t = agent
+                .request(
+                    Method::POST,
+                    "/approval/request",
+                    Some(&json!({"operation": {"op": op}, "detail": "x"})),
+                )
+                .await
+                .expect("request");
+            assert_eq!(t.status, 200, "{}", t.body);
+            t.body["id"].as_str().expect("id").to_string()
+        }
+    };
+    let (pending, approved, denied) = (ticket("a").await, ticket("b").await, ticket("c").await);
+    for (id, verb) in [(&approved, "approve"), (&denied, "deny")] {
+        let r = d
+            .human()
+            .request(Method::POST, &format!("/approval/{id}/{verb}"), None)
+            .await
+            .expect("decide");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let long = "x".repeat(5000);
+    let rows: Vec<Row> = vec![
+        row("GET", "/no/such/route", None, 404, &["/no/such/route"]),
+        row("GET", "/config/set", None, 404, &["/config/set"]),
+        row(
+            "GET",
+            &format!("/approval/{pending}/approve"),
+            None,
+            405,
+            &["GET", "POST"],
+        ),
+        row(
+            "POST",
+            "/approval/nothere/approve",
+            None,
+            404,
+            &["no approval ticket nothere", "approvals list"],
+        ),
+        row(
+            "POST",
+            "/approval/nothere/deny",
+            Some(json!({"reason": "no"})),
+            404,
+            &["no approval ticket nothere", "approvals list"],
+        ),
+        row(
+            "POST",
+            &format!("/approval/{long}/approve"),
+            None,
+            404,
+            &["no approval ticket", "approvals list"],
+        ),
+        row(
+            "POST",
+            &format!("/approval/{pending}/approve"),
+            Some(json!({"bogus": 1})),
+            422,
+            &["unknown field `bogus`", "`reason`"],
+        ),
+        row(
+            "POST",
+            &format!("/approval/{pending}/approve"),
+            Some(json!({"reason": 5})),
+            422,
+            &["reason", "expected a string"],
+        ),
+        row(
+            "POST",
+            &format!("/approval/{approved}/approve"),
+            None,
+            409,
+            &["is approved, not pending", "approvals list"],
+        ),
+        row(
+            "POST",
+            &format!("/approval/{denied}/approve"),
+            None,
+            409,
+            &["is denied, not pending", "approvals list"],
+        ),
+        row(
+            "POST",
+            &format!("/approval/{approved}/deny"),
+            None,
+            409,
+            &["is approved, not pending"],
+        ),
+        row("GET", "/approvals?limit=0", None, 400, &["limit"]),
+        row("GET", "/approvals?limit=abc", None, 400, &["limit"]),
+        row("GET", "/approvals?bogus=1", None, 400, &["bogus"]),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, status, needles) in &rows {
+        let what = format!(
+            "{method} {} {}",
+            &path[..path.len().min(80)],
+            body.as_ref().map(Value::to_string).unwrap_or_default()
+        );
+        let m = if *method == "GET" {
+            Method::GET
+        } else {
+            Method::POST
+        };
+        let r = d
+            .human()
+            .request(m, path, body.as_ref())
+            .await
+            .expect("request");
+        if r.status != *status {
+            failures.push(format!(
+                "{what}: status {} (wanted {status}): {}",
+                r.status, r.body
+            ));
+            continue;
+        }
+        let error = match check_shape(&what, r.status, &r.body, &private) {
+            Ok(e) => e,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        for n in needles {
+            if !error.contains(n) {
+                failures.push(format!("{what}: {error:?} does not name {n:?}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+    // None of them decided anything: the pending ticket is still pending.
+    let listed = d
+        .human()
+        .request(Method::GET, "/approvals", None)
+        .await
+        .expect("list");
+    let t = listed
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["id"] == json!(pending))
+        .cloned()
+        .expect("listed");
+    assert_eq!(t["status"], "pending");
+    d.stop().await;
+}

@@ -448,12 +448,19 @@ async fn decide(
     approve: bool,
 ) -> Result<axum::Json<Ticket>, ApiError> {
     peer.require_outside_boundary()?;
+    const LIST: &str = "`agentctl approvals list` shows the tickets waiting for a decision";
     let mut approvals = st.approvals.lock().await;
-    let status = approvals.get(&id)?.status;
+    let Ok(status) = approvals.get(&id).map(|t| t.status) else {
+        return Err(ApiError::not_found(format!(
+            "no approval ticket {id}; {LIST}"
+        )));
+    };
     if status != "pending" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("ticket {id} is {status}, not pending"),
+            format!(
+                "ticket {id} is {status}, not pending, so there is nothing left to decide; {LIST}"
+            ),
         ));
     }
     let kind = if approve {
