@@ -27,6 +27,9 @@ pub const DEFAULT_HTTP_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_PROMPT_TIMEOUT_SECS: u64 = 300;
 /// Longest time budget of any action (one day), and the longest jitter.
 pub const MAX_SECS: u64 = 86_400;
+/// Longest interval between runs of an interval trigger (366 days); a longer period is a
+/// schedule that in practice never fires: use a cron expression for yearly jobs.
+pub const MAX_INTERVAL_SECS: u64 = 366 * 86_400;
 
 /// The whole `routines.json` file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +276,19 @@ pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
         .map_err(|_| format!("{name:?} is not an IANA time zone (e.g. UTC, Europe/Berlin)"))
 }
 
+/// User names that are root by definition; osmoda-routines also refuses any other name that
+/// resolves to uid 0 on the machine when it loads the config.
+pub const ROOT_NAMES: &[&str] = &["root", "0"];
+
+/// Whether a cron expression has a next occurrence from now, by croner's own search (bounded
+/// by its year limit). A schedule with no date at all (`0 0 30 2 *`) has none. Since a
+/// schedule without a year field repeats within the 400-year Gregorian cycle, one that fires
+/// once from now fires forever.
+pub fn fires(cron: &croner::Cron, tz: chrono_tz::Tz) -> bool {
+    cron.find_next_occurrence(&chrono::Utc::now().with_timezone(&tz), false)
+        .is_ok()
+}
+
 fn valid_env_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
@@ -337,12 +353,22 @@ impl RoutinesConfig {
     ) -> Result<(), String> {
         match t {
             Trigger::Cron { schedule, timezone } => {
-                parse_cron(schedule)
+                let cron = parse_cron(schedule)
                     .map_err(|e| format!("{at}.trigger.schedule {schedule:?}: {e}"))?;
-                parse_timezone(timezone).map_err(|e| format!("{at}.trigger.timezone: {e}"))?;
+                let tz =
+                    parse_timezone(timezone).map_err(|e| format!("{at}.trigger.timezone: {e}"))?;
+                if !fires(&cron, tz) {
+                    return Err(format!(
+                        "{at}.trigger.schedule {schedule:?} never fires (no date matches it, \
+                         e.g. 30 February); fix the day-of-month and month fields"
+                    ));
+                }
             }
-            Trigger::Interval { seconds: 0 } => {
-                return Err(format!("{at}.trigger.seconds must be at least 1"))
+            Trigger::Interval { seconds } if !(1..=MAX_INTERVAL_SECS).contains(seconds) => {
+                return Err(format!(
+                    "{at}.trigger.seconds is {seconds}; give 1..={MAX_INTERVAL_SECS} seconds \
+                     (366 days; use a cron schedule for rarer runs)"
+                ))
             }
             Trigger::Interval { .. } => {}
             Trigger::Event { pattern } if !valid_event_pattern(pattern) => {
@@ -419,6 +445,13 @@ impl RoutinesConfig {
                 }
                 if user.as_deref() == Some("") {
                     return Err(format!("{at}.user is empty; leave it unset for nobody"));
+                }
+                if user.as_deref().is_some_and(|u| ROOT_NAMES.contains(&u)) {
+                    return Err(format!(
+                        "{at}.user is root: a routine's command never runs as root (it is \
+                         scheduled by the agent and runs unattended); leave it unset for \
+                         nobody, or name an unprivileged user"
+                    ));
                 }
                 if *output_limit_bytes == 0 || *output_limit_bytes > MAX_OUTPUT_LIMIT {
                     return Err(format!(
@@ -527,6 +560,13 @@ mod tests {
                 CMD,
             ),
             routine(r#"{"type":"cron","schedule":"0 0 29 2 *"}"#, CMD),
+            // 31 April never comes, but day-of-week is restricted too: either matches.
+            routine(r#"{"type":"cron","schedule":"0 0 31 4 MON"}"#, CMD),
+            routine(r#"{"type":"interval","seconds":31622400}"#, CMD),
+            routine(
+                r#"{"type":"interval","seconds":5}"#,
+                r#"{"type":"command","command":["x"],"timeout_secs":5,"user":"nobody"}"#,
+            ),
             routine(r#"{"type":"event","match":"watch.*"}"#, CMD),
             routine(
                 r#"{"type":"webhook","path":"deploy","secret_file":"/run/s"}"#,
@@ -559,6 +599,38 @@ mod tests {
             (
                 routine(r#"{"type":"interval","seconds":0}"#, CMD),
                 "routines.r.trigger.seconds",
+            ),
+            // Schedules that never fire: no such date, or a period past any sane bound
+            // (u64::MAX seconds overflowed the scheduler's time arithmetic).
+            (
+                routine(r#"{"type":"cron","schedule":"0 0 30 2 *"}"#, CMD),
+                "routines.r.trigger.schedule \"0 0 30 2 *\" never fires",
+            ),
+            (
+                routine(r#"{"type":"cron","schedule":"0 0 0 31 4,6,9,11 *"}"#, CMD),
+                "routines.r.trigger.schedule \"0 0 0 31 4,6,9,11 *\" never fires",
+            ),
+            (
+                routine(r#"{"type":"interval","seconds":18446744073709551615}"#, CMD),
+                "routines.r.trigger.seconds is 18446744073709551615",
+            ),
+            (
+                routine(r#"{"type":"interval","seconds":31622401}"#, CMD),
+                "routines.r.trigger.seconds",
+            ),
+            (
+                routine(
+                    r#"{"type":"interval","seconds":5}"#,
+                    r#"{"type":"command","command":["x"],"timeout_secs":5,"user":"root"}"#,
+                ),
+                "routines.r.action.user is root",
+            ),
+            (
+                routine(
+                    r#"{"type":"interval","seconds":5}"#,
+                    r#"{"type":"chain","steps":[{"type":"command","command":["x"],"timeout_secs":5,"user":"0"}]}"#,
+                ),
+                "routines.r.action.steps[0].user is root",
             ),
             (
                 routine(r#"{"type":"event","match":"a*b"}"#, CMD),

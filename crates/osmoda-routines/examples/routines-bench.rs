@@ -135,6 +135,7 @@ async fn event_latency() {
         state_dir: dir.path().join("routines"),
         agentd_socket: socket.clone(),
         watch_socket: dir.path().join("watch.sock"),
+        socket: dir.path().join("routines.sock"),
         masks: vec![],
         clock: Clock::System,
         gateway_token: None,

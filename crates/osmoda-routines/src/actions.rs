@@ -41,6 +41,11 @@ pub struct Fired {
     pub reference: String,
     /// The event (`{id, type, actor, payload}`) or webhook body, when there is one.
     pub payload: Option<Value>,
+    /// The origin chain: the routines whose runs led to this one, outermost first (empty
+    /// unless an event of a routine's run fired it). Carried in every event of this run so a
+    /// cycle of event routines is cut ([`crate::events`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }
 
 /// One run: routine name, run id and what fired it.
@@ -64,8 +69,22 @@ fn failed(error: String) -> Outcome {
         exit: None,
         output: String::new(),
         output_sha256: sha256_hex(b""),
+        truncated: false,
         error: Some(error),
     }
+}
+
+/// Ends a capped output with a line saying so, whatever the outcome (a successful run's
+/// output must not pass for complete).
+fn mark_truncated(mut output: String, kept: usize) -> String {
+    if !output.is_empty() && !output.ends_with('\n') {
+        output.push('\n');
+    }
+    output.push_str(&format!(
+        "{} after {kept} bytes]",
+        crate::history::TRUNCATED_MARK
+    ));
+    output
 }
 
 fn payload_text(info: &RunInfo) -> Option<String> {
@@ -80,8 +99,10 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
         RoutineAction::Chain { steps } => {
             let mut outputs = Vec::new();
             let mut last = failed("empty chain".into());
+            let mut truncated = false;
             for (i, step) in steps.iter().enumerate() {
                 last = Box::pin(run(step, env, info)).await;
+                truncated |= last.truncated;
                 outputs.push(format!("[step {i}] {}", last.output));
                 if !last.ok {
                     last.error = Some(format!(
@@ -95,6 +116,7 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
             Outcome {
                 output_sha256: sha256_hex(output.as_bytes()),
                 output,
+                truncated,
                 ..last
             }
         }
@@ -132,6 +154,12 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
                     if !out.stderr.is_empty() {
                         output.push_str(&out.stderr_lossy());
                     }
+                    if out.truncated {
+                        output = mark_truncated(
+                            output,
+                            usize::try_from(*output_limit_bytes).unwrap_or(usize::MAX),
+                        );
+                    }
                     let code = match out.exit {
                         Exit::Code(c) => Some(i64::from(c)),
                         _ => None,
@@ -141,6 +169,7 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
                         exit: code,
                         output,
                         output_sha256: sha256_hex(&all),
+                        truncated: out.truncated,
                         error: (!out.success()).then(|| {
                             format!(
                                 "{}{}",
@@ -177,11 +206,13 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
                         v => v.to_string(),
                     };
                     let ok = resp.is_success();
+                    let (kept, truncated) = cap(text, MAX_HTTP_OUTPUT);
                     Outcome {
                         ok,
                         exit: Some(i64::from(resp.status)),
-                        output_sha256: sha256_hex(text.as_bytes()),
-                        output: truncate(text, MAX_HTTP_OUTPUT),
+                        output_sha256: sha256_hex(kept.as_bytes()),
+                        truncated,
+                        output: marked(kept, truncated, MAX_HTTP_OUTPUT),
                         error: (!ok).then(|| {
                             format!("{} {path} answered {}", method.as_str(), resp.status)
                         }),
@@ -228,11 +259,13 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
                         })
                         .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
                     let ok = (200..300).contains(&status);
+                    let (kept, truncated) = cap(reply, MAX_HTTP_OUTPUT);
                     Outcome {
                         ok,
                         exit: Some(i64::from(status)),
-                        output_sha256: sha256_hex(reply.as_bytes()),
-                        output: truncate(reply, MAX_HTTP_OUTPUT),
+                        output_sha256: sha256_hex(kept.as_bytes()),
+                        truncated,
+                        output: marked(kept, truncated, MAX_HTTP_OUTPUT),
                         error: (!ok).then(|| format!("the gateway answered {status}")),
                     }
                 }
@@ -241,15 +274,31 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
     }
 }
 
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
+/// `s` cut to at most `max` bytes (on a character boundary), and whether it was cut.
+fn cap(mut s: String, max: usize) -> (String, bool) {
+    if s.len() <= max {
+        return (s, false);
     }
-    s
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    (s, true)
+}
+
+fn marked(s: String, truncated: bool, max: usize) -> String {
+    if truncated {
+        mark_truncated(s, max)
+    } else {
+        s
+    }
+}
+
+/// `s` cut to at most `max` bytes, ending in a truncation line when it was cut.
+fn truncate(s: String, max: usize) -> String {
+    let (kept, truncated) = cap(s, max);
+    marked(kept, truncated, max)
 }
 
 /// `POST <url>/v1/chat/completions` over plain HTTP/1.1 on loopback; `(status, body)`.

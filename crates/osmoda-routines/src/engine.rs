@@ -61,8 +61,17 @@ pub struct Engine {
     started: broadcast::Sender<Started>,
 }
 
+/// The payload of a run's ledger events; `chain` is the run's origin chain with the routine
+/// itself last, what an event routine fired by this event inherits.
 fn routine_payload(name: &str, run_id: i64, fired: &Fired) -> serde_json::Value {
-    json!({ "routine": name, "run_id": run_id, "trigger": fired.kind, "ref": fired.reference })
+    let chain: Vec<&str> = fired
+        .chain
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(name))
+        .collect();
+    json!({ "routine": name, "run_id": run_id, "trigger": fired.kind, "ref": fired.reference,
+            "chain": chain })
 }
 
 impl Engine {
@@ -267,6 +276,7 @@ impl Engine {
         p["duration_ms"] = json!(u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX));
         p["output_sha256"] = json!(out.output_sha256);
         p["output_bytes"] = json!(out.output.len());
+        p["output_truncated"] = json!(out.truncated);
         p["error"] = json!(out.error);
         self.report("routine.run.finished", p).await;
     }
@@ -286,6 +296,9 @@ impl Engine {
                     kind,
                     reference,
                     payload: None,
+                    // Not persisted: a resumed run starts a new chain, so a cycle it belongs
+                    // to is cut one round later.
+                    chain: Vec::new(),
                 },
             );
         }

@@ -20,6 +20,10 @@ pub enum RoutinesError {
     /// Talking to agentd (or osmoda-watch) failed.
     #[error("agentd: {0}")]
     Agentd(String),
+    /// Something this routine needs on the machine is missing (a webhook's secret file); the
+    /// message names the routine and the option, never a path.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The daemon's configuration file is invalid.
     #[error("config: {0}")]
     Config(String),
@@ -48,6 +52,7 @@ impl RoutinesError {
             | RoutinesError::NotFound(m)
             | RoutinesError::Conflict(m)
             | RoutinesError::Agentd(m)
+            | RoutinesError::Unavailable(m)
             | RoutinesError::Config(m)
             | RoutinesError::History(m) => m.clone(),
             io @ RoutinesError::Io { .. } => io.to_string(),

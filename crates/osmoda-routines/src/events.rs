@@ -39,21 +39,62 @@ fn matches(pattern: &str, kind: &str) -> bool {
     }
 }
 
-/// The routines `event` fires. A routine's own run events (`routine.*` naming it) never fire
-/// it again, so `match = "routine.*"` cannot loop on itself.
-fn fired_by<'a>(routines: &'a [(String, String)], event: &Value) -> Vec<&'a str> {
+/// Longest origin chain: a run `MAX_CHAIN` hops from its first cause is cut even without a
+/// repeated routine (a long chain of distinct routines is a mistake too).
+pub const MAX_CHAIN: usize = 16;
+
+/// The ledger event recording a cut cycle.
+pub const LOOP_CUT: &str = "routine.loop.cut";
+
+/// The origin chain an event carries: for a routine's own events (`routine.*` from this
+/// daemon), the routines whose runs led to it, itself last (`payload.chain`, or just
+/// `payload.routine` for events written before chains existed); none for any other event.
+fn origin(event: &Value) -> Vec<String> {
     let kind = event["type"].as_str().unwrap_or_default();
-    let own = kind.starts_with("routine.").then(|| {
-        serde_json::from_str::<Value>(event["payload"].as_str().unwrap_or("null"))
-            .ok()
-            .and_then(|p| p["routine"].as_str().map(str::to_string))
-    });
+    if !kind.starts_with("routine.") {
+        return Vec::new();
+    }
+    let p = serde_json::from_str::<Value>(event["payload"].as_str().unwrap_or("null"))
+        .unwrap_or(Value::Null);
+    match p["chain"].as_array() {
+        Some(c) => c
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        None => p["routine"]
+            .as_str()
+            .map(|r| vec![r.to_string()])
+            .unwrap_or_default(),
+    }
+}
+
+/// What `event` does to one matching routine.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// Fire the routine; its run inherits this origin chain.
+    Fire(&'a str, Vec<String>),
+    /// The routine is already in the chain (or the chain is [`MAX_CHAIN`] long): firing it
+    /// would close a cycle, so it does not fire.
+    Cut(&'a str, Vec<String>),
+}
+
+/// The routines `event` matches and whether each fires or is cut. A routine never fires from
+/// an event its own run caused, directly (its `routine.run.*` events) or through any number
+/// of other event routines (A fires B fires A): the origin chain names every routine on the
+/// way, so a cycle of any length ends where it would close.
+pub fn fired_by<'a>(routines: &'a [(String, String)], event: &Value) -> Vec<Verdict<'a>> {
+    let kind = event["type"].as_str().unwrap_or_default();
+    let chain = origin(event);
     routines
         .iter()
-        .filter(|(name, pat)| {
-            matches(pat, kind) && own.as_ref().is_none_or(|o| o.as_deref() != Some(name))
+        .filter(|(_, pat)| matches(pat, kind))
+        .map(|(name, _)| {
+            if chain.len() >= MAX_CHAIN || chain.iter().any(|c| c == name) {
+                Verdict::Cut(name, chain.clone())
+            } else {
+                Verdict::Fire(name, chain.clone())
+            }
         })
-        .map(|(n, _)| n.as_str())
         .collect()
 }
 
@@ -113,20 +154,55 @@ pub async fn run(
             };
             let events = batch["events"].as_array().cloned().unwrap_or_default();
             let mut pairs = Vec::new();
+            let mut chains = std::collections::HashMap::new();
+            let mut cuts = Vec::new();
             let mut payloads = std::collections::HashMap::new();
             for ev in &events {
                 let Some(id) = ev["id"].as_i64() else {
                     continue;
                 };
-                for name in fired_by(&routines, ev) {
-                    pairs.push((name.to_string(), id));
+                for v in fired_by(&routines, ev) {
+                    match v {
+                        Verdict::Fire(name, chain) => {
+                            pairs.push((name.to_string(), id));
+                            chains.insert((name.to_string(), id), chain);
+                        }
+                        Verdict::Cut(name, chain) => cuts.push((name, id, ev, chain)),
+                    }
                 }
                 payloads.insert(id, ev.clone());
             }
             match engine.history().claim_events(&pairs, next) {
                 Ok(claimed) => {
+                    for (routine, id, ev, chain) in cuts {
+                        let kind = ev["type"].as_str().unwrap_or_default();
+                        tracing::warn!(
+                            "routine {routine} not fired by event {id} ({kind}): it would close \
+                             the cycle {}",
+                            chain.join(" → ")
+                        );
+                        // A cut caused by a cut is only logged: recording it would be an event
+                        // with the same chain again, and so on without end.
+                        if kind != LOOP_CUT {
+                            engine
+                                .report(
+                                    LOOP_CUT,
+                                    serde_json::json!({
+                                        "routine": routine, "event_id": id,
+                                        "event_type": kind, "chain": chain,
+                                        "why": if chain.len() >= MAX_CHAIN {
+                                            format!("the origin chain is {MAX_CHAIN} runs long")
+                                        } else {
+                                            format!("{routine} is already in the origin chain")
+                                        },
+                                    }),
+                                )
+                                .await;
+                        }
+                    }
                     for (run_id, name, id) in claimed {
                         let ev = payloads.get(&id);
+                        let chain = chains.remove(&(name.clone(), id)).unwrap_or_default();
                         engine.launch(
                             run_id,
                             name,
@@ -143,6 +219,7 @@ pub async fn run(
                                         ).unwrap_or(Value::Null),
                                     })
                                 }),
+                                chain,
                             },
                         );
                     }
@@ -166,6 +243,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn names<'a>(v: &[Verdict<'a>]) -> Vec<String> {
+        v.iter()
+            .map(|v| match v {
+                Verdict::Fire(n, _) => n.to_string(),
+                Verdict::Cut(n, _) => format!("cut:{n}"),
+            })
+            .collect()
+    }
+
+    fn ev(t: &str, p: Value) -> Value {
+        json!({ "type": t, "payload": p.to_string() })
+    }
+
     #[test]
     fn exact_prefix_and_no_self_loop() {
         let r = vec![
@@ -173,20 +263,89 @@ mod tests {
             ("b".to_string(), "watch.switch.committed".to_string()),
             ("c".to_string(), "routine.*".to_string()),
         ];
-        let ev = |t: &str, p: Value| json!({ "type": t, "payload": p.to_string() });
         assert_eq!(
-            fired_by(&r, &ev("watch.switch.committed", json!({}))),
+            names(&fired_by(&r, &ev("watch.switch.committed", json!({})))),
             ["a", "b"]
         );
         assert_eq!(
-            fired_by(&r, &ev("watch.switch.rolled-back", json!({}))),
+            names(&fired_by(&r, &ev("watch.switch.rolled-back", json!({})))),
             ["a"]
         );
         assert!(fired_by(&r, &ev("watch.switchx", json!({}))).is_empty());
         assert_eq!(
             fired_by(&r, &ev("routine.run.finished", json!({"routine": "a"}))),
-            ["c"]
+            [Verdict::Fire("c", vec!["a".into()])]
         );
-        assert!(fired_by(&r, &ev("routine.run.finished", json!({"routine": "c"}))).is_empty());
+        // Its own event, from before chains (only `routine`) and with one.
+        assert_eq!(
+            names(&fired_by(
+                &r,
+                &ev("routine.run.finished", json!({"routine": "c"}))
+            )),
+            ["cut:c"]
+        );
+        assert_eq!(
+            names(&fired_by(
+                &r,
+                &ev(
+                    "routine.run.skipped",
+                    json!({"routine": "c", "chain": ["c"]})
+                )
+            )),
+            ["cut:c"]
+        );
+        // Events of other daemons carry no chain, whatever their payload says.
+        assert_eq!(
+            fired_by(
+                &r,
+                &ev("watch.switch.committed", json!({"chain": ["a", "b"]}))
+            )[0],
+            Verdict::Fire("a", vec![])
+        );
+    }
+
+    /// A → B → A, A → B → C → A, and a chain at the length bound are cut where they would
+    /// close; the routines not in the chain still fire.
+    #[test]
+    fn cycles_of_any_length_are_cut() {
+        let r = vec![
+            ("a".to_string(), "routine.run.finished".to_string()),
+            ("b".to_string(), "routine.run.*".to_string()),
+            ("c".to_string(), "routine.*".to_string()),
+        ];
+        let fin = |chain: &[&str]| {
+            ev(
+                "routine.run.finished",
+                json!({"routine": chain.last(), "chain": chain}),
+            )
+        };
+        assert_eq!(names(&fired_by(&r, &fin(&["a"]))), ["cut:a", "b", "c"]);
+        assert_eq!(
+            names(&fired_by(&r, &fin(&["a", "b"]))),
+            ["cut:a", "cut:b", "c"]
+        );
+        assert_eq!(
+            names(&fired_by(&r, &fin(&["a", "b", "c"]))),
+            ["cut:a", "cut:b", "cut:c"]
+        );
+        assert_eq!(
+            fired_by(&r, &fin(&["x", "b"]))[0],
+            Verdict::Fire("a", vec!["x".into(), "b".into()])
+        );
+        let long: Vec<String> = (0..MAX_CHAIN).map(|i| format!("r{i}")).collect();
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        assert_eq!(
+            names(&fired_by(&r, &fin(&long))),
+            ["cut:a", "cut:b", "cut:c"]
+        );
+        assert_eq!(
+            names(&fired_by(&r, &fin(&long[1..]))),
+            ["a", "b", "c"],
+            "one below the bound still fires"
+        );
+        // The cut record itself carries the chain: a routine in it is cut again (and, the
+        // cause being a cut, only logged), one outside it fires.
+        let cut = ev(LOOP_CUT, json!({"routine": "a", "chain": ["a", "b"]}));
+        assert_eq!(names(&fired_by(&r, &cut)), ["c"]);
     }
 }

@@ -38,10 +38,13 @@ pub struct Run {
     pub status: String,
     /// Exit code of a command (the last step's for a chain), HTTP status of an http/prompt.
     pub exit: Option<i64>,
-    /// SHA-256 (hex) of the whole captured output.
+    /// SHA-256 (hex) of the output kept (up to the cap, without the truncation line).
     pub output_sha256: Option<String>,
-    /// The captured output, up to the action's cap.
+    /// The captured output, up to the action's cap (ending in [`TRUNCATED_MARK`]'s line when
+    /// the action produced more).
     pub output: Option<String>,
+    /// Whether the action produced more output than was kept.
+    pub output_truncated: bool,
     /// Why it failed or was skipped.
     pub error: Option<String>,
     /// Milliseconds from start to end.
@@ -55,13 +58,19 @@ pub struct Outcome {
     pub ok: bool,
     /// Exit code or HTTP status.
     pub exit: Option<i64>,
-    /// Captured output (capped).
+    /// Captured output (capped; then ending in a [`TRUNCATED_MARK`] line).
     pub output: String,
-    /// SHA-256 of everything the action produced (before the cap).
+    /// Whether the action produced more output than `output` keeps.
+    pub truncated: bool,
+    /// SHA-256 of the output kept (stdout then stderr for a command, up to the cap; without
+    /// the truncation line). With `truncated`, the action produced more than this covers.
     pub output_sha256: String,
     /// Why it failed.
     pub error: Option<String>,
 }
+
+/// Start of the line that ends a capped output: `[osmoda: output truncated …]`.
+pub const TRUNCATED_MARK: &str = "[osmoda: output truncated";
 
 /// The history database. All calls are short; it is locked per call.
 pub struct History {
@@ -82,7 +91,8 @@ CREATE TABLE IF NOT EXISTS runs (
     output_sha256 TEXT,
     output TEXT,
     error TEXT,
-    duration_ms INTEGER
+    duration_ms INTEGER,
+    output_truncated INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_event_once ON runs (routine, trigger_ref) WHERE trigger = 'event';
 CREATE INDEX IF NOT EXISTS runs_routine ON runs (routine, id);
@@ -121,6 +131,20 @@ impl History {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        // Databases from before `output_truncated` existed.
+        let has: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('runs') WHERE name = 'output_truncated'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if has == 0 {
+            conn.execute_batch(
+                "ALTER TABLE runs ADD COLUMN output_truncated INTEGER NOT NULL DEFAULT 0",
+            )
+            .map_err(db)?;
+        }
         let n = conn
             .execute(
                 "UPDATE runs SET status = 'interrupted', ended_at = ?1, \
@@ -285,7 +309,8 @@ impl History {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET ended_at = ?2, status = ?3, exit = ?4, output_sha256 = ?5, \
-                 output = ?6, error = ?7, duration_ms = ?8 - started_ms WHERE id = ?1",
+                 output = ?6, error = ?7, duration_ms = ?8 - started_ms, output_truncated = ?9 \
+                 WHERE id = ?1",
                 params![
                     id,
                     rfc3339(ms),
@@ -294,7 +319,8 @@ impl History {
                     o.output_sha256,
                     o.output,
                     o.error,
-                    ms
+                    ms,
+                    o.truncated
                 ],
             )
             .map(drop)
@@ -375,7 +401,7 @@ impl History {
         self.with(|c| {
             c.execute(
                 "DELETE FROM webhook_seen WHERE at_ms < ?1",
-                params![now - 2 * window_ms],
+                params![now.saturating_sub(window_ms.saturating_mul(2))],
             )?;
             let n = c.execute(
                 "INSERT OR IGNORE INTO webhook_seen (mac, at_ms) VALUES (?1, ?2)",
@@ -398,7 +424,7 @@ impl History {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, routine, trigger, trigger_ref, started_at, ended_at, status, exit, \
-                 output_sha256, output, error, duration_ms FROM runs \
+                 output_sha256, output, error, duration_ms, output_truncated FROM runs \
                  WHERE (?1 IS NULL OR routine = ?1) AND id < ?2 ORDER BY id DESC LIMIT ?3",
             )?;
             let rows = stmt.query_map(
@@ -417,6 +443,7 @@ impl History {
                         output: r.get(9)?,
                         error: r.get(10)?,
                         duration_ms: r.get(11)?,
+                        output_truncated: r.get(12)?,
                     })
                 },
             )?;
@@ -483,6 +510,31 @@ mod tests {
         assert!(h.claim_events(&pairs, 5).unwrap().is_empty());
     }
 
+    /// A database written before `output_truncated` existed opens, keeps its runs and gains
+    /// the column (false for the old runs).
+    #[test]
+    fn old_database_gains_the_truncation_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let old = SCHEMA.replace(",\n    output_truncated INTEGER NOT NULL DEFAULT 0", "");
+        assert_ne!(old, SCHEMA);
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(&old).unwrap();
+        c.execute(
+            "INSERT INTO runs (routine, trigger, trigger_ref, started_at, started_ms, status) \
+             VALUES ('r', 'manual', 'x', 't', 0, 'ok')",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let (h, _) = History::open(&path).unwrap();
+        let runs = h.list(None, None, 10).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert!(!runs[0].output_truncated);
+        drop(h);
+        History::open(&path).unwrap();
+    }
+
     #[test]
     fn webhook_macs_are_seen_once_and_forgotten_after_the_window() {
         let dir = tempfile::tempdir().unwrap();
@@ -504,12 +556,17 @@ mod tests {
                 exit: Some(i),
                 output: "x".into(),
                 output_sha256: "s".into(),
+                truncated: i == 3,
                 error: None,
             };
             h.finish(id, &o).unwrap();
         }
         let page = h.list(Some("r"), None, 2).unwrap();
         assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), [5, 4]);
+        assert_eq!(
+            page.iter().map(|r| r.output_truncated).collect::<Vec<_>>(),
+            [false, true]
+        );
         let next = h.list(Some("r"), Some(4), 10).unwrap();
         assert_eq!(next.len(), 3);
         assert_eq!(next[0].status, "ok");

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod history;
+pub mod machine;
 pub mod schedule;
 pub mod scheduler;
 
@@ -52,6 +53,8 @@ pub struct Options {
     pub agentd_socket: PathBuf,
     /// osmoda-watch's socket (SafeSwitch for `/routine/add` and `/routine/remove`).
     pub watch_socket: PathBuf,
+    /// This daemon's own socket (hidden from command actions, like the state dir).
+    pub socket: PathBuf,
     /// Paths hidden from command actions besides `routines.json`'s `boundary.masked_paths` and
     /// this daemon's state dir.
     pub masks: Vec<PathBuf>,
@@ -87,17 +90,47 @@ pub fn load_config(path: &std::path::Path) -> Result<RoutinesConfig> {
     osmoda_config::load::<RoutinesConfig>(path).map_err(|e| RoutinesError::Config(e.to_string()))
 }
 
-fn action_env(cfg: &RoutinesConfig, opts: &Options) -> ActionEnv {
-    let boundary = opts
-        .masks
+/// Everything command actions must not see under `cfg`: the boundary's masks, the daemon's
+/// extra masks, its state dir and socket, and every webhook secret file. A path inside another
+/// (a secret in the state dir) is left out: the outer mask hides it, and bubblewrap cannot
+/// mount over a path inside a read-only mask.
+pub fn hidden_paths(cfg: &RoutinesConfig, opts: &Options) -> Vec<PathBuf> {
+    let all: Vec<PathBuf> = cfg
+        .boundary
+        .masked_paths
         .iter()
-        .chain(std::iter::once(&opts.state_dir))
-        .fold(
-            osmoda_sandbox::Boundary::new(cfg.boundary.masked_paths.iter().cloned()),
-            |b, p| b.with(p),
-        );
+        .map(PathBuf::from)
+        .chain(opts.masks.iter().cloned())
+        .chain([opts.state_dir.clone(), opts.socket.clone()])
+        .chain(machine::secret_files(cfg))
+        .collect();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for (i, p) in all.iter().enumerate() {
+        let covered = all.iter().enumerate().any(|(j, q)| {
+            j != i && q != p && q.is_dir() && machine::inside(p, q) && !machine::inside(q, p)
+        });
+        if !covered && !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// Loads `routines.json` and checks it against this machine ([`machine::check`]): what the
+/// daemon runs at start and on every reload.
+///
+/// # Errors
+/// As [`load_config`], or `Config` with the machine check's message.
+pub fn load_checked(opts: &Options) -> Result<RoutinesConfig> {
+    let cfg = load_config(&opts.config)?;
+    machine::check(&cfg, &hidden_paths(&cfg, opts))
+        .map_err(|e| RoutinesError::Config(format!("{}: {e}", opts.config.display())))?;
+    Ok(cfg)
+}
+
+fn action_env(cfg: &RoutinesConfig, opts: &Options) -> ActionEnv {
     ActionEnv {
-        boundary,
+        boundary: osmoda_sandbox::Boundary::new(hidden_paths(cfg, opts)),
         agentd_socket: opts.agentd_socket.clone(),
         gateway_url: cfg.gateway_url.clone(),
         gateway_token: opts.gateway_token.clone(),
@@ -112,7 +145,7 @@ impl AppState {
     /// An invalid or unreadable config, an unusable state dir or history database.
     pub async fn open(opts: Options) -> Result<Arc<AppState>> {
         let bytes = std::fs::read(&opts.config).ok();
-        let cfg = load_config(&opts.config)?;
+        let cfg = load_checked(&opts)?;
         std::fs::create_dir_all(&opts.state_dir)
             .map_err(RoutinesError::io("create", &opts.state_dir))?;
         let (history, interrupted) = History::open(&opts.state_dir.join("routines.db"))?;
@@ -148,18 +181,26 @@ impl AppState {
         }))
     }
 
-    /// Re-reads the config file if its bytes changed; applies it when valid, else keeps the
-    /// routines in force and records why. Returns whether a new config was applied.
+    /// Re-reads the config file if its bytes changed (or the last one was refused); applies it
+    /// when valid, else keeps the routines in force and records why. Returns whether a new
+    /// config was applied.
     pub async fn reload(&self) -> bool {
         let bytes = std::fs::read(&self.opts.config).ok();
         {
+            // A refused config is checked again on every poll: what it lacked on the machine
+            // (a webhook's secret file) may have been put in place since.
+            let refused = self
+                .config_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some();
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if bytes == *seen {
+            if bytes == *seen && !refused {
                 return false;
             }
             *seen = bytes;
         }
-        match load_config(&self.opts.config) {
+        match load_checked(&self.opts) {
             Ok(cfg) => {
                 *self.config_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 if **self.config.borrow() == cfg {

@@ -35,7 +35,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Validate a routines.json file and exit (non-zero with the reason when invalid).
+    /// Validate a routines.json file and exit (non-zero with the reason when invalid). Outside
+    /// a Nix build it also checks the file against this machine as the daemon does at start
+    /// (webhook secret files present, readable and not empty; users not root); inside one
+    /// (`NIX_BUILD_TOP` set, as in the module's build-time check) secret files cannot be seen
+    /// and are left to the daemon.
     CheckConfig {
         /// The file to check.
         file: PathBuf,
@@ -46,6 +50,16 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Cmd::CheckConfig { file }) = &cli.cmd {
         osmoda_config::check_config("routines", file)?;
+        if std::env::var_os("NIX_BUILD_TOP").is_some() {
+            println!(
+                "{}: ok (in a Nix build: webhook secret files are checked when the daemon starts)",
+                file.display()
+            );
+            return Ok(());
+        }
+        let mut opts = options(&cli);
+        opts.config.clone_from(file);
+        osmoda_routines::load_checked(&opts)?;
         println!("{}: ok", file.display());
         return Ok(());
     }
@@ -53,19 +67,24 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run(cli))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    osmoda_daemon::raise_fd_limit()?;
-    let opts = Options {
-        config: cli.config,
-        state_dir: cli.state_dir,
-        agentd_socket: cli.agentd_socket,
-        watch_socket: cli.watch_socket,
-        masks: cli.masks,
+fn options(cli: &Cli) -> Options {
+    Options {
+        config: cli.config.clone(),
+        state_dir: cli.state_dir.clone(),
+        agentd_socket: cli.agentd_socket.clone(),
+        watch_socket: cli.watch_socket.clone(),
+        socket: cli.socket.clone(),
+        masks: cli.masks.clone(),
         clock: Clock::System,
         gateway_token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
-    };
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    osmoda_daemon::raise_fd_limit()?;
+    let opts = options(&cli);
     let state = AppState::open(opts).await?;
     // Mode 0660: the agent (group osmoda) may call it, like agentd's agent socket.
     let (listener, shutdown) = osmoda_daemon::listen("osmoda-routines", &cli.socket, 0o660)?;

@@ -100,6 +100,7 @@ pub async fn run(
                 kind: kind.into(),
                 reference: due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 payload: None,
+                chain: Vec::new(),
             };
             send_later(&out, name.clone(), fired, e.routine.jitter_secs);
             marks.push((name.clone(), due.timestamp_millis()));
@@ -186,6 +187,7 @@ async fn plan(
                 kind: "missed".into(),
                 reference: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 payload: None,
+                chain: Vec::new(),
             };
             let _ = out.send((name.clone(), fired)).await;
             marks.push((name.clone(), now.timestamp_millis()));

@@ -159,3 +159,85 @@ async fn agentd_restarting_loses_and_repeats_nothing() {
     }
     r.stop().await;
 }
+
+/// Two event routines that each fire on the other's `routine.run.finished` (and a third
+/// routine starting it): every cycle is cut where it would close, with a `routine.loop.cut`
+/// event naming the chain; the number of runs is fixed by the chains, not by luck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_routines_triggering_each_other_are_cut() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    let on_finished = |m: &str| {
+        json!({ "enable": true, "trigger": { "type": "event", "match": m },
+                "action": { "type": "command", "command": ["true"], "timeout_secs": 20 },
+                "concurrency": "queue" })
+    };
+    write_config(
+        dir.path(),
+        json!({
+            "a": on_finished("routine.run.finished"),
+            "b": on_finished("routine.run.*"),
+            "kick": { "enable": true, "trigger": { "type": "interval", "seconds": 86400 },
+                      "action": { "type": "command", "command": ["true"], "timeout_secs": 20 } },
+        }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    let (s, v) = r.post("/routine/trigger/kick", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    // kick → a and b; a's events → b (a cut); b's events → a (b cut); after that both are
+    // in every chain and everything is cut (b also matches `routine.run.started`, so it
+    // fires twice per cause: 8 runs in all, whatever the interleaving).
+    let cuts = agentd.wait_events("routine.loop.cut", 1).await;
+    let p: serde_json::Value = serde_json::from_str(&cuts[0].payload).unwrap();
+    assert!(p["chain"].as_array().unwrap().len() >= 2, "{p}");
+    assert!(
+        p["chain"].as_array().unwrap().contains(&p["routine"]),
+        "{p}"
+    );
+    // The loop ends: wait until the daemon has read past every event in the ledger, twice
+    // with nothing new in between, then no run is queued or running.
+    let start = Instant::now();
+    let mut quiet = 0;
+    let mut last = (0, 0);
+    while quiet < 2 {
+        let tip = agentd.events("").last().map_or(0, |e| e.id);
+        let cursor = r.state.engine.history().cursor().unwrap().unwrap_or(0);
+        let runs = r.state.engine.history().list(None, None, 1000).unwrap();
+        let busy = runs
+            .iter()
+            .any(|x| ["queued", "running"].contains(&x.status.as_str()));
+        if cursor >= tip && !busy && (tip, runs.len()) == last {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        last = (tip, runs.len());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "still running after 60 s: {} runs, cursor {cursor}, tip {tip}",
+            runs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let runs = r.state.engine.history().list(None, None, 1000).unwrap();
+    assert_eq!(runs.len(), 8, "{runs:#?}");
+    // Every run's finished event names its chain, and no routine appears twice in one.
+    for e in agentd.events("routine.run.finished") {
+        let p: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+        let chain: Vec<&str> = p["chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let set: BTreeSet<&&str> = chain.iter().collect();
+        assert_eq!(
+            set.len(),
+            chain.len(),
+            "a routine ran twice in one chain: {chain:?}"
+        );
+        assert_eq!(chain.first(), Some(&"kick"), "{chain:?}");
+    }
+    r.stop().await;
+}

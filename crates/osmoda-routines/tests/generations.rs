@@ -235,3 +235,112 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
     r.stop().await;
     wtrigger.fire();
 }
+
+/// `/routine/add` and `/routine/remove` leave no half-done state: with osmoda-watch
+/// unreachable nothing is committed (502); when SafeSwitch fails after the commit (here a
+/// stand-in watch whose `/switch/begin` fails — the real switch is tested above) the answer
+/// is 202 `applied: false` with the rev and how to apply or undo it; and remove finds a
+/// routine the tree defines but no generation has applied yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_and_remove_say_what_happened_when_watch_fails() {
+    let dir = scratch();
+    let tree_dir = dir.path().join("tree");
+    let actor = osmoda_generations::Actor::new("Test Person", "test@example.org");
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations");
+    let tree = osmoda_generations::Tree::init(&tree_dir, &template, &actor).unwrap();
+    std::fs::write(tree_dir.join("osmoda.nix"), BASE).unwrap();
+    tree.commit_worktree(&actor, "test base settings", None)
+        .unwrap();
+    let agentd = Agentd::start(dir.path(), Some(&tree_dir));
+    common::write_config(dir.path(), json!({}));
+    let wsock = dir.path().join("watch.sock");
+    let r = Routines::start(common::options(dir.path(), &agentd.socket)).await;
+    let add = json!({ "name": "later", "trigger": { "type": "interval", "seconds": 60 },
+                      "action": { "type": "command", "command": ["true"], "timeout_secs": 5 } });
+
+    let head = tree.head().unwrap();
+    let (s, v) = r.post("/routine/add", add.clone()).await;
+    assert_eq!(s, 502, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not reachable")
+            && v["error"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was committed"),
+        "{v}"
+    );
+    let del = |id: &str| {
+        let c = r.client();
+        let path = format!("/routine/remove/{id}");
+        async move { c.delete(&path).await.map(|x| (x.status, x.body)).unwrap() }
+    };
+    let (s, v) = del("later").await;
+    assert_eq!(s, 502, "{v}");
+    assert_eq!(tree.head().unwrap(), head, "nothing committed");
+
+    // A watch that is up but whose switch fails.
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            axum::routing::get(|| async { axum::Json(json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/switch/begin",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(json!({ "error": "activation failed" })),
+                )
+            }),
+        );
+    let listener = tokio::net::UnixListener::bind(&wsock).unwrap();
+    let fake = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (s, v) = r.post("/routine/add", add.clone()).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["applied"], false, "{v}");
+    let rev = tree.head().unwrap();
+    assert_ne!(rev, head, "committed");
+    let err = v["error"].as_str().unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "committed to the config tree as {rev} but not applied"
+        )),
+        "{v}"
+    );
+    assert!(err.contains("activation failed"), "{v}");
+    assert!(
+        v["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("--generation {rev}")),
+        "{v}"
+    );
+    assert!(std::fs::read_to_string(tree_dir.join("osmoda.nix"))
+        .unwrap()
+        .contains("later"));
+    // Not in force (no generation applied it), but the tree defines it: remove finds it.
+    assert!(!r.state.engine.config().routines.contains_key("later"));
+    let (s, v) = del("later").await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(
+        (v["removed"].as_str(), &v["applied"]),
+        (Some("later"), &json!(false))
+    );
+    assert_ne!(tree.head().unwrap(), rev, "the removal is a commit too");
+    assert!(!std::fs::read_to_string(tree_dir.join("osmoda.nix"))
+        .unwrap()
+        .contains("later"));
+    // Now it is nowhere.
+    let (s, v) = del("later").await;
+    assert_eq!(s, 404, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("in force or defined in the config tree"),
+        "{v}"
+    );
+    fake.abort();
+    r.stop().await;
+}

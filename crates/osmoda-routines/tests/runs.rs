@@ -86,11 +86,17 @@ async fn each_action_kind_runs_and_is_recorded_in_history_and_ledger() {
                 .unwrap(),
         )
         .await;
+    // Capped, and a successful run says so (status ok, the mark, the flag, the ledger).
+    let big_out = big.output.clone().unwrap();
+    assert_eq!(big.status, "ok", "{big:?}");
+    assert!(big.output_truncated, "{big:?}");
+    assert_eq!(&big_out[..100], "a".repeat(100), "{big_out:?}");
     assert_eq!(
-        big.output.as_deref().map(str::len),
-        Some(100),
-        "output capped: {big:?}"
+        &big_out[100..],
+        "\n[osmoda: output truncated after 100 bytes]",
+        "{big:?}"
     );
+    assert!(big.error.is_none(), "{big:?}");
     let masked = r
         .wait_run(
             trigger(&r, "masked", json!({})).await.1["run_id"]
@@ -117,6 +123,7 @@ async fn each_action_kind_runs_and_is_recorded_in_history_and_ledger() {
         ("ok", Some(200)),
         "{health:?}"
     );
+    assert!(!health.output_truncated, "{health:?}");
     assert!(health.output.unwrap().contains("uptime"));
     let append = r
         .wait_run(
@@ -176,6 +183,21 @@ async fn each_action_kind_runs_and_is_recorded_in_history_and_ledger() {
     assert_eq!(cmd_end["status"], "ok");
     assert_eq!(cmd_end["exit"], 0);
     assert_eq!(cmd_end["output_sha256"], hex::encode(Sha256::digest(&out)));
+    assert_eq!(cmd_end["output_truncated"], false);
+    let big_end: Value = finished
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(&e.payload).unwrap())
+        .find(|p| p["routine"] == "big")
+        .unwrap();
+    assert_eq!(
+        (&big_end["status"], &big_end["output_truncated"]),
+        (&json!("ok"), &json!(true))
+    );
+    assert_eq!(
+        big_end["output_sha256"],
+        hex::encode(Sha256::digest("a".repeat(100))),
+        "the hash covers the output kept"
+    );
 
     // List and paging.
     let (s, list) = r.get("/routine/list?limit=2").await;
@@ -305,5 +327,74 @@ async fn a_prompt_reaches_an_openai_compatible_gateway_with_its_token() {
         content.contains("\"disk\":\"91%\""),
         "the trigger's payload reaches the agent: {content}"
     );
+    r.stop().await;
+}
+
+/// Nothing the daemon knows is reachable from a routine's command: another routine's webhook
+/// secret (and its own), the daemon's socket, its state dir; an http action may not name a
+/// hidden socket either. A secret inside the state dir (a mask inside a mask) still runs.
+#[tokio::test]
+async fn commands_cannot_reach_secrets_or_the_daemons_socket() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let hook = secrets.join("hook.secret");
+    std::fs::write(&hook, "hook-secret-value\n").unwrap();
+    let state = dir.path().join("routines");
+    std::fs::create_dir_all(&state).unwrap();
+    let inner = state.join("inner.secret");
+    std::fs::write(&inner, "inner-secret-value\n").unwrap();
+    let sock = dir.path().join("routines.sock");
+    // Reads both secrets and calls the socket; prints what it got.
+    let probe = format!(
+        "cat {} {} 2>&1; echo; curl -sS --max-time 5 --unix-socket {} http://x/health 2>&1; \
+         echo curl=$?",
+        hook.display(),
+        inner.display(),
+        sock.display()
+    );
+    let webhook = |path: &str, file: &std::path::Path| {
+        json!({ "enable": true,
+                "trigger": { "type": "webhook", "path": path, "secret_file": file },
+                "action": cmd(&["true"], json!({})) })
+    };
+    write_config(
+        dir.path(),
+        json!({
+            "hook": webhook("hook", &hook),
+            "inner": webhook("inner", &inner),
+            "probe": manual(cmd(&["sh", "-c", &probe], json!({})), json!({})),
+        }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    // From outside the boundary the socket answers (the probe is not broken by itself).
+    let (s, _) = r.get("/health").await;
+    assert_eq!(s, 200);
+    let (s, v) = trigger(&r, "probe", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let run = r.wait_run(v["run_id"].as_i64().unwrap()).await;
+    let out = run.output.clone().unwrap();
+    assert!(!out.contains("secret-value"), "a secret leaked: {out}");
+    assert!(!out.contains("\"status\""), "the socket answered: {out}");
+    assert!(!out.contains("curl=0"), "{out}");
+    assert!(out.contains("curl="), "the probe ran to its end: {run:?}");
+
+    // An http action naming the daemon's own socket (or a hidden one) is refused at load.
+    for socket in [sock.clone(), dir.path().join("osmoda-admin/approval.sock")] {
+        let cfg = json!({ "routines": { "h": manual(
+            json!({ "type": "http", "method": "GET", "path": "/health", "socket": socket }),
+            json!({})) } });
+        std::fs::write(dir.path().join("other.json"), cfg.to_string()).unwrap();
+        let mut o = options(dir.path(), &agentd.socket);
+        o.config = dir.path().join("other.json");
+        o.state_dir = dir.path().join("other-state");
+        let err = match osmoda_routines::load_checked(&o) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("an http action to {} was accepted", socket.display()),
+        };
+        assert!(err.contains("routines.h.action.socket"), "{err}");
+        assert!(!err.contains(&socket.display().to_string()), "{err}");
+    }
     r.stop().await;
 }

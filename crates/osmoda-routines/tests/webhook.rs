@@ -111,6 +111,26 @@ async fn signed_requests_run_and_forged_stale_or_replayed_ones_do_not() {
     let (s, _) = post(&r, "/webhook/other", &now, Some("00".into()), body).await;
     assert_eq!(s, 404);
     assert_eq!(runs(), 1, "nothing else ran");
+    // Correctly signed extreme timestamps: refused as outside the window, no overflow (a
+    // debug build panicked on i64::MIN), and nothing runs.
+    for ts in [
+        i64::MIN.to_string(),
+        i64::MAX.to_string(),
+        (i64::MIN + 1).to_string(),
+        "0".to_string(),
+        "-0".to_string(),
+    ] {
+        let sig = hex::encode(sign(secret, &ts, body).unwrap());
+        let (s, v) = post(&r, "/webhook/deploy", &ts, Some(sig), body).await;
+        assert_eq!(s, 401, "{ts}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("window"), "{ts}: {v}");
+    }
+    let ts = "99999999999999999999";
+    let sig = hex::encode(sign(secret, ts, body).unwrap());
+    let (s, v) = post(&r, "/webhook/deploy", ts, Some(sig), body).await;
+    assert_eq!(s, 401, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("Unix seconds"), "{v}");
+    assert_eq!(runs(), 1, "nothing ran");
     // A new timestamp, signed again, runs again.
     let ts = (chrono::Utc::now().timestamp() - 5).to_string();
     let sig = hex::encode(sign(secret, &ts, body).unwrap());

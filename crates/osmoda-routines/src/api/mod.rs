@@ -78,6 +78,11 @@ impl IntoResponse for ApiError {
                 "agentd_unavailable",
                 "is agentd (or osmoda-watch) running? check `systemctl status osmoda-agentd osmoda-watch`",
             ),
+            RoutinesError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "nothing ran; the operator finds the cause in osmoda-routines' log (`journalctl -u osmoda-routines`)",
+            ),
             RoutinesError::History(_) | RoutinesError::Io { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -27,8 +27,17 @@ pub(super) async fn health(State(st): State<Arc<AppState>>) -> Result<axum::Json
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    // What the config in force needs on the machine may have gone since it was loaded (a
+    // webhook's secret file deleted): said here by routine and option, never by path.
+    let machine = crate::machine::check(&cfg, &crate::hidden_paths(&cfg, &st.opts)).err();
+    let status = match (&error, &machine) {
+        (Some(_), _) => "config_refused",
+        (None, Some(_)) => "degraded",
+        (None, None) => "ok",
+    };
     Ok(axum::Json(json!({
-        "status": if error.is_none() { "ok" } else { "config_refused" },
+        "status": status,
+        "problem": machine,
         "routines": cfg.routines.len(),
         "enabled": cfg.routines.values().filter(|r| r.enable).count(),
         "active_runs": st.engine.active(),
@@ -175,6 +184,7 @@ pub(super) async fn trigger(
         kind: "manual".into(),
         reference: who,
         payload: b.payload,
+        chain: Vec::new(),
     };
     let f = st.engine.fire(&id, fired).await?;
     Ok(axum::Json(
@@ -238,6 +248,59 @@ async fn call(c: &osmoda_client::Client, path: &str, body: &Value) -> Result<Val
     }
 }
 
+/// Fails unless osmoda-watch answers `GET /health`: checked before a routine edit is
+/// committed, so an unreachable SafeSwitch leaves the tree untouched.
+async fn watch_reachable(st: &AppState) -> Result<(), RoutinesError> {
+    let who = st.watch.socket().display().to_string();
+    let probe = st
+        .watch
+        .clone()
+        .with_timeout(std::time::Duration::from_secs(10));
+    match probe.get("/health").await {
+        Ok(r) if r.is_success() => Ok(()),
+        Ok(r) => Err(RoutinesError::Agentd(format!(
+            "osmoda-watch ({who}) answered GET /health with {}; nothing was committed",
+            r.status
+        ))),
+        Err(e) => Err(RoutinesError::Agentd(format!(
+            "osmoda-watch ({who}) is not reachable ({e}); nothing was committed"
+        ))),
+    }
+}
+
+/// The answer of an edit that landed: applied by SafeSwitch, or committed but not applied
+/// (osmoda-watch refused or failed after the commit: 202 with `applied: false`, the rev and
+/// how to apply or undo it).
+fn landed(
+    mut body: Value,
+    edit: &Value,
+    switch: Result<Value, RoutinesError>,
+    undo: &str,
+) -> (axum::http::StatusCode, axum::Json<Value>) {
+    body["config"] = edit.clone();
+    match switch {
+        Ok(s) => {
+            body["applied"] = json!(true);
+            body["switch"] = s;
+            (axum::http::StatusCode::OK, axum::Json(body))
+        }
+        Err(e) => {
+            let rev = osmoda_config::tree_edit::landed_rev(edit).unwrap_or_default();
+            body["applied"] = json!(false);
+            body["switch"] = Value::Null;
+            body["error"] = json!(format!(
+                "committed to the config tree as {rev} but not applied: {}",
+                e.message()
+            ));
+            body["hint"] = json!(format!(
+                "apply it with `agentctl switch begin --generation {rev}` (or POST /switch/begin \
+                 on osmoda-watch), or undo it with {undo}"
+            ));
+            (axum::http::StatusCode::ACCEPTED, axum::Json(body))
+        }
+    }
+}
+
 /// Applies the generation of a config edit with SafeSwitch.
 async fn apply(
     st: &AppState,
@@ -260,7 +323,7 @@ async fn apply(
 pub(super) async fn add(
     State(st): State<Arc<AppState>>,
     Json(b): Json<AddBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<(axum::http::StatusCode, axum::Json<Value>), ApiError> {
     check_name(&b.name)?;
     let routine = Routine {
         enable: b.enable.unwrap_or(true),
@@ -276,6 +339,13 @@ pub(super) async fn add(
     let mut probe: RoutinesConfig = (*current).clone();
     probe.routines.insert(b.name.clone(), routine.clone());
     probe.validate().map_err(RoutinesError::BadRequest)?;
+    // Against this machine too (its secret file in place, its user not root, its socket
+    // reachable), as the daemon will check it at load; only this routine: the others passed.
+    let mut one = (*current).clone();
+    one.routines = std::collections::BTreeMap::from([(b.name.clone(), routine.clone())]);
+    crate::machine::check(&one, &crate::hidden_paths(&probe, &st.opts))
+        .map_err(RoutinesError::BadRequest)?;
+    watch_reachable(&st).await?;
     let value = osmoda_config::tree_edit::option_keys(
         &serde_json::to_value(&routine).unwrap_or_default(),
         &["env", "body"],
@@ -289,9 +359,12 @@ pub(super) async fn add(
         &json!({ "path": option_path(&b.name), "value": value, "reason": reason }),
     )
     .await?;
-    let switch = apply(&st, &edit, format!("add routine {}", b.name), b.ttl_secs).await?;
-    Ok(axum::Json(
-        json!({ "name": b.name, "routine": routine, "config": edit, "switch": switch }),
+    let switch = apply(&st, &edit, format!("add routine {}", b.name), b.ttl_secs).await;
+    Ok(landed(
+        json!({ "name": b.name, "routine": routine }),
+        &edit,
+        switch,
+        &format!("DELETE /routine/remove/{}", b.name),
     ))
 }
 
@@ -307,14 +380,12 @@ pub(super) async fn remove(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
     q: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<(axum::http::StatusCode, axum::Json<Value>), ApiError> {
     let Query(q) = q?;
     check_name(&id)?;
-    if !st.engine.config().routines.contains_key(&id) {
-        return Err(
-            RoutinesError::NotFound(format!("no routine named {id:?} is configured")).into(),
-        );
-    }
+    // The tree decides what exists: a routine committed but not yet applied can be removed.
+    let in_force = st.engine.config().routines.contains_key(&id);
+    watch_reachable(&st).await?;
     let reason = q.reason.unwrap_or_else(|| format!("remove routine {id}"));
     let edit = call(
         &st.agentd,
@@ -324,14 +395,22 @@ pub(super) async fn remove(
     .await
     .map_err(|e| match e {
         // A routine the module defines by default (the HEARTBEAT ones) is not in the tree.
-        RoutinesError::BadRequest(m) if m.contains("(404)") => RoutinesError::Conflict(format!(
-            "routine {id:?} is not defined in the config tree (a default routine?): \
+        RoutinesError::BadRequest(m) if m.contains("(404)") && in_force => {
+            RoutinesError::Conflict(format!(
+                "routine {id:?} is not defined in the config tree (a default routine?): \
                  disable it with `services.osmoda.routines.{id}.enable = false` ({m})"
+            ))
+        }
+        RoutinesError::BadRequest(m) if m.contains("(404)") => RoutinesError::NotFound(format!(
+            "no routine named {id:?} is in force or defined in the config tree"
         )),
         other => other,
     })?;
-    let switch = apply(&st, &edit, format!("remove routine {id}"), None).await?;
-    Ok(axum::Json(
-        json!({ "removed": id, "config": edit, "switch": switch }),
+    let switch = apply(&st, &edit, format!("remove routine {id}"), None).await;
+    Ok(landed(
+        json!({ "removed": id }),
+        &edit,
+        switch,
+        "`agentctl config revert` of that commit",
     ))
 }

@@ -59,16 +59,18 @@ pub(super) async fn webhook(
         ))
         .into());
     };
-    let secret = std::fs::read(&secret_file)
-        .map_err(RoutinesError::io("read the webhook secret", &secret_file))?;
-    let secret = secret.strip_suffix(b"\n").unwrap_or(&secret);
-    if secret.is_empty() {
-        return Err(RoutinesError::Config(format!(
-            "the webhook secret {} is empty; put a random secret in it",
+    // The daemon refuses a config whose secret files are missing or empty (crate::machine), so
+    // this fails only when the file went away since; the caller learns nothing about it.
+    let secret = crate::machine::read_secret(&secret_file).map_err(|why| {
+        tracing::error!(
+            "webhook {path:?} of routine {name}: the secret file {} {why}",
             secret_file.display()
+        );
+        RoutinesError::Unavailable(format!(
+            "the webhook {path:?} cannot verify requests now; nothing ran"
         ))
-        .into());
-    }
+    })?;
+    let secret = secret.as_slice();
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
     let ts = header(TIMESTAMP_HEADER).ok_or_else(|| unauthorized("missing X-Osmoda-Timestamp"))?;
     let sig = header(SIGNATURE_HEADER)
@@ -87,19 +89,20 @@ pub(super) async fn webhook(
     let sent: i64 = ts
         .parse()
         .map_err(|_| unauthorized("X-Osmoda-Timestamp is not Unix seconds"))?;
-    let window_i = i64::try_from(window).unwrap_or(i64::MAX);
-    if (now - sent).abs() > window_i {
+    // Caller-supplied: any i64 (i64::MIN included) must not overflow.
+    let drift = now.abs_diff(sent);
+    if drift > window {
+        let side = if sent > now { "ahead of" } else { "behind" };
         return Err(unauthorized(&format!(
-            "the timestamp is {}s away from this machine's clock; the window is {window}s",
-            now - sent
+            "the timestamp is {drift}s {side} this machine's clock; the window is {window}s"
         )));
     }
+    let window_ms = i64::try_from(window.saturating_mul(1000)).unwrap_or(i64::MAX);
     let id = hex::encode(Sha256::digest(&sig));
-    let window_ms = window_i.saturating_mul(1000);
     if !st
         .engine
         .history()
-        .webhook_first_seen(&id, now * 1000, window_ms)?
+        .webhook_first_seen(&id, now.saturating_mul(1000), window_ms)?
     {
         return Err(RoutinesError::Conflict(
             "this signed request was already accepted (a replay); sign a new timestamp".into(),
@@ -112,6 +115,7 @@ pub(super) async fn webhook(
         kind: "webhook".into(),
         reference: id[..16].to_string(),
         payload: Some(payload),
+        chain: Vec::new(),
     };
     let f = st.engine.fire(&name, fired).await?;
     Ok((

@@ -113,6 +113,7 @@ pub fn options(dir: &Path, agentd: &Path) -> osmoda_routines::Options {
         state_dir: dir.join("routines"),
         agentd_socket: agentd.to_path_buf(),
         watch_socket: dir.join("watch.sock"),
+        socket: dir.join("routines.sock"),
         masks: vec![dir.join("osmoda-admin"), dir.join("agentd")],
         clock: Clock::System,
         gateway_token: Some("test-token".into()),
@@ -121,7 +122,7 @@ pub fn options(dir: &Path, agentd: &Path) -> osmoda_routines::Options {
 
 impl Routines {
     pub async fn start(opts: osmoda_routines::Options) -> Routines {
-        let socket = opts.state_dir.with_file_name("routines.sock");
+        let socket = opts.socket.clone();
         let state = osmoda_routines::AppState::open(opts).await.unwrap();
         let listener = osmoda_daemon::bind_unix(&socket, 0o660).unwrap();
         let (trigger, shutdown) = osmoda_routines::shutdown::channel();

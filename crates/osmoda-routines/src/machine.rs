@@ -1,0 +1,204 @@
+//! Checks of a routines config against this machine, which `RoutinesConfig::validate` cannot
+//! make (it is pure and also runs at build time, inside the Nix sandbox, where no secret file
+//! exists): every enabled webhook's secret file is a regular file this daemon can read and is
+//! not empty; no command runs as a user that is uid 0 or does not exist; no http action calls
+//! a socket that commands may not reach (the approval path, a daemon's state, this daemon's
+//! own socket). The daemon runs them at start (it refuses to start), on reload (it keeps the
+//! routines in force), on `/routine/add` (400, nothing committed) and in `check-config` outside
+//! a Nix build. Messages name the routine and the option, never a path: they reach the ledger
+//! and API answers.
+//!
+//! It also lists what commands must never see: [`secret_files`] are masked by the boundary
+//! together with the state dir and the daemon's socket.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use osmoda_config::{RoutineAction, RoutinesConfig, Trigger};
+
+/// Largest webhook secret read (a longer file is refused: a secret is a few dozen bytes, and
+/// this bounds what a mistaken path such as a log file costs).
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// Reads a webhook secret: the bytes of a regular file without one trailing newline.
+///
+/// # Errors
+/// Why it cannot be used, as the end of a sentence about the file ("does not exist", "is
+/// empty", ...); never the path or the contents.
+pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        std::io::ErrorKind::PermissionDenied => {
+            "cannot be read by this daemon (permission denied)".to_string()
+        }
+        _ => format!("cannot be read ({})", e.kind()),
+    };
+    // Opened without following a FIFO's writer: refuse anything but a regular file before
+    // reading, so `/dev/zero` or a pipe cannot block or flood the daemon.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > MAX_SECRET_BYTES {
+        return Err(format!("is larger than {MAX_SECRET_BYTES} bytes"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.strip_suffix(b"\n").unwrap_or(&bytes).is_empty() {
+        return Err("is empty".into());
+    }
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
+/// Every webhook secret file `cfg` names (enabled routines or not): paths command actions
+/// must never see.
+pub fn secret_files(cfg: &RoutinesConfig) -> Vec<PathBuf> {
+    cfg.routines
+        .values()
+        .filter_map(|r| match &r.trigger {
+            Trigger::Webhook { secret_file, .. } => Some(secret_file.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `path` is `hidden` or inside it, lexically and after resolving symlinks.
+pub fn inside(path: &Path, hidden: &Path) -> bool {
+    if path.starts_with(hidden) {
+        return true;
+    }
+    let real = |p: &Path| {
+        // A socket that does not exist yet: resolve its directory.
+        std::fs::canonicalize(p).ok().or_else(|| {
+            let dir = std::fs::canonicalize(p.parent()?).ok()?;
+            Some(dir.join(p.file_name()?))
+        })
+    };
+    match (real(path), real(hidden)) {
+        (Some(p), Some(h)) => p.starts_with(h),
+        _ => false,
+    }
+}
+
+/// The uid `user` resolves to on this machine (a name or a number).
+fn uid_of(user: &str) -> Result<u32, String> {
+    if let Ok(n) = user.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!("{user:?} is not a user on this machine")),
+        Err(e) => Err(format!("{user:?} cannot be looked up ({e})")),
+    }
+}
+
+fn check_action(at: &str, a: &RoutineAction, hidden: &[PathBuf]) -> Result<(), String> {
+    match a {
+        RoutineAction::Command {
+            user: Some(user), ..
+        } => {
+            let uid = uid_of(user).map_err(|e| format!("{at}.user: {e}"))?;
+            if uid == 0 {
+                return Err(format!(
+                    "{at}.user {user:?} is uid 0 (root): a routine's command never runs as \
+                     root; leave it unset for nobody, or name an unprivileged user"
+                ));
+            }
+            let me = nix::unistd::geteuid().as_raw();
+            if me != 0 && uid != me {
+                return Err(format!(
+                    "{at}.user {user:?}: osmoda-routines is not root, so its commands run as \
+                     its own user; leave user unset"
+                ));
+            }
+        }
+        RoutineAction::Http {
+            socket: Some(s), ..
+        } if hidden.iter().any(|h| inside(s, h)) => {
+            return Err(format!(
+                "{at}.socket is a path routines may not reach (the approval path, a daemon's \
+                 state or osmoda-routines' own socket); call agentd's socket or another \
+                 daemon's API socket"
+            ));
+        }
+        RoutineAction::Chain { steps } => {
+            for (i, s) in steps.iter().enumerate() {
+                check_action(&format!("{at}.steps[{i}]"), s, hidden)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks the enabled routines of `cfg` against this machine (see the module docs); `hidden`
+/// are the paths commands may not see (the boundary's masks, the state dir, the socket).
+///
+/// # Errors
+/// The first problem, starting with `routines.<name>.…` and saying what to do.
+pub fn check(cfg: &RoutinesConfig, hidden: &[PathBuf]) -> Result<(), String> {
+    for (name, r) in cfg.routines.iter().filter(|(_, r)| r.enable) {
+        let at = format!("routines.{name}");
+        if let Trigger::Webhook { secret_file, .. } = &r.trigger {
+            read_secret(secret_file).map_err(|why| {
+                format!(
+                    "{at}.trigger.secret_file {why}: put a random secret in it (e.g. \
+                     `head -c 32 /dev/urandom | base64`), readable by the user osmoda-routines \
+                     runs as, then reload; or disable the routine"
+                )
+            })?;
+        }
+        check_action(&format!("{at}.action"), &r.action, hidden)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_missing_empty_special_or_huge_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        assert_eq!(read_secret(&p).unwrap_err(), "does not exist");
+        for empty in ["", "\n"] {
+            std::fs::write(&p, empty).unwrap();
+            assert_eq!(read_secret(&p).unwrap_err(), "is empty");
+        }
+        std::fs::write(&p, "k\n").unwrap();
+        assert_eq!(read_secret(&p).unwrap(), b"k");
+        std::fs::write(&p, "k\n\n").unwrap();
+        assert_eq!(read_secret(&p).unwrap(), b"k\n");
+        assert_eq!(
+            read_secret(dir.path()).unwrap_err(),
+            "is not a regular file"
+        );
+        assert_eq!(
+            read_secret(Path::new("/dev/zero")).unwrap_err(),
+            "is not a regular file"
+        );
+        std::fs::write(&p, vec![b'a'; 64 * 1024 + 1]).unwrap();
+        assert!(read_secret(&p).unwrap_err().contains("larger"));
+    }
+
+    #[test]
+    fn inside_is_lexical_and_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        assert!(inside(&real.join("x.sock"), &real));
+        assert!(inside(&dir.path().join("link/x.sock"), &real));
+        assert!(inside(&real.join("x.sock"), &dir.path().join("link")));
+        assert!(!inside(&dir.path().join("other.sock"), &real));
+        assert!(!inside(&dir.path().join("realx"), &real));
+    }
+}
