@@ -73,10 +73,10 @@ function listed(r: any): unknown[] {
 function applied(what: string, out: any): string {
   const gen = out.config?.generation ?? {};
   const s = out.switch ?? {};
-  return [
-    `${what} in generation ${gen.short ?? gen.rev} (${gen.rev}), ledger event ${out.config?.event_id}.`,
-    `Applying it: switch ${s.id} is ${s.state}; it commits by itself when its TTL passes (safe_switch_status {"id": ${s.id}}).`,
-  ].join("\n");
+  const head = `${what} in generation ${gen.short ?? gen.rev} (${gen.rev}), ledger event ${out.config?.event_id}.`;
+  // Committed, but SafeSwitch could not start (osmoda-routines answered 202 applied: false).
+  if (out.applied === false) return [head, `NOT applied: ${out.error}`, `To finish: ${out.hint}`].join("\n");
+  return [head, `Applying it: switch ${s.id} is ${s.state}; it commits by itself when its TTL passes (safe_switch_status {"id": ${s.id}}).`].join("\n");
 }
 
 export const routinesTools = [
