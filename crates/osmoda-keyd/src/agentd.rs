@@ -33,6 +33,11 @@ impl Agentd {
         })
     }
 
+    /// The client keyd talks to agentd with (as `osmoda-keyd`).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// Records `receipt.<kind>` (spooled first; never fails the caller).
     pub async fn receipt(&self, kind: &str, payload: Value) {
         if let Err(e) = self

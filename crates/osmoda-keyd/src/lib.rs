@@ -13,6 +13,7 @@ pub mod api;
 pub mod chains;
 pub mod error;
 pub mod keys;
+pub mod outbox;
 pub mod policy;
 pub mod store;
 
@@ -57,8 +58,8 @@ type Loaded = Result<Arc<Policy>, String>;
 
 /// Shared state of the running daemon.
 pub struct AppState {
-    /// Wallets and counters.
-    pub store: Store,
+    /// Wallets, counters and the receipt outbox.
+    pub store: Arc<Store>,
     /// Where keys are kept and used.
     pub backend: Box<dyn SignerBackend>,
     /// agentd: receipts and tickets.
@@ -111,7 +112,7 @@ impl AppState {
             cfg.as_ref().and_then(|c| c.secret_file.as_deref()),
             &opts.state_dir,
         )?;
-        let store = Store::open(&opts.state_dir)?;
+        let store = Arc::new(Store::open(&opts.state_dir)?);
         let kdf = store.kdf_params(KdfParams::fresh()?)?;
         let backend = Box::new(LocalVault::new(&secret, kdf)?);
         drop(secret);
@@ -169,6 +170,22 @@ impl AppState {
             .unwrap_or_default()
     }
 
+    /// Delivers every waiting receipt now (the spooled ones and the outbox); returns how many.
+    ///
+    /// # Errors
+    /// `Agentd` when agentd cannot take them; they stay for the next try.
+    pub async fn flush(&self) -> Result<usize, KeydError> {
+        let spooled = self.agentd.flush().await?;
+        let s = Arc::clone(&self.store);
+        let stream = tokio::task::spawn_blocking(move || s.outbox_stream())
+            .await
+            .map_err(KeydError::internal)??;
+        let sent = outbox::deliver(&self.store, &self.agentd.client(), &stream)
+            .await
+            .map_err(KeydError::Agentd)?;
+        Ok(spooled + sent)
+    }
+
     /// Counts a denial and records its receipt.
     pub async fn denied(&self, reason: &str, payload: &serde_json::Value) {
         osmoda_daemon::metrics::global().keyd_denial(reason);
@@ -176,7 +193,8 @@ impl AppState {
     }
 }
 
-/// Serves the API on `listener` until `shutdown`.
+/// Serves the API on `listener` until `shutdown`, and delivers the receipt outbox to agentd
+/// meanwhile (what is left is delivered after the next start).
 ///
 /// # Errors
 /// When the listener fails.
@@ -185,9 +203,10 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let outbox = tokio::spawn(outbox::run(Arc::clone(&state.store), state.agentd.client()));
     let app = api::router(state);
     let limits = osmoda_daemon::server::Limits::main(osmoda_daemon::fd_limit());
-    osmoda_daemon::server::serve(
+    let res = osmoda_daemon::server::serve(
         listener,
         "keyd",
         limits,
@@ -195,5 +214,7 @@ pub async fn serve(
         osmoda_daemon::server::PeerCred::of,
         shutdown,
     )
-    .await
+    .await;
+    outbox.abort();
+    res
 }

@@ -1,7 +1,7 @@
 //! The signing policy from `/etc/osmoda/keyd.json`, default deny: a chain absent from
 //! `policy.chains` signs nothing; every limit, allowlist and chain id is checked here, and any
 //! error while judging denies. What passes becomes a list of counter charges (made by
-//! `store::Store::charge_and_sign`) and whether a human approval ticket is needed.
+//! `store::Store::charge`) and whether a human approval ticket is needed.
 
 use osmoda_config::{Chain, ChainPolicy, Policy};
 

@@ -63,6 +63,9 @@ async fn two_hundred_parallel_sends_never_overspend_and_counters_persist() {
     assert_eq!(s, 200, "{r}");
     let (s, _) = env.post("/wallet/send", eth_send(&id, "1", 504)).await;
     assert_eq!(s, 403);
+    // Every signature has exactly one receipt, across the restart (the outbox is delivered by
+    // the background task and by this flush alike; agentd deduplicates).
+    assert_eq!(env.receipts("wallet.send").await.len(), 144);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! `/wallet/sign` and `/wallet/send`: parse → judge (policy) → approval ticket when above the
-//! threshold → charge the day's counters and sign in one SQLite transaction → receipt.
+//! threshold → sign → charge the day's counters and record the receipt in one group commit
+//! (`store::Store::charge`) → only then the signature is answered.
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::chains::sol;
 use crate::error::KeydError;
 use crate::keys::{Op, Output, Wallet};
 use crate::policy::{self, Effect};
+use crate::store::Receipt;
 use crate::AppState;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -352,7 +354,8 @@ async fn wallet(st: &Arc<AppState>, id: String) -> Result<Wallet, KeydError> {
         .map_err(KeydError::internal)?
 }
 
-/// Judges, gets the approval when needed, charges and signs. Every denial is a receipt.
+/// Judges, gets the approval when needed, signs, and charges with the receipt; returns the
+/// answer only once the charge is durable. Every denial is a receipt.
 async fn authorize_and_sign(
     st: &Arc<AppState>,
     peer: &PeerCred,
@@ -360,7 +363,7 @@ async fn authorize_and_sign(
     w: Wallet,
     prepared: Result<(Effect, Op), KeydError>,
     approval: Option<String>,
-) -> Result<(Effect, Output, Wallet), KeydError> {
+) -> Result<Value, KeydError> {
     let deny = |e: KeydError, effect: Option<&Effect>| {
         let st = Arc::clone(st);
         let payload = json!({
@@ -444,18 +447,27 @@ async fn authorize_and_sign(
     }
     let st2 = Arc::clone(st);
     let charges = verdict.charges.clone();
+    let (effect2, peer2) = (effect.clone(), *peer);
+    // The signature is made first and kept here; it leaves only if the charge (and the
+    // receipt with it) commits. A denied or failed charge drops it unseen.
     let res = tokio::task::spawn_blocking(move || {
-        let out = st2
-            .store
-            .charge_and_sign(&day, &charges, || st2.backend.sign(&w, &op));
-        (out, w)
+        let out = match st2.backend.sign(&w, &op) {
+            Ok(out) => out,
+            Err(e) => return (Err(e), w),
+        };
+        let v = render(&w, &effect2, &out);
+        let r = Receipt {
+            kind: op_name.to_string(),
+            payload: receipt(&v, &peer2, approval.as_deref()),
+        };
+        (st2.store.charge(&day, &charges, Some(r)).map(|()| v), w)
     })
     .await
     .map_err(KeydError::internal)?;
     match res {
-        (Ok(out), w) => {
+        (Ok(v), w) => {
             osmoda_daemon::metrics::global().keyd_signature(w.chain.as_str(), effect.kind);
-            Ok((effect, out, w))
+            Ok(v)
         }
         (Err(e), w) => {
             let payload = json!({ "op": op_name, "wallet_id": w.id, "label": w.label, "chain": w.chain.as_str(),
@@ -522,13 +534,7 @@ pub async fn sign(
     if let Err(e @ KeydError::BadRequest(_)) = prepared {
         return Err(e.into());
     }
-    let approval = b.approval.clone();
-    let (e, out, w) =
-        authorize_and_sign(&st, &peer, "wallet.sign", w, prepared, b.approval).await?;
-    let v = render(&w, &e, &out);
-    st.agentd
-        .receipt("wallet.sign", receipt(&v, &peer, approval.as_deref()))
-        .await;
+    let v = authorize_and_sign(&st, &peer, "wallet.sign", w, prepared, b.approval).await?;
     Ok(axum::Json(v))
 }
 
@@ -544,11 +550,6 @@ pub async fn send(
     if let Err(e @ KeydError::BadRequest(_)) = prepared {
         return Err(e.into());
     }
-    let (e, out, w) =
-        authorize_and_sign(&st, &peer, "wallet.send", w, prepared, approval.clone()).await?;
-    let v = render(&w, &e, &out);
-    st.agentd
-        .receipt("wallet.send", receipt(&v, &peer, approval.as_deref()))
-        .await;
+    let v = authorize_and_sign(&st, &peer, "wallet.send", w, prepared, approval).await?;
     Ok(axum::Json(v))
 }

@@ -1,6 +1,7 @@
 //! Benchmark (a separate command, never part of the tests): policy-checked Ethereum signatures
-//! per second through keyd's socket (judge, SQLite charge + commit, signature, receipt spooled
-//! with fsync) versus raw alloy signing in process, in the same run.
+//! per second through keyd's socket (judge, signature, then the charge and its receipt in a
+//! group-committed SQLite transaction, `synchronous=FULL`) versus raw alloy signing in
+//! process, in the same run.
 //!
 //!     cargo run --release -p osmoda-keyd --bin keyd-bench [-- SENDS CONCURRENCY]
 
@@ -32,7 +33,8 @@ async fn main() -> anyhow::Result<()> {
         "chain_ids": [1], "per_tx_max": "1000000000000000", "daily_limit": "1000000000000000000000000",
         "approval_threshold": null, "recipient_allowlist": null } }, "wallets": {} } });
     std::fs::write(dir.path().join("keyd.json"), cfg.to_string())?;
-    // No agentd: receipts wait in the spool (each one fsync'ed), as they would while agentd is busy.
+    // No agentd: receipts wait in the outbox (written with their charges), as they would while
+    // agentd is busy.
     let state = osmoda_keyd::AppState::open(osmoda_keyd::Options {
         config: dir.path().join("keyd.json"),
         state_dir: dir.path().join("keyd"),
@@ -111,6 +113,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "raw alloy signing in process (build + sign + encode): {:.0}/s",
         sends as f64 / raw_secs
+    );
+    let (batches, charges) = state.store.commit_stats();
+    println!(
+        "group commit: {charges} charges in {batches} transactions (mean batch {:.1}); load average {}",
+        charges as f64 / batches.max(1) as f64,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
     println!(
         "spent today: {}",

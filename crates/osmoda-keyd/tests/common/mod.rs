@@ -136,7 +136,7 @@ impl Env {
     /// Delivers keyd's spooled receipts and returns agentd's `receipt.<kind>` events.
     pub async fn receipts(&self, kind: &str) -> Vec<Value> {
         if let Some(k) = &self.keyd {
-            k.state.agentd.flush().await.unwrap();
+            k.state.flush().await.unwrap();
         }
         let q = osmoda_ledger::Query {
             kind: Some(format!("receipt.{kind}")),
