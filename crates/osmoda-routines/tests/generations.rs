@@ -296,6 +296,16 @@ async fn add_and_remove_say_what_happened_when_watch_fails() {
     let listener = tokio::net::UnixListener::bind(&wsock).unwrap();
     let fake = tokio::spawn(async move { axum::serve(listener, app).await });
 
+    // A TTL SafeSwitch would refuse is refused before the commit, not after it.
+    for ttl in [0, 86_401] {
+        let mut bad = add.clone();
+        bad["ttl_secs"] = json!(ttl);
+        let (s, v) = r.post("/routine/add", bad).await;
+        assert_eq!(s, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("ttl_secs"), "{v}");
+    }
+    assert_eq!(tree.head().unwrap(), head, "nothing committed");
+
     let (s, v) = r.post("/routine/add", add.clone()).await;
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["applied"], false, "{v}");

@@ -209,6 +209,10 @@ pub struct AddBody {
     ttl_secs: Option<u64>,
 }
 
+/// Longest SafeSwitch TTL osmoda-watch accepts (its `switch::engine::MAX_TTL_SECS`): checked
+/// here before the commit, so a TTL watch would refuse cannot leave a commit unapplied.
+const MAX_TTL_SECS: u64 = 86_400;
+
 fn option_path(name: &str) -> String {
     format!("services.osmoda.routines.{name}")
 }
@@ -325,6 +329,12 @@ pub(super) async fn add(
     Json(b): Json<AddBody>,
 ) -> Result<(axum::http::StatusCode, axum::Json<Value>), ApiError> {
     check_name(&b.name)?;
+    if let Some(t) = b.ttl_secs.filter(|t| !(1..=MAX_TTL_SECS).contains(t)) {
+        return Err(RoutinesError::BadRequest(format!(
+            "ttl_secs {t} must be 1..={MAX_TTL_SECS} (the SafeSwitch that applies the routine)"
+        ))
+        .into());
+    }
     let routine = Routine {
         enable: b.enable.unwrap_or(true),
         trigger: b.trigger,
