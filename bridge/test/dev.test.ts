@@ -1,8 +1,9 @@
 // scripts/dev's gateway part: `scripts/dev --once` in a temp copy of the checkout starts agentd,
-// osmoda-watch and the real OpenClaw gateway with the bridge (lib/-rendered config, generated
-// token), invokes system_health through POST /tools/invoke, stops everything and exits 0; the
-// same again on the same .osmoda (the token and state are reused). The walk without the gateway
-// is crates/agentctl/tests/dev_script.rs.
+// osmoda-watch, osmoda-keyd, osmoda-routines and the real OpenClaw gateway with the bridge
+// (lib/-rendered config, generated token), invokes system_health, routine_list and wallet_list
+// through POST /tools/invoke (the routine and the wallet the walk made answer through the
+// gateway), stops everything and exits 0; the same again on the same .osmoda (the token and
+// state are reused). The walk without the gateway is crates/agentctl/tests/dev_script.rs.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -45,7 +46,7 @@ function freePort(): Promise<number> {
 
 function dev(port: number): { status: number | null; out: string } {
   const env: Record<string, string | undefined> = { ...process.env, OSMODA_DEV_BIN_DIR: daemonBinDir(), OSMODA_DEV_GATEWAY_PORT: String(port) };
-  for (const k of ["OSMODA_AGENTD_SOCKET", "OSMODA_APPROVAL_SOCKET", "OSMODA_WATCH_SOCKET", "OSMODA_DEV_GATEWAY", "OPENCLAW_STATE_DIR", "OPENCLAW_CONFIG_PATH", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"]) delete env[k];
+  for (const k of ["OSMODA_AGENTD_SOCKET", "OSMODA_APPROVAL_SOCKET", "OSMODA_WATCH_SOCKET", "OSMODA_KEYD_SOCKET", "OSMODA_ROUTINES_SOCKET", "OSMODA_DEV_GATEWAY", "OPENCLAW_STATE_DIR", "OPENCLAW_CONFIG_PATH", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"]) delete env[k];
   const r = spawnSync(join(clone, "scripts", "dev"), ["--once"], { cwd: clone, env, encoding: "utf8", timeout: 600_000, stdio: ["ignore", "pipe", "pipe"] });
   return { status: r.status, out: `${r.stdout}${r.stderr}` };
 }
@@ -54,7 +55,22 @@ after(() => {
   if (!process.env.OSMODA_KEEP_TEST_DIR) rmSync(dir, { recursive: true, force: true });
 });
 
-test("scripts/dev --once starts the gateway with the bridge and calls system_health through it, twice in a row", { timeout: 900_000 }, async () => {
+/** The gateway's answer to tool `name` in a walk's output: the JSON line after its curl line. */
+function invoked(out: string, name: string): any {
+  const lines = out.split("\n");
+  const at = lines.findIndex((l) => l.startsWith("$ curl ") && l.includes(`{\"tool\":\"${name}\"`));
+  assert.ok(at >= 0, `no curl line for ${name} in:\n${out.slice(-4000)}`);
+  return JSON.parse(lines[at + 1]);
+}
+
+/** The text the model would see from tool `name`'s answer. */
+function toolText(out: string, name: string): string {
+  const r = invoked(out, name);
+  assert.equal(r.ok, true, JSON.stringify(r));
+  return r.result.content.map((c: { text: string }) => c.text).join("\n");
+}
+
+test("scripts/dev --once starts the gateway with the bridge and calls system_health, routine_list and wallet_list through it, twice in a row", { timeout: 900_000 }, async () => {
   cloneCheckout();
   const port = await freePort();
   const first = dev(port);
@@ -62,6 +78,9 @@ test("scripts/dev --once starts the gateway with the bridge and calls system_hea
   assert.match(first.out, /starting the OpenClaw gateway on 127\.0\.0\.1:\d+ with the bridge/);
   assert.match(first.out, new RegExp(`\\$ curl -sS --fail-with-body -H "Authorization: Bearer \\$\\(cat .*/\\.osmoda/gateway/token\\)" .* http://127\\.0\\.0\\.1:${port}/tools/invoke`));
   assert.match(first.out, /"ok":true.*CPU [\d.]+% of \d+ cores/);
+  // osmoda-routines and osmoda-keyd answer the bridge's tools: the routine and wallet of the walk.
+  assert.match(toolText(first.out, "routine_list"), /agentd-health\s+on\s+every 3600s\s+http\b.*ok #\d+/);
+  assert.match(toolText(first.out, "wallet_list"), /dev-wallet\s+solana\s+\w{32,44}/);
   const token = readFileSync(join(clone, ".osmoda", "gateway", "token"), "utf8");
   assert.match(token, /^[0-9a-f]{48}$/);
   assert.equal(statSync(join(clone, ".osmoda", "gateway", "token")).mode & 0o777, 0o600);
@@ -82,6 +101,8 @@ test("scripts/dev --once starts the gateway with the bridge and calls system_hea
   assert.equal(second.status, 0, second.out.slice(-4000));
   assert.match(second.out, /reusing the configuration tree/);
   assert.match(second.out, /"ok":true.*CPU [\d.]+% of \d+ cores/);
+  assert.match(toolText(second.out, "routine_list"), /agentd-health/);
+  assert.equal(toolText(second.out, "wallet_list"), toolText(first.out, "wallet_list"), "the same wallet, from keyd's state");
   assert.equal(readFileSync(join(clone, ".osmoda", "gateway", "token"), "utf8"), token);
   assert.equal(readFileSync(join(ws, "SOUL.md"), "utf8"), "the person's own soul\n");
   // Nothing is left listening.

@@ -70,13 +70,19 @@ EOT
   ' "$gw_dir/rendered.json" "$gw_dir/openclaw.json"
 }
 
+# The gateway's token ($gw_dir/token, 0600), generated once.
+gw_token() {
+  mkdir -p "$gw_dir"
+  if [ ! -s "$gw_dir/token" ]; then
+    (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$gw_dir/token")
+  fi
+}
+
 # Starts the gateway on loopback (token auth) and waits until it is ready.
 start_gateway() {
   need_packages curl:curl
   gw_install
-  if [ ! -s "$gw_dir/token" ]; then
-    (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$gw_dir/token")
-  fi
+  gw_token
   gw_render
   mkdir -p "$gw_dir/bin" "$gw_dir/state" "$gw_dir/home"
   # The agent's workspace (OpenClaw's <state dir>/workspace) gets osModa's skills and templates

@@ -1,6 +1,8 @@
 //! `scripts/dev --once` run twice in a row in a temp clone of the checkout (a fresh `.osmoda`,
-//! then the same one again with stale sockets left behind), with the binaries this suite built;
-//! then a third run and `--reset` refused while a `scripts/dev` holds the sockets.
+//! then the same one again with stale sockets left behind), with the binaries this suite built:
+//! agentd, osmoda-watch, osmoda-keyd and osmoda-routines, the loop, a routine added and run, a
+//! wallet made and signing allowed by the tree's policy; then a third run and `--reset` refused
+//! while a `scripts/dev` holds the sockets.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,6 +55,8 @@ fn dev(clone: &Path, bin_dir: &Path, arg: &str, log: &Path) -> Command {
         .env_remove("OSMODA_AGENTD_SOCKET")
         .env_remove("OSMODA_APPROVAL_SOCKET")
         .env_remove("OSMODA_WATCH_SOCKET")
+        .env_remove("OSMODA_KEYD_SOCKET")
+        .env_remove("OSMODA_ROUTINES_SOCKET")
         // The gateway part (npm, a minute to start) is tested in bridge/test/dev.test.ts.
         .env("OSMODA_DEV_GATEWAY", "0")
         .stdin(Stdio::null())
@@ -91,6 +95,19 @@ fn run_dev(clone: &Path, bin_dir: &Path) -> (bool, String) {
     (code == Some(0), text)
 }
 
+/// The id of the wallet `dev-wallet` in a walk's output (keyd's `/wallet/list` answer).
+fn wallet_id(out: &str) -> String {
+    out.match_indices("\"id\":\"w_")
+        .map(|(i, _)| &out[i + 6..])
+        .find_map(|rest| {
+            let (id, after) = rest.split_once('"')?;
+            after
+                .starts_with(",\"label\":\"dev-wallet\"")
+                .then(|| id.to_string())
+        })
+        .unwrap_or_else(|| panic!("no dev-wallet listed: {out}"))
+}
+
 #[test]
 fn scripts_dev_runs_twice_in_a_row_in_a_temp_clone() {
     for tool in ["nix-instantiate", "git"] {
@@ -106,7 +123,7 @@ fn scripts_dev_runs_twice_in_a_row_in_a_temp_clone() {
         .parent()
         .expect("bin dir")
         .to_path_buf();
-    // agentd and osmoda-watch next to agentctl, current: a no-op after `cargo test --workspace`
+    // The daemons next to agentctl, current: a no-op after `cargo test --workspace`
     // (same target dir, same sources), a short incremental build after `-p agentctl` alone.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let o = Command::new(cargo)
@@ -118,6 +135,10 @@ fn scripts_dev_runs_twice_in_a_row_in_a_temp_clone() {
             "agentd",
             "-p",
             "osmoda-watch",
+            "-p",
+            "osmoda-keyd",
+            "-p",
+            "osmoda-routines",
             "-p",
             "agentctl",
         ])
@@ -135,10 +156,37 @@ fn scripts_dev_runs_twice_in_a_row_in_a_temp_clone() {
     assert!(ok, "first run failed:\n{first}");
     assert!(first.contains("creating the configuration tree"), "{first}");
     assert!(first.contains("the loop walked through"), "{first}");
+    // keyd and routines start on what the first SafeSwitch rendered from the tree.
+    assert!(
+        first.contains("dropping the starter tree's sshd watcher")
+            && first.contains("applying the tree once with SafeSwitch"),
+        "{first}"
+    );
+    let etc = clone.join(".osmoda/etc/osmoda");
+    for f in ["keyd.json", "routines.json"] {
+        assert!(etc.join(f).is_file(), "{f} was not rendered");
+    }
+    let routines = std::fs::read_to_string(etc.join("routines.json")).expect("routines.json");
+    assert!(routines.contains("agentd-health"), "{routines}");
+    let keyd = std::fs::read_to_string(etc.join("keyd.json")).expect("keyd.json");
+    assert!(keyd.contains("solana"), "{keyd}");
+    // The routine's run and the wallet's signature, as the walk printed them.
+    assert!(
+        first.contains("\"routine\":\"agentd-health\",\"trigger\":\"manual\"")
+            && first.contains("\"status\":\"ok\""),
+        "{first}"
+    );
+    assert!(first.contains("solana is denied (default deny)"), "{first}");
+    assert!(
+        first.contains("\"kind\":\"offchain_message\"") && first.contains("\"signature\":"),
+        "{first}"
+    );
+    assert!(first.contains("receipt.wallet.sign"), "{first}");
+    let wallet = wallet_id(&first);
 
     // Leave stale sockets behind, as a killed run would: files nobody listens on.
     let run = clone.join(".osmoda/run");
-    for name in ["agentd.sock", "watch.sock"] {
+    for name in ["agentd.sock", "watch.sock", "keyd.sock", "routines.sock"] {
         let path = run.join(name);
         let _ = std::fs::remove_file(&path);
         drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
@@ -151,10 +199,35 @@ fn scripts_dev_runs_twice_in_a_row_in_a_temp_clone() {
         second.contains("reusing the configuration tree"),
         "{second}"
     );
-    assert!(second.contains("removed the stale socket"), "{second}");
+    for name in ["agentd.sock", "watch.sock", "keyd.sock", "routines.sock"] {
+        assert!(
+            second.contains(&format!(
+                "removed the stale socket {}",
+                run.join(name).display()
+            )),
+            "{name}: {second}"
+        );
+    }
+    assert_eq!(
+        second
+            .matches("already there (from an earlier run)")
+            .count(),
+        3,
+        "the watcher, the routine and the wallet are seen, not made again: {second}"
+    );
     assert!(
-        second.contains("already removed") && second.contains("already there"),
-        "the demo steps see what the first run did: {second}"
+        second.contains("the policy allows Solana already")
+            && !second.contains("applying the tree once"),
+        "{second}"
+    );
+    assert_eq!(
+        wallet_id(&second),
+        wallet,
+        "the same wallet, from keyd's state"
+    );
+    assert!(
+        second.contains("\"routine\":\"agentd-health\",\"trigger\":\"manual\""),
+        "{second}"
     );
     assert!(second.contains("the loop walked through"), "{second}");
     let log = Command::new("git")
@@ -171,6 +244,17 @@ fn scripts_dev_runs_twice_in_a_row_in_a_temp_clone() {
         2,
         "each run records its own failing change and revert: {log}"
     );
+    for once in [
+        "no systemd on this dev machine",
+        "record agentd's health every hour",
+        "let the dev wallet sign on Solana",
+    ] {
+        assert_eq!(
+            log.lines().filter(|l| l.contains(once)).count(),
+            1,
+            "{once}: {log}"
+        );
+    }
 
     // While a scripts/dev runs, another one and --reset refuse and change nothing.
     let log = clone.join("dev-running.log");
