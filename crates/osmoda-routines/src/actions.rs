@@ -87,9 +87,46 @@ fn mark_truncated(mut output: String, kept: usize) -> String {
     output
 }
 
+/// Refuses a payload a routine could not be handed whole (a webhook body, a manual trigger's
+/// `payload`): nothing is cut silently.
+///
+/// # Errors
+/// `TooLarge` with the size and the limit.
+pub fn check_payload_size(text: &str) -> crate::Result<()> {
+    if text.len() > MAX_PAYLOAD_BYTES {
+        return Err(crate::RoutinesError::TooLarge(format!(
+            "the payload is {} bytes; a routine is handed at most {MAX_PAYLOAD_BYTES} \
+             (OSMODA_PAYLOAD); nothing ran",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The trigger payload as handed to the action. A webhook or manual payload over
+/// [`MAX_PAYLOAD_BYTES`] is refused before it fires; a ledger event's can be larger (agentd
+/// takes up to 1 MiB), so its payload is replaced by a note saying so, with its size and
+/// SHA-256, and the event's id, type and actor are kept: the action learns what fired it and
+/// where to read the rest (`GET /events/log?after_id=<id - 1>&limit=1` on agentd).
 fn payload_text(info: &RunInfo) -> Option<String> {
-    let p = info.fired.payload.as_ref()?.to_string();
-    (p.len() <= MAX_PAYLOAD_BYTES).then_some(p)
+    let v = info.fired.payload.as_ref()?;
+    let p = v.to_string();
+    if p.len() <= MAX_PAYLOAD_BYTES {
+        return Some(p);
+    }
+    let inner = v.get("payload").map(Value::to_string).unwrap_or_default();
+    Some(
+        json!({
+            "id": v.get("id"), "type": v.get("type"), "actor": v.get("actor"),
+            "payload_omitted": {
+                "why": format!("the trigger's payload is {} bytes, over the {MAX_PAYLOAD_BYTES} \
+                               handed to a routine", p.len()),
+                "bytes": inner.len(),
+                "sha256": sha256_hex(inner.as_bytes()),
+            },
+        })
+        .to_string(),
+    )
 }
 
 /// Runs `action` to its end and says how it went; never panics, never returns early without an
@@ -146,6 +183,13 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
                 spec = spec.env(k, v);
             }
             match env.boundary.run(&spec).await {
+                // The sandbox's own hint for an unknown user offers `root`, which routines
+                // never run as (osmoda-config and the load check refuse it).
+                Err(osmoda_sandbox::SandboxError::UnknownUser(u)) => failed(format!(
+                    "could not start the command: {u:?} is not a user on this machine (any \
+                     more): name an existing unprivileged user in the routine, or leave `user` \
+                     unset for nobody"
+                )),
                 Err(e) => failed(format!("could not start the command: {e}")),
                 Ok(out) => {
                     let mut all = out.stdout.clone();

@@ -11,6 +11,10 @@ pub enum RoutinesError {
     /// A webhook request that is not signed correctly or is too old; nothing ran.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// A payload larger than a routine can be handed whole ([`crate::actions::MAX_PAYLOAD_BYTES`]);
+    /// nothing ran.
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// No such routine or webhook.
     #[error("not found: {0}")]
     NotFound(String),
@@ -49,6 +53,7 @@ impl RoutinesError {
         match self {
             RoutinesError::BadRequest(m)
             | RoutinesError::Unauthorized(m)
+            | RoutinesError::TooLarge(m)
             | RoutinesError::NotFound(m)
             | RoutinesError::Conflict(m)
             | RoutinesError::Agentd(m)

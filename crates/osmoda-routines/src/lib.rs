@@ -116,14 +116,57 @@ pub fn hidden_paths(cfg: &RoutinesConfig, opts: &Options) -> Vec<PathBuf> {
     out
 }
 
+/// Where paths lie for [`machine::check`] of `cfg` on this daemon: what commands may not see,
+/// and the places that hold other components' secrets (the boundary's masks, `--mask`, and the
+/// state root: the parent of the state dir, where the other daemons keep theirs).
+pub fn places(cfg: &RoutinesConfig, opts: &Options) -> machine::Places {
+    machine::Places {
+        hidden: hidden_paths(cfg, opts),
+        foreign: cfg
+            .boundary
+            .masked_paths
+            .iter()
+            .map(PathBuf::from)
+            .chain(opts.masks.iter().cloned())
+            .chain(opts.state_dir.parent().map(std::path::Path::to_path_buf))
+            .filter(|p| p.parent().is_some())
+            .collect(),
+        state_dir: opts.state_dir.clone(),
+    }
+}
+
+impl Options {
+    /// Refuses paths the command boundary would have to hide but cannot: the state dir, the
+    /// socket and every `--mask` must be absolute, without `.` or `..` (bubblewrap refuses a
+    /// relative mask, so every command run would fail).
+    ///
+    /// # Errors
+    /// `Config` naming the flag and what to give instead.
+    pub fn check(&self) -> Result<()> {
+        let flags = [("--state-dir", &self.state_dir), ("--socket", &self.socket)];
+        let masks = self.masks.iter().map(|m| ("--mask", m));
+        for (flag, p) in flags.into_iter().chain(masks) {
+            if !machine::absolute_and_normal(p) {
+                return Err(RoutinesError::Config(format!(
+                    "{flag} {} must be an absolute path without `.` or `..`: commands run with \
+                     it hidden, and the sandbox cannot hide a relative path",
+                    p.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Loads `routines.json` and checks it against this machine ([`machine::check`]): what the
 /// daemon runs at start and on every reload.
 ///
 /// # Errors
-/// As [`load_config`], or `Config` with the machine check's message.
+/// As [`load_config`], or `Config` with the machine check's message or [`Options::check`]'s.
 pub fn load_checked(opts: &Options) -> Result<RoutinesConfig> {
+    opts.check()?;
     let cfg = load_config(&opts.config)?;
-    machine::check(&cfg, &hidden_paths(&cfg, opts))
+    machine::check(&cfg, &places(&cfg, opts))
         .map_err(|e| RoutinesError::Config(format!("{}: {e}", opts.config.display())))?;
     Ok(cfg)
 }

@@ -1,7 +1,9 @@
 //! Checks of a routines config against this machine, which `RoutinesConfig::validate` cannot
 //! make (it is pure and also runs at build time, inside the Nix sandbox, where no secret file
-//! exists): every enabled webhook's secret file is a regular file this daemon can read and is
-//! not empty; no command runs as a user that is uid 0 or does not exist; no http action calls
+//! exists): every enabled webhook's secret file lies in a place of its own (not in /proc or
+//! /sys, not in the approval path or another daemon's state) and is a regular file this daemon
+//! can read and is not empty; no mask is in /proc (the sandbox could not place it); no command
+//! runs as a user that is uid 0 or does not exist; no http action calls
 //! a socket that commands may not reach (the approval path, a daemon's state, this daemon's
 //! own socket). The daemon runs them at start (it refuses to start), on reload (it keeps the
 //! routines in force), on `/routine/add` (400, nothing committed) and in `check-config` outside
@@ -69,32 +71,94 @@ pub fn secret_files(cfg: &RoutinesConfig) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether `path` is `hidden` or inside it, lexically and after resolving symlinks.
-pub fn inside(path: &Path, hidden: &Path) -> bool {
-    if path.starts_with(hidden) {
-        return true;
+/// `path` with symlinks resolved as far as it exists: its longest existing ancestor made
+/// canonical, the rest appended. Whether the rest exists does not change the answer for any
+/// question about where the path lies, so a refusal based on it says nothing about existence.
+pub fn resolve(path: &Path) -> PathBuf {
+    for a in path.ancestors() {
+        if let Ok(real) = std::fs::canonicalize(a) {
+            return match path.strip_prefix(a) {
+                Ok(rest) if !rest.as_os_str().is_empty() => real.join(rest),
+                _ => real,
+            };
+        }
     }
-    let real = |p: &Path| {
-        // A socket that does not exist yet: resolve its directory.
-        std::fs::canonicalize(p).ok().or_else(|| {
-            let dir = std::fs::canonicalize(p.parent()?).ok()?;
-            Some(dir.join(p.file_name()?))
-        })
-    };
-    match (real(path), real(hidden)) {
-        (Some(p), Some(h)) => p.starts_with(h),
-        _ => false,
-    }
+    path.to_path_buf()
 }
 
-/// The uid `user` resolves to on this machine (a name or a number).
-fn uid_of(user: &str) -> Result<u32, String> {
-    if let Ok(n) = user.parse::<u32>() {
-        return Ok(n);
+/// Whether `path` is `hidden` or inside it, lexically and after resolving symlinks.
+pub fn inside(path: &Path, hidden: &Path) -> bool {
+    path.starts_with(hidden) || resolve(path).starts_with(resolve(hidden))
+}
+
+/// Whether `p` is absolute with no `.` or `..` component (what the sandbox can mask).
+pub fn absolute_and_normal(p: &Path) -> bool {
+    use std::path::Component;
+    p.is_absolute()
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+/// Where the command sandbox mounts a fresh file system of its own (a new PID namespace's
+/// `/proc`): a mask of a path there cannot be placed, and every command run would fail.
+const UNMASKABLE: &[&str] = &["/proc"];
+/// Kernel pseudo file systems: what they hold (another process's environment, a kernel
+/// setting) is not a secret file.
+const PSEUDO: &[&str] = &["/proc", "/sys"];
+
+/// Where paths lie on this machine, for [`check`]: what commands may not see, and what
+/// osmoda-routines itself may not use as a webhook secret.
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    /// Every path the boundary hides from commands (see `crate::hidden_paths`).
+    pub hidden: Vec<PathBuf>,
+    /// Paths that hold other components' secrets: the boundary's `masked_paths` (the approval
+    /// path, agentd's and keyd's state), the daemon's `--mask` paths, and the state root
+    /// next to this daemon's state dir (other osModa daemons' state: mesh, voice, watch keys).
+    pub foreign: Vec<PathBuf>,
+    /// This daemon's own state dir (inside the state root, but its own).
+    pub state_dir: PathBuf,
+}
+
+/// Refuses a webhook secret file in a place routines may not use, before the file is touched:
+/// the answer depends on the path and the symlinks leading to it, never on whether the file
+/// exists or can be read, so it is no oracle for what hidden directories hold.
+fn check_secret_place(secret: &Path, places: &Places) -> Result<(), String> {
+    if !absolute_and_normal(secret) {
+        return Err("must be an absolute path without `.` or `..`".into());
     }
-    match nix::unistd::User::from_name(user) {
+    let real = resolve(secret);
+    if PSEUDO.iter().any(|p| real.starts_with(p)) {
+        return Err(
+            "is on a kernel file system (/proc or /sys), which holds no secret file \
+                    (and the command sandbox cannot hide a path in /proc)"
+                .into(),
+        );
+    }
+    let own = inside(secret, &places.state_dir);
+    if !own && places.foreign.iter().any(|f| inside(secret, f)) {
+        return Err(
+            "lies where osmoda-routines may not read secrets (the approval path, \
+                    agentd's or another osModa daemon's state)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The uid `user` resolves to on this machine (a name or a number), as the sandbox resolves
+/// it: a number must be a user in the password database too.
+fn uid_of(user: &str) -> Result<u32, String> {
+    let found = match user.parse::<u32>() {
+        Ok(n) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n)),
+        Err(_) => nix::unistd::User::from_name(user),
+    };
+    match found {
         Ok(Some(u)) => Ok(u.uid.as_raw()),
-        Ok(None) => Err(format!("{user:?} is not a user on this machine")),
+        Ok(None) => Err(format!(
+            "{user:?} is not a user on this machine: name an existing unprivileged user, or \
+             leave it unset for nobody"
+        )),
         Err(e) => Err(format!("{user:?} cannot be looked up ({e})")),
     }
 }
@@ -138,15 +202,30 @@ fn check_action(at: &str, a: &RoutineAction, hidden: &[PathBuf]) -> Result<(), S
     Ok(())
 }
 
-/// Checks the enabled routines of `cfg` against this machine (see the module docs); `hidden`
-/// are the paths commands may not see (the boundary's masks, the state dir, the socket).
+/// Checks the enabled routines of `cfg` against this machine (see the module docs) and
+/// `places`: every hidden path can be masked; every webhook secret is in a place of its own
+/// and usable; no command user is root or unknown; no http action calls a hidden socket.
 ///
 /// # Errors
-/// The first problem, starting with `routines.<name>.…` and saying what to do.
-pub fn check(cfg: &RoutinesConfig, hidden: &[PathBuf]) -> Result<(), String> {
+/// The first problem, starting with `routines.<name>.…` (or `boundary.masked_paths`) and
+/// saying what to do.
+pub fn check(cfg: &RoutinesConfig, places: &Places) -> Result<(), String> {
+    for m in &cfg.boundary.masked_paths {
+        if UNMASKABLE
+            .iter()
+            .any(|u| resolve(Path::new(m)).starts_with(u))
+        {
+            return Err(format!(
+                "boundary.masked_paths: {m} is in /proc, where the command sandbox mounts a \
+                 fresh /proc and cannot place a mask (every command would fail); remove it"
+            ));
+        }
+    }
     for (name, r) in cfg.routines.iter().filter(|(_, r)| r.enable) {
         let at = format!("routines.{name}");
         if let Trigger::Webhook { secret_file, .. } = &r.trigger {
+            check_secret_place(secret_file, places)
+                .map_err(|why| format!("{at}.trigger.secret_file {why}: give the routine a secret file of its own, readable by osmoda-routines"))?;
             read_secret(secret_file).map_err(|why| {
                 format!(
                     "{at}.trigger.secret_file {why}: put a random secret in it (e.g. \
@@ -155,7 +234,7 @@ pub fn check(cfg: &RoutinesConfig, hidden: &[PathBuf]) -> Result<(), String> {
                 )
             })?;
         }
-        check_action(&format!("{at}.action"), &r.action, hidden)?;
+        check_action(&format!("{at}.action"), &r.action, &places.hidden)?;
     }
     Ok(())
 }

@@ -241,3 +241,52 @@ async fn event_routines_triggering_each_other_are_cut() {
     }
     r.stop().await;
 }
+
+/// An event larger than a routine is handed (agentd takes up to 1 MiB) still fires the routine,
+/// which learns what fired it and that the payload was left out (size and SHA-256), never an
+/// unset `OSMODA_PAYLOAD`; a small one arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_payload_limit_is_handed_as_a_note() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config(
+        dir.path(),
+        json!({ "on-big": { "enable": true, "trigger": { "type": "event", "match": "big.*" },
+                "action": { "type": "command", "timeout_secs": 20,
+                            "command": ["sh", "-c", "printf %s \"${OSMODA_PAYLOAD-unset}\""] },
+                "concurrency": "queue" } }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    let text = "x".repeat(100 * 1024);
+    let big = agentd.append("big.one", json!({ "text": text })).await;
+    let small = agentd.append("big.two", json!({ "text": "hi" })).await;
+    let start = Instant::now();
+    let runs = loop {
+        let runs = r.state.engine.history().list(None, None, 10).unwrap();
+        if runs.len() == 2 && runs.iter().all(|x| x.status == "ok") {
+            break runs;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{runs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let out = |id: i64| -> serde_json::Value {
+        let run = runs
+            .iter()
+            .find(|x| x.trigger_ref == id.to_string())
+            .unwrap();
+        serde_json::from_str(run.output.as_deref().unwrap()).unwrap()
+    };
+    let b = out(big);
+    assert_eq!(b["id"], big, "{b}");
+    assert_eq!(b["type"], "big.one", "{b}");
+    let inner = json!({ "text": text }).to_string();
+    assert_eq!(b["payload_omitted"]["bytes"], inner.len(), "{b}");
+    assert_eq!(
+        b["payload_omitted"]["sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(inner.as_bytes())),
+        "{b}"
+    );
+    assert_eq!(out(small)["payload"]["text"], "hi");
+    r.stop().await;
+}

@@ -341,7 +341,7 @@ async fn commands_cannot_reach_secrets_or_the_daemons_socket() {
     std::fs::create_dir_all(&secrets).unwrap();
     let hook = secrets.join("hook.secret");
     std::fs::write(&hook, "hook-secret-value\n").unwrap();
-    let state = dir.path().join("routines");
+    let state = dir.path().join("state/routines");
     std::fs::create_dir_all(&state).unwrap();
     let inner = state.join("inner.secret");
     std::fs::write(&inner, "inner-secret-value\n").unwrap();

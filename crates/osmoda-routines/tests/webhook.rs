@@ -58,7 +58,7 @@ async fn signed_requests_run_and_forged_stale_or_replayed_ones_do_not() {
     let secret = b"s3cret-for-the-hook";
     let now = chrono::Utc::now().timestamp().to_string();
     let body = br#"{"ref":"main"}"#;
-    let good = hex::encode(sign(secret, &now, body).unwrap());
+    let good = hex::encode(sign(secret, &now, "deploy", body).unwrap());
 
     let (s, v) = post(&r, "/webhook/deploy", &now, Some(good.clone()), body).await;
     assert_eq!(s, 202, "{v}");
@@ -80,7 +80,7 @@ async fn signed_requests_run_and_forged_stale_or_replayed_ones_do_not() {
     let (s, v) = post(&r, "/webhook/deploy", &now, Some(good.clone()), body).await;
     assert_eq!(s, 409, "{v}");
     // A signature by another secret, a changed body, a signature over another timestamp.
-    let forged = hex::encode(sign(b"wrong", &now, body).unwrap());
+    let forged = hex::encode(sign(b"wrong", &now, "deploy", body).unwrap());
     let (s, v) = post(&r, "/webhook/deploy", &now, Some(forged), body).await;
     assert_eq!(s, 401, "{v}");
     let (s, v) = post(
@@ -98,7 +98,7 @@ async fn signed_requests_run_and_forged_stale_or_replayed_ones_do_not() {
     // Correctly signed but outside the window (both directions).
     for off in [-120, 120] {
         let ts = (chrono::Utc::now().timestamp() + off).to_string();
-        let sig = hex::encode(sign(secret, &ts, body).unwrap());
+        let sig = hex::encode(sign(secret, &ts, "deploy", body).unwrap());
         let (s, v) = post(&r, "/webhook/deploy", &ts, Some(sig), body).await;
         assert_eq!(s, 401, "{off}: {v}");
         assert!(v["error"].as_str().unwrap().contains("window"), "{v}");
@@ -120,22 +120,228 @@ async fn signed_requests_run_and_forged_stale_or_replayed_ones_do_not() {
         "0".to_string(),
         "-0".to_string(),
     ] {
-        let sig = hex::encode(sign(secret, &ts, body).unwrap());
+        let sig = hex::encode(sign(secret, &ts, "deploy", body).unwrap());
         let (s, v) = post(&r, "/webhook/deploy", &ts, Some(sig), body).await;
         assert_eq!(s, 401, "{ts}: {v}");
         assert!(v["error"].as_str().unwrap().contains("window"), "{ts}: {v}");
     }
     let ts = "99999999999999999999";
-    let sig = hex::encode(sign(secret, ts, body).unwrap());
+    let sig = hex::encode(sign(secret, ts, "deploy", body).unwrap());
     let (s, v) = post(&r, "/webhook/deploy", ts, Some(sig), body).await;
     assert_eq!(s, 401, "{v}");
     assert!(v["error"].as_str().unwrap().contains("Unix seconds"), "{v}");
     assert_eq!(runs(), 1, "nothing ran");
     // A new timestamp, signed again, runs again.
     let ts = (chrono::Utc::now().timestamp() - 5).to_string();
-    let sig = hex::encode(sign(secret, &ts, body).unwrap());
+    let sig = hex::encode(sign(secret, &ts, "deploy", body).unwrap());
     let (s, v) = post(&r, "/webhook/deploy", &ts, Some(sig), body).await;
     assert_eq!(s, 202, "{v}");
     assert_eq!(runs(), 2);
+    r.stop().await;
+}
+
+/// The signature binds the path: two webhooks sharing one secret refuse each other's signed
+/// requests (401), a signature in the old `<timestamp>.<body>` form is refused, and each
+/// webhook keeps its own replay store. Nothing but the properly signed requests runs.
+#[tokio::test]
+async fn a_signature_is_bound_to_its_webhook() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    let secret_file = dir.path().join("shared.secret");
+    std::fs::write(&secret_file, "one-secret-for-two-hooks\n").unwrap();
+    let hook = |path: &str| {
+        json!({ "enable": true,
+                "trigger": { "type": "webhook", "path": path, "secret_file": secret_file },
+                "action": { "type": "command", "command": ["true"], "timeout_secs": 20 },
+                "concurrency": "queue" })
+    };
+    write_config(
+        dir.path(),
+        json!({ "deploy": hook("deploy"), "wipe": hook("wipe"), "dotted": hook("a.b"),
+                "plain": hook("a") }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    let secret = b"one-secret-for-two-hooks";
+    let now = chrono::Utc::now().timestamp().to_string();
+    let body = br#"{"ref":"main"}"#;
+    let for_deploy = hex::encode(sign(secret, &now, "deploy", body).unwrap());
+    let (s, v) = post(&r, "/webhook/wipe", &now, Some(for_deploy.clone()), body).await;
+    assert_eq!(s, 401, "a request signed for deploy must not run wipe: {v}");
+    // The old content (no path) is refused everywhere.
+    let mut old = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret).unwrap();
+    hmac::Mac::update(&mut old, format!("{now}.").as_bytes());
+    hmac::Mac::update(&mut old, body);
+    let old = hex::encode(hmac::Mac::finalize(old).into_bytes());
+    let (s, v) = post(&r, "/webhook/deploy", &now, Some(old), body).await;
+    assert_eq!(s, 401, "{v}");
+    // No shifting of bytes between the path and the body: `a.b` with body X must not verify
+    // as `a` with body `b.X` (it would if the parts were joined by `.`); the signed content
+    // has `:` around the path, which neither a path nor a timestamp holds.
+    let dotted = hex::encode(sign(secret, &now, "a.b", body).unwrap());
+    let shifted = [b"b.".as_slice(), body].concat();
+    let (s, v) = post(&r, "/webhook/a", &now, Some(dotted), &shifted).await;
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(
+        r.state.engine.history().list(None, None, 10).unwrap().len(),
+        0
+    );
+    // Each webhook's own signature runs once; the replay store is per webhook.
+    let (s, v) = post(&r, "/webhook/deploy", &now, Some(for_deploy.clone()), body).await;
+    assert_eq!(s, 202, "{v}");
+    let for_wipe = hex::encode(sign(secret, &now, "wipe", body).unwrap());
+    let (s, v) = post(&r, "/webhook/wipe", &now, Some(for_wipe.clone()), body).await;
+    assert_eq!(s, 202, "{v}");
+    for (path, sig) in [("deploy", for_deploy), ("wipe", for_wipe)] {
+        let (s, v) = post(&r, &format!("/webhook/{path}"), &now, Some(sig), body).await;
+        assert_eq!(s, 409, "{path}: {v}");
+    }
+    assert_eq!(
+        r.state.engine.history().list(None, None, 10).unwrap().len(),
+        2
+    );
+    r.stop().await;
+}
+
+/// A payload a routine could not be handed whole is refused (413, JSON, nothing ran, the
+/// signature not spent); one of exactly 64 KiB runs and arrives whole. The same for a manual
+/// trigger's `payload`.
+#[tokio::test]
+async fn payloads_over_the_limit_are_refused_not_dropped() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, "s3cret-for-the-hook\n").unwrap();
+    write_config(
+        dir.path(),
+        json!({ "deploy": {
+            "enable": true,
+            "trigger": { "type": "webhook", "path": "deploy", "secret_file": secret_file },
+            "action": { "type": "command",
+                        "command": ["sh", "-c", "printf %s \"$OSMODA_PAYLOAD\" | wc -c"],
+                        "timeout_secs": 20 },
+            "concurrency": "queue",
+        }}),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    let secret = b"s3cret-for-the-hook";
+    let max = osmoda_routines::actions::MAX_PAYLOAD_BYTES;
+    // A JSON string of exactly `max` bytes (quotes included) is handed as it came.
+    let fits = format!("\"{}\"", "a".repeat(max - 2));
+    let over = format!("\"{}\"", "a".repeat(max - 1));
+    let now = chrono::Utc::now().timestamp().to_string();
+    let sig = |b: &str| hex::encode(sign(secret, &now, "deploy", b.as_bytes()).unwrap());
+    let (s, v) = post(
+        &r,
+        "/webhook/deploy",
+        &now,
+        Some(sig(&over)),
+        over.as_bytes(),
+    )
+    .await;
+    assert_eq!(s, 413, "{v}");
+    assert_eq!(v["detail"]["kind"], "too_large", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("65536"), "{v}");
+    // Not JSON: handed as a JSON string, so its quoting counts.
+    let text = "b".repeat(max - 1);
+    let (s, v) = post(
+        &r,
+        "/webhook/deploy",
+        &now,
+        Some(sig(&text)),
+        text.as_bytes(),
+    )
+    .await;
+    assert_eq!(s, 413, "{v}");
+    assert!(r
+        .state
+        .engine
+        .history()
+        .list(None, None, 10)
+        .unwrap()
+        .is_empty());
+    let (s, v) = post(
+        &r,
+        "/webhook/deploy",
+        &now,
+        Some(sig(&fits)),
+        fits.as_bytes(),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let run = r.wait_run(v["run_id"].as_i64().unwrap()).await;
+    assert_eq!(
+        run.output.as_deref().map(str::trim),
+        Some(max.to_string().as_str())
+    );
+    // A manual trigger: the same limit, the same answer.
+    let (s, v) = r
+        .post(
+            "/routine/trigger/deploy",
+            json!({ "payload": "c".repeat(max) }),
+        )
+        .await;
+    assert_eq!(s, 413, "{v}");
+    assert_eq!(
+        r.state.engine.history().list(None, None, 10).unwrap().len(),
+        1
+    );
+    r.stop().await;
+}
+
+async fn raw(r: &Routines, method: &str, path: &str, body: &[u8]) -> (u16, String, Value) {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(&r.socket).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (and close) before reading a body it refuses.
+    let _ = s.write_all(body).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status: u16 = text[9..12].parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    (
+        status,
+        ctype,
+        serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+    )
+}
+
+/// Every error answer is JSON with `error` and `detail.kind`: a path segment that is not
+/// UTF-8 in each route that takes one, and a body over the 1 MiB limit.
+#[tokio::test]
+async fn every_error_answer_is_json() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config(dir.path(), json!({}));
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    let big = vec![b' '; 2 * 1024 * 1024];
+    for (method, path, body, status) in [
+        ("POST", "/routine/trigger/%FF", &b""[..], 400),
+        ("DELETE", "/routine/remove/%FF", &b""[..], 400),
+        ("POST", "/webhook/%FF", &b"{}"[..], 400),
+        ("POST", "/webhook/%C0%80", &b"{}"[..], 400),
+        ("POST", "/routine/add", &big[..], 413),
+    ] {
+        let (s, ctype, v) = raw(&r, method, path, body).await;
+        assert_eq!(s, status, "{method} {path}: {v}");
+        assert!(
+            ctype.starts_with("application/json"),
+            "{method} {path}: {ctype} {v}"
+        );
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+        assert!(v["detail"]["kind"].is_string(), "{v}");
+    }
     r.stop().await;
 }

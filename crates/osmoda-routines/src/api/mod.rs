@@ -5,8 +5,8 @@ pub mod webhook;
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -35,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             ))
         })
         .method_not_allowed_fallback(osmoda_daemon::api::method_not_allowed)
+        .layer(axum::middleware::map_response(json_errors_only))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -62,6 +63,11 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "sign `<timestamp>.<body>` with HMAC-SHA256 and the routine's secret: X-Osmoda-Timestamp (Unix seconds) and X-Osmoda-Signature: sha256=<hex>",
+            ),
+            RoutinesError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "a routine's payload is at most 65536 bytes and a request at most 1 MiB (a larger document: store it and send where it is); nothing ran or changed",
             ),
             RoutinesError::NotFound(_) => (
                 StatusCode::NOT_FOUND,
@@ -97,6 +103,57 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Every error answer is JSON: an error axum or a layer produced as plain text (an extractor's
+/// rejection, a body over the limit) is wrapped in the API's shape, its text kept as `error`.
+async fn json_errors_only(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .map(|b| osmoda_daemon::api::rejection_reason(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default();
+    let error = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string()
+    } else {
+        text
+    };
+    let kind = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    osmoda_daemon::api::error_response(
+        status,
+        &error,
+        json!({ "kind": kind, "hint": "docs/api.md lists each route and its parameters; nothing was changed" }),
+    )
+}
+
+/// URL path parameters whose rejections use the API's error shape.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct UrlPath<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError(RoutinesError::BadRequest(format!(
+            "invalid URL path: {} (a routine name or webhook path is ASCII letters, digits, '.', '-' and '_')",
+            osmoda_daemon::api::rejection_reason(&r.body_text())
+        )))
+    }
+}
+
 /// JSON body extractor whose rejections use the API's error shape.
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
@@ -104,6 +161,11 @@ pub struct Json<T>(pub T);
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError(RoutinesError::TooLarge(format!(
+                "the request body is over {MAX_BODY_BYTES} bytes; nothing was changed"
+            )));
+        }
         ApiError(RoutinesError::BadRequest(osmoda_daemon::api::invalid_json(
             &r,
         )))

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use osmoda_config::{Concurrency, Missed, Routine, RoutineAction, RoutinesConfig, Trigger};
@@ -13,7 +13,7 @@ use osmoda_daemon::server::PeerCred;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{ApiError, Json};
+use super::{ApiError, Json, UrlPath};
 use crate::actions::Fired;
 use crate::error::RoutinesError;
 use crate::history::MAX_PAGE;
@@ -29,7 +29,7 @@ pub(super) async fn health(State(st): State<Arc<AppState>>) -> Result<axum::Json
         .clone();
     // What the config in force needs on the machine may have gone since it was loaded (a
     // webhook's secret file deleted): said here by routine and option, never by path.
-    let machine = crate::machine::check(&cfg, &crate::hidden_paths(&cfg, &st.opts)).err();
+    let machine = crate::machine::check(&cfg, &crate::places(&cfg, &st.opts)).err();
     let status = match (&error, &machine) {
         (Some(_), _) => "config_refused",
         (None, Some(_)) => "degraded",
@@ -166,7 +166,7 @@ pub struct TriggerBody {
 pub(super) async fn trigger(
     State(st): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<PeerCred>,
-    Path(id): Path<String>,
+    UrlPath(id): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     let b: TriggerBody = if body.is_empty() {
@@ -175,6 +175,9 @@ pub(super) async fn trigger(
         serde_json::from_slice(&body)
             .map_err(|e| RoutinesError::BadRequest(format!("invalid JSON body: {e}")))?
     };
+    if let Some(p) = &b.payload {
+        crate::actions::check_payload_size(&p.to_string())?;
+    }
     let who = format!(
         "uid={},pid={}",
         peer.uid.map_or("?".into(), |u| u.to_string()),
@@ -353,7 +356,7 @@ pub(super) async fn add(
     // reachable), as the daemon will check it at load; only this routine: the others passed.
     let mut one = (*current).clone();
     one.routines = std::collections::BTreeMap::from([(b.name.clone(), routine.clone())]);
-    crate::machine::check(&one, &crate::hidden_paths(&probe, &st.opts))
+    crate::machine::check(&one, &crate::places(&probe, &st.opts))
         .map_err(RoutinesError::BadRequest)?;
     watch_reachable(&st).await?;
     let value = osmoda_config::tree_edit::option_keys(
@@ -388,7 +391,7 @@ pub struct RemoveQuery {
 
 pub(super) async fn remove(
     State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    UrlPath(id): UrlPath<String>,
     q: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<(axum::http::StatusCode, axum::Json<Value>), ApiError> {
     let Query(q) = q?;

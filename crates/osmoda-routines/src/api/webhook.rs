@@ -1,44 +1,57 @@
 //! `POST /webhook/{path}`: a routine's webhook. The request must carry
 //! `X-Osmoda-Timestamp: <Unix seconds>` and `X-Osmoda-Signature: sha256=<hex>`, the
-//! HMAC-SHA256 of `<timestamp>.<body>` under the secret in the routine's `secretFile`.
-//! A missing or wrong signature, or a timestamp outside the replay window, is 401; a
-//! signature already accepted inside the window (a replay) is 409. Nothing runs then.
+//! HMAC-SHA256 of `<timestamp>:<path>:<body>` under the secret in the routine's `secretFile`
+//! (the path is signed, so a request signed for one webhook is refused by every other, even
+//! one sharing the secret). A missing or wrong signature, or a timestamp outside the replay
+//! window, is 401; a signature already accepted by this webhook inside the window (a replay)
+//! is 409; a payload over [`crate::actions::MAX_PAYLOAD_BYTES`] is 413. Nothing runs then.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use osmoda_config::Trigger;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::ApiError;
+use super::{ApiError, UrlPath};
 use crate::actions::Fired;
 use crate::error::RoutinesError;
 use crate::AppState;
 
 /// Header with the request's Unix time in seconds (part of the signed content).
 pub const TIMESTAMP_HEADER: &str = "x-osmoda-timestamp";
-/// Header with `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
+/// Header with `sha256=<hex HMAC-SHA256 of "<timestamp>:<path>:<body>">`.
 pub const SIGNATURE_HEADER: &str = "x-osmoda-signature";
 
 fn unauthorized(m: &str) -> ApiError {
     ApiError(RoutinesError::Unauthorized(m.to_string()))
 }
 
-/// The MAC a sender computes: HMAC-SHA256(secret, `"<timestamp>.<body>"`).
-pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> Option<Vec<u8>> {
+/// The MAC a sender computes for `POST /webhook/<path>`: HMAC-SHA256(secret,
+/// `"<timestamp>:<path>:<body>"`). Unambiguous: the timestamp is an integer and the path a
+/// segment of `[A-Za-z0-9._-]`, so neither holds a `:`.
+pub fn sign(secret: &[u8], timestamp: &str, path: &str, body: &[u8]) -> Option<Vec<u8>> {
+    Some(
+        mac(secret, timestamp, path, body)?
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+    )
+}
+
+fn mac(secret: &[u8], timestamp: &str, path: &str, body: &[u8]) -> Option<Hmac<Sha256>> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    Some(mac.finalize().into_bytes().to_vec())
+    for part in [timestamp.as_bytes(), b":", path.as_bytes(), b":", body] {
+        mac.update(part);
+    }
+    Some(mac)
 }
 
 pub(super) async fn webhook(
     State(st): State<Arc<AppState>>,
-    Path(path): Path<String>,
+    UrlPath(path): UrlPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
@@ -59,6 +72,10 @@ pub(super) async fn webhook(
         ))
         .into());
     };
+    // What the action is handed, refused when it could not be handed whole.
+    let payload = serde_json::from_slice::<Value>(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    crate::actions::check_payload_size(&payload.to_string())?;
     // The daemon refuses a config whose secret files are missing or empty (crate::machine), so
     // this fails only when the file went away since; the caller learns nothing about it.
     let secret = crate::machine::read_secret(&secret_file).map_err(|why| {
@@ -77,11 +94,7 @@ pub(super) async fn webhook(
         .and_then(|s| s.strip_prefix("sha256="))
         .and_then(|h| hex::decode(h).ok())
         .ok_or_else(|| unauthorized("missing or malformed X-Osmoda-Signature (sha256=<hex>)"))?;
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret).map_err(|_| unauthorized("unusable secret"))?;
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(&body);
+    let mac = mac(secret, ts, &path, &body).ok_or_else(|| unauthorized("unusable secret"))?;
     if mac.verify_slice(&sig).is_err() {
         return Err(unauthorized("the signature does not match"));
     }
@@ -98,7 +111,14 @@ pub(super) async fn webhook(
         )));
     }
     let window_ms = i64::try_from(window.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let id = hex::encode(Sha256::digest(&sig));
+    // One replay store per webhook: the key is the path and the MAC.
+    let id = hex::encode(
+        Sha256::new()
+            .chain_update(path.as_bytes())
+            .chain_update([0])
+            .chain_update(&sig)
+            .finalize(),
+    );
     if !st
         .engine
         .history()
@@ -109,8 +129,6 @@ pub(super) async fn webhook(
         )
         .into());
     }
-    let payload = serde_json::from_slice::<Value>(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let fired = Fired {
         kind: "webhook".into(),
         reference: id[..16].to_string(),

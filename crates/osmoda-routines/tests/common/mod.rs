@@ -110,7 +110,7 @@ pub struct Routines {
 pub fn options(dir: &Path, agentd: &Path) -> osmoda_routines::Options {
     osmoda_routines::Options {
         config: dir.join("routines.json"),
-        state_dir: dir.join("routines"),
+        state_dir: dir.join("state/routines"),
         agentd_socket: agentd.to_path_buf(),
         watch_socket: dir.join("watch.sock"),
         socket: dir.join("routines.sock"),
