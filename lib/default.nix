@@ -559,6 +559,7 @@ let
             keydSocket = sock "keyd";
             routinesSocket = sock "routines";
             voiceSocket = sock "voice";
+            meshSocket = sock "mesh";
             relaySocket = get gw "relaySocket" d.gateway.relaySocket;
             configTree = get cfg "configTree" d.configTree;
           };

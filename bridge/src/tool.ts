@@ -20,6 +20,8 @@ export interface Settings {
   routinesSocket: string;
   /** osmoda-voice's socket. */
   voiceSocket: string;
+  /** osmoda-mesh's socket. */
+  meshSocket: string;
   /** agentd's approval relay (only the approval resolution callback uses it). */
   relaySocket: string;
   /** Budget for one daemon call, milliseconds. */
@@ -36,6 +38,7 @@ export const DEFAULT_SETTINGS: Settings = {
   keydSocket: "/run/osmoda/keyd.sock",
   routinesSocket: "/run/osmoda/routines.sock",
   voiceSocket: "/run/osmoda/voice.sock",
+  meshSocket: "/run/osmoda/mesh.sock",
   relaySocket: "/run/osmoda-relay/relay.sock",
   requestTimeoutMs: 120_000,
   approvalTimeoutMs: 300_000,
@@ -56,6 +59,7 @@ export function resolveSettings(raw: unknown): Settings {
     keydSocket: str("keydSocket", DEFAULT_SETTINGS.keydSocket),
     routinesSocket: str("routinesSocket", DEFAULT_SETTINGS.routinesSocket),
     voiceSocket: str("voiceSocket", DEFAULT_SETTINGS.voiceSocket),
+    meshSocket: str("meshSocket", DEFAULT_SETTINGS.meshSocket),
     relaySocket: str("relaySocket", DEFAULT_SETTINGS.relaySocket),
     requestTimeoutMs: secs * 1000,
     approvalTimeoutMs:
@@ -94,6 +98,7 @@ export const DAEMONS = {
   "osmoda-keyd": "keydSocket",
   "osmoda-routines": "routinesSocket",
   "osmoda-voice": "voiceSocket",
+  "osmoda-mesh": "meshSocket",
 } as const satisfies Record<string, keyof Settings>;
 
 export type Daemon = keyof typeof DAEMONS;

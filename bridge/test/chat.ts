@@ -23,6 +23,7 @@ export async function startChatGateway(stack: Stack, model: ScriptedModel, extra
           keyd: { socket: stack.keydSocket },
           routines: { socket: stack.routinesSocket },
           voice: { socket: stack.voiceSocket },
+          mesh: { socket: stack.meshSocket },
           gateway: { port, relaySocket: stack.relaySocket },
         },
         pluginDir,

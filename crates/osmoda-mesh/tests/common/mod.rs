@@ -10,6 +10,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// The longest one step on a socket, or on a task of the test's own, may take: a peer or
+/// daemon that never answers fails the test with what it was waiting for instead of hanging
+/// it. Requests to the daemons go through `osmoda_client`, whose own timeout is 30 s.
+pub const STEP: Duration = Duration::from_secs(60);
+
+/// Awaits `f` for at most [`STEP`]; panics naming `what` when it has not finished by then.
+pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: not done within {STEP:?}"),
+    }
+}
+
 pub struct Host {
     pub name: String,
     pub dir: tempfile::TempDir,
@@ -105,9 +118,14 @@ impl Host {
         let (wtrigger, wshutdown) = osmoda_watch::shutdown::channel();
         tokio::spawn(osmoda_watch::serve(wl, wstate, wshutdown));
         let watch = osmoda_client::Client::new(&wsock);
-        // The first generation renders /etc/osmoda/mesh.json.
+        // The first generation renders /etc/osmoda/mesh.json. Its TTL is given: until that
+        // switch has rendered watch.json (ttlSecs = 1), watch probes for its built-in 60 s,
+        // which made every host start wait a minute, idle.
         let s = watch
-            .post("/switch/begin", &json!({ "health_checks": [] }))
+            .post(
+                "/switch/begin",
+                &json!({ "health_checks": [], "ttl_secs": 1 }),
+            )
             .await
             .unwrap();
         assert_eq!(s.status, 200, "{}", s.body);
@@ -169,7 +187,13 @@ impl Host {
                 t.fire();
             }
             if let Some(t) = m.task.take() {
-                t.await.unwrap().unwrap();
+                within(
+                    &format!("{}: mesh to stop after its shutdown", self.name),
+                    t,
+                )
+                .await
+                .unwrap()
+                .unwrap();
             }
         }
     }
