@@ -5,7 +5,10 @@
 //! With the real models from `scripts/fetch-models`: piper speaks a set of sentences (speak
 //! latency to first audio = until the WAV is complete: piper writes the file in one go, and
 //! `pw-play` starts on the finished file), then whisper.cpp transcribes each (real-time factor
-//! = audio seconds per CPU second of the process, and per wall second). Prints one line per
+//! = audio seconds per CPU second of the process, and per wall second). Memory: the process's
+//! resident set (VmRSS) before and after loading the whisper model, its peak (VmHWM) after the
+//! transcriptions, and the peak of the piper processes (their `ru_maxrss`): osmoda-voice holds
+//! the whisper model for its lifetime and starts piper per request. Prints one line per
 //! measurement and a summary; figures go to docs/STATUS.md.
 
 use std::path::PathBuf;
@@ -30,6 +33,18 @@ fn cpu_secs() -> f64 {
     t(u.user_time()) + t(u.system_time())
 }
 
+/// A `/proc/self/status` field in MiB (`VmRSS`, `VmHWM`).
+fn proc_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -51,12 +66,17 @@ async fn main() -> anyhow::Result<()> {
     let speaker = Speaker::new(get("piper")?, get("piper_model")?)
         .map_err(|e| anyhow::anyhow!(e.message()))?;
     let model = get("whisper_model")?;
+    let rss_before = proc_mib("VmRSS");
     let started = Instant::now();
     let stt = Transcriber::load(&model).map_err(|e| anyhow::anyhow!(e.message()))?;
     println!(
         "whisper model {} loaded in {} ms",
         model.display(),
         started.elapsed().as_millis()
+    );
+    println!(
+        "RSS {rss_before:.1} MiB before the whisper model, {:.1} MiB with it loaded",
+        proc_mib("VmRSS")
     );
     let dir = tempfile::tempdir()?;
     let (mut speak_ms, mut rtf_cpu, mut rtf_wall) = (Vec::new(), Vec::new(), Vec::new());
@@ -91,6 +111,14 @@ async fn main() -> anyhow::Result<()> {
         median(rtf_cpu),
         median(rtf_wall),
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let piper_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .map_or(0, |u| u.max_rss());
+    println!(
+        "memory: RSS {:.1} MiB now, peak {:.1} MiB (whisper model loaded, after transcribing); piper process peak {:.1} MiB",
+        proc_mib("VmRSS"),
+        proc_mib("VmHWM"),
+        piper_kib as f64 / 1024.0
     );
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! osmoda-voice: local speech in and out. whisper.cpp transcribes ([`stt`]), piper speaks
-//! ([`tts`]), PipeWire plays and records, and `/voice/listen` ([`listen`]) cuts what the
+//! ([`tts`]), PipeWire plays and records ([`device`]), and `/voice/listen` ([`listen`]) cuts what the
 //! microphone hears into utterances with voice-activity detection ([`vad`]) and sends each to the
 //! agent through the OpenClaw gateway ([`gateway`]). Nothing leaves the machine.
 //!
@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod audio;
+pub mod device;
 pub mod error;
 pub mod gateway;
 pub mod listen;
@@ -31,10 +32,11 @@ pub use osmoda_daemon::shutdown;
 pub use osmoda_daemon::Shutdown;
 
 use crate::audio::{AllowedDirs, Limits};
+use crate::device::AudioDevice;
 use crate::gateway::Gateway;
 use crate::listen::Listener;
 use crate::stt::{Transcriber, Transcript};
-use crate::tts::{AudioDevice, Speaker};
+use crate::tts::Speaker;
 
 /// Everything the daemon needs to start.
 #[derive(Debug, Clone)]

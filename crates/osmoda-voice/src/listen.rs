@@ -9,7 +9,6 @@
 //! that finds the queue full is dropped and counted; from a file the reader waits.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -18,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::audio::{self, Limits};
+use crate::device::NO_AUDIO_TIMEOUT;
 use crate::vad::{Segmenter, Utterance, VadConfig};
 use crate::AppState;
 
@@ -206,23 +206,27 @@ async fn microphone(
     status: &Mutex<ListenStatus>,
 ) -> Result<(), String> {
     app.audio.check()?;
-    let mut child = tokio::process::Command::new(&app.audio.recorder)
-        .args(["--rate", "16000", "--channels", "1", "--format", "s16", "-"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", app.audio.recorder.display()))?;
+    let mut child = app.audio.stream()?;
     let mut out = child.stdout.take().ok_or("the recorder has no stdout")?;
-    read_wav_header(&mut out).await?;
+    // A source delivers samples all the time (silence as zeros): a stream that brings nothing
+    // for NO_AUDIO_TIMEOUT has no source linked to it, or lost it.
+    let silent = || {
+        format!(
+            "no audio device: {} delivered no audio for {} s, no source is linked to it (is a microphone there, and a session manager such as WirePlumber running?)",
+            app.audio.recorder.display(),
+            NO_AUDIO_TIMEOUT.as_secs()
+        )
+    };
+    tokio::time::timeout(NO_AUDIO_TIMEOUT, read_wav_header(&mut out))
+        .await
+        .map_err(|_| silent())??;
     let mut seg = Segmenter::new(VadConfig::default());
     let mut buf = vec![0u8; CHUNK * 2];
     let mut carry: Option<u8> = None;
     loop {
-        let n = out
-            .read(&mut buf)
+        let n = tokio::time::timeout(NO_AUDIO_TIMEOUT, out.read(&mut buf))
             .await
+            .map_err(|_| silent())?
             .map_err(|e| format!("reading the recorder: {e}"))?;
         if n == 0 {
             break;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use osmoda_voice::tts::AudioDevice;
+use osmoda_voice::device::AudioDevice;
 use osmoda_voice::{serve, AppState, Options};
 
 /// Local speech in (whisper.cpp) and out (piper) for osModa, over PipeWire.
@@ -66,6 +66,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         audio: AudioDevice {
             player: cli.player,
             recorder: cli.recorder,
+            // From the environment: the unit sets PIPEWIRE_RUNTIME_DIR.
+            runtime_dir: None,
         },
         gateway_token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
             .ok()

@@ -1,11 +1,10 @@
-//! Text to speech with piper, and the audio device (PipeWire) that plays and records.
+//! Text to speech with piper.
 //!
 //! piper runs as a child process per request (`piper --model M --output_file F`, the text on
 //! stdin; the flags of both the piper-tts Python runtime and the C++ binary nixpkgs ships), with
 //! a timeout, into a temporary file in the speech directory that is renamed into place only once
-//! it is a valid WAV: a failed or killed piper leaves nothing behind. Playback uses `pw-play`;
-//! where no PipeWire server is reachable the WAV is still written and the answer says why it was
-//! not played.
+//! it is a valid WAV: a failed or killed piper leaves nothing behind. Playing it is
+//! [`crate::device`]'s.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -214,113 +213,6 @@ pub fn prune(dir: &Path, keep: usize) {
     files.sort();
     for (_, p) in &files[..files.len() - keep] {
         let _ = std::fs::remove_file(p);
-    }
-}
-
-/// Where audio goes in and out: PipeWire through `pw-play` and `pw-record`.
-#[derive(Debug, Clone)]
-pub struct AudioDevice {
-    /// `pw-play` (a name on `PATH` or a path).
-    pub player: PathBuf,
-    /// `pw-record`.
-    pub recorder: PathBuf,
-}
-
-impl Default for AudioDevice {
-    fn default() -> Self {
-        AudioDevice {
-            player: "pw-play".into(),
-            recorder: "pw-record".into(),
-        }
-    }
-}
-
-fn on_path(cmd: &Path) -> bool {
-    if cmd.components().count() > 1 {
-        return cmd.is_file();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
-}
-
-/// The PipeWire socket the clients would use: `$PIPEWIRE_REMOTE` when it is a path, else
-/// `pipewire-0` in `$PIPEWIRE_RUNTIME_DIR`, `$XDG_RUNTIME_DIR` or `/run/pipewire`.
-pub fn pipewire_socket() -> PathBuf {
-    let remote = std::env::var("PIPEWIRE_REMOTE").unwrap_or_else(|_| "pipewire-0".into());
-    if remote.starts_with('/') {
-        return remote.into();
-    }
-    let dir = ["PIPEWIRE_RUNTIME_DIR", "XDG_RUNTIME_DIR"]
-        .iter()
-        .find_map(|v| std::env::var_os(v).filter(|s| !s.is_empty()))
-        .map_or_else(|| PathBuf::from("/run/pipewire"), PathBuf::from);
-    dir.join(remote)
-}
-
-impl AudioDevice {
-    /// `Ok` when audio can be played and recorded here; else why not ("no audio device: ...").
-    ///
-    /// # Errors
-    /// The reason, for the API and `/voice/status`.
-    pub fn check(&self) -> std::result::Result<(), String> {
-        for cmd in [&self.player, &self.recorder] {
-            if !on_path(cmd) {
-                return Err(format!(
-                    "no audio device: {} is not installed (PipeWire's tools)",
-                    cmd.display()
-                ));
-            }
-        }
-        let sock = pipewire_socket();
-        use std::os::unix::fs::FileTypeExt;
-        match std::fs::metadata(&sock) {
-            Ok(m) if m.file_type().is_socket() => Ok(()),
-            _ => Err(format!(
-                "no audio device: no PipeWire server at {} (set services.osmoda.voice.pipewireRuntimeDir to a running PipeWire's directory)",
-                sock.display()
-            )),
-        }
-    }
-
-    /// Plays a WAV file and waits until it has played.
-    ///
-    /// # Errors
-    /// The reason it did not play.
-    pub async fn play(&self, file: &Path, duration_ms: u64) -> std::result::Result<(), String> {
-        self.check()?;
-        let limit = Duration::from_millis(duration_ms) + Duration::from_secs(10);
-        let mut child = Command::new(&self.player)
-            .arg(file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.player.display()))?;
-        let stderr = child.stderr.take();
-        let status = tokio::time::timeout(limit, child.wait())
-            .await
-            .map_err(|_| {
-                format!(
-                    "{} did not finish within {} s",
-                    self.player.display(),
-                    limit.as_secs()
-                )
-            })?
-            .map_err(|e| format!("{}: {e}", self.player.display()))?;
-        if status.success() {
-            return Ok(());
-        }
-        let mut msg = String::new();
-        if let Some(mut e) = stderr {
-            use tokio::io::AsyncReadExt;
-            let _ = e.read_to_string(&mut msg).await;
-        }
-        Err(format!(
-            "{} failed ({status}): {}",
-            self.player.display(),
-            msg.trim()
-        ))
     }
 }
 

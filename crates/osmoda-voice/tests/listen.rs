@@ -2,11 +2,10 @@
 //! 2 s of silence between them, the detector cuts exactly two utterances, and `/voice/listen`
 //! transcribes each and sends it to the gateway as the person's message.
 //!
-//! There is no PipeWire here, so the capture itself (`pw-record`) cannot run: the loop is fed
-//! from a WAV file (`audio_path`), and the microphone path from a stand-in recorder that writes
-//! the same WAV stream `pw-record ... -` writes, next to a stand-in PipeWire socket. The gateway
-//! here is a loopback HTTP stand-in that records what it is sent; the bridge tests send to the
-//! real OpenClaw gateway.
+//! The loop is fed from a WAV file (`audio_path`), and from the microphone of a real PipeWire
+//! (`common::pipewire`) on whose speaker the sentences are played. The gateway here is a
+//! loopback HTTP stand-in that records what it is sent; the bridge tests send to the real
+//! OpenClaw gateway.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use common::pipewire::PipeWire;
 use common::{concat_wav, config, options, piper_wav, wer, Agentd, Voice};
 use serde_json::{json, Value};
 
@@ -154,39 +154,13 @@ async fn listening_to_a_file_sends_each_utterance_to_the_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_microphone_loop_reads_the_recorders_wav_stream() {
+async fn listening_to_the_pipewire_microphone_sends_each_utterance_to_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let agentd = Agentd::start(dir.path());
-    // A stand-in PipeWire: its socket exists; the recorder writes a 16 kHz mono s16 WAV stream
-    // (the two sentences) to stdout as `pw-record --rate 16000 --channels 1 --format s16 -`
-    // does, then silence in real time until it is killed, as a microphone in a quiet room would;
-    // the player copies the file.
-    let runtime = dir.path().join("pipewire");
-    std::fs::create_dir_all(&runtime).unwrap();
-    let _pw = std::os::unix::net::UnixListener::bind(runtime.join("pipewire-0")).unwrap();
-    // SAFETY of set_var: this test binary's other tests do not read PIPEWIRE_* variables.
-    std::env::set_var("PIPEWIRE_RUNTIME_DIR", &runtime);
-    std::env::remove_var("PIPEWIRE_REMOTE");
+    // A real PipeWire whose microphone hears its speaker: the two sentences are played there
+    // once the listen loop's pw-record is linked.
+    let pw = PipeWire::start();
     let two = two_sentences(dir.path());
-    let samples = osmoda_voice::audio::read_wav(&two, osmoda_voice::audio::Limits::default())
-        .unwrap()
-        .samples;
-    let stream = dir.path().join("stream.wav");
-    osmoda_voice::audio::write_wav(&stream, &samples).unwrap();
-    let played = dir.path().join("played");
-    std::fs::create_dir_all(&played).unwrap();
-    let recorder = dir.path().join("pw-record");
-    let player = dir.path().join("pw-play");
-    std::fs::write(&recorder, format!("#!/bin/sh\n[ \"$*\" = \"--rate 16000 --channels 1 --format s16 -\" ] || exit 2\ncat '{}'\nwhile :; do head -c 32000 /dev/zero; sleep 1; done\n", stream.display())).unwrap();
-    std::fs::write(
-        &player,
-        format!("#!/bin/sh\ncp \"$1\" '{}/'\n", played.display()),
-    )
-    .unwrap();
-    for f in [&recorder, &player] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
 
     let heard = Arc::new(Mutex::new(Heard::default()));
     let sock = dir.path().join("gateway.sock");
@@ -194,14 +168,9 @@ async fn the_microphone_loop_reads_the_recorders_wav_stream() {
     tokio::spawn(axum::serve(unix, gateway_app(Arc::clone(&heard))).into_future());
     let cfg = config(dir.path(), &[], Some(&format!("unix:{}", sock.display())));
     let mut opts = options(dir.path(), cfg, &agentd.socket);
-    opts.audio = osmoda_voice::tts::AudioDevice {
-        player: player.clone(),
-        recorder: recorder.clone(),
-    };
+    opts.audio = pw.device();
     let voice = Voice::start(dir.path(), opts).await;
 
-    let (_, st) = voice.get("/voice/status").await;
-    assert_eq!(st["audio_device"], true, "{st}");
     let (s, b) = voice
         .post("/voice/listen", json!({ "enabled": true }))
         .await;
@@ -209,7 +178,9 @@ async fn the_microphone_loop_reads_the_recorders_wav_stream() {
         (s, b),
         (200, json!({ "listening": true, "previous": false }))
     );
-    // Both utterances arrive while the "microphone" stays open.
+    pw.wait_for_recorder().await;
+    pw.play(&two).await;
+    // Both utterances arrive while the microphone stays open.
     let start = std::time::Instant::now();
     while heard.lock().unwrap().requests.len() < 2 {
         assert!(
@@ -223,6 +194,7 @@ async fn the_microphone_loop_reads_the_recorders_wav_stream() {
     let (_, st) = voice.get("/voice/status").await;
     assert_eq!(st["listening"], true);
     assert_eq!(st["listen"]["source"], "microphone");
+    assert_eq!(st["listen"]["utterances"], 2, "{st}");
     let (s, b) = voice
         .post("/voice/listen", json!({ "enabled": false }))
         .await;
@@ -232,14 +204,6 @@ async fn the_microphone_loop_reads_the_recorders_wav_stream() {
     );
     let listen = voice.listen_done().await;
     assert_eq!(listen["error"], Value::Null, "{listen}");
-
-    // With a device, speak plays what it wrote.
-    let (s, spoken) = voice.post("/voice/speak", json!({ "text": "Done." })).await;
-    assert_eq!(s, 200, "{spoken}");
-    assert_eq!(spoken["played"], true, "{spoken}");
-    let name = Path::new(spoken["audio_path"].as_str().unwrap())
-        .file_name()
-        .unwrap()
-        .to_owned();
-    assert!(played.join(name).is_file());
+    voice.state.flush_events().await.unwrap();
+    assert_eq!(agentd.events("voice.utterance").len(), 2);
 }

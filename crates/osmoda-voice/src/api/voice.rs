@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use serde::Deserialize;
@@ -173,14 +173,19 @@ pub async fn record(State(app): State<Arc<AppState>>, Json(req): Json<RecordReq>
     app.audio.check().map_err(VoiceError::Unavailable)?;
     let dir = app.opts.state_dir.join("recordings");
     let out = fresh_name(&dir, "wav");
-    let res = capture(&app, &out, Duration::from_secs(req.duration_secs)).await;
+    let res = app
+        .audio
+        .record(&out, Duration::from_secs(req.duration_secs))
+        .await;
     metric("record", res.is_ok());
-    res?;
+    let samples = res?;
     crate::tts::prune(&dir, crate::tts::KEEP_FILES);
-    let mut body = json!({ "audio_path": out });
+    let mut body = json!({
+        "audio_path": out,
+        "duration_ms": samples * 1000 / u64::from(audio::SAMPLE_RATE),
+    });
     if req.transcribe {
-        let (ms, t) = transcribe_file(&app, &out, None).await?;
-        body["duration_ms"] = json!(ms);
+        let (_, t) = transcribe_file(&app, &out, None).await?;
         body["text"] = json!(t.text);
         body["transcribe_ms"] = json!(t.elapsed_ms);
     }
@@ -190,52 +195,6 @@ pub async fn record(State(app): State<Arc<AppState>>, Json(req): Json<RecordReq>
     )
     .await;
     Ok(axum::Json(body))
-}
-
-/// Records `secs` from the default source into `out` with `pw-record`, stopped by SIGINT so it
-/// finishes the WAV header.
-async fn capture(app: &AppState, out: &std::path::Path, secs: Duration) -> crate::Result<()> {
-    let mut child = tokio::process::Command::new(&app.audio.recorder)
-        .args(["--rate", "16000", "--channels", "1", "--format", "s16"])
-        .arg(out)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            VoiceError::Unavailable(format!(
-                "cannot start {}: {e}",
-                app.audio.recorder.display()
-            ))
-        })?;
-    let started = Instant::now();
-    if let Ok(st) = tokio::time::timeout(secs, child.wait()).await {
-        let _ = std::fs::remove_file(out);
-        return Err(VoiceError::Unavailable(format!(
-            "{} stopped after {} ms ({}); is a PipeWire source there?",
-            app.audio.recorder.display(),
-            started.elapsed().as_millis(),
-            st.map_or_else(|e| e.to_string(), |s| s.to_string())
-        )));
-    }
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGINT,
-        );
-    }
-    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-        Ok(_) => Ok(()),
-        Err(_) => {
-            let _ = child.kill().await;
-            let _ = std::fs::remove_file(out);
-            Err(VoiceError::Engine(format!(
-                "{} did not stop on SIGINT",
-                app.audio.recorder.display()
-            )))
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]

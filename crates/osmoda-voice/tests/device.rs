@@ -1,0 +1,203 @@
+//! osmoda-voice on a real PipeWire (`common::pipewire`: a private server whose speaker the
+//! microphone hears): `/voice/speak` plays through it, `/voice/record` captures what is played
+//! and transcribes it, and where PipeWire cannot deliver audio (no session manager linking the
+//! recorder, the server gone) the calls say so and leave nothing behind.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::pipewire::{PipeWire, MIC};
+use common::{config, files, options, piper_wav, wer, Agentd, Voice};
+use serde_json::{json, Value};
+
+const SAID: &str = "Please restart the web server after the update.";
+const SPOKEN: &str = "The backup finished and every disk is healthy.";
+
+async fn voice_on(dir: &Path, pw: &PipeWire, agentd: &Agentd) -> (Voice, PathBuf) {
+    let audio = dir.join("audio");
+    std::fs::create_dir_all(&audio).unwrap();
+    let cfg = config(dir, std::slice::from_ref(&audio), None);
+    let mut opts = options(dir, cfg, &agentd.socket);
+    opts.audio = pw.device();
+    (Voice::start(dir, opts).await, audio)
+}
+
+fn check_words(said: &str, text: &str) {
+    let rate = wer(said, text);
+    println!("{said:?} -> {text:?}: WER {rate:.3}");
+    assert!(rate <= 0.25, "WER {rate}: {text:?} for {said:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_hears_what_is_played_and_speak_plays_through_pipewire() {
+    let dir = tempfile::tempdir().unwrap();
+    let agentd = Agentd::start(dir.path());
+    let pw = PipeWire::start();
+    let (voice, audio) = voice_on(dir.path(), &pw, &agentd).await;
+
+    let (_, st) = voice.get("/voice/status").await;
+    assert_eq!(st["audio_device"], true, "{st}");
+    assert_eq!(st["audio_device_error"], Value::Null);
+
+    // /voice/record: 10 s from the default source (the test microphone), while a sentence
+    // (3.5 s) is played on the speaker once the recorder is linked.
+    let said = audio.join("said.wav");
+    piper_wav(SAID, &said);
+    let rec = {
+        let client = voice.client();
+        tokio::spawn(async move {
+            let r = client
+                .post("/voice/record", &json!({ "duration_secs": 10 }))
+                .await
+                .unwrap();
+            (r.status, r.body)
+        })
+    };
+    pw.wait_for_recorder().await;
+    pw.play(&said).await;
+    let (s, b) = tokio::time::timeout(Duration::from_secs(600), rec)
+        .await
+        .expect("/voice/record did not answer within 600 s")
+        .unwrap();
+    assert_eq!(s, 200, "{b}");
+    let wav = PathBuf::from(b["audio_path"].as_str().unwrap());
+    assert!(wav.starts_with(dir.path().join("voice/recordings")), "{b}");
+    let (spec, samples) = common::read_i16(&wav);
+    assert_eq!((spec.sample_rate, spec.channels), (16_000, 1));
+    // What the recorder got from the moment it was linked until SIGINT.
+    let ms = b["duration_ms"].as_u64().unwrap();
+    assert_eq!(ms, samples.len() as u64 * 1000 / 16_000);
+    assert!((5_000..=10_500).contains(&ms), "{ms} ms recorded: {b}");
+    assert!(samples.iter().any(|s| s.unsigned_abs() > 3000), "silence");
+    check_words(SAID, b["text"].as_str().unwrap());
+    assert!(b["transcribe_ms"].as_u64().is_some(), "{b}");
+
+    // /voice/speak plays on the speaker: a recorder of the test's own, on the microphone from
+    // before the call until after it returned, hears the words.
+    let heard = audio.join("heard.wav");
+    let mut ear = tokio::process::Command::new("pw-record")
+        .envs(pw.env())
+        .args(osmoda_voice::device::RECORD_FORMAT)
+        .arg("--target")
+        .arg(MIC)
+        .arg(&heard)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    pw.wait_for_recorder().await;
+    let (s, spoken) = voice.post("/voice/speak", json!({ "text": SPOKEN })).await;
+    assert_eq!(s, 200, "{spoken}");
+    assert_eq!(spoken["played"], true, "{spoken}");
+    assert_eq!(spoken["playback_error"], Value::Null);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ear.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ear.wait())
+        .await
+        .expect("pw-record did not stop on SIGINT")
+        .unwrap();
+    let (s, t) = voice
+        .post("/voice/transcribe", json!({ "audio_path": heard }))
+        .await;
+    assert_eq!(s, 200, "{t}");
+    check_words(SPOKEN, t["text"].as_str().unwrap());
+
+    // Without transcription: the recording only (silence now, but audio: zeros count).
+    let (s, b) = voice
+        .post(
+            "/voice/record",
+            json!({ "duration_secs": 1, "transcribe": false }),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["duration_ms"].as_u64().unwrap() > 0, "{b}");
+    assert_eq!(b.get("text"), None, "{b}");
+    assert!(Path::new(b["audio_path"].as_str().unwrap()).is_file());
+
+    voice.state.flush_events().await.unwrap();
+    assert_eq!(agentd.events("voice.recorded").len(), 2);
+    let spoke = agentd.events("voice.spoke");
+    assert_eq!(spoke.len(), 1);
+    assert!(
+        spoke[0].payload.contains("\"played\":true"),
+        "{}",
+        spoke[0].payload
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipewire_that_delivers_no_audio_or_is_gone_is_no_audio_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let agentd = Agentd::start(dir.path());
+    // PipeWire answers, but without a session manager nothing links the recorder to a source.
+    let mut pw = PipeWire::without_session_manager();
+    let (voice, _) = voice_on(dir.path(), &pw, &agentd).await;
+    let (_, st) = voice.get("/voice/status").await;
+    assert_eq!(st["audio_device"], true, "{st}");
+    let recordings = dir.path().join("voice/recordings");
+    let (s, b) = voice
+        .post(
+            "/voice/record",
+            json!({ "duration_secs": 1, "transcribe": false }),
+        )
+        .await;
+    assert_eq!(s, 503, "{b}");
+    let e = b["error"].as_str().unwrap();
+    assert!(e.starts_with("no audio device: "), "{b}");
+    assert!(e.contains("recorded nothing in 1 s"), "{b}");
+    assert_eq!(files(&recordings), Vec::<PathBuf>::new());
+    // The listen loop gives up on a stream that brings nothing, and says why.
+    let (s, b) = voice
+        .post("/voice/listen", json!({ "enabled": true }))
+        .await;
+    assert_eq!(
+        (s, &b),
+        (200, &json!({ "listening": true, "previous": false }))
+    );
+    let listen = voice.listen_done().await;
+    let e = listen["error"].as_str().unwrap();
+    assert!(e.contains("delivered no audio for 10 s"), "{listen}");
+
+    // The server gone: no audio device, said plainly; speaking still writes the file.
+    pw.stop();
+    let (_, st) = voice.get("/voice/status").await;
+    assert_eq!(st["audio_device"], false, "{st}");
+    let e = st["audio_device_error"].as_str().unwrap();
+    assert!(e.starts_with("no audio device: "), "{st}");
+    let (s, b) = voice
+        .post(
+            "/voice/record",
+            json!({ "duration_secs": 1, "transcribe": false }),
+        )
+        .await;
+    assert_eq!(s, 503, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no audio device: "),
+        "{b}"
+    );
+    let (s, b) = voice
+        .post("/voice/listen", json!({ "enabled": true }))
+        .await;
+    assert_eq!(s, 503, "{b}");
+    let (s, spoken) = voice
+        .post("/voice/speak", json!({ "text": "Hello." }))
+        .await;
+    assert_eq!(s, 200, "{spoken}");
+    assert_eq!(spoken["played"], false);
+    assert!(spoken["playback_error"]
+        .as_str()
+        .unwrap()
+        .starts_with("no audio device: "));
+    assert_eq!(files(&recordings), Vec::<PathBuf>::new());
+}
