@@ -217,12 +217,11 @@ async fn microphone(
             NO_AUDIO_TIMEOUT.as_secs()
         )
     };
-    tokio::time::timeout(NO_AUDIO_TIMEOUT, read_wav_header(&mut out))
+    let mut pending = tokio::time::timeout(NO_AUDIO_TIMEOUT, read_stream_start(&mut out))
         .await
         .map_err(|_| silent())??;
     let mut seg = Segmenter::new(VadConfig::default());
     let mut buf = vec![0u8; CHUNK * 2];
-    let mut carry: Option<u8> = None;
     loop {
         let n = tokio::time::timeout(NO_AUDIO_TIMEOUT, out.read(&mut buf))
             .await
@@ -231,10 +230,10 @@ async fn microphone(
         if n == 0 {
             break;
         }
-        let mut bytes: Vec<u8> = carry.take().into_iter().collect();
+        let mut bytes = std::mem::take(&mut pending);
         bytes.extend_from_slice(&buf[..n]);
         if bytes.len() % 2 == 1 {
-            carry = bytes.pop();
+            pending.extend(bytes.pop());
         }
         let samples: Vec<f32> = bytes
             .chunks_exact(2)
@@ -255,18 +254,30 @@ async fn microphone(
     Err(format!("{} ended ({st})", app.audio.recorder.display()))
 }
 
-/// Reads a streamed WAV header (RIFF, `fmt ` = 16-bit PCM mono 16 kHz, up to the `data` chunk,
-/// whose declared size a stream leaves open).
+/// Reads the start of the recorder's stream and returns the sample bytes read so far.
+///
+/// `pw-record ... -` (PipeWire 0.3) writes bare PCM in the format asked for, 16-bit
+/// little-endian mono at 16 kHz: its first bytes are already samples. A recorder that writes a
+/// WAV stream instead is accepted too: its header (RIFF, `fmt ` = 16-bit PCM mono 16 kHz, up to
+/// the `data` chunk, whose declared size a stream leaves open) is checked and dropped. (Bare PCM
+/// that starts with the bytes `RIFF` would be two samples of exactly 18,770 and 17,990.)
 ///
 /// # Errors
-/// What is wrong with the stream.
-pub async fn read_wav_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<(), String> {
-    let mut head = [0u8; 12];
+/// What is wrong with a WAV stream's header; a stream that ends within its first 4 bytes.
+pub async fn read_stream_start<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, String> {
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)
+        .await
+        .map_err(|e| format!("the recorder's stream ended: {e}"))?;
+    if &magic != b"RIFF" {
+        return Ok(magic.to_vec());
+    }
+    let mut head = [0u8; 8];
     r.read_exact(&mut head)
         .await
         .map_err(|e| format!("the recorder's stream ended: {e}"))?;
-    if &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
-        return Err("the recorder did not write a WAV stream".into());
+    if &head[4..8] != b"WAVE" {
+        return Err("the recorder wrote a RIFF stream that is not WAVE".into());
     }
     let mut fmt_ok = false;
     for _ in 0..16 {
@@ -277,7 +288,7 @@ pub async fn read_wav_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<(), Stri
         let size = u32::from_le_bytes([ch[4], ch[5], ch[6], ch[7]]) as usize;
         if &ch[0..4] == b"data" {
             return if fmt_ok {
-                Ok(())
+                Ok(Vec::new())
             } else {
                 Err("the recorder's stream has no format chunk".into())
             };
@@ -373,6 +384,57 @@ async fn deliver(
         s.recent.push(heard);
         if s.recent.len() > 20 {
             s.recent.remove(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wav_head(format: u16, channels: u16, rate: u32, bits: u16) -> Vec<u8> {
+        let mut h = b"RIFF\xff\xff\xff\xffWAVEfmt \x10\0\0\0".to_vec();
+        h.extend(format.to_le_bytes());
+        h.extend(channels.to_le_bytes());
+        h.extend(rate.to_le_bytes());
+        h.extend((rate * u32::from(channels) * u32::from(bits) / 8).to_le_bytes());
+        h.extend((channels * bits / 8).to_le_bytes());
+        h.extend(bits.to_le_bytes());
+        h.extend(b"data\xff\xff\xff\xff");
+        h
+    }
+
+    async fn start(stream: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let mut r = stream;
+        let first = read_stream_start(&mut r).await?;
+        Ok((first, r.to_vec()))
+    }
+
+    #[tokio::test]
+    async fn bare_pcm_and_wav_streams_are_read_from_their_first_sample() {
+        // Bare PCM (what PipeWire 0.3's pw-record writes to stdout): nothing is dropped.
+        let pcm: Vec<u8> = (0..10u8).collect();
+        let (first, rest) = start(&pcm).await.unwrap();
+        assert_eq!([first, rest].concat(), pcm);
+        // A WAV stream: the header is dropped, the samples follow.
+        let wav = [wav_head(1, 1, 16_000, 16), pcm.clone()].concat();
+        let (first, rest) = start(&wav).await.unwrap();
+        assert_eq!([first, rest].concat(), pcm);
+    }
+
+    #[tokio::test]
+    async fn wav_streams_in_another_format_or_cut_short_are_refused() {
+        for (stream, want) in [
+            (wav_head(1, 2, 16_000, 16), "2 channel(s)"),
+            (wav_head(1, 1, 48_000, 16), "48000 Hz"),
+            (wav_head(3, 1, 16_000, 32), "format 3"),
+            (b"RIFF\0\0\0\0AVI ".to_vec(), "not WAVE"),
+            (b"RIFF\0\0".to_vec(), "ended"),
+            (b"RI".to_vec(), "ended"),
+            (wav_head(1, 1, 16_000, 16)[..30].to_vec(), "ended"),
+        ] {
+            let e = start(&stream).await.unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
         }
     }
 }

@@ -183,11 +183,9 @@ async fn listening_to_the_pipewire_microphone_sends_each_utterance_to_the_gatewa
     // Both utterances arrive while the microphone stays open.
     let start = std::time::Instant::now();
     while heard.lock().unwrap().requests.len() < 2 {
-        assert!(
-            start.elapsed().as_secs() < 600,
-            "{:?}",
-            voice.get("/voice/status").await
-        );
+        let (_, st) = voice.get("/voice/status").await;
+        assert_eq!(st["listening"], true, "the loop stopped: {st}");
+        assert!(start.elapsed().as_secs() < 600, "{st}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     check_sent(&heard);
