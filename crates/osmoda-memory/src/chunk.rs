@@ -31,10 +31,27 @@ pub struct Chunk {
 
 impl Chunk {
     /// The text that is embedded and keyword-indexed: the chunk with its context (the note's
-    /// date or "durable") in front, so "what happened on the 3rd" can match.
+    /// date or "durable") in front, so "what happened on the 3rd" can match. The `at:` field
+    /// of a metadata line is left out: the chunk's date is already in front and its time
+    /// filters by `timeframe`, while the seconds would make a note's vector depend on the
+    /// moment it was written (the same words stored twice would embed differently).
     pub fn enriched(&self) -> String {
         let ctx = daily_date(&self.path).unwrap_or("durable fact");
-        format!("[{ctx}] {}", self.text)
+        // The metadata line is the first non-empty line under the section's heading.
+        let lines: Vec<&str> = self.text.lines().collect();
+        let skip = usize::from(lines.first().is_some_and(|l| heading_level(l).is_some()));
+        let meta = (skip..lines.len()).find(|&i| !lines[i].trim().is_empty());
+        let mut out = format!("[{ctx}] ");
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            match (Some(i) == meta).then(|| strip_meta_at(line)).flatten() {
+                Some(rest) => out.push_str(rest),
+                None => out.push_str(line),
+            }
+        }
+        out
     }
 }
 
@@ -145,6 +162,14 @@ fn parse_date_ts(s: &str) -> Option<i64> {
     Some(d.midnight().assume_utc().unix_timestamp())
 }
 
+/// The rest of an osModa metadata line after its `at:` field (`category: x · tags: y`, or
+/// empty), or `None` for any other line.
+fn strip_meta_at(line: &str) -> Option<&str> {
+    parse_meta_at(line)?;
+    let t = line.trim();
+    Some(t.split_once(" · ").map_or("", |(_, rest)| rest))
+}
+
 /// The `at:` value of an osModa metadata line.
 fn parse_meta_at(line: &str) -> Option<i64> {
     let first = line.trim().split(" · ").next()?;
@@ -224,5 +249,32 @@ mod tests {
         assert_eq!(c.enriched(), "[2026-01-02] ## x\ny");
         let c = &chunk_note("MEMORY.md", "## x\ny", 0)[0];
         assert_eq!(c.enriched(), "[durable fact] ## x\ny");
+    }
+
+    /// The same note written at two moments embeds and indexes the same text; only a real
+    /// metadata line loses its `at:` field.
+    #[test]
+    fn enriched_leaves_out_the_time_of_writing() {
+        let note = |at: &str| {
+            format!("## disk full\nat: {at} · category: incident · tags: db\n\nvacuumed")
+        };
+        let a = &chunk_note("memory/2026-01-02.md", &note("2026-01-02T03:04:05Z"), 0)[0];
+        let b = &chunk_note("memory/2026-01-02.md", &note("2026-01-02T23:59:59Z"), 0)[0];
+        assert_ne!(a.ts, b.ts);
+        assert_eq!(a.enriched(), b.enriched());
+        assert_eq!(
+            a.enriched(),
+            "[2026-01-02] ## disk full\ncategory: incident · tags: db\n\nvacuumed"
+        );
+        let only_at = &chunk_note("MEMORY.md", "## x\nat: 2026-01-02T03:04:05Z\n\ny", 0)[0];
+        assert_eq!(only_at.enriched(), "[durable fact] ## x\n\n\ny");
+        // Not a metadata line: an `at:` that is no time, or one further down, stays.
+        for text in [
+            "## x\nat: noon · category: a",
+            "## x\ny\nat: 2026-01-02T03:04:05Z",
+        ] {
+            let c = &chunk_note("MEMORY.md", text, 0)[0];
+            assert_eq!(c.enriched(), format!("[durable fact] {text}"));
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! little-endian f32 blobs; the search over them is exact (a dot product per chunk over an
 //! in-memory copy, see docs/STATUS.md for the benchmark behind that choice).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -13,7 +14,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::chunk::Chunk;
 use crate::error::Result;
 
-const SCHEMA_VERSION: &str = "1";
+/// 2: the `at:` field of a metadata line is no longer part of the indexed and embedded text.
+const SCHEMA_VERSION: &str = "2";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -497,24 +499,54 @@ impl Index {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// BM25 ranking: row ids of the chunks matching any of `terms` within `[since, until]`,
-    /// best first, at most `limit`.
-    pub fn bm25(&self, terms: &[String], since: i64, until: i64, limit: usize) -> Result<Vec<i64>> {
+    /// BM25 ranking: the chunks matching any of `terms` within `[since, until]`, best first,
+    /// at most `limit`, each as (row id, how many of the distinct `terms` it contains, after
+    /// the tokenizer's stemming).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn bm25(
+        &self,
+        terms: &[String],
+        since: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, usize)>> {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
-        let q = terms
+        let quoted: Vec<String> = terms
             .iter()
             .map(|t| format!("\"{}\"", t.replace('"', "")))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+            .collect();
         let mut stmt = self.conn.prepare_cached(
             "SELECT f.rowid FROM chunks_fts f JOIN chunks c ON c.id = f.rowid
              WHERE chunks_fts MATCH ?1 AND c.ts BETWEEN ?2 AND ?3
              ORDER BY bm25(chunks_fts), c.path, c.ord LIMIT ?4",
         )?;
-        let rows = stmt.query_map(params![q, since, until, limit as i64], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let ids: Vec<i64> = stmt
+            .query_map(
+                params![quoted.join(" OR "), since, until, limit as i64],
+                |r| r.get(0),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        // Which candidates hold each term: one lookup per term, limited to the candidates.
+        let mut matched: HashMap<i64, usize> = ids.iter().map(|&id| (id, 0)).collect();
+        if terms.len() > 1 {
+            let list = serde_json::to_string(&ids).unwrap_or_default();
+            let mut per_term = self.conn.prepare_cached(
+                "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?1
+                 AND rowid IN (SELECT value FROM json_each(?2))",
+            )?;
+            for q in &quoted {
+                for id in per_term.query_map(params![q, list], |r| r.get::<_, i64>(0))? {
+                    *matched.entry(id?).or_default() += 1;
+                }
+            }
+        } else {
+            matched.values_mut().for_each(|n| *n = 1);
+        }
+        Ok(ids.into_iter().map(|id| (id, matched[&id])).collect())
     }
 
     /// Remove every row (notes are untouched); the next sync fills the index again.

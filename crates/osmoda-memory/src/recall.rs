@@ -95,9 +95,20 @@ pub(crate) fn rank(
 ) -> crate::Result<Vec<Ranked>> {
     let mut by_id: HashMap<i64, Ranked> = HashMap::new();
     if mode != Mode::Vector {
-        for (i, id) in index
-            .bm25(&terms(query), since, until, depth)?
+        let terms = terms(query);
+        // Fused with vectors, a keyword vote needs at least half of the query's words: with
+        // any one word enough, "the server room got too hot" votes for every note saying
+        // "got" or "too", and RRF ranks those above a note the vectors found alone (a
+        // paraphrase sharing no word with the query). Keyword-only ranking keeps every match.
+        let need = if mode == Mode::Hybrid && qvec.is_some() {
+            terms.len().div_ceil(2)
+        } else {
+            1
+        };
+        for (i, (id, _)) in index
+            .bm25(&terms, since, until, depth)?
             .into_iter()
+            .filter(|&(_, matched)| matched >= need)
             .enumerate()
         {
             let r = by_id.entry(id).or_insert_with(|| blank(id));

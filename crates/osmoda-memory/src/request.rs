@@ -131,7 +131,8 @@ pub struct RecallHit {
     pub score: f64,
     /// Cosine similarity to the query (absent in keyword mode).
     pub similarity: Option<f32>,
-    /// Matched a query word (BM25).
+    /// Voted for by BM25: holds at least half of the query's words (any one of them in
+    /// keyword mode).
     pub keyword_match: bool,
 }
 

@@ -1,10 +1,16 @@
 //! Retrieval quality on a labelled set: 205 operations notes, 50 queries written for this
-//! test (data/labelled-*.txt). Recall@5 of BM25 only, vectors only and hybrid (RRF) is
-//! printed; hybrid must beat BM25 (see the assertion for vectors).
+//! test (data/labelled-*.txt). Recall@5 of BM25 only, vectors only and hybrid (RRF, k = 60)
+//! is printed, for all queries and for the even- and odd-numbered halves; hybrid must beat
+//! both on all queries.
+//!
+//! The notes are written as markdown with fixed dates (as a person or `/memory/store` would
+//! write them) and indexed by a sync, so every run embeds the same texts in the same batches
+//! and the figures do not depend on the day the test runs.
 
 mod common;
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use osmoda_memory::{Mode, StoreRequest};
 
@@ -13,23 +19,40 @@ fn lines(s: &str) -> impl Iterator<Item = &str> {
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
 }
 
+/// The notes in the layout `/memory/store` writes: incidents in one daily note, the rest in
+/// `MEMORY.md`; the note's id as its tag, so a chunk maps back to its note.
+fn write_notes(dir: &std::path::Path) {
+    let mut durable = String::from("# Memory\n");
+    let mut daily = String::from("# 2026-01-15\n");
+    for (i, l) in lines(include_str!("data/labelled-notes.txt")).enumerate() {
+        let f: Vec<&str> = l.splitn(4, '|').collect();
+        assert_eq!(f.len(), 4, "{l}");
+        let (id, category, summary, detail) = (f[0], f[1], f[2], f[3]);
+        let note = if category == "incident" {
+            &mut daily
+        } else {
+            &mut durable
+        };
+        write!(
+            note,
+            "\n## {summary}\nat: 2026-01-15T{:02}:{:02}:00Z · category: {category} · tags: {id}\n\n{detail}\n",
+            i / 60,
+            i % 60
+        )
+        .expect("write to a String");
+    }
+    std::fs::create_dir_all(dir.join("memory")).expect("mkdir memory");
+    std::fs::write(dir.join("MEMORY.md"), durable).expect("write MEMORY.md");
+    std::fs::write(dir.join("memory/2026-01-15.md"), daily).expect("write daily note");
+}
+
 #[test]
 fn hybrid_beats_bm25_and_vectors() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let m = common::open(tmp.path());
-    for l in lines(include_str!("data/labelled-notes.txt")) {
-        let f: Vec<&str> = l.splitn(4, '|').collect();
-        assert_eq!(f.len(), 4, "{l}");
-        m.store(&StoreRequest {
-            // The id as a tag lets the test map a chunk back to its note.
-            summary: f[2].into(),
-            detail: f[3].into(),
-            category: Some(f[1].into()),
-            tags: vec![f[0].into()],
-            durable: f[1] != "incident",
-        })
-        .expect("store");
-    }
+    write_notes(tmp.path());
+    let report = m.sync().expect("sync");
+    assert_eq!(report.embedded, 205, "{report:?}");
     let queries: Vec<(HashSet<String>, String)> = lines(include_str!("data/labelled-queries.txt"))
         .map(|l| {
             let (ids, q) = l.split_once('|').expect("ids|query");
@@ -39,8 +62,9 @@ fn hybrid_beats_bm25_and_vectors() {
     assert!(queries.len() >= 50);
     let mut totals = Vec::new();
     for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
-        let mut sum = 0.0;
-        for (relevant, q) in &queries {
+        let mut halves = [0.0; 2];
+        let mut misses = Vec::new();
+        for (i, (relevant, q)) in queries.iter().enumerate() {
             let found: HashSet<String> = m
                 .search(q, mode, 5)
                 .expect("search")
@@ -52,10 +76,19 @@ fn hybrid_beats_bm25_and_vectors() {
                         .map(|t| t.lines().next().unwrap_or("").to_string())
                 })
                 .collect();
-            sum += relevant.intersection(&found).count() as f64 / relevant.len() as f64;
+            let hit = relevant.intersection(&found).count() as f64 / relevant.len() as f64;
+            halves[i % 2] += hit;
+            if hit < 1.0 {
+                misses.push(q.as_str());
+            }
         }
-        let r = sum / queries.len() as f64;
-        println!("recall@5 {mode:?}: {r:.3}");
+        let half = queries.len().div_ceil(2) as f64;
+        let r = (halves[0] + halves[1]) / queries.len() as f64;
+        println!(
+            "recall@5 {mode:?}: {r:.3} (even {:.3}, odd {:.3}); not all found: {misses:?}",
+            halves[0] / half,
+            halves[1] / (queries.len() as f64 - half)
+        );
         totals.push(r);
     }
     let (bm25, vector, hybrid) = (totals[0], totals[1], totals[2]);
@@ -63,11 +96,52 @@ fn hybrid_beats_bm25_and_vectors() {
         bm25 > 0.3 && vector > 0.3,
         "a ranking is broken: {totals:?}"
     );
-    // The issue asks hybrid to beat both. It beats BM25; on this set vectors alone do better
-    // than RRF (0.897 vs 0.860 when last measured; docs/STATUS.md), so that half is reported,
-    // not asserted.
     assert!(
-        hybrid > bm25,
-        "hybrid {hybrid:.3} must beat BM25 {bm25:.3} (vectors {vector:.3})"
+        hybrid > bm25 && hybrid > vector,
+        "hybrid {hybrid:.3} must beat BM25 {bm25:.3} and vectors {vector:.3}"
     );
+}
+
+/// The labelled notes stored through `/memory/store`'s path (today's daily note, a metadata
+/// line with the time of writing) rank like the hand-written ones: the time of writing is not
+/// part of what is embedded, so two stores of the same words give the same vector.
+#[test]
+fn stored_notes_embed_like_written_ones() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let (ma, mb) = (common::open(a.path()), common::open(b.path()));
+    let req = StoreRequest {
+        summary: "Disk full on /var from journald".into(),
+        detail: "Journal grew to 38 GB on db-2.".into(),
+        category: Some("incident".into()),
+        tags: vec!["n003".into()],
+        durable: true,
+    };
+    let ra = ma.store(&req).expect("store");
+    // The next whole second, so the two `at:` lines differ.
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    };
+    let t0 = secs();
+    while secs() == t0 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let rb = mb.store(&req).expect("store");
+    assert_ne!(ra.at, rb.at);
+    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("MEMORY.md")).expect("read");
+    assert_ne!(read(a.path()), read(b.path()));
+    let sim = |m: &osmoda_memory::Memory| {
+        m.recall(&osmoda_memory::RecallRequest {
+            query: "the logs filled up the disk".into(),
+            max_results: Some(1),
+            timeframe: None,
+        })
+        .expect("recall")
+        .results[0]
+            .similarity
+    };
+    assert_eq!(sim(&ma), sim(&mb));
 }
