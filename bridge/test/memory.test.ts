@@ -1,4 +1,4 @@
-// memory_store, memory_recall and agent_card through the real gateway, on a real agentd running
+// memory_store, memory_ingest, memory_recall and agent_card through the real gateway, on a real agentd running
 // the real embedding model (fetched like CI does: scripts/fetch-memory-model).
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -59,6 +59,31 @@ describe("memory tools through the real gateway", { timeout: 600_000 }, () => {
     await calls.refused("memory_store", { summary: "s", detail: "x".repeat(16385) }, /detail/);
     await calls.refused("memory_recall", { query: "x", timeframe: "last tuesday" }, /timeframe/);
     await calls.refused("memory_recall", { query: "" }, /query/);
+  });
+
+  it("memory_ingest records conversation and events with their context", async () => {
+    const said = await calls.ok("memory_ingest", { type: "conversation", text: "The owner said the photo library backup may only run at night after 01:00, because uploads saturate the DSL line during the day." });
+    assert.match(said.text, /^remembered in memory\/\d{4}-\d{2}-\d{2}\.md at /);
+    assert.match(readFileSync(join(memDir(), said.details.path), "utf8"), /## conversation\nat: \S+ · source: conversation · host: \S+\n\nThe owner said the photo library backup/);
+    // An event from the past, as a ledger or journal reader would pass it: that day's note.
+    const ev = await calls.ok("memory_ingest", { type: "service.restart", unit: "nginx.service", source: "journal", ts: "2026-11-29T22:10:00Z", payload: { result: "exit-code", restarts: 3 } });
+    assert.equal(ev.details.path, "memory/2026-11-29.md");
+    assert.match(readFileSync(join(memDir(), ev.details.path), "utf8"), /## service\.restart \(nginx\.service\)\nat: 2026-11-29T22:10:00Z · source: journal · host: \S+ · unit: nginx\.service\n\n(.|\n)*result: exit-code/);
+    const [last] = await stack.agentd("GET", "/events/log?order=desc&limit=1");
+    assert.equal(last.type, "memory.ingested");
+    assert.deepEqual(last.payload, { path: "memory/2026-11-29.md", type: "service.restart" });
+
+    const r = await calls.ok("memory_recall", { query: "when is the photo backup allowed to run", max_results: 1 });
+    assert.match(r.text, /DSL line/);
+    const day = await calls.ok("memory_recall", { query: "nginx service restart", timeframe: "2026-11-29T00:00:00Z..2026-11-30T00:00:00Z" });
+    assert.match(day.text, /memory\/2026-11-29\.md/);
+    assert.doesNotMatch(day.text, /DSL line/);
+
+    await calls.refused("memory_ingest", { type: "memory.stored", text: "x" }, /memory\.\* events are not ingested/);
+    await calls.refused("memory_ingest", { type: "note" }, /text or a payload/);
+    await calls.refused("memory_ingest", { type: "note", text: "x", ts: "last tuesday" }, /RFC 3339/);
+    await calls.refused("memory_ingest", { type: "two\nlines", text: "x" }, /type/);
+    await calls.refused("memory_ingest", { type: "note", text: "x".repeat(16385) }, /text/);
   });
 
   it("agent_card writes and shows the EIP-8004 registration file", async () => {

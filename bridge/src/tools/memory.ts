@@ -1,4 +1,4 @@
-//! Tools backed by agentd's memory (`/memory/*`) and agent card (`/agent/card`): markdown notes
+//! Tools backed by agentd's memory (`/memory/*`: store, ingest, recall) and agent card (`/agent/card`): markdown notes
 //! under agentd's memory dir are the ground truth; recall is hybrid (keywords + the local
 //! embedding model), filtered by relevance and packed into services.osmoda.memory.maxInjectedTokens.
 
@@ -43,6 +43,27 @@ export const memoryTools = [
       const head = r.warning ? `(${r.warning})\n` : "";
       const body = hits.length ? hits.join("\n\n") : "nothing relevant in memory";
       return { text: `${head}${body}`, details: r };
+    },
+  }),
+  tool({
+    name: "memory_ingest",
+    label: "Remember event",
+    description:
+      "Record an event or a piece of conversation in that day's memory note (today's unless ts says otherwise) with its context (source, time, host, unit), so later recalls find it: what the owner said they want, an outage and how it ended, a ledger event from event_log passed as it is (type, payload, ts, actor). Use memory_store for a note you write yourself.",
+    parameters: obj({
+      type: Type.String({ minLength: 1, maxLength: 100, pattern: "^[^\\n\\r·]+$", description: "What happened: conversation, service.restart, deploy, ... (memory.* is refused)." }),
+      text: Type.Optional(Type.String({ minLength: 1, maxLength: 16384, description: "The snippet or description, in your words or the person's." })),
+      payload: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: "Structured fields (a ledger event's payload); stored as key: value lines." })),
+      source: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: "Where it came from: conversation (default), ledger, journal, ..." })),
+      ts: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 40 }), Type.Integer({ minimum: 0 })], { description: "When it happened: RFC 3339 or Unix seconds; default now. The note goes to that day's file." })),
+      host: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+      unit: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: "The systemd unit concerned." })),
+      actor: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: "Who caused it." })),
+    }),
+    async run(p, ctx) {
+      const event = { source: "conversation", ...p };
+      const r = await ctx.daemon("agentd", "POST", "/memory/ingest", { event }, `memory_ingest ${p.type}`);
+      return { text: `remembered in ${r.path} at ${r.at}`, details: r };
     },
   }),
   tool({
