@@ -170,6 +170,104 @@ fn blank(id: i64) -> Ranked {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::Chunk;
+
+    /// Three notes: one sharing two common words with the query, one sharing three of its
+    /// five words, one sharing none but closest in meaning (its vector).
+    fn index(dir: &std::path::Path) -> (Index, Vec<f32>) {
+        let mut idx = Index::open(&dir.join("i.sqlite"), Some("m")).expect("open");
+        let texts = [
+            "postgres got too many clients",
+            "the server room fan failed, hot closet",
+            "temperature alarm in the closet",
+        ];
+        let chunks: Vec<Chunk> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Chunk {
+                path: "MEMORY.md".into(),
+                ord: i as u32,
+                line_start: i as u32 + 1,
+                line_end: i as u32 + 1,
+                heading: String::new(),
+                text: (*t).into(),
+                ts: 0,
+            })
+            .collect();
+        idx.replace_file("MEMORY.md", Some("1"), &chunks)
+            .expect("replace");
+        let p = idx.pending(10).expect("pending");
+        let vec_of = |t: &str| -> Vec<f32> {
+            match t {
+                t if t.starts_with("postgres") => vec![0.0, 1.0],
+                t if t.starts_with("the server") => vec![0.6, 0.8],
+                _ => vec![1.0, 0.0],
+            }
+        };
+        let vecs: Vec<Vec<f32>> = p.iter().map(|c| vec_of(&c.chunk.text)).collect();
+        idx.set_vectors("m", &p.iter().map(|c| c.id).collect::<Vec<_>>(), &vecs)
+            .expect("set");
+        (idx, vec![1.0, 0.0])
+    }
+
+    fn texts(idx: &Index, ranked: &[Ranked]) -> Vec<(String, Option<usize>)> {
+        ranked
+            .iter()
+            .map(|r| {
+                let text = idx.get(&[r.id]).expect("get")[0].chunk.text.clone();
+                (text, r.bm25_rank)
+            })
+            .collect()
+    }
+
+    /// Fused with vectors, a chunk holding fewer than half of the query's words gets no
+    /// keyword vote; one holding half or more does; keyword-only ranking keeps every match.
+    #[test]
+    fn a_keyword_vote_needs_half_of_the_query_words_when_fused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (idx, q) = index(tmp.path());
+        let query = "the server room got too hot"; // server, room, got, too, hot: 3 needed
+        let fused =
+            rank(&idx, Mode::Hybrid, query, Some(&q), i64::MIN, i64::MAX, 10).expect("rank");
+        let got = texts(&idx, &fused);
+        // With a vote for two common words, "postgres …" (vector rank 3) would rank above the
+        // closest note (vector rank 1, no keyword).
+        let order: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "the server room fan failed, hot closet",
+                "temperature alarm in the closet",
+                "postgres got too many clients"
+            ]
+        );
+        let vote = |t: &str| got.iter().find(|g| g.0 == t).map(|g| g.1);
+        assert_eq!(vote("postgres got too many clients"), Some(None), "{got:?}");
+        assert_eq!(
+            vote("the server room fan failed, hot closet"),
+            Some(Some(1)),
+            "{got:?}"
+        );
+        // Without a query vector (no model): every match counts, best BM25 first.
+        let keyword = rank(&idx, Mode::Hybrid, query, None, i64::MIN, i64::MAX, 10).expect("rank");
+        let got = texts(&idx, &keyword);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].0, "the server room fan failed, hot closet");
+        assert_eq!(got[1], ("postgres got too many clients".into(), Some(2)));
+        // BM25 mode: the same.
+        let bm25 = rank(&idx, Mode::Bm25, query, Some(&q), i64::MIN, i64::MAX, 10).expect("rank");
+        assert_eq!(texts(&idx, &bm25).len(), 2);
+        // One- and two-word queries: one word is half.
+        for query in ["clients", "postgres hot"] {
+            let fused =
+                rank(&idx, Mode::Hybrid, query, Some(&q), i64::MIN, i64::MAX, 10).expect("rank");
+            assert!(
+                fused.iter().filter(|r| r.bm25_rank.is_some()).count() >= 1,
+                "{query}: {:?}",
+                texts(&idx, &fused)
+            );
+        }
+    }
 
     #[test]
     fn terms_drop_stopwords_and_punctuation() {
