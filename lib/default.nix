@@ -423,7 +423,7 @@ let
             ttl_secs = get agentd "approvalTtlSecs" d.agentd.approvalTtlSecs;
             critical_packages = get agentd "criticalPackages" d.agentd.criticalPackages;
           };
-          memory = extra memory [ "embeddingEndpoint" "embeddingModel" "maxInjectedTokens" ]
+          memory = extra memory [ "embeddingEndpoint" "embeddingModel" "maxInjectedTokens" "llamaCpp" ]
             // opt "embedding_endpoint" memory "embeddingEndpoint"
             // {
               embedding_model = get memory "embeddingModel" d.memory.embeddingModel;

@@ -2,7 +2,7 @@
 # `services.osmoda.*`. Each daemon reads only /etc/osmoda/<daemon>.json, rendered by
 # ../lib (the same code agentd's local backend uses) and checked at build time with the
 # daemon's own `check-config`.
-{ config, lib, pkgs, ... }:
+{ config, options, lib, pkgs, ... }:
 
 let
   cfg = config.services.osmoda;
@@ -341,6 +341,12 @@ in
       embeddingEndpoint = nullOr types.str "OpenAI-compatible embeddings URL (loopback); null = keyword recall only.";
       embeddingModel = mkOption { type = types.str; default = d.memory.embeddingModel; description = "Embedding model name."; };
       maxInjectedTokens = mkOption { type = types.ints.positive; default = d.memory.maxInjectedTokens; description = "Token budget recall may inject into one prompt."; };
+      # The endpoint backend served on this machine: nixpkgs' services.llama-cpp (NixOS 24.05+).
+      llamaCpp = {
+        enable = mkEnableOption "an embedding server for memory: nixpkgs' `services.llama-cpp` serving `memory.llamaCpp.model` on loopback with embeddings on, and `memory.embeddingEndpoint` pointing at it (replacing the in-process model)";
+        model = nullOr types.path "GGUF file of the embedding model llama.cpp serves, e.g. a nomic-embed-text-v2-moe GGUF (name it in `memory.embeddingModel`); required with `llamaCpp.enable`.";
+        port = mkOption { type = types.port; default = 8431; description = "Loopback port of the llama.cpp server (`services.llama-cpp.port`)."; };
+      };
     };
 
     agentd = daemonOptions "agentd" "agentd" // {
@@ -840,6 +846,33 @@ in
       networking.firewall.allowedTCPPorts = lib.optional (cfg.mesh.enable && cfg.mesh.openFirewall)
         (lib.toInt (lib.last (lib.splitString ":" cfg.mesh.listen)));
     }
+
+    # Memory's endpoint backend: llama.cpp on loopback. Defined only where nixpkgs declares
+    # services.llama-cpp (deciding on `options`, not `config`, so no recursion); elsewhere the
+    # assertion says what is missing.
+    (mkIf cfg.memory.llamaCpp.enable (mkMerge [ {
+      assertions = [
+        { assertion = options ? services.llama-cpp; message = "services.osmoda.memory.llamaCpp needs nixpkgs' services.llama-cpp module (NixOS 24.05 or later)."; }
+        { assertion = cfg.memory.llamaCpp.model != null; message = "services.osmoda.memory.llamaCpp.model: set the GGUF file of the embedding model llama.cpp should serve."; }
+      ];
+      services.osmoda.memory.embeddingEndpoint = mkDefault "http://127.0.0.1:${toString cfg.memory.llamaCpp.port}/v1/embeddings";
+      systemd.services.osmoda-agentd = {
+        wants = [ "llama-cpp.service" ];
+        after = [ "llama-cpp.service" ];
+      };
+    } (lib.optionalAttrs (options ? services.llama-cpp) {
+      services.llama-cpp = {
+        enable = true;
+        model = cfg.memory.llamaCpp.model;
+        host = "127.0.0.1";
+        port = cfg.memory.llamaCpp.port;
+        # /v1/embeddings with mean pooling (nomic-embed-text's and all-MiniLM's).
+        extraFlags = [ "--embeddings" "--pooling" "mean" ];
+      } // lib.optionalAttrs (options.services.llama-cpp ? modelsDir) {
+        # Newer nixpkgs declares modelsDir without a default; one model file is served here.
+        modelsDir = mkDefault null;
+      };
+    }) ]))
 
     (mkIf cfg.gateway.enable {
       # osmoda-relay: only the gateway may use agentd's approval relay (agentd checks its uid too).
