@@ -347,9 +347,13 @@ let
     // (if p ? publicKeys && p.publicKeys != null then { public_keys = renderPeerKeys p.publicKeys; } else { });
 
   renderCapability = c:
-    extra c [ "domains" "ports" ]
+    extra c [ "domains" "ports" "readOnlyPaths" "writablePaths" ]
     // opt "domains" c "domains"
-    // { ports = get c "ports" defaults.capability.ports; };
+    // {
+      ports = get c "ports" defaults.capability.ports;
+      read_only_paths = get c "readOnlyPaths" [ ];
+      writable_paths = get c "writablePaths" [ ];
+    };
 
   section = cfg: name: get cfg name { };
 

@@ -194,6 +194,18 @@ let
         default = d.capability.ports;
         description = "Allowed destination ports.";
       };
+      readOnlyPaths = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "/srv/datasets" ];
+        description = "Existing paths a Ring 1 sandbox (`/sandbox/exec`) granted this capability sees read-only, at the same place. agentd's state and the approval path stay hidden inside them.";
+      };
+      writablePaths = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "/srv/scratch" ];
+        description = "Existing paths such a sandbox may write; never the configuration tree or login files.";
+      };
     };
   };
 

@@ -192,17 +192,26 @@ fn ring1_through_agentd_and_the_real_egress() {
             vec![dns::Rec::Ip("127.0.0.3".parse().expect("ip"))],
         );
         let ns = dns::serve(z).await;
-        procs::cert(dir.path(), "api.allowed.test");
+        // The capability declares the certificates' directory read-only and a scratch
+        // directory writable: the sandbox sees those and nothing else of the host's /var/tmp.
+        let certs = dir.path().join("certs");
+        let scratch = dir.path().join("scratch");
+        for (d, mode) in [(&certs, 0o755), (&scratch, 0o777)] {
+            std::fs::create_dir(d).expect("mkdir");
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        procs::cert(&certs, "api.allowed.test");
         std::fs::set_permissions(
-            dir.path().join("cert.pem"),
+            certs.join("cert.pem"),
             std::fs::Permissions::from_mode(0o644),
         )
         .expect("chmod");
-        let _tls = procs::Kill(procs::tls_server(dir.path(), "127.0.0.2:8443"));
-        let _tls3 = procs::Kill(procs::tls_server(dir.path(), "127.0.0.3:8443"));
-        let egress = json!({
+        let _tls = procs::Kill(procs::tls_server(&certs, "127.0.0.2:8443"));
+        let _tls3 = procs::Kill(procs::tls_server(&certs, "127.0.0.3:8443"));
+        let mut egress = json!({
             "listen": "127.0.0.1:19999",
-            "capabilities": { "web": { "domains": ["*.allowed.test"], "ports": [443, 8443] } },
+            "capabilities": { "web": { "domains": ["*.allowed.test"], "ports": [443, 8443],
+                                       "read_only_paths": [certs], "writable_paths": [scratch] } },
             "public_key_file": dir.path().join("pub/public.key"),
             "revocation_file": dir.path().join("pub/revoked"),
             "allow_ranges": ["127.0.0.2/32", "127.0.0.3/32"],
@@ -235,13 +244,15 @@ fn ring1_through_agentd_and_the_real_egress() {
         );
         assert_eq!(last_id(&d).await, before);
         let _proxy = procs::daemon(&bin.display().to_string(), dir.path(), &cfg);
-        // The CA certificate comes in on stdin (the sandbox sees nothing of the host's /var/tmp).
-        let ca = std::fs::read_to_string(dir.path().join("cert.pem")).expect("cert");
         let curl = |url: &str| {
-            format!("curl -sS --max-time 20 --cacert /tmp/ca.pem {url} >/dev/null 2>/tmp/e; echo \"$? $(head -n 1 /tmp/e)\"")
+            format!("curl -sS --max-time 20 --cacert {} {url} >/dev/null 2>/tmp/e; echo \"$? $(head -n 1 /tmp/e)\"", certs.join("cert.pem").display())
         };
         let script = [
-            "cat > /tmp/ca.pem".to_string(),
+            format!(
+                "cat > {}/in; touch {}/x 2>/dev/null || echo read-only",
+                scratch.display(),
+                certs.display()
+            ),
             curl("https://api.allowed.test:8443/"),
             curl("https://other.allowed.test:8443/"),
             curl("https://api.allowed.test:443/"),
@@ -251,15 +262,20 @@ fn ring1_through_agentd_and_the_real_egress() {
             .agent()
             .post_ok(
                 "/sandbox/exec",
-                &json!({ "command": script, "timeout_sec": 60, "stdin": ca,
+                &json!({ "command": script, "timeout_sec": 60, "stdin": "through stdin",
                          "capabilities": { "web": { "domains": ["api.allowed.test"], "ports": [8443] } } }),
             )
             .await;
         let lines: Vec<&str> = r["stdout"].as_str().expect("stdout").lines().collect();
         assert_eq!(r["ring"], 1, "{r}");
-        assert_eq!(lines.len(), 3, "{r}");
-        assert!(lines[0].starts_with("0 "), "{r}");
-        assert!(lines[1].contains("403") && lines[2].contains("403"), "{r}");
+        assert_eq!(lines.len(), 4, "{r}");
+        assert_eq!(lines[0], "read-only", "{r}");
+        assert!(lines[1].starts_with("0 "), "{r}");
+        assert!(lines[2].contains("403") && lines[3].contains("403"), "{r}");
+        assert_eq!(
+            std::fs::read_to_string(scratch.join("in")).expect("written"),
+            "through stdin"
+        );
         assert_eq!(
             r["capabilities"]["web"]["domains"],
             json!(["api.allowed.test"])
@@ -279,11 +295,22 @@ fn ring1_through_agentd_and_the_real_egress() {
             "no token in the ledger: {p}"
         );
 
-        // A widening or an undeclared capability is refused before anything runs.
+        // A widening, an undeclared capability, or one that declares agentd's state or a
+        // login file is refused before anything runs.
+        egress["capabilities"]["state"] = json!({ "domains": ["x.test"], "ports": [443], "read_only_paths": [d.state.state_dir] });
+        egress["capabilities"]["login"] =
+            json!({ "domains": ["x.test"], "ports": [443], "writable_paths": ["/etc/shadow"] });
+        // /root holds root's shell start-up files and ~/.ssh: login files, never a bind.
+        egress["capabilities"]["home"] =
+            json!({ "domains": ["x.test"], "ports": [443], "writable_paths": ["/root"] });
+        std::fs::write(&cfg, serde_json::to_vec(&egress).expect("json")).expect("write");
         let before = last_id(&d).await;
         for (caps, needle) in [
             (json!({ "web": { "domains": ["*.test"] } }), "only narrow"),
             (json!(["npm"]), "not declared"),
+            (json!(["state"]), "capabilities.state"),
+            (json!(["login"]), "capabilities.login"),
+            (json!(["home"]), "capabilities.home"),
         ] {
             let resp = d
                 .agent()

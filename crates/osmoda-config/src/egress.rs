@@ -82,6 +82,13 @@ pub struct Capability {
     pub domains: Vec<String>,
     /// Allowed destination ports.
     pub ports: Vec<u16>,
+    /// Paths a Ring 1 sandbox granted this capability sees read-only (absolute; agentd binds
+    /// them at the same place, masks still apply inside them). The proxy ignores them.
+    #[serde(default)]
+    pub read_only_paths: Vec<String>,
+    /// Paths a Ring 1 sandbox granted this capability may write (absolute, existing).
+    #[serde(default)]
+    pub writable_paths: Vec<String>,
 }
 
 impl EgressConfig {
@@ -118,6 +125,20 @@ impl EgressConfig {
             }
             if cap.ports.contains(&0) {
                 return Err(format!("capabilities.{name}.ports: 0 is not a port"));
+            }
+            for (field, paths) in [
+                ("read_only_paths", &cap.read_only_paths),
+                ("writable_paths", &cap.writable_paths),
+            ] {
+                if let Some(p) = paths.iter().find(|p| {
+                    !p.starts_with('/')
+                        || p.len() < 2
+                        || p.split('/').any(|c| c == ".." || c == ".")
+                }) {
+                    return Err(format!(
+                        "capabilities.{name}.{field}: {p:?} must be an absolute path without `.` or `..`, not `/`"
+                    ));
+                }
             }
         }
         for (i, r) in self.allow_ranges.iter().enumerate() {
@@ -174,6 +195,8 @@ mod tests {
             Capability {
                 domains: vec![domain.into()],
                 ports: vec![443],
+                read_only_paths: Vec::new(),
+                writable_paths: Vec::new(),
             },
         );
         EgressConfig {

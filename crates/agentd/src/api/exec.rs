@@ -60,6 +60,42 @@ pub struct ExecBody {
     pub approval: Option<String>,
 }
 
+/// `w` as a path a command may write: existing, resolved, inside the fence, not hidden or
+/// containing a hidden path (the command could replace the mask), not the configuration tree.
+/// Login files and credentials are the caller's to judge (`/system/exec` gates them behind a
+/// ticket, `/sandbox/exec` refuses them). Shared with `/sandbox/exec`'s declared binds.
+pub(crate) fn writable_path(fence: &Fence, w: &str) -> Result<std::path::PathBuf, ApiError> {
+    let p = checked_path(w)?;
+    let real = p.canonicalize().map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+            None => e.to_string(),
+        };
+        ApiError::bad_request(format!(
+            "writable path {w}: {why} (a writable path must exist; create it first)"
+        ))
+    })?;
+    fence.check(&real, true)?;
+    // Binding a parent of a hidden path writable would let the command replace the mask.
+    if let Some(h) = fence.hidden().find(|h| h.starts_with(&real)) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "writable path {w} contains {}, which commands may not touch",
+                h.display()
+            ),
+        ));
+    }
+    if let Some(t) = fence.read_only().find(|t| t.starts_with(&real)) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            format!("writable path {w} contains the configuration tree {}: change configuration with config_set", t.display()),
+        )
+        .with_detail(json!({ "use": "config_set" })));
+    }
+    Ok(real)
+}
+
 fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -134,34 +170,7 @@ pub async fn exec(
     // Writable paths a person must approve, with the kind and why.
     let mut gated: Vec<(&'static str, std::path::PathBuf, String)> = Vec::new();
     for w in &b.writable {
-        let p = checked_path(w)?;
-        let real = p.canonicalize().map_err(|e| {
-            let why = match e.raw_os_error() {
-                Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
-                None => e.to_string(),
-            };
-            ApiError::bad_request(format!(
-                "writable path {w}: {why} (a writable path must exist; create it first)"
-            ))
-        })?;
-        fence.check(&real, true)?;
-        // Binding a parent of a hidden path writable would let the command replace the mask.
-        if let Some(h) = fence.hidden().find(|h| h.starts_with(&real)) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                format!(
-                    "writable path {w} contains {}, which commands may not touch",
-                    h.display()
-                ),
-            ));
-        }
-        if let Some(t) = fence.read_only().find(|t| t.starts_with(&real)) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                format!("writable path {w} contains the configuration tree {}: change configuration with config_set", t.display()),
-            )
-            .with_detail(json!({ "use": "config_set" })));
-        }
+        let real = writable_path(&fence, w)?;
         // The same rules as `/fs/write`: a command that may write login files, credentials or
         // outside the writable roots runs only with a person's ticket for exactly this call.
         if let Some(why) = super::secrets::contains_login_path(&real, fence.homes()) {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use osmoda_sandbox::{Boundary, Exit, Limits, Network, RingSpec};
+use osmoda_sandbox::{Bind, Boundary, Exit, Limits, Network, RingSpec};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -97,6 +97,59 @@ fn relay_bin(st: &AppState) -> Option<PathBuf> {
         .into_iter()
         .chain(std::env::split_paths(&path).map(|d| d.join("osmoda-egress")))
         .find(|p| p.is_file())
+}
+
+/// The filesystem binds the granted capabilities declare (`readOnlyPaths`, `writablePaths`),
+/// judged like `/system/exec`'s paths: existing, resolved, never agentd's state or a hidden
+/// path; writable ones never the configuration tree or login files. A bad declaration is the
+/// operator's to fix: 403 naming the capability, nothing runs.
+async fn declared_binds<'a>(
+    st: &AppState,
+    cfg: &osmoda_config::EgressConfig,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<Vec<Bind>, ApiError> {
+    let fence = super::fs::Fence::of(st).with_tree_homes(st).await;
+    let mut binds = Vec::new();
+    for name in names {
+        let Some(c) = cfg.capabilities.get(name) else {
+            continue;
+        };
+        let named = |e: ApiError| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("services.osmoda.egress.capabilities.{name}: {}", e.error),
+            )
+        };
+        for p in &c.read_only_paths {
+            let real = super::fs::checked_path(p)
+                .and_then(|p| {
+                    p.canonicalize()
+                        .map_err(|e| ApiError::bad_request(format!("{}: {e}", p.display())))
+                })
+                .map_err(named)?;
+            fence.check(&real, false).map_err(named)?;
+            binds.push(Bind {
+                path: real,
+                writable: false,
+            });
+        }
+        for p in &c.writable_paths {
+            let real = super::exec::writable_path(&fence, p).map_err(named)?;
+            // A declared bind is never a path to login files or credentials: no ticket is asked
+            // for a capability's binds, so these are refused outright.
+            if let Some(why) = super::secrets::contains_login_path(&real, fence.homes()) {
+                return Err(named(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    format!("writable path {p}: {why}"),
+                )));
+            }
+            binds.push(Bind {
+                path: real,
+                writable: true,
+            });
+        }
+    }
+    Ok(binds)
 }
 
 fn checked(b: &SandboxBody) -> Result<(Vec<String>, Limits), ApiError> {
@@ -202,6 +255,7 @@ pub async fn exec(
         let declared = osmoda_egress::policy::parse_capabilities(&cfg.capabilities)
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
         let caps = grants(&declared, wanted)?;
+        spec.binds = declared_binds(&st, &cfg, caps.keys()).await?;
         let proxy_socket = st
             .settings
             .egress_proxy_socket

@@ -136,6 +136,8 @@ pub fn config(
                 Capability {
                     domains: d.iter().map(|s| s.to_string()).collect(),
                     ports: p.to_vec(),
+                    read_only_paths: Vec::new(),
+                    writable_paths: Vec::new(),
                 },
             )
         })

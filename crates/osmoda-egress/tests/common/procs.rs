@@ -89,9 +89,14 @@ pub fn daemon(bin: &str, dir: &Path, config: &Path) -> Kill {
             .spawn()
             .unwrap(),
     );
+    // A daemon that fails to start never says READY: fail the test instead of hanging.
+    rx.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
     let mut buf = [0u8; 256];
     loop {
-        let n = rx.recv(&mut buf).unwrap();
+        let n = rx
+            .recv(&mut buf)
+            .expect("osmoda-egress did not become ready (its stderr above says why)");
         if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
             return child;
         }
