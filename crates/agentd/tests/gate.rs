@@ -587,6 +587,101 @@ fn cases() -> Vec<Case> {
                 ),
             ],
         },
+        // The third review of issue 8 (docs/STATUS.md): names NixOS reads that the gate did not.
+        Case {
+            name: "sshd off by its alias",
+            kind: "service.disable",
+            phrasings: vec![
+                Nix(CFG, "services.sshd.enable", "lib.mkForce false"),
+                Append(
+                    CFG,
+                    "imports",
+                    "{ services.sshd.enable = lib.mkForce false; }",
+                ),
+                Set(CFG, "services.openssh.enable", json!(false)),
+            ],
+        },
+        Case {
+            name: "sshd on, weaker than its default",
+            kind: "service.disable",
+            phrasings: vec![
+                Nix(CFG, "services.openssh.enable", "lib.mkOverride 1600 true"),
+                Set(CFG, "services.openssh.enable", json!(false)),
+            ],
+        },
+        Case {
+            name: "alice's admin group through users.extraUsers",
+            kind: "user.demote",
+            phrasings: vec![
+                Nix(CFG, "users.extraUsers.alice.extraGroups", "lib.mkForce [ ]"),
+                Set(CFG, "users.users.alice.extraGroups", json!([])),
+            ],
+        },
+        Case {
+            name: "sshd's unit off through jobs",
+            kind: "service.disable",
+            phrasings: vec![
+                Set(CFG, "jobs.sshd.enable", json!(false)),
+                Set(CFG, "boot.systemd.services.sshd.enable", json!(false)),
+                Set(CFG, "systemd.services.sshd.enable", json!(false)),
+            ],
+        },
+        Case {
+            name: "PermitRootLogin by its old name",
+            kind: "ssh.access",
+            phrasings: vec![
+                Nix(
+                    CFG,
+                    "services.openssh.permitRootLogin",
+                    "lib.mkForce \"no\"",
+                ),
+                Set(
+                    CFG,
+                    "services.openssh.settings.PermitRootLogin",
+                    json!("no"),
+                ),
+            ],
+        },
+        Case {
+            name: "a module key hides a module",
+            kind: "gate.undecidable",
+            phrasings: vec![
+                Append(CFG, "imports", "{ key = toString ./osmoda.nix; }"),
+                Append(CFG, "imports", "{ key = \"${toString ./.}/osmoda.nix\"; }"),
+            ],
+        },
+        Case {
+            name: "require of a file",
+            kind: "gate.undecidable",
+            phrasings: vec![
+                Nix(CFG, "require", "[ ./ssh-off ]"),
+                Nix(CFG, "require", "[ (./. + \"/ssh-off\") ]"),
+            ],
+        },
+        Case {
+            name: "every unit NixOS defines replaced",
+            kind: "service.remove",
+            phrasings: vec![
+                Nix(CFG, "systemd.services", "lib.mkForce { }"),
+                Append(
+                    CFG,
+                    "imports",
+                    "{ systemd = lib.mkForce { services = { }; }; }",
+                ),
+            ],
+        },
+        Case {
+            name: "wheel's members replaced",
+            kind: "user.demote",
+            phrasings: vec![
+                Nix(CFG, "users.groups.wheel.members", "lib.mkForce [ ]"),
+                Append(
+                    CFG,
+                    "imports",
+                    "{ users.extraGroups.wheel.members = lib.mkOverride 10 [ ]; }",
+                ),
+            ],
+        },
         Case {
             name: "critical package removed",
             kind: "package.remove_critical",
@@ -772,6 +867,22 @@ async fn edits_that_destroy_nothing_are_not_gated() {
             json!({"motd.d/hello": {"text": "hi"}}),
         ),
         Set(CFG, "users.users.bob.enable", json!(true)),
+        // Old names, weak and forced definitions that destroy nothing (third review).
+        Set(CFG, "services.openssh.forwardX11", json!(true)),
+        Nix(CFG, "services.fail2ban.enable", "lib.mkDefault true"),
+        Nix(CFG, "time.timeZone", "lib.mkForce \"CET\""),
+        Nix(
+            CFG,
+            "networking.firewall.allowedTCPPorts",
+            "lib.mkForce [ 22 80 443 ]",
+        ),
+        Set(CFG, "users.extraUsers.dave", json!({"isNormalUser": true})),
+        Set(CFG, "jobs.backup.script", json!("true")),
+        Nix(
+            CFG,
+            "systemd.services.report",
+            "{ startAt = \"daily\"; script = \"df -h\"; }",
+        ),
     ] {
         let r = send(&f, &e, None).await;
         assert_eq!(r.status, 200, "{e:?} is not destructive: {}", r.body);
@@ -1506,5 +1617,81 @@ async fn attribute_tests_on_the_stand_ins_cannot_tell_the_gate_from_nixpkgs() {
             .expect("post");
         assert_eq!(r.status, 200, "{phrasing}: {}", r.body);
     }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_a_module_names_is_judged_by_its_content_when_rewritten() {
+    let d = Daemon::start_with_tree_and(agentd::Settings::default()).await;
+    let dir = d.tree_dir();
+    // A person's admin with a key file, and a module whose name does not end in `.nix`.
+    std::fs::create_dir_all(dir.join("keys")).expect("dir");
+    std::fs::write(dir.join("keys/alice.pub"), "ssh-ed25519 AAAA alice\n").expect("write");
+    std::fs::write(
+        dir.join("extra"),
+        "{ ... }: { services.nginx.enable = true; }\n",
+    )
+    .expect("write");
+    let cfg = dir.join(CFG);
+    let text = std::fs::read_to_string(&cfg).expect("read").replacen(
+        "imports = [ ./osmoda.nix ];",
+        "imports = [ ./osmoda.nix ./extra ];\n\n  users.users.alice = {\n    isNormalUser = true;\n    extraGroups = [ \"wheel\" ];\n    openssh.authorizedKeys.keyFiles = [ ./keys/alice.pub ];\n  };",
+        1,
+    );
+    std::fs::write(&cfg, &text).expect("write");
+    person_commit(&dir, "alice with a key file, an extra module");
+    let commit = |msg: &str| {
+        let body = json!({ "reason": msg });
+        let agent = d.agent();
+        async move { agent.post("/config/commit", &body).await.expect("post") }
+    };
+
+    // Review 3, bypass 8: the key file rewritten and committed as a hand edit.
+    std::fs::write(dir.join("keys/alice.pub"), "ssh-ed25519 ZZZZ mallory\n").expect("write");
+    let r = commit("rotate alice's key").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body["detail"]["kinds"]
+            .as_array()
+            .expect("kinds")
+            .contains(&json!("user.credentials")),
+        "{}",
+        r.body
+    );
+    git(&dir, &["checkout", "--", "keys/alice.pub"]);
+    // The module named `extra` rewritten to turn sshd off.
+    std::fs::write(
+        dir.join("extra"),
+        "{ lib, ... }: { services.openssh.enable = lib.mkForce false; }\n",
+    )
+    .expect("write");
+    let r = commit("tidy extra").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body["detail"]["kinds"]
+            .as_array()
+            .expect("kinds")
+            .contains(&json!("service.disable")),
+        "{}",
+        r.body
+    );
+    git(&dir, &["checkout", "--", "extra"]);
+    // A key added to the file and a file nothing names pass.
+    std::fs::write(
+        dir.join("keys/alice.pub"),
+        "ssh-ed25519 AAAA alice\nssh-ed25519 BBBB alice@phone\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("NOTES.md"), "services.openssh.enable = false;\n").expect("write");
+    let r = commit("alice's phone, notes").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(d
+        .human()
+        .get_ok("/approvals")
+        .await
+        .as_array()
+        .expect("list")
+        .iter()
+        .all(|t| t["status"] == "pending"));
     d.stop().await;
 }

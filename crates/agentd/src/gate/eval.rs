@@ -32,6 +32,8 @@ pub const PROTECTED: &[&[&str]] = &[
     &["security", "pam", "services"],
     &["environment", "systemPackages"],
     &["environment", "etc"],
+    // The old name of `systemd.services` (see [`super::aliases`]).
+    &["jobs"],
 ];
 
 /// Longest a single evaluator run may take (wall clock; the CPU cap below usually ends it first).
@@ -53,7 +55,7 @@ const MAX_RERUNS: usize = 24;
 /// Identifiers offered to stubs; beyond this, a file's other names read as undecidable.
 const MAX_IDENTS: usize = 20_000;
 
-/// A tree state: `.nix` files by path relative to the tree.
+/// A tree state: its files (text) by path relative to the tree.
 pub type Files = BTreeMap<PathBuf, String>;
 
 /// The evaluated protected values of one tree state.
@@ -74,6 +76,9 @@ pub struct Evaluated {
     /// value cannot be decided. Modules are named by file, inline ones as
     /// `file.nix#imports.N` (see [`module_file`]).
     pub foreign_imports: Vec<(String, Value)>,
+    /// Collections NixOS's own modules define too that a module replaces (see
+    /// [`super::forced`]).
+    pub forced: super::forced::Forced,
 }
 
 /// The file a module key names: inline modules are keyed `file.nix#imports.N[#imports.M…]`.
@@ -255,7 +260,11 @@ pub fn evaluate(files: &Files, roots: &[PathBuf]) -> Result<Evaluated, EvalError
         });
         std::fs::write(dir.path().join("args.json"), args.to_string())?;
         let (result, stderr) = match run(nix, dir.path())? {
-            Run::Done(out) => return Ok(assemble(&out, &roots)),
+            Run::Done(out) => {
+                let mut e = assemble(&out, &roots);
+                with_contents(&mut e.tree, files);
+                return Ok(e);
+            }
             Run::Failed(stderr) => (None, stderr),
             Run::Slow(stderr) => (Some(()), stderr),
         };
@@ -280,6 +289,34 @@ pub fn evaluate(files: &Files, roots: &[PathBuf]) -> Result<Evaluated, EvalError
         "more than {MAX_RERUNS} values could not be evaluated"
     )))
 }
+
+/// A path of the tree stands for its file: each `{"__osmoda": "path"}` naming a file of `files`
+/// gets its content's SHA-256 (`sha256`), so rewriting the file is a change of the value, and a
+/// small file's lines (`lines`, up to [`LINES_UP_TO`] bytes; rules read key files by line).
+fn with_contents(v: &mut Value, files: &Files) {
+    match v {
+        Value::Object(m) if m.get("__osmoda").and_then(Value::as_str) == Some("path") => {
+            let text = m
+                .get("path")
+                .and_then(Value::as_str)
+                .and_then(|p| files.get(Path::new(p)));
+            if let Some(t) = text {
+                let d = <sha2::Sha256 as sha2::Digest>::digest(t);
+                m.insert("sha256".into(), Value::String(hex::encode(d)));
+                if t.len() <= LINES_UP_TO {
+                    let lines = t.lines().map(str::trim).filter(|l| !l.is_empty());
+                    m.insert("lines".into(), lines.map(Value::from).collect());
+                }
+            }
+        }
+        Value::Object(m) => m.values_mut().for_each(|x| with_contents(x, files)),
+        Value::Array(a) => a.iter_mut().for_each(|x| with_contents(x, files)),
+        _ => {}
+    }
+}
+
+/// Largest file whose lines a path value carries.
+const LINES_UP_TO: usize = 16 << 10;
 
 /// How one evaluator run ended.
 enum Run {
@@ -481,10 +518,13 @@ fn assemble(out: &Value, roots: &[String]) -> Evaluated {
                 .collect();
             insert(&mut tree, &path, value);
         }
+        let renamed = super::aliases::split(&mut tree);
         modules.push(tree);
+        modules.extend(renamed);
     }
     foreign_imports.sort_by_key(|(f, e)| (f.clone(), e.to_string()));
     Evaluated {
+        forced: super::forced::forced(&modules),
         tree: merge::merge_modules(&modules),
         failed,
         disabled_elsewhere,

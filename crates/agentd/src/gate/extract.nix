@@ -140,8 +140,10 @@ let
   argsFor = w: f: mapAttrs (n: _: if hasAttr n (given w) then getAttr n (given w) else throw "osmoda-gate: argument ${n}") (functionArgs f);
 
   apply = w: m: if isFunction m then m (argsFor w m) else m;
-  # A module's definitions: the `config` of the full form, else the whole set.
-  definitions = r: if r ? config || r ? options then (r.config or { }) else removeAttrs r [ "imports" "_file" "key" "disabledModules" "meta" "freeformType" ];
+  # A module's definitions: the `config` of the full form, else the whole set (less what the
+  # module system reads itself, as its `unifyModuleSyntax` does).
+  full = r: r ? config || r ? options;
+  definitions = r: if full r then (r.config or { }) else removeAttrs r [ "imports" "require" "_file" "_class" "key" "disabledModules" "meta" "freeformType" ];
 
   undecidable = { __osmoda = "undecidable"; };
   # `key` names the value (file and attribute path). Each value is announced on stderr before it
@@ -198,10 +200,19 @@ let
     else if isAttrs x || isFunction x then { inline = x; }
     else if builtins.isString x then { foreign = x; }
     else { foreign = undecidable; };
+  # The short form's `require` is an old name of `imports`. A module's `key` decides which
+  # modules NixOS keeps (one per key: an inline `{ key = toString ./ssh.nix; }` hides
+  # ./ssh.nix), which the gate does not follow: it is an entry the gate cannot read.
   entries = r:
-    let imps = tryEval (r.imports or [ ]); in
-    if !imps.success || !isList imps.value then [ { foreign = undecidable; } ]
-    else map entry imps.value;
+    let
+      imps = tryEval ((r.imports or [ ]) ++ (if full r then [ ] else r.require or [ ]));
+      key = tryEval (if r ? key then [ (keyEntry r.key) ] else [ ]);
+    in
+    (if !imps.success || !isList imps.value then [ { foreign = undecidable; } ] else map entry imps.value)
+    ++ (if key.success then key.value else [ { foreign = undecidable; } ]);
+  keyEntry = k: let s = tryEval (toString k); in
+    if !s.success then { foreign = undecidable; }
+    else { foreign = { __osmoda = "key"; key = if substring 0 (stringLength rootStr + 1) s.value == rootStr + "/" then "./" + substring (stringLength rootStr + 1) (-1) s.value else s.value; }; };
   # What the two worlds must agree on for a module's imports to be decided.
   shape = e: if e ? file then toString e.file else if e ? inline then "#inline" else builtins.toJSON e.foreign;
 

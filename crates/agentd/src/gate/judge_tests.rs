@@ -372,3 +372,225 @@ fn what_the_options_mean_decides_users_etc_files_sshd_addresses_and_the_boot_cha
     let other = with_line("services.openssh.listenAddresses = [ { addr = \"10.0.0.6\"; } ];");
     assert_eq!(kinds(&one, &other), ["ssh.access"]);
 }
+
+/// configuration.nix with `from` replaced by `to` and an inline module appended to `imports`.
+fn with_module(module: &str) -> Files {
+    with_imports(&format!("[ ./osmoda.nix {module} ]"))
+}
+
+#[test]
+fn old_option_names_weak_definitions_and_hidden_modules_are_judged_as_nixos_reads_them() {
+    if !nix() {
+        return;
+    }
+    let before = starter();
+    // `(case, the changed tree, a kind its effect must have)`.
+    let gated: Vec<(&str, Files, &str)> = vec![
+        // Names NixOS keeps as aliases of the ones the rules read (review 3, bypasses 1, 3, 4, 11).
+        ("sshd by its alias", with_module("{ services.sshd.enable = lib.mkForce false; }"), "service.disable"),
+        // Two definitions at one priority (NixOS refuses them): the new value cannot be decided.
+        ("sshd's alias at the default priority", with_line("services.sshd.enable = false;"), "service.disable"),
+        ("admin group through users.extraUsers", with_module("{ users.extraUsers.alice.extraGroups = lib.mkForce [ ]; }"), "user.demote"),
+        ("account through users.extraUsers", with_module("{ users.extraUsers.alice.enable = false; }"), "user.remove"),
+        ("keys through users.extraUsers", with_module("{ users.extraUsers.alice.openssh.authorizedKeys.keys = lib.mkForce [ ]; }"), "user.credentials"),
+        ("sshd's unit through jobs", with_line("jobs.sshd.enable = false;"), "service.disable"),
+        ("sshd's unit through boot.systemd", with_line("boot.systemd.services.sshd.enable = false;"), "service.disable"),
+        ("PermitRootLogin by its old name", with_module("{ services.openssh.permitRootLogin = lib.mkForce \"no\"; }"), "ssh.access"),
+        ("passwords by the oldest name", with_module("{ services.openssh.challengeResponseAuthentication = lib.mkForce true; services.openssh.settings.PasswordAuthentication = lib.mkForce true; services.openssh.settings.PermitRootLogin = lib.mkForce \"no\"; }"), "ssh.access"),
+        // A definition weaker than the option's default is not the value (bypass 2).
+        ("sshd on, weaker than its default", edited("    enable = true;\n    settings", "    enable = lib.mkOverride 1600 true;\n    settings"), "service.disable"),
+        ("sshd on, as weak as its default", edited("    enable = true;\n    settings", "    enable = lib.mkOptionDefault true;\n    settings"), "service.disable"),
+        ("alice's admin group, weaker than its default", edited("extraGroups = [ \"wheel\" ];", "extraGroups = lib.mkOverride 1501 [ \"wheel\" ];"), "user.demote"),
+        ("the whole sshd block weaker than the defaults", edited("services.openssh = {", "services.openssh = lib.mkOverride 2000 {"), "service.disable"),
+        // Modules NixOS reads that the gate did not follow (bypasses 9, 10).
+        ("require of a module", with_line("require = [ ./ssh-off ];"), "gate.undecidable"),
+        ("a key hides a module", with_module("{ key = toString ./osmoda.nix; }"), "gate.undecidable"),
+        ("a file's own key", edited("{ config, pkgs, lib, ... }:\n\n{", "{ config, pkgs, lib, ... }:\n\n{\n  key = \"hidden\";"), "gate.undecidable"),
+    ];
+    let mut required = starter();
+    required.insert(
+        "ssh-off.nix".into(),
+        "{ lib, ... }: { services.openssh.enable = lib.mkForce false; }".into(),
+    );
+    let cfg = required
+        .get_mut(Path::new("configuration.nix"))
+        .expect("cfg");
+    *cfg = cfg.replacen(
+        "  networking.hostName = \"osmoda\";",
+        "  networking.hostName = \"osmoda\";\n  require = [ ./ssh-off.nix ];",
+        1,
+    );
+    for (name, after, kind) in
+        gated
+            .iter()
+            .chain([&("require of a .nix module", required, "service.disable")])
+    {
+        let k = kinds(&before, after);
+        assert!(k.contains(kind), "{name}: gave {k:?}, wanted {kind}");
+    }
+    // The same effect by the old and the new name is one effect (one ticket).
+    let by = |after: &Files| {
+        judge(&before, after, &[], Mutation::Edit)
+            .expect("judge")
+            .findings
+    };
+    assert_eq!(
+        by(&with_module(
+            "{ services.sshd.enable = lib.mkForce false; }"
+        )),
+        by(&with_module(
+            "{ services.openssh.enable = lib.mkForce false; }"
+        ))
+    );
+    assert_eq!(
+        by(&edited(
+            "    enable = true;\n    settings",
+            "    enable = lib.mkOverride 1600 true;\n    settings"
+        )),
+        by(&edited(
+            "    enable = true;\n    settings",
+            "    enable = false;\n    settings"
+        ))
+    );
+    // Harmless edits by old names, weak definitions that still win or lose harmlessly, and keys
+    // that were there before stay ungated.
+    for (name, after) in [
+        (
+            "X11 forwarding by its old name",
+            with_module("{ services.openssh.forwardX11 = true; }"),
+        ),
+        (
+            "a weak default under a stronger one",
+            with_module("{ services.openssh.enable = lib.mkOverride 1600 false; }"),
+        ),
+        (
+            "nginx by mkDefault",
+            with_line("services.nginx.enable = lib.mkDefault true;"),
+        ),
+        (
+            "a user added through users.extraUsers",
+            with_module("{ users.extraUsers.bob.isNormalUser = true; }"),
+        ),
+        (
+            "a service added through jobs",
+            with_line("jobs.backup.script = \"true\";"),
+        ),
+    ] {
+        let k = kinds(&before, &after);
+        assert!(k.is_empty(), "{name} is harmless but gave {k:?}");
+    }
+    let keyed = with_module("{ key = \"extra\"; services.nginx.enable = true; }");
+    let mut later = keyed.clone();
+    let cfg = later.get_mut(Path::new("configuration.nix")).expect("cfg");
+    *cfg = cfg.replacen("time.timeZone = \"UTC\"", "time.timeZone = \"CET\"", 1);
+    assert_eq!(kinds(&keyed, &later), Vec::<&str>::new());
+}
+
+#[test]
+fn a_collection_nixos_fills_too_replaced_by_force_is_judged_by_what_goes_away() {
+    if !nix() {
+        return;
+    }
+    let before = starter();
+    // `(case, inline module, a kind its effect must have)` (review 3, bypasses 5, 6, 7, 12–15).
+    for (name, module, kind) in [
+        ("sshd's port, opened by openFirewall", "{ networking.firewall.allowedTCPPorts = lib.mkForce [ 80 ]; }", "firewall.ssh"),
+        ("every unit", "{ systemd.services = lib.mkForce { }; }", "service.remove"),
+        ("every unit, forced from above", "{ systemd = lib.mkForce { services.nginx.enable = true; }; }", "service.remove"),
+        ("every user NixOS defines", "{ users.users = lib.mkForce { alice = { isNormalUser = true; extraGroups = [ \"wheel\" ]; openssh.authorizedKeys.keys = [ \"ssh-ed25519 AAAA alice\" ]; }; }; }", "user.remove"),
+        ("wheel's members", "{ users.groups.wheel.members = lib.mkForce [ ]; }", "user.demote"),
+        ("wheel's members by the old name", "{ users.extraGroups.wheel.members = lib.mkForce [ \"alice\" ]; }", "user.demote"),
+        ("sudo's own rules", "{ security.sudo.extraRules = lib.mkForce [ ]; }", "user.demote"),
+        ("the packages every system has", "{ environment.systemPackages = lib.mkForce [ pkgs.git ]; }", "package.remove_critical"),
+        ("/etc", "{ environment.etc = lib.mkForce { }; }", "ssh.access"),
+        ("PAM", "{ security.pam.services = lib.mkForce { }; }", "ssh.access"),
+        ("initrd modules", "{ boot.initrd.availableKernelModules = lib.mkOverride 10 [ ]; }", "boot.kernel"),
+        ("a condition that cannot be decided", "{ users.users = lib.mkIf (pkgs ? x) (lib.mkForce { }); }", "user.remove"),
+    ] {
+        let k = kinds(&before, &with_module(module));
+        assert!(k.contains(&kind), "{name}: `{module}` gave {k:?}, wanted {kind}");
+    }
+    // Forcing a value (not a collection), forcing under a false condition, and a forced list that
+    // keeps sshd's port stay ungated; a collection forced before and after is judged by its value.
+    for (name, module) in [
+        (
+            "a forced leaf",
+            "{ services.openssh.enable = lib.mkForce true; }",
+        ),
+        (
+            "a forced port list keeping 22",
+            "{ networking.firewall.allowedTCPPorts = lib.mkForce [ 22 80 ]; }",
+        ),
+        (
+            "forced under a false condition",
+            "{ systemd.services = lib.mkIf false (lib.mkForce { }); }",
+        ),
+        (
+            "one unit forced",
+            "{ systemd.services.nginx = lib.mkForce { enable = true; }; }",
+        ),
+    ] {
+        let k = kinds(&before, &with_module(module));
+        assert!(
+            k.is_empty(),
+            "{name}: `{module}` is harmless but gave {k:?}"
+        );
+    }
+    let forced = with_module("{ environment.systemPackages = lib.mkForce [ pkgs.git ]; }");
+    let more = with_module("{ environment.systemPackages = lib.mkForce [ pkgs.git pkgs.vim ]; }");
+    assert_eq!(kinds(&forced, &more), Vec::<&str>::new());
+}
+
+#[test]
+fn a_file_of_the_tree_counts_by_its_content_whatever_its_name() {
+    if !nix() {
+        return;
+    }
+    let mut before = with_line("users.users.bob = { isNormalUser = true; openssh.authorizedKeys.keyFiles = [ ./keys/bob.pub ]; };\n  environment.etc.\"ssh/sshd_config.d/x.conf\".source = ./x.conf;\n  imports = [ ./extra ];");
+    // (`imports` twice is refused by Nix: merge the two lists.)
+    let cfg = before.get_mut(Path::new("configuration.nix")).expect("cfg");
+    *cfg = cfg
+        .replacen("  imports = [ ./osmoda.nix ];\n", "", 1)
+        .replacen(
+            "imports = [ ./extra ];",
+            "imports = [ ./osmoda.nix ./extra ];",
+            1,
+        );
+    before.insert("keys/bob.pub".into(), "ssh-ed25519 AAAA bob\n".into());
+    before.insert("x.conf".into(), "ClientAliveInterval 60\n".into());
+    before.insert(
+        "extra".into(),
+        "{ ... }: { services.nginx.enable = true; }\n".into(),
+    );
+    before.insert("README.md".into(), "notes\n".into());
+    // Adding a file under /etc/ssh is judged on its own (`ssh.access`); the rest adds nothing.
+    assert_eq!(kinds(&starter(), &before), ["ssh.access"]);
+    let rewrite = |f: &str, text: &str| {
+        let mut after = before.clone();
+        after.insert(f.into(), text.into());
+        kinds(&before, &after)
+    };
+    // Review 3, bypass 8: the key file rewritten; its siblings: a file /etc takes as `source`,
+    // a module with another name than `*.nix`.
+    assert!(rewrite("keys/bob.pub", "ssh-ed25519 ZZZZ mallory\n").contains(&"user.credentials"));
+    assert!(rewrite("keys/bob.pub", "").contains(&"user.credentials"));
+    assert!(rewrite("x.conf", "DenyUsers *\n").contains(&"ssh.access"));
+    assert!(rewrite(
+        "extra",
+        "{ lib, ... }: { services.openssh.enable = lib.mkForce false; }\n"
+    )
+    .contains(&"service.disable"));
+    // A file nothing imports or names, and a module rewritten harmlessly, stay ungated.
+    assert_eq!(rewrite("README.md", "other notes\n"), Vec::<&str>::new());
+    assert_eq!(
+        rewrite("notes.txt", "{ services.openssh.enable = false; }"),
+        Vec::<&str>::new()
+    );
+    assert_eq!(
+        rewrite(
+            "extra",
+            "{ ... }: { services.nginx.enable = true; services.redis.servers.a.enable = true; }\n"
+        ),
+        Vec::<&str>::new()
+    );
+}

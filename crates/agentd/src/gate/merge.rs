@@ -2,12 +2,18 @@
 //! reads: `mkOverride` priorities (lower wins, plain definitions are 100), `mkIf` (a condition
 //! that is not a literal boolean after evaluation makes the value undecidable), `mkMerge`, and
 //! attribute sets merged key by key across modules. Conflicting definitions of one value at the
-//! same priority (which NixOS would refuse) are undecidable.
+//! same priority (which NixOS would refuse) are undecidable. A value whose strongest definition
+//! is weaker than the option's default (`mkOverride 1600`) is absent (the default wins); one as
+//! weak as the default (`mkOptionDefault`) merges with a default the gate does not know, so it is
+//! undecidable.
 
 use serde_json::{Map, Value};
 
 /// Priority of a plain definition (`lib.modules.defaultOverridePriority`).
 const DEFAULT_PRIORITY: i64 = 100;
+/// Priority of an option's own default (`mkOptionDefault`): a definition weaker than it loses
+/// to the default, one as weak is merged with it (which the gate cannot see).
+const OPTION_DEFAULT_PRIORITY: i64 = 1500;
 
 /// The marker for a value the gate cannot decide.
 pub fn undecidable() -> Value {
@@ -93,6 +99,13 @@ fn merge(defs: Vec<(i64, Value)>) -> Option<Value> {
         .map(|(p, _)| *p)
         .min()
         .unwrap_or(DEFAULT_PRIORITY);
+    // Weaker than the option's default: the default is the value, as when nothing is defined.
+    if best > OPTION_DEFAULT_PRIORITY {
+        return None;
+    }
+    if best == OPTION_DEFAULT_PRIORITY {
+        return Some(undecidable());
+    }
     let winners: Vec<Value> = defs
         .into_iter()
         .filter(|(p, _)| *p == best)
@@ -166,6 +179,16 @@ mod tests {
                 json!({"s": {"enable": false}}),
             ],
             json!({"s": {"enable": undecidable()}}),
+        );
+        // Weaker than the option's default: the default is the value; as weak: merged with it.
+        let weak = |p, v| json!({"__osmoda": "override", "priority": p, "content": v});
+        check(
+            &[json!({"s": {"enable": weak(1600, json!(true)), "ports": weak(1500, json!([22]))}})],
+            json!({"s": {"ports": undecidable()}}),
+        );
+        check(
+            &[json!({"s": weak(2000, json!({"enable": true}))})],
+            json!({"s": {}}),
         );
         // A forced attribute set forces every value under it.
         check(

@@ -5,8 +5,10 @@
 //! of its effect ([`canon`]), so the same effect phrased differently uses the same ticket and a
 //! different effect cannot; without one, the refusal opens the ticket and says how to approve it.
 
+pub mod aliases;
 pub mod canon;
 pub mod eval;
+pub mod forced;
 pub mod guard;
 pub(crate) mod homes;
 pub mod merge;
@@ -93,8 +95,10 @@ pub fn judge(
     if changed.is_empty() {
         return Ok(Effect::default());
     }
+    // Changed modules count even when nothing imports them yet; other files count where a
+    // module imports or names them.
     let mut roots: Vec<PathBuf> = vec![PathBuf::from(ENTRY)];
-    roots.extend(changed.iter().cloned());
+    roots.extend(changed.iter().filter(|p| snapshot::is_nix(p)).cloned());
     let (b, a) = std::thread::scope(|s| {
         let b = s.spawn(|| eval::evaluate(before, &roots));
         let a = eval::evaluate(after, &roots);
@@ -149,6 +153,8 @@ pub fn judge(
         after: &a.tree,
         unevaluable: &unevaluable,
         critical,
+        forced_before: &b.forced,
+        forced_after: &a.forced,
         package_kind: match mutation {
             Mutation::Edit => "package.remove_critical",
             Mutation::Switch => "switch.remove_critical",

@@ -1,5 +1,7 @@
-//! Tree states the gate compares, read with git (read-only): a generation's `.nix` files, the
-//! result a revert would have, and the work tree (a hand edit about to be committed).
+//! Tree states the gate compares, read with git (read-only): a generation's files, the result a
+//! revert would have, and the work tree (a hand edit about to be committed). Every file counts,
+//! not only `*.nix`: NixOS imports a module by any name (`imports = [ ./ssh-off ]`) and a path
+//! value (`openssh.authorizedKeys.keyFiles = [ ./alice.pub ]`) stands for its file's content.
 
 use std::path::{Path, PathBuf};
 
@@ -7,9 +9,9 @@ use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 
 use super::eval::Files;
 
-/// Largest `.nix` file read (bigger ones are not configuration anyone edits by hand).
+/// Largest file read (bigger ones are not configuration anyone edits by hand).
 const MAX_FILE: usize = 4 << 20;
-/// Most `.nix` files read from one state.
+/// Most files read from one state.
 const MAX_FILES: usize = 2000;
 
 /// Why a state could not be read.
@@ -21,7 +23,9 @@ fn err(what: &str) -> impl Fn(git2::Error) -> SnapshotError + '_ {
     move |e| SnapshotError(format!("{what}: {}", e.message()))
 }
 
-fn is_nix(p: &Path) -> bool {
+/// Whether `p` is named as a Nix module (the gate evaluates a changed one even when nothing
+/// imports it yet).
+pub fn is_nix(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "nix")
 }
 
@@ -64,7 +68,7 @@ fn blobs(repo: &Repository, tree: &git2::Tree<'_>) -> Result<Files, SnapshotErro
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let name = entry.name().unwrap_or_default();
         let rel = PathBuf::from(format!("{dir}{name}"));
-        if entry.kind() == Some(ObjectType::Blob) && is_nix(&rel) && files.len() < MAX_FILES {
+        if entry.kind() == Some(ObjectType::Blob) && files.len() < MAX_FILES {
             match blob_text(repo, tree, &rel, entry.id(), entry.filemode()) {
                 Ok(Some(text)) => {
                     files.insert(rel, text);
@@ -134,7 +138,7 @@ fn commit<'r>(repo: &'r Repository, rev: &str) -> Result<git2::Commit<'r>, Snaps
         .map_err(|e| SnapshotError(format!("no generation {rev}: {}", e.message())))
 }
 
-/// The `.nix` files of generation `rev` (`HEAD`, a commit id, a tag).
+/// The files of generation `rev` (`HEAD`, a commit id, a tag).
 ///
 /// # Errors
 /// Unknown revision or unreadable repository.
@@ -145,7 +149,7 @@ pub fn at(dir: &Path, rev: &str) -> Result<Files, SnapshotError> {
     blobs(&repo, &tree)
 }
 
-/// The `.nix` files the tree would have after reverting generation `rev` on top of `HEAD`;
+/// The files the tree would have after reverting generation `rev` on top of `HEAD`;
 /// `None` when the revert would conflict or `rev` is the first generation (the revert itself
 /// then fails and changes nothing).
 ///
@@ -170,7 +174,7 @@ pub fn after_revert(dir: &Path, rev: &str) -> Result<Option<Files>, SnapshotErro
     blobs(&repo, &tree).map(Some)
 }
 
-/// The `.nix` files of the work tree as they are on disk (`.git` skipped; symbolic links as in
+/// The files of the work tree as they are on disk (`.git` skipped; symbolic links as in
 /// a generation, see [`link`]).
 ///
 /// # Errors
@@ -187,7 +191,7 @@ pub fn worktree(dir: &Path) -> Result<Files, SnapshotError> {
             let Ok(t) = e.file_type() else { continue };
             if t.is_dir() && name != ".git" {
                 stack.push(r);
-            } else if (t.is_file() || t.is_symlink()) && is_nix(&r) && files.len() < MAX_FILES {
+            } else if (t.is_file() || t.is_symlink()) && files.len() < MAX_FILES {
                 if let Some(text) = worktree_text(dir, &r)? {
                     files.insert(r, text);
                 }

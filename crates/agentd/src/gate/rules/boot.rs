@@ -218,6 +218,13 @@ fn param_name(p: &Value) -> Option<&str> {
 
 pub(super) fn boot_kernel(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     boot_chain(ctx, out);
+    replaced(
+        ctx,
+        out,
+        "boot.kernel",
+        &["boot"],
+        "kernel parameters or modules NixOS itself sets go away",
+    );
     let p = ["boot", "kernelParams"];
     let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
     if b != a {
@@ -399,6 +406,13 @@ fn source(t: &Value, mount: &str) -> Value {
 }
 
 pub(super) fn file_systems(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    replaced(
+        ctx,
+        out,
+        "filesystem.change",
+        &["fileSystems"],
+        "file systems NixOS itself mounts go away",
+    );
     let base = ["fileSystems"];
     let (b, a) = (at(ctx.before, &base), at(ctx.after, &base));
     if b == a {
@@ -460,6 +474,8 @@ mod tests {
             after: &after,
             unevaluable: &[],
             critical: &[],
+            forced_before: &Default::default(),
+            forced_after: &Default::default(),
             package_kind: "package.remove_critical",
         };
         let mut k: Vec<&str> = findings(&ctx).iter().map(|f| f.kind).collect();

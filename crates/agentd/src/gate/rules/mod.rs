@@ -47,6 +47,11 @@ pub struct Ctx<'a> {
     pub unevaluable: &'a [(String, Value, Value)],
     /// Package names whose removal needs approval.
     pub critical: &'a [String],
+    /// Collections NixOS's own modules define too that the tree replaces, before the change
+    /// (see [`super::forced`]).
+    pub forced_before: &'a super::forced::Forced,
+    /// And after.
+    pub forced_after: &'a super::forced::Forced,
     /// The kind critical package removal is reported as (`package.remove_critical` for edits,
     /// `switch.remove_critical` for switches).
     pub package_kind: &'static str,
@@ -63,21 +68,21 @@ pub struct Rule {
 
 /// Every rule of the gate.
 pub const RULES: &[Rule] = &[
-    Rule { kind: "service.remove", protects: "a `services.<name>` or `systemd.services.<name>` block removed (unless it was disabled)", check: service_removed },
+    Rule { kind: "service.remove", protects: "a `services.<name>` or `systemd.services.<name>` block removed (unless it was disabled); `systemd.services`/`sockets` forced (every unit NixOS defines goes away)", check: service_removed },
     Rule { kind: "service.disable", protects: "`enable` of a service going from true to false or away (`systemd.services.*.enable` defaults to true)", check: service_disabled },
-    Rule { kind: "user.remove", protects: "a `users.users.<name>` removed, turned off (`enable = false`, also for a user NixOS itself defines), or renamed by `name` (the old login goes away)", check: user_removed },
-    Rule { kind: "user.demote", protects: "a user losing `isNormalUser`, the `wheel` group (also `users.groups.wheel.members`) or a login shell, or getting an expiry date or `isSystemUser`; wheel users losing sudo (`security.sudo.enable` off, `wheelNeedsPassword` on, its `configFile`/`extraConfig`/`extraRules` changed, PAM's `sudo`/`su` changed)", check: user_demoted },
+    Rule { kind: "user.remove", protects: "a `users.users.<name>` removed, turned off (`enable = false`, also for a user NixOS itself defines), or renamed by `name` (the old login goes away); `users.users` forced (root, sshd, nobody go away)", check: user_removed },
+    Rule { kind: "user.demote", protects: "a user losing `isNormalUser`, the `wheel` group (also `users.groups.wheel.members`) or a login shell, or getting an expiry date or `isSystemUser`; wheel users losing sudo (`security.sudo.enable` off, `wheelNeedsPassword` on, its `configFile`/`extraConfig`/`extraRules` changed, PAM's `sudo`/`su` changed); `users.groups`, a group's `members` or sudo's `extraRules` forced (what NixOS puts there goes away)", check: user_demoted },
     Rule { kind: "user.credentials", protects: "a user losing an SSH authorized key or key file, its password (hash) changed or removed, its `home` or `uid` changed; `users.mutableUsers` turned off; and any file NixOS writes under /etc that decides who logs in or how (`environment.etc.\"ssh/…\"`, `pam.d/…`, `sudoers`, `passwd`, shell start-up files, ...; by `target`, also under another attribute name) defined, changed, replaced (`text`, `source`) or turned off (`enable = false`), reported as `user.credentials` for `ssh/authorized_keys.d/…`, `ssh.access` for the rest of `ssh/`, `user.demote` elsewhere", check: user_credentials },
-    Rule { kind: "ssh.access", protects: "sshd kept on but how it listens, authenticates or starts changes so current logins may fail: ports, listen addresses, `PermitRootLogin`, password, keyboard-interactive or public-key authentication, `Allow/Deny Users/Groups`, authorized-keys files or command, `package`, `startWhenNeeded`, any other `settings` key or `extraConfig` keyword not known to be harmless, `systemd.services.sshd` (but `enable`) or `systemd.sockets.sshd`, PAM's `sshd`/`login`; and the machine losing its address (`useDHCP`, dhcpcd, NetworkManager, `useNetworkd`, an interface's addresses or DHCP, the default gateway, systemd-networkd's units where it runs)", check: ssh_access },
-    Rule { kind: "firewall.ssh", protects: "the firewall closing a port sshd listens on (globally, per interface or by trusted interfaces), or its custom rules (`extraCommands`, `extraInputRules`, backend, nftables rules) changing while sshd is on", check: firewall_ssh },
+    Rule { kind: "ssh.access", protects: "sshd kept on but how it listens, authenticates or starts changes so current logins may fail: ports, listen addresses, `PermitRootLogin`, password, keyboard-interactive or public-key authentication, `Allow/Deny Users/Groups`, authorized-keys files or command, `package`, `startWhenNeeded`, any other `settings` key or `extraConfig` keyword not known to be harmless, `systemd.services.sshd` (but `enable`) or `systemd.sockets.sshd`, PAM's `sshd`/`login`; and the machine losing its address (`useDHCP`, dhcpcd, NetworkManager, `useNetworkd`, an interface's addresses or DHCP, the default gateway, systemd-networkd's units where it runs); `environment.etc` or `security.pam.services` forced", check: ssh_access },
+    Rule { kind: "firewall.ssh", protects: "the firewall closing a port sshd listens on (globally, per interface or by trusted interfaces), or its custom rules (`extraCommands`, `extraInputRules`, backend, nftables rules) changing while sshd is on; a forced `allowedTCPPorts` drops the port `openFirewall` adds", check: firewall_ssh },
     Rule { kind: "boot.loader", protects: "the boot loader changing beyond its look and menu (which loader is enabled, the disk or EFI partition it installs to, how it installs, the default entry, ...)", check: boot_loader },
     Rule { kind: "boot.kernel", protects: "the kernel (`boot.kernelPackages`, which no health check sees before the next boot) changed, kernel parameters other than the known harmless ones (`quiet`, `loglevel=`, `console=`, ...) added or removed (`root=`, `init=`, `boot.debug1`, `boot.shell_on_fail`, blacklists, ...), a module the initrd loads removed, an encrypted disk the initrd opens removed or pointed at another device; any other setting under `boot` that is part of the boot chain changed (the initrd's commands such as `preLVMCommands`/`postDeviceCommands`, `postBootCommands`, stage-1 systemd, initrd networking, ...; a module or file system removed from `kernelModules`/`supportedFilesystems`, a module added to `blacklistedKernelModules`), but not `tmp`, `kernel.sysctl`, `binfmt`, `plymouth`, `consoleLogLevel`", check: boot_kernel },
     Rule { kind: "filesystem.change", protects: "a mount the machine boots from removed (`/`, `/boot`, `/nix`, `/var`, ..., or `neededForBoot`), or the device, label or type of any mounted file system changed", check: file_systems },
     Rule { kind: "wallet.delete", protects: "a wallet removed from `services.osmoda.keyd.policy.wallets`", check: wallet_removed },
     Rule { kind: "mesh.peer.remove", protects: "a peer removed from `services.osmoda.mesh.peers`", check: peer_removed },
     Rule { kind: "capability.remove", protects: "an egress capability removed from `services.osmoda.egress.capabilities`", check: capability_removed },
-    Rule { kind: "package.remove_critical", protects: "a package named in `critical_packages` removed from `environment.systemPackages` (`switch.remove_critical` for a switch)", check: critical_packages },
-    Rule { kind: "gate.undecidable", protects: "a changed module that the evaluator cannot evaluate at all, a changed flake.nix, changed `disabledModules` entries naming modules outside the tree, `imports` entries it cannot read (a module outside the tree, a string, a computed path) added or removed, or a changed file whose `imports` cannot be decided", check: unevaluable },
+    Rule { kind: "package.remove_critical", protects: "a package named in `critical_packages` removed from `environment.systemPackages`, or the list forced (the packages NixOS adds go away) (`switch.remove_critical` for a switch)", check: critical_packages },
+    Rule { kind: "gate.undecidable", protects: "a changed module that the evaluator cannot evaluate at all, a changed flake.nix, changed `disabledModules` entries naming modules outside the tree, `imports` entries it cannot read (a module outside the tree, a string, a computed path) added or removed, or a changed file whose `imports` cannot be decided; a module `key` (NixOS keeps one module per key) added or changed", check: unevaluable },
 ];
 
 /// Apply every rule.
@@ -212,6 +217,34 @@ fn push_values(
         was,
         now,
     });
+}
+
+/// Collections under `prefix` that the change replaces (see [`super::forced`]): what NixOS's own
+/// modules define there (`what`) goes away.
+fn replaced(
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Finding>,
+    kind: &'static str,
+    prefix: &[&str],
+    what: &str,
+) {
+    for p in ctx.forced_after.iter().filter(|p| {
+        p.len() >= prefix.len()
+            && p.iter().zip(prefix).all(|(a, b)| a == b)
+            && !ctx.forced_before.contains(*p)
+    }) {
+        let path: Vec<&str> = p.iter().map(String::as_str).collect();
+        push(
+            out,
+            kind,
+            &path,
+            at(ctx.before, &path),
+            at(ctx.after, &path),
+            &format!(
+                "{what}, because the new definition beats NixOS's own (mkForce) and replaces them"
+            ),
+        );
+    }
 }
 
 /// `true` → not `true`, where the old value was not known to be off.

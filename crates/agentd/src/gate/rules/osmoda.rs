@@ -75,6 +75,13 @@ pub(super) fn is_named(pkg: &str, critical: &str) -> bool {
 }
 
 pub(super) fn critical_packages(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    replaced(
+        ctx,
+        out,
+        ctx.package_kind,
+        &["environment", "systemPackages"],
+        "the packages NixOS itself installs (nix, systemd, openssh, …) leave the system",
+    );
     let p = ["environment", "systemPackages"];
     let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
     if b == a {
@@ -114,7 +121,7 @@ pub(super) fn unevaluable(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let words = if f == DISABLED_ELSEWHERE {
             "disabledModules changes which modules outside the tree are turned off, so the effect cannot be decided".to_string()
         } else if f == FOREIGN_IMPORTS {
-            format!("imports a module the gate cannot read (outside the tree, a string or a computed value: {was} → {now}), so its effect cannot be decided")
+            format!("imports a module the gate cannot read (outside the tree, a string, a computed value, or a module `key`, which decides the modules NixOS keeps: {was} → {now}), so its effect cannot be decided")
         } else {
             format!("{f} cannot be evaluated, so the effect of changing it cannot be decided")
         };

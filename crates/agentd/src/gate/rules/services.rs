@@ -32,6 +32,13 @@ pub(super) fn services(ctx: &Ctx<'_>) -> Vec<(Vec<String>, bool, bool)> {
 }
 
 pub(super) fn service_removed(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    replaced(
+        ctx,
+        out,
+        "service.remove",
+        &["systemd"],
+        "every unit NixOS itself defines (sshd, …) goes away",
+    );
     for (path, default, removable) in services(ctx) {
         if !removable {
             continue;

@@ -83,6 +83,20 @@ const JUDGED_SSHD: &[&str] = &[
 pub(super) fn ssh_access(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     // Without an address nothing reaches the machine, sshd or not.
     super::network::network_access(ctx, out);
+    replaced(
+        ctx,
+        out,
+        "ssh.access",
+        &["environment", "etc"],
+        "the /etc files NixOS writes (ssh/sshd_config, pam.d, passwd, …) go away",
+    );
+    replaced(
+        ctx,
+        out,
+        "ssh.access",
+        &["security", "pam", "services"],
+        "the PAM services NixOS defines (sshd, login, sudo, …) go away",
+    );
     // Turning sshd off is `service.disable`; here it stays on.
     if sshd_on(ctx.before) == Some(false) || sshd_on(ctx.after) == Some(false) {
         return;
@@ -394,8 +408,16 @@ fn firewall_rules(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     }
 }
 
-/// Whether TCP `port` is reachable through the firewall of `t` (`None`: cannot be decided).
-pub(super) fn reachable(t: &Value, port: &Value) -> Option<bool> {
+/// Whether TCP `port` is reachable through the firewall of `t` (`None`: cannot be decided);
+/// `forced`: the collections `t` replaces (a forced `allowedTCPPorts` drops the port sshd's
+/// `openFirewall` adds).
+pub(super) fn reachable(
+    t: &Value,
+    forced: &super::super::forced::Forced,
+    port: &Value,
+) -> Option<bool> {
+    let replaced =
+        |k: &str| forced.contains(&["networking", "firewall", k].map(String::from).to_vec());
     let fw = |k: &str| at(t, &["networking", "firewall", k]);
     let mut unknown = false;
     let mut any = |x: Option<bool>| match x {
@@ -428,7 +450,9 @@ pub(super) fn reachable(t: &Value, port: &Value) -> Option<bool> {
         || any(fw("trustedInterfaces").list(&[]).map(|l| !l.is_empty()))
         || any(
             match (
-                at(t, &["services", "openssh", "openFirewall"]).flag(true),
+                at(t, &["services", "openssh", "openFirewall"])
+                    .flag(true)
+                    .map(|of| of && !replaced("allowedTCPPorts")),
                 sshd_on(t),
                 ssh_ports(t),
             ) {
@@ -451,9 +475,11 @@ pub(super) fn firewall_ssh(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         return;
     }
     for port in ssh_ports(ctx.before).unwrap_or_default() {
-        if reachable(ctx.before, &port) == Some(true) && reachable(ctx.after, &port) != Some(true) {
+        if reachable(ctx.before, ctx.forced_before, &port) == Some(true)
+            && reachable(ctx.after, ctx.forced_after, &port) != Some(true)
+        {
             let p = ["networking", "firewall", &format!("tcp/{port}")];
-            let now = decided(reachable(ctx.after, &port));
+            let now = decided(reachable(ctx.after, ctx.forced_after, &port));
             push_values(
                 out,
                 "firewall.ssh",

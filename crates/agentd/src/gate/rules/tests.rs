@@ -21,6 +21,8 @@ fn kinds_with(
         after: &after,
         unevaluable,
         critical: &critical,
+        forced_before: &Default::default(),
+        forced_after: &Default::default(),
         package_kind,
     };
     let mut k: Vec<&str> = findings(&ctx).iter().map(|f| f.kind).collect();

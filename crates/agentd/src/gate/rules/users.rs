@@ -16,6 +16,13 @@ fn account(t: &Value, n: &str) -> Result<Option<bool>, ()> {
 }
 
 pub(super) fn user_removed(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    replaced(
+        ctx,
+        out,
+        "user.remove",
+        &["users", "users"],
+        "every user NixOS itself defines (root, sshd, nobody, …) goes away",
+    );
     // An account that goes away: its definition removed, or turned off (`enable = false`, also
     // for a user the tree did not define, such as root). Reported as the account's existence,
     // so every phrasing of the removal is one effect.
@@ -263,6 +270,14 @@ pub(super) fn pam(ctx: &Ctx<'_>, out: &mut Vec<Finding>, services: &[&str], kind
 pub(super) fn user_demoted(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     wheel_members(ctx, out);
     sudo_access(ctx, out);
+    replaced(ctx, out, "user.demote", &["users", "groups"], "the groups NixOS defines, or the members it gives them (each user with the group in extraGroups), go away");
+    replaced(
+        ctx,
+        out,
+        "user.demote",
+        &["security", "sudo", "extraRules"],
+        "sudo's own rules (wheel runs anything as root) go away",
+    );
     pam(ctx, out, &["sudo", "su"], "user.demote");
     for n in existing_users(ctx) {
         account_demotions(ctx, out, &n);
@@ -341,7 +356,17 @@ pub(super) fn user_credentials(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             if b == a {
                 continue;
             }
-            let lost = match (b.list(&[]), a.list(&[])) {
+            // A key file of the tree counts by its lines (keys), so adding a key to it is not
+            // losing one; a file without lines (too big) by its content.
+            let keys = |l: Vec<Value>| -> Vec<Value> {
+                l.into_iter()
+                    .flat_map(|k| match k.get("lines").and_then(Value::as_array) {
+                        Some(lines) => lines.clone(),
+                        None => vec![k],
+                    })
+                    .collect()
+            };
+            let lost = match (b.list(&[]).map(keys), a.list(&[]).map(keys)) {
                 (Some(old), Some(new)) => old.iter().any(|k| !new.contains(k)),
                 (Some(old), None) => !old.is_empty(),
                 (None, _) => true,
