@@ -683,6 +683,34 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "sshd's unit off by its file name",
+            kind: "service.disable",
+            phrasings: vec![
+                Nix(CFG, "systemd.units", "{ \"sshd.service\".enable = false; }"),
+                Append(CFG, "imports", "{ systemd.units.\"sshd.service\".enable = lib.mkForce false; }"),
+            ],
+        },
+        Case {
+            name: "a unit that stops sshd when it starts",
+            kind: "service.disable",
+            phrasings: vec![
+                Nix(
+                    CFG,
+                    "systemd.services.evil",
+                    "{ wantedBy = [ \"multi-user.target\" ]; conflicts = [ \"sshd.service\" ]; script = \"sleep infinity\"; }",
+                ),
+                Append(CFG, "imports", "{ systemd.services.evil.unitConfig.Conflicts = \"sshd.service\"; }"),
+            ],
+        },
+        Case {
+            name: "sudo without its setuid wrapper",
+            kind: "user.demote",
+            phrasings: vec![
+                Nix(CFG, "security.wrappers.sudo.setuid", "lib.mkForce false"),
+                Append(CFG, "imports", "{ security.wrappers.sudo = { setuid = lib.mkForce false; }; }"),
+            ],
+        },
+        Case {
             name: "critical package removed",
             kind: "package.remove_critical",
             phrasings: vec![

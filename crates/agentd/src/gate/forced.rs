@@ -26,6 +26,7 @@ pub const SHARED: &[&[&str]] = &[
     &["environment", "etc"],
     &["security", "pam", "services"],
     &["security", "sudo", "extraRules"],
+    &["security", "wrappers"],
     &["networking", "firewall", "allowedTCPPorts"],
     &["networking", "firewall", "allowedTCPPortRanges"],
     &["environment", "systemPackages"],
@@ -74,7 +75,8 @@ fn walk(v: &Value, priority: i64, rest: &[&str], at: &mut Vec<String>, out: &mut
         _ => {}
     }
     let Some((first, rest)) = rest.split_first() else {
-        if priority < DEFAULT_PRIORITY {
+        // Only a collection replaces one (anything else there is a type error NixOS refuses).
+        if priority < DEFAULT_PRIORITY && (v.is_object() || v.is_array()) {
             out.insert(at.clone());
         }
         return;
@@ -115,6 +117,7 @@ mod tests {
             json!({"systemd": {"services": default(json!({}))}}),
             json!({"environment": {"etc": when(json!(false), force(json!({})))}}),
             json!({"boot": {"kernelParams": ["quiet"]}}),
+            json!({"networking": {"firewall": {"allowedTCPPortRanges": force(json!(false))}}}),
         ]);
         assert_eq!(
             f,

@@ -594,3 +594,78 @@ fn a_file_of_the_tree_counts_by_its_content_whatever_its_name() {
         Vec::<&str>::new()
     );
 }
+
+#[test]
+fn a_unit_turned_off_by_its_file_name_or_stopped_by_a_conflict_is_judged() {
+    if !nix() {
+        return;
+    }
+    check_gated(&[
+        // Review 3, bypass 16: NixOS's unit of sshd, by its file name.
+        (
+            "sshd's unit file off",
+            "systemd.units.\"sshd.service\".enable = false;",
+            "service.disable",
+        ),
+        (
+            "a unit's file off by force",
+            "systemd.units.\"nginx.service\".enable = lib.mkForce false;",
+            "service.disable",
+        ),
+        // Bypass 17: a unit that conflicts with sshd stops it when it starts.
+        (
+            "a service conflicting with sshd",
+            "systemd.services.evil = { wantedBy = [ \"multi-user.target\" ]; conflicts = [ \"sshd.service\" ]; script = \"sleep infinity\"; };",
+            "service.disable",
+        ),
+        (
+            "a conflict through unitConfig",
+            "systemd.services.evil.unitConfig.Conflicts = \"sshd.service nginx.service\";",
+            "service.disable",
+        ),
+        (
+            "a timer conflicting with sshd",
+            "systemd.timers.evil = { wantedBy = [ \"timers.target\" ]; conflicts = [ \"sshd.service\" ]; timerConfig.OnCalendar = \"hourly\"; };",
+            "service.disable",
+        ),
+        (
+            "a conflict that cannot be decided",
+            "systemd.services.evil.conflicts = lib.optional (pkgs ? x) \"sshd.service\";",
+            "service.disable",
+        ),
+    ]);
+    check_harmless(&[
+        ("a unit file kept on", "systemd.units.\"nginx.service\".enable = true;"),
+        (
+            "a service stopped at shutdown",
+            "systemd.services.backup = { conflicts = [ \"shutdown.target\" ]; before = [ \"shutdown.target\" ]; script = \"true\"; };",
+        ),
+        (
+            "a service ordered after sshd",
+            "systemd.services.tunnel = { after = [ \"sshd.service\" ]; wants = [ \"sshd.service\" ]; script = \"true\"; };",
+        ),
+    ]);
+}
+
+#[test]
+fn sudo_wrappers_login_limits_and_a_home_others_can_write_are_judged() {
+    if !nix() {
+        return;
+    }
+    check_gated(&[
+        // Review 3, bypasses 21–23.
+        ("sudo not setuid", "security.wrappers.sudo.setuid = lib.mkForce false;", "user.demote"),
+        ("every setuid wrapper replaced", "security.wrappers = lib.mkForce { };", "user.demote"),
+        ("su's wrapper pointed elsewhere", "security.wrappers.su.source = lib.mkForce \"/run/current-system/sw/bin/false\";", "user.demote"),
+        ("no logins for alice", "security.pam.loginLimits = [ { domain = \"alice\"; item = \"maxlogins\"; type = \"-\"; value = \"0\"; } ];", "user.demote"),
+        ("no processes for wheel", "security.pam.loginLimits = [ { domain = \"@wheel\"; item = \"nproc\"; type = \"hard\"; value = 0; } ];", "user.demote"),
+        ("limits that cannot be decided", "security.pam.loginLimits = lib.optionals (pkgs ? x) [ ];", "user.demote"),
+        ("alice's home writable by all", "users.users.alice.homeMode = \"777\";", "user.credentials"),
+        ("alice's home group-writable", "users.users.alice.homeMode = \"0770\";", "user.credentials"),
+    ]);
+    check_harmless(&[
+        ("more open files", "security.pam.loginLimits = [ { domain = \"*\"; item = \"nofile\"; type = \"-\"; value = \"65536\"; } ];"),
+        ("a private home", "users.users.alice.homeMode = \"700\";"),
+        ("a wrapper for another program", "security.wrappers.ping = { owner = \"root\"; group = \"root\"; capabilities = \"cap_net_raw+p\"; source = \"${pkgs.iputils}/bin/ping\"; };"),
+    ]);
+}

@@ -248,6 +248,41 @@ fn sudo_access(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     }
 }
 
+/// `security.pam.loginLimits` gaining a limit that can refuse a login: `maxlogins` or
+/// `maxsyslogins` at any value, any other item at 0 or 1.
+fn login_limits(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let p = ["security", "pam", "loginLimits"];
+    let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+    if b == a {
+        return;
+    }
+    let refuses = |e: &Value| {
+        let item = e["item"].as_str().unwrap_or_default();
+        let value = match &e["value"] {
+            Value::String(s) => s.trim().to_string(),
+            v => v.to_string(),
+        };
+        matches!(item, "maxlogins" | "maxsyslogins")
+            || matches!(value.as_str(), "0" | "1")
+            || !e["item"].is_string()
+    };
+    let gained = match (b.list(&[]), a.list(&[])) {
+        (Some(old), Some(new)) => new.iter().any(|e| !old.contains(e) && refuses(e)),
+        (_, None) => true,
+        (None, Some(new)) => new.iter().any(refuses),
+    };
+    if gained {
+        push(
+            out,
+            "user.demote",
+            &p,
+            b,
+            a,
+            "a login limit that can refuse logins (maxlogins, or a limit of 0 or 1) is added",
+        );
+    }
+}
+
 /// PAM's configuration of the `services` that logins go through changes (`kind` for the
 /// finding).
 pub(super) fn pam(ctx: &Ctx<'_>, out: &mut Vec<Finding>, services: &[&str], kind: &'static str) {
@@ -278,6 +313,28 @@ pub(super) fn user_demoted(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         &["security", "sudo", "extraRules"],
         "sudo's own rules (wheel runs anything as root) go away",
     );
+    replaced(
+        ctx,
+        out,
+        "user.demote",
+        &["security", "wrappers"],
+        "the setuid wrappers NixOS installs (sudo, su, passwd, …) go away",
+    );
+    for w in ["sudo", "sudoedit", "su", "doas", "run0"] {
+        let p = ["security", "wrappers", w];
+        let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+        if b != a {
+            push(
+                out,
+                "user.demote",
+                &p,
+                b,
+                a,
+                &format!("{w}'s setuid wrapper changes (its users may lose root)"),
+            );
+        }
+    }
+    login_limits(ctx, out);
     pam(ctx, out, &["sudo", "su"], "user.demote");
     for n in existing_users(ctx) {
         account_demotions(ctx, out, &n);
@@ -342,6 +399,16 @@ pub(super) fn user_credentials(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
                     &format!("user {n}'s account {what}"),
                 );
             }
+        }
+        let p = ["users", "users", n.as_str(), "homeMode"];
+        let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+        let writable = |v: V<'_>| match v {
+            V::Absent => Some(false),
+            V::Known(Value::String(s)) => u32::from_str_radix(s, 8).ok().map(|m| m & 0o022 != 0),
+            _ => None,
+        };
+        if b != a && writable(a) != Some(false) && writable(b) != Some(true) {
+            push(out, "user.credentials", &p, b, a, &format!("user {n}'s home becomes writable by others, so sshd (StrictModes) refuses its keys"));
         }
         for field in ["keys", "keyFiles"] {
             let p = [
