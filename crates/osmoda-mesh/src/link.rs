@@ -59,6 +59,9 @@ pub struct LinkInfo {
     pub peer: String,
     /// The peer's keys as verified in the handshake.
     pub keys: Keys,
+    /// The peer's identity now: the handshake's keys, then the new keys of each identity
+    /// hand-over that verified on this link (the next hand-over must be signed by these).
+    pub current: std::sync::Mutex<Keys>,
     /// Whether we dialed.
     pub initiator: bool,
     /// The X25519 key of whoever dialed (the duplicate-link tie-break).
@@ -79,6 +82,16 @@ pub struct LinkInfo {
     pub rekeys: std::sync::atomic::AtomicU64,
     /// Becomes true once a frame from the peer decrypted (the peer admitted us).
     pub heard: tokio::sync::watch::Sender<bool>,
+}
+
+impl LinkInfo {
+    /// The peer's identity now (see [`LinkInfo::current`]).
+    pub fn current_keys(&self) -> Keys {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl LinkHandle {
@@ -108,7 +121,7 @@ impl LinkHandle {
             "sent": i.sent.load(Relaxed),
             "received": i.received.load(Relaxed),
             "rekeys": i.rekeys.load(Relaxed),
-            "fingerprint": i.keys.fingerprint(),
+            "fingerprint": i.current_keys().fingerprint(),
         })
     }
 }
@@ -138,6 +151,7 @@ pub fn register(
         info: Arc::new(LinkInfo {
             peer: peer.to_string(),
             keys: est.peer.clone(),
+            current: std::sync::Mutex::new(est.peer.clone()),
             initiator: est.initiator,
             initiator_key,
             session: hex::encode(&est.hash[..8]),
@@ -155,9 +169,10 @@ pub fn register(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(old) = links.get(peer) {
-        // A link with the same keys dialed by the lower key stays; a link with other keys
-        // (the peer rotated, or a stale record) is replaced by the newer handshake.
-        if old.info.keys == est.peer
+        // A link with the same keys (the peer's identity now, after any hand-over on it)
+        // dialed by the lower key stays; a link with other keys (the peer rotated, or a stale
+        // record) is replaced by the newer handshake.
+        if old.info.current_keys() == est.peer
             && old.info.initiator_key <= initiator_key
             && !old.tx.is_closed()
         {

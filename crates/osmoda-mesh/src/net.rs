@@ -423,11 +423,30 @@ pub async fn received(st: &Arc<AppState>, link: &LinkHandle, m: MeshMessage, byt
             by_old,
             by_new,
         } => {
-            let st2 = st.clone();
-            let old = link.info.keys.clone();
-            st.spawn(
-                async move { rotated(&st2, &peer, &old, &new, issued_at, &by_old, &by_new).await },
-            );
+            // Verified here, in the link's order, against the identity the peer has now (the
+            // handshake's, or the last hand-over's): a second rotation before reconnecting
+            // verifies against the first one's keys, and a replayed older hand-over does not.
+            let old = link.info.current_keys();
+            match verify_handover(&old, &new, issued_at, &by_old, &by_new) {
+                Ok(newk) => {
+                    *link
+                        .info
+                        .current
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = newk.clone();
+                    let (st2, info) = (st.clone(), link.info.clone());
+                    st.spawn(async move { rotated(&st2, &peer, &info, &old, newk).await });
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, "refused an identity hand-over: {e}");
+                    st.agentd
+                        .event(
+                            "peer.rotation_refused",
+                            json!({ "peer": peer, "reason": e }),
+                        )
+                        .await;
+                }
+            }
         }
         MeshMessage::Ping { .. } | MeshMessage::Pong { .. } | MeshMessage::Rekey => {}
     }
@@ -445,41 +464,30 @@ async fn store_msg(st: &AppState, peer: &str, kind: &str, body: &serde_json::Val
         .await;
 }
 
-async fn rotated(
-    st: &AppState,
-    peer: &str,
+/// The peer's new keys when the hand-over from `old` is signed by both `old` and the new identity.
+fn verify_handover(
     old: &Keys,
     new: &crate::identity::PublicKeys,
     issued_at: u64,
     by_old: &str,
     by_new: &str,
-) {
-    let check = || -> Result<Keys, String> {
-        let newk = Keys::decode(new)?;
-        let msg = handover_bytes(old, &newk, issued_at);
-        let so = B64.decode(by_old).map_err(|_| "by_old is not base64")?;
-        let sn = B64.decode(by_new).map_err(|_| "by_new is not base64")?;
-        if !verify(&old.ed25519, &msg, &so) {
-            return Err("the hand-over is not signed by the peer's current identity".into());
-        }
-        if !verify(&newk.ed25519, &msg, &sn) {
-            return Err("the hand-over is not signed by the new identity".into());
-        }
-        Ok(newk)
-    };
-    let newk = match check() {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::warn!(%peer, "refused an identity hand-over: {e}");
-            st.agentd
-                .event(
-                    "peer.rotation_refused",
-                    json!({ "peer": peer, "reason": e }),
-                )
-                .await;
-            return;
-        }
-    };
+) -> Result<Keys, String> {
+    let newk = Keys::decode(new)?;
+    let msg = handover_bytes(old, &newk, issued_at);
+    let so = B64.decode(by_old).map_err(|_| "by_old is not base64")?;
+    let sn = B64.decode(by_new).map_err(|_| "by_new is not base64")?;
+    if !verify(&old.ed25519, &msg, &so) {
+        return Err("the hand-over is not signed by the peer's current identity".into());
+    }
+    if !verify(&newk.ed25519, &msg, &sn) {
+        return Err("the hand-over is not signed by the new identity".into());
+    }
+    Ok(newk)
+}
+
+/// Records a verified hand-over (`old` → `newk`) of `peer` as a generation, unless a later
+/// hand-over on the same link superseded it (that one records its own keys).
+async fn rotated(st: &AppState, peer: &str, info: &link::LinkInfo, old: &Keys, newk: Keys) {
     let endpoint = st
         .config()
         .ok()
@@ -487,6 +495,9 @@ async fn rotated(
         .or_else(|| st.link(peer).map(|l| l.info.remote.clone()));
     let Some(endpoint) = endpoint else { return };
     let _g = st.pairing.lock().await;
+    if info.current_keys() != newk {
+        return;
+    }
     let reason = format!(
         "mesh: {peer} rotated its identity ({} → {})",
         old.fingerprint(),
@@ -507,5 +518,61 @@ async fn rotated(
                 )
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    /// A hand-over from `old` to `new` as `POST /identity/rotate` makes it.
+    fn handover(
+        old: &Identity,
+        new: &Identity,
+    ) -> (crate::identity::PublicKeys, u64, String, String) {
+        use ed25519_dalek::Signer as _;
+        let issued_at = 1_700_000_000;
+        let msg = handover_bytes(&old.keys(), &new.keys(), issued_at);
+        (
+            new.keys().encode(),
+            issued_at,
+            B64.encode(old.signing.sign(&msg).to_bytes()),
+            B64.encode(new.signing.sign(&msg).to_bytes()),
+        )
+    }
+
+    /// Hand-overs verify against the peer's identity now: the second of two rotations on one
+    /// link against the first one's keys (it was refused while the link kept the handshake's),
+    /// and neither a replayed older hand-over nor one signed by a stranger does.
+    #[test]
+    fn hand_overs_verify_against_the_identity_now() {
+        let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+        let (k0, k1, k2) = (ids[0].keys(), ids[1].keys(), ids[2].keys());
+        let check = |now: &Keys, h: &(crate::identity::PublicKeys, u64, String, String)| {
+            verify_handover(now, &h.0, h.1, &h.2, &h.3)
+        };
+        let first = handover(&ids[0], &ids[1]);
+        let second = handover(&ids[1], &ids[2]);
+        assert_eq!(check(&k0, &first).unwrap(), k1);
+        assert_eq!(check(&k1, &second).unwrap(), k2);
+        let e = check(&k0, &second).unwrap_err();
+        assert!(
+            e.contains("not signed by the peer's current identity"),
+            "{e}"
+        );
+        let e = check(&k1, &first).unwrap_err();
+        assert!(
+            e.contains("not signed by the peer's current identity"),
+            "{e}"
+        );
+        // Signed by the current identity but not by the new one it names.
+        let mut forged = handover(&ids[1], &ids[2]);
+        forged.3 = handover(&ids[1], &ids[0]).3;
+        let e = check(&k1, &forged).unwrap_err();
+        assert!(e.contains("not signed by the new identity"), "{e}");
+        let mut bad = first.clone();
+        bad.2 = "%%".into();
+        assert!(check(&k0, &bad).is_err());
     }
 }

@@ -66,6 +66,20 @@ async fn pair_talk_rotate_restart() {
     assert_eq!(s, 200, "{v}");
     b.wait_inbox("alpha", 2).await;
 
+    // A second rotation on the same link (no reconnect in between): beta verifies it against
+    // the first one's keys and records the newest (it was refused while the link kept the
+    // handshake's keys).
+    let (s, r) = a.post("/identity/rotate", json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["notified"], json!(["beta"]));
+    b.wait_peer("alpha", "has the second rotation's keys", |v| {
+        v["public_keys"] == r["public_keys"]
+    })
+    .await;
+    b.wait_event("peer.rotated", |e| e["new"] == r["fingerprint"])
+        .await;
+    assert!(b.events("peer.rotation_refused").await.is_empty());
+
     // Restart both: they reconnect from mesh.json alone, with alpha's new identity.
     a.stop_mesh().await;
     b.stop_mesh().await;
@@ -108,7 +122,7 @@ async fn pair_talk_rotate_restart() {
     assert!(!a.events("disconnect").await.is_empty());
     assert_eq!(a.events("invite.create").await.len(), 1);
     assert_eq!(b.events("invite.accept").await.len(), 1);
-    assert_eq!(b.events("peer.rotated").await.len(), 1);
+    assert_eq!(b.events("peer.rotated").await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

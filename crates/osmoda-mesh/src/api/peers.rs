@@ -24,7 +24,7 @@ fn view(st: &AppState, name: &str, p: Option<&osmoda_config::Peer>) -> Value {
         "inbox": st.store.inbox_len(name).unwrap_or(0),
     });
     if let (None, Some(l)) = (p, &link) {
-        v["public_keys"] = serde_json::to_value(l.info.keys.encode()).unwrap_or_default();
+        v["public_keys"] = serde_json::to_value(l.info.current_keys().encode()).unwrap_or_default();
     }
     v
 }
