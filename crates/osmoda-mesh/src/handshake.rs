@@ -1,4 +1,5 @@
-//! The handshake: `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s` (snow) with ML-KEM-768 folded in.
+//! The handshake: `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s` (snow) with ML-KEM-768 folded in, or
+//! the same pattern with Noise's other standard cipher, `..._AESGCM_...` (see [`Cipher`]).
 //!
 //! ```text
 //! -> e                    payload: Hello1 { ML-KEM-768 encapsulation key of the initiator }
@@ -14,6 +15,12 @@
 //! initiator only as a declared peer with exactly these keys or with a live invite
 //! ([`respond`]'s `admit`), before any application data. Nothing is encrypted twice: after
 //! message 3, snow's transport state is the only cipher.
+//!
+//! The initiator picks the cipher ([`Cipher::local`]); the responder accepts either and learns
+//! which from message 1: in a `psk` pattern message 1's payload is already encrypted under a
+//! key derived from the protocol name, so exactly one of the two names opens it. A changed
+//! choice changes the transcript and fails the handshake; both ciphers are 256-bit AEADs, so
+//! there is nothing weaker to downgrade to.
 
 use std::time::Duration;
 
@@ -28,8 +35,10 @@ use crate::frame::{read_frame, write_frame, MAX_FRAME};
 use crate::identity::{handshake_bytes, verify, Identity, Keys};
 use crate::pq;
 
-/// The Noise protocol name.
+/// The Noise protocol name with ChaCha20-Poly1305 (the issue's pattern; every peer speaks it).
 pub const PATTERN: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
+/// The same pattern with AES-256-GCM, which an initiator with AES instructions offers.
+pub const PATTERN_AESGCM: &str = "Noise_XXpsk3_25519_AESGCM_BLAKE2s";
 /// Prologue: binds the protocol version into the transcript.
 pub const PROLOGUE: &[u8] = b"osmoda-mesh/v1";
 /// HKDF info label for the PSK (followed by the handshake hash after message 2).
@@ -37,12 +46,71 @@ const PSK_INFO: &[u8] = b"osmoda-mesh/v1 psk3 ML-KEM-768\0";
 /// The whole handshake must finish within this.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The parsed protocol name.
+/// The parsed protocol name of [`PATTERN`] (ChaChaPoly).
 pub fn params() -> snow::params::NoiseParams {
-    // A constant that parses; the unit test below proves it.
-    PATTERN
-        .parse()
-        .unwrap_or_else(|_| unreachable!("PATTERN parses"))
+    Cipher::ChaChaPoly.params()
+}
+
+/// The transport cipher of a link: the AEAD named in the Noise protocol name. Both are 256-bit
+/// AEADs from ring (snow's `ring-accelerated` resolver); they differ only in speed. AES-256-GCM
+/// is about twice ChaCha20-Poly1305's speed on a CPU with AES and carry-less multiply
+/// instructions (see mesh-bench and docs/STATUS.md Benchmarks) and several times slower
+/// without them (ring's constant-time software AES), where ChaCha20-Poly1305 is the fast one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cipher {
+    /// ChaCha20-Poly1305: [`PATTERN`].
+    ChaChaPoly,
+    /// AES-256-GCM: [`PATTERN_AESGCM`].
+    AesGcm,
+}
+
+impl Cipher {
+    /// Every cipher a responder accepts, in the order it tries them on message 1.
+    pub const ALL: [Cipher; 2] = [Cipher::AesGcm, Cipher::ChaChaPoly];
+
+    /// The Noise protocol name.
+    pub fn pattern(self) -> &'static str {
+        match self {
+            Cipher::ChaChaPoly => PATTERN,
+            Cipher::AesGcm => PATTERN_AESGCM,
+        }
+    }
+
+    /// The parsed protocol name.
+    pub fn params(self) -> snow::params::NoiseParams {
+        // Constants that parse; the cacophony tests below prove it.
+        self.pattern()
+            .parse()
+            .unwrap_or_else(|_| unreachable!("the patterns parse"))
+    }
+
+    /// What this host offers when it dials: AES-256-GCM where the CPU has AES and carry-less
+    /// multiply instructions (x86-64 AES-NI + PCLMULQDQ, AArch64 AES + PMULL), else
+    /// ChaCha20-Poly1305. The peer's CPU is not known before the handshake; a peer without
+    /// them still answers (slower, in constant time).
+    pub fn local() -> Cipher {
+        #[cfg(target_arch = "x86_64")]
+        let hw = std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq");
+        #[cfg(target_arch = "aarch64")]
+        let hw = std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull");
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let hw = false;
+        if hw {
+            Cipher::AesGcm
+        } else {
+            Cipher::ChaChaPoly
+        }
+    }
+
+    /// The cipher's name as Noise spells it (`ChaChaPoly`, `AESGCM`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::ChaChaPoly => "ChaChaPoly",
+            Cipher::AesGcm => "AESGCM",
+        }
+    }
 }
 
 /// Message 1's payload.
@@ -99,6 +167,8 @@ pub struct Established {
     pub hash: Vec<u8>,
     /// Whether we initiated.
     pub initiator: bool,
+    /// The transport cipher (the initiator's choice).
+    pub cipher: Cipher,
 }
 
 /// Why a handshake failed.
@@ -164,15 +234,47 @@ async fn recv<S: AsyncRead + Unpin>(
     step: &str,
 ) -> Result<Vec<u8>, HandshakeError> {
     let frame = read_frame(s).await?;
+    open(hs, &frame, step)
+}
+
+fn open(
+    hs: &mut snow::HandshakeState,
+    frame: &[u8],
+    step: &str,
+) -> Result<Vec<u8>, HandshakeError> {
     let mut buf = vec![0u8; MAX_FRAME];
     let n = hs
-        .read_message(&frame, &mut buf)
+        .read_message(frame, &mut buf)
         .map_err(|e| proto(format!("{step} does not decrypt or parse: {e}")))?;
     buf.truncate(n);
     Ok(buf)
 }
 
-/// Runs the initiator side on `s`, expecting the responder to hold exactly `expect`.
+fn builder<'a>(id: &'a Identity, cipher: Cipher) -> snow::Builder<'a> {
+    snow::Builder::new(cipher.params())
+        .local_private_key(&id.x25519_private[..])
+        .prologue(PROLOGUE)
+}
+
+/// Message 1 under whichever accepted cipher opens it: the responder's handshake state and
+/// the payload.
+fn open_first(
+    id: &Identity,
+    frame: &[u8],
+) -> Result<(snow::HandshakeState, Cipher, Vec<u8>), HandshakeError> {
+    for cipher in Cipher::ALL {
+        let mut hs = builder(id, cipher).build_responder().map_err(proto)?;
+        if let Ok(p) = open(&mut hs, frame, "message 1") {
+            return Ok((hs, cipher, p));
+        }
+    }
+    Err(proto(format!(
+        "message 1 does not decrypt or parse as {PATTERN} or {PATTERN_AESGCM}"
+    )))
+}
+
+/// Runs the initiator side on `s` with this host's cipher ([`Cipher::local`]), expecting the
+/// responder to hold exactly `expect`.
 ///
 /// # Errors
 /// [`HandshakeError`]; `Protocol` names what the responder got wrong.
@@ -182,7 +284,21 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     expect: &Keys,
     extra: Extra,
 ) -> Result<Established, HandshakeError> {
-    tokio::time::timeout(TIMEOUT, initiate_inner(s, id, expect, extra))
+    initiate_with(s, id, expect, extra, Cipher::local()).await
+}
+
+/// [`initiate`] with a given cipher (tests and the benchmark take each).
+///
+/// # Errors
+/// As [`initiate`].
+pub async fn initiate_with<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    id: &Identity,
+    expect: &Keys,
+    extra: Extra,
+    cipher: Cipher,
+) -> Result<Established, HandshakeError> {
+    tokio::time::timeout(TIMEOUT, initiate_inner(s, id, expect, extra, cipher))
         .await
         .map_err(|_| proto("the handshake timed out"))?
 }
@@ -192,12 +308,9 @@ async fn initiate_inner<S: AsyncRead + AsyncWrite + Unpin>(
     id: &Identity,
     expect: &Keys,
     extra: Extra,
+    cipher: Cipher,
 ) -> Result<Established, HandshakeError> {
-    let mut hs = snow::Builder::new(params())
-        .local_private_key(&id.x25519_private[..])
-        .prologue(PROLOGUE)
-        .build_initiator()
-        .map_err(proto)?;
+    let mut hs = builder(id, cipher).build_initiator().map_err(proto)?;
     let hello1 = serde_json::to_vec(&Hello1 {
         v: 1,
         ml_kem_768: B64.encode(id.ml_kem_ek()),
@@ -247,6 +360,7 @@ async fn initiate_inner<S: AsyncRead + AsyncWrite + Unpin>(
         peer: expect.clone(),
         hash,
         initiator: true,
+        cipher,
     })
 }
 
@@ -280,12 +394,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Keys, &Extra) -> Result<A, String>,
 {
-    let mut hs = snow::Builder::new(params())
-        .local_private_key(&id.x25519_private[..])
-        .prologue(PROLOGUE)
-        .build_responder()
-        .map_err(proto)?;
-    let p1 = recv(s, &mut hs, "message 1").await?;
+    let (mut hs, cipher, p1) = open_first(id, &read_frame(s).await?)?;
     // No ML-KEM key, no handshake: a peer cannot downgrade to X25519 alone.
     let hello1: Hello1 = serde_json::from_slice(&p1).map_err(|_| {
         proto("message 1 carries no ML-KEM-768 encapsulation key (downgrade refused)")
@@ -335,6 +444,7 @@ where
             peer,
             hash,
             initiator: false,
+            cipher,
         },
         hello3.extra,
         admitted,
@@ -342,73 +452,42 @@ where
 }
 
 #[cfg(test)]
+mod vectors;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Cacophony's published vector for exactly this pattern (from snow's
-    /// `tests/vectors/cacophony.txt`): fixed statics, ephemerals, prologue and PSK; every
-    /// message's ciphertext and the handshake hash byte for byte through the snow we build on.
-    #[test]
-    fn cacophony_vector_xxpsk3_25519_chachapoly_blake2s() {
-        let h = |s: &str| hex::decode(s).unwrap();
-        let prologue = h("4a6f686e2047616c74");
-        let psk = h("54686973206973206d7920417573747269616e20706572737065637469766521");
-        let i_s = h("e61ef9919cde45dd5f82166404bd08e38bceb5dfdfded0a34c8df7ed542214d1");
-        let i_e = h("893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a");
-        let r_s = h("4a3acbfdb163dec651dfa3194dece676d437029c62a408b4c5ea9114246e4893");
-        let r_e = h("bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b");
-        let msgs = [
-            ("4c756477696720766f6e204d69736573", "ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c7944325ea71699951ece20f284b6ad9604a029eb335bf84564c308b6ade90ae45078"),
-            ("4d757272617920526f746862617264", "95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f1448088432645535233ffe1432564d66a85227b677ced6fc2730ae0998ff49aa1dc56b8186e31b16e416f5d9c03c71f6c34fd37ec013105020070a8b00c000ce7ed56629c119795f96463274bc05519d5c24dc1"),
-            ("462e20412e20486179656b", "adf16c5375ec4172576783fd59f2bfa5c7a320d0a13b759592e1a2ddf5524cce59ccbb92ff5d321fced3bdb2840596df562c0e68aad41b090abd285f6d300130072e06964a6ba494e58d47"),
-            ("4361726c204d656e676572", "dcdc045c8e9ec36c8ea4078552e5849f87cb9bdfbd2a4eee3baaf6"),
-            ("4a65616e2d426170746973746520536179", "4d11ed1f242e199dbcbc9773495834a95e8a6109e2b555aeb50780e69b152821e4"),
-            ("457567656e2042f6686d20766f6e2042617765726b", "4d1e6873ffcc88490be6914928590f63253c2db434f1f206f083f89ca559a3e60a8dcc4f12"),
-        ];
-        let mut i = snow::Builder::new(params())
-            .local_private_key(&i_s)
-            .fixed_ephemeral_key_for_testing_only(&i_e)
-            .prologue(&prologue)
-            .psk(3, &psk)
-            .build_initiator()
-            .unwrap();
-        let mut r = snow::Builder::new(params())
-            .local_private_key(&r_s)
-            .fixed_ephemeral_key_for_testing_only(&r_e)
-            .prologue(&prologue)
-            .psk(3, &psk)
-            .build_responder()
-            .unwrap();
-        let mut buf = vec![0u8; 65535];
-        let mut out = vec![0u8; 65535];
-        for (k, (payload, ct)) in msgs[..3].iter().enumerate() {
-            let (w, rd) = if k % 2 == 0 {
-                (&mut i, &mut r)
-            } else {
-                (&mut r, &mut i)
-            };
-            let n = w.write_message(&h(payload), &mut buf).unwrap();
-            assert_eq!(hex::encode(&buf[..n]), *ct, "handshake message {k}");
-            let m = rd.read_message(&buf[..n], &mut out).unwrap();
-            assert_eq!(out[..m], h(payload)[..]);
+    /// A full hybrid handshake with each cipher: both sides agree on the cipher the initiator
+    /// chose and on the handshake hash, and their transports talk both ways.
+    #[tokio::test]
+    async fn each_cipher_completes_and_the_responder_follows_the_initiator() {
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let (ak, bk) = (a.keys(), b.keys());
+        for cipher in Cipher::ALL {
+            let (mut x, mut y) = tokio::io::duplex(1 << 16);
+            let ak = ak.clone();
+            let (i, r) = tokio::join!(
+                initiate_with(&mut x, &a, &bk, Extra::default(), cipher),
+                respond(&mut y, &b, |k, _| if *k == ak {
+                    Ok(())
+                } else {
+                    Err("?".to_string())
+                }),
+            );
+            let (mut i, (mut r, _, ())) = (i.unwrap(), r.unwrap());
+            assert_eq!((i.cipher, r.cipher), (cipher, cipher));
+            assert_eq!(i.hash, r.hash);
+            let (mut buf, mut out) = (vec![0u8; 100], vec![0u8; 100]);
+            let n = i.transport.write_message(b"ping", &mut buf).unwrap();
+            let m = r.transport.read_message(&buf[..n], &mut out).unwrap();
+            assert_eq!(&out[..m], b"ping");
+            let n = r.transport.write_message(b"pong", &mut buf).unwrap();
+            let m = i.transport.read_message(&buf[..n], &mut out).unwrap();
+            assert_eq!(&out[..m], b"pong");
         }
-        assert_eq!(
-            hex::encode(i.get_handshake_hash()),
-            "fc0819f08aebc23de9a783653d8d7d6395b7d243d9deec12f5d6fe2f4c206673"
-        );
-        let mut i = i.into_transport_mode().unwrap();
-        let mut r = r.into_transport_mode().unwrap();
-        for (k, (payload, ct)) in msgs[3..].iter().enumerate() {
-            let (w, rd) = if k % 2 == 0 {
-                (&mut r, &mut i)
-            } else {
-                (&mut i, &mut r)
-            };
-            let n = w.write_message(&h(payload), &mut buf).unwrap();
-            assert_eq!(hex::encode(&buf[..n]), *ct, "transport message {k}");
-            let m = rd.read_message(&buf[..n], &mut out).unwrap();
-            assert_eq!(out[..m], h(payload)[..]);
-        }
+        // This machine's choice is one the responder accepts.
+        assert!(Cipher::ALL.contains(&Cipher::local()));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct LinkInfo {
     pub current: std::sync::Mutex<Keys>,
     /// Whether we dialed.
     pub initiator: bool,
+    /// The transport cipher (the dialer's choice).
+    pub cipher: crate::handshake::Cipher,
     /// The X25519 key of whoever dialed (the duplicate-link tie-break).
     pub initiator_key: [u8; 32],
     /// The first 8 bytes of the handshake hash, hex.
@@ -116,6 +118,7 @@ impl LinkHandle {
             "connected": true,
             "session": i.session,
             "direction": if i.initiator { "outbound" } else { "inbound" },
+            "cipher": i.cipher.name(),
             "remote": i.remote,
             "connected_at": i.connected_at,
             "sent": i.sent.load(Relaxed),
@@ -153,6 +156,7 @@ pub fn register(
             keys: est.peer.clone(),
             current: std::sync::Mutex::new(est.peer.clone()),
             initiator: est.initiator,
+            cipher: est.cipher,
             initiator_key,
             session: hex::encode(&est.hash[..8]),
             remote,
@@ -188,6 +192,8 @@ pub fn register(
 
 struct Crypto {
     t: snow::TransportState,
+    /// The last sealed frame body; one buffer for the link's life, not one per message.
+    sealed: Vec<u8>,
     session: Vec<u8>,
     initiator: bool,
     send_epoch: u64,
@@ -197,7 +203,8 @@ struct Crypto {
 }
 
 impl Crypto {
-    fn seal(&mut self, m: &MeshMessage) -> Result<Vec<u8>, String> {
+    /// Encrypts `m` into `self.sealed` and returns the frame body's length.
+    fn seal(&mut self, m: &MeshMessage) -> Result<usize, String> {
         let plain = serde_json::to_vec(m).map_err(|e| e.to_string())?;
         if plain.len() > MAX_PLAINTEXT {
             return Err(format!(
@@ -215,14 +222,12 @@ impl Crypto {
                     nonce: self.t.sending_nonce(),
                 });
         }
-        let mut buf = vec![0u8; MAX_FRAME];
         let n = self
             .t
-            .write_message(&plain, &mut buf)
+            .write_message(&plain, &mut self.sealed)
             .map_err(|e| format!("encryption: {e}"))?;
-        buf.truncate(n);
         self.since_rekey += 1;
-        Ok(buf)
+        Ok(n)
     }
 }
 
@@ -240,12 +245,14 @@ pub async fn run(
     st.agentd
         .event(
             "connect",
-            json!({ "peer": info.peer, "session": info.session, "direction": if info.initiator { "outbound" } else { "inbound" }, "remote": info.remote, "paired": info.paired }),
+            json!({ "peer": info.peer, "session": info.session, "direction": if info.initiator { "outbound" } else { "inbound" }, "cipher": info.cipher.name(), "remote": info.remote, "paired": info.paired }),
         )
         .await;
     tracing::info!(peer = %info.peer, session = %info.session, "link up");
     let tuning = st.tuning.clone();
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    // Buffered: a frame's header and body come from one read call, often several frames'.
+    let mut rd = tokio::io::BufReader::with_capacity(4 * MAX_FRAME, rd);
     let (ftx, mut frames) = mpsc::channel::<std::io::Result<Vec<u8>>>(16);
     let reader = tokio::spawn(async move {
         loop {
@@ -258,6 +265,7 @@ pub async fn run(
     });
     let mut c = Crypto {
         t: est.transport,
+        sealed: vec![0u8; MAX_FRAME],
         session: est.hash,
         initiator: est.initiator,
         send_epoch: 0,
@@ -271,6 +279,7 @@ pub async fn run(
         .unwrap_or_else(Instant::now);
     let mut last_recv = Instant::now();
     let mut ping_nonce = 0u64;
+    let mut plain = vec![0u8; MAX_FRAME];
     let mut tick = tokio::time::interval(
         tuning
             .keepalive
@@ -292,14 +301,13 @@ pub async fn run(
                     None | Some(Err(_)) => break "the connection closed".into(),
                     Some(Ok(f)) => f,
                 };
-                let mut buf = vec![0u8; MAX_FRAME];
-                let n = match c.t.read_message(&frame, &mut buf) {
+                let n = match c.t.read_message(&frame, &mut plain) {
                     Ok(n) => n,
                     Err(e) => break format!("a frame did not decrypt ({e}); closing"),
                 };
                 last_recv = Instant::now();
                 info.heard.send_replace(true);
-                let m: MeshMessage = match serde_json::from_slice(&buf[..n]) {
+                let m: MeshMessage = match serde_json::from_slice(&plain[..n]) {
                     Ok(m) => m,
                     Err(e) => break format!("a message did not parse ({e}); closing"),
                 };
@@ -385,8 +393,8 @@ async fn send_one(
     info: &LinkInfo,
 ) -> Result<(), (bool, String)> {
     if c.since_rekey >= tuning.rekey_messages || c.rekeyed_at.elapsed() >= tuning.rekey_after {
-        let frame = c.seal(&MeshMessage::Rekey).map_err(|e| (true, e))?;
-        write(wr, &frame).await?;
+        let n = c.seal(&MeshMessage::Rekey).map_err(|e| (true, e))?;
+        write(wr, &c.sealed[..n]).await?;
         c.t.rekey_outgoing();
         c.send_epoch += 1;
         c.since_rekey = 0;
@@ -394,8 +402,8 @@ async fn send_one(
         info.rekeys
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let frame = c.seal(m).map_err(|e| (false, e))?;
-    write(wr, &frame).await
+    let n = c.seal(m).map_err(|e| (false, e))?;
+    write(wr, &c.sealed[..n]).await
 }
 
 async fn write(

@@ -8,6 +8,7 @@
 mod common;
 
 use common::{fast, pair, Host};
+use osmoda_mesh::handshake::Cipher;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -133,6 +134,7 @@ async fn three_hosts_and_requests() {
     pair(&a, &b).await;
     pair(&a, &c).await;
     pair(&b, &c).await;
+    let mut links = 0;
     for (h, others) in [
         (&a, ["beta", "gamma"]),
         (&b, ["alpha", "gamma"]),
@@ -147,7 +149,16 @@ async fn three_hosts_and_requests() {
             .collect();
         names.sort_unstable();
         assert_eq!(names, others, "{}", h.name);
+        // Every dialer here runs on this CPU, so every link uses the cipher it offers.
+        for p in peers.as_array().unwrap() {
+            let c = &p["connection"];
+            if c["connected"] == true {
+                assert_eq!(c["cipher"], Cipher::local().name(), "{}: {p}", h.name);
+                links += 1;
+            }
+        }
     }
+    assert!(links > 0, "no link was up to show its cipher");
 
     // Request/response (how ledger witnesses cosign): gamma asks alpha; a service on alpha
     // takes it from /requests/next and answers.

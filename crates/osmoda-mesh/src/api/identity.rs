@@ -47,6 +47,8 @@ pub(super) async fn identity(State(st): State<Arc<AppState>>) -> axum::Json<Valu
         "public_keys": k.encode(),
         "fingerprint": k.fingerprint(),
         "noise": crate::handshake::PATTERN,
+        // What this host dials with; it answers either (see `handshake::Cipher`).
+        "cipher": crate::handshake::Cipher::local().name(),
         "kem": "ML-KEM-768",
     }))
 }
