@@ -76,6 +76,7 @@ impl Target {
             pid: Some(1),
             exe: Some("fuzz".into()),
             mnt_ns: None,
+            action: None,
         }));
         let resp = self
             .rt

@@ -278,6 +278,7 @@ fn with_common(router: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::map_response(error::json_errors_only))
+        .layer(axum::middleware::map_request(peer::mark_action))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

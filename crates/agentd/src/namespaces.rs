@@ -113,6 +113,13 @@ pub fn daemon_named(name: &str) -> Option<&'static Daemon> {
 /// whose executable is named like the daemon and which runs as the daemon's user (or as
 /// agentd's own user, as everything does in `scripts/dev`).
 pub fn not_the_daemon(peer: &Peer, daemon: &Daemon) -> Option<String> {
+    // Before the in-process test below: a daemon served in agentd's process acts for its
+    // routines' actions too.
+    if let Some(a) = &peer.action {
+        return Some(format!(
+            "the request is made for {a}, an action the daemon runs, not by the daemon itself"
+        ));
+    }
     if peer
         .pid
         .is_some_and(|p| u32::try_from(p).ok() == Some(std::process::id()))
@@ -270,6 +277,7 @@ mod tests {
             mnt_ns: std::fs::read_link("/proc/self/ns/mnt")
                 .ok()
                 .map(|p| p.to_string_lossy().into_owned()),
+            action: None,
         }
     }
 
@@ -344,8 +352,21 @@ mod tests {
             pid: None,
             exe: None,
             mnt_ns: None,
+            action: None,
         };
         assert!(not_the_daemon(&anonymous, &WATCH).is_some());
+        // The daemon itself (here: agentd's own process), acting for an action it runs.
+        let mut acting = peer(
+            me,
+            i32::try_from(std::process::id()).unwrap(),
+            "osmoda-routines",
+        );
+        assert!(not_the_daemon(&acting, &ROUTINES).is_none());
+        acting.action = Some("routine-run.7".into());
+        let why = not_the_daemon(&acting, &ROUTINES).unwrap();
+        assert!(why.contains("routine-run.7"), "{why}");
+        assert!(acting.require_outside_boundary().is_err());
+        assert!(acting.actor("x").starts_with("x[action=routine-run.7,uid="));
     }
 
     #[test]

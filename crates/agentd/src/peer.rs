@@ -35,6 +35,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 pid: None,
                 exe: None,
                 mnt_ns: None,
+                action: None,
             });
         let role = match parts.headers.get(DAEMON_HEADER) {
             None => "agent",
@@ -65,6 +66,42 @@ pub struct Peer {
     /// The caller's mount namespace (`mnt:[<inode>]` from `/proc/<pid>/ns/mnt`), read when it
     /// connected; `None` when it could not be read.
     pub mnt_ns: Option<String>,
+    /// The action this request is made for ([`ACTION_HEADER`], set by [`mark_action`]): the
+    /// process is a daemon acting for something it runs (a routine's http action), so the
+    /// request has none of the daemon's standing and its events name the action.
+    pub action: Option<String>,
+}
+
+/// Header by which a daemon marks a request made for an action it runs
+/// (`osmoda_client::ACTION_HEADER`).
+pub const ACTION_HEADER: &str = "x-osmoda-action";
+
+/// Router layer: a request with [`ACTION_HEADER`] gets the label on its [`Peer`], so no check
+/// takes it for the daemon (or for a process outside the command sandbox) and every actor
+/// recorded for it carries `action=<label>`. Anyone may mark a request (it only loses
+/// standing); an invalid label is a 400.
+///
+/// # Errors
+/// 400 when the label is not 1..=40 of `[a-z0-9._-]`.
+pub async fn mark_action(
+    mut req: axum::extract::Request,
+) -> Result<axum::extract::Request, ApiError> {
+    let Some(v) = req.headers().get(ACTION_HEADER) else {
+        return Ok(req);
+    };
+    let label = v
+        .to_str()
+        .ok()
+        .filter(|l| valid_role(l))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("invalid {ACTION_HEADER} header"))
+                .with_detail(json!({ "hint": "1 to 40 characters of [a-z0-9._-]" }))
+        })?
+        .to_string();
+    if let Some(ConnectInfo(peer)) = req.extensions_mut().get_mut::<ConnectInfo<Peer>>() {
+        peer.action = Some(label);
+    }
+    Ok(req)
 }
 
 impl Peer {
@@ -86,6 +123,7 @@ impl Peer {
             pid,
             exe,
             mnt_ns: pid.and_then(|pid| mount_namespace(&pid.to_string())),
+            action: None,
         }
     }
 
@@ -100,6 +138,16 @@ impl Peer {
         let ours = mount_namespace("self");
         let host = mount_namespace("1");
         match &self.mnt_ns {
+            // A request made for an action (a routine's) counts as inside: the daemon only
+            // carries it.
+            _ if self.action.is_some() => Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "a human decision must come from outside the command sandbox: this request is made for an action a daemon runs",
+            )
+            .with_detail(json!({
+                "caller": self.actor("caller"),
+                "hint": "decide with `agentctl approvals approve|deny <ticket>` from a person's shell on the host, not from a command, check or routine",
+            }))),
             Some(ns) if Some(ns) == ours.as_ref() || Some(ns) == host.as_ref() => Ok(()),
             found => Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
@@ -133,7 +181,11 @@ impl Peer {
             })
             .take(40)
             .collect();
-        format!("{role}[uid={uid},pid={pid},exe={exe}]")
+        match &self.action {
+            // First in the brackets, where nothing a caller names can put it.
+            Some(a) => format!("{role}[action={a},uid={uid},pid={pid},exe={exe}]"),
+            None => format!("{role}[uid={uid},pid={pid},exe={exe}]"),
+        }
     }
 }
 
@@ -175,6 +227,7 @@ mod tests {
             pid: Some(42),
             exe: Some("we|ird]\nname".into()),
             mnt_ns: None,
+            action: None,
         };
         assert_eq!(
             p.actor("osmoda-watch"),
@@ -199,6 +252,7 @@ mod tests {
             pid: Some(1),
             exe: Some("agentctl".into()),
             mnt_ns,
+            action: None,
         }
     }
 

@@ -74,12 +74,18 @@ pub struct Client {
     socket: PathBuf,
     timeout: Duration,
     daemon: Option<String>,
+    action: Option<String>,
     idle: Arc<Mutex<Vec<Sender>>>,
 }
 
 /// Header naming the daemon a request comes from. agentd records it next to the kernel's
 /// `SO_PEERCRED` identity of the caller, never instead of it.
 pub const DAEMON_HEADER: &str = "x-osmoda-daemon";
+
+/// Header by which a daemon marks a request it makes for an action it runs (a routine's http
+/// action): agentd then gives the request none of the daemon's standing and records the label
+/// in the actor of every event it writes for it (`<role>[action=<label>,uid=..,..]`).
+pub const ACTION_HEADER: &str = "x-osmoda-action";
 
 impl Client {
     /// A client for the daemon listening on `socket`, with a 30 s timeout.
@@ -88,6 +94,7 @@ impl Client {
             socket: socket.into(),
             timeout: DEFAULT_TIMEOUT,
             daemon: None,
+            action: None,
             idle: Arc::default(),
         }
     }
@@ -96,6 +103,14 @@ impl Client {
     #[must_use]
     pub fn as_daemon(mut self, name: impl Into<String>) -> Client {
         self.daemon = Some(name.into());
+        self
+    }
+
+    /// The same client, marking every request as made for the action `label` (sent as
+    /// [`ACTION_HEADER`]; 1..=40 of `[a-z0-9._-]`, e.g. `routine-run.42`).
+    #[must_use]
+    pub fn for_action(mut self, label: impl Into<String>) -> Client {
+        self.action = Some(label.into());
         self
     }
 
@@ -171,6 +186,9 @@ impl Client {
         }
         if let Some(name) = &self.daemon {
             builder = builder.header(DAEMON_HEADER, name.as_str());
+        }
+        if let Some(label) = &self.action {
+            builder = builder.header(ACTION_HEADER, label.as_str());
         }
         let req = builder.body(Full::new(bytes)).map_err(|e| {
             ClientError::InvalidRequest(format!("cannot build request for {path:?}: {e}"))

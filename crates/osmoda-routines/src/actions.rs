@@ -46,7 +46,31 @@ pub struct Fired {
     /// cycle of event routines is cut ([`crate::events`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<String>,
+    /// The seed this run descends from (`event:<id>` or `run:<id>`, see
+    /// [`crate::lineage::Lineage`]); `None` until a run that is its own seed is recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
+
+impl Fired {
+    /// The lineage this run is recorded with.
+    pub fn lineage(&self) -> crate::lineage::Lineage {
+        crate::lineage::Lineage {
+            origin: self.origin.clone(),
+            chain: self.chain.clone(),
+        }
+    }
+}
+
+/// The label of the requests an http action of run `run_id` makes
+/// (`osmoda_client::ACTION_HEADER`): agentd records it in their events' actor, which is how an
+/// event the action wrote is traced back to the run ([`crate::events`]).
+pub fn action_label(run_id: i64) -> String {
+    format!("{ACTION_LABEL_PREFIX}{run_id}")
+}
+
+/// Start of [`action_label`].
+pub const ACTION_LABEL_PREFIX: &str = "routine-run.";
 
 /// One run: routine name, run id and what fired it.
 #[derive(Debug, Clone)]
@@ -237,8 +261,11 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
             timeout_secs,
         } => {
             let sock = socket.clone().unwrap_or_else(|| env.agentd_socket.clone());
+            // Marked as made for this run, not by the daemon: agentd gives it none of the
+            // daemon's standing (no `routine.*` events, no daemon name) and names the run in
+            // the actor of what it records.
             let client = osmoda_client::Client::new(&sock)
-                .as_daemon("osmoda-routines")
+                .for_action(action_label(info.run_id))
                 .with_timeout(Duration::from_secs(*timeout_secs));
             let m =
                 hyper::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(hyper::Method::GET);

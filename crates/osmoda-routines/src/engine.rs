@@ -62,7 +62,7 @@ pub struct Engine {
 }
 
 /// The payload of a run's ledger events; `chain` is the run's origin chain with the routine
-/// itself last, what an event routine fired by this event inherits.
+/// itself last and `origin` its seed: what an event routine fired by this event inherits.
 fn routine_payload(name: &str, run_id: i64, fired: &Fired) -> serde_json::Value {
     let chain: Vec<&str> = fired
         .chain
@@ -70,8 +70,12 @@ fn routine_payload(name: &str, run_id: i64, fired: &Fired) -> serde_json::Value 
         .map(String::as_str)
         .chain(std::iter::once(name))
         .collect();
+    let origin = fired
+        .origin
+        .clone()
+        .unwrap_or_else(|| format!("run:{run_id}"));
     json!({ "routine": name, "run_id": run_id, "trigger": fired.kind, "ref": fired.reference,
-            "chain": chain })
+            "chain": chain, "origin": origin })
 }
 
 impl Engine {
@@ -158,7 +162,11 @@ impl Engine {
         if slot.waiting.load(Ordering::SeqCst) >= MAX_QUEUED {
             return self.record_skip(name, &fired, "too many runs queued").await;
         }
-        let run_id = self.history.queue(name, &fired.kind, &fired.reference)?;
+        let run_id = self
+            .history
+            .queue(name, &fired.kind, &fired.reference, &fired.lineage())?;
+        let mut fired = fired;
+        fired.origin.get_or_insert_with(|| format!("run:{run_id}"));
         self.launch(run_id, name.to_string(), fired);
         Ok(Fire {
             run_id,
@@ -167,9 +175,9 @@ impl Engine {
     }
 
     async fn record_skip(&self, name: &str, fired: &Fired, why: &str) -> Result<Fire> {
-        let run_id = self
-            .history
-            .skipped(name, &fired.kind, &fired.reference, why)?;
+        let run_id =
+            self.history
+                .skipped(name, &fired.kind, &fired.reference, why, &fired.lineage())?;
         let mut p = routine_payload(name, run_id, fired);
         p["why"] = json!(why);
         self.report("routine.run.skipped", p).await;
@@ -288,17 +296,17 @@ impl Engine {
     pub fn resume_queued(self: &Arc<Self>) -> Result<usize> {
         let queued = self.history.queued()?;
         let n = queued.len();
-        for (id, routine, kind, reference) in queued {
+        for q in queued {
             self.launch(
-                id,
-                routine,
+                q.id,
+                q.routine,
                 Fired {
-                    kind,
-                    reference,
+                    kind: q.trigger,
+                    reference: q.trigger_ref,
                     payload: None,
-                    // Not persisted: a resumed run starts a new chain, so a cycle it belongs
-                    // to is cut one round later.
-                    chain: Vec::new(),
+                    // As recorded: a resumed run keeps its place in its lineage.
+                    chain: q.lineage.chain,
+                    origin: q.lineage.origin,
                 },
             );
         }

@@ -2,6 +2,12 @@
 //! cursor. Each batch is claimed in one SQLite transaction (one queued run per matching
 //! (routine, event) pair, cursor moved past the batch) before any action starts, so every
 //! matching event fires exactly once across restarts of either side.
+//!
+//! Loops are bounded by lineage ([`crate::lineage`]): every event is traced to the run that
+//! caused it — this daemon's own `routine.*` events name their run's origin and chain, and an
+//! event an http action wrote carries agentd's `action=routine-run.<id>` in its actor — so a
+//! routine fired by it inherits that run's seed. A routine runs at most once per seed and never
+//! from an event its own run caused; what is not fired is recorded as `routine.loop.cut`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +19,8 @@ use tokio::sync::watch;
 
 use crate::actions::Fired;
 use crate::engine::Engine;
+use crate::history::History;
+use crate::lineage::{Claim, Claimed, Lineage};
 use crate::Shutdown;
 
 /// Seconds agentd may hold one subscription request.
@@ -43,56 +51,122 @@ fn matches(pattern: &str, kind: &str) -> bool {
 /// repeated routine (a long chain of distinct routines is a mistake too).
 pub const MAX_CHAIN: usize = 16;
 
-/// The ledger event recording a cut cycle.
+/// The ledger event recording the routines an event did not fire.
 pub const LOOP_CUT: &str = "routine.loop.cut";
 
-/// The origin chain an event carries: for a routine's own events (`routine.*` from this
-/// daemon), the routines whose runs led to it, itself last (`payload.chain`, or just
-/// `payload.routine` for events written before chains existed); none for any other event.
-fn origin(event: &Value) -> Vec<String> {
+/// Who wrote an event, as far as routines are concerned (from what agentd recorded, never from
+/// a claim the writer makes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// This daemon itself (`routine.*`: agentd takes that namespace only from osmoda-routines'
+    /// own process, never from a request made for an action): the lineage its payload names.
+    Daemon {
+        /// `payload.origin` (absent in events from before origins existed).
+        origin: Option<String>,
+        /// `payload.chain`, or `[payload.routine]` in events from before chains existed.
+        chain: Vec<String>,
+    },
+    /// A request made for an action of this run (agentd's actor `<role>[action=routine-run.<id>,…]`).
+    Run(i64),
+    /// Anything else: a seed of its own.
+    Outside,
+}
+
+/// Where `event` comes from.
+pub fn source(event: &Value) -> Source {
     let kind = event["type"].as_str().unwrap_or_default();
-    if !kind.starts_with("routine.") {
-        return Vec::new();
+    let actor = event["actor"].as_str().unwrap_or_default();
+    if kind.starts_with("routine.") && actor.starts_with("osmoda-routines[") {
+        let p = serde_json::from_str::<Value>(event["payload"].as_str().unwrap_or("null"))
+            .unwrap_or(Value::Null);
+        let chain = match p["chain"].as_array() {
+            Some(c) => c
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            None => p["routine"]
+                .as_str()
+                .map(|r| vec![r.to_string()])
+                .unwrap_or_default(),
+        };
+        let origin = p["origin"].as_str().map(str::to_string);
+        return Source::Daemon { origin, chain };
     }
-    let p = serde_json::from_str::<Value>(event["payload"].as_str().unwrap_or("null"))
-        .unwrap_or(Value::Null);
-    match p["chain"].as_array() {
-        Some(c) => c
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        None => p["routine"]
-            .as_str()
-            .map(|r| vec![r.to_string()])
-            .unwrap_or_default(),
+    // The role before `[` is `[a-z0-9._-]`, so the first `[` opens agentd's brackets, and
+    // `action=` right after it can only be agentd's.
+    let run = actor
+        .split_once('[')
+        .and_then(|(_, rest)| rest.strip_prefix("action="))
+        .and_then(|rest| rest.strip_prefix(crate::actions::ACTION_LABEL_PREFIX))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|id| id.parse::<i64>().ok());
+    match run {
+        Some(id) => Source::Run(id),
+        None => Source::Outside,
     }
 }
 
-/// What `event` does to one matching routine.
+/// The lineage a run fired by `event` (ledger id `id`) inherits: the event's seed and the
+/// routines that led to it. An event an action of run R wrote descends from R (R's origin,
+/// R's chain plus R); one no run caused is its own seed (`event:<id>`).
+pub fn lineage_of(event: &Value, id: i64, history: &History) -> Lineage {
+    let own = || Lineage {
+        origin: Some(format!("event:{id}")),
+        chain: Vec::new(),
+    };
+    match source(event) {
+        Source::Daemon { origin, chain } => Lineage {
+            origin: origin.or_else(|| Some(format!("event:{id}"))),
+            chain,
+        },
+        Source::Run(run) => match history.lineage(run) {
+            Ok(Some((routine, origin, mut chain))) => {
+                chain.push(routine);
+                Lineage {
+                    origin: Some(origin),
+                    chain,
+                }
+            }
+            // Pruned from the history (or unreadable): a seed of its own.
+            Ok(None) => own(),
+            Err(e) => {
+                tracing::error!("lineage of run {run}: {e}");
+                own()
+            }
+        },
+        Source::Outside => own(),
+    }
+}
+
+/// What `event` does to one matching routine, before the history is asked.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict<'a> {
-    /// Fire the routine; its run inherits this origin chain.
-    Fire(&'a str, Vec<String>),
-    /// The routine is already in the chain (or the chain is [`MAX_CHAIN`] long): firing it
-    /// would close a cycle, so it does not fire.
-    Cut(&'a str, Vec<String>),
+    /// Fire the routine (unless it already ran for the origin); its run inherits the chain.
+    Fire(&'a str),
+    /// The routine is in the chain already (or the chain is [`MAX_CHAIN`] long): firing it
+    /// would close a cycle.
+    Cut(&'a str, String),
 }
 
-/// The routines `event` matches and whether each fires or is cut. A routine never fires from
-/// an event its own run caused, directly (its `routine.run.*` events) or through any number
-/// of other event routines (A fires B fires A): the origin chain names every routine on the
-/// way, so a cycle of any length ends where it would close.
-pub fn fired_by<'a>(routines: &'a [(String, String)], event: &Value) -> Vec<Verdict<'a>> {
-    let kind = event["type"].as_str().unwrap_or_default();
-    let chain = origin(event);
+/// The routines `event` of type `kind` matches and whether each may fire, by the chain alone:
+/// a routine never fires from an event its own run caused, directly or through other routines
+/// (A fires B fires A). The once-per-origin rule is applied when the runs are claimed
+/// ([`History::claim_events`]).
+pub fn fired_by<'a>(
+    routines: &'a [(String, String)],
+    kind: &str,
+    chain: &[String],
+) -> Vec<Verdict<'a>> {
     routines
         .iter()
         .filter(|(_, pat)| matches(pat, kind))
         .map(|(name, _)| {
-            if chain.len() >= MAX_CHAIN || chain.iter().any(|c| c == name) {
-                Verdict::Cut(name, chain.clone())
+            if chain.len() >= MAX_CHAIN {
+                Verdict::Cut(name, format!("the origin chain is {MAX_CHAIN} runs long"))
+            } else if chain.iter().any(|c| c == name) {
+                Verdict::Cut(name, format!("{name} is already in the origin chain"))
             } else {
-                Verdict::Fire(name, chain.clone())
+                Verdict::Fire(name)
             }
         })
         .collect()
@@ -153,75 +227,99 @@ pub async fn run(
                 return;
             };
             let events = batch["events"].as_array().cloned().unwrap_or_default();
-            let mut pairs = Vec::new();
-            let mut chains = std::collections::HashMap::new();
-            let mut cuts = Vec::new();
-            let mut payloads = std::collections::HashMap::new();
+            let mut claims = Vec::new();
+            // Per event: (id, event, lineage, routines cut and why).
+            let mut seen: Vec<(i64, &Value, Lineage, Vec<(String, String)>)> = Vec::new();
             for ev in &events {
                 let Some(id) = ev["id"].as_i64() else {
                     continue;
                 };
-                for v in fired_by(&routines, ev) {
+                let kind = ev["type"].as_str().unwrap_or_default();
+                let lineage = lineage_of(ev, id, engine.history());
+                let mut cut = Vec::new();
+                for v in fired_by(&routines, kind, &lineage.chain) {
                     match v {
-                        Verdict::Fire(name, chain) => {
-                            pairs.push((name.to_string(), id));
-                            chains.insert((name.to_string(), id), chain);
-                        }
-                        Verdict::Cut(name, chain) => cuts.push((name, id, ev, chain)),
+                        Verdict::Fire(name) => claims.push((
+                            seen.len(),
+                            Claim {
+                                routine: name.to_string(),
+                                event: id,
+                                lineage: lineage.clone(),
+                            },
+                        )),
+                        Verdict::Cut(name, why) => cut.push((name.to_string(), why)),
                     }
                 }
-                payloads.insert(id, ev.clone());
+                seen.push((id, ev, lineage, cut));
             }
-            match engine.history().claim_events(&pairs, next) {
+            let just: Vec<Claim> = claims.iter().map(|(_, c)| c.clone()).collect();
+            match engine.history().claim_events(&just, next) {
                 Ok(claimed) => {
-                    for (routine, id, ev, chain) in cuts {
+                    let mut launch = Vec::new();
+                    for ((at, claim), got) in claims.into_iter().zip(claimed) {
+                        match got {
+                            Claimed::Run(run_id) => launch.push((run_id, claim, at)),
+                            Claimed::Seen => {}
+                            Claimed::AlreadyRan => seen[at].3.push((
+                                claim.routine.clone(),
+                                format!(
+                                    "{} already ran for this origin ({})",
+                                    claim.routine,
+                                    claim.lineage.origin.as_deref().unwrap_or("?")
+                                ),
+                            )),
+                        }
+                    }
+                    // Launched before anything awaits: a config change drops this step
+                    // at an await, and a claimed run must not wait for the next start.
+                    for (run_id, claim, at) in launch {
+                        let (id, ev, _, _) = &seen[at];
+                        engine.launch(
+                            run_id,
+                            claim.routine,
+                            Fired {
+                                kind: "event".into(),
+                                reference: id.to_string(),
+                                payload: Some(serde_json::json!({
+                                    "id": id,
+                                    "type": ev["type"],
+                                    "actor": ev["actor"],
+                                    "payload": serde_json::from_str::<Value>(
+                                        ev["payload"].as_str().unwrap_or("null")
+                                    ).unwrap_or(Value::Null),
+                                })),
+                                chain: claim.lineage.chain,
+                                origin: claim.lineage.origin,
+                            },
+                        );
+                    }
+                    for (id, ev, lineage, cut) in &seen {
+                        if cut.is_empty() {
+                            continue;
+                        }
                         let kind = ev["type"].as_str().unwrap_or_default();
+                        let names: Vec<&str> = cut.iter().map(|(n, _)| n.as_str()).collect();
                         tracing::warn!(
-                            "routine {routine} not fired by event {id} ({kind}): it would close \
-                             the cycle {}",
-                            chain.join(" → ")
+                            "event {id} ({kind}) did not fire {}: {}",
+                            names.join(", "),
+                            cut[0].1
                         );
                         // A cut caused by a cut is only logged: recording it would be an event
-                        // with the same chain again, and so on without end.
+                        // of the same lineage again, and so on.
                         if kind != LOOP_CUT {
                             engine
                                 .report(
                                     LOOP_CUT,
                                     serde_json::json!({
-                                        "routine": routine, "event_id": id,
-                                        "event_type": kind, "chain": chain,
-                                        "why": if chain.len() >= MAX_CHAIN {
-                                            format!("the origin chain is {MAX_CHAIN} runs long")
-                                        } else {
-                                            format!("{routine} is already in the origin chain")
-                                        },
+                                        "event_id": id, "event_type": kind,
+                                        "origin": lineage.origin, "chain": lineage.chain,
+                                        "cut": cut.iter().map(|(routine, why)| serde_json::json!({
+                                            "routine": routine, "why": why,
+                                        })).collect::<Vec<_>>(),
                                     }),
                                 )
                                 .await;
                         }
-                    }
-                    for (run_id, name, id) in claimed {
-                        let ev = payloads.get(&id);
-                        let chain = chains.remove(&(name.clone(), id)).unwrap_or_default();
-                        engine.launch(
-                            run_id,
-                            name,
-                            Fired {
-                                kind: "event".into(),
-                                reference: id.to_string(),
-                                payload: ev.map(|e| {
-                                    serde_json::json!({
-                                        "id": id,
-                                        "type": e["type"],
-                                        "actor": e["actor"],
-                                        "payload": serde_json::from_str::<Value>(
-                                            e["payload"].as_str().unwrap_or("null")
-                                        ).unwrap_or(Value::Null),
-                                    })
-                                }),
-                                chain,
-                            },
-                        );
                     }
                 }
                 Err(e) => {
@@ -243,17 +341,84 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn names<'a>(v: &[Verdict<'a>]) -> Vec<String> {
+    fn names(v: &[Verdict<'_>]) -> Vec<String> {
         v.iter()
             .map(|v| match v {
-                Verdict::Fire(n, _) => n.to_string(),
+                Verdict::Fire(n) => n.to_string(),
                 Verdict::Cut(n, _) => format!("cut:{n}"),
             })
             .collect()
     }
 
-    fn ev(t: &str, p: Value) -> Value {
-        json!({ "type": t, "payload": p.to_string() })
+    fn ev(t: &str, actor: &str, p: Value) -> Value {
+        json!({ "type": t, "actor": actor, "payload": p.to_string() })
+    }
+
+    const DAEMON: &str = "osmoda-routines[uid=990,pid=7,exe=osmoda-routines]";
+
+    fn chain(c: &[&str]) -> Vec<String> {
+        c.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Who wrote an event is read from agentd's actor: this daemon's `routine.*` events give
+    /// their payload's lineage, an action's request names its run, and anything else —
+    /// including a payload claiming a chain, or a role or executable that spells `action=` —
+    /// is a seed of its own.
+    #[test]
+    fn sources_come_from_the_actor_not_the_payload() {
+        let p = json!({"routine": "a", "chain": ["x", "a"], "origin": "run:3"});
+        assert_eq!(
+            source(&ev("routine.run.finished", DAEMON, p.clone())),
+            Source::Daemon {
+                origin: Some("run:3".into()),
+                chain: chain(&["x", "a"])
+            }
+        );
+        // Before chains and origins: `routine` alone.
+        assert_eq!(
+            source(&ev("routine.run.finished", DAEMON, json!({"routine": "c"}))),
+            Source::Daemon {
+                origin: None,
+                chain: chain(&["c"])
+            }
+        );
+        // Anyone else's events carry no lineage, whatever their payload says.
+        for actor in [
+            "test[uid=0,pid=1,exe=curl]",
+            "agent[uid=65534,pid=9,exe=action=routine-run.5]",
+            "osmoda-routines-x[uid=0,pid=1,exe=y]",
+        ] {
+            assert_eq!(
+                source(&ev("watch.switch.committed", actor, p.clone())),
+                Source::Outside,
+                "{actor}"
+            );
+        }
+        assert_eq!(
+            source(&ev(
+                "routine.run.finished",
+                "test[uid=0,pid=1,exe=x]",
+                p.clone()
+            )),
+            Source::Outside
+        );
+        // A request made for run 42's action.
+        assert_eq!(
+            source(&ev(
+                "ping.x",
+                "pinger[action=routine-run.42,uid=990,pid=7,exe=osmoda-routines]",
+                json!({})
+            )),
+            Source::Run(42)
+        );
+        assert_eq!(
+            source(&ev(
+                "ping.x",
+                "pinger[action=other-label.42,uid=990,pid=7,exe=x]",
+                json!({})
+            )),
+            Source::Outside
+        );
     }
 
     #[test]
@@ -264,43 +429,18 @@ mod tests {
             ("c".to_string(), "routine.*".to_string()),
         ];
         assert_eq!(
-            names(&fired_by(&r, &ev("watch.switch.committed", json!({})))),
+            names(&fired_by(&r, "watch.switch.committed", &[])),
             ["a", "b"]
         );
+        assert_eq!(names(&fired_by(&r, "watch.switch.rolled-back", &[])), ["a"]);
+        assert!(fired_by(&r, "watch.switchx", &[]).is_empty());
         assert_eq!(
-            names(&fired_by(&r, &ev("watch.switch.rolled-back", json!({})))),
-            ["a"]
+            names(&fired_by(&r, "routine.run.finished", &chain(&["a"]))),
+            ["c"]
         );
-        assert!(fired_by(&r, &ev("watch.switchx", json!({}))).is_empty());
         assert_eq!(
-            fired_by(&r, &ev("routine.run.finished", json!({"routine": "a"}))),
-            [Verdict::Fire("c", vec!["a".into()])]
-        );
-        // Its own event, from before chains (only `routine`) and with one.
-        assert_eq!(
-            names(&fired_by(
-                &r,
-                &ev("routine.run.finished", json!({"routine": "c"}))
-            )),
+            names(&fired_by(&r, "routine.run.finished", &chain(&["c"]))),
             ["cut:c"]
-        );
-        assert_eq!(
-            names(&fired_by(
-                &r,
-                &ev(
-                    "routine.run.skipped",
-                    json!({"routine": "c", "chain": ["c"]})
-                )
-            )),
-            ["cut:c"]
-        );
-        // Events of other daemons carry no chain, whatever their payload says.
-        assert_eq!(
-            fired_by(
-                &r,
-                &ev("watch.switch.committed", json!({"chain": ["a", "b"]}))
-            )[0],
-            Verdict::Fire("a", vec![])
         );
     }
 
@@ -313,39 +453,56 @@ mod tests {
             ("b".to_string(), "routine.run.*".to_string()),
             ("c".to_string(), "routine.*".to_string()),
         ];
-        let fin = |chain: &[&str]| {
-            ev(
-                "routine.run.finished",
-                json!({"routine": chain.last(), "chain": chain}),
-            )
-        };
-        assert_eq!(names(&fired_by(&r, &fin(&["a"]))), ["cut:a", "b", "c"]);
-        assert_eq!(
-            names(&fired_by(&r, &fin(&["a", "b"]))),
-            ["cut:a", "cut:b", "c"]
-        );
-        assert_eq!(
-            names(&fired_by(&r, &fin(&["a", "b", "c"]))),
-            ["cut:a", "cut:b", "cut:c"]
-        );
-        assert_eq!(
-            fired_by(&r, &fin(&["x", "b"]))[0],
-            Verdict::Fire("a", vec!["x".into(), "b".into()])
-        );
+        let fin = |c: &[&str]| names(&fired_by(&r, "routine.run.finished", &chain(c)));
+        assert_eq!(fin(&["a"]), ["cut:a", "b", "c"]);
+        assert_eq!(fin(&["a", "b"]), ["cut:a", "cut:b", "c"]);
+        assert_eq!(fin(&["a", "b", "c"]), ["cut:a", "cut:b", "cut:c"]);
+        assert_eq!(fin(&["x", "b"]), ["a", "cut:b", "c"]);
         let long: Vec<String> = (0..MAX_CHAIN).map(|i| format!("r{i}")).collect();
         let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        assert_eq!(fin(&long), ["cut:a", "cut:b", "cut:c"]);
         assert_eq!(
-            names(&fired_by(&r, &fin(&long))),
-            ["cut:a", "cut:b", "cut:c"]
-        );
-        assert_eq!(
-            names(&fired_by(&r, &fin(&long[1..]))),
+            fin(&long[1..]),
             ["a", "b", "c"],
             "one below the bound still fires"
         );
-        // The cut record itself carries the chain: a routine in it is cut again (and, the
-        // cause being a cut, only logged), one outside it fires.
-        let cut = ev(LOOP_CUT, json!({"routine": "a", "chain": ["a", "b"]}));
-        assert_eq!(names(&fired_by(&r, &cut)), ["c"]);
+    }
+
+    /// An event an action wrote inherits its run's lineage (origin, chain plus the routine);
+    /// an event of a run no longer in the history, or of no run, is its own seed.
+    #[test]
+    fn lineage_follows_the_run_that_wrote_the_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = History::open(&dir.path().join("r.db")).unwrap();
+        let seed = h.queue("kick", "manual", "x", &Lineage::default()).unwrap();
+        let by_action = ev(
+            "ping.x",
+            &format!("pinger[action=routine-run.{seed},uid=0,pid=1,exe=osmoda-routines]"),
+            json!({}),
+        );
+        assert_eq!(
+            lineage_of(&by_action, 50, &h),
+            Lineage {
+                origin: Some(format!("run:{seed}")),
+                chain: chain(&["kick"])
+            }
+        );
+        let gone = ev(
+            "ping.x",
+            "pinger[action=routine-run.999,uid=0,pid=1,exe=x]",
+            json!({}),
+        );
+        assert_eq!(
+            lineage_of(&gone, 51, &h).origin.as_deref(),
+            Some("event:51")
+        );
+        let outside = ev("ping.x", "test[uid=0,pid=1,exe=x]", json!({}));
+        assert_eq!(
+            lineage_of(&outside, 52, &h),
+            Lineage {
+                origin: Some("event:52".into()),
+                chain: Vec::new()
+            }
+        );
     }
 }

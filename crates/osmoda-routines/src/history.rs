@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::error::{Result, RoutinesError};
+use crate::lineage::{parse_chain, Lineage, Queued};
 
 /// Most runs one `GET /routine/history` page holds.
 pub const MAX_PAGE: usize = 1000;
@@ -92,7 +93,9 @@ CREATE TABLE IF NOT EXISTS runs (
     output TEXT,
     error TEXT,
     duration_ms INTEGER,
-    output_truncated INTEGER NOT NULL DEFAULT 0
+    output_truncated INTEGER NOT NULL DEFAULT 0,
+    origin TEXT,
+    chain TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_event_once ON runs (routine, trigger_ref) WHERE trigger = 'event';
 CREATE INDEX IF NOT EXISTS runs_routine ON runs (routine, id);
@@ -131,20 +134,29 @@ impl History {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
-        // Databases from before `output_truncated` existed.
-        let has: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('runs') WHERE name = 'output_truncated'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(db)?;
-        if has == 0 {
-            conn.execute_batch(
+        // Databases from before these columns existed (their runs: not truncated, no
+        // recorded lineage).
+        for (column, add) in [
+            (
+                "output_truncated",
                 "ALTER TABLE runs ADD COLUMN output_truncated INTEGER NOT NULL DEFAULT 0",
-            )
-            .map_err(db)?;
+            ),
+            ("origin", "ALTER TABLE runs ADD COLUMN origin TEXT"),
+            ("chain", "ALTER TABLE runs ADD COLUMN chain TEXT"),
+        ] {
+            let has: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('runs') WHERE name = ?1",
+                    [column],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if has == 0 {
+                conn.execute_batch(add).map_err(db)?;
+            }
         }
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS runs_origin ON runs (origin, routine)")
+            .map_err(db)?;
         let n = conn
             .execute(
                 "UPDATE runs SET status = 'interrupted', ended_at = ?1, \
@@ -160,7 +172,10 @@ impl History {
         ))
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut c = self
             .conn
             .lock()
@@ -168,20 +183,19 @@ impl History {
         f(&mut c).map_err(db)
     }
 
-    /// Records a run that is due and waits for its turn (`queued`); returns its id.
+    /// Records a run that is due and waits for its turn (`queued`) with its lineage (`origin`
+    /// `None`: the run is its own seed, `run:<id>`); returns its id.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn queue(&self, routine: &str, trigger: &str, trigger_ref: &str) -> Result<i64> {
-        let ms = now_ms();
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO runs (routine, trigger, trigger_ref, started_at, started_ms, status) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
-                params![routine, trigger, trigger_ref, rfc3339(ms), ms],
-            )?;
-            Ok(c.last_insert_rowid())
-        })
+    pub fn queue(
+        &self,
+        routine: &str,
+        trigger: &str,
+        trigger_ref: &str,
+        lineage: &Lineage,
+    ) -> Result<i64> {
+        self.insert(routine, trigger, trigger_ref, "queued", None, lineage)
     }
 
     /// Marks a queued run `running` as its action starts; `false` when it was not queued.
@@ -215,16 +229,28 @@ impl History {
         })
     }
 
-    /// Runs still `queued` (never started), oldest first: `(id, routine, trigger, trigger_ref)`.
+    /// Runs still `queued` (never started), oldest first, with their lineage.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn queued(&self) -> Result<Vec<(i64, String, String, String)>> {
+    pub fn queued(&self) -> Result<Vec<Queued>> {
         self.with(|c| {
             let mut s = c.prepare(
-                "SELECT id, routine, trigger, trigger_ref FROM runs WHERE status = 'queued' ORDER BY id",
+                "SELECT id, routine, trigger, trigger_ref, coalesce(origin, 'run:' || id), chain \
+                 FROM runs WHERE status = 'queued' ORDER BY id",
             )?;
-            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let rows = s.query_map([], |r| {
+                Ok(Queued {
+                    id: r.get(0)?,
+                    routine: r.get(1)?,
+                    trigger: r.get(2)?,
+                    trigger_ref: r.get(3)?,
+                    lineage: Lineage {
+                        origin: Some(r.get(4)?),
+                        chain: parse_chain(r.get(5)?),
+                    },
+                })
+            })?;
             rows.collect()
         })
     }
@@ -239,51 +265,50 @@ impl History {
         trigger: &str,
         trigger_ref: &str,
         why: &str,
+        lineage: &Lineage,
     ) -> Result<i64> {
-        let ms = now_ms();
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO runs (routine, trigger, trigger_ref, started_at, started_ms, ended_at, status, error, duration_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?4, 'skipped', ?6, 0)",
-                params![routine, trigger, trigger_ref, rfc3339(ms), ms, why],
-            )?;
-            Ok(c.last_insert_rowid())
-        })
+        self.insert(routine, trigger, trigger_ref, "skipped", Some(why), lineage)
     }
 
-    /// Claims the runs of a batch of events in one transaction and moves the cursor to `cursor`:
-    /// each `(routine, event id)` pair gets one run `queued`, unless it already has one.
-    /// Returns `(run id, routine, event id)` of the runs created now.
-    ///
-    /// # Errors
-    /// On a database failure (nothing is claimed, the cursor stays).
-    pub fn claim_events(
+    fn insert(
         &self,
-        pairs: &[(String, i64)],
-        cursor: i64,
-    ) -> Result<Vec<(i64, String, i64)>> {
+        routine: &str,
+        trigger: &str,
+        trigger_ref: &str,
+        status: &str,
+        skipped: Option<&str>,
+        lineage: &Lineage,
+    ) -> Result<i64> {
         let ms = now_ms();
+        let chain = serde_json::to_string(&lineage.chain).unwrap_or_else(|_| "[]".into());
         self.with(|c| {
             let tx = c.transaction()?;
-            let mut out = Vec::new();
-            {
-                let mut ins = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO runs (routine, trigger, trigger_ref, started_at, started_ms, status) \
-                     VALUES (?1, 'event', ?2, ?3, ?4, 'queued')",
-                )?;
-                for (routine, event) in pairs {
-                    if ins.execute(params![routine, event.to_string(), rfc3339(ms), ms])? == 1 {
-                        out.push((tx.last_insert_rowid(), routine.clone(), *event));
-                    }
-                }
-            }
             tx.execute(
-                "INSERT INTO cursor (name, value) VALUES ('events', ?1) \
-                 ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
-                params![cursor],
+                "INSERT INTO runs (routine, trigger, trigger_ref, started_at, started_ms, status, \
+                 ended_at, error, duration_ms, origin, chain) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?7 IS NULL THEN NULL ELSE ?4 END, ?7, \
+                 CASE WHEN ?7 IS NULL THEN NULL ELSE 0 END, ?8, ?9)",
+                params![
+                    routine,
+                    trigger,
+                    trigger_ref,
+                    rfc3339(ms),
+                    ms,
+                    status,
+                    skipped,
+                    lineage.origin,
+                    chain
+                ],
             )?;
+            let id = tx.last_insert_rowid();
+            if lineage.origin.is_none() {
+                tx.execute(
+                    "UPDATE runs SET origin = 'run:' || id WHERE id = ?1",
+                    params![id],
+                )?;
+            }
             tx.commit()?;
-            Ok(out)
+            Ok(id)
         })
     }
 
@@ -486,37 +511,51 @@ mod tests {
 
     #[test]
     fn claims_each_event_once_and_keeps_the_cursor() {
+        use crate::lineage::{Claim, Claimed};
         let dir = tempfile::tempdir().unwrap();
         let (h, _) = History::open(&dir.path().join("r.db")).unwrap();
         assert_eq!(h.cursor().unwrap(), None);
-        let pairs = vec![("a".to_string(), 5), ("b".to_string(), 5)];
-        assert_eq!(h.claim_events(&pairs, 5).unwrap().len(), 2);
+        let claim = |r: &str| Claim {
+            routine: r.into(),
+            event: 5,
+            lineage: Lineage {
+                origin: Some("event:5".into()),
+                chain: Vec::new(),
+            },
+        };
+        let pairs = vec![claim("a"), claim("b")];
+        let runs = |v: Vec<Claimed>| v.iter().filter(|c| matches!(c, Claimed::Run(_))).count();
+        assert_eq!(runs(h.claim_events(&pairs, 5).unwrap()), 2);
         // The same events again (a redelivery after a crash): nothing new, cursor unchanged.
-        assert!(h.claim_events(&pairs, 4).unwrap().is_empty());
+        assert_eq!(
+            h.claim_events(&pairs, 4).unwrap(),
+            [Claimed::Seen, Claimed::Seen]
+        );
         assert_eq!(h.cursor().unwrap(), Some(5));
         // One started, one still queued when the process dies.
-        let first = h.queued().unwrap()[0].0;
+        let first = h.queued().unwrap()[0].id;
         assert!(h.begin(first).unwrap());
         assert!(!h.begin(first).unwrap(), "a run starts once");
         drop(h);
         let (h, interrupted) = History::open(&dir.path().join("r.db")).unwrap();
         assert_eq!(interrupted, 1);
         assert_eq!(h.count("interrupted").unwrap(), 1);
-        assert_eq!(
-            h.queued().unwrap().len(),
-            1,
-            "the unstarted run is still due"
-        );
-        assert!(h.claim_events(&pairs, 5).unwrap().is_empty());
+        let queued = h.queued().unwrap();
+        assert_eq!(queued.len(), 1, "the unstarted run is still due");
+        assert_eq!(queued[0].lineage.origin.as_deref(), Some("event:5"));
+        assert_eq!(runs(h.claim_events(&pairs, 5).unwrap()), 0);
     }
 
-    /// A database written before `output_truncated` existed opens, keeps its runs and gains
-    /// the column (false for the old runs).
+    /// A database written before `output_truncated`, `origin` and `chain` existed opens, keeps
+    /// its runs and gains the columns (not truncated, each run its own seed).
     #[test]
-    fn old_database_gains_the_truncation_column() {
+    fn old_database_gains_the_new_columns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
-        let old = SCHEMA.replace(",\n    output_truncated INTEGER NOT NULL DEFAULT 0", "");
+        let old = SCHEMA.replace(
+            ",\n    output_truncated INTEGER NOT NULL DEFAULT 0,\n    origin TEXT,\n    chain TEXT",
+            "",
+        );
         assert_ne!(old, SCHEMA);
         let c = Connection::open(&path).unwrap();
         c.execute_batch(&old).unwrap();
@@ -531,6 +570,8 @@ mod tests {
         let runs = h.list(None, None, 10).unwrap();
         assert_eq!(runs.len(), 1);
         assert!(!runs[0].output_truncated);
+        // An old run's lineage: its own seed, no chain.
+        assert_eq!(h.lineage(1).unwrap().unwrap().1, "run:1");
         drop(h);
         History::open(&path).unwrap();
     }
@@ -549,7 +590,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (h, _) = History::open(&dir.path().join("r.db")).unwrap();
         for i in 0..5 {
-            let id = h.queue("r", "manual", &i.to_string()).unwrap();
+            let id = h
+                .queue("r", "manual", &i.to_string(), &Lineage::default())
+                .unwrap();
             assert!(h.begin(id).unwrap());
             let o = Outcome {
                 ok: i % 2 == 0,

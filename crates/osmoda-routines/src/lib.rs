@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod history;
+pub mod lineage;
 pub mod machine;
 pub mod schedule;
 pub mod scheduler;

@@ -101,6 +101,7 @@ pub async fn run(
                 reference: due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 payload: None,
                 chain: Vec::new(),
+                origin: None,
             };
             send_later(&out, name.clone(), fired, e.routine.jitter_secs);
             marks.push((name.clone(), due.timestamp_millis()));
@@ -188,6 +189,7 @@ async fn plan(
                 reference: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 payload: None,
                 chain: Vec::new(),
+                origin: None,
             };
             let _ = out.send((name.clone(), fired)).await;
             marks.push((name.clone(), now.timestamp_millis()));

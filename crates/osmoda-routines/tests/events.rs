@@ -160,43 +160,9 @@ async fn agentd_restarting_loses_and_repeats_nothing() {
     r.stop().await;
 }
 
-/// Two event routines that each fire on the other's `routine.run.finished` (and a third
-/// routine starting it): every cycle is cut where it would close, with a `routine.loop.cut`
-/// event naming the chain; the number of runs is fixed by the chains, not by luck.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn event_routines_triggering_each_other_are_cut() {
-    let dir = scratch();
-    let agentd = Agentd::start(dir.path(), None);
-    let on_finished = |m: &str| {
-        json!({ "enable": true, "trigger": { "type": "event", "match": m },
-                "action": { "type": "command", "command": ["true"], "timeout_secs": 20 },
-                "concurrency": "queue" })
-    };
-    write_config(
-        dir.path(),
-        json!({
-            "a": on_finished("routine.run.finished"),
-            "b": on_finished("routine.run.*"),
-            "kick": { "enable": true, "trigger": { "type": "interval", "seconds": 86400 },
-                      "action": { "type": "command", "command": ["true"], "timeout_secs": 20 } },
-        }),
-    );
-    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
-    subscribed(&r).await;
-    let (s, v) = r.post("/routine/trigger/kick", json!({})).await;
-    assert_eq!(s, 200, "{v}");
-    // kick → a and b; a's events → b (a cut); b's events → a (b cut); after that both are
-    // in every chain and everything is cut (b also matches `routine.run.started`, so it
-    // fires twice per cause: 8 runs in all, whatever the interleaving).
-    let cuts = agentd.wait_events("routine.loop.cut", 1).await;
-    let p: serde_json::Value = serde_json::from_str(&cuts[0].payload).unwrap();
-    assert!(p["chain"].as_array().unwrap().len() >= 2, "{p}");
-    assert!(
-        p["chain"].as_array().unwrap().contains(&p["routine"]),
-        "{p}"
-    );
-    // The loop ends: wait until the daemon has read past every event in the ledger, twice
-    // with nothing new in between, then no run is queued or running.
+/// Waits until the daemon has read past every event in the ledger, twice with nothing new in
+/// between, and no run is queued or running; returns every run.
+async fn settle(r: &Routines, agentd: &Agentd) -> Vec<osmoda_routines::history::Run> {
     let start = Instant::now();
     let mut quiet = 0;
     let mut last = (0, 0);
@@ -220,9 +186,61 @@ async fn event_routines_triggering_each_other_are_cut() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let runs = r.state.engine.history().list(None, None, 1000).unwrap();
-    assert_eq!(runs.len(), 8, "{runs:#?}");
-    // Every run's finished event names its chain, and no routine appears twice in one.
+    r.state.engine.history().list(None, None, 1000).unwrap()
+}
+
+fn on(m: &str, action: serde_json::Value) -> serde_json::Value {
+    json!({ "enable": true, "trigger": { "type": "event", "match": m }, "action": action,
+            "concurrency": "queue" })
+}
+
+fn nothing() -> serde_json::Value {
+    json!({ "type": "command", "command": ["true"], "timeout_secs": 20 })
+}
+
+fn append(kind: &str) -> serde_json::Value {
+    json!({ "type": "http", "method": "POST", "path": "/events/append",
+            "body": { "type": kind, "daemon": "pinger", "payload": {} } })
+}
+
+fn kick() -> serde_json::Value {
+    json!({ "enable": true, "trigger": { "type": "interval", "seconds": 86400 },
+            "action": nothing() })
+}
+
+/// Two event routines that each fire on the other's `routine.run.finished` (and a third
+/// routine starting it): each runs once for the seed (b matches `routine.run.*` and fires from
+/// kick's `started` event first), every later event of that seed is cut with a
+/// `routine.loop.cut` naming the routines and why; 3 runs, whatever the interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_routines_triggering_each_other_are_cut() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config(
+        dir.path(),
+        json!({
+            "a": on("routine.run.finished", nothing()),
+            "b": on("routine.run.*", nothing()),
+            "kick": kick(),
+        }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    let (s, v) = r.post("/routine/trigger/kick", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let kick_run = v["run_id"].as_i64().unwrap();
+    let runs = settle(&r, &agentd).await;
+    let mut names: Vec<&str> = runs.iter().map(|x| x.routine.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "b", "kick"], "{runs:#?}");
+    let cuts = agentd.events("routine.loop.cut");
+    assert!(!cuts.is_empty());
+    for c in &cuts {
+        let p: serde_json::Value = serde_json::from_str(&c.payload).unwrap();
+        assert_eq!(p["origin"], format!("run:{kick_run}"), "{p}");
+        assert!(!p["cut"].as_array().unwrap().is_empty(), "{p}");
+    }
+    // Every run's finished event names its chain and the one seed.
     for e in agentd.events("routine.run.finished") {
         let p: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
         let chain: Vec<&str> = p["chain"]
@@ -238,7 +256,144 @@ async fn event_routines_triggering_each_other_are_cut() {
             "a routine ran twice in one chain: {chain:?}"
         );
         assert_eq!(chain.first(), Some(&"kick"), "{chain:?}");
+        assert_eq!(p["origin"], format!("run:{kick_run}"), "{p}");
     }
+    r.stop().await;
+}
+
+/// Eight routines all matching `routine.run.finished` (per path, every ordering of distinct
+/// routines would run: ~110,000 runs): one seed runs each of them once, 9 runs in all; a
+/// second seed does the same again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_is_bounded_by_the_seed_not_the_path() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    let mut routines = serde_json::Map::new();
+    for i in 0..8 {
+        routines.insert(format!("r{i}"), on("routine.run.finished", nothing()));
+    }
+    routines.insert("kick".into(), kick());
+    write_config(dir.path(), serde_json::Value::Object(routines));
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    for round in 1..=2 {
+        let (s, v) = r.post("/routine/trigger/kick", json!({})).await;
+        assert_eq!(s, 200, "{v}");
+        let runs = settle(&r, &agentd).await;
+        assert_eq!(runs.len(), 9 * round, "{runs:#?}");
+        for i in 0..8 {
+            let n = runs.iter().filter(|x| x.routine == format!("r{i}")).count();
+            assert_eq!(n, round, "r{i}");
+        }
+    }
+    r.stop().await;
+}
+
+/// A routine whose http action appends the very event type that fires it runs once per seed:
+/// agentd records the appended event as made for that run (`action=routine-run.<id>`), so it
+/// descends from the same seed. The same through two routines feeding each other (A appends
+/// B's event, B appends A's), and each outside event is a new seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_that_write_their_own_trigger_run_once_per_seed() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config(
+        dir.path(),
+        json!({
+            "echo": on("ping.self", append("ping.self")),
+            "left": on("ping.left", append("ping.right")),
+            "right": on("ping.right", append("ping.left")),
+        }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    for round in 1..=2 {
+        agentd.append("ping.self", json!({})).await;
+        agentd.append("ping.left", json!({})).await;
+        let runs = settle(&r, &agentd).await;
+        for name in ["echo", "left", "right"] {
+            let mine: Vec<_> = runs.iter().filter(|x| x.routine == name).collect();
+            assert_eq!(mine.len(), round, "{name}: {runs:#?}");
+            assert!(mine.iter().all(|x| x.status == "ok"), "{mine:#?}");
+        }
+    }
+    // The appended events name the run they were made for.
+    let echoed = agentd.events("ping.self");
+    assert_eq!(echoed.len(), 4, "two seeds, two echoes");
+    assert!(
+        echoed
+            .iter()
+            .filter(|e| e.actor.contains("[action=routine-run."))
+            .count()
+            == 2,
+        "{echoed:#?}"
+    );
+    assert!(!agentd.events("routine.loop.cut").is_empty());
+    r.stop().await;
+}
+
+/// An http action runs with none of the daemon's standing: it cannot write `routine.*` (a
+/// forged `routine.run.finished` with a chain of its choosing), claim osmoda-routines' or
+/// another daemon's name (and so reuse their dedup streams), or write another daemon's
+/// namespace; what it may write is recorded as made for its run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_actions_cannot_act_as_the_daemon() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    let forge = |kind: &str, daemon: &str| {
+        json!({ "type": "http", "method": "POST", "path": "/events/append",
+                "body": { "type": kind, "daemon": daemon,
+                          "payload": { "routine": "x", "chain": [], "origin": "forged-origin" },
+                          "dedup": { "stream": "spool", "seq": 1 } } })
+    };
+    let manual = |action: serde_json::Value| {
+        json!({ "enable": true, "trigger": { "type": "interval", "seconds": 86400 },
+                "action": action })
+    };
+    write_config(
+        dir.path(),
+        json!({
+            "forge-run": manual(forge("routine.run.finished", "osmoda-routines")),
+            "forge-name": manual(forge("custom.thing", "osmoda-routines")),
+            "forge-watch": manual(forge("watch.switch.committed", "osmoda-watch")),
+            "forge-ns": manual(forge("routine.loop.cut", "pinger")),
+            "own": manual(forge("custom.thing", "pinger")),
+        }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    let before = agentd.events("routine.").len();
+    for (name, want) in [
+        ("forge-run", 403),
+        ("forge-name", 403),
+        ("forge-watch", 403),
+        ("forge-ns", 403),
+        ("own", 200),
+    ] {
+        let (s, v) = r.post(&format!("/routine/trigger/{name}"), json!({})).await;
+        assert_eq!(s, 200, "{v}");
+        let run = r.wait_run(v["run_id"].as_i64().unwrap()).await;
+        assert_eq!(run.exit, Some(want), "{name}: {run:?}");
+    }
+    // Only the daemon's own run events were added to `routine.*`; no forged one.
+    let added: Vec<_> = agentd.events("routine.").into_iter().skip(before).collect();
+    assert!(
+        added
+            .iter()
+            .all(|e| e.actor.starts_with("osmoda-routines[uid=")),
+        "{added:#?}"
+    );
+    assert!(
+        added.iter().all(|e| !e.payload.contains("forged-origin")),
+        "{added:#?}"
+    );
+    assert!(agentd.events("watch.").is_empty());
+    let own = agentd.events("custom.thing");
+    assert_eq!(own.len(), 1);
+    assert!(
+        own[0].actor.starts_with("pinger[action=routine-run."),
+        "{}",
+        own[0].actor
+    );
     r.stop().await;
 }
 

@@ -202,6 +202,7 @@ async fn a_vanished_user_is_reported_without_suggesting_root() {
             reference: "test".into(),
             payload: None,
             chain: Vec::new(),
+            origin: None,
         },
     };
     let out = osmoda_routines::actions::run(&action, &env, &info).await;

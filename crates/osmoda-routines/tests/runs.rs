@@ -136,7 +136,9 @@ async fn each_action_kind_runs_and_is_recorded_in_history_and_ledger() {
     let effects = agentd.events("effect.ran");
     assert_eq!(effects.len(), 1);
     assert!(
-        effects[0].actor.starts_with("routine[uid="),
+        effects[0]
+            .actor
+            .starts_with(&format!("routine[action=routine-run.{},uid=", append.id)),
         "{}",
         effects[0].actor
     );

@@ -188,6 +188,7 @@ pub(super) async fn trigger(
         reference: who,
         payload: b.payload,
         chain: Vec::new(),
+        origin: None,
     };
     let f = st.engine.fire(&id, fired).await?;
     Ok(axum::Json(

@@ -134,6 +134,7 @@ pub(super) async fn webhook(
         reference: id[..16].to_string(),
         payload: Some(payload),
         chain: Vec::new(),
+        origin: None,
     };
     let f = st.engine.fire(&name, fired).await?;
     Ok((
