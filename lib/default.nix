@@ -460,6 +460,11 @@ let
         boundary.masked_paths = maskedPaths;
         history_days = get routines "historyDays" d.routines.historyDays;
       }
+      # A ring1 routine names egress capabilities; agentd mints their tokens from egress.json.
+      // (let names = attrNames (get egress "capabilities" { }); in
+        if get egress "enable" d.egress.enable && names != [ ]
+        then { egress_capabilities = names; }
+        else { })
       # Prompt actions reach the OpenClaw gateway on loopback (its token: the environment).
       // (let gw = section cfg "gateway"; in
         if get gw "enable" d.gateway.enable

@@ -87,7 +87,13 @@ let
       type = types.enum [ "command" "http" "prompt" "chain" ];
       description = "What the routine does.";
     };
-    command = nullOr (types.listOf types.str) "command: argv (no shell); runs behind the command boundary (osmoda-sandbox).";
+    command = nullOr (types.listOf types.str) "command: argv (no shell); runs behind the command boundary (osmoda-sandbox), or in the ring `sandbox` names.";
+    sandbox = nullOr (types.enum [ "boundary" "ring1" "ring2" ])
+      "command: where it runs (null = boundary: the machine read-only with secrets masked, as nobody). `ring2`: agentd's Ring 2 sandbox (`/sandbox/exec`: an empty root with only the software, no network, no daemon socket, as nobody, limits); `ring1`: Ring 2 plus the network of `capabilities` through osmoda-egress.";
+    capabilities = nullOr (types.listOf types.str)
+      "command, ring1: names of `services.osmoda.egress.capabilities` the command may reach; agentd mints a token for exactly these for each run.";
+    memoryMb = nullOr types.ints.positive "command, ring1/ring2: memory budget in MiB (16-8192; null = 512).";
+    maxTasks = nullOr types.ints.positive "command, ring1/ring2: processes and threads at once (8-4096; null = 128).";
     env = nullOr (types.attrsOf types.str) "command: extra environment variables.";
     user = nullOr types.str "command: user to run as (null = nobody, or the daemon's own user when it is not root).";
     outputLimitBytes = nullOr types.ints.positive

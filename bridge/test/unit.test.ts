@@ -160,6 +160,8 @@ const cases: [string, unknown, string[]][] = [
   ["routine_add", { name: "x", trigger: { type: "interval", seconds: 0 }, action: { type: "command", command: ["true"] } }, ["trigger.seconds: must be >= 1", 'action: missing required field(s) ["timeout_secs"]']],
   ["routine_add", { name: "x", trigger: { type: "interval", seconds: 5 }, action: { type: "chain", steps: [{ type: "chain", steps: [] }] } }, ["action.steps.0"]],
   ["routine_add", { name: "a.b", trigger: { type: "event", match: "watch.*" }, action: { type: "prompt", message: "m" } }, ["name: must match pattern"]],
+  ["routine_add", { name: "fetch", trigger: { type: "interval", seconds: 60 }, action: { type: "command", command: ["curl", "https://github.com/"], timeout_secs: 30, sandbox: "ring1", capabilities: ["github"], memory_mb: 64 } }, []],
+  ["routine_add", { name: "x", trigger: { type: "interval", seconds: 5 }, action: { type: "command", command: ["true"], timeout_secs: 5, sandbox: "ring3" } }, ["action.sandbox: must be one of"]],
   ["routine_remove", { name: "disk-report", reason: "not needed" }, []],
   ["routine_remove", { name: "../x" }, ["name: must match pattern"]],
   ["routine_trigger", { name: "disk-report", payload: { any: ["json"] } }, []],

@@ -42,6 +42,10 @@ const command = obj({
   env: Type.Optional(Type.Record(Type.String({ pattern: "^[A-Za-z_][A-Za-z0-9_]{0,127}$" }), Type.String({ maxLength: 4096 }))),
   user: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
   output_limit_bytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 * 1024 * 1024 })),
+  sandbox: Type.Optional(Type.Enum(["boundary", "ring1", "ring2"], { description: "boundary (default): the machine read-only, secrets hidden; ring2: agentd's sandbox, empty root, no network, no daemon sockets; ring1: ring2 plus the network of `capabilities` through osmoda-egress." })),
+  capabilities: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { minItems: 1, maxItems: 32, description: "ring1: names of services.osmoda.egress.capabilities it may reach." })),
+  memory_mb: Type.Optional(Type.Integer({ minimum: 16, maximum: 8192, description: "ring1/ring2: memory budget, MiB (default 512)." })),
+  max_tasks: Type.Optional(Type.Integer({ minimum: 8, maximum: 4096, description: "ring1/ring2: processes and threads at once (default 128)." })),
 });
 const http = obj({
   type: Type.Literal("http"),
@@ -59,7 +63,7 @@ const step: TSchema[] = [command, http, prompt];
 
 export const Action = Type.Union(
   [...step, obj({ type: Type.Literal("chain"), steps: Type.Array(Type.Union(step), { minItems: 1, maxItems: 32 }) })],
-  { description: "command {command: [argv], timeout_secs, env?, user?} | http {method, path, body?} (agentd) | prompt {message} (asks the agent) | chain {steps}" },
+  { description: "command {command: [argv], timeout_secs, env?, user?, sandbox?: boundary|ring1|ring2, capabilities?} | http {method, path, body?} (agentd) | prompt {message} (asks the agent) | chain {steps}" },
 );
 
 /** One line about a routine as listed. */

@@ -14,6 +14,7 @@ pub mod keyd;
 pub mod mesh;
 pub mod options;
 pub mod routines;
+pub mod sandbox;
 pub mod tree_edit;
 pub mod voice;
 pub mod watch;
@@ -37,6 +38,7 @@ pub use mesh::{MeshConfig, Peer, PeerKeys};
 pub use routines::{
     Concurrency, HttpMethod, Missed, Routine, RoutineAction, RoutinesConfig, Trigger,
 };
+pub use sandbox::Sandbox;
 pub use voice::VoiceConfig;
 pub use watch::{BoundaryConfig, SafeSwitchDefaults, WatchAction, WatchConfig, Watcher};
 

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sandbox::Sandbox;
 use crate::watch::BoundaryConfig;
 
 /// Default retention of run history, in days.
@@ -48,6 +49,10 @@ pub struct RoutinesConfig {
     /// the daemon's environment (the gateway's EnvironmentFile), never from this file.
     #[serde(default)]
     pub gateway_url: Option<String>,
+    /// Names of `services.osmoda.egress.capabilities` when osmoda-egress is enabled: what a
+    /// ring1 routine may name (agentd mints its tokens from egress.json).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_capabilities: Vec<String>,
 }
 
 fn default_history_days() -> u32 {
@@ -145,7 +150,8 @@ fn default_replay_window() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RoutineAction {
-    /// Run a program (argv, no shell) behind the command boundary (osmoda-sandbox).
+    /// Run a program (argv, no shell) behind the command boundary (osmoda-sandbox), or in the
+    /// ring sandbox it declares.
     Command {
         /// Program and arguments.
         command: Vec<String>,
@@ -161,6 +167,20 @@ pub enum RoutineAction {
         /// Bytes of stdout and of stderr kept (the rest is read and dropped).
         #[serde(default = "default_output_limit")]
         output_limit_bytes: u64,
+        /// Where it runs: the boundary (default), or a Ring 2 / Ring 1 sandbox run by agentd
+        /// (`crate::sandbox`).
+        #[serde(default, skip_serializing_if = "Sandbox::is_boundary")]
+        sandbox: Sandbox,
+        /// Ring 1: the egress capabilities it may use (names of
+        /// `services.osmoda.egress.capabilities`; a token for exactly these is minted per run).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        capabilities: Vec<String>,
+        /// Ring 1/2: memory budget in MiB (default 512).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory_mb: Option<u64>,
+        /// Ring 1/2: tasks (processes and threads) at once (default 128).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_tasks: Option<u64>,
     },
     /// Call a daemon's HTTP API on its Unix socket and record the answer.
     Http {
@@ -422,6 +442,10 @@ impl RoutinesConfig {
                 env,
                 user,
                 output_limit_bytes,
+                sandbox,
+                capabilities,
+                memory_mb,
+                max_tasks,
             } => {
                 if command.is_empty() || command[0].is_empty() {
                     return Err(format!("{at}.command must name a program (argv, no shell)"));
@@ -458,6 +482,17 @@ impl RoutinesConfig {
                         "{at}.output_limit_bytes must be 1..={MAX_OUTPUT_LIMIT}"
                     ));
                 }
+                let declared = crate::sandbox::Declared {
+                    sandbox: *sandbox,
+                    capabilities,
+                    memory_mb: *memory_mb,
+                    max_tasks: *max_tasks,
+                    user: user.as_deref(),
+                    timeout_secs: *timeout_secs,
+                    output_limit_bytes: *output_limit_bytes,
+                    env,
+                };
+                crate::sandbox::check(at, &declared, &self.egress_capabilities)?;
             }
             RoutineAction::Http {
                 socket,
@@ -724,6 +759,47 @@ mod tests {
         c.validate().unwrap_or_else(|e| panic!("{e}"));
         c.gateway_url = Some("http://example.com".into());
         assert!(c.validate().unwrap_err().starts_with("gateway_url"));
+    }
+
+    /// A ring declaration parses from the rendered JSON, is judged against the capabilities
+    /// egress declares (in a chain step too), and a boundary command writes none of its keys.
+    #[test]
+    fn ring_declarations_are_judged_against_egress_capabilities() {
+        let ring1 = r#"{"type":"command","command":["curl","https://x"],"timeout_secs":60,"sandbox":"ring1","capabilities":["web"],"memory_mb":64}"#;
+        let mut c = parse(&routine(r#"{"type":"interval","seconds":5}"#, ring1));
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.starts_with("routines.r.action.capabilities: \"web\" is not declared"),
+            "{e}"
+        );
+        c.egress_capabilities = vec!["web".into()];
+        c.validate().unwrap_or_else(|e| panic!("{e}"));
+        let back = serde_json::to_value(&c.routines["r"].action).unwrap_or_default();
+        assert_eq!(back["sandbox"], "ring1");
+        assert_eq!(back["capabilities"], serde_json::json!(["web"]));
+        let chain = format!(
+            r#"{{"type":"chain","steps":[{{"type":"http","method":"GET","path":"/health"}},{}]}}"#,
+            ring1.replace("web", "npm")
+        );
+        let mut c = parse(&routine(r#"{"type":"interval","seconds":5}"#, &chain));
+        c.egress_capabilities = vec!["web".into()];
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.starts_with("routines.r.action.steps[1].capabilities: \"npm\" is not declared"),
+            "{e}"
+        );
+        let e = serde_json::from_str::<RoutinesConfig>(&routine(
+            r#"{"type":"interval","seconds":5}"#,
+            r#"{"type":"command","command":["true"],"timeout_secs":5,"sandbox":"ring3"}"#,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `ring3`"), "{e}");
+        let plain = parse(&routine(r#"{"type":"interval","seconds":5}"#, CMD));
+        let back = serde_json::to_value(&plain).unwrap_or_default();
+        for key in ["sandbox", "capabilities", "memory_mb", "max_tasks"] {
+            assert!(back["routines"]["r"]["action"].get(key).is_none(), "{back}");
+        }
+        assert!(back.get("egress_capabilities").is_none(), "{back}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What a routine does: a command behind the command boundary (osmoda-sandbox), an HTTP call
-//! to a daemon's socket, a prompt to the OpenClaw gateway, or a chain of these.
+//! What a routine does: a command behind the command boundary (osmoda-sandbox) or in the ring
+//! sandbox it declares ([`crate::ring`]), an HTTP call to a daemon's socket, a prompt to the
+//! OpenClaw gateway, or a chain of these.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,11 +84,49 @@ pub struct RunInfo {
     pub fired: Fired,
 }
 
-fn sha256_hex(b: &[u8]) -> String {
+/// A command action that runs in a ring sandbox ([`crate::ring`]).
+#[derive(Debug)]
+pub struct RingRun<'a> {
+    /// Ring 1 or Ring 2.
+    pub sandbox: osmoda_config::Sandbox,
+    /// Program and arguments.
+    pub argv: &'a [String],
+    /// Ring 1's egress capabilities.
+    pub capabilities: &'a [String],
+    /// Memory budget, MiB.
+    pub memory_mb: Option<u64>,
+    /// Tasks at once.
+    pub max_tasks: Option<u64>,
+    /// Time budget, seconds.
+    pub timeout_secs: u64,
+    /// Bytes kept of each stream.
+    pub output_limit: usize,
+    /// The routine's own environment.
+    pub env: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// The variables that describe run `info` to its command (`OSMODA_ROUTINE`, `OSMODA_RUN_ID`,
+/// `OSMODA_TRIGGER`, and `OSMODA_PAYLOAD` when there is a payload).
+pub fn run_env(info: &RunInfo) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("OSMODA_ROUTINE".to_string(), info.routine.clone()),
+        ("OSMODA_RUN_ID".to_string(), info.run_id.to_string()),
+        (
+            "OSMODA_TRIGGER".to_string(),
+            json!({ "type": info.fired.kind, "ref": info.fired.reference }).to_string(),
+        ),
+    ];
+    if let Some(p) = payload_text(info) {
+        v.push(("OSMODA_PAYLOAD".to_string(), p));
+    }
+    v
+}
+
+pub(crate) fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
-fn failed(error: String) -> Outcome {
+pub(crate) fn failed(error: String) -> Outcome {
     Outcome {
         ok: false,
         exit: None,
@@ -100,7 +139,7 @@ fn failed(error: String) -> Outcome {
 
 /// Ends a capped output with a line saying so, whatever the outcome (a successful run's
 /// output must not pass for complete).
-fn mark_truncated(mut output: String, kept: usize) -> String {
+pub(crate) fn mark_truncated(mut output: String, kept: usize) -> String {
     if !output.is_empty() && !output.ends_with('\n') {
         output.push('\n');
     }
@@ -187,18 +226,29 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
             env: vars,
             user,
             output_limit_bytes,
+            sandbox,
+            capabilities,
+            memory_mb,
+            max_tasks,
         } => {
+            if !sandbox.is_boundary() {
+                let ring = RingRun {
+                    sandbox: *sandbox,
+                    argv: command,
+                    capabilities,
+                    memory_mb: *memory_mb,
+                    max_tasks: *max_tasks,
+                    timeout_secs: *timeout_secs,
+                    output_limit: usize::try_from(*output_limit_bytes).unwrap_or(usize::MAX),
+                    env: vars,
+                };
+                return crate::ring::run(&ring, env, info).await;
+            }
             let mut spec = Spec::new(command.clone())
                 .timeout(Duration::from_secs(*timeout_secs))
-                .output_limit(usize::try_from(*output_limit_bytes).unwrap_or(usize::MAX))
-                .env("OSMODA_ROUTINE", &info.routine)
-                .env("OSMODA_RUN_ID", info.run_id.to_string())
-                .env(
-                    "OSMODA_TRIGGER",
-                    json!({ "type": info.fired.kind, "ref": info.fired.reference }).to_string(),
-                );
-            if let Some(p) = payload_text(info) {
-                spec = spec.env("OSMODA_PAYLOAD", p);
+                .output_limit(usize::try_from(*output_limit_bytes).unwrap_or(usize::MAX));
+            for (k, v) in run_env(info) {
+                spec = spec.env(k, v);
             }
             if let Some(u) = user {
                 spec = spec.user(u);
@@ -346,7 +396,7 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
 }
 
 /// `s` cut to at most `max` bytes (on a character boundary), and whether it was cut.
-fn cap(mut s: String, max: usize) -> (String, bool) {
+pub(crate) fn cap(mut s: String, max: usize) -> (String, bool) {
     if s.len() <= max {
         return (s, false);
     }

@@ -18,6 +18,7 @@ pub mod events;
 pub mod history;
 pub mod lineage;
 pub mod machine;
+pub mod ring;
 pub mod schedule;
 pub mod scheduler;
 

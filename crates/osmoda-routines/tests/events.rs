@@ -7,16 +7,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{options, scratch, write_config, Agentd, Routines};
+use common::{options, scratch, settle, subscribed, write_config, Agentd, Routines};
 use serde_json::json;
-
-async fn subscribed(r: &Routines) {
-    let start = Instant::now();
-    while r.state.engine.history().cursor().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(30), "no subscription");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 fn load_events(agentd: &Agentd) -> usize {
     agentd.events("load.").len()
@@ -160,35 +152,6 @@ async fn agentd_restarting_loses_and_repeats_nothing() {
     r.stop().await;
 }
 
-/// Waits until the daemon has read past every event in the ledger, twice with nothing new in
-/// between, and no run is queued or running; returns every run.
-async fn settle(r: &Routines, agentd: &Agentd) -> Vec<osmoda_routines::history::Run> {
-    let start = Instant::now();
-    let mut quiet = 0;
-    let mut last = (0, 0);
-    while quiet < 2 {
-        let tip = agentd.events("").last().map_or(0, |e| e.id);
-        let cursor = r.state.engine.history().cursor().unwrap().unwrap_or(0);
-        let runs = r.state.engine.history().list(None, None, 1000).unwrap();
-        let busy = runs
-            .iter()
-            .any(|x| ["queued", "running"].contains(&x.status.as_str()));
-        if cursor >= tip && !busy && (tip, runs.len()) == last {
-            quiet += 1;
-        } else {
-            quiet = 0;
-        }
-        last = (tip, runs.len());
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "still running after 60 s: {} runs, cursor {cursor}, tip {tip}",
-            runs.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    r.state.engine.history().list(None, None, 1000).unwrap()
-}
-
 fn on(m: &str, action: serde_json::Value) -> serde_json::Value {
     json!({ "enable": true, "trigger": { "type": "event", "match": m }, "action": action,
             "concurrency": "queue" })
@@ -329,6 +292,61 @@ async fn actions_that_write_their_own_trigger_run_once_per_seed() {
         "{echoed:#?}"
     );
     assert!(!agentd.events("routine.loop.cut").is_empty());
+    r.stop().await;
+}
+
+/// A cycle through another API of agentd: a routine on `config.committed` whose http action
+/// changes the configuration (a new commit, so a new `config.committed`) runs once per seed.
+/// agentd records the commit's events with the run's action label in their actor, so the
+/// routine's own commit descends from the person's edit that fired it and is cut there; a
+/// second edit by the person is a new seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routine_that_changes_the_config_on_config_events_runs_once_per_seed() {
+    let dir = scratch();
+    let tree_dir = dir.path().join("tree");
+    let actor = osmoda_generations::Actor::new("Test Person", "test@example.org");
+    let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations");
+    osmoda_generations::Tree::init(&tree_dir, &template, &actor).unwrap();
+    let agentd = Agentd::start(dir.path(), Some(&tree_dir));
+    let add = |pkg: &str, reason: &str| {
+        json!({ "path": "environment.systemPackages", "nix": format!("pkgs.{pkg}"),
+                "reason": reason })
+    };
+    write_config(
+        dir.path(),
+        json!({ "tune": on("config.committed", json!({ "type": "http", "method": "POST",
+            "path": "/config/append", "body": add("jq", "tune adds jq"), "timeout_secs": 120 })) }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    for round in 1..=2 {
+        let edit = agentd
+            .client()
+            .post("/config/append", &add("hello", "a person adds hello"))
+            .await
+            .unwrap();
+        assert_eq!(edit.status, 200, "{}", edit.body);
+        let runs = settle(&r, &agentd).await;
+        let tuned: Vec<_> = runs.iter().filter(|x| x.routine == "tune").collect();
+        assert_eq!(tuned.len(), round, "{runs:#?}");
+        assert!(tuned.iter().all(|x| x.status == "ok"), "{tuned:#?}");
+    }
+    let commits = agentd.events("config.committed");
+    assert_eq!(
+        commits.len(),
+        4,
+        "two edits, two routine commits: {commits:#?}"
+    );
+    assert_eq!(
+        commits
+            .iter()
+            .filter(|e| e.actor.contains("[action=routine-run."))
+            .count(),
+        2,
+        "{commits:#?}"
+    );
+    let cut = agentd.wait_events("routine.loop.cut", 2).await;
+    assert_eq!(cut.len(), 2, "each routine commit's event is cut: {cut:#?}");
     r.stop().await;
 }
 

@@ -18,11 +18,15 @@ pub struct Agentd {
 
 impl Agentd {
     pub fn start(dir: &Path, tree: Option<&Path>) -> Agentd {
+        Agentd::start_with(dir, tree, agentd::Settings::default())
+    }
+
+    /// As [`Agentd::start`], with `settings` (egress's config, proxy socket and binary).
+    pub fn start_with(dir: &Path, tree: Option<&Path>, settings: agentd::Settings) -> Agentd {
         let socket = dir.join("agentd.sock");
         let admin = dir.join("osmoda-admin");
         std::fs::create_dir_all(&admin).unwrap();
-        let state =
-            agentd::AppState::open(dir.join("agentd"), agentd::Settings::default(), tree).unwrap();
+        let state = agentd::AppState::open(dir.join("agentd"), settings, tree).unwrap();
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(admin.join("approval.sock"));
         let agent = tokio::net::UnixListener::bind(&socket).unwrap();
@@ -214,4 +218,42 @@ pub fn scratch() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
+}
+
+/// Waits until the daemon holds an event cursor (its subscription answered once).
+pub async fn subscribed(r: &Routines) {
+    let start = Instant::now();
+    while r.state.engine.history().cursor().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no subscription");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until every event routine has seen the ledger's tip, no run is queued or running,
+/// and neither changed over two looks; returns every run.
+pub async fn settle(r: &Routines, agentd: &Agentd) -> Vec<osmoda_routines::history::Run> {
+    let start = Instant::now();
+    let mut quiet = 0;
+    let mut last = (0, 0);
+    while quiet < 2 {
+        let tip = agentd.events("").last().map_or(0, |e| e.id);
+        let cursor = r.state.engine.history().cursor().unwrap().unwrap_or(0);
+        let runs = r.state.engine.history().list(None, None, 1000).unwrap();
+        let busy = runs
+            .iter()
+            .any(|x| ["queued", "running"].contains(&x.status.as_str()));
+        if cursor >= tip && !busy && (tip, runs.len()) == last {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        last = (tip, runs.len());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "still running after 60 s: {} runs, cursor {cursor}, tip {tip}",
+            runs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    r.state.engine.history().list(None, None, 1000).unwrap()
 }
