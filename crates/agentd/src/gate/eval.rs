@@ -40,6 +40,37 @@ pub const PROTECTED: &[&[&str]] = &[
     &["environment", "etc"],
     // The old name of `systemd.services` (see [`super::aliases`]).
     &["jobs"],
+    // Code the configuration runs as root (or as each user), what `pkgs.X` is, and second
+    // systems: see [`CODE`].
+    &["system", "activationScripts"],
+    &["system", "userActivationScripts"],
+    &["systemd", "tmpfiles"],
+    &["systemd", "user"],
+    &["powerManagement"],
+    &["nixpkgs"],
+    &["_module", "args"],
+    &["specialisation"],
+];
+
+/// Option subtrees holding code (or what decides which code runs) whose value the gate may not
+/// be able to read (a function, a string naming packages): such a value is bound to the text of
+/// the module that defines it ([`Evaluated::opaque`]).
+pub const CODE: &[&[&str]] = &[
+    &["systemd", "services"],
+    &["systemd", "sockets"],
+    &["systemd", "user"],
+    &["systemd", "tmpfiles"],
+    &["system", "activationScripts"],
+    &["system", "userActivationScripts"],
+    &["powerManagement"],
+    &["networking", "localCommands"],
+    &["services", "cron", "systemCronJobs"],
+    &["services", "udev", "extraRules"],
+    &["nixpkgs", "overlays"],
+    &["nixpkgs", "pkgs"],
+    &["nixpkgs", "config", "packageOverrides"],
+    &["_module", "args"],
+    &["specialisation"],
 ];
 
 /// Longest a single evaluator run may take (wall clock; the CPU cap below usually ends it first).
@@ -85,6 +116,14 @@ pub struct Evaluated {
     /// Collections NixOS's own modules define too that a module replaces (see
     /// [`super::forced`]).
     pub forced: super::forced::Forced,
+    /// Values under [`CODE`] the gate cannot read (functions, undecidable values), as `(option
+    /// path, file of the module defining it)`: such a value is bound to that file's text.
+    pub opaque: BTreeSet<(Vec<String>, String)>,
+    /// Files of the tree read with `readFile`, as `(file read, file of the module whose
+    /// evaluation read it)`.
+    pub reads: BTreeSet<(String, String)>,
+    /// Files of modules with a protected value the gate cannot decide.
+    pub undecided: BTreeSet<String>,
 }
 
 /// The file a module key names: inline modules are keyed `file.nix#imports.N[#imports.M…]`.
@@ -242,11 +281,20 @@ pub fn evaluate(files: &Files, roots: &[PathBuf]) -> Result<Evaluated, EvalError
     let nix = nix_instantiate().ok_or(EvalError::NoNix)?;
     let dir = tempfile::Builder::new().prefix("osmoda-gate").tempdir()?;
     let root = dir.path().join("tree");
+    // The tree as the evaluator imports it, and as `readFile` reads it (the bytes unchanged).
+    let raw = dir.path().join("raw");
     for (rel, text) in files {
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap_or(&root))?;
         std::fs::write(p, super::guard::attr_tests(text, nonce()))?;
+        let r = raw.join(rel);
+        std::fs::create_dir_all(r.parent().unwrap_or(&raw))?;
+        std::fs::write(r, text)?;
     }
+    let names: Vec<String> = files
+        .keys()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     std::fs::write(dir.path().join("extract.nix"), EXTRACT)?;
     let roots: Vec<String> = roots
         .iter()
@@ -263,12 +311,14 @@ pub fn evaluate(files: &Files, roots: &[PathBuf]) -> Result<Evaluated, EvalError
         let args = json!({
             "roots": roots, "idents": identifiers(files), "skip": skip,
             "protected": PROTECTED, "nixpkgs": nixpkgs().is_some(), "nonce": nonce(),
+            "files": names,
         });
         std::fs::write(dir.path().join("args.json"), args.to_string())?;
         let (result, stderr) = match run(nix, dir.path())? {
-            Run::Done(out) => {
+            Run::Done(out, stderr) => {
                 let mut e = assemble(&out, &roots);
                 with_contents(&mut e.tree, files);
+                e.reads = reads(&stderr);
                 return Ok(e);
             }
             Run::Failed(stderr) => (None, stderr),
@@ -326,8 +376,8 @@ const LINES_UP_TO: usize = 16 << 10;
 
 /// How one evaluator run ended.
 enum Run {
-    /// The JSON it printed.
-    Done(Value),
+    /// The JSON it printed, and its stderr (the values announced, the files read).
+    Done(Value, String),
     /// Nix reported an error (its stderr).
     Failed(String),
     /// It hit the CPU, memory-time or wall-clock cap (its stderr so far).
@@ -412,8 +462,78 @@ fn run(nix: &Path, dir: &Path) -> Result<Run, EvalError> {
         Some(s) if capped(&s) => Ok(Run::Slow(stderr)),
         Some(s) if !s.success() => Ok(Run::Failed(stderr)),
         Some(_) => serde_json::from_str(&stdout)
-            .map(Run::Done)
+            .map(|v| Run::Done(v, stderr))
             .map_err(|e| EvalError::Failed(format!("unreadable evaluator output: {e}"))),
+    }
+}
+
+/// The files of the tree read with `readFile`, each with the module whose value was being
+/// evaluated when it was read (the last value announced before it; keys are `[world, module,
+/// path…]`).
+fn reads(stderr: &str) -> BTreeSet<(String, String)> {
+    let mut module = String::new();
+    let mut out = BTreeSet::new();
+    for l in stderr.lines() {
+        if let Some(k) = l.strip_prefix("trace: osmoda-gate:") {
+            if let Ok(k) = serde_json::from_str::<Vec<String>>(k) {
+                if let Some(m) = k.get(1) {
+                    module = module_file(m).to_string();
+                }
+            }
+        } else if let Some(f) = l.strip_prefix("trace: osmoda-gate-read:") {
+            out.insert((f.to_string(), module.clone()));
+        }
+    }
+    out
+}
+
+/// Option paths (wrappers left out) of the values under `v` that the gate cannot read: functions
+/// and undecidable values, and conditions that cannot be decided.
+fn opaque_paths(v: &Value, path: &mut Vec<String>, out: &mut BTreeSet<Vec<String>>) {
+    match v.get("__osmoda").and_then(Value::as_str) {
+        Some("undecidable" | "function") => {
+            out.insert(path.clone());
+        }
+        Some("override") => opaque_paths(&v["content"], path, out),
+        Some("if") => {
+            if !v["condition"].is_boolean() {
+                out.insert(path.clone());
+            }
+            opaque_paths(&v["content"], path, out);
+        }
+        Some("merge") => v["contents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .for_each(|c| opaque_paths(c, path, out)),
+        Some(_) => {}
+        None => match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    path.push(k.clone());
+                    opaque_paths(x, path, out);
+                    path.pop();
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| opaque_paths(x, path, out)),
+            _ => {}
+        },
+    }
+}
+
+/// The opaque values of one module under [`CODE`] (or above it: a whole `systemd` that cannot be
+/// decided holds every unit), as `(path, file)`.
+fn opaque_code(module: &Value, file: &str, out: &mut BTreeSet<(Vec<String>, String)>) {
+    let mut all = BTreeSet::new();
+    opaque_paths(module, &mut Vec::new(), &mut all);
+    for p in all {
+        let under = |c: &&[&str]| {
+            let n = c.len().min(p.len());
+            c[..n].iter().zip(&p[..n]).all(|(a, b)| *a == b.as_str())
+        };
+        if CODE.iter().any(|c| under(&c)) {
+            out.insert((p, file.to_string()));
+        }
     }
 }
 
@@ -476,6 +596,8 @@ fn assemble(out: &Value, roots: &[String]) -> Evaluated {
     let mut modules = Vec::new();
     let mut failed = Vec::new();
     let mut foreign_imports = Vec::new();
+    let mut opaque = BTreeSet::new();
+    let mut undecided = BTreeSet::new();
     for m in all
         .iter()
         .filter(|m| kept.contains(m["file"].as_str().unwrap_or_default()))
@@ -525,6 +647,13 @@ fn assemble(out: &Value, roots: &[String]) -> Evaluated {
             insert(&mut tree, &path, value);
         }
         let renamed = super::aliases::split(&mut tree);
+        let f = module_file(&file).to_string();
+        for t in std::iter::once(&tree).chain(&renamed) {
+            opaque_code(t, &f, &mut opaque);
+            if t.to_string().contains(r#""__osmoda":"undecidable""#) {
+                undecided.insert(f.clone());
+            }
+        }
         modules.push(tree);
         modules.extend(renamed);
     }
@@ -535,6 +664,9 @@ fn assemble(out: &Value, roots: &[String]) -> Evaluated {
         failed,
         disabled_elsewhere,
         foreign_imports,
+        opaque,
+        reads: BTreeSet::new(),
+        undecided,
     }
 }
 

@@ -8,7 +8,7 @@
 # that cannot be decided is `{ __osmoda = "undecidable"; }`.
 { root, args }:
 let
-  inherit (builtins.fromJSON (builtins.readFile args)) roots idents protected skip nixpkgs nonce;
+  inherit (builtins.fromJSON (builtins.readFile args)) roots idents protected skip nixpkgs nonce files;
   inherit (builtins) tryEval isAttrs isList isFunction isPath listToAttrs map filter
     functionArgs mapAttrs hasAttr getAttr attrNames concatMap substring stringLength;
 
@@ -31,6 +31,26 @@ let
     optionalAttrs = c: a: if c then a else { };
     mkEnableOption = name: { _type = "option"; };
     mkOption = o: { _type = "option"; };
+    # nixpkgs' string helpers a module uses to read a file of the tree (`splitString "\n"
+    # (readFile ./alice.keys)`), with nixpkgs' definitions.
+    hasPrefix = pref: str: substring 0 (stringLength pref) str == pref;
+    hasSuffix = suffix: content: let lc = stringLength content; ls = stringLength suffix; in
+      lc >= ls && substring (lc - ls) lc content == suffix;
+    removePrefix = prefix: str: let n = stringLength prefix; in
+      if hasPrefix prefix str then substring n (stringLength str - n) str else str;
+    removeSuffix = suffix: str: let sl = stringLength suffix; l = stringLength str; in
+      if sl <= l && substring (l - sl) sl str == suffix then substring 0 (l - sl) str else str;
+    splitString = sep: s: let
+        chars = [ "\\" "[" "{" "(" ")" "^" "$" "?" "*" "+" "|" "." ];
+        re = builtins.replaceStrings chars (map (c: "\\" + c) chars) (toString sep);
+      in filter builtins.isString (builtins.split re (toString s));
+    fileContents = file: removeSuffix "\n" (treeRead file);
+    concatStringsSep = builtins.concatStringsSep;
+    strings = { inherit hasPrefix hasSuffix removePrefix removeSuffix splitString fileContents concatStringsSep; };
+    # Activation script entries (nixpkgs' lib/strings-with-deps.nix).
+    noDepEntry = text: { inherit text; deps = [ ]; };
+    fullDepEntry = text: deps: { inherit text deps; };
+    stringAfter = deps: text: { inherit text deps; };
   };
   # nixpkgs' `lib` is read with the same guarded builtins as the modules (it has helpers such as
   # `maybeEnv` and `pathExists` that would otherwise tell the gate's evaluator from the real one).
@@ -41,6 +61,15 @@ let
   rootStr = toString root;
   inTree = p: isPath p && substring 0 (stringLength rootStr + 1) (toString p) == rootStr + "/";
   rel = p: substring (stringLength rootStr + 1) (-1) (toString p);
+  # `readFile` of a file of the tree reads it as the real build would (the same bytes, from the
+  # unmodified copy beside the tree) and announces it, so agentd knows which module's values it
+  # feeds: rewriting the file is then a change of those values. Anything else is refused.
+  isTreeFile = p: (isPath p || builtins.isString p) && (let s = toString p; in
+    substring 0 (stringLength rootStr + 1) s == rootStr + "/"
+    && builtins.elem (substring (stringLength rootStr + 1) (-1) s) files);
+  treeRead = p: if isStandIn p || !isTreeFile p then refuse "readFile"
+    else let r = substring (stringLength rootStr + 1) (-1) (toString p); in
+      builtins.trace "osmoda-gate-read:${r}" (builtins.readFile (dirOf root + "/raw/${r}"));
   # A path as agentd reports it: relative to the tree (whose private copy moves) where inside.
   shown = p: let s = toString p; in
     if substring 0 (stringLength rootStr + 1) s == rootStr + "/" then "./" + rel p else s;
@@ -54,15 +83,15 @@ let
   #   to every identifier of the files, so a value that inspects a stand-in or asks whether the
   #   evaluator has a builtin comes out differently (or not at all) and is undecidable.
   # In both worlds the modules see guarded builtins: what reads the evaluator's environment or
-  # the file system (getEnv, currentSystem, pathExists, readDir, readFile, nixVersion, fetchers,
-  # ...) or observes a failure (tryEval) throws, and reflection on a stand-in (attrNames pkgs,
+  # the file system (getEnv, currentSystem, pathExists, readDir, readFile outside the tree,
+  # nixVersion, fetchers, ...) or observes a failure (tryEval) throws, and reflection on a stand-in (attrNames pkgs,
   # hasAttr, typeOf, toJSON, ...) throws, so such a value is undecidable too.
   isStandIn = x: isAttrs x && x ? __osmodaStandIn;
   standIn = { __osmodaStandIn = nonce; };
   thrower = prefix: listToAttrs (map (i: { name = i; value = throw "osmoda-gate: ${prefix}.${i}"; }) idents) // standIn;
   refuse = what: throw "osmoda-gate: ${what} depends on the evaluator's environment";
   impure = [ "getEnv" "currentSystem" "currentTime" "nixVersion" "langVersion" "storeDir" "nixPath"
-    "findFile" "pathExists" "readDir" "readFile" "readFileType" "path" "filterSource" "fetchGit"
+    "findFile" "pathExists" "readDir" "readFileType" "path" "filterSource" "fetchGit"
     "fetchMercurial" "fetchTarball" "fetchTree" "fetchurl" "fetchClosure" "storePath" "tryEval"
     "unsafeGetAttrPos" "functionArgs" "hashFile" "toFile" "derivation" "derivationStrict"
     "placeholder" "getContext" "hasContext" "appendContext" "unsafeDiscardStringContext"
@@ -81,6 +110,7 @@ let
       # A module's trace must not look like the gate's own announcements.
       trace = _: x: x;
       abort = msg: throw "osmoda-gate: abort";
+      readFile = treeRead;
       import = guardedImport extra;
       scopedImport = attrs: p: scopedImport (scope extra // removeAttrs attrs [ "builtins" ]) p;
     } // extra;

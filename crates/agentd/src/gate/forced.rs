@@ -35,6 +35,7 @@ pub const SHARED: &[&[&str]] = &[
     &["boot", "initrd", "kernelModules"],
     &["boot", "initrd", "availableKernelModules"],
     &["fileSystems"],
+    &["system", "activationScripts"],
 ];
 
 /// Collections (option paths with names filled in) that a tree state replaces.

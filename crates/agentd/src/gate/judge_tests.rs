@@ -473,7 +473,7 @@ fn old_option_names_weak_definitions_and_hidden_modules_are_judged_as_nixos_read
         ),
         (
             "a service added through jobs",
-            with_line("jobs.backup.script = \"true\";"),
+            with_line("jobs.backup = { script = \"true\"; serviceConfig.DynamicUser = true; };"),
         ),
     ] {
         let k = kinds(&before, &after);
@@ -638,11 +638,11 @@ fn a_unit_turned_off_by_its_file_name_or_stopped_by_a_conflict_is_judged() {
         ("a unit file kept on", "systemd.units.\"nginx.service\".enable = true;"),
         (
             "a service stopped at shutdown",
-            "systemd.services.backup = { conflicts = [ \"shutdown.target\" ]; before = [ \"shutdown.target\" ]; script = \"true\"; };",
+            "systemd.services.backup = { conflicts = [ \"shutdown.target\" ]; before = [ \"shutdown.target\" ]; script = \"true\"; serviceConfig.DynamicUser = true; };",
         ),
         (
             "a service ordered after sshd",
-            "systemd.services.tunnel = { after = [ \"sshd.service\" ]; wants = [ \"sshd.service\" ]; script = \"true\"; };",
+            "systemd.services.tunnel = { after = [ \"sshd.service\" ]; wants = [ \"sshd.service\" ]; script = \"true\"; serviceConfig.DynamicUser = true; };",
         ),
     ]);
 }
@@ -669,3 +669,5 @@ fn sudo_wrappers_login_limits_and_a_home_others_can_write_are_judged() {
         ("a wrapper for another program", "security.wrappers.ping = { owner = \"root\"; group = \"root\"; capabilities = \"cap_net_raw+p\"; source = \"${pkgs.iputils}/bin/ping\"; };"),
     ]);
 }
+
+mod code;

@@ -46,6 +46,7 @@ pub const DEFAULT_REQUIRED: &[&str] = &[
     "package.remove_critical",
     "switch.remove_critical",
     "gate.undecidable",
+    "code.root",
     "fs.login",
     "fs.outside_roots",
 ];
@@ -148,6 +149,43 @@ pub fn judge(
         ));
     }
     unevaluable.extend(foreign_imports(before, after, &b, &a, &is_changed));
+    // A file read with `readFile` is part of the values it feeds: those the gate decides show
+    // the change; where the reading module has a value it cannot decide, rewriting the file is
+    // undecidable (bound to the file's text).
+    let undecided = |m: &String| {
+        b.undecided.contains(m)
+            || a.undecided.contains(m)
+            || b.failed
+                .iter()
+                .chain(&a.failed)
+                .any(|f| eval::module_file(f) == m)
+    };
+    for (read, module) in b.reads.iter().chain(&a.reads) {
+        if is_changed(read) && undecided(module) {
+            unevaluable.push((
+                rules::read_by(read, module),
+                digest(before, Path::new(read)),
+                digest(after, Path::new(read)),
+            ));
+        }
+    }
+    unevaluable.sort_by_key(|(f, w, n)| (f.clone(), w.to_string(), n.to_string()));
+    unevaluable.dedup();
+    // Code the gate cannot read, in files the change touches, is bound to their text.
+    let opaque: Vec<rules::Opaque> = b
+        .opaque
+        .iter()
+        .chain(&a.opaque)
+        .filter(|(_, f)| is_changed(f))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|(path, file)| rules::Opaque {
+            path: path.clone(),
+            file: file.clone(),
+            was: digest(before, Path::new(file)),
+            now: digest(after, Path::new(file)),
+        })
+        .collect();
     let ctx = rules::Ctx {
         before: &b.tree,
         after: &a.tree,
@@ -159,6 +197,7 @@ pub fn judge(
             Mutation::Edit => "package.remove_critical",
             Mutation::Switch => "switch.remove_critical",
         },
+        opaque: &opaque,
     };
     Ok(Effect {
         findings: rules::findings(&ctx),

@@ -477,6 +477,7 @@ mod tests {
             forced_before: &Default::default(),
             forced_after: &Default::default(),
             package_kind: "package.remove_critical",
+            opaque: &[],
         };
         let mut k: Vec<&str> = findings(&ctx).iter().map(|f| f.kind).collect();
         k.dedup();

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::merge::is_undecidable;
 
 mod boot;
+mod code;
 mod etc;
 mod network;
 mod osmoda;
@@ -15,8 +16,9 @@ mod ssh;
 mod users;
 
 use boot::*;
+use code::*;
 use osmoda::*;
-pub use osmoda::{DISABLED_ELSEWHERE, FOREIGN_IMPORTS};
+pub use osmoda::{read_by, DISABLED_ELSEWHERE, FOREIGN_IMPORTS};
 use services::*;
 use ssh::*;
 use users::*;
@@ -34,6 +36,20 @@ pub struct Finding {
     pub now: Value,
     /// The effect in words, for the person deciding.
     pub words: String,
+}
+
+/// A value under [`super::eval::CODE`] the gate cannot read (a function, a string naming
+/// packages, ...), in a module whose file the change touches: it is bound to that file's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opaque {
+    /// Option path of the value.
+    pub path: Vec<String>,
+    /// File of the module defining it.
+    pub file: String,
+    /// SHA-256 of the file before (`"sha256:…"` or `"<absent>"`).
+    pub was: Value,
+    /// And after.
+    pub now: Value,
 }
 
 /// What the rules see.
@@ -55,6 +71,8 @@ pub struct Ctx<'a> {
     /// The kind critical package removal is reported as (`package.remove_critical` for edits,
     /// `switch.remove_critical` for switches).
     pub package_kind: &'static str,
+    /// Code values the gate cannot read in files the change touches.
+    pub opaque: &'a [Opaque],
 }
 
 /// A rule: the kind it reports, what it protects (for docs and listings), and its check.
@@ -82,7 +100,8 @@ pub const RULES: &[Rule] = &[
     Rule { kind: "mesh.peer.remove", protects: "a peer removed from `services.osmoda.mesh.peers`", check: peer_removed },
     Rule { kind: "capability.remove", protects: "an egress capability removed from `services.osmoda.egress.capabilities`", check: capability_removed },
     Rule { kind: "package.remove_critical", protects: "a package named in `critical_packages` removed from `environment.systemPackages`, or the list forced (the packages NixOS adds go away) (`switch.remove_critical` for a switch)", check: critical_packages },
-    Rule { kind: "gate.undecidable", protects: "a changed module that the evaluator cannot evaluate at all, a changed flake.nix, changed `disabledModules` entries naming modules outside the tree, `imports` entries it cannot read (a module outside the tree, a string, a computed path) added or removed, or a changed file whose `imports` cannot be decided; a module `key` (NixOS keeps one module per key) added or changed", check: unevaluable },
+    Rule { kind: "code.root", protects: "new or changed code that runs as root or as an account people log in with (a program can stop sshd or remove keys, which the gate cannot judge): a unit's `script`/`preStart`/…/`Exec*`/`path`/`environment` where the unit has no `User` (nor `DynamicUser`), names root or a login account, or elevates (`+`/`!` lines, `PermissionsStartOnly`, ambient capabilities beyond `CAP_NET_BIND_SERVICE`, wheel); user units; `system.activationScripts`/`userActivationScripts` entries, `powerManagement` commands, `networking.localCommands`, cron jobs as root, udev rules running programs; tmpfiles rules (and `settings`) on login files (a home, `/etc/ssh`, … or a path with specifiers or globs); what `pkgs.X` is (`nixpkgs.overlays`, `nixpkgs.pkgs`, `packageOverrides`, `_module.args`); such code the gate cannot read (a function, a string naming packages) is bound to the text of the file defining it", check: root_code },
+    Rule { kind: "gate.undecidable", protects: "a changed module that the evaluator cannot evaluate at all, a changed flake.nix, changed `disabledModules` entries naming modules outside the tree, `imports` entries it cannot read (a module outside the tree, a string, a computed path) added or removed, or a changed file whose `imports` cannot be decided; a module `key` (NixOS keeps one module per key) added or changed; a `specialisation` (a second system the gate does not judge) added, changed or removed; a file read with `readFile` by a module with a value the gate cannot decide, rewritten", check: unevaluable },
 ];
 
 /// Apply every rule.

@@ -116,9 +116,54 @@ pub const DISABLED_ELSEWHERE: &str = "disabledModules";
 /// strings) that were added or removed.
 pub const FOREIGN_IMPORTS: &str = "imports";
 
+/// How [`unevaluable`] names a file read (`readFile`) by a module with a value the gate cannot
+/// decide.
+pub fn read_by(file: &str, module: &str) -> String {
+    format!("{file} (read by {module})")
+}
+
+/// A `specialisation` is a second system (a boot entry, one `switch-to-configuration` away)
+/// whose configuration the gate does not judge: any change of one is undecidable.
+fn specialisations(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let base = ["specialisation"];
+    let (b, a) = (at(ctx.before, &base), at(ctx.after, &base));
+    let words = "a specialisation is a second system (a boot entry, and one switch-to-configuration away) whose configuration the gate does not judge";
+    if b != a {
+        let names = names(ctx, &base);
+        if names.is_empty() || a == V::Unknown || b == V::Unknown {
+            push(out, "gate.undecidable", &base, b, a, words);
+        }
+        for n in names {
+            let p = ["specialisation", n.as_str()];
+            let (bn, an) = (at(ctx.before, &p), at(ctx.after, &p));
+            if bn != an {
+                push(out, "gate.undecidable", &p, bn, an, words);
+            }
+        }
+    }
+    for o in ctx
+        .opaque
+        .iter()
+        .filter(|o| o.path.first().is_some_and(|f| f == "specialisation"))
+    {
+        out.push(Finding {
+            kind: "gate.undecidable",
+            path: format!("{} in {}", o.path.join("."), o.file),
+            was: o.was.clone(),
+            now: o.now.clone(),
+            words: format!("{words}; it holds values the gate cannot read, so it is bound to the text of {}, which changes", o.file),
+        });
+    }
+}
+
 pub(super) fn unevaluable(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    specialisations(ctx, out);
     for (f, was, now) in ctx.unevaluable {
-        let words = if f == DISABLED_ELSEWHERE {
+        let words = if let Some((file, module)) =
+            f.strip_suffix(')').and_then(|x| x.split_once(" (read by "))
+        {
+            format!("{file} is read (readFile) by {module}, which has a value the gate cannot decide, so the effect of rewriting it cannot be decided")
+        } else if f == DISABLED_ELSEWHERE {
             "disabledModules changes which modules outside the tree are turned off, so the effect cannot be decided".to_string()
         } else if f == FOREIGN_IMPORTS {
             format!("imports a module the gate cannot read (outside the tree, a string, a computed value, or a module `key`, which decides the modules NixOS keeps: {was} → {now}), so its effect cannot be decided")

@@ -24,6 +24,7 @@ fn kinds_with(
         forced_before: &Default::default(),
         forced_after: &Default::default(),
         package_kind,
+        opaque: &[],
     };
     let mut k: Vec<&str> = findings(&ctx).iter().map(|f| f.kind).collect();
     k.dedup();
@@ -387,7 +388,7 @@ fn lockouts_the_first_table_missed_and_their_harmless_siblings() {
                 sshd(json!({})),
                 json!({"systemd": {"services": {"sshd": {"serviceConfig": {"ExecStart": "/bin/true"}}}}}),
             ),
-            vec!["ssh.access"],
+            vec!["code.root", "ssh.access"],
         ),
         (
             sshd(json!({})),
