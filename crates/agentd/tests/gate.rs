@@ -1806,14 +1806,6 @@ fn code_cases() -> Vec<Case> {
             ],
         },
         Case {
-            name: "an overlay swaps openssh",
-            kind: "code.root",
-            phrasings: vec![
-                Append(CFG, "imports", overlay),
-                Nix(CFG, "imports", overlay_list),
-            ],
-        },
-        Case {
             name: "a specialisation without sshd",
             kind: "gate.undecidable",
             phrasings: vec![
@@ -1850,6 +1842,15 @@ fn code_cases() -> Vec<Case> {
                 ),
             ],
         },
+        // Last: code the gate cannot read binds every later change of its file to the file's text.
+        Case {
+            name: "an overlay swaps openssh",
+            kind: "code.root",
+            phrasings: vec![
+                Append(CFG, "imports", overlay),
+                Nix(CFG, "imports", overlay_list),
+            ],
+        },
     ]
 }
 
@@ -1871,11 +1872,8 @@ async fn root_code_packages_specialisations_and_read_files_need_the_same_ticket(
         ALICE_KEYS_FROM_FILE,
         "alice's keys from a file",
     );
-    for case in code_cases() {
-        check_case(&f, &case).await;
-    }
-    // Their harmless siblings: a service account's code, a directory for an app, unfree
-    // packages, the firewall opened (it exposes the machine but locks nobody out), a key added.
+    // The harmless siblings: a service account's code, a directory for an app, unfree packages,
+    // the firewall opened (it exposes the machine but locks nobody out).
     for e in [
         Nix(
             CFG,
@@ -1894,14 +1892,20 @@ async fn root_code_packages_specialisations_and_read_files_need_the_same_ticket(
             "networking.firewall.allowedTCPPortRanges",
             "[ { from = 1; to = 65535; } ]",
         ),
-        HandIn(
-            "alice.keys",
-            "",
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAInew alice@phone\n",
-        ),
     ] {
         let r = send(&f, &e, None).await;
         assert_eq!(r.status, 200, "{e:?} is not destructive: {}", r.body);
     }
+    for case in code_cases() {
+        check_case(&f, &case).await;
+    }
+    // A key added to the file alice's keys are read from is not destructive.
+    let add = Edit::HandIn(
+        "alice.keys",
+        "",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAInew alice@phone\n",
+    );
+    let r = send(&f, &add, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
     f.d.stop().await;
 }
