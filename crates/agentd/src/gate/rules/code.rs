@@ -265,6 +265,42 @@ const HOOKS: &[(&[&str], &str)] = &[
         &["networking", "localCommands"],
         "commands run as root when the network is set up",
     ),
+    (
+        &["environment", "shellInit"],
+        "shell start-up code (runs as every user at login; `exit` there ends every login)",
+    ),
+    (
+        &["environment", "loginShellInit"],
+        "login shell start-up code (runs as every user at login)",
+    ),
+    (
+        &["environment", "interactiveShellInit"],
+        "interactive shell start-up code (runs as every user at login)",
+    ),
+    (
+        &["programs", "bash", "shellInit"],
+        "bash start-up code (runs as every user at login)",
+    ),
+    (
+        &["programs", "bash", "loginShellInit"],
+        "bash login start-up code (runs as every user at login)",
+    ),
+    (
+        &["programs", "bash", "interactiveShellInit"],
+        "bash interactive start-up code (runs as every user at login)",
+    ),
+    (
+        &["programs", "zsh", "shellInit"],
+        "zsh start-up code (runs as every user at login)",
+    ),
+    (
+        &["programs", "zsh", "loginShellInit"],
+        "zsh login start-up code (runs as every user at login)",
+    ),
+    (
+        &["programs", "zsh", "interactiveShellInit"],
+        "zsh interactive start-up code (runs as every user at login)",
+    ),
 ];
 
 /// New or changed hook code: attribute sets entry by entry, strings whole (removing code is
