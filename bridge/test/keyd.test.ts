@@ -129,7 +129,7 @@ describe("wallet tools through the real gateway", { timeout: 600_000 }, () => {
     await until("the sign receipts", 30_000, async () => (await receipts("sign")).length === 2);
 
     await calls.refused("wallet_sign", { wallet_id: eth, payload: { type: "raw_hash", hash: "0x00" } }, /payload\.type: must be one of/);
-    await calls.refused("wallet_sign", { wallet_id: eth, payload: { type: "offchain_message", message: "x" } }, /osmoda-keyd refused wallet_sign offchain_message .*does not apply to a ethereum wallet/);
+    await calls.refused("wallet_sign", { wallet_id: eth, payload: { type: "offchain_message", message: "x" } }, /osmoda-keyd refused wallet_sign offchain_message .*does not apply to an Ethereum wallet/);
     await calls.refused("wallet_sign", { wallet_id: "w_0000000000000000", payload: { type: "personal_sign", message: "x" } }, /osmoda-keyd refused .* \(not found\)/);
   });
 

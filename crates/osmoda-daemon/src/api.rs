@@ -38,6 +38,28 @@ pub fn invalid_json(rejection: &JsonRejection) -> String {
     )
 }
 
+/// Reads `T` from a JSON value a handler took apart itself (a nested payload), saying where a
+/// problem is as axum's `Json` does for a body: `` `<at>.<field path>`: <reason> `` in JSON terms
+/// ([`rejection_reason`]), e.g. `` `payload.message`: invalid type: number, expected a string ``.
+///
+/// # Errors
+/// The text above, when `value` is not a `T`.
+pub fn from_value_at<T: serde::de::DeserializeOwned>(
+    at: &str,
+    value: serde_json::Value,
+) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match path.as_str() {
+            "." => at.to_string(),
+            p if p.starts_with('[') => format!("{at}{p}"),
+            p => format!("{at}.{p}"),
+        };
+        let reason = rejection_reason(&e.into_inner().to_string());
+        format!("`{field}`: {reason}")
+    })
+}
+
 /// An extractor rejection's text (axum's `body_text()`) in the caller's terms: axum's framing
 /// ("Failed to deserialize the JSON body into the target type: ", "Invalid URL: ", …) dropped,
 /// and Rust type names (`expected struct BeginBody`, `` to a `i64` ``) said as JSON kinds. What
@@ -63,6 +85,14 @@ pub fn rejection_reason(text: &str) -> String {
             .find(|c: char| !c.is_alphanumeric() && c != '_')
             .map_or(out.len(), |e| i + 16 + e);
         out.replace_range(i..end, "expected a JSON object");
+    }
+    // serde's untagged enums name the Rust type: "data did not match any variant of untagged
+    // enum StrOrVal".
+    if let Some(i) = out.find("did not match any variant of untagged enum ") {
+        let end = out[i + 43..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(out.len(), |e| i + 43 + e);
+        out.replace_range(i..end, "is not one of the accepted shapes");
     }
     for (rust, json) in [
         ("expected u64", "expected a non-negative integer"),
@@ -96,6 +126,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nested_values_name_the_field_that_is_wrong() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            message: String,
+            n: Option<u64>,
+        }
+        for (v, want) in [
+            (
+                json!({"message": 5}),
+                "`payload.message`: invalid type: number, expected a string",
+            ),
+            (
+                json!({"message": "x", "n": "ten"}),
+                "`payload.n`: invalid type: string \"ten\", expected a non-negative integer",
+            ),
+            (
+                json!({"message": "x", "m": 1}),
+                "`payload.m`: unknown field `m`, expected `message` or `n`",
+            ),
+            (json!({}), "`payload`: missing field `message`"),
+            (
+                json!([5]),
+                "`payload[0]`: invalid type: number, expected a string",
+            ),
+            (
+                json!("x"),
+                "`payload`: invalid type: string \"x\", expected a JSON object",
+            ),
+        ] {
+            assert_eq!(from_value_at::<Inner>("payload", v).unwrap_err(), want);
+        }
+    }
+
+    #[test]
     fn rejection_reasons_speak_json_not_rust() {
         for (axum, want) in [
             (
@@ -112,6 +178,7 @@ mod tests {
             ),
             ("Invalid URL: Cannot parse `abc` to a `i64`", "`abc` is not a number"),
             ("Failed to parse the request body as JSON: EOF while parsing a value at line 1 column 0", "EOF while parsing a value at line 1 column 0"),
+            ("data did not match any variant of untagged enum StrOrVal", "data is not one of the accepted shapes"),
         ] {
             assert_eq!(rejection_reason(axum), want);
         }

@@ -4,6 +4,7 @@
 //! notifications.
 
 pub mod api;
+pub mod audit;
 pub mod fuzz;
 pub mod gate;
 pub mod metrics;

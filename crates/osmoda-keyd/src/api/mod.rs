@@ -26,10 +26,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/wallet/delete", post(wallet::delete))
         .route("/wallet/sign", post(sign::sign))
         .route("/wallet/send", post(sign::send))
-        .fallback(|| async {
-            ApiError(KeydError::NotFound(
-                "no such route; see docs/api.md (keyd)".into(),
-            ))
+        .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            ApiError(KeydError::NotFound(format!(
+                "no such route {method} {}; keyd serves GET /health, GET /wallet/list and POST /wallet/create|sign|send|delete (docs/api.md)",
+                uri.path()
+            )))
         })
         .method_not_allowed_fallback(osmoda_daemon::api::method_not_allowed)
         .with_state(state)

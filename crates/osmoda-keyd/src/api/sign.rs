@@ -72,14 +72,23 @@ struct Text {
     message: String,
 }
 
+/// The payload as a `what` (`personal_sign`, ...); a refusal names the field, as the body's do.
 fn parse<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, KeydError> {
-    serde_json::from_value(v).map_err(|e| KeydError::BadRequest(format!("payload ({what}): {e}")))
+    osmoda_daemon::api::from_value_at("payload", v)
+        .map_err(|e| KeydError::BadRequest(format!("{e} (a {what} payload)")))
 }
 
 fn chain_mismatch(w: &Wallet, ty: &str) -> KeydError {
     KeydError::BadRequest(format!(
-        "payload type {ty:?} does not apply to a {} wallet",
-        w.chain.as_str()
+        "payload type {ty:?} does not apply to {} wallet ({})",
+        match w.chain {
+            Chain::Ethereum => "an Ethereum",
+            Chain::Solana => "a Solana",
+        },
+        match w.chain {
+            Chain::Ethereum => "personal_sign, typed_data or transaction",
+            Chain::Solana => "solana_message or offchain_message",
+        }
     ))
 }
 
@@ -168,8 +177,8 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
         }
         ("typed_data", Chain::Ethereum) => {
             let p: Typed = parse(payload, "typed_data")?;
-            let data: TypedData = serde_json::from_value(p.data)
-                .map_err(|e| KeydError::BadRequest(format!("`data` is not EIP-712 typed data: {e}")))?;
+            let data: TypedData = osmoda_daemon::api::from_value_at("payload.data", p.data)
+                .map_err(|e| KeydError::BadRequest(format!("not EIP-712 typed data: {e}")))?;
             eth::typed_digest(&data)?;
             let chain_id = match data.domain.chain_id {
                 Some(id) => Some(u64::try_from(id).map_err(|_| KeydError::BadRequest(format!("domain.chainId {id} does not fit in 64 bits")))?),
@@ -187,7 +196,13 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
             let p: Text = parse(payload, "solana_message")?;
             let bytes = B64.decode(p.message.as_bytes()).map_err(|e| KeydError::BadRequest(format!("`message` is not base64: {e}")))?;
             let from = sol::parse_pubkey(&w.address, "wallet address")?;
-            let t = sol::read_transfer(&bytes, &from)?;
+            // The reader's own words ("the message is truncated") say what, not where.
+            let t = sol::read_transfer(&bytes, &from).map_err(|e| match e {
+                KeydError::BadRequest(m) => KeydError::BadRequest(format!(
+                    "`payload.message` is not a Solana transfer keyd can sign: {m} (a legacy message with one System transfer from the wallet; docs/api.md)"
+                )),
+                other => other,
+            })?;
             let e = Effect {
                 chain: Chain::Solana,
                 kind: "transfer",
