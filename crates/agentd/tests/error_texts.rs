@@ -4,7 +4,7 @@
 //! `{error, detail}`, `error` a sentence that names what was wrong (each row's needles) and what
 //! to do where there is something to do, `detail` null or an object; no empty body, no Debug
 //! dump (`Some(`, `Os {`, `kind: …`), no internal error, and none of agentd's own paths (its
-//! state dir, its sockets).
+//! state dir, its sockets). The approval socket's and the relay socket's refusals likewise.
 
 mod common;
 
@@ -19,61 +19,14 @@ fn row(m: &'static str, p: &str, b: Option<Value>, s: u16, needles: &[&'static s
     (m, p.to_string(), b, s, needles.to_vec())
 }
 
-/// The shape every refusal shares: the error text, or what is wrong with the answer.
+/// The shape every refusal shares (`osmoda_daemon::audit`): the error text, or what is wrong.
 fn check_shape(
     what: &str,
     status: u16,
     body: &Value,
     private: &[String],
 ) -> Result<String, String> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| format!("{what}: not a JSON object: {body}"))?;
-    let mut keys: Vec<&String> = obj.keys().collect();
-    keys.sort();
-    if keys != ["detail", "error"] {
-        return Err(format!("{what}: not {{error, detail}}: {body}"));
-    }
-    let error = obj["error"]
-        .as_str()
-        .ok_or_else(|| format!("{what}: error is not a string: {body}"))?;
-    if error.len() < 12 {
-        return Err(format!("{what}: too short to say anything: {error:?}"));
-    }
-    if !(obj["detail"].is_null() || obj["detail"].is_object()) {
-        return Err(format!(
-            "{what}: detail is neither null nor an object: {body}"
-        ));
-    }
-    if !(400..500).contains(&status) {
-        return Err(format!("{what}: {status} {body}"));
-    }
-    let text = body.to_string();
-    for debug in [
-        "Some(",
-        "None)",
-        "Os {",
-        "kind: ",
-        "Error {",
-        "Custom {",
-        "struct ",
-        "ENOENT",
-        "internal error",
-        "panicked",
-    ] {
-        if text.contains(debug) {
-            return Err(format!(
-                "{what}: a Debug dump or internal error ({debug}): {body}"
-            ));
-        }
-    }
-    // agentd's own paths, unless the request itself named them.
-    for p in private.iter().filter(|p| !what.contains(p.as_str())) {
-        if text.contains(p.as_str()) {
-            return Err(format!("{what}: names agentd's own path {p}: {body}"));
-        }
-    }
-    Ok(error.to_string())
+    osmoda_daemon::audit::check_refusal(what, status, body, private)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -682,5 +635,237 @@ async fn every_refusal_of_the_approval_socket_says_what_was_wrong_in_one_shape()
         .cloned()
         .expect("listed");
     assert_eq!(t["status"], "pending");
+    d.stop().await;
+}
+
+/// The relay socket's refusals (the gateway passing on a person's decision), in the same shape:
+/// a malformed body or decision, no requester, labels that would break the actor, a sender who
+/// is not the owner, an unknown, agent-requested or decided ticket, a wrong route or method.
+/// None of them decides anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_of_the_relay_socket_says_what_was_wrong_in_one_shape() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay_dir = dir.path().join("relay");
+    std::fs::create_dir(&relay_dir).expect("mkdir");
+    let sock = relay_dir.join("relay.sock");
+    let settings = agentd::Settings {
+        relay_uid: Some(nix::unistd::geteuid().as_raw()),
+        relay_socket: Some(sock.clone()),
+        ..Default::default()
+    };
+    let d = Daemon::start_with_tree_and(settings).await;
+    let (trigger, shutdown) = agentd::shutdown_channel();
+    tokio::spawn(agentd::api::relay::serve(
+        agentd::api::relay::bind(&sock).expect("bind relay"),
+        d.state.clone(),
+        shutdown,
+    ));
+    let relay = osmoda_client::Client::new(&sock);
+    let private = vec![
+        d.dir.path().join("state").display().to_string(),
+        d.approval_socket.display().to_string(),
+        sock.display().to_string(),
+    ];
+    // Gate tickets (disabling sshd: one denied, then one pending) and one the agent requested.
+    let gate = || {
+        let agent = d.agent();
+        async move {
+            let r = agent
+                .request(
+                    Method::POST,
+                    "/config/set",
+                    Some(&json!({"file": "configuration.nix", "path": "services.openssh.enable", "value": false, "reason": "r"})),
+                )
+                .await
+                .expect("post");
+            assert_eq!(r.status, 403, "{}", r.body);
+            r.body["detail"]["ticket"]
+                .as_str()
+                .expect("ticket")
+                .to_string()
+        }
+    };
+    let requested = d
+        .agent()
+        .request(
+            Method::POST,
+            "/approval/request",
+            Some(&json!({"operation": {"op": "x"}, "detail": "x"})),
+        )
+        .await
+        .expect("request");
+    let requested = requested.body["id"].as_str().expect("id").to_string();
+    let decided = gate().await;
+    let owner = json!({"channel": "telegram", "sender_id": "42", "owner": true});
+    let r = relay
+        .request(
+            Method::POST,
+            &format!("/relay/approval/{decided}"),
+            Some(&json!({"decision": "deny", "requester": owner})),
+        )
+        .await
+        .expect("deny");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Asked again after the denial: a new ticket, pending.
+    let pending = gate().await;
+    assert_ne!(pending, decided);
+    let at = |id: &str| format!("/relay/approval/{id}");
+    let decide = |decision: &str, requester: Value| {
+        Some(json!({"decision": decision, "requester": requester}))
+    };
+    let rows: Vec<Row> = vec![
+        row("GET", "/no/such/route", None, 404, &["/no/such/route"]),
+        row(
+            "POST",
+            &format!("/approval/{pending}/approve"),
+            None,
+            404,
+            &["/approval/"],
+        ),
+        row("GET", &at(&pending), None, 405, &["GET", "POST"]),
+        row(
+            "POST",
+            &at(&pending),
+            Some(json!("text")),
+            422,
+            &["expected a JSON object"],
+        ),
+        row(
+            "POST",
+            &at(&pending),
+            Some(json!({"decision": "approve", "requester": owner, "bogus": 1})),
+            422,
+            &["unknown field `bogus`", "`decision`"],
+        ),
+        row(
+            "POST",
+            &at(&pending),
+            Some(json!({"requester": owner})),
+            422,
+            &["missing field `decision`"],
+        ),
+        row(
+            "POST",
+            &at(&pending),
+            decide("approve", json!({"channel": "telegram", "owner": "yes"})),
+            422,
+            &["owner", "expected a boolean"],
+        ),
+        row(
+            "POST",
+            &at(&pending),
+            decide("maybe", owner.clone()),
+            400,
+            &["approve", "deny", "maybe"],
+        ),
+        row(
+            "POST",
+            &at(&pending),
+            Some(json!({"decision": "approve"})),
+            400,
+            &["requester", "nothing is decided"],
+        ),
+        row(
+            "POST",
+            &at(&pending),
+            decide("approve", json!({"channel": "tele gram", "owner": true})),
+            400,
+            &["requester.channel", "letters, digits"],
+        ),
+        row(
+            "POST",
+            &at(&pending),
+            decide(
+                "approve",
+                json!({"channel": "telegram", "sender_id": "a]b", "owner": true}),
+            ),
+            400,
+            &["requester.sender_id"],
+        ),
+        row(
+            "POST",
+            &at(&pending),
+            Some(json!({"decision": "approve", "requester": owner, "approval_request": "x,y"})),
+            400,
+            &["approval_request"],
+        ),
+        row(
+            "POST",
+            &at(&pending),
+            decide(
+                "approve",
+                json!({"channel": "telegram", "sender_id": "7", "owner": false}),
+            ),
+            403,
+            &["only the owner", "not the owner"],
+        ),
+        row(
+            "POST",
+            &at("nothere"),
+            decide("approve", owner.clone()),
+            404,
+            &["no approval ticket nothere", "approvals list"],
+        ),
+        row(
+            "POST",
+            &at(&requested),
+            decide("approve", owner.clone()),
+            403,
+            &["requested by the agent", "agentctl"],
+        ),
+        row(
+            "POST",
+            &at(&decided),
+            decide("approve", owner.clone()),
+            409,
+            &["is denied, not pending", "approvals list"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, status, needles) in &rows {
+        let what = format!(
+            "{method} {path} {}",
+            body.as_ref().map(Value::to_string).unwrap_or_default()
+        );
+        let m = if *method == "GET" {
+            Method::GET
+        } else {
+            Method::POST
+        };
+        let r = relay
+            .request(m, path, body.as_ref())
+            .await
+            .expect("request");
+        failures.extend(osmoda_daemon::audit::audit_row(
+            &what,
+            (r.status, &r.body),
+            *status,
+            needles,
+            &private,
+        ));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+    // None of them decided anything: the gate's ticket is still pending, the tree unchanged.
+    let listed = d
+        .agent()
+        .request(Method::GET, "/approvals?limit=1000", None)
+        .await
+        .expect("list");
+    let t = listed
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["id"] == json!(pending))
+        .cloned()
+        .expect("listed");
+    assert_eq!(t["status"], "pending");
+    trigger.fire();
     d.stop().await;
 }

@@ -105,8 +105,29 @@ fn credential(value: &[u8]) -> Result<String, HeadError> {
     Err(HeadError::BadCredential)
 }
 
-/// Writes a short error response (plain text, `connection: close`) and ignores write errors:
-/// the client may already be gone.
+/// What the client can do about a refusal with `status` and `reason`.
+fn hint(status: u16, reason: &str) -> &'static str {
+    match (status, reason) {
+        (405, _) | (400, "malformed-request") => {
+            "send `CONNECT host:port HTTP/1.1` with the token in Proxy-Authorization (HTTPS_PROXY does this)"
+        }
+        (400, "ip-literal") => "connect by the name the capability declares, not a numeric form of an address",
+        (400, _) => "the target is `host:port`: a DNS name (or an address in an allow range) and a port",
+        (407, _) => {
+            "ask agentd for a token (POST /capability/mint, or /sandbox/exec mints one) and send it as `Proxy-Authorization: Bearer <token>`"
+        }
+        (403, _) => {
+            "the token's capabilities (services.osmoda.egress.capabilities) name the domains and ports allowed; private, loopback and link-local addresses are never dialled"
+        }
+        (408, _) => "send the whole request head at once",
+        (429, _) => "wait a minute: the token's CONNECT rate is capped (services.osmoda.egress.limits)",
+        (431, _) => "keep the request head under 16 KiB",
+        _ => "try again later; the proxy's events in the ledger (egress.deny) say more",
+    }
+}
+
+/// Writes a short error response (`{error, detail: {kind, hint}}` as JSON, `connection: close`)
+/// and ignores write errors: the client may already be gone.
 pub async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, status: u16, reason: &str, detail: &str) {
     let phrase = match status {
         400 => "Bad Request",
@@ -121,14 +142,19 @@ pub async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, status: u16, reason: &str,
         504 => "Gateway Timeout",
         _ => "Error",
     };
-    let body = format!("osmoda-egress denied ({reason}): {detail}\n");
+    let mut body = serde_json::json!({
+        "error": format!("osmoda-egress denied ({reason}): {detail}"),
+        "detail": { "kind": reason, "hint": hint(status, reason) },
+    })
+    .to_string();
+    body.push('\n');
     let auth = if status == 407 {
         "proxy-authenticate: Basic realm=\"osmoda-egress\"\r\n"
     } else {
         ""
     };
     let msg = format!(
-        "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n{auth}connection: close\r\ncontent-length: {}\r\nx-osmoda-egress-reason: {reason}\r\n\r\n{body}",
+        "HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n{auth}connection: close\r\ncontent-length: {}\r\nx-osmoda-egress-reason: {reason}\r\n\r\n{body}",
         body.len()
     );
     let _ = s.write_all(msg.as_bytes()).await;

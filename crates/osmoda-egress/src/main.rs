@@ -127,12 +127,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Proxy::new(&cfg, tcp.local_addr()?, Events::new(Some(reporter)))
             .map_err(anyhow::Error::msg)?,
     );
+    let bound = tcp.local_addr()?;
     // Last: binding the status socket also signals readiness.
     let (status, shutdown) = osmoda_daemon::listen("osmoda-egress", &cli.socket, 0o660)?;
-    let app = axum::Router::new().route(
-        "/health",
-        axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .fallback(move |uri: axum::http::Uri| async move {
+            osmoda_daemon::api::error_response(
+                axum::http::StatusCode::NOT_FOUND,
+                &format!(
+                    "no such route {}; the status socket serves GET /health and GET /metrics (the proxy itself is CONNECT on {bound})",
+                    uri.path()
+                ),
+                serde_json::json!({ "kind": "not_found", "hint": "docs/api.md (osmoda-egress)" }),
+            )
+        })
+        .method_not_allowed_fallback(osmoda_daemon::api::method_not_allowed);
     let limits = osmoda_daemon::server::Limits::small();
     let sd = shutdown.clone();
     let status_task = tokio::spawn(async move {

@@ -440,6 +440,10 @@ pub struct DecisionBody {
     pub reason: String,
 }
 
+/// What a person deciding a ticket that is unknown or no longer pending can do (the approval
+/// socket's and the relay's refusals say it alike).
+pub(crate) const LIST: &str = "`agentctl approvals list` shows the tickets waiting for a decision";
+
 async fn decide(
     st: Arc<AppState>,
     peer: Peer,
@@ -448,7 +452,6 @@ async fn decide(
     approve: bool,
 ) -> Result<axum::Json<Ticket>, ApiError> {
     peer.require_outside_boundary()?;
-    const LIST: &str = "`agentctl approvals list` shows the tickets waiting for a decision";
     let mut approvals = st.approvals.lock().await;
     let Ok(status) = approvals.get(&id).map(|t| t.status) else {
         return Err(ApiError::not_found(format!(

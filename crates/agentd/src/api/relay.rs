@@ -22,7 +22,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::approvals::{Ticket, GATE, KEYD};
+use super::approvals::{Ticket, GATE, KEYD, LIST};
 use crate::error::{ApiError, Json};
 use crate::peer::Peer;
 use crate::AppState;
@@ -142,7 +142,11 @@ pub async fn decide(
         ));
     }
     let mut approvals = st.approvals.lock().await;
-    let t = approvals.get(&id)?;
+    let Ok(t) = approvals.get(&id) else {
+        return Err(ApiError::not_found(format!(
+            "no approval ticket {id}; {LIST}"
+        )));
+    };
     // Tickets agentd's gate or osmoda-keyd opened describe the effect themselves; an agent's
     // own request carries only its words, so it is decided with agentctl.
     if t.origin != GATE && t.origin != KEYD {
@@ -154,7 +158,10 @@ pub async fn decide(
     if t.status != "pending" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("ticket {id} is {}, not pending", t.status),
+            format!(
+                "ticket {id} is {}, not pending, so there is nothing left to decide; {LIST}",
+                t.status
+            ),
         ));
     }
     let kind = if approve {

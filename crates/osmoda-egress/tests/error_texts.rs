@@ -1,0 +1,237 @@
+//! Issue 11's error-text audit for osmoda-egress: the proxy's refusals (a malformed head, not a
+//! CONNECT, no, bad, forged, expired or revoked token, a target that does not parse, one the
+//! token does not allow, one that resolves where nothing is dialled) and the status socket's
+//! (the real binary) keep `osmoda_daemon::audit`'s rule: a JSON `{error, detail}` naming what
+//! was wrong, with a `kind` and a `hint` saying what to do; no Debug dump, none of the proxy's
+//! own paths (key files, spool). Names resolve through the DNS fixture on loopback; no refusal
+//! here dials anything.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::dns::{self, Rec};
+use common::*;
+use osmoda_client::Method;
+use osmoda_daemon::audit::audit_row;
+use serde_json::Value;
+
+/// The JSON body of a proxy answer (after its head).
+fn body(text: &str) -> Value {
+    let b = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(b).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_proxy_refusal_says_what_was_wrong_in_one_shape() {
+    let keys = Keys::new();
+    let mut zone: dns::Zone = HashMap::new();
+    zone.insert(
+        "ten.allowed.test".into(),
+        vec![Rec::Ip("10.0.0.1".parse().unwrap())],
+    );
+    let dns = dns::serve(zone).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let caps: &[(&str, &[&str], &[u16])] = &[("web", &["*.allowed.test"], &[443])];
+    let cfg = config(&keys, listener.local_addr().unwrap(), caps, &[], dns);
+    let proxy = start(listener, None, &cfg, &keys.spool()).await;
+    let private = vec![
+        keys.public().display().to_string(),
+        keys.revoked().display().to_string(),
+        keys.spool().display().to_string(),
+    ];
+
+    let good = keys.token(caps);
+    let expired = keys.token_at(caps, now() - 7200, now() - 3600);
+    let forged = osmoda_egress::token::mint(
+        &ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+        &claims(caps, now(), now() + 60),
+    )
+    .unwrap();
+    let revoked_claims = claims(caps, now(), now() + 3600);
+    let revoked = osmoda_egress::token::mint(&keys.sk, &revoked_claims).unwrap();
+    std::fs::write(keys.revoked(), format!("{}\n", revoked_claims.id)).unwrap();
+    let g = Some(good.as_str());
+    let rows: Vec<(&str, Vec<u8>, u16, Vec<&str>)> = vec![
+        (
+            "garbage",
+            b"\x16\x03\x01 hello\r\n\r\n".to_vec(),
+            400,
+            vec!["malformed-request"],
+        ),
+        (
+            "GET",
+            b"GET http://x.allowed.test/ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            405,
+            vec!["GET is not proxied", "CONNECT"],
+        ),
+        (
+            "no token",
+            connect("api.allowed.test:443", None),
+            407,
+            vec!["no-token", "Proxy-Authorization"],
+        ),
+        (
+            "not a token",
+            connect("api.allowed.test:443", Some("hello")),
+            407,
+            vec!["token-invalid"],
+        ),
+        (
+            "Basic without a password",
+            b"CONNECT a.allowed.test:443 HTTP/1.1\r\nProxy-Authorization: Basic !!!\r\n\r\n"
+                .to_vec(),
+            407,
+            vec!["bad-credential"],
+        ),
+        (
+            "forged",
+            connect("api.allowed.test:443", Some(&forged)),
+            407,
+            vec!["token-forged"],
+        ),
+        (
+            "expired",
+            connect("api.allowed.test:443", Some(&expired)),
+            407,
+            vec!["token-expired"],
+        ),
+        (
+            "revoked",
+            connect("api.allowed.test:443", Some(&revoked)),
+            407,
+            vec!["token-revoked", "revoked"],
+        ),
+        (
+            "no port",
+            connect("api.allowed.test", g),
+            400,
+            vec!["invalid-target"],
+        ),
+        (
+            "numeric form",
+            connect("0x7f000001:443", g),
+            400,
+            vec!["ip-literal"],
+        ),
+        (
+            "another name",
+            connect("api.other.test:443", g),
+            403,
+            vec!["api.other.test:443 is not allowed by this token"],
+        ),
+        (
+            "another port",
+            connect("api.allowed.test:22", g),
+            403,
+            vec!["api.allowed.test:22 is not allowed by this token"],
+        ),
+        (
+            "resolves to a private address",
+            connect("ten.allowed.test:443", g),
+            403,
+            vec!["10.0.0.1", "never dialled"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, raw, status, needles) in &rows {
+        let a = send(proxy.addr, raw).await;
+        if !a.text.contains("content-type: application/json") {
+            failures.push(format!("{what}: not JSON: {}", a.text));
+        }
+        let b = body(&a.text);
+        if b["detail"]["kind"] != a.reason.as_str() || !b["detail"]["hint"].is_string() {
+            failures.push(format!(
+                "{what}: detail.kind is not the reason header {:?}, or no hint: {b}",
+                a.reason
+            ));
+        }
+        failures.extend(audit_row(what, (a.status, &b), *status, needles, &private));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+    proxy.trigger.fire();
+    proxy.task.await.unwrap().unwrap();
+}
+
+/// The real binary's status socket: an unknown route or a wrong method is a JSON refusal naming
+/// what it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_socket_refuses_in_one_shape() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        &keys,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &[],
+        &[],
+        "127.0.0.1:53".parse().unwrap(),
+    );
+    let config_file = dir.path().join("egress.json");
+    std::fs::write(&config_file, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let socket = dir.path().join("egress.sock");
+    let mut child = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&config_file)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--proxy-socket")
+        .arg(dir.path().join("egress-proxy.sock"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--agentd-socket")
+        .arg(dir.path().join("agentd.sock"))
+        .spawn()
+        .unwrap();
+    let client = osmoda_client::Client::new(&socket);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get("/health").await.is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "osmoda-egress exited");
+        assert!(Instant::now() < deadline, "no status socket within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let private = vec![
+        dir.path().join("state").display().to_string(),
+        config_file.display().to_string(),
+        keys.public().display().to_string(),
+    ];
+    let rows: Vec<(Method, &str, u16, Vec<&str>)> = vec![
+        (
+            Method::GET,
+            "/no/such/route",
+            404,
+            vec!["no such route /no/such/route", "/health", "CONNECT"],
+        ),
+        (Method::POST, "/health", 405, vec!["POST", "/health"]),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, status, needles) in &rows {
+        let r = client
+            .request(method.clone(), path, None::<&Value>)
+            .await
+            .unwrap();
+        failures.extend(audit_row(
+            &format!("{method} {path}"),
+            (r.status, &r.body),
+            *status,
+            needles,
+            &private,
+        ));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
