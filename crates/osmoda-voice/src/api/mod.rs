@@ -27,10 +27,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/voice/speak", post(voice::speak))
         .route("/voice/record", post(voice::record))
         .route("/voice/listen", post(voice::listen))
-        .fallback(|| async {
-            ApiError(VoiceError::NotFound(
-                "no such route; see docs/api.md".into(),
-            ))
+        .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            ApiError(VoiceError::NotFound(format!(
+                "no such route {method} {}; osmoda-voice serves GET /health, GET /voice/status and POST /voice/transcribe|speak|record|listen (docs/api.md)",
+                uri.path()
+            )))
         })
         .method_not_allowed_fallback(osmoda_daemon::api::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
