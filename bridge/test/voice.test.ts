@@ -2,10 +2,13 @@
 // voice and whisper tiny.en from PyPI, crates/osmoda-voice/scripts/fetch-models): speak → a WAV,
 // transcribe it back, and listen to speech, 2 s of silence, speech: each utterance reaches the
 // agent as the person's message through the same gateway's /v1/chat/completions, and the
-// scripted model sees both. There is no PipeWire here: recording and playing say so.
+// scripted model sees both. Audio goes through a real PipeWire (test/pipewire.ts: a private
+// server whose microphone hears its speaker): voice_speak plays there, voice_record and
+// voice_listen hear what is played; once that PipeWire is stopped, they say there is no audio
+// device.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,10 +17,12 @@ import { call } from "../src/client.ts";
 import { Stack, ToolCalls, coverageOf, until } from "./harness.ts";
 import { startChatGateway } from "./chat.ts";
 import { ScriptedModel, type ChatRequest, type Step } from "./model.ts";
+import { MIC, PipeWire } from "./pipewire.ts";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const stack = new Stack();
 const audioDir = join(stack.dir, "audio");
+const pipewire = new PipeWire(join(stack.dir, "pipewire"));
 
 /** Everything a refused voice call could change: the files it writes and its ledger events. */
 async function snapshot() {
@@ -94,38 +99,55 @@ describe("voice tools through the real gateway", { timeout: 900_000 }, () => {
     const m = Object.fromEntries(fetched.stdout.trim().split("\n").map((l) => l.split("=", 2)));
     mkdirSync(audioDir, { recursive: true });
     await model.start();
+    await pipewire.start();
     const port = await stack.reservePort();
+    // osmoda-voice (and only it uses them) gets PipeWire's directory from the environment, as
+    // the unit's PIPEWIRE_RUNTIME_DIR gives it.
+    const saved = { ...process.env };
+    Object.assign(process.env, pipewire.env());
     await stack.startDaemons({
       voice: {
         piper: m.piper,
         config: { whisper_model: m.whisper_model, piper_model: m.piper_model, language: "en", audio_dirs: [audioDir], gateway_url: `http://127.0.0.1:${port}` },
       },
+    }).finally(() => {
+      for (const k of Object.keys(pipewire.env())) if (saved[k] === undefined) delete process.env[k]; else process.env[k] = saved[k];
     });
     await startChatGateway(stack, model);
   });
   after(async () => {
     await stack.stop();
     await model.stop();
+    await pipewire.stop();
   });
 
-  it("voice_status says what is loaded and that there is no audio device here", async () => {
+  it("voice_status says what is loaded and that PipeWire is there", async () => {
     const s = await calls.ok("voice_status", {});
     assert.match(s.text, /whisper model: .*ggml-tiny\.en\.bin; language en/);
     assert.match(s.text, /piper voice: .*en_US-joe-medium\.onnx/);
-    assert.match(s.text, /audio device: no audio device: /);
+    assert.match(s.text, /audio device: PipeWire/);
     assert.match(s.text, /listening: no; 0 utterances/);
     await calls.refused("voice_status", { verbose: true }, /verbose/);
   });
 
-  it("voice_speak writes speech, voice_transcribe hears the words back", async () => {
+  it("voice_speak plays through PipeWire, voice_transcribe hears the words back", async () => {
     const said = "Please restart the web server after the update.";
+    // A recorder of the test's own on the microphone, from before the call until after it.
+    const heardWav = join(audioDir, "heard.wav");
+    const ear = spawn("pw-record", ["--rate", "16000", "--channels", "1", "--format", "s16", "--target", MIC, heardWav], { env: { ...process.env, ...pipewire.env() }, stdio: "ignore" });
+    const earExit = new Promise((r) => ear.once("exit", r));
+    await pipewire.recorderLinked();
     const s = await calls.ok("voice_speak", { text: said });
-    assert.match(s.text, /^spoke \d+ ms of audio into \/.*\.wav \(not played: no audio device: /);
-    assert.equal(s.details.played, false);
-    const t = await calls.ok("voice_transcribe", { audio_path: s.details.audio_path });
-    for (const w of ["restart", "web", "server", "update"]) assert.match(t.details.text.toLowerCase(), new RegExp(w), t.text);
-    assert.match(t.text, /language en, transcribed in \d+ ms/);
-    await settled(2); // voice.spoke, voice.transcribed
+    ear.kill("SIGINT");
+    await Promise.race([earExit, new Promise((_, no) => setTimeout(() => no(new Error("pw-record did not stop on SIGINT")), 10_000))]);
+    assert.match(s.text, /^spoke \d+ ms of audio into \/.*\.wav \(played\)\.$/);
+    assert.equal(s.details.played, true);
+    for (const file of [s.details.audio_path, heardWav]) {
+      const t = await calls.ok("voice_transcribe", { audio_path: file });
+      for (const w of ["restart", "web", "server", "update"]) assert.match(t.details.text.toLowerCase(), new RegExp(w), t.text);
+      assert.match(t.text, /language en, transcribed in \d+ ms/);
+    }
+    await settled(3); // voice.spoke, 2 voice.transcribed
     await calls.refused("voice_speak", { text: "" }, /text: must NOT have fewer than 1 characters|text/);
     await calls.refused("voice_speak", { text: "bell\u0007" }, /osmoda-voice refused voice_speak.*control characters/);
     await calls.refused("voice_transcribe", { audio_path: "relative.wav" }, /audio_path/);
@@ -133,24 +155,37 @@ describe("voice tools through the real gateway", { timeout: 900_000 }, () => {
     await calls.refused("voice_transcribe", { audio_path: join(audioDir, "missing.wav") }, /does not exist/);
   });
 
-  it("voice_record and voice_listen from the microphone say there is no audio device", async () => {
-    await calls.refused("voice_record", { duration_secs: 2 }, /osmoda-voice cannot do voice_record here: no audio device/);
+  it("voice_record hears what is played on the speaker", async () => {
+    const said = await calls.ok("voice_speak", { text: "Roll back the last configuration change.", play: false });
+    const rec = calls.ok("voice_record", { duration_secs: 10 });
+    await pipewire.recorderLinked();
+    await pipewire.play(said.details.audio_path);
+    const r = await rec;
+    assert.match(r.text, /^recorded \d+ ms of audio into \/.*\/recordings\/.*\.wav: /);
+    assert.ok(r.details.duration_ms >= 5_000 && r.details.duration_ms <= 10_500, r.text);
+    assert.match(r.details.text.toLowerCase(), /roll back.*configuration change/, r.text);
+    await settled(5); // + voice.spoke, voice.recorded
     await calls.refused("voice_record", { duration_secs: 0 }, /duration_secs/);
+    await calls.refused("voice_record", { duration_secs: 31 }, /duration_secs/);
   });
 
-  it("voice_listen cuts speech, silence, speech into two utterances, and the agent hears each as the person", async () => {
+  it("voice_listen on the microphone cuts speech, silence, speech into two utterances, and the agent hears each as the person", async () => {
     const a = await calls.ok("voice_speak", { text: "Turn on the lights in the kitchen.", play: false });
     const b = await calls.ok("voice_speak", { text: "What will the weather be like tomorrow?", play: false });
     const two = join(audioDir, "two.wav");
     concat(a.details.audio_path, b.details.audio_path, 2000, two);
     const before = heard.length;
-    const l = await calls.ok("voice_listen", { enabled: true, audio_path: two });
+    const l = await calls.ok("voice_listen", { enabled: true });
     assert.equal(l.text, "listening (was not listening).");
+    await pipewire.recorderLinked();
+    await pipewire.play(two);
     // Polled on voice's own socket: the gateway is busy with the turns the utterances start.
     await until("both utterances delivered", 600_000, async () => {
       const s = (await call({ socket: stack.voiceSocket, method: "GET", path: "/voice/status", timeoutMs: 30_000 })).body;
-      return !s.listening && s.listen.recent.length >= 2;
+      return s.listen.recent.length >= 2;
     });
+    const stop = await calls.ok("voice_listen", { enabled: false });
+    assert.equal(stop.text, "not listening (was listening).");
     const status = await calls.ok("voice_status", {});
     assert.equal(status.details.listen.utterances, 2, JSON.stringify(status.details.listen));
     assert.ok(status.details.listen.recent.every((h: any) => h.delivered), JSON.stringify(status.details.listen));
@@ -160,15 +195,21 @@ describe("voice tools through the real gateway", { timeout: 900_000 }, () => {
     assert.match(got[1].toLowerCase(), /weather.*tomorrow/);
     assert.match(status.details.listen.recent[0].reply, /^I heard: /);
     await until("the utterances in the ledger", 30_000, async () => (await stack.agentd("GET", "/events/log?type=voice.utterance&limit=100")).length === 2);
-    // 2 + 2 speeches + listen.started + 2 utterances + listen.stopped.
-    await settled(8);
-    const stop = await calls.ok("voice_listen", { enabled: false });
-    assert.equal(stop.text, "not listening (was not listening).");
-    await calls.refused("voice_listen", { enabled: true }, /no audio device/);
+    // 5 + 2 speeches + listen.started + 2 utterances + listen.stopped.
+    await settled(11);
     await calls.refused("voice_listen", { enabled: "yes" }, /enabled/);
+    await calls.refused("voice_listen", { enabled: true, audio_path: "/etc/passwd" }, /outside the directories/);
   });
 
-  // voice_record can only succeed with an audio device (PipeWire), which this machine has not:
-  // through the gateway it is tested refusing (no audio device, bad duration).
-  it("covers every voice tool", () => calls.assertCovered(coverageOf("voice").filter((t) => t !== "voice_record")));
+  it("without PipeWire, voice_record and voice_listen say there is no audio device", async () => {
+    await pipewire.stop();
+    const s = await calls.ok("voice_status", {});
+    assert.match(s.text, /audio device: no audio device: /);
+    await calls.refused("voice_record", { duration_secs: 2 }, /osmoda-voice cannot do voice_record here: no audio device/);
+    await calls.refused("voice_listen", { enabled: true }, /no audio device/);
+    const spoken = await calls.ok("voice_speak", { text: "Hello.", play: true });
+    assert.match(spoken.text, /\(not played: no audio device: /);
+  });
+
+  it("covers every voice tool", () => calls.assertCovered(coverageOf("voice")));
 });

@@ -63,15 +63,17 @@ export const voiceTools = [
   tool({
     name: "voice_record",
     label: "Record",
-    description: "Record from the microphone (PipeWire) for a few seconds into a WAV file, and transcribe it unless told not to.",
+    description: "Record from the microphone (PipeWire) for a few seconds into a WAV file, and transcribe it unless told not to. For longer speech use voice_listen.",
     parameters: obj({
-      duration_secs: Type.Optional(Type.Integer({ minimum: 1, maximum: 300, description: "Seconds to record (default 5)." })),
+      // At most 30 s: recording and then transcribing it (slower than real time on small
+      // machines) must fit the bridge's 120 s budget for one daemon call.
+      duration_secs: Type.Optional(Type.Integer({ minimum: 1, maximum: 30, description: "Seconds to record, at most 30 (default 5)." })),
       transcribe: Type.Optional(Type.Boolean({ description: "Transcribe the recording (default true)." })),
     }),
     async run(p, ctx) {
       const r = await ctx.daemon("osmoda-voice", "POST", "/voice/record", p, "voice_record");
       const heard = r.text === undefined ? "" : `: ${JSON.stringify(r.text)}`;
-      return { text: `recorded ${r.audio_path}${heard}`, details: r };
+      return { text: `recorded ${r.duration_ms} ms of audio into ${r.audio_path}${heard}`, details: r };
     },
   }),
   tool({
