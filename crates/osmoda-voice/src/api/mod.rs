@@ -29,7 +29,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/voice/listen", post(voice::listen))
         .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
             ApiError(VoiceError::NotFound(format!(
-                "no such route {method} {}; osmoda-voice serves GET /health, GET /voice/status and POST /voice/transcribe|speak|record|listen (docs/api.md)",
+                "no such route {method} {}; osmoda-voice serves GET /health, GET /voice/status and POST /voice/transcribe, /voice/speak, /voice/record and /voice/listen (docs/api.md)",
                 uri.path()
             )))
         })
