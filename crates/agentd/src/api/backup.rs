@@ -82,10 +82,12 @@ pub async fn create(
 /// # Errors
 /// 500 when the archive directory cannot be listed.
 pub async fn list(State(st): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
-    let dir = backup::backup_dir(&st.settings.backup, &st.state_dir);
-    let all = tokio::task::spawn_blocking(move || backup::list(&dir))
-        .await
-        .map_err(ApiError::internal)??;
+    let (settings, state_dir) = (st.settings.backup.clone(), st.state_dir.clone());
+    let all = tokio::task::spawn_blocking(move || {
+        backup::list(&backup::open_dir(&settings, &state_dir)?)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok(axum::Json(json!({ "backups": all })))
 }
 
@@ -120,10 +122,10 @@ pub async fn restore(
         return Err(BackupError::InvalidId(body.backup_id.chars().take(80).collect()).into());
     }
     let _one = BUSY.lock().await;
-    let dir = backup::backup_dir(&st.settings.backup, &st.state_dir);
     let st2 = st.clone();
     let id = body.backup_id.clone();
     let prepared = tokio::task::spawn_blocking(move || {
+        let dir = backup::open_dir(&st2.settings.backup, &st2.state_dir)?;
         restore::prepare(&st2, &dir, &id, &st2.settings.backup)
     })
     .await

@@ -117,6 +117,9 @@ impl Fence {
     pub(crate) fn of(st: &AppState) -> Fence {
         let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
         let mut hidden = vec![(real(&st.state_dir), "agentd's state")];
+        // Backup archives hold every daemon's state: daemon state wherever `backup.dir` is.
+        let backups = crate::backup::backup_dir(&st.settings.backup, &st.state_dir);
+        hidden.push((real(&backups), "the backup archives"));
         for m in osmoda_sandbox::OSMODA_MASKED {
             hidden.push((
                 real(Path::new(m)),

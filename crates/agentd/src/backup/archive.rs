@@ -14,6 +14,9 @@ const MAX_MANIFEST: u64 = 8 * 1024 * 1024;
 /// The manifest's entry name.
 pub const MANIFEST: &str = "manifest.json";
 
+/// Tar's header errors quote the bytes they read (which could be any file's): never shown.
+const NOT_TAR: &str = "not a tar archive (a header does not parse)";
+
 fn corrupt(id: &str, reason: impl Into<String>) -> BackupError {
     BackupError::Corrupt {
         id: id.into(),
@@ -157,7 +160,7 @@ fn read_manifest_entry<R: std::io::Read>(
     let mut first = entries
         .next()
         .ok_or_else(|| corrupt(id, "the archive is empty"))?
-        .map_err(|e| corrupt(id, format!("not a tar archive: {e}")))?;
+        .map_err(|_| corrupt(id, NOT_TAR))?;
     let path = first
         .path()
         .map(|p| p.to_string_lossy().to_string())
@@ -177,8 +180,17 @@ fn read_manifest_entry<R: std::io::Read>(
         .take(MAX_MANIFEST)
         .read_to_end(&mut bytes)
         .map_err(|e| corrupt(id, format!("reading the manifest: {e}")))?;
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| corrupt(id, format!("the manifest does not parse: {e}")))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        // Only where: serde's messages may quote the bytes.
+        corrupt(
+            id,
+            format!(
+                "the manifest does not parse (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
     check_manifest(id, &manifest)?;
     Ok((manifest, hex::encode(Sha256::digest(&bytes))))
 }
@@ -197,11 +209,9 @@ fn id_of(file: &Path) -> String {
 /// [`BackupError::Corrupt`] when the first entry is not a valid manifest.
 pub fn read_manifest(file: &Path) -> Result<(Manifest, String), BackupError> {
     let id = id_of(file);
-    let f = std::fs::File::open(file).map_err(io(format!("reading {}", file.display())))?;
+    let f = super::open_archive(file)?;
     let mut archive = tar::Archive::new(f);
-    let mut entries = archive
-        .entries()
-        .map_err(|e| corrupt(&id, format!("not a tar archive: {e}")))?;
+    let mut entries = archive.entries().map_err(|_| corrupt(&id, NOT_TAR))?;
     read_manifest_entry(&id, &mut entries)
 }
 
@@ -214,15 +224,13 @@ pub fn read_manifest(file: &Path) -> Result<(Manifest, String), BackupError> {
 pub fn extract_verified(file: &Path, staging: &Path) -> Result<(Manifest, String), BackupError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let id = id_of(file);
-    let f = std::fs::File::open(file).map_err(io(format!("reading {}", file.display())))?;
+    let f = super::open_archive(file)?;
     let mut archive = tar::Archive::new(f);
-    let mut entries = archive
-        .entries()
-        .map_err(|e| corrupt(&id, format!("not a tar archive: {e}")))?;
+    let mut entries = archive.entries().map_err(|_| corrupt(&id, NOT_TAR))?;
     let (manifest, digest) = read_manifest_entry(&id, &mut entries)?;
     let mut expected = manifest.files.iter();
     for entry in entries {
-        let mut entry = entry.map_err(|e| corrupt(&id, format!("reading the archive: {e}")))?;
+        let mut entry = entry.map_err(|_| corrupt(&id, NOT_TAR))?;
         let path = entry
             .path()
             .map(|p| p.to_string_lossy().to_string())

@@ -234,19 +234,90 @@ pub fn backup_dir(settings: &BackupSettings, state_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| state_dir.join("backups"))
 }
 
-/// The archive of backup `id` under `dir`.
+/// The archive directory, created 0700 when missing and checked like agentd's own state: a
+/// real directory (not a symbolic link), owned by agentd's user, with no permission for group
+/// or others (archives hold every daemon's secrets). Every create, list and restore goes
+/// through here.
 ///
 /// # Errors
-/// [`BackupError::InvalidId`] or [`BackupError::NotFound`].
+/// [`BackupError::Refused`] naming what is wrong and the fix; I/O errors creating it.
+pub fn open_dir(settings: &BackupSettings, state_dir: &Path) -> Result<PathBuf, BackupError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = backup_dir(settings, state_dir);
+    if std::fs::symlink_metadata(&dir).is_err() {
+        mkdir_private(&dir)?;
+    }
+    let meta = std::fs::symlink_metadata(&dir).map_err(io(format!("reading {}", dir.display())))?;
+    let fix = "backups are daemon state: give agentd a directory of its own (services.osmoda.agentd.backup.dir), owned by root, mode 0700";
+    if !meta.file_type().is_dir() {
+        return Err(BackupError::Refused(format!(
+            "the backup directory {} is not a directory (a symbolic link or a file); {fix}",
+            dir.display()
+        )));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(BackupError::Refused(format!(
+            "the backup directory {} is owned by uid {}, not agentd's uid {me}; {fix}",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(BackupError::Refused(format!(
+            "the backup directory {} has mode {:04o}: group or others may use it; {fix} (chmod 0700 {})",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// The archive of backup `id` under `dir`: a regular file (a symbolic link or anything else
+/// with the name is refused, never followed).
+///
+/// # Errors
+/// [`BackupError::InvalidId`], [`BackupError::NotFound`] or [`BackupError::Refused`].
 pub fn archive_path(dir: &Path, id: &str) -> Result<PathBuf, BackupError> {
     if !valid_id(id) {
         return Err(BackupError::InvalidId(id.chars().take(80).collect()));
     }
     let p = dir.join(format!("{id}.tar"));
-    if !p.is_file() {
-        return Err(BackupError::NotFound(id.into()));
+    match std::fs::symlink_metadata(&p) {
+        Err(_) => Err(BackupError::NotFound(id.into())),
+        Ok(m) if !m.file_type().is_file() => Err(BackupError::Refused(format!(
+            "{} is not a regular file (a symbolic link or a directory); it is not read. Remove it",
+            p.display()
+        ))),
+        Ok(_) => Ok(p),
     }
-    Ok(p)
+}
+
+/// Opens archive `file` for reading without following a symbolic link, and only when it is a
+/// regular file.
+pub(crate) fn open_archive(file: &Path) -> Result<std::fs::File, BackupError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let ctx = format!("reading {}", file.display());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(file)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => BackupError::Refused(format!(
+                "{} is a symbolic link; it is not followed. Remove it",
+                file.display()
+            )),
+            _ => io(ctx.clone())(e),
+        })?;
+    let meta = f.metadata().map_err(io(ctx))?;
+    if !meta.file_type().is_file() {
+        return Err(BackupError::Refused(format!(
+            "{} is not a regular file; it is not read. Remove it",
+            file.display()
+        )));
+    }
+    Ok(f)
 }
 
 pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64), BackupError> {
@@ -381,6 +452,11 @@ pub fn list(dir: &Path) -> Result<Vec<Summary>, BackupError> {
             continue;
         };
         let file = e.path();
+        // Only regular files are archives (entry types are not followed through links).
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            tracing::warn!(path = %file.display(), "not a regular file in the backup directory; ignored");
+            continue;
+        }
         let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
         let summary = match archive::read_manifest(&file) {
             Ok((m, digest)) => Summary {
@@ -433,8 +509,7 @@ pub struct Inputs<'a> {
 /// A source or the archive directory cannot be read or written, git fails, or a database
 /// cannot be snapshotted; nothing is left behind but the previous archives.
 pub fn create(inp: &Inputs<'_>) -> Result<Summary, BackupError> {
-    let dir = backup_dir(inp.settings, inp.state_dir);
-    mkdir_private(&dir)?;
+    let dir = open_dir(inp.settings, inp.state_dir)?;
     let id = new_id(&dir)?;
     let work = dir.join(format!(".work-{id}"));
     mkdir_private(&work)?;
