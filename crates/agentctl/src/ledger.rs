@@ -56,39 +56,98 @@ pub fn run(cmd: LedgerCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs `agentctl verify-ledger`: exit 0 when the chain holds and the rows match every signed
-/// checkpoint, 6 (naming the first event that disagrees) when not.
-///
-/// # Errors
-/// A database that cannot be read; checkpoints present without a verifier key.
+/// Where `agentctl verify-ledger` takes its trust anchors from: keys named on the command line
+/// or in the configuration, never (silently) from the directory under check.
+#[derive(Debug, Default)]
+pub struct Anchors<'a> {
+    /// Checkpoint verifier keys (`--vkey`, repeatable).
+    pub vkeys: &'a [String],
+    /// Files of checkpoint verifier keys, one per line (`--vkey-file`, repeatable).
+    pub vkey_files: &'a [PathBuf],
+    /// Witness verifier keys (`--witness-key`, repeatable).
+    pub witness_keys: &'a [String],
+    /// agentd's configuration (`--config`): `ledger.witness.peers` are the witnesses' keys.
+    pub config: Option<&'a Path>,
+}
+
+fn key_lines(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+}
+
+/// The checkpoint verifier keys: from the command line when given; otherwise from the state
+/// dir (`checkpoint.vkeys`, `checkpoint.vkey`) with a warning that root can replace them there.
+fn checkpoint_keys(dir: &Path, a: &Anchors<'_>) -> anyhow::Result<Vec<String>> {
+    let mut keys: Vec<String> = a.vkeys.to_vec();
+    for f in a.vkey_files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading the verifier keys {}", f.display()))?;
+        keys.extend(key_lines(&text));
+    }
+    if !keys.is_empty() {
+        return Ok(keys);
+    }
+    for name in ["checkpoint.vkeys", "checkpoint.vkey"] {
+        if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
+            keys.extend(
+                key_lines(&text)
+                    .filter(|k| !keys.contains(k))
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    if !keys.is_empty() {
+        output::note(&format!(
+            "warning: the verifier keys were read from {}, the directory being checked: whoever can rewrite the ledger can replace them there; pass --vkey or --vkey-file with keys kept elsewhere for a check that holds against root",
+            dir.display()
+        ));
+    }
+    Ok(keys)
+}
+
+/// The witnesses' keys: `--witness-key`, else `ledger.witness.peers` of the configuration.
+/// `witness-peers.keys` in the state dir is not trusted.
+fn witness_keys(a: &Anchors<'_>) -> anyhow::Result<Vec<String>> {
+    if !a.witness_keys.is_empty() {
+        return Ok(a.witness_keys.to_vec());
+    }
+    let Some(config) = a.config else {
+        anyhow::bail!("no witness keys: pass --witness-key <name+id+key> (repeatable) or --config <agentd.json> whose ledger.witness.peers name them (keys in the state dir are not trusted: whoever rolls the ledger back can rewrite them)");
+    };
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config.display()))?;
+    let peers = v
+        .pointer("/ledger/witness/peers")
+        .or_else(|| v.pointer("/agentd/ledger/witness/peers"))
+        .and_then(serde_json::Value::as_object);
+    let keys: Vec<String> = peers
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "{} names no witnesses (ledger.witness.peers); pass --witness-key",
+        config.display()
+    );
+    Ok(keys)
+}
+
 /// Checks that the newest checkpoint has at least `n` valid cosignatures (from
-/// `cosignatures.jsonl` next to the database) by distinct witnesses among `keys` (default: the
-/// peers' keys agentd wrote to `witness-peers.keys`); `Some(exit code)` when it has not.
+/// `cosignatures.jsonl` next to the database) by distinct witnesses among `keys`; `Some(exit
+/// code)` when it has not.
 fn witnessed(
     dir: &Path,
     cps: &[osmoda_ledger::SignedCheckpoint],
     n: usize,
     keys: &[String],
 ) -> anyhow::Result<Option<ExitCode>> {
-    let keys: Vec<String> = if keys.is_empty() {
-        let p = dir.join("witness-peers.keys");
-        std::fs::read_to_string(&p)
-            .with_context(|| {
-                format!(
-                    "reading the witnesses' keys {} (pass --witness-key <name+id+key> instead)",
-                    p.display()
-                )
-            })?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
-    } else {
-        keys.to_vec()
-    };
     let cos = osmoda_ledger::witness::read_cosignatures(&dir.join("cosignatures.jsonl"))?;
-    let (size, have) = osmoda_ledger::witness::newest_cosigned(cps, &cos, &keys)
+    let (size, have) = osmoda_ledger::witness::newest_cosigned(cps, &cos, keys)
         .map_err(|e| anyhow::anyhow!("witness keys: {e}"))?
         .unwrap_or((0, 0));
     if have >= n {
@@ -103,85 +162,133 @@ fn witnessed(
     Ok(Some(ExitCode::from(output::code::LEDGER_BROKEN)))
 }
 
+fn broken(msg: &str) -> anyhow::Result<ExitCode> {
+    output::note(msg);
+    Ok(ExitCode::from(output::code::LEDGER_BROKEN))
+}
+
+/// Runs `agentctl verify-ledger`: exit 0 when the chain holds, the checkpoint file and the
+/// ledger's own `agentd.checkpoint` events agree, and the rows match every signed checkpoint;
+/// 6 (naming what disagrees) when not.
+///
+/// # Errors
+/// A database that cannot be read; a `--checkpoints` file that does not exist; a malformed or
+/// missing verifier key; `--witnesses` without witness keys.
 pub fn verify(
     db: &Path,
     checkpoints: Option<&Path>,
-    vkey: Option<&str>,
-    witnesses: Option<(usize, &[String])>,
+    witnesses: Option<usize>,
+    anchors: &Anchors<'_>,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(db.exists(), "no ledger at {}", db.display());
+    if let Some(p) = checkpoints {
+        anyhow::ensure!(
+            p.exists(),
+            "no checkpoint file at {} (the --checkpoints you named)",
+            p.display()
+        );
+    }
     let report = osmoda_ledger::verify(db).with_context(|| format!("reading {}", db.display()))?;
     if let Some(bad) = report.first_bad {
-        output::note(&format!(
+        return broken(&format!(
             "ledger BROKEN at event {}: {}",
             bad.id, bad.reason
         ));
-        return Ok(ExitCode::from(output::code::LEDGER_BROKEN));
     }
     let dir = db.parent().unwrap_or(Path::new("."));
     let file_path = checkpoints.map_or_else(|| dir.join("checkpoints.jsonl"), Path::to_path_buf);
     let file = osmoda_ledger::CheckpointFile::new(&file_path);
     let cps = file.read()?;
-    if cps.is_empty() && witnesses.is_some_and(|(n, _)| n > 0) {
+    if let Some(n) = file.torn_tail()? {
         output::note(&format!(
-            "ledger NOT witnessed: no signed checkpoints at {}",
+            "note: {} ends in a torn line of {n} bytes (a crash while appending; agentd cuts it at its next start)",
             file_path.display()
         ));
-        return Ok(ExitCode::from(output::code::LEDGER_BROKEN));
     }
-    if cps.is_empty() {
+    let keys = checkpoint_keys(dir, anchors)?;
+    let none_recorded = osmoda_ledger::recorded_checkpoints(db)?.is_empty();
+    if cps.is_empty() && none_recorded {
+        if !keys.is_empty() {
+            return broken(&format!(
+                "ledger BROKEN: checkpoints were signed here (there is a verifier key) but none are in {} nor in the ledger: the file and the checkpoint events were removed",
+                file_path.display()
+            ));
+        }
+        if witnesses.is_some_and(|n| n > 0) {
+            return broken(&format!(
+                "ledger NOT witnessed: no signed checkpoints at {}",
+                file_path.display()
+            ));
+        }
         output::emit(&format!(
-            "ledger chain intact: {} events verified\nno signed checkpoints at {}: only the chain was checked (a recomputed chain or a cut-off tail would not show)\n",
+            "ledger chain intact: {} events verified\nno signed checkpoints at {} and no verifier key: only the chain was checked (a recomputed chain or a cut-off tail would not show)\n",
             report.events,
             file_path.display()
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let vkey = match vkey {
-        Some(k) => k.to_owned(),
-        None => {
-            let p = dir.join("checkpoint.vkey");
-            std::fs::read_to_string(&p)
-                .with_context(|| {
-                    format!(
-                        "reading the verifier key {} (pass --vkey <name+id+key> to use another)",
-                        p.display()
-                    )
-                })?
-                .trim()
-                .to_owned()
-        }
-    };
-    let anchor = match osmoda_ledger::verify_checkpoints(db, &cps, &vkey) {
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "no verifier key for the checkpoints in {}: pass --vkey <name+id+key> or --vkey-file FILE",
+        file_path.display()
+    );
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // The ledger records every checkpoint as an event: both copies are checked against the
+    // rows (so an edit shows even when the file is gone), then against each other.
+    let recorded = osmoda_ledger::recorded_checkpoints(db)?;
+    let mut all = cps.clone();
+    all.extend(
+        recorded
+            .iter()
+            .filter(|(_, r)| !cps.iter().any(|c| c.note == r.note))
+            .map(|(_, r)| r.clone()),
+    );
+    let anchor = match osmoda_ledger::verify_checkpoints_by(db, &all, &key_refs) {
         Ok(a) => a,
-        Err(
-            e @ (osmoda_ledger::LedgerError::ProofFailed(_)
-            | osmoda_ledger::LedgerError::InvalidKey(_)),
-        ) => {
-            output::note(&format!(
+        Err(osmoda_ledger::LedgerError::InvalidKey(e)) => {
+            anyhow::bail!("{e} (a verifier key looks like <name>+<8 hex>+<base64>)")
+        }
+        Err(e @ osmoda_ledger::LedgerError::ProofFailed(_)) => {
+            return broken(&format!(
                 "ledger checkpoints do NOT verify ({}): {e}",
                 file_path.display()
             ));
-            return Ok(ExitCode::from(output::code::LEDGER_BROKEN));
         }
         Err(e) => return Err(e.into()),
     };
-    match anchor.first_bad {
-        None => {
-            if let Some((n, keys)) = witnesses.filter(|(n, _)| *n > 0) {
-                if let Some(code) = witnessed(dir, &cps, n, keys)? {
-                    return Ok(code);
-                }
-            }
-            output::emit(&format!(
-                "ledger intact: {} events verified; consistent with {} signed checkpoints (newest covers {} events)\n",
-                report.events, anchor.checkpoints, anchor.newest_size
-            ))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(bad) => {
-            output::note(&format!("ledger BROKEN: {bad}"));
-            Ok(ExitCode::from(output::code::LEDGER_BROKEN))
+    if let Some(bad) = anchor.first_bad {
+        return broken(&format!("ledger BROKEN: {bad}"));
+    }
+    // The ledger records every checkpoint as an event: the file and the ledger are two copies
+    // that must agree, so emptying, replacing or cutting one of them shows.
+    for (id, r) in &recorded {
+        if !cps.iter().any(|c| c.note == r.note) {
+            return broken(&format!(
+                "ledger BROKEN: event {id} records a signed checkpoint of size {} that is not in {} (the checkpoint file was removed, emptied, replaced or cut)",
+                r.size,
+                file_path.display()
+            ));
         }
     }
+    if let Some(c) = cps
+        .iter()
+        .find(|c| !recorded.iter().any(|(_, r)| r.note == c.note))
+    {
+        return broken(&format!(
+            "ledger BROKEN: the signed checkpoint of size {} in {} is not recorded in the ledger (its agentd.checkpoint event was removed; if agentd stopped while checkpointing, start it once: it records the checkpoint)",
+            c.size,
+            file_path.display()
+        ));
+    }
+    if let Some(n) = witnesses.filter(|n| *n > 0) {
+        let keys = witness_keys(anchors)?;
+        if let Some(code) = witnessed(dir, &cps, n, &keys)? {
+            return Ok(code);
+        }
+    }
+    output::emit(&format!(
+        "ledger intact: {} events verified; consistent with {} signed checkpoints (newest covers {} events), each also recorded in the ledger\n",
+        report.events, anchor.checkpoints, anchor.newest_size
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }

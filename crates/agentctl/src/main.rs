@@ -96,17 +96,24 @@ enum Command {
         /// The checkpoint file (default: checkpoints.jsonl next to the database).
         #[arg(long)]
         checkpoints: Option<PathBuf>,
-        /// Verifier key of the checkpoints (default: checkpoint.vkey next to the database).
+        /// A verifier key of the checkpoints (repeatable: the keys before and after a
+        /// rotation). Default: checkpoint.vkeys/checkpoint.vkey next to the database, with a
+        /// warning (root can replace them there).
         #[arg(long)]
-        vkey: Option<String>,
+        vkey: Vec<String>,
+        /// A file of checkpoint verifier keys, one per line (repeatable).
+        #[arg(long = "vkey-file")]
+        vkey_file: Vec<PathBuf>,
         /// Also require this many valid cosignatures by distinct witnesses on the newest
         /// checkpoint (cosignatures.jsonl next to the database).
         #[arg(long)]
         witnesses: Option<usize>,
-        /// A witness's verifier key (repeatable; default: witness-peers.keys next to the
-        /// database, the peers agentd is configured with).
+        /// A witness's verifier key (repeatable; default: ledger.witness.peers of --config).
         #[arg(long = "witness-key")]
         witness_keys: Vec<String>,
+        /// agentd's configuration, whose ledger.witness.peers are the witnesses' keys.
+        #[arg(long, default_value = "/etc/osmoda/agentd.json")]
+        config: PathBuf,
     },
     /// Ledger checkpoint keys.
     Ledger {
@@ -223,15 +230,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db,
             checkpoints,
             vkey,
+            vkey_file,
             witnesses,
             witness_keys,
+            config,
         } => {
-            return ledger::verify(
-                &db,
-                checkpoints.as_deref(),
-                vkey.as_deref(),
-                witnesses.map(|n| (n, witness_keys.as_slice())),
-            )
+            let anchors = ledger::Anchors {
+                vkeys: &vkey,
+                vkey_files: &vkey_file,
+                witness_keys: &witness_keys,
+                config: config.exists().then_some(config.as_path()),
+            };
+            return ledger::verify(&db, checkpoints.as_deref(), witnesses, &anchors);
         }
         Command::Ledger { action } => return ledger::run(action),
         Command::Config { action } => {

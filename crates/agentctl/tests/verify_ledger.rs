@@ -21,8 +21,24 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A state dir as agentd leaves it: 30 events, checkpoints after 10, 20 and 30, the verifier
-/// key beside them.
+/// Signs the ledger's head, appends it to the file and records it in the ledger, as agentd does.
+fn checkpoint(ledger: &Ledger, signer: &CheckpointSigner, file: &CheckpointFile) {
+    let cp = signer
+        .sign(&ledger.tree_head().expect("head"))
+        .expect("sign");
+    file.append(&cp).expect("append checkpoint");
+    let payload = serde_json::json!({ "origin": cp.origin, "size": cp.size, "root": cp.root, "note": cp.note });
+    ledger
+        .append_blocking(NewEvent::new(
+            "agentd.checkpoint",
+            "agentd",
+            payload.to_string(),
+        ))
+        .expect("record");
+}
+
+/// A state dir as agentd leaves it: 30 events with checkpoints after the 10th, 20th and 30th
+/// (sizes 10, 21, 32; each recorded as an event), the verifier key beside them.
 fn state(dir: &Path) {
     let key = dir.join("checkpoint.key");
     let o = ctl(&[
@@ -51,12 +67,7 @@ fn state(dir: &Path) {
             .append_blocking(NewEvent::new("t.e", "a", format!(r#"{{"i":{i}}}"#)))
             .expect("append");
         if i % 10 == 0 {
-            file.append(
-                &signer
-                    .sign(&ledger.tree_head().expect("head"))
-                    .expect("sign"),
-            )
-            .expect("append checkpoint");
+            checkpoint(&ledger, &signer, &file);
         }
     }
 }
@@ -93,7 +104,7 @@ fn verify_ledger_checks_the_checkpoints_and_names_what_disagrees() {
     let o = ctl(&["verify-ledger", "--db", db_arg]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("consistent with 3 signed checkpoints (newest covers 30 events)"),
+        text(&o).contains("consistent with 3 signed checkpoints (newest covers 32 events)"),
         "{}",
         text(&o)
     );
@@ -140,6 +151,9 @@ fn verify_ledger_checks_the_checkpoints_and_names_what_disagrees() {
     let o = ctl(&["verify-ledger", "--db", db_arg, "--vkey", &other_vkey]);
     assert_eq!(o.status.code(), Some(6), "{}", text(&o));
     assert!(text(&o).contains("do NOT verify"), "{}", text(&o));
+    // A malformed key is the operator's typo, not a broken ledger.
+    let o = ctl(&["verify-ledger", "--db", db_arg, "--vkey", "garbage"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 }
 
 #[test]
@@ -244,11 +258,30 @@ fn witnesses_n_needs_n_valid_cosignatures_on_the_newest_checkpoint() {
         args.extend_from_slice(extra);
         ctl(&args)
     };
+    // Keys found only in the state dir are not trusted (whoever rolls back rewrites them).
+    let o = run(&["--witnesses", "1", "--config", "/nonexistent/agentd.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let o = run(&["--witnesses", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no witness keys"), "{}", text(&o));
+    // The configuration's peers are (and so is --witness-key).
+    let config = dir.join("agentd.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({ "ledger": { "witness": { "peers": { "beta": w.vkey(), "gamma": other.vkey() } } } }).to_string(),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8").to_owned();
+    let o = run(&["--witnesses", "1", "--config", &config]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("1 valid cosignatures"), "{}", text(&o));
+    let o = run(&["--witnesses", "1", "--witness-key", &w.vkey()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     for (extra, why) in [
-        (vec!["--witnesses", "2"], "only one witness cosigned"),
+        (
+            vec!["--witnesses", "2", "--config", &config],
+            "only one witness cosigned",
+        ),
         (
             vec!["--witnesses", "1", "--witness-key", &other.vkey()],
             "not by this key",
@@ -269,5 +302,199 @@ fn witnesses_n_needs_n_valid_cosignatures_on_the_newest_checkpoint() {
         format!("{}\n", serde_json::to_string(&bad).expect("json")),
     )
     .expect("write");
-    assert_eq!(run(&["--witnesses", "1"]).status.code(), Some(6));
+    assert_eq!(
+        run(&["--witnesses", "1", "--config", &config])
+            .status
+            .code(),
+        Some(6)
+    );
+}
+
+fn verify(dir: &Path, extra: &[&str]) -> Output {
+    let db = dir.join("ledger.db");
+    let mut args = vec!["verify-ledger", "--db", db.to_str().expect("utf-8")];
+    args.extend_from_slice(extra);
+    ctl(&args)
+}
+
+#[test]
+fn the_file_and_the_ledgers_own_checkpoint_events_must_agree() {
+    // The file removed or emptied: the ledger still records its checkpoints, so an edit is
+    // named through them, and even an untouched ledger says the file is gone.
+    for how in ["removed", "emptied"] {
+        let d = tempfile::tempdir().expect("tmp");
+        state(d.path());
+        let cps = d.path().join("checkpoints.jsonl");
+        match how {
+            "removed" => std::fs::remove_file(&cps).expect("rm"),
+            _ => std::fs::write(&cps, "").expect("empty"),
+        }
+        let o = verify(d.path(), &[]);
+        assert_eq!(o.status.code(), Some(6), "{how}: {}", text(&o));
+        assert!(text(&o).contains("not in"), "{how}: {}", text(&o));
+        let conn = rusqlite::Connection::open(d.path().join("ledger.db")).expect("sqlite");
+        conn.execute(
+            "UPDATE events SET payload = '{\"i\":\"x\"}' WHERE id = 7",
+            [],
+        )
+        .expect("tamper");
+        recompute_chain(&d.path().join("ledger.db"));
+        let o = verify(d.path(), &[]);
+        assert_eq!(o.status.code(), Some(6), "{how}: {}", text(&o));
+        assert!(
+            text(&o).contains("event 7 was changed"),
+            "{how}: {}",
+            text(&o)
+        );
+    }
+    // A checkpoint in the file whose recording event was removed (the chain recomputed).
+    let d = tempfile::tempdir().expect("tmp");
+    state(d.path());
+    let db = d.path().join("ledger.db");
+    rusqlite::Connection::open(&db)
+        .expect("sqlite")
+        .execute_batch("DELETE FROM events WHERE id = 33; UPDATE sqlite_sequence SET seq = 32 WHERE name = 'events';")
+        .expect("cut");
+    recompute_chain(&db);
+    let o = verify(d.path(), &[]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert!(
+        text(&o).contains("not recorded in the ledger"),
+        "{}",
+        text(&o)
+    );
+    // No checkpoint anywhere but a verifier key beside the ledger: checkpoints were on, so
+    // their absence (file and events removed, chain recomputed) is no pass.
+    let d = tempfile::tempdir().expect("tmp");
+    let ledger = Ledger::open(&d.path().join("ledger.db")).expect("open");
+    for i in 0..3 {
+        ledger
+            .append_blocking(NewEvent::new("t.e", "a", format!("{i}")))
+            .expect("append");
+    }
+    drop(ledger);
+    let (_, vkey) = osmoda_ledger::generate_key("test.host/osmoda-ledger").expect("key");
+    std::fs::write(d.path().join("checkpoint.vkey"), format!("{vkey}\n")).expect("vkey");
+    let o = verify(d.path(), &[]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert!(text(&o).contains("none are in"), "{}", text(&o));
+    // A --checkpoints file that does not exist is the operator's mistake: an error, no pass.
+    let o = verify(
+        d.path(),
+        &["--checkpoints", "/nonexistent/checkpoints.jsonl"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("the --checkpoints you named"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_missing_last_newline_still_counts_and_a_torn_line_is_reported_and_repaired() {
+    let d = tempfile::tempdir().expect("tmp");
+    state(d.path());
+    let path = d.path().join("checkpoints.jsonl");
+    let whole = std::fs::read(&path).expect("read");
+    std::fs::write(&path, &whole[..whole.len() - 1]).expect("strip newline");
+    let o = verify(d.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("3 signed checkpoints"), "{}", text(&o));
+    let file = CheckpointFile::new(&path);
+    assert_eq!(file.read().expect("read").len(), 3);
+    assert!(file.repair().expect("repair").is_some());
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        whole,
+        "only the newline was added"
+    );
+
+    // A torn append (a crash in the middle of write_all): reported, not a pass or a failure
+    // by itself; the next append first cuts it (kept aside), so the file stays readable.
+    let torn = &whole[whole.len() - 200..whole.len() - 1];
+    let mut bytes = whole.clone();
+    bytes.extend_from_slice(torn);
+    std::fs::write(&path, &bytes).expect("torn");
+    let o = verify(d.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("torn line of 199 bytes"), "{}", text(&o));
+    let newest = file.newest().expect("read").expect("one");
+    file.append(&newest).expect("append after a torn line");
+    let after = std::fs::read(&path).expect("read");
+    assert!(after.starts_with(&whole) && after.ends_with(b"\n"));
+    assert_eq!(file.read().expect("readable").len(), 4);
+    assert_eq!(file.torn_tail().expect("read"), None);
+    let aside = std::fs::read(d.path().join("checkpoints.jsonl.torn")).expect("kept aside");
+    assert_eq!(&aside[..aside.len() - 1], torn);
+}
+
+#[test]
+fn keys_come_from_the_operator_and_a_rotation_keeps_the_old_ones() {
+    let d = tempfile::tempdir().expect("tmp");
+    state(d.path());
+    // Keys from the state dir work, with a warning that root can replace them there.
+    let o = verify(d.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("the directory being checked"),
+        "{}",
+        text(&o)
+    );
+    let old = std::fs::read_to_string(d.path().join("checkpoint.vkey")).expect("vkey");
+    let old = old.trim().to_owned();
+    let o = verify(d.path(), &["--vkey", &old]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        !text(&o).contains("the directory being checked"),
+        "{}",
+        text(&o)
+    );
+
+    // A new key signs from now on (a rotation).
+    let key = d.path().join("new.key");
+    let o = ctl(&[
+        "ledger",
+        "keygen",
+        "--name",
+        "test.host/osmoda-ledger-2",
+        "--out",
+        key.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let new = text(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("verifier key: ").map(str::to_owned))
+        .expect("vkey");
+    let signer = CheckpointSigner::from_file(&key).expect("key");
+    let ledger = Ledger::open(&d.path().join("ledger.db")).expect("open");
+    for i in 0..5 {
+        ledger
+            .append_blocking(NewEvent::new("t.e", "a", format!(r#"{{"j":{i}}}"#)))
+            .expect("append");
+    }
+    checkpoint(
+        &ledger,
+        &signer,
+        &CheckpointFile::new(d.path().join("checkpoints.jsonl")),
+    );
+    drop(ledger);
+    let o = verify(d.path(), &["--vkey", &new]);
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "the old checkpoints need the old key: {}",
+        text(&o)
+    );
+    let o = verify(d.path(), &["--vkey", &old, "--vkey", &new]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("4 signed checkpoints"), "{}", text(&o));
+    let keys = d.path().join("keys.txt");
+    std::fs::write(
+        &keys,
+        format!("# the ledger's keys, oldest first\n{old}\n{new}\n"),
+    )
+    .expect("keys");
+    let o = verify(d.path(), &["--vkey-file", keys.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }

@@ -18,6 +18,10 @@ pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
 pub const GENERATED_KEY_FILE: &str = "checkpoint.key";
 /// The verifier key, written at every start (public).
 pub const VKEY_FILE: &str = "checkpoint.vkey";
+/// Every verifier key this ledger was signed with, oldest first, one per line: a key rotation
+/// (a new `keyFile`, or the generated key replaced by one) appends the new key at start and
+/// keeps the old ones, so older checkpoints still verify.
+pub const VKEYS_FILE: &str = "checkpoint.vkeys";
 
 /// When to sign (`ledger.checkpoint` in agentd.json).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,9 @@ pub struct Checkpointer {
     lock: tokio::sync::Mutex<()>,
     /// Bumped after every checkpoint written (the witness task waits on it).
     pub signed: tokio::sync::watch::Sender<u64>,
+    /// Why agentd refuses to sign: its rows or stored tree no longer agree with the newest
+    /// checkpoint it signed (set by [`Checkpointer::check`], kept until agentd restarts).
+    tampered: std::sync::Mutex<Option<String>>,
 }
 
 fn hostname() -> String {
@@ -81,6 +88,23 @@ fn write_new_key(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The verifier keys in `path`, one per line (none when it does not exist).
+///
+/// # Errors
+/// The file exists but cannot be read.
+pub fn read_vkeys(path: &Path) -> std::io::Result<Vec<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Checkpointer {
     /// Loads (or, without a key file, creates) the key and writes the verifier key next to the
     /// checkpoints.
@@ -102,12 +126,31 @@ impl Checkpointer {
         };
         let signer = CheckpointSigner::from_file(&key)?;
         std::fs::write(state_dir.join(VKEY_FILE), format!("{}\n", signer.vkey()))?;
+        let history = state_dir.join(VKEYS_FILE);
+        let known = read_vkeys(&history)?;
+        if !known.iter().any(|k| k == signer.vkey()) {
+            use std::io::Write as _;
+            if !known.is_empty() {
+                tracing::warn!(old = %known.join(", "), new = %signer.vkey(), "the ledger checkpoint key changed; the old verifier keys stay in {}", history.display());
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&history)?;
+            f.write_all(format!("{}\n", signer.vkey()).as_bytes())?;
+            f.sync_all()?;
+        }
+        let file = CheckpointFile::new(state_dir.join(CHECKPOINTS_FILE));
+        if let Some(what) = file.repair()? {
+            tracing::warn!(file = %file.path().display(), "{what}");
+        }
         Ok(Checkpointer {
             signer,
-            file: CheckpointFile::new(state_dir.join(CHECKPOINTS_FILE)),
+            file,
             settings,
             lock: tokio::sync::Mutex::new(()),
             signed: tokio::sync::watch::Sender::new(0),
+            tampered: std::sync::Mutex::new(None),
         })
     }
 
@@ -122,13 +165,145 @@ impl Checkpointer {
         self.signer.vkey()
     }
 
-    /// Signs the current tree, appends it to the file and records it in the ledger; returns the
-    /// checkpoint and the id of the event recording it.
+    /// Every verifier key this ledger was signed with ([`VKEYS_FILE`]), the current one last.
+    pub fn vkeys(&self) -> Vec<String> {
+        let dir = self.file.path().parent().unwrap_or(Path::new("."));
+        let mut keys = read_vkeys(&dir.join(VKEYS_FILE)).unwrap_or_default();
+        if !keys.iter().any(|k| k == self.vkey()) {
+            keys.push(self.vkey().to_owned());
+        }
+        keys
+    }
+
+    /// Why agentd refuses to sign, when it does (`/health` shows it under `degraded`).
+    pub fn tampered(&self) -> Option<String> {
+        self.tampered.lock().ok().and_then(|t| t.clone())
+    }
+
+    /// The newest checkpoint this ledger was signed with (by one of [`Checkpointer::vkeys`]),
+    /// from the checkpoint file and from the ledger's own `agentd.checkpoint` events, whichever
+    /// is newer: removing or emptying the file does not make agentd forget it.
+    fn newest_signed(&self, st: &AppState) -> anyhow::Result<Option<SignedCheckpoint>> {
+        let keys = self.vkeys();
+        let mut all = self.file.read()?;
+        all.extend(
+            osmoda_ledger::recorded_checkpoints(st.ledger.path())?
+                .into_iter()
+                .map(|(_, c)| c),
+        );
+        Ok(all
+            .into_iter()
+            .filter(|c| {
+                keys.iter()
+                    .any(|k| osmoda_ledger::verify_signed(c, k).is_ok())
+            })
+            .max_by_key(|c| c.size))
+    }
+
+    /// Checks the ledger against the newest checkpoint agentd signed: as many rows as tree
+    /// leaves, at least as many as the checkpoint covers, and the stored tree's root at its size
+    /// is the signed root (the consistency of the current tree with it). `full` (at start) also
+    /// recomputes the root from every row and compares it with the stored tree's, so a row
+    /// edited with its chain and tree rebuilt shows. On a disagreement agentd stops signing
+    /// (until it restarts on a ledger that agrees), logs an error, records
+    /// `agentd.ledger.tampered` once and `/health` reports it. Returns the disagreement.
     ///
     /// # Errors
-    /// The tree cannot be read, the file cannot be written or the event cannot be recorded.
+    /// The ledger or the checkpoint file cannot be read.
+    pub async fn check(&self, st: &AppState, full: bool) -> anyhow::Result<Option<String>> {
+        if let Some(t) = self.tampered() {
+            return Ok(Some(t));
+        }
+        let Some(newest) = self.newest_signed(st)? else {
+            return Ok(None);
+        };
+        let (head, rows, signed_root) = st.ledger.tree_snapshot(newest.size)?;
+        let path = st.ledger.path().to_path_buf();
+        let problem = if rows != head.size {
+            Some(format!(
+                "the ledger has {rows} rows but its stored tree {} leaves (rows were removed or added outside agentd)",
+                head.size
+            ))
+        } else if head.size < newest.size {
+            Some(format!(
+                "the ledger has {rows} events but the newest signed checkpoint covers {} (events were removed from the end)",
+                newest.size
+            ))
+        } else if signed_root.as_deref() != Some(newest.root.as_str()) {
+            Some(format!(
+                "the tree at size {} is not the one signed in the newest checkpoint (root {}): events up to {} were changed",
+                newest.size, newest.root, newest.size
+            ))
+        } else if full && {
+            let size = head.size;
+            tokio::task::spawn_blocking(move || osmoda_ledger::rows_root(&path, size)).await??
+        } != head.root
+        {
+            Some(
+                "the rows no longer give the stored tree's root: an event was changed after it was written (agentctl verify-ledger names it)"
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        let Some(problem) = problem else {
+            return Ok(None);
+        };
+        if let Ok(mut t) = self.tampered.lock() {
+            *t = Some(problem.clone());
+        }
+        tracing::error!(problem = %problem, "the ledger does not agree with its newest signed checkpoint; agentd will not sign checkpoints over it (agentctl verify-ledger shows what changed; restore a backup or move the state aside, then restart agentd)");
+        let payload = json!({
+            "problem": problem,
+            "checkpoint": { "size": newest.size, "root": newest.root },
+            "tree": { "size": head.size, "root": head.root },
+            "rows": rows,
+        });
+        if let Err(e) = st
+            .record("agentd.ledger.tampered", "agentd", &payload)
+            .await
+        {
+            tracing::error!(error = %e.error, "recording agentd.ledger.tampered");
+        }
+        Ok(Some(problem))
+    }
+
+    /// Records the file's newest checkpoint in the ledger when agentd stopped between writing
+    /// it and recording it (the two copies must agree; `recovered: true` marks it).
+    ///
+    /// # Errors
+    /// The file or the ledger cannot be read, or the event cannot be recorded.
+    pub async fn record_unrecorded(&self, st: &AppState) -> anyhow::Result<()> {
+        let Some(newest) = self.file.newest()? else {
+            return Ok(());
+        };
+        let recorded = osmoda_ledger::recorded_checkpoints(st.ledger.path())?;
+        if recorded.iter().any(|(_, r)| r.note == newest.note) {
+            return Ok(());
+        }
+        tracing::warn!(size = newest.size, "the newest checkpoint was not recorded in the ledger (agentd stopped while checkpointing); recording it now");
+        st.record(
+            "agentd.checkpoint",
+            "agentd",
+            &json!({ "origin": newest.origin, "size": newest.size, "root": newest.root, "note": newest.note, "recovered": true }),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("recording the checkpoint: {}", e.error))?;
+        Ok(())
+    }
+
+    /// Signs the current tree, appends it to the file and records it in the ledger; returns the
+    /// checkpoint and the id of the event recording it. Refuses while the ledger disagrees with
+    /// the newest checkpoint ([`Checkpointer::check`]).
+    ///
+    /// # Errors
+    /// The ledger disagrees with the newest checkpoint, the tree cannot be read, the file
+    /// cannot be written or the event cannot be recorded.
     pub async fn checkpoint(&self, st: &AppState) -> anyhow::Result<(SignedCheckpoint, i64)> {
         let _held = self.lock.lock().await;
+        if let Some(problem) = self.check(st, false).await? {
+            anyhow::bail!("refusing to sign a checkpoint: {problem}");
+        }
         let head = st.ledger.tree_head()?;
         let cp = self.signer.sign(&head)?;
         let file = self.file.clone();
@@ -152,6 +327,16 @@ pub async fn run(st: Arc<AppState>, mut shutdown: Shutdown) {
     let Some(cp) = st.checkpoints.clone() else {
         return;
     };
+    // Before anything is signed: the ledger must agree with the newest checkpoint signed.
+    match cp.check(&st, true).await {
+        Ok(None) => {
+            if let Err(e) = cp.record_unrecorded(&st).await {
+                tracing::error!(error = %e, "recording the newest checkpoint");
+            }
+        }
+        Ok(Some(_)) => {} // logged, recorded and on /health by check
+        Err(e) => tracing::error!(error = %e, "checking the ledger against its checkpoints"),
+    }
     let mut commits = st.commits.subscribe();
     // Events up to `base` are covered by the newest checkpoint or are the event recording it,
     // which alone is no reason for another.

@@ -141,3 +141,176 @@ async fn a_configured_key_file_that_is_not_a_key_stops_agentd_with_the_reason() 
         "{err:#}"
     );
 }
+
+/// Opens the state in `dir` and serves it (as agentd's start does), returning the daemon parts.
+async fn serve(
+    dir: &std::path::Path,
+    every: u64,
+) -> (
+    std::sync::Arc<agentd::AppState>,
+    osmoda_client::Client,
+    agentd::Trigger,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (sock, human) = (dir.join("agentd.sock"), dir.join("approval.sock"));
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&human);
+    let st = agentd::AppState::open(dir.join("state"), settings(every), None).expect("open");
+    let agent = tokio::net::UnixListener::bind(&sock).expect("bind");
+    let human = tokio::net::UnixListener::bind(&human).expect("bind");
+    let (trigger, shutdown) = agentd::shutdown_channel();
+    let task = tokio::spawn(agentd::serve(agent, human, st.clone(), shutdown));
+    (st, osmoda_client::Client::new(&sock), trigger, task)
+}
+
+async fn notes(c: &osmoda_client::Client, n: usize) {
+    for i in 0..n {
+        c.post_ok(
+            "/events/append",
+            &json!({ "type": "test.note", "daemon": "tester", "payload": { "i": i } }),
+        )
+        .await;
+    }
+}
+
+/// Waits (bounded) until the start check has reported the ledger on /health.
+async fn degraded(c: &osmoda_client::Client) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let h = c.get_ok("/health").await;
+        if let Some(d) = h["degraded"].as_array().and_then(|d| d.first()) {
+            return d.as_str().unwrap_or_default().to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health never degraded: {h}"
+        );
+        tokio::time::sleep(common::SHORT).await;
+    }
+}
+
+fn recompute(conn: &rusqlite::Connection) {
+    let rows: Vec<(i64, String, String, String, String)> = conn
+        .prepare("SELECT id, ts, type, actor, payload FROM events ORDER BY id")
+        .expect("prepare")
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let mut prev = osmoda_ledger::GENESIS_HASH.to_owned();
+    for (id, ts, kind, actor, payload) in rows {
+        let h = osmoda_ledger::event_hash(id, &ts, &kind, &actor, &payload, &prev);
+        conn.execute(
+            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE id = ?3",
+            (&prev, &h, id),
+        )
+        .expect("recompute");
+        prev = h;
+    }
+}
+
+/// agentd never re-signs a forged history: a row edited with its chain recomputed, the stored
+/// tree deleted (rebuilt from the forged rows) and the checkpoint file emptied; or the last
+/// row cut. It checks the ledger against the newest checkpoint it signed (the file or its own
+/// `agentd.checkpoint` events) at start and before each signature, and refuses, loudly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agentd_refuses_to_sign_over_a_ledger_that_disagrees_with_its_checkpoints() {
+    for forge in ["edit, drop tree, empty file", "cut the last row"] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path();
+        let (st, c, trigger, task) = serve(dir, 5).await;
+        notes(&c, 12).await;
+        trigger.fire();
+        task.await.expect("join").expect("serve");
+        drop(st);
+        let state = dir.join("state");
+        let cps = CheckpointFile::new(state.join("checkpoints.jsonl"));
+        let before = cps.read().expect("read").len();
+        assert!(before >= 1, "{before} checkpoints");
+        let conn = rusqlite::Connection::open(state.join("ledger.db")).expect("sqlite");
+        if forge.starts_with("edit") {
+            conn.execute(
+                "UPDATE events SET payload = '{\"i\":\"forged\"}' WHERE id = 3",
+                [],
+            )
+            .expect("edit");
+            recompute(&conn);
+            conn.execute("DELETE FROM tree_runs", [])
+                .expect("drop tree");
+            std::fs::write(cps.path(), "").expect("empty");
+        } else {
+            conn.execute_batch("DELETE FROM events WHERE id = (SELECT max(id) FROM events);")
+                .expect("cut");
+        }
+        drop(conn);
+        let after_forge = cps.read().expect("read").len();
+
+        let (st, c, trigger, task) = serve(dir, 5).await;
+        let why = degraded(&c).await;
+        assert!(why.starts_with("ledger: "), "{forge}: {why}");
+        let q = osmoda_ledger::Query {
+            kind: Some("agentd.ledger.tampered".into()),
+            ..Default::default()
+        };
+        assert_eq!(st.ledger.query(&q).expect("query").len(), 1, "{forge}");
+        notes(&c, 12).await;
+        let err = st
+            .checkpoints
+            .as_ref()
+            .expect("checkpoints on")
+            .checkpoint(&st)
+            .await
+            .expect_err("refused");
+        assert!(
+            format!("{err}").contains("refusing to sign"),
+            "{forge}: {err}"
+        );
+        trigger.fire();
+        task.await.expect("join").expect("serve");
+        assert_eq!(
+            cps.read().expect("read").len(),
+            after_forge,
+            "{forge}: nothing signed over the forged ledger, not even at shutdown"
+        );
+        assert_eq!(
+            st.ledger.query(&q).expect("query").len(),
+            1,
+            "recorded once"
+        );
+    }
+}
+
+/// A clean restart is not reported: the check passes on an untouched ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untouched_ledger_passes_the_start_check() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (st, c, trigger, task) = serve(tmp.path(), 5).await;
+    notes(&c, 7).await;
+    trigger.fire();
+    task.await.expect("join").expect("serve");
+    drop(st);
+    // A torn line at the end of the file (a crash while appending) is cut at start.
+    let path = tmp.path().join("state/checkpoints.jsonl");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let whole = bytes.len();
+    bytes.extend_from_slice(b"{\"origin\":\"x\",\"si");
+    std::fs::write(&path, &bytes).expect("torn");
+    let (st, c, trigger, task) = serve(tmp.path(), 5).await;
+    assert_eq!(
+        std::fs::read(&path).expect("read").len(),
+        whole,
+        "torn line cut"
+    );
+    notes(&c, 7).await;
+    let cp = st.checkpoints.as_ref().expect("on");
+    assert_eq!(cp.check(&st, true).await.expect("check"), None);
+    cp.checkpoint(&st).await.expect("signs");
+    let h = c.get_ok("/health").await;
+    assert!(h.get("degraded").is_none(), "{h}");
+    trigger.fire();
+    task.await.expect("join").expect("serve");
+    let n = CheckpointFile::new(&path).read().expect("whole file").len();
+    assert!(n >= 3, "{n}");
+}

@@ -102,15 +102,46 @@ pub fn verify_checkpoints(
     checkpoints: &[SignedCheckpoint],
     vkey: &str,
 ) -> Result<AnchorReport, LedgerError> {
+    verify_checkpoints_by(path, checkpoints, &[vkey])
+}
+
+/// As [`verify_checkpoints`], with several verifier keys (the keys the ledger was signed with
+/// over time, after a key rotation): each checkpoint must verify with one of them.
+///
+/// # Errors
+/// As [`verify_checkpoints`]; [`LedgerError::InvalidKey`] for any malformed key or none.
+pub fn verify_checkpoints_by(
+    path: &Path,
+    checkpoints: &[SignedCheckpoint],
+    vkeys: &[&str],
+) -> Result<AnchorReport, LedgerError> {
+    if vkeys.is_empty() {
+        return Err(LedgerError::InvalidKey("no verifier key given".into()));
+    }
     let mut sizes = Vec::with_capacity(checkpoints.len());
     for (i, cp) in checkpoints.iter().enumerate() {
-        let v = verify_signed(cp, vkey).map_err(|e| match e {
-            LedgerError::ProofFailed(m) => {
-                LedgerError::ProofFailed(format!("checkpoint {} (size {}): {m}", i + 1, cp.size))
+        let mut last = None;
+        for vkey in vkeys {
+            match verify_signed(cp, vkey) {
+                Ok(v) => {
+                    last = None;
+                    sizes.push((v.size, v.root));
+                    break;
+                }
+                Err(e @ LedgerError::InvalidKey(_)) => return Err(e),
+                Err(e) => last = Some(e),
             }
-            other => other,
-        })?;
-        sizes.push((v.size, v.root));
+        }
+        if let Some(e) = last {
+            return Err(match e {
+                LedgerError::ProofFailed(m) => LedgerError::ProofFailed(format!(
+                    "checkpoint {} (size {}): {m}",
+                    i + 1,
+                    cp.size
+                )),
+                other => other,
+            });
+        }
     }
     sizes.sort_by_key(|(s, _)| *s);
     let conn = Connection::open_with_flags(
@@ -236,4 +267,50 @@ pub fn rows_root(path: &Path, size: u64) -> Result<String, LedgerError> {
         b.push(leaf_hash(&r.get::<_, String>(0)?));
     }
     Ok(hash_hex(&b.root()))
+}
+
+/// The checkpoints the ledger at `path` records about itself (its `agentd.checkpoint` events,
+/// whose payload carries the signed note), with the id of each recording event, oldest first.
+/// Their signatures are not checked here.
+///
+/// # Errors
+/// [`LedgerError::Sqlite`] when the database cannot be read; [`LedgerError::Malformed`] naming
+/// an `agentd.checkpoint` event whose payload is not a checkpoint.
+pub fn recorded_checkpoints(path: &Path) -> Result<Vec<(i64, SignedCheckpoint)>, LedgerError> {
+    #[derive(serde::Deserialize)]
+    struct Recorded {
+        origin: String,
+        size: u64,
+        root: String,
+        note: String,
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT id, ts, payload FROM events WHERE type = 'agentd.checkpoint' ORDER BY id",
+    )?;
+    let rows: Vec<(i64, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(id, ts, payload)| {
+            let r: Recorded = serde_json::from_str(&payload).map_err(|e| {
+                LedgerError::Malformed(format!(
+                    "event {id} (agentd.checkpoint) does not hold a checkpoint: {e}"
+                ))
+            })?;
+            Ok((
+                id,
+                SignedCheckpoint {
+                    origin: r.origin,
+                    size: r.size,
+                    root: r.root,
+                    ts,
+                    note: r.note,
+                },
+            ))
+        })
+        .collect()
 }

@@ -235,6 +235,8 @@ impl CheckpointFile {
         let mut line = serde_json::to_vec(cp)
             .map_err(|e| LedgerError::Malformed(format!("encoding a checkpoint: {e}")))?;
         line.push(b'\n');
+        // Never append behind a torn line: it would join the two into one broken line.
+        self.repair()?;
         let existed = self.path.exists();
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -254,16 +256,30 @@ impl CheckpointFile {
         Ok(())
     }
 
-    /// Every checkpoint in the file, oldest first (none if the file does not exist). A last line
-    /// without its newline (a crash in the middle of an append) is left out.
+    /// Every checkpoint in the file, oldest first (none if the file does not exist). A complete
+    /// last line counts even without its newline; a torn last line (a crash in the middle of an
+    /// append: no newline and not a checkpoint) is left out ([`CheckpointFile::torn_tail`] says
+    /// whether there is one, [`CheckpointFile::repair`] removes it).
     ///
     /// # Errors
     /// [`LedgerError::Io`] when the file cannot be read; [`LedgerError::Malformed`] naming the
     /// line that is not a checkpoint.
     pub fn read(&self) -> Result<Vec<SignedCheckpoint>, LedgerError> {
+        Ok(self.read_parts()?.0)
+    }
+
+    /// The bytes of a torn last line (no newline, not a checkpoint), if the file ends in one.
+    ///
+    /// # Errors
+    /// As [`CheckpointFile::read`].
+    pub fn torn_tail(&self) -> Result<Option<usize>, LedgerError> {
+        Ok(self.read_parts()?.1.map(|t| t.len()))
+    }
+
+    fn read_parts(&self) -> Result<(Vec<SignedCheckpoint>, Option<String>), LedgerError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
             Err(source) => {
                 return Err(LedgerError::Io {
                     context: format!("reading {}", self.path.display()),
@@ -271,11 +287,11 @@ impl CheckpointFile {
                 })
             }
         };
-        let complete = match text.rfind('\n') {
-            Some(end) => &text[..end],
-            None => "",
+        let (complete, last) = match text.rfind('\n') {
+            Some(end) => (&text[..end], &text[end + 1..]),
+            None => ("", text.as_str()),
         };
-        complete
+        let mut out = complete
             .split('\n')
             .enumerate()
             .filter(|(_, l)| !l.is_empty())
@@ -288,7 +304,64 @@ impl CheckpointFile {
                     ))
                 })
             })
-            .collect()
+            .collect::<Result<Vec<SignedCheckpoint>, _>>()?;
+        let mut torn = None;
+        if !last.is_empty() {
+            match serde_json::from_str::<SignedCheckpoint>(last) {
+                Ok(cp) => out.push(cp),
+                Err(_) => torn = Some(last.to_owned()),
+            }
+        }
+        Ok((out, torn))
+    }
+
+    /// Makes the file end in a newline again after a crash in the middle of an append: a
+    /// complete last line gets its newline; a torn one is moved to `<file>.torn` (appended, for
+    /// whoever looks) and cut off. Returns what was done, `None` when the file was whole.
+    ///
+    /// # Errors
+    /// [`LedgerError::Io`] when the file cannot be read or written.
+    pub fn repair(&self) -> Result<Option<String>, LedgerError> {
+        let io = |source| LedgerError::Io {
+            context: format!("repairing {}", self.path.display()),
+            source,
+        };
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        if bytes.is_empty() || bytes.ends_with(b"\n") {
+            return Ok(None);
+        }
+        let cut = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let last = &bytes[cut..];
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        let what = if serde_json::from_slice::<SignedCheckpoint>(last).is_ok() {
+            f.write_all(b"\n").map_err(io)?;
+            "its last line was complete but had no newline; added it".to_owned()
+        } else {
+            let torn = self.path.with_extension("jsonl.torn");
+            let mut side = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&torn)
+                .map_err(io)?;
+            side.write_all(last).map_err(io)?;
+            side.write_all(b"\n").map_err(io)?;
+            side.sync_all().map_err(io)?;
+            f.set_len(cut as u64).map_err(io)?;
+            format!(
+                "cut a torn last line of {} bytes (a crash while appending); kept in {}",
+                last.len(),
+                torn.display()
+            )
+        };
+        f.sync_all().map_err(io)?;
+        Ok(Some(what))
     }
 
     /// The newest checkpoint, if any.

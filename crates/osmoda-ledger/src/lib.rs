@@ -25,7 +25,10 @@ mod verify;
 pub mod witness;
 mod writer;
 
-pub use anchor::{rows_root, verify_checkpoints, AnchorReport, Disagreement};
+pub use anchor::{
+    recorded_checkpoints, rows_root, verify_checkpoints, verify_checkpoints_by, AnchorReport,
+    Disagreement,
+};
 pub use checkpoint::{
     generate_key, open_note, verify_signed, CheckpointFile, CheckpointSigner, SignedCheckpoint,
     VerifiedCheckpoint,

@@ -94,6 +94,37 @@ impl Ledger {
         })
     }
 
+    /// In one read transaction: the tree's head, the number of event rows, and the tree's root
+    /// at `at` leaves (`None` when the tree is smaller). A ledger whose rows and tree disagree
+    /// was changed outside the writer.
+    ///
+    /// # Errors
+    /// As [`Ledger::tree_head`].
+    pub fn tree_snapshot(&self, at: u64) -> Result<(TreeHead, u64, Option<String>), LedgerError> {
+        self.with_reader(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let (size, _) = tree::stored_state(&tx)?;
+            let reader = DbReader(&tx);
+            let root = tree_hash(size, &reader).map_err(tree::proof_error)?;
+            let rows: i64 = tx.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+            let at_root = if at <= size {
+                Some(hash_hex(
+                    &tree_hash(at, &reader).map_err(tree::proof_error)?,
+                ))
+            } else {
+                None
+            };
+            Ok((
+                TreeHead {
+                    size,
+                    root: hash_hex(&root),
+                },
+                u64::try_from(rows).unwrap_or(0),
+                at_root,
+            ))
+        })
+    }
+
     /// The root of the tree when it had `size` leaves.
     ///
     /// # Errors

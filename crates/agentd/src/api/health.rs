@@ -93,6 +93,10 @@ pub struct Health {
     pub load: [f64; 3],
     /// Seconds since boot.
     pub uptime: f64,
+    /// What is wrong with osModa itself (absent when nothing): e.g. a ledger that disagrees
+    /// with its newest signed checkpoint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<String>,
 }
 
 /// Usage of the filesystem holding `path`.
@@ -182,6 +186,13 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Result<axum::Json<Health
             .next()
             .and_then(|x| x.parse().ok())
             .unwrap_or(0.0),
+        degraded: st
+            .checkpoints
+            .as_ref()
+            .and_then(|c| c.tampered())
+            .map(|t| format!("ledger: {t}; agentd does not sign checkpoints"))
+            .into_iter()
+            .collect(),
     }))
 }
 

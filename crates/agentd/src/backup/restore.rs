@@ -116,7 +116,10 @@ fn check(
             .join(crate::checkpoints::CHECKPOINTS_FILE);
         if cps.is_file() {
             let list = osmoda_ledger::CheckpointFile::new(&cps).read()?;
-            let anchor = osmoda_ledger::verify_checkpoints(&ledger_file, &list, cp.vkey())
+            // With every key this ledger was signed with (a rotation keeps the old ones).
+            let keys = cp.vkeys();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let anchor = osmoda_ledger::verify_checkpoints_by(&ledger_file, &list, &keys)
                 .map_err(|e| corrupt(format!("the archived checkpoints do not verify: {e}")))?;
             if !anchor.is_ok() {
                 return Err(corrupt(
