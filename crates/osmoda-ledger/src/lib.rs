@@ -41,7 +41,7 @@ pub use proof::{
     TreeHead,
 };
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT};
-pub use restore::{sqlite_replace, sqlite_snapshot};
+pub use restore::{foreign_objects, sqlite_active_objects, sqlite_replace, sqlite_snapshot};
 pub use tlog_tiles::Hash;
 pub use tree::{leaf_hash, RootBuilder};
 pub use validate::{validate_label, validate_payload, MAX_LABEL_BYTES, MAX_PAYLOAD_BYTES};

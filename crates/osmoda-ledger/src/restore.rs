@@ -112,6 +112,14 @@ pub(crate) fn replace_with(conn: &mut Connection, src: &Path) -> Result<(), Ledg
             crate::schema::SCHEMA_VERSION
         )));
     }
+    let foreign = foreign_objects(src)?;
+    if !foreign.is_empty() {
+        return Err(LedgerError::Malformed(format!(
+            "{} holds schema objects a ledger does not have ({}); nothing was restored",
+            src.display(),
+            foreign.join(", ")
+        )));
+    }
     copy(&source, conn)?;
     // The copy carries the source's header; the live ledger stays in WAL mode.
     crate::schema::configure(conn)?;
@@ -122,3 +130,57 @@ pub(crate) fn replace_with(conn: &mut Connection, src: &Path) -> Result<(), Ledg
 
 /// Oldest schema version a backup may have to be restored (3: the first with the Merkle tree).
 const MIN_RESTORE_VERSION: i64 = 3;
+
+/// Objects of the SQLite file `src` that run code on their own: its triggers and views (a
+/// trigger in a restored database would rewrite or drop later rows), as `type name`.
+///
+/// # Errors
+/// [`LedgerError::Io`] when `src` is missing; [`LedgerError::Sqlite`] when it is no database.
+pub fn sqlite_active_objects(src: &Path) -> Result<Vec<String>, LedgerError> {
+    let conn = open_existing(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare(
+        "SELECT type || ' ' || name FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY name",
+    )?;
+    let out = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(out)
+}
+
+/// The schema objects of ledger file `src` that this version's schema does not define, as
+/// `type name`: triggers, views, and tables or indexes of other names, or (for a file of this
+/// schema version) a definition that differs. A restored ledger brings agentd's schema only.
+///
+/// # Errors
+/// As [`sqlite_active_objects`].
+pub fn foreign_objects(src: &Path) -> Result<Vec<String>, LedgerError> {
+    type Objects = std::collections::BTreeMap<(String, String), Option<String>>;
+    fn objects(c: &Connection) -> Result<Objects, LedgerError> {
+        let mut stmt = c.prepare("SELECT type, name, sql FROM sqlite_master")?;
+        let out = stmt
+            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
+            .collect::<Result<Objects, _>>()?;
+        Ok(out)
+    }
+    let source = open_existing(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let version: i64 = source.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let fresh = Connection::open_in_memory()?;
+    crate::schema::create(&fresh)?;
+    let expected = objects(&fresh)?;
+    // Tables of older schema versions a restore upgrades (3 kept the tree here).
+    let legacy = ["tree_hashes"];
+    let mut out = Vec::new();
+    for ((kind, name), sql) in objects(&source)? {
+        let known = match expected.get(&(kind.clone(), name.clone())) {
+            Some(want) => version != crate::schema::SCHEMA_VERSION || *want == sql,
+            None => {
+                (kind == "table" || kind == "index")
+                    && (name.starts_with("sqlite_") || legacy.contains(&name.as_str()))
+            }
+        };
+        if !known {
+            out.push(format!("{kind} {name}"));
+        }
+    }
+    Ok(out)
+}

@@ -189,6 +189,16 @@ impl Approvals {
         Ok(t)
     }
 
+    /// Ids of the tickets still pending or approved and unused (a restore closes them: they
+    /// come from the restored ledger, and may have been used or decided since).
+    pub(crate) fn open_ids(&mut self) -> Vec<String> {
+        self.listing()
+            .into_iter()
+            .filter(|t| matches!(t.status, "pending" | "approved"))
+            .map(|t| t.id)
+            .collect()
+    }
+
     fn listing(&mut self) -> Vec<Ticket> {
         let now = now_unix();
         self.0

@@ -192,6 +192,7 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Result<axum::Json<Health
             .and_then(|c| c.tampered())
             .map(|t| format!("ledger: {t}; agentd does not sign checkpoints"))
             .into_iter()
+            .chain(crate::backup::restore::pending(&st.state_dir).map(|p| format!("backup: {p}")))
             .collect(),
     }))
 }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    archive, git, io, mkdir_private, source_files, sync_dir, write_atomic, BackupError,
-    BackupSettings, LedgerState, Manifest, AGENTD_FILES,
+    archive, git, io, mkdir_private, place, sync_dir, write_atomic, BackupError, BackupSettings,
+    LedgerState, Manifest, AGENTD_FILES,
 };
 use crate::AppState;
 
@@ -71,6 +71,9 @@ pub fn prepare(
     id: &str,
     settings: &BackupSettings,
 ) -> Result<Prepared, BackupError> {
+    if let Some(left) = pending(&st.state_dir) {
+        return Err(BackupError::Refused(format!("{left}; nothing was changed")));
+    }
     let file = super::archive_path(dir, id)?;
     let staging = dir.join(format!(".restore-{id}"));
     if staging.exists() {
@@ -103,6 +106,28 @@ fn check(
             "the archived ledger's chain breaks at event {} ({:?})",
             bad.id, bad.reason
         )));
+    }
+    // Only agentd's own schema comes back: no triggers, views or other objects.
+    let foreign = osmoda_ledger::foreign_objects(&ledger_file)?;
+    if !foreign.is_empty() {
+        return Err(corrupt(format!(
+            "the archived ledger holds schema objects a ledger does not have ({})",
+            foreign.join(", ")
+        )));
+    }
+    for f in manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == "sqlite" && f.path.starts_with("sources/"))
+    {
+        let active = osmoda_ledger::sqlite_active_objects(&staging.join(&f.path))?;
+        if !active.is_empty() {
+            return Err(corrupt(format!(
+                "{} holds triggers or views ({}), which a restore does not install",
+                f.path,
+                active.join(", ")
+            )));
+        }
     }
     let archived = super::ledger_state(&ledger_file)?;
     if archived != manifest.ledger {
@@ -151,19 +176,26 @@ fn check(
             "the archived ledger is not a prefix of this machine's ledger (their first {common} events differ): it is another history"
         ));
     }
-    if current.size > archived.size {
+    if current.size > archived.size || ours != theirs {
         effect.push(format!(
-            "the ledger goes back from {} to {} events; the {} later events stay only in the kept copy of checkpoints.jsonl and in the witnesses' view",
-            current.size,
+            "the ledger goes back to the archived {} events (now {}); the replaced ledger with every later event, this approval included, is kept as {} and named in the backup.restored event",
             archived.size,
-            current.size - archived.size
+            current.size,
+            st.state_dir.join(format!("ledger.db.before-{id}")).display()
         ));
     }
+    effect.push("every approval ticket still open in the archived ledger is closed (used or decided since, it must not come back)".into());
     needs_force.extend(witnessed_past(&st.state_dir, archived.size)?);
     let mut targets = BTreeMap::new();
     for name in manifest.sources.keys() {
         match settings.sources.get(name) {
             Some(dir) => {
+                let prefix = format!("sources/{name}/");
+                for f in &manifest.files {
+                    if let Some(rel) = f.path.strip_prefix(&prefix) {
+                        place::check_below(dir, Path::new(rel))?;
+                    }
+                }
                 targets.insert(name.clone(), dir.clone());
             }
             None => {
@@ -176,8 +208,9 @@ fn check(
     }
     if !targets.is_empty() {
         effect.push(format!(
-            "the state of {} is replaced",
-            targets.keys().cloned().collect::<Vec<_>>().join(", ")
+            "the state of {} is replaced; files made since the backup are moved aside to {}",
+            targets.keys().cloned().collect::<Vec<_>>().join(", "),
+            place::kept_dir(&st.state_dir, id).display()
         ));
     }
     let tree = match (&manifest.tree, &st.config_tree) {
@@ -185,10 +218,35 @@ fn check(
             let bundle = staging.join("tree.bundle").to_string_lossy().to_string();
             git(live.dir(), &["bundle", "verify", "-q", &bundle])
                 .map_err(|e| corrupt(format!("the tree bundle does not verify: {e}")))?;
+            // Everything reset_tree needs must be in the bundle, or the restore would stop
+            // half-way: the commit, and the branch (a valid name) at it.
+            let heads = git(live.dir(), &["bundle", "list-heads", &bundle])?;
+            let at = |r: &str| heads.lines().any(|l| l.split_once(' ') == Some((t.commit.as_str(), r)));
+            let ok = match &t.branch {
+                Some(b) => {
+                    git(live.dir(), &["check-ref-format", "--branch", b]).is_ok()
+                        && at(&format!("refs/heads/{b}"))
+                }
+                None => heads.lines().any(|l| l.starts_with(&format!("{} ", t.commit))),
+            };
+            if !ok {
+                return Err(corrupt(format!(
+                    "the manifest's tree commit {} (branch {:?}) is not a head of the tree bundle",
+                    t.commit, t.branch
+                )));
+            }
             effect.push(format!(
                 "the config tree goes to commit {} (the current HEAD is kept as refs/osmoda/before-restore/{id})",
                 t.commit
             ));
+            let dirty = git(live.dir(), &["status", "--porcelain", "--untracked-files=all"])?;
+            if !dirty.is_empty() {
+                let files: Vec<&str> = dirty.lines().map(|l| l.get(3..).unwrap_or(l)).collect();
+                effect.push(format!(
+                    "uncommitted changes in the config tree ({}) are kept as refs/osmoda/uncommitted-before-restore/{id}",
+                    files.join(", ")
+                ));
+            }
             Some(live.dir().to_path_buf())
         }
         (Some(_), None) => {
@@ -256,6 +314,14 @@ pub fn commit(state_dir: &Path, journal: &Journal) -> Result<(), BackupError> {
 /// # Errors
 /// A step failed; the journal stays, so the next start of agentd (or a retry) finishes it.
 pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Result<Value> {
+    // Who asked for and who approved this restore, before the ledger holding it is replaced.
+    let approval = match &j.ticket {
+        Some(t) => st.approvals.lock().await.get(t).ok().map(|t| {
+            json!({ "ticket": t.id, "requested_by": t.requested_by, "requested_at": t.requested_at,
+                    "approved_by": t.decided_by, "effect": t.effect })
+        }),
+        None => None,
+    };
     {
         // No checkpoint may be signed over a half-restored ledger.
         let _signing = match &st.checkpoints {
@@ -264,7 +330,22 @@ pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Resul
         };
         let ledger = st.ledger.clone();
         let src = j.staging.join("agentd/ledger.db");
-        tokio::task::spawn_blocking(move || ledger.restore_from(&src)).await??;
+        let kept = st
+            .state_dir
+            .join(format!("ledger.db.before-{}", j.backup_id));
+        tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
+            // The replaced ledger, every event since the backup in it, is kept (once: a rerun
+            // after a crash finds it).
+            if !kept.exists() {
+                let tmp = kept.with_extension("tmp");
+                let _ = std::fs::remove_file(&tmp);
+                ledger.snapshot_to(&tmp)?;
+                std::fs::rename(&tmp, &kept).map_err(io(format!("keeping {}", kept.display())))?;
+            }
+            ledger.restore_from(&src)?;
+            Ok(())
+        })
+        .await??;
         let (state_dir, j2) = (st.state_dir.clone(), j.clone());
         tokio::task::spawn_blocking(move || agentd_files(&state_dir, &j2)).await??;
     }
@@ -273,9 +354,19 @@ pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Resul
         let (tree, j2) = (tree.clone(), j.clone());
         tokio::task::spawn_blocking(move || reset_tree(&tree, &j2)).await??;
     }
-    let j2 = j.clone();
-    tokio::task::spawn_blocking(move || sources(&j2)).await??;
+    let (j2, state_dir) = (j.clone(), st.state_dir.clone());
+    tokio::task::spawn_blocking(move || place::sources(&j2, &state_dir)).await??;
     *st.approvals.lock().await = crate::api::approvals::Approvals::load(&st.ledger)?;
+    // Tickets open in the archived ledger may have been used or decided since: none comes back.
+    let reopened = st.approvals.lock().await.open_ids();
+    for t in &reopened {
+        if Some(t) != j.ticket.as_ref() {
+            crate::api::approvals::mark_used(st, t, "agentd")
+                .await
+                .map_err(|e| anyhow::anyhow!("closing ticket {t}: {}", e.error))?;
+        }
+    }
+    let kept_aside = place::kept_files(&st.state_dir, &j.backup_id);
     *st.incidents.lock().await = crate::api::incidents::Incidents::load(&st.ledger)?;
     let restart = restart_daemons(j.targets.keys());
     let restored = st.ledger.tree_head().ok().map(|h| LedgerState {
@@ -294,6 +385,11 @@ pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Resul
         "forced": j.forced,
         "recovered": recovered,
         "restart": restart,
+        "approval": approval,
+        "replaced_ledger": { "file": st.state_dir.join(format!("ledger.db.before-{}", j.backup_id)), "size": j.previous.size },
+        "kept_aside": kept_aside,
+        "tree_uncommitted": j.tree.as_ref().and_then(|t| git(t, &["rev-parse", "-q", "--verify", &format!("refs/osmoda/uncommitted-before-restore/{}", j.backup_id)]).ok()),
+        "tickets_closed": reopened.iter().filter(|t| Some(*t) != j.ticket.as_ref()).collect::<Vec<_>>(),
     });
     st.record("backup.restored", &j.actor, &payload)
         .await
@@ -326,8 +422,35 @@ pub async fn recover(st: &AppState) -> anyhow::Result<()> {
     let j: Journal = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is unreadable: {e}", path.display()))?;
     tracing::warn!(backup = %j.backup_id, "finishing an interrupted restore");
-    apply(st, &j, true).await?;
+    if let Err(e) = apply(st, &j, true).await {
+        // agentd starts anyway (the other daemons need their ledger): /health reports it and
+        // every restore is refused until a person decides.
+        tracing::error!(backup = %j.backup_id, error = %e, "the interrupted restore could not be finished; {}", what_to_do(&st.state_dir));
+        let payload = json!({ "backup_id": j.backup_id, "error": e.to_string(), "journal": path, "what_to_do": what_to_do(&st.state_dir) });
+        if let Err(r) = st.record("agentd.restore.failed", "agentd", &payload).await {
+            tracing::error!(error = %r.error, "recording agentd.restore.failed");
+        }
+    }
     Ok(())
+}
+
+fn what_to_do(state_dir: &Path) -> String {
+    format!(
+        "restart agentd to retry it, or (to give it up, leaving what was already restored) remove {} and restore a backup again",
+        state_dir.join(JOURNAL).display()
+    )
+}
+
+/// A restore that was started and not finished (its journal is still there), in words.
+pub fn pending(state_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(state_dir.join(JOURNAL)).ok()?;
+    let id = serde_json::from_slice::<Journal>(&bytes)
+        .map(|j| j.backup_id)
+        .unwrap_or_else(|_| "?".into());
+    Some(format!(
+        "the restore of backup {id} is not finished; {}",
+        what_to_do(state_dir)
+    ))
 }
 
 fn agentd_files(state_dir: &Path, j: &Journal) -> Result<(), BackupError> {
@@ -366,6 +489,37 @@ fn reset_tree(tree: &Path, j: &Journal) -> Result<(), BackupError> {
     {
         git(tree, &["update-ref", &keep, "HEAD"])?;
     }
+    // A person's uncommitted edits are kept as a stash commit under a named ref, not reset away.
+    let dirty = git(tree, &["status", "--porcelain", "--untracked-files=all"])?;
+    if !dirty.is_empty() {
+        let msg = format!(
+            "uncommitted changes before restoring backup {}",
+            j.backup_id
+        );
+        git(
+            tree,
+            &[
+                "-c",
+                "user.name=agentd",
+                "-c",
+                "user.email=agentd@localhost",
+                "stash",
+                "push",
+                "-q",
+                "--include-untracked",
+                "-m",
+                &msg,
+            ],
+        )?;
+        git(
+            tree,
+            &[
+                "update-ref",
+                &format!("refs/osmoda/uncommitted-before-restore/{}", j.backup_id),
+                "refs/stash",
+            ],
+        )?;
+    }
     let bundle = j.staging.join("tree.bundle").to_string_lossy().to_string();
     git(
         tree,
@@ -386,88 +540,6 @@ fn reset_tree(tree: &Path, j: &Journal) -> Result<(), BackupError> {
         }
         None => {
             git(tree, &["checkout", "-q", "--force", "--detach", &t.commit])?;
-        }
-    }
-    Ok(())
-}
-
-fn owner(dir: &Path) -> Option<(u32, u32)> {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(dir).ok().map(|m| (m.uid(), m.gid()))
-}
-
-/// Copies `staged` over `live` atomically, with `mode` and the owner of `live`'s directory.
-fn install(
-    staged: &Path,
-    live: &Path,
-    mode: u32,
-    who: Option<(u32, u32)>,
-) -> Result<(), BackupError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = live.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.restore",
-        live.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let ctx = format!("restoring {}", live.display());
-    std::fs::copy(staged, &tmp).map_err(io(ctx.clone()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(io(ctx.clone()))?;
-    if let Some((uid, gid)) = who {
-        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(io(ctx.clone()))?;
-    }
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io(ctx.clone()))?;
-    std::fs::rename(&tmp, live).map_err(io(ctx))?;
-    sync_dir(dir)
-}
-
-fn sources(j: &Journal) -> Result<(), BackupError> {
-    for (name, root) in &j.targets {
-        let who = owner(root);
-        if !root.is_dir() {
-            mkdir_private(root)?;
-            if let Some((uid, gid)) = who {
-                let _ = std::os::unix::fs::chown(root, Some(uid), Some(gid));
-            }
-        }
-        let prefix = format!("sources/{name}/");
-        let mut wanted = BTreeSet::new();
-        for f in j.manifest.files.iter() {
-            let Some(rel) = f.path.strip_prefix(&prefix) else {
-                continue;
-            };
-            wanted.insert(PathBuf::from(rel));
-            let staged = j.staging.join(&f.path);
-            let live = root.join(rel);
-            if let Some(parent) = live.parent() {
-                if !parent.is_dir() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(io(format!("creating {}", parent.display())))?;
-                    if let Some((uid, gid)) = who {
-                        let _ = std::os::unix::fs::chown(parent, Some(uid), Some(gid));
-                    }
-                }
-            }
-            if f.kind == "sqlite" && super::is_sqlite(&live) {
-                // In place, in one transaction: a daemon holding it open is not cut off.
-                osmoda_ledger::sqlite_replace(&live, &staged)?;
-            } else {
-                let who = owner(&live).or(who);
-                install(&staged, &live, f.mode, who)?;
-            }
-        }
-        for rel in source_files(root)? {
-            if !wanted.contains(&rel) {
-                let live = root.join(&rel);
-                std::fs::remove_file(&live).map_err(io(format!("removing {}", live.display())))?;
-                for side in ["-wal", "-shm", "-journal"] {
-                    let mut p = live.clone().into_os_string();
-                    p.push(side);
-                    let _ = std::fs::remove_file(PathBuf::from(p));
-                }
-            }
         }
     }
     Ok(())

@@ -1,0 +1,343 @@
+//! What a restore must never do: follow a link a daemon planted in its state dir, install an
+//! archived ledger's triggers, re-arm a used approval ticket, lose the events written since the
+//! backup, the files made since or a person's uncommitted edits, or leave agentd unable to
+//! start when it cannot finish.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use common::{git, ClientExt, Daemon};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+struct Machine {
+    root: tempfile::TempDir,
+    d: Daemon,
+    keyd: PathBuf,
+}
+
+async fn machine() -> Machine {
+    let root = tempfile::tempdir().expect("tmp");
+    let keyd = root.path().join("keyd");
+    std::fs::create_dir_all(&keyd).expect("mkdir");
+    std::fs::write(keyd.join("note.txt"), "hello\n").expect("write");
+    let settings = agentd::Settings {
+        backup: agentd::backup::BackupSettings {
+            dir: Some(root.path().join("backups")),
+            keep: None,
+            sources: BTreeMap::from([("keyd".to_string(), keyd.clone())]),
+        },
+        ..agentd::Settings::default()
+    };
+    let d = Daemon::start_with_tree_and(settings).await;
+    Machine { root, d, keyd }
+}
+
+async fn create(d: &Daemon) -> String {
+    let s = d.agent().post_ok("/backup/create", &json!({})).await;
+    s["id"].as_str().expect("id").to_owned()
+}
+
+/// The restore's ticket (the 403's), approved by a person.
+async fn approved_ticket(d: &Daemon, id: &str, force: bool) -> String {
+    let r = d
+        .agent()
+        .post(
+            "/backup/restore",
+            &json!({ "backup_id": id, "force": force }),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let t = r.body["detail"]["ticket"]
+        .as_str()
+        .expect("ticket")
+        .to_owned();
+    d.human()
+        .post_ok(&format!("/approval/{t}/approve"), &json!({}))
+        .await;
+    t
+}
+
+async fn restore_with(d: &Daemon, id: &str, ticket: &str, force: bool) -> (u16, Value) {
+    let r = d
+        .agent()
+        .post(
+            "/backup/restore",
+            &json!({ "backup_id": id, "approval": ticket, "force": force }),
+        )
+        .await
+        .expect("post");
+    (r.status, r.body)
+}
+
+/// Rewrites archive `id` as a new archive (returned id) after `change` edits the extracted
+/// files; the manifest's sums are recomputed, as someone with write access to the backup dir
+/// could.
+fn repack(dir: &Path, id: &str, new_id: &str, change: impl FnOnce(&Path)) {
+    let work = tempfile::tempdir().expect("tmp");
+    let mut ar =
+        tar::Archive::new(std::fs::File::open(dir.join(format!("{id}.tar"))).expect("open"));
+    let mut names = Vec::new();
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let name = e.path().expect("path").to_string_lossy().to_string();
+        let dest = work.path().join(&name);
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).expect("read");
+        std::fs::write(&dest, bytes).expect("write");
+        names.push(name);
+    }
+    change(work.path());
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(work.path().join("manifest.json")).expect("m"))
+            .expect("json");
+    m["id"] = json!(new_id);
+    for f in m["files"].as_array_mut().expect("files") {
+        let bytes = std::fs::read(work.path().join(f["path"].as_str().expect("p"))).expect("f");
+        f["sha256"] = json!(hex::encode(Sha256::digest(&bytes)));
+        f["bytes"] = json!(bytes.len());
+    }
+    std::fs::write(
+        work.path().join("manifest.json"),
+        serde_json::to_vec(&m).expect("json"),
+    )
+    .expect("write");
+    let out = std::fs::File::create(dir.join(format!("{new_id}.tar"))).expect("create");
+    let mut b = tar::Builder::new(out);
+    for n in names {
+        b.append_path_with_name(work.path().join(&n), &n)
+            .expect("append");
+    }
+    b.finish().expect("finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_never_follows_a_planted_link() {
+    let m = machine().await;
+    let id = create(&m.d).await;
+    let victim = m.root.path().join("victim");
+    std::fs::write(&victim, "VICTIM ORIGINAL\n").expect("write");
+    // The daemon owning the dir replaces its file by a link to a root-only file.
+    std::fs::remove_file(m.keyd.join("note.txt")).expect("rm");
+    std::os::unix::fs::symlink(&victim, m.keyd.join("note.txt")).expect("link");
+    // And plants links at the old fixed temporary name.
+    std::os::unix::fs::symlink(&victim, m.keyd.join(".note.txt.restore")).expect("link");
+    let t = approved_ticket(&m.d, &id, false).await;
+    let (status, body) = restore_with(&m.d, &id, &t, false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "VICTIM ORIGINAL\n"
+    );
+    let meta = std::fs::symlink_metadata(m.keyd.join("note.txt")).expect("note");
+    assert!(
+        meta.is_file(),
+        "the link was replaced by the file, not followed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.keyd.join("note.txt")).expect("note"),
+        "hello\n"
+    );
+
+    // A directory on the way that became a link: refused before a ticket, nothing changed.
+    let out = m.root.path().join("outside");
+    std::fs::create_dir(&out).expect("mkdir");
+    std::fs::create_dir(m.keyd.join("sub")).expect("mkdir");
+    std::fs::write(m.keyd.join("sub/x"), "x\n").expect("write");
+    let id2 = create(&m.d).await;
+    std::fs::remove_dir_all(m.keyd.join("sub")).expect("rm");
+    std::os::unix::fs::symlink(&out, m.keyd.join("sub")).expect("link");
+    let r =
+        m.d.agent()
+            .post("/backup/restore", &json!({ "backup_id": id2 }))
+            .await
+            .expect("post");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("symbolic link"),
+        "{}",
+        r.body
+    );
+    assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 0);
+    m.d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_ledger_with_a_trigger_or_a_bad_tree_commit_is_refused_before_a_ticket() {
+    let m = machine().await;
+    keyd_db(&m.keyd);
+    let id = create(&m.d).await;
+    let dir = m.root.path().join("backups");
+    let trig = "20991231T000000000Z-0000cafe";
+    repack(&dir, &id, trig, |w| {
+        rusqlite::Connection::open(w.join("agentd/ledger.db"))
+            .expect("db")
+            .execute_batch("CREATE TRIGGER hide AFTER INSERT ON events BEGIN UPDATE events SET payload = '{}' WHERE id = NEW.id; END;")
+            .expect("trigger");
+    });
+    let view = "20991231T000000000Z-0000beef";
+    repack(&dir, &id, view, |w| {
+        rusqlite::Connection::open(w.join("sources/keyd/keyd.db"))
+            .expect("db")
+            .execute_batch(
+                "CREATE TABLE t (a); CREATE TRIGGER z AFTER INSERT ON t BEGIN DELETE FROM t; END;",
+            )
+            .expect("trigger");
+    });
+    let commit = "20991231T000000000Z-0000dead";
+    repack(&dir, &id, commit, |w| {
+        let p = w.join("manifest.json");
+        let mut v: Value = serde_json::from_slice(&std::fs::read(&p).expect("m")).expect("json");
+        v["tree"]["commit"] = json!("1".repeat(40));
+        std::fs::write(&p, serde_json::to_vec(&v).expect("json")).expect("write");
+    });
+    for (bad, why) in [
+        (trig, "trigger hide"),
+        (view, "trigger z"),
+        (commit, "not a head"),
+    ] {
+        let r =
+            m.d.agent()
+                .post("/backup/restore", &json!({ "backup_id": bad }))
+                .await
+                .expect("post");
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        assert!(
+            r.body["error"].as_str().unwrap_or_default().contains(why),
+            "{bad}: {}",
+            r.body
+        );
+    }
+    m.d.stop().await;
+}
+
+/// A daemon's database in a source dir.
+fn keyd_db(dir: &Path) {
+    rusqlite::Connection::open(dir.join("keyd.db"))
+        .expect("db")
+        .execute_batch("CREATE TABLE items (k, v); INSERT INTO items VALUES ('a', 1);")
+        .expect("db");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_since_the_backup_is_lost_and_no_used_ticket_comes_back() {
+    let m = machine().await;
+    keyd_db(&m.keyd);
+    let x = create(&m.d).await;
+    let tx = approved_ticket(&m.d, &x, false).await;
+    // B2's ledger holds TX approved and unused.
+    let b2 = create(&m.d).await;
+    // Since then: a new wallet key, a person's uncommitted edit, events.
+    std::fs::create_dir(m.keyd.join("wallets")).expect("mkdir");
+    std::fs::write(m.keyd.join("wallets/w-new.key"), "NEW KEY\n").expect("write");
+    let tree = m.d.tree_dir();
+    let nix = tree.join("configuration.nix");
+    let mut text = std::fs::read_to_string(&nix).expect("read");
+    text.push_str("# uncommitted work of a person\n");
+    std::fs::write(&nix, &text).expect("write");
+    let before = m.d.state.ledger.tree_head().expect("head").size;
+
+    let (status, done) = restore_with(&m.d, &x, &tx, false).await;
+    assert_eq!(status, 200, "{done}");
+    // The replaced ledger is kept whole, its file named; the approval survives in the record.
+    let kept = PathBuf::from(done["replaced_ledger"]["file"].as_str().expect("file"));
+    let n = osmoda_ledger::verify(&kept).expect("kept ledger").events;
+    assert!(n >= before, "{n} < {before}");
+    assert_eq!(done["approval"]["ticket"], json!(tx));
+    assert!(done["approval"]["approved_by"].is_string(), "{done}");
+    // The new key was moved aside, not deleted, and its path named.
+    assert!(!m.keyd.join("wallets/w-new.key").exists());
+    let aside = done["kept_aside"].as_array().expect("kept_aside");
+    let k = aside
+        .iter()
+        .find(|k| k["path"] == json!("wallets/w-new.key"))
+        .unwrap_or_else(|| panic!("{done}"));
+    assert_eq!(
+        std::fs::read_to_string(k["kept"].as_str().expect("kept")).expect("kept"),
+        "NEW KEY\n"
+    );
+    // The uncommitted edit is kept under a named ref.
+    let r = format!("refs/osmoda/uncommitted-before-restore/{x}");
+    assert!(git(&tree, &["show", &format!("{r}:configuration.nix")])
+        .contains("uncommitted work of a person"));
+    assert_eq!(
+        done["tree_uncommitted"].as_str().map(str::len),
+        Some(40),
+        "{done}"
+    );
+
+    // Restoring B2 (whose ledger holds TX approved and unused) does not re-arm TX.
+    let t2 = approved_ticket(&m.d, &b2, true).await;
+    let (status, body) = restore_with(&m.d, &b2, &t2, true).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["tickets_closed"]
+            .as_array()
+            .expect("closed")
+            .contains(&json!(tx)),
+        "{body}"
+    );
+    let (status, body) = restore_with(&m.d, &x, &tx, false).await;
+    assert_eq!(status, 409, "a used ticket works once: {body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already used"),
+        "{body}"
+    );
+    m.d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinishable_restore_leaves_agentd_running_and_says_what_to_do() {
+    let m = machine().await;
+    let id = create(&m.d).await;
+    let state = m.d.state.state_dir.clone();
+    let head = m.d.state.ledger.tree_head().expect("head");
+    // A journal whose staged archive is gone (a disk that failed under it).
+    let journal = json!({
+        "backup_id": id, "manifest_sha256": "0".repeat(64),
+        "staging": m.root.path().join("backups/.restore-gone"),
+        "manifest": { "format": "osmoda-backup/1", "id": id, "created_at": "2026-11-30T00:00:00Z",
+            "ledger": { "size": head.size, "root": head.root }, "tree": null, "sources": {}, "files": [] },
+        "previous": { "size": head.size, "root": head.root }, "targets": {}, "tree": null,
+        "actor": "test", "ticket": null, "forced": false,
+    });
+    let d = m.d.restart().await;
+    // restart() reopens without running recover(); run it as agentd's start does.
+    std::fs::write(state.join("restore.json"), journal.to_string()).expect("journal");
+    agentd::backup::restore::recover(&d.state)
+        .await
+        .expect("agentd starts anyway");
+    let h = d.agent().get_ok("/health").await;
+    let why = h["degraded"][0].as_str().unwrap_or_default().to_owned();
+    assert!(
+        why.contains("not finished") && why.contains("restore.json"),
+        "{h}"
+    );
+    let failed = d
+        .state
+        .ledger
+        .query(&osmoda_ledger::Query {
+            kind: Some("agentd.restore.failed".into()),
+            ..Default::default()
+        })
+        .expect("query");
+    assert_eq!(failed.len(), 1);
+    let r = d
+        .agent()
+        .post("/backup/restore", &json!({ "backup_id": id }))
+        .await
+        .expect("post");
+    assert_eq!(r.status, 409, "{}", r.body);
+    d.stop().await;
+}
