@@ -105,6 +105,41 @@ pub fn read_vkeys(path: &Path) -> std::io::Result<Vec<String>> {
     }
 }
 
+/// Checks that the checkpoint key at `path` is agentd's secret: a regular file owned by
+/// agentd's user that group and others cannot read (whoever reads it signs checkpoints that
+/// verify as this machine's).
+///
+/// # Errors
+/// Missing, not a regular file, another owner, or readable by group/others; naming the fix.
+pub fn check_key_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).map_err(|e| {
+        anyhow::anyhow!(
+            "reading the checkpoint key {}: {e} (make one with `agentctl ledger keygen`)",
+            path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        m.is_file(),
+        "the checkpoint key {} is not a regular file",
+        path.display()
+    );
+    let me = nix::unistd::geteuid().as_raw();
+    anyhow::ensure!(
+        m.uid() == me,
+        "the checkpoint key {} is owned by uid {}, not agentd's uid {me}: chown it",
+        path.display(),
+        m.uid()
+    );
+    anyhow::ensure!(
+        m.mode() & 0o077 == 0,
+        "the checkpoint key {} has mode {:04o}: group or others can read it and sign checkpoints as this machine; chmod 0600 it",
+        path.display(),
+        m.mode() & 0o7777
+    );
+    Ok(())
+}
+
 impl Checkpointer {
     /// Loads (or, without a key file, creates) the key and writes the verifier key next to the
     /// checkpoints.
@@ -124,6 +159,7 @@ impl Checkpointer {
                 k
             }
         };
+        check_key_file(&key)?;
         let signer = CheckpointSigner::from_file(&key)?;
         std::fs::write(state_dir.join(VKEY_FILE), format!("{}\n", signer.vkey()))?;
         let history = state_dir.join(VKEYS_FILE);
@@ -327,6 +363,8 @@ pub async fn run(st: Arc<AppState>, mut shutdown: Shutdown) {
     let Some(cp) = st.checkpoints.clone() else {
         return;
     };
+    // Subscribed first: events appended while the start check runs still wake the loop.
+    let mut commits = st.commits.subscribe();
     // Before anything is signed: the ledger must agree with the newest checkpoint signed.
     match cp.check(&st, true).await {
         Ok(None) => {
@@ -337,7 +375,6 @@ pub async fn run(st: Arc<AppState>, mut shutdown: Shutdown) {
         Ok(Some(_)) => {} // logged, recorded and on /health by check
         Err(e) => tracing::error!(error = %e, "checking the ledger against its checkpoints"),
     }
-    let mut commits = st.commits.subscribe();
     // Events up to `base` are covered by the newest checkpoint or are the event recording it,
     // which alone is no reason for another.
     let mut base = match cp.file.newest() {

@@ -84,6 +84,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { file }) = &cli.command {
         let settings = agentd::config::load(file)?;
+        // Outside a Nix build (where secrets cannot be seen) the checkpoint key must be there.
+        let key = settings
+            .checkpoint
+            .as_ref()
+            .and_then(|c| c.key_file.as_ref());
+        if let (Some(k), None) = (key, std::env::var_os("NIX_BUILD_TOP")) {
+            agentd::checkpoints::check_key_file(k)?;
+        }
         println!("{}: ok ({settings:?})", file.display());
         return Ok(());
     }

@@ -80,6 +80,7 @@ pub const NAMESPACES: &[(&str, Owner)] = &[
     ("agentd.", Owner::Agentd),
     ("capability.", Owner::Agentd),
     ("sandbox.", Owner::Agentd),
+    ("backup.", Owner::Agentd),
     ("watch.", Owner::Daemon(&WATCH)),
     ("receipt.", Owner::Daemon(&KEYD)),
     ("keyd.", Owner::Daemon(&KEYD)),
@@ -422,10 +423,13 @@ mod tests {
             status(check_append(&curl, "agent", "switch.committed")),
             None
         );
-        assert_eq!(
-            status(check_append(&curl, "agent", "approval.approved")),
-            Some(400)
-        );
+        for kind in ["approval.approved", "backup.restored", "Backup.created"] {
+            assert_eq!(
+                status(check_append(&curl, "agent", kind)),
+                Some(400),
+                "{kind}"
+            );
+        }
         assert_eq!(
             status(check_append(&watch, "osmoda-watch", "config.x")),
             Some(400)

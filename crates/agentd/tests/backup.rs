@@ -361,9 +361,11 @@ async fn create_change_everything_restore_gives_back_the_same_state() {
     let report = osmoda_ledger::verify_checkpoints(&state.join("ledger.db"), &cps, vkey.trim())
         .expect("anchor");
     assert!(report.is_ok(), "{report:?}");
-    assert!(state
-        .join(format!("checkpoints.jsonl.before-{id}"))
-        .is_file());
+    // Kept under a name of this restore's own (`<id>-r<time>`).
+    assert!(std::fs::read_dir(&state).expect("ls").flatten().any(|e| e
+        .file_name()
+        .to_string_lossy()
+        .starts_with(&format!("checkpoints.jsonl.before-{id}-r"))));
     assert!(!state.join("restore.json").exists());
     // Appends continue the restored chain.
     note(&m.d, 999).await;

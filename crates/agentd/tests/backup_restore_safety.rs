@@ -98,7 +98,9 @@ fn repack(dir: &Path, id: &str, new_id: &str, change: impl FnOnce(&Path)) {
             .expect("json");
     m["id"] = json!(new_id);
     for f in m["files"].as_array_mut().expect("files") {
-        let bytes = std::fs::read(work.path().join(f["path"].as_str().expect("p"))).expect("f");
+        let Ok(bytes) = std::fs::read(work.path().join(f["path"].as_str().expect("p"))) else {
+            continue; // an entry only the manifest has
+        };
         f["sha256"] = json!(hex::encode(Sha256::digest(&bytes)));
         f["bytes"] = json!(bytes.len());
     }
@@ -199,10 +201,20 @@ async fn an_archived_ledger_with_a_trigger_or_a_bad_tree_commit_is_refused_befor
         v["tree"]["commit"] = json!("1".repeat(40));
         std::fs::write(&p, serde_json::to_vec(&v).expect("json")).expect("write");
     });
+    let both = "20991231T000000000Z-0000f00d";
+    repack(&dir, &id, both, |w| {
+        let p = w.join("manifest.json");
+        let mut v: Value = serde_json::from_slice(&std::fs::read(&p).expect("m")).expect("json");
+        v["files"].as_array_mut().expect("files").push(json!({
+            "path": "sources/keyd/note.txt/x", "kind": "file", "sha256": "0".repeat(64), "bytes": 0, "mode": 420,
+        }));
+        std::fs::write(&p, serde_json::to_vec(&v).expect("json")).expect("write");
+    });
     for (bad, why) in [
         (trig, "trigger hide"),
         (view, "trigger z"),
         (commit, "not a head"),
+        (both, "sources/keyd/note.txt is both a file and a directory"),
     ] {
         let r =
             m.d.agent()
@@ -265,19 +277,29 @@ async fn nothing_since_the_backup_is_lost_and_no_used_ticket_comes_back() {
         "NEW KEY\n"
     );
     // The uncommitted edit is kept under a named ref.
-    let r = format!("refs/osmoda/uncommitted-before-restore/{x}");
+    let r = done["tree_uncommitted"]["ref"]
+        .as_str()
+        .expect("ref")
+        .to_owned();
+    assert!(
+        r.starts_with(&format!("refs/osmoda/uncommitted-before-restore/{x}-r")),
+        "{done}"
+    );
     assert!(git(&tree, &["show", &format!("{r}:configuration.nix")])
         .contains("uncommitted work of a person"));
     assert_eq!(
-        done["tree_uncommitted"].as_str().map(str::len),
-        Some(40),
-        "{done}"
+        git(&tree, &["rev-parse", &r]).trim(),
+        done["tree_uncommitted"]["commit"].as_str().expect("commit")
     );
 
     // Restoring B2 (whose ledger holds TX approved and unused) does not re-arm TX.
     let t2 = approved_ticket(&m.d, &b2, true).await;
     let (status, body) = restore_with(&m.d, &b2, &t2, true).await;
     assert_eq!(status, 200, "{body}");
+    assert_ne!(
+        body["replaced_ledger"]["file"], done["replaced_ledger"]["file"],
+        "each restore keeps its own copy"
+    );
     assert!(
         body["tickets_closed"]
             .as_array()
@@ -339,5 +361,59 @@ async fn an_unfinishable_restore_leaves_agentd_running_and_says_what_to_do() {
         .await
         .expect("post");
     assert_eq!(r.status, 409, "{}", r.body);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_records_what_it_deletes_and_says_when_the_ledger_is_broken() {
+    let root = tempfile::tempdir().expect("tmp");
+    let keyd = root.path().join("keyd");
+    std::fs::create_dir_all(&keyd).expect("mkdir");
+    // A note that starts like an SQLite database is archived as the file it is.
+    std::fs::write(keyd.join("fake.md"), b"SQLite format 3\0 just a note").expect("write");
+    let d = Daemon::start_with(agentd::Settings {
+        backup: agentd::backup::BackupSettings {
+            dir: Some(root.path().join("backups")),
+            keep: Some(1),
+            sources: BTreeMap::from([("keyd".to_string(), keyd.clone())]),
+        },
+        ..agentd::Settings::default()
+    })
+    .await;
+    let first = create(&d).await;
+    let second = d.agent().post_ok("/backup/create", &json!({})).await;
+    assert!(second.get("warnings").is_none(), "{second}");
+    let deleted = d
+        .state
+        .ledger
+        .query(&osmoda_ledger::Query {
+            kind: Some("backup.deleted".into()),
+            ..Default::default()
+        })
+        .expect("query");
+    assert_eq!(deleted.len(), 1);
+    assert!(
+        deleted[0].payload.contains(&first),
+        "{}",
+        deleted[0].payload
+    );
+    // Nobody else may write agentd's backup records.
+    let r = d
+        .agent()
+        .post(
+            "/events/append",
+            &json!({ "type": "backup.restored", "daemon": "tester", "payload": { "backup_id": first } }),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 400, "{}", r.body);
+    // A broken row in the live ledger: the backup still runs and says so.
+    rusqlite::Connection::open(d.state.state_dir.join("ledger.db"))
+        .expect("db")
+        .execute("UPDATE events SET payload = '{\"x\":1}' WHERE id = 1", [])
+        .expect("tamper");
+    let third = d.agent().post_ok("/backup/create", &json!({})).await;
+    let w = third["warnings"][0].as_str().unwrap_or_default();
+    assert!(w.contains("event 1"), "{third}");
     d.stop().await;
 }

@@ -129,17 +129,40 @@ async fn a_configured_key_file_that_is_not_a_key_stops_agentd_with_the_reason() 
     let dir = tempfile::tempdir().expect("tmp");
     let key = dir.path().join("bad.key");
     std::fs::write(&key, "not a key\n").expect("write");
-    let mut s = settings(5);
-    if let Some(c) = s.checkpoint.as_mut() {
-        c.key_file = Some(key);
-    }
-    let err = agentd::AppState::open(dir.path().join("state"), s, None)
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let with_key = |k: &std::path::Path| {
+        let mut s = settings(5);
+        if let Some(c) = s.checkpoint.as_mut() {
+            c.key_file = Some(k.to_path_buf());
+        }
+        s
+    };
+    let err = agentd::AppState::open(dir.path().join("state"), with_key(&key), None)
         .err()
         .expect("refused");
     assert!(
         format!("{err:#}").contains("agentctl ledger keygen"),
         "{err:#}"
     );
+    // A real key others can read (anyone who reads it signs as this machine), or a missing one.
+    let (skey, _) = osmoda_ledger::generate_key("t.example/osmoda-ledger").expect("key");
+    let loose = dir.path().join("loose.key");
+    std::fs::write(&loose, format!("{skey}\n")).expect("write");
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    for (k, want) in [
+        (loose.clone(), "chmod 0600"),
+        (dir.path().join("missing.key"), "agentctl ledger keygen"),
+    ] {
+        let err = agentd::AppState::open(dir.path().join("state2"), with_key(&k), None)
+            .err()
+            .expect("refused");
+        assert!(format!("{err:#}").contains(want), "{err:#}");
+    }
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    agentd::AppState::open(dir.path().join("state3"), with_key(&loose), None).expect("0600 opens");
 }
 
 /// Opens the state in `dir` and serves it (as agentd's start does), returning the daemon parts.

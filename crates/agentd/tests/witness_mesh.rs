@@ -39,6 +39,12 @@ fn keys(dir: &Path, name: &str) -> Keys {
     let (skey, vkey) = osmoda_ledger::generate_key(&format!("{name}/osmoda-ledger")).unwrap();
     let log_key = dir.join("log.key");
     std::fs::write(&log_key, format!("{skey}\n")).unwrap();
+    // A checkpoint key is agentd's secret: 0600 (agentd refuses a looser one).
+    std::fs::set_permissions(
+        &log_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).unwrap();
     let witness_key = dir.join("witness.key");
@@ -361,10 +367,19 @@ async fn peers_cosign_each_other_and_refuse_a_rolled_back_ledger() {
     let state: Value =
         serde_json::from_slice(&std::fs::read(b.state().join("witness-state.json")).unwrap())
             .unwrap();
-    let kept = osmoda_ledger::witness::read_cosignatures(
-        &a.state().join(format!("cosignatures.jsonl.before-{id}")),
-    )
-    .unwrap();
+    // Kept under a name of the restore's own (`<id>-r<time>`).
+    let kept_file = std::fs::read_dir(a.state())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy()
+                    .starts_with(&format!("cosignatures.jsonl.before-{id}-r"))
+            })
+        })
+        .expect("the replaced cosignatures are kept");
+    let kept = osmoda_ledger::witness::read_cosignatures(&kept_file).unwrap();
     let top = kept.iter().map(|c| c.size).max().unwrap();
     assert!(top >= witnessed);
     // Beta may have cosigned one more pre-restore checkpoint whose answer reached alpha only

@@ -168,7 +168,7 @@ pub fn foreign_objects(src: &Path) -> Result<Vec<String>, LedgerError> {
     crate::schema::create(&fresh)?;
     let expected = objects(&fresh)?;
     // Tables of older schema versions a restore upgrades (3 kept the tree here).
-    let legacy = ["tree_hashes"];
+    let legacy = ["tree_hashes", "tree_state"];
     let mut out = Vec::new();
     for ((kind, name), sql) in objects(&source)? {
         let known = match expected.get(&(kind.clone(), name.clone())) {

@@ -38,7 +38,8 @@ pub struct CreateBody {
     pub reason: String,
 }
 
-/// `POST /backup/create` → the new backup's summary (`crate::backup::Summary`).
+/// `POST /backup/create` → the new backup's summary (`crate::backup::Summary`), with
+/// `warnings` when there is something to know (the archived ledger's chain breaks).
 ///
 /// # Errors
 /// 500 when a source, the archive directory or a database cannot be read or written.
@@ -46,14 +47,14 @@ pub async fn create(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     body: Option<Json<CreateBody>>,
-) -> Result<axum::Json<backup::Summary>, ApiError> {
+) -> Result<axum::Json<Value>, ApiError> {
     let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
     if reason.len() > 4096 {
         return Err(ApiError::bad_request("`reason` is limited to 4096 bytes"));
     }
     let _one = BUSY.lock().await;
     let st2 = st.clone();
-    let summary = tokio::task::spawn_blocking(move || {
+    let created = tokio::task::spawn_blocking(move || {
         let tree = st2.config_tree.as_ref().map(|t| t.dir().to_path_buf());
         backup::create(&Inputs {
             state_dir: &st2.state_dir,
@@ -64,6 +65,7 @@ pub async fn create(
     })
     .await
     .map_err(ApiError::internal)??;
+    let summary = &created.summary;
     st.record(
         "backup.created",
         &caller.actor,
@@ -71,10 +73,25 @@ pub async fn create(
             "id": summary.id, "file": summary.file, "bytes": summary.bytes,
             "manifest_sha256": summary.manifest_sha256, "ledger_size": summary.ledger_size,
             "tree_commit": summary.tree_commit, "sources": summary.sources, "reason": reason,
+            "deleted": created.deleted, "warnings": created.warnings,
         }),
     )
     .await?;
-    Ok(axum::Json(summary))
+    // Retention's deletions are on the record too: an archive never disappears silently.
+    for id in &created.deleted {
+        st.record(
+            "backup.deleted",
+            "agentd",
+            &json!({ "id": id, "why": "retention (backup.keep)", "after": summary.id }),
+        )
+        .await?;
+    }
+    let mut out = serde_json::to_value(summary).map_err(ApiError::internal)?;
+    if !created.warnings.is_empty() {
+        tracing::warn!(backup = %summary.id, warnings = ?created.warnings, "backup made with warnings");
+        out["warnings"] = json!(created.warnings);
+    }
+    Ok(axum::Json(out))
 }
 
 /// `GET /backup/list` → `{backups: [Summary]}`, newest first.

@@ -144,6 +144,17 @@ fn check_manifest(id: &str, m: &Manifest) -> Result<(), BackupError> {
             return Err(corrupt(id, format!("{} has no SHA-256", f.path)));
         }
     }
+    // A path that is also a directory of another path cannot be restored.
+    for f in &m.files {
+        for (i, _) in f.path.match_indices('/') {
+            if seen.contains(&f.path[..i]) {
+                return Err(corrupt(
+                    id,
+                    format!("{} is both a file and a directory", &f.path[..i]),
+                ));
+            }
+        }
+    }
     if let Some(bad) = m.sources.keys().find(|n| !super::valid_source_name(n)) {
         return Err(corrupt(id, format!("invalid source name {bad:?}")));
     }

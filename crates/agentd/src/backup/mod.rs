@@ -213,7 +213,7 @@ fn new_id(dir: &Path) -> Result<String, BackupError> {
     }
 }
 
-fn stamped_id() -> Result<String, BackupError> {
+pub(crate) fn stamped_id() -> Result<String, BackupError> {
     let now = time::OffsetDateTime::now_utc();
     let stamp = now
         .format(time::macros::format_description!(
@@ -422,30 +422,55 @@ pub struct Inputs<'a> {
     pub settings: &'a BackupSettings,
 }
 
-/// Makes one archive and applies retention; returns its summary. Blocks.
+/// What [`create`] made and did.
+#[derive(Debug)]
+pub struct Created {
+    /// The new archive.
+    pub summary: Summary,
+    /// Ids of the archives retention deleted after it (oldest beyond `keep`).
+    pub deleted: Vec<String>,
+    /// What the caller should know: the archived ledger's chain breaks (such an archive is
+    /// refused by restore as damaged).
+    pub warnings: Vec<String>,
+}
+
+/// Makes one archive and applies retention. Blocks.
 ///
 /// # Errors
 /// A source or the archive directory cannot be read or written, git fails, or a database
 /// cannot be snapshotted; nothing is left behind but the previous archives.
-pub fn create(inp: &Inputs<'_>) -> Result<Summary, BackupError> {
+pub fn create(inp: &Inputs<'_>) -> Result<Created, BackupError> {
     let dir = open_dir(inp.settings, inp.state_dir)?;
     let id = new_id(&dir)?;
     let work = dir.join(format!(".work-{id}"));
     mkdir_private(&work)?;
     let result = create_in(inp, &dir, &work, &id);
     let _ = std::fs::remove_dir_all(&work);
-    let summary = result?;
+    let (summary, warnings) = result?;
+    let mut deleted = Vec::new();
     if let Some(keep) = inp.settings.keep {
         for old in list(&dir)?.into_iter().skip(keep.max(1)) {
-            if let Err(e) = std::fs::remove_file(&old.file) {
-                tracing::warn!(archive = %old.file.display(), error = %e, "could not remove an old backup");
+            match std::fs::remove_file(&old.file) {
+                Ok(()) => deleted.push(old.id),
+                Err(e) => {
+                    tracing::warn!(archive = %old.file.display(), error = %e, "could not remove an old backup")
+                }
             }
         }
     }
-    Ok(summary)
+    Ok(Created {
+        summary,
+        deleted,
+        warnings,
+    })
 }
 
-fn create_in(inp: &Inputs<'_>, dir: &Path, work: &Path, id: &str) -> Result<Summary, BackupError> {
+fn create_in(
+    inp: &Inputs<'_>,
+    dir: &Path,
+    work: &Path,
+    id: &str,
+) -> Result<(Summary, Vec<String>), BackupError> {
     let mut files: Vec<(FileEntry, PathBuf)> = Vec::new();
     let mut add = |path: String, kind: &str, src: PathBuf, mode: u32| -> Result<(), BackupError> {
         let (sha256, bytes) = sha256_file(&src)?;
@@ -475,6 +500,13 @@ fn create_in(inp: &Inputs<'_>, dir: &Path, work: &Path, id: &str) -> Result<Summ
     let ledger_copy = work.join("agentd/ledger.db");
     inp.ledger.snapshot_to(&ledger_copy)?;
     let ledger = ledger_state(&ledger_copy)?;
+    let mut warnings = Vec::new();
+    if let Some(bad) = osmoda_ledger::verify(&ledger_copy)?.first_bad {
+        warnings.push(format!(
+            "the ledger's chain breaks at event {} ({:?}): restore refuses this archive as damaged; agentctl verify-ledger shows the ledger's state",
+            bad.id, bad.reason
+        ));
+    }
     add("agentd/ledger.db".into(), "sqlite", ledger_copy, 0o600)?;
 
     let tree = match inp.tree {
@@ -509,10 +541,31 @@ fn create_in(inp: &Inputs<'_>, dir: &Path, work: &Path, id: &str) -> Result<Summ
                 std::fs::create_dir_all(p).map_err(io("creating the work dir"))?;
             }
             let rel_s = rel.to_string_lossy();
-            let kind = if is_sqlite(&live) {
-                osmoda_ledger::sqlite_snapshot(&live, &copy)?;
+            let snapshot = if is_sqlite(&live) {
+                Some(osmoda_ledger::sqlite_snapshot(&live, &copy))
+            } else {
+                None
+            };
+            let kind = if let Some(Ok(())) = snapshot {
                 "sqlite"
             } else {
+                match snapshot {
+                    // The SQLite header on a file SQLite cannot open (a note that starts like
+                    // one): archived as the file it is.
+                    Some(Err(osmoda_ledger::LedgerError::Sqlite(
+                        rusqlite::Error::SqliteFailure(f, _),
+                    ))) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                        tracing::warn!(file = %live.display(), "starts like an SQLite database but is none; archived as a file");
+                        let _ = std::fs::remove_file(&copy);
+                    }
+                    Some(Err(e)) => {
+                        return Err(BackupError::Io {
+                            context: format!("snapshotting the database {}", live.display()),
+                            source: std::io::Error::other(e.to_string()),
+                        })
+                    }
+                    _ => {}
+                }
                 match std::fs::copy(&live, &copy) {
                     Ok(_) => "file",
                     // Gone between listing and copying (a temp file): not part of the state.
@@ -536,7 +589,7 @@ fn create_in(inp: &Inputs<'_>, dir: &Path, work: &Path, id: &str) -> Result<Summ
     let file = dir.join(format!("{id}.tar"));
     let digest = archive::write(&file, &manifest, &files)?;
     let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-    Ok(Summary {
+    let summary = Summary {
         id: id.into(),
         created_at: manifest.created_at.clone(),
         file,
@@ -546,7 +599,8 @@ fn create_in(inp: &Inputs<'_>, dir: &Path, work: &Path, id: &str) -> Result<Summ
         tree_commit: manifest.tree.as_ref().map(|t| t.commit.clone()),
         sources: manifest.sources.keys().cloned().collect(),
         files: manifest.files.len(),
-    })
+    };
+    Ok((summary, warnings))
 }
 
 /// Size and root of the ledger file `path`.

@@ -271,7 +271,7 @@ pub(crate) fn sources(j: &Journal, state_dir: &Path) -> Result<(), BackupError> 
                 install_at(&dir, file, &live, &staged, f.mode, existing.or(who))?;
             }
         }
-        let keep = kept_dir(state_dir, &j.backup_id).join(name);
+        let keep = kept_dir(state_dir, j.tag()).join(name);
         for rel in source_files(root)? {
             if wanted.contains(&rel) {
                 continue;

@@ -47,6 +47,21 @@ pub struct Journal {
     pub ticket: Option<String>,
     /// Whether the person forced a restore that the checks refused.
     pub forced: bool,
+    /// Names what this restore keeps aside (`<backup id>-r<time>`), so a second restore of the
+    /// same backup keeps its own copies (journals of older versions: the backup id).
+    #[serde(default)]
+    pub kept: String,
+}
+
+impl Journal {
+    /// The name of what this restore keeps aside.
+    pub fn tag(&self) -> &str {
+        if self.kept.is_empty() {
+            &self.backup_id
+        } else {
+            &self.kept
+        }
+    }
 }
 
 /// What [`prepare`] found: the staged archive and what restoring it would change.
@@ -99,6 +114,7 @@ fn check(
         reason,
     };
     let (manifest, digest) = archive::extract_verified(file, staging)?;
+    let tag = format!("{id}-r{}", &super::stamped_id()?[..18]);
     let ledger_file = staging.join("agentd/ledger.db");
     let report = osmoda_ledger::verify(&ledger_file)?;
     if let Some(bad) = report.first_bad {
@@ -181,7 +197,7 @@ fn check(
             "the ledger goes back to the archived {} events (now {}); the replaced ledger with every later event, this approval included, is kept as {} and named in the backup.restored event",
             archived.size,
             current.size,
-            st.state_dir.join(format!("ledger.db.before-{id}")).display()
+            st.state_dir.join(format!("ledger.db.before-{tag}")).display()
         ));
     }
     effect.push("every approval ticket still open in the archived ledger is closed (used or decided since, it must not come back)".into());
@@ -210,7 +226,7 @@ fn check(
         effect.push(format!(
             "the state of {} is replaced; files made since the backup are moved aside to {}",
             targets.keys().cloned().collect::<Vec<_>>().join(", "),
-            place::kept_dir(&st.state_dir, id).display()
+            place::kept_dir(&st.state_dir, &tag).display()
         ));
     }
     let tree = match (&manifest.tree, &st.config_tree) {
@@ -243,7 +259,7 @@ fn check(
             if !dirty.is_empty() {
                 let files: Vec<&str> = dirty.lines().map(|l| l.get(3..).unwrap_or(l)).collect();
                 effect.push(format!(
-                    "uncommitted changes in the config tree ({}) are kept as refs/osmoda/uncommitted-before-restore/{id}",
+                    "uncommitted changes in the config tree ({}) are kept as refs/osmoda/uncommitted-before-restore/{tag}",
                     files.join(", ")
                 ));
             }
@@ -268,6 +284,7 @@ fn check(
             actor: String::new(),
             ticket: None,
             forced: false,
+            kept: tag,
         },
         needs_force,
         effect,
@@ -330,9 +347,7 @@ pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Resul
         };
         let ledger = st.ledger.clone();
         let src = j.staging.join("agentd/ledger.db");
-        let kept = st
-            .state_dir
-            .join(format!("ledger.db.before-{}", j.backup_id));
+        let kept = st.state_dir.join(format!("ledger.db.before-{}", j.tag()));
         tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
             // The replaced ledger, every event since the backup in it, is kept (once: a rerun
             // after a crash finds it).
@@ -366,7 +381,8 @@ pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Resul
                 .map_err(|e| anyhow::anyhow!("closing ticket {t}: {}", e.error))?;
         }
     }
-    let kept_aside = place::kept_files(&st.state_dir, &j.backup_id);
+    let kept_aside = place::kept_files(&st.state_dir, j.tag());
+    let uncommitted = format!("refs/osmoda/uncommitted-before-restore/{}", j.tag());
     *st.incidents.lock().await = crate::api::incidents::Incidents::load(&st.ledger)?;
     let restart = restart_daemons(j.targets.keys());
     let restored = st.ledger.tree_head().ok().map(|h| LedgerState {
@@ -386,9 +402,9 @@ pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Resul
         "recovered": recovered,
         "restart": restart,
         "approval": approval,
-        "replaced_ledger": { "file": st.state_dir.join(format!("ledger.db.before-{}", j.backup_id)), "size": j.previous.size },
+        "replaced_ledger": { "file": st.state_dir.join(format!("ledger.db.before-{}", j.tag())), "size": j.previous.size },
         "kept_aside": kept_aside,
-        "tree_uncommitted": j.tree.as_ref().and_then(|t| git(t, &["rev-parse", "-q", "--verify", &format!("refs/osmoda/uncommitted-before-restore/{}", j.backup_id)]).ok()),
+        "tree_uncommitted": j.tree.as_ref().and_then(|t| git(t, &["rev-parse", "-q", "--verify", &uncommitted]).ok()).map(|c| json!({ "ref": uncommitted, "commit": c })),
         "tickets_closed": reopened.iter().filter(|t| Some(*t) != j.ticket.as_ref()).collect::<Vec<_>>(),
     });
     st.record("backup.restored", &j.actor, &payload)
@@ -416,7 +432,21 @@ pub async fn recover(st: &AppState) -> anyhow::Result<()> {
     let path = st.state_dir.join(JOURNAL);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // No restore in progress: staging and work dirs a crash left behind go (they hold
+            // a full copy of the state).
+            let dir = super::backup_dir(&st.settings.backup, &st.state_dir);
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if (name.starts_with(".restore-") || name.starts_with(".work-"))
+                    && e.file_type().is_ok_and(|t| t.is_dir())
+                {
+                    tracing::info!(dir = %e.path().display(), "removing what an interrupted backup or restore left");
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     };
     let j: Journal = serde_json::from_slice(&bytes)
@@ -456,7 +486,7 @@ pub fn pending(state_dir: &Path) -> Option<String> {
 fn agentd_files(state_dir: &Path, j: &Journal) -> Result<(), BackupError> {
     for name in AGENTD_FILES {
         let live = state_dir.join(name);
-        let kept = state_dir.join(format!("{name}.before-{}", j.backup_id));
+        let kept = state_dir.join(format!("{name}.before-{}", j.tag()));
         // The first run keeps the live file as it was; a rerun after a crash finds it kept.
         if live.is_file() && !kept.exists() {
             let bytes = std::fs::read(&live).map_err(io(format!("reading {}", live.display())))?;
@@ -515,7 +545,7 @@ fn reset_tree(tree: &Path, j: &Journal) -> Result<(), BackupError> {
             tree,
             &[
                 "update-ref",
-                &format!("refs/osmoda/uncommitted-before-restore/{}", j.backup_id),
+                &format!("refs/osmoda/uncommitted-before-restore/{}", j.tag()),
                 "refs/stash",
             ],
         )?;
