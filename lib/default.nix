@@ -323,10 +323,17 @@ let
     // optAmount "daily_limit" t "dailyLimit"
     // optAmount "approval_threshold" t "approvalThreshold";
 
+  renderTypedData = t:
+    extra t [ "chainId" "verifyingContract" "primaryTypes" ]
+    // opt "chain_id" t "chainId"
+    // opt "verifying_contract" t "verifyingContract"
+    // opt "primary_types" t "primaryTypes";
+
   renderChain = ch:
-    extra ch [ "chainIds" "perTxMax" "dailyLimit" "approvalThreshold" "recipientAllowlist" "tokens" ]
+    extra ch [ "chainIds" "perTxMax" "dailyLimit" "approvalThreshold" "recipientAllowlist" "tokens" "typedData" ]
     // { chain_ids = get ch "chainIds" defaults.chainPolicy.chainIds; }
     // { tokens = mapAttrs (_: renderToken) (get ch "tokens" { }); }
+    // { typed_data = map renderTypedData (get ch "typedData" [ ]); }
     // optAmount "per_tx_max" ch "perTxMax"
     // optAmount "daily_limit" ch "dailyLimit"
     // optAmount "approval_threshold" ch "approvalThreshold"

@@ -160,6 +160,20 @@ let
         example = { "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48" = { perTxMax = "100000000"; dailyLimit = "1000000000"; }; };
         description = "ERC-20 tokens that may be transferred or approved, by contract address, with limits in the token's base units (ethereum only; any other token is denied).";
       };
+      typedData = mkOption {
+        type = types.listOf (types.submodule typedDataModule);
+        default = [ ];
+        example = [ { chainId = 1; verifyingContract = "0x0000000000000068F116a894984e2DB1123eB395"; primaryTypes = [ "OrderComponents" ]; } ];
+        description = "EIP-712 domains whose typed data keyd may sign without judging it (ethereum only; any other typed data is denied). Permits (EIP-2612, DAI, Permit2) are always judged like the approve they authorise, by `tokens`.";
+      };
+    };
+  };
+
+  typedDataModule = {
+    options = {
+      chainId = mkOption { type = types.ints.unsigned; description = "The domain's EIP-155 `chainId` (one of `chainIds`)."; };
+      verifyingContract = mkOption { type = types.str; description = "The domain's `verifyingContract` (0x + 40 hex)."; };
+      primaryTypes = nullOr (types.listOf types.str) "Allowed `primaryType` names (null = any type of this domain).";
     };
   };
 

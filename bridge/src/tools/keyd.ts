@@ -61,7 +61,8 @@ const KINDS = ["create", "sign", "send", "deny", "delete"] as const;
 /** One line about a signature keyd released. */
 function signedLine(v: any): string {
   const what = v.tx_hash ? `transaction ${v.tx_hash}` : v.signature ? `signature ${brief(v.signature, 40)}` : "signature";
-  const amount = v.amount !== undefined && v.amount !== "0" ? `${v.amount} ${v.chain === "solana" ? "lamports" : "wei"}${v.token ? ` of token ${v.token}` : ""} ` : "";
+  const unit = v.token ? `base units of ERC-20 token ${v.token}` : v.chain === "solana" ? "lamports" : "wei";
+  const amount = v.amount !== undefined && v.amount !== "0" ? `${v.amount} ${unit} ` : "";
   return `${v.kind} signed by ${v.chain} wallet ${v.wallet_id} (${v.from}): ${amount}${v.to ? `to ${v.to} ` : ""}${v.chain_id ? `on chain id ${v.chain_id} ` : ""}→ ${what}. Not broadcast: keyd has no network; the signed bytes are in details (raw_tx).`;
 }
 

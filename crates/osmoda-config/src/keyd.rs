@@ -56,6 +56,26 @@ pub struct ChainPolicy {
     /// only. Absent in the file = no tokens.
     #[serde(default)]
     pub tokens: BTreeMap<String, TokenPolicy>,
+    /// EIP-712 domains whose typed data may be signed although keyd cannot judge what it
+    /// authorises (a login, an order on one exchange). Typed data outside these domains is
+    /// denied. Permits (EIP-2612, DAI, Permit2) are never allowed by a domain entry: they are
+    /// judged like the `approve` they authorise, by `tokens`. Ethereum only. Absent = none.
+    #[serde(default)]
+    pub typed_data: Vec<TypedDataDomain>,
+}
+
+/// One EIP-712 domain keyd may sign typed data for: the pair (`chainId`,
+/// `verifyingContract`) of the data's `domain`, optionally narrowed to some primary types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypedDataDomain {
+    /// The domain's EIP-155 `chainId` (must be one of the chain's `chain_ids`).
+    pub chain_id: u64,
+    /// The domain's `verifyingContract` (0x + 40 hex, any case).
+    pub verifying_contract: String,
+    /// Allowed `primaryType` names (exact); `None` = any type of this domain.
+    #[serde(default)]
+    pub primary_types: Option<Vec<String>>,
 }
 
 /// Limits for one ERC-20 token, in the token's base units (no decimals applied). `transfer`
@@ -147,6 +167,31 @@ impl KeydConfig {
                 return Err(format!(
                     "{at}.tokens must be empty: ERC-20 token limits are for ethereum"
                 ));
+            }
+            if *chain == Chain::Solana && !p.typed_data.is_empty() {
+                return Err(format!(
+                    "{at}.typed_data must be empty: EIP-712 domains are for ethereum"
+                ));
+            }
+            for (i, d) in p.typed_data.iter().enumerate() {
+                let at = format!("{at}.typed_data[{i}]");
+                if !is_eth_address(&d.verifying_contract) {
+                    return Err(format!(
+                        "{at}.verifying_contract {:?} is not a contract address (0x and 40 hex digits)",
+                        d.verifying_contract
+                    ));
+                }
+                if !p.chain_ids.contains(&d.chain_id) {
+                    return Err(format!(
+                        "{at}.chain_id {} is not in chain_ids {:?}: it could never be used",
+                        d.chain_id, p.chain_ids
+                    ));
+                }
+                if d.primary_types.as_ref().is_some_and(Vec::is_empty) {
+                    return Err(format!(
+                        "{at}.primary_types is empty: list the allowed types, or null for any"
+                    ));
+                }
             }
             for (addr, t) in &p.tokens {
                 if !is_eth_address(addr) {
@@ -280,6 +325,38 @@ mod tests {
         // A token policy with an unknown field is refused, like every other key.
         let typo = r#"{"0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48":{"per_tx_max":"1","daily_limit":"1","approval_threshold":null,"decimals":6}}"#;
         assert!(err(with("ethereum", "[1]", typo)).contains("decimals"));
+    }
+
+    #[test]
+    fn typed_data_domains_are_checked() {
+        let with = |chain: &str, ids: &str, domains: &str| -> Result<(), String> {
+            let json = format!(
+                r#"{{"secret_file":null,"policy":{{"chains":{{"{chain}":{{"chain_ids":{ids},
+                "per_tx_max":"1","daily_limit":"2","approval_threshold":null,
+                "recipient_allowlist":null,"typed_data":{domains}}}}},"wallets":{{}}}}}}"#
+            );
+            serde_json::from_str::<KeydConfig>(&json)
+                .map_err(|e| e.to_string())?
+                .validate()
+        };
+        let seaport = "0x0000000000000068F116a894984e2DB1123eB395";
+        let d = |id: u64, addr: &str, types: &str| {
+            format!(
+                r#"[{{"chain_id":{id},"verifying_contract":"{addr}","primary_types":{types}}}]"#
+            )
+        };
+        assert_eq!(with("ethereum", "[1]", &d(1, seaport, "null")), Ok(()));
+        assert_eq!(
+            with("ethereum", "[1]", &d(1, seaport, r#"["OrderComponents"]"#)),
+            Ok(())
+        );
+        let err = |r: Result<(), String>| r.unwrap_err();
+        assert!(err(with("ethereum", "[1]", &d(5, seaport, "null"))).contains("chain_ids"));
+        assert!(err(with("ethereum", "[1]", &d(1, "0x01", "null"))).contains("not a contract"));
+        assert!(err(with("ethereum", "[1]", &d(1, seaport, "[]"))).contains("primary_types"));
+        assert!(err(with("solana", "[]", &d(1, seaport, "null"))).contains("ethereum"));
+        let typo = r#"[{"chain_id":1,"verifying_contract":"0x0000000000000068F116a894984e2DB1123eB395","primaryTypes":null}]"#;
+        assert!(err(with("ethereum", "[1]", typo)).contains("primaryTypes"));
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub use agentd::{
 };
 pub use egress::{Capability, EgressConfig, EgressLimits};
 pub use health::HealthCheck;
-pub use keyd::{Amount, Chain, ChainPolicy, KeydConfig, Policy, TokenPolicy, WalletPolicy};
+pub use keyd::{
+    Amount, Chain, ChainPolicy, KeydConfig, Policy, TokenPolicy, TypedDataDomain, WalletPolicy,
+};
 pub use mesh::{MeshConfig, Peer, PeerKeys};
 pub use routines::{
     Concurrency, HttpMethod, Missed, Routine, RoutineAction, RoutinesConfig, Trigger,

@@ -38,11 +38,12 @@ impl Agentd {
         self.client.clone()
     }
 
-    /// Records `receipt.<kind>` (spooled first; never fails the caller).
+    /// Records `receipt.<kind>` (spooled first; never fails the caller). Strings are
+    /// [`bounded`].
     pub async fn receipt(&self, kind: &str, payload: Value) {
         if let Err(e) = self
             .reporter
-            .report(&format!("receipt.{kind}"), payload)
+            .report(&format!("receipt.{kind}"), bounded(payload))
             .await
         {
             tracing::error!("cannot spool receipt {kind}: {e}");
@@ -111,5 +112,78 @@ impl Agentd {
                 resp.body
             ))),
         }
+    }
+}
+
+/// Longest string kept whole in a receipt, in bytes. keyd's own values (addresses, hashes,
+/// signatures, error texts) are far shorter; a longer string can only come from a caller.
+pub const MAX_RECEIPT_STRING: usize = 1024;
+
+/// `v` with every string longer than [`MAX_RECEIPT_STRING`] bytes cut at a character boundary
+/// and marked `…[truncated, N bytes]`, so that a receipt always fits agentd's body limit
+/// (receipts have a fixed set of fields; only their strings come from callers).
+pub fn bounded(v: Value) -> Value {
+    match v {
+        Value::String(s) if s.len() > MAX_RECEIPT_STRING => {
+            let mut cut = MAX_RECEIPT_STRING;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            Value::String(format!("{}…[truncated, {} bytes]", &s[..cut], s.len()))
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(bounded).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, bounded(v))).collect()),
+        other => other,
+    }
+}
+
+/// The stand-in recorded (`receipt.wallet.rejected`) when agentd refuses receipt `id` for
+/// good: what identifies the signature, so that the ledger has an event for every one. The
+/// refused receipt stays in keyd's `outbox_rejected`.
+pub fn stand_in(id: i64, kind: &str, payload: &Value, why: &str) -> Value {
+    let mut keep = serde_json::Map::new();
+    for k in [
+        "wallet_id",
+        "chain",
+        "from",
+        "kind",
+        "to",
+        "amount",
+        "token",
+        "chain_id",
+        "tx_hash",
+        "digest",
+        "signature",
+        "caller",
+    ] {
+        if let Some(v) = payload.get(k) {
+            keep.insert(k.into(), v.clone());
+        }
+    }
+    bounded(json!({
+        "outbox_id": id, "receipt": format!("receipt.{kind}"), "refused": why,
+        "summary": keep,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_strings_are_cut_at_a_char_boundary_everywhere() {
+        let long = "é".repeat(MAX_RECEIPT_STRING); // 2 bytes each
+        let v = bounded(json!({ "a": long, "b": [long.clone()], "c": { "d": "short" }, "n": 5 }));
+        for s in [&v["a"], &v["b"][0]] {
+            let s = s.as_str().unwrap();
+            assert!(s.len() < MAX_RECEIPT_STRING + 40, "{}", s.len());
+            assert!(s.ends_with(&format!("…[truncated, {} bytes]", 2 * MAX_RECEIPT_STRING)));
+        }
+        assert_eq!(
+            (v["c"]["d"].as_str(), v["n"].as_i64()),
+            (Some("short"), Some(5))
+        );
+        let exact = "x".repeat(MAX_RECEIPT_STRING);
+        assert_eq!(bounded(json!(exact.clone())), json!(exact));
     }
 }

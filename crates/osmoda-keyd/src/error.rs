@@ -33,6 +33,9 @@ pub enum KeydError {
         /// agentd's answer.
         message: String,
     },
+    /// Busy (429): a key import is already running; nothing was done, retry shortly.
+    #[error("{0}")]
+    Busy(String),
     /// A stored key failed to decrypt or verify (500): the state dir or the secret is wrong.
     #[error("{0}")]
     Vault(String),

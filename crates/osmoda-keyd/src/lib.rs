@@ -16,6 +16,7 @@ pub mod keys;
 pub mod outbox;
 pub mod policy;
 pub mod store;
+pub mod words;
 
 #[cfg(test)]
 mod vectors;
@@ -64,8 +65,10 @@ pub struct AppState {
     pub backend: Box<dyn SignerBackend>,
     /// agentd: receipts and tickets.
     pub agentd: agentd::Agentd,
-    /// One keystore import at a time (a KDF may use 256 MiB).
-    pub imports: tokio::sync::Semaphore,
+    /// One keystore import at a time (a KDF may use 256 MiB and ~1 s of a core); another
+    /// import meanwhile is answered 429 rather than queued. The permit is held by the KDF's
+    /// thread, so a request abandoned mid-KDF still counts until its KDF ends.
+    pub imports: Arc<tokio::sync::Semaphore>,
     config_path: PathBuf,
     policy: Mutex<(Option<(SystemTime, u64)>, Loaded)>,
     clock: Clock,
@@ -108,21 +111,50 @@ impl AppState {
                 KeydError::Internal(format!("cannot create {}: {e}", opts.state_dir.display()))
             })?;
         let cfg = load(&opts.config).map_err(KeydError::BadRequest)?;
-        let secret = keys::load_secret(
-            cfg.as_ref().and_then(|c| c.secret_file.as_deref()),
-            &opts.state_dir,
-        )?;
+        let secret_file = cfg.as_ref().and_then(|c| c.secret_file.as_deref());
         let store = Arc::new(Store::open(&opts.state_dir)?);
+        let wallets = store.list()?;
+        let check = store.meta("secret_check")?;
+        let (source, would_create) = keys::secret_source(secret_file, &opts.state_dir);
+        if would_create && (!wallets.is_empty() || check.is_some()) {
+            return Err(KeydError::Vault(format!(
+                "the key-encryption secret {} is missing, but {} holds {} wallet(s) sealed under a secret: keyd does not start (a new secret would not open them); restore the secret from backup, or set services.osmoda.keyd.secretFile to it",
+                source.display(),
+                opts.state_dir.join("keyd.db").display(),
+                wallets.len()
+            )));
+        }
+        let secret = keys::load_secret(secret_file, &opts.state_dir)?;
         let kdf = store.kdf_params(KdfParams::fresh()?)?;
-        let backend = Box::new(LocalVault::new(&secret, kdf)?);
+        let vault = LocalVault::new(&secret, kdf)?;
         drop(secret);
+        // The secret must open this state dir's keys: a check value sealed at the first start
+        // (or, for a state dir from before it existed, the first wallet's key).
+        let opens = match (&check, wallets.first()) {
+            (Some(c), _) => vault.opens_check(c),
+            (None, Some(w)) => vault.open(w).is_ok(),
+            (None, None) => true,
+        };
+        if !opens {
+            return Err(KeydError::Vault(format!(
+                "the key-encryption secret {} does not open the keys in {} ({} wallet(s)): it is not the secret they were sealed with. keyd does not start; point services.osmoda.keyd.secretFile at the right secret (or restore {}/secret in local mode)",
+                source.display(),
+                opts.state_dir.join("keyd.db").display(),
+                wallets.len(),
+                opts.state_dir.display()
+            )));
+        }
+        if check.is_none() {
+            store.set_meta("secret_check", &vault.seal_check()?)?;
+        }
+        let backend: Box<dyn SignerBackend> = Box::new(vault);
         let agentd = agentd::Agentd::open(&opts.agentd_socket, &opts.state_dir.join("spool"))?;
         let loaded: Loaded = Ok(Arc::new(cfg.map_or_else(empty_policy, |c| c.policy)));
         Ok(Arc::new(AppState {
             store,
             backend,
             agentd,
-            imports: tokio::sync::Semaphore::new(1),
+            imports: Arc::new(tokio::sync::Semaphore::new(1)),
             policy: Mutex::new((stamp(&opts.config), loaded)),
             config_path: opts.config,
             clock: opts.clock,

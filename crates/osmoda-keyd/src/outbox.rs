@@ -2,7 +2,9 @@
 //! transaction as their charge, `store::Store::charge`) to agentd's ledger, oldest first, each
 //! with the dedup key `(outbox stream, receipt id)`: a delivery repeated after a lost answer or
 //! a crash is recorded once. A receipt leaves the outbox only after agentd accepted it; one
-//! agentd will never accept (400, 413, 415, 422) moves to `outbox_rejected`; any other failure
+//! agentd will never accept (400, 413, 415, 422) moves to `outbox_rejected` and a small
+//! `receipt.wallet.rejected` naming its signature takes its place (receipts' strings are
+//! bounded, so this is a fault, not something a caller can cause); any other failure
 //! waits and retries the same receipt, so the order holds. Receipts survive agentd being down
 //! and keyd restarting.
 
@@ -58,10 +60,15 @@ pub async fn deliver(store: &Arc<Store>, agentd: &Client, stream: &str) -> Resul
                         format!("HTTP {}: {}", r.status, r.body),
                         *id,
                     );
-                    tokio::task::spawn_blocking(move || s.outbox_reject(id, &why))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?;
+                    // A stand-in for a refused stand-in would loop: that one is only kept.
+                    let stand_in = (kind != "wallet.rejected")
+                        .then(|| crate::agentd::stand_in(id, kind, &payload, &why));
+                    tokio::task::spawn_blocking(move || {
+                        s.outbox_reject(id, &why, stand_in.as_ref())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
                 }
                 Ok(r) => {
                     failure = Some(format!("agentd answered {}: {}", r.status, r.body));

@@ -3,6 +3,7 @@
 //! error while judging denies. What passes becomes a list of counter charges (made by
 //! `store::Store::charge`) and whether a human approval ticket is needed.
 
+use alloy_primitives::U256;
 use osmoda_config::{Chain, ChainPolicy, Policy};
 
 use crate::error::KeydError;
@@ -13,17 +14,23 @@ use crate::store::Charge;
 pub struct Effect {
     /// Chain of the wallet.
     pub chain: Chain,
-    /// `transfer`, `erc20_transfer`, `erc20_approve`, `personal_sign`, `typed_data` or
-    /// `offchain_message`.
+    /// `transfer`, `erc20_transfer`, `erc20_approve`, `erc20_permit` (EIP-2612/DAI typed
+    /// data), `permit2` (Permit2 typed data), `personal_sign`, `typed_data` (typed data keyd
+    /// cannot judge) or `offchain_message`.
     pub kind: &'static str,
     /// EIP-155 chain id (Ethereum transactions and typed data).
     pub chain_id: Option<u64>,
     /// Recipient, spender or verifying contract (lowercase 0x-hex, or base58).
     pub to: Option<String>,
-    /// ERC-20 contract (lowercase 0x-hex) for token transfers and approvals.
+    /// ERC-20 contract (lowercase 0x-hex) for token transfers, approvals and permits.
     pub token: Option<String>,
     /// Amount in base units (wei, lamports, token units); 0 for messages.
     pub amount: u128,
+    /// The exact amount when it does not fit in 128 bits (an "unlimited" allowance is
+    /// 2^256-1); `amount` is then `u128::MAX`. Such an effect exceeds every limit: denied.
+    pub unbounded: Option<U256>,
+    /// Typed data: the `primaryType`.
+    pub primary_type: Option<String>,
     /// The most the signature can cost in fees, in native base units: Ethereum
     /// `gas_limit × max_fee_per_gas` (EIP-1559) or `gas_limit × gas_price` (legacy); Solana
     /// 5,000 lamports per signature (the base fee; the one-transfer messages keyd signs carry no
@@ -34,7 +41,31 @@ pub struct Effect {
 impl Effect {
     /// Whether this effect moves value (and is counted).
     pub fn moves_value(&self) -> bool {
-        matches!(self.kind, "transfer" | "erc20_transfer" | "erc20_approve")
+        matches!(
+            self.kind,
+            "transfer" | "erc20_transfer" | "erc20_approve" | "erc20_permit" | "permit2"
+        )
+    }
+
+    /// The amount as a decimal string (the exact one when beyond 128 bits).
+    pub fn amount_text(&self) -> String {
+        self.unbounded
+            .map_or_else(|| self.amount.to_string(), |u| u.to_string())
+    }
+
+    /// Sets the amount from a 256-bit value (`unbounded` when it does not fit in 128 bits).
+    pub fn with_amount(mut self, amount: U256) -> Effect {
+        match u128::try_from(amount) {
+            Ok(a) => {
+                self.amount = a;
+                self.unbounded = None;
+            }
+            Err(_) => {
+                self.amount = u128::MAX;
+                self.unbounded = Some(amount);
+            }
+        }
+        self
     }
 
     /// What leaves the wallet in native units at most: the native amount (none for ERC-20
@@ -62,9 +93,10 @@ impl Effect {
             "chain_id": self.chain_id,
             "kind": self.kind,
             "to": self.to,
-            "amount": self.amount.to_string(),
+            "amount": self.amount_text(),
             "fee": self.fee.to_string(),
             "token": self.token,
+            "primary_type": self.primary_type,
         })
     }
 }
@@ -94,8 +126,9 @@ pub fn normalize(chain: Chain, addr: &str) -> String {
 ///
 /// # Errors
 /// `Denied` with the rule that refused: `chain`, `chain_id`, `recipient`, `per_tx_max`
-/// (the chain's on amount + maximum fee, or the token's for ERC-20 calls), `token` (a contract
-/// without limits), `contract`. `BadRequest` when amount + fee overflow 128 bits. Native
+/// (the chain's on amount + maximum fee, or the token's for ERC-20 calls and permits; any
+/// amount ≥ 2^128, e.g. an unlimited allowance), `token` (a contract without limits),
+/// `typed_data` (typed data keyd cannot judge, outside the listed domains). `BadRequest` when amount + fee overflow 128 bits. Native
 /// counters and the approval threshold count amount + maximum fee: what a signature can take
 /// from the wallet, fees included.
 pub fn judge(policy: &Policy, label: &str, e: &Effect) -> Result<Verdict, KeydError> {
@@ -125,22 +158,33 @@ pub fn judge(policy: &Policy, label: &str, e: &Effect) -> Result<Verdict, KeydEr
         .and_then(|w| w.recipient_allowlist.as_ref())
         .or(cp.recipient_allowlist.as_ref());
     match (allowlist, &e.to) {
+        // Opaque typed data is judged by its domain (below), not as a payment to the contract.
+        _ if e.kind == "typed_data" => {}
         (Some(list), Some(to)) => {
             let to = normalize(e.chain, to);
             if !list.iter().any(|a| normalize(e.chain, a) == to) {
                 return Err(deny("recipient", format!("{to} is not in the recipient allowlist of wallet {label:?} / chain {chain}")));
             }
         }
-        (Some(_), None) if e.kind == "typed_data" => {
-            return Err(deny("recipient", "typed data without a verifyingContract cannot be checked against the recipient allowlist".into()));
-        }
         _ => {}
+    }
+    if e.kind == "typed_data" {
+        judge_domain(cp, e)?;
     }
     if !e.moves_value() {
         return Ok(Verdict {
             charges: Vec::new(),
             needs_approval: false,
         });
+    }
+    if let Some(u) = e.unbounded {
+        return Err(deny(
+            "per_tx_max",
+            format!(
+                "{} of {u} base units (2^128 or more; 2^256-1 is an unlimited allowance) exceeds every limit: refused",
+                e.kind
+            ),
+        ));
     }
     // An ERC-20 call is judged by its token's limits first (an unknown contract is `token`).
     let token = match &e.token {
@@ -188,6 +232,33 @@ pub fn judge(policy: &Policy, label: &str, e: &Effect) -> Result<Verdict, KeydEr
         charges,
         needs_approval,
     })
+}
+
+/// Typed data keyd cannot judge: signed only for a domain (chain id, verifying contract and,
+/// when the entry lists them, primary type) in `policy.chains.ethereum.typed_data`.
+fn judge_domain(cp: &ChainPolicy, e: &Effect) -> Result<(), KeydError> {
+    let primary = e.primary_type.as_deref().unwrap_or("?");
+    let (Some(id), Some(contract)) = (e.chain_id, e.to.as_deref()) else {
+        return Err(deny(
+            "typed_data",
+            format!("typed data {primary:?} without domain.chainId and domain.verifyingContract cannot be matched to an allowed domain: refused"),
+        ));
+    };
+    let listed = cp.typed_data.iter().any(|d| {
+        d.chain_id == id
+            && d.verifying_contract.eq_ignore_ascii_case(contract)
+            && d.primary_types
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|t| t == primary))
+    });
+    if listed {
+        Ok(())
+    } else {
+        Err(deny(
+            "typed_data",
+            format!("typed data {primary:?} for domain (chain id {id}, verifying contract {contract}) is denied: keyd cannot judge what it authorises, and policy.chains.ethereum.typed_data does not list this domain and type; allow it with services.osmoda.keyd.policy.chains.ethereum.typedData"),
+        ))
+    }
 }
 
 /// An ERC-20 `transfer` or `approve` on `token`: judged by that token's own limits
@@ -244,6 +315,11 @@ mod tests {
                 recipient_allowlist: Some(
                     vec!["0xAbC0000000000000000000000000000000000001".into()],
                 ),
+                typed_data: vec![osmoda_config::TypedDataDomain {
+                    chain_id: 1,
+                    verifying_contract: "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC".into(),
+                    primary_types: Some(vec!["Mail".into()]),
+                }],
                 tokens: [(
                     TOKEN.to_string(),
                     TokenPolicy {
@@ -277,6 +353,8 @@ mod tests {
             token: None,
             amount,
             fee: 0,
+            unbounded: None,
+            primary_type: None,
         }
     }
 
@@ -493,19 +571,70 @@ mod tests {
     }
 
     #[test]
-    fn messages_are_checked_but_not_charged() {
+    fn typed_data_is_signed_only_for_a_listed_domain_and_type() {
         let p = policy();
-        let msg = Effect {
+        let mail = Effect {
             kind: "typed_data",
-            amount: 0,
+            to: Some("0xcccccccccccccccccccccccccccccccccccccccc".into()),
+            primary_type: Some("Mail".into()),
             ..effect(0)
         };
-        assert!(judge(&p, "ops", &msg).unwrap().charges.is_empty());
-        // The verifying contract must be allowed like a recipient.
-        let other = Effect {
-            to: Some("0x0000000000000000000000000000000000000009".into()),
-            ..msg
+        // Listed (contract compared case-insensitively), never charged, and the recipient
+        // allowlist (which does not list the contract) is not what judges it.
+        assert!(judge(&p, "ops", &mail).unwrap().charges.is_empty());
+        let variants = [
+            Effect {
+                to: Some("0x0000000000000000000000000000000000000009".into()),
+                ..mail.clone()
+            },
+            Effect {
+                primary_type: Some("Order".into()),
+                ..mail.clone()
+            },
+            Effect {
+                to: None,
+                ..mail.clone()
+            },
+        ];
+        for e in variants {
+            assert_eq!(reason(judge(&p, "ops", &e)), "typed_data", "{e:?}");
+        }
+        // Another chain id is refused by the chain's ids first.
+        let e = Effect {
+            chain_id: Some(5),
+            ..mail.clone()
         };
-        assert_eq!(reason(judge(&p, "ops", &other)), "recipient");
+        assert_eq!(reason(judge(&p, "ops", &e)), "chain_id");
+    }
+
+    #[test]
+    fn permits_are_judged_like_approvals_and_unbounded_amounts_are_denied() {
+        let p = policy();
+        for kind in ["erc20_permit", "permit2", "erc20_approve", "erc20_transfer"] {
+            let permit = Effect {
+                kind,
+                token: Some(TOKEN.to_ascii_lowercase()),
+                ..effect(900)
+            };
+            let v = judge(&p, "ops", &permit).unwrap();
+            assert_eq!(v.charges.len(), 1, "{kind}: the token's counter only");
+            assert_eq!(v.charges[0].amount, 900);
+            let over = permit.clone().with_amount(U256::MAX);
+            assert_eq!(over.amount_text(), U256::MAX.to_string());
+            assert_eq!(reason(judge(&p, "ops", &over)), "per_tx_max", "{kind}");
+            let at = permit.clone().with_amount(U256::from(u128::MAX));
+            assert_eq!(at.unbounded, None);
+            assert_eq!(reason(judge(&p, "ops", &at)), "per_tx_max", "{kind}");
+            let other = Effect {
+                token: Some("0x0000000000000000000000000000000000000001".into()),
+                ..permit.clone()
+            };
+            assert_eq!(reason(judge(&p, "ops", &other)), "token", "{kind}");
+            let spender = Effect {
+                to: Some("0x0000000000000000000000000000000000000002".into()),
+                ..permit
+            };
+            assert_eq!(reason(judge(&p, "ops", &spender)), "recipient", "{kind}");
+        }
     }
 }

@@ -90,6 +90,18 @@ CREATE TABLE IF NOT EXISTS outbox_rejected (
 );
 ";
 
+/// Adds `r` to the outbox inside `tx`, its strings [`crate::agentd::bounded`].
+fn queue_receipt(tx: &rusqlite::Transaction<'_>, r: &Receipt) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO outbox (kind, payload) VALUES (?1, ?2)",
+        params![
+            r.kind,
+            crate::agentd::bounded(r.payload.clone()).to_string()
+        ],
+    )
+    .map(drop)
+}
+
 fn chain_of(s: &str) -> Result<Chain, KeydError> {
     match s {
         "ethereum" => Ok(Chain::Ethereum),
@@ -121,7 +133,8 @@ fn wallet_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Wallet, String)> {
 
 impl Store {
     /// Opens (creating) `<dir>/keyd.db` in WAL mode with `synchronous=FULL` and
-    /// `secure_delete` (a deleted wallet's sealed key is overwritten, not left in a free page).
+    /// `secure_delete` (a deleted wallet's sealed key is overwritten, not left in a free page;
+    /// [`Store::delete`] then checkpoints and truncates the WAL, as does opening).
     ///
     /// # Errors
     /// When the file cannot be opened or the schema applied.
@@ -132,6 +145,8 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        // Left by a crash between a delete and its checkpoint: drop older key copies now.
+        let _: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
         let conn = Arc::new(Mutex::new(conn));
         let committed = Arc::new(tokio::sync::Notify::new());
         let (jobs, rx) = mpsc::channel();
@@ -193,28 +208,73 @@ impl Store {
         }
     }
 
-    /// Records a new wallet.
+    /// The `meta` value under `key`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, KeydError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets the `meta` value under `key`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), KeydError> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Moves the write-ahead log into the database file and truncates it to zero bytes, so
+    /// that pages `secure_delete` zeroed leave no older copy in `keyd.db-wal`. Returns whether
+    /// the checkpoint completed (another process reading the file can hold it back).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn checkpoint(&self) -> Result<bool, KeydError> {
+        let busy: i64 = self
+            .lock()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            tracing::warn!("the WAL checkpoint could not complete (another reader); a deleted key may stay in keyd.db-wal until the next one");
+        }
+        Ok(busy == 0)
+    }
+
+    /// Records a new wallet and its `wallet.create` receipt (in the outbox) in one
+    /// transaction: a wallet never exists without its receipt.
     ///
     /// # Errors
     /// `BadRequest` when the label is taken.
-    pub fn insert(&self, w: &Wallet) -> Result<(), KeydError> {
-        let conn = self.lock();
-        let res = conn.execute(
+    pub fn insert(&self, w: &Wallet, receipt: &Receipt) -> Result<(), KeydError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let res = tx.execute(
             "INSERT INTO wallets (id, label, chain, address, created_at, nonce, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![w.id, w.label, w.chain.as_str(), w.address, w.created_at, &w.sealed.nonce[..], w.sealed.ciphertext],
         );
         match res {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(KeydError::BadRequest(format!(
+                return Err(KeydError::BadRequest(format!(
                     "a wallet labelled {:?} exists; pick another label",
                     w.label
                 )))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        queue_receipt(&tx, receipt)?;
+        tx.commit()?;
+        self.committed.notify_one();
+        Ok(())
     }
 
     /// Every wallet, oldest first.
@@ -259,13 +319,20 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound` when there is none.
-    pub fn delete(&self, id: &str) -> Result<(), KeydError> {
-        let n = self
-            .lock()
-            .execute("DELETE FROM wallets WHERE id = ?1", [id])?;
-        if n == 0 {
-            return Err(KeydError::NotFound(format!("no wallet {id:?}")));
+    pub fn delete(&self, id: &str, receipt: &Receipt) -> Result<(), KeydError> {
+        {
+            let mut conn = self.lock();
+            let tx = conn.transaction()?;
+            let n = tx.execute("DELETE FROM wallets WHERE id = ?1", [id])?;
+            if n == 0 {
+                return Err(KeydError::NotFound(format!("no wallet {id:?}")));
+            }
+            queue_receipt(&tx, receipt)?;
+            tx.commit()?;
         }
+        self.committed.notify_one();
+        // The sealed key's page is zeroed in the database; this drops the WAL's older copies.
+        self.checkpoint()?;
         Ok(())
     }
 
@@ -335,11 +402,18 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a receipt agentd will never accept to `outbox_rejected`, with why.
+    /// Moves a receipt agentd will never accept to `outbox_rejected`, with why, and queues
+    /// `stand_in` (kind `wallet.rejected`, see [`crate::agentd::stand_in`]) in its place in
+    /// the same transaction, so the ledger still gets an event for it.
     ///
     /// # Errors
     /// Database errors.
-    pub fn outbox_reject(&self, id: i64, why: &str) -> Result<(), KeydError> {
+    pub fn outbox_reject(
+        &self,
+        id: i64,
+        why: &str,
+        stand_in: Option<&serde_json::Value>,
+    ) -> Result<(), KeydError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
@@ -347,7 +421,14 @@ impl Store {
              SELECT id, kind, payload, ?2 FROM outbox WHERE id = ?1",
             params![id, why],
         )?;
-        tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        // Only the first of two concurrent deliveries that saw the refusal queues a stand-in.
+        let moved = tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        if let (1, Some(p)) = (moved, stand_in) {
+            tx.execute(
+                "INSERT INTO outbox (kind, payload) VALUES ('wallet.rejected', ?1)",
+                [p.to_string()],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -466,10 +547,7 @@ fn commit_batch(
         }
         if verdict.is_ok() {
             if let Some(r) = &job.receipt {
-                tx.execute(
-                    "INSERT INTO outbox (kind, payload) VALUES (?1, ?2)",
-                    params![r.kind, r.payload.to_string()],
-                )?;
+                queue_receipt(&tx, r)?;
             }
             for (k, v) in next {
                 dirty.insert(k.clone());
@@ -594,7 +672,7 @@ mod tests {
         );
         let ids: Vec<i64> = rows.iter().map(|r| r.0).take(70).collect();
         store.outbox_delivered(&ids).unwrap();
-        store.outbox_reject(rows[70].0, "HTTP 400").unwrap();
+        store.outbox_reject(rows[70].0, "HTTP 400", None).unwrap();
         assert!(store.outbox(10).unwrap().is_empty());
     }
 }

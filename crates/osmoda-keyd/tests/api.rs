@@ -186,6 +186,8 @@ async fn solana_send_builds_a_legacy_transfer_and_offchain_messages_sign() {
 async fn every_rule_denies_with_a_receipt_and_charges_nothing() {
     let mut policy = eth_policy("1000", "5000", None);
     policy["chains"]["ethereum"]["recipient_allowlist"] = json!([BOB]);
+    policy["chains"]["ethereum"]["typed_data"] =
+        json!([{ "chain_id": 1, "verifying_contract": BOB, "primary_types": ["Mail"] }]);
     let env = Env::new(policy).await;
     let id = env.create("ethereum", "ops").await["id"]
         .as_str()
@@ -250,7 +252,7 @@ async fn every_rule_denies_with_a_receipt_and_charges_nothing() {
         assert_eq!(r["detail"]["reason"], *reason, "case {i}: {r}");
         assert!(r["error"].as_str().unwrap().len() > 10, "{r}");
     }
-    // EIP-712 with a verifying contract outside the allowlist, and on another chain id.
+    // EIP-712 for a domain the policy does not list, and on another chain id.
     let mut mail = ether_mail();
     let (s, r) = env
         .post(
@@ -260,7 +262,7 @@ async fn every_rule_denies_with_a_receipt_and_charges_nothing() {
         .await;
     assert_eq!(
         (s, r["detail"]["reason"].as_str()),
-        (403, Some("recipient")),
+        (403, Some("typed_data")),
         "{r}"
     );
     mail["domain"]["verifyingContract"] = json!(BOB);

@@ -182,7 +182,7 @@ async fn tampered_ciphertext_or_aad_fails_to_load_with_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_secret_cannot_open_the_keys() {
+async fn a_secret_that_opens_none_of_the_keys_stops_keyd_from_starting() {
     let mut env = Env::new(eth_policy("1000", "5000", None)).await;
     let a = env.create("ethereum", "a").await["id"]
         .as_str()
@@ -195,7 +195,37 @@ async fn another_secret_cannot_open_the_keys() {
         std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    let original = std::fs::read(&secret).unwrap();
+    let refused = |env: &Env, what: &str, needle: &str| {
+        let Err(e) = env.open_keyd() else {
+            panic!("{what}: keyd started")
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains(needle) && e.contains("does not start"),
+            "{what}: {e}"
+        );
+    };
+    // Another local secret.
     std::fs::write(&secret, "another secret of enough length").unwrap();
+    refused(&env, "another local secret", "does not open the keys");
+    // secret_file pointing at another file (an operator setting secretFile after local mode).
+    let other = env.dir.path().join("other-secret");
+    std::fs::write(&other, "yet another secret, 32 bytes long").unwrap();
+    std::fs::write(&secret, &original).unwrap();
+    let cfg = |file: Option<&std::path::Path>| {
+        json!({ "secret_file": file, "policy": eth_policy("1000", "5000", None) }).to_string()
+    };
+    std::fs::write(env.config(), cfg(Some(&other))).unwrap();
+    refused(&env, "secret_file", "other-secret");
+    // A missing local secret is never regenerated over existing wallets.
+    std::fs::write(env.config(), cfg(None)).unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    refused(&env, "missing secret", "is missing");
+    assert!(!secret.exists(), "no new secret was written");
+    // The right secret, in a secret_file, opens it again.
+    std::fs::write(&other, &original).unwrap();
+    std::fs::write(env.config(), cfg(Some(&other))).unwrap();
     env.start_keyd().await;
     let (s, r) = env
         .post(
@@ -203,14 +233,139 @@ async fn another_secret_cannot_open_the_keys() {
             json!({ "wallet_id": a, "payload": { "type": "personal_sign", "message": "x" } }),
         )
         .await;
-    assert_eq!(s, 500, "{r}");
+    assert_eq!(s, 200, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_wallets_sealed_key_is_in_no_state_file() {
+    let policy = json!({ "chains": {}, "wallets": {} });
+    let env = Env::new(policy).await;
+    let id = env.create("solana", "todel").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.create("solana", "keep").await;
+    let db = rusqlite::Connection::open(env.state_dir().join("keyd.db")).unwrap();
+    let ct: Vec<u8> = db
+        .query_row("SELECT ciphertext FROM wallets WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    drop(db);
+    let found = |ct: &[u8]| -> Vec<String> {
+        files_under(&env.state_dir())
+            .into_iter()
+            .filter(|f| std::fs::read(f).is_ok_and(|b| contains(&b, ct)))
+            .map(|f| f.display().to_string())
+            .collect()
+    };
     assert!(
-        r["error"]
-            .as_str()
-            .unwrap()
-            .contains("key-encryption secret"),
+        !found(&ct).is_empty(),
+        "the sealed key is stored before the delete"
+    );
+    let (_, r) = env.post("/wallet/delete", json!({ "wallet_id": id })).await;
+    let ticket = r["detail"]["ticket"]["id"].as_str().unwrap().to_string();
+    env.human(&format!("/approval/{ticket}/approve")).await;
+    let (s, r) = env
+        .post(
+            "/wallet/delete",
+            json!({ "wallet_id": id, "approval": ticket }),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(found(&ct), Vec::<String>::new(), "db, WAL, spool, secret");
+    let (s, r) = env.get("/wallet/list").await;
+    assert_eq!((s, r["wallets"].as_array().unwrap().len()), (200, 1), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_errors_never_echo_a_secret() {
+    let env = Env::new(eth_policy("1000", "5000", None)).await;
+    let hex_key = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
+    let password = "987654321";
+    let mut ks = pbkdf2_keystore();
+    ks["crypto"]["kdfparams"]["salt"] = json!(987_654_321);
+    let mut ks_type = pbkdf2_keystore();
+    ks_type["version"] = json!(hex_key);
+    let cases = [
+        json!({ "chain": "solana", "label": "a", "import": { "format": "solana_keypair", "keypair": hex_key } }),
+        json!({ "chain": "solana", "label": "a", "import": hex_key }),
+        json!({ "chain": "solana", "label": "a", "import": { "format": hex_key } }),
+        json!({ "chain": "solana", "label": "a", "import": { "format": "solana_keypair", "keypair": [], hex_key: 1 } }),
+        json!({ "chain": "ethereum", "label": "a", "import": { "format": "keystore_v3", "keystore": {}, "password": 987_654_321 } }),
+        json!({ "chain": "ethereum", "label": "a", "import": { "format": "keystore_v3", "keystore": hex_key, "password": password } }),
+        json!({ "chain": "ethereum", "label": "a", "import": { "format": "keystore_v3", "keystore": ks, "password": password } }),
+        json!({ "chain": "ethereum", "label": "a", "import": { "format": "keystore_v3", "keystore": ks_type, "password": password } }),
+    ];
+    for (i, body) in cases.iter().enumerate() {
+        let (s, r) = env.post("/wallet/create", body.clone()).await;
+        assert_eq!(s, 400, "case {i}: {r}");
+        let text = r.to_string();
+        assert!(
+            !text.contains(&hex_key[..16]) && !text.contains(password),
+            "case {i}: {text}"
+        );
+        assert!(
+            text.contains("import") || text.contains("keystore"),
+            "case {i} names the field: {text}"
+        );
+    }
+    let (_, list) = env.get("/wallet/list").await;
+    assert_eq!(list["wallets"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_import_at_a_time_and_the_kdf_work_is_capped() {
+    let env = Env::new(eth_policy("1000", "5000", None)).await;
+    let import = |label: &str, ks: serde_json::Value| {
+        json!({ "chain": "ethereum", "label": label,
+            "import": { "format": "keystore_v3", "keystore": ks, "password": "testpassword" } })
+    };
+    // While an import holds the KDF, another is answered 429 at once and nothing is done.
+    let state = &env.keyd.as_ref().unwrap().state;
+    let held = std::sync::Arc::clone(&state.imports)
+        .try_acquire_owned()
+        .unwrap();
+    let (s, r) = env
+        .post("/wallet/create", import("a", pbkdf2_keystore()))
+        .await;
+    assert_eq!(
+        (s, r["detail"]["kind"].as_str()),
+        (429, Some("busy")),
         "{r}"
     );
+    // Creating without an import needs no KDF and is not held up.
+    env.create("ethereum", "plain").await;
+    drop(held);
+    let (s, r) = env
+        .post("/wallet/create", import("a", pbkdf2_keystore()))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        state.imports.available_permits(),
+        1,
+        "released after the KDF"
+    );
+    // Parameters over the work cap are refused before any KDF runs: geth's standard
+    // (n = 2^18, r = 8, p = 1) is the most; p = 2 at that n, or p = 16, is over.
+    for (n, r, p) in [
+        (1u64 << 18, 8, 2),
+        (1 << 18, 8, 16),
+        (1 << 17, 8, 3),
+        (1 << 19, 1, 1),
+    ] {
+        let ks = json!({"version": 3, "crypto": {"cipher": "aes-128-ctr",
+            "cipherparams": {"iv": "00".repeat(16)}, "ciphertext": "11".repeat(32), "kdf": "scrypt",
+            "kdfparams": {"dklen": 32, "n": n, "r": r, "p": p, "salt": "22".repeat(32)},
+            "mac": "33".repeat(32)}});
+        let (s, body) = env.post("/wallet/create", import("b", ks)).await;
+        assert_eq!(s, 400, "{body}");
+        let e = body["error"].as_str().unwrap();
+        assert!(
+            e.contains("exceeds") || e.contains("power of two"),
+            "n={n} r={r} p={p}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -76,6 +76,10 @@ impl IntoResponse for ApiError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN),
                 json!({ "kind": "approval", "hint": "agentctl approvals list shows the ticket; a ticket is single-use and bound to the exact operation" }),
             ),
+            KeydError::Busy(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({ "kind": "busy", "hint": "one key import runs at a time (its KDF takes about a second); send it again in a few seconds" }),
+            ),
             KeydError::Vault(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({ "kind": "vault", "hint": "see keyd's log (`journalctl -u osmoda-keyd`)" }),
@@ -101,6 +105,29 @@ pub struct Json<T>(pub T);
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         ApiError(KeydError::BadRequest(osmoda_daemon::api::invalid_json(&r)))
+    }
+}
+
+/// Longest ticket id accepted in `approval` (agentd's are 32 hex digits).
+const MAX_TICKET_ID: usize = 64;
+
+/// `approval` must look like a ticket id: 1–64 ASCII letters, digits, `-` or `_`.
+///
+/// # Errors
+/// `BadRequest` otherwise (the value is not echoed).
+pub fn check_ticket_id(approval: Option<&str>) -> Result<(), KeydError> {
+    match approval {
+        Some(t)
+            if t.is_empty()
+                || t.len() > MAX_TICKET_ID
+                || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Err(KeydError::BadRequest(format!(
+                "`approval` must be the id of an approved ticket (up to {MAX_TICKET_ID} letters, digits, - or _; got {} bytes)",
+                t.len()
+            )))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -13,9 +13,10 @@ use osmoda_daemon::server::PeerCred;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{caller, ApiError, Json};
+use super::{caller, check_ticket_id, ApiError, Json};
 use crate::chains::eth::{self, Call, Num, TxRequest};
 use crate::chains::sol;
+use crate::chains::typed::{self, Authorises};
 use crate::error::KeydError;
 use crate::keys::{Op, Output, Wallet};
 use crate::policy::{self, Effect};
@@ -23,6 +24,10 @@ use crate::store::Receipt;
 use crate::AppState;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Largest EIP-712 `data` accepted, in bytes of JSON: hashing costs grow with it (1.3 MB of
+/// nested structs took 2.8 s of a core).
+pub const MAX_TYPED_DATA: usize = 64 * 1024;
 
 /// Body of `POST /wallet/sign`.
 #[derive(Debug, Deserialize)]
@@ -126,6 +131,8 @@ fn tx_effect(tx: &eth::EthTx) -> Result<Effect, KeydError> {
         token: None,
         amount: amount_u128(tx.value(), "value")?,
         fee: amount_u128(tx.max_fee(), "gas_limit × fee per gas")?,
+        unbounded: None,
+        primary_type: None,
     };
     let token = |kind, to: alloy_primitives::Address, amount| -> Result<Effect, KeydError> {
         if !tx.value().is_zero() {
@@ -134,13 +141,15 @@ fn tx_effect(tx: &eth::EthTx) -> Result<Effect, KeydError> {
                 message: "an ERC-20 call that also sends ether is refused".into(),
             });
         }
+        // An amount beyond 128 bits (an unlimited approval) is kept exactly and denied by
+        // the policy with a receipt.
         Ok(Effect {
             kind,
             to: Some(to.to_string().to_ascii_lowercase()),
             token: contract.clone(),
-            amount: amount_u128(amount, "token amount")?,
             ..base.clone()
-        })
+        }
+        .with_amount(amount))
     };
     match eth::decode_call(tx.input())? {
         Call::Native => Ok(base),
@@ -164,6 +173,8 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
         token: None,
         amount: 0,
         fee: 0,
+        unbounded: None,
+        primary_type: None,
     };
     match (ty.as_str(), w.chain) {
         ("personal_sign", Chain::Ethereum) => {
@@ -177,6 +188,10 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
         }
         ("typed_data", Chain::Ethereum) => {
             let p: Typed = parse(payload, "typed_data")?;
+            let size = serde_json::to_vec(&p.data).map_or(usize::MAX, |v| v.len());
+            if size > MAX_TYPED_DATA {
+                return Err(KeydError::BadRequest(format!("`payload.data` is {size} bytes of JSON; typed data is limited to {MAX_TYPED_DATA} (what wallets and dApps sign is a few KiB)")));
+            }
             let data: TypedData = osmoda_daemon::api::from_value_at("payload.data", p.data)
                 .map_err(|e| KeydError::BadRequest(format!("not EIP-712 typed data: {e}")))?;
             eth::typed_digest(&data)?;
@@ -185,7 +200,17 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
                 None => None,
             };
             let to = data.domain.verifying_contract.map(|a| a.to_string().to_ascii_lowercase());
-            Ok((msg("typed_data", chain_id, to), Op::EthTyped(Box::new(data))))
+            let effect = match typed::classify(&data)? {
+                Authorises::Opaque => Effect { primary_type: Some(data.primary_type.clone()), ..msg("typed_data", chain_id, to) },
+                Authorises::Permit { kind, token, spender, amount } => Effect {
+                    to: Some(spender.to_string().to_ascii_lowercase()),
+                    token: Some(token.to_string().to_ascii_lowercase()),
+                    primary_type: Some(data.primary_type.clone()),
+                    ..msg(kind, chain_id, None)
+                }
+                .with_amount(amount),
+            };
+            Ok((effect, Op::EthTyped(Box::new(data))))
         }
         ("transaction", Chain::Ethereum) => {
             let p: Transaction = parse(payload, "transaction")?;
@@ -211,6 +236,8 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
                 token: None,
                 amount: u128::from(t.lamports),
                 fee: sol::FEE_PER_SIGNATURE,
+                unbounded: None,
+                primary_type: None,
             };
             Ok((e, Op::SolTransfer(bytes)))
         }
@@ -356,6 +383,8 @@ fn prepare_send(st: &AppState, w: &Wallet, b: SendBody) -> Result<(Effect, Op), 
                 token: None,
                 amount,
                 fee: sol::FEE_PER_SIGNATURE,
+                unbounded: None,
+                primary_type: None,
             };
             Ok((e, Op::SolTransfer(message)))
         }
@@ -408,36 +437,23 @@ async fn authorize_and_sign(
     };
     let operation = effect.operation(op_name, &w.id);
     let day = st.day();
+    // The receipt names a ticket only when keyd had agentd consume it for this operation; an
+    // `approval` the policy did not need is not recorded (it proves nothing).
+    let mut consumed: Option<String> = None;
     if verdict.needs_approval {
         let Some(ticket) = approval.as_deref() else {
-            let unit = if effect.chain == Chain::Ethereum {
-                "wei"
-            } else {
-                "lamports"
-            };
-            let words = vec![format!(
-                "{op_name}: {} {unit} from {} wallet {:?} ({}) to {}{}{}",
-                effect.amount,
-                effect.chain.as_str(),
-                w.label,
-                w.address,
-                effect.to.as_deref().unwrap_or("?"),
-                effect
-                    .chain_id
-                    .map(|c| format!(" on chain id {c}"))
-                    .unwrap_or_default(),
-                if effect.fee > 0 {
-                    format!(", fees at most {} {unit}", effect.fee)
-                } else {
-                    String::new()
-                },
+            let words = vec![crate::words::describe(
+                op_name, &effect, &w.label, &w.address,
             )];
             let t = st.agentd.open_ticket(&operation, &words).await?;
             let mut p = json!({ "op": op_name, "wallet_id": w.id, "reason": "approval_required", "effect": operation, "ticket": t.get("id"), "caller": caller(peer) });
             p["label"] = json!(w.label);
             st.denied("approval_required", &p).await;
             return Err(KeydError::ApprovalRequired {
-                message: format!("{} base units (+ at most {} in fees) is above the approval threshold: a person must approve this exact operation", effect.amount, effect.fee),
+                message: format!(
+                    "above the approval threshold, a person must approve this exact operation: {}",
+                    words[0]
+                ),
                 ticket: t,
             });
         };
@@ -459,10 +475,11 @@ async fn authorize_and_sign(
             }
         }
         st.agentd.consume_ticket(ticket, &operation).await?;
+        consumed = Some(ticket.to_string());
     }
     let st2 = Arc::clone(st);
     let charges = verdict.charges.clone();
-    let (effect2, peer2) = (effect.clone(), *peer);
+    let (effect2, peer2, used) = (effect.clone(), *peer, consumed.clone());
     // The signature is made first and kept here; it leaves only if the charge (and the
     // receipt with it) commits. A denied or failed charge drops it unseen.
     let res = tokio::task::spawn_blocking(move || {
@@ -473,7 +490,7 @@ async fn authorize_and_sign(
         let v = render(&w, &effect2, &out);
         let r = Receipt {
             kind: op_name.to_string(),
-            payload: receipt(&v, &peer2, approval.as_deref()),
+            payload: receipt(&v, &peer2, consumed.as_deref()),
         };
         (st2.store.charge(&day, &charges, Some(r)).map(|()| v), w)
     })
@@ -484,9 +501,16 @@ async fn authorize_and_sign(
             osmoda_daemon::metrics::global().keyd_signature(w.chain.as_str(), effect.kind);
             Ok(v)
         }
-        (Err(e), w) => {
+        (Err(mut e), w) => {
             let payload = json!({ "op": op_name, "wallet_id": w.id, "label": w.label, "chain": w.chain.as_str(),
-                "effect": operation, "caller": caller(peer) });
+                "effect": operation, "caller": caller(peer), "approval": used });
+            // A concurrent charge can pass the limit between the check above and this one:
+            // the ticket is then spent on a refused operation, and the answer says so.
+            if let (KeydError::Denied { message, .. }, Some(t)) = (&mut e, &used) {
+                message.push_str(&format!(
+                    "; the approval ticket {t} was used up by this attempt, so a new approval is needed"
+                ));
+            }
             if let KeydError::Denied { reason, message } = &e {
                 let mut p = payload;
                 p["reason"] = json!(reason);
@@ -502,7 +526,7 @@ async fn authorize_and_sign(
 fn render(w: &Wallet, e: &Effect, out: &Output) -> Value {
     let mut v = json!({
         "wallet_id": w.id, "chain": w.chain.as_str(), "from": w.address, "kind": e.kind,
-        "to": e.to, "amount": e.amount.to_string(), "max_fee": e.fee.to_string(), "token": e.token, "chain_id": e.chain_id,
+        "to": e.to, "amount": e.amount_text(), "max_fee": e.fee.to_string(), "token": e.token, "chain_id": e.chain_id,
         "broadcast": false,
     });
     match out {
@@ -526,7 +550,8 @@ fn render(w: &Wallet, e: &Effect, out: &Output) -> Value {
     v
 }
 
-/// The receipt: what the response says, less the raw transaction (the hash identifies it).
+/// The receipt: what the response says, less the raw transaction (the hash identifies it),
+/// with the ticket keyd consumed for it (if any).
 fn receipt(rendered: &Value, peer: &PeerCred, approval: Option<&str>) -> Value {
     let mut r = rendered.clone();
     if let Some(o) = r.as_object_mut() {
@@ -544,6 +569,7 @@ pub async fn sign(
     ConnectInfo(peer): ConnectInfo<PeerCred>,
     Json(b): Json<SignBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    check_ticket_id(b.approval.as_deref())?;
     let w = wallet(&st, b.wallet_id).await?;
     let prepared = prepare_sign(&st, &w, b.payload);
     if let Err(e @ KeydError::BadRequest(_)) = prepared {
@@ -559,6 +585,7 @@ pub async fn send(
     ConnectInfo(peer): ConnectInfo<PeerCred>,
     Json(b): Json<SendBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    check_ticket_id(b.approval.as_deref())?;
     let w = wallet(&st, b.wallet_id.clone()).await?;
     let approval = b.approval.clone();
     let prepared = prepare_send(&st, &w, b);

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use super::{caller, ApiError, Json};
 use crate::error::KeydError;
 use crate::keys::{import, Wallet};
+use crate::store::Receipt;
 use crate::AppState;
 
 /// A wallet as the API shows it (never key material).
@@ -65,14 +66,14 @@ pub struct CreateBody {
     pub chain: Chain,
     /// Unique label, 1–64 of `[A-Za-z0-9._-]` (the policy's `wallets.<label>`).
     pub label: String,
-    /// Import an existing key instead of generating one.
+    /// Import an existing key instead of generating one (see [`ImportBody`]; read by
+    /// [`parse_import`], whose errors never quote a value).
     #[serde(default)]
-    pub import: Option<ImportBody>,
+    pub import: Option<Value>,
 }
 
-/// A key to import.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, tag = "format", rename_all = "snake_case")]
+/// A key to import: `{"format": "keystore_v3", "keystore": {...}, "password": "..."}` or
+/// `{"format": "solana_keypair", "keypair": [64 numbers]}`.
 pub enum ImportBody {
     /// Ethereum keystore v3 JSON and its password.
     KeystoreV3 {
@@ -84,8 +85,97 @@ pub enum ImportBody {
     /// A Solana keypair JSON array (64 numbers).
     SolanaKeypair {
         /// The array.
-        keypair: Vec<Value>,
+        keypair: Value,
     },
+}
+
+fn bad_import(m: impl std::fmt::Display) -> KeydError {
+    KeydError::BadRequest(format!("import: {m}"))
+}
+
+/// The JSON type of `v`, never its value.
+pub fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads the `import` object field by field. Errors name the field and the expected type,
+/// never the value: a key pasted in the wrong field, or a password, is not echoed.
+///
+/// # Errors
+/// `BadRequest` naming the field.
+pub fn parse_import(v: Value) -> Result<ImportBody, KeydError> {
+    let mut m = match v {
+        Value::Object(m) => m,
+        other => {
+            return Err(bad_import(format!(
+                "must be an object with `format` (got {})",
+                json_type(&other)
+            )))
+        }
+    };
+    let mut take = |field: &str| -> Result<Value, KeydError> {
+        m.remove(field)
+            .ok_or_else(|| bad_import(format!("`{field}` is missing")))
+    };
+    let format = take("format")?;
+    let want = |field: &str, v: &Value, expected: &str, ok: bool| -> Result<(), KeydError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(bad_import(format!(
+                "`{field}` must be {expected} (got {})",
+                json_type(v)
+            )))
+        }
+    };
+    let body = match format.as_str() {
+        Some("keystore_v3") => {
+            let keystore = take("keystore")?;
+            want(
+                "keystore",
+                &keystore,
+                "the keystore file's JSON object",
+                keystore.is_object(),
+            )?;
+            let password = match take("password")? {
+                Value::String(p) => Zeroizing::new(p),
+                other => {
+                    want("password", &other, "a string", false)?;
+                    Zeroizing::default()
+                }
+            };
+            ImportBody::KeystoreV3 { keystore, password }
+        }
+        Some("solana_keypair") => {
+            let keypair = take("keypair")?;
+            want(
+                "keypair",
+                &keypair,
+                "an array of 64 numbers",
+                keypair.is_array(),
+            )?;
+            ImportBody::SolanaKeypair { keypair }
+        }
+        _ => {
+            return Err(bad_import(
+                "`format` must be \"keystore_v3\" (Ethereum) or \"solana_keypair\" (Solana)",
+            ))
+        }
+    };
+    if !m.is_empty() {
+        // The name is not echoed either: a secret pasted as a key would come back.
+        return Err(bad_import(
+            "has an unknown field (the fields are format, keystore, password for keystore_v3, or format, keypair for solana_keypair)",
+        ));
+    }
+    Ok(body)
 }
 
 impl std::fmt::Debug for ImportBody {
@@ -120,21 +210,27 @@ pub async fn create(
         ))
         .into());
     }
-    let imported = body.import.is_some();
-    // One import at a time: a keystore KDF may use up to 256 MiB.
-    let _permit = match &body.import {
-        Some(_) => Some(st.imports.acquire().await.map_err(KeydError::internal)?),
+    let key_import = body.import.map(parse_import).transpose()?;
+    let imported = key_import.is_some();
+    // One import at a time, and none waiting: a keystore KDF may use 256 MiB and a second of a
+    // core, and cannot be interrupted. The KDF's thread holds the permit until it ends, even
+    // if the caller has gone.
+    let permit = match &key_import {
+        Some(_) => Some(Arc::clone(&st.imports).try_acquire_owned().map_err(|_| {
+            KeydError::Busy("another key import is running; nothing was done, send this one again in a few seconds".into())
+        })?),
         None => None,
     };
     let st2 = Arc::clone(&st);
     let wallet = tokio::task::spawn_blocking(move || -> Result<Wallet, KeydError> {
-        let secret = match &body.import {
+        let _permit = permit;
+        let secret = match &key_import {
             None => None,
             Some(ImportBody::KeystoreV3 { keystore, password }) if body.chain == Chain::Ethereum => {
                 Some(import::keystore_v3(keystore, password.as_str())?)
             }
             Some(ImportBody::SolanaKeypair { keypair }) if body.chain == Chain::Solana => {
-                Some(import::solana_keypair(&Value::Array(keypair.clone()))?)
+                Some(import::solana_keypair(keypair)?)
             }
             Some(_) => {
                 return Err(KeydError::BadRequest(format!(
@@ -153,18 +249,17 @@ pub async fn create(
             created_at: st2.now_rfc3339(),
             sealed,
         };
-        st2.store.insert(&w)?;
+        // The receipt is committed with the wallet (the outbox delivers it to agentd).
+        let receipt = Receipt {
+            kind: "wallet.create".into(),
+            payload: json!({ "wallet_id": w.id, "label": w.label, "chain": w.chain.as_str(),
+                "address": w.address, "imported": imported, "caller": caller(&peer) }),
+        };
+        st2.store.insert(&w, &receipt)?;
         Ok(w)
     })
     .await
     .map_err(KeydError::internal)??;
-    st.agentd
-        .receipt(
-            "wallet.create",
-            json!({ "wallet_id": wallet.id, "label": wallet.label, "chain": wallet.chain.as_str(),
-                    "address": wallet.address, "imported": imported, "caller": caller(&peer) }),
-        )
-        .await;
     Ok(axum::Json(view(&wallet)))
 }
 
@@ -185,6 +280,7 @@ pub async fn delete(
     ConnectInfo(peer): ConnectInfo<PeerCred>,
     Json(body): Json<DeleteBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    super::check_ticket_id(body.approval.as_deref())?;
     let st2 = Arc::clone(&st);
     let id = body.wallet_id.clone();
     let w = tokio::task::spawn_blocking(move || st2.store.get(&id))
@@ -196,7 +292,7 @@ pub async fn delete(
     });
     let Some(ticket) = body.approval else {
         let effect = vec![format!(
-            "delete {} wallet {:?} ({}, {}): its key is destroyed for good",
+            "delete {} wallet {:?} ({}, {}): its key is erased from keyd's state (copies in backups of the state dir remain)",
             w.chain.as_str(),
             w.label,
             w.id,
@@ -212,17 +308,15 @@ pub async fn delete(
         .into());
     };
     st.agentd.consume_ticket(&ticket, &operation).await?;
+    let receipt = Receipt {
+        kind: "wallet.delete".into(),
+        payload: json!({ "wallet_id": w.id, "label": w.label, "chain": w.chain.as_str(),
+            "address": w.address, "approval": ticket, "caller": caller(&peer) }),
+    };
     let st2 = Arc::clone(&st);
     let id = w.id.clone();
-    tokio::task::spawn_blocking(move || st2.store.delete(&id))
+    tokio::task::spawn_blocking(move || st2.store.delete(&id, &receipt))
         .await
         .map_err(KeydError::internal)??;
-    st.agentd
-        .receipt(
-            "wallet.delete",
-            json!({ "wallet_id": w.id, "label": w.label, "chain": w.chain.as_str(), "address": w.address,
-                    "approval": ticket, "caller": caller(&peer) }),
-        )
-        .await;
     Ok(axum::Json(json!({ "deleted": w.id })))
 }

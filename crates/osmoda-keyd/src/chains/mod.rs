@@ -2,3 +2,4 @@
 
 pub mod eth;
 pub mod sol;
+pub mod typed;

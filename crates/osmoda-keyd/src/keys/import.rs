@@ -1,7 +1,9 @@
 //! Imports: an Ethereum keystore v3 file (scrypt or pbkdf2-hmac-sha256, AES-128-CTR, keccak
 //! MAC, per the Web3 Secret Storage definition) and a Solana keypair JSON (the 64-number array
 //! `solana-keygen` writes). KDF parameters are capped so that an import cannot exhaust memory
-//! or hold a core for long.
+//! or hold a core for long: scrypt at most geth's standard work (`n·r·p ≤ 2^18·8·1`, 256 MiB,
+//! about a second of one core in a release build), pbkdf2 at most 2^21 iterations (about the
+//! same); `api::wallet::create` runs one import at a time and answers 429 meanwhile.
 
 use aes::cipher::{KeyIvInit, StreamCipher};
 use alloy_primitives::keccak256;
@@ -17,6 +19,9 @@ pub const SCRYPT_MAX_N: u64 = 1 << 18;
 pub const SCRYPT_MAX_R: u32 = 8;
 /// Largest scrypt `p`.
 pub const SCRYPT_MAX_P: u32 = 16;
+/// Largest scrypt work `n·r·p` (geth's standard keystore: 2^18·8·1). Without it n = 2^18,
+/// r = 8, p = 16 cost 16 times that (23.6 s of a core measured in a release build).
+pub const SCRYPT_MAX_WORK: u64 = SCRYPT_MAX_N * SCRYPT_MAX_R as u64;
 /// Largest pbkdf2 iteration count.
 pub const PBKDF2_MAX_C: u32 = 1 << 21;
 
@@ -65,6 +70,33 @@ fn bad(m: impl Into<String>) -> KeydError {
     KeydError::BadRequest(format!("keystore: {}", m.into()))
 }
 
+/// A serde error as text without the offending value (serde quotes it: `invalid type: string
+/// "…", expected …`): the kind of value found, what was expected, and field names.
+pub fn shape(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or_default();
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            let found = rest.split([' ', '`', '"', ',']).next().unwrap_or_default();
+            let expected = rest
+                .rsplit_once(", expected ")
+                .map_or("another value", |(_, x)| x);
+            return format!(
+                "{} ({found} found), expected {expected}",
+                prefix.trim_end_matches([' ', ':'])
+            );
+        }
+    }
+    if msg.starts_with("unknown field") {
+        // Its name is the caller's text: not echoed.
+        return "an unknown field (its name is not shown)".into();
+    }
+    if msg.starts_with("missing field") || msg.starts_with("duplicate field") {
+        return msg.chars().take(200).collect();
+    }
+    "malformed (the value is not shown)".into()
+}
+
 fn unhex(s: &str, what: &str) -> Result<Vec<u8>, KeydError> {
     hex::decode(s.strip_prefix("0x").unwrap_or(s)).map_err(|_| bad(format!("`{what}` is not hex")))
 }
@@ -77,7 +109,7 @@ pub fn keystore_v3(
     json: &serde_json::Value,
     password: &str,
 ) -> Result<Zeroizing<[u8; 32]>, KeydError> {
-    let ks: Keystore = serde_json::from_value(json.clone()).map_err(|e| bad(e.to_string()))?;
+    let ks: Keystore = serde_json::from_value(json.clone()).map_err(|e| bad(shape(&e)))?;
     if ks.version != 3 {
         return Err(bad(format!("version {} is not 3", ks.version)));
     }
@@ -88,8 +120,8 @@ pub fn keystore_v3(
     let mut dk = Zeroizing::new([0u8; 32]);
     match c.kdf.as_str() {
         "scrypt" => {
-            let p: ScryptParams =
-                serde_json::from_value(c.kdfparams).map_err(|e| bad(format!("kdfparams: {e}")))?;
+            let p: ScryptParams = serde_json::from_value(c.kdfparams)
+                .map_err(|e| bad(format!("kdfparams: {}", shape(&e))))?;
             if p.dklen != 32 {
                 return Err(bad("kdfparams.dklen must be 32"));
             }
@@ -105,6 +137,12 @@ pub fn keystore_v3(
                     p.r, p.p
                 )));
             }
+            let work = p.n * u64::from(p.r) * u64::from(p.p);
+            if work > SCRYPT_MAX_WORK {
+                return Err(bad(format!(
+                    "scrypt n·r·p = {work} exceeds {SCRYPT_MAX_WORK} (n = 2^18, r = 8, p = 1, geth's standard): re-encrypt the keystore with lighter parameters"
+                )));
+            }
             let log_n = p.n.trailing_zeros() as u8;
             let params = scrypt::Params::new(log_n, p.r, p.p)
                 .map_err(|e| bad(format!("scrypt parameters: {e}")))?;
@@ -117,8 +155,8 @@ pub fn keystore_v3(
             .map_err(|e| bad(format!("scrypt: {e}")))?;
         }
         "pbkdf2" => {
-            let p: Pbkdf2Params =
-                serde_json::from_value(c.kdfparams).map_err(|e| bad(format!("kdfparams: {e}")))?;
+            let p: Pbkdf2Params = serde_json::from_value(c.kdfparams)
+                .map_err(|e| bad(format!("kdfparams: {}", shape(&e))))?;
             if p.dklen != 32 || p.prf != "hmac-sha256" {
                 return Err(bad("pbkdf2 needs dklen 32 and prf hmac-sha256"));
             }

@@ -164,6 +164,46 @@ impl LocalVault {
     }
 }
 
+/// What [`LocalVault::seal_check`] seals: opening it proves the secret is the one the
+/// state dir's keys were sealed with.
+const CHECK_PLAIN: &[u8] = b"osmoda-keyd key-encryption secret check";
+
+impl LocalVault {
+    fn check_aad(&self) -> String {
+        format!("{FORMAT}|{}|secret-check", self.kek.kdf().encode())
+    }
+
+    /// A check value sealed under this key-encryption key, as text (`nonce:ciphertext`, hex)
+    /// for the state database.
+    ///
+    /// # Errors
+    /// `Internal` without randomness.
+    pub fn seal_check(&self) -> Result<String, KeydError> {
+        let s = self.kek.seal(self.check_aad().as_bytes(), CHECK_PLAIN)?;
+        Ok(format!(
+            "{}:{}",
+            hex::encode(s.nonce),
+            hex::encode(&s.ciphertext)
+        ))
+    }
+
+    /// Whether `check` (from [`LocalVault::seal_check`]) opens under this key.
+    pub fn opens_check(&self, check: &str) -> bool {
+        let Some((n, c)) = check.split_once(':') else {
+            return false;
+        };
+        let (Ok(nonce), Ok(ciphertext)) = (hex::decode(n), hex::decode(c)) else {
+            return false;
+        };
+        let Ok(nonce) = <[u8; 12]>::try_from(nonce) else {
+            return false;
+        };
+        self.kek
+            .open(self.check_aad().as_bytes(), &Sealed { nonce, ciphertext })
+            .is_some_and(|p| p[..] == *CHECK_PLAIN)
+    }
+}
+
 fn mismatch(w: &Wallet, found: &str) -> KeydError {
     KeydError::Vault(format!(
         "wallet {}'s key belongs to {found}, not to its recorded address {}; refusing to sign",
@@ -250,6 +290,23 @@ impl SignerBackend for LocalVault {
             }
         }
     }
+}
+
+/// Where [`load_secret`] reads the secret from, and whether it would create it (local mode,
+/// no file yet).
+pub fn secret_source(secret_file: Option<&Path>, state_dir: &Path) -> (std::path::PathBuf, bool) {
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let p = Path::new(&dir).join("secret");
+        if p.exists() {
+            return (p, false);
+        }
+    }
+    if let Some(p) = secret_file {
+        return (p.to_path_buf(), false);
+    }
+    let p = state_dir.join("secret");
+    let create = !p.exists();
+    (p, create)
 }
 
 /// Reads the key-encryption secret ([`osmoda_vault::load_secret`]): systemd's credential

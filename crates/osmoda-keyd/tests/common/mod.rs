@@ -73,18 +73,22 @@ impl Env {
         std::fs::rename(&tmp, self.config()).unwrap();
     }
 
-    pub async fn start_keyd(&mut self) {
+    /// Opens keyd's state as the binary does at start (without serving).
+    pub fn open_keyd(&self) -> Result<Arc<osmoda_keyd::AppState>, osmoda_keyd::KeydError> {
         let shift = Arc::clone(&self.shift);
         let clock: osmoda_keyd::Clock = Arc::new(move || {
             time::OffsetDateTime::now_utc() + time::Duration::seconds(shift.load(Ordering::SeqCst))
         });
-        let state = osmoda_keyd::AppState::open(osmoda_keyd::Options {
+        osmoda_keyd::AppState::open(osmoda_keyd::Options {
             config: self.config(),
             state_dir: self.state_dir(),
             agentd_socket: self.dir.path().join("agentd.sock"),
             clock,
         })
-        .unwrap();
+    }
+
+    pub async fn start_keyd(&mut self) {
+        let state = self.open_keyd().unwrap();
         let _ = std::fs::remove_file(self.socket());
         let listener = tokio::net::UnixListener::bind(self.socket()).unwrap();
         let (trigger, shutdown) = osmoda_keyd::shutdown::channel();
