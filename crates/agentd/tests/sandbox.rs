@@ -303,6 +303,13 @@ fn ring1_through_agentd_and_the_real_egress() {
         // /root holds root's shell start-up files and ~/.ssh: login files, never a bind.
         egress["capabilities"]["home"] =
             json!({ "domains": ["x.test"], "ports": [443], "writable_paths": ["/root"] });
+        // Kernel interfaces and bus sockets are never a bind, read-only or not.
+        egress["capabilities"]["proc"] =
+            json!({ "domains": ["x.test"], "ports": [443], "read_only_paths": ["/proc"] });
+        egress["capabilities"]["dev"] =
+            json!({ "domains": ["x.test"], "ports": [443], "writable_paths": ["/dev/shm"] });
+        egress["capabilities"]["bus"] =
+            json!({ "domains": ["x.test"], "ports": [443], "read_only_paths": ["/run/dbus"] });
         std::fs::write(&cfg, serde_json::to_vec(&egress).expect("json")).expect("write");
         let before = last_id(&d).await;
         for (caps, needle) in [
@@ -311,6 +318,15 @@ fn ring1_through_agentd_and_the_real_egress() {
             (json!(["state"]), "capabilities.state"),
             (json!(["login"]), "capabilities.login"),
             (json!(["home"]), "capabilities.home"),
+            (
+                json!(["proc"]),
+                "capabilities.proc: /proc: kernel interfaces",
+            ),
+            (
+                json!(["dev"]),
+                "capabilities.dev: /dev/shm: kernel interfaces",
+            ),
+            (json!(["bus"]), "capabilities.bus"),
         ] {
             let resp = d
                 .agent()

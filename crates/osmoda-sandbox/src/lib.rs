@@ -239,6 +239,36 @@ fn identity(user: &str) -> Result<Identity, SandboxError> {
     })
 }
 
+/// `paths` resolved (so `/var/run/x` hides `/run/x`; a missing path hides nothing and is left
+/// out), each once, and none inside another: a mask inside a masked directory hides nothing
+/// more, and bwrap could not make its mount point in the outer one's read-only tmpfs.
+pub(crate) fn outermost<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<PathBuf> {
+    let mut real: Vec<PathBuf> = paths
+        .into_iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
+    real.sort();
+    real.dedup();
+    let all = real.clone();
+    real.retain(|p| !all.iter().any(|o| o != p && p.starts_with(o)));
+    real
+}
+
+/// The bwrap arguments hiding `real`: an empty read-only tmpfs over a directory, `/dev/null`
+/// over anything else.
+pub(crate) fn push_mask(a: &mut Vec<OsString>, real: PathBuf) {
+    if real.is_dir() {
+        a.extend([
+            "--tmpfs".into(),
+            real.clone().into(),
+            "--remount-ro".into(),
+            real.into(),
+        ]);
+    } else {
+        a.extend(["--ro-bind".into(), "/dev/null".into(), real.into()]);
+    }
+}
+
 fn check_path(path: &Path) -> Result<(), SandboxError> {
     let bad = |why| {
         Err(SandboxError::BadPath {
@@ -379,23 +409,10 @@ impl Boundary {
         let masks = self
             .masked
             .iter()
-            .cloned()
-            .chain(extra.iter().map(PathBuf::from));
-        for m in masks {
-            // Resolve symlinks so `/var/run/x` hides `/run/x`; a missing path hides nothing.
-            let Ok(real) = std::fs::canonicalize(&m) else {
-                continue;
-            };
-            if real.is_dir() {
-                a.extend([
-                    "--tmpfs".into(),
-                    real.clone().into(),
-                    "--remount-ro".into(),
-                    real.into(),
-                ]);
-            } else {
-                a.extend(["--ro-bind".into(), "/dev/null".into(), real.into()]);
-            }
+            .map(PathBuf::as_path)
+            .chain(extra.iter().map(Path::new));
+        for real in outermost(masks) {
+            push_mask(&mut a, real);
         }
         a.push("--clearenv".into());
         let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());

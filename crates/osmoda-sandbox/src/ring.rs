@@ -59,6 +59,44 @@ pub const ETC_ALLOWED: &[&str] = &[
     "static",
 ];
 
+/// What a ring sandbox never shows, even inside a declared bind: the daemons' sockets and
+/// state, the system's and users' bus and systemd sockets, credentials, root's home. A bind
+/// that contains one gets it masked (an empty directory, or an empty file); a bind of one or
+/// inside one is refused ([`bind_refusal`]).
+pub const RING_HIDDEN: &[&str] = &[
+    "/run/osmoda",
+    "/var/lib/osmoda",
+    "/run/dbus",
+    "/run/systemd",
+    "/run/user",
+    "/run/secrets",
+    "/run/credentials",
+    "/run/keys",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/ssh",
+    "/root",
+];
+
+/// Kernel interfaces, never bound from the host: the sandbox has its own `/proc` and `/dev`.
+const KERNEL_TREES: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// Why `real` (a resolved absolute path) may not be bound into a ring sandbox, or `None`.
+/// [`Boundary::run_ring`] refuses such a bind; agentd checks declared binds with it first so
+/// that its refusal can name the capability.
+pub fn bind_refusal(real: &Path) -> Option<&'static str> {
+    if real.parent().is_none() {
+        return Some("the whole file system is never bound into a sandbox");
+    }
+    if KERNEL_TREES.iter().any(|k| real.starts_with(k)) {
+        return Some("kernel interfaces (/proc, /sys, /dev) are never bound into a sandbox; it has its own /proc and /dev");
+    }
+    if RING_HIDDEN.iter().any(|h| real.starts_with(h)) {
+        return Some("daemon sockets and state, bus and systemd sockets, credentials and root's home are never shown in a sandbox");
+    }
+    None
+}
+
 /// The network of a ring sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
@@ -186,12 +224,12 @@ fn program_fd(bytes: &[u8]) -> Result<OwnedFd, SandboxError> {
 }
 
 impl Boundary {
-    /// The `bwrap` argv for `spec`, given the descriptors of the two seccomp programs.
+    /// The `bwrap` argv for `spec`, given the descriptors of the seccomp programs.
     fn ring_argv(
         &self,
         spec: &RingSpec,
         caller_uid: u32,
-        seccomp_fds: [i32; 2],
+        seccomp_fds: &[i32],
     ) -> Result<Vec<OsString>, SandboxError> {
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err(SandboxError::EmptyCommand);
@@ -250,6 +288,7 @@ impl Boundary {
         for t in ["/tmp", "/var/tmp"] {
             push(&mut a, ["--perms", "1777", "--size", &size, "--tmpfs", t]);
         }
+        let mut bound = Vec::new();
         for b in &spec.binds {
             let Ok(real) = std::fs::canonicalize(&b.path) else {
                 return Err(SandboxError::BadPath {
@@ -257,6 +296,19 @@ impl Boundary {
                     why: "a declared bind must exist",
                 });
             };
+            if let Some(why) = bind_refusal(&real) {
+                return Err(SandboxError::BadPath { path: real, why });
+            }
+            if crate::outermost(self.masked().iter().map(PathBuf::as_path))
+                .iter()
+                .any(|m| real.starts_with(m))
+            {
+                return Err(SandboxError::BadPath {
+                    path: real,
+                    why: "it is inside a path the boundary hides",
+                });
+            }
+            bound.push(real.clone());
             let flag = if b.writable { "--bind" } else { "--ro-bind" };
             parents(&mut a, &real);
             push(
@@ -314,33 +366,14 @@ impl Boundary {
         }
         inner.extend(spec.argv.iter().cloned());
         // Masks last, over any declared bind that contains a hidden path.
-        for m in self.masked() {
-            let Ok(real) = std::fs::canonicalize(m) else {
-                continue;
-            };
-            if !spec
-                .binds
-                .iter()
-                .filter_map(|b| std::fs::canonicalize(&b.path).ok())
-                .any(|b| real.starts_with(b))
-            {
-                continue;
-            }
-            if real.is_dir() {
-                push(
-                    &mut a,
-                    [
-                        OsString::from("--tmpfs"),
-                        real.clone().into(),
-                        "--remount-ro".into(),
-                        real.into(),
-                    ],
-                );
-            } else {
-                push(
-                    &mut a,
-                    [OsString::from("--ro-bind"), "/dev/null".into(), real.into()],
-                );
+        let masks = self
+            .masked()
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(RING_HIDDEN.iter().map(Path::new));
+        for real in crate::outermost(masks) {
+            if bound.iter().any(|b| real.starts_with(b)) {
+                crate::push_mask(&mut a, real);
             }
         }
         push(&mut a, ["--remount-ro", "/", "--clearenv"]);
@@ -392,14 +425,12 @@ impl Boundary {
             Network::None => Sockets::UnixOnly,
             Network::Egress { .. } => Sockets::UnixAndInet,
         };
-        let deny = seccomp::deny_program(sockets)?;
-        let clone3 = seccomp::clone3_program()?;
-        let fds = [
-            program_fd(&seccomp::to_bytes(&deny))?,
-            program_fd(&seccomp::to_bytes(&clone3))?,
-        ];
-        let raw = [fds[0].as_raw_fd(), fds[1].as_raw_fd()];
-        let argv = self.ring_argv(spec, nix::unistd::geteuid().as_raw(), raw)?;
+        let fds = seccomp::programs(sockets)?
+            .iter()
+            .map(|p| program_fd(&seccomp::to_bytes(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let argv = self.ring_argv(spec, nix::unistd::geteuid().as_raw(), &raw)?;
         let group = if nix::unistd::geteuid().is_root() {
             Group::create(&spec.limits)
         } else {
@@ -451,6 +482,6 @@ impl Boundary {
         spec: &RingSpec,
         caller_uid: u32,
     ) -> Result<Vec<OsString>, SandboxError> {
-        self.ring_argv(spec, caller_uid, [10, 11])
+        self.ring_argv(spec, caller_uid, &[10, 11, 12])
     }
 }

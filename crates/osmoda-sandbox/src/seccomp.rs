@@ -9,13 +9,16 @@
 //! family: Ring 2 may create only `AF_UNIX` sockets (so no inet socket at all, even on its own
 //! loopback), Ring 1 also `AF_INET`/`AF_INET6` (its namespace has only loopback, where the
 //! egress relay listens). `clone3` answers `ENOSYS` from a second program, so the C library
-//! falls back to `clone`, whose namespace flags the first program can inspect.
+//! falls back to `clone`, whose namespace flags the first program can inspect. On x86_64 a
+//! third program refuses the whole x32 ABI ([`x32_program`]): its calls carry the x86_64
+//! architecture and their number plus [`X32_SYSCALL_BIT`], so a list of x86_64 numbers never
+//! matches them.
 
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
 };
 
 /// Which sockets a sandbox may create.
@@ -177,6 +180,72 @@ pub fn clone3_program() -> Result<BpfProgram, FilterError> {
     })
 }
 
+/// The bit x86_64 sets in the number of an x32 system call (`__X32_SYSCALL_BIT`).
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// `AUDIT_ARCH_X86_64` (`EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`), the architecture
+/// the kernel reports for both x86_64 and x32 calls.
+const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+
+/// The third program, on x86_64 only (`None` elsewhere: no other architecture has a second
+/// ABI under the same audit architecture): every system call whose number has
+/// [`X32_SYSCALL_BIT`] set → `EPERM`. Without it a kernel built with `CONFIG_X86_X32_ABI` would
+/// run x32 `ptrace`, `mount`, `unshare`, ... past [`deny_program`], which lists x86_64 numbers
+/// (seccompiler matches numbers exactly). Written by hand: seccompiler has no rule for a range
+/// of numbers. Calls of another architecture fall through to `Allow` here; the first program
+/// kills them.
+pub fn x32_program() -> Option<BpfProgram> {
+    if std::env::consts::ARCH != "x86_64" {
+        return None;
+    }
+    let stmt = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    // `struct seccomp_data`: `nr` at offset 0, `arch` at 4.
+    Some(vec![
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
+        // Not x86_64's audit architecture: on to the last instruction, `Allow`.
+        jump(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            AUDIT_ARCH_X86_64,
+            0,
+            3,
+        ),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        jump(
+            libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+            X32_SYSCALL_BIT,
+            0,
+            1,
+        ),
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ])
+}
+
+/// Every program a sandbox gets, in the order bwrap installs them: [`deny_program`],
+/// [`clone3_program`] and, on x86_64, [`x32_program`].
+///
+/// # Errors
+/// On an architecture seccompiler does not know.
+pub fn programs(sockets: Sockets) -> Result<Vec<BpfProgram>, FilterError> {
+    let mut all = vec![deny_program(sockets)?, clone3_program()?];
+    all.extend(x32_program());
+    Ok(all)
+}
+
 /// The program as the kernel (and bwrap) read it: `struct sock_filter` in native byte order.
 pub fn to_bytes(program: &BpfProgram) -> Vec<u8> {
     let mut out = Vec::with_capacity(program.len() * 8);
@@ -200,5 +269,8 @@ mod tests {
         assert!(!r2.is_empty() && r1.len() > r2.len());
         assert_eq!(to_bytes(&r2).len(), r2.len() * 8);
         assert!(!clone3_program().unwrap().is_empty());
+        // x86_64 gets the x32 program too; nothing else has that ABI.
+        let n = programs(Sockets::UnixOnly).unwrap().len();
+        assert_eq!(n, if cfg!(target_arch = "x86_64") { 3 } else { 2 });
     }
 }

@@ -128,6 +128,37 @@ fn ring2_has_no_capabilities_and_no_way_to_regain_them() {
     });
 }
 
+/// x32 calls of each kind the deny list refuses, and a harmless one: x86_64's second ABI
+/// (the x86_64 audit architecture, the number plus `__X32_SYSCALL_BIT`), which a list of x86_64
+/// numbers never matches.
+const PERL_X32: &str = r#"my $bit = 0x40000000; for my $c (["getpid", 39], ["socket", 41, 2, 1, 0], ["unshare", 272, 0x10000000], ["mount", 165, 0, 0, 0, 0, 0], ["ptrace", 521, 16, 1, 0, 0], ["keyctl", 250, 0, 0, 0, 0, 0]) { my ($name, $nr, @a) = @$c; $! = 0; my $r = syscall($bit | $nr, @a); print "$name $r ", $! + 0, "\n" } print "native ", (syscall(39) > 0 ? "ok" : "failed"), "\n""#;
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn ring2_refuses_the_x32_abi_outright() {
+    in_netns("ring2_x32", || async {
+        let mut spec = RingSpec::new(["perl", "-e", PERL_X32]);
+        spec.timeout = Duration::from_secs(30);
+        let out = Boundary::osmoda_default().run_ring(&spec).await.unwrap();
+        let text = out.output.stdout_lossy();
+        assert!(out.output.success(), "{out:?}");
+        // EPERM (1) from the sandbox's filter for every x32 call, the harmless one too.
+        for name in ["getpid", "socket", "unshare", "mount", "ptrace", "keyctl"] {
+            assert!(text.contains(&format!("{name} -1 1\n")), "{name}: {text}");
+        }
+        assert!(text.contains("native ok"), "{text}");
+        // Outside, the same calls reach the kernel: ENOSYS (38) on a kernel without x32, or
+        // run on one with it; never the filter's EPERM for getpid.
+        let host = std::process::Command::new("perl")
+            .args(["-e", PERL_X32])
+            .output()
+            .unwrap();
+        let host = String::from_utf8_lossy(&host.stdout);
+        assert!(!host.contains("getpid -1 1\n"), "{host}");
+        assert!(host.contains("native ok"), "{host}");
+    });
+}
+
 fn processes_with(marker: &str) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -268,5 +299,133 @@ fn declared_binds_are_visible_and_masks_hold_inside_them() {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("must exist"), "{e}");
+    });
+}
+
+#[test]
+fn binds_never_show_daemon_sockets_credentials_or_kernel_trees() {
+    in_netns("ring_bind_rules", || async {
+        // A stand-in daemon socket where the module puts them (/run/osmoda), connectable by all.
+        let made_dir = !Path::new("/run/osmoda").exists();
+        std::fs::create_dir_all("/run/osmoda").unwrap();
+        let sock = Path::new("/run/osmoda").join(format!("ring-test-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        chmod(&sock, 0o666);
+        std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        drop(listener.accept().unwrap());
+        // /run and /etc bound read-only: what they hold is visible, except the hidden parts.
+        let script = format!(
+            "test -f /etc/os-release && echo etc-visible; test -d /run/lock && echo run-visible; \
+             test -s /etc/shadow && echo shadow-visible; ls -A /etc/ssh | wc -l; \
+             perl -e 'use Socket; socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; \
+               connect($s, pack_sockaddr_un(\"{}\")) ? print \"connected\\n\" : print \"refused: $!\\n\"'",
+            sock.display()
+        );
+        let mut spec = RingSpec::new(["sh", "-c", &script]);
+        spec.timeout = Duration::from_secs(20);
+        spec.binds = ["/run", "/etc"]
+            .map(|p| Bind {
+                path: p.into(),
+                writable: false,
+            })
+            .to_vec();
+        let out = Boundary::osmoda_default().run_ring(&spec).await.unwrap();
+        let text = out.output.stdout_lossy();
+        let cleanup = || {
+            let _ = std::fs::remove_file(&sock);
+            if made_dir {
+                let _ = std::fs::remove_dir("/run/osmoda");
+            }
+        };
+        cleanup();
+        assert!(text.starts_with("etc-visible\n"), "{out:?}");
+        if Path::new("/run/lock").is_dir() {
+            assert!(text.contains("run-visible"), "{out:?}");
+        }
+        assert!(!text.contains("shadow-visible"), "{out:?}");
+        assert!(text.contains("\n0\n"), "/etc/ssh is empty inside: {out:?}");
+        assert!(text.contains("refused: No such file"), "{out:?}");
+        // Binds of or inside those paths, and of kernel interfaces, are refused before anything
+        // runs; so is a bind inside a path the boundary hides.
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let hidden = d.path().join("hidden");
+        std::fs::create_dir_all(hidden.join("inner")).unwrap();
+        let boundary = Boundary::new([hidden.clone()]);
+        for (path, why) in [
+            ("/run/dbus", "never shown"),
+            ("/etc/shadow", "never shown"),
+            ("/etc/ssh", "never shown"),
+            ("/root", "never shown"),
+            ("/proc", "kernel interfaces"),
+            ("/proc/self", "kernel interfaces"),
+            ("/sys/fs", "kernel interfaces"),
+            ("/dev/shm", "kernel interfaces"),
+            (hidden.join("inner").to_str().unwrap(), "boundary hides"),
+            (hidden.to_str().unwrap(), "boundary hides"),
+        ] {
+            if !Path::new(path).exists() {
+                continue;
+            }
+            spec.binds = vec![Bind {
+                path: path.into(),
+                writable: false,
+            }];
+            let e = boundary.run_ring(&spec).await.unwrap_err();
+            assert!(e.to_string().contains(why), "{path}: {e}");
+        }
+    });
+}
+
+#[test]
+fn nested_masks_are_applied_once_from_the_outermost() {
+    in_netns("ring_nested_masks", || async {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        chmod(d.path(), 0o755);
+        let outer = d.path().join("state");
+        let inner = outer.join("agentd");
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::write(inner.join("key"), "s3cret").unwrap();
+        std::fs::write(outer.join("other"), "s3cret").unwrap();
+        for p in [&outer, &inner] {
+            chmod(p, 0o755);
+        }
+        for f in [inner.join("key"), outer.join("other")] {
+            chmod(&f, 0o644);
+        }
+        std::fs::write(d.path().join("visible"), "shown\n").unwrap();
+        chmod(&d.path().join("visible"), 0o644);
+        let script = format!(
+            "cat {d}/visible; cat {d}/state/other {d}/state/agentd/key; echo hidden=$?",
+            d = d.path().display()
+        );
+        // Both orders: the inner mask given first or last.
+        for masks in [[&inner, &outer], [&outer, &inner]] {
+            let b = Boundary::new(masks.map(|p| p.to_path_buf()));
+            let mut spec = RingSpec::new(["sh", "-c", &script]);
+            spec.timeout = Duration::from_secs(20);
+            spec.binds = vec![Bind {
+                path: d.path().to_path_buf(),
+                writable: false,
+            }];
+            let out = b.run_ring(&spec).await.unwrap();
+            let text = out.output.stdout_lossy();
+            assert!(text.starts_with("shown\n"), "{out:?}");
+            assert!(
+                text.contains("hidden=1") && !text.contains("s3cret"),
+                "{out:?}"
+            );
+            // The Ring 0 boundary: the same masks, nested.
+            let out = b
+                .run(&osmoda_sandbox::Spec::new(["sh", "-c", &script]))
+                .await
+                .unwrap();
+            let text = out.stdout_lossy();
+            assert!(text.starts_with("shown\n"), "{out:?}");
+            assert!(
+                text.contains("hidden=1") && !text.contains("s3cret"),
+                "{out:?}"
+            );
+        }
     });
 }

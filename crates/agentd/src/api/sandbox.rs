@@ -101,8 +101,9 @@ fn relay_bin(st: &AppState) -> Option<PathBuf> {
 
 /// The filesystem binds the granted capabilities declare (`readOnlyPaths`, `writablePaths`),
 /// judged like `/system/exec`'s paths: existing, resolved, never agentd's state or a hidden
-/// path; writable ones never the configuration tree or login files. A bad declaration is the
-/// operator's to fix: 403 naming the capability, nothing runs.
+/// path, nothing a ring sandbox never shows; writable ones never the configuration tree or
+/// login files. A bad declaration is the operator's to fix: 403 naming the capability,
+/// nothing runs.
 async fn declared_binds<'a>(
     st: &AppState,
     cfg: &osmoda_config::EgressConfig,
@@ -128,6 +129,7 @@ async fn declared_binds<'a>(
                 })
                 .map_err(named)?;
             fence.check(&real, false).map_err(named)?;
+            ring_bindable(&real).map_err(named)?;
             binds.push(Bind {
                 path: real,
                 writable: false,
@@ -135,6 +137,7 @@ async fn declared_binds<'a>(
         }
         for p in &c.writable_paths {
             let real = super::exec::writable_path(&fence, p).map_err(named)?;
+            ring_bindable(&real).map_err(named)?;
             // A declared bind is never a path to login files or credentials: no ticket is asked
             // for a capability's binds, so these are refused outright.
             if let Some(why) = super::secrets::contains_login_path(&real, fence.homes()) {
@@ -150,6 +153,19 @@ async fn declared_binds<'a>(
         }
     }
     Ok(binds)
+}
+
+/// What no ring sandbox is shown, whatever a capability declares (`ring::bind_refusal`:
+/// daemon sockets and state, bus and systemd sockets, credentials, root's home, `/proc`,
+/// `/sys`, `/dev`).
+fn ring_bindable(real: &std::path::Path) -> Result<(), ApiError> {
+    match osmoda_sandbox::ring::bind_refusal(real) {
+        Some(why) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{}: {why}", real.display()),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn checked(b: &SandboxBody) -> Result<(Vec<String>, Limits), ApiError> {
