@@ -208,11 +208,30 @@ pub fn verify(
     let keys = checkpoint_keys(dir, anchors)?;
     let none_recorded = osmoda_ledger::recorded_checkpoints(db)?.is_empty();
     if cps.is_empty() && none_recorded {
-        if !keys.is_empty() {
+        // A key the operator passed says this ledger is signed: no checkpoint anywhere is no
+        // pass. A key in the state dir only says agentd has one: agentd writes it at its first
+        // start and signs only after `everyEvents` events, `intervalSecs` or at shutdown, so a
+        // young ledger has none yet and that is no evidence of removal.
+        let operator = !anchors.vkeys.is_empty() || !anchors.vkey_files.is_empty();
+        if operator && !keys.is_empty() {
             return broken(&format!(
-                "ledger BROKEN: checkpoints were signed here (there is a verifier key) but none are in {} nor in the ledger: the file and the checkpoint events were removed",
+                "ledger BROKEN: the verifier keys you passed say checkpoints are signed, but none are in {} nor in the ledger: the file and the checkpoint events were removed (or agentd has not signed its first one yet)",
                 file_path.display()
             ));
+        }
+        if !keys.is_empty() {
+            if witnesses.is_some_and(|n| n > 0) {
+                return broken(&format!(
+                    "ledger NOT witnessed: no signed checkpoints at {}",
+                    file_path.display()
+                ));
+            }
+            output::emit(&format!(
+                "ledger chain intact: {} events verified\nno signed checkpoint yet at {} nor in the ledger (agentd signs one every `ledger.checkpoint.everyEvents` events, `intervalSecs` and at shutdown): only the chain was checked. If checkpoints were signed here, the file and their events were removed: pass --vkey or --vkey-file with the key kept elsewhere to make that an error\n",
+                report.events,
+                file_path.display()
+            ))?;
+            return Ok(ExitCode::SUCCESS);
         }
         if witnesses.is_some_and(|n| n > 0) {
             return broken(&format!(
