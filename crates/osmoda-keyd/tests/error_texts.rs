@@ -127,7 +127,9 @@ async fn every_refusal_says_what_was_wrong_in_one_shape() {
                 json!({"chain": "ethereum", "label": "imp", "import": {"format": "pem", "key": "x"}}),
             ),
             400,
-            vec!["pem", "keystore_v3", "solana_keypair"],
+            // An import's values are never quoted back (they may be key material): the text
+            // names the field and what it accepts.
+            vec!["`format`", "keystore_v3", "solana_keypair"],
         ),
         // Wallet ids.
         (
