@@ -31,10 +31,13 @@ context.objects = [
 `;
 
 export class PipeWire {
+  readonly dir: string;
   readonly runtimeDir: string;
   private procs: { name: string; child: ChildProcess }[] = [];
 
-  constructor(readonly dir: string) {
+  // No parameter properties: Node runs the tests by stripping types, which cannot rewrite them.
+  constructor(dir: string) {
+    this.dir = dir;
     this.runtimeDir = join(dir, "run");
   }
 
