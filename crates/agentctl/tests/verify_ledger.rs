@@ -379,7 +379,11 @@ fn the_file_and_the_ledgers_own_checkpoint_events_must_agree() {
     std::fs::write(d.path().join("checkpoint.vkey"), format!("{vkey}\n")).expect("vkey");
     let o = verify(d.path(), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("no signed checkpoint yet"), "{}", text(&o));
+    assert!(
+        text(&o).contains("no signed checkpoint yet"),
+        "{}",
+        text(&o)
+    );
     let o = verify(d.path(), &["--vkey", vkey.as_str()]);
     assert_eq!(o.status.code(), Some(6), "{}", text(&o));
     assert!(text(&o).contains("none are in"), "{}", text(&o));
