@@ -117,8 +117,11 @@ export interface DaemonOptions {
   keyd?: boolean;
   /** osmoda-routines on `routinesSocket`, reading the rendered `routines.json`. */
   routines?: boolean;
-  /** osmoda-voice on `voiceSocket` with this voice.json (written to `<dir>/voice.json`) and piper executable. */
-  voice?: { config: Record<string, unknown>; piper: string };
+  /**
+   * osmoda-voice on `voiceSocket` with this voice.json (written to `<dir>/voice.json`), piper
+   * executable and extra environment (only osmoda-voice's, e.g. PipeWire's runtime directory).
+   */
+  voice?: { config: Record<string, unknown>; piper: string; env?: Record<string, string> };
   /** osmoda-mesh on `meshSocket` named `name`, listening on `127.0.0.1:<meshPort>` (set in the tree), reading the rendered `mesh.json`. */
   mesh?: { name: string };
 }
@@ -204,7 +207,7 @@ export class Stack {
       const voice = this.spawnLogged("voice", join(bin, "osmoda-voice"), [
         "--socket", this.voiceSocket, "--config", cfg, "--state-dir", join(this.dir, "state", "voice"),
         "--agentd-socket", this.agentdSocket, "--piper", opts.voice.piper,
-      ], { OPENCLAW_GATEWAY_TOKEN: this.token });
+      ], { ...opts.voice.env, OPENCLAW_GATEWAY_TOKEN: this.token });
       await until("osmoda-voice's socket", 120_000, () => existsSync(this.voiceSocket) || (voice.child.exitCode !== null && fail(voice)));
     }
     if (!opts.keyd && !opts.routines && !opts.mesh) return;

@@ -101,17 +101,14 @@ describe("voice tools through the real gateway", { timeout: 900_000 }, () => {
     await model.start();
     await pipewire.start();
     const port = await stack.reservePort();
-    // osmoda-voice (and only it uses them) gets PipeWire's directory from the environment, as
-    // the unit's PIPEWIRE_RUNTIME_DIR gives it.
-    const saved = { ...process.env };
-    Object.assign(process.env, pipewire.env());
+    // osmoda-voice (and only it) gets PipeWire's directory in its environment, as the unit's
+    // PIPEWIRE_RUNTIME_DIR gives it; the test process keeps its own HOME (cargo and rustup need it).
     await stack.startDaemons({
       voice: {
         piper: m.piper,
+        env: pipewire.env(),
         config: { whisper_model: m.whisper_model, piper_model: m.piper_model, language: "en", audio_dirs: [audioDir], gateway_url: `http://127.0.0.1:${port}` },
       },
-    }).finally(() => {
-      for (const k of Object.keys(pipewire.env())) if (saved[k] === undefined) delete process.env[k]; else process.env[k] = saved[k];
     });
     await startChatGateway(stack, model);
   });
