@@ -3,14 +3,15 @@
 //! - Handshake CPU: `--handshakes N` (default 200) full hybrid handshakes (Noise XXpsk3 +
 //!   ML-KEM-768 + Ed25519) between two threads; each side's thread CPU time per handshake.
 //! - The cipher alone: seal + open of `--bytes B` (default 1 GiB) in memory on one thread, in
-//!   65,519-byte messages through snow's transport, for ChaCha20-Poly1305 and AES-256-GCM from
-//!   RustCrypto (snow's default resolver) and from ring (what the daemon uses).
+//!   65,519-byte messages through snow's transport, ChaCha20-Poly1305 (the mesh's only cipher,
+//!   `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s`) from RustCrypto (snow's default resolver) and
+//!   from ring (what the daemon uses).
 //! - Bulk: the same bytes through a mesh link's transport (framing and snow with 65,519-byte
 //!   plaintexts, what `link.rs` sends) over one TCP connection on 127.0.0.1 between two
-//!   threads: before the frame-path change (old framing, RustCrypto ChaCha20-Poly1305), then one
-//!   change at a time (framing, ring's ChaCha20-Poly1305, ring's AES-256-GCM, the latter also
-//!   without the read buffer), the last ones through the daemon's own hybrid handshake; and in
-//!   the same run rustls TLS 1.3 (ring) with AES-256-GCM and with ChaCha20-Poly1305.
+//!   threads: before the frame-path change (old framing, RustCrypto), then one change at a time
+//!   (framing, then ring's cipher through the daemon's own hybrid handshake: the daemon's link,
+//!   also without the read buffer); and in the same run rustls TLS 1.3 (ring) with AES-256-GCM
+//!   and with ChaCha20-Poly1305.
 //!
 //! `cargo run --release -p osmoda-mesh-bench [-- --bytes 1073741824 --handshakes 200]`; the load
 //! average is printed at the start and the end (the figures mean little on a busy machine).
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use osmoda_mesh::frame::{read_frame, write_frame, MAX_FRAME};
-use osmoda_mesh::handshake::{self, Cipher, Extra};
+use osmoda_mesh::handshake::{self, Extra};
 use osmoda_mesh::identity::Identity;
 use osmoda_mesh::message::MAX_PLAINTEXT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -136,11 +137,10 @@ fn resolver(i: Impl) -> snow::resolvers::BoxedCryptoResolver {
     }
 }
 
-/// A pair of transports with `cipher` from `imp`, from an in-memory `Noise_NN` handshake (the
-/// transport phase is the same as after the daemon's XXpsk3 one; only the keys differ).
-fn transports(imp: Impl, cipher: Cipher) -> Result<(snow::TransportState, snow::TransportState)> {
-    let p: snow::params::NoiseParams =
-        format!("Noise_NN_25519_{}_BLAKE2s", cipher.name()).parse()?;
+/// A pair of ChaCha20-Poly1305 transports from `imp`, from an in-memory `Noise_NN` handshake
+/// (the transport phase is the same as after the daemon's XXpsk3 one; only the keys differ).
+fn transports(imp: Impl) -> Result<(snow::TransportState, snow::TransportState)> {
+    let p: snow::params::NoiseParams = "Noise_NN_25519_ChaChaPoly_BLAKE2s".parse()?;
     let mut i = snow::Builder::with_resolver(p.clone(), resolver(imp)).build_initiator()?;
     let mut r = snow::Builder::with_resolver(p, resolver(imp)).build_responder()?;
     let (mut a, mut b) = (vec![0u8; 1024], vec![0u8; 1024]);
@@ -152,8 +152,8 @@ fn transports(imp: Impl, cipher: Cipher) -> Result<(snow::TransportState, snow::
 }
 
 /// Seal then open `bytes` in 65,519-byte messages on one thread: the cipher's own cost.
-fn cipher_alone(bytes: u64, imp: Impl, cipher: Cipher) -> Result<f64> {
-    let (mut i, mut r) = transports(imp, cipher)?;
+fn cipher_alone(bytes: u64, imp: Impl) -> Result<f64> {
+    let (mut i, mut r) = transports(imp)?;
     let chunk = vec![0x5au8; MAX_PLAINTEXT];
     let (mut sealed, mut plain) = (vec![0u8; MAX_FRAME], vec![0u8; MAX_FRAME]);
     let start = Instant::now();
@@ -259,10 +259,10 @@ async fn send(
 #[derive(Clone, Copy, PartialEq)]
 enum Keys {
     /// An in-memory pair with this cipher code.
-    Pair(Impl, Cipher),
+    Pair(Impl),
     /// The daemon's own handshake (XXpsk3 + ML-KEM-768 + Ed25519 on the connection, snow as
-    /// the daemon builds it) with this cipher.
-    Hybrid(Cipher),
+    /// the daemon builds it).
+    Hybrid,
 }
 
 /// `bytes` over one loopback TCP connection (Nagle off, as the daemon sets it) between two
@@ -271,13 +271,10 @@ fn link_bulk(bytes: u64, framing: Framing, keys: Keys) -> Result<f64> {
     let i = Arc::new(Identity::generate().map_err(anyhow::Error::msg)?);
     let r = Arc::new(Identity::generate().map_err(anyhow::Error::msg)?);
     let (ti, tr) = match keys {
-        Keys::Pair(imp, cipher) => transports(imp, cipher)?,
-        Keys::Hybrid(_) => transports(Impl::Ring, Cipher::ChaChaPoly)?,
+        Keys::Pair(imp) => transports(imp)?,
+        Keys::Hybrid => transports(Impl::Ring)?,
     };
-    let hybrid = match keys {
-        Keys::Hybrid(c) => Some(c),
-        Keys::Pair(..) => None,
-    };
+    let hybrid = keys == Keys::Hybrid;
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
     let ikeys = i.keys();
@@ -288,7 +285,7 @@ fn link_bulk(bytes: u64, framing: Framing, keys: Keys) -> Result<f64> {
             let l = TcpListener::from_std(l)?;
             let (mut s, _) = l.accept().await?;
             s.set_nodelay(true)?;
-            let mut t = if hybrid.is_some() {
+            let mut t = if hybrid {
                 let (est, _, ()) = handshake::respond(&mut s, &r, |k, _| {
                     if *k == ikeys {
                         Ok(())
@@ -309,8 +306,8 @@ fn link_bulk(bytes: u64, framing: Framing, keys: Keys) -> Result<f64> {
     let secs = rt().block_on(async {
         let mut s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
-        let mut t = if let Some(cipher) = hybrid {
-            handshake::initiate_with(&mut s, &i, &rkeys, Extra::default(), cipher)
+        let mut t = if hybrid {
+            handshake::initiate(&mut s, &i, &rkeys, Extra::default())
                 .await?
                 .transport
         } else {
@@ -406,44 +403,37 @@ fn main() -> Result<()> {
     let n = arg("--handshakes", 200);
     let bytes = arg("--bytes", 1 << 30);
     println!(
-        "load average at the start: {} ({} CPUs); this CPU offers {}",
+        "load average at the start: {} ({} CPUs); the mesh speaks {}",
         loadavg(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        Cipher::local().pattern()
+        handshake::PATTERN
     );
     handshakes(n).context("handshakes")?;
     println!("the cipher alone, seal + open on one thread, 65,519-byte messages:");
     for (imp, iname) in [(Impl::RustCrypto, "RustCrypto"), (Impl::Ring, "ring")] {
-        for cipher in [Cipher::ChaChaPoly, Cipher::AesGcm] {
-            let mbs = cipher_alone(bytes, imp, cipher).context("cipher alone")?;
-            println!("  {:<11} {iname:<10} {mbs:>6.0} MB/s", cipher.name());
-        }
+        let mbs = cipher_alone(bytes, imp).context("cipher alone")?;
+        println!("  ChaChaPoly {iname:<10} {mbs:>6.0} MB/s");
     }
     let runs = [
         (
             "before: old framing, RustCrypto ChaChaPoly",
             Framing::Before,
-            Keys::Pair(Impl::RustCrypto, Cipher::ChaChaPoly),
+            Keys::Pair(Impl::RustCrypto),
         ),
         (
             "new framing, RustCrypto ChaChaPoly",
             Framing::Now,
-            Keys::Pair(Impl::RustCrypto, Cipher::ChaChaPoly),
+            Keys::Pair(Impl::RustCrypto),
         ),
         (
-            "new framing, ring ChaChaPoly (hybrid hs)",
+            "the daemon's link: ring ChaChaPoly (hybrid hs)",
             Framing::Now,
-            Keys::Hybrid(Cipher::ChaChaPoly),
+            Keys::Hybrid,
         ),
         (
-            "new framing, ring AESGCM (hybrid hs)",
-            Framing::Now,
-            Keys::Hybrid(Cipher::AesGcm),
-        ),
-        (
-            "new framing unbuffered, ring AESGCM (hybrid hs)",
+            "the daemon's link unbuffered",
             Framing::NowUnbuffered,
-            Keys::Hybrid(Cipher::AesGcm),
+            Keys::Hybrid,
         ),
     ];
     let mut link = Vec::new();

@@ -63,29 +63,37 @@ impl Agentd {
             .map_err(|e| MeshError::Agentd(e.to_string()))
     }
 
-    async fn call(c: &Client, path: &str, body: &Value) -> Result<Value, MeshError> {
-        let who = c.socket().display().to_string();
-        let r = c
-            .post(path, body)
-            .await
-            .map_err(|e| MeshError::Agentd(format!("POST {path} on {who}: {e}")))?;
+    /// POSTs `body` to `who` (`agentd`, `osmoda-watch`: named, never by its socket's path).
+    async fn call(c: &Client, who: &str, path: &str, body: &Value) -> Result<Value, MeshError> {
+        let r = c.post(path, body).await.map_err(|e| {
+            tracing::warn!(socket = %c.socket().display(), "POST {path}: {e}");
+            MeshError::Agentd(format!(
+                "{who} did not answer POST {path} (is it running? `systemctl status osmoda-{}`)",
+                who.trim_start_matches("osmoda-")
+            ))
+        })?;
+        let said = |b: &Value| {
+            b["error"]
+                .as_str()
+                .map_or_else(|| b.to_string(), str::to_string)
+        };
         match r.status {
             200..=299 => Ok(r.body),
             // The gate's refusal keeps its status and ticket, so the caller can ask a person.
             403 if r.body["detail"]["ticket"].is_string() => Err(MeshError::ApprovalRequired {
                 message: format!(
-                    "agentd refused POST {path}: {}",
+                    "{who} refused POST {path}: {}",
                     r.body["error"].as_str().unwrap_or("approval required")
                 ),
                 detail: r.body["detail"].clone(),
             }),
             409 => Err(MeshError::Conflict(format!(
                 "{who} refused POST {path} (409): {}",
-                r.body
+                said(&r.body)
             ))),
             s => Err(MeshError::Agentd(format!(
                 "{who} answered POST {path} with {s}: {}",
-                r.body
+                said(&r.body)
             ))),
         }
     }
@@ -109,6 +117,7 @@ impl Agentd {
         });
         let edit = Self::call(
             &self.client,
+            "agentd",
             "/config/set",
             &json!({ "path": peer_path(name), "value": value, "reason": reason }),
         )
@@ -132,14 +141,14 @@ impl Agentd {
     /// `Agentd` when watch cannot be reached or refuses otherwise.
     async fn apply(&self, reason: &str) -> Result<Value, MeshError> {
         let body = json!({ "plan": reason, "health_checks": [] });
-        match Self::call(&self.watch, "/switch/begin", &body).await {
+        match Self::call(&self.watch, "osmoda-watch", "/switch/begin", &body).await {
             Err(MeshError::Conflict(why)) => {
                 let watch = self.watch.clone();
                 tokio::spawn(async move {
                     let until = tokio::time::Instant::now() + QUEUE_FOR;
                     while tokio::time::Instant::now() < until {
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        match Self::call(&watch, "/switch/begin", &body).await {
+                        match Self::call(&watch, "osmoda-watch", "/switch/begin", &body).await {
                             Err(MeshError::Conflict(_)) => continue,
                             Ok(s) => return tracing::info!("queued switch began: {s}"),
                             Err(e) => return tracing::error!("queued switch refused: {e}"),
@@ -173,7 +182,7 @@ impl Agentd {
         if let Some(a) = approval {
             body["approval"] = json!(a);
         }
-        let edit = Self::call(&self.client, "/config/unset", &body).await?;
+        let edit = Self::call(&self.client, "agentd", "/config/unset", &body).await?;
         if osmoda_config::tree_edit::landed_rev(&edit).is_none() {
             return Err(MeshError::Agentd(format!(
                 "agentd's config API answered without a rev: {edit}"

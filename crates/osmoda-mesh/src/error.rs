@@ -6,6 +6,9 @@ pub enum MeshError {
     /// The request is malformed (400). Nothing was written.
     #[error("{0}")]
     BadRequest(String),
+    /// The request body is over the size the API reads (413). Nothing was written.
+    #[error("{0}")]
+    TooLarge(String),
     /// No such peer, request or route (404).
     #[error("{0}")]
     NotFound(String),

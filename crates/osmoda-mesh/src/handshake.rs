@@ -1,5 +1,4 @@
-//! The handshake: `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s` (snow) with ML-KEM-768 folded in, or
-//! the same pattern with Noise's other standard cipher, `..._AESGCM_...` (see [`Cipher`]).
+//! The handshake: `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s` (snow) with ML-KEM-768 folded in.
 //!
 //! ```text
 //! -> e                    payload: Hello1 { ML-KEM-768 encapsulation key of the initiator }
@@ -16,11 +15,11 @@
 //! ([`respond`]'s `admit`), before any application data. Nothing is encrypted twice: after
 //! message 3, snow's transport state is the only cipher.
 //!
-//! The initiator picks the cipher ([`Cipher::local`]); the responder accepts either and learns
-//! which from message 1: in a `psk` pattern message 1's payload is already encrypted under a
-//! key derived from the protocol name, so exactly one of the two names opens it. A changed
-//! choice changes the transcript and fails the handshake; both ciphers are 256-bit AEADs, so
-//! there is nothing weaker to downgrade to.
+//! There is one protocol name and nothing to negotiate: a peer speaking any other name (another
+//! cipher, plain `Noise_XX`) fails at message 1, whose payload a `psk` pattern already encrypts
+//! under a key derived from the name. The primitives come from snow's resolver as built with
+//! `ring-accelerated`: ring's ChaCha20-Poly1305, the default resolver's X25519 and BLAKE2s;
+//! cacophony's vectors check it byte for byte (`handshake/vectors.rs`).
 
 use std::time::Duration;
 
@@ -35,10 +34,8 @@ use crate::frame::{read_frame, write_frame, MAX_FRAME};
 use crate::identity::{handshake_bytes, verify, Identity, Keys};
 use crate::pq;
 
-/// The Noise protocol name with ChaCha20-Poly1305 (the issue's pattern; every peer speaks it).
+/// The Noise protocol name, the issue's and the only one a peer speaks.
 pub const PATTERN: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
-/// The same pattern with AES-256-GCM, which an initiator with AES instructions offers.
-pub const PATTERN_AESGCM: &str = "Noise_XXpsk3_25519_AESGCM_BLAKE2s";
 /// Prologue: binds the protocol version into the transcript.
 pub const PROLOGUE: &[u8] = b"osmoda-mesh/v1";
 /// HKDF info label for the PSK (followed by the handshake hash after message 2).
@@ -46,71 +43,12 @@ const PSK_INFO: &[u8] = b"osmoda-mesh/v1 psk3 ML-KEM-768\0";
 /// The whole handshake must finish within this.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The parsed protocol name of [`PATTERN`] (ChaChaPoly).
+/// The parsed protocol name, [`PATTERN`].
 pub fn params() -> snow::params::NoiseParams {
-    Cipher::ChaChaPoly.params()
-}
-
-/// The transport cipher of a link: the AEAD named in the Noise protocol name. Both are 256-bit
-/// AEADs from ring (snow's `ring-accelerated` resolver); they differ only in speed. AES-256-GCM
-/// is about twice ChaCha20-Poly1305's speed on a CPU with AES and carry-less multiply
-/// instructions (see mesh-bench and docs/STATUS.md Benchmarks) and several times slower
-/// without them (ring's constant-time software AES), where ChaCha20-Poly1305 is the fast one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Cipher {
-    /// ChaCha20-Poly1305: [`PATTERN`].
-    ChaChaPoly,
-    /// AES-256-GCM: [`PATTERN_AESGCM`].
-    AesGcm,
-}
-
-impl Cipher {
-    /// Every cipher a responder accepts, in the order it tries them on message 1.
-    pub const ALL: [Cipher; 2] = [Cipher::AesGcm, Cipher::ChaChaPoly];
-
-    /// The Noise protocol name.
-    pub fn pattern(self) -> &'static str {
-        match self {
-            Cipher::ChaChaPoly => PATTERN,
-            Cipher::AesGcm => PATTERN_AESGCM,
-        }
-    }
-
-    /// The parsed protocol name.
-    pub fn params(self) -> snow::params::NoiseParams {
-        // Constants that parse; the cacophony tests below prove it.
-        self.pattern()
-            .parse()
-            .unwrap_or_else(|_| unreachable!("the patterns parse"))
-    }
-
-    /// What this host offers when it dials: AES-256-GCM where the CPU has AES and carry-less
-    /// multiply instructions (x86-64 AES-NI + PCLMULQDQ, AArch64 AES + PMULL), else
-    /// ChaCha20-Poly1305. The peer's CPU is not known before the handshake; a peer without
-    /// them still answers (slower, in constant time).
-    pub fn local() -> Cipher {
-        #[cfg(target_arch = "x86_64")]
-        let hw = std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq");
-        #[cfg(target_arch = "aarch64")]
-        let hw = std::arch::is_aarch64_feature_detected!("aes")
-            && std::arch::is_aarch64_feature_detected!("pmull");
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        let hw = false;
-        if hw {
-            Cipher::AesGcm
-        } else {
-            Cipher::ChaChaPoly
-        }
-    }
-
-    /// The cipher's name as Noise spells it (`ChaChaPoly`, `AESGCM`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Cipher::ChaChaPoly => "ChaChaPoly",
-            Cipher::AesGcm => "AESGCM",
-        }
-    }
+    // A constant that parses; the cacophony test proves it.
+    PATTERN
+        .parse()
+        .unwrap_or_else(|_| unreachable!("the pattern parses"))
 }
 
 /// Message 1's payload.
@@ -167,8 +105,6 @@ pub struct Established {
     pub hash: Vec<u8>,
     /// Whether we initiated.
     pub initiator: bool,
-    /// The transport cipher (the initiator's choice).
-    pub cipher: Cipher,
 }
 
 /// Why a handshake failed.
@@ -250,31 +186,13 @@ fn open(
     Ok(buf)
 }
 
-fn builder<'a>(id: &'a Identity, cipher: Cipher) -> snow::Builder<'a> {
-    snow::Builder::new(cipher.params())
+fn builder(id: &Identity) -> snow::Builder<'_> {
+    snow::Builder::new(params())
         .local_private_key(&id.x25519_private[..])
         .prologue(PROLOGUE)
 }
 
-/// Message 1 under whichever accepted cipher opens it: the responder's handshake state and
-/// the payload.
-fn open_first(
-    id: &Identity,
-    frame: &[u8],
-) -> Result<(snow::HandshakeState, Cipher, Vec<u8>), HandshakeError> {
-    for cipher in Cipher::ALL {
-        let mut hs = builder(id, cipher).build_responder().map_err(proto)?;
-        if let Ok(p) = open(&mut hs, frame, "message 1") {
-            return Ok((hs, cipher, p));
-        }
-    }
-    Err(proto(format!(
-        "message 1 does not decrypt or parse as {PATTERN} or {PATTERN_AESGCM}"
-    )))
-}
-
-/// Runs the initiator side on `s` with this host's cipher ([`Cipher::local`]), expecting the
-/// responder to hold exactly `expect`.
+/// Runs the initiator side on `s`, expecting the responder to hold exactly `expect`.
 ///
 /// # Errors
 /// [`HandshakeError`]; `Protocol` names what the responder got wrong.
@@ -284,21 +202,7 @@ pub async fn initiate<S: AsyncRead + AsyncWrite + Unpin>(
     expect: &Keys,
     extra: Extra,
 ) -> Result<Established, HandshakeError> {
-    initiate_with(s, id, expect, extra, Cipher::local()).await
-}
-
-/// [`initiate`] with a given cipher (tests and the benchmark take each).
-///
-/// # Errors
-/// As [`initiate`].
-pub async fn initiate_with<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    id: &Identity,
-    expect: &Keys,
-    extra: Extra,
-    cipher: Cipher,
-) -> Result<Established, HandshakeError> {
-    tokio::time::timeout(TIMEOUT, initiate_inner(s, id, expect, extra, cipher))
+    tokio::time::timeout(TIMEOUT, initiate_inner(s, id, expect, extra))
         .await
         .map_err(|_| proto("the handshake timed out"))?
 }
@@ -308,9 +212,8 @@ async fn initiate_inner<S: AsyncRead + AsyncWrite + Unpin>(
     id: &Identity,
     expect: &Keys,
     extra: Extra,
-    cipher: Cipher,
 ) -> Result<Established, HandshakeError> {
-    let mut hs = builder(id, cipher).build_initiator().map_err(proto)?;
+    let mut hs = builder(id).build_initiator().map_err(proto)?;
     let hello1 = serde_json::to_vec(&Hello1 {
         v: 1,
         ml_kem_768: B64.encode(id.ml_kem_ek()),
@@ -360,7 +263,6 @@ async fn initiate_inner<S: AsyncRead + AsyncWrite + Unpin>(
         peer: expect.clone(),
         hash,
         initiator: true,
-        cipher,
     })
 }
 
@@ -394,7 +296,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Keys, &Extra) -> Result<A, String>,
 {
-    let (mut hs, cipher, p1) = open_first(id, &read_frame(s).await?)?;
+    let mut hs = builder(id).build_responder().map_err(proto)?;
+    let p1 = open(&mut hs, &read_frame(s).await?, "message 1")?;
     // No ML-KEM key, no handshake: a peer cannot downgrade to X25519 alone.
     let hello1: Hello1 = serde_json::from_slice(&p1).map_err(|_| {
         proto("message 1 carries no ML-KEM-768 encapsulation key (downgrade refused)")
@@ -444,7 +347,6 @@ where
             peer,
             hash,
             initiator: false,
-            cipher,
         },
         hello3.extra,
         admitted,
@@ -458,36 +360,30 @@ mod vectors;
 mod tests {
     use super::*;
 
-    /// A full hybrid handshake with each cipher: both sides agree on the cipher the initiator
-    /// chose and on the handshake hash, and their transports talk both ways.
+    /// A full hybrid handshake: both sides agree on the handshake hash, and their transports
+    /// talk both ways.
     #[tokio::test]
-    async fn each_cipher_completes_and_the_responder_follows_the_initiator() {
+    async fn the_hybrid_handshake_completes_and_both_transports_talk() {
         let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
         let (ak, bk) = (a.keys(), b.keys());
-        for cipher in Cipher::ALL {
-            let (mut x, mut y) = tokio::io::duplex(1 << 16);
-            let ak = ak.clone();
-            let (i, r) = tokio::join!(
-                initiate_with(&mut x, &a, &bk, Extra::default(), cipher),
-                respond(&mut y, &b, |k, _| if *k == ak {
-                    Ok(())
-                } else {
-                    Err("?".to_string())
-                }),
-            );
-            let (mut i, (mut r, _, ())) = (i.unwrap(), r.unwrap());
-            assert_eq!((i.cipher, r.cipher), (cipher, cipher));
-            assert_eq!(i.hash, r.hash);
-            let (mut buf, mut out) = (vec![0u8; 100], vec![0u8; 100]);
-            let n = i.transport.write_message(b"ping", &mut buf).unwrap();
-            let m = r.transport.read_message(&buf[..n], &mut out).unwrap();
-            assert_eq!(&out[..m], b"ping");
-            let n = r.transport.write_message(b"pong", &mut buf).unwrap();
-            let m = i.transport.read_message(&buf[..n], &mut out).unwrap();
-            assert_eq!(&out[..m], b"pong");
-        }
-        // This machine's choice is one the responder accepts.
-        assert!(Cipher::ALL.contains(&Cipher::local()));
+        let (mut x, mut y) = tokio::io::duplex(1 << 16);
+        let (i, r) = tokio::join!(
+            initiate(&mut x, &a, &bk, Extra::default()),
+            respond(&mut y, &b, |k, _| if *k == ak {
+                Ok(())
+            } else {
+                Err("?".to_string())
+            }),
+        );
+        let (mut i, (mut r, _, ())) = (i.unwrap(), r.unwrap());
+        assert_eq!(i.hash, r.hash);
+        let (mut buf, mut out) = (vec![0u8; 100], vec![0u8; 100]);
+        let n = i.transport.write_message(b"ping", &mut buf).unwrap();
+        let m = r.transport.read_message(&buf[..n], &mut out).unwrap();
+        assert_eq!(&out[..m], b"ping");
+        let n = r.transport.write_message(b"pong", &mut buf).unwrap();
+        let m = i.transport.read_message(&buf[..n], &mut out).unwrap();
+        assert_eq!(&out[..m], b"pong");
     }
 
     #[test]

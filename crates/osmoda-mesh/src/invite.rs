@@ -44,28 +44,62 @@ impl Invite {
     /// Parses a code.
     ///
     /// # Errors
-    /// A message saying what is wrong with it.
+    /// A message saying what is wrong with it and what to do. It never quotes the code or any
+    /// value inside it (the code carries the secret): a field is named by its path.
     pub fn decode(code: &str) -> Result<Invite, String> {
+        const ASK: &str =
+            "paste the whole code /invite/create printed, or ask the inviter for a new one";
         let code = code.trim();
         if code.len() > MAX_CODE_LEN {
-            return Err(format!("the invite code is over {MAX_CODE_LEN} characters"));
+            return Err(format!(
+                "the invite code is over {MAX_CODE_LEN} characters (a code is about 2,500); {ASK}"
+            ));
         }
-        let raw = B64URL
-            .decode(code)
-            .map_err(|e| format!("the invite code is not base64url: {e}"))?;
-        let inv: Invite = serde_json::from_slice(&raw)
-            .map_err(|e| format!("the invite code does not hold an invite: {e}"))?;
+        let raw = B64URL.decode(code).map_err(|_| {
+            format!(
+                "the invite code is not base64url (A-Z, a-z, 0-9, '-' and '_', no padding); {ASK}"
+            )
+        })?;
+        let inv: Invite =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&raw))
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner();
+                    // serde's own words only where they carry no value (a missing or unknown field).
+                    let what = inner.to_string();
+                    let why =
+                        if what.starts_with("missing field") || what.starts_with("unknown field") {
+                            what.split(" at line")
+                                .next()
+                                .unwrap_or_default()
+                                .to_string()
+                        } else if inner.is_data() && path != "." {
+                            format!("`{path}` has the wrong type or value")
+                        } else if inner.is_data() {
+                            "it holds JSON that is not an invite object".to_string()
+                        } else {
+                            "it is not JSON inside (cut short or mistyped?)".to_string()
+                        };
+                    format!("the invite code does not hold an invite: {why}; {ASK}")
+                })?;
         if inv.v != 1 {
-            return Err(format!("invite version {} is not supported", inv.v));
+            return Err(format!(
+                "invite version {} is not supported (this host reads version 1); ask the inviter for a code from the same osModa release",
+                inv.v
+            ));
         }
         osmoda_config::tree_edit::valid_attr_name(&inv.name)
             .then_some(())
-            .ok_or_else(|| format!("the invite's name {:?} is not a valid peer name", inv.name))?;
+            .ok_or_else(|| format!("the invite's name is not a valid peer name; {ASK}"))?;
+        osmoda_config::mesh::check_endpoint(&inv.endpoint)
+            .map_err(|_| format!("the invite's endpoint is not host:port; {ASK}"))?;
         let secret = B64URL
             .decode(&inv.secret)
-            .map_err(|_| "the invite's secret is not base64url".to_string())?;
+            .map_err(|_| format!("the invite's secret is not base64url; {ASK}"))?;
         if secret.len() < 16 {
-            return Err("the invite's secret is shorter than 128 bits".into());
+            return Err(format!(
+                "the invite's secret is shorter than 128 bits; {ASK}"
+            ));
         }
         Ok(inv)
     }

@@ -131,9 +131,18 @@ fn load(path: &std::path::Path) -> Loaded {
     if !path.exists() {
         return Ok(Arc::new(empty()));
     }
+    // The text reaches API answers: the file is named as mesh.json, not by its path; and mesh
+    // does not keep the previous config (it admits no peer until the file is fixed).
     osmoda_config::load::<MeshConfig>(path)
         .map(Arc::new)
-        .map_err(|e| e.to_string())
+        .map_err(|e| {
+            e.to_string()
+                .replace(&path.display().to_string(), "mesh.json")
+                .replace(
+                    " (daemon keeps its previous config)",
+                    "; until then no peer is admitted",
+                )
+        })
 }
 
 fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {

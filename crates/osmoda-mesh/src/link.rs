@@ -64,8 +64,6 @@ pub struct LinkInfo {
     pub current: std::sync::Mutex<Keys>,
     /// Whether we dialed.
     pub initiator: bool,
-    /// The transport cipher (the dialer's choice).
-    pub cipher: crate::handshake::Cipher,
     /// The X25519 key of whoever dialed (the duplicate-link tie-break).
     pub initiator_key: [u8; 32],
     /// The first 8 bytes of the handshake hash, hex.
@@ -118,7 +116,6 @@ impl LinkHandle {
             "connected": true,
             "session": i.session,
             "direction": if i.initiator { "outbound" } else { "inbound" },
-            "cipher": i.cipher.name(),
             "remote": i.remote,
             "connected_at": i.connected_at,
             "sent": i.sent.load(Relaxed),
@@ -156,7 +153,6 @@ pub fn register(
             keys: est.peer.clone(),
             current: std::sync::Mutex::new(est.peer.clone()),
             initiator: est.initiator,
-            cipher: est.cipher,
             initiator_key,
             session: hex::encode(&est.hash[..8]),
             remote,
@@ -245,7 +241,7 @@ pub async fn run(
     st.agentd
         .event(
             "connect",
-            json!({ "peer": info.peer, "session": info.session, "direction": if info.initiator { "outbound" } else { "inbound" }, "cipher": info.cipher.name(), "remote": info.remote, "paired": info.paired }),
+            json!({ "peer": info.peer, "session": info.session, "direction": if info.initiator { "outbound" } else { "inbound" }, "remote": info.remote, "paired": info.paired }),
         )
         .await;
     tracing::info!(peer = %info.peer, session = %info.session, "link up");

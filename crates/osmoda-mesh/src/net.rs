@@ -203,8 +203,16 @@ pub async fn dial(
 ) -> Result<(TcpStream, handshake::Established), MeshError> {
     let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(endpoint))
         .await
-        .map_err(|_| MeshError::Peer(format!("connecting to {endpoint} timed out")))?
-        .map_err(|e| MeshError::Peer(format!("cannot connect to {endpoint}: {e}")))?;
+        .map_err(|_| {
+            MeshError::Peer(format!(
+                "connecting to {endpoint} timed out; is the other host's osmoda-mesh running and its port open?"
+            ))
+        })?
+        .map_err(|e| {
+            MeshError::Peer(format!(
+                "cannot connect to {endpoint}: {e}; is the other host's osmoda-mesh running and its port open?"
+            ))
+        })?;
     let _ = stream.set_nodelay(true);
     let id = st.identity();
     let est = handshake::initiate(&mut stream, &id, expect, extra)
@@ -334,11 +342,14 @@ pub async fn accept_invite(
     name: &str,
     endpoint: Option<String>,
 ) -> Result<(String, serde_json::Value, serde_json::Value), MeshError> {
-    let keys = Keys::decode(&inv.keys)
-        .map_err(|e| MeshError::BadRequest(format!("the invite's keys: {e}")))?;
+    let keys = Keys::decode(&inv.keys).map_err(|e| {
+        MeshError::BadRequest(format!(
+            "the invite's keys: {e}; ask the inviter for a new code"
+        ))
+    })?;
     if keys.x25519 == st.identity().x25519_public {
         return Err(MeshError::BadRequest(
-            "this invite is this host's own".into(),
+            "this invite is this host's own; accept it on the other host".into(),
         ));
     }
     let cfg = st
@@ -372,7 +383,7 @@ pub async fn accept_invite(
         .await;
         if !matches!(admitted, Ok(true)) {
             return Err(MeshError::Peer(
-                "the inviter closed the link: the invite is unknown, already used or expired"
+                "the inviter closed the link: the invite is unknown, already used or expired; ask the inviter for a new code"
                     .into(),
             ));
         }

@@ -8,7 +8,6 @@
 mod common;
 
 use common::{fast, pair, Host};
-use osmoda_mesh::handshake::Cipher;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -134,7 +133,6 @@ async fn three_hosts_and_requests() {
     pair(&a, &b).await;
     pair(&a, &c).await;
     pair(&b, &c).await;
-    let mut links = 0;
     for (h, others) in [
         (&a, ["beta", "gamma"]),
         (&b, ["alpha", "gamma"]),
@@ -149,16 +147,7 @@ async fn three_hosts_and_requests() {
             .collect();
         names.sort_unstable();
         assert_eq!(names, others, "{}", h.name);
-        // Every dialer here runs on this CPU, so every link uses the cipher it offers.
-        for p in peers.as_array().unwrap() {
-            let c = &p["connection"];
-            if c["connected"] == true {
-                assert_eq!(c["cipher"], Cipher::local().name(), "{}: {p}", h.name);
-                links += 1;
-            }
-        }
     }
-    assert!(links > 0, "no link was up to show its cipher");
 
     // Request/response (how ledger witnesses cosign): gamma asks alpha; a service on alpha
     // takes it from /requests/next and answers.
@@ -284,6 +273,19 @@ async fn pairing_during_a_switch_is_queued_and_unpairing_needs_a_person() {
         .unwrap();
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.body["detail"]["kind"], "approval_required", "{}", r.body);
+    // The one refusal the error-text audit (tests/error_texts.rs) cannot reach without agentd.
+    let private = [
+        a.mesh.as_ref().unwrap().socket.display().to_string(),
+        a.agentd_socket.display().to_string(),
+    ];
+    let problems = osmoda_daemon::audit::audit_row(
+        "DELETE /peer/beta?reason=retired",
+        (r.status, &r.body),
+        403,
+        &["mesh peer"],
+        &private,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
     let ticket = r.body["detail"]["ticket"].as_str().unwrap().to_string();
     assert!(r.body["detail"]["hint"]
         .as_str()

@@ -47,8 +47,6 @@ pub(super) async fn identity(State(st): State<Arc<AppState>>) -> axum::Json<Valu
         "public_keys": k.encode(),
         "fingerprint": k.fingerprint(),
         "noise": crate::handshake::PATTERN,
-        // What this host dials with; it answers either (see `handshake::Cipher`).
-        "cipher": crate::handshake::Cipher::local().name(),
         "kem": "ML-KEM-768",
     }))
 }
@@ -136,7 +134,7 @@ pub(super) async fn invite_create(
             cfg.listen.clone()
         }
     };
-    osmoda_config::mesh::check_endpoint(&endpoint).map_err(MeshError::BadRequest)?;
+    super::check_endpoint("endpoint", &endpoint)?;
     let peer_name = b.name.unwrap_or_else(|| "peer".into());
     check_peer_name(&peer_name)?;
     let secret = fresh_secret().map_err(MeshError::Internal)?;
@@ -193,7 +191,7 @@ pub(super) async fn invite_accept(
     let name = b.name.unwrap_or_else(|| inv.name.clone());
     check_peer_name(&name)?;
     if let Some(e) = &b.endpoint {
-        osmoda_config::mesh::check_endpoint(e).map_err(MeshError::BadRequest)?;
+        super::check_endpoint("endpoint", e)?;
     }
     let res = crate::net::accept_invite(&st, st.shutdown(), &inv, &name, b.endpoint).await;
     st.agentd

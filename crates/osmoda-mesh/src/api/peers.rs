@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_peer_name, ApiError, Json};
+use super::{check_peer_name, ApiError, Json, Path};
 use crate::error::MeshError;
 use crate::message::{valid_topic, MeshMessage};
 use crate::AppState;
@@ -59,7 +59,9 @@ fn known(st: &AppState, id: &str) -> Result<Option<osmoda_config::Peer>, MeshErr
         .map_err(|e| MeshError::Conflict(format!("mesh.json is invalid: {e}")))?;
     let p = cfg.peers.get(id).cloned();
     if p.is_none() && st.link(id).is_none() {
-        return Err(MeshError::NotFound(format!("no peer named {id:?}")));
+        return Err(MeshError::NotFound(format!(
+            "no peer named {id:?}; GET /peers lists the declared and connected ones"
+        )));
     }
     Ok(p)
 }
@@ -178,7 +180,10 @@ pub(super) async fn remove(
                 .await;
             return Ok(axum::Json(json!({ "disconnected": id, "declared": false })));
         }
-        return Err(MeshError::NotFound(format!("no peer named {id:?} is declared")).into());
+        return Err(MeshError::NotFound(format!(
+            "no peer named {id:?} is declared or connected; GET /peers lists them"
+        ))
+        .into());
     }
     let reason = q
         .reason
