@@ -578,6 +578,8 @@ let
             meshSocket = sock "mesh";
             relaySocket = get gw "relaySocket" d.gateway.relaySocket;
             configTree = get cfg "configTree" d.configTree;
+            # agentd's --memory-dir (modules/osmoda.nix): memory_get reads osModa's notes only there.
+            memoryDir = "${get cfg "stateDir" d.stateDir}/memory";
           };
         };
       };

@@ -7,6 +7,7 @@ import { definePluginEntry } from "openclaw/plugin-sdk/plugin-entry";
 
 import { beforeBridgeCall } from "./approvals.ts";
 import { FILE_TOOLS, beforeFileCall, recordFileCall, workspaceOf } from "./builtin.ts";
+import { memoryCorpusSupplement } from "./memory-corpus.ts";
 import { resolveSettings, toAgentTool } from "./tool.ts";
 import { allTools } from "./tools/index.ts";
 
@@ -19,6 +20,9 @@ export default definePluginEntry({
     for (const spec of allTools) {
       api.registerTool(toAgentTool(spec, settings) as never);
     }
+    // osModa's notes in OpenClaw's own memory_search/memory_get (corpus "wiki" or "all"), beside
+    // memory-core: the exclusive memory slot stays memory-core's.
+    api.registerMemoryCorpusSupplement(memoryCorpusSupplement(settings));
     const ours = allTools.map((t) => t.name) as [string, ...string[]];
     // A bridge call agentd refused with a gate ticket, made again: ask the owner in the chat.
     api.on(

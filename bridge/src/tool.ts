@@ -30,6 +30,8 @@ export interface Settings {
   approvalTimeoutMs: number;
   /** The configuration tree: OpenClaw's built-in file tools may not write there (nor /etc/nixos). */
   configTree: string;
+  /** agentd's memory dir (`--memory-dir`): `memory_get` of an `osmoda/…` note reads only there. */
+  memoryDir: string;
 }
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -43,6 +45,7 @@ export const DEFAULT_SETTINGS: Settings = {
   requestTimeoutMs: 120_000,
   approvalTimeoutMs: 300_000,
   configTree: "/var/lib/osmoda/config",
+  memoryDir: "/var/lib/osmoda/memory",
 };
 
 /**
@@ -65,6 +68,7 @@ export function resolveSettings(raw: unknown): Settings {
     approvalTimeoutMs:
       (typeof c.approvalTimeoutSecs === "number" ? c.approvalTimeoutSecs : DEFAULT_SETTINGS.approvalTimeoutMs / 1000) * 1000,
     configTree: str("configTree", DEFAULT_SETTINGS.configTree),
+    memoryDir: str("memoryDir", DEFAULT_SETTINGS.memoryDir),
   };
 }
 

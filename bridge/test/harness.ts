@@ -140,6 +140,8 @@ export class Stack {
   readonly egressProxySocket: string;
   readonly voiceSocket: string;
   readonly meshSocket: string;
+  /** agentd's memory dir, beside its state dir as the module lays it out (`<stateDir>/memory`). */
+  readonly memoryDir: string;
   meshPort = 0;
   /** agentd's approval relay, in a directory of its own (agentd masks it from commands). */
   readonly relaySocket: string;
@@ -160,6 +162,7 @@ export class Stack {
     this.voiceSocket = join(this.dir, "run", "voice.sock");
     this.meshSocket = join(this.dir, "run", "mesh.sock");
     this.relaySocket = join(this.dir, "relay", "relay.sock");
+    this.memoryDir = join(this.dir, "state", "memory");
   }
 
   private spawnLogged(name: string, cmd: string, args: string[], env: Record<string, string> = {}) {
@@ -189,7 +192,7 @@ export class Stack {
     const agentd = this.spawnLogged("agentd", join(bin, "agentd"), [
       "--socket", this.agentdSocket, "--approval-socket", this.approvalSocket,
       "--state-dir", join(this.dir, "state", "agentd"), "--config", join(etc, "osmoda", "agentd.json"),
-      "--config-tree", this.tree,
+      "--config-tree", this.tree, "--memory-dir", this.memoryDir,
       "--relay-socket", this.relaySocket, "--relay-user", String(process.getuid!()),
       "--keyd-user", String(process.getuid!()),
       "--egress-config", join(etc, "osmoda", "egress.json"), "--egress-proxy-socket", this.egressProxySocket, "--egress-bin", join(bin, "osmoda-egress"),
@@ -273,6 +276,7 @@ export class Stack {
       meshSocket: this.meshSocket,
       relaySocket: this.relaySocket,
       configTree: this.tree,
+      memoryDir: this.memoryDir,
     };
   }
 

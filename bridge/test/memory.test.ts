@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { Stack, ToolCalls, bridgeDir, coverageOf } from "./harness.ts";
 
 const stack = new Stack();
-const memDir = () => join(stack.dir, "state", "agentd", "memory");
+const memDir = () => stack.memoryDir;
 
 /** Every note file (not the derived index) and the newest ledger event. */
 async function snapshot() {

@@ -1,7 +1,10 @@
 // Unit tests: manifest ↔ registered tools, argument validation, error text, formatting.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 import entry from "../src/index.ts";
 import { daemonError, transportError, ToolInputError, DaemonFailure } from "../src/errors.ts";
@@ -10,16 +13,20 @@ import { bytes, clip, duration, table } from "../src/format.ts";
 import { resolveSettings, toAgentTool, validate, DAEMONS, DEFAULT_SETTINGS } from "../src/tool.ts";
 import { allTools, toolModules } from "../src/tools/index.ts";
 import { SYSTEM_QUERIES } from "../src/tools/agentd.ts";
+import { memoryCorpusSupplement, parseLookup } from "../src/memory-corpus.ts";
 
 const manifest = JSON.parse(readFileSync(new URL("../openclaw.plugin.json", import.meta.url), "utf8"));
 
 const hooks: { name: string; matcher: string[] }[] = [];
+const supplements: any[] = [];
 function registered(config: unknown = {}) {
   const tools: any[] = [];
   hooks.length = 0;
+  supplements.length = 0;
   const api: any = {
     pluginConfig: config,
     registerTool: (t: any) => tools.push(t),
+    registerMemoryCorpusSupplement: (s: any) => supplements.push(s),
     on: (name: string, _h: unknown, opts: { matcher: string[] }) => hooks.push({ name, matcher: opts.matcher }),
   };
   (entry as any).register(api);
@@ -67,11 +74,11 @@ test("every registered tool has a description, a label and an object schema that
 test("settings: defaults, overrides, and the manifest's configSchema names exactly those keys", () => {
   assert.deepEqual(resolveSettings(undefined), DEFAULT_SETTINGS);
   assert.deepEqual(
-    resolveSettings({ agentdSocket: "/a", watchSocket: "/w", keydSocket: "/k", routinesSocket: "/o", voiceSocket: "/v", meshSocket: "/m", relaySocket: "/r", requestTimeoutSecs: 2, approvalTimeoutSecs: 7, configTree: "/t" }),
-    { agentdSocket: "/a", watchSocket: "/w", keydSocket: "/k", routinesSocket: "/o", voiceSocket: "/v", meshSocket: "/m", relaySocket: "/r", requestTimeoutMs: 2000, approvalTimeoutMs: 7000, configTree: "/t" },
+    resolveSettings({ agentdSocket: "/a", watchSocket: "/w", keydSocket: "/k", routinesSocket: "/o", voiceSocket: "/v", meshSocket: "/m", relaySocket: "/r", requestTimeoutSecs: 2, approvalTimeoutSecs: 7, configTree: "/t", memoryDir: "/n" }),
+    { agentdSocket: "/a", watchSocket: "/w", keydSocket: "/k", routinesSocket: "/o", voiceSocket: "/v", meshSocket: "/m", relaySocket: "/r", requestTimeoutMs: 2000, approvalTimeoutMs: 7000, configTree: "/t", memoryDir: "/n" },
   );
   assert.deepEqual(Object.keys(manifest.configSchema.properties).sort(), [
-    "agentdSocket", "approvalTimeoutSecs", "configTree", "keydSocket", "meshSocket", "relaySocket", "requestTimeoutSecs", "routinesSocket", "voiceSocket", "watchSocket",
+    "agentdSocket", "approvalTimeoutSecs", "configTree", "keydSocket", "memoryDir", "meshSocket", "relaySocket", "requestTimeoutSecs", "routinesSocket", "voiceSocket", "watchSocket",
   ]);
   // Every daemon a tool can call has its socket setting, with a default and in the schema.
   for (const key of Object.values(DAEMONS)) {
@@ -315,4 +322,83 @@ test("built-in file tools: the configuration tree and /etc/nixos are fenced, thr
   assert.equal(inWs("write", { path: "notes/todo.txt" }, dir), undefined);
   assert.match(inWs("write", { path: "notes/todo.txt" }, undefined)!, /relative path cannot be checked.*absolute path/);
   assert.deepEqual(targets({ path: "a/b" }, ["c"], "/ws"), ["/ws/a/b", "/ws/c"]);
+});
+
+test("memory corpus: registered once per register(), without I/O; only osModa's note paths are its own", async () => {
+  registered({ agentdSocket: "/nonexistent/agentd.sock" });
+  assert.equal(supplements.length, 1);
+  assert.equal(typeof supplements[0].search, "function");
+  assert.equal(typeof supplements[0].get, "function");
+  // check(lookup, expected): the note it names, or undefined when the lookup is not osModa's.
+  const check = (lookup: string, expected: unknown) => assert.deepEqual(parseLookup(lookup), expected, lookup);
+  check("osmoda/MEMORY.md", { rel: "MEMORY.md", dir: "", name: "MEMORY.md" });
+  check("osmoda/memory/2026-11-30.md", { rel: "memory/2026-11-30.md", dir: "memory", name: "2026-11-30.md" });
+  check("osmoda/memory/2026-11-30.md#L4", { rel: "memory/2026-11-30.md", dir: "memory", name: "2026-11-30.md", fromLine: 4, lineCount: 1 });
+  check("osmoda/memory/2026-11-30.md#L4-L9", { rel: "memory/2026-11-30.md", dir: "memory", name: "2026-11-30.md", fromLine: 4, lineCount: 6 });
+  for (const notOurs of [
+    "MEMORY.md", "memory/2026-11-30.md", "/var/lib/osmoda/memory/MEMORY.md", "/etc/passwd", "osmoda/", "osmoda/../etc/passwd",
+    "osmoda/memory/../MEMORY.md", "osmoda/memory/../../agentd/ledger.db", "osmoda/memory/..", "osmoda/memory/.md", "osmoda/memory/.hidden.md",
+    "osmoda/memory/sub/x.md", "osmoda/memory/x.txt", "osmoda/MEMORY.md/x", "osmoda//MEMORY.md", "osmoda/memory/a\\b.md", "osmoda/memory/a\nb.md",
+    "osmoda/memory/a\u0000.md", "osmoda/.index.sqlite", "osmoda/MEMORY.md#L0", "osmoda/MEMORY.md#L5-L2", "osmoda/MEMORY.md#Lx", "OSMODA/MEMORY.md", " osmoda/MEMORY.md",
+  ]) check(notOurs, undefined);
+  // Not ours, or a sandboxed session: nothing, before any socket (this one does not exist).
+  const s = memoryCorpusSupplement({ ...DEFAULT_SETTINGS, agentdSocket: "/nonexistent/agentd.sock" });
+  assert.equal(await s.get({ lookup: "/etc/passwd" }), null);
+  assert.equal(await s.get({ lookup: "osmoda/MEMORY.md", sandboxed: true }), null);
+  assert.deepEqual(await s.search({ query: "nginx", sandboxed: true }), []);
+  assert.deepEqual(await s.search({ query: "  " }), []);
+  await assert.rejects(s.search({ query: "x".repeat(2001) }), /at most 2000 characters/);
+  // Ours, agentd down: the bridge's clear error, naming the socket.
+  await assert.rejects(s.search({ query: "nginx" }), /agentd is not reachable at \/nonexistent\/agentd\.sock/);
+  await assert.rejects(s.get({ lookup: "osmoda/MEMORY.md" }), /agentd is not reachable at \/nonexistent\/agentd\.sock/);
+});
+
+test("memory corpus: memory_get reads a note in pieces (split UTF-8 included) and returns whole lines within memory-core's bounds", async () => {
+  // A stand-in for agentd's /fs/list and /fs/read that answers in 7-byte pieces, whatever the
+  // limit, so one excerpt takes many reads (the gateway test reads the real agentd).
+  const note = ["# Notes", "## café 😀 incident", "line three ünïcödé", "x".repeat(13_000), "last"].join("\n") + "\n";
+  const bytes = Buffer.from(note, "utf8");
+  const dir = mkdtempSync(join(tmpdir(), "osmoda-corpus-unit-"));
+  const socket = join(dir, "agentd.sock");
+  let reads = 0;
+  const server = createServer((req, res) => {
+    const u = new URL(req.url!, "http://x");
+    const path = u.searchParams.get("path")!;
+    res.setHeader("content-type", "application/json");
+    if (u.pathname === "/fs/list") {
+      res.end(JSON.stringify({ path, entries: [{ name: "MEMORY.md", kind: "file", size: bytes.length, mode: 0o600 }], truncated: false }));
+      return;
+    }
+    reads++;
+    const offset = Number(u.searchParams.get("offset"));
+    const piece = bytes.subarray(offset, offset + 7);
+    const text = piece.toString("utf8");
+    const utf8 = Buffer.from(text, "utf8").equals(piece);
+    res.end(JSON.stringify({ path, size: bytes.length, offset, bytes: piece.length, truncated: offset + piece.length < bytes.length, encoding: utf8 ? "utf8" : "base64", content: utf8 ? text : piece.toString("base64") }));
+  });
+  await new Promise<void>((r) => server.listen(socket, r));
+  try {
+    const s = memoryCorpusSupplement({ ...DEFAULT_SETTINGS, agentdSocket: socket, memoryDir: "/mem" });
+    const lines = note.split("\n");
+    const two = await s.get({ lookup: "osmoda/MEMORY.md", fromLine: 2, lineCount: 2 });
+    assert.equal(two!.content, `${lines[1]}\n${lines[2]}`);
+    assert.deepEqual([two!.fromLine, two!.lineCount, two!.truncated, two!.nextFrom, two!.title], [2, 2, true, 4, "café 😀 incident"]);
+    assert.equal(two!.sourcePath, "/mem/MEMORY.md");
+    // Only as far as the lines asked for: far fewer reads than the whole file would take.
+    assert.ok(reads < bytes.length / 7 / 10, `${reads} reads`);
+    // A line longer than the budget alone: cut, no continuation; the rest of a long window stops before it.
+    const long = await s.get({ lookup: "osmoda/MEMORY.md", fromLine: 4, lineCount: 1 });
+    assert.equal(long!.content.length, 12_000);
+    assert.deepEqual([long!.truncated, long!.nextFrom], [true, undefined]);
+    const window = await s.get({ lookup: "osmoda/MEMORY.md#L2-L5" });
+    assert.equal(window!.content, `${lines[1]}\n${lines[2]}`);
+    assert.deepEqual([window!.lineCount, window!.nextFrom], [2, 4]);
+    const all = await s.get({ lookup: "osmoda/MEMORY.md" });
+    assert.equal(all!.lineCount, 3);
+    const tail = await s.get({ lookup: "osmoda/MEMORY.md", fromLine: 5 });
+    assert.deepEqual([tail!.content, tail!.lineCount, tail!.truncated], ["last", 1, undefined]);
+  } finally {
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
