@@ -54,7 +54,7 @@ gw_render() {
   local cfg="$gw_dir/services-osmoda.json" model
   model=$(gw_model)
   cat >"$cfg" <<EOT
-{"configTree": "$tree", "agentd": {"socket": "$OSMODA_AGENTD_SOCKET"}, "watch": {"socket": "$OSMODA_WATCH_SOCKET"},
+{"stateDir": "$state", "configTree": "$tree", "agentd": {"socket": "$OSMODA_AGENTD_SOCKET"}, "watch": {"socket": "$OSMODA_WATCH_SOCKET"},
  "keyd": {"socket": "$run/keyd.sock"}, "routines": {"socket": "$run/routines.sock"},
  "gateway": {"port": $gw_port, "relaySocket": "$OSMODA_RELAY_SOCKET"}}
 EOT
