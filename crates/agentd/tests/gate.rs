@@ -462,6 +462,30 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "ledger checkpoints turned off",
+            kind: "audit.weaken",
+            phrasings: vec![
+                Set(
+                    OSM,
+                    "services.osmoda.agentd.ledger.checkpoint.enable",
+                    json!(false),
+                ),
+                Nix(
+                    OSM,
+                    "services.osmoda.agentd.ledger.checkpoint.enable",
+                    "lib.mkForce (1 == 2)",
+                ),
+            ],
+        },
+        Case {
+            name: "backup retention cut to one archive",
+            kind: "audit.weaken",
+            phrasings: vec![
+                Set(OSM, "services.osmoda.agentd.backup.keep", json!(1)),
+                Nix(OSM, "services.osmoda.agentd.backup.keep", "7 - 6"),
+            ],
+        },
+        Case {
             name: "sshd moved to another port",
             kind: "ssh.access",
             phrasings: vec![
@@ -892,6 +916,13 @@ async fn edits_that_destroy_nothing_are_not_gated() {
             "services.osmoda.watch.watchers.sshd.intervalSecs",
             json!(60),
         ),
+        // More tamper evidence, not less (audit.weaken's siblings).
+        Set(
+            OSM,
+            "services.osmoda.agentd.ledger.checkpoint.everyEvents",
+            json!(100),
+        ),
+        Set(OSM, "services.osmoda.agentd.backup.keep", json!(30)),
         Unset(CFG, "services.openssh.settings.X11Forwarding"),
         Set(
             CFG,

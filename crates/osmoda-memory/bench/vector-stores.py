@@ -12,8 +12,16 @@ Stores: exact (numpy matrix in RAM: what osmoda-memory does in Rust), sqlite-vec
 the SQLite file beside FTS5; brute force), ZVEC (PyPI zvec, the engine behind npm @zvec/zvec:
 HNSW and flat), usearch (HNSW).
 
+`--derive M` compares the stores on M vectors derived from the N real ones instead, for sizes
+the model cannot embed on a small machine (100k chunks take hours here): each derived vector
+is a random convex mix of three real vectors (Dirichlet(1,1,1) weights) plus Gaussian noise
+(σ = 0.02 per component), L2-normalised, so it stays in the span and the clusters of the
+model's real output; the 200 real query vectors are the queries. Exact search's cost does not
+depend on the vectors; an approximate index's recall does, so its figure on derived vectors is
+an estimate.
+
 Usage: python3 -m venv V && V/bin/pip install numpy zvec sqlite-vec apsw usearch
-       V/bin/python crates/osmoda-memory/bench/vector-stores.py DIR N
+       V/bin/python crates/osmoda-memory/bench/vector-stores.py DIR N [--derive M]
 (Debian's python3 sqlite3 cannot load extensions; apsw can.)
 """
 import os
@@ -188,12 +196,24 @@ def child(name, path, qfile, truth_file):
     }))
 
 
+def derive(real, m, seed=17):
+    """`m` unit vectors, each a Dirichlet mix of three rows of `real` plus N(0, 0.02²) noise."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(real), size=(m, 3))
+    w = rng.dirichlet(np.ones(3), size=m).astype(np.float32)
+    out = np.einsum("mk,mkd->md", w, real[picks]) + rng.normal(0, 0.02, size=(m, DIM)).astype(np.float32)
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
 def main():
     if len(sys.argv) == 6 and sys.argv[1] == "--child":
         return child(*sys.argv[2:])
     d, n = sys.argv[1], sys.argv[2]
     v = load(f"{d}/vectors-{n}.f32")
     qs = load(f"{d}/queries-{n}.f32")
+    if sys.argv[3:4] == ["--derive"]:
+        v = derive(v, int(sys.argv[4]))
+        print(f"{len(v)} vectors derived from {n} real ones (--derive)")
     exact = v.astype(np.float64) @ qs.astype(np.float64).T
     truth = [np.argsort(-exact[:, j], kind="stable")[:K].tolist() for j in range(len(qs))]
     work = tempfile.mkdtemp(prefix="vector-stores-")

@@ -13,13 +13,19 @@
 //! cannot embed in a session on a shared 2-core machine (about 10 chunks/s there). Figures from
 //! it say nothing about embedding speed or retrieval quality.
 //!
+//! `--endpoint URL` embeds through the HTTP backend ([`HttpEmbedder`], an OpenAI-compatible
+//! `/v1/embeddings`, as `services.osmoda.memory.embeddingEndpoint` selects) instead of the
+//! in-process model: with `bench/st-server.py` it serves the same model from
+//! sentence-transformers, fast enough for 100k real chunks here. Its figures include the HTTP
+//! round trip and that server's speed, not candle's.
+//!
 //! `--export DIR` also writes the N vectors and the 200 query vectors (little-endian f32,
 //! `vectors.f32`, `queries.f32`, 384 per row) for `bench/vector-stores.py`, which compares
 //! vector stores on them.
 //!
 //! ```sh
 //! cargo run --release -p osmoda-memory --example memory-bench -- [--sizes 10000,100000]
-//!     [--model DIR | --synthetic] [--keep DIR] [--export DIR]
+//!     [--model DIR | --endpoint URL | --synthetic] [--keep DIR] [--export DIR]
 //! ```
 //! Without `--model`, `$OSMODA_MEMORY_MODEL_DIR` or `scripts/fetch-memory-model`.
 
@@ -28,7 +34,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use osmoda_memory::{Embedder, IngestEvent, LocalModel, Memory, Options, RecallRequest};
+use osmoda_memory::{
+    Embedder, HttpEmbedder, IngestEvent, LocalModel, Memory, Options, RecallRequest,
+};
 
 const INGESTED: usize = 1_000;
 
@@ -335,6 +343,7 @@ fn write_f32(path: &Path, rows: &[Vec<f32>]) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let mut sizes = vec![10_000usize, 100_000];
     let (mut model, mut keep, mut export, mut synthetic) = (None, None, None, false);
+    let mut endpoint: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -349,6 +358,7 @@ fn main() -> anyhow::Result<()> {
             "--model" => model = Some(PathBuf::from(val()?)),
             "--keep" => keep = Some(PathBuf::from(val()?)),
             "--export" => export = Some(PathBuf::from(val()?)),
+            "--endpoint" => endpoint = Some(val()?),
             "--synthetic" => synthetic = true,
             _ => bail!("unknown argument {a:?}; see the example's doc comment"),
         }
@@ -361,6 +371,9 @@ fn main() -> anyhow::Result<()> {
     let emb: Arc<dyn Embedder> = if synthetic {
         println!("synthetic embedder (no model): figures are of the index and search only");
         Arc::new(Synthetic)
+    } else if let Some(url) = &endpoint {
+        println!("embedding through {url} (the HTTP backend)");
+        Arc::new(HttpEmbedder::new(url, "all-MiniLM-L6-v2")?)
     } else {
         Arc::new(LocalModel::load(&model_dir(model)?)?)
     };

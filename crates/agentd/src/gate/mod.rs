@@ -43,6 +43,7 @@ pub const DEFAULT_REQUIRED: &[&str] = &[
     "wallet.send.over_threshold",
     "mesh.peer.remove",
     "capability.remove",
+    "audit.weaken",
     "package.remove_critical",
     "switch.remove_critical",
     "gate.undecidable",
