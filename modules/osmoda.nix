@@ -411,7 +411,7 @@ in
       };
       backup = {
         dir = nullOr types.str "Directory of backup archives (`POST /backup/create`, `agentctl backup create`; root only, mode 0700, archives 0600: they hold the daemons' state); null = `<stateDir>/backups`.";
-        keep = mkOption { type = types.nullOr types.ints.positive; default = d.agentd.backup.keep; description = "Keep at most this many archives (the oldest are deleted after a new one); null = keep all."; };
+        keep = mkOption { type = types.nullOr types.ints.positive; default = d.agentd.backup.keep; description = "Retention after each new archive: the this many newest are kept, and the newest of each of the this many most recent days (a burst of backups never pushes out an earlier day's last one); the rest are deleted (`backup.deleted` events). Lowering it needs a person's approval (`audit.weaken`). null = keep all."; };
       };
       capabilityKeyFile = nullOr types.str "Ed25519 key (32 raw bytes or 64 hex) agentd signs osmoda-egress capability tokens with, passed as a systemd credential, never through the store; null = generated once in agentd's state dir (mode 0600).";
       validate = mkOption {

@@ -484,10 +484,51 @@ async fn bad_requests_retention_and_another_history() {
         vec![&ids[2], &ids[1]],
         "keep = 2 keeps the newest two"
     );
+    // A burst of new archives removes only the same day's older ones: the last archive of an
+    // earlier day (an older copy under an earlier day's id) stays.
+    let dir = m._root.path().join("backups");
+    let earlier = "20250101T000000000Z-0000aaaa";
+    std::fs::copy(
+        dir.join(format!("{}.tar", ids[1].as_str().expect("id"))),
+        dir.join(format!("{earlier}.tar")),
+    )
+    .expect("copy");
+    let mut burst = Vec::new();
+    for i in 3..6 {
+        note(&m.d, i).await;
+        burst.push(c.post_ok("/backup/create", &json!({})).await["id"].clone());
+    }
+    let listed = c.get_ok("/backup/list").await;
+    let listed: Vec<&Value> = listed["backups"].as_array().expect("list").iter().collect();
+    assert_eq!(
+        listed.iter().map(|b| &b["id"]).collect::<Vec<_>>(),
+        vec![&burst[2], &burst[1], &json!(earlier)],
+        "keep = 2: the two newest and the last archive of the earlier day"
+    );
+    // The person deciding a restore is told whether this machine's ledger recorded the archive
+    // (archives are not signed): one made here is named by its backup.created event (another
+    // machine's, below, is not).
+    let effect_of = |id: &str, force: bool| {
+        let c = m.d.agent();
+        let id = id.to_string();
+        async move {
+            let r = c
+                .post("/backup/restore", &json!({ "backup_id": id, "force": force }))
+                .await
+                .expect("post");
+            assert_eq!(r.status, 403, "{}", r.body);
+            r.body["detail"]["effect"].to_string()
+        }
+    };
+    let effect = effect_of(burst[2].as_str().expect("id"), false).await;
+    assert!(
+        effect.contains("the archive is the one this machine's backup.created event"),
+        "{effect}"
+    );
     for (body, status) in [
         (json!({ "backup_id": "../../etc/passwd" }), 400),
         (json!({ "backup_id": "20261130T000000000Z-00000000" }), 404),
-        (json!({ "backup_id": ids[2], "extra": 1 }), 422),
+        (json!({ "backup_id": burst[2], "extra": 1 }), 422),
         (json!({}), 422),
     ] {
         let r = c.post("/backup/restore", &body).await.expect("post");
@@ -516,6 +557,11 @@ async fn bad_requests_retention_and_another_history() {
         .as_str()
         .expect("error")
         .contains("another history"));
+    let effect = effect_of(&their_id, true).await;
+    assert!(
+        effect.contains("no backup.created event in this machine's ledger records this archive"),
+        "{effect}"
+    );
     let done = restore_approved(&m.d, &their_id, true).await;
     assert_eq!(done["forced"], json!(true));
     other.d.stop().await;

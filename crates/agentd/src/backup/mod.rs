@@ -37,8 +37,8 @@ pub const FORMAT: &str = "osmoda-backup/1";
 pub struct BackupSettings {
     /// Where archives go; `None`: `<state dir>/backups`.
     pub dir: Option<PathBuf>,
-    /// Keep at most this many archives (the oldest are deleted after a new one is written);
-    /// `None`: keep all.
+    /// Retention after a new archive: the this many newest, plus the newest of each of this
+    /// many most recent days (see [`expired`]); `None`: keep all.
     pub keep: Option<usize>,
     /// Directories archived besides agentd's own state, by name (`watch`, `keyd`, `mesh`,
     /// `memory`, ...): every regular file, SQLite databases by the online backup API.
@@ -449,7 +449,10 @@ pub fn create(inp: &Inputs<'_>) -> Result<Created, BackupError> {
     let (summary, warnings) = result?;
     let mut deleted = Vec::new();
     if let Some(keep) = inp.settings.keep {
-        for old in list(&dir)?.into_iter().skip(keep.max(1)) {
+        let all = list(&dir)?;
+        let ids: Vec<&str> = all.iter().map(|b| b.id.as_str()).collect();
+        let gone = expired(&ids, keep);
+        for old in all.into_iter().enumerate().filter(|(i, _)| gone.contains(i)).map(|(_, b)| b) {
             match std::fs::remove_file(&old.file) {
                 Ok(()) => deleted.push(old.id),
                 Err(e) => {
@@ -463,6 +466,28 @@ pub fn create(inp: &Inputs<'_>) -> Result<Created, BackupError> {
         deleted,
         warnings,
     })
+}
+
+/// Which archives retention deletes: indexes into `ids`, the archive ids newest first (an id
+/// starts with the UTC day it was made, `YYYYMMDD`). Kept: the `keep` newest archives and, for
+/// each of the `keep` most recent days that have archives, that day's newest. So a burst of new
+/// archives (`keep` backups in a minute, by an agent or a loop) removes only that day's older
+/// ones, never the last archive of an earlier day; at most `2 × keep` archives remain.
+pub fn expired(ids: &[&str], keep: usize) -> Vec<usize> {
+    let keep = keep.max(1);
+    let mut days: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let day = id.get(..8).unwrap_or(id);
+        let first_of_day = !days.contains(&day);
+        if first_of_day {
+            days.push(day);
+        }
+        if i >= keep && !(first_of_day && days.len() <= keep) {
+            out.push(i);
+        }
+    }
+    out
 }
 
 fn create_in(
@@ -619,4 +644,60 @@ pub(crate) fn ledger_state(path: &Path) -> Result<LedgerState, BackupError> {
         size,
         root: osmoda_ledger::rows_root(path, size)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expired;
+
+    fn run(ids: &[&str], keep: usize) -> Vec<&'static str> {
+        let gone = expired(ids, keep);
+        ids.iter()
+            .enumerate()
+            .filter(|(i, _)| gone.contains(i))
+            .map(|(_, id)| &*Box::leak(id.to_string().into_boxed_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_of_new_archives_never_removes_an_earlier_days_last_one() {
+        // Newest first: a burst of five on the 30th, one each on the 29th, 28th, 27th.
+        let ids = [
+            "20261130T120005000Z-5",
+            "20261130T120004000Z-4",
+            "20261130T120003000Z-3",
+            "20261130T120002000Z-2",
+            "20261130T120001000Z-1",
+            "20261129T020000000Z-a",
+            "20261128T020000000Z-b",
+            "20261127T020000000Z-c",
+        ];
+        // keep 2: the two newest, and the last of the two most recent days (the 30th's is
+        // among the newest, the 29th's is kept); the older days go.
+        assert_eq!(
+            run(&ids, 2),
+            vec![
+                "20261130T120003000Z-3",
+                "20261130T120002000Z-2",
+                "20261130T120001000Z-1",
+                "20261128T020000000Z-b",
+                "20261127T020000000Z-c",
+            ]
+        );
+        // keep 3: the 28th's last is kept too.
+        assert_eq!(
+            run(&ids, 3),
+            vec![
+                "20261130T120002000Z-2",
+                "20261130T120001000Z-1",
+                "20261127T020000000Z-c",
+            ]
+        );
+        // One a day: plain "the newest keep".
+        let daily = ["20261130T0-x", "20261129T0-y", "20261128T0-z"];
+        assert_eq!(run(&daily, 2), vec!["20261128T0-z"]);
+        // Fewer than keep: nothing; keep 0 behaves as 1.
+        assert!(run(&daily, 5).is_empty());
+        assert_eq!(run(&daily[..1], 0), Vec::<&str>::new());
+    }
 }

@@ -201,6 +201,14 @@ fn check(
         ));
     }
     effect.push("every approval ticket still open in the archived ledger is closed (used or decided since, it must not come back)".into());
+    effect.push(match created_event(st, id, &digest)? {
+        Some(ev) => format!(
+            "the archive is the one this machine's backup.created event {ev} recorded (manifest sha256 {digest})"
+        ),
+        None => format!(
+            "no backup.created event in this machine's ledger records this archive (manifest sha256 {digest}): it was made on another machine or before a restore, or changed after it was made (archives are not signed)"
+        ),
+    });
     needs_force.extend(witnessed_past(&st.state_dir, archived.size)?);
     let mut targets = BTreeMap::new();
     for name in manifest.sources.keys() {
@@ -289,6 +297,31 @@ fn check(
         needs_force,
         effect,
     })
+}
+
+/// The id of the `backup.created` event that recorded archive `id` with manifest digest
+/// `digest`, newest first through the whole ledger; `None` when no event does.
+fn created_event(st: &AppState, id: &str, digest: &str) -> Result<Option<i64>, BackupError> {
+    let mut before_id = None;
+    loop {
+        let page = st.ledger.query(&osmoda_ledger::Query {
+            kind: Some("backup.created".into()),
+            before_id,
+            limit: Some(1000),
+            descending: true,
+            ..Default::default()
+        })?;
+        for ev in &page {
+            let p: serde_json::Value = serde_json::from_str(&ev.payload).unwrap_or_default();
+            if p["id"] == id && p["manifest_sha256"] == digest {
+                return Ok(Some(ev.id));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => before_id = Some(last.id),
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// Why restoring a ledger of `size` events would undo checkpoints witnesses cosigned (their
