@@ -513,7 +513,10 @@ async fn bad_requests_retention_and_another_history() {
         let id = id.to_string();
         async move {
             let r = c
-                .post("/backup/restore", &json!({ "backup_id": id, "force": force }))
+                .post(
+                    "/backup/restore",
+                    &json!({ "backup_id": id, "force": force }),
+                )
                 .await
                 .expect("post");
             assert_eq!(r.status, 403, "{}", r.body);

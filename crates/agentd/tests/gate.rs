@@ -473,7 +473,7 @@ fn cases() -> Vec<Case> {
                 Nix(
                     OSM,
                     "services.osmoda.agentd.ledger.checkpoint.enable",
-                    "lib.mkForce (1 == 2)",
+                    "1 == 2",
                 ),
             ],
         },

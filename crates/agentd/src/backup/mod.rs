@@ -452,7 +452,12 @@ pub fn create(inp: &Inputs<'_>) -> Result<Created, BackupError> {
         let all = list(&dir)?;
         let ids: Vec<&str> = all.iter().map(|b| b.id.as_str()).collect();
         let gone = expired(&ids, keep);
-        for old in all.into_iter().enumerate().filter(|(i, _)| gone.contains(i)).map(|(_, b)| b) {
+        for old in all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| gone.contains(i))
+            .map(|(_, b)| b)
+        {
             match std::fs::remove_file(&old.file) {
                 Ok(()) => deleted.push(old.id),
                 Err(e) => {

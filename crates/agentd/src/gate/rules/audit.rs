@@ -147,7 +147,14 @@ pub(super) fn audit_weakened(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     }
     let (b, a) = (at(ctx.before, &peers), at(ctx.after, &peers));
     if b != a && matches!(b, V::Known(Value::Object(m)) if !m.is_empty()) && a == V::Unknown {
-        push(out, "audit.weaken", &peers, b, a, "may remove every ledger witness");
+        push(
+            out,
+            "audit.weaken",
+            &peers,
+            b,
+            a,
+            "may remove every ledger witness",
+        );
     }
     // Peers' ledgers this machine stops cosigning.
     let logs = path(&["ledger", "witness", "logs"]);

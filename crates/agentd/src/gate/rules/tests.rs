@@ -635,18 +635,42 @@ fn weakening_the_ledgers_tamper_evidence_or_the_backups_needs_a_person() {
         // Checkpoints off, however phrased (left out = on).
         (json!({}), cp(json!({"enable": false})), weakens.clone()),
         (cp(json!({"enable": true})), cp(json!({})), vec![]),
-        (json!({}), cp(json!({"enable": undecidable()})), weakens.clone()),
-        (cp(json!({"enable": false})), cp(json!({"enable": true})), vec![]),
+        (
+            json!({}),
+            cp(json!({"enable": undecidable()})),
+            weakens.clone(),
+        ),
+        (
+            cp(json!({"enable": false})),
+            cp(json!({"enable": true})),
+            vec![],
+        ),
         // Cadence: rarer is weaker, more often is not (defaults 1000 events, 60 s).
-        (json!({}), cp(json!({"everyEvents": 2147483647})), weakens.clone()),
+        (
+            json!({}),
+            cp(json!({"everyEvents": 2147483647})),
+            weakens.clone(),
+        ),
         (json!({}), cp(json!({"everyEvents": 1000})), vec![]),
         (json!({}), cp(json!({"everyEvents": 10})), vec![]),
         (cp(json!({"intervalSecs": 10})), json!({}), weakens.clone()),
-        (json!({}), cp(json!({"intervalSecs": undecidable()})), weakens.clone()),
+        (
+            json!({}),
+            cp(json!({"intervalSecs": undecidable()})),
+            weakens.clone(),
+        ),
         // Keys: any change (null and left out are one).
-        (json!({}), cp(json!({"keyFile": "/tmp/agent-made.key"})), weakens.clone()),
+        (
+            json!({}),
+            cp(json!({"keyFile": "/tmp/agent-made.key"})),
+            weakens.clone(),
+        ),
         (cp(json!({"keyFile": null})), json!({}), vec![]),
-        (json!({}), wit(json!({"keyFile": "/tmp/k"})), weakens.clone()),
+        (
+            json!({}),
+            wit(json!({"keyFile": "/tmp/k"})),
+            weakens.clone(),
+        ),
         // Witnesses: one removed, its key replaced, all removed; one added is fine.
         (
             wit(json!({"peers": {"b": "k1", "c": "k2"}})),
@@ -658,7 +682,11 @@ fn weakening_the_ledgers_tamper_evidence_or_the_backups_needs_a_person() {
             wit(json!({"peers": {"b": "k9"}})),
             weakens.clone(),
         ),
-        (wit(json!({"peers": {"b": "k1"}})), json!({}), weakens.clone()),
+        (
+            wit(json!({"peers": {"b": "k1"}})),
+            json!({}),
+            weakens.clone(),
+        ),
         (
             wit(json!({"peers": {"b": "k1"}})),
             wit(json!({"peers": undecidable()})),
@@ -669,20 +697,52 @@ fn weakening_the_ledgers_tamper_evidence_or_the_backups_needs_a_person() {
             wit(json!({"peers": {"b": "k1", "c": "k2"}})),
             vec![],
         ),
-        (wit(json!({"logs": ["a", "b"]})), wit(json!({"logs": ["a"]})), weakens.clone()),
-        (wit(json!({"logs": ["a"]})), wit(json!({"logs": ["a", "b"]})), vec![]),
+        (
+            wit(json!({"logs": ["a", "b"]})),
+            wit(json!({"logs": ["a"]})),
+            weakens.clone(),
+        ),
+        (
+            wit(json!({"logs": ["a"]})),
+            wit(json!({"logs": ["a", "b"]})),
+            vec![],
+        ),
         // Retention: fewer archives (default 7; null = all), another directory.
         (json!({}), backup(json!({"keep": 1})), weakens.clone()),
         (json!({}), backup(json!({"keep": 7})), vec![]),
         (json!({}), backup(json!({"keep": 30})), vec![]),
-        (backup(json!({"keep": null})), backup(json!({"keep": 100})), weakens.clone()),
-        (backup(json!({"keep": 3})), backup(json!({"keep": null})), vec![]),
-        (json!({}), backup(json!({"keep": undecidable()})), weakens.clone()),
-        (json!({}), backup(json!({"dir": "/tmp/agent-backups"})), weakens.clone()),
+        (
+            backup(json!({"keep": null})),
+            backup(json!({"keep": 100})),
+            weakens.clone(),
+        ),
+        (
+            backup(json!({"keep": 3})),
+            backup(json!({"keep": null})),
+            vec![],
+        ),
+        (
+            json!({}),
+            backup(json!({"keep": undecidable()})),
+            weakens.clone(),
+        ),
+        (
+            json!({}),
+            backup(json!({"dir": "/tmp/agent-backups"})),
+            weakens.clone(),
+        ),
         (backup(json!({"dir": null})), json!({}), vec![]),
         // The whole block computed or forced into something the gate cannot read.
-        (json!({}), agentd(json!({"ledger": undecidable()})), weakens.clone()),
-        (json!({}), agentd(json!({"backup": undecidable()})), weakens.clone()),
+        (
+            json!({}),
+            agentd(json!({"ledger": undecidable()})),
+            weakens.clone(),
+        ),
+        (
+            json!({}),
+            agentd(json!({"backup": undecidable()})),
+            weakens.clone(),
+        ),
         // Other agentd settings are not the audit.
         (json!({}), agentd(json!({"approvalTtlSecs": 60})), vec![]),
     ] {
