@@ -308,22 +308,75 @@ fn solana_refuses_v0_durable_nonce_and_other_programs() {
     assert!(sol::read_transfer(&msg[..100], &k.public()).is_err());
 }
 
+/// The off-chain message proposal's version-0 preamble, written out field by field at the
+/// offsets of its table (signing domain 0x00, version 0x10, application domain 0x11, format
+/// 0x31, signer count 0x32, signers 0x33, then the u16 length), with the application domain
+/// of `@solana/kit`'s published codec test (`testdomain1…` and its 32 bytes) and the RFC 8032
+/// test 1 key as the one signer. The expected signature was computed independently with
+/// OpenSSL 3.0 (`openssl pkeyutl -sign -rawin` over these 96 bytes).
 #[test]
-fn solana_offchain_preamble() {
-    let bytes = sol::offchain_bytes("hello").unwrap();
-    assert_eq!(&bytes[..16], b"\xffsolana offchain");
+fn solana_offchain_message_follows_the_proposal_byte_for_byte() {
+    let k = SolKey::from_seed(&key(
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+    ));
+    let mut domain = [0u8; 32];
+    bs58::decode("testdomain111111111111111111111111111111111")
+        .onto(&mut domain)
+        .unwrap();
     assert_eq!(
-        &bytes[16..20],
-        &[0, 0, 5, 0],
-        "version 0, ASCII, length 5 LE"
+        hex::encode(domain),
+        "0d3b730b9e889b4b661ed2a3ce191f68d37da7443206a182b946891e00000000",
+        "kit's published application-domain bytes"
     );
-    assert_eq!(&bytes[20..], b"hello");
+    let (signed, sig) = k.sign_offchain("Hello world", &domain).unwrap();
+    let expected = [
+        "ff736f6c616e61206f6666636861696e", // 0x00 "\xffsolana offchain"
+        "00",                               // 0x10 header version 0
+        "0d3b730b9e889b4b661ed2a3ce191f68d37da7443206a182b946891e00000000", // 0x11 domain
+        "00",                               // 0x31 format 0
+        "01",                               // 0x32 one signer
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", // 0x33 signer
+        "0b00",                             // 0x53 length 11, little-endian
+        "48656c6c6f20776f726c64",           // 0x55 "Hello world"
+    ]
+    .concat();
+    assert_eq!(hex::encode(&signed), expected);
+    assert_eq!(signed.len(), sol::OFFCHAIN_PREAMBLE + 11);
     assert_eq!(
-        sol::offchain_bytes("h\u{e9}").unwrap().get(17),
-        Some(&1),
-        "UTF-8 format"
+        hex::encode(sig),
+        "e0cf4fcf6c0ea01dc0304a04e5e4b017962dcab5a1af825286ba871e2e8106ad\
+         081ca5bd0479dfba999d4ea49dbb987a1583012bac34db6d9610d1ec47a9830b"
     );
-    assert!(sol::offchain_bytes("").is_err());
+}
+
+/// The format is the most restrictive the message fits, by the proposal's rules: 0 only for
+/// `0x20..=0x7e` (a newline is not allowed in version 0), 1 for other UTF-8, both while
+/// preamble + message ≤ 1,232 bytes; 2 beyond, up to 65,535 together; empty is refused.
+#[test]
+fn solana_offchain_formats_and_lengths() {
+    let (signer, domain) = ([7u8; 32], [0u8; 32]);
+    let format = |m: &str| sol::offchain_bytes(m, &signer, &domain).map(|b| (b[0x31], b.len()));
+    let short = 1232 - sol::OFFCHAIN_PREAMBLE;
+    assert_eq!(short, 1147);
+    for (m, f) in [
+        ("hello".to_string(), 0),
+        ("a~ z".to_string(), 0),
+        ("a\nb".to_string(), 1),
+        ("a\tb".to_string(), 1),
+        ("h\u{e9}".to_string(), 1),
+        ("x".repeat(short), 0),
+        ("x".repeat(short + 1), 2),
+        ("\u{e9}".repeat(short / 2), 1),
+        ("\u{e9}".repeat(short / 2 + 1), 2),
+        ("x".repeat(sol::OFFCHAIN_MAX), 2),
+    ] {
+        let (got, len) = format(&m).unwrap();
+        assert_eq!(got, f, "{} bytes", m.len());
+        assert_eq!(len, sol::OFFCHAIN_PREAMBLE + m.len());
+    }
+    assert_eq!(sol::OFFCHAIN_PREAMBLE + sol::OFFCHAIN_MAX, 65535);
+    assert!(format("").is_err());
+    assert!(format(&"x".repeat(sol::OFFCHAIN_MAX + 1)).is_err());
 }
 
 #[test]

@@ -173,6 +173,39 @@ async fn solana_send_builds_a_legacy_transfer_and_offchain_messages_sign() {
         &ed25519_dalek::Signature::from_slice(&sig).unwrap(),
     )
     .unwrap();
+    // The proposal's version-0 preamble: no application domain given = 32 zero bytes, the
+    // wallet as the one signer (`vectors.rs` has the byte-for-byte vector).
+    assert_eq!(r["application_domain"], "11111111111111111111111111111111");
+    assert_eq!((signed[0x10], &signed[0x11..0x31]), (0, &[0u8; 32][..]));
+    assert_eq!((signed[0x31], signed[0x32]), (0, 1), "ASCII, one signer");
+    assert_eq!(&signed[0x33..0x53], &from[..]);
+    assert_eq!(&signed[0x55..], b"login 1234");
+    let app = "testdomain111111111111111111111111111111111";
+    let (s, r) = env.post("/wallet/sign", json!({ "wallet_id": id, "payload": { "type": "offchain_message", "message": "l\u{e9}", "application_domain": app } })).await;
+    assert_eq!(
+        (s, r["application_domain"].as_str()),
+        (200, Some(app)),
+        "{r}"
+    );
+    let signed = base64::engine::general_purpose::STANDARD
+        .decode(r["signed_message"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(bs58::encode(&signed[0x11..0x31]).into_string(), app);
+    assert_eq!(signed[0x31], 1, "UTF-8");
+    let receipts = env.receipts("wallet.sign").await;
+    assert_eq!(receipts[receipts.len() - 1]["application_domain"], app);
+    for bad in ["0x00", "", "1111"] {
+        let (s, r) = env.post("/wallet/sign", json!({ "wallet_id": id, "payload": { "type": "offchain_message", "message": "m", "application_domain": bad } })).await;
+        assert_eq!(s, 400, "{r}");
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap()
+                .contains("payload.application_domain"),
+            "{r}"
+        );
+    }
+    assert_eq!(env.receipts("wallet.sign").await.len(), receipts.len());
     // The lamports of the two transfers (one sent, one signed as a message) plus the base fee
     // of each one's signature.
     assert_eq!(

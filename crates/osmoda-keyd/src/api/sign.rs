@@ -77,6 +77,17 @@ struct Text {
     message: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Offchain {
+    #[serde(rename = "type")]
+    _t: String,
+    message: String,
+    /// base58, 32 bytes; default 32 zero bytes (`11111111111111111111111111111111`).
+    #[serde(default)]
+    application_domain: Option<String>,
+}
+
 /// The payload as a `what` (`personal_sign`, ...); a refusal names the field, as the body's do.
 fn parse<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, KeydError> {
     osmoda_daemon::api::from_value_at("payload", v)
@@ -242,9 +253,13 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
             Ok((e, Op::SolTransfer(bytes)))
         }
         ("offchain_message", Chain::Solana) => {
-            let p: Text = parse(payload, "offchain_message")?;
-            sol::offchain_bytes(&p.message)?;
-            Ok((msg("offchain_message", None, None), Op::SolOffchain(p.message)))
+            let p: Offchain = parse(payload, "offchain_message")?;
+            let application_domain = match &p.application_domain {
+                Some(d) => sol::parse_pubkey(d, "payload.application_domain")?,
+                None => [0; 32],
+            };
+            sol::offchain_bytes(&p.message, &sol::parse_pubkey(&w.address, "wallet address")?, &application_domain)?;
+            Ok((msg("offchain_message", None, None), Op::SolOffchain { message: p.message, application_domain }))
         }
         ("personal_sign" | "typed_data" | "transaction" | "solana_message" | "offchain_message", _) => Err(chain_mismatch(w, &ty)),
         _ => Err(KeydError::BadRequest(format!(
@@ -545,6 +560,9 @@ fn render(w: &Wallet, e: &Effect, out: &Output) -> Value {
         Output::SolOffchain { signed, sig } => {
             v["signature"] = json!(bs58::encode(sig).into_string());
             v["signed_message"] = json!(B64.encode(signed));
+            // Bytes 17..49 of the version-0 preamble (`sol::offchain_bytes`).
+            v["application_domain"] =
+                json!(signed.get(17..49).map(|d| bs58::encode(d).into_string()));
         }
     }
     v

@@ -3,6 +3,13 @@
 //! `\xffsolana offchain` signing domain. Versioned (v0, address-lookup-table) messages and
 //! durable-nonce transactions are refused.
 //!
+//! Off-chain messages follow the published proposal (agave
+//! `docs/src/proposals/off-chain-message-signing.md`, implemented by `@solana/kit`'s
+//! `offchain-messages` and the Ledger Solana app), header version 0: signing domain (16),
+//! version (1), application domain (32), message format (1), signer count (1), signers
+//! (32 each), message length (u16 little-endian), message. Not solana-sdk's older short
+//! preamble (domain, version, format, length), which verifiers of the proposal refuse.
+//!
 //! Message layout (legacy, as documented for Solana transactions): header
 //! `[num_required_signatures, num_readonly_signed, num_readonly_unsigned]`, compact-u16 count
 //! of 32-byte account keys, the 32-byte recent blockhash, compact-u16 count of instructions,
@@ -28,10 +35,15 @@ const TRANSFER: u32 = 2;
 const ADVANCE_NONCE: u32 = 4;
 /// Off-chain message signing domain.
 pub const OFFCHAIN_DOMAIN: &[u8; 16] = b"\xffsolana offchain";
-/// Longest off-chain message in formats 0/1 (what a Ledger can show).
-const OFFCHAIN_SHORT_MAX: usize = 1212;
-/// Longest off-chain message at all.
-const OFFCHAIN_MAX: usize = 65515;
+/// Length of a version-0 off-chain preamble with one signer: domain 16, version 1,
+/// application domain 32, format 1, signer count 1, one signer 32, message length 2.
+pub const OFFCHAIN_PREAMBLE: usize = 16 + 1 + 32 + 1 + 1 + 32 + 2;
+/// Most bytes of preamble and message together in formats 0 and 1 (hardware wallets).
+const OFFCHAIN_SHORT_TOTAL: usize = 1232;
+/// Most bytes of preamble and message together in format 2.
+const OFFCHAIN_TOTAL: usize = 65535;
+/// Longest message keyd signs (format 2, one signer): 65,450 bytes.
+pub const OFFCHAIN_MAX: usize = OFFCHAIN_TOTAL - OFFCHAIN_PREAMBLE;
 
 /// A loaded ed25519 key (ed25519-dalek zeroizes it on drop).
 pub struct SolKey(SigningKey);
@@ -69,13 +81,18 @@ impl SolKey {
         }
     }
 
-    /// Signs an off-chain message (the preamble is added here); returns the signed bytes and
-    /// the signature.
+    /// Signs an off-chain message for `application_domain` with this key as its one signer
+    /// (the preamble is added here, [`offchain_bytes`]); returns the signed bytes and the
+    /// signature.
     ///
     /// # Errors
     /// `BadRequest` for an empty or too long message.
-    pub fn sign_offchain(&self, message: &str) -> Result<(Vec<u8>, [u8; 64]), KeydError> {
-        let bytes = offchain_bytes(message)?;
+    pub fn sign_offchain(
+        &self,
+        message: &str,
+        application_domain: &[u8; 32],
+    ) -> Result<(Vec<u8>, [u8; 64]), KeydError> {
+        let bytes = offchain_bytes(message, &self.public(), application_domain)?;
         let sig = self.sign(&bytes);
         Ok((bytes, sig))
     }
@@ -155,12 +172,19 @@ pub fn transfer_message(
     Ok(m)
 }
 
-/// The bytes signed for an off-chain message: domain, version 0, format (0 ASCII, 1 UTF-8,
-/// 2 extended UTF-8 by length), u16 little-endian length, message.
+/// The bytes signed for an off-chain message with header version 0, one signer (`signer`)
+/// and `application_domain` (32 bytes the requesting application picked; shown to the person
+/// in base58). The format is the most restrictive one the message fits: 0 (printable ASCII
+/// `0x20..=0x7e`, no newline: version 0 does not allow it) or 1 (UTF-8) when preamble and
+/// message together are at most 1,232 bytes, else 2 (UTF-8, at most 65,535 together).
 ///
 /// # Errors
-/// `BadRequest` for an empty message or one over 65,515 bytes.
-pub fn offchain_bytes(message: &str) -> Result<Vec<u8>, KeydError> {
+/// `BadRequest` for an empty message or one over [`OFFCHAIN_MAX`] bytes.
+pub fn offchain_bytes(
+    message: &str,
+    signer: &[u8; 32],
+    application_domain: &[u8; 32],
+) -> Result<Vec<u8>, KeydError> {
     let m = message.as_bytes();
     if m.is_empty() || m.len() > OFFCHAIN_MAX {
         return Err(KeydError::BadRequest(format!(
@@ -168,17 +192,21 @@ pub fn offchain_bytes(message: &str) -> Result<Vec<u8>, KeydError> {
             m.len()
         )));
     }
-    let format = if m.len() > OFFCHAIN_SHORT_MAX {
+    let total = OFFCHAIN_PREAMBLE + m.len();
+    let format = if total > OFFCHAIN_SHORT_TOTAL {
         2
     } else if m.iter().all(|b| (0x20..=0x7e).contains(b)) {
         0
     } else {
         1
     };
-    let mut out = Vec::with_capacity(20 + m.len());
+    let mut out = Vec::with_capacity(total);
     out.extend_from_slice(OFFCHAIN_DOMAIN);
     out.push(0);
+    out.extend_from_slice(application_domain);
     out.push(format);
+    out.push(1);
+    out.extend_from_slice(signer);
     // OFFCHAIN_MAX < 2^16.
     out.extend_from_slice(&(m.len() as u16).to_le_bytes());
     out.extend_from_slice(m);

@@ -52,8 +52,13 @@ pub enum Op {
     EthTx(EthTx),
     /// A legacy Solana message holding one System transfer (built or checked by `chains::sol`).
     SolTransfer(Vec<u8>),
-    /// A Solana off-chain message.
-    SolOffchain(String),
+    /// A Solana off-chain message (header version 0, the wallet its one signer).
+    SolOffchain {
+        /// The message text.
+        message: String,
+        /// The requesting application's 32-byte domain.
+        application_domain: [u8; 32],
+    },
 }
 
 /// A signature and what it covers.
@@ -279,8 +284,11 @@ impl SignerBackend for LocalVault {
                 }
                 match op {
                     Op::SolTransfer(m) => Ok(Output::SolTx(k.sign_transfer(m))),
-                    Op::SolOffchain(m) => {
-                        let (signed, sig) = k.sign_offchain(m)?;
+                    Op::SolOffchain {
+                        message,
+                        application_domain,
+                    } => {
+                        let (signed, sig) = k.sign_offchain(message, application_domain)?;
                         Ok(Output::SolOffchain { signed, sig })
                     }
                     _ => Err(KeydError::BadRequest(
