@@ -183,8 +183,12 @@ fn keystore_caps_refuse_before_any_work() {
     for (field, value, says) in [
         ("n", serde_json::json!(1u64 << 20), "power of two from 2 to"),
         ("n", serde_json::json!(1000), "power of two"),
-        ("r", serde_json::json!(64), "r = 64"),
-        ("p", serde_json::json!(1000), "p = 1000"),
+        (
+            "r",
+            serde_json::json!(64),
+            "`r` and `p` must be 1..=8 and 1..=16",
+        ),
+        ("p", serde_json::json!(1000), "`r` and `p` must be"),
     ] {
         let mut ks = scrypt.clone();
         ks["crypto"]["kdfparams"][field] = value;
@@ -199,7 +203,7 @@ fn keystore_caps_refuse_before_any_work() {
     assert!(import::keystore_v3(&ks, "x")
         .unwrap_err()
         .to_string()
-        .contains("pbkdf2 c"));
+        .contains("pbkdf2 `c` must be"));
 }
 
 #[test]

@@ -287,6 +287,16 @@ async fn import_errors_never_echo_a_secret() {
     ks["crypto"]["kdfparams"]["salt"] = json!(987_654_321);
     let mut ks_type = pbkdf2_keystore();
     ks_type["version"] = json!(hex_key);
+    // Every string and number of the keystore, pasted where a secret could land.
+    let edited = |path: &[&str], v: serde_json::Value| {
+        let mut k = pbkdf2_keystore();
+        let mut at = &mut k;
+        for p in path {
+            at = &mut at[*p];
+        }
+        *at = v;
+        json!({ "chain": "ethereum", "label": "a", "import": { "format": "keystore_v3", "keystore": k, "password": password } })
+    };
     let cases = [
         json!({ "chain": "solana", "label": "a", "import": { "format": "solana_keypair", "keypair": hex_key } }),
         json!({ "chain": "solana", "label": "a", "import": hex_key }),
@@ -297,7 +307,18 @@ async fn import_errors_never_echo_a_secret() {
         json!({ "chain": "ethereum", "label": "a", "import": { "format": "keystore_v3", "keystore": ks, "password": password } }),
         json!({ "chain": "ethereum", "label": "a", "import": { "format": "keystore_v3", "keystore": ks_type, "password": password } }),
     ];
-    for (i, body) in cases.iter().enumerate() {
+    let cases = cases.into_iter().chain([
+        edited(&["crypto", "cipher"], json!(hex_key)),
+        edited(&["crypto", "kdf"], json!(hex_key)),
+        edited(&["version"], json!(987_654_321)),
+        edited(&["crypto", "kdfparams", "c"], json!(987_654_321)),
+        edited(&["crypto", "kdfparams", "prf"], json!(hex_key)),
+        edited(&["crypto", "kdfparams", "salt"], json!(hex_key[..63])),
+        edited(&["crypto", "ciphertext"], json!(hex_key[..63])),
+        edited(&["crypto", "cipherparams", "iv"], json!(hex_key)),
+        edited(&["crypto", "mac"], json!(hex_key)),
+    ]);
+    for (i, body) in cases.enumerate() {
         let (s, r) = env.post("/wallet/create", body.clone()).await;
         assert_eq!(s, 400, "case {i}: {r}");
         let text = r.to_string();

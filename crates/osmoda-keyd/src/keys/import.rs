@@ -111,11 +111,11 @@ pub fn keystore_v3(
 ) -> Result<Zeroizing<[u8; 32]>, KeydError> {
     let ks: Keystore = serde_json::from_value(json.clone()).map_err(|e| bad(shape(&e)))?;
     if ks.version != 3 {
-        return Err(bad(format!("version {} is not 3", ks.version)));
+        return Err(bad("`version` must be 3"));
     }
     let c = ks.crypto;
     if c.cipher != "aes-128-ctr" {
-        return Err(bad(format!("cipher {:?} is not aes-128-ctr", c.cipher)));
+        return Err(bad("`crypto.cipher` must be \"aes-128-ctr\""));
     }
     let mut dk = Zeroizing::new([0u8; 32]);
     match c.kdf.as_str() {
@@ -127,20 +127,18 @@ pub fn keystore_v3(
             }
             if !p.n.is_power_of_two() || p.n < 2 || p.n > SCRYPT_MAX_N {
                 return Err(bad(format!(
-                    "scrypt n = {} must be a power of two from 2 to {SCRYPT_MAX_N}",
-                    p.n
+                    "scrypt `n` must be a power of two from 2 to {SCRYPT_MAX_N}"
                 )));
             }
             if p.r == 0 || p.r > SCRYPT_MAX_R || p.p == 0 || p.p > SCRYPT_MAX_P {
                 return Err(bad(format!(
-                    "scrypt r = {} and p = {} must be 1..={SCRYPT_MAX_R} and 1..={SCRYPT_MAX_P}",
-                    p.r, p.p
+                    "scrypt `r` and `p` must be 1..={SCRYPT_MAX_R} and 1..={SCRYPT_MAX_P}"
                 )));
             }
             let work = p.n * u64::from(p.r) * u64::from(p.p);
             if work > SCRYPT_MAX_WORK {
                 return Err(bad(format!(
-                    "scrypt n·r·p = {work} exceeds {SCRYPT_MAX_WORK} (n = 2^18, r = 8, p = 1, geth's standard): re-encrypt the keystore with lighter parameters"
+                    "scrypt n·r·p exceeds {SCRYPT_MAX_WORK} (n = 2^18, r = 8, p = 1, geth's standard): re-encrypt the keystore with lighter parameters"
                 )));
             }
             let log_n = p.n.trailing_zeros() as u8;
@@ -161,10 +159,7 @@ pub fn keystore_v3(
                 return Err(bad("pbkdf2 needs dklen 32 and prf hmac-sha256"));
             }
             if p.c == 0 || p.c > PBKDF2_MAX_C {
-                return Err(bad(format!(
-                    "pbkdf2 c = {} must be 1..={PBKDF2_MAX_C}",
-                    p.c
-                )));
+                return Err(bad(format!("pbkdf2 `c` must be 1..={PBKDF2_MAX_C}")));
             }
             pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
                 password.as_bytes(),
@@ -173,7 +168,7 @@ pub fn keystore_v3(
                 &mut dk[..],
             );
         }
-        other => return Err(bad(format!("kdf {other:?} is not scrypt or pbkdf2"))),
+        _ => return Err(bad("`crypto.kdf` must be \"scrypt\" or \"pbkdf2\"")),
     }
     let ct = unhex(&c.ciphertext, "ciphertext")?;
     if ct.len() != 32 {
