@@ -195,6 +195,8 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
                 (None, Some(h)) => eth::parse_hex(&h, "message_hex")?,
                 _ => return Err(KeydError::BadRequest("personal_sign needs exactly one of `message` (text) or `message_hex`".into())),
             };
+            // A refusal by shape is a denial with its receipt, like the policy's.
+            eth::check_personal(&bytes)?;
             Ok((msg("personal_sign", None, None), Op::EthPersonal(bytes)))
         }
         ("typed_data", Chain::Ethereum) => {
@@ -203,6 +205,8 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
             if size > MAX_TYPED_DATA {
                 return Err(KeydError::BadRequest(format!("`payload.data` is {size} bytes of JSON; typed data is limited to {MAX_TYPED_DATA} (what wallets and dApps sign is a few KiB)")));
             }
+            // Before alloy's encoder, which recurses over the type graph.
+            typed::check_shape(&p.data)?;
             let data: TypedData = osmoda_daemon::api::from_value_at("payload.data", p.data)
                 .map_err(|e| KeydError::BadRequest(format!("not EIP-712 typed data: {e}")))?;
             eth::typed_digest(&data)?;
@@ -258,7 +262,8 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
                 Some(d) => sol::parse_pubkey(d, "payload.application_domain")?,
                 None => [0; 32],
             };
-            sol::offchain_bytes(&p.message, &sol::parse_pubkey(&w.address, "wallet address")?, &application_domain)?;
+            // The rules (length, format) do not depend on the signer, which the key supplies.
+            sol::offchain_bytes(&p.message, &[0; 32], &application_domain);
             Ok((msg("offchain_message", None, None), Op::SolOffchain { message: p.message, application_domain }))
         }
         ("personal_sign" | "typed_data" | "transaction" | "solana_message" | "offchain_message", _) => Err(chain_mismatch(w, &ty)),

@@ -100,6 +100,29 @@ pub fn typed_digest(data: &TypedData) -> Result<B256, KeydError> {
         .map_err(|e| KeydError::BadRequest(format!("typed data does not encode: {e}")))
 }
 
+/// `personal_sign` signs text only. A message of exactly 32 bytes is refused whatever its
+/// bytes: contracts accept `personal_sign` of a 32-byte digest as the signer's authorisation
+/// of whatever the digest stands for (a Safe transaction with `v + 4`, 0x `EthSign` and other
+/// exchange orders), so it would be raw-hash signing by another name; a hash ground until
+/// its bytes are printable is still one. Bytes that are not UTF-8 are refused too: keyd cannot
+/// say what a contract reads into them.
+///
+/// # Errors
+/// `Denied` (`personal_sign`) saying which rule and what to send instead.
+pub fn check_personal(message: &[u8]) -> Result<(), KeydError> {
+    let deny = |m: String| KeydError::Denied {
+        reason: "personal_sign",
+        message: m,
+    };
+    if message.len() == 32 {
+        return Err(deny("a 32-byte personal_sign message is what contracts accept as a signed hash (eth_sign-style approvals of Safe transactions and exchange orders); keyd signs no hashes: sign the structured data as typed_data, or text of another length".into()));
+    }
+    if std::str::from_utf8(message).is_err() {
+        return Err(deny(format!("personal_sign signs text: the {} bytes of `message_hex` are not UTF-8, and keyd cannot judge what binary data authorises", message.len())));
+    }
+    Ok(())
+}
+
 /// The EIP-191 digest of `message` (`"\x19Ethereum Signed Message:\n" ‖ len ‖ message`).
 pub fn personal_digest(message: &[u8]) -> B256 {
     alloy_primitives::eip191_hash_message(message)

@@ -155,3 +155,111 @@ pub fn classify(data: &TypedData) -> Result<Authorises, KeydError> {
         amount,
     })
 }
+
+/// Most struct types in one typed-data message (`types`, with `EIP712Domain`). Permits,
+/// Permit2 with a witness and marketplace orders use fewer than 10.
+pub const MAX_STRUCTS: usize = 64;
+/// Most fields of one struct type.
+pub const MAX_FIELDS: usize = 64;
+/// Longest chain of struct types one refers to (`A {B b}`, `B {C c}`: 3).
+pub const MAX_DEPTH: usize = 16;
+/// Most array dimensions of one field (`uint256[][2]`: 2).
+pub const MAX_DIMENSIONS: usize = 4;
+
+/// Bounds the type graph of raw typed data before it is parsed: the EIP-712 encoder recurses
+/// over struct references and array dimensions, so a deep chain of types (600 struct types in
+/// 25 KB) would overflow a thread's stack. Checked without recursion: at most
+/// [`MAX_STRUCTS`] struct types of at most [`MAX_FIELDS`] fields, [`MAX_DIMENSIONS`] array
+/// dimensions per field, no type that refers to itself (directly or through others), and at
+/// most [`MAX_DEPTH`] struct types in any chain of references.
+///
+/// # Errors
+/// `BadRequest` naming the limit and the type; anything not shaped like `{types: {Name:
+/// [{name, type}]}}` is left to the parser, which refuses it.
+pub fn check_shape(data: &serde_json::Value) -> Result<(), KeydError> {
+    let bad = |m: String| KeydError::BadRequest(format!("`payload.data.types`: {m}"));
+    let Some(types) = data.get("types").and_then(serde_json::Value::as_object) else {
+        return Ok(());
+    };
+    if types.len() > MAX_STRUCTS {
+        return Err(bad(format!(
+            "{} struct types; at most {MAX_STRUCTS} are signed",
+            types.len()
+        )));
+    }
+    let names: Vec<&str> = types.keys().map(String::as_str).collect();
+    let index = |n: &str| names.iter().position(|m| *m == n);
+    // refs[i]: the struct types type i refers to.
+    let mut refs: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    for (i, (name, fields)) in types.iter().enumerate() {
+        let Some(fields) = fields.as_array() else {
+            continue;
+        };
+        if fields.len() > MAX_FIELDS {
+            return Err(bad(format!(
+                "{name:?} has {} fields; at most {MAX_FIELDS}",
+                fields.len()
+            )));
+        }
+        for f in fields {
+            let Some(ty) = f.get("type").and_then(serde_json::Value::as_str) else {
+                continue;
+            };
+            let dims = ty.matches('[').count();
+            if dims > MAX_DIMENSIONS {
+                return Err(bad(format!(
+                    "a field of {name:?} has {dims} array dimensions; at most {MAX_DIMENSIONS}"
+                )));
+            }
+            let base = ty.split('[').next().unwrap_or(ty);
+            if let Some(j) = index(base) {
+                refs[i].push(j);
+            }
+        }
+    }
+    // Kahn's algorithm from the leaves: depth[i] = 1 + the deepest type i refers to. A type
+    // left unvisited lies on a cycle.
+    let mut waiting: Vec<usize> = refs.iter().map(Vec::len).collect();
+    let mut referrers: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    for (i, r) in refs.iter().enumerate() {
+        for &j in r {
+            referrers[j].push(i);
+        }
+    }
+    let mut depth = vec![1usize; names.len()];
+    let mut ready: Vec<usize> = (0..names.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut done = 0;
+    while let Some(j) = ready.pop() {
+        done += 1;
+        if depth[j] > MAX_DEPTH {
+            return Err(bad(format!(
+                "{:?} starts a chain of {} struct types; at most {MAX_DEPTH}",
+                names[j], depth[j]
+            )));
+        }
+        for &i in &referrers[j] {
+            depth[i] = depth[i].max(depth[j] + 1);
+            waiting[i] -= 1;
+            if waiting[i] == 0 {
+                ready.push(i);
+            }
+        }
+    }
+    if done < names.len() {
+        // Every type left waiting refers to another left waiting: walking those references
+        // as many steps as there are types ends on a cycle.
+        let mut at = (0..names.len()).find(|&i| waiting[i] > 0).unwrap_or(0);
+        for _ in 0..names.len() {
+            at = refs[at]
+                .iter()
+                .copied()
+                .find(|&j| waiting[j] > 0)
+                .unwrap_or(at);
+        }
+        let on_cycle = names[at];
+        return Err(bad(format!(
+            "{on_cycle:?} refers to itself (directly or through other types); recursive types are not signed"
+        )));
+    }
+    Ok(())
+}
