@@ -205,6 +205,20 @@ async fn solana_send_builds_a_legacy_transfer_and_offchain_messages_sign() {
             "{r}"
         );
     }
+    // Past the proposal's lengths, or empty: 400, nothing signed.
+    for m in [String::new(), "x".repeat(65_451)] {
+        let (s, r) = env
+            .post(
+                "/wallet/sign",
+                json!({ "wallet_id": id, "payload": { "type": "offchain_message", "message": m } }),
+            )
+            .await;
+        assert_eq!(s, 400, "{r}");
+        assert!(
+            r["error"].as_str().unwrap().contains("1 to 65450 bytes"),
+            "{r}"
+        );
+    }
     assert_eq!(env.receipts("wallet.sign").await.len(), receipts.len());
     // The lamports of the two transfers (one sent, one signed as a message) plus the base fee
     // of each one's signature.

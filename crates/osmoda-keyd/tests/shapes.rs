@@ -2,6 +2,7 @@
 //! type graph would make the EIP-712 encoder recurse without bound (a chain of hundreds of
 //! struct types once overflowed a worker's stack and aborted keyd), and `personal_sign`
 //! payloads that are not text (a 32-byte message is what contracts accept as a signed hash).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -263,7 +263,7 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
                 None => [0; 32],
             };
             // The rules (length, format) do not depend on the signer, which the key supplies.
-            sol::offchain_bytes(&p.message, &[0; 32], &application_domain);
+            sol::offchain_bytes(&p.message, &[0; 32], &application_domain)?;
             Ok((msg("offchain_message", None, None), Op::SolOffchain { message: p.message, application_domain }))
         }
         ("personal_sign" | "typed_data" | "transaction" | "solana_message" | "offchain_message", _) => Err(chain_mismatch(w, &ty)),
