@@ -565,7 +565,10 @@ let
         toolSearch = false;
       };
       plugins = {
-        allow = [ "osmoda-bridge" ];
+        # memory-core is OpenClaw's own memory (the memory slot): without it here the gateway
+        # loads it but hides its memory_search/memory_get from the model, and with them the
+        # bridge's corpus of osModa's notes (bridge/test/memory-corpus.test.ts, a full turn).
+        allow = [ "osmoda-bridge" "memory-core" ];
         load.paths = [ bridgePath ];
         entries.osmoda-bridge = {
           enabled = true;

@@ -7,7 +7,7 @@ import { definePluginEntry } from "openclaw/plugin-sdk/plugin-entry";
 
 import { beforeBridgeCall } from "./approvals.ts";
 import { FILE_TOOLS, beforeFileCall, recordFileCall, workspaceOf } from "./builtin.ts";
-import { memoryCorpusSupplement } from "./memory-corpus.ts";
+import { memoryCorpusSupplement, memoryPromptLines } from "./memory-corpus.ts";
 import { resolveSettings, toAgentTool } from "./tool.ts";
 import { allTools } from "./tools/index.ts";
 
@@ -21,8 +21,10 @@ export default definePluginEntry({
       api.registerTool(toAgentTool(spec, settings) as never);
     }
     // osModa's notes in OpenClaw's own memory_search/memory_get (corpus "wiki" or "all"), beside
-    // memory-core: the exclusive memory slot stays memory-core's.
+    // memory-core (the exclusive memory slot stays memory-core's), and a line in its memory
+    // prompt section saying so.
     api.registerMemoryCorpusSupplement(memoryCorpusSupplement(settings));
+    api.registerMemoryPromptSupplement(memoryPromptLines);
     const ours = allTools.map((t) => t.name) as [string, ...string[]];
     // A bridge call agentd refused with a gate ticket, made again: ask the owner in the chat.
     api.on(

@@ -160,6 +160,18 @@ function window(lines: string[], from: number, count: number, moreAfter: boolean
 }
 
 /**
+ * The lines `api.registerMemoryPromptSupplement` adds to memory-core's "Memory Recall" prompt
+ * section: where osModa's notes are, so the model asks for that corpus. Nothing when
+ * `memory_search` is not offered or the session is sandboxed (it gets nothing from the corpus).
+ */
+export function memoryPromptLines(params: { availableTools: Set<string>; sandboxed?: boolean }): string[] {
+  if (params.sandboxed || !params.availableTools.has("memory_search")) return [];
+  return [
+    `This machine's operations notes kept by osModa (incidents and their fixes, configuration decisions, what the owner prefers) are a memory corpus too: memory_search with corpus="all" finds them (paths starting ${PATH_PREFIX}), and memory_get with the same corpus reads their lines.`,
+  ];
+}
+
+/**
  * The supplement `api.registerMemoryCorpusSupplement` takes. Registering it does no I/O; each
  * `search`/`get` calls agentd. Sandboxed sessions get nothing (the machine's operations notes
  * are the operator's, not a sandboxed session's).

@@ -3,7 +3,7 @@
 // answers the bridge's plugin approvals as the owner would in the Control UI.
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 import { Stack, renderGatewayConfig } from "./harness.ts";
 import type { ScriptedModel } from "./model.ts";
@@ -17,6 +17,7 @@ export async function startChatGateway(stack: Stack, model: ScriptedModel, extra
     render: (pluginDir, port) => {
       const c = renderGatewayConfig(
         {
+          stateDir: dirname(stack.memoryDir),
           configTree: stack.tree,
           agentd: { socket: stack.agentdSocket },
           watch: { socket: stack.watchSocket },

@@ -7,9 +7,26 @@ import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync
 import { join, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
 
+import { startChatGateway, turn } from "./chat.ts";
 import { Stack, bridgeDir, until } from "./harness.ts";
+import { ScriptedModel, lastToolResult, type ChatRequest, type Step } from "./model.ts";
 
 const stack = new Stack();
+
+// A person asks about an old incident; the model does what memory-core's prompt and ours tell
+// it: memory_search over all corpora, memory_get of osModa's hit, then answers from those lines.
+function script(req: ChatRequest): Step {
+  const results = req.messages.filter((m) => m.role === "tool").length;
+  const last = lastToolResult(req) ?? "";
+  if (results === 0) return { tool: "memory_search", args: { query: "web-1 TLS certificate expired", corpus: "all" } };
+  if (results === 1) {
+    const cite = /"citation": "(osmoda\/[^"]+)"/.exec(last);
+    return cite ? { tool: "memory_get", args: { path: cite[1], corpus: "all" } } : { text: `no osModa note found: ${last.slice(0, 300)}` };
+  }
+  const text = /"text": "((?:[^"\\]|\\.)*)"/.exec(last);
+  return { text: text ? `From this machine's notes: ${JSON.parse(`"${text[1]}"`)}` : `could not read it: ${last.slice(0, 300)}` };
+}
+const model = new ScriptedModel(script);
 
 /** `POST /tools/invoke` of one of memory-core's tools: 200 and its JSON result. */
 async function memoryTool(tool: "memory_search" | "memory_get", args: Record<string, unknown>): Promise<any> {
@@ -42,11 +59,14 @@ describe("osModa's memory in OpenClaw's memory_search and memory_get", { timeout
       assert.equal(r.status, 0, `the embedding model is needed: ${r.stderr}`);
       process.env.OSMODA_MEMORY_MODEL_DIR = r.stdout.trim();
     }
+    await model.start();
     await stack.startDaemons();
-    await stack.startGateway();
+    // The config the NixOS module renders (lib/: memoryDir from stateDir), plus a scripted model.
+    await startChatGateway(stack, model);
   });
   after(async () => {
     await stack.stop();
+    await model.stop();
   });
 
   let hit: any;
@@ -112,6 +132,19 @@ describe("osModa's memory in OpenClaw's memory_search and memory_get", { timeout
     const past = await memoryTool("memory_get", { path: "osmoda/MEMORY.md", corpus: "wiki", from: 10_000 });
     assert.equal(past.text, "");
     assert.equal(past.lineCount, 0);
+  });
+
+  it("a full turn: the model is told about osModa's notes, finds one with memory_search and reads it with memory_get", async () => {
+    const before = model.requests.length;
+    const answer = await turn(stack, "What happened with the TLS certificate on web-1 last time?");
+    assert.equal(model.requests.length - before, 3, `search, get, answer: ${answer}; offered ${(model.requests[before]!.tools ?? []).map((t) => t.function.name)}`);
+    const first = model.requests[before]!;
+    const offered = (first.tools ?? []).map((t) => t.function.name);
+    for (const t of ["memory_search", "memory_get", "memory_recall"]) assert.ok(offered.includes(t), `${t} offered: ${offered}`);
+    const system = JSON.stringify(first.messages.filter((m) => m.role === "system"));
+    assert.match(system, /operations notes kept by osModa .* memory_search with corpus=\\"all\\" finds them \(paths starting osmoda\/\)/);
+    assert.equal(answer, `From this machine's notes: ${linesOf(day, hit.startLine, hit.endLine - hit.startLine + 1)}`);
+    assert.match(answer, /renewed with certbot/);
   });
 
   it("memory_get of anything that is not one of osModa's notes reads nothing", async () => {

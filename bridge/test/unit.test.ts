@@ -19,14 +19,17 @@ const manifest = JSON.parse(readFileSync(new URL("../openclaw.plugin.json", impo
 
 const hooks: { name: string; matcher: string[] }[] = [];
 const supplements: any[] = [];
+const prompts: any[] = [];
 function registered(config: unknown = {}) {
   const tools: any[] = [];
   hooks.length = 0;
   supplements.length = 0;
+  prompts.length = 0;
   const api: any = {
     pluginConfig: config,
     registerTool: (t: any) => tools.push(t),
     registerMemoryCorpusSupplement: (s: any) => supplements.push(s),
+    registerMemoryPromptSupplement: (b: any) => prompts.push(b),
     on: (name: string, _h: unknown, opts: { matcher: string[] }) => hooks.push({ name, matcher: opts.matcher }),
   };
   (entry as any).register(api);
@@ -329,6 +332,11 @@ test("memory corpus: registered once per register(), without I/O; only osModa's 
   assert.equal(supplements.length, 1);
   assert.equal(typeof supplements[0].search, "function");
   assert.equal(typeof supplements[0].get, "function");
+  // The prompt line only where memory_search is offered, and not to sandboxed sessions.
+  assert.equal(prompts.length, 1);
+  assert.match(prompts[0]({ availableTools: new Set(["memory_search", "memory_get"]) }).join("\n"), /memory_search with corpus="all" finds them \(paths starting osmoda\/\)/);
+  assert.deepEqual(prompts[0]({ availableTools: new Set(["memory_get"]) }), []);
+  assert.deepEqual(prompts[0]({ availableTools: new Set(["memory_search"]), sandboxed: true }), []);
   // check(lookup, expected): the note it names, or undefined when the lookup is not osModa's.
   const check = (lookup: string, expected: unknown) => assert.deepEqual(parseLookup(lookup), expected, lookup);
   check("osmoda/MEMORY.md", { rel: "MEMORY.md", dir: "", name: "MEMORY.md" });
