@@ -467,11 +467,34 @@ let
         boundary.masked_paths = maskedPaths;
         history_days = get routines "historyDays" d.routines.historyDays;
       }
-      # A ring1 routine names egress capabilities; agentd mints their tokens from egress.json.
-      // (let names = attrNames (get egress "capabilities" { }); in
+      # A ring1 routine names egress capabilities; agentd mints their tokens from egress.json
+      # and binds their paths, which osmoda-routines checks against every secret it knows.
+      // (let
+          caps = get egress "capabilities" { };
+          names = attrNames caps;
+          binds = n: get caps.${n} "readOnlyPaths" [ ] ++ get caps.${n} "writablePaths" [ ];
+          paths = listToAttrs (filter (x: x.value != [ ])
+            (map (n: { name = n; value = binds n; }) names));
+        in
         if get egress "enable" d.egress.enable && names != [ ]
         then { egress_capabilities = names; }
+          // (if paths == { } then { } else { capability_paths = paths; })
         else { })
+      # Other daemons' secret files, by option: no routine's sandbox may bind them.
+      // (let
+          ledger = section agentd "ledger";
+          gw = section cfg "gateway";
+          files = dropNulls {
+            "agentd.capabilityKeyFile" = get agentd "capabilityKeyFile" null;
+            "agentd.ledger.checkpoint.keyFile" = get (section ledger "checkpoint") "keyFile" null;
+            "agentd.ledger.witness.keyFile" = get (section ledger "witness") "keyFile" null;
+            "keyd.secretFile" = get keyd "secretFile" null;
+            "gateway.environmentFile" = get gw "environmentFile" null;
+            "gateway.channels.telegram.botTokenFile" =
+              get (section (section gw "channels") "telegram") "botTokenFile" null;
+          };
+        in
+        if files == { } then { } else { daemon_secrets = files; })
       # Prompt actions reach the OpenClaw gateway on loopback (its token: the environment).
       // (let gw = section cfg "gateway"; in
         if get gw "enable" d.gateway.enable

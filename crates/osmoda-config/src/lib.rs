@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod agentd;
+pub mod binds;
 pub mod egress;
 pub mod health;
 pub mod keyd;

@@ -53,6 +53,16 @@ pub struct RoutinesConfig {
     /// ring1 routine may name (agentd mints its tokens from egress.json).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_capabilities: Vec<String>,
+    /// The paths each of those capabilities binds into a Ring 1 sandbox (its `readOnlyPaths`
+    /// and `writablePaths`), by name, for those that bind any: none may hold a secret
+    /// (`crate::binds`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capability_paths: BTreeMap<String, Vec<PathBuf>>,
+    /// Files holding other osModa daemons' secrets, by the option that names them
+    /// (`agentd.capabilityKeyFile`, `keyd.secretFile`, `gateway.environmentFile`, ...): no
+    /// routine's sandbox may bind them (`crate::binds`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub daemon_secrets: BTreeMap<String, PathBuf>,
 }
 
 fn default_history_days() -> u32 {
@@ -362,7 +372,21 @@ impl RoutinesConfig {
             self.check_trigger(&at, &r.trigger, &mut hooks)?;
             self.check_action(&format!("{at}.action"), &r.action, true)?;
         }
-        Ok(())
+        for (option, p) in self
+            .capability_paths
+            .iter()
+            .flat_map(|(c, ps)| ps.iter().map(move |p| (format!("capability_paths.{c}"), p)))
+            .chain(
+                self.daemon_secrets
+                    .iter()
+                    .map(|(o, p)| (format!("daemon_secrets.{o}"), p)),
+            )
+        {
+            if !p.is_absolute() {
+                return Err(format!("{option}: {} must be absolute", p.display()));
+            }
+        }
+        self.check_ring_binds(&[], &crate::binds::lexically_inside)
     }
 
     fn check_trigger(
@@ -373,8 +397,12 @@ impl RoutinesConfig {
     ) -> Result<(), String> {
         match t {
             Trigger::Cron { schedule, timezone } => {
-                let cron = parse_cron(schedule)
-                    .map_err(|e| format!("{at}.trigger.schedule {schedule:?}: {e}"))?;
+                let cron = parse_cron(schedule).map_err(|e| {
+                    format!(
+                        "{at}.trigger.schedule {schedule:?}: {e} (give `[second] minute hour \
+                             day-of-month month day-of-week`, e.g. \"0 8 * * MON-FRI\")"
+                    )
+                })?;
                 let tz =
                     parse_timezone(timezone).map_err(|e| format!("{at}.trigger.timezone: {e}"))?;
                 if !fires(&cron, tz) {

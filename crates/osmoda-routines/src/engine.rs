@@ -144,13 +144,14 @@ impl Engine {
     /// `History` when the run cannot be recorded.
     pub async fn fire(self: &Arc<Self>, name: &str, fired: Fired) -> Result<Fire> {
         let cfg = self.config();
-        let routine = cfg
-            .routines
-            .get(name)
-            .ok_or_else(|| RoutinesError::NotFound(format!("no routine named {name:?}")))?;
+        let routine = cfg.routines.get(name).ok_or_else(|| {
+            RoutinesError::NotFound(format!(
+                "no routine named {name:?}; GET /routine/list lists the routines in force"
+            ))
+        })?;
         if !routine.enable {
             return Err(RoutinesError::Conflict(format!(
-                "routine {name:?} is disabled (services.osmoda.routines.{name}.enable)"
+                "routine {name:?} is disabled: set services.osmoda.routines.{name}.enable = true to run it; nothing ran"
             )));
         }
         let slot = self.slot(name);

@@ -16,6 +16,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use osmoda_config::binds::Secret;
 use osmoda_config::{RoutineAction, RoutinesConfig, Trigger};
 
 /// Largest webhook secret read (a longer file is refused: a secret is a few dozen bytes, and
@@ -236,7 +237,29 @@ pub fn check(cfg: &RoutinesConfig, places: &Places) -> Result<(), String> {
         }
         check_action(&format!("{at}.action"), &r.action, &places.hidden)?;
     }
-    Ok(())
+    check_binds(cfg, places)
+}
+
+/// The ring-bind rule (`osmoda_config::binds`) on this machine: no enabled ring1 routine's
+/// capability binds a path that is, holds or lies inside a secret `cfg` names, a path the
+/// boundary hides (this daemon's state dir and socket, `--mask`) or another daemon's state,
+/// with symlinks resolved.
+///
+/// # Errors
+/// `routines.<name>.action….capabilities: …` naming the capability, the bind and whose secret
+/// it would show.
+pub fn check_binds(cfg: &RoutinesConfig, places: &Places) -> Result<(), String> {
+    let hidden = places.hidden.iter().map(|p| Secret {
+        option: "a path hidden from routines' commands: a daemon's state or socket, or a --mask"
+            .into(),
+        path: p.clone(),
+    });
+    let foreign = places.foreign.iter().map(|p| Secret {
+        option: "the osModa daemons' state or a masked path".into(),
+        path: p.clone(),
+    });
+    let extra: Vec<Secret> = hidden.chain(foreign).collect();
+    cfg.check_ring_binds(&extra, &|a: &Path, b: &Path| inside(a, b))
 }
 
 #[cfg(test)]

@@ -29,11 +29,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/routine/add", post(routines::add))
         .route("/routine/remove/{id}", delete(routines::remove))
         .route("/webhook/{path}", post(webhook::webhook))
-        .fallback(|| async {
-            ApiError(RoutinesError::NotFound(
-                "no such route; see docs/api.md".into(),
-            ))
-        })
+        .fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                ApiError(RoutinesError::NotFound(format!(
+                    "no such route {method} {}; osmoda-routines serves GET /health, GET /metrics, \
+                 GET /routine/list, GET /routine/history, POST /routine/add, \
+                 POST /routine/trigger/<name>, DELETE /routine/remove/<name> and \
+                 POST /webhook/<path> (docs/api.md)",
+                    uri.path()
+                )))
+            },
+        )
         .method_not_allowed_fallback(osmoda_daemon::api::method_not_allowed)
         .layer(axum::middleware::map_response(json_errors_only))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -62,7 +68,7 @@ impl IntoResponse for ApiError {
             RoutinesError::Unauthorized(_) => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "sign `<timestamp>.<body>` with HMAC-SHA256 and the routine's secret: X-Osmoda-Timestamp (Unix seconds) and X-Osmoda-Signature: sha256=<hex>",
+                "sign `<timestamp>:<path>:<body>` with HMAC-SHA256 and the routine's secret: X-Osmoda-Timestamp (Unix seconds) and X-Osmoda-Signature: sha256=<hex>; nothing ran",
             ),
             RoutinesError::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -89,11 +95,15 @@ impl IntoResponse for ApiError {
                 "unavailable",
                 "nothing ran; the operator finds the cause in osmoda-routines' log (`journalctl -u osmoda-routines`)",
             ),
-            RoutinesError::History(_) | RoutinesError::Io { .. } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "see osmoda-routines' log (`journalctl -u osmoda-routines`)",
-            ),
+            RoutinesError::History(_) | RoutinesError::Io { .. } => {
+                // The cause (a database or file error, with its path) goes to the log only.
+                tracing::error!("{}", self.0);
+                return osmoda_daemon::api::error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "osmoda-routines could not read or write its own state; the request may not have been recorded",
+                    json!({ "kind": "internal", "hint": "see osmoda-routines' log (`journalctl -u osmoda-routines`)" }),
+                );
+            }
         };
         osmoda_daemon::api::error_response(
             status,
@@ -119,7 +129,11 @@ async fn json_errors_only(resp: Response) -> Response {
         .await
         .map(|b| osmoda_daemon::api::rejection_reason(&String::from_utf8_lossy(&b)))
         .unwrap_or_default();
-    let error = if text.is_empty() {
+    let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // A body extractor's own words ("length limit exceeded") say neither which limit nor
+        // what happened.
+        format!("the request body is over {MAX_BODY_BYTES} bytes; nothing ran or changed")
+    } else if text.is_empty() {
         status
             .canonical_reason()
             .unwrap_or("request failed")
@@ -175,8 +189,8 @@ impl From<JsonRejection> for ApiError {
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(r: axum::extract::rejection::QueryRejection) -> Self {
         ApiError(RoutinesError::BadRequest(format!(
-            "invalid query: {}",
-            r.body_text()
+            "invalid query: {} (docs/api.md lists each route's parameters)",
+            osmoda_daemon::api::rejection_reason(&r.body_text())
         )))
     }
 }

@@ -172,8 +172,12 @@ pub(super) async fn trigger(
     let b: TriggerBody = if body.is_empty() {
         TriggerBody::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| RoutinesError::BadRequest(format!("invalid JSON body: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            RoutinesError::BadRequest(format!(
+                "invalid JSON body: {} (send {{\"payload\": <any JSON>}} or nothing)",
+                osmoda_daemon::api::rejection_reason(&e.to_string())
+            ))
+        })?
     };
     if let Some(p) = &b.payload {
         crate::actions::check_payload_size(&p.to_string())?;
@@ -231,27 +235,35 @@ fn check_name(name: &str) -> Result<(), RoutinesError> {
     }
 }
 
-/// POST to agentd or osmoda-watch; 2xx → body, 409 → Conflict, other 4xx → BadRequest (with
-/// their message), anything else → Agentd.
-async fn call(c: &osmoda_client::Client, path: &str, body: &Value) -> Result<Value, RoutinesError> {
-    let who = c.socket().display().to_string();
-    let r = c
-        .post(path, body)
-        .await
-        .map_err(|e| RoutinesError::Agentd(format!("POST {path} on {who}: {e}")))?;
+/// POST to agentd or osmoda-watch (`who` names it); 2xx → body, 409 → Conflict, other 4xx →
+/// BadRequest, anything else → Agentd. Messages name the daemon and quote its `error` text,
+/// never its socket path (that goes to the log).
+async fn call(
+    c: &osmoda_client::Client,
+    who: &str,
+    path: &str,
+    body: &Value,
+) -> Result<Value, RoutinesError> {
+    let r = c.post(path, body).await.map_err(|e| {
+        tracing::warn!("POST {path} on {}: {e}", c.socket().display());
+        RoutinesError::Agentd(format!(
+            "{who} could not be asked (POST {path}); nothing was changed by this request"
+        ))
+    })?;
+    // The other daemon's own sentence, not its whole body.
+    let why = r.body["error"]
+        .as_str()
+        .map_or_else(|| r.body.to_string(), str::to_string);
     match r.status {
         200..=299 => Ok(r.body),
         409 => Err(RoutinesError::Conflict(format!(
-            "{who} refused POST {path} (409): {}",
-            r.body
+            "{who} refused POST {path} (409): {why}"
         ))),
         s @ 400..=499 => Err(RoutinesError::BadRequest(format!(
-            "{who} refused POST {path} ({s}): {}",
-            r.body
+            "{who} refused POST {path} ({s}): {why}"
         ))),
         s => Err(RoutinesError::Agentd(format!(
-            "POST {path} on {who} answered {s}: {}",
-            r.body
+            "{who} failed POST {path} ({s}): {why}"
         ))),
     }
 }
@@ -259,20 +271,21 @@ async fn call(c: &osmoda_client::Client, path: &str, body: &Value) -> Result<Val
 /// Fails unless osmoda-watch answers `GET /health`: checked before a routine edit is
 /// committed, so an unreachable SafeSwitch leaves the tree untouched.
 async fn watch_reachable(st: &AppState) -> Result<(), RoutinesError> {
-    let who = st.watch.socket().display().to_string();
     let probe = st
         .watch
         .clone()
         .with_timeout(std::time::Duration::from_secs(10));
+    let fail = |how: String| {
+        tracing::warn!("osmoda-watch at {}: {how}", st.watch.socket().display());
+        RoutinesError::Agentd(format!(
+            "osmoda-watch (SafeSwitch) {how}; nothing was committed: start it \
+             (`systemctl start osmoda-watch`) and try again"
+        ))
+    };
     match probe.get("/health").await {
         Ok(r) if r.is_success() => Ok(()),
-        Ok(r) => Err(RoutinesError::Agentd(format!(
-            "osmoda-watch ({who}) answered GET /health with {}; nothing was committed",
-            r.status
-        ))),
-        Err(e) => Err(RoutinesError::Agentd(format!(
-            "osmoda-watch ({who}) is not reachable ({e}); nothing was committed"
-        ))),
+        Ok(r) => Err(fail(format!("answered GET /health with {}", r.status))),
+        Err(_) => Err(fail("is not reachable".to_string())),
     }
 }
 
@@ -325,7 +338,7 @@ async fn apply(
     if let Some(t) = ttl_secs {
         body["ttl_secs"] = json!(t);
     }
-    call(&st.watch, "/switch/begin", &body).await
+    call(&st.watch, "osmoda-watch", "/switch/begin", &body).await
 }
 
 pub(super) async fn add(
@@ -357,8 +370,10 @@ pub(super) async fn add(
     // reachable), as the daemon will check it at load; only this routine: the others passed.
     let mut one = (*current).clone();
     one.routines = std::collections::BTreeMap::from([(b.name.clone(), routine.clone())]);
-    crate::machine::check(&one, &crate::places(&probe, &st.opts))
-        .map_err(RoutinesError::BadRequest)?;
+    let places = crate::places(&probe, &st.opts);
+    crate::machine::check(&one, &places).map_err(RoutinesError::BadRequest)?;
+    // A new webhook's secret must not lie where a ring1 routine in force binds either.
+    crate::machine::check_binds(&probe, &places).map_err(RoutinesError::BadRequest)?;
     watch_reachable(&st).await?;
     let value = osmoda_config::tree_edit::option_keys(
         &serde_json::to_value(&routine).unwrap_or_default(),
@@ -369,6 +384,7 @@ pub(super) async fn add(
         .unwrap_or_else(|| format!("add routine {}", b.name));
     let edit = call(
         &st.agentd,
+        "agentd",
         "/config/set",
         &json!({ "path": option_path(&b.name), "value": value, "reason": reason }),
     )
@@ -403,6 +419,7 @@ pub(super) async fn remove(
     let reason = q.reason.unwrap_or_else(|| format!("remove routine {id}"));
     let edit = call(
         &st.agentd,
+        "agentd",
         "/config/unset",
         &json!({ "path": option_path(&id), "reason": reason }),
     )

@@ -68,7 +68,7 @@ pub(super) async fn webhook(
     });
     let Some((name, secret_file, window)) = found else {
         return Err(RoutinesError::NotFound(format!(
-            "no enabled routine has the webhook {path:?}"
+            "no enabled routine has the webhook {path:?}; GET /routine/list shows each routine's trigger"
         ))
         .into());
     };
@@ -89,14 +89,18 @@ pub(super) async fn webhook(
     })?;
     let secret = secret.as_slice();
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
-    let ts = header(TIMESTAMP_HEADER).ok_or_else(|| unauthorized("missing X-Osmoda-Timestamp"))?;
+    let ts = header(TIMESTAMP_HEADER).ok_or_else(|| unauthorized(
+            "missing X-Osmoda-Timestamp: send the request's Unix time in seconds, signed with the path and body",
+        ))?;
     let sig = header(SIGNATURE_HEADER)
         .and_then(|s| s.strip_prefix("sha256="))
         .and_then(|h| hex::decode(h).ok())
         .ok_or_else(|| unauthorized("missing or malformed X-Osmoda-Signature (sha256=<hex>)"))?;
     let mac = mac(secret, ts, &path, &body).ok_or_else(|| unauthorized("unusable secret"))?;
     if mac.verify_slice(&sig).is_err() {
-        return Err(unauthorized("the signature does not match"));
+        return Err(unauthorized(
+            "the signature does not match: X-Osmoda-Signature must be sha256=<hex HMAC-SHA256 of `<timestamp>:<path>:<body>` under the routine's secret>",
+        ));
     }
     let now = st.opts.clock.now().timestamp();
     let sent: i64 = ts
@@ -107,7 +111,7 @@ pub(super) async fn webhook(
     if drift > window {
         let side = if sent > now { "ahead of" } else { "behind" };
         return Err(unauthorized(&format!(
-            "the timestamp is {drift}s {side} this machine's clock; the window is {window}s"
+            "the timestamp is {drift}s {side} this machine's clock; the window is {window}s: sign a fresh timestamp (and check the sender's clock)"
         )));
     }
     let window_ms = i64::try_from(window.saturating_mul(1000)).unwrap_or(i64::MAX);
