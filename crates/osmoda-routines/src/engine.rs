@@ -59,6 +59,7 @@ pub struct Engine {
     idle: Notify,
     stopping: AtomicBool,
     started: broadcast::Sender<Started>,
+    subscription: Mutex<Option<String>>,
 }
 
 /// The payload of a run's ledger events; `chain` is the run's origin chain with the routine
@@ -97,7 +98,25 @@ impl Engine {
             idle: Notify::new(),
             stopping: AtomicBool::new(false),
             started: broadcast::channel(4096).0,
+            subscription: Mutex::new(None),
         })
+    }
+
+    /// Records why agentd's event subscription fails (`None`: it answers); returns whether
+    /// this is a new problem (the caller logs it loudly once).
+    pub fn set_subscription_problem(&self, problem: Option<String>) -> bool {
+        let mut p = self.subscription.lock().unwrap_or_else(|e| e.into_inner());
+        let new = problem.is_some() && p.is_none();
+        *p = problem;
+        new
+    }
+
+    /// Why event triggers are not being received now, if they are not.
+    pub fn subscription_problem(&self) -> Option<String> {
+        self.subscription
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The configuration in force.
@@ -222,8 +241,8 @@ impl Engine {
     ) {
         let this = self;
         {
-            let routine = this.config().routines.get(&name).cloned();
-            let guard = match &routine {
+            let queued_as = this.config().routines.get(&name).cloned();
+            let guard = match &queued_as {
                 Some(r) if r.concurrency == Concurrency::Skip => {
                     Arc::clone(&slot.lock).try_lock_owned().ok()
                 }
@@ -231,8 +250,19 @@ impl Engine {
                 None => None,
             };
             slot.waiting.fetch_sub(1, Ordering::SeqCst);
-            let (Some(routine), Some(_guard)) = (routine, guard) else {
-                let why = "the routine was removed or the previous run is still going";
+            // Judged again when its turn has come (a queued run may wait for hours): a routine
+            // removed or disabled meanwhile does not run, and a changed one runs as it is now.
+            let routine = this.config().routines.get(&name).cloned();
+            let why = match (&routine, &guard) {
+                (None, _) => Some("the routine was removed before this run's turn came"),
+                (Some(r), _) if !r.enable => {
+                    Some("the routine was disabled before this run's turn came")
+                }
+                (Some(_), None) => Some("the previous run is still going"),
+                (Some(_), Some(_)) => None,
+            };
+            let (Some(routine), Some(_guard), None) = (routine, guard, why) else {
+                let why = why.unwrap_or("the previous run is still going");
                 if let Err(e) = this.history.skip(run_id, why) {
                     tracing::error!("run {run_id}: {e}");
                 }

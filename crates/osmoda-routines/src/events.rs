@@ -172,6 +172,32 @@ pub fn fired_by<'a>(
         .collect()
 }
 
+/// The `&types=` part of the subscription URL for `routines`' patterns: each pattern
+/// percent-encoded (a pattern may hold `&`, `+`, `%`, `#`, `=`, which would otherwise change
+/// the query), joined by agentd's `,`. No filter at all (every event comes, `fired_by` filters
+/// here) when a pattern holds `,` itself, which agentd would split, or past agentd's 16.
+pub fn type_filter(routines: &[(String, String)]) -> String {
+    let mut types: Vec<&str> = routines.iter().map(|(_, p)| p.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    if types.len() > 16 || types.iter().any(|t| t.contains(',')) {
+        return String::new();
+    }
+    let enc = |t: &str| -> String {
+        t.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~*".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let all: Vec<String> = types.iter().map(|t| enc(t)).collect();
+    format!("&types={}", all.join(","))
+}
+
 /// Runs until `shutdown`: subscribes for the patterns of the current event routines (again
 /// when the config changes), claims and launches runs.
 pub async fn run(
@@ -188,15 +214,7 @@ pub async fn run(
                 c = config.changed() => if c.is_err() { return } else { continue },
             }
         }
-        let mut types: Vec<&str> = routines.iter().map(|(_, p)| p.as_str()).collect();
-        types.sort_unstable();
-        types.dedup();
-        // agentd takes at most 16 patterns; past that, filter here.
-        let filter = if types.len() <= 16 {
-            format!("&types={}", types.join(","))
-        } else {
-            String::new()
-        };
+        let filter = type_filter(&routines);
         let step = async {
             let cursor = match engine.history().cursor() {
                 Ok(c) => c,
@@ -214,9 +232,23 @@ pub async fn run(
             };
             let url = format!("/events/subscribe?{after}wait_secs={wait}{filter}");
             let batch = match agentd.get(&url).await.and_then(|r| r.ok_json()) {
-                Ok(b) => b,
+                Ok(b) => {
+                    engine.set_subscription_problem(None);
+                    b
+                }
                 Err(e) => {
-                    tracing::debug!("event subscription: {e}");
+                    // Loud: while this fails no event routine fires (`/health` says so).
+                    let first = engine.set_subscription_problem(Some(
+                        "event triggers are not being received: agentd's event subscription \
+                         fails (osmoda-routines' log says why); no event is lost, they fire \
+                         once it answers again"
+                            .to_string(),
+                    ));
+                    if first {
+                        tracing::warn!("event subscription: {e}");
+                    } else {
+                        tracing::debug!("event subscription: {e}");
+                    }
                     tokio::time::sleep(RETRY).await;
                     return;
                 }
@@ -339,6 +371,24 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_type_filter_encodes_each_pattern_and_gives_up_on_commas() {
+        let r = |ps: &[&str]| -> Vec<(String, String)> {
+            ps.iter()
+                .map(|p| ("r".to_string(), p.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            type_filter(&r(&["watch.*", "zz&foo=1", "p%41", "x+y", "h#t"])),
+            "&types=h%23t,p%2541,watch.*,x%2By,zz%26foo%3D1"
+        );
+        assert_eq!(type_filter(&r(&["a,b", "c"])), "");
+        let many: Vec<String> = (0..17).map(|i| format!("t{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(type_filter(&r(&many)), "");
+        assert_eq!(type_filter(&r(&many[..16])).matches(',').count(), 15);
+    }
     use serde_json::json;
 
     fn names(v: &[Verdict<'_>]) -> Vec<String> {

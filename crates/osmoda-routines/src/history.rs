@@ -102,6 +102,7 @@ CREATE INDEX IF NOT EXISTS runs_routine ON runs (routine, id);
 CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS marks (routine TEXT PRIMARY KEY, last_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS webhook_seen (mac TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen (at_ms);
 ";
 
 fn now_ms() -> i64 {
@@ -160,7 +161,10 @@ impl History {
         let n = conn
             .execute(
                 "UPDATE runs SET status = 'interrupted', ended_at = ?1, \
-                 error = 'the daemon stopped while this run was going' WHERE status = 'running'",
+                 error = 'osmoda-routines stopped while this run was going: a boundary command \
+                 was killed with it, but a ring command or an http call runs on in agentd and \
+                 may have completed (its ledger events carry action=routine-run.' || id || ')' \
+                 WHERE status = 'running'",
                 params![rfc3339(now_ms())],
             )
             .map_err(db)?;
@@ -417,16 +421,22 @@ impl History {
         })
     }
 
-    /// Remembers a webhook MAC; `false` when it was already seen (a replay). Entries older
-    /// than `window_ms` are forgotten first (a timestamp that old is refused anyway).
+    /// Remembers a webhook MAC accepted at `now` (ms); `false` when it was already seen (a
+    /// replay). A record is kept until its request can pass no webhook's window any more, whatever
+    /// window a webhook has or gets at a reload: a request accepted at `A` has a timestamp
+    /// within `MAX_SECS` of `A`, so it cannot pass after `A + 2 × MAX_SECS`. (Pruning by the
+    /// calling webhook's own window let a webhook with a short window forget what one with a
+    /// long window had accepted.)
     ///
     /// # Errors
     /// On a database failure.
-    pub fn webhook_first_seen(&self, mac: &str, now: i64, window_ms: i64) -> Result<bool> {
+    pub fn webhook_first_seen(&self, mac: &str, now: i64) -> Result<bool> {
+        let keep_ms = i64::try_from(osmoda_config::routines::MAX_SECS.saturating_mul(2000))
+            .unwrap_or(i64::MAX);
         self.with(|c| {
             c.execute(
                 "DELETE FROM webhook_seen WHERE at_ms < ?1",
-                params![now.saturating_sub(window_ms.saturating_mul(2))],
+                params![now.saturating_sub(keep_ms)],
             )?;
             let n = c.execute(
                 "INSERT OR IGNORE INTO webhook_seen (mac, at_ms) VALUES (?1, ?2)",
@@ -474,6 +484,84 @@ impl History {
             )?;
             rows.collect()
         })
+    }
+
+    /// As [`History::list`] for an API answer, with each run's output cut to its first
+    /// `max_output` bytes (the cut ending in a line that says how much more there is and how to
+    /// get it: `GET /routine/history?id=<id>`), so a page costs at most `limit × max_output`
+    /// bytes of output whatever the runs kept (a command may keep 2 × 16 MiB). The database is
+    /// asked for the prefix only.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn list_page(
+        &self,
+        routine: Option<&str>,
+        before_id: Option<i64>,
+        limit: usize,
+        max_output: usize,
+    ) -> Result<Vec<Run>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, routine, trigger, trigger_ref, started_at, ended_at, status, exit, \
+                 output_sha256, substr(CAST(output AS BLOB), 1, ?4), \
+                 length(CAST(output AS BLOB)), error, duration_ms, output_truncated FROM runs \
+                 WHERE (?1 IS NULL OR routine = ?1) AND id < ?2 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    routine,
+                    before_id.unwrap_or(i64::MAX),
+                    limit as i64,
+                    max_output as i64
+                ],
+                |r| {
+                    let id: i64 = r.get(0)?;
+                    let head: Option<Vec<u8>> = r.get(9)?;
+                    let bytes: Option<i64> = r.get(10)?;
+                    let output = head.map(|h| {
+                        let mut text = String::from_utf8_lossy(&h).into_owned();
+                        let more = bytes
+                            .unwrap_or(0)
+                            .saturating_sub(i64::try_from(h.len()).unwrap_or(i64::MAX));
+                        if more > 0 {
+                            text.push_str(&format!(
+                                "\n[osmoda: {more} more bytes of this run's output: GET \
+                                 /routine/history?id={id}]"
+                            ));
+                        }
+                        text
+                    });
+                    Ok(Run {
+                        id,
+                        routine: r.get(1)?,
+                        trigger: r.get(2)?,
+                        trigger_ref: r.get(3)?,
+                        started_at: r.get(4)?,
+                        ended_at: r.get(5)?,
+                        status: r.get(6)?,
+                        exit: r.get(7)?,
+                        output_sha256: r.get(8)?,
+                        output,
+                        error: r.get(11)?,
+                        duration_ms: r.get(12)?,
+                        output_truncated: r.get(13)?,
+                    })
+                },
+            )?;
+            rows.collect()
+        })
+    }
+
+    /// One run with its whole output, if it exists.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn run(&self, id: i64) -> Result<Option<Run>> {
+        Ok(self
+            .list(None, Some(id.saturating_add(1)), 1)?
+            .into_iter()
+            .find(|r| r.id == id))
     }
 
     /// Deletes finished runs that started more than `days` days ago; returns how many.
@@ -577,12 +665,19 @@ mod tests {
     }
 
     #[test]
-    fn webhook_macs_are_seen_once_and_forgotten_after_the_window() {
+    fn webhook_macs_are_seen_once_and_forgotten_after_the_longest_window() {
         let dir = tempfile::tempdir().unwrap();
         let (h, _) = History::open(&dir.path().join("r.db")).unwrap();
-        assert!(h.webhook_first_seen("m", 1_000_000, 300_000).unwrap());
-        assert!(!h.webhook_first_seen("m", 1_000_001, 300_000).unwrap());
-        assert!(h.webhook_first_seen("m", 1_700_000, 300_000).unwrap());
+        let day = 86_400_000;
+        assert!(h.webhook_first_seen("a", 1_000_000).unwrap());
+        assert!(!h.webhook_first_seen("a", 1_000_001).unwrap());
+        // Another webhook's request much later (whatever its window) forgets nothing that
+        // could still pass a window of up to a day.
+        assert!(h.webhook_first_seen("b", 1_000_000 + 300_000).unwrap());
+        assert!(!h.webhook_first_seen("a", 1_000_000 + day).unwrap());
+        assert!(!h.webhook_first_seen("a", 1_000_000 + 2 * day).unwrap());
+        assert!(h.webhook_first_seen("c", 1_000_001 + 2 * day).unwrap());
+        assert!(h.webhook_first_seen("a", 1_000_002 + 2 * day).unwrap());
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct AppState {
     pub watch: Client,
     /// How the daemon was started.
     pub opts: Options,
+    /// A switch of HEAD waiting for osmoda-watch (`/routine/add` while another switch ran).
+    pub queued_switch: Mutex<api::QueuedSwitch>,
 }
 
 /// Reads and validates `routines.json`.
@@ -223,6 +225,7 @@ impl AppState {
                 .as_daemon("osmoda-routines")
                 .with_timeout(Duration::from_secs(600)),
             opts,
+            queued_switch: Mutex::default(),
         }))
     }
 

@@ -350,6 +350,115 @@ async fn a_routine_that_changes_the_config_on_config_events_runs_once_per_seed()
     r.stop().await;
 }
 
+/// An event pattern holding URL characters (`&`, `%`, `+`, `#`, `=`, `?`, `,`) is matched as
+/// written, and never changes what the other routines subscribe to: each routine fires once
+/// for its own type (not for a look-alike such as the decoded `p%41` → `pA`). When agentd's
+/// subscription fails, `/health` says event triggers are not being received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_patterns_with_url_characters_fire_and_never_stop_the_others() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    let kinds = ["zz&foo=1", "p%41", "x+y", "h#t", "q=1?", "rv.ping"];
+    let mut routines = serde_json::Map::new();
+    for (i, k) in kinds.iter().enumerate() {
+        routines.insert(format!("r{i}"), on(k, nothing()));
+    }
+    routines.insert("prefix".into(), on("rv.*", nothing()));
+    write_config(dir.path(), serde_json::Value::Object(routines.clone()));
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    for k in kinds.iter().chain(&["pA", "x", "h", "zz"]) {
+        agentd.append(k, json!({})).await;
+    }
+    let count = |runs: &[osmoda_routines::history::Run], name: &str| {
+        runs.iter().filter(|x| x.routine == name).count()
+    };
+    let runs = settle(&r, &agentd).await;
+    for i in 0..kinds.len() {
+        assert_eq!(count(&runs, &format!("r{i}")), 1, "r{i}: {runs:#?}");
+    }
+    assert_eq!(count(&runs, "prefix"), 1, "{runs:#?}");
+    let (_, h) = r.get("/health").await;
+    assert_eq!(h["status"], "ok", "{h}");
+
+    // A pattern with agentd's separator `,`: the daemon filters by itself.
+    routines.insert("comma".into(), on("a,b", nothing()));
+    write_config(dir.path(), serde_json::Value::Object(routines));
+    assert!(r.state.reload().await);
+    agentd.append("a,b", json!({})).await;
+    agentd.append("rv.ping", json!({})).await;
+    let runs = settle(&r, &agentd).await;
+    assert_eq!(count(&runs, "comma"), 1, "{runs:#?}");
+    assert_eq!(count(&runs, "r5"), 2, "{runs:#?}");
+    assert_eq!(count(&runs, "r0"), 1, "{runs:#?}");
+
+    // agentd gone: event triggers are not received, and /health says so.
+    drop(agentd);
+    let start = Instant::now();
+    loop {
+        let (_, h) = r.get("/health").await;
+        if h["status"] == "degraded" {
+            let p = h["problem"].as_str().unwrap_or_default();
+            assert!(p.contains("event triggers are not being received"), "{h}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "still {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.stop().await;
+}
+
+/// A boundary command that calls agentd itself and labels its requests with the run's
+/// `$OSMODA_ACTION` (`X-Osmoda-Action`) is traced like an http action: a command that appends
+/// its own trigger, and two commands appending each other's, run once per outside event; the
+/// events it wrote name the run in their actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boundary_commands_that_label_their_calls_run_once_per_seed() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    // The harness's agentd socket is root's; the command runs as nobody.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&agentd.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let call = |kind: &str| {
+        json!({ "type": "command", "timeout_secs": 30, "command": ["sh", "-c", format!(
+            "curl -sS --fail-with-body --max-time 20 --unix-socket {} \
+               -H \"X-Osmoda-Action: $OSMODA_ACTION\" -H 'content-type: application/json' \
+               -d '{{\"type\":\"{kind}\",\"daemon\":\"pinger\",\"payload\":{{}}}}' \
+               http://agentd/events/append",
+            agentd.socket.display()
+        )] })
+    };
+    write_config(
+        dir.path(),
+        json!({
+            "echo": on("cmd.self", call("cmd.self")),
+            "left": on("cmd.left", call("cmd.right")),
+            "right": on("cmd.right", call("cmd.left")),
+        }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    for round in 1..=2 {
+        agentd.append("cmd.self", json!({})).await;
+        agentd.append("cmd.left", json!({})).await;
+        let runs = settle(&r, &agentd).await;
+        for name in ["echo", "left", "right"] {
+            let mine: Vec<_> = runs.iter().filter(|x| x.routine == name).collect();
+            assert_eq!(mine.len(), round, "{name}: {runs:#?}");
+            assert!(mine.iter().all(|x| x.status == "ok"), "{mine:#?}");
+        }
+    }
+    let echoed = agentd.events("cmd.self");
+    assert_eq!(echoed.len(), 4, "two seeds, two echoes: {echoed:#?}");
+    let labelled = echoed
+        .iter()
+        .filter(|e| e.actor.contains("[action=routine-run."))
+        .count();
+    assert_eq!(labelled, 2, "{echoed:#?}");
+    assert!(!agentd.events("routine.loop.cut").is_empty());
+    r.stop().await;
+}
+
 /// An http action runs with none of the daemon's standing: it cannot write `routine.*` (a
 /// forged `routine.run.finished` with a chain of its choosing), claim osmoda-routines' or
 /// another daemon's name (and so reuse their dedup streams), or write another daemon's

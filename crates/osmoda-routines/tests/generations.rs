@@ -232,6 +232,45 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
         "{v}"
     );
 
+    // Two edits in a row (another switch probing): the second commit lands and its switch is
+    // queued, then begun by osmoda-routines as soon as osmoda-watch takes one — it is not left
+    // committed but unapplied.
+    let busy = watch
+        .post(
+            "/switch/begin",
+            &json!({ "ttl_secs": 600, "health_checks": [] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(busy.status, 200, "{}", busy.body);
+    let (s, v) = r
+        .post(
+            "/routine/add",
+            json!({ "name": "second", "trigger": { "type": "interval", "seconds": 3600 },
+                    "action": { "type": "command", "command": ["true"], "timeout_secs": 5 },
+                    "ttl_secs": 1 }),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(
+        (&v["applied"], &v["switch"]["state"]),
+        (&json!(false), &json!("queued")),
+        "{v}"
+    );
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("waiting for osmoda-watch"),
+        "{v}"
+    );
+    let c = watch
+        .post(&format!("/switch/commit/{}", busy.body["id"]), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(c.status, 200, "{}", c.body);
+    wait_listed(&r, "second", true).await;
+
     r.stop().await;
     wtrigger.fire();
 }

@@ -345,3 +345,58 @@ async fn every_error_answer_is_json() {
     }
     r.stop().await;
 }
+
+/// Each webhook keeps what it accepted for as long as any window could let it pass again: a
+/// webhook with a short window, called later, does not make a request another webhook (with a
+/// long window) accepted acceptable again — across a restart too.
+#[tokio::test]
+async fn a_short_window_never_shortens_another_webhooks_memory() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    let (long_secret, short_secret) = (b"long-window-secret", b"short-window-secret");
+    std::fs::write(dir.path().join("long.secret"), long_secret).unwrap();
+    std::fs::write(dir.path().join("short.secret"), short_secret).unwrap();
+    let hook = |path: &str, window: u64| {
+        json!({ "enable": true,
+                "trigger": { "type": "webhook", "path": path,
+                             "secret_file": dir.path().join(format!("{path}.secret")),
+                             "replay_window_secs": window },
+                "action": { "type": "command", "command": ["true"], "timeout_secs": 5 } })
+    };
+    write_config(
+        dir.path(),
+        json!({ "long": hook("long", 300), "short": hook("short", 10) }),
+    );
+    let t0 = chrono::Utc::now();
+    let mut opts = options(dir.path(), &agentd.socket);
+    opts.clock = osmoda_routines::scheduler::Clock::starting_at(t0);
+    let r = Routines::start(opts.clone()).await;
+    let ts0 = t0.timestamp().to_string();
+    let body = br#"{"n":1}"#;
+    let sig = hex::encode(sign(long_secret, &ts0, "long", body).unwrap());
+    let (s, v) = post(&r, "/webhook/long", &ts0, Some(sig.clone()), body).await;
+    assert_eq!(s, 202, "{v}");
+    r.wait_run(v["run_id"].as_i64().unwrap()).await;
+    r.stop().await;
+
+    // 100 s later by the daemon's clock: the short webhook (10 s window) accepts a fresh
+    // request; the long one's request, still inside its 300 s window, stays a replay.
+    let t1 = t0 + chrono::Duration::seconds(100);
+    opts.clock = osmoda_routines::scheduler::Clock::starting_at(t1);
+    let r = Routines::start(opts).await;
+    let ts1 = t1.timestamp().to_string();
+    let short = hex::encode(sign(short_secret, &ts1, "short", body).unwrap());
+    let (s, v) = post(&r, "/webhook/short", &ts1, Some(short), body).await;
+    assert_eq!(s, 202, "{v}");
+    r.wait_run(v["run_id"].as_i64().unwrap()).await;
+    let (s, v) = post(&r, "/webhook/long", &ts0, Some(sig), body).await;
+    assert_eq!(s, 409, "{v}");
+    let long_runs = r
+        .state
+        .engine
+        .history()
+        .list(Some("long"), None, 10)
+        .unwrap();
+    assert_eq!(long_runs.len(), 1, "{long_runs:?}");
+    r.stop().await;
+}

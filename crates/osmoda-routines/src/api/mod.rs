@@ -3,6 +3,8 @@
 mod routines;
 pub mod webhook;
 
+pub use routines::QueuedSwitch;
+
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};

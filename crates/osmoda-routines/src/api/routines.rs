@@ -29,7 +29,9 @@ pub(super) async fn health(State(st): State<Arc<AppState>>) -> Result<axum::Json
         .clone();
     // What the config in force needs on the machine may have gone since it was loaded (a
     // webhook's secret file deleted): said here by routine and option, never by path.
-    let machine = crate::machine::check(&cfg, &crate::places(&cfg, &st.opts)).err();
+    let machine = crate::machine::check(&cfg, &crate::places(&cfg, &st.opts))
+        .err()
+        .or_else(|| st.engine.subscription_problem());
     let status = match (&error, &machine) {
         (Some(_), _) => "config_refused",
         (None, Some(_)) => "degraded",
@@ -82,7 +84,7 @@ fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
 pub(super) async fn list(
     State(st): State<Arc<AppState>>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Vec<RoutineView>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let Query(q) = q?;
     let limit = page_limit(q.limit, MAX_PAGE)?;
     let cfg = st.engine.config();
@@ -108,10 +110,14 @@ pub(super) async fn list(
             }
             _ => None,
         };
-        let last_run = h.list(Some(name), None, 1)?.into_iter().next().map(|r| {
-            json!({ "id": r.id, "status": r.status, "started_at": r.started_at,
+        let last_run = h
+            .list_page(Some(name), None, 1, 0)?
+            .into_iter()
+            .next()
+            .map(|r| {
+                json!({ "id": r.id, "status": r.status, "started_at": r.started_at,
                     "ended_at": r.ended_at, "exit": r.exit })
-        });
+            });
         out.push(RoutineView {
             name: name.clone(),
             routine: r.clone(),
@@ -119,7 +125,15 @@ pub(super) async fn list(
             last_run,
         });
     }
-    Ok(axum::Json(out))
+    // As every list: a full page names where the next starts (`after`; names need no
+    // escaping: letters, digits, '-' and '_').
+    let mut headers = HeaderMap::new();
+    if out.len() == limit {
+        if let Some(v) = out.last().and_then(|l| l.name.parse().ok()) {
+            headers.insert("x-next-cursor", v);
+        }
+    }
+    Ok((headers, axum::Json(out)).into_response())
 }
 
 /// Query of `GET /routine/history`.
@@ -132,18 +146,41 @@ pub struct HistoryQuery {
     before_id: Option<i64>,
     /// Page size, 1..=1000 (default 100).
     limit: Option<usize>,
+    /// One run, with its whole output (a page shows the first [`PAGE_OUTPUT_BYTES`] of each).
+    id: Option<i64>,
 }
+
+/// Bytes of each run's output a history page shows (a page is at most 1,000 × 4 KiB of
+/// output, whatever the runs kept); `?id=` gives one run whole.
+pub const PAGE_OUTPUT_BYTES: usize = 4096;
 
 pub(super) async fn history(
     State(st): State<Arc<AppState>>,
     q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     let Query(q) = q?;
+    if let Some(id) = q.id {
+        if q.routine.is_some() || q.before_id.is_some() || q.limit.is_some() {
+            return Err(RoutinesError::BadRequest(
+                "id names one run: give it alone (routine, before_id and limit page the history)"
+                    .into(),
+            )
+            .into());
+        }
+        let run = st.engine.history().run(id)?.ok_or_else(|| {
+            RoutinesError::NotFound(format!(
+                "no run {id} in the history (runs are kept history_days days)"
+            ))
+        })?;
+        return Ok(axum::Json(vec![run]).into_response());
+    }
     let limit = page_limit(q.limit, 100)?;
-    let runs = st
-        .engine
-        .history()
-        .list(q.routine.as_deref(), q.before_id, limit)?;
+    let runs = st.engine.history().list_page(
+        q.routine.as_deref(),
+        q.before_id,
+        limit,
+        PAGE_OUTPUT_BYTES,
+    )?;
     let mut headers = HeaderMap::new();
     if runs.len() == limit {
         if let Some(last) = runs.last() {
@@ -300,6 +337,17 @@ fn landed(
 ) -> (axum::http::StatusCode, axum::Json<Value>) {
     body["config"] = edit.clone();
     match switch {
+        Ok(s) if s["state"] == "queued" => {
+            body["applied"] = json!(false);
+            // The sentence a caller shows (the bridge prints `error` of `applied: false`).
+            body["error"] = s["detail"].clone();
+            body["switch"] = s;
+            body["hint"] = json!(
+                "GET /routine/list shows the change once that switch applied it; \
+                 GET /switch/history on osmoda-watch shows the switch"
+            );
+            (axum::http::StatusCode::ACCEPTED, axum::Json(body))
+        }
         Ok(s) => {
             body["applied"] = json!(true);
             body["switch"] = s;
@@ -324,7 +372,7 @@ fn landed(
 
 /// Applies the generation of a config edit with SafeSwitch.
 async fn apply(
-    st: &AppState,
+    st: &Arc<AppState>,
     edit: &Value,
     plan: String,
     ttl_secs: Option<u64>,
@@ -338,7 +386,93 @@ async fn apply(
     if let Some(t) = ttl_secs {
         body["ttl_secs"] = json!(t);
     }
-    call(&st.watch, "osmoda-watch", "/switch/begin", &body).await
+    match call(&st.watch, "osmoda-watch", "/switch/begin", &body).await {
+        // Another switch runs (two adds in a row): the commit has landed; its switch is begun
+        // as soon as osmoda-watch takes one, rather than left for a person to apply.
+        Err(RoutinesError::Conflict(m)) if m.contains(WATCH_BUSY) => {
+            queue_switch(st, ttl_secs);
+            Ok(json!({ "state": "queued", "id": null, "detail": format!(
+                "waiting for osmoda-watch, which is running another switch: osmoda-routines \
+                 begins a switch of HEAD (which holds this commit) as soon as it takes one, for \
+                 at most {} minutes",
+                QUEUE_FOR.as_secs() / 60
+            ) }))
+        }
+        other => other,
+    }
+}
+
+/// What osmoda-watch's 409 says when another switch runs or is being started.
+const WATCH_BUSY: &str = "only one switch runs at a time";
+/// How long a queued switch keeps asking (osmoda-mesh queues its switches as long).
+const QUEUE_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Switches osmoda-watch could not take yet: how many edits are waiting, and whether a task
+/// is asking for them. One switch of HEAD applies every commit made before it began.
+#[derive(Debug, Default)]
+pub struct QueuedSwitch {
+    waiting: u64,
+    asking: bool,
+}
+
+/// Queues a switch of HEAD: one task asks osmoda-watch every second until it takes one (or
+/// [`QUEUE_FOR`] passed, or it refuses for another reason), and asks again when an edit was
+/// queued after the switch it began started.
+fn queue_switch(st: &Arc<AppState>, ttl_secs: Option<u64>) {
+    {
+        let mut q = st.queued_switch.lock().unwrap_or_else(|e| e.into_inner());
+        q.waiting += 1;
+        if q.asking {
+            return;
+        }
+        q.asking = true;
+    }
+    let st = Arc::clone(st);
+    tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + QUEUE_FOR;
+        let mut body = json!({ "plan": "apply routines edits queued while another switch ran",
+                               "health_checks": [] });
+        if let Some(t) = ttl_secs {
+            body["ttl_secs"] = json!(t);
+        }
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let seen = st
+                .queued_switch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .waiting;
+            let done = match call(&st.watch, "osmoda-watch", "/switch/begin", &body).await {
+                Ok(s) => {
+                    tracing::info!("the queued switch of HEAD began as switch {}", s["id"]);
+                    true
+                }
+                Err(RoutinesError::Conflict(m))
+                    if m.contains(WATCH_BUSY) && tokio::time::Instant::now() < until =>
+                {
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "the queued switch of HEAD did not begin; apply it with `agentctl switch \
+                         begin`: {}",
+                        e.message()
+                    );
+                    let mut q = st.queued_switch.lock().unwrap_or_else(|e| e.into_inner());
+                    *q = QueuedSwitch::default();
+                    return;
+                }
+            };
+            if done {
+                let mut q = st.queued_switch.lock().unwrap_or_else(|e| e.into_inner());
+                if q.waiting == seen {
+                    *q = QueuedSwitch::default();
+                    return;
+                }
+                // An edit was queued after that switch began: ask again for HEAD.
+            }
+        }
+    });
 }
 
 pub(super) async fn add(

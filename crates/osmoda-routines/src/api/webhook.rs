@@ -114,7 +114,6 @@ pub(super) async fn webhook(
             "the timestamp is {drift}s {side} this machine's clock; the window is {window}s: sign a fresh timestamp (and check the sender's clock)"
         )));
     }
-    let window_ms = i64::try_from(window.saturating_mul(1000)).unwrap_or(i64::MAX);
     // One replay store per webhook: the key is the path and the MAC.
     let id = hex::encode(
         Sha256::new()
@@ -126,7 +125,7 @@ pub(super) async fn webhook(
     if !st
         .engine
         .history()
-        .webhook_first_seen(&id, now.saturating_mul(1000), window_ms)?
+        .webhook_first_seen(&id, now.saturating_mul(1000))?
     {
         return Err(RoutinesError::Conflict(
             "this signed request was already accepted (a replay); sign a new timestamp".into(),
