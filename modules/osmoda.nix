@@ -754,9 +754,11 @@ in
           SystemCallFilter = [ "@system-service" "@mount" "unshare" ];
           # Prompt actions reach the OpenClaw gateway on loopback TCP.
           RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-          # OPENCLAW_GATEWAY_TOKEN for prompt actions, from the gateway's own file.
+          # OPENCLAW_GATEWAY_TOKEN for prompt actions, from the gateway's own file (which
+          # holds the model API keys too: no core dump may carry them).
           EnvironmentFile = lib.optional (cfg.gateway.enable && cfg.gateway.environmentFile != null)
             cfg.gateway.environmentFile;
+          LimitCORE = 0;
         };
       };
 

@@ -172,6 +172,10 @@ pub fn fired_by<'a>(
         .collect()
 }
 
+/// One event of a batch: its id, the event, its lineage, and the routines it did not fire
+/// with why.
+type Seen<'a> = (i64, &'a Value, Lineage, Vec<(String, String)>);
+
 /// The `&types=` part of the subscription URL for `routines`' patterns: each pattern
 /// percent-encoded (a pattern may hold `&`, `+`, `%`, `#`, `=`, which would otherwise change
 /// the query), joined by agentd's `,`. No filter at all (every event comes, `fired_by` filters
@@ -261,7 +265,7 @@ pub async fn run(
             let events = batch["events"].as_array().cloned().unwrap_or_default();
             let mut claims = Vec::new();
             // Per event: (id, event, lineage, routines cut and why).
-            let mut seen: Vec<(i64, &Value, Lineage, Vec<(String, String)>)> = Vec::new();
+            let mut seen: Vec<Seen<'_>> = Vec::new();
             for ev in &events {
                 let Some(id) = ev["id"].as_i64() else {
                     continue;

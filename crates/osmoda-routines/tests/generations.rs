@@ -165,7 +165,9 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
     let log = tree.generations(5).unwrap();
     assert_eq!(log[0].rev, rev);
     assert!(
-        log[0].message.starts_with("a nightly report, please"),
+        log[0]
+            .message
+            .starts_with("a nightly report, please (asked by uid="),
         "{:?}",
         log[0]
     );

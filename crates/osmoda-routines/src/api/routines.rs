@@ -477,6 +477,7 @@ fn queue_switch(st: &Arc<AppState>, ttl_secs: Option<u64>) {
 
 pub(super) async fn add(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
     Json(b): Json<AddBody>,
 ) -> Result<(axum::http::StatusCode, axum::Json<Value>), ApiError> {
     check_name(&b.name)?;
@@ -513,9 +514,11 @@ pub(super) async fn add(
         &serde_json::to_value(&routine).unwrap_or_default(),
         &["env", "body"],
     );
-    let reason = b
-        .reason
-        .unwrap_or_else(|| format!("add routine {}", b.name));
+    let reason = asked_by(
+        b.reason
+            .unwrap_or_else(|| format!("add routine {}", b.name)),
+        &peer,
+    );
     let edit = call(
         &st.agentd,
         "agentd",
@@ -532,6 +535,16 @@ pub(super) async fn add(
     ))
 }
 
+/// The commit message of an edit made for `peer`: agentd records osmoda-routines as the
+/// author, so the message names who asked (`SO_PEERCRED`, never a field the caller sends).
+fn asked_by(reason: String, peer: &PeerCred) -> String {
+    format!(
+        "{reason} (asked by uid={},pid={})",
+        peer.uid.map_or("?".into(), |u| u.to_string()),
+        peer.pid.map_or("?".into(), |p| p.to_string())
+    )
+}
+
 /// Query of `DELETE /routine/remove/{id}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -542,6 +555,7 @@ pub struct RemoveQuery {
 
 pub(super) async fn remove(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
     UrlPath(id): UrlPath<String>,
     q: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<(axum::http::StatusCode, axum::Json<Value>), ApiError> {
@@ -550,7 +564,10 @@ pub(super) async fn remove(
     // The tree decides what exists: a routine committed but not yet applied can be removed.
     let in_force = st.engine.config().routines.contains_key(&id);
     watch_reachable(&st).await?;
-    let reason = q.reason.unwrap_or_else(|| format!("remove routine {id}"));
+    let reason = asked_by(
+        q.reason.unwrap_or_else(|| format!("remove routine {id}")),
+        &peer,
+    );
     let edit = call(
         &st.agentd,
         "agentd",
