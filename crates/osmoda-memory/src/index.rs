@@ -124,6 +124,36 @@ fn remove_db(path: &Path) {
     }
 }
 
+/// The index holds every note's text, so it is the owner's only, like the notes: the database
+/// and its `-wal`/`-shm` files are made (or set) mode 0600 before SQLite opens them (SQLite
+/// gives new `-wal`/`-shm` files the database's mode), and an index path that is a symbolic
+/// link or not a regular file is removed (the index is derived; it is rebuilt from the notes).
+fn private_files(path: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let beside = |suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        std::path::PathBuf::from(s)
+    };
+    for p in [path.to_path_buf(), beside("-wal"), beside("-shm")] {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_file()) {
+            tracing::warn!(index = %p.display(), "not a regular file (a link?); removed, the index is rebuilt");
+            let _ = std::fs::remove_file(&p);
+        }
+        if p == path {
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&p);
+        }
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
 impl Index {
     /// Open (or create) the index at `path` for vectors of `model` (`None`: keyword only,
     /// vectors are kept as they are). A file that is not a sound index of this schema is
@@ -132,6 +162,7 @@ impl Index {
     /// # Errors
     /// [`crate::MemoryError::Index`] when even a fresh file cannot be created.
     pub fn open(path: &Path, model: Option<&str>) -> Result<Self> {
+        private_files(path);
         let (conn, rebuilt) = match Self::open_checked(path) {
             Ok(c) => (c, None),
             Err(why) => {

@@ -192,7 +192,9 @@ impl Memory {
                 .collect();
             let mut report = SyncReport::default();
             for rel in rels {
-                if self.notes.is_note(rel) && self.opts.dir.join(rel).is_file() {
+                if self.notes.is_note(rel)
+                    && std::fs::symlink_metadata(self.opts.dir.join(rel)).is_ok_and(|m| m.is_file())
+                {
                     self.sync_file(rel, known.get(rel).map(String::as_str), &mut report)?;
                 } else if known.contains_key(rel) {
                     lock(&self.index).replace_file(rel, None, &[])?;
@@ -212,7 +214,7 @@ impl Memory {
         if known == Some(sha.as_str()) {
             return Ok(());
         }
-        let mtime = std::fs::metadata(self.opts.dir.join(rel))
+        let mtime = std::fs::symlink_metadata(self.opts.dir.join(rel))
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

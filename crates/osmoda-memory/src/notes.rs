@@ -4,8 +4,15 @@
 //! both; osModa only ever appends whole sections, each written by an atomic replace (temp file
 //! in the same directory, fsync, rename, fsync of the directory), so a crash leaves either the
 //! old or the new file, never a torn one.
+//!
+//! A note is a regular file with one link, reached without following a symbolic link, inside
+//! the memory directory: the directory lies under a writable root, so anything that can write
+//! there could otherwise plant `memory/k.md -> /var/lib/osmoda/agentd/checkpoint.key` (or a hard
+//! link to it) and have recall hand its bytes out. Such entries are not listed, not read and
+//! not appended to.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{MemoryError, Result};
@@ -51,17 +58,22 @@ impl Notes {
     /// [`MemoryError::Io`] when a directory exists but cannot be read.
     pub fn list(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        if self.durable_path().is_file() {
+        if plain_file(&self.durable_path()) {
             out.push(DURABLE_FILE.to_string());
         }
         let daily = self.root.join(DAILY_DIR);
+        // The daily dir itself must be a directory, not a link to one elsewhere.
+        if std::fs::symlink_metadata(&daily).is_ok_and(|m| !m.is_dir()) {
+            tracing::warn!(path = %daily.display(), "not a directory (a link?): its notes are ignored");
+            return Ok(out);
+        }
         match std::fs::read_dir(&daily) {
             Ok(entries) => {
                 let mut names = Vec::new();
                 for e in entries {
                     let e = e.map_err(|e| MemoryError::io(&daily, e))?;
                     let name = e.file_name().to_string_lossy().into_owned();
-                    if is_note_name(&name) && e.path().is_file() {
+                    if is_note_name(&name) && plain_file(&e.path()) {
                         names.push(format!("{DAILY_DIR}/{name}"));
                     }
                 }
@@ -80,8 +92,51 @@ impl Notes {
     /// [`MemoryError::Io`]; invalid UTF-8 is replaced, not refused (a person's editor decides).
     pub fn read(&self, rel: &str) -> Result<String> {
         let path = self.root.join(rel);
-        let bytes = std::fs::read(&path).map_err(|e| MemoryError::io(&path, e))?;
+        let bytes = self
+            .read_note(&path)
+            .map_err(|e| MemoryError::io(&path, e))?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The bytes of the note at `path`: opened without following a link (`O_NOFOLLOW`, and
+    /// `O_NONBLOCK` so a FIFO cannot hang the reader), a regular file with one link whose real
+    /// path is inside the memory directory.
+    fn read_note(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        use std::io::{Error, ErrorKind};
+        let refuse = |why: &str| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("{why}; it is not read as a note"),
+            )
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => refuse("a symbolic link"),
+                _ => e,
+            })?;
+        let m = f.metadata()?;
+        if !m.is_file() {
+            return Err(refuse("not a regular file"));
+        }
+        if m.nlink() != 1 {
+            return Err(refuse("a file with other hard links"));
+        }
+        let real = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&f)
+        ))?;
+        let root = std::fs::canonicalize(&self.root)?;
+        if !real.starts_with(&root) {
+            return Err(refuse(
+                "outside the memory directory (a linked directory on the way)",
+            ));
+        }
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
     /// Append `section` to the file at `path` (created with `title` as its first line when new),
@@ -95,7 +150,7 @@ impl Notes {
         std::fs::create_dir_all(dir).map_err(|e| MemoryError::io(dir, e))?;
         // Bytes, not text: whatever a person's editor wrote (invalid UTF-8 included) is kept
         // as it was; only the new section is added.
-        let mut content = match std::fs::read(path) {
+        let mut content = match self.read_note(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 format!("# {title}\n").into_bytes()
@@ -124,6 +179,11 @@ impl Notes {
                 .and_then(|r| r.strip_prefix('/'))
                 .is_some_and(|n| !n.contains('/') && is_note_name(n))
     }
+}
+
+/// A regular file with one link, not a symbolic link (not followed).
+fn plain_file(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.nlink() == 1)
 }
 
 fn is_note_name(name: &str) -> bool {

@@ -325,3 +325,76 @@ fn walk(p: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     }
     out
 }
+
+/// The memory dir lies under a writable root: a link planted there must not make recall hand
+/// out another file's bytes (issue 17 review finding 1), and the index holding every note's
+/// text is the owner's only (finding 2).
+#[test]
+fn links_and_odd_files_in_the_memory_dir_are_never_read() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let secret_dir = tempfile::tempdir().expect("tempdir");
+    let secret = secret_dir.path().join("checkpoint.key");
+    std::fs::write(&secret, "PRIVATE+KEY+zebra-7-secret-material\n").expect("secret");
+    let m = common::open(tmp.path());
+    seed(&m);
+    let daily = tmp.path().join("memory");
+    // A symbolic link, a hard link and a FIFO named like notes; a linked MEMORY.md.
+    symlink(&secret, daily.join("2020-01-01.md")).expect("symlink");
+    std::fs::hard_link(&secret, daily.join("2020-01-02.md")).expect("hard link");
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(daily.join("2020-01-03.md"))
+        .status()
+        .expect("mkfifo");
+    assert!(fifo.success());
+    let report = m.reindex().expect("reindex");
+    let hits = recall(&m, "PRIVATE KEY zebra-7 secret material");
+    assert!(
+        hits.iter().all(|h| !h.2.contains("zebra-7")),
+        "{hits:?} ({report:?})"
+    );
+    // The durable notes replaced by a link: not read, and a durable store refuses to write
+    // through it (the secret stays as it was).
+    std::fs::remove_file(tmp.path().join("MEMORY.md")).expect("rm");
+    symlink(&secret, tmp.path().join("MEMORY.md")).expect("symlink");
+    m.reindex().expect("reindex");
+    assert!(recall(&m, "PRIVATE KEY zebra-7")
+        .iter()
+        .all(|h| !h.2.contains("zebra-7")));
+    let err = m
+        .store(&StoreRequest {
+            summary: "a durable fact".into(),
+            detail: String::new(),
+            category: None,
+            tags: vec![],
+            durable: true,
+        })
+        .expect_err("a store through a link");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("secret"),
+        "PRIVATE+KEY+zebra-7-secret-material\n"
+    );
+    // The daily dir itself a link to another directory: nothing in it is read.
+    std::fs::remove_file(tmp.path().join("MEMORY.md")).expect("rm");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        elsewhere.path().join("2021-01-01.md"),
+        "# x\n\n## zebra-7 outside\n",
+    )
+    .expect("note");
+    std::fs::rename(&daily, tmp.path().join("memory.old")).expect("mv");
+    symlink(elsewhere.path(), &daily).expect("symlink dir");
+    m.reindex().expect("reindex");
+    assert!(recall(&m, "zebra-7 outside")
+        .iter()
+        .all(|h| !h.2.contains("zebra-7")));
+    // The index and its WAL: owner only.
+    for f in [".index.sqlite", ".index.sqlite-wal"] {
+        let p = tmp.path().join(f);
+        if let Ok(md) = std::fs::metadata(&p) {
+            assert_eq!(md.permissions().mode() & 0o777, 0o600, "{f}");
+        }
+    }
+    assert!(tmp.path().join(".index.sqlite").exists());
+}
