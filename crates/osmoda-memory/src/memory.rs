@@ -441,6 +441,23 @@ impl Memory {
         };
         let mode = if qvec.is_some() { "hybrid" } else { "keyword" };
         let idx = lock(&self.index);
+        // Chunks not embedded yet (new notes, a reindex running) rank by keyword alone: say so.
+        let pending = if qvec.is_some() {
+            idx.pending_count()?
+        } else {
+            0
+        };
+        let warning = match (warning, pending) {
+            (w, 0) => w,
+            (w, n) => Some(
+                w.into_iter()
+                    .chain([format!(
+                        "{n} chunks are not embedded yet (new notes or an index rebuild): they are found by keyword only until they are"
+                    )])
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        };
         let ranked = recall::rank(
             &idx,
             Mode::Hybrid,

@@ -398,3 +398,82 @@ fn links_and_odd_files_in_the_memory_dir_are_never_read() {
     }
     assert!(tmp.path().join(".index.sqlite").exists());
 }
+
+/// An embedder around the real model that holds every batch of more than one text until
+/// released: notes stay "pending" while a one-text query is embedded at once.
+struct Held {
+    inner: Arc<dyn Embedder>,
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Embedder for Held {
+    fn id(&self) -> String {
+        self.inner.id()
+    }
+    fn embed(&self, texts: &[String]) -> osmoda_memory::Result<Vec<Vec<f32>>> {
+        if texts.len() > 1 || texts.iter().any(|t| t.contains("zebra")) {
+            let (open, cv) = &*self.gate;
+            let mut g = open.lock().expect("gate");
+            while !*g {
+                g = cv.wait(g).expect("gate");
+            }
+        }
+        self.inner.embed(texts)
+    }
+}
+
+/// Recall while chunks wait for their vectors says so (issue 17 review finding 10): those
+/// chunks rank by keyword alone until embedded.
+#[test]
+fn recall_says_when_chunks_are_not_embedded_yet() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let gate = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+    let e: Arc<dyn Embedder> = Arc::new(Held {
+        inner: common::model(),
+        gate: gate.clone(),
+    });
+    let m = Arc::new(Memory::open(Options::new(tmp.path()), Some(e), None).expect("open"));
+    seed(&m);
+    let r = m
+        .recall(&RecallRequest {
+            query: "website down".into(),
+            max_results: None,
+            timeframe: None,
+        })
+        .expect("recall");
+    assert!(r.warning.is_none(), "{:?}", r.warning);
+    *gate.0.lock().expect("gate") = false;
+    let m2 = m.clone();
+    let storing =
+        std::thread::spawn(move || store(&m2, "zebra-7 VPN on WireGuard", "port 51820", false));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let warned = loop {
+        let r = m
+            .recall(&RecallRequest {
+                query: "which VPN".into(),
+                max_results: None,
+                timeframe: None,
+            })
+            .expect("recall");
+        if let Some(w) = r.warning {
+            break w;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning while a note waits for its vector"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(warned.contains("not embedded yet"), "{warned}");
+    *gate.0.lock().expect("gate") = true;
+    gate.1.notify_all();
+    storing.join().expect("store");
+    let r = m
+        .recall(&RecallRequest {
+            query: "which VPN".into(),
+            max_results: None,
+            timeframe: None,
+        })
+        .expect("recall");
+    assert!(r.warning.is_none(), "{:?}", r.warning);
+}
