@@ -29,6 +29,19 @@ struct Item {
     embedding: Vec<f32>,
 }
 
+/// `url` without its user information (`http://user:password@host/…` → `http://host/…`): the
+/// endpoint's address appears in ids, errors and `/memory/health`, its credentials nowhere.
+fn shown(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 impl HttpEmbedder {
     /// A client for the full endpoint `url` (e.g. `http://127.0.0.1:8080/v1/embeddings`)
     /// asking for `model`.
@@ -54,7 +67,7 @@ impl HttpEmbedder {
     }
 
     fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let e = |what: String| MemoryError::Embed(format!("{}: {what}", self.url));
+        let e = |what: String| MemoryError::Embed(format!("{}: {what}", shown(&self.url)));
         let body = serde_json::json!({ "model": self.model, "input": texts });
         let mut resp = self
             .agent
@@ -101,7 +114,7 @@ impl HttpEmbedder {
 
 impl super::Embedder for HttpEmbedder {
     fn id(&self) -> String {
-        format!("endpoint:{}@{}", self.model, self.url)
+        format!("endpoint:{}@{}", self.model, shown(&self.url))
     }
 
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
@@ -110,5 +123,23 @@ impl super::Embedder for HttpEmbedder {
             out.extend(self.embed_batch(batch)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_of_the_endpoint_are_never_shown() {
+        for (url, shown) in [
+            (
+                "http://user:hunter2@127.0.0.1:8080/v1/embeddings",
+                "http://127.0.0.1:8080/v1/embeddings",
+            ),
+            ("http://:tok@h/v1", "http://h/v1"),
+            ("http://h:1/v1", "http://h:1/v1"),
+            ("http://a@b@h", "http://h"),
+        ] {
+            assert_eq!(super::shown(url), shown);
+        }
     }
 }
