@@ -130,6 +130,11 @@ fn remove_db(path: &Path) {
 /// link or not a regular file is removed (the index is derived; it is rebuilt from the notes).
 fn private_files(path: &Path) {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // SQLite's in-memory database and URI names are no files.
+    let name = path.to_string_lossy();
+    if name == ":memory:" || name.starts_with("file:") {
+        return;
+    }
     let beside = |suffix: &str| {
         let mut s = path.as_os_str().to_owned();
         s.push(suffix);
