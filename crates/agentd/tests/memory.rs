@@ -176,6 +176,14 @@ async fn keyword_only_without_a_model_and_bad_input_writes_nothing() {
             "/memory/ingest",
             json!({"event": {"type": "memory.stored", "text": "loop"}}),
         ),
+        (
+            "/memory/ingest",
+            json!({"event": {"type": " memory.stored", "text": "loop"}}),
+        ),
+        (
+            "/memory/ingest",
+            json!({"event": {"type": "memory.stored\t", "text": "loop"}}),
+        ),
         ("/memory/ingest", json!({"event": {"type": "x"}})),
         (
             "/memory/ingest",

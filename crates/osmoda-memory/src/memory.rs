@@ -328,6 +328,13 @@ impl Memory {
             Ok(())
         };
         one_line("type", &ev.kind, 100)?;
+        // A type is matched by its prefix (agentd refuses `memory.*`): no padding around it.
+        if ev.kind.trim() != ev.kind {
+            return Err(MemoryError::Invalid(format!(
+                "event.type {:?} must not start or end with spaces",
+                ev.kind
+            )));
+        }
         for (name, v) in [
             ("source", &ev.source),
             ("actor", &ev.actor),
