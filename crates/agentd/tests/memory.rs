@@ -197,6 +197,19 @@ async fn keyword_only_without_a_model_and_bad_input_writes_nothing() {
             "/agent/card/generate",
             json!({"name": "n", "description": "d", "supported_trust": ["vibes"]}),
         ),
+        // A caller's service passing for the machine's own identities, an unbounded version.
+        (
+            "/agent/card/generate",
+            json!({"name": "n", "description": "d", "services": [{"name": "agentWallet", "endpoint": "eip155:1:0x00000000000000000000000000000000000000aa"}]}),
+        ),
+        (
+            "/agent/card/generate",
+            json!({"name": "n", "description": "d", "services": [{"name": "DID", "endpoint": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}]}),
+        ),
+        (
+            "/agent/card/generate",
+            json!({"name": "n", "description": "d", "services": [{"name": "web", "endpoint": "https://x", "version": "v".repeat(65)}]}),
+        ),
     ] {
         let (s, r) = post(&d, path, body.clone()).await;
         // 422: agentd's answer to a body of the wrong shape (an unknown field).

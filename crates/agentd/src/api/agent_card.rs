@@ -120,10 +120,23 @@ fn check(req: &GenerateRequest) -> Result<Vec<String>, ApiError> {
             || s.name.len() > 64
             || s.endpoint.trim().is_empty()
             || s.endpoint.len() > 2048
+            || s.version
+                .as_ref()
+                .is_some_and(|v| v.trim().is_empty() || v.len() > 64)
         {
             return bad(format!(
-                "service {:?}: name 1-64 and endpoint 1-2048 characters",
+                "service {:?}: name 1-64, endpoint 1-2048 and version 1-64 characters",
                 s.name
+            ));
+        }
+        // The machine's own identities are added by agentd from keyd and the mesh; a caller's
+        // service must not pass for one.
+        let name = s.name.trim().to_ascii_lowercase();
+        if name == "agentwallet" || (name == "did" && s.endpoint.trim().starts_with("did:key:")) {
+            return bad(format!(
+                "service {:?} ({:?}): agentd itself lists the machine's wallets (agentWallet, from keyd) and its mesh identity (a did:key DID); advertise other services only",
+                s.name,
+                s.endpoint.chars().take(80).collect::<String>()
             ));
         }
     }
@@ -134,6 +147,9 @@ fn check(req: &GenerateRequest) -> Result<Vec<String>, ApiError> {
     if let Some(t) = trust.iter().find(|t| !TRUST_MODELS.contains(&t.as_str())) {
         return bad(format!("supported_trust {t:?}: one of {TRUST_MODELS:?}"));
     }
+    let mut trust = trust;
+    trust.sort();
+    trust.dedup();
     Ok(trust)
 }
 
