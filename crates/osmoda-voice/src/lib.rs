@@ -34,7 +34,7 @@ pub use osmoda_daemon::Shutdown;
 use crate::audio::{AllowedDirs, Limits};
 use crate::device::AudioDevice;
 use crate::gateway::Gateway;
-use crate::listen::Listener;
+use crate::listen::{Listener, Playback};
 use crate::stt::{Transcriber, Transcript};
 use crate::tts::Speaker;
 
@@ -73,6 +73,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The listen loop.
     pub listener: Listener,
+    /// This daemon's own playback (the listen loop ignores what the microphone hears of it).
+    pub playback: Playback,
     reporter: Reporter,
     /// How the daemon was started.
     pub opts: Options,
@@ -140,6 +142,7 @@ impl AppState {
             allowed,
             limits: Limits::default(),
             listener: Listener::default(),
+            playback: Playback::default(),
             reporter,
             opts,
         }))
@@ -205,7 +208,7 @@ pub async fn serve(
         path: PathBuf::from("voice socket"),
         source: e,
     });
-    state.listener.stop();
+    state.listener.stop().await;
     let _ = state.flush_events().await;
     res
 }

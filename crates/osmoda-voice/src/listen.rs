@@ -1,8 +1,14 @@
 //! `/voice/listen`: the loop that hears the person. Audio comes from the microphone (PipeWire's
 //! `pw-record`, a 16 kHz mono 16-bit WAV stream on its stdout) or from a WAV file; the
 //! [`crate::vad::Segmenter`] cuts it into utterances at silences; each utterance is transcribed
-//! and sent to the agent through the gateway ([`crate::gateway`]), and recorded as a
-//! `voice.utterance` event.
+//! and recorded as a `voice.utterance` event. Only the microphone's utterances are sent to the
+//! agent through the gateway ([`crate::gateway`]) as the person's words, and not those that
+//! overlap this daemon's own playback ([`Playback`], plus [`PLAYBACK_TAIL`]): the microphone
+//! then hears the daemon. A file's utterances stay in `/voice/status` (see [`FROM_FILE`]).
+//!
+//! One loop runs at a time ([`Listener`]): start and stop are serialised, a start stops and
+//! awaits the previous loop, a stop drops what was cut but not yet sent and returns once the
+//! loop has ended; each loop writes only its own status.
 //!
 //! Capture and segmentation run in one task, transcription and delivery in another, joined by a
 //! bounded queue: a slow agent never stalls the microphone. From a microphone, an utterance
@@ -20,6 +26,10 @@ use crate::audio::{self, Limits};
 use crate::device::NO_AUDIO_TIMEOUT;
 use crate::vad::{Segmenter, Utterance, VadConfig};
 use crate::AppState;
+
+/// Why a file's utterance was not sent to the agent.
+pub const FROM_FILE: &str =
+    "from a file: transcribed here only; only the microphone speaks to the agent as the person";
 
 /// Utterances waiting for transcription.
 const QUEUE: usize = 4;
@@ -72,71 +82,139 @@ pub struct ListenStatus {
     pub utterances: u64,
     /// Utterances dropped because transcription was behind.
     pub dropped: u64,
+    /// Utterances dropped because they overlapped this daemon's own playback (`/voice/speak`)
+    /// or its [`PLAYBACK_TAIL`]: the microphone heard the daemon, not the person.
+    pub suppressed: u64,
     /// The most recent utterances, newest last (at most 20).
     pub recent: Vec<Heard>,
     /// Why the loop stopped, if it failed.
     pub error: Option<String>,
 }
 
-/// The running loop, owned by the app state.
+/// How long after this daemon's playback ends the microphone's utterances are still taken as
+/// the daemon's own voice (the room's echo and PipeWire's capture latency).
+pub const PLAYBACK_TAIL: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// This daemon's own playback, so the listen loop does not take it for the person.
+#[derive(Debug, Default)]
+pub struct Playback {
+    /// Playbacks running, and when the last one ended.
+    state: Mutex<(usize, Option<std::time::Instant>)>,
+}
+
+/// Marks a playback as running until dropped.
+#[derive(Debug)]
+pub struct Playing<'a>(&'a Playback);
+
+impl Playback {
+    /// Marks a playback as running (until the returned guard is dropped).
+    pub fn begin(&self) -> Playing<'_> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
+        Playing(self)
+    }
+
+    /// Whether the microphone may now be hearing this daemon: a playback runs, or one ended
+    /// less than [`PLAYBACK_TAIL`] ago.
+    pub fn muted(&self) -> bool {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 > 0 || s.1.is_some_and(|t| t.elapsed() < PLAYBACK_TAIL)
+    }
+}
+
+impl Drop for Playing<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = s.0.saturating_sub(1);
+        s.1 = Some(std::time::Instant::now());
+    }
+}
+
+/// One loop: its own status (only it and its stopper write there) and its stop signal.
+#[derive(Debug)]
+struct Loop {
+    status: Arc<Mutex<ListenStatus>>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The listen loop, owned by the app state: at most one runs. Start and stop are serialised;
+/// a stop returns only once the loop has ended (nothing is sent to the agent after it).
 #[derive(Debug, Default)]
 pub struct Listener {
-    status: Arc<Mutex<ListenStatus>>,
-    stop: Mutex<Option<watch::Sender<bool>>>,
+    current: Mutex<Option<Loop>>,
+    control: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Listener {
-    /// A copy of the loop's state.
+    /// A copy of the current (or last) loop's state.
     pub fn status(&self) -> ListenStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.current)
+            .as_ref()
+            .map(|l| lock(&l.status).clone())
+            .unwrap_or_default()
     }
 
-    /// Stops the loop (if any); returns whether one was running.
-    pub fn stop(&self) -> bool {
-        let was = self.status().listening;
-        if let Some(tx) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = tx.send(true);
+    /// Stops the loop (if any) and waits until it has ended: utterances cut but not yet sent
+    /// are dropped. Returns whether one was running.
+    pub async fn stop(&self) -> bool {
+        let _turn = self.control.lock().await;
+        self.stop_locked().await
+    }
+
+    async fn stop_locked(&self) -> bool {
+        let (was, task) = match lock(&self.current).as_mut() {
+            None => (false, None),
+            Some(l) => {
+                let was = std::mem::replace(&mut lock(&l.status).listening, false);
+                let _ = l.stop.send(true);
+                (was, l.task.take())
+            }
+        };
+        if let Some(t) = task {
+            let _ = t.await;
         }
         was
     }
 
-    /// Starts a loop on `source` (stopping a running one first); returns whether one was running.
-    pub fn start(&self, app: Arc<AppState>, source: Source) -> bool {
-        let previous = self.stop();
+    /// Starts a loop on `source`, stopping a running one first (and waiting for its end);
+    /// returns whether one was running.
+    pub async fn start(&self, app: Arc<AppState>, source: Source) -> bool {
+        let _turn = self.control.lock().await;
+        let previous = self.stop_locked().await;
         let (tx, rx) = watch::channel(false);
-        *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-        {
-            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            *s = ListenStatus {
-                listening: true,
-                source: Some(source.describe()),
-                ..ListenStatus::default()
-            };
-        }
-        let status = Arc::clone(&self.status);
-        tokio::spawn(async move {
+        let status = Arc::new(Mutex::new(ListenStatus {
+            listening: true,
+            source: Some(source.describe()),
+            ..ListenStatus::default()
+        }));
+        let st = Arc::clone(&status);
+        let task = tokio::spawn(async move {
             app.report(
                 "voice.listen.started",
                 json!({ "source": source.describe() }),
             )
             .await;
-            let result = run(Arc::clone(&app), source.clone(), Arc::clone(&status), rx).await;
-            let (utterances, error) = {
-                let s = status.lock().unwrap_or_else(|p| p.into_inner());
-                (s.utterances, result.as_ref().err().cloned())
-            };
+            let result = run(Arc::clone(&app), source.clone(), Arc::clone(&st), rx).await;
+            let utterances = lock(&st).utterances;
+            let error = result.err();
             // Spooled before the status says the loop ended, so whoever saw it end finds it.
             app.report(
                 "voice.listen.stopped",
                 json!({ "source": source.describe(), "utterances": utterances, "error": error }),
             )
             .await;
-            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = lock(&st);
             s.listening = false;
-            s.error = result.err();
+            s.error = error;
+        });
+        *lock(&self.current) = Some(Loop {
+            status,
+            stop: tx,
+            task: Some(task),
         });
         previous
     }
@@ -146,58 +224,76 @@ async fn run(
     app: Arc<AppState>,
     source: Source,
     status: Arc<Mutex<ListenStatus>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<Utterance>(QUEUE);
-    let worker = tokio::spawn(deliver(Arc::clone(&app), rx, Arc::clone(&status)));
-    let capture = async {
-        match &source {
-            Source::File(p) => {
-                let p = p.clone();
-                let audio = tokio::task::spawn_blocking(move || {
-                    audio::read_wav(
-                        &p,
-                        Limits {
-                            max_secs: 3600,
-                            ..Limits::default()
-                        },
-                    )
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.message())?;
-                let mut seg = Segmenter::new(VadConfig::default());
-                for chunk in audio.samples.chunks(CHUNK) {
-                    for u in seg.push(chunk) {
-                        count(&status);
-                        tx.send(u)
-                            .await
-                            .map_err(|_| "the transcriber stopped".to_string())?;
-                    }
-                }
-                if let Some(u) = seg.finish() {
-                    count(&status);
-                    tx.send(u)
-                        .await
-                        .map_err(|_| "the transcriber stopped".to_string())?;
-                }
-                Ok(())
-            }
+    let from_file = matches!(source, Source::File(_));
+    let work = deliver(
+        Arc::clone(&app),
+        rx,
+        Arc::clone(&status),
+        stop.clone(),
+        from_file,
+    );
+    let mut stopped = stop.clone();
+    let capture = async move {
+        let res = match &source {
+            Source::File(p) => file(p.clone(), &tx, &status).await,
             Source::Microphone => microphone(&app, &tx, &status).await,
+        };
+        drop(tx);
+        res
+    };
+    let capture = async move {
+        tokio::select! {
+            biased;
+            _ = stopped.wait_for(|s| *s) => Ok(()),
+            r = capture => r,
         }
     };
-    let res = tokio::select! {
-        r = capture => r,
-        _ = stop.wait_for(|s| *s) => Ok(()),
-    };
-    drop(tx);
-    // Utterances already cut are still transcribed and delivered (unless stopped).
-    let _ = worker.await;
+    // Utterances already cut are still transcribed and delivered, unless the loop is stopped.
+    let (res, ()) = tokio::join!(capture, work);
     res
 }
 
+async fn file(
+    p: PathBuf,
+    tx: &mpsc::Sender<Utterance>,
+    status: &Mutex<ListenStatus>,
+) -> Result<(), String> {
+    let audio = tokio::task::spawn_blocking(move || {
+        audio::read_wav(
+            &p,
+            Limits {
+                max_secs: LISTEN_FILE_MAX_SECS,
+                ..Limits::default()
+            },
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.message())?;
+    let mut seg = Segmenter::new(VadConfig::default());
+    for chunk in audio.samples.chunks(CHUNK).map(Some).chain(std::iter::once(None)) {
+        let cut = match chunk {
+            Some(c) => seg.push(c),
+            None => seg.finish().into_iter().collect(),
+        };
+        for u in cut {
+            count(status);
+            tx.send(u)
+                .await
+                .map_err(|_| "the transcriber stopped".to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// The longest WAV file `/voice/listen {audio_path}` takes (s).
+pub const LISTEN_FILE_MAX_SECS: u64 = 3600;
+
 fn count(status: &Mutex<ListenStatus>) {
-    status.lock().unwrap_or_else(|p| p.into_inner()).utterances += 1;
+    lock(status).utterances += 1;
 }
 
 async fn microphone(
@@ -222,6 +318,23 @@ async fn microphone(
         .map_err(|_| silent())??;
     let mut seg = Segmenter::new(VadConfig::default());
     let mut buf = vec![0u8; CHUNK * 2];
+    // Stream positions (ms) captured while this daemon played: an utterance overlapping one is
+    // the daemon's own voice. Only the span still open or the last one can matter.
+    let mut muted: Option<(u64, u64)> = None;
+    let mut pos_samples: u64 = 0;
+    let offer = |u: Utterance, muted: Option<(u64, u64)>| {
+        count(status);
+        if muted.is_some_and(|(a, b)| u.start_ms <= b && a <= u.end_ms) {
+            lock(status).suppressed += 1;
+            tracing::info!(
+                start_ms = u.start_ms,
+                end_ms = u.end_ms,
+                "utterance overlaps this daemon's own playback; not sent"
+            );
+        } else if tx.try_send(u).is_err() {
+            lock(status).dropped += 1;
+        }
+    };
     loop {
         let n = tokio::time::timeout(NO_AUDIO_TIMEOUT, out.read(&mut buf))
             .await
@@ -239,16 +352,21 @@ async fn microphone(
             .chunks_exact(2)
             .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
             .collect();
+        let from_ms = pos_samples * 1000 / u64::from(audio::SAMPLE_RATE);
+        pos_samples += samples.len() as u64;
+        let to_ms = pos_samples * 1000 / u64::from(audio::SAMPLE_RATE);
+        if app.playback.muted() {
+            muted = match muted {
+                Some((a, b)) if b + 200 >= from_ms => Some((a, to_ms)),
+                _ => Some((from_ms, to_ms)),
+            };
+        }
         for u in seg.push(&samples) {
-            count(status);
-            if tx.try_send(u).is_err() {
-                status.lock().unwrap_or_else(|p| p.into_inner()).dropped += 1;
-            }
+            offer(u, muted);
         }
     }
     if let Some(u) = seg.finish() {
-        count(status);
-        let _ = tx.try_send(u);
+        offer(u, muted);
     }
     let st = child.wait().await.map_err(|e| e.to_string())?;
     Err(format!("{} ended ({st})", app.audio.recorder.display()))
@@ -318,12 +436,22 @@ pub async fn read_stream_start<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8
     Err("the recorder's stream has too many header chunks".into())
 }
 
+/// Transcribes each utterance and, from the microphone, sends it to the agent as the person's
+/// words. A file's utterances are transcribed into the status only: a file is not the person.
+/// Once `stop` is set nothing more is transcribed or sent.
 async fn deliver(
     app: Arc<AppState>,
     mut rx: mpsc::Receiver<Utterance>,
     status: Arc<Mutex<ListenStatus>>,
+    mut stop: watch::Receiver<bool>,
+    from_file: bool,
 ) {
-    while let Some(u) = rx.recv().await {
+    loop {
+        let u = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            u = rx.recv() => match u { Some(u) => u, None => return },
+        };
         let mut heard = Heard {
             start_ms: u.start_ms,
             end_ms: u.end_ms,
@@ -337,20 +465,37 @@ async fn deliver(
             end_ms = u.end_ms,
             "utterance heard; transcribing"
         );
-        match app.transcribe_samples(u.samples, None).await {
+        let t = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            t = app.transcribe_samples(u.samples, None) => t,
+        };
+        match t {
             Err(e) => heard.error = Some(format!("transcription failed: {}", e.message())),
             Ok(t) if t.text.is_empty() => heard.error = Some("nothing intelligible".into()),
+            Ok(t) if from_file => {
+                heard.text = t.text;
+                heard.error = Some(FROM_FILE.into());
+            }
             Ok(t) => {
                 heard.text = t.text;
                 match &app.gateway {
                     None => heard.error = Some("no gateway is configured (services.osmoda.gateway.enable); the text was not sent".into()),
-                    Some(g) => match g.say(&heard.text).await {
-                        Ok(reply) => {
-                            heard.delivered = true;
-                            heard.reply = Some(reply);
+                    Some(g) => {
+                        // A stop drops a turn in flight: its answer is no longer wanted.
+                        let said = tokio::select! {
+                            biased;
+                            _ = stop.wait_for(|s| *s) => return,
+                            r = g.say(&heard.text) => r,
+                        };
+                        match said {
+                            Ok(reply) => {
+                                heard.delivered = true;
+                                heard.reply = Some(reply);
+                            }
+                            Err(e) => heard.error = Some(e),
                         }
-                        Err(e) => heard.error = Some(e),
-                    },
+                    }
                 }
             }
         }
@@ -380,7 +525,7 @@ async fn deliver(
                 "undelivered"
             },
         );
-        let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&status);
         s.recent.push(heard);
         if s.recent.len() > 20 {
             s.recent.remove(0);

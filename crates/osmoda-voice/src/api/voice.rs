@@ -126,6 +126,8 @@ pub async fn speak(State(app): State<Arc<AppState>>, Json(req): Json<SpeakReq>) 
     metric("speak", res.is_ok());
     let speech = res?;
     let played = if req.play {
+        // The listen loop does not take this for the person (see listen::Playback).
+        let _playing = app.playback.begin();
         app.audio.play(&speech.audio_path, speech.duration_ms).await
     } else {
         Err("not requested (play: false)".into())
@@ -212,7 +214,11 @@ pub async fn listen(State(app): State<Arc<AppState>>, Json(req): Json<ListenReq>
         if req.audio_path.is_some() {
             return Err(VoiceError::BadRequest("audio_path goes with enabled: true".into()).into());
         }
-        let previous = app.listener.stop();
+        // In a task of its own: a caller who hangs up does not interrupt the stop.
+        let a = Arc::clone(&app);
+        let previous = tokio::spawn(async move { a.listener.stop().await })
+            .await
+            .map_err(|e| VoiceError::Engine(e.to_string()))?;
         return Ok(axum::Json(
             json!({ "listening": false, "previous": previous }),
         ));
@@ -228,7 +234,7 @@ pub async fn listen(State(app): State<Arc<AppState>>, Json(req): Json<ListenReq>
             let real = app.allowed.resolve(p)?;
             // Refuse what cannot be read now rather than in the loop.
             let limits = audio::Limits {
-                max_secs: 3600,
+                max_secs: crate::listen::LISTEN_FILE_MAX_SECS,
                 ..app.limits
             };
             let r = real.clone();
@@ -242,7 +248,10 @@ pub async fn listen(State(app): State<Arc<AppState>>, Json(req): Json<ListenReq>
             Source::Microphone
         }
     };
-    let previous = app.listener.start(Arc::clone(&app), source);
+    let a = Arc::clone(&app);
+    let previous = tokio::spawn(async move { a.listener.start(Arc::clone(&a), source).await })
+        .await
+        .map_err(|e| VoiceError::Engine(e.to_string()))?;
     Ok(axum::Json(
         json!({ "listening": true, "previous": previous }),
     ))
