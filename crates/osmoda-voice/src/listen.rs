@@ -274,7 +274,12 @@ async fn file(
     .map_err(|e| e.to_string())?
     .map_err(|e| e.message())?;
     let mut seg = Segmenter::new(VadConfig::default());
-    for chunk in audio.samples.chunks(CHUNK).map(Some).chain(std::iter::once(None)) {
+    for chunk in audio
+        .samples
+        .chunks(CHUNK)
+        .map(Some)
+        .chain(std::iter::once(None))
+    {
         let cut = match chunk {
             Some(c) => seg.push(c),
             None => seg.finish().into_iter().collect(),

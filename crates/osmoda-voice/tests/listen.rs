@@ -172,7 +172,9 @@ async fn racing_starts_and_stops_leave_one_loop_or_none_and_status_tells_which()
         } else {
             json!({ "enabled": false })
         };
-        tasks.push(tokio::spawn(async move { v.post("/voice/listen", body).await }));
+        tasks.push(tokio::spawn(
+            async move { v.post("/voice/listen", body).await },
+        ));
     }
     for t in tasks {
         let (s, b) = tokio::time::timeout(std::time::Duration::from_secs(300), t)
