@@ -321,7 +321,9 @@ async fn microphone(
     let mut pending = tokio::time::timeout(NO_AUDIO_TIMEOUT, read_stream_start(&mut out))
         .await
         .map_err(|_| silent())??;
-    let mut seg = Segmenter::new(VadConfig::default());
+    let vad = VadConfig::default();
+    let preroll_ms = vad.preroll_ms;
+    let mut seg = Segmenter::new(vad);
     let mut buf = vec![0u8; CHUNK * 2];
     // Stream positions (ms) captured while this daemon played: an utterance overlapping one is
     // the daemon's own voice. Only the span still open or the last one can matter.
@@ -329,7 +331,10 @@ async fn microphone(
     let mut pos_samples: u64 = 0;
     let offer = |u: Utterance, muted: Option<(u64, u64)>| {
         count(status);
-        if muted.is_some_and(|(a, b)| u.start_ms <= b && a <= u.end_ms) {
+        // Judged from the speech itself, not the quiet kept before it (`preroll_ms`): a
+        // person who starts right after the tail is not taken for the daemon.
+        let onset = (u.start_ms + preroll_ms).min(u.end_ms);
+        if muted.is_some_and(|(a, b)| onset <= b && a <= u.end_ms) {
             lock(status).suppressed += 1;
             tracing::info!(
                 start_ms = u.start_ms,
