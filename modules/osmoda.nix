@@ -479,6 +479,7 @@ in
       listen = mkOption { type = types.str; default = d.mesh.listen; description = "TCP `host:port` for peer connections."; };
       openFirewall = mkOption { type = types.bool; default = d.mesh.openFirewall; description = "Open the listen port in the firewall."; };
       peers = mkOption { type = types.attrsOf (types.submodule peerModule); default = { }; description = "Known peers by name."; };
+      secretFile = nullOr types.str "File with the key-encryption secret of the mesh identity (at least 16 bytes), loaded as the systemd credential `secret` (never the store); null = 32 random bytes generated in the state dir (mode 0600) on first start, beside the sealed identity (and in agentd's backups with it).";
     };
 
     egress = daemonOptions "egress" "osmoda-egress" // {
@@ -795,6 +796,7 @@ in
           RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
           # The identity's private keys must never reach a core dump.
           LimitCORE = 0;
+          LoadCredential = lib.optional (cfg.mesh.secretFile != null) "secret:${cfg.mesh.secretFile}";
         };
       };
 

@@ -42,6 +42,9 @@ pub const PROLOGUE: &[u8] = b"osmoda-mesh/v1";
 const PSK_INFO: &[u8] = b"osmoda-mesh/v1 psk3 ML-KEM-768\0";
 /// The whole handshake must finish within this.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// Message 1 (one frame of ~1.3 KB) must arrive within this: a connection that sends nothing
+/// holds a handshake slot this long at most, not [`TIMEOUT`].
+pub const FIRST_MESSAGE: Duration = Duration::from_secs(2);
 
 /// The parsed protocol name, [`PATTERN`].
 pub fn params() -> snow::params::NoiseParams {
@@ -120,6 +123,10 @@ pub enum HandshakeError {
     /// The responder does not admit this initiator (unknown key, no or dead invite).
     #[error("{0}")]
     Refused(String),
+    /// Nothing that could be a handshake arrived: no message 1 in time, or a connection that
+    /// closed or broke before it. Not worth a ledger event (a port scanner does this).
+    #[error("{0}")]
+    Silent(String),
 }
 
 fn proto(what: impl std::fmt::Display) -> HandshakeError {
@@ -223,8 +230,9 @@ async fn initiate_inner<S: AsyncRead + AsyncWrite + Unpin>(
 
     let h1 = hs.get_handshake_hash().to_vec();
     let p2 = recv(s, &mut hs, "message 2").await?;
-    let hello2: Hello2 =
-        serde_json::from_slice(&p2).map_err(|e| proto(format!("message 2's payload: {e}")))?;
+    // serde's text would quote the peer's bytes into logs and the ledger: a fixed one instead.
+    let hello2: Hello2 = serde_json::from_slice(&p2)
+        .map_err(|_| proto("message 2's payload is not the expected JSON"))?;
     let rs = remote_static(&hs)?;
     if rs != expect.x25519 {
         return Err(proto(
@@ -296,8 +304,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Keys, &Extra) -> Result<A, String>,
 {
+    let first = match tokio::time::timeout(FIRST_MESSAGE, read_frame(s)).await {
+        Err(_) => {
+            return Err(HandshakeError::Silent(format!(
+                "no message 1 within {} s",
+                FIRST_MESSAGE.as_secs()
+            )))
+        }
+        Ok(Err(e)) => {
+            return Err(HandshakeError::Silent(format!(
+                "the connection ended before message 1: {e}"
+            )))
+        }
+        Ok(Ok(f)) => f,
+    };
     let mut hs = builder(id).build_responder().map_err(proto)?;
-    let p1 = open(&mut hs, &read_frame(s).await?, "message 1")?;
+    // A message 1 that does not open is noise (another protocol, random bytes, a scanner):
+    // it proves nothing about its sender and is not worth a ledger event.
+    let p1 = open(&mut hs, &first, "message 1").map_err(|e| match e {
+        HandshakeError::Protocol(m) => HandshakeError::Silent(m),
+        other => other,
+    })?;
     // No ML-KEM key, no handshake: a peer cannot downgrade to X25519 alone.
     let hello1: Hello1 = serde_json::from_slice(&p1).map_err(|_| {
         proto("message 1 carries no ML-KEM-768 encapsulation key (downgrade refused)")
@@ -323,8 +350,8 @@ where
     hs.set_psk(3, &psk(&ss, &h2)[..]).map_err(proto)?;
 
     let p3 = recv(s, &mut hs, "message 3").await?;
-    let hello3: Hello3 =
-        serde_json::from_slice(&p3).map_err(|e| proto(format!("message 3's payload: {e}")))?;
+    let hello3: Hello3 = serde_json::from_slice(&p3)
+        .map_err(|_| proto("message 3's payload is not the expected JSON"))?;
     let rs = remote_static(&hs)?;
     let ed = ed_key(&hello3.ed25519)?;
     if !verify(
@@ -384,6 +411,37 @@ mod tests {
         let n = r.transport.write_message(b"pong", &mut buf).unwrap();
         let m = i.transport.read_message(&buf[..n], &mut out).unwrap();
         assert_eq!(&out[..m], b"pong");
+    }
+
+    /// A connection that sends nothing holds the responder [`FIRST_MESSAGE`], not
+    /// [`TIMEOUT`]; it and noise instead of message 1 are `Silent` (no ledger event), while a
+    /// real message 1 without the ML-KEM key is a protocol refusal.
+    #[tokio::test]
+    async fn silence_and_noise_are_not_handshakes() {
+        let r = Identity::generate().unwrap();
+        let (_x, mut y) = tokio::io::duplex(1 << 16);
+        let start = std::time::Instant::now();
+        let e = respond(&mut y, &r, |_, _| Ok(())).await.err().unwrap();
+        assert!(matches!(e, HandshakeError::Silent(_)), "{e}");
+        let held = start.elapsed();
+        assert!(held >= FIRST_MESSAGE && held < TIMEOUT, "{held:?}");
+
+        let (mut x, mut y) = tokio::io::duplex(1 << 16);
+        crate::frame::write_frame(&mut x, &[7u8; 200])
+            .await
+            .unwrap();
+        let e = respond(&mut y, &r, |_, _| Ok(())).await.err().unwrap();
+        assert!(matches!(e, HandshakeError::Silent(_)), "{e}");
+
+        let (mut x, mut y) = tokio::io::duplex(1 << 16);
+        let mut hs = builder(&Identity::generate().unwrap())
+            .build_initiator()
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = hs.write_message(b"{}", &mut buf).unwrap();
+        crate::frame::write_frame(&mut x, &buf[..n]).await.unwrap();
+        let e = respond(&mut y, &r, |_, _| Ok(())).await.err().unwrap();
+        assert!(matches!(e, HandshakeError::Protocol(_)), "{e}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod link;
 pub mod message;
 pub mod net;
 pub mod pq;
+pub mod records;
 pub mod requests;
 pub mod store;
 
@@ -111,6 +112,12 @@ pub struct AppState {
     pub tuning: Tuning,
     /// The TCP port peers dial (set by [`serve`]).
     pub listen_port: Mutex<Option<u16>>,
+    /// Peer records on their way into mesh.json (names held, links kept meanwhile).
+    pub pending: records::Pending,
+    /// One identity rotation at a time.
+    pub rotating: tokio::sync::Mutex<()>,
+    /// Why the last dial of each declared peer failed (cleared when one succeeds).
+    dial_errors: Mutex<HashMap<String, String>>,
     identity: RwLock<Arc<Identity>>,
     config_path: PathBuf,
     config: Mutex<(Option<(SystemTime, u64)>, Loaded)>,
@@ -133,16 +140,35 @@ fn load(path: &std::path::Path) -> Loaded {
     }
     // The text reaches API answers: the file is named as mesh.json, not by its path; and mesh
     // does not keep the previous config (it admits no peer until the file is fixed).
-    osmoda_config::load::<MeshConfig>(path)
-        .map(Arc::new)
-        .map_err(|e| {
-            e.to_string()
-                .replace(&path.display().to_string(), "mesh.json")
-                .replace(
-                    " (daemon keeps its previous config)",
-                    "; until then no peer is admitted",
-                )
-        })
+    let cfg = osmoda_config::load::<MeshConfig>(path).map_err(|e| {
+        e.to_string()
+            .replace(&path.display().to_string(), "mesh.json")
+            .replace(
+                " (daemon keeps its previous config)",
+                "; until then no peer is admitted",
+            )
+    })?;
+    // Beyond the schema's sizes: each key is what it claims (an Ed25519 point, an ML-KEM-768
+    // key that passes FIPS 203's check), or the file is refused, loudly, rather than the peer
+    // silently never connecting.
+    // One key names one peer: admission looks peers up by their X25519 key.
+    let mut seen: HashMap<Vec<u8>, &str> = HashMap::new();
+    for (name, p) in &cfg.peers {
+        let k = Keys::decode(&p.public_keys).map_err(|e| {
+            format!("mesh.json: peers.{name}.public_keys: {e}; fix services.osmoda.mesh.peers.{name}.publicKeys; until then no peer is admitted")
+        })?;
+        for (field, bytes) in [
+            ("x25519", k.x25519.to_vec()),
+            ("ed25519", k.ed25519.to_bytes().to_vec()),
+        ] {
+            if let Some(other) = seen.insert(bytes, name) {
+                return Err(format!(
+                    "mesh.json: peers.{name}.public_keys.{field} is also peer {other}'s: one key names one peer; until then no peer is admitted"
+                ));
+            }
+        }
+    }
+    Ok(Arc::new(cfg))
 }
 
 fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
@@ -150,10 +176,23 @@ fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// This host's name, usable as a peer name (`[A-Za-z0-9_-]`, starting with a letter).
-pub fn default_name() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let s: String = raw
+/// This host's name (`gethostname(2)`: no `/proc`, which the unit's `ProcSubset=pid` hides),
+/// made a peer name (`[A-Za-z0-9_-]`, starting with a letter: `host-` before a digit).
+///
+/// # Errors
+/// When the host has no name: the daemon must then be given `--name`.
+pub fn default_name() -> Result<String, String> {
+    let raw = nix::unistd::gethostname()
+        .map_err(|e| format!("cannot read the host name ({e}); give --name"))?;
+    peer_name_of(&raw.to_string_lossy())
+}
+
+/// `host` as a peer name (see [`default_name`]).
+///
+/// # Errors
+/// An empty host name.
+pub fn peer_name_of(host: &str) -> Result<String, String> {
+    let s: String = host
         .trim()
         .chars()
         .map(|c| {
@@ -165,11 +204,23 @@ pub fn default_name() -> String {
         })
         .take(48)
         .collect();
-    if osmoda_config::tree_edit::valid_attr_name(&s) {
-        s
-    } else {
-        format!("host-{s}").chars().take(48).collect::<String>()
+    if s.is_empty() {
+        return Err("the host name is empty; give --name".into());
     }
+    if osmoda_config::tree_edit::valid_attr_name(&s) {
+        Ok(s)
+    } else {
+        Ok(format!("host-{s}").chars().take(48).collect::<String>())
+    }
+}
+
+/// Checks `path` as osmoda-mesh would load it (`check-config`): the schema, then every
+/// declared key decoded as the handshake uses it.
+///
+/// # Errors
+/// The reason, naming the file as mesh.json.
+pub fn check_config_file(path: &std::path::Path) -> Result<(), String> {
+    load(path).map(|_| ())
 }
 
 impl AppState {
@@ -208,6 +259,9 @@ impl AppState {
             name: opts.name,
             tuning: opts.tuning,
             listen_port: Mutex::new(None),
+            pending: records::Pending::default(),
+            rotating: tokio::sync::Mutex::new(()),
+            dial_errors: Mutex::new(HashMap::new()),
             identity: RwLock::new(Arc::new(identity)),
             config: Mutex::new((stamp(&opts.config), loaded)),
             config_path: opts.config,
@@ -252,6 +306,42 @@ impl AppState {
             *g = (now, loaded);
         }
         g.1.clone()
+    }
+
+    /// Whether `name` cannot be given to the peer whose X25519 key is `x`: mesh.json declares
+    /// it for other (or unreadable) keys, or a live link under it authenticated another key.
+    /// (A record pending for another key is checked by [`records::Pending`] itself.)
+    pub fn name_taken(&self, cfg: &MeshConfig, name: &str, x: &[u8; 32]) -> bool {
+        let declared = cfg
+            .peers
+            .get(name)
+            .is_some_and(|p| Keys::decode(&p.public_keys).map_or(true, |k| &k.x25519 != x));
+        declared
+            || self
+                .link(name)
+                .is_some_and(|l| &l.info.current_keys().x25519 != x)
+    }
+
+    /// Records why the last dial of `peer` failed (`None`: it succeeded). True when the reason
+    /// changed.
+    pub fn note_dial_error(&self, peer: &str, error: Option<&str>) -> bool {
+        let mut m = self
+            .dial_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match error {
+            None => m.remove(peer).is_some(),
+            Some(e) => m.insert(peer.to_string(), e.to_string()).as_deref() != Some(e),
+        }
+    }
+
+    /// Why the last dial of `peer` failed, while it has not succeeded since.
+    pub fn dial_error(&self, peer: &str) -> Option<String> {
+        self.dial_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(peer)
+            .cloned()
     }
 
     /// The declared peer whose X25519 key is `x`, with its decoded keys.

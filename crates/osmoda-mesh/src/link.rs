@@ -305,7 +305,8 @@ pub async fn run(
                 info.heard.send_replace(true);
                 let m: MeshMessage = match serde_json::from_slice(&plain[..n]) {
                     Ok(m) => m,
-                    Err(e) => break format!("a message did not parse ({e}); closing"),
+                    // Not serde's text: it would quote the peer's bytes into the ledger.
+                    Err(_) => break "a message is not a MeshMessage; closing".into(),
                 };
                 match m {
                     MeshMessage::Ping { nonce } => out.push((MeshMessage::Pong { nonce }, None)),
@@ -366,6 +367,8 @@ pub async fn run(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if links.get(&info.peer).is_some_and(|l| l.id == handle.id) {
             links.remove(&info.peer);
+            // Its queued requests can no longer be answered: they leave the queue.
+            st.requests.drop_peer(&info.peer);
         }
     }
     tracing::info!(peer = %info.peer, session = %info.session, %reason, "link down");

@@ -29,6 +29,10 @@ struct Cli {
     /// The name this host offers peers (default: the host name).
     #[arg(long)]
     name: Option<String>,
+    /// File with the key-encryption secret of the identity at rest (else the systemd
+    /// credential `secret`, else one generated in the state dir, mode 0600).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Cmd::CheckConfig { file }) = &cli.cmd {
         osmoda_config::check_config("mesh", file)?;
+        osmoda_mesh::check_config_file(file).map_err(anyhow::Error::msg)?;
         println!("{}: ok", file.display());
         return Ok(());
     }
@@ -55,7 +60,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     osmoda_daemon::raise_fd_limit()?;
-    let name = cli.name.unwrap_or_else(osmoda_mesh::default_name);
+    let name = match cli.name {
+        Some(n) => n,
+        None => osmoda_mesh::default_name().map_err(anyhow::Error::msg)?,
+    };
     anyhow::ensure!(
         osmoda_config::tree_edit::valid_attr_name(&name),
         "--name {name:?} must start with a letter and contain only letters, digits, '-' and '_'"
@@ -65,7 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         state_dir: cli.state_dir,
         agentd_socket: cli.agentd_socket,
         watch_socket: cli.watch_socket,
-        key_file: None,
+        key_file: cli.key_file,
         name,
         tuning: Tuning::default(),
     })?;

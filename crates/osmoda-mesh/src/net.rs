@@ -20,9 +20,53 @@ use crate::message::MeshMessage;
 use crate::{AppState, MeshError};
 use osmoda_daemon::shutdown::Shutdown;
 
-/// Handshakes in progress at once (all peers), and from one IP address.
+/// Handshakes in progress at once (all peers), and from one network (an IPv4 /24, an IPv6
+/// /64: one attacker holds many addresses of one network, rarely many networks).
 const MAX_HANDSHAKES: usize = 64;
-const MAX_HANDSHAKES_PER_IP: usize = 8;
+const MAX_HANDSHAKES_PER_NET: usize = 8;
+/// Inbound refusals recorded in the ledger per minute at most; the rest are counted and the
+/// count rides on the next recorded one (`suppressed`).
+const REFUSALS_PER_MINUTE: u32 = 30;
+
+/// The network an address is accounted to.
+fn network(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 0))
+        }
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return network(std::net::IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
+}
+
+/// How many inbound refusals may still be recorded this minute.
+struct RefusalBudget {
+    window: Instant,
+    recorded: u32,
+    suppressed: u64,
+}
+
+impl RefusalBudget {
+    /// `Some(suppressed since the last recorded one)` when this refusal is recorded.
+    fn take(&mut self) -> Option<u64> {
+        if self.window.elapsed() >= Duration::from_secs(60) {
+            self.window = Instant::now();
+            self.recorded = 0;
+        }
+        if self.recorded >= REFUSALS_PER_MINUTE {
+            self.suppressed += 1;
+            return None;
+        }
+        self.recorded += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
 
 /// How the responder admitted an initiator.
 enum Admitted {
@@ -39,6 +83,11 @@ pub async fn run(st: Arc<AppState>, tcp: TcpListener, shutdown: Shutdown) {
 
 async fn accept_loop(st: Arc<AppState>, tcp: TcpListener, mut shutdown: Shutdown) {
     let per_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Default::default();
+    let budget = Arc::new(std::sync::Mutex::new(RefusalBudget {
+        window: Instant::now(),
+        recorded: 0,
+        suppressed: 0,
+    }));
     let total = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         let (stream, addr) = tokio::select! {
@@ -60,15 +109,16 @@ async fn accept_loop(st: Arc<AppState>, tcp: TcpListener, mut shutdown: Shutdown
             let mut m = per_ip
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = m.entry(addr.ip()).or_default();
-            if *n >= MAX_HANDSHAKES_PER_IP {
-                tracing::warn!(%addr, "too many handshakes from this address; closing");
+            let n = m.entry(network(addr.ip())).or_default();
+            if *n >= MAX_HANDSHAKES_PER_NET {
+                tracing::warn!(%addr, "too many handshakes from this network; closing");
                 continue;
             }
             *n += 1;
         }
         let st = st.clone();
         let per_ip = per_ip.clone();
+        let budget = budget.clone();
         let sd = shutdown.clone();
         let st0 = st.clone();
         st0.spawn(async move {
@@ -78,24 +128,34 @@ async fn accept_loop(st: Arc<AppState>, tcp: TcpListener, mut shutdown: Shutdown
                 let mut m = per_ip
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(n) = m.get_mut(&addr.ip()) {
+                let net = network(addr.ip());
+                if let Some(n) = m.get_mut(&net) {
                     *n -= 1;
                     if *n == 0 {
-                        m.remove(&addr.ip());
+                        m.remove(&net);
                     }
                 }
             }
             match res {
                 Ok(Some((stream, est, h, rx))) => link::run(st, stream, est, h, rx, sd).await,
                 Ok(None) => {}
+                Err(HandshakeError::Silent(e)) => {
+                    tracing::debug!(%addr, "inbound connection without a handshake: {e}");
+                }
                 Err(e) => {
                     tracing::info!(%addr, "inbound handshake refused: {e}");
-                    st.agentd
-                        .event(
-                            "handshake.refused",
-                            json!({ "remote": addr.to_string(), "direction": "inbound", "reason": e.to_string() }),
-                        )
-                        .await;
+                    let take = budget
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    if let Some(suppressed) = take {
+                        st.agentd
+                            .event(
+                                "handshake.refused",
+                                json!({ "remote": addr.to_string(), "direction": "inbound", "reason": e.to_string(), "suppressed": suppressed }),
+                            )
+                            .await;
+                    }
                 }
             }
         });
@@ -123,11 +183,24 @@ async fn inbound(
         Admitted::Invite(n) => (n, true),
     };
     if paired {
-        let endpoint = extra.endpoint.clone().or_else(|| {
-            extra
-                .listen_port
-                .map(|p| SocketAddr::new(addr.ip(), p).to_string())
-        });
+        // Where to dial the acceptor: what it says, if that is a host:port, else the address
+        // it came from with the listen port it gives. Remote text never reaches the tree
+        // unchecked (it becomes a peer record and a commit message).
+        let endpoint = extra
+            .endpoint
+            .clone()
+            .filter(|e| osmoda_config::mesh::check_endpoint(e).is_ok())
+            .or_else(|| {
+                extra
+                    .listen_port
+                    .filter(|p| *p != 0)
+                    .map(|p| SocketAddr::new(addr.ip(), p).to_string())
+            });
+        st.pending.hold(&name, est.peer.x25519, endpoint.clone());
+        // A name given to a new identity starts with an empty inbox.
+        if let Err(e) = st.store.clear_inbox(&name) {
+            tracing::error!(peer = %name, "cannot clear the inbox: {e}");
+        }
         st.agentd
             .event("invite.consumed", json!({ "peer": name, "remote": addr.to_string(), "fingerprint": est.peer.fingerprint() }))
             .await;
@@ -136,7 +209,14 @@ async fn inbound(
         let (n2, keys) = (name.clone(), est.peer.clone());
         st.spawn(async move {
             let Some(ep) = endpoint else {
-                tracing::warn!(peer = %n2, "the paired peer gave no endpoint; not recorded");
+                tracing::warn!(peer = %n2, "the paired peer gave no usable endpoint; not recorded");
+                st2.pending.release(&n2, &keys.x25519);
+                st2.agentd
+                    .event(
+                        "peer.record_failed",
+                        json!({ "peer": n2, "error": "the accepting host gave no host:port to dial it at; its link closes" }),
+                    )
+                    .await;
                 return;
             };
             let _g = st2.pairing.lock().await;
@@ -149,6 +229,8 @@ async fn inbound(
                 }
                 Err(e) => {
                     tracing::error!(peer = %n2, "cannot record the paired peer: {e}");
+                    // No record, no link: the dialer closes it (records::keep_link).
+                    st2.pending.release(&n2, &keys.x25519);
                     st2.agentd
                         .event(
                             "peer.record_failed",
@@ -178,16 +260,15 @@ fn admit(st: &AppState, keys: &Keys, extra: &Extra) -> Result<Admitted, String> 
             keys.fingerprint()
         ));
     };
-    let name = st.store.consume_invite(&secret_hash(secret))?;
     let cfg = st
         .config()
         .map_err(|e| format!("mesh.json is invalid: {e}"))?;
-    let mut unique = name.clone();
-    let mut k = 2;
-    while cfg.peers.contains_key(&unique) {
-        unique = format!("{name}-{k}");
-        k += 1;
-    }
+    let name = st.store.consume_invite(&secret_hash(secret))?;
+    // A name no declared peer, live link or pending record holds, kept until the record is
+    // in mesh.json (so a second pairing inside the first one's switch cannot overwrite it).
+    let unique = st.pending.hold_unique(&name, keys.x25519, |n| {
+        cfg.peers.contains_key(n) || st.link(n).is_some()
+    });
     Ok(Admitted::Invite(unique))
 }
 
@@ -217,9 +298,12 @@ pub async fn dial(
     let id = st.identity();
     let est = handshake::initiate(&mut stream, &id, expect, extra)
         .await
-        .map_err(|e| MeshError::Peer(format!("handshake with {endpoint}: {e}")))?;
+        .map_err(|e| MeshError::Peer(format!("{HANDSHAKE_WITH} {endpoint}: {e}")))?;
     Ok((stream, est))
 }
+
+/// How [`dial`]'s error for a handshake that failed (not a connection) begins.
+const HANDSHAKE_WITH: &str = "handshake with";
 
 fn my_extra(st: &AppState) -> Extra {
     Extra {
@@ -248,19 +332,22 @@ async fn dial_loop(st: Arc<AppState>, mut shutdown: Shutdown) {
             _ = tick.tick() => {}
         }
         let Ok(cfg) = st.config() else { continue };
-        // Links to peers no longer declared close (unless just paired: their record is on
-        // its way through SafeSwitch).
-        let stale: Vec<LinkHandle> = st
+        // A link stays only while mesh.json declares its peer with exactly the keys it
+        // authenticated, or a pending record (a pairing, a hand-over) holds the name for them.
+        st.pending.settle(&cfg);
+        let links: Vec<LinkHandle> = st
             .links
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
-            .filter(|l| !l.info.paired && !cfg.peers.contains_key(&l.info.peer))
             .cloned()
             .collect();
-        for l in stale {
-            let _ =
-                l.tx.try_send(link::Cmd::Close("the peer is no longer declared".into()));
+        for l in links {
+            if let Err(why) =
+                crate::records::keep_link(&cfg, &st.pending, &l.info.peer, &l.info.current_keys())
+            {
+                let _ = l.tx.try_send(link::Cmd::Close(why.into()));
+            }
         }
         for (name, p) in &cfg.peers {
             if st.link(name).is_some() {
@@ -312,6 +399,7 @@ async fn dial_loop(st: Arc<AppState>, mut shutdown: Shutdown) {
                 }
                 match res {
                     Ok((stream, est)) => {
+                        st2.note_dial_error(&name2, None);
                         let remote = stream
                             .peer_addr()
                             .map(|a| a.to_string())
@@ -321,7 +409,23 @@ async fn dial_loop(st: Arc<AppState>, mut shutdown: Shutdown) {
                         }
                     }
                     Err(e) => {
-                        tracing::debug!(peer = %name2, "dial failed: {e}");
+                        let e = e.to_string();
+                        // A host that answers with other keys (a man in the middle, a peer
+                        // that rotated without a hand-over) is not a host that is down: it is
+                        // logged, shown in GET /peer/{id} and recorded once per reason.
+                        let refused = e.starts_with(HANDSHAKE_WITH);
+                        let changed = st2.note_dial_error(&name2, Some(&e));
+                        if refused && changed {
+                            tracing::warn!(peer = %name2, "outbound handshake refused: {e}");
+                            st2.agentd
+                                .event(
+                                    "handshake.refused",
+                                    json!({ "peer": name2, "direction": "outbound", "remote": ep, "reason": e }),
+                                )
+                                .await;
+                        } else {
+                            tracing::debug!(peer = %name2, "dial failed: {e}");
+                        }
                     }
                 }
             });
@@ -360,10 +464,39 @@ pub async fn accept_invite(
             "a peer named {name:?} is declared already; give another \"name\""
         )));
     }
+    // The name is held for the inviter's keys until its record is in mesh.json: a second
+    // acceptance under it (another inviter offering the same host name) is a 409, not an
+    // overwrite of the first record.
+    if !st
+        .pending
+        .try_hold(name, keys.x25519, Some(inv.endpoint.clone()), |n| {
+            st.name_taken(&cfg, n, &keys.x25519)
+        })
+    {
+        return Err(MeshError::Conflict(format!(
+            "a peer named {name:?} is being paired or is connected with other keys; give another \"name\""
+        )));
+    }
+    st.store.clear_inbox(name)?;
+    let res = pair_with_inviter(st, shutdown, inv, name, endpoint, &keys).await;
+    if res.is_err() {
+        st.pending.release(name, &keys.x25519);
+    }
+    res
+}
+
+async fn pair_with_inviter(
+    st: &Arc<AppState>,
+    shutdown: Shutdown,
+    inv: &Invite,
+    name: &str,
+    endpoint: Option<String>,
+    keys: &Keys,
+) -> Result<(String, serde_json::Value, serde_json::Value), MeshError> {
     let mut extra = my_extra(st);
     extra.invite = Some(inv.secret.clone());
     extra.endpoint = endpoint;
-    let (stream, est) = dial(st, &inv.endpoint, &keys, extra).await?;
+    let (stream, est) = dial(st, &inv.endpoint, keys, extra).await?;
     let remote = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -392,7 +525,7 @@ pub async fn accept_invite(
     let reason = format!("mesh: pair with {name} (accepted its invite)");
     let (edit, switch) = st
         .agentd
-        .record_peer(name, &inv.endpoint, &keys, &reason)
+        .record_peer(name, &inv.endpoint, keys, &reason)
         .await?;
     Ok((name.to_string(), edit, switch))
 }
@@ -402,10 +535,10 @@ pub async fn received(st: &Arc<AppState>, link: &LinkHandle, m: MeshMessage, byt
     let peer = link.info.peer.clone();
     match m {
         MeshMessage::Text { text } => {
-            store_msg(st, &peer, "text", &json!(text), bytes).await;
+            store_msg(st, link, "text", &json!(text), bytes).await;
         }
         MeshMessage::Json { payload } => {
-            store_msg(st, &peer, "json", &payload, bytes).await;
+            store_msg(st, link, "json", &payload, bytes).await;
         }
         MeshMessage::Request { id, topic, body } => {
             st.agentd
@@ -438,7 +571,14 @@ pub async fn received(st: &Arc<AppState>, link: &LinkHandle, m: MeshMessage, byt
             // handshake's, or the last hand-over's): a second rotation before reconnecting
             // verifies against the first one's keys, and a replayed older hand-over does not.
             let old = link.info.current_keys();
-            match verify_handover(&old, &new, issued_at, &by_old, &by_new) {
+            let verified = verify_handover(&old, &new, issued_at, &by_old, &by_new)
+                .and_then(|k| match keys_held_elsewhere(st, &peer, &k) {
+                    Some(other) => Err(format!(
+                        "its new keys are those of peer {other:?}: a hand-over cannot claim another peer's keys"
+                    )),
+                    None => Ok(k),
+                });
+            match verified {
                 Ok(newk) => {
                     *link
                         .info
@@ -463,8 +603,16 @@ pub async fn received(st: &Arc<AppState>, link: &LinkHandle, m: MeshMessage, byt
     }
 }
 
-async fn store_msg(st: &AppState, peer: &str, kind: &str, body: &serde_json::Value, bytes: usize) {
-    if let Err(e) = st.store.push_inbox(peer, kind, body) {
+async fn store_msg(
+    st: &AppState,
+    link: &LinkHandle,
+    kind: &str,
+    body: &serde_json::Value,
+    bytes: usize,
+) {
+    let peer = link.info.peer.as_str();
+    let sender = link.info.current_keys().fingerprint();
+    if let Err(e) = st.store.push_inbox(peer, &sender, kind, body) {
         tracing::error!(%peer, "cannot store a message: {e}");
     }
     st.agentd
@@ -473,6 +621,36 @@ async fn store_msg(st: &AppState, peer: &str, kind: &str, body: &serde_json::Val
             json!({ "peer": peer, "kind": kind, "bytes": bytes }),
         )
         .await;
+}
+
+/// Another peer (declared, linked or pending under another name) that holds `k`'s X25519 or
+/// Ed25519 key, or this host's own.
+fn keys_held_elsewhere(st: &AppState, peer: &str, k: &Keys) -> Option<String> {
+    let me = st.identity();
+    if k.x25519 == me.x25519_public || k.ed25519 == me.signing.verifying_key() {
+        return Some(st.name.clone());
+    }
+    if let Ok(cfg) = st.config() {
+        for (name, p) in cfg.peers.iter().filter(|(n, _)| n.as_str() != peer) {
+            if let Ok(d) = Keys::decode(&p.public_keys) {
+                if d.x25519 == k.x25519 || d.ed25519 == k.ed25519 {
+                    return Some(name.clone());
+                }
+            }
+        }
+    }
+    let links = st
+        .links
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    links
+        .iter()
+        .filter(|(n, _)| n.as_str() != peer)
+        .find(|(_, l)| {
+            let c = l.info.current_keys();
+            c.x25519 == k.x25519 || c.ed25519 == k.ed25519
+        })
+        .map(|(n, _)| n.clone())
 }
 
 /// The peer's new keys when the hand-over from `old` is signed by both `old` and the new identity.
@@ -499,12 +677,29 @@ fn verify_handover(
 /// Records a verified hand-over (`old` → `newk`) of `peer` as a generation, unless a later
 /// hand-over on the same link superseded it (that one records its own keys).
 async fn rotated(st: &AppState, peer: &str, info: &link::LinkInfo, old: &Keys, newk: Keys) {
+    // The endpoint of the record as it is (applied or still pending), never the socket's
+    // address (an inbound link's source port is no place to dial).
     let endpoint = st
         .config()
         .ok()
         .and_then(|c| c.peers.get(peer).map(|p| p.endpoint.clone()))
-        .or_else(|| st.link(peer).map(|l| l.info.remote.clone()));
-    let Some(endpoint) = endpoint else { return };
+        .or_else(|| st.pending.endpoint(peer));
+    // The link may stay up with the new keys while their record is on its way (held by the
+    // newest hand-over only: a superseded one leaves the hold to its successor).
+    if info.current_keys() != newk {
+        return;
+    }
+    st.pending.hold(peer, newk.x25519, endpoint.clone());
+    let Some(endpoint) = endpoint else {
+        st.pending.release(peer, &newk.x25519);
+        st.agentd
+            .event(
+                "peer.record_failed",
+                json!({ "peer": peer, "error": "no endpoint is known for it; the rotated keys are not recorded and its link closes" }),
+            )
+            .await;
+        return;
+    };
     let _g = st.pairing.lock().await;
     if info.current_keys() != newk {
         return;
@@ -522,6 +717,7 @@ async fn rotated(st: &AppState, peer: &str, info: &link::LinkInfo, old: &Keys, n
         }
         Err(e) => {
             tracing::error!(%peer, "cannot record the rotated keys: {e}");
+            st.pending.release(peer, &newk.x25519);
             st.agentd
                 .event(
                     "peer.record_failed",

@@ -13,6 +13,8 @@ use tokio::sync::{oneshot, Notify};
 
 /// Requests waiting for a local service, at most.
 pub const QUEUE_MAX: usize = 1000;
+/// Requests of one peer waiting at most: one peer cannot fill the queue for the others.
+pub const PER_PEER_MAX: usize = 100;
 /// A queued request nobody took within this is answered `ok: false`.
 pub const STALE_AFTER: Duration = Duration::from_secs(120);
 
@@ -78,7 +80,7 @@ impl Requests {
     /// Queues a peer's request; `Err` with the reason to answer when the queue is full.
     ///
     /// # Errors
-    /// When [`QUEUE_MAX`] requests already wait.
+    /// When [`PER_PEER_MAX`] of this peer's or [`QUEUE_MAX`] requests already wait.
     pub fn push(
         &self,
         peer: &str,
@@ -87,6 +89,11 @@ impl Requests {
         body: Value,
     ) -> Result<u64, String> {
         let mut q = lock(&self.queue);
+        if q.iter().filter(|r| r.peer == peer).count() >= PER_PEER_MAX {
+            return Err(format!(
+                "{PER_PEER_MAX} requests of this peer already wait for a local service"
+            ));
+        }
         if q.len() >= QUEUE_MAX {
             return Err(format!(
                 "{QUEUE_MAX} requests already wait for a local service"
@@ -138,6 +145,11 @@ impl Requests {
         }
     }
 
+    /// Drops `peer`'s queued requests (its link closed: they cannot be answered).
+    pub fn drop_peer(&self, peer: &str) {
+        lock(&self.queue).retain(|r| r.peer != peer);
+    }
+
     /// The (peer, remote id) of a taken request, removing it.
     pub fn respond_to(&self, id: u64) -> Option<(String, u64)> {
         lock(&self.taken).remove(&id)
@@ -167,5 +179,23 @@ mod tests {
         assert_eq!(got.unwrap().id, id);
         assert_eq!(r.respond_to(id), Some(("a".into(), 3)));
         assert_eq!(r.respond_to(id), None);
+    }
+
+    /// One peer fills its share, not the queue; its requests leave with its link.
+    #[tokio::test]
+    async fn one_peer_cannot_fill_the_queue() {
+        let r = Requests::default();
+        for i in 0..PER_PEER_MAX as u64 {
+            r.push("greedy", i, "junk".into(), json!(1)).unwrap();
+        }
+        let e = r.push("greedy", 999, "junk".into(), json!(1)).unwrap_err();
+        assert!(e.contains("of this peer"), "{e}");
+        let id = r
+            .push("witness", 1, "ledger.cosign".into(), json!({}))
+            .unwrap();
+        r.drop_peer("greedy");
+        let (got, _) = r.take(None, Duration::from_millis(1)).await;
+        assert_eq!(got.unwrap().id, id);
+        r.push("greedy", 1000, "junk".into(), json!(1)).unwrap();
     }
 }

@@ -63,6 +63,9 @@ pub struct InboxEntry {
     pub received_at: i64,
     /// `text` or `json`.
     pub kind: String,
+    /// The fingerprint of the identity that sent it (empty for messages kept from before
+    /// senders were recorded).
+    pub sender: String,
     /// The text (a string) or the payload.
     pub body: Value,
 }
@@ -92,6 +95,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        // Added later: who sent a message (a name can pass to another identity).
+        let has_sender: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('inbox') WHERE name = 'sender'")?
+            .exists([])?;
+        if !has_sender {
+            conn.execute_batch("ALTER TABLE inbox ADD COLUMN sender TEXT NOT NULL DEFAULT ''")?;
+        }
         let found: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'kdf'", [], |r| r.get(0))
             .optional()?;
@@ -243,11 +253,17 @@ impl Store {
     ///
     /// # Errors
     /// Database errors.
-    pub fn push_inbox(&self, peer: &str, kind: &str, body: &Value) -> Result<i64, MeshError> {
+    pub fn push_inbox(
+        &self,
+        peer: &str,
+        sender: &str,
+        kind: &str,
+        body: &Value,
+    ) -> Result<i64, MeshError> {
         let conn = self.lock();
         conn.execute(
-            "INSERT INTO inbox (peer, received_at, kind, body) VALUES (?1, ?2, ?3, ?4)",
-            params![peer, now(), kind, body.to_string()],
+            "INSERT INTO inbox (peer, received_at, kind, body, sender) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![peer, now(), kind, body.to_string(), sender],
         )?;
         let id = conn.last_insert_rowid();
         conn.execute(
@@ -264,7 +280,7 @@ impl Store {
     pub fn inbox(&self, peer: &str, after: i64, limit: i64) -> Result<Vec<InboxEntry>, MeshError> {
         let conn = self.lock();
         let mut st = conn.prepare(
-            "SELECT id, peer, received_at, kind, body FROM inbox WHERE peer = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            "SELECT id, peer, received_at, kind, body, sender FROM inbox WHERE peer = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = st.query_map(params![peer, after, limit], |r| {
             let body: String = r.get(4)?;
@@ -274,9 +290,30 @@ impl Store {
                 received_at: r.get(2)?,
                 kind: r.get(3)?,
                 body: serde_json::from_str(&body).unwrap_or(Value::Null),
+                sender: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets `peer`'s messages (the name is removed, or passes to another identity): never
+    /// show one identity's words under another's name. Returns how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn clear_inbox(&self, peer: &str) -> Result<usize, MeshError> {
+        Ok(self
+            .lock()
+            .execute("DELETE FROM inbox WHERE peer = ?1", [peer])?)
+    }
+
+    /// Deletes every open invite (a rotation makes them name keys the host no longer has).
+    /// Returns how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn revoke_invites(&self) -> Result<usize, MeshError> {
+        Ok(self.lock().execute("DELETE FROM invites", [])?)
     }
 
     /// Messages kept for `peer`.
@@ -341,12 +378,32 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path(), b"0123456789abcdef").unwrap();
         for i in 0..(INBOX_MAX + 5) {
-            s.push_inbox("a", "json", &json!(i)).unwrap();
+            s.push_inbox("a", "fa", "json", &json!(i)).unwrap();
         }
-        s.push_inbox("b", "text", &json!("hi")).unwrap();
+        s.push_inbox("b", "fb", "text", &json!("hi")).unwrap();
         assert_eq!(s.inbox_len("a").unwrap(), INBOX_MAX);
         let first = s.inbox("a", 0, 1).unwrap();
         assert_eq!(first[0].body, json!(5));
-        assert_eq!(s.inbox("b", 0, 10).unwrap()[0].body, json!("hi"));
+        let b = s.inbox("b", 0, 10).unwrap();
+        assert_eq!((&b[0].body, b[0].sender.as_str()), (&json!("hi"), "fb"));
+        // A name that passes to another identity (or is removed) keeps none of its words.
+        assert_eq!(s.clear_inbox("a").unwrap() as i64, INBOX_MAX);
+        assert_eq!(s.inbox_len("a").unwrap(), 0);
+        assert_eq!(s.inbox_len("b").unwrap(), 1);
+    }
+
+    #[test]
+    fn an_inbox_from_before_senders_were_kept_opens() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(d.path().join("mesh.db")).unwrap();
+            c.execute_batch("CREATE TABLE inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, peer TEXT NOT NULL, received_at INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL); INSERT INTO inbox (peer, received_at, kind, body) VALUES ('a', 1, 'text', '\"old\"');").unwrap();
+        }
+        let s = Store::open(d.path(), b"0123456789abcdef").unwrap();
+        let old = s.inbox("a", 0, 10).unwrap();
+        assert_eq!((&old[0].body, old[0].sender.as_str()), (&json!("old"), ""));
+        s.add_invite("h", "x", i64::MAX).unwrap();
+        assert_eq!(s.revoke_invites().unwrap(), 1);
+        assert!(s.consume_invite("h").is_err());
     }
 }

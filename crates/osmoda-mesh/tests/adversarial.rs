@@ -480,3 +480,78 @@ async fn no_nonce_is_reused_across_rekeys_and_reconnects() {
     let sessions_seen: HashSet<_> = uses.iter().map(|u| u.session.clone()).collect();
     assert_eq!(sessions_seen.len(), 3);
 }
+
+/// Review findings 2, 16 and 17 as one rule (`records::keep_link`): two pairings under one
+/// offered name (the default `peer`), the second while the first's record is on its way, get
+/// a name each and keep their links (the second no longer overwrites the first record); and a
+/// link stays up only while mesh.json declares its peer with exactly the keys it
+/// authenticated: re-keying the peer in the tree closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_name_one_identity_and_links_follow_the_declared_keys() {
+    let mut t = common::fast();
+    t.dead_after = Duration::from_secs(600);
+    let h = Host::start("alpha", t).await;
+    let (c1, c2) = (h.invite("peer").await, h.invite("peer").await);
+    let (x, y) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let secret = |c: &str| Some(Invite::decode(c).unwrap().secret);
+    let (mut s1, mut e1) = dial(&h, &x, secret(&c1)).await.unwrap();
+    assert!(admitted(&mut s1, &mut e1).await, "first pairing");
+    let (mut s2, mut e2) = dial(&h, &y, secret(&c2)).await.unwrap();
+    assert!(admitted(&mut s2, &mut e2).await, "second pairing");
+    for (name, id) in [("peer", &x), ("peer-2", &y)] {
+        let v = h.wait_declared(name).await;
+        assert_eq!(
+            v["public_keys"]["x25519"],
+            json!(id.keys().encode().x25519),
+            "{name}: {v}"
+        );
+        assert_eq!(v["connection"]["connected"], true, "{name}: {v}");
+    }
+
+    // Re-key `peer` in the tree (as an operator would after a compromise) and apply it: the
+    // link authenticated with the old keys closes.
+    let fresh = Identity::generate().unwrap().keys().encode();
+    let agentd = osmoda_client::Client::new(&h.agentd_socket);
+    let r = agentd
+        .post(
+            "/config/set",
+            &json!({ "path": "services.osmoda.mesh.peers.peer.publicKeys", "value": { "ed25519": fresh.ed25519, "x25519": fresh.x25519, "mlKem768": fresh.ml_kem_768 }, "reason": "re-key peer" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    // (The pairings' switches may still run: one switch at a time.)
+    let start = std::time::Instant::now();
+    loop {
+        let r = h
+            .watch
+            .post(
+                "/switch/begin",
+                &json!({ "plan": "re-key peer", "health_checks": [] }),
+            )
+            .await
+            .unwrap();
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            r.status == 409 && start.elapsed() < common::STEP,
+            "{}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.wait_peer("peer", "the old identity's link closed", |v| {
+        v["connection"]["connected"] == false
+    })
+    .await;
+    // Past the pings it had queued, the old identity's connection ends.
+    within("the old identity's connection to end", async {
+        while read_frame(&mut s1).await.is_ok() {}
+    })
+    .await;
+    // The other pairing is untouched.
+    let v = h.wait_connected("peer-2").await;
+    assert_eq!(v["declared"], true, "{v}");
+    drop(s2);
+}

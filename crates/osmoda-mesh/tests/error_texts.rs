@@ -146,6 +146,42 @@ fn in_an_hour() -> Value {
 
 type Row = (Method, String, Option<Value>, u16, Vec<&'static str>);
 
+/// Runs the futures at once and returns their outputs in order.
+async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    let mut set = Vec::new();
+    for f in fs {
+        set.push(Box::pin(f));
+    }
+    // Poll all of them together: each is a request on its own connection.
+    let mut pending: Vec<Option<_>> = set.into_iter().map(Some).collect();
+    let mut done: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, p) in pending.iter_mut().enumerate() {
+            if let Some(f) = p {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        done[i] = Some(v);
+                        *p = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    for d in done {
+        out.push(d.expect("every future finished"));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_says_what_was_wrong_in_one_shape_and_no_secret_comes_back() {
     let tmp = tempfile::tempdir().unwrap();
@@ -688,6 +724,104 @@ async fn every_refusal_says_what_was_wrong_in_one_shape_and_no_secret_comes_back
         502,
         &["the inviter closed the link", "already used"],
         &mut problems,
+    );
+
+    // The dialer's last failure is shown, not hidden in a debug log.
+    let (_, v) = a.call(Method::GET, "/peer/beta", None).await;
+    assert!(
+        v["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot connect to 127.0.0.1:1")),
+        "{v}"
+    );
+
+    // Rotation: refused while a declared peer cannot get the hand-over (it would refuse the
+    // new identity for good), unless forced; then it says who was not reached and revokes the
+    // open invites (they name the old keys).
+    for (body, want, needles) in [
+        (
+            json!({}),
+            409,
+            vec!["beta", "not connected", "\"force\": true"],
+        ),
+        (
+            json!({ "force": "yes" }),
+            400,
+            vec!["force", "expected a boolean"],
+        ),
+    ] {
+        let (s, v) = a.call(Method::POST, "/identity/rotate", Some(&body)).await;
+        check(
+            &format!("POST /identity/rotate {body}"),
+            (s, &v),
+            want,
+            &needles,
+            &mut problems,
+        );
+    }
+    let (_, before) = a.call(Method::GET, "/identity", None).await;
+    let (s, v) = a
+        .call(
+            Method::POST,
+            "/invite/create",
+            Some(&json!({ "endpoint": "h:1" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Concurrent rotations: one at a time (409 for the others), so the answers chain from the
+    // identity before to the identity after without a fork.
+    let force = json!({ "force": true });
+    let answers = futures_join(
+        (0..4)
+            .map(|_| a.call(Method::POST, "/identity/rotate", Some(&force)))
+            .collect(),
+    )
+    .await;
+    let mut chain: Vec<(String, String)> = Vec::new();
+    for (s, v) in &answers {
+        match s {
+            200 => {
+                assert_eq!(v["unreachable"], json!(["beta"]), "{v}");
+                chain.push((
+                    v["previous"].as_str().unwrap().to_string(),
+                    v["fingerprint"].as_str().unwrap().to_string(),
+                ));
+            }
+            409 => check(
+                "a concurrent rotation",
+                (*s, v),
+                409,
+                &["another identity rotation is running"],
+                &mut problems,
+            ),
+            _ => panic!("{s} {v}"),
+        }
+    }
+    assert!(!chain.is_empty());
+    assert_eq!(
+        chain
+            .iter()
+            .map(|c| c.1.clone())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        chain.len()
+    );
+    let mut now = before["fingerprint"].as_str().unwrap().to_string();
+    while let Some(i) = chain.iter().position(|c| c.0 == now) {
+        now = chain.remove(i).1;
+    }
+    assert!(chain.is_empty(), "the rotations forked: {chain:?}");
+    let (_, after) = a.call(Method::GET, "/identity", None).await;
+    assert_eq!(
+        after["fingerprint"],
+        json!(now),
+        "the host keeps the last identity handed over"
+    );
+    let (_, h) = a.call(Method::GET, "/health", None).await;
+    assert_eq!(
+        h["invites"],
+        json!(0),
+        "a rotation revokes the open invites: {h}"
     );
 
     // A mesh.json that does not load: the routes that need it say so, without its path.

@@ -79,13 +79,41 @@ fn nixos_eval_if_present_mesh_unit_firewall_and_peers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::write(&f, rendered.replace("18801", "0")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_osmoda-mesh"))
-        .arg("check-config")
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    // Refused at build time: a bad port, a key of the wrong size, a key of the right size
+    // that is no ML-KEM-768 key (coefficients over q), an endpoint that is no host:port.
+    use base64::Engine as _;
+    let not_ml_kem = base64::engine::general_purpose::STANDARD.encode([0xffu8; 1184]);
+    for (bad, why) in [
+        (rendered.replace("18801", "0"), "port"),
+        (
+            rendered.replace(&id.x25519, "AAAA"),
+            "x25519 must have 32 bytes",
+        ),
+        (rendered.replace(&id.ml_kem_768, &not_ml_kem), "ml_kem_768"),
+        (rendered.replace("192.0.2.7:18800", "a b:1"), "host must be"),
+    ] {
+        std::fs::write(&f, bad).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_osmoda-mesh"))
+            .arg("check-config")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{why}: {err}");
+    }
+    // No LoadCredential without secretFile (the secret is generated in the state dir).
+    assert!(!text.contains("LoadCredential"), "{text}");
+
+    // secretFile arrives as the systemd credential `secret`, never through the store.
+    let json = eval(
+        &check,
+        r#"services.osmoda = { enable = true; mesh = { enable = true; secretFile = "/run/keys/mesh-secret"; }; };"#,
+    );
+    let text = json["units"]["osmoda-mesh"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("LoadCredential=secret:/run/keys/mesh-secret"),
+        "{text}"
+    );
 
     // Firewall closed by default; mesh off by default means no unit.
     let json = eval(

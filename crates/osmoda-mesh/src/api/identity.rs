@@ -51,7 +51,46 @@ pub(super) async fn identity(State(st): State<Arc<AppState>>) -> axum::Json<Valu
     }))
 }
 
-pub(super) async fn rotate(State(st): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
+/// Body of `POST /identity/rotate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RotateBody {
+    /// Rotate although some declared peers are not connected: they cannot get the hand-over
+    /// and will refuse this host until they are paired again (default false: 409).
+    #[serde(default)]
+    force: bool,
+}
+
+pub(super) async fn rotate(
+    State(st): State<Arc<AppState>>,
+    Json(b): Json<RotateBody>,
+) -> Result<axum::Json<Value>, ApiError> {
+    // One rotation at a time: two would sign hand-overs from the same old identity, and the
+    // peers would accept one while this host keeps the other.
+    let Ok(_one) = st.rotating.try_lock() else {
+        return Err(MeshError::Conflict(
+            "another identity rotation is running; wait for its answer, then GET /identity".into(),
+        )
+        .into());
+    };
+    // A hand-over travels only on a live link: a declared peer that is not connected now
+    // would refuse the new identity as a man in the middle.
+    let cfg = st
+        .config()
+        .map_err(|e| MeshError::Conflict(format!("mesh.json is invalid: {e}")))?;
+    let unreachable: Vec<String> = cfg
+        .peers
+        .keys()
+        .filter(|n| st.link(n).is_none())
+        .cloned()
+        .collect();
+    if !unreachable.is_empty() && !b.force {
+        return Err(MeshError::Conflict(format!(
+            "declared peers not connected now cannot get the hand-over and would refuse the new identity: {}; rotate when they are connected (GET /peers), or send {{\"force\": true}} and pair with them again afterwards",
+            unreachable.join(", ")
+        ))
+        .into());
+    }
     let old = st.identity();
     let new = st.store.rotate()?;
     let (ok, nk) = (old.keys(), new.keys());
@@ -64,6 +103,8 @@ pub(super) async fn rotate(State(st): State<Arc<AppState>>) -> Result<axum::Json
         by_new: B64.encode(new.signing.sign(&msg).to_bytes()),
     };
     st.set_identity(new);
+    // Open invites name the old keys: no acceptor could pair with them any more.
+    let invites_revoked = st.store.revoke_invites()?;
     let links: Vec<_> = st
         .links
         .lock()
@@ -80,7 +121,7 @@ pub(super) async fn rotate(State(st): State<Arc<AppState>>) -> Result<axum::Json
         }
     }
     st.agentd
-        .event("identity.rotate", json!({ "old": ok.fingerprint(), "new": nk.fingerprint(), "notified": notified, "failed": failed }))
+        .event("identity.rotate", json!({ "old": ok.fingerprint(), "new": nk.fingerprint(), "notified": notified, "failed": failed, "unreachable": unreachable, "invites_revoked": invites_revoked }))
         .await;
     Ok(axum::Json(json!({
         "public_keys": nk.encode(),
@@ -88,6 +129,8 @@ pub(super) async fn rotate(State(st): State<Arc<AppState>>) -> Result<axum::Json
         "previous": ok.fingerprint(),
         "notified": notified,
         "failed": failed,
+        "unreachable": unreachable,
+        "invites_revoked": invites_revoked,
     })))
 }
 

@@ -22,6 +22,7 @@ fn view(st: &AppState, name: &str, p: Option<&osmoda_config::Peer>) -> Value {
         "public_keys": p.map(|p| p.public_keys.clone()),
         "connection": link.as_ref().map_or(json!({ "connected": false }), |l| l.view()),
         "inbox": st.store.inbox_len(name).unwrap_or(0),
+        "last_error": st.dial_error(name),
     });
     if let (None, Some(l)) = (p, &link) {
         v["public_keys"] = serde_json::to_value(l.info.current_keys().encode()).unwrap_or_default();
@@ -197,6 +198,7 @@ pub(super) async fn remove(
             l.tx.send(crate::link::Cmd::Close("the peer was removed".into()))
                 .await;
     }
+    st.store.clear_inbox(&id)?;
     Ok(axum::Json(
         json!({ "removed": id, "config": edit, "switch": switch }),
     ))
