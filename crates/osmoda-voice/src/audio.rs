@@ -18,6 +18,11 @@ use crate::error::{Result, VoiceError};
 /// whisper.cpp's and the detector's sample rate (Hz).
 pub const SAMPLE_RATE: u32 = 16_000;
 
+/// The most frames (samples per channel) one file may bring, judged from its header: 10 minutes
+/// at 48 kHz. The decoder holds only the mono signal, so one request holds at most ~115 MB of
+/// samples at the file's rate plus ~38 MB at 16 kHz.
+pub const MAX_FRAMES: u64 = 600 * 48_000;
+
 /// How much audio one request may bring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -90,12 +95,9 @@ impl AllowedDirs {
         if !self.contains(path) {
             return Err(outside());
         }
-        let real = path.canonicalize().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                VoiceError::NotFound(format!("{} does not exist", path.display()))
-            }
-            _ => VoiceError::io("resolve", path)(e),
-        })?;
+        let real = path
+            .canonicalize()
+            .map_err(|e| path_error("resolve", path, e))?;
         if !self.contains(&real) {
             return Err(outside());
         }
@@ -129,18 +131,40 @@ impl Audio {
     }
 }
 
+/// What a failure to resolve or open the caller's `path` is: the caller's mistake (404 for a
+/// missing file, 400 for a path that cannot name one: a file used as a directory, a symlink
+/// loop, a name too long, a NUL byte; 403 when it may not be read), or the daemon's own (500).
+fn path_error(op: &'static str, path: &Path, e: std::io::Error) -> VoiceError {
+    use std::io::ErrorKind;
+    let bad = |why: &str| {
+        VoiceError::BadRequest(format!(
+            "audio_path {} does not name a file ({why}: {e})",
+            path.display()
+        ))
+    };
+    match e.kind() {
+        ErrorKind::NotFound => VoiceError::NotFound(format!("{} does not exist", path.display())),
+        ErrorKind::PermissionDenied => VoiceError::Forbidden(format!(
+            "{} cannot be read by osmoda-voice ({e}); make it readable by the voice user",
+            path.display()
+        )),
+        ErrorKind::InvalidInput => bad("invalid name"),
+        _ => match e.raw_os_error() {
+            Some(libc::ENOTDIR) => bad("a part of it is not a directory"),
+            Some(libc::ELOOP) => bad("too many symbolic links"),
+            Some(libc::ENAMETOOLONG) => bad("name too long"),
+            _ => VoiceError::io(op, path)(e),
+        },
+    }
+}
+
 /// Opens a regular file without following a final symlink and without blocking on a FIFO.
 fn open_regular(path: &Path, limits: Limits) -> Result<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                VoiceError::NotFound(format!("{} does not exist", path.display()))
-            }
-            _ => VoiceError::io("open", path)(e),
-        })?;
+        .map_err(|e| path_error("open", path, e))?;
     let meta = file.metadata().map_err(VoiceError::io("stat", path))?;
     if !meta.is_file() {
         return Err(VoiceError::Unsupported(format!(
@@ -199,6 +223,13 @@ fn check_header<R: Read>(wav: &hound::WavReader<R>, name: &str, limits: Limits) 
             limits.max_secs
         )));
     }
+    if u64::from(wav.duration()) > MAX_FRAMES {
+        return Err(VoiceError::TooLarge(format!(
+            "{name} declares {} frames ({} Hz); one request may bring at most {MAX_FRAMES} (10 minutes at 48 kHz); split it or lower its rate",
+            wav.duration(),
+            spec.sample_rate
+        )));
+    }
     Ok(())
 }
 
@@ -214,29 +245,36 @@ pub fn decode_wav<R: Read>(reader: R, name: &str, limits: Limits) -> Result<Audi
     let spec = wav.spec();
     let truncated =
         |e: hound::Error| VoiceError::Unsupported(format!("{name}: cannot read the samples: {e}"));
-    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
-        (hound::SampleFormat::Float, 32) => wav
-            .into_samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(truncated)?,
+    let channels = usize::from(spec.channels);
+    // Channels are averaged as the samples are read: only the mono signal is held.
+    let mut mono = Vec::with_capacity(wav.duration() as usize);
+    let mut frame = (0.0f32, 0usize);
+    let mut push = |x: f32| {
+        frame.0 += x;
+        frame.1 += 1;
+        if frame.1 == channels {
+            mono.push(frame.0 / channels as f32);
+            frame = (0.0, 0);
+        }
+    };
+    match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) => {
+            for x in wav.into_samples::<f32>() {
+                push(x.map_err(truncated)?);
+            }
+        }
         (hound::SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => {
             let scale = 1.0 / (1u64 << (bits - 1)) as f32;
-            wav.into_samples::<i32>()
-                .map(|s| s.map(|s| s as f32 * scale))
-                .collect::<Result<_, _>>()
-                .map_err(truncated)?
+            for x in wav.into_samples::<i32>() {
+                push(x.map_err(truncated)? as f32 * scale);
+            }
         }
         (format, bits) => {
             return Err(VoiceError::Unsupported(format!(
                 "{name}: {bits}-bit {format:?} samples; PCM 8/16/24/32-bit or 32-bit float are supported"
             )))
         }
-    };
-    let channels = usize::from(spec.channels);
-    let mono: Vec<f32> = interleaved
-        .chunks_exact(channels)
-        .map(|f| f.iter().sum::<f32>() / channels as f32)
-        .collect();
+    }
     Ok(Audio {
         samples: resample(&mono, spec.sample_rate, SAMPLE_RATE)?,
         source_rate: spec.sample_rate,

@@ -65,6 +65,33 @@ pub fn pipewire_socket() -> PathBuf {
     dir.join(remote)
 }
 
+/// The environment variables children (piper, `pw-play`, `pw-record`) get; nothing else, so
+/// the gateway token and whatever else the unit's environment holds (model API keys) stay in
+/// this process.
+pub const CHILD_ENV: [&str; 11] = [
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "PIPEWIRE_RUNTIME_DIR",
+    "PIPEWIRE_REMOTE",
+    "LD_LIBRARY_PATH",
+];
+
+/// Clears `cmd`'s environment but for [`CHILD_ENV`].
+pub fn clean_env(cmd: &mut Command) {
+    cmd.env_clear();
+    for k in CHILD_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+}
+
 impl AudioDevice {
     /// The PipeWire socket this device uses.
     pub fn socket(&self) -> PathBuf {
@@ -114,6 +141,7 @@ impl AudioDevice {
     /// A client command pointed at this device's server.
     fn command(&self, program: &Path) -> Command {
         let mut c = Command::new(program);
+        clean_env(&mut c);
         if let Some(d) = &self.runtime_dir {
             c.env("PIPEWIRE_RUNTIME_DIR", d)
                 .env_remove("PIPEWIRE_REMOTE");

@@ -38,6 +38,10 @@ use crate::listen::{Listener, Playback};
 use crate::stt::{Transcriber, Transcript};
 use crate::tts::Speaker;
 
+/// Audio files decoded at once; one more request is refused at once (503): each may hold up to
+/// ~150 MB while it decodes (see [`audio::MAX_FRAMES`]).
+pub const MAX_DECODES: usize = 2;
+
 /// Everything the daemon needs to start.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -73,6 +77,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The listen loop.
     pub listener: Listener,
+    /// Audio files being decoded (at most [`MAX_DECODES`] at once).
+    decodes: Arc<tokio::sync::Semaphore>,
     /// This daemon's own playback (the listen loop ignores what the microphone hears of it).
     pub playback: Playback,
     reporter: Reporter,
@@ -93,7 +99,16 @@ impl std::fmt::Debug for AppState {
 /// # Errors
 /// `Config` with the file, position and field, or the validation message.
 pub fn load_config(path: &std::path::Path) -> Result<VoiceConfig> {
-    osmoda_config::load::<VoiceConfig>(path).map_err(|e| VoiceError::Config(e.to_string()))
+    let c =
+        osmoda_config::load::<VoiceConfig>(path).map_err(|e| VoiceError::Config(e.to_string()))?;
+    stt::check_language(&c.language).map_err(|e| {
+        VoiceError::Config(format!(
+            "{}: {} (services.osmoda.voice.language)",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    Ok(c)
 }
 
 impl AppState {
@@ -107,6 +122,12 @@ impl AppState {
         for sub in ["speech", "recordings"] {
             let d = opts.state_dir.join(sub);
             std::fs::create_dir_all(&d).map_err(VoiceError::io("create", &d))?;
+            // Partial speech of a piper that outlived a crashed daemon.
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
         let transcriber = match config.whisper_model.clone() {
             Some(p) => Some(
@@ -116,6 +137,14 @@ impl AppState {
             ),
             None => None,
         };
+        if let Some(t) = &transcriber {
+            t.check_language(&config.language).map_err(|e| {
+                VoiceError::Config(format!(
+                    "{} (services.osmoda.voice.language with services.osmoda.voice.whisperModel)",
+                    e.message()
+                ))
+            })?;
+        }
         let speaker = match &config.piper_model {
             Some(m) => Some(Speaker::new(opts.piper.clone(), m.clone())?),
             None => None,
@@ -143,6 +172,7 @@ impl AppState {
             limits: Limits::default(),
             listener: Listener::default(),
             playback: Playback::default(),
+            decodes: Arc::new(tokio::sync::Semaphore::new(MAX_DECODES)),
             reporter,
             opts,
         }))
@@ -162,6 +192,25 @@ impl AppState {
     /// Why delivery stopped (agentd down); the events stay spooled.
     pub async fn flush_events(&self) -> std::result::Result<usize, osmoda_client::ClientError> {
         self.reporter.flush().await
+    }
+
+    /// Reads the WAV file at `path` (already resolved) on the blocking pool, at most
+    /// [`MAX_DECODES`] at once.
+    ///
+    /// # Errors
+    /// `Unavailable` when [`MAX_DECODES`] files are being decoded; as [`audio::read_wav`].
+    pub async fn read_audio(&self, path: PathBuf, limits: Limits) -> Result<audio::Audio> {
+        let permit = Arc::clone(&self.decodes).try_acquire_owned().map_err(|_| {
+            VoiceError::Unavailable(format!(
+                "{MAX_DECODES} audio files are being decoded; retry later"
+            ))
+        })?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            audio::read_wav(&path, limits)
+        })
+        .await
+        .map_err(|e| VoiceError::Engine(e.to_string()))?
     }
 
     /// Transcribes 16 kHz mono samples in `language` (default: the configured one).

@@ -238,7 +238,7 @@ async fn run(
     let mut stopped = stop.clone();
     let capture = async move {
         let res = match &source {
-            Source::File(p) => file(p.clone(), &tx, &status).await,
+            Source::File(p) => file(&app, p.clone(), &tx, &status).await,
             Source::Microphone => microphone(&app, &tx, &status).await,
         };
         drop(tx);
@@ -257,22 +257,16 @@ async fn run(
 }
 
 async fn file(
+    app: &AppState,
     p: PathBuf,
     tx: &mpsc::Sender<Utterance>,
     status: &Mutex<ListenStatus>,
 ) -> Result<(), String> {
-    let audio = tokio::task::spawn_blocking(move || {
-        audio::read_wav(
-            &p,
-            Limits {
-                max_secs: LISTEN_FILE_MAX_SECS,
-                ..Limits::default()
-            },
-        )
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.message())?;
+    let limits = Limits {
+        max_secs: LISTEN_FILE_MAX_SECS,
+        ..app.limits
+    };
+    let audio = app.read_audio(p, limits).await.map_err(|e| e.message())?;
     let mut seg = Segmenter::new(VadConfig::default());
     for chunk in audio
         .samples
@@ -294,8 +288,8 @@ async fn file(
     Ok(())
 }
 
-/// The longest WAV file `/voice/listen {audio_path}` takes (s).
-pub const LISTEN_FILE_MAX_SECS: u64 = 3600;
+/// The longest WAV file `/voice/listen {audio_path}` takes (s): as `/voice/transcribe`.
+pub const LISTEN_FILE_MAX_SECS: u64 = 600;
 
 fn count(status: &Mutex<ListenStatus>) {
     lock(status).utterances += 1;

@@ -49,14 +49,20 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Cmd::CheckConfig { file }) = &cli.cmd {
         osmoda_config::check_config("voice", file)?;
+        osmoda_voice::load_config(file).map_err(|e| anyhow::anyhow!(e.to_string()))?;
         println!("{}: ok", file.display());
         return Ok(());
     }
+    // Taken out of the environment before any thread starts: no child inherits it.
+    let token = std::env::var("OPENCLAW_GATEWAY_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    std::env::remove_var("OPENCLAW_GATEWAY_TOKEN");
     osmoda_daemon::init_tracing();
-    tokio::runtime::Runtime::new()?.block_on(run(cli))
+    tokio::runtime::Runtime::new()?.block_on(run(cli, token))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
     osmoda_daemon::raise_fd_limit()?;
     let opts = Options {
         config: cli.config,
@@ -69,9 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // From the environment: the unit sets PIPEWIRE_RUNTIME_DIR.
             runtime_dir: None,
         },
-        gateway_token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
+        gateway_token: token,
     };
     let state = AppState::open(opts)
         .await

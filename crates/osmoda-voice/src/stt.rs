@@ -6,6 +6,7 @@
 //! [`QUEUE_WAIT`] for their turn and are then told the engine is busy.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,13 @@ use crate::error::{Result, VoiceError};
 
 /// Longest wait for the engine before a request is refused as busy.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(120);
+
+/// Transcriptions that may wait for the engine; one more is refused at once (503).
+pub const MAX_WAITING: usize = 4;
+
+/// Input shorter than this (250 ms, the voice-activity detector's shortest utterance) holds no
+/// speech: it is answered with an empty text without running the engine.
+pub const MIN_SAMPLES: usize = 4_000;
 
 /// A transcription.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +39,18 @@ pub struct Transcript {
 pub struct Transcriber {
     ctx: Arc<WhisperContext>,
     path: PathBuf,
-    turn: tokio::sync::Semaphore,
+    turn: Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
     threads: i32,
+}
+
+/// Counts a waiting transcription until dropped.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Transcriber {
@@ -88,9 +106,20 @@ impl Transcriber {
         Ok(Transcriber {
             ctx: Arc::new(ctx),
             path: path.to_owned(),
-            turn: tokio::sync::Semaphore::new(1),
+            turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             threads,
         })
+    }
+
+    /// Whether a transcription runs now.
+    pub fn busy(&self) -> bool {
+        self.turn.available_permits() == 0
+    }
+
+    /// Transcriptions waiting for their turn.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// The model file.
@@ -118,15 +147,33 @@ impl Transcriber {
         Ok(())
     }
 
-    /// Transcribes 16 kHz mono samples in `language` (`auto` detects it).
+    /// Transcribes 16 kHz mono samples in `language` (`auto` detects it). One runs at a time;
+    /// at most [`MAX_WAITING`] wait for their turn. Input shorter than [`MIN_SAMPLES`] is an
+    /// empty text at once. Dropping the future leaves the queue at once; a transcription that
+    /// already runs finishes (whisper.cpp's abort callback is not wired: whisper-rs's failed
+    /// every transcription here) and holds the engine until then.
     ///
     /// # Errors
     /// `BadRequest` for an unknown language or a non-English one on an English-only model,
-    /// `Unavailable` when the engine stayed busy for [`QUEUE_WAIT`], `Engine` when whisper.cpp
-    /// fails.
+    /// `Unavailable` when [`MAX_WAITING`] already wait or the engine stayed busy for
+    /// [`QUEUE_WAIT`], `Engine` when whisper.cpp fails.
     pub async fn transcribe(&self, samples: Vec<f32>, language: &str) -> Result<Transcript> {
         self.check_language(language)?;
-        let _turn = tokio::time::timeout(QUEUE_WAIT, self.turn.acquire())
+        if samples.len() < MIN_SAMPLES {
+            return Ok(Transcript {
+                text: String::new(),
+                language: language.to_owned(),
+                elapsed_ms: 0,
+            });
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(VoiceError::Unavailable(format!(
+                "{MAX_WAITING} transcriptions are already waiting for the engine; retry later"
+            )));
+        }
+        let waiting = Waiting(&self.waiting);
+        let turn = tokio::time::timeout(QUEUE_WAIT, Arc::clone(&self.turn).acquire_owned())
             .await
             .map_err(|_| {
                 VoiceError::Unavailable(format!(
@@ -135,13 +182,27 @@ impl Transcriber {
                 ))
             })?
             .map_err(|_| VoiceError::Unavailable("the daemon is stopping".into()))?;
+        drop(waiting);
         let ctx = Arc::clone(&self.ctx);
         let language = language.to_owned();
         let threads = self.threads;
-        tokio::task::spawn_blocking(move || run(&ctx, &samples, &language, threads))
-            .await
-            .map_err(|e| VoiceError::Engine(format!("transcription task: {e}")))?
+        // The turn is held by the engine's thread: a caller who leaves does not free it while
+        // whisper.cpp still runs.
+        let res = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            run(&ctx, &samples, &language, threads)
+        })
+        .await
+        .map_err(|e| VoiceError::Engine(format!("transcription task: {e}")))?;
+        res
     }
+}
+
+/// Whether a segment is one of whisper's non-speech markers (`[BLANK_AUDIO]`, `(music)`, ...).
+fn is_marker(seg: &str) -> bool {
+    let t = seg.trim();
+    t.len() >= 2
+        && ((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('(') && t.ends_with(')')))
 }
 
 fn run(ctx: &WhisperContext, samples: &[f32], language: &str, threads: i32) -> Result<Transcript> {
@@ -174,7 +235,9 @@ fn run(ctx: &WhisperContext, samples: &[f32], language: &str, threads: i32) -> R
     for i in 0..state.full_n_segments() {
         if let Some(seg) = state.get_segment(i) {
             let s = seg.to_str_lossy().map_err(|e| engine("segment text", &e))?;
-            text.push_str(&s);
+            if !is_marker(&s) {
+                text.push_str(&s);
+            }
         }
     }
     let lang_id = state.full_lang_id_from_state();

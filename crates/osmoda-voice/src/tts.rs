@@ -22,6 +22,10 @@ pub const MAX_TEXT_CHARS: usize = 4000;
 pub const PIPER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Speech files kept in the speech directory; older ones are removed.
 pub const KEEP_FILES: usize = 100;
+/// Piper processes at once (each loads the voice, ~100 MB).
+pub const MAX_PIPERS: usize = 2;
+/// Longest wait for a piper slot before a request is refused as busy (503).
+pub const PIPER_WAIT: Duration = Duration::from_secs(60);
 
 /// What `speak` produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +45,8 @@ pub struct Speaker {
     pub piper: PathBuf,
     /// The voice model (`.onnx`, its `.onnx.json` beside it).
     pub model: PathBuf,
+    /// Piper runs (at most [`MAX_PIPERS`] at once).
+    turn: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -95,7 +101,11 @@ impl Speaker {
                 )));
             }
         }
-        Ok(Speaker { piper, model })
+        Ok(Speaker {
+            piper,
+            model,
+            turn: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PIPERS)),
+        })
     }
 
     /// Synthesises `text` into a new WAV file in `dir`.
@@ -114,6 +124,15 @@ impl Speaker {
                 .unwrap_or("speech.wav")
         ));
         let started = Instant::now();
+        let _turn = tokio::time::timeout(PIPER_WAIT, self.turn.acquire())
+            .await
+            .map_err(|_| {
+                VoiceError::Unavailable(format!(
+                    "{MAX_PIPERS} speeches were being synthesised for {} s; retry later",
+                    PIPER_WAIT.as_secs()
+                ))
+            })?
+            .map_err(|_| VoiceError::Unavailable("the daemon is stopping".into()))?;
         let res = self.run_piper(text, &tmp).await;
         let res = res.and_then(|()| {
             let reader = hound::WavReader::open(&tmp)
@@ -138,7 +157,9 @@ impl Speaker {
     }
 
     async fn run_piper(&self, text: &str, out: &Path) -> Result<()> {
-        let mut child = Command::new(&self.piper)
+        let mut cmd = Command::new(&self.piper);
+        crate::device::clean_env(&mut cmd);
+        let mut child = cmd
             .arg("--model")
             .arg(&self.model)
             .arg("--output_file")

@@ -300,7 +300,7 @@ async fn bad_input_is_a_4xx_and_writes_nothing() {
             "/voice/listen",
             json!({ "enabled": true, "audio_path": a("ten-hours.wav") }),
             413,
-            "limit is 3600 s",
+            "limit is 600 s",
         ),
         (
             "/voice/listen",

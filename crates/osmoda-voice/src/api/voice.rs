@@ -90,10 +90,7 @@ async fn transcribe_file(
         t.check_language(l)?;
     }
     let real = app.allowed.resolve(path)?;
-    let limits = app.limits;
-    let audio = tokio::task::spawn_blocking(move || audio::read_wav(&real, limits))
-        .await
-        .map_err(|e| VoiceError::Engine(e.to_string()))??;
+    let audio = app.read_audio(real, app.limits).await?;
     let ms = audio.duration_ms();
     let t = app.transcribe_samples(audio.samples, language).await?;
     Ok((ms, t))
