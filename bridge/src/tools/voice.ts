@@ -79,7 +79,7 @@ export const voiceTools = [
   tool({
     name: "voice_listen",
     label: "Listen",
-    description: "Start or stop listening: utterances are cut at pauses (voice-activity detection), transcribed, and each comes to you as a message from the person. With audio_path it listens to that WAV file instead of the microphone.",
+    description: "Start or stop listening on the microphone: utterances are cut at pauses (voice-activity detection), transcribed, and each comes to you as a message from the person (never the machine's own speech). With audio_path it cuts that WAV file into utterances instead, shown in voice_status and never sent as the person's words.",
     parameters: obj({
       enabled: Type.Boolean({ description: "true starts listening, false stops." }),
       audio_path: Type.Optional(audioPath),
