@@ -11,6 +11,7 @@
 pub mod agentd;
 pub mod api;
 pub mod chains;
+mod commit;
 pub mod error;
 pub mod keys;
 pub mod outbox;

@@ -7,18 +7,20 @@
 //! accepted ones and their receipts in one `BEGIN IMMEDIATE` transaction — one fsync for the
 //! whole batch. `charge` returns only after that commit, and the caller releases its signature
 //! only then, so a signature never leaves keyd before its charge is durable, and concurrent
-//! requests (threads, or processes sharing the file) can never overspend. Receipts wait in the
+//! requests can never overspend. [`Store::hold`] reserves room under the limits for an
+//! operation waiting on a person's approval ticket ([`crate::commit`]). Receipts wait in the
 //! `outbox` table, written in the same transaction as their charge, until [`crate::outbox`]
 //! has delivered them to agentd.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use osmoda_config::Chain;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
+pub use crate::commit::MAX_BATCH;
+use crate::commit::{committer, lock, spent_in, Job, Msg};
 use crate::error::KeydError;
 use crate::keys::{KdfParams, Sealed, Wallet};
 
@@ -42,20 +44,37 @@ pub struct Receipt {
     pub payload: serde_json::Value,
 }
 
-/// Most charges committed in one transaction.
-pub const MAX_BATCH: usize = 512;
-
-struct Job {
+/// Room reserved under the limits by [`Store::hold`] for one operation; given up when dropped
+/// unless [`Store::charge_held`] took its place.
+pub struct Hold {
+    id: u64,
     day: String,
     charges: Vec<Charge>,
-    receipt: Option<Receipt>,
-    reply: mpsc::SyncSender<Result<(), KeydError>>,
+    jobs: mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("id", &self.id)
+            .field("day", &self.day)
+            .field("charges", &self.charges)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // A no-op when the charge already took the hold's place; fails only after shutdown.
+        let _ = self.jobs.send(Msg::Release(self.id));
+    }
 }
 
 /// The state database.
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Msg>,
+    holds: AtomicU64,
     committed: Arc<tokio::sync::Notify>,
     stats: Arc<[AtomicU64; 2]>,
 }
@@ -91,7 +110,7 @@ CREATE TABLE IF NOT EXISTS outbox_rejected (
 ";
 
 /// Adds `r` to the outbox inside `tx`, its strings [`crate::agentd::bounded`].
-fn queue_receipt(tx: &rusqlite::Transaction<'_>, r: &Receipt) -> rusqlite::Result<()> {
+pub(crate) fn queue_receipt(tx: &rusqlite::Transaction<'_>, r: &Receipt) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO outbox (kind, payload) VALUES (?1, ?2)",
         params![
@@ -164,6 +183,7 @@ impl Store {
         Ok(Store {
             conn,
             jobs,
+            holds: AtomicU64::new(0),
             committed,
             stats,
         })
@@ -358,19 +378,63 @@ impl Store {
         charges: &[Charge],
         receipt: Option<Receipt>,
     ) -> Result<(), KeydError> {
+        self.submit(day.to_string(), charges.to_vec(), receipt, None)
+    }
+
+    /// Reserves room for `charges` on `day`: until the returned [`Hold`] is dropped or charged,
+    /// every other charge and hold counts these amounts as spent. Blocks until the committer
+    /// has judged it (after the charges waiting before it).
+    ///
+    /// # Errors
+    /// `Denied` (`daily_limit`) naming the counter, what is spent and held, when the charges
+    /// do not fit; `Internal` when the committer has stopped. Nothing is reserved then.
+    pub fn hold(&self, day: &str, charges: &[Charge]) -> Result<Hold, KeydError> {
+        let id = self.holds.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = mpsc::sync_channel(1);
-        let job = Job {
+        let msg = Msg::Hold {
+            id,
             day: day.to_string(),
             charges: charges.to_vec(),
-            receipt,
             reply,
         };
-        self.jobs
-            .send(job)
-            .map_err(|_| KeydError::Internal("the committer thread has stopped".into()))?;
-        answer
-            .recv()
-            .map_err(|_| KeydError::Internal("the committer thread has stopped".into()))?
+        self.jobs.send(msg).map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())??;
+        Ok(Hold {
+            id,
+            day: day.to_string(),
+            charges: charges.to_vec(),
+            jobs: self.jobs.clone(),
+        })
+    }
+
+    /// Charges what `hold` reserved, with `receipt`, as [`Store::charge`] does; the hold's own
+    /// amounts do not count against it, so it fits unless the counters were changed from
+    /// outside this process.
+    ///
+    /// # Errors
+    /// As [`Store::charge`].
+    pub fn charge_held(&self, hold: Hold, receipt: Option<Receipt>) -> Result<(), KeydError> {
+        let (day, charges) = (hold.day.clone(), hold.charges.clone());
+        self.submit(day, charges, receipt, Some(hold.id))
+    }
+
+    fn submit(
+        &self,
+        day: String,
+        charges: Vec<Charge>,
+        receipt: Option<Receipt>,
+        hold: Option<u64>,
+    ) -> Result<(), KeydError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Job {
+            day,
+            charges,
+            receipt,
+            hold,
+            reply,
+        };
+        self.jobs.send(Msg::Charge(job)).map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
     }
 
     /// Up to `limit` receipts waiting in the outbox, oldest first: `(id, kind, payload)`.
@@ -461,126 +525,8 @@ impl Store {
     }
 }
 
-fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
-    // A panic while holding the lock leaves SQLite consistent (the transaction rolls back).
-    conn.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The committer thread: takes every waiting charge (up to [`MAX_BATCH`]), commits them in one
-/// transaction, answers each, wakes the outbox. While one batch is being committed the next
-/// one gathers, so the batch grows with the load.
-fn committer(
-    conn: &Mutex<Connection>,
-    rx: &mpsc::Receiver<Job>,
-    committed: &tokio::sync::Notify,
-    stats: &[AtomicU64; 2],
-) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let results = match commit_batch(&mut lock(conn), &batch) {
-            Ok(r) => r,
-            Err(e) => batch
-                .iter()
-                .map(|_| {
-                    Err(KeydError::Internal(format!(
-                        "the day's counters could not be committed, nothing was charged or \
-                         signed: {e}"
-                    )))
-                })
-                .collect(),
-        };
-        stats[0].fetch_add(1, Ordering::Relaxed);
-        stats[1].fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for (job, r) in batch.into_iter().zip(results) {
-            let _ = job.reply.send(r);
-        }
-        committed.notify_one();
-    }
-}
-
-/// One transaction for `batch`: each job's charges are judged against the counters as the jobs
-/// before it left them; a job that would pass a limit is denied and changes nothing.
-fn commit_batch(
-    conn: &mut Connection,
-    batch: &[Job],
-) -> Result<Vec<Result<(), KeydError>>, KeydError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut counters: HashMap<(String, String), u128> = HashMap::new();
-    let mut dirty: HashSet<(String, String)> = HashSet::new();
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        let mut next: Vec<((String, String), u128)> = Vec::new();
-        let mut verdict = Ok(());
-        for c in &job.charges {
-            let key = (job.day.clone(), c.scope.clone());
-            let cur = match next.iter().rev().find(|(k, _)| *k == key) {
-                Some((_, v)) => *v,
-                None => match counters.get(&key) {
-                    Some(v) => *v,
-                    None => {
-                        let v = spent_in(&tx, &job.day, &c.scope)?;
-                        counters.insert(key.clone(), v);
-                        v
-                    }
-                },
-            };
-            match cur.checked_add(c.amount).filter(|n| *n <= c.limit) {
-                Some(n) => next.push((key, n)),
-                None => {
-                    verdict = Err(KeydError::Denied {
-                        reason: "daily_limit",
-                        message: format!(
-                            "{} would pass its daily limit: {} spent today (UTC {}) + {} > {}",
-                            c.scope, cur, job.day, c.amount, c.limit
-                        ),
-                    });
-                    break;
-                }
-            }
-        }
-        if verdict.is_ok() {
-            if let Some(r) = &job.receipt {
-                queue_receipt(&tx, r)?;
-            }
-            for (k, v) in next {
-                dirty.insert(k.clone());
-                counters.insert(k, v);
-            }
-        }
-        results.push(verdict);
-    }
-    for key in &dirty {
-        let v = counters.get(key).copied().unwrap_or_default();
-        tx.execute(
-            "INSERT INTO spent (day, scope, amount) VALUES (?1, ?2, ?3) ON CONFLICT (day, scope) DO UPDATE SET amount = excluded.amount",
-            params![key.0, key.1, v.to_string()],
-        )?;
-    }
-    tx.commit()?;
-    Ok(results)
-}
-
-fn spent_in(conn: &Connection, day: &str, scope: &str) -> Result<u128, KeydError> {
-    let s: Option<String> = conn
-        .query_row(
-            "SELECT amount FROM spent WHERE day = ?1 AND scope = ?2",
-            [day, scope],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match s {
-        None => Ok(0),
-        Some(s) => s
-            .parse()
-            .map_err(|_| KeydError::Internal(format!("counter {scope} holds {s:?}, not a number"))),
-    }
+fn stopped() -> KeydError {
+    KeydError::Internal("the committer thread has stopped".into())
 }
 
 #[cfg(test)]
@@ -674,5 +620,97 @@ mod tests {
         store.outbox_delivered(&ids).unwrap();
         store.outbox_reject(rows[70].0, "HTTP 400", None).unwrap();
         assert!(store.outbox(10).unwrap().is_empty());
+    }
+
+    /// A hold keeps its room from every other charge and hold until it is charged (where its
+    /// own amounts do not count against it) or dropped; one that does not fit reserves
+    /// nothing.
+    #[test]
+    fn holds_keep_room_until_charged_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let day = "2026-11-30";
+        store.charge(day, &[charge("a", 300, 1000)], None).unwrap();
+        let held = store.hold(day, &[charge("a", 600, 1000)]).unwrap();
+        let e = store
+            .charge(day, &[charge("a", 101, 1000)], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("300 spent today (UTC 2026-11-30) + 600 held for approved operations being signed + 101 > 1000"),
+            "{e}"
+        );
+        let e = store.hold(day, &[charge("a", 101, 1000)]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KeydError::Denied {
+                    reason: "daily_limit",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        store.charge(day, &[charge("a", 100, 1000)], None).unwrap();
+        // Another day and another counter are not held.
+        store
+            .charge("2026-12-01", &[charge("a", 1000, 1000)], None)
+            .unwrap();
+        store.charge(day, &[charge("b", 1000, 1000)], None).unwrap();
+        store
+            .charge_held(
+                held,
+                Some(Receipt {
+                    kind: "wallet.send".into(),
+                    payload: serde_json::json!({ "held": true }),
+                }),
+            )
+            .unwrap();
+        assert_eq!(store.spent(day, "a").unwrap(), 1000);
+        assert_eq!(store.outbox(10).unwrap().len(), 1);
+        // A dropped hold gives its room back.
+        let day = "2026-12-02";
+        let held = store.hold(day, &[charge("a", 700, 1000)]).unwrap();
+        assert!(store.charge(day, &[charge("a", 400, 1000)], None).is_err());
+        drop(held);
+        store.charge(day, &[charge("a", 1000, 1000)], None).unwrap();
+        // The same counter twice in one hold counts both.
+        let e = store
+            .hold("2026-12-03", &[charge("c", 6, 10), charge("c", 6, 10)])
+            .unwrap_err();
+        assert!(matches!(e, KeydError::Denied { .. }), "{e}");
+    }
+
+    /// 16 threads race holds, their charges and plain charges on one counter: the limit holds,
+    /// and every hold that was granted is charged.
+    #[test]
+    fn concurrent_holds_and_charges_never_pass_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    let mut spent = 0u128;
+                    for i in 0..40 {
+                        let amount = 1 + (t * 40 + i) % 9;
+                        let c = [charge("a", amount, 2000)];
+                        if i % 2 == 0 {
+                            if let Ok(h) = store.hold("d", &c) {
+                                store.charge_held(h, None).unwrap();
+                                spent += amount;
+                            }
+                        } else if store.charge("d", &c, None).is_ok() {
+                            spent += amount;
+                        }
+                    }
+                    spent
+                })
+            })
+            .collect();
+        let total: u128 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(store.spent("d", "a").unwrap(), total);
+        assert!(total <= 2000, "{total}");
+        assert!(total > 1990, "the limit is reached, not held back: {total}");
     }
 }

@@ -54,7 +54,8 @@ async fn typed_data_type_graphs_are_bounded_before_they_are_encoded() {
         .as_str()
         .unwrap()
         .to_string();
-    // The deepest graph allowed, every level filled, is encoded and signed on a worker thread.
+    // The deepest graph allowed, every level filled, is encoded and signed (off the runtime's
+    // worker threads, on the blocking pool).
     let (s, r) = env.post("/wallet/sign", typed(&id, chain(16, 4))).await;
     assert_eq!(s, 200, "{r}");
     assert!(r["digest"].as_str().unwrap().starts_with("0x"), "{r}");
@@ -73,6 +74,10 @@ async fn typed_data_type_graphs_are_bounded_before_they_are_encoded() {
     // The review's shape: an empty array keeps the message one level deep.
     let mut long = chain(600, 1);
     long["message"] = json!({ "a": [] });
+    // More struct values than the bound (each is hashed with its type's whole graph).
+    let mut crowd = chain(2, 0);
+    crowd["types"][name(0)] = json!([{"name": "a", "type": format!("{}[]", name(1))}]);
+    crowd["message"] = json!({ "a": vec![json!({ "x": 1 }); 256] });
     let mut cycle = chain(3, 1);
     cycle["types"][name(2)] = json!([{"name": "back", "type": format!("{}[]", name(0))}]);
     let mut own = chain(2, 0);
@@ -83,6 +88,7 @@ async fn typed_data_type_graphs_are_bounded_before_they_are_encoded() {
         (chain(3, 5), "5 array dimensions; at most 4"),
         (many, "67 struct types; at most 64"),
         (wide, "has 65 fields; at most 64"),
+        (crowd, "holds 257 objects; at most 256"),
         (cycle, "refers to itself"),
         (own, "\"T0001\" refers to itself"),
     ]
@@ -93,7 +99,7 @@ async fn typed_data_type_graphs_are_bounded_before_they_are_encoded() {
         assert_eq!(s, 400, "case {i}: {r}");
         let e = r["error"].as_str().unwrap();
         assert!(
-            e.contains("payload.data.types") && e.contains(words),
+            e.contains("`payload.data.") && e.contains(words),
             "case {i}: {e}"
         );
     }

@@ -459,9 +459,10 @@ async fn authorize_and_sign(
     let day = st.day();
     // The receipt names a ticket only when keyd had agentd consume it for this operation; an
     // `approval` the policy did not need is not recorded (it proves nothing).
-    let mut consumed: Option<String> = None;
+    let mut ticket: Option<String> = None;
+    let mut hold = None;
     if verdict.needs_approval {
-        let Some(ticket) = approval.as_deref() else {
+        let Some(t) = approval else {
             let words = vec![crate::words::describe(
                 op_name, &effect, &w.label, &w.address,
             )];
@@ -477,64 +478,80 @@ async fn authorize_and_sign(
                 ticket: t,
             });
         };
-        // Check the limits before the ticket is used up; the charge below checks again.
-        for c in &verdict.charges {
-            let (st2, day2, scope) = (Arc::clone(st), day.clone(), c.scope.clone());
-            let spent = tokio::task::spawn_blocking(move || st2.store.spent(&day2, &scope))
-                .await
-                .map_err(KeydError::internal)??;
-            if spent.checked_add(c.amount).is_none_or(|n| n > c.limit) {
-                let e = KeydError::Denied {
-                    reason: "daily_limit",
-                    message: format!(
-                        "{} would pass its daily limit: {spent} spent today + {} > {}",
-                        c.scope, c.amount, c.limit
-                    ),
-                };
+        // Room under the limits is held before the ticket is used: every other charge counts
+        // it, so once agentd has consumed the ticket the charge fits. When it does not fit
+        // now, the ticket is left as it is.
+        let (st2, day2, charges) = (Arc::clone(st), day.clone(), verdict.charges.clone());
+        match tokio::task::spawn_blocking(move || st2.store.hold(&day2, &charges))
+            .await
+            .map_err(KeydError::internal)?
+        {
+            Ok(h) => hold = Some(h),
+            Err(mut e) => {
+                if let KeydError::Denied { message, .. } = &mut e {
+                    message.push_str(&format!(
+                        "; the approval ticket {t} was not used by this attempt (unless used before, it stays valid until it expires)"
+                    ));
+                }
                 return Err(deny(e, Some(&effect)).await);
             }
         }
-        st.agentd.consume_ticket(ticket, &operation).await?;
-        consumed = Some(ticket.to_string());
+        ticket = Some(t);
     }
+    // The signature is made first and kept here; it leaves only once its charge (and the
+    // receipt with it) commits. A failure until then drops it unseen.
     let st2 = Arc::clone(st);
-    let charges = verdict.charges.clone();
-    let (effect2, peer2, used) = (effect.clone(), *peer, consumed.clone());
-    // The signature is made first and kept here; it leaves only if the charge (and the
-    // receipt with it) commits. A denied or failed charge drops it unseen.
-    let res = tokio::task::spawn_blocking(move || {
-        let out = match st2.backend.sign(&w, &op) {
-            Ok(out) => out,
-            Err(e) => return (Err(e), w),
-        };
-        let v = render(&w, &effect2, &out);
-        let r = Receipt {
-            kind: op_name.to_string(),
-            payload: receipt(&v, &peer2, consumed.as_deref()),
-        };
-        (st2.store.charge(&day, &charges, Some(r)).map(|()| v), w)
+    let (effect2, peer2, used) = (effect.clone(), *peer, ticket.clone());
+    let (signed, w) = tokio::task::spawn_blocking(move || {
+        let signed = st2.backend.sign(&w, &op).map(|out| {
+            let v = render(&w, &effect2, &out);
+            let payload = receipt(&v, &peer2, used.as_deref());
+            let r = Receipt {
+                kind: op_name.to_string(),
+                payload,
+            };
+            (v, r)
+        });
+        (signed, w)
     })
     .await
     .map_err(KeydError::internal)?;
-    match res {
-        (Ok(v), w) => {
+    // Consuming the ticket and charging run in a task of their own: a caller who hangs up
+    // after agentd consumed the ticket cannot leave the operation uncharged and unrecorded.
+    let charged = match signed {
+        Err(e) => Err(e),
+        Ok((v, r)) => {
+            let (st2, charges, op2, t) = (
+                Arc::clone(st),
+                verdict.charges.clone(),
+                operation.clone(),
+                ticket.clone(),
+            );
+            tokio::spawn(async move {
+                if let Some(t) = &t {
+                    st2.agentd.consume_ticket(t, &op2).await?;
+                }
+                tokio::task::spawn_blocking(move || match hold {
+                    Some(h) => st2.store.charge_held(h, Some(r)),
+                    None => st2.store.charge(&day, &charges, Some(r)),
+                })
+                .await
+                .map_err(KeydError::internal)?
+                .map(|()| v)
+            })
+            .await
+            .map_err(KeydError::internal)?
+        }
+    };
+    match charged {
+        Ok(v) => {
             osmoda_daemon::metrics::global().keyd_signature(w.chain.as_str(), effect.kind);
             Ok(v)
         }
-        (Err(mut e), w) => {
-            let payload = json!({ "op": op_name, "wallet_id": w.id, "label": w.label, "chain": w.chain.as_str(),
-                "effect": operation, "caller": caller(peer), "approval": used });
-            // A concurrent charge can pass the limit between the check above and this one:
-            // the ticket is then spent on a refused operation, and the answer says so.
-            if let (KeydError::Denied { message, .. }, Some(t)) = (&mut e, &used) {
-                message.push_str(&format!(
-                    "; the approval ticket {t} was used up by this attempt, so a new approval is needed"
-                ));
-            }
+        Err(e) => {
             if let KeydError::Denied { reason, message } = &e {
-                let mut p = payload;
-                p["reason"] = json!(reason);
-                p["message"] = json!(message);
+                let p = json!({ "op": op_name, "wallet_id": w.id, "label": w.label, "chain": w.chain.as_str(),
+                    "effect": operation, "caller": caller(peer), "reason": reason, "message": message });
                 st.denied(reason, &p).await;
             }
             Err(e)
@@ -594,7 +611,12 @@ pub async fn sign(
 ) -> Result<axum::Json<Value>, ApiError> {
     check_ticket_id(b.approval.as_deref())?;
     let w = wallet(&st, b.wallet_id).await?;
-    let prepared = prepare_sign(&st, &w, b.payload);
+    // Parsing and hashing typed data is CPU work: off the runtime's worker threads, so that
+    // other requests (and /health) are answered meanwhile.
+    let (st2, w2) = (Arc::clone(&st), w.clone());
+    let prepared = tokio::task::spawn_blocking(move || prepare_sign(&st2, &w2, b.payload))
+        .await
+        .map_err(KeydError::internal)?;
     if let Err(e @ KeydError::BadRequest(_)) = prepared {
         return Err(e.into());
     }

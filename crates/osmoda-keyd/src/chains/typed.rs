@@ -165,18 +165,42 @@ pub const MAX_FIELDS: usize = 64;
 pub const MAX_DEPTH: usize = 16;
 /// Most array dimensions of one field (`uint256[][2]`: 2).
 pub const MAX_DIMENSIONS: usize = 4;
+/// Most JSON objects (struct values) in the message: each one's hash encodes its type with
+/// all it refers to, so their number times the type graph bounds the work. A Seaport order
+/// or a Permit2 batch has a few dozen.
+pub const MAX_STRUCT_VALUES: usize = 256;
 
 /// Bounds the type graph of raw typed data before it is parsed: the EIP-712 encoder recurses
 /// over struct references and array dimensions, so a deep chain of types (600 struct types in
 /// 25 KB) would overflow a thread's stack. Checked without recursion: at most
 /// [`MAX_STRUCTS`] struct types of at most [`MAX_FIELDS`] fields, [`MAX_DIMENSIONS`] array
-/// dimensions per field, no type that refers to itself (directly or through others), and at
-/// most [`MAX_DEPTH`] struct types in any chain of references.
+/// dimensions per field, no type that refers to itself (directly or through others), at
+/// most [`MAX_DEPTH`] struct types in any chain of references, and at most
+/// [`MAX_STRUCT_VALUES`] objects in the message (the hashing work grows with their number
+/// times the type graph).
 ///
 /// # Errors
 /// `BadRequest` naming the limit and the type; anything not shaped like `{types: {Name:
 /// [{name, type}]}}` is left to the parser, which refuses it.
 pub fn check_shape(data: &serde_json::Value) -> Result<(), KeydError> {
+    // Counted without recursion; the body's JSON nesting is already bounded by the parser.
+    let mut stack: Vec<&serde_json::Value> = data.get("message").into_iter().collect();
+    let mut objects = 0usize;
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(m) => {
+                objects += 1;
+                stack.extend(m.values());
+            }
+            serde_json::Value::Array(a) => stack.extend(a.iter()),
+            _ => {}
+        }
+    }
+    if objects > MAX_STRUCT_VALUES {
+        return Err(KeydError::BadRequest(format!(
+            "`payload.data.message` holds {objects} objects; at most {MAX_STRUCT_VALUES} struct values are signed"
+        )));
+    }
     let bad = |m: String| KeydError::BadRequest(format!("`payload.data.types`: {m}"));
     let Some(types) = data.get("types").and_then(serde_json::Value::as_object) else {
         return Ok(());
