@@ -148,12 +148,12 @@ let
       chainIds = mkOption {
         type = types.listOf types.ints.unsigned;
         default = d.chainPolicy.chainIds;
-        description = "Allowed EIP-155 chain ids (ethereum only).";
+        description = "Allowed EIP-155 chain ids (ethereum only). Limits, counters and `tokens` entries are shared by all of them: the native amounts of every listed chain id count against one `perTxMax`/`dailyLimit`, and a token entry covers its address on each listed chain id (where another contract may live). List one chain id per keyd where that matters.";
       };
       perTxMax = mkOption { type = amountType; description = "Largest single transaction, base units."; };
       dailyLimit = mkOption { type = amountType; description = "Total per UTC day on this chain, base units."; };
       approvalThreshold = nullOr amountType "Above this a human approval is required (null = never).";
-      recipientAllowlist = nullOr (types.listOf types.str) "Allowed recipients (null = any).";
+      recipientAllowlist = nullOr (types.listOf types.str) "Allowed recipients (null = any): addresses of this chain. For approvals and permits the spender is judged, not where the spender then sends the tokens (a DEX router or order reactor listed here may move them anywhere, within the token's limits).";
       tokens = mkOption {
         type = types.attrsOf (types.submodule tokenModule);
         default = { };
@@ -163,8 +163,9 @@ let
       typedData = mkOption {
         type = types.listOf (types.submodule typedDataModule);
         default = [ ];
-        example = [ { chainId = 1; verifyingContract = "0x0000000000000068F116a894984e2DB1123eB395"; primaryTypes = [ "OrderComponents" ]; } ];
-        description = "EIP-712 domains whose typed data keyd may sign without judging it (ethereum only; any other typed data is denied). Permits (EIP-2612, DAI, Permit2) are always judged like the approve they authorise, by `tokens`.";
+        # An attestation (EAS on mainnet) moves nothing; a marketplace's orders would.
+        example = [ { chainId = 1; verifyingContract = "0xA1207F3BBa224E2c9c3c6D5aF63D0eb1582Ce587"; primaryTypes = [ "Attest" ]; } ];
+        description = "EIP-712 domains whose typed data keyd may sign without judging it (ethereum only; any other typed data is denied). A listed domain's signatures can do whatever its contract honours, e.g. a marketplace order (Seaport `OrderComponents`) hands over anything the wallet approved to that marketplace for whatever the order asks: list only domains whose messages move no value. Permits (EIP-2612, DAI, Permit2) are always judged like the approve they authorise, by `tokens`.";
       };
     };
   };

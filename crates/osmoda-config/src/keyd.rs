@@ -193,6 +193,14 @@ impl KeydConfig {
                     ));
                 }
             }
+            for (i, a) in p.recipient_allowlist.iter().flatten().enumerate() {
+                if !is_address(*chain, a) {
+                    return Err(format!(
+                        "{at}.recipient_allowlist[{i}] {a:?} is not {}: an entry that is not an address never matches",
+                        address_shape(*chain)
+                    ));
+                }
+            }
             for (addr, t) in &p.tokens {
                 if !is_eth_address(addr) {
                     return Err(format!(
@@ -217,7 +225,37 @@ impl KeydConfig {
                 }
             }
         }
+        // A wallet's label does not say its chain: an entry must be an address of either.
+        for (label, w) in &self.policy.wallets {
+            for (i, a) in w.recipient_allowlist.iter().flatten().enumerate() {
+                if !is_address(Chain::Ethereum, a) && !is_address(Chain::Solana, a) {
+                    return Err(format!(
+                        "policy.wallets.{label}.recipient_allowlist[{i}] {a:?} is neither {} nor {}: an entry that is not an address never matches",
+                        address_shape(Chain::Ethereum),
+                        address_shape(Chain::Solana)
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+/// Whether `s` is an address on `chain` (what a recipient allowlist entry must be).
+fn is_address(chain: Chain, s: &str) -> bool {
+    match chain {
+        Chain::Ethereum => is_eth_address(s),
+        Chain::Solana => {
+            let mut key = [0u8; 32];
+            matches!(bs58::decode(s).onto(&mut key), Ok(32))
+        }
+    }
+}
+
+fn address_shape(chain: Chain) -> &'static str {
+    match chain {
+        Chain::Ethereum => "an Ethereum address (0x and 40 hex digits)",
+        Chain::Solana => "a Solana address (base58 of 32 bytes)",
     }
 }
 
@@ -283,6 +321,56 @@ mod tests {
             .replace(r#""per_tx_max":"1""#, r#""per_tx_max":"3""#);
         let c: KeydConfig = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert!(c.validate().unwrap_err().contains("exceeds daily_limit"));
+    }
+
+    #[test]
+    fn recipient_allowlist_entries_are_addresses() {
+        let with = |chain: &str, ids: &str, list: &str, wallet: &str| -> Result<(), String> {
+            let json = format!(
+                r#"{{"secret_file":null,"policy":{{"chains":{{"{chain}":{{"chain_ids":{ids},
+                "per_tx_max":"1","daily_limit":"2","approval_threshold":null,
+                "recipient_allowlist":{list}}}}},"wallets":{{"ops":{{"daily_limit":"1","recipient_allowlist":{wallet}}}}}}}}}"#
+            );
+            serde_json::from_str::<KeydConfig>(&json)
+                .map_err(|e| e.to_string())?
+                .validate()
+        };
+        let eth = "0x3535353535353535353535353535353535353535";
+        let sol = "FVen3X669xLzsi6N2V91DoiyzHzg1uAgqiT8jZ9nS96Z";
+        let list = |a: &str| format!("[\"{a}\"]");
+        assert_eq!(with("ethereum", "[1]", &list(eth), &list(sol)), Ok(()));
+        assert_eq!(with("solana", "[]", &list(sol), &list(eth)), Ok(()));
+        assert_eq!(with("solana", "[]", "null", "null"), Ok(()));
+        for (chain, ids, bad) in [
+            ("ethereum", "[1]", "0xdead"),
+            ("ethereum", "[1]", "hello"),
+            ("ethereum", "[1]", sol),
+            ("solana", "[]", eth),
+            ("solana", "[]", "not base58!"),
+            (
+                "solana",
+                "[]",
+                "11111111111111111111111111111111111111111111111",
+            ),
+        ] {
+            let e = with(chain, ids, &list(bad), "null").unwrap_err();
+            assert!(
+                e.contains(&format!("policy.chains.{chain}.recipient_allowlist[0]"))
+                    && e.contains("never matches"),
+                "{bad}: {e}"
+            );
+        }
+        let e = with(
+            "ethereum",
+            "[1]",
+            "null",
+            &format!("[\"{eth}\", \"0xdead\"]"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("policy.wallets.ops.recipient_allowlist[1]"),
+            "{e}"
+        );
     }
 
     #[test]
