@@ -422,6 +422,17 @@ impl Embedder for Held {
     }
 }
 
+/// The warning of a recall of `q` (`None`: none).
+fn warning_of(m: &Memory, q: &str) -> Option<String> {
+    m.recall(&RecallRequest {
+        query: q.into(),
+        max_results: None,
+        timeframe: None,
+    })
+    .expect("recall")
+    .warning
+}
+
 /// Recall while chunks wait for their vectors says so (issue 17 review finding 10): those
 /// chunks rank by keyword alone until embedded.
 #[test]
@@ -434,28 +445,15 @@ fn recall_says_when_chunks_are_not_embedded_yet() {
     });
     let m = Arc::new(Memory::open(Options::new(tmp.path()), Some(e), None).expect("open"));
     seed(&m);
-    let r = m
-        .recall(&RecallRequest {
-            query: "website down".into(),
-            max_results: None,
-            timeframe: None,
-        })
-        .expect("recall");
-    assert!(r.warning.is_none(), "{:?}", r.warning);
+    let w = warning_of(&m, "website down");
+    assert!(w.is_none(), "{w:?}");
     *gate.0.lock().expect("gate") = false;
     let m2 = m.clone();
     let storing =
         std::thread::spawn(move || store(&m2, "zebra-7 VPN on WireGuard", "port 51820", false));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let warned = loop {
-        let r = m
-            .recall(&RecallRequest {
-                query: "which VPN".into(),
-                max_results: None,
-                timeframe: None,
-            })
-            .expect("recall");
-        if let Some(w) = r.warning {
+        if let Some(w) = warning_of(&m, "which VPN") {
             break w;
         }
         assert!(
@@ -468,12 +466,6 @@ fn recall_says_when_chunks_are_not_embedded_yet() {
     *gate.0.lock().expect("gate") = true;
     gate.1.notify_all();
     storing.join().expect("store");
-    let r = m
-        .recall(&RecallRequest {
-            query: "which VPN".into(),
-            max_results: None,
-            timeframe: None,
-        })
-        .expect("recall");
-    assert!(r.warning.is_none(), "{:?}", r.warning);
+    let w = warning_of(&m, "which VPN");
+    assert!(w.is_none(), "{w:?}");
 }
