@@ -6,13 +6,15 @@
 //! - [`host`]: CONNECT targets, host normalisation, label-boundary wildcards;
 //! - [`classify`]: which resolved addresses may be dialled;
 //! - [`policy`]: token × declared capabilities → allowed or not;
-//! - `proxy`, `tunnel`, `head`, `keys`, `events` (feature `proxy`): the daemon.
+//! - `proxy`, `admission`, `tunnel`, `head`, `keys`, `events` (feature `proxy`): the daemon.
 //!
 //! agentd depends on this crate without its default `proxy` feature, for [`token`],
 //! [`host`] and [`policy`] only.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "proxy")]
+pub mod admission;
 pub mod classify;
 pub mod host;
 pub mod token;

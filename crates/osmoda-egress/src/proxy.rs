@@ -2,12 +2,16 @@
 //! exactly an address that was checked → tunnel.
 //!
 //! Order of checks for one connection (each refusal is answered, recorded and ends it):
-//! tunnel cap (503) → head within the header timeout (408/400/431) → `CONNECT` (405) →
+//! the listener's budget of connections that are not tunnels yet, per peer and in total
+//! ([`crate::admission`], 503 `peer-cap`/`pending-cap`) → head within the header timeout
+//! (408/400/431) → `CONNECT` (405) →
 //! token present (407), verified, not revoked (407) → target parses and normalises (400) →
 //! the token's still-declared capabilities allow host and port (403) → per-token rate (429) →
 //! one DNS resolution (502/504) → every resolved address allowed by its class or an allow
 //! range, and none is the proxy itself (403) → TCP connect to those addresses only (502/504)
-//! → `200` and bytes both ways until either side closes or the tunnel is idle too long.
+//! → the tunnel cap (503 `tunnel-cap`: only tunnels count, never heads in progress) → the
+//! allow durably spooled → `200` and bytes both ways until either side closes or the tunnel is
+//! idle too long.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::Semaphore;
 
+use crate::admission::{PeerKey, Pending, MAX_PENDING, MAX_PENDING_PER_PEER};
 use crate::classify::{classify, AllowRanges};
 use crate::events::{Decision, Events};
 use crate::head::{self, HeadError};
@@ -43,6 +48,8 @@ pub struct Proxy {
     resolver: Resolver<TokioConnectionProvider>,
     limits: EgressLimits,
     tunnels: Arc<Semaphore>,
+    pending_tcp: Arc<Pending>,
+    pending_unix: Arc<Pending>,
     rate: Mutex<HashMap<String, (Instant, u32)>>,
     events: Events,
 }
@@ -109,6 +116,8 @@ impl Proxy {
             resolver,
             limits: cfg.limits.clone(),
             tunnels: Arc::new(Semaphore::new(cfg.limits.max_tunnels)),
+            pending_tcp: Pending::new(MAX_PENDING, MAX_PENDING_PER_PEER),
+            pending_unix: Pending::new(MAX_PENDING, MAX_PENDING_PER_PEER),
             rate: Mutex::new(HashMap::new()),
             events,
         })
@@ -119,8 +128,8 @@ impl Proxy {
         &self.events
     }
 
-    /// Accepts connections on `listener` until `shutdown`; then closes every tunnel and
-    /// reports the aggregated allows.
+    /// Accepts connections on `listener` (and `relay`, the Unix socket) until `shutdown`; then
+    /// closes every tunnel and reports the count of suppressed denies.
     ///
     /// # Errors
     /// Only when accepting fails for a reason other than descriptor exhaustion.
@@ -157,14 +166,18 @@ impl Proxy {
             let sd = shutdown.clone();
             match accepted {
                 Accepted::Tcp(s, peer) => {
-                    conns.spawn(async move { me.connection(s, peer.to_string(), sd).await });
+                    let key = PeerKey::tcp(peer.ip());
+                    let admitted = self.pending_tcp.admit(key);
+                    conns.spawn(async move { me.connection(s, peer.to_string(), admitted, sd).await });
                 }
                 Accepted::Unix(s) => {
-                    let peer = match s.peer_cred() {
-                        Ok(c) => format!("unix:uid={},pid={}", c.uid(), c.pid().unwrap_or(0)),
-                        Err(_) => "unix".to_string(),
+                    let cred = s.peer_cred().ok();
+                    let peer = match cred {
+                        Some(c) => format!("unix:uid={},pid={}", c.uid(), c.pid().unwrap_or(0)),
+                        None => "unix".to_string(),
                     };
-                    conns.spawn(async move { me.connection(s, peer, sd).await });
+                    let admitted = self.pending_unix.admit(PeerKey::Uid(cred.map(|c| c.uid())));
+                    conns.spawn(async move { me.connection(s, peer, admitted, sd).await });
                 }
             }
         }
@@ -177,35 +190,51 @@ impl Proxy {
         self: Arc<Self>,
         mut client: C,
         peer: String,
+        admitted: Result<crate::admission::Slot, crate::admission::Over>,
         sd: Shutdown,
     ) {
         let mut rec = Decision {
             peer,
             ..Decision::default()
         };
-        let Ok(permit) = Arc::clone(&self.tunnels).try_acquire_owned() else {
-            let detail = format!("{} tunnels are open", self.limits.max_tunnels);
-            self.refuse(&mut client, &mut rec, Refused(503, "tunnel-cap", detail))
-                .await;
-            return;
-        };
-        match self.decide(&mut client, &mut rec).await {
-            Err(r) => self.refuse(&mut client, &mut rec, r).await,
-            Ok((upstream, rest)) => {
-                self.events.allow(&rec);
-                let idle = Duration::from_secs(self.limits.idle_timeout_secs);
-                let m = osmoda_daemon::metrics::global();
-                m.egress_tunnels(1);
-                if client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await
-                    .is_ok()
-                {
-                    tunnel::run(client, upstream, rest, idle, sd).await;
-                }
-                m.egress_tunnels(-1);
+        let pending = match admitted {
+            Ok(slot) => slot,
+            Err((reason, detail)) => {
+                self.refuse(&mut client, &mut rec, Refused(503, reason, detail))
+                    .await;
+                return;
             }
+        };
+        let (upstream, rest) = match self.decide(&mut client, &mut rec).await {
+            Ok(tunnel) => tunnel,
+            Err(r) => return self.refuse(&mut client, &mut rec, r).await,
+        };
+        // Only now, authorized and connected, is it a tunnel.
+        let Ok(permit) = Arc::clone(&self.tunnels).try_acquire_owned() else {
+            drop(upstream);
+            let detail = format!("{} tunnels are open", self.limits.max_tunnels);
+            return self
+                .refuse(&mut client, &mut rec, Refused(503, "tunnel-cap", detail))
+                .await;
+        };
+        drop(pending);
+        // Durable before the client hears 200: a crash from here on loses no allowed tunnel.
+        if let Err(e) = self.events.allow(&rec).await {
+            return self
+                .refuse(&mut client, &mut rec, Refused(503, "unrecorded", e))
+                .await;
         }
+        let idle = Duration::from_secs(self.limits.idle_timeout_secs);
+        let m = osmoda_daemon::metrics::global();
+        m.egress_tunnels(1);
+        if client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_ok()
+        {
+            tunnel::run(client, upstream, rest, idle, sd).await;
+        }
+        m.egress_tunnels(-1);
         drop(permit);
     }
 

@@ -207,3 +207,73 @@ fn curl_through_the_real_daemon() {
         );
     });
 }
+
+#[test]
+fn allowed_tunnels_survive_kill_9() {
+    in_netns("allowed_tunnels_survive_kill_9", || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let keys = Keys::new();
+        let dir = keys.dir.path().to_path_buf();
+        let mut z: dns::Zone = HashMap::new();
+        z.insert(
+            "api.allowed.test".into(),
+            vec![Rec::Ip("127.0.0.2".parse().unwrap())],
+        );
+        let dns = rt.block_on(dns::serve(z));
+        let backend = std::net::TcpListener::bind("127.0.0.2:443").unwrap();
+        let caps: &[(&str, &[&str], &[u16])] = &[("web", &["*.allowed.test"], &[443])];
+        let cfg = config(
+            &keys,
+            "127.0.0.1:19999".parse().unwrap(),
+            caps,
+            &["127.0.0.2/32"],
+            dns,
+        );
+        let cfg_path = dir.join("egress.json");
+        std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        let mut d = daemon(BIN, &dir, &cfg_path);
+        // N tunnels, two tokens, held open: the proxy is killed while they run.
+        const N: u64 = 7;
+        let tokens = [keys.token(caps), keys.token(caps)];
+        let mut held = Vec::new();
+        for i in 0..N {
+            let mut s = std::net::TcpStream::connect("127.0.0.1:19999").unwrap();
+            s.write_all(&connect("api.allowed.test:443", Some(&tokens[(i % 2) as usize])))
+                .unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200");
+            held.push((s, backend.accept().unwrap()));
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let _ = d.0.wait();
+        let events = spooled(&dir.join("state/spool"));
+        let allowed: u64 = events
+            .iter()
+            .filter(|(t, _)| t == "egress.allow" || t == "egress.allow.unitemised")
+            .map(|(_, p)| p["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(allowed, N, "{events:#?}");
+        // Itemised (7 is within the budget), each under its token.
+        for (t, n) in tokens.iter().zip([N.div_ceil(2), N / 2]) {
+            let id = osmoda_egress::token::verify(&keys.sk.verifying_key(), t, now())
+                .unwrap()
+                .id;
+            let mine: u64 = events
+                .iter()
+                .filter(|(k, p)| k == "egress.allow" && p["token_id"] == id.as_str())
+                .map(|(_, p)| p["count"].as_u64().unwrap())
+                .sum();
+            assert_eq!(mine, n, "{id}: {events:#?}");
+        }
+        drop(held);
+    });
+}

@@ -171,12 +171,25 @@ pub async fn start(
     cfg: &EgressConfig,
     spool: &Path,
 ) -> Running {
+    start_with_budgets(listener, relay, cfg, spool, 10_000, 50).await
+}
+
+/// Like [`start`], recording at most `deny_per_sec` denies and `allow_per_sec` allow events a
+/// second one by one.
+pub async fn start_with_budgets(
+    listener: tokio::net::TcpListener,
+    relay: Option<tokio::net::UnixListener>,
+    cfg: &EgressConfig,
+    spool: &Path,
+    deny_per_sec: u32,
+    allow_per_sec: u32,
+) -> Running {
     let addr = listener.local_addr().unwrap();
     // No agentd: events stay in the spool, where the tests read them.
     let reporter =
         osmoda_client::Reporter::open(spool.join("no-agentd.sock"), spool, "egress").unwrap();
-    let proxy =
-        Arc::new(Proxy::new(cfg, addr, Events::with_deny_budget(Some(reporter), 10_000)).unwrap());
+    let events = Events::with_budgets(Some(reporter), deny_per_sec, allow_per_sec);
+    let proxy = Arc::new(Proxy::new(cfg, addr, events).unwrap());
     let (trigger, shutdown) = osmoda_daemon::shutdown_channel();
     let task = tokio::spawn(Arc::clone(&proxy).serve(listener, relay, shutdown));
     Running {
