@@ -489,6 +489,7 @@ let
             "agentd.ledger.checkpoint.keyFile" = get (section ledger "checkpoint") "keyFile" null;
             "agentd.ledger.witness.keyFile" = get (section ledger "witness") "keyFile" null;
             "keyd.secretFile" = get keyd "secretFile" null;
+            "mesh.secretFile" = get mesh "secretFile" null;
             "gateway.environmentFile" = get gw "environmentFile" null;
             "gateway.channels.telegram.botTokenFile" =
               get (section (section gw "channels") "telegram") "botTokenFile" null;
@@ -511,8 +512,9 @@ let
           };
         };
 
+      # secretFile reaches mesh as the systemd credential `secret` (the module), never mesh.json.
       mesh =
-        extra mesh (serviceKeys ++ [ "listen" "openFirewall" "peers" ])
+        extra mesh (serviceKeys ++ [ "listen" "openFirewall" "peers" "secretFile" ])
         // {
           listen = get mesh "listen" d.mesh.listen;
           peers = mapAttrs (_: renderPeer) (get mesh "peers" { });

@@ -158,3 +158,52 @@ fn a_dead_option_would_be_caught() -> Result<()> {
     assert!(m.used_in_config(used));
     Ok(())
 }
+
+/// `*File` options that name no secret, or a secret kept out of sandboxes by its own rule.
+const NOT_DAEMON_SECRETS: &[(&str, &str)] = &[
+    ("egress.publicKeyFile", "a public key"),
+    ("egress.revocationFile", "revoked token ids"),
+    (
+        "routines.<name>.trigger.secretFile",
+        "a routine's own webhook secret: routines.json carries it in the routine, and binds.rs refuses binds over every routine's secretFile",
+    ),
+];
+
+#[test]
+fn every_secret_file_option_is_in_daemon_secrets() -> Result<()> {
+    if !common::nix_available("every_secret_file_option_is_in_daemon_secrets") {
+        return Ok(());
+    }
+    let m = module()?;
+    let secret_like = |o: &OptionDecl| {
+        let last = o.path.last().map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+        last.ends_with("file") || last.contains("secret") || last.contains("password")
+    };
+    let expected: std::collections::BTreeSet<String> = m
+        .options
+        .iter()
+        .filter(|o| secret_like(o))
+        .map(OptionDecl::dotted)
+        .filter(|o| !NOT_DAEMON_SECRETS.iter().any(|(n, _)| n == o))
+        .collect();
+    for (n, _) in NOT_DAEMON_SECRETS {
+        assert!(
+            m.options.iter().any(|o| &o.dotted() == n),
+            "{n} is no longer an option: drop it from NOT_DAEMON_SECRETS"
+        );
+    }
+    // The full fixture sets every one of them; lib must name each in routines.json.
+    let out = common::render_fixture(&common::repo_root().join("tests/nix/fixtures/full.nix"))?;
+    let rendered: std::collections::BTreeSet<String> = out["daemons"]["routines"]
+        ["daemon_secrets"]
+        .as_object()
+        .context("routines.json has daemon_secrets")?
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        rendered, expected,
+        "every secret file option of modules/osmoda.nix (set in tests/nix/fixtures/full.nix) must be in lib's daemon_secrets, or in NOT_DAEMON_SECRETS with the reason"
+    );
+    Ok(())
+}
