@@ -176,7 +176,11 @@ fn every_secret_file_option_is_in_daemon_secrets() -> Result<()> {
     }
     let m = module()?;
     let secret_like = |o: &OptionDecl| {
-        let last = o.path.last().map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+        let last = o
+            .path
+            .last()
+            .map(|s| s.to_ascii_lowercase())
+            .unwrap_or_default();
         last.ends_with("file") || last.contains("secret") || last.contains("password")
     };
     let expected: std::collections::BTreeSet<String> = m
@@ -194,8 +198,7 @@ fn every_secret_file_option_is_in_daemon_secrets() -> Result<()> {
     }
     // The full fixture sets every one of them; lib must name each in routines.json.
     let out = common::render_fixture(&common::repo_root().join("tests/nix/fixtures/full.nix"))?;
-    let rendered: std::collections::BTreeSet<String> = out["daemons"]["routines"]
-        ["daemon_secrets"]
+    let rendered: std::collections::BTreeSet<String> = out["daemons"]["routines"]["daemon_secrets"]
         .as_object()
         .context("routines.json has daemon_secrets")?
         .keys()

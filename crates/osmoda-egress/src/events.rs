@@ -120,7 +120,11 @@ impl Events {
 
     /// Like [`Events::new`], recording at most `deny_per_sec` denies and `allow_per_sec`
     /// `egress.allow` events a second one by one.
-    pub fn with_budgets(reporter: Option<Reporter>, deny_per_sec: u32, allow_per_sec: u32) -> Events {
+    pub fn with_budgets(
+        reporter: Option<Reporter>,
+        deny_per_sec: u32,
+        allow_per_sec: u32,
+    ) -> Events {
         Events {
             reporter,
             budget: deny_per_sec,

@@ -168,7 +168,9 @@ impl Proxy {
                 Accepted::Tcp(s, peer) => {
                     let key = PeerKey::tcp(peer.ip());
                     let admitted = self.pending_tcp.admit(key);
-                    conns.spawn(async move { me.connection(s, peer.to_string(), admitted, sd).await });
+                    conns.spawn(
+                        async move { me.connection(s, peer.to_string(), admitted, sd).await },
+                    );
                 }
                 Accepted::Unix(s) => {
                     let cred = s.peer_cred().ok();

@@ -242,8 +242,11 @@ fn allowed_tunnels_survive_kill_9() {
         let mut held = Vec::new();
         for i in 0..N {
             let mut s = std::net::TcpStream::connect("127.0.0.1:19999").unwrap();
-            s.write_all(&connect("api.allowed.test:443", Some(&tokens[(i % 2) as usize])))
-                .unwrap();
+            s.write_all(&connect(
+                "api.allowed.test:443",
+                Some(&tokens[(i % 2) as usize]),
+            ))
+            .unwrap();
             let mut head = [0u8; 12];
             s.read_exact(&mut head).unwrap();
             assert_eq!(&head, b"HTTP/1.1 200");

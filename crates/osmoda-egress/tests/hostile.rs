@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use common::dns::{self, Rec};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use std::os::unix::process::CommandExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::TcpStream;
 
@@ -239,105 +239,126 @@ fn one_peers_idle_flood_neither_fills_the_tunnel_cap_nor_blocks_others() {
     use std::process::{Command, Stdio};
     use std::time::Duration;
     const FLOOD: usize = 1000;
-    in_netns("one_peers_idle_flood_neither_fills_the_tunnel_cap_nor_blocks_others", || {
-        // The flood holds ~2,000 sockets here and ~2,000 in the relay (which inherits this).
-        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .unwrap();
-        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
-            .unwrap();
-        rt().block_on(async {
-            let keys = Keys::new();
-            let dns = dns::serve(zone()).await;
-            backend().await;
-            // The Unix socket in a directory user nobody can reach, as /run/osmoda is.
-            let sockdir = tempfile::tempdir().unwrap();
-            std::fs::set_permissions(sockdir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+    in_netns(
+        "one_peers_idle_flood_neither_fills_the_tunnel_cap_nor_blocks_others",
+        || {
+            // The flood holds ~2,000 sockets here and ~2,000 in the relay (which inherits this).
+            let (_, hard) =
+                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
                 .unwrap();
-            let sock = sockdir.path().join("egress-proxy.sock");
-            let relay_listener = tokio::net::UnixListener::bind(&sock).unwrap();
-            std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            rt().block_on(async {
+                let keys = Keys::new();
+                let dns = dns::serve(zone()).await;
+                backend().await;
+                // The Unix socket in a directory user nobody can reach, as /run/osmoda is.
+                let sockdir = tempfile::tempdir().unwrap();
+                std::fs::set_permissions(
+                    sockdir.path(),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
                 .unwrap();
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let mut cfg = config(&keys, l.local_addr().unwrap(), CAPS, &["127.0.0.2/32"], dns);
-            // Far more than the flood: a head in progress must not count as a tunnel at all.
-            cfg.limits.max_tunnels = 4;
-            cfg.limits.header_timeout_secs = 60;
-            let budget = osmoda_egress::events::DENY_EVENTS_PER_SEC;
-            let p = start_with_budgets(l, Some(relay_listener), &cfg, &keys.spool(), budget, 50)
-                .await;
-            let token = keys.token(CAPS);
-            let began = std::time::Instant::now();
+                let sock = sockdir.path().join("egress-proxy.sock");
+                let relay_listener = tokio::net::UnixListener::bind(&sock).unwrap();
+                std::fs::set_permissions(
+                    &sock,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o666),
+                )
+                .unwrap();
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let mut cfg = config(&keys, l.local_addr().unwrap(), CAPS, &["127.0.0.2/32"], dns);
+                // Far more than the flood: a head in progress must not count as a tunnel at all.
+                cfg.limits.max_tunnels = 4;
+                cfg.limits.header_timeout_secs = 60;
+                let budget = osmoda_egress::events::DENY_EVENTS_PER_SEC;
+                let p =
+                    start_with_budgets(l, Some(relay_listener), &cfg, &keys.spool(), budget, 50)
+                        .await;
+                let token = keys.token(CAPS);
+                let began = std::time::Instant::now();
 
-            // User nobody, with no token, through the real relay binary: every connection to
-            // the relay is one Unix-socket connection to the proxy from uid 65534.
-            let mut relay = Command::new(BIN)
-                .args(["relay", "--listen", "127.0.0.1:0", "--to"])
-                .arg(&sock)
-                .stdout(Stdio::piped())
-                .uid(65534)
-                .gid(65534)
-                .spawn()
-                .unwrap();
-            let relay_addr: std::net::SocketAddr = {
-                use std::io::BufRead;
-                let mut line = String::new();
-                std::io::BufReader::new(relay.stdout.take().unwrap())
-                    .read_line(&mut line)
+                // User nobody, with no token, through the real relay binary: every connection to
+                // the relay is one Unix-socket connection to the proxy from uid 65534.
+                let mut relay = Command::new(BIN)
+                    .args(["relay", "--listen", "127.0.0.1:0", "--to"])
+                    .arg(&sock)
+                    .stdout(Stdio::piped())
+                    .uid(65534)
+                    .gid(65534)
+                    .spawn()
                     .unwrap();
-                line.trim().strip_prefix("listening ").unwrap().parse().unwrap()
-            };
-            let mut unix_flood = Vec::new();
-            let mut tcp_flood = Vec::new();
-            for _ in 0..FLOOD {
-                unix_flood.push(TcpStream::connect(relay_addr).await.unwrap());
-                // And from another source address straight to the TCP listener.
-                let s = tokio::net::TcpSocket::new_v4().unwrap();
-                s.bind("127.0.0.3:0".parse().unwrap()).unwrap();
-                tcp_flood.push(s.connect(p.addr).await.unwrap());
-            }
-            // Both floods are in: a token's CONNECT is served at once on both listeners.
-            let _t = tunnel_ok(p.addr, &token).await;
-            let _u = unix_tunnel_ok(&sock, &token).await;
+                let relay_addr: std::net::SocketAddr = {
+                    use std::io::BufRead;
+                    let mut line = String::new();
+                    std::io::BufReader::new(relay.stdout.take().unwrap())
+                        .read_line(&mut line)
+                        .unwrap();
+                    line.trim()
+                        .strip_prefix("listening ")
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                };
+                let mut unix_flood = Vec::new();
+                let mut tcp_flood = Vec::new();
+                for _ in 0..FLOOD {
+                    unix_flood.push(TcpStream::connect(relay_addr).await.unwrap());
+                    // And from another source address straight to the TCP listener.
+                    let s = tokio::net::TcpSocket::new_v4().unwrap();
+                    s.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+                    tcp_flood.push(s.connect(p.addr).await.unwrap());
+                }
+                // Both floods are in: a token's CONNECT is served at once on both listeners.
+                let _t = tunnel_ok(p.addr, &token).await;
+                let _u = unix_tunnel_ok(&sock, &token).await;
 
-            // Over its cap, each flooding peer was refused at once; the rest are held open.
-            let wait = Duration::from_secs(5);
-            for (what, flood) in [("unix", unix_flood), ("tcp", tcp_flood)] {
-                let answers =
-                    futures_all(flood.into_iter().map(|s| answered(s, wait)).collect()).await;
-                let held = answers.iter().filter(|a| a.is_none()).count();
-                let capped = answers
+                // Over its cap, each flooding peer was refused at once; the rest are held open.
+                let wait = Duration::from_secs(5);
+                for (what, flood) in [("unix", unix_flood), ("tcp", tcp_flood)] {
+                    let answers =
+                        futures_all(flood.into_iter().map(|s| answered(s, wait)).collect()).await;
+                    let held = answers.iter().filter(|a| a.is_none()).count();
+                    let capped = answers
+                        .iter()
+                        .flatten()
+                        .filter(|a| a.starts_with("HTTP/1.1 503") && a.contains("peer-cap"))
+                        .count();
+                    assert_eq!(
+                        (held, capped),
+                        (CAP, FLOOD - CAP),
+                        "{what}: {:?}",
+                        answers.iter().flatten().find(|a| !a.contains("peer-cap"))
+                    );
+                }
+                // The held heads still do not block a third tunnel (the cap is 4).
+                let _t3 = tunnel_ok(p.addr, &token).await;
+                let secs = began.elapsed().as_secs() + 1;
+                let _ = relay.kill();
+                let _ = relay.wait();
+                p.trigger.fire();
+                p.task.await.unwrap().unwrap();
+                // The refusals stay within the deny budget; the rest are one suppressed count.
+                let events = spooled(&keys.spool());
+                let denies = events.iter().filter(|(t, _)| t == "egress.deny").count();
+                let suppressed: u64 = events
                     .iter()
-                    .flatten()
-                    .filter(|a| a.starts_with("HTTP/1.1 503") && a.contains("peer-cap"))
-                    .count();
-                assert_eq!((held, capped), (CAP, FLOOD - CAP), "{what}: {:?}", answers
+                    .filter(|(t, _)| t == "egress.deny.suppressed")
+                    .map(|(_, p)| p["count"].as_u64().unwrap())
+                    .sum();
+                assert!(
+                    denies as u64 <= u64::from(budget) * secs,
+                    "{denies} denies in {secs} s"
+                );
+                // Every flood connection is one deny: refused over the cap, or (the held ones,
+                // dropped by `answered`) closed before a whole head.
+                assert_eq!(denies as u64 + suppressed, 2 * FLOOD as u64);
+                assert!(events
                     .iter()
-                    .flatten()
-                    .find(|a| !a.contains("peer-cap")));
-            }
-            // The held heads still do not block a third tunnel (the cap is 4).
-            let _t3 = tunnel_ok(p.addr, &token).await;
-            let secs = began.elapsed().as_secs() + 1;
-            let _ = relay.kill();
-            let _ = relay.wait();
-            p.trigger.fire();
-            p.task.await.unwrap().unwrap();
-            // The refusals stay within the deny budget; the rest are one suppressed count.
-            let events = spooled(&keys.spool());
-            let denies = events.iter().filter(|(t, _)| t == "egress.deny").count();
-            let suppressed: u64 = events
-                .iter()
-                .filter(|(t, _)| t == "egress.deny.suppressed")
-                .map(|(_, p)| p["count"].as_u64().unwrap())
-                .sum();
-            assert!(denies as u64 <= u64::from(budget) * secs, "{denies} denies in {secs} s");
-            // Every flood connection is one deny: refused over the cap, or (the held ones,
-            // dropped by `answered`) closed before a whole head.
-            assert_eq!(denies as u64 + suppressed, 2 * FLOOD as u64);
-            assert!(events.iter().any(|(t, p)| t == "egress.deny" && p["reason"] == "peer-cap"));
-            assert_eq!(allowed(&events), 3, "{events:#?}");
-        });
-    });
+                    .any(|(t, p)| t == "egress.deny" && p["reason"] == "peer-cap"));
+                assert_eq!(allowed(&events), 3, "{events:#?}");
+            });
+        },
+    );
 }
 
 async fn futures_all<F: std::future::Future + Send + 'static>(fs: Vec<F>) -> Vec<F::Output>
@@ -395,7 +416,9 @@ fn allows_past_the_budget_are_counted_not_dropped() {
                 .filter(|(t, _)| t == "egress.allow.unitemised")
                 .collect();
             assert!(!unitemised.is_empty(), "{events:#?}");
-            assert!(unitemised[0].1["tokens"].as_array().is_some_and(|t| !t.is_empty()));
+            assert!(unitemised[0].1["tokens"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty()));
             drop(held);
         });
     });
