@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 
-use common::dns::{self, Rec};
+use common::dns;
 use common::procs::{cert, daemon, tls_server, Kill};
 use common::*;
 
@@ -32,22 +31,13 @@ fn curl(args: &[&str]) -> (bool, String, String) {
 #[test]
 fn curl_through_the_real_daemon() {
     in_netns("curl_through_the_real_daemon", || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let keys = Keys::new();
         let dir = keys.dir.path().to_path_buf();
-        let mut z: dns::Zone = HashMap::new();
-        z.insert(
-            "api.allowed.test".into(),
-            vec![Rec::Ip("127.0.0.2".parse().unwrap())],
-        );
-        z.insert(
-            "other.allowed.test".into(),
-            vec![Rec::Ip("127.0.0.3".parse().unwrap())],
-        );
+        let z = zone_of(&[
+            ("api.allowed.test", "127.0.0.2"),
+            ("other.allowed.test", "127.0.0.3"),
+        ]);
         let dns = rt.block_on(dns::serve(z));
         cert(&dir, "api.allowed.test");
         let _tls = Kill(tls_server(&dir, "127.0.0.2:8443"));
@@ -211,19 +201,10 @@ fn curl_through_the_real_daemon() {
 #[test]
 fn allowed_tunnels_survive_kill_9() {
     in_netns("allowed_tunnels_survive_kill_9", || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let keys = Keys::new();
         let dir = keys.dir.path().to_path_buf();
-        let mut z: dns::Zone = HashMap::new();
-        z.insert(
-            "api.allowed.test".into(),
-            vec![Rec::Ip("127.0.0.2".parse().unwrap())],
-        );
-        let dns = rt.block_on(dns::serve(z));
+        let dns = rt.block_on(dns::serve(zone_of(&[("api.allowed.test", "127.0.0.2")])));
         let backend = std::net::TcpListener::bind("127.0.0.2:443").unwrap();
         let caps: &[(&str, &[&str], &[u16])] = &[("web", &["*.allowed.test"], &[443])];
         let cfg = config(

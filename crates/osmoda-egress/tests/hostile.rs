@@ -49,6 +49,16 @@ async fn backend() {
     });
 }
 
+/// Keys, the DNS server, the backend and a bound listener with its config (not started yet).
+async fn fixture() -> (Keys, tokio::net::TcpListener, osmoda_config::EgressConfig) {
+    let keys = Keys::new();
+    let dns = dns::serve(zone()).await;
+    backend().await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cfg = config(&keys, l.local_addr().unwrap(), CAPS, &["127.0.0.2/32"], dns);
+    (keys, l, cfg)
+}
+
 async fn tunnel_ok(proxy: std::net::SocketAddr, token: &str) -> TcpStream {
     let mut a = send(proxy, &connect("api.allowed.test:443", Some(token))).await;
     assert_eq!(a.status, 200, "{}", a.text);
@@ -62,11 +72,7 @@ async fn tunnel_ok(proxy: std::net::SocketAddr, token: &str) -> TcpStream {
 fn hostile_clients_do_not_stop_service() {
     in_netns("hostile_clients_do_not_stop_service", || {
         rt().block_on(async {
-            let keys = Keys::new();
-            let dns = dns::serve(zone()).await;
-            backend().await;
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let cfg = config(&keys, l.local_addr().unwrap(), CAPS, &["127.0.0.2/32"], dns);
+            let (keys, l, cfg) = fixture().await;
             let p = start(l, None, &cfg, &keys.spool()).await;
             let token = keys.token(CAPS);
 
@@ -131,11 +137,7 @@ fn hostile_clients_do_not_stop_service() {
 fn tunnel_cap_and_rate_limit() {
     in_netns("tunnel_cap_and_rate_limit", || {
         rt().block_on(async {
-            let keys = Keys::new();
-            let dns = dns::serve(zone()).await;
-            backend().await;
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let mut cfg = config(&keys, l.local_addr().unwrap(), CAPS, &["127.0.0.2/32"], dns);
+            let (keys, l, mut cfg) = fixture().await;
             cfg.limits.max_tunnels = 3;
             cfg.limits.rate_per_minute = 5;
             let p = start(l, None, &cfg, &keys.spool()).await;
@@ -187,11 +189,7 @@ async fn futures_join(p: &Running, token: &str, n: usize) -> Vec<TcpStream> {
 fn idle_tunnels_close() {
     in_netns("idle_tunnels_close", || {
         rt().block_on(async {
-            let keys = Keys::new();
-            let dns = dns::serve(zone()).await;
-            backend().await;
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let mut cfg = config(&keys, l.local_addr().unwrap(), CAPS, &["127.0.0.2/32"], dns);
+            let (keys, l, mut cfg) = fixture().await;
             cfg.limits.idle_timeout_secs = 1;
             let p = start(l, None, &cfg, &keys.spool()).await;
             let mut t = tunnel_ok(p.addr, &keys.token(CAPS)).await;
@@ -248,9 +246,7 @@ fn one_peers_idle_flood_neither_fills_the_tunnel_cap_nor_blocks_others() {
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
                 .unwrap();
             rt().block_on(async {
-                let keys = Keys::new();
-                let dns = dns::serve(zone()).await;
-                backend().await;
+                let (keys, l, mut cfg) = fixture().await;
                 // The Unix socket in a directory user nobody can reach, as /run/osmoda is.
                 let sockdir = tempfile::tempdir().unwrap();
                 std::fs::set_permissions(
@@ -265,9 +261,7 @@ fn one_peers_idle_flood_neither_fills_the_tunnel_cap_nor_blocks_others() {
                     std::os::unix::fs::PermissionsExt::from_mode(0o666),
                 )
                 .unwrap();
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let mut cfg = config(&keys, l.local_addr().unwrap(), CAPS, &["127.0.0.2/32"], dns);
-                // Far more than the flood: a head in progress must not count as a tunnel at all.
+                // Far fewer than the flood: a head in progress must not count as a tunnel.
                 cfg.limits.max_tunnels = 4;
                 cfg.limits.header_timeout_secs = 60;
                 let budget = osmoda_egress::events::DENY_EVENTS_PER_SEC;
@@ -386,11 +380,7 @@ fn allowed(events: &[(String, serde_json::Value)]) -> u64 {
 fn allows_past_the_budget_are_counted_not_dropped() {
     in_netns("allows_past_the_budget_are_counted_not_dropped", || {
         rt().block_on(async {
-            let keys = Keys::new();
-            let dns = dns::serve(zone()).await;
-            backend().await;
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let cfg = config(&keys, l.local_addr().unwrap(), CAPS, &["127.0.0.2/32"], dns);
+            let (keys, l, cfg) = fixture().await;
             // Two itemised allow events a second; 60 tunnels of 60 tokens (distinct keys).
             let p = start_with_budgets(l, None, &cfg, &keys.spool(), 10_000, 2).await;
             let began = std::time::Instant::now();

@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::dns::{self, Rec};
+use common::dns;
 use common::procs::{cert, daemon, tls_server, Kill};
 use common::*;
 use osmoda_sandbox::{Bind, Boundary, Network, RingSpec};
@@ -21,22 +20,13 @@ use osmoda_sandbox::{Bind, Boundary, Network, RingSpec};
 #[test]
 fn a_ring1_sandbox_reaches_only_its_granted_name_through_egress() {
     in_netns("ring1", || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let keys = Keys::new();
         let dir = keys.dir.path().to_path_buf();
-        let mut z: dns::Zone = HashMap::new();
-        z.insert(
-            "api.allowed.test".into(),
-            vec![Rec::Ip("127.0.0.2".parse().unwrap())],
-        );
-        z.insert(
-            "other.allowed.test".into(),
-            vec![Rec::Ip("127.0.0.3".parse().unwrap())],
-        );
+        let z = zone_of(&[
+            ("api.allowed.test", "127.0.0.2"),
+            ("other.allowed.test", "127.0.0.3"),
+        ]);
         let dns = rt.block_on(dns::serve(z));
         // The CA file is bound into the sandbox (a declared read-only bind), readable by nobody.
         let certs = tempfile::tempdir_in("/var/tmp").unwrap();

@@ -51,6 +51,23 @@ pub fn in_netns<F: FnOnce() + Send + 'static>(test: &str, f: F) -> bool {
     true
 }
 
+/// The runtime the real-binary tests drive their fixtures (DNS server) on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A DNS zone of `(name, IPv4/IPv6 address)` records.
+pub fn zone_of(records: &[(&str, &str)]) -> dns::Zone {
+    records
+        .iter()
+        .map(|(n, ip)| (n.to_string(), vec![dns::Rec::Ip(ip.parse().unwrap())]))
+        .collect()
+}
+
 /// A signing key, its public key file and a revocation file in a temp dir.
 pub struct Keys {
     pub dir: tempfile::TempDir,
