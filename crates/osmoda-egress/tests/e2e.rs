@@ -28,6 +28,20 @@ fn curl(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// egress.json for a proxy on 127.0.0.1:19999 with `caps` and 127.0.0.2 in the allow range,
+/// written to the keys' dir.
+fn write_config(
+    keys: &Keys,
+    caps: &[(&str, &[&str], &[u16])],
+    dns: std::net::SocketAddr,
+) -> (osmoda_config::EgressConfig, std::path::PathBuf) {
+    let listen = "127.0.0.1:19999".parse().unwrap();
+    let cfg = config(keys, listen, caps, &["127.0.0.2/32"], dns);
+    let path = keys.dir.path().join("egress.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    (cfg, path)
+}
+
 #[test]
 fn curl_through_the_real_daemon() {
     in_netns("curl_through_the_real_daemon", || {
@@ -43,15 +57,7 @@ fn curl_through_the_real_daemon() {
         let _tls = Kill(tls_server(&dir, "127.0.0.2:8443"));
         let _tls3 = Kill(tls_server(&dir, "127.0.0.3:8443"));
         let caps: &[(&str, &[&str], &[u16])] = &[("web", &["*.allowed.test"], &[443, 8443])];
-        let cfg = config(
-            &keys,
-            "127.0.0.1:19999".parse().unwrap(),
-            caps,
-            &["127.0.0.2/32"],
-            dns,
-        );
-        let cfg_path = dir.join("egress.json");
-        std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        let (cfg, cfg_path) = write_config(&keys, caps, dns);
 
         let ok = Command::new(BIN)
             .arg("check-config")
@@ -207,15 +213,7 @@ fn allowed_tunnels_survive_kill_9() {
         let dns = rt.block_on(dns::serve(zone_of(&[("api.allowed.test", "127.0.0.2")])));
         let backend = std::net::TcpListener::bind("127.0.0.2:443").unwrap();
         let caps: &[(&str, &[&str], &[u16])] = &[("web", &["*.allowed.test"], &[443])];
-        let cfg = config(
-            &keys,
-            "127.0.0.1:19999".parse().unwrap(),
-            caps,
-            &["127.0.0.2/32"],
-            dns,
-        );
-        let cfg_path = dir.join("egress.json");
-        std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        let (_, cfg_path) = write_config(&keys, caps, dns);
         let mut d = daemon(BIN, &dir, &cfg_path);
         // N tunnels, two tokens, held open: the proxy is killed while they run.
         const N: u64 = 7;
