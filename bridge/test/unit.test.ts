@@ -13,6 +13,7 @@ import { bytes, clip, duration, table } from "../src/format.ts";
 import { resolveSettings, toAgentTool, validate, DAEMONS, DEFAULT_SETTINGS } from "../src/tool.ts";
 import { allTools, toolModules } from "../src/tools/index.ts";
 import { SYSTEM_QUERIES } from "../src/tools/agentd.ts";
+import { MAX_PLAINTEXT, MAX_TEXT_BYTES, textProblem } from "../src/tools/mesh.ts";
 import { memoryCorpusSupplement, parseLookup } from "../src/memory-corpus.ts";
 
 const manifest = JSON.parse(readFileSync(new URL("../openclaw.plugin.json", import.meta.url), "utf8"));
@@ -210,6 +211,43 @@ test("invalid arguments never reach a daemon: execute throws a ToolInputError na
   await assert.rejects(fw.execute("c", { path: "/tmp/x" }), /exactly one of `content`/);
   const se = toAgentTool(allTools.find((s) => s.name === "shell_exec")!, settings);
   await assert.rejects(se.execute("c", { command: "a", argv: ["b"] }), /exactly one of `command`/);
+});
+
+test("mesh_peer_send counts a message's bytes on the link as osmoda-mesh does, not its characters", async () => {
+  // The same boundary cases as osmoda-mesh's `message::tests::text_limits_are_bytes_on_the_link`.
+  assert.equal(MAX_PLAINTEXT, 65519);
+  assert.equal(MAX_TEXT_BYTES, 65494);
+  const fits = (t: string) => textProblem(t) === undefined;
+  const cases: [string, string, boolean][] = [
+    ["ASCII at the limit", "a".repeat(65494), true],
+    ["ASCII one over", "a".repeat(65495), false],
+    ["2-byte é at the limit (32,747 characters)", "é".repeat(32747), true],
+    ["2-byte é one byte over", "é".repeat(32747) + "a", false],
+    ["3-byte € at the limit less one, plus one ASCII", "€".repeat(21831) + "a", true],
+    ["3-byte € one over", "€".repeat(21832), false],
+    ["4-byte emoji (2 UTF-16 units) plus two ASCII at the limit", "😀".repeat(16373) + "aa", true],
+    ["4-byte emoji one over", "😀".repeat(16373) + "aaa", false],
+    ["quotes are escaped: 2 bytes each", '"'.repeat(32747), true],
+    ["a quote over", '"'.repeat(32747) + "a", false],
+    ["control characters are \\u00XX: 6 bytes", "\u0001".repeat(10915) + "aaaa", true],
+    ["a control character over", "\u0001".repeat(10915) + "aaaaa", false],
+  ];
+  for (const [what, text, ok] of cases) assert.equal(fits(text), ok, what);
+  // Far under the characters a character count allowed (65,519), and refused before any daemon.
+  assert.ok("😀".repeat(16374).length < 65519);
+  assert.match(textProblem("é".repeat(32748))!, /^`message` is 65521 bytes on the link/);
+  assert.match(textProblem("a\uD800b")!, /lone UTF-16 surrogate/);
+  assert.equal(textProblem("😀"), undefined);
+  const settings = { ...DEFAULT_SETTINGS, meshSocket: "/nonexistent/m.sock" };
+  const send = toAgentTool(allTools.find((s) => s.name === "mesh_peer_send")!, settings);
+  await assert.rejects(send.execute("c", { peer: "beta", message: "😀".repeat(16374) }), (e: any) => {
+    assert.equal(e.name, "ToolInputError");
+    assert.match(e.message, /^Invalid arguments for mesh_peer_send: `message` is 65521 bytes on the link/);
+    return true;
+  });
+  // The schema no longer counts characters: the byte rule is the only bound.
+  const spec = allTools.find((s) => s.name === "mesh_peer_send")!;
+  assert.equal((spec.parameters as any).properties.message.maxLength, undefined);
 });
 
 test("daemon errors become text the model can act on", () => {

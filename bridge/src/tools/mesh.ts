@@ -44,6 +44,31 @@ function connection(c: any): string {
   return `connected ${c.direction} (${c.remote}) since ${when(c.connected_at)}, ${c.sent} sent / ${c.received} received, ${c.rekeys} rekeys`;
 }
 
+/** Largest plaintext of one link message (osmoda-mesh's `MAX_PLAINTEXT`: a 65,535-byte frame less the 16-byte tag). */
+export const MAX_PLAINTEXT = 65519;
+/** What a text message adds around its text on the link: `{"type":"text","text":` … `}`. */
+const TEXT_ENVELOPE = Buffer.byteLength('{"type":"text","text":}');
+/** The longest text of plain characters that fits (no quotes, backslashes or control characters). */
+export const MAX_TEXT_BYTES = MAX_PLAINTEXT - TEXT_ENVELOPE - 2;
+/** A UTF-16 surrogate without its other half. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Why osmoda-mesh would refuse `text` as a message, or undefined. The daemon measures the message
+ * as the link carries it, `{"type":"text","text":"…"}` in UTF-8 with JSON's escapes (serde_json
+ * escapes exactly what JSON.stringify does: the quote, the backslash and U+0000–U+001F), so this
+ * is its count byte for byte, not a count of characters. A lone surrogate is no Unicode text: the
+ * daemon's JSON parser refuses it, so the bridge does too.
+ */
+export function textProblem(text: string): string | undefined {
+  if (LONE_SURROGATE.test(text)) return "`message` holds a lone UTF-16 surrogate: it is not Unicode text";
+  const bytes = Buffer.byteLength(JSON.stringify({ type: "text", text }));
+  if (bytes > MAX_PLAINTEXT) {
+    return `\`message\` is ${bytes} bytes on the link (UTF-8, JSON-escaped); at most ${MAX_PLAINTEXT} fit in one message (${MAX_TEXT_BYTES} bytes of plain text): send it in parts`;
+  }
+  return undefined;
+}
+
 export const meshTools = [
   tool({
     name: "mesh_identity",
@@ -144,12 +169,16 @@ export const meshTools = [
       "Send a message to a connected mesh peer over its encrypted link: message (text) or payload (JSON), at most about 64 KB. The ledger records that it was sent (peer, kind, size), never the content.",
     parameters: obj({
       peer: peerArg,
-      message: Type.Optional(Type.String({ minLength: 1, maxLength: 65519, description: "Text to send." })),
+      message: Type.Optional(Type.String({ minLength: 1, description: `Text to send: at most ${MAX_TEXT_BYTES} bytes of UTF-8 (fewer when it holds quotes, backslashes or control characters, which the link escapes).` })),
       payload: Type.Optional(Type.Unknown({ description: "JSON to send instead of text." })),
     }),
     async run(p, ctx) {
       if ((p.message === undefined) === (p.payload === undefined)) {
         throw invalidArgs("mesh_peer_send", ["give exactly one of `message` (text) or `payload` (JSON)"]);
+      }
+      if (p.message !== undefined) {
+        const problem = textProblem(p.message);
+        if (problem) throw invalidArgs("mesh_peer_send", [problem]);
       }
       const body = p.message !== undefined ? { message: p.message } : { payload: p.payload };
       const r = await ctx.daemon("osmoda-mesh", "POST", `/peer/${encodeURIComponent(p.peer)}/send`, body, `mesh_peer_send ${p.peer}`);
