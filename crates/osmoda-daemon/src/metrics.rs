@@ -16,7 +16,12 @@
 //!   `osmoda_watcher_checks_total{result}`, `osmoda_routine_runs_total{state}`;
 //! - `osmoda_keyd_signatures_total{chain,kind}`, `osmoda_keyd_denials_total{reason}`;
 //! - `osmoda_egress_decisions_total{outcome,reason}`, `osmoda_egress_tunnels_open`;
-//! - `osmoda_voice_requests_total{kind,outcome}`.
+//! - `osmoda_voice_requests_total{kind,outcome}`;
+//! - osmoda-mesh: `osmoda_mesh_links_open`, `osmoda_mesh_links_total{direction}` (links up),
+//!   `osmoda_mesh_link_closes_total{reason}`, `osmoda_mesh_handshakes_total{direction,outcome}`,
+//!   `osmoda_mesh_rekeys_total{direction}`, `osmoda_mesh_frames_total{direction}` and
+//!   `osmoda_mesh_frame_bytes_total{direction}` (sealed frames on links, keepalives included),
+//!   `osmoda_mesh_messages_total{direction,kind}` (what peers said: text, json, request, ...).
 
 use std::sync::OnceLock;
 
@@ -80,6 +85,58 @@ pub struct Metrics {
     egress: Family<DecisionLabels, Counter>,
     tunnels: Gauge,
     voice: Family<VoiceLabels, Counter>,
+    mesh: MeshFamilies,
+}
+
+/// osmoda-mesh's families (see the module docs).
+#[derive(Default)]
+struct MeshFamilies {
+    links_open: Gauge,
+    links: Family<DirectionLabel, Counter>,
+    closes: Family<ReasonLabel, Counter>,
+    handshakes: Family<HandshakeLabels, Counter>,
+    rekeys: Family<DirectionLabel, Counter>,
+    frames: Family<DirectionLabel, Counter>,
+    frame_bytes: Family<DirectionLabel, Counter>,
+    messages: Family<MessageLabels, Counter>,
+}
+
+impl MeshFamilies {
+    fn register(&self, r: &mut Registry) {
+        r.register("mesh_links_open", "Links osmoda-mesh holds up now", self.links_open.clone());
+        r.register("mesh_links", "Links established, by who dialed (outbound, inbound)", self.links.clone());
+        r.register("mesh_link_closes", "Links closed, by reason", self.closes.clone());
+        r.register(
+            "mesh_handshakes",
+            "Handshakes by direction and outcome (ok, refused, silent, unreachable, limited)",
+            self.handshakes.clone(),
+        );
+        r.register("mesh_rekeys", "Link rekeys, by direction of the key (send, receive)", self.rekeys.clone());
+        r.register("mesh_frames", "Sealed frames on links, by direction (sent, received)", self.frames.clone());
+        r.register("mesh_frame_bytes", "Bytes of sealed frames on links, by direction", self.frame_bytes.clone());
+        r.register(
+            "mesh_messages",
+            "Messages peers exchanged, by direction and kind (text, json, request, response, rotate)",
+            self.messages.clone(),
+        );
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    direction: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    direction: &'static str,
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -193,7 +250,10 @@ impl Metrics {
             "osmoda-voice work by kind (transcribe, speak, record, utterance) and outcome",
             voice.clone(),
         );
+        let mesh = MeshFamilies::default();
+        mesh.register(&mut registry);
         Metrics {
+            mesh,
             voice,
             egress,
             tunnels,
@@ -325,6 +385,51 @@ impl Metrics {
             .inc();
     }
 
+    /// A mesh link came up (`direction`: `outbound` when this host dialed, else `inbound`).
+    pub fn mesh_link_up(&self, direction: &'static str) {
+        self.mesh.links.get_or_create(&DirectionLabel { direction }).inc();
+        self.mesh.links_open.inc();
+    }
+
+    /// A mesh link closed, for `reason` (a fixed word chosen by osmoda-mesh).
+    pub fn mesh_link_down(&self, reason: &'static str) {
+        self.mesh
+            .closes
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+        self.mesh.links_open.dec();
+    }
+
+    /// One mesh handshake ended (`outcome`: `ok`, `refused`, `silent`, `unreachable`, `limited`).
+    pub fn mesh_handshake(&self, direction: &'static str, outcome: &'static str) {
+        self.mesh
+            .handshakes
+            .get_or_create(&HandshakeLabels { direction, outcome })
+            .inc();
+    }
+
+    /// A mesh link switched the key of one direction (`send`, `receive`).
+    pub fn mesh_rekey(&self, direction: &'static str) {
+        self.mesh.rekeys.get_or_create(&DirectionLabel { direction }).inc();
+    }
+
+    /// A sealed frame of `bytes` went over a mesh link (`sent`, `received`).
+    pub fn mesh_frame(&self, direction: &'static str, bytes: usize) {
+        let l = DirectionLabel { direction };
+        self.mesh.frames.get_or_create(&l).inc();
+        self.mesh.frame_bytes.get_or_create(&l).inc_by(bytes as u64);
+    }
+
+    /// A peer message of `kind` was sent or received.
+    pub fn mesh_message(&self, direction: &'static str, kind: &'static str) {
+        self.mesh
+            .messages
+            .get_or_create(&MessageLabels { direction, kind })
+            .inc();
+    }
+
     /// The registry as OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -379,6 +484,14 @@ mod tests {
         m.edit("committed");
         m.switch_finished("rolled-back");
         m.watcher_check("fail\n{bad}");
+        m.mesh_link_up("outbound");
+        m.mesh_link_up("inbound");
+        m.mesh_link_down("silent");
+        m.mesh_handshake("inbound", "refused");
+        m.mesh_frame("sent", 100);
+        m.mesh_frame("sent", 28);
+        m.mesh_rekey("send");
+        m.mesh_message("received", "text");
         let text = m.encode();
         for line in [
             r#"osmoda_http_requests_total{listener="agent",route="/incident/{id}",status="404"} 1"#,
@@ -387,6 +500,14 @@ mod tests {
             r#"osmoda_config_edits_total{outcome="committed"} 1"#,
             r#"osmoda_switches_total{state="rolled-back"} 1"#,
             r#"osmoda_watcher_checks_total{result="fail_{bad}"} 1"#,
+            "osmoda_mesh_links_open 1",
+            r#"osmoda_mesh_links_total{direction="outbound"} 1"#,
+            r#"osmoda_mesh_link_closes_total{reason="silent"} 1"#,
+            r#"osmoda_mesh_handshakes_total{direction="inbound",outcome="refused"} 1"#,
+            r#"osmoda_mesh_frames_total{direction="sent"} 2"#,
+            r#"osmoda_mesh_frame_bytes_total{direction="sent"} 128"#,
+            r#"osmoda_mesh_rekeys_total{direction="send"} 1"#,
+            r#"osmoda_mesh_messages_total{direction="received",kind="text"} 1"#,
             "# EOF",
         ] {
             assert!(

@@ -1,7 +1,8 @@
 //! What osmoda-mesh asks of agentd and osmoda-watch: ledger events (metadata only, durably
 //! spooled by the `Reporter`, so none is lost while agentd is down), and peer records written
-//! into the config tree through agentd's config API (`/config/set`) and applied with
-//! SafeSwitch (`/switch/begin`), the path `/routine/add` takes.
+//! into the config tree through agentd's config API (`/config/set`, `/config/unset`) and
+//! applied with SafeSwitch (`/switch/begin`), the path `/routine/add` takes. Each call is one
+//! attempt; `intents` makes them durable and retries them.
 
 use std::path::Path;
 
@@ -9,7 +10,6 @@ use osmoda_client::{Client, Reporter};
 use serde_json::{json, Value};
 
 use crate::error::MeshError;
-use crate::identity::Keys;
 
 /// agentd and osmoda-watch as seen from mesh.
 pub struct Agentd {
@@ -17,9 +17,6 @@ pub struct Agentd {
     watch: Client,
     reporter: Reporter,
 }
-
-/// How long a queued switch waits for a running one to end (a switch runs for its TTL).
-pub const QUEUE_FOR: std::time::Duration = std::time::Duration::from_secs(1800);
 
 /// The option path of peer `name`.
 pub fn peer_path(name: &str) -> String {
@@ -64,10 +61,11 @@ impl Agentd {
     }
 
     /// POSTs `body` to `who` (`agentd`, `osmoda-watch`: named, never by its socket's path).
+    /// No answer or a 5xx is [`MeshError::Unavailable`] (try again); a refusal is not.
     async fn call(c: &Client, who: &str, path: &str, body: &Value) -> Result<Value, MeshError> {
         let r = c.post(path, body).await.map_err(|e| {
             tracing::warn!(socket = %c.socket().display(), "POST {path}: {e}");
-            MeshError::Agentd(format!(
+            MeshError::Unavailable(format!(
                 "{who} did not answer POST {path} (is it running? `systemctl status osmoda-{}`)",
                 who.trim_start_matches("osmoda-")
             ))
@@ -91,6 +89,10 @@ impl Agentd {
                 "{who} refused POST {path} (409): {}",
                 said(&r.body)
             ))),
+            s if s >= 500 => Err(MeshError::Unavailable(format!(
+                "{who} failed POST {path} with {s}: {}",
+                said(&r.body)
+            ))),
             s => Err(MeshError::Agentd(format!(
                 "{who} answered POST {path} with {s}: {}",
                 said(&r.body)
@@ -98,86 +100,57 @@ impl Agentd {
         }
     }
 
-    /// Writes peer `name` (`endpoint`, `keys`) into the config tree (one commit, message
-    /// `reason`) and starts a SafeSwitch to that generation. Returns (agentd's answer, watch's).
+    /// Writes peer `name` (`endpoint`, `keys`) into the config tree: one commit, message
+    /// `reason`. A tree that already holds exactly this record (a retry after a crash) answers
+    /// `{"unchanged": true}`.
     ///
     /// # Errors
-    /// `Agentd`/`Conflict` with their answer; nothing is switched when the edit failed.
-    pub async fn record_peer(
+    /// `Unavailable` when agentd did not answer (try again), else agentd's refusal.
+    pub async fn set_peer(
         &self,
         name: &str,
         endpoint: &str,
-        keys: &Keys,
+        keys: &crate::identity::PublicKeys,
         reason: &str,
-    ) -> Result<(Value, Value), MeshError> {
-        let k = keys.encode();
+    ) -> Result<Value, MeshError> {
         let value = json!({
             "endpoint": endpoint,
-            "publicKeys": { "ed25519": k.ed25519, "x25519": k.x25519, "mlKem768": k.ml_kem_768 },
+            "publicKeys": { "ed25519": keys.ed25519, "x25519": keys.x25519, "mlKem768": keys.ml_kem_768 },
         });
-        let edit = Self::call(
-            &self.client,
-            "agentd",
-            "/config/set",
-            &json!({ "path": peer_path(name), "value": value, "reason": reason }),
-        )
-        .await?;
-        if osmoda_config::tree_edit::landed_rev(&edit).is_none() {
-            return Err(MeshError::Agentd(format!(
-                "agentd's config API answered without a rev: {edit}"
-            )));
-        }
-        Ok((edit, self.apply(reason).await?))
-    }
-
-    /// Applies the tree's `HEAD` (which holds the change just committed) with SafeSwitch and
-    /// returns watch's answer. `HEAD`, not the commit's own rev: a switch to a rev that is no
-    /// longer `HEAD` would be a restore that undoes what others committed since. While another
-    /// switch runs (watch answers 409; a pairing right after another one, inside its TTL), the
-    /// switch is queued: a task begins it as soon as watch takes one (every second, for at most
-    /// [`QUEUE_FOR`]), and the answer is `{"state": "queued", "id": null, "detail"}`.
-    ///
-    /// # Errors
-    /// `Agentd` when watch cannot be reached or refuses otherwise.
-    async fn apply(&self, reason: &str) -> Result<Value, MeshError> {
-        let body = json!({ "plan": reason, "health_checks": [] });
-        match Self::call(&self.watch, "osmoda-watch", "/switch/begin", &body).await {
-            Err(MeshError::Conflict(why)) => {
-                let watch = self.watch.clone();
-                tokio::spawn(async move {
-                    let until = tokio::time::Instant::now() + QUEUE_FOR;
-                    while tokio::time::Instant::now() < until {
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        match Self::call(&watch, "osmoda-watch", "/switch/begin", &body).await {
-                            Err(MeshError::Conflict(_)) => continue,
-                            Ok(s) => return tracing::info!("queued switch began: {s}"),
-                            Err(e) => return tracing::error!("queued switch refused: {e}"),
-                        }
-                    }
-                    tracing::error!("queued switch: another switch ran for {QUEUE_FOR:?}; the change is committed, apply it with a switch");
-                });
-                Ok(json!({
-                    "state": "queued",
-                    "id": null,
-                    "detail": format!("another switch is running ({why}); this change is committed and is applied by a switch of HEAD as soon as that one ends"),
-                }))
+        let body = json!({ "path": peer_path(name), "value": value, "reason": reason });
+        match Self::call(&self.client, "agentd", "/config/set", &body).await {
+            Err(MeshError::Conflict(why)) if why.contains(NO_CHANGE) => {
+                Ok(json!({ "unchanged": true, "path": peer_path(name) }))
             }
+            Ok(edit) if osmoda_config::tree_edit::landed_rev(&edit).is_none() => Err(
+                MeshError::Agentd(format!("agentd's config API answered without a rev: {edit}")),
+            ),
             other => other,
         }
     }
 
-    /// Removes peer `name` from the config tree and switches; agentd's gate answers that a
+    /// Begins a SafeSwitch of the tree's `HEAD` (not a rev: a switch to a rev that is no
+    /// longer `HEAD` would undo what others committed since).
+    ///
+    /// # Errors
+    /// `Conflict` while another switch runs, `Unavailable` when watch did not answer.
+    pub async fn begin_switch(&self, plan: &str) -> Result<Value, MeshError> {
+        let body = json!({ "plan": plan, "health_checks": [] });
+        Self::call(&self.watch, "osmoda-watch", "/switch/begin", &body).await
+    }
+
+    /// Removes peer `name` from the config tree (one commit); agentd's gate answers that a
     /// person must approve (`mesh.peer.remove` is destructive) unless `approval` names a ticket
     /// a person approved for exactly this removal.
     ///
     /// # Errors
-    /// `ApprovalRequired` with agentd's ticket; otherwise as [`Agentd::record_peer`].
-    pub async fn remove_peer(
+    /// `ApprovalRequired` with agentd's ticket; otherwise as [`Agentd::set_peer`].
+    pub async fn unset_peer(
         &self,
         name: &str,
         reason: &str,
         approval: Option<&str>,
-    ) -> Result<(Value, Value), MeshError> {
+    ) -> Result<Value, MeshError> {
         let mut body = json!({ "path": peer_path(name), "reason": reason });
         if let Some(a) = approval {
             body["approval"] = json!(a);
@@ -188,6 +161,9 @@ impl Agentd {
                 "agentd's config API answered without a rev: {edit}"
             )));
         }
-        Ok((edit, self.apply(reason).await?))
+        Ok(edit)
     }
 }
+
+/// How agentd refuses an edit that changes nothing (`GenError::NoChange`).
+const NO_CHANGE: &str = "left every file as it was";

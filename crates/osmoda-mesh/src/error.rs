@@ -24,9 +24,13 @@ pub enum MeshError {
     /// The sealed identity does not open (500): the state dir or the secret is wrong.
     #[error("{0}")]
     Vault(String),
-    /// agentd or osmoda-watch could not be reached or refused (502, with their answer).
+    /// agentd or osmoda-watch refused (502, with their answer).
     #[error("{0}")]
     Agentd(String),
+    /// agentd or osmoda-watch did not answer, or failed inside (502): worth trying again; a
+    /// durable intent (`intents`) is kept and retried.
+    #[error("{0}")]
+    Unavailable(String),
     /// agentd's gate judged the change destructive and opened an approval ticket (403): `detail`
     /// is agentd's (`{kind: "approval_required", ticket, effect, approve, operation, expires_at}`),
     /// passed on so the caller can have a person approve it and retry with the ticket.

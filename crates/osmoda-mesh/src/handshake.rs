@@ -108,6 +108,9 @@ pub struct Established {
     pub hash: Vec<u8>,
     /// Whether we initiated.
     pub initiator: bool,
+    /// The X25519 static key this side used (its identity now, or the previous one while a
+    /// rotation's hand-over is delivered).
+    pub local: [u8; 32],
 }
 
 /// Why a handshake failed.
@@ -271,6 +274,7 @@ async fn initiate_inner<S: AsyncRead + AsyncWrite + Unpin>(
         peer: expect.clone(),
         hash,
         initiator: true,
+        local: id.x25519_public,
     })
 }
 
@@ -374,6 +378,7 @@ where
             peer,
             hash,
             initiator: false,
+            local: id.x25519_public,
         },
         hello3.extra,
         admitted,

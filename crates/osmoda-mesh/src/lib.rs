@@ -14,8 +14,10 @@ pub mod agentd;
 pub mod api;
 pub mod error;
 pub mod frame;
+pub mod handover;
 pub mod handshake;
 pub mod identity;
+pub mod intents;
 pub mod invite;
 pub mod link;
 pub mod message;
@@ -116,6 +118,10 @@ pub struct AppState {
     pub pending: records::Pending,
     /// One identity rotation at a time.
     pub rotating: tokio::sync::Mutex<()>,
+    /// Peer records and switches owed to agentd and osmoda-watch (durable in `store`).
+    pub intents: intents::Intents,
+    /// One delivery of owed hand-overs at a time.
+    pub handing: tokio::sync::Mutex<()>,
     /// Why the last dial of each declared peer failed (cleared when one succeeds).
     dial_errors: Mutex<HashMap<String, String>>,
     identity: RwLock<Arc<Identity>>,
@@ -123,6 +129,8 @@ pub struct AppState {
     config: Mutex<(Option<(SystemTime, u64)>, Loaded)>,
     next_link: std::sync::atomic::AtomicU64,
     pairing: tokio::sync::Mutex<()>,
+    state_dir: PathBuf,
+    pause: Option<String>,
     shutdown: Mutex<Option<Shutdown>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -251,7 +259,7 @@ impl AppState {
         if let Err(e) = &loaded {
             tracing::error!("mesh.json is invalid; no peer is admitted until it is fixed: {e}");
         }
-        Ok(Arc::new(AppState {
+        let state = Arc::new(AppState {
             store,
             agentd,
             links: Mutex::new(HashMap::new()),
@@ -261,15 +269,36 @@ impl AppState {
             listen_port: Mutex::new(None),
             pending: records::Pending::default(),
             rotating: tokio::sync::Mutex::new(()),
+            intents: intents::Intents::default(),
+            handing: tokio::sync::Mutex::new(()),
             dial_errors: Mutex::new(HashMap::new()),
             identity: RwLock::new(Arc::new(identity)),
             config: Mutex::new((stamp(&opts.config), loaded)),
             config_path: opts.config,
             next_link: std::sync::atomic::AtomicU64::new(1),
             pairing: tokio::sync::Mutex::new(()),
+            pause: intents::pause_point(),
+            state_dir: opts.state_dir,
             shutdown: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
-        }))
+        });
+        // Records owed since before a crash keep their names until they are in mesh.json.
+        intents::hold_names(&state)?;
+        Ok(state)
+    }
+
+    /// Test hook: stops here for good when `OSMODA_MESH_PAUSE_IN` names `point`, after writing
+    /// `<state_dir>/paused-in-<point>` (see [`intents::PAUSE_POINTS`]).
+    pub async fn pause(&self, point: &str) {
+        if self.pause.as_deref() != Some(point) {
+            return;
+        }
+        let marker = self.state_dir.join(format!("paused-in-{point}"));
+        if let Err(e) = std::fs::write(&marker, std::process::id().to_string()) {
+            tracing::error!("cannot write the pause marker {}: {e}", marker.display());
+        }
+        tracing::warn!("pausing in {point} (OSMODA_MESH_PAUSE_IN)");
+        std::future::pending::<()>().await;
     }
 
     /// The current identity.
@@ -440,6 +469,7 @@ pub async fn serve(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shutdown.clone());
     let net = tokio::spawn(net::run(state.clone(), tcp, shutdown.clone()));
+    let owed = tokio::spawn(intents::run(state.clone(), shutdown.clone()));
     let app = api::router(state.clone());
     let limits = osmoda_daemon::server::Limits::main(osmoda_daemon::fd_limit());
     let res = osmoda_daemon::server::serve(
@@ -452,6 +482,7 @@ pub async fn serve(
     )
     .await;
     let _ = net.await;
+    let _ = owed.await;
     state.join_tasks().await;
     res
 }

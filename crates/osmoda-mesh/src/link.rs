@@ -66,6 +66,10 @@ pub struct LinkInfo {
     pub initiator: bool,
     /// The X25519 key of whoever dialed (the duplicate-link tie-break).
     pub initiator_key: [u8; 32],
+    /// The X25519 key the peer knows this host by on this link: the one it authenticated with
+    /// (a previous identity's on a link that delivers a hand-over after a restart), then each
+    /// hand-over's new key once sent.
+    mine: std::sync::Mutex<[u8; 32]>,
     /// The first 8 bytes of the handshake hash, hex.
     pub session: String,
     /// The peer's address.
@@ -85,6 +89,22 @@ pub struct LinkInfo {
 }
 
 impl LinkInfo {
+    /// The X25519 key the peer knows this host by on this link.
+    pub fn mine(&self) -> [u8; 32] {
+        *self
+            .mine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// After a hand-over to `key` was sent on this link.
+    pub fn set_mine(&self, key: [u8; 32]) {
+        *self
+            .mine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+    }
+
     /// The peer's identity now (see [`LinkInfo::current`]).
     pub fn current_keys(&self) -> Keys {
         self.current
@@ -142,8 +162,11 @@ pub fn register(
     remote: String,
     paired: bool,
 ) -> Option<(LinkHandle, mpsc::Receiver<Cmd>)> {
-    let me = st.identity().x25519_public;
-    let initiator_key = if est.initiator { me } else { est.peer.x25519 };
+    let initiator_key = if est.initiator {
+        est.local
+    } else {
+        est.peer.x25519
+    };
     let (tx, rx) = mpsc::channel(64);
     let h = LinkHandle {
         id: st.link_id(),
@@ -154,6 +177,7 @@ pub fn register(
             current: std::sync::Mutex::new(est.peer.clone()),
             initiator: est.initiator,
             initiator_key,
+            mine: std::sync::Mutex::new(est.local),
             session: hex::encode(&est.hash[..8]),
             remote,
             connected_at: epoch_secs(),
@@ -245,6 +269,18 @@ pub async fn run(
         )
         .await;
     tracing::info!(peer = %info.peer, session = %info.session, "link up");
+    let metrics = osmoda_daemon::metrics::global();
+    metrics.mesh_link_up(if info.initiator { "outbound" } else { "inbound" });
+    {
+        // Hand-overs a crash kept from being sent go out on this link (or are dropped when the
+        // peer already knows this host's identity now).
+        let (st2, h) = (st.clone(), handle.clone());
+        st.spawn(async move {
+            if let Err(e) = crate::handover::deliver(&st2, &h).await {
+                tracing::warn!(peer = %h.info.peer, "owed hand-over not sent: {e}");
+            }
+        });
+    }
     let tuning = st.tuning.clone();
     let (rd, mut wr) = stream.into_split();
     // Buffered: a frame's header and body come from one read call, often several frames'.
@@ -297,6 +333,7 @@ pub async fn run(
                     None | Some(Err(_)) => break "the connection closed".into(),
                     Some(Ok(f)) => f,
                 };
+                metrics.mesh_frame("received", frame.len());
                 let n = match c.t.read_message(&frame, &mut plain) {
                     Ok(n) => n,
                     Err(e) => break format!("a frame did not decrypt ({e}); closing"),
@@ -314,9 +351,11 @@ pub async fn run(
                     MeshMessage::Rekey => {
                         c.t.rekey_incoming();
                         info.rekeys.fetch_add(1, Relaxed);
+                        metrics.mesh_rekey("receive");
                     }
                     other => {
                         info.received.fetch_add(1, Relaxed);
+                        metrics.mesh_message("received", other.kind());
                         crate::net::received(&st, &handle, other, n).await;
                     }
                 }
@@ -346,6 +385,7 @@ pub async fn run(
             ) && res.is_ok()
             {
                 info.sent.fetch_add(1, Relaxed);
+                metrics.mesh_message("sent", m.kind());
             }
             if let Some(a) = ack {
                 let _ = a.send(res.as_ref().map(drop).map_err(|(_, e)| e.clone()));
@@ -372,6 +412,7 @@ pub async fn run(
         }
     }
     tracing::info!(peer = %info.peer, session = %info.session, %reason, "link down");
+    metrics.mesh_link_down(close_kind(&reason));
     st.agentd
         .event(
             "disconnect",
@@ -395,6 +436,7 @@ async fn send_one(
         let n = c.seal(&MeshMessage::Rekey).map_err(|e| (true, e))?;
         write(wr, &c.sealed[..n]).await?;
         c.t.rekey_outgoing();
+        osmoda_daemon::metrics::global().mesh_rekey("send");
         c.send_epoch += 1;
         c.since_rekey = 0;
         c.rekeyed_at = Instant::now();
@@ -410,8 +452,33 @@ async fn write(
     frame: &[u8],
 ) -> Result<(), (bool, String)> {
     match tokio::time::timeout(Duration::from_secs(30), write_frame(wr, frame)).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => {
+            osmoda_daemon::metrics::global().mesh_frame("sent", frame.len());
+            Ok(())
+        }
         Ok(Err(e)) => Err((true, format!("write: {e}"))),
         Err(_) => Err((true, "write timed out after 30 s".into())),
     }
+}
+
+/// The reason a link closed as the fixed word `osmoda_mesh_link_closes_total` counts it by.
+pub fn close_kind(reason: &str) -> &'static str {
+    const KINDS: [(&str, &str); 12] = [
+        ("shutdown", "shutdown"),
+        ("dropped", "dropped"),
+        ("the connection closed", "connection_closed"),
+        ("a frame did not decrypt", "decrypt_failed"),
+        ("a message is not a MeshMessage", "bad_message"),
+        ("nothing received", "silent"),
+        ("write", "write_failed"),
+        ("replaced by a newer link", "replaced"),
+        ("the peer is no longer declared", "not_declared"),
+        ("the peer's declared keys", "keys_changed"),
+        ("the peer was removed", "removed"),
+        ("disconnected through the API", "api"),
+    ];
+    KINDS
+        .iter()
+        .find(|(start, _)| reason.starts_with(start))
+        .map_or("other", |(_, k)| k)
 }

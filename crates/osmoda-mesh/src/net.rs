@@ -13,15 +13,16 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::handshake::{self, Extra, HandshakeError};
-use crate::identity::{handover_bytes, verify, Keys};
+use crate::identity::{handover_bytes, verify, Identity, Keys};
 use crate::invite::{secret_hash, Invite};
 use crate::link::{self, LinkHandle};
 use crate::message::MeshMessage;
 use crate::{AppState, MeshError};
 use osmoda_daemon::shutdown::Shutdown;
 
-/// Handshakes in progress at once (all peers), and from one network (an IPv4 /24, an IPv6
-/// /64: one attacker holds many addresses of one network, rarely many networks).
+/// Handshakes in progress at once (all peers; a newcomer drops the oldest), and from one network
+/// (an IPv4 /24, an IPv6 /64: one attacker holds many addresses of one network, rarely many
+/// networks; a newcomer over that is closed).
 const MAX_HANDSHAKES: usize = 64;
 const MAX_HANDSHAKES_PER_NET: usize = 8;
 /// Inbound refusals recorded in the ledger per minute at most; the rest are counted and the
@@ -68,6 +69,31 @@ impl RefusalBudget {
     }
 }
 
+/// Handshakes in progress. When all [`MAX_HANDSHAKES`] are taken, the oldest is dropped for
+/// the newcomer: connections that never finish a handshake cost their own oldest slot, not a
+/// newcomer its chance (they are also cut at 2 s without message 1, and per network).
+#[derive(Default)]
+struct Slots {
+    next: u64,
+    open: std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Slots {
+    /// A slot for a new handshake, dropping the oldest when all are taken. The receiver fires
+    /// when the slot is taken from it.
+    fn take(&mut self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        if self.open.len() >= MAX_HANDSHAKES {
+            if let Some((_, oldest)) = self.open.pop_first() {
+                let _ = oldest.send(());
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.next += 1;
+        self.open.insert(self.next, tx);
+        (self.next, rx)
+    }
+}
+
 /// How the responder admitted an initiator.
 enum Admitted {
     Peer(String),
@@ -88,7 +114,7 @@ async fn accept_loop(st: Arc<AppState>, tcp: TcpListener, mut shutdown: Shutdown
         recorded: 0,
         suppressed: 0,
     }));
-    let total = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let slots: Arc<std::sync::Mutex<Slots>> = Default::default();
     loop {
         let (stream, addr) = tokio::select! {
             _ = shutdown.wait() => return,
@@ -101,10 +127,7 @@ async fn accept_loop(st: Arc<AppState>, tcp: TcpListener, mut shutdown: Shutdown
                 }
             },
         };
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, "too many handshakes in progress; closing");
-            continue;
-        };
+        let metrics = osmoda_daemon::metrics::global();
         {
             let mut m = per_ip
                 .lock()
@@ -112,18 +135,31 @@ async fn accept_loop(st: Arc<AppState>, tcp: TcpListener, mut shutdown: Shutdown
             let n = m.entry(network(addr.ip())).or_default();
             if *n >= MAX_HANDSHAKES_PER_NET {
                 tracing::warn!(%addr, "too many handshakes from this network; closing");
+                metrics.mesh_handshake("inbound", "limited");
                 continue;
             }
             *n += 1;
         }
+        let (slot, dropped) = slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let slots = slots.clone();
         let st = st.clone();
         let per_ip = per_ip.clone();
         let budget = budget.clone();
         let sd = shutdown.clone();
         let st0 = st.clone();
         st0.spawn(async move {
-            let res = inbound(&st, stream, addr).await;
-            drop(permit);
+            let (res, evicted) = tokio::select! {
+                r = inbound(&st, stream, addr) => (r, false),
+                _ = dropped => (Err(HandshakeError::Silent("dropped for a newer connection: every handshake slot was taken".into())), true),
+            };
+            slots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .open
+                .remove(&slot);
             {
                 let mut m = per_ip
                     .lock()
@@ -136,6 +172,13 @@ async fn accept_loop(st: Arc<AppState>, tcp: TcpListener, mut shutdown: Shutdown
                     }
                 }
             }
+            let outcome = match &res {
+                _ if evicted => "limited",
+                Ok(_) => "ok",
+                Err(HandshakeError::Silent(_)) => "silent",
+                Err(_) => "refused",
+            };
+            metrics.mesh_handshake("inbound", outcome);
             match res {
                 Ok(Some((stream, est, h, rx))) => link::run(st, stream, est, h, rx, sd).await,
                 Ok(None) => {}
@@ -221,10 +264,18 @@ async fn inbound(
             };
             let _g = st2.pairing.lock().await;
             let reason = format!("mesh: pair with {n2} (invite accepted from {ep})");
-            match st2.agentd.record_peer(&n2, &ep, &keys, &reason).await {
+            match crate::intents::record(&st2, &n2, &ep, &keys, &reason).await {
                 Ok((edit, switch)) => {
                     st2.agentd
                         .event("peer.recorded", json!({ "peer": n2, "rev": osmoda_config::tree_edit::landed_rev(&edit), "switch": switch.get("id") }))
+                        .await;
+                }
+                Err(e @ MeshError::Unavailable(_)) => {
+                    // Owed, not lost: the record is written when agentd answers, and the name
+                    // stays held for the peer meanwhile.
+                    tracing::warn!(peer = %n2, "the paired peer's record waits for agentd: {e}");
+                    st2.agentd
+                        .event("peer.record_owed", json!({ "peer": n2, "error": e.to_string() }))
                         .await;
                 }
                 Err(e) => {
@@ -272,33 +323,40 @@ fn admit(st: &AppState, keys: &Keys, extra: &Extra) -> Result<Admitted, String> 
     Ok(Admitted::Invite(unique))
 }
 
-/// Dials `endpoint` and runs the initiator handshake expecting `expect`.
+/// Dials `endpoint` as `id` and runs the initiator handshake expecting `expect`.
 ///
 /// # Errors
 /// `Peer` with the reason (connection, protocol, refusal).
 pub async fn dial(
-    st: &AppState,
+    id: &Identity,
     endpoint: &str,
     expect: &Keys,
     extra: Extra,
 ) -> Result<(TcpStream, handshake::Established), MeshError> {
+    let metrics = osmoda_daemon::metrics::global();
     let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(endpoint))
         .await
         .map_err(|_| {
             MeshError::Peer(format!(
                 "connecting to {endpoint} timed out; is the other host's osmoda-mesh running and its port open?"
             ))
-        })?
-        .map_err(|e| {
-            MeshError::Peer(format!(
-                "cannot connect to {endpoint}: {e}; is the other host's osmoda-mesh running and its port open?"
-            ))
-        })?;
+        })
+        .and_then(|r| {
+            r.map_err(|e| {
+                MeshError::Peer(format!(
+                    "cannot connect to {endpoint}: {e}; is the other host's osmoda-mesh running and its port open?"
+                ))
+            })
+        })
+        .inspect_err(|_| metrics.mesh_handshake("outbound", "unreachable"))?;
     let _ = stream.set_nodelay(true);
-    let id = st.identity();
-    let est = handshake::initiate(&mut stream, &id, expect, extra)
+    let est = handshake::initiate(&mut stream, id, expect, extra)
         .await
-        .map_err(|e| MeshError::Peer(format!("{HANDSHAKE_WITH} {endpoint}: {e}")))?;
+        .map_err(|e| {
+            metrics.mesh_handshake("outbound", "refused");
+            MeshError::Peer(format!("{HANDSHAKE_WITH} {endpoint}: {e}"))
+        })?;
+    metrics.mesh_handshake("outbound", "ok");
     Ok((stream, est))
 }
 
@@ -321,6 +379,9 @@ struct Backoff {
     next_at: Instant,
     delay: Duration,
     busy: bool,
+    /// While a hand-over is owed: whether the next dial is as the previous identity (the one
+    /// the peer knows until it gets the hand-over); attempts alternate with the current one.
+    as_previous: bool,
 }
 
 async fn dial_loop(st: Arc<AppState>, mut shutdown: Shutdown) {
@@ -349,6 +410,16 @@ async fn dial_loop(st: Arc<AppState>, mut shutdown: Shutdown) {
                 let _ = l.tx.try_send(link::Cmd::Close(why.into()));
             }
         }
+        // Hand-overs owed to peers, by the identity they hand over from (the oldest first);
+        // those of peers neither declared nor linked any more are dropped.
+        let mut owed: HashMap<String, i64> = HashMap::new();
+        for h in st.store.handovers().unwrap_or_default() {
+            if !cfg.peers.contains_key(&h.peer) && st.link(&h.peer).is_none() {
+                let _ = st.store.handover_done(h.seq);
+                continue;
+            }
+            owed.entry(h.peer).or_insert(h.old_identity);
+        }
         for (name, p) in &cfg.peers {
             if st.link(name).is_some() {
                 state
@@ -360,6 +431,7 @@ async fn dial_loop(st: Arc<AppState>, mut shutdown: Shutdown) {
             let Ok(keys) = Keys::decode(&p.public_keys) else {
                 continue;
             };
+            let previous;
             {
                 let mut m = state
                     .lock()
@@ -368,12 +440,23 @@ async fn dial_loop(st: Arc<AppState>, mut shutdown: Shutdown) {
                     next_at: Instant::now(),
                     delay: st.tuning.backoff_min,
                     busy: false,
+                    as_previous: true,
                 });
                 if b.busy || Instant::now() < b.next_at {
                     continue;
                 }
                 b.busy = true;
+                previous = owed.get(name).copied().filter(|_| b.as_previous);
+                b.as_previous = !b.as_previous;
             }
+            let id = match previous.map(|row| st.store.identity_at(row)) {
+                Some(Ok(old)) => Arc::new(old),
+                Some(Err(e)) => {
+                    tracing::error!(peer = %name, "cannot open the previous identity to deliver its hand-over: {e}");
+                    st.identity()
+                }
+                None => st.identity(),
+            };
             let (st2, state2, name2, ep, sd) = (
                 st.clone(),
                 state.clone(),
@@ -382,7 +465,7 @@ async fn dial_loop(st: Arc<AppState>, mut shutdown: Shutdown) {
                 shutdown.clone(),
             );
             st.spawn(async move {
-                let res = dial(&st2, &ep, &keys, my_extra(&st2)).await;
+                let res = dial(&id, &ep, &keys, my_extra(&st2)).await;
                 {
                     let mut m = state2
                         .lock()
@@ -479,7 +562,11 @@ pub async fn accept_invite(
     }
     st.store.clear_inbox(name)?;
     let res = pair_with_inviter(st, shutdown, inv, name, endpoint, &keys).await;
-    if res.is_err() {
+    // An owed record (agentd did not answer) keeps its name: it is written when agentd answers.
+    if res
+        .as_ref()
+        .is_err_and(|e| !matches!(e, MeshError::Unavailable(_)))
+    {
         st.pending.release(name, &keys.x25519);
     }
     res
@@ -496,7 +583,7 @@ async fn pair_with_inviter(
     let mut extra = my_extra(st);
     extra.invite = Some(inv.secret.clone());
     extra.endpoint = endpoint;
-    let (stream, est) = dial(st, &inv.endpoint, keys, extra).await?;
+    let (stream, est) = dial(&st.identity(), &inv.endpoint, keys, extra).await?;
     let remote = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -523,10 +610,8 @@ async fn pair_with_inviter(
     }
     let _g = st.pairing.lock().await;
     let reason = format!("mesh: pair with {name} (accepted its invite)");
-    let (edit, switch) = st
-        .agentd
-        .record_peer(name, &inv.endpoint, keys, &reason)
-        .await?;
+    let (edit, switch) =
+        crate::intents::record(st, name, &inv.endpoint, keys, &reason).await?;
     Ok((name.to_string(), edit, switch))
 }
 
@@ -709,10 +794,16 @@ async fn rotated(st: &AppState, peer: &str, info: &link::LinkInfo, old: &Keys, n
         old.fingerprint(),
         newk.fingerprint()
     );
-    match st.agentd.record_peer(peer, &endpoint, &newk, &reason).await {
+    match crate::intents::record(st, peer, &endpoint, &newk, &reason).await {
         Ok((edit, _)) => {
             st.agentd
                 .event("peer.rotated", json!({ "peer": peer, "old": old.fingerprint(), "new": newk.fingerprint(), "rev": osmoda_config::tree_edit::landed_rev(&edit) }))
+                .await;
+        }
+        Err(e @ MeshError::Unavailable(_)) => {
+            tracing::warn!(%peer, "the rotated keys' record waits for agentd: {e}");
+            st.agentd
+                .event("peer.record_owed", json!({ "peer": peer, "error": e.to_string() }))
                 .await;
         }
         Err(e) => {

@@ -16,8 +16,8 @@ use osmoda_config::MeshConfig;
 
 use crate::identity::Keys;
 
-/// Longest a record may stay pending: a switch queued behind another one waits up to
-/// [`crate::agentd::QUEUE_FOR`], then its own TTL runs.
+/// Longest a record may stay pending (a switch queued behind another one waits for it, then
+/// its own TTL runs; an owed record or switch is retried longer, but its link is not kept).
 pub const GRACE: Duration = Duration::from_secs(35 * 60);
 
 /// Longest peer name (a Nix attribute of `services.osmoda.mesh.peers`; the API's rule).

@@ -48,9 +48,73 @@ CREATE TABLE IF NOT EXISTS inbox (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbox_peer ON inbox (peer, id);
+CREATE TABLE IF NOT EXISTS handovers (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer TEXT NOT NULL,
+    old_identity INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS intents (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('record', 'switch')),
+    name TEXT,
+    endpoint TEXT,
+    keys TEXT,
+    reason TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 ";
 
 type Row = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// Work mesh owes agentd or osmoda-watch, kept in `mesh.db` before it is done (see `intents`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// Increasing; a switch begun after reading the largest one covers every switch up to it.
+    pub seq: i64,
+    /// What is owed.
+    pub what: Owed,
+    /// The commit message (a record) or the switch's plan.
+    pub reason: String,
+}
+
+/// What an [`Intent`] owes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owed {
+    /// Write peer `name` (`endpoint`, `keys`) into the tree, then a switch.
+    Record {
+        /// The peer.
+        name: String,
+        /// Where it is dialed.
+        endpoint: String,
+        /// Its public keys.
+        keys: crate::identity::PublicKeys,
+    },
+    /// A switch of the tree's `HEAD`, which holds a committed change of peers (`name` when the
+    /// change recorded one).
+    Switch {
+        /// The peer recorded, if the change was a record.
+        name: Option<String>,
+        /// Its keys.
+        keys: Option<crate::identity::PublicKeys>,
+    },
+}
+
+/// A rotation's hand-over still owed to a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// Increasing.
+    pub seq: i64,
+    /// The peer.
+    pub peer: String,
+    /// The identity row it hands over from (the peer knows this one).
+    pub old_identity: i64,
+    /// That identity's X25519 key.
+    pub old_x25519: [u8; 32],
+    /// The `MeshMessage::Rotate`, JSON.
+    pub message: String,
+}
 
 /// One received message.
 #[derive(Debug, Clone, Serialize)]
@@ -159,22 +223,26 @@ impl Store {
     /// # Errors
     /// `Vault` when it does not decrypt; database errors.
     pub fn identity(&self) -> Result<Identity, MeshError> {
-        let row: Option<Row> = self
-            .lock()
-            .query_row(
-                "SELECT id, x25519, nonce, ciphertext FROM identity ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        match row {
+        match self.identity_row(None)? {
             Some((id, x, n, c)) => self.open_row(id, x, n, c),
             None => self.rotate(),
         }
     }
 
-    /// Makes, seals and stores a new identity, which becomes the current one (the previous rows
-    /// stay, so a hand-over can still be explained after a restart).
+    /// Identity row `id`, or the newest.
+    fn identity_row(&self, id: Option<i64>) -> Result<Option<Row>, MeshError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id, x25519, nonce, ciphertext FROM identity WHERE ?1 IS NULL OR id = ?1 ORDER BY id DESC LIMIT 1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?)
+    }
+
+    /// Makes, seals and stores a new identity, which becomes the current one (the first
+    /// start's; a rotation is [`Store::rotate_to`]).
     ///
     /// # Errors
     /// Database errors; `Internal` without randomness.
@@ -182,6 +250,12 @@ impl Store {
         let id = Identity::generate().map_err(MeshError::Internal)?;
         let conn = self.lock();
         let tx = conn.unchecked_transaction()?;
+        self.insert_identity(&tx, &id)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn insert_identity(&self, tx: &rusqlite::Transaction<'_>, id: &Identity) -> Result<i64, MeshError> {
         tx.execute(
             "INSERT INTO identity (created_at, x25519, nonce, ciphertext) VALUES (?1, ?2, x'', x'')",
             params![now(), &id.x25519_public[..]],
@@ -194,8 +268,78 @@ impl Store {
             "UPDATE identity SET nonce = ?1, ciphertext = ?2 WHERE id = ?3",
             params![&sealed.nonce[..], sealed.ciphertext, row],
         )?;
+        Ok(row)
+    }
+
+    /// A rotation, in one transaction: `new` sealed as the current identity, the hand-over
+    /// `message` (signed by the old identity and `new`) owed to each of `peers` (the previous
+    /// identity's row is kept: after a crash it dials them to deliver it), and every open
+    /// invite revoked (they name the old keys). Returns how many invites were revoked.
+    ///
+    /// # Errors
+    /// Database errors: then nothing changed.
+    pub fn rotate_to(
+        &self,
+        new: &Identity,
+        message: &str,
+        peers: &[String],
+    ) -> Result<usize, MeshError> {
+        let conn = self.lock();
+        let tx = conn.unchecked_transaction()?;
+        let old: i64 = tx.query_row("SELECT max(id) FROM identity", [], |r| r.get(0))?;
+        self.insert_identity(&tx, new)?;
+        for p in peers {
+            tx.execute(
+                "INSERT INTO handovers (peer, old_identity, message, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![p, old, message, now()],
+            )?;
+        }
+        let revoked = tx.execute("DELETE FROM invites", [])?;
         tx.commit()?;
-        Ok(id)
+        Ok(revoked)
+    }
+
+    /// Hand-overs still owed, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn handovers(&self) -> Result<Vec<Handover>, MeshError> {
+        let conn = self.lock();
+        let mut st = conn.prepare(
+            "SELECT h.seq, h.peer, h.old_identity, i.x25519, h.message FROM handovers h JOIN identity i ON i.id = h.old_identity ORDER BY h.seq",
+        )?;
+        let rows = st.query_map([], |r| {
+            let x: Vec<u8> = r.get(3)?;
+            Ok(Handover {
+                seq: r.get(0)?,
+                peer: r.get(1)?,
+                old_identity: r.get(2)?,
+                old_x25519: x.try_into().unwrap_or([0; 32]),
+                message: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Hand-over `seq` reached its peer (or is no longer owed).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn handover_done(&self, seq: i64) -> Result<(), MeshError> {
+        self.lock()
+            .execute("DELETE FROM handovers WHERE seq = ?1", [seq])?;
+        Ok(())
+    }
+
+    /// Identity `id` (a previous one, to deliver its hand-over).
+    ///
+    /// # Errors
+    /// `Vault` when it does not decrypt; `NotFound` when there is none.
+    pub fn identity_at(&self, id: i64) -> Result<Identity, MeshError> {
+        let (id, x, n, c) = self
+            .identity_row(Some(id))?
+            .ok_or_else(|| MeshError::NotFound(format!("no identity {id} in mesh.db")))?;
+        self.open_row(id, x, n, c)
     }
 
     /// Records an invite: the SHA-256 of its secret, for `peer_name`, until `expires_at`.
@@ -316,6 +460,106 @@ impl Store {
         Ok(self.lock().execute("DELETE FROM invites", [])?)
     }
 
+    /// Durably records that peer `name` is to be written into the tree (then switched).
+    ///
+    /// # Errors
+    /// Database errors: then nothing is owed and nothing may be done.
+    pub fn intend_record(
+        &self,
+        name: &str,
+        endpoint: &str,
+        keys: &crate::identity::PublicKeys,
+        reason: &str,
+    ) -> Result<i64, MeshError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO intents (kind, name, endpoint, keys, reason, created_at) VALUES ('record', ?1, ?2, ?3, ?4, ?5)",
+            params![name, endpoint, serde_json::to_string(keys).unwrap_or_default(), reason, now()],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Durably records that a switch of `HEAD` is owed (before a removal's commit, or when a
+    /// record's commit landed: `after_record` is then replaced in the same transaction, and
+    /// the switch gets a newer sequence number than any switch begun before the commit).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn owe_switch(&self, reason: &str, after_record: Option<i64>) -> Result<i64, MeshError> {
+        let conn = self.lock();
+        let tx = conn.unchecked_transaction()?;
+        let (name, keys): (Option<String>, Option<String>) = match after_record {
+            Some(seq) => tx
+                .query_row(
+                    "DELETE FROM intents WHERE seq = ?1 AND kind = 'record' RETURNING name, keys",
+                    [seq],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .unwrap_or((None, None)),
+            None => (None, None),
+        };
+        tx.execute(
+            "INSERT INTO intents (kind, name, keys, reason, created_at) VALUES ('switch', ?1, ?2, ?3, ?4)",
+            params![name, keys, reason, now()],
+        )?;
+        let seq = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Forgets intent `seq` (done, or refused for good).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn drop_intent(&self, seq: i64) -> Result<(), MeshError> {
+        self.lock()
+            .execute("DELETE FROM intents WHERE seq = ?1", [seq])?;
+        Ok(())
+    }
+
+    /// A switch began after every owed switch up to `upto` was committed: they are done.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn switches_begun(&self, upto: i64) -> Result<usize, MeshError> {
+        Ok(self.lock().execute(
+            "DELETE FROM intents WHERE kind = 'switch' AND seq <= ?1",
+            [upto],
+        )?)
+    }
+
+    /// Every intent, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn intents(&self) -> Result<Vec<Intent>, MeshError> {
+        let conn = self.lock();
+        let mut st = conn.prepare(
+            "SELECT seq, kind, name, endpoint, keys, reason FROM intents ORDER BY seq",
+        )?;
+        let rows = st.query_map([], |r| {
+            let keys: Option<String> = r.get(4)?;
+            let keys = keys.and_then(|k| serde_json::from_str(&k).ok());
+            let kind: String = r.get(1)?;
+            let name: Option<String> = r.get(2)?;
+            let what = match (kind.as_str(), name, keys) {
+                ("record", Some(name), Some(keys)) => Owed::Record {
+                    name,
+                    endpoint: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    keys,
+                },
+                (_, name, keys) => Owed::Switch { name, keys },
+            };
+            Ok(Intent {
+                seq: r.get(0)?,
+                what,
+                reason: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Messages kept for `peer`.
     ///
     /// # Errors
@@ -405,5 +649,59 @@ mod tests {
         s.add_invite("h", "x", i64::MAX).unwrap();
         assert_eq!(s.revoke_invites().unwrap(), 1);
         assert!(s.consume_invite("h").is_err());
+    }
+
+    #[test]
+    fn intents_survive_a_reopen_and_a_switch_covers_only_what_came_before_it() {
+        let d = tempfile::tempdir().unwrap();
+        let keys = Identity::generate().unwrap().public();
+        let s = Store::open(d.path(), b"0123456789abcdef").unwrap();
+        let r1 = s.intend_record("a", "h:1", &keys, "pair with a").unwrap();
+        let r2 = s.intend_record("b", "h:2", &keys, "pair with b").unwrap();
+        // a's commit landed: its record becomes an owed switch, newer than anything before.
+        let w1 = s.owe_switch("pair with a", Some(r1)).unwrap();
+        assert!(w1 > r2);
+        drop(s);
+        let s = Store::open(d.path(), b"0123456789abcdef").unwrap();
+        let all = s.intents().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            all[0].what,
+            Owed::Record { name: "b".into(), endpoint: "h:2".into(), keys: keys.clone() }
+        );
+        assert_eq!(
+            all[1].what,
+            Owed::Switch { name: Some("a".into()), keys: Some(keys.clone()) }
+        );
+        // A switch begun now covers w1; b's switch, owed after it, is not covered.
+        let w2 = s.owe_switch("pair with b", Some(r2)).unwrap();
+        assert_eq!(s.switches_begun(w1).unwrap(), 1);
+        let left = s.intents().unwrap();
+        assert_eq!((left.len(), left[0].seq), (1, w2));
+        s.drop_intent(w2).unwrap();
+        assert!(s.intents().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_rotation_seals_the_identity_and_its_hand_overs_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), b"0123456789abcdef").unwrap();
+        let old = s.identity().unwrap();
+        s.add_invite("h", "x", i64::MAX).unwrap();
+        let new = Identity::generate().unwrap();
+        let peers = vec!["p".to_string(), "q".to_string()];
+        assert_eq!(s.rotate_to(&new, "{\"m\":1}", &peers).unwrap(), 1);
+        drop(s);
+        let s = Store::open(d.path(), b"0123456789abcdef").unwrap();
+        assert_eq!(s.identity().unwrap().keys(), new.keys());
+        let owed = s.handovers().unwrap();
+        assert_eq!(owed.len(), 2);
+        assert_eq!(owed[0].old_x25519, old.x25519_public);
+        assert_eq!(s.identity_at(owed[0].old_identity).unwrap().keys(), old.keys());
+        assert_eq!((owed[1].peer.as_str(), owed[1].message.as_str()), ("q", "{\"m\":1}"));
+        assert!(s.consume_invite("h").is_err(), "invites name the old keys");
+        s.handover_done(owed[0].seq).unwrap();
+        assert_eq!(s.handovers().unwrap().len(), 1);
+        assert!(matches!(s.identity_at(99), Err(MeshError::NotFound(_))));
     }
 }

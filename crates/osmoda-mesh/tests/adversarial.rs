@@ -555,3 +555,70 @@ async fn one_name_one_identity_and_links_follow_the_declared_keys() {
     assert_eq!(v["declared"], true, "{v}");
     drop(s2);
 }
+
+/// Connects to `addr` from `from` (any 127/8 address is this machine's loopback).
+async fn connect_from(from: std::net::Ipv4Addr, addr: &str) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind((from, 0).into()).unwrap();
+    within(
+        &format!("connecting to {addr} from {from}"),
+        s.connect(addr.parse().unwrap()),
+    )
+    .await
+    .unwrap()
+}
+
+/// Whether the daemon closed `s` within `wait` (EOF or reset), rather than keeping it open.
+async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        tokio::time::timeout(wait, s.read(&mut b)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Finding 6: connections that never speak fill at most 8 slots of one network (a ninth is
+/// closed at once) and, from many networks, all 64 slots; then a newcomer takes the oldest
+/// one's slot (it is closed) instead of being refused, and pairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_handshake_table_drops_its_oldest_not_the_newcomer() {
+    let h = Host::start("alpha", common::fast()).await;
+    let code = h.invite("newcomer").await;
+    let ep = h.endpoint();
+    let started = std::time::Instant::now();
+    let mut idle = Vec::new();
+    for net in 1..=8u8 {
+        for _ in 0..8 {
+            idle.push(connect_from(std::net::Ipv4Addr::new(127, net, 0, 1), &ep).await);
+        }
+    }
+    let mut ninth = connect_from(std::net::Ipv4Addr::new(127, 1, 0, 2), &ep).await;
+    assert!(
+        closed_within(&mut ninth, Duration::from_millis(500)).await,
+        "a ninth silent connection from one /24 is closed at once"
+    );
+    let stranger = Identity::generate().unwrap();
+    let (_, id) = h.get("/identity").await;
+    let keys = Keys::decode(&serde_json::from_value(id["public_keys"].clone()).unwrap()).unwrap();
+    let mut s = connect_from(std::net::Ipv4Addr::new(127, 9, 0, 1), &ep).await;
+    let extra = Extra {
+        invite: Some(Invite::decode(&code).unwrap().secret),
+        name: Some("newcomer".into()),
+        endpoint: Some("127.0.0.1:9".into()),
+        listen_port: None,
+    };
+    let mut est = handshake::initiate(&mut s, &stranger, &keys, extra)
+        .await
+        .unwrap();
+    assert!(admitted(&mut s, &mut est).await, "the newcomer was admitted");
+    // All of this inside the 2 s every silent connection has for message 1: the oldest was
+    // closed for the newcomer, not by that deadline, and the next one is still open.
+    assert!(closed_within(&mut idle[0], Duration::from_millis(200)).await);
+    assert!(!closed_within(&mut idle[1], Duration::from_millis(50)).await);
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "too slow to tell eviction from the 2 s deadline: {:?}",
+        started.elapsed()
+    );
+    still_serving(&h).await;
+}

@@ -55,8 +55,9 @@ pub(super) async fn identity(State(st): State<Arc<AppState>>) -> axum::Json<Valu
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RotateBody {
-    /// Rotate although some declared peers are not connected: they cannot get the hand-over
-    /// and will refuse this host until they are paired again (default false: 409).
+    /// Rotate although some declared peers are not connected: their hand-over is kept and
+    /// delivered when this host reaches them as its previous identity; until then they refuse
+    /// the new one (default false: 409).
     #[serde(default)]
     force: bool,
 }
@@ -73,8 +74,8 @@ pub(super) async fn rotate(
         )
         .into());
     };
-    // A hand-over travels only on a live link: a declared peer that is not connected now
-    // would refuse the new identity as a man in the middle.
+    // A hand-over travels only on a link: a declared peer that is not connected now refuses
+    // the new identity as a man in the middle until the dialer delivers its hand-over.
     let cfg = st
         .config()
         .map_err(|e| MeshError::Conflict(format!("mesh.json is invalid: {e}")))?;
@@ -86,13 +87,13 @@ pub(super) async fn rotate(
         .collect();
     if !unreachable.is_empty() && !b.force {
         return Err(MeshError::Conflict(format!(
-            "declared peers not connected now cannot get the hand-over and would refuse the new identity: {}; rotate when they are connected (GET /peers), or send {{\"force\": true}} and pair with them again afterwards",
+            "declared peers not connected now cannot get the hand-over yet and refuse the new identity until they do: {}; rotate when they are connected (GET /peers), or send {{\"force\": true}}: their hand-over is kept and delivered when this host reaches them as its previous identity",
             unreachable.join(", ")
         ))
         .into());
     }
     let old = st.identity();
-    let new = st.store.rotate()?;
+    let new = crate::identity::Identity::generate().map_err(MeshError::Internal)?;
     let (ok, nk) = (old.keys(), new.keys());
     let issued_at = now() as u64;
     let msg = handover_bytes(&ok, &nk, issued_at);
@@ -102,9 +103,6 @@ pub(super) async fn rotate(
         by_old: B64.encode(old.signing.sign(&msg).to_bytes()),
         by_new: B64.encode(new.signing.sign(&msg).to_bytes()),
     };
-    st.set_identity(new);
-    // Open invites name the old keys: no acceptor could pair with them any more.
-    let invites_revoked = st.store.revoke_invites()?;
     let links: Vec<_> = st
         .links
         .lock()
@@ -112,11 +110,25 @@ pub(super) async fn rotate(
         .values()
         .cloned()
         .collect();
+    // Every peer that knows the old identity is owed the hand-over, durably, in the same
+    // transaction that makes the new identity current (and revokes the open invites, which
+    // name the old keys): a crash before the sends below leaves it owed, not lost.
+    let mut owed: Vec<String> = cfg.peers.keys().cloned().collect();
+    for l in &links {
+        if !owed.contains(&l.info.peer) {
+            owed.push(l.info.peer.clone());
+        }
+    }
+    let message = serde_json::to_string(&rot)
+        .map_err(|e| MeshError::Internal(format!("cannot encode the hand-over: {e}")))?;
+    let invites_revoked = st.store.rotate_to(&new, &message, &owed)?;
+    st.set_identity(new);
+    st.pause("rotate-sealed").await;
     let mut notified = Vec::new();
     let mut failed = Vec::new();
     for l in links {
-        match l.send(rot.clone()).await {
-            Ok(()) => notified.push(l.info.peer.clone()),
+        match crate::handover::deliver(&st, &l).await {
+            Ok(_) => notified.push(l.info.peer.clone()),
             Err(e) => failed.push(json!({ "peer": l.info.peer, "error": e })),
         }
     }

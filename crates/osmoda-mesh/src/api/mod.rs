@@ -166,6 +166,7 @@ impl IntoResponse for ApiError {
             MeshError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", "the peer did not answer in time; try again or raise timeout_secs"),
             MeshError::Vault(_) => (StatusCode::INTERNAL_SERVER_ERROR, "vault", "see mesh's log (`journalctl -u osmoda-mesh`)"),
             MeshError::Agentd(_) => (StatusCode::BAD_GATEWAY, "agentd", "recording a peer needs agentd and osmoda-watch; their answer is in the error"),
+            MeshError::Unavailable(_) => (StatusCode::BAD_GATEWAY, "agentd", "mesh keeps what it owes agentd and osmoda-watch and retries until they answer; GET /peer/{id} shows when the peer is declared"),
             MeshError::Internal(_) | MeshError::ApprovalRequired { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "see mesh's log (`journalctl -u osmoda-mesh`)"),
         };
         osmoda_daemon::api::error_response(

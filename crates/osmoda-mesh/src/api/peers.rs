@@ -189,10 +189,7 @@ pub(super) async fn remove(
     let reason = q
         .reason
         .unwrap_or_else(|| format!("mesh: remove peer {id}"));
-    let (edit, switch) = st
-        .agentd
-        .remove_peer(&id, &reason, q.approval.as_deref())
-        .await?;
+    let (edit, switch) = crate::intents::remove(&st, &id, &reason, q.approval.as_deref()).await?;
     if let Some(l) = st.link(&id) {
         let _ =
             l.tx.send(crate::link::Cmd::Close("the peer was removed".into()))

@@ -72,6 +72,14 @@ pub fn free_port() -> u16 {
 
 impl Host {
     pub async fn start(name: &str, tuning: osmoda_mesh::Tuning) -> Host {
+        let mut h = Host::start_without_mesh(name, tuning).await;
+        h.start_mesh().await;
+        h
+    }
+
+    /// agentd and osmoda-watch only: the test runs mesh (in process with
+    /// [`Host::start_mesh`], or the real binary with [`MeshProcess::spawn`]).
+    pub async fn start_without_mesh(name: &str, tuning: osmoda_mesh::Tuning) -> Host {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let port = free_port();
@@ -134,7 +142,7 @@ impl Host {
             "committed"
         );
 
-        let mut h = Host {
+        Host {
             name: name.to_string(),
             dir,
             port,
@@ -146,9 +154,7 @@ impl Host {
             tuning,
             _agentd_trigger: atrigger,
             _watch_trigger: wtrigger,
-        };
-        h.start_mesh().await;
-        h
+        }
     }
 
     pub fn mesh_json(&self) -> PathBuf {
@@ -202,8 +208,13 @@ impl Host {
         self.mesh.as_ref().unwrap()
     }
 
+    /// mesh's socket (in process or the real binary's).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("mesh.sock")
+    }
+
     pub fn client(&self) -> osmoda_client::Client {
-        osmoda_client::Client::new(&self.mesh().socket)
+        osmoda_client::Client::new(self.socket())
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -375,4 +386,88 @@ pub async fn pair(a: &Host, b: &Host) {
     a.wait_declared(&b.name).await;
     a.wait_connected(&b.name).await;
     b.wait_connected(&a.name).await;
+}
+
+/// The real osmoda-mesh binary serving `host`'s socket, state and mesh.json (agentd and watch
+/// stay in the test's process), so a test can `kill -9` it.
+pub struct MeshProcess {
+    child: std::process::Child,
+    state_dir: PathBuf,
+}
+
+impl MeshProcess {
+    /// Starts the binary; with `pause`, `OSMODA_MESH_PAUSE_IN` stops it at that point.
+    pub async fn spawn(host: &Host, pause: Option<&str>) -> MeshProcess {
+        let d = host.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("mesh.log"))
+            .unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_osmoda-mesh"));
+        cmd.arg("--socket")
+            .arg(host.socket())
+            .arg("--config")
+            .arg(host.mesh_json())
+            .arg("--state-dir")
+            .arg(d.join("mesh"))
+            .arg("--agentd-socket")
+            .arg(&host.agentd_socket)
+            .arg("--watch-socket")
+            .arg(d.join("watch.sock"))
+            .arg("--name")
+            .arg(&host.name)
+            .env("RUST_LOG", "osmoda_mesh=debug,info")
+            .env_remove("OSMODA_MESH_PAUSE_IN")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(p) = pause {
+            cmd.env("OSMODA_MESH_PAUSE_IN", p);
+        }
+        let child = cmd.spawn().unwrap();
+        let p = MeshProcess {
+            child,
+            state_dir: d.join("mesh"),
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = host.client().get("/health").await {
+                if r.status == 200 {
+                    break;
+                }
+            }
+            assert!(
+                start.elapsed() < STEP,
+                "{}: the mesh binary did not serve /health: {}",
+                host.name,
+                std::fs::read_to_string(d.join("mesh.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p
+    }
+
+    /// Waits until the binary stopped at `point` (its marker file), then removes the marker.
+    pub async fn wait_paused(&self, point: &str) {
+        let marker = self.state_dir.join(format!("paused-in-{point}"));
+        let start = Instant::now();
+        while !marker.is_file() {
+            assert!(start.elapsed() < STEP, "mesh never paused in {point}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::remove_file(marker).unwrap();
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for MeshProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
