@@ -150,13 +150,17 @@ async fn apply(st: &AppState, plan: &str) -> Result<Value, MeshError> {
             st.store.switches_begun(upto)?;
             Ok(s)
         }
-        Err(MeshError::Conflict(why) | MeshError::Unavailable(why)) => {
+        Err(e @ (MeshError::Conflict(_) | MeshError::Unavailable(_))) => {
             st.intents.wake();
             st.pause("switch-queued").await;
+            let now = match e {
+                MeshError::Conflict(why) => format!("another switch is running ({why})"),
+                other => format!("osmoda-watch cannot begin it now ({other})"),
+            };
             Ok(json!({
                 "state": "queued",
                 "id": null,
-                "detail": format!("the switch cannot begin now ({why}); this change is committed, and mesh keeps the switch it owes and begins a switch of HEAD as soon as osmoda-watch takes one"),
+                "detail": format!("{now}; this change is committed, and mesh keeps the switch it owes and begins a switch of HEAD as soon as osmoda-watch takes one"),
             }))
         }
         Err(e) => {
