@@ -10,13 +10,17 @@ import { tool, type RunContext } from "../tool.ts";
 const obj = <P extends Record<string, any>>(props: P) => Type.Object(props, { additionalProperties: false });
 const text = (description: string, extra: Record<string, unknown> = {}) =>
   Type.String({ minLength: 1, maxLength: 4096, description, ...extra });
-const optionPath = (description: string) =>
+/** A NixOS option path argument. */
+export const optionPath = (description: string) =>
   Type.String({ minLength: 1, maxLength: 512, pattern: "^[A-Za-z0-9_.\"'-]+$", description });
-const fileArg = Type.Optional(
+/** The optional `file` of the tree an edit goes to. */
+export const fileArg = Type.Optional(
   Type.String({ minLength: 1, maxLength: 256, description: "File in the config tree (default osmoda.nix)." }),
 );
-const reasonArg = text("Why, in one sentence: becomes the commit message and the ledger reason.");
-const approvalArg = Type.Optional(
+/** The `reason` every tree mutation takes. */
+export const reasonArg = text("Why, in one sentence: becomes the commit message and the ledger reason.");
+/** The `approval` ticket a destructive mutation is retried with. */
+export const approvalArg = Type.Optional(
   Type.String({ minLength: 1, maxLength: 128, description: "Id of a ticket a person approved for exactly this edit." }),
 );
 
@@ -27,7 +31,7 @@ const absPath = (description: string) =>
   Type.String({ minLength: 1, maxLength: 4096, pattern: "^/", description });
 
 /** After a generation lands: fetch its patch and say how to apply it. */
-async function landed(ctx: RunContext, what: string, body: any): Promise<{ text: string; details: unknown }> {
+export async function landed(ctx: RunContext, what: string, body: any): Promise<{ text: string; details: unknown }> {
   const gen = body?.generation ?? {};
   const rev: string = gen.rev;
   const show = await ctx.daemon("agentd", "GET", `/config/generation/${encodeURIComponent(rev)}`, undefined, `reading generation ${rev}`);
