@@ -1,16 +1,23 @@
-// The real gateway with the bridge lists osModa's skills from the agent workspace, and a scripted
-// agent turn is driven by one: the gateway (config rendered by lib/, the workspace
-// installed by scripts/install-workspace.sh) lists the skills in the model's prompt; the model
-// reads natural-language-config's SKILL.md with OpenClaw's `read` tool and follows the loop it
-// prescribes against the real agentd and osmoda-watch: config_get → config_set → config_diff →
-// safe_switch_begin (health checks) → safe_switch_status → safe_switch_commit.
+// The real gateway with the bridge lists osModa's skills from the agent workspace, and one
+// scripted agent turn per skill family is driven by its skill: the gateway (config rendered by
+// lib/, the workspace installed by scripts/install-workspace.sh) lists the skills in the model's
+// prompt; the model reads the skill's SKILL.md with OpenClaw's `read` tool and calls the tools it
+// prescribes, in its order, against the real agentd, osmoda-watch and osmoda-routines:
+// - configuration (natural-language-config): config_get → config_set → config_diff →
+//   safe_switch_begin (health checks) → safe_switch_status → safe_switch_commit;
+// - self-healing: a watcher failing since a bad generation → incident_create → watcher_list →
+//   config_log → event_log → config_diff → config_revert → safe_switch_begin → safe_switch_status
+//   → incident_step;
+// - briefing (morning-briefing): system_health → system_query → watcher_list → journal_logs →
+//   config_log → event_log → routine_history, then one message built from what they returned.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
 import { join, resolve } from "node:path";
 
-import { Stack, bridgeDir, nodeBin, openclawCli } from "./harness.ts";
+import { Stack, bridgeDir, nodeBin, openclawCli, until } from "./harness.ts";
 import { parse as parseYaml } from "yaml";
 import { startChatGateway, turn } from "./chat.ts";
 import { ScriptedModel, lastToolResult, type ChatRequest, type Step } from "./model.ts";
@@ -18,13 +25,13 @@ import { ScriptedModel, lastToolResult, type ChatRequest, type Step } from "./mo
 const repoDir = resolve(bridgeDir, "..");
 const stack = new Stack();
 const workspace = join(stack.dir, "workspace");
-const WATCHER = "services.osmoda.watch.watchers.agentd-up";
-/** The loop natural-language-config prescribes, in the order its text names the tools. */
-const LOOP = ["config_get", "config_set", "config_diff", "safe_switch_begin", "safe_switch_status"];
+const skillFile = (name: string) => readFileSync(join(repoDir, "skills", name, "SKILL.md"), "utf8");
 
-const called: string[] = [];
+/** The calls of the current turn, in order; its script; the skill text `read` returned. */
+let called: string[] = [];
+let results: string[] = [];
+let next: (last: string | undefined, result: string) => Step = () => ({ text: "no script" });
 let skillText = "";
-let baseRev = "";
 
 function system(req: ChatRequest): string {
   return req.messages.filter((m) => m.role === "system" || m.role === "developer").map((m) => (typeof m.content === "string" ? m.content : JSON.stringify(m.content))).join("\n");
@@ -35,65 +42,100 @@ function step(s: Step): Step {
   return s;
 }
 
-function script(req: ChatRequest): Step {
-  if (called.length > 14) return { text: "giving up after 14 steps" };
-  const result = lastToolResult(req);
+/**
+ * A turn driven by skill `name`: find it in the gateway's `<available_skills>`, read it with the
+ * gateway's `read` tool, then let `script` pick each step from the last tool and its result.
+ */
+function driveBy(name: string, script: (last: string | undefined, result: string) => Step): void {
+  called = [];
+  results = [];
+  skillText = "";
+  next = (last, result) => {
+    if (last !== undefined) results.push(result);
+    if (last === "read") skillText = result;
+    return script(last, result);
+  };
+  pending = name;
+}
+let pending = "";
+
+const model = new ScriptedModel((req) => {
+  // Polling a switch until its TTL ends takes a step per poll.
+  if (called.length > 80) return { text: "giving up after 80 steps" };
   if (called.length === 0) {
-    const m = /<name>natural-language-config<\/name>[\s\S]*?<location>([^<]+)<\/location>/.exec(system(req));
-    if (!m) return { text: "natural-language-config is not among my skills" };
+    const m = new RegExp(`<name>${pending}</name>[\\s\\S]*?<location>([^<]+)</location>`).exec(system(req));
+    if (!m) return { text: `${pending} is not among my skills` };
     const read = req.tools?.find((t) => t.function.name === "read");
     if (!read) return { text: "no read tool" };
     const props = Object.keys((read.function.parameters as any)?.properties ?? {});
     const key = props.includes("path") ? "path" : (props.find((p) => /path/i.test(p)) ?? "path");
     return step({ tool: "read", args: { [key]: m[1]!.trim() } });
   }
-  const last = called[called.length - 1];
-  if (last === "read") {
-    skillText = result ?? "";
-    return step({ tool: "config_get", args: { path: "services.osmoda.watch.watchers" } });
-  }
-  if (last === "config_get") {
-    return step({ tool: "config_set", args: { path: WATCHER, value: { check: { type: "agentd" }, intervalSecs: 3600, actions: ["notify"] }, reason: "watch that agentd answers" } });
-  }
-  if (last === "config_set") return step({ tool: "config_diff", args: { from: baseRev } });
-  if (last === "config_diff") {
-    return step({ tool: "safe_switch_begin", args: { plan: "watch that agentd answers", ttl_secs: 3600, health_checks: [{ type: "agentd" }] } });
-  }
-  const m = /switch (\d+): generation \w+ is ([a-z-]+)/.exec(result ?? "");
-  if (!m) return { text: `unexpected: ${(result ?? "").slice(0, 300)}` };
+  return step(next(called[called.length - 1], lastToolResult(req) ?? ""));
+});
+
+/** Calls in order with immediate repeats folded (polling a switch is one step). */
+const folded = () => called.filter((t, i) => i === 0 || t !== called[i - 1]);
+
+/** Asserts that `file` names `tools` in this order (their first mentions as a tool call, `` `name``). */
+function namesInOrder(file: string, tools: string[]): void {
+  const at = tools.map((t) => file.indexOf(`\`${t}`));
+  assert.ok(at.every((i, n) => i >= 0 && (n === 0 || i > at[n - 1]!)), `the skill names ${tools.join(" → ")} in order: ${JSON.stringify(at)}`);
+}
+
+/** Follows a switch from a tool result to its end: safe_switch_status until committed, rolled back or failed. */
+function followSwitch(result: string, then: () => Step, last?: string): Step {
+  const m = /switch (\d+): generation \w+ is ([a-z-]+)/.exec(result);
+  if (!m) return { text: `unexpected: ${result.slice(0, 300)}` };
   const [, id, state] = m;
-  if (state === "committed") return { text: `Applied: switch ${id} committed.` };
+  if (state === "committed") return then();
   if (state === "probing" && last === "safe_switch_status") return step({ tool: "safe_switch_commit", args: { id: Number(id) } });
-  if (["rolled-back", "failed"].includes(state!)) return { text: `The switch ${state}: ${(result ?? "").slice(0, 600)}` };
+  if (["rolled-back", "failed"].includes(state!)) return { text: `The switch ${state}: ${result.slice(0, 600)}` };
   return step({ tool: "safe_switch_status", args: { id: Number(id) } });
 }
 
-const model = new ScriptedModel(script);
+let web: Server;
+let webPort = 0;
 
 before(async () => {
   await model.start();
-  await stack.startDaemons();
-  await stack.agentd("POST", "/config/unset", { path: "services.osmoda.watch.watchers.sshd", reason: "no systemd in the test" });
-  baseRev = stack.git("rev-parse", "HEAD");
+  // osmoda-routines too (the briefing reads the heartbeat routines' runs); this applies the
+  // starter tree once, without its sshd watcher (no systemd here).
+  await stack.startDaemons({ routines: true });
   const inst = spawnSync("bash", [join(repoDir, "scripts", "install-workspace.sh"), join(repoDir, "skills"), join(repoDir, "templates"), workspace], { encoding: "utf8" });
   assert.equal(inst.status, 0, inst.stderr);
+  web = createServer((s) => s.end());
+  await new Promise<void>((r) => web.listen(0, "127.0.0.1", r));
+  webPort = (web.address() as { port: number }).port;
   await startChatGateway(stack, model, (c) => (c.agents.defaults.workspace = workspace));
 });
 after(async () => {
   await stack.stop();
   await model.stop();
+  web?.close();
 });
 
-test("natural-language-config: the model reads the skill and follows its loop; the change lands and is applied", { timeout: 300_000 }, async () => {
+const WATCHER = "services.osmoda.watch.watchers.agentd-up";
+
+test("configuration: the model reads natural-language-config and follows its loop; the change lands and is applied", { timeout: 300_000 }, async () => {
+  const baseRev = stack.git("rev-parse", "HEAD");
+  driveBy("natural-language-config", (last, result) => {
+    if (last === "read") return step({ tool: "config_get", args: { path: "services.osmoda.watch.watchers" } });
+    if (last === "config_get") {
+      return step({ tool: "config_set", args: { path: WATCHER, value: { check: { type: "agentd" }, intervalSecs: 3600, actions: ["notify"] }, reason: "watch that agentd answers" } });
+    }
+    if (last === "config_set") return step({ tool: "config_diff", args: { from: baseRev } });
+    if (last === "config_diff") {
+      return step({ tool: "safe_switch_begin", args: { plan: "watch that agentd answers", ttl_secs: 3600, health_checks: [{ type: "agentd" }] } });
+    }
+    return followSwitch(result, () => ({ text: `Applied: ${/switch (\d+)/.exec(result)![0]} committed.` }), last);
+  });
   const answer = await turn(stack, "Also watch that agentd answers, and tell me when it is applied.");
   assert.match(answer, /Applied: switch \d+ committed/, `calls: ${called.join(" → ")}`);
-  // The skill the model read is the installed natural-language-config, and it names the loop in this order.
   assert.equal(skillText.includes("# Natural-language configuration"), true, "read returned the skill");
-  const file = readFileSync(join(repoDir, "skills", "natural-language-config", "SKILL.md"), "utf8");
-  const firstAt = LOOP.map((t) => file.indexOf(`\`${t}`));
-  assert.ok(firstAt.every((i, n) => i >= 0 && (n === 0 || i > firstAt[n - 1]!)), `the skill names ${LOOP.join(" → ")} in order`);
-  // What ran through the gateway: read, then the loop, then the commit of the switch.
-  assert.deepEqual(called.filter((t, i) => i === 0 || t !== called[i - 1]), ["read", ...LOOP, "safe_switch_commit"]);
+  const loop = ["config_get", "config_set", "config_diff", "safe_switch_begin", "safe_switch_status"];
+  namesInOrder(skillFile("natural-language-config"), loop);
+  assert.deepEqual(folded(), ["read", ...loop, "safe_switch_commit"]);
   // The effects: one generation with the reason, deployed by a committed switch.
   assert.match(stack.git("log", "-1", "--format=%B"), /watch that agentd answers/);
   const got = await stack.agentd("GET", `/config/get?path=${encodeURIComponent(`${WATCHER}.actions`)}`);
@@ -102,10 +144,127 @@ test("natural-language-config: the model reads the skill and follows its loop; t
   assert.equal(history[0].state, "committed");
 });
 
+test("self-healing: a watcher failing since a bad generation; the model opens an incident, finds the generation, reverts and applies it, and records the steps", { timeout: 300_000 }, async () => {
+  const webWatcher = "services.osmoda.watch.watchers.web";
+  await stack.agentd("POST", "/config/set", { path: webWatcher, value: { check: { type: "tcp", host: "127.0.0.1", port: webPort }, intervalSecs: 1, actions: ["notify"] }, reason: "watch the web app" });
+  await stack.applyHead();
+  // The bad change: the web app's check moved to a port nothing listens on.
+  const closed = await new Promise<number>((r) => { const s = createServer(); s.listen(0, "127.0.0.1", () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); });
+  await stack.agentd("POST", "/config/set", { path: `${webWatcher}.check.port`, value: closed, reason: "move the web check to the new port" });
+  const bad = stack.git("rev-parse", "HEAD");
+  await stack.applyHead();
+  const health = async () => (await stack.watch("GET", "/watcher/list")).find((w: any) => w.name === "web")?.status?.health;
+  await until("the web watcher to fail", 30_000, async () => (await health()) === "failing");
+
+  let incident = 0;
+  driveBy("self-healing", (last, result) => {
+    switch (last) {
+      case "read":
+        return step({ tool: "incident_create", args: { name: "web check failing on this machine" } });
+      case "incident_create":
+        incident = Number(/incident (\d+)/.exec(result)![1]);
+        return step({ tool: "watcher_list", args: {} });
+      case "watcher_list":
+        if (called.filter((t) => t === "watcher_list").length === 1) return step({ tool: "config_log", args: { limit: 5 } });
+        return step({ tool: "incident_step", args: { id: incident, action: "reverted the generation that moved the web check, applied it with SafeSwitch", result: /web\s.*"health":"ok"/.test(result) ? "the web watcher is ok again" : `watchers: ${result.slice(0, 200)}` } });
+      case "config_log":
+        return step({ tool: "event_log", args: { type: "watch.*", order: "desc", limit: 20 } });
+      case "event_log": {
+        const log = results[called.indexOf("config_log")] ?? "";
+        const rows = log.split("\n").filter((l) => /^[0-9a-f]{7,} /.test(l));
+        const i = rows.findIndex((l) => l.includes("move the web check"));
+        if (i < 0 || !rows[i + 1]) return { text: `no suspect generation in: ${log.slice(0, 400)}` };
+        return step({ tool: "config_diff", args: { from: rows[i + 1]!.split(" ")[0], to: rows[i]!.split(" ")[0] } });
+      }
+      case "config_diff": {
+        if (!result.includes(`port = ${closed};`)) return { text: `the diff does not explain it: ${result.slice(0, 300)}` };
+        const rev = /→ ([0-9a-f]+)/.exec(result)![1]!;
+        return step({ tool: "config_revert", args: { rev, reason: "the move of the web check to an unused port broke it" } });
+      }
+      case "config_revert":
+        return step({ tool: "safe_switch_begin", args: { plan: "undo the web check's port change", ttl_secs: 2, health_checks: [{ type: "agentd" }, { type: "tcp", host: "127.0.0.1", port: webPort }] } });
+      case "incident_step":
+        return { text: `Fixed: incident ${incident}; the web check's port change was reverted and applied.` };
+      default:
+        return followSwitch(result, () => step({ tool: "watcher_list", args: {} }), last);
+    }
+  });
+  const answer = await turn(stack, "The web watcher has been failing since this morning's change. Please fix it.");
+  assert.match(answer, /^Fixed: incident \d+/, `calls: ${called.join(" → ")}\n${answer}`);
+  assert.equal(skillText.includes("# Self-healing"), true, "read returned the skill");
+  const seq = ["incident_create", "watcher_list", "config_log", "event_log", "config_diff", "config_revert", "safe_switch_begin", "safe_switch_status"];
+  namesInOrder(skillFile("self-healing"), [...seq, "incident_step"]);
+  assert.deepEqual(folded(), ["read", ...seq, "watcher_list", "incident_step"]);
+  // The effects: the revert is HEAD and undoes the bad generation, a switch committed it, the
+  // watcher is healthy again, and the incident carries the step.
+  assert.match(stack.git("log", "-1", "--format=%B"), new RegExp(`the move of the web check to an unused port broke it`));
+  assert.equal(stack.git("rev-parse", "HEAD^"), bad);
+  const got = await stack.agentd("GET", `/config/get?path=${encodeURIComponent(`${webWatcher}.check.port`)}`);
+  assert.equal(got.value, webPort);
+  assert.equal((await stack.watch("GET", "/switch/history"))[0].state, "committed");
+  await until("the web watcher to recover", 30_000, async () => (await health()) === "ok");
+  const inc = await stack.agentd("GET", `/incident/${incident}`);
+  assert.equal(inc.name, "web check failing on this machine");
+  assert.equal(inc.steps.length, 1);
+  assert.match(inc.steps[0].action, /reverted the generation/);
+});
+
+test("briefing: the model reads morning-briefing, gathers in its order and answers from what the tools returned", { timeout: 300_000 }, async () => {
+  // Something to report: an open incident, a generation since yesterday, a heartbeat run.
+  await stack.agentd("POST", "/incident/create", { name: "disk filling on /var" });
+  await stack.agentd("POST", "/config/set", { path: "services.osmoda.watch.safeSwitch.ttlSecs", value: 90, reason: "longer probes for the nightly update" });
+  const trig = await stack.routines("POST", "/routine/trigger/health-snapshot", {});
+  assert.equal(trig.status, 200, JSON.stringify(trig.body));
+  await until("the health-snapshot run to end", 30_000, async () => {
+    const h = await stack.routines("GET", "/routine/history?routine=health-snapshot&limit=1");
+    return h.body[0] && !["queued", "running"].includes(h.body[0].status);
+  });
+
+  const order = ["system_health", "system_query", "watcher_list", "journal_logs", "config_log", "event_log", "routine_history"];
+  const args: Record<string, unknown> = {
+    system_health: {},
+    system_query: { query: "services", args: { state: "failed" } },
+    watcher_list: {},
+    journal_logs: { priority: "err", since: "24 hours ago", lines: 200 },
+    config_log: { limit: 10 },
+    event_log: { type: "incident.*", order: "desc", limit: 50 },
+    routine_history: { limit: 20 },
+  };
+  driveBy("morning-briefing", (last) => {
+    const i = last === "read" ? 0 : order.indexOf(last!) + 1;
+    if (i < order.length) return step({ tool: order[i]!, args: args[order[i]!] });
+    // The message, built only from the results (at most 15 lines).
+    const r = (t: string) => results[called.indexOf(t)] ?? "";
+    const lines = [
+      `Overall: ${r("system_health").split("\n")[0]}`,
+      `Failed units: ${r("system_query").split("\n")[0]}`,
+      `Watchers: ${r("watcher_list").split("\n")[0]}`,
+      `Errors: ${r("journal_logs").split("\n")[0]}`,
+      `Changes: ${r("config_log").split("\n").find((l) => l.includes("nightly")) ?? "none"}`,
+      `Open incidents: ${r("event_log").includes("disk filling on /var") ? "disk filling on /var" : "none"}`,
+      `Routines: ${r("routine_history").split("\n").find((l) => l.includes("health-snapshot")) ?? "no runs"}`,
+    ];
+    return { text: `BRIEFING\n${lines.join("\n")}` };
+  });
+  const answer = await turn(stack, "Good morning. How is the machine?");
+  assert.match(answer, /^BRIEFING\n/, `calls: ${called.join(" → ")}\n${answer}`);
+  assert.equal(skillText.includes("# Morning briefing"), true, "read returned the skill");
+  namesInOrder(skillFile("morning-briefing"), order);
+  assert.deepEqual(called, ["read", ...order]);
+  const lines = answer.split("\n");
+  assert.ok(lines.length <= 16, "at most 15 lines after the heading");
+  assert.match(answer, /Overall: CPU [\d.]+% of \d+ cores/);
+  assert.match(answer, /Changes: \S+ .*longer probes for the nightly update/);
+  assert.match(answer, /Open incidents: disk filling on \/var/);
+  assert.match(answer, /Routines: \d+\s+health-snapshot\s+\S+\s+(ok|failed)/);
+  // Read-only: the briefing changed nothing in the tree.
+  assert.match(stack.git("log", "-1", "--format=%s"), /longer probes for the nightly update/);
+});
+
 test("`openclaw skills list --json` shows every skill from the workspace, eligible and model-visible", { timeout: 180_000 }, () => {
   const skillsDir = join(repoDir, "skills");
   const names = readdirSync(skillsDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
-  assert.ok(names.length >= 10);
+  assert.equal(names.length, 15);
   const r = spawnSync(nodeBin, [openclawCli, "skills", "list", "--json"], {
     encoding: "utf8",
     timeout: 150_000,
