@@ -6,51 +6,34 @@
 import { Type } from "typebox";
 
 import { table } from "../format.ts";
-import { invalidArgs } from "../errors.ts";
 import { tool } from "../tool.ts";
-import { approvalArg, fileArg, landed, optionPath, reasonArg } from "./agentd.ts";
+import { approvalArg, landed, reasonArg, valueEdit } from "./agentd.ts";
 
 const obj = <P extends Record<string, any>>(props: P) => Type.Object(props, { additionalProperties: false });
 
-/** config_append / config_remove: the same arguments, one element of a list option. */
-function listEdit(name: "config_append" | "config_remove", endpoint: string, label: string, description: string, done: string) {
-  return tool({
-    name,
-    label,
-    description,
-    parameters: obj({
-      path: optionPath("List option, e.g. environment.systemPackages."),
-      value: Type.Optional(Type.Unknown({ description: "The element as JSON (a string, number, attribute set...)." })),
-      nix: Type.Optional(Type.String({ minLength: 1, maxLength: 65536, description: "The element as one Nix expression, e.g. pkgs.htop." })),
-      file: fileArg,
-      reason: reasonArg,
-      approval: approvalArg,
-    }),
-    async run(p, ctx) {
-      if ((p.value === undefined) === (p.nix === undefined)) {
-        throw invalidArgs(name, ["give exactly one of `value` (JSON) or `nix` (a Nix expression)"]);
-      }
-      const body = await ctx.daemon("agentd", "POST", endpoint, p, `${name} ${p.path}`);
-      return landed(ctx, `${done} ${p.path}`, body);
-    },
-  });
-}
-
 export const configTools = [
-  listEdit(
-    "config_append",
-    "/config/append",
-    "Add to a config list",
-    "Add one element to a list option in the configuration tree (e.g. a package to environment.systemPackages, a port to networking.firewall.allowedTCPPorts), keeping the list's layout and comments; the list is created if missing. Committed as a generation, NOT applied until safe_switch_begin.",
-    "appended to",
-  ),
-  listEdit(
-    "config_remove",
-    "/config/remove",
-    "Remove from a config list",
-    "Remove every element equal to the given one from a list option (pkgs.htop also matches htop under `with pkgs;`), with the comment lines right above it. Committed as a generation, NOT applied until safe_switch_begin.",
-    "removed from",
-  ),
+  valueEdit({
+    name: "config_append",
+    endpoint: "/config/append",
+    label: "Add to a config list",
+    description:
+      "Add one element to a list option in the configuration tree (e.g. a package to environment.systemPackages, a port to networking.firewall.allowedTCPPorts), keeping the list's layout and comments; the list is created if missing. Committed as a generation, NOT applied until safe_switch_begin.",
+    path: "List option, e.g. environment.systemPackages.",
+    value: "The element as JSON (a string, number, attribute set...).",
+    nix: "The element as one Nix expression, e.g. pkgs.htop.",
+    done: "appended to",
+  }),
+  valueEdit({
+    name: "config_remove",
+    endpoint: "/config/remove",
+    label: "Remove from a config list",
+    description:
+      "Remove every element equal to the given one from a list option (pkgs.htop also matches htop under `with pkgs;`), with the comment lines right above it. Committed as a generation, NOT applied until safe_switch_begin.",
+    path: "List option, e.g. environment.systemPackages.",
+    value: "The element to remove as JSON.",
+    nix: "The element to remove as one Nix expression, e.g. pkgs.htop.",
+    done: "removed from",
+  }),
   tool({
     name: "config_status",
     label: "Uncommitted config edits",
