@@ -83,13 +83,17 @@ function namesInOrder(file: string, tools: string[]): void {
   assert.ok(at.every((i, n) => i >= 0 && (n === 0 || i > at[n - 1]!)), `the skill names ${tools.join(" → ")} in order: ${JSON.stringify(at)}`);
 }
 
-/** Follows a switch from a tool result to its end: safe_switch_status until committed, rolled back or failed. */
-function followSwitch(result: string, then: () => Step, last?: string): Step {
+/**
+ * Follows a switch from a tool result to its end: safe_switch_status until committed, rolled back
+ * or failed; with `commitEarly`, safe_switch_commit once it probes (natural-language-config's
+ * "every check is green and they do not want to wait for the TTL").
+ */
+function followSwitch(result: string, then: () => Step, last: string | undefined, commitEarly = false): Step {
   const m = /switch (\d+): generation \w+ is ([a-z-]+)/.exec(result);
   if (!m) return { text: `unexpected: ${result.slice(0, 300)}` };
   const [, id, state] = m;
   if (state === "committed") return then();
-  if (state === "probing" && last === "safe_switch_status") return step({ tool: "safe_switch_commit", args: { id: Number(id) } });
+  if (commitEarly && state === "probing" && last === "safe_switch_status") return step({ tool: "safe_switch_commit", args: { id: Number(id) } });
   if (["rolled-back", "failed"].includes(state!)) return { text: `The switch ${state}: ${result.slice(0, 600)}` };
   return step({ tool: "safe_switch_status", args: { id: Number(id) } });
 }
@@ -128,7 +132,7 @@ test("configuration: the model reads natural-language-config and follows its loo
     if (last === "config_diff") {
       return step({ tool: "safe_switch_begin", args: { plan: "watch that agentd answers", ttl_secs: 3600, health_checks: [{ type: "agentd" }] } });
     }
-    return followSwitch(result, () => ({ text: `Applied: ${/switch (\d+)/.exec(result)![0]} committed.` }), last);
+    return followSwitch(result, () => ({ text: `Applied: ${/switch (\d+)/.exec(result)![0]} committed.` }), last, true);
   });
   const answer = await turn(stack, "Also watch that agentd answers, and tell me when it is applied.");
   assert.match(answer, /Applied: switch \d+ committed/, `calls: ${called.join(" → ")}`);
@@ -214,7 +218,7 @@ test("briefing: the model reads morning-briefing, gathers in its order and answe
   await stack.agentd("POST", "/incident/create", { name: "disk filling on /var" });
   await stack.agentd("POST", "/config/set", { path: "services.osmoda.watch.safeSwitch.ttlSecs", value: 90, reason: "longer probes for the nightly update" });
   const trig = await stack.routines("POST", "/routine/trigger/health-snapshot", {});
-  assert.equal(trig.status, 200, JSON.stringify(trig.body));
+  assert.equal(trig.status, 202, JSON.stringify(trig.body));
   await until("the health-snapshot run to end", 30_000, async () => {
     const h = await stack.routines("GET", "/routine/history?routine=health-snapshot&limit=1");
     return h.body[0] && !["queued", "running"].includes(h.body[0].status);

@@ -187,7 +187,9 @@ fn host(check: &Path, tmp: &Path, name: &str, extra: Option<&str>) -> Result<Che
     if let Some(e) = extra {
         args.push(write(tmp, "extra.nix", e)?);
     }
-    args.push(os(root.join("crates/osmoda-config/tests/nix/host-options.nix")));
+    args.push(os(
+        root.join("crates/osmoda-config/tests/nix/host-options.nix")
+    ));
     let file = root.join(format!("modules/hosts/{name}.nix"));
     let text = std::fs::read_to_string(&file)?;
     if text.contains("modulesPath}/") {
@@ -244,10 +246,18 @@ fn nixos_eval_if_present_flake_hosts_typecheck_and_render() -> Result<()> {
         // made by a oneshot the gateway requires (modules/hosts/gateway-token.nix); the ISO has
         // no gateway (no credentials on a live system).
         let gateway = name != "iso";
-        assert_eq!(json["units"]["osmoda-gateway"].is_object(), gateway, "{name}: gateway unit");
+        assert_eq!(
+            json["units"]["osmoda-gateway"].is_object(),
+            gateway,
+            "{name}: gateway unit"
+        );
         if gateway {
             let gw = &json["units"]["osmoda-gateway"];
-            assert_eq!(gw["wantedBy"], serde_json::json!(["multi-user.target"]), "{name}");
+            assert_eq!(
+                gw["wantedBy"],
+                serde_json::json!(["multi-user.target"]),
+                "{name}"
+            );
             let token = &json["units"]["osmoda-gateway-token"];
             assert!(
                 gw["requires"].as_array().is_some_and(|r| r.contains(&serde_json::json!("osmoda-gateway-token.service"))),
@@ -259,7 +269,9 @@ fn nixos_eval_if_present_flake_hosts_typecheck_and_render() -> Result<()> {
                 "{name}: an existing token file is never touched"
             );
             assert!(
-                token["script"].as_str().is_some_and(|s| s.contains("/dev/urandom") && s.contains("OPENCLAW_GATEWAY_TOKEN=")),
+                token["script"].as_str().is_some_and(
+                    |s| s.contains("/dev/urandom") && s.contains("OPENCLAW_GATEWAY_TOKEN=")
+                ),
                 "{name}: {token}"
             );
         }
@@ -279,12 +291,19 @@ fn nixos_eval_if_present_flake_hosts_typecheck_and_render() -> Result<()> {
     let dev = host(&check, tmp.path(), "dev-vm", None)?.json;
     let groups = &dev["users"]["operator"]["extraGroups"];
     for g in ["wheel", "osmoda", "video", "audio"] {
-        assert!(groups.as_array().is_some_and(|a| a.contains(&serde_json::json!(g))), "operator in {g}: {groups}");
+        assert!(
+            groups
+                .as_array()
+                .is_some_and(|a| a.contains(&serde_json::json!(g))),
+            "operator in {g}: {groups}"
+        );
     }
     // The ISO carries osModa's installer for the system nixos-install makes.
     let iso = host(&check, tmp.path(), "iso", None)?.json;
     assert!(
-        iso["systemPackages"].as_array().is_some_and(|p| p.iter().any(|p| p.as_str() == Some("osmoda-install"))),
+        iso["systemPackages"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p.as_str() == Some("osmoda-install"))),
         "{}",
         iso["systemPackages"]
     );
