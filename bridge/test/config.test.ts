@@ -91,6 +91,12 @@ describe("config tools through the real gateway", { timeout: 600_000 }, () => {
     const committed = await stack.agentd("GET", "/events/log?type=config.committed&order=desc&limit=1");
     assert.ok(committed[0].payload.includes(rev));
     assert.equal((await calls.ok("config_status", {})).details.clean, true);
+    // The drift watcher reports the tree clean again. (Wait for it: a hand edit within its
+    // debounce after a commit is read together with the commit, and the watcher reports only a
+    // change of the set of changed files, so that edit would not be a new event.)
+    await until("config.drift saying the tree is clean", 30_000, async () =>
+      (await stack.agentd("GET", `/events/log?type=config.drift&after_id=${committed[0].id}&limit=100`)).some((e: any) => JSON.parse(e.payload).clean === true),
+    );
   });
 
   it("a destructive hand edit: config_commit gets the gate's ticket, and lands once a person approved it", async () => {
@@ -106,7 +112,7 @@ describe("config tools through the real gateway", { timeout: 600_000 }, () => {
     assert.equal(r.status, 403, JSON.stringify(r.body));
     assert.match(r.body.error.message, /agentd refused config_commit: .*A person must approve this exact operation.*nothing was changed/s);
     assert.match(r.body.error.message, /call config_commit again with exactly the same arguments/);
-    const ticket = /agentctl approvals approve (\S+)`/.exec(r.body.error.message)![1]!;
+    const ticket = /approvals approve (\S+?)`/.exec(r.body.error.message)![1]!;
     assert.equal(stack.git("rev-parse", "HEAD"), before, "nothing committed");
     const pending = (await stack.agentd("GET", "/approvals?limit=1000")).find((t: any) => t.id === ticket);
     assert.equal(pending.status, "pending");
@@ -133,5 +139,5 @@ describe("config tools through the real gateway", { timeout: 600_000 }, () => {
     await calls.refused("config_commit", { reason: "r", approval: 7 }, /approval: must be string/);
   });
 
-  it("covers every drift tool", () => calls.assertCovered(coverageOf("config")));
+  it("covers every config tool", () => calls.assertCovered(coverageOf("config")));
 });
