@@ -74,12 +74,17 @@ function installWorkspace(workspace: string): void {
 }
 
 const skillNames = readdirSync(skillsDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+/** Every skill and template: the texts whose tool names and event types are checked. */
+const docs = [
+  ...skillNames.map((n) => join(skillsDir, n, "SKILL.md")),
+  ...(existsSync(templatesDir) ? readdirSync(templatesDir).filter((f) => f.endsWith(".md")).map((f) => join(templatesDir, f)) : []),
+];
 
 describe("the checks themselves", () => {
   const fams = families(manifestTools);
   it("finds tools in backticks and by family, and ignores other snake_case words", () => {
-    const t = "Call `config_set {\"path\": \"a\"}` then config_commit; `health_checks` is a field, ttl_secs too, and `services.nginx.enable`.";
-    assert.deepEqual([...mentionedTools(t, fams)].sort(), ["config_commit", "config_set", "health_checks"]);
+    const t = "Call `config_set {\"path\": \"a\"}` then config_rebase; `health_checks` is a field, ttl_secs too, and `services.nginx.enable`.";
+    assert.deepEqual([...mentionedTools(t, fams)].sort(), ["config_rebase", "config_set", "health_checks"]);
     assert.deepEqual([...mentionedTools("wallet_send and mesh_peer_add, but not my_wallet_send", fams)].sort(), ["mesh_peer_add", "wallet_send"]);
     // An argument name is not a tool in prose, but still is as the first word in backticks.
     assert.deepEqual([...mentionedTools("give wallet_id, then `wallet_id`", fams, new Set(["wallet_id"]))], ["wallet_id"]);
@@ -132,9 +137,10 @@ describe("templates/HEARTBEAT.md", () => {
 });
 
 describe("skills/", () => {
-  it("holds the skills whose tools exist", () => {
-    for (const s of ["natural-language-config", "generation-timeline", "drift-detection", "self-healing", "system-monitor",
-      "service-explorer", "file-manager", "system-config", "flight-recorder", "security-hardening"]) {
+  it("holds the seed's 15 system skills", () => {
+    for (const s of ["self-healing", "morning-briefing", "security-hardening", "natural-language-config", "predictive-resources",
+      "drift-detection", "generation-timeline", "flight-recorder", "nix-optimizer", "system-monitor", "system-packages",
+      "system-config", "file-manager", "network-manager", "service-explorer"]) {
       assert.ok(skillNames.includes(s), `skills/${s}/SKILL.md is missing`);
     }
   });
@@ -150,16 +156,53 @@ describe("skills/", () => {
       assert.ok(body.trim().length > 200, "a real procedure, not a stub");
     });
   }
-  const docs = [
-    ...skillNames.map((n) => join(skillsDir, n, "SKILL.md")),
-    ...(existsSync(templatesDir) ? readdirSync(templatesDir).filter((f) => f.endsWith(".md")).map((f) => join(templatesDir, f)) : []),
-  ];
   for (const file of docs) {
     it(`${file.slice(repoDir.length + 1)}: every tool it names is in contracts.tools`, () => {
       const unknown = [...mentionedTools(readFileSync(file, "utf8"), families(manifestTools), argumentNames(allTools))].filter((t) => !manifestTools.includes(t));
       assert.deepEqual(unknown, [], `not tools of the bridge (contracts.tools): ${unknown.join(", ")}`);
     });
   }
+});
+
+/** The ledger namespaces agentd records (`("config.", Owner::…)` rows of its one table). */
+export function namespaces(): string[] {
+  const src = readFileSync(join(repoDir, "crates", "agentd", "src", "namespaces.rs"), "utf8");
+  return [...src.matchAll(/^\s*\("([a-z]+\.)", Owner::/gm)].map((m) => m[1]!);
+}
+
+/** The type filters of every `event_log {...}` call a text makes, and every quoted `"type": "x.*"`. */
+export function eventTypes(text: string): string[] {
+  const out: string[] = [];
+  for (const m of text.matchAll(/`event_log \{([^`]*)\}`/g)) {
+    const t = /"type": "([^"]+)"/.exec(m[1]!);
+    if (t) out.push(t[1]!);
+  }
+  for (const m of text.matchAll(/`"(?:type": ")?([a-z]+\.(?:[a-z_.]+|\*)[^"`]*)"`/g)) out.push(m[1]!);
+  return out;
+}
+
+describe("what skills say about the ledger and the issue's procedures", () => {
+  const known = namespaces();
+  it("reads agentd's namespace table", () => {
+    for (const ns of ["config.", "watch.", "incident.", "approval.", "system."]) assert.ok(known.includes(ns), ns);
+    assert.deepEqual(eventTypes('`event_log {"type": "switch.*"}` and (`"type": "config.*"`, `"watch.switch.*"`)'), ["switch.*", "config.*", "watch.switch.*"]);
+  });
+  for (const file of docs) {
+    it(`${file.slice(repoDir.length + 1)}: every event type it filters on is in a namespace agentd records`, () => {
+      const bad = eventTypes(readFileSync(file, "utf8")).filter((t) => !known.some((ns) => t.startsWith(ns)));
+      assert.deepEqual(bad, [], "no ledger event has these types");
+    });
+  }
+  it("natural-language-config teaches the loop; drift-detection uses the drift events and config_commit; generation-timeline config_log/config_diff and the ledger", () => {
+    const read = (n: string) => readFileSync(join(skillsDir, n, "SKILL.md"), "utf8");
+    const uses = (n: string, words: string[]) => {
+      for (const w of words) assert.ok(read(n).includes(w), `${n} should use ${w}`);
+    };
+    uses("natural-language-config", ["`config_get", "`config_set", "`config_diff", "`safe_switch_begin", "`safe_switch_status", "Never edit files in place"]);
+    uses("drift-detection", ['"config.drift"', "`config_status", "`config_commit", "approval required", "`safe_switch_begin"]);
+    uses("generation-timeline", ["`config_log", "`config_diff", "`event_log"]);
+    uses("system-packages", ["`config_append", "`config_remove", "`safe_switch_begin"]);
+  });
 });
 
 describe("installing into the agent workspace", () => {

@@ -134,6 +134,18 @@ const cases: [string, unknown, string[]][] = [
   ["config_set", { path: "services.nginx.enable; rm", value: true, reason: "r" }, ["path: must match pattern"]],
   ["config_set", { path: "a.b", value: 1 }, ['missing required field(s) ["reason"]']],
   ["config_revert", { rev: "abc", reason: "r" }, []],
+  ["config_append", { path: "environment.systemPackages", nix: "pkgs.htop", reason: "r" }, []],
+  ["config_append", { path: "networking.firewall.allowedTCPPorts", value: 443, file: "configuration.nix", reason: "r", approval: "t" }, []],
+  ["config_append", { path: "environment.systemPackages", nix: "", reason: "r" }, ["nix: must not have fewer than 1 characters"]],
+  ["config_remove", { path: "environment.systemPackages", nix: "pkgs.htop", reason: "r" }, []],
+  ["config_remove", { path: "x y", nix: "pkgs.htop" }, ["path: must match pattern", 'missing required field(s) ["reason"]']],
+  ["config_status", {}, []],
+  ["config_status", { file: "osmoda.nix" }, ['unknown field(s) ["file"]']],
+  ["config_commit", { reason: "keep the person's edit" }, []],
+  ["config_commit", { reason: "r", approval: "t-1" }, []],
+  ["config_commit", {}, ['missing required field(s) ["reason"]']],
+  ["config_commit", { reason: "" }, ["reason: must not have fewer than 1 characters"]],
+  ["config_commit", { reason: "r", approval: 7 }, ["approval: must be string"]],
   ["safe_switch_begin", {}, []],
   ["safe_switch_begin", { health_checks: [{ type: "agentd" }, { type: "http", url: "https://x" }] }, ["health_checks.1.url: must match pattern"]],
   ["safe_switch_begin", { health_checks: [{ type: "ping" }] }, ["health_checks.0.type: must be one of"]],
@@ -207,6 +219,10 @@ test("invalid arguments never reach a daemon: execute throws a ToolInputError na
   const cs = toAgentTool(allTools.find((s) => s.name === "config_set")!, settings);
   await assert.rejects(cs.execute("c", { path: "a.b", reason: "r" }), /exactly one of `value`/);
   await assert.rejects(cs.execute("c", { path: "a.b", reason: "r", value: 1, nix: "1" }), /exactly one of `value`/);
+  for (const name of ["config_append", "config_remove"]) {
+    const t = toAgentTool(allTools.find((s) => s.name === name)!, settings);
+    await assert.rejects(t.execute("c", { path: "a.b", reason: "r" }), new RegExp(`Invalid arguments for ${name}: give exactly one of \`value\``));
+  }
   const fw = toAgentTool(allTools.find((s) => s.name === "file_write")!, settings);
   await assert.rejects(fw.execute("c", { path: "/tmp/x" }), /exactly one of `content`/);
   const se = toAgentTool(allTools.find((s) => s.name === "shell_exec")!, settings);
@@ -443,6 +459,66 @@ test("memory corpus: memory_get reads a note in pieces (split UTF-8 included) an
     assert.equal(all!.lineCount, 3);
     const tail = await s.get({ lookup: "osmoda/MEMORY.md", fromLine: 5 });
     assert.deepEqual([tail!.content, tail!.lineCount, tail!.truncated], ["last", 1, undefined]);
+  } finally {
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("config_status and config_commit: the hand edits listed; a destructive commit carries the gate's ticket flow", async () => {
+  const { beforeBridgeCall } = await import("../src/approvals.ts");
+  const dir = mkdtempSync(join(tmpdir(), "osmoda-drift-"));
+  const socket = join(dir, "agentd.sock");
+  const bodies: any[] = [];
+  let clean = false;
+  const rev = "a".repeat(40);
+  const server = createServer((req, res) => {
+    let raw = "";
+    req.on("data", (c) => (raw += c));
+    req.on("end", () => {
+      res.setHeader("content-type", "application/json");
+      if (req.url === "/config/status") {
+        res.end(JSON.stringify(clean ? { clean: true, changes: [] } : { clean: false, changes: [{ path: "configuration.nix", kind: "modified" }, { path: "extra.nix", kind: "new" }] }));
+      } else if (req.url === "/config/commit") {
+        const b = JSON.parse(raw);
+        bodies.push(b);
+        if (b.approval !== "t-7") {
+          res.statusCode = 403;
+          res.end(JSON.stringify({ error: "approval required: disables service openssh", detail: { kind: "approval_required", ticket: "t-7", effect: ["disables service openssh: services.openssh.enable true → false"], approve: "agentctl approvals approve t-7", operation: { gate: "config" } } }));
+        } else {
+          res.end(JSON.stringify({ generation: { rev, short: rev.slice(0, 12), message: b.reason }, requested_event: 4, event_id: 5 }));
+        }
+      } else if (req.url === `/config/generation/${rev}`) {
+        res.end(JSON.stringify({ generation: { rev }, files: [{ path: "configuration.nix" }], patch: "-  services.openssh.enable = true;\n+  services.openssh.enable = false;" }));
+      } else {
+        res.statusCode = 404;
+        res.end(JSON.stringify({ error: `no route ${req.url}` }));
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(socket, r));
+  try {
+    const settings = { ...DEFAULT_SETTINGS, agentdSocket: socket };
+    const status = toAgentTool(allTools.find((s) => s.name === "config_status")!, settings);
+    const dirty = await status.execute("s", {});
+    assert.match(dirty.content[0]!.text, /^2 uncommitted change\(s\) made by hand:\nchange\s+file\nmodified\s+configuration\.nix\nnew\s+extra\.nix\n.*config_commit/s);
+    clean = true;
+    assert.match((await status.execute("s", {})).content[0]!.text, /^the tree is clean/);
+
+    const commit = toAgentTool(allTools.find((s) => s.name === "config_commit")!, settings);
+    const params = { reason: "the owner keeps sshd off" };
+    await assert.rejects(commit.execute("c", params), (e: any) => {
+      assert.equal(e.name, "ToolAuthorizationError");
+      assert.match(e.message, /agentd refused config_commit: approval required.*nothing was changed.*call config_commit again with exactly the same arguments.*agentctl approvals approve t-7/s);
+      return true;
+    });
+    // The same call again from the owner in a chat becomes the approval prompt with the ticket.
+    const ask = beforeBridgeCall(settings, "config_commit", params, { channel: "webchat", senderIsOwner: true }) as any;
+    assert.deepEqual(ask.params, { ...params, approval: "t-7" });
+    assert.match(ask.requireApproval.description, /^config_commit would: disables service openssh/);
+    const landed = await commit.execute("c", ask.params);
+    assert.match(landed.content[0]!.text, /^recorded the hand edits: committed generation aaaaaaaaaaaa .*"the owner keeps sshd off"\n.*files: configuration\.nix[\s\S]*services\.openssh\.enable = false;[\s\S]*safe_switch_begin/);
+    assert.deepEqual(bodies, [params, { ...params, approval: "t-7" }]);
   } finally {
     server.close();
     rmSync(dir, { recursive: true, force: true });

@@ -1,11 +1,15 @@
 # QEMU development VM: Sway desktop with auto-login, the full osModa stack and the
-# OpenClaw gateway running.
+# OpenClaw gateway running (its token is created at first boot; add a model key to
+# /var/lib/osmoda/gateway.env and `systemctl restart osmoda-gateway` to chat).
 #   nix build .#nixosConfigurations.osmoda-dev.config.system.build.vm
-#   ./result/bin/run-osmoda-dev-vm
+#   ./result/bin/run-osmoda-dev-vm        # then: ssh -p 2222 operator@localhost
 { lib, pkgs, modulesPath, ... }:
 
 {
-  imports = [ "${modulesPath}/virtualisation/qemu-vm.nix" ];
+  imports = [
+    "${modulesPath}/virtualisation/qemu-vm.nix"
+    ./gateway-token.nix
+  ];
 
   networking.hostName = "osmoda-dev";
 
@@ -14,6 +18,8 @@
     cores = 4;
     diskSize = 16384;
     graphics = true;
+    # SSH from the host machine: ssh -p 2222 operator@localhost
+    forwardPorts = [ { from = "host"; host.port = 2222; guest.port = 22; } ];
   };
 
   services.osmoda = {
@@ -28,12 +34,18 @@
     };
   };
 
-  # The desktop session, logged in automatically as the operator.
-  programs.sway.enable = true;
+  # The desktop session, logged in automatically as the operator; after logging out, greetd
+  # shows tuigreet, which starts Sway again (greetd refuses to start without a default_session
+  # command).
+  programs.sway = {
+    enable = true;
+    wrapperFeatures.gtk = true;
+  };
   services.greetd = {
     enable = true;
     settings = {
       initial_session = { command = "${pkgs.sway}/bin/sway"; user = "operator"; };
+      default_session = { command = "${pkgs.tuigreet}/bin/tuigreet --time --remember --cmd sway"; user = "greeter"; };
     };
   };
 

@@ -1,7 +1,10 @@
 # Installer ISO: the minimal NixOS installer plus the osModa daemons, so a machine can be
-# inspected with agentctl before installation. The gateway stays off (no credentials).
+# inspected with agentctl before installation, and osModa's installer: after nixos-install,
+# `osmoda-install --root /mnt` turns the new system into osModa (its tree, with history from the
+# fresh /etc/nixos; applied at the first boot). The gateway stays off (no credentials on a live
+# system).
 #   nix build .#nixosConfigurations.osmoda-iso.config.system.build.isoImage
-{ modulesPath, ... }:
+{ lib, pkgs, modulesPath, ... }:
 
 {
   imports = [ "${modulesPath}/installer/cd-dvd/installation-cd-minimal.nix" ];
@@ -14,6 +17,16 @@
     # Nothing to roll back on a live system; keep the default health checks only.
     watch.watchers = { };
   };
+
+  environment.systemPackages = [
+    (pkgs.writeShellScriptBin "osmoda-install" (builtins.readFile ../../scripts/install.sh))
+    pkgs.git
+  ];
+  services.getty.helpLine = lib.mkAfter ''
+
+    osModa: install NixOS as usual (nixos-generate-config --root /mnt, nixos-install), then run
+    `osmoda-install --root /mnt` to make the new system osModa before you reboot.
+  '';
 
   nix.settings.experimental-features = [ "nix-command" "flakes" ];
 }

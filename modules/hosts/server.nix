@@ -1,8 +1,12 @@
-# Headless server: osModa with the gateway, SSH only, no desktop.
-# Adjust fileSystems / boot loader to the machine (or import its hardware-configuration.nix).
+# Headless server: osModa with the gateway, SSH only, no desktop. The gateway's token is
+# created at first boot; add model keys to /var/lib/osmoda/gateway.env. Adjust fileSystems / boot
+# loader to the machine (or import its hardware-configuration.nix). Deploy changes to it with
+# scripts/push-deploy.sh.
 { lib, ... }:
 
 {
+  imports = [ ./gateway-token.nix ];
+
   networking.hostName = lib.mkDefault "osmoda-server";
 
   services.osmoda = {

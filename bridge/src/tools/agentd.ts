@@ -10,13 +10,17 @@ import { tool, type RunContext } from "../tool.ts";
 const obj = <P extends Record<string, any>>(props: P) => Type.Object(props, { additionalProperties: false });
 const text = (description: string, extra: Record<string, unknown> = {}) =>
   Type.String({ minLength: 1, maxLength: 4096, description, ...extra });
-const optionPath = (description: string) =>
+/** A NixOS option path argument. */
+export const optionPath = (description: string) =>
   Type.String({ minLength: 1, maxLength: 512, pattern: "^[A-Za-z0-9_.\"'-]+$", description });
-const fileArg = Type.Optional(
+/** The optional `file` of the tree an edit goes to. */
+export const fileArg = Type.Optional(
   Type.String({ minLength: 1, maxLength: 256, description: "File in the config tree (default osmoda.nix)." }),
 );
-const reasonArg = text("Why, in one sentence: becomes the commit message and the ledger reason.");
-const approvalArg = Type.Optional(
+/** The `reason` every tree mutation takes. */
+export const reasonArg = text("Why, in one sentence: becomes the commit message and the ledger reason.");
+/** The `approval` ticket a destructive mutation is retried with. */
+export const approvalArg = Type.Optional(
   Type.String({ minLength: 1, maxLength: 128, description: "Id of a ticket a person approved for exactly this edit." }),
 );
 
@@ -27,7 +31,7 @@ const absPath = (description: string) =>
   Type.String({ minLength: 1, maxLength: 4096, pattern: "^/", description });
 
 /** After a generation lands: fetch its patch and say how to apply it. */
-async function landed(ctx: RunContext, what: string, body: any): Promise<{ text: string; details: unknown }> {
+export async function landed(ctx: RunContext, what: string, body: any): Promise<{ text: string; details: unknown }> {
   const gen = body?.generation ?? {};
   const rev: string = gen.rev;
   const show = await ctx.daemon("agentd", "GET", `/config/generation/${encodeURIComponent(rev)}`, undefined, `reading generation ${rev}`);
@@ -43,6 +47,34 @@ async function landed(ctx: RunContext, what: string, body: any): Promise<{ text:
     `Not applied yet. Apply it with safe_switch_begin {"generation": "${rev}"} (it rolls back by itself when health checks fail).`,
   ];
   return { text: lines.join("\n"), details: { ...body, files, patch } };
+}
+
+/**
+ * A tree edit that takes exactly one of `value` (JSON) or `nix` and lands one generation:
+ * config_set here, config_append and config_remove in `config.ts`. `done` starts the answer
+ * ("set services.x: committed generation ...").
+ */
+export function valueEdit(e: { name: string; endpoint: string; label: string; description: string; path: string; value: string; nix: string; done: string }) {
+  return tool({
+    name: e.name,
+    label: e.label,
+    description: e.description,
+    parameters: obj({
+      path: optionPath(e.path),
+      value: Type.Optional(Type.Unknown({ description: e.value })),
+      nix: Type.Optional(Type.String({ minLength: 1, maxLength: 65536, description: e.nix })),
+      file: fileArg,
+      reason: reasonArg,
+      approval: approvalArg,
+    }),
+    async run(p, ctx) {
+      if ((p.value === undefined) === (p.nix === undefined)) {
+        throw invalidArgs(e.name, ["give exactly one of `value` (JSON) or `nix` (a Nix expression)"]);
+      }
+      const body = await ctx.daemon("agentd", "POST", e.endpoint, p, `${e.name} ${p.path}`);
+      return landed(ctx, `${e.done} ${p.path}`, body);
+    },
+  });
 }
 
 export const agentdTools = [
@@ -276,26 +308,16 @@ export const agentdTools = [
       return { text: `${v.path} (${v.file}) = ${clip(JSON.stringify(v.value, null, 1), 6000)}`, details: v };
     },
   }),
-  tool({
+  valueEdit({
     name: "config_set",
+    endpoint: "/config/set",
     label: "Set config option",
     description:
       "Set one NixOS option in the configuration tree (a lossless edit, validated, committed to git as a new generation). Give exactly one of value (JSON) or nix (one Nix expression). The change is NOT applied until safe_switch_begin.",
-    parameters: obj({
-      path: optionPath("Option path, e.g. services.nginx.enable."),
-      value: Type.Optional(Type.Unknown({ description: "New value as JSON (rendered as idiomatic Nix)." })),
-      nix: Type.Optional(Type.String({ minLength: 1, maxLength: 65536, description: "New value as one Nix expression." })),
-      file: fileArg,
-      reason: reasonArg,
-      approval: approvalArg,
-    }),
-    async run(p, ctx) {
-      if ((p.value === undefined) === (p.nix === undefined)) {
-        throw invalidArgs("config_set", ["give exactly one of `value` (JSON) or `nix` (a Nix expression)"]);
-      }
-      const body = await ctx.daemon("agentd", "POST", "/config/set", p, `config_set ${p.path}`);
-      return landed(ctx, `set ${p.path}`, body);
-    },
+    path: "Option path, e.g. services.nginx.enable.",
+    value: "New value as JSON (rendered as idiomatic Nix).",
+    nix: "New value as one Nix expression.",
+    done: "set",
   }),
   tool({
     name: "config_unset",

@@ -2,6 +2,7 @@
 
 import { agentdTools } from "./agentd.ts";
 import { backupTools } from "./backup.ts";
+import { configTools } from "./config.ts";
 import { keydTools } from "./keyd.ts";
 import { memoryTools } from "./memory.ts";
 import { meshTools } from "./mesh.ts";
@@ -17,6 +18,7 @@ import { watchTools } from "./watch.ts";
  */
 export const toolModules = {
   agentd: agentdTools,
+  config: configTools,
   watch: watchTools,
   keyd: keydTools,
   routines: routinesTools,

@@ -163,8 +163,10 @@ fn nixos_eval_if_present_module_renders_the_golden_files() -> Result<()> {
 }
 
 /// The flake's hosts through nixos-eval: modules/flake-module.nix (what the flake wraps around
-/// the module, with a flake revision) + the host (+ `extra`). Hosts that import a profile from
-/// `modulesPath` are checked without it (`--strip-imports`; see nixos-eval's README).
+/// the module, with a flake revision) + the host (+ `extra`) + the stand-in declarations of the
+/// options nixos-eval lacks (`tests/nix/host-options.nix`). Hosts that import a profile from
+/// `modulesPath` are checked without their imports (`--strip-imports`; see nixos-eval's README);
+/// their imports of files beside them (`./gateway-token.nix`) are added back as modules.
 fn host(check: &Path, tmp: &Path, name: &str, extra: Option<&str>) -> Result<Checked> {
     let root = common::repo_root();
     let eval_dir = check.parent().context("nixos-eval dir")?;
@@ -185,12 +187,28 @@ fn host(check: &Path, tmp: &Path, name: &str, extra: Option<&str>) -> Result<Che
     if let Some(e) = extra {
         args.push(write(tmp, "extra.nix", e)?);
     }
+    args.push(os(
+        root.join("crates/osmoda-config/tests/nix/host-options.nix")
+    ));
     let file = root.join(format!("modules/hosts/{name}.nix"));
-    if std::fs::read_to_string(&file)?.contains("modulesPath}/") {
+    let text = std::fs::read_to_string(&file)?;
+    if text.contains("modulesPath}/") {
+        for local in local_imports(&text) {
+            args.push(os(root.join("modules/hosts").join(local)));
+        }
         args.push(os("--strip-imports"));
     }
     args.push(os(file));
     run_check(check, &args)
+}
+
+/// The files a host imports from beside it: each `./name.nix` in its text.
+fn local_imports(text: &str) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || c == '[' || c == ']')
+        .filter_map(|w| w.strip_prefix("./"))
+        .filter(|w| w.ends_with(".nix") && !w.contains('/'))
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -224,6 +242,39 @@ fn nixos_eval_if_present_flake_hosts_typecheck_and_render() -> Result<()> {
             "{name}: watchers in /etc/osmoda/watch.json"
         );
         assert_eq!(json["units"]["sshd"].is_object(), ssh, "{name}: sshd unit");
+        // The gateway runs on the dev VM and the server from the first boot: its token file is
+        // made by a oneshot the gateway requires (modules/hosts/gateway-token.nix); the ISO has
+        // no gateway (no credentials on a live system).
+        let gateway = name != "iso";
+        assert_eq!(
+            json["units"]["osmoda-gateway"].is_object(),
+            gateway,
+            "{name}: gateway unit"
+        );
+        if gateway {
+            let gw = &json["units"]["osmoda-gateway"];
+            assert_eq!(
+                gw["wantedBy"],
+                serde_json::json!(["multi-user.target"]),
+                "{name}"
+            );
+            let token = &json["units"]["osmoda-gateway-token"];
+            assert!(
+                gw["requires"].as_array().is_some_and(|r| r.contains(&serde_json::json!("osmoda-gateway-token.service"))),
+                "{name}: the gateway requires its token: {gw}"
+            );
+            assert_eq!(token["serviceConfig"]["Type"], "oneshot", "{name}");
+            assert_eq!(
+                token["unitConfig"]["ConditionPathExists"], "!/var/lib/osmoda/gateway.env",
+                "{name}: an existing token file is never touched"
+            );
+            assert!(
+                token["script"].as_str().is_some_and(
+                    |s| s.contains("/dev/urandom") && s.contains("OPENCLAW_GATEWAY_TOKEN=")
+                ),
+                "{name}: {token}"
+            );
+        }
         assert_eq!(json["configurationRevision"], "flake-rev", "{name}");
         // NixOS's own warnings are a finding too; a stripped installer profile is what sets
         // the ISO's stateVersion, so that one warning is the harness's, not ours.
@@ -235,6 +286,28 @@ fn nixos_eval_if_present_flake_hosts_typecheck_and_render() -> Result<()> {
             );
         }
     }
+    // The dev VM's desktop: the operator logs into Sway (greetd's sessions are checked against
+    // their TOML type), in the groups the desktop and osModa need.
+    let dev = host(&check, tmp.path(), "dev-vm", None)?.json;
+    let groups = &dev["users"]["operator"]["extraGroups"];
+    for g in ["wheel", "osmoda", "video", "audio"] {
+        assert!(
+            groups
+                .as_array()
+                .is_some_and(|a| a.contains(&serde_json::json!(g))),
+            "operator in {g}: {groups}"
+        );
+    }
+    // The ISO carries osModa's installer for the system nixos-install makes.
+    let iso = host(&check, tmp.path(), "iso", None)?.json;
+    assert!(
+        iso["systemPackages"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p.as_str() == Some("osmoda-install"))),
+        "{}",
+        iso["systemPackages"]
+    );
+
     let server = host(&check, tmp.path(), "server", None)?.json;
     assert_eq!(
         server["firewall"]["allowedTCPPorts"],
