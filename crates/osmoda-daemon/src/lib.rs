@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod fuzz;
 pub mod gate;
+pub mod hangup;
 pub mod metrics;
 pub mod server;
 

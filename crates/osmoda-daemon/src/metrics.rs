@@ -375,7 +375,8 @@ impl Metrics {
     }
 
     /// Counts one piece of osmoda-voice work (`kind` = `transcribe`, `speak`, `record`,
-    /// `utterance`; `outcome` = `ok`, `error`, `delivered`, `undelivered`).
+    /// `utterance`; `outcome` = `ok`, `error`, `abandoned` (a transcription whose caller left),
+    /// `delivered`, `undelivered`).
     pub fn voice(&self, kind: &str, outcome: &str) {
         self.voice
             .get_or_create(&VoiceLabels {

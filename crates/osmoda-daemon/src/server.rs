@@ -298,9 +298,13 @@ pub(crate) async fn connection<I: Clone + Send + Sync + 'static>(
     let state = Arc::new(ConnState::default());
     let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let svc_state = Arc::clone(&state);
+    let watch = Arc::new(crate::hangup::Watch::default());
+    let svc_watch = Arc::clone(&watch);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let n = calls.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
         let state = Arc::clone(&svc_state);
+        let hangup = crate::hangup::Hangup(Arc::clone(&svc_watch));
         let app = app.clone();
         let peer = peer.clone();
         async move {
@@ -310,6 +314,7 @@ pub(crate) async fn connection<I: Clone + Send + Sync + 'static>(
             } else {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req.extensions_mut().insert(cred);
+                req.extensions_mut().insert(hangup);
                 req.extensions_mut().insert(crate::metrics::Listener(name));
                 let req = req.map(axum::body::Body::new);
                 match app.oneshot(req).await {
@@ -331,6 +336,11 @@ pub(crate) async fn connection<I: Clone + Send + Sync + 'static>(
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        // Only after a handler asked (crate::hangup): the request in flight is dropped with `conn`.
+        () = crate::hangup::hung_up(&watch, fd) => {
+            tracing::debug!(listener = name, ?cred, "the caller hung up; its request is dropped");
+            Ok(())
+        }
         _ = shutdown.wait() => {
             conn.as_mut().graceful_shutdown();
             conn.await
@@ -439,5 +449,86 @@ mod tests {
             .expect("the idle connection was never closed")
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    /// Sets its flag when dropped.
+    struct OnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    async fn within(what: &str, flag: &std::sync::atomic::AtomicBool) {
+        let start = std::time::Instant::now();
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what} within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_asks_is_dropped_when_its_caller_hangs_up_and_only_then() {
+        use crate::hangup::Hangup;
+        use axum::Extension;
+        use std::sync::atomic::AtomicBool;
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let (dropped, finished) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (d, f) = (Arc::clone(&dropped), Arc::clone(&finished));
+        let app = Router::new()
+            .route(
+                "/armed/{ms}",
+                axum::routing::get(
+                    move |Extension(h): Extension<Hangup>, axum::extract::Path(ms): axum::extract::Path<u64>| {
+                        let d = Arc::clone(&d);
+                        async move {
+                            h.drop_on_hangup();
+                            let _guard = OnDrop(d);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            "done"
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/plain",
+                axum::routing::get(move || {
+                    let f = Arc::clone(&f);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        f.store(true, std::sync::atomic::Ordering::SeqCst);
+                        "done"
+                    }
+                }),
+            );
+        let (_trigger, shutdown) = crate::shutdown_channel();
+        tokio::spawn(serve(listener, "test", Limits::small(), app, |_| (), shutdown));
+        let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+
+        // A caller that half-closes still gets its answer from a handler that asked.
+        let mut s = UnixStream::connect(&sock).await.unwrap();
+        s.write_all(ask("/armed/300").as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"), "{answer}");
+        dropped.store(false, std::sync::atomic::Ordering::SeqCst);
+
+        // A caller that hangs up: the handler that asked is dropped, long before its end.
+        let mut s = UnixStream::connect(&sock).await.unwrap();
+        s.write_all(ask("/armed/600000").as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+        drop(s);
+        within("the handler dropped", &dropped).await;
+
+        // One that did not ask runs to its end.
+        let mut s = UnixStream::connect(&sock).await.unwrap();
+        s.write_all(ask("/plain").as_bytes()).await.unwrap();
+        drop(s);
+        within("the plain handler finished", &finished).await;
     }
 }
