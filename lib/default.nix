@@ -241,6 +241,8 @@ let
       language = "en";
       audioDirs = [ ];
       pipewireRuntimeDir = "/run/pipewire";
+      gatewayTokenFile = null;
+      memoryMax = "1536M";
     };
     gateway = {
       # Off by default: it needs an OpenClaw package and model credentials.
@@ -543,7 +545,7 @@ let
         };
 
       voice =
-        extra voice (serviceKeys ++ [ "whisperModel" "piperModel" "language" "audioDirs" "pipewireRuntimeDir" ])
+        extra voice (serviceKeys ++ [ "whisperModel" "piperModel" "language" "audioDirs" "pipewireRuntimeDir" "gatewayTokenFile" "memoryMax" ])
         // opt "whisper_model" voice "whisperModel"
         // opt "piper_model" voice "piperModel"
         // {
@@ -640,7 +642,7 @@ let
               ++ (if dn == "agentd" then [ "approvalSocket" "validate" "capabilityKeyFile" ] else [ ])
               ++ (if dn == "egress" then [ "proxySocket" ] else [ ])
               ++ (if dn == "mesh" then [ "openFirewall" ] else [ ])
-              ++ (if dn == "voice" then [ "pipewireRuntimeDir" ] else [ ]))))
+              ++ (if dn == "voice" then [ "pipewireRuntimeDir" "gatewayTokenFile" "memoryMax" ] else [ ]))))
         daemonNames;
       top = map (k: p + k) (filter (k: setIn cfg k) [ "stateDir" "configTree" "configTreeTemplate" "configRevision" "gateway" ]);
       disabled = if get cfg "enable" true == false then [ "${p}enable" ] else [ ];

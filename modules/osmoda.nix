@@ -528,6 +528,13 @@ in
         default = d.voice.pipewireRuntimeDir;
         description = "Directory of the PipeWire socket (`pipewire-0`) osmoda-voice plays and records through: `/run/pipewire` for a system-wide PipeWire (`services.pipewire.systemWide`; the unit joins its group `pipewire`). Another directory must let user osmoda-voice reach the socket.";
       };
+      gatewayTokenFile = nullOr types.str "File holding only the OpenClaw gateway's token (the value of `OPENCLAW_GATEWAY_TOKEN` in `services.osmoda.gateway.environmentFile`), loaded as the systemd credential `gateway-token`: the unit gets this one secret, never the gateway's environment file with the model API keys. With the gateway on and no token, the gateway refuses what `/voice/listen` hears.";
+      memoryMax = mkOption {
+        type = types.str;
+        default = d.voice.memoryMax;
+        example = "3G";
+        description = "systemd `MemoryMax` of the unit, which holds whisper.cpp with its model and runs piper and PipeWire's clients. The default (1536M) holds what was measured with whisper tiny.en, with room: the daemon's peak (234 MiB), two audio files decoding at once (2 x 150 MiB at most) and two pipers at the longest text (236 MiB each), about 1.05 GiB; add the model's size twice for larger models (base: +0.3G, small: +1G, medium: +3G).";
+      };
     };
 
     gateway = {
@@ -822,12 +829,17 @@ in
       # unit can start where PipeWire is not system-wide).
       users.groups.pipewire = mkIf cfg.voice.enable { };
 
+      warnings = lib.optional (cfg.voice.enable && cfg.gateway.enable && cfg.voice.gatewayTokenFile == null)
+        "services.osmoda.voice.gatewayTokenFile is not set: the gateway will refuse what /voice/listen hears (it needs the gateway's token; the voice unit no longer reads the gateway's environmentFile).";
+
       systemd.services.osmoda-voice = mkDaemon {
         name = "voice";
         enable = cfg.voice.enable;
         package = cfg.voice.package;
         socket = cfg.voice.socket;
         user = "osmoda-voice";
+        args = lib.optionals (cfg.voice.gatewayTokenFile != null)
+          [ "--gateway-token-file" (credential "osmoda-voice" "gateway-token") ];
         # Speech runs locally: whisper.cpp is linked in; piper speaks, pw-play/pw-record move audio.
         path = [ pkgs.piper-tts pkgs.pipewire ];
         serviceConfig = {
@@ -840,9 +852,14 @@ in
           Environment = [ "PIPEWIRE_RUNTIME_DIR=${cfg.voice.pipewireRuntimeDir}" ];
           ReadWritePaths = [ "/run/osmoda" "-${cfg.voice.pipewireRuntimeDir}" ];
           ReadOnlyPaths = map (p: "-${p}") cfg.voice.audioDirs;
-          # OPENCLAW_GATEWAY_TOKEN, for the utterances /voice/listen sends to the agent.
-          EnvironmentFile = lib.optional (cfg.gateway.enable && cfg.gateway.environmentFile != null)
-            cfg.gateway.environmentFile;
+          # The gateway's token alone, for the utterances /voice/listen sends to the agent (the
+          # daemon reads it at start and passes it to no child).
+          LoadCredential = lib.optional (cfg.voice.gatewayTokenFile != null)
+            "gateway-token:${cfg.voice.gatewayTokenFile}";
+          # The token and what the microphone heard must never reach a core dump.
+          LimitCORE = 0;
+          # The whole cgroup: the daemon with its model, piper and the recorders.
+          MemoryMax = cfg.voice.memoryMax;
         };
       };
 

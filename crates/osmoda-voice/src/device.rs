@@ -92,6 +92,33 @@ pub fn clean_env(cmd: &mut Command) {
     }
 }
 
+/// Makes the child `cmd` starts die with this daemon: the kernel sends it SIGKILL when the
+/// daemon's thread that started it ends (`PR_SET_PDEATHSIG`), and a child whose daemon is
+/// already gone by the time it would run exits at once. So no recorder, player or piper
+/// outlives a daemon killed with SIGKILL, outside systemd's cgroup too (`kill_on_drop` covers
+/// only the daemon's own orderly drops).
+///
+/// Children are started from tokio's worker threads, which live as long as the runtime (never
+/// from the blocking pool, whose idle threads end and would take the child with them).
+pub fn die_with_daemon(cmd: &mut Command) {
+    let daemon = nix::unistd::getpid();
+    let child_setup = move || -> std::io::Result<()> {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+        // The daemon died before the line above: the signal was never set up for it.
+        if nix::unistd::getppid() != daemon {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec. It calls only prctl(2) and
+    // getppid(2), which are async-signal-safe, and allocates nothing (the error is a raw OS
+    // error), as `pre_exec` requires.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(child_setup);
+    }
+}
+
 impl AudioDevice {
     /// The PipeWire socket this device uses.
     pub fn socket(&self) -> PathBuf {
@@ -142,6 +169,7 @@ impl AudioDevice {
     fn command(&self, program: &Path) -> Command {
         let mut c = Command::new(program);
         clean_env(&mut c);
+        die_with_daemon(&mut c);
         if let Some(d) = &self.runtime_dir {
             c.env("PIPEWIRE_RUNTIME_DIR", d)
                 .env_remove("PIPEWIRE_REMOTE");
@@ -200,9 +228,12 @@ impl AudioDevice {
     /// all (no source is linked to it); `Engine` when it does not stop or leaves no valid WAV.
     /// `out` is removed on every error.
     pub async fn record(&self, out: &Path, length: Duration) -> Result<u64> {
+        // Removed on an error and when the caller is gone before the end (this future dropped,
+        // the recorder killed with it): a cut-off recording is no recording.
+        let mut partial = Partial(Some(out.to_owned()));
         let res = self.record_inner(out, length).await;
-        if res.is_err() {
-            let _ = std::fs::remove_file(out);
+        if res.is_ok() {
+            partial.0 = None;
         }
         res
     }
@@ -263,6 +294,17 @@ impl AudioDevice {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.recorder.display()))
+    }
+}
+
+/// A file removed when dropped, unless taken out first.
+struct Partial(Option<PathBuf>);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 

@@ -42,6 +42,14 @@ use crate::tts::Speaker;
 /// ~150 MB while it decodes (see [`audio::MAX_FRAMES`]).
 pub const MAX_DECODES: usize = 2;
 
+/// `/voice/record` calls at once (each holds a recorder for up to 300 s); one more is refused at
+/// once (503).
+pub const MAX_RECORDINGS: usize = 2;
+
+/// Speech played at once by `/voice/speak`; more speech is written but not played (said in
+/// `playback_error`).
+pub const MAX_PLAYBACKS: usize = 2;
+
 /// Everything the daemon needs to start.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -79,6 +87,10 @@ pub struct AppState {
     pub listener: Listener,
     /// Audio files being decoded (at most [`MAX_DECODES`] at once).
     decodes: Arc<tokio::sync::Semaphore>,
+    /// `/voice/record` calls running (at most [`MAX_RECORDINGS`]).
+    pub recordings: Arc<tokio::sync::Semaphore>,
+    /// `/voice/speak` playbacks running (at most [`MAX_PLAYBACKS`]).
+    pub playbacks: Arc<tokio::sync::Semaphore>,
     /// This daemon's own playback (the listen loop ignores what the microphone hears of it).
     pub playback: Playback,
     reporter: Reporter,
@@ -173,6 +185,8 @@ impl AppState {
             listener: Listener::default(),
             playback: Playback::default(),
             decodes: Arc::new(tokio::sync::Semaphore::new(MAX_DECODES)),
+            recordings: Arc::new(tokio::sync::Semaphore::new(MAX_RECORDINGS)),
+            playbacks: Arc::new(tokio::sync::Semaphore::new(MAX_PLAYBACKS)),
             reporter,
             opts,
         }))

@@ -33,6 +33,17 @@ pub const FROM_FILE: &str =
 
 /// Utterances waiting for transcription.
 const QUEUE: usize = 4;
+/// The most of an agent's answer kept in `/voice/status` (characters): the status holds 20
+/// utterances, and an answer may be megabytes.
+pub const MAX_REPLY_CHARS: usize = 2000;
+
+/// `text` cut to `max` characters, marked with `…` where it was cut.
+fn shorten(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text,
+        Some((at, _)) => format!("{}…", &text[..at]),
+    }
+}
 /// Samples read from the microphone at a time (100 ms).
 const CHUNK: usize = 1600;
 
@@ -495,7 +506,7 @@ async fn deliver(
                         match said {
                             Ok(reply) => {
                                 heard.delivered = true;
-                                heard.reply = Some(reply);
+                                heard.reply = Some(shorten(reply, MAX_REPLY_CHARS));
                             }
                             Err(e) => heard.error = Some(e),
                         }
@@ -557,6 +568,14 @@ mod tests {
         let mut r = stream;
         let first = read_stream_start(&mut r).await?;
         Ok((first, r.to_vec()))
+    }
+
+    #[test]
+    fn long_answers_are_cut_for_the_status() {
+        assert_eq!(shorten("abc".into(), 3), "abc");
+        assert_eq!(shorten("abcd".into(), 3), "abc…");
+        assert_eq!(shorten("ééééé".into(), 2), "éé…");
+        assert_eq!(shorten(String::new(), 0), "");
     }
 
     #[tokio::test]

@@ -32,6 +32,10 @@ struct Cli {
     /// PipeWire's recorder.
     #[arg(long, default_value = "pw-record")]
     recorder: PathBuf,
+    /// A file holding only the OpenClaw gateway's token (the NixOS unit's credential
+    /// `gateway-token`); without it, `OPENCLAW_GATEWAY_TOKEN` from the environment.
+    #[arg(long)]
+    gateway_token_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -54,10 +58,14 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     // Taken out of the environment before any thread starts: no child inherits it.
-    let token = std::env::var("OPENCLAW_GATEWAY_TOKEN")
+    let env_token = std::env::var("OPENCLAW_GATEWAY_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
     std::env::remove_var("OPENCLAW_GATEWAY_TOKEN");
+    let token = match &cli.gateway_token_file {
+        Some(f) => Some(read_token(f)?),
+        None => env_token,
+    };
     osmoda_daemon::init_tracing();
     tokio::runtime::Runtime::new()?.block_on(run(cli, token))
 }
@@ -84,4 +92,22 @@ async fn run(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
     let (listener, shutdown) = osmoda_daemon::listen("osmoda-voice", &cli.socket, 0o660)?;
     serve(listener, state, shutdown).await?;
     Ok(())
+}
+
+/// The token in `file`: its content without surrounding white space, refused when empty (a
+/// token the gateway would refuse, found out only at the first utterance).
+fn read_token(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the gateway token file {}: {e} (services.osmoda.voice.gatewayTokenFile)",
+            file.display()
+        )
+    })?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the gateway token file {} is empty (services.osmoda.voice.gatewayTokenFile)",
+        file.display()
+    );
+    Ok(token.to_owned())
 }

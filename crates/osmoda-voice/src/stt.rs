@@ -6,7 +6,7 @@
 //! [`QUEUE_WAIT`] for their turn and are then told the engine is busy.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,9 +149,10 @@ impl Transcriber {
 
     /// Transcribes 16 kHz mono samples in `language` (`auto` detects it). One runs at a time;
     /// at most [`MAX_WAITING`] wait for their turn. Input shorter than [`MIN_SAMPLES`] is an
-    /// empty text at once. Dropping the future leaves the queue at once; a transcription that
-    /// already runs finishes (whisper.cpp's abort callback is not wired: whisper-rs's failed
-    /// every transcription here) and holds the engine until then.
+    /// empty text at once. Dropping the future (the caller left) leaves the queue at once, or
+    /// stops a transcription that runs: whisper.cpp asks its abort callback after each encoder
+    /// window (30 s of audio) and each decoder step, so the engine is free again within one
+    /// encoder window.
     ///
     /// # Errors
     /// `BadRequest` for an unknown language or a non-English one on an English-only model,
@@ -186,16 +187,60 @@ impl Transcriber {
         let ctx = Arc::clone(&self.ctx);
         let language = language.to_owned();
         let threads = self.threads;
-        // The turn is held by the engine's thread: a caller who leaves does not free it while
-        // whisper.cpp still runs.
+        let mut left = Abandon::new();
+        let stop = Arc::clone(&left.stop);
+        // The turn is held by the engine's thread: a caller who leaves frees it only once
+        // whisper.cpp has stopped.
         let res = tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            run(&ctx, &samples, &language, threads)
+            run(&ctx, &samples, &language, threads, &stop)
         })
-        .await
-        .map_err(|e| VoiceError::Engine(format!("transcription task: {e}")))?;
-        res
+        .await;
+        left.finished = true;
+        res.map_err(|e| VoiceError::Engine(format!("transcription task: {e}")))?
     }
+}
+
+/// Tells a running transcription to stop when dropped before it finished: its caller left
+/// (the request was dropped, the listen loop stopped).
+struct Abandon {
+    stop: Arc<AtomicBool>,
+    finished: bool,
+}
+
+impl Abandon {
+    fn new() -> Abandon {
+        Abandon {
+            stop: Arc::new(AtomicBool::new(false)),
+            finished: false,
+        }
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.stop.store(true, Ordering::SeqCst);
+            osmoda_daemon::metrics::global().voice("transcribe", "abandoned");
+            tracing::info!("the caller left; its transcription is stopped");
+        }
+    }
+}
+
+/// whisper.cpp's abort callback (`whisper_full_params.abort_callback`): true stops the
+/// transcription, which then fails with -6 (after an encoder window) or -8/-9 (after a decoder
+/// step). `user_data` is the `AtomicBool` [`run`] passes.
+///
+/// Not whisper-rs's `set_abort_callback_safe`: in 0.16 it instantiates its trampoline with the
+/// closure's own type while handing whisper.cpp a pointer to a `Box<dyn FnMut>`, so the
+/// closure reads a fat pointer as its captures, returns garbage (true), and every
+/// transcription fails with -6.
+#[allow(unsafe_code)]
+unsafe extern "C" fn abandoned(user_data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `run` sets `user_data` to a `&AtomicBool` that outlives its `state.full` call,
+    // the only time whisper.cpp calls this.
+    let stop = unsafe { &*(user_data as *const AtomicBool) };
+    stop.load(Ordering::SeqCst)
 }
 
 /// Whether a segment is one of whisper's non-speech markers (`[BLANK_AUDIO]`, `(music)`, ...).
@@ -205,7 +250,13 @@ fn is_marker(seg: &str) -> bool {
         && ((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('(') && t.ends_with(')')))
 }
 
-fn run(ctx: &WhisperContext, samples: &[f32], language: &str, threads: i32) -> Result<Transcript> {
+fn run(
+    ctx: &WhisperContext,
+    samples: &[f32],
+    language: &str,
+    threads: i32,
+    stop: &AtomicBool,
+) -> Result<Transcript> {
     let started = Instant::now();
     let engine = |what: &str, e: &dyn std::fmt::Display| {
         VoiceError::Engine(format!("whisper.cpp {what}: {e}"))
@@ -219,6 +270,13 @@ fn run(ctx: &WhisperContext, samples: &[f32], language: &str, threads: i32) -> R
     params.set_print_timestamps(false);
     params.set_print_special(false);
     params.set_suppress_blank(true);
+    // SAFETY: `abandoned` reads `user_data` as the `AtomicBool` given here, which outlives
+    // `state.full` below (the only call that uses these parameters).
+    #[allow(unsafe_code)]
+    unsafe {
+        params.set_abort_callback(Some(abandoned));
+        params.set_abort_callback_user_data(stop as *const AtomicBool as *mut std::ffi::c_void);
+    }
     // Whisper needs at least one second; shorter input is padded with silence.
     let mut padded;
     let input = if samples.len() < 16_000 {
@@ -228,9 +286,13 @@ fn run(ctx: &WhisperContext, samples: &[f32], language: &str, threads: i32) -> R
     } else {
         samples
     };
-    state
-        .full(params, input)
-        .map_err(|e| engine("transcription", &e))?;
+    let res = state.full(params, input);
+    if stop.load(Ordering::SeqCst) {
+        return Err(VoiceError::Unavailable(
+            "the transcription was stopped: its caller left".into(),
+        ));
+    }
+    res.map_err(|e| engine("transcription", &e))?;
     let mut text = String::new();
     for i in 0..state.full_n_segments() {
         if let Some(seg) = state.get_segment(i) {

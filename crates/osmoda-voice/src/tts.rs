@@ -159,6 +159,7 @@ impl Speaker {
     async fn run_piper(&self, text: &str, out: &Path) -> Result<()> {
         let mut cmd = Command::new(&self.piper);
         crate::device::clean_env(&mut cmd);
+        crate::device::die_with_daemon(&mut cmd);
         let mut child = cmd
             .arg("--model")
             .arg(&self.model)

@@ -1,7 +1,8 @@
 //! osmoda-voice on a real PipeWire (`common::pipewire`: a private server whose speaker the
 //! microphone hears): `/voice/speak` plays through it, `/voice/record` captures what is played
 //! and transcribes it, and where PipeWire cannot deliver audio (no session manager linking the
-//! recorder, the server gone) the calls say so and leave nothing behind.
+//! recorder, the server gone) the calls say so and leave nothing behind. No recorder or piper
+//! outlives the daemon binary killed with SIGKILL.
 
 #![allow(clippy::unwrap_used)]
 
@@ -201,3 +202,117 @@ async fn pipewire_that_delivers_no_audio_or_is_gone_is_no_audio_device() {
         .starts_with("no audio device: "));
     assert_eq!(files(&recordings), Vec::<PathBuf>::new());
 }
+
+/// The children of process `pid` (every thread's), with their command lines.
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for c in list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            let cmd = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+            out.push((c, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    out
+}
+
+/// Whether process `pid` still runs (a zombie waiting for its new parent to reap it does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_recorder_or_piper_outlives_the_daemon_killed_with_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let agentd = Agentd::start(dir.path());
+    let pw = PipeWire::start();
+    let cfg = config(dir.path(), &[], None);
+    let bin = env!("CARGO_BIN_EXE_osmoda-voice");
+    let socket = dir.path().join("voice.sock");
+    let token = dir.path().join("gateway-token");
+    let daemon = |token_file: &Path| {
+        let mut c = std::process::Command::new(bin);
+        c.arg("--socket")
+            .arg(&socket)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("voice"))
+            .arg("--agentd-socket")
+            .arg(&agentd.socket)
+            .arg("--piper")
+            .arg(common::models().piper)
+            .arg("--gateway-token-file")
+            .arg(token_file)
+            .envs(pw.env())
+            .stdin(Stdio::null());
+        c
+    };
+    // The token file (the unit's credential) must hold a token: an empty or missing one stops
+    // the start, naming the option.
+    std::fs::write(&token, "\n").unwrap();
+    for f in [token.clone(), dir.path().join("missing")] {
+        let out = daemon(&f).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("services.osmoda.voice.gatewayTokenFile"), "{err}");
+    }
+    std::fs::write(&token, "file-token\n").unwrap();
+    let mut proc = daemon(&token).stdout(Stdio::null()).spawn().unwrap();
+    let pid = proc.id();
+    let client = osmoda_client::Client::new(&socket).with_timeout(Duration::from_secs(600));
+    let start = std::time::Instant::now();
+    while client.get("/health").await.map(|r| r.status) .ok() != Some(200) {
+        assert!(proc.try_wait().unwrap().is_none(), "osmoda-voice exited");
+        assert!(start.elapsed() < Duration::from_secs(120), "osmoda-voice did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Two recorders (the listen loop's stream, a /voice/record) and a piper at work.
+    let r = client.post("/voice/listen", &json!({ "enabled": true })).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let c = client.clone();
+    let _record = tokio::spawn(async move {
+        c.post("/voice/record", &json!({ "duration_secs": 60, "transcribe": false }))
+            .await
+    });
+    let text = "The backup finished and every disk is healthy. ".repeat(30);
+    let c = client.clone();
+    let _speak = tokio::spawn(async move {
+        c.post("/voice/speak", &json!({ "text": text, "play": false })).await
+    });
+    let start = std::time::Instant::now();
+    let kids = loop {
+        let kids = children(pid);
+        let recorders = kids.iter().filter(|(_, c)| c.contains("pw-record")).count();
+        let pipers = kids.iter().filter(|(_, c)| c.contains("piper")).count();
+        if recorders == 2 && pipers == 1 {
+            break kids;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "expected 2 recorders and a piper under osmoda-voice: {kids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    proc.wait().unwrap();
+    let killed = std::time::Instant::now();
+    for (child, cmd) in &kids {
+        while running(*child) {
+            assert!(
+                killed.elapsed() < Duration::from_secs(5),
+                "{child} ({cmd}) outlived osmoda-voice"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+

@@ -1,6 +1,7 @@
 //! Bounded work: paths that cannot name a file are the caller's 400 (never a 500), audio without
 //! samples is an empty text at once, at most `MAX_WAITING` transcriptions wait and one more is
-//! refused at once, a waiting transcription whose caller leaves leaves the queue, a
+//! refused at once, a waiting transcription whose caller leaves leaves the queue and a running
+//! one stops (dropped, or its HTTP caller hung up) with the daemon healthy after it, a
 //! language the model cannot do refuses the start, and piper runs without the daemon's
 //! environment (the gateway token, model API keys).
 
@@ -102,7 +103,90 @@ async fn waiting_transcriptions_are_bounded_and_abandoned_ones_leave_the_queue()
         w.abort();
     }
     until("the queue empties", 10, || t.waiting() == 0).await;
+    // The running one's caller leaves: whisper.cpp stops within one encoder window, and the
+    // engine transcribes again (the stop was that transcription's alone).
+    assert!(t.busy());
     running.abort();
+    until("the running transcription stops", STOP_BOUND_SECS, || !t.busy()).await;
+    let tone: Vec<f32> = long[..16_000 * 2].to_vec();
+    t.transcribe(tone, "en").await.unwrap();
+}
+
+/// How long a transcription may run on after its caller left: one encoder window of 30 s of
+/// audio (whisper.cpp asks its abort callback after each) on this loaded 2-core machine, with
+/// room. A transcription that ran to its end would take many times longer (minutes of audio).
+const STOP_BOUND_SECS: u64 = 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcription_whose_caller_hangs_up_stops_and_the_daemon_stays_healthy() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let agentd = Agentd::start(dir.path());
+    let audio = dir.path().join("audio");
+    std::fs::create_dir_all(&audio).unwrap();
+    // Five minutes of speech: one sentence again and again.
+    let said = "Please turn off the lights in the kitchen and lock the front door.";
+    let one = audio.join("one.wav");
+    common::piper_wav(said, &one);
+    let (spec, samples) = common::read_i16(&one);
+    let long_wav = audio.join("long.wav");
+    let mut w = hound::WavWriter::create(&long_wav, spec).unwrap();
+    let mut n = 0u64;
+    while n < u64::from(spec.sample_rate) * 300 {
+        for s in samples.iter().chain(&[0i16; 11_025]) {
+            w.write_sample(*s).unwrap();
+            n += 1;
+        }
+    }
+    w.finalize().unwrap();
+    let cfg = config(dir.path(), std::slice::from_ref(&audio), None);
+    let voice = Voice::start(dir.path(), options(dir.path(), cfg, &agentd.socket)).await;
+    let engine = voice.state.transcriber.as_ref().unwrap();
+
+    let body = json!({ "audio_path": long_wav }).to_string();
+    let mut caller = tokio::net::UnixStream::connect(&voice.socket).await.unwrap();
+    caller
+        .write_all(
+            format!(
+                "POST /voice/transcribe HTTP/1.1\r\nHost: voice\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    until("the long transcription runs", 120, || engine.busy()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(caller);
+    let left = Instant::now();
+    until("the abandoned transcription stops", STOP_BOUND_SECS, || !engine.busy()).await;
+    println!(
+        "the engine was free {} ms after the caller hung up",
+        left.elapsed().as_millis()
+    );
+
+    // Healthy: it answers, transcribes the next request, and counts the abandoned one.
+    let (s, h) = voice.get("/health").await;
+    assert_eq!((s, &h["status"]), (200, &json!("ok")), "{h}");
+    let (s, heard) = voice
+        .post("/voice/transcribe", json!({ "audio_path": one }))
+        .await;
+    assert_eq!(s, 200, "{heard}");
+    let rate = common::wer(said, heard["text"].as_str().unwrap());
+    assert!(rate <= 0.25, "WER {rate}: {heard}");
+    // (The metrics are the process's: this binary's other tests count there too.)
+    let metrics = voice.client().get("/metrics").await.unwrap();
+    let m = metrics.body.as_str().unwrap().to_owned();
+    let abandoned = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"osmoda_voice_requests_total{kind="transcribe",outcome="abandoned"} "#)
+        })
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(abandoned >= Some(1), "{m}");
+    // Only the finished transcription is in the ledger.
+    voice.state.flush_events().await.unwrap();
+    assert_eq!(agentd.events("voice.transcribed").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

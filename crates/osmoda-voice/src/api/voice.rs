@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::Extension;
+use osmoda_daemon::hangup::Hangup;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -52,11 +54,21 @@ pub struct TranscribeReq {
     language: Option<String>,
 }
 
+/// Nobody reads the answer of a caller who hung up: from here on such a request is dropped,
+/// which stops its transcription (or recording) instead of running it to its end.
+fn stop_on_hangup(hangup: Option<Extension<Hangup>>) {
+    if let Some(Extension(h)) = hangup {
+        h.drop_on_hangup();
+    }
+}
+
 /// `POST /voice/transcribe {audio_path, language?}` → `{text, language, duration_ms, transcribe_ms}`.
 pub async fn transcribe(
     State(app): State<Arc<AppState>>,
+    hangup: Option<Extension<Hangup>>,
     Json(req): Json<TranscribeReq>,
 ) -> ApiResult {
+    stop_on_hangup(hangup);
     let res = transcribe_file(&app, &req.audio_path, req.language.as_deref()).await;
     metric("transcribe", res.is_ok());
     let (audio_ms, t) = res?;
@@ -123,9 +135,17 @@ pub async fn speak(State(app): State<Arc<AppState>>, Json(req): Json<SpeakReq>) 
     metric("speak", res.is_ok());
     let speech = res?;
     let played = if req.play {
-        // The listen loop does not take this for the person (see listen::Playback).
-        let _playing = app.playback.begin();
-        app.audio.play(&speech.audio_path, speech.duration_ms).await
+        match Arc::clone(&app.playbacks).try_acquire_owned() {
+            Ok(_slot) => {
+                // The listen loop does not take this for the person (see listen::Playback).
+                let _playing = app.playback.begin();
+                app.audio.play(&speech.audio_path, speech.duration_ms).await
+            }
+            Err(_) => Err(format!(
+                "{} speeches are playing; this one was written but not played",
+                crate::MAX_PLAYBACKS
+            )),
+        }
     } else {
         Err("not requested (play: false)".into())
     };
@@ -158,7 +178,11 @@ fn five() -> u64 {
 
 /// `POST /voice/record {duration_secs? (5, 1..=300), transcribe? (true)}` →
 /// `{audio_path, duration_ms, text?, transcribe_ms?}`. 503 without an audio device.
-pub async fn record(State(app): State<Arc<AppState>>, Json(req): Json<RecordReq>) -> ApiResult {
+pub async fn record(
+    State(app): State<Arc<AppState>>,
+    hangup: Option<Extension<Hangup>>,
+    Json(req): Json<RecordReq>,
+) -> ApiResult {
     if !(1..=300).contains(&req.duration_secs) {
         return Err(VoiceError::BadRequest(format!(
             "duration_secs is {}; use 1-300",
@@ -170,6 +194,15 @@ pub async fn record(State(app): State<Arc<AppState>>, Json(req): Json<RecordReq>
         return Err(VoiceError::Unavailable("no whisper model is configured (services.osmoda.voice.whisperModel); record with transcribe: false".into()).into());
     }
     app.audio.check().map_err(VoiceError::Unavailable)?;
+    let _slot = Arc::clone(&app.recordings)
+        .try_acquire_owned()
+        .map_err(|_| {
+            VoiceError::Unavailable(format!(
+                "{} recordings are running; retry later",
+                crate::MAX_RECORDINGS
+            ))
+        })?;
+    stop_on_hangup(hangup);
     let dir = app.opts.state_dir.join("recordings");
     let out = fresh_name(&dir, "wav");
     let res = app
