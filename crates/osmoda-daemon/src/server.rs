@@ -463,7 +463,10 @@ mod tests {
     async fn within(what: &str, flag: &std::sync::atomic::AtomicBool) {
         let start = std::time::Instant::now();
         while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-            assert!(start.elapsed() < Duration::from_secs(10), "{what} within 10 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what} within 10 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -476,13 +479,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("s.sock");
         let listener = UnixListener::bind(&sock).unwrap();
-        let (dropped, finished) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (dropped, finished) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let (d, f) = (Arc::clone(&dropped), Arc::clone(&finished));
         let app = Router::new()
             .route(
                 "/armed/{ms}",
                 axum::routing::get(
-                    move |Extension(h): Extension<Hangup>, axum::extract::Path(ms): axum::extract::Path<u64>| {
+                    move |Extension(h): Extension<Hangup>,
+                          axum::extract::Path(ms): axum::extract::Path<u64>| {
                         let d = Arc::clone(&d);
                         async move {
                             h.drop_on_hangup();
@@ -505,7 +512,14 @@ mod tests {
                 }),
             );
         let (_trigger, shutdown) = crate::shutdown_channel();
-        tokio::spawn(serve(listener, "test", Limits::small(), app, |_| (), shutdown));
+        tokio::spawn(serve(
+            listener,
+            "test",
+            Limits::small(),
+            app,
+            |_| (),
+            shutdown,
+        ));
         let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
 
         // A caller that half-closes still gets its answer from a handler that asked.
@@ -514,7 +528,10 @@ mod tests {
         s.shutdown().await.unwrap();
         let mut answer = String::new();
         s.read_to_string(&mut answer).await.unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"),
+            "{answer}"
+        );
         dropped.store(false, std::sync::atomic::Ordering::SeqCst);
 
         // A caller that hangs up: the handler that asked is dropped, long before its end.

@@ -20,9 +20,18 @@ const MAX_WER: f64 = 2.0 / 13.0 + 1e-9;
 fn the_round_trips_bound_holds_a_word_changed_and_fails_what_is_not_the_sentence() {
     for (heard, ok) in [
         (SENTENCE, true),
-        ("the quick brown fox jumped over the lazy dog near the river bank", true),
-        ("Quick brown fox jumps over a lazy dog near the river bank!", true),
-        ("The quick brown fox jumped over a lazy dog near the river.", false),
+        (
+            "the quick brown fox jumped over the lazy dog near the river bank",
+            true,
+        ),
+        (
+            "Quick brown fox jumps over a lazy dog near the river bank!",
+            true,
+        ),
+        (
+            "The quick brown fox jumped over a lazy dog near the river.",
+            false,
+        ),
         ("", false),
         ("Hello there, how are you today?", false),
         ("The quick brown fox", false),

@@ -206,9 +206,16 @@ async fn pipewire_that_delivers_no_audio_or_is_gone_is_no_audio_device() {
 /// The children of process `pid` (every thread's), with their command lines.
 fn children(pid: u32) -> Vec<(u32, String)> {
     let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        for c in list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+        for c in list
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
             let cmd = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
             out.push((c, String::from_utf8_lossy(&cmd).replace('\0', " ")));
         }
@@ -258,31 +265,44 @@ async fn no_recorder_or_piper_outlives_the_daemon_killed_with_sigkill() {
         let out = daemon(&f).output().unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("services.osmoda.voice.gatewayTokenFile"), "{err}");
+        assert!(
+            err.contains("services.osmoda.voice.gatewayTokenFile"),
+            "{err}"
+        );
     }
     std::fs::write(&token, "file-token\n").unwrap();
     let mut proc = daemon(&token).stdout(Stdio::null()).spawn().unwrap();
     let pid = proc.id();
     let client = osmoda_client::Client::new(&socket).with_timeout(Duration::from_secs(600));
     let start = std::time::Instant::now();
-    while client.get("/health").await.map(|r| r.status) .ok() != Some(200) {
+    while client.get("/health").await.map(|r| r.status).ok() != Some(200) {
         assert!(proc.try_wait().unwrap().is_none(), "osmoda-voice exited");
-        assert!(start.elapsed() < Duration::from_secs(120), "osmoda-voice did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "osmoda-voice did not start"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Two recorders (the listen loop's stream, a /voice/record) and a piper at work.
-    let r = client.post("/voice/listen", &json!({ "enabled": true })).await.unwrap();
+    let r = client
+        .post("/voice/listen", &json!({ "enabled": true }))
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let c = client.clone();
     let _record = tokio::spawn(async move {
-        c.post("/voice/record", &json!({ "duration_secs": 60, "transcribe": false }))
-            .await
+        c.post(
+            "/voice/record",
+            &json!({ "duration_secs": 60, "transcribe": false }),
+        )
+        .await
     });
     let text = "The backup finished and every disk is healthy. ".repeat(30);
     let c = client.clone();
     let _speak = tokio::spawn(async move {
-        c.post("/voice/speak", &json!({ "text": text, "play": false })).await
+        c.post("/voice/speak", &json!({ "text": text, "play": false }))
+            .await
     });
     let start = std::time::Instant::now();
     let kids = loop {
@@ -315,4 +335,3 @@ async fn no_recorder_or_piper_outlives_the_daemon_killed_with_sigkill() {
         }
     }
 }
-

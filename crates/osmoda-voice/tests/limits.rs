@@ -107,7 +107,10 @@ async fn waiting_transcriptions_are_bounded_and_abandoned_ones_leave_the_queue()
     // engine transcribes again (the stop was that transcription's alone).
     assert!(t.busy());
     running.abort();
-    until("the running transcription stops", STOP_BOUND_SECS, || !t.busy()).await;
+    until("the running transcription stops", STOP_BOUND_SECS, || {
+        !t.busy()
+    })
+    .await;
     let tone: Vec<f32> = long[..16_000 * 2].to_vec();
     t.transcribe(tone, "en").await.unwrap();
 }
@@ -144,7 +147,9 @@ async fn a_transcription_whose_caller_hangs_up_stops_and_the_daemon_stays_health
     let engine = voice.state.transcriber.as_ref().unwrap();
 
     let body = json!({ "audio_path": long_wav }).to_string();
-    let mut caller = tokio::net::UnixStream::connect(&voice.socket).await.unwrap();
+    let mut caller = tokio::net::UnixStream::connect(&voice.socket)
+        .await
+        .unwrap();
     caller
         .write_all(
             format!(
@@ -159,7 +164,10 @@ async fn a_transcription_whose_caller_hangs_up_stops_and_the_daemon_stays_health
     tokio::time::sleep(Duration::from_secs(1)).await;
     drop(caller);
     let left = Instant::now();
-    until("the abandoned transcription stops", STOP_BOUND_SECS, || !engine.busy()).await;
+    until("the abandoned transcription stops", STOP_BOUND_SECS, || {
+        !engine.busy()
+    })
+    .await;
     println!(
         "the engine was free {} ms after the caller hung up",
         left.elapsed().as_millis()

@@ -102,7 +102,10 @@ fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
     let warnings = json["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].as_str().unwrap().contains("services.osmoda.voice.gatewayTokenFile"),
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("services.osmoda.voice.gatewayTokenFile"),
         "{warnings:?}"
     );
 
