@@ -171,3 +171,94 @@ async fn personal_sign_signs_text_never_a_32_byte_hash() {
     assert!(denials.iter().all(|d| d["reason"] == "personal_sign"));
     assert_eq!(env.receipts("wallet.sign").await.len(), signed);
 }
+
+/// The review's ladder: `Root {L1[] f0 … f<fields-1>}`, `L1 {L2[] f0 …}`, …, the last level
+/// `{uint256 x}`; every array empty, so the message holds one object whatever the graph.
+fn ladder(levels: usize, fields: usize) -> Value {
+    let mut types = chain(2, 0)["types"].as_object().unwrap().clone();
+    types.retain(|k, _| k == "EIP712Domain");
+    let level = |l: usize| {
+        if l == 0 {
+            "Root".to_string()
+        } else {
+            format!("L{l}")
+        }
+    };
+    for l in 0..levels - 1 {
+        let f: Vec<Value> = (0..fields)
+            .map(|j| json!({"name": format!("f{j}"), "type": format!("{}[]", level(l + 1))}))
+            .collect();
+        types.insert(level(l), Value::Array(f));
+    }
+    types.insert(level(levels - 1), json!([{"name": "x", "type": "uint256"}]));
+    let message: Map<String, Value> = (0..fields).map(|j| (format!("f{j}"), json!([]))).collect();
+    json!({ "types": types, "primaryType": "Root",
+        "domain": { "chainId": 1, "verifyingContract": CC }, "message": message })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_data_whose_resolved_type_explodes_is_refused_at_once() {
+    let mut p = eth_policy("1000", "5000", None);
+    p["chains"]["ethereum"]["typed_data"] =
+        json!([{ "chain_id": 1, "verifying_contract": CC, "primary_types": null }]);
+    let env = Env::new(p).await;
+    let id = env.create("ethereum", "ops").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A fan-out under the bound (1,681 nodes resolved) signs.
+    let (s, r) = env.post("/wallet/sign", typed(&id, ladder(4, 8))).await;
+    assert_eq!(s, 200, "{r}");
+    // Each level names the next through two fields: 2^15 nodes from 16 small types.
+    let mut diamond = chain(16, 0);
+    for i in 0..15 {
+        diamond["types"][name(i)] = json!([
+            {"name": "a", "type": name(i + 1)}, {"name": "b", "type": name(i + 1)}
+        ]);
+    }
+    // Behind the domain's type instead of the primary type's: every other type is under
+    // the bound, `EIP712Domain` naming `Root` (1,681) three times is not.
+    let mut domain = ladder(4, 8);
+    for k in 0..3 {
+        domain["types"]["EIP712Domain"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": format!("r{k}"), "type": "Root[]"}));
+    }
+    domain["primaryType"] = json!("L3");
+    domain["message"] = json!({ "x": 1 });
+    // Before the bound: 0.6 s, 10 s and 19.5 s with 1.3 GB kept; the last one (33 KB)
+    // aborted keyd.
+    let started = std::time::Instant::now();
+    for (i, data) in [
+        ladder(5, 16),
+        ladder(6, 16),
+        ladder(8, 8),
+        ladder(16, 64),
+        diamond,
+        domain,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (s, r) = env.post("/wallet/sign", typed(&id, data)).await;
+        assert_eq!(s, 400, "case {i}: {r}");
+        let e = r["error"].as_str().unwrap();
+        assert!(
+            e.starts_with("`payload.data.types`: ")
+                && e.contains("nodes once its struct types are resolved")
+                && e.contains("at most 4096"),
+            "case {i}: {e}"
+        );
+        assert!(
+            i != 5 || e.contains("\"EIP712Domain\" expands to 5049 nodes"),
+            "{e}"
+        );
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    let (s, h) = env.get("/health").await;
+    assert_eq!((s, h["status"].as_str()), (200, Some("ok")), "{h}");
+    assert_eq!(env.receipts("wallet.sign").await.len(), 1);
+    assert!(env.receipts("wallet.deny").await.is_empty());
+}

@@ -169,15 +169,22 @@ pub const MAX_DIMENSIONS: usize = 4;
 /// all it refers to, so their number times the type graph bounds the work. A Seaport order
 /// or a Permit2 batch has a few dozen.
 pub const MAX_STRUCT_VALUES: usize = 256;
+/// Most nodes in one struct type once every reference is resolved: the EIP-712 resolver
+/// copies a referred type in full for each field that names it (no sharing), so
+/// `size(T) = 1 + Σ fields (array dimensions + size(field type))` and a graph whose levels
+/// refer to the next through F fields each grows as F^levels (a 2.5 KB request once took 19 s
+/// and 1.3 GB). Permits, Permit2 with a witness and marketplace orders stay under 100.
+pub const MAX_EXPANDED: usize = 4096;
 
 /// Bounds the type graph of raw typed data before it is parsed: the EIP-712 encoder recurses
 /// over struct references and array dimensions, so a deep chain of types (600 struct types in
 /// 25 KB) would overflow a thread's stack. Checked without recursion: at most
 /// [`MAX_STRUCTS`] struct types of at most [`MAX_FIELDS`] fields, [`MAX_DIMENSIONS`] array
 /// dimensions per field, no type that refers to itself (directly or through others), at
-/// most [`MAX_DEPTH`] struct types in any chain of references, and at most
-/// [`MAX_STRUCT_VALUES`] objects in the message (the hashing work grows with their number
-/// times the type graph).
+/// most [`MAX_DEPTH`] struct types in any chain of references, at most [`MAX_EXPANDED`]
+/// nodes in any struct type once resolved (the primary type, `EIP712Domain` and every type
+/// they refer to), and at most [`MAX_STRUCT_VALUES`] objects in the message (the hashing work
+/// grows with their number times the type graph).
 ///
 /// # Errors
 /// `BadRequest` naming the limit and the type; anything not shaped like `{types: {Name:
@@ -213,8 +220,10 @@ pub fn check_shape(data: &serde_json::Value) -> Result<(), KeydError> {
     }
     let names: Vec<&str> = types.keys().map(String::as_str).collect();
     let index = |n: &str| names.iter().position(|m| *m == n);
-    // refs[i]: the struct types type i refers to.
+    // refs[i]: the struct types type i refers to, once per field; size[i]: its resolved
+    // size so far (itself, its fields' array dimensions and its primitive fields).
     let mut refs: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    let mut size = vec![1usize; names.len()];
     for (i, (name, fields)) in types.iter().enumerate() {
         let Some(fields) = fields.as_array() else {
             continue;
@@ -236,13 +245,16 @@ pub fn check_shape(data: &serde_json::Value) -> Result<(), KeydError> {
                 )));
             }
             let base = ty.split('[').next().unwrap_or(ty);
-            if let Some(j) = index(base) {
-                refs[i].push(j);
+            size[i] = size[i].saturating_add(dims);
+            match index(base) {
+                Some(j) => refs[i].push(j),
+                None => size[i] = size[i].saturating_add(1),
             }
         }
     }
-    // Kahn's algorithm from the leaves: depth[i] = 1 + the deepest type i refers to. A type
-    // left unvisited lies on a cycle.
+    // Kahn's algorithm from the leaves: depth[i] = 1 + the deepest type i refers to, and
+    // size[i] adds each referred type's size once per field naming it. A type left unvisited
+    // lies on a cycle.
     let mut waiting: Vec<usize> = refs.iter().map(Vec::len).collect();
     let mut referrers: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
     for (i, r) in refs.iter().enumerate() {
@@ -261,8 +273,15 @@ pub fn check_shape(data: &serde_json::Value) -> Result<(), KeydError> {
                 names[j], depth[j]
             )));
         }
+        if size[j] > MAX_EXPANDED {
+            return Err(bad(format!(
+                "{:?} expands to {} nodes once its struct types are resolved (each field copies the type it names); at most {MAX_EXPANDED}",
+                names[j], size[j]
+            )));
+        }
         for &i in &referrers[j] {
             depth[i] = depth[i].max(depth[j] + 1);
+            size[i] = size[i].saturating_add(size[j]);
             waiting[i] -= 1;
             if waiting[i] == 0 {
                 ready.push(i);
