@@ -342,8 +342,8 @@ async fn the_approval_words_name_kind_token_amount_and_counterparty() {
         "ERC-20 TRANSFER of 900 base units",
         &USDC.to_ascii_lowercase(),
         &format!("to {BOB}"),
-        "on chain id 1",
-        "wei (",
+        "on chain id 1, max fee 0.0018 ETH",
+        "token amounts are raw integers",
     ] {
         assert!(t.contains(part), "{part:?} missing in {t}");
     }

@@ -108,8 +108,11 @@ impl Env {
         }
     }
 
+    /// A client of keyd's socket. It waits up to two minutes: a keystore import is a second of
+    /// a core, and the suite's tests run side by side on a shared machine (at load ~17 with
+    /// eight of these tests at once, imports took longer than the default 30 s).
     pub fn client(&self) -> osmoda_client::Client {
-        osmoda_client::Client::new(self.socket())
+        osmoda_client::Client::new(self.socket()).with_timeout(std::time::Duration::from_secs(120))
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
