@@ -179,7 +179,7 @@ describe("wallet tools through the real gateway", { timeout: 600_000 }, () => {
     approver.answer = "deny";
     const denied = await turn(stack, "pay bob 1.5 ETH");
     assert.equal(approver.requested.length, 1);
-    assert.match(JSON.stringify(approver.requested[0]), /wallet_send would: wallet\.send: TRANSFER 1500000000000000000 wei \(1\.5 ETH\) from ethereum wallet \\?"ops-hot\\?"/);
+    assert.match(JSON.stringify(approver.requested[0]), /wallet_send would: wallet\.send: TRANSFER 1500000000000000000 wei \(1\.5 ETH\) to 0x[0-9a-f]{40} on chain id \d+, max fee 0\.00063 ETH; from wallet 0x[0-9a-fA-F]{40}; label \\?"ops-hot\\?"/);
     assert.match(denied, /RESULT: .*(denied|Denied)/s);
     const id1 = JSON.stringify(approver.requested[0]).match(/osModa ticket ([A-Za-z0-9-]+)/)![1];
     let t = (await stack.agentd("GET", "/approvals?limit=1000")).find((x: any) => x.id === id1);

@@ -344,6 +344,15 @@ test("approvals in the chat: only an owner with a requester is asked, for exactl
   assert.equal(ask.requireApproval.timeoutMs, 5000);
   assert.match(ask.requireApproval.description, /disables service openssh: services\.openssh\.enable true → false.*ticket t-1/);
   assert.ok(describe("config_set", { ...t, effect: ["x".repeat(2000)] }).length <= 512);
+  // osmoda-keyd puts every field a person must see in the first 362 characters of its words
+  // (`SHOWN` in crates/osmoda-keyd/src/words.rs): with agentd's 32-character ticket ids, that
+  // much survives the cut for its longest tool, in one prompt of at most 500 characters.
+  const id = "0123456789abcdef".repeat(2);
+  const words = Array.from({ length: 1024 }, (_, i) => String.fromCharCode(65 + (i % 26))).join("");
+  for (const tool of ["wallet_send", "wallet_sign", "wallet_delete"]) {
+    const shown = describe(tool, { ticket: id, effect: [words], approve: `agentctl approvals approve ${id}`, expiresAt: "" });
+    assert.ok(shown.length <= 500 && shown.includes(words.slice(0, 362)), `${tool}: ${shown}`);
+  }
   // A timeout decides nothing and keeps asking; a decision relays (here: to a missing socket).
   assert.equal(ask.requireApproval.onResolution("timeout"), undefined);
   assert.ok(beforeBridgeCall(settings, "config_set", params, { channel: "telegram", senderIsOwner: true }));

@@ -45,3 +45,37 @@ pub fn eval(check: &Path, body: &str) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Asserts that `json` (from [`eval`]) renders `/etc/osmoda/<daemon>.json`, that the daemon's
+/// binary `bin` accepts that file with `check-config`, and that the module checks it at build
+/// time too (`osmoda-<daemon>-json-checked` in `system.checks`); returns the file, parsed.
+#[allow(dead_code)] // not every crate that includes this file checks a daemon's file
+pub fn checked_config(json: &Value, daemon: &str, bin: &str) -> Value {
+    let rendered = json["etc"][format!("osmoda/{daemon}.json")]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no /etc/osmoda/{daemon}.json in {}", json["etc"]));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(format!("{daemon}.json"));
+    std::fs::write(&f, rendered).unwrap();
+    let out = Command::new(bin)
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{bin} check-config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = format!("osmoda-{daemon}-json-checked");
+    assert!(
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| *c == *check),
+        "{check} not in {}",
+        json["checks"]
+    );
+    serde_json::from_str(rendered).unwrap()
+}

@@ -297,7 +297,21 @@ pub fn events(v: &Value) -> String {
     out
 }
 
-/// Approval tickets as a table.
+/// Who wrote a ticket's words, by the `origin` agentd recorded when it opened the ticket: agentd's
+/// approval gate and each daemon that opens tickets (agentd's `/daemon/ticket/open`) describe
+/// the effect they computed from the operation they verified, so their lines are shown as
+/// theirs. Any other origin — `agent` (`POST /approval/request`), or one this agentctl does not
+/// know — is the agent's own text, never shown as a daemon's account.
+pub fn ticket_author(origin: &Value) -> Option<&'static str> {
+    match origin.as_str()? {
+        "gate" => Some("agentd"),
+        "keyd" => Some("osmoda-keyd"),
+        _ => None,
+    }
+}
+
+/// Approval tickets as a table; each row's words are labelled with who wrote them
+/// ([`ticket_author`]).
 pub fn approvals(v: &Value) -> String {
     let mut out = format!(
         "{:<32}  {:<8}  {:<20}  {}\n",
@@ -311,17 +325,20 @@ pub fn approvals(v: &Value) -> String {
             .filter_map(Value::as_str)
             .map(escape)
             .collect();
-        let what = if t["origin"] == "gate" {
-            // The gate's tickets: one line per destructive difference, in agentd's words.
-            effect.join(&format!("\n{:<66}", ""))
-        } else {
-            // Everything else was written by the agent: say so, so no one mistakes it for
-            // agentd's own account of the effect.
-            format!(
+        let what = match ticket_author(&t["origin"]) {
+            // One line per effect, in the words of whoever computed it.
+            Some(author) if !effect.is_empty() => format!(
+                "[{author}'s words] {}",
+                effect.join(&format!("\n{:<66}", ""))
+            ),
+            Some(author) => format!("[{author}'s words] {}", s(&t["detail"])),
+            // The agent wrote the operation and the detail: say so, so no one mistakes them
+            // for a daemon's own account of the effect.
+            None => format!(
                 "[agent's words] {} — {}",
                 truncate(&t["operation"].to_string(), 60),
                 s(&t["detail"])
-            )
+            ),
         };
         out.push_str(&format!(
             "{:<32}  {:<8}  {:<20}  {what}\n",
@@ -431,31 +448,54 @@ mod tests {
     }
 
     #[test]
-    fn approvals_mark_the_agents_words_and_show_the_gates_effect() {
-        let v = serde_json::json!([
-            {"id": "a", "status": "pending", "expires_at": "x", "origin": "agent",
-             "operation": {"gate": "config"}, "detail": "harmless", "effect": ["alice demoted"]},
-            {"id": "g", "status": "pending", "expires_at": "x", "origin": "gate",
-             "operation": {"gate": "config"}, "detail": "d", "effect": ["alice demoted"]},
+    fn approvals_label_each_tickets_words_by_who_wrote_them() {
+        use agentd::api::approvals::{AGENT, GATE, KEYD};
+        let row = |id: &str, origin: Value| {
+            serde_json::json!({"id": id, "status": "pending", "expires_at": "x", "origin": origin,
+                "operation": {"op": "wallet.delete"}, "detail": "harmless",
+                "effect": ["alice demoted", "bob demoted"]})
+        };
+        // Every origin agentd records, plus one it may add later and none at all.
+        let v = Value::Array(vec![
+            row("g", GATE.into()),
+            row("k", KEYD.into()),
+            row("a", AGENT.into()),
+            row("m", "mesh".into()),
+            row("n", Value::Null),
         ]);
         let out = approvals(&v);
-        let agent = out
-            .lines()
-            .find(|l| l.starts_with("a "))
-            .expect("agent row");
+        let line = |id: &str| {
+            out.lines()
+                .find(|l| l.starts_with(&format!("{id} ")))
+                .unwrap_or_else(|| panic!("row {id}: {out}"))
+        };
+        // A daemon's ticket: its own effect lines under its own name, never "[agent's words]".
+        for (id, author) in [("g", "[agentd's words] "), ("k", "[osmoda-keyd's words] ")] {
+            let l = line(id);
+            assert!(
+                l.ends_with(&format!("{author}alice demoted")) && !l.contains("agent's words"),
+                "{out}"
+            );
+        }
         assert!(
-            agent.contains("[agent's words]") && agent.contains("harmless"),
-            "{out}"
+            out.contains(&format!("\n{:<66}bob demoted\n", "")),
+            "further effect lines are aligned under the first: {out}"
         );
-        assert!(
-            !agent.contains("alice demoted"),
-            "an agent's ticket shows no effect: {out}"
-        );
-        let gate = out.lines().find(|l| l.starts_with("g ")).expect("gate row");
-        assert!(
-            gate.ends_with("alice demoted") && !gate.contains("agent"),
-            "{out}"
-        );
+        // The agent's ticket (and any origin agentctl cannot attribute): the agent's text,
+        // never the effect lines, which it may have written to look like a daemon's.
+        for id in ["a", "m", "n"] {
+            let l = line(id);
+            assert!(
+                l.contains("[agent's words] {\"op\":\"wallet.delete\"} — harmless")
+                    && !l.contains("demoted"),
+                "{out}"
+            );
+        }
+        // A daemon's ticket without effect lines shows its detail, still under its name.
+        let mut bare = row("k", KEYD.into());
+        bare["effect"] = serde_json::json!([]);
+        let out = approvals(&Value::Array(vec![bare]));
+        assert!(out.contains("[osmoda-keyd's words] harmless"), "{out}");
     }
 
     #[test]

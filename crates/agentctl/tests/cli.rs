@@ -120,11 +120,9 @@ async fn config_round_trip_and_refusals_exit_non_zero() {
     assert!(!o.status.success(), "init refuses a non-empty directory");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn approvals_are_decided_from_agentctl() {
-    let env = start().await;
-    let agent = osmoda_client::Client::new(env.sock());
-    let t = agent
+/// A ticket the agent asks for itself (`POST /approval/request`), with its own words.
+async fn agent_ticket(env: &common::Env) -> Value {
+    osmoda_client::Client::new(env.sock())
         .post(
             "/approval/request",
             &json!({"operation": {"op": "wallet.delete", "id": "w1"}, "detail": "cleanup"}),
@@ -132,7 +130,13 @@ async fn approvals_are_decided_from_agentctl() {
         .await
         .expect("post")
         .ok_json()
-        .expect("200");
+        .expect("the agent's ticket")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_decided_from_agentctl() {
+    let env = start().await;
+    let t = agent_ticket(&env).await;
     let id = t["id"].as_str().expect("id");
     let o = env.ctl(&["approvals", "list"]).await;
     assert!(
@@ -150,6 +154,69 @@ async fn approvals_are_decided_from_agentctl() {
         !o.status.success(),
         "a decided ticket cannot be decided again"
     );
+}
+
+/// `agentctl approvals list` labels each ticket's words with who wrote them (agentd records the
+/// ticket's `origin`): the gate's and osmoda-keyd's effect lines as theirs, the agent's request
+/// as the agent's words — for tickets opened through agentd's real routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_list_labels_each_tickets_words_by_their_author() {
+    use std::os::unix::fs::MetadataExt;
+    // This test's process plays osmoda-keyd: agentd knows its uid as keyd's.
+    let mine = tempfile::tempfile().expect("temp file");
+    let env = common::start_with(agentd::Settings {
+        keyd_uid: Some(mine.metadata().expect("metadata").uid()),
+        ..agentd::Settings::default()
+    })
+    .await;
+    let agent = osmoda_client::Client::new(env.sock());
+    let words = "wallet.send: TRANSFER 1500000000000000000 wei (1.5 ETH) to 0x3535353535353535353535353535353535353535 on chain id 1";
+    let keyd = agent
+        .post(
+            "/daemon/ticket/open",
+            &json!({"operation": {"daemon": "keyd", "op": "wallet.send", "amount": "1500000000000000000"},
+                    "effect": [words]}),
+        )
+        .await
+        .expect("post")
+        .ok_json()
+        .expect("keyd's ticket");
+    let asked = agent_ticket(&env).await;
+    let o = env
+        .ctl(&[
+            "config",
+            "set",
+            "services.openssh.enable",
+            "--nix",
+            "!true",
+            "--file",
+            "configuration.nix",
+            "--reason",
+            "sshd off",
+        ])
+        .await;
+    let gate = ticket_in(&o);
+    let list = stdout(&env.ctl(&["approvals", "list"]).await);
+    let row = |id: &str| {
+        list.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no row {id} in {list}"))
+            .to_string()
+    };
+    assert!(
+        row(keyd["id"].as_str().expect("id")).ends_with(&format!("[osmoda-keyd's words] {words}")),
+        "{list}"
+    );
+    assert!(
+        row(&gate).contains("[agentd's words] disables service openssh"),
+        "{list}"
+    );
+    let a = row(asked["id"].as_str().expect("id"));
+    assert!(
+        a.contains("[agent's words] ") && a.ends_with("— cleanup"),
+        "{list}"
+    );
+    assert_eq!(list.matches("[agent's words]").count(), 1, "{list}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

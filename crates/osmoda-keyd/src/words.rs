@@ -1,7 +1,12 @@
-//! The words a person reads before approving a signature (the ticket's `effect`, shown by
-//! `agentctl approvals` and the chat approval): what kind of operation, which token contract,
-//! the amount as the raw integer in the token's base units (no decimals are guessed), who
-//! receives or may spend it, and native amounts in wei/lamports with ETH/SOL beside them.
+//! The words a person reads before approving a signature or a deletion (the ticket's
+//! `effect`, shown by `agentctl approvals list` as keyd's words and in the chat approval): keyd's
+//! own account of the transaction it verified, never text the caller wrote. What a person must
+//! see comes first — the action, the amount, the asset, the recipient or spender, the chain id
+//! and the fee — then the wallet's address, and the wallet's label last and bounded: the chat's
+//! approval prompt is cut at 500 characters ([`SHOWN`]), and a long label must not push the
+//! rest out of it. Token amounts are the raw integer in the token's base units (no decimals are
+//! guessed); native amounts are wei/lamports with ETH/SOL beside them, the maximum fee is in
+//! ETH/SOL (an exact decimal).
 
 use osmoda_config::Chain;
 
@@ -19,38 +24,82 @@ pub fn native(units: u128, decimals: u32) -> String {
     format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
+/// The characters of keyd's words that reach the person in every approval prompt. The bridge
+/// (`describe` in `bridge/src/approvals.ts`) shows `"<tool> would: " + words + " (osModa ticket
+/// <id>; also: agentctl approvals approve <id>)"` cut to 500 characters; with the longest
+/// keyd tool (`wallet_delete`, 21 characters of head), agentd's 32-character ticket ids (116 of
+/// tail) and the `…` of the cut, 362 characters of the words survive. Every field a person
+/// must see lies inside them (tested with the longest value of each).
+pub const SHOWN: usize = 362;
+
+/// The most characters the wallet's label takes in the words, quotes and escapes included.
+pub const LABEL_SHOWN: usize = 66;
+
 /// A native amount: "1500000000000000000 wei (1.5 ETH)" / "5000 lamports (0.000005 SOL)".
 pub fn native_amount(chain: Chain, units: u128) -> String {
+    format!(
+        "{units} {} ({} {})",
+        unit(chain),
+        native(units, decimals(chain)),
+        symbol(chain)
+    )
+}
+
+fn unit(chain: Chain) -> &'static str {
     match chain {
-        Chain::Ethereum => format!("{units} wei ({} ETH)", native(units, 18)),
-        Chain::Solana => format!("{units} lamports ({} SOL)", native(units, 9)),
+        Chain::Ethereum => "wei",
+        Chain::Solana => "lamports",
     }
 }
 
-/// One line describing `e` for the wallet `label` at `address`, for the approval ticket.
+fn symbol(chain: Chain) -> &'static str {
+    match chain {
+        Chain::Ethereum => "ETH",
+        Chain::Solana => "SOL",
+    }
+}
+
+fn decimals(chain: Chain) -> u32 {
+    match chain {
+        Chain::Ethereum => 18,
+        Chain::Solana => 9,
+    }
+}
+
+/// The label quoted with escapes, cut to [`LABEL_SHOWN`] characters (a label keyd accepts is
+/// at most 64 of `[A-Za-z0-9._-]`; the bound holds whatever the store holds).
+fn label_words(label: &str) -> String {
+    let quoted = format!("{label:?}");
+    if quoted.chars().count() <= LABEL_SHOWN {
+        return quoted;
+    }
+    let mut cut: String = quoted.chars().take(LABEL_SHOWN - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// One line describing `e` for the wallet `label` at `address`, for the approval ticket:
+/// action, amount, asset, recipient, chain id and maximum fee, then the wallet, the label last.
 pub fn describe(op: &str, e: &Effect, label: &str, address: &str) -> String {
-    let wallet = format!("{} wallet {label:?} ({address})", e.chain.as_str());
     let to = e.to.as_deref().unwrap_or("?");
     let token = e.token.as_deref().unwrap_or("?");
-    let units = format!(
-        "{} base units (raw integer; the token's decimals are not applied) of ERC-20 token {token}",
-        e.amount_text()
-    );
+    // Never reached by a ticket (such amounts are denied), but kept short all the same.
+    let amount = if e.unbounded.is_some() {
+        "2^128 or more".to_string()
+    } else {
+        e.amount.to_string()
+    };
+    let tokens = format!("{amount} base units of token {token}");
     let what = match e.kind {
-        "transfer" => format!(
-            "TRANSFER {} from {wallet} to {to}",
-            native_amount(e.chain, e.amount)
-        ),
-        "erc20_transfer" => format!("ERC-20 TRANSFER of {units} from {wallet} to {to}"),
-        "erc20_approve" => format!(
-            "ERC-20 APPROVE (allowance): spender {to} may take up to {units} from {wallet}"
-        ),
+        "transfer" => format!("TRANSFER {} to {to}", native_amount(e.chain, e.amount)),
+        "erc20_transfer" => format!("ERC-20 TRANSFER of {tokens} to {to}"),
+        "erc20_approve" => format!("ERC-20 APPROVE (allowance) of up to {tokens} for spender {to}"),
         "erc20_permit" | "permit2" => format!(
-            "ERC-20 PERMIT ({} signature; whoever holds it can use it): spender {to} may take up to {units} from {wallet}",
+            "ERC-20 PERMIT ({} signature; whoever holds it can use it) of up to {tokens} for spender {to}",
             if e.kind == "permit2" { "Permit2" } else { "EIP-2612" }
         ),
         other => format!(
-            "{other} signature by {wallet}{}",
+            "{other} signature{}",
             e.to.as_deref()
                 .map(|c| format!(" for contract {c}"))
                 .unwrap_or_default()
@@ -60,12 +109,35 @@ pub fn describe(op: &str, e: &Effect, label: &str, address: &str) -> String {
         .chain_id
         .map(|c| format!(" on chain id {c}"))
         .unwrap_or_default();
+    // The fee in ETH/SOL only (an exact decimal): the wei would double its length.
     let fee = if e.fee > 0 {
-        format!(", fees at most {}", native_amount(e.chain, e.fee))
+        format!(
+            ", max fee {} {}",
+            native(e.fee, decimals(e.chain)),
+            symbol(e.chain)
+        )
     } else {
         String::new()
     };
-    format!("{op}: {what}{chain_id}{fee}")
+    let raw = if e.token.is_some() {
+        "; token amounts are raw integers (the token's decimals are not applied)"
+    } else {
+        ""
+    };
+    format!(
+        "{op}: {what}{chain_id}{fee}; from wallet {address}{raw}; label {}",
+        label_words(label)
+    )
+}
+
+/// The words of `wallet.delete` for the wallet `id` at `address`: the action, chain, address
+/// and id first, the label last.
+pub fn delete(chain: Chain, id: &str, address: &str, label: &str) -> String {
+    format!(
+        "wallet.delete: DELETE {} wallet {address} ({id}): its key is erased from keyd's state (copies in backups of the state dir remain); label {}",
+        chain.as_str(),
+        label_words(label)
+    )
 }
 
 #[cfg(test)]
@@ -110,7 +182,8 @@ mod tests {
             USDC,
             "to 0x000000000000000000000000000000000000dead",
             "on chain id 1",
-            "fees at most 60000000000000 wei (0.00006 ETH)",
+            "max fee 0.00006 ETH",
+            "token amounts are raw integers",
         ] {
             assert!(t.contains(part), "{part:?} missing in {t}");
         }
@@ -144,8 +217,123 @@ mod tests {
             "So1",
         );
         assert!(
-            s.contains("2000000000 lamports (2 SOL)") && s.contains("5000 lamports (0.000005 SOL)"),
+            s.contains("2000000000 lamports (2 SOL)") && s.contains("max fee 0.000005 SOL"),
             "{s}"
         );
+        assert!(!s.contains("raw integers"), "no token, no note: {s}");
+    }
+
+    /// Asserts that every field of `words` ends inside the first [`SHOWN`] characters, the
+    /// label comes after all of them and ends the line, and the line fits agentd's 1,024 bytes.
+    fn check(words: &str, fields: &[&str], label: &str) {
+        let chars = |byte: usize| words[..byte].chars().count();
+        let mut last = 0;
+        for f in fields {
+            let at = words
+                .find(f)
+                .unwrap_or_else(|| panic!("{f:?} missing in {words}"));
+            let end = chars(at + f.len());
+            assert!(
+                end <= SHOWN,
+                "{f:?} ends at character {end}, after the {SHOWN} every prompt shows: {words}"
+            );
+            last = last.max(end);
+        }
+        let shown = label_words(label);
+        assert!(
+            words.ends_with(&format!("; label {shown}")) && chars(words.len() - shown.len()) > last,
+            "the label comes last: {words}"
+        );
+        assert!(shown.chars().count() <= LABEL_SHOWN, "{shown}");
+        assert!(words.len() <= 1024, "{} bytes: {words}", words.len());
+    }
+
+    #[test]
+    fn every_field_a_person_must_see_comes_before_the_longest_label() {
+        let label = "L".repeat(64);
+        let eth_to = format!("0x{}", "f".repeat(40));
+        let token = format!("0x{}", "e".repeat(40));
+        let from = format!("0x{}", "D".repeat(40));
+        let (max, max_id) = (u128::MAX.to_string(), u64::MAX.to_string());
+        let on_chain = format!("on chain id {max_id}");
+        // The longest fee: gas limit × max fee per gas of u128::MAX wei.
+        let eth_fee = format!("max fee {} ETH", native(u128::MAX, 18));
+        let widest = |kind: &'static str, token: Option<&str>, fee: u128| Effect {
+            chain_id: Some(u64::MAX),
+            to: Some(eth_to.clone()),
+            fee,
+            ..eth(kind, u128::MAX, token)
+        };
+        for op in ["wallet.send", "wallet.sign"] {
+            let t = describe(op, &widest("transfer", None, u128::MAX), &label, &from);
+            let amount = native_amount(Chain::Ethereum, u128::MAX);
+            let fields = [op, "TRANSFER", &amount, &eth_to, &on_chain, &eth_fee, &from];
+            check(&t, &fields, &label);
+            for (kind, action) in [
+                ("erc20_transfer", "ERC-20 TRANSFER"),
+                ("erc20_approve", "ERC-20 APPROVE"),
+            ] {
+                let t = describe(op, &widest(kind, Some(&token), u128::MAX), &label, &from);
+                let fields = [
+                    op, action, &max, &token, &eth_to, &on_chain, &eth_fee, &from,
+                ];
+                check(&t, &fields, &label);
+            }
+        }
+        // Permits are signatures, not transactions: they carry no fee.
+        for (kind, action) in [
+            ("erc20_permit", "ERC-20 PERMIT (EIP-2612"),
+            ("permit2", "ERC-20 PERMIT (Permit2"),
+        ] {
+            let t = describe("wallet.sign", &widest(kind, Some(&token), 0), &label, &from);
+            let fields = [
+                "wallet.sign",
+                action,
+                &max,
+                &token,
+                &eth_to,
+                &on_chain,
+                &from,
+            ];
+            check(&t, &fields, &label);
+        }
+        // Solana: 44-character addresses, lamports, no chain id.
+        let (sol_to, sol_from) = ("J".repeat(44), "K".repeat(44));
+        let sol = Effect {
+            chain: Chain::Solana,
+            chain_id: None,
+            to: Some(sol_to.clone()),
+            fee: u128::MAX,
+            ..eth("transfer", u128::MAX, None)
+        };
+        let t = describe("wallet.send", &sol, &label, &sol_from);
+        let amount = native_amount(Chain::Solana, u128::MAX);
+        let sol_fee = format!("max fee {} SOL", native(u128::MAX, 9));
+        let fields = [
+            "wallet.send",
+            "TRANSFER",
+            &amount,
+            &sol_to,
+            &sol_fee,
+            &sol_from,
+        ];
+        check(&t, &fields, &label);
+        // A deletion: the action, the chain, the address and the id.
+        let id = format!("w_{}", "a".repeat(16));
+        for (chain, address) in [(Chain::Ethereum, &from), (Chain::Solana, &sol_from)] {
+            let d = delete(chain, &id, address, &label);
+            let fields = ["wallet.delete: DELETE", chain.as_str(), address, &id];
+            check(&d, &fields, &label);
+        }
+        // A label keyd would never accept is still bounded and escaped, and still last.
+        let odd = "\u{202e}\n".repeat(200);
+        let t = describe(
+            "wallet.send",
+            &widest("transfer", None, u128::MAX),
+            &odd,
+            &from,
+        );
+        check(&t, &["TRANSFER", &eth_to, &eth_fee, &from], &odd);
+        assert!(!t.contains('\u{202e}') && !t.contains('\n'), "{t}");
     }
 }

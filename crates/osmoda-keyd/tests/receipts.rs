@@ -175,3 +175,59 @@ async fn a_receipt_agentd_refuses_is_replaced_by_a_stand_in_in_the_ledger() {
     assert_eq!((kept, left), (1, 0));
     assert_eq!(env.receipts("wallet.send").await.len(), 1);
 }
+
+/// Receipts wait while agentd cannot be reached (its socket gone) and arrive once it can, each
+/// once and in the order they were made, across a restart of keyd; signing goes on meanwhile,
+/// and what needs agentd's tickets (a delete) is refused with nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_made_while_agentd_is_unreachable_arrive_once_in_order() {
+    let mut env = Env::new(sol_policy(None)).await;
+    let sock = env.dir.path().join("agentd.sock");
+    let away = env.dir.path().join("agentd.sock.away");
+    std::fs::rename(&sock, &away).unwrap();
+    let id = env.create("solana", "s").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sign =
+        json!({ "wallet_id": id, "payload": { "type": "offchain_message", "message": "hi" } });
+    assert_eq!(env.post("/wallet/sign", sign).await.0, 200);
+    for amount in ["1", "2", "3"] {
+        let (s, r) = env.post("/wallet/send", send(&id, amount, None)).await;
+        assert_eq!(s, 200, "{r}");
+    }
+    let (s, r) = env
+        .post("/wallet/send", send(&id, "5000000001", None))
+        .await;
+    assert_eq!(
+        (s, r["detail"]["reason"].as_str()),
+        (403, Some("per_tx_max")),
+        "{r}"
+    );
+    let (s, r) = env.post("/wallet/delete", json!({ "wallet_id": id })).await;
+    assert_eq!(s, 502, "a delete needs agentd's ticket: {r}");
+    let (_, list) = env.get("/wallet/list").await;
+    assert_eq!(
+        list["wallets"].as_array().unwrap().len(),
+        1,
+        "nothing deleted"
+    );
+    assert!(env.keyd.as_ref().unwrap().state.flush().await.is_err());
+    // keyd restarts while agentd is still away; then agentd is back.
+    env.stop_keyd().await;
+    env.start_keyd().await;
+    std::fs::rename(&away, &sock).unwrap();
+    let created = env.receipts("wallet.create").await;
+    let sends: Vec<String> = env
+        .receipts("wallet.send")
+        .await
+        .iter()
+        .map(|r| r["amount"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(sends, ["1", "2", "3"], "each once, in order");
+    assert_eq!(env.receipts("wallet.sign").await.len(), 1);
+    let denied = env.receipts("wallet.deny").await;
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["reason"], "per_tx_max");
+}

@@ -342,8 +342,8 @@ async fn the_approval_words_name_kind_token_amount_and_counterparty() {
         "ERC-20 TRANSFER of 900 base units",
         &USDC.to_ascii_lowercase(),
         &format!("to {BOB}"),
-        "on chain id 1",
-        "wei (",
+        "on chain id 1, max fee 0.0018 ETH",
+        "token amounts are raw integers",
     ] {
         assert!(t.contains(part), "{part:?} missing in {t}");
     }
@@ -368,7 +368,8 @@ async fn the_approval_words_name_kind_token_amount_and_counterparty() {
     assert!(
         t.contains("TRANSFER 200000000000000000 wei (0.2 ETH)")
             && t.contains(&format!("to {BOB}"))
-            && t.contains("fees at most 630000000000000 wei (0.00063 ETH)"),
+            && t.contains("on chain id 1, max fee 0.00063 ETH; from wallet 0x")
+            && t.ends_with("; label \"ops\""),
         "{t}"
     );
     // The error the agent reads carries the same words.

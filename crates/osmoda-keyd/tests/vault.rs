@@ -8,17 +8,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-const KEYSTORE_KEY: &str = "7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d";
-const RFC8032_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
-
-fn pbkdf2_keystore() -> serde_json::Value {
-    json!({"crypto":{"cipher":"aes-128-ctr","cipherparams":{"iv":"6087dab2f9fdbbfaddc31a909735c1e6"},"ciphertext":"5318b4d5bcd28de64ee5559e671353e16f075ecae9f99c7a79a38af5f869aa46","kdf":"pbkdf2","kdfparams":{"c":262144,"dklen":32,"prf":"hmac-sha256","salt":"ae3cd4e7013836a3df6bd7241b12db061dbe2c6785853cce422d148a624ce0bd"},"mac":"517ead924a9d0dc3124507e3393d175ce3ff7c1e96529c6c555ce9e51205e9b2"},"id":"3198bc9c-6672-5ab3-d995-4942343ae5b6","version":3})
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_keys_never_reach_the_state_dir_in_clear() {
     let env = Env::new(eth_policy("1000", "5000", None)).await;
@@ -28,12 +17,7 @@ async fn imported_keys_never_reach_the_state_dir_in_clear() {
         .await;
     assert_eq!(s, 200, "{w}");
     assert_eq!(w["address"], "0x008AeEda4D805471dF9b2A5B0f38A0C3bCBA786b");
-    let seed = hex::decode(RFC8032_SEED).unwrap();
-    let public = ed25519_dalek::SigningKey::from_bytes(&seed.clone().try_into().unwrap())
-        .verifying_key()
-        .to_bytes();
-    let mut keypair = seed.clone();
-    keypair.extend_from_slice(&public);
+    let keypair = rfc8032_keypair();
     let (s, w) = env
         .post("/wallet/create", json!({ "chain": "solana", "label": "sol", "import": { "format": "solana_keypair", "keypair": keypair } }))
         .await;
@@ -45,26 +29,7 @@ async fn imported_keys_never_reach_the_state_dir_in_clear() {
         .await;
     assert_eq!(s, 400, "a Solana wallet cannot take an Ethereum send: {r}");
 
-    let eth_key = hex::decode(KEYSTORE_KEY).unwrap();
-    let needles: Vec<(String, Vec<u8>)> = vec![
-        ("eth raw".into(), eth_key.clone()),
-        ("eth hex".into(), KEYSTORE_KEY.as_bytes().to_vec()),
-        ("eth HEX".into(), KEYSTORE_KEY.to_uppercase().into_bytes()),
-        ("sol seed raw".into(), seed.clone()),
-        ("sol seed hex".into(), RFC8032_SEED.as_bytes().to_vec()),
-        (
-            "sol seed base58".into(),
-            bs58::encode(&seed).into_string().into_bytes(),
-        ),
-        (
-            "sol keypair base58".into(),
-            bs58::encode(&keypair).into_string().into_bytes(),
-        ),
-        (
-            "eth base58".into(),
-            bs58::encode(&eth_key).into_string().into_bytes(),
-        ),
-    ];
+    let needles = key_needles();
     let files = files_under(&env.state_dir());
     assert!(files.iter().any(|f| f.ends_with("keyd.db")), "{files:?}");
     for f in &files {
@@ -179,6 +144,63 @@ async fn tampered_ciphertext_or_aad_fails_to_load_with_a_clear_error() {
     drop(db);
     // Nothing was charged by the failures.
     assert_eq!(env.spent("chain:ethereum:native"), 1);
+}
+
+/// The public key is recomputed from the opened key on every use: a wallet whose recorded
+/// address is not its key's (a state dir edited, or restored half from another) signs nothing,
+/// on either chain, and says which address the key belongs to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_match_its_recorded_address_signs_nothing() {
+    let mut policy = eth_policy("1000", "5000", None);
+    policy["chains"]["solana"] = json!({ "chain_ids": [], "per_tx_max": "1", "daily_limit": "1",
+        "approval_threshold": null, "recipient_allowlist": null });
+    let env = Env::new(policy).await;
+    let db = rusqlite::Connection::open(env.state_dir().join("keyd.db")).unwrap();
+    // Another key's address on each chain (key 1; RFC 8032 test 1).
+    for (chain, message, other) in [
+        (
+            "ethereum",
+            "personal_sign",
+            "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf",
+        ),
+        (
+            "solana",
+            "offchain_message",
+            "FVen3X669xLzsi6N2V91DoiyzHzg1uAgqiT8jZ9nS96Z",
+        ),
+    ] {
+        let w = env.create(chain, chain).await;
+        let (id, address) = (w["id"].as_str().unwrap(), w["address"].as_str().unwrap());
+        let sign = || {
+            env.post(
+                "/wallet/sign",
+                json!({ "wallet_id": id, "payload": { "type": message, "message": "x" } }),
+            )
+        };
+        db.execute("UPDATE wallets SET address = ?1 WHERE id = ?2", [other, id])
+            .unwrap();
+        let (s, r) = sign().await;
+        assert_eq!(
+            (s, r["detail"]["kind"].as_str()),
+            (500, Some("vault")),
+            "{chain}: {r}"
+        );
+        let e = r["error"].as_str().unwrap();
+        assert!(
+            e.contains(&format!(
+                "belongs to {address}, not to its recorded address {other}"
+            )),
+            "{chain}: {e}"
+        );
+        db.execute(
+            "UPDATE wallets SET address = ?1 WHERE id = ?2",
+            [address, id],
+        )
+        .unwrap();
+        assert_eq!(sign().await.0, 200, "{chain}: restored, it signs");
+    }
+    // Only the two signatures after the repair were made.
+    assert_eq!(env.receipts("wallet.sign").await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

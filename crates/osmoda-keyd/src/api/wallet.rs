@@ -291,13 +291,7 @@ pub async fn delete(
         "chain": w.chain.as_str(), "address": w.address,
     });
     let Some(ticket) = body.approval else {
-        let effect = vec![format!(
-            "delete {} wallet {:?} ({}, {}): its key is erased from keyd's state (copies in backups of the state dir remain)",
-            w.chain.as_str(),
-            w.label,
-            w.id,
-            w.address
-        )];
+        let effect = vec![crate::words::delete(w.chain, &w.id, &w.address, &w.label)];
         let t = st.agentd.open_ticket(&operation, &effect).await?;
         st.denied("approval_required", &json!({ "op": "wallet.delete", "wallet_id": w.id, "ticket": t.get("id"), "caller": caller(&peer) }))
             .await;

@@ -108,8 +108,11 @@ impl Env {
         }
     }
 
+    /// A client of keyd's socket. It waits up to two minutes: a keystore import is a second of
+    /// a core, and the suite's tests run side by side on a shared machine (at load ~17 with
+    /// eight of these tests at once, imports took longer than the default 30 s).
     pub fn client(&self) -> osmoda_client::Client {
-        osmoda_client::Client::new(self.socket())
+        osmoda_client::Client::new(self.socket()).with_timeout(std::time::Duration::from_secs(120))
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -221,4 +224,65 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The key of the Web3 keystore v3 test vectors ([`pbkdf2_keystore`]).
+pub const KEYSTORE_KEY: &str = "7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d";
+/// RFC 8032 test 1's secret (a Solana seed; address `FVen3X669xLzsi6N2V91DoiyzHzg1uAgqiT8jZ9nS96Z`).
+pub const RFC8032_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+/// The Web3 keystore v3 pbkdf2 test vector (password "testpassword", key [`KEYSTORE_KEY`]).
+pub fn pbkdf2_keystore() -> Value {
+    json!({"crypto":{"cipher":"aes-128-ctr","cipherparams":{"iv":"6087dab2f9fdbbfaddc31a909735c1e6"},"ciphertext":"5318b4d5bcd28de64ee5559e671353e16f075ecae9f99c7a79a38af5f869aa46","kdf":"pbkdf2","kdfparams":{"c":262144,"dklen":32,"prf":"hmac-sha256","salt":"ae3cd4e7013836a3df6bd7241b12db061dbe2c6785853cce422d148a624ce0bd"},"mac":"517ead924a9d0dc3124507e3393d175ce3ff7c1e96529c6c555ce9e51205e9b2"},"id":"3198bc9c-6672-5ab3-d995-4942343ae5b6","version":3})
+}
+
+/// The Solana keypair JSON bytes (seed, then public key) of [`RFC8032_SEED`].
+pub fn rfc8032_keypair() -> Vec<u8> {
+    let seed = hex::decode(RFC8032_SEED).unwrap();
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed.clone().try_into().unwrap())
+        .verifying_key()
+        .to_bytes();
+    let mut keypair = seed;
+    keypair.extend_from_slice(&public);
+    keypair
+}
+
+/// Every form in which the two imported keys could leak: raw, hex (both cases), base58, and
+/// the Solana keypair as base58 and as its JSON list.
+pub fn key_needles() -> Vec<(String, Vec<u8>)> {
+    let eth_key = hex::decode(KEYSTORE_KEY).unwrap();
+    let seed = hex::decode(RFC8032_SEED).unwrap();
+    let keypair = rfc8032_keypair();
+    vec![
+        ("eth raw".into(), eth_key.clone()),
+        ("eth hex".into(), KEYSTORE_KEY.as_bytes().to_vec()),
+        ("eth HEX".into(), KEYSTORE_KEY.to_uppercase().into_bytes()),
+        (
+            "eth base58".into(),
+            bs58::encode(&eth_key).into_string().into_bytes(),
+        ),
+        ("sol seed raw".into(), seed.clone()),
+        ("sol seed hex".into(), RFC8032_SEED.as_bytes().to_vec()),
+        (
+            "sol seed base58".into(),
+            bs58::encode(&seed).into_string().into_bytes(),
+        ),
+        (
+            "sol keypair base58".into(),
+            bs58::encode(&keypair).into_string().into_bytes(),
+        ),
+        (
+            "sol keypair JSON".into(),
+            json!(&keypair[..32])
+                .to_string()
+                .trim_end_matches(']')
+                .as_bytes()
+                .to_vec(),
+        ),
+    ]
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }

@@ -1,0 +1,77 @@
+//! The NixOS module's keyd lines, through nixos-eval (the real nixpkgs declarations of systemd,
+//! users and etc; `../shared/nixos-eval/check.sh` beside the checkout or `$OSMODA_NIXOS_EVAL`):
+//! the unit has no network and the hardened baseline, runs as its own user (the uid agentd
+//! trusts with keyd's tickets), gets `secretFile` as the systemd credential `secret` and never
+//! its content; the rendered keyd.json passes the binary's `check-config`, which the module
+//! also runs at build time. Without nixos-eval it prints "skipped".
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../../tests/rust/nixos_eval.rs"]
+mod nixos_eval;
+use nixos_eval::{check_sh, checked_config, eval};
+
+#[test]
+fn nixos_eval_if_present_keyd_unit_has_no_network_and_its_secret_as_a_credential() {
+    let Some(check) = check_sh() else { return };
+    let json = eval(
+        &check,
+        r#"services.osmoda = { enable = true;
+             keyd = { enable = true; secretFile = "/var/lib/secrets/keyd-master";
+               policy.chains.ethereum = { chainIds = [ 1 ]; perTxMax = "1000"; dailyLimit = "5000"; }; }; };"#,
+    );
+    let unit = &json["units"]["osmoda-keyd"];
+    let exec = unit["ExecStart"].as_str().unwrap();
+    assert!(
+        exec.contains("--socket /run/osmoda/keyd.sock --config /etc/osmoda/keyd.json --state-dir /var/lib/osmoda/keyd --agentd-socket /run/osmoda/agentd.sock"),
+        "{exec}"
+    );
+    let text = unit["text"].as_str().unwrap();
+    for want in [
+        "PrivateNetwork=true",
+        "RestrictAddressFamilies=AF_UNIX\n",
+        "CapabilityBoundingSet=\n",
+        "AmbientCapabilities=\n",
+        "NoNewPrivileges=true",
+        "ProtectSystem=strict",
+        "ProtectHome=true",
+        "PrivateDevices=true",
+        "MemoryDenyWriteExecute=true",
+        "StateDirectoryMode=0700",
+        "LimitCORE=0",
+        "User=osmoda-keyd",
+        "Type=notify",
+        "LoadCredential=secret:/var/lib/secrets/keyd-master",
+    ] {
+        assert!(text.contains(want), "{want}:\n{text}");
+    }
+    assert!(!text.contains("AF_INET"), "{text}");
+    // agentd trusts that user, and only it, with keyd's tickets.
+    let agentd = json["units"]["osmoda-agentd"]["ExecStart"]
+        .as_str()
+        .unwrap();
+    assert!(agentd.contains("--keyd-user osmoda-keyd"), "{agentd}");
+
+    // keyd.json names the secret's place, never its content (the module cannot read it); the
+    // binary accepts the file, and the module checks it at build time.
+    let v = checked_config(&json, "keyd", env!("CARGO_BIN_EXE_osmoda-keyd"));
+    assert_eq!(v["secret_file"], "/var/lib/secrets/keyd-master");
+    assert_eq!(v["policy"]["chains"]["ethereum"]["per_tx_max"], "1000");
+
+    // Without secretFile: no credential (keyd makes its own 0600 secret in its state dir).
+    let json = eval(
+        &check,
+        "services.osmoda = { enable = true; keyd.enable = true; };",
+    );
+    let text = json["units"]["osmoda-keyd"]["text"].as_str().unwrap();
+    assert!(
+        !text.contains("LoadCredential") && text.contains("PrivateNetwork=true"),
+        "{text}"
+    );
+    // keyd off: no unit and no file.
+    let json = eval(
+        &check,
+        "services.osmoda = { enable = true; keyd.enable = false; };",
+    );
+    assert!(json["units"].get("osmoda-keyd").is_none());
+    assert!(json["etc"].get("osmoda/keyd.json").is_none());
+}
