@@ -48,6 +48,25 @@ async fn quiet(r: &Routines, agentd: &Agentd, watch: &Watch) -> Vec<osmoda_routi
     }
 }
 
+/// A switch whose check fails: it rolls back.
+fn failing() -> Value {
+    json!({ "ttl_secs": 5, "health_checks": [ { "type": "command", "command": ["false"] } ] })
+}
+
+/// agentd and osmoda-watch on a quick tree, with a first generation deployed.
+async fn deployed(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, osmoda_generations::Tree, Agentd, Watch) {
+    let (tree_dir, tree) = quick_tree(dir);
+    let agentd = Agentd::start(dir, Some(&tree_dir));
+    let watch = Watch::start(dir, &agentd.socket, &tree_dir).await;
+    assert_eq!(
+        watch.switch(json!({ "ttl_secs": 1 })).await["state"],
+        "committed"
+    );
+    (tree_dir, tree, agentd, watch)
+}
+
 fn labelled(events: &[osmoda_ledger::Event]) -> Vec<&osmoda_ledger::Event> {
     events
         .iter()
@@ -64,20 +83,12 @@ fn labelled(events: &[osmoda_ledger::Event]) -> Vec<&osmoda_ledger::Event> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routine_that_begins_a_switch_on_switch_events_runs_once_per_seed() {
     let dir = scratch();
-    let (tree_dir, _tree) = quick_tree(dir.path());
-    let agentd = Agentd::start(dir.path(), Some(&tree_dir));
-    let watch = Watch::start(dir.path(), &agentd.socket, &tree_dir).await;
-    assert_eq!(
-        watch.switch(json!({ "ttl_secs": 1 })).await["state"],
-        "committed"
-    );
-    let failing = json!({ "ttl_secs": 5, "health_checks": [
-        { "type": "command", "command": ["false"] } ] });
+    let (_, _, agentd, watch) = deployed(dir.path()).await;
     write_config(
         dir.path(),
         json!({
             "again": on_watch("watch.switch.committed", &watch, "/switch/begin", json!({ "ttl_secs": 1 })),
-            "retry": on_watch("watch.switch.rolled-back", &watch, "/switch/begin", failing.clone()),
+            "retry": on_watch("watch.switch.rolled-back", &watch, "/switch/begin", failing()),
         }),
     );
     let r = Routines::start(options(dir.path(), &agentd.socket)).await;
@@ -92,7 +103,7 @@ async fn a_routine_that_begins_a_switch_on_switch_events_runs_once_per_seed() {
         );
         // `again`'s switch runs now; only one switch runs at a time.
         quiet(&r, &agentd, &watch).await;
-        assert_eq!(watch.switch(failing.clone()).await["state"], "rolled-back");
+        assert_eq!(watch.switch(failing()).await["state"], "rolled-back");
         let runs = quiet(&r, &agentd, &watch).await;
         for name in ["again", "retry"] {
             let mine: Vec<_> = runs.iter().filter(|x| x.routine == name).collect();
@@ -133,20 +144,12 @@ async fn a_routine_that_begins_a_switch_on_switch_events_runs_once_per_seed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revert_commits_of_a_routines_switch_name_its_run() {
     let dir = scratch();
-    let (tree_dir, tree) = quick_tree(dir.path());
-    let agentd = Agentd::start(dir.path(), Some(&tree_dir));
-    let watch = Watch::start(dir.path(), &agentd.socket, &tree_dir).await;
-    assert_eq!(
-        watch.switch(json!({ "ttl_secs": 1 })).await["state"],
-        "committed"
-    );
+    let (tree_dir, tree, agentd, watch) = deployed(dir.path()).await;
     // The routine applies whatever HEAD holds with a check that fails: its rollback reverts
     // the tree to the deployed generation in a new commit.
-    let failing = json!({ "ttl_secs": 5, "health_checks": [
-        { "type": "command", "command": ["false"] } ] });
     write_config(
         dir.path(),
-        json!({ "apply": on_watch("config.committed", &watch, "/switch/begin", failing) }),
+        json!({ "apply": on_watch("config.committed", &watch, "/switch/begin", failing()) }),
     );
     let r = Routines::start(options(dir.path(), &agentd.socket)).await;
     subscribed(&r).await;
