@@ -61,6 +61,17 @@ struct Cli {
         default_value = "/run/osmoda/watch.sock"
     )]
     watch_socket: PathBuf,
+    /// Mark every request as made for this action (`X-Osmoda-Action`): what the daemons record
+    /// for it names the action. A routine's command gets its run's label in OSMODA_ACTION, so
+    /// agentctl run by a routine is traced to that run (its loop guard) without this flag.
+    #[arg(
+        long = "action",
+        global = true,
+        env = "OSMODA_ACTION",
+        value_name = "LABEL",
+        value_parser = action_label
+    )]
+    for_action: Option<String>,
     /// Print raw JSON instead of a readable table.
     #[arg(long, global = true)]
     json: bool,
@@ -202,10 +213,23 @@ fn query_string(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
+/// An action label as agentd accepts it in `X-Osmoda-Action`.
+fn action_label(s: &str) -> Result<String, String> {
+    if osmoda_client::valid_action_label(s) {
+        Ok(s.to_string())
+    } else {
+        Err("an action label is 1 to 40 characters of [a-z0-9._-] (e.g. routine-run.42)".into())
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let agent = Client::new(&cli.socket);
-    let human = Client::new(&cli.approval_socket);
-    let watch = Client::new(&cli.watch_socket);
+    let client = |socket: &std::path::Path| match &cli.for_action {
+        Some(a) => Client::new(socket).for_action(a.as_str()),
+        None => Client::new(socket),
+    };
+    let agent = client(&cli.socket);
+    let human = client(&cli.approval_socket);
+    let watch = client(&cli.watch_socket);
     let outcome = match cli.command {
         Command::Health => Outcome::new(agent.get("/health").await?.ok_json()?, output::health),
         Command::Events {

@@ -369,3 +369,157 @@ async fn a_switch_back_to_a_generation_without_a_user_needs_an_approval() {
         "{list}"
     );
 }
+
+/// `OSMODA_ACTION` in agentctl's environment (what a routine's command gets) marks every
+/// request as made for that action, without a flag: agentd's events for a config edit name
+/// it, and a switch agentctl begins carries it into every `watch.switch.*` event (osmoda-watch
+/// keeping its own name) and its rollback's incident; `--action` does the same. An invalid
+/// label is a usage error naming the variable, before anything is sent. Without it, nothing
+/// is labelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osmoda_action_in_the_environment_labels_every_request() {
+    if !common::nix_available("osmoda_action_in_the_environment_labels_every_request") {
+        return;
+    }
+    let env = start_with_watch().await;
+    let labelled = |label: &str, args: &[&str]| {
+        let mut c = env.command();
+        c.env("OSMODA_ACTION", label).args(args);
+        c
+    };
+    let run = |mut c: std::process::Command| async move {
+        tokio::task::spawn_blocking(move || c.output().expect("run agentctl"))
+            .await
+            .expect("join")
+    };
+    let shared = &env;
+    let events = |kind: &'static str| async move {
+        json(shared, 0, &["events", "--type", kind, "--limit", "1000"]).await
+    };
+    let actors = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["actor"].as_str().expect("actor").to_string())
+            .collect()
+    };
+
+    // The setup's edits were a person's: no label anywhere yet.
+    let before = actors(&events("*").await);
+    assert!(before.iter().all(|a| !a.contains("action=")), "{before:?}");
+
+    let o = run(labelled(
+        "routine-run.7",
+        &[
+            "config",
+            "set",
+            "services.osmoda.watch.safeSwitch.ttlSecs",
+            "2",
+            "--reason",
+            "r",
+        ],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let committed = actors(&events("config.committed").await);
+    assert!(
+        committed[0].starts_with("agent[action=routine-run.7,uid="),
+        "{committed:?}"
+    );
+
+    let o = run(labelled(
+        "routine-run.7",
+        &["--json", "switch", "begin", "--wait", "--ttl", common::TTL],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(s["action"], "routine-run.7", "{s}");
+    let switched = events("watch.switch.*").await;
+    let mine: Vec<&Value> = switched
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| {
+            let p = match &e["payload"] {
+                Value::String(text) => serde_json::from_str(text).expect("payload"),
+                other => other.clone(),
+            };
+            p["id"] == s["id"]
+        })
+        .collect();
+    assert!(mine.len() >= 5, "pending … committed: {switched}");
+    for e in &mine {
+        let actor = e["actor"].as_str().expect("actor");
+        assert!(
+            actor.starts_with("osmoda-watch[action=routine-run.7,uid="),
+            "{e}"
+        );
+    }
+
+    // --action: a failing switch rolls back; its events and its incident name the action.
+    let o = env
+        .ctl(&[
+            "--action",
+            "routine-run.8",
+            "--json",
+            "switch",
+            "begin",
+            "--wait",
+            "--ttl",
+            "5",
+            "--check",
+            FAIL_CHECK,
+        ])
+        .await;
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let rolled = actors(&events("watch.switch.rolled-back").await);
+    assert!(
+        rolled[0].starts_with("osmoda-watch[action=routine-run.8,"),
+        "{rolled:?}"
+    );
+    let incidents = actors(&events("incident.created").await);
+    assert!(
+        incidents[0].starts_with("agent[action=routine-run.8,"),
+        "{incidents:?}"
+    );
+
+    // An invalid label: usage error naming the variable; nothing recorded.
+    let count = events("*").await.as_array().expect("events").len();
+    let o = run(labelled(
+        "Routine Run",
+        &[
+            "config",
+            "set",
+            "services.osmoda.watch.safeSwitch.ttlSecs",
+            "4",
+            "--reason",
+            "r",
+        ],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("OSMODA_ACTION") || stderr(&o).contains("--action"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("[a-z0-9._-]"), "{}", stderr(&o));
+    assert_eq!(events("*").await.as_array().expect("events").len(), count);
+
+    // Unlabelled again: nothing names an action.
+    env.ctl_code(
+        0,
+        &[
+            "config",
+            "set",
+            "services.osmoda.watch.safeSwitch.ttlSecs",
+            "3",
+            "--reason",
+            "r",
+        ],
+    )
+    .await;
+    let committed = actors(&events("config.committed").await);
+    assert!(committed[0].starts_with("agent[uid="), "{committed:?}");
+}

@@ -87,6 +87,16 @@ pub const DAEMON_HEADER: &str = "x-osmoda-daemon";
 /// in the actor of every event it writes for it (`<role>[action=<label>,uid=..,..]`).
 pub const ACTION_HEADER: &str = "x-osmoda-action";
 
+/// Whether `label` is a valid action label (agentd's rule for [`ACTION_HEADER`]): 1..=40 of
+/// `[a-z0-9._-]`.
+pub fn valid_action_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 40
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
 impl Client {
     /// A client for the daemon listening on `socket`, with a 30 s timeout.
     pub fn new(socket: impl Into<PathBuf>) -> Client {

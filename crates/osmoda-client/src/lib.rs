@@ -7,7 +7,9 @@ mod reporter;
 mod spool;
 
 pub use error::ClientError;
-pub use http::{Client, Response, ACTION_HEADER, DAEMON_HEADER, DEFAULT_TIMEOUT};
+pub use http::{
+    valid_action_label, Client, Response, ACTION_HEADER, DAEMON_HEADER, DEFAULT_TIMEOUT,
+};
 pub use hyper::Method;
 pub use reporter::{Reporter, RetryPolicy, MAX_PAYLOAD_BYTES};
 pub use spool::REJECTED_DIR;

@@ -167,7 +167,29 @@ impl Reporter {
     /// [`ClientError::InvalidEvent`] for a bad type or an oversized payload (nothing spooled);
     /// [`ClientError::Spool`] if it could not be written durably (nothing spooled).
     pub async fn report(&self, kind: &str, payload: Value) -> Result<(), ClientError> {
+        self.report_for(kind, payload, None).await
+    }
+
+    /// Like [`Reporter::report`], for an event recorded because of a request marked with the
+    /// action label `action` (its [`crate::ACTION_HEADER`]): agentd records the label in the
+    /// event's actor (`<daemon>[action=<label>,uid=..,..]`) while the daemon keeps its standing,
+    /// so whoever traces events to the action that caused them (osmoda-routines' loop guard)
+    /// finds it.
+    ///
+    /// # Errors
+    /// As [`Reporter::report`]; [`ClientError::InvalidEvent`] for an invalid label.
+    pub async fn report_for(
+        &self,
+        kind: &str,
+        payload: Value,
+        action: Option<&str>,
+    ) -> Result<(), ClientError> {
         check_label("event type", kind)?;
+        if let Some(a) = action.filter(|a| !crate::valid_action_label(a)) {
+            return Err(ClientError::InvalidEvent(format!(
+                "action label {a:?} is not 1-40 characters of [a-z0-9._-]"
+            )));
+        }
         let size = serde_json::to_vec(&payload)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
@@ -178,11 +200,16 @@ impl Reporter {
         }
         let inner = Arc::clone(&self.inner);
         let kind = kind.to_owned();
-        tokio::task::spawn_blocking(move || inner.spool.append(&inner.daemon, &kind, &payload))
-            .await
-            .map_err(|e| {
-                ClientError::spool("spool writer task", std::io::Error::other(e.to_string()))
-            })??;
+        let action = action.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            inner
+                .spool
+                .append(&inner.daemon, &kind, &payload, action.as_deref())
+        })
+        .await
+        .map_err(|e| {
+            ClientError::spool("spool writer task", std::io::Error::other(e.to_string()))
+        })??;
         self.inner.wake.notify_one();
         Ok(())
     }

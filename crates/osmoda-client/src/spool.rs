@@ -127,7 +127,8 @@ impl Spool {
         &self.dir
     }
 
-    /// Durably stores one event and returns its sequence number.
+    /// Durably stores one event and returns its sequence number. `action` is the label of the
+    /// request the event is recorded because of (sent as the body's `action`).
     ///
     /// The counter is persisted before the event file, so a crash in between only skips a number;
     /// a sequence number is never reused for a different event.
@@ -136,15 +137,19 @@ impl Spool {
         daemon: &str,
         kind: &str,
         payload: &Value,
+        action: Option<&str>,
     ) -> Result<u64, ClientError> {
         let mut next = self.lock_seq();
         let seq = *next;
-        let body = json!({
+        let mut body = json!({
             "type": kind,
             "daemon": daemon,
             "payload": payload,
             "dedup": { "stream": self.stream, "seq": seq },
         });
+        if let Some(a) = action {
+            body["action"] = json!(a);
+        }
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| ClientError::InvalidEvent(format!("payload: {e}")))?;
         write_atomic(&self.dir, "next_seq", (seq + 1).to_string().as_bytes())
@@ -225,9 +230,20 @@ mod tests {
     fn append_persists_counter_and_files() -> Result<(), ClientError> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::spool("tempdir", e))?;
         let spool = Spool::open(dir.path())?;
-        assert_eq!(spool.append("d", "k", &json!({"a": 1}))?, 1);
-        assert_eq!(spool.append("d", "k", &json!(null))?, 2);
+        assert_eq!(spool.append("d", "k", &json!({"a": 1}), None)?, 1);
+        assert_eq!(
+            spool.append("d", "k", &json!(null), Some("routine-run.7"))?,
+            2
+        );
         let stream = spool.stream().to_owned();
+        // The label of the request an event is recorded because of travels in the body.
+        let body = |seq| -> Result<Value, ClientError> {
+            let bytes = fs::read(dir.path().join(file_name(seq)))
+                .map_err(|e| ClientError::spool("read", e))?;
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::InvalidEvent(e.to_string()))
+        };
+        assert_eq!(body(1)?.get("action"), None);
+        assert_eq!(body(2)?["action"], "routine-run.7");
         spool.remove(1)?;
         spool.remove(2)?;
         spool.remove(2)?;
@@ -235,7 +251,7 @@ mod tests {
         // Every file delivered and deleted: the counter file still continues the sequence.
         let spool = Spool::open(dir.path())?;
         assert_eq!(spool.stream(), stream);
-        assert_eq!(spool.append("d", "k", &json!(1))?, 3);
+        assert_eq!(spool.append("d", "k", &json!(1), None)?, 3);
         let listed: Vec<u64> = spool.list()?.into_iter().map(|(s, _)| s).collect();
         assert_eq!(listed, vec![3]);
         Ok(())

@@ -271,12 +271,13 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
                 )),
                 Err(e) => failed(format!("could not start the command: {e}")),
                 Ok(out) => {
-                    let mut all = out.stdout.clone();
-                    all.extend_from_slice(&out.stderr);
                     let mut output = out.stdout_lossy();
                     if !out.stderr.is_empty() {
                         output.push_str(&out.stderr_lossy());
                     }
+                    // Hashed as the history keeps it (bytes that are not UTF-8 as U+FFFD), so
+                    // the ledger vouches for the output a person reads there.
+                    let output_sha256 = sha256_hex(output.as_bytes());
                     if out.truncated {
                         output = mark_truncated(
                             output,
@@ -291,7 +292,7 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
                         ok: out.success(),
                         exit: code,
                         output,
-                        output_sha256: sha256_hex(&all),
+                        output_sha256,
                         truncated: out.truncated,
                         error: (!out.success()).then(|| {
                             format!(

@@ -8,7 +8,9 @@
 //! event an http action wrote carries agentd's `action=routine-run.<id>` in its actor — so a
 //! routine fired by it inherits that run's seed. A routine runs at most once per seed and never
 //! from an event its own run caused; what is not fired is recorded as `routine.loop.cut`.
+//! A routine fires only on events after it came into force ([`crate::starts`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,6 +204,35 @@ pub fn type_filter(routines: &[(String, String)]) -> String {
     format!("&types={}", all.join(","))
 }
 
+/// The start of each of `routines` (`crate::starts`): the ledger's tip for a routine new
+/// to the config.
+///
+/// # Errors
+/// When agentd does not answer with its tip, or the history fails: what to log.
+pub async fn starts_of(
+    agentd: &Client,
+    history: &History,
+    routines: &[(String, String)],
+) -> Result<HashMap<String, i64>, String> {
+    if routines.is_empty() {
+        // Nothing to start; every start recorded is forgotten.
+        return history
+            .set_event_starts(routines, 0)
+            .map_err(|e| format!("event routines' starts: {e}"));
+    }
+    let tip = agentd
+        .get("/events/subscribe?wait_secs=0&limit=1")
+        .await
+        .and_then(|r| r.ok_json())
+        .map_err(|e| format!("agentd's ledger tip: {e}"))?;
+    let tip = tip["cursor"]
+        .as_i64()
+        .ok_or_else(|| format!("agentd answered without a cursor: {tip}"))?;
+    history
+        .set_event_starts(routines, tip)
+        .map_err(|e| format!("event routines' starts: {e}"))
+}
+
 /// Runs until `shutdown`: subscribes for the patterns of the current event routines (again
 /// when the config changes), claims and launches runs.
 pub async fn run(
@@ -210,9 +241,16 @@ pub async fn run(
     mut config: watch::Receiver<Arc<RoutinesConfig>>,
     mut shutdown: Shutdown,
 ) {
+    // The routines whose starts are known, and those starts.
+    let mut known: (Vec<(String, String)>, HashMap<String, i64>) = Default::default();
     loop {
         let routines = event_routines(&config.borrow_and_update());
         if routines.is_empty() {
+            // Once per config: the starts of removed routines are forgotten.
+            known = Default::default();
+            if let Err(e) = starts_of(&agentd, engine.history(), &routines).await {
+                tracing::warn!("{e}");
+            }
             tokio::select! {
                 _ = shutdown.wait() => return,
                 c = config.changed() => if c.is_err() { return } else { continue },
@@ -220,6 +258,17 @@ pub async fn run(
         }
         let filter = type_filter(&routines);
         let step = async {
+            if known.0 != routines {
+                match starts_of(&agentd, engine.history(), &routines).await {
+                    Ok(s) => known = (routines.clone(), s),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        tokio::time::sleep(RETRY).await;
+                        return;
+                    }
+                }
+            }
+            let starts = &known.1;
             let cursor = match engine.history().cursor() {
                 Ok(c) => c,
                 Err(e) => {
@@ -275,6 +324,8 @@ pub async fn run(
                 let mut cut = Vec::new();
                 for v in fired_by(&routines, kind, &lineage.chain) {
                     match v {
+                        // From before the routine came into force: not its to fire.
+                        Verdict::Fire(name) if starts.get(name).is_none_or(|s| id <= *s) => {}
                         Verdict::Fire(name) => claims.push((
                             seen.len(),
                             Claim {

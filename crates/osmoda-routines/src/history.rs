@@ -63,8 +63,9 @@ pub struct Outcome {
     pub output: String,
     /// Whether the action produced more output than `output` keeps.
     pub truncated: bool,
-    /// SHA-256 of the output kept (stdout then stderr for a command, up to the cap; without
-    /// the truncation line). With `truncated`, the action produced more than this covers.
+    /// SHA-256 of `output` as kept (stdout then stderr for a command, up to the cap, bytes that
+    /// are not UTF-8 as U+FFFD; without the truncation line). With `truncated`, the action
+    /// produced more than this covers.
     pub output_sha256: String,
     /// Why it failed.
     pub error: Option<String>,
@@ -101,6 +102,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS runs_event_once ON runs (routine, trigger_ref)
 CREATE INDEX IF NOT EXISTS runs_routine ON runs (routine, id);
 CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS marks (routine TEXT PRIMARY KEY, last_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS event_starts (routine TEXT PRIMARY KEY, pattern TEXT NOT NULL, since INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS webhook_seen (mac TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen (at_ms);
 ";

@@ -21,6 +21,7 @@ pub mod machine;
 pub mod ring;
 pub mod schedule;
 pub mod scheduler;
+pub mod starts;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -259,6 +260,14 @@ impl AppState {
                     self.opts.config.display(),
                     cfg.routines.len()
                 );
+                // An event routine comes into force now: its start is the ledger's tip now
+                // (crate::starts), so no event from before it fires it. Should agentd not
+                // answer, the event subscription records it once it does.
+                let agentd = self.agentd.clone().with_timeout(Duration::from_secs(5));
+                let routines = events::event_routines(&cfg);
+                if let Err(e) = events::starts_of(&agentd, self.engine.history(), &routines).await {
+                    tracing::warn!("{e}; the event subscription records the starts later");
+                }
                 self.engine
                     .set_config(cfg.clone(), action_env(&cfg, &self.opts));
                 self.config.send_replace(Arc::new(cfg));

@@ -54,6 +54,14 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
     if bytes.strip_suffix(b"\n").unwrap_or(&bytes).is_empty() {
         return Err("is empty".into());
     }
+    // Every user (and every routine's command, which runs as one) could read it: no secret.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+    if mode & 0o004 != 0 {
+        return Err(format!(
+            "is readable by every user on this machine (mode {mode:04o}), so it is no secret \
+             any more; make a new one readable only by its owner or group (chmod 0600 or 0640)"
+        ));
+    }
     if bytes.ends_with(b"\n") {
         bytes.pop();
     }
@@ -186,7 +194,7 @@ fn check_action(at: &str, a: &RoutineAction, hidden: &[PathBuf]) -> Result<(), S
         }
         RoutineAction::Http {
             socket: Some(s), ..
-        } if hidden.iter().any(|h| inside(s, h)) => {
+        } if reaches_hidden(s, hidden) => {
             return Err(format!(
                 "{at}.socket is a path routines may not reach (the approval path, a daemon's \
                  state or osmoda-routines' own socket); call agentd's socket or another \
@@ -201,6 +209,36 @@ fn check_action(at: &str, a: &RoutineAction, hidden: &[PathBuf]) -> Result<(), S
         _ => {}
     }
     Ok(())
+}
+
+/// Entries of one hidden directory compared with an http action's socket (bounds the work).
+const MAX_SCANNED: usize = 1024;
+
+/// Whether the socket `s` is one routines may not reach: inside a hidden path (lexically or
+/// after symlinks), or the same file (device and inode) as a hidden path or a socket right
+/// inside a hidden directory — a hard link to it elsewhere is the same socket.
+fn reaches_hidden(s: &Path, hidden: &[PathBuf]) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if hidden.iter().any(|h| inside(s, h)) {
+        return true;
+    }
+    let Ok(target) = std::fs::metadata(s) else {
+        return false;
+    };
+    let same = |m: &std::fs::Metadata| (m.dev(), m.ino()) == (target.dev(), target.ino());
+    hidden.iter().any(|h| match std::fs::metadata(h) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(h)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .take(MAX_SCANNED)
+            .any(|e| {
+                e.metadata()
+                    .is_ok_and(|m| m.file_type().is_socket() && same(&m))
+            }),
+        Ok(m) => same(&m),
+        Err(_) => false,
+    })
 }
 
 /// Checks the enabled routines of `cfg` against this machine (see the module docs) and
@@ -276,7 +314,18 @@ mod tests {
             assert_eq!(read_secret(&p).unwrap_err(), "is empty");
         }
         std::fs::write(&p, "k\n").unwrap();
-        assert_eq!(read_secret(&p).unwrap(), b"k");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |m| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+        for readable_by_all in [0o644, 0o604, 0o777] {
+            mode(readable_by_all);
+            let e = read_secret(&p).unwrap_err();
+            assert!(e.starts_with("is readable by every user"), "{e}");
+            assert!(e.contains(&format!("(mode {readable_by_all:04o})")), "{e}");
+        }
+        for own in [0o600, 0o640, 0o400, 0o660] {
+            mode(own);
+            assert_eq!(read_secret(&p).unwrap(), b"k", "{own:o}");
+        }
         std::fs::write(&p, "k\n\n").unwrap();
         assert_eq!(read_secret(&p).unwrap(), b"k\n");
         assert_eq!(

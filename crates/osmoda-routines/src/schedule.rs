@@ -81,10 +81,35 @@ impl Schedule {
         }
     }
 
+    /// The last run at or before `at` (`anchor` as in [`Schedule::next_after`]); `None` when
+    /// there is none.
+    pub fn last_at_or_before(
+        &self,
+        at: DateTime<Utc>,
+        anchor: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match self {
+            Schedule::Cron { cron, tz } => cron
+                .find_previous_occurrence(&at.with_timezone(tz), true)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+            Schedule::Interval { period } => {
+                if at < anchor {
+                    return None;
+                }
+                let period_ms = period.num_milliseconds().max(1);
+                let k = (at - anchor).num_milliseconds() / period_ms;
+                anchor.checked_add_signed(Duration::milliseconds(k.saturating_mul(period_ms)))
+            }
+        }
+    }
+
     /// Where the scheduler starts after a (re)start at `now`, given the last run it recorded:
     /// `(run_now, next)`. With [`Missed::RunOnce`], one run is due at once when at least one
-    /// scheduled time passed between `last` and `now`; with [`Missed::Skip`] missed times are
-    /// dropped. `next` is the first scheduled time after `now`.
+    /// scheduled time passed between `last` and `now` — unless the next scheduled time is
+    /// nearer than the last missed one: then that run, moments away, is the catch-up (a daily
+    /// 08:00 routine back at 07:59 runs once, at 08:00, not twice in a minute). With
+    /// [`Missed::Skip`] missed times are dropped. `next` is the first scheduled time after `now`.
     pub fn resume(
         &self,
         missed: Missed,
@@ -94,9 +119,10 @@ impl Schedule {
         let anchor = last.unwrap_or(now);
         let next = self.next_after(now, anchor);
         let run_now = match (missed, last) {
-            (Missed::RunOnce, Some(last)) => {
-                self.next_after(last, last).is_some_and(|due| due <= now)
-            }
+            (Missed::RunOnce, Some(last)) => self
+                .last_at_or_before(now, last)
+                .filter(|missed| *missed > last)
+                .is_some_and(|missed| next.is_none_or(|next| now - missed <= next - now)),
             _ => false,
         };
         (run_now, next)
@@ -319,6 +345,32 @@ mod tests {
         assert_eq!(s.resume(Missed::RunOnce, recent, now), (false, next));
         // Never ran: nothing was missed.
         assert_eq!(s.resume(Missed::RunOnce, None, now), (false, next));
+        // Back a minute before the next run: that run is the catch-up, not a second one.
+        let early = utc("2026-03-05T07:59:00Z");
+        assert_eq!(s.resume(Missed::RunOnce, last, early), (false, next));
+        // Back just past a missed run: caught up at once.
+        let late = utc("2026-03-04T08:01:00Z");
+        assert_eq!(s.resume(Missed::RunOnce, last, late), (true, next));
+        // The same rule for an interval: every 10 minutes from 00:00, down from 00:00 to 00:38
+        // (00:30 missed, 00:40 nearer): no run now; down to 00:33: one now.
+        let every = Schedule::Interval {
+            period: Duration::minutes(10),
+        };
+        let from = Some(utc("2026-03-01T00:00:00Z"));
+        assert_eq!(
+            every.resume(Missed::RunOnce, from, utc("2026-03-01T00:38:00Z")),
+            (false, Some(utc("2026-03-01T00:40:00Z")))
+        );
+        assert_eq!(
+            every.resume(Missed::RunOnce, from, utc("2026-03-01T00:33:00Z")),
+            (true, Some(utc("2026-03-01T00:40:00Z")))
+        );
+        // The last run before a date is found however far back it lies (29 February).
+        let last_leap = cron("0 0 29 2 *", "UTC");
+        assert_eq!(
+            last_leap.last_at_or_before(utc("2028-03-01T00:00:00Z"), utc("2024-01-01T00:00:00Z")),
+            Some(utc("2028-02-29T00:00:00Z"))
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ async fn ring_binds_never_show_a_secret() {
     let agentd = Agentd::start(d, None);
     let secret = d.join("etc/hooks/deploy.secret");
     std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
-    std::fs::write(&secret, "webhook-secret-bytes\n").unwrap();
+    common::write_secret(&secret, "webhook-secret-bytes\n");
     std::fs::create_dir_all(d.join("keys")).unwrap();
     std::fs::create_dir_all(d.join("data")).unwrap();
     std::os::unix::fs::symlink(d.join("etc"), d.join("view")).unwrap();
@@ -153,7 +153,7 @@ async fn ring_binds_never_show_a_secret() {
     );
     assert!(!v.to_string().contains(&secret_text), "{v}");
     // A new webhook whose secret lies under `data`, which `fetch` binds: 400 as well.
-    std::fs::write(d.join("data/new.secret"), "another-secret\n").unwrap();
+    common::write_secret(&d.join("data/new.secret"), "another-secret\n");
     {
         let s_path = d.join("data/new.secret");
         let (s, v) = r

@@ -106,9 +106,9 @@ fn webhook(secret: &std::path::Path) -> serde_json::Value {
         "action": { "type": "command", "command": ["true"], "timeout_secs": 5 } } })
 }
 
-/// A webhook whose secret file is missing, empty or not a file is refused at start and by
-/// `check-config` on the machine (the build-time check cannot see secrets and says so); at
-/// reload the routines in force stay; a secret that goes away later makes `/health` degraded
+/// A webhook whose secret file is missing, empty, not a file or readable by every user is
+/// refused at start and by `check-config` on the machine (the build-time check cannot see
+/// secrets and says so); at reload the routines in force stay; a secret that goes away later makes `/health` degraded
 /// and the webhook 503 — and no answer or ledger event names the path.
 #[tokio::test]
 async fn a_webhook_without_a_usable_secret_is_refused_and_never_named() {
@@ -122,12 +122,22 @@ async fn a_webhook_without_a_usable_secret_is_refused_and_never_named() {
         ("does not exist", None),
         ("is empty", Some("\n")),
         ("is not a regular file", Some("dir")),
+        (
+            "is readable by every user on this machine (mode 0644)",
+            Some("world"),
+        ),
     ] {
         let _ = std::fs::remove_file(&secret);
         let _ = std::fs::remove_dir(&secret);
         match prepare {
             Some("dir") => std::fs::create_dir(&secret).unwrap(),
-            Some(text) => std::fs::write(&secret, text).unwrap(),
+            Some("world") => {
+                use std::os::unix::fs::PermissionsExt;
+                common::write_secret(&secret, "s3cret\n");
+                let all = std::fs::Permissions::from_mode(0o644);
+                std::fs::set_permissions(&secret, all).unwrap();
+            }
+            Some(text) => common::write_secret(&secret, text),
             None => {}
         }
         let err = match osmoda_routines::AppState::open(options(dir.path(), &agentd.socket)).await {
@@ -151,8 +161,8 @@ async fn a_webhook_without_a_usable_secret_is_refused_and_never_named() {
             "{out}"
         );
     }
-    std::fs::remove_dir(&secret).unwrap();
-    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    common::write_secret(&secret, "s3cret\n");
     assert!(check_config(&file, false).0);
     let r = Routines::start(options(dir.path(), &agentd.socket)).await;
     let (_, h) = r.get("/health").await;
@@ -192,7 +202,7 @@ async fn a_webhook_without_a_usable_secret_is_refused_and_never_named() {
         refused[0].payload
     );
     assert_eq!(r.state.engine.config().routines.len(), 1);
-    std::fs::write(&secret, "s3cret\n").unwrap();
+    common::write_secret(&secret, "s3cret\n");
     let start = Instant::now();
     while r.state.engine.config().routines.len() != 2 {
         assert!(start.elapsed() < Duration::from_secs(30), "not reloaded");

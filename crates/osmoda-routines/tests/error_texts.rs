@@ -172,7 +172,7 @@ async fn every_refusal_says_what_was_wrong_in_one_shape() {
 
     let secret_file = d.join("hooks/audit.secret");
     std::fs::create_dir_all(secret_file.parent().unwrap()).unwrap();
-    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    common::write_secret(&secret_file, &format!("{SECRET}\n"));
     write_config(
         d,
         json!({

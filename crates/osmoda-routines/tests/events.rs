@@ -572,3 +572,79 @@ async fn an_event_over_the_payload_limit_is_handed_as_a_note() {
     assert_eq!(out(small)["payload"]["text"], "hi");
     r.stop().await;
 }
+
+/// Waits until event routine `name` has its start recorded (it is in force for events).
+async fn started(r: &Routines, name: &str) {
+    let start = Instant::now();
+    while !r
+        .state
+        .engine
+        .history()
+        .event_starts()
+        .unwrap()
+        .contains_key(name)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{name} never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An event routine fires only on events after it came into force: one a reload adds is not
+/// fired by the events from before it (while no event routine existed the shared cursor stood
+/// still), and one a restart brings is not either, while a routine in force before the
+/// restart still gets every event appended while the daemon was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_event_routine_is_not_fired_by_events_from_before_it() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config(dir.path(), json!({ "a": on("old.a", nothing()) }));
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    write_config(dir.path(), json!({ "kick": kick() }));
+    assert!(r.state.reload().await);
+    for _ in 0..3 {
+        agentd.append("late.b", json!({})).await;
+    }
+    write_config(dir.path(), json!({ "b": on("late.*", nothing()) }));
+    assert!(r.state.reload().await);
+    let fresh = agentd.append("late.b", json!({})).await;
+    let runs = settle(&r, &agentd).await;
+    let b: Vec<_> = runs.iter().filter(|x| x.routine == "b").collect();
+    assert_eq!(b.len(), 1, "{runs:#?}");
+    assert_eq!(b[0].trigger_ref, fresh.to_string());
+    r.stop().await;
+
+    // Down: two events; back with a new routine `c` on them.
+    let mut down = Vec::new();
+    for _ in 0..2 {
+        down.push(agentd.append("late.c", json!({})).await);
+    }
+    write_config(
+        dir.path(),
+        json!({ "b": on("late.*", nothing()), "c": on("late.c", nothing()) }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    started(&r, "c").await;
+    let after = agentd.append("late.c", json!({})).await;
+    let runs = settle(&r, &agentd).await;
+    let refs = |name: &str| -> Vec<String> {
+        let mut v: Vec<String> = runs
+            .iter()
+            .filter(|x| x.routine == name)
+            .map(|x| x.trigger_ref.clone())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let mut want_b: Vec<String> = [fresh, down[0], down[1], after]
+        .iter()
+        .map(i64::to_string)
+        .collect();
+    want_b.sort_unstable();
+    assert_eq!(refs("b"), want_b, "{runs:#?}");
+    assert_eq!(refs("c"), [after.to_string()], "{runs:#?}");
+    r.stop().await;
+}

@@ -6,44 +6,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{scratch, Agentd, Routines};
-use serde_json::{json, Value};
-
-const BASE: &str = r#"{ ... }:
-
-{
-  services.osmoda = {
-    enable = true;
-    watch.safeSwitch = {
-      ttlSecs = 1;
-      healthChecks = [ ];
-    };
-  };
-}
-"#;
-
-async fn wait_switch(watch: &osmoda_client::Client, id: &Value) -> Value {
-    let start = Instant::now();
-    loop {
-        let s = watch
-            .get(&format!("/switch/status/{id}"))
-            .await
-            .unwrap()
-            .body;
-        if ["committed", "rolled-back", "failed"].contains(&s["state"].as_str().unwrap_or("")) {
-            return s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "switch {id}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use serde_json::json;
 
 async fn wait_listed(r: &Routines, name: &str, present: bool) {
     let start = Instant::now();
@@ -64,50 +30,20 @@ async fn wait_listed(r: &Routines, name: &str, present: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
     let dir = scratch();
-    let tree_dir = dir.path().join("tree");
-    let actor = osmoda_generations::Actor::new("Test Person", "test@example.org");
-    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations");
-    let tree = osmoda_generations::Tree::init(&tree_dir, &template, &actor).unwrap();
-    std::fs::write(tree_dir.join("osmoda.nix"), BASE).unwrap();
-    tree.commit_worktree(&actor, "test base settings", None)
-        .unwrap();
+    let (tree_dir, tree) = common::quick_tree(dir.path());
     let agentd = Agentd::start(dir.path(), Some(&tree_dir));
 
-    let etc = dir.path().join("etc");
-    let wopts = osmoda_watch::Options {
-        config: etc.join("osmoda/watch.json"),
-        state_dir: dir.path().join("watch"),
-        agentd_socket: agentd.socket.clone(),
-        backend: osmoda_watch::BackendKind::Local,
-        config_tree: tree_dir.clone(),
-        etc_dir: etc.clone(),
-        lib_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lib"),
-        host: String::new(),
-        probe_interval: Duration::from_millis(100),
-        retry_delay: Duration::from_millis(100),
-        pause: None,
-        masks: vec![dir.path().join("osmoda-admin")],
-    };
-    let wstate = osmoda_watch::AppState::open(wopts).await.unwrap();
-    let wsock = dir.path().join("watch.sock");
-    let wl = osmoda_daemon::bind_unix(&wsock, 0o660).unwrap();
-    let (wtrigger, wshutdown) = osmoda_watch::shutdown::channel();
-    tokio::spawn(osmoda_watch::serve(wl, Arc::clone(&wstate), wshutdown));
-    let watch = osmoda_client::Client::new(&wsock);
+    let w = common::Watch::start(dir.path(), &agentd.socket, &tree_dir).await;
+    let watch = w.client();
 
     // The first generation renders /etc/osmoda (the module's default routines included).
-    let s = watch
-        .post("/switch/begin", &json!({ "health_checks": [] }))
-        .await
-        .unwrap();
-    assert_eq!(s.status, 200, "{}", s.body);
     assert_eq!(
-        wait_switch(&watch, &s.body["id"]).await["state"],
+        w.switch(json!({ "health_checks": [] })).await["state"],
         "committed"
     );
     let mut opts = common::options(dir.path(), &agentd.socket);
-    opts.config = etc.join("osmoda/routines.json");
-    opts.watch_socket = wsock.clone();
+    opts.config = dir.path().join("etc/osmoda/routines.json");
+    opts.watch_socket = w.socket.clone();
     let r = Routines::start(opts).await;
     wait_listed(&r, "health-snapshot", true).await;
 
@@ -158,10 +94,7 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(
-        wait_switch(&watch, &v["switch"]["id"]).await["state"],
-        "committed"
-    );
+    assert_eq!(w.wait(&v["switch"]["id"]).await["state"], "committed");
     let log = tree.generations(5).unwrap();
     assert_eq!(log[0].rev, rev);
     assert!(
@@ -206,10 +139,7 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
         .map(|x| (x.status, x.body))
         .unwrap();
     assert_eq!(s, 200, "{v}");
-    assert_eq!(
-        wait_switch(&watch, &v["switch"]["id"]).await["state"],
-        "committed"
-    );
+    assert_eq!(w.wait(&v["switch"]["id"]).await["state"], "committed");
     wait_listed(&r, "nightly-report", false).await;
     assert!(tree.generations(1).unwrap()[0]
         .message
@@ -274,7 +204,6 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
     wait_listed(&r, "second", true).await;
 
     r.stop().await;
-    wtrigger.fire();
 }
 
 /// `/routine/add` and `/routine/remove` leave no half-done state: with osmoda-watch
@@ -285,13 +214,7 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_and_remove_say_what_happened_when_watch_fails() {
     let dir = scratch();
-    let tree_dir = dir.path().join("tree");
-    let actor = osmoda_generations::Actor::new("Test Person", "test@example.org");
-    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations");
-    let tree = osmoda_generations::Tree::init(&tree_dir, &template, &actor).unwrap();
-    std::fs::write(tree_dir.join("osmoda.nix"), BASE).unwrap();
-    tree.commit_worktree(&actor, "test base settings", None)
-        .unwrap();
+    let (tree_dir, tree) = common::quick_tree(dir.path());
     let agentd = Agentd::start(dir.path(), Some(&tree_dir));
     common::write_config(dir.path(), json!({}));
     let wsock = dir.path().join("watch.sock");

@@ -72,7 +72,7 @@ async fn secrets_must_lie_in_a_place_of_their_own() {
         d.join("elsewhere.secret"),
     ] {
         std::fs::create_dir_all(ok.parent().unwrap()).unwrap();
-        std::fs::write(&ok, "a-secret-of-its-own\n").unwrap();
+        common::write_secret(&ok, "a-secret-of-its-own\n");
         write_config(d, json!({ "h": hook(&ok) }));
         let r = Routines::start(options(d, &agentd.socket)).await;
         let (_, h) = r.get("/health").await;

@@ -49,6 +49,33 @@ async fn trigger(r: &Routines, name: &str, body: Value) -> (u16, Value) {
     r.post(&format!("/routine/trigger/{name}"), body).await
 }
 
+/// `output_sha256` in the ledger is the SHA-256 of the output the history keeps, so a person
+/// can check what they read against the ledger: bytes that are not UTF-8 are kept as U+FFFD
+/// and hashed as kept, on stdout and stderr.
+#[tokio::test]
+async fn the_output_hash_covers_the_output_as_the_history_keeps_it() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    write_config(
+        dir.path(),
+        json!({ "bytes": manual(cmd(&["sh", "-c", "printf 'ok\\377\\n'; printf 'e\\376' >&2"], json!({})), json!({})) }),
+    );
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    let (s, v) = trigger(&r, "bytes", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let run = r.wait_run(v["run_id"].as_i64().unwrap()).await;
+    let out = run.output.clone().unwrap();
+    assert_eq!(out, "ok\u{fffd}\ne\u{fffd}", "{run:?}");
+    let end = agentd.wait_events("routine.run.finished", 1).await;
+    let p: Value = serde_json::from_str(&end[0].payload).unwrap();
+    assert_eq!(
+        p["output_sha256"],
+        hex::encode(Sha256::digest(out.as_bytes()))
+    );
+    assert_eq!(run.output_sha256.as_deref(), p["output_sha256"].as_str());
+    r.stop().await;
+}
+
 #[tokio::test]
 async fn each_action_kind_runs_and_is_recorded_in_history_and_ledger() {
     let dir = scratch();
@@ -393,11 +420,11 @@ async fn commands_cannot_reach_secrets_or_the_daemons_socket() {
     let secrets = dir.path().join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
     let hook = secrets.join("hook.secret");
-    std::fs::write(&hook, "hook-secret-value\n").unwrap();
+    common::write_secret(&hook, "hook-secret-value\n");
     let state = dir.path().join("state/routines");
     std::fs::create_dir_all(&state).unwrap();
     let inner = state.join("inner.secret");
-    std::fs::write(&inner, "inner-secret-value\n").unwrap();
+    common::write_secret(&inner, "inner-secret-value\n");
     let sock = dir.path().join("routines.sock");
     // Reads both secrets and calls the socket; prints what it got.
     let probe = format!(
@@ -433,8 +460,19 @@ async fn commands_cannot_reach_secrets_or_the_daemons_socket() {
     assert!(!out.contains("curl=0"), "{out}");
     assert!(out.contains("curl="), "the probe ran to its end: {run:?}");
 
-    // An http action naming the daemon's own socket (or a hidden one) is refused at load.
-    for socket in [sock.clone(), dir.path().join("osmoda-admin/approval.sock")] {
+    // An http action naming the daemon's own socket (or a hidden one) is refused at load, also
+    // through a hard link elsewhere (the same socket under another name).
+    let links = dir.path().join("links");
+    std::fs::create_dir_all(&links).unwrap();
+    let approval = dir.path().join("osmoda-admin/approval.sock");
+    std::fs::hard_link(&sock, links.join("harmless.sock")).unwrap();
+    std::fs::hard_link(&approval, links.join("also-harmless.sock")).unwrap();
+    for socket in [
+        sock.clone(),
+        approval,
+        links.join("harmless.sock"),
+        links.join("also-harmless.sock"),
+    ] {
         let cfg = json!({ "routines": { "h": manual(
             json!({ "type": "http", "method": "GET", "path": "/health", "socket": socket }),
             json!({})) } });
@@ -449,6 +487,16 @@ async fn commands_cannot_reach_secrets_or_the_daemons_socket() {
         assert!(err.contains("routines.h.action.socket"), "{err}");
         assert!(!err.contains(&socket.display().to_string()), "{err}");
     }
+    // agentd's socket, linked elsewhere too, is no hidden socket.
+    std::fs::hard_link(&agentd.socket, links.join("agentd.sock")).unwrap();
+    let cfg = json!({ "routines": { "h": manual(
+        json!({ "type": "http", "method": "GET", "path": "/health",
+                "socket": links.join("agentd.sock") }), json!({})) } });
+    std::fs::write(dir.path().join("other.json"), cfg.to_string()).unwrap();
+    let mut o = options(dir.path(), &agentd.socket);
+    o.config = dir.path().join("other.json");
+    o.state_dir = dir.path().join("other-state");
+    assert!(osmoda_routines::load_checked(&o).is_ok());
     r.stop().await;
 }
 

@@ -44,7 +44,7 @@ async fn signed_requests_run_and_forged_stale_or_replayed_ones_do_not() {
     let dir = scratch();
     let agentd = Agentd::start(dir.path(), None);
     let secret_file = dir.path().join("hook.secret");
-    std::fs::write(&secret_file, "s3cret-for-the-hook\n").unwrap();
+    common::write_secret(&secret_file, "s3cret-for-the-hook\n");
     write_config(
         dir.path(),
         json!({ "deploy": {
@@ -148,7 +148,7 @@ async fn a_signature_is_bound_to_its_webhook() {
     let dir = scratch();
     let agentd = Agentd::start(dir.path(), None);
     let secret_file = dir.path().join("shared.secret");
-    std::fs::write(&secret_file, "one-secret-for-two-hooks\n").unwrap();
+    common::write_secret(&secret_file, "one-secret-for-two-hooks\n");
     let hook = |path: &str| {
         json!({ "enable": true,
                 "trigger": { "type": "webhook", "path": path, "secret_file": secret_file },
@@ -210,7 +210,7 @@ async fn payloads_over_the_limit_are_refused_not_dropped() {
     let dir = scratch();
     let agentd = Agentd::start(dir.path(), None);
     let secret_file = dir.path().join("hook.secret");
-    std::fs::write(&secret_file, "s3cret-for-the-hook\n").unwrap();
+    common::write_secret(&secret_file, "s3cret-for-the-hook\n");
     write_config(
         dir.path(),
         json!({ "deploy": {
@@ -354,8 +354,8 @@ async fn a_short_window_never_shortens_another_webhooks_memory() {
     let dir = scratch();
     let agentd = Agentd::start(dir.path(), None);
     let (long_secret, short_secret) = (b"long-window-secret", b"short-window-secret");
-    std::fs::write(dir.path().join("long.secret"), long_secret).unwrap();
-    std::fs::write(dir.path().join("short.secret"), short_secret).unwrap();
+    common::write_secret(&dir.path().join("long.secret"), long_secret);
+    common::write_secret(&dir.path().join("short.secret"), short_secret);
     let hook = |path: &str, window: u64| {
         json!({ "enable": true,
                 "trigger": { "type": "webhook", "path": path,

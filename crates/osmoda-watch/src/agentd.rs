@@ -1,5 +1,10 @@
 //! Everything osmoda-watch asks of agentd: ledger events (durably spooled by the `Reporter`),
 //! incidents, and config edits through agentd's config API.
+//!
+//! What watch does because of a request marked with an action label (`X-Osmoda-Action`, e.g. a
+//! routine's run) carries that label: its own events keep watch's standing and name the action
+//! (`Reporter::report_for`), and its calls to agentd are marked like the request (made for the
+//! action, so without watch's name), so every event agentd records for them names it too.
 
 use std::path::Path;
 
@@ -34,8 +39,23 @@ impl Agentd {
 
     /// Records an event in the ledger (spooled durably first; never lost, never fails the caller).
     pub async fn event(&self, kind: &str, payload: Value) {
-        if let Err(e) = self.reporter.report(kind, payload).await {
+        self.event_for(kind, payload, None).await;
+    }
+
+    /// [`Agentd::event`] for an event recorded because of a request made for the action
+    /// `action` (its label is recorded in the event's actor).
+    pub async fn event_for(&self, kind: &str, payload: Value, action: Option<&str>) {
+        if let Err(e) = self.reporter.report_for(kind, payload, action).await {
             tracing::error!("cannot spool ledger event {kind}: {e}");
+        }
+    }
+
+    /// The client for a call made because of a request marked `action`: marked like it, and
+    /// so without watch's name (agentd gives a marked request none of a daemon's standing).
+    fn client_for(&self, action: Option<&str>) -> Client {
+        match action {
+            Some(a) => Client::new(self.client.socket()).for_action(a),
+            None => self.client.clone(),
         }
     }
 
@@ -50,11 +70,12 @@ impl Agentd {
             .map_err(|e| WatchError::Agentd(e.to_string()))
     }
 
-    /// Opens an incident with a first step holding `detail`; `None` when agentd is unreachable
-    /// (the event recording the same fact is still spooled).
-    pub async fn incident(&self, name: &str, detail: &str) -> Option<String> {
+    /// Opens an incident with a first step holding `detail` (marked with `action`, the label of
+    /// the request that caused it); `None` when agentd is unreachable (the event recording the
+    /// same fact is still spooled).
+    pub async fn incident(&self, name: &str, detail: &str, action: Option<&str>) -> Option<String> {
         let created = self
-            .call("/incident/create", &json!({ "name": name }))
+            .call_for(action, "/incident/create", &json!({ "name": name }))
             .await;
         let id = match created {
             Ok(v) => v.get("id").map(|id| match id {
@@ -66,8 +87,13 @@ impl Agentd {
                 return None;
             }
         };
-        self.incident_step(&id, "osmoda-watch detected", detail)
-            .await;
+        let body = json!({ "action": "osmoda-watch detected", "result": detail });
+        if let Err(e) = self
+            .call_for(action, &format!("/incident/{id}/step"), &body)
+            .await
+        {
+            tracing::error!("cannot add a step to incident {id}: {e}");
+        }
         Some(id)
     }
 
@@ -96,7 +122,8 @@ impl Agentd {
     /// (`POST /config/restore`), so the commit carries `Osmoda-Event`/`Osmoda-Actor`; `switch`
     /// titles it "Switch to generation …", otherwise "Revert to generation …". `reason`'s first
     /// line is the subject, the rest the body; `approval` is the ticket for a destructive one
-    /// (agentd's gate judges it against the running generation). Returns the new commit.
+    /// (agentd's gate judges it against the running generation); `action` the label of the
+    /// request that caused it. Returns the new commit.
     ///
     /// # Errors
     /// As [`Agentd::call`]: agentd unreachable, or its refusal (e.g. uncommitted hand edits).
@@ -106,6 +133,7 @@ impl Agentd {
         reason: &str,
         switch: bool,
         approval: Option<&str>,
+        action: Option<&str>,
     ) -> Result<String> {
         let mut body = json!({
             "rev": rev,
@@ -115,7 +143,7 @@ impl Agentd {
         if let Some(a) = approval {
             body["approval"] = json!(a);
         }
-        let v = self.call("/config/restore", &body).await?;
+        let v = self.call_for(action, "/config/restore", &body).await?;
         v.pointer("/generation/rev")
             .and_then(Value::as_str)
             .map(str::to_string)
@@ -128,8 +156,16 @@ impl Agentd {
     /// `Agentd` when unreachable; `Refused` carrying agentd's status, `error` and `detail` when
     /// it answers with an error.
     pub async fn call(&self, path: &str, body: &Value) -> Result<Value> {
+        self.call_for(None, path, body).await
+    }
+
+    /// [`Agentd::call`] for a request marked with the action label `action`.
+    ///
+    /// # Errors
+    /// As [`Agentd::call`].
+    pub async fn call_for(&self, action: Option<&str>, path: &str, body: &Value) -> Result<Value> {
         let resp = self
-            .client
+            .client_for(action)
             .post(path, body)
             .await
             .map_err(|e| WatchError::Agentd(format!("POST {path}: {e}")))?;

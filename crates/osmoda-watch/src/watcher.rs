@@ -468,7 +468,7 @@ async fn take_step(
                 .await;
             match ctx
                 .agentd
-                .incident(&format!("watcher {name} failing"), &detail)
+                .incident(&format!("watcher {name} failing"), &detail, None)
                 .await
             {
                 Some(id) => (true, format!("incident {id} opened"), Some(id)),

@@ -130,6 +130,10 @@ pub struct AppendRequest {
     pub payload: Value,
     /// Spool stream and sequence number, for exactly-once delivery.
     pub dedup: Option<Dedup>,
+    /// The action label (`X-Osmoda-Action`) of the request this event is recorded because of:
+    /// a daemon writing its own events for a labelled request (osmoda-watch's switch events)
+    /// keeps its standing, and the actor names the action like a labelled request's.
+    pub action: Option<String>,
 }
 
 /// Exactly-once delivery key.
@@ -159,9 +163,26 @@ pub async fn append(
         Some(d) => Some(bind_dedup(&peer, &req.daemon, d)?),
         None => None,
     };
+    let mut recorded = peer.clone();
+    if let Some(label) = req.action {
+        if !valid_role(&label) {
+            return Err(ApiError::bad_request("invalid `action` label").with_detail(
+                json!({ "hint": "the X-Osmoda-Action label of the request the event is recorded because of: 1 to 40 characters of [a-z0-9._-]" }),
+            ));
+        }
+        if peer.action.as_ref().is_some_and(|a| *a != label) {
+            return Err(ApiError::bad_request(
+                "the body's `action` and the X-Osmoda-Action header name different actions",
+            )
+            .with_detail(
+                json!({ "hint": "an event has one cause: send one label, or the same in both" }),
+            ));
+        }
+        recorded.action = Some(label);
+    }
     let ev = NewEvent {
         kind: req.kind,
-        actor: peer.actor(&req.daemon),
+        actor: recorded.actor(&req.daemon),
         payload: req.payload.to_string(),
         dedup,
     };

@@ -257,3 +257,104 @@ pub async fn settle(r: &Routines, agentd: &Agentd) -> Vec<osmoda_routines::histo
     }
     r.state.engine.history().list(None, None, 1000).unwrap()
 }
+
+/// `osmoda.nix` for a tree whose switches commit after a 1 s probation with no default checks.
+pub const QUICK_SWITCHES: &str = r#"{ ... }:
+
+{
+  services.osmoda = {
+    enable = true;
+    watch.safeSwitch = {
+      ttlSecs = 1;
+      healthChecks = [ ];
+    };
+  };
+}
+"#;
+
+/// A config tree under `dir/tree` made from the starter with [`QUICK_SWITCHES`] committed.
+pub fn quick_tree(dir: &Path) -> (PathBuf, osmoda_generations::Tree) {
+    let tree_dir = dir.join("tree");
+    let actor = osmoda_generations::Actor::new("Test Person", "test@example.org");
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../generations");
+    let tree = osmoda_generations::Tree::init(&tree_dir, &template, &actor).unwrap();
+    std::fs::write(tree_dir.join("osmoda.nix"), QUICK_SWITCHES).unwrap();
+    tree.commit_worktree(&actor, "test base settings", None)
+        .unwrap();
+    (tree_dir, tree)
+}
+
+/// An in-process osmoda-watch (local backend) on `dir/watch.sock`, rendering into `dir/etc`.
+pub struct Watch {
+    pub socket: PathBuf,
+    _trigger: osmoda_watch::shutdown::Trigger,
+}
+
+impl Watch {
+    pub async fn start(dir: &Path, agentd: &Path, tree: &Path) -> Watch {
+        let etc = dir.join("etc");
+        let opts = osmoda_watch::Options {
+            config: etc.join("osmoda/watch.json"),
+            state_dir: dir.join("watch"),
+            agentd_socket: agentd.to_path_buf(),
+            backend: osmoda_watch::BackendKind::Local,
+            config_tree: tree.to_path_buf(),
+            etc_dir: etc,
+            lib_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lib"),
+            host: String::new(),
+            probe_interval: Duration::from_millis(100),
+            retry_delay: Duration::from_millis(100),
+            pause: None,
+            masks: vec![dir.join("osmoda-admin")],
+        };
+        let state = osmoda_watch::AppState::open(opts).await.unwrap();
+        let socket = dir.join("watch.sock");
+        let listener = osmoda_daemon::bind_unix(&socket, 0o660).unwrap();
+        let (trigger, shutdown) = osmoda_watch::shutdown::channel();
+        tokio::spawn(osmoda_watch::serve(listener, state, shutdown));
+        Watch {
+            socket,
+            _trigger: trigger,
+        }
+    }
+
+    pub fn client(&self) -> osmoda_client::Client {
+        osmoda_client::Client::new(&self.socket)
+    }
+
+    /// Begins a switch with `body` and waits until it ends; returns its final state.
+    pub async fn switch(&self, body: Value) -> Value {
+        let s = self.client().post("/switch/begin", &body).await.unwrap();
+        assert_eq!(s.status, 200, "{}", s.body);
+        self.wait(&s.body["id"]).await
+    }
+
+    /// Waits until switch `id` ends.
+    pub async fn wait(&self, id: &Value) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self
+                .client()
+                .get(&format!("/switch/status/{id}"))
+                .await
+                .unwrap()
+                .body;
+            if ["committed", "rolled-back", "failed"].contains(&s["state"].as_str().unwrap_or("")) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "switch {id}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Writes a webhook secret file readable only by its owner (the daemon refuses one every user
+/// can read).
+pub fn write_secret(path: &Path, text: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}

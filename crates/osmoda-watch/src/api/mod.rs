@@ -83,6 +83,35 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// The request's action label (`X-Osmoda-Action`: it is made for an action, e.g. a routine's
+/// run), which everything the request causes carries into the ledger. An invalid label is a
+/// 400 before anything happens.
+#[derive(Debug, Clone, Default)]
+pub struct Action(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Action {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get(osmoda_client::ACTION_HEADER) else {
+            return Ok(Action(None));
+        };
+        v.to_str()
+            .ok()
+            .filter(|l| osmoda_client::valid_action_label(l))
+            .map(|l| Action(Some(l.to_string())))
+            .ok_or_else(|| {
+                ApiError(WatchError::BadRequest(format!(
+                    "invalid {} header: an action label is 1 to 40 characters of [a-z0-9._-]",
+                    osmoda_client::ACTION_HEADER
+                )))
+            })
+    }
+}
+
 /// A [`WatchError`] on its way to the client.
 #[derive(Debug)]
 pub struct ApiError(pub WatchError);

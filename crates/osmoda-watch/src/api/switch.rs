@@ -7,7 +7,7 @@ use osmoda_config::HealthCheck;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{page_limit, paged, parse_id, ApiError, Json};
+use super::{page_limit, paged, parse_id, Action, ApiError, Json};
 use crate::error::WatchError;
 use crate::switch::{BeginRequest, SwitchSession};
 use crate::AppState;
@@ -27,6 +27,7 @@ pub struct BeginBody {
 
 pub(super) async fn begin(
     State(st): State<Arc<AppState>>,
+    Action(action): Action,
     Json(b): Json<BeginBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let s = st
@@ -38,6 +39,7 @@ pub(super) async fn begin(
             health_checks: b.health_checks,
             origin: "api".into(),
             approval: b.approval,
+            action,
         })
         .await?;
     let mut v = serde_json::to_value(&s).unwrap_or_default();
@@ -54,9 +56,10 @@ pub(super) async fn status(
 
 pub(super) async fn commit(
     State(st): State<Arc<AppState>>,
+    Action(action): Action,
     Path(id): Path<String>,
 ) -> Result<axum::Json<SwitchSession>, ApiError> {
-    Ok(axum::Json(st.engine.commit(parse_id(&id)?).await?))
+    Ok(axum::Json(st.engine.commit(parse_id(&id)?, action).await?))
 }
 
 /// Optional body of `POST /switch/rollback/{id}`.
@@ -68,6 +71,7 @@ pub struct RollbackBody {
 
 pub(super) async fn rollback(
     State(st): State<Arc<AppState>>,
+    Action(action): Action,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<SwitchSession>, ApiError> {
@@ -84,7 +88,9 @@ pub(super) async fn rollback(
         .reason
         .unwrap_or_else(|| "requested through the API".into());
     let why = format!("manual rollback: {reason}");
-    Ok(axum::Json(st.engine.rollback(parse_id(&id)?, why).await?))
+    Ok(axum::Json(
+        st.engine.rollback(parse_id(&id)?, why, action).await?,
+    ))
 }
 
 /// Switches one `GET /switch/history` answers with when the caller names no `limit`.

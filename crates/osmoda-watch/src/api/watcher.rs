@@ -9,7 +9,7 @@ use osmoda_config::{HealthCheck, SafeSwitchDefaults, WatchAction, WatchConfig, W
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{page_limit, paged, ApiError, Json};
+use super::{page_limit, paged, Action, ApiError, Json};
 use crate::error::WatchError;
 use crate::switch::BeginRequest;
 use crate::watcher::WatcherView;
@@ -44,6 +44,7 @@ fn option_path(name: &str) -> String {
 
 pub(super) async fn add(
     State(st): State<Arc<AppState>>,
+    Action(action): Action,
     Json(b): Json<AddBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_name(&b.name)?;
@@ -77,6 +78,7 @@ pub(super) async fn add(
         edit,
         format!("add watcher {}", b.name),
         b.ttl_secs,
+        action,
     )
     .await?;
     Ok(axum::Json(
@@ -86,13 +88,15 @@ pub(super) async fn add(
 
 /// Edits the tree through agentd (`path` with `body`) and applies the new generation with a
 /// SafeSwitch. The switch request is checked first (TTL, no switch running), so a refused
-/// request leaves the tree as it was; returns agentd's answer and the switch.
+/// request leaves the tree as it was; returns agentd's answer and the switch. The edit and the
+/// switch carry the request's action label (`action`).
 async fn apply(
     st: &AppState,
     path: &str,
     body: Value,
     plan: String,
     ttl_secs: Option<u64>,
+    action: Option<String>,
 ) -> Result<(Value, Value), WatchError> {
     let req = BeginRequest {
         generation: None,
@@ -101,12 +105,13 @@ async fn apply(
         health_checks: Vec::new(),
         origin: "api".into(),
         approval: None,
+        action: action.clone(),
     };
     let agentd = &st.agentd;
     let (edit, s) = st
         .engine
         .begin_with(req, || async move {
-            let edit = agentd.call(path, &body).await?;
+            let edit = agentd.call_for(action.as_deref(), path, &body).await?;
             let rev = osmoda_config::tree_edit::landed_rev(&edit)
                 .map(str::to_string)
                 .ok_or_else(|| {
@@ -155,6 +160,7 @@ pub struct RemoveQuery {
 
 pub(super) async fn remove(
     State(st): State<Arc<AppState>>,
+    Action(action): Action,
     Path(id): Path<String>,
     q: Result<axum::extract::Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
@@ -170,6 +176,7 @@ pub(super) async fn remove(
         body,
         format!("remove watcher {id}"),
         None,
+        action,
     )
     .await?;
     Ok(axum::Json(

@@ -90,7 +90,11 @@ impl Engine {
             "warnings_left_out": s.warnings.len().saturating_sub(EVENT_WARNINGS),
         });
         self.agentd
-            .event(&format!("watch.switch.{}", s.state.as_str()), payload)
+            .event_for(
+                &format!("watch.switch.{}", s.state.as_str()),
+                payload,
+                s.action.as_deref(),
+            )
             .await;
     }
 
@@ -107,9 +111,16 @@ impl Engine {
         self.finished.send_modify(|n| *n += 1);
     }
 
-    fn rollback_requested(control: &watch::Receiver<Control>) -> Option<String> {
+    /// The reason of a requested rollback, after taking over its requester's action label.
+    fn rollback_requested(
+        s: &mut SwitchSession,
+        control: &watch::Receiver<Control>,
+    ) -> Option<String> {
         match &*control.borrow() {
-            Control::Rollback(why) => Some(why.clone()),
+            Control::Rollback(why, action) => {
+                adopt(s, action.clone());
+                Some(why.clone())
+            }
             _ => None,
         }
     }
@@ -140,7 +151,7 @@ impl Engine {
                         s.built = Some(built.artifact);
                         s.warnings.extend(built.warnings);
                         self.pause(SwitchState::Building, true).await;
-                        match Self::rollback_requested(control) {
+                        match Self::rollback_requested(s, control) {
                             Some(why) => self.fail_to_rollback(s, why, tx).await,
                             None => self.enter(s, SwitchState::Activating, None, Some(tx)).await,
                         }
@@ -229,7 +240,8 @@ impl Engine {
         loop {
             let requested = control.borrow_and_update().clone();
             match requested {
-                Control::Commit => {
+                Control::Commit(action) => {
+                    adopt(s, action);
                     return self
                         .enter(
                             s,
@@ -237,9 +249,12 @@ impl Engine {
                             Some("early commit requested".into()),
                             Some(tx),
                         )
-                        .await
+                        .await;
                 }
-                Control::Rollback(why) => return self.fail_to_rollback(s, why, tx).await,
+                Control::Rollback(why, action) => {
+                    adopt(s, action);
+                    return self.fail_to_rollback(s, why, tx).await;
+                }
                 Control::Run => {}
             }
             let left = deadline.saturating_sub(now_ms());
@@ -324,7 +339,11 @@ impl Engine {
                 s.reason = Some(reason.clone());
                 s.incident_id = self
                     .agentd
-                    .incident(&format!("SafeSwitch {} failed", s.id), &reason)
+                    .incident(
+                        &format!("SafeSwitch {} failed", s.id),
+                        &reason,
+                        s.action.as_deref(),
+                    )
                     .await;
                 self.enter(s, SwitchState::Failed, Some(reason), Some(tx))
                     .await;
@@ -341,7 +360,11 @@ impl Engine {
                         s.id,
                         short(&s.generation)
                     );
-                    match self.agentd.restore(prev, &reason, false, None).await {
+                    let restored = self
+                        .agentd
+                        .restore(prev, &reason, false, None, s.action.as_deref())
+                        .await;
+                    match restored {
                         Ok(rev) => s.revert_commit = Some(rev),
                         Err(e) => s.warnings.push(format!(
                             "the system was rolled back but the revert commit could not be recorded: {e}; record it with `agentctl config revert` or by restoring generation {prev}"
@@ -362,11 +385,20 @@ impl Engine {
                 s.id,
                 short(&s.generation)
             );
-            s.incident_id = self.agentd.incident(&name, &why).await;
+            s.incident_id = self.agentd.incident(&name, &why, s.action.as_deref()).await;
         }
         self.pause(SwitchState::RollingBack, true).await;
         self.enter(s, SwitchState::RolledBack, Some(why), Some(tx))
             .await;
+    }
+}
+
+/// A request made for an action that commits or rolls back a switch causes what follows: its
+/// label replaces the one the switch had. One made for no action (a person) leaves the label of
+/// the action that began the switch, whose consequence the switch still is.
+fn adopt(s: &mut SwitchSession, action: Option<String>) {
+    if action.is_some() {
+        s.action = action;
     }
 }
 

@@ -44,6 +44,9 @@ pub struct BeginRequest {
     /// Approval ticket for a destructive switch to an older generation (agentd's gate judges
     /// it against the running generation when the switch is recorded).
     pub approval: Option<String>,
+    /// The request's action label (`X-Osmoda-Action`), carried into every event the switch
+    /// causes ([`SwitchSession::action`]).
+    pub action: Option<String>,
 }
 
 /// Test hook: block in a state (writing a marker file) so a test can `kill -9` there.
@@ -102,11 +105,13 @@ pub struct EngineOptions {
     pub check_env: CheckEnv,
 }
 
+/// What a request asks of a running switch; commit and rollback carry the requester's action
+/// label (`None`: not made for an action, the switch keeps the label it has).
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Control {
     Run,
-    Commit,
-    Rollback(String),
+    Commit(Option<String>),
+    Rollback(String, Option<String>),
 }
 
 struct Active {
@@ -256,7 +261,13 @@ impl Engine {
                 .unwrap_or_else(|| format!("requested by {}", origin_name(&req.origin)));
             generation = self
                 .agentd
-                .restore(&generation, &why, true, req.approval.as_deref())
+                .restore(
+                    &generation,
+                    &why,
+                    true,
+                    req.approval.as_deref(),
+                    req.action.as_deref(),
+                )
                 .await?;
         }
         let previous_generation = self.tree.last_deployed()?;
@@ -273,7 +284,7 @@ impl Engine {
                 .lock()
                 .map_err(|_| WatchError::Backend("engine lock poisoned".into()))?;
             busy(active.as_ref())?;
-            let session = self.new_session(
+            let mut session = self.new_session(
                 generation,
                 previous_generation,
                 req.plan,
@@ -281,6 +292,7 @@ impl Engine {
                 ttl_secs,
                 checks,
             )?;
+            session.action = req.action;
             self.store.save(&session)?;
             *active = Some(self.spawn(session.clone()));
             session
@@ -318,6 +330,7 @@ impl Engine {
             } else {
                 origin
             },
+            action: None,
             ttl_secs,
             health_checks: checks,
             state: SwitchState::Pending,
@@ -498,11 +511,12 @@ impl Engine {
         }
     }
 
-    /// Commits a probing switch now instead of at the end of its TTL.
+    /// Commits a probing switch now instead of at the end of its TTL; `action` is the
+    /// request's action label, carried into the events the commit causes.
     ///
     /// # Errors
     /// `Conflict` unless the switch is probing (or already committed); `NotFound` for unknown ids.
-    pub async fn commit(&self, id: u64) -> Result<SwitchSession> {
+    pub async fn commit(&self, id: u64, action: Option<String>) -> Result<SwitchSession> {
         let s = self.status(id)?;
         match s.state {
             SwitchState::Committed | SwitchState::Committing => return self.wait(id).await,
@@ -514,15 +528,21 @@ impl Engine {
                 )))
             }
         }
-        self.send(id, Control::Commit);
+        self.send(id, Control::Commit(action));
         self.wait(id).await
     }
 
-    /// Rolls back a switch that has not finished.
+    /// Rolls back a switch that has not finished; `action` is the request's action label,
+    /// carried into the events the rollback causes.
     ///
     /// # Errors
     /// `Conflict` if it already committed or failed; `NotFound` for unknown ids.
-    pub async fn rollback(&self, id: u64, why: String) -> Result<SwitchSession> {
+    pub async fn rollback(
+        &self,
+        id: u64,
+        why: String,
+        action: Option<String>,
+    ) -> Result<SwitchSession> {
         let s = self.status(id)?;
         match s.state {
             SwitchState::RolledBack => return Ok(s),
@@ -541,7 +561,7 @@ impl Engine {
             }
             _ => {}
         }
-        self.send(id, Control::Rollback(why));
+        self.send(id, Control::Rollback(why, action));
         self.wait(id).await
     }
 

@@ -94,6 +94,12 @@ pub struct SwitchSession {
     pub plan: Option<String>,
     /// Who started it: `api` or `watcher:<name>`.
     pub origin: String,
+    /// The action label (`X-Osmoda-Action`) of the request that began the switch — or of the
+    /// last labelled request that committed or rolled it back — carried into every event the
+    /// switch causes (its `watch.switch.*` events, the revert commit, its incident), so that
+    /// osmoda-routines traces them to the run that asked for it. `None`: not asked for by an action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     /// Probing time.
     pub ttl_secs: u64,
     /// Checks probed (request's plus the configured defaults).

@@ -149,6 +149,7 @@ mod tests {
             previous_generation: None,
             plan: Some("test".into()),
             origin: "api".into(),
+            action: None,
             ttl_secs: 1,
             health_checks: vec![],
             state: SwitchState::Pending,
