@@ -74,13 +74,26 @@ pub const DROPPED_CAPS: &[&str] = &[
 ];
 
 /// The osModa paths hidden from every command by [`Boundary::osmoda_default`]: the approval
-/// socket's and the approval relay's directories, agentd's and keyd's state.
+/// socket's and the approval relay's directories, and every daemon's state under the module's
+/// default `services.osmoda.stateDir` ([`DAEMON_STATE_DIRS`]).
 pub const OSMODA_MASKED: &[&str] = &[
     "/run/osmoda-admin",
     "/run/osmoda-relay",
     "/var/lib/osmoda/agentd",
     "/var/lib/osmoda/keyd",
+    "/var/lib/osmoda/watch",
+    "/var/lib/osmoda/routines",
+    "/var/lib/osmoda/mesh",
+    "/var/lib/osmoda/voice",
+    "/var/lib/osmoda/egress",
 ];
+
+/// The daemons whose state lies at `<stateDir>/<name>` (the module's layout, and scripts/dev's).
+/// A daemon acts on its state with its own identity — osmoda-watch delivers its spool's files
+/// as its events and re-activates what its switch records name — so no command and no `/fs/*`
+/// call of the agent's may read or write any of it. The agent's own places beside them
+/// (`gateway/`, the memory notes) are not daemon state.
+pub const DAEMON_STATE_DIRS: &[&str] = &["agentd", "keyd", "watch", "routines", "mesh", "voice", "egress"];
 
 /// Paths hidden from root commands only: systemd's D-Bus and private sockets would let root
 /// start a process outside the namespace. Unprivileged users are refused there by polkit.
