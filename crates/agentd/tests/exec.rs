@@ -474,3 +474,40 @@ async fn keyd_tickets_are_keyds_own_not_its_uids() {
     let r = d.agent().post("/daemon/ticket/open", &open("Mine111")).await.expect("post");
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// A root command reads no credential that `/fs/read` refuses (the 2026-11-30 review: `cat
+/// /etc/shadow` and agentd's own key files through `/system/exec` as root): the password hashes
+/// and agentd's capability key read as empty, while the rest of `/etc` is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_commands_read_no_credentials() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: root_commands_read_no_credentials needs root to run a command as root");
+        return;
+    }
+    // Outside /tmp, which every command gets fresh.
+    let keys = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let key = keys.path().join("capability.key");
+    std::fs::write(&key, "SECRET-CAPABILITY-KEY").expect("write");
+    let d = Daemon::start_with(agentd::Settings {
+        capability_key: Some(key.clone()),
+        ..agentd::Settings::default()
+    })
+    .await;
+    let r = d
+        .agent()
+        .post_ok(
+            "/system/exec",
+            &json!({
+                "argv": ["/bin/sh", "-c", format!(
+                    "printf 'shadow=%s gshadow=%s key=%s passwd=%s' \"$(wc -c < /etc/shadow)\" \"$(wc -c < /etc/gshadow)\" \"$(wc -c < {})\" \"$(head -c 5 /etc/passwd)\"",
+                    key.display()
+                )],
+                "timeout_secs": 20, "user": "root",
+            }),
+        )
+        .await;
+    assert_eq!(
+        r["stdout"], "shadow=0 gshadow=0 key=0 passwd=root:",
+        "credentials read as empty, /etc/passwd as it is: {r}"
+    );
+}

@@ -88,6 +88,22 @@ pub const OSMODA_MASKED: &[&str] = &[
     "/var/lib/osmoda/egress",
 ];
 
+/// Credentials hidden from every command, whoever it runs as (root could read them otherwise;
+/// agentd's `/fs/read` refuses the same paths): password hashes, systemd credentials and other
+/// secret directories, root's keys. A daemon's own key files elsewhere are added by the daemon
+/// that knows them ([`Boundary::with`]).
+pub const CREDENTIALS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/run/secrets",
+    "/run/credentials",
+    "/run/keys",
+    "/root/.ssh",
+    "/root/.gnupg",
+];
+
 /// The daemons whose state lies at `<stateDir>/<name>` (the module's layout, and scripts/dev's).
 /// A daemon acts on its state with its own identity — osmoda-watch delivers its spool's files
 /// as its events and re-activates what its switch records name — so no command and no `/fs/*`
@@ -330,9 +346,26 @@ impl Boundary {
         }
     }
 
-    /// The boundary of a machine configured with the module's defaults ([`OSMODA_MASKED`]).
+    /// The boundary of a machine configured with the module's defaults ([`OSMODA_MASKED`]), and
+    /// the machine's credentials ([`CREDENTIALS`], and the SSH host keys `/etc/ssh/ssh_host_*_key`).
     pub fn osmoda_default() -> Boundary {
-        Boundary::new(OSMODA_MASKED.iter().copied())
+        let host_keys = std::fs::read_dir("/etc/ssh")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
+            });
+        Boundary::new(
+            OSMODA_MASKED
+                .iter()
+                .chain(CREDENTIALS)
+                .map(PathBuf::from)
+                .chain(host_keys),
+        )
     }
 
     /// Also hides `path`.

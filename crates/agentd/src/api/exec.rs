@@ -228,6 +228,7 @@ pub async fn exec(
     };
     let boundary = fence
         .hidden()
+        .chain(crate::api::secrets::key_files(&st))
         .fold(Boundary::osmoda_default(), |b, p| b.with(p));
     let started = Instant::now();
     let out = boundary.run(&spec).await.map_err(|e| match e {
