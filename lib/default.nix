@@ -492,6 +492,7 @@ let
             "agentd.ledger.witness.keyFile" = get (section ledger "witness") "keyFile" null;
             "keyd.secretFile" = get keyd "secretFile" null;
             "mesh.secretFile" = get mesh "secretFile" null;
+            "voice.gatewayTokenFile" = get voice "gatewayTokenFile" null;
             "gateway.environmentFile" = get gw "environmentFile" null;
             "gateway.channels.telegram.botTokenFile" =
               get (section (section gw "channels") "telegram") "botTokenFile" null;

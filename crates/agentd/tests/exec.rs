@@ -190,7 +190,18 @@ async fn bad_requests_run_nothing_and_record_nothing() {
         (
             json!({ "argv": touch, "timeout_secs": 5, "user": "no-such-user-osmoda" }),
             400,
-            "unknown user",
+            "is not one a command may run as",
+        ),
+        // An existing account other than nobody/root (a daemon's would act with its standing).
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "user": "daemon" }),
+            400,
+            "is not one a command may run as",
+        ),
+        (
+            json!({ "argv": touch, "timeout_secs": 5, "user": "0" }),
+            400,
+            "is not one a command may run as",
         ),
         (
             json!({ "argv": touch, "timeout_secs": 5, "stdin": 5 }),
@@ -419,4 +430,84 @@ async fn a_gated_command_runs_once_with_its_approved_ticket() {
         "{list}"
     );
     d.stop().await;
+}
+
+/// keyd's ticket routes take keyd's uid only from keyd's own process outside the command
+/// sandbox (the 2026-11-30 review: a command running as keyd's uid opened keyd-origin tickets
+/// with words of its own). Here keyd's uid is the test's (root): the same request from this
+/// process opens a ticket, from another mount namespace it is a 403 and nothing is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyd_tickets_are_keyds_own_not_its_uids() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: keyd_tickets_are_keyds_own_not_its_uids needs root for unshare -m");
+        return;
+    }
+    let d = Daemon::start_with(agentd::Settings {
+        keyd_uid: Some(nix::unistd::getuid().as_raw()),
+        ..agentd::Settings::default()
+    })
+    .await;
+    let open = |to: &str| {
+        serde_json::json!({
+            "operation": {"daemon": "keyd", "op": "send", "wallet": "main", "chain": "solana", "to": to, "amount": "5"},
+            "effect": ["send 5 lamports"],
+        })
+    };
+    let inside = tokio::process::Command::new("unshare")
+        .arg("-m")
+        .args(["curl", "-sS", "--unix-socket"])
+        .arg(&d.socket)
+        .args(["-H", "content-type: application/json", "-d"])
+        .arg(open("Other111").to_string())
+        .arg("http://agentd/daemon/ticket/open")
+        .output()
+        .await
+        .expect("unshare");
+    let answer = String::from_utf8_lossy(&inside.stdout);
+    assert!(
+        answer.contains("runs inside the command sandbox"),
+        "{answer} {}",
+        String::from_utf8_lossy(&inside.stderr)
+    );
+    let pending = d.human().get_ok("/approvals").await;
+    assert_eq!(pending.as_array().map(Vec::len), Some(0), "{pending}");
+    let r = d.agent().post("/daemon/ticket/open", &open("Mine111")).await.expect("post");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// A root command reads no credential that `/fs/read` refuses (the 2026-11-30 review: `cat
+/// /etc/shadow` and agentd's own key files through `/system/exec` as root): the password hashes
+/// and agentd's capability key read as empty, while the rest of `/etc` is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_commands_read_no_credentials() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: root_commands_read_no_credentials needs root to run a command as root");
+        return;
+    }
+    // Outside /tmp, which every command gets fresh.
+    let keys = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let key = keys.path().join("capability.key");
+    std::fs::write(&key, "SECRET-CAPABILITY-KEY").expect("write");
+    let d = Daemon::start_with(agentd::Settings {
+        capability_key: Some(key.clone()),
+        ..agentd::Settings::default()
+    })
+    .await;
+    let r = d
+        .agent()
+        .post_ok(
+            "/system/exec",
+            &json!({
+                "argv": ["/bin/sh", "-c", format!(
+                    "printf 'readable=%s passwd=%s' \"$(cat /etc/shadow /etc/gshadow {} 2>/dev/null | wc -c)\" \"$(head -c 5 /etc/passwd)\"",
+                    key.display()
+                )],
+                "timeout_secs": 20, "user": "root",
+            }),
+        )
+        .await;
+    assert_eq!(
+        r["stdout"], "readable=0 passwd=root:",
+        "no byte of a credential (masked: empty or refused), /etc/passwd as it is: {r}"
+    );
 }

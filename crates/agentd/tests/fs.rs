@@ -776,3 +776,83 @@ async fn login_files_under_any_accounts_home_need_a_person() {
     assert_eq!(r.status, 200, "{}", r.body);
     d.stop().await;
 }
+
+/// Every osModa daemon's state beside agentd's is out of the agent's reach (the 2026-11-30
+/// review: a file written into osmoda-watch's spool was delivered as watch's own event, and a
+/// switch record made watch re-activate the agent's directory): reading, listing, writing and
+/// binding it writable are refused and record nothing. The agent's own places beside them (the
+/// gateway's dir, the memory notes) are not daemon state.
+#[tokio::test]
+async fn other_daemons_state_is_out_of_reach() {
+    let d = Daemon::start_in_state_root().await;
+    let a = d.agent();
+    let root = d.dir.path().join("osmoda");
+    for daemon in ["watch", "routines", "mesh", "voice", "egress", "keyd"] {
+        let spool = root.join(daemon).join("spool");
+        std::fs::create_dir_all(&spool).expect("mkdir");
+        std::fs::write(spool.join("1.json"), "{}").expect("write");
+        let planted = spool.join("2.json");
+        refused(
+            &d,
+            async {
+                a.post("/fs/write", &json!({ "path": planted, "content": "{}" }))
+                    .await
+                    .expect("post")
+            },
+            403,
+            "an osModa daemon's state",
+        )
+        .await;
+        assert!(!planted.exists(), "{daemon}: written");
+        for get in [
+            format!("/fs/read?path={}", q(&spool.join("1.json"))),
+            format!("/fs/list?path={}", q(&spool)),
+        ] {
+            refused(
+                &d,
+                async { a.get(&get).await.expect("get") },
+                403,
+                "an osModa daemon's state",
+            )
+            .await;
+        }
+        refused(
+            &d,
+            async {
+                a.post(
+                    "/system/exec",
+                    &json!({ "argv": ["true"], "timeout_secs": 5, "writable": [spool] }),
+                )
+                .await
+                .expect("post")
+            },
+            403,
+            "an osModa daemon's state",
+        )
+        .await;
+    }
+    // The state root itself holds them: binding it writable would let a command replace masks.
+    refused(
+        &d,
+        async {
+            a.post(
+                "/system/exec",
+                &json!({ "argv": ["true"], "timeout_secs": 5, "writable": [root] }),
+            )
+            .await
+            .expect("post")
+        },
+        403,
+        "which commands may not touch",
+    )
+    .await;
+    for own in ["gateway", "memory"] {
+        let p = root.join(own).join("note.md");
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        let r = a
+            .post("/fs/write", &json!({ "path": p, "content": "ok" }))
+            .await
+            .expect("post");
+        assert_eq!(r.status, 200, "{own}: {}", r.body);
+    }
+}

@@ -486,6 +486,50 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "wallet limit raised",
+            kind: "policy.weaken",
+            phrasings: vec![
+                Set(
+                    OSM,
+                    "services.osmoda.keyd.policy.wallets.main.dailyLimit",
+                    json!("1000000000000000000000"),
+                ),
+                Nix(
+                    OSM,
+                    "services.osmoda.keyd.policy.wallets.main",
+                    "{ dailyLimit = \"1000000000000000000000\"; }",
+                ),
+            ],
+        },
+        Case {
+            name: "a chain allowed without a threshold",
+            kind: "policy.weaken",
+            phrasings: vec![
+                Set(
+                    OSM,
+                    "services.osmoda.keyd.policy.chains.solana",
+                    json!({"perTxMax": "1000000000000000", "dailyLimit": "1000000000000000", "approvalThreshold": null}),
+                ),
+                Nix(
+                    OSM,
+                    "services.osmoda.keyd.policy.chains",
+                    "{ solana = { perTxMax = \"1000000000000000\"; dailyLimit = \"1000000000000000\"; }; }",
+                ),
+            ],
+        },
+        Case {
+            name: "every path writable without a person",
+            kind: "policy.weaken",
+            phrasings: vec![
+                Set(OSM, "services.osmoda.agentd.writableRoots", json!(["/"])),
+                Nix(
+                    OSM,
+                    "services.osmoda.agentd.writableRoots",
+                    "[ (\"/\" + \"\") ]",
+                ),
+            ],
+        },
+        Case {
             name: "sshd moved to another port",
             kind: "ssh.access",
             phrasings: vec![
@@ -923,6 +967,14 @@ async fn edits_that_destroy_nothing_are_not_gated() {
             json!(100),
         ),
         Set(OSM, "services.osmoda.agentd.backup.keep", json!(30)),
+        // Tighter policy, not looser (policy.weaken's siblings).
+        Set(
+            OSM,
+            "services.osmoda.keyd.policy.wallets.main.dailyLimit",
+            json!("1000"),
+        ),
+        Set(OSM, "services.osmoda.agentd.writableRoots", json!(["/srv"])),
+        Set(OSM, "services.osmoda.agentd.approvalTtlSecs", json!(300)),
         Unset(CFG, "services.openssh.settings.X11Forwarding"),
         Set(
             CFG,

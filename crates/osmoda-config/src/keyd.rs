@@ -22,9 +22,24 @@ pub struct KeydConfig {
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Allowed chains; a chain absent from this map cannot sign or send.
+    #[serde(deserialize_with = "chain_map")]
     pub chains: BTreeMap<Chain, ChainPolicy>,
     /// Extra per-wallet limits, keyed by wallet label.
     pub wallets: BTreeMap<String, WalletPolicy>,
+}
+
+/// Reads `policy.chains` with its keys as strings first, so an error inside one chain's policy
+/// names that chain (`policy.chains.ethereum: missing field \`chain_ids\``):
+/// serde_path_to_error records a map key only when it is read as a string, not as an enum
+/// variant. An unknown key is then refused with serde's own "unknown variant" text.
+fn chain_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Chain, ChainPolicy>, D::Error> {
+    BTreeMap::<String, ChainPolicy>::deserialize(d)?
+        .into_iter()
+        .map(|(key, policy)| {
+            let chain = Chain::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&key))?;
+            Ok((chain, policy))
+        })
+        .collect()
 }
 
 /// Supported chains.
@@ -453,5 +468,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown variant `bitcoin`"), "{e}");
+    }
+
+    /// Every load error names where it is, the chain included: the map's keys are enum
+    /// variants, which serde_path_to_error alone names `?`.
+    #[test]
+    fn errors_inside_a_chain_name_the_chain() {
+        let path = std::path::Path::new("/etc/osmoda/keyd.json");
+        let at = |json: &str| match crate::parse::<KeydConfig>(path, json) {
+            Err(crate::ConfigError::Parse { field, message, .. }) => format!("{field}: {message}"),
+            other => panic!("expected a parse error, got {other:?}"),
+        };
+        let missing = r#"{"secret_file":null,"policy":{"wallets":{},"chains":{"solana":
+            {"per_tx_max":"1","daily_limit":"1","approval_threshold":null,"recipient_allowlist":null}}}}"#;
+        assert_eq!(at(missing), "policy.chains.solana: missing field `chain_ids`");
+        let wrong = missing.replace(r#""per_tx_max":"1""#, r#""chain_ids":[],"per_tx_max":7"#);
+        assert!(at(&wrong).starts_with("policy.chains.solana.per_tx_max: "), "{}", at(&wrong));
+        let unknown = missing
+            .replace("solana", "bitcoin")
+            .replace(r#""per_tx_max""#, r#""chain_ids":[],"per_tx_max""#);
+        let e = at(&unknown);
+        assert!(e.starts_with("policy.chains: unknown variant `bitcoin`"), "{e}");
+        assert!(!e.contains('?'), "{e}");
     }
 }

@@ -91,6 +91,9 @@ pub fn check_refusal(
 
 /// [`check_refusal`] plus the row's expectations: the status wanted and the words the `error`
 /// must contain. Returns the failures (empty when the answer keeps the rule).
+///
+/// A row may want a failure (5xx: an upstream, resolver or other party failed, a limit is
+/// full): that answer is no refusal, but its body keeps the same rule.
 pub fn audit_row(
     what: &str,
     (status, body): (u16, &Value),
@@ -101,7 +104,8 @@ pub fn audit_row(
     if status != want {
         return vec![format!("{what}: status {status} (wanted {want}): {body}")];
     }
-    match check_refusal(what, status, body, private) {
+    let judged_as = if (500..600).contains(&want) { 400 } else { status };
+    match check_refusal(what, judged_as, body, private) {
         Err(e) => vec![e],
         Ok(error) => needles
             .iter()
@@ -182,5 +186,11 @@ mod tests {
             audit_row("GET /x", (404, &good), 404, &["w_2"], &private).len(),
             1
         );
+        // A wanted failure keeps the body rule; an unwanted one is still a failure.
+        let failed = json!({"error": "resolving a.test failed: no such name", "detail": null});
+        assert!(audit_row("CONNECT a.test:1", (502, &failed), 502, &["a.test"], &private).is_empty());
+        assert_eq!(audit_row("GET /x", (500, &failed), 400, &[], &private).len(), 1);
+        let dump = json!({"error": "connect: Os { code: 111, kind: ConnectionRefused }", "detail": null});
+        assert_eq!(audit_row("CONNECT a.test:1", (502, &dump), 502, &[], &private).len(), 1);
     }
 }

@@ -162,6 +162,133 @@ async fn every_proxy_refusal_says_what_was_wrong_in_one_shape() {
     proxy.task.await.unwrap().unwrap();
 }
 
+/// The proxy's failures (5xx) keep the same rule as its refusals: the resolver knows no such
+/// name (502), has no address for it (502), never answers (504); nothing listens at the allowed
+/// address (502); every tunnel is taken (503). Each names the target and what failed, with the
+/// reason as `detail.kind` and a hint; no resolver or OS error dump. Only loopback is dialled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_proxy_failure_says_what_went_wrong_in_one_shape() {
+    let keys = Keys::new();
+    // A port nothing listens on (bound, then closed) and one that accepts.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open = upstream.local_addr().unwrap().port();
+    let mut zone: dns::Zone = HashMap::new();
+    zone.insert(
+        "local.allowed.test".into(),
+        vec![Rec::Ip("127.0.0.1".parse().unwrap())],
+    );
+    zone.insert("empty.allowed.test".into(), Vec::new());
+    let dns = dns::serve(zone).await;
+    // A resolver that never answers: a UDP socket nobody reads.
+    let deaf = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let caps: &[(&str, &[&str], &[u16])] = &[("web", &["*.allowed.test"], &[closed, open])];
+    let private = vec![
+        keys.public().display().to_string(),
+        keys.revoked().display().to_string(),
+        keys.spool().display().to_string(),
+    ];
+    let proxy = |resolver: std::net::SocketAddr, tunnels: usize| {
+        let keys = &keys;
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut cfg = config(
+                keys,
+                listener.local_addr().unwrap(),
+                caps,
+                &["127.0.0.1/32"],
+                resolver,
+            );
+            cfg.limits.connect_timeout_secs = 1;
+            cfg.limits.max_tunnels = tunnels;
+            start(listener, None, &cfg, &keys.spool()).await
+        }
+    };
+    let plain = proxy(dns, 64).await;
+    let deaf_proxy = proxy(deaf.local_addr().unwrap(), 64).await;
+    let capped = proxy(dns, 1).await;
+    let token = keys.token(caps);
+    let g = Some(token.as_str());
+    // The capped proxy's one tunnel, held open while its next request is answered.
+    let held = send(capped.addr, &connect(&format!("local.allowed.test:{open}"), g)).await;
+    assert_eq!(held.status, 200, "{}", held.text);
+    let (_upstream_end, _) = upstream.accept().await.unwrap();
+
+    let closed_at = format!("127.0.0.1:{closed}");
+    let rows: Vec<(&str, std::net::SocketAddr, String, u16, Vec<&str>)> = vec![
+        (
+            "a name the resolver does not know",
+            plain.addr,
+            format!("missing.allowed.test:{open}"),
+            502,
+            vec!["missing.allowed.test"],
+        ),
+        (
+            "a name without an address",
+            plain.addr,
+            format!("empty.allowed.test:{open}"),
+            502,
+            vec!["empty.allowed.test"],
+        ),
+        (
+            "nothing listens at the address",
+            plain.addr,
+            format!("local.allowed.test:{closed}"),
+            502,
+            vec![closed_at.as_str(), "refused"],
+        ),
+        (
+            "a resolver that never answers",
+            deaf_proxy.addr,
+            format!("local.allowed.test:{open}"),
+            504,
+            vec!["local.allowed.test"],
+        ),
+        (
+            "every tunnel taken",
+            capped.addr,
+            format!("local.allowed.test:{open}"),
+            503,
+            vec!["tunnels are open"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, addr, target, status, needles) in &rows {
+        let started = Instant::now();
+        let a = send(*addr, &connect(target, g)).await;
+        if started.elapsed() > Duration::from_secs(10) {
+            failures.push(format!("{what}: answered after {:?}", started.elapsed()));
+        }
+        if !a.text.contains("content-type: application/json") {
+            failures.push(format!("{what}: not JSON: {}", a.text));
+        }
+        let b = body(&a.text);
+        if b["detail"]["kind"] != a.reason.as_str() || !b["detail"]["hint"].is_string() {
+            failures.push(format!(
+                "{what}: detail.kind is not the reason header {:?}, or no hint: {b}",
+                a.reason
+            ));
+        }
+        failures.extend(audit_row(what, (a.status, &b), *status, needles, &private));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+    drop(held);
+    for p in [plain, deaf_proxy, capped] {
+        p.trigger.fire();
+        p.task.await.unwrap().unwrap();
+    }
+}
+
 /// The real binary's status socket: an unknown route or a wrong method is a JSON refusal naming
 /// what it serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,13 +74,42 @@ pub const DROPPED_CAPS: &[&str] = &[
 ];
 
 /// The osModa paths hidden from every command by [`Boundary::osmoda_default`]: the approval
-/// socket's and the approval relay's directories, agentd's and keyd's state.
+/// socket's and the approval relay's directories, and every daemon's state under the module's
+/// default `services.osmoda.stateDir` ([`DAEMON_STATE_DIRS`]).
 pub const OSMODA_MASKED: &[&str] = &[
     "/run/osmoda-admin",
     "/run/osmoda-relay",
     "/var/lib/osmoda/agentd",
     "/var/lib/osmoda/keyd",
+    "/var/lib/osmoda/watch",
+    "/var/lib/osmoda/routines",
+    "/var/lib/osmoda/mesh",
+    "/var/lib/osmoda/voice",
+    "/var/lib/osmoda/egress",
 ];
+
+/// Credentials hidden from every command, whoever it runs as (root could read them otherwise;
+/// agentd's `/fs/read` refuses the same paths): password hashes, systemd credentials and other
+/// secret directories, root's keys. A daemon's own key files elsewhere are added by the daemon
+/// that knows them ([`Boundary::with`]).
+pub const CREDENTIALS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/run/secrets",
+    "/run/credentials",
+    "/run/keys",
+    "/root/.ssh",
+    "/root/.gnupg",
+];
+
+/// The daemons whose state lies at `<stateDir>/<name>` (the module's layout, and scripts/dev's).
+/// A daemon acts on its state with its own identity — osmoda-watch delivers its spool's files
+/// as its events and re-activates what its switch records name — so no command and no `/fs/*`
+/// call of the agent's may read or write any of it. The agent's own places beside them
+/// (`gateway/`, the memory notes) are not daemon state.
+pub const DAEMON_STATE_DIRS: &[&str] = &["agentd", "keyd", "watch", "routines", "mesh", "voice", "egress"];
 
 /// Paths hidden from root commands only: systemd's D-Bus and private sockets would let root
 /// start a process outside the namespace. Unprivileged users are refused there by polkit.
@@ -317,9 +346,26 @@ impl Boundary {
         }
     }
 
-    /// The boundary of a machine configured with the module's defaults ([`OSMODA_MASKED`]).
+    /// The boundary of a machine configured with the module's defaults ([`OSMODA_MASKED`]), and
+    /// the machine's credentials ([`CREDENTIALS`], and the SSH host keys `/etc/ssh/ssh_host_*_key`).
     pub fn osmoda_default() -> Boundary {
-        Boundary::new(OSMODA_MASKED.iter().copied())
+        let host_keys = std::fs::read_dir("/etc/ssh")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
+            });
+        Boundary::new(
+            OSMODA_MASKED
+                .iter()
+                .chain(CREDENTIALS)
+                .map(PathBuf::from)
+                .chain(host_keys),
+        )
     }
 
     /// Also hides `path`.

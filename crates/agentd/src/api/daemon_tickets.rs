@@ -20,7 +20,17 @@ use crate::AppState;
 
 fn require_keyd(st: &AppState, caller: &Caller) -> Result<(), ApiError> {
     match st.settings.keyd_uid {
-        Some(uid) if caller.peer.uid == Some(uid) => Ok(()),
+        // keyd's uid is not enough: a command, check or routine action running as that uid
+        // (in the command sandbox, or carried for an action) is not keyd, and would open
+        // tickets in keyd's name with words of its own.
+        Some(uid) if caller.peer.uid == Some(uid) => match caller.peer.require_outside_boundary() {
+            Ok(()) => Ok(()),
+            Err(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "only osmoda-keyd itself may open or consume keyd's approval tickets: this caller has keyd's uid but runs inside the command sandbox or for a daemon's action",
+            )
+            .with_detail(json!({ "caller": caller.actor, "hint": "wallet operations go through keyd's socket (POST /wallet/send, /wallet/delete)" }))),
+        },
         Some(uid) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("only osmoda-keyd (uid {uid}) may open or consume keyd's approval tickets"),

@@ -25,6 +25,9 @@ use crate::peer::Caller;
 use crate::AppState;
 
 /// Longest time budget a command may ask for.
+/// The accounts a command may run as ([`ExecBody::user`]).
+const RUN_AS: &[&str] = &["nobody", "root"];
+
 pub const MAX_TIMEOUT_SECS: u64 = 600;
 /// Bytes of stdout and of stderr returned (the rest is read and dropped; `truncated` says so).
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
@@ -46,7 +49,8 @@ pub struct ExecBody {
     pub env: BTreeMap<String, String>,
     /// Time budget in seconds (1..=600); the whole process group is killed when it ends.
     pub timeout_secs: u64,
-    /// User to run as (default `nobody`; `root` for a command that needs root).
+    /// User to run as: `nobody` (the default) or `root` for a command that needs root; no
+    /// other account (400).
     pub user: Option<String>,
     /// Existing paths the command may write (the rest of the file system is read-only).
     #[serde(default)]
@@ -146,6 +150,14 @@ pub async fn exec(
             "argv, command and env values may not contain NUL",
         ));
     }
+    // Only the two identities a command may need: another account (a daemon's, the gateway's)
+    // would act with that account's files and standing on osModa's sockets.
+    if let Some(u) = b.user.as_deref().filter(|u| !RUN_AS.contains(u)) {
+        return Err(ApiError::bad_request(format!(
+            "user {:?} is not one a command may run as: leave it unset (`nobody`) or give `root` for a command that needs root; commands never run as another account, whose files and standing they would have",
+            u.chars().take(64).collect::<String>()
+        )));
+    }
     if b.stdin.as_ref().is_some_and(|s| s.len() > STDIN_LIMIT) {
         return Err(ApiError::bad_request(format!(
             "stdin is {} bytes; at most {STDIN_LIMIT} are passed to a command (write larger input to a file first)",
@@ -216,6 +228,7 @@ pub async fn exec(
     };
     let boundary = fence
         .hidden()
+        .chain(crate::api::secrets::key_files(&st))
         .fold(Boundary::osmoda_default(), |b, p| b.with(p));
     let started = Instant::now();
     let out = boundary.run(&spec).await.map_err(|e| match e {

@@ -117,6 +117,15 @@ impl Fence {
     pub(crate) fn of(st: &AppState) -> Fence {
         let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
         let mut hidden = vec![(real(&st.state_dir), "agentd's state")];
+        // The other daemons' state beside agentd's (`<stateDir>/<daemon>`): a file the agent
+        // dropped there would be acted on by that daemon under its own identity.
+        if st.state_dir.file_name() == Some(std::ffi::OsStr::new("agentd")) {
+            if let Some(root) = st.state_dir.parent() {
+                for d in osmoda_sandbox::DAEMON_STATE_DIRS.iter().filter(|d| **d != "agentd") {
+                    hidden.push((real(&root.join(d)), "an osModa daemon's state"));
+                }
+            }
+        }
         // Backup archives hold every daemon's state: daemon state wherever `backup.dir` is.
         let backups = crate::backup::backup_dir(&st.settings.backup, &st.state_dir);
         hidden.push((real(&backups), "the backup archives"));

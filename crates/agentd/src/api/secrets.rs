@@ -364,3 +364,17 @@ mod tests {
         }
     }
 }
+
+/// agentd's own key files wherever the configuration puts them (the capability signing key, the
+/// checkpoint and witness keys): masked from every command it runs, beside the boundary's
+/// [`osmoda_sandbox::CREDENTIALS`]. Keys left in the state dir are hidden with it.
+pub(crate) fn key_files(st: &crate::AppState) -> impl Iterator<Item = &std::path::Path> {
+    let s = &st.settings;
+    [
+        s.capability_key.as_deref(),
+        s.checkpoint.as_ref().and_then(|c| c.key_file.as_deref()),
+        s.witness.as_ref().and_then(|w| w.key_file.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+}

@@ -44,6 +44,7 @@ pub const DEFAULT_REQUIRED: &[&str] = &[
     "mesh.peer.remove",
     "capability.remove",
     "audit.weaken",
+    "policy.weaken",
     "package.remove_critical",
     "switch.remove_critical",
     "gate.undecidable",

@@ -55,12 +55,29 @@ impl Daemon {
         Self::serve_in(dir, settings, tree.as_deref())
     }
 
+    /// As [`Daemon::start`], with the state at `<dir>/osmoda/agentd`: the module's
+    /// `<stateDir>/<daemon>` layout, beside the other daemons' state dirs.
+    pub async fn start_in_state_root() -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("osmoda/agentd");
+        Self::serve_at(dir, &state, agentd::Settings::default(), None)
+    }
+
     /// Open the state under `dir` and serve it on `<dir>/agentd.sock` and `<dir>/approval.sock`.
     fn serve_in(dir: tempfile::TempDir, settings: agentd::Settings, tree: Option<&Path>) -> Daemon {
+        let state = dir.path().join("state");
+        Self::serve_at(dir, &state, settings, tree)
+    }
+
+    fn serve_at(
+        dir: tempfile::TempDir,
+        state: &Path,
+        settings: agentd::Settings,
+        tree: Option<&Path>,
+    ) -> Daemon {
         let socket = dir.path().join("agentd.sock");
         let approval_socket = dir.path().join("approval.sock");
-        let state =
-            agentd::AppState::open(dir.path().join("state"), settings, tree).expect("open state");
+        let state = agentd::AppState::open(state.to_path_buf(), settings, tree).expect("open state");
         let agent = UnixListener::bind(&socket).expect("bind");
         let human = UnixListener::bind(&approval_socket).expect("bind");
         let (trigger, shutdown) = agentd::shutdown_channel();

@@ -93,6 +93,18 @@ impl LocalBackend {
         })
     }
 
+    /// Whether `p` is one of this backend's numbered generation directories (by name, and not
+    /// a symlink).
+    fn is_own_generation(&self, p: &Path) -> bool {
+        let numbered = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        numbered
+            && p.parent() == Some(self.generations.as_path())
+            && fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+    }
+
     /// The symlink that holds the active generation.
     pub fn link(&self) -> PathBuf {
         self.etc_dir.join(LINK_NAME)
@@ -310,6 +322,14 @@ impl Backend for LocalBackend {
                 return Ok(());
             }
             if let Some(p) = previous {
+                // Only a generation this backend rendered: a record naming another directory
+                // (written by someone else) re-activates nothing.
+                if !self.is_own_generation(Path::new(p)) {
+                    return Err(WatchError::Backend(format!(
+                        "{p} is not one of osmoda-watch's generations (numbered directories under {}), so it is not re-activated",
+                        self.generations.display()
+                    )));
+                }
                 if !Path::new(p).join(META_FILE).is_file() {
                     return Err(WatchError::Backend(format!(
                         "the previous generation {p} is gone, so it cannot be re-activated"

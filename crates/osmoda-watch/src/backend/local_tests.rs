@@ -96,6 +96,25 @@ async fn build_activate_and_swap_back() {
         b.current().await.unwrap().as_deref(),
         Some(g1.artifact.as_str())
     );
+    // A record naming a directory this backend did not render re-activates nothing: one
+    // elsewhere with a generation file, one planted beside the generations, a numbered symlink.
+    let planted = f.dir.path().join("evil");
+    std::fs::create_dir_all(&planted).unwrap();
+    std::fs::write(planted.join(META_FILE), "{}").unwrap();
+    let gens = Path::new(&g1.artifact).parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(gens.join("x1")).unwrap();
+    std::fs::write(gens.join("x1").join(META_FILE), "{}").unwrap();
+    std::os::unix::fs::symlink(&planted, gens.join("99")).unwrap();
+    for p in [
+        planted.display().to_string(),
+        gens.join("x1").display().to_string(),
+        gens.join("99").display().to_string(),
+        format!("{}/../evil", g1.artifact),
+    ] {
+        let e = b.reactivate("2", Some(&p)).await.unwrap_err();
+        assert!(e.to_string().contains("not one of osmoda-watch's generations"), "{p}: {e}");
+        assert_eq!(b.current().await.unwrap().as_deref(), Some(g1.artifact.as_str()), "{p}");
+    }
     b.reactivate("2", None).await.unwrap();
     assert_eq!(b.current().await.unwrap(), None);
     // No temporary links or build dirs are left behind.

@@ -60,6 +60,24 @@ fn store_path(s: String, what: &str) -> Result<String> {
     }
 }
 
+/// Checks that `system` names a NixOS system's store path: `/nix/store/<hash>-nixos-system-…`,
+/// one component below the store (which only the Nix daemon writes).
+///
+/// # Errors
+/// Why it is not, in words.
+fn store_system(system: &str) -> std::result::Result<(), &'static str> {
+    let Some(name) = system.strip_prefix("/nix/store/") else {
+        return Err("is not in /nix/store");
+    };
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err("is not a store path");
+    }
+    if !name.contains("-nixos-system-") {
+        return Err("is not a NixOS system");
+    }
+    Ok(())
+}
+
 fn stc(system: &str) -> String {
     format!("{system}/bin/switch-to-configuration")
 }
@@ -141,6 +159,13 @@ impl Backend for NixosBackend {
             // Re-activating the running system would only restart units for nothing.
             if self.current().await?.as_deref() == Some(previous) {
                 return Ok(());
+            }
+            // Only a NixOS system in the store: root runs its switch-to-configuration, so a
+            // record naming anything else (written by someone else) runs nothing.
+            if let Err(why) = store_system(previous) {
+                return Err(WatchError::Backend(format!(
+                    "the recorded previous system {previous:?} {why}, so it is not re-activated"
+                )));
             }
             let unit = format!("osmoda-switch-{id}-rollback");
             let prog = stc(previous);
@@ -301,6 +326,34 @@ mod tests {
             ]
         );
         assert!(!r.argvs().concat().iter().any(|a| a == "--rollback"));
+    }
+
+    #[tokio::test]
+    async fn only_a_nixos_system_in_the_store_is_reactivated() {
+        for bad in [
+            "/tmp/evil-system",
+            "/nix/store/aaaa-nixos-system-prev/../../../tmp/evil",
+            "/nix/store/aaaa-hello-2.12",
+            "/nix/store/",
+            "/nix/store/.links",
+            "nix/store/aaaa-nixos-system-prev",
+        ] {
+            assert!(store_system(bad).is_err(), "{bad}");
+            let work = tempfile::tempdir().unwrap();
+            let r = Arc::new(RecordingRunner::default());
+            r.answer("readlink -f /run/current-system", out(PREV));
+            let e = backend(&r, work.path())
+                .reactivate("7", Some(bad))
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("not re-activated"), "{bad}: {e}");
+            assert!(
+                !r.argvs().iter().any(|a| a.iter().any(|w| w.contains("switch-to-configuration"))),
+                "{bad}: ran {:?}",
+                r.argvs()
+            );
+        }
+        assert!(store_system(PREV).is_ok());
     }
 
     #[tokio::test]

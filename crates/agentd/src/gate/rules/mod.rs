@@ -12,6 +12,7 @@ mod code;
 mod etc;
 mod network;
 mod osmoda;
+mod policy;
 mod services;
 mod ssh;
 mod users;
@@ -20,6 +21,7 @@ use audit::*;
 use boot::*;
 use code::*;
 use osmoda::*;
+use policy::*;
 pub use osmoda::{read_by, DISABLED_ELSEWHERE, FOREIGN_IMPORTS};
 use services::*;
 use ssh::*;
@@ -102,6 +104,7 @@ pub const RULES: &[Rule] = &[
     Rule { kind: "mesh.peer.remove", protects: "a peer removed from `services.osmoda.mesh.peers`", check: peer_removed },
     Rule { kind: "capability.remove", protects: "an egress capability removed from `services.osmoda.egress.capabilities`", check: capability_removed },
     Rule { kind: "audit.weaken", protects: "the ledger's tamper evidence and the backups weakened: `services.osmoda.agentd.ledger.checkpoint.enable` turned off, its `everyEvents`/`intervalSecs` raised, its `keyFile` or the witness `keyFile` changed, a witness peer removed or its key replaced, a peer's log no longer cosigned, `backup.keep` lowered (or set where it was null), `backup.dir` changed; the whole `ledger` or `backup` block undecidable", check: audit_weakened },
+    Rule { kind: "policy.weaken", protects: "what decides which operations need a person loosened: keyd's signing policy (`services.osmoda.keyd.policy`: a chain or token newly allowed, `perTxMax`/`dailyLimit`/`approvalThreshold` raised or removed, `recipientAllowlist` widened or removed, `chainIds` or `typedData` entries added, a wallet's `dailyLimit` raised or `recipientAllowlist` widened) and agentd's bounds (`writableRoots` gaining an entry, `approvalTtlSecs` raised); the keyd policy undecidable", check: policy_weakened },
     Rule { kind: "package.remove_critical", protects: "a package named in `critical_packages` removed from `environment.systemPackages`, or the list forced (the packages NixOS adds go away) (`switch.remove_critical` for a switch)", check: critical_packages },
     Rule { kind: "code.root", protects: "new or changed code that runs as root or as an account people log in with (a program can stop sshd or remove keys, which the gate cannot judge): a unit's `script`/`preStart`/…/`Exec*`/`path`/`environment` where the unit has no `User` (nor `DynamicUser`), names root or a login account, or elevates (`+`/`!` lines, `PermissionsStartOnly`, ambient capabilities beyond `CAP_NET_BIND_SERVICE`, wheel); user units; `system.activationScripts`/`userActivationScripts` entries, `powerManagement` commands, `networking.localCommands`, shell start-up code (`environment.shellInit`, …, bash's, zsh's), cron jobs as root, udev rules running programs; tmpfiles rules (and `settings`) on login files (a home, `/etc/ssh`, … or a path with specifiers or globs); what `pkgs.X` is (`nixpkgs.overlays`, `nixpkgs.pkgs`, `packageOverrides`, `_module.args`); such code the gate cannot read (a function, a string naming packages) is bound to the text of the file defining it", check: root_code },
     Rule { kind: "gate.undecidable", protects: "a changed module that the evaluator cannot evaluate at all, a changed flake.nix, changed `disabledModules` entries naming modules outside the tree, `imports` entries it cannot read (a module outside the tree, a string, a computed path) added or removed, or a changed file whose `imports` cannot be decided; a module `key` (NixOS keeps one module per key) added or changed; a `specialisation` (a second system the gate does not judge) added, changed or removed; a file read with `readFile` by a module with a value the gate cannot decide, rewritten", check: unevaluable },
