@@ -145,3 +145,81 @@ fn stored_notes_embed_like_written_ones() {
     };
     assert_eq!(sim(&ma), sim(&mb));
 }
+
+/// Queries about nothing the notes hold: gibberish, words of no note, questions from other
+/// worlds. Written for this test, like the labelled queries.
+const NONSENSE: &[&str] = &[
+    "asdf qwer zxcv",
+    "xkq vrrp lmnop zzt",
+    "purple elephant juggling bananas",
+    "lorem ipsum dolor sit amet",
+    "recipe for grandma's apple pie",
+    "who won the football world cup in 1998",
+    "how many legs does a spider have",
+    "best beaches in portugal for surfing",
+    "translate good morning into japanese",
+    "the plot of the second harry potter book",
+    "knitting pattern for a wool scarf",
+    "what is the capital of australia",
+    "banana",
+    "hello",
+    "?!",
+    "my cat likes to sleep on the sofa",
+    "chords of a song in g major",
+    "how tall is mount everest",
+    "tips for growing tomatoes on a balcony",
+    "a poem about the sea at night",
+];
+
+/// The similarity a recalled chunk must reach (issue 17 review finding 7): measured on the
+/// labelled set, the best relevant note of every labelled query lies above it and no chunk
+/// recalled for a nonsense query does. Both distributions are printed.
+#[test]
+fn the_relevance_threshold_separates_the_labelled_set_from_nonsense() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_notes(tmp.path());
+    let e: std::sync::Arc<dyn osmoda_memory::Embedder> = common::model();
+    let mut opts = osmoda_memory::Options::new(tmp.path());
+    let threshold = opts.min_similarity;
+    opts.min_similarity = -1.0;
+    let m = osmoda_memory::Memory::open(opts, Some(e), None).expect("open");
+    let recall = |q: &str| {
+        m.recall(&osmoda_memory::RecallRequest {
+            query: q.into(),
+            max_results: Some(5),
+            timeframe: None,
+        })
+        .expect("recall")
+        .results
+    };
+    let mut relevant_best = Vec::new();
+    for l in lines(include_str!("data/labelled-queries.txt")) {
+        let (ids, q) = l.split_once('|').expect("ids|query");
+        let best = recall(q)
+            .iter()
+            .filter(|h| ids.split(',').any(|id| h.text.contains(&format!("tags: {id}"))))
+            .filter_map(|h| h.similarity)
+            .fold(f32::NEG_INFINITY, f32::max);
+        relevant_best.push((best, q.to_string()));
+    }
+    let mut nonsense_best = Vec::new();
+    for q in NONSENSE {
+        let best = recall(q)
+            .iter()
+            .filter_map(|h| h.similarity)
+            .fold(f32::NEG_INFINITY, f32::max);
+        nonsense_best.push((best, q.to_string()));
+    }
+    relevant_best.sort_by(|a, b| a.0.total_cmp(&b.0));
+    nonsense_best.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("labelled queries, best relevant similarity (lowest first): {relevant_best:?}");
+    println!("nonsense queries, best similarity (highest first): {nonsense_best:?}");
+    let found: Vec<_> = relevant_best.iter().filter(|r| r.0.is_finite()).collect();
+    assert!(found.len() >= 45, "{relevant_best:?}");
+    for (s, q) in &found {
+        assert!(*s >= threshold, "{q:?}: relevant note at {s} < {threshold}");
+    }
+    for (s, q) in &nonsense_best {
+        assert!(*s < threshold, "{q:?}: a chunk at {s} >= {threshold}");
+    }
+}
