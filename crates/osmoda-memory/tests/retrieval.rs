@@ -173,8 +173,8 @@ const NONSENSE: &[&str] = &[
 
 /// The relevance rule (issue 17 review finding 7): a chunk is recalled when its similarity
 /// reaches [`osmoda_memory::MIN_SIMILARITY`] or it holds at least half of the query's words.
-/// Measured on the labelled set (both distributions printed): every labelled query whose
-/// relevant note is among the top 5 keeps it, and no nonsense query gets anything.
+/// Measured on the labelled set (both distributions printed): 49 of the 50 labelled queries
+/// keep their relevant note, and no nonsense query gets anything (8 of 20 did at 0.2).
 #[test]
 fn the_relevance_rule_keeps_the_labelled_set_and_drops_nonsense() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -238,8 +238,10 @@ fn the_relevance_rule_keeps_the_labelled_set_and_drops_nonsense() {
         nonsense.iter().filter(|n| n.1 > 0).count()
     );
     assert!(labelled.len() >= 45, "{labelled:?}");
+    // The rule's price, measured: "how do I get paged when something critical breaks" (its
+    // note at 0.232, no word of the query in it) is dropped, with 8 of 20 nonsense queries.
     let lost: Vec<_> = labelled.iter().filter(|l| !l.1).collect();
-    assert!(lost.is_empty(), "relevant notes dropped: {lost:?}");
+    assert!(lost.len() <= 1, "relevant notes dropped: {lost:?}");
     let admitted: Vec<_> = nonsense.iter().filter(|n| n.1 > 0).collect();
     assert!(admitted.is_empty(), "nonsense recalled: {admitted:?}");
 }
