@@ -9,7 +9,11 @@
 //!
 //! * every open bracket (`[`, `(`, `{`, `${`) is one level, at most [`MAX_NESTING`] deep;
 //! * inside one bracket, the tokens of one expression (between `;`/`,` separators; in a list,
-//!   each element on its own) may each add a level, at most [`MAX_CHAIN`] in all.
+//!   each element on its own) may each add a level, at most [`MAX_CHAIN`] in all;
+//! * `let`, `with` and `assert` are one level each too, from the keyword to the end of their
+//!   body (the `;`, `,` or closing bracket of the expression around them): their own `;` does
+//!   not end an expression, so `let x = 1; in let …`, `assert true; assert …` and `with {}; with …`
+//!   chains count as the nesting they parse into.
 //!
 //! The estimate never undercounts what the unbounded parser paths build, and real configurations
 //! stay far below it (a 1,000-line NixOS configuration nests about 10 deep and its longest
@@ -32,9 +36,21 @@ pub const MAX_NAME_BYTES: usize = 1_024;
 /// quadratic time (`1+1+…`, `---…`).
 pub const MAX_RUN: usize = 1_024;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prefix {
+    /// `let`'s bindings, up to `in` (each `;` ends one binding).
+    Bindings,
+    /// `with`'s or `assert`'s expression, up to its `;`.
+    Head,
+    /// The body, which the next `;`, `,`, `in` or closing bracket around it ends.
+    Body,
+}
+
 struct Level {
     /// Is this bracket a list (where each element starts a new expression)?
     list: bool,
+    /// What a `let`/`with`/`assert` level is in; `None` for a bracket.
+    prefix: Option<Prefix>,
     /// Tokens of the current expression at this level.
     chain: usize,
 }
@@ -47,6 +63,7 @@ pub fn check(src: &str) -> Result<(), EditError> {
     check_runs(src)?;
     let mut levels = vec![Level {
         list: false,
+        prefix: None,
         chain: 0,
     }];
     // Sum of `chain` over `levels`, kept up to date so each token costs O(1).
@@ -55,11 +72,80 @@ pub fn check(src: &str) -> Result<(), EditError> {
     for (kind, text) in rnix::tokenize(src) {
         let at = offset;
         offset += text.len();
+        if matches!(
+            kind,
+            TOKEN_WHITESPACE | TOKEN_COMMENT | TOKEN_STRING_CONTENT
+        ) {
+            continue;
+        }
+        if matches!(
+            kind,
+            TOKEN_SEMICOLON
+                | TOKEN_COMMA
+                | TOKEN_IN
+                | TOKEN_R_BRACK
+                | TOKEN_R_PAREN
+                | TOKEN_R_BRACE
+                | TOKEN_INTERPOL_END
+        ) {
+            // These end every `let`/`with`/`assert` body open at this point.
+            while levels.len() > 1
+                && levels
+                    .last()
+                    .is_some_and(|l| l.prefix == Some(Prefix::Body))
+            {
+                if let Some(l) = levels.pop() {
+                    chains -= l.chain;
+                }
+            }
+        }
         match kind {
-            TOKEN_WHITESPACE | TOKEN_COMMENT | TOKEN_STRING_CONTENT => continue,
+            TOKEN_LET | TOKEN_WITH | TOKEN_ASSERT => {
+                bump(&mut levels, &mut chains);
+                levels.push(Level {
+                    list: false,
+                    prefix: Some(if kind == TOKEN_LET {
+                        Prefix::Bindings
+                    } else {
+                        Prefix::Head
+                    }),
+                    chain: 0,
+                });
+                if levels.len() > MAX_NESTING {
+                    return Err(too_complex(
+                        src,
+                        at,
+                        format!("`let`, `with`, `assert` and brackets nest more than {MAX_NESTING} levels deep"),
+                    ));
+                }
+            }
+            TOKEN_IN
+                if levels
+                    .last()
+                    .is_some_and(|l| l.prefix == Some(Prefix::Bindings)) =>
+            {
+                if let Some(l) = levels.last_mut() {
+                    chains -= l.chain;
+                    l.chain = 0;
+                    l.prefix = Some(Prefix::Body);
+                }
+            }
+            TOKEN_SEMICOLON
+                if levels
+                    .last()
+                    .is_some_and(|l| l.prefix == Some(Prefix::Head)) =>
+            {
+                // `with e;` and `assert e;` end their head here.
+                if let Some(l) = levels.last_mut() {
+                    chains -= l.chain;
+                    l.chain = 0;
+                    l.prefix = Some(Prefix::Body);
+                }
+            }
             TOKEN_L_BRACK | TOKEN_L_PAREN | TOKEN_L_BRACE | TOKEN_INTERPOL_START => {
                 levels.push(Level {
                     list: kind == TOKEN_L_BRACK,
+                    prefix: None,
                     chain: 0,
                 });
                 if levels.len() > MAX_NESTING {
@@ -180,6 +266,16 @@ mod tests {
                 "[".repeat(MAX_NESTING - 1),
                 "]".repeat(MAX_NESTING - 1)
             ),
+            // Many `let`/`with`/`assert` side by side close one by one: bindings, list elements
+            // and attributes of a real configuration.
+            format!(
+                "{{ {} }}",
+                "a = let x = 1; y = with x; [ x ]; in assert y != [ ]; y; ".repeat(5_000)
+            ),
+            format!("[ {} ]", "(with pkgs; hello) ".repeat(5_000)),
+            format!("{}1", "let x = 1; in ".repeat(MAX_NESTING - 2)),
+            "{ pkgs, ... }: let a = with pkgs; [ hello ]; b = let c = 1; in c; in { x = a; y = b; }"
+                .to_string(),
         ] {
             assert_eq!(check(&ok), Ok(()), "{}", &ok[..ok.len().min(60)]);
         }
@@ -198,6 +294,16 @@ mod tests {
             format!("f{}", " x".repeat(5_000)),
             "\"${".repeat(5_000),
             format!("[ ({}1) ]", "-".repeat(5_000)),
+            // The review's chains (issue 11, finding 9): each keyword is one level of nesting.
+            format!("{}1", "let x = 1; in ".repeat(60_000)),
+            format!("{}1", "assert true; ".repeat(60_000)),
+            format!("{}1", "with {}; ".repeat(80_000)),
+            format!("{}1", "let x = 1; in ".repeat(MAX_NESTING)),
+            format!("{}1", "assert true; with {}; ".repeat(MAX_NESTING / 2)),
+            format!(
+                "{{ a = {}1; }}",
+                "let b = [ ]; in with b; ".repeat(MAX_NESTING / 2)
+            ),
         ] {
             assert!(
                 matches!(check(&bad), Err(EditError::TooComplex { .. })),
