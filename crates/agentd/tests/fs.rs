@@ -777,6 +777,18 @@ async fn login_files_under_any_accounts_home_need_a_person() {
     d.stop().await;
 }
 
+/// `/system/exec` of `true` with `path` writable is refused (403 naming `needle`), recording nothing.
+async fn writable_refused(d: &Daemon, path: &std::path::Path, needle: &str) {
+    let body = json!({ "argv": ["true"], "timeout_secs": 5, "writable": [path] });
+    refused(
+        d,
+        async { d.agent().post("/system/exec", &body).await.expect("post") },
+        403,
+        needle,
+    )
+    .await;
+}
+
 /// Every osModa daemon's state beside agentd's is out of the agent's reach (the 2026-11-30
 /// review: a file written into osmoda-watch's spool was delivered as watch's own event, and a
 /// switch record made watch re-activate the agent's directory): reading, listing, writing and
@@ -816,36 +828,10 @@ async fn other_daemons_state_is_out_of_reach() {
             )
             .await;
         }
-        refused(
-            &d,
-            async {
-                a.post(
-                    "/system/exec",
-                    &json!({ "argv": ["true"], "timeout_secs": 5, "writable": [spool] }),
-                )
-                .await
-                .expect("post")
-            },
-            403,
-            "an osModa daemon's state",
-        )
-        .await;
+        writable_refused(&d, &spool, "an osModa daemon's state").await;
     }
     // The state root itself holds them: binding it writable would let a command replace masks.
-    refused(
-        &d,
-        async {
-            a.post(
-                "/system/exec",
-                &json!({ "argv": ["true"], "timeout_secs": 5, "writable": [root] }),
-            )
-            .await
-            .expect("post")
-        },
-        403,
-        "which commands may not touch",
-    )
-    .await;
+    writable_refused(&d, &root, "which commands may not touch").await;
     for own in ["gateway", "memory"] {
         let p = root.join(own).join("note.md");
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");

@@ -25,6 +25,30 @@ fn body(text: &str) -> Value {
     serde_json::from_str(b).unwrap_or(Value::Null)
 }
 
+/// One proxy answer against the rule: JSON, `detail.kind` = the reason header, a hint, and
+/// `audit_row`'s shape, status and words. Returns the failures.
+fn audit_answer(
+    what: &str,
+    a: &Answer,
+    status: u16,
+    needles: &[&str],
+    private: &[String],
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    if !a.text.contains("content-type: application/json") {
+        failures.push(format!("{what}: not JSON: {}", a.text));
+    }
+    let b = body(&a.text);
+    if b["detail"]["kind"] != a.reason.as_str() || !b["detail"]["hint"].is_string() {
+        failures.push(format!(
+            "{what}: detail.kind is not the reason header {:?}, or no hint: {b}",
+            a.reason
+        ));
+    }
+    failures.extend(audit_row(what, (a.status, &b), status, needles, private));
+    failures
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_proxy_refusal_says_what_was_wrong_in_one_shape() {
     let keys = Keys::new();
@@ -139,17 +163,7 @@ async fn every_proxy_refusal_says_what_was_wrong_in_one_shape() {
     let mut failures = Vec::new();
     for (what, raw, status, needles) in &rows {
         let a = send(proxy.addr, raw).await;
-        if !a.text.contains("content-type: application/json") {
-            failures.push(format!("{what}: not JSON: {}", a.text));
-        }
-        let b = body(&a.text);
-        if b["detail"]["kind"] != a.reason.as_str() || !b["detail"]["hint"].is_string() {
-            failures.push(format!(
-                "{what}: detail.kind is not the reason header {:?}, or no hint: {b}",
-                a.reason
-            ));
-        }
-        failures.extend(audit_row(what, (a.status, &b), *status, needles, &private));
+        failures.extend(audit_answer(what, &a, *status, needles, &private));
     }
     assert!(
         failures.is_empty(),
@@ -263,17 +277,7 @@ async fn every_proxy_failure_says_what_went_wrong_in_one_shape() {
         if started.elapsed() > Duration::from_secs(10) {
             failures.push(format!("{what}: answered after {:?}", started.elapsed()));
         }
-        if !a.text.contains("content-type: application/json") {
-            failures.push(format!("{what}: not JSON: {}", a.text));
-        }
-        let b = body(&a.text);
-        if b["detail"]["kind"] != a.reason.as_str() || !b["detail"]["hint"].is_string() {
-            failures.push(format!(
-                "{what}: detail.kind is not the reason header {:?}, or no hint: {b}",
-                a.reason
-            ));
-        }
-        failures.extend(audit_row(what, (a.status, &b), *status, needles, &private));
+        failures.extend(audit_answer(what, &a, *status, needles, &private));
     }
     assert!(
         failures.is_empty(),
