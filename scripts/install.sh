@@ -127,7 +127,8 @@ if [ -f "$new/flake.nix" ]; then
     }
     line ~ /modules[ \t]*=[ \t]*\[/ {
       mods++
-      sub(/modules[ \t]*=[ \t]*\[/, "modules = [ osmoda.nixosModules.default ./osmoda.nix", line)
+      # Whatever spacing the list had (`[./configuration.nix]` too), its first element stays one.
+      sub(/modules[ \t]*=[ \t]*\[[ \t]*/, "modules = [ osmoda.nixosModules.default ./osmoda.nix ", line)
     }
     { print line }
     END { exit !(inp && outa && mods == 1) }

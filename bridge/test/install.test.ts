@@ -162,18 +162,22 @@ describe("scripts/install.sh", () => {
     }
   });
 
-  it("a flake with inputs.<name> lines is edited too", () => {
-    const flake = `{\n  description = "web";\n  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.05";\n  outputs = { self, nixpkgs }: {\n    nixosConfigurations.web-1 = nixpkgs.lib.nixosSystem {\n      system = "x86_64-linux";\n      modules = [ ./configuration.nix ];\n    };\n  };\n}\n`;
-    const root = nixosRoot({ flake });
-    try {
-      const r = install(root);
-      assert.equal(r.status, 0, r.stderr);
-      const tree = assertImported(root);
-      assert.deepEqual(hostModules(tree, "web-1").modules, ["osmoda.nixosModules.default", "osmoda.nix", "configuration.nix"]);
-    } finally {
-      rmSync(root, { recursive: true, force: true });
-    }
-  });
+  // Also the shape formatters write without spaces (`[./configuration.nix]`): its first module
+  // must stay an element of its own, not be glued to the one inserted before it.
+  for (const list of ["[ ./configuration.nix ]", "[./configuration.nix]"]) {
+    it(`a flake with inputs.<name> lines and modules = ${list} is edited too`, () => {
+      const flake = `{\n  description = "web";\n  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.05";\n  outputs = { self, nixpkgs }: {\n    nixosConfigurations.web-1 = nixpkgs.lib.nixosSystem {\n      system = "x86_64-linux";\n      modules = ${list};\n    };\n  };\n}\n`;
+      const root = nixosRoot({ flake });
+      try {
+        const r = install(root);
+        assert.equal(r.status, 0, r.stderr);
+        const tree = assertImported(root);
+        assert.deepEqual(hostModules(tree, "web-1").modules, ["osmoda.nixosModules.default", "osmoda.nix", "configuration.nix"]);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    });
+  }
 
   for (const [what, setup, message] of [
     ["a Debian root", (root: string) => root, /is not NixOS[\s\S]*never converts another distribution[\s\S]*Nothing was changed/],
