@@ -18,8 +18,8 @@
     cores = 4;
     diskSize = 16384;
     graphics = true;
-    # SSH from the host machine: ssh -p 2222 operator@localhost
-    forwardPorts = [ { from = "host"; host.port = 2222; guest.port = 22; } ];
+    # SSH from the host machine only (the operator's password is known): ssh -p 2222 operator@localhost
+    forwardPorts = [ { from = "host"; host.address = "127.0.0.1"; host.port = 2222; guest.port = 22; } ];
   };
 
   services.osmoda = {
