@@ -64,8 +64,9 @@ struct Cli {
     /// Mark every request as made for this action (`X-Osmoda-Action`): what the daemons record
     /// for it names the action. A routine's command gets its run's label in OSMODA_ACTION, so
     /// agentctl run by a routine is traced to that run (its loop guard) without this flag.
+    /// (`--action-label`, not `--action`: `watchers add --action` names a watcher's actions.)
     #[arg(
-        long = "action",
+        long = "action-label",
         global = true,
         env = "OSMODA_ACTION",
         value_name = "LABEL",

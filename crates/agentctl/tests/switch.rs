@@ -373,7 +373,7 @@ async fn a_switch_back_to_a_generation_without_a_user_needs_an_approval() {
 /// `OSMODA_ACTION` in agentctl's environment (what a routine's command gets) marks every
 /// request as made for that action, without a flag: agentd's events for a config edit name
 /// it, and a switch agentctl begins carries it into every `watch.switch.*` event (osmoda-watch
-/// keeping its own name) and its rollback's incident; `--action` does the same. An invalid
+/// keeping its own name) and its rollback's incident; `--action-label` does the same. An invalid
 /// label is a usage error naming the variable, before anything is sent. Without it, nothing
 /// is labelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,10 +457,10 @@ async fn osmoda_action_in_the_environment_labels_every_request() {
         );
     }
 
-    // --action: a failing switch rolls back; its events and its incident name the action.
+    // --action-label: a failing switch rolls back; its events and its incident name the action.
     let o = env
         .ctl(&[
-            "--action",
+            "--action-label",
             "routine-run.8",
             "--json",
             "switch",
@@ -500,7 +500,7 @@ async fn osmoda_action_in_the_environment_labels_every_request() {
     .await;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("OSMODA_ACTION") || stderr(&o).contains("--action"),
+        stderr(&o).contains("OSMODA_ACTION") || stderr(&o).contains("--action-label"),
         "{}",
         stderr(&o)
     );
