@@ -113,8 +113,8 @@ demo_routine() {
 }
 
 # demo_wallet: a Solana wallet in osmoda-keyd; signing is denied until the tree's policy allows
-# the chain (a commit applied by SafeSwitch), then an off-chain message is signed and the
-# signature is a receipt in agentd's ledger.
+# the chain (a commit a person approves, applied by SafeSwitch), then an off-chain message is
+# signed and the signature is a receipt in agentd's ledger.
 demo_wallet() {
   local k=$OSMODA_KEYD_SOCKET id sign
   step "9. A wallet: osmoda-keyd makes a Solana key, sealed at rest, and lists it (never the key)"
@@ -131,7 +131,21 @@ demo_wallet() {
     echo "the policy allows Solana already (from an earlier run)"
   else
     api 22 "$k" POST /wallet/sign "$sign"
-    show agentctl config set services.osmoda.keyd.policy.chains.solana '{"perTxMax":"1000000000","dailyLimit":"5000000000"}' --reason "let the dev wallet sign on Solana"
+    # Allowing a chain loosens the signing policy, so agentd's gate asks a person (policy.weaken):
+    # the edit answers with a ticket, a person approves it on the approval socket (here that is
+    # you, so the walk does it), and the same edit with the ticket lands.
+    local policy='{"perTxMax":"1000000000","dailyLimit":"5000000000"}' out ticket
+    show_cmd agentctl config set services.osmoda.keyd.policy.chains.solana "$policy" --reason "let the dev wallet sign on Solana"
+    out=$(agentctl config set services.osmoda.keyd.policy.chains.solana "$policy" --reason "let the dev wallet sign on Solana" 2>&1) || true
+    printf '%s\n' "$out"
+    ticket=$(printf '%s\n' "$out" | sed -n 's/^  ticket: \([0-9a-f]*\)$/\1/p')
+    if [ -z "$ticket" ]; then
+      echo "!! expected the gate's ticket for allowing Solana" >&2
+      failed_steps=$((failed_steps + 1))
+    else
+      show agentctl --approval-socket "$OSMODA_APPROVAL_SOCKET" approvals approve "$ticket"
+      show agentctl config set services.osmoda.keyd.policy.chains.solana "$policy" --reason "let the dev wallet sign on Solana" --approval "$ticket"
+    fi
     run_expect 0 agentctl switch begin --wait --ttl 1 --reason "apply the Solana wallet policy"
   fi
   api 0 "$k" POST /wallet/sign "$sign"
