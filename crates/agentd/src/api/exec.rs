@@ -24,10 +24,10 @@ use crate::error::{ApiError, Json};
 use crate::peer::Caller;
 use crate::AppState;
 
-/// Longest time budget a command may ask for.
 /// The accounts a command may run as ([`ExecBody::user`]).
 const RUN_AS: &[&str] = &["nobody", "root"];
 
+/// Longest time budget a command may ask for.
 pub const MAX_TIMEOUT_SECS: u64 = 600;
 /// Bytes of stdout and of stderr returned (the rest is read and dropped; `truncated` says so).
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
