@@ -508,7 +508,7 @@ fn cases() -> Vec<Case> {
                 Set(
                     OSM,
                     "services.osmoda.keyd.policy.chains.solana",
-                    json!({"perTxMax": "1000000000000000", "dailyLimit": "1000000000000000", "approvalThreshold": null}),
+                    json!({"perTxMax": "1000000000000000", "dailyLimit": "1000000000000000"}),
                 ),
                 Nix(
                     OSM,
