@@ -123,7 +123,7 @@ describe("bridge through the real gateway", { timeout: 600_000 }, () => {
     await refusedCall("shell_exec", { command: "true", argv: ["true"] }, /exactly one of `command`/);
     await refusedCall("shell_exec", { command: "cat", stdin: 5 }, /stdin: /);
     await refusedCall("shell_exec", { command: "true", writable: [stack.tree] }, /agentd refused shell_exec: .*config_set/);
-    await refusedCall("shell_exec", { command: "true", user: "no-such-user-osmoda" }, /agentd refused shell_exec: unknown user/);
+    await refusedCall("shell_exec", { command: "true", user: "no-such-user-osmoda" }, /agentd refused shell_exec: user "no-such-user-osmoda" is not one a command may run as/);
   });
 
   it("service_status and journal_logs read systemd, or say clearly that it is absent here", async () => {

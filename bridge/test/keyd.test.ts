@@ -80,15 +80,23 @@ describe("wallet tools through the real gateway", { timeout: 600_000 }, () => {
   before(async () => {
     await model.start();
     await stack.startDaemons({ keyd: true });
-    // The wallet policy is configuration: a commit in the tree, applied by SafeSwitch.
-    await stack.agentd("POST", "/config/set", {
+    // The wallet policy is configuration: a commit in the tree, applied by SafeSwitch. Allowing
+    // chains loosens what signs without a person (the gate's policy.weaken): the edit answers
+    // with a ticket, a person approves it on the approval socket, and the same edit lands.
+    const policy = {
       path: "services.osmoda.keyd.policy.chains",
       value: {
         ethereum: { chainIds: [1], perTxMax: String(2n * ETHER), dailyLimit: String(5n * ETHER), approvalThreshold: String(ETHER), recipientAllowlist: null },
         solana: { perTxMax: "5000000000", dailyLimit: "10000000000", approvalThreshold: null, recipientAllowlist: null },
       },
       reason: "allow small ETH and SOL payments; above 1 ETH the owner approves",
-    });
+    };
+    const gated = await call({ socket: stack.agentdSocket, method: "POST", path: "/config/set", body: policy, timeoutMs: 60_000 });
+    assert.equal(gated.status, 403, JSON.stringify(gated.body));
+    const ticket = (gated.body as { detail: { ticket: string } }).detail.ticket;
+    const approved = await call({ socket: stack.approvalSocket, method: "POST", path: `/approval/${ticket}/approve`, body: {}, timeoutMs: 30_000 });
+    assert.equal(approved.status, 200, JSON.stringify(approved.body));
+    await stack.agentd("POST", "/config/set", { ...policy, approval: ticket });
     await stack.applyHead();
     await until("keyd to read the policy", 30_000, async () => (await stack.keyd("GET", "/health")).body.policy?.chains?.length === 2);
     await startChatGateway(stack, model, (c) => (c.plugins.entries["osmoda-bridge"].config.approvalTimeoutSecs = 20));

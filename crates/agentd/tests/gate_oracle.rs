@@ -145,7 +145,26 @@ fn oracle_destructive(b: &Value, a: &Value) -> bool {
         )
         .is_null()
     };
-    wallet(b) && !wallet(a)
+    if wallet(b) && !wallet(a) {
+        return true;
+    }
+    // policy.weaken: the wallet's daily limit raised, removed, or no longer a number.
+    let limit = |t: &Value| {
+        get(
+            t,
+            &["services", "osmoda", "keyd", "policy", "wallets", "main", "dailyLimit"],
+        )
+        .clone()
+    };
+    let amount = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<u128>().ok())
+            .or(v.as_u64().map(u128::from))
+    };
+    if wallet(b) && wallet(a) && limit(b) != limit(a) {
+        return !matches!((amount(&limit(b)), amount(&limit(a))), (Some(was), Some(now)) if now <= was);
+    }
+    false
 }
 
 fn paths() -> Vec<&'static str> {
