@@ -242,9 +242,6 @@ pub async fn recover(st: &Arc<AppState>) {
     let notes = osmoda_memory::notes::Notes::new(st.memory.dir());
     for file in entries.flatten().map(|e| e.path()) {
         if file.extension().is_none_or(|x| x != "json") {
-            // A journal write cut off by the crash (write_atomic's temporary file): its note
-            // was never written, since the entry is complete before the note is touched.
-            let _ = std::fs::remove_file(&file);
             continue;
         }
         let entry: Entry = match std::fs::read(&file)
