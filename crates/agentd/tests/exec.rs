@@ -471,7 +471,11 @@ async fn keyd_tickets_are_keyds_own_not_its_uids() {
     );
     let pending = d.human().get_ok("/approvals").await;
     assert_eq!(pending.as_array().map(Vec::len), Some(0), "{pending}");
-    let r = d.agent().post("/daemon/ticket/open", &open("Mine111")).await.expect("post");
+    let r = d
+        .agent()
+        .post("/daemon/ticket/open", &open("Mine111"))
+        .await
+        .expect("post");
     assert_eq!(r.status, 200, "{}", r.body);
 }
 

@@ -152,7 +152,15 @@ fn oracle_destructive(b: &Value, a: &Value) -> bool {
     let limit = |t: &Value| {
         get(
             t,
-            &["services", "osmoda", "keyd", "policy", "wallets", "main", "dailyLimit"],
+            &[
+                "services",
+                "osmoda",
+                "keyd",
+                "policy",
+                "wallets",
+                "main",
+                "dailyLimit",
+            ],
         )
         .clone()
     };

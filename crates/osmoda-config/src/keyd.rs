@@ -36,7 +36,8 @@ fn chain_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Chain, ChainPol
     BTreeMap::<String, ChainPolicy>::deserialize(d)?
         .into_iter()
         .map(|(key, policy)| {
-            let chain = Chain::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&key))?;
+            let chain =
+                Chain::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&key))?;
             Ok((chain, policy))
         })
         .collect()
@@ -481,14 +482,24 @@ mod tests {
         };
         let missing = r#"{"secret_file":null,"policy":{"wallets":{},"chains":{"solana":
             {"per_tx_max":"1","daily_limit":"1","approval_threshold":null,"recipient_allowlist":null}}}}"#;
-        assert_eq!(at(missing), "policy.chains.solana: missing field `chain_ids`");
+        assert_eq!(
+            at(missing),
+            "policy.chains.solana: missing field `chain_ids`"
+        );
         let wrong = missing.replace(r#""per_tx_max":"1""#, r#""chain_ids":[],"per_tx_max":7"#);
-        assert!(at(&wrong).starts_with("policy.chains.solana.per_tx_max: "), "{}", at(&wrong));
+        assert!(
+            at(&wrong).starts_with("policy.chains.solana.per_tx_max: "),
+            "{}",
+            at(&wrong)
+        );
         let unknown = missing
             .replace("solana", "bitcoin")
             .replace(r#""per_tx_max""#, r#""chain_ids":[],"per_tx_max""#);
         let e = at(&unknown);
-        assert!(e.starts_with("policy.chains: unknown variant `bitcoin`"), "{e}");
+        assert!(
+            e.starts_with("policy.chains: unknown variant `bitcoin`"),
+            "{e}"
+        );
         assert!(!e.contains('?'), "{e}");
     }
 }

@@ -104,7 +104,11 @@ pub fn audit_row(
     if status != want {
         return vec![format!("{what}: status {status} (wanted {want}): {body}")];
     }
-    let judged_as = if (500..600).contains(&want) { 400 } else { status };
+    let judged_as = if (500..600).contains(&want) {
+        400
+    } else {
+        status
+    };
     match check_refusal(what, judged_as, body, private) {
         Err(e) => vec![e],
         Ok(error) => needles
@@ -188,9 +192,23 @@ mod tests {
         );
         // A wanted failure keeps the body rule; an unwanted one is still a failure.
         let failed = json!({"error": "resolving a.test failed: no such name", "detail": null});
-        assert!(audit_row("CONNECT a.test:1", (502, &failed), 502, &["a.test"], &private).is_empty());
-        assert_eq!(audit_row("GET /x", (500, &failed), 400, &[], &private).len(), 1);
-        let dump = json!({"error": "connect: Os { code: 111, kind: ConnectionRefused }", "detail": null});
-        assert_eq!(audit_row("CONNECT a.test:1", (502, &dump), 502, &[], &private).len(), 1);
+        assert!(audit_row(
+            "CONNECT a.test:1",
+            (502, &failed),
+            502,
+            &["a.test"],
+            &private
+        )
+        .is_empty());
+        assert_eq!(
+            audit_row("GET /x", (500, &failed), 400, &[], &private).len(),
+            1
+        );
+        let dump =
+            json!({"error": "connect: Os { code: 111, kind: ConnectionRefused }", "detail": null});
+        assert_eq!(
+            audit_row("CONNECT a.test:1", (502, &dump), 502, &[], &private).len(),
+            1
+        );
     }
 }

@@ -103,17 +103,41 @@ struct MeshFamilies {
 
 impl MeshFamilies {
     fn register(&self, r: &mut Registry) {
-        r.register("mesh_links_open", "Links osmoda-mesh holds up now", self.links_open.clone());
-        r.register("mesh_links", "Links established, by who dialed (outbound, inbound)", self.links.clone());
-        r.register("mesh_link_closes", "Links closed, by reason", self.closes.clone());
+        r.register(
+            "mesh_links_open",
+            "Links osmoda-mesh holds up now",
+            self.links_open.clone(),
+        );
+        r.register(
+            "mesh_links",
+            "Links established, by who dialed (outbound, inbound)",
+            self.links.clone(),
+        );
+        r.register(
+            "mesh_link_closes",
+            "Links closed, by reason",
+            self.closes.clone(),
+        );
         r.register(
             "mesh_handshakes",
             "Handshakes by direction and outcome (ok, refused, silent, unreachable, limited)",
             self.handshakes.clone(),
         );
-        r.register("mesh_rekeys", "Link rekeys, by direction of the key (send, receive)", self.rekeys.clone());
-        r.register("mesh_frames", "Sealed frames on links, by direction (sent, received)", self.frames.clone());
-        r.register("mesh_frame_bytes", "Bytes of sealed frames on links, by direction", self.frame_bytes.clone());
+        r.register(
+            "mesh_rekeys",
+            "Link rekeys, by direction of the key (send, receive)",
+            self.rekeys.clone(),
+        );
+        r.register(
+            "mesh_frames",
+            "Sealed frames on links, by direction (sent, received)",
+            self.frames.clone(),
+        );
+        r.register(
+            "mesh_frame_bytes",
+            "Bytes of sealed frames on links, by direction",
+            self.frame_bytes.clone(),
+        );
         r.register(
             "mesh_messages",
             "Messages peers exchanged, by direction and kind (text, json, request, response, rotate)",
@@ -388,7 +412,10 @@ impl Metrics {
 
     /// A mesh link came up (`direction`: `outbound` when this host dialed, else `inbound`).
     pub fn mesh_link_up(&self, direction: &'static str) {
-        self.mesh.links.get_or_create(&DirectionLabel { direction }).inc();
+        self.mesh
+            .links
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
         self.mesh.links_open.inc();
     }
 
@@ -413,7 +440,10 @@ impl Metrics {
 
     /// A mesh link switched the key of one direction (`send`, `receive`).
     pub fn mesh_rekey(&self, direction: &'static str) {
-        self.mesh.rekeys.get_or_create(&DirectionLabel { direction }).inc();
+        self.mesh
+            .rekeys
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
     }
 
     /// A sealed frame of `bytes` went over a mesh link (`sent`, `received`).

@@ -228,7 +228,11 @@ async fn every_proxy_failure_says_what_went_wrong_in_one_shape() {
     let token = keys.token(caps);
     let g = Some(token.as_str());
     // The capped proxy's one tunnel, held open while its next request is answered.
-    let held = send(capped.addr, &connect(&format!("local.allowed.test:{open}"), g)).await;
+    let held = send(
+        capped.addr,
+        &connect(&format!("local.allowed.test:{open}"), g),
+    )
+    .await;
     assert_eq!(held.status, 200, "{}", held.text);
     let (_upstream_end, _) = upstream.accept().await.unwrap();
 

@@ -122,9 +122,11 @@ impl Agentd {
             Err(MeshError::Conflict(why)) if why.contains(NO_CHANGE) => {
                 Ok(json!({ "unchanged": true, "path": peer_path(name) }))
             }
-            Ok(edit) if osmoda_config::tree_edit::landed_rev(&edit).is_none() => Err(
-                MeshError::Agentd(format!("agentd's config API answered without a rev: {edit}")),
-            ),
+            Ok(edit) if osmoda_config::tree_edit::landed_rev(&edit).is_none() => {
+                Err(MeshError::Agentd(format!(
+                    "agentd's config API answered without a rev: {edit}"
+                )))
+            }
             other => other,
         }
     }

@@ -315,10 +315,7 @@ async fn pass(st: &AppState) -> Result<Left, MeshError> {
         Ok(s) => {
             st.store.switches_begun(upto)?;
             st.agentd
-                .event(
-                    "switch.begun",
-                    json!({ "id": s.get("id"), "owed": owed }),
-                )
+                .event("switch.begun", json!({ "id": s.get("id"), "owed": owed }))
                 .await;
         }
         Err(MeshError::Conflict(_)) => left = left.max(Left::Busy),

@@ -270,7 +270,11 @@ pub async fn run(
         .await;
     tracing::info!(peer = %info.peer, session = %info.session, "link up");
     let metrics = osmoda_daemon::metrics::global();
-    metrics.mesh_link_up(if info.initiator { "outbound" } else { "inbound" });
+    metrics.mesh_link_up(if info.initiator {
+        "outbound"
+    } else {
+        "inbound"
+    });
     {
         // Hand-overs a crash kept from being sent go out on this link (or are dropped when the
         // peer already knows this host's identity now).

@@ -129,7 +129,11 @@ mod tests {
     /// are the contract between the two.
     #[test]
     fn text_limits_are_bytes_on_the_link() {
-        let on_link = |t: String| serde_json::to_vec(&MeshMessage::Text { text: t }).unwrap().len();
+        let on_link = |t: String| {
+            serde_json::to_vec(&MeshMessage::Text { text: t })
+                .unwrap()
+                .len()
+        };
         assert_eq!(MAX_PLAINTEXT, 65_519);
         for (what, text, bytes) in [
             ("ASCII at the limit", "a".repeat(65_494), 65_519),
@@ -140,9 +144,17 @@ mod tests {
             ("€ one over", "€".repeat(21_832), 65_521),
             ("4-byte emoji", "😀".repeat(16_373) + "aa", 65_519),
             ("emoji one over", "😀".repeat(16_373) + "aaa", 65_520),
-            ("emoji, the bridge's refused case", "😀".repeat(16_374), 65_521),
+            (
+                "emoji, the bridge's refused case",
+                "😀".repeat(16_374),
+                65_521,
+            ),
             ("quotes escaped", "\"".repeat(32_747), 65_519),
-            ("control characters as \\u00XX", "\u{1}".repeat(10_915) + "aaaa", 65_519),
+            (
+                "control characters as \\u00XX",
+                "\u{1}".repeat(10_915) + "aaaa",
+                65_519,
+            ),
             ("é, the bridge's error text", "é".repeat(32_748), 65_521),
         ] {
             assert_eq!(on_link(text), bytes, "{what}");

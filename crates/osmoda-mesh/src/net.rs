@@ -610,8 +610,7 @@ async fn pair_with_inviter(
     }
     let _g = st.pairing.lock().await;
     let reason = format!("mesh: pair with {name} (accepted its invite)");
-    let (edit, switch) =
-        crate::intents::record(st, name, &inv.endpoint, keys, &reason).await?;
+    let (edit, switch) = crate::intents::record(st, name, &inv.endpoint, keys, &reason).await?;
     Ok((name.to_string(), edit, switch))
 }
 
@@ -803,7 +802,10 @@ async fn rotated(st: &AppState, peer: &str, info: &link::LinkInfo, old: &Keys, n
         Err(e @ MeshError::Unavailable(_)) => {
             tracing::warn!(%peer, "the rotated keys' record waits for agentd: {e}");
             st.agentd
-                .event("peer.record_owed", json!({ "peer": peer, "error": e.to_string() }))
+                .event(
+                    "peer.record_owed",
+                    json!({ "peer": peer, "error": e.to_string() }),
+                )
                 .await;
         }
         Err(e) => {

@@ -255,7 +255,11 @@ impl Store {
         Ok(id)
     }
 
-    fn insert_identity(&self, tx: &rusqlite::Transaction<'_>, id: &Identity) -> Result<i64, MeshError> {
+    fn insert_identity(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        id: &Identity,
+    ) -> Result<i64, MeshError> {
         tx.execute(
             "INSERT INTO identity (created_at, x25519, nonce, ciphertext) VALUES (?1, ?2, x'', x'')",
             params![now(), &id.x25519_public[..]],
@@ -535,9 +539,8 @@ impl Store {
     /// Database errors.
     pub fn intents(&self) -> Result<Vec<Intent>, MeshError> {
         let conn = self.lock();
-        let mut st = conn.prepare(
-            "SELECT seq, kind, name, endpoint, keys, reason FROM intents ORDER BY seq",
-        )?;
+        let mut st = conn
+            .prepare("SELECT seq, kind, name, endpoint, keys, reason FROM intents ORDER BY seq")?;
         let rows = st.query_map([], |r| {
             let keys: Option<String> = r.get(4)?;
             let keys = keys.and_then(|k| serde_json::from_str(&k).ok());
@@ -667,11 +670,18 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(
             all[0].what,
-            Owed::Record { name: "b".into(), endpoint: "h:2".into(), keys: keys.clone() }
+            Owed::Record {
+                name: "b".into(),
+                endpoint: "h:2".into(),
+                keys: keys.clone()
+            }
         );
         assert_eq!(
             all[1].what,
-            Owed::Switch { name: Some("a".into()), keys: Some(keys.clone()) }
+            Owed::Switch {
+                name: Some("a".into()),
+                keys: Some(keys.clone())
+            }
         );
         // A switch begun now covers w1; b's switch, owed after it, is not covered.
         let w2 = s.owe_switch("pair with b", Some(r2)).unwrap();
@@ -697,8 +707,14 @@ mod tests {
         let owed = s.handovers().unwrap();
         assert_eq!(owed.len(), 2);
         assert_eq!(owed[0].old_x25519, old.x25519_public);
-        assert_eq!(s.identity_at(owed[0].old_identity).unwrap().keys(), old.keys());
-        assert_eq!((owed[1].peer.as_str(), owed[1].message.as_str()), ("q", "{\"m\":1}"));
+        assert_eq!(
+            s.identity_at(owed[0].old_identity).unwrap().keys(),
+            old.keys()
+        );
+        assert_eq!(
+            (owed[1].peer.as_str(), owed[1].message.as_str()),
+            ("q", "{\"m\":1}")
+        );
         assert!(s.consume_invite("h").is_err(), "invites name the old keys");
         s.handover_done(owed[0].seq).unwrap();
         assert_eq!(s.handovers().unwrap().len(), 1);

@@ -610,7 +610,10 @@ async fn a_full_handshake_table_drops_its_oldest_not_the_newcomer() {
     let mut est = handshake::initiate(&mut s, &stranger, &keys, extra)
         .await
         .unwrap();
-    assert!(admitted(&mut s, &mut est).await, "the newcomer was admitted");
+    assert!(
+        admitted(&mut s, &mut est).await,
+        "the newcomer was admitted"
+    );
     // All of this inside the 2 s every silent connection has for message 1: the oldest was
     // closed for the newcomer, not by that deadline, and the next one is still open.
     assert!(closed_within(&mut idle[0], Duration::from_millis(200)).await);

@@ -86,7 +86,10 @@ async fn kill9_while_the_switch_is_queued() {
 
     let _p = MeshProcess::spawn(&beta, None).await;
     let (s, v) = beta.get("/peer/alpha").await;
-    assert_eq!(s, 404, "not applied (nor connected) while the other switch runs: {v}");
+    assert_eq!(
+        s, 404,
+        "not applied (nor connected) while the other switch runs: {v}"
+    );
     let id = &busy.body["id"];
     let r = beta
         .watch
@@ -117,7 +120,11 @@ async fn an_inviter_whose_agentd_was_down_records_the_peer_after_a_kill9() {
     assert_eq!(s, 200, "{v}");
     p.wait_paused("record-owed").await;
     p.kill9();
-    assert_eq!(pairings(&alpha, "beta"), 0, "nothing recorded while agentd was down");
+    assert_eq!(
+        pairings(&alpha, "beta"),
+        0,
+        "nothing recorded while agentd was down"
+    );
     std::fs::rename(&away, &alpha.agentd_socket).unwrap();
 
     let _p = MeshProcess::spawn(&alpha, None).await;
@@ -166,7 +173,10 @@ async fn kill9_after_sealing_a_rotation_hands_over_at_restart() {
 
     let p = MeshProcess::spawn(&alpha, None).await;
     let (_, new) = alpha.get("/identity").await;
-    assert_ne!(new["public_keys"], old["public_keys"], "the sealed identity is current");
+    assert_ne!(
+        new["public_keys"], old["public_keys"],
+        "the sealed identity is current"
+    );
     beta.wait_peer("alpha", "has alpha's new keys", |v| {
         v["declared"] == true && v["public_keys"] == new["public_keys"]
     })

@@ -44,8 +44,14 @@ async fn wait_metrics(h: &Host, what: &str, pred: impl Fn(&HashMap<String, f64>)
         if pred(&m) {
             return;
         }
-        let mesh: Vec<_> = m.iter().filter(|(k, _)| k.starts_with("osmoda_mesh")).collect();
-        assert!(start.elapsed() < Duration::from_secs(30), "{what}: {mesh:?}");
+        let mesh: Vec<_> = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("osmoda_mesh"))
+            .collect();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: {mesh:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -57,7 +63,10 @@ async fn metrics_count_links_handshakes_rekeys_frames_and_messages() {
     let mut a = Host::start("alpha", t.clone()).await;
     let b = Host::start("beta", t).await;
     pair(&a, &b).await;
-    wait_metrics(&a, "both links up", |m| get(m, "osmoda_mesh_links_open") == 2.0).await;
+    wait_metrics(&a, "both links up", |m| {
+        get(m, "osmoda_mesh_links_open") == 2.0
+    })
+    .await;
 
     for i in 0..6 {
         let (s, v) = a
@@ -93,25 +102,65 @@ async fn metrics_count_links_handshakes_rekeys_frames_and_messages() {
 
     let m = metrics(&a).await;
     // Twelve texts, each sent once and received once (both hosts count into this process).
-    assert_eq!(get(&m, r#"osmoda_mesh_messages_total{direction="sent",kind="text"}"#), 12.0);
-    assert_eq!(get(&m, r#"osmoda_mesh_messages_total{direction="received",kind="text"}"#), 12.0);
+    assert_eq!(
+        get(
+            &m,
+            r#"osmoda_mesh_messages_total{direction="sent",kind="text"}"#
+        ),
+        12.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            r#"osmoda_mesh_messages_total{direction="received",kind="text"}"#
+        ),
+        12.0
+    );
     // Two messages per key: every direction of the link rekeyed at least twice.
-    assert!(get(&m, r#"osmoda_mesh_rekeys_total{direction="send"}"#) >= 4.0, "{m:?}");
-    assert!(get(&m, r#"osmoda_mesh_rekeys_total{direction="receive"}"#) >= 4.0, "{m:?}");
+    assert!(
+        get(&m, r#"osmoda_mesh_rekeys_total{direction="send"}"#) >= 4.0,
+        "{m:?}"
+    );
+    assert!(
+        get(&m, r#"osmoda_mesh_rekeys_total{direction="receive"}"#) >= 4.0,
+        "{m:?}"
+    );
     let frames = get(&m, r#"osmoda_mesh_frames_total{direction="sent"}"#);
     let bytes = get(&m, r#"osmoda_mesh_frame_bytes_total{direction="sent"}"#);
     // 12 texts + their rekeys + pings; each frame carries at least the 16-byte tag.
-    assert!(frames >= 20.0 && bytes >= frames * 17.0, "{frames} frames, {bytes} bytes");
+    assert!(
+        frames >= 20.0 && bytes >= frames * 17.0,
+        "{frames} frames, {bytes} bytes"
+    );
     assert!(get(&m, r#"osmoda_mesh_frames_total{direction="received"}"#) >= 20.0);
     assert!(get(&m, r#"osmoda_mesh_links_total{direction="outbound"}"#) >= 1.0);
     assert!(get(&m, r#"osmoda_mesh_links_total{direction="inbound"}"#) >= 1.0);
-    assert!(get(&m, r#"osmoda_mesh_handshakes_total{direction="inbound",outcome="ok"}"#) >= 1.0);
-    assert!(get(&m, r#"osmoda_mesh_handshakes_total{direction="outbound",outcome="ok"}"#) >= 1.0);
-    wait_metrics(&a, "the stranger refused, the silent connection counted", |m| {
-        get(m, r#"osmoda_mesh_handshakes_total{direction="inbound",outcome="refused"}"#) >= 1.0
-            && get(m, r#"osmoda_mesh_handshakes_total{direction="inbound",outcome="silent"}"#)
-                >= 1.0
-    })
+    assert!(
+        get(
+            &m,
+            r#"osmoda_mesh_handshakes_total{direction="inbound",outcome="ok"}"#
+        ) >= 1.0
+    );
+    assert!(
+        get(
+            &m,
+            r#"osmoda_mesh_handshakes_total{direction="outbound",outcome="ok"}"#
+        ) >= 1.0
+    );
+    wait_metrics(
+        &a,
+        "the stranger refused, the silent connection counted",
+        |m| {
+            get(
+                m,
+                r#"osmoda_mesh_handshakes_total{direction="inbound",outcome="refused"}"#,
+            ) >= 1.0
+                && get(
+                    m,
+                    r#"osmoda_mesh_handshakes_total{direction="inbound",outcome="silent"}"#,
+                ) >= 1.0
+        },
+    )
     .await;
 
     // alpha stops: its link closes for shutdown, beta's because the connection closed.
@@ -119,10 +168,16 @@ async fn metrics_count_links_handshakes_rekeys_frames_and_messages() {
     wait_metrics(&b, "no link open", |m| {
         get(m, "osmoda_mesh_links_open") == 0.0
             && get(m, r#"osmoda_mesh_link_closes_total{reason="shutdown"}"#) >= 1.0
-            && get(m, r#"osmoda_mesh_link_closes_total{reason="connection_closed"}"#) >= 1.0
+            && get(
+                m,
+                r#"osmoda_mesh_link_closes_total{reason="connection_closed"}"#,
+            ) >= 1.0
     })
     .await;
     a.start_mesh().await;
     a.wait_connected("beta").await;
-    wait_metrics(&b, "both links up again", |m| get(m, "osmoda_mesh_links_open") == 2.0).await;
+    wait_metrics(&b, "both links up again", |m| {
+        get(m, "osmoda_mesh_links_open") == 2.0
+    })
+    .await;
 }

@@ -109,7 +109,9 @@ pub const CREDENTIALS: &[&str] = &[
 /// as its events and re-activates what its switch records name — so no command and no `/fs/*`
 /// call of the agent's may read or write any of it. The agent's own places beside them
 /// (`gateway/`, the memory notes) are not daemon state.
-pub const DAEMON_STATE_DIRS: &[&str] = &["agentd", "keyd", "watch", "routines", "mesh", "voice", "egress"];
+pub const DAEMON_STATE_DIRS: &[&str] = &[
+    "agentd", "keyd", "watch", "routines", "mesh", "voice", "egress",
+];
 
 /// Paths hidden from root commands only: systemd's D-Bus and private sockets would let root
 /// start a process outside the namespace. Unprivileged users are refused there by polkit.

@@ -121,7 +121,10 @@ impl Fence {
         // dropped there would be acted on by that daemon under its own identity.
         if st.state_dir.file_name() == Some(std::ffi::OsStr::new("agentd")) {
             if let Some(root) = st.state_dir.parent() {
-                for d in osmoda_sandbox::DAEMON_STATE_DIRS.iter().filter(|d| **d != "agentd") {
+                for d in osmoda_sandbox::DAEMON_STATE_DIRS
+                    .iter()
+                    .filter(|d| **d != "agentd")
+                {
                     hidden.push((real(&root.join(d)), "an osModa daemon's state"));
                 }
             }

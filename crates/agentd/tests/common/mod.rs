@@ -77,7 +77,8 @@ impl Daemon {
     ) -> Daemon {
         let socket = dir.path().join("agentd.sock");
         let approval_socket = dir.path().join("approval.sock");
-        let state = agentd::AppState::open(state.to_path_buf(), settings, tree).expect("open state");
+        let state =
+            agentd::AppState::open(state.to_path_buf(), settings, tree).expect("open state");
         let agent = UnixListener::bind(&socket).expect("bind");
         let human = UnixListener::bind(&approval_socket).expect("bind");
         let (trigger, shutdown) = agentd::shutdown_channel();

@@ -112,8 +112,16 @@ async fn build_activate_and_swap_back() {
         format!("{}/../evil", g1.artifact),
     ] {
         let e = b.reactivate("2", Some(&p)).await.unwrap_err();
-        assert!(e.to_string().contains("not one of osmoda-watch's generations"), "{p}: {e}");
-        assert_eq!(b.current().await.unwrap().as_deref(), Some(g1.artifact.as_str()), "{p}");
+        assert!(
+            e.to_string()
+                .contains("not one of osmoda-watch's generations"),
+            "{p}: {e}"
+        );
+        assert_eq!(
+            b.current().await.unwrap().as_deref(),
+            Some(g1.artifact.as_str()),
+            "{p}"
+        );
     }
     b.reactivate("2", None).await.unwrap();
     assert_eq!(b.current().await.unwrap(), None);

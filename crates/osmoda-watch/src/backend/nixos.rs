@@ -348,7 +348,9 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains("not re-activated"), "{bad}: {e}");
             assert!(
-                !r.argvs().iter().any(|a| a.iter().any(|w| w.contains("switch-to-configuration"))),
+                !r.argvs()
+                    .iter()
+                    .any(|a| a.iter().any(|w| w.contains("switch-to-configuration"))),
                 "{bad}: ran {:?}",
                 r.argvs()
             );

@@ -98,43 +98,116 @@ fn chain(ctx: &Ctx<'_>, out: &mut Vec<Finding>, name: &str) {
         return;
     }
     if !b.exists() && a.exists() {
-        push(out, KIND, &base, b, a, &format!("allows keyd to sign on {name}"));
+        push(
+            out,
+            KIND,
+            &base,
+            b,
+            a,
+            &format!("allows keyd to sign on {name}"),
+        );
         return;
     }
     if !a.exists() {
         return; // a chain no longer allowed: narrower
     }
-    let p = |rest: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(rest.iter().copied()).collect() };
-    amount(ctx, out, &p(&["perTxMax"]), None, &format!("raises keyd's largest {name} transaction"));
-    amount(ctx, out, &p(&["dailyLimit"]), None, &format!("raises keyd's daily {name} limit"));
+    let p = |rest: &[&'static str]| -> Vec<&str> {
+        base.iter().copied().chain(rest.iter().copied()).collect()
+    };
+    amount(
+        ctx,
+        out,
+        &p(&["perTxMax"]),
+        None,
+        &format!("raises keyd's largest {name} transaction"),
+    );
+    amount(
+        ctx,
+        out,
+        &p(&["dailyLimit"]),
+        None,
+        &format!("raises keyd's daily {name} limit"),
+    );
     amount(
         ctx,
         out,
         &p(&["approvalThreshold"]),
         None,
-        &format!("lets larger {name} sends pass without a person (approvalThreshold raised or removed)"),
+        &format!(
+            "lets larger {name} sends pass without a person (approvalThreshold raised or removed)"
+        ),
     );
-    widened(ctx, out, &p(&["recipientAllowlist"]), None, &format!("lets keyd send {name} to more recipients"));
-    widened(ctx, out, &p(&["chainIds"]), Some(&[]), &format!("allows more {name} chain ids"));
-    widened(ctx, out, &p(&["typedData"]), Some(&[]), "allows typed data of more EIP-712 domains or types");
+    widened(
+        ctx,
+        out,
+        &p(&["recipientAllowlist"]),
+        None,
+        &format!("lets keyd send {name} to more recipients"),
+    );
+    widened(
+        ctx,
+        out,
+        &p(&["chainIds"]),
+        Some(&[]),
+        &format!("allows more {name} chain ids"),
+    );
+    widened(
+        ctx,
+        out,
+        &p(&["typedData"]),
+        Some(&[]),
+        "allows typed data of more EIP-712 domains or types",
+    );
     let tokens = p(&["tokens"]);
     for t in names(ctx, &tokens) {
         let tb: Vec<&str> = tokens.iter().copied().chain([t.as_str()]).collect();
         let (tb_b, tb_a) = (at(ctx.before, &tb), at(ctx.after, &tb));
         if !tb_b.exists() && tb_a.exists() {
-            push(out, KIND, &tb, tb_b, tb_a, &format!("allows keyd to move token {t}"));
+            push(
+                out,
+                KIND,
+                &tb,
+                tb_b,
+                tb_a,
+                &format!("allows keyd to move token {t}"),
+            );
             continue;
         }
         if !tb_a.exists() {
             continue;
         }
         let q = |f: &'static str| -> Vec<&str> { tb.iter().copied().chain([f]).collect() };
-        amount(ctx, out, &q("perTxMax"), None, &format!("raises token {t}'s largest transfer"));
-        amount(ctx, out, &q("dailyLimit"), None, &format!("raises token {t}'s daily limit"));
-        amount(ctx, out, &q("approvalThreshold"), None, &format!("lets larger transfers of token {t} pass without a person"));
+        amount(
+            ctx,
+            out,
+            &q("perTxMax"),
+            None,
+            &format!("raises token {t}'s largest transfer"),
+        );
+        amount(
+            ctx,
+            out,
+            &q("dailyLimit"),
+            None,
+            &format!("raises token {t}'s daily limit"),
+        );
+        amount(
+            ctx,
+            out,
+            &q("approvalThreshold"),
+            None,
+            &format!("lets larger transfers of token {t} pass without a person"),
+        );
     }
     if matches!(at(ctx.after, &tokens), V::Unknown) && at(ctx.before, &tokens) != V::Unknown {
-        push(out, KIND, &tokens, at(ctx.before, &tokens), V::Unknown, "may allow more tokens");
+        push(
+            out,
+            KIND,
+            &tokens,
+            at(ctx.before, &tokens),
+            V::Unknown,
+            "may allow more tokens",
+        );
     }
 }
 
@@ -142,7 +215,14 @@ pub(super) fn policy_weakened(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     let (b, a) = (at(ctx.before, &KEYD_CHAINS), at(ctx.after, &KEYD_CHAINS));
     if b != a {
         if a == V::Unknown {
-            push(out, KIND, &KEYD_CHAINS, b, a, "may loosen keyd's signing policy");
+            push(
+                out,
+                KIND,
+                &KEYD_CHAINS,
+                b,
+                a,
+                "may loosen keyd's signing policy",
+            );
         } else {
             for n in names(ctx, &KEYD_CHAINS) {
                 chain(ctx, out, &n);
@@ -156,10 +236,25 @@ pub(super) fn policy_weakened(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             continue;
         }
         let p = |f: &'static str| -> Vec<&str> { base.iter().copied().chain([f]).collect() };
-        amount(ctx, out, &p("dailyLimit"), None, &format!("raises wallet {w}'s daily limit"));
-        widened(ctx, out, &p("recipientAllowlist"), None, &format!("lets wallet {w} send to more recipients"));
+        amount(
+            ctx,
+            out,
+            &p("dailyLimit"),
+            None,
+            &format!("raises wallet {w}'s daily limit"),
+        );
+        widened(
+            ctx,
+            out,
+            &p("recipientAllowlist"),
+            None,
+            &format!("lets wallet {w} send to more recipients"),
+        );
     }
-    let roots: Vec<Value> = osmoda_config::DEFAULT_WRITABLE_ROOTS.iter().map(|r| json!(r)).collect();
+    let roots: Vec<Value> = osmoda_config::DEFAULT_WRITABLE_ROOTS
+        .iter()
+        .map(|r| json!(r))
+        .collect();
     let p = |f: &'static str| -> Vec<&str> { AGENTD.iter().copied().chain([f]).collect() };
     widened(
         ctx,

@@ -764,43 +764,103 @@ fn loosening_what_needs_a_person_needs_a_person() {
         chain(b)
     };
     let agentd = |k: &str, v: Value| json!({"services": {"osmoda": {"agentd": {k: v}}}});
-    let wallet = |v: Value| json!({"services": {"osmoda": {"keyd": {"policy": {"wallets": {"main": v}}}}}});
+    let wallet =
+        |v: Value| json!({"services": {"osmoda": {"keyd": {"policy": {"wallets": {"main": v}}}}}});
     let weakens = vec!["policy.weaken"];
     for (before, after, expected) in [
         // A chain newly allowed; one dropped is narrower.
         (json!({}), chain(base.clone()), weakens.clone()),
         (chain(base.clone()), json!({}), vec![]),
         // Amounts: raised or removed loosens, lowered does not; strings compare as numbers.
-        (chain(base.clone()), with("perTxMax", json!("101")), weakens.clone()),
+        (
+            chain(base.clone()),
+            with("perTxMax", json!("101")),
+            weakens.clone(),
+        ),
         (chain(base.clone()), with("perTxMax", json!("99")), vec![]),
-        (chain(base.clone()), with("dailyLimit", json!("9999")), weakens.clone()),
-        (chain(base.clone()), with("approvalThreshold", json!(null)), weakens.clone()),
-        (chain(base.clone()), with("approvalThreshold", json!("11")), weakens.clone()),
-        (chain(base.clone()), with("approvalThreshold", json!("9")), vec![]),
-        (with("approvalThreshold", json!(null)), chain(base.clone()), vec![]),
-        (chain(base.clone()), with("approvalThreshold", undecidable()), weakens.clone()),
+        (
+            chain(base.clone()),
+            with("dailyLimit", json!("9999")),
+            weakens.clone(),
+        ),
+        (
+            chain(base.clone()),
+            with("approvalThreshold", json!(null)),
+            weakens.clone(),
+        ),
+        (
+            chain(base.clone()),
+            with("approvalThreshold", json!("11")),
+            weakens.clone(),
+        ),
+        (
+            chain(base.clone()),
+            with("approvalThreshold", json!("9")),
+            vec![],
+        ),
+        (
+            with("approvalThreshold", json!(null)),
+            chain(base.clone()),
+            vec![],
+        ),
+        (
+            chain(base.clone()),
+            with("approvalThreshold", undecidable()),
+            weakens.clone(),
+        ),
         // Lists that allow: an entry added or the list removed loosens; one removed does not.
-        (chain(base.clone()), with("recipientAllowlist", json!(["0xa", "0xb"])), weakens.clone()),
-        (chain(base.clone()), with("recipientAllowlist", json!(null)), weakens.clone()),
-        (chain(base.clone()), with("recipientAllowlist", json!([])), vec![]),
-        (chain(base.clone()), with("chainIds", json!([1, 10])), weakens.clone()),
         (
             chain(base.clone()),
-            with("typedData", json!([{"chainId": 1, "verifyingContract": "0xc"}])),
+            with("recipientAllowlist", json!(["0xa", "0xb"])),
             weakens.clone(),
         ),
         (
             chain(base.clone()),
-            with("tokens", json!({"0xt": {"perTxMax": "1", "dailyLimit": "1"}})),
+            with("recipientAllowlist", json!(null)),
             weakens.clone(),
         ),
         (
-            with("tokens", json!({"0xt": {"perTxMax": "1", "dailyLimit": "5"}})),
-            with("tokens", json!({"0xt": {"perTxMax": "1", "dailyLimit": "6"}})),
+            chain(base.clone()),
+            with("recipientAllowlist", json!([])),
+            vec![],
+        ),
+        (
+            chain(base.clone()),
+            with("chainIds", json!([1, 10])),
             weakens.clone(),
         ),
         (
-            with("tokens", json!({"0xt": {"perTxMax": "1", "dailyLimit": "5"}})),
+            chain(base.clone()),
+            with(
+                "typedData",
+                json!([{"chainId": 1, "verifyingContract": "0xc"}]),
+            ),
+            weakens.clone(),
+        ),
+        (
+            chain(base.clone()),
+            with(
+                "tokens",
+                json!({"0xt": {"perTxMax": "1", "dailyLimit": "1"}}),
+            ),
+            weakens.clone(),
+        ),
+        (
+            with(
+                "tokens",
+                json!({"0xt": {"perTxMax": "1", "dailyLimit": "5"}}),
+            ),
+            with(
+                "tokens",
+                json!({"0xt": {"perTxMax": "1", "dailyLimit": "6"}}),
+            ),
+            weakens.clone(),
+        ),
+        (
+            with(
+                "tokens",
+                json!({"0xt": {"perTxMax": "1", "dailyLimit": "5"}}),
+            ),
             chain(base.clone()),
             vec![],
         ),
@@ -811,15 +871,43 @@ fn loosening_what_needs_a_person_needs_a_person() {
             weakens.clone(),
         ),
         // Wallet bounds.
-        (wallet(json!({"dailyLimit": "5"})), wallet(json!({"dailyLimit": "50"})), weakens.clone()),
-        (wallet(json!({"dailyLimit": "5"})), wallet(json!({"dailyLimit": "1"})), vec![]),
+        (
+            wallet(json!({"dailyLimit": "5"})),
+            wallet(json!({"dailyLimit": "50"})),
+            weakens.clone(),
+        ),
+        (
+            wallet(json!({"dailyLimit": "5"})),
+            wallet(json!({"dailyLimit": "1"})),
+            vec![],
+        ),
         // agentd: writable roots against the code default, the ticket lifetime against 900 s.
-        (json!({}), agentd("writableRoots", json!(["/"])), weakens.clone()),
-        (json!({}), agentd("writableRoots", json!(["/srv", "/home"])), vec![]),
-        (agentd("writableRoots", json!(["/srv"])), json!({}), weakens.clone()),
-        (json!({}), agentd("approvalTtlSecs", json!(86400)), weakens.clone()),
+        (
+            json!({}),
+            agentd("writableRoots", json!(["/"])),
+            weakens.clone(),
+        ),
+        (
+            json!({}),
+            agentd("writableRoots", json!(["/srv", "/home"])),
+            vec![],
+        ),
+        (
+            agentd("writableRoots", json!(["/srv"])),
+            json!({}),
+            weakens.clone(),
+        ),
+        (
+            json!({}),
+            agentd("approvalTtlSecs", json!(86400)),
+            weakens.clone(),
+        ),
         (json!({}), agentd("approvalTtlSecs", json!(60)), vec![]),
     ] {
-        assert_eq!(kinds(before.clone(), after.clone()), expected, "{before} → {after}");
+        assert_eq!(
+            kinds(before.clone(), after.clone()),
+            expected,
+            "{before} → {after}"
+        );
     }
 }
