@@ -206,7 +206,8 @@ async fn every_proxy_failure_says_what_went_wrong_in_one_shape() {
         keys.revoked().display().to_string(),
         keys.spool().display().to_string(),
     ];
-    let proxy = |resolver: std::net::SocketAddr, tunnels: usize| {
+    // Each proxy has its own spool: a spool is one reporter's, locked while it runs.
+    let proxy = |name: &'static str, resolver: std::net::SocketAddr, tunnels: usize| {
         let keys = &keys;
         async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -219,12 +220,12 @@ async fn every_proxy_failure_says_what_went_wrong_in_one_shape() {
             );
             cfg.limits.connect_timeout_secs = 1;
             cfg.limits.max_tunnels = tunnels;
-            start(listener, None, &cfg, &keys.spool()).await
+            start(listener, None, &cfg, &keys.spool().join(name)).await
         }
     };
-    let plain = proxy(dns, 64).await;
-    let deaf_proxy = proxy(deaf.local_addr().unwrap(), 64).await;
-    let capped = proxy(dns, 1).await;
+    let plain = proxy("plain", dns, 64).await;
+    let deaf_proxy = proxy("deaf", deaf.local_addr().unwrap(), 64).await;
+    let capped = proxy("capped", dns, 1).await;
     let token = keys.token(caps);
     let g = Some(token.as_str());
     // The capped proxy's one tunnel, held open while its next request is answered.
