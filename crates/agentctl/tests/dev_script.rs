@@ -124,11 +124,28 @@ fn scripts_dev_runs_twice_in_a_row_in_a_temp_clone() {
         .expect("bin dir")
         .to_path_buf();
     // The daemons next to agentctl, current. The same invocation as the suite's own build
-    // (scripts/test), so after it this is a no-op: `cargo build -p …` would select other
-    // packages, unify other features and rebuild tokio, candle, … (37 min at load once).
+    // (scripts/test), in the environment that build had, so after it this is a no-op:
+    // `cargo build -p …` unifies other features, and the variables cargo sets for this test
+    // (LD_LIBRARY_PATH with the build dirs, CARGO_PKG_*, …) re-run build scripts that watch
+    // them (clang-sys: LD_LIBRARY_PATH) — each rebuilt the dependencies (37 min at load once).
+    // `cargo` from PATH, as scripts/test calls it (rustup's proxy sets its own library path).
     // After `cargo test -p agentctl` alone it builds the rest of the workspace's tests.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let o = Command::new(cargo)
+    let mut build = Command::new("cargo");
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        let set_for_this_test = key_text == "CARGO"
+            || key_text == "LD_LIBRARY_PATH"
+            || key_text == "CARGO_CRATE_NAME"
+            || key_text == "CARGO_PRIMARY_PACKAGE"
+            || key_text == "CARGO_TARGET_TMPDIR"
+            || ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_EXE_"]
+                .iter()
+                .any(|prefix| key_text.starts_with(prefix));
+        if set_for_this_test {
+            build.env_remove(&key);
+        }
+    }
+    let o = build
         .args(["test", "--workspace", "--locked", "--no-run", "-q"])
         .current_dir(&repo)
         .env("CARGO_TARGET_DIR", bin_dir.parent().expect("target dir"))
