@@ -11,12 +11,16 @@ mod watchers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use osmoda_client::Client;
 use output::Outcome;
 use serde_json::{json, Value};
+
+/// How long `agentctl memory …` waits for agentd: the first call loads the embedding model.
+const MEMORY_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -277,7 +281,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watchers { action } => watchers::run(&watch, action).await?,
         Command::Incidents { action } => incidents::run(&agent, action).await?,
         Command::Backup { action } => backup::run(&agent, action).await?,
-        Command::Memory { action } => memory::run(&agent, action).await?,
+        // A store or recall embeds text with agentd's model, loaded on the first call (seconds
+        // in a release build; over 30 s in a debug build on a loaded machine).
+        Command::Memory { action } => {
+            memory::run(&agent.clone().with_timeout(MEMORY_TIMEOUT), action).await?
+        }
         Command::Approvals { action } => {
             let v = match action {
                 ApprovalCmd::List => human.get("/approvals").await?.ok_json()?,
