@@ -183,8 +183,13 @@ async fn serve(s: WitnessSettings, witness: Witness, mut shutdown: Shutdown) {
         let req = match next {
             Ok(r) if r.status == 200 => r.body["request"].clone(),
             Ok(r) => {
-                tracing::warn!(status = r.status, body = %r.body, "mesh refused /requests/next");
-                Value::Null
+                // A refusal (403: mesh does not take this process for agentd's uid, whose
+                // `ledger.*` topics it serves to nobody else) is not retried at once in a loop.
+                tracing::error!(status = r.status, body = %r.body, "mesh refused /requests/next; cosign requests of peers are not answered meanwhile");
+                if pause(&mut shutdown, Duration::from_secs(5)).await {
+                    return;
+                }
+                continue;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "mesh unreachable; retrying");

@@ -42,6 +42,11 @@ impl Agentd {
         })
     }
 
+    /// agentd's socket.
+    pub fn socket(&self) -> &Path {
+        self.client.socket()
+    }
+
     /// Records `mesh.<kind>` (spooled first; never fails the caller).
     pub async fn event(&self, kind: &str, payload: Value) {
         if let Err(e) = self.reporter.report(&format!("mesh.{kind}"), payload).await {

@@ -9,6 +9,9 @@ pub enum MeshError {
     /// The request body is over the size the API reads (413). Nothing was written.
     #[error("{0}")]
     TooLarge(String),
+    /// The caller may not do this (403): a request topic reserved for another daemon.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such peer, request or route (404).
     #[error("{0}")]
     NotFound(String),

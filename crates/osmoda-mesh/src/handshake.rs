@@ -40,10 +40,14 @@ pub const PATTERN: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
 pub const PROLOGUE: &[u8] = b"osmoda-mesh/v1";
 /// HKDF info label for the PSK (followed by the handshake hash after message 2).
 const PSK_INFO: &[u8] = b"osmoda-mesh/v1 psk3 ML-KEM-768\0";
-/// The whole handshake must finish within this.
+/// The initiator's whole handshake must finish within this.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
-/// Message 1 (one frame of ~1.3 KB) must arrive within this: a connection that sends nothing
-/// holds a handshake slot this long at most, not [`TIMEOUT`].
+/// The responder's whole handshake, from the connection to the admission decision, must
+/// finish within this (not per message): until message 3 verifies, nothing is known about
+/// the initiator (anyone can send a valid message 1), and a real peer answers message 2 in
+/// one round trip. A slow or silent connection holds a handshake slot this long at most.
+pub const RESPOND_DEADLINE: Duration = Duration::from_secs(3);
+/// Message 1 (one frame of ~1.3 KB) must arrive within this (inside [`RESPOND_DEADLINE`]).
 pub const FIRST_MESSAGE: Duration = Duration::from_secs(2);
 
 /// The parsed protocol name, [`PATTERN`].
@@ -294,9 +298,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Keys, &Extra) -> Result<A, String>,
 {
-    tokio::time::timeout(TIMEOUT, respond_inner(s, id, admit))
+    tokio::time::timeout(RESPOND_DEADLINE, respond_inner(s, id, admit))
         .await
-        .map_err(|_| proto("the handshake timed out"))?
+        .map_err(|_| {
+            HandshakeError::Silent(format!(
+                "the handshake did not finish within {} s",
+                RESPOND_DEADLINE.as_secs()
+            ))
+        })?
 }
 
 async fn respond_inner<S, A, F>(
@@ -429,7 +438,7 @@ mod tests {
         let e = respond(&mut y, &r, |_, _| Ok(())).await.err().unwrap();
         assert!(matches!(e, HandshakeError::Silent(_)), "{e}");
         let held = start.elapsed();
-        assert!(held >= FIRST_MESSAGE && held < TIMEOUT, "{held:?}");
+        assert!(held >= FIRST_MESSAGE && held < RESPOND_DEADLINE, "{held:?}");
 
         let (mut x, mut y) = tokio::io::duplex(1 << 16);
         crate::frame::write_frame(&mut x, &[7u8; 200])
@@ -447,6 +456,38 @@ mod tests {
         crate::frame::write_frame(&mut x, &buf[..n]).await.unwrap();
         let e = respond(&mut y, &r, |_, _| Ok(())).await.err().unwrap();
         assert!(matches!(e, HandshakeError::Protocol(_)), "{e}");
+    }
+
+    /// Finding 3: the responder's deadline is for the whole handshake, not per message: an
+    /// initiator that sends a valid message 1 and then nothing (or trickles) is dropped at
+    /// [`RESPOND_DEADLINE`] from the start, not at [`TIMEOUT`], without a ledger-worthy error.
+    #[tokio::test]
+    async fn a_valid_message_1_then_silence_ends_at_the_total_deadline() {
+        let r = Identity::generate().unwrap();
+        let (mut x, mut y) = tokio::io::duplex(1 << 16);
+        let mut hs = builder(&Identity::generate().unwrap())
+            .build_initiator()
+            .unwrap();
+        let hello1 = serde_json::to_vec(&Hello1 {
+            v: 1,
+            ml_kem_768: B64.encode(Identity::generate().unwrap().ml_kem_ek()),
+        })
+        .unwrap();
+        let start = std::time::Instant::now();
+        let responder = tokio::spawn(async move { respond(&mut y, &r, |_, _| Ok(())).await });
+        // Message 1 arrives late but inside FIRST_MESSAGE; message 2 comes back; then silence.
+        tokio::time::sleep(FIRST_MESSAGE - Duration::from_millis(300)).await;
+        send(&mut x, &mut hs, &hello1).await.unwrap();
+        let m2 = crate::frame::read_frame(&mut x).await.unwrap();
+        assert!(!m2.is_empty(), "message 2 was sent");
+        let e = responder.await.unwrap().err().unwrap();
+        let held = start.elapsed();
+        assert!(matches!(e, HandshakeError::Silent(_)), "{e}");
+        assert!(
+            held >= RESPOND_DEADLINE && held < RESPOND_DEADLINE + Duration::from_millis(900),
+            "{held:?}"
+        );
+        drop(x);
     }
 
     #[test]

@@ -22,10 +22,12 @@ pub mod invite;
 pub mod link;
 pub mod message;
 pub mod net;
+pub mod peer_events;
 pub mod pq;
 pub mod records;
 pub mod requests;
 pub mod store;
+pub mod topics;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -59,6 +61,8 @@ pub struct Tuning {
     pub tick: Duration,
     /// Tests: every (session, direction, key epoch, nonce) a link sends with.
     pub nonce_log: Option<Arc<Mutex<Vec<link::NonceUse>>>>,
+    /// The window of a peer's event budget ([`peer_events`]).
+    pub event_window: Duration,
 }
 
 impl Default for Tuning {
@@ -72,6 +76,7 @@ impl Default for Tuning {
             backoff_max: Duration::from_secs(60),
             tick: Duration::from_secs(1),
             nonce_log: None,
+            event_window: Duration::from_secs(60),
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct AppState {
     pub intents: intents::Intents,
     /// One delivery of owed hand-overs at a time.
     pub handing: tokio::sync::Mutex<()>,
+    /// The ledger events peers' traffic causes, on a budget per peer.
+    pub peer_events: peer_events::PeerEvents,
     /// Why the last dial of each declared peer failed (cleared when one succeeds).
     dial_errors: Mutex<HashMap<String, String>>,
     identity: RwLock<Arc<Identity>>,
@@ -265,6 +272,7 @@ impl AppState {
             links: Mutex::new(HashMap::new()),
             requests: requests::Requests::default(),
             name: opts.name,
+            peer_events: peer_events::PeerEvents::new(opts.tuning.event_window),
             tuning: opts.tuning,
             listen_port: Mutex::new(None),
             pending: records::Pending::default(),
@@ -373,6 +381,44 @@ impl AppState {
             .cloned()
     }
 
+    /// Empties `name`'s inbox of the messages of every identity that does not hold the name
+    /// now: an inbox belongs to an identity, not a name. The holders are the identity
+    /// mesh.json declares under it and the one a pending record (a pairing, a hand-over)
+    /// holds it for; a name neither declares nor holds keeps nothing.
+    pub fn settle_inbox(&self, cfg: &MeshConfig, name: &str) {
+        let mut owners = Vec::new();
+        if let Some(k) = cfg
+            .peers
+            .get(name)
+            .and_then(|p| Keys::decode(&p.public_keys).ok())
+        {
+            owners.push((k.x25519, k.fingerprint()));
+        }
+        if let Some(x) = self.pending.held(name) {
+            let fp = self
+                .link(name)
+                .map(|l| l.info.current_keys())
+                .filter(|k| k.x25519 == x)
+                .map_or_else(|| "-".to_string(), |k| k.fingerprint());
+            owners.push((x, fp));
+        }
+        match self.store.keep_inbox_of(name, &owners) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(peer = %name, dropped = n, "inbox messages of an identity that no longer holds the name were dropped");
+            }
+            Err(e) => tracing::error!(peer = %name, "cannot settle the inbox: {e}"),
+        }
+    }
+
+    /// [`AppState::settle_inbox`] for every name with messages.
+    pub fn settle_inboxes(&self, cfg: &MeshConfig) {
+        match self.store.inbox_names() {
+            Ok(names) => names.iter().for_each(|n| self.settle_inbox(cfg, n)),
+            Err(e) => tracing::error!("cannot list the inboxes: {e}"),
+        }
+    }
+
     /// The declared peer whose X25519 key is `x`, with its decoded keys.
     pub fn peer_by_key(&self, x: &[u8; 32]) -> Option<(String, Keys, String)> {
         let cfg = self.config().ok()?;
@@ -398,6 +444,43 @@ impl AppState {
                 // Not serving: a shutdown that never fires would leak links; this one has fired.
                 osmoda_daemon::shutdown_channel().1
             })
+    }
+
+    /// Records `mesh.<kind>` caused by `peer`'s traffic when its budget admits it (else it is
+    /// counted into the window's summary), without waiting for the spool.
+    pub fn peer_event(
+        self: &Arc<Self>,
+        peer: &str,
+        kind: peer_events::Kind,
+        bytes: usize,
+        event: &'static str,
+        payload: serde_json::Value,
+    ) {
+        if self.peer_events.admit(peer, kind, bytes) {
+            let st = self.clone();
+            self.spawn(async move { st.agentd.event(event, payload).await });
+        }
+    }
+
+    /// Records the summaries of the peers' event windows that ended over budget, by a task of
+    /// its own (the caller does not wait for the spool); all of them, waited for, when `all`
+    /// (shutdown).
+    pub async fn record_over_budget(self: &Arc<Self>, all: bool) {
+        let due = self.peer_events.due(all);
+        if due.is_empty() {
+            return;
+        }
+        let st = self.clone();
+        let record = async move {
+            for s in due {
+                st.agentd.event("receive.over_budget", s).await;
+            }
+        };
+        if all {
+            record.await;
+        } else {
+            self.spawn(record);
+        }
     }
 
     /// Runs `f` as a task [`serve`] waits for before it returns (links, handshakes, records),

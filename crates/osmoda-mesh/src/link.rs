@@ -360,7 +360,7 @@ pub async fn run(
                     other => {
                         info.received.fetch_add(1, Relaxed);
                         metrics.mesh_message("received", other.kind());
-                        crate::net::received(&st, &handle, other, n).await;
+                        crate::net::received(&st, &handle, other, n);
                     }
                 }
             }

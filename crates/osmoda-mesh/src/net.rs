@@ -17,12 +17,13 @@ use crate::identity::{handover_bytes, verify, Identity, Keys};
 use crate::invite::{secret_hash, Invite};
 use crate::link::{self, LinkHandle};
 use crate::message::MeshMessage;
+use crate::peer_events::Kind;
 use crate::{AppState, MeshError};
 use osmoda_daemon::shutdown::Shutdown;
 
-/// Handshakes in progress at once (all peers; a newcomer drops the oldest), and from one network
-/// (an IPv4 /24, an IPv6 /64: one attacker holds many addresses of one network, rarely many
-/// networks; a newcomer over that is closed).
+/// Handshakes in progress at once, all sources together, and from one network (an IPv4 /24,
+/// an IPv6 /64: one attacker holds many addresses of one network, rarely many networks). Each
+/// lasts at most [`handshake::RESPOND_DEADLINE`] from accept to admission.
 const MAX_HANDSHAKES: usize = 64;
 const MAX_HANDSHAKES_PER_NET: usize = 8;
 /// Inbound refusals recorded in the ledger per minute at most; the rest are counted and the
@@ -69,28 +70,82 @@ impl RefusalBudget {
     }
 }
 
-/// Handshakes in progress. When all [`MAX_HANDSHAKES`] are taken, the oldest is dropped for
-/// the newcomer: connections that never finish a handshake cost their own oldest slot, not a
-/// newcomer its chance (they are also cut at 2 s without message 1, and per network).
+/// Handshakes in progress (not yet admitted: nothing about their sender is known), bounded
+/// per network ([`MAX_HANDSHAKES_PER_NET`]) and overall ([`MAX_HANDSHAKES`]), and shared
+/// fairly between networks: when all are taken, a newcomer takes the oldest slot of the
+/// network holding the most, if that network holds at least two more than the newcomer's
+/// would; otherwise the newcomer is refused. So a flood refilling its slots as fast as they
+/// free takes them from itself, never from a network holding fewer (a new honest peer holds
+/// one), and every slot ends by the handshake deadline whatever its holder does.
 #[derive(Default)]
 struct Slots {
     next: u64,
-    open: std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+    open: std::collections::BTreeMap<u64, (std::net::IpAddr, tokio::sync::oneshot::Sender<()>)>,
+    per_net: HashMap<std::net::IpAddr, usize>,
+}
+
+/// Why [`Slots::take`] refused a newcomer.
+#[derive(Debug, PartialEq, Eq)]
+enum NoSlot {
+    /// Its network holds [`MAX_HANDSHAKES_PER_NET`] already.
+    Network,
+    /// All slots are taken by networks holding no more than one over the newcomer's.
+    Full,
 }
 
 impl Slots {
-    /// A slot for a new handshake, dropping the oldest when all are taken. The receiver fires
-    /// when the slot is taken from it.
-    fn take(&mut self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+    /// A slot for a new handshake from `net`. The receiver fires when the slot is taken from
+    /// it for a newcomer.
+    fn take(
+        &mut self,
+        net: std::net::IpAddr,
+    ) -> Result<(u64, tokio::sync::oneshot::Receiver<()>), NoSlot> {
+        let mine = self.per_net.get(&net).copied().unwrap_or(0);
+        if mine >= MAX_HANDSHAKES_PER_NET {
+            return Err(NoSlot::Network);
+        }
         if self.open.len() >= MAX_HANDSHAKES {
-            if let Some((_, oldest)) = self.open.pop_first() {
-                let _ = oldest.send(());
+            // The network holding the most (ties: the one whose slot is oldest), and its
+            // oldest slot.
+            let (victim, _) = self
+                .open
+                .iter()
+                .map(|(k, (n, _))| (*k, self.per_net.get(n).copied().unwrap_or(0)))
+                .fold(None::<(u64, usize)>, |best, (k, c)| match best {
+                    Some((_, bc)) if bc >= c => best,
+                    _ => Some((k, c)),
+                })
+                .ok_or(NoSlot::Full)?;
+            let most = self.open.get(&victim).map_or(0, |(n, _)| self.per_net[n]);
+            if most < mine + 2 {
+                return Err(NoSlot::Full);
+            }
+            if let Some((n, tx)) = self.open.remove(&victim) {
+                self.release_net(n);
+                let _ = tx.send(());
             }
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.next += 1;
-        self.open.insert(self.next, tx);
-        (self.next, rx)
+        self.open.insert(self.next, (net, tx));
+        *self.per_net.entry(net).or_default() += 1;
+        Ok((self.next, rx))
+    }
+
+    fn release_net(&mut self, net: std::net::IpAddr) {
+        if let Some(c) = self.per_net.get_mut(&net) {
+            *c -= 1;
+            if *c == 0 {
+                self.per_net.remove(&net);
+            }
+        }
+    }
+
+    /// Ends slot `id` (its handshake finished, failed or was dropped).
+    fn end(&mut self, id: u64) {
+        if let Some((n, _)) = self.open.remove(&id) {
+            self.release_net(n);
+        }
     }
 }
 
@@ -108,7 +163,6 @@ pub async fn run(st: Arc<AppState>, tcp: TcpListener, shutdown: Shutdown) {
 }
 
 async fn accept_loop(st: Arc<AppState>, tcp: TcpListener, mut shutdown: Shutdown) {
-    let per_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Default::default();
     let budget = Arc::new(std::sync::Mutex::new(RefusalBudget {
         window: Instant::now(),
         recorded: 0,
@@ -128,50 +182,32 @@ async fn accept_loop(st: Arc<AppState>, tcp: TcpListener, mut shutdown: Shutdown
             },
         };
         let metrics = osmoda_daemon::metrics::global();
-        {
-            let mut m = per_ip
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = m.entry(network(addr.ip())).or_default();
-            if *n >= MAX_HANDSHAKES_PER_NET {
-                tracing::warn!(%addr, "too many handshakes from this network; closing");
+        let taken = slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(network(addr.ip()));
+        let (slot, dropped) = match taken {
+            Ok(x) => x,
+            Err(why) => {
+                tracing::debug!(%addr, ?why, "no handshake slot for this connection; closing");
                 metrics.mesh_handshake("inbound", "limited");
                 continue;
             }
-            *n += 1;
-        }
-        let (slot, dropped) = slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        };
         let slots = slots.clone();
         let st = st.clone();
-        let per_ip = per_ip.clone();
         let budget = budget.clone();
         let sd = shutdown.clone();
         let st0 = st.clone();
         st0.spawn(async move {
             let (res, evicted) = tokio::select! {
                 r = inbound(&st, stream, addr) => (r, false),
-                _ = dropped => (Err(HandshakeError::Silent("dropped for a newer connection: every handshake slot was taken".into())), true),
+                _ = dropped => (Err(HandshakeError::Silent("dropped for a newcomer from a network holding fewer handshake slots".into())), true),
             };
             slots
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .open
-                .remove(&slot);
-            {
-                let mut m = per_ip
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let net = network(addr.ip());
-                if let Some(n) = m.get_mut(&net) {
-                    *n -= 1;
-                    if *n == 0 {
-                        m.remove(&net);
-                    }
-                }
-            }
+                .end(slot);
             let outcome = match &res {
                 _ if evicted => "limited",
                 Ok(_) => "ok",
@@ -389,13 +425,20 @@ async fn dial_loop(st: Arc<AppState>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(st.tuning.tick);
     loop {
         tokio::select! {
-            _ = shutdown.wait() => return,
+            _ = shutdown.wait() => {
+                st.record_over_budget(true).await;
+                return;
+            }
             _ = tick.tick() => {}
         }
+        st.record_over_budget(false).await;
         let Ok(cfg) = st.config() else { continue };
         // A link stays only while mesh.json declares its peer with exactly the keys it
         // authenticated, or a pending record (a pairing, a hand-over) holds the name for them.
         st.pending.settle(&cfg);
+        // Inboxes follow the identities behind the names, whatever changed them (a reload of
+        // mesh.json included).
+        st.settle_inboxes(&cfg);
         let links: Vec<LinkHandle> = st
             .links
             .lock()
@@ -615,23 +658,31 @@ async fn pair_with_inviter(
 }
 
 /// Handles an application message from `link`'s peer.
-pub async fn received(st: &Arc<AppState>, link: &LinkHandle, m: MeshMessage, bytes: usize) {
+pub fn received(st: &Arc<AppState>, link: &LinkHandle, m: MeshMessage, bytes: usize) {
     let peer = link.info.peer.clone();
     match m {
         MeshMessage::Text { text } => {
-            store_msg(st, link, "text", &json!(text), bytes).await;
+            store_msg(st, link, "text", &json!(text), bytes);
         }
         MeshMessage::Json { payload } => {
-            store_msg(st, link, "json", &payload, bytes).await;
+            store_msg(st, link, "json", &payload, bytes);
         }
         MeshMessage::Request { id, topic, body } => {
-            st.agentd
-                .event(
-                    "request.receive",
-                    json!({ "peer": peer, "topic": topic, "bytes": bytes }),
-                )
-                .await;
-            if let Err(why) = st.requests.push(&peer, id, topic, body) {
+            let t = topic.clone();
+            let refused = st.requests.push(&peer, id, topic, body).err();
+            let kind = if refused.is_some() {
+                Kind::RefusedRequest
+            } else {
+                Kind::Request
+            };
+            st.peer_event(
+                &peer,
+                kind,
+                bytes,
+                "request.receive",
+                json!({ "peer": peer, "topic": t, "bytes": bytes, "queued": refused.is_none() }),
+            );
+            if let Some(why) = refused {
                 let _ = link.tx.try_send(link::Cmd::Send(
                     MeshMessage::Response {
                         id,
@@ -669,17 +720,25 @@ pub async fn received(st: &Arc<AppState>, link: &LinkHandle, m: MeshMessage, byt
                         .current
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = newk.clone();
+                    // The name is held for the new keys at once (the link and the inbox keep
+                    // to it), and the inbox passes to the new identity: the old one signed
+                    // the hand-over.
+                    st.pending.hold(&peer, newk.x25519, record_endpoint(st, &peer));
+                    if let Err(e) = st.store.rekey_inbox(&peer, &old.x25519, &newk.x25519) {
+                        tracing::error!(%peer, "cannot pass the inbox to the new identity: {e}");
+                    }
                     let (st2, info) = (st.clone(), link.info.clone());
                     st.spawn(async move { rotated(&st2, &peer, &info, &old, newk).await });
                 }
                 Err(e) => {
                     tracing::warn!(%peer, "refused an identity hand-over: {e}");
-                    st.agentd
-                        .event(
-                            "peer.rotation_refused",
-                            json!({ "peer": peer, "reason": e }),
-                        )
-                        .await;
+                    st.peer_event(
+                        &peer,
+                        Kind::RefusedRotation,
+                        bytes,
+                        "peer.rotation_refused",
+                        json!({ "peer": peer, "reason": e }),
+                    );
                 }
             }
         }
@@ -687,24 +746,28 @@ pub async fn received(st: &Arc<AppState>, link: &LinkHandle, m: MeshMessage, byt
     }
 }
 
-async fn store_msg(
-    st: &AppState,
+fn store_msg(
+    st: &Arc<AppState>,
     link: &LinkHandle,
     kind: &str,
     body: &serde_json::Value,
     bytes: usize,
 ) {
     let peer = link.info.peer.as_str();
-    let sender = link.info.current_keys().fingerprint();
-    if let Err(e) = st.store.push_inbox(peer, &sender, kind, body) {
+    let sender = link.info.current_keys();
+    if let Err(e) = st
+        .store
+        .push_inbox(peer, &sender.fingerprint(), &sender.x25519, kind, body)
+    {
         tracing::error!(%peer, "cannot store a message: {e}");
     }
-    st.agentd
-        .event(
-            "message.receive",
-            json!({ "peer": peer, "kind": kind, "bytes": bytes }),
-        )
-        .await;
+    st.peer_event(
+        peer,
+        Kind::Message,
+        bytes,
+        "message.receive",
+        json!({ "peer": peer, "kind": kind, "bytes": bytes }),
+    );
 }
 
 /// Another peer (declared, linked or pending under another name) that holds `k`'s X25519 or
@@ -758,23 +821,24 @@ fn verify_handover(
     Ok(newk)
 }
 
+/// Where `peer`'s record says it is reached: the record as it is (applied or still pending),
+/// never the socket's address (an inbound link's source port is no place to dial).
+fn record_endpoint(st: &AppState, peer: &str) -> Option<String> {
+    st.config()
+        .ok()
+        .and_then(|c| c.peers.get(peer).map(|p| p.endpoint.clone()))
+        .or_else(|| st.pending.endpoint(peer))
+}
+
 /// Records a verified hand-over (`old` → `newk`) of `peer` as a generation, unless a later
 /// hand-over on the same link superseded it (that one records its own keys).
 async fn rotated(st: &AppState, peer: &str, info: &link::LinkInfo, old: &Keys, newk: Keys) {
-    // The endpoint of the record as it is (applied or still pending), never the socket's
-    // address (an inbound link's source port is no place to dial).
-    let endpoint = st
-        .config()
-        .ok()
-        .and_then(|c| c.peers.get(peer).map(|p| p.endpoint.clone()))
-        .or_else(|| st.pending.endpoint(peer));
-    // The link may stay up with the new keys while their record is on its way (held by the
-    // newest hand-over only: a superseded one leaves the hold to its successor).
+    // The link may stay up with the new keys while their record is on its way (held when the
+    // hand-over verified, by the newest one: a superseded one leaves it to its successor).
     if info.current_keys() != newk {
         return;
     }
-    st.pending.hold(peer, newk.x25519, endpoint.clone());
-    let Some(endpoint) = endpoint else {
+    let Some(endpoint) = st.pending.endpoint(peer) else {
         st.pending.release(peer, &newk.x25519);
         st.agentd
             .event(
@@ -825,6 +889,59 @@ async fn rotated(st: &AppState, peer: &str, info: &link::LinkInfo, old: &Keys, n
 mod tests {
     use super::*;
     use crate::identity::Identity;
+
+    fn net(a: u8) -> std::net::IpAddr {
+        network(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, a, 0, 9)))
+    }
+
+    /// Finding 3: pre-handshake slots are bounded per network and overall; a full table is
+    /// shared fairly: a newcomer from a network holding fewer takes the oldest slot of the
+    /// network holding the most, a flood refilling its own slots is refused, and a network
+    /// holding one slot (a new honest peer) never loses it to a flood.
+    #[test]
+    fn slots_are_bounded_per_network_and_overall_and_shared_fairly() {
+        let mut s = Slots::default();
+        let mut fired = Vec::new();
+        for a in 1..=8u8 {
+            for _ in 0..MAX_HANDSHAKES_PER_NET {
+                fired.push((a, s.take(net(a)).unwrap()));
+            }
+        }
+        assert_eq!(s.open.len(), MAX_HANDSHAKES);
+        assert_eq!(s.take(net(1)).unwrap_err(), NoSlot::Network);
+        // A newcomer from a ninth network: the oldest slot of the (tied) largest network goes.
+        let (honest, mut honest_rx) = s.take(net(9)).unwrap();
+        assert_eq!(s.open.len(), MAX_HANDSHAKES);
+        assert!(fired[0].1 .1.try_recv().is_ok(), "the oldest slot was taken");
+        assert!(fired[1].1 .1.try_recv().is_err());
+        assert_eq!(s.per_net[&net(1)], 7);
+        // The flood refills network 1 (7 → 8 would need a slot from a network of 8): refused.
+        assert_eq!(s.take(net(1)).unwrap_err(), NoSlot::Full);
+        // Ten more networks arrive: each takes from the largest, never from the newcomer's.
+        for a in 10..=40u8 {
+            let _ = s.take(net(a));
+            assert!(honest_rx.try_recv().is_err(), "the honest slot stays");
+            assert!(s.open.len() <= MAX_HANDSHAKES);
+            assert!(s.per_net.values().all(|&c| c <= MAX_HANDSHAKES_PER_NET));
+        }
+        // 63 flood slots of networks 1..=8 gave 31 newcomers one each: 4 left in each.
+        assert!((1..=8).all(|a| s.per_net[&net(a)] == 4), "{:?}", s.per_net);
+        s.end(honest);
+        assert!(!s.open.contains_key(&honest));
+        let total: usize = s.per_net.values().sum();
+        assert_eq!(total, s.open.len(), "per-network counts follow the slots");
+
+        // 64 networks holding one each: a newcomer is refused rather than taking a slot of
+        // a network holding as few as it would.
+        let mut s = Slots::default();
+        let _held: Vec<_> = (0..MAX_HANDSHAKES)
+            .map(|i| {
+                let ip = std::net::Ipv4Addr::new(10, (i / 200) as u8, (i % 200) as u8, 1);
+                s.take(network(ip.into())).unwrap()
+            })
+            .collect();
+        assert_eq!(s.take(net(1)).unwrap_err(), NoSlot::Full);
+    }
 
     /// A hand-over from `old` to `new` as `POST /identity/rotate` makes it.
     fn handover(

@@ -127,6 +127,14 @@ impl Pending {
             .is_some_and(|r| &r.x25519 == x25519 && r.since.elapsed() < GRACE)
     }
 
+    /// The X25519 key `name` is held for, within [`GRACE`].
+    pub fn held(&self, name: &str) -> Option<[u8; 32]> {
+        self.lock()
+            .get(name)
+            .filter(|r| r.since.elapsed() < GRACE)
+            .map(|r| r.x25519)
+    }
+
     /// The endpoint a pending record of `name` carries.
     pub fn endpoint(&self, name: &str) -> Option<String> {
         self.lock().get(name).and_then(|r| r.endpoint.clone())

@@ -43,7 +43,8 @@ pub struct Requests {
     next: std::sync::atomic::AtomicU64,
     waiting: Mutex<HashMap<(String, u64), Answer>>,
     queue: Mutex<VecDeque<Incoming>>,
-    taken: Mutex<HashMap<u64, (String, u64)>>,
+    /// Taken requests: (peer, the peer's id, the taker's uid).
+    taken: Mutex<HashMap<u64, (String, u64, Option<u32>)>>,
     arrived: Notify,
 }
 
@@ -113,11 +114,13 @@ impl Requests {
         Ok(id)
     }
 
-    /// Takes the oldest queued request on `topic` (any topic when `None`), waiting up to
-    /// `wait`. Requests older than [`STALE_AFTER`] are returned in `.1` to be refused.
+    /// Takes the oldest queued request whose topic `wanted` accepts, for the caller `taker`
+    /// (its uid: only it may answer), waiting up to `wait`. Requests older than
+    /// [`STALE_AFTER`] are returned in `.1` to be refused.
     pub async fn take(
         &self,
-        topic: Option<&str>,
+        wanted: impl Fn(&str) -> bool,
+        taker: Option<u32>,
         wait: Duration,
     ) -> (Option<Incoming>, Vec<Incoming>) {
         let deadline = Instant::now() + wait;
@@ -132,11 +135,11 @@ impl Requests {
                     q.extend(keep);
                     old
                 };
-                let pos = q.iter().position(|r| topic.is_none_or(|t| r.topic == t));
+                let pos = q.iter().position(|r| wanted(&r.topic));
                 (pos.and_then(|i| q.remove(i)), stale)
             };
             if let Some(r) = &found {
-                lock(&self.taken).insert(r.id, (r.peer.clone(), r.remote_id));
+                lock(&self.taken).insert(r.id, (r.peer.clone(), r.remote_id, taker));
             }
             if found.is_some() || !stale.is_empty() || Instant::now() >= deadline {
                 return (found, stale);
@@ -145,14 +148,32 @@ impl Requests {
         }
     }
 
+    /// Requests queued for a local service now.
+    pub fn waiting(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
     /// Drops `peer`'s queued requests (its link closed: they cannot be answered).
     pub fn drop_peer(&self, peer: &str) {
         lock(&self.queue).retain(|r| r.peer != peer);
     }
 
-    /// The (peer, remote id) of a taken request, removing it.
-    pub fn respond_to(&self, id: u64) -> Option<(String, u64)> {
-        lock(&self.taken).remove(&id)
+    /// The (peer, remote id) of request `id`, taken by `uid`, removing it. `Err(true)` when
+    /// another caller took it (it stays for that one to answer), `Err(false)` when no request
+    /// `id` waits for an answer.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn respond_to(&self, id: u64, uid: Option<u32>) -> Result<(String, u64), bool> {
+        let mut t = lock(&self.taken);
+        match t.get(&id) {
+            None => Err(false),
+            Some((_, _, taker)) if *taker != uid || uid.is_none() => Err(true),
+            Some(_) => Ok(t
+                .remove(&id)
+                .map(|(p, r, _)| (p, r))
+                .unwrap_or_else(|| unreachable!("just found"))),
+        }
     }
 }
 
@@ -171,14 +192,19 @@ mod tests {
         assert!(!r.answer("b", 8, true, json!(1)));
 
         let id = r.push("a", 3, "ledger.cosign".into(), json!({})).unwrap();
-        let (none, _) = r.take(Some("other"), Duration::from_millis(1)).await;
+        let (none, _) = r
+            .take(|t| t == "other", Some(7), Duration::from_millis(1))
+            .await;
         assert!(none.is_none());
         let (got, _) = r
-            .take(Some("ledger.cosign"), Duration::from_millis(1))
+            .take(|t| t == "ledger.cosign", Some(7), Duration::from_millis(1))
             .await;
         assert_eq!(got.unwrap().id, id);
-        assert_eq!(r.respond_to(id), Some(("a".into(), 3)));
-        assert_eq!(r.respond_to(id), None);
+        // Only the caller that took it answers it.
+        assert_eq!(r.respond_to(id, Some(8)), Err(true));
+        assert_eq!(r.respond_to(id, None), Err(true));
+        assert_eq!(r.respond_to(id, Some(7)), Ok(("a".into(), 3)));
+        assert_eq!(r.respond_to(id, Some(7)), Err(false));
     }
 
     /// One peer fills its share, not the queue; its requests leave with its link.
@@ -194,7 +220,7 @@ mod tests {
             .push("witness", 1, "ledger.cosign".into(), json!({}))
             .unwrap();
         r.drop_peer("greedy");
-        let (got, _) = r.take(None, Duration::from_millis(1)).await;
+        let (got, _) = r.take(|_| true, None, Duration::from_millis(1)).await;
         assert_eq!(got.unwrap().id, id);
         r.push("greedy", 1000, "junk".into(), json!(1)).unwrap();
     }

@@ -166,6 +166,16 @@ impl Store {
         if !has_sender {
             conn.execute_batch("ALTER TABLE inbox ADD COLUMN sender TEXT NOT NULL DEFAULT ''")?;
         }
+        // Added later: the X25519 key of the identity an inbox row belongs to (hex; '' for
+        // rows from before, judged by their fingerprint).
+        let has_key: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('inbox') WHERE name = 'sender_x25519'")?
+            .exists([])?;
+        if !has_key {
+            conn.execute_batch(
+                "ALTER TABLE inbox ADD COLUMN sender_x25519 TEXT NOT NULL DEFAULT ''",
+            )?;
+        }
         let found: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'kdf'", [], |r| r.get(0))
             .optional()?;
@@ -405,13 +415,14 @@ impl Store {
         &self,
         peer: &str,
         sender: &str,
+        sender_x25519: &[u8; 32],
         kind: &str,
         body: &Value,
     ) -> Result<i64, MeshError> {
         let conn = self.lock();
         conn.execute(
-            "INSERT INTO inbox (peer, received_at, kind, body, sender) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![peer, now(), kind, body.to_string(), sender],
+            "INSERT INTO inbox (peer, received_at, kind, body, sender, sender_x25519) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![peer, now(), kind, body.to_string(), sender, hex::encode(sender_x25519)],
         )?;
         let id = conn.last_insert_rowid();
         conn.execute(
@@ -453,6 +464,54 @@ impl Store {
         Ok(self
             .lock()
             .execute("DELETE FROM inbox WHERE peer = ?1", [peer])?)
+    }
+
+    /// Names with messages in their inbox.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn inbox_names(&self) -> Result<Vec<String>, MeshError> {
+        let conn = self.lock();
+        let mut st = conn.prepare("SELECT DISTINCT peer FROM inbox")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Keeps of `peer`'s inbox only the messages of the identities that hold the name now
+    /// (`owners`: X25519 key and fingerprint of each; rows from before keys were kept are
+    /// judged by fingerprint). Returns how many were dropped.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn keep_inbox_of(
+        &self,
+        peer: &str,
+        owners: &[([u8; 32], String)],
+    ) -> Result<usize, MeshError> {
+        // At most two identities hold a name (the declared one, a pending record's); an
+        // absent one is a value no row has.
+        let key = |i: usize| owners.get(i).map_or("-".to_string(), |o| hex::encode(o.0));
+        let fp = |i: usize| owners.get(i).map_or("-".to_string(), |o| o.1.clone());
+        Ok(self.lock().execute(
+            "DELETE FROM inbox WHERE peer = ?1 AND sender_x25519 NOT IN (?2, ?3)              AND NOT (sender_x25519 = '' AND sender IN (?4, ?5))",
+            params![peer, key(0), key(1), fp(0), fp(1)],
+        )?)
+    }
+
+    /// Passes `peer`'s messages from the identity `old` to `new` (a hand-over `old` signed).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn rekey_inbox(
+        &self,
+        peer: &str,
+        old: &[u8; 32],
+        new: &[u8; 32],
+    ) -> Result<usize, MeshError> {
+        Ok(self.lock().execute(
+            "UPDATE inbox SET sender_x25519 = ?3 WHERE peer = ?1 AND sender_x25519 = ?2",
+            params![peer, hex::encode(old), hex::encode(new)],
+        )?)
     }
 
     /// Deletes every open invite (a rotation makes them name keys the host no longer has).
@@ -625,9 +684,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path(), b"0123456789abcdef").unwrap();
         for i in 0..(INBOX_MAX + 5) {
-            s.push_inbox("a", "fa", "json", &json!(i)).unwrap();
+            s.push_inbox("a", "fa", &[1; 32], "json", &json!(i)).unwrap();
         }
-        s.push_inbox("b", "fb", "text", &json!("hi")).unwrap();
+        s.push_inbox("b", "fb", &[2; 32], "text", &json!("hi")).unwrap();
         assert_eq!(s.inbox_len("a").unwrap(), INBOX_MAX);
         let first = s.inbox("a", 0, 1).unwrap();
         assert_eq!(first[0].body, json!(5));
@@ -637,6 +696,35 @@ mod tests {
         assert_eq!(s.clear_inbox("a").unwrap() as i64, INBOX_MAX);
         assert_eq!(s.inbox_len("a").unwrap(), 0);
         assert_eq!(s.inbox_len("b").unwrap(), 1);
+    }
+
+    /// Finding 9: an inbox row belongs to an identity: kept only for the identities holding
+    /// its name now; a signed hand-over passes the rows to the new identity.
+    #[test]
+    fn inbox_rows_belong_to_identities() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), b"0123456789abcdef").unwrap();
+        let (b, c, b2) = ([0xb; 32], [0xc; 32], [0xbb; 32]);
+        s.push_inbox("n", "fb", &b, "text", &json!("from b")).unwrap();
+        s.push_inbox("n", "fc", &c, "text", &json!("from c")).unwrap();
+        s.push_inbox("m", "fb", &b, "text", &json!("b as m")).unwrap();
+        s.lock()
+            .execute("INSERT INTO inbox (peer, received_at, kind, body, sender) VALUES ('n', 1, 'text', '\"legacy\"', 'fb')", [])
+            .unwrap();
+        let mut names = s.inbox_names().unwrap();
+        names.sort();
+        assert_eq!(names, ["m", "n"]);
+        // `n` now names c: b's words (and b's legacy row) go, c's stay.
+        assert_eq!(s.keep_inbox_of("n", &[(c, "fc".into())]).unwrap(), 2);
+        let left = s.inbox("n", 0, 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].body, json!("from c"));
+        // b hands over to b2 under `m`: its rows follow the new keys.
+        assert_eq!(s.rekey_inbox("m", &b, &b2).unwrap(), 1);
+        assert_eq!(s.keep_inbox_of("m", &[(b2, "fb2".into())]).unwrap(), 0);
+        // Nobody holds `m`: its inbox is empty.
+        assert_eq!(s.keep_inbox_of("m", &[]).unwrap(), 1);
+        assert_eq!(s.inbox_len("m").unwrap(), 0);
     }
 
     #[test]

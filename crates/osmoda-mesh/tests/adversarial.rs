@@ -625,3 +625,137 @@ async fn a_full_handshake_table_drops_its_oldest_not_the_newcomer() {
     );
     still_serving(&h).await;
 }
+
+/// A valid message 1, as anyone can make one (an ephemeral key and an ML-KEM key, nothing
+/// that identifies its sender), captured from a real initiator; replayed by the flood.
+async fn a_message_1(to: &Keys) -> Vec<u8> {
+    let (mut x, mut y) = tokio::io::duplex(1 << 16);
+    let (me, to) = (Identity::generate().unwrap(), to.clone());
+    let t = tokio::spawn(async move {
+        let _ = handshake::initiate(&mut x, &me, &to, Extra::default()).await;
+    });
+    let m1 = within("message 1", read_frame(&mut y)).await.unwrap();
+    t.abort();
+    m1
+}
+
+#[derive(Default)]
+struct Flood {
+    /// Connections that got message 2 (held a slot past message 1).
+    answered: u64,
+    /// The longest a held connection stayed open, from its connect.
+    longest: Duration,
+}
+
+/// One flooding connection after another from `from`: a valid message 1, then silence until
+/// the daemon closes; at once again (a short pause only when refused outright).
+async fn hold_slots(
+    from: std::net::Ipv4Addr,
+    ep: String,
+    m1: Arc<Vec<u8>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<Mutex<Flood>>,
+) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind((from, 0).into()).unwrap();
+        let started = std::time::Instant::now();
+        let Ok(mut s) = sock.connect(ep.parse().unwrap()).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if write_frame(&mut s, &m1).await.is_err() {
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(15), read_frame(&mut s)).await {
+            Ok(Ok(_message_2)) => {
+                let mut b = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(15), async {
+                    while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+                })
+                .await;
+                let mut f = seen.lock().unwrap();
+                f.answered += 1;
+                f.longest = f.longest.max(started.elapsed());
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Review-others finding 3: 80 flooding connections from 10 networks (more than the 64
+/// handshake slots; 8 per network is the cap), each sending a valid message 1 and then
+/// nothing, refilled the moment they are closed, do not keep new peers out: three declared
+/// peers, one after another from an eleventh network, each complete their handshake and are
+/// admitted while the flood runs; no flooding connection holds a slot past the responder's
+/// total deadline (3 s, not the initiator's 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_from_many_networks_does_not_keep_new_peers_out() {
+    let mut t = common::fast();
+    t.dead_after = Duration::from_secs(600);
+    let h = Host::start("alpha", t).await;
+    let (_, id) = h.get("/identity").await;
+    let keys = Keys::decode(&serde_json::from_value(id["public_keys"].clone()).unwrap()).unwrap();
+    // Three declared peers (mesh.json as the module renders it).
+    let honest: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(h.mesh_json()).unwrap()).unwrap();
+    for (i, p) in honest.iter().enumerate() {
+        cfg["peers"][format!("honest{i}")] =
+            json!({ "endpoint": "127.0.0.1:9", "public_keys": p.keys().encode() });
+    }
+    std::fs::write(h.mesh_json(), cfg.to_string()).unwrap();
+    h.wait_peer("honest2", "declared", |v| v["declared"] == true)
+        .await;
+
+    let m1 = Arc::new(a_message_1(&keys).await);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Flood::default()));
+    let mut flood = Vec::new();
+    for net in 1..=10u8 {
+        for k in 1..=8u8 {
+            flood.push(tokio::spawn(hold_slots(
+                std::net::Ipv4Addr::new(127, 100 + net, 0, k),
+                h.endpoint(),
+                m1.clone(),
+                stop.clone(),
+                seen.clone(),
+            )));
+        }
+    }
+    // The table is full before the first peer comes.
+    within("the flood to fill the table", async {
+        while seen.lock().unwrap().answered < 64 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    for (i, p) in honest.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let mut s = connect_from(std::net::Ipv4Addr::new(127, 200, 0, 1 + i as u8), &h.endpoint()).await;
+        let mut est = handshake::initiate(&mut s, p, &keys, Extra::default())
+            .await
+            .unwrap_or_else(|e| panic!("honest{i} did not complete its handshake under the flood: {e}"));
+        assert!(admitted(&mut s, &mut est).await, "honest{i} was not admitted");
+        assert!(
+            started.elapsed() < handshake::RESPOND_DEADLINE,
+            "honest{i} took {:?}",
+            started.elapsed()
+        );
+        h.wait_connected(&format!("honest{i}")).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flood {
+        within("a flooding task to stop", f).await.unwrap();
+    }
+    let f = seen.lock().unwrap();
+    assert!(f.answered >= 64, "the flood held slots: {}", f.answered);
+    assert!(
+        f.longest < handshake::RESPOND_DEADLINE + Duration::from_millis(1500),
+        "a flooding connection held its slot {:?}",
+        f.longest
+    );
+    drop(f);
+    still_serving(&h).await;
+}

@@ -592,6 +592,22 @@ async fn every_refusal_says_what_was_wrong_in_one_shape_and_no_secret_comes_back
             400,
             vec!["wait_secs", "0..=60"],
         ),
+        // A reserved topic for a caller that is not agentd's uid (agentd is absent here, so
+        // nobody is): 403 naming the topic and its owner.
+        (
+            Method::GET,
+            "/requests/next?topic=ledger.cosign&wait_secs=0".into(),
+            None,
+            403,
+            vec!["\"ledger.cosign\" belongs to agentd", "agentd's uid is not known now"],
+        ),
+        {
+            let (m, p, b) = post(
+                "/peer/beta/request",
+                json!({ "topic": "ledger.cosign", "body": 1 }),
+            );
+            (m, p, b, 403, vec!["\"ledger.cosign\" belongs to agentd"])
+        },
         {
             let (m, p, b) = post("/requests/5/respond", json!({ "body": 1 }));
             (m, p, b, 404, vec!["no request 5", "GET /requests/next"])

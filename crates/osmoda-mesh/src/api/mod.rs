@@ -160,6 +160,7 @@ impl IntoResponse for ApiError {
         let (status, kind, hint) = match &self.0 {
             MeshError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "fix the request as the error says (docs/api.md lists the fields); nothing was sent or written"),
             MeshError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "send less: one message is at most 65,519 bytes encoded; nothing was sent or written"),
+            MeshError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "a reserved topic (`ledger.*`: agentd's witness) is sent, taken and answered only by its daemon, recognised by its uid (SO_PEERCRED); use a topic of your own"),
             MeshError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "GET /peers lists the peers, GET /requests/next the waiting requests, docs/api.md the routes"),
             MeshError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "GET /peers shows each peer's state; peers are services.osmoda.mesh.peers"),
             MeshError::Peer(_) => (StatusCode::BAD_GATEWAY, "peer", "the other host refused or could not be reached; its ledger (mesh.handshake.refused) says why"),

@@ -11,9 +11,24 @@ use serde_json::{json, Value};
 use super::{check_peer_name, ApiError, Json, Path};
 use crate::error::MeshError;
 use crate::message::{valid_topic, MeshMessage};
+use crate::topics::Caller;
 use crate::AppState;
 
-fn view(st: &AppState, name: &str, p: Option<&osmoda_config::Peer>) -> Value {
+/// The kernel's identity of the caller (`SO_PEERCRED`, inserted by the listener).
+type Cred = Option<axum::Extension<osmoda_daemon::server::PeerCred>>;
+
+/// The caller as far as topics go, and why agentd's uid is unknown (if it is).
+async fn caller(st: &AppState, cred: Cred) -> (Caller, Option<String>) {
+    Caller::of(cred.and_then(|c| c.0.uid), st.agentd.socket()).await
+}
+
+fn view(
+    st: &AppState,
+    cfg: &osmoda_config::MeshConfig,
+    name: &str,
+    p: Option<&osmoda_config::Peer>,
+) -> Value {
+    st.settle_inbox(cfg, name);
     let link = st.link(name);
     let mut v = json!({
         "id": name,
@@ -48,12 +63,14 @@ pub(super) async fn list(State(st): State<Arc<AppState>>) -> Result<axum::Json<V
     Ok(axum::Json(Value::Array(
         names
             .iter()
-            .map(|n| view(&st, n, cfg.peers.get(n)))
+            .map(|n| view(&st, &cfg, n, cfg.peers.get(n)))
             .collect(),
     )))
 }
 
-fn known(st: &AppState, id: &str) -> Result<Option<osmoda_config::Peer>, MeshError> {
+type Known = (Arc<osmoda_config::MeshConfig>, Option<osmoda_config::Peer>);
+
+fn known(st: &AppState, id: &str) -> Result<Known, MeshError> {
     check_peer_name(id)?;
     let cfg = st
         .config()
@@ -64,15 +81,15 @@ fn known(st: &AppState, id: &str) -> Result<Option<osmoda_config::Peer>, MeshErr
             "no peer named {id:?}; GET /peers lists the declared and connected ones"
         )));
     }
-    Ok(p)
+    Ok((cfg, p))
 }
 
 pub(super) async fn get_one(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let p = known(&st, &id)?;
-    Ok(axum::Json(view(&st, &id, p.as_ref())))
+    let (cfg, p) = known(&st, &id)?;
+    Ok(axum::Json(view(&st, &cfg, &id, p.as_ref())))
 }
 
 /// Body of `POST /peer/{id}/send`: exactly one of `message` (text) and `payload` (JSON).
@@ -148,6 +165,11 @@ pub(super) async fn inbox(
     if !(1..=1000).contains(&limit) {
         return Err(MeshError::BadRequest("limit must be in 1..=1000".into()).into());
     }
+    // Only the words of the identity behind the name now (mesh.json may have changed since
+    // the dialer last looked).
+    if let Ok(cfg) = st.config() {
+        st.settle_inbox(&cfg, &id);
+    }
     let msgs = st.store.inbox(&id, q.after.unwrap_or(0), limit)?;
     Ok(axum::Json(json!({ "peer": id, "messages": msgs })))
 }
@@ -213,12 +235,15 @@ pub(super) struct RequestBody {
 
 pub(super) async fn request(
     State(st): State<Arc<AppState>>,
+    cred: Cred,
     Path(id): Path<String>,
     Json(b): Json<RequestBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     if !valid_topic(&b.topic) {
         return Err(MeshError::BadRequest("topic must be 1..=64 of [A-Za-z0-9._-]".into()).into());
     }
+    let (who, why) = caller(&st, cred).await;
+    who.check(&b.topic, why.as_deref())?;
     let timeout = b.timeout_secs.unwrap_or(30);
     if !(1..=300).contains(&timeout) {
         return Err(MeshError::BadRequest("timeout_secs must be in 1..=300".into()).into());
@@ -266,6 +291,7 @@ pub(super) struct NextQuery {
 
 pub(super) async fn next_request(
     State(st): State<Arc<AppState>>,
+    cred: Cred,
     q: Result<Query<NextQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let Query(q) = q?;
@@ -273,9 +299,19 @@ pub(super) async fn next_request(
     if wait > 60 {
         return Err(MeshError::BadRequest("wait_secs must be in 0..=60".into()).into());
     }
+    let (who, why) = caller(&st, cred).await;
+    if let Some(t) = &q.topic {
+        who.check(t, why.as_deref())?;
+    }
+    // Without a topic: any topic this caller may take (never another daemon's).
+    let topic = q.topic.clone();
     let (found, stale) = st
         .requests
-        .take(q.topic.as_deref(), Duration::from_secs(wait))
+        .take(
+            |t| topic.as_deref().is_none_or(|w| w == t) && who.may(t),
+            who.uid,
+            Duration::from_secs(wait),
+        )
         .await;
     for r in stale {
         if let Some(l) = st.link(&r.peer) {
@@ -303,13 +339,21 @@ pub(super) struct RespondBody {
 
 pub(super) async fn respond(
     State(st): State<Arc<AppState>>,
+    cred: Cred,
     Path(id): Path<u64>,
     Json(b): Json<RespondBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let (peer, remote_id) = st.requests.respond_to(id).ok_or_else(|| {
-        MeshError::NotFound(format!(
-            "no request {id} is waiting for an answer (taken with GET /requests/next?)"
-        ))
+    let uid = cred.and_then(|c| c.0.uid);
+    let (peer, remote_id) = st.requests.respond_to(id, uid).map_err(|other| {
+        if other {
+            MeshError::Forbidden(format!(
+                "request {id} was taken by another caller; only the caller that took it (GET /requests/next) answers it"
+            ))
+        } else {
+            MeshError::NotFound(format!(
+                "no request {id} is waiting for an answer (taken with GET /requests/next?)"
+            ))
+        }
     })?;
     let link = st.link(&peer).ok_or_else(|| {
         MeshError::Conflict(format!("peer {peer:?} disconnected; the answer is lost"))
