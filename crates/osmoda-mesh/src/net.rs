@@ -723,7 +723,8 @@ pub fn received(st: &Arc<AppState>, link: &LinkHandle, m: MeshMessage, bytes: us
                     // The name is held for the new keys at once (the link and the inbox keep
                     // to it), and the inbox passes to the new identity: the old one signed
                     // the hand-over.
-                    st.pending.hold(&peer, newk.x25519, record_endpoint(st, &peer));
+                    st.pending
+                        .hold(&peer, newk.x25519, record_endpoint(st, &peer));
                     if let Err(e) = st.store.rekey_inbox(&peer, &old.x25519, &newk.x25519) {
                         tracing::error!(%peer, "cannot pass the inbox to the new identity: {e}");
                     }
@@ -912,7 +913,10 @@ mod tests {
         // A newcomer from a ninth network: the oldest slot of the (tied) largest network goes.
         let (honest, mut honest_rx) = s.take(net(9)).unwrap();
         assert_eq!(s.open.len(), MAX_HANDSHAKES);
-        assert!(fired[0].1 .1.try_recv().is_ok(), "the oldest slot was taken");
+        assert!(
+            fired[0].1 .1.try_recv().is_ok(),
+            "the oldest slot was taken"
+        );
         assert!(fired[1].1 .1.try_recv().is_err());
         assert_eq!(s.per_net[&net(1)], 7);
         // The flood refills network 1 (7 → 8 would need a slot from a network of 8): refused.

@@ -167,7 +167,10 @@ mod tests {
             })
             .count();
         assert_eq!(recorded, PER_WINDOW as usize);
-        assert!(e.admit("c", Kind::Message, 1), "another peer has its own budget");
+        assert!(
+            e.admit("c", Kind::Message, 1),
+            "another peer has its own budget"
+        );
         assert!(e.due(false).is_empty(), "the window has not ended");
         std::thread::sleep(Duration::from_millis(250));
         // Over budget until the summary is out: nothing is recorded one by one meanwhile.
@@ -178,7 +181,10 @@ mod tests {
         assert_eq!(s["peer"], "b");
         assert_eq!(s["recorded"], PER_WINDOW);
         // 400 messages and 100 refused requests; the first 60 were 48 and 12.
-        assert_eq!((s["messages"].as_u64(), s["requests"].as_u64()), (Some(352), Some(88)));
+        assert_eq!(
+            (s["messages"].as_u64(), s["requests"].as_u64()),
+            (Some(352), Some(88))
+        );
         assert_eq!(s["refused_requests"], 88);
         assert_eq!(s["refused_rotations"], 1);
         assert_eq!(s["bytes"], 10 * (500 - PER_WINDOW as u64));

@@ -684,9 +684,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path(), b"0123456789abcdef").unwrap();
         for i in 0..(INBOX_MAX + 5) {
-            s.push_inbox("a", "fa", &[1; 32], "json", &json!(i)).unwrap();
+            s.push_inbox("a", "fa", &[1; 32], "json", &json!(i))
+                .unwrap();
         }
-        s.push_inbox("b", "fb", &[2; 32], "text", &json!("hi")).unwrap();
+        s.push_inbox("b", "fb", &[2; 32], "text", &json!("hi"))
+            .unwrap();
         assert_eq!(s.inbox_len("a").unwrap(), INBOX_MAX);
         let first = s.inbox("a", 0, 1).unwrap();
         assert_eq!(first[0].body, json!(5));
@@ -705,9 +707,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path(), b"0123456789abcdef").unwrap();
         let (b, c, b2) = ([0xb; 32], [0xc; 32], [0xbb; 32]);
-        s.push_inbox("n", "fb", &b, "text", &json!("from b")).unwrap();
-        s.push_inbox("n", "fc", &c, "text", &json!("from c")).unwrap();
-        s.push_inbox("m", "fb", &b, "text", &json!("b as m")).unwrap();
+        s.push_inbox("n", "fb", &b, "text", &json!("from b"))
+            .unwrap();
+        s.push_inbox("n", "fc", &c, "text", &json!("from c"))
+            .unwrap();
+        s.push_inbox("m", "fb", &b, "text", &json!("b as m"))
+            .unwrap();
         s.lock()
             .execute("INSERT INTO inbox (peer, received_at, kind, body, sender) VALUES ('n', 1, 'text', '\"legacy\"', 'fb')", [])
             .unwrap();

@@ -22,10 +22,7 @@ pub const RESERVED: &[(&str, Owner)] = &[("ledger.", Owner::Agentd)];
 
 /// The reserved prefix `topic` falls under, with its owner.
 pub fn owner_of(topic: &str) -> Option<(&'static str, Owner)> {
-    RESERVED
-        .iter()
-        .find(|(p, _)| topic.starts_with(p))
-        .copied()
+    RESERVED.iter().find(|(p, _)| topic.starts_with(p)).copied()
 }
 
 /// The uid agentd runs as: the kernel's credentials of the process serving `socket`.

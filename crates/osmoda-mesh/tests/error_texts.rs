@@ -599,7 +599,10 @@ async fn every_refusal_says_what_was_wrong_in_one_shape_and_no_secret_comes_back
             "/requests/next?topic=ledger.cosign&wait_secs=0".into(),
             None,
             403,
-            vec!["\"ledger.cosign\" belongs to agentd", "agentd's uid is not known now"],
+            vec![
+                "\"ledger.cosign\" belongs to agentd",
+                "agentd's uid is not known now",
+            ],
         ),
         {
             let (m, p, b) = post(

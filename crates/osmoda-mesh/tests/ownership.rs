@@ -76,6 +76,24 @@ async fn as_nobody(h: &Host, method: &str, path: &str, body: Option<Value>) -> (
     )
 }
 
+/// `b` asks alpha a request of `topic` (in the background, as its agentd would).
+fn ask_alpha(
+    b: &Host,
+    topic: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<osmoda_client::Response> {
+    let (c, req) = (
+        b.client(),
+        json!({ "topic": topic, "body": body, "timeout_secs": 30 }),
+    );
+    tokio::spawn(async move { c.post("/peer/alpha/request", &req).await.unwrap() })
+}
+
+/// Uid 65534 answers request `id` on `a`.
+async fn respond_as_nobody(a: &Host, id: u64, answer: Value) -> (u16, Value) {
+    as_nobody(a, "POST", &format!("/requests/{id}/respond"), Some(answer)).await
+}
+
 /// Finding 10: `ledger.cosign` is sent, taken and answered only by agentd's uid (the uid
 /// serving agentd's socket; in this test, the test's own). Another uid gets a 403 naming the
 /// topic, is never handed such a request by an any-topic poll, and cannot answer one agentd
@@ -86,7 +104,13 @@ async fn a_reserved_topic_is_served_only_to_its_daemon() {
     let b = Host::start("beta", fast()).await;
     link(&a, &b, "beta").await;
 
-    let (s, v) = as_nobody(&a, "GET", "/requests/next?topic=ledger.cosign&wait_secs=0", None).await;
+    let (s, v) = as_nobody(
+        &a,
+        "GET",
+        "/requests/next?topic=ledger.cosign&wait_secs=0",
+        None,
+    )
+    .await;
     assert_eq!(s, 403, "{v}");
     let e = v["error"].as_str().unwrap();
     assert!(
@@ -105,17 +129,7 @@ async fn a_reserved_topic_is_served_only_to_its_daemon() {
 
     // B's agentd (the test, as its uid) asks A's witness; a poll for any topic by another
     // uid is not handed the request.
-    let asked = {
-        let c = b.client();
-        tokio::spawn(async move {
-            c.post(
-                "/peer/alpha/request",
-                &json!({ "topic": "ledger.cosign", "body": { "note": "n" }, "timeout_secs": 30 }),
-            )
-            .await
-            .unwrap()
-        })
-    };
+    let asked = ask_alpha(&b, "ledger.cosign", json!({ "note": "n" }));
     let start = Instant::now();
     while a.mesh().state.requests.waiting() == 0 {
         assert!(start.elapsed() < common::STEP, "the request never arrived");
@@ -123,19 +137,23 @@ async fn a_reserved_topic_is_served_only_to_its_daemon() {
     }
     let (s, v) = as_nobody(&a, "GET", "/requests/next?wait_secs=1", None).await;
     assert_eq!((s, &v["request"]), (200, &Value::Null), "{v}");
-    let (s, v) = a.get("/requests/next?topic=ledger.cosign&wait_secs=5").await;
+    let (s, v) = a
+        .get("/requests/next?topic=ledger.cosign&wait_secs=5")
+        .await;
     assert_eq!(s, 200, "{v}");
     let id = v["request"]["id"].as_u64().unwrap();
-    let (s, v) = as_nobody(
+    let (s, v) = respond_as_nobody(
         &a,
-        "POST",
-        &format!("/requests/{id}/respond"),
-        Some(json!({ "ok": false, "body": { "refused": "forged" } })),
+        id,
+        json!({ "ok": false, "body": { "refused": "forged" } }),
     )
     .await;
     assert_eq!(s, 403, "{v}");
     assert!(
-        v["error"].as_str().unwrap().contains("taken by another caller"),
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("taken by another caller"),
         "{v}"
     );
     let (s, v) = a
@@ -153,29 +171,21 @@ async fn a_reserved_topic_is_served_only_to_its_daemon() {
     );
 
     // A topic nobody reserved: any caller sends, takes and answers it.
-    let asked = {
-        let c = b.client();
-        tokio::spawn(async move {
-            c.post(
-                "/peer/alpha/request",
-                &json!({ "topic": "canary.verdict", "body": 1, "timeout_secs": 30 }),
-            )
-            .await
-            .unwrap()
-        })
-    };
-    let (s, v) = as_nobody(&a, "GET", "/requests/next?topic=canary.verdict&wait_secs=20", None).await;
-    assert_eq!(s, 200, "{v}");
-    let id = v["request"]["id"].as_u64().unwrap();
+    let asked = ask_alpha(&b, "canary.verdict", json!(1));
     let (s, v) = as_nobody(
         &a,
-        "POST",
-        &format!("/requests/{id}/respond"),
-        Some(json!({ "body": "go" })),
+        "GET",
+        "/requests/next?topic=canary.verdict&wait_secs=20",
+        None,
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let r = within("the canary request to be answered", asked).await.unwrap();
+    let id = v["request"]["id"].as_u64().unwrap();
+    let (s, v) = respond_as_nobody(&a, id, json!({ "body": "go" })).await;
+    assert_eq!(s, 200, "{v}");
+    let r = within("the canary request to be answered", asked)
+        .await
+        .unwrap();
     assert_eq!(r.body["body"], "go", "{}", r.body);
 }
 
@@ -208,10 +218,21 @@ async fn an_inbox_follows_the_identity_behind_its_name() {
         .unwrap()
         .keys()
         .encode();
-    set_peers(&a, &[("hostb", "127.0.0.1:9".into(), serde_json::to_value(&c).unwrap())]);
+    set_peers(
+        &a,
+        &[(
+            "hostb",
+            "127.0.0.1:9".into(),
+            serde_json::to_value(&c).unwrap(),
+        )],
+    );
     settled("hostb").await;
     let (_, v) = a.get("/peer/hostb").await;
-    assert_eq!((&v["declared"], &v["inbox"]), (&json!(true), &json!(0)), "{v}");
+    assert_eq!(
+        (&v["declared"], &v["inbox"]),
+        (&json!(true), &json!(0)),
+        "{v}"
+    );
     assert!(a.inbox("hostb").await.is_empty());
 
     // Back to B, new words; then the name is dropped (B is renamed `hostc`): nothing stays
@@ -326,14 +347,20 @@ async fn a_peer_has_an_event_budget_and_its_link_never_waits_for_the_ledger() {
     );
     let s = &summaries[0];
     assert_eq!(s["peer"], "beta", "{s}");
-    assert!(s["bytes"].as_u64().unwrap() >= s["messages"].as_u64().unwrap(), "{s}");
+    assert!(
+        s["bytes"].as_u64().unwrap() >= s["messages"].as_u64().unwrap(),
+        "{s}"
+    );
     assert!(counted > 0);
 
     // Every append to A's spool blocks: B's next messages reach A's inbox all the same.
     let blocked = BlockedSpool::new(&a.dir.path().join("mesh/spool"));
     for i in 0..20 {
         let (s, v) = b
-            .post("/peer/alpha/send", json!({ "message": format!("while blocked {i}") }))
+            .post(
+                "/peer/alpha/send",
+                json!({ "message": format!("while blocked {i}") }),
+            )
             .await;
         assert_eq!(s, 200, "{v}");
     }
