@@ -51,7 +51,24 @@ pub async fn deliver(store: &Arc<Store>, agentd: &Client, stream: &str) -> Resul
                 "type": format!("receipt.{kind}"), "daemon": "osmoda-keyd", "payload": payload,
                 "dedup": { "stream": stream, "seq": id },
             });
-            match agentd.post("/events/append", &body).await {
+            // agentd refuses a body over its 1 MiB limit (413) and may close the connection
+            // while the body is still being written, so its answer would race a write error:
+            // such a receipt is refused here, as agentd would, without sending it.
+            let size = body.to_string().len();
+            let answer = if size > osmoda_client::MAX_PAYLOAD_BYTES {
+                Ok(osmoda_client::Response {
+                    status: 413,
+                    body: json!({
+                        "error": format!(
+                            "the receipt is {size} bytes, agentd's limit is {} (not sent)",
+                            osmoda_client::MAX_PAYLOAD_BYTES
+                        )
+                    }),
+                })
+            } else {
+                agentd.post("/events/append", &body).await
+            };
+            match answer {
                 Ok(r) if r.is_success() => done.push(*id),
                 Ok(r) if permanent(r.status) => {
                     tracing::error!(id, status = r.status, body = %r.body, "agentd refused a receipt; moved to outbox_rejected");
