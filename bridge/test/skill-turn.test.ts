@@ -105,15 +105,20 @@ function turnSoFar(req: ChatRequest): { calls: string[]; results: string[] } {
   const start = req.messages.findLastIndex((m) => m.role === "user" && textOf(m.content).includes(prompt));
   const calls: string[] = [];
   const out: string[] = [];
+  calledArgs = [];
   for (const m of req.messages.slice(start + 1)) {
-    if (m.role === "assistant" && Array.isArray(m.tool_calls)) for (const tc of m.tool_calls as any[]) calls.push(tc.function.name);
+    if (m.role === "assistant" && Array.isArray(m.tool_calls)) {
+      for (const tc of m.tool_calls as any[]) (calls.push(tc.function.name), calledArgs.push(JSON.parse(tc.function.arguments || "{}")));
+    }
     if (m.role === "tool") out.push(textOf(m.content));
   }
   return { calls, results: out };
 }
 
-/** Every call the script sent, with its arguments. */
+/** Every call the script sent, with its arguments (a request the gateway repeats sends one again). */
 let sent: { tool: string; args: unknown }[] = [];
+/** The arguments of the turn's calls as the conversation holds them, in order. */
+let calledArgs: unknown[] = [];
 
 function step(s: Step): Step {
   if ("tool" in s) (called.push(s.tool), sent.push(s));
@@ -158,8 +163,8 @@ const model = new ScriptedModel((req) => {
   return step(script(called[called.length - 1], results[results.length - 1] ?? lastToolResult(req) ?? ""));
 });
 
-/** Calls in order with immediate repeats folded (polling a switch is one step). */
-const folded = () => called.filter((t, i) => i === 0 || t !== called[i - 1]);
+/** Calls in order with a switch's polling folded (repeated safe_switch_status is one step). */
+const folded = () => called.filter((t, i) => i === 0 || t !== called[i - 1] || t !== "safe_switch_status");
 
 /**
  * Follows a switch from a tool result to its end: safe_switch_status until committed, rolled back
@@ -355,7 +360,7 @@ test("briefing: the morning-briefing routine starts a turn; the model gathers wh
   assert.match(answer, /^BRIEFING\n/, `calls: ${called.join(" → ")}\n${answer}`);
   assert.equal(skillText.includes("# Morning briefing"), true, "read returned the skill");
   assertFollowed("morning-briefing", [...steps].filter(([, c]) => c.length > 0).map(([k, c]) => ({ step: k, took: c.map((x) => x.tool) })));
-  assert.deepEqual(sent.slice(1).map((c) => c.args), gather.map((c) => c.args ?? {}), "each call with the skill's arguments");
+  assert.deepEqual(calledArgs.slice(1), gather.map((c) => c.args ?? {}), "each call with the skill's arguments");
   const lines = answer.split("\n");
   assert.ok(lines.length <= 16, "at most 15 lines after the heading");
   assert.match(answer, /Overall: CPU [\d.]+% of \d+ cores/);
