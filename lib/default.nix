@@ -148,7 +148,8 @@ let
     };
     # Routines present on every machine (services.osmoda.routines.<name>; disable one with
     # `<name>.enable = false`). HEARTBEAT.md cadences: a health snapshot every 5 minutes,
-    # failed units every 15, an hourly error-log scan, the morning briefing at 08:00 UTC.
+    # failed units every 15, an hourly error-log scan, the morning briefing at 08:00 UTC (with
+    # the gateway on, a turn of the agent: `morningBriefingPrompt` below).
     heartbeatRoutines = {
       health-snapshot = {
         trigger = { type = "interval"; seconds = 300; };
@@ -172,6 +173,14 @@ let
         trigger = { type = "cron"; schedule = "0 8 * * *"; };
         action = { type = "http"; method = "GET"; path = "/health"; };
       };
+    };
+    # The morning briefing is a turn of the agent when there is one: with the gateway on, the
+    # morning-briefing routine's default action (the health call above, all a machine without
+    # the gateway can run) is rendered as this prompt. An action the operator set stays theirs.
+    morningBriefingPrompt = {
+      type = "prompt";
+      message = "Morning briefing: follow the morning-briefing skill and send the owner the briefing.";
+      timeoutSecs = 600;
     };
     routine = {
       enable = true;
@@ -312,12 +321,15 @@ let
 
   # services.osmoda.routines.<name>: user routines sit beside enable/package/socket; the
   # HEARTBEAT defaults are merged per routine (a user attribute replaces a default one).
-  routineSet = rc:
+  routineSet = rc: gatewayOn:
     let
       user = removeAttrs rc routinesKeys;
       base = defaults.heartbeatRoutines;
+      briefing = r:
+        if gatewayOn && dropNulls (r.action or { }) == base.morning-briefing.action
+        then r // { action = defaults.morningBriefingPrompt; } else r;
     in
-    mapAttrs (n: _: (base.${n} or { }) // (user.${n} or { })) (base // user);
+    mapAttrs (n: _: (if n == "morning-briefing" then briefing else (r: r)) ((base.${n} or { }) // (user.${n} or { }))) (base // user);
 
   renderToken = t:
     extra t [ "perTxMax" "dailyLimit" "approvalThreshold" ]
@@ -464,7 +476,8 @@ let
         };
 
       routines = {
-        routines = mapAttrs (_: renderRoutine) (routineSet routines);
+        routines = mapAttrs (_: renderRoutine)
+          (routineSet routines (get (section cfg "gateway") "enable" d.gateway.enable));
         # Command actions run behind the same boundary as osmoda-watch's checks.
         boundary.masked_paths = maskedPaths;
         history_days = get routines "historyDays" d.routines.historyDays;

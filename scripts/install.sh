@@ -8,20 +8,30 @@
 # 1. Copies /etc/nixos (without its .git) into osModa's git-tracked tree, /var/lib/osmoda/config,
 #    and commits it unchanged: the tree's history starts with "imported from /etc/nixos".
 # 2. Adds osModa in a second commit, leaving your files as they are:
-#    - osmoda.nix: `services.osmoda.enable = true;` (the daemons and the agent gateway);
+#    - osmoda.nix: `services.osmoda.enable = true;` (the daemons) and the agent gateway
+#      (`gateway.enable = true;` with its token in /var/lib/osmoda/gateway.env, a 0600 root file
+#      this script creates when it is missing; add a model API key there, e.g.
+#      ANTHROPIC_API_KEY=..., then `systemctl restart osmoda-gateway`);
 #    - a flake machine: the osModa flake input, and osModa's module + ./osmoda.nix in the
 #      `modules` list of flake.nix (a flake it cannot edit safely is refused, with what to add);
-#    - a channel machine: a new flake.nix with nixpkgs at this machine's release, osModa, and
+#    - a channel machine: a new flake.nix with nixpkgs at this machine's release branch
+#      (unlocked: the first build takes that branch's newest commit), osModa, and
 #      ./configuration.nix + ./osmoda.nix as the host's modules (osModa applies configurations
 #      as flakes; configuration.nix itself is not touched).
 # 3. Applies it like SafeSwitch (osmoda-watch is not running yet, so the script does it): build,
 #    activate without making it the boot default, probe sshd (if it ran before) and agentd for
 #    up to --ttl seconds, then make it the boot default, or roll back to the previous system.
 #    /etc/nixos is left as it was; from now on the tree is the machine's configuration.
+#    With --root DIR (a system mounted there, e.g. /mnt from the installer ISO, after
+#    nixos-install) it installs the tree's system into DIR as its boot default with
+#    `nixos-install --root DIR --flake <tree>#HOST`: osModa runs from DIR's first boot.
+#    Files of DIR are read inside DIR: a link such as /etc/hostname -> /etc/static/hostname is
+#    followed within DIR, never into the running system.
 #
-# Options: --yes, --root DIR (operate on a mounted system; never switches), --no-switch (stop
-# after the commits), --osmoda URL (flake of osModa, default github:osmoda/osmoda), --host NAME
-# (nixosConfigurations attribute; default: the host name), --ttl SECS (default 120).
+# Options: --yes, --root DIR (operate on a system mounted at DIR; never switches the running
+# one), --no-switch (stop after the commits), --osmoda URL (flake of osModa, default
+# github:osmoda/osmoda), --host NAME (nixosConfigurations attribute; default: the host name),
+# --ttl SECS (default 120).
 # Exit: 0 done, 1 refused (nothing changed), 2 usage, 3 rolled back, 4 failed.
 set -euo pipefail
 
@@ -44,15 +54,52 @@ done
 case $ttl in ''|*[!0-9]*) echo "install.sh: --ttl takes whole seconds, got '$ttl'" >&2; exit 2 ;; esac
 [ -d "$root" ] || die "--root $root is not a directory"
 root=$(cd "$root" && pwd)
-[ "$root" = / ] || switch=0
 r() { if [ "$root" = / ]; then printf '%s' "$1"; else printf '%s%s' "$root" "$1"; fi; }
 
-etc_nixos=$(r /etc/nixos)
+# PATH as the system at $root sees it, as a path here: symbolic links are followed inside the
+# root (an absolute target starts again at $root, `..` stops there). On NixOS /etc/hostname and
+# /etc/os-release are links to /etc/static/..., itself a link into /nix/store: read plainly from
+# /mnt they would lead to the running system's files.
+in_root() {
+  if [ "$root" = / ]; then printf '%s' "$1"; return 0; fi
+  local rest=${1#/} out="" comp link n=0
+  while [ -n "$rest" ]; do
+    comp=${rest%%/*}
+    if [ "$comp" = "$rest" ]; then rest=""; else rest=${rest#*/}; fi
+    case $comp in ''|.) continue ;; ..) out=${out%/*}; continue ;; esac
+    if [ -L "$root$out/$comp" ]; then
+      n=$((n + 1))
+      [ "$n" -le 40 ] || return 1
+      link=$(readlink "$root$out/$comp")
+      case $link in /*) out="" ;; esac
+      rest=${link#/}${rest:+/$rest}
+    else
+      out=$out/$comp
+    fi
+  done
+  printf '%s%s' "$root" "${out:-/}"
+}
+# Sets `at` to in_root PATH; refuses a link that leads nowhere inside the root (the script would
+# otherwise guess what the target system says).
+resolve() {
+  at=$(in_root "$1") || die "$(r "$1"): too many levels of symbolic links inside $root. Nothing was changed."
+  if [ ! -e "$at" ] && [ "$at" != "$(r "$1")" ]; then
+    die "$(r "$1") is a link that does not resolve inside $root (it leads to ${at#"$root"}, missing there): $2. Nothing was changed."
+  fi
+}
+
+resolve /etc/nixos "mount the target system completely"
+etc_nixos=$at
+resolve /etc/os-release "mount the target system completely"
+os_release=$at
+resolve /etc/NIXOS "mount the target system completely"
+nixos_marker=$at
 tree=$(r /var/lib/osmoda/config)
+gateway_env=$(r /var/lib/osmoda/gateway.env)
 
 # --- refuse what is not an existing NixOS machine, before touching anything -------------------
-os_id=$(sed -n 's/^ID=//p' "$(r /etc/os-release)" 2>/dev/null | tr -d '"' || true)
-if [ ! -e "$(r /etc/NIXOS)" ] && [ "$os_id" != nixos ]; then
+os_id=$(sed -n 's/^ID=//p' "$os_release" 2>/dev/null | tr -d '"' || true)
+if [ ! -e "$nixos_marker" ] && [ "$os_id" != nixos ]; then
   die "$(r /) is not NixOS (no /etc/NIXOS; /etc/os-release says ID=${os_id:-nothing}).
 osModa installs onto an existing NixOS machine and never converts another distribution:
 install NixOS first (https://nixos.org/download), then run this again. Nothing was changed."
@@ -63,11 +110,12 @@ fi
 command -v git >/dev/null || die "git is needed (nix-shell -p git). Nothing was changed."
 
 if [ -z "$host" ]; then
-  host=$(tr -d ' \n' 2>/dev/null < "$(r /etc/hostname)" || true)
+  resolve /etc/hostname "pass --host NAME (the target's networking.hostName)"
+  host=$(tr -d ' \n' 2>/dev/null < "$at" || true)
   [ -n "$host" ] || host=nixos
 fi
 case $host in *[!A-Za-z0-9_-]*|'') die "host name '$host' cannot name a flake output; pass --host NAME" ;; esac
-release=$(sed -n 's/^VERSION_ID=//p' "$(r /etc/os-release)" 2>/dev/null | tr -d '"' | cut -d. -f1-2 || true)
+release=$(sed -n 's/^VERSION_ID=//p' "$os_release" 2>/dev/null | tr -d '"' | cut -d. -f1-2 || true)
 case $(uname -m) in x86_64) system=x86_64-linux ;; aarch64) system=aarch64-linux ;; *) system="$(uname -m)-linux" ;; esac
 
 # --- build the new tree beside its final place; move it in only when complete -----------------
@@ -90,6 +138,14 @@ cat > "$new/osmoda.nix" <<'EOF'
 {
   services.osmoda = {
     enable = true;
+
+    # The agent: the OpenClaw gateway with osModa's tools, skills and templates. Its token is in
+    # this file (created by the installer, 0600 root, never in the Nix store); add a model API
+    # key there (ANTHROPIC_API_KEY=... or OPENAI_API_KEY=...), then restart osmoda-gateway.
+    gateway = {
+      enable = true;
+      environmentFile = "/var/lib/osmoda/gateway.env";
+    };
 
     # Restart sshd if it stops; roll back the last generation if that does not help; tell the
     # operator either way.
@@ -185,7 +241,7 @@ if command -v nix-instantiate >/dev/null; then
   done
 fi
 g add -A
-g commit -q -m "osModa: add the osModa flake input and module, enable services.osmoda" \
+g commit -q -m "osModa: add the osModa flake input and module, enable services.osmoda and its gateway" \
   -m "Added by scripts/install.sh ($kind machine); the imported files are unchanged."
 
 # --- the plan, then the question ------------------------------------------------------------
@@ -196,14 +252,23 @@ osModa will be installed on $(r /) (a $kind NixOS configuration, host $host):
             $(g log --format='%h %s' | tail -1)
             $(g log -1 --format='%h %s')
   leave   $etc_nixos as it is (the tree is the configuration from now on)
+  $([ -e "$gateway_env" ] && echo "keep    $gateway_env (exists: the gateway's token and model keys)" || echo "create  $gateway_env (0600: a new gateway token; add a model API key there)")
 EOF
 g diff --stat HEAD~1 HEAD | sed 's/^/          /'
 g diff HEAD~1 HEAD -- flake.nix | sed 's/^/    | /' | head -60
-if [ "$switch" = 1 ]; then
+if [ "$kind" = channel ]; then
+  echo "  pin     nixpkgs: ${nixpkgs_url#github:} is not locked: the first build takes that branch's"
+  echo "          newest commit (packages may move ahead of this machine's channel)"
+fi
+if [ "$switch" = 1 ] && [ "$root" = / ]; then
   echo "  apply   nixos-rebuild build --flake $tree#$host, activate (not the boot default), probe"
   echo "          sshd and agentd for up to ${ttl}s, then make it the boot default or roll back"
+elif [ "$switch" = 1 ]; then
+  echo "  apply   nixos-install --root $root --flake git+file://$tree#$host: the system at $root"
+  echo "          boots osModa from its next boot (nothing here is switched)"
 else
-  echo "  apply   nothing (--no-switch or --root): run 'nixos-rebuild switch --flake $tree#$host' later"
+  echo "  apply   nothing (--no-switch): later, on that machine, run"
+  echo "          nixos-rebuild switch --flake /var/lib/osmoda/config#$host"
 fi
 if [ "$yes" != 1 ]; then
   printf 'Proceed? [y/N] '
@@ -215,7 +280,29 @@ mkdir -p "$(dirname "$tree")"
 chmod 0700 "$new"
 mv "$new" "$tree"
 echo "created $tree"
+# The gateway's token (a random 256-bit value), only when the file is missing: an existing file
+# holds the operator's keys and is never touched.
+if [ ! -e "$gateway_env" ]; then
+  (
+    umask 077
+    tmp=$(mktemp "$gateway_env.XXXXXX")
+    printf 'OPENCLAW_GATEWAY_TOKEN=%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$tmp"
+    mv -n "$tmp" "$gateway_env"
+    rm -f "$tmp"
+  )
+  echo "created $gateway_env (add a model API key there)"
+fi
 [ "$switch" = 1 ] || exit 0
+
+# --- a mounted system: install the tree's system as its boot default --------------------------
+if [ "$root" != / ]; then
+  after="boot $root's system and run there: nixos-rebuild switch --flake /var/lib/osmoda/config#$host"
+  command -v nixos-install >/dev/null || { echo "install.sh: nixos-install not found; the tree is ready, nothing installed: $after" >&2; exit 4; }
+  nixos-install --root "$root" --flake "git+file://$tree#$host" --no-root-passwd --no-channel-copy ||
+    { echo "install.sh: nixos-install failed (above); $root boots what it booted before; the tree stays at $tree: fix it, or $after" >&2; exit 4; }
+  echo "osModa is installed in $root: its system is the boot default from $tree ($(git -C "$tree" log -1 --format=%h)). Reboot; then: agentctl health"
+  exit 0
+fi
 
 # --- apply like SafeSwitch ----------------------------------------------------------------------
 command -v nixos-rebuild >/dev/null || { echo "install.sh: nixos-rebuild not found; the tree is ready, nothing applied" >&2; exit 4; }

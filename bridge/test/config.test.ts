@@ -2,16 +2,21 @@
 // config_remove edit one element of a list option. Drift: a hand edit of the configuration tree is a
 // `config.drift` event, config_status lists it, agent edits are refused while it is there, and
 // config_commit records it as a generation; a destructive hand edit needs a person's approval
-// (the gate's 403 with a ticket, the same call again with it). Bad arguments change nothing.
+// (the gate's 403 with a ticket, the same call again with it); drift-detection's own diff step
+// shows the edit on a root-only tree; nix-optimizer's garbage collection is held by the gate.
+// Bad arguments change nothing.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { userInfo } from "node:os";
 
-import { Stack, ToolCalls, coverageOf, until } from "./harness.ts";
+import { Stack, ToolCalls, bridgeDir, coverageOf, until } from "./harness.ts";
 import { call } from "../src/client.ts";
 
+// The stack (and its tree) under /var/tmp: commands run by shell_exec get a fresh /tmp of their
+// own, so a tree under /tmp would be invisible to the skill's diff step.
+process.env.TMPDIR = "/var/tmp";
 const stack = new Stack();
 
 /** Everything a refused call could change: HEAD, the work tree's files and agentd's newest event. */
@@ -73,6 +78,22 @@ describe("config tools through the real gateway", { timeout: 600_000 }, () => {
     await driftOf("configuration.nix", last.id);
     const s = await calls.ok("config_status", {});
     assert.match(s.text, /^1 uncommitted change\(s\) made by hand:\nchange\s+file\n\S+\s+configuration\.nix\n/);
+    // drift-detection's "show the change" step, exactly as the skill writes it (its example call
+    // with the skill's tree path pointed at this tree), on a tree that is root's alone (0700) as
+    // the module and install.sh make it: the patch of the hand edit comes back.
+    const mode = statSync(stack.tree).mode & 0o777;
+    chmodSync(stack.tree, 0o700);
+    try {
+      const skill = readFileSync(join(bridgeDir, "..", "skills", "drift-detection", "SKILL.md"), "utf8");
+      const example = /`shell_exec (\{[^`]*"diff"[^`]*\})`/.exec(skill);
+      assert.ok(example, "drift-detection shows the patch with a shell_exec example");
+      const args = JSON.parse(example[1]!.replace("/var/lib/osmoda/config", stack.tree));
+      const d = await calls.ok("shell_exec", args);
+      assert.match(d.text, /^exit 0 /, d.text);
+      assert.match(d.text, /\+# the operator's note: keep sshd as it is/);
+    } finally {
+      chmodSync(stack.tree, mode);
+    }
     const set = await stack.invoke("config_set", { path: "services.osmoda.watch.safeSwitch.ttlSecs", value: 30, reason: "x" });
     assert.equal(set.status, 400, JSON.stringify(set.body));
     assert.match(set.body.error.message, /agentd refused config_set .*409|uncommitted|dirty/i);
@@ -132,6 +153,19 @@ describe("config tools through the real gateway", { timeout: 600_000 }, () => {
     const used = (await stack.agentd("GET", "/approvals?limit=1000")).find((t: any) => t.id === ticket);
     assert.equal(used.status, "used");
     assert.equal((await calls.ok("config_status", {})).details.clean, true);
+  });
+
+  it("nix-optimizer's one-off garbage collection, exactly as the skill writes it, is held by agentd's gate for a person", async () => {
+    const skill = readFileSync(join(bridgeDir, "..", "skills", "nix-optimizer", "SKILL.md"), "utf8");
+    const example = /`shell_exec (\{[^`]*nix-collect-garbage[^`]*\})`/.exec(skill);
+    assert.ok(example, "nix-optimizer collects garbage with a shell_exec example");
+    const [last] = await stack.agentd("GET", "/events/log?order=desc&limit=1");
+    const r = await stack.invoke("shell_exec", JSON.parse(example[1]!));
+    assert.equal(r.status, 403, JSON.stringify(r.body));
+    assert.match(r.body.error.message, /A person must approve this exact operation/);
+    assert.match(r.body.error.message, /\/nix\/var\/nix\/profiles/);
+    const ran = await stack.agentd("GET", `/events/log?type=system.exec&after_id=${last.id}&limit=10`);
+    assert.deepEqual(ran, [], "nothing ran");
   });
 
   it("bad arguments are refused before agentd sees them", async () => {

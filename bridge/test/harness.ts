@@ -303,7 +303,8 @@ export class Stack {
       HOME: join(this.dir, "home"),
       PATH: `${dirname(nodeBin)}:${process.env.PATH}`,
     });
-    await until("the gateway to log `ready`", 180_000, () => /\[gateway\] ready$/m.test(strip(gw.text())) || (gw.child.exitCode !== null && fail(gw)));
+    // OSMODA_TEST_GATEWAY_READY_SECS: a machine under load (2 cores shared by a team) can take longer.
+    await until("the gateway to log `ready`", Number(process.env.OSMODA_TEST_GATEWAY_READY_SECS ?? 180) * 1000, () => /\[gateway\] ready$/m.test(strip(gw.text())) || (gw.child.exitCode !== null && fail(gw)));
   }
 
   /** `POST /tools/invoke` on the gateway: the HTTP status and the JSON answer. */

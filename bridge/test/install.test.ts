@@ -1,20 +1,51 @@
 // scripts/install.sh against temporary roots holding a copy of a typical /etc/nixos (channel
 // and flake machines): the tree it creates starts with "imported from /etc/nixos", keeps the
 // original files byte for byte, parses and evaluates (flake outputs with stand-ins for nixpkgs
-// and osModa, osmoda.nix, configuration.nix's imports; no nixpkgs offline); a root that is not
-// NixOS, a second run, a "no" answer and a flake it cannot edit are refused with nothing changed.
+// and osModa, osmoda.nix, configuration.nix's imports; no nixpkgs offline); osmoda.nix enables
+// the gateway with a 0600 token file the script creates (an existing one is kept); files of the
+// root are read inside it (NixOS's /etc/hostname -> /etc/static/... links); the mounted system
+// gets the tree's system as its boot default through `nixos-install --flake` (a recording double:
+// no NixOS here); a root that is not NixOS, a second run, a "no" answer and a flake it cannot
+// edit are refused with nothing changed.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 
 import { bridgeDir } from "./harness.ts";
 
 const repoDir = resolve(bridgeDir, "..");
 const script = join(repoDir, "scripts", "install.sh");
 const fixtures = join(bridgeDir, "test", "fixtures", "install");
+
+/**
+ * `nixos-install` for the tests (no NixOS here): records its arguments in $FAKE_NIXOS_INSTALL_LOG
+ * and exits with $FAKE_NIXOS_INSTALL_EXIT (0 by default).
+ */
+const doubles = mkdtempSync(join(tmpdir(), "osmoda-install-bin-"));
+writeFileSync(join(doubles, "nixos-install"), `#!/bin/bash
+printf '%s\\n' "$@" > "\${FAKE_NIXOS_INSTALL_LOG:-/dev/null}"
+exit "\${FAKE_NIXOS_INSTALL_EXIT:-0}"
+`);
+chmodSync(join(doubles, "nixos-install"), 0o755);
+process.on("exit", () => rmSync(doubles, { recursive: true, force: true }));
+
+/**
+ * The /etc of a NixOS system as it is on disk: hostname and os-release are links to
+ * /etc/static/..., and /etc/static is an absolute link into the root's /nix/store.
+ */
+function staticEtc(root: string, hostname: string, osRelease: string) {
+  const store = join(root, "nix", "store", "0123456789abcdfghijklmnpqrsvwxyz-etc", "etc");
+  mkdirSync(store, { recursive: true });
+  writeFileSync(join(store, "hostname"), hostname);
+  writeFileSync(join(store, "os-release"), osRelease);
+  for (const f of ["hostname", "os-release"]) rmSync(join(root, "etc", f), { force: true });
+  symlinkSync("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-etc/etc", join(root, "etc", "static"));
+  symlinkSync("/etc/static/hostname", join(root, "etc", "hostname"));
+  symlinkSync("/etc/static/os-release", join(root, "etc", "os-release"));
+}
 
 /** A fresh root: /etc/NIXOS, os-release and hostname of a NixOS 24.05 machine, and /etc/nixos. */
 function nixosRoot(opts: { flake?: string; nixos?: boolean } = {}): string {
@@ -32,8 +63,8 @@ function nixosRoot(opts: { flake?: string; nixos?: boolean } = {}): string {
   return root;
 }
 
-function install(root: string, args: string[] = ["--yes"], input?: string) {
-  return spawnSync("bash", [script, "--root", root, ...args], { encoding: "utf8", input, env: { ...process.env, TMPDIR: tmpdir() } });
+function install(root: string, args: string[] = ["--yes"], input?: string, env: Record<string, string> = {}) {
+  return spawnSync("bash", [script, "--root", root, ...args], { encoding: "utf8", input, env: { ...process.env, PATH: `${doubles}:${process.env.PATH}`, TMPDIR: tmpdir(), ...env } });
 }
 
 /** Every path under `dir` with its mode and content: equal snapshots mean nothing changed. */
@@ -42,8 +73,8 @@ function snapshot(dir: string): string {
   const walk = (d: string) => {
     for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
       const p = join(d, e.name);
-      const st = statSync(p);
-      out.push(`${relative(dir, p)} ${st.mode.toString(8)} ${e.isFile() ? readFileSync(p, "base64") : ""}`);
+      const st = lstatSync(p);
+      out.push(`${relative(dir, p)} ${st.mode.toString(8)} ${e.isFile() ? readFileSync(p, "base64") : e.isSymbolicLink() ? readlinkSync(p) : ""}`);
       if (e.isDirectory()) walk(p);
     }
   };
@@ -100,6 +131,8 @@ function assertImported(root: string) {
     assert.equal(p.status, 0, `${f} does not parse: ${p.stderr}`);
   }
   assert.equal(nixEval(`((import ${tree}/osmoda.nix) { }).services.osmoda.enable`), true);
+  // The agent is on: the gateway, with its environment file (the token) outside the store.
+  assert.deepEqual(nixEval(`((import ${tree}/osmoda.nix) { }).services.osmoda.gateway`), { enable: true, environmentFile: "/var/lib/osmoda/gateway.env" });
   return tree;
 }
 
@@ -127,6 +160,7 @@ describe("scripts/install.sh", () => {
       const { modules, inputs } = hostModules(tree, "web-1");
       assert.deepEqual(modules, ["osmoda.nixosModules.default", "configuration.nix", "osmoda.nix", "inline"]);
       assert.deepEqual(inputs, { nixpkgs: "github:NixOS/nixpkgs/nixos-24.05", osmoda: "github:osmoda/osmoda" });
+      assert.match(r.stdout, /pin {5}nixpkgs: NixOS\/nixpkgs\/nixos-24\.05 is not locked: the first build takes that branch's\n.*newest commit/);
       moduleImportsResolve(tree);
     } finally {
       rmSync(root, { recursive: true, force: true });
@@ -226,7 +260,7 @@ describe("scripts/install.sh", () => {
     const root = nixosRoot();
     const tmp = mkdtempSync(join(tmpdir(), "osmoda-install-tmp-"));
     try {
-      const r = spawnSync("bash", [script, "--root", root], { encoding: "utf8", input: "y\n", env: { ...process.env, TMPDIR: tmp } });
+      const r = spawnSync("bash", [script, "--root", root], { encoding: "utf8", input: "y\n", env: { ...process.env, PATH: `${doubles}:${process.env.PATH}`, TMPDIR: tmp } });
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stdout, /Proceed\? \[y\/N\]/);
       assertImported(root);
@@ -234,6 +268,108 @@ describe("scripts/install.sh", () => {
     } finally {
       rmSync(root, { recursive: true, force: true });
       rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it("the gateway's token file: created 0600 with a new token, an existing one kept byte for byte", () => {
+    const root = nixosRoot();
+    const kept = nixosRoot();
+    try {
+      const r = install(root);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /create {2}\S+\/var\/lib\/osmoda\/gateway\.env \(0600: a new gateway token; add a model API key there\)/);
+      const env = join(root, "var", "lib", "osmoda", "gateway.env");
+      assert.equal(lstatSync(env).mode & 0o777, 0o600);
+      assert.match(readFileSync(env, "utf8"), /^OPENCLAW_GATEWAY_TOKEN=[0-9a-f]{64}\n$/);
+      assert.notEqual(readFileSync(env, "utf8"), (() => { const o = nixosRoot(); try { install(o); return readFileSync(join(o, "var", "lib", "osmoda", "gateway.env"), "utf8"); } finally { rmSync(o, { recursive: true, force: true }); } })(), "a new token each time");
+
+      const keptEnv = join(kept, "var", "lib", "osmoda", "gateway.env");
+      mkdirSync(dirname(keptEnv), { recursive: true });
+      writeFileSync(keptEnv, "OPENCLAW_GATEWAY_TOKEN=mine\nANTHROPIC_API_KEY=sk-test\n", { mode: 0o640 });
+      const k = install(kept);
+      assert.equal(k.status, 0, k.stderr);
+      assert.match(k.stdout, /keep {4}\S+gateway\.env \(exists/);
+      assert.equal(readFileSync(keptEnv, "utf8"), "OPENCLAW_GATEWAY_TOKEN=mine\nANTHROPIC_API_KEY=sk-test\n");
+      assert.equal(lstatSync(keptEnv).mode & 0o777, 0o640);
+      assert.deepEqual(readdirSync(dirname(keptEnv)).sort(), ["config", "gateway.env"], "no temporary file left");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      rmSync(kept, { recursive: true, force: true });
+    }
+  });
+
+  it("--root reads the target's /etc/hostname and /etc/os-release through its own /etc/static links", () => {
+    const root = nixosRoot();
+    try {
+      staticEtc(root, "web-2\n", 'NAME=NixOS\nID=nixos\nVERSION_ID="24.11"\n');
+      rmSync(join(root, "etc", "NIXOS"));
+      const r = install(root);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /a channel NixOS configuration, host web-2/);
+      const tree = assertImported(root);
+      const { modules, inputs } = hostModules(tree, "web-2");
+      assert.deepEqual(modules, ["osmoda.nixosModules.default", "configuration.nix", "osmoda.nix", "inline"]);
+      assert.equal(inputs.nixpkgs, "github:NixOS/nixpkgs/nixos-24.11");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("--root refuses a link that leads nowhere inside the root, unless --host says the name", () => {
+    const root = nixosRoot();
+    try {
+      rmSync(join(root, "etc", "hostname"));
+      symlinkSync("/etc/static/hostname", join(root, "etc", "hostname"));
+      // `..` and absolute links stay inside the root: this one must not reach the host's /etc.
+      const before = snapshot(root);
+      const r = install(root);
+      assert.equal(r.status, 1, r.stdout + r.stderr);
+      assert.match(r.stderr, /etc\/hostname is a link that does not resolve inside .*\/etc\/static\/hostname, missing there\): pass --host NAME .*Nothing was changed/);
+      assert.equal(snapshot(root), before);
+      const h = install(root, ["--yes", "--host", "web-3"]);
+      assert.equal(h.status, 0, h.stderr);
+      hostModules(assertImported(root), "web-3");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("--root installs the tree's system as the mounted system's boot default with nixos-install --flake", () => {
+    const root = nixosRoot();
+    const log = join(doubles, `calls-${process.pid}`);
+    try {
+      const r = install(root, ["--yes"], undefined, { FAKE_NIXOS_INSTALL_LOG: log });
+      assert.equal(r.status, 0, r.stderr);
+      const tree = assertImported(root);
+      assert.match(r.stdout, /apply {3}nixos-install --root \S+ --flake git\+file:\/\/\S+\/var\/lib\/osmoda\/config#web-1: the system at \S+\n\s+boots osModa from its next boot/);
+      assert.deepEqual(readFileSync(log, "utf8").split("\n").slice(0, -1), ["--root", root, "--flake", `git+file://${tree}#web-1`, "--no-root-passwd", "--no-channel-copy"]);
+      assert.match(r.stdout, /osModa is installed in .*: its system is the boot default from .*config \([0-9a-f]+\)\. Reboot/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      rmSync(log, { force: true });
+    }
+    // nixos-install fails, or is not there: exit 4, the tree stays, and the way on names the
+    // tree's path on the booted machine, not under the mount point.
+    for (const env of [{ FAKE_NIXOS_INSTALL_EXIT: "1" }, { PATH: "/usr/bin:/bin" }]) {
+      const root = nixosRoot();
+      try {
+        const r = install(root, ["--yes"], undefined, env);
+        assert.equal(r.status, 4, r.stdout + r.stderr);
+        assert.ok(existsSync(join(root, "var", "lib", "osmoda", "config", ".git")));
+        assert.match(r.stderr, /boot \S+'s system and run there: nixos-rebuild switch --flake \/var\/lib\/osmoda\/config#web-1/);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    }
+    // --no-switch: nothing installed, the command for later names the booted path.
+    const root2 = nixosRoot();
+    try {
+      const r = install(root2, ["--yes", "--no-switch"], undefined, { FAKE_NIXOS_INSTALL_LOG: log });
+      assert.equal(r.status, 0, r.stderr);
+      assert.ok(!existsSync(log), "nixos-install not run");
+      assert.match(r.stdout, /apply {3}nothing \(--no-switch\): later, on that machine, run\n\s+nixos-rebuild switch --flake \/var\/lib\/osmoda\/config#web-1\n/);
+    } finally {
+      rmSync(root2, { recursive: true, force: true });
     }
   });
 

@@ -1,15 +1,24 @@
 // The real gateway with the bridge lists osModa's skills from the agent workspace, and one
 // scripted agent turn per skill family is driven by its skill: the gateway (config rendered by
-// lib/, the workspace installed by scripts/install-workspace.sh) lists the skills in the model's
-// prompt; the model reads the skill's SKILL.md with OpenClaw's `read` tool and calls the tools it
-// prescribes, in its order, against the real agentd, osmoda-watch and osmoda-routines:
-// - configuration (natural-language-config): config_get → config_set → config_diff →
-//   safe_switch_begin (health checks) → safe_switch_status → safe_switch_commit;
+// lib/, the workspace installer scripts/install-workspace.sh) lists the skills in the model's
+// prompt; the model reads the skill's SKILL.md with OpenClaw's `read` tool and calls tools
+// against the real agentd, osmoda-watch and osmoda-routines. What is asserted comes from the
+// SKILL.md, not from the script: the skill's steps are parsed (each numbered step or section and
+// the tools it names), every step is accounted for in order — each tool it names either called
+// in that step or listed here as a branch not taken, with the reason — and the calls the gateway
+// made equal the steps' taken tools in order; then what the calls did to the daemons is checked.
+// - configuration (natural-language-config): read → config_get → config_set → config_log (the
+//   generation before the edit) → config_diff → safe_switch_begin → safe_switch_status →
+//   safe_switch_commit; not taken: config_unset, the rolled-back branch, rollback, undo;
 // - self-healing: a web app that keeps dropping → incident_create → service_status →
 //   journal_logs → system_health → network_info → watcher_list → config_log → event_log →
-//   watcher_add (its own SafeSwitch) → safe_switch_status → watcher_list → incident_step;
-// - briefing (morning-briefing): system_health → system_query → watcher_list → journal_logs →
-//   config_log → event_log → routine_history, then one message built from what they returned.
+//   watcher_add (its own SafeSwitch; a tcp check, no systemd here) → safe_switch_status →
+//   watcher_list → service_status → incident_step; not taken: the revert branch of step 3
+//   (config_log shows no generation that explains the drops) and step 4;
+// - briefing (morning-briefing): started by the morning-briefing routine itself (its prompt, the
+//   gateway on in the tree) — every call of the skill's "Gather" list with the skill's own
+//   arguments (event_log twice: approvals and incidents), then one message built from what they
+//   returned, which is the routine run's output.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -39,6 +48,51 @@ let skillText = "";
 let pending = "";
 let prompt = "";
 
+const manifestTools: string[] = JSON.parse(readFileSync(join(bridgeDir, "openclaw.plugin.json"), "utf8")).contracts.tools;
+
+/** A skill's steps in order — its numbered steps (`1. **…**`) or `## ` sections, and "intro" — each with the calls it names: `tool` or `tool {JSON}` in backticks, JSON parsed when literal. */
+function skillSteps(text: string): Map<string, { tool: string; args?: any }[]> {
+  const steps = new Map<string, { tool: string; args?: any }[]>([["intro", []]]);
+  let key = "intro";
+  for (const line of text.replace(/^---\n[\s\S]*?\n---\n/, "").split("\n")) {
+    const h = /^## (?:(\d+)\. )?(.+)$/.exec(line) ?? /^(\d+)\. \*\*()/.exec(line);
+    if (h) steps.set((key = h[1] ?? h[2]!), []);
+    for (const m of line.matchAll(/`([a-z][a-z0-9_]*)(?: (\{[^`]*\}))?`/g)) {
+      if (!manifestTools.includes(m[1]!)) continue;
+      let args: any;
+      try {
+        args = m[2] ? JSON.parse(m[2]) : undefined;
+      } catch {
+        args = undefined; // a template (`<unit>`), not literal
+      }
+      steps.get(key)!.push({ tool: m[1]!, args });
+    }
+  }
+  return steps;
+}
+
+/** A step of the skill as the turn went through it: the tools called in it, in order, and each other tool the step names with why that branch was not taken. */
+type Took = { step: string; took: string[]; notTaken?: Record<string, string> };
+
+/**
+ * The turn followed skill `name`: the plan covers every step of the skill that names a tool, in
+ * the skill's order; in each step, the tools called plus the branches not taken are exactly the
+ * tools the skill names there; and the calls made (polling folded) are the steps' calls in order.
+ */
+function assertFollowed(name: string, plan: Took[]): void {
+  const steps = skillSteps(skillFile(name));
+  const named = [...steps].filter(([, calls]) => calls.length > 0).map(([k]) => k);
+  assert.deepEqual(plan.map((p) => p.step), named, `${name}: the steps that name tools, in order`);
+  for (const p of plan) {
+    const want = new Set(steps.get(p.step)!.map((c) => c.tool));
+    assert.deepEqual(new Set([...p.took, ...Object.keys(p.notTaken ?? {})]), want, `${name}, step ${p.step}: the tools it names`);
+    for (const t of p.took) assert.ok(want.has(t), `${name}, step ${p.step}: ${t} is not named there`);
+  }
+  assert.deepEqual(folded(), ["read", ...plan.flatMap((p) => p.took)], `${name}: the calls in the skill's order`);
+  // Each call reached its daemon and was answered (no refusal, no argument error).
+  for (const [i, r] of results.entries()) assert.doesNotMatch(r, /^\s*(\S+ refused \S+|Invalid arguments for )/, `${called[i]}: ${r.slice(0, 300)}`);
+}
+
 function system(req: ChatRequest): string {
   return req.messages.filter((m) => m.role === "system" || m.role === "developer").map((m) => (typeof m.content === "string" ? m.content : JSON.stringify(m.content))).join("\n");
 }
@@ -51,15 +105,23 @@ function turnSoFar(req: ChatRequest): { calls: string[]; results: string[] } {
   const start = req.messages.findLastIndex((m) => m.role === "user" && textOf(m.content).includes(prompt));
   const calls: string[] = [];
   const out: string[] = [];
+  calledArgs = [];
   for (const m of req.messages.slice(start + 1)) {
-    if (m.role === "assistant" && Array.isArray(m.tool_calls)) for (const tc of m.tool_calls as any[]) calls.push(tc.function.name);
+    if (m.role === "assistant" && Array.isArray(m.tool_calls)) {
+      for (const tc of m.tool_calls as any[]) (calls.push(tc.function.name), calledArgs.push(JSON.parse(tc.function.arguments || "{}")));
+    }
     if (m.role === "tool") out.push(textOf(m.content));
   }
   return { calls, results: out };
 }
 
+/** Every call the script sent, with its arguments (a request the gateway repeats sends one again). */
+let sent: { tool: string; args: unknown }[] = [];
+/** The arguments of the turn's calls as the conversation holds them, in order. */
+let calledArgs: unknown[] = [];
+
 function step(s: Step): Step {
-  if ("tool" in s) called.push(s.tool);
+  if ("tool" in s) (called.push(s.tool), sent.push(s));
   return s;
 }
 
@@ -69,13 +131,18 @@ function step(s: Step): Step {
  * from the last tool and its result.
  */
 async function driveBy(name: string, text: string, next: (last: string | undefined, result: string) => Step): Promise<string> {
+  arm(name, text, next);
+  return turn(stack, text);
+}
+
+function arm(name: string, text: string, next: (last: string | undefined, result: string) => Step): void {
   called = [];
   results = [];
+  sent = [];
   skillText = "";
   pending = name;
   prompt = text;
   script = next;
-  return turn(stack, text);
 }
 
 const model = new ScriptedModel((req) => {
@@ -96,14 +163,8 @@ const model = new ScriptedModel((req) => {
   return step(script(called[called.length - 1], results[results.length - 1] ?? lastToolResult(req) ?? ""));
 });
 
-/** Calls in order with immediate repeats folded (polling a switch is one step). */
-const folded = () => called.filter((t, i) => i === 0 || t !== called[i - 1]);
-
-/** Asserts that `file` names `tools` in this order (their first mentions as a tool call, `` `name``). */
-function namesInOrder(file: string, tools: string[]): void {
-  const at = tools.map((t) => file.indexOf(`\`${t}`));
-  assert.ok(at.every((i, n) => i >= 0 && (n === 0 || i > at[n - 1]!)), `the skill names ${tools.join(" → ")} in order: ${JSON.stringify(at)}`);
-}
+/** Calls in order with a switch's polling folded (repeated safe_switch_status is one step). */
+const folded = () => called.filter((t, i) => i === 0 || t !== called[i - 1] || t !== "safe_switch_status");
 
 /**
  * Follows a switch from a tool result to its end: safe_switch_status until committed, rolled back
@@ -128,6 +189,12 @@ before(async () => {
   // osmoda-routines too (the briefing reads the heartbeat routines' runs); this applies the
   // starter tree once, without its sshd watcher (no systemd here).
   await stack.startDaemons({ routines: true });
+  // The gateway on in the tree (its port reserved now), so the rendered routines.json holds the
+  // gateway's URL and the morning-briefing routine is a prompt to it.
+  const port = await stack.reservePort();
+  await stack.agentd("POST", "/config/set", { path: "services.osmoda.gateway.enable", value: true, reason: "the agent's gateway" });
+  await stack.agentd("POST", "/config/set", { path: "services.osmoda.gateway.port", value: port, reason: "the test gateway's port" });
+  await stack.applyHead();
   const inst = spawnSync("bash", [join(repoDir, "scripts", "install-workspace.sh"), join(repoDir, "skills"), join(repoDir, "templates"), workspace], { encoding: "utf8" });
   assert.equal(inst.status, 0, inst.stderr);
   web = createServer((s) => s.end());
@@ -150,7 +217,9 @@ test("configuration: the model reads natural-language-config and follows its loo
     if (last === "config_get") {
       return step({ tool: "config_set", args: { path: WATCHER, value: { check: { type: "agentd" }, intervalSecs: 3600, actions: ["notify"] }, reason: "watch that agentd answers" } });
     }
-    if (last === "config_set") return step({ tool: "config_diff", args: { from: baseRev } });
+    // "config_diff from the generation before your first edit (read it from config_log)".
+    if (last === "config_set") return step({ tool: "config_log", args: { limit: 5 } });
+    if (last === "config_log") return step({ tool: "config_diff", args: { from: [...result.matchAll(/^([0-9a-f]{12})\s/gm)][1]?.[1] ?? "none" } });
     if (last === "config_diff") {
       return step({ tool: "safe_switch_begin", args: { plan: "watch that agentd answers", ttl_secs: 3600, health_checks: [{ type: "agentd" }] } });
     }
@@ -158,9 +227,21 @@ test("configuration: the model reads natural-language-config and follows its loo
   });
   assert.match(answer, /Applied: switch \d+ committed/, `calls: ${called.join(" → ")}`);
   assert.equal(skillText.includes("# Natural-language configuration"), true, "read returned the skill");
-  const loop = ["config_get", "config_set", "config_diff", "safe_switch_begin", "safe_switch_status"];
-  namesInOrder(skillFile("natural-language-config"), loop);
-  assert.deepEqual(folded(), ["read", ...loop, "safe_switch_commit"]);
+  assertFollowed("natural-language-config", [
+    { step: "intro", took: [], notTaken: { file_write: "named as what never to do", shell_exec: "named as what never to do" } },
+    { step: "1", took: ["config_get"] },
+    { step: "2", took: ["config_set"], notTaken: { config_unset: "nothing to drop" } },
+    { step: "3", took: ["config_log", "config_diff"] },
+    { step: "4", took: ["safe_switch_begin"] },
+    {
+      step: "5",
+      took: ["safe_switch_status", "safe_switch_commit"],
+      notTaken: { journal_logs: "the rolled-back branch: every check is green", config_set: "the rolled-back branch", safe_switch_rollback: "the person does not stop it" },
+    },
+    { step: "Undo later", took: [], notTaken: { config_revert: "nothing to undo", safe_switch_begin: "nothing to undo" } },
+  ]);
+  // The diff is from the generation before the edit, as read from config_log.
+  assert.ok(sent.some((c) => c.tool === "config_diff" && (c.args as any).from === baseRev.slice(0, 12)), "config_diff from the generation before the edit");
   // The effects: one generation with the reason, deployed by a committed switch.
   assert.match(stack.git("log", "-1", "--format=%B"), /watch that agentd answers/);
   const got = await stack.agentd("GET", `/config/get?path=${encodeURIComponent(`${WATCHER}.actions`)}`);
@@ -180,6 +261,10 @@ test("self-healing: the web app keeps dropping; the model opens an incident, loo
         incident = Number(/incident (\d+)/.exec(result)![1]);
         return step({ tool: "service_status", args: { unit: "web.service" } });
       case "service_status":
+        if (called.filter((t) => t === "service_status").length === 2) {
+          const watchers = results[called.lastIndexOf("watcher_list")] ?? "";
+          return step({ tool: "incident_step", args: { id: incident, action: "added watcher web (tcp check every 5 s, notify) and applied it with SafeSwitch; no recent generation explains the drops", result: /web\s.*"health":"ok"/.test(watchers) ? "the web watcher is ok" : `watchers: ${watchers.slice(0, 200)}` } });
+        }
         return step({ tool: "journal_logs", args: { unit: "web.service", since: "1 hour ago", lines: 200 } });
       case "journal_logs":
         return step({ tool: "system_health", args: {} });
@@ -190,7 +275,7 @@ test("self-healing: the web app keeps dropping; the model opens an incident, loo
         return step({ tool: "watcher_list", args: {} });
       case "watcher_list":
         if (called.filter((t) => t === "watcher_list").length === 1) return step({ tool: "config_log", args: { limit: 5 } });
-        return step({ tool: "incident_step", args: { id: incident, action: "added watcher web (tcp check every 5 s, notify) and applied it with SafeSwitch; no recent generation explains the drops", result: /web\s.*"health":"ok"/.test(result) ? "the web watcher is ok" : `watchers: ${result.slice(0, 200)}` } });
+        return step({ tool: "service_status", args: { unit: "web.service" } });
       case "config_log":
         return step({ tool: "event_log", args: { type: "watch.*", order: "desc", limit: 20 } });
       case "event_log":
@@ -203,9 +288,24 @@ test("self-healing: the web app keeps dropping; the model opens an incident, loo
   });
   assert.match(answer, /^Fixed: incident \d+/, `calls: ${called.join(" → ")}\n${answer}\n${results.slice(1).join("\n---\n").slice(0, 3000)}`);
   assert.equal(skillText.includes("# Self-healing"), true, "read returned the skill");
-  const seq = ["incident_create", "service_status", "journal_logs", "system_health", "network_info", "watcher_list", "config_log", "event_log", "watcher_add"];
-  namesInOrder(skillFile("self-healing"), [...seq, "incident_step"]);
-  assert.deepEqual(folded(), ["read", ...seq, "safe_switch_status", "watcher_list", "incident_step"]);
+  // Step 3's revert branch is not taken: the generations since the start are the test's set-up
+  // and the configuration turn's watcher, none touching the web app.
+  const log = results[called.indexOf("config_log")] ?? "";
+  assert.doesNotMatch(log, /web/, "no generation explains the drops");
+  const notFixing = "no wrong option, no full disk: a transient drop, which step 4 leaves to a watcher (step 5)";
+  assertFollowed("self-healing", [
+    { step: "1", took: ["incident_create"] },
+    { step: "2", took: ["service_status", "journal_logs", "system_health", "network_info", "watcher_list"] },
+    {
+      step: "3",
+      took: ["config_log", "event_log"],
+      notTaken: { config_diff: "no generation explains the drops", config_revert: "nothing to undo", safe_switch_begin: "no revert to apply", safe_switch_status: "no revert to apply" },
+    },
+    { step: "4", took: [], notTaken: { config_set: notFixing, safe_switch_begin: notFixing, safe_switch_status: notFixing, system_query: notFixing, directory_list: notFixing } },
+    // The watcher's check is the service's tcp check (step 3 names it), not the example's systemd one: no systemd here.
+    { step: "5", took: ["watcher_add", "safe_switch_status"] },
+    { step: "6", took: ["watcher_list", "service_status", "incident_step"] },
+  ]);
   // The effects: the watcher is a generation, applied by a committed switch and probing; the
   // incident carries the step.
   assert.match(stack.git("log", "-1", "--format=%B"), /keep the web app watched/);
@@ -217,47 +317,50 @@ test("self-healing: the web app keeps dropping; the model opens an incident, loo
   assert.match(inc.steps[0].action, /added watcher web/);
 });
 
-test("briefing: the model reads morning-briefing, gathers in its order and answers from what the tools returned", { timeout: 300_000 }, async () => {
+test("briefing: the morning-briefing routine starts a turn; the model gathers what the skill lists, with its arguments, and the briefing is the run's output", { timeout: 600_000 }, async () => {
   // Something to report: an open incident, a generation since yesterday, a heartbeat run.
   await stack.agentd("POST", "/incident/create", { name: "disk filling on /var" });
   await stack.agentd("POST", "/config/set", { path: "services.osmoda.watch.safeSwitch.ttlSecs", value: 90, reason: "longer probes for the nightly update" });
   const trig = await stack.routines("POST", "/routine/trigger/health-snapshot", {});
   assert.ok(trig.status === 200 || trig.status === 202, JSON.stringify(trig.body));
-  await until("the health-snapshot run to end", 30_000, async () => {
-    const h = await stack.routines("GET", "/routine/history?routine=health-snapshot&limit=1");
-    return h.body[0] && !["queued", "running"].includes(h.body[0].status);
+  const ended = (routine: string, ms: number) => until(`the ${routine} run to end`, ms, async () => {
+    const h = await stack.routines("GET", `/routine/history?routine=${routine}&limit=1`);
+    return h.body[0] && !["queued", "running"].includes(h.body[0].status) && h.body[0];
   });
+  await ended("health-snapshot", 30_000);
 
-  const order = ["system_health", "system_query", "watcher_list", "journal_logs", "config_log", "event_log", "routine_history"];
-  const args: Record<string, unknown> = {
-    system_health: {},
-    system_query: { query: "services", args: { state: "failed" } },
-    watcher_list: {},
-    journal_logs: { priority: "err", since: "24 hours ago", lines: 200 },
-    config_log: { limit: 10 },
-    event_log: { type: "incident.*", order: "desc", limit: 50 },
-    routine_history: { limit: 20 },
-  };
-  const answer = await driveBy("morning-briefing", "Good morning. How is the machine?", (last) => {
-    const i = last === "read" ? 0 : order.indexOf(last!) + 1;
-    if (i < order.length) return step({ tool: order[i]!, args: args[order[i]!] });
+  // The skill's "Gather" list, in its order, with its own arguments.
+  const steps = skillSteps(skillFile("morning-briefing"));
+  const gather = [...steps.values()].flat();
+  assert.deepEqual(gather.filter((c) => c.tool === "event_log").map((c) => c.args.type), ["approval.*", "incident.*"], "the skill asks for approvals and incidents");
+  const routine = JSON.parse(readFileSync(join(stack.etc, "osmoda", "routines.json"), "utf8")).routines["morning-briefing"];
+  assert.equal(routine.action.type, "prompt", "with the gateway on, the routine is a turn of the agent");
+  arm("morning-briefing", routine.action.message, (last) => {
+    const i = called.length - 1; // calls after `read`
+    if (i < gather.length) return step({ tool: gather[i]!.tool, args: gather[i]!.args ?? {} });
     // The message, built only from the results (at most 15 lines).
-    const r = (t: string) => results[called.indexOf(t)] ?? "";
+    const r = (t: string, n = 0) => results.filter((_, k) => called[k] === t)[n] ?? "";
     const lines = [
       `Overall: ${r("system_health").split("\n")[0]}`,
       `Failed units: ${r("system_query").split("\n")[0]}`,
       `Watchers: ${r("watcher_list").split("\n")[0]}`,
       `Errors: ${r("journal_logs").split("\n")[0]}`,
       `Changes: ${r("config_log").split("\n").find((l) => l.includes("nightly")) ?? "none"}`,
-      `Open incidents: ${r("event_log").includes("disk filling on /var") ? "disk filling on /var" : "none"}`,
+      `Waiting: ${r("event_log", 0).split("\n")[0]}`,
+      `Open incidents: ${r("event_log", 1).includes("disk filling on /var") ? "disk filling on /var" : "none"}`,
       `Routines: ${r("routine_history").split("\n").find((l) => l.includes("health-snapshot")) ?? "no runs"}`,
     ];
     return { text: `BRIEFING\n${lines.join("\n")}` };
   });
+  const fired = await stack.routines("POST", "/routine/trigger/morning-briefing", {});
+  assert.ok(fired.status === 200 || fired.status === 202, JSON.stringify(fired.body));
+  const run = await ended("morning-briefing", 540_000);
+  assert.equal(run.status, "ok", JSON.stringify(run));
+  const answer: string = run.output;
   assert.match(answer, /^BRIEFING\n/, `calls: ${called.join(" → ")}\n${answer}`);
   assert.equal(skillText.includes("# Morning briefing"), true, "read returned the skill");
-  namesInOrder(skillFile("morning-briefing"), order);
-  assert.deepEqual(called, ["read", ...order]);
+  assertFollowed("morning-briefing", [...steps].filter(([, c]) => c.length > 0).map(([k, c]) => ({ step: k, took: c.map((x) => x.tool) })));
+  assert.deepEqual(calledArgs.slice(1), gather.map((c) => c.args ?? {}), "each call with the skill's arguments");
   const lines = answer.split("\n");
   assert.ok(lines.length <= 16, "at most 15 lines after the heading");
   assert.match(answer, /Overall: CPU [\d.]+% of \d+ cores/);

@@ -136,6 +136,34 @@ describe("templates/HEARTBEAT.md", () => {
   });
 });
 
+describe("the morning-briefing routine (lib/default.nix)", () => {
+  const routineOf = (cfg: string) => {
+    const r = spawnSync("nix-instantiate", ["--eval", "--strict", "--json", "-E", `((import ${join(repoDir, "lib")}).render (${cfg})).routines.routines.morning-briefing`], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  };
+  it("with the gateway on is a turn of the agent that follows the morning-briefing skill, at 08:00", () => {
+    const b = routineOf(`{ gateway.enable = true; }`);
+    assert.deepEqual(b.trigger, { type: "cron", schedule: "0 8 * * *", timezone: "UTC" });
+    assert.equal(b.enable, true);
+    assert.equal(b.action.type, "prompt");
+    assert.equal(b.action.timeout_secs, 600);
+    const skill = /follow the ([a-z-]+) skill/.exec(b.action.message)?.[1];
+    assert.equal(skill, "morning-briefing");
+    assert.ok(existsSync(join(skillsDir, skill!, "SKILL.md")));
+    // The skill answers to that routine firing.
+    assert.match(readFileSync(join(skillsDir, skill!, "SKILL.md"), "utf8"), /Run when the `morning-briefing` routine fires/);
+  });
+  it("without the gateway stays a health call (a prompt would be refused there), and an operator's own action is kept", () => {
+    assert.deepEqual(routineOf(`{ }`).action, { type: "http", method: "GET", path: "/health", timeout_secs: 30 });
+    assert.deepEqual(routineOf(`{ gateway.enable = false; }`).action.type, "http");
+    const own = { type: "command", command: ["/run/current-system/sw/bin/true"] };
+    const r = routineOf(`{ gateway.enable = true; routines.morning-briefing.action = builtins.fromJSON ''${JSON.stringify(own)}''; }`);
+    assert.deepEqual(r.action.command, own.command);
+    assert.equal(r.action.type, "command");
+  });
+});
+
 describe("skills/", () => {
   it("holds the seed's 15 system skills", () => {
     for (const s of ["self-healing", "morning-briefing", "security-hardening", "natural-language-config", "predictive-resources",

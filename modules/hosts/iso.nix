@@ -1,8 +1,9 @@
 # Installer ISO: the minimal NixOS installer plus the osModa daemons, so a machine can be
 # inspected with agentctl before installation, and osModa's installer: after nixos-install,
-# `osmoda-install --root /mnt` turns the new system into osModa (its tree, with history from the
-# fresh /etc/nixos; applied at the first boot). The gateway stays off (no credentials on a live
-# system).
+# `osmoda-install --root /mnt` turns the new system into osModa: its tree (history from the
+# fresh /etc/nixos), the gateway's token file, and `nixos-install --root /mnt --flake <tree>#HOST`
+# so the installed system boots osModa (the flake's inputs are fetched: it needs the network).
+# The ISO's own gateway stays off (no credentials on a live system).
 #   nix build .#nixosConfigurations.osmoda-iso.config.system.build.isoImage
 { lib, pkgs, modulesPath, ... }:
 
@@ -25,7 +26,7 @@
   services.getty.helpLine = lib.mkAfter ''
 
     osModa: install NixOS as usual (nixos-generate-config --root /mnt, nixos-install), then run
-    `osmoda-install --root /mnt` to make the new system osModa before you reboot.
+    `osmoda-install --root /mnt` (online) before you reboot: it installs the new system as osModa.
   '';
 
   nix.settings.experimental-features = [ "nix-command" "flakes" ];
