@@ -90,7 +90,8 @@ const LAST_DATE: u64 = 253_402_300_799;
 fn date(t: U256) -> Option<String> {
     let secs = u64::try_from(t).ok().filter(|s| *s <= LAST_DATE)?;
     let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()?;
-    at.format(&time::format_description::well_known::Rfc3339).ok()
+    at.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 /// `, <what> until <date>` / `, <what> never expires` / `, allowance for the block of use only`.
@@ -146,7 +147,11 @@ pub fn describe(op: &str, e: &Effect, label: &str, address: &str) -> String {
         "erc20_approve" => format!("ERC-20 APPROVE (allowance) of up to {tokens} for spender {to}"),
         "erc20_permit" | "permit2" => format!(
             "ERC-20 PERMIT ({}) up to {tokens} for spender {to}",
-            if e.kind == "permit2" { "Permit2" } else { "EIP-2612" }
+            if e.kind == "permit2" {
+                "Permit2"
+            } else {
+                "EIP-2612"
+            }
         ),
         other => format!(
             "{other} signature{}",
@@ -394,14 +399,8 @@ mod tests {
                 ..widest(kind, Some(&token), 0)
             };
             let t = describe("wallet.sign", &e, &label, &from);
-            let mut fields: Vec<&str> = vec![
-                "wallet.sign",
-                action,
-                &max,
-                &token,
-                &eth_to,
-                &on_chain,
-            ];
+            let mut fields: Vec<&str> =
+                vec!["wallet.sign", action, &max, &token, &eth_to, &on_chain];
             fields.extend(shown);
             fields.push(&from);
             check(&t, &fields, &label);

@@ -436,7 +436,11 @@ async fn a_permits_deadline_is_in_its_words_and_bound_to_its_ticket() {
             "{r}"
         );
     }
-    assert_eq!(env.spent(&token_scope(USDC)), 0, "nothing signed or charged");
+    assert_eq!(
+        env.spent(&token_scope(USDC)),
+        0,
+        "nothing signed or charged"
+    );
     let (s, r) = env
         .post(
             "/wallet/sign",

@@ -74,7 +74,11 @@ async fn wallets_are_capped_and_listed_in_pages() {
                 "import": { "format": "keystore_v3", "keystore": pbkdf2_keystore(), "password": "testpassword" } }),
         )
         .await;
-    assert_eq!((s, r["detail"]["kind"].as_str()), (409, Some("wallet_cap")), "{r}");
+    assert_eq!(
+        (s, r["detail"]["kind"].as_str()),
+        (409, Some("wallet_cap")),
+        "{r}"
+    );
 
     // Pages of two: 2 + 2 + 1, in id order, each full page naming its last id as the cursor
     // (body `next` and the `x-next-cursor` header alike); the last page has none.
@@ -139,7 +143,13 @@ async fn wallets_are_capped_and_listed_in_pages() {
         .post("/wallet/create", json!({ "chain": "solana", "label": "x" }))
         .await;
     assert_eq!(s, 409, "{r}");
-    assert!(r["error"].as_str().unwrap().contains("keyd holds 6 wallets"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("keyd holds 6 wallets"),
+        "{r}"
+    );
     let (_, r) = env.get("/wallet/list").await;
     assert_eq!(r["wallets"].as_array().unwrap().len(), 6);
     // A cap out of range makes keyd.json invalid: nothing is created (the cap is unknown).

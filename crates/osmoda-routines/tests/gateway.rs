@@ -77,9 +77,7 @@ impl Squatter {
     }
 }
 
-async fn next_line(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-) -> String {
+async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> String {
     tokio::time::timeout(Duration::from_secs(30), lines.next_line())
         .await
         .expect("the squatter said nothing in 30 s")
@@ -134,7 +132,10 @@ async fn a_prompt_sends_nothing_to_a_port_another_user_holds() {
             "is held by uid 65534 (nobody), not the gateway's user (uid 0 (root))",
             "nothing was sent",
         ] {
-            assert!(error.contains(part), "{family}: {part:?} missing in {error}");
+            assert!(
+                error.contains(part),
+                "{family}: {part:?} missing in {error}"
+            );
         }
         assert!(
             !format!("{run:?}").contains("test-token"),

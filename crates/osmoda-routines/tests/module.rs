@@ -102,7 +102,9 @@ fn nixos_eval_if_present_routines_knows_the_gateways_user() {
     let gateway = json["units"]["osmoda-gateway"]["text"].as_str().unwrap();
     assert!(gateway.contains("User=osmoda-gateway"), "{gateway}");
     let rendered: serde_json::Value = serde_json::from_str(
-        json["etc"]["osmoda/routines.json"]["text"].as_str().unwrap(),
+        json["etc"]["osmoda/routines.json"]["text"]
+            .as_str()
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(rendered["gateway_url"], "http://127.0.0.1:18790");

@@ -78,10 +78,9 @@ pub async fn list(
     })?;
     let limit = q.limit.unwrap_or(MAX_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(KeydError::BadRequest(format!(
-            "`limit` {limit} must be 1 to {MAX_PAGE}"
-        ))
-        .into());
+        return Err(
+            KeydError::BadRequest(format!("`limit` {limit} must be 1 to {MAX_PAGE}")).into(),
+        );
     }
     if let Some(a) = &q.after {
         if a.len() > 64 || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {

@@ -359,7 +359,10 @@ mod tests {
             v.aad("w_1", Chain::Solana),
         ] {
             assert_ne!(changed, aad);
-            assert!(v.kek.open(changed.as_bytes(), &sealed).is_none(), "{changed}");
+            assert!(
+                v.kek.open(changed.as_bytes(), &sealed).is_none(),
+                "{changed}"
+            );
         }
     }
 }
