@@ -208,6 +208,8 @@ let
       enable = true;
       socket = "/run/osmoda/keyd.sock";
       secretFile = null;
+      # Most wallets keyd holds (osmoda-config's DEFAULT_MAX_WALLETS).
+      maxWallets = 1000;
       # Default-deny: no chain is allowed until the operator lists it.
       policy = { chains = { }; wallets = { }; };
     };
@@ -519,9 +521,10 @@ let
         else { });
 
       keyd =
-        extra keyd (serviceKeys ++ [ "secretFile" "policy" ])
+        extra keyd (serviceKeys ++ [ "secretFile" "maxWallets" "policy" ])
         // opt "secret_file" keyd "secretFile"
         // {
+          max_wallets = get keyd "maxWallets" d.keyd.maxWallets;
           policy = extra policy [ "chains" "wallets" ] // {
             chains = mapAttrs (_: renderChain) (get policy "chains" d.keyd.policy.chains);
             wallets = mapAttrs (_: renderWallet) (get policy "wallets" d.keyd.policy.wallets);

@@ -462,6 +462,11 @@ in
 
     keyd = daemonOptions "keyd" "osmoda-keyd" // {
       secretFile = nullOr types.str "File with the key-encryption secret (at least 16 bytes), loaded into keyd as the systemd credential `secret` (never the store); null = 32 random bytes generated in the state dir (mode 0600) on first start.";
+      maxWallets = mkOption {
+        type = types.ints.between 1 1000000;
+        default = d.keyd.maxWallets;
+        description = "Most wallets keyd holds: a create (or import) beyond it is refused with 409 naming this option; lowering it deletes nothing. Every wallet is a sealed key and a ledger receipt, and creating one needs no approval, so the agent cannot make them without end.";
+      };
       policy = {
         chains = mkOption {
           type = types.attrsOf (types.submodule chainModule);
@@ -745,8 +750,11 @@ in
         package = cfg.routines.package;
         socket = cfg.routines.socket;
         user = "osmoda-routines";
-        # /routine/add and /routine/remove apply their generation with SafeSwitch.
-        args = [ "--watch-socket" cfg.watch.socket ];
+        # /routine/add and /routine/remove apply their generation with SafeSwitch. A prompt
+        # action sends the gateway's token only to a port held by the gateway's own user (any
+        # local user can bind the port while the gateway is down).
+        args = [ "--watch-socket" cfg.watch.socket ]
+          ++ lib.optionals cfg.gateway.enable [ "--gateway-user" "osmoda-gateway" ];
         # bubblewrap + setpriv (util-linux): the command boundary.
         path = [ config.systemd.package pkgs.coreutils pkgs.bubblewrap pkgs.util-linux ];
         extra.after = [ "network.target" "osmoda-agentd.service" ]

@@ -222,6 +222,22 @@ describe("wallet tools through the real gateway", { timeout: 600_000 }, () => {
     await calls.refused("wallet_delete", { wallet_id: "solana-ops" }, /wallet_id: must match pattern/);
   });
 
+  it("wallet_list follows keyd's pages: 121 wallets in two pages of 100, each once", async () => {
+    for (let i = 0; i < 120; i++) {
+      const r = await stack.keyd("POST", "/wallet/create", { chain: i % 2 ? "solana" : "ethereum", label: `bulk-${i}` });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+    }
+    const first = await stack.keyd("GET", "/wallet/list?limit=100");
+    assert.equal(first.body.wallets.length, 100);
+    assert.equal(first.body.next, first.body.wallets[99].id, "a full page names its last id");
+    const l = await calls.ok("wallet_list", {});
+    const ids = l.details.map((w: any) => w.id);
+    assert.equal(ids.length, 121);
+    assert.equal(new Set(ids).size, 121, "no wallet twice");
+    assert.ok(ids.includes(eth));
+    assert.match(l.text, /^121 wallets\n/);
+  });
+
   it("every tool of keyd.ts was invoked successfully and refused bad input", () => {
     calls.assertCovered(coverageOf("keyd"));
   });

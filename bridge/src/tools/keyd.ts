@@ -26,6 +26,9 @@ const approvalArg = Type.Optional(
 );
 const hex = (description: string, max = 65536) => Type.String({ pattern: "^0x([0-9a-fA-F]{2})*$", maxLength: max, description });
 
+/** Wallets per request of `wallet_list` (it follows keyd's pages to the end). */
+const WALLET_PAGE = 100;
+
 /** What `wallet_sign` signs, by `type` (keyd has no raw-hash signing). */
 export const SignPayload = Type.Union(
   [
@@ -87,8 +90,16 @@ export const keydTools = [
     description: "The wallets in osmoda-keyd: id, label, chain, address (never keys).",
     parameters: obj({}),
     async run(_p, ctx) {
-      const out = await ctx.daemon("osmoda-keyd", "GET", "/wallet/list", undefined, "wallet_list");
-      const ws: any[] = out.wallets ?? [];
+      // keyd answers in pages (`next` names the last id of a full page); the wallet cap
+      // (services.osmoda.keyd.maxWallets) bounds how many there are.
+      const ws: any[] = [];
+      let after: string | null = null;
+      do {
+        const path: string = `/wallet/list?limit=${WALLET_PAGE}` + (after === null ? "" : `&after=${encodeURIComponent(after)}`);
+        const out = await ctx.daemon("osmoda-keyd", "GET", path, undefined, "wallet_list");
+        ws.push(...(out.wallets ?? []));
+        after = typeof out.next === "string" && out.next !== after ? out.next : null;
+      } while (after !== null);
       const rows = ws.map((w) => [w.id, w.label, w.chain, w.address, w.created_at]);
       return { text: `${ws.length} wallets\n${clip(table(["id", "label", "chain", "address", "created"], rows), 6000)}`, details: ws };
     },

@@ -13,8 +13,22 @@ pub struct KeydConfig {
     /// File holding the key-encryption secret (a systemd credential path under NixOS).
     /// `None`: keyd generates a random secret in its state dir (mode 0600) on first start.
     pub secret_file: Option<PathBuf>,
+    /// Most wallets keyd holds (`services.osmoda.keyd.maxWallets`); a create beyond it is
+    /// refused (409), nothing is deleted. Absent: [`DEFAULT_MAX_WALLETS`].
+    #[serde(default = "default_max_wallets")]
+    pub max_wallets: u32,
     /// Signing policy.
     pub policy: Policy,
+}
+
+/// The wallet cap when `keyd.json` names none (the module's default too).
+pub const DEFAULT_MAX_WALLETS: u32 = 1_000;
+
+/// Highest `max_wallets` accepted: every wallet is a row, a sealed key and a receipt.
+pub const MAX_MAX_WALLETS: u32 = 1_000_000;
+
+fn default_max_wallets() -> u32 {
+    DEFAULT_MAX_WALLETS
 }
 
 /// Signing policy. Anything not allowed here is denied.
@@ -155,11 +169,17 @@ impl<'de> Deserialize<'de> for Amount {
 }
 
 impl KeydConfig {
-    /// Semantic checks: chain ids only for Ethereum, limits consistent.
+    /// Semantic checks: the wallet cap in range, chain ids only for Ethereum, limits consistent.
     ///
     /// # Errors
     /// Returns a message with the JSON path of the first bad value.
     pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_MAX_WALLETS).contains(&self.max_wallets) {
+            return Err(format!(
+                "max_wallets {} must be 1 to {MAX_MAX_WALLETS}",
+                self.max_wallets
+            ));
+        }
         for (chain, p) in &self.policy.chains {
             let at = format!("policy.chains.{}", chain.as_str());
             match chain {

@@ -33,6 +33,9 @@ pub enum KeydError {
         /// agentd's answer.
         message: String,
     },
+    /// keyd holds as many wallets as `max_wallets` allows (409); nothing was created.
+    #[error("{0}")]
+    Full(String),
     /// Busy (429): a key import is already running; nothing was done, retry shortly.
     #[error("{0}")]
     Busy(String),

@@ -56,7 +56,8 @@ pub struct Options {
     pub clock: Clock,
 }
 
-type Loaded = Result<Arc<Policy>, String>;
+/// What keyd reads from `keyd.json` at run time: the policy and the wallet cap.
+type Loaded = Result<(Arc<Policy>, u32), String>;
 
 /// Shared state of the running daemon.
 pub struct AppState {
@@ -94,6 +95,19 @@ fn empty_policy() -> Policy {
         chains: Default::default(),
         wallets: Default::default(),
     }
+}
+
+/// The run-time settings of `cfg` (a missing file: an empty policy and the default cap).
+fn settings(cfg: Option<KeydConfig>) -> (Arc<Policy>, u32) {
+    cfg.map_or_else(
+        || {
+            (
+                Arc::new(empty_policy()),
+                osmoda_config::keyd::DEFAULT_MAX_WALLETS,
+            )
+        },
+        |c| (Arc::new(c.policy), c.max_wallets),
+    )
 }
 
 impl AppState {
@@ -150,7 +164,7 @@ impl AppState {
         }
         let backend: Box<dyn SignerBackend> = Box::new(vault);
         let agentd = agentd::Agentd::open(&opts.agentd_socket, &opts.state_dir.join("spool"))?;
-        let loaded: Loaded = Ok(Arc::new(cfg.map_or_else(empty_policy, |c| c.policy)));
+        let loaded: Loaded = Ok(settings(cfg));
         Ok(Arc::new(AppState {
             store,
             backend,
@@ -162,31 +176,52 @@ impl AppState {
         }))
     }
 
-    /// The current policy, re-read when `keyd.json` changed (NixOS activation replaces it).
-    ///
-    /// # Errors
-    /// `Denied` (`config`) while the file does not parse or validate: nothing is signed.
-    pub fn policy(&self) -> Result<Arc<Policy>, KeydError> {
+    /// The settings in force, re-read when `keyd.json` changed (NixOS activation replaces it).
+    fn loaded(&self) -> Loaded {
         let now = stamp(&self.config_path);
         let mut g = self
             .policy
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if g.0 != now {
-            let loaded = load(&self.config_path)
-                .map(|c| Arc::new(c.map_or_else(empty_policy, |c| c.policy)));
+            let loaded = load(&self.config_path).map(settings);
             if let Err(e) = &loaded {
                 tracing::error!("keyd.json is invalid; denying everything until it is fixed: {e}");
             }
             *g = (now, loaded);
         }
-        g.1.clone().map_err(|e| KeydError::Denied {
+        g.1.clone()
+    }
+
+    fn invalid(&self, e: &str, what: &str) -> KeydError {
+        KeydError::Denied {
             reason: "config",
             message: format!(
-                "the policy file {} is invalid, so everything is denied: {e}",
+                "the policy file {} is invalid, so {what}: {e}",
                 self.config_path.display()
             ),
-        })
+        }
+    }
+
+    /// The current policy, re-read when `keyd.json` changed (NixOS activation replaces it).
+    ///
+    /// # Errors
+    /// `Denied` (`config`) while the file does not parse or validate: nothing is signed.
+    pub fn policy(&self) -> Result<Arc<Policy>, KeydError> {
+        self.loaded()
+            .map(|(p, _)| p)
+            .map_err(|e| self.invalid(&e, "everything is denied"))
+    }
+
+    /// The most wallets keyd may hold (`max_wallets`, re-read like the policy).
+    ///
+    /// # Errors
+    /// `Denied` (`config`) while the file does not parse or validate: no wallet is created,
+    /// since the cap in force is unknown.
+    pub fn max_wallets(&self) -> Result<u32, KeydError> {
+        self.loaded()
+            .map(|(_, n)| n)
+            .map_err(|e| self.invalid(&e, "no wallet is created"))
     }
 
     /// Today's UTC date (`YYYY-MM-DD`), the key of the daily counters.

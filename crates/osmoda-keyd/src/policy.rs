@@ -3,7 +3,7 @@
 //! error while judging denies. What passes becomes a list of counter charges (made by
 //! `store::Store::charge`) and whether a human approval ticket is needed.
 
-use alloy_primitives::U256;
+use alloy_primitives::{B256, U256};
 use osmoda_config::{Chain, ChainPolicy, Policy};
 
 use crate::error::KeydError;
@@ -36,6 +36,50 @@ pub struct Effect {
     /// 5,000 lamports per signature (the base fee; the one-transfer messages keyd signs carry no
     /// compute-budget priority fee); 0 for messages.
     pub fee: u128,
+    /// What else of the signed bytes the ticket is bound to: nonce, time limits, digest.
+    pub terms: Terms,
+}
+
+/// When a signature, or the allowance it grants, stops being usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Up to this unix time (seconds), as the contract compares it with the block's.
+    At(U256),
+    /// Never (DAI's `expiry` 0).
+    Never,
+    /// Only in the block it is used in (Permit2's allowance `expiration` 0).
+    UseBlock,
+}
+
+impl Until {
+    /// The exact value, for the canonical operation: the unix time, `never` or `use_block`.
+    pub fn canonical(&self) -> String {
+        match self {
+            Until::At(t) => t.to_string(),
+            Until::Never => "never".into(),
+            Until::UseBlock => "use_block".into(),
+        }
+    }
+}
+
+/// The fields of what is signed that bound its use beyond kind, amount, recipient and fee. An
+/// approval ticket is bound to all of them; the words show those that change the effect (the
+/// time limits and the witness; a nonce only orders a signature among the wallet's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Terms {
+    /// Ethereum transaction nonce.
+    pub nonce: Option<u64>,
+    /// Until when the signature can be used (permits: `deadline`, `expiry`, `sigDeadline`).
+    pub signature_until: Option<Until>,
+    /// Until when the allowance it sets lasts (Permit2 allowance permits).
+    pub allowance_until: Option<Until>,
+    /// The type of a Permit2 witness: what else the spender is held to (keyd does not read it).
+    pub witness: Option<String>,
+    /// The hash that is signed (EIP-712 digest, Ethereum transaction signing hash): the ticket
+    /// covers these exact bytes. None for Solana transfers, whose recent blockhash expires
+    /// within minutes and is renewed on a retry (the rest of the message follows from the
+    /// operation), and for messages, which never need a ticket.
+    pub signed: Option<B256>,
 }
 
 impl Effect {
@@ -97,6 +141,11 @@ impl Effect {
             "fee": self.fee.to_string(),
             "token": self.token,
             "primary_type": self.primary_type,
+            "nonce": self.terms.nonce,
+            "signature_until": self.terms.signature_until.map(|u| u.canonical()),
+            "allowance_until": self.terms.allowance_until.map(|u| u.canonical()),
+            "witness": self.terms.witness,
+            "signed": self.terms.signed.map(|h| h.to_string()),
         })
     }
 }
@@ -355,6 +404,7 @@ mod tests {
             fee: 0,
             unbounded: None,
             primary_type: None,
+            terms: Terms::default(),
         }
     }
 

@@ -121,6 +121,13 @@ pub(crate) fn queue_receipt(tx: &rusqlite::Transaction<'_>, r: &Receipt) -> rusq
     .map(drop)
 }
 
+/// The refusal of a create at the wallet cap.
+pub fn full(held: u64, cap: u32) -> KeydError {
+    KeydError::Full(format!(
+        "keyd holds {held} wallets and services.osmoda.keyd.maxWallets is {cap}: no wallet was created; delete one (a person approves each deletion) or raise maxWallets"
+    ))
+}
+
 fn chain_of(s: &str) -> Result<Chain, KeydError> {
     match s {
         "ethereum" => Ok(Chain::Ethereum),
@@ -268,13 +275,20 @@ impl Store {
     }
 
     /// Records a new wallet and its `wallet.create` receipt (in the outbox) in one
-    /// transaction: a wallet never exists without its receipt.
+    /// transaction: a wallet never exists without its receipt, and never beyond `cap` wallets
+    /// (counted in the same transaction, under the connection's lock, so concurrent creates
+    /// cannot pass it).
     ///
     /// # Errors
-    /// `BadRequest` when the label is taken.
-    pub fn insert(&self, w: &Wallet, receipt: &Receipt) -> Result<(), KeydError> {
+    /// `BadRequest` when the label is taken; `Full` when keyd already holds `cap` wallets.
+    pub fn insert(&self, w: &Wallet, receipt: &Receipt, cap: u32) -> Result<(), KeydError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let held: i64 = tx.query_row("SELECT COUNT(*) FROM wallets", [], |r| r.get(0))?;
+        let held = u64::try_from(held).unwrap_or_default();
+        if held >= u64::from(cap) {
+            return Err(full(held, cap));
+        }
         let res = tx.execute(
             "INSERT INTO wallets (id, label, chain, address, created_at, nonce, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![w.id, w.label, w.chain.as_str(), w.address, w.created_at, &w.sealed.nonce[..], w.sealed.ciphertext],
@@ -295,6 +309,32 @@ impl Store {
         tx.commit()?;
         self.committed.notify_one();
         Ok(())
+    }
+
+    /// How many wallets keyd holds.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn count(&self) -> Result<u64, KeydError> {
+        let conn = self.lock();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM wallets", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    /// At most `limit` wallets with ids after `after`, in id order (a page of `/wallet/list`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn page(&self, after: Option<&str>, limit: u32) -> Result<Vec<Wallet>, KeydError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT id, label, chain, address, created_at, nonce, ciphertext FROM wallets WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+        let rows = st.query_map(params![after.unwrap_or(""), limit], wallet_row)?;
+        rows.map(|r| {
+            let (mut w, chain) = r?;
+            w.chain = chain_of(&chain)?;
+            Ok(w)
+        })
+        .collect()
     }
 
     /// Every wallet, oldest first.

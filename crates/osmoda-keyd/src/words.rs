@@ -6,11 +6,13 @@
 //! approval prompt is cut at 500 characters ([`SHOWN`]), and a long label must not push the
 //! rest out of it. Token amounts are the raw integer in the token's base units (no decimals are
 //! guessed); native amounts are wei/lamports with ETH/SOL beside them, the maximum fee is in
-//! ETH/SOL (an exact decimal).
+//! ETH/SOL (an exact decimal). A permit's time limits follow its chain id: how long the
+//! allowance lasts and until when the signature can be used, in UTC.
 
+use alloy_primitives::U256;
 use osmoda_config::Chain;
 
-use crate::policy::Effect;
+use crate::policy::{Effect, Until};
 
 /// `units` (an integer of base units) as a decimal with `decimals` places, trailing zeros
 /// trimmed: `native(1_500_000_000_000_000_000, 18)` = "1.5".
@@ -78,8 +80,57 @@ fn label_words(label: &str) -> String {
     cut
 }
 
+/// The most characters a Permit2 witness's type name takes in the words.
+const WITNESS_SHOWN: usize = 24;
+
+/// Latest unix time shown as a date (9999-12-31T23:59:59Z); later is never, in practice.
+const LAST_DATE: u64 = 253_402_300_799;
+
+/// A unix time as RFC 3339 UTC (`2026-12-01T00:00:00Z`), or `None` past year 9999.
+fn date(t: U256) -> Option<String> {
+    let secs = u64::try_from(t).ok().filter(|s| *s <= LAST_DATE)?;
+    let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()?;
+    at.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// `, <what> until <date>` / `, <what> never expires` / `, allowance for the block of use only`.
+fn until(what: &str, u: Until) -> String {
+    match u {
+        Until::At(t) => match date(t) {
+            Some(d) => format!(", {what} until {d}"),
+            None => format!(", {what} never expires"),
+        },
+        Until::Never => format!(", {what} never expires"),
+        Until::UseBlock => format!(", {what} for the block of use only"),
+    }
+}
+
+/// A permit's terms: how long its allowance lasts (Permit2), until when the signature can be
+/// used, and the type of its witness.
+fn permit_terms(e: &Effect) -> String {
+    let t = &e.terms;
+    let mut out = String::new();
+    if let Some(u) = t.allowance_until {
+        out.push_str(&until("allowance", u));
+    }
+    if let Some(u) = t.signature_until {
+        out.push_str(&until("usable", u));
+    }
+    if let Some(w) = &t.witness {
+        let mut name: String = w.chars().take(WITNESS_SHOWN).collect();
+        if w.chars().count() > WITNESS_SHOWN {
+            name.pop();
+            name.push('…');
+        }
+        out.push_str(&format!(", witness {name}"));
+    }
+    out
+}
+
 /// One line describing `e` for the wallet `label` at `address`, for the approval ticket:
-/// action, amount, asset, recipient, chain id and maximum fee, then the wallet, the label last.
+/// action, amount, asset, recipient, chain id and maximum fee (a permit's time limits and
+/// witness instead of a fee), then the wallet, the label last.
 pub fn describe(op: &str, e: &Effect, label: &str, address: &str) -> String {
     let to = e.to.as_deref().unwrap_or("?");
     let token = e.token.as_deref().unwrap_or("?");
@@ -95,8 +146,12 @@ pub fn describe(op: &str, e: &Effect, label: &str, address: &str) -> String {
         "erc20_transfer" => format!("ERC-20 TRANSFER of {tokens} to {to}"),
         "erc20_approve" => format!("ERC-20 APPROVE (allowance) of up to {tokens} for spender {to}"),
         "erc20_permit" | "permit2" => format!(
-            "ERC-20 PERMIT ({} signature; whoever holds it can use it) of up to {tokens} for spender {to}",
-            if e.kind == "permit2" { "Permit2" } else { "EIP-2612" }
+            "ERC-20 PERMIT ({}) up to {tokens} for spender {to}",
+            if e.kind == "permit2" {
+                "Permit2"
+            } else {
+                "EIP-2612"
+            }
         ),
         other => format!(
             "{other} signature{}",
@@ -119,13 +174,29 @@ pub fn describe(op: &str, e: &Effect, label: &str, address: &str) -> String {
     } else {
         String::new()
     };
+    let permit = matches!(e.kind, "erc20_permit" | "permit2");
+    let terms = if permit {
+        permit_terms(e)
+    } else {
+        String::new()
+    };
+    let bearer = if permit {
+        "; whoever holds this signature can use it"
+    } else {
+        ""
+    };
+    let witness = if e.terms.witness.is_some() {
+        "; keyd does not judge the witness"
+    } else {
+        ""
+    };
     let raw = if e.token.is_some() {
         "; token amounts are raw integers (the token's decimals are not applied)"
     } else {
         ""
     };
     format!(
-        "{op}: {what}{chain_id}{fee}; from wallet {address}{raw}; label {}",
+        "{op}: {what}{chain_id}{fee}{terms}; from wallet {address}{bearer}{witness}{raw}; label {}",
         label_words(label)
     )
 }
@@ -143,6 +214,7 @@ pub fn delete(chain: Chain, id: &str, address: &str, label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Terms;
 
     fn eth(kind: &'static str, amount: u128, token: Option<&str>) -> Effect {
         Effect {
@@ -155,6 +227,7 @@ mod tests {
             fee: 60_000_000_000_000,
             unbounded: None,
             primary_type: None,
+            terms: Default::default(),
         }
     }
 
@@ -280,21 +353,56 @@ mod tests {
                 check(&t, &fields, &label);
             }
         }
-        // Permits are signatures, not transactions: they carry no fee.
-        for (kind, action) in [
-            ("erc20_permit", "ERC-20 PERMIT (EIP-2612"),
-            ("permit2", "ERC-20 PERMIT (Permit2"),
+        // Permits are signatures, not transactions: they carry no fee, but time limits (the
+        // latest date shown) and, for Permit2 witness transfers, the witness's type.
+        let last = Until::At(U256::from(LAST_DATE));
+        let last_date = "9999-12-31T23:59:59Z";
+        let (allowance, usable) = (
+            format!("allowance until {last_date}"),
+            format!("usable until {last_date}"),
+        );
+        let witness = format!("witness {}…", "W".repeat(WITNESS_SHOWN - 1));
+        let eip2612 = Terms {
+            signature_until: Some(last),
+            ..Terms::default()
+        };
+        let single = Terms {
+            allowance_until: Some(last),
+            ..eip2612.clone()
+        };
+        let witnessed = Terms {
+            witness: Some("W".repeat(64)),
+            ..eip2612.clone()
+        };
+        for (kind, action, terms, shown) in [
+            (
+                "erc20_permit",
+                "ERC-20 PERMIT (EIP-2612",
+                eip2612,
+                vec![usable.as_str()],
+            ),
+            (
+                "permit2",
+                "ERC-20 PERMIT (Permit2",
+                single,
+                vec![allowance.as_str(), usable.as_str()],
+            ),
+            (
+                "permit2",
+                "ERC-20 PERMIT (Permit2",
+                witnessed,
+                vec![usable.as_str(), witness.as_str()],
+            ),
         ] {
-            let t = describe("wallet.sign", &widest(kind, Some(&token), 0), &label, &from);
-            let fields = [
-                "wallet.sign",
-                action,
-                &max,
-                &token,
-                &eth_to,
-                &on_chain,
-                &from,
-            ];
+            let e = Effect {
+                terms,
+                ..widest(kind, Some(&token), 0)
+            };
+            let t = describe("wallet.sign", &e, &label, &from);
+            let mut fields: Vec<&str> =
+                vec!["wallet.sign", action, &max, &token, &eth_to, &on_chain];
+            fields.extend(shown);
+            fields.push(&from);
             check(&t, &fields, &label);
         }
         // Solana: 44-character addresses, lamports, no chain id.
@@ -335,5 +443,92 @@ mod tests {
         );
         check(&t, &["TRANSFER", &eth_to, &eth_fee, &from], &odd);
         assert!(!t.contains('\u{202e}') && !t.contains('\n'), "{t}");
+    }
+
+    #[test]
+    fn a_permits_time_limits_are_words() {
+        let permit = |kind, terms| Effect {
+            terms,
+            ..eth(kind, 7, Some(USDC))
+        };
+        let w = |e: &Effect| describe("wallet.sign", e, "ops", "0x40Cf");
+        let at = |t: u64| Some(Until::At(U256::from(t)));
+        let cases = [
+            (
+                Terms {
+                    signature_until: at(1_764_547_200),
+                    ..Terms::default()
+                },
+                ", usable until 2025-12-01T00:00:00Z; from",
+            ),
+            (
+                Terms {
+                    signature_until: Some(Until::Never),
+                    ..Terms::default()
+                },
+                ", usable never expires; from",
+            ),
+            (
+                Terms {
+                    signature_until: Some(Until::At(U256::MAX)),
+                    ..Terms::default()
+                },
+                ", usable never expires; from",
+            ),
+            (
+                Terms {
+                    signature_until: at(LAST_DATE + 1),
+                    ..Terms::default()
+                },
+                ", usable never expires; from",
+            ),
+            (
+                Terms {
+                    allowance_until: Some(Until::UseBlock),
+                    signature_until: at(0),
+                    ..Terms::default()
+                },
+                ", allowance for the block of use only, usable until 1970-01-01T00:00:00Z; from",
+            ),
+            (
+                Terms {
+                    allowance_until: at(1_800_000_000),
+                    signature_until: at(1_764_547_200),
+                    ..Terms::default()
+                },
+                ", allowance until 2027-01-15T08:00:00Z, usable until 2025-12-01T00:00:00Z; from",
+            ),
+            (
+                Terms {
+                    signature_until: at(1_764_547_200),
+                    witness: Some("ExclusiveDutchOrder".into()),
+                    ..Terms::default()
+                },
+                ", usable until 2025-12-01T00:00:00Z, witness ExclusiveDutchOrder; from",
+            ),
+        ];
+        for (terms, want) in cases {
+            let t = w(&permit("permit2", terms));
+            assert!(t.contains(want), "{want:?} missing in {t}");
+            assert!(t.contains("whoever holds this signature can use it"), "{t}");
+        }
+        let t = w(&permit(
+            "permit2",
+            Terms {
+                witness: Some("Order".into()),
+                ..Terms::default()
+            },
+        ));
+        assert!(t.contains("keyd does not judge the witness"), "{t}");
+        // Transactions show no terms (their nonce is bound in the ticket, not the words).
+        let tx = Effect {
+            terms: Terms {
+                nonce: Some(9),
+                ..Terms::default()
+            },
+            ..eth("transfer", 1, None)
+        };
+        let t = w(&tx);
+        assert!(!t.contains("usable") && !t.contains("whoever"), "{t}");
     }
 }

@@ -60,6 +60,28 @@ async fn every_refusal_says_what_was_wrong_in_one_shape() {
             405,
             vec!["GET", "/wallet/create"],
         ),
+        // Pages of /wallet/list (others-11).
+        (
+            Method::GET,
+            "/wallet/list?limit=0",
+            None,
+            400,
+            vec!["`limit` 0 must be 1 to 1000"],
+        ),
+        (
+            Method::GET,
+            "/wallet/list?after=..%2Fx",
+            None,
+            400,
+            vec!["`after` must be a wallet id"],
+        ),
+        (
+            Method::GET,
+            "/wallet/list?cursor=w_1",
+            None,
+            400,
+            vec!["invalid query string", "cursor", "`after`", "`limit`"],
+        ),
         (
             Method::POST,
             "/wallet/create",

@@ -16,7 +16,7 @@ fn nixos_eval_if_present_keyd_unit_has_no_network_and_its_secret_as_a_credential
     let json = eval(
         &check,
         r#"services.osmoda = { enable = true;
-             keyd = { enable = true; secretFile = "/var/lib/secrets/keyd-master";
+             keyd = { enable = true; secretFile = "/var/lib/secrets/keyd-master"; maxWallets = 7;
                policy.chains.ethereum = { chainIds = [ 1 ]; perTxMax = "1000"; dailyLimit = "5000"; }; }; };"#,
     );
     let unit = &json["units"]["osmoda-keyd"];
@@ -56,6 +56,7 @@ fn nixos_eval_if_present_keyd_unit_has_no_network_and_its_secret_as_a_credential
     let v = checked_config(&json, "keyd", env!("CARGO_BIN_EXE_osmoda-keyd"));
     assert_eq!(v["secret_file"], "/var/lib/secrets/keyd-master");
     assert_eq!(v["policy"]["chains"]["ethereum"]["per_tx_max"], "1000");
+    assert_eq!(v["max_wallets"], 7, "{v}");
 
     // Without secretFile: no credential (keyd makes its own 0600 secret in its state dir).
     let json = eval(
@@ -67,6 +68,9 @@ fn nixos_eval_if_present_keyd_unit_has_no_network_and_its_secret_as_a_credential
         !text.contains("LoadCredential") && text.contains("PrivateNetwork=true"),
         "{text}"
     );
+    // The wallet cap's default, as the binary's own default.
+    let v = checked_config(&json, "keyd", env!("CARGO_BIN_EXE_osmoda-keyd"));
+    assert_eq!(v["max_wallets"], 1000, "{v}");
     // keyd off: no unit and no file.
     let json = eval(
         &check,

@@ -26,8 +26,13 @@ fn domain_types() -> Value {
         {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}])
 }
 
-/// An EIP-2612 permit on `token` from `owner` of `value` to SPENDER.
+/// An EIP-2612 permit on `token` from `owner` of `value` to SPENDER, valid for ever.
 fn permit(token: &str, owner: &str, value: &str) -> Value {
+    permit_until(token, owner, value, MAX)
+}
+
+/// An EIP-2612 permit usable until the unix time `deadline` (a decimal string).
+fn permit_until(token: &str, owner: &str, value: &str, deadline: &str) -> Value {
     json!({
         "types": { "EIP712Domain": domain_types(),
             "Permit": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"},
@@ -35,7 +40,7 @@ fn permit(token: &str, owner: &str, value: &str) -> Value {
                 {"name": "deadline", "type": "uint256"}] },
         "primaryType": "Permit",
         "domain": { "name": "USD Coin", "version": "2", "chainId": 1, "verifyingContract": token },
-        "message": { "owner": owner, "spender": SPENDER, "value": value, "nonce": 0, "deadline": MAX },
+        "message": { "owner": owner, "spender": SPENDER, "value": value, "nonce": 0, "deadline": deadline },
     })
 }
 
@@ -374,4 +379,164 @@ async fn the_approval_words_name_kind_token_amount_and_counterparty() {
     );
     // The error the agent reads carries the same words.
     assert!(r["error"].as_str().unwrap().contains("0.2 ETH"), "{r}");
+}
+
+/// A ticket a person approved for the typed data `data` (above the token's threshold), with
+/// the words they read.
+async fn approved(env: &Env, id: &str, data: Value) -> (String, String, Value) {
+    let (s, r) = env.post("/wallet/sign", typed(id, data)).await;
+    assert_eq!(
+        (s, r["detail"]["kind"].as_str()),
+        (403, Some("approval_required")),
+        "{r}"
+    );
+    let t = &r["detail"]["ticket"];
+    let ticket = t["id"].as_str().unwrap().to_string();
+    let words = t["effect"][0].as_str().unwrap().to_string();
+    let (s, a) = env.human(&format!("/approval/{ticket}/approve")).await;
+    assert_eq!(s, 200, "{a}");
+    (ticket, words, t["operation"].clone())
+}
+
+fn with_approval(id: &str, data: Value, ticket: &str) -> Value {
+    let mut b = typed(id, data);
+    b["approval"] = json!(ticket);
+    b
+}
+
+/// others-8: a permit is a bearer instrument until its deadline, so the deadline (and a
+/// Permit2 allowance's expiration) is in the words the person approves and in the operation
+/// the ticket is bound to: the same ticket does not sign the permit with a later deadline or
+/// a longer allowance, nor a transaction with another nonce, and still signs the approved one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permits_deadline_is_in_its_words_and_bound_to_its_ticket() {
+    let mut p = policy();
+    p["chains"]["ethereum"]["approval_threshold"] = json!("0");
+    let env = Env::new(p).await;
+    let w = env.create("ethereum", "ops").await;
+    let (id, me) = (w["id"].as_str().unwrap(), w["address"].as_str().unwrap());
+    let dec1 = "1764547200"; // 2025-12-01T00:00:00Z
+    let (ticket, words, op) = approved(&env, id, permit_until(USDC, me, "600", dec1)).await;
+    assert!(
+        words.contains("usable until 2025-12-01T00:00:00Z; from wallet"),
+        "{words}"
+    );
+    assert_eq!(op["signature_until"], dec1, "{op}");
+    assert!(op["signed"].as_str().is_some_and(|d| d.len() == 66), "{op}");
+    for later in [MAX, "1764547201"] {
+        let (s, r) = env
+            .post(
+                "/wallet/sign",
+                with_approval(id, permit_until(USDC, me, "600", later), &ticket),
+            )
+            .await;
+        assert_eq!(s, 403, "deadline {later}: {r}");
+        assert!(
+            r["error"].as_str().unwrap().contains("different operation"),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        env.spent(&token_scope(USDC)),
+        0,
+        "nothing signed or charged"
+    );
+    let (s, r) = env
+        .post(
+            "/wallet/sign",
+            with_approval(id, permit_until(USDC, me, "600", dec1), &ticket),
+        )
+        .await;
+    assert_eq!(s, 200, "the approved permit signs: {r}");
+    assert_eq!(env.spent(&token_scope(USDC)), 600);
+
+    // DAI's expiry 0 never expires, and the words say so.
+    let mut dai = dai_permit(USDC, me, false);
+    dai["message"]["expiry"] = json!(0);
+    let (s, r) = env.post("/wallet/sign", typed(id, dai)).await;
+    assert_eq!(s, 200, "a revocation needs no ticket: {r}");
+    let mut p2 = permit2(&[(USDC, "700")]);
+    p2["message"]["details"]["expiration"] = json!(1_800_000_000u64);
+    p2["message"]["sigDeadline"] = json!(1_764_547_200u64);
+    let (ticket, words, op) = approved(&env, id, p2.clone()).await;
+    assert!(
+        words.contains(
+            ", allowance until 2027-01-15T08:00:00Z, usable until 2025-12-01T00:00:00Z; from wallet"
+        ),
+        "{words}"
+    );
+    assert_eq!(
+        (
+            op["allowance_until"].as_str(),
+            op["signature_until"].as_str()
+        ),
+        (Some("1800000000"), Some("1764547200")),
+        "{op}"
+    );
+    // A longer allowance, or one that ends at the block of use, is another operation.
+    for expiration in [json!(281_474_976_710_655u64), json!(0)] {
+        let mut other = p2.clone();
+        other["message"]["details"]["expiration"] = expiration.clone();
+        let (s, r) = env
+            .post("/wallet/sign", with_approval(id, other, &ticket))
+            .await;
+        assert_eq!(s, 403, "expiration {expiration}: {r}");
+    }
+    // The nonce too: the words need not show it (it orders the permit among the wallet's), but
+    // the ticket covers the exact message.
+    let mut other = p2.clone();
+    other["message"]["details"]["nonce"] = json!(1);
+    let (s, r) = env
+        .post("/wallet/sign", with_approval(id, other, &ticket))
+        .await;
+    assert_eq!(s, 403, "another nonce: {r}");
+    let (s, r) = env
+        .post("/wallet/sign", with_approval(id, p2, &ticket))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(env.spent(&token_scope(USDC)), 1300);
+
+    // A permit without its deadline or expiration is refused: keyd cannot say how long it lasts.
+    let mut no_deadline = permit(USDC, me, "1");
+    no_deadline["types"]["Permit"].as_array_mut().unwrap().pop();
+    no_deadline["message"]
+        .as_object_mut()
+        .unwrap()
+        .remove("deadline");
+    let mut no_expiration = permit2(&[(USDC, "1")]);
+    no_expiration["types"]["PermitDetails"][2] = json!({"name": "validUntil", "type": "uint48"});
+    no_expiration["message"]["details"]
+        .as_object_mut()
+        .unwrap()
+        .remove("expiration");
+    no_expiration["message"]["details"]["validUntil"] = json!(0);
+    for (what, data, missing) in [
+        ("EIP-2612", no_deadline, "deadline"),
+        ("Permit2", no_expiration, "expiration"),
+    ] {
+        let (s, r) = env.post("/wallet/sign", typed(id, data)).await;
+        assert_eq!(
+            (s, r["detail"]["reason"].as_str()),
+            (403, Some("typed_data")),
+            "{what}: {r}"
+        );
+        assert!(r["error"].as_str().unwrap().contains(missing), "{r}");
+    }
+
+    // A transaction's ticket is bound to its nonce.
+    let mut send = paid_eth_send(id, "2", 5);
+    send["to"] = json!(BOB);
+    let (s, r) = env.post("/wallet/send", send.clone()).await;
+    assert_eq!(s, 403, "{r}");
+    assert_eq!(r["detail"]["ticket"]["operation"]["nonce"], 5, "{r}");
+    let ticket = r["detail"]["ticket"]["id"].as_str().unwrap().to_string();
+    let (s, _) = env.human(&format!("/approval/{ticket}/approve")).await;
+    assert_eq!(s, 200);
+    send["approval"] = json!(ticket);
+    let mut later = send.clone();
+    later["nonce"] = json!(6);
+    let (s, r) = env.post("/wallet/send", later).await;
+    assert_eq!(s, 403, "another nonce: {r}");
+    let (s, r) = env.post("/wallet/send", send).await;
+    assert_eq!(s, 200, "{r}");
 }

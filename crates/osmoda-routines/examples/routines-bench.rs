@@ -139,6 +139,7 @@ async fn event_latency() {
         masks: vec![],
         clock: Clock::System,
         gateway_token: None,
+        gateway_uid: None,
     };
     let rstate = osmoda_routines::AppState::open(opts).await.unwrap();
     let listener = tokio::net::UnixListener::bind(dir.path().join("routines.sock")).unwrap();

@@ -31,6 +31,8 @@ pub struct ActionEnv {
     pub gateway_url: Option<String>,
     /// Bearer token for the gateway (`OPENCLAW_GATEWAY_TOKEN`).
     pub gateway_token: Option<String>,
+    /// The uid that must hold the gateway's port: a prompt (and its token) goes to no other.
+    pub gateway_uid: u32,
 }
 
 /// What fired a run, handed to its action.
@@ -361,7 +363,7 @@ pub async fn run(action: &RoutineAction, env: &ActionEnv, info: &RunInfo) -> Out
                 "model": "openclaw",
                 "messages": [{ "role": "user", "content": content }],
             });
-            let fut = prompt(url, env.gateway_token.as_deref(), &req);
+            let fut = prompt(url, env.gateway_token.as_deref(), env.gateway_uid, &req);
             match tokio::time::timeout(Duration::from_secs(*timeout_secs), fut).await {
                 Err(_) => failed(format!(
                     "the gateway did not answer within {timeout_secs} s"
@@ -465,7 +467,15 @@ pub fn prompt_content(message: &str, info: &RunInfo) -> String {
     content
 }
 
-async fn prompt(url: &str, token: Option<&str>, body: &Value) -> Result<(u16, Vec<u8>), String> {
+/// Sends the prompt only once the socket that accepted the connection is known to be the
+/// gateway user's ([`crate::peer`]): whoever else holds the port gets nothing, not even the
+/// request line.
+async fn prompt(
+    url: &str,
+    token: Option<&str>,
+    gateway_uid: u32,
+    body: &Value,
+) -> Result<(u16, Vec<u8>), String> {
     let authority = url
         .strip_prefix("http://")
         .map(|r| r.trim_end_matches('/'))
@@ -473,6 +483,16 @@ async fn prompt(url: &str, token: Option<&str>, body: &Value) -> Result<(u16, Ve
     let stream = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| format!("cannot connect to the gateway at {authority}: {e}"))?;
+    let holder = crate::peer::owner(&stream).await.map_err(|e| {
+        format!("nothing was sent to {authority} (the gateway's token goes only to a verified gateway): {e}")
+    })?;
+    if holder != gateway_uid {
+        return Err(format!(
+            "{authority} is held by uid {}, not the gateway's user (uid {}): nothing was sent (the gateway's token goes only to the gateway). Is the gateway down and another program on its port? (`ss -ltnp` names it)",
+            crate::peer::who(holder),
+            crate::peer::who(gateway_uid)
+        ));
+    }
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

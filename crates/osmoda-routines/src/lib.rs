@@ -18,6 +18,7 @@ pub mod events;
 pub mod history;
 pub mod lineage;
 pub mod machine;
+pub mod peer;
 pub mod ring;
 pub mod schedule;
 pub mod scheduler;
@@ -65,6 +66,10 @@ pub struct Options {
     pub clock: Clock,
     /// Bearer token for the OpenClaw gateway (`OPENCLAW_GATEWAY_TOKEN`).
     pub gateway_token: Option<String>,
+    /// The uid whose socket must hold the gateway's port before a prompt is sent to it
+    /// (`--gateway-user`; the module names the gateway's user). `None`: this daemon's own uid
+    /// (a gateway run by the same user, as in local mode).
+    pub gateway_uid: Option<u32>,
 }
 
 /// Shared state of the running daemon.
@@ -182,6 +187,9 @@ fn action_env(cfg: &RoutinesConfig, opts: &Options) -> ActionEnv {
         agentd_socket: opts.agentd_socket.clone(),
         gateway_url: cfg.gateway_url.clone(),
         gateway_token: opts.gateway_token.clone(),
+        gateway_uid: opts
+            .gateway_uid
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
     }
 }
 

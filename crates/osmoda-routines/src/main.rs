@@ -29,6 +29,10 @@ struct Cli {
     /// (repeatable).
     #[arg(long = "mask", value_name = "PATH")]
     masks: Vec<PathBuf>,
+    /// The user (name or uid) that runs the OpenClaw gateway: a prompt action sends its token
+    /// only when that user's socket holds the gateway's port. Default: this daemon's user.
+    #[arg(long, value_name = "USER")]
+    gateway_user: Option<String>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -57,7 +61,7 @@ fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        let mut opts = options(&cli);
+        let mut opts = options(&cli)?;
         opts.config.clone_from(file);
         osmoda_routines::load_checked(&opts)?;
         println!("{}: ok", file.display());
@@ -67,8 +71,20 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run(cli))
 }
 
-fn options(cli: &Cli) -> Options {
-    Options {
+/// The uid of `user` (a name, or a number that names an existing user).
+fn uid_of(user: &str) -> anyhow::Result<u32> {
+    use nix::unistd::{Uid, User};
+    let found = match user.parse::<u32>() {
+        Ok(n) => User::from_uid(Uid::from_raw(n))?,
+        Err(_) => User::from_name(user)?,
+    };
+    found
+        .map(|u| u.uid.as_raw())
+        .ok_or_else(|| anyhow::anyhow!("--gateway-user {user:?}: no such user on this machine; name the user that runs the OpenClaw gateway"))
+}
+
+fn options(cli: &Cli) -> anyhow::Result<Options> {
+    Ok(Options {
         config: cli.config.clone(),
         state_dir: cli.state_dir.clone(),
         agentd_socket: cli.agentd_socket.clone(),
@@ -79,12 +95,13 @@ fn options(cli: &Cli) -> Options {
         gateway_token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
-    }
+        gateway_uid: cli.gateway_user.as_deref().map(uid_of).transpose()?,
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     osmoda_daemon::raise_fd_limit()?;
-    let opts = options(&cli);
+    let opts = options(&cli)?;
     let state = AppState::open(opts).await?;
     // Mode 0660: the agent (group osmoda) may call it, like agentd's agent socket.
     let (listener, shutdown) = osmoda_daemon::listen("osmoda-routines", &cli.socket, 0o660)?;

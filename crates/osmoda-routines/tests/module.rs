@@ -84,3 +84,33 @@ fn nixos_eval_if_present_routines_unit_and_no_bind_over_a_secret() {
         );
     }
 }
+
+/// others-13: with the gateway on, routines is told which user runs it (`--gateway-user`), so
+/// a prompt's token goes only to a port that user's socket holds; with it off, no such flag.
+#[test]
+fn nixos_eval_if_present_routines_knows_the_gateways_user() {
+    let Some(check) = check_sh() else { return };
+    let json = eval(
+        &check,
+        r#"services.osmoda = { enable = true;
+             gateway = { enable = true; port = 18790; environmentFile = "/var/lib/secrets/gw.env"; }; };"#,
+    );
+    let exec = json["units"]["osmoda-routines"]["ExecStart"]
+        .as_str()
+        .unwrap();
+    assert!(exec.contains("--gateway-user osmoda-gateway"), "{exec}");
+    let gateway = json["units"]["osmoda-gateway"]["text"].as_str().unwrap();
+    assert!(gateway.contains("User=osmoda-gateway"), "{gateway}");
+    let rendered: serde_json::Value = serde_json::from_str(
+        json["etc"]["osmoda/routines.json"]["text"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rendered["gateway_url"], "http://127.0.0.1:18790");
+    let json = eval(&check, "services.osmoda.enable = true;");
+    let exec = json["units"]["osmoda-routines"]["ExecStart"]
+        .as_str()
+        .unwrap();
+    assert!(!exec.contains("--gateway-user"), "{exec}");
+}

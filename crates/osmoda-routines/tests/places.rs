@@ -193,6 +193,7 @@ async fn a_vanished_user_is_reported_without_suggesting_root() {
         agentd_socket: "/nonexistent/agentd.sock".into(),
         gateway_url: None,
         gateway_token: None,
+        gateway_uid: 0,
     };
     let info = osmoda_routines::actions::RunInfo {
         routine: "r".into(),

@@ -25,24 +25,12 @@ fn manual(action: Value, extra: Value) -> Value {
     r
 }
 
+#[path = "../../../tests/rust/next_cursor.rs"]
+mod cursor;
+
 /// The `x-next-cursor` header of `GET path`, if any.
 async fn next_cursor(r: &Routines, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::UnixStream::connect(&r.socket).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut out))
-        .await
-        .expect("no answer in 30 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out);
-    let head = text.split("\r\n\r\n").next().unwrap_or_default();
-    head.lines().find_map(|l| {
-        l.to_ascii_lowercase()
-            .strip_prefix("x-next-cursor: ")
-            .map(|_| l["x-next-cursor: ".len()..].trim().to_string())
-    })
+    cursor::next_cursor(&r.socket, path).await
 }
 
 async fn trigger(r: &Routines, name: &str, body: Value) -> (u16, Value) {

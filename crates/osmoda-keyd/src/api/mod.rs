@@ -76,6 +76,10 @@ impl IntoResponse for ApiError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN),
                 json!({ "kind": "approval", "hint": "agentctl approvals list shows the ticket; a ticket is single-use and bound to the exact operation" }),
             ),
+            KeydError::Full(_) => (
+                StatusCode::CONFLICT,
+                json!({ "kind": "wallet_cap", "hint": "services.osmoda.keyd.maxWallets bounds the wallets keyd holds; GET /wallet/list shows them" }),
+            ),
             KeydError::Busy(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 json!({ "kind": "busy", "hint": "one key import runs at a time (its KDF takes about a second); send it again in a few seconds" }),

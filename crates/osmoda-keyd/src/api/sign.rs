@@ -19,7 +19,7 @@ use crate::chains::sol;
 use crate::chains::typed::{self, Authorises};
 use crate::error::KeydError;
 use crate::keys::{Op, Output, Wallet};
-use crate::policy::{self, Effect};
+use crate::policy::{self, Effect, Terms};
 use crate::store::Receipt;
 use crate::AppState;
 
@@ -144,6 +144,11 @@ fn tx_effect(tx: &eth::EthTx) -> Result<Effect, KeydError> {
         fee: amount_u128(tx.max_fee(), "gas_limit × fee per gas")?,
         unbounded: None,
         primary_type: None,
+        terms: Terms {
+            nonce: Some(tx.nonce()),
+            signed: Some(tx.signature_hash()),
+            ..Terms::default()
+        },
     };
     let token = |kind, to: alloy_primitives::Address, amount| -> Result<Effect, KeydError> {
         if !tx.value().is_zero() {
@@ -186,6 +191,7 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
         fee: 0,
         unbounded: None,
         primary_type: None,
+        terms: Terms::default(),
     };
     match (ty.as_str(), w.chain) {
         ("personal_sign", Chain::Ethereum) => {
@@ -209,18 +215,20 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
             typed::check_shape(&p.data)?;
             let data: TypedData = osmoda_daemon::api::from_value_at("payload.data", p.data)
                 .map_err(|e| KeydError::BadRequest(format!("not EIP-712 typed data: {e}")))?;
-            eth::typed_digest(&data)?;
+            let digest = eth::typed_digest(&data)?;
             let chain_id = match data.domain.chain_id {
                 Some(id) => Some(u64::try_from(id).map_err(|_| KeydError::BadRequest(format!("domain.chainId {id} does not fit in 64 bits")))?),
                 None => None,
             };
             let to = data.domain.verifying_contract.map(|a| a.to_string().to_ascii_lowercase());
+            let exact = Terms { signed: Some(digest), ..Terms::default() };
             let effect = match typed::classify(&data)? {
-                Authorises::Opaque => Effect { primary_type: Some(data.primary_type.clone()), ..msg("typed_data", chain_id, to) },
-                Authorises::Permit { kind, token, spender, amount } => Effect {
+                Authorises::Opaque => Effect { primary_type: Some(data.primary_type.clone()), terms: exact, ..msg("typed_data", chain_id, to) },
+                Authorises::Permit { kind, token, spender, amount, terms } => Effect {
                     to: Some(spender.to_string().to_ascii_lowercase()),
                     token: Some(token.to_string().to_ascii_lowercase()),
                     primary_type: Some(data.primary_type.clone()),
+                    terms: Terms { signed: Some(digest), ..terms },
                     ..msg(kind, chain_id, None)
                 }
                 .with_amount(amount),
@@ -253,6 +261,7 @@ fn prepare_sign(st: &AppState, w: &Wallet, payload: Value) -> Result<(Effect, Op
                 fee: sol::FEE_PER_SIGNATURE,
                 unbounded: None,
                 primary_type: None,
+                terms: Terms::default(),
             };
             Ok((e, Op::SolTransfer(bytes)))
         }
@@ -405,6 +414,7 @@ fn prepare_send(st: &AppState, w: &Wallet, b: SendBody) -> Result<(Effect, Op), 
                 fee: sol::FEE_PER_SIGNATURE,
                 unbounded: None,
                 primary_type: None,
+                terms: Terms::default(),
             };
             Ok((e, Op::SolTransfer(message)))
         }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::HeaderValue;
+use axum::response::IntoResponse;
 use osmoda_config::Chain;
 use osmoda_daemon::server::PeerCred;
 use serde::Deserialize;
@@ -29,10 +31,9 @@ pub fn view(w: &Wallet) -> Value {
 /// `GET /health`
 pub async fn health(State(st): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
     let st2 = Arc::clone(&st);
-    let wallets = tokio::task::spawn_blocking(move || st2.store.list())
+    let wallets = tokio::task::spawn_blocking(move || st2.store.count())
         .await
-        .map_err(KeydError::internal)??
-        .len();
+        .map_err(KeydError::internal)??;
     let policy = match st.policy() {
         Ok(p) => {
             json!({ "loaded": true, "chains": p.chains.keys().map(|c| c.as_str()).collect::<Vec<_>>() })
@@ -48,14 +49,62 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Result<axum::Json<Value>
     })))
 }
 
-/// `GET /wallet/list`
-pub async fn list(State(st): State<Arc<AppState>>) -> Result<axum::Json<Value>, ApiError> {
-    let wallets = tokio::task::spawn_blocking(move || st.store.list())
+/// Most wallets on one page of `/wallet/list` (and its default): as many as the default cap.
+pub const MAX_PAGE: u32 = 1_000;
+
+/// Query of `GET /wallet/list`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// The `next` of the previous page: wallets with ids after it.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// 1 to [`MAX_PAGE`] (default [`MAX_PAGE`]).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `GET /wallet/list?after=&limit=`: one page in id order, `{wallets, next}`; when the page is
+/// full, `next` (and the `x-next-cursor` header) is its last id, to pass as `after`.
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        KeydError::BadRequest(format!(
+            "invalid query string: {}; /wallet/list takes `after` (a wallet id) and `limit` (1 to {MAX_PAGE})",
+            osmoda_daemon::api::rejection_reason(&e.body_text())
+        ))
+    })?;
+    let limit = q.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(
+            KeydError::BadRequest(format!("`limit` {limit} must be 1 to {MAX_PAGE}")).into(),
+        );
+    }
+    if let Some(a) = &q.after {
+        if a.len() > 64 || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(KeydError::BadRequest(format!(
+                "`after` must be a wallet id (w_ and 16 hex digits; got {} bytes)",
+                a.len()
+            ))
+            .into());
+        }
+    }
+    let wallets = tokio::task::spawn_blocking(move || st.store.page(q.after.as_deref(), limit))
         .await
         .map_err(KeydError::internal)??;
-    Ok(axum::Json(
-        json!({ "wallets": wallets.iter().map(view).collect::<Vec<_>>() }),
-    ))
+    let next = (wallets.len() == limit as usize)
+        .then(|| wallets.last().map(|w| w.id.clone()))
+        .flatten();
+    let mut resp = axum::Json(
+        json!({ "wallets": wallets.iter().map(view).collect::<Vec<_>>(), "next": next }),
+    )
+    .into_response();
+    if let Some(n) = next.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+        resp.headers_mut().insert("x-next-cursor", n);
+    }
+    Ok(resp)
 }
 
 /// Body of `POST /wallet/create`.
@@ -212,6 +261,16 @@ pub async fn create(
     }
     let key_import = body.import.map(parse_import).transpose()?;
     let imported = key_import.is_some();
+    // At the cap nothing is generated or imported (a KDF is a second of a core); the insert
+    // counts again in its transaction, which is what holds under concurrent creates.
+    let cap = st.max_wallets()?;
+    let st2 = Arc::clone(&st);
+    let held = tokio::task::spawn_blocking(move || st2.store.count())
+        .await
+        .map_err(KeydError::internal)??;
+    if held >= u64::from(cap) {
+        return Err(crate::store::full(held, cap).into());
+    }
     // One import at a time, and none waiting: a keystore KDF may use 256 MiB and a second of a
     // core, and cannot be interrupted. The KDF's thread holds the permit until it ends, even
     // if the caller has gone.
@@ -255,7 +314,7 @@ pub async fn create(
             payload: json!({ "wallet_id": w.id, "label": w.label, "chain": w.chain.as_str(),
                 "address": w.address, "imported": imported, "caller": caller(&peer) }),
         };
-        st2.store.insert(&w, &receipt)?;
+        st2.store.insert(&w, &receipt, cap)?;
         Ok(w)
     })
     .await

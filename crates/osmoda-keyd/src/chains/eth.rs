@@ -146,6 +146,14 @@ impl EthTx {
         }
     }
 
+    /// The nonce: its place among the wallet's transactions.
+    pub fn nonce(&self) -> u64 {
+        match self {
+            EthTx::Legacy(t) => t.nonce,
+            EthTx::Eip1559(t) => t.nonce,
+        }
+    }
+
     /// The recipient (`None` for a contract creation, which the policy refuses).
     pub fn to(&self) -> Option<Address> {
         match self {

@@ -15,11 +15,18 @@
 //!
 //! Any other `primaryType` containing "permit" (any case) is refused as unreadable: its shape
 //! is not one keyd knows, so it cannot say what it grants.
+//!
+//! A permit's time limits are part of what it grants and are read too ([`Terms`]): the
+//! signature's deadline (EIP-2612 `deadline`, DAI `expiry` with 0 = never, Permit2 `sigDeadline`
+//! or `deadline`), the allowance's end (Permit2 `details.expiration`, 0 = only the block it is
+//! used in) and a witness's type. A permit without them is refused: keyd would not know how long
+//! it lasts.
 
 use alloy_dyn_abi::{DynSolValue, TypedData};
 use alloy_primitives::{Address, U256};
 
 use crate::error::KeydError;
+use crate::policy::{Terms, Until};
 
 /// What an EIP-712 message authorises.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +41,8 @@ pub enum Authorises {
         spender: Address,
         /// Base units (`U256::MAX` for DAI's `allowed = true`).
         amount: U256,
+        /// How long the signature and the allowance last, and a witness's type.
+        terms: Terms,
     },
     /// Nothing keyd can judge: allowed only for a listed domain.
     Opaque,
@@ -68,8 +77,12 @@ fn uint(v: &DynSolValue, name: &str) -> Option<U256> {
 }
 
 /// `{token, amount}` of a Permit2 `PermitDetails` / `TokenPermissions`, or of the one element
-/// of a batch of them.
-fn one_token(v: &DynSolValue, name: &str, primary: &str) -> Result<(Address, U256), KeydError> {
+/// of a batch of them, with that element (its `expiration`, for allowances).
+fn one_token<'a>(
+    v: &'a DynSolValue,
+    name: &str,
+    primary: &str,
+) -> Result<(Address, U256, &'a DynSolValue), KeydError> {
     let f = field(v, name).ok_or_else(|| {
         deny(format!(
             "{primary} without `{name}`: not the Permit2 shape keyd knows, refused"
@@ -86,7 +99,7 @@ fn one_token(v: &DynSolValue, name: &str, primary: &str) -> Result<(Address, U25
         None => f,
     };
     match (address(item, "token"), uint(item, "amount")) {
-        (Some(t), Some(a)) => Ok((t, a)),
+        (Some(t), Some(a)) => Ok((t, a, item)),
         _ => Err(deny(format!(
             "{primary}.{name} has no `token` address and `amount`: refused"
         ))),
@@ -97,7 +110,8 @@ fn one_token(v: &DynSolValue, name: &str, primary: &str) -> Result<(Address, U25
 ///
 /// # Errors
 /// `BadRequest` when the message does not match its types; `Denied` (`typed_data`) for a
-/// permit-like type keyd cannot read or a multi-token batch.
+/// permit-like type keyd cannot read, a permit without its deadline or expiration, or a
+/// multi-token batch.
 pub fn classify(data: &TypedData) -> Result<Authorises, KeydError> {
     let primary = data.primary_type.as_str();
     if !primary.to_ascii_lowercase().contains("permit") {
@@ -118,28 +132,60 @@ pub fn classify(data: &TypedData) -> Result<Authorises, KeydError> {
             ))
         })
     };
+    // A time limit the permit must carry, read as a unix time.
+    let time = |v: &DynSolValue, name: &str| {
+        uint(v, name).ok_or_else(|| {
+            deny(format!(
+                "{primary} without a uint `{name}`: keyd cannot say how long it lasts, refused"
+            ))
+        })
+    };
+    let mut terms = Terms::default();
     let (kind, token, amount) = match primary {
-        "Permit" if field(&v, "owner").is_some() && uint(&v, "value").is_some() => (
-            "erc20_permit",
-            domain_token()?,
-            uint(&v, "value").unwrap_or(U256::MAX),
-        ),
+        "Permit" if field(&v, "owner").is_some() && uint(&v, "value").is_some() => {
+            terms.signature_until = Some(Until::At(time(&v, "deadline")?));
+            (
+                "erc20_permit",
+                domain_token()?,
+                uint(&v, "value").unwrap_or(U256::MAX),
+            )
+        }
         "Permit" if field(&v, "holder").is_some() => {
             let allowed = field(&v, "allowed")
                 .and_then(DynSolValue::as_bool)
                 .ok_or_else(|| deny("DAI-style Permit without a bool `allowed`: refused".into()))?;
             let amount = if allowed { U256::MAX } else { U256::ZERO };
+            // DAI: `expiry == 0 || now <= expiry`.
+            let expiry = time(&v, "expiry")?;
+            terms.signature_until = Some(if expiry.is_zero() {
+                Until::Never
+            } else {
+                Until::At(expiry)
+            });
             ("erc20_permit", domain_token()?, amount)
         }
         "PermitSingle" | "PermitBatch" => {
-            let (t, a) = one_token(&v, "details", primary)?;
+            let (t, a, item) = one_token(&v, "details", primary)?;
+            // Permit2 AllowanceTransfer: an expiration of 0 means the block of use.
+            let expiration = time(item, "expiration")?;
+            terms.allowance_until = Some(if expiration.is_zero() {
+                Until::UseBlock
+            } else {
+                Until::At(expiration)
+            });
+            terms.signature_until = Some(Until::At(time(&v, "sigDeadline")?));
             ("permit2", t, a)
         }
         "PermitTransferFrom"
         | "PermitBatchTransferFrom"
         | "PermitWitnessTransferFrom"
         | "PermitBatchWitnessTransferFrom" => {
-            let (t, a) = one_token(&v, "permitted", primary)?;
+            let (t, a, _) = one_token(&v, "permitted", primary)?;
+            terms.signature_until = Some(Until::At(time(&v, "deadline")?));
+            terms.witness = field(&v, "witness").map(|w| match w {
+                DynSolValue::CustomStruct { name, .. } => name.clone(),
+                _ => "(not a struct)".to_string(),
+            });
             ("permit2", t, a)
         }
         _ => {
@@ -153,6 +199,7 @@ pub fn classify(data: &TypedData) -> Result<Authorises, KeydError> {
         token,
         spender,
         amount,
+        terms,
     })
 }
 

@@ -328,3 +328,41 @@ pub fn load_secret(
 ) -> Result<Zeroizing<Vec<u8>>, KeydError> {
     Ok(osmoda_vault::load_secret(secret_file, state_dir)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under one key-encryption key, a sealed key opens only with the AAD it was sealed
+    /// under: each of its parts (format version, KDF parameters, wallet id, chain) changed
+    /// alone refuses it.
+    #[test]
+    fn the_aad_binds_format_kdf_wallet_and_chain() {
+        let kdf = KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+            salt: [7; 16],
+        };
+        let v = LocalVault::new(b"0123456789abcdef", kdf.clone()).unwrap();
+        let aad = v.aad("w_1", Chain::Ethereum);
+        let sealed = v.kek.seal(aad.as_bytes(), &[9; 32]).unwrap();
+        assert!(v.kek.open(aad.as_bytes(), &sealed).is_some());
+        let other_kdf = KdfParams {
+            t: 2,
+            ..kdf.clone()
+        };
+        for changed in [
+            aad.replace(FORMAT, "osmoda-keyd/v2"),
+            aad.replace(&kdf.encode(), &other_kdf.encode()),
+            v.aad("w_2", Chain::Ethereum),
+            v.aad("w_1", Chain::Solana),
+        ] {
+            assert_ne!(changed, aad);
+            assert!(
+                v.kek.open(changed.as_bytes(), &sealed).is_none(),
+                "{changed}"
+            );
+        }
+    }
+}

@@ -67,7 +67,11 @@ impl Env {
     }
 
     pub fn write_policy(&self, policy: &Value) {
-        let cfg = json!({ "secret_file": null, "policy": policy });
+        self.write_config(json!({ "secret_file": null, "policy": policy }));
+    }
+
+    /// Writes `cfg` as keyd.json (atomically, as NixOS activation does).
+    pub fn write_config(&self, cfg: Value) {
         let tmp = self.dir.path().join("keyd.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
         std::fs::rename(&tmp, self.config()).unwrap();

@@ -121,6 +121,7 @@ pub fn options(dir: &Path, agentd: &Path) -> osmoda_routines::Options {
         masks: vec![dir.join("osmoda-admin"), dir.join("agentd")],
         clock: Clock::System,
         gateway_token: Some("test-token".into()),
+        gateway_uid: None,
     }
 }
 
