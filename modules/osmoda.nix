@@ -261,6 +261,9 @@ let
       touch $out
     '';
 
+  # What the hardened baseline hides from a unit (ProtectHome, PrivateTmp).
+  voiceHiddenDirs = [ "/home" "/root" "/run/user" "/tmp" "/var/tmp" ];
+
   # One hardened baseline for every unit; each daemon loosens it with a comment.
   hardening = {
     NoNewPrivileges = true;
@@ -837,6 +840,17 @@ in
       # unit can start where PipeWire is not system-wide).
       users.groups.pipewire = mkIf cfg.voice.enable { };
 
+      # ProtectHome hides /home, /root and /run/user and PrivateTmp gives the unit its own /tmp
+      # and /var/tmp, and systemd skips a missing `-` path without a word: a directory there
+      # would silently hold nothing for osmoda-voice, so it is refused here by name.
+      assertions = lib.optionals cfg.voice.enable (map
+        (o: {
+          assertion = !(lib.any (pre: lib.hasPrefix "${pre}/" "${o.path}/") voiceHiddenDirs);
+          message = "services.osmoda.voice.${o.option} = \"${o.path}\" is under ${lib.concatStringsSep ", " voiceHiddenDirs}, which the osmoda-voice unit cannot see (ProtectHome, PrivateTmp); use a directory elsewhere (e.g. under /srv or /var/lib).";
+        })
+        ([{ option = "pipewireRuntimeDir"; path = cfg.voice.pipewireRuntimeDir; }]
+          ++ map (p: { option = "audioDirs"; path = p; }) cfg.voice.audioDirs));
+
       warnings = lib.optional (cfg.voice.enable && cfg.gateway.enable && cfg.voice.gatewayTokenFile == null)
         "services.osmoda.voice.gatewayTokenFile is not set: the gateway will refuse what /voice/listen hears (it needs the gateway's token; the voice unit no longer reads the gateway's environmentFile).";
 
@@ -854,6 +868,13 @@ in
           # Nothing heard or said leaves the machine: no network at all (AF_UNIX only, from the
           # baseline). The gateway is reached through osmoda-voice-gateway's socket.
           PrivateNetwork = true;
+          # The children need calls the baseline's `~@resources` kills (SIGSYS): piper's
+          # onnxruntime pins its threads and binds memory (sched_setaffinity, mbind), and
+          # PipeWire's clients set their scheduling (sched_setscheduler; RestrictRealtime still
+          # refuses the real-time classes). Calls outside the filter fail with EPERM instead of
+          # killing the process, so a child that probes one carries on.
+          SystemCallFilter = [ "@system-service" "~@privileged" ];
+          SystemCallErrorNumber = "EPERM";
           # PipeWire owns the sound devices; the unit only needs its socket (and the group a
           # system-wide PipeWire gives it to).
           SupplementaryGroups = [ "audio" "pipewire" ];

@@ -158,13 +158,28 @@ fn path_error(op: &'static str, path: &Path, e: std::io::Error) -> VoiceError {
     }
 }
 
-/// Opens a regular file without following a final symlink and without blocking on a FIFO.
+/// Opens the regular file at the canonical `path` without following any symlink on the way and
+/// without blocking on a FIFO.
+///
+/// `path` was checked by [`AllowedDirs::resolve`] as it was then; a directory on it may have been
+/// swapped for a symlink since. `openat2(RESOLVE_NO_SYMLINKS)` opens exactly the checked path or
+/// nothing: a symlink appearing anywhere on it is refused (403), so no file outside the allowed
+/// directories is ever opened, FIFOs and devices included.
 fn open_regular(path: &Path, limits: Limits) -> Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| path_error("open", path, e))?;
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let file = match openat2(AT_FDCWD, path, how) {
+        Ok(fd) => File::from(fd),
+        Err(nix::errno::Errno::ELOOP) => {
+            return Err(VoiceError::Forbidden(format!(
+                "{} changed while it was opened (a symbolic link on the way); nothing outside the allowed directories is read",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(path_error("open", path, std::io::Error::from(e))),
+    };
     let meta = file.metadata().map_err(VoiceError::io("stat", path))?;
     if !meta.is_file() {
         return Err(VoiceError::Unsupported(format!(
@@ -259,8 +274,17 @@ pub fn decode_wav<R: Read>(reader: R, name: &str, limits: Limits) -> Result<Audi
     };
     match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => {
+            // NaN or infinity would poison the resampler's FFT (a panic in rubato) and hold the
+            // engine for minutes: refused. Finite samples beyond full scale are clipped, as a
+            // player would, so averaging channels cannot overflow.
             for x in wav.into_samples::<f32>() {
-                push(x.map_err(truncated)?);
+                let x = x.map_err(truncated)?;
+                if !x.is_finite() {
+                    return Err(VoiceError::Unsupported(format!(
+                        "{name} holds NaN or infinite samples; float WAV samples must be finite (-1.0 to 1.0)"
+                    )));
+                }
+                push(x.clamp(-1.0, 1.0));
             }
         }
         (hound::SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => {
@@ -316,14 +340,25 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
             .map_err(|e| err(&e))?;
         out.extend_from_slice(&o[0]);
     }
-    while out.len() < want + delay {
+    // A flush can return nothing while the resampler fills one FFT block: with rates that share
+    // few factors (8,001 or 44,101 Hz) a block spans several chunks. Keep flushing (silence)
+    // until the whole signal is out, bounded by the chunks that much output needs plus one block.
+    let (a, b) = (u64::from(from), u64::from(to));
+    let gcd = {
+        let (mut x, mut y) = (a, b);
+        while y != 0 {
+            (x, y) = (y, x % y);
+        }
+        x
+    };
+    let needed = (want + delay).saturating_sub(out.len()) as u64;
+    let mut calls = needed * a / (b * CHUNK as u64) + (a / gcd) / CHUNK as u64 + 4;
+    while out.len() < want + delay && calls > 0 {
         let o = r
             .process_partial::<&[f32]>(None, None)
             .map_err(|e| err(&e))?;
-        if o[0].is_empty() {
-            break;
-        }
         out.extend_from_slice(&o[0]);
+        calls -= 1;
     }
     let end = (delay + want).min(out.len());
     Ok(out[delay.min(end)..end].to_vec())
@@ -379,17 +414,132 @@ mod tests {
             (44_100, 1.0),
             (48_000, 1.0),
             (10_240, 1.0),
+            // Rates that share few factors with 16 kHz: one FFT block spans several chunks.
+            (8_001, 2.0),
+            (44_101, 2.0),
+            (96_001, 2.0),
         ] {
             let input = tone(from, secs, 440.0);
             let out = resample(&input, from, SAMPLE_RATE).unwrap();
-            assert_eq!(out.len(), 16_000, "from {from}");
-            // Zero crossings of a 440 Hz tone in one second: 880, give or take the edges.
+            let want = (input.len() as u64 * 16_000 / u64::from(from)) as usize;
+            assert_eq!(out.len(), want, "from {from}");
+            // Zero crossings of a 440 Hz tone: 880 a second, give or take the edges.
             let crossings = out
                 .windows(2)
                 .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
                 .count();
-            assert!((870..=890).contains(&crossings), "from {from}: {crossings}");
+            let expect = (880.0 * secs) as usize;
+            assert!(crossings.abs_diff(expect) <= 10, "from {from}: {crossings}");
+            // The signal reaches the end: the last 100 ms is the tone, not the flush's silence.
+            let tail = &out[want - 1_600..];
+            assert!(tail.iter().any(|x| x.abs() > 0.3), "from {from}: the end is silent");
         }
+    }
+
+    fn float_wav(rate: u32, channels: u16, samples: &[f32]) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut buf, spec).unwrap();
+        for x in samples {
+            w.write_sample(*x).unwrap();
+        }
+        w.finalize().unwrap();
+        buf.into_inner()
+    }
+
+    #[test]
+    fn non_finite_float_samples_are_refused_and_loud_ones_clipped() {
+        // 1 s of 44.1 kHz stereo: resampled, where NaN once panicked inside rubato.
+        for (rate, bad) in [(44_100, f32::NAN), (44_100, f32::INFINITY), (16_000, f32::NEG_INFINITY)] {
+            let mut samples = tone(rate, 1.0, 440.0).repeat(2);
+            samples[1001] = bad;
+            let wav = float_wav(rate, 2, &samples);
+            let e = decode_wav(&wav[..], "x.wav", Limits::default()).unwrap_err();
+            assert!(
+                matches!(&e, VoiceError::Unsupported(m) if m.contains("NaN or infinite")),
+                "{rate} {bad}: {e:?}"
+            );
+        }
+        // Finite but far beyond full scale (8 channels summed would overflow f32): clipped.
+        let wav = float_wav(44_100, 8, &vec![3.0e38; 44_100 * 8]);
+        let a = decode_wav(&wav[..], "x.wav", Limits::default()).unwrap();
+        assert_eq!(a.samples.len(), 16_000);
+        assert!(a.samples.iter().all(|x| x.is_finite()), "not finite after clipping");
+    }
+
+    #[test]
+    fn a_directory_swapped_after_the_check_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("in");
+        let real = dir.path().join("in/real");
+        let outside = dir.path().join("out");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // 100 ms inside, 200 ms outside: the duration says which file was read.
+        write_wav(&real.join("x.wav"), &vec![0.1; 1_600]).unwrap();
+        write_wav(&outside.join("x.wav"), &vec![0.1; 3_200]).unwrap();
+        let allowed = AllowedDirs::new([inside.clone()]);
+        let sub = inside.join("sub");
+        let link = inside.join("link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let swap = |to_outside: bool| {
+            // rename(2) over `sub`: the real directory or the symlink to the outside one.
+            if to_outside {
+                std::fs::rename(&sub, &real).unwrap();
+                std::fs::rename(&link, &sub).unwrap();
+            } else {
+                std::fs::rename(&sub, &link).unwrap();
+                std::fs::rename(&real, &sub).unwrap();
+            }
+        };
+        std::fs::rename(&real, &sub).unwrap();
+        let path = sub.join("x.wav");
+
+        // Checked while `sub` is the real directory, swapped before the open.
+        let checked = allowed.resolve(&path).unwrap();
+        assert_eq!(read_wav(&checked, Limits::default()).unwrap().duration_ms(), 100);
+        swap(true);
+        let e = read_wav(&checked, Limits::default()).unwrap_err();
+        assert!(matches!(e, VoiceError::Forbidden(_)), "{e:?}");
+        swap(false);
+
+        // The same as a race, bounded: a thread swaps while the file is checked and read.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let stop = std::sync::Arc::clone(&stop);
+            let (sub, real, link) = (sub.clone(), real.clone(), link.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if n % 2 == 0 {
+                        std::fs::rename(&sub, &real).unwrap();
+                        std::fs::rename(&link, &sub).unwrap();
+                    } else {
+                        std::fs::rename(&sub, &link).unwrap();
+                        std::fs::rename(&real, &sub).unwrap();
+                    }
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut read = 0;
+        for _ in 0..3_000 {
+            if let Ok(p) = allowed.resolve(&path) {
+                if let Ok(a) = read_wav(&p, Limits::default()) {
+                    assert_eq!(a.duration_ms(), 100, "the file outside was read");
+                    read += 1;
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(read > 0 && swaps > 100, "no race happened: {read} read, {swaps} swaps");
     }
 
     #[test]

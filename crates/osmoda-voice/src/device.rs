@@ -18,6 +18,9 @@ use crate::error::{Result, VoiceError};
 /// a period every few milliseconds; silence is zeros, not a pause).
 pub const NO_AUDIO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a probe of PipeWire's socket may wait for the server to take the connection.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The arguments that make `pw-record` capture what whisper.cpp reads: 16 kHz mono 16-bit PCM.
 pub const RECORD_FORMAT: [&str; 6] = ["--rate", "16000", "--channels", "1", "--format", "s16"];
 
@@ -134,7 +137,7 @@ impl AudioDevice {
     ///
     /// # Errors
     /// Why not, starting "no audio device: ", for the API and `/voice/status`.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    pub async fn check(&self) -> std::result::Result<(), String> {
         for cmd in [&self.player, &self.recorder] {
             if !on_path(cmd) {
                 return Err(format!(
@@ -155,14 +158,18 @@ impl AudioDevice {
                 ))
             }
         }
-        std::os::unix::net::UnixStream::connect(&sock)
-            .map(drop)
-            .map_err(|e| {
-                format!(
-                    "no audio device: the PipeWire server at {} does not answer ({e}); is PipeWire running? ({hint})",
-                    sock.display()
-                )
-            })
+        // A non-blocking connect under a deadline: a stalled PipeWire (its listen queue full)
+        // makes a blocking connect(2) wait forever on one of the daemon's async workers, and a
+        // few of those stop the whole daemon, /health included.
+        let answered = match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(&sock)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no connection within {} ms", PROBE_TIMEOUT.as_millis()),
+        };
+        Err(format!(
+            "no audio device: the PipeWire server at {} does not answer ({answered}); is PipeWire running? ({hint})",
+            sock.display()
+        ))
     }
 
     /// A client command pointed at this device's server.
@@ -184,7 +191,7 @@ impl AudioDevice {
     /// # Errors
     /// The reason it did not play.
     pub async fn play(&self, file: &Path, duration_ms: u64) -> std::result::Result<(), String> {
-        self.check()?;
+        self.check().await?;
         let limit = Duration::from_millis(duration_ms) + Duration::from_secs(10);
         let mut child = self
             .command(&self.player)
@@ -297,8 +304,9 @@ impl AudioDevice {
     }
 }
 
-/// A file removed when dropped, unless taken out first.
-struct Partial(Option<PathBuf>);
+/// A file removed when dropped, unless taken out first: what an interrupted write (an error, or
+/// its future dropped because the caller left) leaves behind.
+pub(crate) struct Partial(pub(crate) Option<PathBuf>);
 
 impl Drop for Partial {
     fn drop(&mut self) {
@@ -313,7 +321,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_device_says_why() {
+    fn a_stalled_pipewire_is_no_device_at_once_and_blocks_nothing() {
+        use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("pipewire-0");
+        // A server that never accepts (hung, SIGSTOPped): its listen queue fills up.
+        let _server = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let addr = UnixAddr::new(&sock).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK, None)
+                .unwrap();
+            use std::os::fd::AsRawFd;
+            match connect(fd.as_raw_fd(), &addr) {
+                Ok(()) => queued.push(fd),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(queued.len() < 100_000, "the listen queue never filled");
+        }
+        let dev = AudioDevice {
+            player: PathBuf::from("/bin/sh"),
+            recorder: PathBuf::from("/bin/sh"),
+            runtime_dir: Some(dir.path().to_owned()),
+        };
+        // Probes on a one-worker runtime, as many as status polling makes: none may hold the
+        // worker (a blocking connect(2) here waits forever, so the answer never comes).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let started = Instant::now();
+            let out = rt.block_on(async {
+                let probes: Vec<_> = (0..8).map(|_| dev.check()).collect();
+                let mut out = Vec::new();
+                for p in probes {
+                    out.push(p.await);
+                }
+                out
+            });
+            let _ = tx.send((out, started.elapsed()));
+        });
+        let (out, took) = rx
+            .recv_timeout(PROBE_TIMEOUT * 8 + Duration::from_secs(10))
+            .expect("a probe of a stalled PipeWire blocked its worker");
+        for r in out {
+            let e = r.unwrap_err();
+            assert!(e.contains("does not answer"), "{e}");
+        }
+        assert!(took < PROBE_TIMEOUT * 8 + Duration::from_secs(2), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn no_device_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let sh = PathBuf::from("/bin/sh");
         let dev = |player: &Path| AudioDevice {
@@ -321,9 +383,9 @@ mod tests {
             recorder: sh.clone(),
             runtime_dir: Some(dir.path().to_owned()),
         };
-        let e = dev(Path::new("/nonexistent/pw-play")).check().unwrap_err();
+        let e = dev(Path::new("/nonexistent/pw-play")).check().await.unwrap_err();
         assert!(e.contains("/nonexistent/pw-play is not installed"), "{e}");
-        let e = dev(&sh).check().unwrap_err();
+        let e = dev(&sh).check().await.unwrap_err();
         assert!(
             e.starts_with("no audio device: no PipeWire server at "),
             "{e}"
@@ -331,13 +393,13 @@ mod tests {
         // A socket file whose server is gone.
         let sock = dir.path().join("pipewire-0");
         drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
-        let e = dev(&sh).check().unwrap_err();
+        let e = dev(&sh).check().await.unwrap_err();
         assert!(e.contains("does not answer"), "{e}");
         let _live = std::os::unix::net::UnixListener::bind({
             std::fs::remove_file(&sock).unwrap();
             &sock
         })
         .unwrap();
-        assert_eq!(dev(&sh).check(), Ok(()));
+        assert_eq!(dev(&sh).check().await, Ok(()));
     }
 }

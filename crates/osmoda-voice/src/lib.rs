@@ -227,7 +227,9 @@ impl AppState {
         .map_err(|e| VoiceError::Engine(e.to_string()))?
     }
 
-    /// Transcribes 16 kHz mono samples in `language` (default: the configured one).
+    /// Transcribes 16 kHz mono samples in `language` (default: the configured one); `person`:
+    /// what the person said into the microphone, which goes before the agent's work
+    /// ([`Transcriber::transcribe_for_person`]).
     ///
     /// # Errors
     /// `Unavailable` without a whisper model; as [`Transcriber::transcribe`].
@@ -235,14 +237,19 @@ impl AppState {
         &self,
         samples: Vec<f32>,
         language: Option<&str>,
+        person: bool,
     ) -> Result<Transcript> {
         let t = self.transcriber.as_ref().ok_or_else(|| {
             VoiceError::Unavailable(
                 "no whisper model is configured (services.osmoda.voice.whisperModel)".into(),
             )
         })?;
-        t.transcribe(samples, language.unwrap_or(&self.config.language))
-            .await
+        let language = language.unwrap_or(&self.config.language);
+        if person {
+            t.transcribe_for_person(samples, language).await
+        } else {
+            t.transcribe(samples, language).await
+        }
     }
 }
 

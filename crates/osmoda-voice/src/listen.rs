@@ -311,7 +311,7 @@ async fn microphone(
     tx: &mpsc::Sender<Utterance>,
     status: &Mutex<ListenStatus>,
 ) -> Result<(), String> {
-    app.audio.check()?;
+    app.audio.check().await?;
     let mut child = app.audio.stream()?;
     let mut out = child.stdout.take().ok_or("the recorder has no stdout")?;
     // A source delivers samples all the time (silence as zeros): a stream that brings nothing
@@ -483,7 +483,7 @@ async fn deliver(
         let t = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
-            t = app.transcribe_samples(u.samples, None) => t,
+            t = app.transcribe_samples(u.samples, None, !from_file) => t,
         };
         match t {
             Err(e) => heard.error = Some(format!("transcription failed: {}", e.message())),

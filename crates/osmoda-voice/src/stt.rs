@@ -42,6 +42,42 @@ pub struct Transcriber {
     turn: Arc<tokio::sync::Semaphore>,
     waiting: std::sync::atomic::AtomicUsize,
     threads: i32,
+    /// The person's utterances waiting for the engine: while any wait, the agent's
+    /// transcriptions stand back and a running one is stopped.
+    person_waiting: std::sync::atomic::AtomicUsize,
+    /// Told when the person's count drops.
+    person_done: tokio::sync::Notify,
+    /// The agent's transcription that holds the engine now, to stop for the person.
+    running: std::sync::Mutex<Option<Preemptible>>,
+}
+
+/// How to stop the agent's running transcription for the person.
+struct Preemptible {
+    stop: Arc<AtomicBool>,
+    preempted: Arc<AtomicBool>,
+}
+
+/// Counts one of the person's utterances waiting for the engine until dropped.
+struct PersonWaiting<'a>(&'a Transcriber);
+
+impl Drop for PersonWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.person_waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.person_done.notify_waiters();
+    }
+}
+
+/// Clears [`Transcriber::running`] when the agent's turn ends.
+struct Registered<'a>(&'a Transcriber);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.running) = None;
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Counts a waiting transcription until dropped.
@@ -66,7 +102,10 @@ impl std::fmt::Debug for Transcriber {
 /// # Errors
 /// `BadRequest` naming the value.
 pub fn check_language(lang: &str) -> Result<()> {
-    if lang == "auto" || whisper_rs::get_lang_id(lang).is_some() {
+    // whisper's codes are 2-3 lowercase ASCII letters ("en", "haw", "yue"); anything else is
+    // refused before whisper-rs sees it (it panics on a NUL byte).
+    let plausible = (2..=8).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase());
+    if lang == "auto" || (plausible && whisper_rs::get_lang_id(lang).is_some()) {
         Ok(())
     } else {
         Err(VoiceError::BadRequest(format!(
@@ -109,6 +148,9 @@ impl Transcriber {
             turn: Arc::new(tokio::sync::Semaphore::new(1)),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             threads,
+            person_waiting: std::sync::atomic::AtomicUsize::new(0),
+            person_done: tokio::sync::Notify::new(),
+            running: std::sync::Mutex::new(None),
         })
     }
 
@@ -147,18 +189,43 @@ impl Transcriber {
         Ok(())
     }
 
-    /// Transcribes 16 kHz mono samples in `language` (`auto` detects it). One runs at a time;
-    /// at most [`MAX_WAITING`] wait for their turn. Input shorter than [`MIN_SAMPLES`] is an
-    /// empty text at once. Dropping the future (the caller left) leaves the queue at once, or
-    /// stops a transcription that runs: whisper.cpp asks its abort callback after each encoder
-    /// window (30 s of audio) and each decoder step, so the engine is free again within one
-    /// encoder window.
+    /// Transcribes 16 kHz mono samples in `language` (`auto` detects it) for the agent (a file,
+    /// a recording). One runs at a time; at most [`MAX_WAITING`] wait for their turn. Input
+    /// shorter than [`MIN_SAMPLES`] is an empty text at once. Dropping the future (the caller
+    /// left) leaves the queue at once, or stops a transcription that runs: whisper.cpp asks its
+    /// abort callback after each encoder window (30 s of audio) and each decoder step, so the
+    /// engine is free again within one encoder window. The person goes first (see
+    /// [`transcribe_for_person`](Self::transcribe_for_person)).
     ///
     /// # Errors
     /// `BadRequest` for an unknown language or a non-English one on an English-only model,
-    /// `Unavailable` when [`MAX_WAITING`] already wait or the engine stayed busy for
-    /// [`QUEUE_WAIT`], `Engine` when whisper.cpp fails.
+    /// `Unavailable` when [`MAX_WAITING`] already wait, the engine stayed busy for
+    /// [`QUEUE_WAIT`] or the person's speech stopped this one, `Engine` when whisper.cpp fails.
     pub async fn transcribe(&self, samples: Vec<f32>, language: &str) -> Result<Transcript> {
+        self.transcribe_as(samples, language, false).await
+    }
+
+    /// Transcribes what the person said into the microphone: ahead of every transcription for
+    /// the agent, waiting or running. Agent work waiting stands back, and the agent's
+    /// transcription that holds the engine is stopped (its caller gets a 503 to retry), so the
+    /// person waits at most one encoder window. Otherwise as [`transcribe`](Self::transcribe).
+    ///
+    /// # Errors
+    /// As [`transcribe`](Self::transcribe).
+    pub async fn transcribe_for_person(
+        &self,
+        samples: Vec<f32>,
+        language: &str,
+    ) -> Result<Transcript> {
+        self.transcribe_as(samples, language, true).await
+    }
+
+    async fn transcribe_as(
+        &self,
+        samples: Vec<f32>,
+        language: &str,
+        person: bool,
+    ) -> Result<Transcript> {
         self.check_language(language)?;
         if samples.len() < MIN_SAMPLES {
             return Ok(Transcript {
@@ -167,27 +234,46 @@ impl Transcriber {
                 elapsed_ms: 0,
             });
         }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(VoiceError::Unavailable(format!(
-                "{MAX_WAITING} transcriptions are already waiting for the engine; retry later"
-            )));
-        }
-        let waiting = Waiting(&self.waiting);
-        let turn = tokio::time::timeout(QUEUE_WAIT, Arc::clone(&self.turn).acquire_owned())
-            .await
-            .map_err(|_| {
-                VoiceError::Unavailable(format!(
-                    "the transcription engine stayed busy for {} s; retry later",
-                    QUEUE_WAIT.as_secs()
-                ))
-            })?
-            .map_err(|_| VoiceError::Unavailable("the daemon is stopping".into()))?;
-        drop(waiting);
+        let busy = || {
+            VoiceError::Unavailable(format!(
+                "the transcription engine stayed busy for {} s; retry later",
+                QUEUE_WAIT.as_secs()
+            ))
+        };
+        let stopping = || VoiceError::Unavailable("the daemon is stopping".into());
+        let mut left = Abandon::new();
+        let preempted = Arc::new(AtomicBool::new(false));
+        let (turn, registered) = if person {
+            let _waiting = {
+                self.person_waiting.fetch_add(1, Ordering::SeqCst);
+                PersonWaiting(self)
+            };
+            if let Some(r) = lock(&self.running).as_ref() {
+                r.preempted.store(true, Ordering::SeqCst);
+                r.stop.store(true, Ordering::SeqCst);
+            }
+            let turn = tokio::time::timeout(QUEUE_WAIT, Arc::clone(&self.turn).acquire_owned())
+                .await
+                .map_err(|_| busy())?
+                .map_err(|_| stopping())?;
+            (turn, None)
+        } else {
+            if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return Err(VoiceError::Unavailable(format!(
+                    "{MAX_WAITING} transcriptions are already waiting for the engine; retry later"
+                )));
+            }
+            let waiting = Waiting(&self.waiting);
+            let got = tokio::time::timeout(QUEUE_WAIT, self.agent_turn(&left.stop, &preempted))
+                .await
+                .map_err(|_| busy())??;
+            drop(waiting);
+            (got.0, Some(got.1))
+        };
         let ctx = Arc::clone(&self.ctx);
         let language = language.to_owned();
         let threads = self.threads;
-        let mut left = Abandon::new();
         let stop = Arc::clone(&left.stop);
         // The turn is held by the engine's thread: a caller who leaves frees it only once
         // whisper.cpp has stopped.
@@ -196,8 +282,51 @@ impl Transcriber {
             run(&ctx, &samples, &language, threads, &stop)
         })
         .await;
+        drop(registered);
         left.finished = true;
-        res.map_err(|e| VoiceError::Engine(format!("transcription task: {e}")))?
+        let res = res.map_err(|e| VoiceError::Engine(format!("transcription task: {e}")))?;
+        if preempted.load(Ordering::SeqCst) && res.is_err() {
+            return Err(VoiceError::Unavailable(
+                "the transcription was stopped: the person's speech from the microphone goes first; retry later".into(),
+            ));
+        }
+        res
+    }
+
+    /// The engine's turn for the agent, once no utterance of the person waits; registered as
+    /// [`running`](Self::running) so the person can stop it.
+    async fn agent_turn(
+        &self,
+        stop: &Arc<AtomicBool>,
+        preempted: &Arc<AtomicBool>,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, Registered<'_>)> {
+        loop {
+            loop {
+                let done = self.person_done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if self.person_waiting.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                done.await;
+            }
+            let turn = Arc::clone(&self.turn)
+                .acquire_owned()
+                .await
+                .map_err(|_| VoiceError::Unavailable("the daemon is stopping".into()))?;
+            // Registered before looking: a person who comes after this either is seen here or
+            // sees this transcription (and stops it).
+            *lock(&self.running) = Some(Preemptible {
+                stop: Arc::clone(stop),
+                preempted: Arc::clone(preempted),
+            });
+            let registered = Registered(self);
+            if self.person_waiting.load(Ordering::SeqCst) == 0 {
+                return Ok((turn, registered));
+            }
+            drop(registered);
+            drop(turn);
+        }
     }
 }
 

@@ -133,6 +133,9 @@ impl Speaker {
                 ))
             })?
             .map_err(|_| VoiceError::Unavailable("the daemon is stopping".into()))?;
+        // Removed on every way out but the rename: an error, or this future dropped (the caller
+        // hung up and piper is killed with it) with piper's partial file written.
+        let mut partial = crate::device::Partial(Some(tmp.clone()));
         let res = self.run_piper(text, &tmp).await;
         let res = res.and_then(|()| {
             let reader = hound::WavReader::open(&tmp)
@@ -140,14 +143,9 @@ impl Speaker {
             let spec = reader.spec();
             Ok(u64::from(reader.duration()) * 1000 / u64::from(spec.sample_rate.max(1)))
         });
-        let duration_ms = match res {
-            Ok(ms) => ms,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let duration_ms = res?;
         std::fs::rename(&tmp, &out).map_err(VoiceError::io("rename", &out))?;
+        partial.0 = None;
         prune(dir, KEEP_FILES);
         Ok(Speech {
             audio_path: out,

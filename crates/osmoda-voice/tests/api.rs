@@ -200,6 +200,21 @@ async fn bad_input_is_a_4xx_and_writes_nothing() {
     )
     .unwrap();
 
+    // 1 s of 44.1 kHz stereo 32-bit float NaN (once a panic inside the resampler: a 500).
+    {
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(audio.join("nan44k.wav"), spec).unwrap();
+        for _ in 0..44_100 * 2 {
+            w.write_sample(f32::NAN).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+
     let before = files(dir.path());
     let a = |n: &str| audio.join(n).display().to_string();
     let cases: Vec<(serde_json::Value, u16, &str)> = vec![
@@ -267,6 +282,22 @@ async fn bad_input_is_a_4xx_and_writes_nothing() {
             json!({ "audio_path": a("ten-hours.wav"), "language": "de" }),
             400,
             "English-only",
+        ),
+        (
+            json!({ "audio_path": a("nan44k.wav") }),
+            415,
+            "NaN or infinite samples",
+        ),
+        // A NUL byte once panicked inside whisper-rs (no answer at all).
+        (
+            json!({ "audio_path": a("ten-hours.wav"), "language": "e\u{0}n" }),
+            400,
+            "not one whisper knows",
+        ),
+        (
+            json!({ "audio_path": a("ten-hours.wav"), "language": "EN" }),
+            400,
+            "not one whisper knows",
         ),
         (json!({ "path": a("notes.wav") }), 400, "invalid JSON body"),
         (json!({ "audio_path": 7 }), 400, "invalid JSON body"),

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{config, models, options, Agentd, Voice};
+use common::{config, files, models, options, Agentd, Voice};
 use osmoda_voice::stt::{Transcriber, MAX_WAITING};
 use serde_json::json;
 
@@ -202,8 +202,13 @@ async fn a_language_the_model_cannot_do_refuses_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let agentd = Agentd::start(dir.path());
     let m = models();
-    for (lang, want) in [("xx", "not one whisper knows"), ("de", "English-only")] {
-        let p = dir.path().join(format!("voice-{lang}.json"));
+    // "e\0n" once panicked inside whisper-rs (check-config exited 101).
+    for (lang, want) in [
+        ("xx", "not one whisper knows"),
+        ("e\u{0}n", "not one whisper knows"),
+        ("de", "English-only"),
+    ] {
+        let p = dir.path().join(format!("voice-{}.json", lang.replace('\0', "nul")));
         std::fs::write(
             &p,
             json!({ "whisper_model": m.whisper_model, "language": lang }).to_string(),
@@ -221,7 +226,8 @@ async fn a_language_the_model_cannot_do_refuses_the_start() {
             .arg(&p)
             .output()
             .unwrap();
-        assert_eq!(out.status.success(), lang != "xx", "{lang}: {out:?}");
+        assert_eq!(out.status.success(), lang == "de", "{lang}: {out:?}");
+        assert_eq!(out.status.code(), Some(if lang == "de" { 0 } else { 1 }), "{lang}: {out:?}");
     }
 }
 
@@ -252,4 +258,86 @@ async fn piper_gets_no_token_and_no_api_keys() {
     let env = std::fs::read_to_string(&env_out).unwrap();
     assert!(!env.contains("secret"), "{env}");
     assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+}
+
+/// A speech whose caller left (its future dropped, as the connection's hang-up watch does) while
+/// piper was writing leaves no `.tmp-*` file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_speech_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // A piper that has written part of its WAV and is still working.
+    let piper = dir.path().join("piper");
+    std::fs::write(&piper, "#!/bin/sh\nprintf 'RIFF' > \"$4\"\nexec sleep 60\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&piper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let model = dir.path().join("v.onnx");
+    std::fs::write(&model, "x").unwrap();
+    std::fs::write(dir.path().join("v.onnx.json"), "{}").unwrap();
+    let s = osmoda_voice::tts::Speaker::new(piper, model).unwrap();
+    let speech = dir.path().join("speech");
+    let partial_written = async {
+        loop {
+            if files(&speech).iter().any(|p| p.to_string_lossy().contains(".tmp-")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        r = s.speak("Hello there, this is long.", &speech) => panic!("speak ended: {r:?}"),
+        () = partial_written => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => panic!("piper never wrote"),
+    }
+    // The speak future is dropped here.
+    assert_eq!(files(&speech), Vec::<std::path::PathBuf>::new());
+}
+
+/// The person's words go first: with the agent's long file holding the engine and more of its
+/// work waiting, an utterance from the microphone is transcribed within about one encoder
+/// window (the running one is stopped and told to retry; the waiting ones stand back), where
+/// before it waited behind all of them and failed after `QUEUE_WAIT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_persons_utterance_goes_before_the_agents_transcriptions() {
+    let m = models();
+    let t = Arc::new(Transcriber::load(&m.whisper_model).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let said = dir.path().join("said.wav");
+    common::piper_wav("The quick brown fox jumps over the lazy dog.", &said);
+    let person = osmoda_voice::audio::read_wav(&said, osmoda_voice::audio::Limits::default())
+        .unwrap()
+        .samples;
+    // Ten minutes of a loud tone: twenty encoder windows, far longer than the bound below.
+    let long: Vec<f32> = (0..16_000 * 600)
+        .map(|i| (i as f32 * 0.07).sin() * 0.5)
+        .collect();
+    let running = {
+        let (t, s) = (Arc::clone(&t), long.clone());
+        tokio::spawn(async move { t.transcribe(s, "en").await })
+    };
+    until("the agent's transcription runs", 60, || t.busy()).await;
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let (t, s) = (Arc::clone(&t), long.clone());
+        waiting.push(tokio::spawn(async move { t.transcribe(s, "en").await }));
+    }
+    until("the agent's others wait", 60, || t.waiting() == 2).await;
+
+    let started = Instant::now();
+    let heard = tokio::time::timeout(
+        Duration::from_secs(2 * STOP_BOUND_SECS),
+        t.transcribe_for_person(person, "en"),
+    )
+    .await
+    .expect("the person's utterance waited behind the agent's work")
+    .unwrap();
+    assert!(heard.text.to_lowercase().contains("fox"), "{heard:?}");
+    eprintln!("the person's utterance took {:?}", started.elapsed());
+    let e = running.await.unwrap().unwrap_err();
+    assert!(matches!(e, osmoda_voice::VoiceError::Unavailable(_)), "{e:?}");
+    assert!(e.message().contains("the person's speech"), "{}", e.message());
+    for w in &waiting {
+        w.abort();
+    }
+    until("the queue empties", 10, || t.waiting() == 0).await;
+    until("the engine is free", STOP_BOUND_SECS, || !t.busy()).await;
 }

@@ -5,10 +5,21 @@
 //! environment file with the model API keys), dumps no core and has a `MemoryMax`; with the
 //! gateway on, voice.json names the forwarding socket, which a socket unit owned by osmoda-voice
 //! and `systemd-socket-proxyd` to the gateway's port provide, and a missing token file is a
-//! warning; the rendered voice.json passes the daemon's own check. Without nixos-eval it prints
-//! "skipped".
+//! warning; the rendered voice.json passes the daemon's own check; directories the unit cannot
+//! see are refused at evaluation. The real piper, pw-play and pw-record run under the unit's own
+//! seccomp filter. Without nixos-eval it prints "skipped".
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 use serde_json::Value;
 
 #[path = "../../../tests/rust/nixos_eval.rs"]
@@ -49,6 +60,9 @@ fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
         "LoadCredential=gateway-token:/var/lib/secrets/gw-token\n",
         "LimitCORE=0",
         "MemoryMax=2G",
+        // piper and PipeWire's clients need @resources; other calls fail soft, never SIGSYS.
+        "SystemCallFilter=@system-service\nSystemCallFilter=~@privileged\n",
+        "SystemCallErrorNumber=EPERM\n",
         "Type=notify",
     ] {
         assert!(text.contains(want), "{want}:\n{text}");
@@ -119,4 +133,260 @@ fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
         serde_json::from_str(json["etc"]["osmoda/voice.json"]["text"].as_str().unwrap()).unwrap();
     assert!(voice.get("gateway_url").is_none(), "{voice}");
     assert_eq!(json["warnings"], serde_json::json!([]));
+}
+
+/// Directories the hardened unit cannot see (ProtectHome, PrivateTmp) are refused by name.
+#[test]
+fn nixos_eval_if_present_voice_dirs_the_unit_cannot_see_are_refused() {
+    let Some(check) = check_sh() else { return };
+    for (option, value) in [
+        ("audioDirs", r#"[ "/home/alice/voice" ]"#),
+        ("audioDirs", r#"[ "/srv/ok" "/tmp/audio" ]"#),
+        ("audioDirs", r#"[ "/var/tmp" ]"#),
+        ("audioDirs", r#"[ "/root/a" ]"#),
+        ("pipewireRuntimeDir", r#""/run/user/1000""#),
+    ] {
+        let json = eval_failing(
+            &check,
+            &format!("services.osmoda = {{ enable = true; voice = {{ enable = true; {option} = {value}; }}; }};"),
+        );
+        let failed = json["failedAssertions"].as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{option} = {value}: {failed:?}");
+        let m = failed[0].as_str().unwrap();
+        assert!(m.contains(&format!("services.osmoda.voice.{option}")), "{m}");
+        assert!(m.contains("cannot see"), "{m}");
+    }
+    // Look-alikes outside the hidden trees pass.
+    let json = eval(
+        &check,
+        r#"services.osmoda = { enable = true; voice = { enable = true; audioDirs = [ "/homework" "/srv/tmp" ]; pipewireRuntimeDir = "/run/pipewire"; }; };"#,
+    );
+    assert_eq!(json["failedAssertions"], serde_json::json!([]));
+}
+
+/// [`eval`] for a configuration whose assertions fail (check.sh exits 3 with the JSON).
+fn eval_failing(check: &Path, body: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.nix");
+    std::fs::write(&m, format!("{{ {body} system.stateVersion = \"24.11\"; }}")).unwrap();
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../modules/osmoda.nix");
+    let out = Command::new(check).arg(&module).arg(&m).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{body}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The real piper, pw-play and pw-record run under the seccomp filters the voice unit declares
+/// (its `SystemCallFilter` lines and `SystemCallErrorNumber` as systemd reads them, with the
+/// groups expanded by the host's `systemd-analyze`, plus what `RestrictRealtime` and
+/// `MemoryDenyWriteExecute` add) and do their work: a call the unit kills would end them with
+/// SIGSYS.
+#[test]
+fn nixos_eval_if_present_piper_and_pipewire_clients_run_under_the_units_syscall_filter() {
+    let Some(check) = check_sh() else { return };
+    let json = eval(
+        &check,
+        r#"services.osmoda = { enable = true; voice.enable = true; };"#,
+    );
+    let text = json["units"]["osmoda-voice"]["text"].as_str().unwrap();
+    let programs = unit_seccomp(text);
+
+    let m = common::models();
+    let dir = tempfile::tempdir().unwrap();
+    let speech = dir.path().join("speech.wav");
+    let mut piper = Command::new(&m.piper);
+    piper
+        .arg("--model")
+        .arg(&m.piper_model)
+        .arg("--output_file")
+        .arg(&speech)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    confine(&mut piper, &programs);
+    let mut child = piper.spawn().unwrap();
+    {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "Hello there.").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "piper under the unit's filter: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(common::read_i16(&speech).1.len() > 10_000, "piper wrote no speech");
+
+    let pw = common::pipewire::PipeWire::start();
+    let mut play = Command::new("pw-play");
+    play.envs(pw.env()).arg(&speech).stdin(Stdio::null());
+    confine(&mut play, &programs);
+    let st = play.status().unwrap();
+    assert!(st.success(), "pw-play under the unit's filter: {st}");
+
+    let rec = dir.path().join("rec.wav");
+    let mut record = Command::new("pw-record");
+    record
+        .envs(pw.env())
+        .args(["--rate", "16000", "--channels", "1", "--format", "s16"])
+        .arg(&rec)
+        .stdin(Stdio::null());
+    confine(&mut record, &programs);
+    let mut child = record.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let early = child.try_wait().unwrap();
+    assert!(early.is_none(), "pw-record under the unit's filter ended: {early:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let st = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), None, "pw-record under the unit's filter: {st}");
+    let frames = hound::WavReader::open(&rec).unwrap().duration();
+    assert!(frames > 8_000, "pw-record under the unit's filter recorded {frames} frames");
+}
+
+/// Applies `programs` in the child before it executes (seccomp filters are inherited and kept
+/// across execve).
+fn confine(cmd: &mut Command, programs: &[BpfProgram]) {
+    let programs = programs.to_vec();
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls prctl(2) and seccomp(2) through seccompiler, on programs
+    // compiled before the fork.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            for p in &programs {
+                seccompiler::apply_filter(p).map_err(|e| std::io::Error::other(e.to_string()))?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Calls in a systemd group (`@name`), expanded by `systemd-analyze syscall-filter`.
+fn syscall_group(name: &str, out: &mut BTreeSet<String>) {
+    let o = Command::new("systemd-analyze")
+        .args(["syscall-filter", name])
+        .output()
+        .expect("systemd-analyze (package systemd) is needed to expand the unit's SystemCallFilter");
+    assert!(o.status.success(), "systemd-analyze syscall-filter {name}: {o:?}");
+    let text = String::from_utf8(o.stdout).unwrap();
+    for line in text.lines().skip(1) {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if l.starts_with('@') {
+            syscall_group(l, out);
+        } else {
+            out.insert(l.to_owned());
+        }
+    }
+}
+
+/// The unit's seccomp filters: `RestrictRealtime` (real-time scheduling classes: EPERM) and
+/// `MemoryDenyWriteExecute` (writable+executable mappings, making memory executable: EPERM),
+/// then `SystemCallFilter` (an allow-list: the first line's sets minus every `~` line's; the
+/// rest gets `SystemCallErrorNumber`, or is killed without one).
+fn unit_seccomp(text: &str) -> Vec<BpfProgram> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH).unwrap();
+    let (mut allow, mut deny) = (BTreeSet::new(), BTreeSet::new());
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+        .collect();
+    assert!(!lines.is_empty(), "the unit has no SystemCallFilter:\n{text}");
+    for line in lines {
+        let (set, words) = match line.strip_prefix('~') {
+            Some(rest) => (&mut deny, rest),
+            None => (&mut allow, line),
+        };
+        for w in words.split_whitespace() {
+            if w.starts_with('@') {
+                syscall_group(w, set);
+            } else {
+                set.insert(w.to_owned());
+            }
+        }
+    }
+    let errno = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SystemCallErrorNumber="))
+        .map(|e| match e {
+            "EPERM" => libc::EPERM,
+            "EACCES" => libc::EACCES,
+            "ENOSYS" => libc::ENOSYS,
+            other => panic!("SystemCallErrorNumber={other}: not known to this test"),
+        });
+    let mismatch = match errno {
+        Some(e) => serde_json::json!({ "errno": e }),
+        None => serde_json::json!("kill_process"),
+    };
+    // Names this architecture does not have (arm_fadvise64_64, ...) are dropped, as systemd does.
+    let known = |name: &str| {
+        let f = serde_json::json!({ "f": { "mismatch_action": "allow", "match_action": "allow",
+            "filter": [ { "syscall": name } ] } });
+        seccompiler::compile_from_json(f.to_string().as_bytes(), arch).is_ok()
+    };
+    let filter: Vec<Value> = allow
+        .difference(&deny)
+        .filter(|n| known(n))
+        .map(|n| serde_json::json!({ "syscall": n }))
+        .collect();
+    assert!(filter.len() > 200, "{} calls allowed", filter.len());
+    let f = serde_json::json!({ "unit": { "mismatch_action": mismatch, "match_action": "allow",
+        "filter": filter } });
+    let unit = seccompiler::compile_from_json(f.to_string().as_bytes(), arch)
+        .unwrap()
+        .remove("unit")
+        .unwrap();
+    // The allow-list goes last: installing a filter after it needs calls it may refuse.
+    let mut programs = Vec::new();
+
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let cond = |arg, op, val| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, val).unwrap();
+    if text.contains("RestrictRealtime=true") {
+        // Anything but SCHED_OTHER (0), SCHED_BATCH (3) and SCHED_IDLE (5).
+        let not_normal = SeccompRule::new(vec![
+            cond(1, SeccompCmpOp::Ne, 0),
+            cond(1, SeccompCmpOp::Ne, 3),
+            cond(1, SeccompCmpOp::Ne, 5),
+        ])
+        .unwrap();
+        rules.insert(libc::SYS_sched_setscheduler, vec![not_normal]);
+    }
+    if text.contains("MemoryDenyWriteExecute=true") {
+        let wx = (libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let x = libc::PROT_EXEC as u64;
+        rules.insert(
+            libc::SYS_mmap,
+            vec![SeccompRule::new(vec![cond(2, SeccompCmpOp::MaskedEq(wx), wx)]).unwrap()],
+        );
+        for call in [libc::SYS_mprotect, libc::SYS_pkey_mprotect] {
+            rules.insert(
+                call,
+                vec![SeccompRule::new(vec![cond(2, SeccompCmpOp::MaskedEq(x), x)]).unwrap()],
+            );
+        }
+    }
+    if !rules.is_empty() {
+        let f = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch,
+        )
+        .unwrap();
+        programs.push(f.try_into().unwrap());
+    }
+    programs.push(unit);
+    programs
 }

@@ -30,7 +30,7 @@ pub async fn health() -> axum::Json<Value> {
 /// `GET /voice/status`.
 pub async fn status(State(app): State<Arc<AppState>>) -> axum::Json<Value> {
     let listen = app.listener.status();
-    let audio = app.audio.check();
+    let audio = app.audio.check().await;
     axum::Json(json!({
         "listening": listen.listening,
         "whisper_model_loaded": app.transcriber.is_some(),
@@ -104,7 +104,7 @@ async fn transcribe_file(
     let real = app.allowed.resolve(path)?;
     let audio = app.read_audio(real, app.limits).await?;
     let ms = audio.duration_ms();
-    let t = app.transcribe_samples(audio.samples, language).await?;
+    let t = app.transcribe_samples(audio.samples, language, false).await?;
     Ok((ms, t))
 }
 
@@ -193,7 +193,7 @@ pub async fn record(
     if req.transcribe && app.transcriber.is_none() {
         return Err(VoiceError::Unavailable("no whisper model is configured (services.osmoda.voice.whisperModel); record with transcribe: false".into()).into());
     }
-    app.audio.check().map_err(VoiceError::Unavailable)?;
+    app.audio.check().await.map_err(VoiceError::Unavailable)?;
     let _slot = Arc::clone(&app.recordings)
         .try_acquire_owned()
         .map_err(|_| {
@@ -274,7 +274,7 @@ pub async fn listen(State(app): State<Arc<AppState>>, Json(req): Json<ListenReq>
             Source::File(real)
         }
         None => {
-            app.audio.check().map_err(VoiceError::Unavailable)?;
+            app.audio.check().await.map_err(VoiceError::Unavailable)?;
             Source::Microphone
         }
     };
