@@ -241,7 +241,7 @@ impl Transcriber {
             ))
         };
         let stopping = || VoiceError::Unavailable("the daemon is stopping".into());
-        let mut left = Abandon::new();
+        let stop = Arc::new(AtomicBool::new(false));
         let preempted = Arc::new(AtomicBool::new(false));
         let (turn, registered) = if person {
             let _waiting = {
@@ -265,16 +265,17 @@ impl Transcriber {
                 )));
             }
             let waiting = Waiting(&self.waiting);
-            let got = tokio::time::timeout(QUEUE_WAIT, self.agent_turn(&left.stop, &preempted))
+            let got = tokio::time::timeout(QUEUE_WAIT, self.agent_turn(&stop, &preempted))
                 .await
                 .map_err(|_| busy())??;
             drop(waiting);
             (got.0, Some(got.1))
         };
+        // From here a caller who leaves stops the engine (before, it only left the queue).
+        let mut left = Abandon::new(Arc::clone(&stop));
         let ctx = Arc::clone(&self.ctx);
         let language = language.to_owned();
         let threads = self.threads;
-        let stop = Arc::clone(&left.stop);
         // The turn is held by the engine's thread: a caller who leaves frees it only once
         // whisper.cpp has stopped.
         let res = tokio::task::spawn_blocking(move || {
@@ -338,9 +339,9 @@ struct Abandon {
 }
 
 impl Abandon {
-    fn new() -> Abandon {
+    fn new(stop: Arc<AtomicBool>) -> Abandon {
         Abandon {
-            stop: Arc::new(AtomicBool::new(false)),
+            stop,
             finished: false,
         }
     }

@@ -294,8 +294,9 @@ async fn a_dropped_speech_leaves_no_partial_file() {
 
 /// The person's words go first: with the agent's long file holding the engine and more of its
 /// work waiting, an utterance from the microphone is transcribed within about one encoder
-/// window (the running one is stopped and told to retry; the waiting ones stand back), where
-/// before it waited behind all of them and failed after `QUEUE_WAIT`.
+/// window and its own (the running one is stopped and told to retry; the waiting ones stand
+/// back), where before it waited behind all of them (twenty windows each) and failed after
+/// `QUEUE_WAIT`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_persons_utterance_goes_before_the_agents_transcriptions() {
     let m = models();
@@ -324,7 +325,7 @@ async fn the_persons_utterance_goes_before_the_agents_transcriptions() {
 
     let started = Instant::now();
     let heard = tokio::time::timeout(
-        Duration::from_secs(2 * STOP_BOUND_SECS),
+        Duration::from_secs(3 * STOP_BOUND_SECS),
         t.transcribe_for_person(person, "en"),
     )
     .await

@@ -332,7 +332,7 @@ fn unit_seccomp(text: &str) -> Vec<BpfProgram> {
     };
     // Names this architecture does not have (arm_fadvise64_64, ...) are dropped, as systemd does.
     let known = |name: &str| {
-        let f = serde_json::json!({ "f": { "mismatch_action": "allow", "match_action": "allow",
+        let f = serde_json::json!({ "f": { "mismatch_action": "kill_process", "match_action": "allow",
             "filter": [ { "syscall": name } ] } });
         seccompiler::compile_from_json(f.to_string().as_bytes(), arch).is_ok()
     };
