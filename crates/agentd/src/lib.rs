@@ -246,6 +246,25 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// [`AppState::record`] with an exactly-once key: a second call with the same
+    /// `(stream, seq)` returns the first event and writes nothing.
+    ///
+    /// # Errors
+    /// As [`AppState::record`].
+    pub async fn record_dedup(
+        &self,
+        kind: &str,
+        actor: &str,
+        payload: &serde_json::Value,
+        stream: &str,
+        seq: u64,
+    ) -> Result<osmoda_ledger::Event, error::ApiError> {
+        let ev = NewEvent::new(kind, actor, payload.to_string()).with_dedup(stream, seq);
+        Ok(self.ledger.append(ev).await?)
+    }
+}
+
 /// Feed every event whose type starts with `prefix` to `apply`, in ledger order, paging through
 /// the ledger (used to rebuild projections at start).
 ///
@@ -350,6 +369,8 @@ pub async fn serve_with(
     limits: ServeLimits,
 ) -> std::io::Result<()> {
     use osmoda_daemon::server::serve as serve_one;
+    // Notes written just before a crash get their ledger events before anything is served.
+    api::memory::recover(&state).await;
     let signer = tokio::spawn(checkpoints::run(state.clone(), shutdown.clone()));
     let witness = tokio::spawn(witness::run(state.clone(), shutdown.clone()));
     let a = serve_one(

@@ -289,3 +289,82 @@ async fn agent_card_is_eip8004_with_the_machine_identities() {
     assert!(d.dir.path().join("state/agent-card.json").is_file());
     d.stop().await;
 }
+
+/// The small rules of issue 17's review finding 12 and 4, through the socket: each route's 405
+/// names the one method it takes; `/memory/reindex` takes no body or `{}` and refuses
+/// anything else; a `MEMORY.md` that is a directory is a 409 naming it (no 500), nothing
+/// written or recorded; an event is filed under its UTC day and a year-9999 one refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_say_what_they_take_and_odd_places_are_refused() {
+    use axum::http::Method;
+    let d = Daemon::start().await;
+    for (method, path, takes) in [
+        (Method::GET, "/memory/recall", "POST"),
+        (Method::PUT, "/memory/recall", "POST"),
+        (Method::DELETE, "/memory/store", "POST"),
+        (Method::HEAD, "/memory/ingest", "POST"),
+        (Method::POST, "/memory/health", "GET"),
+        (Method::PUT, "/memory/reindex", "POST"),
+    ] {
+        let r = d
+            .agent()
+            .request(method.clone(), path, None)
+            .await
+            .expect("request");
+        assert_eq!(r.status, 405, "{method} {path}: {}", r.body);
+        if method != Method::HEAD {
+            let e = r.body["error"].as_str().expect("error");
+            assert_eq!(
+                e,
+                format!("{method} is not allowed on {path}; this route takes {takes} only")
+            );
+        }
+    }
+    for body in [json!({"full": true}), json!([1]), json!("x")] {
+        let (s, r) = post(&d, "/memory/reindex", body.clone()).await;
+        assert!(s == 400 || s == 422, "{body}: {s} {r}");
+    }
+    let r = d
+        .agent()
+        .request(Method::POST, "/memory/reindex", None)
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (s, _) = post(&d, "/memory/reindex", json!({})).await;
+    assert_eq!(s, 200);
+
+    let mem = d.dir.path().join("state/memory");
+    std::fs::create_dir_all(mem.join("MEMORY.md")).expect("mkdir");
+    let before = files(&mem);
+    let (s, r) = post(
+        &d,
+        "/memory/store",
+        json!({"summary": "a durable fact", "durable": true}),
+    )
+    .await;
+    assert_eq!(s, 409, "{r}");
+    let e = r["error"].as_str().expect("error");
+    assert!(e.starts_with("MEMORY.md: not a regular file"), "{e}");
+    assert_eq!(before, files(&mem));
+    let log = d
+        .agent()
+        .get("/events/log?type=memory.*")
+        .await
+        .expect("log")
+        .body;
+    assert_eq!(log.as_array().map(Vec::len), Some(0), "{log}");
+    assert!(
+        std::fs::read_dir(d.dir.path().join("state/memory-journal"))
+            .map(|rd| rd.count() == 0)
+            .unwrap_or(true),
+        "a refused store left its journal entry"
+    );
+
+    let (s, r) = post(&d, "/memory/ingest", json!({"event": {"type": "service.restart", "text": "late in New York", "ts": "2026-11-28T23:30:00-05:00"}})).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["path"], "memory/2026-11-29.md");
+    assert_eq!(r["at"], "2026-11-29T04:30:00Z");
+    let (s, r) = post(&d, "/memory/ingest", json!({"event": {"type": "x", "text": "t", "ts": "9999-12-31T23:59:59Z"}})).await;
+    assert_eq!(s, 400, "{r}");
+    d.stop().await;
+}

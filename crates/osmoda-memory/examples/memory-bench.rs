@@ -23,9 +23,12 @@
 //! `vectors.f32`, `queries.f32`, 384 per row) for `bench/vector-stores.py`, which compares
 //! vector stores on them.
 //!
+//! Built with `--no-default-features` it has no in-process model (only `--synthetic` and
+//! `--endpoint`), and a release build skips candle.
+//!
 //! ```sh
 //! cargo run --release -p osmoda-memory --example memory-bench -- [--sizes 10000,100000]
-//!     [--model DIR | --endpoint URL | --synthetic] [--keep DIR] [--export DIR]
+//!     [--model DIR | --endpoint URL | --synthetic] [--keep DIR] [--export DIR] [--ingest N]
 //! ```
 //! Without `--model`, `$OSMODA_MEMORY_MODEL_DIR` or `scripts/fetch-memory-model`.
 
@@ -34,10 +37,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use osmoda_memory::{
-    Embedder, HttpEmbedder, IngestEvent, LocalModel, Memory, Options, RecallRequest,
-};
+use osmoda_memory::{Embedder, HttpEmbedder, IngestEvent, Memory, Options, RecallRequest};
 
+/// Events ingested one by one per size (`--ingest N`).
 const INGESTED: usize = 1_000;
 
 /// The stand-in of `--synthetic`: SHA-256 of the text seeds 384 pseudo-random values.
@@ -301,6 +303,16 @@ fn write_notes(dir: &Path, n: usize, r: &mut Rng) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The 1/5/15-minute load averages (the machine is shared: figures depend on them).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn rss_mib() -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
@@ -313,6 +325,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
+#[cfg(feature = "candle")]
 fn model_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(d) = arg.or_else(|| std::env::var_os("OSMODA_MEMORY_MODEL_DIR").map(PathBuf::from))
     {
@@ -331,6 +344,16 @@ fn model_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+#[cfg(feature = "candle")]
+fn local_model(dir: Option<PathBuf>) -> anyhow::Result<Arc<dyn Embedder>> {
+    Ok(Arc::new(osmoda_memory::LocalModel::load(&model_dir(dir)?)?))
+}
+
+#[cfg(not(feature = "candle"))]
+fn local_model(_: Option<PathBuf>) -> anyhow::Result<Arc<dyn Embedder>> {
+    bail!("built without the candle feature: use --synthetic or --endpoint URL")
+}
+
 fn write_f32(path: &Path, rows: &[Vec<f32>]) -> anyhow::Result<()> {
     let bytes: Vec<u8> = rows
         .iter()
@@ -344,6 +367,7 @@ fn main() -> anyhow::Result<()> {
     let mut sizes = vec![10_000usize, 100_000];
     let (mut model, mut keep, mut export, mut synthetic) = (None, None, None, false);
     let mut endpoint: Option<String> = None;
+    let mut ingested = INGESTED;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -360,12 +384,14 @@ fn main() -> anyhow::Result<()> {
             "--export" => export = Some(PathBuf::from(val()?)),
             "--endpoint" => endpoint = Some(val()?),
             "--synthetic" => synthetic = true,
+            "--ingest" => ingested = val()?.parse().context("--ingest: a number")?,
             _ => bail!("unknown argument {a:?}; see the example's doc comment"),
         }
     }
-    if sizes.iter().any(|&n| n <= INGESTED) {
-        bail!("each size must exceed {INGESTED}");
+    if ingested == 0 || sizes.iter().any(|&n| n <= ingested) {
+        bail!("each size must exceed the {ingested} ingested events (at least 1)");
     }
+    println!("load average at start: {}", loadavg());
     let rss0 = rss_mib();
     let t = Instant::now();
     let emb: Arc<dyn Embedder> = if synthetic {
@@ -375,7 +401,7 @@ fn main() -> anyhow::Result<()> {
         println!("embedding through {url} (the HTTP backend)");
         Arc::new(HttpEmbedder::new(url, "all-MiniLM-L6-v2")?)
     } else {
-        Arc::new(LocalModel::load(&model_dir(model)?)?)
+        local_model(model)?
     };
     println!(
         "embedder ready in {:.2} s; RSS {rss0:.1} MiB before, {:.1} MiB after",
@@ -392,7 +418,7 @@ fn main() -> anyhow::Result<()> {
             std::fs::remove_dir_all(&dir)?;
         }
         let mut r = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
-        write_notes(&dir, n - INGESTED, &mut r)?;
+        write_notes(&dir, n - ingested, &mut r)?;
         let t = Instant::now();
         let mem = Memory::open(Options::new(&dir), Some(emb.clone()), None)?;
         let bulk = t.elapsed().as_secs_f64();
@@ -403,21 +429,27 @@ fn main() -> anyhow::Result<()> {
             h.collection_size as f64 / bulk
         );
         let t = Instant::now();
-        for i in 0..INGESTED {
+        let mut each = Vec::with_capacity(ingested);
+        for i in 0..ingested {
             let (kind, unit, text) = event(&mut r);
             let (ts0, _) = day(300 + i % 60);
             let ev: IngestEvent = serde_json::from_value(serde_json::json!({
                 "type": kind, "unit": unit, "text": text, "source": "ledger",
                 "host": host(&mut r), "ts": ts0 + (i as i64 * 37) % 86_400,
             }))?;
+            let t = Instant::now();
             mem.ingest(&ev)?;
+            each.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let ing = t.elapsed().as_secs_f64();
+        each.sort_by(f64::total_cmp);
         let h = mem.health()?;
         println!(
-            "[{n}] ingest one by one: {INGESTED} events in {ing:.1} s = {:.1} chunks/s ({:.1} ms each: atomic append + fsync, index, embed); index now {} chunks, {} pending",
-            INGESTED as f64 / ing,
-            ing * 1000.0 / INGESTED as f64,
+            "[{n}] ingest one by one: {ingested} events in {ing:.1} s = {:.1} chunks/s ({:.1} ms each, p50 {:.1} ms, p99 {:.1} ms: atomic append + fsync, index, embed); index now {} chunks, {} pending",
+            ingested as f64 / ing,
+            ing * 1000.0 / ingested as f64,
+            pct(&each, 0.5),
+            pct(&each, 0.99),
             h.collection_size,
             h.pending_vectors
         );
@@ -448,7 +480,11 @@ fn main() -> anyhow::Result<()> {
                 ms[ms.len() - 1]
             );
         }
-        println!("[{n}] RSS {:.1} MiB (model loaded, index open)", rss_mib());
+        println!(
+            "[{n}] RSS {:.1} MiB (model loaded, index open); load average {}",
+            rss_mib(),
+            loadavg()
+        );
         if let Some(out) = &export {
             std::fs::create_dir_all(out)?;
             let conn = rusqlite::Connection::open(dir.join(".index.sqlite"))?;

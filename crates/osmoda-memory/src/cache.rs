@@ -46,6 +46,11 @@ impl QueryCache {
         e.put((model.to_string(), query.to_string()), (now, vec));
     }
 
+    /// Forget every entry (the model behind an id changed).
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Number of entries (expired ones included until looked up).
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()

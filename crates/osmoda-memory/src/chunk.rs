@@ -5,7 +5,11 @@
 //! than that at character boundaries. A section may carry a metadata line right under its
 //! heading, as osModa writes it: `at: 2026-11-30T03:10:00Z · category: incident · tags: a, b`;
 //! its `at` dates the chunk. Without one, a daily note's chunks are dated by the file name
-//! (midnight UTC) and `MEMORY.md`'s by the fallback the caller gives (the file's mtime).
+//! (midnight UTC) and `MEMORY.md`'s by the fallback the caller gives (when the section was
+//! first seen).
+//!
+//! Lines end at `\n`, `\r\n` or a bare `\r`, as CommonMark says: a note holding a bare `\r`
+//! is split where every other markdown reader splits it.
 
 /// Longest chunk text in characters (about 250 tokens; the model reads at most 256).
 pub const MAX_CHUNK_CHARS: usize = 1000;
@@ -38,7 +42,7 @@ impl Chunk {
     pub fn enriched(&self) -> String {
         let ctx = daily_date(&self.path).unwrap_or("durable fact");
         // The metadata line is the first non-empty line under the section's heading.
-        let lines: Vec<&str> = self.text.lines().collect();
+        let lines = split_lines(&self.text);
         let skip = usize::from(lines.first().is_some_and(|l| heading_level(l).is_some()));
         let meta = (skip..lines.len()).find(|&i| !lines[i].trim().is_empty());
         let mut out = format!("[{ctx}] ");
@@ -58,10 +62,14 @@ impl Chunk {
 /// Chunks of one note. `fallback_ts` dates sections with neither a metadata line nor a dated
 /// file name.
 pub fn chunk_note(path: &str, content: &str, fallback_ts: i64) -> Vec<Chunk> {
-    let file_ts = daily_date(path)
-        .and_then(parse_date_ts)
-        .unwrap_or(fallback_ts);
-    let lines: Vec<&str> = content.lines().collect();
+    chunk_note_dated(path, content, &|_| fallback_ts)
+}
+
+/// [`chunk_note`] where an undated section of an undated file is dated by `undated(text)`,
+/// `text` being the section's first chunk (so a section keeps the date it was first seen).
+pub fn chunk_note_dated(path: &str, content: &str, undated: &dyn Fn(&str) -> i64) -> Vec<Chunk> {
+    let file_ts = daily_date(path).and_then(parse_date_ts);
+    let lines = split_lines(content);
     let mut sections: Vec<(usize, usize)> = Vec::new(); // [start, end) line indexes
     let mut start = 0;
     for (i, l) in lines.iter().enumerate() {
@@ -86,11 +94,12 @@ pub fn chunk_note(path: &str, content: &str, fallback_ts: i64) -> Vec<Chunk> {
         if body_empty && level <= 1 {
             continue;
         }
-        let ts = lines[body_start..e]
+        let dated = lines[body_start..e]
             .iter()
             .find(|l| !l.trim().is_empty())
             .and_then(|l| parse_meta_at(l))
-            .unwrap_or(file_ts);
+            .or(file_ts);
+        let first = out.len();
         for (ls, le) in split_long(&lines, s, e) {
             let text = trim_block(&lines[ls..le]);
             if text.is_empty() {
@@ -104,10 +113,41 @@ pub fn chunk_note(path: &str, content: &str, fallback_ts: i64) -> Vec<Chunk> {
                     line_end: le as u32,
                     heading: heading.clone(),
                     text: piece,
-                    ts,
+                    ts: 0,
                 });
             }
         }
+        if let Some(head) = out.get(first) {
+            let ts = dated.unwrap_or_else(|| undated(&head.text));
+            out[first..].iter_mut().for_each(|c| c.ts = ts);
+        }
+    }
+    out
+}
+
+/// The lines of `s`, ended by `\n`, `\r\n` or `\r` (CommonMark's line endings).
+pub(crate) fn split_lines(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (b, mut start, mut i) = (s.as_bytes(), 0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'\n' => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            b'\r' => {
+                out.push(&s[start..i]);
+                if b.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < b.len() {
+        out.push(&s[start..]);
     }
     out
 }
@@ -223,6 +263,51 @@ mod tests {
             "## a\n#tag\n#### sub\ny",
             &[("a", "## a\n#tag\n#### sub\ny", 7, 1, 4)],
         );
+    }
+
+    /// A bare `\r` ends a line as `\n` does (CommonMark): a heading after one is a heading
+    /// here too, on the line every markdown reader puts it.
+    #[test]
+    fn every_line_ending_ends_a_line() {
+        check(
+            "MEMORY.md",
+            "## a\rtext\r## b\r\nmore\n## c\nlast",
+            &[
+                ("a", "## a\ntext", 7, 1, 2),
+                ("b", "## b\nmore", 7, 3, 4),
+                ("c", "## c\nlast", 7, 5, 6),
+            ],
+        );
+        assert_eq!(split_lines("a\r\rb\r\n\nc\r"), ["a", "", "b", "", "c"]);
+        assert_eq!(split_lines(""), Vec::<&str>::new());
+    }
+
+    /// Undated sections of `MEMORY.md` take their date from the caller, by their text;
+    /// dated ones and daily notes never ask.
+    #[test]
+    fn undated_sections_are_dated_by_the_caller() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let undated = |t: &str| {
+            asked.borrow_mut().push(t.to_string());
+            if t.contains("old") {
+                100
+            } else {
+                200
+            }
+        };
+        let got: Vec<i64> = chunk_note_dated(
+            "MEMORY.md",
+            "## old fact\nx\n## new fact\ny\n## dated\nat: 1970-01-01T00:00:05Z\n",
+            &undated,
+        )
+        .iter()
+        .map(|c| c.ts)
+        .collect();
+        assert_eq!(got, [100, 200, 5]);
+        assert_eq!(asked.borrow().len(), 2);
+        let daily = chunk_note_dated("memory/1970-01-02.md", "## x\ny", &undated);
+        assert_eq!(daily[0].ts, 86_400);
+        assert_eq!(asked.borrow().len(), 2);
     }
 
     #[test]

@@ -16,6 +16,15 @@ pub enum MemoryError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A note's place (or the daily notes' directory) holds something else: a directory, a
+    /// symbolic link, a FIFO, a file with other hard links. Nothing was written.
+    #[error("{path}: {why}, and nothing was written to it (move it out of the memory directory)")]
+    NotANote {
+        /// The place, relative to the memory directory.
+        path: String,
+        /// What is there instead.
+        why: String,
+    },
     /// The derived index failed; it can always be rebuilt from the notes (`reindex`).
     #[error("memory index: {0} (the index is derived; `agentctl memory reindex` rebuilds it)")]
     Index(#[from] rusqlite::Error),

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS chunks(
   vec BLOB,
   UNIQUE(path, ord));
 CREATE INDEX IF NOT EXISTS chunks_ts ON chunks(ts);
+-- The chunks waiting for a vector: finding them costs what is pending, not the collection.
+CREATE INDEX IF NOT EXISTS chunks_pending ON chunks(id) WHERE vec IS NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, tokenize = 'porter unicode61');
 ";
 
@@ -45,13 +47,18 @@ pub struct StoredChunk {
     pub chunk: Chunk,
 }
 
-/// The in-memory copy of the vectors: row ids, dates and a flat matrix.
+/// The in-memory copy of the vectors: row ids, dates and a flat matrix, in no particular
+/// order, with a map from row id to position. A write touches only the rows it adds or
+/// removes (a removal moves the last row into the gap), never the rest of the collection.
 #[derive(Debug, Default)]
 pub(crate) struct Vectors {
     pub ids: Vec<i64>,
     pub ts: Vec<i64>,
     pub dims: usize,
     pub data: Vec<f32>,
+    pos: HashMap<i64, usize>,
+    /// Rows written or moved so far: the vector side of a write's work (see [`Index::work`]).
+    touched: u64,
 }
 
 impl Vectors {
@@ -61,44 +68,63 @@ impl Vectors {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.dims..(i + 1) * self.dims]
     }
-    /// Drop the rows of `gone`, compacting in place (no second copy of the matrix).
-    fn remove(&mut self, gone: &std::collections::HashSet<i64>) {
+    /// Position of row `id`.
+    pub fn position(&self, id: i64) -> Option<usize> {
+        self.pos.get(&id).copied()
+    }
+    /// Add (or replace) the vector of row `id`; a vector of another length than the others
+    /// is refused (`false`).
+    fn insert(&mut self, id: i64, ts: i64, v: &[f32]) -> bool {
+        if self.dims == 0 {
+            self.dims = v.len();
+        }
+        if v.len() != self.dims || v.is_empty() {
+            return false;
+        }
+        self.touched += 1;
         let d = self.dims;
-        let mut w = 0;
-        for r in 0..self.len() {
-            if gone.contains(&self.ids[r]) {
-                continue;
+        match self.pos.get(&id) {
+            Some(&i) => {
+                self.ts[i] = ts;
+                self.data[i * d..(i + 1) * d].copy_from_slice(v);
             }
-            if w != r {
-                self.ids[w] = self.ids[r];
-                self.ts[w] = self.ts[r];
-                self.data.copy_within(r * d..(r + 1) * d, w * d);
+            None => {
+                self.pos.insert(id, self.ids.len());
+                self.ids.push(id);
+                self.ts.push(ts);
+                self.data.extend_from_slice(v);
             }
-            w += 1;
         }
-        self.ids.truncate(w);
-        self.ts.truncate(w);
-        self.data.truncate(w * d);
+        true
     }
-
-    /// Keep rows ordered by id (lookups binary-search `ids`).
-    fn sort(&mut self) {
-        if self.ids.windows(2).all(|w| w[0] < w[1]) {
+    /// Drop row `id`: the last row moves into its place.
+    fn remove(&mut self, id: i64) {
+        let Some(i) = self.pos.remove(&id) else {
             return;
-        }
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        order.sort_by_key(|&i| self.ids[i]);
-        let mut n = Vectors {
-            dims: self.dims,
-            ..Default::default()
         };
-        for i in order {
-            n.ids.push(self.ids[i]);
-            n.ts.push(self.ts[i]);
-            n.data.extend_from_slice(self.row(i));
+        self.touched += 1;
+        let (d, last) = (self.dims, self.ids.len() - 1);
+        if i != last {
+            self.ids[i] = self.ids[last];
+            self.ts[i] = self.ts[last];
+            self.data.copy_within(last * d..(last + 1) * d, i * d);
+            self.pos.insert(self.ids[i], i);
+            self.touched += 1;
         }
-        *self = n;
+        self.ids.truncate(last);
+        self.ts.truncate(last);
+        self.data.truncate(last * d);
     }
+}
+
+/// Work done by an index since it was opened: what a write must keep proportional to the
+/// note it changes, not to the collection (a test counts it; time would be too noisy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// SQLite virtual-machine instructions (counted only after [`Index::count_work`]).
+    pub sql_steps: u64,
+    /// Rows of the in-memory vector copy written or moved.
+    pub vector_rows: u64,
 }
 
 /// The open index.
@@ -108,6 +134,8 @@ pub struct Index {
     pub(crate) vectors: Vectors,
     /// Why the index was rebuilt when it was opened (`None`: it was sound).
     pub rebuilt: Option<String>,
+    /// SQLite instructions counted since [`Index::count_work`] (`None`: not counted).
+    steps: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -181,6 +209,7 @@ impl Index {
             path: path.to_path_buf(),
             vectors: Vectors::default(),
             rebuilt,
+            steps: None,
         };
         if let Some(model) = model {
             index.set_model(model)?;
@@ -269,6 +298,39 @@ impl Index {
             .optional()?)
     }
 
+    /// The probe vector recorded for the index's model (see `Memory`), if any.
+    pub fn probe(&self) -> Result<Option<Vec<f32>>> {
+        let hex_text: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'probe'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(hex_text
+            .and_then(|h| hex::decode(h).ok())
+            .map(|b| f32s(&b).collect()))
+    }
+
+    /// Record `v` as the probe vector of the index's model.
+    pub fn set_probe(&self, v: &[f32]) -> Result<()> {
+        let blob: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('probe', ?1)",
+            [hex::encode(blob)],
+        )?;
+        Ok(())
+    }
+
+    /// Drop every vector (the model changed behind its id); `why` becomes
+    /// [`Index::rebuilt`]. The chunks wait for new vectors.
+    pub fn reset_vectors(&mut self, why: String) -> Result<()> {
+        self.conn
+            .execute("UPDATE chunks SET vec = NULL, model = NULL", [])?;
+        self.vectors = Vectors::default();
+        self.rebuilt = Some(why);
+        Ok(())
+    }
+
     /// Make `model` the index's model; a change clears every vector (re-embedded by the next
     /// sync), so vectors of two models never mix.
     fn set_model(&mut self, model: &str) -> Result<()> {
@@ -283,6 +345,7 @@ impl Index {
         }
         let tx = self.conn.transaction()?;
         tx.execute("UPDATE chunks SET vec = NULL, model = NULL", [])?;
+        tx.execute("DELETE FROM meta WHERE key = 'probe'", [])?;
         tx.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?1)", [model])?;
         tx.commit()?;
         Ok(())
@@ -306,12 +369,14 @@ impl Index {
             } else if v.dims != dims {
                 return Err(format!("vectors of {} and {dims} dimensions", v.dims));
             }
-            v.ids.push(r.get(0).map_err(|e| e.to_string())?);
-            v.ts.push(r.get(1).map_err(|e| e.to_string())?);
-            v.data.extend(
-                blob.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            let (id, ts): (i64, i64) = (
+                r.get(0).map_err(|e| e.to_string())?,
+                r.get(1).map_err(|e| e.to_string())?,
             );
+            v.pos.insert(id, v.ids.len());
+            v.ids.push(id);
+            v.ts.push(ts);
+            v.data.extend(f32s(&blob));
         }
         drop(rows);
         drop(stmt);
@@ -390,7 +455,7 @@ impl Index {
             .filter(|c| unchanged(c))
             .map(|c| c.ord)
             .collect();
-        let mut gone = std::collections::HashSet::new();
+        let mut gone = Vec::new();
         let mut by_text: std::collections::HashMap<&str, &(Vec<u8>, String)> =
             std::collections::HashMap::new();
         for (c, v) in &old {
@@ -400,7 +465,7 @@ impl Index {
             tx.execute("DELETE FROM chunks_fts WHERE rowid = ?1", [c.id])?;
             tx.execute("DELETE FROM chunks WHERE id = ?1", [c.id])?;
             if let Some(v) = v {
-                gone.insert(c.id);
+                gone.push(c.id);
                 by_text.insert(&c.chunk.text, v);
             }
         }
@@ -428,25 +493,23 @@ impl Index {
             None => tx.execute("DELETE FROM files WHERE path = ?1", [path])?,
         };
         tx.commit()?;
-        if !gone.is_empty() {
-            self.vectors.remove(&gone);
+        for id in gone {
+            self.vectors.remove(id);
         }
         for (id, ts, blob) in reused {
-            let v: Vec<f32> = blob
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            if self.vectors.dims == 0 {
-                self.vectors.dims = v.len();
-            }
-            if v.len() == self.vectors.dims {
-                self.vectors.ids.push(id);
-                self.vectors.ts.push(ts);
-                self.vectors.data.extend_from_slice(&v);
-            }
+            self.vectors.insert(id, ts, &f32s(&blob).collect::<Vec<_>>());
         }
-        self.vectors.sort();
         Ok(())
+    }
+
+    /// The date of each chunk text of `path` (for sections whose date is when they were
+    /// first seen).
+    pub fn dates_by_text(&self, path: &str) -> Result<HashMap<String, i64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT text, ts FROM chunks WHERE path = ?1")?;
+        let rows = stmt.query_map([path], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Chunks that have no vector of the current model yet (at most `limit`), for embedding.
@@ -493,14 +556,8 @@ impl Index {
         }
         tx.commit()?;
         for (id, ts, v) in added {
-            if self.vectors.dims == 0 {
-                self.vectors.dims = v.len();
-            }
-            self.vectors.ids.push(id);
-            self.vectors.ts.push(ts);
-            self.vectors.data.extend_from_slice(v);
+            self.vectors.insert(id, ts, v);
         }
-        self.vectors.sort();
         Ok(())
     }
 
@@ -598,6 +655,38 @@ impl Index {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Count SQLite's virtual-machine instructions from now on (every statement of this
+    /// connection, FTS5's own included), for [`Index::work`].
+    pub fn count_work(&mut self) {
+        let steps = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let s = steps.clone();
+        self.conn.progress_handler(
+            1,
+            Some(move || {
+                s.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }),
+        );
+        self.steps = Some(steps);
+    }
+
+    /// The work done so far (SQLite instructions once [`Index::count_work`] was called).
+    pub fn work(&self) -> Work {
+        Work {
+            sql_steps: self
+                .steps
+                .as_ref()
+                .map_or(0, |s| s.load(std::sync::atomic::Ordering::Relaxed)),
+            vector_rows: self.vectors.touched,
+        }
+    }
+}
+
+/// The f32s of a little-endian vector blob.
+fn f32s(blob: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    blob.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 #[cfg(test)]
@@ -648,7 +737,6 @@ mod tests {
             ["x"]
         );
         let v = &idx.vectors;
-        assert!(v.ids.windows(2).all(|w| w[0] < w[1]), "ids {:?}", v.ids);
         assert_eq!(v.len(), 2);
         for (i, id) in v.ids.iter().enumerate() {
             let text = idx.get(&[*id]).expect("get")[0].chunk.text.clone();

@@ -24,7 +24,7 @@ mod watch;
 pub use embed::LocalModel;
 pub use embed::{Embedder, HttpEmbedder};
 pub use error::{MemoryError, Result};
-pub use memory::{Health, Memory, Options, SyncReport};
+pub use memory::{Health, Memory, Options, Prepared, SyncReport, MIN_SIMILARITY};
 pub use recall::Mode;
 pub use request::{
     IngestEvent, IngestRequest, RecallHit, RecallRequest, RecallResponse, StoreReceipt,

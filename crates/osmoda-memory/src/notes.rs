@@ -146,14 +146,37 @@ impl Notes {
     /// [`MemoryError::Io`] when the directory cannot be created or the file replaced; the old
     /// file is then unchanged.
     pub fn append(&self, path: &Path, title: &str, section: &str) -> Result<()> {
+        let rel = |p: &Path| p.strip_prefix(&self.root).unwrap_or(p).display().to_string();
+        std::fs::create_dir_all(&self.root).map_err(|e| MemoryError::io(&self.root, e))?;
         let dir = path.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(|e| MemoryError::io(dir, e))?;
+        // The daily notes' directory must be one, not a link to another place: a new note
+        // would be created through it.
+        match std::fs::symlink_metadata(dir) {
+            _ if dir == self.root => {}
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(MemoryError::NotANote {
+                    path: rel(dir),
+                    why: "not a directory (a symbolic link or a file)".into(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(dir).map_err(|e| MemoryError::io(dir, e))?;
+            }
+            Err(e) => return Err(MemoryError::io(dir, e)),
+        }
         // Bytes, not text: whatever a person's editor wrote (invalid UTF-8 included) is kept
         // as it was; only the new section is added.
         let mut content = match self.read_note(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 format!("# {title}\n").into_bytes()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(MemoryError::NotANote {
+                    path: rel(path),
+                    why: e.to_string(),
+                })
             }
             Err(e) => return Err(MemoryError::io(path, e)),
         };

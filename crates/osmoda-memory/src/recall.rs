@@ -134,7 +134,7 @@ pub(crate) fn rank(
             let pos: HashMap<i64, usize> = by_id
                 .values()
                 .filter(|r| r.similarity.is_none())
-                .filter_map(|r| v.ids.binary_search(&r.id).ok().map(|i| (r.id, i)))
+                .filter_map(|r| v.position(r.id).map(|i| (r.id, i)))
                 .collect();
             for (id, i) in pos {
                 if let Some(r) = by_id.get_mut(&id) {

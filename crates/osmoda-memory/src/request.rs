@@ -277,11 +277,28 @@ impl RecallRequest {
     }
 }
 
-/// Time of an ingested event: RFC 3339 string or Unix seconds.
+/// Time of an ingested event: RFC 3339 string or Unix seconds, as UTC (the note it goes to is
+/// that UTC day's, like its `at:` line and every other note), between 1970-01-01 and a day
+/// from `now`: an event from year 0 or 9999 is a mistake, and a future one would stay in
+/// every "last N days" recall until then.
 pub(crate) fn event_time(
     ts: Option<&serde_json::Value>,
     now: OffsetDateTime,
 ) -> Result<OffsetDateTime> {
+    let t = given_time(ts, now)?;
+    let latest = now.unix_timestamp() + 86_400;
+    if !(0..=latest).contains(&t.unix_timestamp()) {
+        return invalid(format!(
+            "event.ts {} lies outside 1970-01-01T00:00:00Z..{} (a day from now)",
+            t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string()),
+            rfc3339(latest)
+        ));
+    }
+    OffsetDateTime::from_unix_timestamp(t.unix_timestamp())
+        .or_else(|e| invalid(format!("event.ts: {e}")))
+}
+
+fn given_time(ts: Option<&serde_json::Value>, now: OffsetDateTime) -> Result<OffsetDateTime> {
     match ts {
         None | Some(serde_json::Value::Null) => Ok(now),
         Some(serde_json::Value::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
@@ -340,6 +357,35 @@ mod tests {
                 matches!(p(bad), Err(MemoryError::Invalid(_))),
                 "{bad:?} accepted"
             );
+        }
+    }
+
+    /// An event is filed under its UTC day, whatever offset it was given in; times before
+    /// 1970 or more than a day ahead are refused.
+    #[test]
+    fn event_times_are_utc_and_bounded() {
+        let now = OffsetDateTime::parse("2026-11-30T12:00:00Z", &Rfc3339).expect("now");
+        let t = |v: serde_json::Value| event_time(Some(&v), now);
+        let late = t(serde_json::json!("2026-11-29T23:30:00-05:00")).expect("offset");
+        assert_eq!(late.offset(), time::UtcOffset::UTC);
+        assert_eq!(late.date().to_string(), "2026-11-30");
+        let early = t(serde_json::json!("2026-11-30T01:00:00+09:00")).expect("offset");
+        assert_eq!(early.date().to_string(), "2026-11-29");
+        assert_eq!(t(serde_json::json!(0)).expect("epoch").unix_timestamp(), 0);
+        t(serde_json::json!("2026-12-01T11:59:59Z")).expect("within a day");
+        assert_eq!(event_time(None, now).expect("now"), now);
+        for bad in [
+            serde_json::json!("0000-01-01T00:00:00Z"),
+            serde_json::json!("9999-12-31T23:59:59Z"),
+            serde_json::json!("9999-12-31T23:00:00-05:00"),
+            serde_json::json!("1969-12-31T23:59:59Z"),
+            serde_json::json!("2026-12-01T12:00:01Z"),
+            serde_json::json!(-1),
+            serde_json::json!(253_402_300_799_i64),
+            serde_json::json!(i64::MAX),
+        ] {
+            let e = t(bad.clone()).expect_err(&bad.to_string());
+            assert!(matches!(e, MemoryError::Invalid(_)), "{bad}: {e}");
         }
     }
 

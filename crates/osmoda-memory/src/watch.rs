@@ -1,5 +1,10 @@
 //! Follows hand edits: a `notify` watcher on the memory dir triggers a sync of the notes that
 //! changed (of all of them when an event names no note, e.g. the `memory/` dir itself).
+//!
+//! A watch belongs to a directory, not its name: when the memory dir itself is removed or
+//! replaced (restored from a copy, `rm -r` and recreated), its watch is gone. So an event on
+//! the memory dir itself re-arms the watch, and while the dir is missing the watcher looks
+//! for it every second; once it is back, everything is synced.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,9 +19,12 @@ use crate::memory::Memory;
 /// Quiet time after the last file event before a sync (editors write in several steps).
 const SETTLE: Duration = Duration::from_millis(200);
 
+/// How often a watcher whose directory is gone looks for it again.
+const REARM_EVERY: Duration = Duration::from_secs(1);
+
 /// A running watcher; dropping it stops watching.
 pub struct Watcher {
-    _inner: notify::RecommendedWatcher,
+    _inner: Arc<std::sync::Mutex<notify::RecommendedWatcher>>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -58,8 +66,11 @@ impl Pending {
     }
 }
 
-fn relevant(ev: &notify::Event) -> bool {
+fn relevant(root: &Path, ev: &notify::Event) -> bool {
     ev.paths.iter().any(|p| {
+        if p == root {
+            return true;
+        }
         let name = p
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -76,29 +87,59 @@ impl Memory {
     /// [`MemoryError::Io`] when the directory cannot be watched.
     pub fn watch(self: &Arc<Self>) -> Result<Watcher> {
         let (tx, rx) = mpsc::channel::<Option<Vec<PathBuf>>>();
+        let root = self.notes().root().to_path_buf();
+        let r = root.clone();
         let mut inner = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             match ev {
                 // Lost events (queue overflow, rescan): sync everything.
                 Err(_) => drop(tx.send(None)),
                 Ok(ev) if ev.need_rescan() => drop(tx.send(None)),
-                Ok(ev) if relevant(&ev) => drop(tx.send(Some(ev.paths))),
+                Ok(ev) if relevant(&r, &ev) => drop(tx.send(Some(ev.paths))),
                 Ok(_) => {}
             }
         })
-        .map_err(|e| MemoryError::io(self.notes().root(), std::io::Error::other(e)))?;
+        .map_err(|e| MemoryError::io(&root, std::io::Error::other(e)))?;
         inner
-            .watch(self.notes().root(), RecursiveMode::Recursive)
-            .map_err(|e| MemoryError::io(self.notes().root(), std::io::Error::other(e)))?;
+            .watch(&root, RecursiveMode::Recursive)
+            .map_err(|e| MemoryError::io(&root, std::io::Error::other(e)))?;
+        let inner = Arc::new(std::sync::Mutex::new(inner));
+        let watcher = Arc::downgrade(&inner);
         let weak: Weak<Memory> = Arc::downgrade(self);
-        let (root, notes) = (self.notes().root().to_path_buf(), self.notes().clone());
+        let notes = self.notes().clone();
         std::thread::Builder::new()
             .name("memory-watch".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                // The root's watch must be armed again (its dir was removed or replaced).
+                let mut lost = false;
+                loop {
+                    let first = match rx.recv_timeout(if lost { REARM_EVERY } else { Duration::MAX }) {
+                        Ok(first) => Some(first),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    };
                     let mut pending = Pending::default();
-                    pending.add(&root, &notes, first.as_deref());
-                    while let Ok(more) = rx.recv_timeout(SETTLE) {
-                        pending.add(&root, &notes, more.as_deref());
+                    if let Some(first) = &first {
+                        lost |= names_root(&root, first.as_deref());
+                        pending.add(&root, &notes, first.as_deref());
+                        while let Ok(more) = rx.recv_timeout(SETTLE) {
+                            lost |= names_root(&root, more.as_deref());
+                            pending.add(&root, &notes, more.as_deref());
+                        }
+                    }
+                    if lost && root.is_dir() {
+                        let Some(w) = watcher.upgrade() else { return };
+                        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+                        let _ = w.unwatch(&root);
+                        match w.watch(&root, RecursiveMode::Recursive) {
+                            Ok(()) => {
+                                lost = false;
+                                pending.all = true;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "memory dir not watched again yet"),
+                        }
+                    }
+                    if first.is_none() && !pending.all {
+                        continue;
                     }
                     let Some(mem) = weak.upgrade() else { return };
                     let r = if pending.all {
@@ -114,6 +155,12 @@ impl Memory {
             .map_err(|e| MemoryError::io(self.notes().root(), e))?;
         Ok(Watcher { _inner: inner })
     }
+}
+
+/// Whether an event names the memory dir itself (removed, replaced, renamed), or is a lost
+/// event (`None`), after which the watch may be stale too.
+fn names_root(root: &Path, paths: Option<&[PathBuf]>) -> bool {
+    paths.is_none_or(|ps| ps.iter().any(|p| p == root))
 }
 
 #[cfg(test)]

@@ -5,17 +5,26 @@
 //! The memory opens on first use (loading the model takes about a second), so daemons that
 //! never recall do not pay for it. Store and ingest are
 //! recorded in the ledger (`memory.stored`, `memory.ingested`) without the note's body.
+//!
+//! A note and its event are two writes; a crash between them must not leave a note the ledger
+//! never heard of. So each write is journaled first (`<state>/memory-journal/<n>.json`: the
+//! section, its note, the event), and the event carries the journal entry's dedup key: at the
+//! next start [`recover`] records the event of every journaled section its note holds (a
+//! second time is a dedup hit, not a second event) and drops the entries of sections never
+//! written.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use osmoda_memory::{
-    Embedder, Health, HttpEmbedder, IngestRequest, Memory, MemoryError, Options, RecallRequest,
-    RecallResponse, StoreReceipt, StoreRequest, SyncReport,
+    Embedder, Health, HttpEmbedder, IngestRequest, Memory, MemoryError, Options, Prepared,
+    RecallRequest, RecallResponse, StoreRequest, SyncReport,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{ApiError, Json};
@@ -68,6 +77,14 @@ impl MemoryService {
         }
     }
 
+    /// The memory directory.
+    pub fn dir(&self) -> PathBuf {
+        self.settings
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("memory"))
+    }
+
     /// The open memory; opens it (model, index, watcher) on first call.
     ///
     /// # Errors
@@ -77,10 +94,7 @@ impl MemoryService {
             .cell
             .get_or_try_init(|| async {
                 let s = self.settings.clone();
-                let dir = s
-                    .dir
-                    .clone()
-                    .unwrap_or_else(|| self.state_dir.join("memory"));
+                let dir = self.dir();
                 tokio::task::spawn_blocking(move || open(&s, dir))
                     .await
                     .map_err(ApiError::internal)?
@@ -131,12 +145,143 @@ fn open(
 /// The memory routes.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/memory/store", post(store))
-        .route("/memory/ingest", post(ingest))
-        .route("/memory/recall", post(recall))
-        .route("/memory/reindex", post(reindex))
-        .route("/memory/health", get(health))
+        .route("/memory/store", only("POST", post(store)))
+        .route("/memory/ingest", only("POST", post(ingest)))
+        .route("/memory/recall", only("POST", post(recall)))
+        .route("/memory/reindex", only("POST", post(reindex)))
+        .route("/memory/health", only("GET", get(health)))
 }
+
+/// A route answering every other method with a 405 that names the one it takes (HEAD, PUT
+/// or DELETE included, which the shared fallback can only guess at).
+fn only(
+    takes: &'static str,
+    route: MethodRouter<Arc<AppState>>,
+) -> MethodRouter<Arc<AppState>> {
+    route.fallback(move |method: Method, uri: Uri| async move {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{method} is not allowed on {}; this route takes {takes} only",
+                uri.path()
+            ),
+        )
+    })
+}
+
+/// One journaled write: the section, and the event that records it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    note: Prepared,
+    kind: String,
+    actor: String,
+    payload: serde_json::Value,
+    seq: u64,
+}
+
+/// The dedup stream of memory events (one key per journal entry).
+const STREAM: &str = "agentd.memory";
+
+fn journal_dir(st: &AppState) -> PathBuf {
+    st.state_dir.join("memory-journal")
+}
+
+/// Write `note` to its note and record `kind` for it, journaled (see the module docs).
+async fn write_recorded(
+    st: &Arc<AppState>,
+    note: Prepared,
+    kind: &str,
+    actor: &str,
+    mut payload: serde_json::Value,
+) -> Result<(osmoda_memory::StoreReceipt, i64), ApiError> {
+    payload["path"] = json!(note.path);
+    payload["at"] = json!(note.at);
+    let entry = Entry {
+        note,
+        kind: kind.to_string(),
+        actor: actor.to_string(),
+        payload,
+        seq: {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).map_err(ApiError::internal)?;
+            u64::from_le_bytes(b) >> 1
+        },
+    };
+    let file = journal_dir(st).join(format!("{}.json", entry.seq));
+    let bytes = serde_json::to_vec(&entry).map_err(ApiError::internal)?;
+    let (dir, f) = (journal_dir(st), file.clone());
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
+        osmoda_memory::notes::write_atomic(&f, &bytes).map_err(std::io::Error::other)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let note = entry.note.clone();
+    let written = blocking(st, move |m| m.write(&note)).await;
+    let receipt = match written {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing was written (notes are replaced atomically): nothing to record.
+            let _ = std::fs::remove_file(&file);
+            return Err(e);
+        }
+    };
+    let ev = st.record_dedup(kind, actor, &entry.payload, STREAM, entry.seq).await?;
+    let _ = std::fs::remove_file(&file);
+    Ok((receipt, ev.id))
+}
+
+/// At start: record the event of every journaled section that reached its note (a crash
+/// came between the two writes), drop the entries of sections that never did. Errors are
+/// logged; an entry that cannot be settled stays for the next start.
+pub async fn recover(st: &Arc<AppState>) {
+    let Ok(entries) = std::fs::read_dir(journal_dir(st)) else {
+        return;
+    };
+    let notes = osmoda_memory::notes::Notes::new(st.memory.dir());
+    for file in entries.flatten().map(|e| e.path()) {
+        if file.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let entry: Entry = match std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "unreadable memory journal entry; removed");
+                let _ = std::fs::remove_file(&file);
+                continue;
+            }
+        };
+        match entry.note.written_in(&notes) {
+            Ok(true) => {
+                let mut payload = entry.payload.clone();
+                payload["recovered"] = json!(true);
+                match st
+                    .record_dedup(&entry.kind, &entry.actor, &payload, STREAM, entry.seq)
+                    .await
+                {
+                    Ok(ev) => {
+                        tracing::info!(event = ev.id, path = %entry.note.path, "memory event of a note written before a crash recorded");
+                        let _ = std::fs::remove_file(&file);
+                    }
+                    Err(e) => tracing::warn!(error = %e.error, "memory journal entry kept for the next start"),
+                }
+            }
+            Ok(false) => {
+                let _ = std::fs::remove_file(&file);
+            }
+            Err(e) => tracing::warn!(error = %e, "memory journal entry kept for the next start"),
+        }
+    }
+}
+
+/// `/memory/reindex`'s body: nothing, or `{}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReindexRequest {}
 
 async fn blocking<T: Send + 'static>(
     st: &AppState,
@@ -157,16 +302,17 @@ pub async fn store(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     req.validate()?;
     let (summary, category) = (req.summary.clone(), req.category.clone());
-    let r: StoreReceipt = blocking(&st, move |m| m.store(&req)).await?;
-    let ev = st
-        .record(
-            "memory.stored",
-            &caller.actor,
-            &json!({ "path": r.path, "summary": summary, "category": category }),
-        )
-        .await?;
+    let note = blocking(&st, move |m| m.prepare_store(&req)).await?;
+    let (r, id) = write_recorded(
+        &st,
+        note,
+        "memory.stored",
+        &caller.actor,
+        json!({ "summary": summary, "category": category }),
+    )
+    .await?;
     Ok(axum::Json(
-        json!({ "path": r.path, "at": r.at, "event_id": ev.id }),
+        json!({ "path": r.path, "at": r.at, "event_id": id }),
     ))
 }
 
@@ -184,16 +330,17 @@ pub async fn ingest(
         )));
     }
     let kind = req.event.kind.clone();
-    let r = blocking(&st, move |m| m.ingest(&req.event)).await?;
-    let ev = st
-        .record(
-            "memory.ingested",
-            &caller.actor,
-            &json!({ "path": r.path, "type": kind }),
-        )
-        .await?;
+    let note = blocking(&st, move |m| m.prepare_ingest(&req.event)).await?;
+    let (r, id) = write_recorded(
+        &st,
+        note,
+        "memory.ingested",
+        &caller.actor,
+        json!({ "type": kind }),
+    )
+    .await?;
     Ok(axum::Json(
-        json!({ "path": r.path, "at": r.at, "event_id": ev.id }),
+        json!({ "path": r.path, "at": r.at, "event_id": id }),
     ))
 }
 
@@ -203,11 +350,25 @@ pub async fn recall(
     Json(req): Json<RecallRequest>,
 ) -> Result<axum::Json<RecallResponse>, ApiError> {
     req.validate()?;
-    Ok(axum::Json(blocking(&st, move |m| m.recall(&req)).await?))
+    let r = blocking(&st, move |m| m.recall(&req)).await?;
+    // The recall found the model changed behind its endpoint (every vector dropped): embed
+    // again in the background; recall is keyword-only until then and says so.
+    let mem = st.memory.get().await?;
+    if mem.wants_embedding() {
+        std::thread::spawn(move || {
+            if let Err(e) = mem.embed_pending() {
+                tracing::warn!(error = %e, "memory embedding after a model change failed");
+            }
+        });
+    }
+    Ok(axum::Json(r))
 }
 
-/// `POST /memory/reindex`: delete the index and rebuild it from the notes.
-pub async fn reindex(State(st): State<Arc<AppState>>) -> Result<axum::Json<SyncReport>, ApiError> {
+/// `POST /memory/reindex` (no body, or `{}`): delete the index and rebuild it from the notes.
+pub async fn reindex(
+    State(st): State<Arc<AppState>>,
+    _body: Option<Json<ReindexRequest>>,
+) -> Result<axum::Json<SyncReport>, ApiError> {
     Ok(axum::Json(blocking(&st, |m| m.reindex()).await?))
 }
 

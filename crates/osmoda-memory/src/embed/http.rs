@@ -117,6 +117,10 @@ impl super::Embedder for HttpEmbedder {
         format!("endpoint:{}@{}", self.model, shown(&self.url))
     }
 
+    fn may_change(&self) -> bool {
+        true
+    }
+
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
         for batch in texts.chunks(BATCH) {

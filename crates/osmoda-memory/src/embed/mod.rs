@@ -25,6 +25,12 @@ pub trait Embedder: Send + Sync {
     /// # Errors
     /// [`crate::MemoryError::Embed`] when the model fails or answers malformed vectors.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+    /// Whether the model behind [`Embedder::id`] can change while the id stays the same (an
+    /// endpoint serves whatever model it was last started with). Such an embedder's batches
+    /// carry a fixed probe text whose vector fingerprints the model (see `Memory`).
+    fn may_change(&self) -> bool {
+        false
+    }
 }
 
 /// Scale `v` to unit length (a zero vector stays zero).

@@ -37,3 +37,13 @@ pub fn open(dir: &std::path::Path) -> Memory {
     let e: Arc<dyn Embedder> = model();
     Memory::open(Options::new(dir), Some(e), None).expect("open memory")
 }
+
+/// Serve `app` on a loopback port; the URL of its `/v1/embeddings`.
+pub async fn serve_loopback(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    format!("http://{addr}/v1/embeddings")
+}
