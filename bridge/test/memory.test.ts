@@ -71,7 +71,9 @@ describe("memory tools through the real gateway", { timeout: 600_000 }, () => {
     assert.match(readFileSync(join(memDir(), ev.details.path), "utf8"), /## service\.restart \(nginx\.service\)\nat: 2026-11-29T22:10:00Z · source: journal · host: \S+ · unit: nginx\.service\n\n(.|\n)*result: exit-code/);
     const [last] = await stack.agentd("GET", "/events/log?order=desc&limit=1");
     assert.equal(last.type, "memory.ingested");
-    assert.deepEqual(JSON.parse(last.payload), { path: "memory/2026-11-29.md", type: "service.restart" });
+    // docs/api.md: memory.ingested {path, at, type}; `at` names the section (its time), never its body.
+    assert.deepEqual(JSON.parse(last.payload), { path: "memory/2026-11-29.md", at: "2026-11-29T22:10:00Z", type: "service.restart" });
+    assert.equal(ev.details.at, "2026-11-29T22:10:00Z");
 
     const r = await calls.ok("memory_recall", { query: "when is the photo backup allowed to run", max_results: 1 });
     assert.match(r.text, /DSL line/);

@@ -239,6 +239,29 @@ impl Ledger {
         self.with_reader(|conn| Ok(schema::get_event(conn, id)?))
     }
 
+    /// The event the dedup key `(stream, seq)` belongs to, if any: a writer that journals its
+    /// key before appending learns after a crash whether the append happened, without
+    /// appending again (a retry with other bytes would be recorded as a new event).
+    ///
+    /// # Errors
+    /// [`LedgerError::Sqlite`] on read failure.
+    pub fn dedup_event(&self, stream: &str, seq: u64) -> Result<Option<Event>, LedgerError> {
+        // A seq above i64::MAX is refused at append, so no event holds it.
+        let Ok(seq) = i64::try_from(seq) else {
+            return Ok(None);
+        };
+        self.with_reader(|conn| {
+            let id: Option<i64> = conn
+                .prepare_cached("SELECT event_id FROM dedup WHERE stream = ?1 AND seq = ?2")?
+                .query_row((stream, seq), |r| r.get(0))
+                .optional()?;
+            Ok(match id {
+                Some(id) => schema::get_event(conn, id)?,
+                None => None,
+            })
+        })
+    }
+
     /// Writes a consistent copy of the whole ledger to `dest` (a new file) with SQLite's online
     /// backup API, while appends continue; see [`sqlite_snapshot`].
     ///

@@ -160,6 +160,13 @@ async fn dedup_returns_the_first_event_and_writes_nothing() -> anyhow::Result<()
         .await?;
     assert_eq!((other_seq.id, other_stream.id), (2, 3));
     assert_eq!(ledger.head()?.events, 3);
+    // The key can be looked up without appending: the event it belongs to, or none.
+    assert_eq!(ledger.dedup_event("stream-a", 7)?, Some(first));
+    assert_eq!(ledger.dedup_event("stream-b", 7)?, Some(other_stream));
+    assert_eq!(ledger.dedup_event("stream-a", 9)?, None);
+    assert_eq!(ledger.dedup_event("stream-c", 7)?, None);
+    assert_eq!(ledger.dedup_event("stream-a", u64::MAX)?, None);
+    assert_eq!(ledger.head()?.events, 3);
     Ok(())
 }
 

@@ -213,6 +213,58 @@ fn is_note_name(name: &str) -> bool {
     name.ends_with(".md") && !name.starts_with('.')
 }
 
+impl Notes {
+    /// Remove the temporary files of note writes a crash cut off (see
+    /// [`remove_unfinished_writes`]) from the memory dir and the daily notes' dir. Call it only
+    /// while no write is in flight (agentd: at start, before it serves).
+    ///
+    /// # Errors
+    /// [`MemoryError::Io`] when a directory exists but cannot be read or a file not removed.
+    pub fn remove_unfinished_writes(&self) -> Result<usize> {
+        let daily = self.root.join(DAILY_DIR);
+        let mut n = remove_unfinished_writes(&self.root)?;
+        // Not through a link: the daily dir's notes are ignored then, and so are its files.
+        if std::fs::symlink_metadata(&daily).is_ok_and(|m| m.is_dir()) {
+            n += remove_unfinished_writes(&daily)?;
+        }
+        Ok(n)
+    }
+}
+
+/// Remove the temporary files [`write_atomic`] leaves in `dir` when the process dies before
+/// its rename (`.osmoda-*.tmp`, regular files; links and other names untouched): such a
+/// write never happened, and the file may hold a whole note. Returns how many were removed;
+/// a missing `dir` has none.
+///
+/// # Errors
+/// [`MemoryError::Io`] when `dir` cannot be read or a file not removed.
+pub fn remove_unfinished_writes(dir: &Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(MemoryError::io(dir, e)),
+    };
+    let mut n = 0;
+    for e in entries {
+        let e = e.map_err(|e| MemoryError::io(dir, e))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)) {
+            continue;
+        }
+        let path = e.path();
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            std::fs::remove_file(&path).map_err(|e| MemoryError::io(&path, e))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// [`write_atomic`]'s temporary files are named `.osmoda-<random>.tmp`.
+const TEMP_PREFIX: &str = ".osmoda-";
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// Replace `path` with `bytes` atomically (same-directory temp file, fsync, rename, dir fsync).
 ///
 /// # Errors
@@ -220,8 +272,8 @@ fn is_note_name(name: &str) -> bool {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".osmoda-")
-        .suffix(".tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
         .map_err(|e| MemoryError::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| MemoryError::io(path, e))?;
@@ -320,5 +372,68 @@ mod tests {
             got,
             vec!["MEMORY.md", "memory/2026-01-01.md", "memory/2026-01-02.md"]
         );
+    }
+
+    #[test]
+    fn unfinished_writes_are_removed_and_nothing_else() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("memory/.osmoda-dir.tmp")).expect("mkdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("kept"), "x").expect("write");
+        for f in [
+            ".osmoda-a1B2c3.tmp",
+            "memory/.osmoda-x.tmp",
+            "MEMORY.md",
+            "memory/2026-01-01.md",
+            "memory/osmoda-x.tmp",
+            "memory/.osmoda-x.tmp.md",
+            "memory/.other.tmp",
+        ] {
+            std::fs::write(root.join(f), "## a section\n").expect("write");
+        }
+        std::os::unix::fs::symlink(
+            outside.path().join("kept"),
+            root.join("memory/.osmoda-link.tmp"),
+        )
+        .expect("symlink");
+        let notes = Notes::new(root);
+        assert_eq!(notes.remove_unfinished_writes().expect("remove"), 2);
+        let mut left: Vec<String> = walk(root);
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "MEMORY.md",
+                "memory",
+                "memory/.osmoda-dir.tmp",
+                "memory/.osmoda-link.tmp",
+                "memory/.osmoda-x.tmp.md",
+                "memory/.other.tmp",
+                "memory/2026-01-01.md",
+                "memory/osmoda-x.tmp",
+            ]
+        );
+        assert!(outside.path().join("kept").exists());
+        // Nothing left to do, and a memory dir not made yet has nothing either.
+        assert_eq!(notes.remove_unfinished_writes().expect("again"), 0);
+        let absent = Notes::new(root.join("absent"));
+        assert_eq!(absent.remove_unfinished_writes().expect("absent"), 0);
+    }
+
+    /// Every entry under `root`, relative, not following links.
+    fn walk(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(root).expect("under").display().to_string());
+                if e.file_type().expect("type").is_dir() {
+                    dirs.push(p);
+                }
+            }
+        }
+        out
     }
 }

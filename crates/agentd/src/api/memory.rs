@@ -9,9 +9,10 @@
 //! A note and its event are two writes; a crash between them must not leave a note the ledger
 //! never heard of. So each write is journaled first (`<state>/memory-journal/<n>.json`: the
 //! section, its note, the event), and the event carries the journal entry's dedup key: at the
-//! next start [`recover`] records the event of every journaled section its note holds (a
-//! second time is a dedup hit, not a second event) and drops the entries of sections never
-//! written.
+//! next start [`recover`] looks the key up in the ledger (recorded: done; a replay could not be
+//! a dedup hit, since the ledger takes only identical bytes as a retry and a recovered event is
+//! marked), records the event of every other journaled section its note holds, drops the
+//! entries of sections never written and removes the temporary files of cut-off writes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -232,14 +233,27 @@ async fn write_recorded(
     Ok((receipt, ev.id))
 }
 
-/// At start: record the event of every journaled section that reached its note (a crash
-/// came between the two writes), drop the entries of sections that never did. Errors are
-/// logged; an entry that cannot be settled stays for the next start.
+/// At start, before anything is served: settle every journal entry a crash left. An entry
+/// whose dedup key the ledger holds was recorded (the crash came before the entry's removal):
+/// it is dropped, never recorded a second time. One whose section reached its note gets its
+/// event now (marked `recovered`); one whose section never did is dropped. Temporary files of
+/// writes the crash cut off (the journal's and the notes') are removed: those writes never
+/// happened. Errors are logged; an entry that cannot be settled stays for the next start.
 pub async fn recover(st: &Arc<AppState>) {
+    let notes = osmoda_memory::notes::Notes::new(st.memory.dir());
+    for removed in [
+        osmoda_memory::notes::remove_unfinished_writes(&journal_dir(st)),
+        notes.remove_unfinished_writes(),
+    ] {
+        match removed {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "temporary files of memory writes cut off by a crash removed"),
+            Err(e) => tracing::warn!(error = %e, "temporary files of memory writes not removed"),
+        }
+    }
     let Ok(entries) = std::fs::read_dir(journal_dir(st)) else {
         return;
     };
-    let notes = osmoda_memory::notes::Notes::new(st.memory.dir());
     for file in entries.flatten().map(|e| e.path()) {
         if file.extension().is_none_or(|x| x != "json") {
             continue;
@@ -255,27 +269,41 @@ pub async fn recover(st: &Arc<AppState>) {
                 continue;
             }
         };
-        match entry.note.written_in(&notes) {
-            Ok(true) => {
-                let mut payload = entry.payload.clone();
-                payload["recovered"] = json!(true);
-                match st
-                    .record_dedup(&entry.kind, &entry.actor, &payload, STREAM, entry.seq)
-                    .await
-                {
-                    Ok(ev) => {
-                        tracing::info!(event = ev.id, path = %entry.note.path, "memory event of a note written before a crash recorded");
-                        let _ = std::fs::remove_file(&file);
-                    }
-                    Err(e) => tracing::warn!(error = %e.error, "memory journal entry kept for the next start"),
-                }
-            }
-            Ok(false) => {
+        match settle(st, &notes, &entry).await {
+            Ok(()) => {
                 let _ = std::fs::remove_file(&file);
             }
-            Err(e) => tracing::warn!(error = %e, "memory journal entry kept for the next start"),
+            Err(e) => tracing::warn!(file = %file.display(), error = %e, "memory journal entry kept for the next start"),
         }
     }
+}
+
+/// Settle one journal entry (see [`recover`]).
+async fn settle(
+    st: &Arc<AppState>,
+    notes: &osmoda_memory::notes::Notes,
+    entry: &Entry,
+) -> Result<(), String> {
+    let recorded = st
+        .ledger
+        .dedup_event(STREAM, entry.seq)
+        .map_err(|e| e.to_string())?;
+    // The key is ours only when it holds this entry's event (a key is random: another event
+    // under it would be a collision, and recording ours then loses nothing).
+    if recorded.is_some_and(|ev| ev.kind == entry.kind && ev.payload == entry.payload.to_string()) {
+        return Ok(());
+    }
+    if !entry.note.written_in(notes).map_err(|e| e.to_string())? {
+        return Ok(());
+    }
+    let mut payload = entry.payload.clone();
+    payload["recovered"] = json!(true);
+    let ev = st
+        .record_dedup(&entry.kind, &entry.actor, &payload, STREAM, entry.seq)
+        .await
+        .map_err(|e| e.error)?;
+    tracing::info!(event = ev.id, path = %entry.note.path, "memory event of a note written before a crash recorded");
+    Ok(())
 }
 
 /// `/memory/reindex`'s body: nothing, or `{}`.
