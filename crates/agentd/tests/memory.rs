@@ -50,8 +50,11 @@ async fn store_recall_ingest_with_the_model() {
     let mut settings = agentd::Settings::default();
     settings.memory.model_dir = Some(model_dir());
     let d = Daemon::start_with(settings).await;
+    // The first memory call opens it: the model's load took 34 s in a debug build at load 21
+    // (its SHA-256 and tokenizer unoptimized), past the client's 30 s.
     let (s, h) = (
         d.agent()
+            .with_timeout(std::time::Duration::from_secs(300))
             .get("/memory/health")
             .await
             .expect("health")
