@@ -325,6 +325,16 @@ export class Stack {
   }
 
   /**
+   * Opens agentd's memory (`GET /memory/health`) and waits for it: the first memory call loads
+   * the embedding model, which took over 30 s — the tools' and memory_search's limit — in a
+   * debug build on this shared machine (34 s at load 21).
+   */
+  async openMemory(): Promise<void> {
+    const r = await call({ socket: this.agentdSocket, method: "GET", path: "/memory/health", timeoutMs: 300_000 });
+    assert.equal(r.status, 200, `memory: ${JSON.stringify(r.body)}`);
+  }
+
+  /**
    * `POST /events/append` from a process whose executable is named `daemon` (a hard link to, or
    * copy of, this Node binary): agentd recognises a daemon by its process, not its claim, and
    * only that daemon may append its namespace (`receipt.` is osmoda-keyd's).

@@ -61,6 +61,7 @@ describe("osModa's memory in OpenClaw's memory_search and memory_get", { timeout
     }
     await model.start();
     await stack.startDaemons();
+    await stack.openMemory();
     // The config the NixOS module renders (lib/: memoryDir from stateDir), plus a scripted model.
     await startChatGateway(stack, model);
   });

@@ -36,6 +36,7 @@ describe("memory tools through the real gateway", { timeout: 600_000 }, () => {
       process.env.OSMODA_MEMORY_MODEL_DIR = r.stdout.trim();
     }
     await stack.startDaemons();
+    await stack.openMemory();
     await stack.startGateway();
   });
   after(async () => {

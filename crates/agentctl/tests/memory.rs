@@ -30,14 +30,6 @@ async fn memory_store_recall_reindex_health() {
     settings.memory.model_dir = Some(model_dir());
     let env = common::start_with(settings).await;
     let notes = env.dir.path().join("state/memory");
-    // The first memory call opens it (the model's load took 34 s in a debug build at load 21,
-    // past agentctl's 30 s): opened here, so agentctl's calls below are what is tested.
-    let opened = osmoda_client::Client::new(env.sock())
-        .with_timeout(std::time::Duration::from_secs(300))
-        .get("/memory/health")
-        .await
-        .expect("memory opened");
-    assert_eq!(opened.status, 200, "{}", opened.body);
 
     let out = env
         .ctl_code(
