@@ -10,8 +10,9 @@
 //! one DNS resolution (502/504) → every resolved address allowed by its class or an allow
 //! range, and none is the proxy itself (403) → TCP connect to those addresses only (502/504)
 //! → the tunnel cap (503 `tunnel-cap`: only tunnels count, never heads in progress) → the
-//! allow durably spooled → `200` and bytes both ways until either side closes or the tunnel is
-//! idle too long.
+//! allow recorded (the first of its token, capability and target in the window durably
+//! spooled; a repeat counted, [`crate::events`]) → `200` and bytes both ways until either side
+//! closes or the tunnel is idle too long.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -35,7 +36,7 @@ use crate::classify::{classify, AllowRanges};
 use crate::events::{Decision, Events};
 use crate::head::{self, HeadError};
 use crate::host::{clip, parse_target, Host};
-use crate::keys::Keys;
+use crate::keys::{Keys, Refusal};
 use crate::policy::{authorize, parse_capabilities, Capabilities};
 use crate::tunnel;
 
@@ -141,7 +142,7 @@ impl Proxy {
     ) -> std::io::Result<()> {
         let mut conns = tokio::task::JoinSet::new();
         let mut stop = shutdown.clone();
-        let mut flush = tokio::time::interval(Duration::from_secs(60));
+        let mut flush = tokio::time::interval(self.events.allow_window());
         flush.tick().await;
         loop {
             let accepted = tokio::select! {
@@ -220,7 +221,7 @@ impl Proxy {
                 .await;
         };
         drop(pending);
-        // Durable before the client hears 200: a crash from here on loses no allowed tunnel.
+        // Before the client hears 200: a crash from here on loses no target a token reached.
         if let Err(e) = self.events.allow(&rec).await {
             return self
                 .refuse(&mut client, &mut rec, Refused(503, "unrecorded", e))
@@ -295,27 +296,24 @@ impl Proxy {
                 "a capability token is required in Proxy-Authorization (Bearer, or the password of Basic)".into(),
             ));
         };
-        let key = self
-            .keys
-            .public_key()
-            .map_err(|e| Refused(407, "no-public-key", e))?;
-        let claims = crate::token::verify(&key, token, now_unix()).map_err(|e| {
-            let reason = match e {
-                crate::token::TokenError::Expired { .. } => "token-expired",
-                crate::token::TokenError::BadSignature => "token-forged",
-                _ => "token-invalid",
-            };
-            Refused(407, reason, e.to_string())
+        let claims = self.keys.check(token, now_unix()).map_err(|r| match r {
+            Refusal::NoKey(e) => Refused(407, "no-public-key", e),
+            Refusal::Token(e) => {
+                let reason = match e {
+                    crate::token::TokenError::Expired { .. } => "token-expired",
+                    crate::token::TokenError::BadSignature => "token-forged",
+                    _ => "token-invalid",
+                };
+                Refused(407, reason, e.to_string())
+            }
+            Refusal::Revoked(c) => {
+                rec.token_id = Some(c.id.clone());
+                rec.subject = Some(c.sub.clone());
+                Refused(407, "token-revoked", format!("token {} is revoked", c.id))
+            }
         })?;
         rec.token_id = Some(claims.id.clone());
         rec.subject = Some(claims.sub.clone());
-        if self.keys.is_revoked(&claims.id) {
-            return Err(Refused(
-                407,
-                "token-revoked",
-                format!("token {} is revoked", claims.id),
-            ));
-        }
         let target = parse_target(&head.target).map_err(|e| {
             let reason = match e {
                 crate::host::HostError::NumericName(_) => "ip-literal",
@@ -323,6 +321,8 @@ impl Proxy {
             };
             Refused(400, reason, e.to_string())
         })?;
+        rec.host = Some(target.host.to_string());
+        rec.port = Some(target.port);
         let literal = match target.host {
             Host::Ip(ip) => Some(ip),
             Host::Name(_) => None,

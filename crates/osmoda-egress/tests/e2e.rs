@@ -204,58 +204,135 @@ fn curl_through_the_real_daemon() {
     });
 }
 
+/// Opens one tunnel to `target` through the daemon on 127.0.0.1:19999 and accepts it on
+/// `backend`.
+fn hold(
+    target: &str,
+    token: &str,
+    backend: &std::net::TcpListener,
+) -> (std::net::TcpStream, std::net::TcpStream) {
+    let mut s = std::net::TcpStream::connect("127.0.0.1:19999").unwrap();
+    s.write_all(&connect(target, Some(token))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    (s, backend.accept().unwrap().0)
+}
+
+fn kill(d: &mut Kill, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.0.id() as i32), signal).unwrap();
+    d.0.wait().unwrap()
+}
+
+/// The allow rule's two halves with the real binary: the first allow of each (token,
+/// capability, host, port) in a window is durable before its `200`, so `kill -9` loses no
+/// target a token reached (only repeat counts); the repeats are written at the window's end,
+/// here SIGTERM's flush, so a clean stop loses no count.
 #[test]
-fn allowed_tunnels_survive_kill_9() {
-    in_netns("allowed_tunnels_survive_kill_9", || {
+fn the_first_allow_of_each_target_survives_kill_9() {
+    in_netns("the_first_allow_of_each_target_survives_kill_9", || {
         let rt = runtime();
         let keys = Keys::new();
         let dir = keys.dir.path().to_path_buf();
-        let dns = rt.block_on(dns::serve(zone_of(&[("api.allowed.test", "127.0.0.2")])));
+        let dns = rt.block_on(dns::serve(zone_of(&[
+            ("api.allowed.test", "127.0.0.2"),
+            ("www.allowed.test", "127.0.0.2"),
+        ])));
         let backend = std::net::TcpListener::bind("127.0.0.2:443").unwrap();
         let caps: &[(&str, &[&str], &[u16])] = &[("web", &["*.allowed.test"], &[443])];
         let (_, cfg_path) = write_config(&keys, caps, dns);
-        let mut d = daemon(BIN, &dir, &cfg_path);
-        // N tunnels, two tokens, held open: the proxy is killed while they run.
-        const N: u64 = 7;
+        let spool = dir.join("state/spool");
         let tokens = [keys.token(caps), keys.token(caps)];
-        let mut held = Vec::new();
-        for i in 0..N {
-            let mut s = std::net::TcpStream::connect("127.0.0.1:19999").unwrap();
-            s.write_all(&connect(
-                "api.allowed.test:443",
-                Some(&tokens[(i % 2) as usize]),
-            ))
-            .unwrap();
-            let mut head = [0u8; 12];
-            s.read_exact(&mut head).unwrap();
-            assert_eq!(&head, b"HTTP/1.1 200");
-            held.push((s, backend.accept().unwrap()));
-        }
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(d.0.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        let _ = d.0.wait();
-        let events = spooled(&dir.join("state/spool"));
-        let allowed: u64 = events
+        let ids: Vec<String> = tokens
             .iter()
-            .filter(|(t, _)| t == "egress.allow" || t == "egress.allow.unitemised")
-            .map(|(_, p)| p["count"].as_u64().unwrap())
-            .sum();
-        assert_eq!(allowed, N, "{events:#?}");
-        // Itemised (7 is within the budget), each under its token.
-        for (t, n) in tokens.iter().zip([N.div_ceil(2), N / 2]) {
-            let id = osmoda_egress::token::verify(&keys.sk.verifying_key(), t, now())
-                .unwrap()
-                .id;
-            let mine: u64 = events
+            .map(|t| {
+                osmoda_egress::token::verify(&keys.sk.verifying_key(), t, now())
+                    .unwrap()
+                    .id
+            })
+            .collect();
+        // (token, target): 7 tunnels, 3 distinct keys (one spelled two ways), held open while
+        // the proxy is killed.
+        let plan = [
+            (0, "api.allowed.test:443"),
+            (1, "api.allowed.test:443"),
+            (0, "API.allowed.test.:443"),
+            (0, "www.allowed.test:443"),
+            (1, "api.allowed.test:443"),
+            (0, "api.allowed.test:443"),
+            (1, "api.allowed.test:443"),
+        ];
+        let mut d = daemon(BIN, &dir, &cfg_path);
+        let held: Vec<_> = plan
+            .iter()
+            .map(|(t, target)| hold(target, &tokens[*t], &backend))
+            .collect();
+        kill(&mut d, nix::sys::signal::Signal::SIGKILL);
+        let events = spooled(&spool);
+        let allows: Vec<_> = events
+            .iter()
+            .filter(|(t, _)| t.starts_with("egress.allow"))
+            .map(|(_, p)| p)
+            .collect();
+        // Each target each token reached is there, first and durable; only repeats were lost.
+        let mut reached: Vec<(String, String)> = allows
+            .iter()
+            .map(|p| {
+                assert_eq!(
+                    (&p["first"], &p["count"]),
+                    (&serde_json::json!(true), &serde_json::json!(1)),
+                    "{p}"
+                );
+                (
+                    p["token_id"].as_str().unwrap().to_string(),
+                    p["host"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        reached.sort();
+        let mut want = vec![
+            (ids[0].clone(), "api.allowed.test".to_string()),
+            (ids[0].clone(), "www.allowed.test".to_string()),
+            (ids[1].clone(), "api.allowed.test".to_string()),
+        ];
+        want.sort();
+        assert_eq!(reached, want, "{events:#?}");
+        drop(held);
+
+        // Again, stopped cleanly: SIGTERM ends the window and every count is written.
+        std::fs::remove_file(dir.join("notify.sock")).unwrap();
+        let mut d = daemon(BIN, &dir, &cfg_path);
+        let held: Vec<_> = plan
+            .iter()
+            .map(|(t, target)| hold(target, &tokens[*t], &backend))
+            .collect();
+        assert!(kill(&mut d, nix::sys::signal::Signal::SIGTERM).success());
+        // Counted over both runs: 3 firsts survived the kill, the clean run wrote 7.
+        let events = spooled(&spool);
+        let count = |id: &str| -> u64 {
+            events
                 .iter()
-                .filter(|(k, p)| k == "egress.allow" && p["token_id"] == id.as_str())
+                .filter(|(k, p)| k == "egress.allow" && p["token_id"] == id)
                 .map(|(_, p)| p["count"].as_u64().unwrap())
-                .sum();
-            assert_eq!(mine, n, "{id}: {events:#?}");
-        }
+                .sum()
+        };
+        assert_eq!(
+            (count(&ids[0]), count(&ids[1])),
+            (2 + 4, 1 + 3),
+            "{events:#?}"
+        );
+        let repeats: Vec<_> = events
+            .iter()
+            .filter(|(k, p)| k == "egress.allow" && p["first"] == false)
+            .map(|(_, p)| {
+                (
+                    p["token_id"].as_str().unwrap(),
+                    p["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(repeats.len(), 2, "{events:#?}");
+        assert!(repeats.contains(&(ids[0].as_str(), 2)) && repeats.contains(&(ids[1].as_str(), 2)));
         drop(held);
     });
 }

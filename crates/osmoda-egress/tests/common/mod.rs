@@ -201,11 +201,21 @@ pub async fn start_with_budgets(
     deny_per_sec: u32,
     allow_per_sec: u32,
 ) -> Running {
-    let addr = listener.local_addr().unwrap();
     // No agentd: events stay in the spool, where the tests read them.
     let reporter =
         osmoda_client::Reporter::open(spool.join("no-agentd.sock"), spool, "egress").unwrap();
     let events = Events::with_budgets(Some(reporter), deny_per_sec, allow_per_sec);
+    start_with_events(listener, relay, cfg, events).await
+}
+
+/// Like [`start`], recording through `events`.
+pub async fn start_with_events(
+    listener: tokio::net::TcpListener,
+    relay: Option<tokio::net::UnixListener>,
+    cfg: &EgressConfig,
+    events: Events,
+) -> Running {
+    let addr = listener.local_addr().unwrap();
     let proxy = Arc::new(Proxy::new(cfg, addr, events).unwrap());
     let (trigger, shutdown) = osmoda_daemon::shutdown_channel();
     let task = tokio::spawn(Arc::clone(&proxy).serve(listener, relay, shutdown));

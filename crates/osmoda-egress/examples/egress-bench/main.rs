@@ -9,18 +9,27 @@
 //!   for a direct loopback copy (no proxy), the real `osmoda-egress` binary (beside this
 //!   example), squid and tinyproxy (Debian packages, when installed), interleaved over three
 //!   rounds; the median of each;
-//! - connect latency: `CONNECTS` (default 300) sequential tunnels each, until a one-byte echo
-//!   comes back through them (an IP-literal target inside `allowRanges`: no DNS), p50/p99, and
-//!   the p50 added over the direct connect;
+//! - connect latency: `CONNECTS` (default 300) rounds, each one tunnel through every path in
+//!   turn (interleaved, so a change in the machine's load hits them alike), until a one-byte
+//!   echo comes back through it (an IP-literal target inside `allowRanges`: no DNS), p50/p99
+//!   and the p50 added over the direct connect. osmoda-egress twice: `repeat` (one token and
+//!   target throughout: its allow is a repeat in the window, its token verified before) and
+//!   `first` (a token never seen, minted beforehand: Ed25519 verification and the allow's
+//!   fsync on every connect); rounds 20 ms apart so the firsts stay within the proxy's budget
+//!   of 50 itemised allow events a second;
+//! - the stages of one CONNECT timed alone (`stages.rs`), to show where the added time goes;
 //! - `IDLE` (default 10,000) idle tunnels held open through osmoda-egress: its RSS before and
 //!   with them.
 //!
 //! As root it runs in a network namespace of its own with only `lo`; otherwise on the host's
 //! loopback (every address it uses is 127.0.0.x).
 
+mod stages;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -39,12 +48,28 @@ impl Drop for Kill {
     }
 }
 
+/// The `Proxy-Authorization` a proxy under test needs.
+#[derive(Clone)]
+enum Auth {
+    None,
+    /// The same token every time.
+    Token(String),
+    /// A token never used before, every time (taken from these, minted beforehand).
+    Fresh(Arc<Mutex<Vec<String>>>),
+}
+
 /// A proxy under test: where it listens and the `Proxy-Authorization` it needs.
 #[derive(Clone)]
 struct Proxy {
     name: &'static str,
     addr: Option<SocketAddr>,
-    auth: Option<String>,
+    auth: Auth,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -103,12 +128,13 @@ async fn run(mib: u64, connects: usize, idle: usize) -> anyhow::Result<()> {
     let sink_addr = sink.local_addr()?;
     tokio::spawn(serve_sink(sink));
 
-    let (egress, egress_proxy) = start_egress(dir.path(), sink_addr.port())?;
+    println!("load average at start: {}", loadavg());
+    let (egress, egress_proxy, fresh, cfg) = start_egress(dir.path(), sink_addr.port(), connects)?;
     let mut proxies = vec![
         Proxy {
             name: "direct",
             addr: None,
-            auth: None,
+            auth: Auth::None,
         },
         egress_proxy.clone(),
     ];
@@ -129,7 +155,7 @@ async fn run(mib: u64, connects: usize, idle: usize) -> anyhow::Result<()> {
                 proxies.push(Proxy {
                     name,
                     addr: Some(addr),
-                    auth: None,
+                    auth: Auth::None,
                 });
             }
             Err(e) => println!("{name}: not measured ({e:#})"),
@@ -164,13 +190,30 @@ async fn run(mib: u64, connects: usize, idle: usize) -> anyhow::Result<()> {
         );
     }
 
-    println!("\nconnect latency: {connects} sequential tunnels each, until a 1-byte echo");
-    let mut direct_p50 = 0.0;
-    for p in &proxies {
-        let mut t = Vec::with_capacity(connects);
-        for _ in 0..connects {
-            t.push(echo_once(p, sink_addr).await?);
+    let mut paths = proxies.clone();
+    paths.insert(
+        2,
+        Proxy {
+            name: "egress first",
+            addr: egress_proxy.addr,
+            auth: Auth::Fresh(fresh),
+        },
+    );
+    paths[1].name = "egress repeat";
+    println!(
+        "\nconnect latency: {connects} rounds 20 ms apart, one tunnel per path each, until a 1-byte echo"
+    );
+    // The repeat path's key (token, capability, target) has had its first.
+    echo_once(&paths[1], sink_addr).await?;
+    let mut t: Vec<Vec<f64>> = vec![Vec::with_capacity(connects); paths.len()];
+    for _ in 0..connects {
+        for (i, p) in paths.iter().enumerate() {
+            t[i].push(echo_once(p, sink_addr).await?);
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut direct_p50 = 0.0;
+    for (p, t) in paths.iter().zip(&mut t) {
         t.sort_by(f64::total_cmp);
         let (p50, p99) = (t[t.len() / 2], t[t.len() * 99 / 100]);
         if p.name == "direct" {
@@ -184,6 +227,11 @@ async fn run(mib: u64, connects: usize, idle: usize) -> anyhow::Result<()> {
             p50 - direct_p50
         );
     }
+
+    let Auth::Token(tok) = &egress_proxy.auth else {
+        bail!("osmoda-egress has a token");
+    };
+    stages::run(dir.path(), sink_addr, tok, &cfg, connects.max(1000)).await?;
 
     println!("\nRSS of osmoda-egress with {idle} idle tunnels");
     let before = rss_kib(egress.0.id())?;
@@ -204,6 +252,7 @@ async fn run(mib: u64, connects: usize, idle: usize) -> anyhow::Result<()> {
     );
     drop(held);
     drop(others);
+    println!("\nload average at the end: {}", loadavg());
     Ok(())
 }
 
@@ -258,25 +307,34 @@ async fn open(p: &Proxy, sink: SocketAddr) -> anyhow::Result<TcpStream> {
     };
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
-    let auth = p
-        .auth
-        .as_ref()
+    let token = match &p.auth {
+        Auth::None => None,
+        Auth::Token(t) => Some(t.clone()),
+        Auth::Fresh(left) => Some(
+            left.lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .pop()
+                .context("out of fresh tokens")?,
+        ),
+    };
+    let auth = token
         .map(|t| format!("Proxy-Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     s.write_all(format!("CONNECT {sink} HTTP/1.1\r\nHost: {sink}\r\n{auth}\r\n").as_bytes())
         .await?;
-    // The answer's head, byte by byte (nothing of the tunnel's bytes is read past it).
+    // The answer's head. The sink never speaks first, so nothing may follow it yet.
     let mut head = Vec::new();
-    let mut b = [0u8; 1];
+    let mut b = [0u8; 1024];
     while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b).await? == 0 || head.len() > 8192 {
+        let n = s.read(&mut b).await?;
+        if n == 0 || head.len() > 8192 {
             bail!(
                 "{}: no CONNECT answer: {}",
                 p.name,
                 String::from_utf8_lossy(&head)
             );
         }
-        head.push(b[0]);
+        head.extend_from_slice(&b[..n]);
     }
     if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
         bail!("{}: {}", p.name, String::from_utf8_lossy(&head));
@@ -359,8 +417,12 @@ async fn wait_listening(addr: SocketAddr, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The release `osmoda-egress` beside this example, with a token for the sink's port.
-fn start_egress(dir: &Path, sink_port: u16) -> anyhow::Result<(Kill, Proxy)> {
+/// What [`start_egress`] gives: the daemon, the proxy with one token, `fresh` more tokens
+/// (each used once), and its egress.json.
+type Egress = (Kill, Proxy, Arc<Mutex<Vec<String>>>, serde_json::Value);
+
+/// The release `osmoda-egress` beside this example, with tokens for the sink's port.
+fn start_egress(dir: &Path, sink_port: u16, fresh: usize) -> anyhow::Result<Egress> {
     let bin: PathBuf = std::env::current_exe()?
         .parent()
         .and_then(Path::parent)
@@ -390,7 +452,7 @@ fn start_egress(dir: &Path, sink_port: u16) -> anyhow::Result<(Kill, Proxy)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    let claims = Claims {
+    let mut claims = Claims {
         v: 1,
         id: token::new_id()?,
         sub: "egress-bench".into(),
@@ -407,6 +469,11 @@ fn start_egress(dir: &Path, sink_port: u16) -> anyhow::Result<(Kill, Proxy)> {
         .collect(),
     };
     let tok = token::mint(&sk, &claims)?;
+    let mut others = Vec::with_capacity(fresh);
+    for _ in 0..fresh {
+        claims.id = token::new_id()?;
+        others.push(token::mint(&sk, &claims)?);
+    }
     let child = Command::new(&bin)
         .arg("--socket")
         .arg(dir.join("egress.sock"))
@@ -427,8 +494,10 @@ fn start_egress(dir: &Path, sink_port: u16) -> anyhow::Result<(Kill, Proxy)> {
         Proxy {
             name: "osmoda-egress",
             addr: Some(listen),
-            auth: Some(tok),
+            auth: Auth::Token(tok),
         },
+        Arc::new(Mutex::new(others)),
+        cfg,
     ))
 }
 
