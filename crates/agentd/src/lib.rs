@@ -336,6 +336,44 @@ impl ServeLimits {
     }
 }
 
+/// Serves the approval socket on a thread and runtime of its own, so that nothing the agent
+/// socket's requests do on the main runtime's workers (however long they keep them) delays a
+/// person's `/health`, `/approvals` or decision.
+async fn serve_approval(
+    listener: UnixListener,
+    state: Arc<AppState>,
+    limits: Limits,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("agentd-approval".into())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let listener = UnixListener::from_std(listener)?;
+                        osmoda_daemon::server::serve(
+                            listener,
+                            "approval",
+                            limits,
+                            approval_router(state),
+                            peer::Peer::of,
+                            shutdown,
+                        )
+                        .await
+                    })
+                });
+            let _ = done.send(served);
+        })?;
+    result
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("the approval socket's thread ended")))
+}
+
 /// Serve both sockets with budgets sized from the open-file limit (see [`serve_with`]).
 ///
 /// # Errors
@@ -381,14 +419,7 @@ pub async fn serve_with(
         peer::Peer::of,
         shutdown.clone(),
     );
-    let h = serve_one(
-        approval,
-        "approval",
-        limits.approval,
-        approval_router(state),
-        peer::Peer::of,
-        shutdown,
-    );
+    let h = serve_approval(approval, state, limits.approval, shutdown);
     let (ra, rh) = tokio::join!(a, h);
     // The signer makes a last checkpoint on shutdown; wait for it so the tail is anchored.
     if let Err(e) = signer.await {

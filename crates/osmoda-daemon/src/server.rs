@@ -96,12 +96,28 @@ impl Limits {
             timeouts: Self::TIMEOUTS,
         }
     }
+
+    /// Connections every uid may open whatever the others hold: 1/64 of the total, 1 to 64.
+    pub fn floor_per_uid(&self) -> usize {
+        (self.max_connections / 64).clamp(1, 64)
+    }
+
+    /// Connections kept back from the shared pool for uids still under their
+    /// [`Limits::floor_per_uid`]: room for 16 such uids, never more than what one uid may not
+    /// take anyway (`max_connections - max_per_uid`). Connections above a uid's floor come from
+    /// the pool of the rest, so however many connections two or three uids (the agent's
+    /// command accounts) keep open, another daemon's uid still gets its floor.
+    pub fn reserved_for_new_uids(&self) -> usize {
+        (16 * self.floor_per_uid()).min(self.max_connections.saturating_sub(self.max_per_uid))
+    }
 }
 
 /// Open connections per peer, for the caps.
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
+    /// Connections above their uid's floor ([`Limits::floor_per_uid`]), all uids together.
+    above_floor: usize,
     uid: HashMap<Option<u32>, usize>,
     pid: HashMap<Option<i32>, usize>,
 }
@@ -132,6 +148,19 @@ impl Admission {
         if pid >= self.limits.max_per_pid {
             return Err("this process has too many connections open");
         }
+        let above = uid >= self.limits.floor_per_uid();
+        if above
+            && c.above_floor
+                >= self
+                    .limits
+                    .max_connections
+                    .saturating_sub(self.limits.reserved_for_new_uids())
+        {
+            return Err(
+                "this user has its share of connections open; the rest is kept for other users",
+            );
+        }
+        c.above_floor += usize::from(above);
         c.total += 1;
         *c.uid.entry(cred.uid).or_default() += 1;
         *c.pid.entry(cred.pid).or_default() += 1;
@@ -146,9 +175,14 @@ impl Admission {
 impl Drop for Slot {
     fn drop(&mut self) {
         crate::metrics::global().connections_open(self.adm.name, -1);
-        let mut c = self.adm.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.adm.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let c = &mut *guard;
         c.total -= 1;
+        let floor = self.adm.limits.floor_per_uid();
         if let Some(n) = c.uid.get_mut(&self.cred.uid) {
+            if *n > floor {
+                c.above_floor -= 1;
+            }
             *n -= 1;
             if *n == 0 {
                 c.uid.remove(&self.cred.uid);
@@ -386,6 +420,44 @@ mod tests {
         assert!(adm.admit(cred(3, 30)).err().unwrap().contains("limit"));
         drop(a1);
         let _c = adm.admit(cred(3, 30)).unwrap();
+    }
+
+    /// The review's flood (issue 11, finding 8): two uids, 16 processes each, 256 connections
+    /// per process against the default budget. A third uid still gets its floor, and so does a
+    /// fourth; the two flooding uids together stay under the total.
+    #[test]
+    fn two_flooding_uids_cannot_starve_another_uid() {
+        for fds in [1024, 65536] {
+            let limits = Limits::main(fds);
+            let adm = Arc::new(Admission {
+                name: "test",
+                limits,
+                counts: Mutex::default(),
+            });
+            let mut held = Vec::new();
+            for uid in [0u32, 1] {
+                for p in 0..16 {
+                    for _ in 0..256 {
+                        if let Ok(s) = adm.admit(cred(uid, (uid * 100) as i32 + p)) {
+                            held.push(s);
+                        }
+                    }
+                }
+            }
+            assert!(held.len() < limits.max_connections, "{fds}: {}", held.len());
+            for uid in [2u32, 3] {
+                for k in 0..limits.floor_per_uid() {
+                    held.push(
+                        adm.admit(cred(uid, 1000 + uid as i32 * 100 + k as i32))
+                            .unwrap_or_else(|e| panic!("{fds}: uid {uid}'s connection {k}: {e}")),
+                    );
+                }
+            }
+            // Connections given back are counted back: all closed, the whole budget is free.
+            held.clear();
+            let counts = adm.counts.lock().unwrap();
+            assert_eq!((counts.total, counts.above_floor), (0, 0));
+        }
     }
 
     #[test]

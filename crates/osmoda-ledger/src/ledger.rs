@@ -225,9 +225,36 @@ impl Ledger {
                    WHERE events_fts MATCH ?1 AND events_fts.rowid < ?3 ORDER BY e.id DESC LIMIT ?2";
         let before = before_id.unwrap_or(i64::MAX);
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map((fts, limit, before), schema::row_to_event)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            // A watchdog interrupts the statement once the budget is spent; the search ending
+            // first tells it to stop waiting.
+            let interrupt = conn.get_interrupt_handle();
+            let (done, finished) = mpsc::channel::<()>();
+            let watchdog = std::thread::spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(query::SEARCH_BUDGET)
+                {
+                    interrupt.interrupt();
+                }
+            });
+            let found = (|| {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let rows = stmt.query_map((fts, limit, before), schema::row_to_event)?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })();
+            drop(done);
+            let _ = watchdog.join();
+            match found {
+                Ok(events) => Ok(events),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::OperationInterrupted =>
+                {
+                    Err(LedgerError::InvalidQuery(format!(
+                        "the search ran longer than {} s and was stopped; search for fewer or longer words",
+                        query::SEARCH_BUDGET.as_secs()
+                    )))
+                }
+                Err(e) => Err(e.into()),
+            }
         })
     }
 

@@ -40,7 +40,7 @@ pub use proof::{
     hash_hex, parse_hash, verify_consistency, verify_inclusion, ConsistencyProof, InclusionProof,
     TreeHead,
 };
-pub use query::{DEFAULT_LIMIT, MAX_LIMIT};
+pub use query::{DEFAULT_LIMIT, MAX_LIMIT, MAX_SEARCH_TERMS, SEARCH_BUDGET};
 pub use restore::{foreign_objects, sqlite_active_objects, sqlite_replace, sqlite_snapshot};
 pub use tlog_tiles::Hash;
 pub use tree::{leaf_hash, RootBuilder};

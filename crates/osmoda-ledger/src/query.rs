@@ -106,8 +106,17 @@ pub(crate) fn build(q: &Query) -> Result<(String, Vec<Value>), LedgerError> {
     Ok((sql, params))
 }
 
+/// Most words one search may hold: each is one more scan of the full-text index (a prefix word
+/// `a*` one over every indexed word it starts), so the count bounds a search's work.
+pub const MAX_SEARCH_TERMS: usize = 16;
+
+/// Longest a search may run in SQLite before it is interrupted (with an error saying so): the
+/// words bound how many index scans it makes, this bounds how long they take on a large ledger.
+pub const SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An FTS5 expression matching every word of `text` literally (quoted), so user input can never
-/// be an FTS syntax error; a word ending in `*` becomes a prefix query.
+/// be an FTS syntax error; a word ending in `*` becomes a prefix query. At most
+/// [`MAX_SEARCH_TERMS`] words.
 pub(crate) fn fts_expression(text: &str) -> Result<String, LedgerError> {
     if text.chars().any(|c| c.is_control() && !c.is_whitespace()) {
         return Err(LedgerError::InvalidQuery(
@@ -131,6 +140,12 @@ pub(crate) fn fts_expression(text: &str) -> Result<String, LedgerError> {
     if terms.is_empty() {
         return Err(LedgerError::InvalidQuery("search text has no words".into()));
     }
+    if terms.len() > MAX_SEARCH_TERMS {
+        return Err(LedgerError::InvalidQuery(format!(
+            "search text has {} words; at most {MAX_SEARCH_TERMS} are searched at once",
+            terms.len()
+        )));
+    }
     Ok(terms.join(" "))
 }
 
@@ -153,6 +168,8 @@ mod tests {
         assert!(fts_expression("a\0b").is_err());
         assert!(fts_expression("a\u{7f}").is_err());
         assert!(fts_expression("tab\tand\nnewline").is_ok());
+        assert!(fts_expression(&"a* ".repeat(MAX_SEARCH_TERMS)).is_ok());
+        assert!(fts_expression(&"a* ".repeat(MAX_SEARCH_TERMS + 1)).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! router does not serve); the ticket is consumed once, before it expires. The config API opens
 //! tickets itself when the gate (`crate::gate`) refuses a destructive change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -87,9 +87,27 @@ fn refuse_reserved(operation: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// All tickets, by id.
+/// Largest operation (canonical JSON) an agent's `POST /approval/request` may bind a ticket
+/// to; the ticket shows the operation to a person and binds its hash, so a few KiB suffice.
+pub const MAX_AGENT_OPERATION_BYTES: usize = 16 * 1024;
+/// Largest operation plus effect text of any ticket (the gate's and keyd's included).
+pub const MAX_TICKET_BYTES: usize = 256 * 1024;
+/// Most open (pending or approved, unexpired) tickets one uid may have requested at once.
+pub const MAX_OPEN_PER_UID: usize = 64;
+/// How many closed (used, denied, expired) tickets stay in memory, slimmed to their status and
+/// hash, so `approvals list` shows the recent ones and a late consume gets "used"/"denied";
+/// older ones are only in the ledger (a consume of one is refused as unknown).
+pub const MAX_CLOSED_KEPT: usize = 4096;
+
+/// The tickets in memory, by id: every open ticket in full, and the most recent closed ones
+/// without their operation (bounded by [`MAX_OPEN_PER_UID`] and [`MAX_CLOSED_KEPT`]; the ledger
+/// keeps every ticket).
 #[derive(Debug, Default)]
-pub struct Approvals(BTreeMap<String, Ticket>);
+pub struct Approvals {
+    tickets: BTreeMap<String, Ticket>,
+    open: BTreeSet<String>,
+    closed: VecDeque<String>,
+}
 
 /// The hash a ticket is bound to; an operation whose numbers have no exact form gets none, so
 /// no ticket can match it.
@@ -119,6 +137,7 @@ impl Approvals {
     pub fn load(ledger: &Ledger) -> Result<Approvals, LedgerError> {
         let mut out = Approvals::default();
         crate::fold_events(ledger, "approval.", |e| out.apply(e))?;
+        out.sweep(now_unix());
         Ok(out)
     }
 
@@ -132,7 +151,8 @@ impl Approvals {
             "approval.requested" => {
                 let expires_unix = p.get("expires_unix").and_then(Value::as_i64).unwrap_or(0);
                 let operation = p.get("operation").cloned().unwrap_or(Value::Null);
-                self.0.insert(
+                self.open.insert(id.clone());
+                self.tickets.insert(
                     id.clone(),
                     Ticket {
                         id,
@@ -163,7 +183,9 @@ impl Approvals {
                 );
             }
             kind => {
-                let Some(t) = self.0.get_mut(&id) else { return };
+                let Some(t) = self.tickets.get_mut(&id) else {
+                    return;
+                };
                 // Defence in depth: a decision counts only if the approval socket recorded it.
                 let human = ev.actor.starts_with("human[");
                 match kind {
@@ -176,12 +198,96 @@ impl Approvals {
                 if kind != "approval.used" {
                     t.decided_by = Some(ev.actor.clone());
                 }
+                if matches!(t.state, "used" | "denied") {
+                    self.close(&id);
+                }
             }
         }
     }
 
+    /// Moves ticket `id` out of the open set: it keeps its status and hash, and drops its
+    /// operation and words (they stay in the ledger's `approval.requested` event).
+    fn close(&mut self, id: &str) {
+        if !self.open.remove(id) {
+            return;
+        }
+        if let Some(t) = self.tickets.get_mut(id) {
+            t.operation = Value::Null;
+            t.effect = Vec::new();
+            if t.detail.len() > 200 {
+                let mut end = 200;
+                while !t.detail.is_char_boundary(end) {
+                    end -= 1;
+                }
+                t.detail.truncate(end);
+                t.detail.push('…');
+            }
+        }
+        self.closed.push_back(id.to_string());
+        while self.closed.len() > MAX_CLOSED_KEPT {
+            if let Some(old) = self.closed.pop_front() {
+                self.tickets.remove(&old);
+            }
+        }
+    }
+
+    /// Closes the open tickets that have expired. Linear in the open tickets only.
+    fn sweep(&mut self, now: i64) {
+        let expired: Vec<String> = self
+            .open
+            .iter()
+            .filter(|id| self.tickets.get(*id).is_some_and(|t| now >= t.expires_unix))
+            .cloned()
+            .collect();
+        for id in expired {
+            if let Some(t) = self.tickets.get_mut(&id) {
+                t.refresh(now);
+            }
+            self.close(&id);
+        }
+    }
+
+    /// How many open tickets the caller with `uid` has requested.
+    fn open_of(&self, uid: Option<u32>) -> usize {
+        self.open
+            .iter()
+            .filter_map(|id| self.tickets.get(id))
+            .filter(|t| uid_of(&t.requested_by) == uid)
+            .count()
+    }
+
+    /// The open ticket of `origin` bound to `hash`, if any.
+    fn open_with(&mut self, origin: &str, hash: &str) -> Option<Ticket> {
+        self.sweep(now_unix());
+        self.open
+            .iter()
+            .filter_map(|id| self.tickets.get(id))
+            .find(|t| t.origin == origin && t.operation_hash == hash)
+            .cloned()
+    }
+
+    /// One page of tickets in id order after `after`: walks the map from the cursor and copies
+    /// only the page.
+    fn page(&mut self, after: Option<&String>, limit: usize) -> Vec<Ticket> {
+        use std::ops::Bound;
+        let now = now_unix();
+        self.sweep(now);
+        let from = match after {
+            Some(a) => Bound::Excluded(a.clone()),
+            None => Bound::Unbounded,
+        };
+        self.tickets
+            .range_mut((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, t)| {
+                t.refresh(now);
+                t.clone()
+            })
+            .collect()
+    }
+
     pub(crate) fn get(&mut self, id: &str) -> Result<&Ticket, ApiError> {
-        let t = self.0.get_mut(id).ok_or_else(|| {
+        let t = self.tickets.get_mut(id).ok_or_else(|| {
             ApiError::not_found(format!("no approval ticket {id}"))
                 .with_detail(json!({ "hint": "request one with POST /approval/request" }))
         })?;
@@ -192,23 +298,18 @@ impl Approvals {
     /// Ids of the tickets still pending or approved and unused (a restore closes them: they
     /// come from the restored ledger, and may have been used or decided since).
     pub(crate) fn open_ids(&mut self) -> Vec<String> {
-        self.listing()
-            .into_iter()
-            .filter(|t| matches!(t.status, "pending" | "approved"))
-            .map(|t| t.id)
-            .collect()
+        self.sweep(now_unix());
+        self.open.iter().cloned().collect()
     }
+}
 
-    fn listing(&mut self) -> Vec<Ticket> {
-        let now = now_unix();
-        self.0
-            .values_mut()
-            .map(|t| {
-                t.refresh(now);
-                t.clone()
-            })
-            .collect()
-    }
+/// The uid in an actor label (`agent[uid=1000,pid=…]`), `None` when it has none.
+fn uid_of(actor: &str) -> Option<u32> {
+    let rest = &actor[actor.find("uid=")? + 4..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// Body of `POST /approval/request`.
@@ -236,6 +337,14 @@ pub async fn request(
         return Err(ApiError::bad_request("`detail` is limited to 4096 bytes"));
     }
     refuse_reserved(&body.operation)?;
+    let size = body.operation.to_string().len();
+    if size > MAX_AGENT_OPERATION_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("`operation` is {size} bytes of JSON; at most {MAX_AGENT_OPERATION_BYTES} are accepted"),
+        )
+        .with_detail(json!({ "hint": "describe the operation (what, where, how much), not its data: the ticket binds the operation's hash" })));
+    }
     let t = create(
         &st,
         &caller.actor,
@@ -258,6 +367,15 @@ async fn create(
     origin: &str,
 ) -> Result<Ticket, ApiError> {
     crate::gate::canon::hash(operation).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let size =
+        operation.to_string().len() + effect.iter().map(String::len).sum::<usize>() + detail.len();
+    if size > MAX_TICKET_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the operation and its effect are {size} bytes; a ticket holds at most {MAX_TICKET_BYTES}"),
+        )
+        .with_detail(json!({ "hint": "make the change in smaller parts" })));
+    }
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw).map_err(ApiError::internal)?;
     let id = hex::encode(raw);
@@ -272,6 +390,15 @@ async fn create(
         "expires_unix": now_unix() + ttl,
     });
     let mut approvals = st.approvals.lock().await;
+    approvals.sweep(now_unix());
+    let uid = uid_of(actor);
+    if approvals.open_of(uid) >= MAX_OPEN_PER_UID {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("this caller already has {MAX_OPEN_PER_UID} approval tickets open (pending or approved, unused); no new one is opened"),
+        )
+        .with_detail(json!({ "hint": "use, or wait for a person to decide, the open ones (`agentctl approvals list`); they expire after the approval TTL" })));
+    }
     let ev = st.record("approval.requested", actor, &payload).await?;
     approvals.apply(&ev);
     Ok(approvals.get(&id)?.clone())
@@ -304,9 +431,7 @@ pub async fn open_for(
     origin: &'static str,
 ) -> Result<Ticket, ApiError> {
     let hash = operation_hash(operation);
-    let existing = st.approvals.lock().await.listing().into_iter().find(|t| {
-        t.origin == origin && t.operation_hash == hash && matches!(t.status, "pending" | "approved")
-    });
+    let existing = st.approvals.lock().await.open_with(origin, &hash);
     match existing {
         Some(t) => Ok(t),
         None => create(st, actor, operation, &effect.join("; "), effect, origin).await,
@@ -319,13 +444,8 @@ pub async fn list(
     crate::error::Query(p): crate::error::Query<crate::page::Params<String>>,
 ) -> Result<crate::page::Page<Ticket>, ApiError> {
     let limit = crate::page::limit(p.limit, crate::page::MAX_LIMIT)?;
-    let all = st.approvals.lock().await.listing();
-    Ok(crate::page::Page::after(
-        all,
-        p.after_id.as_ref(),
-        limit,
-        |t| t.id.clone(),
-    ))
+    let page = st.approvals.lock().await.page(p.after_id.as_ref(), limit);
+    Ok(crate::page::Page::new(page, limit, |t| t.id.clone()))
 }
 
 /// Body of `POST /approval/check`.

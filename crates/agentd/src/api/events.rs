@@ -69,7 +69,8 @@ pub async fn log(
 ) -> Result<Page<Event>, ApiError> {
     let q = p.to_query()?;
     let limit = q.limit.unwrap_or(osmoda_ledger::DEFAULT_LIMIT);
-    Ok(Page::new(st.ledger.query(&q)?, limit, |e| e.id))
+    let found = super::read_ledger(&st, move |l| l.query(&q)).await?;
+    Ok(Page::new(found, limit, |e| e.id))
 }
 
 /// Parameters of `GET /events/search`.
@@ -90,7 +91,7 @@ pub async fn search(
     Query(p): Query<SearchParams>,
 ) -> Result<Page<Event>, ApiError> {
     let limit = crate::page::limit(Some(p.limit.unwrap_or(50)), 1000)?;
-    let found = st.ledger.search_before(&p.q, limit, p.before_id)?;
+    let found = super::read_ledger(&st, move |l| l.search_before(&p.q, limit, p.before_id)).await?;
     Ok(Page::new(found, limit, |e| e.id))
 }
 
@@ -272,9 +273,8 @@ pub async fn receipts(
     }
     .to_query()?;
     let limit = q.limit.unwrap_or(osmoda_ledger::DEFAULT_LIMIT);
-    let out: Vec<Receipt> = st
-        .ledger
-        .query(&q)?
+    let out: Vec<Receipt> = super::read_ledger(&st, move |l| l.query(&q))
+        .await?
         .into_iter()
         .map(|e| Receipt {
             id: e.id,

@@ -16,7 +16,7 @@ use axum::Json;
 /// # Errors
 /// 500 when the ledger cannot be read.
 pub async fn head(State(st): State<Arc<AppState>>) -> Result<Json<TreeHead>, ApiError> {
-    Ok(Json(st.ledger.tree_head()?))
+    Ok(Json(super::read_ledger(&st, |l| l.tree_head()).await?))
 }
 
 /// `GET /ledger/checkpoint`: the newest signed checkpoint (null when none was made yet or
@@ -58,7 +58,9 @@ pub async fn inclusion(
     State(st): State<Arc<AppState>>,
     Query(p): Query<InclusionParams>,
 ) -> Result<Json<InclusionProof>, ApiError> {
-    Ok(Json(st.ledger.inclusion_proof(p.id, p.size)?))
+    Ok(Json(
+        super::read_ledger(&st, move |l| l.inclusion_proof(p.id, p.size)).await?,
+    ))
 }
 
 /// Query of `GET /ledger/proof/consistency`.
@@ -82,7 +84,9 @@ pub async fn consistency(
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     let to = match p.to {
         Some(to) => to,
-        None => st.ledger.tree_head()?.size,
+        None => super::read_ledger(&st, |l| l.tree_head()).await?.size,
     };
-    Ok(Json(st.ledger.consistency_proof(p.from, to)?))
+    Ok(Json(
+        super::read_ledger(&st, move |l| l.consistency_proof(p.from, to)).await?,
+    ))
 }

@@ -28,6 +28,21 @@ use axum::Router;
 
 use crate::AppState;
 
+/// Runs a ledger read on the blocking pool: SQLite work never runs on the async workers, which
+/// serve both sockets (a long search there once froze the approval socket too).
+///
+/// # Errors
+/// The read's own error, or 500 when the task panicked.
+pub(crate) async fn read_ledger<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce(&osmoda_ledger::Ledger) -> Result<T, osmoda_ledger::LedgerError> + Send + 'static,
+) -> Result<T, crate::error::ApiError> {
+    let ledger = st.ledger.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&ledger))
+        .await
+        .map_err(crate::error::ApiError::internal)??)
+}
+
 /// Every route served on the agent-facing socket.
 pub fn agent_routes() -> Router<Arc<AppState>> {
     Router::new()

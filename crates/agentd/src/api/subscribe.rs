@@ -78,23 +78,34 @@ fn patterns(types: Option<&str>) -> Result<Vec<Option<String>>, ApiError> {
         .collect()
 }
 
-fn tip(st: &AppState) -> Result<i64, ApiError> {
+async fn tip(st: &AppState) -> Result<i64, ApiError> {
     let q = LedgerQuery {
         limit: Some(1),
         descending: true,
         ..Default::default()
     };
-    Ok(st.ledger.query(&q)?.first().map_or(0, |e| e.id))
+    super::read_ledger(st, move |l| Ok(l.query(&q)?.first().map_or(0, |e| e.id))).await
 }
 
 /// Matching events in `(after, upto]`, at most `limit`, with the cursor to continue from.
-fn scan(
+async fn scan(
     st: &AppState,
     pats: &[Option<String>],
     after: i64,
     upto: i64,
     limit: usize,
 ) -> Result<Batch, ApiError> {
+    let pats = pats.to_vec();
+    super::read_ledger(st, move |l| scan_ledger(l, &pats, after, upto, limit)).await
+}
+
+fn scan_ledger(
+    ledger: &osmoda_ledger::Ledger,
+    pats: &[Option<String>],
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> Result<Batch, osmoda_ledger::LedgerError> {
     let mut events = Vec::new();
     for p in pats {
         let q = LedgerQuery {
@@ -104,7 +115,7 @@ fn scan(
             limit: Some(limit),
             ..Default::default()
         };
-        events.extend(st.ledger.query(&q)?);
+        events.extend(ledger.query(&q)?);
     }
     events.sort_by_key(|e| e.id);
     events.dedup_by_key(|e| e.id);
@@ -139,13 +150,13 @@ pub async fn subscribe(
     let mut commits = st.commits.subscribe();
     let mut after = match p.after {
         Some(a) => a,
-        None => tip(&st)?,
+        None => tip(&st).await?,
     };
     loop {
         commits.borrow_and_update();
-        let upto = tip(&st)?;
+        let upto = tip(&st).await?;
         if upto > after {
-            let batch = scan(&st, &pats, after, upto, limit)?;
+            let batch = scan(&st, &pats, after, upto, limit).await?;
             if !batch.events.is_empty() {
                 return Ok(axum::Json(batch));
             }
