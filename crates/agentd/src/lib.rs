@@ -165,6 +165,11 @@ pub struct AppState {
     pub checkpoints: Option<Arc<checkpoints::Checkpointer>>,
     /// The agent's memory (`api::memory`), opened on first use.
     pub memory: Arc<api::memory::MemoryService>,
+    /// Ledger reads requests may run at once ([`api::MAX_LEDGER_READS`]): each is a blocking
+    /// thread inside SQLite, so their number bounds the CPU the agent socket can take.
+    pub ledger_reads: Arc<tokio::sync::Semaphore>,
+    /// Long polls (`/events/subscribe`) open per uid (`api::subscribe`).
+    pub long_polls: std::sync::Mutex<std::collections::HashMap<Option<u32>, usize>>,
 }
 
 impl AppState {
@@ -216,6 +221,8 @@ impl AppState {
             config_tree,
             commits,
             checkpoints,
+            ledger_reads: Arc::new(tokio::sync::Semaphore::new(api::MAX_LEDGER_READS)),
+            long_polls: std::sync::Mutex::default(),
         }))
     }
 

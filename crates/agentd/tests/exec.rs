@@ -515,3 +515,85 @@ async fn root_commands_read_no_credentials() {
         "no byte of a credential (masked: empty or refused), /etc/passwd as it is: {r}"
     );
 }
+
+/// The review's race (issue 11, finding 4): while something swaps a directory and a symlink to
+/// the osModa state root back and forth (`renameat2(RENAME_EXCHANGE)`, as a command given the
+/// parent writable can), commands ask for `<race>/d/agentd` writable, or as their working
+/// directory. Whatever the timing, a command sees and writes only the decoy: the path is
+/// opened once, checked through that descriptor and bound by it; a working directory is
+/// entered inside the sandbox, where the masks already hold. 300 attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_raced_into_a_writable_path_never_binds_the_state() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: a_symlink_raced_into_a_writable_path_never_binds_the_state needs root for bubblewrap binds");
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Outside /tmp: commands get a fresh one, where a working directory would not exist.
+    let d = Daemon::start_in_state_root_under(std::path::Path::new("/var/tmp")).await;
+    let state = d.dir.path().join("osmoda/agentd");
+    assert!(state.join("ledger.db").exists());
+    let race = d.dir.path().join("race");
+    std::fs::create_dir_all(race.join("d/agentd")).expect("decoy");
+    std::os::unix::fs::symlink("../osmoda", race.join("s")).expect("symlink");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let racer = {
+        let (race, stop) = (race.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                nix::fcntl::renameat2(
+                    nix::fcntl::AT_FDCWD,
+                    &race.join("d"),
+                    nix::fcntl::AT_FDCWD,
+                    &race.join("s"),
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                )
+                .expect("swap");
+                swaps += 1;
+                std::thread::yield_now();
+            }
+            swaps
+        })
+    };
+    let w = race.join("d/agentd");
+    let (mut ran, mut refused) = (0, 0);
+    for i in 0..300 {
+        let body = if i % 2 == 0 {
+            json!({ "command": format!("ls -A {0}; echo WROTE > {0}/written-by-sandbox", w.display()),
+                    "timeout_secs": 10, "user": "root", "writable": [w] })
+        } else {
+            json!({ "command": "ls -A .; echo WROTE > written-by-sandbox",
+                    "timeout_secs": 10, "user": "root", "cwd": w })
+        };
+        let r = d.agent().post("/system/exec", &body).await.expect("exec");
+        match r.status {
+            200 => {
+                ran += 1;
+                let out = r.body["stdout"].as_str().unwrap_or_default();
+                assert!(
+                    !out.contains("ledger.db") && !out.contains("checkpoint"),
+                    "attempt {i} saw agentd's state: {}",
+                    r.body
+                );
+            }
+            403 | 409 => refused += 1,
+            s => panic!("attempt {i}: unexpected {s}: {}", r.body),
+        }
+        assert!(
+            !state.join("written-by-sandbox").exists(),
+            "attempt {i} wrote into agentd's state: {}",
+            r.body
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = racer.join().expect("racer");
+    assert!(swaps > 300, "the race ran ({swaps} swaps)");
+    // Both sides of the race were hit: commands ran (with the decoy) and checks saw the swap.
+    assert!(ran > 0 && refused > 0, "ran {ran}, refused {refused}");
+    let decoy_written = ["d", "s"]
+        .iter()
+        .any(|n| race.join(n).join("agentd/written-by-sandbox").exists());
+    assert!(decoy_written, "no command wrote the decoy (ran {ran})");
+    d.stop().await;
+}

@@ -301,3 +301,163 @@ async fn expired_tickets_close_and_free_their_requesters_share() {
     );
     d.stop().await;
 }
+
+/// Opens `n` connections to `socket` as `uid` from a child process, each sending a long poll,
+/// and holds them until the child is killed. Returns the child's pid once they are open.
+fn flood_as(socket: &std::path::Path, uid: u32, n: usize) -> nix::unistd::Pid {
+    use std::io::{Read, Write};
+    let (mut ready_r, ready_w) = std::io::pipe().expect("pipe");
+    let request = b"GET /events/subscribe?wait_secs=5 HTTP/1.1\r\nHost: agentd\r\n\r\n";
+    #[allow(unsafe_code)]
+    // SAFETY: the child only makes system calls and allocates (glibc's malloc is fork-safe),
+    // then waits to be killed; it never returns into the test harness.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => {
+            let id = nix::unistd::Uid::from_raw(uid);
+            let _ = nix::unistd::setgroups(&[]);
+            let _ = nix::unistd::setgid(nix::unistd::Gid::from_raw(uid));
+            if nix::unistd::setuid(id).is_err() {
+                std::process::exit(2);
+            }
+            let mut held = Vec::new();
+            for _ in 0..n {
+                if let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) {
+                    let _ = s.write_all(request);
+                    held.push(s);
+                }
+            }
+            let mut w = ready_w;
+            let _ = w.write_all(b"1");
+            loop {
+                nix::unistd::pause();
+            }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(ready_w);
+            let mut b = [0u8; 1];
+            ready_r
+                .read_exact(&mut b)
+                .expect("the flooding child started");
+            child
+        }
+    }
+}
+
+/// The review's finding 8 with bounded numbers: two uids (the agent runs commands as root or
+/// nobody) each try to hold twice a small listener's whole budget in long polls; a third uid
+/// (another daemon's) still gets its connections and answers. Long polls count like any
+/// connection, and past 16 per uid they are refused with a 429 (the connection stays counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_flooding_uids_leave_room_for_another_uid() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: two_flooding_uids_leave_room_for_another_uid needs root to connect as other uids");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = dir.path().join("agentd.sock");
+    let approval = dir.path().join("approval.sock");
+    let state = agentd::AppState::open(dir.path().join("state"), agentd::Settings::default(), None)
+        .expect("state");
+    let agent = tokio::net::UnixListener::bind(&socket).expect("bind");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let human = tokio::net::UnixListener::bind(&approval).expect("bind");
+    let limits = agentd::ServeLimits {
+        agent: agentd::Limits {
+            max_connections: 128,
+            max_per_uid: 64,
+            max_per_pid: 128,
+            timeouts: agentd::Limits::TIMEOUTS,
+        },
+        approval: agentd::Limits::small(),
+    };
+    let floor = limits.agent.floor_per_uid();
+    let (trigger, shutdown) = agentd::shutdown_channel();
+    let served = tokio::spawn(agentd::serve_with(agent, human, state, shutdown, limits));
+    // uids 1 and 2: 256 attempts each, twice the whole budget.
+    let floods: Vec<_> = [1u32, 2]
+        .iter()
+        .map(|&uid| {
+            let socket = socket.clone();
+            tokio::task::spawn_blocking(move || flood_as(&socket, uid, 256))
+        })
+        .collect();
+    let mut pids = Vec::new();
+    for f in floods {
+        pids.push(f.await.expect("flood"));
+    }
+    // This process (uid 0, neither flooding uid) opens its floor of connections, each served.
+    let mut conns = Vec::new();
+    for _ in 0..floor {
+        let s = tokio::net::UnixStream::connect(&socket)
+            .await
+            .expect("connect");
+        conns.push(s);
+    }
+    for s in &mut conns {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: agentd\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut text = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            s.read_to_string(&mut text),
+        )
+        .await
+        .expect("answered in time")
+        .expect("read");
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    drop(conns);
+    // The flood did fill its share: every attempt past what two uids may hold was refused.
+    let c = osmoda_client::Client::new(&socket);
+    let metrics = c.get("/metrics").await.expect("metrics");
+    let text = metrics.body.as_str().map(str::to_owned).unwrap_or_default();
+    let refused: u64 = text
+        .lines()
+        .find(|l| l.starts_with("osmoda_connections_refused_total{listener=\"agent\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let held = 2 * floor + limits.agent.max_connections - limits.agent.reserved_for_new_uids();
+    assert!(
+        refused >= (2 * 256 - held) as u64,
+        "refused {refused}, expected at least {}: {text}",
+        2 * 256 - held
+    );
+    for pid in pids {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+    // Their waiting long polls end within their 5 s; the rest close at once.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    // Long polls are counted per uid: 16 wait, the 17th is refused at once (429).
+    let mut polls = Vec::new();
+    for _ in 0..agentd::api::subscribe::MAX_LONG_POLLS_PER_UID {
+        let c = osmoda_client::Client::new(&socket);
+        polls.push(tokio::spawn(async move {
+            c.get("/events/subscribe?wait_secs=3")
+                .await
+                .expect("poll")
+                .status
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let t = std::time::Instant::now();
+    let r = c.get("/events/subscribe?wait_secs=3").await.expect("poll");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    for p in polls {
+        assert_eq!(p.await.expect("poll task"), 200);
+    }
+    let r = c.get("/events/subscribe?wait_secs=0").await.expect("poll");
+    assert_eq!(
+        r.status, 200,
+        "a read without waiting is no long poll: {}",
+        r.body
+    );
+    trigger.fire();
+    served.await.expect("join").expect("serve");
+}

@@ -9,6 +9,8 @@
 //!   namespace, so no other process's `/proc/<pid>/root` is visible) and `/tmp`;
 //! - every [`Boundary`] path is hidden: a directory under an empty read-only tmpfs, a file
 //!   under `/dev/null`. The masks are mounted last, over any writable bind;
+//! - a writable path is bound by the descriptor it was checked through ([`Pinned`], `bwrap
+//!   --bind-fd`), never by name, so a symlink swapped in after the check binds nothing else;
 //! - the capability bounding set cannot undo that: a non-root command runs with no
 //!   capabilities at all, a root command without [`DROPPED_CAPS`] (no `CAP_SYS_ADMIN` to
 //!   unmount, no `CAP_SYS_PTRACE`, no `CAP_SYS_MODULE`, no `CAP_DAC_READ_SEARCH` for
@@ -38,6 +40,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod limits;
+mod pin;
 pub mod ring;
 mod run;
 pub mod seccomp;
@@ -47,6 +50,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 pub use limits::{Enforcement, Limits};
+pub use pin::Pinned;
 pub use ring::{Bind, Network, RingOutput, RingSpec};
 pub use run::{kill_group, Exit, Output};
 
@@ -170,8 +174,10 @@ pub struct Spec {
     pub cwd: Option<PathBuf>,
     /// Environment besides `PATH`, `HOME`, `USER` and `LOGNAME` (everything else is cleared).
     pub env: Vec<(String, String)>,
-    /// Paths bound writable (the rest of the file system is read-only); never over a mask.
-    pub writable: Vec<PathBuf>,
+    /// Paths bound writable (the rest of the file system is read-only), each by the
+    /// descriptor it was opened and checked through; never over, inside or holding a mask
+    /// under another name.
+    pub writable: Vec<Pinned>,
     /// Time budget; the whole process group is killed when it ends.
     pub timeout: Duration,
     /// Bytes captured per stream.
@@ -231,9 +237,9 @@ impl Spec {
         self
     }
 
-    /// Binds `path` writable.
-    pub fn writable(mut self, path: impl Into<PathBuf>) -> Spec {
-        self.writable.push(path.into());
+    /// Binds `path` writable: the object it was opened as, whatever its name points to later.
+    pub fn writable(mut self, path: Pinned) -> Spec {
+        self.writable.push(path);
         self
     }
 
@@ -298,6 +304,27 @@ pub(crate) fn push_mask(a: &mut Vec<OsString>, real: PathBuf) {
     } else {
         a.extend(["--ro-bind".into(), "/dev/null".into(), real.into()]);
     }
+}
+
+/// Refuses a writable bind that is a hidden path, lies inside one, or holds one under another
+/// name (by inode): the masks are mounted by name after the binds, so they cover a hidden path
+/// only where it lies under the bind's own name.
+fn refuse_over_masks(w: &Pinned, masks: &[PathBuf]) -> Result<(), SandboxError> {
+    let bad = |why| {
+        Err(SandboxError::BadPath {
+            path: w.path().to_path_buf(),
+            why,
+        })
+    };
+    for m in masks {
+        if w.inside(m) {
+            return bad("it is a path the boundary hides, or inside one");
+        }
+        if w.holds(m) && !m.starts_with(w.path()) {
+            return bad("it holds a path the boundary hides under another name");
+        }
+    }
+    Ok(())
 }
 
 fn check_path(path: &Path) -> Result<(), SandboxError> {
@@ -416,7 +443,12 @@ impl Boundary {
         }
         let bwrap = find_tool("bwrap")?;
         let setpriv = find_tool("setpriv")?;
-        for p in self.masked.iter().chain(&spec.writable) {
+        for p in self
+            .masked
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(spec.writable.iter().map(Pinned::path))
+        {
             check_path(p)?;
         }
         if let Some(cwd) = &spec.cwd {
@@ -448,18 +480,18 @@ impl Boundary {
             "--tmpfs",
             "/tmp",
         ]);
-        for w in &spec.writable {
-            if let Ok(real) = std::fs::canonicalize(w) {
-                a.extend(["--bind".into(), real.clone().into(), real.into()]);
-            }
-        }
         let extra: &[&str] = if root { ROOT_MASKED } else { &[] };
-        let masks = self
-            .masked
-            .iter()
-            .map(PathBuf::as_path)
-            .chain(extra.iter().map(Path::new));
-        for real in outermost(masks) {
+        let masks = outermost(
+            self.masked
+                .iter()
+                .map(PathBuf::as_path)
+                .chain(extra.iter().map(Path::new)),
+        );
+        for w in &spec.writable {
+            refuse_over_masks(w, &masks)?;
+            a.extend(w.bwrap_args(true));
+        }
+        for real in masks {
             push_mask(&mut a, real);
         }
         a.push("--clearenv".into());
@@ -535,6 +567,9 @@ impl Boundary {
     ///
     /// # Errors
     /// As [`Boundary::argv`].
+    ///
+    /// The command is given the descriptors of `spec`'s writable paths: spawn it while `spec`
+    /// is alive.
     pub fn command(&self, spec: &Spec) -> Result<tokio::process::Command, SandboxError> {
         let argv = self.argv(spec)?;
         let mut c = tokio::process::Command::new(&argv[0]);
@@ -547,6 +582,7 @@ impl Boundary {
             })
             .process_group(0)
             .kill_on_drop(true);
+        pin::inherit(&mut c, spec.writable.iter().map(Pinned::raw_fd).collect());
         Ok(c)
     }
 

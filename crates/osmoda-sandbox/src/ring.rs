@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use crate::limits::{self, Enforcement, Group, Limits};
 use crate::seccomp::{self, Sockets};
-use crate::{check_path, find_tool, identity, Boundary, Output, SandboxError, DEFAULT_USER};
+use crate::{
+    check_path, find_tool, identity, Boundary, Output, Pinned, SandboxError, DEFAULT_USER,
+};
 
 /// The loopback port the Ring 1 relay listens on inside the sandbox.
 pub const RELAY_PORT: u16 = 3128;
@@ -116,7 +118,8 @@ pub enum Network {
 /// A path bound into a Ring 1 sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
-    /// Absolute path, the same inside and out.
+    /// Absolute and resolved (no symlink on it), the same inside and out; bound by the
+    /// descriptor it is opened as ([`Pinned`]).
     pub path: PathBuf,
     /// Writable (else read-only).
     pub writable: bool,
@@ -224,13 +227,15 @@ fn program_fd(bytes: &[u8]) -> Result<OwnedFd, SandboxError> {
 }
 
 impl Boundary {
-    /// The `bwrap` argv for `spec`, given the descriptors of the seccomp programs.
+    /// The `bwrap` argv for `spec`, given the descriptors of the seccomp programs, and the
+    /// declared binds opened once ([`Pinned`]): the argv binds their descriptors, so keep them
+    /// open until bwrap has started.
     fn ring_argv(
         &self,
         spec: &RingSpec,
         caller_uid: u32,
         seccomp_fds: &[i32],
-    ) -> Result<Vec<OsString>, SandboxError> {
+    ) -> Result<(Vec<OsString>, Vec<Pinned>), SandboxError> {
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err(SandboxError::EmptyCommand);
         }
@@ -289,32 +294,27 @@ impl Boundary {
             push(&mut a, ["--perms", "1777", "--size", &size, "--tmpfs", t]);
         }
         let mut bound = Vec::new();
+        let mut pinned = Vec::new();
+        let hidden = crate::outermost(
+            self.masked()
+                .iter()
+                .map(PathBuf::as_path)
+                .chain(RING_HIDDEN.iter().map(Path::new)),
+        );
         for b in &spec.binds {
-            let Ok(real) = std::fs::canonicalize(&b.path) else {
-                return Err(SandboxError::BadPath {
-                    path: b.path.clone(),
-                    why: "a declared bind must exist",
-                });
-            };
+            // Checked and bound as one object: the descriptor, not the name. The path is taken
+            // as given, never resolved again here: the caller checked it resolved, and a
+            // symlink on it now (a swap since) is refused, not followed somewhere unchecked.
+            let p = Pinned::open(&b.path)?;
+            let real = p.path().to_path_buf();
             if let Some(why) = bind_refusal(&real) {
                 return Err(SandboxError::BadPath { path: real, why });
             }
-            if crate::outermost(self.masked().iter().map(PathBuf::as_path))
-                .iter()
-                .any(|m| real.starts_with(m))
-            {
-                return Err(SandboxError::BadPath {
-                    path: real,
-                    why: "it is inside a path the boundary hides",
-                });
-            }
+            crate::refuse_over_masks(&p, &hidden)?;
             bound.push(real.clone());
-            let flag = if b.writable { "--bind" } else { "--ro-bind" };
             parents(&mut a, &real);
-            push(
-                &mut a,
-                [OsString::from(flag), real.clone().into(), real.into()],
-            );
+            push(&mut a, p.bwrap_args(b.writable));
+            pinned.push(p);
         }
         let mut env: Vec<(String, String)> = Vec::new();
         let mut inner: Vec<String> = Vec::new();
@@ -410,7 +410,7 @@ impl Boundary {
             );
         }
         push(&mut a, inner);
-        Ok(a)
+        Ok((a, pinned))
     }
 
     /// Runs `spec` in a Ring 1 or Ring 2 sandbox to its exit or its timeout. Every process it
@@ -429,8 +429,12 @@ impl Boundary {
             .iter()
             .map(|p| program_fd(&seccomp::to_bytes(p)))
             .collect::<Result<Vec<_>, _>>()?;
-        let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-        let argv = self.ring_argv(spec, nix::unistd::geteuid().as_raw(), &raw)?;
+        let seccomp_fds: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let (argv, pinned) = self.ring_argv(spec, nix::unistd::geteuid().as_raw(), &seccomp_fds)?;
+        let raw: Vec<i32> = seccomp_fds
+            .into_iter()
+            .chain(pinned.iter().map(Pinned::raw_fd))
+            .collect();
         let group = if nix::unistd::geteuid().is_root() {
             Group::create(&spec.limits)
         } else {
@@ -456,6 +460,7 @@ impl Boundary {
         }
         let run = crate::run::run(c, spec.timeout, spec.output_limit, spec.stdin.clone()).await;
         drop(fds);
+        drop(pinned);
         let (enforced_by, memory_exceeded) = match group {
             Some(g) => {
                 let kind = g.kind;
@@ -483,5 +488,6 @@ impl Boundary {
         caller_uid: u32,
     ) -> Result<Vec<OsString>, SandboxError> {
         self.ring_argv(spec, caller_uid, &[10, 11, 12])
+            .map(|(argv, _)| argv)
     }
 }

@@ -21,7 +21,11 @@ fn rejects_bad_input_before_running_anything() {
     for bad in ["relative/path", "/a/../b", "/"] {
         let e = Boundary::new([bad]).argv(&Spec::new(["true"])).unwrap_err();
         assert!(matches!(e, SandboxError::BadPath { .. }), "{bad}: {e}");
-        let e = b.argv(&Spec::new(["true"]).writable(bad)).unwrap_err();
+        // A writable path is opened first; what opens is still checked by the argv.
+        let e = match Pinned::open(Path::new(bad)) {
+            Err(e) => e,
+            Ok(p) => b.argv(&Spec::new(["true"]).writable(p)).unwrap_err(),
+        };
         assert!(matches!(e, SandboxError::BadPath { .. }), "{bad}: {e}");
     }
 }
@@ -37,12 +41,15 @@ fn a_user_command_drops_every_capability_and_masks_last() {
     std::fs::create_dir(&masked).unwrap();
     let b = Boundary::new([masked.clone()]);
     let a = strings(
-        &b.argv(&Spec::new(["id", "-u"]).writable(dir.path()))
-            .unwrap(),
+        &b.argv(
+            &Spec::new(["id", "-u"])
+                .writable(Pinned::open(&dir.path().canonicalize().unwrap()).unwrap()),
+        )
+        .unwrap(),
     );
     let masked = masked.canonicalize().unwrap().display().to_string();
     let tmpfs = a.iter().rposition(|s| *s == masked).unwrap();
-    let bind = a.iter().position(|s| s == "--bind").unwrap();
+    let bind = a.iter().position(|s| s == "--bind-fd").unwrap();
     assert!(
         bind < tmpfs,
         "the mask must be mounted over the writable bind: {a:?}"

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use osmoda_sandbox::{Boundary, Exit, Spec};
+use osmoda_sandbox::{Boundary, Exit, Pinned, Spec};
 
 fn root() -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -216,7 +216,7 @@ async fn writable_paths_are_writable_but_masks_win() {
         ),
     ])
     .user("root")
-    .writable(d.path());
+    .writable(Pinned::open(&d.path().canonicalize().unwrap()).unwrap());
     let out = b.run(&spec).await.unwrap();
     assert!(out.success(), "{out:?}");
     assert_eq!(out.stdout_lossy(), "", "the masked dir looks empty");

@@ -429,3 +429,81 @@ fn nested_masks_are_applied_once_from_the_outermost() {
         }
     });
 }
+
+/// A declared bind is bound by what was checked (review of issue 11, finding 4): while its
+/// last component is swapped with a symlink to a hidden directory (`renameat2`
+/// `RENAME_EXCHANGE`), every run binds the directory or is refused; none shows the hidden
+/// directory's file. 200 attempts.
+#[test]
+fn a_symlink_raced_into_a_declared_bind_never_binds_a_hidden_path() {
+    in_netns("ring_bind_race", || async {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        chmod(d.path(), 0o755);
+        let secret = d.path().join("secret");
+        std::fs::create_dir(&secret).unwrap();
+        chmod(&secret, 0o755);
+        std::fs::write(secret.join("token"), "s3cret").unwrap();
+        chmod(&secret.join("token"), 0o644);
+        let race = d.path().join("race");
+        std::fs::create_dir_all(race.join("d")).unwrap();
+        chmod(&race, 0o755);
+        chmod(&race.join("d"), 0o755);
+        std::os::unix::fs::symlink("../secret", race.join("s")).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let racer = {
+            let (race, stop) = (race.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    nix::fcntl::renameat2(
+                        nix::fcntl::AT_FDCWD,
+                        &race.join("d"),
+                        nix::fcntl::AT_FDCWD,
+                        &race.join("s"),
+                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                    )
+                    .unwrap();
+                    swaps += 1;
+                    std::thread::yield_now();
+                }
+                swaps
+            })
+        };
+        let b = Boundary::new([secret.clone()]);
+        let bound = race.join("d");
+        let (mut ran, mut refused) = (0, 0);
+        for i in 0..200 {
+            let mut spec = RingSpec::new([
+                "sh".to_string(),
+                "-c".to_string(),
+                format!("cat {}/token 2>/dev/null; true", bound.display()),
+            ]);
+            spec.timeout = Duration::from_secs(20);
+            spec.binds = vec![Bind {
+                path: bound.clone(),
+                writable: true,
+            }];
+            match b.run_ring(&spec).await {
+                Ok(out) => {
+                    ran += 1;
+                    assert!(
+                        !out.output.stdout_lossy().contains("s3cret"),
+                        "attempt {i} bound the hidden directory: {out:?}"
+                    );
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(e, osmoda_sandbox::SandboxError::BadPath { .. }),
+                        "attempt {i}: {e}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = racer.join().unwrap();
+        assert!(swaps > 200, "the race ran ({swaps} swaps)");
+        assert!(ran > 0 && refused > 0, "ran {ran}, refused {refused}");
+    });
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use osmoda_sandbox::{Boundary, Exit, Spec};
+use osmoda_sandbox::{Boundary, Exit, Pinned, Spec};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -68,7 +68,12 @@ pub struct ExecBody {
 /// containing a hidden path (the command could replace the mask), not the configuration tree.
 /// Login files and credentials are the caller's to judge (`/system/exec` gates them behind a
 /// ticket, `/sandbox/exec` refuses them). Shared with `/sandbox/exec`'s declared binds.
-pub(crate) fn writable_path(fence: &Fence, w: &str) -> Result<std::path::PathBuf, ApiError> {
+///
+/// The resolved path is opened once ([`Pinned`]: no symlink on it, its descriptor where the
+/// name says) and the checks judge that object, which is what the sandbox binds: a command
+/// racing a symlink into the path (review of issue 11, finding 4) gets a 409, never a bind of
+/// what the symlink points to.
+pub(crate) fn writable_path(fence: &Fence, w: &str) -> Result<Pinned, ApiError> {
     let p = checked_path(w)?;
     let real = p.canonicalize().map_err(|e| {
         let why = match e.raw_os_error() {
@@ -79,9 +84,20 @@ pub(crate) fn writable_path(fence: &Fence, w: &str) -> Result<std::path::PathBuf
             "writable path {w}: {why} (a writable path must exist; create it first)"
         ))
     })?;
+    let pinned = Pinned::open(&real).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!("writable path {w} changed while it was checked: {e}"),
+        )
+        .with_detail(json!({ "hint": "retry once nothing is renaming that path" }))
+    })?;
     fence.check(&real, true)?;
-    // Binding a parent of a hidden path writable would let the command replace the mask.
-    if let Some(h) = fence.hidden().find(|h| h.starts_with(&real)) {
+    // Binding a parent of a hidden path writable would let the command replace the mask; by
+    // inode too, so a second name of a hidden directory is no way around it.
+    if let Some(h) = fence
+        .hidden()
+        .find(|h| h.starts_with(&real) || pinned.holds(h) || pinned.inside(h))
+    {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             format!(
@@ -97,7 +113,7 @@ pub(crate) fn writable_path(fence: &Fence, w: &str) -> Result<std::path::PathBuf
         )
         .with_detail(json!({ "use": "config_set" })));
     }
-    Ok(real)
+    Ok(pinned)
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -182,7 +198,8 @@ pub async fn exec(
     // Writable paths a person must approve, with the kind and why.
     let mut gated: Vec<(&'static str, std::path::PathBuf, String)> = Vec::new();
     for w in &b.writable {
-        let real = writable_path(&fence, w)?;
+        let pinned = writable_path(&fence, w)?;
+        let real = pinned.path().to_path_buf();
         // The same rules as `/fs/write`: a command that may write login files, credentials or
         // outside the writable roots runs only with a person's ticket for exactly this call.
         if let Some(why) = super::secrets::contains_login_path(&real, fence.homes()) {
@@ -191,7 +208,7 @@ pub async fn exec(
             gated.push((kind, real.clone(), why));
         }
         writable.push(real.display().to_string());
-        spec = spec.writable(real);
+        spec = spec.writable(pinned);
     }
     for (k, v) in &b.env {
         spec = spec.env(k.clone(), v.clone());

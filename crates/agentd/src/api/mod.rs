@@ -28,8 +28,13 @@ use axum::Router;
 
 use crate::AppState;
 
+/// Ledger reads of requests running at once; more wait (asynchronously) for their turn.
+pub const MAX_LEDGER_READS: usize = 4;
+
 /// Runs a ledger read on the blocking pool: SQLite work never runs on the async workers, which
-/// serve both sockets (a long search there once froze the approval socket too).
+/// serve both sockets (a long search there once froze the approval socket too), and at most
+/// [`MAX_LEDGER_READS`] run at once, so however many requests the agent sends, SQLite keeps a
+/// bounded number of threads busy (each read is bounded too: limits, and the search budget).
 ///
 /// # Errors
 /// The read's own error, or 500 when the task panicked.
@@ -37,10 +42,18 @@ pub(crate) async fn read_ledger<T: Send + 'static>(
     st: &AppState,
     f: impl FnOnce(&osmoda_ledger::Ledger) -> Result<T, osmoda_ledger::LedgerError> + Send + 'static,
 ) -> Result<T, crate::error::ApiError> {
-    let ledger = st.ledger.clone();
-    Ok(tokio::task::spawn_blocking(move || f(&ledger))
+    // The permit moves into the read: a caller that goes away does not free it early.
+    let turn = Arc::clone(&st.ledger_reads)
+        .acquire_owned()
         .await
-        .map_err(crate::error::ApiError::internal)??)
+        .map_err(crate::error::ApiError::internal)?;
+    let ledger = st.ledger.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        f(&ledger)
+    })
+    .await
+    .map_err(crate::error::ApiError::internal)??)
 }
 
 /// Every route served on the agent-facing socket.

@@ -136,7 +136,12 @@ async fn declared_binds<'a>(
             });
         }
         for p in &c.writable_paths {
-            let real = super::exec::writable_path(&fence, p).map_err(named)?;
+            // The sandbox opens the resolved path again, refusing a symlink on it, and binds
+            // that descriptor (`osmoda_sandbox::Pinned`).
+            let real = super::exec::writable_path(&fence, p)
+                .map_err(named)?
+                .path()
+                .to_path_buf();
             ring_bindable(&real).map_err(named)?;
             // A declared bind is never a path to login files or credentials: no ticket is asked
             // for a capability's binds, so these are refused outright.

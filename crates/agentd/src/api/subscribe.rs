@@ -23,6 +23,56 @@ pub const DEFAULT_WAIT_SECS: u64 = 30;
 pub const MAX_TYPES: usize = 16;
 /// Most events in one answer (and the default).
 pub const MAX_EVENTS: usize = 1000;
+/// Long polls one uid may have waiting at once. Each holds a connection for up to
+/// [`MAX_WAIT_SECS`] and reads the ledger on every commit, so they are counted apart from the
+/// listener's connection caps: a subscriber needs one or two (osmoda-routines holds one).
+pub const MAX_LONG_POLLS_PER_UID: usize = 16;
+/// Long polls waiting at once, all uids together.
+pub const MAX_LONG_POLLS: usize = 256;
+
+/// One waiting long poll's place in [`AppState::long_polls`]; given back when dropped (the
+/// answer, or the caller going away).
+struct LongPoll {
+    st: Arc<AppState>,
+    uid: Option<u32>,
+}
+
+impl LongPoll {
+    fn take(st: &Arc<AppState>, uid: Option<u32>) -> Result<LongPoll, ApiError> {
+        let mut open = st.long_polls.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = open.get(&uid).copied().unwrap_or(0);
+        let total: usize = open.values().sum();
+        if mine >= MAX_LONG_POLLS_PER_UID || total >= MAX_LONG_POLLS {
+            let why = if mine >= MAX_LONG_POLLS_PER_UID {
+                format!("this user already has {MAX_LONG_POLLS_PER_UID} long polls waiting")
+            } else {
+                format!("{MAX_LONG_POLLS} long polls are waiting")
+            };
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!("{why}; no new one is opened"),
+            )
+            .with_detail(json!({ "hint": "keep one subscription per subscriber and pass its cursor back; a wait of 0 reads without waiting" })));
+        }
+        *open.entry(uid).or_default() += 1;
+        Ok(LongPoll {
+            st: Arc::clone(st),
+            uid,
+        })
+    }
+}
+
+impl Drop for LongPoll {
+    fn drop(&mut self) {
+        let mut open = self.st.long_polls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
+}
 
 /// Query of `GET /events/subscribe`.
 #[derive(Debug, Deserialize)]
@@ -131,6 +181,7 @@ fn scan_ledger(
 /// `GET /events/subscribe?after=&types=&wait_secs=&limit=`.
 pub async fn subscribe(
     State(st): State<Arc<AppState>>,
+    caller: crate::peer::Caller,
     Query(p): Query<SubscribeParams>,
 ) -> Result<axum::Json<Batch>, ApiError> {
     let pats = patterns(p.types.as_deref())?;
@@ -146,6 +197,11 @@ pub async fn subscribe(
             "after must be an event id (0 or more)",
         ));
     }
+    // A poll that does not wait is an ordinary read; one that waits takes a long-poll place.
+    let _place = match wait {
+        0 => None,
+        _ => Some(LongPoll::take(&st, caller.peer.uid)?),
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut commits = st.commits.subscribe();
     let mut after = match p.after {

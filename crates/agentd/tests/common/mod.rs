@@ -58,7 +58,16 @@ impl Daemon {
     /// As [`Daemon::start`], with the state at `<dir>/osmoda/agentd`: the module's
     /// `<stateDir>/<daemon>` layout, beside the other daemons' state dirs.
     pub async fn start_in_state_root() -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in_state_root_under(&std::env::temp_dir()).await
+    }
+
+    /// As [`Daemon::start_in_state_root`], in a temp dir under `parent` (`/var/tmp` for a
+    /// state commands can name: they get a fresh `/tmp`).
+    pub async fn start_in_state_root_under(parent: &Path) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("osmoda-")
+            .tempdir_in(parent)
+            .expect("tempdir");
         let state = dir.path().join("osmoda/agentd");
         Self::serve_at(dir, &state, agentd::Settings::default(), None)
     }
