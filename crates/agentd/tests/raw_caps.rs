@@ -93,7 +93,7 @@ async fn values_naming_module_arguments_are_evaluated_up_to_their_first_use() {
         ),
         (
             "with pkgs; [ (builtins.readFile /etc/hostname) vim ]",
-            "forbidden in restricted mode",
+            "reads outside the configuration tree",
         ),
         // ... and after it: the other parts of the value are evaluated on their own.
         (
@@ -102,7 +102,21 @@ async fn values_naming_module_arguments_are_evaluated_up_to_their_first_use() {
         ),
         (
             "with pkgs; [ vim (builtins.readFile /etc/hostname) ]",
-            "forbidden in restricted mode",
+            "reads outside the configuration tree",
+        ),
+        // Behind a module argument, a function's argument or an `if` (review of issue 11,
+        // finding 6): refused from the syntax, before any evaluation.
+        (
+            "pkgs.writeText \"x\" (builtins.readFile /etc/shadow)",
+            "`/etc/shadow` is an absolute path",
+        ),
+        (
+            "[ (if pkgs.stdenv.isLinux then builtins.readFile /etc/shadow else \"\") ]",
+            "`/etc/shadow` is an absolute path",
+        ),
+        (
+            "[ (pkgs.lib.id (builtins.readFile \"/etc/shadow\")) ]",
+            "reads outside the configuration tree",
         ),
         (
             "[ pkgs.vim { a = pkgs.git; b = { c = [ pkgs.jq (true + 1) ]; }; } ]",

@@ -12,6 +12,7 @@ mod fuzz;
 mod modules;
 mod path;
 mod plan;
+mod reach;
 mod render;
 mod resolve;
 mod scope;
@@ -27,6 +28,7 @@ pub use fuzz::{fuzz_one, fuzz_raw};
 pub use modules::{FileKind, Import};
 pub use path::{not_into_imports, AttrPath};
 pub use render::to_nix;
+pub use reach::{reaches_outside, Reach};
 pub use scope::free_variables;
 pub use wrappers::without_wrappers;
 

@@ -357,6 +357,9 @@ async fn edit(
             _ => None,
         };
         let planned = plan(&t, named.as_deref(), &o)?;
+        if let (Some(raw), false) = (raw, matches!(o, osmoda_nix::Op::Remove(..))) {
+            plan::refuse_outside_reads(&t, raw, &planned.target.file)?;
+        }
         if raw.is_none() {
             schema::check(&o, None)?;
         }

@@ -166,6 +166,38 @@ pub enum RawEval {
     Evaluated(Option<serde_json::Value>),
 }
 
+/// Refuses a raw value that could read a file outside the tree (`osmoda_nix::reaches_outside`:
+/// an absolute, home or search path, a relative one leaving the tree, a reading builtin given
+/// a computed name), found in its syntax wherever it is nested: an evaluation before the commit
+/// stops at the first module argument and would not see one behind `pkgs`, `lib` or `if`
+/// (review of issue 11, finding 6). A closed value (no free variable) is left to
+/// [`evaluate_raw`] when an evaluator is installed: evaluated whole in restricted mode, it
+/// reads exactly what it would read when built. `file` is the edited file, relative to the
+/// tree.
+///
+/// # Errors
+/// 422 naming the part and why, nothing written; 400 when the value does not parse.
+pub fn refuse_outside_reads(tree: &Tree, raw: &str, file: &Path) -> Result<(), ApiError> {
+    let closed = osmoda_nix::free_variables(raw)?.is_some_and(|f| f.is_empty());
+    if closed && tree.nix_instantiate().is_some() {
+        return Ok(());
+    }
+    let depth = file.components().count().saturating_sub(1);
+    match osmoda_nix::reaches_outside(raw, depth)? {
+        None => Ok(()),
+        Some(r) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the raw Nix value reads outside the configuration tree: `{}` is {}",
+                r.text, r.why
+            ),
+        )
+        .with_detail(json!({
+            "hint": "nothing was written; put the file in the tree and name it with a relative path (./file), or pass a secret as a *File option (a path string), which is read at run time, never into the store",
+        }))),
+    }
+}
+
 /// The message of the stand-in every free variable of a raw value resolves to.
 const STAND_IN: &str = "osmoda: a module argument is not available before the commit";
 
