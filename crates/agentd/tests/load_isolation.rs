@@ -293,9 +293,9 @@ async fn expired_tickets_close_and_free_their_requesters_share() {
     let r = d.human().get("/approvals?limit=1000").await.expect("list");
     let list = r.body.as_array().cloned().unwrap_or_default();
     assert_eq!(list.len(), max + 1);
-    assert_eq!(
-        list.iter().filter(|t| t["status"] == "expired").count(),
-        max,
+    // The first 64 expired (the new one may have too, on a slow machine: its TTL is 1 s).
+    assert!(
+        list.iter().filter(|t| t["status"] == "expired").count() >= max,
         "{}",
         r.body
     );
