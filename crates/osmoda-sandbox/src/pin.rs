@@ -25,6 +25,8 @@ pub struct Pinned {
     fd: Arc<OwnedFd>,
     dev: u64,
     ino: u64,
+    /// `(st_dev, st_ino)` of `/` and of every directory on the way down, as they were opened.
+    above: Vec<(u64, u64)>,
 }
 
 impl PartialEq for Pinned {
@@ -59,12 +61,15 @@ impl Pinned {
         let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let mut fd = openat(AT_FDCWD, "/", flags | OFlag::O_DIRECTORY, Mode::empty())
             .map_err(|_| bad("cannot open /"))?;
+        let mut above = Vec::new();
         for c in path.components() {
             let name = match c {
                 Component::RootDir => continue,
                 Component::Normal(n) => n,
                 _ => return Err(bad("must not contain `.` or `..`")),
             };
+            let here = fstat(fd.as_fd()).map_err(|_| bad("cannot be examined"))?;
+            above.push((here.st_dev, here.st_ino));
             let next = openat(fd.as_fd(), name, flags, Mode::empty())
                 .map_err(|_| bad("does not exist (a path must exist to be bound)"))?;
             let st = fstat(next.as_fd()).map_err(|_| bad("cannot be examined"))?;
@@ -88,6 +93,7 @@ impl Pinned {
             fd: Arc::new(fd),
             dev: st.st_dev,
             ino: st.st_ino,
+            above,
         })
     }
 
@@ -113,7 +119,9 @@ impl Pinned {
             .any(|i| i == (self.dev, self.ino))
     }
 
-    /// Whether this object lies inside `hidden` (or is it), by its real path and by inode.
+    /// Whether this object lies inside `hidden` (or is it), by its real path and by the
+    /// inodes of the directories it was opened through (never by its name again, which may
+    /// lead elsewhere by now).
     pub fn inside(&self, hidden: &Path) -> bool {
         if self.path.starts_with(hidden) {
             return true;
@@ -121,7 +129,7 @@ impl Pinned {
         let Some(h) = inode(hidden) else {
             return false;
         };
-        self.path.ancestors().filter_map(inode).any(|i| i == h)
+        h == (self.dev, self.ino) || self.above.contains(&h)
     }
 
     /// `--bind-fd N DEST` (or `--ro-bind-fd`) for bwrap.
