@@ -305,6 +305,12 @@ impl Boundary {
             // Checked and bound as one object: the descriptor, not the name. The path is taken
             // as given, never resolved again here: the caller checked it resolved, and a
             // symlink on it now (a swap since) is refused, not followed somewhere unchecked.
+            if let Some(why) = bind_refusal(&b.path) {
+                return Err(SandboxError::BadPath {
+                    path: b.path.clone(),
+                    why,
+                });
+            }
             let p = Pinned::open(&b.path)?;
             let real = p.path().to_path_buf();
             if let Some(why) = bind_refusal(&real) {
