@@ -3,10 +3,13 @@
 //! the config tree never writable, the approval socket out of reach).
 
 mod common;
+#[path = "../../osmoda-sandbox/tests/support/swap.rs"]
+mod swap;
 
 use common::{ClientExt, Daemon};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use swap::Swapper;
 
 async fn exec(d: &Daemon, body: Value) -> Value {
     d.agent().post_ok("/system/exec", &body).await
@@ -528,7 +531,6 @@ async fn a_symlink_raced_into_a_writable_path_never_binds_the_state() {
         println!("skipped: a_symlink_raced_into_a_writable_path_never_binds_the_state needs root for bubblewrap binds");
         return;
     }
-    use std::sync::atomic::{AtomicBool, Ordering};
     // Outside /tmp: commands get a fresh one, where a working directory would not exist.
     let d = Daemon::start_in_state_root_under(std::path::Path::new("/var/tmp")).await;
     let state = d.dir.path().join("osmoda/agentd");
@@ -536,30 +538,7 @@ async fn a_symlink_raced_into_a_writable_path_never_binds_the_state() {
     let race = d.dir.path().join("race");
     std::fs::create_dir_all(race.join("d/agentd")).expect("decoy");
     std::os::unix::fs::symlink("../osmoda", race.join("s")).expect("symlink");
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let racer = {
-        let (race, stop) = (race.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut swaps = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                // Ends with the test's directory (a failing test removes it).
-                if nix::fcntl::renameat2(
-                    nix::fcntl::AT_FDCWD,
-                    &race.join("d"),
-                    nix::fcntl::AT_FDCWD,
-                    &race.join("s"),
-                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                )
-                .is_err()
-                {
-                    break;
-                }
-                swaps += 1;
-                std::thread::yield_now();
-            }
-            swaps
-        })
-    };
+    let racer = Swapper::start(race.join("d"), race.join("s"));
     let w = race.join("d/agentd");
     let (mut ran, mut refused) = (0, 0);
     for i in 0..300 {
@@ -590,8 +569,7 @@ async fn a_symlink_raced_into_a_writable_path_never_binds_the_state() {
             r.body
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    let swaps = racer.join().expect("racer");
+    let swaps = racer.stop();
     println!("race: {ran} ran, {refused} refused, {swaps} swaps");
     assert!(swaps > 300, "the race ran ({swaps} swaps)");
     // Both sides of the race were hit: commands ran (with the decoy) and checks saw the swap.

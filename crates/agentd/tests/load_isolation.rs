@@ -12,6 +12,15 @@ use serde_json::json;
 /// Longest a person's request may take on the approval socket while the agent loads agentd.
 const BOUND: Duration = Duration::from_secs(3);
 
+/// `POST path` with `body`; the answer whatever its status.
+async fn post(
+    c: &osmoda_client::Client,
+    path: &str,
+    body: &serde_json::Value,
+) -> osmoda_client::Response {
+    c.post(path, body).await.expect(path)
+}
+
 /// Fills the ledger with `n` events of 200 short words each (the review's search corpus).
 async fn fill(d: &Daemon, n: usize) {
     let words: Vec<String> = (0..200)
@@ -132,13 +141,12 @@ async fn tickets_are_bounded_in_size_and_number_and_listing_copies_one_page() {
     // recorded.
     let before = d.state.ledger.head().expect("head").events;
     for i in 0..5 {
-        let r = c
-            .post(
-                "/approval/request",
-                &json!({ "operation": { "n": i, "blob": "x".repeat(1_000_000) }, "detail": "d" }),
-            )
-            .await
-            .expect("request");
+        let r = post(
+            &c,
+            "/approval/request",
+            &json!({ "operation": { "n": i, "blob": "x".repeat(1_000_000) }, "detail": "d" }),
+        )
+        .await;
         assert_eq!(r.status, 413, "{}", r.body);
     }
     assert_eq!(d.state.ledger.head().expect("head").events, before);
@@ -146,56 +154,48 @@ async fn tickets_are_bounded_in_size_and_number_and_listing_copies_one_page() {
     let max = agentd::api::approvals::MAX_OPEN_PER_UID;
     let mut ids = Vec::new();
     for i in 0..max {
-        let r = c
-            .post(
-                "/approval/request",
-                &json!({ "operation": { "n": i, "blob": "x".repeat(15_000) }, "detail": "d" }),
-            )
-            .await
-            .expect("request");
+        let r = post(
+            &c,
+            "/approval/request",
+            &json!({ "operation": { "n": i, "blob": "x".repeat(15_000) }, "detail": "d" }),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.body);
         ids.push(r.body["id"].as_str().expect("id").to_string());
     }
     let op = |i: usize| json!({ "n": i, "blob": "x".repeat(15_000) });
-    let r = c
-        .post(
-            "/approval/request",
-            &json!({ "operation": op(max), "detail": "d" }),
-        )
-        .await
-        .expect("request");
+    let r = post(
+        &c,
+        "/approval/request",
+        &json!({ "operation": op(max), "detail": "d" }),
+    )
+    .await;
     assert_eq!(r.status, 429, "{}", r.body);
     // A person decides one, the agent uses it: it closes (status kept, operation dropped), and
     // the agent may open another.
     let h = d.human();
-    let r = h
-        .post(&format!("/approval/{}/approve", ids[0]), &json!({}))
-        .await
-        .expect("approve");
+    let r = post(&h, &format!("/approval/{}/approve", ids[0]), &json!({})).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = c
-        .post(
-            "/approval/check",
-            &json!({ "id": ids[0], "operation": op(0) }),
-        )
-        .await
-        .expect("check");
+    let r = post(
+        &c,
+        "/approval/check",
+        &json!({ "id": ids[0], "operation": op(0) }),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = c
-        .post(
-            "/approval/check",
-            &json!({ "id": ids[0], "operation": op(0) }),
-        )
-        .await
-        .expect("check again");
+    let r = post(
+        &c,
+        "/approval/check",
+        &json!({ "id": ids[0], "operation": op(0) }),
+    )
+    .await;
     assert_eq!(r.status, 409, "a used ticket: {}", r.body);
-    let r = c
-        .post(
-            "/approval/request",
-            &json!({ "operation": op(max), "detail": "d" }),
-        )
-        .await
-        .expect("request");
+    let r = post(
+        &c,
+        "/approval/request",
+        &json!({ "operation": op(max), "detail": "d" }),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     // Eight agents list everything in a loop; the person's one-ticket page answers within the
     // bound and is one ticket long.
@@ -271,24 +271,22 @@ async fn expired_tickets_close_and_free_their_requesters_share() {
     let c = d.agent();
     let max = agentd::api::approvals::MAX_OPEN_PER_UID;
     for i in 0..max {
-        let r = c
-            .post(
-                "/approval/request",
-                &json!({ "operation": { "n": i }, "detail": "d" }),
-            )
-            .await
-            .expect("request");
+        let r = post(
+            &c,
+            "/approval/request",
+            &json!({ "operation": { "n": i }, "detail": "d" }),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
     // The TTL is wall-clock seconds (tickets store their expiry as a Unix time).
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let r = c
-        .post(
-            "/approval/request",
-            &json!({ "operation": { "n": max }, "detail": "d" }),
-        )
-        .await
-        .expect("request");
+    let r = post(
+        &c,
+        "/approval/request",
+        &json!({ "operation": { "n": max }, "detail": "d" }),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = d.human().get("/approvals?limit=1000").await.expect("list");
     let list = r.body.as_array().cloned().unwrap_or_default();

@@ -13,7 +13,10 @@ use osmoda_sandbox::{Bind, Boundary, Exit, Limits, RingOutput, RingSpec};
 
 #[path = "support/netns.rs"]
 mod netns;
+#[path = "support/swap.rs"]
+mod swap;
 use netns::in_netns;
+use swap::Swapper;
 
 async fn sh(script: &str) -> RingOutput {
     let mut spec = RingSpec::new(["sh", "-c", script]);
@@ -437,7 +440,6 @@ fn nested_masks_are_applied_once_from_the_outermost() {
 #[test]
 fn a_symlink_raced_into_a_declared_bind_never_binds_a_hidden_path() {
     in_netns("ring_bind_race", || async {
-        use std::sync::atomic::{AtomicBool, Ordering};
         let d = tempfile::tempdir_in("/var/tmp").unwrap();
         chmod(d.path(), 0o755);
         let secret = d.path().join("secret");
@@ -450,30 +452,7 @@ fn a_symlink_raced_into_a_declared_bind_never_binds_a_hidden_path() {
         chmod(&race, 0o755);
         chmod(&race.join("d"), 0o755);
         std::os::unix::fs::symlink("../secret", race.join("s")).unwrap();
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let racer = {
-            let (race, stop) = (race.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut swaps = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    // Ends with the test's directory (a failing test removes it).
-                    if nix::fcntl::renameat2(
-                        nix::fcntl::AT_FDCWD,
-                        &race.join("d"),
-                        nix::fcntl::AT_FDCWD,
-                        &race.join("s"),
-                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                    )
-                    .is_err()
-                    {
-                        break;
-                    }
-                    swaps += 1;
-                    std::thread::yield_now();
-                }
-                swaps
-            })
-        };
+        let racer = Swapper::start(race.join("d"), race.join("s"));
         let b = Boundary::new([secret.clone()]);
         let bound = race.join("d");
         let (mut ran, mut refused) = (0, 0);
@@ -505,8 +484,7 @@ fn a_symlink_raced_into_a_declared_bind_never_binds_a_hidden_path() {
                 }
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        let swaps = racer.join().unwrap();
+        let swaps = racer.stop();
         println!("ring race: {ran} ran, {refused} refused, {swaps} swaps");
         assert!(swaps > 200, "the race ran ({swaps} swaps)");
         assert!(ran > 0 && refused > 0, "ran {ran}, refused {refused}");
