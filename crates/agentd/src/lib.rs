@@ -151,8 +151,14 @@ pub struct AppState {
     pub settings: Settings,
     /// Incident workspaces, folded from `incident.*` events.
     pub incidents: Mutex<api::incidents::Incidents>,
-    /// Approval tickets, folded from `approval.*` events.
-    pub approvals: Mutex<api::approvals::Approvals>,
+    /// Approval tickets, folded from `approval.*` events. A plain mutex, held only for short
+    /// synchronous work and never across an `.await` (use [`AppState::approvals`]): a person's
+    /// request on the approval socket's own runtime never waits for a task of the agent
+    /// socket's runtime to be scheduled, as a fair async mutex hands it on in turn.
+    pub approvals: std::sync::Mutex<api::approvals::Approvals>,
+    /// Serialises the changes to tickets (check, record the event, apply), held across the
+    /// ledger write; listing and verifying take only [`AppState::approvals`].
+    pub approvals_write: Mutex<()>,
     /// Previous CPU sample, for `/health`'s utilisation figure.
     pub cpu: std::sync::Mutex<Option<api::health::CpuSample>>,
     /// State directory (ledger lives at `<state_dir>/ledger.db`).
@@ -215,7 +221,8 @@ impl AppState {
             ledger,
             settings,
             incidents: Mutex::new(incidents),
-            approvals: Mutex::new(approvals),
+            approvals: std::sync::Mutex::new(approvals),
+            approvals_write: Mutex::new(()),
             cpu: std::sync::Mutex::new(None),
             state_dir,
             config_tree,
@@ -224,6 +231,13 @@ impl AppState {
             ledger_reads: Arc::new(tokio::sync::Semaphore::new(api::MAX_LEDGER_READS)),
             long_polls: std::sync::Mutex::default(),
         }))
+    }
+
+    /// The approval tickets, for short synchronous work (never held across an `.await`).
+    pub fn approvals(&self) -> std::sync::MutexGuard<'_, api::approvals::Approvals> {
+        self.approvals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Append one event to the ledger, durable when this returns.

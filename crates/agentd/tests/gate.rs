@@ -1400,7 +1400,7 @@ async fn the_gate_accepts_only_tickets_it_opened_itself() {
             )
             .await
             .expect("record");
-    f.d.state.approvals.lock().await.apply(&ev);
+    f.d.state.approvals().apply(&ev);
     f.d.human()
         .post_ok(&format!("/approval/{forged_id}/approve"), &json!({}))
         .await;

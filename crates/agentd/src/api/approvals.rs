@@ -389,10 +389,13 @@ async fn create(
         "origin": origin,
         "expires_unix": now_unix() + ttl,
     });
-    let mut approvals = st.approvals.lock().await;
-    approvals.sweep(now_unix());
-    let uid = uid_of(actor);
-    if approvals.open_of(uid) >= MAX_OPEN_PER_UID {
+    let _write = st.approvals_write.lock().await;
+    let full = {
+        let mut approvals = st.approvals();
+        approvals.sweep(now_unix());
+        approvals.open_of(uid_of(actor)) >= MAX_OPEN_PER_UID
+    };
+    if full {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("this caller already has {MAX_OPEN_PER_UID} approval tickets open (pending or approved, unused); no new one is opened"),
@@ -400,6 +403,7 @@ async fn create(
         .with_detail(json!({ "hint": "use, or wait for a person to decide, the open ones (`agentctl approvals list`); they expire after the approval TTL" })));
     }
     let ev = st.record("approval.requested", actor, &payload).await?;
+    let mut approvals = st.approvals();
     approvals.apply(&ev);
     Ok(approvals.get(&id)?.clone())
 }
@@ -431,7 +435,7 @@ pub async fn open_for(
     origin: &'static str,
 ) -> Result<Ticket, ApiError> {
     let hash = operation_hash(operation);
-    let existing = st.approvals.lock().await.open_with(origin, &hash);
+    let existing = st.approvals().open_with(origin, &hash);
     match existing {
         Some(t) => Ok(t),
         None => create(st, actor, operation, &effect.join("; "), effect, origin).await,
@@ -444,7 +448,7 @@ pub async fn list(
     crate::error::Query(p): crate::error::Query<crate::page::Params<String>>,
 ) -> Result<crate::page::Page<Ticket>, ApiError> {
     let limit = crate::page::limit(p.limit, crate::page::MAX_LIMIT)?;
-    let page = st.approvals.lock().await.page(p.after_id.as_ref(), limit);
+    let page = st.approvals().page(p.after_id.as_ref(), limit);
     Ok(crate::page::Page::new(page, limit, |t| t.id.clone()))
 }
 
@@ -471,12 +475,15 @@ pub async fn consume(
     actor: &str,
     origin: &str,
 ) -> Result<(), ApiError> {
-    let mut approvals = st.approvals.lock().await;
-    check_ticket(&mut approvals, id, operation, origin)?;
+    let _write = st.approvals_write.lock().await;
+    {
+        let mut approvals = st.approvals();
+        check_ticket(&mut approvals, id, operation, origin)
+    }?;
     let ev = st
         .record("approval.used", actor, &json!({ "id": id }))
         .await?;
-    approvals.apply(&ev);
+    st.approvals().apply(&ev);
     Ok(())
 }
 
@@ -493,7 +500,7 @@ pub async fn verify(
     operation: &Value,
     origin: &str,
 ) -> Result<(), ApiError> {
-    check_ticket(&mut *st.approvals.lock().await, id, operation, origin)
+    check_ticket(&mut st.approvals(), id, operation, origin)
 }
 
 /// Record that ticket `id` was used by `actor` (after [`verify`] and the change landing).
@@ -501,11 +508,11 @@ pub async fn verify(
 /// # Errors
 /// The ledger write failed.
 pub async fn mark_used(st: &AppState, id: &str, actor: &str) -> Result<(), ApiError> {
-    let mut approvals = st.approvals.lock().await;
+    let _write = st.approvals_write.lock().await;
     let ev = st
         .record("approval.used", actor, &json!({ "id": id }))
         .await?;
-    approvals.apply(&ev);
+    st.approvals().apply(&ev);
     Ok(())
 }
 
@@ -582,8 +589,9 @@ async fn decide(
     approve: bool,
 ) -> Result<axum::Json<Ticket>, ApiError> {
     peer.require_outside_boundary()?;
-    let mut approvals = st.approvals.lock().await;
-    let Ok(status) = approvals.get(&id).map(|t| t.status) else {
+    let _write = st.approvals_write.lock().await;
+    let status = st.approvals().get(&id).map(|t| t.status);
+    let Ok(status) = status else {
         return Err(ApiError::not_found(format!(
             "no approval ticket {id}; {LIST}"
         )));
@@ -608,6 +616,7 @@ async fn decide(
             &json!({ "id": id, "reason": reason }),
         )
         .await?;
+    let mut approvals = st.approvals();
     approvals.apply(&ev);
     Ok(axum::Json(approvals.get(&id)?.clone()))
 }

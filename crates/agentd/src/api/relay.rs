@@ -141,26 +141,26 @@ pub async fn decide(
             "the owner answers /approve in the chat, or runs `agentctl approvals approve <ticket>`",
         ));
     }
-    let mut approvals = st.approvals.lock().await;
-    let Ok(t) = approvals.get(&id) else {
+    let _write = st.approvals_write.lock().await;
+    let found = st.approvals().get(&id).map(|t| (t.origin, t.status));
+    let Ok((origin, status)) = found else {
         return Err(ApiError::not_found(format!(
             "no approval ticket {id}; {LIST}"
         )));
     };
     // Tickets agentd's gate or osmoda-keyd opened describe the effect themselves; an agent's
     // own request carries only its words, so it is decided with agentctl.
-    if t.origin != GATE && t.origin != KEYD {
+    if origin != GATE && origin != KEYD {
         return Err(forbidden(
             format!("ticket {id} was requested by the agent, not opened by the gate or osmoda-keyd; it is decided with agentctl only"),
             "`agentctl approvals list` shows it with the agent's words",
         ));
     }
-    if t.status != "pending" {
+    if status != "pending" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
-                "ticket {id} is {}, not pending, so there is nothing left to decide; {LIST}",
-                t.status
+                "ticket {id} is {status}, not pending, so there is nothing left to decide; {LIST}"
             ),
         ));
     }
@@ -180,6 +180,7 @@ pub async fn decide(
             }),
         )
         .await?;
+    let mut approvals = st.approvals();
     approvals.apply(&ev);
     Ok(axum::Json(approvals.get(&id)?.clone()))
 }

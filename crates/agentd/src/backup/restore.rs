@@ -366,7 +366,7 @@ pub fn commit(state_dir: &Path, journal: &Journal) -> Result<(), BackupError> {
 pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Result<Value> {
     // Who asked for and who approved this restore, before the ledger holding it is replaced.
     let approval = match &j.ticket {
-        Some(t) => st.approvals.lock().await.get(t).ok().map(|t| {
+        Some(t) => st.approvals().get(t).ok().map(|t| {
             json!({ "ticket": t.id, "requested_by": t.requested_by, "requested_at": t.requested_at,
                     "approved_by": t.decided_by, "effect": t.effect })
         }),
@@ -404,9 +404,10 @@ pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Resul
     }
     let (j2, state_dir) = (j.clone(), st.state_dir.clone());
     tokio::task::spawn_blocking(move || place::sources(&j2, &state_dir)).await??;
-    *st.approvals.lock().await = crate::api::approvals::Approvals::load(&st.ledger)?;
+    let loaded = crate::api::approvals::Approvals::load(&st.ledger)?;
+    *st.approvals() = loaded;
     // Tickets open in the archived ledger may have been used or decided since: none comes back.
-    let reopened = st.approvals.lock().await.open_ids();
+    let reopened = st.approvals().open_ids();
     for t in &reopened {
         if Some(t) != j.ticket.as_ref() {
             crate::api::approvals::mark_used(st, t, "agentd")
@@ -445,7 +446,7 @@ pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Resul
         .map_err(|e| anyhow::anyhow!("recording the restore: {}", e.error))?;
     // The archived ledger may hold the ticket as approved: it was used by this restore.
     if let Some(t) = &j.ticket {
-        if st.approvals.lock().await.get(t).is_ok() {
+        if st.approvals().get(t).is_ok() {
             crate::api::approvals::mark_used(st, t, &j.actor)
                 .await
                 .map_err(|e| anyhow::anyhow!("marking the ticket used: {}", e.error))?;
