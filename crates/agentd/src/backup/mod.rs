@@ -12,6 +12,7 @@ pub mod archive;
 mod dir;
 mod place;
 pub mod restore;
+mod source;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -560,51 +561,15 @@ fn create_in(
             continue;
         }
         sources.insert(name.clone(), root.clone());
-        for rel in source_files(root)? {
-            use std::os::unix::fs::PermissionsExt as _;
-            let live = root.join(&rel);
-            let mode = std::fs::metadata(&live)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0o600);
-            let copy = work.join("sources").join(name).join(&rel);
-            if let Some(p) = copy.parent() {
-                std::fs::create_dir_all(p).map_err(io("creating the work dir"))?;
-            }
-            let rel_s = rel.to_string_lossy();
-            let snapshot = if is_sqlite(&live) {
-                Some(osmoda_ledger::sqlite_snapshot(&live, &copy))
-            } else {
-                None
-            };
-            let kind = if let Some(Ok(())) = snapshot {
-                "sqlite"
-            } else {
-                match snapshot {
-                    // The SQLite header on a file SQLite cannot open (a note that starts like
-                    // one): archived as the file it is.
-                    Some(Err(osmoda_ledger::LedgerError::Sqlite(
-                        rusqlite::Error::SqliteFailure(f, _),
-                    ))) if f.code == rusqlite::ErrorCode::NotADatabase => {
-                        tracing::warn!(file = %live.display(), "starts like an SQLite database but is none; archived as a file");
-                        let _ = std::fs::remove_file(&copy);
-                    }
-                    Some(Err(e)) => {
-                        return Err(BackupError::Io {
-                            context: format!("snapshotting the database {}", live.display()),
-                            source: std::io::Error::other(e.to_string()),
-                        })
-                    }
-                    _ => {}
-                }
-                match std::fs::copy(&live, &copy) {
-                    Ok(_) => "file",
-                    // Gone between listing and copying (a temp file): not part of the state.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io(format!("copying {}", live.display()))(e)),
-                }
-            };
-            add(format!("sources/{name}/{rel_s}"), kind, copy, mode)?;
-        }
+        // Every file opened once, never through a link (see `source`).
+        source::copy_source(root, &work.join("sources").join(name), &mut |c| {
+            add(
+                format!("sources/{name}/{}", c.rel.to_string_lossy()),
+                c.kind,
+                c.copy,
+                c.mode,
+            )
+        })?;
     }
 
     let manifest = Manifest {
