@@ -611,3 +611,73 @@ async fn what_an_interrupted_backup_left_is_removed_at_start() {
     assert!(dir.join("unrelated.part").exists(), "only what agentd names");
     m.d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_do_not_queue_up_and_a_backup_needs_the_space_it_writes() {
+    let m = machine().await;
+    // Big enough that a create takes a while.
+    std::fs::write(m.keyd.join("big"), vec![7u8; 8 * 1024 * 1024]).expect("write");
+    let asks: Vec<_> = (0..6)
+        .map(|_| {
+            let c = m.d.agent();
+            tokio::spawn(async move { c.post("/backup/create", &json!({})).await.expect("post") })
+        })
+        .collect();
+    let mut made = 0;
+    let mut refused = 0;
+    for a in asks {
+        let r = a.await.expect("join");
+        match r.status {
+            200 => made += 1,
+            409 => {
+                assert_eq!(r.body["detail"]["retryable"], json!(true), "{}", r.body);
+                assert!(
+                    r.body["error"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("already being made"),
+                    "{}",
+                    r.body
+                );
+                refused += 1;
+            }
+            s => panic!("{s}: {}", r.body),
+        }
+    }
+    assert!(made >= 1 && refused >= 1, "made {made}, refused {refused}");
+    let archives = std::fs::read_dir(m.root.path().join("backups"))
+        .expect("ls")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+        .count();
+    assert_eq!(archives, made, "each refused ask wrote nothing");
+
+    // A source larger than the free space (a sparse file: its size, none of its blocks).
+    let free = nix::sys::statvfs::statvfs(&m.root.path().join("backups")).expect("statvfs");
+    let huge = u64::from(free.blocks_available()) * u64::from(free.fragment_size()) + (1 << 30);
+    std::fs::File::create(m.keyd.join("huge"))
+        .and_then(|f| f.set_len(huge))
+        .expect("sparse");
+    let r =
+        m.d.agent()
+            .post("/backup/create", &json!({}))
+            .await
+            .expect("post");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not enough free space"),
+        "{}",
+        r.body
+    );
+    let left: Vec<String> = std::fs::read_dir(m.root.path().join("backups"))
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    m.d.stop().await;
+}
