@@ -268,41 +268,44 @@ async fn agentd_refuses_to_sign_over_a_ledger_that_disagrees_with_its_checkpoint
                 .expect("cut");
         }
         drop(conn);
-        let after_forge = cps.read().expect("read").len();
-
-        let (st, c, trigger, task) = serve(dir, 5).await;
-        let why = degraded(&c).await;
-        assert!(why.starts_with("ledger: "), "{forge}: {why}");
-        let q = osmoda_ledger::Query {
-            kind: Some("agentd.ledger.tampered".into()),
-            ..Default::default()
-        };
-        assert_eq!(st.ledger.query(&q).expect("query").len(), 1, "{forge}");
-        notes(&c, 12).await;
-        let err = st
-            .checkpoints
-            .as_ref()
-            .expect("checkpoints on")
-            .checkpoint(&st)
-            .await
-            .expect_err("refused");
-        assert!(
-            format!("{err}").contains("refusing to sign"),
-            "{forge}: {err}"
-        );
-        trigger.fire();
-        task.await.expect("join").expect("serve");
-        assert_eq!(
-            cps.read().expect("read").len(),
-            after_forge,
-            "{forge}: nothing signed over the forged ledger, not even at shutdown"
-        );
-        assert_eq!(
-            st.ledger.query(&q).expect("query").len(),
-            1,
-            "recorded once"
-        );
+        refuses_to_sign(dir, forge, "ledger: ").await;
     }
+}
+
+/// Serves the forged state in `dir` and checks agentd reports it (`/health` degraded with
+/// `why` in the reason), records `agentd.ledger.tampered` once, refuses to sign, and adds
+/// nothing to the checkpoint file, not even at shutdown.
+async fn refuses_to_sign(dir: &std::path::Path, forge: &str, why: &str) {
+    let cps_path = dir.join("state/checkpoints.jsonl");
+    let file_before = std::fs::read(&cps_path).unwrap_or_default();
+    let (st, c, trigger, task) = serve(dir, 5).await;
+    let reason = degraded(&c).await;
+    assert!(reason.contains(why), "{forge}: {reason}");
+    let q = osmoda_ledger::Query {
+        kind: Some("agentd.ledger.tampered".into()),
+        ..Default::default()
+    };
+    assert_eq!(st.ledger.query(&q).expect("query").len(), 1, "{forge}");
+    notes(&c, 12).await;
+    let err = st
+        .checkpoints
+        .as_ref()
+        .expect("checkpoints on")
+        .checkpoint(&st)
+        .await
+        .expect_err("refused");
+    assert!(
+        format!("{err}").contains("refusing to sign"),
+        "{forge}: {err}"
+    );
+    trigger.fire();
+    task.await.expect("join").expect("serve");
+    assert_eq!(
+        std::fs::read(&cps_path).unwrap_or_default(),
+        file_before,
+        "{forge}: nothing signed over the forged ledger, not even at shutdown"
+    );
+    assert_eq!(st.ledger.query(&q).expect("query").len(), 1, "{forge}: recorded once");
 }
 
 /// A clean restart is not reported: the check passes on an untouched ledger.
@@ -422,8 +425,8 @@ async fn a_checkpoint_record_that_does_not_parse_is_tamper_evidence() {
         if forge == "file line" {
             let text = std::fs::read_to_string(&cps_path).expect("read");
             let mut lines: Vec<&str> = text.lines().collect();
-            assert!(lines.len() >= 3, "{text}");
-            lines[1] = "{\"broken\":";
+            assert!(lines.len() >= 2, "{text}");
+            lines[0] = "{\"broken\":";
             std::fs::write(&cps_path, format!("{}\n", lines.join("\n"))).expect("write");
         } else {
             let conn = rusqlite::Connection::open(state.join("ledger.db")).expect("sqlite");
@@ -446,32 +449,6 @@ async fn a_checkpoint_record_that_does_not_parse_is_tamper_evidence() {
             .expect("edit");
             recompute(&conn);
         }
-        let file_before = std::fs::read(&cps_path).expect("read");
-
-        let (st, c, trigger, task) = serve(dir, 5).await;
-        let why = degraded(&c).await;
-        assert!(why.contains("is not a checkpoint"), "{forge}: {why}");
-        let q = osmoda_ledger::Query {
-            kind: Some("agentd.ledger.tampered".into()),
-            ..Default::default()
-        };
-        assert_eq!(st.ledger.query(&q).expect("query").len(), 1, "{forge}");
-        notes(&c, 12).await;
-        let err = st
-            .checkpoints
-            .as_ref()
-            .expect("checkpoints on")
-            .checkpoint(&st)
-            .await
-            .expect_err("refused");
-        assert!(format!("{err}").contains("refusing to sign"), "{forge}: {err}");
-        trigger.fire();
-        task.await.expect("join").expect("serve");
-        assert_eq!(
-            std::fs::read(&cps_path).expect("read"),
-            file_before,
-            "{forge}: nothing signed over it, not even at shutdown"
-        );
-        assert_eq!(st.ledger.query(&q).expect("query").len(), 1, "{forge}: once");
+        refuses_to_sign(dir, forge, "is not a checkpoint").await;
     }
 }
