@@ -724,15 +724,17 @@ fn weakening_the_ledgers_tamper_evidence_or_the_backups_needs_a_person() {
             json!({"services": {"osmoda": {"stateDir": undecidable()}}}),
             weakens.clone(),
         ),
+        // (A daemon switched off is also `service.disable`, which a machine may not require
+        // a person for; with witnesses it is the tamper evidence weakened as well.)
         (
             mesh(wit(json!({"peers": {"b": "k1"}})), json!({"enable": true})),
             mesh(wit(json!({"peers": {"b": "k1"}})), json!({"enable": false})),
-            weakens.clone(),
+            vec!["audit.weaken", "service.disable"],
         ),
         (
             mesh(wit(json!({"logs": ["a"]})), json!({"enable": true})),
             mesh(wit(json!({"logs": ["a"]})), json!({})),
-            weakens.clone(),
+            vec!["audit.weaken", "service.disable"],
         ),
         (
             mesh(wit(json!({"peers": {"b": "k1"}})), json!({"enable": true})),
@@ -745,7 +747,7 @@ fn weakening_the_ledgers_tamper_evidence_or_the_backups_needs_a_person() {
         (
             mesh(json!({}), json!({"enable": true})),
             mesh(json!({}), json!({"enable": false})),
-            vec![],
+            vec!["service.disable"],
         ),
         (
             mesh(wit(json!({"peers": {"b": "k1"}})), json!({"enable": false})),
