@@ -371,7 +371,11 @@ fn a_checkpoint_record_that_is_not_a_checkpoint_is_broken_evidence() {
                     .expect("rows")
                     .collect::<Result<_, _>>()
                     .expect("rows");
-                let id = if case == "newest record" { ids[2] } else { ids[0] };
+                let id = if case == "newest record" {
+                    ids[2]
+                } else {
+                    ids[0]
+                };
                 conn.execute(
                     "UPDATE events SET payload = '{\"x\":1}' WHERE id = ?1",
                     [id],

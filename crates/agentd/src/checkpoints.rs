@@ -321,7 +321,12 @@ impl Checkpointer {
 
     /// Stops signing for `problem` (until a restart on a ledger that agrees), logs it and
     /// records `agentd.ledger.tampered` with `problem` and `payload`'s fields; returns it.
-    async fn tamper(&self, st: &AppState, problem: String, mut payload: serde_json::Value) -> String {
+    async fn tamper(
+        &self,
+        st: &AppState,
+        problem: String,
+        mut payload: serde_json::Value,
+    ) -> String {
         if let Ok(mut t) = self.tampered.lock() {
             *t = Some(problem.clone());
         }

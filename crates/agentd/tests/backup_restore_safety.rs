@@ -587,8 +587,15 @@ async fn every_append_acknowledged_during_a_restore_is_kept_or_restored() {
         let mut all = seen(&kept);
         all.extend(seen(&m.d.state.state_dir.join("ledger.db")));
         let lost: Vec<&String> = acked.iter().filter(|a| !all.contains(*a)).collect();
-        assert!(acked.len() > 10, "round {round}: appends ran ({})", acked.len());
-        assert!(lost.is_empty(), "round {round}: acknowledged and lost: {lost:?}");
+        assert!(
+            acked.len() > 10,
+            "round {round}: appends ran ({})",
+            acked.len()
+        );
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged and lost: {lost:?}"
+        );
     }
     m.d.stop().await;
 }
@@ -608,7 +615,10 @@ async fn what_an_interrupted_backup_left_is_removed_at_start() {
     assert!(!part.exists(), "the half-written archive is removed");
     assert!(!dir.join(".work-20261130T000000000Z-deadbeef").exists());
     assert!(dir.join(format!("{id}.tar")).is_file(), "archives stay");
-    assert!(dir.join("unrelated.part").exists(), "only what agentd names");
+    assert!(
+        dir.join("unrelated.part").exists(),
+        "only what agentd names"
+    );
     m.d.stop().await;
 }
 

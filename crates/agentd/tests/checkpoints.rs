@@ -305,7 +305,11 @@ async fn refuses_to_sign(dir: &std::path::Path, forge: &str, why: &str) {
         file_before,
         "{forge}: nothing signed over the forged ledger, not even at shutdown"
     );
-    assert_eq!(st.ledger.query(&q).expect("query").len(), 1, "{forge}: recorded once");
+    assert_eq!(
+        st.ledger.query(&q).expect("query").len(),
+        1,
+        "{forge}: recorded once"
+    );
 }
 
 /// A clean restart is not reported: the check passes on an untouched ledger.
@@ -393,7 +397,10 @@ async fn a_witness_key_others_can_read_is_refused_at_start_and_by_check_config()
             .expect("check-config")
     };
     let o = check();
-    assert!(!o.status.success(), "a 0644 witness key passed check-config");
+    assert!(
+        !o.status.success(),
+        "a 0644 witness key passed check-config"
+    );
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("group or others can read it"),
         "{}",

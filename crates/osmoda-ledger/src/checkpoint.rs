@@ -236,7 +236,9 @@ impl<T> Clone for JsonlFile<T> {
 
 impl<T> std::fmt::Debug for JsonlFile<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonlFile").field("path", &self.path).finish()
+        f.debug_struct("JsonlFile")
+            .field("path", &self.path)
+            .finish()
     }
 }
 

@@ -30,8 +30,8 @@ pub use anchor::{
     Disagreement,
 };
 pub use checkpoint::{
-    generate_key, open_note, verify_signed, CheckpointFile, JsonLine, JsonlFile, CheckpointSigner, SignedCheckpoint,
-    VerifiedCheckpoint,
+    generate_key, open_note, verify_signed, CheckpointFile, CheckpointSigner, JsonLine, JsonlFile,
+    SignedCheckpoint, VerifiedCheckpoint,
 };
 pub use error::LedgerError;
 pub use hash::{event_hash, format_ts, now_ts, GENESIS_HASH};

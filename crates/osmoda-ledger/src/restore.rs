@@ -124,7 +124,9 @@ pub(crate) fn keep_copy(conn: &Connection, keep: &Path) -> Result<(), LedgerErro
         copy(conn, &mut out)?;
         let _: String = out.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
         out.close().map_err(|(_, e)| LedgerError::Sqlite(e))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
         std::fs::rename(&tmp, keep).map_err(io)?;
         sync_parent(keep).map_err(io)
     })();

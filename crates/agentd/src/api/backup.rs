@@ -47,7 +47,9 @@ enum Which {
 impl Place {
     /// Takes a place of `which` in `state_dir`'s queue; `Err` with the reason when none is free.
     fn take(state_dir: &std::path::Path, which: Which) -> Result<Place, ApiError> {
-        let mut all = QUEUES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all = QUEUES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let q = all.entry(state_dir.to_path_buf()).or_default();
         match which {
             Which::Create if q.restores_waiting > 0 => {
@@ -81,7 +83,9 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let mut all = QUEUES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all = QUEUES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(q) = all.get_mut(&self.state_dir) {
             match self.which {
                 Which::Create => q.creating = false,
