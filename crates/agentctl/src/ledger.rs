@@ -146,7 +146,10 @@ fn witnessed(
     n: usize,
     keys: &[String],
 ) -> anyhow::Result<Option<ExitCode>> {
-    let cos = osmoda_ledger::witness::read_cosignatures(&dir.join("cosignatures.jsonl"))?;
+    let cos = match osmoda_ledger::witness::read_cosignatures(&dir.join("cosignatures.jsonl")) {
+        Ok(c) => c,
+        Err(e) => return unparsable(e).map(Some),
+    };
     let (size, have) = osmoda_ledger::witness::newest_cosigned(cps, &cos, keys)
         .map_err(|e| anyhow::anyhow!("witness keys: {e}"))?
         .unwrap_or((0, 0));
@@ -165,6 +168,18 @@ fn witnessed(
 fn broken(msg: &str) -> anyhow::Result<ExitCode> {
     output::note(msg);
     Ok(ExitCode::from(output::code::LEDGER_BROKEN))
+}
+
+/// Evidence that does not parse (a line of the checkpoint or cosignature file, an
+/// `agentd.checkpoint` event that is not a checkpoint) is broken evidence, exit 6; anything
+/// else (the file cannot be read) is an error.
+fn unparsable(e: osmoda_ledger::LedgerError) -> anyhow::Result<ExitCode> {
+    match e {
+        osmoda_ledger::LedgerError::Malformed(what) => broken(&format!(
+            "ledger BROKEN: {what} (a record of a signed checkpoint or cosignature was changed)"
+        )),
+        e => Err(e.into()),
+    }
 }
 
 /// Runs `agentctl verify-ledger`: exit 0 when the chain holds, the checkpoint file and the
@@ -198,7 +213,10 @@ pub fn verify(
     let dir = db.parent().unwrap_or(Path::new("."));
     let file_path = checkpoints.map_or_else(|| dir.join("checkpoints.jsonl"), Path::to_path_buf);
     let file = osmoda_ledger::CheckpointFile::new(&file_path);
-    let cps = file.read()?;
+    let cps = match file.read() {
+        Ok(c) => c,
+        Err(e) => return unparsable(e),
+    };
     if let Some(n) = file.torn_tail()? {
         output::note(&format!(
             "note: {} ends in a torn line of {n} bytes (a crash while appending; agentd cuts it at its next start)",
@@ -206,7 +224,11 @@ pub fn verify(
         ));
     }
     let keys = checkpoint_keys(dir, anchors)?;
-    let none_recorded = osmoda_ledger::recorded_checkpoints(db)?.is_empty();
+    let recorded = match osmoda_ledger::recorded_checkpoints(db) {
+        Ok(r) => r,
+        Err(e) => return unparsable(e),
+    };
+    let none_recorded = recorded.is_empty();
     if cps.is_empty() && none_recorded {
         // A key the operator passed says this ledger is signed: no checkpoint anywhere is no
         // pass. A key in the state dir only says agentd has one: agentd writes it at its first
@@ -254,7 +276,6 @@ pub fn verify(
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     // The ledger records every checkpoint as an event: both copies are checked against the
     // rows (so an edit shows even when the file is gone), then against each other.
-    let recorded = osmoda_ledger::recorded_checkpoints(db)?;
     let mut all = cps.clone();
     all.extend(
         recorded

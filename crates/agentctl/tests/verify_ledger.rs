@@ -308,6 +308,94 @@ fn witnesses_n_needs_n_valid_cosignatures_on_the_newest_checkpoint() {
             .code(),
         Some(6)
     );
+
+    // A torn last line (a write cut short) is left out like the checkpoint file's: the whole
+    // cosignature before it still counts, and the next append (agentd's) goes on a new line.
+    let whole = format!("{}\n", serde_json::to_string(&entry).expect("json"));
+    std::fs::write(
+        dir.join("cosignatures.jsonl"),
+        format!("{whole}{{\"size\":3,\"root\":\"ab"),
+    )
+    .expect("torn");
+    let o = run(&["--witnesses", "1", "--config", &config]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let file = osmoda_ledger::witness::CosignatureFile::new(dir.join("cosignatures.jsonl"));
+    file.append(&entry).expect("append after a torn line");
+    assert_eq!(file.read().expect("readable").len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cosignatures.jsonl.torn")).expect("kept aside"),
+        "{\"size\":3,\"root\":\"ab\n"
+    );
+    // A broken line in the middle is a changed record: exit 6, naming the file, not "the
+    // database is malformed".
+    std::fs::write(
+        dir.join("cosignatures.jsonl"),
+        format!("{{\"broken\":\n{whole}"),
+    )
+    .expect("write");
+    let o = run(&["--witnesses", "1", "--config", &config]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert!(
+        text(&o).contains("cosignatures.jsonl line 1: not a cosignature"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Evidence that does not parse is tamper evidence (exit 6), not an error (exit 1): an
+/// `agentd.checkpoint` event rewritten into a non-checkpoint with the chain recomputed (the
+/// newest, which no checkpoint covers, and a covered one), and a broken middle line of the
+/// checkpoint file.
+#[test]
+fn a_checkpoint_record_that_is_not_a_checkpoint_is_broken_evidence() {
+    for case in ["newest record", "covered record", "file line"] {
+        let d = tempfile::tempdir().expect("tmp");
+        state(d.path());
+        let db = d.path().join("ledger.db");
+        let vkey = std::fs::read_to_string(d.path().join("checkpoint.vkey")).expect("vkey");
+        let want = match case {
+            "file line" => {
+                let path = d.path().join("checkpoints.jsonl");
+                let text = std::fs::read_to_string(&path).expect("read");
+                let mut lines: Vec<&str> = text.lines().collect();
+                lines[1] = "{\"broken\":";
+                std::fs::write(&path, format!("{}\n", lines.join("\n"))).expect("write");
+                "checkpoints.jsonl line 2: not a checkpoint".to_owned()
+            }
+            _ => {
+                let conn = rusqlite::Connection::open(&db).expect("sqlite");
+                let ids: Vec<i64> = conn
+                    .prepare("SELECT id FROM events WHERE type = 'agentd.checkpoint' ORDER BY id")
+                    .expect("prepare")
+                    .query_map([], |r| r.get(0))
+                    .expect("rows")
+                    .collect::<Result<_, _>>()
+                    .expect("rows");
+                let id = if case == "newest record" {
+                    ids[2]
+                } else {
+                    ids[0]
+                };
+                conn.execute(
+                    "UPDATE events SET payload = '{\"x\":1}' WHERE id = ?1",
+                    [id],
+                )
+                .expect("edit");
+                drop(conn);
+                recompute_chain(&db);
+                format!("event {id} (agentd.checkpoint) does not hold a checkpoint")
+            }
+        };
+        let o = verify(d.path(), &["--vkey", vkey.trim()]);
+        assert_eq!(o.status.code(), Some(6), "{case}: {}", text(&o));
+        assert!(text(&o).contains("ledger BROKEN"), "{case}: {}", text(&o));
+        assert!(text(&o).contains(&want), "{case}: {}", text(&o));
+        assert!(
+            !text(&o).contains("database is malformed"),
+            "{case}: {}",
+            text(&o)
+        );
+    }
 }
 
 fn verify(dir: &Path, extra: &[&str]) -> Output {

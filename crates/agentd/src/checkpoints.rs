@@ -112,28 +112,39 @@ pub fn read_vkeys(path: &Path) -> std::io::Result<Vec<String>> {
 /// # Errors
 /// Missing, not a regular file, another owner, or readable by group/others; naming the fix.
 pub fn check_key_file(path: &Path) -> anyhow::Result<()> {
+    check_secret_key(
+        path,
+        "the checkpoint key",
+        "sign checkpoints as this machine",
+        "make one with `agentctl ledger keygen`",
+    )
+}
+
+/// The one rule for every signing key agentd loads (the checkpoint key, the witness key): a
+/// regular file (a link to one is followed: secret managers place keys as links), owned by agentd's user, no permission for group
+/// or others. `what` names the key, `power` what a reader of it could do, `make` how to get one.
+///
+/// # Errors
+/// Missing, not a regular file, another owner, or readable by group/others; naming the fix.
+pub fn check_secret_key(path: &Path, what: &str, power: &str, make: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
-    let m = std::fs::metadata(path).map_err(|e| {
-        anyhow::anyhow!(
-            "reading the checkpoint key {}: {e} (make one with `agentctl ledger keygen`)",
-            path.display()
-        )
-    })?;
+    let m = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("reading {what} {}: {e} ({make})", path.display()))?;
     anyhow::ensure!(
         m.is_file(),
-        "the checkpoint key {} is not a regular file",
+        "{what} {} is not a regular file",
         path.display()
     );
     let me = nix::unistd::geteuid().as_raw();
     anyhow::ensure!(
         m.uid() == me,
-        "the checkpoint key {} is owned by uid {}, not agentd's uid {me}: chown it",
+        "{what} {} is owned by uid {}, not agentd's uid {me}: chown it",
         path.display(),
         m.uid()
     );
     anyhow::ensure!(
         m.mode() & 0o077 == 0,
-        "the checkpoint key {} has mode {:04o}: group or others can read it and sign checkpoints as this machine; chmod 0600 it",
+        "{what} {} has mode {:04o}: group or others can read it and {power}; chmod 0600 it",
         path.display(),
         m.mode() & 0o7777
     );
@@ -219,7 +230,10 @@ impl Checkpointer {
     /// The newest checkpoint this ledger was signed with (by one of [`Checkpointer::vkeys`]),
     /// from the checkpoint file and from the ledger's own `agentd.checkpoint` events, whichever
     /// is newer: removing or emptying the file does not make agentd forget it.
-    fn newest_signed(&self, st: &AppState) -> anyhow::Result<Option<SignedCheckpoint>> {
+    fn newest_signed(
+        &self,
+        st: &AppState,
+    ) -> Result<Option<SignedCheckpoint>, osmoda_ledger::LedgerError> {
         let keys = self.vkeys();
         let mut all = self.file.read()?;
         all.extend(
@@ -250,8 +264,20 @@ impl Checkpointer {
         if let Some(t) = self.tampered() {
             return Ok(Some(t));
         }
-        let Some(newest) = self.newest_signed(st)? else {
-            return Ok(None);
+        let newest = match self.newest_signed(st) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(None),
+            // The ledger and the file were readable, but a checkpoint record in them is not a
+            // checkpoint: evidence that does not parse is tamper evidence like evidence that
+            // does not verify (an edited record would otherwise switch the check off).
+            Err(osmoda_ledger::LedgerError::Malformed(what)) => {
+                let problem = format!(
+                    "a record of a signed checkpoint is not a checkpoint ({what}): the ledger's agentd.checkpoint events or {} were changed",
+                    self.file.path().display()
+                );
+                return Ok(Some(self.tamper(st, problem, json!({})).await));
+            }
+            Err(e) => return Err(e.into()),
         };
         let (head, rows, signed_root) = st.ledger.tree_snapshot(newest.size)?;
         let path = st.ledger.path().to_path_buf();
@@ -285,23 +311,34 @@ impl Checkpointer {
         let Some(problem) = problem else {
             return Ok(None);
         };
-        if let Ok(mut t) = self.tampered.lock() {
-            *t = Some(problem.clone());
-        }
-        tracing::error!(problem = %problem, "the ledger does not agree with its newest signed checkpoint; agentd will not sign checkpoints over it (agentctl verify-ledger shows what changed; restore a backup or move the state aside, then restart agentd)");
         let payload = json!({
-            "problem": problem,
             "checkpoint": { "size": newest.size, "root": newest.root },
             "tree": { "size": head.size, "root": head.root },
             "rows": rows,
         });
+        Ok(Some(self.tamper(st, problem, payload).await))
+    }
+
+    /// Stops signing for `problem` (until a restart on a ledger that agrees), logs it and
+    /// records `agentd.ledger.tampered` with `problem` and `payload`'s fields; returns it.
+    async fn tamper(
+        &self,
+        st: &AppState,
+        problem: String,
+        mut payload: serde_json::Value,
+    ) -> String {
+        if let Ok(mut t) = self.tampered.lock() {
+            *t = Some(problem.clone());
+        }
+        tracing::error!(problem = %problem, "the ledger does not agree with its newest signed checkpoint; agentd will not sign checkpoints over it (agentctl verify-ledger shows what changed; restore a backup or move the state aside, then restart agentd)");
+        payload["problem"] = json!(problem);
         if let Err(e) = st
             .record("agentd.ledger.tampered", "agentd", &payload)
             .await
         {
             tracing::error!(error = %e.error, "recording agentd.ledger.tampered");
         }
-        Ok(Some(problem))
+        problem
     }
 
     /// Records the file's newest checkpoint in the ledger when agentd stopped between writing

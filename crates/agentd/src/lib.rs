@@ -210,6 +210,10 @@ impl AppState {
             )?)),
             None => None,
         };
+        // The witness key by the checkpoint key's rule: refused at start, not just left unused.
+        if let Some(k) = settings.witness.as_ref().and_then(|w| w.key_file.as_ref()) {
+            witness::check_key_file(k)?;
+        }
         let incidents = api::incidents::Incidents::load(&ledger)?;
         let approvals = api::approvals::Approvals::load(&ledger)?;
         let memory = Arc::new(api::memory::MemoryService::new(

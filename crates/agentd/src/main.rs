@@ -92,6 +92,11 @@ async fn main() -> anyhow::Result<()> {
         if let (Some(k), None) = (key, std::env::var_os("NIX_BUILD_TOP")) {
             agentd::checkpoints::check_key_file(k)?;
         }
+        // The witness key by the same rule (whoever reads it cosigns as this machine).
+        let witness_key = settings.witness.as_ref().and_then(|w| w.key_file.as_ref());
+        if let (Some(k), None) = (witness_key, std::env::var_os("NIX_BUILD_TOP")) {
+            agentd::witness::check_key_file(k)?;
+        }
         println!("{}: ok ({settings:?})", file.display());
         return Ok(());
     }

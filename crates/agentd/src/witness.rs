@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use osmoda_ledger::witness::{read_cosignatures, Cosignature, Refusal, Witness};
+use osmoda_ledger::witness::{Cosignature, CosignatureFile, Refusal, Witness};
 use serde_json::{json, Value};
 
 use crate::{AppState, Shutdown};
@@ -48,16 +48,6 @@ pub struct WitnessSettings {
     pub key_file: Option<PathBuf>,
 }
 
-fn append_cosignature(path: &Path, c: &Cosignature) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    f.write_all(format!("{}\n", serde_json::to_string(c)?).as_bytes())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -87,6 +77,7 @@ fn seed(state_dir: &Path, key_file: Option<&Path>) -> anyhow::Result<[u8; 32]> {
             p
         }
     };
+    check_key_file(&path)?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("reading the witness key {}: {e}", path.display()))?;
     let bytes = hex::decode(text.trim())
@@ -101,6 +92,21 @@ fn seed(state_dir: &Path, key_file: Option<&Path>) -> anyhow::Result<[u8; 32]> {
     let mut out = [0u8; 32];
     out.copy_from_slice(&bytes);
     Ok(out)
+}
+
+/// Checks the witness key file like the checkpoint key
+/// ([`crate::checkpoints::check_secret_key`]): whoever reads it cosigns any log's checkpoints
+/// (a rolled-back or forked one too) as this machine's witness.
+///
+/// # Errors
+/// Missing, not a regular file, another owner, or readable by group/others; naming the fix.
+pub fn check_key_file(path: &Path) -> anyhow::Result<()> {
+    crate::checkpoints::check_secret_key(
+        path,
+        "the witness key",
+        "cosign any log's checkpoints (a rolled-back or forked one too) as this machine's witness",
+        "64 hex digits of an Ed25519 seed, mode 0600",
+    )
 }
 
 /// The witness verifier key for the seed in `key_file`, with this machine's witness name
@@ -271,7 +277,13 @@ async fn gather(st: Arc<AppState>, s: WitnessSettings, mut shutdown: Shutdown) {
         return;
     };
     let mesh = osmoda_client::Client::new(&s.mesh_socket);
-    let file = st.state_dir.join(COSIGNATURES_FILE);
+    let file = CosignatureFile::new(st.state_dir.join(COSIGNATURES_FILE));
+    // A torn last line (a crash while appending) is cut before anything is appended behind it.
+    match file.repair() {
+        Ok(Some(what)) => tracing::warn!(file = %file.path().display(), "{what}"),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "repairing the cosignature file"),
+    }
     let mut signed = cp.signed.subscribe();
     // Refusals already recorded, by (peer, checkpoint size), so each is recorded once.
     let mut refused: std::collections::BTreeSet<(String, u64)> = Default::default();
@@ -287,7 +299,10 @@ async fn gather(st: Arc<AppState>, s: WitnessSettings, mut shutdown: Shutdown) {
         // A checkpoint the ledger no longer has (a restore replaced both) is not asked about.
         let newest = newest.filter(|c| st.ledger.root_at(c.size).is_ok_and(|r| r == c.root));
         if let Some(c) = newest {
-            let have = read_cosignatures(&file).unwrap_or_default();
+            let have = file.read().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "reading the cosignature file");
+                Vec::new()
+            });
             for (peer, vkey) in &s.peers {
                 if have
                     .iter()
@@ -309,7 +324,7 @@ async fn gather(st: Arc<AppState>, s: WitnessSettings, mut shutdown: Shutdown) {
                             peer: peer.clone(),
                             line,
                         };
-                        if let Err(e) = append_cosignature(&file, &entry) {
+                        if let Err(e) = file.append(&entry) {
                             tracing::error!(error = %e, "storing a cosignature");
                         }
                     }

@@ -417,3 +417,277 @@ async fn backup_records_what_it_deletes_and_says_when_the_ledger_is_broken() {
     assert!(w.contains("event 1"), "{third}");
     d.stop().await;
 }
+
+/// Whether any archive in `dir` holds `needle` (an archive is a plain tar: its bytes hold
+/// every file's content as is).
+fn archives_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+        .filter(|p| {
+            let bytes = std::fs::read(p).expect("archive");
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_never_reads_through_a_link_swapped_in_while_it_runs() {
+    let m = machine().await;
+    // Root-only things outside the source: a file, a directory with a file, a database.
+    let secret = m.root.path().join("secret");
+    std::fs::write(&secret, "TOPSECRET-file\n").expect("write");
+    let outside = m.root.path().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    std::fs::write(outside.join("x"), "TOPSECRET-dir\n").expect("write");
+    let secret_db = m.root.path().join("secret.db");
+    rusqlite::Connection::open(&secret_db)
+        .expect("db")
+        .execute_batch("CREATE TABLE s (v); INSERT INTO s VALUES ('TOPSECRET-db');")
+        .expect("db");
+    keyd_db(&m.keyd);
+    std::fs::create_dir(m.keyd.join("sub")).expect("mkdir");
+    std::fs::write(m.keyd.join("sub/x"), "harmless\n").expect("write");
+    // The daemon owning the dir swaps each name between the real thing and a link, as fast
+    // as it can, while backups run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, k) = (stop.clone(), m.keyd.clone());
+        let (secret, outside, secret_db) = (secret.clone(), outside.clone(), secret_db.clone());
+        std::thread::spawn(move || {
+            let real_db = k.join(".real.db");
+            std::fs::copy(k.join("keyd.db"), &real_db).expect("copy");
+            let mut flips = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let link = flips % 2 == 0;
+                for (name, target, real) in [
+                    ("note.txt", &secret, None),
+                    ("sub", &outside, None),
+                    ("keyd.db", &secret_db, Some(&real_db)),
+                ] {
+                    let tmp = k.join(format!(".{name}.flip"));
+                    let _ = std::fs::remove_file(&tmp);
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    if link {
+                        std::os::unix::fs::symlink(target, &tmp).expect("link");
+                    } else if name == "sub" {
+                        std::fs::create_dir(&tmp).expect("mkdir");
+                        std::fs::write(tmp.join("x"), "harmless\n").expect("write");
+                    } else if let Some(real) = real {
+                        std::fs::copy(real, &tmp).expect("copy");
+                    } else {
+                        std::fs::write(&tmp, "harmless\n").expect("write");
+                    }
+                    let dest = k.join(name);
+                    if !link && name == "sub" && dest.is_symlink() {
+                        let _ = std::fs::remove_file(&dest);
+                    }
+                    if link && name == "sub" && dest.is_dir() && !dest.is_symlink() {
+                        let _ = std::fs::remove_dir_all(&dest);
+                    }
+                    let _ = std::fs::rename(&tmp, &dest);
+                }
+                flips += 1;
+            }
+            flips
+        })
+    };
+    let backups = m.root.path().join("backups");
+    let mut made = 0;
+    for _ in 0..20 {
+        let r =
+            m.d.agent()
+                .post("/backup/create", &json!({}))
+                .await
+                .expect("post");
+        // A database swapped during its snapshot fails that backup, clearly.
+        if r.status == 200 {
+            made += 1;
+        } else {
+            assert!(
+                r.body["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("replaced while it was archived"),
+                "{}: {}",
+                r.status,
+                r.body
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flips = flipper.join().expect("flipper");
+    assert!(flips > 20, "the swaps ran ({flips})");
+    eprintln!("{made} of 20 backups made during {flips} swaps");
+    // Once the swapping stops, a backup is made again (the files restored to regular ones).
+    create(&m.d).await;
+    assert_eq!(
+        archives_holding(&backups, b"TOPSECRET"),
+        Vec::<PathBuf>::new(),
+        "no outside file entered an archive"
+    );
+    m.d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_append_acknowledged_during_a_restore_is_kept_or_restored() {
+    let m = machine().await;
+    let id = create(&m.d).await;
+    for round in 0..2 {
+        let t = approved_ticket(&m.d, &id, false).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..3 {
+            let (client, stop) = (m.d.agent(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = client
+                        .post(
+                            "/events/append",
+                            &json!({ "type": "test.append", "daemon": "tester",
+                                     "payload": { "w": w, "n": n, "round": round } }),
+                        )
+                        .await
+                        .expect("post");
+                    if r.status == 200 {
+                        acked.push(format!("{w}/{n}/{round}"));
+                    }
+                    n += 1;
+                }
+                acked
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (status, body) = restore_with(&m.d, &id, &t, false).await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acked = Vec::new();
+        for w in writers {
+            acked.extend(w.await.expect("writer"));
+        }
+        let seen = |ledger: &Path| -> std::collections::BTreeSet<String> {
+            let c = rusqlite::Connection::open(ledger).expect("ledger");
+            let mut s = c
+                .prepare("SELECT payload FROM events WHERE type = 'test.append'")
+                .expect("query");
+            s.query_map([], |r| r.get::<_, String>(0))
+                .expect("rows")
+                .map(|p| {
+                    let v: Value = serde_json::from_str(&p.expect("row")).expect("json");
+                    format!("{}/{}/{}", v["w"], v["n"], v["round"])
+                })
+                .collect()
+        };
+        let kept = PathBuf::from(body["replaced_ledger"]["file"].as_str().expect("file"));
+        let mut all = seen(&kept);
+        all.extend(seen(&m.d.state.state_dir.join("ledger.db")));
+        let lost: Vec<&String> = acked.iter().filter(|a| !all.contains(*a)).collect();
+        assert!(
+            acked.len() > 10,
+            "round {round}: appends ran ({})",
+            acked.len()
+        );
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged and lost: {lost:?}"
+        );
+    }
+    m.d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_interrupted_backup_left_is_removed_at_start() {
+    let m = machine().await;
+    let id = create(&m.d).await;
+    let dir = m.root.path().join("backups");
+    let part = dir.join(".20261130T000000000Z-deadbeef.tar.part");
+    std::fs::write(&part, vec![0u8; 4096]).expect("part");
+    std::fs::create_dir(dir.join(".work-20261130T000000000Z-deadbeef")).expect("work");
+    std::fs::write(dir.join("unrelated.part"), "not agentd's").expect("write");
+    agentd::backup::restore::recover(&m.d.state)
+        .await
+        .expect("recover");
+    assert!(!part.exists(), "the half-written archive is removed");
+    assert!(!dir.join(".work-20261130T000000000Z-deadbeef").exists());
+    assert!(dir.join(format!("{id}.tar")).is_file(), "archives stay");
+    assert!(
+        dir.join("unrelated.part").exists(),
+        "only what agentd names"
+    );
+    m.d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_do_not_queue_up_and_a_backup_needs_the_space_it_writes() {
+    let m = machine().await;
+    // Big enough that a create takes a while.
+    std::fs::write(m.keyd.join("big"), vec![7u8; 8 * 1024 * 1024]).expect("write");
+    let asks: Vec<_> = (0..6)
+        .map(|_| {
+            let c = m.d.agent();
+            tokio::spawn(async move { c.post("/backup/create", &json!({})).await.expect("post") })
+        })
+        .collect();
+    let mut made = 0;
+    let mut refused = 0;
+    for a in asks {
+        let r = a.await.expect("join");
+        match r.status {
+            200 => made += 1,
+            409 => {
+                assert_eq!(r.body["detail"]["retryable"], json!(true), "{}", r.body);
+                assert!(
+                    r.body["error"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("already being made"),
+                    "{}",
+                    r.body
+                );
+                refused += 1;
+            }
+            s => panic!("{s}: {}", r.body),
+        }
+    }
+    assert!(made >= 1 && refused >= 1, "made {made}, refused {refused}");
+    let archives = std::fs::read_dir(m.root.path().join("backups"))
+        .expect("ls")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+        .count();
+    assert_eq!(archives, made, "each refused ask wrote nothing");
+
+    // A source larger than the free space (a sparse file: its size, none of its blocks).
+    let free = nix::sys::statvfs::statvfs(&m.root.path().join("backups")).expect("statvfs");
+    let huge = u64::from(free.blocks_available()) * u64::from(free.fragment_size()) + (1 << 30);
+    std::fs::File::create(m.keyd.join("huge"))
+        .and_then(|f| f.set_len(huge))
+        .expect("sparse");
+    let r =
+        m.d.agent()
+            .post("/backup/create", &json!({}))
+            .await
+            .expect("post");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not enough free space"),
+        "{}",
+        r.body
+    );
+    let left: Vec<String> = std::fs::read_dir(m.root.path().join("backups"))
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    m.d.stop().await;
+}

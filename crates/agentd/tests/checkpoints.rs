@@ -268,41 +268,48 @@ async fn agentd_refuses_to_sign_over_a_ledger_that_disagrees_with_its_checkpoint
                 .expect("cut");
         }
         drop(conn);
-        let after_forge = cps.read().expect("read").len();
-
-        let (st, c, trigger, task) = serve(dir, 5).await;
-        let why = degraded(&c).await;
-        assert!(why.starts_with("ledger: "), "{forge}: {why}");
-        let q = osmoda_ledger::Query {
-            kind: Some("agentd.ledger.tampered".into()),
-            ..Default::default()
-        };
-        assert_eq!(st.ledger.query(&q).expect("query").len(), 1, "{forge}");
-        notes(&c, 12).await;
-        let err = st
-            .checkpoints
-            .as_ref()
-            .expect("checkpoints on")
-            .checkpoint(&st)
-            .await
-            .expect_err("refused");
-        assert!(
-            format!("{err}").contains("refusing to sign"),
-            "{forge}: {err}"
-        );
-        trigger.fire();
-        task.await.expect("join").expect("serve");
-        assert_eq!(
-            cps.read().expect("read").len(),
-            after_forge,
-            "{forge}: nothing signed over the forged ledger, not even at shutdown"
-        );
-        assert_eq!(
-            st.ledger.query(&q).expect("query").len(),
-            1,
-            "recorded once"
-        );
+        refuses_to_sign(dir, forge, "ledger: ").await;
     }
+}
+
+/// Serves the forged state in `dir` and checks agentd reports it (`/health` degraded with
+/// `why` in the reason), records `agentd.ledger.tampered` once, refuses to sign, and adds
+/// nothing to the checkpoint file, not even at shutdown.
+async fn refuses_to_sign(dir: &std::path::Path, forge: &str, why: &str) {
+    let cps_path = dir.join("state/checkpoints.jsonl");
+    let file_before = std::fs::read(&cps_path).unwrap_or_default();
+    let (st, c, trigger, task) = serve(dir, 5).await;
+    let reason = degraded(&c).await;
+    assert!(reason.contains(why), "{forge}: {reason}");
+    let q = osmoda_ledger::Query {
+        kind: Some("agentd.ledger.tampered".into()),
+        ..Default::default()
+    };
+    assert_eq!(st.ledger.query(&q).expect("query").len(), 1, "{forge}");
+    notes(&c, 12).await;
+    let err = st
+        .checkpoints
+        .as_ref()
+        .expect("checkpoints on")
+        .checkpoint(&st)
+        .await
+        .expect_err("refused");
+    assert!(
+        format!("{err}").contains("refusing to sign"),
+        "{forge}: {err}"
+    );
+    trigger.fire();
+    task.await.expect("join").expect("serve");
+    assert_eq!(
+        std::fs::read(&cps_path).unwrap_or_default(),
+        file_before,
+        "{forge}: nothing signed over the forged ledger, not even at shutdown"
+    );
+    assert_eq!(
+        st.ledger.query(&q).expect("query").len(),
+        1,
+        "{forge}: recorded once"
+    );
 }
 
 /// A clean restart is not reported: the check passes on an untouched ledger.
@@ -336,4 +343,119 @@ async fn an_untouched_ledger_passes_the_start_check() {
     task.await.expect("join").expect("serve");
     let n = CheckpointFile::new(&path).read().expect("whole file").len();
     assert!(n >= 3, "{n}");
+}
+
+/// The witness key is held to the checkpoint key's rule, at start and by `check-config`:
+/// whoever reads it cosigns any log's checkpoints as this machine.
+#[tokio::test]
+async fn a_witness_key_others_can_read_is_refused_at_start_and_by_check_config() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = dir.path().join("witness.key");
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("write");
+    let chmod = |mode| {
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod")
+    };
+    chmod(0o644);
+    let with_witness = |k: &std::path::Path| agentd::Settings {
+        witness: Some(agentd::witness::WitnessSettings {
+            mesh_socket: dir.path().join("mesh.sock"),
+            key_file: Some(k.to_path_buf()),
+            ..Default::default()
+        }),
+        ..settings(5)
+    };
+    let err = agentd::AppState::open(dir.path().join("state"), with_witness(&key), None)
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("the witness key"), "{err:#}");
+    assert!(format!("{err:#}").contains("chmod 0600"), "{err:#}");
+
+    let cfg = dir.path().join("agentd.json");
+    let (_, log) = osmoda_ledger::generate_key("other.example/osmoda-ledger").expect("key");
+    std::fs::write(
+        &cfg,
+        json!({
+            "approval": { "required": [], "ttl_secs": 900, "critical_packages": [] },
+            "memory": { "embedding_endpoint": null, "embedding_model": "m", "max_injected_tokens": 100 },
+            "daemons": { "watch": null, "routines": null, "keyd": null, "mesh": dir.path().join("mesh.sock"), "voice": null, "egress": null },
+            "ledger": {
+                "checkpoint": { "enable": true, "every_events": 5, "interval_secs": 3600, "key_file": null },
+                "witness": { "peers": {}, "logs": [log], "key_file": key },
+            },
+            "backup": { "dir": null, "keep": null, "sources": {} },
+        })
+        .to_string(),
+    )
+    .expect("config");
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_agentd"))
+            .arg("check-config")
+            .arg(&cfg)
+            .env_remove("NIX_BUILD_TOP")
+            .output()
+            .expect("check-config")
+    };
+    let o = check();
+    assert!(
+        !o.status.success(),
+        "a 0644 witness key passed check-config"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("group or others can read it"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    chmod(0o600);
+    let o = check();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    agentd::AppState::open(dir.path().join("state2"), with_witness(&key), None)
+        .expect("a 0600 witness key opens");
+}
+
+/// A checkpoint record that is not a checkpoint is tamper evidence: an `agentd.checkpoint`
+/// row rewritten with the chain recomputed (the newest, which no checkpoint covers, and a
+/// covered one), or a broken middle line of the checkpoint file. agentd records
+/// `agentd.ledger.tampered` once, `/health` is degraded and nothing more is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_record_that_does_not_parse_is_tamper_evidence() {
+    for forge in ["newest record", "covered record", "file line"] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path();
+        let (st, c, trigger, task) = serve(dir, 5).await;
+        notes(&c, 12).await;
+        trigger.fire();
+        task.await.expect("join").expect("serve");
+        drop(st);
+        let state = dir.join("state");
+        let cps_path = state.join("checkpoints.jsonl");
+        if forge == "file line" {
+            let text = std::fs::read_to_string(&cps_path).expect("read");
+            let mut lines: Vec<&str> = text.lines().collect();
+            assert!(lines.len() >= 2, "{text}");
+            lines[0] = "{\"broken\":";
+            std::fs::write(&cps_path, format!("{}\n", lines.join("\n"))).expect("write");
+        } else {
+            let conn = rusqlite::Connection::open(state.join("ledger.db")).expect("sqlite");
+            let ids: Vec<i64> = conn
+                .prepare("SELECT id FROM events WHERE type = 'agentd.checkpoint' ORDER BY id")
+                .expect("prepare")
+                .query_map([], |r| r.get(0))
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            let id = if forge == "newest record" {
+                *ids.last().expect("one")
+            } else {
+                ids[0]
+            };
+            conn.execute(
+                "UPDATE events SET payload = '{\"x\":1}' WHERE id = ?1",
+                [id],
+            )
+            .expect("edit");
+            recompute(&conn);
+        }
+        refuses_to_sign(dir, forge, "is not a checkpoint").await;
+    }
 }

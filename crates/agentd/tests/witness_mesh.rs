@@ -49,6 +49,12 @@ fn keys(dir: &Path, name: &str) -> Keys {
     getrandom::fill(&mut seed).unwrap();
     let witness_key = dir.join("witness.key");
     std::fs::write(&witness_key, hex::encode(seed)).unwrap();
+    // So is the witness key (the same rule).
+    std::fs::set_permissions(
+        &witness_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let witness_vkey = agentd::witness::vkey_of(&witness_key).unwrap();
     Keys {
         log_key,

@@ -206,16 +206,52 @@ pub fn verify_signed(cp: &SignedCheckpoint, vkey: &str) -> Result<VerifiedCheckp
     Ok(v)
 }
 
-/// The append-only checkpoint file.
-#[derive(Debug, Clone)]
-pub struct CheckpointFile {
-    path: PathBuf,
+/// A line type of an append-only JSONL file ([`JsonlFile`]).
+pub trait JsonLine: Serialize + serde::de::DeserializeOwned {
+    /// What one line is, in messages ("a checkpoint").
+    const WHAT: &'static str;
 }
 
-impl CheckpointFile {
+impl JsonLine for SignedCheckpoint {
+    const WHAT: &'static str = "a checkpoint";
+}
+
+/// An append-only file of one JSON object per line, written by one process and read by any:
+/// each line written whole and synced; a crash in the middle of an append can leave a torn
+/// last line, which readers leave out and [`JsonlFile::repair`] cuts (agentd at its start and
+/// before each append), so no append ever continues a torn line.
+pub struct JsonlFile<T> {
+    path: PathBuf,
+    line: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for JsonlFile<T> {
+    fn clone(&self) -> Self {
+        JsonlFile {
+            path: self.path.clone(),
+            line: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for JsonlFile<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonlFile")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// The append-only checkpoint file.
+pub type CheckpointFile = JsonlFile<SignedCheckpoint>;
+
+impl<T: JsonLine> JsonlFile<T> {
     /// The file at `path` (created on first append).
-    pub fn new(path: impl Into<PathBuf>) -> CheckpointFile {
-        CheckpointFile { path: path.into() }
+    pub fn new(path: impl Into<PathBuf>) -> JsonlFile<T> {
+        JsonlFile {
+            path: path.into(),
+            line: std::marker::PhantomData,
+        }
     }
 
     /// Its path.
@@ -223,17 +259,17 @@ impl CheckpointFile {
         &self.path
     }
 
-    /// Appends one checkpoint as a line and syncs it to disk before returning.
+    /// Appends one line and syncs it to disk before returning.
     ///
     /// # Errors
     /// [`LedgerError::Io`] when the file cannot be opened, written or synced.
-    pub fn append(&self, cp: &SignedCheckpoint) -> Result<(), LedgerError> {
+    pub fn append(&self, item: &T) -> Result<(), LedgerError> {
         let io = |source| LedgerError::Io {
             context: format!("appending to {}", self.path.display()),
             source,
         };
-        let mut line = serde_json::to_vec(cp)
-            .map_err(|e| LedgerError::Malformed(format!("encoding a checkpoint: {e}")))?;
+        let mut line = serde_json::to_vec(item)
+            .map_err(|e| LedgerError::Malformed(format!("encoding {}: {e}", T::WHAT)))?;
         line.push(b'\n');
         // Never append behind a torn line: it would join the two into one broken line.
         self.repair()?;
@@ -256,27 +292,27 @@ impl CheckpointFile {
         Ok(())
     }
 
-    /// Every checkpoint in the file, oldest first (none if the file does not exist). A complete
+    /// Every line in the file, oldest first (none if the file does not exist). A complete
     /// last line counts even without its newline; a torn last line (a crash in the middle of an
-    /// append: no newline and not a checkpoint) is left out ([`CheckpointFile::torn_tail`] says
-    /// whether there is one, [`CheckpointFile::repair`] removes it).
+    /// append: no newline and does not parse) is left out ([`JsonlFile::torn_tail`] says
+    /// whether there is one, [`JsonlFile::repair`] removes it).
     ///
     /// # Errors
     /// [`LedgerError::Io`] when the file cannot be read; [`LedgerError::Malformed`] naming the
-    /// line that is not a checkpoint.
-    pub fn read(&self) -> Result<Vec<SignedCheckpoint>, LedgerError> {
+    /// line that does not parse.
+    pub fn read(&self) -> Result<Vec<T>, LedgerError> {
         Ok(self.read_parts()?.0)
     }
 
-    /// The bytes of a torn last line (no newline, not a checkpoint), if the file ends in one.
+    /// The bytes of a torn last line (no newline, does not parse), if the file ends in one.
     ///
     /// # Errors
-    /// As [`CheckpointFile::read`].
+    /// As [`JsonlFile::read`].
     pub fn torn_tail(&self) -> Result<Option<usize>, LedgerError> {
         Ok(self.read_parts()?.1.map(|t| t.len()))
     }
 
-    fn read_parts(&self) -> Result<(Vec<SignedCheckpoint>, Option<String>), LedgerError> {
+    fn read_parts(&self) -> Result<(Vec<T>, Option<String>), LedgerError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
@@ -294,21 +330,22 @@ impl CheckpointFile {
         let mut out = complete
             .split('\n')
             .enumerate()
-            .filter(|(_, l)| !l.is_empty())
+            .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, line)| {
                 serde_json::from_str(line).map_err(|e| {
                     LedgerError::Malformed(format!(
-                        "{} line {}: not a checkpoint ({e})",
+                        "{} line {}: not {} ({e})",
                         self.path.display(),
-                        i + 1
+                        i + 1,
+                        T::WHAT
                     ))
                 })
             })
-            .collect::<Result<Vec<SignedCheckpoint>, _>>()?;
+            .collect::<Result<Vec<T>, _>>()?;
         let mut torn = None;
-        if !last.is_empty() {
-            match serde_json::from_str::<SignedCheckpoint>(last) {
-                Ok(cp) => out.push(cp),
+        if !last.trim().is_empty() {
+            match serde_json::from_str::<T>(last) {
+                Ok(item) => out.push(item),
                 Err(_) => torn = Some(last.to_owned()),
             }
         }
@@ -340,11 +377,13 @@ impl CheckpointFile {
             .append(true)
             .open(&self.path)
             .map_err(io)?;
-        let what = if serde_json::from_slice::<SignedCheckpoint>(last).is_ok() {
+        let what = if serde_json::from_slice::<T>(last).is_ok() {
             f.write_all(b"\n").map_err(io)?;
             "its last line was complete but had no newline; added it".to_owned()
         } else {
-            let torn = self.path.with_extension("jsonl.torn");
+            let mut torn = self.path.clone().into_os_string();
+            torn.push(".torn");
+            let torn = PathBuf::from(torn);
             let mut side = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -363,7 +402,9 @@ impl CheckpointFile {
         f.sync_all().map_err(io)?;
         Ok(Some(what))
     }
+}
 
+impl CheckpointFile {
     /// The newest checkpoint, if any.
     ///
     /// # Errors

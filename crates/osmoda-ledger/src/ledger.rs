@@ -308,9 +308,35 @@ impl Ledger {
     /// older one with the Merkle tree (version 3, upgraded after the copy) (nothing changed); [`LedgerError::Sqlite`] when the copy fails (rolled back);
     /// [`LedgerError::Closed`] when the writer has stopped.
     pub fn restore_from(&self, src: &Path) -> Result<(), LedgerError> {
+        self.restore_job(crate::writer::RestoreJob {
+            src: src.to_owned(),
+            keep: None,
+            done: None,
+        })
+    }
+
+    /// [`Ledger::restore_from`], keeping the replaced ledger first as the new file `keep` (a
+    /// self-contained snapshot) in the same step of the writer: no append is committed between
+    /// the copy and the replacement (appends wait meanwhile), so every acknowledged event is in
+    /// `keep` or in the restored ledger. `keep` is written once (a rerun after a crash finds
+    /// it); `done` is created once the replacement is committed, and when it exists the call
+    /// does nothing (so a rerun never replaces again what was appended since).
+    ///
+    /// # Errors
+    /// As [`Ledger::restore_from`]; [`LedgerError::Io`] when `keep` or `done` cannot be written
+    /// (with `keep`: nothing was replaced).
+    pub fn restore_keeping(&self, src: &Path, keep: &Path, done: &Path) -> Result<(), LedgerError> {
+        self.restore_job(crate::writer::RestoreJob {
+            src: src.to_owned(),
+            keep: Some(keep.to_owned()),
+            done: Some(done.to_owned()),
+        })
+    }
+
+    fn restore_job(&self, job: crate::writer::RestoreJob) -> Result<(), LedgerError> {
         let tx = self.inner.tx.as_ref().ok_or(LedgerError::Closed)?;
         let (reply, done) = mpsc::sync_channel(1);
-        tx.send(Job::Restore(src.to_owned(), reply))
+        tx.send(Job::Restore(job, reply))
             .map_err(|_| LedgerError::Closed)?;
         done.recv().map_err(|_| LedgerError::Closed)?
     }

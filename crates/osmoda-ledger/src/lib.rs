@@ -30,8 +30,8 @@ pub use anchor::{
     Disagreement,
 };
 pub use checkpoint::{
-    generate_key, open_note, verify_signed, CheckpointFile, CheckpointSigner, SignedCheckpoint,
-    VerifiedCheckpoint,
+    generate_key, open_note, verify_signed, CheckpointFile, CheckpointSigner, JsonLine, JsonlFile,
+    SignedCheckpoint, VerifiedCheckpoint,
 };
 pub use error::LedgerError;
 pub use hash::{event_hash, format_ts, now_ts, GENESIS_HASH};
@@ -41,7 +41,10 @@ pub use proof::{
     TreeHead,
 };
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT, MAX_SEARCH_TERMS, SEARCH_BUDGET};
-pub use restore::{foreign_objects, sqlite_active_objects, sqlite_replace, sqlite_snapshot};
+pub use restore::{
+    foreign_objects, sqlite_active_objects, sqlite_replace, sqlite_snapshot,
+    sqlite_snapshot_nofollow,
+};
 pub use tlog_tiles::Hash;
 pub use tree::{leaf_hash, RootBuilder};
 pub use validate::{validate_label, validate_payload, MAX_LABEL_BYTES, MAX_PAYLOAD_BYTES};

@@ -53,13 +53,27 @@ fn copy(src: &Connection, dst: &mut Connection) -> Result<(), LedgerError> {
 /// [`LedgerError::Io`] when `src` is missing or `dest` exists; [`LedgerError::Sqlite`] when
 /// `src` is not a database or the copy fails (then `dest` is removed).
 pub fn sqlite_snapshot(src: &Path, dest: &Path) -> Result<(), LedgerError> {
+    snapshot_with(src, dest, OpenFlags::empty())
+}
+
+/// [`sqlite_snapshot`] of a database in a directory another user may write: SQLite refuses to
+/// open `src` when its path holds a symbolic link anywhere (`SQLITE_OPEN_NOFOLLOW`, the error's
+/// extended code `SQLITE_CANTOPEN_SYMLINK`).
+///
+/// # Errors
+/// As [`sqlite_snapshot`].
+pub fn sqlite_snapshot_nofollow(src: &Path, dest: &Path) -> Result<(), LedgerError> {
+    snapshot_with(src, dest, OpenFlags::SQLITE_OPEN_NOFOLLOW)
+}
+
+fn snapshot_with(src: &Path, dest: &Path, extra: OpenFlags) -> Result<(), LedgerError> {
     if dest.exists() {
         return Err(LedgerError::Io {
             context: format!("writing snapshot {}", dest.display()),
             source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "file exists"),
         });
     }
-    let source = open_existing(src, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let source = open_existing(src, OpenFlags::SQLITE_OPEN_READ_WRITE | extra)?;
     source.pragma_update(None, "query_only", true)?;
     let result = (|| {
         let mut out = Connection::open(dest)?;
@@ -92,6 +106,49 @@ pub fn sqlite_replace(live: &Path, src: &Path) -> Result<(), LedgerError> {
     let source = open_existing(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut dst = open_existing(live, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     copy(&source, &mut dst)
+}
+
+/// Writes a self-contained copy of the database behind `conn` (the writer's own connection) to
+/// the new file `keep`: a temporary file, synced, renamed, the directory synced.
+pub(crate) fn keep_copy(conn: &Connection, keep: &Path) -> Result<(), LedgerError> {
+    let io = |source| LedgerError::Io {
+        context: format!("keeping the replaced ledger as {}", keep.display()),
+        source,
+    };
+    let mut name = keep.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = keep.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| {
+        let mut out = Connection::open(&tmp)?;
+        copy(conn, &mut out)?;
+        let _: String = out.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
+        out.close().map_err(|(_, e)| LedgerError::Sqlite(e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, keep).map_err(io)?;
+        sync_parent(keep).map_err(io)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates the empty marker file `done`, durably.
+pub(crate) fn mark_done(done: &Path) -> Result<(), LedgerError> {
+    std::fs::File::create(done)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| sync_parent(done))
+        .map_err(|source| LedgerError::Io {
+            context: format!("marking the restored ledger in place ({})", done.display()),
+            source,
+        })
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync_all())
 }
 
 /// The writer's half of [`crate::Ledger::restore_from`]: checks that `src` is a ledger of this

@@ -331,28 +331,20 @@ pub struct Cosignature {
     pub line: String,
 }
 
-/// Reads a cosignature file (absent: none).
+impl crate::JsonLine for Cosignature {
+    const WHAT: &'static str = "a cosignature";
+}
+
+/// The append-only cosignature file (`cosignatures.jsonl`), with the checkpoint file's
+/// handling of a torn last line.
+pub type CosignatureFile = crate::JsonlFile<Cosignature>;
+
+/// Reads a cosignature file (absent: none); a torn last line is left out.
 ///
 /// # Errors
 /// [`LedgerError::Io`] when it cannot be read, [`LedgerError::Malformed`] for a bad line.
 pub fn read_cosignatures(path: &std::path::Path) -> Result<Vec<Cosignature>, LedgerError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(LedgerError::Io {
-                context: format!("reading {}", path.display()),
-                source,
-            })
-        }
-    };
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l)
-                .map_err(|e| LedgerError::Malformed(format!("{}: {e}", path.display())))
-        })
-        .collect()
+    CosignatureFile::new(path).read()
 }
 
 /// The newest of `checkpoints` (size) and how many distinct keys of `witness_vkeys` validly

@@ -73,10 +73,18 @@ pub(crate) enum Job {
     /// Bring the full-text index up to date, then answer (sent before each search).
     Index(mpsc::SyncSender<Result<(), LedgerError>>),
     /// Replace the whole database with a copy of another ledger file (a backup being restored).
-    Restore(
-        std::path::PathBuf,
-        mpsc::SyncSender<Result<(), LedgerError>>,
-    ),
+    Restore(RestoreJob, mpsc::SyncSender<Result<(), LedgerError>>),
+}
+
+/// A restore as the writer runs it, in one step between two batches of appends.
+pub(crate) struct RestoreJob {
+    /// The ledger file to restore.
+    pub src: std::path::PathBuf,
+    /// Where to keep the replaced ledger first (skipped when the file exists: a rerun).
+    pub keep: Option<std::path::PathBuf>,
+    /// Created once the replacement is committed; when it exists, the job does nothing (a
+    /// rerun after a crash must not replace again what was appended since).
+    pub done: Option<std::path::PathBuf>,
 }
 
 /// Starts the writer thread on an already configured connection whose schema exists.
@@ -123,7 +131,7 @@ fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Job>, counters: 
             match job {
                 Job::Append(req) => batch.push(req),
                 Job::Index(reply) => searchers.push(reply),
-                Job::Restore(src, reply) => restores.push((src, reply)),
+                Job::Restore(job, reply) => restores.push((job, reply)),
             }
             if batch.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
@@ -133,8 +141,20 @@ fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Job>, counters: 
             commit_batch(&mut conn, &mut tail, &mut batch, counters);
         }
         // Appends queued before a restore are committed first (and replaced by it).
-        for (src, reply) in restores.drain(..) {
-            let mut result = crate::restore::replace_with(&mut conn, &src);
+        for (job, reply) in restores.drain(..) {
+            if job.done.as_deref().is_some_and(std::path::Path::exists) {
+                let _ = reply.send(Ok(()));
+                continue;
+            }
+            // No append is committed between keeping the replaced ledger and replacing it:
+            // this thread is the only writer, and appends wait in the channel meanwhile.
+            let mut result = match &job.keep {
+                Some(keep) if !keep.exists() => crate::restore::keep_copy(&conn, keep),
+                _ => Ok(()),
+            };
+            if result.is_ok() {
+                result = crate::restore::replace_with(&mut conn, &job.src);
+            }
             if result.is_ok() && counters.tree {
                 // A restored ledger whose tree lags its events (written with the tree off, or
                 // upgraded from a damaged one) is covered before the next append extends it.
@@ -147,6 +167,9 @@ fn run(mut conn: Connection, mut tail: Tail, rx: mpsc::Receiver<Job>, counters: 
                 Err(e) => tracing::error!(error = %e, "reloading the ledger tail after a restore"),
             }
             indexed = index::indexed_upto(&conn).unwrap_or(0);
+            if let (Ok(()), Some(done)) = (&result, &job.done) {
+                result = crate::restore::mark_done(done);
+            }
             let _ = reply.send(result);
         }
         let last_id = tail.next_id - 1;

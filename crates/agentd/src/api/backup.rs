@@ -16,6 +16,93 @@ use crate::AppState;
 /// One backup or restore at a time, so a backup never snapshots a half-restored machine.
 static BUSY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// What waits for [`BUSY`], per state dir, so no caller can queue unbounded work in front of
+/// a person's restore: at most one create running or waiting (another gets 409, retryable),
+/// none while a restore waits (restores go first), and at most one restore without an
+/// approval (the ask that opens a ticket, which extracts the whole archive) running or waiting
+/// (another gets 429). Restores with an approved ticket always wait their turn.
+#[derive(Default)]
+struct Queue {
+    creating: bool,
+    asking: bool,
+    restores_waiting: usize,
+}
+
+static QUEUES: std::sync::Mutex<std::collections::BTreeMap<std::path::PathBuf, Queue>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// One place in a [`Queue`], given back when dropped (the request finished or was dropped).
+struct Place {
+    state_dir: std::path::PathBuf,
+    which: Which,
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Create,
+    Ask,
+    Waiting,
+}
+
+impl Place {
+    /// Takes a place of `which` in `state_dir`'s queue; `Err` with the reason when none is free.
+    fn take(state_dir: &std::path::Path, which: Which) -> Result<Place, ApiError> {
+        let mut all = QUEUES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let q = all.entry(state_dir.to_path_buf()).or_default();
+        match which {
+            Which::Create if q.restores_waiting > 0 => {
+                return Err(busy(
+                    StatusCode::CONFLICT,
+                    "a restore is waiting to run, and restores go first: no backup was made",
+                ))
+            }
+            Which::Create if q.creating => {
+                return Err(busy(
+                    StatusCode::CONFLICT,
+                    "a backup is already being made (one at a time): no second one was started",
+                ))
+            }
+            Which::Ask if q.asking => {
+                return Err(busy(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "another restore request without an approval is being checked (one at a time): this one was not started",
+                ))
+            }
+            Which::Create => q.creating = true,
+            Which::Ask => q.asking = true,
+            Which::Waiting => q.restores_waiting += 1,
+        }
+        Ok(Place {
+            state_dir: state_dir.to_path_buf(),
+            which,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut all = QUEUES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(q) = all.get_mut(&self.state_dir) {
+            match self.which {
+                Which::Create => q.creating = false,
+                Which::Ask => q.asking = false,
+                Which::Waiting => q.restores_waiting = q.restores_waiting.saturating_sub(1),
+            }
+        }
+    }
+}
+
+fn busy(status: StatusCode, msg: &str) -> ApiError {
+    ApiError::new(status, msg.to_string()).with_detail(json!({
+        "retryable": true,
+        "hint": "nothing was started; ask again once it finished (GET /backup/list shows the archives)",
+    }))
+}
+
 impl From<BackupError> for ApiError {
     fn from(e: BackupError) -> Self {
         let status = match &e {
@@ -52,6 +139,7 @@ pub async fn create(
     if reason.len() > 4096 {
         return Err(ApiError::bad_request("`reason` is limited to 4096 bytes"));
     }
+    let _creating = Place::take(&st.state_dir, Which::Create)?;
     let _one = BUSY.lock().await;
     let st2 = st.clone();
     let created = tokio::task::spawn_blocking(move || {
@@ -138,7 +226,15 @@ pub async fn restore(
     if !backup::valid_id(&body.backup_id) {
         return Err(BackupError::InvalidId(body.backup_id.chars().take(80).collect()).into());
     }
-    let _one = BUSY.lock().await;
+    let _asking = match body.approval {
+        Some(_) => None,
+        None => Some(Place::take(&st.state_dir, Which::Ask)?),
+    };
+    let one = {
+        let _waiting = Place::take(&st.state_dir, Which::Waiting)?;
+        BUSY.lock().await
+    };
+    let _one = one;
     let st2 = st.clone();
     let id = body.backup_id.clone();
     let prepared = tokio::task::spawn_blocking(move || {

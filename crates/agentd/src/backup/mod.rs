@@ -12,6 +12,7 @@ pub mod archive;
 mod dir;
 mod place;
 pub mod restore;
+mod source;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -441,6 +442,7 @@ pub struct Created {
 /// cannot be snapshotted; nothing is left behind but the previous archives.
 pub fn create(inp: &Inputs<'_>) -> Result<Created, BackupError> {
     let dir = open_dir(inp.settings, inp.state_dir)?;
+    enough_space(inp, &dir)?;
     let id = new_id(&dir)?;
     let work = dir.join(format!(".work-{id}"));
     mkdir_private(&work)?;
@@ -471,6 +473,42 @@ pub fn create(inp: &Inputs<'_>) -> Result<Created, BackupError> {
         deleted,
         warnings,
     })
+}
+
+/// Room kept free on the backup dir's file system beyond what a backup needs.
+const SPACE_MARGIN: u64 = 64 * 1024 * 1024;
+
+/// Refuses a backup the backup dir's file system has no room for: the copies in the work dir
+/// and the archive are both written there, so twice the size of what is archived (the ledger,
+/// agentd's files, the config tree's git dir and every source file), plus a margin.
+fn enough_space(inp: &Inputs<'_>, dir: &Path) -> Result<(), BackupError> {
+    let size = |p: &Path| std::fs::symlink_metadata(p).map_or(0, |m| m.len());
+    let mut need = size(inp.ledger.path());
+    let mut wal = inp.ledger.path().as_os_str().to_owned();
+    wal.push("-wal");
+    need += size(Path::new(&wal));
+    for name in AGENTD_FILES {
+        need += size(&inp.state_dir.join(name));
+    }
+    let mut roots: Vec<PathBuf> = inp.settings.sources.values().cloned().collect();
+    roots.extend(inp.tree.map(|t| t.join(".git")));
+    for root in roots.iter().filter(|r| r.is_dir()) {
+        for rel in source_files(root).unwrap_or_default() {
+            need += size(&root.join(rel));
+        }
+    }
+    let need = need.saturating_mul(2).saturating_add(SPACE_MARGIN);
+    let fs = nix::sys::statvfs::statvfs(dir).map_err(|e| {
+        io(format!("reading the free space of {}", dir.display()))(std::io::Error::from(e))
+    })?;
+    let free = u64::from(fs.blocks_available()).saturating_mul(u64::from(fs.fragment_size()));
+    if free < need {
+        return Err(BackupError::Refused(format!(
+            "not enough free space for a backup in {}: {free} bytes free, about {need} needed (twice what is archived, plus {SPACE_MARGIN}); no backup was made. Free space there or move services.osmoda.agentd.backup.dir",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Which archives retention deletes: indexes into `ids`, the archive ids newest first (an id
@@ -560,51 +598,15 @@ fn create_in(
             continue;
         }
         sources.insert(name.clone(), root.clone());
-        for rel in source_files(root)? {
-            use std::os::unix::fs::PermissionsExt as _;
-            let live = root.join(&rel);
-            let mode = std::fs::metadata(&live)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0o600);
-            let copy = work.join("sources").join(name).join(&rel);
-            if let Some(p) = copy.parent() {
-                std::fs::create_dir_all(p).map_err(io("creating the work dir"))?;
-            }
-            let rel_s = rel.to_string_lossy();
-            let snapshot = if is_sqlite(&live) {
-                Some(osmoda_ledger::sqlite_snapshot(&live, &copy))
-            } else {
-                None
-            };
-            let kind = if let Some(Ok(())) = snapshot {
-                "sqlite"
-            } else {
-                match snapshot {
-                    // The SQLite header on a file SQLite cannot open (a note that starts like
-                    // one): archived as the file it is.
-                    Some(Err(osmoda_ledger::LedgerError::Sqlite(
-                        rusqlite::Error::SqliteFailure(f, _),
-                    ))) if f.code == rusqlite::ErrorCode::NotADatabase => {
-                        tracing::warn!(file = %live.display(), "starts like an SQLite database but is none; archived as a file");
-                        let _ = std::fs::remove_file(&copy);
-                    }
-                    Some(Err(e)) => {
-                        return Err(BackupError::Io {
-                            context: format!("snapshotting the database {}", live.display()),
-                            source: std::io::Error::other(e.to_string()),
-                        })
-                    }
-                    _ => {}
-                }
-                match std::fs::copy(&live, &copy) {
-                    Ok(_) => "file",
-                    // Gone between listing and copying (a temp file): not part of the state.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io(format!("copying {}", live.display()))(e)),
-                }
-            };
-            add(format!("sources/{name}/{rel_s}"), kind, copy, mode)?;
-        }
+        // Every file opened once, never through a link (see `source`).
+        source::copy_source(root, &work.join("sources").join(name), &mut |c| {
+            add(
+                format!("sources/{name}/{}", c.rel.to_string_lossy()),
+                c.kind,
+                c.copy,
+                c.mode,
+            )
+        })?;
     }
 
     let manifest = Manifest {

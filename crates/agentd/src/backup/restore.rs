@@ -23,6 +23,10 @@ use crate::AppState;
 /// The journal of a restore in progress, in agentd's state dir.
 pub const JOURNAL: &str = "restore.json";
 
+/// Created in the staging directory once the restored ledger is in place (archive paths never
+/// start with a dot, so no archived file has this name).
+const LEDGER_DONE: &str = ".ledger-restored";
+
 /// A verified restore, written as [`JOURNAL`] before anything live changes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -381,16 +385,14 @@ pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Resul
         let ledger = st.ledger.clone();
         let src = j.staging.join("agentd/ledger.db");
         let kept = st.state_dir.join(format!("ledger.db.before-{}", j.tag()));
+        let done = j.staging.join(LEDGER_DONE);
         tokio::task::spawn_blocking(move || -> Result<(), BackupError> {
-            // The replaced ledger, every event since the backup in it, is kept (once: a rerun
-            // after a crash finds it).
-            if !kept.exists() {
-                let tmp = kept.with_extension("tmp");
-                let _ = std::fs::remove_file(&tmp);
-                ledger.snapshot_to(&tmp)?;
-                std::fs::rename(&tmp, &kept).map_err(io(format!("keeping {}", kept.display())))?;
-            }
-            ledger.restore_from(&src)?;
+            // The replaced ledger, every event since the backup in it, is kept and replaced in
+            // one step of the ledger's writer: appends wait meanwhile, so every acknowledged
+            // event is in the kept copy or in the restored ledger. A rerun after a crash finds
+            // the copy kept (nothing was appended since: recovery runs before agentd serves)
+            // or the replacement marked done (then what was appended since stays).
+            ledger.restore_keeping(&src, &kept, &done)?;
             Ok(())
         })
         .await??;
@@ -464,23 +466,31 @@ pub async fn apply(st: &AppState, j: &Journal, recovered: bool) -> anyhow::Resul
 /// The journal is unreadable or a step fails again; agentd should not serve then.
 pub async fn recover(st: &AppState) -> anyhow::Result<()> {
     let path = st.state_dir.join(JOURNAL);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // No restore in progress: staging and work dirs a crash left behind go (they hold
-            // a full copy of the state).
-            let dir = super::backup_dir(&st.settings.backup, &st.state_dir);
-            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if (name.starts_with(".restore-") || name.starts_with(".work-"))
-                    && e.file_type().is_ok_and(|t| t.is_dir())
-                {
-                    tracing::info!(dir = %e.path().display(), "removing what an interrupted backup or restore left");
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-            return Ok(());
+    let dir = super::backup_dir(&st.settings.backup, &st.state_dir);
+    let journal = std::fs::read(&path);
+    let no_restore = matches!(&journal, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    // What a crash can leave in the backup dir goes (each holds a full copy of the state):
+    // archives being written (`.<id>.tar.part`, never an archive: the rename makes one), and,
+    // with no restore in progress, staging and work dirs.
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Ok(t) = e.file_type() else { continue };
+        let part = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tar.part"))
+            .is_some_and(super::valid_id);
+        let work = name.starts_with(".restore-") || name.starts_with(".work-");
+        if part && t.is_file() {
+            tracing::info!(file = %e.path().display(), "removing an archive an interrupted backup left half-written");
+            let _ = std::fs::remove_file(e.path());
+        } else if work && t.is_dir() && no_restore {
+            tracing::info!(dir = %e.path().display(), "removing what an interrupted backup or restore left");
+            let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+    let bytes = match journal {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e.into()),
     };
     let j: Journal = serde_json::from_slice(&bytes)

@@ -46,7 +46,12 @@ fn cadence(ctx: &Ctx<'_>, out: &mut Vec<Finding>, name: &str, default: u64, unit
 /// Any change of a value (a key file, the archive directory): the new one may be a file or a
 /// place the agent controls.
 fn changed(ctx: &Ctx<'_>, out: &mut Vec<Finding>, rest: &[&str], what: &str) {
-    let p = path(rest);
+    changed_at(ctx, out, &path(rest), what);
+}
+
+/// [`changed`] of the option at the full path `p`.
+fn changed_at(ctx: &Ctx<'_>, out: &mut Vec<Finding>, p: &[&str], what: &str) {
+    let p = p.to_vec();
     let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
     fn effective(v: V<'_>) -> Option<V<'_>> {
         match v {
@@ -129,6 +134,41 @@ pub(super) fn audit_weakened(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         "moves the backup archives to another directory",
     );
     keep(ctx, out);
+    // Options outside `agentd` that reach what agentd is configured with: the state dir moves
+    // the ledger, its checkpoint key and (by default) the backups; the mesh carries every
+    // witness request, so turning it off or moving its socket stops them all.
+    changed_at(
+        ctx,
+        out,
+        &["services", "osmoda", "stateDir"],
+        "moves agentd's state: a new empty ledger, a new checkpoint key and (by default) another backup directory",
+    );
+    let witnessing = |v: V<'_>| match v {
+        V::Known(Value::Object(w)) => ["peers", "logs"].iter().any(|k| match w.get(*k) {
+            Some(Value::Object(m)) => !m.is_empty(),
+            Some(Value::Array(l)) => !l.is_empty(),
+            Some(Value::Null) | None => false,
+            Some(_) => true,
+        }),
+        V::Unknown => true,
+        V::Known(_) | V::Absent => false,
+    };
+    if witnessing(at(ctx.before, &path(&["ledger", "witness"]))) {
+        lose_flag(
+            ctx,
+            out,
+            "audit.weaken",
+            &["services", "osmoda", "mesh", "enable"],
+            false,
+            "turns the mesh off: every ledger witness stops (this machine's checkpoints are no longer cosigned, and it cosigns no peer's)",
+        );
+        changed_at(
+            ctx,
+            out,
+            &["services", "osmoda", "mesh", "socket"],
+            "moves the mesh socket agentd sends witness requests to",
+        );
+    }
     // Fewer witnesses, or a witness's key replaced: the peers that would see a rewrite.
     let peers = path(&["ledger", "witness", "peers"]);
     for n in names(ctx, &peers) {

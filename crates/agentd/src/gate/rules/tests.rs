@@ -630,6 +630,11 @@ fn weakening_the_ledgers_tamper_evidence_or_the_backups_needs_a_person() {
     let cp = |v: Value| agentd(json!({"ledger": {"checkpoint": v}}));
     let wit = |v: Value| agentd(json!({"ledger": {"witness": v}}));
     let backup = |v: Value| agentd(json!({"backup": v}));
+    // `base` (a whole config) with `services.osmoda.mesh` = `m`.
+    let mesh = |mut base: Value, m: Value| {
+        base["services"]["osmoda"]["mesh"] = m;
+        base
+    };
     let weakens = vec!["audit.weaken"];
     for (before, after, expected) in [
         // Checkpoints off, however phrased (left out = on).
@@ -705,6 +710,48 @@ fn weakening_the_ledgers_tamper_evidence_or_the_backups_needs_a_person() {
         (
             wit(json!({"logs": ["a"]})),
             wit(json!({"logs": ["a", "b"]})),
+            vec![],
+        ),
+        // Options outside `agentd` that reach it: the state dir always; the mesh switched
+        // off or its socket moved while witnesses are configured (the mesh is off by default).
+        (
+            json!({}),
+            json!({"services": {"osmoda": {"stateDir": "/var/lib/osmoda2"}}}),
+            weakens.clone(),
+        ),
+        (
+            json!({"services": {"osmoda": {"stateDir": "/var/lib/osmoda"}}}),
+            json!({"services": {"osmoda": {"stateDir": undecidable()}}}),
+            weakens.clone(),
+        ),
+        // (A daemon switched off is also `service.disable`, which a machine may not require
+        // a person for; with witnesses it is the tamper evidence weakened as well.)
+        (
+            mesh(wit(json!({"peers": {"b": "k1"}})), json!({"enable": true})),
+            mesh(wit(json!({"peers": {"b": "k1"}})), json!({"enable": false})),
+            vec!["audit.weaken", "service.disable"],
+        ),
+        (
+            mesh(wit(json!({"logs": ["a"]})), json!({"enable": true})),
+            mesh(wit(json!({"logs": ["a"]})), json!({})),
+            vec!["audit.weaken", "service.disable"],
+        ),
+        (
+            mesh(wit(json!({"peers": {"b": "k1"}})), json!({"enable": true})),
+            mesh(
+                wit(json!({"peers": {"b": "k1"}})),
+                json!({"enable": true, "socket": "/run/x.sock"}),
+            ),
+            weakens.clone(),
+        ),
+        (
+            mesh(json!({}), json!({"enable": true})),
+            mesh(json!({}), json!({"enable": false})),
+            vec!["service.disable"],
+        ),
+        (
+            mesh(wit(json!({"peers": {"b": "k1"}})), json!({"enable": false})),
+            mesh(wit(json!({"peers": {"b": "k1"}})), json!({"enable": true})),
             vec![],
         ),
         // Retention: fewer archives (default 7; null = all), another directory.
