@@ -178,12 +178,22 @@ async fn what_a_daemon_would_refuse_at_load_is_refused_at_edit_time() {
     for body in [
         cron("0 8 * * MON-FRI", "Europe/Berlin"),
         json!({"path": format!("{R}.action.command"), "value": ["df", "-h"], "reason": "ok"}),
-        json!({"path": "services.osmoda.stateDir", "value": "/srv/osmoda", "reason": "absolute"}),
         json!({"path": "services.osmoda.watch.watchers.web", "value": {"check": {"type": "http", "url": "http://127.0.0.1/"}, "intervalSecs": 5, "actions": ["notify"]}, "reason": "whole watcher"}),
     ] {
         let r = d.agent().post("/config/set", &body).await.expect("post");
         assert_eq!(r.status, 200, "{body} → {}", r.body);
     }
+    // An absolute stateDir passes every daemon's load check and reaches the approval gate,
+    // which asks a person (audit.weaken: a new ledger and checkpoint key).
+    let body =
+        json!({"path": "services.osmoda.stateDir", "value": "/srv/osmoda", "reason": "absolute"});
+    let r = d.agent().post("/config/set", &body).await.expect("post");
+    assert_eq!(
+        (r.status, r.body["detail"]["kinds"][0].as_str()),
+        (403, Some("audit.weaken")),
+        "{body} → {}",
+        r.body
+    );
     d.stop().await;
 }
 

@@ -160,17 +160,20 @@ pub fn did_key(ed25519: &[u8; 32]) -> String {
     format!("did:key:z{}", bs58::encode(b).into_string())
 }
 
+/// How many pages of keyd's `/wallet/list` (1,000 wallets each) a card reads.
+const WALLET_PAGES: usize = 100;
+
 async fn identities(cs: &CardSettings, chain_id: u64) -> (Vec<Service>, Vec<String>) {
     let mut out = Vec::new();
     let mut missing = Vec::new();
-    let get = |sock: &PathBuf, path: &'static str| {
+    let get = |sock: &PathBuf, path: String| {
         let c = osmoda_client::Client::new(sock)
             .as_daemon("agentd")
             .with_timeout(Duration::from_secs(5));
         async move { c.get(path).await.ok().and_then(|r| r.ok_json().ok()) }
     };
     if let Some(sock) = &cs.mesh {
-        let key = get(sock, "/identity").await.and_then(|v| {
+        let key = get(sock, "/identity".into()).await.and_then(|v| {
             let b64 = v["public_keys"]["ed25519"].as_str()?.to_string();
             use base64::Engine as _;
             let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
@@ -186,24 +189,50 @@ async fn identities(cs: &CardSettings, chain_id: u64) -> (Vec<Service>, Vec<Stri
         }
     }
     if let Some(sock) = &cs.keyd {
-        match get(sock, "/wallet/list").await {
-            Some(v) => {
-                for w in v["wallets"].as_array().into_iter().flatten() {
-                    let addr = w["address"].as_str().unwrap_or_default();
-                    let endpoint = match w["chain"].as_str() {
-                        Some("ethereum") => format!("eip155:{chain_id}:{addr}"),
-                        Some("solana") => format!("{SOLANA_MAINNET}:{addr}"),
-                        _ => continue,
-                    };
-                    out.push(Service {
-                        name: "agentWallet".into(),
-                        endpoint,
-                        version: None,
-                    });
-                }
+        // keyd answers its wallets in pages (`next` names the page's last id); at most
+        // WALLET_PAGES pages, so a card lists up to 1,000 × WALLET_PAGES wallets.
+        let (mut wallets, mut after, mut reachable) = (Vec::new(), None::<String>, true);
+        for _ in 0..WALLET_PAGES {
+            let path = match &after {
+                Some(a) => format!("/wallet/list?limit=1000&after={a}"),
+                None => "/wallet/list?limit=1000".to_string(),
+            };
+            let Some(v) = get(sock, path).await else {
+                reachable = false;
+                break;
+            };
+            wallets.extend(v["wallets"].as_array().cloned().unwrap_or_default());
+            after = v["next"].as_str().map(str::to_string);
+            if after.is_none() {
+                break;
             }
-            None => missing.push("wallets (osmoda-keyd not reachable)".into()),
         }
+        if !reachable {
+            missing.push("wallets (osmoda-keyd not reachable)".into());
+        } else if after.is_some() {
+            missing.push(format!(
+                "wallets after the first {} (the card lists at most that many)",
+                wallets.len()
+            ));
+        }
+        let mut endpoints: Vec<String> = wallets
+            .iter()
+            .filter_map(|w| {
+                let addr = w["address"].as_str().unwrap_or_default();
+                match w["chain"].as_str() {
+                    Some("ethereum") => Some(format!("eip155:{chain_id}:{addr}")),
+                    Some("solana") => Some(format!("{SOLANA_MAINNET}:{addr}")),
+                    _ => None,
+                }
+            })
+            .collect();
+        // One card for one set of wallets, whatever order keyd keeps them in.
+        endpoints.sort();
+        out.extend(endpoints.into_iter().map(|endpoint| Service {
+            name: "agentWallet".into(),
+            endpoint,
+            version: None,
+        }));
     }
     (out, missing)
 }
