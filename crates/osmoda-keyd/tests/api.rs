@@ -545,8 +545,16 @@ async fn above_the_threshold_a_person_approves_the_exact_operation_once() {
         r["error"].as_str().unwrap().contains("different operation"),
         "{r}"
     );
-    // The nonce and gas are not part of the approved operation; the amount and recipient are.
-    body["nonce"] = json!(3);
+    // The person approved the exact transaction: another nonce is another signing hash, so
+    // another operation, refused without using the ticket up; the same request then passes.
+    let mut renonced = body.clone();
+    renonced["nonce"] = json!(3);
+    let (s, r) = env.post("/wallet/send", renonced).await;
+    assert_eq!(s, 403, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("different operation"),
+        "{r}"
+    );
     let (s, r) = env.post("/wallet/send", body.clone()).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(
