@@ -170,7 +170,7 @@ async fn identities(cs: &CardSettings, chain_id: u64) -> (Vec<Service>, Vec<Stri
         let c = osmoda_client::Client::new(sock)
             .as_daemon("agentd")
             .with_timeout(Duration::from_secs(5));
-        async move { c.get(path).await.ok().and_then(|r| r.ok_json().ok()) }
+        async move { c.get(&path).await.ok().and_then(|r| r.ok_json().ok()) }
     };
     if let Some(sock) = &cs.mesh {
         let key = get(sock, "/identity".into()).await.and_then(|v| {
