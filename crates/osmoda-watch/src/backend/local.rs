@@ -96,13 +96,17 @@ impl LocalBackend {
     /// Whether `p` is one of this backend's numbered generation directories (by name, and not
     /// a symlink).
     fn is_own_generation(&self, p: &Path) -> bool {
+        self.is_generation_path(p) && fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+    }
+
+    /// True when `p` is where this backend puts a generation: a numbered name directly under
+    /// its generations directory (whether or not it still exists).
+    fn is_generation_path(&self, p: &Path) -> bool {
         let numbered = p
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        numbered
-            && p.parent() == Some(self.generations.as_path())
-            && fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+        numbered && p.parent() == Some(self.generations.as_path())
     }
 
     /// The symlink that holds the active generation.
@@ -322,6 +326,12 @@ impl Backend for LocalBackend {
                 return Ok(());
             }
             if let Some(p) = previous {
+                // One of ours that someone deleted is gone, said so.
+                if self.is_generation_path(Path::new(p)) && fs::symlink_metadata(p).is_err() {
+                    return Err(WatchError::Backend(format!(
+                        "the previous generation {p} is gone, so it cannot be re-activated"
+                    )));
+                }
                 // Only a generation this backend rendered: a record naming another directory
                 // (written by someone else) re-activates nothing.
                 if !self.is_own_generation(Path::new(p)) {
