@@ -367,7 +367,12 @@ async fn routes_say_what_they_take_and_odd_places_are_refused() {
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["path"], "memory/2026-11-29.md");
     assert_eq!(r["at"], "2026-11-29T04:30:00Z");
-    let (s, r) = post(&d, "/memory/ingest", json!({"event": {"type": "x", "text": "t", "ts": "9999-12-31T23:59:59Z"}})).await;
+    let (s, r) = post(
+        &d,
+        "/memory/ingest",
+        json!({"event": {"type": "x", "text": "t", "ts": "9999-12-31T23:59:59Z"}}),
+    )
+    .await;
     assert_eq!(s, 400, "{r}");
     d.stop().await;
 }

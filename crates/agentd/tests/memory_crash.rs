@@ -70,18 +70,22 @@ fn journal(dir: &Path) -> Vec<PathBuf> {
 
 /// Temporary files of atomic writes (`.osmoda-*.tmp`) in the journal and the notes' dirs.
 fn unfinished_writes(dir: &Path) -> Vec<PathBuf> {
-    ["state/memory-journal", "state/memory", "state/memory/memory"]
-        .iter()
-        .flat_map(|d| {
-            std::fs::read_dir(dir.join(d))
-                .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
-                .unwrap_or_default()
-        })
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".osmoda-"))
-        })
-        .collect()
+    [
+        "state/memory-journal",
+        "state/memory",
+        "state/memory/memory",
+    ]
+    .iter()
+    .flat_map(|d| {
+        std::fs::read_dir(dir.join(d))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    })
+    .filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".osmoda-"))
+    })
+    .collect()
 }
 
 /// A journal entry as agentd writes it before a store's note.
@@ -112,7 +116,11 @@ async fn a_note_written_before_a_crash_gets_its_event_at_the_next_start() {
     std::fs::create_dir_all(dir.join("state/memory-journal")).expect("mkdir");
     let entries = [
         entry(41, section, "written before the crash"),
-        entry(42, "## never written\nat: 2026-11-30T10:00:01Z\n\nx", "never written"),
+        entry(
+            42,
+            "## never written\nat: 2026-11-30T10:00:01Z\n\nx",
+            "never written",
+        ),
         entry(43, recorded, "recorded before the crash"),
     ];
     for e in &entries {
@@ -126,8 +134,9 @@ async fn a_note_written_before_a_crash_gets_its_event_at_the_next_start() {
     {
         let ledger = osmoda_ledger::Ledger::open(&dir.join("state/ledger.db")).expect("ledger");
         let e = &entries[2];
-        let ev = osmoda_ledger::NewEvent::new("memory.stored", "uid=0,pid=1", e["payload"].to_string())
-            .with_dedup("agentd.memory", 43);
+        let ev =
+            osmoda_ledger::NewEvent::new("memory.stored", "uid=0,pid=1", e["payload"].to_string())
+                .with_dedup("agentd.memory", 43);
         ledger.append_blocking(ev).expect("append");
     }
     // Writes cut off inside their temporary files: a journal entry and a whole note.
@@ -148,7 +157,11 @@ async fn a_note_written_before_a_crash_gets_its_event_at_the_next_start() {
         ]
     );
     assert!(journal(dir).is_empty(), "{:?}", journal(dir));
-    assert!(unfinished_writes(dir).is_empty(), "{:?}", unfinished_writes(dir));
+    assert!(
+        unfinished_writes(dir).is_empty(),
+        "{:?}",
+        unfinished_writes(dir)
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("state/memory/memory/2026-11-30.md")).expect("note"),
         note
@@ -162,7 +175,10 @@ async fn a_note_written_before_a_crash_gets_its_event_at_the_next_start() {
 /// Where a kill landed in a store, read from what it left (agentd stopped).
 fn landed(dir: &Path) -> &'static str {
     let cut = unfinished_writes(dir);
-    if cut.iter().any(|p| p.starts_with(dir.join("state/memory-journal"))) {
+    if cut
+        .iter()
+        .any(|p| p.starts_with(dir.join("state/memory-journal")))
+    {
         return "inside the journal entry's write";
     }
     if !cut.is_empty() {
@@ -174,7 +190,8 @@ fn landed(dir: &Path) -> &'static str {
     let entry: Value =
         serde_json::from_slice(&std::fs::read(file).expect("entry")).expect("entry json");
     let note = std::fs::read_to_string(
-        dir.join("state/memory").join(entry["note"]["path"].as_str().expect("path")),
+        dir.join("state/memory")
+            .join(entry["note"]["path"].as_str().expect("path")),
     )
     .unwrap_or_default();
     if !note.contains(entry["note"]["section"].as_str().expect("section")) {
@@ -208,7 +225,8 @@ async fn kill_9_during_stores_leaves_no_note_without_its_event() {
         let (done_tx, mut done) = tokio::sync::watch::channel(0u64);
         let writer = tokio::spawn(async move {
             for i in 0.. {
-                let body = json!({"summary": format!("run {run} note {i}"), "detail": "x".repeat(4000)});
+                let body =
+                    json!({"summary": format!("run {run} note {i}"), "detail": "x".repeat(4000)});
                 if client.post("/memory/store", &body).await.is_err() {
                     break;
                 }

@@ -48,7 +48,10 @@ impl QueryCache {
 
     /// Forget every entry (the model behind an id changed).
     pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Number of entries (expired ones included until looked up).

@@ -497,7 +497,8 @@ impl Index {
             self.vectors.remove(id);
         }
         for (id, ts, blob) in reused {
-            self.vectors.insert(id, ts, &f32s(&blob).collect::<Vec<_>>());
+            self.vectors
+                .insert(id, ts, &f32s(&blob).collect::<Vec<_>>());
         }
         Ok(())
     }

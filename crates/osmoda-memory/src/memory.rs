@@ -285,8 +285,9 @@ impl Memory {
         // A section without a date keeps the one it was first seen with (the file's mtime
         // then): editing one fact of MEMORY.md must not make every other one "recent".
         let seen = lock(&self.index).dates_by_text(rel)?;
-        let chunks: Vec<Chunk> =
-            chunk_note_dated(rel, &content, &|text| seen.get(text).copied().unwrap_or(mtime));
+        let chunks: Vec<Chunk> = chunk_note_dated(rel, &content, &|text| {
+            seen.get(text).copied().unwrap_or(mtime)
+        });
         lock(&self.index).replace_file(rel, Some(&sha), &chunks)?;
         report.files_changed += 1;
         Ok(())
@@ -552,8 +553,7 @@ impl Memory {
             // address, an error message is evidence whatever its cosine); without a vector
             // (keyword mode, not embedded yet) only the keyword vote counts.
             .filter(|r| {
-                r.bm25_rank.is_some()
-                    || r.similarity.is_some_and(|s| s >= self.opts.min_similarity)
+                r.bm25_rank.is_some() || r.similarity.is_some_and(|s| s >= self.opts.min_similarity)
             })
             .collect();
         let chunks = idx.get(&relevant.iter().map(|r| r.id).collect::<Vec<_>>())?;
@@ -667,7 +667,8 @@ pub(crate) fn escape_body(s: &str) -> String {
                 }
             }
             let underline = !t.is_empty()
-                && (t.trim_end().chars().all(|c| c == '=') || t.trim_end().chars().all(|c| c == '-'));
+                && (t.trim_end().chars().all(|c| c == '=')
+                    || t.trim_end().chars().all(|c| c == '-'));
             if t.starts_with('#') || (indent <= 3 && underline) {
                 format!("\\{t}")
             } else {

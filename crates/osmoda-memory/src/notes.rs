@@ -146,7 +146,12 @@ impl Notes {
     /// [`MemoryError::Io`] when the directory cannot be created or the file replaced; the old
     /// file is then unchanged.
     pub fn append(&self, path: &Path, title: &str, section: &str) -> Result<()> {
-        let rel = |p: &Path| p.strip_prefix(&self.root).unwrap_or(p).display().to_string();
+        let rel = |p: &Path| {
+            p.strip_prefix(&self.root)
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        };
         std::fs::create_dir_all(&self.root).map_err(|e| MemoryError::io(&self.root, e))?;
         let dir = path.parent().unwrap_or(&self.root);
         // The daily notes' directory must be one, not a link to another place: a new note

@@ -290,7 +290,8 @@ pub(crate) fn event_time(
     if !(0..=latest).contains(&t.unix_timestamp()) {
         return invalid(format!(
             "event.ts {} lies outside 1970-01-01T00:00:00Z..{} (a day from now)",
-            t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string()),
+            t.format(&Rfc3339)
+                .unwrap_or_else(|_| t.unix_timestamp().to_string()),
             rfc3339(latest)
         ));
     }

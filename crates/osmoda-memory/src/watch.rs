@@ -112,11 +112,12 @@ impl Memory {
                 // The root's watch must be armed again (its dir was removed or replaced).
                 let mut lost = false;
                 loop {
-                    let first = match rx.recv_timeout(if lost { REARM_EVERY } else { Duration::MAX }) {
-                        Ok(first) => Some(first),
-                        Err(mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                    };
+                    let first =
+                        match rx.recv_timeout(if lost { REARM_EVERY } else { Duration::MAX }) {
+                            Ok(first) => Some(first),
+                            Err(mpsc::RecvTimeoutError::Timeout) => None,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        };
                     let mut pending = Pending::default();
                     if let Some(first) = &first {
                         lost |= names_root(&root, first.as_deref());
@@ -135,7 +136,9 @@ impl Memory {
                                 lost = false;
                                 pending.all = true;
                             }
-                            Err(e) => tracing::warn!(error = %e, "memory dir not watched again yet"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "memory dir not watched again yet")
+                            }
                         }
                     }
                     if first.is_none() && !pending.all {

@@ -90,7 +90,11 @@ async fn a_model_swapped_behind_the_endpoint_is_noticed_and_never_mixed() {
     let dir = tmp.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let m = open(&dir, &url);
-        for s in ["nginx certificate expired", "disk full on /var", "owner likes metric"] {
+        for s in [
+            "nginx certificate expired",
+            "disk full on /var",
+            "owner likes metric",
+        ] {
             store(&m, s);
         }
         assert_eq!(signs(&dir), (vec![1, 1, 1], 0));
@@ -114,7 +118,9 @@ async fn a_model_swapped_behind_the_endpoint_is_noticed_and_never_mixed() {
             })
             .expect("recall");
         assert!(
-            r.warning.as_deref().is_some_and(|w| w.contains("not embedded yet")),
+            r.warning
+                .as_deref()
+                .is_some_and(|w| w.contains("not embedded yet")),
             "{r:?}"
         );
         assert_eq!(signs(&dir), (vec![], 4));

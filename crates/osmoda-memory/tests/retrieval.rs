@@ -204,7 +204,10 @@ fn the_relevance_rule_keeps_the_labelled_set_and_drops_nonsense() {
         let hits = recall(q);
         let relevant: Vec<_> = hits
             .iter()
-            .filter(|h| ids.split(',').any(|id| h.text.contains(&format!("tags: {id}"))))
+            .filter(|h| {
+                ids.split(',')
+                    .any(|id| h.text.contains(&format!("tags: {id}")))
+            })
             .collect();
         if relevant.is_empty() {
             continue;
@@ -226,7 +229,9 @@ fn the_relevance_rule_keeps_the_labelled_set_and_drops_nonsense() {
     }
     labelled.sort_by(|a, b| a.0.total_cmp(&b.0));
     nonsense.sort_by(|a, b| b.0.total_cmp(&a.0));
-    println!("labelled queries (best relevant similarity, kept, query), lowest first: {labelled:?}");
+    println!(
+        "labelled queries (best relevant similarity, kept, query), lowest first: {labelled:?}"
+    );
     println!("nonsense queries (best similarity, chunks kept, query), highest first: {nonsense:?}");
     let at_old = nonsense.iter().filter(|n| n.0 >= 0.2).count();
     println!(

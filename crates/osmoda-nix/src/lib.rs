@@ -27,8 +27,8 @@ pub use error::{EditError, Pos};
 pub use fuzz::{fuzz_one, fuzz_raw};
 pub use modules::{FileKind, Import};
 pub use path::{not_into_imports, AttrPath};
-pub use render::to_nix;
 pub use reach::{reaches_outside, Reach};
+pub use render::to_nix;
 pub use scope::free_variables;
 pub use wrappers::without_wrappers;
 

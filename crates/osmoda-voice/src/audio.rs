@@ -432,7 +432,10 @@ mod tests {
             assert!(crossings.abs_diff(expect) <= 10, "from {from}: {crossings}");
             // The signal reaches the end: the last 100 ms is the tone, not the flush's silence.
             let tail = &out[want - 1_600..];
-            assert!(tail.iter().any(|x| x.abs() > 0.3), "from {from}: the end is silent");
+            assert!(
+                tail.iter().any(|x| x.abs() > 0.3),
+                "from {from}: the end is silent"
+            );
         }
     }
 
@@ -455,7 +458,11 @@ mod tests {
     #[test]
     fn non_finite_float_samples_are_refused_and_loud_ones_clipped() {
         // 1 s of 44.1 kHz stereo: resampled, where NaN once panicked inside rubato.
-        for (rate, bad) in [(44_100, f32::NAN), (44_100, f32::INFINITY), (16_000, f32::NEG_INFINITY)] {
+        for (rate, bad) in [
+            (44_100, f32::NAN),
+            (44_100, f32::INFINITY),
+            (16_000, f32::NEG_INFINITY),
+        ] {
             let mut samples = tone(rate, 1.0, 440.0).repeat(2);
             samples[1001] = bad;
             let wav = float_wav(rate, 2, &samples);
@@ -469,7 +476,10 @@ mod tests {
         let wav = float_wav(44_100, 8, &vec![3.0e38; 44_100 * 8]);
         let a = decode_wav(&wav[..], "x.wav", Limits::default()).unwrap();
         assert_eq!(a.samples.len(), 16_000);
-        assert!(a.samples.iter().all(|x| x.is_finite()), "not finite after clipping");
+        assert!(
+            a.samples.iter().all(|x| x.is_finite()),
+            "not finite after clipping"
+        );
     }
 
     #[test]
@@ -502,7 +512,10 @@ mod tests {
 
         // Checked while `sub` is the real directory, swapped before the open.
         let checked = allowed.resolve(&path).unwrap();
-        assert_eq!(read_wav(&checked, Limits::default()).unwrap().duration_ms(), 100);
+        assert_eq!(
+            read_wav(&checked, Limits::default()).unwrap().duration_ms(),
+            100
+        );
         swap(true);
         let e = read_wav(&checked, Limits::default()).unwrap_err();
         assert!(matches!(e, VoiceError::Forbidden(_)), "{e:?}");
@@ -539,7 +552,10 @@ mod tests {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let swaps = swapper.join().unwrap();
-        assert!(read > 0 && swaps > 100, "no race happened: {read} read, {swaps} swaps");
+        assert!(
+            read > 0 && swaps > 100,
+            "no race happened: {read} read, {swaps} swaps"
+        );
     }
 
     #[test]

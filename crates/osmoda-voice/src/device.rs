@@ -161,11 +161,13 @@ impl AudioDevice {
         // A non-blocking connect under a deadline: a stalled PipeWire (its listen queue full)
         // makes a blocking connect(2) wait forever on one of the daemon's async workers, and a
         // few of those stop the whole daemon, /health included.
-        let answered = match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(&sock)).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no connection within {} ms", PROBE_TIMEOUT.as_millis()),
-        };
+        let answered =
+            match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(&sock)).await
+            {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no connection within {} ms", PROBE_TIMEOUT.as_millis()),
+            };
         Err(format!(
             "no audio device: the PipeWire server at {} does not answer ({answered}); is PipeWire running? ({hint})",
             sock.display()
@@ -330,8 +332,13 @@ mod tests {
         let addr = UnixAddr::new(&sock).unwrap();
         let mut queued = Vec::new();
         loop {
-            let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK, None)
-                .unwrap();
+            let fd = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
             use std::os::fd::AsRawFd;
             match connect(fd.as_raw_fd(), &addr) {
                 Ok(()) => queued.push(fd),
@@ -371,7 +378,10 @@ mod tests {
             let e = r.unwrap_err();
             assert!(e.contains("does not answer"), "{e}");
         }
-        assert!(took < PROBE_TIMEOUT * 8 + Duration::from_secs(2), "{took:?}");
+        assert!(
+            took < PROBE_TIMEOUT * 8 + Duration::from_secs(2),
+            "{took:?}"
+        );
     }
 
     #[tokio::test]
@@ -383,7 +393,10 @@ mod tests {
             recorder: sh.clone(),
             runtime_dir: Some(dir.path().to_owned()),
         };
-        let e = dev(Path::new("/nonexistent/pw-play")).check().await.unwrap_err();
+        let e = dev(Path::new("/nonexistent/pw-play"))
+            .check()
+            .await
+            .unwrap_err();
         assert!(e.contains("/nonexistent/pw-play is not installed"), "{e}");
         let e = dev(&sh).check().await.unwrap_err();
         assert!(

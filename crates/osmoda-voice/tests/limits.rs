@@ -208,7 +208,9 @@ async fn a_language_the_model_cannot_do_refuses_the_start() {
         ("e\u{0}n", "not one whisper knows"),
         ("de", "English-only"),
     ] {
-        let p = dir.path().join(format!("voice-{}.json", lang.replace('\0', "nul")));
+        let p = dir
+            .path()
+            .join(format!("voice-{}.json", lang.replace('\0', "nul")));
         std::fs::write(
             &p,
             json!({ "whisper_model": m.whisper_model, "language": lang }).to_string(),
@@ -227,7 +229,11 @@ async fn a_language_the_model_cannot_do_refuses_the_start() {
             .output()
             .unwrap();
         assert_eq!(out.status.success(), lang == "de", "{lang}: {out:?}");
-        assert_eq!(out.status.code(), Some(if lang == "de" { 0 } else { 1 }), "{lang}: {out:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(if lang == "de" { 0 } else { 1 }),
+            "{lang}: {out:?}"
+        );
     }
 }
 
@@ -277,7 +283,10 @@ async fn a_dropped_speech_leaves_no_partial_file() {
     let speech = dir.path().join("speech");
     let partial_written = async {
         loop {
-            if files(&speech).iter().any(|p| p.to_string_lossy().contains(".tmp-")) {
+            if files(&speech)
+                .iter()
+                .any(|p| p.to_string_lossy().contains(".tmp-"))
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -334,8 +343,15 @@ async fn the_persons_utterance_goes_before_the_agents_transcriptions() {
     assert!(heard.text.to_lowercase().contains("fox"), "{heard:?}");
     eprintln!("the person's utterance took {:?}", started.elapsed());
     let e = running.await.unwrap().unwrap_err();
-    assert!(matches!(e, osmoda_voice::VoiceError::Unavailable(_)), "{e:?}");
-    assert!(e.message().contains("the person's speech"), "{}", e.message());
+    assert!(
+        matches!(e, osmoda_voice::VoiceError::Unavailable(_)),
+        "{e:?}"
+    );
+    assert!(
+        e.message().contains("the person's speech"),
+        "{}",
+        e.message()
+    );
     for w in &waiting {
         w.abort();
     }

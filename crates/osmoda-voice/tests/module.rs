@@ -153,7 +153,10 @@ fn nixos_eval_if_present_voice_dirs_the_unit_cannot_see_are_refused() {
         let failed = json["failedAssertions"].as_array().unwrap();
         assert_eq!(failed.len(), 1, "{option} = {value}: {failed:?}");
         let m = failed[0].as_str().unwrap();
-        assert!(m.contains(&format!("services.osmoda.voice.{option}")), "{m}");
+        assert!(
+            m.contains(&format!("services.osmoda.voice.{option}")),
+            "{m}"
+        );
         assert!(m.contains("cannot see"), "{m}");
     }
     // Look-alikes outside the hidden trees pass.
@@ -220,7 +223,10 @@ fn nixos_eval_if_present_piper_and_pipewire_clients_run_under_the_units_syscall_
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(common::read_i16(&speech).1.len() > 10_000, "piper wrote no speech");
+    assert!(
+        common::read_i16(&speech).1.len() > 10_000,
+        "piper wrote no speech"
+    );
 
     let pw = common::pipewire::PipeWire::start();
     let mut play = Command::new("pw-play");
@@ -240,7 +246,10 @@ fn nixos_eval_if_present_piper_and_pipewire_clients_run_under_the_units_syscall_
     let mut child = record.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
     let early = child.try_wait().unwrap();
-    assert!(early.is_none(), "pw-record under the unit's filter ended: {early:?}");
+    assert!(
+        early.is_none(),
+        "pw-record under the unit's filter ended: {early:?}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -250,7 +259,10 @@ fn nixos_eval_if_present_piper_and_pipewire_clients_run_under_the_units_syscall_
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), None, "pw-record under the unit's filter: {st}");
     let frames = hound::WavReader::open(&rec).unwrap().duration();
-    assert!(frames > 8_000, "pw-record under the unit's filter recorded {frames} frames");
+    assert!(
+        frames > 8_000,
+        "pw-record under the unit's filter recorded {frames} frames"
+    );
 }
 
 /// Applies `programs` in the child before it executes (seccomp filters are inherited and kept
@@ -276,8 +288,13 @@ fn syscall_group(name: &str, out: &mut BTreeSet<String>) {
     let o = Command::new("systemd-analyze")
         .args(["syscall-filter", name])
         .output()
-        .expect("systemd-analyze (package systemd) is needed to expand the unit's SystemCallFilter");
-    assert!(o.status.success(), "systemd-analyze syscall-filter {name}: {o:?}");
+        .expect(
+            "systemd-analyze (package systemd) is needed to expand the unit's SystemCallFilter",
+        );
+    assert!(
+        o.status.success(),
+        "systemd-analyze syscall-filter {name}: {o:?}"
+    );
     let text = String::from_utf8(o.stdout).unwrap();
     for line in text.lines().skip(1) {
         let l = line.trim();
@@ -303,7 +320,10 @@ fn unit_seccomp(text: &str) -> Vec<BpfProgram> {
         .lines()
         .filter_map(|l| l.strip_prefix("SystemCallFilter="))
         .collect();
-    assert!(!lines.is_empty(), "the unit has no SystemCallFilter:\n{text}");
+    assert!(
+        !lines.is_empty(),
+        "the unit has no SystemCallFilter:\n{text}"
+    );
     for line in lines {
         let (set, words) = match line.strip_prefix('~') {
             Some(rest) => (&mut deny, rest),

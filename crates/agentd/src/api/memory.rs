@@ -155,10 +155,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// A route answering every other method with a 405 that names the one it takes (HEAD, PUT
 /// or DELETE included, which the shared fallback can only guess at).
-fn only(
-    takes: &'static str,
-    route: MethodRouter<Arc<AppState>>,
-) -> MethodRouter<Arc<AppState>> {
+fn only(takes: &'static str, route: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
     route.fallback(move |method: Method, uri: Uri| async move {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -228,7 +225,9 @@ async fn write_recorded(
             return Err(e);
         }
     };
-    let ev = st.record_dedup(kind, actor, &entry.payload, STREAM, entry.seq).await?;
+    let ev = st
+        .record_dedup(kind, actor, &entry.payload, STREAM, entry.seq)
+        .await?;
     let _ = std::fs::remove_file(&file);
     Ok((receipt, ev.id))
 }
@@ -247,7 +246,10 @@ pub async fn recover(st: &Arc<AppState>) {
     ] {
         match removed {
             Ok(0) => {}
-            Ok(n) => tracing::info!(files = n, "temporary files of memory writes cut off by a crash removed"),
+            Ok(n) => tracing::info!(
+                files = n,
+                "temporary files of memory writes cut off by a crash removed"
+            ),
             Err(e) => tracing::warn!(error = %e, "temporary files of memory writes not removed"),
         }
     }
@@ -273,7 +275,9 @@ pub async fn recover(st: &Arc<AppState>) {
             Ok(()) => {
                 let _ = std::fs::remove_file(&file);
             }
-            Err(e) => tracing::warn!(file = %file.display(), error = %e, "memory journal entry kept for the next start"),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "memory journal entry kept for the next start")
+            }
         }
     }
 }

@@ -109,7 +109,12 @@ impl Memory {
     /// Compare the probe vector `p` just made with the one the index records: the first is
     /// recorded; another model's (cosine below [`SAME_MODEL`]) drops every vector, so all
     /// chunks are embedded again by this model, and the query cache is emptied.
-    pub(super) fn settle_probe(&self, idx: &mut Index, emb: &dyn Embedder, p: &[f32]) -> Result<()> {
+    pub(super) fn settle_probe(
+        &self,
+        idx: &mut Index,
+        emb: &dyn Embedder,
+        p: &[f32],
+    ) -> Result<()> {
         match idx.probe()? {
             None => idx.set_probe(p)?,
             Some(old) if old.len() == p.len() && crate::embed::dot(&old, p) >= SAME_MODEL => {}

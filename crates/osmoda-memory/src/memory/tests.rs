@@ -63,8 +63,11 @@ fn work_of_writes(others: u32) -> Work {
     let note = "memory/2025-01-01.md";
     let path = tmp.path().join(note);
     let text = std::fs::read_to_string(&path).expect("read");
-    std::fs::write(&path, text.replacen("the disk was full (0/0)", "edited by hand", 1))
-        .expect("edit");
+    std::fs::write(
+        &path,
+        text.replacen("the disk was full (0/0)", "edited by hand", 1),
+    )
+    .expect("edit");
     let r = m.sync_paths(&[note.to_string()]).expect("sync");
     assert_eq!((r.files_changed, r.embedded), (1, 1));
     let after = lock(&m.index).work();
@@ -153,8 +156,11 @@ fn undated_durable_sections_keep_the_date_they_were_first_seen() {
             .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs))
             .expect("mtime");
     };
-    std::fs::write(&path, "# Memory\n\n## backups\nnightly at 02:00\n\n## units\nmetric\n")
-        .expect("write");
+    std::fs::write(
+        &path,
+        "# Memory\n\n## backups\nnightly at 02:00\n\n## units\nmetric\n",
+    )
+    .expect("write");
     set_mtime(1_000_000);
     let m = open_hash8(tmp.path());
     let dates = |m: &Memory| {
@@ -201,7 +207,9 @@ fn a_place_that_is_not_a_note_is_refused_by_name() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let m = open_hash8(tmp.path());
     std::fs::create_dir(tmp.path().join("MEMORY.md")).expect("mkdir");
-    let e = m.store(&store_req("fact", "", true)).expect_err("a directory");
+    let e = m
+        .store(&store_req("fact", "", true))
+        .expect_err("a directory");
     assert!(
         matches!(&e, MemoryError::NotANote { path, .. } if path == "MEMORY.md"),
         "{e}"
@@ -210,12 +218,18 @@ fn a_place_that_is_not_a_note_is_refused_by_name() {
     // The daily dir a file, then a link to another directory.
     std::fs::write(tmp.path().join("memory"), "x").expect("file");
     let e = m.store(&store_req("event", "", false)).expect_err("a file");
-    assert!(matches!(&e, MemoryError::NotANote { path, .. } if path == "memory"), "{e}");
+    assert!(
+        matches!(&e, MemoryError::NotANote { path, .. } if path == "memory"),
+        "{e}"
+    );
     std::fs::remove_file(tmp.path().join("memory")).expect("rm");
     let elsewhere = tempfile::tempdir().expect("tempdir");
     std::os::unix::fs::symlink(elsewhere.path(), tmp.path().join("memory")).expect("link");
     let e = m.store(&store_req("event", "", false)).expect_err("a link");
-    assert!(matches!(&e, MemoryError::NotANote { path, .. } if path == "memory"), "{e}");
+    assert!(
+        matches!(&e, MemoryError::NotANote { path, .. } if path == "memory"),
+        "{e}"
+    );
     assert_eq!(
         std::fs::read_dir(elsewhere.path()).expect("ls").count(),
         0,
@@ -255,7 +269,9 @@ fn a_long_embedding_never_holds_the_writers_up() {
     *lock(&open.0) = false;
     let mut big = String::from("# Memory\n");
     for i in 0..2_000 {
-        big.push_str(&format!("\n## bulk fact {i}\nsomething to remember, number {i}\n"));
+        big.push_str(&format!(
+            "\n## bulk fact {i}\nsomething to remember, number {i}\n"
+        ));
     }
     std::fs::write(tmp.path().join("MEMORY.md"), big).expect("write");
     let m2 = m.clone();
@@ -269,7 +285,11 @@ fn a_long_embedding_never_holds_the_writers_up() {
     let (tx, rx) = std::sync::mpsc::channel();
     let m3 = m.clone();
     let storing = std::thread::spawn(move || {
-        let r = m3.store(&store_req("zebra-7 VPN uses WireGuard", "port 51820", false));
+        let r = m3.store(&store_req(
+            "zebra-7 VPN uses WireGuard",
+            "port 51820",
+            false,
+        ));
         tx.send(r.map(|r| r.path)).expect("send");
     });
     let stored = rx
@@ -283,13 +303,19 @@ fn a_long_embedding_never_holds_the_writers_up() {
             timeframe: None,
         })
         .expect("recall");
-    assert!(hits.results.iter().any(|h| h.text.contains("51820")), "{hits:?}");
+    assert!(
+        hits.results.iter().any(|h| h.text.contains("51820")),
+        "{hits:?}"
+    );
     assert!(hits.warning.is_some_and(|w| w.contains("not embedded yet")));
     *lock(&open.0) = true;
     open.1.notify_all();
     storing.join().expect("store thread");
     let report = syncing.join().expect("sync thread");
-    assert_eq!(report.embedded, 2_001, "the embedding thread took the stored note too");
+    assert_eq!(
+        report.embedded, 2_001,
+        "the embedding thread took the stored note too"
+    );
     assert_eq!(m.health().expect("health").pending_vectors, 0);
 }
 
@@ -326,19 +352,35 @@ fn recreated_directories_are_still_watched() {
     let m = Arc::new(Memory::open(Options::new(&root), None, None).expect("open"));
     let _w = m.watch().expect("watch");
     std::fs::create_dir(root.join("memory")).expect("mkdir");
-    std::fs::write(root.join("memory/2025-01-01.md"), "# d\n\n## zebra1 first\nx\n").expect("write");
+    std::fs::write(
+        root.join("memory/2025-01-01.md"),
+        "# d\n\n## zebra1 first\nx\n",
+    )
+    .expect("write");
     until(&m, "a note in a new daily dir", |m| finds(m, "zebra1"));
     std::fs::remove_dir_all(root.join("memory")).expect("rm -r");
     until(&m, "the daily dir removed", |m| !finds(m, "zebra1"));
     std::fs::create_dir(root.join("memory")).expect("mkdir");
-    std::fs::write(root.join("memory/2025-01-02.md"), "# d\n\n## zebra2 second\nx\n").expect("write");
-    until(&m, "a note in the recreated daily dir", |m| finds(m, "zebra2"));
+    std::fs::write(
+        root.join("memory/2025-01-02.md"),
+        "# d\n\n## zebra2 second\nx\n",
+    )
+    .expect("write");
+    until(&m, "a note in the recreated daily dir", |m| {
+        finds(m, "zebra2")
+    });
     // The memory dir itself, gone and back.
     std::fs::remove_dir_all(&root).expect("rm -r root");
     until(&m, "the memory dir removed", |m| !finds(m, "zebra2"));
     std::fs::create_dir_all(root.join("memory")).expect("mkdir root");
     std::fs::write(root.join("MEMORY.md"), "# Memory\n\n## zebra3 third\nx\n").expect("write");
-    until(&m, "a note in the recreated memory dir", |m| finds(m, "zebra3"));
-    std::fs::write(root.join("memory/2025-01-03.md"), "# d\n\n## zebra4 fourth\nx\n").expect("write");
+    until(&m, "a note in the recreated memory dir", |m| {
+        finds(m, "zebra3")
+    });
+    std::fs::write(
+        root.join("memory/2025-01-03.md"),
+        "# d\n\n## zebra4 fourth\nx\n",
+    )
+    .expect("write");
     until(&m, "a later note there", |m| finds(m, "zebra4"));
 }

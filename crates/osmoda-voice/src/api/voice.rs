@@ -104,7 +104,9 @@ async fn transcribe_file(
     let real = app.allowed.resolve(path)?;
     let audio = app.read_audio(real, app.limits).await?;
     let ms = audio.duration_ms();
-    let t = app.transcribe_samples(audio.samples, language, false).await?;
+    let t = app
+        .transcribe_samples(audio.samples, language, false)
+        .await?;
     Ok((ms, t))
 }
 
