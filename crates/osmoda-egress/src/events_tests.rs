@@ -47,6 +47,12 @@ fn decision(token: &str, target: &str, host: &str, port: u16) -> Decision {
     }
 }
 
+async fn allow(ev: &Events, token: &str, target: &str, host: &str, port: u16) {
+    ev.allow(&decision(token, target, host, port))
+        .await
+        .unwrap();
+}
+
 fn events(dir: &std::path::Path, max_keys: usize) -> Events {
     let reporter = Reporter::open(dir.join("no-agentd.sock"), dir, "egress").unwrap();
     Events::with_budgets(Some(reporter), 50, 50)
@@ -57,14 +63,7 @@ fn events(dir: &std::path::Path, max_keys: usize) -> Events {
 async fn a_first_is_durable_at_once_and_repeats_at_the_windows_end() {
     let dir = tempfile::tempdir().unwrap();
     let ev = events(dir.path(), MAX_WINDOW_KEYS);
-    ev.allow(&decision(
-        "t1",
-        "API.example.org.:443",
-        "api.example.org",
-        443,
-    ))
-    .await
-    .unwrap();
+    allow(&ev, "t1", "API.example.org.:443", "api.example.org", 443).await;
     let a = allows(dir.path());
     assert_eq!(a.len(), 1, "{a:#?}");
     assert_eq!(a[0]["first"], true);
@@ -74,41 +73,13 @@ async fn a_first_is_durable_at_once_and_repeats_at_the_windows_end() {
     assert_eq!(a[0]["port"], 443);
     // The same key however it was spelled: repeats, nothing written yet.
     for _ in 0..4 {
-        ev.allow(&decision(
-            "t1",
-            "api.example.org:443",
-            "api.example.org",
-            443,
-        ))
-        .await
-        .unwrap();
+        allow(&ev, "t1", "api.example.org:443", "api.example.org", 443).await;
     }
     assert_eq!(allows(dir.path()).len(), 1);
     // Another port, another host, another token: each a first of its own.
-    ev.allow(&decision(
-        "t1",
-        "api.example.org:8443",
-        "api.example.org",
-        8443,
-    ))
-    .await
-    .unwrap();
-    ev.allow(&decision(
-        "t1",
-        "www.example.org:443",
-        "www.example.org",
-        443,
-    ))
-    .await
-    .unwrap();
-    ev.allow(&decision(
-        "t2",
-        "api.example.org:443",
-        "api.example.org",
-        443,
-    ))
-    .await
-    .unwrap();
+    allow(&ev, "t1", "api.example.org:8443", "api.example.org", 8443).await;
+    allow(&ev, "t1", "www.example.org:443", "www.example.org", 443).await;
+    allow(&ev, "t2", "api.example.org:443", "api.example.org", 443).await;
     let a = allows(dir.path());
     assert_eq!(a.len(), 4, "{a:#?}");
     assert!(a.iter().all(|p| p["first"] == true && p["count"] == 1));
@@ -127,14 +98,7 @@ async fn a_first_is_durable_at_once_and_repeats_at_the_windows_end() {
     // nothing.
     ev.flush().await;
     assert_eq!(allows(dir.path()).len(), 5);
-    ev.allow(&decision(
-        "t1",
-        "api.example.org:443",
-        "api.example.org",
-        443,
-    ))
-    .await
-    .unwrap();
+    allow(&ev, "t1", "api.example.org:443", "api.example.org", 443).await;
     let a = allows(dir.path());
     assert_eq!((a.len(), &a[5]["first"]), (6, &json!(true)));
     let total: u64 = a.iter().map(|p| p["count"].as_u64().unwrap()).sum();
@@ -150,9 +114,7 @@ async fn concurrent_firsts_of_one_key_are_one_first_and_repeats() {
             let ev = std::sync::Arc::clone(&ev);
             let spool = dir.path().to_path_buf();
             tokio::spawn(async move {
-                ev.allow(&decision("t1", "a.test:443", "a.test", 443))
-                    .await
-                    .unwrap();
+                allow(&ev, "t1", "a.test:443", "a.test", 443).await;
                 // Whoever returned, the first is durable by now.
                 assert!(allows(&spool).iter().any(|p| p["first"] == true));
             })

@@ -117,34 +117,30 @@ fn a_kept_token_is_refused_once_revoked_or_the_key_changes() {
                 let id = osmoda_egress::token::verify(&keys.sk.verifying_key(), &token, now())
                     .unwrap()
                     .id;
-                let ok = |a: &Answer| assert_eq!(a.status, 200, "{}", a.text);
+                let ask = || async {
+                    let a = send(p.addr, &connect("api.allowed.test:443", Some(&token))).await;
+                    (a.status, a.reason, a.text)
+                };
+                let ok =
+                    |(status, _, text): (u16, String, String)| assert_eq!(status, 200, "{text}");
+                let refused = |(status, reason, text): (u16, String, String), want: &str| {
+                    assert_eq!((status, reason.as_str()), (407, want), "{text}")
+                };
                 // Verified once, then kept.
                 for _ in 0..3 {
-                    ok(&send(p.addr, &connect("api.allowed.test:443", Some(&token))).await);
+                    ok(ask().await);
                 }
                 // Revoked the way agentd does it (a new file renamed into place): refused at the
                 // very next CONNECT.
                 let tmp = keys.dir.path().join("revoked.tmp");
                 std::fs::write(&tmp, format!("{id}\n")).unwrap();
                 std::fs::rename(&tmp, keys.revoked()).unwrap();
-                let a = send(p.addr, &connect("api.allowed.test:443", Some(&token))).await;
-                assert_eq!(
-                    (a.status, a.reason.as_str()),
-                    (407, "token-revoked"),
-                    "{}",
-                    a.text
-                );
+                refused(ask().await, "token-revoked");
                 // Also when the list is rewritten in place (no rename): emptied, then the id again.
                 std::fs::write(keys.revoked(), "").unwrap();
-                ok(&send(p.addr, &connect("api.allowed.test:443", Some(&token))).await);
+                ok(ask().await);
                 std::fs::write(keys.revoked(), format!("{id}\n")).unwrap();
-                let a = send(p.addr, &connect("api.allowed.test:443", Some(&token))).await;
-                assert_eq!(
-                    (a.status, a.reason.as_str()),
-                    (407, "token-revoked"),
-                    "{}",
-                    a.text
-                );
+                refused(ask().await, "token-revoked");
                 // A new key: the kept verification does not outlive it.
                 std::fs::write(keys.revoked(), "").unwrap();
                 let other = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
@@ -154,13 +150,7 @@ fn a_kept_token_is_refused_once_revoked_or_the_key_changes() {
                 )
                 .unwrap();
                 std::fs::rename(&tmp, keys.public()).unwrap();
-                let a = send(p.addr, &connect("api.allowed.test:443", Some(&token))).await;
-                assert_eq!(
-                    (a.status, a.reason.as_str()),
-                    (407, "token-forged"),
-                    "{}",
-                    a.text
-                );
+                refused(ask().await, "token-forged");
                 p.trigger.fire();
                 p.task.await.unwrap().unwrap();
                 let denies: Vec<_> = spooled(&keys.spool())
