@@ -110,22 +110,21 @@ pub fn check_key_file(path: &Path) -> anyhow::Result<()> {
 }
 
 /// The witness verifier key for the seed in `key_file`, with this machine's witness name
-/// (`<hostname>/osmoda-witness`).
+/// ([`witness_name`]).
 ///
 /// # Errors
 /// The key file is missing or malformed.
 pub fn vkey_of(key_file: &Path) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
-    let w = Witness::open(
-        &witness_name(),
-        seed(dir.path(), Some(key_file))?,
-        dir.path().join("s"),
-    )?;
+    let seed = seed(dir.path(), Some(key_file))?;
+    let w = Witness::open(&witness_name(&seed), seed, dir.path().join("s"))?;
     Ok(w.vkey())
 }
 
-fn witness_name() -> String {
-    format!("{}/osmoda-witness", hostname())
+/// `<hostname>/osmoda-witness/<16 hex of the key's hash>`: unique per witness key, so machines
+/// installed from one configuration (one hostname) do not share a witness name.
+fn witness_name(seed: &[u8; 32]) -> String {
+    Witness::unique_name(&format!("{}/osmoda-witness", hostname()), seed)
 }
 
 /// Opens this machine's witness and writes its verifier key and the peers' keys to the state dir.
@@ -133,11 +132,8 @@ fn witness_name() -> String {
 /// # Errors
 /// A bad key file, a log key that does not parse, or an unwritable state dir.
 pub fn open(state_dir: &Path, s: &WitnessSettings) -> anyhow::Result<Witness> {
-    let mut w = Witness::open(
-        &witness_name(),
-        seed(state_dir, s.key_file.as_deref())?,
-        state_dir.join(STATE_FILE),
-    )?;
+    let seed = seed(state_dir, s.key_file.as_deref())?;
+    let mut w = Witness::open(&witness_name(&seed), seed, state_dir.join(STATE_FILE))?;
     for log in &s.logs {
         w.add_log(log)?;
     }
@@ -159,7 +155,7 @@ pub async fn run(st: Arc<AppState>, shutdown: Shutdown) {
             return;
         }
     };
-    let serve = tokio::spawn(serve(s.clone(), witness, shutdown.clone()));
+    let serve = tokio::spawn(serve(Arc::clone(&st), s.clone(), witness, shutdown.clone()));
     if !s.peers.is_empty() {
         gather(st, s, shutdown).await;
     }
@@ -173,14 +169,18 @@ async fn pause(shutdown: &mut Shutdown, d: Duration) -> bool {
     }
 }
 
-/// The witness side: answers `ledger.cosign` requests from peers.
-async fn serve(s: WitnessSettings, witness: Witness, mut shutdown: Shutdown) {
+/// The witness side: answers `ledger.cosign` requests from peers, and records in this
+/// machine's own ledger each checkpoint it refuses (`agentd.witness.refusing`), so a log rolled
+/// back or forked on a peer is visible here, not only in that peer's ledger (whose root may be
+/// the one who rolled it back).
+async fn serve(st: Arc<AppState>, s: WitnessSettings, witness: Witness, mut shutdown: Shutdown) {
     if s.logs.is_empty() {
         return;
     }
     let mesh = osmoda_client::Client::new(&s.mesh_socket);
     let witness = std::sync::Mutex::new(witness);
     let path = format!("/requests/next?topic={TOPIC}&wait_secs=20");
+    let mut recorded = Refusals::default();
     loop {
         let next = tokio::select! {
             r = mesh.get(&path) => r,
@@ -208,12 +208,23 @@ async fn serve(s: WitnessSettings, witness: Witness, mut shutdown: Shutdown) {
         if req.is_null() {
             continue;
         }
-        let (ok, body) = {
+        let (ok, body, refusing) = {
             let mut w = witness
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            answer(&mut w, &req["body"])
+            let (ok, body) = answer(&mut w, &req["body"]);
+            let refusing = refusal_record(&w, req["peer"].as_str().unwrap_or(""), &req["body"], &body);
+            (ok, body, refusing)
         };
+        if let Some(payload) = refusing.filter(|p| recorded.first(p)) {
+            tracing::warn!(refusal = %payload, "refused to cosign a peer's checkpoint");
+            if let Err(e) = st
+                .record("agentd.witness.refusing", "agentd", &payload)
+                .await
+            {
+                tracing::error!(error = %e.error, "recording agentd.witness.refusing");
+            }
+        }
         let id = req["id"].as_u64().unwrap_or(0);
         if let Err(e) = mesh
             .post(
@@ -225,6 +236,64 @@ async fn serve(s: WitnessSettings, witness: Witness, mut shutdown: Shutdown) {
             tracing::warn!(error = %e, "answering a cosign request");
         }
     }
+}
+
+/// What the witness side recorded already, so each refusal is one event: by (peer, log origin,
+/// refusal, checkpoint size); bounded (forgotten wholesale when full: a repeat is then recorded
+/// again, never lost).
+#[derive(Default)]
+struct Refusals(std::collections::HashSet<(String, String, String, u64)>);
+
+impl Refusals {
+    const MAX: usize = 4096;
+
+    /// Whether `payload` (a [`refusal_record`]) is seen for the first time.
+    fn first(&mut self, payload: &Value) -> bool {
+        let text = |k: &str| payload[k].as_str().unwrap_or_default().to_owned();
+        let key = (
+            text("peer"),
+            text("log"),
+            text("refusal"),
+            payload["size"].as_u64().unwrap_or(0),
+        );
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(key)
+    }
+}
+
+/// The `agentd.witness.refusing` payload for an answer that refused a checkpoint for what it
+/// says about the log (`rollback`, `inconsistent`, `bad_signature`, `unknown_log`): `{peer,
+/// log, size, cosigned_size, refusal, reason}`; `None` for a cosignature, a `conflict` (the
+/// protocol's "send a proof from this size", retried at once) or a malformed request. `size`
+/// is the checkpoint's claimed size, `cosigned_size` what this witness cosigned last of that
+/// origin's log(s) (`null`: nothing).
+fn refusal_record(w: &Witness, peer: &str, request: &Value, answer: &Value) -> Option<Value> {
+    let refusal = answer["refusal"].as_str()?;
+    if !matches!(
+        refusal,
+        "rollback" | "inconsistent" | "bad_signature" | "unknown_log"
+    ) {
+        return None;
+    }
+    let note = request["note"].as_str().unwrap_or_default();
+    let mut lines = note.lines();
+    let log = lines.next().unwrap_or_default();
+    let size = lines.next().and_then(|l| l.parse::<u64>().ok());
+    let cosigned = w
+        .all_cosigned()
+        .filter(|(k, _)| k.split('+').next() == Some(log))
+        .map(|(_, c)| c.size)
+        .max();
+    Some(json!({
+        "peer": peer,
+        "log": log,
+        "size": size,
+        "cosigned_size": cosigned,
+        "refusal": refusal,
+        "reason": answer["reason"],
+    }))
 }
 
 /// Answers one cosign request `{old_size, proof, note}`: `(true, {cosignature})` or
