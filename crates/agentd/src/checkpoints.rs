@@ -466,11 +466,19 @@ pub async fn run(st: Arc<AppState>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(cp.settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // The first round does not wait: events appended before this task subscribed (agentd's
+    // first requests can beat it) or while agentd was down are counted now, not at the next
+    // commit or tick.
+    let mut first = true;
     loop {
-        let (timer, stop) = tokio::select! {
-            r = commits.changed() => (false, r.is_err()),
-            _ = tick.tick() => (true, false),
-            () = shutdown.wait() => (false, true),
+        let (timer, stop) = if std::mem::take(&mut first) {
+            (false, false)
+        } else {
+            tokio::select! {
+                r = commits.changed() => (false, r.is_err()),
+                _ = tick.tick() => (true, false),
+                () = shutdown.wait() => (false, true),
+            }
         };
         let size = match st.ledger.tree_head() {
             Ok(h) => h.size,

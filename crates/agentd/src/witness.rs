@@ -8,7 +8,9 @@
 //! - the witness side takes requests of that topic (`GET <mesh>/requests/next`) and answers them
 //!   with [`osmoda_ledger::witness::Witness`]: it cosigns only a checkpoint of a log it knows
 //!   that is consistent with the last one it cosigned, so a ledger rolled back or forked on a
-//!   machine gets no more cosignatures from its peers.
+//!   machine gets no more cosignatures from its peers; each refusal is recorded in the
+//!   witness's own ledger as `agentd.witness.refusing` (once per peer, log, kind and size), so
+//!   the rollback shows on the peer, whose root is not the one who rolled it back.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
