@@ -160,7 +160,7 @@ fn witnessed(
         return Ok(None);
     }
     output::note(&format!(
-        "ledger NOT witnessed: the newest checkpoint (size {size}) has {have} of the {n} valid cosignatures asked for (a witness refuses a ledger rolled back or forked since it last cosigned; `agentctl events --type agentd.witness.refused` shows why)"
+        "ledger NOT witnessed: the newest checkpoint (size {size}) has {have} of the {n} valid cosignatures asked for (a witness refuses a ledger rolled back or forked since it last cosigned; `agentctl events --type agentd.witness.refused` shows why here, `agentd.witness.refusing` in the witness's own ledger)"
     ));
     Ok(Some(ExitCode::from(output::code::LEDGER_BROKEN)))
 }

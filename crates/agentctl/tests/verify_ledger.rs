@@ -651,7 +651,8 @@ fn a_retired_key_verifies_nothing_past_the_size_where_it_was_retired() {
     let o = verify(d.path(), &["--vkey", &retired, "--vkey", &new]);
     assert_eq!(o.status.code(), Some(6), "{}", text(&o));
     assert!(
-        text(&o).contains("size 41 is signed by the retired key") && text(&o).contains("past its range"),
+        text(&o).contains("size 41 is signed by the retired key")
+            && text(&o).contains("past its range"),
         "{}",
         text(&o)
     );
@@ -660,7 +661,11 @@ fn a_retired_key_verifies_nothing_past_the_size_where_it_was_retired() {
     std::fs::write(&keys, format!("{retired}\n{new}\n")).expect("keys");
     let o = verify(d.path(), &["--vkey-file", keys.to_str().expect("utf-8")]);
     assert_eq!(o.status.code(), Some(6), "{}", text(&o));
-    std::fs::write(d.path().join("checkpoint.vkeys"), format!("{retired}\n{new}\n")).expect("h");
+    std::fs::write(
+        d.path().join("checkpoint.vkeys"),
+        format!("{retired}\n{new}\n"),
+    )
+    .expect("h");
     std::fs::write(d.path().join("checkpoint.vkey"), format!("{new}\n")).expect("vkey");
     let o = verify(d.path(), &[]);
     assert_eq!(o.status.code(), Some(6), "{}", text(&o));
@@ -690,22 +695,38 @@ fn a_pass_says_whom_it_holds_against() {
     let o = verify(d.path(), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = trust(&o);
-    assert!(t.contains("read from the state dir") && t.contains("--witnesses N"), "{t}");
+    assert!(
+        t.contains("read from the state dir") && t.contains("--witnesses N"),
+        "{t}"
+    );
     let o = verify(d.path(), &["--vkey", &vkey]);
     let t = trust(&o);
     assert!(
-        t.contains("you passed") && t.contains("root on the signing machine") && t.contains("--witnesses N"),
+        t.contains("you passed")
+            && t.contains("root on the signing machine")
+            && t.contains("--witnesses N"),
         "{t}"
     );
     // One witness cosigns the newest checkpoint (size 32).
-    let cps = CheckpointFile::new(d.path().join("checkpoints.jsonl")).read().expect("cps");
+    let cps = CheckpointFile::new(d.path().join("checkpoints.jsonl"))
+        .read()
+        .expect("cps");
     let newest = cps.last().expect("newest").clone();
     let ledger = Ledger::open(&d.path().join("ledger.db")).expect("open");
-    let mut w = osmoda_ledger::witness::Witness::open("beta/osmoda-witness", [7u8; 32], d.path().join("w.json"))
-        .expect("witness");
+    let mut w = osmoda_ledger::witness::Witness::open(
+        "beta/osmoda-witness",
+        [7u8; 32],
+        d.path().join("w.json"),
+    )
+    .expect("witness");
     w.add_log(&vkey).expect("log");
-    let proof = ledger.consistency_proof(0, newest.size).expect("proof").proof;
-    let line = w.add_checkpoint(0, &proof, &newest.note, 1).expect("cosigned");
+    let proof = ledger
+        .consistency_proof(0, newest.size)
+        .expect("proof")
+        .proof;
+    let line = w
+        .add_checkpoint(0, &proof, &newest.note, 1)
+        .expect("cosigned");
     osmoda_ledger::witness::CosignatureFile::new(d.path().join("cosignatures.jsonl"))
         .append(&osmoda_ledger::witness::Cosignature {
             size: newest.size,
@@ -714,8 +735,21 @@ fn a_pass_says_whom_it_holds_against() {
             line,
         })
         .expect("cosignature");
-    let o = verify(d.path(), &["--vkey", &vkey, "--witnesses", "1", "--witness-key", &w.vkey()]);
+    let o = verify(
+        d.path(),
+        &[
+            "--vkey",
+            &vkey,
+            "--witnesses",
+            "1",
+            "--witness-key",
+            &w.vkey(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = trust(&o);
-    assert!(t.contains("cosigned by 1 witness") && t.contains("binds root too"), "{t}");
+    assert!(
+        t.contains("cosigned by 1 witness") && t.contains("binds root too"),
+        "{t}"
+    );
 }

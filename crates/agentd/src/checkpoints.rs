@@ -81,8 +81,7 @@ fn write_new_key(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     // The name (the checkpoints' origin) ends in the key's own hash: machines installed from
     // one configuration share a hostname, and witnesses tell logs apart by origin and key.
-    let (skey, _) =
-        osmoda_ledger::generate_unique_key(&format!("{}/osmoda-ledger", hostname()))?;
+    let (skey, _) = osmoda_ledger::generate_unique_key(&format!("{}/osmoda-ledger", hostname()))?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -215,7 +215,8 @@ async fn serve(st: Arc<AppState>, s: WitnessSettings, witness: Witness, mut shut
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let (ok, body) = answer(&mut w, &req["body"]);
-            let refusing = refusal_record(&w, req["peer"].as_str().unwrap_or(""), &req["body"], &body);
+            let refusing =
+                refusal_record(&w, req["peer"].as_str().unwrap_or(""), &req["body"], &body);
             (ok, body, refusing)
         };
         if let Some(payload) = refusing.filter(|p| recorded.first(p)) {
@@ -498,4 +499,77 @@ async fn ask(
     Err(Asked::Refused(
         "the witness keeps claiming another size".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A witness with one log (a real key, a real ledger) and that log's checkpoint of its
+    /// current tree.
+    fn setup(
+        dir: &Path,
+    ) -> (
+        Witness,
+        osmoda_ledger::Ledger,
+        osmoda_ledger::CheckpointSigner,
+    ) {
+        let (skey, vkey) = osmoda_ledger::generate_key("alpha/osmoda-ledger").unwrap();
+        std::fs::write(dir.join("k"), skey).unwrap();
+        let signer = osmoda_ledger::CheckpointSigner::from_file(&dir.join("k")).unwrap();
+        let ledger = osmoda_ledger::Ledger::open(&dir.join("ledger.db")).unwrap();
+        let mut w = Witness::open("beta/osmoda-witness", [5; 32], dir.join("w.json")).unwrap();
+        w.add_log(&vkey).unwrap();
+        (w, ledger, signer)
+    }
+
+    fn append(ledger: &osmoda_ledger::Ledger, n: usize) {
+        for i in 0..n {
+            ledger
+                .append_blocking(osmoda_ledger::NewEvent::new(
+                    "t.e",
+                    "a",
+                    format!("{{\"i\":{i}}}"),
+                ))
+                .unwrap();
+        }
+    }
+
+    /// What the witness side records when it refuses: the log, the offered and the cosigned
+    /// size, the kind; nothing for a cosignature or a `conflict` (the protocol's retry), and
+    /// each (peer, log, kind, size) once.
+    #[test]
+    fn a_refusal_becomes_one_record_naming_the_log_and_both_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, ledger, signer) = setup(dir.path());
+        append(&ledger, 6);
+        let old = signer.sign(&ledger.tree_head().unwrap()).unwrap();
+        append(&ledger, 4);
+        let new = signer.sign(&ledger.tree_head().unwrap()).unwrap();
+        let proof = |from: u64, to: u64| ledger.consistency_proof(from, to).unwrap().proof;
+        let ask = |w: &mut Witness, old_size: u64, proof: Vec<String>, note: &str| {
+            let req = json!({ "old_size": old_size, "proof": proof, "note": note });
+            let (ok, body) = answer(w, &req);
+            (ok, refusal_record(w, "alpha", &req, &body))
+        };
+        // Cosigned at 10: nothing to record.
+        assert_eq!(ask(&mut w, 0, proof(0, 10), &new.note), (true, None));
+        // A proof from the wrong size: the retry protocol, not a refusal of the log.
+        assert_eq!(ask(&mut w, 3, proof(3, 10), &new.note), (false, None));
+        // The log offers its older checkpoint (a rollback): recorded, naming both sizes.
+        let (ok, rec) = ask(&mut w, 10, Vec::new(), &old.note);
+        assert!(!ok);
+        let rec = rec.expect("a rollback is recorded");
+        assert_eq!(rec["peer"], json!("alpha"));
+        assert_eq!(rec["log"], json!("alpha/osmoda-ledger"));
+        assert_eq!(rec["refusal"], json!("rollback"));
+        assert_eq!(rec["size"], json!(6));
+        assert_eq!(rec["cosigned_size"], json!(10));
+        let mut seen = Refusals::default();
+        assert!(seen.first(&rec));
+        assert!(!seen.first(&rec), "the same refusal is recorded once");
+        let mut other = rec.clone();
+        other["size"] = json!(7);
+        assert!(seen.first(&other), "another checkpoint is recorded again");
+    }
 }

@@ -62,7 +62,10 @@ async fn checkpoints_every_n_events_and_at_shutdown_anchor_the_ledger() {
         .next()
         .expect("origin")
         .to_owned();
-    let suffix = origin.rsplit_once("/osmoda-ledger/").expect("origin form").1;
+    let suffix = origin
+        .rsplit_once("/osmoda-ledger/")
+        .expect("origin form")
+        .1;
     assert!(
         suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit()),
         "{origin}"
@@ -536,7 +539,11 @@ async fn a_rotated_out_key_is_retired_at_the_ledger_size_and_never_signs_again()
         let ledger = osmoda_ledger::Ledger::open(&state.join("ledger.db")).expect("ledger");
         for i in 0..4 {
             ledger
-                .append_blocking(osmoda_ledger::NewEvent::new("t.e", "a", format!(r#"{{"i":{i}}}"#)))
+                .append_blocking(osmoda_ledger::NewEvent::new(
+                    "t.e",
+                    "a",
+                    format!(r#"{{"i":{i}}}"#),
+                ))
                 .expect("append");
         }
     }
@@ -552,7 +559,10 @@ async fn a_rotated_out_key_is_retired_at_the_ledger_size_and_never_signs_again()
     let err = agentd::AppState::open(state.clone(), with_key(&a), None)
         .err()
         .expect("a retired key is refused");
-    assert!(format!("{err:#}").contains("was retired when the ledger had 4 events"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("was retired when the ledger had 4 events"),
+        "{err:#}"
+    );
 }
 
 /// A checkpoint record that is not a checkpoint is tamper evidence: an `agentd.checkpoint`

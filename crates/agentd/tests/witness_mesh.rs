@@ -388,11 +388,19 @@ async fn peers_cosign_each_other_and_refuse_a_rolled_back_ledger() {
     assert!(mine["cosigned_size"].as_u64().is_some(), "{mine}");
     let mut sizes: Vec<u64> = refusing
         .iter()
-        .map(|e| serde_json::from_str::<Value>(&e.payload).unwrap()["size"].as_u64().unwrap())
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.payload).unwrap()["size"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     let all = sizes.len();
     sizes.dedup();
-    assert_eq!(all, sizes.len(), "one event per refused checkpoint: {refusing:?}");
+    assert_eq!(
+        all,
+        sizes.len(),
+        "one event per refused checkpoint: {refusing:?}"
+    );
     // The newest checkpoint has no cosignature: `verify-ledger --witnesses 1` fails.
     let (size, n) = a.newest_cosigned(&kb.witness_vkey).unwrap();
     assert_eq!(n, 0, "checkpoint {size} must not be cosigned");

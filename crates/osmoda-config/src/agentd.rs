@@ -120,7 +120,7 @@ pub struct CheckpointConfig {
     /// Sign at least this often while events arrive, in seconds (at least 1).
     pub interval_secs: u64,
     /// Signed-note Ed25519 private key (`agentctl ledger keygen`); `None`: agentd generates one
-    /// in its state dir (mode 0600) on first start, named `<hostname>/osmoda-ledger`.
+    /// in its state dir (mode 0600) on first start, named `<hostname>/osmoda-ledger/<16 hex of its key's hash>`.
     pub key_file: Option<PathBuf>,
 }
 
@@ -277,8 +277,14 @@ mod verifier_key_tests {
     #[test]
     fn verifier_keys_are_split_at_the_first_two_plus_signs() {
         for (k, ok) in [
-            ("o.example/osmoda-ledger+fe65e6b4+AfJzfFyEBkDJamb2OejlJ+eI8GH4GPehix8nOpoDHV4W", true),
-            ("o.example/osmoda-ledger+fe65e6b4+AfJzfFyEBkDJamb2OejlJeI8GH4GPehix8nOpoDHV4W", true),
+            (
+                "o.example/osmoda-ledger+fe65e6b4+AfJzfFyEBkDJamb2OejlJ+eI8GH4GPehix8nOpoDHV4W",
+                true,
+            ),
+            (
+                "o.example/osmoda-ledger+fe65e6b4+AfJzfFyEBkDJamb2OejlJeI8GH4GPehix8nOpoDHV4W",
+                true,
+            ),
             ("o.example/osmoda-ledger+fe65e6b4", false),
             ("+fe65e6b4+AfJz", false),
             ("o+fe65e6b+AfJz", false),

@@ -145,7 +145,10 @@ impl Witness {
     /// `prefix/<16 hex digits>` from the public key of `seed` ([`crate::unique_name`]): a
     /// witness name no other machine's witness has, whatever its hostname.
     pub fn unique_name(prefix: &str, seed: &[u8; 32]) -> String {
-        crate::unique_name(prefix, SigningKey::from_bytes(seed).verifying_key().as_bytes())
+        crate::unique_name(
+            prefix,
+            SigningKey::from_bytes(seed).verifying_key().as_bytes(),
+        )
     }
 
     /// Watch the log whose checkpoints `vkey` signs (its name is the origin; another log with

@@ -216,18 +216,23 @@ fn logs_sharing_an_origin_are_kept_apart_by_their_keys() {
     one.append(8, "x");
     two.append(3, "y");
     one.submit(&mut w, 1).expect("the first log is cosigned");
-    two.submit(&mut w, 2).expect("the second log, same origin, is cosigned too");
+    two.submit(&mut w, 2)
+        .expect("the second log, same origin, is cosigned too");
     assert_eq!(w.cosigned(one.signer.vkey()).map(|c| c.size), Some(8));
     assert_eq!(w.cosigned(two.signer.vkey()).map(|c| c.size), Some(3));
     let three = two.checkpoint();
     two.append(4, "y");
     two.submit(&mut w, 3).expect("the second log grows");
     one.append(1, "x");
-    one.submit(&mut w, 4).expect("the first log grows: nothing of the second's state is its");
+    one.submit(&mut w, 4)
+        .expect("the first log grows: nothing of the second's state is its");
     // The second log rolled back to its size-3 checkpoint is refused; the first is untouched.
     assert!(matches!(
         w.add_checkpoint(7, &[], &three.note, 5),
-        Err(Ok(Refusal::Rollback { cosigned: 7, new: 3 }))
+        Err(Ok(Refusal::Rollback {
+            cosigned: 7,
+            new: 3
+        }))
     ));
     assert_eq!(w.cosigned(one.signer.vkey()).map(|c| c.size), Some(9));
 
