@@ -549,33 +549,8 @@ fn keys_come_from_the_operator_and_a_rotation_keeps_the_old_ones() {
     );
 
     // A new key signs from now on (a rotation).
-    let key = d.path().join("new.key");
-    let o = ctl(&[
-        "ledger",
-        "keygen",
-        "--name",
-        "test.host/osmoda-ledger-2",
-        "--out",
-        key.to_str().expect("utf-8"),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let new = text(&o)
-        .lines()
-        .find_map(|l| l.strip_prefix("verifier key: ").map(str::to_owned))
-        .expect("vkey");
-    let signer = CheckpointSigner::from_file(&key).expect("key");
-    let ledger = Ledger::open(&d.path().join("ledger.db")).expect("open");
-    for i in 0..5 {
-        ledger
-            .append_blocking(NewEvent::new("t.e", "a", format!(r#"{{"j":{i}}}"#)))
-            .expect("append");
-    }
-    checkpoint(
-        &ledger,
-        &signer,
-        &CheckpointFile::new(d.path().join("checkpoints.jsonl")),
-    );
-    drop(ledger);
+    let (key, new) = keygen(d.path(), "test.host/osmoda-ledger-2");
+    sign_more(d.path(), &key, 5);
     let o = verify(d.path(), &["--vkey", &new]);
     assert_eq!(
         o.status.code(),

@@ -324,6 +324,20 @@ async fn refuses_to_sign(dir: &std::path::Path, forge: &str, why: &str) {
     );
 }
 
+/// Appends `n` events to the ledger at `db` while no agentd has it open.
+fn append_offline(db: &std::path::Path, n: usize) {
+    let ledger = osmoda_ledger::Ledger::open(db).expect("ledger");
+    for i in 0..n {
+        ledger
+            .append_blocking(osmoda_ledger::NewEvent::new(
+                "t.e",
+                "a",
+                format!(r#"{{"i":{i}}}"#),
+            ))
+            .expect("append");
+    }
+}
+
 /// Events that were there before the checkpoint task subscribed to commits (appended while
 /// agentd was down, or by requests that beat the task at start) are signed at start, without
 /// waiting for another event or the timer (an hour here).
@@ -331,19 +345,7 @@ async fn refuses_to_sign(dir: &std::path::Path, forge: &str, why: &str) {
 async fn events_already_there_at_start_are_signed_without_another_event() {
     let tmp = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(tmp.path().join("state")).expect("state");
-    {
-        let ledger =
-            osmoda_ledger::Ledger::open(&tmp.path().join("state/ledger.db")).expect("ledger");
-        for i in 0..7 {
-            ledger
-                .append_blocking(osmoda_ledger::NewEvent::new(
-                    "t.e",
-                    "a",
-                    format!(r#"{{"i":{i}}}"#),
-                ))
-                .expect("append");
-        }
-    }
+    append_offline(&tmp.path().join("state/ledger.db"), 7);
     let (st, _c, trigger, task) = serve(tmp.path(), 5).await;
     let q = osmoda_ledger::Query {
         kind: Some("agentd.checkpoint".into()),
@@ -535,18 +537,7 @@ async fn a_rotated_out_key_is_retired_at_the_ledger_size_and_never_signs_again()
     let (a, va) = key("h.example/osmoda-ledger-a");
     let (b, vb) = key("h.example/osmoda-ledger-b");
     drop(agentd::AppState::open(state.clone(), with_key(&a), None).expect("open with a"));
-    {
-        let ledger = osmoda_ledger::Ledger::open(&state.join("ledger.db")).expect("ledger");
-        for i in 0..4 {
-            ledger
-                .append_blocking(osmoda_ledger::NewEvent::new(
-                    "t.e",
-                    "a",
-                    format!(r#"{{"i":{i}}}"#),
-                ))
-                .expect("append");
-        }
-    }
+    append_offline(&state.join("ledger.db"), 4);
     drop(agentd::AppState::open(state.clone(), with_key(&b), None).expect("open with b"));
     let history = std::fs::read_to_string(state.join("checkpoint.vkeys")).expect("history");
     assert_eq!(history, format!("{va} 4\n{vb}\n"));
