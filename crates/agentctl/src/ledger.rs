@@ -160,7 +160,7 @@ fn witnessed(
         return Ok(None);
     }
     output::note(&format!(
-        "ledger NOT witnessed: the newest checkpoint (size {size}) has {have} of the {n} valid cosignatures asked for (a witness refuses a ledger rolled back or forked since it last cosigned; `agentctl events --type agentd.witness.refused` shows why)"
+        "ledger NOT witnessed: the newest checkpoint (size {size}) has {have} of the {n} valid cosignatures asked for (a witness refuses a ledger rolled back or forked since it last cosigned; `agentctl events --type agentd.witness.refused` shows why here, `agentd.witness.refusing` in the witness's own ledger)"
     ));
     Ok(Some(ExitCode::from(output::code::LEDGER_BROKEN)))
 }
@@ -320,15 +320,39 @@ pub fn verify(
             file_path.display()
         ));
     }
-    if let Some(n) = witnesses.filter(|n| *n > 0) {
+    let witnessed_by = witnesses.filter(|n| *n > 0);
+    if let Some(n) = witnessed_by {
         let keys = witness_keys(anchors)?;
         if let Some(code) = witnessed(dir, &cps, n, &keys)? {
             return Ok(code);
         }
     }
     output::emit(&format!(
-        "ledger intact: {} events verified; consistent with {} signed checkpoints (newest covers {} events), each also recorded in the ledger\n",
-        report.events, anchor.checkpoints, anchor.newest_size
+        "ledger intact: {} events verified; consistent with {} signed checkpoints (newest covers {} events), each also recorded in the ledger\n{}\n",
+        report.events,
+        anchor.checkpoints,
+        anchor.newest_size,
+        trust(anchors, witnessed_by)
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `trust:` line of a pass: whom the result holds against, given where the keys came from.
+/// The checkpoint signing key is on the machine (agentd signs with it), so root there can
+/// rewrite any history and re-sign every checkpoint; only cosignatures of witnesses on other
+/// machines bind root.
+fn trust(a: &Anchors<'_>, witnesses: Option<usize>) -> String {
+    let keys = if a.vkeys.is_empty() && a.vkey_files.is_empty() {
+        "checkpoint verifier keys read from the state dir under check: this pass holds only against whoever can neither write that dir nor read the signing key"
+    } else {
+        "checkpoint verifier keys you passed (--vkey/--vkey-file): this pass holds against whoever cannot read the signing key; root on the signing machine can read it, rewrite any history and re-sign every checkpoint"
+    };
+    match witnesses {
+        Some(n) => format!(
+            "trust: {keys}; the newest checkpoint is cosigned by {n} witness(es) whose keys you named (--witness-key/--config): that binds root too, up to that checkpoint, as long as those witnesses run on other machines (events after it are bound by the signing key only)"
+        ),
+        None => format!(
+            "trust: {keys}. No witness was asked for: pass --witnesses N (cosignatures by other machines) for a check that holds against root"
+        ),
+    }
 }

@@ -113,11 +113,13 @@ enum Command {
         #[arg(long)]
         checkpoints: Option<PathBuf>,
         /// A verifier key of the checkpoints (repeatable: the keys before and after a
-        /// rotation). Default: checkpoint.vkeys/checkpoint.vkey next to the database, with a
+        /// rotation); a retired key as "<vkey> <last size>" (the ledger's size when it was
+        /// rotated out, as checkpoint.vkeys records it): a checkpoint it signed past that size is
+        /// BROKEN. Default: checkpoint.vkeys/checkpoint.vkey next to the database, with a
         /// warning (root can replace them there).
         #[arg(long)]
         vkey: Vec<String>,
-        /// A file of checkpoint verifier keys, one per line (repeatable).
+        /// A file of checkpoint verifier keys, one per line, in --vkey's form (repeatable).
         #[arg(long = "vkey-file")]
         vkey_file: Vec<PathBuf>,
         /// Also require this many valid cosignatures by distinct witnesses on the newest

@@ -549,33 +549,8 @@ fn keys_come_from_the_operator_and_a_rotation_keeps_the_old_ones() {
     );
 
     // A new key signs from now on (a rotation).
-    let key = d.path().join("new.key");
-    let o = ctl(&[
-        "ledger",
-        "keygen",
-        "--name",
-        "test.host/osmoda-ledger-2",
-        "--out",
-        key.to_str().expect("utf-8"),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let new = text(&o)
-        .lines()
-        .find_map(|l| l.strip_prefix("verifier key: ").map(str::to_owned))
-        .expect("vkey");
-    let signer = CheckpointSigner::from_file(&key).expect("key");
-    let ledger = Ledger::open(&d.path().join("ledger.db")).expect("open");
-    for i in 0..5 {
-        ledger
-            .append_blocking(NewEvent::new("t.e", "a", format!(r#"{{"j":{i}}}"#)))
-            .expect("append");
-    }
-    checkpoint(
-        &ledger,
-        &signer,
-        &CheckpointFile::new(d.path().join("checkpoints.jsonl")),
-    );
-    drop(ledger);
+    let (key, new) = keygen(d.path(), "test.host/osmoda-ledger-2");
+    sign_more(d.path(), &key, 5);
     let o = verify(d.path(), &["--vkey", &new]);
     assert_eq!(
         o.status.code(),
@@ -594,4 +569,162 @@ fn keys_come_from_the_operator_and_a_rotation_keeps_the_old_ones() {
     .expect("keys");
     let o = verify(d.path(), &["--vkey-file", keys.to_str().expect("utf-8")]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// A new key made with `agentctl ledger keygen`: (private key file, verifier key).
+fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let key = dir.join(format!("{}.key", name.replace('/', "_")));
+    let o = ctl(&[
+        "ledger",
+        "keygen",
+        "--name",
+        name,
+        "--out",
+        key.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let vkey = text(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("verifier key: ").map(str::to_owned))
+        .expect("vkey");
+    (key, vkey)
+}
+
+/// Appends `n` events and a checkpoint of them signed by `key`.
+fn sign_more(dir: &Path, key: &Path, n: usize) {
+    let signer = CheckpointSigner::from_file(key).expect("key");
+    let ledger = Ledger::open(&dir.join("ledger.db")).expect("open");
+    for i in 0..n {
+        ledger
+            .append_blocking(NewEvent::new("t.e", "a", format!(r#"{{"k":{i}}}"#)))
+            .expect("append");
+    }
+    checkpoint(
+        &ledger,
+        &signer,
+        &CheckpointFile::new(dir.join("checkpoints.jsonl")),
+    );
+}
+
+/// A rotated-out key verifies only what it signed while it was current: retired at size 33
+/// (`"<vkey> 33"`, as agentd's checkpoint.vkeys records it), a checkpoint it signs at size 41
+/// is BROKEN, while its checkpoints up to 33 and the new key's still verify.
+#[test]
+fn a_retired_key_verifies_nothing_past_the_size_where_it_was_retired() {
+    let d = tempfile::tempdir().expect("tmp");
+    state(d.path());
+    let old = std::fs::read_to_string(d.path().join("checkpoint.vkey")).expect("vkey");
+    let old = old.trim().to_owned();
+    let (new_key, new) = keygen(d.path(), "test.host/osmoda-ledger-2");
+    // The rotation happened with 33 rows (30 events and three checkpoint records).
+    sign_more(d.path(), &new_key, 5);
+    let retired = format!("{old} 33");
+    let o = verify(d.path(), &["--vkey", &retired, "--vkey", &new]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Whoever kept the old key signs a later checkpoint with it.
+    sign_more(d.path(), &d.path().join("checkpoint.key"), 2);
+    let o = verify(d.path(), &["--vkey", &retired, "--vkey", &new]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert!(
+        text(&o).contains("size 41 is signed by the retired key")
+            && text(&o).contains("past its range"),
+        "{}",
+        text(&o)
+    );
+    // The same range from a key file, and from the state dir's history as agentd writes it.
+    let keys = d.path().join("keys.txt");
+    std::fs::write(&keys, format!("{retired}\n{new}\n")).expect("keys");
+    let o = verify(d.path(), &["--vkey-file", keys.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    std::fs::write(
+        d.path().join("checkpoint.vkeys"),
+        format!("{retired}\n{new}\n"),
+    )
+    .expect("h");
+    std::fs::write(d.path().join("checkpoint.vkey"), format!("{new}\n")).expect("vkey");
+    let o = verify(d.path(), &[]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    // Without the range (the old way) the forged checkpoint passed: the range is what holds.
+    let o = verify(d.path(), &["--vkey", &old, "--vkey", &new]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A key line that does not parse is an error, not a pass.
+    let o = verify(d.path(), &["--vkey", &format!("{old} many")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+/// A pass says which trust it rests on: keys from the state dir (nothing against root), keys
+/// the operator passed (not against root on the signing machine), witnesses (root too).
+#[test]
+fn a_pass_says_whom_it_holds_against() {
+    let d = tempfile::tempdir().expect("tmp");
+    state(d.path());
+    let vkey = std::fs::read_to_string(d.path().join("checkpoint.vkey")).expect("vkey");
+    let vkey = vkey.trim().to_owned();
+    let trust = |o: &Output| {
+        text(o)
+            .lines()
+            .find(|l| l.starts_with("trust: "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no trust line: {}", text(o)))
+    };
+    let o = verify(d.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = trust(&o);
+    assert!(
+        t.contains("read from the state dir") && t.contains("--witnesses N"),
+        "{t}"
+    );
+    let o = verify(d.path(), &["--vkey", &vkey]);
+    let t = trust(&o);
+    assert!(
+        t.contains("you passed")
+            && t.contains("root on the signing machine")
+            && t.contains("--witnesses N"),
+        "{t}"
+    );
+    // One witness cosigns the newest checkpoint (size 32).
+    let cps = CheckpointFile::new(d.path().join("checkpoints.jsonl"))
+        .read()
+        .expect("cps");
+    let newest = cps.last().expect("newest").clone();
+    let ledger = Ledger::open(&d.path().join("ledger.db")).expect("open");
+    let mut w = osmoda_ledger::witness::Witness::open(
+        "beta/osmoda-witness",
+        [7u8; 32],
+        d.path().join("w.json"),
+    )
+    .expect("witness");
+    w.add_log(&vkey).expect("log");
+    let proof = ledger
+        .consistency_proof(0, newest.size)
+        .expect("proof")
+        .proof;
+    let line = w
+        .add_checkpoint(0, &proof, &newest.note, 1)
+        .expect("cosigned");
+    osmoda_ledger::witness::CosignatureFile::new(d.path().join("cosignatures.jsonl"))
+        .append(&osmoda_ledger::witness::Cosignature {
+            size: newest.size,
+            root: newest.root.clone(),
+            peer: "beta".into(),
+            line,
+        })
+        .expect("cosignature");
+    let o = verify(
+        d.path(),
+        &[
+            "--vkey",
+            &vkey,
+            "--witnesses",
+            "1",
+            "--witness-key",
+            &w.vkey(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = trust(&o);
+    assert!(
+        t.contains("cosigned by 1 witness") && t.contains("binds root too"),
+        "{t}"
+    );
 }

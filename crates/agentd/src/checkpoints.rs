@@ -20,7 +20,9 @@ pub const GENERATED_KEY_FILE: &str = "checkpoint.key";
 pub const VKEY_FILE: &str = "checkpoint.vkey";
 /// Every verifier key this ledger was signed with, oldest first, one per line: a key rotation
 /// (a new `keyFile`, or the generated key replaced by one) appends the new key at start and
-/// keeps the old ones, so older checkpoints still verify.
+/// keeps the old ones, each retired with the ledger's size at the rotation (`<vkey> <last
+/// size>`, [`osmoda_ledger::KeyRange`]): older checkpoints still verify, and a rotated-out key
+/// verifies nothing it could sign after it was retired.
 pub const VKEYS_FILE: &str = "checkpoint.vkeys";
 
 /// When to sign (`ledger.checkpoint` in agentd.json).
@@ -31,7 +33,7 @@ pub struct CheckpointSettings {
     /// Sign at least this often while events keep arriving.
     pub interval: Duration,
     /// Signed-note private key (`PRIVATE+KEY+<origin>+…`); `None`: generated on first start as
-    /// `<state>/checkpoint.key`, named `<hostname>/osmoda-ledger`.
+    /// `<state>/checkpoint.key`, named `<hostname>/osmoda-ledger/<16 hex of the key's hash>`.
     pub key_file: Option<PathBuf>,
 }
 
@@ -77,7 +79,9 @@ fn signed_name_ok(s: &str) -> bool {
 fn write_new_key(path: &Path) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let (skey, _) = osmoda_ledger::generate_key(&format!("{}/osmoda-ledger", hostname()))?;
+    // The name (the checkpoints' origin) ends in the key's own hash: machines installed from
+    // one configuration share a hostname, and witnesses tell logs apart by origin and key.
+    let (skey, _) = osmoda_ledger::generate_unique_key(&format!("{}/osmoda-ledger", hostname()))?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -151,6 +155,50 @@ pub fn check_secret_key(path: &Path, what: &str, power: &str, make: &str) -> any
     Ok(())
 }
 
+/// Records `current` as the key that signs from now on in the key history `path`: a new key
+/// retires every earlier one at `ledger_size` (the file is replaced atomically). A key that was
+/// retired never signs again: keys are rotated out because they may have leaked.
+///
+/// # Errors
+/// The history cannot be read or written, holds a line that does not parse, or retired
+/// `current` before.
+fn rotate(path: &Path, current: &str, ledger_size: u64) -> anyhow::Result<()> {
+    let known = read_vkeys(path)?;
+    let mut lines = Vec::with_capacity(known.len() + 1);
+    for line in &known {
+        let k = osmoda_ledger::KeyRange::parse(line)?;
+        if k.vkey == current {
+            match k.last_size {
+                None => return Ok(()),
+                Some(last) => anyhow::bail!(
+                    "the checkpoint key {current} was retired when the ledger had {last} events ({}): a rotated-out key never signs again; make a new one with `agentctl ledger keygen`",
+                    path.display()
+                ),
+            }
+        }
+        lines.push(match k.last_size {
+            Some(_) => line.clone(),
+            None => format!("{} {ledger_size}", k.vkey),
+        });
+    }
+    if !known.is_empty() {
+        tracing::warn!(old = %known.join(", "), new = %current, retired_at = ledger_size, "the ledger checkpoint key changed; the old verifier keys stay in {} with the size where they were retired", path.display());
+    }
+    lines.push(current.to_owned());
+    let tmp = path.with_extension("vkeys.tmp");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("{}\n", lines.join("\n")).as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 impl Checkpointer {
     /// Loads (or, without a key file, creates) the key and writes the verifier key next to the
     /// checkpoints.
@@ -158,7 +206,12 @@ impl Checkpointer {
     /// # Errors
     /// A configured key file that is missing or not a signed-note Ed25519 key, or a state
     /// directory that cannot be written.
-    pub fn open(state_dir: &Path, settings: CheckpointSettings) -> anyhow::Result<Checkpointer> {
+    /// `ledger_size` is the ledger's size now: a key rotated out here is retired at it.
+    pub fn open(
+        state_dir: &Path,
+        settings: CheckpointSettings,
+        ledger_size: u64,
+    ) -> anyhow::Result<Checkpointer> {
         let key = match &settings.key_file {
             Some(k) => k.clone(),
             None => {
@@ -173,20 +226,7 @@ impl Checkpointer {
         check_key_file(&key)?;
         let signer = CheckpointSigner::from_file(&key)?;
         std::fs::write(state_dir.join(VKEY_FILE), format!("{}\n", signer.vkey()))?;
-        let history = state_dir.join(VKEYS_FILE);
-        let known = read_vkeys(&history)?;
-        if !known.iter().any(|k| k == signer.vkey()) {
-            use std::io::Write as _;
-            if !known.is_empty() {
-                tracing::warn!(old = %known.join(", "), new = %signer.vkey(), "the ledger checkpoint key changed; the old verifier keys stay in {}", history.display());
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&history)?;
-            f.write_all(format!("{}\n", signer.vkey()).as_bytes())?;
-            f.sync_all()?;
-        }
+        rotate(&state_dir.join(VKEYS_FILE), signer.vkey(), ledger_size)?;
         let file = CheckpointFile::new(state_dir.join(CHECKPOINTS_FILE));
         if let Some(what) = file.repair()? {
             tracing::warn!(file = %file.path().display(), "{what}");
@@ -212,11 +252,12 @@ impl Checkpointer {
         self.signer.vkey()
     }
 
-    /// Every verifier key this ledger was signed with ([`VKEYS_FILE`]), the current one last.
+    /// Every verifier key this ledger was signed with ([`VKEYS_FILE`]), the current one last,
+    /// retired ones with their range ([`osmoda_ledger::KeyRange`] lines).
     pub fn vkeys(&self) -> Vec<String> {
         let dir = self.file.path().parent().unwrap_or(Path::new("."));
         let mut keys = read_vkeys(&dir.join(VKEYS_FILE)).unwrap_or_default();
-        if !keys.iter().any(|k| k == self.vkey()) {
+        if !keys.iter().any(|k| k.as_str() == self.vkey()) {
             keys.push(self.vkey().to_owned());
         }
         keys
@@ -245,7 +286,7 @@ impl Checkpointer {
             .into_iter()
             .filter(|c| {
                 keys.iter()
-                    .any(|k| osmoda_ledger::verify_signed(c, k).is_ok())
+                    .any(|k| osmoda_ledger::verify_signed_in_range(c, k).is_ok())
             })
             .max_by_key(|c| c.size))
     }
@@ -424,11 +465,19 @@ pub async fn run(st: Arc<AppState>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(cp.settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // The first round does not wait: events appended before this task subscribed (agentd's
+    // first requests can beat it) or while agentd was down are counted now, not at the next
+    // commit or tick.
+    let mut first = true;
     loop {
-        let (timer, stop) = tokio::select! {
-            r = commits.changed() => (false, r.is_err()),
-            _ = tick.tick() => (true, false),
-            () = shutdown.wait() => (false, true),
+        let (timer, stop) = if std::mem::take(&mut first) {
+            (false, false)
+        } else {
+            tokio::select! {
+                r = commits.changed() => (false, r.is_err()),
+                _ = tick.tick() => (true, false),
+                () = shutdown.wait() => (false, true),
+            }
         };
         let size = match st.ledger.tree_head() {
             Ok(h) => h.size,

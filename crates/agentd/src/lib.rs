@@ -207,12 +207,17 @@ impl AppState {
             Some(c) => Some(Arc::new(checkpoints::Checkpointer::open(
                 &state_dir,
                 c.clone(),
+                ledger.tree_head()?.size,
             )?)),
             None => None,
         };
         // The witness key by the checkpoint key's rule: refused at start, not just left unused.
         if let Some(k) = settings.witness.as_ref().and_then(|w| w.key_file.as_ref()) {
             witness::check_key_file(k)?;
+        }
+        // And the capability key (`--capability-key`): whoever reads it mints egress tokens.
+        if let Some(k) = &settings.capability_key {
+            api::capability::check_key_file(k)?;
         }
         let incidents = api::incidents::Incidents::load(&ledger)?;
         let approvals = api::approvals::Approvals::load(&ledger)?;

@@ -97,6 +97,10 @@ async fn main() -> anyhow::Result<()> {
         if let (Some(k), None) = (witness_key, std::env::var_os("NIX_BUILD_TOP")) {
             agentd::witness::check_key_file(k)?;
         }
+        // And the capability key (`--capability-key`, given before `check-config`).
+        if let (Some(k), None) = (&cli.capability_key, std::env::var_os("NIX_BUILD_TOP")) {
+            agentd::api::capability::check_key_file(k)?;
+        }
         println!("{}: ok ({settings:?})", file.display());
         return Ok(());
     }

@@ -8,7 +8,9 @@
 //! - the witness side takes requests of that topic (`GET <mesh>/requests/next`) and answers them
 //!   with [`osmoda_ledger::witness::Witness`]: it cosigns only a checkpoint of a log it knows
 //!   that is consistent with the last one it cosigned, so a ledger rolled back or forked on a
-//!   machine gets no more cosignatures from its peers.
+//!   machine gets no more cosignatures from its peers; each refusal is recorded in the
+//!   witness's own ledger as `agentd.witness.refusing` (once per peer, log, kind and size), so
+//!   the rollback shows on the peer, whose root is not the one who rolled it back.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -110,22 +112,21 @@ pub fn check_key_file(path: &Path) -> anyhow::Result<()> {
 }
 
 /// The witness verifier key for the seed in `key_file`, with this machine's witness name
-/// (`<hostname>/osmoda-witness`).
+/// ([`witness_name`]).
 ///
 /// # Errors
 /// The key file is missing or malformed.
 pub fn vkey_of(key_file: &Path) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
-    let w = Witness::open(
-        &witness_name(),
-        seed(dir.path(), Some(key_file))?,
-        dir.path().join("s"),
-    )?;
+    let seed = seed(dir.path(), Some(key_file))?;
+    let w = Witness::open(&witness_name(&seed), seed, dir.path().join("s"))?;
     Ok(w.vkey())
 }
 
-fn witness_name() -> String {
-    format!("{}/osmoda-witness", hostname())
+/// `<hostname>/osmoda-witness/<16 hex of the key's hash>`: unique per witness key, so machines
+/// installed from one configuration (one hostname) do not share a witness name.
+fn witness_name(seed: &[u8; 32]) -> String {
+    Witness::unique_name(&format!("{}/osmoda-witness", hostname()), seed)
 }
 
 /// Opens this machine's witness and writes its verifier key and the peers' keys to the state dir.
@@ -133,11 +134,8 @@ fn witness_name() -> String {
 /// # Errors
 /// A bad key file, a log key that does not parse, or an unwritable state dir.
 pub fn open(state_dir: &Path, s: &WitnessSettings) -> anyhow::Result<Witness> {
-    let mut w = Witness::open(
-        &witness_name(),
-        seed(state_dir, s.key_file.as_deref())?,
-        state_dir.join(STATE_FILE),
-    )?;
+    let seed = seed(state_dir, s.key_file.as_deref())?;
+    let mut w = Witness::open(&witness_name(&seed), seed, state_dir.join(STATE_FILE))?;
     for log in &s.logs {
         w.add_log(log)?;
     }
@@ -159,7 +157,7 @@ pub async fn run(st: Arc<AppState>, shutdown: Shutdown) {
             return;
         }
     };
-    let serve = tokio::spawn(serve(s.clone(), witness, shutdown.clone()));
+    let serve = tokio::spawn(serve(Arc::clone(&st), s.clone(), witness, shutdown.clone()));
     if !s.peers.is_empty() {
         gather(st, s, shutdown).await;
     }
@@ -173,14 +171,18 @@ async fn pause(shutdown: &mut Shutdown, d: Duration) -> bool {
     }
 }
 
-/// The witness side: answers `ledger.cosign` requests from peers.
-async fn serve(s: WitnessSettings, witness: Witness, mut shutdown: Shutdown) {
+/// The witness side: answers `ledger.cosign` requests from peers, and records in this
+/// machine's own ledger each checkpoint it refuses (`agentd.witness.refusing`), so a log rolled
+/// back or forked on a peer is visible here, not only in that peer's ledger (whose root may be
+/// the one who rolled it back).
+async fn serve(st: Arc<AppState>, s: WitnessSettings, witness: Witness, mut shutdown: Shutdown) {
     if s.logs.is_empty() {
         return;
     }
     let mesh = osmoda_client::Client::new(&s.mesh_socket);
     let witness = std::sync::Mutex::new(witness);
     let path = format!("/requests/next?topic={TOPIC}&wait_secs=20");
+    let mut recorded = Refusals::default();
     loop {
         let next = tokio::select! {
             r = mesh.get(&path) => r,
@@ -208,12 +210,24 @@ async fn serve(s: WitnessSettings, witness: Witness, mut shutdown: Shutdown) {
         if req.is_null() {
             continue;
         }
-        let (ok, body) = {
+        let (ok, body, refusing) = {
             let mut w = witness
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            answer(&mut w, &req["body"])
+            let (ok, body) = answer(&mut w, &req["body"]);
+            let refusing =
+                refusal_record(&w, req["peer"].as_str().unwrap_or(""), &req["body"], &body);
+            (ok, body, refusing)
         };
+        if let Some(payload) = refusing.filter(|p| recorded.first(p)) {
+            tracing::warn!(refusal = %payload, "refused to cosign a peer's checkpoint");
+            if let Err(e) = st
+                .record("agentd.witness.refusing", "agentd", &payload)
+                .await
+            {
+                tracing::error!(error = %e.error, "recording agentd.witness.refusing");
+            }
+        }
         let id = req["id"].as_u64().unwrap_or(0);
         if let Err(e) = mesh
             .post(
@@ -225,6 +239,64 @@ async fn serve(s: WitnessSettings, witness: Witness, mut shutdown: Shutdown) {
             tracing::warn!(error = %e, "answering a cosign request");
         }
     }
+}
+
+/// What the witness side recorded already, so each refusal is one event: by (peer, log origin,
+/// refusal, checkpoint size); bounded (forgotten wholesale when full: a repeat is then recorded
+/// again, never lost).
+#[derive(Default)]
+struct Refusals(std::collections::HashSet<(String, String, String, u64)>);
+
+impl Refusals {
+    const MAX: usize = 4096;
+
+    /// Whether `payload` (a [`refusal_record`]) is seen for the first time.
+    fn first(&mut self, payload: &Value) -> bool {
+        let text = |k: &str| payload[k].as_str().unwrap_or_default().to_owned();
+        let key = (
+            text("peer"),
+            text("log"),
+            text("refusal"),
+            payload["size"].as_u64().unwrap_or(0),
+        );
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(key)
+    }
+}
+
+/// The `agentd.witness.refusing` payload for an answer that refused a checkpoint for what it
+/// says about the log (`rollback`, `inconsistent`, `bad_signature`, `unknown_log`): `{peer,
+/// log, size, cosigned_size, refusal, reason}`; `None` for a cosignature, a `conflict` (the
+/// protocol's "send a proof from this size", retried at once) or a malformed request. `size`
+/// is the checkpoint's claimed size, `cosigned_size` what this witness cosigned last of that
+/// origin's log(s) (`null`: nothing).
+fn refusal_record(w: &Witness, peer: &str, request: &Value, answer: &Value) -> Option<Value> {
+    let refusal = answer["refusal"].as_str()?;
+    if !matches!(
+        refusal,
+        "rollback" | "inconsistent" | "bad_signature" | "unknown_log"
+    ) {
+        return None;
+    }
+    let note = request["note"].as_str().unwrap_or_default();
+    let mut lines = note.lines();
+    let log = lines.next().unwrap_or_default();
+    let size = lines.next().and_then(|l| l.parse::<u64>().ok());
+    let cosigned = w
+        .all_cosigned()
+        .filter(|(k, _)| k.split('+').next() == Some(log))
+        .map(|(_, c)| c.size)
+        .max();
+    Some(json!({
+        "peer": peer,
+        "log": log,
+        "size": size,
+        "cosigned_size": cosigned,
+        "refusal": refusal,
+        "reason": answer["reason"],
+    }))
 }
 
 /// Answers one cosign request `{old_size, proof, note}`: `(true, {cosignature})` or
@@ -427,4 +499,77 @@ async fn ask(
     Err(Asked::Refused(
         "the witness keeps claiming another size".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A witness with one log (a real key, a real ledger) and that log's checkpoint of its
+    /// current tree.
+    fn setup(
+        dir: &Path,
+    ) -> (
+        Witness,
+        osmoda_ledger::Ledger,
+        osmoda_ledger::CheckpointSigner,
+    ) {
+        let (skey, vkey) = osmoda_ledger::generate_key("alpha/osmoda-ledger").unwrap();
+        std::fs::write(dir.join("k"), skey).unwrap();
+        let signer = osmoda_ledger::CheckpointSigner::from_file(&dir.join("k")).unwrap();
+        let ledger = osmoda_ledger::Ledger::open(&dir.join("ledger.db")).unwrap();
+        let mut w = Witness::open("beta/osmoda-witness", [5; 32], dir.join("w.json")).unwrap();
+        w.add_log(&vkey).unwrap();
+        (w, ledger, signer)
+    }
+
+    fn append(ledger: &osmoda_ledger::Ledger, n: usize) {
+        for i in 0..n {
+            ledger
+                .append_blocking(osmoda_ledger::NewEvent::new(
+                    "t.e",
+                    "a",
+                    format!("{{\"i\":{i}}}"),
+                ))
+                .unwrap();
+        }
+    }
+
+    /// What the witness side records when it refuses: the log, the offered and the cosigned
+    /// size, the kind; nothing for a cosignature or a `conflict` (the protocol's retry), and
+    /// each (peer, log, kind, size) once.
+    #[test]
+    fn a_refusal_becomes_one_record_naming_the_log_and_both_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, ledger, signer) = setup(dir.path());
+        append(&ledger, 6);
+        let old = signer.sign(&ledger.tree_head().unwrap()).unwrap();
+        append(&ledger, 4);
+        let new = signer.sign(&ledger.tree_head().unwrap()).unwrap();
+        let proof = |from: u64, to: u64| ledger.consistency_proof(from, to).unwrap().proof;
+        let ask = |w: &mut Witness, old_size: u64, proof: Vec<String>, note: &str| {
+            let req = json!({ "old_size": old_size, "proof": proof, "note": note });
+            let (ok, body) = answer(w, &req);
+            (ok, refusal_record(w, "alpha", &req, &body))
+        };
+        // Cosigned at 10: nothing to record.
+        assert_eq!(ask(&mut w, 0, proof(0, 10), &new.note), (true, None));
+        // A proof from the wrong size: the retry protocol, not a refusal of the log.
+        assert_eq!(ask(&mut w, 3, proof(3, 10), &new.note), (false, None));
+        // The log offers its older checkpoint (a rollback): recorded, naming both sizes.
+        let (ok, rec) = ask(&mut w, 10, Vec::new(), &old.note);
+        assert!(!ok);
+        let rec = rec.expect("a rollback is recorded");
+        assert_eq!(rec["peer"], json!("alpha"));
+        assert_eq!(rec["log"], json!("alpha/osmoda-ledger"));
+        assert_eq!(rec["refusal"], json!("rollback"));
+        assert_eq!(rec["size"], json!(6));
+        assert_eq!(rec["cosigned_size"], json!(10));
+        let mut seen = Refusals::default();
+        assert!(seen.first(&rec));
+        assert!(!seen.first(&rec), "the same refusal is recorded once");
+        let mut other = rec.clone();
+        other["size"] = json!(7);
+        assert!(seen.first(&other), "another checkpoint is recorded again");
+    }
 }

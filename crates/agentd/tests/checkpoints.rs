@@ -54,10 +54,22 @@ async fn checkpoints_every_n_events_and_at_shutdown_anchor_the_ledger() {
     }
     let events = checkpoint_events(&d, 2).await;
     let payload: serde_json::Value = serde_json::from_str(&events[0].payload).expect("json");
-    assert!(payload["note"]
+    // The generated key's origin ends in its own hash (unique per machine, not per hostname).
+    let origin = payload["note"]
         .as_str()
         .expect("note")
-        .contains("/osmoda-ledger\n"));
+        .lines()
+        .next()
+        .expect("origin")
+        .to_owned();
+    let suffix = origin
+        .rsplit_once("/osmoda-ledger/")
+        .expect("origin form")
+        .1;
+    assert!(
+        suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{origin}"
+    );
     assert_eq!(events[0].actor, "agentd");
     let newest = c.get_ok("/ledger/checkpoint").await;
     let vkey_api = newest["vkey"].as_str().expect("vkey").to_owned();
@@ -312,6 +324,45 @@ async fn refuses_to_sign(dir: &std::path::Path, forge: &str, why: &str) {
     );
 }
 
+/// Appends `n` events to the ledger at `db` while no agentd has it open.
+fn append_offline(db: &std::path::Path, n: usize) {
+    let ledger = osmoda_ledger::Ledger::open(db).expect("ledger");
+    for i in 0..n {
+        ledger
+            .append_blocking(osmoda_ledger::NewEvent::new(
+                "t.e",
+                "a",
+                format!(r#"{{"i":{i}}}"#),
+            ))
+            .expect("append");
+    }
+}
+
+/// Events that were there before the checkpoint task subscribed to commits (appended while
+/// agentd was down, or by requests that beat the task at start) are signed at start, without
+/// waiting for another event or the timer (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_already_there_at_start_are_signed_without_another_event() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("state")).expect("state");
+    append_offline(&tmp.path().join("state/ledger.db"), 7);
+    let (st, _c, trigger, task) = serve(tmp.path(), 5).await;
+    let q = osmoda_ledger::Query {
+        kind: Some("agentd.checkpoint".into()),
+        ..Default::default()
+    };
+    let mut commits = st.commits.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while st.ledger.query(&q).expect("query").is_empty() {
+        tokio::time::timeout_at(deadline, commits.changed())
+            .await
+            .expect("a checkpoint of the 7 events at start")
+            .expect("ledger open");
+    }
+    trigger.fire();
+    task.await.expect("join").expect("serve");
+}
+
 /// A clean restart is not reported: the check passes on an untouched ledger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untouched_ledger_passes_the_start_check() {
@@ -345,72 +396,164 @@ async fn an_untouched_ledger_passes_the_start_check() {
     assert!(n >= 3, "{n}");
 }
 
-/// The witness key is held to the checkpoint key's rule, at start and by `check-config`:
-/// whoever reads it cosigns any log's checkpoints as this machine.
+/// Every signing key agentd loads besides the checkpoint key is held to its rule, at start and
+/// by `check-config`: the witness key (whoever reads it cosigns any log's checkpoints as this
+/// machine) and the capability key (whoever reads it mints egress tokens).
 #[tokio::test]
-async fn a_witness_key_others_can_read_is_refused_at_start_and_by_check_config() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let key = dir.path().join("witness.key");
-    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("write");
-    let chmod = |mode| {
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .expect("chmod")
-    };
-    chmod(0o644);
-    let with_witness = |k: &std::path::Path| agentd::Settings {
-        witness: Some(agentd::witness::WitnessSettings {
-            mesh_socket: dir.path().join("mesh.sock"),
-            key_file: Some(k.to_path_buf()),
-            ..Default::default()
-        }),
-        ..settings(5)
-    };
-    let err = agentd::AppState::open(dir.path().join("state"), with_witness(&key), None)
-        .err()
-        .expect("refused");
-    assert!(format!("{err:#}").contains("the witness key"), "{err:#}");
-    assert!(format!("{err:#}").contains("chmod 0600"), "{err:#}");
-
-    let cfg = dir.path().join("agentd.json");
-    let (_, log) = osmoda_ledger::generate_key("other.example/osmoda-ledger").expect("key");
-    std::fs::write(
-        &cfg,
-        json!({
-            "approval": { "required": [], "ttl_secs": 900, "critical_packages": [] },
-            "memory": { "embedding_endpoint": null, "embedding_model": "m", "max_injected_tokens": 100 },
-            "daemons": { "watch": null, "routines": null, "keyd": null, "mesh": dir.path().join("mesh.sock"), "voice": null, "egress": null },
-            "ledger": {
-                "checkpoint": { "enable": true, "every_events": 5, "interval_secs": 3600, "key_file": null },
-                "witness": { "peers": {}, "logs": [log], "key_file": key },
+async fn a_signing_key_others_can_read_is_refused_at_start_and_by_check_config() {
+    for which in ["witness", "capability"] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = dir.path().join(format!("{which}.key"));
+        std::fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("write");
+        let chmod = |mode| {
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .expect("chmod")
+        };
+        chmod(0o644);
+        let with_key = |k: &std::path::Path| match which {
+            "witness" => agentd::Settings {
+                witness: Some(agentd::witness::WitnessSettings {
+                    mesh_socket: dir.path().join("mesh.sock"),
+                    key_file: Some(k.to_path_buf()),
+                    ..Default::default()
+                }),
+                ..settings(5)
             },
-            "backup": { "dir": null, "keep": null, "sources": {} },
-        })
-        .to_string(),
-    )
-    .expect("config");
-    let check = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_agentd"))
-            .arg("check-config")
-            .arg(&cfg)
-            .env_remove("NIX_BUILD_TOP")
-            .output()
-            .expect("check-config")
+            _ => agentd::Settings {
+                capability_key: Some(k.to_path_buf()),
+                ..settings(5)
+            },
+        };
+        let err = agentd::AppState::open(dir.path().join("state"), with_key(&key), None)
+            .err()
+            .expect("refused");
+        assert!(
+            format!("{err:#}").contains(&format!("the {which} key")),
+            "{err:#}"
+        );
+        assert!(format!("{err:#}").contains("chmod 0600"), "{err:#}");
+
+        let cfg = dir.path().join("agentd.json");
+        let (_, log) = osmoda_ledger::generate_key("other.example/osmoda-ledger").expect("key");
+        let witness_key = (which == "witness").then_some(&key);
+        std::fs::write(
+            &cfg,
+            json!({
+                "approval": { "required": [], "ttl_secs": 900, "critical_packages": [] },
+                "memory": { "embedding_endpoint": null, "embedding_model": "m", "max_injected_tokens": 100 },
+                "daemons": { "watch": null, "routines": null, "keyd": null, "mesh": dir.path().join("mesh.sock"), "voice": null, "egress": null },
+                "ledger": {
+                    "checkpoint": { "enable": true, "every_events": 5, "interval_secs": 3600, "key_file": null },
+                    "witness": { "peers": {}, "logs": [log], "key_file": witness_key },
+                },
+                "backup": { "dir": null, "keep": null, "sources": {} },
+            })
+            .to_string(),
+        )
+        .expect("config");
+        let check = || {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_agentd"));
+            if which == "capability" {
+                c.arg("--capability-key").arg(&key);
+            }
+            c.arg("check-config")
+                .arg(&cfg)
+                .env_remove("NIX_BUILD_TOP")
+                .output()
+                .expect("check-config")
+        };
+        let o = check();
+        assert!(
+            !o.status.success(),
+            "a 0644 {which} key passed check-config"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("group or others can read it"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        chmod(0o600);
+        let o = check();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        agentd::AppState::open(dir.path().join("state2"), with_key(&key), None)
+            .unwrap_or_else(|e| panic!("a 0600 {which} key opens: {e:#}"));
+    }
+}
+
+/// Machines installed from one configuration share a hostname: the generated checkpoint key's
+/// origin and the witness name still differ between them (they end in the key's own hash), so
+/// a witness or a verifier never takes one machine's log for another's.
+#[tokio::test]
+async fn machines_of_one_configuration_get_distinct_origins_and_witness_names() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut origins = Vec::new();
+    let mut witnesses = Vec::new();
+    for m in ["one", "two"] {
+        let state = dir.path().join(m);
+        drop(agentd::AppState::open(state.clone(), settings(5), None).expect("open"));
+        let vkey = std::fs::read_to_string(state.join("checkpoint.vkey")).expect("vkey");
+        origins.push(vkey.split('+').next().expect("name").to_owned());
+        let wkey = dir.path().join(format!("{m}.witness.key"));
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("random");
+        std::fs::write(&wkey, hex::encode(seed)).expect("write");
+        std::fs::set_permissions(&wkey, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        let w = agentd::witness::vkey_of(&wkey).expect("witness vkey");
+        witnesses.push(w.split('+').next().expect("name").to_owned());
+    }
+    assert_ne!(origins[0], origins[1]);
+    assert_ne!(witnesses[0], witnesses[1]);
+    for o in &origins {
+        assert!(o.contains("/osmoda-ledger/"), "{o}");
+    }
+    for w in &witnesses {
+        assert!(w.contains("/osmoda-witness/"), "{w}");
+    }
+}
+
+/// A key rotation retires the old key at the ledger's size then (`<vkey> <size>` in
+/// checkpoint.vkeys), and a retired key is refused if it is configured again: keys are
+/// rotated out because they may have leaked.
+#[tokio::test]
+async fn a_rotated_out_key_is_retired_at_the_ledger_size_and_never_signs_again() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("state");
+    let key = |name: &str| {
+        let (skey, vkey) = osmoda_ledger::generate_key(name).expect("key");
+        let k = dir.path().join(name.replace('/', "_"));
+        std::fs::write(&k, format!("{skey}\n")).expect("write");
+        std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        (k, vkey)
     };
-    let o = check();
-    assert!(
-        !o.status.success(),
-        "a 0644 witness key passed check-config"
+    let with_key = |k: &std::path::Path| {
+        let mut s = settings(5);
+        if let Some(c) = s.checkpoint.as_mut() {
+            c.key_file = Some(k.to_path_buf());
+        }
+        s
+    };
+    let (a, va) = key("h.example/osmoda-ledger-a");
+    let (b, vb) = key("h.example/osmoda-ledger-b");
+    drop(agentd::AppState::open(state.clone(), with_key(&a), None).expect("open with a"));
+    append_offline(&state.join("ledger.db"), 4);
+    drop(agentd::AppState::open(state.clone(), with_key(&b), None).expect("open with b"));
+    let history = std::fs::read_to_string(state.join("checkpoint.vkeys")).expect("history");
+    assert_eq!(history, format!("{va} 4\n{vb}\n"));
+    // Opening with b again changes nothing; a again is refused, naming why.
+    drop(agentd::AppState::open(state.clone(), with_key(&b), None).expect("b again"));
+    assert_eq!(
+        std::fs::read_to_string(state.join("checkpoint.vkeys")).expect("history"),
+        history
     );
+    let err = agentd::AppState::open(state.clone(), with_key(&a), None)
+        .err()
+        .expect("a retired key is refused");
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("group or others can read it"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+        format!("{err:#}").contains("was retired when the ledger had 4 events"),
+        "{err:#}"
     );
-    chmod(0o600);
-    let o = check();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    agentd::AppState::open(dir.path().join("state2"), with_witness(&key), None)
-        .expect("a 0600 witness key opens");
 }
 
 /// A checkpoint record that is not a checkpoint is tamper evidence: an `agentd.checkpoint`
@@ -424,6 +567,11 @@ async fn a_checkpoint_record_that_does_not_parse_is_tamper_evidence() {
         let dir = tmp.path();
         let (st, c, trigger, task) = serve(dir, 5).await;
         notes(&c, 12).await;
+        // At least two checkpoints whatever the load (appends committed in one batch make one).
+        let cp = st.checkpoints.as_ref().expect("on");
+        cp.checkpoint(&st).await.expect("signs");
+        notes(&c, 1).await;
+        cp.checkpoint(&st).await.expect("signs");
         trigger.fire();
         task.await.expect("join").expect("serve");
         drop(st);

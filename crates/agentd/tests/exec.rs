@@ -495,6 +495,9 @@ async fn root_commands_read_no_credentials() {
     let keys = tempfile::tempdir_in("/var/tmp").expect("tempdir");
     let key = keys.path().join("capability.key");
     std::fs::write(&key, "SECRET-CAPABILITY-KEY").expect("write");
+    // agentd refuses a key group or others can read (the key-file rule).
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     let d = Daemon::start_with(agentd::Settings {
         capability_key: Some(key.clone()),
         ..agentd::Settings::default()

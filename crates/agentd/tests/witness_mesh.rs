@@ -366,6 +366,41 @@ async fn peers_cosign_each_other_and_refuse_a_rolled_back_ledger() {
             || p["reason"].as_str().unwrap().contains("cosigned size"),
         "{p}"
     );
+    // Beta records the refusal in its own ledger too (issue 18 item 3: the rollback is
+    // visible on the peer, not only in the ledger of the machine that was rolled back), once
+    // per checkpoint.
+    let refusing = until("beta records its refusal in its own ledger", async || {
+        let q = osmoda_ledger::Query {
+            kind: Some("agentd.witness.refusing".into()),
+            ..Default::default()
+        };
+        let found = b.agentd.ledger.query(&q).unwrap();
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    let mine: Value = serde_json::from_str(&refusing[0].payload).unwrap();
+    assert_eq!(mine["peer"], json!("alpha"), "{mine}");
+    assert_eq!(mine["log"], json!("alpha/osmoda-ledger"), "{mine}");
+    assert!(
+        matches!(mine["refusal"].as_str(), Some("inconsistent" | "rollback")),
+        "{mine}"
+    );
+    assert!(mine["cosigned_size"].as_u64().is_some(), "{mine}");
+    let mut sizes: Vec<u64> = refusing
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.payload).unwrap()["size"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let all = sizes.len();
+    sizes.dedup();
+    assert_eq!(
+        all,
+        sizes.len(),
+        "one event per refused checkpoint: {refusing:?}"
+    );
     // The newest checkpoint has no cosignature: `verify-ledger --witnesses 1` fails.
     let (size, n) = a.newest_cosigned(&kb.witness_vkey).unwrap();
     assert_eq!(n, 0, "checkpoint {size} must not be cosigned");
@@ -391,7 +426,8 @@ async fn peers_cosign_each_other_and_refuse_a_rolled_back_ledger() {
     // Beta may have cosigned one more pre-restore checkpoint whose answer reached alpha only
     // after the restore moved its cosignatures aside (the restore's own events make one), so
     // beta's state is at least what alpha kept, and the fork (refused above) never moved it.
-    let held = state["alpha/osmoda-ledger"]["size"].as_u64().unwrap();
+    // (Kept by log key: logs of one origin are told apart by their keys.)
+    let held = state[ka.log_vkey.as_str()]["size"].as_u64().unwrap();
     assert!(
         held >= top,
         "beta holds {held}, alpha kept cosignatures up to {top}"

@@ -120,7 +120,7 @@ pub struct CheckpointConfig {
     /// Sign at least this often while events arrive, in seconds (at least 1).
     pub interval_secs: u64,
     /// Signed-note Ed25519 private key (`agentctl ledger keygen`); `None`: agentd generates one
-    /// in its state dir (mode 0600) on first start, named `<hostname>/osmoda-ledger`.
+    /// in its state dir (mode 0600) on first start, named `<hostname>/osmoda-ledger/<16 hex of its key's hash>`.
     pub key_file: Option<PathBuf>,
 }
 
@@ -220,7 +220,7 @@ impl AgentdConfig {
             .peers
             .values()
             .chain(w.logs.iter())
-            .find(|k| k.split('+').count() != 3)
+            .find(|k| !is_verifier_key(k))
         {
             return Err(format!(
                 "ledger.witness: {k:?} is not a verifier key (<name>+<id>+<base64 key>)"
@@ -248,5 +248,50 @@ impl AgentdConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// `<name>+<8 hex digits>+<base64 key>`: split at the first two `+` only, since standard
+/// base64 (the key) may itself contain `+`.
+fn is_verifier_key(k: &str) -> bool {
+    let mut parts = k.splitn(3, '+');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(name), Some(id), Some(key)) => {
+            !name.is_empty()
+                && !name.contains(char::is_whitespace)
+                && id.len() == 8
+                && id.bytes().all(|b| b.is_ascii_hexdigit())
+                && !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod verifier_key_tests {
+    /// A key whose base64 holds `+` (about one in three random keys) is a key; shapes that are
+    /// not are refused.
+    #[test]
+    fn verifier_keys_are_split_at_the_first_two_plus_signs() {
+        for (k, ok) in [
+            (
+                "o.example/osmoda-ledger+fe65e6b4+AfJzfFyEBkDJamb2OejlJ+eI8GH4GPehix8nOpoDHV4W",
+                true,
+            ),
+            (
+                "o.example/osmoda-ledger+fe65e6b4+AfJzfFyEBkDJamb2OejlJeI8GH4GPehix8nOpoDHV4W",
+                true,
+            ),
+            ("o.example/osmoda-ledger+fe65e6b4", false),
+            ("+fe65e6b4+AfJz", false),
+            ("o+fe65e6b+AfJz", false),
+            ("o+fe65e6b4+", false),
+            ("o+fe65e6b4+Af Jz", false),
+        ] {
+            assert_eq!(super::is_verifier_key(k), ok, "{k}");
+        }
     }
 }

@@ -106,7 +106,8 @@ pub fn verify_checkpoints(
 }
 
 /// As [`verify_checkpoints`], with several verifier keys (the keys the ledger was signed with
-/// over time, after a key rotation): each checkpoint must verify with one of them.
+/// over time, after a key rotation), each a [`crate::KeyRange`] line (`<vkey>` or `<vkey> <last
+/// size>` for a retired key): each checkpoint must verify with one of them within its range.
 ///
 /// # Errors
 /// As [`verify_checkpoints`]; [`LedgerError::InvalidKey`] for any malformed key or none.
@@ -120,19 +121,29 @@ pub fn verify_checkpoints_by(
     }
     let mut sizes = Vec::with_capacity(checkpoints.len());
     for (i, cp) in checkpoints.iter().enumerate() {
-        let mut last = None;
-        for vkey in vkeys {
-            match verify_signed(cp, vkey) {
+        // A key whose signature holds but whose range does not says more than another key's
+        // signature failing: that reason wins.
+        let (mut past_range, mut bad_signature) = (None, None);
+        let mut verified = None;
+        for line in vkeys {
+            let key = crate::KeyRange::parse(line)?;
+            match verify_signed(cp, key.vkey) {
+                Ok(v) if key.last_size.is_some_and(|last| v.size > last) => {
+                    past_range = Some(key.past_range(v.size));
+                }
                 Ok(v) => {
-                    last = None;
-                    sizes.push((v.size, v.root));
+                    verified = Some(v);
                     break;
                 }
                 Err(e @ LedgerError::InvalidKey(_)) => return Err(e),
-                Err(e) => last = Some(e),
+                Err(e) => bad_signature = Some(e),
             }
         }
-        if let Some(e) = last {
+        if let Some(v) = verified {
+            sizes.push((v.size, v.root));
+            continue;
+        }
+        if let Some(e) = past_range.or(bad_signature) {
             return Err(match e {
                 LedgerError::ProofFailed(m) => LedgerError::ProofFailed(format!(
                     "checkpoint {} (size {}): {m}",

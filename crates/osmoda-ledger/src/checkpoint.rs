@@ -122,21 +122,29 @@ impl CheckpointSigner {
 /// [`LedgerError::InvalidKey`] if `origin` is not a valid key name (empty, whitespace or `+`);
 /// [`LedgerError::Io`] if the system has no randomness.
 pub fn generate_key(origin: &str) -> Result<(String, String), LedgerError> {
-    if !signed_note::is_key_name_valid(origin) {
-        return Err(LedgerError::InvalidKey(format!(
-            "{origin:?} cannot name a key: use a non-empty name without spaces or '+', e.g. host.example/osmoda-ledger"
-        )));
-    }
+    key_pair(origin, &random_seed()?)
+}
+
+fn random_seed() -> Result<[u8; 32], LedgerError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| LedgerError::Io {
         context: "reading randomness for a checkpoint key".into(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    Ok(seed)
+}
+
+fn key_pair(origin: &str, seed: &[u8; 32]) -> Result<(String, String), LedgerError> {
+    if !signed_note::is_key_name_valid(origin) {
+        return Err(LedgerError::InvalidKey(format!(
+            "{origin:?} cannot name a key: use a non-empty name without spaces or '+', e.g. host.example/osmoda-ledger"
+        )));
+    }
+    let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key();
     let mut pubkey = vec![1u8];
     pubkey.extend_from_slice(public.as_bytes());
     let mut private = vec![1u8];
-    private.extend_from_slice(&seed);
+    private.extend_from_slice(seed);
     let b64 = base64::engine::general_purpose::STANDARD;
     let skey = format!(
         "PRIVATE+KEY+{origin}+{:08x}+{}",
@@ -144,6 +152,26 @@ pub fn generate_key(origin: &str) -> Result<(String, String), LedgerError> {
         b64.encode(&private)
     );
     Ok((skey, signed_note::new_ed25519_verifier_key(origin, &public)))
+}
+
+/// A new random signed-note key whose name is `prefix` followed by `/` and the first 8 bytes
+/// of the SHA-256 of its public key in hex: `(private key, verifier key)`. Machines installed
+/// from one configuration (one hostname) still get distinct origins, so a witness or a verifier
+/// never mistakes one machine's log for another's.
+///
+/// # Errors
+/// As [`generate_key`].
+pub fn generate_unique_key(prefix: &str) -> Result<(String, String), LedgerError> {
+    let seed = random_seed()?;
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    key_pair(&unique_name(prefix, public.as_bytes()), &seed)
+}
+
+/// `prefix/<16 hex digits of SHA-256(public)>`: a key name unique to the key.
+pub fn unique_name(prefix: &str, public: &[u8; 32]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(public);
+    format!("{prefix}/{}", hex::encode(&digest[..8]))
 }
 
 /// What a verified checkpoint says.
@@ -204,6 +232,70 @@ pub fn verify_signed(cp: &SignedCheckpoint, vkey: &str) -> Result<VerifiedCheckp
         )));
     }
     Ok(v)
+}
+
+/// A checkpoint verifier key with the range of sizes it may sign, as one line of
+/// `checkpoint.vkeys` or one `agentctl verify-ledger --vkey`: `<vkey>` (the current key, no
+/// bound) or `<vkey> <last size>` (a key retired when the ledger had `last size` events: it
+/// verifies only checkpoints up to that size, so whoever still holds a rotated-out key cannot
+/// sign later ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRange<'a> {
+    /// The verifier key (`<name>+<id>+<base64>`).
+    pub vkey: &'a str,
+    /// The largest checkpoint size it may sign; `None`: any (the current key).
+    pub last_size: Option<u64>,
+}
+
+impl<'a> KeyRange<'a> {
+    /// Parses `<vkey>` or `<vkey> <last size>` (surrounding whitespace ignored).
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidKey`] for an empty line, a size that is not a number or more words.
+    pub fn parse(line: &'a str) -> Result<KeyRange<'a>, LedgerError> {
+        let mut words = line.split_whitespace();
+        let bad = || {
+            LedgerError::InvalidKey(format!(
+                "verifier key line {line:?}: expected <name>+<id>+<base64>, or that and the last size a retired key may sign"
+            ))
+        };
+        let vkey = words.next().ok_or_else(bad)?;
+        let last_size = match words.next() {
+            None => None,
+            Some(n) => Some(n.parse::<u64>().map_err(|_| bad())?),
+        };
+        if words.next().is_some() {
+            return Err(bad());
+        }
+        Ok(KeyRange { vkey, last_size })
+    }
+
+    /// The refusal of a checkpoint of `size` this retired key signed past its range.
+    pub fn past_range(&self, size: u64) -> LedgerError {
+        LedgerError::ProofFailed(format!(
+            "the checkpoint of size {size} is signed by the retired key {} past its range: that key was retired when the ledger had {} events (whoever still holds a rotated-out key can sign such checkpoints)",
+            self.vkey,
+            self.last_size.unwrap_or(0)
+        ))
+    }
+}
+
+/// As [`verify_signed`] with a key line ([`KeyRange`]): a checkpoint a retired key signed past
+/// the size where it was retired does not verify.
+///
+/// # Errors
+/// As [`verify_signed`]; [`LedgerError::InvalidKey`] for a line that does not parse;
+/// [`LedgerError::ProofFailed`] for a checkpoint past the key's range.
+pub fn verify_signed_in_range(
+    cp: &SignedCheckpoint,
+    key_line: &str,
+) -> Result<VerifiedCheckpoint, LedgerError> {
+    let k = KeyRange::parse(key_line)?;
+    let v = verify_signed(cp, k.vkey)?;
+    match k.last_size {
+        Some(last) if v.size > last => Err(k.past_range(v.size)),
+        _ => Ok(v),
+    }
 }
 
 /// A line type of an append-only JSONL file ([`JsonlFile`]).

@@ -30,7 +30,8 @@ pub use anchor::{
     Disagreement,
 };
 pub use checkpoint::{
-    generate_key, open_note, verify_signed, CheckpointFile, CheckpointSigner, JsonLine, JsonlFile,
+    generate_key, generate_unique_key, open_note, unique_name, verify_signed,
+    verify_signed_in_range, CheckpointFile, CheckpointSigner, JsonLine, JsonlFile, KeyRange,
     SignedCheckpoint, VerifiedCheckpoint,
 };
 pub use error::LedgerError;

@@ -85,11 +85,18 @@ pub struct Cosigned {
 }
 
 /// A witness: its key, the logs it watches, and what it cosigned (persisted as JSON).
+///
+/// Logs are told apart by their verifier key, not their origin alone: two machines installed
+/// from one configuration may sign under one origin, and each is its own log here (its state
+/// keyed by `<origin>+<id>+<key>`).
 pub struct Witness {
     name: String,
     key: SigningKey,
-    logs: BTreeMap<String, String>,
+    /// Origin → the verifier keys of the logs signing under it.
+    logs: BTreeMap<String, Vec<String>>,
     state_file: PathBuf,
+    /// Log verifier key → what was cosigned last (a state file written before logs were keyed
+    /// by key has origins here, moved to the key by [`Witness::add_log`]).
     state: BTreeMap<String, Cosigned>,
 }
 
@@ -135,7 +142,17 @@ impl Witness {
         })
     }
 
-    /// Watch the log whose checkpoints `vkey` signs (its name is the origin).
+    /// `prefix/<16 hex digits>` from the public key of `seed` ([`crate::unique_name`]): a
+    /// witness name no other machine's witness has, whatever its hostname.
+    pub fn unique_name(prefix: &str, seed: &[u8; 32]) -> String {
+        crate::unique_name(
+            prefix,
+            SigningKey::from_bytes(seed).verifying_key().as_bytes(),
+        )
+    }
+
+    /// Watch the log whose checkpoints `vkey` signs (its name is the origin; another log with
+    /// the same origin and another key is another log).
     ///
     /// # Errors
     /// [`LedgerError::InvalidKey`] for a malformed key.
@@ -147,7 +164,17 @@ impl Witness {
             .ok_or_else(|| LedgerError::InvalidKey(format!("log key {vkey:?}")))?;
         signed_note::StandardVerifier::new(vkey)
             .map_err(|e| LedgerError::InvalidKey(format!("log key {vkey:?}: {e}")))?;
-        self.logs.insert(name.to_owned(), vkey.to_owned());
+        let keys = self.logs.entry(name.to_owned()).or_default();
+        if keys.iter().any(|k| k == vkey) {
+            return Ok(());
+        }
+        keys.push(vkey.to_owned());
+        // What an older witness kept under the origin belongs to the one log it knew then.
+        if keys.len() == 1 {
+            if let Some(c) = self.state.remove(name) {
+                self.state.insert(vkey.to_owned(), c);
+            }
+        }
         Ok(())
     }
 
@@ -164,9 +191,14 @@ impl Witness {
         )
     }
 
-    /// What the witness last cosigned for `origin`.
-    pub fn cosigned(&self, origin: &str) -> Option<&Cosigned> {
-        self.state.get(origin)
+    /// What the witness last cosigned of the log whose verifier key is `log_vkey`.
+    pub fn cosigned(&self, log_vkey: &str) -> Option<&Cosigned> {
+        self.state.get(log_vkey)
+    }
+
+    /// Every log (verifier key) this witness cosigned and the newest size and root it cosigned.
+    pub fn all_cosigned(&self) -> impl Iterator<Item = (&str, &Cosigned)> {
+        self.state.iter().map(|(k, c)| (k.as_str(), c))
     }
 
     /// Cosigns `note` (a log checkpoint) if it is consistent with what this witness cosigned
@@ -185,12 +217,24 @@ impl Witness {
         time: u64,
     ) -> Result<String, Result<Refusal, LedgerError>> {
         let origin = note.split('\n').next().unwrap_or_default().to_owned();
-        let vkey = self
+        let keys = self
             .logs
             .get(&origin)
             .ok_or_else(|| Ok(Refusal::UnknownLog(origin.clone())))?;
-        let cp = open_note(note, vkey).map_err(|e| Ok(Refusal::BadSignature(e.to_string())))?;
-        let (have_size, have_root) = match self.state.get(&origin) {
+        // The log is the key that signed it (one origin may have several).
+        let mut bad = String::new();
+        let mut signed = None;
+        for k in keys {
+            match open_note(note, k) {
+                Ok(cp) => {
+                    signed = Some((k.clone(), cp));
+                    break;
+                }
+                Err(e) => bad = e.to_string(),
+            }
+        }
+        let (log, cp) = signed.ok_or(Ok(Refusal::BadSignature(bad)))?;
+        let (have_size, have_root) = match self.state.get(&log) {
             Some(c) => (c.size, c.root.clone()),
             None => (0, hash_hex(&tlog_tiles::EMPTY_HASH)),
         };
@@ -221,7 +265,7 @@ impl Witness {
         })?;
         let mut next = self.state.clone();
         next.insert(
-            origin,
+            log,
             Cosigned {
                 size: cp.size,
                 root: hash_hex(&cp.root),

@@ -45,7 +45,7 @@ impl Log {
     /// Asks `w` to cosign the current checkpoint, proving consistency from what `w` has.
     fn submit(&self, w: &mut Witness, time: u64) -> Result<String, Refusal> {
         let cp = self.checkpoint();
-        let old = w.cosigned(self.signer.origin()).map_or(0, |c| c.size);
+        let old = w.cosigned(self.signer.vkey()).map_or(0, |c| c.size);
         let proof = if old <= cp.size {
             self.ledger
                 .consistency_proof(old, cp.size)
@@ -94,7 +94,7 @@ fn two_witnesses_cosign_a_growing_ledger_and_the_cosignatures_count() {
     // A cosignature does not carry over to another checkpoint body.
     let other = both.replacen("\n17\n", "\n18\n", 1);
     assert_eq!(count_cosignatures(&other, &keys).expect("count"), 0);
-    assert_eq!(a.cosigned("host-a/osmoda-ledger").map(|c| c.size), Some(17));
+    assert_eq!(a.cosigned(l.signer.vkey()).map(|c| c.size), Some(17));
 }
 
 #[test]
@@ -195,9 +195,55 @@ fn wrong_sizes_keys_and_logs_are_refused_with_the_reason() {
         Err(Ok(Refusal::UnknownLog(o))) if o == "host-b/osmoda-ledger"
     ));
     // Nothing of that changed the witness.
-    assert_eq!(a.cosigned("host-a/osmoda-ledger").map(|c| c.size), Some(5));
+    assert_eq!(a.cosigned(l.signer.vkey()).map(|c| c.size), Some(5));
     assert!(matches!(
         Witness::open("two words", [0; 32], wdir.path().join("x.json")),
         Err(LedgerError::InvalidKey(_))
     ));
+}
+
+/// Two machines installed from one configuration may sign under one origin (an operator's
+/// `keyFile` named after the shared hostname): a witness keeps each log by (origin, key), so
+/// it cosigns both and a rollback of one is refused without touching the other. A state file
+/// written when logs were keyed by origin alone is taken over by the one log of that origin.
+#[test]
+fn logs_sharing_an_origin_are_kept_apart_by_their_keys() {
+    let wdir = tempfile::tempdir().expect("tmp");
+    let one = log("osmoda-server/osmoda-ledger");
+    let two = log("osmoda-server/osmoda-ledger");
+    let mut w = witness(wdir.path(), "witness-a", 1, &one);
+    w.add_log(two.signer.vkey()).expect("second log key");
+    one.append(8, "x");
+    two.append(3, "y");
+    one.submit(&mut w, 1).expect("the first log is cosigned");
+    two.submit(&mut w, 2)
+        .expect("the second log, same origin, is cosigned too");
+    assert_eq!(w.cosigned(one.signer.vkey()).map(|c| c.size), Some(8));
+    assert_eq!(w.cosigned(two.signer.vkey()).map(|c| c.size), Some(3));
+    let three = two.checkpoint();
+    two.append(4, "y");
+    two.submit(&mut w, 3).expect("the second log grows");
+    one.append(1, "x");
+    one.submit(&mut w, 4)
+        .expect("the first log grows: nothing of the second's state is its");
+    // The second log rolled back to its size-3 checkpoint is refused; the first is untouched.
+    assert!(matches!(
+        w.add_checkpoint(7, &[], &three.note, 5),
+        Err(Ok(Refusal::Rollback {
+            cosigned: 7,
+            new: 3
+        }))
+    ));
+    assert_eq!(w.cosigned(one.signer.vkey()).map(|c| c.size), Some(9));
+
+    // The older state format (keyed by origin) belongs to the one log of that origin.
+    let legacy = wdir.path().join("legacy.json");
+    std::fs::write(
+        &legacy,
+        r#"{"osmoda-server/osmoda-ledger":{"size":9,"root":"00"}}"#,
+    )
+    .expect("state");
+    let mut old = Witness::open("witness-c", [3; 32], legacy).expect("open");
+    old.add_log(one.signer.vkey()).expect("log key");
+    assert_eq!(old.cosigned(one.signer.vkey()).map(|c| c.size), Some(9));
 }

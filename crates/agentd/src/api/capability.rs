@@ -100,6 +100,21 @@ fn declared(cfg: &osmoda_config::EgressConfig) -> Result<Capabilities, ApiError>
     parse_capabilities(&cfg.capabilities).map_err(unavailable)
 }
 
+/// Checks the capability key file by the rule of every signing key agentd loads
+/// ([`crate::checkpoints::check_secret_key`]): whoever reads it mints capability tokens that
+/// osmoda-egress accepts.
+///
+/// # Errors
+/// Missing, not a regular file, another owner, or readable by group/others; naming the fix.
+pub fn check_key_file(path: &std::path::Path) -> anyhow::Result<()> {
+    crate::checkpoints::check_secret_key(
+        path,
+        "the capability key",
+        "mint egress capability tokens that osmoda-egress accepts",
+        "32 raw bytes or 64 hex digits of an Ed25519 seed, mode 0600",
+    )
+}
+
 /// agentd's signing key: the configured file, or the generated one in the state dir.
 pub(crate) fn signing_key(st: &AppState) -> Result<SigningKey, ApiError> {
     if let Some(p) = &st.settings.capability_key {
