@@ -161,7 +161,7 @@ async fn a_search_past_its_budget_is_interrupted_in_sqlite_and_refused() {
         assert_eq!(r.status, 400, "{}", r.body);
         assert_eq!(
             r.body["error"].as_str(),
-            Some("the search ran longer than 1 ms and was stopped; search for fewer or longer words"),
+            Some("invalid query: the search ran longer than 1 ms and was stopped; search for fewer or longer words"),
             "{}",
             r.body
         );
@@ -171,7 +171,7 @@ async fn a_search_past_its_budget_is_interrupted_in_sqlite_and_refused() {
     assert_eq!((r.status, r.body.as_array().map(Vec::len)), (200, Some(3)), "{}", r.body);
     assert_eq!(d.human().get("/health").await.expect("health").status, 200);
     d.stop().await;
-    // The same search under the real budget on the same ledger is answered.
+    // The same search under the real budget, on a ledger filled the same way, is answered.
     let d = Daemon::start().await;
     fill(&d, 2000).await;
     let r = d
