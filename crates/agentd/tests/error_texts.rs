@@ -903,7 +903,10 @@ async fn the_relays_refusals_of_another_uid_keep_the_shape_and_decide_nothing() 
             .await
             .expect("post");
         assert_eq!(r.status, 403, "{}", r.body);
-        let ticket = r.body["detail"]["ticket"].as_str().expect("ticket").to_string();
+        let ticket = r.body["detail"]["ticket"]
+            .as_str()
+            .expect("ticket")
+            .to_string();
         let private = vec![
             d.dir.path().join("state").display().to_string(),
             d.approval_socket.display().to_string(),
@@ -913,23 +916,38 @@ async fn the_relays_refusals_of_another_uid_keep_the_shape_and_decide_nothing() 
         let body = json!({"decision": "approve", "requester": owner});
         let what = format!("POST /relay/approval/{ticket} as uid {me} (relay: {relay_uid:?})");
         let r = osmoda_client::Client::new(&sock)
-            .request(Method::POST, &format!("/relay/approval/{ticket}"), Some(&body))
+            .request(
+                Method::POST,
+                &format!("/relay/approval/{ticket}"),
+                Some(&body),
+            )
             .await
             .expect("relay");
         let needles: &[&str] = match relay_uid {
             Some(_) => &["only the gateway's user", "may relay decisions"],
             None => &["the approval relay is not configured"],
         };
-        let failures = osmoda_daemon::audit::audit_row(&what, (r.status, &r.body), 403, needles, &private);
+        let failures =
+            osmoda_daemon::audit::audit_row(&what, (r.status, &r.body), 403, needles, &private);
         assert!(failures.is_empty(), "{}", failures.join("\n"));
         let hint = r.body["detail"]["hint"].as_str().unwrap_or_default();
-        assert!(hint.contains("agentctl approvals") || hint.contains("--relay-user"), "{}", r.body);
+        assert!(
+            hint.contains("agentctl approvals") || hint.contains("--relay-user"),
+            "{}",
+            r.body
+        );
         let listed = d
             .human()
             .request(Method::GET, "/approvals?limit=1000", None)
             .await
             .expect("list");
-        let t = listed.body.as_array().expect("list").iter().find(|t| t["id"] == json!(ticket)).cloned();
+        let t = listed
+            .body
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|t| t["id"] == json!(ticket))
+            .cloned();
         assert_eq!(t.expect("listed")["status"], "pending");
         trigger.fire();
         d.stop().await;

@@ -165,10 +165,19 @@ async fn a_search_past_its_budget_is_interrupted_in_sqlite_and_refused() {
             "{}",
             r.body
         );
-        assert!(t.elapsed() < BOUND, "the interrupted search took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < BOUND,
+            "the interrupted search took {:?}",
+            t.elapsed()
+        );
     }
     let r = c.get("/events/log?limit=3").await.expect("log");
-    assert_eq!((r.status, r.body.as_array().map(Vec::len)), (200, Some(3)), "{}", r.body);
+    assert_eq!(
+        (r.status, r.body.as_array().map(Vec::len)),
+        (200, Some(3)),
+        "{}",
+        r.body
+    );
     assert_eq!(d.human().get("/health").await.expect("health").status, 200);
     d.stop().await;
     // The same search under the real budget, on a ledger filled the same way, is answered.
@@ -179,7 +188,12 @@ async fn a_search_past_its_budget_is_interrupted_in_sqlite_and_refused() {
         .get(&format!("/events/search?limit=1000&q={q}"))
         .await
         .expect("search");
-    assert_eq!((r.status, r.body.as_array().map(Vec::len)), (200, Some(1000)), "{}", r.body);
+    assert_eq!(
+        (r.status, r.body.as_array().map(Vec::len)),
+        (200, Some(1000)),
+        "{}",
+        r.body
+    );
     d.stop().await;
 }
 

@@ -30,7 +30,11 @@ fn truncated_ledger(dir: &std::path::Path) -> Vec<u8> {
     {
         let ledger = osmoda_ledger::Ledger::open(&path).expect("ledger");
         for i in 0..400 {
-            let ev = osmoda_ledger::NewEvent::new("test.filler", "t", format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(200)));
+            let ev = osmoda_ledger::NewEvent::new(
+                "test.filler",
+                "t",
+                format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(200)),
+            );
             rt.block_on(ledger.append(ev)).expect("append");
         }
     }
@@ -61,10 +65,20 @@ fn an_unreadable_ledger_stops_the_start_and_is_left_as_it_was() {
         assert!(start.elapsed() < Duration::from_secs(30), "{what}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&ledger.display().to_string()), "{what}: {err}");
-        assert!(err.contains("does not start on a ledger it cannot read"), "{what}: {err}");
+        assert!(
+            err.contains("does not start on a ledger it cannot read"),
+            "{what}: {err}"
+        );
         assert!(err.contains("move it aside"), "{what}: {err}");
-        assert_eq!(std::fs::read(&ledger).expect("read"), bytes, "{what}: the file was changed");
-        assert!(!dir.path().join("agentd.sock").exists(), "{what}: it bound its socket");
+        assert_eq!(
+            std::fs::read(&ledger).expect("read"),
+            bytes,
+            "{what}: the file was changed"
+        );
+        assert!(
+            !dir.path().join("agentd.sock").exists(),
+            "{what}: it bound its socket"
+        );
         std::fs::remove_dir_all(&state).expect("clean");
     }
 
@@ -73,7 +87,8 @@ fn an_unreadable_ledger_stops_the_start_and_is_left_as_it_was() {
     std::fs::write(state.join("ledger.db.bad"), b"kept for a person").expect("write");
     let notify = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&notify).expect("bind");
-    sock.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
     let mut child = agentd(dir.path())
         .env("NOTIFY_SOCKET", &notify)
         .stdout(Stdio::null())

@@ -133,7 +133,8 @@ impl Spool {
                     "{problem}; set aside in {REJECTED_DIR}/ (suffix .{stamp}) and a new stream begun"
                 );
                 tracing::warn!(spool = %dir.display(), "{note}");
-                let (stream, stored) = read_stream_state(dir)?.map_err(ClientError::SpoolCorrupt)?;
+                let (stream, stored) =
+                    read_stream_state(dir)?.map_err(ClientError::SpoolCorrupt)?;
                 (stream, stored, Some(note))
             }
         };
@@ -302,11 +303,17 @@ mod tests {
 
     #[test]
     fn unreadable_stream_state_is_set_aside_and_a_new_stream_begins() -> Result<(), ClientError> {
-        let w = |p: std::path::PathBuf, b: &[u8]| fs::write(p, b).map_err(|e| ClientError::spool("w", e));
+        let w = |p: std::path::PathBuf, b: &[u8]| {
+            fs::write(p, b).map_err(|e| ClientError::spool("w", e))
+        };
         let old = "0123456789abcdef0123456789abcdef";
         for (stream, next_seq, problem) in [
             (&b"not-hex"[..], &b"3"[..], "is not 32 hex digits"),
-            (old.as_bytes(), &b"many"[..], "next_seq \"many\" is not a number"),
+            (
+                old.as_bytes(),
+                &b"many"[..],
+                "next_seq \"many\" is not a number",
+            ),
             (old.as_bytes(), &b"\xff\xfe"[..], "next_seq is not text"),
             (&b"\xff"[..], &b"7"[..], "the stream id is not text"),
         ] {
@@ -314,8 +321,12 @@ mod tests {
             w(dir.path().join("stream"), stream)?;
             w(dir.path().join("next_seq"), next_seq)?;
             // An event of the old stream waiting in the spool keeps its own key.
-            fs::create_dir_all(dir.path().join(REJECTED_DIR)).map_err(|e| ClientError::spool("d", e))?;
-            w(dir.path().join(file_name(5)), br#"{"dedup":{"stream":"0123456789abcdef0123456789abcdef","seq":5}}"#)?;
+            fs::create_dir_all(dir.path().join(REJECTED_DIR))
+                .map_err(|e| ClientError::spool("d", e))?;
+            w(
+                dir.path().join(file_name(5)),
+                br#"{"dedup":{"stream":"0123456789abcdef0123456789abcdef","seq":5}}"#,
+            )?;
             let spool = Spool::open(dir.path())?;
             let note = spool.set_aside().unwrap_or_default().to_string();
             assert!(note.contains(problem), "{note}");
@@ -328,7 +339,8 @@ mod tests {
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect();
             assert_eq!(kept.len(), 2, "{kept:?}");
-            let back = fs::read(dir.path().join(file_name(5))).map_err(|e| ClientError::spool("r", e))?;
+            let back =
+                fs::read(dir.path().join(file_name(5))).map_err(|e| ClientError::spool("r", e))?;
             assert!(String::from_utf8_lossy(&back).contains(old));
             drop(spool);
             assert!(Spool::open(dir.path())?.set_aside().is_none());

@@ -487,7 +487,10 @@ mod tests {
                     }
                     let got = held.len() - before;
                     if uid < 16 {
-                        assert!(got >= limits.floor_per_uid(), "{fds}: flooder {uid} got {got}");
+                        assert!(
+                            got >= limits.floor_per_uid(),
+                            "{fds}: flooder {uid} got {got}"
+                        );
                     }
                     assert!(got <= limits.max_per_uid, "{fds}: flooder {uid} got {got}");
                 }
@@ -496,7 +499,11 @@ mod tests {
                     .map_while(|i| adm.admit(cred(fresh, 50_000 + i as i32)).ok())
                     .collect();
                 if k < 16 {
-                    assert_eq!(floor.len(), limits.floor_per_uid(), "{fds}: {k} flooding uids");
+                    assert_eq!(
+                        floor.len(),
+                        limits.floor_per_uid(),
+                        "{fds}: {k} flooding uids"
+                    );
                 } else {
                     // The documented bound: 16 flooding uids hold every floor kept back.
                     assert!(floor.len() < limits.floor_per_uid(), "{fds}: {k}");

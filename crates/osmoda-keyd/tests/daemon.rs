@@ -172,7 +172,11 @@ async fn the_unit_way_credential_secret_readiness_sigterm_and_no_key_in_the_logs
     // ...another credential does not open them...
     let other = env.dir.path().join("other-credentials");
     std::fs::create_dir(&other).unwrap();
-    write_private(&other.join("secret"), b"another secret of enough length", 0o400);
+    write_private(
+        &other.join("secret"),
+        b"another secret of enough length",
+        0o400,
+    );
     let out = Daemon::spawn(&env, Some(&other), "other-credential").refused();
     assert!(out.contains("does not open the keys"), "{out}");
     // ...and the credential's bytes in secret_file do: the same wallets sign again.
@@ -190,8 +194,14 @@ async fn the_unit_way_credential_secret_readiness_sigterm_and_no_key_in_the_logs
     for mode in [0o644, 0o640] {
         std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(mode)).unwrap();
         let out = Daemon::spawn(&env, None, &format!("secret-file-{mode:o}")).refused();
-        assert!(out.contains(&format!("is open to other users (mode {mode:04o})")), "{out}");
-        assert!(out.contains("keyd-master") && !out.contains(credential), "{out}");
+        assert!(
+            out.contains(&format!("is open to other users (mode {mode:04o})")),
+            "{out}"
+        );
+        assert!(
+            out.contains("keyd-master") && !out.contains(credential),
+            "{out}"
+        );
     }
     std::fs::set_permissions(creds.join("secret"), std::fs::Permissions::from_mode(0o444)).unwrap();
     let out = Daemon::spawn(&env, Some(&creds), "credential-0444").refused();

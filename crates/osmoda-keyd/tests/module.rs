@@ -100,14 +100,29 @@ fn nixos_eval_if_present_a_secret_file_in_the_store_fails_evaluation() {
                  gateway.environmentFile = {};
                  gateway.channels.telegram = {{ enable = true; botTokenFile = {}; }}; }};
                system.stateVersion = "24.11"; }}"#,
-            store("cap"), store("ckpt"), store("wit"), store("keyd"), store("mesh"),
-            store("voice"), store("env"), store("tg"),
+            store("cap"),
+            store("ckpt"),
+            store("wit"),
+            store("keyd"),
+            store("mesh"),
+            store("voice"),
+            store("env"),
+            store("tg"),
         ),
     )
     .unwrap();
     let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../modules/osmoda.nix");
-    let out = std::process::Command::new(&check).arg(&module).arg(&m).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(&check)
+        .arg(&module)
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let failed: Vec<&str> = v["failedAssertions"]
         .as_array()
@@ -127,12 +142,19 @@ fn nixos_eval_if_present_a_secret_file_in_the_store_fails_evaluation() {
         "gateway.channels.telegram.botTokenFile",
     ] {
         let want = format!("services.osmoda.{name} is in the Nix store");
-        assert_eq!(failed.iter().filter(|a| a.starts_with(&want)).count(), 1, "{name}: {failed:?}");
+        assert_eq!(
+            failed.iter().filter(|a| a.starts_with(&want)).count(),
+            1,
+            "{name}: {failed:?}"
+        );
     }
     // Outside the store: no such assertion (the first test evaluates that case whole).
     let json = eval(
         &check,
         r#"services.osmoda = { enable = true; keyd = { enable = true; secretFile = "/run/keys/keyd"; }; };"#,
     );
-    assert!(json["units"]["osmoda-keyd"]["text"].as_str().unwrap().contains("LoadCredential=secret:/run/keys/keyd"));
+    assert!(json["units"]["osmoda-keyd"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("LoadCredential=secret:/run/keys/keyd"));
 }

@@ -148,11 +148,20 @@ async fn commands_run_at_a_lower_priority_they_cannot_raise() {
         let out = sh(&b, user, script).await;
         let text = out.stdout_lossy();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.first().copied(), Some(want.as_str()), "{user}: {text}");
+        assert_eq!(
+            lines.first().copied(),
+            Some(want.as_str()),
+            "{user}: {text}"
+        );
         assert_eq!(lines.get(1).copied(), Some(want.as_str()), "{user}: {text}");
-        assert!(!text.contains("reniced") && !text.contains("lifted"), "{user}: {text}");
         assert!(
-            text.lines().any(|l| l.starts_with("Max nice priority") && l.split_whitespace().nth(3) == Some("0")),
+            !text.contains("reniced") && !text.contains("lifted"),
+            "{user}: {text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("Max nice priority")
+                    && l.split_whitespace().nth(3) == Some("0")),
             "{user}: {text}"
         );
         let bnd = cap_bits(&text, "CapBnd:");

@@ -197,7 +197,10 @@ fn read_private(p: &Path) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         )));
     }
     if m.uid() != me && m.uid() != 0 {
-        return Err(refuse(format!("is owned by another user (uid {})", m.uid())));
+        return Err(refuse(format!(
+            "is owned by another user (uid {})",
+            m.uid()
+        )));
     }
     let mut bytes = Zeroizing::new(Vec::new());
     f.read_to_end(&mut bytes).map_err(cannot)?;
@@ -327,7 +330,10 @@ mod tests {
         for mode in [0o644, 0o640, 0o604, 0o620, 0o602, 0o660, 0o444] {
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
             let e = load_secret(Some(&f), d.path()).unwrap_err().to_string();
-            assert!(e.contains(&format!("is open to other users (mode {mode:04o})")), "{e}");
+            assert!(
+                e.contains(&format!("is open to other users (mode {mode:04o})")),
+                "{e}"
+            );
             assert!(!e.contains("given-secret-bytes"), "{e}");
         }
         for mode in [0o600, 0o400] {
@@ -340,7 +346,9 @@ mod tests {
         std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(load_secret(None, d.path()).is_err());
         // Not a regular file.
-        let e = load_secret(Some(d.path()), d.path()).unwrap_err().to_string();
+        let e = load_secret(Some(d.path()), d.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a regular file"), "{e}");
     }
 }

@@ -41,7 +41,8 @@ impl Agentd {
     /// stream id or counter; a new stream began), if anything.
     pub async fn record_spool_set_aside(&self) {
         if let Some(note) = self.reporter.set_aside_at_open().map(str::to_owned) {
-            self.event("watch.spool.set-aside", json!({ "note": note })).await;
+            self.event("watch.spool.set-aside", json!({ "note": note }))
+                .await;
         }
     }
 

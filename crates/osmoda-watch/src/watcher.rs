@@ -563,7 +563,10 @@ mod tests {
     #[test]
     fn an_unreadable_status_is_set_aside_and_the_watcher_starts_fresh() {
         let dir = tempfile::tempdir().unwrap();
-        let def: Watcher = serde_json::from_value(json!({"check": {"type": "agentd"}, "interval_secs": 1, "actions": ["notify"]})).unwrap();
+        let def: Watcher = serde_json::from_value(
+            json!({"check": {"type": "agentd"}, "interval_secs": 1, "actions": ["notify"]}),
+        )
+        .unwrap();
         std::fs::write(dir.path().join(file_name("w")), b"{\"health\": \"fa").unwrap();
         let (st, aside) = load_status_or_set_aside(dir.path(), "w", &def);
         assert_eq!(st.health, "unknown");

@@ -66,7 +66,12 @@ async fn unreadable_switch_records_and_spool_state_are_set_aside_and_watch_serve
 
     // Each bad record is kept, byte for byte, and named in the ledger.
     let kept = kept_under(&sw.join("set-aside"));
-    assert_eq!(kept.len(), bad.len(), "{:?}", kept.iter().map(|k| &k.0).collect::<Vec<_>>());
+    assert_eq!(
+        kept.len(),
+        bad.len(),
+        "{:?}",
+        kept.iter().map(|k| &k.0).collect::<Vec<_>>()
+    );
     for ((name, bytes), (n, want)) in kept.iter().zip(bad) {
         assert!(name.starts_with(&format!("{n:010}.json.")), "{name}");
         assert_eq!(bytes, want, "{name}");
@@ -76,22 +81,47 @@ async fn unreadable_switch_records_and_spool_state_are_set_aside_and_watch_serve
         .iter()
         .map(|e| {
             let p: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
-            assert!(p["reason"].as_str().unwrap().contains("corrupt switch record"), "{p}");
-            assert!(p["kept_as"].as_str().unwrap().contains("/set-aside/"), "{p}");
+            assert!(
+                p["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("corrupt switch record"),
+                "{p}"
+            );
+            assert!(
+                p["kept_as"].as_str().unwrap().contains("/set-aside/"),
+                "{p}"
+            );
             p["id"].as_u64().unwrap()
         })
         .collect();
     recorded.sort_unstable();
     assert_eq!(recorded, bad.map(|b| b.0));
-    assert!(evs.iter().all(|e| e.actor.starts_with("osmoda-watch")), "{evs:?}");
+    assert!(
+        evs.iter().all(|e| e.actor.starts_with("osmoda-watch")),
+        "{evs:?}"
+    );
 
     // The spool's counter is kept too; a new stream began, so no key agentd holds repeats.
     let spooled = env.wait_events("watch.spool.set-aside", 1).await;
-    assert!(spooled[0].payload.contains("next_seq is not text"), "{}", spooled[0].payload);
+    assert!(
+        spooled[0].payload.contains("next_seq is not text"),
+        "{}",
+        spooled[0].payload
+    );
     let kept = kept_under(&spool.join(osmoda_client::REJECTED_DIR));
-    assert!(kept.iter().any(|(n, b)| n.starts_with("next_seq.") && b == b"\xff\xfe"), "{kept:?}");
-    assert!(kept.iter().any(|(n, b)| n.starts_with("stream.") && *b == old_stream.as_bytes()));
-    assert_ne!(std::fs::read_to_string(spool.join("stream")).unwrap(), old_stream);
+    assert!(
+        kept.iter()
+            .any(|(n, b)| n.starts_with("next_seq.") && b == b"\xff\xfe"),
+        "{kept:?}"
+    );
+    assert!(kept
+        .iter()
+        .any(|(n, b)| n.starts_with("stream.") && *b == old_stream.as_bytes()));
+    assert_ne!(
+        std::fs::read_to_string(spool.join("stream")).unwrap(),
+        old_stream
+    );
 
     // Switching works, above every id the set-aside records had, and its events arrive.
     let s = env.begin(json!({"ttl_secs": 1})).await;
@@ -104,7 +134,10 @@ async fn unreadable_switch_records_and_spool_state_are_set_aside_and_watch_serve
     let w = env.spawn(None);
     assert_eq!(env.get("/health").await.0, 200);
     w.stop();
-    assert_eq!(env.agentd.events("watch.switch.set-aside").await.len(), bad.len());
+    assert_eq!(
+        env.agentd.events("watch.switch.set-aside").await.len(),
+        bad.len()
+    );
     assert_eq!(env.agentd.events("watch.spool.set-aside").await.len(), 1);
 }
 
@@ -119,13 +152,20 @@ async fn a_broken_watch_json_stops_the_start_and_names_the_file() {
     let cfg = env.etc_dir.join("osmoda/watch.json");
     let broken = env.dir.path().join("etc-broken");
     std::fs::create_dir_all(broken.join("osmoda")).unwrap();
-    std::fs::write(broken.join("osmoda/watch.json"), b"{\"safe_switch\": {\"ttl_secs\": ").unwrap();
+    std::fs::write(
+        broken.join("osmoda/watch.json"),
+        b"{\"safe_switch\": {\"ttl_secs\": ",
+    )
+    .unwrap();
     std::fs::remove_file(env.etc_dir.join("osmoda")).unwrap();
     std::os::unix::fs::symlink(broken.join("osmoda"), env.etc_dir.join("osmoda")).unwrap();
     let out = env.command().output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&cfg.display().to_string()) || err.contains("watch.json"), "{err}");
+    assert!(
+        err.contains(&cfg.display().to_string()) || err.contains("watch.json"),
+        "{err}"
+    );
     assert!(err.contains("EOF") || err.contains("line 1"), "{err}");
     // Nothing was set aside or changed for it.
     assert!(!env.state_dir.join("switches/set-aside").exists());

@@ -278,10 +278,17 @@ mod tests {
         fs::write(sw.join("0000000002.json"), b"{\"id\": 2, \"state\": \"prob").unwrap();
         fs::write(sw.join("0000000003.json"), b"\x00\xff garbage").unwrap();
         fs::create_dir(sw.join("0000000004.json")).unwrap();
-        assert!(store.all().is_err(), "the bad records make all() fail before");
+        assert!(
+            store.all().is_err(),
+            "the bad records make all() fail before"
+        );
         let moved = store.set_aside_unreadable().unwrap();
         assert_eq!(moved.iter().map(|m| m.id).collect::<Vec<_>>(), [2, 3, 4]);
-        assert!(moved[0].reason.contains("corrupt switch record"), "{:?}", moved[0]);
+        assert!(
+            moved[0].reason.contains("corrupt switch record"),
+            "{:?}",
+            moved[0]
+        );
         assert_eq!(fs::read(&moved[1].kept_as).unwrap(), b"\x00\xff garbage");
         assert_eq!(store.all().unwrap().len(), 1);
         assert_eq!(store.next_id().unwrap(), 5);
