@@ -336,6 +336,18 @@ let
   gatewayUnit = "osmoda-gateway";
   credential = unit: file: "/run/credentials/${unit}.service/${file}";
   tg = cfg.gateway.channels.telegram;
+  # Every option naming a secret file, set ones only (the assertions below keep them out of
+  # the store; lib/ names the same list in routines.json's `daemon_secrets`).
+  secretFiles = lib.filterAttrs (_: v: v != null) {
+    "agentd.capabilityKeyFile" = cfg.agentd.capabilityKeyFile;
+    "agentd.ledger.checkpoint.keyFile" = cfg.agentd.ledger.checkpoint.keyFile;
+    "agentd.ledger.witness.keyFile" = cfg.agentd.ledger.witness.keyFile;
+    "keyd.secretFile" = cfg.keyd.secretFile;
+    "mesh.secretFile" = cfg.mesh.secretFile;
+    "voice.gatewayTokenFile" = cfg.voice.gatewayTokenFile;
+    "gateway.environmentFile" = cfg.gateway.environmentFile;
+    "gateway.channels.telegram.botTokenFile" = tg.botTokenFile;
+  };
 in
 {
   options.services.osmoda = {
@@ -574,7 +586,14 @@ in
         { assertion = lib.hasPrefix "/var/lib/" cfg.stateDir; message = "services.osmoda.stateDir must be under /var/lib (systemd StateDirectory)."; }
         { assertion = !tg.enable || tg.botTokenFile != null; message = "services.osmoda.gateway.channels.telegram.botTokenFile is required when Telegram is enabled."; }
         { assertion = !cfg.gateway.enable || cfg.agentd.enable; message = "services.osmoda.gateway needs services.osmoda.agentd.enable."; }
-      ];
+      ] ++ map
+        # A secret in the Nix store is world-readable (0444 for every user): never accepted,
+        # whichever way it got there (`"${./secret}"`, `pkgs.writeText`, ...).
+        (name: {
+          assertion = !(lib.hasPrefix builtins.storeDir secretFiles.${name});
+          message = "services.osmoda.${name} is in the Nix store (${secretFiles.${name}}), where every user can read it; give the path of a file outside the store that only root can read (e.g. under /run/keys or /var/lib/secrets).";
+        })
+        (builtins.attrNames secretFiles);
 
       # HEARTBEAT routines, each leaf overridable (`<name>.enable = false` turns one off).
       services.osmoda.routines = lib.mapAttrs (_: lib.mapAttrs (_: mkDefault)) d.heartbeatRoutines;

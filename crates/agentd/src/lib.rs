@@ -86,6 +86,10 @@ pub struct Settings {
     /// The account database whose homes hold login files for `/fs/write` and `/system/exec`
     /// (default `/etc/passwd`; tests point it elsewhere).
     pub accounts_file: std::path::PathBuf,
+    /// How long one full-text search may run before SQLite interrupts it
+    /// ([`osmoda_ledger::SEARCH_BUDGET`], 5 s; not configurable: only tests lower it, to show
+    /// the interrupt on a ledger they can build quickly).
+    pub search_budget: Duration,
 }
 
 /// Where the agent writes files freely (`services.osmoda.agentd.writableRoots`' default).
@@ -138,6 +142,7 @@ impl Default for Settings {
             agent_card: Default::default(),
             witness: None,
             accounts_file: std::path::PathBuf::from("/etc/passwd"),
+            search_budget: osmoda_ledger::SEARCH_BUDGET,
         }
     }
 }
@@ -196,7 +201,22 @@ impl AppState {
             None => None,
         };
         std::fs::create_dir_all(&state_dir)?;
-        let ledger = Ledger::open(&state_dir.join("ledger.db"))?;
+        // The ledger is the one state file agentd refuses to start without: a new, empty
+        // ledger in its place would lose the history and the hash chain its checkpoints anchor.
+        let ledger_path = state_dir.join("ledger.db");
+        let options = osmoda_ledger::OpenOptions {
+            search_budget: settings.search_budget,
+            ..Default::default()
+        };
+        let ledger = Ledger::open_with(&ledger_path, options).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the ledger {}: {e}. agentd does not start on a ledger it cannot \
+                 read, because starting a new one would lose its history; the file was left as \
+                 it is. Put a good copy in its place (the `agentd/ledger.db` of a backup \
+                 archive), or move it aside to begin a new ledger and keep it for inspection",
+                ledger_path.display()
+            )
+        })?;
         let commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
         let notify = Arc::clone(&commits);
         ledger.on_commit(move |events| {

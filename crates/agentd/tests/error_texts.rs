@@ -869,3 +869,87 @@ async fn every_refusal_of_the_relay_socket_says_what_was_wrong_in_one_shape() {
     trigger.fire();
     d.stop().await;
 }
+
+/// The relay's refusals that need a caller of another uid than the gateway's: the relay is
+/// configured for `nobody` and this test (root, or whoever runs it) sends a well-formed
+/// decision, so the caller is "another uid"; and a relay socket served without `--relay-user`.
+/// Both keep the one shape, name what is wrong and what to do, and decide nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relays_refusals_of_another_uid_keep_the_shape_and_decide_nothing() {
+    let me = nix::unistd::geteuid().as_raw();
+    let gateway = if me == 65534 { 65533 } else { 65534 };
+    for relay_uid in [Some(gateway), None] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("relay.sock");
+        let settings = agentd::Settings {
+            relay_uid,
+            relay_socket: Some(sock.clone()),
+            ..Default::default()
+        };
+        let d = Daemon::start_with_tree_and(settings).await;
+        let (trigger, shutdown) = agentd::shutdown_channel();
+        tokio::spawn(agentd::api::relay::serve(
+            agentd::api::relay::bind(&sock).expect("bind relay"),
+            d.state.clone(),
+            shutdown,
+        ));
+        let r = d
+            .agent()
+            .request(
+                Method::POST,
+                "/config/set",
+                Some(&json!({"file": "configuration.nix", "path": "services.openssh.enable", "value": false, "reason": "r"})),
+            )
+            .await
+            .expect("post");
+        assert_eq!(r.status, 403, "{}", r.body);
+        let ticket = r.body["detail"]["ticket"]
+            .as_str()
+            .expect("ticket")
+            .to_string();
+        let private = vec![
+            d.dir.path().join("state").display().to_string(),
+            d.approval_socket.display().to_string(),
+            sock.display().to_string(),
+        ];
+        let owner = json!({"channel": "telegram", "sender_id": "42", "owner": true});
+        let body = json!({"decision": "approve", "requester": owner});
+        let what = format!("POST /relay/approval/{ticket} as uid {me} (relay: {relay_uid:?})");
+        let r = osmoda_client::Client::new(&sock)
+            .request(
+                Method::POST,
+                &format!("/relay/approval/{ticket}"),
+                Some(&body),
+            )
+            .await
+            .expect("relay");
+        let needles: &[&str] = match relay_uid {
+            Some(_) => &["only the gateway's user", "may relay decisions"],
+            None => &["the approval relay is not configured"],
+        };
+        let failures =
+            osmoda_daemon::audit::audit_row(&what, (r.status, &r.body), 403, needles, &private);
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        let hint = r.body["detail"]["hint"].as_str().unwrap_or_default();
+        assert!(
+            hint.contains("agentctl approvals") || hint.contains("--relay-user"),
+            "{}",
+            r.body
+        );
+        let listed = d
+            .human()
+            .request(Method::GET, "/approvals?limit=1000", None)
+            .await
+            .expect("list");
+        let t = listed
+            .body
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|t| t["id"] == json!(ticket))
+            .cloned();
+        assert_eq!(t.expect("listed")["status"], "pending");
+        trigger.fire();
+        d.stop().await;
+    }
+}

@@ -133,6 +133,70 @@ async fn searches_are_bounded_and_never_starve_the_approval_socket() {
     d.stop().await;
 }
 
+/// The search budget's interrupt itself: SQLite stops a search that runs past it (a budget of
+/// 1 ms, set through the one test-only setting, instead of the real 5 s, which would need a
+/// ledger too large to build in a test; the watchdog, the interrupt and the answer are the
+/// real ones). The search is a 400 that says so, well within the bound, and the daemon, its
+/// readers and both sockets keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_past_its_budget_is_interrupted_in_sqlite_and_refused() {
+    let d = Daemon::start_with(agentd::Settings {
+        search_budget: Duration::from_millis(1),
+        ..Default::default()
+    })
+    .await;
+    fill(&d, 2000).await;
+    let c = d.agent();
+    let q = (0..16)
+        .map(|i| format!("a{i}*"))
+        .collect::<Vec<_>>()
+        .join("+");
+    // Four in a row: each interrupted, none leaves its reader connection unusable.
+    for _ in 0..4 {
+        let t = Instant::now();
+        let r = c
+            .get(&format!("/events/search?limit=1000&q={q}"))
+            .await
+            .expect("search");
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(
+            r.body["error"].as_str(),
+            Some("invalid query: the search ran longer than 1 ms and was stopped; search for fewer or longer words"),
+            "{}",
+            r.body
+        );
+        assert!(
+            t.elapsed() < BOUND,
+            "the interrupted search took {:?}",
+            t.elapsed()
+        );
+    }
+    let r = c.get("/events/log?limit=3").await.expect("log");
+    assert_eq!(
+        (r.status, r.body.as_array().map(Vec::len)),
+        (200, Some(3)),
+        "{}",
+        r.body
+    );
+    assert_eq!(d.human().get("/health").await.expect("health").status, 200);
+    d.stop().await;
+    // The same search under the real budget, on a ledger filled the same way, is answered.
+    let d = Daemon::start().await;
+    fill(&d, 2000).await;
+    let r = d
+        .agent()
+        .get(&format!("/events/search?limit=1000&q={q}"))
+        .await
+        .expect("search");
+    assert_eq!(
+        (r.status, r.body.as_array().map(Vec::len)),
+        (200, Some(1000)),
+        "{}",
+        r.body
+    );
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_are_bounded_in_size_and_number_and_listing_copies_one_page() {
     let d = Daemon::start().await;

@@ -156,6 +156,12 @@ impl Reporter {
         })
     }
 
+    /// What was set aside when the spool was opened (an unreadable stream id or counter, kept
+    /// in `rejected/`; a new stream began), for the daemon to record.
+    pub fn set_aside_at_open(&self) -> Option<&str> {
+        self.inner.spool.set_aside()
+    }
+
     /// The random stream id used in this spool's dedup keys.
     pub fn stream(&self) -> &str {
         self.inner.spool.stream()

@@ -20,6 +20,7 @@ pub(crate) struct Spool {
     dir: PathBuf,
     stream: String,
     next_seq: Mutex<u64>,
+    set_aside: Option<String>,
 }
 
 fn io_ctx(context: String) -> impl FnOnce(std::io::Error) -> ClientError {
@@ -54,6 +55,50 @@ fn parse_name(name: &str) -> Option<u64> {
     stem.parse().ok()
 }
 
+/// The stream id and the stored counter (creating a new stream when there is none), or what
+/// is wrong with them (`Ok(Err(..))`) when either does not parse.
+fn read_stream_state(dir: &Path) -> Result<Result<(String, u64), String>, ClientError> {
+    let stream = match fs::read_to_string(dir.join("stream")) {
+        Ok(s) => {
+            let s = s.trim().to_owned();
+            if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(Err(format!("stream id {s:?} is not 32 hex digits")));
+            }
+            s
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut id = [0u8; 16];
+            getrandom::fill(&mut id).map_err(|e| {
+                ClientError::spool(
+                    "generating a stream id",
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
+            let s = hex::encode(id);
+            write_atomic(dir, "stream", s.as_bytes())
+                .map_err(io_ctx("writing the stream id".into()))?;
+            sync_dir(dir).map_err(io_ctx(format!("syncing {}", dir.display())))?;
+            s
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Ok(Err("the stream id is not text".into()))
+        }
+        Err(e) => return Err(ClientError::spool("reading the stream id", e)),
+    };
+    let stored = match fs::read_to_string(dir.join("next_seq")) {
+        Ok(s) => match s.trim().parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => return Ok(Err(format!("next_seq {:?} is not a number", s.trim()))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Ok(Err("next_seq is not text".into()))
+        }
+        Err(e) => return Err(ClientError::spool("reading next_seq", e)),
+    };
+    Ok(Ok((stream, stored)))
+}
+
 impl Spool {
     /// Opens or initialises the spool in `dir` (which must already exist and be locked by us).
     pub(crate) fn open(dir: &Path) -> Result<Spool, ClientError> {
@@ -67,43 +112,37 @@ impl Spool {
                 fs::remove_file(entry.path()).map_err(io_ctx(format!("removing stale {name}")))?;
             }
         }
-        let stream = match fs::read_to_string(dir.join("stream")) {
-            Ok(s) => {
-                let s = s.trim().to_owned();
-                if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(ClientError::SpoolCorrupt(format!(
-                        "stream id {s:?} is not 32 hex digits"
-                    )));
+        // A stream id or counter that does not parse is set aside (kept in `rejected/`) and a
+        // new stream begins: the spooled files carry their own dedup keys, and a new stream
+        // can never repeat a key agentd already holds, so nothing is lost or suppressed.
+        let (stream, stored, set_aside) = match read_stream_state(dir)? {
+            Ok((stream, stored)) => (stream, stored, None),
+            Err(problem) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                for name in ["stream", "next_seq"] {
+                    let from = dir.join(name);
+                    if from.exists() {
+                        let to = dir.join(REJECTED_DIR).join(format!("{name}.{stamp}"));
+                        fs::rename(&from, &to)
+                            .map_err(io_ctx(format!("setting aside {}", from.display())))?;
+                    }
                 }
-                s
+                let note = format!(
+                    "{problem}; set aside in {REJECTED_DIR}/ (suffix .{stamp}) and a new stream begun"
+                );
+                tracing::warn!(spool = %dir.display(), "{note}");
+                let (stream, stored) =
+                    read_stream_state(dir)?.map_err(ClientError::SpoolCorrupt)?;
+                (stream, stored, Some(note))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut id = [0u8; 16];
-                getrandom::fill(&mut id).map_err(|e| {
-                    ClientError::spool(
-                        "generating a stream id",
-                        std::io::Error::other(e.to_string()),
-                    )
-                })?;
-                let s = hex::encode(id);
-                write_atomic(dir, "stream", s.as_bytes())
-                    .map_err(io_ctx("writing the stream id".into()))?;
-                sync_dir(dir).map_err(io_ctx(format!("syncing {}", dir.display())))?;
-                s
-            }
-            Err(e) => return Err(ClientError::spool("reading the stream id", e)),
-        };
-        let stored = match fs::read_to_string(dir.join("next_seq")) {
-            Ok(s) => s.trim().parse::<u64>().map_err(|_| {
-                ClientError::SpoolCorrupt(format!("next_seq {:?} is not a number", s.trim()))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-            Err(e) => return Err(ClientError::spool("reading next_seq", e)),
         };
         let spool = Spool {
             dir: dir.to_owned(),
             stream,
             next_seq: Mutex::new(0),
+            set_aside,
         };
         let after_files = spool.list()?.last().map_or(1, |(seq, _)| seq + 1);
         *spool.lock_seq() = stored.max(after_files).max(1);
@@ -115,6 +154,11 @@ impl Spool {
         self.next_seq
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What was set aside when the spool was opened (an unreadable stream id or counter).
+    pub(crate) fn set_aside(&self) -> Option<&str> {
+        self.set_aside.as_deref()
     }
 
     /// The stream id of this spool.
@@ -258,24 +302,49 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_state_is_reported() -> Result<(), ClientError> {
-        let dir = tempfile::tempdir().map_err(|e| ClientError::spool("tempdir", e))?;
-        fs::write(dir.path().join("stream"), "not-hex").map_err(|e| ClientError::spool("w", e))?;
-        assert!(matches!(
-            Spool::open(dir.path()),
-            Err(ClientError::SpoolCorrupt(_))
-        ));
-        fs::write(
-            dir.path().join("stream"),
-            "0123456789abcdef0123456789abcdef",
-        )
-        .map_err(|e| ClientError::spool("w", e))?;
-        fs::write(dir.path().join("next_seq"), "many").map_err(|e| ClientError::spool("w", e))?;
-        let err = Spool::open(dir.path())
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("next_seq \"many\" is not a number"), "{err}");
+    fn unreadable_stream_state_is_set_aside_and_a_new_stream_begins() -> Result<(), ClientError> {
+        let w = |p: std::path::PathBuf, b: &[u8]| {
+            fs::write(p, b).map_err(|e| ClientError::spool("w", e))
+        };
+        let old = "0123456789abcdef0123456789abcdef";
+        for (stream, next_seq, problem) in [
+            (&b"not-hex"[..], &b"3"[..], "is not 32 hex digits"),
+            (
+                old.as_bytes(),
+                &b"many"[..],
+                "next_seq \"many\" is not a number",
+            ),
+            (old.as_bytes(), &b"\xff\xfe"[..], "next_seq is not text"),
+            (&b"\xff"[..], &b"7"[..], "the stream id is not text"),
+        ] {
+            let dir = tempfile::tempdir().map_err(|e| ClientError::spool("tempdir", e))?;
+            w(dir.path().join("stream"), stream)?;
+            w(dir.path().join("next_seq"), next_seq)?;
+            // An event of the old stream waiting in the spool keeps its own key.
+            fs::create_dir_all(dir.path().join(REJECTED_DIR))
+                .map_err(|e| ClientError::spool("d", e))?;
+            w(
+                dir.path().join(file_name(5)),
+                br#"{"dedup":{"stream":"0123456789abcdef0123456789abcdef","seq":5}}"#,
+            )?;
+            let spool = Spool::open(dir.path())?;
+            let note = spool.set_aside().unwrap_or_default().to_string();
+            assert!(note.contains(problem), "{note}");
+            assert_ne!(spool.stream(), old);
+            assert_eq!(spool.stream().len(), 32);
+            assert_eq!(spool.append("d", "k", &json!(1), None)?, 6);
+            let kept: Vec<String> = fs::read_dir(dir.path().join(REJECTED_DIR))
+                .map_err(|e| ClientError::spool("r", e))?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(kept.len(), 2, "{kept:?}");
+            let back =
+                fs::read(dir.path().join(file_name(5))).map_err(|e| ClientError::spool("r", e))?;
+            assert!(String::from_utf8_lossy(&back).contains(old));
+            drop(spool);
+            assert!(Spool::open(dir.path())?.set_aside().is_none());
+        }
         Ok(())
     }
 }

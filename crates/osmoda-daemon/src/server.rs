@@ -460,6 +460,62 @@ mod tests {
         }
     }
 
+    /// What the floors hold against any number of flooding uids below 16, and where they stop:
+    /// k uids each trying far more than the budget (16 processes × 256 connections) leave
+    /// every other uid its floor for k = 1..=15; from the 16th flooding uid on, the 16 floors
+    /// kept back are all held and a new uid can be refused. Each flooder holds at most its
+    /// per-uid cap, and everyone's connections are counted back when closed.
+    #[test]
+    fn floors_hold_against_up_to_fifteen_flooding_uids() {
+        for fds in [1024, 65536] {
+            let limits = Limits::main(fds);
+            for k in 1u32..=17 {
+                let adm = Arc::new(Admission {
+                    name: "test",
+                    limits,
+                    counts: Mutex::default(),
+                });
+                let mut held = Vec::new();
+                for uid in 0..k {
+                    let before = held.len();
+                    for p in 0..16 {
+                        for _ in 0..256 {
+                            if let Ok(s) = adm.admit(cred(uid, (uid * 100 + p) as i32)) {
+                                held.push(s);
+                            }
+                        }
+                    }
+                    let got = held.len() - before;
+                    if uid < 16 {
+                        assert!(
+                            got >= limits.floor_per_uid(),
+                            "{fds}: flooder {uid} got {got}"
+                        );
+                    }
+                    assert!(got <= limits.max_per_uid, "{fds}: flooder {uid} got {got}");
+                }
+                let fresh = 10_000;
+                let floor: Vec<_> = (0..limits.floor_per_uid())
+                    .map_while(|i| adm.admit(cred(fresh, 50_000 + i as i32)).ok())
+                    .collect();
+                if k < 16 {
+                    assert_eq!(
+                        floor.len(),
+                        limits.floor_per_uid(),
+                        "{fds}: {k} flooding uids"
+                    );
+                } else {
+                    // The documented bound: 16 flooding uids hold every floor kept back.
+                    assert!(floor.len() < limits.floor_per_uid(), "{fds}: {k}");
+                }
+                drop(floor);
+                held.clear();
+                let counts = adm.counts.lock().unwrap();
+                assert_eq!((counts.total, counts.above_floor), (0, 0));
+            }
+        }
+    }
+
     #[test]
     fn the_main_budget_stays_below_the_fd_limit() {
         for fds in [1024, 4096, 65536, 1 << 20] {

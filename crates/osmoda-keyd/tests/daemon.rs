@@ -110,7 +110,7 @@ async fn the_unit_way_credential_secret_readiness_sigterm_and_no_key_in_the_logs
     let creds = env.dir.path().join("credentials");
     std::fs::create_dir(&creds).unwrap();
     let credential = "the credential's secret, 32 bytes or so";
-    std::fs::write(creds.join("secret"), credential).unwrap();
+    write_private(&creds.join("secret"), credential.as_bytes(), 0o400);
 
     let keyd = Daemon::spawn(&env, Some(&creds), "first");
     keyd.told("READY=1");
@@ -172,15 +172,46 @@ async fn the_unit_way_credential_secret_readiness_sigterm_and_no_key_in_the_logs
     // ...another credential does not open them...
     let other = env.dir.path().join("other-credentials");
     std::fs::create_dir(&other).unwrap();
-    std::fs::write(other.join("secret"), "another secret of enough length").unwrap();
+    write_private(
+        &other.join("secret"),
+        b"another secret of enough length",
+        0o400,
+    );
     let out = Daemon::spawn(&env, Some(&other), "other-credential").refused();
     assert!(out.contains("does not open the keys"), "{out}");
     // ...and the credential's bytes in secret_file do: the same wallets sign again.
     std::fs::create_dir_all(secret_file.parent().unwrap()).unwrap();
-    std::fs::write(&secret_file, credential).unwrap();
+    write_private(&secret_file, credential.as_bytes(), 0o600);
     let keyd = Daemon::spawn(&env, None, "secret-file");
     keyd.told("READY=1");
     assert_eq!(env.post("/wallet/sign", sign).await.0, 200);
     let (status, keyd) = keyd.stop();
     assert!(status.success(), "{}", keyd.output());
+
+    // A secret others can read is refused, wherever it comes from: secret_file open to the
+    // group or everyone, a credential directory whose file is not private (systemd's are 0400).
+    use std::os::unix::fs::PermissionsExt as _;
+    for mode in [0o644, 0o640] {
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = Daemon::spawn(&env, None, &format!("secret-file-{mode:o}")).refused();
+        assert!(
+            out.contains(&format!("is open to other users (mode {mode:04o})")),
+            "{out}"
+        );
+        assert!(
+            out.contains("keyd-master") && !out.contains(credential),
+            "{out}"
+        );
+    }
+    std::fs::set_permissions(creds.join("secret"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    let out = Daemon::spawn(&env, Some(&creds), "credential-0444").refused();
+    assert!(out.contains("is open to other users (mode 0444)"), "{out}");
+    assert!(!out.contains(credential), "{out}");
+}
+
+/// Writes a secret file with `mode`, as systemd (credentials: 0400) or an operator (0600) does.
+fn write_private(path: &std::path::Path, bytes: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }

@@ -79,3 +79,82 @@ fn nixos_eval_if_present_keyd_unit_has_no_network_and_its_secret_as_a_credential
     assert!(json["units"].get("osmoda-keyd").is_none());
     assert!(json["etc"].get("osmoda/keyd.json").is_none());
 }
+
+#[test]
+fn nixos_eval_if_present_a_secret_file_in_the_store_fails_evaluation() {
+    let Some(check) = check_sh() else { return };
+    // Every secret-file option the module has, each set to a store path: each named once.
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.nix");
+    let store = |n: &str| format!("\"/nix/store/00000000000000000000000000000000-{n}\"");
+    std::fs::write(
+        &m,
+        format!(
+            r#"{{ services.osmoda = {{ enable = true;
+                 agentd.capabilityKeyFile = {};
+                 agentd.ledger.checkpoint.keyFile = {};
+                 agentd.ledger.witness.keyFile = {};
+                 keyd = {{ enable = true; secretFile = {}; }};
+                 mesh.secretFile = {};
+                 voice.gatewayTokenFile = {};
+                 gateway.environmentFile = {};
+                 gateway.channels.telegram = {{ enable = true; botTokenFile = {}; }}; }};
+               system.stateVersion = "24.11"; }}"#,
+            store("cap"),
+            store("ckpt"),
+            store("wit"),
+            store("keyd"),
+            store("mesh"),
+            store("voice"),
+            store("env"),
+            store("tg"),
+        ),
+    )
+    .unwrap();
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../modules/osmoda.nix");
+    let out = std::process::Command::new(&check)
+        .arg(&module)
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<&str> = v["failedAssertions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .filter(|a| a.contains("is in the Nix store"))
+        .collect();
+    for name in [
+        "agentd.capabilityKeyFile",
+        "agentd.ledger.checkpoint.keyFile",
+        "agentd.ledger.witness.keyFile",
+        "keyd.secretFile",
+        "mesh.secretFile",
+        "voice.gatewayTokenFile",
+        "gateway.environmentFile",
+        "gateway.channels.telegram.botTokenFile",
+    ] {
+        let want = format!("services.osmoda.{name} is in the Nix store");
+        assert_eq!(
+            failed.iter().filter(|a| a.starts_with(&want)).count(),
+            1,
+            "{name}: {failed:?}"
+        );
+    }
+    // Outside the store: no such assertion (the first test evaluates that case whole).
+    let json = eval(
+        &check,
+        r#"services.osmoda = { enable = true; keyd = { enable = true; secretFile = "/run/keys/keyd"; }; };"#,
+    );
+    assert!(json["units"]["osmoda-keyd"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("LoadCredential=secret:/run/keys/keyd"));
+}

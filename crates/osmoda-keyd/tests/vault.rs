@@ -234,6 +234,7 @@ async fn a_secret_that_opens_none_of_the_keys_stops_keyd_from_starting() {
     // secret_file pointing at another file (an operator setting secretFile after local mode).
     let other = env.dir.path().join("other-secret");
     std::fs::write(&other, "yet another secret, 32 bytes long").unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&secret, &original).unwrap();
     let cfg = |file: Option<&std::path::Path>| {
         json!({ "secret_file": file, "policy": eth_policy("1000", "5000", None) }).to_string()

@@ -107,7 +107,13 @@ fn bench_group_commit(
     run: usize,
 ) -> anyhow::Result<Run> {
     let path = dir.join(format!("group-{writers}-{tree}-{run}.db"));
-    let ledger = Ledger::open_with(&path, OpenOptions { merkle_tree: tree })?;
+    let ledger = Ledger::open_with(
+        &path,
+        OpenOptions {
+            merkle_tree: tree,
+            ..Default::default()
+        },
+    )?;
     let cpu0 = process_cpu();
     let start = Instant::now();
     let mut lat: Vec<Duration> = std::thread::scope(|s| -> anyhow::Result<Vec<Duration>> {

@@ -40,11 +40,17 @@ pub struct OpenOptions {
     /// measure its cost: the tree then lags, proofs and checkpoints cover only what it holds,
     /// and the next open with the tree on catches it up.
     pub merkle_tree: bool,
+    /// How long one full-text search may run before SQLite interrupts it (default
+    /// [`crate::SEARCH_BUDGET`]); lowered only by tests that show the interrupt.
+    pub search_budget: std::time::Duration,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { merkle_tree: true }
+        OpenOptions {
+            merkle_tree: true,
+            search_budget: query::SEARCH_BUDGET,
+        }
     }
 }
 
@@ -62,6 +68,7 @@ struct Inner {
     writer: Option<std::thread::JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     counters: Arc<writer::Counters>,
+    search_budget: std::time::Duration,
 }
 
 impl Drop for Inner {
@@ -126,6 +133,7 @@ impl Ledger {
                 writer: Some(handle),
                 readers: Mutex::new(Vec::new()),
                 counters,
+                search_budget: options.search_budget,
             }),
         })
     }
@@ -224,6 +232,7 @@ impl Ledger {
                    FROM events_fts JOIN events e ON e.id = events_fts.rowid \
                    WHERE events_fts MATCH ?1 AND events_fts.rowid < ?3 ORDER BY e.id DESC LIMIT ?2";
         let before = before_id.unwrap_or(i64::MAX);
+        let budget = self.inner.search_budget;
         self.with_reader(|conn| {
             // A watchdog interrupts the statement once the budget is spent; the search ending
             // first tells it to stop waiting.
@@ -231,7 +240,7 @@ impl Ledger {
             let (done, finished) = mpsc::channel::<()>();
             let watchdog = std::thread::spawn(move || {
                 if let Err(mpsc::RecvTimeoutError::Timeout) =
-                    finished.recv_timeout(query::SEARCH_BUDGET)
+                    finished.recv_timeout(budget)
                 {
                     interrupt.interrupt();
                 }
@@ -248,9 +257,13 @@ impl Ledger {
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::OperationInterrupted =>
                 {
+                    let took = if budget.as_secs() > 0 {
+                        format!("{} s", budget.as_secs())
+                    } else {
+                        format!("{} ms", budget.as_millis())
+                    };
                     Err(LedgerError::InvalidQuery(format!(
-                        "the search ran longer than {} s and was stopped; search for fewer or longer words",
-                        query::SEARCH_BUDGET.as_secs()
+                        "the search ran longer than {took} and was stopped; search for fewer or longer words"
                     )))
                 }
                 Err(e) => Err(e.into()),

@@ -164,7 +164,10 @@ fn appends_with_the_tree_off_are_covered_at_the_next_open() {
         }
     }
     {
-        let off = OpenOptions { merkle_tree: false };
+        let off = OpenOptions {
+            merkle_tree: false,
+            ..Default::default()
+        };
         let ledger = Ledger::open_with(&path, off).expect("open without tree");
         for i in 5..20 {
             ledger.append_blocking(ev(i)).expect("append");

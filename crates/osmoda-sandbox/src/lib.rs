@@ -49,7 +49,7 @@ use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-pub use limits::{Enforcement, Limits};
+pub use limits::{Enforcement, Limits, COMMAND_NICE};
 pub use pin::Pinned;
 pub use ring::{Bind, Network, RingOutput, RingSpec};
 pub use run::{kill_group, Exit, Output};
@@ -75,6 +75,9 @@ pub const DROPPED_CAPS: &[&str] = &[
     "sys_boot",
     "bpf",
     "perfmon",
+    // Its priority stays lowered (`COMMAND_NICE`, `RLIMIT_NICE` 0): no way back up.
+    "sys_nice",
+    "sys_resource",
 ];
 
 /// The osModa paths hidden from every command by [`Boundary::osmoda_default`]: the approval
@@ -582,6 +585,7 @@ impl Boundary {
             })
             .process_group(0)
             .kill_on_drop(true);
+        limits::deprioritise(&mut c);
         pin::inherit(&mut c, spec.writable.iter().map(Pinned::raw_fd).collect());
         Ok(c)
     }

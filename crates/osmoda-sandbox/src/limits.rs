@@ -224,6 +224,36 @@ impl Group {
     }
 }
 
+/// The nice value every sandboxed command runs at: the daemon that started it (agentd's approval
+/// thread, its workers, osmoda-watch's prober) keeps about nine times a command process's share
+/// of the CPU they share (CFS weights 1024 and 110).
+pub const COMMAND_NICE: i32 = 10;
+
+/// Makes `cmd`'s child run at [`COMMAND_NICE`] (or nicer, if the daemon already is) with `RLIMIT_NICE` 0, so that neither it nor
+/// anything it starts can raise its priority again (root commands lack `CAP_SYS_NICE` and
+/// `CAP_SYS_RESOURCE`, see [`crate::DROPPED_CAPS`]).
+pub(crate) fn deprioritise(cmd: &mut tokio::process::Command) {
+    #[allow(unsafe_code)]
+    // SAFETY: only `setpriority` and `setrlimit`, async-signal-safe, on stack values.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Never raised: a daemon already running nicer than this keeps its value.
+            let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+            if now < COMMAND_NICE && libc::setpriority(libc::PRIO_PROCESS, 0, COMMAND_NICE) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_NICE, &none) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// In the forked child, before `exec`: joins the cgroups, or sets the rlimits when there are
 /// none, clears close-on-exec on the descriptors bwrap must inherit, and turns off core dumps.
 ///

@@ -458,6 +458,7 @@ impl Boundary {
             })
             .process_group(0)
             .kill_on_drop(true);
+        limits::deprioritise(&mut c);
         #[allow(unsafe_code)]
         // SAFETY: `in_child` makes only async-signal-safe calls on descriptors and values that
         // live until the spawn below returns.

@@ -127,6 +127,55 @@ async fn the_bounding_set_cannot_undo_the_masks() {
     }
 }
 
+/// Agent-specified commands run below the daemon that starts them (nice 10, issue 11: the
+/// approval thread shares the CPU with them) and cannot climb back: not by `renice`/`nice -n`,
+/// not by raising `RLIMIT_NICE` first, not as root (no `CAP_SYS_NICE`/`CAP_SYS_RESOURCE`).
+#[tokio::test]
+async fn commands_run_at_a_lower_priority_they_cannot_raise() {
+    if !root() {
+        return;
+    }
+    let b = Boundary::osmoda_default();
+    // CAP_SYS_RESOURCE 24, CAP_SYS_NICE 23.
+    let script = "cut -d' ' -f19 /proc/self/stat; \
+                  nice -n -15 cut -d' ' -f19 /proc/self/stat 2>/dev/null; \
+                  renice -n -5 -p $$ >/dev/null 2>&1 && echo reniced; \
+                  prlimit --nice=40:40 --pid $$ 2>/dev/null && echo lifted; \
+                  (ulimit -e 40 2>/dev/null && echo lifted-sh); \
+                  grep -E '^Max nice' /proc/self/limits; grep CapBnd /proc/self/status";
+    let want = osmoda_sandbox::COMMAND_NICE.max(nix_nice()).to_string();
+    for user in ["root", "nobody"] {
+        let out = sh(&b, user, script).await;
+        let text = out.stdout_lossy();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines.first().copied(),
+            Some(want.as_str()),
+            "{user}: {text}"
+        );
+        assert_eq!(lines.get(1).copied(), Some(want.as_str()), "{user}: {text}");
+        assert!(
+            !text.contains("reniced") && !text.contains("lifted"),
+            "{user}: {text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("Max nice priority")
+                    && l.split_whitespace().nth(3) == Some("0")),
+            "{user}: {text}"
+        );
+        let bnd = cap_bits(&text, "CapBnd:");
+        assert_eq!(bnd & (1 << 23 | 1 << 24), 0, "{user}: {text}");
+    }
+}
+
+/// This process's own nice value (tests may run under `nice`; commands are never raised above it).
+fn nix_nice() -> i32 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    after.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
 #[tokio::test]
 async fn the_default_user_is_not_root() {
     if !root() {

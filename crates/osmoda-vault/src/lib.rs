@@ -164,25 +164,65 @@ impl Kek {
     }
 }
 
+/// Reads a secret file after checking, on the opened file, that nobody but its owner (this
+/// process's user or root) can read or change it.
+fn read_private(p: &Path) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let cannot = |e: std::io::Error| {
+        VaultError::Vault(format!(
+            "cannot read the key-encryption secret {}: {e}",
+            p.display()
+        ))
+    };
+    let mut f = std::fs::File::open(p).map_err(cannot)?;
+    let m = f.metadata().map_err(cannot)?;
+    let me = nix::unistd::geteuid().as_raw();
+    let refuse = |why: String| {
+        VaultError::Vault(format!(
+            "the key-encryption secret {} {why}; a secret is read only from a file no one else \
+             can read or change: make it a regular file owned by this daemon's user or root with \
+             mode 0600 or 0400 (the NixOS module hands secretFile over as the systemd credential \
+             `secret`, which is)",
+            p.display()
+        ))
+    };
+    if !m.is_file() {
+        return Err(refuse("is not a regular file".into()));
+    }
+    if m.mode() & 0o077 != 0 {
+        return Err(refuse(format!(
+            "is open to other users (mode {:04o})",
+            m.mode() & 0o7777
+        )));
+    }
+    if m.uid() != me && m.uid() != 0 {
+        return Err(refuse(format!(
+            "is owned by another user (uid {})",
+            m.uid()
+        )));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    f.read_to_end(&mut bytes).map_err(cannot)?;
+    Ok(bytes)
+}
+
 /// Reads the key-encryption secret: systemd's credential `secret` when
 /// `$CREDENTIALS_DIRECTORY/secret` exists (the module loads the daemon's secret file there: keyd's `secretFile`), else
 /// `key_file`, else `<state_dir>/secret`, created with 32 random bytes (hex) and mode 0600 on
 /// first start.
 ///
+/// Whichever it is, the file must be a regular file that only its owner can read or write
+/// (no group or other permission bits) and owned by this process's user or root: a secret
+/// others can read (a file in the Nix store, a `0644` file under `/etc`) is refused, not used.
+///
 /// # Errors
-/// `Vault` when the file cannot be read or created.
+/// `Vault` when the file cannot be read or created, or others could read or change it.
 pub fn load_secret(
     key_file: Option<&Path>,
     state_dir: &Path,
 ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map(Zeroizing::new).map_err(|e| {
-            VaultError::Vault(format!(
-                "cannot read the key-encryption secret {}: {e}",
-                p.display()
-            ))
-        })
-    };
+    let read = |p: &Path| read_private(p);
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         let p = Path::new(&dir).join("secret");
         if p.exists() {
@@ -273,10 +313,42 @@ mod tests {
         assert_eq!(m.permissions().mode() & 0o777, 0o600);
         let f = d.path().join("given");
         std::fs::write(&f, b"given-secret-bytes").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert_eq!(
             &load_secret(Some(&f), d.path()).unwrap()[..],
             b"given-secret-bytes"
         );
         assert!(load_secret(Some(&d.path().join("missing")), d.path()).is_err());
+    }
+
+    #[test]
+    fn a_secret_others_can_read_or_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("given");
+        std::fs::write(&f, b"given-secret-bytes").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602, 0o660, 0o444] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = load_secret(Some(&f), d.path()).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("is open to other users (mode {mode:04o})")),
+                "{e}"
+            );
+            assert!(!e.contains("given-secret-bytes"), "{e}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(load_secret(Some(&f), d.path()).is_ok(), "{mode:o}");
+        }
+        // The generated secret of the state dir is held to the same rule.
+        let s = d.path().join("secret");
+        load_secret(None, d.path()).unwrap();
+        std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_secret(None, d.path()).is_err());
+        // Not a regular file.
+        let e = load_secret(Some(d.path()), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 }

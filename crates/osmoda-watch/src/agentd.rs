@@ -37,6 +37,15 @@ impl Agentd {
         })
     }
 
+    /// Records in the ledger what the event spool set aside when it was opened (an unreadable
+    /// stream id or counter; a new stream began), if anything.
+    pub async fn record_spool_set_aside(&self) {
+        if let Some(note) = self.reporter.set_aside_at_open().map(str::to_owned) {
+            self.event("watch.spool.set-aside", json!({ "note": note }))
+                .await;
+        }
+    }
+
     /// Records an event in the ledger (spooled durably first; never lost, never fails the caller).
     pub async fn event(&self, kind: &str, payload: Value) {
         self.event_for(kind, payload, None).await;

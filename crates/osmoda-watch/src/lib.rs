@@ -170,6 +170,7 @@ impl AppState {
             &opts.agentd_socket,
             &opts.state_dir.join("spool"),
         )?);
+        agentd.record_spool_set_aside().await;
         let cfg = load_config(&opts.config)?;
         let check_env = CheckEnv {
             agentd_socket: Some(opts.agentd_socket.clone()),

@@ -163,9 +163,18 @@ impl Watchers {
                 continue;
             }
             // The definition is kept once, in the job; the status gets it when saved or listed.
+            let (loaded, aside) = load_status_or_set_aside(&self.ctx.dir, name, def);
+            if let (Some((kept_as, reason)), Ok(rt)) =
+                (aside, tokio::runtime::Handle::try_current())
+            {
+                let agentd = Arc::clone(&self.ctx.agentd);
+                let payload = json!({ "watcher": name, "kept_as": kept_as, "reason": reason,
+                    "note": "the watcher's saved status could not be read; it was set aside and the watcher starts fresh" });
+                rt.spawn(async move { agentd.event("watch.watcher.set-aside", payload).await });
+            }
             let status = WatcherStatus {
                 definition: None,
-                ..load_status(&self.ctx.dir, name, def)
+                ..loaded
             };
             let job = WatcherJob {
                 ctx: Arc::clone(&self.ctx),
@@ -237,27 +246,50 @@ fn file_name(name: &str) -> String {
     format!("{safe}~{hex}.json")
 }
 
+#[cfg(test)]
 fn load_status(dir: &std::path::Path, name: &str, def: &Watcher) -> WatcherStatus {
+    load_status_or_set_aside(dir, name, def).0
+}
+
+/// A watcher's saved status; a file that does not parse is moved to `set-aside/` (kept for a
+/// person, its new place returned) and the watcher starts fresh.
+fn load_status_or_set_aside(
+    dir: &std::path::Path,
+    name: &str,
+    def: &Watcher,
+) -> (WatcherStatus, Option<(PathBuf, String)>) {
     let fresh = WatcherStatus {
         definition: Some(def.clone()),
         health: "unknown".into(),
         ..Default::default()
     };
-    match std::fs::read(dir.join(file_name(name))) {
-        Ok(bytes) => match serde_json::from_slice::<WatcherStatus>(&bytes) {
-            Ok(mut s) if s.definition.as_ref() == Some(def) => {
-                // A step persisted as started but never finished: the daemon died during it. It
-                // counts as taken (never repeated in this incident); say what happened.
-                for step in s.incident.iter_mut().flat_map(|i| i.steps.iter_mut()) {
-                    if step.detail == IN_PROGRESS {
-                        step.detail = "interrupted: osmoda-watch restarted during this step".into();
-                    }
+    let path = dir.join(file_name(name));
+    let Ok(bytes) = std::fs::read(&path) else {
+        return (fresh, None);
+    };
+    match serde_json::from_slice::<WatcherStatus>(&bytes) {
+        Ok(mut s) if s.definition.as_ref() == Some(def) => {
+            // A step persisted as started but never finished: the daemon died during it. It
+            // counts as taken (never repeated in this incident); say what happened.
+            for step in s.incident.iter_mut().flat_map(|i| i.steps.iter_mut()) {
+                if step.detail == IN_PROGRESS {
+                    step.detail = "interrupted: osmoda-watch restarted during this step".into();
                 }
-                s
             }
-            _ => fresh,
-        },
-        Err(_) => fresh,
+            (s, None)
+        }
+        Ok(_) => (fresh, None),
+        Err(e) => {
+            let aside = dir.join("set-aside");
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let to = aside.join(format!("{}.{stamp}", file_name(name)));
+            let moved = std::fs::create_dir_all(&aside).and_then(|()| std::fs::rename(&path, &to));
+            let reason = format!("unreadable watcher status: {e}");
+            tracing::warn!(watcher = name, kept_as = %to.display(), "{reason}");
+            (fresh, moved.ok().map(|()| (to, reason)))
+        }
     }
 }
 
@@ -526,6 +558,22 @@ mod tests {
             ..def
         };
         assert!(load_status(dir.path(), "w", &other).incident.is_none());
+    }
+
+    #[test]
+    fn an_unreadable_status_is_set_aside_and_the_watcher_starts_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let def: Watcher = serde_json::from_value(
+            json!({"check": {"type": "agentd"}, "interval_secs": 1, "actions": ["notify"]}),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(file_name("w")), b"{\"health\": \"fa").unwrap();
+        let (st, aside) = load_status_or_set_aside(dir.path(), "w", &def);
+        assert_eq!(st.health, "unknown");
+        let (kept, reason) = aside.expect("set aside");
+        assert!(reason.contains("unreadable watcher status"), "{reason}");
+        assert_eq!(std::fs::read(kept).unwrap(), b"{\"health\": \"fa");
+        assert!(!dir.path().join(file_name("w")).exists());
     }
 
     #[test]

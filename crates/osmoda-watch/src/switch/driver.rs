@@ -421,7 +421,7 @@ const EVENT_TEXT: usize = 16 * 1024;
 const EVENT_WARNINGS: usize = 16;
 
 /// `text` cut to [`EVENT_TEXT`] bytes at a character boundary, saying how much was left out.
-fn bounded(text: &str) -> String {
+pub(super) fn bounded(text: &str) -> String {
     if text.len() <= EVENT_TEXT {
         return text.to_string();
     }

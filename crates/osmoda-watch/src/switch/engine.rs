@@ -406,6 +406,18 @@ impl Engine {
     /// # Errors
     /// When the switch records cannot be read.
     pub async fn recover(self: &Arc<Self>) -> Result<Option<SwitchSession>> {
+        // A record that cannot be read is kept for a person and recorded, never a reason not
+        // to start: the daemon must stay able to answer and roll back the switches it can read.
+        for bad in self.store.set_aside_unreadable()? {
+            let payload = serde_json::json!({
+                "id": bad.id,
+                "file": bad.file,
+                "kept_as": bad.kept_as,
+                "reason": super::driver::bounded(&bad.reason),
+                "note": "this switch record could not be read and was set aside at start; a person must check what the switch did",
+            });
+            self.agentd.event("watch.switch.set-aside", payload).await;
+        }
         let mut unfinished: Vec<_> = self
             .store
             .all()?

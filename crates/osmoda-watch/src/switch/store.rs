@@ -9,6 +9,22 @@ use std::path::{Path, PathBuf};
 use super::session::SwitchSession;
 use crate::error::{Result, WatchError};
 
+/// Where unreadable records are moved, inside `switches/`.
+pub const SET_ASIDE: &str = "set-aside";
+
+/// A switch record that could not be read, moved aside for a person.
+#[derive(Debug, Clone)]
+pub struct SetAside {
+    /// The switch id its file name gave.
+    pub id: u64,
+    /// Where it was.
+    pub file: PathBuf,
+    /// Where it is kept now.
+    pub kept_as: PathBuf,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
 /// The `switches/` directory under the state dir.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -82,12 +98,63 @@ impl Store {
             .collect()
     }
 
-    /// The id the next switch gets.
+    /// The id the next switch gets: above every record, kept or set aside, so an id the
+    /// ledger already names is never handed out again.
     ///
     /// # Errors
     /// When the directory cannot be read.
     pub fn next_id(&self) -> Result<u64> {
-        Ok(self.ids()?.last().map_or(1, |m| m + 1))
+        let aside = self.dir.join(SET_ASIDE);
+        let mut max = self.ids()?.last().copied().unwrap_or(0);
+        if let Ok(entries) = fs::read_dir(&aside) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let digits: String = name
+                    .to_string_lossy()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                if let Ok(id) = digits.parse::<u64>() {
+                    max = max.max(id);
+                }
+            }
+        }
+        Ok(max + 1)
+    }
+
+    /// Moves every record that cannot be read as a switch (garbage, truncated, a directory)
+    /// into `switches/set-aside/`, kept for a person, so that one bad file neither stops the
+    /// daemon from starting nor hides the other records. Nothing is deleted.
+    ///
+    /// # Errors
+    /// When the directory cannot be read or a bad record cannot be moved (the daemon then
+    /// refuses to start rather than run next to a record it cannot account for).
+    pub fn set_aside_unreadable(&self) -> Result<Vec<SetAside>> {
+        let mut moved = Vec::new();
+        for id in self.ids()? {
+            let reason = match self.load(id) {
+                Ok(_) | Err(WatchError::NotFound(_)) => continue,
+                Err(WatchError::Backend(e)) => e,
+                Err(e) => e.to_string(),
+            };
+            let from = self.path(id);
+            let aside = self.dir.join(SET_ASIDE);
+            fs::create_dir_all(&aside).map_err(WatchError::io("create", &aside))?;
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let to = aside.join(format!("{id:010}.json.{stamp}"));
+            fs::rename(&from, &to).map_err(WatchError::io("set aside", &from))?;
+            sync_dir(&self.dir)?;
+            tracing::warn!(id, kept_as = %to.display(), "switch record set aside: {reason}");
+            moved.push(SetAside {
+                id,
+                file: from,
+                kept_as: to,
+                reason,
+            });
+        }
+        Ok(moved)
     }
 
     fn ids(&self) -> Result<Vec<u64>> {
@@ -200,6 +267,32 @@ mod tests {
         fs::write(d.path().join("switches/0000000005.json"), b"{not json").unwrap();
         let e = store.load(5).unwrap_err().to_string();
         assert!(e.contains("corrupt switch record"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_records_are_set_aside_and_their_ids_never_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        store.save(&session(1)).unwrap();
+        let sw = d.path().join("switches");
+        fs::write(sw.join("0000000002.json"), b"{\"id\": 2, \"state\": \"prob").unwrap();
+        fs::write(sw.join("0000000003.json"), b"\x00\xff garbage").unwrap();
+        fs::create_dir(sw.join("0000000004.json")).unwrap();
+        assert!(
+            store.all().is_err(),
+            "the bad records make all() fail before"
+        );
+        let moved = store.set_aside_unreadable().unwrap();
+        assert_eq!(moved.iter().map(|m| m.id).collect::<Vec<_>>(), [2, 3, 4]);
+        assert!(
+            moved[0].reason.contains("corrupt switch record"),
+            "{:?}",
+            moved[0]
+        );
+        assert_eq!(fs::read(&moved[1].kept_as).unwrap(), b"\x00\xff garbage");
+        assert_eq!(store.all().unwrap().len(), 1);
+        assert_eq!(store.next_id().unwrap(), 5);
+        assert!(store.set_aside_unreadable().unwrap().is_empty());
     }
 
     #[test]

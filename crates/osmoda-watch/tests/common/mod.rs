@@ -137,6 +137,20 @@ impl Env {
         notify
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
+        let mut cmd = self.command();
+        cmd.env("NOTIFY_SOCKET", &notify_path);
+        match pause {
+            Some(p) => cmd.env("OSMODA_WATCH_PAUSE_IN", p),
+            None => cmd.env_remove("OSMODA_WATCH_PAUSE_IN"),
+        };
+        let child = cmd.spawn().unwrap();
+        let w = Watchd { child, notify };
+        w.wait_for("READY=1");
+        w
+    }
+
+    /// The real binary with this environment's flags (local backend), not started.
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_osmoda-watch"));
         cmd.args(["--backend", "local", "--probe-interval-ms", "100"])
             .arg("--socket")
@@ -153,17 +167,9 @@ impl Env {
             .arg(&self.etc_dir)
             .arg("--mask")
             .arg(self.approval_dir())
-            .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "error")
             .stdin(Stdio::null());
-        match pause {
-            Some(p) => cmd.env("OSMODA_WATCH_PAUSE_IN", p),
-            None => cmd.env_remove("OSMODA_WATCH_PAUSE_IN"),
-        };
-        let child = cmd.spawn().unwrap();
-        let w = Watchd { child, notify };
-        w.wait_for("READY=1");
-        w
+        cmd
     }
 
     /// The approval socket's directory (masked from commands, as `/run/osmoda-admin` is).
