@@ -210,12 +210,9 @@ impl Engine {
         let payload = fired.payload.as_ref().map(actions::handed_payload);
         let lineage = fired.lineage();
         let run = NewRun {
-            routine: name,
-            trigger: &fired.kind,
-            trigger_ref: &fired.reference,
-            lineage: &lineage,
             payload: payload.as_deref(),
             replay: replay.as_ref(),
+            ..NewRun::new(name, &fired.kind, &fired.reference, &lineage)
         };
         let run_id = self.history.record(&run, None)?.ok_or_else(replayed)?;
         let mut fired = fired;
@@ -237,12 +234,8 @@ impl Engine {
     ) -> Result<Fire> {
         let lineage = fired.lineage();
         let run = NewRun {
-            routine: name,
-            trigger: &fired.kind,
-            trigger_ref: &fired.reference,
-            lineage: &lineage,
-            payload: None,
             replay: replay.as_ref(),
+            ..NewRun::new(name, &fired.kind, &fired.reference, &lineage)
         };
         let run_id = self.history.record(&run, Some(why))?.ok_or_else(replayed)?;
         let mut p = routine_payload(name, run_id, fired);

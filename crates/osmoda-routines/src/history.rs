@@ -140,6 +140,26 @@ pub struct NewRun<'a> {
     pub replay: Option<&'a Replay>,
 }
 
+impl<'a> NewRun<'a> {
+    /// A run of `routine` fired by `trigger` (`trigger_ref`) with `lineage`, no payload, no
+    /// replay record.
+    pub fn new(
+        routine: &'a str,
+        trigger: &'a str,
+        trigger_ref: &'a str,
+        lineage: &'a Lineage,
+    ) -> NewRun<'a> {
+        NewRun {
+            routine,
+            trigger,
+            trigger_ref,
+            lineage,
+            payload: None,
+            replay: None,
+        }
+    }
+}
+
 /// A webhook request's replay key (its path and MAC, hashed) and when it was accepted (ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {
@@ -245,15 +265,7 @@ impl History {
         trigger_ref: &str,
         lineage: &Lineage,
     ) -> Result<i64> {
-        let run = NewRun {
-            routine,
-            trigger,
-            trigger_ref,
-            lineage,
-            payload: None,
-            replay: None,
-        };
-        self.record(&run, None)?
+        self.record(&NewRun::new(routine, trigger, trigger_ref, lineage), None)?
             .ok_or_else(|| RoutinesError::History("no run recorded".into()))
     }
 
@@ -265,7 +277,11 @@ impl History {
     /// # Errors
     /// On a database failure (nothing is recorded).
     pub fn record(&self, run: &NewRun<'_>, skipped: Option<&str>) -> Result<Option<i64>> {
-        let status = if skipped.is_some() { "skipped" } else { "queued" };
+        let status = if skipped.is_some() {
+            "skipped"
+        } else {
+            "queued"
+        };
         self.insert(run, status, skipped)
     }
 
@@ -351,24 +367,14 @@ impl History {
         why: &str,
         lineage: &Lineage,
     ) -> Result<i64> {
-        let run = NewRun {
-            routine,
-            trigger,
-            trigger_ref,
-            lineage,
-            payload: None,
-            replay: None,
-        };
-        self.record(&run, Some(why))?
-            .ok_or_else(|| RoutinesError::History("no run recorded".into()))
+        self.record(
+            &NewRun::new(routine, trigger, trigger_ref, lineage),
+            Some(why),
+        )?
+        .ok_or_else(|| RoutinesError::History("no run recorded".into()))
     }
 
-    fn insert(
-        &self,
-        run: &NewRun<'_>,
-        status: &str,
-        skipped: Option<&str>,
-    ) -> Result<Option<i64>> {
+    fn insert(&self, run: &NewRun<'_>, status: &str, skipped: Option<&str>) -> Result<Option<i64>> {
         let ms = now_ms();
         let chain = serde_json::to_string(&run.lineage.chain).unwrap_or_else(|_| "[]".into());
         // A skipped run never starts: it keeps no payload.

@@ -201,7 +201,9 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
     assert_eq!(s, 409, "{v}");
     let e = v["error"].as_str().unwrap();
     assert!(
-        e.contains("default routines") && e.contains("enable = false") && e.contains("nothing was committed"),
+        e.contains("default routines")
+            && e.contains("enable = false")
+            && e.contains("nothing was committed"),
         "{v}"
     );
     assert_eq!(tree.head().unwrap(), head, "nothing committed");

@@ -114,7 +114,9 @@ fn nixos_eval_if_present_routines_knows_the_gateways_user() {
     assert!(!unit.contains("EnvironmentFile"), "{unit}");
     assert!(!unit.contains("gw.env"), "{unit}");
     assert!(
-        json["warnings"].to_string().contains("services.osmoda.routines.gatewayTokenFile"),
+        json["warnings"]
+            .to_string()
+            .contains("services.osmoda.routines.gatewayTokenFile"),
         "{}",
         json["warnings"]
     );
@@ -136,11 +138,15 @@ fn nixos_eval_if_present_routines_knows_the_gateways_user() {
         .as_str()
         .unwrap();
     assert!(
-        exec.contains("--gateway-token-file /run/credentials/osmoda-routines.service/gateway-token"),
+        exec.contains(
+            "--gateway-token-file /run/credentials/osmoda-routines.service/gateway-token"
+        ),
         "{exec}"
     );
     assert!(
-        !json["warnings"].to_string().contains("routines.gatewayTokenFile"),
+        !json["warnings"]
+            .to_string()
+            .contains("routines.gatewayTokenFile"),
         "{}",
         json["warnings"]
     );
@@ -154,10 +160,18 @@ fn nixos_eval_if_present_routines_knows_the_gateways_user() {
         rendered["daemon_secrets"]["routines.gatewayTokenFile"],
         "/var/lib/secrets/gw-token"
     );
-    assert!(rendered.get("gatewayTokenFile").is_none() && rendered["routines"].get("gatewayTokenFile").is_none());
+    assert!(
+        rendered.get("gatewayTokenFile").is_none()
+            && rendered["routines"].get("gatewayTokenFile").is_none()
+    );
     assert_eq!(
         rendered["default_routines"],
-        serde_json::json!(["failed-units", "health-snapshot", "log-scan", "morning-briefing"])
+        serde_json::json!([
+            "failed-units",
+            "health-snapshot",
+            "log-scan",
+            "morning-briefing"
+        ])
     );
     let json = eval(&check, "services.osmoda.enable = true;");
     let exec = json["units"]["osmoda-routines"]["ExecStart"]
@@ -174,7 +188,10 @@ fn an_unusable_gateway_token_file_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("token");
     std::fs::write(&empty, "\n").unwrap();
-    for (file, why) in [(empty.clone(), "is empty"), (dir.path().join("missing"), "cannot read")] {
+    for (file, why) in [
+        (empty.clone(), "is empty"),
+        (dir.path().join("missing"), "cannot read"),
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_osmoda-routines"))
             .arg("--socket")
             .arg(dir.path().join("r.sock"))

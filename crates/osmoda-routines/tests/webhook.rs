@@ -447,7 +447,10 @@ async fn a_request_that_recorded_no_run_recorded_no_replay() {
     // The cause goes away; the sender retries the same request: it runs, once.
     other.execute_batch("DROP TRIGGER full_disk;").unwrap();
     let (s, v) = post(&r, "/webhook/deploy", &now, Some(sig.clone()), body).await;
-    assert_eq!(s, 202, "the failed attempt must not have burnt the signature: {v}");
+    assert_eq!(
+        s, 202,
+        "the failed attempt must not have burnt the signature: {v}"
+    );
     let run = r.wait_run(v["run_id"].as_i64().unwrap()).await;
     assert_eq!(
         (run.status.as_str(), run.output.as_deref()),
@@ -456,6 +459,9 @@ async fn a_request_that_recorded_no_run_recorded_no_replay() {
     );
     let (s, v) = post(&r, "/webhook/deploy", &now, Some(sig), body).await;
     assert_eq!(s, 409, "{v}");
-    assert_eq!(r.state.engine.history().list(None, None, 10).unwrap().len(), 1);
+    assert_eq!(
+        r.state.engine.history().list(None, None, 10).unwrap().len(),
+        1
+    );
     r.stop().await;
 }
