@@ -145,6 +145,8 @@ let
       socket = "/run/osmoda/routines.sock";
       # Run history kept in the routines state dir.
       historyDays = 30;
+      # The gateway's token alone, for prompt actions (the systemd credential `gateway-token`).
+      gatewayTokenFile = null;
     };
     # Routines present on every machine (services.osmoda.routines.<name>; disable one with
     # `<name>.enable = false`). HEARTBEAT.md cadences: a health snapshot every 5 minutes,
@@ -319,7 +321,7 @@ let
     // (if r ? action && r.action != null then { action = renderAction r.action; } else { });
 
   # Options under services.osmoda.routines that are the daemon's own, not routines.
-  routinesKeys = serviceKeys ++ [ "historyDays" ];
+  routinesKeys = serviceKeys ++ [ "historyDays" "gatewayTokenFile" ];
 
   # services.osmoda.routines.<name>: user routines sit beside enable/package/socket; the
   # HEARTBEAT defaults are merged per routine (a user attribute replaces a default one).
@@ -483,6 +485,9 @@ let
         # Command actions run behind the same boundary as osmoda-watch's checks.
         boundary.masked_paths = maskedPaths;
         history_days = get routines "historyDays" d.routines.historyDays;
+        # The module's defaults: `/routine/remove` cannot remove them (unsetting an override
+        # brings the default back), it says to disable them.
+        default_routines = attrNames defaults.heartbeatRoutines;
       }
       # A ring1 routine names egress capabilities; agentd mints their tokens from egress.json
       # and binds their paths, which osmoda-routines checks against every secret it knows.
@@ -508,6 +513,7 @@ let
             "keyd.secretFile" = get keyd "secretFile" null;
             "mesh.secretFile" = get mesh "secretFile" null;
             "voice.gatewayTokenFile" = get voice "gatewayTokenFile" null;
+            "routines.gatewayTokenFile" = get routines "gatewayTokenFile" null;
             "gateway.environmentFile" = get gw "environmentFile" null;
             "gateway.channels.telegram.botTokenFile" =
               get (section (section gw "channels") "telegram") "botTokenFile" null;

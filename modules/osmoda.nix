@@ -471,6 +471,7 @@ in
             default = d.routines.historyDays;
             description = "Days of run history kept.";
           };
+          gatewayTokenFile = nullOr types.str "File holding only the OpenClaw gateway's token (the value of `OPENCLAW_GATEWAY_TOKEN` in `services.osmoda.gateway.environmentFile`), loaded as the systemd credential `gateway-token` for `prompt` actions: the unit gets this one secret, never the gateway's environment file with the model API keys. With the gateway on and no token, the gateway refuses the routines' prompts.";
         };
       };
     };
@@ -776,7 +777,9 @@ in
         # action sends the gateway's token only to a port held by the gateway's own user (any
         # local user can bind the port while the gateway is down).
         args = [ "--watch-socket" cfg.watch.socket ]
-          ++ lib.optionals cfg.gateway.enable [ "--gateway-user" "osmoda-gateway" ];
+          ++ lib.optionals cfg.gateway.enable [ "--gateway-user" "osmoda-gateway" ]
+          ++ lib.optionals (cfg.routines.gatewayTokenFile != null)
+          [ "--gateway-token-file" (credential "osmoda-routines" "gateway-token") ];
         # bubblewrap + setpriv (util-linux): the command boundary.
         path = [ config.systemd.package pkgs.coreutils pkgs.bubblewrap pkgs.util-linux ];
         extra.after = [ "network.target" "osmoda-agentd.service" ]
@@ -793,10 +796,11 @@ in
           SystemCallFilter = [ "@system-service" "@mount" "unshare" ];
           # Prompt actions reach the OpenClaw gateway on loopback TCP.
           RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-          # OPENCLAW_GATEWAY_TOKEN for prompt actions, from the gateway's own file (which
-          # holds the model API keys too: no core dump may carry them).
-          EnvironmentFile = lib.optional (cfg.gateway.enable && cfg.gateway.environmentFile != null)
-            cfg.gateway.environmentFile;
+          # The gateway's token alone, for prompt actions (the daemon reads it at start and
+          # hands it to no child); never the gateway's environment file with the model keys.
+          LoadCredential = lib.optional (cfg.routines.gatewayTokenFile != null)
+            "gateway-token:${cfg.routines.gatewayTokenFile}";
+          # The token must never reach a core dump.
           LimitCORE = 0;
         };
       };
@@ -871,7 +875,9 @@ in
           ++ map (p: { option = "audioDirs"; path = p; }) cfg.voice.audioDirs));
 
       warnings = lib.optional (cfg.voice.enable && cfg.gateway.enable && cfg.voice.gatewayTokenFile == null)
-        "services.osmoda.voice.gatewayTokenFile is not set: the gateway will refuse what /voice/listen hears (it needs the gateway's token; the voice unit no longer reads the gateway's environmentFile).";
+        "services.osmoda.voice.gatewayTokenFile is not set: the gateway will refuse what /voice/listen hears (it needs the gateway's token; the voice unit no longer reads the gateway's environmentFile)."
+      ++ lib.optional (cfg.routines.enable && cfg.gateway.enable && cfg.routines.gatewayTokenFile == null)
+        "services.osmoda.routines.gatewayTokenFile is not set: the gateway will refuse the routines' prompt actions, the morning briefing included (they need the gateway's token; the routines unit no longer reads the gateway's environmentFile).";
 
       systemd.services.osmoda-voice = mkDaemon {
         name = "voice";

@@ -45,8 +45,9 @@ pub struct RoutinesConfig {
     #[serde(default = "default_history_days")]
     pub history_days: u32,
     /// The OpenClaw gateway that `prompt` actions talk to (`http://127.0.0.1:<port>`), present
-    /// when `services.osmoda.gateway.enable`; its token comes from `OPENCLAW_GATEWAY_TOKEN` in
-    /// the daemon's environment (the gateway's EnvironmentFile), never from this file.
+    /// when `services.osmoda.gateway.enable`; its token comes from the unit's credential
+    /// `gateway-token` (`services.osmoda.routines.gatewayTokenFile`, `--gateway-token-file`)
+    /// or `OPENCLAW_GATEWAY_TOKEN` in local mode, never from this file.
     #[serde(default)]
     pub gateway_url: Option<String>,
     /// Names of `services.osmoda.egress.capabilities` when osmoda-egress is enabled: what a
@@ -58,6 +59,11 @@ pub struct RoutinesConfig {
     /// (`crate::binds`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub capability_paths: BTreeMap<String, Vec<PathBuf>>,
+    /// Names of the routines the module defines by default (the HEARTBEAT ones). Unsetting
+    /// an operator's definition of one brings the default back, so `/routine/remove` refuses
+    /// them and says to set `enable = false`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_routines: Vec<String>,
     /// Files holding other osModa daemons' secrets, by the option that names them
     /// (`agentd.capabilityKeyFile`, `keyd.secretFile`, `gateway.environmentFile`, ...): no
     /// routine's sandbox may bind them (`crate::binds`).

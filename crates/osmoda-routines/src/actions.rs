@@ -168,30 +168,33 @@ pub fn check_payload_size(text: &str) -> crate::Result<()> {
     Ok(())
 }
 
-/// The trigger payload as handed to the action. A webhook or manual payload over
-/// [`MAX_PAYLOAD_BYTES`] is refused before it fires; a ledger event's can be larger (agentd
-/// takes up to 1 MiB), so its payload is replaced by a note saying so, with its size and
-/// SHA-256, and the event's id, type and actor are kept: the action learns what fired it and
-/// where to read the rest (`GET /events/log?after_id=<id - 1>&limit=1` on agentd).
+/// The trigger payload as handed to the action ([`handed_payload`]).
 fn payload_text(info: &RunInfo) -> Option<String> {
-    let v = info.fired.payload.as_ref()?;
+    info.fired.payload.as_ref().map(handed_payload)
+}
+
+/// A trigger payload as an action is handed it (and as a queued run stores it). A webhook or
+/// manual payload over [`MAX_PAYLOAD_BYTES`] is refused before it fires; a ledger event's can
+/// be larger (agentd takes up to 1 MiB), so its payload is replaced by a note saying so, with
+/// its size and SHA-256, and the event's id, type and actor are kept: the action learns what
+/// fired it and where to read the rest (`GET /events/log?after_id=<id - 1>&limit=1` on
+/// agentd). Handing the result again gives it unchanged.
+pub fn handed_payload(v: &Value) -> String {
     let p = v.to_string();
     if p.len() <= MAX_PAYLOAD_BYTES {
-        return Some(p);
+        return p;
     }
     let inner = v.get("payload").map(Value::to_string).unwrap_or_default();
-    Some(
-        json!({
-            "id": v.get("id"), "type": v.get("type"), "actor": v.get("actor"),
-            "payload_omitted": {
-                "why": format!("the trigger's payload is {} bytes, over the {MAX_PAYLOAD_BYTES} \
-                               handed to a routine", p.len()),
-                "bytes": inner.len(),
-                "sha256": sha256_hex(inner.as_bytes()),
-            },
-        })
-        .to_string(),
-    )
+    json!({
+        "id": v.get("id"), "type": v.get("type"), "actor": v.get("actor"),
+        "payload_omitted": {
+            "why": format!("the trigger's payload is {} bytes, over the {MAX_PAYLOAD_BYTES} \
+                           handed to a routine", p.len()),
+            "bytes": inner.len(),
+            "sha256": sha256_hex(inner.as_bytes()),
+        },
+    })
+    .to_string()
 }
 
 /// Runs `action` to its end and says how it went; never panics, never returns early without an

@@ -14,7 +14,14 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::actions::{self, ActionEnv, Fired, RunInfo};
 use crate::error::{Result, RoutinesError};
-use crate::history::{History, Outcome};
+use crate::history::{History, NewRun, Outcome, Replay};
+
+/// A webhook request whose replay key is already in the history.
+fn replayed() -> RoutinesError {
+    RoutinesError::Conflict(
+        "this signed request was already accepted (a replay); sign a new timestamp".into(),
+    )
+}
 
 /// Runs that may wait behind a busy routine with `concurrency = "queue"`; beyond it a new run
 /// is recorded as skipped.
@@ -162,6 +169,20 @@ impl Engine {
     /// `NotFound` for an unknown routine, `Conflict` for a disabled one (nothing recorded);
     /// `History` when the run cannot be recorded.
     pub async fn fire(self: &Arc<Self>, name: &str, fired: Fired) -> Result<Fire> {
+        self.fire_once(name, fired, None).await
+    }
+
+    /// As [`Engine::fire`], recording `replay` (a webhook request's key) in the transaction
+    /// that records the run: when anything fails before, the request can be sent again.
+    ///
+    /// # Errors
+    /// As [`Engine::fire`]; `Conflict` when `replay` was already seen (nothing recorded).
+    pub async fn fire_once(
+        self: &Arc<Self>,
+        name: &str,
+        fired: Fired,
+        replay: Option<Replay>,
+    ) -> Result<Fire> {
         let cfg = self.config();
         let routine = cfg.routines.get(name).ok_or_else(|| {
             RoutinesError::NotFound(format!(
@@ -176,16 +197,26 @@ impl Engine {
         let slot = self.slot(name);
         if routine.concurrency == Concurrency::Skip && slot.lock.try_lock().is_err() {
             return self
-                .record_skip(name, &fired, "the previous run is still going")
+                .record_skip(name, &fired, "the previous run is still going", replay)
                 .await;
         }
         if slot.waiting.load(Ordering::SeqCst) >= MAX_QUEUED {
-            return self.record_skip(name, &fired, "too many runs queued").await;
+            return self
+                .record_skip(name, &fired, "too many runs queued", replay)
+                .await;
         }
-        let run_id = self
-            .history
-            .queue(name, &fired.kind, &fired.reference, &fired.lineage())?;
+        // The payload goes to the history with the run (a restart keeps it) and is read
+        // back when the run's turn comes: nothing of it waits in memory.
+        let payload = fired.payload.as_ref().map(actions::handed_payload);
+        let lineage = fired.lineage();
+        let run = NewRun {
+            payload: payload.as_deref(),
+            replay: replay.as_ref(),
+            ..NewRun::new(name, &fired.kind, &fired.reference, &lineage)
+        };
+        let run_id = self.history.record(&run, None)?.ok_or_else(replayed)?;
         let mut fired = fired;
+        fired.payload = None;
         fired.origin.get_or_insert_with(|| format!("run:{run_id}"));
         self.launch(run_id, name.to_string(), fired);
         Ok(Fire {
@@ -194,10 +225,19 @@ impl Engine {
         })
     }
 
-    async fn record_skip(&self, name: &str, fired: &Fired, why: &str) -> Result<Fire> {
-        let run_id =
-            self.history
-                .skipped(name, &fired.kind, &fired.reference, why, &fired.lineage())?;
+    async fn record_skip(
+        &self,
+        name: &str,
+        fired: &Fired,
+        why: &str,
+        replay: Option<Replay>,
+    ) -> Result<Fire> {
+        let lineage = fired.lineage();
+        let run = NewRun {
+            replay: replay.as_ref(),
+            ..NewRun::new(name, &fired.kind, &fired.reference, &lineage)
+        };
+        let run_id = self.history.record(&run, Some(why))?.ok_or_else(replayed)?;
         let mut p = routine_payload(name, run_id, fired);
         p["why"] = json!(why);
         self.report("routine.run.skipped", p).await;
@@ -280,10 +320,13 @@ impl Engine {
         }
     }
 
-    async fn execute(&self, run_id: i64, name: &str, routine: &Routine, fired: Fired) {
+    async fn execute(&self, run_id: i64, name: &str, routine: &Routine, mut fired: Fired) {
         match self.history.begin(run_id) {
-            Ok(true) => {}
-            Ok(false) => return, // already started by someone else: never twice
+            // The payload recorded with the run (by this process or one before a restart).
+            Ok(Some(payload)) => {
+                fired.payload = payload.and_then(|p| serde_json::from_str(&p).ok());
+            }
+            Ok(None) => return, // already started by someone else: never twice
             Err(e) => {
                 tracing::error!("run {run_id} of {name}: {e}");
                 return;

@@ -49,6 +49,17 @@ fn matches(pattern: &str, kind: &str) -> bool {
     }
 }
 
+/// What a run fired by ledger event `ev` (id `id`) is handed: `{id, type, actor, payload}`.
+fn handed_event(ev: &Value, id: i64) -> Value {
+    serde_json::json!({
+        "id": id,
+        "type": ev["type"],
+        "actor": ev["actor"],
+        "payload": serde_json::from_str::<Value>(ev["payload"].as_str().unwrap_or("null"))
+            .unwrap_or(Value::Null),
+    })
+}
+
 /// Longest origin chain: a run `MAX_CHAIN` hops from its first cause is cut even without a
 /// repeated routine (a long chain of distinct routines is a mistake too).
 pub const MAX_CHAIN: usize = 16;
@@ -332,6 +343,10 @@ pub async fn run(
                                 routine: name.to_string(),
                                 event: id,
                                 lineage: lineage.clone(),
+                                // Stored with the run, as its action will be handed it.
+                                payload: Some(crate::actions::handed_payload(&handed_event(
+                                    ev, id,
+                                ))),
                             },
                         )),
                         Verdict::Cut(name, why) => cut.push((name.to_string(), why)),
@@ -360,21 +375,15 @@ pub async fn run(
                     // Launched before anything awaits: a config change drops this step
                     // at an await, and a claimed run must not wait for the next start.
                     for (run_id, claim, at) in launch {
-                        let (id, ev, _, _) = &seen[at];
+                        let (id, _, _, _) = &seen[at];
                         engine.launch(
                             run_id,
                             claim.routine,
                             Fired {
                                 kind: "event".into(),
                                 reference: id.to_string(),
-                                payload: Some(serde_json::json!({
-                                    "id": id,
-                                    "type": ev["type"],
-                                    "actor": ev["actor"],
-                                    "payload": serde_json::from_str::<Value>(
-                                        ev["payload"].as_str().unwrap_or("null")
-                                    ).unwrap_or(Value::Null),
-                                })),
+                                // In the history with the run; read when its turn comes.
+                                payload: None,
                                 chain: claim.lineage.chain,
                                 origin: claim.lineage.origin,
                             },

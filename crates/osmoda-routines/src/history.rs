@@ -96,7 +96,8 @@ CREATE TABLE IF NOT EXISTS runs (
     duration_ms INTEGER,
     output_truncated INTEGER NOT NULL DEFAULT 0,
     origin TEXT,
-    chain TEXT
+    chain TEXT,
+    payload TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_event_once ON runs (routine, trigger_ref) WHERE trigger = 'event';
 CREATE INDEX IF NOT EXISTS runs_routine ON runs (routine, id);
@@ -120,6 +121,68 @@ pub fn rfc3339(ms: i64) -> String {
 
 fn db(e: rusqlite::Error) -> RoutinesError {
     RoutinesError::History(e.to_string())
+}
+
+/// A run to record ([`History::record`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewRun<'a> {
+    /// Routine name.
+    pub routine: &'a str,
+    /// `cron`, `interval`, `webhook`, `manual`, `missed`.
+    pub trigger: &'a str,
+    /// What fired it.
+    pub trigger_ref: &'a str,
+    /// Its lineage.
+    pub lineage: &'a Lineage,
+    /// What its action will be handed (already reduced: [`crate::actions::handed_payload`]).
+    pub payload: Option<&'a str>,
+    /// A webhook request's replay record, written with the run or not at all.
+    pub replay: Option<&'a Replay>,
+}
+
+impl<'a> NewRun<'a> {
+    /// A run of `routine` fired by `trigger` (`trigger_ref`) with `lineage`, no payload, no
+    /// replay record.
+    pub fn new(
+        routine: &'a str,
+        trigger: &'a str,
+        trigger_ref: &'a str,
+        lineage: &'a Lineage,
+    ) -> NewRun<'a> {
+        NewRun {
+            routine,
+            trigger,
+            trigger_ref,
+            lineage,
+            payload: None,
+            replay: None,
+        }
+    }
+}
+
+/// A webhook request's replay key (its path and MAC, hashed) and when it was accepted (ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// The key: one replay store per webhook.
+    pub key: String,
+    /// When it was accepted (Unix ms).
+    pub at_ms: i64,
+}
+
+/// Remembers webhook MAC `mac` accepted at `now` (ms) on `c` (a connection or a transaction);
+/// `false` when it was already seen. See [`History::webhook_first_seen`] for how long.
+fn seen_first(c: &Connection, mac: &str, now: i64) -> rusqlite::Result<bool> {
+    let keep_ms =
+        i64::try_from(osmoda_config::routines::MAX_SECS.saturating_mul(2000)).unwrap_or(i64::MAX);
+    c.execute(
+        "DELETE FROM webhook_seen WHERE at_ms < ?1",
+        params![now.saturating_sub(keep_ms)],
+    )?;
+    let n = c.execute(
+        "INSERT OR IGNORE INTO webhook_seen (mac, at_ms) VALUES (?1, ?2)",
+        params![mac, now],
+    )?;
+    Ok(n == 1)
 }
 
 impl History {
@@ -146,6 +209,7 @@ impl History {
             ),
             ("origin", "ALTER TABLE runs ADD COLUMN origin TEXT"),
             ("chain", "ALTER TABLE runs ADD COLUMN chain TEXT"),
+            ("payload", "ALTER TABLE runs ADD COLUMN payload TEXT"),
         ] {
             let has: i64 = conn
                 .query_row(
@@ -201,22 +265,52 @@ impl History {
         trigger_ref: &str,
         lineage: &Lineage,
     ) -> Result<i64> {
-        self.insert(routine, trigger, trigger_ref, "queued", None, lineage)
+        self.record(&NewRun::new(routine, trigger, trigger_ref, lineage), None)?
+            .ok_or_else(|| RoutinesError::History("no run recorded".into()))
     }
 
-    /// Marks a queued run `running` as its action starts; `false` when it was not queued.
+    /// Records `run` — `queued`, or `skipped` with `skipped`'s reason — with its payload and,
+    /// for a webhook, its replay record, all in one transaction: a request that recorded no
+    /// run recorded no replay, and a queued run's payload survives a restart. `Ok(None)`: the
+    /// replay key was already seen (nothing recorded).
+    ///
+    /// # Errors
+    /// On a database failure (nothing is recorded).
+    pub fn record(&self, run: &NewRun<'_>, skipped: Option<&str>) -> Result<Option<i64>> {
+        let status = if skipped.is_some() {
+            "skipped"
+        } else {
+            "queued"
+        };
+        self.insert(run, status, skipped)
+    }
+
+    /// Marks a queued run `running` as its action starts and hands over its stored payload
+    /// (cleared from the row: the run has it now); `None` when it was not queued.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn begin(&self, id: i64) -> Result<bool> {
+    pub fn begin(&self, id: i64) -> Result<Option<Option<String>>> {
         let ms = now_ms();
         self.with(|c| {
-            c.execute(
-                "UPDATE runs SET status = 'running', started_at = ?2, started_ms = ?3 \
-                 WHERE id = ?1 AND status = 'queued'",
-                params![id, rfc3339(ms), ms],
-            )
-            .map(|n| n == 1)
+            let tx = c.transaction()?;
+            // RETURNING gives the row as updated, so the payload is read first.
+            let payload: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT payload FROM runs WHERE id = ?1 AND status = 'queued'",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if payload.is_some() {
+                tx.execute(
+                    "UPDATE runs SET status = 'running', started_at = ?2, started_ms = ?3, \
+                     payload = NULL WHERE id = ?1 AND status = 'queued'",
+                    params![id, rfc3339(ms), ms],
+                )?;
+            }
+            tx.commit()?;
+            Ok(payload)
         })
     }
 
@@ -227,8 +321,8 @@ impl History {
     pub fn skip(&self, id: i64, why: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE runs SET status = 'skipped', ended_at = ?2, error = ?3, duration_ms = 0 \
-                 WHERE id = ?1 AND status = 'queued'",
+                "UPDATE runs SET status = 'skipped', ended_at = ?2, error = ?3, duration_ms = 0, \
+                 payload = NULL WHERE id = ?1 AND status = 'queued'",
                 params![id, rfc3339(now_ms()), why],
             )
             .map(drop)
@@ -273,48 +367,52 @@ impl History {
         why: &str,
         lineage: &Lineage,
     ) -> Result<i64> {
-        self.insert(routine, trigger, trigger_ref, "skipped", Some(why), lineage)
+        self.record(
+            &NewRun::new(routine, trigger, trigger_ref, lineage),
+            Some(why),
+        )?
+        .ok_or_else(|| RoutinesError::History("no run recorded".into()))
     }
 
-    fn insert(
-        &self,
-        routine: &str,
-        trigger: &str,
-        trigger_ref: &str,
-        status: &str,
-        skipped: Option<&str>,
-        lineage: &Lineage,
-    ) -> Result<i64> {
+    fn insert(&self, run: &NewRun<'_>, status: &str, skipped: Option<&str>) -> Result<Option<i64>> {
         let ms = now_ms();
-        let chain = serde_json::to_string(&lineage.chain).unwrap_or_else(|_| "[]".into());
+        let chain = serde_json::to_string(&run.lineage.chain).unwrap_or_else(|_| "[]".into());
+        // A skipped run never starts: it keeps no payload.
+        let payload = if skipped.is_none() { run.payload } else { None };
         self.with(|c| {
             let tx = c.transaction()?;
+            if let Some(r) = &run.replay {
+                if !seen_first(&tx, &r.key, r.at_ms)? {
+                    return Ok(None);
+                }
+            }
             tx.execute(
                 "INSERT INTO runs (routine, trigger, trigger_ref, started_at, started_ms, status, \
-                 ended_at, error, duration_ms, origin, chain) \
+                 ended_at, error, duration_ms, origin, chain, payload) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?7 IS NULL THEN NULL ELSE ?4 END, ?7, \
-                 CASE WHEN ?7 IS NULL THEN NULL ELSE 0 END, ?8, ?9)",
+                 CASE WHEN ?7 IS NULL THEN NULL ELSE 0 END, ?8, ?9, ?10)",
                 params![
-                    routine,
-                    trigger,
-                    trigger_ref,
+                    run.routine,
+                    run.trigger,
+                    run.trigger_ref,
                     rfc3339(ms),
                     ms,
                     status,
                     skipped,
-                    lineage.origin,
-                    chain
+                    run.lineage.origin,
+                    chain,
+                    payload
                 ],
             )?;
             let id = tx.last_insert_rowid();
-            if lineage.origin.is_none() {
+            if run.lineage.origin.is_none() {
                 tx.execute(
                     "UPDATE runs SET origin = 'run:' || id WHERE id = ?1",
                     params![id],
                 )?;
             }
             tx.commit()?;
-            Ok(id)
+            Ok(Some(id))
         })
     }
 
@@ -433,19 +531,7 @@ impl History {
     /// # Errors
     /// On a database failure.
     pub fn webhook_first_seen(&self, mac: &str, now: i64) -> Result<bool> {
-        let keep_ms = i64::try_from(osmoda_config::routines::MAX_SECS.saturating_mul(2000))
-            .unwrap_or(i64::MAX);
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM webhook_seen WHERE at_ms < ?1",
-                params![now.saturating_sub(keep_ms)],
-            )?;
-            let n = c.execute(
-                "INSERT OR IGNORE INTO webhook_seen (mac, at_ms) VALUES (?1, ?2)",
-                params![mac, now],
-            )?;
-            Ok(n == 1)
-        })
+        self.with(|c| seen_first(c, mac, now))
     }
 
     /// Runs newest first, optionally of one routine, with ids below `before_id`.
@@ -566,7 +652,9 @@ impl History {
             .find(|r| r.id == id))
     }
 
-    /// Deletes finished runs that started more than `days` days ago; returns how many.
+    /// Deletes runs that ended and started more than `days` days ago; returns how many. A run
+    /// that has not ended (`queued`, waiting for its turn however long; `running`) is never
+    /// deleted: it would never run, and an event claimed for it would have fired nothing.
     ///
     /// # Errors
     /// On a database failure.
@@ -574,7 +662,7 @@ impl History {
         let cutoff = now_ms() - i64::from(days) * 86_400_000;
         self.with(|c| {
             c.execute(
-                "DELETE FROM runs WHERE started_ms < ?1 AND status != 'running'",
+                "DELETE FROM runs WHERE started_ms < ?1 AND status NOT IN ('running', 'queued')",
                 params![cutoff],
             )
         })
@@ -612,6 +700,7 @@ mod tests {
                 origin: Some("event:5".into()),
                 chain: Vec::new(),
             },
+            payload: Some(format!("{{\"for\":\"{r}\"}}")),
         };
         let pairs = vec![claim("a"), claim("b")];
         let runs = |v: Vec<Claimed>| v.iter().filter(|c| matches!(c, Claimed::Run(_))).count();
@@ -624,8 +713,8 @@ mod tests {
         assert_eq!(h.cursor().unwrap(), Some(5));
         // One started, one still queued when the process dies.
         let first = h.queued().unwrap()[0].id;
-        assert!(h.begin(first).unwrap());
-        assert!(!h.begin(first).unwrap(), "a run starts once");
+        assert!(h.begin(first).unwrap().is_some());
+        assert!(h.begin(first).unwrap().is_none(), "a run starts once");
         drop(h);
         let (h, interrupted) = History::open(&dir.path().join("r.db")).unwrap();
         assert_eq!(interrupted, 1);
@@ -633,6 +722,11 @@ mod tests {
         let queued = h.queued().unwrap();
         assert_eq!(queued.len(), 1, "the unstarted run is still due");
         assert_eq!(queued[0].lineage.origin.as_deref(), Some("event:5"));
+        // With the payload its event was claimed with: a restart loses nothing of it.
+        assert_eq!(
+            h.begin(queued[0].id).unwrap(),
+            Some(Some("{\"for\":\"b\"}".to_string()))
+        );
         assert_eq!(runs(h.claim_events(&pairs, 5).unwrap()), 0);
     }
 
@@ -690,7 +784,7 @@ mod tests {
             let id = h
                 .queue("r", "manual", &i.to_string(), &Lineage::default())
                 .unwrap();
-            assert!(h.begin(id).unwrap());
+            assert!(h.begin(id).unwrap().is_some());
             let o = Outcome {
                 ok: i % 2 == 0,
                 exit: Some(i),
@@ -712,8 +806,18 @@ mod tests {
         assert_eq!(next[0].status, "ok");
         assert!(h.list(Some("other"), None, 10).unwrap().is_empty());
         assert_eq!(h.prune(1).unwrap(), 0);
+        // Runs that have not ended, however old: one waiting for its turn (a claimed event's
+        // run), one going. Retention never deletes them.
+        let waiting = h.queue("r", "event", "77", &Lineage::default()).unwrap();
+        let going = h.queue("r", "manual", "x", &Lineage::default()).unwrap();
+        assert!(h.begin(going).unwrap().is_some());
         h.with(|c| c.execute("UPDATE runs SET started_ms = 0", []))
             .unwrap();
         assert_eq!(h.prune(1).unwrap(), 5);
+        assert_eq!(
+            h.queued().unwrap().iter().map(|q| q.id).collect::<Vec<_>>(),
+            [waiting]
+        );
+        assert_eq!(h.count("running").unwrap(), 1);
     }
 }

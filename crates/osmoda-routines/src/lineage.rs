@@ -46,6 +46,9 @@ pub struct Claim {
     pub event: i64,
     /// The run's lineage (`origin` set: the event's seed).
     pub lineage: Lineage,
+    /// What the run's action will be handed (the event, reduced as
+    /// [`crate::actions::handed_payload`] does), stored with the run.
+    pub payload: Option<String>,
 }
 
 /// What claiming a pair did.
@@ -86,7 +89,8 @@ impl History {
                     tx.prepare_cached("SELECT 1 FROM runs WHERE origin = ?1 AND routine = ?2")?;
                 let mut ins = tx.prepare_cached(
                     "INSERT INTO runs (routine, trigger, trigger_ref, started_at, started_ms, \
-                     status, origin, chain) VALUES (?1, 'event', ?2, ?3, ?4, 'queued', ?5, ?6)",
+                     status, origin, chain, payload) \
+                     VALUES (?1, 'event', ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
                 )?;
                 for cl in claims {
                     let event = cl.event.to_string();
@@ -110,7 +114,15 @@ impl History {
                     } else {
                         let chain = serde_json::to_string(&cl.lineage.chain)
                             .unwrap_or_else(|_| "[]".into());
-                        ins.execute(params![cl.routine, event, rfc3339(ms), ms, origin, chain])?;
+                        ins.execute(params![
+                            cl.routine,
+                            event,
+                            rfc3339(ms),
+                            ms,
+                            origin,
+                            chain,
+                            cl.payload
+                        ])?;
                         out.push(Claimed::Run(tx.last_insert_rowid()));
                     }
                 }
@@ -153,6 +165,7 @@ mod tests {
                 origin: Some(origin.into()),
                 chain: vec!["seed".into()],
             },
+            payload: None,
         }
     }
 

@@ -33,6 +33,11 @@ struct Cli {
     /// only when that user's socket holds the gateway's port. Default: this daemon's user.
     #[arg(long, value_name = "USER")]
     gateway_user: Option<String>,
+    /// A file holding only the OpenClaw gateway's token, for prompt actions (the NixOS unit's
+    /// credential `gateway-token`, from `services.osmoda.routines.gatewayTokenFile`); without
+    /// it, `OPENCLAW_GATEWAY_TOKEN` from the environment (local mode).
+    #[arg(long, value_name = "FILE")]
+    gateway_token_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -67,8 +72,35 @@ fn main() -> anyhow::Result<()> {
         println!("{}: ok", file.display());
         return Ok(());
     }
+    // Taken out of the environment before any thread starts: no child inherits it (commands
+    // get a cleared environment anyway).
+    let env_token = std::env::var("OPENCLAW_GATEWAY_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    std::env::remove_var("OPENCLAW_GATEWAY_TOKEN");
+    let token = match &cli.gateway_token_file {
+        Some(f) => Some(read_token(f)?),
+        None => env_token,
+    };
     osmoda_daemon::init_tracing();
-    tokio::runtime::Runtime::new()?.block_on(run(cli))
+    tokio::runtime::Runtime::new()?.block_on(run(cli, token))
+}
+
+/// The gateway's token from `file` (trimmed; an empty file is refused).
+fn read_token(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the gateway token file {}: {e} (services.osmoda.routines.gatewayTokenFile)",
+            file.display()
+        )
+    })?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the gateway token file {} is empty (services.osmoda.routines.gatewayTokenFile)",
+        file.display()
+    );
+    Ok(token.to_owned())
 }
 
 /// The uid of `user` (a name, or a number that names an existing user).
@@ -92,16 +124,15 @@ fn options(cli: &Cli) -> anyhow::Result<Options> {
         socket: cli.socket.clone(),
         masks: cli.masks.clone(),
         clock: Clock::System,
-        gateway_token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
+        gateway_token: None,
         gateway_uid: cli.gateway_user.as_deref().map(uid_of).transpose()?,
     })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, token: Option<String>) -> anyhow::Result<()> {
     osmoda_daemon::raise_fd_limit()?;
-    let opts = options(&cli)?;
+    let mut opts = options(&cli)?;
+    opts.gateway_token = token;
     let state = AppState::open(opts).await?;
     // Mode 0660: the agent (group osmoda) may call it, like agentd's agent socket.
     let (listener, shutdown) = osmoda_daemon::listen("osmoda-routines", &cli.socket, 0o660)?;

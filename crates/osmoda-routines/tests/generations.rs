@@ -163,6 +163,50 @@ async fn add_commits_switches_and_the_routine_runs_from_the_rendered_config() {
         v["error"].as_str().unwrap().contains("enable = false"),
         "{v}"
     );
+    // Overridden in the tree, a default is still not removable: unsetting the override would
+    // bring the default back while the answer said "removed". Refused, nothing committed.
+    let (s, v) = r
+        .post(
+            "/routine/add",
+            json!({ "name": "health-snapshot", "trigger": { "type": "interval", "seconds": 600 },
+                    "action": { "type": "http", "method": "GET", "path": "/health" },
+                    "ttl_secs": 1 }),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(w.wait(&v["switch"]["id"]).await["state"], "committed");
+    let start = Instant::now();
+    loop {
+        let (_, list) = r.get("/routine/list").await;
+        let hs = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "health-snapshot")
+            .cloned()
+            .unwrap();
+        if hs["trigger"]["seconds"] == 600 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{hs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let head = tree.head().unwrap();
+    let (s, v) = r
+        .client()
+        .delete("/routine/remove/health-snapshot")
+        .await
+        .map(|x| (x.status, x.body))
+        .unwrap();
+    assert_eq!(s, 409, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("default routines")
+            && e.contains("enable = false")
+            && e.contains("nothing was committed"),
+        "{v}"
+    );
+    assert_eq!(tree.head().unwrap(), head, "nothing committed");
 
     // Two edits in a row (another switch probing): the second commit lands and its switch is
     // queued, then begun by osmoda-routines as soon as osmoda-watch takes one — it is not left

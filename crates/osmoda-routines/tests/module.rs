@@ -108,9 +108,109 @@ fn nixos_eval_if_present_routines_knows_the_gateways_user() {
     )
     .unwrap();
     assert_eq!(rendered["gateway_url"], "http://127.0.0.1:18790");
+    // The gateway's environment file (model API keys) never reaches the routines unit; without
+    // a token file of its own the module warns that the prompts will be refused.
+    let unit = json["units"]["osmoda-routines"]["text"].as_str().unwrap();
+    assert!(!unit.contains("EnvironmentFile"), "{unit}");
+    assert!(!unit.contains("gw.env"), "{unit}");
+    assert!(
+        json["warnings"]
+            .to_string()
+            .contains("services.osmoda.routines.gatewayTokenFile"),
+        "{}",
+        json["warnings"]
+    );
+    // With one: that file alone, as the credential `gateway-token` the daemon reads at start,
+    // and listed among the secrets no routine's sandbox may bind.
+    let json = eval(
+        &check,
+        r#"services.osmoda = { enable = true;
+             gateway = { enable = true; port = 18790; environmentFile = "/var/lib/secrets/gw.env"; };
+             routines.gatewayTokenFile = "/var/lib/secrets/gw-token"; };"#,
+    );
+    let unit = json["units"]["osmoda-routines"]["text"].as_str().unwrap();
+    assert!(
+        unit.contains("LoadCredential=gateway-token:/var/lib/secrets/gw-token")
+            && !unit.contains("EnvironmentFile"),
+        "{unit}"
+    );
+    let exec = json["units"]["osmoda-routines"]["ExecStart"]
+        .as_str()
+        .unwrap();
+    assert!(
+        exec.contains(
+            "--gateway-token-file /run/credentials/osmoda-routines.service/gateway-token"
+        ),
+        "{exec}"
+    );
+    assert!(
+        !json["warnings"]
+            .to_string()
+            .contains("routines.gatewayTokenFile"),
+        "{}",
+        json["warnings"]
+    );
+    let rendered: serde_json::Value = serde_json::from_str(
+        json["etc"]["osmoda/routines.json"]["text"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rendered["daemon_secrets"]["routines.gatewayTokenFile"],
+        "/var/lib/secrets/gw-token"
+    );
+    assert!(
+        rendered.get("gatewayTokenFile").is_none()
+            && rendered["routines"].get("gatewayTokenFile").is_none()
+    );
+    assert_eq!(
+        rendered["default_routines"],
+        serde_json::json!([
+            "failed-units",
+            "health-snapshot",
+            "log-scan",
+            "morning-briefing"
+        ])
+    );
     let json = eval(&check, "services.osmoda.enable = true;");
     let exec = json["units"]["osmoda-routines"]["ExecStart"]
         .as_str()
         .unwrap();
     assert!(!exec.contains("--gateway-user"), "{exec}");
+}
+
+/// The token file is read at start: a missing or empty one stops the daemon before it binds
+/// anything, naming the option (a daemon that started without it would send every prompt
+/// unauthenticated).
+#[test]
+fn an_unusable_gateway_token_file_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("token");
+    std::fs::write(&empty, "\n").unwrap();
+    for (file, why) in [
+        (empty.clone(), "is empty"),
+        (dir.path().join("missing"), "cannot read"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_osmoda-routines"))
+            .arg("--socket")
+            .arg(dir.path().join("r.sock"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--config")
+            .arg(dir.path().join("routines.json"))
+            .arg("--gateway-token-file")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains(why)
+                && err.contains("services.osmoda.routines.gatewayTokenFile"),
+            "{why}: {err}"
+        );
+        assert!(!dir.path().join("r.sock").exists());
+        assert!(!dir.path().join("state").exists());
+    }
 }

@@ -609,3 +609,79 @@ async fn history_pages_show_a_bounded_part_of_each_output() {
     assert_eq!(s, 404, "{e}");
     r.stop().await;
 }
+
+/// A queued run's payload is kept with the run in the history, not in memory: runs queued
+/// behind a busy `queue` routine — a manual trigger's payload and a ledger event — that had
+/// not started when the daemon stopped run after the restart with the payload they were
+/// queued with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_runs_payload_survives_a_restart() {
+    let dir = scratch();
+    let d = dir.path();
+    let agentd = Agentd::start(d, None);
+    let gate = d.join("go");
+    // Holds its turn until the test creates `go`, then prints what it was handed.
+    let wait = cmd(
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "while [ ! -e {} ]; do sleep 0.05; done; printf %s \"$OSMODA_PAYLOAD\"",
+                gate.display()
+            ),
+        ],
+        json!({ "timeout_secs": 60 }),
+    );
+    let queue = json!({ "concurrency": "queue" });
+    let mut ev = manual(wait.clone(), queue.clone());
+    ev["trigger"] = json!({ "type": "event", "match": "test.queued" });
+    write_config(d, json!({ "q": manual(wait, queue), "ev": ev }));
+    let opts = options(d, &agentd.socket);
+    let r = Routines::start(opts.clone()).await;
+    common::subscribed(&r).await;
+
+    let (_, first) = trigger(&r, "q", json!({ "payload": { "n": 1 } })).await;
+    let (_, second) = trigger(&r, "q", json!({ "payload": { "n": 2 } })).await;
+    assert_eq!(second["status"], "queued", "{second}");
+    agentd.append("test.queued", json!({ "n": "e1" })).await;
+    let e2 = agentd.append("test.queued", json!({ "n": "e2" })).await;
+    // Both first runs hold their turn; the event's second run is claimed.
+    let h = std::sync::Arc::clone(r.state.engine.history());
+    let start = std::time::Instant::now();
+    while r.state.engine.active() < 2
+        || !h
+            .list(Some("ev"), None, 10)
+            .unwrap()
+            .iter()
+            .any(|x| x.trigger_ref == e2.to_string())
+    {
+        assert!(start.elapsed().as_secs() < 60, "the runs did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Stop starting runs, let the first ones end, stop: the second ones stay queued.
+    r.state.engine.stop(std::time::Duration::ZERO).await;
+    std::fs::write(&gate, "").unwrap();
+    r.wait_run(first["run_id"].as_i64().unwrap()).await;
+    r.stop().await;
+    let queued = h.queued().unwrap();
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    drop(h);
+
+    let r = Routines::start(opts).await;
+    let run = r.wait_run(second["run_id"].as_i64().unwrap()).await;
+    assert_eq!(
+        (run.status.as_str(), run.output.as_deref()),
+        ("ok", Some(r#"{"n":2}"#)),
+        "{run:?}"
+    );
+    let ev_run = queued.iter().find(|q| q.routine == "ev").unwrap().id;
+    let run = r.wait_run(ev_run).await;
+    assert_eq!(run.status, "ok", "{run:?}");
+    let handed: Value = serde_json::from_str(run.output.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (&handed["id"], &handed["type"], &handed["payload"]),
+        (&json!(e2), &json!("test.queued"), &json!({ "n": "e2" })),
+        "{handed}"
+    );
+    r.stop().await;
+}

@@ -400,3 +400,68 @@ async fn a_short_window_never_shortens_another_webhooks_memory() {
     assert_eq!(long_runs.len(), 1, "{long_runs:?}");
     r.stop().await;
 }
+
+/// The replay record lands with the run or not at all: a signed request that could not be
+/// recorded (here the history refuses the insert, as on a full disk) ran nothing and burns
+/// nothing — the sender's retry of the very same request runs once, and only then is it a
+/// replay. A queued webhook run keeps its body across a restart (`tests/runs.rs`).
+#[tokio::test]
+async fn a_request_that_recorded_no_run_recorded_no_replay() {
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    let secret_file = dir.path().join("hook.secret");
+    common::write_secret(&secret_file, "s3cret-for-the-hook\n");
+    write_config(
+        dir.path(),
+        json!({ "deploy": {
+            "enable": true,
+            "trigger": { "type": "webhook", "path": "deploy", "secret_file": secret_file },
+            "action": { "type": "command", "command": ["sh", "-c", "printf %s \"$OSMODA_PAYLOAD\""], "timeout_secs": 20 },
+        }}),
+    );
+    let opts = options(dir.path(), &agentd.socket);
+    let db = opts.state_dir.join("routines.db");
+    let r = Routines::start(opts).await;
+    let now = chrono::Utc::now().timestamp().to_string();
+    let body = br#"{"ref":"v2"}"#;
+    let sig = hex::encode(sign(b"s3cret-for-the-hook", &now, "deploy", body).unwrap());
+
+    // Another connection to the same database makes every insert of a webhook run fail.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other
+        .execute_batch(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON runs WHEN NEW.trigger = 'webhook' \
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+        )
+        .unwrap();
+    let (s, v) = post(&r, "/webhook/deploy", &now, Some(sig.clone()), body).await;
+    assert_eq!(s, 500, "{v}");
+    assert!(r
+        .state
+        .engine
+        .history()
+        .list(None, None, 10)
+        .unwrap()
+        .is_empty());
+
+    // The cause goes away; the sender retries the same request: it runs, once.
+    other.execute_batch("DROP TRIGGER full_disk;").unwrap();
+    let (s, v) = post(&r, "/webhook/deploy", &now, Some(sig.clone()), body).await;
+    assert_eq!(
+        s, 202,
+        "the failed attempt must not have burnt the signature: {v}"
+    );
+    let run = r.wait_run(v["run_id"].as_i64().unwrap()).await;
+    assert_eq!(
+        (run.status.as_str(), run.output.as_deref()),
+        ("ok", Some(r#"{"ref":"v2"}"#)),
+        "{run:?}"
+    );
+    let (s, v) = post(&r, "/webhook/deploy", &now, Some(sig), body).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(
+        r.state.engine.history().list(None, None, 10).unwrap().len(),
+        1
+    );
+    r.stop().await;
+}

@@ -561,8 +561,21 @@ pub(super) async fn remove(
 ) -> Result<(axum::http::StatusCode, axum::Json<Value>), ApiError> {
     let Query(q) = q?;
     check_name(&id)?;
+    // A module default cannot be removed, overridden in the tree or not: unsetting the
+    // override would bring the default back while the answer said "removed".
+    let cfg = st.engine.config();
+    if cfg.default_routines.iter().any(|d| *d == id) {
+        return Err(RoutinesError::Conflict(format!(
+            "routine {id:?} is one of the module's default routines: removing it from the config \
+             tree would bring the default back, not remove it; nothing was committed. Stop it \
+             with `services.osmoda.routines.{id}.enable = false` (`agentctl config set \
+             services.osmoda.routines.{id}.enable false -m <why>`), or go back to the default \
+             with `agentctl config unset services.osmoda.routines.{id} -m <why>`"
+        ))
+        .into());
+    }
     // The tree decides what exists: a routine committed but not yet applied can be removed.
-    let in_force = st.engine.config().routines.contains_key(&id);
+    let in_force = cfg.routines.contains_key(&id);
     watch_reachable(&st).await?;
     let reason = asked_by(
         q.reason.unwrap_or_else(|| format!("remove routine {id}")),

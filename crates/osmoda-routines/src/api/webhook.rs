@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{ApiError, UrlPath};
 use crate::actions::Fired;
 use crate::error::RoutinesError;
+use crate::history::Replay;
 use crate::AppState;
 
 /// Header with the request's Unix time in seconds (part of the signed content).
@@ -122,16 +123,6 @@ pub(super) async fn webhook(
             .chain_update(&sig)
             .finalize(),
     );
-    if !st
-        .engine
-        .history()
-        .webhook_first_seen(&id, now.saturating_mul(1000))?
-    {
-        return Err(RoutinesError::Conflict(
-            "this signed request was already accepted (a replay); sign a new timestamp".into(),
-        )
-        .into());
-    }
     let fired = Fired {
         kind: "webhook".into(),
         reference: id[..16].to_string(),
@@ -139,7 +130,12 @@ pub(super) async fn webhook(
         chain: Vec::new(),
         origin: None,
     };
-    let f = st.engine.fire(&name, fired).await?;
+    // Recorded with the run, or not at all: a request that ran nothing can be sent again.
+    let replay = Replay {
+        key: id,
+        at_ms: now.saturating_mul(1000),
+    };
+    let f = st.engine.fire_once(&name, fired, Some(replay)).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "routine": name, "run_id": f.run_id, "status": f.status })),
