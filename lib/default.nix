@@ -254,6 +254,8 @@ let
       language = "en";
       audioDirs = [ ];
       pipewireRuntimeDir = "/run/pipewire";
+      pipewireUser = null;
+      source = null;
       gatewayTokenFile = null;
       memoryMax = "1536M";
     };
@@ -568,7 +570,7 @@ let
         };
 
       voice =
-        extra voice (serviceKeys ++ [ "whisperModel" "piperModel" "language" "audioDirs" "pipewireRuntimeDir" "gatewayTokenFile" "memoryMax" ])
+        extra voice (serviceKeys ++ [ "whisperModel" "piperModel" "language" "audioDirs" "pipewireRuntimeDir" "pipewireUser" "source" "gatewayTokenFile" "memoryMax" ])
         // opt "whisper_model" voice "whisperModel"
         // opt "piper_model" voice "piperModel"
         // {
@@ -665,7 +667,7 @@ let
               ++ (if dn == "agentd" then [ "approvalSocket" "validate" "capabilityKeyFile" ] else [ ])
               ++ (if dn == "egress" then [ "proxySocket" ] else [ ])
               ++ (if dn == "mesh" then [ "openFirewall" ] else [ ])
-              ++ (if dn == "voice" then [ "pipewireRuntimeDir" "gatewayTokenFile" "memoryMax" ] else [ ]))))
+              ++ (if dn == "voice" then [ "pipewireRuntimeDir" "pipewireUser" "source" "gatewayTokenFile" "memoryMax" ] else [ ]))))
         daemonNames;
       top = map (k: p + k) (filter (k: setIn cfg k) [ "stateDir" "configTree" "configTreeTemplate" "configRevision" "gateway" ]);
       disabled = if get cfg "enable" true == false then [ "${p}enable" ] else [ ];

@@ -263,6 +263,11 @@ let
 
   # What the hardened baseline hides from a unit (ProtectHome, PrivateTmp).
   voiceHiddenDirs = [ "/home" "/root" "/run/user" "/tmp" "/var/tmp" ];
+  # services.osmoda.voice.pipewireUser: that user's uid (as a string) and runtime dir.
+  voicePwUid =
+    if cfg.voice.pipewireUser == null then null
+    else lib.mapNullable toString (config.users.users.${cfg.voice.pipewireUser} or { uid = null; }).uid;
+  voicePwDir = if voicePwUid == null then cfg.voice.pipewireRuntimeDir else "/run/user/${voicePwUid}";
 
   # One hardened baseline for every unit; each daemon loosens it with a comment.
   hardening = {
@@ -547,8 +552,10 @@ in
       pipewireRuntimeDir = mkOption {
         type = types.str;
         default = d.voice.pipewireRuntimeDir;
-        description = "Directory of the PipeWire socket (`pipewire-0`) osmoda-voice plays and records through: `/run/pipewire` for a system-wide PipeWire (`services.pipewire.systemWide`; the unit joins its group `pipewire`). Another directory must let user osmoda-voice reach the socket.";
+        description = "Directory of the PipeWire socket (`pipewire-0`) osmoda-voice plays and records through: `/run/pipewire` for a system-wide PipeWire (`services.pipewire.systemWide`; the unit joins its group `pipewire`). Another directory must let user osmoda-voice reach the socket. For a person's own (user-session) PipeWire, set `pipewireUser` instead.";
       };
+      pipewireUser = nullOr types.str "A user whose session PipeWire (`/run/user/<uid>/pipewire-0`) osmoda-voice plays and records through, instead of `pipewireRuntimeDir`; `users.users.<name>.uid` must be set. The unit keeps that user's service manager running (so its runtime dir and PipeWire exist from boot, as lingering does), sees that runtime dir alone under /run/user, and is granted the socket by an ACL (`u:osmoda-voice:rw` on `pipewire-0`, search on the dir) set at each start. Whoever can reach a PipeWire server can feed its sources: see `source`.";
+      source = nullOr types.str "The PipeWire node (`node.name`, e.g. `alsa_input.pci-0000_00_1f.3.analog-stereo`) `/voice/record` and `/voice/listen` capture from; null: the server's default source. Any client of the PipeWire server may create a source and make it the default, and what is captured reaches the agent as the owner's words: naming the microphone stops that (the recorder is linked to this node only, never to a fallback). A client of the server can still move or feed the recorder's stream: access to the PipeWire server is the power to speak to the agent.";
       gatewayTokenFile = nullOr types.str "File holding only the OpenClaw gateway's token (the value of `OPENCLAW_GATEWAY_TOKEN` in `services.osmoda.gateway.environmentFile`), loaded as the systemd credential `gateway-token`: the unit gets this one secret, never the gateway's environment file with the model API keys. With the gateway on and no token, the gateway refuses what `/voice/listen` hears.";
       memoryMax = mkOption {
         type = types.str;
@@ -869,10 +876,20 @@ in
       assertions = lib.optionals cfg.voice.enable (map
         (o: {
           assertion = !(lib.any (pre: lib.hasPrefix "${pre}/" "${o.path}/") voiceHiddenDirs);
-          message = "services.osmoda.voice.${o.option} = \"${o.path}\" is under ${lib.concatStringsSep ", " voiceHiddenDirs}, which the osmoda-voice unit cannot see (ProtectHome, PrivateTmp); use a directory elsewhere (e.g. under /srv or /var/lib).";
+          message = "services.osmoda.voice.${o.option} = \"${o.path}\" is under ${lib.concatStringsSep ", " voiceHiddenDirs}, which the osmoda-voice unit cannot see (ProtectHome, PrivateTmp); use a directory elsewhere (e.g. under /srv or /var/lib), or services.osmoda.voice.pipewireUser for a person's session PipeWire.";
         })
         ([{ option = "pipewireRuntimeDir"; path = cfg.voice.pipewireRuntimeDir; }]
-          ++ map (p: { option = "audioDirs"; path = p; }) cfg.voice.audioDirs));
+          ++ map (p: { option = "audioDirs"; path = p; }) cfg.voice.audioDirs))
+        ++ lib.optionals (cfg.voice.enable && cfg.voice.pipewireUser != null) [
+          {
+            assertion = (config.users.users.${cfg.voice.pipewireUser} or { uid = null; }).uid != null;
+            message = "services.osmoda.voice.pipewireUser = \"${cfg.voice.pipewireUser}\" needs users.users.${cfg.voice.pipewireUser}.uid set: the unit names that user's runtime dir (/run/user/<uid>) when it is built.";
+          }
+          {
+            assertion = cfg.voice.pipewireRuntimeDir == d.voice.pipewireRuntimeDir;
+            message = "services.osmoda.voice.pipewireUser and services.osmoda.voice.pipewireRuntimeDir both name a PipeWire; set one (pipewireUser uses /run/user/<uid>).";
+          }
+        ];
 
       warnings = lib.optional (cfg.voice.enable && cfg.gateway.enable && cfg.voice.gatewayTokenFile == null)
         "services.osmoda.voice.gatewayTokenFile is not set: the gateway will refuse what /voice/listen hears (it needs the gateway's token; the voice unit no longer reads the gateway's environmentFile)."
@@ -886,7 +903,15 @@ in
         socket = cfg.voice.socket;
         user = "osmoda-voice";
         args = lib.optionals (cfg.voice.gatewayTokenFile != null)
-          [ "--gateway-token-file" (credential "osmoda-voice" "gateway-token") ];
+          [ "--gateway-token-file" (credential "osmoda-voice" "gateway-token") ]
+          ++ lib.optionals (cfg.voice.source != null) [ "--source" cfg.voice.source ];
+        # A person's session PipeWire lives as long as that user's service manager: keep it
+        # running with the unit (as lingering does) and follow it when it restarts.
+        extra = lib.optionalAttrs (voicePwUid != null) {
+          bindsTo = [ "user@${voicePwUid}.service" ];
+          after = [ "network.target" "osmoda-agentd.service" "user@${voicePwUid}.service" ];
+          wantedBy = [ "multi-user.target" "user@${voicePwUid}.service" ];
+        };
         # Speech runs locally: whisper.cpp is linked in; piper speaks, pw-play/pw-record move audio.
         path = [ pkgs.piper-tts pkgs.pipewire ];
         serviceConfig = {
@@ -903,8 +928,8 @@ in
           # PipeWire owns the sound devices; the unit only needs its socket (and the group a
           # system-wide PipeWire gives it to).
           SupplementaryGroups = [ "audio" "pipewire" ];
-          Environment = [ "PIPEWIRE_RUNTIME_DIR=${cfg.voice.pipewireRuntimeDir}" ];
-          ReadWritePaths = [ "/run/osmoda" "-${cfg.voice.pipewireRuntimeDir}" ];
+          Environment = [ "PIPEWIRE_RUNTIME_DIR=${voicePwDir}" ];
+          ReadWritePaths = [ "/run/osmoda" ] ++ lib.optional (voicePwUid == null) "-${voicePwDir}";
           ReadOnlyPaths = map (p: "-${p}") cfg.voice.audioDirs;
           # The gateway's token alone, for the utterances /voice/listen sends to the agent (the
           # daemon reads it at start and passes it to no child).
@@ -914,11 +939,25 @@ in
           LimitCORE = 0;
           # The whole cgroup: the daemon with its model, piper and the recorders.
           MemoryMax = cfg.voice.memoryMax;
+        } // lib.optionalAttrs (voicePwUid != null) {
+          # A person's PipeWire (pipewireUser): /run/user is an empty read-only tmpfs in the
+          # unit (instead of hidden), with that user's runtime dir alone bound into it.
+          ProtectHome = "tmpfs";
+          BindReadOnlyPaths = [ voicePwDir ];
+          # The session socket is the user's (0700 dir, socket without write for others):
+          # before each start, root grants this unit's user search on the dir and the socket
+          # alone, nothing else of the user's runtime files ("+": outside the sandbox). A user
+          # without a PipeWire socket leaves the daemon without an audio device ("-"), which
+          # /voice/status then says; transcription and speech files still work.
+          ExecStartPre = [
+            "+${pkgs.acl}/bin/setfacl -m u:osmoda-voice:x ${voicePwDir}"
+            "-+${pkgs.acl}/bin/setfacl -m u:osmoda-voice:rw ${voicePwDir}/pipewire-0"
+          ];
         };
       };
 
       # osmoda-voice has no network: this socket, beside its own, forwards to the gateway's
-      # loopback port (systemd-socket-proxyd, started on the first connection).
+      # loopback port (`osmoda-voice gateway-proxy`, started on the first connection).
       systemd.sockets.osmoda-voice-gateway = mkIf (cfg.voice.enable && cfg.gateway.enable) {
         description = "osmoda-voice's way to the OpenClaw gateway";
         wantedBy = [ "sockets.target" ];
@@ -929,13 +968,25 @@ in
           SocketMode = "0600";
         };
       };
+      # The gateway's port is loopback TCP, which any local user may bind while the gateway is
+      # not on it: the proxy passes a connection on only once the kernel's socket table shows
+      # the gateway's user holding the port (as osmoda-routines does for its prompts), so a
+      # squatter never gets the token or what was said.
       systemd.services.osmoda-voice-gateway = mkIf (cfg.voice.enable && cfg.gateway.enable) {
         description = "Forward osmoda-voice's socket to the OpenClaw gateway";
         requires = [ "osmoda-voice-gateway.socket" ];
         after = [ "osmoda-voice-gateway.socket" "${gatewayUnit}.service" ];
         serviceConfig = hardening // {
-          ExecStart = "${config.systemd.package}/lib/systemd/systemd-socket-proxyd 127.0.0.1:${toString cfg.gateway.port}";
+          Type = "notify";
+          ExecStart = lib.escapeShellArgs [
+            (lib.getExe cfg.voice.package)
+            "gateway-proxy"
+            "--to" "127.0.0.1:${toString cfg.gateway.port}"
+            "--gateway-user" "osmoda-gateway"
+          ];
           DynamicUser = true;
+          # Who holds the port is read from /proc/net/tcp{,6}, which ProcSubset=pid hides.
+          ProcSubset = "all";
           # The one loosening: it dials the gateway's loopback port.
           RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" ];
           IPAddressAllow = [ "127.0.0.1" ];

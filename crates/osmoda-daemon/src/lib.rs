@@ -1,7 +1,7 @@
 //! What every osModa daemon shares at its edge: the one type that owns shutdown, the signals
 //! that fire it, binding a Unix socket safely, the hardened listener ([`server::serve`]) with its
-//! protocol gate ([`gate`]), metrics ([`metrics`]), the file-descriptor limit and systemd
-//! notifications.
+//! protocol gate ([`gate`]), metrics ([`metrics`]), who holds a loopback port ([`peer`]), the
+//! file-descriptor limit and systemd notifications.
 
 pub mod api;
 pub mod audit;
@@ -9,6 +9,7 @@ pub mod fuzz;
 pub mod gate;
 pub mod hangup;
 pub mod metrics;
+pub mod peer;
 pub mod server;
 
 use std::io;

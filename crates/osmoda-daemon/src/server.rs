@@ -338,7 +338,7 @@ pub(crate) async fn connection<I: Clone + Send + Sync + 'static>(
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let n = calls.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
         let state = Arc::clone(&svc_state);
-        let hangup = crate::hangup::Hangup(Arc::clone(&svc_watch));
+        let watch = Arc::clone(&svc_watch);
         let app = app.clone();
         let peer = peer.clone();
         async move {
@@ -348,13 +348,15 @@ pub(crate) async fn connection<I: Clone + Send + Sync + 'static>(
             } else {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req.extensions_mut().insert(cred);
-                req.extensions_mut().insert(hangup);
+                req.extensions_mut().insert(watch.begin(n));
                 req.extensions_mut().insert(crate::metrics::Listener(name));
                 let req = req.map(axum::body::Body::new);
-                match app.oneshot(req).await {
+                let resp = match app.oneshot(req).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
-                }
+                };
+                watch.end(n);
+                resp
             };
             state.answered();
             Ok::<_, Infallible>(resp)
@@ -599,6 +601,18 @@ mod tests {
         }
     }
 
+    /// Reads one `200 … done` answer from a keep-alive connection, leaving it open.
+    async fn answer_on(s: &mut UnixStream) {
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).ends_with("done") {
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    }
+
     #[tokio::test]
     async fn a_handler_that_asks_is_dropped_when_its_caller_hangs_up_and_only_then() {
         use crate::hangup::Hangup;
@@ -675,5 +689,26 @@ mod tests {
         s.write_all(ask("/plain").as_bytes()).await.unwrap();
         drop(s);
         within("the plain handler finished", &finished).await;
+
+        // The ask is the request's own: on a keep-alive connection, a request after one that
+        // asked (and was answered) runs to its end when the caller hangs up.
+        finished.store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut s = UnixStream::connect(&sock).await.unwrap();
+        s.write_all(ask("/armed/10").as_bytes()).await.unwrap();
+        answer_on(&mut s).await;
+        s.write_all(ask("/plain").as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+        within("the plain handler after an armed one finished", &finished).await;
+
+        // And a later request that asks is still dropped on its own hang-up.
+        dropped.store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut s = UnixStream::connect(&sock).await.unwrap();
+        s.write_all(ask("/plain").as_bytes()).await.unwrap();
+        answer_on(&mut s).await;
+        s.write_all(ask("/armed/600000").as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(s);
+        within("the second request, which asked, dropped", &dropped).await;
     }
 }

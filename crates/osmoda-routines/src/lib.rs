@@ -18,7 +18,7 @@ pub mod events;
 pub mod history;
 pub mod lineage;
 pub mod machine;
-pub mod peer;
+pub use osmoda_daemon::peer;
 pub mod ring;
 pub mod schedule;
 pub mod scheduler;

@@ -105,14 +105,9 @@ fn read_token(file: &std::path::Path) -> anyhow::Result<String> {
 
 /// The uid of `user` (a name, or a number that names an existing user).
 fn uid_of(user: &str) -> anyhow::Result<u32> {
-    use nix::unistd::{Uid, User};
-    let found = match user.parse::<u32>() {
-        Ok(n) => User::from_uid(Uid::from_raw(n))?,
-        Err(_) => User::from_name(user)?,
-    };
-    found
-        .map(|u| u.uid.as_raw())
-        .ok_or_else(|| anyhow::anyhow!("--gateway-user {user:?}: no such user on this machine; name the user that runs the OpenClaw gateway"))
+    osmoda_daemon::peer::uid_of(user).map_err(|e| {
+        anyhow::anyhow!("--gateway-user {e}; name the user that runs the OpenClaw gateway")
+    })
 }
 
 fn options(cli: &Cli) -> anyhow::Result<Options> {

@@ -62,11 +62,13 @@ impl AllowedDirs {
         &self.0
     }
 
-    fn contains(&self, p: &Path) -> bool {
-        self.0.iter().any(|d| p.starts_with(d))
-    }
-
     /// The canonical path of `path` when it is an existing file inside one of the directories.
+    ///
+    /// Symlinks are followed one at a time, and only from inside the directories: a link whose
+    /// target leads out is refused as outside without looking at the target, so a missing, an
+    /// unreadable and an existing file elsewhere get the same answer (no existence oracle for
+    /// whoever may create links in an audio dir). Only paths inside the directories are ever
+    /// looked up, so 404 and "cannot be read" speak of those alone.
     ///
     /// # Errors
     /// `BadRequest` for a relative path or one with `..`; `Forbidden` for a path outside the
@@ -91,17 +93,52 @@ impl AllowedDirs {
                 self.list()
             ))
         };
-        // Judge the path as written first, so nothing is said about files elsewhere.
-        if !self.contains(path) {
-            return Err(outside());
+        // The path as it would be walked: where it is now, and what is left.
+        let mut pending = normalize(path);
+        let mut links = 0;
+        'restart: loop {
+            let Some(dir) = self.0.iter().find(|d| pending.starts_with(d)) else {
+                return Err(outside());
+            };
+            let mut cur = dir.clone();
+            let rest: Vec<_> = pending
+                .strip_prefix(dir)
+                .map(|r| r.components().map(|c| c.as_os_str().to_owned()).collect())
+                .unwrap_or_default();
+            for (i, name) in rest.iter().enumerate() {
+                let next = cur.join(name);
+                let meta = std::fs::symlink_metadata(&next)
+                    .map_err(|e| path_error("resolve", path, e))?;
+                if meta.file_type().is_symlink() {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(path_error(
+                            "resolve",
+                            path,
+                            std::io::Error::from_raw_os_error(libc::ELOOP),
+                        ));
+                    }
+                    let target = std::fs::read_link(&next)
+                        .map_err(|e| path_error("resolve", path, e))?;
+                    let mut joined = cur.join(target);
+                    for r in &rest[i + 1..] {
+                        joined.push(r);
+                    }
+                    pending = normalize(&joined);
+                    continue 'restart;
+                }
+                cur = next;
+            }
+            // `x.wav/` names a directory (components() drops the slash): as open(2) says.
+            if path.as_os_str().as_encoded_bytes().ends_with(b"/") && !cur.is_dir() {
+                return Err(path_error(
+                    "resolve",
+                    path,
+                    std::io::Error::from_raw_os_error(libc::ENOTDIR),
+                ));
+            }
+            return Ok(cur);
         }
-        let real = path
-            .canonicalize()
-            .map_err(|e| path_error("resolve", path, e))?;
-        if !self.contains(&real) {
-            return Err(outside());
-        }
-        Ok(real)
     }
 
     fn list(&self) -> String {
@@ -111,6 +148,26 @@ impl AllowedDirs {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// Symlinks followed while resolving one path before it counts as a loop (as Linux's 40).
+const MAX_LINKS: usize = 40;
+
+/// `p` with `.` dropped and each `..` taken back a component, without looking at the disk: the
+/// directories before a `..` here are real ones already walked or a link's target as written,
+/// and what is opened is exactly the path this gives, checked again.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Decoded audio: 16 kHz mono samples in `-1.0..=1.0`, and what the file was.
@@ -556,6 +613,76 @@ mod tests {
             read > 0 && swaps > 100,
             "no race happened: {read} read, {swaps} swaps"
         );
+    }
+
+    /// Links in an audio dir that lead out get one answer whatever is (or is not) at their
+    /// target: nothing is looked up outside. Links between allowed places still work.
+    #[test]
+    fn a_link_out_says_nothing_about_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inside, second, outside) = (
+            dir.path().join("in"),
+            dir.path().join("in2"),
+            dir.path().join("out"),
+        );
+        for d in [&inside, &second, &outside, &outside.join("sub")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(outside.join("secret.wav"), b"x").unwrap();
+        std::fs::write(second.join("b.wav"), b"x").unwrap();
+        let link = |name: &str, to: &Path| std::os::unix::fs::symlink(to, inside.join(name)).unwrap();
+        link("existing.wav", &outside.join("secret.wav"));
+        link("missing.wav", &outside.join("missing.wav"));
+        link("missing-dir", &outside.join("nowhere"));
+        link("file-as-dir", &outside.join("secret.wav"));
+        link("outdir", &outside);
+        link("loop.wav", &inside.join("loop.wav"));
+        link("rel-out.wav", Path::new("../out/secret.wav"));
+        link("rel-missing.wav", Path::new("../out/gone.wav"));
+        link("to-second.wav", Path::new("../in2/b.wav"));
+        link("to-second-missing.wav", &second.join("gone.wav"));
+        link("hop", &inside.join("outdir"));
+        let allowed = AllowedDirs::new([inside.clone(), second.clone()]);
+        let refusal = |name: &str| {
+            let p = inside.join(name);
+            match allowed.resolve(&p) {
+                Err(VoiceError::Forbidden(m)) => m.replace(&p.display().to_string(), "P"),
+                other => panic!("{name}: {other:?}"),
+            }
+        };
+        let one = refusal("existing.wav");
+        for name in [
+            "missing.wav",
+            "missing-dir/x.wav",
+            "file-as-dir/x.wav",
+            "outdir/secret.wav",
+            "outdir/missing.wav",
+            "outdir/sub/x.wav",
+            "rel-out.wav",
+            "rel-missing.wav",
+            "hop/secret.wav",
+            "hop/missing.wav",
+        ] {
+            assert_eq!(refusal(name), one, "{name}");
+        }
+        assert_eq!(
+            allowed.resolve(&inside.join("to-second.wav")).unwrap(),
+            second.canonicalize().unwrap().join("b.wav")
+        );
+        // Inside the directories, what is missing is said.
+        assert!(matches!(
+            allowed.resolve(&inside.join("to-second-missing.wav")),
+            Err(VoiceError::NotFound(_))
+        ));
+        assert!(matches!(
+            allowed.resolve(&inside.join("loop.wav")),
+            Err(VoiceError::BadRequest(_))
+        ));
+        std::fs::write(inside.join("a.wav"), b"x").unwrap();
+        assert!(matches!(
+            allowed.resolve(&inside.join("a.wav/")),
+            Err(VoiceError::BadRequest(_))
+        ));
     }
 
     #[test]

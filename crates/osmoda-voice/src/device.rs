@@ -24,6 +24,11 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The arguments that make `pw-record` capture what whisper.cpp reads: 16 kHz mono 16-bit PCM.
 pub const RECORD_FORMAT: [&str; 6] = ["--rate", "16000", "--channels", "1", "--format", "s16"];
 
+/// The recorder's stream properties when a source is named: the session manager links it to
+/// that node only, never to a fallback (the default source) when the node is missing or goes
+/// away (WirePlumber's `node.dont-reconnect` with a defined target).
+pub const PINNED_PROPS: &str = "{ node.dont-reconnect = true }";
+
 /// Where audio goes in and out: PipeWire through `pw-play` and `pw-record`.
 #[derive(Debug, Clone)]
 pub struct AudioDevice {
@@ -34,6 +39,10 @@ pub struct AudioDevice {
     /// The PipeWire server's directory (holding `pipewire-0`); `None`: from the environment
     /// (see [`pipewire_socket`]). When set, the clients are pointed at it too.
     pub runtime_dir: Option<PathBuf>,
+    /// The PipeWire node (`node.name`) recordings and the listen loop capture from
+    /// (`services.osmoda.voice.source`); `None`: the server's default source, which any client
+    /// of the server may choose.
+    pub source: Option<String>,
 }
 
 impl Default for AudioDevice {
@@ -42,6 +51,7 @@ impl Default for AudioDevice {
             player: "pw-play".into(),
             recorder: "pw-record".into(),
             runtime_dir: None,
+            source: None,
         }
     }
 }
@@ -174,6 +184,23 @@ impl AudioDevice {
         ))
     }
 
+    /// What recordings hear, for the API and the ledger: the named node, or `default source`.
+    pub fn source_name(&self) -> String {
+        self.source
+            .clone()
+            .unwrap_or_else(|| "default source".into())
+    }
+
+    /// `pw-record` pointed at this device's server and source, in the format whisper reads.
+    fn recorder_command(&self) -> Command {
+        let mut c = self.command(&self.recorder);
+        c.args(RECORD_FORMAT);
+        if let Some(node) = &self.source {
+            c.arg("--target").arg(node).arg("-P").arg(PINNED_PROPS);
+        }
+        c
+    }
+
     /// A client command pointed at this device's server.
     fn command(&self, program: &Path) -> Command {
         let mut c = Command::new(program);
@@ -228,7 +255,7 @@ impl AudioDevice {
         ))
     }
 
-    /// Records `length` from the default source into the new WAV file `out` (16 kHz mono
+    /// Records `length` from the source ([`source`](Self::source), else the default) into the new WAV file `out` (16 kHz mono
     /// 16-bit), stopping `pw-record` with SIGINT so it completes the header. Returns the
     /// samples recorded.
     ///
@@ -250,8 +277,7 @@ impl AudioDevice {
     async fn record_inner(&self, out: &Path, length: Duration) -> Result<u64> {
         let rec = self.recorder.display();
         let mut child = self
-            .command(&self.recorder)
-            .args(RECORD_FORMAT)
+            .recorder_command()
             .arg(out)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -290,14 +316,13 @@ impl AudioDevice {
         Ok(u64::from(samples))
     }
 
-    /// Starts `pw-record` writing a 16 kHz mono 16-bit WAV stream of the default source to its
+    /// Starts `pw-record` writing a 16 kHz mono 16-bit WAV stream of the source to its
     /// stdout (piped); the caller reads it and the child is killed when dropped.
     ///
     /// # Errors
     /// Why it cannot start.
     pub fn stream(&self) -> std::result::Result<Child, String> {
-        self.command(&self.recorder)
-            .args(RECORD_FORMAT)
+        self.recorder_command()
             .arg("-")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -351,6 +376,7 @@ mod tests {
             player: PathBuf::from("/bin/sh"),
             recorder: PathBuf::from("/bin/sh"),
             runtime_dir: Some(dir.path().to_owned()),
+            source: None,
         };
         // Probes on a one-worker runtime, as many as status polling makes: none may hold the
         // worker (a blocking connect(2) here waits forever, so the answer never comes).
@@ -392,6 +418,7 @@ mod tests {
             player: player.to_owned(),
             recorder: sh.clone(),
             runtime_dir: Some(dir.path().to_owned()),
+            source: None,
         };
         let e = dev(Path::new("/nonexistent/pw-play"))
             .check()

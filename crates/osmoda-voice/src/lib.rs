@@ -16,6 +16,7 @@ pub mod device;
 pub mod error;
 pub mod gateway;
 pub mod listen;
+pub mod proxy;
 pub mod stt;
 pub mod tts;
 pub mod vad;
@@ -134,7 +135,7 @@ impl AppState {
         for sub in ["speech", "recordings"] {
             let d = opts.state_dir.join(sub);
             std::fs::create_dir_all(&d).map_err(VoiceError::io("create", &d))?;
-            // Partial speech of a piper that outlived a crashed daemon.
+            // Partial speech or recordings of a daemon killed while writing them.
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 if e.file_name().to_string_lossy().starts_with(".tmp-") {
                     let _ = std::fs::remove_file(e.path());

@@ -50,8 +50,10 @@ const CHUNK: usize = 1600;
 /// Where the loop listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// The default PipeWire source, through the recorder command.
-    Microphone,
+    /// PipeWire's source through the recorder command: the node named here
+    /// ([`AudioDevice::source_name`](crate::device::AudioDevice::source_name)), which the
+    /// status and the ledger name as what was heard.
+    Microphone(String),
     /// A WAV file (resolved inside the allowed directories); the loop ends at its end.
     File(PathBuf),
 }
@@ -59,7 +61,7 @@ pub enum Source {
 impl Source {
     fn describe(&self) -> String {
         match self {
-            Source::Microphone => "microphone".into(),
+            Source::Microphone(node) => format!("microphone {node}"),
             Source::File(p) => format!("file {}", p.display()),
         }
     }
@@ -87,7 +89,8 @@ pub struct Heard {
 pub struct ListenStatus {
     /// A loop is running.
     pub listening: bool,
-    /// `microphone` or `file <path>`.
+    /// `microphone <node>` (the PipeWire node it records, or `default source`) or
+    /// `file <path>`.
     pub source: Option<String>,
     /// Utterances cut since the loop started.
     pub utterances: u64,
@@ -250,7 +253,7 @@ async fn run(
     let capture = async move {
         let res = match &source {
             Source::File(p) => file(&app, p.clone(), &tx, &status).await,
-            Source::Microphone => microphone(&app, &tx, &status).await,
+            Source::Microphone(_) => microphone(&app, &tx, &status).await,
         };
         drop(tx);
         res
@@ -480,6 +483,8 @@ async fn deliver(
             end_ms = u.end_ms,
             "utterance heard; transcribing"
         );
+        // What the ledger row says went wrong, when that is not `heard.error` itself.
+        let mut ledger_error: Option<String> = None;
         let t = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
@@ -508,7 +513,12 @@ async fn deliver(
                                 heard.delivered = true;
                                 heard.reply = Some(shorten(reply, MAX_REPLY_CHARS));
                             }
-                            Err(e) => heard.error = Some(e),
+                            Err(e) => {
+                                // The gateway's own words may echo what was said: the ledger
+                                // gets only the daemon's reason, the status the whole of it.
+                                ledger_error = Some(e.reason.clone());
+                                heard.error = Some(e.to_string());
+                            }
                         }
                     }
                 }
@@ -528,7 +538,7 @@ async fn deliver(
                 "end_ms": heard.end_ms,
                 "words": heard.text.split_whitespace().count(),
                 "delivered": heard.delivered,
-                "error": heard.error,
+                "error": ledger_error.as_ref().or(heard.error.as_ref()),
             }),
         )
         .await;

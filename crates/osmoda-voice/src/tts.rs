@@ -60,6 +60,15 @@ pub fn fresh_name(dir: &Path, ext: &str) -> PathBuf {
     dir.join(format!("{ms}-{}-{n}.{ext}", std::process::id()))
 }
 
+/// Where a file that will be `out` is written until complete: `.tmp-<name>` beside it, which
+/// [`prune`] never counts and the daemon's start removes ([`crate::AppState::open`]).
+pub fn temp_name(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map_or_else(|| "audio.wav".into(), |n| n.to_string_lossy().into_owned());
+    out.with_file_name(format!(".tmp-{name}"))
+}
+
 /// Checks text for `speak`: not blank, at most [`MAX_TEXT_CHARS`], no control characters other
 /// than line breaks and tabs.
 ///
@@ -117,12 +126,7 @@ impl Speaker {
         check_text(text)?;
         std::fs::create_dir_all(dir).map_err(VoiceError::io("create", dir))?;
         let out = fresh_name(dir, "wav");
-        let tmp = dir.join(format!(
-            ".tmp-{}",
-            out.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("speech.wav")
-        ));
+        let tmp = temp_name(&out);
         let started = Instant::now();
         let _turn = tokio::time::timeout(PIPER_WAIT, self.turn.acquire())
             .await

@@ -1,8 +1,10 @@
 //! osmoda-voice on a real PipeWire (`common::pipewire`: a private server whose speaker the
 //! microphone hears): `/voice/speak` plays through it, `/voice/record` captures what is played
 //! and transcribes it, and where PipeWire cannot deliver audio (no session manager linking the
-//! recorder, the server gone) the calls say so and leave nothing behind. No recorder or piper
-//! outlives the daemon binary killed with SIGKILL.
+//! recorder, the server gone) the calls say so and leave nothing behind. A named source is
+//! heard whatever the default source is. No recorder or piper outlives the daemon binary killed
+//! with SIGKILL, which leaves no cut-off recording under a recording's name, and the gateway
+//! token from the environment is not left in /proc/<pid>/environ.
 
 #![allow(clippy::unwrap_used)]
 
@@ -318,6 +320,19 @@ async fn no_recorder_or_piper_outlives_the_daemon_killed_with_sigkill() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // The recording has begun (the recorder wrote its header and some audio).
+    let recordings = dir.path().join("voice/recordings");
+    let start = std::time::Instant::now();
+    while !files(&recordings).iter().any(|p| {
+        std::fs::metadata(p).map(|m| m.len() > 44).unwrap_or(false)
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the recorder wrote nothing: {:?}",
+            files(&recordings)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -334,4 +349,112 @@ async fn no_recorder_or_piper_outlives_the_daemon_killed_with_sigkill() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    // The cut-off recording is not under a recording's name: only a `.tmp-*` file is left.
+    let left = files(&recordings);
+    assert!(!left.is_empty());
+    for p in &left {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(".tmp-"), "a cut-off recording looks complete: {name}");
+    }
+
+    // The next start removes it. This start takes the token from the environment (the
+    // fallback without a token file): the daemon keeps it, /proc/<pid>/environ does not.
+    let with_file = daemon(&token);
+    let args: Vec<_> = with_file.get_args().map(ToOwned::to_owned).collect();
+    // Without the last two: `--gateway-token-file <file>`.
+    let mut proc = std::process::Command::new(bin)
+        .args(&args[..args.len() - 2])
+        .envs(pw.env())
+        .env("OPENCLAW_GATEWAY_TOKEN", "env-token-sekrit-42")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while client.get("/health").await.map(|r| r.status).ok() != Some(200) {
+        assert!(proc.try_wait().unwrap().is_none(), "osmoda-voice exited");
+        assert!(start.elapsed() < Duration::from_secs(120), "no restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(files(&recordings), Vec::<PathBuf>::new());
+    let environ = std::fs::read(format!("/proc/{}/environ", proc.id())).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(environ.contains("OPENCLAW_GATEWAY_TOKEN="), "{environ}");
+    assert!(!environ.contains("sekrit"), "the token is in /proc/<pid>/environ: {environ}");
+    let _ = proc.kill();
+    let _ = proc.wait();
+}
+
+/// With a source named (`services.osmoda.voice.source`), recording and listening take that node
+/// even when another client made its own source the server's default, and say which node they
+/// heard; a named node that is missing gives no audio, never the default source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_source_is_heard_whatever_the_default_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let agentd = Agentd::start(dir.path());
+    let pw = PipeWire::start();
+    pw.another_default_source("other-src").await;
+    let audio = dir.path().join("audio");
+    std::fs::create_dir_all(&audio).unwrap();
+    let cfg = config(dir.path(), std::slice::from_ref(&audio), None);
+    let mut opts = options(dir.path(), cfg.clone(), &agentd.socket);
+    opts.audio = osmoda_voice::device::AudioDevice {
+        source: Some(MIC.into()),
+        ..pw.device()
+    };
+    let voice = Voice::start(dir.path(), opts).await;
+
+    let said = audio.join("said.wav");
+    piper_wav(SAID, &said);
+    let rec = {
+        let client = voice.client();
+        tokio::spawn(async move {
+            let r = client
+                .post("/voice/record", &json!({ "duration_secs": 8, "transcribe": false }))
+                .await
+                .unwrap();
+            (r.status, r.body)
+        })
+    };
+    // Linked to the named microphone (this waits up to 60 s), not to the default source.
+    pw.wait_for_recorder().await;
+    let links = pw.links();
+    assert!(!links.contains("other-src:capture_MONO\n  |-> pw-record"), "{links}");
+    pw.play(&said).await;
+    let (s, b) = rec.await.unwrap();
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["source"], MIC, "{b}");
+    let (_, samples) = common::read_i16(Path::new(b["audio_path"].as_str().unwrap()));
+    assert!(samples.iter().any(|s| s.unsigned_abs() > 3000), "silence");
+    voice.state.flush_events().await.unwrap();
+    let rows = agentd.events("voice.recorded");
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].payload.contains(MIC), "{}", rows[0].payload);
+
+    // The listen loop too, and its status names the node.
+    let (s, b) = voice.post("/voice/listen", json!({ "enabled": true })).await;
+    assert_eq!(s, 200, "{b}");
+    pw.wait_for_recorder().await;
+    let (_, st) = voice.get("/voice/status").await;
+    assert_eq!(st["listen"]["source"], format!("microphone {MIC}"), "{st}");
+    let (s, _) = voice.post("/voice/listen", json!({ "enabled": false })).await;
+    assert_eq!(s, 200);
+    drop(voice);
+
+    // A named node that is not there: nothing is recorded (503), the default is not taken.
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut opts = options(dir2.path(), cfg, &agentd.socket);
+    opts.audio = osmoda_voice::device::AudioDevice {
+        source: Some("no-such-microphone".into()),
+        ..pw.device()
+    };
+    let voice = Voice::start(dir2.path(), opts).await;
+    let (s, b) = voice
+        .post("/voice/record", json!({ "duration_secs": 3, "transcribe": false }))
+        .await;
+    assert_eq!(s, 503, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("recorded nothing"), "{b}");
+    let links = pw.links();
+    assert!(!links.contains("|-> pw-record"), "{links}");
+    assert_eq!(files(&dir2.path().join("voice/recordings")), Vec::<PathBuf>::new());
 }

@@ -264,7 +264,7 @@ async fn listening_to_the_pipewire_microphone_sends_each_utterance_to_the_gatewa
     check_sent(&heard);
     let (_, st) = voice.get("/voice/status").await;
     assert_eq!(st["listening"], true);
-    assert_eq!(st["listen"]["source"], "microphone");
+    assert_eq!(st["listen"]["source"], "microphone default source");
     let suppressed = st["listen"]["suppressed"].as_u64().unwrap();
     assert_eq!(
         st["listen"]["utterances"].as_u64().unwrap(),

@@ -4,9 +4,10 @@
 //! audio dirs; it gets the gateway's token alone as a credential (never the gateway's
 //! environment file with the model API keys), dumps no core and has a `MemoryMax`; with the
 //! gateway on, voice.json names the forwarding socket, which a socket unit owned by osmoda-voice
-//! and `systemd-socket-proxyd` to the gateway's port provide, and a missing token file is a
+//! and `osmoda-voice gateway-proxy` to the gateway's port (held by the gateway's user) provide, and a missing token file is a
 //! warning; the rendered voice.json passes the daemon's own check; directories the unit cannot
-//! see are refused at evaluation. The real piper, pw-play and pw-record run under the unit's own
+//! see are refused at evaluation; `source` and `pipewireUser` (a person's session PipeWire)
+//! shape the unit. The real piper, pw-play and pw-record run under the unit's own
 //! seccomp filter. Without nixos-eval it prints "skipped".
 #![allow(clippy::unwrap_used)]
 
@@ -93,13 +94,20 @@ fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
         .as_str()
         .unwrap();
     for want in [
-        "systemd-socket-proxyd 127.0.0.1:18790",
+        // The proxy that verifies who holds the port (osmoda-voice gateway-proxy), not
+        // systemd-socket-proxyd, which hands the token to whoever binds the port first.
+        "/bin/osmoda-voice gateway-proxy --to 127.0.0.1:18790 --gateway-user osmoda-gateway\n",
+        "ProcSubset=all",
+        "Type=notify",
         "DynamicUser=true",
         "IPAddressDeny=any",
         "IPAddressAllow=127.0.0.1",
     ] {
         assert!(proxy.contains(want), "{want}:\n{proxy}");
     }
+    assert!(!proxy.contains("systemd-socket-proxyd"), "{proxy}");
+    // Without a source named, recordings take the default source (no --source).
+    assert!(!exec.contains("--source"), "{exec}");
 
     // The gateway on but no token file: the unit still gets no environment file, and the
     // operator is told what the voice will lack; the default memory limit applies.
@@ -165,6 +173,71 @@ fn nixos_eval_if_present_voice_dirs_the_unit_cannot_see_are_refused() {
         r#"services.osmoda = { enable = true; voice = { enable = true; audioDirs = [ "/homework" "/srv/tmp" ]; pipewireRuntimeDir = "/run/pipewire"; }; };"#,
     );
     assert_eq!(json["failedAssertions"], serde_json::json!([]));
+}
+
+/// `source` pins what is recorded to one PipeWire node (`--source`), and `pipewireUser` gives
+/// the unit that user's session PipeWire: its runtime dir alone under an empty /run/user, the
+/// socket granted by ACL at each start, that user's manager kept running with the unit. A user
+/// without a uid, or both ways to name a PipeWire, are refused at evaluation.
+#[test]
+fn nixos_eval_if_present_voice_source_and_a_persons_session_pipewire() {
+    let Some(check) = check_sh() else { return };
+    let json = eval(
+        &check,
+        r#"users.users.alice = { isNormalUser = true; uid = 1000; };
+           services.osmoda = { enable = true; voice = { enable = true; pipewireUser = "alice";
+             source = "alsa_input.pci-0000_00_1f.3.analog-stereo"; }; };"#,
+    );
+    assert_eq!(json["failedAssertions"], serde_json::json!([]));
+    let unit = &json["units"]["osmoda-voice"];
+    let exec = unit["ExecStart"].as_str().unwrap();
+    assert!(
+        exec.ends_with("--source alsa_input.pci-0000_00_1f.3.analog-stereo"),
+        "{exec}"
+    );
+    let text = unit["text"].as_str().unwrap();
+    let acl = "-acl/bin/setfacl -m u:osmoda-voice:";
+    for want in [
+        "Environment=PIPEWIRE_RUNTIME_DIR=/run/user/1000\n",
+        "ProtectHome=tmpfs\n",
+        "BindReadOnlyPaths=/run/user/1000\n",
+        // Root (`+`) grants search on the dir and the socket alone; a missing socket does not
+        // stop the unit (`-`).
+        &format!("ExecStartPre=+/nix/store/00000000000000000000000000000000{acl}x /run/user/1000\n"),
+        &format!("ExecStartPre=-+/nix/store/00000000000000000000000000000000{acl}rw /run/user/1000/pipewire-0\n"),
+        "BindsTo=user@1000.service\n",
+        "After=network.target osmoda-agentd.service user@1000.service\n",
+        "WantedBy=multi-user.target user@1000.service\n",
+        "User=osmoda-voice\n",
+        "PrivateNetwork=true",
+    ] {
+        assert!(text.contains(want), "{want}:\n{text}");
+    }
+    // Nothing else of /run/user or /home: no writable path there, the rest stays hidden.
+    assert!(!text.contains("ReadWritePaths=-/run/user"), "{text}");
+    assert!(!text.contains("/home"), "{text}");
+
+    for (body, says) in [
+        (
+            r#"users.users.alice = { isNormalUser = true; }; services.osmoda = { enable = true; voice = { enable = true; pipewireUser = "alice"; }; };"#,
+            "users.users.alice.uid",
+        ),
+        (
+            r#"services.osmoda = { enable = true; voice = { enable = true; pipewireUser = "nobody-here"; }; };"#,
+            "users.users.nobody-here.uid",
+        ),
+        (
+            r#"users.users.alice = { isNormalUser = true; uid = 1000; }; services.osmoda = { enable = true; voice = { enable = true; pipewireUser = "alice"; pipewireRuntimeDir = "/srv/pw"; }; };"#,
+            "set one",
+        ),
+    ] {
+        let json = eval_failing(&check, body);
+        let failed = json["failedAssertions"].as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{body}: {failed:?}");
+        let m = failed[0].as_str().unwrap();
+        assert!(m.contains("services.osmoda.voice.pipewireUser"), "{m}");
+        assert!(m.contains(says), "{m}");
+    }
 }
 
 /// [`eval`] for a configuration whose assertions fail (check.sh exits 3 with the JSON).

@@ -207,27 +207,38 @@ pub async fn record(
     stop_on_hangup(hangup);
     let dir = app.opts.state_dir.join("recordings");
     let out = fresh_name(&dir, "wav");
+    // Recorded under a temporary name and renamed once complete: a daemon killed meanwhile
+    // leaves only a `.tmp-*` file, which the next start removes, never a cut-off recording
+    // under a recording's name.
+    let tmp = crate::tts::temp_name(&out);
     let res = app
         .audio
-        .record(&out, Duration::from_secs(req.duration_secs))
+        .record(&tmp, Duration::from_secs(req.duration_secs))
         .await;
     metric("record", res.is_ok());
     let samples = res?;
+    let mut partial = crate::device::Partial(Some(tmp.clone()));
+    std::fs::rename(&tmp, &out).map_err(VoiceError::io("rename", &out))?;
+    partial.0 = None;
     crate::tts::prune(&dir, crate::tts::KEEP_FILES);
+    let source = app.audio.source_name();
+    // Recorded in the ledger as soon as it is kept, before the transcription (which a caller
+    // who hangs up stops): every kept recording has its row.
+    app.report(
+        "voice.recorded",
+        json!({ "audio_path": out, "duration_secs": req.duration_secs, "source": source }),
+    )
+    .await;
     let mut body = json!({
         "audio_path": out,
         "duration_ms": samples * 1000 / u64::from(audio::SAMPLE_RATE),
+        "source": source,
     });
     if req.transcribe {
         let (_, t) = transcribe_file(&app, &out, None).await?;
         body["text"] = json!(t.text);
         body["transcribe_ms"] = json!(t.elapsed_ms);
     }
-    app.report(
-        "voice.recorded",
-        json!({ "audio_path": out, "duration_secs": req.duration_secs }),
-    )
-    .await;
     Ok(axum::Json(body))
 }
 
@@ -277,7 +288,7 @@ pub async fn listen(State(app): State<Arc<AppState>>, Json(req): Json<ListenReq>
         }
         None => {
             app.audio.check().await.map_err(VoiceError::Unavailable)?;
-            Source::Microphone
+            Source::Microphone(app.audio.source_name())
         }
     };
     let a = Arc::clone(&app);

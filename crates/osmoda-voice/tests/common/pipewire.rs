@@ -245,6 +245,45 @@ impl PipeWire {
         out
     }
 
+    /// Another client's doing: a new source `name` (silent) made the server's default source,
+    /// as any client of a PipeWire server may.
+    #[allow(dead_code)] // not every test file that includes this uses it
+    pub async fn another_default_source(&self, name: &str) {
+        self.output(
+            "pw-cli",
+            &[
+                "create-node",
+                "adapter",
+                &format!("{{ factory.name=support.null-audio-sink node.name={name} media.class=Audio/Source/Virtual audio.position=[MONO] object.linger=true }}"),
+            ],
+        );
+        self.output(
+            "pw-metadata",
+            &[
+                "-n",
+                "default",
+                "0",
+                "default.audio.source",
+                &format!("{{\"name\":\"{name}\"}}"),
+                "Spa:String:JSON",
+            ],
+        );
+        // WirePlumber takes it as the default once it has seen the node.
+        let start = Instant::now();
+        loop {
+            let meta = self.output("pw-metadata", &["-n", "default", "0", "default.audio.source"]);
+            let nodes = self.output("pw-cli", &["ls", "Node"]);
+            if meta.contains(name) && nodes.contains(name) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{name} not the default source after 30 s: {meta} {nodes}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `pw-link -l`: every link, as `out\n  |-> in` lines.
     pub fn links(&self) -> String {
         self.output("pw-link", &["-l"])

@@ -1,6 +1,7 @@
-//! Who answers a loopback TCP connection. A prompt action sends the gateway's owner token, and a
-//! TCP port above 1024 can be bound by any local user while the gateway is not bound to it (a
-//! restart, boot, the gateway disabled); TCP has no `SO_PEERCRED`. The kernel's socket table
+//! Who answers a loopback TCP connection. osmoda-routines' prompt actions and osmoda-voice's
+//! gateway proxy send the gateway's owner token, and a TCP port above 1024 can be bound by any
+//! local user while the gateway is not bound to it (a restart, boot, the gateway disabled); TCP
+//! has no `SO_PEERCRED`. The kernel's socket table
 //! (`/proc/net/tcp`, `/proc/net/tcp6`) names the uid that created each socket, and the socket
 //! that accepted a connection carries its listener's uid: found by the connection's two
 //! addresses, it says who holds the port this connection reached — checked after connecting
@@ -68,6 +69,22 @@ pub async fn owner(stream: &tokio::net::TcpStream) -> Result<u32, String> {
     Err(format!(
         "no socket on this machine answers the connection to {peer}, so who holds it cannot be verified (the gateway must listen on this machine's loopback)"
     ))
+}
+
+/// The uid of `user`: a name, or a number that names an existing user.
+///
+/// # Errors
+/// No such user on this machine (or the user database cannot be read), in words.
+pub fn uid_of(user: &str) -> Result<u32, String> {
+    use nix::unistd::{Uid, User};
+    let found = match user.parse::<u32>() {
+        Ok(n) => User::from_uid(Uid::from_raw(n)),
+        Err(_) => User::from_name(user),
+    }
+    .map_err(|e| format!("looking up user {user:?}: {e}"))?;
+    found
+        .map(|u| u.uid.as_raw())
+        .ok_or_else(|| format!("{user:?}: no such user on this machine"))
 }
 
 /// A uid with its user name, for messages: `65534 (nobody)`.
