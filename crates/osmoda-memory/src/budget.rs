@@ -78,7 +78,8 @@ mod tests {
                 assert!(hit_cost(&header, &cut) <= budget, "{budget}");
                 assert!(text.starts_with(&cut));
                 // Longest: one more character would not fit.
-                let next = &text[..cut.len() + text[cut.len()..].chars().next().map_or(0, char::len_utf8)];
+                let next =
+                    &text[..cut.len() + text[cut.len()..].chars().next().map_or(0, char::len_utf8)];
                 assert!(next == cut || hit_cost(&header, next) > budget);
             }
         }

@@ -198,8 +198,9 @@ pub(crate) fn daily_date(path: &str) -> Option<&str> {
     let name = path.strip_prefix("memory/")?.strip_suffix(".md")?;
     let date = name.get(..10)?;
     let rest = &name[date.len()..];
-    ((rest.is_empty() || (rest.len() > 1 && rest.starts_with('-'))) && parse_date_ts(date).is_some())
-        .then_some(date)
+    ((rest.is_empty() || (rest.len() > 1 && rest.starts_with('-')))
+        && parse_date_ts(date).is_some())
+    .then_some(date)
 }
 
 fn parse_date_ts(s: &str) -> Option<i64> {

@@ -445,9 +445,8 @@ impl Memory {
     /// `memory/YYYY-MM-DD-2.md` (then `-3`, ...; OpenClaw names its dated notes
     /// `YYYY-MM-DD-<slug>.md` too); a full `MEMORY.md` refuses durable notes.
     fn prepared(&self, durable: bool, at: OffsetDateTime, section: String) -> Result<Prepared> {
-        let size = |rel: &str| {
-            std::fs::symlink_metadata(self.opts.dir.join(rel)).map_or(0, |m| m.len())
-        };
+        let size =
+            |rel: &str| std::fs::symlink_metadata(self.opts.dir.join(rel)).map_or(0, |m| m.len());
         let (path, title) = if durable {
             let held = size(DURABLE_FILE);
             if held >= NOTE_CAP {

@@ -199,7 +199,10 @@ impl Timeframe {
         }
         // Split at the last character, not the last byte: a value ending in a multi-byte
         // character ("5日") is a bad timeframe, never a slice inside that character.
-        let (num, unit) = s.char_indices().last().map_or(("", ""), |(i, _)| s.split_at(i));
+        let (num, unit) = s
+            .char_indices()
+            .last()
+            .map_or(("", ""), |(i, _)| s.split_at(i));
         let secs = match unit {
             "h" => 3600,
             "d" => 86_400,

@@ -411,7 +411,11 @@ fn work_of_a_store(bytes: u64) -> (Work, StoreReceipt, String, String) {
     lock(&m.index).count_work();
     let before = lock(&m.index).work();
     let r = m
-        .store(&store_req("nginx down on web-1", "certificate expired", false))
+        .store(&store_req(
+            "nginx down on web-1",
+            "certificate expired",
+            false,
+        ))
         .expect("store");
     let after = lock(&m.index).work();
     assert!(
@@ -456,5 +460,8 @@ fn a_full_note_takes_no_more_and_a_write_stays_small() {
         .expect_err("full");
     assert!(matches!(e, MemoryError::NoteFull { .. }), "{e}");
     assert!(e.to_string().starts_with("MEMORY.md holds"), "{e}");
-    assert_eq!(std::fs::read_to_string(tmp.path().join("MEMORY.md")).expect("read"), full);
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("MEMORY.md")).expect("read"),
+        full
+    );
 }

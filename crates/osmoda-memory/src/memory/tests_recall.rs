@@ -40,16 +40,26 @@ fn a_recall_injects_no_more_than_its_budget() {
     let r = ask("disk");
     let text = injected(&r);
     assert!(r.results.len() > 1 && r.omitted > 0, "{r:?}");
-    assert!(text.chars().count().div_ceil(4) <= 300, "{} chars: {text}", text.len());
+    assert!(
+        text.chars().count().div_ceil(4) <= 300,
+        "{} chars: {text}",
+        text.len()
+    );
     // Each hit rounded up on its own: never less than the whole text's estimate.
-    assert!(r.tokens >= crate::budget::estimate(&text) && r.tokens <= 300, "{}", r.tokens);
+    assert!(
+        r.tokens >= crate::budget::estimate(&text) && r.tokens <= 300,
+        "{}",
+        r.tokens
+    );
     let r = ask("磁盘已满");
     assert!(!r.results.is_empty() && r.omitted > 0, "{r:?}");
     let cjk = injected(&r).chars().filter(|c| !c.is_ascii()).count();
-    assert!(cjk <= 300, "{cjk} Chinese characters injected for a budget of 300 tokens");
+    assert!(
+        cjk <= 300,
+        "{cjk} Chinese characters injected for a budget of 300 tokens"
+    );
     assert!(r.tokens <= 300, "{}", r.tokens);
 }
-
 
 /// A reindex repeats every ranking, ties included (review memory11 finding 3): the same text
 /// twice in a note (a repeated event of one day; the `at:` time is not embedded) has one
