@@ -13,8 +13,11 @@ use std::time::Duration;
 use common::Process as Agentd;
 use serde_json::{json, Value};
 
+/// A client that waits as long as agentctl does for a memory call: the first one opens the
+/// memory and, with `OSMODA_MEMORY_MODEL_DIR` set, loads the model (41 s in a debug build at
+/// load 18, session 11: the client's default timeout ended the writer before its first store).
 fn agent(a: &Agentd) -> osmoda_client::Client {
-    osmoda_client::Client::new(&a.socket)
+    osmoda_client::Client::new(&a.socket).with_timeout(Duration::from_secs(180))
 }
 
 /// The `memory.stored` events: (summary, recovered).
