@@ -39,6 +39,7 @@ export const memoryTools = [
     }),
     async run(p, ctx) {
       const r = await ctx.daemon("agentd", "POST", "/memory/recall", p, "memory_recall");
+      // agentd's token budget counts each hit as rendered here (osmoda-memory `budget.rs`).
       const hits = (r.results as any[]).map((h) => `[${h.path}:${h.line_start}, ${h.at}]\n${h.text}`);
       const head = r.warning ? `(${r.warning})\n` : "";
       const body = hits.length ? hits.join("\n\n") : "nothing relevant in memory";

@@ -82,7 +82,9 @@ impl From<osmoda_memory::MemoryError> for ApiError {
         use osmoda_memory::MemoryError as E;
         match e {
             E::Invalid(_) => Self::bad_request(e.to_string()),
-            E::NotANote { .. } => Self::new(StatusCode::CONFLICT, e.to_string()),
+            E::NotANote { .. } | E::NoteFull { .. } => {
+                Self::new(StatusCode::CONFLICT, e.to_string())
+            }
             E::Embed(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             other => Self::internal(other),
         }

@@ -175,6 +175,9 @@ async fn keyword_only_without_a_model_and_bad_input_writes_nothing() {
             json!({"query": "x", "timeframe": "last tuesday"}),
         ),
         ("/memory/recall", json!({"query": "x", "max_results": 0})),
+        // Ending in a multi-byte character: a 400, not a panic and a 500.
+        ("/memory/recall", json!({"query": "x", "timeframe": "5日"})),
+        ("/memory/recall", json!({"query": "x", "timeframe": "é"})),
         (
             "/memory/ingest",
             json!({"event": {"type": "memory.stored", "text": "loop"}}),

@@ -259,9 +259,12 @@ fn query(r: &mut Rng) -> String {
     }
 }
 
-/// Day `d` (0-based) of the synthetic year as (Unix seconds at midnight, `YYYY-MM-DD`).
+/// Day `d` (0-based) of the synthetic year as (Unix seconds at midnight, `YYYY-MM-DD`). The
+/// year is the 365 days before today: ingest refuses events more than a day ahead, and a
+/// fixed year ran into the future (session 11: the bench stopped at its first ingest).
 fn day(d: usize) -> (i64, String) {
-    let date = time::macros::date!(2026 - 01 - 01) + time::Duration::days(d as i64);
+    let first = time::OffsetDateTime::now_utc().date() - time::Duration::days(365);
+    let date = first + time::Duration::days(d as i64);
     let ts = date.midnight().assume_utc().unix_timestamp();
     (ts, format!("{date}"))
 }

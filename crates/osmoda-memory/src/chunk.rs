@@ -191,9 +191,16 @@ fn split_chars(text: &str) -> Vec<String> {
 }
 
 /// `2026-11-30` for `memory/2026-11-30.md`.
+/// The date of a daily note: `memory/YYYY-MM-DD.md`, or a further note of that day
+/// (`memory/YYYY-MM-DD-2.md`, a part osModa starts when the first is full, or OpenClaw's
+/// `memory/YYYY-MM-DD-<slug>.md`).
 pub(crate) fn daily_date(path: &str) -> Option<&str> {
     let name = path.strip_prefix("memory/")?.strip_suffix(".md")?;
-    (name.len() == 10 && parse_date_ts(name).is_some()).then_some(name)
+    let date = name.get(..10)?;
+    let rest = &name[date.len()..];
+    ((rest.is_empty() || (rest.len() > 1 && rest.starts_with('-')))
+        && parse_date_ts(date).is_some())
+    .then_some(date)
 }
 
 fn parse_date_ts(s: &str) -> Option<i64> {

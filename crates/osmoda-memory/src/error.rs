@@ -25,6 +25,16 @@ pub enum MemoryError {
         /// What is there instead.
         why: String,
     },
+    /// The note holds [`crate::notes::NOTE_CAP`] bytes or more and takes no more sections
+    /// (only `MEMORY.md` is ever refused: a day's notes go on in its next part). Nothing was
+    /// written.
+    #[error("{path} holds {size} bytes, the most a note takes from osModa ({cap}); nothing was written (durable facts are meant to be few: store this as a daily note, or trim {path} by hand)", cap = crate::notes::NOTE_CAP)]
+    NoteFull {
+        /// The note, relative to the memory directory.
+        path: String,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// The derived index failed; it can always be rebuilt from the notes (`reindex`).
     #[error("memory index: {0} (the index is derived; `agentctl memory reindex` rebuilds it)")]
     Index(#[from] rusqlite::Error),

@@ -575,7 +575,7 @@ impl Index {
         let sql = format!(
             "SELECT id, path, ord, line_start, line_end, heading, text, ts FROM chunks {tail}"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(p, |r| {
             Ok(StoredChunk {
                 id: r.get(0)?,

@@ -5,10 +5,12 @@
 //! - [`index`]: one SQLite file with the chunks, FTS5 (BM25) and vectors tagged by model.
 //! - [`embed`]: the [`Embedder`] interface, in-process all-MiniLM-L6-v2 or an OpenAI-compatible
 //!   endpoint.
+//! - [`budget`]: what a recalled hit costs of the token budget.
 //! - [`recall`]: BM25 and exact vector search fused by RRF (k = 60).
 //! - [`Memory`]: the facade agentd serves: store, ingest, recall, reindex, health, and a
 //!   `notify` watcher so hand edits are followed.
 
+pub mod budget;
 pub mod cache;
 pub mod chunk;
 pub mod embed;

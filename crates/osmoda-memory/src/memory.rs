@@ -14,7 +14,7 @@ use crate::chunk::{chunk_note_dated, split_lines, Chunk};
 use crate::embed::Embedder;
 use crate::error::{MemoryError, Result};
 use crate::index::Index;
-use crate::notes::{Notes, DAILY_DIR, DURABLE_FILE};
+use crate::notes::{Notes, DAILY_DIR, DURABLE_FILE, NOTE_CAP};
 use crate::recall::{self, Mode};
 use crate::request::{
     event_time, rfc3339, IngestEvent, RecallHit, RecallRequest, RecallResponse, StoreReceipt,
@@ -151,10 +151,6 @@ impl std::fmt::Debug for Memory {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn tokens(s: &str) -> usize {
-    s.chars().count().div_ceil(4)
 }
 
 impl Memory {
@@ -362,7 +358,7 @@ impl Memory {
             req.summary.trim(),
             escape_body(&req.detail)
         );
-        Ok(self.prepared(req.durable, now, section))
+        self.prepared(req.durable, now, section)
     }
 
     /// Record an event or conversation snippet in today's (or the event's day's) note, with
@@ -440,11 +436,25 @@ impl Memory {
             None => ev.kind.trim().to_string(),
         };
         let section = format!("## {heading}\n{meta}\n\n{}", escape_body(&body));
-        Ok(self.prepared(false, at, section))
+        self.prepared(false, at, section)
     }
 
-    fn prepared(&self, durable: bool, at: OffsetDateTime, section: String) -> Prepared {
+    /// Where `section` goes: `MEMORY.md`, or the day's note. A write rewrites its whole note
+    /// (an atomic replace) and re-reads it to index it, so its work grows with the note: a
+    /// note at [`NOTE_CAP`] takes no more sections. The day's next part is
+    /// `memory/YYYY-MM-DD-2.md` (then `-3`, ...; OpenClaw names its dated notes
+    /// `YYYY-MM-DD-<slug>.md` too); a full `MEMORY.md` refuses durable notes.
+    fn prepared(&self, durable: bool, at: OffsetDateTime, section: String) -> Result<Prepared> {
+        let size =
+            |rel: &str| std::fs::symlink_metadata(self.opts.dir.join(rel)).map_or(0, |m| m.len());
         let (path, title) = if durable {
+            let held = size(DURABLE_FILE);
+            if held >= NOTE_CAP {
+                return Err(MemoryError::NoteFull {
+                    path: DURABLE_FILE.to_string(),
+                    size: held,
+                });
+            }
             (DURABLE_FILE.to_string(), "Memory".to_string())
         } else {
             let p = self.notes.daily_path(at.date());
@@ -452,14 +462,25 @@ impl Memory {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            (format!("{DAILY_DIR}/{t}.md"), t)
+            let part = |n: u32| match n {
+                1 => format!("{DAILY_DIR}/{t}.md"),
+                n => format!("{DAILY_DIR}/{t}-{n}.md"),
+            };
+            // Bounded: a day of 10,000 full parts is 20 GiB of notes.
+            let n = (1..=10_000)
+                .find(|&n| size(&part(n)) < NOTE_CAP)
+                .ok_or_else(|| MemoryError::NoteFull {
+                    path: part(10_000),
+                    size: size(&part(10_000)),
+                })?;
+            (part(n), t)
         };
-        Prepared {
+        Ok(Prepared {
             path,
             title,
             at: rfc3339(at.unix_timestamp()),
             section,
-        }
+        })
     }
 
     /// Append a prepared section to its note (atomically) and index that note.
@@ -558,27 +579,35 @@ impl Memory {
             .collect();
         let chunks = idx.get(&relevant.iter().map(|r| r.id).collect::<Vec<_>>())?;
         drop(idx);
+        // Each hit costs its header line and its text as they are injected (`budget.rs`);
+        // a single hit larger than the whole budget is cut to it.
         let budget = self.opts.max_injected_tokens;
         let (mut results, mut used, mut omitted) = (Vec::new(), 0, 0);
         for (r, c) in relevant.iter().zip(chunks) {
+            let at = rfc3339(c.chunk.ts);
+            let header = crate::budget::hit_header(&c.chunk.path, c.chunk.line_start, &at);
             let mut text = c.chunk.text;
-            let t = tokens(&text);
-            if results.len() >= max || used + t > budget {
-                if results.is_empty() && used + t > budget {
-                    text = text.chars().take(budget * 4).collect();
-                } else {
-                    omitted += 1;
-                    continue;
+            let mut cost = crate::budget::hit_cost(&header, &text);
+            if results.len() >= max || used + cost > budget {
+                match crate::budget::cut_to(&header, &text, budget) {
+                    Some(cut) if results.is_empty() => {
+                        cost = crate::budget::hit_cost(&header, &cut);
+                        text = cut;
+                    }
+                    _ => {
+                        omitted += 1;
+                        continue;
+                    }
                 }
             }
-            used += tokens(&text);
+            used += cost;
             results.push(RecallHit {
                 path: c.chunk.path,
                 line_start: c.chunk.line_start,
                 line_end: c.chunk.line_end,
                 heading: c.chunk.heading,
                 text,
-                at: rfc3339(c.chunk.ts),
+                at,
                 score: r.score,
                 similarity: r.similarity,
                 keyword_match: r.bm25_rank.is_some(),
@@ -707,3 +736,5 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_recall;

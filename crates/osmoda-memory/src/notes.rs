@@ -21,6 +21,10 @@ use crate::error::{MemoryError, Result};
 pub const DURABLE_FILE: &str = "MEMORY.md";
 /// Directory (under the memory root) of the daily notes.
 pub const DAILY_DIR: &str = "memory";
+/// Size at which a note takes no more sections from osModa (a person may write more by
+/// hand): every append rewrites its note and indexing re-reads it, so this bounds a write's
+/// work. The day's sections then go to its next part (`memory/YYYY-MM-DD-2.md`, ...).
+pub const NOTE_CAP: u64 = 2 * 1024 * 1024;
 
 /// The memory directory.
 #[derive(Debug, Clone)]

@@ -54,7 +54,9 @@ pub fn terms(query: &str) -> Vec<String> {
 }
 
 /// Exact nearest neighbours of `q` among vectors dated within `[since, until]`:
-/// (row id, similarity), best first, ties by row id.
+/// (row id, similarity), best first, ties by row id. Chunks tied with the last one kept are
+/// kept too (up to `limit` more), so that [`rank`] decides which of them make the cut by
+/// their place in the notes, not by row id.
 pub(crate) fn nearest(
     index: &Index,
     q: &[f32],
@@ -76,9 +78,16 @@ pub(crate) fn nearest(
     }
     let cmp = |a: &(i64, f32), b: &(i64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     all.select_nth_unstable_by(k - 1, cmp);
-    all.truncate(k);
-    all.sort_by(cmp);
-    all
+    let last = all[k - 1].1;
+    let (mut top, rest) = (all[..k].to_vec(), &all[k..]);
+    // At most `limit` more: a degenerate model giving every text one vector ties them all.
+    top.extend(
+        rest.iter()
+            .filter(|r| r.1.total_cmp(&last).is_eq())
+            .take(limit),
+    );
+    top.sort_by(cmp);
+    top
 }
 
 /// Rank chunks for `query` (terms from [`terms`], embedding `qvec` when a model is loaded)
@@ -118,10 +127,22 @@ pub(crate) fn rank(
     }
     if let Some(q) = qvec {
         if mode != Mode::Bm25 {
-            for (i, (id, sim)) in nearest(index, q, since, until, depth)
+            // Equal similarities (the same text embedded twice: a repeated event of one day)
+            // are ranked by (path, ord) like BM25's ties, never by row id: row ids follow
+            // the order of writes and edits, and a rebuilt index numbers rows anew, so ranks
+            // by id made a reindex reorder results.
+            let mut near = nearest(index, q, since, until, depth);
+            let place: HashMap<i64, (String, u32)> = index
+                .get(&near.iter().map(|r| r.0).collect::<Vec<_>>())?
                 .into_iter()
-                .enumerate()
-            {
+                .map(|c| (c.id, (c.chunk.path, c.chunk.ord)))
+                .collect();
+            near.sort_by(|a, b| {
+                b.1.total_cmp(&a.1)
+                    .then_with(|| place.get(&a.0).cmp(&place.get(&b.0)))
+            });
+            near.truncate(depth);
+            for (i, (id, sim)) in near.into_iter().enumerate() {
                 let r = by_id.entry(id).or_insert_with(|| blank(id));
                 r.vector_rank = Some(i + 1);
                 r.similarity = Some(sim);

@@ -143,7 +143,8 @@ pub struct RecallResponse {
     pub results: Vec<RecallHit>,
     /// `hybrid`, or `keyword` when no model is available (see `warning`).
     pub mode: String,
-    /// Estimated tokens of all result texts (characters / 4, rounded up).
+    /// Estimated tokens of the results as injected: each hit's `[path:line, at]` line and
+    /// text (ASCII characters / 4 and one per other character; see [`crate::budget`]).
     pub tokens: usize,
     /// Relevant results left out because of `max_results` or the token budget.
     pub omitted: usize,
@@ -196,7 +197,12 @@ impl Timeframe {
             }
             return Ok(tf);
         }
-        let (num, unit) = s.split_at(s.len().saturating_sub(1));
+        // Split at the last character, not the last byte: a value ending in a multi-byte
+        // character ("5日") is a bad timeframe, never a slice inside that character.
+        let (num, unit) = s
+            .char_indices()
+            .last()
+            .map_or(("", ""), |(i, _)| s.split_at(i));
         let secs = match unit {
             "h" => 3600,
             "d" => 86_400,
@@ -353,6 +359,13 @@ mod tests {
             "99999999999d",
             "x..",
             "1970-01-01T00:00:20Z..1970-01-01T00:00:10Z",
+            // Ending in a multi-byte character: refused, not a panic (review memory11 #1).
+            "é",
+            "5日",
+            "1é",
+            "１d",
+            "5d\u{301}",
+            "5\u{1F600}",
         ] {
             assert!(
                 matches!(p(bad), Err(MemoryError::Invalid(_))),

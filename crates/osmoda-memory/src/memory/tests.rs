@@ -99,7 +99,7 @@ fn open_hash8(dir: &std::path::Path) -> Memory {
     Memory::open(Options::new(dir), Some(e), None).expect("open")
 }
 
-fn store_req(summary: &str, detail: &str, durable: bool) -> StoreRequest {
+pub(super) fn store_req(summary: &str, detail: &str, durable: bool) -> StoreRequest {
     StoreRequest {
         summary: summary.into(),
         detail: detail.into(),
@@ -383,4 +383,85 @@ fn recreated_directories_are_still_watched() {
     )
     .expect("write");
     until(&m, "a later note there", |m| finds(m, "zebra4"));
+}
+
+/// Today's note, written by hand with sections until it holds `bytes`.
+fn fill_today(dir: &std::path::Path, bytes: u64) -> (String, String) {
+    let m = Notes::new(dir);
+    let p = m.daily_path(OffsetDateTime::now_utc().date());
+    let date = p.file_stem().expect("stem").to_string_lossy().into_owned();
+    let mut s = format!("# {date}\n");
+    let mut i = 0;
+    while (s.len() as u64) < bytes {
+        s.push_str(&format!(
+            "\n## service.failed (unit{i}.service)\nat: {date}T01:00:00Z · source: ledger · host: web-1\n\nunit{i} failed: the disk was full ({i}). {}\n", "journald kept its logs. ".repeat(30)
+        ));
+        i += 1;
+    }
+    std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&p, &s).expect("write");
+    (date, s)
+}
+
+/// The work of one store into today's note, in a memory whose today's note holds `bytes`.
+fn work_of_a_store(bytes: u64) -> (Work, StoreReceipt, String, String) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (date, s) = fill_today(tmp.path(), bytes);
+    let m = open_hash8(tmp.path());
+    lock(&m.index).count_work();
+    let before = lock(&m.index).work();
+    let r = m
+        .store(&store_req(
+            "nginx down on web-1",
+            "certificate expired",
+            false,
+        ))
+        .expect("store");
+    let after = lock(&m.index).work();
+    assert!(
+        finds(&m, "certificate"),
+        "the stored note is found in {}",
+        r.path
+    );
+    let held = std::fs::read_to_string(tmp.path().join(format!("memory/{date}.md"))).expect("read");
+    let w = Work {
+        sql_steps: after.sql_steps - before.sql_steps,
+        vector_rows: after.vector_rows - before.vector_rows,
+    };
+    (w, r, date, if held == s { String::new() } else { held })
+}
+
+/// A write's work is bounded by a note's size cap, not by what a day (or a caller storing in
+/// a loop) has written (review memory11 finding 4): every store rewrote and re-indexed its
+/// whole day's note, so n stores of a day cost O(n²) and one store into a note of 2 MiB read
+/// its ~10,000 chunks and vectors back. A full note takes no more sections: the day goes on
+/// in `memory/YYYY-MM-DD-2.md`; a full `MEMORY.md` refuses a durable note, writing nothing.
+#[test]
+fn a_full_note_takes_no_more_and_a_write_stays_small() {
+    let (small, r, date, _) = work_of_a_store(2_000);
+    assert_eq!(r.path, format!("memory/{date}.md"));
+    let (big, r, date, changed) = work_of_a_store(NOTE_CAP);
+    assert_eq!(r.path, format!("memory/{date}-2.md"));
+    assert!(changed.is_empty(), "the full note was written to");
+    assert!(
+        big.sql_steps < small.sql_steps * 2,
+        "a store beside a full note: {big:?}; beside a small one: {small:?}"
+    );
+    // A chunk of the second part is dated and labelled like the day's note.
+    let c = crate::chunk::chunk_note(&r.path, "## x\nbody", 0);
+    assert_eq!(c[0].enriched(), format!("[{date}] ## x\nbody"));
+    // MEMORY.md at the cap: refused by name, nothing written.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let full = format!("# Memory\n\n## facts\n{}\n", "x".repeat(NOTE_CAP as usize));
+    std::fs::write(tmp.path().join("MEMORY.md"), &full).expect("write");
+    let m = open_hash8(tmp.path());
+    let e = m
+        .store(&store_req("prefers metric units", "", true))
+        .expect_err("full");
+    assert!(matches!(e, MemoryError::NoteFull { .. }), "{e}");
+    assert!(e.to_string().starts_with("MEMORY.md holds"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("MEMORY.md")).expect("read"),
+        full
+    );
 }
