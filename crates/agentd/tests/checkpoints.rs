@@ -607,3 +607,45 @@ async fn a_checkpoint_record_that_does_not_parse_is_tamper_evidence() {
         refuses_to_sign(dir, forge, "is not a checkpoint").await;
     }
 }
+
+/// Events appended between a checkpoint's signature and its record are covered by the next
+/// one: after shutdown the newest checkpoint covers every event but its own record. (The
+/// signer once counted from the record's id, so notes that landed before a record were anchored
+/// only if more came after them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_that_land_before_a_checkpoints_record_are_anchored_at_shutdown() {
+    for _ in 0..3 {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path();
+        let (st, c, trigger, task) = serve(dir, 5).await;
+        // All at once, so some land while the first checkpoint is signed and recorded.
+        let mut appends = tokio::task::JoinSet::new();
+        for i in 0..24 {
+            let c = osmoda_client::Client::new(dir.join("agentd.sock"));
+            appends.spawn(async move {
+                c.post_ok(
+                    "/events/append",
+                    &json!({ "type": "test.note", "daemon": "tester", "payload": { "i": i } }),
+                )
+                .await;
+            });
+        }
+        while let Some(r) = appends.join_next().await {
+            r.expect("append task");
+        }
+        drop(c);
+        trigger.fire();
+        task.await.expect("join").expect("serve");
+        let size = st.ledger.tree_head().expect("head").size;
+        drop(st);
+        let newest = CheckpointFile::new(dir.join("state/checkpoints.jsonl"))
+            .newest()
+            .expect("read")
+            .expect("one checkpoint");
+        assert!(
+            newest.size + 1 >= size,
+            "the newest checkpoint covers {} of {size} events",
+            newest.size
+        );
+    }
+}

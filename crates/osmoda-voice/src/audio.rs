@@ -107,8 +107,8 @@ impl AllowedDirs {
                 .unwrap_or_default();
             for (i, name) in rest.iter().enumerate() {
                 let next = cur.join(name);
-                let meta = std::fs::symlink_metadata(&next)
-                    .map_err(|e| path_error("resolve", path, e))?;
+                let meta =
+                    std::fs::symlink_metadata(&next).map_err(|e| path_error("resolve", path, e))?;
                 if meta.file_type().is_symlink() {
                     links += 1;
                     if links > MAX_LINKS {
@@ -118,8 +118,8 @@ impl AllowedDirs {
                             std::io::Error::from_raw_os_error(libc::ELOOP),
                         ));
                     }
-                    let target = std::fs::read_link(&next)
-                        .map_err(|e| path_error("resolve", path, e))?;
+                    let target =
+                        std::fs::read_link(&next).map_err(|e| path_error("resolve", path, e))?;
                     let mut joined = cur.join(target);
                     for r in &rest[i + 1..] {
                         joined.push(r);
@@ -630,7 +630,8 @@ mod tests {
         }
         std::fs::write(outside.join("secret.wav"), b"x").unwrap();
         std::fs::write(second.join("b.wav"), b"x").unwrap();
-        let link = |name: &str, to: &Path| std::os::unix::fs::symlink(to, inside.join(name)).unwrap();
+        let link =
+            |name: &str, to: &Path| std::os::unix::fs::symlink(to, inside.join(name)).unwrap();
         link("existing.wav", &outside.join("secret.wav"));
         link("missing.wav", &outside.join("missing.wav"));
         link("missing-dir", &outside.join("nowhere"));

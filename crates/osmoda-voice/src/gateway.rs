@@ -112,7 +112,10 @@ impl Gateway {
             let why = v
                 .pointer("/error/message")
                 .and_then(Value::as_str)
-                .map_or_else(|| String::from_utf8_lossy(&bytes).into_owned(), str::to_owned);
+                .map_or_else(
+                    || String::from_utf8_lossy(&bytes).into_owned(),
+                    str::to_owned,
+                );
             return Err(Failure {
                 reason: format!("the gateway answered {status}"),
                 detail: Some(clean(&why)),
@@ -125,11 +128,7 @@ impl Gateway {
     }
 
     /// The answer's status and body; on failure, a fixed reason and the error's own text.
-    async fn post(
-        &self,
-        path: &str,
-        body: &Value,
-    ) -> Result<(u16, Bytes), (&'static str, String)> {
+    async fn post(&self, path: &str, body: &Value) -> Result<(u16, Bytes), (&'static str, String)> {
         let bytes = Bytes::from(body.to_string());
         let (host, io): (String, Box<dyn Io>) = match &self.target {
             Target::Tcp(a) => (
@@ -143,7 +142,10 @@ impl Gateway {
             Target::Unix(p) => (
                 "localhost".into(),
                 Box::new(tokio::net::UnixStream::connect(p).await.map_err(|e| {
-                    ("cannot connect to the gateway", format!("{}: {e}", p.display()))
+                    (
+                        "cannot connect to the gateway",
+                        format!("{}: {e}", p.display()),
+                    )
                 })?),
             ),
         };
@@ -248,11 +250,16 @@ mod tests {
                     if let Some((head, body)) = text.split_once("\r\n\r\n") {
                         let len: usize = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length: ")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
                             .unwrap_or(0);
                         if body.len() >= len || m == 0 {
                             let reply = if echo {
-                                json!({ "error": { "message": format!("echo:\n\u{202e}{body}") } }).to_string()
+                                json!({ "error": { "message": format!("echo:\n\u{202e}{body}") } })
+                                    .to_string()
                             } else {
                                 format!("<html>{}</html>", "\u{1b}[31m".repeat(500))
                             };
@@ -283,11 +290,18 @@ mod tests {
         assert!(detail.starts_with("echo:  {"), "{detail}");
         assert!(detail.chars().count() <= DETAIL_CHARS + 1, "{detail}");
         assert!(detail.ends_with('…'), "{detail}");
-        assert!(!detail.chars().any(|c| c.is_control() || c == '\u{202e}'), "{detail:?}");
+        assert!(
+            !detail.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{detail:?}"
+        );
         assert!(e.to_string().starts_with("the gateway answered 500: echo:"));
 
         let dir = tempfile::tempdir().unwrap();
-        let e = stand_in(dir.path(), 502, false).await.say("hello").await.unwrap_err();
+        let e = stand_in(dir.path(), 502, false)
+            .await
+            .say("hello")
+            .await
+            .unwrap_err();
         assert_eq!(e.reason, "the gateway answered 502");
         let detail = e.detail.unwrap();
         assert!(detail.chars().count() <= DETAIL_CHARS + 1, "{detail}");

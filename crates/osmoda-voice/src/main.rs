@@ -167,7 +167,10 @@ fn wipe_env_value(name: &str) {
     }
 }
 
-async fn proxy(target: osmoda_voice::proxy::ProxyTarget, listen: Option<PathBuf>) -> anyhow::Result<()> {
+async fn proxy(
+    target: osmoda_voice::proxy::ProxyTarget,
+    listen: Option<PathBuf>,
+) -> anyhow::Result<()> {
     use std::os::fd::FromRawFd;
     let listener = match listen {
         Some(path) => osmoda_daemon::bind_unix(&path, 0o600)?,

@@ -79,7 +79,13 @@ async fn carry(mut conn: UnixStream, target: &ProxyTarget) -> Result<(), String>
 async fn verified(target: &ProxyTarget) -> Result<TcpStream, String> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.to))
         .await
-        .map_err(|_| format!("no connection to {} within {} s", target.to, CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|_| {
+            format!(
+                "no connection to {} within {} s",
+                target.to,
+                CONNECT_TIMEOUT.as_secs()
+            )
+        })?
         .map_err(|e| format!("cannot connect to the gateway at {}: {e}", target.to))?;
     let holder = osmoda_daemon::peer::owner(&stream).await?;
     if holder != target.gateway_uid {

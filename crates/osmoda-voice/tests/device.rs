@@ -323,9 +323,10 @@ async fn no_recorder_or_piper_outlives_the_daemon_killed_with_sigkill() {
     // The recording has begun (the recorder wrote its header and some audio).
     let recordings = dir.path().join("voice/recordings");
     let start = std::time::Instant::now();
-    while !files(&recordings).iter().any(|p| {
-        std::fs::metadata(p).map(|m| m.len() > 44).unwrap_or(false)
-    }) {
+    while !files(&recordings)
+        .iter()
+        .any(|p| std::fs::metadata(p).map(|m| m.len() > 44).unwrap_or(false))
+    {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the recorder wrote nothing: {:?}",
@@ -354,7 +355,10 @@ async fn no_recorder_or_piper_outlives_the_daemon_killed_with_sigkill() {
     assert!(!left.is_empty());
     for p in &left {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with(".tmp-"), "a cut-off recording looks complete: {name}");
+        assert!(
+            name.starts_with(".tmp-"),
+            "a cut-off recording looks complete: {name}"
+        );
     }
 
     // The next start removes it. This start takes the token from the environment (the
@@ -380,7 +384,10 @@ async fn no_recorder_or_piper_outlives_the_daemon_killed_with_sigkill() {
     let environ = std::fs::read(format!("/proc/{}/environ", proc.id())).unwrap();
     let environ = String::from_utf8_lossy(&environ);
     assert!(environ.contains("OPENCLAW_GATEWAY_TOKEN="), "{environ}");
-    assert!(!environ.contains("sekrit"), "the token is in /proc/<pid>/environ: {environ}");
+    assert!(
+        !environ.contains("sekrit"),
+        "the token is in /proc/<pid>/environ: {environ}"
+    );
     let _ = proc.kill();
     let _ = proc.wait();
 }
@@ -410,7 +417,10 @@ async fn a_named_source_is_heard_whatever_the_default_is() {
         let client = voice.client();
         tokio::spawn(async move {
             let r = client
-                .post("/voice/record", &json!({ "duration_secs": 8, "transcribe": false }))
+                .post(
+                    "/voice/record",
+                    &json!({ "duration_secs": 8, "transcribe": false }),
+                )
                 .await
                 .unwrap();
             (r.status, r.body)
@@ -419,7 +429,10 @@ async fn a_named_source_is_heard_whatever_the_default_is() {
     // Linked to the named microphone (this waits up to 60 s), not to the default source.
     pw.wait_for_recorder().await;
     let links = pw.links();
-    assert!(!links.contains("other-src:capture_MONO\n  |-> pw-record"), "{links}");
+    assert!(
+        !links.contains("other-src:capture_MONO\n  |-> pw-record"),
+        "{links}"
+    );
     pw.play(&said).await;
     let (s, b) = rec.await.unwrap();
     assert_eq!(s, 200, "{b}");
@@ -432,12 +445,16 @@ async fn a_named_source_is_heard_whatever_the_default_is() {
     assert!(rows[0].payload.contains(MIC), "{}", rows[0].payload);
 
     // The listen loop too, and its status names the node.
-    let (s, b) = voice.post("/voice/listen", json!({ "enabled": true })).await;
+    let (s, b) = voice
+        .post("/voice/listen", json!({ "enabled": true }))
+        .await;
     assert_eq!(s, 200, "{b}");
     pw.wait_for_recorder().await;
     let (_, st) = voice.get("/voice/status").await;
     assert_eq!(st["listen"]["source"], format!("microphone {MIC}"), "{st}");
-    let (s, _) = voice.post("/voice/listen", json!({ "enabled": false })).await;
+    let (s, _) = voice
+        .post("/voice/listen", json!({ "enabled": false }))
+        .await;
     assert_eq!(s, 200);
     drop(voice);
 
@@ -450,11 +467,20 @@ async fn a_named_source_is_heard_whatever_the_default_is() {
     };
     let voice = Voice::start(dir2.path(), opts).await;
     let (s, b) = voice
-        .post("/voice/record", json!({ "duration_secs": 3, "transcribe": false }))
+        .post(
+            "/voice/record",
+            json!({ "duration_secs": 3, "transcribe": false }),
+        )
         .await;
     assert_eq!(s, 503, "{b}");
-    assert!(b["error"].as_str().unwrap().contains("recorded nothing"), "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("recorded nothing"),
+        "{b}"
+    );
     let links = pw.links();
     assert!(!links.contains("|-> pw-record"), "{links}");
-    assert_eq!(files(&dir2.path().join("voice/recordings")), Vec::<PathBuf>::new());
+    assert_eq!(
+        files(&dir2.path().join("voice/recordings")),
+        Vec::<PathBuf>::new()
+    );
 }

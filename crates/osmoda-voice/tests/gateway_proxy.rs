@@ -118,7 +118,10 @@ async fn the_token_goes_only_to_a_port_the_gateways_user_holds() {
     let _p = proxy(&ok, port, &me);
     wait_for(&ok).await;
     let before = seen.lock().unwrap().len();
-    let reply = client(ok).say("Please open the pod bay doors.").await.unwrap();
+    let reply = client(ok)
+        .say("Please open the pod bay doors.")
+        .await
+        .unwrap();
     assert_eq!(reply, "heard you");
     let got = String::from_utf8_lossy(&seen.lock().unwrap()[before..].concat()).into_owned();
     assert!(got.contains("Bearer owner-token-123"), "{got}");
@@ -138,12 +141,18 @@ async fn the_token_goes_only_to_a_port_the_gateways_user_holds() {
     assert_eq!(e.reason, "the gateway answered 502", "{e}");
     let detail = e.detail.unwrap();
     assert!(detail.contains(&format!("is held by uid {me}")), "{detail}");
-    assert!(detail.contains("not the gateway's user (uid 65534 (nobody))"), "{detail}");
+    assert!(
+        detail.contains("not the gateway's user (uid 65534 (nobody))"),
+        "{detail}"
+    );
     assert!(detail.contains("nothing was sent"), "{detail}");
     // The proxy connected (to learn who holds the port) but sent nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = seen.lock().unwrap()[before..].to_vec();
-    assert!(after.iter().all(Vec::is_empty), "the squatter got {after:?}");
+    assert!(
+        after.iter().all(Vec::is_empty),
+        "the squatter got {after:?}"
+    );
 
     // Nobody on the port at all: a 502 saying so.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -159,7 +168,13 @@ async fn the_token_goes_only_to_a_port_the_gateways_user_holds() {
     // Bad flags stop the start, naming them.
     for (args, says) in [
         (proxy_args(port, "no-such-user-here"), "--gateway-user"),
-        (proxy_args(port, &me).into_iter().map(|a| a.replace("127.0.0.1:", "10.1.2.3:")).collect(), "--to"),
+        (
+            proxy_args(port, &me)
+                .into_iter()
+                .map(|a| a.replace("127.0.0.1:", "10.1.2.3:"))
+                .collect(),
+            "--to",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_osmoda-voice"))
             .args(&args)

@@ -271,7 +271,10 @@ impl PipeWire {
         // WirePlumber takes it as the default once it has seen the node.
         let start = Instant::now();
         loop {
-            let meta = self.output("pw-metadata", &["-n", "default", "0", "default.audio.source"]);
+            let meta = self.output(
+                "pw-metadata",
+                &["-n", "default", "0", "default.audio.source"],
+            );
             let nodes = self.output("pw-cli", &["ls", "Node"]);
             if meta.contains(name) && nodes.contains(name) {
                 return;
