@@ -268,6 +268,8 @@ let
     if cfg.voice.pipewireUser == null then null
     else lib.mapNullable toString (config.users.users.${cfg.voice.pipewireUser} or { uid = null; }).uid;
   voicePwDir = if voicePwUid == null then cfg.voice.pipewireRuntimeDir else "/run/user/${voicePwUid}";
+  voicePwGroup = let g = (config.users.users.${cfg.voice.pipewireUser} or { }).group or ""; in
+    if g == "" then "nogroup" else g;
 
   # One hardened baseline for every unit; each daemon loosens it with a comment.
   hardening = {
@@ -554,7 +556,7 @@ in
         default = d.voice.pipewireRuntimeDir;
         description = "Directory of the PipeWire socket (`pipewire-0`) osmoda-voice plays and records through: `/run/pipewire` for a system-wide PipeWire (`services.pipewire.systemWide`; the unit joins its group `pipewire`). Another directory must let user osmoda-voice reach the socket. For a person's own (user-session) PipeWire, set `pipewireUser` instead.";
       };
-      pipewireUser = nullOr types.str "A user whose session PipeWire (`/run/user/<uid>/pipewire-0`) osmoda-voice plays and records through, instead of `pipewireRuntimeDir`; `users.users.<name>.uid` must be set. The unit keeps that user's service manager running (so its runtime dir and PipeWire exist from boot, as lingering does), sees that runtime dir alone under /run/user, and is granted the socket by an ACL (`u:osmoda-voice:rw` on `pipewire-0`, search on the dir) set at each start. Whoever can reach a PipeWire server can feed its sources: see `source`.";
+      pipewireUser = nullOr types.str "A user whose session PipeWire (`/run/user/<uid>/pipewire-0`) osmoda-voice plays and records through, instead of `pipewireRuntimeDir`; `users.users.<name>.uid` must be set. The unit starts that user's service manager with it (so its runtime dir and PipeWire exist from boot); after the user's last logout logind stops that manager unless `users.users.<name>.linger` is set, and the daemon stays up without an audio device until the next login. It sees that runtime dir alone under /run/user and is granted the socket by an ACL (`u:osmoda-voice:rw` on `pipewire-0`, search on the dir) that the user's own identity sets at each start (never root's: the names are the user's). Whoever can reach a PipeWire server can feed its sources: see `source`.";
       source = nullOr types.str "The PipeWire node (`node.name`, e.g. `alsa_input.pci-0000_00_1f.3.analog-stereo`) `/voice/record` and `/voice/listen` capture from; null: the server's default source. Any client of the PipeWire server may create a source and make it the default, and what is captured reaches the agent as the owner's words: naming the microphone stops that (the recorder is linked to this node only, never to a fallback). A client of the server can still move or feed the recorder's stream: access to the PipeWire server is the power to speak to the agent.";
       gatewayTokenFile = nullOr types.str "File holding only the OpenClaw gateway's token (the value of `OPENCLAW_GATEWAY_TOKEN` in `services.osmoda.gateway.environmentFile`), loaded as the systemd credential `gateway-token`: the unit gets this one secret, never the gateway's environment file with the model API keys. With the gateway on and no token, the gateway refuses what `/voice/listen` hears.";
       memoryMax = mkOption {
@@ -905,10 +907,11 @@ in
         args = lib.optionals (cfg.voice.gatewayTokenFile != null)
           [ "--gateway-token-file" (credential "osmoda-voice" "gateway-token") ]
           ++ lib.optionals (cfg.voice.source != null) [ "--source" cfg.voice.source ];
-        # A person's session PipeWire lives as long as that user's service manager: keep it
-        # running with the unit (as lingering does) and follow it when it restarts.
+        # A person's session PipeWire lives as long as that user's service manager: start it
+        # with the unit and start the unit with it. After the person's last logout logind stops
+        # it (unless `users.users.<name>.linger`); the daemon stays up without an audio device.
         extra = lib.optionalAttrs (voicePwUid != null) {
-          bindsTo = [ "user@${voicePwUid}.service" ];
+          wants = [ "user@${voicePwUid}.service" ];
           after = [ "network.target" "osmoda-agentd.service" "user@${voicePwUid}.service" ];
           wantedBy = [ "multi-user.target" "user@${voicePwUid}.service" ];
         };
@@ -945,13 +948,18 @@ in
           ProtectHome = "tmpfs";
           BindReadOnlyPaths = [ voicePwDir ];
           # The session socket is the user's (0700 dir, socket without write for others):
-          # before each start, root grants this unit's user search on the dir and the socket
-          # alone, nothing else of the user's runtime files ("+": outside the sandbox). A user
-          # without a PipeWire socket leaves the daemon without an audio device ("-"), which
-          # /voice/status then says; transcription and speech files still work.
-          ExecStartPre = [
-            "+${pkgs.acl}/bin/setfacl -m u:osmoda-voice:x ${voicePwDir}"
-            "-+${pkgs.acl}/bin/setfacl -m u:osmoda-voice:rw ${voicePwDir}/pipewire-0"
+          # before each start this unit's user is granted search on the dir and the socket
+          # alone, nothing else of the user's runtime files. The grant runs as that user, not
+          # root ("+" only to switch, outside the sandbox): the names are the user's to point
+          # anywhere (a `pipewire-0` linked to /etc/shadow), and as the user setfacl can change
+          # only the user's own files. A user without a PipeWire socket leaves the daemon
+          # without an audio device ("-"), which /voice/status then says; transcription and
+          # speech files still work.
+          ExecStartPre = let
+            asUser = "${pkgs.util-linux}/bin/setpriv --reuid=${voicePwUid} --regid=${voicePwGroup} --clear-groups";
+          in [
+            "+${asUser} ${pkgs.acl}/bin/setfacl -m u:osmoda-voice:x ${voicePwDir}"
+            "-+${asUser} ${pkgs.acl}/bin/setfacl -m u:osmoda-voice:rw ${voicePwDir}/pipewire-0"
           ];
         };
       };

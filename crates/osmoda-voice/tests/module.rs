@@ -35,6 +35,7 @@ fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
         r#"services.osmoda = { enable = true;
              voice = { enable = true; whisperModel = "/var/lib/models/ggml-tiny.en.bin"; audioDirs = [ "/srv/audio" ]; pipewireRuntimeDir = "/run/pw";
                        gatewayTokenFile = "/var/lib/secrets/gw-token"; memoryMax = "2G"; };
+             routines.gatewayTokenFile = "/var/lib/secrets/gw-token";
              gateway = { enable = true; port = 18790; environmentFile = "/var/lib/secrets/gw.env"; }; };"#,
     );
     let unit = &json["units"]["osmoda-voice"];
@@ -114,6 +115,7 @@ fn nixos_eval_if_present_voice_unit_pipewire_and_gateway_socket() {
     let json = eval(
         &check,
         r#"services.osmoda = { enable = true; voice.enable = true;
+             routines.gatewayTokenFile = "/var/lib/secrets/gw-token";
              gateway = { enable = true; environmentFile = "/var/lib/secrets/gw.env"; }; };"#,
     );
     let text = json["units"]["osmoda-voice"]["text"].as_str().unwrap();
@@ -196,7 +198,8 @@ fn nixos_eval_if_present_voice_source_and_a_persons_session_pipewire() {
         "{exec}"
     );
     let text = unit["text"].as_str().unwrap();
-    let acl = "-acl/bin/setfacl -m u:osmoda-voice:";
+    // The grant runs as the person (setpriv), never as root on the person's names.
+    let acl = "-util-linux/bin/setpriv --reuid=1000 --regid=users --clear-groups /nix/store/00000000000000000000000000000000-acl/bin/setfacl -m u:osmoda-voice:";
     for want in [
         "Environment=PIPEWIRE_RUNTIME_DIR=/run/user/1000\n",
         "ProtectHome=tmpfs\n",
@@ -205,7 +208,7 @@ fn nixos_eval_if_present_voice_source_and_a_persons_session_pipewire() {
         // stop the unit (`-`).
         &format!("ExecStartPre=+/nix/store/00000000000000000000000000000000{acl}x /run/user/1000\n"),
         &format!("ExecStartPre=-+/nix/store/00000000000000000000000000000000{acl}rw /run/user/1000/pipewire-0\n"),
-        "BindsTo=user@1000.service\n",
+        "Wants=user@1000.service\n",
         "After=network.target osmoda-agentd.service user@1000.service\n",
         "WantedBy=multi-user.target user@1000.service\n",
         "User=osmoda-voice\n",
