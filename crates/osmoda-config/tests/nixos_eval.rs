@@ -268,18 +268,25 @@ fn nixos_eval_if_present_flake_hosts_typecheck_and_render() -> Result<()> {
             // script's `mv -n`), and routines and voice get the token-only file.
             assert_eq!(
                 token["unitConfig"]["ConditionPathExists"],
-                serde_json::json!(["|!/var/lib/osmoda/gateway.env", "|!/var/lib/osmoda/gateway-token"]),
+                serde_json::json!([
+                    "|!/var/lib/osmoda/gateway.env",
+                    "|!/var/lib/osmoda/gateway-token"
+                ]),
                 "{name}: {token}"
             );
             assert!(
-                token["script"].as_str().is_some_and(|s| s.matches("mv -n").count() == 2),
+                token["script"]
+                    .as_str()
+                    .is_some_and(|s| s.matches("mv -n").count() == 2),
                 "{name}: an existing token file is never touched: {token}"
             );
             for unit in ["osmoda-routines", "osmoda-voice"] {
                 let text = json["units"][unit]["text"].as_str().unwrap_or_default();
                 assert!(
                     text.is_empty()
-                        || text.contains("LoadCredential=gateway-token:/var/lib/osmoda/gateway-token\n"),
+                        || text.contains(
+                            "LoadCredential=gateway-token:/var/lib/osmoda/gateway-token\n"
+                        ),
                     "{name}: {unit} gets the token alone:\n{text}"
                 );
             }
