@@ -298,7 +298,7 @@ async fn help_examples_work_on_the_default_tree() {
             let mut words = shell_words(cmd);
             // TTLs shortened to keep the suite fast; the command is otherwise as written. A
             // switch commits only after a whole round of checks finished inside its TTL, so the
-            // TTL leaves room for one round on a loaded machine (1 s rolled back under load).
+            // TTL leaves room for one round on a loaded machine (common::TTL).
             let ttl_flag = ["switch begin", "watchers add"].contains(
                 &words
                     .get(1..3)
@@ -317,7 +317,8 @@ async fn help_examples_work_on_the_default_tree() {
             assert_eq!(
                 o.status.code(),
                 Some(0),
-                "example `{ex}` from agentctl {page:?} --help failed: {}",
+                "example `{ex}` from agentctl {page:?} --help failed:\nstdout: {}\nstderr: {}",
+                common::stdout(&o),
                 stderr(&o)
             );
             common::settle(&env).await;
