@@ -411,7 +411,7 @@ let
     in
     {
       agentd =
-        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" "ledger" "backup" "writableRoots" "capabilityKeyFile" ])
+        extra agentd (serviceKeys ++ [ "approvalSocket" "approvalTtlSecs" "criticalPackages" "validate" "ledger" "backup" "writableRoots" "capabilityKeyFile" "agentctlPackage" ])
         // {
           files.writable_roots = get agentd "writableRoots" d.agentd.writableRoots;
           ledger = let

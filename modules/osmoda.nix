@@ -405,6 +405,9 @@ in
     };
 
     agentd = daemonOptions "agentd" "agentd" // {
+      agentctlPackage = mkPackageOption pkgs "agentctl" { default = [ "osmoda" "agentctl" ]; } // {
+        description = "The agentctl command-line client, on the system's PATH with agentd (with git: the configuration tree is a git repository a person reads with `git log`).";
+      };
       approvalSocket = mkOption {
         type = types.str;
         default = d.agentd.approvalSocket;
@@ -642,7 +645,13 @@ in
         ++ lib.optional cfg.egress.enable (checkedConfig "egress" cfg.egress.package)
         ++ lib.optional cfg.voice.enable (checkedConfig "voice" cfg.voice.package);
 
-      environment.systemPackages = lib.optional cfg.agentd.enable cfg.agentd.package;
+      # agentd's package, its client and git: a person (and install.sh's and push-deploy.sh's
+      # probes) runs `agentctl` and reads the tree's history with git.
+      environment.systemPackages = lib.optionals cfg.agentd.enable [
+        cfg.agentd.package
+        cfg.agentd.agentctlPackage
+        pkgs.git
+      ];
 
       # agentd and watch need a git tree with at least one commit; create it once.
       systemd.services.osmoda-config-tree = {

@@ -20,7 +20,13 @@
     graphics = true;
     # SSH from the host machine only (the operator's password is known): ssh -p 2222 operator@localhost
     forwardPorts = [ { from = "host"; host.address = "127.0.0.1"; host.port = 2222; guest.port = 22; } ];
+    # Sway needs a DRM device wlroots can use: a virtio GPU, not QEMU's default VGA (std),
+    # as nixpkgs' own nixos/tests/sway.nix does.
+    qemu.options = [ "-vga none" "-device virtio-gpu-pci" ];
   };
+  # The VM has no GPU acceleration: wlroots renders in software.
+  # (greetd sources /etc/profile, which sets environment.variables, before the session command)
+  environment.variables.WLR_RENDERER_ALLOW_SOFTWARE = "1";
 
   services.osmoda = {
     enable = true;

@@ -232,6 +232,17 @@ fn nixos_eval_if_present_flake_hosts_typecheck_and_render() -> Result<()> {
             "{name}: {files:?}"
         );
         assert_units(&json, &files, name);
+        // What install.sh's and push-deploy.sh's probes and a person run: agentctl, and git
+        // for the tree's history (push-deploy pushes into it).
+        for bin in ["agentctl", "git"] {
+            assert!(
+                json["systemPackages"]
+                    .as_array()
+                    .is_some_and(|p| p.contains(&serde_json::json!(bin))),
+                "{name}: {bin} on the system's PATH: {}",
+                json["systemPackages"]
+            );
+        }
         let names: Vec<&String> = files["watch"]["watchers"]
             .as_object()
             .context("watchers")?
@@ -310,7 +321,23 @@ fn nixos_eval_if_present_flake_hosts_typecheck_and_render() -> Result<()> {
     }
     // The dev VM's desktop: the operator logs into Sway (greetd's sessions are checked against
     // their TOML type), in the groups the desktop and osModa need.
-    let dev = host(&check, tmp.path(), "dev-vm", None)?.json;
+    // ... and Sway gets a DRM device it can use (a virtio GPU, not QEMU's default VGA, as
+    // nixpkgs' own sway test does) and renders in software.
+    let dev = host(
+        &check,
+        tmp.path(),
+        "dev-vm",
+        Some(
+            r#"{ config, lib, ... }: { assertions = [ {
+              assertion = lib.elem "-device virtio-gpu-pci" config.virtualisation.qemu.options
+                && lib.elem "-vga none" config.virtualisation.qemu.options
+                && config.environment.variables.WLR_RENDERER_ALLOW_SOFTWARE == "1";
+              message = "the dev VM's display: a virtio GPU and software rendering";
+            } ]; }"#,
+        ),
+    )?
+    .json;
+    assert_eq!(dev["failedAssertions"], serde_json::json!([]));
     let groups = &dev["users"]["operator"]["extraGroups"];
     for g in ["wheel", "osmoda", "video", "audio"] {
         assert!(
