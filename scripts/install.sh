@@ -14,10 +14,13 @@
 #      ANTHROPIC_API_KEY=..., then `systemctl restart osmoda-gateway`);
 #    - a flake machine: the osModa flake input, and osModa's module + ./osmoda.nix in the
 #      `modules` list of flake.nix (a flake it cannot edit safely is refused, with what to add);
-#    - a channel machine: a new flake.nix with nixpkgs at this machine's release branch
-#      (unlocked: the first build takes that branch's newest commit), osModa, and
-#      ./configuration.nix + ./osmoda.nix as the host's modules (osModa applies configurations
-#      as flakes; configuration.nix itself is not touched).
+#    - a channel machine: a new flake.nix with nixpkgs at this machine's release branch, osModa,
+#      and ./configuration.nix + ./osmoda.nix as the host's modules (osModa applies
+#      configurations as flakes; configuration.nix itself is not touched);
+#    - flake.lock, committed with the change (`nix flake lock`, so it needs the network): a
+#      build never writes it into the tree afterwards. nixpkgs is locked at the revision of the
+#      system running this script (`nixos-version --revision`: the machine itself, or the
+#      installer ISO with --root) when it gives one; an existing flake.lock keeps its inputs.
 # 3. Applies it like SafeSwitch (osmoda-watch is not running yet, so the script does it): build,
 #    activate without making it the boot default, probe sshd (if it ran before) and agentd for
 #    up to --ttl seconds, then make it the boot default, or roll back to the previous system.
@@ -240,6 +243,23 @@ if command -v nix-instantiate >/dev/null; then
       die "the $(basename "$f") this script wrote does not parse: $(cat "$work/parse.err"). Nothing was changed."
   done
 fi
+# Lock the inputs now and commit flake.lock with the change: building an unlocked git flake
+# writes flake.lock into the tree uncommitted (agentd then refuses every edit as a hand edit),
+# and every later build would take the inputs' newest commits.
+command -v nix >/dev/null || die "nix is needed to lock the flake's inputs. Nothing was changed."
+lock_args=() pinned="" had_lock=0
+[ ! -e "$new/flake.lock" ] || had_lock=1
+rev=$(nixos-version --revision 2>/dev/null || true)
+if [ "${#rev}" = 40 ] && [ -z "${rev//[0-9a-f]/}" ] && [ "$had_lock" = 0 ]; then
+  pinned=$rev
+  lock_args=(--override-input nixpkgs "github:NixOS/nixpkgs/$rev")
+fi
+g add -A
+(cd "$new" && nix --extra-experimental-features "nix-command flakes" flake lock "${lock_args[@]}") >"$work/lock.err" 2>&1 ||
+  die "could not lock the flake's inputs (nix flake lock; is the network up?):
+$(tail -n 5 "$work/lock.err")
+Nothing was changed."
+[ -f "$new/flake.lock" ] || die "nix flake lock wrote no flake.lock. Nothing was changed."
 g add -A
 g commit -q -m "osModa: add the osModa flake input and module, enable services.osmoda and its gateway" \
   -m "Added by scripts/install.sh ($kind machine); the imported files are unchanged."
@@ -256,9 +276,13 @@ osModa will be installed on $(r /) (a $kind NixOS configuration, host $host):
 EOF
 g diff --stat HEAD~1 HEAD | sed 's/^/          /'
 g diff HEAD~1 HEAD -- flake.nix | sed 's/^/    | /' | head -60
-if [ "$kind" = channel ]; then
-  echo "  pin     nixpkgs: ${nixpkgs_url#github:} is not locked: the first build takes that branch's"
-  echo "          newest commit (packages may move ahead of this machine's channel)"
+locked=$(nix-instantiate --eval -E "(builtins.fromJSON (builtins.readFile $new/flake.lock)).nodes.nixpkgs.locked.rev or \"?\"" 2>/dev/null | tr -d '"' || true)
+if [ -n "$pinned" ]; then
+  echo "  lock    flake.lock: nixpkgs at ${pinned:0:12}, the revision this system runs"
+elif [ "$had_lock" = 1 ]; then
+  echo "  lock    flake.lock: your inputs as they were locked (nixpkgs at ${locked:0:12}), osModa added"
+else
+  echo "  lock    flake.lock: nixpkgs at ${locked:0:12}, its branch's newest (nixos-version gave no revision to pin)"
 fi
 if [ "$switch" = 1 ] && [ "$root" = / ]; then
   echo "  apply   nixos-rebuild build --flake $tree#$host, activate (not the boot default), probe"
@@ -311,6 +335,7 @@ sshd_before=0
 systemctl is-active --quiet sshd.service && sshd_before=1
 (cd "$work" && nixos-rebuild build --flake "git+file://$tree#$host") || { echo "install.sh: the build failed; nothing was activated (the tree is at $tree)" >&2; exit 4; }
 built=$(readlink -f "$work/result")
+[ -x "$built/sw/bin/agentctl" ] || { echo "install.sh: the built system has no agentctl ($built/sw/bin/agentctl), so agentd cannot be probed; nothing was activated (the tree is at $tree)" >&2; exit 4; }
 "$built/bin/switch-to-configuration" test || true
 deadline=$((SECONDS + ttl)) healthy=0
 while [ "$SECONDS" -lt "$deadline" ]; do

@@ -30,7 +30,55 @@ printf '%s\\n' "$@" > "\${FAKE_NIXOS_INSTALL_LOG:-/dev/null}"
 exit "\${FAKE_NIXOS_INSTALL_EXIT:-0}"
 `);
 chmodSync(join(doubles, "nixos-install"), 0o755);
-process.on("exit", () => rmSync(doubles, { recursive: true, force: true }));
+
+/**
+ * `nix` for the tests (no network here): only `nix flake lock`, which writes flake.lock in the
+ * current directory as Nix does — a lock file already there keeps its nodes, inputs missing from
+ * it are added (nixpkgs at the `--override-input nixpkgs URL` revision, else at a fixed
+ * "newest" one) — and marks it intent-to-add in git, as Nix does in a git tree. Its arguments go
+ * to $FAKE_NIX_LOG; $FAKE_NIX_LOCK_EXIT makes it fail as an offline lock does.
+ * `nixos-version` prints $FAKE_NIXOS_REVISION (fails when it is unset). Both also sit alone in
+ * `lockOnly`, for runs whose PATH has no other double.
+ */
+const newest = "1111111111111111111111111111111111111111";
+const lockOnly = mkdtempSync(join(tmpdir(), "osmoda-install-lock-"));
+for (const dir of [doubles, lockOnly]) {
+  writeFileSync(join(dir, "nix"), `#!${process.execPath}
+const fs = require("fs");
+const args = process.argv.slice(2);
+if (process.env.FAKE_NIX_LOG) fs.appendFileSync(process.env.FAKE_NIX_LOG, args.join(" ") + "\\n");
+const f = args.indexOf("flake");
+if (f < 0 || args[f + 1] !== "lock") { console.error("nix double: only 'nix flake lock'"); process.exit(2); }
+if (process.env.FAKE_NIX_LOCK_EXIT) {
+  console.error("error: unable to download 'https://api.github.com/repos/NixOS/nixpkgs/commits/nixos-24.05': Could not resolve host: api.github.com");
+  process.exit(Number(process.env.FAKE_NIX_LOCK_EXIT));
+}
+const o = args.indexOf("--override-input");
+const rev = o >= 0 && args[o + 1] === "nixpkgs" ? args[o + 2].split("/").pop() : "${newest}";
+const lock = fs.existsSync("flake.lock") ? JSON.parse(fs.readFileSync("flake.lock", "utf8")) : { nodes: { root: { inputs: {} } }, root: "root", version: 7 };
+const gh = (owner, repo, r) => ({ locked: { lastModified: 1, narHash: "sha256-AAAA", owner, repo, rev: r, type: "github" }, original: { owner, repo, type: "github" } });
+if (!lock.nodes.nixpkgs) { lock.nodes.nixpkgs = gh("NixOS", "nixpkgs", rev); lock.nodes.root.inputs.nixpkgs = "nixpkgs"; }
+lock.nodes.osmoda = { ...gh("osmoda", "osmoda", "2222222222222222222222222222222222222222"), inputs: { nixpkgs: ["nixpkgs"] } };
+lock.nodes.root.inputs.osmoda = "osmoda";
+fs.writeFileSync("flake.lock", JSON.stringify(lock, null, 2) + "\\n");
+require("child_process").spawnSync("git", ["add", "--intent-to-add", "flake.lock"]);
+`);
+  writeFileSync(join(dir, "nixos-version"), `#!/bin/bash
+[ "$1" = --revision ] && [ -n "\${FAKE_NIXOS_REVISION:-}" ] || exit 1
+echo "$FAKE_NIXOS_REVISION"
+`);
+  chmodSync(join(dir, "nix"), 0o755);
+  chmodSync(join(dir, "nixos-version"), 0o755);
+}
+process.on("exit", () => {
+  rmSync(doubles, { recursive: true, force: true });
+  rmSync(lockOnly, { recursive: true, force: true });
+});
+
+/** The nixpkgs revision the tree's committed flake.lock holds. */
+function lockedNixpkgs(tree: string): string {
+  return JSON.parse(git(tree, "show", "HEAD:flake.lock")).nodes.nixpkgs.locked.rev;
+}
 
 /**
  * The /etc of a NixOS system as it is on disk: hostname and os-release are links to
@@ -124,6 +172,8 @@ function assertImported(root: string) {
     assert.equal(git(tree, "show", `${first}:${f}`), orig, `${f} in the import`);
     assert.equal(readFileSync(join(tree, f), "utf8"), orig, `${f} unchanged at HEAD`);
   }
+  // flake.lock is committed with osModa's change: no build writes it into the tree later.
+  assert.deepEqual(git(tree, "show", "--name-only", "--format=", "HEAD").trim().split("\n").filter((f) => f === "flake.lock"), ["flake.lock"]);
   assert.equal(git(tree, "status", "--porcelain"), "", "the tree is clean");
   assert.equal(statSync(tree).mode & 0o777, 0o700);
   for (const f of readdirSync(tree).filter((f) => f.endsWith(".nix"))) {
@@ -151,16 +201,22 @@ describe("scripts/install.sh", () => {
     const root = nixosRoot();
     try {
       const etcBefore = snapshot(join(root, "etc"));
-      const r = install(root);
+      const rev = "0123456789abcdef0123456789abcdef01234567";
+      const log = join(doubles, `nix-${process.pid}`);
+      const r = install(root, ["--yes"], undefined, { FAKE_NIXOS_REVISION: rev, FAKE_NIX_LOG: log });
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stdout, /a channel NixOS configuration, host web-1/);
+      // nixpkgs is locked at the revision the running system was built from.
+      assert.deepEqual(readFileSync(log, "utf8").trim().split("\n"), [`--extra-experimental-features nix-command flakes flake lock --override-input nixpkgs github:NixOS/nixpkgs/${rev}`]);
+      rmSync(log);
+      assert.match(r.stdout, /lock {4}flake\.lock: nixpkgs at 0123456789ab, the revision this system runs\n/);
       assert.match(r.stdout, /imported from \/etc\/nixos/);
       const tree = assertImported(root);
       assert.equal(snapshot(join(root, "etc")), etcBefore, "/etc/nixos untouched");
       const { modules, inputs } = hostModules(tree, "web-1");
       assert.deepEqual(modules, ["osmoda.nixosModules.default", "configuration.nix", "osmoda.nix", "inline"]);
       assert.deepEqual(inputs, { nixpkgs: "github:NixOS/nixpkgs/nixos-24.05", osmoda: "github:osmoda/osmoda" });
-      assert.match(r.stdout, /pin {5}nixpkgs: NixOS\/nixpkgs\/nixos-24\.05 is not locked: the first build takes that branch's\n.*newest commit/);
+      assert.equal(lockedNixpkgs(tree), rev);
       moduleImportsResolve(tree);
     } finally {
       rmSync(root, { recursive: true, force: true });
@@ -350,7 +406,7 @@ describe("scripts/install.sh", () => {
     }
     // nixos-install fails, or is not there: exit 4, the tree stays, and the way on names the
     // tree's path on the booted machine, not under the mount point.
-    for (const env of [{ FAKE_NIXOS_INSTALL_EXIT: "1" }, { PATH: "/usr/bin:/bin" }]) {
+    for (const env of [{ FAKE_NIXOS_INSTALL_EXIT: "1" }, { PATH: `${lockOnly}:/usr/bin:/bin` }]) {
       const root = nixosRoot();
       try {
         const r = install(root, ["--yes"], undefined, env);
@@ -370,6 +426,47 @@ describe("scripts/install.sh", () => {
       assert.match(r.stdout, /apply {3}nothing \(--no-switch\): later, on that machine, run\n\s+nixos-rebuild switch --flake \/var\/lib\/osmoda\/config#web-1\n/);
     } finally {
       rmSync(root2, { recursive: true, force: true });
+    }
+  });
+
+  it("flake.lock: an existing lock keeps its inputs; without a revision to pin, nixpkgs is locked at its newest; a failed lock changes nothing", () => {
+    const flake = readFileSync(join(fixtures, "flake.nix"), "utf8");
+    const root = nixosRoot({ flake });
+    const log = join(doubles, `nix-${process.pid}`);
+    try {
+      const mine = "abcdefabcdefabcdefabcdefabcdefabcdefabcd";
+      const lock = { nodes: { nixpkgs: { locked: { owner: "NixOS", repo: "nixpkgs", rev: mine, type: "github" }, original: { owner: "NixOS", repo: "nixpkgs", type: "github" } }, root: { inputs: { nixpkgs: "nixpkgs" } } }, root: "root", version: 7 };
+      writeFileSync(join(root, "etc", "nixos", "flake.lock"), JSON.stringify(lock, null, 2) + "\n");
+      const r = install(root, ["--yes"], undefined, { FAKE_NIXOS_REVISION: "0123456789abcdef0123456789abcdef01234567", FAKE_NIX_LOG: log });
+      assert.equal(r.status, 0, r.stderr);
+      const tree = assertImported(root);
+      // The person's lock is theirs: no override of nixpkgs, osModa's input added beside it.
+      assert.deepEqual(readFileSync(log, "utf8").trim().split("\n"), ["--extra-experimental-features nix-command flakes flake lock"]);
+      assert.equal(lockedNixpkgs(tree), mine);
+      assert.deepEqual(Object.keys(JSON.parse(git(tree, "show", "HEAD:flake.lock")).nodes.root.inputs).sort(), ["nixpkgs", "osmoda"]);
+      assert.match(r.stdout, /lock {4}flake\.lock: your inputs as they were locked \(nixpkgs at abcdefabcdef\), osModa added\n/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      rmSync(log, { force: true });
+    }
+    const plain = nixosRoot();
+    try {
+      const r = install(plain);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(lockedNixpkgs(assertImported(plain)), newest);
+      assert.match(r.stdout, /lock {4}flake\.lock: nixpkgs at 111111111111, its branch's newest \(nixos-version gave no revision to pin\)\n/);
+    } finally {
+      rmSync(plain, { recursive: true, force: true });
+    }
+    const offline = nixosRoot();
+    try {
+      const before = snapshot(offline);
+      const r = install(offline, ["--yes"], undefined, { FAKE_NIX_LOCK_EXIT: "1" });
+      assert.equal(r.status, 1, r.stdout + r.stderr);
+      assert.match(r.stderr, /could not lock the flake's inputs \(nix flake lock; is the network up\?\):\n.*Could not resolve host[^]*Nothing was changed\.\n$/);
+      assert.equal(snapshot(offline), before, "nothing changed");
+    } finally {
+      rmSync(offline, { recursive: true, force: true });
     }
   });
 
