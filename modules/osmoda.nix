@@ -731,6 +731,10 @@ in
           # Root's own operations (chown of files it writes for the agent) are privileged
           # calls; bubblewrap mounts and unshares.
           SystemCallFilter = [ "@system-service" "@mount" "unshare" "setns" "pivot_root" ];
+          # The commands it runs in the boundary inherit the unit's seccomp filters: JIT
+          # runtimes (node, java, luajit) need writable+executable memory; osmoda-sandbox's
+          # own filter and namespaces are their boundary.
+          MemoryDenyWriteExecute = false;
           # Network info (netlink) and loopback health probes.
           RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" "AF_INET" "AF_INET6" ];
           ReadWritePaths = [ "/run/osmoda" (builtins.dirOf cfg.agentd.approvalSocket) cfg.configTree ]
@@ -777,6 +781,10 @@ in
                                     "CAP_SETUID" "CAP_SETGID" "CAP_SETPCAP" ];
           RestrictNamespaces = [ "mnt" "pid" "ipc" ];
           SystemCallFilter = [ "@system-service" "@mount" "unshare" ];
+          # The commands it runs in the boundary inherit the unit's seccomp filters: JIT
+          # runtimes (node, java, luajit) need writable+executable memory; osmoda-sandbox's
+          # own filter and namespaces are their boundary.
+          MemoryDenyWriteExecute = false;
         };
         # A switch must never kill its own supervisor; watch picks up watch.json changes
         # through its file watcher instead.
@@ -812,6 +820,10 @@ in
           # /tmp and the masks over the approval path and agentd's/keyd's state.
           RestrictNamespaces = [ "user" "mnt" "pid" "ipc" ];
           SystemCallFilter = [ "@system-service" "@mount" "unshare" ];
+          # The commands it runs in the boundary inherit the unit's seccomp filters: JIT
+          # runtimes (node, java, luajit) need writable+executable memory; osmoda-sandbox's
+          # own filter and namespaces are their boundary.
+          MemoryDenyWriteExecute = false;
           # Prompt actions reach the OpenClaw gateway on loopback TCP.
           RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
           # The gateway's token alone, for prompt actions (the daemon reads it at start and

@@ -111,6 +111,13 @@ fn assert_units(json: &Value, files: &serde_json::Map<String, Value>, what: &str
             text.contains("NoNewPrivileges=true") && text.contains("CapabilityBoundingSet="),
             "{what}: osmoda-{d}.service lost its hardening:\n{text}"
         );
+        // The daemons that run commands in osmoda-sandbox leave W+X memory to them (JIT
+        // runtimes die under MemoryDenyWriteExecute, which a command inherits); the rest keep it.
+        let runs_commands = ["agentd", "watch", "routines"].contains(&d.as_str());
+        assert!(
+            text.contains(&format!("MemoryDenyWriteExecute={}\n", !runs_commands)),
+            "{what}: osmoda-{d}.service MemoryDenyWriteExecute:\n{text}"
+        );
     }
 }
 

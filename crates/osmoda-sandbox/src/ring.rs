@@ -271,8 +271,9 @@ impl Boundary {
                 "--unshare-net",
                 "--unshare-uts",
                 "--unshare-cgroup-try",
-                "--hostname",
-                "sandbox",
+                // No `--hostname`: systemd's ProtectHostname= (every osModa unit has it) refuses
+                // sethostname in a seccomp filter bubblewrap inherits, and the ring failed to
+                // start. Its own UTS namespace starts with the host's name and cannot change it.
             ],
         );
         for dir in ["/usr", "/nix/store"] {

@@ -490,3 +490,46 @@ fn a_symlink_raced_into_a_declared_bind_never_binds_a_hidden_path() {
         assert!(ran > 0 && refused > 0, "ran {ran}, refused {refused}");
     });
 }
+
+/// systemd's `ProtectHostname=` (every osModa unit has it) refuses `sethostname` and
+/// `setdomainname` with EPERM in a seccomp filter the unit's processes inherit, bubblewrap
+/// included. A ring must start under it: it asked bubblewrap for `--hostname sandbox`, and on
+/// NixOS every sandbox failed "Can't set hostname to sandbox" (audit of issue 14, twelfth
+/// session). The filter is systemd's rule (seccomp-util.c, `seccomp_protect_hostname`) on this
+/// thread alone; what the thread starts inherits it.
+#[test]
+fn a_ring_starts_under_systemds_protect_hostname_filter() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: a_ring_starts_under_systemds_protect_hostname_filter needs root for bubblewrap's namespaces");
+        return;
+    }
+    std::thread::spawn(|| {
+        let rules = [libc::SYS_sethostname, libc::SYS_setdomainname]
+            .into_iter()
+            .map(|nr| (nr, Vec::new()))
+            .collect();
+        let filter = seccompiler::SeccompFilter::new(
+            rules,
+            seccompiler::SeccompAction::Allow,
+            seccompiler::SeccompAction::Errno(libc::EPERM as u32),
+            std::env::consts::ARCH.try_into().unwrap(),
+        )
+        .unwrap();
+        let program: seccompiler::BpfProgram = filter.try_into().unwrap();
+        seccompiler::apply_filter(&program).unwrap();
+        // The filter holds on this thread (the name is never changed: the call is refused).
+        let err = nix::unistd::sethostname("osmoda-test").unwrap_err();
+        assert_eq!(err, nix::errno::Errno::EPERM);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let out = sh("echo started").await;
+                assert!(out.output.success(), "{out:?}");
+                assert_eq!(out.output.stdout_lossy(), "started\n", "{out:?}");
+            });
+    })
+    .join()
+    .unwrap();
+}
