@@ -59,5 +59,14 @@
           machine.succeed("systemctl show -p PrivateNetwork osmoda-keyd.service | grep -qx PrivateNetwork=yes")
           machine.succeed("systemctl show -p ProtectSystem osmoda-keyd.service | grep -qx ProtectSystem=strict")
           machine.succeed("systemctl show -p UMask osmoda-routines.service | grep -qx UMask=0007")
+
+      with subtest("a Ring 2 sandbox starts under agentd's unit (ProtectHostname=, its seccomp filter)"):
+          out = json.loads(machine.succeed(
+              "curl -sf --unix-socket ${cfg.agentd.socket} -X POST http://x/sandbox/exec "
+              "-H 'content-type: application/json' "
+              "-d '{\"argv\": [\"echo\", \"sandboxed\"], \"timeout_sec\": 30}'"
+          ))
+          assert out["ring"] == 2 and out["exit_code"] == 0, out
+          assert out["stdout"] == "sandboxed\n", out
     '';
 }
