@@ -412,6 +412,21 @@ async fn a_named_source_is_heard_whatever_the_default_is_on_wireplumber_05() {
     named_source_on(Release::Wireplumber05).await;
 }
 
+/// `/voice/record` of `secs` without transcription, running while the test goes on.
+fn record_untranscribed(voice: &Voice, secs: u64) -> tokio::task::JoinHandle<(u16, Value)> {
+    let client = voice.client();
+    tokio::spawn(async move {
+        let r = client
+            .post(
+                "/voice/record",
+                &json!({ "duration_secs": secs, "transcribe": false }),
+            )
+            .await
+            .unwrap();
+        (r.status, r.body)
+    })
+}
+
 async fn named_source_on(release: Release) {
     let dir = tempfile::tempdir().unwrap();
     let agentd = Agentd::start(dir.path());
@@ -429,19 +444,7 @@ async fn named_source_on(release: Release) {
 
     let said = audio.join("said.wav");
     piper_wav(SAID, &said);
-    let rec = {
-        let client = voice.client();
-        tokio::spawn(async move {
-            let r = client
-                .post(
-                    "/voice/record",
-                    &json!({ "duration_secs": 12, "transcribe": false }),
-                )
-                .await
-                .unwrap();
-            (r.status, r.body)
-        })
-    };
+    let rec = record_untranscribed(&voice, 12);
     // Linked to the named microphone (this waits up to 60 s), not to the default source.
     pw.wait_for_recorder().await;
     let other_linked = "other-src:capture_MONO\n  |-> pw-record";
@@ -500,19 +503,7 @@ async fn named_source_on(release: Release) {
         ..pw.device()
     };
     let voice = Voice::start(dir2.path(), opts).await;
-    let rec = {
-        let client = voice.client();
-        tokio::spawn(async move {
-            let r = client
-                .post(
-                    "/voice/record",
-                    &json!({ "duration_secs": 3, "transcribe": false }),
-                )
-                .await
-                .unwrap();
-            (r.status, r.body)
-        })
-    };
+    let rec = record_untranscribed(&voice, 3);
     // Watched while it records: a fallback link would show here.
     while !rec.is_finished() {
         let links = pw.links();

@@ -301,8 +301,8 @@ fn nixos_eval_if_present_voice_source_must_be_a_node_name() {
     }
 }
 
-/// NixOS's error for a configuration that does not evaluate (check.sh exits 1).
-fn eval_error(check: &Path, body: &str) -> String {
+/// check.sh's run on the module with `body` as a configuration; asserts its exit `code`.
+fn run_check(check: &Path, body: &str, code: i32) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("m.nix");
     std::fs::write(&m, format!("{{ {body} system.stateVersion = \"24.11\"; }}")).unwrap();
@@ -310,27 +310,22 @@ fn eval_error(check: &Path, body: &str) -> String {
     let out = Command::new(check).arg(&module).arg(&m).output().unwrap();
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "{body}: {}",
-        String::from_utf8_lossy(&out.stdout)
+        Some(code),
+        "{body}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    out
+}
+
+/// NixOS's error for a configuration that does not evaluate (check.sh exits 1).
+fn eval_error(check: &Path, body: &str) -> String {
+    String::from_utf8_lossy(&run_check(check, body, 1).stderr).into_owned()
 }
 
 /// [`eval`] for a configuration whose assertions fail (check.sh exits 3 with the JSON).
 fn eval_failing(check: &Path, body: &str) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("m.nix");
-    std::fs::write(&m, format!("{{ {body} system.stateVersion = \"24.11\"; }}")).unwrap();
-    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../modules/osmoda.nix");
-    let out = Command::new(check).arg(&module).arg(&m).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{body}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&run_check(check, body, 3).stdout).unwrap()
 }
 
 /// The real piper, pw-play and pw-record run under the seccomp filters the voice unit declares
