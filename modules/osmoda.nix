@@ -15,6 +15,16 @@ let
   jsonFormat = pkgs.formats.json { };
 
   nullOr = t: description: mkOption { type = types.nullOr t; default = null; inherit description; };
+  # A PipeWire node name as `pw-record --target` and WirePlumber take it (the rules of
+  # osmoda-voice's `device::check_source`, which checks `--source` again at start): not empty,
+  # at most 256 bytes, no white space at either end, no control character, not a number (pw-record
+  # reads `0` as "link to nothing", WirePlumber any other number as an object serial).
+  pipewireNodeName = types.addCheck types.str (s:
+    s != "" && builtins.stringLength s <= 256
+    && builtins.match "[[:space:]].*|.*[[:space:]]" s == null
+    && builtins.match ".*[[:cntrl:]].*" s == null
+    && builtins.match "[-+]?(0[xX][0-9a-fA-F]+|([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?)" s == null)
+    // { description = "PipeWire node name (node.name: not empty, at most 256 bytes, no white space at either end, no control character, not a number)"; };
 
   # The tagged health check shared by watchers and SafeSwitch. Fields that do not belong
   # to the chosen `type` must stay null: the daemon's check-config rejects them.
@@ -560,7 +570,7 @@ in
         description = "Directory of the PipeWire socket (`pipewire-0`) osmoda-voice plays and records through: `/run/pipewire` for a system-wide PipeWire (`services.pipewire.systemWide`; the unit joins its group `pipewire`). Another directory must let user osmoda-voice reach the socket. For a person's own (user-session) PipeWire, set `pipewireUser` instead.";
       };
       pipewireUser = nullOr types.str "A user whose session PipeWire (`/run/user/<uid>/pipewire-0`) osmoda-voice plays and records through, instead of `pipewireRuntimeDir`; `users.users.<name>.uid` must be set. The unit starts that user's service manager with it (so its runtime dir and PipeWire exist from boot); after the user's last logout logind stops that manager unless `users.users.<name>.linger` is set, and the daemon stays up without an audio device until the next login. It sees that runtime dir alone under /run/user and is granted the socket by an ACL (`u:osmoda-voice:rw` on `pipewire-0`, search on the dir) that the user's own identity sets at each start (never root's: the names are the user's). Whoever can reach a PipeWire server can feed its sources: see `source`.";
-      source = nullOr types.str "The PipeWire node (`node.name`, e.g. `alsa_input.pci-0000_00_1f.3.analog-stereo`) `/voice/record` and `/voice/listen` capture from; null: the server's default source. Any client of the PipeWire server may create a source and make it the default, and what is captured reaches the agent as the owner's words: naming the microphone stops that (the recorder is linked to this node only, never to a fallback). A client of the server can still move or feed the recorder's stream: access to the PipeWire server is the power to speak to the agent.";
+      source = nullOr pipewireNodeName "The PipeWire node (`node.name`, e.g. `alsa_input.pci-0000_00_1f.3.analog-stereo`) `/voice/record` and `/voice/listen` capture from; null: the server's default source. Any client of the PipeWire server may create a source and make it the default, and what is captured reaches the agent as the owner's words: naming the microphone stops that (the recorder is linked to this node only: never to a fallback when it is missing or goes away, and a move another client asks for through the metadata is ignored). A client of the server can still link its own output into the recorder or into that source: access to the PipeWire server is the power to speak to the agent. A number is refused (pw-record reads `0` as \"link to nothing\"; WirePlumber takes numbers as object serials, which change).";
       gatewayTokenFile = nullOr types.str "File holding only the OpenClaw gateway's token (the value of `OPENCLAW_GATEWAY_TOKEN` in `services.osmoda.gateway.environmentFile`), loaded as the systemd credential `gateway-token`: the unit gets this one secret, never the gateway's environment file with the model API keys. With the gateway on and no token, the gateway refuses what `/voice/listen` hears.";
       memoryMax = mkOption {
         type = types.str;

@@ -72,7 +72,8 @@ impl AllowedDirs {
     ///
     /// # Errors
     /// `BadRequest` for a relative path or one with `..`; `Forbidden` for a path outside the
-    /// directories (also when a symlink leads out); `NotFound` when it does not exist.
+    /// directories (also when a symlink leads out) or through a symlink whose target has `..`
+    /// after a name; `NotFound` when it does not exist.
     pub fn resolve(&self, path: &Path) -> Result<PathBuf> {
         if !path.is_absolute() {
             return Err(VoiceError::BadRequest(format!(
@@ -120,6 +121,12 @@ impl AllowedDirs {
                     }
                     let target =
                         std::fs::read_link(&next).map_err(|e| path_error("resolve", path, e))?;
+                    if dotdot_after_a_name(&target) {
+                        return Err(VoiceError::Forbidden(format!(
+                            "{} leads through a symlink whose target has `..` after a name; osmoda-voice does not follow it (where `..` lands depends on whether that name is itself a link): point the link straight at the file",
+                            path.display()
+                        )));
+                    }
                     let mut joined = cur.join(target);
                     for r in &rest[i + 1..] {
                         joined.push(r);
@@ -153,9 +160,26 @@ impl AllowedDirs {
 /// Symlinks followed while resolving one path before it counts as a loop (as Linux's 40).
 const MAX_LINKS: usize = 40;
 
-/// `p` with `.` dropped and each `..` taken back a component, without looking at the disk: the
-/// directories before a `..` here are real ones already walked or a link's target as written,
-/// and what is opened is exactly the path this gives, checked again.
+/// Whether a link's target has a `..` after a name (`s/../f.wav`, `/a/../b`): the kernel takes
+/// that `..` from wherever the name leads when it is itself a link, which [`normalize`] cannot
+/// know, so [`AllowedDirs::resolve`] refuses such links. A leading `..` (`../f.wav`) is taken
+/// from the link's own directory, a real one already walked.
+fn dotdot_after_a_name(target: &Path) -> bool {
+    let mut named = false;
+    target.components().any(|c| match c {
+        Component::Normal(_) => {
+            named = true;
+            false
+        }
+        Component::ParentDir => named,
+        _ => false,
+    })
+}
+
+/// `p` with `.` dropped and each `..` taken back a component, without looking at the disk. The
+/// components before a `..` here are always real directories already walked: a request path has
+/// no `..`, and a link target's `..` may only lead it ([`dotdot_after_a_name`]). So this is the
+/// path the kernel would walk, and what is opened is exactly that path, checked again.
 fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
@@ -613,6 +637,45 @@ mod tests {
             read > 0 && swaps > 100,
             "no race happened: {read} read, {swaps} swaps"
         );
+    }
+
+    #[test]
+    fn a_dotdot_after_a_name_in_a_link_is_refused_not_read_as_text() {
+        // a/l.wav -> s/../f.wav with a/s -> a/sub/deep: the kernel opens a/sub/f.wav, a textual
+        // reading a/f.wav. Neither is guessed: the link is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::create_dir_all(a.join("sub/deep")).unwrap();
+        std::fs::write(a.join("f.wav"), b"top").unwrap();
+        std::fs::write(a.join("sub/f.wav"), b"sub").unwrap();
+        let link = |name: &str, to: &str| std::os::unix::fs::symlink(to, a.join(name)).unwrap();
+        link("s", "sub/deep");
+        link("l.wav", "s/../f.wav");
+        link("abs.wav", &format!("{}/s/../f.wav", a.display()));
+        link("sub/up.wav", "../f.wav");
+        link("sub/twice.wav", "../sub/../f.wav");
+        assert_eq!(std::fs::read(a.join("l.wav")).unwrap(), b"sub");
+        let allowed = AllowedDirs::new([a.clone()]);
+        for name in ["l.wav", "abs.wav", "sub/twice.wav"] {
+            match allowed.resolve(&a.join(name)) {
+                Err(VoiceError::Forbidden(m)) => assert!(m.contains("`..` after a name"), "{m}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // A leading `..` is taken from the link's own (real) directory, as the kernel does.
+        let up = allowed.resolve(&a.join("sub/up.wav")).unwrap();
+        assert_eq!(up, std::fs::canonicalize(a.join("sub/up.wav")).unwrap());
+        for (t, want) in [
+            ("s/../f.wav", true),
+            ("/a/../b", true),
+            ("x/./../y", true),
+            ("../f.wav", false),
+            ("../../a/f.wav", false),
+            ("./../f.wav", false),
+            ("/a/b/f.wav", false),
+        ] {
+            assert_eq!(dotdot_after_a_name(Path::new(t)), want, "{t}");
+        }
     }
 
     /// Links in an audio dir that lead out get one answer whatever is (or is not) at their

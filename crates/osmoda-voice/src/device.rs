@@ -24,10 +24,62 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The arguments that make `pw-record` capture what whisper.cpp reads: 16 kHz mono 16-bit PCM.
 pub const RECORD_FORMAT: [&str; 6] = ["--rate", "16000", "--channels", "1", "--format", "s16"];
 
-/// The recorder's stream properties when a source is named: the session manager links it to
-/// that node only, never to a fallback (the default source) when the node is missing or goes
-/// away (WirePlumber's `node.dont-reconnect` with a defined target).
-pub const PINNED_PROPS: &str = "{ node.dont-reconnect = true }";
+/// The recorder's stream properties when a source is named (`--target`): WirePlumber links it
+/// to that node only and never to another, the default source included, which any client of
+/// the server may create and select. Each key closes one way (WirePlumber 0.5's
+/// `docs/rst/policies/linking.rst`, `linking/find-defined-target.lua`, `prepare-link.lua`):
+/// - `node.dont-fallback`: the named node is missing (unplugged, renamed, not there yet): the
+///   stream is destroyed with "defined target not found" instead of linked to the default or
+///   best source. 0.5 falls back without it even with `node.dont-reconnect`.
+/// - `node.dont-move`: a `target.object` another client writes into the default metadata is
+///   ignored; without it 0.5 links the stream to that node too (with `node.dont-reconnect`,
+///   beside the named one), so the agent would hear the other client's source.
+/// - `node.dont-reconnect`: the named node goes away: the stream is destroyed, not moved to
+///   the default; on WirePlumber 0.4 (which knows neither key above) it alone stops the
+///   fallback and the move of a linked stream.
+pub const PINNED_PROPS: &str =
+    "{ node.dont-reconnect = true node.dont-fallback = true node.dont-move = true }";
+
+/// The longest source name taken, in bytes (PipeWire's own node names are well under it).
+pub const MAX_SOURCE_LEN: usize = 256;
+
+/// Checks a PipeWire source name (`services.osmoda.voice.source`, `--source`) before anything
+/// records with it: a name `pw-record --target` and WirePlumber take as that node's
+/// `node.name`, and nothing else.
+///
+/// # Errors
+/// What is wrong with it, naming the option: empty; longer than [`MAX_SOURCE_LEN`]; white space
+/// at either end or a control character (a name PipeWire never gives, which would also be
+/// passed off in the status and the ledger); a number, which `pw-record` reads as "link to
+/// nothing" (`0`) and WirePlumber as an object serial (any other), never as a name.
+pub fn check_source(name: &str) -> std::result::Result<(), String> {
+    let opt = "services.osmoda.voice.source (--source)";
+    let why = if name.is_empty() {
+        "is empty (leave it unset for the default source)"
+    } else if name.len() > MAX_SOURCE_LEN {
+        "is longer than 256 bytes"
+    } else if name.trim() != name {
+        "has white space at its start or end"
+    } else if name.chars().any(char::is_control) {
+        "holds a control character"
+    } else if is_number(name) {
+        "is a number: pw-record reads 0 as \"link to nothing\" and WirePlumber any other as an object serial, which changes; give the node's node.name"
+    } else {
+        return Ok(());
+    };
+    Err(format!("{opt} {why}"))
+}
+
+/// What Lua's `tonumber` (WirePlumber's test for a serial) and pw-record's "0" take as a number:
+/// decimal integers and floats, and hexadecimal integers, with an optional sign.
+fn is_number(s: &str) -> bool {
+    let t = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let hex = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()));
+    hex || (t.chars().any(|c| c.is_ascii_digit()) && t.parse::<f64>().is_ok())
+}
 
 /// Where audio goes in and out: PipeWire through `pw-play` and `pw-record`.
 #[derive(Debug, Clone)]
@@ -285,8 +337,12 @@ impl AudioDevice {
             .map_err(|e| VoiceError::Unavailable(format!("cannot start {rec}: {e}")))?;
         let started = Instant::now();
         if let Ok(st) = tokio::time::timeout(length, child.wait()).await {
+            let source = self.source.as_ref().map_or_else(
+                || "a PipeWire source".into(),
+                |n| format!("the PipeWire source {n}"),
+            );
             return Err(VoiceError::Unavailable(format!(
-                "{rec} stopped after {} ms ({}); is a PipeWire source there?",
+                "no audio device: {rec} stopped after {} ms ({}); is {source} there?",
                 started.elapsed().as_millis(),
                 st.map_or_else(|e| e.to_string(), |s| s.to_string())
             )));
@@ -408,6 +464,38 @@ mod tests {
             took < PROBE_TIMEOUT * 8 + Duration::from_secs(2),
             "{took:?}"
         );
+    }
+
+    #[test]
+    fn a_source_is_a_node_name_and_nothing_else() {
+        let check = |name: &str, says: Option<&str>| match (check_source(name), says) {
+            (Ok(()), None) => {}
+            (Err(e), Some(w)) => {
+                assert!(
+                    e.starts_with("services.osmoda.voice.source"),
+                    "{name:?}: {e}"
+                );
+                assert!(e.contains(w), "{name:?}: {e}");
+            }
+            (r, _) => panic!("{name:?}: {r:?}, wanted {says:?}"),
+        };
+        check("alsa_input.pci-0000_00_1f.3.analog-stereo", None);
+        check("osmoda-test-mic", None);
+        check("bluez_input.00:11:22:33:44:55.0", None);
+        check("mic 2", None);
+        check("0x1f-mic", None);
+        check("inf", None);
+        check("", Some("is empty"));
+        check(" ", Some("white space"));
+        check("mic ", Some("white space"));
+        check("\tmic", Some("white space"));
+        check("mic\u{7}", Some("control character"));
+        check("mi\u{85}c", Some("control character"));
+        check(&"m".repeat(257), Some("longer than 256 bytes"));
+        check(&"m".repeat(256), None);
+        for n in ["0", "42", "-1", "+7", "1.5", "1e3", "0x1F", "-0x10"] {
+            check(n, Some("is a number"));
+        }
     }
 
     #[tokio::test]

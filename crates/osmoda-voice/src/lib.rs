@@ -132,6 +132,9 @@ impl AppState {
     /// An invalid config, a model that cannot be loaded, an unusable state dir.
     pub async fn open(opts: Options) -> Result<Arc<AppState>> {
         let config = load_config(&opts.config)?;
+        if let Some(name) = &opts.audio.source {
+            device::check_source(name).map_err(VoiceError::Config)?;
+        }
         for sub in ["speech", "recordings"] {
             let d = opts.state_dir.join(sub);
             std::fs::create_dir_all(&d).map_err(VoiceError::io("create", &d))?;

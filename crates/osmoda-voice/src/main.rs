@@ -34,7 +34,7 @@ struct Cli {
     recorder: PathBuf,
     /// The PipeWire node (`node.name`) to record and listen to (`services.osmoda.voice.source`);
     /// without it, the server's default source.
-    #[arg(long)]
+    #[arg(long, value_parser = source_name)]
     source: Option<String>,
     /// A file holding only the OpenClaw gateway's token (the NixOS unit's credential
     /// `gateway-token`); without it, `OPENCLAW_GATEWAY_TOKEN` from the environment.
@@ -86,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             gateway_uid: osmoda_daemon::peer::uid_of(gateway_user).map_err(|e| {
                 anyhow::anyhow!("--gateway-user {e}; name the user that runs the OpenClaw gateway")
             })?,
+            deadline: osmoda_voice::proxy::CONNECTION_DEADLINE,
         };
         osmoda_daemon::init_tracing();
         return tokio::runtime::Runtime::new()?.block_on(proxy(target, listen.clone()));
@@ -209,4 +210,9 @@ fn read_token(file: &std::path::Path) -> anyhow::Result<String> {
         file.display()
     );
     Ok(token.to_owned())
+}
+
+/// `--source`, checked by [`osmoda_voice::device::check_source`] before anything starts.
+fn source_name(s: &str) -> Result<String, String> {
+    osmoda_voice::device::check_source(s).map(|()| s.to_owned())
 }

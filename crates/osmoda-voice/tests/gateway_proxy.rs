@@ -233,3 +233,107 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         })
         .ok_or(())
 }
+
+/// A gateway that takes connections and never answers nor closes: each connection ends at the
+/// proxy's deadline, freeing its slot; while all [`MAX_CONNECTIONS`] slots are held, one more
+/// is answered with a 503 saying why (not closed in silence), and after the deadline the proxy
+/// carries connections again. (The binary's deadline is `CONNECTION_DEADLINE`, 330 s; the
+/// library's `serve_proxy` is run here with 3 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_gateway_connections_end_at_the_deadline_and_a_full_proxy_says_so() {
+    use osmoda_voice::proxy::{serve_proxy, ProxyTarget, MAX_CONNECTIONS};
+    let dir = tempfile::tempdir().unwrap();
+    // The quiet gateway: reads whatever comes and keeps every connection open.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = Arc::clone(&held);
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = c.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                // Its side stays open even after the proxy's half-close.
+                h.lock().unwrap().push(c);
+            });
+        }
+    });
+    let sock = dir.path().join("proxy.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let (_stop, shutdown) = osmoda_voice::shutdown::channel();
+    let deadline = Duration::from_secs(3);
+    tokio::spawn(serve_proxy(
+        listener,
+        ProxyTarget {
+            to: format!("127.0.0.1:{port}"),
+            gateway_uid: nix::unistd::getuid().as_raw(),
+            deadline,
+        },
+        shutdown,
+    ));
+
+    // Fill every slot with a request the gateway never answers (the caller half-closes, as a
+    // client that sent everything may).
+    let started = Instant::now();
+    let mut open = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let mut c = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        c.write_all(b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        c.shutdown().await.unwrap();
+        open.push(c);
+    }
+    // One more is refused with the reason, at once.
+    let mut extra = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    extra.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(2), extra.read_to_string(&mut answer))
+        .await
+        .expect("the proxy with every slot taken did not answer")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("\"type\":\"gateway_busy\""), "{answer}");
+    assert!(
+        answer.contains(&format!("carries {MAX_CONNECTIONS} connections at once")),
+        "{answer}"
+    );
+    // The daemon's gateway client reports it as the gateway's answer with that reason.
+    let e = client(sock.clone()).say("hello").await.unwrap_err();
+    assert_eq!(e.reason, "the gateway answered 503", "{e}");
+
+    // Every held connection is closed by the proxy at its deadline (EOF), not before.
+    for mut c in open {
+        let mut rest = Vec::new();
+        tokio::time::timeout(deadline + Duration::from_secs(10), c.read_to_end(&mut rest))
+            .await
+            .expect("a quiet gateway's connection outlived the proxy's deadline")
+            .unwrap();
+    }
+    assert!(started.elapsed() >= deadline, "{:?}", started.elapsed());
+    // The slots are free again: a new connection is carried to the gateway (it reaches it).
+    let before = held.lock().unwrap().len();
+    let mut c = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    c.write_all(b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    c.shutdown().await.unwrap();
+    let mut rest = String::new();
+    tokio::time::timeout(
+        deadline + Duration::from_secs(10),
+        c.read_to_string(&mut rest),
+    )
+    .await
+    .expect("the freed proxy's connection outlived its deadline")
+    .unwrap();
+    assert!(!rest.contains("503"), "{rest}");
+    assert!(
+        held.lock().unwrap().len() > before,
+        "the gateway never got it"
+    );
+}

@@ -243,8 +243,66 @@ fn nixos_eval_if_present_voice_source_and_a_persons_session_pipewire() {
     }
 }
 
-/// [`eval`] for a configuration whose assertions fail (check.sh exits 3 with the JSON).
-fn eval_failing(check: &Path, body: &str) -> Value {
+/// `services.osmoda.voice.source` is a PipeWire node name or nothing: a number (`0` makes
+/// pw-record link nothing), an empty or blank name, white space at either end or a control
+/// character is refused at evaluation, naming the option and what it takes (the daemon checks
+/// `--source` again at start: `device::check_source`).
+#[test]
+fn nixos_eval_if_present_voice_source_must_be_a_node_name() {
+    let Some(check) = check_sh() else { return };
+    // Nix expressions for the value.
+    for bad in [
+        r#""0""#,
+        r#""42""#,
+        r#""-1""#,
+        r#""0x1f""#,
+        r#""1e3""#,
+        r#""""#,
+        r#"" ""#,
+        r#""mic ""#,
+        r#""\tmic""#,
+        r#""mic\n""#,
+        r#""mi" + builtins.fromJSON "\"\\u0007\"" + "c""#,
+    ] {
+        let body = format!(
+            r#"services.osmoda = {{ enable = true; voice = {{ enable = true; source = {bad}; }}; }};"#
+        );
+        let err = eval_error(&check, &body);
+        assert!(
+            err.contains("services.osmoda.voice.source") && err.contains("PipeWire node name"),
+            "{bad}: {err}"
+        );
+    }
+    let long = "m".repeat(257);
+    let err = eval_error(
+        &check,
+        &format!(
+            r#"services.osmoda = {{ enable = true; voice = {{ enable = true; source = "{long}"; }}; }};"#
+        ),
+    );
+    assert!(err.contains("PipeWire node name"), "{err}");
+    for good in [
+        "osmoda-test-mic",
+        "bluez_input.00:11:22:33:44:55.0",
+        "mic 2",
+        "m".repeat(256).as_str(),
+    ] {
+        let json = eval(
+            &check,
+            &format!(
+                r#"services.osmoda = {{ enable = true; voice = {{ enable = true; source = "{good}"; }}; }};"#
+            ),
+        );
+        let exec = json["units"]["osmoda-voice"]["ExecStart"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(exec.contains("--source ") && exec.contains(good), "{exec}");
+    }
+}
+
+/// check.sh's run on the module with `body` as a configuration; asserts its exit `code`.
+fn run_check(check: &Path, body: &str, code: i32) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("m.nix");
     std::fs::write(&m, format!("{{ {body} system.stateVersion = \"24.11\"; }}")).unwrap();
@@ -252,11 +310,22 @@ fn eval_failing(check: &Path, body: &str) -> Value {
     let out = Command::new(check).arg(&module).arg(&m).output().unwrap();
     assert_eq!(
         out.status.code(),
-        Some(3),
-        "{body}: {}",
+        Some(code),
+        "{body}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out
+}
+
+/// NixOS's error for a configuration that does not evaluate (check.sh exits 1).
+fn eval_error(check: &Path, body: &str) -> String {
+    String::from_utf8_lossy(&run_check(check, body, 1).stderr).into_owned()
+}
+
+/// [`eval`] for a configuration whose assertions fail (check.sh exits 3 with the JSON).
+fn eval_failing(check: &Path, body: &str) -> Value {
+    serde_json::from_slice(&run_check(check, body, 3).stdout).unwrap()
 }
 
 /// The real piper, pw-play and pw-record run under the seccomp filters the voice unit declares

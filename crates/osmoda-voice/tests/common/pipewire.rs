@@ -54,13 +54,49 @@ context.objects = [
 ]
 "#;
 
-/// No hardware for WirePlumber: only the nodes above.
+/// No hardware for WirePlumber 0.4: only the nodes above.
 const WP_MAIN: &str = "alsa_monitor.enabled = false\nv4l2_monitor.enabled = false\nlibcamera_monitor.enabled = false\n";
 const WP_BLUETOOTH: &str = "bluez_monitor.enabled = false\n";
+/// The same for WirePlumber 0.5, which reads SPA-JSON instead of Lua.
+const WP05_PROFILE: &str = "wireplumber.profiles = { main = { monitor.alsa = disabled monitor.alsa-midi = disabled monitor.v4l2 = disabled monitor.libcamera = disabled monitor.bluez = disabled monitor.bluez-midi = disabled } }\n";
+
+/// Which PipeWire and WirePlumber run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The machine's own (Debian 12: PipeWire 0.3.65, WirePlumber 0.4), from `PATH`.
+    Installed,
+    /// PipeWire 1.4 and WirePlumber 0.5, NixOS's generation, fetched by
+    /// `scripts/fetch-pipewire-1.4` (Debian's backports, unpacked into a cache).
+    Wireplumber05,
+}
+
+/// The prefix `scripts/fetch-pipewire-1.4` prints (fetched once, then cached); panics saying
+/// why when it cannot be had, so the tests that need it fail rather than skip.
+fn wireplumber05_bin() -> PathBuf {
+    static PREFIX: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PREFIX
+        .get_or_init(|| {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-pipewire-1.4");
+            let out = Command::new(&script)
+                .stderr(Stdio::inherit())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "{} failed: {text}", script.display());
+            let prefix = text
+                .lines()
+                .find_map(|l| l.strip_prefix("PREFIX="))
+                .unwrap_or_else(|| panic!("fetch-pipewire-1.4 printed no PREFIX: {text}"));
+            PathBuf::from(prefix).join("bin")
+        })
+        .clone()
+}
 
 pub struct PipeWire {
     dir: tempfile::TempDir,
     procs: Vec<(&'static str, Child)>,
+    /// Where its programs are: `None` from `PATH`, else that directory.
+    bin: Option<PathBuf>,
 }
 
 /// Polls `ok` every 50 ms until it holds; panics after `limit` naming `what`.
@@ -79,17 +115,22 @@ impl PipeWire {
     /// PipeWire and WirePlumber, ready: the test speaker and microphone are the defaults and the
     /// speaker is heard by the microphone.
     pub fn start() -> PipeWire {
-        let mut pw = PipeWire::server_only();
+        PipeWire::start_release(Release::Installed)
+    }
+
+    /// [`start`](Self::start) on the given release.
+    pub fn start_release(release: Release) -> PipeWire {
+        let mut pw = PipeWire::server_only(release);
         pw.start_session_manager();
         pw
     }
 
     /// PipeWire alone: its socket answers, but nothing links a client to a node.
     pub fn without_session_manager() -> PipeWire {
-        PipeWire::server_only()
+        PipeWire::server_only(Release::Installed)
     }
 
-    fn server_only() -> PipeWire {
+    fn server_only(release: Release) -> PipeWire {
         let dir = tempfile::Builder::new()
             .prefix("osmoda-pipewire-")
             .tempdir()
@@ -97,6 +138,7 @@ impl PipeWire {
         let mut pw = PipeWire {
             dir,
             procs: Vec::new(),
+            bin: (release == Release::Wireplumber05).then(wireplumber05_bin),
         };
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -110,6 +152,9 @@ impl PipeWire {
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("60-osmoda-test.lua"), text).unwrap();
         }
+        let d = pw.dir.path().join("config/wireplumber/wireplumber.conf.d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("60-osmoda-test.conf"), WP05_PROFILE).unwrap();
         let mut c = pw.command("pipewire");
         c.arg("-c").arg(&conf);
         pw.spawn("pipewire", c);
@@ -139,6 +184,11 @@ impl PipeWire {
             || {
                 self.check_alive();
                 let m = self.output("pw-metadata", &["-n", "default"]);
+                if self.bin.is_some() && !m.contains(&format!("\"{MIC}\"")) {
+                    // WirePlumber 0.5 ranks the speaker's monitor above a virtual source: the
+                    // microphone is chosen as a person would, as the configured default.
+                    self.set_default("default.configured.audio.source", MIC);
+                }
                 m.contains(&format!("\"{SPEAKER}\"")) && m.contains(&format!("\"{MIC}\""))
             },
         );
@@ -162,11 +212,22 @@ impl PipeWire {
         self.dir.path().join("run")
     }
 
-    /// osmoda-voice's device on this server.
+    /// osmoda-voice's device on this server (and this release's `pw-play`/`pw-record`).
     pub fn device(&self) -> AudioDevice {
         AudioDevice {
             runtime_dir: Some(self.runtime_dir()),
+            player: self.program("pw-play").into(),
+            recorder: self.program("pw-record").into(),
             ..AudioDevice::default()
+        }
+    }
+
+    /// This release's program `name` (PipeWire's and WirePlumber's), else `name` from `PATH`
+    /// (dbus-daemon).
+    fn program(&self, name: &str) -> std::ffi::OsString {
+        match &self.bin {
+            Some(b) if b.join(name).exists() => b.join(name).into(),
+            _ => name.into(),
         }
     }
 
@@ -188,7 +249,7 @@ impl PipeWire {
     }
 
     fn command(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
+        let mut c = Command::new(self.program(program));
         c.envs(self.env())
             .env_remove("PIPEWIRE_REMOTE")
             .env_remove("DISPLAY")
@@ -217,11 +278,19 @@ impl PipeWire {
         }
     }
 
-    /// A client's stdout (run to completion, 20 s at most).
+    /// A client's stdout (run to completion, 20 s at most). The output is read while it runs:
+    /// one larger than the pipe's buffer (`pw-dump`) would otherwise never let it finish.
     fn output(&self, program: &str, args: &[&str]) -> String {
         let mut c = self.command(program);
         c.args(args).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = c.spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            use std::io::Read;
+            let _ = stdout.read_to_string(&mut out);
+            out
+        });
         let start = Instant::now();
         loop {
             if child.try_wait().unwrap().is_some() {
@@ -234,15 +303,7 @@ impl PipeWire {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut out = String::new();
-        use std::io::Read;
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        out
+        reader.join().unwrap()
     }
 
     /// Another client's doing: a new source `name` (silent) made the server's default source,
@@ -257,17 +318,14 @@ impl PipeWire {
                 &format!("{{ factory.name=support.null-audio-sink node.name={name} media.class=Audio/Source/Virtual audio.position=[MONO] object.linger=true }}"),
             ],
         );
-        self.output(
-            "pw-metadata",
-            &[
-                "-n",
-                "default",
-                "0",
-                "default.audio.source",
-                &format!("{{\"name\":\"{name}\"}}"),
-                "Spa:String:JSON",
-            ],
-        );
+        // WirePlumber 0.5 recomputes `default.audio.source` from the configured one, which is
+        // what a mixer (pavucontrol, wpctl set-default) sets.
+        let key = if self.bin.is_some() {
+            "default.configured.audio.source"
+        } else {
+            "default.audio.source"
+        };
+        self.set_default(key, name);
         // WirePlumber takes it as the default once it has seen the node.
         let start = Instant::now();
         loop {
@@ -285,6 +343,60 @@ impl PipeWire {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Sets `key` in the default metadata to the node `name`, as any client of the server may.
+    fn set_default(&self, key: &str, name: &str) {
+        self.output(
+            "pw-metadata",
+            &[
+                "-n",
+                "default",
+                "0",
+                key,
+                &format!("{{\"name\":\"{name}\"}}"),
+                "Spa:String:JSON",
+            ],
+        );
+    }
+
+    /// Asks the session manager to move the stream node `stream` (its id) to the node with
+    /// `object.serial` `target`, as a mixer does: `target.object` in the default metadata.
+    pub fn move_stream(&self, stream: u64, target: u64) {
+        self.output(
+            "pw-metadata",
+            &[
+                "-n",
+                "default",
+                &stream.to_string(),
+                "target.object",
+                &target.to_string(),
+                "Spa:Id",
+            ],
+        );
+    }
+
+    /// The nodes (`pw-dump`): (id, `object.serial`, `node.name`, `media.class`).
+    pub fn nodes(&self) -> Vec<(u64, u64, String, String)> {
+        let dump = self.output("pw-dump", &[]);
+        let v: serde_json::Value = serde_json::from_str(&dump).unwrap_or_default();
+        let s = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_owned();
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|o| o["type"] == "PipeWire:Interface:Node")
+                    .map(|o| {
+                        let p = &o["info"]["props"];
+                        (
+                            o["id"].as_u64().unwrap_or_default(),
+                            p["object.serial"].as_u64().unwrap_or_default(),
+                            s(&p["node.name"]),
+                            s(&p["media.class"]),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `pw-link -l`: every link, as `out\n  |-> in` lines.
@@ -313,7 +425,7 @@ impl PipeWire {
     /// Plays `wav` on the default sink (the speaker) and waits until it has played (60 s at
     /// most).
     pub async fn play(&self, wav: &Path) {
-        let mut c = tokio::process::Command::new("pw-play");
+        let mut c = tokio::process::Command::new(self.program("pw-play"));
         c.envs(self.env())
             .arg(wav)
             .stdin(Stdio::null())
