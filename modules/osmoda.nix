@@ -364,7 +364,11 @@ let
     "voice.gatewayTokenFile" = cfg.voice.gatewayTokenFile;
     "gateway.environmentFile" = cfg.gateway.environmentFile;
     "gateway.channels.telegram.botTokenFile" = tg.botTokenFile;
-  };
+    "routines.gatewayTokenFile" = cfg.routines.gatewayTokenFile;
+  } // lib.filterAttrs (_: v: v != null) (lib.mapAttrs'
+    # Each routine's webhook secret (a routine is an attribute of `routines` with a `trigger`).
+    (n: r: lib.nameValuePair "routines.${n}.trigger.secretFile" r.trigger.secretFile)
+    (lib.filterAttrs (_: r: builtins.isAttrs r && r ? trigger) cfg.routines));
 in
 {
   options.services.osmoda = {

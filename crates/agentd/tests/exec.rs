@@ -583,3 +583,53 @@ async fn a_symlink_raced_into_a_writable_path_never_binds_the_state() {
     assert!(decoy_written, "no command wrote the decoy (ran {ran})");
     d.stop().await;
 }
+
+/// A command cannot reach agentd through its resources (issue 11): a fork bomb and a memory
+/// hog run through `/system/exec` (as root, which `RLIMIT_NPROC` never bounds) stop at the
+/// run's own group (`osmoda_sandbox::COMMAND_LIMITS`: 512 tasks, 2 GiB), leave nothing behind,
+/// and agentd answers throughout. Bounded here (600 forks, 3 GB) so that a failure cannot take
+/// the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commands_fork_bomb_and_memory_hog_stay_in_their_own_group() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: a_commands_fork_bomb_and_memory_hog_stay_in_their_own_group needs root (cgroups, a root command)");
+        return;
+    }
+    let d = Daemon::start_with_tree().await;
+    let bomb = "import os, time\nn = 0\nfor i in range(600):\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    n += 1\nprint(n, flush=True)\nos._exit(0)\n";
+    let r = exec(
+        &d,
+        json!({ "argv": ["/usr/bin/python3", "-c", bomb], "timeout_secs": 60, "user": "root" }),
+    )
+    .await;
+    let n: u64 = r["stdout"].as_str().unwrap_or("").trim().parse().unwrap_or_else(|_| panic!("{r}"));
+    assert!(
+        (1..osmoda_sandbox::COMMAND_LIMITS.tasks).contains(&n),
+        "{n} children under a bound of {}: {r}",
+        osmoda_sandbox::COMMAND_LIMITS.tasks
+    );
+    let left = || {
+        std::fs::read_dir("/proc")
+            .expect("proc")
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|c| c.starts_with(b"/usr/bin/python3\0-c\0import os, time\nn = 0\nfor i in range(600)"))
+            .count()
+    };
+    let t = std::time::Instant::now();
+    while left() > 0 && t.elapsed() < std::time::Duration::from_secs(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left(), 0, "the command's children outlived its run");
+    d.agent().get_ok("/health").await;
+
+    let hog = "b = bytearray(3 * 1024 * 1024 * 1024)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\nprint('held', flush=True)\n";
+    let r = exec(
+        &d,
+        json!({ "argv": ["/usr/bin/python3", "-c", hog], "timeout_secs": 60, "user": "root" }),
+    )
+    .await;
+    assert_ne!(r["exit_code"].as_i64(), Some(0), "{r}");
+    assert!(!r["stdout"].as_str().unwrap_or("").contains("held"), "{r}");
+    d.agent().get_ok("/health").await;
+    d.stop().await;
+}

@@ -371,3 +371,125 @@ async fn the_status_socket_refuses_in_one_shape() {
     let _ = child.wait();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Connects from `from` (a loopback address) and reads what the proxy answers without a byte
+/// sent: the admission refusals come before the head is read.
+async fn admitted_from(proxy: std::net::SocketAddr, from: &str) -> Answer {
+    use tokio::io::AsyncReadExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(proxy).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let reason = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-osmoda-egress-reason: "))
+        .unwrap_or("")
+        .to_string();
+    Answer {
+        status,
+        reason,
+        text,
+        stream: s,
+    }
+}
+
+/// The refusals that come before a request is read or after it was judged: a peer over its
+/// share of waiting connections (`peer-cap`), a listener full of them (`pending-cap`), and an
+/// allow the spool could not take (`unrecorded`: the tunnel is refused, its spool's path is in
+/// no answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_and_recording_refusals_say_what_was_wrong_in_one_shape() {
+    use osmoda_egress::admission::{MAX_PENDING, MAX_PENDING_PER_PEER};
+    let keys = Keys::new();
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open = upstream.local_addr().unwrap().port();
+    let mut zone: dns::Zone = HashMap::new();
+    zone.insert(
+        "local.allowed.test".into(),
+        vec![Rec::Ip("127.0.0.1".parse().unwrap())],
+    );
+    let dns = dns::serve(zone).await;
+    let caps: &[(&str, &[&str], &[u16])] = &[("web", &["*.allowed.test"], &[open])];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cfg = config(
+        &keys,
+        listener.local_addr().unwrap(),
+        caps,
+        &["127.0.0.1/32"],
+        dns,
+    );
+    let spool = keys.spool().join("admission");
+    let proxy = start(listener, None, &cfg, &spool).await;
+    let private = vec![
+        keys.public().display().to_string(),
+        keys.revoked().display().to_string(),
+        spool.display().to_string(),
+    ];
+    let mut failures = Vec::new();
+
+    // One peer's share, held by idle connections, then one more from it.
+    let mut held = Vec::new();
+    let addr = proxy.addr;
+    let hold_from = |from: String| async move {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        sock.connect(addr).await.unwrap()
+    };
+    for _ in 0..MAX_PENDING_PER_PEER {
+        held.push(hold_from("127.0.0.1".into()).await);
+    }
+    // The proxy counts a connection when it accepts it: wait until it has all of them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = admitted_from(addr, "127.0.0.1").await;
+    failures.extend(audit_answer(
+        "a peer over its share of waiting connections",
+        &a,
+        503,
+        &["peer-cap", "connections", &format!("the cap is {MAX_PENDING_PER_PEER}")],
+        &private,
+    ));
+    // The listener's whole budget, held from other addresses, then a newcomer.
+    let peers = MAX_PENDING / MAX_PENDING_PER_PEER;
+    for p in 2..=peers {
+        for _ in 0..MAX_PENDING_PER_PEER {
+            held.push(hold_from(format!("127.0.0.{p}")).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = admitted_from(addr, &format!("127.0.0.{}", peers + 1)).await;
+    failures.extend(audit_answer(
+        "a listener full of waiting connections",
+        &a,
+        503,
+        &["pending-cap", "connections are waiting"],
+        &private,
+    ));
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // An allow the spool cannot take: its directory is gone.
+    std::fs::remove_dir_all(&spool).unwrap();
+    let token = keys.token(caps);
+    let a = send(
+        addr,
+        &connect(&format!("local.allowed.test:{open}"), Some(&token)),
+    )
+    .await;
+    failures.extend(audit_answer(
+        "an allow the spool could not take",
+        &a,
+        503,
+        &["unrecorded", "could not be recorded"],
+        &private,
+    ));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    proxy.trigger.fire();
+    proxy.task.await.unwrap().unwrap();
+}

@@ -98,7 +98,12 @@ fn nixos_eval_if_present_a_secret_file_in_the_store_fails_evaluation() {
                  mesh.secretFile = {};
                  voice.gatewayTokenFile = {};
                  gateway.environmentFile = {};
-                 gateway.channels.telegram = {{ enable = true; botTokenFile = {}; }}; }};
+                 gateway.channels.telegram = {{ enable = true; botTokenFile = {}; }};
+                 routines = {{ enable = true; gatewayTokenFile = {};
+                   hook = {{ trigger = {{ type = "webhook"; path = "hook"; secretFile = {}; }};
+                            action = {{ type = "command"; command = [ "true" ]; }}; }};
+                   kept = {{ trigger = {{ type = "webhook"; path = "kept"; secretFile = "/run/keys/kept"; }};
+                            action = {{ type = "command"; command = [ "true" ]; }}; }}; }}; }};
                system.stateVersion = "24.11"; }}"#,
             store("cap"),
             store("ckpt"),
@@ -108,6 +113,8 @@ fn nixos_eval_if_present_a_secret_file_in_the_store_fails_evaluation() {
             store("voice"),
             store("env"),
             store("tg"),
+            store("routines-gw"),
+            store("hook"),
         ),
     )
     .unwrap();
@@ -140,6 +147,8 @@ fn nixos_eval_if_present_a_secret_file_in_the_store_fails_evaluation() {
         "voice.gatewayTokenFile",
         "gateway.environmentFile",
         "gateway.channels.telegram.botTokenFile",
+        "routines.gatewayTokenFile",
+        "routines.hook.trigger.secretFile",
     ] {
         let want = format!("services.osmoda.{name} is in the Nix store");
         assert_eq!(
@@ -148,6 +157,11 @@ fn nixos_eval_if_present_a_secret_file_in_the_store_fails_evaluation() {
             "{name}: {failed:?}"
         );
     }
+    // A webhook secret outside the store is not named.
+    assert!(
+        !failed.iter().any(|a| a.contains("routines.kept.")),
+        "{failed:?}"
+    );
     // Outside the store: no such assertion (the first test evaluates that case whole).
     let json = eval(
         &check,

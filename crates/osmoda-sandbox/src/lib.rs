@@ -63,6 +63,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default cap on captured bytes, per stream; the rest is read and dropped.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
 
+/// What a command run behind the boundary may use unless its [`Spec::limits`] says otherwise:
+/// room for a real command (a `nix` evaluation, a compiler), never the machine. A fork bomb or
+/// a memory hog inside it stays in its own group, away from the daemon that started it.
+pub const COMMAND_LIMITS: Limits = Limits {
+    memory_bytes: 2 << 30,
+    tasks: 512,
+};
+
 /// Capabilities a root command never has (removed from its bounding set, so nothing it runs can
 /// gain them back). A non-root command has none at all.
 pub const DROPPED_CAPS: &[&str] = &[
@@ -188,6 +196,9 @@ pub struct Spec {
     /// Bytes written to the command's standard input, which is then closed; `None`: stdin is
     /// `/dev/null`.
     pub stdin: Option<Vec<u8>>,
+    /// Memory and tasks, by a cgroup of the run's own where the daemon can make one, else by
+    /// `RLIMIT_AS`/`RLIMIT_NPROC` (see [`Boundary::run`]).
+    pub limits: Limits,
 }
 
 impl Spec {
@@ -206,6 +217,7 @@ impl Spec {
             timeout: DEFAULT_TIMEOUT,
             output_limit: DEFAULT_OUTPUT_LIMIT,
             stdin: None,
+            limits: COMMAND_LIMITS,
         }
     }
 
@@ -243,6 +255,12 @@ impl Spec {
     /// Binds `path` writable: the object it was opened as, whatever its name points to later.
     pub fn writable(mut self, path: Pinned) -> Spec {
         self.writable.push(path);
+        self
+    }
+
+    /// Bounds its memory and tasks by `limits` instead of [`COMMAND_LIMITS`].
+    pub fn limits(mut self, limits: Limits) -> Spec {
+        self.limits = limits;
         self
     }
 
@@ -597,9 +615,36 @@ impl Boundary {
     /// As [`Boundary::argv`], or when the sandbox cannot be spawned. A command that fails,
     /// times out, or that the sandbox itself refuses (bwrap prints `bwrap: …`) is an `Ok`
     /// [`Output`] with a non-success [`Exit`].
+    ///
+    /// The command is bounded by [`Spec::limits`]: when the daemon runs as root and may make a
+    /// cgroup under its own (cgroup v1 `memory` + `pids`, or v2 with both controllers
+    /// delegated), the sandbox joins a fresh group before `exec` and anything left in it is
+    /// killed when the run ends; otherwise `RLIMIT_AS` (memory) and `RLIMIT_NPROC` (tasks of the
+    /// command's user; the kernel never applies it to uid 0, so a root command is then bounded
+    /// in memory only).
     pub async fn run(&self, spec: &Spec) -> Result<Output, SandboxError> {
-        let cmd = self.command(spec)?;
-        run::run(cmd, spec.timeout, spec.output_limit, spec.stdin.clone()).await
+        let mut cmd = self.command(spec)?;
+        let group = if nix::unistd::geteuid().is_root() {
+            limits::Group::create(&spec.limits)
+        } else {
+            None
+        };
+        let join = group
+            .as_ref()
+            .map(limits::Group::join_fds)
+            .unwrap_or_default();
+        let rlimits = group.is_none().then_some(spec.limits);
+        #[allow(unsafe_code)]
+        // SAFETY: `in_child` makes only async-signal-safe calls on descriptors that live (in
+        // `group`) until the spawn inside `run::run` has returned, and on stack values.
+        unsafe {
+            cmd.pre_exec(move || limits::in_child(&join, &[], rlimits));
+        }
+        let out = run::run(cmd, spec.timeout, spec.output_limit, spec.stdin.clone()).await;
+        if let Some(g) = group {
+            let _ = tokio::task::spawn_blocking(move || g.remove()).await;
+        }
+        out
     }
 }
 

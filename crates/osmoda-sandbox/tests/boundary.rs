@@ -343,3 +343,99 @@ fn outside_tmp() -> &'static std::path::Path {
         root
     }
 }
+
+/// Forks up to 100 sleeping children, stops at the first refused fork, prints how many ran.
+const FORKS: &str = "import os, time
+n = 0
+for i in range(100):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    n += 1
+print(n, flush=True)
+os._exit(0)
+";
+
+/// Holds 300 MB, then says so.
+const HOG: &str = "b = bytearray(300 * 1024 * 1024)
+for i in range(0, len(b), 4096):
+    b[i] = 1
+print('held', flush=True)
+";
+
+fn sleepers() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| c.starts_with(b"/usr/bin/python3\0-c\0import os, time"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_command_is_bounded_in_tasks_and_memory_away_from_the_daemon() {
+    if !root() {
+        return;
+    }
+    // Every boundary command gets the default bounds unless it names others.
+    assert_eq!(Spec::new(["true"]).limits, osmoda_sandbox::COMMAND_LIMITS);
+    let b = Boundary::new(Vec::<PathBuf>::new());
+    let small = osmoda_sandbox::Limits {
+        memory_bytes: 128 << 20,
+        tasks: 16,
+    };
+    for user in ["nobody", "root"] {
+        // A fork bomb (bounded here, so that a failure cannot take the machine) stops at the
+        // group's task count, for root as for any user; what it left is killed with the run.
+        let out = b
+            .run(
+                &Spec::new(["/usr/bin/python3", "-c", FORKS])
+                    .user(user)
+                    .limits(small)
+                    .timeout(Duration::from_secs(20)),
+            )
+            .await
+            .unwrap();
+        let n: usize = out.stdout_lossy().trim().parse().unwrap_or_else(|_| {
+            panic!("{user}: {}", out.describe())
+        });
+        assert!((1..16).contains(&n), "{user}: {n} children ran under a bound of 16");
+        let t = Instant::now();
+        while sleepers() > 0 && t.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(sleepers(), 0, "{user}: the command's children outlived its run");
+        // A memory hog is stopped at the group's memory, not the machine's.
+        let out = b
+            .run(
+                &Spec::new(["/usr/bin/python3", "-c", HOG])
+                    .user(user)
+                    .limits(small)
+                    .timeout(Duration::from_secs(20)),
+            )
+            .await
+            .unwrap();
+        assert!(!out.success(), "{user}: {}", out.describe());
+        assert!(!out.stdout_lossy().contains("held"), "{user}: {}", out.describe());
+        // The same command with room enough runs: the bound is what stopped it.
+        let out = b
+            .run(
+                &Spec::new(["/usr/bin/python3", "-c", HOG])
+                    .user(user)
+                    .limits(osmoda_sandbox::Limits {
+                        memory_bytes: 1 << 30,
+                        tasks: 16,
+                    })
+                    .timeout(Duration::from_secs(20)),
+            )
+            .await
+            .unwrap();
+        assert!(out.stdout_lossy().contains("held"), "{user}: {}", out.describe());
+    }
+    // The daemon (this test) is in none of the groups it made.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    assert!(!own.contains("osmoda-sandbox-"), "{own}");
+}
