@@ -474,8 +474,9 @@ async fn admission_and_recording_refusals_say_what_was_wrong_in_one_shape() {
     drop(held);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // An allow the spool cannot take: its directory is gone.
-    std::fs::remove_dir_all(&spool).unwrap();
+    // An allow the spool cannot take: its directory is gone (moved away at once, while the
+    // denies above may still be written into it).
+    std::fs::rename(&spool, keys.spool().join("admission-gone")).unwrap();
     let token = keys.token(caps);
     let a = send(
         addr,

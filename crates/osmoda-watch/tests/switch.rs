@@ -439,3 +439,77 @@ async fn a_switch_refused_before_activation_ends_failed() {
     assert!(done["revert_commit"].is_null());
     w.stop();
 }
+
+/// Issue 11 item 5: a tree value reading a file outside the tree (here a 0600 secret, committed
+/// by hand, so agentd's own check never saw it) is evaluated by the local backend in restricted
+/// mode: the switch fails at build, and the secret's bytes are in no file under the etc dir, no
+/// API answer and no ledger row; what was rendered before keeps the module's mode (0444).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_reading_a_secret_outside_the_tree_is_never_rendered() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new().await;
+    let w = env.spawn(None);
+    let first = env.begin(json!({"ttl_secs": 1})).await;
+    assert_eq!(
+        env.wait_terminal(first["id"].as_u64().unwrap()).await["state"],
+        "committed"
+    );
+    let secret_bytes = "osmoda-secret-5f1c2e9a7b";
+    let secret = env.dir.path().join("secret");
+    std::fs::write(&secret, secret_bytes).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.commit(
+        &common::BASE.replace(
+            "    enable = true;\n",
+            &format!(
+                "    enable = true;\n    routines.leak = {{\n      trigger = {{ type = \"interval\"; seconds = 60; }};\n      action = {{ type = \"command\"; command = [ (builtins.readFile {}) ]; }};\n    }};\n",
+                secret.display()
+            ),
+        ),
+        "reads a secret",
+    );
+    let s = env.begin(json!({"ttl_secs": 1})).await;
+    let done = env.wait_terminal(s["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["reason"].as_str().unwrap().contains("restricted mode"),
+        "the evaluation reached the read and refused it: {done}"
+    );
+    let mut answers = vec![done.to_string(), s.to_string()];
+    for path in ["/switch/history", "/watcher/list", "/switch/preview", "/health"] {
+        answers.push(env.get(path).await.1.to_string());
+    }
+    for a in &answers {
+        assert!(!a.contains(secret_bytes), "an API answer holds the secret: {a}");
+    }
+    let mut files = vec![env.etc_dir.clone()];
+    let mut seen = 0;
+    while let Some(p) = files.pop() {
+        // Followed: the etc dir's entries are links into the active generation.
+        let m = std::fs::metadata(&p).unwrap();
+        if m.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if m.is_file() {
+            seen += 1;
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret_bytes),
+                "{} holds the secret",
+                p.display()
+            );
+            // Rendered daemon configs keep the module's mode; `generation.json` (the active
+            // rev and its time, written by watch itself, no tree value) is 0644.
+            if p.file_name().is_some_and(|n| n != "generation.json") {
+                assert_eq!(m.permissions().mode() & 0o777, 0o444, "{}", p.display());
+            }
+        }
+    }
+    assert!(seen > 0, "the first switch rendered files under the etc dir");
+    for e in env.agentd.events("").await {
+        assert!(
+            !format!("{e:?}").contains(secret_bytes),
+            "a ledger row holds the secret: {e:?}"
+        );
+    }
+    w.stop();
+}
