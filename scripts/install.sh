@@ -11,7 +11,11 @@
 #    - osmoda.nix: `services.osmoda.enable = true;` (the daemons) and the agent gateway
 #      (`gateway.enable = true;` with its token in /var/lib/osmoda/gateway.env, a 0600 root file
 #      this script creates when it is missing; add a model API key there, e.g.
-#      ANTHROPIC_API_KEY=..., then `systemctl restart osmoda-gateway`);
+#      ANTHROPIC_API_KEY=..., then `systemctl restart osmoda-gateway`), and the token alone in
+#      /var/lib/osmoda/gateway-token (0600, created when missing from gateway.env's
+#      OPENCLAW_GATEWAY_TOKEN line, as the flake's hosts do: modules/hosts/gateway-token.nix)
+#      as `routines.gatewayTokenFile` and `voice.gatewayTokenFile`: those daemons get the
+#      token, never the file with the model keys;
 #    - a flake machine: the osModa flake input, and osModa's module + ./osmoda.nix in the
 #      `modules` list of flake.nix (a flake it cannot edit safely is refused, with what to add);
 #    - a channel machine: a new flake.nix with nixpkgs at this machine's release branch, osModa,
@@ -99,6 +103,7 @@ resolve /etc/NIXOS "mount the target system completely"
 nixos_marker=$at
 tree=$(r /var/lib/osmoda/config)
 gateway_env=$(r /var/lib/osmoda/gateway.env)
+gateway_token=$(r /var/lib/osmoda/gateway-token)
 
 # --- refuse what is not an existing NixOS machine, before touching anything -------------------
 os_id=$(sed -n 's/^ID=//p' "$os_release" 2>/dev/null | tr -d '"' || true)
@@ -149,6 +154,10 @@ cat > "$new/osmoda.nix" <<'EOF'
       enable = true;
       environmentFile = "/var/lib/osmoda/gateway.env";
     };
+    # The gateway's token alone (created by the installer from gateway.env, 0600 root): the
+    # routines' prompt actions (the morning briefing) and voice send it to the gateway.
+    routines.gatewayTokenFile = "/var/lib/osmoda/gateway-token";
+    voice.gatewayTokenFile = "/var/lib/osmoda/gateway-token";
 
     # Restart sshd if it stops; roll back the last generation if that does not help; tell the
     # operator either way.
@@ -273,6 +282,7 @@ osModa will be installed on $(r /) (a $kind NixOS configuration, host $host):
             $(g log -1 --format='%h %s')
   leave   $etc_nixos as it is (the tree is the configuration from now on)
   $([ -e "$gateway_env" ] && echo "keep    $gateway_env (exists: the gateway's token and model keys)" || echo "create  $gateway_env (0600: a new gateway token; add a model API key there)")
+  $([ -e "$gateway_token" ] && echo "keep    $gateway_token (exists: the gateway's token alone)" || echo "create  $gateway_token (0600: the token of $gateway_env alone, for osmoda-routines and osmoda-voice)")
 EOF
 g diff --stat HEAD~1 HEAD | sed 's/^/          /'
 g diff HEAD~1 HEAD -- flake.nix | sed 's/^/    | /' | head -60
@@ -315,6 +325,21 @@ if [ ! -e "$gateway_env" ]; then
     rm -f "$tmp"
   )
   echo "created $gateway_env (add a model API key there)"
+fi
+# The token alone, for the daemons that need only it (as modules/hosts/gateway-token.nix does on
+# the flake's hosts), only when missing and when gateway.env has a token line.
+token=$(sed -n 's/^OPENCLAW_GATEWAY_TOKEN=//p' "$gateway_env" | head -n 1)
+if [ ! -e "$gateway_token" ] && [ -n "$token" ]; then
+  (
+    umask 077
+    tmp=$(mktemp "$gateway_token.XXXXXX")
+    printf '%s\n' "$token" > "$tmp"
+    mv -n "$tmp" "$gateway_token"
+    rm -f "$tmp"
+  )
+  echo "created $gateway_token (the gateway's token alone)"
+elif [ ! -e "$gateway_token" ]; then
+  echo "install.sh: $gateway_env has no OPENCLAW_GATEWAY_TOKEN line, so $gateway_token was not made: put the gateway's token alone in it (0600) for the routines' prompts and voice" >&2
 fi
 [ "$switch" = 1 ] || exit 0
 

@@ -337,6 +337,18 @@ describe("scripts/install.sh", () => {
       const env = join(root, "var", "lib", "osmoda", "gateway.env");
       assert.equal(lstatSync(env).mode & 0o777, 0o600);
       assert.match(readFileSync(env, "utf8"), /^OPENCLAW_GATEWAY_TOKEN=[0-9a-f]{64}\n$/);
+      // The token alone beside it (as the flake's hosts make it), named by the options of the
+      // daemons that need only the token: the module's "gatewayTokenFile is not set" warning
+      // has no cause on an installed machine.
+      assert.match(r.stdout, /create {2}\S+\/var\/lib\/osmoda\/gateway-token \(0600: the token of \S+gateway\.env alone/);
+      const token = join(root, "var", "lib", "osmoda", "gateway-token");
+      assert.equal(lstatSync(token).mode & 0o777, 0o600);
+      assert.equal(readFileSync(token, "utf8"), `${readFileSync(env, "utf8").replace(/^OPENCLAW_GATEWAY_TOKEN=/, "")}`);
+      const tree = join(root, "var", "lib", "osmoda", "config");
+      assert.deepEqual(
+        nixEval(`let o = ((import ${tree}/osmoda.nix) { }).services.osmoda; in [ o.routines.gatewayTokenFile o.voice.gatewayTokenFile ]`),
+        ["/var/lib/osmoda/gateway-token", "/var/lib/osmoda/gateway-token"],
+      );
       assert.notEqual(readFileSync(env, "utf8"), (() => { const o = nixosRoot(); try { install(o); return readFileSync(join(o, "var", "lib", "osmoda", "gateway.env"), "utf8"); } finally { rmSync(o, { recursive: true, force: true }); } })(), "a new token each time");
 
       const keptEnv = join(kept, "var", "lib", "osmoda", "gateway.env");
@@ -347,7 +359,29 @@ describe("scripts/install.sh", () => {
       assert.match(k.stdout, /keep {4}\S+gateway\.env \(exists/);
       assert.equal(readFileSync(keptEnv, "utf8"), "OPENCLAW_GATEWAY_TOKEN=mine\nANTHROPIC_API_KEY=sk-test\n");
       assert.equal(lstatSync(keptEnv).mode & 0o777, 0o640);
-      assert.deepEqual(readdirSync(dirname(keptEnv)).sort(), ["config", "gateway.env"], "no temporary file left");
+      // The token file is made from the kept file's token line, without its model key.
+      const keptToken = join(dirname(keptEnv), "gateway-token");
+      assert.equal(readFileSync(keptToken, "utf8"), "mine\n");
+      assert.equal(lstatSync(keptToken).mode & 0o777, 0o600);
+      assert.deepEqual(readdirSync(dirname(keptEnv)).sort(), ["config", "gateway-token", "gateway.env"], "no temporary file left");
+
+      // An existing token file is kept byte for byte; a gateway.env without a token line makes
+      // none and says so.
+      rmSync(join(kept, "var", "lib", "osmoda", "config"), { recursive: true, force: true });
+      rmSync(keptToken);
+      writeFileSync(keptToken, "older\n", { mode: 0o640 });
+      const k2 = install(kept);
+      assert.equal(k2.status, 0, k2.stderr);
+      assert.match(k2.stdout, /keep {4}\S+gateway-token \(exists/);
+      assert.equal(readFileSync(keptToken, "utf8"), "older\n");
+      assert.equal(lstatSync(keptToken).mode & 0o777, 0o640);
+      rmSync(join(kept, "var", "lib", "osmoda", "config"), { recursive: true, force: true });
+      rmSync(keptToken);
+      writeFileSync(keptEnv, "ANTHROPIC_API_KEY=sk-test\n", { mode: 0o640 });
+      const k3 = install(kept);
+      assert.equal(k3.status, 0, k3.stderr);
+      assert.match(k3.stderr, /has no OPENCLAW_GATEWAY_TOKEN line, so \S+gateway-token was not made/);
+      assert.deepEqual(readdirSync(dirname(keptEnv)).sort(), ["config", "gateway.env"]);
     } finally {
       rmSync(root, { recursive: true, force: true });
       rmSync(kept, { recursive: true, force: true });

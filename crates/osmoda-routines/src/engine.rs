@@ -183,6 +183,32 @@ impl Engine {
         fired: Fired,
         replay: Option<Replay>,
     ) -> Result<Fire> {
+        self.fire_with(name, fired, replay, None).await
+    }
+
+    /// As [`Engine::fire`] for a schedule's due time `mark_ms` (Unix ms): the routine's
+    /// schedule mark moves to it in the transaction that records the run (queued or skipped),
+    /// so a stop before leaves the run missed (`runOnce` brings it back) and one after has it
+    /// recorded (never run twice).
+    ///
+    /// # Errors
+    /// As [`Engine::fire`]; nothing recorded, the mark unmoved.
+    pub async fn fire_scheduled(
+        self: &Arc<Self>,
+        name: &str,
+        fired: Fired,
+        mark_ms: i64,
+    ) -> Result<Fire> {
+        self.fire_with(name, fired, None, Some(mark_ms)).await
+    }
+
+    async fn fire_with(
+        self: &Arc<Self>,
+        name: &str,
+        fired: Fired,
+        replay: Option<Replay>,
+        mark: Option<i64>,
+    ) -> Result<Fire> {
         let cfg = self.config();
         let routine = cfg.routines.get(name).ok_or_else(|| {
             RoutinesError::NotFound(format!(
@@ -197,12 +223,18 @@ impl Engine {
         let slot = self.slot(name);
         if routine.concurrency == Concurrency::Skip && slot.lock.try_lock().is_err() {
             return self
-                .record_skip(name, &fired, "the previous run is still going", replay)
+                .record_skip(
+                    name,
+                    &fired,
+                    "the previous run is still going",
+                    replay,
+                    mark,
+                )
                 .await;
         }
         if slot.waiting.load(Ordering::SeqCst) >= MAX_QUEUED {
             return self
-                .record_skip(name, &fired, "too many runs queued", replay)
+                .record_skip(name, &fired, "too many runs queued", replay, mark)
                 .await;
         }
         // The payload goes to the history with the run (a restart keeps it) and is read
@@ -212,6 +244,7 @@ impl Engine {
         let run = NewRun {
             payload: payload.as_deref(),
             replay: replay.as_ref(),
+            mark,
             ..NewRun::new(name, &fired.kind, &fired.reference, &lineage)
         };
         let run_id = self.history.record(&run, None)?.ok_or_else(replayed)?;
@@ -231,10 +264,12 @@ impl Engine {
         fired: &Fired,
         why: &str,
         replay: Option<Replay>,
+        mark: Option<i64>,
     ) -> Result<Fire> {
         let lineage = fired.lineage();
         let run = NewRun {
             replay: replay.as_ref(),
+            mark,
             ..NewRun::new(name, &fired.kind, &fired.reference, &lineage)
         };
         let run_id = self.history.record(&run, Some(why))?.ok_or_else(replayed)?;

@@ -275,7 +275,7 @@ pub async fn run(
                     Err(e) => {
                         tracing::warn!("{e}");
                         tokio::time::sleep(RETRY).await;
-                        return;
+                        return Vec::new();
                     }
                 }
             }
@@ -285,7 +285,7 @@ pub async fn run(
                 Err(e) => {
                     tracing::error!("event cursor: {e}");
                     tokio::time::sleep(RETRY).await;
-                    return;
+                    return Vec::new();
                 }
             };
             // The first start has no cursor: take agentd's tip at once (events from before
@@ -314,13 +314,13 @@ pub async fn run(
                         tracing::debug!("event subscription: {e}");
                     }
                     tokio::time::sleep(RETRY).await;
-                    return;
+                    return Vec::new();
                 }
             };
             let Some(next) = batch["cursor"].as_i64() else {
                 tracing::error!("agentd answered a subscription without a cursor: {batch}");
                 tokio::time::sleep(RETRY).await;
-                return;
+                return Vec::new();
             };
             let events = batch["events"].as_array().cloned().unwrap_or_default();
             let mut claims = Vec::new();
@@ -389,6 +389,10 @@ pub async fn run(
                             },
                         );
                     }
+                    // The cursor has moved past these events: their cut records are handed
+                    // out of the step (which a config change drops at any await) and
+                    // recorded below whatever the config does.
+                    let mut records = Vec::new();
                     for (id, ev, lineage, cut) in &seen {
                         if cut.is_empty() {
                             continue;
@@ -403,31 +407,32 @@ pub async fn run(
                         // A cut caused by a cut is only logged: recording it would be an event
                         // of the same lineage again, and so on.
                         if kind != LOOP_CUT {
-                            engine
-                                .report(
-                                    LOOP_CUT,
-                                    serde_json::json!({
-                                        "event_id": id, "event_type": kind,
-                                        "origin": lineage.origin, "chain": lineage.chain,
-                                        "cut": cut.iter().map(|(routine, why)| serde_json::json!({
-                                            "routine": routine, "why": why,
-                                        })).collect::<Vec<_>>(),
-                                    }),
-                                )
-                                .await;
+                            records.push(serde_json::json!({
+                                "event_id": id, "event_type": kind,
+                                "origin": lineage.origin, "chain": lineage.chain,
+                                "cut": cut.iter().map(|(routine, why)| serde_json::json!({
+                                    "routine": routine, "why": why,
+                                })).collect::<Vec<_>>(),
+                            }));
                         }
                     }
+                    records
                 }
                 Err(e) => {
                     tracing::error!("claiming event runs: {e}");
                     tokio::time::sleep(RETRY).await;
+                    Vec::new()
                 }
             }
         };
-        tokio::select! {
+        let cuts = tokio::select! {
             _ = shutdown.wait() => return,
-            c = config.changed() => if c.is_err() { return },
-            () = step => {}
+            c = config.changed() => if c.is_err() { return } else { Vec::new() },
+            cuts = step => cuts,
+        };
+        // Not droppable: a claimed batch's cuts are all recorded (spooled durably).
+        for record in cuts {
+            engine.report(LOOP_CUT, record).await;
         }
     }
 }

@@ -138,6 +138,10 @@ pub struct NewRun<'a> {
     pub payload: Option<&'a str>,
     /// A webhook request's replay record, written with the run or not at all.
     pub replay: Option<&'a Replay>,
+    /// A schedule's due time (Unix ms): the routine's mark moves to it (never back) with the
+    /// run, in its transaction, so the missed-run policy sees it fired exactly when a run of
+    /// it is recorded.
+    pub mark: Option<i64>,
 }
 
 impl<'a> NewRun<'a> {
@@ -156,6 +160,7 @@ impl<'a> NewRun<'a> {
             lineage,
             payload: None,
             replay: None,
+            mark: None,
         }
     }
 }
@@ -405,6 +410,13 @@ impl History {
                 ],
             )?;
             let id = tx.last_insert_rowid();
+            if let Some(ms) = run.mark {
+                tx.execute(
+                    "INSERT INTO marks (routine, last_ms) VALUES (?1, ?2) \
+                     ON CONFLICT(routine) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)",
+                    params![run.routine, ms],
+                )?;
+            }
             if run.lineage.origin.is_none() {
                 tx.execute(
                     "UPDATE runs SET origin = 'run:' || id WHERE id = ?1",

@@ -325,10 +325,12 @@ pub async fn serve(
     ));
     let engine = Arc::clone(&state.engine);
     tasks.spawn(async move {
-        while let Some((name, fired)) = due_rx.recv().await {
-            if let Err(e) = engine.fire(&name, fired).await {
+        while let Some((name, fired, mark)) = due_rx.recv().await {
+            // The mark is recorded with the run; `mark` keeps the due time pending till then.
+            if let Err(e) = engine.fire_scheduled(&name, fired, mark.ms).await {
                 tracing::warn!("routine {name}: {}", e.message());
             }
+            drop(mark);
         }
     });
     tasks.spawn(events::run(

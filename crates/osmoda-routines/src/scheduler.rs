@@ -1,13 +1,20 @@
 //! The scheduler: one task and one heap of due times for every cron and interval routine, so
-//! 10,000 routines cost one timer. It sends `(routine, Fired)` to the engine's queue; jitter
-//! delays a send, the missed-run policy decides what happens at start.
+//! 10,000 routines cost one timer. It sends `(routine, Fired, Mark)` to the engine's queue;
+//! jitter delays a send, the missed-run policy decides what happens at start.
+//!
+//! A schedule's mark (when it last fired, what the missed-run policy reads at start) is written
+//! in the transaction that records the run it fired ([`crate::engine::Engine::fire_scheduled`]),
+//! never before: a stop inside the jitter delay leaves the old mark, so `runOnce` brings the run
+//! back at the next start, and a run recorded has moved the mark, so no start runs it twice.
+//! Until then the due time is *pending* in memory, so a config reload inside the delay does
+//! not count it as missed.
 //!
 //! Time comes from a [`Clock`]: wall-clock time in the daemon, a fixed start plus tokio's
 //! (pausable) clock in tests, so a test can live through a DST change in milliseconds.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use osmoda_config::{Routine, RoutinesConfig, Trigger};
@@ -56,8 +63,45 @@ impl Clock {
     }
 }
 
-/// A fired schedule, as sent to the engine.
-pub type Due = (String, Fired);
+/// A fired schedule, as sent to the engine: the routine, what fired it, and the mark to
+/// record with its run.
+pub type Due = (String, Fired, Mark);
+
+/// Due times sent but whose run is not recorded yet (routine → Unix ms).
+type Pending = Arc<Mutex<HashMap<String, i64>>>;
+
+/// A schedule mark (Unix ms) to record with the run it fired ([`History::record`] writes it in
+/// the run's transaction). While it lives the due time counts as handled for the scheduler's
+/// reloads; dropped (recorded, refused, or lost with the process) it no longer does.
+#[derive(Debug)]
+pub struct Mark {
+    /// The due time (Unix ms).
+    pub ms: i64,
+    routine: String,
+    pending: Pending,
+}
+
+impl Mark {
+    fn new(pending: &Pending, routine: &str, ms: i64) -> Mark {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        let at = p.entry(routine.to_string()).or_insert(ms);
+        *at = (*at).max(ms);
+        Mark {
+            ms,
+            routine: routine.to_string(),
+            pending: Arc::clone(pending),
+        }
+    }
+}
+
+impl Drop for Mark {
+    fn drop(&mut self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.get(&self.routine) == Some(&self.ms) {
+            p.remove(&self.routine);
+        }
+    }
+}
 
 struct Entry {
     schedule: Schedule,
@@ -75,15 +119,15 @@ pub async fn run(
 ) {
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     let mut heap: BinaryHeap<Reverse<(DateTime<Utc>, String)>> = BinaryHeap::new();
+    let pending: Pending = Arc::default();
     let mut reload = true;
     loop {
         if reload {
             reload = false;
             let cfg = Arc::clone(&config.borrow_and_update());
-            (entries, heap) = plan(&cfg, &history, clock.now(), &out).await;
+            (entries, heap) = plan(&cfg, &history, clock.now(), &out, &pending).await;
         }
         let now = clock.now();
-        let mut marks = Vec::new();
         while let Some(Reverse((due, name))) = heap.peek().cloned() {
             if due > now {
                 break;
@@ -103,16 +147,13 @@ pub async fn run(
                 chain: Vec::new(),
                 origin: None,
             };
-            send_later(&out, name.clone(), fired, e.routine.jitter_secs);
-            marks.push((name.clone(), due.timestamp_millis()));
+            let mark = Mark::new(&pending, &name, due.timestamp_millis());
+            send_later(&out, (name.clone(), fired, mark), e.routine.jitter_secs);
             // Late (suspend, a stepped clock): continue from now rather than replaying.
             let from = if due < now { now } else { due };
             if let Some(next) = e.schedule.next_after(from, due) {
                 heap.push(Reverse((next, name)));
             }
-        }
-        if let Err(err) = history.set_marks(&marks) {
-            tracing::error!("schedule marks: {err}");
         }
         // The wall clock can jump (NTP, suspend): re-read it at least every minute. A tokio
         // clock cannot, so a test can sleep straight to a date months away.
@@ -136,15 +177,20 @@ pub async fn run(
     }
 }
 
-fn send_later(out: &mpsc::Sender<Due>, name: String, fired: Fired, jitter_secs: u64) {
+fn send_later(out: &mpsc::Sender<Due>, due: Due, jitter_secs: u64) {
     let delay = jitter(jitter_secs);
     let out = out.clone();
-    if delay.is_zero() && out.try_send((name.clone(), fired.clone())).is_ok() {
-        return;
-    }
+    let due = if delay.is_zero() {
+        match out.try_send(due) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d)) => d,
+        }
+    } else {
+        due
+    };
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        let _ = out.send((name, fired)).await;
+        let _ = out.send(due).await;
     });
 }
 
@@ -155,16 +201,22 @@ async fn plan(
     history: &History,
     now: DateTime<Utc>,
     out: &mpsc::Sender<Due>,
+    pending: &Pending,
 ) -> (
     BTreeMap<String, Entry>,
     BinaryHeap<Reverse<(DateTime<Utc>, String)>>,
 ) {
     let mut entries = BTreeMap::new();
     let mut heap = BinaryHeap::new();
-    let known = history.marks().unwrap_or_else(|e| {
+    let mut known = history.marks().unwrap_or_else(|e| {
         tracing::error!("schedule marks: {e}");
         Default::default()
     });
+    // A due time waiting out its jitter has fired: not missed, whatever the database says yet.
+    for (name, ms) in pending.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let at = known.entry(name.clone()).or_insert(*ms);
+        *at = (*at).max(*ms);
+    }
     let mut marks = Vec::new();
     for (name, r) in &cfg.routines {
         if !r.enable {
@@ -191,8 +243,8 @@ async fn plan(
                 chain: Vec::new(),
                 origin: None,
             };
-            let _ = out.send((name.clone(), fired)).await;
-            marks.push((name.clone(), now.timestamp_millis()));
+            let mark = Mark::new(pending, name, now.timestamp_millis());
+            let _ = out.send((name.clone(), fired, mark)).await;
         } else if last.is_none() {
             // First sight: remember it, so a later downtime can tell what was missed.
             marks.push((name.clone(), now.timestamp_millis()));

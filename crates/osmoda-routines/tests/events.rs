@@ -648,3 +648,105 @@ async fn a_new_event_routine_is_not_fired_by_events_from_before_it() {
     assert_eq!(refs("c"), [after.to_string()], "{runs:#?}");
     r.stop().await;
 }
+
+/// A claimed batch's `routine.loop.cut` records are all written whatever a config change does:
+/// the cursor moved past the cut events in the claim, so a record dropped with the subscription
+/// step (which a config change cancels) would be lost for good. Routine `a` matches its own
+/// `routine.run.*` events (each is cut: `a` is in the chain); 150 manual runs give 300 cut
+/// events in few batches while the config changes as fast as it can be reloaded: one record
+/// per cut event, none missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_cut_records_survive_config_changes() {
+    const RUNS: usize = 150;
+    let dir = scratch();
+    let agentd = Agentd::start(dir.path(), None);
+    let config = |i: u64| {
+        json!({
+            "a": on("routine.run.*", nothing()),
+            "x": { "enable": true, "trigger": { "type": "interval", "seconds": 86_400 + i },
+                   "action": nothing() },
+        })
+    };
+    write_config(dir.path(), config(0));
+    let r = Routines::start(options(dir.path(), &agentd.socket)).await;
+    subscribed(&r).await;
+    let state = std::sync::Arc::clone(&r.state);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let dir2 = dir.path().to_path_buf();
+    let churn = tokio::spawn(async move {
+        let mut i = 1;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            write_config(&dir2, config(i));
+            // `false` when the daemon's own poll took this change first.
+            state.reload().await;
+            i += 1;
+            tokio::task::yield_now().await;
+        }
+        i
+    });
+    for _ in 0..RUNS {
+        let (s, v) = r.post("/routine/trigger/a", json!({})).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    // Churn until every run ended (each config change is a ledger event: no settling before).
+    let start = Instant::now();
+    loop {
+        let runs = r
+            .state
+            .engine
+            .history()
+            .list(Some("a"), None, 1000)
+            .unwrap();
+        if runs.len() == RUNS
+            && runs
+                .iter()
+                .all(|x| !["queued", "running"].contains(&x.status.as_str()))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "runs never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reloads = churn.await.unwrap();
+    let runs = settle(&r, &agentd).await;
+    // Delivery of the spooled records to agentd is asynchronous: wait for them.
+    let start = Instant::now();
+    let a_runs = runs.iter().filter(|x| x.routine == "a").count();
+    assert_eq!(a_runs, RUNS, "only the manual runs: every own event is cut");
+    loop {
+        let cut_events: BTreeSet<i64> = agentd
+            .events("routine.run.")
+            .iter()
+            .filter(|e| e.actor.starts_with("osmoda-routines["))
+            .map(|e| e.id)
+            .collect();
+        let recorded: BTreeSet<i64> = agentd
+            .events("routine.loop.cut")
+            .iter()
+            .map(|c| {
+                let p: serde_json::Value = serde_json::from_str(&c.payload).unwrap();
+                p["event_id"].as_i64().unwrap()
+            })
+            .collect();
+        if recorded == cut_events {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} cut events, {} loop.cut records after {reloads} config changes; missing: {:?}",
+            cut_events.len(),
+            recorded.len(),
+            cut_events
+                .difference(&recorded)
+                .take(10)
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    r.stop().await;
+}

@@ -39,7 +39,8 @@ struct Run {
     clock: Clock,
     rx: mpsc::Receiver<Due>,
     _trigger: osmoda_routines::shutdown::Trigger,
-    _cfg: watch::Sender<Arc<RoutinesConfig>>,
+    cfg: watch::Sender<Arc<RoutinesConfig>>,
+    history: Arc<History>,
     _dir: tempfile::TempDir,
 }
 
@@ -58,12 +59,19 @@ fn start(
     let (tx, rx) = mpsc::channel(64);
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
     let (trigger, shutdown) = osmoda_routines::shutdown::channel();
-    tokio::spawn(scheduler::run(clock, cfg_rx, history, tx, shutdown));
+    tokio::spawn(scheduler::run(
+        clock,
+        cfg_rx,
+        Arc::clone(&history),
+        tx,
+        shutdown,
+    ));
     Run {
         clock,
         rx,
         _trigger: trigger,
-        _cfg: cfg_tx,
+        cfg: cfg_tx,
+        history,
         _dir: dir,
     }
 }
@@ -73,7 +81,7 @@ impl Run {
     async fn next(&mut self, n: usize) -> Vec<(String, String, String, DateTime<Utc>)> {
         let mut out = Vec::new();
         for _ in 0..n {
-            let (name, fired) = self.rx.recv().await.expect("scheduler alive");
+            let (name, fired, _mark) = self.rx.recv().await.expect("scheduler alive");
             out.push((name, fired.kind, fired.reference, self.clock.now()));
         }
         out
@@ -127,7 +135,7 @@ async fn day_of_week_day_of_month_and_the_29th_of_february() {
     // Skip ahead: the leap-day routine's first run is in 2028.
     let mut leap = None;
     while leap.is_none() {
-        let (name, fired) = r.rx.recv().await.expect("alive");
+        let (name, fired, _mark) = r.rx.recv().await.expect("alive");
         if name == "leap" {
             leap = Some(fired.reference);
         }
@@ -207,4 +215,49 @@ async fn missed_runs_after_a_downtime_skip_or_run_once() {
     tokio::time::timeout(Duration::from_secs(3600), r.rx.recv())
         .await
         .expect_err("nothing else is due within the hour");
+}
+
+/// A schedule's mark moves only with the run it fired (the engine records both in one
+/// transaction), never when the due time is handed to the jitter delay: a stop inside the delay
+/// leaves the old mark, and `runOnce` brings the run back at the next start (the real daemon
+/// killed inside the delay: `kill9.rs`). A config reload inside the delay does not count the
+/// pending due time as missed: no second, "missed" run.
+#[tokio::test(start_paused = true)]
+async fn a_due_time_in_its_jitter_delay_is_pending_not_marked_and_not_missed() {
+    let cfg = config(serde_json::json!({
+        "slow": routine(serde_json::json!({"type": "interval", "seconds": 60}),
+                        serde_json::json!({"jitter_secs": 86400, "missed": "runOnce"})),
+    }));
+    let mut r = start("2026-05-01T00:00:00Z", cfg.clone(), None);
+    // First sight: marked at the start.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = utc("2026-05-01T00:00:00Z").timestamp_millis();
+    assert_eq!(r.history.mark("slow").expect("mark"), Some(first));
+    // 00:01:00 is due and waits out its jitter (up to a day); the mark has not moved.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let arrived = r.rx.try_recv().ok();
+    let fired = match &arrived {
+        // The delay happened to be under a second: the run is in the engine's hands.
+        Some((_, f, mark)) => {
+            assert_eq!(f.kind, "interval");
+            assert_eq!(mark.ms, utc("2026-05-01T00:01:00Z").timestamp_millis());
+            true
+        }
+        None => false,
+    };
+    assert_eq!(
+        r.history.mark("slow").expect("mark"),
+        Some(first),
+        "the mark moves with the recorded run, not before"
+    );
+    // A reload inside the delay: the pending 00:01:00 is not a missed run.
+    r.cfg.send(Arc::new(cfg)).expect("config");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
+    while let Ok(Some((name, f, _))) = tokio::time::timeout_at(deadline, r.rx.recv()).await {
+        assert_ne!(
+            f.kind, "missed",
+            "{name}: a due time in its jitter delay was run again as missed (fired early: {fired})"
+        );
+    }
+    drop(arrived);
 }
