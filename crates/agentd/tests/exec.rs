@@ -602,7 +602,12 @@ async fn a_commands_fork_bomb_and_memory_hog_stay_in_their_own_group() {
         json!({ "argv": ["/usr/bin/python3", "-c", bomb], "timeout_secs": 60, "user": "root" }),
     )
     .await;
-    let n: u64 = r["stdout"].as_str().unwrap_or("").trim().parse().unwrap_or_else(|_| panic!("{r}"));
+    let n: u64 = r["stdout"]
+        .as_str()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{r}"));
     assert!(
         (1..osmoda_sandbox::COMMAND_LIMITS.tasks).contains(&n),
         "{n} children under a bound of {}: {r}",
@@ -612,7 +617,9 @@ async fn a_commands_fork_bomb_and_memory_hog_stay_in_their_own_group() {
         std::fs::read_dir("/proc")
             .expect("proc")
             .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-            .filter(|c| c.starts_with(b"/usr/bin/python3\0-c\0import os, time\nn = 0\nfor i in range(600)"))
+            .filter(|c| {
+                c.starts_with(b"/usr/bin/python3\0-c\0import os, time\nn = 0\nfor i in range(600)")
+            })
             .count()
     };
     let t = std::time::Instant::now();

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long a connection is retried while the daemon's accept backlog is full (EAGAIN).
+const BACKLOG_FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// Idle connections kept per client (clones share them).
@@ -248,12 +251,29 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<Sender, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                socket: self.socket.clone(),
-                source,
-            })?;
+        // A Unix socket whose accept backlog is full answers `connect` with EAGAIN at once
+        // (a flood of connections the daemon has not accepted yet): try again for a while,
+        // as the daemon accepts and refuses what is over its caps.
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        let stream = loop {
+            match tokio::net::UnixStream::connect(&self.socket).await {
+                Ok(stream) => break stream,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && started.elapsed() < BACKLOG_FULL_RETRY =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                }
+                Err(source) => {
+                    return Err(ClientError::Connect {
+                        socket: self.socket.clone(),
+                        source,
+                    })
+                }
+            }
+        };
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.http_err(&e))?;

@@ -242,3 +242,42 @@ async fn idle_connections_are_reused_and_a_stale_one_is_replaced() -> anyhow::Re
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     Ok(())
 }
+
+/// A daemon whose accept backlog is full (a flood it has not accepted yet) answers `connect`
+/// with EAGAIN at once; the client tries again until the daemon has room, rather than failing
+/// a request the daemon would serve a moment later.
+#[tokio::test]
+async fn a_full_accept_backlog_is_waited_out_not_a_failure() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("d.sock");
+    let std_listener = std::os::unix::net::UnixListener::bind(&socket)?;
+    std_listener.set_nonblocking(true)?;
+    // Fill the backlog: connections nobody accepts, until the kernel says EAGAIN.
+    let mut flood = Vec::new();
+    let full = loop {
+        match tokio::net::UnixStream::connect(&socket).await {
+            Ok(s) => flood.push(s),
+            Err(e) => break e,
+        }
+        anyhow::ensure!(flood.len() < 100_000, "the backlog never filled");
+    };
+    assert_eq!(full.kind(), std::io::ErrorKind::WouldBlock, "{full}");
+    // The daemon catches up 300 ms later: the flood is accepted (and ends), the client's
+    // request is served.
+    let listener = tokio::net::UnixListener::from_std(std_listener)?;
+    let serve = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(flood);
+        let _ = axum::serve(listener, app()).await;
+    });
+    let client = Client::new(&socket);
+    let started = std::time::Instant::now();
+    let v = client.get("/echo/x").await?.ok_json()?;
+    assert_eq!(v["path"], "x");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "it waited for the backlog"
+    );
+    serve.abort();
+    Ok(())
+}

@@ -452,7 +452,11 @@ async fn admission_and_recording_refusals_say_what_was_wrong_in_one_shape() {
         "a peer over its share of waiting connections",
         &a,
         503,
-        &["peer-cap", "connections", &format!("the cap is {MAX_PENDING_PER_PEER}")],
+        &[
+            "peer-cap",
+            "connections",
+            &format!("the cap is {MAX_PENDING_PER_PEER}"),
+        ],
         &private,
     ));
     // The listener's whole budget, held from other addresses, then a newcomer.

@@ -399,15 +399,24 @@ async fn a_command_is_bounded_in_tasks_and_memory_away_from_the_daemon() {
             )
             .await
             .unwrap();
-        let n: usize = out.stdout_lossy().trim().parse().unwrap_or_else(|_| {
-            panic!("{user}: {}", out.describe())
-        });
-        assert!((1..16).contains(&n), "{user}: {n} children ran under a bound of 16");
+        let n: usize = out
+            .stdout_lossy()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{user}: {}", out.describe()));
+        assert!(
+            (1..16).contains(&n),
+            "{user}: {n} children ran under a bound of 16"
+        );
         let t = Instant::now();
         while sleepers() > 0 && t.elapsed() < Duration::from_secs(5) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(sleepers(), 0, "{user}: the command's children outlived its run");
+        assert_eq!(
+            sleepers(),
+            0,
+            "{user}: the command's children outlived its run"
+        );
         // A memory hog is stopped at the group's memory, not the machine's.
         let out = b
             .run(
@@ -419,7 +428,11 @@ async fn a_command_is_bounded_in_tasks_and_memory_away_from_the_daemon() {
             .await
             .unwrap();
         assert!(!out.success(), "{user}: {}", out.describe());
-        assert!(!out.stdout_lossy().contains("held"), "{user}: {}", out.describe());
+        assert!(
+            !out.stdout_lossy().contains("held"),
+            "{user}: {}",
+            out.describe()
+        );
         // The same command with room enough runs: the bound is what stopped it.
         let out = b
             .run(
@@ -433,7 +446,11 @@ async fn a_command_is_bounded_in_tasks_and_memory_away_from_the_daemon() {
             )
             .await
             .unwrap();
-        assert!(out.stdout_lossy().contains("held"), "{user}: {}", out.describe());
+        assert!(
+            out.stdout_lossy().contains("held"),
+            "{user}: {}",
+            out.describe()
+        );
     }
     // The daemon (this test) is in none of the groups it made.
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();

@@ -476,11 +476,19 @@ async fn a_value_reading_a_secret_outside_the_tree_is_never_rendered() {
         "the evaluation reached the read and refused it: {done}"
     );
     let mut answers = vec![done.to_string(), s.to_string()];
-    for path in ["/switch/history", "/watcher/list", "/switch/preview", "/health"] {
+    for path in [
+        "/switch/history",
+        "/watcher/list",
+        "/switch/preview",
+        "/health",
+    ] {
         answers.push(env.get(path).await.1.to_string());
     }
     for a in &answers {
-        assert!(!a.contains(secret_bytes), "an API answer holds the secret: {a}");
+        assert!(
+            !a.contains(secret_bytes),
+            "an API answer holds the secret: {a}"
+        );
     }
     let mut files = vec![env.etc_dir.clone()];
     let mut seen = 0;
@@ -504,7 +512,10 @@ async fn a_value_reading_a_secret_outside_the_tree_is_never_rendered() {
             }
         }
     }
-    assert!(seen > 0, "the first switch rendered files under the etc dir");
+    assert!(
+        seen > 0,
+        "the first switch rendered files under the etc dir"
+    );
     for e in env.agentd.events("").await {
         assert!(
             !format!("{e:?}").contains(secret_bytes),
