@@ -749,7 +749,8 @@ fn a_pass_says_whom_it_holds_against() {
     let config = d.path().join("agentd.json");
     std::fs::write(
         &config,
-        serde_json::json!({ "ledger": { "witness": { "peers": { "beta": w.vkey() } } } }).to_string(),
+        serde_json::json!({ "ledger": { "witness": { "peers": { "beta": w.vkey() } } } })
+            .to_string(),
     )
     .expect("config");
     let config = config.to_str().expect("utf-8");
@@ -790,7 +791,10 @@ fn witnesses_n_counts_only_fresh_cosignatures() {
     )
     .expect("witness");
     w.add_log(&vkey).expect("log");
-    let proof = ledger.consistency_proof(0, newest.size).expect("proof").proof;
+    let proof = ledger
+        .consistency_proof(0, newest.size)
+        .expect("proof")
+        .proof;
     let two_days_ago = now() - 2 * 86_400;
     let old = w
         .add_checkpoint(0, &proof, &newest.note, two_days_ago)
@@ -805,7 +809,14 @@ fn witnesses_n_counts_only_fresh_cosignatures() {
     file.append(&entry(old)).expect("cosignature");
     let wkey = w.vkey();
     let args = |extra: &[&'static str]| {
-        let mut a = vec!["--vkey".to_owned(), vkey.clone(), "--witnesses".into(), "1".into(), "--witness-key".into(), wkey.clone()];
+        let mut a = vec![
+            "--vkey".to_owned(),
+            vkey.clone(),
+            "--witnesses".into(),
+            "1".into(),
+            "--witness-key".into(),
+            wkey.clone(),
+        ];
         a.extend(extra.iter().map(|s| (*s).to_owned()));
         a
     };
@@ -823,7 +834,11 @@ fn witnesses_n_counts_only_fresh_cosignatures() {
     );
     let o = run(args(&["--max-age", "0"]));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("of any age (--max-age 0)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("of any age (--max-age 0)"),
+        "{}",
+        text(&o)
+    );
     // The witness cosigns the same checkpoint again (agentd's hourly refresh): it passes.
     let fresh = w
         .add_checkpoint(newest.size, &[], &newest.note, now())
@@ -831,5 +846,9 @@ fn witnesses_n_counts_only_fresh_cosignatures() {
     file.append(&entry(fresh)).expect("cosignature");
     let o = run(args(&[]));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("signed in the last 86400 s"), "{}", text(&o));
+    assert!(
+        text(&o).contains("signed in the last 86400 s"),
+        "{}",
+        text(&o)
+    );
 }

@@ -468,12 +468,7 @@ fn parse_request(body: &Value) -> Result<(u64, Vec<String>, &str), String> {
 fn answer(w: &mut Witness, peer: &str, body: &Value) -> (bool, Value) {
     let (old, proof, note) = match parse_request(body) {
         Ok(r) => r,
-        Err(reason) => {
-            return (
-                false,
-                json!({ "refusal": "bad_request", "reason": reason }),
-            )
-        }
+        Err(reason) => return (false, json!({ "refusal": "bad_request", "reason": reason })),
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let peer = Some(peer).filter(|p| !p.is_empty());
@@ -763,7 +758,10 @@ mod tests {
             let (ok, body) = answer(&mut w, "mallory", &req);
             assert!(!ok);
             assert_eq!(body["refusal"], json!("bad_request"), "{body}");
-            assert!(body.to_string().len() < 300, "the answer echoes nothing large: {body}");
+            assert!(
+                body.to_string().len() < 300,
+                "the answer echoes nothing large: {body}"
+            );
             assert_eq!(refusal_record(&w, "mallory", &req, &body), None);
         }
         // A well-formed unknown log is a refusal, with a bounded origin.
@@ -786,11 +784,16 @@ mod tests {
             .count();
         assert_eq!(admitted, REFUSALS_PER_WINDOW as usize);
         assert!(b.admit("alpha", t0), "another peer has its own budget");
-        assert!(b.ended(t0 + REFUSAL_WINDOW / 2).is_empty(), "window still open");
+        assert!(
+            b.ended(t0 + REFUSAL_WINDOW / 2).is_empty(),
+            "window still open"
+        );
         let summaries = b.ended(t0 + REFUSAL_WINDOW);
         assert_eq!(
             summaries,
-            vec![json!({ "peer": "mallory", "refusals_not_recorded": 25, "window_secs": REFUSAL_WINDOW.as_secs() })]
+            vec![
+                json!({ "peer": "mallory", "refusals_not_recorded": 25, "window_secs": REFUSAL_WINDOW.as_secs() })
+            ]
         );
         assert!(b.admit("mallory", t0 + REFUSAL_WINDOW), "a new window");
     }
@@ -807,7 +810,10 @@ mod tests {
         let new = signer.sign(&ledger.tree_head().unwrap()).unwrap();
         let proof = ledger.consistency_proof(0, 10).unwrap().proof;
         let req = json!({ "old_size": 0, "proof": proof, "note": new.note });
-        assert!(answer(&mut w, "alpha", &req).0, "alpha's log cosigned; alpha owns it");
+        assert!(
+            answer(&mut w, "alpha", &req).0,
+            "alpha's log cosigned; alpha owns it"
+        );
         let replay = json!({ "old_size": 10, "proof": [], "note": old.note });
         let (_, body) = answer(&mut w, "mallory", &replay);
         let rec = refusal_record(&w, "mallory", &replay, &body).unwrap();
@@ -816,7 +822,11 @@ mod tests {
         assert_eq!(rec["relayed"], json!(true));
         let (_, body) = answer(&mut w, "alpha", &replay);
         let rec = refusal_record(&w, "alpha", &replay, &body).unwrap();
-        assert_eq!(rec["relayed"], json!(false), "from the owner it is evidence");
+        assert_eq!(
+            rec["relayed"],
+            json!(false),
+            "from the owner it is evidence"
+        );
     }
 
     /// Review 18-11 finding 7: a witness keeps the name its peers know it by (the name of
@@ -827,14 +837,23 @@ mod tests {
         let seed = [9u8; 32];
         let dir = tempfile::tempdir().unwrap();
         let fresh = witness_name(dir.path(), &seed);
-        assert_eq!(fresh, Witness::unique_name(&format!("{}/osmoda-witness", hostname()), &seed));
+        assert_eq!(
+            fresh,
+            Witness::unique_name(&format!("{}/osmoda-witness", hostname()), &seed)
+        );
         let old = Witness::open("old-host/osmoda-witness", seed, dir.path().join("x")).unwrap();
         std::fs::write(dir.path().join(VKEY_FILE), format!("{}\n", old.vkey())).unwrap();
         assert_eq!(witness_name(dir.path(), &seed), "old-host/osmoda-witness");
         // Another seed's vkey file (the key was replaced) names nothing for this one.
-        assert_eq!(witness_name(dir.path(), &[8u8; 32]), Witness::unique_name(&format!("{}/osmoda-witness", hostname()), &[8u8; 32]));
+        assert_eq!(
+            witness_name(dir.path(), &[8u8; 32]),
+            Witness::unique_name(&format!("{}/osmoda-witness", hostname()), &[8u8; 32])
+        );
         let legacy = tempfile::tempdir().unwrap();
         std::fs::write(legacy.path().join(STATE_FILE), "{}").unwrap();
-        assert_eq!(witness_name(legacy.path(), &seed), format!("{}/osmoda-witness", hostname()));
+        assert_eq!(
+            witness_name(legacy.path(), &seed),
+            format!("{}/osmoda-witness", hostname())
+        );
     }
 }

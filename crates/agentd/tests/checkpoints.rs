@@ -719,12 +719,18 @@ async fn checkpoint_vkeys_comments_are_skipped_and_a_bad_line_is_named() {
     let vkeys = state.join("checkpoint.vkeys");
     let text = std::fs::read_to_string(&vkeys).expect("vkeys");
     std::fs::write(&vkeys, format!("# rotated in 2026 by ops\n{text}")).expect("comment");
-    let st = agentd::AppState::open(state.clone(), settings(5), None).expect("a comment is skipped");
+    let st =
+        agentd::AppState::open(state.clone(), settings(5), None).expect("a comment is skipped");
     drop(st);
     std::fs::write(&vkeys, format!("not a key at all\n{text}")).expect("bad line");
-    let err = agentd::AppState::open(state.clone(), settings(5), None).expect_err("refused");
+    let Err(err) = agentd::AppState::open(state.clone(), settings(5), None) else {
+        panic!("a bad checkpoint.vkeys line is refused");
+    };
     let msg = format!("{err:#}");
-    assert!(msg.contains("checkpoint.vkeys key 1 does not parse"), "{msg}");
+    assert!(
+        msg.contains("checkpoint.vkeys key 1 does not parse"),
+        "{msg}"
+    );
 }
 
 /// Review 18-11 finding 2 (runtime side): a witness that cannot start (here its generated
@@ -758,7 +764,10 @@ async fn a_witness_that_cannot_start_is_recorded_and_degrades_health() {
     let task = tokio::spawn(agentd::serve(agent, human, st.clone(), shutdown));
     let c = osmoda_client::Client::new(&sock);
     let reason = degraded(&c).await;
-    assert!(reason.starts_with("witness: ") && reason.contains("witness key"), "{reason}");
+    assert!(
+        reason.starts_with("witness: ") && reason.contains("witness key"),
+        "{reason}"
+    );
     let q = osmoda_ledger::Query {
         kind: Some("agentd.witness.off".into()),
         ..Default::default()

@@ -244,6 +244,7 @@ async fn an_unusable_witness_key_is_refused_at_edit_time() {
     const WIT: &str = "beta/osmoda-witness+9db08dbe+BBOY9ixtGkV8UbpqS189vS9p/KkyFiGNyJl+QWvRfZPK";
     let d = Daemon::start_with_tree().await;
     let logs = |v: Value| json!({"path": "services.osmoda.agentd.ledger.witness.logs", "value": v, "reason": "witness"});
+    // One character of the key changed (its id no longer matches, or it is no Ed25519 point).
     let typo = LOG.replace("AepK", "AepL");
     let cases: Vec<(&str, Value, u16, &[&str])> = vec![
         (
@@ -255,6 +256,12 @@ async fn an_unusable_witness_key_is_refused_at_edit_time() {
         (
             "/config/set",
             logs(json!([typo])),
+            422,
+            &["agentd would refuse", "not a checkpoint verifier key"],
+        ),
+        (
+            "/config/set",
+            logs(json!([LOG.replace("cb9efd1a", "cb9efd1b")])),
             422,
             &["agentd would refuse", "does not match its name and key"],
         ),
@@ -274,7 +281,11 @@ async fn an_unusable_witness_key_is_refused_at_edit_time() {
     refused(&d, &cases).await;
     // The real key passes agentd's check (what follows, the mesh rule or the gate, is not a
     // key refusal).
-    let r = d.agent().post("/config/set", &logs(json!([LOG]))).await.expect("post");
+    let r = d
+        .agent()
+        .post("/config/set", &logs(json!([LOG])))
+        .await
+        .expect("post");
     let text = r.body.to_string();
     assert!(!text.contains("verifier key"), "{text}");
     d.stop().await;

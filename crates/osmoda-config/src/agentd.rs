@@ -284,7 +284,10 @@ pub fn verifier_key(k: &str, alg: u8) -> Result<(), String> {
         return Err(format!(
             "the key is not 33 bytes starting with algorithm {alg:#04x} ({} bytes{})",
             bytes.len(),
-            bytes.first().map(|a| format!(", algorithm {a:#04x}")).unwrap_or_default()
+            bytes
+                .first()
+                .map(|a| format!(", algorithm {a:#04x}"))
+                .unwrap_or_default()
         ));
     }
     let mut public = [0u8; 32];
@@ -327,7 +330,11 @@ mod verifier_key_tests {
         let cases: Vec<(String, u8, bool)> = vec![
             (LOG.into(), LOG_KEY_ALG, true),
             (WITNESS.into(), WITNESS_KEY_ALG, true),
-            ("o.example/osmoda-ledger+fe65e6b4".into(), LOG_KEY_ALG, false),
+            (
+                "o.example/osmoda-ledger+fe65e6b4".into(),
+                LOG_KEY_ALG,
+                false,
+            ),
             ("+fe65e6b4+AfJz".into(), LOG_KEY_ALG, false),
             ("o+fe65e6b+AfJz".into(), LOG_KEY_ALG, false),
             ("o+fe65e6b4+".into(), LOG_KEY_ALG, false),
@@ -341,7 +348,12 @@ mod verifier_key_tests {
             (format!("{LOG}AA"), LOG_KEY_ALG, false),
         ];
         for (k, alg, ok) in cases {
-            assert_eq!(verifier_key(&k, alg).is_ok(), ok, "{k}: {:?}", verifier_key(&k, alg));
+            assert_eq!(
+                verifier_key(&k, alg).is_ok(),
+                ok,
+                "{k}: {:?}",
+                verifier_key(&k, alg)
+            );
         }
     }
 }

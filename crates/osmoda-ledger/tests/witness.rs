@@ -287,10 +287,16 @@ fn legacy_state_of_a_shared_origin_goes_only_to_the_log_consistent_with_it() {
     assert_eq!(w.cosigned(b.signer.vkey()).map(|c| c.size), Some(45));
     // From then on B rolled back below 45 is refused, and the legacy entry is gone.
     let saved = std::fs::read_to_string(&legacy).expect("state");
-    assert!(!saved.contains("\"osmoda-server/osmoda-ledger\""), "{saved}");
+    assert!(
+        !saved.contains("\"osmoda-server/osmoda-ledger\""),
+        "{saved}"
+    );
     assert!(matches!(
         w.add_checkpoint(45, &[], &b.signer.sign(&b40).expect("sign").note, 3),
-        Err(Ok(Refusal::Rollback { cosigned: 45, new: 40 }))
+        Err(Ok(Refusal::Rollback {
+            cosigned: 45,
+            new: 40
+        }))
     ));
 }
 
@@ -333,8 +339,14 @@ fn cosignatures_older_than_the_bound_do_not_count() {
     l.append(3, "x");
     let signed = l.submit(&mut a, 1_000).expect("cosigned");
     let keys = vec![a.vkey()];
-    assert_eq!(osmoda_ledger::witness::count_cosignatures_since(&signed, &keys, 1_000).expect("count"), 1);
-    assert_eq!(osmoda_ledger::witness::count_cosignatures_since(&signed, &keys, 1_001).expect("count"), 0);
+    assert_eq!(
+        osmoda_ledger::witness::count_cosignatures_since(&signed, &keys, 1_000).expect("count"),
+        1
+    );
+    assert_eq!(
+        osmoda_ledger::witness::count_cosignatures_since(&signed, &keys, 1_001).expect("count"),
+        0
+    );
     let line = signed.lines().last().expect("line");
     assert_eq!(osmoda_ledger::witness::cosignature_time(line), Some(1_000));
 }

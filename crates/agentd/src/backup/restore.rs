@@ -165,9 +165,11 @@ fn check(
             let keys = cp.vkeys();
             // A key line of this machine's checkpoint.vkeys that does not parse is this state
             // dir's fault, not the archive's.
-            if let Some((n, e)) = keys.iter().enumerate().find_map(|(n, k)| {
-                osmoda_ledger::KeyRange::parse(k).err().map(|e| (n + 1, e))
-            }) {
+            if let Some((n, e)) = keys
+                .iter()
+                .enumerate()
+                .find_map(|(n, k)| osmoda_ledger::KeyRange::parse(k).err().map(|e| (n + 1, e)))
+            {
                 return Err(super::BackupError::Refused(format!(
                     "this machine's {} key {n} does not parse ({e}); fix that line of the state dir, then restore again; nothing was changed",
                     crate::checkpoints::VKEYS_FILE

@@ -27,8 +27,14 @@ fn number(v: V<'_>, default: u64) -> Result<u64, ()> {
 fn unusable_keys(ctx: &Ctx<'_>, out: &mut Vec<Finding>, p: &[&str], alg: u8) {
     let keys = |v: V<'_>| -> Vec<String> {
         match v {
-            V::Known(Value::Array(a)) => a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect(),
-            V::Known(Value::Object(m)) => m.values().filter_map(|k| k.as_str().map(str::to_owned)).collect(),
+            V::Known(Value::Array(a)) => a
+                .iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect(),
+            V::Known(Value::Object(m)) => m
+                .values()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect(),
             _ => Vec::new(),
         }
     };
