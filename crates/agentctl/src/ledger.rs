@@ -68,6 +68,20 @@ pub struct Anchors<'a> {
     pub witness_keys: &'a [String],
     /// agentd's configuration (`--config`): `ledger.witness.peers` are the witnesses' keys.
     pub config: Option<&'a Path>,
+    /// `--max-age`: a cosignature counts for `--witnesses N` only when signed at most this many
+    /// seconds ago (0: any age). agentd asks its witnesses again every hour
+    /// (`agentd::witness::REFRESH`), so an old copy of the ledger and its files (a rollback)
+    /// carries only old cosignatures.
+    pub max_age_secs: u64,
+}
+
+/// Where the witness keys of a `--witnesses N` check came from (for the `trust:` line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WitnessKeys {
+    /// `--witness-key`: the operator's, from outside the machine under check.
+    Named,
+    /// `ledger.witness.peers` of this configuration file.
+    Config(PathBuf),
 }
 
 fn key_lines(text: &str) -> impl Iterator<Item = String> + '_ {
@@ -107,11 +121,11 @@ fn checkpoint_keys(dir: &Path, a: &Anchors<'_>) -> anyhow::Result<Vec<String>> {
     Ok(keys)
 }
 
-/// The witnesses' keys: `--witness-key`, else `ledger.witness.peers` of the configuration.
-/// `witness-peers.keys` in the state dir is not trusted.
-fn witness_keys(a: &Anchors<'_>) -> anyhow::Result<Vec<String>> {
+/// The witnesses' keys and where they came from: `--witness-key`, else `ledger.witness.peers`
+/// of the configuration. `witness-peers.keys` in the state dir is not trusted.
+fn witness_keys(a: &Anchors<'_>) -> anyhow::Result<(Vec<String>, WitnessKeys)> {
     if !a.witness_keys.is_empty() {
-        return Ok(a.witness_keys.to_vec());
+        return Ok((a.witness_keys.to_vec(), WitnessKeys::Named));
     }
     let Some(config) = a.config else {
         anyhow::bail!("no witness keys: pass --witness-key <name+id+key> (repeatable) or --config <agentd.json> whose ledger.witness.peers name them (keys in the state dir are not trusted: whoever rolls the ledger back can rewrite them)");
@@ -134,7 +148,7 @@ fn witness_keys(a: &Anchors<'_>) -> anyhow::Result<Vec<String>> {
         "{} names no witnesses (ledger.witness.peers); pass --witness-key",
         config.display()
     );
-    Ok(keys)
+    Ok((keys, WitnessKeys::Config(config.to_path_buf())))
 }
 
 /// Checks that the newest checkpoint has at least `n` valid cosignatures (from
@@ -145,22 +159,45 @@ fn witnessed(
     cps: &[osmoda_ledger::SignedCheckpoint],
     n: usize,
     keys: &[String],
+    max_age_secs: u64,
 ) -> anyhow::Result<Option<ExitCode>> {
     let cos = match osmoda_ledger::witness::read_cosignatures(&dir.join("cosignatures.jsonl")) {
         Ok(c) => c,
         Err(e) => return unparsable(e).map(Some),
     };
-    let (size, have) = osmoda_ledger::witness::newest_cosigned(cps, &cos, keys)
-        .map_err(|e| anyhow::anyhow!("witness keys: {e}"))?
-        .unwrap_or((0, 0));
+    let not_before = if max_age_secs == 0 {
+        0
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        now.saturating_sub(max_age_secs)
+    };
+    let count = |since| {
+        osmoda_ledger::witness::newest_cosigned_since(cps, &cos, keys, since)
+            .map_err(|e| anyhow::anyhow!("witness keys: {e}"))
+            .map(|r| r.unwrap_or((0, 0)))
+    };
+    let (size, have) = count(not_before)?;
+    let fresh = if max_age_secs == 0 {
+        String::new()
+    } else {
+        format!(" signed in the last {max_age_secs} s (--max-age)")
+    };
     if have >= n {
         output::emit(&format!(
-            "witnessed: the newest checkpoint (size {size}) has {have} valid cosignatures (at least {n} asked)\n"
+            "witnessed: the newest checkpoint (size {size}) has {have} valid cosignatures{fresh} (at least {n} asked)\n"
         ))?;
         return Ok(None);
     }
+    let (_, any_age) = count(0)?;
+    let stale = if any_age > have {
+        format!(" ({any_age} of any age: older cosignatures are what an old copy of the ledger and its files, restored together, would carry; agentd asks its witnesses again every hour, so a live ledger has fresh ones unless its witnesses are unreachable or refuse)")
+    } else {
+        String::new()
+    };
     output::note(&format!(
-        "ledger NOT witnessed: the newest checkpoint (size {size}) has {have} of the {n} valid cosignatures asked for (a witness refuses a ledger rolled back or forked since it last cosigned; `agentctl events --type agentd.witness.refused` shows why here, `agentd.witness.refusing` in the witness's own ledger)"
+        "ledger NOT witnessed: the newest checkpoint (size {size}) has {have} of the {n} valid cosignatures{fresh} asked for{stale} (a witness refuses a ledger rolled back or forked since it last cosigned; `agentctl events --type agentd.witness.refused` shows why here, `agentd.witness.refusing` in the witness's own ledger)"
     ));
     Ok(Some(ExitCode::from(output::code::LEDGER_BROKEN)))
 }
@@ -249,9 +286,10 @@ pub fn verify(
                 ));
             }
             output::emit(&format!(
-                "ledger chain intact: {} events verified\nno signed checkpoint yet at {} nor in the ledger (agentd signs one every `ledger.checkpoint.everyEvents` events, `intervalSecs` and at shutdown): only the chain was checked. If checkpoints were signed here, the file and their events were removed: pass --vkey or --vkey-file with the key kept elsewhere to make that an error\n",
+                "ledger chain intact: {} events verified\nno signed checkpoint yet at {} nor in the ledger (agentd signs one every `ledger.checkpoint.everyEvents` events, `intervalSecs` and at shutdown): only the chain was checked. If checkpoints were signed here, the file and their events were removed: pass --vkey or --vkey-file with the key kept elsewhere to make that an error\n{}\n",
                 report.events,
-                file_path.display()
+                file_path.display(),
+                chain_only_trust()
             ))?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -262,9 +300,10 @@ pub fn verify(
             ));
         }
         output::emit(&format!(
-            "ledger chain intact: {} events verified\nno signed checkpoints at {} and no verifier key: only the chain was checked (a recomputed chain or a cut-off tail would not show)\n",
+            "ledger chain intact: {} events verified\nno signed checkpoints at {} and no verifier key: only the chain was checked (a recomputed chain or a cut-off tail would not show)\n{}\n",
             report.events,
-            file_path.display()
+            file_path.display(),
+            chain_only_trust()
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -320,19 +359,20 @@ pub fn verify(
             file_path.display()
         ));
     }
-    let witnessed_by = witnesses.filter(|n| *n > 0);
-    if let Some(n) = witnessed_by {
-        let keys = witness_keys(anchors)?;
-        if let Some(code) = witnessed(dir, &cps, n, &keys)? {
+    let mut witnessed_by = None;
+    if let Some(n) = witnesses.filter(|n| *n > 0) {
+        let (keys, from) = witness_keys(anchors)?;
+        if let Some(code) = witnessed(dir, &cps, n, &keys, anchors.max_age_secs)? {
             return Ok(code);
         }
+        witnessed_by = Some((n, from));
     }
     output::emit(&format!(
         "ledger intact: {} events verified; consistent with {} signed checkpoints (newest covers {} events), each also recorded in the ledger\n{}\n",
         report.events,
         anchor.checkpoints,
         anchor.newest_size,
-        trust(anchors, witnessed_by)
+        trust(anchors, witnessed_by.as_ref())
     ))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -341,18 +381,39 @@ pub fn verify(
 /// The checkpoint signing key is on the machine (agentd signs with it), so root there can
 /// rewrite any history and re-sign every checkpoint; only cosignatures of witnesses on other
 /// machines bind root.
-fn trust(a: &Anchors<'_>, witnesses: Option<usize>) -> String {
+///
+/// Every anchor is named with where it came from: keys in the state dir or in a configuration
+/// file on the checked machine are replaceable by root there, so only `--vkey`/`--vkey-file`
+/// and `--witness-key` values support a claim against root.
+fn trust(a: &Anchors<'_>, witnesses: Option<&(usize, WitnessKeys)>) -> String {
     let keys = if a.vkeys.is_empty() && a.vkey_files.is_empty() {
         "checkpoint verifier keys read from the state dir under check: this pass holds only against whoever can neither write that dir nor read the signing key"
     } else {
         "checkpoint verifier keys you passed (--vkey/--vkey-file): this pass holds against whoever cannot read the signing key; root on the signing machine can read it, rewrite any history and re-sign every checkpoint"
     };
+    let fresh = if a.max_age_secs == 0 {
+        "of any age (--max-age 0): an old copy of the ledger restored with its checkpoint and cosignature files (a rollback to a state that was once cosigned) passes".to_owned()
+    } else {
+        format!(
+            "signed in the last {} s (--max-age): a rollback to a state cosigned within that time is not excluded",
+            a.max_age_secs
+        )
+    };
     match witnesses {
-        Some(n) => format!(
-            "trust: {keys}; the newest checkpoint is cosigned by {n} witness(es) whose keys you named (--witness-key/--config): that binds root too, up to that checkpoint, as long as those witnesses run on other machines (events after it are bound by the signing key only)"
+        Some((n, WitnessKeys::Named)) => format!(
+            "trust: {keys}; the newest checkpoint is cosigned by {n} witness(es) whose keys you passed (--witness-key), {fresh}: that binds root too, up to that checkpoint, as long as those witnesses run on other machines (events after it are bound by the signing key only)"
+        ),
+        Some((n, WitnessKeys::Config(path))) => format!(
+            "trust: {keys}; the newest checkpoint is cosigned by {n} witness(es) whose keys were read from {} (--config), {fresh}: root on the machine holding that file can replace those keys with its own, so this binds root only if that file is out of its reach; pass --witness-key with keys kept elsewhere for a check that binds root",
+            path.display()
         ),
         None => format!(
             "trust: {keys}. No witness was asked for: pass --witnesses N (cosignatures by other machines) for a check that holds against root"
         ),
     }
+}
+
+/// The `trust:` line of a pass that checked the chain only (no checkpoint yet).
+fn chain_only_trust() -> &'static str {
+    "trust: the hash chain only: whoever can write the database can recompute the chain or cut off its tail, and this pass would not show it"
 }

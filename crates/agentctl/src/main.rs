@@ -132,6 +132,11 @@ enum Command {
         /// agentd's configuration, whose ledger.witness.peers are the witnesses' keys.
         #[arg(long, default_value = "/etc/osmoda/agentd.json")]
         config: PathBuf,
+        /// With --witnesses: count only cosignatures signed at most this many seconds ago
+        /// (0: any age). agentd asks its witnesses again every hour, so an old copy of the
+        /// ledger and its files, restored together, fails this.
+        #[arg(long = "max-age", default_value_t = 86_400)]
+        max_age: u64,
     },
     /// Ledger checkpoint keys.
     Ledger {
@@ -265,12 +270,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             witnesses,
             witness_keys,
             config,
+            max_age,
         } => {
             let anchors = ledger::Anchors {
                 vkeys: &vkey,
                 vkey_files: &vkey_file,
                 witness_keys: &witness_keys,
                 config: config.exists().then_some(config.as_path()),
+                max_age_secs: max_age,
             };
             return ledger::verify(&db, checkpoints.as_deref(), witnesses, &anchors);
         }

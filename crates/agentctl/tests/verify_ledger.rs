@@ -13,6 +13,13 @@ fn ctl(args: &[&str]) -> Output {
         .expect("run agentctl")
 }
 
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -172,6 +179,14 @@ fn without_checkpoints_only_the_chain_is_checked_and_it_says_so() {
         "{}",
         text(&o)
     );
+    // Review 18-11 finding 8: every pass ends with a `trust:` line, this one too.
+    assert!(
+        text(&o)
+            .lines()
+            .any(|l| l.starts_with("trust: the hash chain only")),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -235,7 +250,7 @@ fn witnesses_n_needs_n_valid_cosignatures_on_the_newest_checkpoint() {
     let other = Witness::open("gamma/osmoda-witness", [9u8; 32], dir.join("w2.json")).expect("w2");
     w.add_log(vkey.trim()).expect("log");
     let line = w
-        .add_checkpoint(0, &[], &newest.note, 1_700_000_000)
+        .add_checkpoint(0, &[], &newest.note, now())
         .expect("cosigned");
     let entry = Cosignature {
         size: newest.size,
@@ -700,7 +715,7 @@ fn a_pass_says_whom_it_holds_against() {
         .expect("proof")
         .proof;
     let line = w
-        .add_checkpoint(0, &proof, &newest.note, 1)
+        .add_checkpoint(0, &proof, &newest.note, now())
         .expect("cosigned");
     osmoda_ledger::witness::CosignatureFile::new(d.path().join("cosignatures.jsonl"))
         .append(&osmoda_ledger::witness::Cosignature {
@@ -724,7 +739,116 @@ fn a_pass_says_whom_it_holds_against() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = trust(&o);
     assert!(
-        t.contains("cosigned by 1 witness") && t.contains("binds root too"),
+        t.contains("cosigned by 1 witness")
+            && t.contains("you passed (--witness-key)")
+            && t.contains("binds root too"),
         "{t}"
+    );
+    // Review 18-11 finding 4: the same witness key read from agentd's configuration (on the
+    // machine under check, replaceable by its root) does not claim to bind root.
+    let config = d.path().join("agentd.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({ "ledger": { "witness": { "peers": { "beta": w.vkey() } } } })
+            .to_string(),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8");
+    let o = verify(
+        d.path(),
+        &["--vkey", &vkey, "--witnesses", "1", "--config", config],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = trust(&o);
+    assert!(
+        t.contains(&format!("read from {config} (--config)"))
+            && t.contains("can replace those keys")
+            && !t.contains("binds root too"),
+        "{t}"
+    );
+}
+
+/// Review 18-11 finding 5: `--witnesses N` counts only fresh cosignatures (`--max-age`,
+/// default a day; agentd asks its witnesses again every hour). A ledger rolled back together
+/// with its checkpoint and cosignature files carries only the old cosignatures of that state,
+/// so it fails, saying why; `--max-age 0` (any age) passes and its trust line says what that
+/// does not exclude.
+#[test]
+fn witnesses_n_counts_only_fresh_cosignatures() {
+    let d = tempfile::tempdir().expect("tmp");
+    state(d.path());
+    let vkey = std::fs::read_to_string(d.path().join("checkpoint.vkey")).expect("vkey");
+    let vkey = vkey.trim().to_owned();
+    let newest = CheckpointFile::new(d.path().join("checkpoints.jsonl"))
+        .newest()
+        .expect("read")
+        .expect("newest");
+    let ledger = Ledger::open(&d.path().join("ledger.db")).expect("open");
+    let mut w = osmoda_ledger::witness::Witness::open(
+        "beta/osmoda-witness",
+        [7u8; 32],
+        d.path().join("w.json"),
+    )
+    .expect("witness");
+    w.add_log(&vkey).expect("log");
+    let proof = ledger
+        .consistency_proof(0, newest.size)
+        .expect("proof")
+        .proof;
+    let two_days_ago = now() - 2 * 86_400;
+    let old = w
+        .add_checkpoint(0, &proof, &newest.note, two_days_ago)
+        .expect("cosigned");
+    let file = osmoda_ledger::witness::CosignatureFile::new(d.path().join("cosignatures.jsonl"));
+    let entry = |line: String| osmoda_ledger::witness::Cosignature {
+        size: newest.size,
+        root: newest.root.clone(),
+        peer: "beta".into(),
+        line,
+    };
+    file.append(&entry(old)).expect("cosignature");
+    let wkey = w.vkey();
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "--vkey".to_owned(),
+            vkey.clone(),
+            "--witnesses".into(),
+            "1".into(),
+            "--witness-key".into(),
+            wkey.clone(),
+        ];
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        verify(d.path(), &refs)
+    };
+    let o = run(args(&[]));
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert!(
+        text(&o).contains("0 of the 1 valid cosignatures signed in the last 86400 s")
+            && text(&o).contains("1 of any age"),
+        "{}",
+        text(&o)
+    );
+    let o = run(args(&["--max-age", "0"]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("of any age (--max-age 0)"),
+        "{}",
+        text(&o)
+    );
+    // The witness cosigns the same checkpoint again (agentd's hourly refresh): it passes.
+    let fresh = w
+        .add_checkpoint(newest.size, &[], &newest.note, now())
+        .expect("cosigned again");
+    file.append(&entry(fresh)).expect("cosignature");
+    let o = run(args(&[]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("signed in the last 86400 s"),
+        "{}",
+        text(&o)
     );
 }

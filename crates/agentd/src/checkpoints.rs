@@ -92,7 +92,8 @@ fn write_new_key(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The verifier keys in `path`, one per line (none when it does not exist).
+/// The verifier keys in `path`, one per line (none when it does not exist); blank lines and
+/// `#` comments (an operator's notes) are skipped, as `agentctl verify-ledger` skips them.
 ///
 /// # Errors
 /// The file exists but cannot be read.
@@ -101,7 +102,7 @@ pub fn read_vkeys(path: &Path) -> std::io::Result<Vec<String>> {
         Ok(t) => Ok(t
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty())
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::to_owned)
             .collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -165,8 +166,14 @@ pub fn check_secret_key(path: &Path, what: &str, power: &str, make: &str) -> any
 fn rotate(path: &Path, current: &str, ledger_size: u64) -> anyhow::Result<()> {
     let known = read_vkeys(path)?;
     let mut lines = Vec::with_capacity(known.len() + 1);
-    for line in &known {
-        let k = osmoda_ledger::KeyRange::parse(line)?;
+    for (n, line) in known.iter().enumerate() {
+        let k = osmoda_ledger::KeyRange::parse(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{} key {} does not parse ({e}): fix or remove that line of this machine's state dir (`<verifier key>` or `<verifier key> <last size>`)",
+                path.display(),
+                n + 1
+            )
+        })?;
         if k.vkey == current {
             match k.last_size {
                 None => return Ok(()),
@@ -270,11 +277,14 @@ impl Checkpointer {
 
     /// The newest checkpoint this ledger was signed with (by one of [`Checkpointer::vkeys`]),
     /// from the checkpoint file and from the ledger's own `agentd.checkpoint` events, whichever
-    /// is newer: removing or emptying the file does not make agentd forget it.
+    /// is newer: removing or emptying the file does not make agentd forget it. `Ok(Err(why))`
+    /// when a checkpoint in either verifies under no key in its range (a changed signature,
+    /// size or root, or a retired key's past its range): the same verdict as `agentctl
+    /// verify-ledger`, which fails on it, so agentd does not sign on top of an older one.
     fn newest_signed(
         &self,
         st: &AppState,
-    ) -> Result<Option<SignedCheckpoint>, osmoda_ledger::LedgerError> {
+    ) -> Result<Result<Option<SignedCheckpoint>, String>, osmoda_ledger::LedgerError> {
         let keys = self.vkeys();
         let mut all = self.file.read()?;
         all.extend(
@@ -282,13 +292,22 @@ impl Checkpointer {
                 .into_iter()
                 .map(|(_, c)| c),
         );
-        Ok(all
-            .into_iter()
-            .filter(|c| {
-                keys.iter()
-                    .any(|k| osmoda_ledger::verify_signed_in_range(c, k).is_ok())
-            })
-            .max_by_key(|c| c.size))
+        for c in &all {
+            let mut why = String::from("no verifier key");
+            let ok = keys.iter().any(|k| {
+                osmoda_ledger::verify_signed_in_range(c, k)
+                    .map_err(|e| why = e.to_string())
+                    .is_ok()
+            });
+            if !ok {
+                return Ok(Err(format!(
+                    "the signed checkpoint of size {} (in {} or an agentd.checkpoint event) verifies under none of this ledger's keys ({why}): a checkpoint record was changed",
+                    c.size,
+                    self.file.path().display()
+                )));
+            }
+        }
+        Ok(Ok(all.into_iter().max_by_key(|c| c.size)))
     }
 
     /// Checks the ledger against the newest checkpoint agentd signed: as many rows as tree
@@ -306,8 +325,9 @@ impl Checkpointer {
             return Ok(Some(t));
         }
         let newest = match self.newest_signed(st) {
-            Ok(Some(n)) => n,
-            Ok(None) => return Ok(None),
+            Ok(Ok(Some(n))) => n,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(problem)) => return Ok(Some(self.tamper(st, problem, json!({})).await)),
             // The ledger and the file were readable, but a checkpoint record in them is not a
             // checkpoint: evidence that does not parse is tamper evidence like evidence that
             // does not verify (an edited record would otherwise switch the check off).

@@ -174,6 +174,8 @@ pub struct AppState {
     pub commits: Arc<tokio::sync::watch::Sender<u64>>,
     /// Signs ledger checkpoints, when `settings.checkpoint` is set.
     pub checkpoints: Option<Arc<checkpoints::Checkpointer>>,
+    /// Why the configured witness could not start (`agentd.witness.off`; `/health` degraded).
+    pub witness_off: std::sync::Mutex<Option<String>>,
     /// The agent's memory (`api::memory`), opened on first use.
     pub memory: Arc<api::memory::MemoryService>,
     /// Ledger reads requests may run at once ([`api::MAX_LEDGER_READS`]): each is a blocking
@@ -257,6 +259,7 @@ impl AppState {
             config_tree,
             commits,
             checkpoints,
+            witness_off: std::sync::Mutex::new(None),
             ledger_reads: Arc::new(tokio::sync::Semaphore::new(api::MAX_LEDGER_READS)),
             long_polls: std::sync::Mutex::default(),
         }))

@@ -649,3 +649,132 @@ async fn events_that_land_before_a_checkpoints_record_are_anchored_at_shutdown()
         );
     }
 }
+
+/// Changes one base64 character of the signature on the last line of a signed note (the note
+/// still parses; its signature no longer verifies).
+fn break_signature(note: &str) -> String {
+    let (body, sig) = note.trim_end().rsplit_once(' ').expect("signature line");
+    let mut sig: Vec<char> = sig.chars().collect();
+    let i = sig.len() - 10;
+    sig[i] = if sig[i] == 'A' { 'B' } else { 'A' };
+    format!("{body} {}\n", sig.into_iter().collect::<String>())
+}
+
+/// Review 18-11 finding 6: agentd and `agentctl verify-ledger` give the same verdict on a
+/// checkpoint that parses but does not verify (its signature changed in the file, or in the
+/// ledger's `agentd.checkpoint` record with the chain recomputed): tamper evidence,
+/// `agentd.ledger.tampered` once, `/health` degraded, nothing signed on top of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_does_not_verify_is_tamper_evidence() {
+    for forge in ["file signature", "record signature"] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path();
+        let (st, c, trigger, task) = serve(dir, 5).await;
+        notes(&c, 12).await;
+        let cp = st.checkpoints.as_ref().expect("on");
+        cp.checkpoint(&st).await.expect("signs");
+        trigger.fire();
+        task.await.expect("join").expect("serve");
+        drop(st);
+        let state = dir.join("state");
+        let cps_path = state.join("checkpoints.jsonl");
+        if forge == "file signature" {
+            let text = std::fs::read_to_string(&cps_path).expect("read");
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            let last = lines.last_mut().expect("a line");
+            let mut v: serde_json::Value = serde_json::from_str(last).expect("json");
+            v["note"] = json!(break_signature(v["note"].as_str().expect("note")));
+            *last = v.to_string();
+            std::fs::write(&cps_path, format!("{}\n", lines.join("\n"))).expect("write");
+        } else {
+            let conn = rusqlite::Connection::open(state.join("ledger.db")).expect("sqlite");
+            let (id, payload): (i64, String) = conn
+                .query_row(
+                    "SELECT id, payload FROM events WHERE type = 'agentd.checkpoint' ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect("a record");
+            let mut v: serde_json::Value = serde_json::from_str(&payload).expect("json");
+            v["note"] = json!(break_signature(v["note"].as_str().expect("note")));
+            conn.execute(
+                "UPDATE events SET payload = ?1 WHERE id = ?2",
+                (v.to_string(), id),
+            )
+            .expect("edit");
+            recompute(&conn);
+        }
+        refuses_to_sign(dir, forge, "verifies under none of this ledger's keys").await;
+    }
+}
+
+/// Review 18-11 finding 8: an operator's `# comment` in `checkpoint.vkeys` is skipped (as
+/// verify-ledger skips it), and a line that does not parse is named by file and line.
+#[tokio::test]
+async fn checkpoint_vkeys_comments_are_skipped_and_a_bad_line_is_named() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let state = tmp.path().join("state");
+    let st = agentd::AppState::open(state.clone(), settings(5), None).expect("open");
+    drop(st);
+    let vkeys = state.join("checkpoint.vkeys");
+    let text = std::fs::read_to_string(&vkeys).expect("vkeys");
+    std::fs::write(&vkeys, format!("# rotated in 2026 by ops\n{text}")).expect("comment");
+    let st =
+        agentd::AppState::open(state.clone(), settings(5), None).expect("a comment is skipped");
+    drop(st);
+    std::fs::write(&vkeys, format!("not a key at all\n{text}")).expect("bad line");
+    let Err(err) = agentd::AppState::open(state.clone(), settings(5), None) else {
+        panic!("a bad checkpoint.vkeys line is refused");
+    };
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("checkpoint.vkeys key 1 does not parse"),
+        "{msg}"
+    );
+}
+
+/// Review 18-11 finding 2 (runtime side): a witness that cannot start (here its generated
+/// key was made readable by others) records `agentd.witness.off` with the reason and puts
+/// `/health` in degraded; it never turns off with only a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_that_cannot_start_is_recorded_and_degrades_health() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    let key = state.join(agentd::witness::GENERATED_KEY_FILE);
+    std::fs::write(&key, format!("{}\n", "11".repeat(32))).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (_, log_vkey) = osmoda_ledger::generate_key("beta/osmoda-ledger").expect("keygen");
+    let settings = agentd::Settings {
+        witness: Some(agentd::witness::WitnessSettings {
+            mesh_socket: dir.join("no-mesh.sock"),
+            peers: Default::default(),
+            logs: vec![log_vkey],
+            key_file: None,
+        }),
+        ..settings(5)
+    };
+    let (sock, human) = (dir.join("agentd.sock"), dir.join("approval.sock"));
+    let st = agentd::AppState::open(state, settings, None).expect("open");
+    let agent = tokio::net::UnixListener::bind(&sock).expect("bind");
+    let human = tokio::net::UnixListener::bind(&human).expect("bind");
+    let (trigger, shutdown) = agentd::shutdown_channel();
+    let task = tokio::spawn(agentd::serve(agent, human, st.clone(), shutdown));
+    let c = osmoda_client::Client::new(&sock);
+    let reason = degraded(&c).await;
+    assert!(
+        reason.starts_with("witness: ") && reason.contains("witness key"),
+        "{reason}"
+    );
+    let q = osmoda_ledger::Query {
+        kind: Some("agentd.witness.off".into()),
+        ..Default::default()
+    };
+    let off = st.ledger.query(&q).expect("query");
+    assert_eq!(off.len(), 1);
+    assert!(off[0].payload.contains("witness key"), "{}", off[0].payload);
+    trigger.fire();
+    task.await.expect("join").expect("serve");
+}

@@ -227,3 +227,66 @@ async fn an_edit_that_cannot_land_is_refused_before_the_gate_asks_anyone() {
     assert_eq!(r.status, 403, "{}", r.body);
     d.stop().await;
 }
+
+/// Review 18-11 finding 2: a witness key agentd could not use (a shape that is no key, a
+/// one-character typo of a real one, a log key given as a peer's witness key) is refused at
+/// edit time by agentd's own load check, before the gate (which asks a person only when a
+/// key is dropped) and before a switch could turn witnessing off; a real key reaches the gate
+/// or lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_witness_key_is_refused_at_edit_time() {
+    if !nix_installed() {
+        println!("skipped: an_unusable_witness_key_is_refused_at_edit_time: nix-instantiate not installed");
+        return;
+    }
+    // Made by another implementation (Python `cryptography`): seed 7, alg 1 and seed 8, alg 4.
+    const LOG: &str = "beta/osmoda-ledger+cb9efd1a+AepKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mkURtIs";
+    const WIT: &str = "beta/osmoda-witness+9db08dbe+BBOY9ixtGkV8UbpqS189vS9p/KkyFiGNyJl+QWvRfZPK";
+    let d = Daemon::start_with_tree().await;
+    let logs = |v: Value| json!({"path": "services.osmoda.agentd.ledger.witness.logs", "value": v, "reason": "witness"});
+    // One character of the key changed (its id no longer matches, or it is no Ed25519 point).
+    let typo = LOG.replace("AepK", "AepL");
+    let cases: Vec<(&str, Value, u16, &[&str])> = vec![
+        (
+            "/config/set",
+            logs(json!(["x+00000000+AAAA"])),
+            422,
+            &["agentd would refuse", "not a checkpoint verifier key"],
+        ),
+        (
+            "/config/set",
+            logs(json!([typo])),
+            422,
+            &["agentd would refuse", "not a checkpoint verifier key"],
+        ),
+        (
+            "/config/set",
+            logs(json!([LOG.replace("cb9efd1a", "cb9efd1b")])),
+            422,
+            &["agentd would refuse", "does not match its name and key"],
+        ),
+        (
+            "/config/set",
+            logs(json!([WIT])),
+            422,
+            &["agentd would refuse", "algorithm"],
+        ),
+        (
+            "/config/set",
+            json!({"path": "services.osmoda.agentd.ledger.witness.peers.beta", "value": LOG, "reason": "witness"}),
+            422,
+            &["agentd would refuse", "not a witness verifier key"],
+        ),
+    ];
+    refused(&d, &cases).await;
+    // The real key passes agentd's check (what follows, the mesh rule or the gate, is not a
+    // key refusal).
+    let r = d
+        .agent()
+        .post("/config/set", &logs(json!([LOG])))
+        .await
+        .expect("post");
+    let text = r.body.to_string();
+    assert!(!text.contains("verifier key"), "{text}");
+    d.stop().await;
+}

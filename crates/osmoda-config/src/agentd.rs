@@ -210,21 +210,21 @@ impl AgentdConfig {
             }
         }
         let w = &self.ledger.witness;
+        for (peer, k) in &w.peers {
+            verifier_key(k, WITNESS_KEY_ALG).map_err(|why| {
+                format!("ledger.witness.peers.{peer}: {k:?} is not a witness verifier key (a peer's witness.vkey): {why}")
+            })?;
+        }
+        for k in &w.logs {
+            verifier_key(k, LOG_KEY_ALG).map_err(|why| {
+                format!("ledger.witness.logs: {k:?} is not a checkpoint verifier key (a peer's checkpoint.vkey): {why}")
+            })?;
+        }
         if (!w.peers.is_empty() || !w.logs.is_empty()) && self.daemons.mesh.is_none() {
             return Err(
                 "ledger.witness needs osmoda-mesh (services.osmoda.mesh.enable): witnesses talk over mesh links"
                     .into(),
             );
-        }
-        if let Some(k) = w
-            .peers
-            .values()
-            .chain(w.logs.iter())
-            .find(|k| !is_verifier_key(k))
-        {
-            return Err(format!(
-                "ledger.witness: {k:?} is not a verifier key (<name>+<id>+<base64 key>)"
-            ));
         }
         if self.backup.keep == Some(0) {
             return Err("backup.keep must be at least 1 (or null to keep every backup)".into());
@@ -251,47 +251,109 @@ impl AgentdConfig {
     }
 }
 
-/// `<name>+<8 hex digits>+<base64 key>`: split at the first two `+` only, since standard
-/// base64 (the key) may itself contain `+`.
-fn is_verifier_key(k: &str) -> bool {
+/// The algorithm byte of a signed-note Ed25519 key (a log's checkpoint key).
+pub const LOG_KEY_ALG: u8 = 0x01;
+/// The algorithm byte of a C2SP `tlog-cosignature` key (a witness's key).
+pub const WITNESS_KEY_ALG: u8 = 0x04;
+
+/// Checks a verifier key completely, as agentd's witness will use it:
+/// `<name>+<8 hex digits>+<base64 of alg ‖ 32-byte Ed25519 key>` (split at the first two `+`
+/// only, since standard base64 may itself contain `+`), the algorithm byte `alg`, the key a
+/// valid Ed25519 point, and the id the first 4 bytes of SHA-256(name ‖ "\n" ‖ alg ‖ key), so a
+/// one-character typo is refused here rather than turning witnessing off at start.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn verifier_key(k: &str, alg: u8) -> Result<(), String> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
     let mut parts = k.splitn(3, '+');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(name), Some(id), Some(key)) => {
-            !name.is_empty()
-                && !name.contains(char::is_whitespace)
-                && id.len() == 8
-                && id.bytes().all(|b| b.is_ascii_hexdigit())
-                && !key.is_empty()
-                && key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
-        }
-        _ => false,
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected <name>+<8 hex digits>+<base64 key>".into());
+    };
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+') {
+        return Err("the name is empty or holds a space".into());
     }
+    if id.len() != 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the id is not 8 hex digits".into());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|e| format!("the key is not base64: {e}"))?;
+    if bytes.len() != 33 || bytes[0] != alg {
+        return Err(format!(
+            "the key is not 33 bytes starting with algorithm {alg:#04x} ({} bytes{})",
+            bytes.len(),
+            bytes
+                .first()
+                .map(|a| format!(", algorithm {a:#04x}"))
+                .unwrap_or_default()
+        ));
+    }
+    let mut public = [0u8; 32];
+    public.copy_from_slice(&bytes[1..]);
+    ed25519_dalek::VerifyingKey::from_bytes(&public)
+        .map_err(|_| "the key is not an Ed25519 public key".to_string())?;
+    let mut h = sha2::Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n");
+    h.update(&bytes);
+    let want = hex_lower(&h.finalize()[..4]);
+    if !id.eq_ignore_ascii_case(&want) {
+        return Err(format!(
+            "its id {id} does not match its name and key ({want}): a character of the key or name was changed"
+        ));
+    }
+    Ok(())
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
 mod verifier_key_tests {
-    /// A key whose base64 holds `+` (about one in three random keys) is a key; shapes that are
-    /// not are refused.
+    use super::{verifier_key, LOG_KEY_ALG, WITNESS_KEY_ALG};
+
+    /// A log key (signed-note Ed25519, alg 1) whose base64 holds `+`, and a witness key (alg
+    /// 4), both made by another implementation (Python `cryptography`, seeds 8 and 2).
+    const LOG: &str =
+        "o.example/osmoda-ledger+6698417f+AROY9ixtGkV8UbpqS189vS9p/KkyFiGNyJl+QWvRfZPK";
+    const WITNESS: &str =
+        "o.example/osmoda-witness+e8cef19c+BIE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU";
+
+    /// Review 18-11 finding 2: every shape that passed the old check but is no key the witness
+    /// can use is refused: undecodable base64, wrong length, wrong algorithm, an id that does
+    /// not match, a one-character typo, the wrong kind of key for the list.
     #[test]
-    fn verifier_keys_are_split_at_the_first_two_plus_signs() {
-        for (k, ok) in [
+    fn verifier_keys_are_checked_completely() {
+        let cases: Vec<(String, u8, bool)> = vec![
+            (LOG.into(), LOG_KEY_ALG, true),
+            (WITNESS.into(), WITNESS_KEY_ALG, true),
             (
-                "o.example/osmoda-ledger+fe65e6b4+AfJzfFyEBkDJamb2OejlJ+eI8GH4GPehix8nOpoDHV4W",
-                true,
+                "o.example/osmoda-ledger+fe65e6b4".into(),
+                LOG_KEY_ALG,
+                false,
             ),
-            (
-                "o.example/osmoda-ledger+fe65e6b4+AfJzfFyEBkDJamb2OejlJeI8GH4GPehix8nOpoDHV4W",
-                true,
-            ),
-            ("o.example/osmoda-ledger+fe65e6b4", false),
-            ("+fe65e6b4+AfJz", false),
-            ("o+fe65e6b+AfJz", false),
-            ("o+fe65e6b4+", false),
-            ("o+fe65e6b4+Af Jz", false),
-        ] {
-            assert_eq!(super::is_verifier_key(k), ok, "{k}");
+            ("+fe65e6b4+AfJz".into(), LOG_KEY_ALG, false),
+            ("o+fe65e6b+AfJz".into(), LOG_KEY_ALG, false),
+            ("o+fe65e6b4+".into(), LOG_KEY_ALG, false),
+            ("o+fe65e6b4+Af Jz".into(), LOG_KEY_ALG, false),
+            ("x+00000000+AAAA".into(), LOG_KEY_ALG, false),
+            (LOG.replace("6698417f", "6698417e"), LOG_KEY_ALG, false),
+            (LOG.replace("QWvR", "QWvS"), LOG_KEY_ALG, false),
+            (LOG.replace("o.example", "p.example"), LOG_KEY_ALG, false),
+            (LOG.into(), WITNESS_KEY_ALG, false),
+            (WITNESS.into(), LOG_KEY_ALG, false),
+            (format!("{LOG}AA"), LOG_KEY_ALG, false),
+        ];
+        for (k, alg, ok) in cases {
+            assert_eq!(
+                verifier_key(&k, alg).is_ok(),
+                ok,
+                "{k}: {:?}",
+                verifier_key(&k, alg)
+            );
         }
     }
 }

@@ -46,6 +46,7 @@ pub use restore::{
     foreign_objects, sqlite_active_objects, sqlite_replace, sqlite_snapshot,
     sqlite_snapshot_nofollow,
 };
+pub use signed_note::is_key_name_valid;
 pub use tlog_tiles::Hash;
 pub use tree::{leaf_hash, RootBuilder};
 pub use validate::{validate_label, validate_payload, MAX_LABEL_BYTES, MAX_PAYLOAD_BYTES};

@@ -75,13 +75,19 @@ pub enum Refusal {
     },
 }
 
-/// One log's state at a witness: the newest cosigned size and root.
+/// One log's state at a witness: the newest cosigned size and root, and which peer owns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cosigned {
     /// Tree size.
     pub size: u64,
     /// Root, hex.
     pub root: String,
+    /// The mesh peer that asked for this log's first cosignature here (its owner, pinned
+    /// then; [`Witness::add_checkpoint_from`]). A refusal asked for by another peer is a
+    /// replay of that log's old checkpoint by a third party, not evidence against the log.
+    /// `None`: a state file older than pinning, or a caller that names no peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A witness: its key, the logs it watches, and what it cosigned (persisted as JSON).
@@ -95,8 +101,9 @@ pub struct Witness {
     /// Origin → the verifier keys of the logs signing under it.
     logs: BTreeMap<String, Vec<String>>,
     state_file: PathBuf,
-    /// Log verifier key → what was cosigned last (a state file written before logs were keyed
-    /// by key has origins here, moved to the key by [`Witness::add_log`]).
+    /// Log verifier key → what was cosigned last. A state file written before logs were keyed
+    /// by key has origins here: such an entry is taken over by a key of that origin only when
+    /// that is unambiguous ([`Witness::legacy_for`]).
     state: BTreeMap<String, Cosigned>,
 }
 
@@ -169,13 +176,27 @@ impl Witness {
             return Ok(());
         }
         keys.push(vkey.to_owned());
-        // What an older witness kept under the origin belongs to the one log it knew then.
-        if keys.len() == 1 {
-            if let Some(c) = self.state.remove(name) {
-                self.state.insert(vkey.to_owned(), c);
-            }
-        }
         Ok(())
+    }
+
+    /// What an older witness kept under `origin` (state keyed by origin, before logs were
+    /// keyed by key), for the log `vkey` of that origin: it belonged to whichever log that
+    /// witness knew under the origin, the *last* configured key then. So it is this log's only
+    /// when the origin has exactly one key now; with several it is this log's only if this
+    /// log's checkpoint proves consistent with it (`consistent`), and otherwise stays where it
+    /// is for the log it belongs to.
+    fn legacy_for(
+        &self,
+        origin: &str,
+        vkey: &str,
+        consistent: impl FnOnce(&Cosigned) -> bool,
+    ) -> Option<Cosigned> {
+        if self.state.contains_key(vkey) {
+            return None;
+        }
+        let legacy = self.state.get(origin)?;
+        let keys = self.logs.get(origin)?;
+        (keys.len() == 1 || consistent(legacy)).then(|| legacy.clone())
     }
 
     /// The witness's verifier key (`<name>+<id>+base64(0x04 ‖ key)`).
@@ -191,9 +212,25 @@ impl Witness {
         )
     }
 
-    /// What the witness last cosigned of the log whose verifier key is `log_vkey`.
+    /// What the witness last cosigned of the log whose verifier key is `log_vkey` (an older
+    /// state keyed by its origin counts when the origin has only this key).
     pub fn cosigned(&self, log_vkey: &str) -> Option<&Cosigned> {
-        self.state.get(log_vkey)
+        self.state.get(log_vkey).or_else(|| {
+            let origin = log_vkey.split('+').next()?;
+            (self.logs.get(origin)?.len() == 1)
+                .then(|| self.state.get(origin))
+                .flatten()
+        })
+    }
+
+    /// The peer pinned as the owner of the log(s) signing under `origin`, if exactly one is.
+    pub fn owner_of(&self, origin: &str) -> Option<&str> {
+        let keys = self.logs.get(origin)?;
+        let mut owners = keys
+            .iter()
+            .filter_map(|k| self.state.get(k)?.owner.as_deref());
+        let first = owners.next()?;
+        owners.all(|o| o == first).then_some(first)
     }
 
     /// Every log (verifier key) this witness cosigned and the newest size and root it cosigned.
@@ -211,6 +248,22 @@ impl Witness {
     /// cannot be saved.
     pub fn add_checkpoint(
         &mut self,
+        old_size: u64,
+        proof: &[String],
+        note: &str,
+        time: u64,
+    ) -> Result<String, Result<Refusal, LedgerError>> {
+        self.add_checkpoint_from(None, old_size, proof, note, time)
+    }
+
+    /// [`Witness::add_checkpoint`] asked by the mesh peer `peer`: the first peer that gets a
+    /// log cosigned here is pinned as its owner ([`Cosigned::owner`], kept from then on).
+    ///
+    /// # Errors
+    /// As [`Witness::add_checkpoint`].
+    pub fn add_checkpoint_from(
+        &mut self,
+        peer: Option<&str>,
         old_size: u64,
         proof: &[String],
         note: &str,
@@ -234,9 +287,22 @@ impl Witness {
             }
         }
         let (log, cp) = signed.ok_or(Ok(Refusal::BadSignature(bad)))?;
-        let (have_size, have_root) = match self.state.get(&log) {
-            Some(c) => (c.size, c.root.clone()),
-            None => (0, hash_hex(&tlog_tiles::EMPTY_HASH)),
+        let consistent_with = |c: &Cosigned| {
+            old_size == c.size
+                && cp.size >= c.size
+                && crate::verify_consistency(&crate::ConsistencyProof {
+                    from: c.size,
+                    to: cp.size,
+                    from_root: c.root.clone(),
+                    to_root: hash_hex(&cp.root),
+                    proof: proof.to_vec(),
+                })
+                .is_ok()
+        };
+        let legacy = self.legacy_for(&origin, &log, consistent_with);
+        let (have_size, have_root, owner) = match self.state.get(&log).or(legacy.as_ref()) {
+            Some(c) => (c.size, c.root.clone(), c.owner.clone()),
+            None => (0, hash_hex(&tlog_tiles::EMPTY_HASH), None),
         };
         if old_size != have_size {
             return Err(Ok(Refusal::Conflict {
@@ -264,11 +330,16 @@ impl Witness {
             })
         })?;
         let mut next = self.state.clone();
+        if legacy.is_some() {
+            // Taken over by the log it belonged to (and no longer offered to another).
+            next.remove(&origin);
+        }
         next.insert(
             log,
             Cosigned {
                 size: cp.size,
                 root: hash_hex(&cp.root),
+                owner: owner.or_else(|| peer.map(str::to_owned)),
             },
         );
         self.save(&next).map_err(Err)?;
@@ -311,6 +382,21 @@ fn note_body(note: &str) -> String {
 /// # Errors
 /// [`LedgerError::InvalidKey`] for a malformed witness key.
 pub fn count_cosignatures(note: &str, witness_vkeys: &[String]) -> Result<usize, LedgerError> {
+    count_cosignatures_since(note, witness_vkeys, 0)
+}
+
+/// [`count_cosignatures`], counting only cosignatures whose signed time is at least
+/// `not_before` (unix seconds): a witness cosigns the same checkpoint again when asked later,
+/// so a fresh cosignature shows the witness saw this log no larger than this checkpoint
+/// recently, which an old copy of the files (a rollback) cannot show.
+///
+/// # Errors
+/// [`LedgerError::InvalidKey`] for a malformed witness key.
+pub fn count_cosignatures_since(
+    note: &str,
+    witness_vkeys: &[String],
+    not_before: u64,
+) -> Result<usize, LedgerError> {
     let body = note_body(note);
     let mut count = 0;
     let unique: std::collections::BTreeSet<&String> = witness_vkeys.iter().collect();
@@ -349,6 +435,9 @@ pub fn count_cosignatures(note: &str, witness_vkeys: &[String]) -> Result<usize,
             }
             let mut t = [0u8; 8];
             t.copy_from_slice(&blob[4..12]);
+            if u64::from_be_bytes(t) < not_before {
+                return false;
+            }
             let Ok(sig) = ed25519_dalek::Signature::from_slice(&blob[12..]) else {
                 return false;
             };
@@ -360,6 +449,16 @@ pub fn count_cosignatures(note: &str, witness_vkeys: &[String]) -> Result<usize,
         }
     }
     Ok(count)
+}
+
+/// The time (unix seconds) a cosignature line (`— <name> <base64>`) says it was signed at;
+/// `None` for a line that is not a cosignature. The signature is not checked here.
+pub fn cosignature_time(line: &str) -> Option<u64> {
+    let (_, b64) = line.trim_end().strip_prefix("\u{2014} ")?.split_once(' ')?;
+    let blob = B64.decode(b64).ok().filter(|b| b.len() == 76)?;
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&blob[4..12]);
+    Some(u64::from_be_bytes(t))
 }
 
 /// One cosignature gathered for a checkpoint (a line of `cosignatures.jsonl`).
@@ -401,6 +500,20 @@ pub fn newest_cosigned(
     cosignatures: &[Cosignature],
     witness_vkeys: &[String],
 ) -> Result<Option<(u64, usize)>, LedgerError> {
+    newest_cosigned_since(checkpoints, cosignatures, witness_vkeys, 0)
+}
+
+/// [`newest_cosigned`], counting only cosignatures signed at or after `not_before`
+/// ([`count_cosignatures_since`]).
+///
+/// # Errors
+/// [`LedgerError::InvalidKey`] for a malformed witness key.
+pub fn newest_cosigned_since(
+    checkpoints: &[crate::SignedCheckpoint],
+    cosignatures: &[Cosignature],
+    witness_vkeys: &[String],
+    not_before: u64,
+) -> Result<Option<(u64, usize)>, LedgerError> {
     let Some(newest) = checkpoints.iter().max_by_key(|c| c.size) else {
         return Ok(None);
     };
@@ -413,6 +526,6 @@ pub fn newest_cosigned(
     }
     Ok(Some((
         newest.size,
-        count_cosignatures(&note, witness_vkeys)?,
+        count_cosignatures_since(&note, witness_vkeys, not_before)?,
     )))
 }

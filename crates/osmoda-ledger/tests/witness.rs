@@ -247,3 +247,106 @@ fn logs_sharing_an_origin_are_kept_apart_by_their_keys() {
     old.add_log(one.signer.vkey()).expect("log key");
     assert_eq!(old.cosigned(one.signer.vkey()).map(|c| c.size), Some(9));
 }
+
+/// Review 18-11 finding 3: the state an older witness kept under an origin belonged to the
+/// *last* key configured for it. With two keys of that origin it is not given to the first:
+/// each log keeps its own history, the one whose checkpoint is consistent with the legacy
+/// state takes it over, and the other starts fresh (no false rollback).
+#[test]
+fn legacy_state_of_a_shared_origin_goes_only_to_the_log_consistent_with_it() {
+    let wdir = tempfile::tempdir().expect("tmp");
+    let a = log("osmoda-server/osmoda-ledger");
+    let b = log("osmoda-server/osmoda-ledger");
+    b.append(40, "b");
+    let b40 = b.ledger.tree_head().expect("head");
+    let legacy = wdir.path().join("legacy.json");
+    std::fs::write(
+        &legacy,
+        format!(
+            r#"{{"osmoda-server/osmoda-ledger":{{"size":40,"root":"{}"}}}}"#,
+            b40.root
+        ),
+    )
+    .expect("state");
+    let mut w = Witness::open("witness-c", [3; 32], legacy.clone()).expect("open");
+    w.add_log(a.signer.vkey()).expect("a");
+    w.add_log(b.signer.vkey()).expect("b");
+    // Ambiguous: neither key is credited with B's size until a checkpoint proves whose it is.
+    assert_eq!(w.cosigned(a.signer.vkey()), None);
+    assert_eq!(w.cosigned(b.signer.vkey()), None);
+    // A's size-30 checkpoint is A's own first one, not a rollback of B's 40.
+    a.append(30, "a");
+    a.submit(&mut w, 1).expect("A is cosigned from 0");
+    assert_eq!(w.cosigned(a.signer.vkey()).map(|c| c.size), Some(30));
+    // B proves consistency from the legacy 40: it takes the legacy state over.
+    b.append(5, "b");
+    let cp = b.checkpoint();
+    let proof = b.ledger.consistency_proof(40, 45).expect("proof").proof;
+    w.add_checkpoint(40, &proof, &cp.note, 2)
+        .expect("B continues from the legacy state");
+    assert_eq!(w.cosigned(b.signer.vkey()).map(|c| c.size), Some(45));
+    // From then on B rolled back below 45 is refused, and the legacy entry is gone.
+    let saved = std::fs::read_to_string(&legacy).expect("state");
+    assert!(
+        !saved.contains("\"osmoda-server/osmoda-ledger\""),
+        "{saved}"
+    );
+    assert!(matches!(
+        w.add_checkpoint(45, &[], &b.signer.sign(&b40).expect("sign").note, 3),
+        Err(Ok(Refusal::Rollback {
+            cosigned: 45,
+            new: 40
+        }))
+    ));
+}
+
+/// With a single key of the origin the legacy state is that log's, as before, and a peer
+/// named when cosigning is pinned as the log's owner.
+#[test]
+fn a_single_key_takes_the_legacy_state_and_its_first_peer_owns_it() {
+    let wdir = tempfile::tempdir().expect("tmp");
+    let a = log("osmoda-server/osmoda-ledger");
+    a.append(9, "a");
+    let root = a.ledger.tree_head().expect("head").root;
+    let legacy = wdir.path().join("legacy.json");
+    std::fs::write(
+        &legacy,
+        format!(r#"{{"osmoda-server/osmoda-ledger":{{"size":9,"root":"{root}"}}}}"#),
+    )
+    .expect("state");
+    let mut w = Witness::open("witness-c", [3; 32], legacy).expect("open");
+    w.add_log(a.signer.vkey()).expect("a");
+    assert_eq!(w.cosigned(a.signer.vkey()).map(|c| c.size), Some(9));
+    assert_eq!(w.owner_of("osmoda-server/osmoda-ledger"), None);
+    a.append(2, "a");
+    let cp = a.checkpoint();
+    let proof = a.ledger.consistency_proof(9, 11).expect("proof").proof;
+    w.add_checkpoint_from(Some("alpha"), 9, &proof, &cp.note, 1)
+        .expect("cosigned from the legacy size");
+    assert_eq!(w.owner_of("osmoda-server/osmoda-ledger"), Some("alpha"));
+    // Another peer asking later does not take the log over.
+    w.add_checkpoint_from(Some("mallory"), 11, &[], &cp.note, 2)
+        .expect("the same checkpoint again");
+    assert_eq!(w.owner_of("osmoda-server/osmoda-ledger"), Some("alpha"));
+}
+
+/// A cosignature counts as fresh only when signed at or after the bound asked for.
+#[test]
+fn cosignatures_older_than_the_bound_do_not_count() {
+    let wdir = tempfile::tempdir().expect("tmp");
+    let l = log("host-a/osmoda-ledger");
+    let mut a = witness(wdir.path(), "witness-a", 1, &l);
+    l.append(3, "x");
+    let signed = l.submit(&mut a, 1_000).expect("cosigned");
+    let keys = vec![a.vkey()];
+    assert_eq!(
+        osmoda_ledger::witness::count_cosignatures_since(&signed, &keys, 1_000).expect("count"),
+        1
+    );
+    assert_eq!(
+        osmoda_ledger::witness::count_cosignatures_since(&signed, &keys, 1_001).expect("count"),
+        0
+    );
+    let line = signed.lines().last().expect("line");
+    assert_eq!(osmoda_ledger::witness::cosignature_time(line), Some(1_000));
+}

@@ -193,6 +193,13 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Result<axum::Json<Health
             .map(|t| format!("ledger: {t}; agentd does not sign checkpoints"))
             .into_iter()
             .chain(crate::backup::restore::pending(&st.state_dir).map(|p| format!("backup: {p}")))
+            .chain(
+                st.witness_off
+                    .lock()
+                    .ok()
+                    .and_then(|w| w.clone())
+                    .map(|w| format!("witness: {w}; this machine's checkpoints are not cosigned and it cosigns no peer")),
+            )
             .collect(),
     }))
 }

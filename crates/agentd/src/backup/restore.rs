@@ -163,6 +163,18 @@ fn check(
             let list = osmoda_ledger::CheckpointFile::new(&cps).read()?;
             // With every key this ledger was signed with (a rotation keeps the old ones).
             let keys = cp.vkeys();
+            // A key line of this machine's checkpoint.vkeys that does not parse is this state
+            // dir's fault, not the archive's.
+            if let Some((n, e)) = keys
+                .iter()
+                .enumerate()
+                .find_map(|(n, k)| osmoda_ledger::KeyRange::parse(k).err().map(|e| (n + 1, e)))
+            {
+                return Err(super::BackupError::Refused(format!(
+                    "this machine's {} key {n} does not parse ({e}); fix that line of the state dir, then restore again; nothing was changed",
+                    crate::checkpoints::VKEYS_FILE
+                )));
+            }
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let anchor = osmoda_ledger::verify_checkpoints_by(&ledger_file, &list, &keys)
                 .map_err(|e| corrupt(format!("the archived checkpoints do not verify: {e}")))?;

@@ -22,6 +22,39 @@ fn number(v: V<'_>, default: u64) -> Result<u64, ()> {
     }
 }
 
+/// Flags every key under `p` (a list or a name → key set) that the edit adds and that is not a
+/// complete verifier key of algorithm `alg` ([`osmoda_config::agentd::verifier_key`]).
+fn unusable_keys(ctx: &Ctx<'_>, out: &mut Vec<Finding>, p: &[&str], alg: u8) {
+    let keys = |v: V<'_>| -> Vec<String> {
+        match v {
+            V::Known(Value::Array(a)) => a
+                .iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect(),
+            V::Known(Value::Object(m)) => m
+                .values()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let (b, a) = (at(ctx.before, p), at(ctx.after, p));
+    let was = keys(b);
+    if let Some(bad) = keys(a)
+        .into_iter()
+        .find(|k| !was.contains(k) && osmoda_config::agentd::verifier_key(k, alg).is_err())
+    {
+        push(
+            out,
+            "audit.weaken",
+            p,
+            b,
+            a,
+            &format!("adds {bad:?}, which is not a usable verifier key: agentd's witness would not start"),
+        );
+    }
+}
+
 /// A cadence (`everyEvents`, `intervalSecs`) that grows signs fewer checkpoints.
 fn cadence(ctx: &Ctx<'_>, out: &mut Vec<Finding>, name: &str, default: u64, unit: &str) {
     let p = path(&["ledger", "checkpoint", name]);
@@ -217,6 +250,11 @@ pub(super) fn audit_weakened(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             );
         }
     }
+    // A key agentd cannot use turns its witness off at start (`agentd.witness.off`): adding
+    // one is a weakening, not an addition (agentd's load check refuses it before the gate
+    // whenever a Nix evaluator renders the edit; this holds when none does).
+    unusable_keys(ctx, out, &peers, osmoda_config::agentd::WITNESS_KEY_ALG);
+    unusable_keys(ctx, out, &logs, osmoda_config::agentd::LOG_KEY_ALG);
     // The whole block: a forced or computed value the gate cannot read.
     for rest in [&["ledger"][..], &["backup"][..]] {
         let p = path(rest);

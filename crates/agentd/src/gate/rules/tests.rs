@@ -699,7 +699,9 @@ fn weakening_the_ledgers_tamper_evidence_or_the_backups_needs_a_person() {
         ),
         (
             wit(json!({"peers": {"b": "k1"}})),
-            wit(json!({"peers": {"b": "k1", "c": "k2"}})),
+            wit(
+                json!({"peers": {"b": "k1", "c": "o.example/osmoda-witness+e8cef19c+BIE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU"}}),
+            ),
             vec![],
         ),
         (
@@ -708,9 +710,39 @@ fn weakening_the_ledgers_tamper_evidence_or_the_backups_needs_a_person() {
             weakens.clone(),
         ),
         (
-            wit(json!({"logs": ["a"]})),
-            wit(json!({"logs": ["a", "b"]})),
+            wit(
+                json!({"logs": ["beta/osmoda-ledger+cb9efd1a+AepKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mkURtIs"]}),
+            ),
+            wit(
+                json!({"logs": ["beta/osmoda-ledger+cb9efd1a+AepKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mkURtIs", "o.example/osmoda-ledger+6698417f+AROY9ixtGkV8UbpqS189vS9p/KkyFiGNyJl+QWvRfZPK"]}),
+            ),
             vec![],
+        ),
+        // Review 18-11 finding 2: adding a key agentd cannot use turns its witness off.
+        (
+            wit(
+                json!({"logs": ["beta/osmoda-ledger+cb9efd1a+AepKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mkURtIs"]}),
+            ),
+            wit(
+                json!({"logs": ["beta/osmoda-ledger+cb9efd1a+AepKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mkURtIs", "x+00000000+AAAA"]}),
+            ),
+            weakens.clone(),
+        ),
+        (
+            wit(
+                json!({"logs": ["beta/osmoda-ledger+cb9efd1a+AepKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mkURtIs"]}),
+            ),
+            wit(
+                json!({"logs": ["beta/osmoda-ledger+cb9efd1a+AepKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mkURtIs", "o.example/osmoda-witness+e8cef19c+BIE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU"]}),
+            ),
+            weakens.clone(),
+        ),
+        (
+            wit(json!({"peers": {"b": "k1"}})),
+            wit(
+                json!({"peers": {"b": "k1", "c": "o.example/osmoda-ledger+6698417f+AROY9ixtGkV8UbpqS189vS9p/KkyFiGNyJl+QWvRfZPK"}}),
+            ),
+            weakens.clone(),
         ),
         // Options outside `agentd` that reach it: the state dir always; the mesh switched
         // off or its socket moved while witnesses are configured (the mesh is off by default).
