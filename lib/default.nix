@@ -87,6 +87,8 @@ let
       embeddingEndpoint = null;
       embeddingModel = "nomic-embed-text-v2-moe";
       maxInjectedTokens = 1500;
+      # By model name; all-MiniLM-L6-v2's measured 0.35 is built into agentd.
+      relevanceThresholds = { };
     };
     agentd = {
       enable = true;
@@ -454,11 +456,12 @@ let
             ttl_secs = get agentd "approvalTtlSecs" d.agentd.approvalTtlSecs;
             critical_packages = get agentd "criticalPackages" d.agentd.criticalPackages;
           };
-          memory = extra memory [ "embeddingEndpoint" "embeddingModel" "maxInjectedTokens" "llamaCpp" ]
+          memory = extra memory [ "embeddingEndpoint" "embeddingModel" "maxInjectedTokens" "relevanceThresholds" "llamaCpp" ]
             // opt "embedding_endpoint" memory "embeddingEndpoint"
             // {
               embedding_model = get memory "embeddingModel" d.memory.embeddingModel;
               max_injected_tokens = get memory "maxInjectedTokens" d.memory.maxInjectedTokens;
+              relevance_thresholds = get memory "relevanceThresholds" d.memory.relevanceThresholds;
             };
           daemons = dropNulls {
             watch = endpoint "watch" "socket";

@@ -410,6 +410,17 @@ in
       embeddingEndpoint = nullOr types.str "OpenAI-compatible embeddings URL (loopback); null = keyword recall only.";
       embeddingModel = mkOption { type = types.str; default = d.memory.embeddingModel; description = "Embedding model name."; };
       maxInjectedTokens = mkOption { type = types.ints.positive; default = d.memory.maxInjectedTokens; description = "Token budget recall may inject into one prompt."; };
+      relevanceThresholds = mkOption {
+        type = types.attrsOf types.float;
+        default = d.memory.relevanceThresholds;
+        example = { "nomic-embed-text-v2-moe" = 0.55; };
+        description = ''
+          Relevance threshold per embedding model name (`embeddingModel` for an endpoint): the cosine
+          similarity in [-1, 1] (checked by agentd) a note sharing too few of the query's words must reach to be recalled. A threshold
+          is measured for one model; all-MiniLM-L6-v2 (the in-process model) has a measured 0.35 built in.
+          A model with none recalls only notes that share the query's words, and says so in each recall.
+        '';
+      };
       # The endpoint backend served on this machine: nixpkgs' services.llama-cpp (NixOS 24.05+).
       llamaCpp = {
         enable = mkEnableOption "an embedding server for memory: nixpkgs' `services.llama-cpp` serving `memory.llamaCpp.model` on loopback with embeddings on, and `memory.embeddingEndpoint` pointing at it (replacing the in-process model)";

@@ -63,6 +63,13 @@ async fn store_recall_ingest_with_the_model() {
     );
     assert_eq!(s, 200, "{h}");
     assert_eq!(h["model_status"], "ready", "{h}");
+    // The in-process model's measured threshold.
+    assert!(
+        h["min_similarity"]
+            .as_f64()
+            .is_some_and(|t| (t - 0.35).abs() < 1e-6),
+        "{h}"
+    );
 
     let (s, r) = post(&d, "/memory/store", json!({"summary": "nginx TLS certificate expired on web-1", "detail": "renewed with certbot, reloaded nginx", "category": "incident", "tags": ["nginx"]})).await;
     assert_eq!(s, 200, "{r}");
@@ -378,4 +385,47 @@ async fn routes_say_what_they_take_and_odd_places_are_refused() {
     .await;
     assert_eq!(s, 400, "{r}");
     d.stop().await;
+}
+
+/// Issue 17 review finding 5: the relevance threshold is the one configured for the model in
+/// use (`memory.relevance_thresholds`, by the endpoint's model name); an endpoint model with
+/// none has none (recall then goes by the keyword vote and says so), whatever MiniLM's is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relevance_threshold_is_the_one_configured_for_the_model() {
+    // A loopback `/v1/embeddings` answering a fixed unit vector per text.
+    let app = axum::Router::new().route(
+        "/v1/embeddings",
+        axum::routing::post(|axum::Json(req): axum::Json<Value>| async move {
+            let n = req["input"].as_array().map_or(0, Vec::len);
+            let data: Vec<Value> = (0..n)
+                .map(|i| json!({"index": i, "embedding": [1.0, 0.0, 0.0, 0.0]}))
+                .collect();
+            axum::Json(json!({ "data": data }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/v1/embeddings",
+        listener.local_addr().expect("addr")
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    for (thresholds, want) in [
+        (json!({}), Value::Null),
+        (json!({"nomic-embed-text-v2-moe": 0.5}), json!(0.5)),
+        (json!({"all-MiniLM-L6-v2": 0.5}), Value::Null),
+    ] {
+        let config: osmoda_config::MemoryConfig = serde_json::from_value(json!({
+            "embedding_endpoint": url, "embedding_model": "nomic-embed-text-v2-moe",
+            "max_injected_tokens": 1500, "relevance_thresholds": thresholds,
+        }))
+        .expect("config");
+        let mut settings = agentd::Settings::default();
+        settings.memory = agentd::api::memory::MemorySettings::from_config(&config);
+        let d = Daemon::start_with(settings).await;
+        let h = d.agent().get("/memory/health").await.expect("health").body;
+        assert_eq!(h["model_status"], "ready", "{h}");
+        assert_eq!(h["min_similarity"], want, "{thresholds}: {h}");
+    }
 }

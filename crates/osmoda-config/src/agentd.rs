@@ -158,7 +158,22 @@ pub struct MemoryConfig {
     pub embedding_model: String,
     /// Upper bound of tokens injected into one prompt by recall.
     pub max_injected_tokens: u32,
+    /// Relevance thresholds by embedding model name (`services.osmoda.memory.relevanceThresholds`):
+    /// the cosine similarity a chunk sharing too few of the query's words must reach to be
+    /// recalled. A threshold is measured for one model (another model's similarities spread
+    /// differently); a model with none here or in osmoda-memory's measured table recalls only
+    /// chunks that share the query's words.
+    #[serde(default)]
+    pub relevance_thresholds: std::collections::BTreeMap<String, Similarity>,
 }
+
+/// A cosine similarity in [-1, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Similarity(pub f32);
+
+// JSON has no NaN, so every value a config can hold compares equal to itself.
+impl Eq for Similarity {}
 
 /// Where agentd reaches the other daemons.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +253,17 @@ impl AgentdConfig {
         }) {
             return Err(format!(
                 "backup.sources: invalid name {bad:?} (use 1-64 of [a-z0-9_-])"
+            ));
+        }
+        if let Some((model, t)) = self
+            .memory
+            .relevance_thresholds
+            .iter()
+            .find(|(m, t)| m.trim().is_empty() || !(-1.0..=1.0).contains(&t.0))
+        {
+            return Err(format!(
+                "memory.relevance_thresholds.{model:?} = {}: a threshold is a cosine similarity in [-1, 1] for a named model",
+                t.0
             ));
         }
         if let Some(url) = &self.memory.embedding_endpoint {

@@ -328,7 +328,7 @@ fn typos_and_missing_values_fail_check_config_with_the_field() -> Result<()> {
     if !common::nix_available("typos_and_missing_values_fail_check_config_with_the_field") {
         return Ok(());
     }
-    let cases: [(&str, &str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str, &str); 7] = [
         (
             "watch",
             r#"{ watch.watchers.w.check = { type = "http"; url = "http://127.0.0.1/"; expectStauts = 200; }; }"#,
@@ -358,6 +358,19 @@ fn typos_and_missing_values_fail_check_config_with_the_field() -> Result<()> {
             r#"{ egress.listen = "0.0.0.0:19999"; }"#,
             "",
             "must be a loopback address",
+        ),
+        // A relevance threshold is a cosine similarity, for a named model.
+        (
+            "agentd",
+            r#"{ memory.relevanceThresholds.nomic = 1.5; }"#,
+            "",
+            "memory.relevance_thresholds.\"nomic\" = 1.5",
+        ),
+        (
+            "agentd",
+            r#"{ memory.relevanceThresholds.nomic = "high"; }"#,
+            "memory.relevance_thresholds",
+            "invalid type",
         ),
     ];
     for (daemon, cfg, field, needle) in cases {

@@ -44,6 +44,16 @@ pub enum MemoryError {
 }
 
 impl MemoryError {
+    /// Whether SQLite found the index file damaged (not a database, or a corrupt page or
+    /// full-text segment), as opposed to busy, full or unreadable.
+    pub fn is_damaged_index(&self) -> bool {
+        matches!(
+            self,
+            MemoryError::Index(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         MemoryError::Io {
             path: path.into(),

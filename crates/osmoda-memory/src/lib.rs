@@ -24,9 +24,12 @@ mod watch;
 
 #[cfg(feature = "candle")]
 pub use embed::LocalModel;
+pub use embed::MINILM;
 pub use embed::{Embedder, HttpEmbedder};
 pub use error::{MemoryError, Result};
-pub use memory::{Health, Memory, Options, Prepared, SyncReport, MIN_SIMILARITY};
+pub use memory::{
+    measured_min_similarity, Health, Memory, Options, Prepared, SyncReport, MIN_SIMILARITY,
+};
 pub use recall::Mode;
 pub use request::{
     IngestEvent, IngestRequest, RecallHit, RecallRequest, RecallResponse, StoreReceipt,

@@ -29,8 +29,20 @@ const EMBED_STEP: usize = 64;
 /// finding 7), measured with all-MiniLM-L6-v2 on the labelled set (`tests/retrieval.rs`):
 /// the best chunk of 20 queries about nothing in the notes reached at most 0.322 (0.2, the
 /// earlier value, let 8 of them through), the relevant note of the labelled queries at least
-/// 0.376 unless it holds the query's words ("198.51.100.20" at 0.258).
+/// 0.376 unless it holds the query's words ("198.51.100.20" at 0.258). It is this model's
+/// figure only: another model's similarities spread differently (see
+/// [`measured_min_similarity`]).
 pub const MIN_SIMILARITY: f32 = 0.35;
+
+/// The relevance threshold measured for the embedding model named `model` on the labelled
+/// set, if one was: all-MiniLM-L6-v2 only ([`MIN_SIMILARITY`]). A model without one recalls
+/// by keyword vote alone unless it is given one (`Options::min_similarity`,
+/// `services.osmoda.memory.relevanceThresholds`).
+pub fn measured_min_similarity(model: &str) -> Option<f32> {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    name.eq_ignore_ascii_case(crate::embed::MINILM)
+        .then_some(MIN_SIMILARITY)
+}
 /// Candidates per ranking before fusion.
 const DEPTH: usize = 100;
 
@@ -44,20 +56,22 @@ pub struct Options {
     /// Token budget of one recall (`services.osmoda.memory.maxInjectedTokens`).
     pub max_injected_tokens: usize,
     /// Least cosine similarity a recalled chunk must have when vectors are available, unless
-    /// it holds at least half of the query's words (its keyword vote).
-    pub min_similarity: f32,
+    /// it holds at least half of the query's words (its keyword vote). `None`: the model's
+    /// own ([`Embedder::min_similarity`], measured); a model with none recalls only chunks
+    /// with a keyword vote (vectors still rank them), and says so in every recall's warning.
+    pub min_similarity: Option<f32>,
 }
 
 impl Options {
-    /// Defaults for a memory dir: index at `<dir>/.index.sqlite`, 1,500 tokens, similarity
-    /// [`MIN_SIMILARITY`].
+    /// Defaults for a memory dir: index at `<dir>/.index.sqlite`, 1,500 tokens, the model's
+    /// own relevance threshold.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         Options {
             index: dir.join(".index.sqlite"),
             dir,
             max_injected_tokens: 1500,
-            min_similarity: MIN_SIMILARITY,
+            min_similarity: None,
         }
     }
 }
@@ -86,7 +100,11 @@ pub struct Health {
     pub pending_vectors: u64,
     /// Note files.
     pub notes: usize,
-    /// Why the index was rebuilt when opened (corrupt, other schema), if it was.
+    /// The relevance threshold in force: the configured one or the model's measured one;
+    /// `None` with a model: only chunks sharing the query's words are recalled.
+    pub min_similarity: Option<f32>,
+    /// Why the index was rebuilt (corrupt when opened or while running, other schema), if it
+    /// was.
     pub index_rebuilt: Option<String>,
     /// The last sync's error, if the last sync failed.
     pub last_error: Option<String>,
@@ -131,6 +149,8 @@ pub struct Memory {
     index: Mutex<Index>,
     embedder: Option<Arc<dyn Embedder>>,
     model_error: Option<String>,
+    /// The relevance threshold in force (see [`Options::min_similarity`]).
+    min_similarity: Option<f32>,
     cache: QueryCache,
     /// Serialises writers (store, ingest, sync, reindex); readers only take `index`. Never
     /// held while a model runs: a note of thousands of sections (minutes of embedding) must
@@ -169,7 +189,14 @@ impl Memory {
         std::fs::create_dir_all(&opts.dir).map_err(|e| MemoryError::io(&opts.dir, e))?;
         let model = embedder.as_ref().map(|e| e.id());
         let index = Index::open(&opts.index, model.as_deref())?;
+        let min_similarity = opts
+            .min_similarity
+            .or_else(|| embedder.as_ref().and_then(|e| e.min_similarity()));
+        if let (Some(m), None) = (&model, min_similarity) {
+            tracing::warn!(model = %m, "no relevance threshold for this embedding model: recall returns only chunks sharing the query's words");
+        }
         let mem = Memory {
+            min_similarity,
             notes: Notes::new(&opts.dir),
             index: Mutex::new(index),
             embedder,
@@ -199,6 +226,10 @@ impl Memory {
     /// # Errors
     /// I/O or index errors; embedding errors are recorded (health) and retried next sync.
     pub fn sync(&self) -> Result<SyncReport> {
+        self.healing(|| self.sync_once())
+    }
+
+    fn sync_once(&self) -> Result<SyncReport> {
         let r = {
             let _w = lock(&self.write);
             self.sync_locked()
@@ -243,6 +274,10 @@ impl Memory {
     /// # Errors
     /// As [`Memory::sync`].
     pub fn sync_paths(&self, rels: &[String]) -> Result<SyncReport> {
+        self.healing(|| self.sync_paths_once(rels))
+    }
+
+    fn sync_paths_once(&self, rels: &[String]) -> Result<SyncReport> {
         let w = lock(&self.write);
         let r = (|| {
             let known: std::collections::HashMap<String, String> = lock(&self.index)
@@ -305,11 +340,31 @@ impl Memory {
         g.0
     }
 
+    /// Run `op`; if SQLite finds the index damaged (a file changed in place while open: a
+    /// disk error, a stray writer), rebuild the index from the notes and run `op` once more.
+    /// The index is derived, so nothing is lost; health's `index_rebuilt` says why.
+    fn healing<T>(&self, op: impl Fn() -> Result<T>) -> Result<T> {
+        match op() {
+            Err(e) if e.is_damaged_index() => {
+                let why = format!("damaged while open: {e}");
+                tracing::warn!(error = %e, "memory index damaged; rebuilding it from the notes");
+                self.rebuild(Some(why))?;
+                op()
+            }
+            r => r,
+        }
+    }
+
     /// Delete the index and rebuild it from the notes alone.
     ///
     /// # Errors
     /// As [`Memory::sync`].
     pub fn reindex(&self) -> Result<SyncReport> {
+        self.rebuild(None)
+    }
+
+    /// [`Memory::reindex`], recording `why` (a damaged index) as health's `index_rebuilt`.
+    fn rebuild(&self, why: Option<String>) -> Result<SyncReport> {
         let w = lock(&self.write);
         {
             let mut idx = lock(&self.index);
@@ -323,6 +378,9 @@ impl Memory {
                 let _ = std::fs::remove_file(PathBuf::from(p));
             }
             *idx = Index::open(&path, model.as_deref())?;
+            if why.is_some() {
+                idx.rebuilt = why;
+            }
         }
         // Under the same writer lock: no watcher sync can slip in between and take the report.
         let r = self.sync_locked();
@@ -531,6 +589,10 @@ impl Memory {
     /// # Errors
     /// [`MemoryError::Invalid`] for a bad request; index errors.
     pub fn recall(&self, req: &RecallRequest) -> Result<RecallResponse> {
+        self.healing(|| self.recall_once(req))
+    }
+
+    fn recall_once(&self, req: &RecallRequest) -> Result<RecallResponse> {
         let max = req.validate()?;
         let tf = Timeframe::parse(req.timeframe.as_deref(), OffsetDateTime::now_utc())?;
         let (qvec, warning) = match self.query_vector(req.query.trim()) {
@@ -548,17 +610,21 @@ impl Memory {
         } else {
             0
         };
-        let warning = match (warning, pending) {
-            (w, 0) => w,
-            (w, n) => Some(
-                w.into_iter()
-                    .chain([format!(
-                        "{n} chunks are not embedded yet (new notes or an index rebuild): they are found by keyword only until they are"
-                    )])
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
+        let unmeasured = match (&qvec, self.min_similarity, &self.embedder) {
+            (Some(_), None, Some(e)) => Some(format!(
+                "no relevance threshold for the embedding model {}: only notes sharing the query's words are recalled (measure one and set services.osmoda.memory.relevanceThresholds for it)",
+                e.id()
+            )),
+            _ => None,
         };
+        let not_embedded = (pending > 0).then(|| format!(
+            "{pending} chunks are not embedded yet (new notes or an index rebuild): they are found by keyword only until they are"
+        ));
+        let warning: Vec<String> = [warning, unmeasured, not_embedded]
+            .into_iter()
+            .flatten()
+            .collect();
+        let warning = (!warning.is_empty()).then(|| warning.join("; "));
         let ranked = recall::rank(
             &idx,
             Mode::Hybrid,
@@ -574,7 +640,10 @@ impl Memory {
             // address, an error message is evidence whatever its cosine); without a vector
             // (keyword mode, not embedded yet) only the keyword vote counts.
             .filter(|r| {
-                r.bm25_rank.is_some() || r.similarity.is_some_and(|s| s >= self.opts.min_similarity)
+                r.bm25_rank.is_some()
+                    || r.similarity
+                        .zip(self.min_similarity)
+                        .is_some_and(|(s, least)| s >= least)
             })
             .collect();
         let chunks = idx.get(&relevant.iter().map(|r| r.id).collect::<Vec<_>>())?;
@@ -668,6 +737,7 @@ impl Memory {
                 0
             },
             notes: self.notes.list()?.len(),
+            min_similarity: self.embedder.as_ref().and(self.min_similarity),
             index_rebuilt: idx.rebuilt.clone(),
             last_error: lock(&self.syncs.0).1.clone(),
         })

@@ -73,7 +73,7 @@ const QUERIES: &[&str] = &[
 fn open_uncut(dir: &std::path::Path) -> Memory {
     let e: Arc<dyn Embedder> = common::model();
     let mut o = Options::new(dir);
-    o.min_similarity = 0.0;
+    o.min_similarity = Some(0.0);
     Memory::open(o, Some(e), None).expect("open memory")
 }
 
@@ -217,6 +217,41 @@ fn corrupt_index_is_detected_and_rebuilt() {
             "{what}"
         );
     }
+}
+
+/// An index damaged while the memory is open (a stray writer, a disk error: SQLite reports
+/// the damage on the next use) is rebuilt from the notes on that use, not at the next start;
+/// the recall that found it answers as before, and health says why.
+#[test]
+fn an_index_damaged_while_open_is_rebuilt_at_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = common::open(tmp.path());
+    seed(&m);
+    let before: Vec<_> = QUERIES.iter().map(|q| recall(&m, q)).collect();
+    assert!(m.health().expect("health").index_rebuilt.is_none());
+    // The full-text segments overwritten in place, through another connection (so the open
+    // one's page cache is no shield).
+    let c = rusqlite::Connection::open(tmp.path().join(".index.sqlite")).expect("open");
+    c.busy_timeout(Duration::from_secs(10)).expect("busy");
+    let n = c
+        .execute(
+            "UPDATE chunks_fts_data SET block = randomblob(length(block))",
+            [],
+        )
+        .expect("damage");
+    assert!(n > 0);
+    drop(c);
+    assert_eq!(
+        before,
+        QUERIES.iter().map(|q| recall(&m, q)).collect::<Vec<_>>()
+    );
+    let why = m.health().expect("health").index_rebuilt.expect("rebuilt");
+    assert!(why.contains("damaged while open"), "{why}");
+    // A store right after works and is found (the rebuilt index takes writes).
+    store(&m, "Grafana moved to port 3300", "after the upgrade", true);
+    assert!(recall(&m, "grafana port")
+        .iter()
+        .any(|h| h.2.contains("3300")));
 }
 
 /// Wraps the model under another identity, as a different model would be.
@@ -420,6 +455,9 @@ struct Held {
 impl Embedder for Held {
     fn id(&self) -> String {
         self.inner.id()
+    }
+    fn min_similarity(&self) -> Option<f32> {
+        self.inner.min_similarity()
     }
     fn embed(&self, texts: &[String]) -> osmoda_memory::Result<Vec<Vec<f32>>> {
         if texts.len() > 1 || texts.iter().any(|t| t.contains("zebra")) {

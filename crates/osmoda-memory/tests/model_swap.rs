@@ -143,3 +143,72 @@ async fn a_model_swapped_behind_the_endpoint_is_noticed_and_never_mixed() {
     .await
     .expect("join");
 }
+
+/// Issue 17 review finding 5: a relevance threshold belongs to the model it was measured
+/// with. This endpoint's "model" makes every two texts nearly parallel (cosine about 0.9,
+/// the way some models score unrelated texts high): MiniLM's 0.35 let every note through for
+/// any query. A model without a measured or configured threshold recalls only notes sharing
+/// the query's words, and says so; a configured threshold is the one in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_belongs_to_its_model() {
+    let url = serve(Arc::new(AtomicI32::new(1))).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let recall = |m: &Memory, q: &str| {
+            m.recall(&RecallRequest {
+                query: q.into(),
+                max_results: None,
+                timeframe: None,
+            })
+            .expect("recall")
+        };
+        let m = open(&dir, &url);
+        store(&m, "nginx certificate expired");
+        store(&m, "disk full on /var");
+        assert_eq!(m.health().expect("health").min_similarity, None);
+        let r = recall(&m, "quarterly tax filing deadline");
+        assert!(r.results.is_empty(), "nonsense recalled: {r:?}");
+        assert!(
+            r.warning.as_deref().is_some_and(
+                |w| w.contains("no relevance threshold") && w.contains("relevanceThresholds")
+            ),
+            "{r:?}"
+        );
+        // The keyword vote still recalls, ranked with the vectors.
+        let r = recall(&m, "nginx certificate");
+        assert_eq!(r.results.len(), 1, "{r:?}");
+        assert_eq!(r.mode, "hybrid");
+        drop(m);
+
+        // A threshold configured for this model is the one in force.
+        for (least, hits) in [(0.5, 2), (0.999, 0)] {
+            let e: Arc<dyn osmoda_memory::Embedder> =
+                Arc::new(HttpEmbedder::new(&url, "nomic-embed-text-v2-moe").expect("client"));
+            let mut opts = Options::new(&dir);
+            opts.min_similarity = Some(least);
+            let m = Memory::open(opts, Some(e), None).expect("open");
+            assert_eq!(m.health().expect("health").min_similarity, Some(least));
+            let r = recall(&m, "quarterly tax filing deadline");
+            assert_eq!(r.results.len(), hits, "{least}: {r:?}");
+            assert!(r.warning.is_none(), "{r:?}");
+        }
+    })
+    .await
+    .expect("join");
+
+    // Measured thresholds go by model name: only all-MiniLM-L6-v2 has one.
+    use osmoda_memory::Embedder;
+    for (name, want) in [
+        ("all-MiniLM-L6-v2", Some(osmoda_memory::MIN_SIMILARITY)),
+        (
+            "sentence-transformers/all-MiniLM-L6-v2",
+            Some(osmoda_memory::MIN_SIMILARITY),
+        ),
+        ("nomic-embed-text-v2-moe", None),
+        ("all-MiniLM-L12-v2", None),
+    ] {
+        let e = HttpEmbedder::new("http://127.0.0.1:9/v1/embeddings", name).expect("client");
+        assert_eq!(e.min_similarity(), want, "{name}");
+    }
+}

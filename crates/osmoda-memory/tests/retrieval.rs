@@ -181,9 +181,12 @@ fn the_relevance_rule_keeps_the_labelled_set_and_drops_nonsense() {
     write_notes(tmp.path());
     let e: std::sync::Arc<dyn osmoda_memory::Embedder> = common::model();
     let mut opts = osmoda_memory::Options::new(tmp.path());
-    let threshold = opts.min_similarity;
+    // The threshold in force is the in-process model's measured one.
+    let threshold = e
+        .min_similarity()
+        .expect("all-MiniLM-L6-v2 has a measured threshold");
     assert_eq!(threshold, osmoda_memory::MIN_SIMILARITY);
-    opts.min_similarity = -1.0;
+    opts.min_similarity = Some(-1.0);
     let m = osmoda_memory::Memory::open(opts, Some(e), None).expect("open");
     let recall = |q: &str| {
         m.recall(&osmoda_memory::RecallRequest {

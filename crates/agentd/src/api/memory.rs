@@ -47,6 +47,9 @@ pub struct MemorySettings {
     pub endpoint_model: String,
     /// Token budget of one recall (`memory.max_injected_tokens`); 0: the default 1,500.
     pub max_injected_tokens: usize,
+    /// Relevance thresholds by model name (`memory.relevance_thresholds`); a model not named
+    /// here has its measured one, if any (`osmoda_memory::measured_min_similarity`).
+    pub relevance_thresholds: std::collections::BTreeMap<String, f32>,
 }
 
 impl MemorySettings {
@@ -56,6 +59,11 @@ impl MemorySettings {
             endpoint: c.embedding_endpoint.clone(),
             endpoint_model: c.embedding_model.clone(),
             max_injected_tokens: c.max_injected_tokens as usize,
+            relevance_thresholds: c
+                .relevance_thresholds
+                .iter()
+                .map(|(m, t)| (m.clone(), t.0))
+                .collect(),
             ..Default::default()
         }
     }
@@ -127,6 +135,13 @@ fn open(
     if s.max_injected_tokens > 0 {
         opts.max_injected_tokens = s.max_injected_tokens;
     }
+    // The threshold configured for the model in use (the endpoint's by the name it is asked
+    // for; the in-process one is all-MiniLM-L6-v2), else the model's measured one.
+    let model_name = match &s.endpoint {
+        Some(_) => s.endpoint_model.as_str(),
+        None => osmoda_memory::MINILM,
+    };
+    opts.min_similarity = s.relevance_thresholds.get(model_name).copied();
     let mem = Arc::new(Memory::open(opts, embedder, model_error).map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

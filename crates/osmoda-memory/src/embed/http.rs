@@ -121,6 +121,12 @@ impl super::Embedder for HttpEmbedder {
         true
     }
 
+    /// The measured threshold of the model the endpoint is asked for, by its name (an
+    /// endpoint serving all-MiniLM-L6-v2 gets that model's; others none).
+    fn min_similarity(&self) -> Option<f32> {
+        crate::measured_min_similarity(&self.model)
+    }
+
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
         for batch in texts.chunks(BATCH) {

@@ -126,6 +126,10 @@ impl super::Embedder for LocalModel {
         self.id.clone()
     }
 
+    fn min_similarity(&self) -> Option<f32> {
+        crate::measured_min_similarity(super::MINILM)
+    }
+
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
         for batch in texts.chunks(BATCH) {

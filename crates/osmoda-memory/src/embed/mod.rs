@@ -31,7 +31,15 @@ pub trait Embedder: Send + Sync {
     fn may_change(&self) -> bool {
         false
     }
+    /// The relevance threshold measured for this model ([`crate::measured_min_similarity`]),
+    /// if any: a threshold belongs to the model it was measured with.
+    fn min_similarity(&self) -> Option<f32> {
+        None
+    }
 }
+
+/// Name of the in-process model, the one whose relevance threshold was measured.
+pub const MINILM: &str = "all-MiniLM-L6-v2";
 
 /// Scale `v` to unit length (a zero vector stays zero).
 pub fn normalize(v: &mut [f32]) {

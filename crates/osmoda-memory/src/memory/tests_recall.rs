@@ -74,7 +74,7 @@ fn equal_vectors_rank_alike_before_and_after_a_reindex() {
     std::fs::write(&md, twice).expect("write");
     let e: Arc<dyn Embedder> = Arc::new(Hash8);
     let mut opts = Options::new(tmp.path());
-    opts.min_similarity = -1.0;
+    opts.min_similarity = Some(-1.0);
     let m = Memory::open(opts, Some(e), None).expect("open");
     // Edit the first copy and put it back: its row is now the newest.
     for text in [twice.replacen("full", "emptied", 1), twice.to_string()] {
