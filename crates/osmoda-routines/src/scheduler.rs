@@ -208,14 +208,18 @@ async fn plan(
 ) {
     let mut entries = BTreeMap::new();
     let mut heap = BinaryHeap::new();
+    // A due time waiting out its jitter has fired: not missed, whatever the database says yet.
+    // The pending times are read before the database: the engine records a run with its mark
+    // and only then drops the pending time, so a run recorded between the two reads is seen in
+    // one of them (read the other way round, it was in neither and ran again as missed).
+    let waiting = pending.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut known = history.marks().unwrap_or_else(|e| {
         tracing::error!("schedule marks: {e}");
         Default::default()
     });
-    // A due time waiting out its jitter has fired: not missed, whatever the database says yet.
-    for (name, ms) in pending.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        let at = known.entry(name.clone()).or_insert(*ms);
-        *at = (*at).max(*ms);
+    for (name, ms) in waiting {
+        let at = known.entry(name).or_insert(ms);
+        *at = (*at).max(ms);
     }
     let mut marks = Vec::new();
     for (name, r) in &cfg.routines {
