@@ -687,6 +687,23 @@ mod tests {
         (w, ledger, signer)
     }
 
+    /// [`setup`], then the log's checkpoints at 6 and at 10 events.
+    fn checkpoints_at_6_and_10(
+        dir: &Path,
+    ) -> (
+        Witness,
+        osmoda_ledger::Ledger,
+        osmoda_ledger::SignedCheckpoint,
+        osmoda_ledger::SignedCheckpoint,
+    ) {
+        let (w, ledger, signer) = setup(dir);
+        append(&ledger, 6);
+        let old = signer.sign(&ledger.tree_head().unwrap()).unwrap();
+        append(&ledger, 4);
+        let new = signer.sign(&ledger.tree_head().unwrap()).unwrap();
+        (w, ledger, old, new)
+    }
+
     fn append(ledger: &osmoda_ledger::Ledger, n: usize) {
         for i in 0..n {
             ledger
@@ -705,11 +722,7 @@ mod tests {
     #[test]
     fn a_refusal_becomes_one_record_naming_the_log_and_both_sizes() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, ledger, signer) = setup(dir.path());
-        append(&ledger, 6);
-        let old = signer.sign(&ledger.tree_head().unwrap()).unwrap();
-        append(&ledger, 4);
-        let new = signer.sign(&ledger.tree_head().unwrap()).unwrap();
+        let (mut w, ledger, old, new) = checkpoints_at_6_and_10(dir.path());
         let proof = |from: u64, to: u64| ledger.consistency_proof(from, to).unwrap().proof;
         let ask = |w: &mut Witness, old_size: u64, proof: Vec<String>, note: &str| {
             let req = json!({ "old_size": old_size, "proof": proof, "note": note });
@@ -803,11 +816,7 @@ mod tests {
     #[test]
     fn a_rollback_offered_by_another_peer_than_the_owner_is_marked_relayed() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, ledger, signer) = setup(dir.path());
-        append(&ledger, 6);
-        let old = signer.sign(&ledger.tree_head().unwrap()).unwrap();
-        append(&ledger, 4);
-        let new = signer.sign(&ledger.tree_head().unwrap()).unwrap();
+        let (mut w, ledger, old, new) = checkpoints_at_6_and_10(dir.path());
         let proof = ledger.consistency_proof(0, 10).unwrap().proof;
         let req = json!({ "old_size": 0, "proof": proof, "note": new.note });
         assert!(
