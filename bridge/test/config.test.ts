@@ -21,7 +21,7 @@ const stack = new Stack();
 
 /** Everything a refused call could change: HEAD, the work tree's files and agentd's newest event. */
 async function snapshot() {
-  const [last] = await stack.agentd("GET", "/events/log?order=desc&limit=1");
+  const last = await stack.newestEvent();
   return { head: stack.git("rev-parse", "HEAD"), status: stack.git("status", "--porcelain"), lastEvent: last?.id ?? 0 };
 }
 const calls = new ToolCalls(stack, snapshot);
@@ -73,7 +73,7 @@ describe("config tools through the real gateway", { timeout: 600_000 }, () => {
   });
 
   it("a hand edit: a drift event, config_status lists it, config_set is refused, config_commit records it", async () => {
-    const [last] = await stack.agentd("GET", "/events/log?order=desc&limit=1");
+    const last = await stack.newestEvent();
     writeFileSync(conf(), readFileSync(conf(), "utf8") + "# the operator's note: keep sshd as it is\n");
     await driftOf("configuration.nix", last.id);
     const s = await calls.ok("config_status", {});
@@ -121,7 +121,7 @@ describe("config tools through the real gateway", { timeout: 600_000 }, () => {
   });
 
   it("a destructive hand edit: config_commit gets the gate's ticket, and lands once a person approved it", async () => {
-    const [last] = await stack.agentd("GET", "/events/log?order=desc&limit=1");
+    const last = await stack.newestEvent();
     const text = readFileSync(conf(), "utf8");
     assert.match(text, /services\.openssh = \{\n    enable = true;/);
     writeFileSync(conf(), text.replace(/(services\.openssh = \{\n    enable = )true;/, "$1false;"));
@@ -159,7 +159,7 @@ describe("config tools through the real gateway", { timeout: 600_000 }, () => {
     const skill = readFileSync(join(bridgeDir, "..", "skills", "nix-optimizer", "SKILL.md"), "utf8");
     const example = /`shell_exec (\{[^`]*nix-collect-garbage[^`]*\})`/.exec(skill);
     assert.ok(example, "nix-optimizer collects garbage with a shell_exec example");
-    const [last] = await stack.agentd("GET", "/events/log?order=desc&limit=1");
+    const last = await stack.newestEvent();
     const r = await stack.invoke("shell_exec", JSON.parse(example[1]!));
     assert.equal(r.status, 403, JSON.stringify(r.body));
     assert.match(r.body.error.message, /A person must approve this exact operation/);

@@ -19,8 +19,7 @@ const stack = new Stack();
  * background; a refused switch call shows up in the switch count instead).
  */
 async function snapshot() {
-  const recent = await stack.agentd("GET", "/events/log?order=desc&limit=500");
-  const last = recent.find((e: any) => !e.actor.startsWith("osmoda-watch"));
+  const last = await stack.newestEvent((e) => e.actor.startsWith("osmoda-watch"));
   const switches = await stack.watch("GET", "/switch/history");
   return { lastEvent: last?.id ?? 0, head: stack.git("rev-parse", "HEAD"), switches: switches.length };
 }

@@ -126,6 +126,14 @@ export interface DaemonOptions {
   mesh?: { name: string };
 }
 
+/**
+ * Event types agentd appends without any request: a signed checkpoint (`agentd.checkpoint`)
+ * every `ledger.checkpoint.interval_secs` (60 s by default) once events arrived since the last.
+ * A test that compares "the newest event" before and after a call must pass over them, or a
+ * checkpoint landing between the two reads fails it (the eleventh stop's CI).
+ */
+export const BACKGROUND_EVENTS = new Set(["agentd.checkpoint"]);
+
 export class Stack {
   readonly dir: string;
   readonly tree: string;
@@ -322,6 +330,15 @@ export class Stack {
     const r = await call({ socket: this.agentdSocket, method, path, body, timeoutMs: 30_000 });
     if (r.status >= 300) throw new Error(`agentd ${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
     return r.body;
+  }
+
+  /**
+   * The newest ledger event a request could have caused (undefined on an empty ledger): events
+   * agentd appends on its own (`BACKGROUND_EVENTS`) and those `skip` names are passed over.
+   */
+  async newestEvent(skip: (e: any) => boolean = () => false): Promise<any | undefined> {
+    const recent: any[] = await this.agentd("GET", "/events/log?order=desc&limit=500");
+    return recent.find((e) => !BACKGROUND_EVENTS.has(e.type) && !skip(e));
   }
 
   /**

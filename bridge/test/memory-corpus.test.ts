@@ -38,7 +38,7 @@ async function memoryTool(tool: "memory_search" | "memory_get", args: Record<str
 
 /** The newest ledger event's id. */
 async function lastEvent(): Promise<number> {
-  const [last] = await stack.agentd("GET", "/events/log?order=desc&limit=1");
+  const last = await stack.newestEvent();
   return last?.id ?? 0;
 }
 

@@ -23,7 +23,7 @@ async function snapshot() {
     }
   };
   walk(memDir());
-  const [last] = await stack.agentd("GET", "/events/log?order=desc&limit=1");
+  const last = await stack.newestEvent();
   return { files, last: last?.id ?? 0 };
 }
 const calls = new ToolCalls(stack, snapshot);
@@ -70,7 +70,7 @@ describe("memory tools through the real gateway", { timeout: 600_000 }, () => {
     const ev = await calls.ok("memory_ingest", { type: "service.restart", unit: "nginx.service", source: "journal", ts: "2026-11-29T22:10:00Z", payload: { result: "exit-code", restarts: 3 } });
     assert.equal(ev.details.path, "memory/2026-11-29.md");
     assert.match(readFileSync(join(memDir(), ev.details.path), "utf8"), /## service\.restart \(nginx\.service\)\nat: 2026-11-29T22:10:00Z · source: journal · host: \S+ · unit: nginx\.service\n\n(.|\n)*result: exit-code/);
-    const [last] = await stack.agentd("GET", "/events/log?order=desc&limit=1");
+    const last = await stack.newestEvent();
     assert.equal(last.type, "memory.ingested");
     // docs/api.md: memory.ingested {path, at, type}; `at` names the section (its time), never its body.
     assert.deepEqual(JSON.parse(last.payload), { path: "memory/2026-11-29.md", at: "2026-11-29T22:10:00Z", type: "service.restart" });
