@@ -590,8 +590,8 @@ let
 
   # OpenClaw's own config file (openclaw.json): the osmoda bridge plugin loaded with the
   # sockets of the daemons it has tools for (its configSchema refuses any other key), token
-  # auth (the token comes from OPENCLAW_GATEWAY_TOKEN in the EnvironmentFile), OpenClaw's
-  # built-in host exec/process denied in favour of the bridge's shell_exec (which runs inside
+  # auth (the token comes from OPENCLAW_GATEWAY_TOKEN in the EnvironmentFile), an allowlist of
+  # tools without OpenClaw's built-in host exec/process (the bridge's shell_exec runs inside
   # osModa's boundary), tool schemas given to the model directly, and the chat channels.
   # Secrets stay in files named here (tokenFile) or in the EnvironmentFile; none is copied in.
   renderGateway = cfg: { bridgePath }:
@@ -615,8 +615,16 @@ let
       # osmoda-routines' prompt actions and osmoda-voice's utterances start agent turns through
       # the OpenAI-compatible endpoint (token auth, loopback only, like the rest of the gateway).
       // (if routinesOn || voiceOn then { http.endpoints.chatCompletions.enabled = true; } else { });
+      # What the model may call: the loaded plugins' tools (the bridge; memory-core's
+      # memory_search/memory_get) and the built-in file tools, which the bridge fences off the
+      # configuration tree and records. Nothing else: no host exec/process/terminal/nodes (they
+      # would run outside osModa's boundary, unaudited, with the gateway's rights; shell_exec runs
+      # inside it) and no gateway/plugins/openclaw (OpenClaw's own configuration is rendered here
+      # from services.osmoda.gateway). The deny list repeats the dangerous ones, so a person who
+      # widens `allow` does not get them by accident; the bridge also blocks them in a hook.
       tools = {
-        deny = [ "exec" "process" ];
+        allow = [ "group:plugins" "group:fs" "group:memory" ];
+        deny = [ "group:runtime" "group:nodes" "terminal" "portal" "mobile_ui" "gateway" "plugins" "openclaw" ];
         toolSearch = false;
       };
       plugins = {

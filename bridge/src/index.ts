@@ -7,6 +7,7 @@ import { definePluginEntry } from "openclaw/plugin-sdk/plugin-entry";
 
 import { beforeBridgeCall } from "./approvals.ts";
 import { FILE_TOOLS, beforeFileCall, recordFileCall, workspaceOf } from "./builtin.ts";
+import { HOST_TOOLS, beforeHostCall } from "./host.ts";
 import { memoryCorpusSupplement, memoryPromptLines } from "./memory-corpus.ts";
 import { resolveSettings, toAgentTool } from "./tool.ts";
 import { allTools } from "./tools/index.ts";
@@ -40,6 +41,9 @@ export default definePluginEntry({
         beforeFileCall(settings, event.toolName, event.params ?? {}, event.derivedPaths, await workspaceOf(api.config, ctx.agentId)),
       { matcher: [...FILE_TOOLS] },
     );
+    // OpenClaw's host exec and control-plane tools: blocked even where a person's tool policy
+    // lets the model call them (src/host.ts).
+    api.on("before_tool_call", (event) => beforeHostCall(event.toolName) as never, { matcher: [...HOST_TOOLS] });
     api.on(
       "after_tool_call",
       async (event, ctx) => {

@@ -86,7 +86,8 @@ test("scripts/dev --once starts the gateway with the bridge and calls system_hea
   assert.equal(statSync(join(clone, ".osmoda", "gateway", "token")).mode & 0o777, 0o600);
   // The rendered config is lib/'s, with the dev machine's sockets and the model left unset (no key here).
   const cfg = JSON.parse(readFileSync(join(clone, ".osmoda", "gateway", "openclaw.json"), "utf8"));
-  assert.deepEqual(cfg.tools.deny, ["exec", "process"]);
+  assert.deepEqual(cfg.tools.allow, ["group:plugins", "group:fs", "group:memory"]);
+  assert.ok(cfg.tools.deny.includes("group:runtime"), JSON.stringify(cfg.tools));
   assert.equal(cfg.plugins.entries["osmoda-bridge"].config.agentdSocket, join(clone, ".osmoda", "run", "agentd.sock"));
   assert.equal(cfg.agents, undefined);
   // The agent's workspace holds osModa's skills and templates, as the module's ExecStartPre

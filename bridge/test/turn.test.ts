@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 
 import { Stack, renderGatewayConfig, until } from "./harness.ts";
 import { ScriptedModel, lastToolResult, type ChatRequest, type Step } from "./model.ts";
+import { allTools } from "../src/tools/index.ts";
 
 const stack = new Stack();
 
@@ -42,7 +43,8 @@ before(async () => {
         pluginDir,
         stack.dir,
       );
-      assert.deepEqual(c.tools.deny, ["exec", "process"]);
+      assert.deepEqual(c.tools.allow, ["group:plugins", "group:fs", "group:memory"]);
+      assert.ok(c.tools.deny.includes("group:runtime") && c.tools.deny.includes("gateway"), JSON.stringify(c.tools));
       c.gateway.http = { endpoints: { chatCompletions: { enabled: true } } };
       c.models = {
         mode: "merge",
@@ -79,6 +81,9 @@ test("'watch nginx and restart it if it fails' → watcher_add → a commit → 
   const offered = (model.requests[0]!.tools ?? []).map((t) => t.function.name);
   for (const t of ["watcher_add", "safe_switch_begin", "shell_exec", "config_set"]) assert.ok(offered.includes(t), `${t} offered: ${offered}`);
   for (const t of ["exec", "process"]) assert.ok(!offered.includes(t), `${t} must not be offered`);
+  // Nothing beyond the allowlist: the bridge's tools, OpenClaw's file tools and memory-core's.
+  const allowed = new Set([...allTools.map((t) => t.name), "ls", "read", "write", "edit", "apply_patch", "memory_search", "memory_get"]);
+  assert.deepEqual(offered.filter((t) => !allowed.has(t)), [], `offered beyond the allowlist: ${offered}`);
 
   assert.match(body.choices[0].message.content, /Done: nginx is watched .*committed/);
 

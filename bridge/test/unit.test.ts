@@ -15,6 +15,8 @@ import { allTools, toolModules } from "../src/tools/index.ts";
 import { SYSTEM_QUERIES } from "../src/tools/agentd.ts";
 import { MAX_PLAINTEXT, MAX_TEXT_BYTES, textProblem } from "../src/tools/mesh.ts";
 import { memoryCorpusSupplement, parseLookup } from "../src/memory-corpus.ts";
+import { CONTROL_PLANE_TOOLS, HOST_CODE_TOOLS, HOST_TOOLS, beforeHostCall } from "../src/host.ts";
+import { bridgeDir } from "./harness.ts";
 
 const manifest = JSON.parse(readFileSync(new URL("../openclaw.plugin.json", import.meta.url), "utf8"));
 
@@ -37,12 +39,36 @@ function registered(config: unknown = {}) {
   return tools;
 }
 
-test("hooks: the approval flow on the bridge's own tools, the fence and the ledger on the built-in file tools", () => {
+test("hooks: the approval flow on the bridge's own tools, the fence and the ledger on the built-in file tools, the host tools blocked", () => {
   const names = registered().map((t) => t.name);
-  assert.deepEqual(hooks.map((h) => h.name), ["before_tool_call", "before_tool_call", "after_tool_call"]);
+  assert.deepEqual(hooks.map((h) => h.name), ["before_tool_call", "before_tool_call", "before_tool_call", "after_tool_call"]);
   assert.deepEqual(hooks[0]!.matcher, names);
   assert.deepEqual(hooks[1]!.matcher, ["write", "edit", "apply_patch"]);
-  assert.deepEqual(hooks[2]!.matcher, ["write", "edit", "apply_patch"]);
+  assert.deepEqual(hooks[2]!.matcher, [...HOST_TOOLS]);
+  assert.deepEqual(hooks[3]!.matcher, ["write", "edit", "apply_patch"]);
+});
+
+test("host tools: every blocked name is one of OpenClaw's own tool ids (no alias, no stale name), each blocked with what to use instead", async () => {
+  // OpenClaw's tool catalog (the module its tool policy reads; a hashed file name per release).
+  const dist = join(bridgeDir, "node_modules", "openclaw", "dist");
+  const file = readdirSync(dist).find((f) => /^tool-catalog-[\w-]+\.mjs$/.test(f));
+  assert.ok(file, `OpenClaw's tool catalog in ${dist}`);
+  const catalog: any = await import(join(dist, file!));
+  const isKnown = Object.values(catalog).find((f: any) => typeof f === "function" && f.name === "isKnownCoreToolId") as (id: string) => boolean;
+  const groups = Object.values(catalog).find((g: any) => g && typeof g === "object" && "group:runtime" in g) as Record<string, string[]>;
+  assert.ok(isKnown && groups, "the catalog exports isKnownCoreToolId and the tool groups");
+  for (const t of HOST_TOOLS) assert.ok(isKnown(t), `${t} is an OpenClaw tool id`);
+  assert.ok(!isKnown("bash"), "an alias is not an id (a matcher naming one makes OpenClaw refuse the plugin)");
+  // Every built-in that runs code on the host is in the list: the runtime and nodes groups, but
+  // code_execution (it runs on xAI's servers and needs the xai plugin, which osModa does not
+  // load) and secrets (credentials for exec, which never sees them run); the rendered config
+  // denies the whole runtime group anyway.
+  for (const t of [...groups["group:runtime"]!, ...groups["group:nodes"]!].filter((t) => !["code_execution", "secrets"].includes(t))) {
+    assert.ok((HOST_CODE_TOOLS as readonly string[]).includes(t), `${t} is blocked as host code`);
+  }
+  for (const t of HOST_CODE_TOOLS) assert.match(beforeHostCall(t)!.blockReason, new RegExp(`^${t} is not available on osModa: .*shell_exec .*Nothing was run\\.$`));
+  for (const t of CONTROL_PLANE_TOOLS) assert.match(beforeHostCall(t)!.blockReason, new RegExp(`^${t} is not available on osModa: .*services\\.osmoda\\.gateway\\. Change them with config_set .*Nothing was changed\\.$`));
+  for (const t of ["read", "write", "memory_search", "shell_exec", "config_set"]) assert.equal(beforeHostCall(t), undefined, t);
 });
 
 test("contracts.tools equals the registered set, and register() is repeatable", () => {
