@@ -6,6 +6,7 @@ mod common;
 use common::{git, ClientExt, Daemon};
 use osmoda_client::Response;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 const CFG: &str = "configuration.nix";
 const OSM: &str = "osmoda.nix";
@@ -1238,6 +1239,73 @@ async fn two_edits_harmless_alone_cannot_land_together_unjudged() {
             break;
         }
     }
+    d.stop().await;
+}
+
+/// Two edits of one file racing: the second is planned from the file before the first lands
+/// and judged after it. What lands must be what was judged — the found audit (issue 8, H1):
+/// `false` planned against `lib.mkDefault true` judged harmless (osmoda.nix's `true` wins),
+/// then re-applied to the landed `lib.mkForce true` kept the wrapper and wrote
+/// `lib.mkForce false`, disabling sshd with no ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edits_of_one_file_land_only_as_judged() {
+    let d = Daemon::start_with_tree().await;
+    commit_file(
+        &d,
+        CFG,
+        "    enable = true;",
+        "    enable = lib.mkDefault true;",
+        "sshd at default priority",
+    );
+    let on = json!({"file": OSM, "path": "services.openssh.enable", "value": true, "reason": "keep sshd"});
+    d.agent().post_ok("/config/set", &on).await;
+    let forced = json!({"file": CFG, "path": "services.openssh.enable", "nix": "lib.mkForce true", "reason": "y"});
+    let off =
+        json!({"file": CFG, "path": "services.openssh.enable", "value": false, "reason": "x"});
+    let reset = json!({"file": CFG, "path": "services.openssh.enable", "nix": "lib.mkDefault true", "reason": "reset"});
+    let (mut raced, mut landed) = (0, 0);
+    for round in 0..6 {
+        let (cy, cx) = (d.agent(), d.agent());
+        let delay = Duration::from_millis(20 * round);
+        let (ry, rx) = tokio::join!(cy.post("/config/set", &forced), async {
+            tokio::time::sleep(delay).await;
+            cx.post("/config/set", &off).await
+        });
+        let (ry, rx) = (ry.expect("y"), rx.expect("x"));
+        // Whichever takes the gate's lock second was planned from the older file.
+        assert!(
+            ry.status == 200 || (ry.status == 409 && rx.status == 200),
+            "{} {}",
+            ry.status,
+            ry.body
+        );
+        let text = std::fs::read_to_string(d.tree_dir().join(CFG)).expect("read");
+        assert!(
+            !text.contains("lib.mkForce false"),
+            "round {round}: sshd disabled with no ticket ({} {}):\n{text}",
+            rx.status,
+            rx.body
+        );
+        match rx.status {
+            409 => {
+                raced += 1;
+                assert!(
+                    rx.body["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("changed while this edit was being checked")),
+                    "{}",
+                    rx.body
+                );
+            }
+            // Judged against the landed `mkForce true`: `mkForce false` disables sshd.
+            403 => {}
+            // Landed before the other (judged as `mkDefault false`, harmless).
+            200 => landed += 1,
+            s => panic!("round {round}: {s} {}", rx.body),
+        }
+        d.agent().post_ok("/config/set", &reset).await;
+    }
+    eprintln!("same-file races: {raced} refused as changed, {landed} landed first");
     d.stop().await;
 }
 

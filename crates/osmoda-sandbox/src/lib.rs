@@ -128,9 +128,13 @@ pub const DAEMON_STATE_DIRS: &[&str] = &[
     "agentd", "keyd", "watch", "routines", "mesh", "voice", "egress",
 ];
 
-/// Paths hidden from root commands only: systemd's D-Bus and private sockets would let root
-/// start a process outside the namespace. Unprivileged users are refused there by polkit.
-pub const ROOT_MASKED: &[&str] = &["/run/dbus", "/run/systemd/private"];
+/// Paths hidden from root commands only: systemd's D-Bus and private sockets, and the users'
+/// service managers under `/run/user` (`XDG_RUNTIME_DIR=/run/user/0 systemd-run --user` as
+/// root: a process in the host's namespace, no `no_new_privs`, every capability, which the
+/// approval socket would take for a person — the fresh review of issue 8, thirteenth session,
+/// H3), would let root start a process outside the namespace. Unprivileged users are refused
+/// there by polkit and by the managers' own uid check.
+pub const ROOT_MASKED: &[&str] = &["/run/dbus", "/run/systemd/private", "/run/user"];
 
 /// Why a command could not be started. A command that started and failed is an [`Output`].
 #[derive(Debug, thiserror::Error)]

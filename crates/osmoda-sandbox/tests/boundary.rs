@@ -88,6 +88,40 @@ async fn masked_paths_are_unreachable_even_for_root_and_siblings_are_not() {
     );
 }
 
+/// A root command cannot reach a service manager that would start a process outside the
+/// namespace: root's own under `/run/user/0` (H3 of the issue 8 review), another user's under
+/// `/run/user/<uid>`, systemd's D-Bus. Stand-in sockets in a user-runtime dir the test makes.
+#[tokio::test]
+async fn a_root_command_sees_no_user_service_manager() {
+    if !root() {
+        return;
+    }
+    let created = !Path::new("/run/user").exists();
+    let dir = Path::new("/run/user/4242");
+    std::fs::create_dir_all(dir.join("systemd")).unwrap();
+    let sock = dir.join("systemd/private");
+    let _ = std::fs::remove_file(&sock);
+    let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let b = Boundary::osmoda_default();
+    let out = sh(
+        &b,
+        "root",
+        &format!(
+            "ls -A /run/user; test -e {} && echo reachable; true",
+            sock.display()
+        ),
+    )
+    .await;
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout_lossy(), "", "root saw the managers: {out:?}");
+    // Outside, it is there.
+    assert!(sock.exists());
+    let _ = std::fs::remove_dir_all(dir);
+    if created {
+        let _ = std::fs::remove_dir("/run/user");
+    }
+}
+
 fn cap_bits(status: &str, field: &str) -> u64 {
     let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()

@@ -398,6 +398,25 @@ async fn edit(
         ticket.as_deref(),
     )
     .await?;
+    // The bytes judged are the bytes that land: the gate judged the text planned from the file
+    // as it was before its lock; if another edit of that file landed in between, the edit
+    // re-applied below to the newer file (a kept `mkForce`, a list element replayed) is not
+    // what was judged. Under the guard `HEAD` cannot move, so one comparison settles it.
+    let (t, file, planned_from) = (tree(&st)?, target.file.clone(), planned.before);
+    blocking(move || {
+        let now = t.nix_files_at("HEAD")?;
+        match now.get(&file) {
+            Some(Ok(text)) if *text == planned_from => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "{} changed while this edit was being checked (another edit of it landed first); nothing was committed: send the edit again",
+                    file.display()
+                ),
+            )),
+        }
+    })
+    .await?;
     let path = plan::path_of(&op).to_string();
     let mut request = json!({ "op": name, "file": target.file, "path": path, "reason": reason });
     if let (

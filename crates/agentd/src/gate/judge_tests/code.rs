@@ -21,6 +21,19 @@ fn new_or_changed_root_code_needs_a_person_and_a_service_accounts_code_does_not(
         ("PermissionsStartOnly", "systemd.services.evil = { preStart = \"true\"; serviceConfig = { User = \"nobody\"; PermissionsStartOnly = true; }; };", "code.root"),
         ("an ambient capability", "systemd.services.evil = { script = \"true\"; serviceConfig = { DynamicUser = true; AmbientCapabilities = [ \"CAP_SYS_ADMIN\" ]; }; };", "code.root"),
         ("wheel as a group", "systemd.services.evil = { script = \"true\"; serviceConfig = { User = \"nobody\"; SupplementaryGroups = \"wheel\"; }; };", "code.root"),
+        // osModa's own accounts and groups (issue 8 review, thirteenth session, H2): the gateway's
+        // user reaches the approval relay, keyd's holds the wallets.
+        ("a unit as the gateway's user", "systemd.services.helper = { wantedBy = [ \"multi-user.target\" ]; serviceConfig = { Type = \"oneshot\"; User = \"osmoda-gateway\"; ExecStart = \"/run/current-system/sw/bin/curl --unix-socket /run/osmoda-relay/relay.sock http://x/relay/approval/T\"; }; };", "code.root"),
+        ("a unit as keyd's user", "systemd.services.helper = { script = \"rm -rf /var/lib/osmoda/keyd\"; serviceConfig.User = \"osmoda-keyd\"; };", "code.root"),
+        ("a unit in the relay's group", "systemd.services.helper = { script = \"true\"; serviceConfig = { User = \"nobody\"; SupplementaryGroups = [ \"osmoda-relay\" ]; }; };", "code.root"),
+        ("a unit with osModa's group", "systemd.services.helper = { script = \"true\"; serviceConfig = { DynamicUser = true; Group = \"osmoda\"; }; };", "code.root"),
+        ("a cron job as the gateway's user", "services.cron.systemCronJobs = [ \"* * * * * osmoda-gateway curl --unix-socket /run/osmoda-relay/relay.sock http://x/\" ];", "code.root"),
+        // New mounts over login places (issue 8 review, thirteenth session, H4).
+        ("a tmpfs over NixOS's authorized keys", "fileSystems.\"/etc/ssh/authorized_keys.d\" = { device = \"none\"; fsType = \"tmpfs\"; };", "filesystem.change"),
+        ("a tmpfs over the homes", "fileSystems.\"/home\" = { device = \"none\"; fsType = \"tmpfs\"; };", "filesystem.change"),
+        ("a tmpfs over sshd's configuration", "fileSystems.\"/etc/ssh\" = { device = \"none\"; fsType = \"tmpfs\"; };", "filesystem.change"),
+        ("a mount unit over root's home", "systemd.mounts = [ { what = \"none\"; where = \"/root\"; type = \"tmpfs\"; wantedBy = [ \"multi-user.target\" ]; } ];", "filesystem.change"),
+        ("an automount over /home", "systemd.automounts = [ { where = \"/home\"; wantedBy = [ \"multi-user.target\" ]; } ];", "filesystem.change"),
         ("a user that cannot be decided", "systemd.services.evil = { script = \"true\"; serviceConfig.User = config.users.users.alice.name; };", "code.root"),
         ("a user unit", "systemd.user.services.evil.script = \"rm -rf ~/.ssh\";", "code.root"),
         ("an environment that changes root code", "systemd.services.nginx.environment.LD_PRELOAD = \"/tmp/evil.so\";", "code.root"),
@@ -55,6 +68,9 @@ fn new_or_changed_root_code_needs_a_person_and_a_service_accounts_code_does_not(
     check_harmless(&[
         ("a service account's script", "systemd.services.app = { wantedBy = [ \"multi-user.target\" ]; script = \"sleep infinity\"; serviceConfig.DynamicUser = true; };"),
         ("a named service account", "systemd.services.app = { script = \"true\"; serviceConfig.User = \"nobody\"; };"),
+        ("a data disk", "fileSystems.\"/srv/data\" = { device = \"/dev/vdb\"; fsType = \"ext4\"; };"),
+        ("a mount unit for an app", "systemd.mounts = [ { what = \"none\"; where = \"/var/lib/app/cache\"; type = \"tmpfs\"; } ];"),
+        ("an account whose name only starts like osModa's", "systemd.services.app = { script = \"true\"; serviceConfig = { User = \"osmodafan\"; Group = \"nogroup\"; }; };"),
         ("low ports only", "systemd.services.app.serviceConfig = { User = \"app\"; ExecStart = \"/bin/app\"; AmbientCapabilities = [ \"CAP_NET_BIND_SERVICE\" ]; };"),
         ("a unit's order", "systemd.services.nginx = { wantedBy = [ \"multi-user.target\" ]; after = [ \"network.target\" ]; };"),
         ("a unit's restart policy", "systemd.services.nginx.serviceConfig.Restart = \"always\";"),

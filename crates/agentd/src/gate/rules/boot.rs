@@ -406,6 +406,7 @@ fn source(t: &Value, mount: &str) -> Value {
 }
 
 pub(super) fn file_systems(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    mount_units(ctx, out);
     replaced(
         ctx,
         out,
@@ -429,10 +430,26 @@ pub(super) fn file_systems(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         );
         return;
     }
+    let homes = super::code::homes(ctx);
     for m in names(ctx, &base) {
         let p = ["fileSystems", m.as_str()];
         let (bm, am) = (at(ctx.before, &p), at(ctx.after, &p));
-        if bm == am || !bm.exists() {
+        if bm == am {
+            continue;
+        }
+        if !bm.exists() {
+            // A new mount over a login place hides what decides who logs in (a tmpfs on
+            // /home, /etc/ssh/authorized_keys.d): the users lose their keys.
+            if am.exists() && super::code::login_place(&m, &homes) {
+                push(
+                    out,
+                    "filesystem.change",
+                    &p,
+                    bm,
+                    am,
+                    &format!("mounts a file system at {m}, over files that decide who logs in"),
+                );
+            }
             continue;
         }
         let needed =
@@ -459,6 +476,38 @@ pub(super) fn file_systems(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
                 was,
                 now,
                 &format!("changes which device is mounted at {m} (its data may not be there, and the boot may stop)"),
+            );
+        }
+    }
+}
+
+/// Mount units (`systemd.mounts`, `systemd.automounts`: lists of units with `where`) added over
+/// a login place, or that cannot be decided: the same as a new `fileSystems` entry there.
+fn mount_units(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let homes = super::code::homes(ctx);
+    for kind in ["mounts", "automounts"] {
+        let p = ["systemd", kind];
+        let (b, a) = (at(ctx.before, &p), at(ctx.after, &p));
+        if b == a {
+            continue;
+        }
+        let old = b.list(&[]).unwrap_or_default();
+        let hides = match a.list(&[]) {
+            Some(new) => new.iter().filter(|u| !old.contains(u)).any(|u| {
+                u.get("where")
+                    .and_then(Value::as_str)
+                    .is_none_or(|w| super::code::login_place(w, &homes))
+            }),
+            None => a != V::Absent,
+        };
+        if hides {
+            push(
+                out,
+                "filesystem.change",
+                &p,
+                b,
+                a,
+                "adds a mount unit over files that decide who logs in (or one whose place cannot be decided)",
             );
         }
     }

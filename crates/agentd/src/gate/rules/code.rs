@@ -65,11 +65,21 @@ const UNITS: &[(&[&str], &str, bool)] = &[
     (&["systemd", "user", "services"], "serviceConfig", true),
 ];
 
-/// Whether account `u` of tree `t` is root or one people log in with (`uid = 0`, a normal user,
-/// in wheel); an account the tree does not define is a service account NixOS or a package
-/// defines. `None`: cannot be decided.
+/// Whether a name is one of osModa's own accounts or groups (`osmoda`, `osmoda-gateway`,
+/// `osmoda-relay`, `osmoda-keyd`, …, all defined by the module): they carry standing no other
+/// service account has — the gateway's user may pass on a person's decision through agentd's
+/// approval relay, keyd's user holds the wallets — so code running as them counts as root code.
+/// Found by the fresh review of issue 8 (thirteenth session, H2): a unit with
+/// `User = "osmoda-gateway"` approved the agent's own ticket through the relay.
+fn osmoda_standing(name: &str) -> bool {
+    name == "osmoda" || name.starts_with("osmoda-")
+}
+
+/// Whether account `u` of tree `t` is root, one people log in with (`uid = 0`, a normal user,
+/// in wheel) or one of osModa's own ([`osmoda_standing`]); any other account the tree does not
+/// define is a service account NixOS or a package defines. `None`: cannot be decided.
 fn account_privileged(t: &Value, u: &str) -> Option<bool> {
-    if u == "root" || u == "0" {
+    if u == "root" || u == "0" || osmoda_standing(u) {
         return Some(true);
     }
     let base = ["users", "users", u];
@@ -103,7 +113,8 @@ fn strings(v: V<'_>) -> Option<Vec<String>> {
 /// Whether the unit at `unit` runs its code as root or as a login account: no `User` (and no
 /// `DynamicUser`), `User` naming such an account, an `Exec*` line prefixed `+` or `!` (full
 /// privileges whatever `User` says), `PermissionsStartOnly`, ambient capabilities beyond
-/// binding low ports, or wheel as a supplementary group. User units run as each user.
+/// binding low ports, or wheel or one of osModa's groups as its group or a supplementary group.
+/// User units run as each user.
 fn privileged(t: &Value, unit: &[&str], section: &str, per_user: bool) -> Option<bool> {
     if per_user {
         return Some(true);
@@ -131,11 +142,12 @@ fn privileged(t: &Value, unit: &[&str], section: &str, per_user: bool) -> Option
     {
         return Some(true);
     }
-    let groups = strings(s("SupplementaryGroups"))?;
+    let mut groups = strings(s("SupplementaryGroups"))?;
+    groups.extend(strings(s("Group"))?);
     if groups
         .iter()
         .flat_map(|g| g.split_whitespace())
-        .any(|g| g == "wheel")
+        .any(|g| g == "wheel" || osmoda_standing(g))
     {
         return Some(true);
     }
@@ -421,8 +433,8 @@ fn cron_and_udev(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     }
 }
 
-/// The homes of both tree states (a tmpfiles rule on either side's home counts).
-fn homes(ctx: &Ctx<'_>) -> Homes {
+/// The homes of both tree states (a rule on either side's home counts).
+pub(super) fn homes(ctx: &Ctx<'_>) -> Homes {
     let (b, a) = (
         crate::gate::homes::homes(ctx.before),
         crate::gate::homes::homes(ctx.after),
@@ -437,9 +449,12 @@ fn homes(ctx: &Ctx<'_>) -> Homes {
 /// its path is one or holds one (a home, `/etc/ssh`, …), or cannot be decided (specifiers such
 /// as `%h`, globs, quotes, relative or dotted paths). Exclusions (`x`, `X`) touch nothing.
 fn tmpfile_touches_login(ty: &str, path: &str, homes: &Homes) -> bool {
-    if ty.starts_with(['x', 'X']) {
-        return false;
-    }
+    !ty.starts_with(['x', 'X']) && login_place(path, homes)
+}
+
+/// Whether `path` is, holds or lies inside a login file (a home, `/etc/ssh`, …), or cannot be
+/// decided (specifiers such as `%h`, globs, quotes, relative or dotted paths).
+pub(super) fn login_place(path: &str, homes: &Homes) -> bool {
     if !path.starts_with('/')
         || path.contains(['%', '*', '?', '[', '"', '\'', '\\'])
         || path.split('/').any(|c| c == "." || c == "..")
