@@ -95,6 +95,19 @@ export function describe(tool: string, t: OpenTicket): string {
   return head + (effect.length > room ? effect.slice(0, room - 1) + "…" : effect) + tail;
 }
 
+/**
+ * A channel or sender id in the characters agentd's relay accepts (letters, digits and
+ * `._@:+-/#`): any other character, and `+` itself, becomes `+HH` per UTF-8 byte, so distinct
+ * ids stay distinct. IRC's sender ids are `nick!user@host`: without this an IRC owner's
+ * decision was refused by the relay (400) and could never be recorded.
+ */
+export function relayId(id: string): string {
+  return Array.from(new TextEncoder().encode(id), (b) => {
+    const c = String.fromCharCode(b);
+    return b < 0x80 && /[A-Za-z0-9._@:\-/#]/.test(c) ? c : `+${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }).join("");
+}
+
 /** Passes the owner's decision on to agentd's relay socket. */
 export async function relayDecision(settings: Settings, ticket: string, approve: boolean, who: Requester): Promise<void> {
   const res = await call({
@@ -103,7 +116,7 @@ export async function relayDecision(settings: Settings, ticket: string, approve:
     path: `/relay/approval/${encodeURIComponent(ticket)}`,
     body: {
       decision: approve ? "approve" : "deny",
-      requester: { channel: who.channel, sender_id: who.senderId ?? null, owner: who.senderIsOwner === true },
+      requester: { channel: who.channel && relayId(who.channel), sender_id: who.senderId ? relayId(who.senderId) : null, owner: who.senderIsOwner === true },
     },
     timeoutMs: settings.requestTimeoutMs,
   });

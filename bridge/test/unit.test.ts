@@ -334,6 +334,18 @@ test("formatting helpers", () => {
   assert.equal(table(["n", "x"], [[12, null], [undefined, true]]), "n   x\n12\n    true");
 });
 
+test("approvals: a requester's ids reach agentd's relay in its characters, distinct ids kept distinct", async () => {
+  const { relayId } = await import("../src/approvals.ts");
+  for (const [id, want] of [
+    ["telegram", "telegram"],
+    ["alice!alice@127.0.0.1", "alice+21alice@127.0.0.1"], // IRC's nick!user@host
+    ["a+b", "a+2Bb"],
+    ["a+2Bb", "a+2B2Bb"],
+    ["é x", "+C3+A9+20x"],
+    ["user:1/#c_-.", "user:1/#c_-."],
+  ]) assert.equal(relayId(id!), want, id);
+});
+
 test("approvals in the chat: only an owner with a requester is asked, for exactly the refused call", async () => {
   const { beforeBridgeCall, callKey, describe, remember, ticketOf } = await import("../src/approvals.ts");
   const settings = { ...DEFAULT_SETTINGS, relaySocket: "/nonexistent/relay.sock", approvalTimeoutMs: 5000 };
