@@ -624,7 +624,7 @@ let
       # widens `allow` does not get them by accident; the bridge also blocks them in a hook.
       tools = {
         allow = [ "group:plugins" "group:fs" "group:memory" ];
-        deny = [ "group:runtime" "group:nodes" "terminal" "portal" "mobile_ui" "gateway" "plugins" "openclaw" ];
+        deny = [ "group:runtime" "group:nodes" "terminal" "portal" "mobile_ui" "automations" "gateway" "plugins" "openclaw" ];
         toolSearch = false;
       };
       plugins = {

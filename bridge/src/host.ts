@@ -3,8 +3,9 @@
 //! leaves them out). Two kinds:
 //! - host code: `exec`, `process`, `terminal`, `portal`, `nodes`, `computer`, `mobile_ui` run
 //!   commands or drive devices with the gateway's own rights, unaudited, where the approval
-//!   path and the configuration tree are within reach — `shell_exec` runs inside the boundary
-//!   and is recorded;
+//!   path and the configuration tree are within reach, and `automations` (alias `cron`) can
+//!   schedule such commands — `shell_exec` runs inside the boundary and is recorded (osModa's
+//!   schedules are routines);
 //! - OpenClaw's own control plane: `gateway`, `plugins`, `openclaw` change the gateway's
 //!   configuration or plugins (and so its tool policy), which NixOS renders from
 //!   `services.osmoda.gateway`.
@@ -13,7 +14,7 @@
 //! alias, and resolves aliases to these names before hooks run.
 
 /** Built-in tools that run code or drive devices outside osModa's boundary. */
-export const HOST_CODE_TOOLS = ["exec", "process", "terminal", "portal", "nodes", "computer", "mobile_ui"] as const;
+export const HOST_CODE_TOOLS = ["exec", "process", "terminal", "portal", "nodes", "computer", "mobile_ui", "automations"] as const;
 
 /** Built-in tools that change OpenClaw's own configuration, plugins or installation. */
 export const CONTROL_PLANE_TOOLS = ["gateway", "plugins", "openclaw"] as const;

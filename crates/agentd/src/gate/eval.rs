@@ -32,6 +32,8 @@ pub const PROTECTED: &[&[&str]] = &[
     &["systemd", "network"],
     &["boot"],
     &["fileSystems"],
+    &["systemd", "mounts"],
+    &["systemd", "automounts"],
     &["security", "sudo"],
     &["security", "pam", "services"],
     &["security", "pam", "loginLimits"],

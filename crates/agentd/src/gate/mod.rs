@@ -485,23 +485,43 @@ pub async fn consume_exec(
     Ok(Some(id.to_string()))
 }
 
-/// Gate an edit of one file: `after` is its new text (the rest of the tree is `HEAD`'s). Hold
-/// the returned [`Guard`] until the edit has landed.
+/// Gate an edit of one file, planned as `(from, after)`: the file's text at `HEAD` it was
+/// planned from and its new text (the rest of the tree is `HEAD`'s). When the file at `HEAD`
+/// under the gate's lock is no longer `from` (another edit of it landed meanwhile), `replan`
+/// plans the edit again under the lock and its texts are judged instead, so what is judged is
+/// what lands. Hold the returned [`Guard`] until the edit has landed.
 ///
 /// # Errors
-/// As [`enforce`]; 503 when the evaluator is unavailable.
-pub async fn check_edit(
+/// As [`enforce`]; 503 when the evaluator is unavailable; `replan`'s own.
+pub async fn check_edit<F>(
     st: &AppState,
     actor: &str,
     file: &Path,
-    after: String,
+    planned: (String, String),
+    replan: F,
     ticket: Option<&str>,
-) -> Result<Guard, ApiError> {
+) -> Result<Guard, ApiError>
+where
+    F: FnOnce() -> Result<(String, String), ApiError> + Send + 'static,
+{
     let Some(dir) = tree_dir(st) else {
         return Ok(Guard::open());
     };
     let guard = lock(&dir).await;
     let before = read(move || snapshot::at(&dir, "HEAD")).await?;
+    let (from, mut after) = planned;
+    if before.get(file).map_or("", String::as_str) != from {
+        let (again_from, again) = tokio::task::spawn_blocking(replan)
+            .await
+            .map_err(ApiError::internal)??;
+        if before.get(file).map_or("", String::as_str) != again_from {
+            return Err(ApiError::internal(format!(
+                "{} read differently by the plan and the gate at the same HEAD",
+                file.display()
+            )));
+        }
+        after = again;
+    }
     let mut new = before.clone();
     new.insert(file.to_path_buf(), after);
     let effect = judge_async(st, before, new, Mutation::Edit).await?;

@@ -326,6 +326,54 @@ struct EditRequest {
     name: &'static str,
 }
 
+/// An edit planned from `HEAD` and checked (schema, raw value, daemons' own checks, syntax):
+/// the plan, whether a raw value was evaluated, and notes for the answer. Bad input is refused
+/// here, before anything is written, ledger included, and before the gate judges the edit:
+/// nobody is asked to approve an edit that could not land.
+fn prepare(
+    t: &Tree,
+    named: Option<&Path>,
+    o: &osmoda_nix::Op,
+) -> Result<(plan::Planned, bool, Vec<String>), ApiError> {
+    let ours = schema::concerns(o);
+    let raw = match o {
+        osmoda_nix::Op::Set(_, NixValue::Raw(raw))
+        | osmoda_nix::Op::Append(_, NixValue::Raw(raw))
+        | osmoda_nix::Op::Remove(_, NixValue::Raw(raw)) => Some(raw),
+        _ => None,
+    };
+    let planned = plan(t, named, o)?;
+    if let (Some(raw), false) = (raw, matches!(o, osmoda_nix::Op::Remove(..))) {
+        plan::refuse_outside_reads(t, raw, &planned.target.file)?;
+    }
+    if raw.is_none() {
+        schema::check(o, None)?;
+    }
+    let evaluated = match raw {
+        Some(raw) if ours || !matches!(o, osmoda_nix::Op::Remove(..)) => {
+            // `mkForce`/`mkIf`/… do not change what the value must be: check what they wrap.
+            let value = osmoda_nix::without_wrappers(raw)?.unwrap_or_else(|| raw.clone());
+            match plan::evaluate_raw(t, &value, ours)? {
+                plan::RawEval::Skipped => {
+                    schema::check(o, None)?;
+                    false
+                }
+                plan::RawEval::Evaluated(json) => {
+                    schema::check(o, json.as_ref())?;
+                    true
+                }
+            }
+        }
+        _ => true,
+    };
+    let mut notes = Vec::new();
+    if ours {
+        notes.extend(daemons::run(t, &planned)?);
+    }
+    t.check_text(&planned.target.file, &planned.after)?;
+    Ok((planned, evaluated, notes))
+}
+
 async fn edit(
     st: Arc<AppState>,
     caller: Caller,
@@ -344,79 +392,38 @@ async fn edit(
         ));
     }
     let named = file.as_deref().map(|f| tree_file(Some(f))).transpose()?;
-    // Bad input is refused before anything is written, ledger included, and before the gate
-    // judges the edit: nobody is asked to approve an edit that could not land.
     let t = tree(&st)?;
-    let o = op.clone();
-    let (planned, evaluated, mut notes) = blocking(move || {
-        let ours = schema::concerns(&o);
-        let raw = match &o {
-            osmoda_nix::Op::Set(_, NixValue::Raw(raw))
-            | osmoda_nix::Op::Append(_, NixValue::Raw(raw))
-            | osmoda_nix::Op::Remove(_, NixValue::Raw(raw)) => Some(raw),
-            _ => None,
-        };
-        let planned = plan(&t, named.as_deref(), &o)?;
-        if let (Some(raw), false) = (raw, matches!(o, osmoda_nix::Op::Remove(..))) {
-            plan::refuse_outside_reads(&t, raw, &planned.target.file)?;
-        }
-        if raw.is_none() {
-            schema::check(&o, None)?;
-        }
-        let evaluated = match raw {
-            Some(raw) if ours || !matches!(o, osmoda_nix::Op::Remove(..)) => {
-                // `mkForce`/`mkIf`/… do not change what the value must be: check what they wrap.
-                let value = osmoda_nix::without_wrappers(raw)?.unwrap_or_else(|| raw.clone());
-                match plan::evaluate_raw(&t, &value, ours)? {
-                    plan::RawEval::Skipped => {
-                        schema::check(&o, None)?;
-                        false
-                    }
-                    plan::RawEval::Evaluated(json) => {
-                        schema::check(&o, json.as_ref())?;
-                        true
-                    }
-                }
-            }
-            _ => true,
-        };
-        let mut notes = Vec::new();
-        if ours {
-            notes.extend(daemons::run(&t, &planned)?);
-        }
-        t.check_text(&planned.target.file, &planned.after)?;
-        Ok((planned, evaluated, notes))
-    })
-    .await?;
-    let target = planned.target.clone();
-    // The gate's guard is held until the edit has landed.
+    let (o, n) = (op.clone(), named.clone());
+    let first = blocking(move || prepare(&t, n.as_deref(), &o)).await?;
+    // The gate's guard is held until the edit has landed. The bytes judged are the bytes that
+    // land: when another edit of the file landed between this plan and the gate's lock, the
+    // gate plans again under its lock (what lands is the edit re-applied to the file at the
+    // locked `HEAD`: a kept `mkForce`, a list element replayed, must be what is judged).
+    let replanned = Arc::new(std::sync::Mutex::new(None));
+    let (t, o, slot) = (tree(&st)?, op.clone(), replanned.clone());
+    let replan = move || {
+        let p = prepare(&t, named.as_deref(), &o)?;
+        let texts = (p.0.before.clone(), p.0.after.clone());
+        *slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(p);
+        Ok(texts)
+    };
     let judged = crate::gate::check_edit(
         &st,
         &caller.actor,
-        &target.file,
-        planned.after,
+        &first.0.target.file,
+        (first.0.before.clone(), first.0.after.clone()),
+        replan,
         ticket.as_deref(),
     )
     .await?;
-    // The bytes judged are the bytes that land: the gate judged the text planned from the file
-    // as it was before its lock; if another edit of that file landed in between, the edit
-    // re-applied below to the newer file (a kept `mkForce`, a list element replayed) is not
-    // what was judged. Under the guard `HEAD` cannot move, so one comparison settles it.
-    let (t, file, planned_from) = (tree(&st)?, target.file.clone(), planned.before);
-    blocking(move || {
-        let now = t.nix_files_at("HEAD")?;
-        match now.get(&file) {
-            Some(Ok(text)) if *text == planned_from => Ok(()),
-            _ => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "{} changed while this edit was being checked (another edit of it landed first); nothing was committed: send the edit again",
-                    file.display()
-                ),
-            )),
-        }
-    })
-    .await?;
+    let again = replanned
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let (planned, evaluated, mut notes) = again.unwrap_or(first);
+    let target = planned.target.clone();
     let path = plan::path_of(&op).to_string();
     let mut request = json!({ "op": name, "file": target.file, "path": path, "reason": reason });
     if let (

@@ -27,6 +27,13 @@ fn new_or_changed_root_code_needs_a_person_and_a_service_accounts_code_does_not(
         ("a unit as keyd's user", "systemd.services.helper = { script = \"rm -rf /var/lib/osmoda/keyd\"; serviceConfig.User = \"osmoda-keyd\"; };", "code.root"),
         ("a unit in the relay's group", "systemd.services.helper = { script = \"true\"; serviceConfig = { User = \"nobody\"; SupplementaryGroups = [ \"osmoda-relay\" ]; }; };", "code.root"),
         ("a unit with osModa's group", "systemd.services.helper = { script = \"true\"; serviceConfig = { DynamicUser = true; Group = \"osmoda\"; }; };", "code.root"),
+        ("a unit as a uid", "systemd.services.helper = { script = \"true\"; serviceConfig.User = \"997\"; };", "code.root"),
+        ("a unit as a blank-padded name", "systemd.services.helper = { script = \"true\"; serviceConfig.User = \" osmoda-gateway\"; };", "code.root"),
+        ("a unit as root padded", "systemd.services.helper = { script = \"true\"; serviceConfig.User = \" root \"; };", "code.root"),
+        ("a mount moved onto the homes", "fileSystems.\"/srv/x\" = { mountPoint = \"/home\"; device = \"none\"; fsType = \"tmpfs\"; };", "filesystem.change"),
+        ("a tmpfs over /etc/static", "fileSystems.\"/etc/static\" = { device = \"none\"; fsType = \"tmpfs\"; };", "filesystem.change"),
+        ("a tmpfs over keyd's state", "fileSystems.\"/var/lib/osmoda/keyd\" = { device = \"none\"; fsType = \"tmpfs\"; };", "filesystem.change"),
+        ("a mount unit over the store", "systemd.mounts = [ { what = \"none\"; where = \"/nix/store\"; type = \"tmpfs\"; } ];", "filesystem.change"),
         ("a cron job as the gateway's user", "services.cron.systemCronJobs = [ \"* * * * * osmoda-gateway curl --unix-socket /run/osmoda-relay/relay.sock http://x/\" ];", "code.root"),
         // New mounts over login places (issue 8 review, thirteenth session, H4).
         ("a tmpfs over NixOS's authorized keys", "fileSystems.\"/etc/ssh/authorized_keys.d\" = { device = \"none\"; fsType = \"tmpfs\"; };", "filesystem.change"),

@@ -437,19 +437,31 @@ pub(super) fn file_systems(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         if bm == am {
             continue;
         }
-        if !bm.exists() {
-            // A new mount over a login place hides what decides who logs in (a tmpfs on
-            // /home, /etc/ssh/authorized_keys.d): the users lose their keys.
-            if am.exists() && super::code::login_place(&m, &homes) {
+        // NixOS mounts at `mountPoint` (the name is only its default): a new mount, or one
+        // whose place moves, over a place the machine or its logins depend on hides what is
+        // there (a tmpfs on /home or /etc/ssh/authorized_keys.d: the users lose their keys; on
+        // /etc/static or /nix/store: sshd's configuration, every program).
+        let point = |t: &Value, v: V<'_>| match at(t, &[&p[..], &["mountPoint"]].concat()) {
+            V::Known(Value::String(s)) => Some(s.clone()),
+            V::Absent | V::Known(Value::Null) if v.exists() => Some(m.clone()),
+            V::Absent | V::Known(Value::Null) => None,
+            _ => Some(String::new()),
+        };
+        let (was_at, now_at) = (point(ctx.before, bm), point(ctx.after, am));
+        if now_at.is_some() && now_at != was_at {
+            let now_at = now_at.unwrap_or_default();
+            if mount_hides(&now_at, &homes) {
                 push(
                     out,
                     "filesystem.change",
                     &p,
                     bm,
                     am,
-                    &format!("mounts a file system at {m}, over files that decide who logs in"),
+                    &format!("mounts a file system at {now_at:?}, over files the machine or its logins depend on"),
                 );
             }
+        }
+        if !bm.exists() {
             continue;
         }
         let needed =
@@ -483,6 +495,30 @@ pub(super) fn file_systems(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 
 /// Mount units (`systemd.mounts`, `systemd.automounts`: lists of units with `where`) added over
 /// a login place, or that cannot be decided: the same as a new `fileSystems` entry there.
+/// Places a new mount may not cover without a person: the ones NixOS and osModa run from
+/// (`/`, `/etc`, `/nix`, `/boot`, `/usr`, `/run`, `/var/lib/osmoda`, the binaries'), anything
+/// holding or inside them, and login places (homes, `/root`, `/etc/ssh`, …); a place that is
+/// not a clean absolute path counts too.
+fn mount_hides(point: &str, homes: &crate::api::secrets::Homes) -> bool {
+    const SYSTEM: &[&str] = &[
+        "/etc",
+        "/nix",
+        "/boot",
+        "/usr",
+        "/run",
+        "/bin",
+        "/sbin",
+        "/lib",
+        "/lib64",
+        "/var/lib/osmoda",
+    ];
+    let p = std::path::Path::new(point);
+    super::code::login_place(point, homes)
+        || SYSTEM
+            .iter()
+            .any(|s| p.starts_with(s) || std::path::Path::new(s).starts_with(p))
+}
+
 fn mount_units(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     let homes = super::code::homes(ctx);
     for kind in ["mounts", "automounts"] {
@@ -496,7 +532,7 @@ fn mount_units(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             Some(new) => new.iter().filter(|u| !old.contains(u)).any(|u| {
                 u.get("where")
                     .and_then(Value::as_str)
-                    .is_none_or(|w| super::code::login_place(w, &homes))
+                    .is_none_or(|w| mount_hides(w, &homes))
             }),
             None => a != V::Absent,
         };
@@ -507,7 +543,7 @@ fn mount_units(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
                 &p,
                 b,
                 a,
-                "adds a mount unit over files that decide who logs in (or one whose place cannot be decided)",
+                "adds a mount unit over files the machine or its logins depend on (or one whose place cannot be decided)",
             );
         }
     }

@@ -79,7 +79,10 @@ fn osmoda_standing(name: &str) -> bool {
 /// in wheel) or one of osModa's own ([`osmoda_standing`]); any other account the tree does not
 /// define is a service account NixOS or a package defines. `None`: cannot be decided.
 fn account_privileged(t: &Value, u: &str) -> Option<bool> {
-    if u == "root" || u == "0" || osmoda_standing(u) {
+    // systemd strips the blanks around `User=`; a number is a uid, which may be any account's
+    // (the gateway's, root's): it counts as one with standing.
+    let u = u.trim();
+    if u == "root" || u.parse::<u32>().is_ok() || osmoda_standing(u) {
         return Some(true);
     }
     let base = ["users", "users", u];
@@ -147,7 +150,7 @@ fn privileged(t: &Value, unit: &[&str], section: &str, per_user: bool) -> Option
     if groups
         .iter()
         .flat_map(|g| g.split_whitespace())
-        .any(|g| g == "wheel" || osmoda_standing(g))
+        .any(|g| g == "wheel" || g.parse::<u32>().is_ok() || osmoda_standing(g))
     {
         return Some(true);
     }
