@@ -81,8 +81,9 @@ test("'watch nginx and restart it if it fails' → watcher_add → a commit → 
   const offered = (model.requests[0]!.tools ?? []).map((t) => t.function.name);
   for (const t of ["watcher_add", "safe_switch_begin", "shell_exec", "config_set"]) assert.ok(offered.includes(t), `${t} offered: ${offered}`);
   for (const t of ["exec", "process"]) assert.ok(!offered.includes(t), `${t} must not be offered`);
-  // Nothing beyond the allowlist: the bridge's tools, OpenClaw's file tools and memory-core's.
-  const allowed = new Set([...allTools.map((t) => t.name), "ls", "read", "write", "edit", "apply_patch", "memory_search", "memory_get"]);
+  // Nothing beyond the allowlist: the bridge's tools, OpenClaw's file tools, and memory-core's
+  // (memory_search, memory_get, and `intent`, its standing reminders) — the only other plugin.
+  const allowed = new Set([...allTools.map((t) => t.name), "ls", "read", "write", "edit", "apply_patch", "memory_search", "memory_get", "intent"]);
   assert.deepEqual(offered.filter((t) => !allowed.has(t)), [], `offered beyond the allowlist: ${offered}`);
 
   assert.match(body.choices[0].message.content, /Done: nginx is watched .*committed/);

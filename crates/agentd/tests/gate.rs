@@ -1259,8 +1259,20 @@ async fn two_edits_of_one_file_land_only_as_judged() {
         "    enable = lib.mkDefault true;",
         "sshd at default priority",
     );
-    let on = json!({"file": OSM, "path": "services.openssh.enable", "value": true, "reason": "keep sshd"});
-    d.agent().post_ok("/config/set", &on).await;
+    // A second definition of sshd at normal priority, written by hand (agentd refuses to add one).
+    std::fs::write(
+        d.tree_dir().join("keep.nix"),
+        "{ ... }:\n{\n  services.openssh.enable = true;\n}\n",
+    )
+    .expect("write");
+    git(&d.tree_dir(), &["add", "keep.nix"]);
+    commit_file(
+        &d,
+        CFG,
+        "imports = [ ./osmoda.nix ];",
+        "imports = [ ./osmoda.nix ./keep.nix ];",
+        "keep sshd on",
+    );
     let forced = json!({"file": CFG, "path": "services.openssh.enable", "nix": "lib.mkForce true", "reason": "y"});
     let off =
         json!({"file": CFG, "path": "services.openssh.enable", "value": false, "reason": "x"});
