@@ -10,7 +10,8 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 
-import { Stack, renderGatewayConfig } from "./harness.ts";
+import { startChatGateway, turn } from "./chat.ts";
+import { Stack } from "./harness.ts";
 import { ScriptedModel, lastToolResult, type ChatRequest, type Step } from "./model.ts";
 
 const stack = new Stack();
@@ -40,27 +41,10 @@ const model = new ScriptedModel(script);
 before(async () => {
   await model.start();
   await stack.startDaemons();
-  await stack.startGateway({
-    render: (pluginDir, port) => {
-      const c = renderGatewayConfig({ agentd: { socket: stack.agentdSocket }, watch: { socket: stack.watchSocket }, gateway: { port } }, pluginDir, stack.dir);
-      // A person's override: the host tools allowed, nothing denied.
-      c.tools.allow = [...c.tools.allow, "exec", "gateway"];
-      c.tools.deny = [];
-      c.gateway.http = { endpoints: { chatCompletions: { enabled: true } } };
-      c.models = {
-        mode: "merge",
-        providers: {
-          scripted: {
-            baseUrl: `http://127.0.0.1:${model.port}/v1`,
-            apiKey: "scripted-model",
-            api: "openai-completions",
-            models: [{ id: "turns", name: "Scripted turns", reasoning: false, input: ["text"], cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, contextWindow: 1000000, maxTokens: 4096 }],
-          },
-        },
-      };
-      c.agents = { defaults: { model: { primary: "scripted/turns" } } };
-      return c;
-    },
+  // A person's override of the rendered policy: the host tools allowed, nothing denied.
+  await startChatGateway(stack, model, (c) => {
+    c.tools.allow = [...c.tools.allow, "exec", "gateway"];
+    c.tools.deny = [];
   });
 });
 after(async () => {
@@ -77,13 +61,7 @@ test("exec and gateway, allowed by a person's tool policy, are blocked by the br
   assert.equal(open.length, 1, JSON.stringify(open));
   ticket = open[0].id;
 
-  const res = await fetch(`http://127.0.0.1:${stack.port}/v1/chat/completions`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${stack.token}`, "content-type": "application/json" },
-    body: JSON.stringify({ model: "openclaw", messages: [{ role: "user", content: "touch a file on the host, then show me OpenClaw's config" }] }),
-  });
-  const body: any = await res.json();
-  assert.equal(res.status, 200, JSON.stringify(body));
+  const answer = await turn(stack, "touch a file on the host, then show me OpenClaw's config");
   // The widened policy took: the model was offered both (so only the hook stands in the way).
   const offered = (model.requests[0]!.tools ?? []).map((t) => t.function.name);
   for (const t of ["exec", "gateway", "shell_exec"]) assert.ok(offered.includes(t), `${t} offered: ${offered}`);
@@ -93,5 +71,5 @@ test("exec and gateway, allowed by a person's tool policy, are blocked by the br
   assert.match(results[1]!, /gateway is not available on osModa: .*services\.osmoda\.gateway\. Change them with config_set .*Nothing was changed\./);
   assert.ok(!existsSync(marker()), "exec ran on the host");
   assert.deepEqual((await pending()).map((t: any) => t.id), [ticket], "the ticket is still pending");
-  assert.equal(body.choices[0].message.content, "done");
+  assert.equal(answer, "done");
 });
